@@ -1,0 +1,10 @@
+// Errors every handler raises: a Code plus a sentence a person can act on (what failed, why, what to do).
+import { Code, ConnectError } from "@connectrpc/connect";
+
+export const invalidArgument = (sentence: string) => new ConnectError(sentence, Code.InvalidArgument);
+export const notFound = (sentence: string) => new ConnectError(sentence, Code.NotFound);
+export const alreadyExists = (sentence: string) => new ConnectError(sentence, Code.AlreadyExists);
+export const failedPrecondition = (sentence: string) => new ConnectError(sentence, Code.FailedPrecondition);
+export const deadlineExceeded = (sentence: string) => new ConnectError(sentence, Code.DeadlineExceeded);
+export const internal = (sentence: string) => new ConnectError(sentence, Code.Internal);
+export const unavailable = (sentence: string) => new ConnectError(sentence, Code.Unavailable);

@@ -1,0 +1,88 @@
+// aetherd's configuration: a TOML file, overridden by command-line flags, checked by one schema.
+import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
+import { parse as parseToml } from "smol-toml";
+import { z } from "zod";
+import { defaultSocketPath, defaultStateDir } from "@aether/sdk";
+
+const TcpSchema = z
+  .object({
+    listen: z.string().regex(/^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$/, "must be host:port, e.g. 127.0.0.1:7443"),
+    cert: z.string().min(1),
+    key: z.string().min(1),
+    client_ca: z.string().min(1),
+  })
+  .strict();
+
+export const ConfigSchema = z
+  .object({
+    socket: z.string().min(1),
+    state_dir: z.string().min(1),
+    log_level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
+    /** Largest request or response message, in bytes. */
+    max_message_bytes: z.number().int().min(64 * 1024).max(256 * 1024 * 1024),
+    tcp: TcpSchema.optional(),
+  })
+  .strict();
+
+export type Config = z.infer<typeof ConfigSchema>;
+
+export interface ConfigFlags {
+  config?: string;
+  socket?: string;
+  stateDir?: string;
+  logLevel?: string;
+  listen?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsClientCa?: string;
+}
+
+export class ConfigError extends Error {}
+
+export function loadConfig(flags: ConfigFlags): Config {
+  let file: Record<string, unknown> = {};
+  if (flags.config !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(flags.config, "utf8");
+    } catch (err) {
+      throw new ConfigError(`cannot read the config file ${flags.config}: ${(err as Error).message}`);
+    }
+    try {
+      file = parseToml(text) as Record<string, unknown>;
+    } catch (err) {
+      throw new ConfigError(`${flags.config} is not valid TOML: ${(err as Error).message}`);
+    }
+  }
+  const fileTcp = (file.tcp ?? {}) as Record<string, unknown>;
+  const tcp = {
+    ...fileTcp,
+    ...(flags.listen !== undefined && { listen: flags.listen }),
+    ...(flags.tlsCert !== undefined && { cert: flags.tlsCert }),
+    ...(flags.tlsKey !== undefined && { key: flags.tlsKey }),
+    ...(flags.tlsClientCa !== undefined && { client_ca: flags.tlsClientCa }),
+  };
+  const merged = {
+    socket: defaultSocketPath(),
+    state_dir: defaultStateDir(),
+    log_level: "info",
+    max_message_bytes: 4 * 1024 * 1024,
+    ...file,
+    ...(flags.socket !== undefined && { socket: flags.socket }),
+    ...(flags.stateDir !== undefined && { state_dir: flags.stateDir }),
+    ...(flags.logLevel !== undefined && { log_level: flags.logLevel }),
+    tcp: Object.keys(tcp).length > 0 ? tcp : undefined,
+  };
+  const parsed = ConfigSchema.safeParse(merged);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const where = issue?.path.join(".") || "config";
+    const hint = where.startsWith("tcp") ? " (TCP needs listen, cert, key and client_ca together: clients must present a certificate)" : "";
+    throw new ConfigError(`invalid configuration: ${where}: ${issue?.message ?? "invalid"}${hint}`);
+  }
+  const config = parsed.data;
+  config.socket = resolve(config.socket);
+  config.state_dir = resolve(config.state_dir);
+  return config;
+}

@@ -1,0 +1,65 @@
+// The one way aetherd runs host commands: argv arrays through execa, with a timeout and errors that
+// carry the command's own stderr, never ad-hoc shell strings.
+import { execa } from "execa";
+
+export class HostCommandError extends Error {
+  constructor(
+    message: string,
+    readonly command: string,
+    readonly stderr: string,
+    readonly exitCode: number | undefined,
+  ) {
+    super(message);
+  }
+}
+
+export interface HostCommandResult {
+  stdout: string;
+  stderr: string;
+}
+
+export async function runHost(
+  file: string,
+  args: readonly string[],
+  options: { timeoutMs?: number; input?: string } = {},
+): Promise<HostCommandResult> {
+  const timeout = options.timeoutMs ?? 30_000;
+  const result = await execa(file, args, {
+    timeout,
+    reject: false,
+    stripFinalNewline: true,
+    ...(options.input === undefined ? {} : { input: options.input }),
+  });
+  const command = [file, ...args].join(" ");
+  if (result.timedOut) {
+    throw new HostCommandError(`${command} did not finish within ${timeout} ms`, command, String(result.stderr), undefined);
+  }
+  if (result.failed) {
+    const stderr = String(result.stderr ?? "").trim();
+    const why = stderr !== "" ? stderr : (result.shortMessage ?? "failed");
+    throw new HostCommandError(`${command} failed: ${why}`, command, stderr, result.exitCode);
+  }
+  return { stdout: String(result.stdout), stderr: String(result.stderr) };
+}
+
+/** Finds an executable on PATH (or an absolute path) without running it. */
+export async function which(name: string): Promise<string | undefined> {
+  const { access } = await import("node:fs/promises");
+  const { constants } = await import("node:fs");
+  const candidates = name.includes("/")
+    ? [name]
+    : (process.env.PATH ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .split(":")
+        .concat(["/usr/sbin", "/sbin"])
+        .filter((d) => d !== "")
+        .map((d) => `${d}/${name}`);
+  for (const candidate of candidates) {
+    try {
+      await access(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      // not here; try the next folder
+    }
+  }
+  return undefined;
+}

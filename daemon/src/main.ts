@@ -1,0 +1,136 @@
+#!/usr/bin/env node
+// aetherd: the daemon on every host. Parses flags, loads state, serves every service, shuts down
+// gracefully on SIGTERM (leaving the processes it runs alive, to be re-adopted on the next start).
+import { Command } from "commander";
+import { randomUUID } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { mkdir, readFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { ConnectRouter } from "@connectrpc/connect";
+import { ExecutableService } from "@aether/sdk/gen/aether/runtime/v1/runtime_pb";
+import { ObserveService } from "@aether/sdk/gen/aether/observe/v1/observe_pb";
+import { NodeService } from "@aether/sdk/gen/aether/node/v1/node_pb";
+import { CellService } from "@aether/sdk/gen/aether/cells/v1/cells_pb";
+import { VmService } from "@aether/sdk/gen/aether/vm/v1/vm_pb";
+import { StorageService } from "@aether/sdk/gen/aether/storage/v1/storage_pb";
+import { FenceService } from "@aether/sdk/gen/aether/fence/v1/fence_pb";
+import { AggregatorService, BidService } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
+import { ServerReflection } from "@aether/sdk/gen/grpc/reflection/v1/reflection_pb";
+import { ConfigError, loadConfig, type ConfigFlags } from "./config.js";
+import { createLogger } from "./logger.js";
+import { listen, ListenError } from "./server.js";
+import { unimplementedService } from "./api/unimplemented.js";
+import { EventBus } from "./observe/event-bus.js";
+import { observeService } from "./observe/service.js";
+import { nodeService } from "./node/service.js";
+import { reflectionService } from "./reflection/service.js";
+import { probeHost } from "./node/probe.js";
+import { executableService } from "./runtime/service.js";
+import { ensureShim } from "./runtime/shim.js";
+import { Supervisor } from "./runtime/supervisor.js";
+import { writeFileAtomic } from "./store/atomic-file.js";
+
+const packageJson = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), "..", "package.json"), "utf8")) as {
+  version: string;
+};
+export const VERSION = packageJson.version;
+
+async function nodeId(stateDir: string): Promise<string> {
+  const file = join(stateDir, "node-id");
+  try {
+    return (await readFile(file, "utf8")).trim();
+  } catch {
+    const id = randomUUID();
+    await writeFileAtomic(file, `${id}\n`);
+    return id;
+  }
+}
+
+async function run(flags: ConfigFlags): Promise<void> {
+  const config = loadConfig(flags);
+  await mkdir(config.state_dir, { recursive: true, mode: 0o700 });
+  const daemonLogPath = join(config.state_dir, "aetherd.log");
+  const log = createLogger(config.log_level, daemonLogPath);
+  const startTimeMs = Date.now();
+
+  const events = new EventBus();
+  const shimPath = await ensureShim(join(config.state_dir, "bin"));
+  const supervisor = new Supervisor(config.state_dir, shimPath, log.child({ room: "runtime" }), events);
+  await supervisor.load();
+  const probe = await probeHost();
+  let markShutdown: () => void = () => {};
+  const shutdown = new Promise<void>((resolve) => (markShutdown = resolve));
+
+  const nodeIdValue = await nodeId(config.state_dir);
+  const implemented = [ExecutableService, ObserveService, NodeService];
+  const routes = (router: ConnectRouter) => {
+    router.service(ExecutableService, executableService(supervisor));
+    router.service(ObserveService, observeService({ supervisor, events, daemonLogPath, shutdown }));
+    router.service(
+      NodeService,
+      nodeService({ nodeId: nodeIdValue, version: VERSION, stateDir: config.state_dir, startTimeMs, supervisor, probe }),
+    );
+    router.service(CellService, unimplementedService(CellService, "cells (cgroup slices) arrive with the cells subsystem."));
+    router.service(VmService, unimplementedService(VmService, "virtual machines arrive with the vm subsystem."));
+    router.service(StorageService, unimplementedService(StorageService, "pools and volumes arrive with the storage subsystem."));
+    router.service(FenceService, unimplementedService(FenceService, "Redfish fencing arrives with the fence subsystem."));
+    router.service(BidService, unimplementedService(BidService, "bidding arrives with the auction subsystem."));
+    router.service(AggregatorService, unimplementedService(AggregatorService, "this service is served by aether-aggregator, not by aetherd."));
+    router.service(ServerReflection, reflectionService([...implemented, CellService, VmService, StorageService, FenceService, BidService, AggregatorService]));
+  };
+  const listeners = await listen(config, routes, log);
+  log.info({ version: VERSION, stateDir: config.state_dir, pid: process.pid }, "aetherd ready");
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, "shutting down; executables keep running and are re-adopted on the next start");
+    markShutdown();
+    const deadline = setTimeout(() => process.exit(0), 5000);
+    deadline.unref();
+    void listeners.close().finally(() => {
+      supervisor.close();
+      log.flush();
+      process.exit(0);
+    });
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+}
+
+const program = new Command("aetherd")
+  .description("The Aether host daemon: runs processes (and later cells, VMs, volumes) and serves the Aether API.")
+  .version(VERSION)
+  .option("-c, --config <file>", "TOML config file (keys: socket, state_dir, log_level, max_message_bytes, [tcp] listen/cert/key/client_ca)")
+  .option("--socket <path>", "unix socket to serve on (default /run/aether/aetherd.sock as root)")
+  .option("--state-dir <dir>", "where records and logs are kept (default /var/lib/aether as root)")
+  .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent")
+  .option("--listen <host:port>", "also serve mutual TLS on this TCP address (needs the three --tls-* files)")
+  .option("--tls-cert <file>", "server certificate (PEM)")
+  .option("--tls-key <file>", "server private key (PEM)")
+  .option("--tls-client-ca <file>", "CA that client certificates must chain to (PEM)")
+  .addHelpText(
+    "after",
+    `
+Examples:
+  aetherd                                    serve on the default socket, state in /var/lib/aether
+  aetherd --socket /tmp/a.sock --state-dir /tmp/aether
+  aetherd --listen 127.0.0.1:7443 --tls-cert node.pem --tls-key node.key --tls-client-ca ca.pem
+  AETHER_HOST=unix:///tmp/a.sock aether node info`,
+  )
+  .action(async (opts: ConfigFlags) => {
+    try {
+      await run(opts);
+    } catch (err) {
+      if (err instanceof ConfigError || err instanceof ListenError) {
+        process.stderr.write(`aetherd: ${err.message}\n`);
+        process.exit(2);
+      }
+      process.stderr.write(`aetherd: could not start: ${(err as Error).message}\n`);
+      process.exit(1);
+    }
+  });
+
+await program.parseAsync();

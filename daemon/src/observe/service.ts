@@ -1,0 +1,172 @@
+// aether.observe.v1.ObserveService: log streams, lifecycle events and telemetry.
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import {
+  EventSchema,
+  LogChannel,
+  LogSource,
+  ObserveService,
+  PressureSchema,
+  TelemetrySchema,
+} from "@aether/sdk/gen/aether/observe/v1/observe_pb";
+import { invalidArgument } from "../api/errors.js";
+import { timestamp } from "../api/time.js";
+import { tenant as parseTenant } from "../api/validate.js";
+import { resolveExecutable } from "../runtime/resolve.js";
+import type { Supervisor } from "../runtime/supervisor.js";
+import type { EventBus, LifecycleEvent } from "./event-bus.js";
+import { merge, offsetOfLastLines, tailFile, type LogChunk } from "./log-tail.js";
+import { readTelemetry } from "./telemetry.js";
+
+const MAX_TAIL_LINES = 1_000_000;
+/** Events buffered for a slow subscriber before its stream is ended with RESOURCE_EXHAUSTED. */
+const MAX_QUEUED_EVENTS = 10_000;
+
+export interface ObserveDeps {
+  supervisor: Supervisor;
+  events: EventBus;
+  daemonLogPath: string;
+  /** Resolves when aetherd shuts down: follow streams end then. */
+  shutdown: Promise<void>;
+}
+
+export function observeService(deps: ObserveDeps): ServiceImpl<typeof ObserveService> {
+  return {
+    async *streamLogs(req, ctx) {
+      if (req.tailLines !== undefined && req.tailLines > MAX_TAIL_LINES) {
+        throw invalidArgument(`tail_lines ${req.tailLines} is too large; at most ${MAX_TAIL_LINES}.`);
+      }
+      const sources = await logSources(deps, req.source, req.target, req.tenant, req.channels);
+      const streams = await Promise.all(
+        sources.map(async ({ channel, path, ended }) => {
+          const offset = req.tailLines === undefined ? 0 : await offsetOfLastLines(path, req.tailLines);
+          const ends = Promise.race([ended, deps.shutdown]);
+          return labelled(channel, tailFile(path, { offset, follow: req.follow, ended: ends, signal: ctx.signal }));
+        }),
+      );
+      for await (const { channel, chunk } of merge(streams)) {
+        yield { channel, data: chunk.data, offset: BigInt(chunk.offset), time: timestamp(Date.now()) };
+      }
+    },
+
+    async *streamEvents(req, ctx) {
+      const owner = req.tenant === "" ? undefined : parseTenant(req.tenant);
+      const queue: LifecycleEvent[] = [];
+      let wake: (() => void) | undefined;
+      let overflow = false;
+      const unsubscribe = deps.events.subscribe((event) => {
+        if (owner !== undefined && event.tenant !== owner) return;
+        if (req.kindPrefixes.length > 0 && !req.kindPrefixes.some((p) => event.kind.startsWith(p))) return;
+        if (queue.length >= MAX_QUEUED_EVENTS) overflow = true;
+        else queue.push(event);
+        wake?.();
+      });
+      const stopped = Promise.race([
+        new Promise<void>((r) => ctx.signal.addEventListener("abort", () => r(), { once: true })),
+        deps.shutdown,
+      ]).then(() => true);
+      try {
+        for (;;) {
+          while (queue.length > 0) {
+            const e = queue.shift() as LifecycleEvent;
+            yield {
+              event: create(EventSchema, {
+                time: timestamp(e.timeMs),
+                kind: e.kind,
+                tenant: e.tenant,
+                resourceId: e.resourceId,
+                resourceName: e.resourceName,
+                message: e.message,
+                attributes: e.attributes,
+              }),
+            };
+          }
+          if (overflow) {
+            throw new ConnectError(
+              `the event stream fell more than ${MAX_QUEUED_EVENTS} events behind and was ended; reconnect and read faster.`,
+              Code.ResourceExhausted,
+            );
+          }
+          const done = await Promise.race([new Promise<boolean>((r) => (wake = () => r(false))), stopped]);
+          wake = undefined;
+          if (done) return;
+        }
+      } finally {
+        unsubscribe();
+      }
+    },
+
+    async getTelemetry() {
+      const t = await readTelemetry();
+      return {
+        telemetry: create(TelemetrySchema, {
+          time: timestamp(t.timeMs),
+          loadAverage1m: t.load[0],
+          loadAverage5m: t.load[1],
+          loadAverage15m: t.load[2],
+          runnableTasks: t.runnableTasks,
+          cpuCount: t.cpuCount,
+          memoryTotalBytes: BigInt(t.memoryTotalBytes),
+          memoryAvailableBytes: BigInt(t.memoryAvailableBytes),
+          memoryCommittedBytes: 0n,
+          pressure: t.pressure.map((p) =>
+            create(PressureSchema, {
+              resource: p.resource,
+              someAvg10Percent: p.someAvg10,
+              fullAvg10Percent: p.fullAvg10,
+              available: p.available,
+            }),
+          ),
+          disks: [],
+        }),
+      };
+    },
+
+    async listAuditRecords() {
+      throw new ConnectError(
+        "ListAuditRecords is not implemented in this aetherd yet: the audit log arrives with identity and authorization.",
+        Code.Unimplemented,
+      );
+    },
+  };
+}
+
+interface LogSourceFile {
+  channel: LogChannel;
+  path: string;
+  ended: Promise<void>;
+}
+
+async function logSources(
+  deps: ObserveDeps,
+  source: LogSource,
+  target: string,
+  tenantField: string,
+  channels: LogChannel[],
+): Promise<LogSourceFile[]> {
+  const wants = (c: LogChannel) => channels.length === 0 || channels.includes(c);
+  switch (source) {
+    case LogSource.EXECUTABLE: {
+      const exe = resolveExecutable(deps.supervisor, target, tenantField, "target");
+      const bad = channels.find((c) => c !== LogChannel.STDOUT && c !== LogChannel.STDERR && c !== LogChannel.UNSPECIFIED);
+      if (bad !== undefined) throw invalidArgument(`an executable has only the STDOUT and STDERR channels, not ${LogChannel[bad]}.`);
+      const files: LogSourceFile[] = [];
+      if (wants(LogChannel.STDOUT)) files.push({ channel: LogChannel.STDOUT, path: deps.supervisor.logPath(exe, "stdout"), ended: exe.ended });
+      if (wants(LogChannel.STDERR)) files.push({ channel: LogChannel.STDERR, path: deps.supervisor.logPath(exe, "stderr"), ended: exe.ended });
+      return files;
+    }
+    case LogSource.DAEMON:
+      return [{ channel: LogChannel.DAEMON, path: deps.daemonLogPath, ended: new Promise(() => {}) }];
+    case LogSource.VM_CONSOLE:
+      throw new ConnectError(
+        "VM console logs are not available in this aetherd yet: virtual machines arrive with the vm subsystem.",
+        Code.Unimplemented,
+      );
+    default:
+      throw invalidArgument("source is unspecified: set it to EXECUTABLE, VM_CONSOLE or DAEMON.");
+  }
+}
+
+async function* labelled(channel: LogChannel, chunks: AsyncGenerator<LogChunk>): AsyncGenerator<{ channel: LogChannel; chunk: LogChunk }> {
+  for await (const chunk of chunks) yield { channel, chunk };
+}

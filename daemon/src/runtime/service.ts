@@ -1,0 +1,159 @@
+// aether.runtime.v1.ExecutableService: validates requests, resolves ids and names, and translates
+// between the supervisor's records and the contract's messages.
+import { randomBytes } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
+import type { ServiceImpl } from "@connectrpc/connect";
+import {
+  ExecutableSchema,
+  ExecutableService,
+  ExecutableState,
+  type Executable,
+} from "@aether/sdk/gen/aether/runtime/v1/runtime_pb";
+import { alreadyExists, deadlineExceeded, failedPrecondition, internal, invalidArgument } from "../api/errors.js";
+import { durationMs, timestamp } from "../api/time.js";
+import { clip, labelFilter, matchesFilter, nextPageToken, pageOffset, pageSize, tenant as parseTenant } from "../api/validate.js";
+import { resolveExecutable } from "./resolve.js";
+import { fileSize, signalName, SpawnError, type Supervisor, type TrackedExecutable } from "./supervisor.js";
+import { validateStart } from "./validate-start.js";
+import { constants as osConstants } from "node:os";
+
+const DEFAULT_GRACE_MS = 10_000;
+
+export function executableService(supervisor: Supervisor): ServiceImpl<typeof ExecutableService> {
+  const resolve = (ref: string, tenantField: string) => resolveExecutable(supervisor, ref, tenantField);
+
+  return {
+    async startExecutable(req) {
+      if (req.requestId !== "") {
+        const earlier = supervisor.list().find((e) => e.spec.requestId === req.requestId);
+        if (earlier) return { executable: await toMessage(supervisor, earlier) };
+      }
+      const input = await validateStart(req, randomBytes(3).toString("hex"));
+      const clash = supervisor.list().find((e) => e.spec.name === input.name && e.spec.tenant === input.tenant);
+      if (clash) {
+        throw alreadyExists(
+          `an executable named ${input.name} already exists in tenant ${input.tenant} (${stateWord(clash)}); delete it first or pick another name.`,
+        );
+      }
+      try {
+        const exe = await supervisor.start(input);
+        return { executable: await toMessage(supervisor, exe) };
+      } catch (err) {
+        if (err instanceof SpawnError) throw failedPrecondition(`could not start ${input.argv[0]}: ${err.message}.`);
+        throw internal(`could not start ${input.argv[0]}: ${(err as Error).message}`);
+      }
+    },
+
+    async stopExecutable(req) {
+      const exe = resolve(req.executable, req.tenant);
+      if (exe.status !== "running") {
+        throw failedPrecondition(`executable ${exe.spec.name} is not running (it ${exe.reason}); there is nothing to stop.`);
+      }
+      const signal = req.signal === "" ? "SIGTERM" : req.signal.toUpperCase();
+      if (!(signal in osConstants.signals) || signal === "SIGSTOP") {
+        throw invalidArgument(`signal ${JSON.stringify(clip(req.signal))} is not a signal name this host knows (for example SIGTERM, SIGINT, SIGKILL).`);
+      }
+      const graceMs = durationMs("grace_period", req.gracePeriod, DEFAULT_GRACE_MS);
+      await supervisor.stop(exe, signal as NodeJS.Signals, graceMs);
+      return { executable: await toMessage(supervisor, exe) };
+    },
+
+    async waitExecutable(req, ctx) {
+      const exe = resolve(req.executable, req.tenant);
+      const timeoutMs = durationMs("timeout", req.timeout, 0);
+      const outcome = await new Promise<"ended" | "timeout" | "cancelled">((done) => {
+        const timer = timeoutMs > 0 ? setTimeout(() => done("timeout"), timeoutMs) : undefined;
+        const onAbort = () => done("cancelled");
+        ctx.signal.addEventListener("abort", onAbort, { once: true });
+        void exe.ended.then(() => {
+          if (timer) clearTimeout(timer);
+          ctx.signal.removeEventListener("abort", onAbort);
+          done("ended");
+        });
+      });
+      if (outcome === "timeout") {
+        throw deadlineExceeded(`executable ${exe.spec.name} was still running after ${timeoutMs} ms.`);
+      }
+      if (outcome === "cancelled") throw deadlineExceeded("the wait was cancelled by the caller.");
+      return { executable: await toMessage(supervisor, exe) };
+    },
+
+    async getExecutable(req) {
+      return { executable: await toMessage(supervisor, resolve(req.executable, req.tenant)) };
+    },
+
+    async listExecutables(req) {
+      const owner = req.tenant === "" ? undefined : parseTenant(req.tenant);
+      const terms = labelFilter(req.filter);
+      const size = pageSize(req.pageSize);
+      const offset = pageOffset(req.pageToken);
+      const wanted = req.state === ExecutableState.UNSPECIFIED ? undefined : req.state;
+      const matching = supervisor
+        .list()
+        .filter((e) => owner === undefined || e.spec.tenant === owner)
+        .filter((e) => matchesFilter(e.spec.labels, terms))
+        .filter((e) => wanted === undefined || stateOf(e) === wanted)
+        .sort((a, b) => b.spec.createTimeMs - a.spec.createTimeMs || a.spec.id.localeCompare(b.spec.id));
+      const page = matching.slice(offset, offset + size);
+      return {
+        executables: await Promise.all(page.map((e) => toMessage(supervisor, e))),
+        nextPageToken: nextPageToken(offset, size, matching.length),
+      };
+    },
+
+    async deleteExecutable(req) {
+      const exe = resolve(req.executable, req.tenant);
+      if (exe.status === "running") {
+        throw failedPrecondition(`executable ${exe.spec.name} is still running; stop it first with StopExecutable.`);
+      }
+      await supervisor.delete(exe);
+      return {};
+    },
+  };
+}
+
+function stateOf(exe: TrackedExecutable): ExecutableState {
+  switch (exe.status) {
+    case "running":
+      return ExecutableState.RUNNING;
+    case "exited":
+      return ExecutableState.EXITED;
+    case "lost":
+      return ExecutableState.LOST;
+  }
+}
+
+function stateWord(exe: TrackedExecutable): string {
+  return exe.status === "running" ? "running" : exe.status === "exited" ? "exited" : "lost";
+}
+
+export async function toMessage(supervisor: Supervisor, exe: TrackedExecutable): Promise<Executable> {
+  const { spec, exit } = exe;
+  const [stdoutBytes, stderrBytes] = await Promise.all([
+    fileSize(supervisor.logPath(exe, "stdout")),
+    fileSize(supervisor.logPath(exe, "stderr")),
+  ]);
+  return create(ExecutableSchema, {
+    id: spec.id,
+    name: spec.name,
+    tenant: spec.tenant,
+    labels: spec.labels,
+    argv: spec.argv,
+    env: spec.env,
+    cwd: spec.cwd,
+    uid: spec.uid,
+    gid: spec.gid,
+    cell: spec.cell,
+    state: stateOf(exe),
+    stateReason: exe.reason,
+    pid: exe.status === "running" ? (exe.started?.pid ?? 0) : 0,
+    createTime: timestamp(spec.createTimeMs),
+    exitTime: exit ? timestamp(exit.timeMs) : undefined,
+    exitCode: exit?.exitCode ?? undefined,
+    signal: exit ? signalName(exit.signal) : "",
+    stdoutBytes: BigInt(stdoutBytes),
+    stderrBytes: BigInt(stderrBytes),
+    logLimitBytes: BigInt(spec.logLimitBytes),
+    droppedBytes: BigInt(exit?.droppedBytes ?? 0),
+  });
+}

@@ -1,0 +1,216 @@
+// connect(): finds aetherd and returns a typed client for every service of the standard library.
+import { readFileSync } from "node:fs";
+import { connect as netConnect } from "node:net";
+import type { DescService } from "@bufbuild/protobuf";
+import { Code, ConnectError, createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
+import { createConnectTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { parse as parseToml } from "smol-toml";
+import { defaultClientConfigPath, defaultSocketPath } from "./address.js";
+import { ExecutableService } from "./gen/aether/runtime/v1/runtime_pb.js";
+import { CellService } from "./gen/aether/cells/v1/cells_pb.js";
+import { VmService } from "./gen/aether/vm/v1/vm_pb.js";
+import { StorageService } from "./gen/aether/storage/v1/storage_pb.js";
+import { FenceService } from "./gen/aether/fence/v1/fence_pb.js";
+import { AggregatorService, BidService } from "./gen/aether/auction/v1/auction_pb.js";
+import { ObserveService } from "./gen/aether/observe/v1/observe_pb.js";
+import { NodeService } from "./gen/aether/node/v1/node_pb.js";
+
+/** TLS material for an `https://` address: file paths or PEM text. */
+export interface TlsOptions {
+  /** CA that the daemon's certificate must chain to. */
+  ca?: string;
+  /** Client certificate (aetherd requires one on TCP). */
+  cert?: string;
+  /** Client private key. */
+  key?: string;
+}
+
+/** Where and how to reach aetherd. Every field is optional; see {@link connect} for the search order. */
+export interface ConnectOptions {
+  /** `unix:///path/to.sock`, a plain socket path, or `https://host:port`. */
+  address?: string;
+  /** TLS material for an `https://` address. */
+  tls?: TlsOptions;
+  /** Client config file to read when neither `address` nor `AETHER_HOST` is set. */
+  configPath?: string;
+  /** Check that the daemon answers before returning (default true), so a wrong address fails here, clearly. */
+  verify?: boolean;
+}
+
+/** Typed clients for every Aether service, bound to one daemon. */
+export interface AetherClient {
+  /** The address these clients talk to, e.g. `unix:///run/aether/aetherd.sock`. */
+  readonly address: string;
+  /** Processes: start, stop, wait, list. */
+  readonly runtime: Client<typeof ExecutableService>;
+  /** cgroup slices. */
+  readonly cells: Client<typeof CellService>;
+  /** Virtual machines. */
+  readonly vm: Client<typeof VmService>;
+  /** Pools, volumes, images, snapshots. */
+  readonly storage: Client<typeof StorageService>;
+  /** Out-of-band power control through BMCs. */
+  readonly fence: Client<typeof FenceService>;
+  /** This node's side of the placement auction. */
+  readonly bid: Client<typeof BidService>;
+  /** The cluster's aggregator (when this address is an aether-aggregator). */
+  readonly aggregator: Client<typeof AggregatorService>;
+  /** Logs, events and telemetry. */
+  readonly observe: Client<typeof ObserveService>;
+  /** Identity, version, capabilities, health. */
+  readonly node: Client<typeof NodeService>;
+  /** The underlying transport, for generic clients of other services. */
+  readonly transport: Transport;
+  /** Closes the connection; the clients must not be used afterwards. */
+  close(): void;
+}
+
+/** A resolved address: a unix socket path or an https URL with its TLS material. */
+export type Target = { kind: "unix"; path: string; address: string } | { kind: "https"; url: string; address: string; tls: TlsOptions };
+
+interface ClientConfigFile {
+  address?: string;
+  ca?: string;
+  cert?: string;
+  key?: string;
+}
+
+/**
+ * Resolves where aetherd is: `options.address`, else the `AETHER_HOST` environment variable, else
+ * `~/.config/aether/config.toml` (`address`, `ca`, `cert`, `key`), else the default socket.
+ */
+export function resolveTarget(options: ConnectOptions = {}): Target {
+  let address = options.address ?? process.env.AETHER_HOST;
+  let tls = options.tls ?? {};
+  if (address === undefined || address === "") {
+    const file = readClientConfig(options.configPath ?? defaultClientConfigPath());
+    address = file?.address ?? `unix://${defaultSocketPath()}`;
+    tls = { ca: file?.ca, cert: file?.cert, key: file?.key, ...tls };
+  }
+  if (address.startsWith("unix://")) return { kind: "unix", path: address.slice("unix://".length), address };
+  if (address.startsWith("/")) return { kind: "unix", path: address, address: `unix://${address}` };
+  if (address.startsWith("https://")) return { kind: "https", url: address, address, tls };
+  throw new ConnectError(
+    `aether address ${JSON.stringify(address)} is not understood: use unix:///path/to/aetherd.sock or https://host:port.`,
+    Code.InvalidArgument,
+  );
+}
+
+function readClientConfig(path: string): ClientConfigFile | undefined {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch {
+    return undefined;
+  }
+  try {
+    const parsed = parseToml(text) as Record<string, unknown>;
+    const str = (k: string) => (typeof parsed[k] === "string" ? (parsed[k] as string) : undefined);
+    return { address: str("address"), ca: str("ca"), cert: str("cert"), key: str("key") };
+  } catch (err) {
+    throw new ConnectError(`the client config ${path} is not valid TOML: ${(err as Error).message}`, Code.InvalidArgument);
+  }
+}
+
+/** PEM text as given, or the content of the file it names. */
+function pem(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  return value.includes("-----BEGIN") ? value : readFileSync(value, "utf8");
+}
+
+/**
+ * Connects to aetherd and returns typed clients for every service.
+ *
+ * @example
+ * ```ts
+ * import { connect } from "@aether/sdk";
+ * const aether = await connect(); // AETHER_HOST, ~/.config/aether/config.toml, or the default socket
+ * const { node } = await aether.node.getNodeInfo({});
+ * console.log(node?.hostname);
+ * aether.close();
+ * ```
+ */
+export async function connect(options: ConnectOptions = {}): Promise<AetherClient> {
+  const target = resolveTarget(options);
+  const sessionManager =
+    target.kind === "unix"
+      ? new Http2SessionManager("http://localhost", undefined, { createConnection: () => netConnect(target.path) })
+      : new Http2SessionManager(target.url, undefined, {
+          ca: pem(target.tls.ca),
+          cert: pem(target.tls.cert),
+          key: pem(target.tls.key),
+        });
+  const transport = createConnectTransport({
+    baseUrl: target.kind === "unix" ? "http://localhost" : target.url,
+    httpVersion: "2",
+    useBinaryFormat: true,
+    sessionManager,
+    interceptors: [explainUnreachable(target)],
+  });
+  const client = <S extends DescService>(service: S) => createClient(service, transport);
+  const aether: AetherClient = {
+    address: target.address,
+    runtime: client(ExecutableService),
+    cells: client(CellService),
+    vm: client(VmService),
+    storage: client(StorageService),
+    fence: client(FenceService),
+    bid: client(BidService),
+    aggregator: client(AggregatorService),
+    observe: client(ObserveService),
+    node: client(NodeService),
+    transport,
+    close: () => sessionManager.abort(),
+  };
+  if (options.verify ?? true) {
+    try {
+      await aether.node.checkHealth({});
+    } catch (err) {
+      aether.close();
+      throw err;
+    }
+  }
+  return aether;
+}
+
+const UNREACHABLE = new Set(["ENOENT", "ECONNREFUSED", "EACCES", "ECONNRESET", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH", "ENOTFOUND"]);
+
+/** Turns "connect ENOENT" deep inside a transport into one sentence: where we looked, what to do. */
+function explainUnreachable(target: Target): Interceptor {
+  return (next) => async (req) => {
+    try {
+      return await next(req);
+    } catch (err) {
+      const cause = findErrno(err);
+      if (cause !== undefined && UNREACHABLE.has(cause.code)) {
+        throw new ConnectError(describeUnreachable(target, cause.code, cause.message), Code.Unavailable, undefined, undefined, err);
+      }
+      throw err;
+    }
+  };
+}
+
+function describeUnreachable(target: Target, code: string, message: string): string {
+  const how =
+    target.kind === "unix"
+      ? `Start it with \`aetherd --socket ${target.path}\` (or \`npm run aetherd -- --socket ${target.path}\` in the Aether repository), or point AETHER_HOST at a running daemon.`
+      : "Check that aetherd runs with --listen on that address and that the client certificate, key and CA are right.";
+  const what =
+    code === "ENOENT"
+      ? "no socket exists there"
+      : code === "ECONNREFUSED"
+        ? "nothing is listening there"
+        : code === "EACCES"
+          ? "permission denied (the socket is 0600: run as the daemon's user, e.g. root)"
+          : message;
+  return `cannot reach aetherd at ${target.address}: ${what}. ${how}`;
+}
+
+function findErrno(err: unknown): { code: string; message: string } | undefined {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; depth++) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (typeof code === "string" && code.startsWith("E")) return { code, message: e.message };
+    e = e instanceof ConnectError ? e.cause : (e as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
