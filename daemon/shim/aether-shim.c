@@ -1,20 +1,24 @@
 /*
- * aether-shim: the parent of exactly one executable started by aetherd.
+ * aether-shim: how aetherd starts processes that outlive it.
  *
  * Why a separate parent: a process whose parent dies is re-parented to init, and its exit status
- * goes with it. aetherd must be restartable (kill -9 included) without losing what it runs, so
- * aetherd starts this small shim in its own session; the shim starts the real process, copies its
- * stdout/stderr into capped log files, and records how it ended in exit.json. A restarted aetherd
- * re-adopts the process from started.json and learns its end from exit.json. It is written in C so
- * that it costs about a millisecond and a few hundred KiB, not a JavaScript runtime per process.
+ * goes with it. aetherd must be restartable (kill -9 included) without losing what it runs, so each
+ * executable gets a small shim as its parent, in its own session: the shim starts the program,
+ * copies its stdout/stderr into capped log files, and records how it ended in exit.json. A restarted
+ * aetherd re-adopts the program from started.json and learns its end from exit.json.
  *
- * usage: aether-shim --dir DIR --cap BYTES [--cwd DIR] [--uid N] [--gid N]
- *                    [--cgroup-procs FILE]... -- ARGV0 [ARG]...
- * The executable gets the shim's own environment (aetherd starts the shim with exactly the env the
- * user asked for). Protocol on the shim's stdout (a pipe to aetherd):
- *   "started PID STARTTIME\n"  once the program has been exec'd (STARTTIME: /proc/PID/stat field 22)
- *   "error ERRNO MESSAGE\n"    when it could not be started (nothing else is written; exit 1)
- *   "exited\n"                 after exit.json has been written
+ * Why a spawner: forking costs in proportion to the parent's memory, and aetherd is a JavaScript
+ * runtime of ~80 MiB. So aetherd starts this binary once as `aether-shim --spawner` and sends it one
+ * request per executable; the spawner (a few hundred KiB) forks a shim per request. Shims inherit
+ * the spawner's stdout, a pipe to aetherd, and report on it in single lines (atomic under PIPE_BUF):
+ *   "started ID PID STARTTIME"  once the program has been exec'd (STARTTIME: /proc/PID/stat field 22)
+ *   "error ID ERRNO MESSAGE"    when it could not be started
+ *   "exited ID"                 after exit.json has been written
+ * The spawner exits when its stdin closes (aetherd gone); shims it started keep running.
+ *
+ * Request on stdin: a decimal byte count and '\n', then that many bytes of NUL-terminated fields:
+ *   id, dir, cap_bytes, cwd, uid (-1: keep), gid (-1: keep), n_cgroup_files, cgroup_file...,
+ *   argc, argv..., envc, env...
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -22,6 +26,7 @@
 #include <grp.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,8 +37,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_CGROUP_FILES 16
-
 static int sigchld_pipe[2] = {-1, -1};
 
 static void on_sigchld(int sig) {
@@ -42,11 +45,6 @@ static void on_sigchld(int sig) {
   ssize_t ignored = write(sigchld_pipe[1], "c", 1);
   (void)ignored;
   errno = saved;
-}
-
-static void die_start(const char *what, int err) {
-  dprintf(STDOUT_FILENO, "error %d %s: %s\n", err, what, strerror(err));
-  _exit(1);
 }
 
 /* Writes a whole file atomically: a temporary name, then rename, so aetherd never reads half a file.
@@ -129,45 +127,56 @@ static int pump(struct capture *c, uint64_t cap) {
   return 1;
 }
 
-int main(int argc, char **argv) {
-  const char *dir = NULL, *cwd = NULL;
-  const char *cgroup_files[MAX_CGROUP_FILES];
-  int n_cgroup = 0;
-  long long cap = -1, uid = -1, gid = -1;
-  int i = 1;
-  for (; i < argc; i++) {
-    if (strcmp(argv[i], "--") == 0) { i++; break; }
-    if (i + 1 >= argc) { fprintf(stderr, "aether-shim: %s needs a value\n", argv[i]); return 2; }
-    if (strcmp(argv[i], "--dir") == 0) dir = argv[++i];
-    else if (strcmp(argv[i], "--cwd") == 0) cwd = argv[++i];
-    else if (strcmp(argv[i], "--cap") == 0) cap = atoll(argv[++i]);
-    else if (strcmp(argv[i], "--uid") == 0) uid = atoll(argv[++i]);
-    else if (strcmp(argv[i], "--gid") == 0) gid = atoll(argv[++i]);
-    else if (strcmp(argv[i], "--cgroup-procs") == 0 && n_cgroup < MAX_CGROUP_FILES) cgroup_files[n_cgroup++] = argv[++i];
-    else { fprintf(stderr, "aether-shim: unknown option %s\n", argv[i]); return 2; }
-  }
-  if (!dir || cap < 0 || i >= argc) {
-    fprintf(stderr, "usage: aether-shim --dir DIR --cap BYTES [--cwd DIR] [--uid N] [--gid N] [--cgroup-procs FILE]... -- ARGV...\n");
-    return 2;
-  }
-  char **program = &argv[i];
+struct request {
+  const char *id, *dir, *cwd;
+  long long cap, uid, gid;
+  int n_cgroup;
+  char **cgroup_files;
+  char **argv;
+  char **envp;
+};
 
-  signal(SIGPIPE, SIG_IGN); /* aetherd may be gone when we report; that must not kill us */
+/* Sends one report line to aetherd in a single write, so concurrent shims never interleave. */
+static void report(const char *fmt, ...) {
+  char line[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  if (n <= 0) return;
+  if (n >= (int)sizeof line) {
+    n = (int)sizeof line - 1;
+    line[n - 1] = '\n';
+  }
+  ssize_t ignored = write(STDOUT_FILENO, line, (size_t)n); /* EAGAIN/EPIPE: aetherd polls as well */
+  (void)ignored;
+}
+
+static void fail_start(const struct request *r, const char *what, int err) {
+  report("error %s %d %s: %s\n", r->id, err, what, strerror(err));
+  _exit(1);
+}
+
+/* The shim: runs in its own session, starts the program, captures its output, records its end. */
+static void run_shim(const struct request *r) {
+  setsid();
+  signal(SIGPIPE, SIG_IGN);
   signal(SIGHUP, SIG_IGN);
   signal(SIGINT, SIG_IGN);
 
   char path[4096];
-  snprintf(path, sizeof path, "%s/stdout.log", dir);
+  snprintf(path, sizeof path, "%s/stdout.log", r->dir);
   int out_log = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-  snprintf(path, sizeof path, "%s/stderr.log", dir);
+  snprintf(path, sizeof path, "%s/stderr.log", r->dir);
   int err_log = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-  if (out_log < 0 || err_log < 0) die_start("opening the log files", errno);
+  if (out_log < 0 || err_log < 0) fail_start(r, "opening the log files", errno);
 
   int out_pipe[2], err_pipe[2], exec_pipe[2];
   if (pipe2(out_pipe, O_CLOEXEC) || pipe2(err_pipe, O_CLOEXEC) || pipe2(exec_pipe, O_CLOEXEC) ||
       pipe2(sigchld_pipe, O_CLOEXEC | O_NONBLOCK))
-    die_start("creating pipes", errno);
+    fail_start(r, "creating pipes", errno);
 
+  /* Replaces the spawner's SIG_IGN (auto-reaping), which would otherwise lose the exit status. */
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_sigchld;
@@ -175,7 +184,7 @@ int main(int argc, char **argv) {
   sigaction(SIGCHLD, &sa, NULL);
 
   pid_t pid = fork();
-  if (pid < 0) die_start("fork", errno);
+  if (pid < 0) fail_start(r, "fork", errno);
   if (pid == 0) {
     /* The program: its own process group (so a stop reaches its children), its cell, its ids. */
     const char *step = "setpgid";
@@ -186,25 +195,28 @@ int main(int argc, char **argv) {
     signal(SIGCHLD, SIG_DFL);
     if (setpgid(0, 0) != 0) goto fail;
     step = "joining the cell";
-    for (int k = 0; k < n_cgroup; k++) {
-      int fd = open(cgroup_files[k], O_WRONLY | O_CLOEXEC);
+    for (int k = 0; k < r->n_cgroup; k++) {
+      int fd = open(r->cgroup_files[k], O_WRONLY | O_CLOEXEC);
       if (fd < 0) goto fail;
       char pidbuf[32];
       int len = snprintf(pidbuf, sizeof pidbuf, "%d\n", (int)getpid());
-      if (write(fd, pidbuf, (size_t)len) != len) { close(fd); goto fail; }
+      if (write(fd, pidbuf, (size_t)len) != len) {
+        close(fd);
+        goto fail;
+      }
       close(fd);
     }
     step = "redirecting output";
     devnull = open("/dev/null", O_RDONLY);
     if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(out_pipe[1], 1) < 0 || dup2(err_pipe[1], 2) < 0) goto fail;
     step = "setting the group id";
-    if (gid >= 0 && (setgroups(0, NULL) != 0 || setgid((gid_t)gid) != 0)) goto fail;
+    if (r->gid >= 0 && (setgroups(0, NULL) != 0 || setgid((gid_t)r->gid) != 0)) goto fail;
     step = "setting the user id";
-    if (uid >= 0 && setuid((uid_t)uid) != 0) goto fail;
+    if (r->uid >= 0 && setuid((uid_t)r->uid) != 0) goto fail;
     step = "changing to the working directory";
-    if (cwd && chdir(cwd) != 0) goto fail;
+    if (chdir(r->cwd) != 0) goto fail;
     step = "executing the program";
-    execv(program[0], program);
+    execve(r->argv[0], r->argv, r->envp);
   fail:;
     int err = errno;
     dprintf(exec_pipe[1], "%d %s", err, step);
@@ -216,66 +228,152 @@ int main(int argc, char **argv) {
   close(exec_pipe[1]);
   char failure[512];
   ssize_t n;
-  do n = read(exec_pipe[0], failure, sizeof failure - 1); while (n < 0 && errno == EINTR);
+  do n = read(exec_pipe[0], failure, sizeof failure - 1);
+  while (n < 0 && errno == EINTR);
   close(exec_pipe[0]);
   if (n > 0) {
     failure[n] = 0;
     int err = atoi(failure);
     const char *step = strchr(failure, ' ');
     waitpid(pid, NULL, 0);
-    dprintf(STDOUT_FILENO, "error %d %s: %s\n", err, step ? step + 1 : "starting", strerror(err));
-    return 1;
+    report("error %s %d %s: %s\n", r->id, err, step ? step + 1 : "starting", strerror(err));
+    _exit(1);
   }
 
   unsigned long long start_time = read_start_time(pid);
   char doc[512];
   snprintf(doc, sizeof doc, "{\"pid\":%d,\"startTime\":\"%llu\",\"shimPid\":%d,\"shimStartTime\":\"%llu\",\"timeMs\":%lld}\n",
            (int)pid, start_time, (int)getpid(), read_start_time(getpid()), now_ms());
-  if (write_atomic(dir, "started.json", doc) != 0) {
+  if (write_atomic(r->dir, "started.json", doc) != 0) {
     int err = errno;
     kill(-pid, SIGKILL);
     waitpid(pid, NULL, 0);
-    die_start("recording the started process", err);
+    fail_start(r, "recording the started process", err);
   }
-  dprintf(STDOUT_FILENO, "started %d %llu\n", (int)pid, start_time);
+  report("started %s %d %llu\n", r->id, (int)pid, start_time);
 
   struct capture out = {out_pipe[0], out_log, 0, 0}, err = {err_pipe[0], err_log, 0, 0};
+  uint64_t cap = (uint64_t)r->cap;
   struct stat st;
   if (fstat(out_log, &st) == 0) out.written = (uint64_t)st.st_size;
   if (fstat(err_log, &st) == 0) err.written = (uint64_t)st.st_size;
   int out_open = 1, err_open = 1, status = 0, exited = 0;
   while (!exited) {
     struct pollfd fds[3] = {
-      {out_open ? out.from : -1, POLLIN, 0},
-      {err_open ? err.from : -1, POLLIN, 0},
-      {sigchld_pipe[0], POLLIN, 0},
+        {out_open ? out.from : -1, POLLIN, 0},
+        {err_open ? err.from : -1, POLLIN, 0},
+        {sigchld_pipe[0], POLLIN, 0},
     };
     if (poll(fds, 3, 1000) < 0 && errno != EINTR) break;
-    if (out_open && (fds[0].revents & (POLLIN | POLLHUP | POLLERR))) out_open = pump(&out, (uint64_t)cap) != 0;
-    if (err_open && (fds[1].revents & (POLLIN | POLLHUP | POLLERR))) err_open = pump(&err, (uint64_t)cap) != 0;
+    if (out_open && (fds[0].revents & (POLLIN | POLLHUP | POLLERR))) out_open = pump(&out, cap) != 0;
+    if (err_open && (fds[1].revents & (POLLIN | POLLHUP | POLLERR))) err_open = pump(&err, cap) != 0;
     if (fds[2].revents & POLLIN) {
       char drain[64];
       while (read(sigchld_pipe[0], drain, sizeof drain) > 0) {}
     }
-    pid_t r = waitpid(pid, &status, WNOHANG);
-    if (r == pid) exited = 1;
+    if (waitpid(pid, &status, WNOHANG) == pid) exited = 1;
   }
   /* The program is gone; take what it wrote last. Children it left behind may hold the pipes open,
      so read without blocking instead of waiting for end of file. */
   fcntl(out.from, F_SETFL, O_NONBLOCK);
   fcntl(err.from, F_SETFL, O_NONBLOCK);
-  while (out_open && pump(&out, (uint64_t)cap) == 1) {}
-  while (err_open && pump(&err, (uint64_t)cap) == 1) {}
-  fsync(out_log);
-  fsync(err_log);
+  while (out_open && pump(&out, cap) == 1) {}
+  while (err_open && pump(&err, cap) == 1) {}
 
+  unsigned long long dropped = (unsigned long long)(out.dropped + err.dropped);
   if (WIFEXITED(status))
     snprintf(doc, sizeof doc, "{\"exitCode\":%d,\"signal\":0,\"timeMs\":%lld,\"droppedBytes\":%llu}\n",
-             WEXITSTATUS(status), now_ms(), (unsigned long long)(out.dropped + err.dropped));
+             WEXITSTATUS(status), now_ms(), dropped);
   else
     snprintf(doc, sizeof doc, "{\"exitCode\":null,\"signal\":%d,\"timeMs\":%lld,\"droppedBytes\":%llu}\n",
-             WIFSIGNALED(status) ? WTERMSIG(status) : 0, now_ms(), (unsigned long long)(out.dropped + err.dropped));
-  write_atomic(dir, "exit.json", doc);
-  dprintf(STDOUT_FILENO, "exited\n");
+             WIFSIGNALED(status) ? WTERMSIG(status) : 0, now_ms(), dropped);
+  write_atomic(r->dir, "exit.json", doc);
+  report("exited %s\n", r->id);
+  _exit(0);
+}
+
+/* Iterates over the NUL-terminated fields of a request payload. */
+struct fields {
+  char *p, *end;
+};
+
+static char *next_field(struct fields *f) {
+  if (f->p >= f->end) return NULL;
+  char *field = f->p;
+  f->p += strlen(field) + 1;
+  return field;
+}
+
+static char **field_list(struct fields *f, long long count) {
+  if (count < 0 || count > 1 << 20) return NULL;
+  char **list = calloc((size_t)count + 1, sizeof *list);
+  if (!list) return NULL;
+  for (long long i = 0; i < count; i++)
+    if (!(list[i] = next_field(f))) return NULL;
+  return list;
+}
+
+/* Splits a request payload into its fields; returns 0 when it is well formed. */
+static int parse_request(char *buf, size_t len, struct request *r) {
+  if (len == 0 || buf[len - 1] != '\0') return -1;
+  struct fields f = {buf, buf + len};
+  char *cap, *uid, *gid, *count;
+  if (!(r->id = next_field(&f)) || !(r->dir = next_field(&f)) || !(cap = next_field(&f)) || !(r->cwd = next_field(&f)) ||
+      !(uid = next_field(&f)) || !(gid = next_field(&f)) || !(count = next_field(&f)))
+    return -1;
+  r->cap = atoll(cap);
+  r->uid = atoll(uid);
+  r->gid = atoll(gid);
+  r->n_cgroup = atoi(count);
+  if (!(r->cgroup_files = field_list(&f, r->n_cgroup))) return -1;
+  if (!(count = next_field(&f)) || atoll(count) < 1 || !(r->argv = field_list(&f, atoll(count)))) return -1;
+  if (!(count = next_field(&f)) || !(r->envp = field_list(&f, atoll(count)))) return -1;
   return 0;
+}
+
+/* Reads requests until stdin closes and forks a shim for each. */
+static int spawner(void) {
+  signal(SIGPIPE, SIG_IGN);
+  signal(SIGHUP, SIG_IGN);
+  signal(SIGINT, SIG_IGN);
+  signal(SIGCHLD, SIG_IGN); /* shims are reaped automatically; their status is reported by themselves */
+  /* A full pipe must never block a shim's report: aetherd also polls, so a lost line only delays. */
+  fcntl(STDOUT_FILENO, F_SETFL, fcntl(STDOUT_FILENO, F_GETFL) | O_NONBLOCK);
+  char header[32];
+  while (fgets(header, sizeof header, stdin)) {
+    size_t len = strtoul(header, NULL, 10);
+    if (len == 0 || len > 64u << 20) {
+      report("error - %d malformed request header\n", EINVAL);
+      return 1;
+    }
+    char *buf = malloc(len);
+    if (!buf || fread(buf, 1, len, stdin) != len) return 1;
+    struct request r;
+    memset(&r, 0, sizeof r);
+    if (parse_request(buf, len, &r) != 0) {
+      report("error %s %d malformed request\n", r.id ? r.id : "-", EINVAL);
+      free(buf);
+      continue;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+      int devnull = open("/dev/null", O_RDONLY);
+      if (devnull >= 0) dup2(devnull, STDIN_FILENO);
+      run_shim(&r);
+    }
+    if (pid < 0) report("error %s %d fork: %s\n", r.id, errno, strerror(errno));
+    free(r.cgroup_files);
+    free(r.argv);
+    free(r.envp);
+    free(buf);
+  }
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc != 2 || strcmp(argv[1], "--spawner") != 0) {
+    fprintf(stderr, "usage: aether-shim --spawner   (started by aetherd; requests on stdin)\n");
+    return 2;
+  }
+  return spawner();
 }

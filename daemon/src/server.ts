@@ -11,6 +11,7 @@ import type { ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
 import type { Config } from "./config.js";
+import { peerContext, requireVerifiedPeer } from "./api/peer.js";
 
 export interface Listeners {
   close(): Promise<void>;
@@ -26,6 +27,8 @@ export async function listen(config: Config, routes: (router: ConnectRouter) => 
     grpc: true,
     grpcWeb: true,
     connect: true,
+    contextValues: peerContext,
+    interceptors: [requireVerifiedPeer],
   });
   const closers: Array<() => Promise<void>> = [];
 
@@ -53,13 +56,14 @@ export async function listen(config: Config, routes: (router: ConnectRouter) => 
         key: read("key", tcp.key),
         ca: read("client CA", tcp.client_ca),
         requestCert: true,
-        rejectUnauthorized: true, // mutual TLS: a client without a certificate from this CA is refused
+        // Verified per request by requireVerifiedPeer (api/peer.ts), which answers UNAUTHENTICATED.
+        rejectUnauthorized: false,
         allowHTTP1: true,
         minVersion: "TLSv1.2",
       },
       handler,
     );
-    secure.on("tlsClientError", (err) => log.warn({ err: err.message }, "refused a TLS client"));
+    secure.on("tlsClientError", (err) => log.warn({ err: err.message }, "TLS handshake failed"));
     const secureSessions = trackSessions(secure);
     const { host, port } = splitHostPort(tcp.listen);
     await new Promise<void>((resolve, reject) => {

@@ -182,12 +182,33 @@ function explainUnreachable(target: Target): Interceptor {
       return await next(req);
     } catch (err) {
       const cause = findErrno(err);
-      if (cause !== undefined && UNREACHABLE.has(cause.code)) {
+      if (cause === undefined) throw err;
+      if (UNREACHABLE.has(cause.code)) {
         throw new ConnectError(describeUnreachable(target, cause.code, cause.message), Code.Unavailable, undefined, undefined, err);
+      }
+      if (cause.code.startsWith("ERR_SSL_") || cause.code.startsWith("ERR_TLS_") || SERVER_NOT_TRUSTED.has(cause.code)) {
+        throw new ConnectError(describeTlsFailure(target, cause.code), Code.Unavailable, undefined, undefined, err);
       }
       throw err;
     }
   };
+}
+
+/** Node's codes for a server certificate the client could not verify. */
+const SERVER_NOT_TRUSTED = new Set([
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "CERT_HAS_EXPIRED",
+  "ERR_TLS_CERT_ALTNAME_INVALID",
+]);
+
+function describeTlsFailure(target: Target, code: string): string {
+  if (SERVER_NOT_TRUSTED.has(code)) {
+    return `the certificate of aetherd at ${target.address} is not trusted (${code}): give the cluster CA (tls.ca, or ca in the client config).`;
+  }
+  return `aetherd at ${target.address} refused the TLS handshake (${code}): it requires a client certificate and key issued by the cluster CA (tls.cert and tls.key, or cert and key in the client config), not expired and not revoked.`;
 }
 
 function describeUnreachable(target: Target, code: string, message: string): string {
@@ -209,7 +230,7 @@ function describeUnreachable(target: Target, code: string, message: string): str
 function findErrno(err: unknown): { code: string; message: string } | undefined {
   for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; depth++) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (typeof code === "string" && code.startsWith("E")) return { code, message: e.message };
+    if (typeof code === "string" && (code.startsWith("E") || SERVER_NOT_TRUSTED.has(code))) return { code, message: e.message };
     e = e instanceof ConnectError ? e.cause : (e as { cause?: unknown }).cause;
   }
   return undefined;

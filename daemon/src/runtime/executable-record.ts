@@ -8,7 +8,7 @@
 //   stdout.log, stderr.log   captured output, capped by the shim
 // The state is derived from which of these exist, so a kill -9 of aetherd at any moment leaves a
 // folder that the next aetherd reads back to the same truth.
-import { readFile } from "node:fs/promises";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
 
@@ -57,11 +57,15 @@ export const recordFiles = {
   stderr: "stderr.log",
 } as const;
 
-/** Reads and validates one JSON file of an executable's folder; undefined when it does not exist. */
-export async function readRecordFile<T>(dir: string, file: string, schema: z.ZodType<T>): Promise<T | undefined> {
+/**
+ * Reads and validates one JSON file of an executable's folder; undefined when it does not exist.
+ * Synchronous on purpose: these files are a few hundred bytes on local disk and are read on the
+ * start/exit hot path, where a thread-pool round trip costs more than the read.
+ */
+export function readRecordFile<T>(dir: string, file: string, schema: z.ZodType<T>): T | undefined {
   let text: string;
   try {
-    text = await readFile(join(dir, file), "utf8");
+    text = readFileSync(join(dir, file), "utf8");
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
     throw err;

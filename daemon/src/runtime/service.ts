@@ -26,7 +26,7 @@ export function executableService(supervisor: Supervisor): ServiceImpl<typeof Ex
     async startExecutable(req) {
       if (req.requestId !== "") {
         const earlier = supervisor.list().find((e) => e.spec.requestId === req.requestId);
-        if (earlier) return { executable: await toMessage(supervisor, earlier) };
+        if (earlier) return { executable: toMessage(supervisor, earlier) };
       }
       const input = await validateStart(req, randomBytes(3).toString("hex"));
       const clash = supervisor.list().find((e) => e.spec.name === input.name && e.spec.tenant === input.tenant);
@@ -37,7 +37,7 @@ export function executableService(supervisor: Supervisor): ServiceImpl<typeof Ex
       }
       try {
         const exe = await supervisor.start(input);
-        return { executable: await toMessage(supervisor, exe) };
+        return { executable: toMessage(supervisor, exe) };
       } catch (err) {
         if (err instanceof SpawnError) throw failedPrecondition(`could not start ${input.argv[0]}: ${err.message}.`);
         throw internal(`could not start ${input.argv[0]}: ${(err as Error).message}`);
@@ -55,7 +55,7 @@ export function executableService(supervisor: Supervisor): ServiceImpl<typeof Ex
       }
       const graceMs = durationMs("grace_period", req.gracePeriod, DEFAULT_GRACE_MS);
       await supervisor.stop(exe, signal as NodeJS.Signals, graceMs);
-      return { executable: await toMessage(supervisor, exe) };
+      return { executable: toMessage(supervisor, exe) };
     },
 
     async waitExecutable(req, ctx) {
@@ -75,11 +75,11 @@ export function executableService(supervisor: Supervisor): ServiceImpl<typeof Ex
         throw deadlineExceeded(`executable ${exe.spec.name} was still running after ${timeoutMs} ms.`);
       }
       if (outcome === "cancelled") throw deadlineExceeded("the wait was cancelled by the caller.");
-      return { executable: await toMessage(supervisor, exe) };
+      return { executable: toMessage(supervisor, exe) };
     },
 
     async getExecutable(req) {
-      return { executable: await toMessage(supervisor, resolve(req.executable, req.tenant)) };
+      return { executable: toMessage(supervisor, resolve(req.executable, req.tenant)) };
     },
 
     async listExecutables(req) {
@@ -96,7 +96,7 @@ export function executableService(supervisor: Supervisor): ServiceImpl<typeof Ex
         .sort((a, b) => b.spec.createTimeMs - a.spec.createTimeMs || a.spec.id.localeCompare(b.spec.id));
       const page = matching.slice(offset, offset + size);
       return {
-        executables: await Promise.all(page.map((e) => toMessage(supervisor, e))),
+        executables: page.map((e) => toMessage(supervisor, e)),
         nextPageToken: nextPageToken(offset, size, matching.length),
       };
     },
@@ -127,12 +127,10 @@ function stateWord(exe: TrackedExecutable): string {
   return exe.status === "running" ? "running" : exe.status === "exited" ? "exited" : "lost";
 }
 
-export async function toMessage(supervisor: Supervisor, exe: TrackedExecutable): Promise<Executable> {
+export function toMessage(supervisor: Supervisor, exe: TrackedExecutable): Executable {
   const { spec, exit } = exe;
-  const [stdoutBytes, stderrBytes] = await Promise.all([
-    fileSize(supervisor.logPath(exe, "stdout")),
-    fileSize(supervisor.logPath(exe, "stderr")),
-  ]);
+  const stdoutBytes = fileSize(supervisor.logPath(exe, "stdout"));
+  const stderrBytes = fileSize(supervisor.logPath(exe, "stderr"));
   return create(ExecutableSchema, {
     id: spec.id,
     name: spec.name,

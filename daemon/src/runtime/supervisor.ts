@@ -1,16 +1,14 @@
 // The supervisor owns every executable on this host: it spawns them through the shim, knows when
 // they end, stops them, and re-adopts them after aetherd restarts. Handlers call it with validated
 // values; it never sees a raw request.
-import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { watch, type FSWatcher } from "node:fs";
-import { mkdir, readdir, rm, stat } from "node:fs/promises";
+import { mkdirSync, statSync, watch, type FSWatcher } from "node:fs";
+import { mkdir, readdir, rm } from "node:fs/promises";
 import { constants as osConstants } from "node:os";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
 import type { Logger } from "pino";
 import type { EventBus } from "../observe/event-bus.js";
-import { writeJsonAtomic } from "../store/atomic-file.js";
+import { writeJsonAtomic, writeJsonAtomicSync } from "../store/atomic-file.js";
 import {
   ExitSchema,
   ExecutableSpecSchema,
@@ -23,6 +21,7 @@ import {
   type Started,
 } from "./executable-record.js";
 import { isSameProcessAlive } from "./procfs.js";
+import { ShimSpawner } from "./spawner.js";
 
 export type ExecutableStatus = "running" | "exited" | "lost";
 
@@ -45,8 +44,7 @@ interface Internal extends TrackedExecutable {
   poll?: NodeJS.Timeout;
 }
 
-/** Raised when a program could not be started; carries the shim's sentence. */
-export class SpawnError extends Error {}
+export { SpawnError } from "./spawner.js";
 
 export interface StartInput extends Omit<ExecutableSpec, "id" | "createTimeMs"> {}
 
@@ -55,14 +53,23 @@ const LIVENESS_POLL_MS = 1000;
 export class Supervisor {
   private readonly byId = new Map<string, Internal>();
   private readonly root: string;
+  private readonly spawner: ShimSpawner;
 
   constructor(
     stateDir: string,
-    private readonly shimPath: string,
+    shimPath: string,
     private readonly log: Logger,
     private readonly events: EventBus,
   ) {
     this.root = join(stateDir, "executables");
+    this.spawner = new ShimSpawner(
+      shimPath,
+      (id) => {
+        const exe = this.byId.get(id);
+        if (exe) this.checkEnd(exe);
+      },
+      log,
+    );
   }
 
   list(): TrackedExecutable[] {
@@ -83,14 +90,14 @@ export class Supervisor {
     for (const id of await readdir(this.root)) {
       const dir = join(this.root, id);
       try {
-        const spec = await readRecordFile(dir, recordFiles.spec, ExecutableSpecSchema);
+        const spec = readRecordFile(dir, recordFiles.spec, ExecutableSpecSchema);
         if (spec === undefined) {
           this.log.warn({ dir }, "executable folder without record.json; leaving it untouched");
           continue;
         }
         const exe = this.track(spec, dir);
-        await this.refresh(exe);
-        if (exe.status === "running") this.watchAdopted(exe);
+        this.refresh(exe);
+        if (exe.status === "running") this.watchForEnd(exe);
       } catch (err) {
         this.log.error({ dir, err }, "could not read an executable's records; leaving its folder untouched");
       }
@@ -102,12 +109,25 @@ export class Supervisor {
   async start(input: StartInput): Promise<TrackedExecutable> {
     const spec: ExecutableSpec = { ...input, id: randomUUID(), createTimeMs: Date.now() };
     const dir = join(this.root, spec.id);
-    await mkdir(dir, { recursive: true, mode: 0o700 });
-    // The spec is on disk before the process exists, so no process can run that a restart forgets.
-    await writeJsonAtomic(join(dir, recordFiles.spec), spec);
+    mkdirSync(dir, { mode: 0o700 });
+    // The spec is written before the process exists, so no process can run that a restart forgets.
+    // Not fsynced: the process does not outlive the host either (see store/atomic-file.ts).
+    writeJsonAtomicSync(join(dir, recordFiles.spec), spec);
     const exe = this.track(spec, dir);
     try {
-      await this.spawnShim(exe);
+      const spawned = await this.spawner.spawn({
+        id: spec.id,
+        dir,
+        capBytes: spec.logLimitBytes,
+        cwd: spec.cwd,
+        uid: spec.uid === process.getuid?.() ? -1 : spec.uid,
+        gid: spec.gid === process.getgid?.() ? -1 : spec.gid,
+        cgroupProcsFiles: [],
+        argv: spec.argv,
+        env: spec.env,
+      });
+      exe.started = { ...spawned, shimPid: 0, shimStartTime: "", timeMs: Date.now() };
+      this.watchForEnd(exe);
     } catch (err) {
       this.byId.delete(spec.id);
       await rm(dir, { recursive: true, force: true });
@@ -137,7 +157,7 @@ export class Supervisor {
       reason = `stopped on request: ${signal} did not end it within ${graceMs} ms, so it was killed with SIGKILL`;
       this.signalGroup(internal, "SIGKILL");
     }
-    await writeJsonAtomic(join(exe.dir, recordFiles.stop), { reason });
+    await writeJsonAtomic(join(exe.dir, recordFiles.stop), { reason }, { durable: false });
     await exe.ended;
     internal.reason = reason;
     return exe;
@@ -149,9 +169,10 @@ export class Supervisor {
     await rm(exe.dir, { recursive: true, force: true });
   }
 
-  /** Releases watchers and timers; the processes themselves keep running. */
+  /** Releases watchers, timers and the spawner; the processes themselves keep running. */
   close(): void {
     for (const exe of this.byId.values()) this.unwatch(exe);
+    this.spawner.close();
   }
 
   private track(spec: ExecutableSpec, dir: string): Internal {
@@ -162,70 +183,20 @@ export class Supervisor {
     return exe;
   }
 
-  private spawnShim(exe: Internal): Promise<void> {
-    const { spec } = exe;
-    const args = ["--dir", exe.dir, "--cap", String(spec.logLimitBytes), "--cwd", spec.cwd];
-    if (spec.uid !== process.getuid?.()) args.push("--uid", String(spec.uid));
-    if (spec.gid !== process.getgid?.()) args.push("--gid", String(spec.gid));
-    args.push("--", ...spec.argv);
-    // Not a host command (see host/command.ts): the shim is long-lived, detached into its own
-    // session so that it outlives aetherd, and speaks a line protocol on its stdout.
-    const shim = spawn(this.shimPath, args, { env: spec.env, detached: true, stdio: ["ignore", "pipe", "ignore"] });
-    shim.unref();
-    return new Promise<void>((resolve, reject) => {
-      let settled = false;
-      const lines = createInterface({ input: shim.stdout });
-      lines.on("line", (line) => {
-        const [word, ...rest] = line.split(" ");
-        if (word === "started" && !settled) {
-          settled = true;
-          exe.started = {
-            pid: Number(rest[0]),
-            startTime: rest[1] ?? "",
-            shimPid: shim.pid ?? 0,
-            shimStartTime: "",
-            timeMs: Date.now(),
-          };
-          // The socket must not keep aetherd alive at shutdown; the process outlives us by design.
-          (shim.stdout as unknown as { unref?: () => void }).unref?.();
-          resolve();
-        } else if (word === "error" && !settled) {
-          settled = true;
-          reject(new SpawnError(rest.slice(1).join(" ")));
-        }
-      });
-      shim.stdout.on("close", () => {
-        if (!settled) {
-          settled = true;
-          reject(new SpawnError("the process shim ended before reporting the start"));
-          return;
-        }
-        void this.onShimGone(exe);
-      });
-      shim.on("error", (err) => {
-        if (!settled) {
-          settled = true;
-          reject(new SpawnError(`the process shim could not be started: ${err.message}`));
-        }
-      });
-    });
-  }
-
-  /** The shim's pipe closed: it wrote exit.json, or it was itself killed. */
-  private async onShimGone(exe: Internal): Promise<void> {
+  /** The shim reported the end, or a watcher or the poll noticed something: re-read the folder. */
+  private checkEnd(exe: Internal): void {
     try {
-      await this.refresh(exe);
+      this.refresh(exe);
     } catch (err) {
-      this.log.error({ id: exe.spec.id, err }, "could not read an executable's exit record");
+      this.log.error({ id: exe.spec.id, err }, "could not read an executable's records");
     }
-    if (exe.status === "running") this.watchAdopted(exe); // the shim died but the program lives on
   }
 
   /** Re-reads the folder and derives the state; resolves `ended` once it has ended. */
-  private async refresh(exe: Internal): Promise<void> {
-    const started = await readRecordFile(exe.dir, recordFiles.started, StartedSchema);
-    const exit = await readRecordFile(exe.dir, recordFiles.exit, ExitSchema);
-    const stop = await readRecordFile(exe.dir, recordFiles.stop, StopSchema);
+  private refresh(exe: Internal): void {
+    const started = readRecordFile(exe.dir, recordFiles.started, StartedSchema);
+    const exit = readRecordFile(exe.dir, recordFiles.exit, ExitSchema);
+    const stop = readRecordFile(exe.dir, recordFiles.stop, StopSchema);
     if (started) exe.started = started;
     if (exit) {
       this.finish(exe, "exited", stop?.reason ?? describeExit(exit), exit);
@@ -234,6 +205,9 @@ export class Supervisor {
     } else if (!isSameProcessAlive(started.pid, started.startTime)) {
       // Gone without an exit record. Give a live shim a moment to write it; otherwise it is lost.
       if (isSameProcessAlive(started.shimPid, started.shimStartTime)) return;
+      // The shim may have written exit.json and ended between the first read and now.
+      const late = readRecordFile(exe.dir, recordFiles.exit, ExitSchema);
+      if (late) return this.finish(exe, "exited", stop?.reason ?? describeExit(late), late);
       this.finish(exe, "lost", "the process ended while its shim was not running, so its exit status is unknown");
     } else {
       exe.status = "running";
@@ -262,10 +236,14 @@ export class Supervisor {
     }
   }
 
-  /** An adopted process has no pipe to us: watch its folder for exit.json, and poll liveness. */
-  private watchAdopted(exe: Internal): void {
+  /**
+   * The shim's "exited" line is the fast path, but it can be lost (an adopted process reports to a
+   * previous aetherd; a full pipe drops the line), so also watch the folder for exit.json and poll
+   * liveness: an end is always noticed, at worst a second late.
+   */
+  private watchForEnd(exe: Internal): void {
     if (exe.watcher || exe.poll) return;
-    const check = () => void this.refresh(exe).catch((err) => this.log.error({ id: exe.spec.id, err }, "refresh failed"));
+    const check = () => this.checkEnd(exe);
     try {
       exe.watcher = watch(exe.dir, (_event, file) => {
         if (file === recordFiles.exit) check();
@@ -322,10 +300,10 @@ function settlesWithin(promise: Promise<void>, ms: number): Promise<boolean> {
   });
 }
 
-/** Size of a file, 0 when it does not exist. */
-export async function fileSize(path: string): Promise<number> {
+/** Size of a file, 0 when it does not exist (synchronous: a stat of a local file is cheaper than a thread-pool hop). */
+export function fileSize(path: string): number {
   try {
-    return (await stat(path)).size;
+    return statSync(path).size;
   } catch {
     return 0;
   }

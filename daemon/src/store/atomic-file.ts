@@ -1,16 +1,25 @@
-// Records survive crashes only if a reader never sees half a file: write a temporary file, fsync it,
-// rename it over the old one, then fsync the folder so the rename itself is durable.
+// Records survive crashes only if a reader never sees half a file: write a temporary file, rename it
+// over the old one. `durable` adds fsync of the file and its folder, so the record also survives a
+// power loss; records of things that die with the host anyway (running processes) skip it, because
+// two fsyncs cost more than the whole rest of starting a process.
+import { renameSync, writeFileSync } from "node:fs";
 import { mkdir, open, rename, rm } from "node:fs/promises";
 import { dirname, join, basename } from "node:path";
 
-export async function writeFileAtomic(path: string, content: string | Uint8Array): Promise<void> {
+export interface WriteOptions {
+  /** fsync the file and its folder (default true). */
+  durable?: boolean;
+}
+
+export async function writeFileAtomic(path: string, content: string | Uint8Array, options: WriteOptions = {}): Promise<void> {
+  const durable = options.durable ?? true;
   const dir = dirname(path);
   await mkdir(dir, { recursive: true });
   const tmp = join(dir, `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
   const fh = await open(tmp, "w", 0o600);
   try {
     await fh.writeFile(content);
-    await fh.sync();
+    if (durable) await fh.sync();
   } finally {
     await fh.close();
   }
@@ -20,6 +29,7 @@ export async function writeFileAtomic(path: string, content: string | Uint8Array
     await rm(tmp, { force: true });
     throw err;
   }
+  if (!durable) return;
   const dh = await open(dir, "r");
   try {
     await dh.sync();
@@ -28,6 +38,16 @@ export async function writeFileAtomic(path: string, content: string | Uint8Array
   }
 }
 
-export async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
-  await writeFileAtomic(path, `${JSON.stringify(value, null, 2)}\n`);
+export async function writeJsonAtomic(path: string, value: unknown, options: WriteOptions = {}): Promise<void> {
+  await writeFileAtomic(path, `${JSON.stringify(value, null, 2)}\n`, options);
+}
+
+/**
+ * The same without fsync and without leaving the event loop: for small records on the hot path
+ * (starting a process), where four thread-pool round trips would cost more than the write itself.
+ */
+export function writeJsonAtomicSync(path: string, value: unknown): void {
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
+  writeFileSync(tmp, `${JSON.stringify(value, null, 2)}\n`, { mode: 0o600 });
+  renameSync(tmp, path);
 }

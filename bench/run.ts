@@ -1,0 +1,52 @@
+// npm run bench: every benchmark, each a ratio against a baseline measured in the same run.
+import { readFileSync } from "node:fs";
+import { startDaemon } from "../test/helpers/daemon.js";
+import { benchStart } from "./runtime-start.js";
+import { mib } from "./stats.js";
+
+const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 300);
+
+function rssBytes(pid: number): number {
+  const kb = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
+  return Number(kb ?? 0) * 1024;
+}
+
+function table(title: string, header: string[], rows: string[][]): void {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ");
+  console.log(`\n${title}\n${line(header)}\n${widths.map((w) => "-".repeat(w)).join("  ")}`);
+  for (const r of rows) console.log(line(r));
+}
+
+const daemon = await startDaemon({ args: ["--log-level", "warn"] });
+try {
+  const aether = await daemon.client();
+  const pid = daemon.process.pid ?? 0;
+  await new Promise((r) => setTimeout(r, 500));
+  const idle = rssBytes(pid);
+
+  const start = await benchStart(aether, ITERATIONS);
+  table(`runtime: start-to-exit of /bin/true (${ITERATIONS} runs each, interleaved)`, ["path", "p50", "p99"], start.rows);
+  console.log(
+    `ratio aetherd/spawn at p50: ${start.ratioP50.toFixed(2)}x (goal < 3x); p50 overhead ${start.overheadP50Ms.toFixed(2)} ms (goal < 5 ms)`,
+  );
+
+  const ids: string[] = [];
+  for (let i = 0; i < 200; i++) {
+    const { executable } = await aether.runtime.startExecutable({ argv: ["/bin/true"] });
+    await aether.runtime.waitExecutable({ executable: executable?.id ?? "" });
+    ids.push(executable?.id ?? "");
+  }
+  await new Promise((r) => setTimeout(r, 500));
+  const tracked = rssBytes(pid);
+  table("aetherd resident memory", ["state", "RSS"], [
+    ["idle, nothing tracked", mib(idle)],
+    ["200 exited executables tracked", mib(tracked)],
+    ["per tracked executable", `${((tracked - idle) / 200 / 1024).toFixed(1)} KiB`],
+  ]);
+  for (const id of ids) await aether.runtime.deleteExecutable({ executable: id });
+  aether.close();
+} finally {
+  await daemon.stop();
+  daemon.cleanup();
+}

@@ -1,0 +1,51 @@
+// Who is calling: the transport and, on TCP, the verified client certificate. Every RPC passes
+// through requireVerifiedPeer, so a TLS client without a certificate from the cluster CA reaches no
+// handler. The TLS layer asks for the certificate but does not drop the connection itself: that way
+// the client gets UNAUTHENTICATED with a sentence instead of a bare reset whose meaning it must guess.
+import type { IncomingMessage } from "node:http";
+import type { Http2ServerRequest } from "node:http2";
+import type { TLSSocket } from "node:tls";
+import { Code, ConnectError, createContextKey, createContextValues, type Interceptor } from "@connectrpc/connect";
+
+export interface Peer {
+  transport: "unix" | "tls";
+  /** True on the unix socket (file permissions decide), and on TLS when the certificate verified. */
+  verified: boolean;
+  /** Why the certificate did not verify (OpenSSL's code), when it did not. */
+  rejection?: string;
+  /** Subject common name and URI SANs of the verified client certificate. */
+  subject?: string;
+  uris?: string[];
+}
+
+export const peerKey = createContextKey<Peer>({ transport: "unix", verified: true }, { description: "the calling peer" });
+
+export function peerContext(req: IncomingMessage | Http2ServerRequest) {
+  const socket = req.socket as TLSSocket | undefined;
+  const values = createContextValues();
+  if (!socket || typeof socket.getPeerCertificate !== "function") return values.set(peerKey, { transport: "unix", verified: true });
+  const cert = socket.getPeerCertificate();
+  const hasCert = cert !== null && Object.keys(cert).length > 0;
+  if (!hasCert) return values.set(peerKey, { transport: "tls", verified: false, rejection: "NO_CERTIFICATE" });
+  if (!socket.authorized) {
+    return values.set(peerKey, { transport: "tls", verified: false, rejection: String(socket.authorizationError ?? "UNVERIFIED") });
+  }
+  const uris = (cert.subjectaltname ?? "")
+    .split(", ")
+    .filter((s) => s.startsWith("URI:"))
+    .map((s) => s.slice(4));
+  return values.set(peerKey, { transport: "tls", verified: true, subject: String(cert.subject?.CN ?? ""), uris });
+}
+
+export const requireVerifiedPeer: Interceptor = (next) => async (req) => {
+  const peer = req.contextValues.get(peerKey);
+  if (!peer.verified) {
+    throw new ConnectError(
+      peer.rejection === "NO_CERTIFICATE"
+        ? "aetherd requires a client certificate on TCP: connect with a certificate and key issued by the cluster CA."
+        : `the client certificate was refused (${peer.rejection}): it must be issued by this cluster's CA and be within its validity period.`,
+      Code.Unauthenticated,
+    );
+  }
+  return next(req);
+};

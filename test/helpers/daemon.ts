@@ -1,0 +1,121 @@
+// Starts a real aetherd (the same entry point users run) in a private socket and state directory,
+// and stops, kills or restarts it the way a test needs.
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { connect, type AetherClient } from "@aether/sdk";
+
+export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+// The same entry users run: the compiled daemon (the test script builds it first).
+const MAIN = join(repoRoot, "daemon", "bin", "aetherd.mjs");
+
+export interface TestDaemon {
+  readonly socket: string;
+  readonly stateDir: string;
+  readonly address: string;
+  readonly process: ChildProcess;
+  /** Output aetherd wrote to stderr (its structured log). */
+  log(): string;
+  client(): Promise<AetherClient>;
+  /** SIGTERM and wait for a clean exit; returns the exit code. */
+  stop(): Promise<number | null>;
+  /** kill -9, as a crash would. */
+  kill9(): Promise<void>;
+  /** Removes the temporary directory (after stop/kill). */
+  cleanup(): void;
+}
+
+export interface DaemonOptions {
+  dir?: string;
+  args?: string[];
+  env?: NodeJS.ProcessEnv;
+}
+
+/** Starts aetherd and resolves once it answers on its socket. */
+export async function startDaemon(options: DaemonOptions = {}): Promise<TestDaemon> {
+  const dir = options.dir ?? mkdtempSync(join(tmpdir(), "aetherd-test-"));
+  const socket = join(dir, "aetherd.sock");
+  const stateDir = join(dir, "state");
+  const child = spawn(
+    process.execPath,
+    [MAIN, "--socket", socket, "--state-dir", stateDir, ...(options.args ?? [])],
+    { cwd: repoRoot, env: { ...process.env, ...options.env }, stdio: ["ignore", "ignore", "pipe"] },
+  );
+  let stderr = "";
+  child.stderr?.on("data", (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  const address = `unix://${socket}`;
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`aetherd exited with ${child.exitCode} before it was ready:\n${stderr}`);
+    if (existsSync(socket)) {
+      const probe = await connect({ address: `unix://${socket}` }).catch(() => undefined);
+      if (probe) {
+        probe.close();
+        break;
+      }
+    }
+    if (Date.now() > deadline) {
+      child.kill("SIGKILL");
+      throw new Error(`aetherd was not ready within 30 s:\n${stderr}`);
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  const clients: AetherClient[] = [];
+  return {
+    socket,
+    stateDir,
+    address,
+    process: child,
+    log: () => stderr,
+    async client() {
+      const c = await connect({ address });
+      clients.push(c);
+      return c;
+    },
+    async stop() {
+      clients.forEach((c) => c.close());
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
+      return exited;
+    },
+    async kill9() {
+      clients.forEach((c) => c.close());
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+      await exited;
+    },
+    cleanup() {
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Polls `check` until it returns a value (not undefined) or the timeout passes. */
+export async function eventually<T>(check: () => Promise<T | undefined> | T | undefined, timeoutMs = 10_000, what = "condition"): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Collects a log stream into text per channel. */
+export async function collect(stream: AsyncIterable<{ channel: number; data: Uint8Array }>): Promise<Record<number, string>> {
+  const out: Record<number, string> = {};
+  for await (const chunk of stream) out[chunk.channel] = (out[chunk.channel] ?? "") + Buffer.from(chunk.data).toString();
+  return out;
+}
+
+/** True while the process exists and is not a zombie (a zombie has finished; only its parent's reaping is left). */
+export function isRunning(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    return state !== "Z" && state !== "X";
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,96 @@
+// TCP with mutual TLS: a client certificate from the cluster CA is required; none, or one from
+// another CA, is refused with a clear error, and the daemon keeps serving.
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { createServer } from "node:net";
+import { after, before, describe, it } from "node:test";
+import { promisify } from "node:util";
+import { Code, ConnectError, connect } from "@aether/sdk";
+import { startDaemon, type TestDaemon } from "./helpers/daemon.js";
+import { createCa, type Pair, type TestCa } from "./helpers/pki.js";
+
+const run = promisify(execFile);
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  const { port } = server.address() as { port: number };
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+describe("mutual TLS on TCP", () => {
+  let daemon: TestDaemon;
+  let ca: TestCa;
+  let client: Pair;
+  let url: string;
+
+  before(async () => {
+    ca = createCa("cluster-ca");
+    const server = ca.issue("aetherd", { server: true });
+    client = ca.issue("alice");
+    const port = await freePort();
+    url = `https://127.0.0.1:${port}`;
+    daemon = await startDaemon({
+      args: ["--listen", `127.0.0.1:${port}`, "--tls-cert", server.cert, "--tls-key", server.key, "--tls-client-ca", ca.cert],
+    });
+  });
+  after(async () => {
+    await daemon.stop();
+    daemon.cleanup();
+  });
+
+  it("serves a client with a certificate from the cluster CA", async () => {
+    const aether = await connect({ address: url, tls: { ca: ca.cert, cert: client.cert, key: client.key } });
+    const { node } = await aether.node.getNodeInfo({});
+    assert.ok(node?.hostname);
+    aether.close();
+  });
+
+  it("serves Connect JSON over HTTP/1.1 too (curl with the client certificate)", async () => {
+    const { stdout } = await run("curl", [
+      "--silent", "--http1.1", "--cacert", ca.cert, "--cert", client.cert, "--key", client.key,
+      "-H", "Content-Type: application/json", "-d", "{}", `${url}/aether.node.v1.NodeService/CheckHealth`,
+    ]);
+    assert.equal((JSON.parse(stdout) as { status: string }).status, "HEALTH_STATUS_SERVING");
+  });
+
+  const refused = async (tls: { ca: string; cert?: string; key?: string }, pattern: RegExp) => {
+    await assert.rejects(connect({ address: url, tls }), (err: unknown) => {
+      assert.ok(err instanceof ConnectError);
+      assert.equal(err.code, Code.Unauthenticated, err.rawMessage);
+      assert.match(err.rawMessage, pattern);
+      return true;
+    });
+  };
+
+  it("refuses a client without a certificate", async () => {
+    await refused({ ca: ca.cert }, /requires a client certificate/);
+  });
+
+  it("refuses a client whose certificate comes from another CA", async () => {
+    const foreign = createCa("foreign-ca").issue("mallory");
+    await refused({ ca: ca.cert, cert: foreign.cert, key: foreign.key }, /client certificate was refused \(UNABLE_TO_VERIFY_LEAF_SIGNATURE/);
+  });
+
+  it("refuses an expired client certificate", async () => {
+    const expired = ca.issue("expired-bob", { days: -1 });
+    await refused({ ca: ca.cert, cert: expired.cert, key: expired.key }, /refused \(CERT_HAS_EXPIRED/);
+  });
+
+  it("tells a client that does not trust the daemon's CA what to do", async () => {
+    const other = createCa("other-ca");
+    await assert.rejects(connect({ address: url, tls: { ca: other.cert, cert: client.cert, key: client.key } }), (err: unknown) => {
+      assert.ok(err instanceof ConnectError);
+      assert.equal(err.code, Code.Unavailable);
+      assert.match(err.rawMessage, /is not trusted \([A-Z_]+\).*cluster CA/);
+      return true;
+    });
+  });
+
+  it("keeps serving after refusing", async () => {
+    const aether = await connect({ address: url, tls: { ca: ca.cert, cert: client.cert, key: client.key } });
+    assert.equal((await aether.node.checkHealth({})).status, 1);
+    aether.close();
+  });
+});
