@@ -18,6 +18,13 @@ interface GrpcExecutable {
   exitCode?: number;
 }
 type Unary<Req, Res> = (req: Req, cb: (err: grpc.ServiceError | null, res: Res) => void) => void;
+interface RuntimeClient extends grpc.Client {
+  startExecutable: Unary<object, { executable: GrpcExecutable }>;
+  waitExecutable: Unary<object, { executable: GrpcExecutable }>;
+}
+interface ObserveClient extends grpc.Client {
+  streamLogs(req: object): grpc.ClientReadableStream<{ channel: string; data: Buffer }>;
+}
 
 describe("interop with standard gRPC tooling", () => {
   let daemon: TestDaemon;
@@ -32,25 +39,24 @@ describe("interop with standard gRPC tooling", () => {
   it("a @grpc/grpc-js client starts a process and streams its logs", async () => {
     const options = { keepCase: false, longs: String, enums: String, defaults: true, oneofs: true, includeDirs: [join(repoRoot, "proto")] };
     const definition = protoLoader.loadSync(["aether/runtime/v1/runtime.proto", "aether/observe/v1/observe.proto"], options);
+    // proto-loader builds the clients at run time; these shapes are what it builds from proto/.
+    type Ctor<C> = new (target: string, credentials: grpc.ChannelCredentials) => C;
     const loaded = grpc.loadPackageDefinition(definition) as unknown as {
       aether: {
-        runtime: { v1: { ExecutableService: grpc.ServiceClientConstructor } };
-        observe: { v1: { ObserveService: grpc.ServiceClientConstructor } };
+        runtime: { v1: { ExecutableService: Ctor<RuntimeClient> } };
+        observe: { v1: { ObserveService: Ctor<ObserveClient> } };
       };
     };
     const target = `unix://${daemon.socket}`;
     const runtime = new loaded.aether.runtime.v1.ExecutableService(target, grpc.credentials.createInsecure());
     const observe = new loaded.aether.observe.v1.ObserveService(target, grpc.credentials.createInsecure());
     try {
-      const start = promisify(runtime.startExecutable.bind(runtime) as Unary<object, { executable: GrpcExecutable }>);
-      const wait = promisify(runtime.waitExecutable.bind(runtime) as Unary<object, { executable: GrpcExecutable }>);
+      const start = promisify(runtime.startExecutable.bind(runtime));
+      const wait = promisify(runtime.waitExecutable.bind(runtime));
       const { executable } = await start({ argv: ["/bin/sh", "-c", "echo from-grpc; sleep 0.2; echo again; exit 4"] });
       assert.match(executable.id, /^[0-9a-f-]{36}$/);
 
-      const stream = observe.streamLogs({ source: "LOG_SOURCE_EXECUTABLE", target: executable.id, follow: true }) as grpc.ClientReadableStream<{
-        channel: string;
-        data: Buffer;
-      }>;
+      const stream = observe.streamLogs({ source: "LOG_SOURCE_EXECUTABLE", target: executable.id, follow: true });
       let text = "";
       for await (const chunk of stream) {
         assert.equal(chunk.channel, "LOG_CHANNEL_STDOUT");

@@ -1,0 +1,37 @@
+#!/usr/bin/env node
+// npm test: the contract and the code first (codegen drift, buf lint, type check and build), then
+// every test file through node's test runner. aetherd in the tests is the compiled one users run.
+import { execFileSync, spawnSync } from "node:child_process";
+import { readdirSync, statSync } from "node:fs";
+import { dirname, join, relative } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const bin = (name) => join(root, "node_modules", ".bin", name);
+const step = (title, file, args) => {
+  console.log(`\n== ${title}`);
+  execFileSync(file, args, { cwd: root, stdio: "inherit" });
+};
+
+step("generated code matches proto/", process.execPath, [join(root, "scripts", "gen.mjs"), "--check"]);
+step("buf lint", bin("buf"), ["lint"]);
+step("type check and build", bin("tsc"), ["-b"]);
+step("type check tests, bench and examples", bin("tsc"), ["-p", "tsconfig.test.json"]);
+
+function findTests(dir, out = []) {
+  for (const name of readdirSync(dir)) {
+    if (name === "node_modules" || name === "dist" || name.startsWith(".")) continue;
+    const path = join(dir, name);
+    if (statSync(path).isDirectory()) findTests(path, out);
+    else if (name.endsWith(".test.ts")) out.push(relative(root, path));
+  }
+  return out;
+}
+const only = process.argv.slice(2);
+const files = only.length > 0 ? only : ["sdk", "daemon", "test"].flatMap((d) => findTests(join(root, d))).sort();
+console.log(`\n== node --test (${files.length} files)`);
+const result = spawnSync(process.execPath, ["--conditions=source", "--import", "tsx", "--test", ...files], {
+  cwd: root,
+  stdio: "inherit",
+});
+process.exit(result.status ?? 1);

@@ -1,0 +1,66 @@
+// README.md's snippets are executed, so the front page cannot drift from the code.
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { promisify } from "node:util";
+import { loadConfig } from "../daemon/src/config.js";
+import { repoRoot, startDaemon, type TestDaemon } from "./helpers/daemon.js";
+
+const run = promisify(execFile);
+const readme = readFileSync(join(repoRoot, "README.md"), "utf8");
+const blocks = (lang: string) => [...readme.matchAll(new RegExp("```" + lang + "\\n([\\s\\S]*?)```", "g"))].map((m) => m[1] ?? "");
+
+describe("README.md", () => {
+  let daemon: TestDaemon;
+  before(async () => {
+    daemon = await startDaemon();
+  });
+  after(async () => {
+    await daemon.stop();
+    daemon.cleanup();
+  });
+
+  it("its TypeScript snippets run against aetherd", async () => {
+    const snippets = blocks("ts");
+    assert.ok(snippets.length > 0);
+    const dir = join(repoRoot, ".aether", "readme-snippets");
+    mkdirSync(dir, { recursive: true });
+    for (const [i, code] of snippets.entries()) {
+      const file = join(dir, `snippet-${i}.ts`);
+      writeFileSync(file, `${code}\nprocess.exit(0);\n`);
+      const { stdout } = await run(process.execPath, ["--conditions=source", "--import", "tsx", file], {
+        env: { ...process.env, AETHER_HOST: daemon.address },
+      });
+      if (code.includes('"/bin/echo", "hello"')) assert.equal(stdout, "hello\n");
+    }
+  });
+
+  it("its aetherd config is what aetherd accepts", () => {
+    const [toml] = blocks("toml");
+    assert.ok(toml);
+    const file = join(repoRoot, ".aether", "readme-aetherd.toml");
+    writeFileSync(file, toml);
+    const config = loadConfig({ config: file });
+    assert.equal(config.socket, "/run/aether/aetherd.sock");
+    assert.equal(config.tcp?.listen, "10.0.0.5:7443");
+  });
+
+  it("its buf curl commands work against aetherd", async () => {
+    const [sh] = blocks("sh").filter((b) => b.includes("buf curl"));
+    assert.ok(sh);
+    const commands = sh
+      .replace(/\\\n\s*/g, "")
+      .split("\n")
+      .filter((l) => l.startsWith("npx buf curl"));
+    assert.equal(commands.length, 2);
+    for (const command of commands) {
+      const args = [...command.matchAll(/'([^']*)'|(\S+)/g)].map((m) => m[1] ?? m[2] ?? "").slice(2);
+      const withSocket = args.map((a) => (a === "/tmp/aether.sock" ? daemon.socket : a));
+      const { stdout } = await run(join(repoRoot, "node_modules", ".bin", "buf"), withSocket);
+      assert.ok(stdout.length > 0);
+      if (command.includes("StartExecutable")) assert.match(stdout, /"argv":\s*\[\s*"\/bin\/echo",\s*"hi"\s*\]/);
+    }
+  });
+});
