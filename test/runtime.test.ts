@@ -1,7 +1,7 @@
 // ExecutableService and StreamLogs end to end against a real aetherd: real processes, real signals.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { mkdtempSync, writeFileSync, chmodSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Code, ConnectError, type AetherClient } from "@aether/sdk";
@@ -172,8 +172,12 @@ describe("runtime: executables", () => {
     const run = await aether.runtime.startExecutable({ argv: ["/bin/sleep", "600"] });
     await rejectsWith(aether.runtime.deleteExecutable({ executable: run.executable?.id ?? "" }), Code.FailedPrecondition, /still running/);
     await aether.runtime.stopExecutable({ executable: run.executable?.id ?? "", gracePeriod: { seconds: 0n } });
-    await aether.runtime.deleteExecutable({ executable: run.executable?.id ?? "" });
+    await aether.runtime.deleteExecutable({ executable: run.executable?.id ?? "", requestId: "del-1" });
     await rejectsWith(aether.runtime.getExecutable({ executable: run.executable?.id ?? "" }), Code.NotFound, /no executable/);
+    // A retried delete with its request_id succeeds again; without one, the executable is gone.
+    await aether.runtime.deleteExecutable({ executable: run.executable?.id ?? "", requestId: "del-1" });
+    await rejectsWith(aether.runtime.deleteExecutable({ executable: run.executable?.id ?? "" }), Code.NotFound, /no executable/);
+    assert.equal(existsSync(join(daemon.stateDir, "executables", run.executable?.id ?? "")), false, "its folder and logs are gone");
   });
 
   describe("bad input gets the right code and a sentence, and the daemon keeps serving", () => {
@@ -226,6 +230,16 @@ describe("runtime: executables", () => {
 
     it("a duplicate name is ALREADY_EXISTS", async () => {
       await rejectsWith(aether.runtime.startExecutable({ name: "greeter", argv: ["/bin/true"] }), Code.AlreadyExists, /already exists/);
+    });
+
+    it("a program the kernel cannot execute fails with the kernel's reason and leaves nothing behind", async () => {
+      const file = join(mkdtempSync(join(tmpdir(), "aether-noformat-")), "not-a-program");
+      writeFileSync(file, "this is text without a #! line\n");
+      chmodSync(file, 0o755);
+      const folders = () => readdirSync(join(daemon.stateDir, "executables")).length;
+      const before = folders();
+      await rejectsWith(aether.runtime.startExecutable({ argv: [file] }), Code.FailedPrecondition, /executing the program: Exec format error/);
+      assert.equal(folders(), before, "no record folder is left behind");
     });
 
     it("a program without execute permission is refused before anything runs", async () => {

@@ -18,9 +18,12 @@ import { validateStart } from "./validate-start.js";
 import { constants as osConstants } from "node:os";
 
 const DEFAULT_GRACE_MS = 10_000;
+/** How many completed DeleteExecutable request_ids are remembered for retries. */
+const REMEMBERED_DELETES = 1024;
 
 export function executableService(supervisor: Supervisor): ServiceImpl<typeof ExecutableService> {
   const resolve = (ref: string, tenantField: string) => resolveExecutable(supervisor, ref, tenantField);
+  const completedDeletes = new Set<string>();
 
   return {
     async startExecutable(req) {
@@ -102,11 +105,16 @@ export function executableService(supervisor: Supervisor): ServiceImpl<typeof Ex
     },
 
     async deleteExecutable(req) {
+      if (req.requestId !== "" && completedDeletes.has(req.requestId)) return {};
       const exe = resolve(req.executable, req.tenant);
       if (exe.status === "running") {
         throw failedPrecondition(`executable ${exe.spec.name} is still running; stop it first with StopExecutable.`);
       }
       await supervisor.delete(exe);
+      if (req.requestId !== "") {
+        completedDeletes.add(req.requestId);
+        if (completedDeletes.size > REMEMBERED_DELETES) completedDeletes.delete(completedDeletes.values().next().value as string);
+      }
       return {};
     },
   };

@@ -1,0 +1,56 @@
+// ObserveService beyond executable logs: lifecycle events, telemetry, and aetherd's own log.
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { after, before, describe, it } from "node:test";
+import type { AetherClient } from "@aether/sdk";
+import { LogChannel, LogSource } from "@aether/sdk/gen/aether/observe/v1/observe_pb";
+import { collect, startDaemon, type TestDaemon } from "./helpers/daemon.js";
+
+describe("observe: events, telemetry, daemon log", () => {
+  let daemon: TestDaemon;
+  let aether: AetherClient;
+  before(async () => {
+    daemon = await startDaemon();
+    aether = await daemon.client();
+  });
+  after(async () => {
+    await daemon.stop();
+    daemon.cleanup();
+  });
+
+  it("streams lifecycle events of the caller's tenant as they happen", async () => {
+    const abort = new AbortController();
+    const stream = aether.observe.streamEvents({ tenant: "events", kindPrefixes: ["executable."] }, { signal: abort.signal });
+    const received: string[] = [];
+    const reading = (async () => {
+      try {
+        for await (const { event } of stream) {
+          received.push(`${event?.kind} ${event?.resourceName} ${event?.attributes.exit_code ?? ""}`.trim());
+          if (received.length === 2) abort.abort();
+        }
+      } catch (err) {
+        if (!abort.signal.aborted) throw err;
+      }
+    })();
+    await new Promise((r) => setTimeout(r, 200)); // the subscription is open
+    await aether.runtime.startExecutable({ name: "noise", tenant: "other", argv: ["/bin/true"] });
+    await aether.runtime.startExecutable({ name: "evented", tenant: "events", argv: ["/bin/sh", "-c", "exit 2"] });
+    await reading;
+    assert.deepEqual(received, ["executable.started evented", "executable.exited evented 2"]);
+  });
+
+  it("reads telemetry from the kernel", async () => {
+    const { telemetry } = await aether.observe.getTelemetry({});
+    const total = Number(/^MemTotal:\s+(\d+) kB/m.exec(readFileSync("/proc/meminfo", "utf8"))?.[1]) * 1024;
+    assert.equal(telemetry?.memoryTotalBytes, BigInt(total));
+    assert.ok((telemetry?.memoryAvailableBytes ?? 0n) > 0n);
+    assert.ok((telemetry?.loadAverage1m ?? -1) >= 0);
+    assert.deepEqual(telemetry?.pressure.map((p) => p.resource), ["cpu", "memory", "io"]);
+  });
+
+  it("streams aetherd's own structured log", async () => {
+    const logs = await collect(aether.observe.streamLogs({ source: LogSource.DAEMON, tailLines: 50 }));
+    const lines = (logs[LogChannel.DAEMON] ?? "").trim().split("\n").map((l) => JSON.parse(l) as { msg: string });
+    assert.ok(lines.some((l) => l.msg === "aetherd ready"));
+  });
+});
