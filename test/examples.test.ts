@@ -2,9 +2,9 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { join } from "node:path";
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import { promisify } from "node:util";
-import { repoRoot, startDaemon, type TestDaemon } from "./helpers/daemon.js";
+import { repoRoot, useDaemon } from "./helpers/daemon.js";
 
 const run = promisify(execFile);
 
@@ -14,20 +14,13 @@ const expectations: Record<string, RegExp[]> = {
 };
 
 describe("examples", () => {
-  let daemon: TestDaemon;
-  before(async () => {
-    daemon = await startDaemon();
-  });
-  after(async () => {
-    await daemon.stop();
-    daemon.cleanup();
-  });
+  const env = useDaemon();
 
   for (const [file, patterns] of Object.entries(expectations)) {
     it(`examples/${file} runs against aetherd`, async () => {
       const { stdout } = await run(process.execPath, ["--conditions=source", "--import", "tsx", join(repoRoot, "examples", file)], {
         cwd: repoRoot,
-        env: { ...process.env, AETHER_HOST: daemon.address },
+        env: { ...process.env, AETHER_HOST: env.daemon.address },
       });
       for (const p of patterns) assert.match(stdout, p);
     });

@@ -3,11 +3,11 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { join } from "node:path";
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import { promisify } from "node:util";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
-import { repoRoot, startDaemon, type TestDaemon } from "./helpers/daemon.js";
+import { repoRoot, useDaemon } from "./helpers/daemon.js";
 
 const run = promisify(execFile);
 const BUF = join(repoRoot, "node_modules", ".bin", "buf");
@@ -27,14 +27,7 @@ interface ObserveClient extends grpc.Client {
 }
 
 describe("interop with standard gRPC tooling", () => {
-  let daemon: TestDaemon;
-  before(async () => {
-    daemon = await startDaemon();
-  });
-  after(async () => {
-    await daemon.stop();
-    daemon.cleanup();
-  });
+  const env = useDaemon();
 
   it("a @grpc/grpc-js client starts a process and streams its logs", async () => {
     const options = { keepCase: false, longs: String, enums: String, defaults: true, oneofs: true, includeDirs: [join(repoRoot, "proto")] };
@@ -47,7 +40,7 @@ describe("interop with standard gRPC tooling", () => {
         observe: { v1: { ObserveService: Ctor<ObserveClient> } };
       };
     };
-    const target = `unix://${daemon.socket}`;
+    const target = `unix://${env.daemon.socket}`;
     const runtime = new loaded.aether.runtime.v1.ExecutableService(target, grpc.credentials.createInsecure());
     const observe = new loaded.aether.observe.v1.ObserveService(target, grpc.credentials.createInsecure());
     try {
@@ -80,7 +73,7 @@ describe("interop with standard gRPC tooling", () => {
   });
 
   it("buf curl lists every service through gRPC server reflection and calls one", async () => {
-    const { stdout } = await run(BUF, ["curl", "--unix-socket", daemon.socket, "--http2-prior-knowledge", "--list-services", "http://localhost"]);
+    const { stdout } = await run(BUF, ["curl", "--unix-socket", env.daemon.socket, "--http2-prior-knowledge", "--list-services", "http://localhost"]);
     const services = stdout.trim().split("\n").sort();
     for (const s of [
       "aether.runtime.v1.ExecutableService",
@@ -94,14 +87,14 @@ describe("interop with standard gRPC tooling", () => {
     ]) {
       assert.ok(services.includes(s), `${s} is listed`);
     }
-    const methods = await run(BUF, ["curl", "--unix-socket", daemon.socket, "--http2-prior-knowledge", "--list-methods", "http://localhost"]);
+    const methods = await run(BUF, ["curl", "--unix-socket", env.daemon.socket, "--http2-prior-knowledge", "--list-methods", "http://localhost"]);
     assert.match(methods.stdout, /aether\.runtime\.v1\.ExecutableService\/StartExecutable/);
 
     for (const protocol of ["grpc", "grpcweb", "connect"]) {
       const health = await run(BUF, [
         "curl",
         "--unix-socket",
-        daemon.socket,
+        env.daemon.socket,
         "--http2-prior-knowledge",
         "--protocol",
         protocol,

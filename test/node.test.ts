@@ -3,10 +3,9 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { accessSync, constants, readFileSync } from "node:fs";
 import { hostname } from "node:os";
-import { after, before, describe, it } from "node:test";
-import type { AetherClient } from "@aether/sdk";
+import { describe, it } from "node:test";
 import { CgroupVersion } from "@aether/sdk/gen/aether/node/v1/node_pb";
-import { startDaemon, type TestDaemon } from "./helpers/daemon.js";
+import { useDaemon } from "./helpers/daemon.js";
 
 const onPath = (name: string) => {
   try {
@@ -17,27 +16,18 @@ const onPath = (name: string) => {
 };
 
 describe("node: identity and capability probe", () => {
-  let daemon: TestDaemon;
-  let aether: AetherClient;
-  before(async () => {
-    daemon = await startDaemon();
-    aether = await daemon.client();
-  });
-  after(async () => {
-    await daemon.stop();
-    daemon.cleanup();
-  });
+  const env = useDaemon();
 
   it("reports identity and version, and keeps the node id across restarts", async () => {
-    const { node } = await aether.node.getNodeInfo({});
+    const { node } = await env.aether.node.getNodeInfo({});
     assert.equal(node?.hostname, hostname());
     assert.equal(node?.version, JSON.parse(readFileSync("daemon/package.json", "utf8")).version);
     assert.match(node?.id ?? "", /^[0-9a-f-]{36}$/);
-    assert.equal(node?.id, readFileSync(`${daemon.stateDir}/node-id`, "utf8").trim());
+    assert.equal(node?.id, readFileSync(`${env.daemon.stateDir}/node-id`, "utf8").trim());
   });
 
   it("probes tools, /dev/kvm and cgroups as the host really is", async () => {
-    const { node } = await aether.node.getNodeInfo({ refresh: true });
+    const { node } = await env.aether.node.getNodeInfo({ refresh: true });
     const caps = node?.capabilities;
     assert.ok(caps);
     assert.equal(caps.qemuSystem?.available, onPath("qemu-system-x86_64"));
@@ -66,7 +56,7 @@ describe("node: identity and capability probe", () => {
   });
 
   it("reports health", async () => {
-    const health = await aether.node.checkHealth({});
+    const health = await env.aether.node.checkHealth({});
     assert.equal(health.status, 1);
     assert.deepEqual(health.reasons, []);
   });

@@ -1,26 +1,16 @@
 // ObserveService beyond executable logs: lifecycle events, telemetry, and aetherd's own log.
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { after, before, describe, it } from "node:test";
-import type { AetherClient } from "@aether/sdk";
+import { describe, it } from "node:test";
 import { LogChannel, LogSource } from "@aether/sdk/gen/aether/observe/v1/observe_pb";
-import { collect, startDaemon, type TestDaemon } from "./helpers/daemon.js";
+import { collect, useDaemon } from "./helpers/daemon.js";
 
 describe("observe: events, telemetry, daemon log", () => {
-  let daemon: TestDaemon;
-  let aether: AetherClient;
-  before(async () => {
-    daemon = await startDaemon();
-    aether = await daemon.client();
-  });
-  after(async () => {
-    await daemon.stop();
-    daemon.cleanup();
-  });
+  const env = useDaemon();
 
   it("streams lifecycle events of the caller's tenant as they happen", async () => {
     const abort = new AbortController();
-    const stream = aether.observe.streamEvents({ tenant: "events", kindPrefixes: ["executable."] }, { signal: abort.signal });
+    const stream = env.aether.observe.streamEvents({ tenant: "events", kindPrefixes: ["executable."] }, { signal: abort.signal });
     const received: string[] = [];
     const reading = (async () => {
       try {
@@ -33,14 +23,14 @@ describe("observe: events, telemetry, daemon log", () => {
       }
     })();
     await new Promise((r) => setTimeout(r, 200)); // the subscription is open
-    await aether.runtime.startExecutable({ name: "noise", tenant: "other", argv: ["/bin/true"] });
-    await aether.runtime.startExecutable({ name: "evented", tenant: "events", argv: ["/bin/sh", "-c", "exit 2"] });
+    await env.aether.runtime.startExecutable({ name: "noise", tenant: "other", argv: ["/bin/true"] });
+    await env.aether.runtime.startExecutable({ name: "evented", tenant: "events", argv: ["/bin/sh", "-c", "exit 2"] });
     await reading;
     assert.deepEqual(received, ["executable.started evented", "executable.exited evented 2"]);
   });
 
   it("reads telemetry from the kernel", async () => {
-    const { telemetry } = await aether.observe.getTelemetry({});
+    const { telemetry } = await env.aether.observe.getTelemetry({});
     const total = Number(/^MemTotal:\s+(\d+) kB/m.exec(readFileSync("/proc/meminfo", "utf8"))?.[1]) * 1024;
     assert.equal(telemetry?.memoryTotalBytes, BigInt(total));
     assert.ok((telemetry?.memoryAvailableBytes ?? 0n) > 0n);
@@ -49,7 +39,7 @@ describe("observe: events, telemetry, daemon log", () => {
   });
 
   it("streams aetherd's own structured log", async () => {
-    const logs = await collect(aether.observe.streamLogs({ source: LogSource.DAEMON, tailLines: 50 }));
+    const logs = await collect(env.aether.observe.streamLogs({ source: LogSource.DAEMON, tailLines: 50 }));
     const lines = (logs[LogChannel.DAEMON] ?? "").trim().split("\n").map((l) => JSON.parse(l) as { msg: string });
     assert.ok(lines.some((l) => l.msg === "aetherd ready"));
   });

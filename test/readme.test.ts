@@ -3,24 +3,17 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import { promisify } from "node:util";
 import { loadConfig } from "../daemon/src/config.js";
-import { repoRoot, startDaemon, type TestDaemon } from "./helpers/daemon.js";
+import { repoRoot, useDaemon } from "./helpers/daemon.js";
 
 const run = promisify(execFile);
 const readme = readFileSync(join(repoRoot, "README.md"), "utf8");
 const blocks = (lang: string) => [...readme.matchAll(new RegExp("```" + lang + "\\n([\\s\\S]*?)```", "g"))].map((m) => m[1] ?? "");
 
 describe("README.md", () => {
-  let daemon: TestDaemon;
-  before(async () => {
-    daemon = await startDaemon();
-  });
-  after(async () => {
-    await daemon.stop();
-    daemon.cleanup();
-  });
+  const env = useDaemon();
 
   it("its TypeScript snippets run against aetherd", async () => {
     const snippets = blocks("ts");
@@ -31,7 +24,7 @@ describe("README.md", () => {
       const file = join(dir, `snippet-${i}.ts`);
       writeFileSync(file, `${code}\nprocess.exit(0);\n`);
       const { stdout } = await run(process.execPath, ["--conditions=source", "--import", "tsx", file], {
-        env: { ...process.env, AETHER_HOST: daemon.address },
+        env: { ...process.env, AETHER_HOST: env.daemon.address },
       });
       if (code.includes('"/bin/echo", "hello"')) assert.equal(stdout, "hello\n");
     }
@@ -57,7 +50,7 @@ describe("README.md", () => {
     assert.equal(commands.length, 2);
     for (const command of commands) {
       const args = [...command.matchAll(/'([^']*)'|(\S+)/g)].map((m) => m[1] ?? m[2] ?? "").slice(2);
-      const withSocket = args.map((a) => (a === "/tmp/aether.sock" ? daemon.socket : a));
+      const withSocket = args.map((a) => (a === "/tmp/aether.sock" ? env.daemon.socket : a));
       const { stdout } = await run(join(repoRoot, "node_modules", ".bin", "buf"), withSocket);
       assert.ok(stdout.length > 0);
       if (command.includes("StartExecutable")) assert.match(stdout, /"argv":\s*\[\s*"\/bin\/echo",\s*"hi"\s*\]/);

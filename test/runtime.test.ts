@@ -4,10 +4,10 @@ import { after, before, describe, it } from "node:test";
 import { chmodSync, existsSync, mkdtempSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Code, ConnectError, type AetherClient } from "@aether/sdk";
+import { Code, ConnectError } from "@aether/sdk";
 import { ExecutableState } from "@aether/sdk/gen/aether/runtime/v1/runtime_pb";
 import { LogChannel, LogSource } from "@aether/sdk/gen/aether/observe/v1/observe_pb";
-import { collect, eventually, isRunning, startDaemon, type TestDaemon } from "./helpers/daemon.js";
+import { collect, eventually, isRunning, useDaemon } from "./helpers/daemon.js";
 
 const SH = "/bin/sh";
 
@@ -21,24 +21,11 @@ async function rejectsWith(promise: Promise<unknown>, code: Code, pattern: RegEx
 }
 
 describe("runtime: executables", () => {
-  let daemon: TestDaemon;
-  let aether: AetherClient;
-
-  before(async () => {
-    daemon = await startDaemon();
-    aether = await daemon.client();
-  });
-  after(async () => {
-    // Leave no process of ours behind.
-    const { executables } = await aether.runtime.listExecutables({ state: ExecutableState.RUNNING });
-    for (const e of executables) await aether.runtime.stopExecutable({ executable: e.id, gracePeriod: { seconds: 0n } });
-    assert.equal(await daemon.stop(), 0, "aetherd exits 0 on SIGTERM");
-    daemon.cleanup();
-  });
+  const env = useDaemon();
 
   it("runs a process with argv, env and cwd, captures its output and records its exit code", async () => {
     const dir = mkdtempSync(join(tmpdir(), "aether-cwd-"));
-    const { executable } = await aether.runtime.startExecutable({
+    const { executable } = await env.aether.runtime.startExecutable({
       name: "greeter",
       labels: { team: "a" },
       argv: [SH, "-c", 'echo "out:$GREETING:$(pwd)"; echo "err:$0" >&2; exit 7', "arg0"],
@@ -48,168 +35,168 @@ describe("runtime: executables", () => {
     assert.ok(executable);
     assert.equal(executable.name, "greeter");
     assert.ok(executable.pid > 0);
-    const { executable: done } = await aether.runtime.waitExecutable({ executable: "greeter" });
+    const { executable: done } = await env.aether.runtime.waitExecutable({ executable: "greeter" });
     assert.equal(done?.state, ExecutableState.EXITED);
     assert.equal(done?.exitCode, 7);
     assert.equal(done?.signal, "");
     assert.equal(done?.pid, 0);
-    const logs = await collect(aether.observe.streamLogs({ source: LogSource.EXECUTABLE, target: executable.id }));
+    const logs = await collect(env.aether.observe.streamLogs({ source: LogSource.EXECUTABLE, target: executable.id }));
     assert.equal(logs[LogChannel.STDOUT], `out:hello:${dir}\n`);
     assert.equal(logs[LogChannel.STDERR], "err:arg0\n");
     assert.equal(done?.stdoutBytes, BigInt(`out:hello:${dir}\n`.length));
   });
 
   it("gives the process a clean environment: nothing inherited from aetherd", async () => {
-    const { executable } = await aether.runtime.startExecutable({ argv: ["/usr/bin/env"], env: { ONLY: "this" } });
-    await aether.runtime.waitExecutable({ executable: executable?.id ?? "" });
-    const logs = await collect(aether.observe.streamLogs({ source: LogSource.EXECUTABLE, target: executable?.id ?? "" }));
+    const { executable } = await env.aether.runtime.startExecutable({ argv: ["/usr/bin/env"], env: { ONLY: "this" } });
+    await env.aether.runtime.waitExecutable({ executable: executable?.id ?? "" });
+    const logs = await collect(env.aether.observe.streamLogs({ source: LogSource.EXECUTABLE, target: executable?.id ?? "" }));
     assert.equal(logs[LogChannel.STDOUT], "ONLY=this\n");
   });
 
   it("stops with the given signal, and SIGKILLs what ignores it after the grace period", async () => {
-    const polite = await aether.runtime.startExecutable({ argv: ["/bin/sleep", "600"] });
-    const stopped = await aether.runtime.stopExecutable({ executable: polite.executable?.id ?? "", signal: "SIGINT" });
+    const polite = await env.aether.runtime.startExecutable({ argv: ["/bin/sleep", "600"] });
+    const stopped = await env.aether.runtime.stopExecutable({ executable: polite.executable?.id ?? "", signal: "SIGINT" });
     assert.equal(stopped.executable?.state, ExecutableState.EXITED);
     assert.equal(stopped.executable?.signal, "SIGINT");
 
-    const stubborn = await aether.runtime.startExecutable({
+    const stubborn = await env.aether.runtime.startExecutable({
       argv: [SH, "-c", "trap '' TERM; echo ready; while :; do sleep 0.1; done"],
     });
     // Wait for the trap to be installed before signalling.
-    for await (const chunk of aether.observe.streamLogs({ source: LogSource.EXECUTABLE, target: stubborn.executable?.id ?? "", follow: true })) {
+    for await (const chunk of env.aether.observe.streamLogs({ source: LogSource.EXECUTABLE, target: stubborn.executable?.id ?? "", follow: true })) {
       if (Buffer.from(chunk.data).toString().includes("ready")) break;
     }
     const t0 = Date.now();
-    const killed = await aether.runtime.stopExecutable({ executable: stubborn.executable?.id ?? "", gracePeriod: { seconds: 1n } });
+    const killed = await env.aether.runtime.stopExecutable({ executable: stubborn.executable?.id ?? "", gracePeriod: { seconds: 1n } });
     assert.ok(Date.now() - t0 >= 900, "the grace period was honoured");
     assert.equal(killed.executable?.signal, "SIGKILL");
     assert.match(killed.executable?.stateReason ?? "", /did not end it within 1000 ms/);
   });
 
   it("stop reaches the whole process group, children included", async () => {
-    const { executable } = await aether.runtime.startExecutable({ argv: [SH, "-c", "/bin/sleep 600 & echo $!; wait"] });
+    const { executable } = await env.aether.runtime.startExecutable({ argv: [SH, "-c", "/bin/sleep 600 & echo $!; wait"] });
     let child = 0;
-    for await (const chunk of aether.observe.streamLogs({ source: LogSource.EXECUTABLE, target: executable?.id ?? "", follow: true })) {
+    for await (const chunk of env.aether.observe.streamLogs({ source: LogSource.EXECUTABLE, target: executable?.id ?? "", follow: true })) {
       child = Number.parseInt(Buffer.from(chunk.data).toString(), 10);
       if (child > 0) break;
     }
     assert.ok(isRunning(child), "the child runs");
-    await aether.runtime.stopExecutable({ executable: executable?.id ?? "" });
+    await env.aether.runtime.stopExecutable({ executable: executable?.id ?? "" });
     await eventually(() => (isRunning(child) ? undefined : true), 5000, "the child to end with its parent");
   });
 
   it("streams live output with follow, and ends the stream when the process exits", async () => {
-    const { executable } = await aether.runtime.startExecutable({
+    const { executable } = await env.aether.runtime.startExecutable({
       argv: [SH, "-c", "for i in 1 2 3; do echo line$i; sleep 0.2; done"],
     });
     const t0 = Date.now();
     const logs = await collect(
-      aether.observe.streamLogs({ source: LogSource.EXECUTABLE, target: executable?.id ?? "", follow: true, channels: [LogChannel.STDOUT] }),
+      env.aether.observe.streamLogs({ source: LogSource.EXECUTABLE, target: executable?.id ?? "", follow: true, channels: [LogChannel.STDOUT] }),
     );
     assert.equal(logs[LogChannel.STDOUT], "line1\nline2\nline3\n");
     assert.ok(Date.now() - t0 >= 350, "the stream followed the process while it ran");
   });
 
   it("streams the tail: the last N lines, or only new output with 0", async () => {
-    const { executable } = await aether.runtime.startExecutable({ argv: [SH, "-c", "seq 1 10"] });
-    await aether.runtime.waitExecutable({ executable: executable?.id ?? "" });
-    const tail = await collect(aether.observe.streamLogs({ source: LogSource.EXECUTABLE, target: executable?.id ?? "", tailLines: 3 }));
+    const { executable } = await env.aether.runtime.startExecutable({ argv: [SH, "-c", "seq 1 10"] });
+    await env.aether.runtime.waitExecutable({ executable: executable?.id ?? "" });
+    const tail = await collect(env.aether.observe.streamLogs({ source: LogSource.EXECUTABLE, target: executable?.id ?? "", tailLines: 3 }));
     assert.equal(tail[LogChannel.STDOUT], "8\n9\n10\n");
-    const none = await collect(aether.observe.streamLogs({ source: LogSource.EXECUTABLE, target: executable?.id ?? "", tailLines: 0 }));
+    const none = await collect(env.aether.observe.streamLogs({ source: LogSource.EXECUTABLE, target: executable?.id ?? "", tailLines: 0 }));
     assert.equal(none[LogChannel.STDOUT], undefined);
   });
 
   it("caps captured output and counts what it dropped", async () => {
-    const { executable } = await aether.runtime.startExecutable({
+    const { executable } = await env.aether.runtime.startExecutable({
       argv: [SH, "-c", "head -c 100000 /dev/zero"],
       logLimitBytes: 4096n,
     });
-    const { executable: done } = await aether.runtime.waitExecutable({ executable: executable?.id ?? "" });
+    const { executable: done } = await env.aether.runtime.waitExecutable({ executable: executable?.id ?? "" });
     assert.equal(done?.stdoutBytes, 4096n);
     assert.equal(done?.droppedBytes, 100000n - 4096n);
     assert.equal(done?.exitCode, 0, "the program was not disturbed by the cap");
   });
 
   it("runs as another uid/gid when asked (as root), or says why it cannot", async () => {
-    const start = aether.runtime.startExecutable({ argv: [SH, "-c", "id -u; id -g"], uid: 65534, gid: 65534 });
+    const start = env.aether.runtime.startExecutable({ argv: [SH, "-c", "id -u; id -g"], uid: 65534, gid: 65534 });
     if (process.getuid?.() !== 0) {
       await rejectsWith(start, Code.FailedPrecondition, /setting the group id: Operation not permitted/);
       return;
     }
     const { executable } = await start;
-    await aether.runtime.waitExecutable({ executable: executable?.id ?? "" });
-    const logs = await collect(aether.observe.streamLogs({ source: LogSource.EXECUTABLE, target: executable?.id ?? "" }));
+    await env.aether.runtime.waitExecutable({ executable: executable?.id ?? "" });
+    const logs = await collect(env.aether.observe.streamLogs({ source: LogSource.EXECUTABLE, target: executable?.id ?? "" }));
     assert.equal(logs[LogChannel.STDOUT], "65534\n65534\n");
   });
 
   it("lists newest first, filters by label, tenant and state, and pages", async () => {
     for (let i = 0; i < 5; i++) {
-      await aether.runtime.startExecutable({ name: `pager-${i}`, tenant: "paging", labels: { batch: "p", i: String(i) }, argv: ["/bin/true"] });
+      await env.aether.runtime.startExecutable({ name: `pager-${i}`, tenant: "paging", labels: { batch: "p", i: String(i) }, argv: ["/bin/true"] });
     }
-    const page1 = await aether.runtime.listExecutables({ tenant: "paging", pageSize: 2 });
+    const page1 = await env.aether.runtime.listExecutables({ tenant: "paging", pageSize: 2 });
     assert.deepEqual(page1.executables.map((e) => e.name), ["pager-4", "pager-3"]);
-    const page2 = await aether.runtime.listExecutables({ tenant: "paging", pageSize: 2, pageToken: page1.nextPageToken });
-    const page3 = await aether.runtime.listExecutables({ tenant: "paging", pageSize: 2, pageToken: page2.nextPageToken });
+    const page2 = await env.aether.runtime.listExecutables({ tenant: "paging", pageSize: 2, pageToken: page1.nextPageToken });
+    const page3 = await env.aether.runtime.listExecutables({ tenant: "paging", pageSize: 2, pageToken: page2.nextPageToken });
     assert.deepEqual(page2.executables.map((e) => e.name), ["pager-2", "pager-1"]);
     assert.deepEqual(page3.executables.map((e) => e.name), ["pager-0"]);
     assert.equal(page3.nextPageToken, "");
-    const filtered = await aether.runtime.listExecutables({ filter: "batch=p,i=3" });
+    const filtered = await env.aether.runtime.listExecutables({ filter: "batch=p,i=3" });
     assert.deepEqual(filtered.executables.map((e) => e.name), ["pager-3"]);
-    const other = await aether.runtime.listExecutables({ tenant: "nobody" });
+    const other = await env.aether.runtime.listExecutables({ tenant: "nobody" });
     assert.equal(other.executables.length, 0);
     // A name is unique within a tenant, not across tenants.
-    await aether.runtime.startExecutable({ name: "pager-0", tenant: "other", argv: ["/bin/true"] });
+    await env.aether.runtime.startExecutable({ name: "pager-0", tenant: "other", argv: ["/bin/true"] });
   });
 
   it("returns the first executable again for a retried request_id instead of starting twice", async () => {
-    const a = await aether.runtime.startExecutable({ argv: ["/bin/sleep", "600"], requestId: "retry-1" });
-    const b = await aether.runtime.startExecutable({ argv: ["/bin/sleep", "600"], requestId: "retry-1" });
+    const a = await env.aether.runtime.startExecutable({ argv: ["/bin/sleep", "600"], requestId: "retry-1" });
+    const b = await env.aether.runtime.startExecutable({ argv: ["/bin/sleep", "600"], requestId: "retry-1" });
     assert.equal(a.executable?.id, b.executable?.id);
-    await aether.runtime.stopExecutable({ executable: a.executable?.id ?? "", gracePeriod: { seconds: 0n } });
+    await env.aether.runtime.stopExecutable({ executable: a.executable?.id ?? "", gracePeriod: { seconds: 0n } });
   });
 
   it("deletes an exited executable with its logs, and refuses to delete a running one", async () => {
-    const run = await aether.runtime.startExecutable({ argv: ["/bin/sleep", "600"] });
-    await rejectsWith(aether.runtime.deleteExecutable({ executable: run.executable?.id ?? "" }), Code.FailedPrecondition, /still running/);
-    await aether.runtime.stopExecutable({ executable: run.executable?.id ?? "", gracePeriod: { seconds: 0n } });
-    await aether.runtime.deleteExecutable({ executable: run.executable?.id ?? "", requestId: "del-1" });
-    await rejectsWith(aether.runtime.getExecutable({ executable: run.executable?.id ?? "" }), Code.NotFound, /no executable/);
+    const run = await env.aether.runtime.startExecutable({ argv: ["/bin/sleep", "600"] });
+    await rejectsWith(env.aether.runtime.deleteExecutable({ executable: run.executable?.id ?? "" }), Code.FailedPrecondition, /still running/);
+    await env.aether.runtime.stopExecutable({ executable: run.executable?.id ?? "", gracePeriod: { seconds: 0n } });
+    await env.aether.runtime.deleteExecutable({ executable: run.executable?.id ?? "", requestId: "del-1" });
+    await rejectsWith(env.aether.runtime.getExecutable({ executable: run.executable?.id ?? "" }), Code.NotFound, /no executable/);
     // A retried delete with its request_id succeeds again; without one, the executable is gone.
-    await aether.runtime.deleteExecutable({ executable: run.executable?.id ?? "", requestId: "del-1" });
-    await rejectsWith(aether.runtime.deleteExecutable({ executable: run.executable?.id ?? "" }), Code.NotFound, /no executable/);
-    assert.equal(existsSync(join(daemon.stateDir, "executables", run.executable?.id ?? "")), false, "its folder and logs are gone");
+    await env.aether.runtime.deleteExecutable({ executable: run.executable?.id ?? "", requestId: "del-1" });
+    await rejectsWith(env.aether.runtime.deleteExecutable({ executable: run.executable?.id ?? "" }), Code.NotFound, /no executable/);
+    assert.equal(existsSync(join(env.daemon.stateDir, "executables", run.executable?.id ?? "")), false, "its folder and logs are gone");
   });
 
   describe("bad input gets the right code and a sentence, and the daemon keeps serving", () => {
     before(async () => {
-      await aether.runtime.startExecutable({ name: "sleeper", argv: ["/bin/sleep", "600"] });
+      await env.aether.runtime.startExecutable({ name: "sleeper", argv: ["/bin/sleep", "600"] });
     });
     const cases: Array<[string, () => Promise<unknown>, Code, RegExp]> = [
-      ["empty argv", () => aether.runtime.startExecutable({ argv: [] }), Code.InvalidArgument, /argv is empty/],
-      ["relative program", () => aether.runtime.startExecutable({ argv: ["sleep", "1"] }), Code.InvalidArgument, /not an absolute path/],
-      ["missing program", () => aether.runtime.startExecutable({ argv: ["/no/such/program"] }), Code.FailedPrecondition, /does not exist/],
-      ["directory as program", () => aether.runtime.startExecutable({ argv: ["/tmp"] }), Code.FailedPrecondition, /not a regular file/],
-      ["missing cwd", () => aether.runtime.startExecutable({ argv: ["/bin/true"], cwd: "/no/such/dir" }), Code.FailedPrecondition, /does not exist/],
-      ["relative cwd", () => aether.runtime.startExecutable({ argv: ["/bin/true"], cwd: "rel" }), Code.InvalidArgument, /not an absolute path/],
-      ["bad name", () => aether.runtime.startExecutable({ argv: ["/bin/true"], name: "../etc" }), Code.InvalidArgument, /not a valid name/],
-      ["NUL in argv", () => aether.runtime.startExecutable({ argv: ["/bin/echo", "a\0b"] }), Code.InvalidArgument, /NUL/],
-      ["bad env name", () => aether.runtime.startExecutable({ argv: ["/bin/true"], env: { "A=B": "x" } }), Code.InvalidArgument, /env variable/],
-      ["cell not built yet", () => aether.runtime.startExecutable({ argv: ["/bin/true"], cell: "x" }), Code.FailedPrecondition, /cells are not implemented/],
-      ["unknown id", () => aether.runtime.getExecutable({ executable: "no-such-thing" }), Code.NotFound, /no executable/],
-      ["empty reference", () => aether.runtime.stopExecutable({ executable: "" }), Code.InvalidArgument, /is empty/],
-      ["unknown signal", () => aether.runtime.stopExecutable({ executable: "sleeper", signal: "SIGBOGUS" }), Code.InvalidArgument, /not a signal name/],
-      ["negative grace period", () => aether.runtime.stopExecutable({ executable: "sleeper", gracePeriod: { seconds: -5n } }), Code.InvalidArgument, /must not be negative/],
-      ["oversized page", () => aether.runtime.listExecutables({ pageSize: 5000 }), Code.InvalidArgument, /too large/],
-      ["bad label filter", () => aether.runtime.listExecutables({ filter: "novalue" }), Code.InvalidArgument, /key=value/],
-      ["bad tenant", () => aether.runtime.listExecutables({ tenant: "Not A Tenant" }), Code.InvalidArgument, /not a valid name/],
-      ["negative wait timeout", () => aether.runtime.waitExecutable({ executable: "greeter", timeout: { seconds: -1n } }), Code.InvalidArgument, /must not be negative/],
-      ["wait that times out", () => aether.runtime.waitExecutable({ executable: "sleeper", timeout: { nanos: 100_000_000 } }), Code.DeadlineExceeded, /still running after 100 ms/],
-      ["bad page token", () => aether.runtime.listExecutables({ pageToken: "garbage!" }), Code.InvalidArgument, /page_token/],
-      ["log stream of unknown process", () => collect(aether.observe.streamLogs({ source: LogSource.EXECUTABLE, target: "nope" })), Code.NotFound, /no executable/],
-      ["log stream without source", () => collect(aether.observe.streamLogs({ target: "nope" })), Code.InvalidArgument, /source is unspecified/],
+      ["empty argv", () => env.aether.runtime.startExecutable({ argv: [] }), Code.InvalidArgument, /argv is empty/],
+      ["relative program", () => env.aether.runtime.startExecutable({ argv: ["sleep", "1"] }), Code.InvalidArgument, /not an absolute path/],
+      ["missing program", () => env.aether.runtime.startExecutable({ argv: ["/no/such/program"] }), Code.FailedPrecondition, /does not exist/],
+      ["directory as program", () => env.aether.runtime.startExecutable({ argv: ["/tmp"] }), Code.FailedPrecondition, /not a regular file/],
+      ["missing cwd", () => env.aether.runtime.startExecutable({ argv: ["/bin/true"], cwd: "/no/such/dir" }), Code.FailedPrecondition, /does not exist/],
+      ["relative cwd", () => env.aether.runtime.startExecutable({ argv: ["/bin/true"], cwd: "rel" }), Code.InvalidArgument, /not an absolute path/],
+      ["bad name", () => env.aether.runtime.startExecutable({ argv: ["/bin/true"], name: "../etc" }), Code.InvalidArgument, /not a valid name/],
+      ["NUL in argv", () => env.aether.runtime.startExecutable({ argv: ["/bin/echo", "a\0b"] }), Code.InvalidArgument, /NUL/],
+      ["bad env name", () => env.aether.runtime.startExecutable({ argv: ["/bin/true"], env: { "A=B": "x" } }), Code.InvalidArgument, /env variable/],
+      ["cell not built yet", () => env.aether.runtime.startExecutable({ argv: ["/bin/true"], cell: "x" }), Code.FailedPrecondition, /cells are not implemented/],
+      ["unknown id", () => env.aether.runtime.getExecutable({ executable: "no-such-thing" }), Code.NotFound, /no executable/],
+      ["empty reference", () => env.aether.runtime.stopExecutable({ executable: "" }), Code.InvalidArgument, /is empty/],
+      ["unknown signal", () => env.aether.runtime.stopExecutable({ executable: "sleeper", signal: "SIGBOGUS" }), Code.InvalidArgument, /not a signal name/],
+      ["negative grace period", () => env.aether.runtime.stopExecutable({ executable: "sleeper", gracePeriod: { seconds: -5n } }), Code.InvalidArgument, /must not be negative/],
+      ["oversized page", () => env.aether.runtime.listExecutables({ pageSize: 5000 }), Code.InvalidArgument, /too large/],
+      ["bad label filter", () => env.aether.runtime.listExecutables({ filter: "novalue" }), Code.InvalidArgument, /key=value/],
+      ["bad tenant", () => env.aether.runtime.listExecutables({ tenant: "Not A Tenant" }), Code.InvalidArgument, /not a valid name/],
+      ["negative wait timeout", () => env.aether.runtime.waitExecutable({ executable: "greeter", timeout: { seconds: -1n } }), Code.InvalidArgument, /must not be negative/],
+      ["wait that times out", () => env.aether.runtime.waitExecutable({ executable: "sleeper", timeout: { nanos: 100_000_000 } }), Code.DeadlineExceeded, /still running after 100 ms/],
+      ["bad page token", () => env.aether.runtime.listExecutables({ pageToken: "garbage!" }), Code.InvalidArgument, /page_token/],
+      ["log stream of unknown process", () => collect(env.aether.observe.streamLogs({ source: LogSource.EXECUTABLE, target: "nope" })), Code.NotFound, /no executable/],
+      ["log stream without source", () => collect(env.aether.observe.streamLogs({ target: "nope" })), Code.InvalidArgument, /source is unspecified/],
       [
         "oversized request",
-        () => aether.runtime.startExecutable({ argv: ["/bin/echo", "x".repeat(5 * 1024 * 1024)] }),
+        () => env.aether.runtime.startExecutable({ argv: ["/bin/echo", "x".repeat(5 * 1024 * 1024)] }),
         Code.ResourceExhausted,
         /message size|larger than|exceeds/i,
       ],
@@ -217,28 +204,28 @@ describe("runtime: executables", () => {
     for (const [what, call, code, pattern] of cases) {
       it(what, async () => {
         await rejectsWith(call(), code, pattern);
-        const health = await aether.node.checkHealth({});
+        const health = await env.aether.node.checkHealth({});
         assert.equal(health.status, 1, "still serving");
       });
     }
 
     it("stopping an already-exited process is FAILED_PRECONDITION", async () => {
-      const { executable } = await aether.runtime.startExecutable({ argv: ["/bin/true"] });
-      await aether.runtime.waitExecutable({ executable: executable?.id ?? "" });
-      await rejectsWith(aether.runtime.stopExecutable({ executable: executable?.id ?? "" }), Code.FailedPrecondition, /not running/);
+      const { executable } = await env.aether.runtime.startExecutable({ argv: ["/bin/true"] });
+      await env.aether.runtime.waitExecutable({ executable: executable?.id ?? "" });
+      await rejectsWith(env.aether.runtime.stopExecutable({ executable: executable?.id ?? "" }), Code.FailedPrecondition, /not running/);
     });
 
     it("a duplicate name is ALREADY_EXISTS", async () => {
-      await rejectsWith(aether.runtime.startExecutable({ name: "greeter", argv: ["/bin/true"] }), Code.AlreadyExists, /already exists/);
+      await rejectsWith(env.aether.runtime.startExecutable({ name: "greeter", argv: ["/bin/true"] }), Code.AlreadyExists, /already exists/);
     });
 
     it("a program the kernel cannot execute fails with the kernel's reason and leaves nothing behind", async () => {
       const file = join(mkdtempSync(join(tmpdir(), "aether-noformat-")), "not-a-program");
       writeFileSync(file, "this is text without a #! line\n");
       chmodSync(file, 0o755);
-      const folders = () => readdirSync(join(daemon.stateDir, "executables")).length;
+      const folders = () => readdirSync(join(env.daemon.stateDir, "executables")).length;
       const before = folders();
-      await rejectsWith(aether.runtime.startExecutable({ argv: [file] }), Code.FailedPrecondition, /executing the program: Exec format error/);
+      await rejectsWith(env.aether.runtime.startExecutable({ argv: [file] }), Code.FailedPrecondition, /executing the program: Exec format error/);
       assert.equal(folders(), before, "no record folder is left behind");
     });
 
@@ -246,15 +233,15 @@ describe("runtime: executables", () => {
       const file = join(mkdtempSync(join(tmpdir(), "aether-noexec-")), "script");
       writeFileSync(file, "#!/bin/sh\necho hi\n");
       chmodSync(file, 0o644);
-      const before = (await aether.runtime.listExecutables({ pageSize: 1000 })).executables.length;
-      await rejectsWith(aether.runtime.startExecutable({ argv: [file] }), Code.FailedPrecondition, /not executable/);
-      const afterCount = (await aether.runtime.listExecutables({ pageSize: 1000 })).executables.length;
+      const before = (await env.aether.runtime.listExecutables({ pageSize: 1000 })).executables.length;
+      await rejectsWith(env.aether.runtime.startExecutable({ argv: [file] }), Code.FailedPrecondition, /not executable/);
+      const afterCount = (await env.aether.runtime.listExecutables({ pageSize: 1000 })).executables.length;
       assert.equal(afterCount, before, "nothing was recorded");
     });
 
     it("unbuilt services say UNIMPLEMENTED with a sentence", async () => {
-      await rejectsWith(aether.vm.listVms({}), Code.Unimplemented, /not implemented in this aetherd yet: virtual machines/);
-      await rejectsWith(collect(aether.observe.streamLogs({ source: LogSource.VM_CONSOLE, target: "x" })), Code.Unimplemented, /not available/);
+      await rejectsWith(env.aether.vm.listVms({}), Code.Unimplemented, /not implemented in this aetherd yet: virtual machines/);
+      await rejectsWith(collect(env.aether.observe.streamLogs({ source: LogSource.VM_CONSOLE, target: "x" })), Code.Unimplemented, /not available/);
     });
   });
 });

@@ -5,6 +5,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import assert from "node:assert/strict";
+import { after, before } from "node:test";
 import { connect, type AetherClient } from "@aether/sdk";
 
 export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -118,4 +120,31 @@ export function isRunning(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** A daemon and a connected client for one describe block. */
+export interface DaemonFixture {
+  readonly daemon: TestDaemon;
+  readonly aether: AetherClient;
+}
+
+/**
+ * Starts aetherd before the enclosing describe block's tests and, after them, stops whatever
+ * executables they left running, checks that aetherd exits 0 on SIGTERM, and removes its files.
+ */
+export function useDaemon(options: DaemonOptions = {}): DaemonFixture {
+  const fixture = {} as { daemon: TestDaemon; aether: AetherClient };
+  before(async () => {
+    fixture.daemon = await startDaemon(options);
+    fixture.aether = await fixture.daemon.client();
+  });
+  after(async () => {
+    const { executables } = await fixture.aether.runtime.listExecutables({ pageSize: 1000 });
+    for (const e of executables.filter((x) => x.pid > 0)) {
+      await fixture.aether.runtime.stopExecutable({ executable: e.id, gracePeriod: { seconds: 0n } }).catch(() => undefined);
+    }
+    assert.equal(await fixture.daemon.stop(), 0, "aetherd exits 0 on SIGTERM");
+    fixture.daemon.cleanup();
+  });
+  return fixture;
 }
