@@ -8,6 +8,9 @@
 export { connect, resolveTarget, type AetherClient, type ConnectOptions, type Target, type TlsOptions } from "./connect.js";
 export { defaultClientConfigPath, defaultSocketPath, defaultStateDir } from "./address.js";
 export { Code, ConnectError } from "@connectrpc/connect";
+export { defineManifest, isManifest, ManifestError, MANIFEST_LABEL, type CellDecl, type ExecutableDecl, type Manifest, type ManifestInput } from "./manifest/define.js";
+export { planManifest, type ActionKind, type Plan, type PlannedAction } from "./manifest/plan.js";
+export { applyManifest, ApplyError, type ApplyOptions } from "./manifest/apply.js";
 export * as runtime from "./gen/aether/runtime/v1/runtime_pb.js";
 export * as cells from "./gen/aether/cells/v1/cells_pb.js";
 export * as vm from "./gen/aether/vm/v1/vm_pb.js";

@@ -1,0 +1,43 @@
+// Runs under the chosen engine for `aetherscript plan|apply FILE`: loads the manifest script,
+// compares it with the daemon's live state and prints (plan) or carries out (apply) the changes.
+// Usage: manifest-driver.js plan|apply FILE [--json]
+import { pathToFileURL } from "node:url";
+import { applyManifest, connect, isManifest, planManifest, type Plan, type PlannedAction } from "@aether/sdk";
+
+const [mode, file, ...rest] = process.argv.slice(2);
+const json = rest.includes("--json");
+if ((mode !== "plan" && mode !== "apply") || file === undefined) {
+  console.error("usage: manifest-driver plan|apply FILE [--json]");
+  process.exit(2);
+}
+
+const module = (await import(pathToFileURL(file).href)) as { default?: unknown };
+if (!isManifest(module.default)) {
+  console.error(`aetherscript: ${file} does not export a manifest: end it with \`export default defineManifest({ ... })\`.`);
+  process.exit(2);
+}
+const manifest = module.default;
+const SYMBOL: Record<PlannedAction["kind"], string> = { create: "+", replace: "~", delete: "-", unchanged: "=", conflict: "!" };
+const line = (a: PlannedAction) => `  ${SYMBOL[a.kind]} ${a.kind.padEnd(9)} ${a.resource} ${a.name.padEnd(20)} ${a.reason}`;
+const summary = (plan: Plan) => `${plan.changes} to change, ${plan.actions.filter((a) => a.kind === "unchanged").length} unchanged` + (plan.conflicts.length > 0 ? `, ${plan.conflicts.length} in conflict` : "");
+
+const aether = await connect();
+try {
+  if (mode === "plan") {
+    const plan = await planManifest(aether, manifest);
+    if (json) console.log(JSON.stringify({ manifest: manifest.name, tenant: manifest.tenant, actions: plan.actions, changes: plan.changes }, null, 2));
+    else {
+      console.log(`plan for manifest ${manifest.name} (tenant ${manifest.tenant}) on ${aether.address}:`);
+      plan.actions.forEach((a) => console.log(line(a)));
+      console.log(`${summary(plan)}.`);
+    }
+    process.exitCode = plan.conflicts.length > 0 ? 1 : 0;
+  } else {
+    if (!json) console.log(`applying manifest ${manifest.name} (tenant ${manifest.tenant}) on ${aether.address}:`);
+    const plan = await applyManifest(aether, manifest, { onStep: (a) => json || console.log(line(a)) });
+    if (json) console.log(JSON.stringify({ manifest: manifest.name, tenant: manifest.tenant, applied: plan.actions.filter((a) => a.kind !== "unchanged"), changes: plan.changes }, null, 2));
+    else console.log(plan.changes === 0 ? "nothing to change: the node already matches the manifest." : `applied: ${summary(plan)}.`);
+  }
+} finally {
+  aether.close();
+}

@@ -1,0 +1,102 @@
+// Manifests as code: a script exports `defineManifest({...})`, a declarative description of what
+// should run on a node; `aetherscript plan|apply` compares it with the node's live state.
+import { z } from "zod";
+
+const dnsLabel = z
+  .string()
+  .regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, "must be a DNS label: 1 to 63 lowercase letters, digits and '-', starting and ending with a letter or digit");
+
+const ExecutableDeclSchema = z
+  .object({
+    /** Unique name within the manifest's tenant. */
+    name: dnsLabel,
+    /** Program and arguments; argv[0] is an absolute path. */
+    argv: z.array(z.string()).min(1, "must name at least the program").refine((a) => a[0]?.startsWith("/"), "argv[0] must be an absolute path"),
+    env: z.record(z.string(), z.string()).default({}),
+    cwd: z.string().startsWith("/", "must be an absolute path").default("/"),
+    labels: z.record(z.string(), z.string()).default({}),
+    uid: z.number().int().nonnegative().optional(),
+    gid: z.number().int().nonnegative().optional(),
+    /** Cell to run in (needs an aetherd with cells). */
+    cell: z.string().default(""),
+  })
+  .strict();
+
+const CellDeclSchema = z
+  .object({
+    /** Name path, e.g. "team-a/build". */
+    name: z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\/[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/, "must be DNS labels separated by '/'"),
+    cpuWeight: z.number().int().min(1).max(10000).optional(),
+    memoryMaxBytes: z.number().int().positive().optional(),
+    pidsMax: z.number().int().positive().optional(),
+  })
+  .strict();
+
+const ManifestSchema = z
+  .object({
+    /** Names this manifest; everything it creates is labelled `aether.io/manifest=<name>`. */
+    name: dnsLabel,
+    /** Tenant of every resource. Default "default". */
+    tenant: dnsLabel.default("default"),
+    executables: z.array(ExecutableDeclSchema).default([]),
+    cells: z.array(CellDeclSchema).default([]),
+  })
+  .strict()
+  .superRefine((m, ctx) => {
+    const seen = new Set<string>();
+    m.executables.forEach((e, i) => {
+      if (seen.has(e.name)) ctx.addIssue({ code: "custom", path: ["executables", i, "name"], message: `${e.name} is declared twice` });
+      seen.add(e.name);
+    });
+  });
+
+/** One executable a manifest declares. */
+export type ExecutableDecl = z.input<typeof ExecutableDeclSchema>;
+/** One cell a manifest declares. */
+export type CellDecl = z.input<typeof CellDeclSchema>;
+/** What a manifest script passes to {@link defineManifest}. */
+export type ManifestInput = z.input<typeof ManifestSchema>;
+/** A validated manifest with defaults filled in. */
+export type Manifest = z.output<typeof ManifestSchema> & { readonly kind: "aether.manifest" };
+
+/** The label that marks what a manifest manages. */
+export const MANIFEST_LABEL = "aether.io/manifest";
+
+/** Raised when a manifest is invalid: names the field and why. */
+export class ManifestError extends Error {
+  constructor(
+    message: string,
+    /** Dotted path of the offending field, e.g. "executables.0.argv". */
+    readonly field: string,
+  ) {
+    super(message);
+    this.name = "ManifestError";
+  }
+}
+
+/**
+ * Declares what should run on a node. Export it as the default export of a manifest script.
+ *
+ * @example
+ * ```ts
+ * import { defineManifest } from "@aether/sdk";
+ * export default defineManifest({
+ *   name: "web",
+ *   executables: [{ name: "server", argv: ["/usr/bin/python3", "-m", "http.server", "8080"] }],
+ * });
+ * ```
+ */
+export function defineManifest(input: ManifestInput): Manifest {
+  const parsed = ManifestSchema.safeParse(input);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const field = issue?.path.join(".") || "(manifest)";
+    throw new ManifestError(`invalid manifest: ${field}: ${issue?.message ?? "invalid"}`, field);
+  }
+  return { ...parsed.data, kind: "aether.manifest" };
+}
+
+/** True for a value made by {@link defineManifest}. */
+export function isManifest(value: unknown): value is Manifest {
+  return typeof value === "object" && value !== null && (value as { kind?: unknown }).kind === "aether.manifest";
+}
