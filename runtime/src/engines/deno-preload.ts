@@ -16,5 +16,7 @@ const fail = (event: Event, err: unknown) => {
   console.error(describeFailure(err));
   deno.exit(1);
 };
-globalThis.addEventListener("error", (event) => fail(event, (event as FailureEvent).error));
-globalThis.addEventListener("unhandledrejection", (event) => fail(event, (event as FailureEvent).reason));
+// Deno's global scope is an EventTarget that dispatches uncaught errors and unhandled rejections.
+const scope = globalThis as unknown as EventTarget;
+scope.addEventListener("error", (event) => fail(event, (event as FailureEvent).error));
+scope.addEventListener("unhandledrejection", (event) => fail(event, (event as FailureEvent).reason));

@@ -1,0 +1,32 @@
+// aether: the operator command line.
+import { readFileSync } from "node:fs";
+import { Command } from "commander";
+import { execCommands } from "./commands/exec.js";
+import { nodeCommands } from "./commands/node.js";
+import { EXIT, EXIT_CODES_HELP, fail } from "./exit-codes.js";
+
+const { version } = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
+
+const program = new Command("aether")
+  .description("Operate Aether nodes: processes, and (as they arrive) cells, VMs, storage and the cluster.")
+  .version(version)
+  .option("-a, --address <address>", "aetherd to talk to: unix:///path.sock or https://host:port (default: AETHER_HOST, ~/.config/aether/config.toml, the default socket)")
+  .showHelpAfterError()
+  // Usage errors exit 2 (commander's default is 1, which scripts would read as a refused request).
+  .exitOverride((err) => process.exit(err.exitCode === 0 ? EXIT.ok : EXIT.usage))
+  .addHelpText(
+    "after",
+    `
+Examples:
+  aether node info
+  aether exec start --name web -- /usr/bin/python3 -m http.server 8080
+  aether exec list --json
+  aether exec logs web -f
+  aether --address unix:///tmp/aether.sock exec stop web
+${EXIT_CODES_HELP}`,
+  );
+
+nodeCommands(program);
+execCommands(program);
+
+program.parseAsync().catch(fail);
