@@ -2,6 +2,8 @@
 import { readFileSync } from "node:fs";
 import { startDaemon } from "../test/helpers/daemon.js";
 import { benchStart } from "./runtime-start.js";
+import { benchColdStart } from "./script-cold-start.js";
+import { repoRoot } from "../test/helpers/daemon.js";
 import { mib } from "./stats.js";
 
 const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 300);
@@ -52,6 +54,11 @@ try {
     ["per executable, 200 -> 400", `${((with400 - with200) / 200 / 1024).toFixed(1)} KiB`],
   ]);
   for (const id of ids) await aether.runtime.deleteExecutable({ executable: id });
+
+  const COLD_RUNS = Number(process.env.BENCH_COLD_RUNS ?? 15);
+  const cold = benchColdStart(repoRoot, daemon.address, COLD_RUNS);
+  table(`aetherscript: cold start of a script that connects and calls GetNodeInfo (${COLD_RUNS} runs each, interleaved)`, ["how", "p50", "p99"], cold.rows);
+  console.log(`ratio to the plain Node program at p50: Deno engine ${cold.denoVsPlain.toFixed(2)}x (goal < 1.5x), Node engine ${cold.nodeVsPlain.toFixed(2)}x`);
   aether.close();
 } finally {
   await daemon.stop();

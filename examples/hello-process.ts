@@ -1,8 +1,8 @@
+#!/usr/bin/env aetherscript
 // Hello, Aether: connect to aetherd, look at the node, run a process, follow its output live,
 // and read how it ended. Run it with `npm run demo`, or against any aetherd:
-//   AETHER_HOST=unix:///run/aether/aetherd.sock node --import tsx examples/hello-process.ts
-import { connect } from "@aether/sdk";
-import { LogChannel, LogSource } from "@aether/sdk/gen/aether/observe/v1/observe_pb";
+//   AETHER_HOST=unix:///run/aether/aetherd.sock aetherscript examples/hello-process.ts
+import { connect, observe } from "@aether/sdk";
 
 const aether = await connect();
 const { node } = await aether.node.getNodeInfo({});
@@ -16,9 +16,9 @@ const { executable } = await aether.runtime.startExecutable({
 if (!executable) throw new Error("aetherd returned no executable");
 console.log(`started ${executable.name} as pid ${executable.pid}`);
 
-for await (const chunk of aether.observe.streamLogs({ source: LogSource.EXECUTABLE, target: executable.id, follow: true })) {
-  const stream = chunk.channel === LogChannel.STDERR ? "stderr" : "stdout";
-  process.stdout.write(`[${stream}] ${Buffer.from(chunk.data).toString()}`);
+for await (const chunk of aether.observe.streamLogs({ source: observe.LogSource.EXECUTABLE, target: executable.id, follow: true })) {
+  const stream = chunk.channel === observe.LogChannel.STDERR ? "stderr" : "stdout";
+  process.stdout.write(`[${stream}] ${new TextDecoder().decode(chunk.data)}`);
 }
 
 const { executable: done } = await aether.runtime.waitExecutable({ executable: executable.id });

@@ -17,6 +17,7 @@ step("generated code matches proto/", process.execPath, [join(root, "scripts", "
 step("buf lint", bin("buf"), ["lint"]);
 step("type check and build", bin("tsc"), ["-b"]);
 step("type check tests, bench and examples", bin("tsc"), ["-p", "tsconfig.test.json"]);
+step("SDK reference builds with every symbol documented (npm run docs)", bin("typedoc"), ["--logLevel", "Warn"]);
 
 function findTests(dir, out = []) {
   for (const name of readdirSync(dir)) {

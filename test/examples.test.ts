@@ -1,34 +1,52 @@
-// Every example runs against a real aetherd, so an example that drifts from the API fails here.
+// Every example runs against a real aetherd under both engines, so an example that drifts from the
+// API fails here.
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
+import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { promisify } from "node:util";
 import { repoRoot, useDaemon } from "./helpers/daemon.js";
+import { runCommand } from "./helpers/run.js";
 
-const run = promisify(execFile);
-
-const expectations: Record<string, RegExp[]> = {
+const scripts: Record<string, RegExp[]> = {
   "hello-process.ts": [/connected to unix:\/\//, /\[stdout\] hello from aether \(3\)/, /\[stderr\] warning: done/, /exited with code 0: exit code 0/],
   "stop-with-grace.ts": [/did not end it within 1000 ms, so it was killed with SIGKILL \(signal SIGKILL\)/],
+  "node-report.ts": [/^node \S+ \([0-9a-f-]{36}\)/m, /^cgroups: /m, /^memory: [\d.]+ of [\d.]+ GiB available/m],
 };
+const manifests = ["web.manifest.ts"];
 
-describe("examples", () => {
-  const env = useDaemon();
+for (const engine of ["deno", "node"]) {
+  describe(`examples under the ${engine} engine`, () => {
+    const env = useDaemon();
+    const aetherscript = (...args: string[]) => runCommand("aetherscript", ["--engine", engine, ...args], { env: { AETHER_HOST: env.daemon.address } });
 
-  for (const [file, patterns] of Object.entries(expectations)) {
-    it(`examples/${file} runs against aetherd`, async () => {
-      const { stdout } = await run(process.execPath, ["--conditions=source", "--import", "tsx", join(repoRoot, "examples", file)], {
-        cwd: repoRoot,
-        env: { ...process.env, AETHER_HOST: env.daemon.address },
+    for (const [file, patterns] of Object.entries(scripts)) {
+      it(`examples/${file}`, async () => {
+        const r = await aetherscript(join(repoRoot, "examples", file));
+        assert.equal(r.code, 0, r.stderr);
+        for (const p of patterns) assert.match(r.stdout, p);
       });
-      for (const p of patterns) assert.match(stdout, p);
-    });
-  }
+    }
 
-  it("every example is covered here", async () => {
-    const { readdirSync } = await import("node:fs");
-    const files = readdirSync(join(repoRoot, "examples")).filter((f) => f.endsWith(".ts"));
-    assert.deepEqual(files.sort(), Object.keys(expectations).sort());
+    it("examples/web.manifest.ts: plan, apply, apply again changes nothing", async () => {
+      const file = join(repoRoot, "examples", "web.manifest.ts");
+      const plan = await aetherscript("plan", file);
+      assert.equal(plan.code, 0, plan.stderr);
+      assert.match(plan.stdout, /\+ create\s+executable web/);
+      assert.match(plan.stdout, /2 to change, 0 unchanged/);
+      const apply = await aetherscript("apply", file);
+      assert.equal(apply.code, 0, apply.stderr);
+      const again = await aetherscript("apply", file, "--json");
+      assert.equal(again.code, 0, again.stderr);
+      assert.deepEqual(JSON.parse(again.stdout).applied, []);
+      const after = await aetherscript("plan", file);
+      assert.match(after.stdout, /0 to change, 2 unchanged/);
+      const { executables } = await env.aether.runtime.listExecutables({ tenant: "examples", state: 1 });
+      assert.deepEqual(executables.map((e) => e.name).sort(), ["web", "worker"]);
+    });
   });
+}
+
+it("every example is covered by these tests", () => {
+  const files = readdirSync(join(repoRoot, "examples")).filter((f) => f.endsWith(".ts"));
+  assert.deepEqual(files.sort(), [...Object.keys(scripts), ...manifests].sort());
 });

@@ -8,7 +8,6 @@ import type { EngineCommand, Permissions, RunRequest } from "./engines/engine.js
 import { nodeCommand } from "./engines/node.js";
 import { distDir } from "./locate.js";
 import { describeFailure } from "./report-error.js";
-import { defaultHistoryFile, startRepl } from "./repl.js";
 
 type EngineName = "deno" | "node";
 
@@ -109,6 +108,8 @@ Examples:
   )
   .action(async (script: string | undefined, args: string[], raw: RawOptions) => {
     if (script === undefined) {
+      // Loaded only for the REPL: it pulls in every client, which a script run does not need here.
+      const { defaultHistoryFile, startRepl } = await import("./repl.js");
       await startRepl(defaultHistoryFile());
       return;
     }

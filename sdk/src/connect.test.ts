@@ -4,7 +4,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { connect, resolveTarget } from "./connect.js";
+import { connect } from "./connect.js";
+import { resolveTarget } from "./target.js";
 import { defaultSocketPath } from "./address.js";
 
 describe("finding the daemon", () => {

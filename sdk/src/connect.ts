@@ -1,11 +1,9 @@
 // connect(): finds aetherd and returns a typed client for every service of the standard library.
-import { readFileSync } from "node:fs";
 import { connect as netConnect } from "node:net";
 import type { DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, Http2SessionManager } from "@connectrpc/connect-node";
-import { parse as parseToml } from "smol-toml";
-import { defaultClientConfigPath, defaultSocketPath } from "./address.js";
+import { pem, resolveTarget, type Target, type TargetOptions } from "./target.js";
 import { ExecutableService } from "./gen/aether/runtime/v1/runtime_pb.js";
 import { CellService } from "./gen/aether/cells/v1/cells_pb.js";
 import { VmService } from "./gen/aether/vm/v1/vm_pb.js";
@@ -15,24 +13,8 @@ import { AggregatorService, BidService } from "./gen/aether/auction/v1/auction_p
 import { ObserveService } from "./gen/aether/observe/v1/observe_pb.js";
 import { NodeService } from "./gen/aether/node/v1/node_pb.js";
 
-/** TLS material for an `https://` address: file paths or PEM text. */
-export interface TlsOptions {
-  /** CA that the daemon's certificate must chain to. */
-  ca?: string;
-  /** Client certificate (aetherd requires one on TCP). */
-  cert?: string;
-  /** Client private key. */
-  key?: string;
-}
-
 /** Where and how to reach aetherd. Every field is optional; see {@link connect} for the search order. */
-export interface ConnectOptions {
-  /** `unix:///path/to.sock`, a plain socket path, or `https://host:port`. */
-  address?: string;
-  /** TLS material for an `https://` address. */
-  tls?: TlsOptions;
-  /** Client config file to read when neither `address` nor `AETHER_HOST` is set. */
-  configPath?: string;
+export interface ConnectOptions extends TargetOptions {
   /** Check that the daemon answers before returning (default true), so a wrong address fails here, clearly. */
   verify?: boolean;
 }
@@ -63,59 +45,6 @@ export interface AetherClient {
   readonly transport: Transport;
   /** Closes the connection; the clients must not be used afterwards. */
   close(): void;
-}
-
-/** A resolved address: a unix socket path or an https URL with its TLS material. */
-export type Target = { kind: "unix"; path: string; address: string } | { kind: "https"; url: string; address: string; tls: TlsOptions };
-
-interface ClientConfigFile {
-  address?: string;
-  ca?: string;
-  cert?: string;
-  key?: string;
-}
-
-/**
- * Resolves where aetherd is: `options.address`, else the `AETHER_HOST` environment variable, else
- * `~/.config/aether/config.toml` (`address`, `ca`, `cert`, `key`), else the default socket.
- */
-export function resolveTarget(options: ConnectOptions = {}): Target {
-  let address = options.address ?? process.env.AETHER_HOST;
-  let tls = options.tls ?? {};
-  if (address === undefined || address === "") {
-    const file = readClientConfig(options.configPath ?? defaultClientConfigPath());
-    address = file?.address ?? `unix://${defaultSocketPath()}`;
-    tls = { ca: file?.ca, cert: file?.cert, key: file?.key, ...tls };
-  }
-  if (address.startsWith("unix://")) return { kind: "unix", path: address.slice("unix://".length), address };
-  if (address.startsWith("/")) return { kind: "unix", path: address, address: `unix://${address}` };
-  if (address.startsWith("https://")) return { kind: "https", url: address, address, tls };
-  throw new ConnectError(
-    `aether address ${JSON.stringify(address)} is not understood: use unix:///path/to/aetherd.sock or https://host:port.`,
-    Code.InvalidArgument,
-  );
-}
-
-function readClientConfig(path: string): ClientConfigFile | undefined {
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch {
-    return undefined;
-  }
-  try {
-    const parsed = parseToml(text) as Record<string, unknown>;
-    const str = (k: string) => (typeof parsed[k] === "string" ? (parsed[k] as string) : undefined);
-    return { address: str("address"), ca: str("ca"), cert: str("cert"), key: str("key") };
-  } catch (err) {
-    throw new ConnectError(`the client config ${path} is not valid TOML: ${(err as Error).message}`, Code.InvalidArgument);
-  }
-}
-
-/** PEM text as given, or the content of the file it names. */
-function pem(value: string | undefined): string | undefined {
-  if (value === undefined) return undefined;
-  return value.includes("-----BEGIN") ? value : readFileSync(value, "utf8");
 }
 
 /**

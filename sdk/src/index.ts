@@ -5,17 +5,26 @@
  * service descriptors are under `@aether/sdk/gen/aether/<subsystem>/v1/<subsystem>_pb`.
  * @packageDocumentation
  */
-export { connect, resolveTarget, type AetherClient, type ConnectOptions, type Target, type TlsOptions } from "./connect.js";
+export { connect, type AetherClient, type ConnectOptions } from "./connect.js";
+export { resolveTarget, type HttpsTarget, type Target, type TargetOptions, type TlsOptions, type UnixTarget } from "./target.js";
 export { defaultClientConfigPath, defaultSocketPath, defaultStateDir } from "./address.js";
 export { Code, ConnectError } from "@connectrpc/connect";
-export { defineManifest, isManifest, ManifestError, MANIFEST_LABEL, type CellDecl, type ExecutableDecl, type Manifest, type ManifestInput } from "./manifest/define.js";
+export { defineManifest, isManifest, ManifestError, MANIFEST_LABEL, type CellDecl, type ExecutableDecl, type Manifest, type ManifestExecutable, type ManifestInput } from "./manifest/define.js";
 export { planManifest, type ActionKind, type Plan, type PlannedAction } from "./manifest/plan.js";
 export { applyManifest, ApplyError, type ApplyOptions } from "./manifest/apply.js";
+/** Messages, enums and the service of aether.runtime.v1 (processes). */
 export * as runtime from "./gen/aether/runtime/v1/runtime_pb.js";
+/** Messages, enums and the service of aether.cells.v1 (cgroup slices). */
 export * as cells from "./gen/aether/cells/v1/cells_pb.js";
+/** Messages, enums and the service of aether.vm.v1 (virtual machines). */
 export * as vm from "./gen/aether/vm/v1/vm_pb.js";
+/** Messages, enums and the service of aether.storage.v1 (pools, volumes, images). */
 export * as storage from "./gen/aether/storage/v1/storage_pb.js";
+/** Messages, enums and the service of aether.fence.v1 (BMC power fencing). */
 export * as fence from "./gen/aether/fence/v1/fence_pb.js";
+/** Messages, enums and the services of aether.auction.v1 (bids and the aggregator). */
 export * as auction from "./gen/aether/auction/v1/auction_pb.js";
+/** Messages, enums and the service of aether.observe.v1 (logs, events, telemetry). */
 export * as observe from "./gen/aether/observe/v1/observe_pb.js";
+/** Messages, enums and the service of aether.node.v1 (identity, capabilities, health). */
 export * as node from "./gen/aether/node/v1/node_pb.js";

@@ -5,7 +5,7 @@ import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, extname, join } from "node:path";
-import { defaultClientConfigPath, resolveTarget } from "@aether/sdk";
+import { defaultClientConfigPath, resolveTarget } from "@aether/sdk/target";
 import { denoBinary, distDir, sdkDependencyRoot, sdkEntry, sdkImportMap } from "../locate.js";
 import type { EngineCommand, RunRequest } from "./engine.js";
 

@@ -51,13 +51,65 @@ const ManifestSchema = z
   });
 
 /** One executable a manifest declares. */
-export type ExecutableDecl = z.input<typeof ExecutableDeclSchema>;
-/** One cell a manifest declares. */
-export type CellDecl = z.input<typeof CellDeclSchema>;
+export interface ExecutableDecl {
+  /** Unique name within the manifest's tenant (a DNS label). */
+  name: string;
+  /** Program and arguments; argv[0] is an absolute path. */
+  argv: string[];
+  /** The complete environment of the process. Default: empty. */
+  env?: Record<string, string>;
+  /** Absolute working directory. Default "/". */
+  cwd?: string;
+  /** Labels to attach (the manifest adds its own `aether.io/manifest`). */
+  labels?: Record<string, string>;
+  /** User id to run as. Default: aetherd's. */
+  uid?: number;
+  /** Group id to run as. Default: aetherd's. */
+  gid?: number;
+  /** Cell to run in (needs an aetherd with cells). Default: none. */
+  cell?: string;
+}
+
+/** One cell a manifest declares (needs an aetherd with cells). */
+export interface CellDecl {
+  /** Name path, e.g. "team-a/build". */
+  name: string;
+  /** cgroup cpu weight, 1..10000. */
+  cpuWeight?: number;
+  /** Memory limit in bytes. */
+  memoryMaxBytes?: number;
+  /** Largest number of tasks. */
+  pidsMax?: number;
+}
+
 /** What a manifest script passes to {@link defineManifest}. */
-export type ManifestInput = z.input<typeof ManifestSchema>;
-/** A validated manifest with defaults filled in. */
-export type Manifest = z.output<typeof ManifestSchema> & { readonly kind: "aether.manifest" };
+export interface ManifestInput {
+  /** Names this manifest; everything it creates is labelled `aether.io/manifest=<name>`. */
+  name: string;
+  /** Tenant of every resource. Default "default". */
+  tenant?: string;
+  /** Executables that should be running. */
+  executables?: ExecutableDecl[];
+  /** Cells that should exist. */
+  cells?: CellDecl[];
+}
+
+/** An executable of a validated manifest, defaults filled in. */
+export type ManifestExecutable = Required<Omit<ExecutableDecl, "uid" | "gid">> & Pick<ExecutableDecl, "uid" | "gid">;
+
+/** A validated manifest with defaults filled in; made by {@link defineManifest}. */
+export interface Manifest {
+  /** Marks the value as a manifest. */
+  readonly kind: "aether.manifest";
+  /** The manifest's name. */
+  name: string;
+  /** Tenant of every resource. */
+  tenant: string;
+  /** Executables that should be running. */
+  executables: ManifestExecutable[];
+  /** Cells that should exist. */
+  cells: CellDecl[];
+}
 
 /** The label that marks what a manifest manages. */
 export const MANIFEST_LABEL = "aether.io/manifest";

@@ -1,0 +1,105 @@
+// Where aetherd is: resolving an address from options, AETHER_HOST, the client config file or the
+// default socket. Kept apart from connect() so tools can resolve an address without loading the
+// transport and every generated client (aetherscript's launcher does, on every run).
+import { readFileSync } from "node:fs";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { parse as parseToml } from "smol-toml";
+import { defaultClientConfigPath, defaultSocketPath } from "./address.js";
+
+export { defaultClientConfigPath, defaultSocketPath, defaultStateDir } from "./address.js";
+
+/** TLS material for an `https://` address: file paths or PEM text. */
+export interface TlsOptions {
+  /** CA that the daemon's certificate must chain to. */
+  ca?: string;
+  /** Client certificate (aetherd requires one on TCP). */
+  cert?: string;
+  /** Client private key. */
+  key?: string;
+}
+
+/** Where to look for aetherd; see {@link resolveTarget} for the search order. */
+export interface TargetOptions {
+  /** `unix:///path/to.sock`, a plain socket path, or `https://host:port`. */
+  address?: string;
+  /** TLS material for an `https://` address. */
+  tls?: TlsOptions;
+  /** Client config file to read when neither `address` nor `AETHER_HOST` is set. */
+  configPath?: string;
+}
+
+/** A resolved unix socket address. */
+export interface UnixTarget {
+  /** Discriminates the kinds of target. */
+  kind: "unix";
+  /** Absolute path of the socket. */
+  path: string;
+  /** The address as written, `unix:///path`. */
+  address: string;
+}
+
+/** A resolved TCP address with mutual TLS. */
+export interface HttpsTarget {
+  /** Discriminates the kinds of target. */
+  kind: "https";
+  /** `https://host:port`. */
+  url: string;
+  /** The address as written. */
+  address: string;
+  /** TLS material from the options or the client config. */
+  tls: TlsOptions;
+}
+
+/** A resolved address: a unix socket path or an https URL with its TLS material. */
+export type Target = UnixTarget | HttpsTarget;
+
+interface ClientConfigFile {
+  address?: string;
+  ca?: string;
+  cert?: string;
+  key?: string;
+}
+
+/**
+ * Resolves where aetherd is: `options.address`, else the `AETHER_HOST` environment variable, else
+ * `~/.config/aether/config.toml` (`address`, `ca`, `cert`, `key`), else the default socket.
+ */
+export function resolveTarget(options: TargetOptions = {}): Target {
+  let address = options.address ?? process.env.AETHER_HOST;
+  let tls = options.tls ?? {};
+  if (address === undefined || address === "") {
+    const file = readClientConfig(options.configPath ?? defaultClientConfigPath());
+    address = file?.address ?? `unix://${defaultSocketPath()}`;
+    tls = { ca: file?.ca, cert: file?.cert, key: file?.key, ...tls };
+  }
+  if (address.startsWith("unix://")) return { kind: "unix", path: address.slice("unix://".length), address };
+  if (address.startsWith("/")) return { kind: "unix", path: address, address: `unix://${address}` };
+  if (address.startsWith("https://")) return { kind: "https", url: address, address, tls };
+  throw new ConnectError(
+    `aether address ${JSON.stringify(address)} is not understood: use unix:///path/to/aetherd.sock or https://host:port.`,
+    Code.InvalidArgument,
+  );
+}
+
+function readClientConfig(path: string): ClientConfigFile | undefined {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch {
+    return undefined;
+  }
+  try {
+    const parsed = parseToml(text) as Record<string, unknown>;
+    const str = (k: string) => (typeof parsed[k] === "string" ? (parsed[k] as string) : undefined);
+    return { address: str("address"), ca: str("ca"), cert: str("cert"), key: str("key") };
+  } catch (err) {
+    throw new ConnectError(`the client config ${path} is not valid TOML: ${(err as Error).message}`, Code.InvalidArgument);
+  }
+}
+
+/** PEM text as given, or the content of the file it names. */
+export function pem(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  return value.includes("-----BEGIN") ? value : readFileSync(value, "utf8");
+}
+
