@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // npm run demo: starts aetherd on a socket of its own under .aether/demo, runs an example script
-// against it, and stops aetherd again (its state stays in .aether/demo for a look afterwards).
+// against it with aetherscript, and stops aetherd again (its state stays in .aether/demo for a look afterwards).
 import { spawn } from "node:child_process";
 import { existsSync, mkdirSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -28,7 +28,7 @@ while (!existsSync(socket)) {
 }
 
 console.log(`running ${example}\n`);
-const script = spawn(process.execPath, ["--conditions=source", "--import", "tsx", example], {
+const script = spawn(process.execPath, [join(root, "runtime", "bin", "aetherscript.mjs"), example], {
   stdio: "inherit",
   env: { ...process.env, AETHER_HOST: `unix://${socket}` },
 });

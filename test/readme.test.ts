@@ -7,6 +7,7 @@ import { describe, it } from "node:test";
 import { promisify } from "node:util";
 import { loadConfig } from "../daemon/src/config.js";
 import { repoRoot, useDaemon } from "./helpers/daemon.js";
+import { runCommand } from "./helpers/run.js";
 
 const run = promisify(execFile);
 const readme = readFileSync(join(repoRoot, "README.md"), "utf8");
@@ -15,18 +16,19 @@ const blocks = (lang: string) => [...readme.matchAll(new RegExp("```" + lang + "
 describe("README.md", () => {
   const env = useDaemon();
 
-  it("its TypeScript snippets run against aetherd", async () => {
+  it("its TypeScript snippets run under aetherscript against aetherd", async () => {
     const snippets = blocks("ts");
-    assert.ok(snippets.length > 0);
+    assert.equal(snippets.length, 2, "the hello script and the manifest");
     const dir = join(repoRoot, ".aether", "readme-snippets");
     mkdirSync(dir, { recursive: true });
     for (const [i, code] of snippets.entries()) {
       const file = join(dir, `snippet-${i}.ts`);
-      writeFileSync(file, `${code}\nprocess.exit(0);\n`);
-      const { stdout } = await run(process.execPath, ["--conditions=source", "--import", "tsx", file], {
-        env: { ...process.env, AETHER_HOST: env.daemon.address },
-      });
-      if (code.includes('"/bin/echo", "hello"')) assert.equal(stdout, "hello\n");
+      writeFileSync(file, code);
+      const isManifest = code.includes("defineManifest");
+      const r = await runCommand("aetherscript", isManifest ? ["plan", file] : [file, "world"], { env: { AETHER_HOST: env.daemon.address } });
+      assert.equal(r.code, 0, r.stderr);
+      if (isManifest) assert.match(r.stdout, /\+ create\s+executable server/);
+      else assert.equal(r.stdout, "hello world\n");
     }
   });
 
