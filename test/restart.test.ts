@@ -45,7 +45,7 @@ describe("executables survive a restart of aetherd", () => {
     process.kill(orphanStarted.pid, "SIGKILL");
     await new Promise((r) => setTimeout(r, 500));
 
-    daemon = await startDaemon({ dir });
+    daemon = await startDaemon({ dir, cgroupRoot: daemon.cgroupRoot });
     aether = await daemon.client();
     try {
       const { executables } = await aether.runtime.listExecutables({});
@@ -99,7 +99,7 @@ describe("executables survive a restart of aetherd", () => {
     const { executable } = await aether.runtime.startExecutable({ argv: ["/bin/sleep", "600"] });
     assert.equal(await daemon.stop(), 0);
     assert.ok(isRunning(executable?.pid ?? 0));
-    daemon = await startDaemon({ dir });
+    daemon = await startDaemon({ dir, cgroupRoot: daemon.cgroupRoot });
     aether = await daemon.client();
     try {
       const { executable: again } = await aether.runtime.getExecutable({ executable: executable?.id ?? "" });

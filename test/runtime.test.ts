@@ -181,7 +181,7 @@ describe("runtime: executables", () => {
       ["bad name", () => env.aether.runtime.startExecutable({ argv: ["/bin/true"], name: "../etc" }), Code.InvalidArgument, /not a valid name/],
       ["NUL in argv", () => env.aether.runtime.startExecutable({ argv: ["/bin/echo", "a\0b"] }), Code.InvalidArgument, /NUL/],
       ["bad env name", () => env.aether.runtime.startExecutable({ argv: ["/bin/true"], env: { "A=B": "x" } }), Code.InvalidArgument, /env variable/],
-      ["cell not built yet", () => env.aether.runtime.startExecutable({ argv: ["/bin/true"], cell: "x" }), Code.FailedPrecondition, /cells are not implemented/],
+      ["unknown cell", () => env.aether.runtime.startExecutable({ argv: ["/bin/true"], cell: "x" }), Code.NotFound, /no cell with id or name "x"/],
       ["unknown id", () => env.aether.runtime.getExecutable({ executable: "no-such-thing" }), Code.NotFound, /no executable/],
       ["empty reference", () => env.aether.runtime.stopExecutable({ executable: "" }), Code.InvalidArgument, /is empty/],
       ["unknown signal", () => env.aether.runtime.stopExecutable({ executable: "sleeper", signal: "SIGBOGUS" }), Code.InvalidArgument, /not a signal name/],

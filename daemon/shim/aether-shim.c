@@ -18,7 +18,12 @@
  *
  * Request on stdin: a decimal byte count and '\n', then that many bytes of NUL-terminated fields:
  *   id, dir, cap_bytes, cwd, uid (-1: keep), gid (-1: keep), n_cgroup_files, cgroup_file...,
+ *   ns_holder_pid (0: none), ns_join ("net,uts,ipc,mnt" or ""), new_pid_ns (0|1),
  *   argc, argv..., envc, env...
+ *
+ * `aether-shim --hold NAMESPACES [--join PID] [--hostname NAME]` is the other mode: it creates the
+ * namespaces of an isolated cell (net,uts,ipc,mnt; after joining those of PID, the parent cell's
+ * holder), says "held" on stdout, and sleeps for the cell's whole life, keeping them alive.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -32,6 +37,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/mount.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <net/if.h>
+#include <sched.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -132,9 +142,77 @@ struct request {
   long long cap, uid, gid;
   int n_cgroup;
   char **cgroup_files;
+  long long ns_holder;    /* pid whose namespaces the program joins; 0: none */
+  const char *ns_join;    /* which of them: comma-separated among net,uts,ipc,mnt */
+  int new_pid_ns;         /* start the program as pid 1 of a pid namespace of its own */
   char **argv;
   char **envp;
 };
+
+static pid_t pid1_child = 0;
+
+/* The stand-in parent of a pid-isolated program passes on every signal it gets. */
+static void forward_signal(int sig) {
+  if (pid1_child > 0) kill(pid1_child, sig);
+}
+
+/* Joins the namespaces of a holder process ("net,uts,ipc,mnt"); returns 0 or -1 with errno. */
+static int join_namespaces(long long holder, const char *which) {
+  char list[64];
+  snprintf(list, sizeof list, "%s", which);
+  for (char *save = NULL, *ns = strtok_r(list, ",", &save); ns; ns = strtok_r(NULL, ",", &save)) {
+    char path[96];
+    snprintf(path, sizeof path, "/proc/%lld/ns/%s", holder, ns);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    int rc = setns(fd, 0);
+    int err = errno;
+    close(fd);
+    if (rc != 0) {
+      errno = err;
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* Makes this process pid 1 of a new pid namespace, with /proc to match. The calling process stays
+   outside as a stand-in parent: it forwards signals and exits the way pid 1 exits, so the shim
+   sees the program's status. Returns only in the new pid 1 (0), or on failure (-1 with errno). */
+static int become_pid1(int exec_status_fd) {
+  if (unshare(CLONE_NEWPID | CLONE_NEWNS) != 0) return -1;
+  pid_t child = fork();
+  if (child < 0) return -1;
+  if (child == 0) {
+    if (mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) return -1;
+    if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) return -1;
+    return 0;
+  }
+  pid1_child = child;
+  struct sigaction fwd;
+  memset(&fwd, 0, sizeof fwd);
+  fwd.sa_handler = forward_signal;
+  int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT};
+  for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaction(sigs[i], &fwd, NULL);
+  /* Only the program holds the output and exec-status pipes from here on: the shim learns that the
+     exec happened when the last write end of the exec-status pipe closes. */
+  close(exec_status_fd);
+  close(STDOUT_FILENO);
+  close(STDERR_FILENO);
+  int status;
+  while (waitpid(child, &status, 0) < 0 && errno == EINTR) {}
+  if (WIFSIGNALED(status)) {
+    int sig = WTERMSIG(status);
+    signal(sig, SIG_DFL);
+    sigset_t all;
+    sigemptyset(&all);
+    sigaddset(&all, sig);
+    sigprocmask(SIG_UNBLOCK, &all, NULL);
+    kill(getpid(), sig);
+    _exit(128 + sig);
+  }
+  _exit(WEXITSTATUS(status));
+}
 
 /* Sends one report line to aetherd in a single write, so concurrent shims never interleave. */
 static void report(const char *fmt, ...) {
@@ -209,6 +287,12 @@ static void run_shim(const struct request *r) {
     step = "redirecting output";
     devnull = open("/dev/null", O_RDONLY);
     if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(out_pipe[1], 1) < 0 || dup2(err_pipe[1], 2) < 0) goto fail;
+    step = "joining the cell's namespaces";
+    if (r->ns_holder > 0 && r->ns_join[0] != '\0' && join_namespaces(r->ns_holder, r->ns_join) != 0) goto fail;
+    step = "creating the pid namespace";
+    if (r->new_pid_ns) {
+      if (become_pid1(exec_pipe[1]) != 0) goto fail;
+    }
     step = "setting the group id";
     if (r->gid >= 0 && (setgroups(0, NULL) != 0 || setgid((gid_t)r->gid) != 0)) goto fail;
     step = "setting the user id";
@@ -326,6 +410,10 @@ static int parse_request(char *buf, size_t len, struct request *r) {
   r->gid = atoll(gid);
   r->n_cgroup = atoi(count);
   if (!(r->cgroup_files = field_list(&f, r->n_cgroup))) return -1;
+  char *holder, *pidns;
+  if (!(holder = next_field(&f)) || !(r->ns_join = next_field(&f)) || !(pidns = next_field(&f))) return -1;
+  r->ns_holder = atoll(holder);
+  r->new_pid_ns = atoi(pidns);
   if (!(count = next_field(&f)) || atoll(count) < 1 || !(r->argv = field_list(&f, atoll(count)))) return -1;
   if (!(count = next_field(&f)) || !(r->envp = field_list(&f, atoll(count)))) return -1;
   return 0;
@@ -370,10 +458,72 @@ static int spawner(void) {
   return 0;
 }
 
-int main(int argc, char **argv) {
-  if (argc != 2 || strcmp(argv[1], "--spawner") != 0) {
-    fprintf(stderr, "usage: aether-shim --spawner   (started by aetherd; requests on stdin)\n");
-    return 2;
+/* Brings the loopback interface of a fresh network namespace up. */
+static int loopback_up(void) {
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "lo");
+  int rc = ioctl(fd, SIOCGIFFLAGS, &ifr);
+  if (rc == 0) {
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    rc = ioctl(fd, SIOCSIFFLAGS, &ifr);
   }
-  return spawner();
+  close(fd);
+  return rc;
+}
+
+/* --hold: creates and keeps a cell's namespaces. */
+static int hold(int argc, char **argv) {
+  const char *which = argv[2], *join = NULL, *hostname = NULL;
+  for (int i = 3; i + 1 < argc; i += 2) {
+    if (strcmp(argv[i], "--join") == 0) join = argv[i + 1];
+    else if (strcmp(argv[i], "--hostname") == 0) hostname = argv[i + 1];
+  }
+  setsid();
+  signal(SIGHUP, SIG_IGN);
+  signal(SIGINT, SIG_IGN);
+  signal(SIGPIPE, SIG_IGN);
+  if (join && join_namespaces(atoll(join), "net,uts,ipc,mnt") != 0) {
+    printf("error %d joining the parent cell's namespaces: %s\n", errno, strerror(errno));
+    return 1;
+  }
+  int flags = 0;
+  if (strstr(which, "net")) flags |= CLONE_NEWNET;
+  if (strstr(which, "uts")) flags |= CLONE_NEWUTS;
+  if (strstr(which, "ipc")) flags |= CLONE_NEWIPC;
+  if (strstr(which, "mnt")) flags |= CLONE_NEWNS;
+  if (flags && unshare(flags) != 0) {
+    printf("error %d creating namespaces: %s\n", errno, strerror(errno));
+    return 1;
+  }
+  if ((flags & CLONE_NEWNS) && mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) {
+    printf("error %d making mounts private: %s\n", errno, strerror(errno));
+    return 1;
+  }
+  if ((flags & CLONE_NEWNET) && loopback_up() != 0) {
+    printf("error %d bringing up the loopback interface: %s\n", errno, strerror(errno));
+    return 1;
+  }
+  if ((flags & CLONE_NEWUTS) && hostname && sethostname(hostname, strlen(hostname)) != 0) {
+    printf("error %d setting the hostname: %s\n", errno, strerror(errno));
+    return 1;
+  }
+  printf("held\n");
+  fflush(stdout);
+  int devnull = open("/dev/null", O_RDWR);
+  if (devnull >= 0) {
+    dup2(devnull, STDIN_FILENO);
+    dup2(devnull, STDOUT_FILENO);
+    dup2(devnull, STDERR_FILENO);
+  }
+  for (;;) pause();
+}
+
+int main(int argc, char **argv) {
+  if (argc == 2 && strcmp(argv[1], "--spawner") == 0) return spawner();
+  if (argc >= 3 && strcmp(argv[1], "--hold") == 0) return hold(argc, argv);
+  fprintf(stderr, "usage: aether-shim --spawner | --hold NAMESPACES [--join PID] [--hostname NAME]   (started by aetherd)\n");
+  return 2;
 }

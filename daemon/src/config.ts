@@ -21,6 +21,8 @@ export const ConfigSchema = z
     log_level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
     /** Largest request or response message, in bytes. */
     max_message_bytes: z.number().int().min(64 * 1024).max(256 * 1024 * 1024),
+    /** Folder, below aetherd's own cgroup in each hierarchy, that holds its cells. */
+    cgroup_root: z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/, "must be one folder name (letters, digits, '_', '.', '-')"),
     tcp: TcpSchema.optional(),
   })
   .strict();
@@ -36,6 +38,7 @@ export interface ConfigFlags {
   tlsCert?: string;
   tlsKey?: string;
   tlsClientCa?: string;
+  cgroupRoot?: string;
 }
 
 export class ConfigError extends Error {}
@@ -68,10 +71,12 @@ export function loadConfig(flags: ConfigFlags): Config {
     state_dir: defaultStateDir(),
     log_level: "info",
     max_message_bytes: 4 * 1024 * 1024,
+    cgroup_root: "aether",
     ...file,
     ...(flags.socket !== undefined && { socket: flags.socket }),
     ...(flags.stateDir !== undefined && { state_dir: flags.stateDir }),
     ...(flags.logLevel !== undefined && { log_level: flags.logLevel }),
+    ...(flags.cgroupRoot !== undefined && { cgroup_root: flags.cgroupRoot }),
     tcp: Object.keys(tcp).length > 0 ? tcp : undefined,
   };
   const parsed = ConfigSchema.safeParse(merged);

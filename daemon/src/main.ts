@@ -30,6 +30,10 @@ import { executableService } from "./runtime/service.js";
 import { ensureShim } from "./runtime/shim.js";
 import { Supervisor } from "./runtime/supervisor.js";
 import { writeFileAtomic } from "./store/atomic-file.js";
+import { detectCellsBackend } from "./cells/detect.js";
+import { CellRegistry } from "./cells/registry.js";
+import { cellService } from "./cells/service.js";
+import { explainOomKill } from "./cells/oom.js";
 
 const packageJson = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), "..", "package.json"), "utf8")) as {
   version: string;
@@ -58,26 +62,30 @@ async function run(flags: ConfigFlags): Promise<void> {
   const shimPath = await ensureShim(join(config.state_dir, "bin"));
   const supervisor = new Supervisor(config.state_dir, shimPath, log.child({ room: "runtime" }), events);
   await supervisor.load();
+  const cellsChoice = detectCellsBackend(config.cgroup_root);
+  const cells = new CellRegistry(config.state_dir, cellsChoice.backend, cellsChoice.reason, shimPath, supervisor, log.child({ room: "cells" }));
+  await cells.load();
+  supervisor.explainExit = (spec, exit) => explainOomKill(cells, spec, exit);
   const probe = await probeHost();
   let markShutdown: () => void = () => {};
   const shutdown = new Promise<void>((resolve) => (markShutdown = resolve));
 
   const nodeIdValue = await nodeId(config.state_dir);
-  const implemented = [ExecutableService, ObserveService, NodeService];
+  const implemented = [ExecutableService, ObserveService, NodeService, CellService];
   const routes = (router: ConnectRouter) => {
-    router.service(ExecutableService, executableService(supervisor));
+    router.service(ExecutableService, executableService(supervisor, (cell, tenant) => cells.placement(cell, tenant)));
+    router.service(CellService, cellService(cells));
     router.service(ObserveService, observeService({ supervisor, events, daemonLogPath, shutdown }));
     router.service(
       NodeService,
-      nodeService({ nodeId: nodeIdValue, version: VERSION, stateDir: config.state_dir, startTimeMs, supervisor, probe }),
+      nodeService({ nodeId: nodeIdValue, version: VERSION, stateDir: config.state_dir, startTimeMs, supervisor, probe, cells: { version: cells.backendVersion, reason: cellsChoice.reason } }),
     );
-    router.service(CellService, unimplementedService(CellService, "cells (cgroup slices) arrive with the cells subsystem."));
     router.service(VmService, unimplementedService(VmService, "virtual machines arrive with the vm subsystem."));
     router.service(StorageService, unimplementedService(StorageService, "pools and volumes arrive with the storage subsystem."));
     router.service(FenceService, unimplementedService(FenceService, "Redfish fencing arrives with the fence subsystem."));
     router.service(BidService, unimplementedService(BidService, "bidding arrives with the auction subsystem."));
     router.service(AggregatorService, unimplementedService(AggregatorService, "this service is served by aether-aggregator, not by aetherd."));
-    router.service(ServerReflection, reflectionService([...implemented, CellService, VmService, StorageService, FenceService, BidService, AggregatorService]));
+    router.service(ServerReflection, reflectionService([...implemented, VmService, StorageService, FenceService, BidService, AggregatorService]));
   };
   const listeners = await listen(config, routes, log);
   log.info({ version: VERSION, stateDir: config.state_dir, pid: process.pid }, "aetherd ready");
@@ -103,7 +111,7 @@ async function run(flags: ConfigFlags): Promise<void> {
 const program = new Command("aetherd")
   .description("The Aether host daemon: runs processes (and later cells, VMs, volumes) and serves the Aether API.")
   .version(VERSION)
-  .option("-c, --config <file>", "TOML config file (keys: socket, state_dir, log_level, max_message_bytes, [tcp] listen/cert/key/client_ca)")
+  .option("-c, --config <file>", "TOML config file (keys: socket, state_dir, log_level, max_message_bytes, cgroup_root, [tcp] listen/cert/key/client_ca)")
   .option("--socket <path>", "unix socket to serve on (default /run/aether/aetherd.sock as root)")
   .option("--state-dir <dir>", "where records and logs are kept (default /var/lib/aether as root)")
   .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent")
@@ -111,6 +119,7 @@ const program = new Command("aetherd")
   .option("--tls-cert <file>", "server certificate (PEM)")
   .option("--tls-key <file>", "server private key (PEM)")
   .option("--tls-client-ca <file>", "CA that client certificates must chain to (PEM)")
+  .option("--cgroup-root <name>", "folder below aetherd's own cgroup that holds its cells (default aether)")
   .addHelpText(
     "after",
     `

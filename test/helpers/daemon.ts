@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { after, before } from "node:test";
 import { connect, type AetherClient } from "@aether/sdk";
+import { removeCgroupRoot, uniqueCgroupRoot } from "./cgroups.js";
 
 export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 // The same entry users run: the compiled daemon (the test script builds it first).
@@ -15,6 +16,8 @@ const MAIN = join(repoRoot, "daemon", "bin", "aetherd.mjs");
 
 export interface TestDaemon {
   readonly socket: string;
+  /** The cgroup root folder of this daemon's cells (pass it to a restarted daemon). */
+  readonly cgroupRoot: string;
   readonly stateDir: string;
   readonly address: string;
   readonly process: ChildProcess;
@@ -33,6 +36,8 @@ export interface DaemonOptions {
   dir?: string;
   args?: string[];
   env?: NodeJS.ProcessEnv;
+  /** cgroup root folder for cells; default: one of its own, removed by cleanup(). */
+  cgroupRoot?: string;
 }
 
 /** Starts aetherd and resolves once it answers on its socket. */
@@ -40,9 +45,10 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<TestDaem
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), "aetherd-test-"));
   const socket = join(dir, "aetherd.sock");
   const stateDir = join(dir, "state");
+  const cgroupRoot = options.cgroupRoot ?? uniqueCgroupRoot();
   const child = spawn(
     process.execPath,
-    [MAIN, "--socket", socket, "--state-dir", stateDir, ...(options.args ?? [])],
+    [MAIN, "--socket", socket, "--state-dir", stateDir, "--cgroup-root", cgroupRoot, ...(options.args ?? [])],
     { cwd: repoRoot, env: { ...process.env, ...options.env }, stdio: ["ignore", "ignore", "pipe"] },
   );
   let stderr = "";
@@ -68,6 +74,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<TestDaem
   const clients: AetherClient[] = [];
   return {
     socket,
+    cgroupRoot,
     stateDir,
     address,
     process: child,
@@ -88,6 +95,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<TestDaem
       await exited;
     },
     cleanup() {
+      removeCgroupRoot(cgroupRoot);
       rmSync(dir, { recursive: true, force: true });
     },
   };
@@ -139,6 +147,11 @@ export function useDaemon(options: DaemonOptions = {}): DaemonFixture {
     fixture.aether = await fixture.daemon.client();
   });
   after(async () => {
+    // Cells first (stopping what runs in them), children before parents; then loose executables.
+    const { cells } = await fixture.aether.cells.listCells({ pageSize: 1000 }).catch(() => ({ cells: [] }));
+    for (const c of [...cells].reverse()) {
+      await fixture.aether.cells.freeCell({ cell: c.id, stopExecutables: true }).catch(() => undefined);
+    }
     const { executables } = await fixture.aether.runtime.listExecutables({ pageSize: 1000 });
     for (const e of executables.filter((x) => x.pid > 0)) {
       await fixture.aether.runtime.stopExecutable({ executable: e.id, gracePeriod: { seconds: 0n } }).catch(() => undefined);

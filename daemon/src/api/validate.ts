@@ -19,10 +19,11 @@ export function tenant(value: string): string {
   return value === "" ? DEFAULT_TENANT : dnsLabel("tenant", value);
 }
 
-/** An id or a name of a resource: non-empty, bounded, printable. */
-export function reference(field: string, value: string): string {
+/** An id or a name of a resource: non-empty, bounded, printable; name paths (cells) may contain '/'. */
+export function reference(field: string, value: string, options: { path?: boolean } = {}): string {
   if (value === "") throw invalidArgument(`${field} is empty: give the id or the name of the resource.`);
-  if (value.length > 253 || /[\u0000-\u001f\u007f/]/.test(value)) {
+  const forbidden = options.path ? /[\u0000-\u001f\u007f]/ : /[\u0000-\u001f\u007f/]/;
+  if (value.length > 253 || forbidden.test(value)) {
     throw invalidArgument(`${field} ${JSON.stringify(clip(value))} is neither an id nor a name.`);
   }
   return value;

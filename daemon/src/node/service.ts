@@ -22,6 +22,8 @@ export interface NodeDeps {
   startTimeMs: number;
   supervisor: Supervisor;
   probe: ProbeResult;
+  /** The hierarchy cells use, or why they are unavailable. */
+  cells: { version: "v1" | "v2" | undefined; reason: string };
 }
 
 const CGROUP_VERSIONS = { none: CgroupVersion.UNSPECIFIED, v1: CgroupVersion.V1, v2: CgroupVersion.V2, hybrid: CgroupVersion.HYBRID };
@@ -43,7 +45,13 @@ export function nodeService(deps: NodeDeps): ServiceImpl<typeof NodeService> {
           startTime: timestamp(deps.startTimeMs),
           stateDir: deps.stateDir,
           capabilities: create(CapabilitiesSchema, {
-            cgroup: { version: CGROUP_VERSIONS[probe.cgroup.version], controllers: probe.cgroup.controllers, mountPath: probe.cgroup.mountPath },
+            cgroup: {
+              version: CGROUP_VERSIONS[probe.cgroup.version],
+              controllers: probe.cgroup.controllers,
+              mountPath: probe.cgroup.mountPath,
+              cellsVersion: CGROUP_VERSIONS[deps.cells.version ?? "none"],
+              cellsReason: deps.cells.reason,
+            },
             qemuSystem: tool(probe.qemuSystem),
             qemuImg: tool(probe.qemuImg),
             kvm: { deviceUsable: probe.kvm.deviceUsable, reason: probe.kvm.reason },

@@ -22,7 +22,12 @@ export const ExecutableSpecSchema = z.object({
   cwd: z.string(),
   uid: z.number().int().nonnegative(),
   gid: z.number().int().nonnegative(),
+  /** Name path of the cell, as shown to users; "" for none. */
   cell: z.string(),
+  /** Id of the cell (stable across renames of nothing, and what a cell's Free looks for). */
+  cellId: z.string().default(""),
+  /** The cell's OOM-kill counter when the process started: a SIGKILL with a higher count is an OOM kill. */
+  cellOomKillsAtStart: z.number().default(0),
   logLimitBytes: z.number().int().positive(),
   requestId: z.string(),
   createTimeMs: z.number(),

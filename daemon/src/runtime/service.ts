@@ -13,7 +13,7 @@ import { alreadyExists, deadlineExceeded, failedPrecondition, internal, invalidA
 import { durationMs, timestamp } from "../api/time.js";
 import { clip, labelFilter, matchesFilter, nextPageToken, pageOffset, pageSize, tenant as parseTenant } from "../api/validate.js";
 import { resolveExecutable } from "./resolve.js";
-import { fileSize, signalName, SpawnError, type Supervisor, type TrackedExecutable } from "./supervisor.js";
+import { fileSize, signalName, SpawnError, type Placement, type Supervisor, type TrackedExecutable } from "./supervisor.js";
 import { validateStart } from "./validate-start.js";
 import { constants as osConstants } from "node:os";
 
@@ -21,7 +21,10 @@ const DEFAULT_GRACE_MS = 10_000;
 /** How many completed DeleteExecutable request_ids are remembered for retries. */
 const REMEMBERED_DELETES = 1024;
 
-export function executableService(supervisor: Supervisor): ServiceImpl<typeof ExecutableService> {
+/** Resolves a cell by id or name in a tenant to where a process must go; throws a ConnectError. */
+export type CellPlacer = (cell: string, tenant: string) => Placement;
+
+export function executableService(supervisor: Supervisor, placeInCell: CellPlacer): ServiceImpl<typeof ExecutableService> {
   const resolve = (ref: string, tenantField: string) => resolveExecutable(supervisor, ref, tenantField);
   const completedDeletes = new Set<string>();
 
@@ -38,8 +41,9 @@ export function executableService(supervisor: Supervisor): ServiceImpl<typeof Ex
           `an executable named ${input.name} already exists in tenant ${input.tenant} (${stateWord(clash)}); delete it first or pick another name.`,
         );
       }
+      const placement = input.cell === "" ? undefined : placeInCell(input.cell, input.tenant);
       try {
-        const exe = await supervisor.start(input);
+        const exe = await supervisor.start(input, placement);
         return { executable: toMessage(supervisor, exe) };
       } catch (err) {
         if (err instanceof SpawnError) throw failedPrecondition(`could not start ${input.argv[0]}: ${err.message}.`);

@@ -13,6 +13,12 @@ export interface SpawnRequest {
   uid: number;
   gid: number;
   cgroupProcsFiles: string[];
+  /** Pid of the cell's namespace holder whose namespaces the program joins; 0: none. */
+  nsHolderPid: number;
+  /** Which of the holder's namespaces to join: net, uts, ipc, mnt. */
+  nsJoin: string[];
+  /** Start the program as pid 1 of a pid namespace of its own. */
+  newPidNamespace: boolean;
   argv: string[];
   env: Record<string, string>;
 }
@@ -46,6 +52,9 @@ export class ShimSpawner {
       String(req.gid),
       String(req.cgroupProcsFiles.length),
       ...req.cgroupProcsFiles,
+      String(req.nsHolderPid),
+      req.nsJoin.join(","),
+      req.newPidNamespace ? "1" : "0",
       String(req.argv.length),
       ...req.argv,
       String(Object.keys(req.env).length),

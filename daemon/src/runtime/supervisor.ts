@@ -46,7 +46,21 @@ interface Internal extends TrackedExecutable {
 
 export { SpawnError } from "./spawner.js";
 
-export interface StartInput extends Omit<ExecutableSpec, "id" | "createTimeMs"> {}
+export interface StartInput extends Omit<ExecutableSpec, "id" | "createTimeMs" | "cellId" | "cellOomKillsAtStart"> {}
+
+/** Where and how a process joins a cell (see cells/registry.ts). */
+export interface Placement {
+  cellId: string;
+  cellName: string;
+  procsFiles: string[];
+  nsHolderPid: number;
+  nsJoin: string[];
+  newPidNamespace: boolean;
+  oomKillsAtStart: number;
+}
+
+/** Explains an ending the exit status alone cannot (an OOM kill in a cell); undefined otherwise. */
+export type ExitExplainer = (spec: ExecutableSpec, exit: Exit) => string | undefined;
 
 const LIVENESS_POLL_MS = 1000;
 
@@ -54,6 +68,8 @@ export class Supervisor {
   private readonly byId = new Map<string, Internal>();
   private readonly root: string;
   private readonly spawner: ShimSpawner;
+  /** Set once the cells room exists; explains OOM kills. */
+  explainExit: ExitExplainer = () => undefined;
 
   constructor(
     stateDir: string,
@@ -106,8 +122,15 @@ export class Supervisor {
     this.log.info({ tracked: this.byId.size, running }, "executables loaded");
   }
 
-  async start(input: StartInput): Promise<TrackedExecutable> {
-    const spec: ExecutableSpec = { ...input, id: randomUUID(), createTimeMs: Date.now() };
+  async start(input: StartInput, placement?: Placement): Promise<TrackedExecutable> {
+    const spec: ExecutableSpec = {
+      ...input,
+      cell: placement?.cellName ?? "",
+      cellId: placement?.cellId ?? "",
+      cellOomKillsAtStart: placement?.oomKillsAtStart ?? 0,
+      id: randomUUID(),
+      createTimeMs: Date.now(),
+    };
     const dir = join(this.root, spec.id);
     mkdirSync(dir, { mode: 0o700 });
     // The spec is written before the process exists, so no process can run that a restart forgets.
@@ -122,7 +145,10 @@ export class Supervisor {
         cwd: spec.cwd,
         uid: spec.uid === process.getuid?.() ? -1 : spec.uid,
         gid: spec.gid === process.getgid?.() ? -1 : spec.gid,
-        cgroupProcsFiles: [],
+        cgroupProcsFiles: placement?.procsFiles ?? [],
+        nsHolderPid: placement?.nsHolderPid ?? 0,
+        nsJoin: placement?.nsJoin ?? [],
+        newPidNamespace: placement?.newPidNamespace ?? false,
         argv: spec.argv,
         env: spec.env,
       });
@@ -199,7 +225,7 @@ export class Supervisor {
     const stop = readRecordFile(exe.dir, recordFiles.stop, StopSchema);
     if (started) exe.started = started;
     if (exit) {
-      this.finish(exe, "exited", stop?.reason ?? describeExit(exit), exit);
+      this.finish(exe, "exited", stop?.reason ?? this.explainExit(exe.spec, exit) ?? describeExit(exit), exit);
     } else if (!started) {
       this.finish(exe, "lost", "aetherd stopped while starting this executable; the program never ran");
     } else if (!isSameProcessAlive(started.pid, started.startTime)) {
@@ -207,7 +233,7 @@ export class Supervisor {
       if (isSameProcessAlive(started.shimPid, started.shimStartTime)) return;
       // The shim may have written exit.json and ended between the first read and now.
       const late = readRecordFile(exe.dir, recordFiles.exit, ExitSchema);
-      if (late) return this.finish(exe, "exited", stop?.reason ?? describeExit(late), late);
+      if (late) return this.finish(exe, "exited", stop?.reason ?? this.explainExit(exe.spec, late) ?? describeExit(late), late);
       this.finish(exe, "lost", "the process ended while its shim was not running, so its exit status is unknown");
     } else {
       exe.status = "running";

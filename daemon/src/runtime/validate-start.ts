@@ -42,9 +42,6 @@ export async function validateStart(req: StartExecutableRequest, generatedSuffix
   if (req.logLimitBytes > MAX_LOG_LIMIT_BYTES) {
     throw invalidArgument(`log_limit_bytes ${req.logLimitBytes} is larger than the maximum of ${MAX_LOG_LIMIT_BYTES} bytes.`);
   }
-  if (req.cell !== "") {
-    throw failedPrecondition(`cell ${JSON.stringify(clip(req.cell))} cannot be used: cells are not implemented in this aetherd yet; start without a cell.`);
-  }
   if (req.requestId.length > 128) throw invalidArgument("request_id is longer than 128 characters.");
 
   const uid = req.uid ?? process.getuid?.() ?? 0;
@@ -64,7 +61,7 @@ export async function validateStart(req: StartExecutableRequest, generatedSuffix
     cwd,
     uid,
     gid,
-    cell: "",
+    cell: req.cell,
     logLimitBytes: req.logLimitBytes === 0n ? DEFAULT_LOG_LIMIT_BYTES : Number(req.logLimitBytes),
     requestId: req.requestId,
   };

@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aether/cells/v1/cells.proto.
  */
 export const file_aether_cells_v1_cells: GenFile = /*@__PURE__*/
-  fileDesc("ChthZXRoZXIvY2VsbHMvdjEvY2VsbHMucHJvdG8SD2FldGhlci5jZWxscy52MSIxCgZDcHVNYXgSEgoKcXVvdGFfdXNlYxgBIAEoBBITCgtwZXJpb2RfdXNlYxgCIAEoBCK7AQoKQ2VsbExpbWl0cxISCgpjcHVfd2VpZ2h0GAEgASgNEigKB2NwdV9tYXgYAiABKAsyFy5hZXRoZXIuY2VsbHMudjEuQ3B1TWF4EhMKC2NwdXNldF9jcHVzGAMgASgJEhMKC2NwdXNldF9tZW1zGAQgASgJEhgKEG1lbW9yeV9tYXhfYnl0ZXMYBSABKAQSGQoRbWVtb3J5X2hpZ2hfYnl0ZXMYBiABKAQSEAoIcGlkc19tYXgYByABKAQiUgoJSXNvbGF0aW9uEgsKA3BpZBgBIAEoCBINCgVtb3VudBgCIAEoCBIPCgduZXR3b3JrGAMgASgIEgsKA3V0cxgEIAEoCBILCgNpcGMYBSABKAgi2AQKBENlbGwSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIOCgZ0ZW5hbnQYAyABKAkSMQoGbGFiZWxzGAQgAygLMiEuYWV0aGVyLmNlbGxzLnYxLkNlbGwuTGFiZWxzRW50cnkSDgoGcGFyZW50GAUgASgJEhAKCGNoaWxkcmVuGAYgAygJEisKBmxpbWl0cxgHIAEoCzIbLmFldGhlci5jZWxscy52MS5DZWxsTGltaXRzEi0KCWlzb2xhdGlvbhgIIAEoCzIaLmFldGhlci5jZWxscy52MS5Jc29sYXRpb24SKQoFc3RhdGUYCSABKA4yGi5hZXRoZXIuY2VsbHMudjEuQ2VsbFN0YXRlEhQKDHN0YXRlX3JlYXNvbhgKIAEoCRItCgdiYWNrZW5kGAsgASgOMhwuYWV0aGVyLmNlbGxzLnYxLkNlbGxCYWNrZW5kEjwKDGNncm91cF9wYXRocxgMIAMoCzImLmFldGhlci5jZWxscy52MS5DZWxsLkNncm91cFBhdGhzRW50cnkSHAoUbmFtZXNwYWNlX2hvbGRlcl9waWQYDSABKA0SFQoNcHJvY2Vzc19jb3VudBgOIAEoDRIvCgtjcmVhdGVfdGltZRgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARoyChBDZ3JvdXBQYXRoc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiuQIKCUNlbGxTdGF0cxItCglyZWFkX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDmNwdV91c2FnZV91c2VjGAIgASgEEhUKDWNwdV91c2VyX3VzZWMYAyABKAQSFwoPY3B1X3N5c3RlbV91c2VjGAQgASgEEhoKEmNwdV90aHJvdHRsZWRfdXNlYxgFIAEoBBITCgtjcHVfcGVyaW9kcxgGIAEoBBIdChVjcHVfdGhyb3R0bGVkX3BlcmlvZHMYByABKAQSHAoUbWVtb3J5X2N1cnJlbnRfYnl0ZXMYCCABKAQSGQoRbWVtb3J5X3BlYWtfYnl0ZXMYCSABKAQSFgoOb29tX2tpbGxfY291bnQYCiABKAQSFAoMcGlkc19jdXJyZW50GAsgASgEIpQCChNBbGxvY2F0ZUNlbGxSZXF1ZXN0EgwKBG5hbWUYASABKAkSDgoGdGVuYW50GAIgASgJEkAKBmxhYmVscxgDIAMoCzIwLmFldGhlci5jZWxscy52MS5BbGxvY2F0ZUNlbGxSZXF1ZXN0LkxhYmVsc0VudHJ5EisKBmxpbWl0cxgEIAEoCzIbLmFldGhlci5jZWxscy52MS5DZWxsTGltaXRzEi0KCWlzb2xhdGlvbhgFIAEoCzIaLmFldGhlci5jZWxscy52MS5Jc29sYXRpb24SEgoKcmVxdWVzdF9pZBgGIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjsKFEFsbG9jYXRlQ2VsbFJlc3BvbnNlEiMKBGNlbGwYASABKAsyFS5hZXRoZXIuY2VsbHMudjEuQ2VsbCJdCg9GcmVlQ2VsbFJlcXVlc3QSDAoEY2VsbBgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSGAoQc3RvcF9leGVjdXRhYmxlcxgDIAEoCBISCgpyZXF1ZXN0X2lkGAQgASgJIi8KEEZyZWVDZWxsUmVzcG9uc2USGwoTc3RvcHBlZF9leGVjdXRhYmxlcxgBIAMoCSIuCg5HZXRDZWxsUmVxdWVzdBIMCgRjZWxsGAEgASgJEg4KBnRlbmFudBgCIAEoCSI2Cg9HZXRDZWxsUmVzcG9uc2USIwoEY2VsbBgBIAEoCzIVLmFldGhlci5jZWxscy52MS5DZWxsIpIBChBMaXN0Q2VsbHNSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCRIRCglwYWdlX3NpemUYAiABKA0SEgoKcGFnZV90b2tlbhgDIAEoCRIOCgZmaWx0ZXIYBCABKAkSDAoEcm9vdBgFIAEoCRIpCgVzdGF0ZRgGIAEoDjIaLmFldGhlci5jZWxscy52MS5DZWxsU3RhdGUiUgoRTGlzdENlbGxzUmVzcG9uc2USJAoFY2VsbHMYASADKAsyFS5hZXRoZXIuY2VsbHMudjEuQ2VsbBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiMwoTR2V0Q2VsbFN0YXRzUmVxdWVzdBIMCgRjZWxsGAEgASgJEg4KBnRlbmFudBgCIAEoCSJSChRHZXRDZWxsU3RhdHNSZXNwb25zZRIPCgdjZWxsX2lkGAEgASgJEikKBXN0YXRzGAIgASgLMhouYWV0aGVyLmNlbGxzLnYxLkNlbGxTdGF0cyptCglDZWxsU3RhdGUSGgoWQ0VMTF9TVEFURV9VTlNQRUNJRklFRBAAEhUKEUNFTExfU1RBVEVfQUNUSVZFEAESFgoSQ0VMTF9TVEFURV9GUkVFSU5HEAISFQoRQ0VMTF9TVEFURV9GQUlMRUQQAypjCgtDZWxsQmFja2VuZBIcChhDRUxMX0JBQ0tFTkRfVU5TUEVDSUZJRUQQABIaChZDRUxMX0JBQ0tFTkRfQ0dST1VQX1YxEAESGgoWQ0VMTF9CQUNLRU5EX0NHUk9VUF9WMhACMroDCgtDZWxsU2VydmljZRJbCgxBbGxvY2F0ZUNlbGwSJC5hZXRoZXIuY2VsbHMudjEuQWxsb2NhdGVDZWxsUmVxdWVzdBolLmFldGhlci5jZWxscy52MS5BbGxvY2F0ZUNlbGxSZXNwb25zZRJPCghGcmVlQ2VsbBIgLmFldGhlci5jZWxscy52MS5GcmVlQ2VsbFJlcXVlc3QaIS5hZXRoZXIuY2VsbHMudjEuRnJlZUNlbGxSZXNwb25zZRJMCgdHZXRDZWxsEh8uYWV0aGVyLmNlbGxzLnYxLkdldENlbGxSZXF1ZXN0GiAuYWV0aGVyLmNlbGxzLnYxLkdldENlbGxSZXNwb25zZRJSCglMaXN0Q2VsbHMSIS5hZXRoZXIuY2VsbHMudjEuTGlzdENlbGxzUmVxdWVzdBoiLmFldGhlci5jZWxscy52MS5MaXN0Q2VsbHNSZXNwb25zZRJbCgxHZXRDZWxsU3RhdHMSJC5hZXRoZXIuY2VsbHMudjEuR2V0Q2VsbFN0YXRzUmVxdWVzdBolLmFldGhlci5jZWxscy52MS5HZXRDZWxsU3RhdHNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("ChthZXRoZXIvY2VsbHMvdjEvY2VsbHMucHJvdG8SD2FldGhlci5jZWxscy52MSIxCgZDcHVNYXgSEgoKcXVvdGFfdXNlYxgBIAEoBBITCgtwZXJpb2RfdXNlYxgCIAEoBCLPAQoKQ2VsbExpbWl0cxIXCgpjcHVfd2VpZ2h0GAEgASgNSACIAQESKAoHY3B1X21heBgCIAEoCzIXLmFldGhlci5jZWxscy52MS5DcHVNYXgSEwoLY3B1c2V0X2NwdXMYAyABKAkSEwoLY3B1c2V0X21lbXMYBCABKAkSGAoQbWVtb3J5X21heF9ieXRlcxgFIAEoBBIZChFtZW1vcnlfaGlnaF9ieXRlcxgGIAEoBBIQCghwaWRzX21heBgHIAEoBEINCgtfY3B1X3dlaWdodCJSCglJc29sYXRpb24SCwoDcGlkGAEgASgIEg0KBW1vdW50GAIgASgIEg8KB25ldHdvcmsYAyABKAgSCwoDdXRzGAQgASgIEgsKA2lwYxgFIAEoCCLYBAoEQ2VsbBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEg4KBnRlbmFudBgDIAEoCRIxCgZsYWJlbHMYBCADKAsyIS5hZXRoZXIuY2VsbHMudjEuQ2VsbC5MYWJlbHNFbnRyeRIOCgZwYXJlbnQYBSABKAkSEAoIY2hpbGRyZW4YBiADKAkSKwoGbGltaXRzGAcgASgLMhsuYWV0aGVyLmNlbGxzLnYxLkNlbGxMaW1pdHMSLQoJaXNvbGF0aW9uGAggASgLMhouYWV0aGVyLmNlbGxzLnYxLklzb2xhdGlvbhIpCgVzdGF0ZRgJIAEoDjIaLmFldGhlci5jZWxscy52MS5DZWxsU3RhdGUSFAoMc3RhdGVfcmVhc29uGAogASgJEi0KB2JhY2tlbmQYCyABKA4yHC5hZXRoZXIuY2VsbHMudjEuQ2VsbEJhY2tlbmQSPAoMY2dyb3VwX3BhdGhzGAwgAygLMiYuYWV0aGVyLmNlbGxzLnYxLkNlbGwuQ2dyb3VwUGF0aHNFbnRyeRIcChRuYW1lc3BhY2VfaG9sZGVyX3BpZBgNIAEoDRIVCg1wcm9jZXNzX2NvdW50GA4gASgNEi8KC2NyZWF0ZV90aW1lGA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGjIKEENncm91cFBhdGhzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASK5AgoJQ2VsbFN0YXRzEi0KCXJlYWRfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOY3B1X3VzYWdlX3VzZWMYAiABKAQSFQoNY3B1X3VzZXJfdXNlYxgDIAEoBBIXCg9jcHVfc3lzdGVtX3VzZWMYBCABKAQSGgoSY3B1X3Rocm90dGxlZF91c2VjGAUgASgEEhMKC2NwdV9wZXJpb2RzGAYgASgEEh0KFWNwdV90aHJvdHRsZWRfcGVyaW9kcxgHIAEoBBIcChRtZW1vcnlfY3VycmVudF9ieXRlcxgIIAEoBBIZChFtZW1vcnlfcGVha19ieXRlcxgJIAEoBBIWCg5vb21fa2lsbF9jb3VudBgKIAEoBBIUCgxwaWRzX2N1cnJlbnQYCyABKAQilAIKE0FsbG9jYXRlQ2VsbFJlcXVlc3QSDAoEbmFtZRgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSQAoGbGFiZWxzGAMgAygLMjAuYWV0aGVyLmNlbGxzLnYxLkFsbG9jYXRlQ2VsbFJlcXVlc3QuTGFiZWxzRW50cnkSKwoGbGltaXRzGAQgASgLMhsuYWV0aGVyLmNlbGxzLnYxLkNlbGxMaW1pdHMSLQoJaXNvbGF0aW9uGAUgASgLMhouYWV0aGVyLmNlbGxzLnYxLklzb2xhdGlvbhISCgpyZXF1ZXN0X2lkGAYgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiOwoUQWxsb2NhdGVDZWxsUmVzcG9uc2USIwoEY2VsbBgBIAEoCzIVLmFldGhlci5jZWxscy52MS5DZWxsIl0KD0ZyZWVDZWxsUmVxdWVzdBIMCgRjZWxsGAEgASgJEg4KBnRlbmFudBgCIAEoCRIYChBzdG9wX2V4ZWN1dGFibGVzGAMgASgIEhIKCnJlcXVlc3RfaWQYBCABKAkiLwoQRnJlZUNlbGxSZXNwb25zZRIbChNzdG9wcGVkX2V4ZWN1dGFibGVzGAEgAygJIl4KEVVwZGF0ZUNlbGxSZXF1ZXN0EgwKBGNlbGwYASABKAkSDgoGdGVuYW50GAIgASgJEisKBmxpbWl0cxgDIAEoCzIbLmFldGhlci5jZWxscy52MS5DZWxsTGltaXRzIjkKElVwZGF0ZUNlbGxSZXNwb25zZRIjCgRjZWxsGAEgASgLMhUuYWV0aGVyLmNlbGxzLnYxLkNlbGwiLgoOR2V0Q2VsbFJlcXVlc3QSDAoEY2VsbBgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkiNgoPR2V0Q2VsbFJlc3BvbnNlEiMKBGNlbGwYASABKAsyFS5hZXRoZXIuY2VsbHMudjEuQ2VsbCKSAQoQTGlzdENlbGxzUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkSDgoGZmlsdGVyGAQgASgJEgwKBHJvb3QYBSABKAkSKQoFc3RhdGUYBiABKA4yGi5hZXRoZXIuY2VsbHMudjEuQ2VsbFN0YXRlIlIKEUxpc3RDZWxsc1Jlc3BvbnNlEiQKBWNlbGxzGAEgAygLMhUuYWV0aGVyLmNlbGxzLnYxLkNlbGwSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjMKE0dldENlbGxTdGF0c1JlcXVlc3QSDAoEY2VsbBgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkiUgoUR2V0Q2VsbFN0YXRzUmVzcG9uc2USDwoHY2VsbF9pZBgBIAEoCRIpCgVzdGF0cxgCIAEoCzIaLmFldGhlci5jZWxscy52MS5DZWxsU3RhdHMqbQoJQ2VsbFN0YXRlEhoKFkNFTExfU1RBVEVfVU5TUEVDSUZJRUQQABIVChFDRUxMX1NUQVRFX0FDVElWRRABEhYKEkNFTExfU1RBVEVfRlJFRUlORxACEhUKEUNFTExfU1RBVEVfRkFJTEVEEAMqYwoLQ2VsbEJhY2tlbmQSHAoYQ0VMTF9CQUNLRU5EX1VOU1BFQ0lGSUVEEAASGgoWQ0VMTF9CQUNLRU5EX0NHUk9VUF9WMRABEhoKFkNFTExfQkFDS0VORF9DR1JPVVBfVjIQAjKRBAoLQ2VsbFNlcnZpY2USWwoMQWxsb2NhdGVDZWxsEiQuYWV0aGVyLmNlbGxzLnYxLkFsbG9jYXRlQ2VsbFJlcXVlc3QaJS5hZXRoZXIuY2VsbHMudjEuQWxsb2NhdGVDZWxsUmVzcG9uc2USTwoIRnJlZUNlbGwSIC5hZXRoZXIuY2VsbHMudjEuRnJlZUNlbGxSZXF1ZXN0GiEuYWV0aGVyLmNlbGxzLnYxLkZyZWVDZWxsUmVzcG9uc2USVQoKVXBkYXRlQ2VsbBIiLmFldGhlci5jZWxscy52MS5VcGRhdGVDZWxsUmVxdWVzdBojLmFldGhlci5jZWxscy52MS5VcGRhdGVDZWxsUmVzcG9uc2USTAoHR2V0Q2VsbBIfLmFldGhlci5jZWxscy52MS5HZXRDZWxsUmVxdWVzdBogLmFldGhlci5jZWxscy52MS5HZXRDZWxsUmVzcG9uc2USUgoJTGlzdENlbGxzEiEuYWV0aGVyLmNlbGxzLnYxLkxpc3RDZWxsc1JlcXVlc3QaIi5hZXRoZXIuY2VsbHMudjEuTGlzdENlbGxzUmVzcG9uc2USWwoMR2V0Q2VsbFN0YXRzEiQuYWV0aGVyLmNlbGxzLnYxLkdldENlbGxTdGF0c1JlcXVlc3QaJS5hZXRoZXIuY2VsbHMudjEuR2V0Q2VsbFN0YXRzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * CPU bandwidth limit: the cell may use quota_usec of CPU time in every period_usec
@@ -55,11 +55,11 @@ export const CpuMaxSchema: GenMessage<CpuMax> = /*@__PURE__*/
 export type CellLimits = Message<"aether.cells.v1.CellLimits"> & {
   /**
    * Relative CPU share among siblings under contention (1..10000; cgroup v2 cpu.weight, mapped to
-   * cpu.shares on v1). 0: 100, the kernel's default.
+   * cpu.shares on v1 linearly, so 100 maps to v1's default of 1024). Unset: 100, the kernel's default.
    *
-   * @generated from field: uint32 cpu_weight = 1;
+   * @generated from field: optional uint32 cpu_weight = 1;
    */
-  cpuWeight: number;
+  cpuWeight?: number | undefined;
 
   /**
    * Hard CPU bandwidth limit. Unset: unlimited.
@@ -115,15 +115,19 @@ export const CellLimitsSchema: GenMessage<CellLimits> = /*@__PURE__*/
   messageDesc(file_aether_cells_v1_cells, 1);
 
 /**
- * Which Linux namespaces processes in the cell get of their own (unset: shared with the host).
- * Namespaces are created when the cell is allocated and held for its whole life; every process
- * started in the cell joins them. A child cell inherits its parent's namespaces and may add more.
+ * Which Linux namespaces the cell's processes get apart from the host, like the containers of a
+ * Kubernetes pod: the network, UTS, IPC and mount namespaces are created when the cell is
+ * allocated, held by a small holder process for the cell's whole life, and shared by every
+ * process in the cell. With pid, each process starts in a pid namespace of its own in which it is
+ * pid 1 (with /proc mounted to match), so it sees only itself and its descendants; as pid 1 it
+ * receives only the signals it handles, so a stop without a handler ends with SIGKILL after the
+ * grace period. A child cell inherits its parent's namespaces and may add more.
  *
  * @generated from message aether.cells.v1.Isolation
  */
 export type Isolation = Message<"aether.cells.v1.Isolation"> & {
   /**
-   * A private pid namespace: processes in the cell see only each other.
+   * Each process in a pid namespace of its own, as its pid 1 (implies a private /proc mount).
    *
    * @generated from field: bool pid = 1;
    */
@@ -524,6 +528,62 @@ export const FreeCellResponseSchema: GenMessage<FreeCellResponse> = /*@__PURE__*
   messageDesc(file_aether_cells_v1_cells, 8);
 
 /**
+ * Request for CellService.UpdateCell.
+ *
+ * @generated from message aether.cells.v1.UpdateCellRequest
+ */
+export type UpdateCellRequest = Message<"aether.cells.v1.UpdateCellRequest"> & {
+  /**
+   * Id or name path of the cell.
+   *
+   * @generated from field: string cell = 1;
+   */
+  cell: string;
+
+  /**
+   * Tenant used to resolve a name. Empty: "default".
+   *
+   * @generated from field: string tenant = 2;
+   */
+  tenant: string;
+
+  /**
+   * The complete new limits (fields left at zero mean unlimited or the default, as in Allocate).
+   *
+   * @generated from field: aether.cells.v1.CellLimits limits = 3;
+   */
+  limits?: CellLimits | undefined;
+};
+
+/**
+ * Describes the message aether.cells.v1.UpdateCellRequest.
+ * Use `create(UpdateCellRequestSchema)` to create a new message.
+ */
+export const UpdateCellRequestSchema: GenMessage<UpdateCellRequest> = /*@__PURE__*/
+  messageDesc(file_aether_cells_v1_cells, 9);
+
+/**
+ * Response of CellService.UpdateCell.
+ *
+ * @generated from message aether.cells.v1.UpdateCellResponse
+ */
+export type UpdateCellResponse = Message<"aether.cells.v1.UpdateCellResponse"> & {
+  /**
+   * The cell with its new limits.
+   *
+   * @generated from field: aether.cells.v1.Cell cell = 1;
+   */
+  cell?: Cell | undefined;
+};
+
+/**
+ * Describes the message aether.cells.v1.UpdateCellResponse.
+ * Use `create(UpdateCellResponseSchema)` to create a new message.
+ */
+export const UpdateCellResponseSchema: GenMessage<UpdateCellResponse> = /*@__PURE__*/
+  messageDesc(file_aether_cells_v1_cells, 10);
+
+/**
  * Request for CellService.GetCell.
  *
  * @generated from message aether.cells.v1.GetCellRequest
@@ -549,7 +609,7 @@ export type GetCellRequest = Message<"aether.cells.v1.GetCellRequest"> & {
  * Use `create(GetCellRequestSchema)` to create a new message.
  */
 export const GetCellRequestSchema: GenMessage<GetCellRequest> = /*@__PURE__*/
-  messageDesc(file_aether_cells_v1_cells, 9);
+  messageDesc(file_aether_cells_v1_cells, 11);
 
 /**
  * Response of CellService.GetCell.
@@ -570,7 +630,7 @@ export type GetCellResponse = Message<"aether.cells.v1.GetCellResponse"> & {
  * Use `create(GetCellResponseSchema)` to create a new message.
  */
 export const GetCellResponseSchema: GenMessage<GetCellResponse> = /*@__PURE__*/
-  messageDesc(file_aether_cells_v1_cells, 10);
+  messageDesc(file_aether_cells_v1_cells, 12);
 
 /**
  * Request for CellService.ListCells.
@@ -626,7 +686,7 @@ export type ListCellsRequest = Message<"aether.cells.v1.ListCellsRequest"> & {
  * Use `create(ListCellsRequestSchema)` to create a new message.
  */
 export const ListCellsRequestSchema: GenMessage<ListCellsRequest> = /*@__PURE__*/
-  messageDesc(file_aether_cells_v1_cells, 11);
+  messageDesc(file_aether_cells_v1_cells, 13);
 
 /**
  * Response of CellService.ListCells.
@@ -654,7 +714,7 @@ export type ListCellsResponse = Message<"aether.cells.v1.ListCellsResponse"> & {
  * Use `create(ListCellsResponseSchema)` to create a new message.
  */
 export const ListCellsResponseSchema: GenMessage<ListCellsResponse> = /*@__PURE__*/
-  messageDesc(file_aether_cells_v1_cells, 12);
+  messageDesc(file_aether_cells_v1_cells, 14);
 
 /**
  * Request for CellService.GetCellStats.
@@ -682,7 +742,7 @@ export type GetCellStatsRequest = Message<"aether.cells.v1.GetCellStatsRequest">
  * Use `create(GetCellStatsRequestSchema)` to create a new message.
  */
 export const GetCellStatsRequestSchema: GenMessage<GetCellStatsRequest> = /*@__PURE__*/
-  messageDesc(file_aether_cells_v1_cells, 13);
+  messageDesc(file_aether_cells_v1_cells, 15);
 
 /**
  * Response of CellService.GetCellStats.
@@ -710,7 +770,7 @@ export type GetCellStatsResponse = Message<"aether.cells.v1.GetCellStatsResponse
  * Use `create(GetCellStatsResponseSchema)` to create a new message.
  */
 export const GetCellStatsResponseSchema: GenMessage<GetCellStatsResponse> = /*@__PURE__*/
-  messageDesc(file_aether_cells_v1_cells, 14);
+  messageDesc(file_aether_cells_v1_cells, 16);
 
 /**
  * Where a cell is in its life.
@@ -819,6 +879,18 @@ export const CellService: GenService<{
     methodKind: "unary";
     input: typeof FreeCellRequestSchema;
     output: typeof FreeCellResponseSchema;
+  },
+  /**
+   * Changes a cell's limits in place; the processes in it keep running. A memory limit below the
+   * cell's current usage is refused with FAILED_PRECONDITION rather than forcing the kernel to
+   * reclaim or OOM-kill.
+   *
+   * @generated from rpc aether.cells.v1.CellService.UpdateCell
+   */
+  updateCell: {
+    methodKind: "unary";
+    input: typeof UpdateCellRequestSchema;
+    output: typeof UpdateCellResponseSchema;
   },
   /**
    * Returns one cell by id or name path.

@@ -1,0 +1,28 @@
+// Tests give each aetherd a cgroup root of its own and remove it afterwards, whatever the test did.
+import { randomBytes } from "node:crypto";
+import { existsSync, readdirSync, rmdirSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { detectCellsBackend } from "../../daemon/src/cells/detect.js";
+
+export function uniqueCgroupRoot(): string {
+  return `aether-test-${randomBytes(4).toString("hex")}`;
+}
+
+/** Removes every cgroup directory below the root, deepest first (cgroupfs allows rmdir of empty cgroups). */
+export function removeCgroupRoot(rootName: string): void {
+  const { backend } = detectCellsBackend(rootName);
+  if (!backend) return;
+  const remove = (dir: string) => {
+    if (!existsSync(dir)) return;
+    for (const name of readdirSync(dir)) {
+      const child = join(dir, name);
+      if (statSync(child).isDirectory()) remove(child);
+    }
+    try {
+      rmdirSync(dir);
+    } catch {
+      // a process is still inside; the test that left it there has failed already
+    }
+  };
+  for (const root of new Set(Object.values(backend.paths([])))) remove(root);
+}
