@@ -3,6 +3,7 @@ import { readFileSync } from "node:fs";
 import { startDaemon } from "../test/helpers/daemon.js";
 import { benchStart } from "./runtime-start.js";
 import { benchColdStart } from "./script-cold-start.js";
+import { benchCells } from "./cells.js";
 import { repoRoot } from "../test/helpers/daemon.js";
 import { mib } from "./stats.js";
 
@@ -54,6 +55,11 @@ try {
     ["per executable, 200 -> 400", `${((with400 - with200) / 200 / 1024).toFixed(1)} KiB`],
   ]);
   for (const id of ids) await aether.runtime.deleteExecutable({ executable: id });
+
+  const CELL_RUNS = Number(process.env.BENCH_CELL_ITERATIONS ?? 100);
+  const cells = await benchCells(aether, CELL_RUNS);
+  table(`cells (${CELL_RUNS} runs each, interleaved)`, ["operation", "p50", "p99"], cells.rows);
+  console.log(`ratios at p50: allocate+free vs bare cgroup mkdir/rmdir ${cells.allocateFreeRatio.toFixed(2)}x; start in a cell vs outside ${cells.startInCellRatio.toFixed(2)}x`);
 
   const COLD_RUNS = Number(process.env.BENCH_COLD_RUNS ?? 15);
   const cold = benchColdStart(repoRoot, daemon.address, COLD_RUNS);

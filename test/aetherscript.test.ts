@@ -133,6 +133,35 @@ export default defineManifest({ name: "app", tenant: "mf", executables: ${execut
       assert.deepEqual(left.executables.map((e) => e.name), ["a"]);
     });
 
+    it("manages cells too: created before what runs in them, updated in place, removed after it", async () => {
+      const pods = (memory: number, withSidecar: boolean) => `import { defineManifest } from "@aether/sdk";
+export default defineManifest({ name: "pods", tenant: "mfcells",
+  cells: [{ name: "pod", memoryMaxBytes: ${memory} * 2 ** 20, isolation: { network: true } }${withSidecar ? ', { name: "pod/side", cpuMaxPercent: 50 }' : ""}],
+  executables: [{ name: "app", cell: "pod", argv: ["/bin/sleep", "600"] }${withSidecar ? ', { name: "helper", cell: "pod/side", argv: ["/bin/sleep", "601"] }' : ""}],
+});
+`;
+      const dir = userDir({ "v1.ts": pods(128, true), "v2.ts": pods(256, true), "v3.ts": pods(256, false) });
+      const first = await run(["apply", join(dir, "v1.ts"), "--json"]);
+      assert.equal(first.code, 0, first.stderr);
+      assert.deepEqual(
+        JSON.parse(first.stdout).applied.map((a: { kind: string; resource: string; name: string }) => `${a.kind} ${a.resource} ${a.name}`),
+        ["create cell pod", "create cell pod/side", "create executable app", "create executable helper"],
+      );
+      const app = (await env.aether.runtime.getExecutable({ executable: "app", tenant: "mfcells" })).executable;
+      assert.equal(app?.cell, "pod");
+      assert.deepEqual(JSON.parse((await run(["apply", join(dir, "v1.ts"), "--json"])).stdout).applied, []);
+      const update = await run(["apply", join(dir, "v2.ts")]);
+      assert.match(update.stdout, /\* update\s+cell\s+pod\s+memory max changed/);
+      assert.equal((await env.aether.runtime.getExecutable({ executable: "app", tenant: "mfcells" })).executable?.id, app?.id, "updated in place: app kept running");
+      const shrink = await run(["apply", join(dir, "v3.ts"), "--json"]);
+      assert.deepEqual(
+        JSON.parse(shrink.stdout).applied.map((a: { kind: string; resource: string; name: string }) => `${a.kind} ${a.resource} ${a.name}`),
+        ["delete executable helper", "delete cell pod/side"],
+      );
+      const { cells } = await env.aether.cells.listCells({ tenant: "mfcells" });
+      assert.deepEqual(cells.map((c) => c.name), ["pod"]);
+    });
+
     it("an invalid manifest says which field and why", async () => {
       const dir = userDir({ "bad.ts": manifest('[{ name: "ok", argv: ["relative/program"] }]') });
       const r = await run(["plan", join(dir, "bad.ts")]);

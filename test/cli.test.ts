@@ -73,6 +73,32 @@ describe("aether CLI", () => {
     assert.match(bad.stderr, /not an absolute path/);
   });
 
+  it("cell allocate|update|list|stats|free, and exec start --cell", async () => {
+    assert.equal((await aether("cell", "allocate", "cli-team", "--memory", "256M", "--cpu-max", "50%", "--isolate", "network")).code, 0);
+    const child = await aether("cell", "allocate", "cli-team/jobs", "--pids", "64", "--json");
+    assert.equal((JSON.parse(child.stdout) as { parent: string }).parent, "cli-team");
+    const job = await aether("exec", "start", "--cell", "cli-team/jobs", "--", "/bin/sleep", "300");
+    assert.equal(job.code, 0, job.stderr);
+    const list = await aether("cell", "list");
+    assert.match(list.stdout, /cli-team\s+│ default\s+│ 50% w100\s+│ 256\.0 MiB\s+│ unlimited\s+│ network/);
+    assert.match(list.stdout, /  jobs\s+│ default\s+│ unlimited w100\s+│ unlimited\s+│ 64\s+│ network\s+│ 1 /);
+    assert.equal((await aether("cell", "update", "cli-team", "--memory", "128M")).code, 0);
+    const got = JSON.parse((await aether("cell", "get", "cli-team", "--json")).stdout) as { limits: { memoryMaxBytes: string; cpuMax: { quotaUsec: string } } };
+    assert.equal(got.limits.memoryMaxBytes, String(128 * 2 ** 20));
+    assert.equal(got.limits.cpuMax.quotaUsec, "50000", "update keeps the limits it was not given");
+    const stats = JSON.parse((await aether("cell", "stats", "cli-team", "--json")).stdout) as { pidsCurrent: string };
+    assert.equal(stats.pidsCurrent, "1");
+    const refused = await aether("cell", "free", "cli-team/jobs");
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /running executable/);
+    assert.equal((await aether("cell", "free", "cli-team/jobs", "--stop")).code, 0);
+    assert.equal((await aether("cell", "free", "cli-team")).code, 0);
+    assert.equal((await aether("cell", "get", "cli-team")).code, 3);
+    const bad = await aether("cell", "allocate", "x", "--memory", "lots");
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /not a size like 64M/);
+  });
+
   it("--help shows examples and the exit codes", async () => {
     const help = await aether("--help");
     assert.equal(help.code, 0);

@@ -10,6 +10,7 @@ import { runCommand } from "./helpers/run.js";
 const scripts: Record<string, RegExp[]> = {
   "hello-process.ts": [/connected to unix:\/\//, /\[stdout\] hello from aether \(3\)/, /\[stderr\] warning: done/, /exited with code 0: exit code 0/],
   "stop-with-grace.ts": [/did not end it within 1000 ms, so it was killed with SIGKILL \(signal SIGKILL\)/],
+  "cells.ts": [/^cell example-\w+: 64 MiB, 16 tasks, half a CPU/m, /^inside: pid 1, interfaces: lo$/m, /^accounted: \d+ µs of CPU/m, /^freed example-/m],
   "node-report.ts": [/^node \S+ \([0-9a-f-]{36}\)/m, /^cgroups: /m, /^memory: [\d.]+ of [\d.]+ GiB available/m],
 };
 const manifests = ["web.manifest.ts"];

@@ -1,6 +1,7 @@
 // aether: the operator command line.
 import { readFileSync } from "node:fs";
 import { Command } from "commander";
+import { cellCommands } from "./commands/cell.js";
 import { execCommands } from "./commands/exec.js";
 import { nodeCommands } from "./commands/node.js";
 import { EXIT, EXIT_CODES_HELP, fail } from "./exit-codes.js";
@@ -8,7 +9,7 @@ import { EXIT, EXIT_CODES_HELP, fail } from "./exit-codes.js";
 const { version } = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
 
 const program = new Command("aether")
-  .description("Operate Aether nodes: processes, and (as they arrive) cells, VMs, storage and the cluster.")
+  .description("Operate Aether nodes: processes and cells, and (as they arrive) VMs, storage and the cluster.")
   .version(version)
   .option("-a, --address <address>", "aetherd to talk to: unix:///path.sock or https://host:port (default: AETHER_HOST, ~/.config/aether/config.toml, the default socket)")
   .showHelpAfterError()
@@ -22,11 +23,13 @@ Examples:
   aether exec start --name web -- /usr/bin/python3 -m http.server 8080
   aether exec list --json
   aether exec logs web -f
+  aether cell allocate team-a --memory 2G --cpu-max 150%
   aether --address unix:///tmp/aether.sock exec stop web
 ${EXIT_CODES_HELP}`,
   );
 
 nodeCommands(program);
 execCommands(program);
+cellCommands(program);
 
 program.parseAsync().catch(fail);

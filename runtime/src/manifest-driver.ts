@@ -17,8 +17,8 @@ if (!isManifest(module.default)) {
   process.exit(2);
 }
 const manifest = module.default;
-const SYMBOL: Record<PlannedAction["kind"], string> = { create: "+", replace: "~", delete: "-", unchanged: "=", conflict: "!" };
-const line = (a: PlannedAction) => `  ${SYMBOL[a.kind]} ${a.kind.padEnd(9)} ${a.resource} ${a.name.padEnd(20)} ${a.reason}`;
+const SYMBOL: Record<PlannedAction["kind"], string> = { create: "+", update: "*", replace: "~", delete: "-", unchanged: "=", conflict: "!" };
+const line = (a: PlannedAction) => `  ${SYMBOL[a.kind]} ${a.kind.padEnd(9)} ${a.resource.padEnd(10)} ${a.name.padEnd(20)} ${a.reason}`;
 const summary = (plan: Plan) => `${plan.changes} to change, ${plan.actions.filter((a) => a.kind === "unchanged").length} unchanged` + (plan.conflicts.length > 0 ? `, ${plan.conflicts.length} in conflict` : "");
 
 const aether = await connect();
@@ -35,7 +35,7 @@ try {
   } else {
     if (!json) console.log(`applying manifest ${manifest.name} (tenant ${manifest.tenant}) on ${aether.address}:`);
     const plan = await applyManifest(aether, manifest, { onStep: (a) => json || console.log(line(a)) });
-    if (json) console.log(JSON.stringify({ manifest: manifest.name, tenant: manifest.tenant, applied: plan.actions.filter((a) => a.kind !== "unchanged"), changes: plan.changes }, null, 2));
+    if (json) console.log(JSON.stringify({ manifest: manifest.name, tenant: manifest.tenant, applied: plan.applied, changes: plan.changes }, null, 2));
     else console.log(plan.changes === 0 ? "nothing to change: the node already matches the manifest." : `applied: ${summary(plan)}.`);
   }
 } finally {

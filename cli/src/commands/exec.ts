@@ -41,6 +41,7 @@ export function execCommands(program: Command): void {
     .description("start a process from an argv (no shell); prints its id")
     .argument("<argv...>", "absolute program path, then its arguments (put them after --)")
     .option("--name <name>", "a name unique in the tenant (default: derived from the program)")
+    .option("--cell <cell>", "run inside this cell (id or name path)", "")
     .option("--tenant <tenant>", "owning tenant", "")
     .option("-l, --label <key=value>", "label to attach (repeatable)", keyValue("label"))
     .option("-e, --env <KEY=VALUE>", "environment variable (repeatable); nothing is inherited", keyValue("env"))
@@ -50,11 +51,12 @@ export function execCommands(program: Command): void {
     .option("--log-limit-bytes <n>", "cap on captured bytes per stream", (v) => BigInt(v))
     .option("--json", "print the executable as JSON")
     .addHelpText("after", "\nExamples:\n  aether exec start --name web -e PORT=8080 -- /usr/bin/python3 -m http.server 8080\n  id=$(aether exec start -- /bin/sleep 60)")
-    .action(async (argv: string[], o: { name?: string; tenant: string; label?: Record<string, string>; env?: Record<string, string>; cwd: string; uid?: number; gid?: number; logLimitBytes?: bigint; json?: boolean }) =>
+    .action(async (argv: string[], o: { name?: string; cell: string; tenant: string; label?: Record<string, string>; env?: Record<string, string>; cwd: string; uid?: number; gid?: number; logLimitBytes?: bigint; json?: boolean }) =>
       withClient(globals(), async (aether) => {
         const { executable } = await aether.runtime.startExecutable({
           argv,
           name: o.name ?? "",
+          cell: o.cell,
           tenant: o.tenant,
           labels: o.label ?? {},
           env: o.env ?? {},

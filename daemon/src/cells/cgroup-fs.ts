@@ -1,8 +1,8 @@
 // The file operations a cgroup backend needs, behind an interface: the real cgroup filesystem, or
 // (in tests of the v2 backend on hosts without v2 controllers) a plain directory tree that behaves
 // like one.
-import { existsSync } from "node:fs";
-import { mkdir, readdir, readFile, rm, rmdir, writeFile } from "node:fs/promises";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
+import { readdir, rm, rmdir } from "node:fs/promises";
 import { join } from "node:path";
 
 export interface CgroupFs {
@@ -16,16 +16,18 @@ export interface CgroupFs {
   children(path: string): Promise<string[]>;
 }
 
+/**
+ * The kernel's cgroup filesystem. Calls are synchronous inside: cgroupfs is in memory and answers
+ * at once, so a thread-pool round trip per control file would cost more than the write itself.
+ */
 export const realCgroupFs: CgroupFs = {
-  mkdir: async (path) => {
-    await mkdir(path);
-  },
-  rmdir: (path) => rmdir(path),
-  read: (path) => readFile(path, "utf8"),
+  mkdir: async (path) => mkdirSync(path),
+  rmdir: async (path) => rmdirSync(path),
+  read: async (path) => readFileSync(path, "utf8"),
   // One write() per value, as the kernel expects for control files.
-  write: (path, value) => writeFile(path, value, { flag: "w" }),
+  write: async (path, value) => writeFileSync(path, value, { flag: "w" }),
   exists: (path) => existsSync(path),
-  children: async (path) => (await readdir(path, { withFileTypes: true })).filter((d) => d.isDirectory()).map((d) => d.name),
+  children: async (path) => readdirSync(path, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name),
 };
 
 /**

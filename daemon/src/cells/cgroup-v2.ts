@@ -59,6 +59,8 @@ export class CgroupV2Backend implements CgroupBackend {
     const created: string[] = [];
     try {
       if (!this.fs.exists(this.root)) {
+        // aetherd's own cgroup must hand the controllers down to the root of its cells.
+        await this.delegate(join(this.root, ".."));
         await this.mkdirCgroup(this.root, join(this.root, ".."));
         created.push(this.root);
       }

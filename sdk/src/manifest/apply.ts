@@ -1,7 +1,8 @@
 // apply: carries out a plan, step by step, and says exactly how far it got if a step fails.
 import type { AetherClient } from "../connect.js";
-import { MANIFEST_LABEL, type ExecutableDecl, type Manifest } from "./define.js";
-import { planManifest, type Plan, type PlannedAction } from "./plan.js";
+import { ExecutableState } from "../gen/aether/runtime/v1/runtime_pb.js";
+import { MANIFEST_LABEL, type ExecutableDecl, type Manifest, type ManifestCell } from "./define.js";
+import { cellLimits, planManifest, type Plan, type PlannedAction } from "./plan.js";
 
 /** Raised when apply stops partway: what was applied, which step failed, and why. */
 export class ApplyError extends Error {
@@ -26,8 +27,14 @@ export interface ApplyOptions {
   stopGraceSeconds?: number;
 }
 
-/** Makes the node match the manifest. Returns the plan it carried out. */
-export async function applyManifest(aether: AetherClient, manifest: Manifest, options: ApplyOptions = {}): Promise<Plan> {
+/** What apply did: the plan, and the steps it carried out in the order it carried them out. */
+export interface ApplyResult extends Plan {
+  /** Steps that changed something, in execution order. */
+  applied: PlannedAction[];
+}
+
+/** Makes the node match the manifest. Returns the plan and the steps carried out. */
+export async function applyManifest(aether: AetherClient, manifest: Manifest, options: ApplyOptions = {}): Promise<ApplyResult> {
   const plan = await planManifest(aether, manifest);
   if (plan.conflicts.length > 0) {
     const first = plan.conflicts[0] as PlannedAction;
@@ -36,17 +43,32 @@ export async function applyManifest(aether: AetherClient, manifest: Manifest, op
   const applied: PlannedAction[] = [];
   const grace = { seconds: BigInt(options.stopGraceSeconds ?? 10) };
   const decls = new Map(manifest.executables.map((e) => [e.name, e]));
-  // Starts before deletes: a renamed executable is up again before its old name goes away.
-  const ordered = [...plan.actions.filter((a) => a.kind === "create" || a.kind === "replace"), ...plan.actions.filter((a) => a.kind === "delete")];
+  const cells = new Map(manifest.cells.map((c) => [c.name, c]));
+  const depth = (a: PlannedAction) => a.name.split("/").length;
+  const of = (resource: PlannedAction["resource"], ...kinds: PlannedAction["kind"][]) =>
+    plan.actions.filter((a) => a.resource === resource && kinds.includes(a.kind));
+  // Cells before what runs in them, parents before children; starts before deletes (a renamed
+  // executable is up again before its old name goes away); cells go last, children first.
+  const ordered = [
+    ...of("cell", "create", "update", "replace").sort((a, b) => depth(a) - depth(b)),
+    ...of("executable", "create", "replace"),
+    ...of("executable", "delete"),
+    ...of("cell", "delete").sort((a, b) => depth(b) - depth(a)),
+  ];
   for (const action of ordered) {
     options.onStep?.(action);
     try {
-      if (action.kind === "replace" || action.kind === "delete") {
-        if (action.liveRunning) await aether.runtime.stopExecutable({ executable: action.liveId ?? "", gracePeriod: grace });
-        await aether.runtime.deleteExecutable({ executable: action.liveId ?? "" });
-      }
-      if (action.kind === "create" || action.kind === "replace") {
-        await start(aether, manifest, decls.get(action.name) as ExecutableDecl);
+      if (action.resource === "cell") await applyCell(aether, manifest, action, cells.get(action.name));
+      else {
+        if (action.kind === "replace" || action.kind === "delete") {
+          // Re-read the state: freeing a replaced cell may have stopped it since the plan was made.
+          const { executable } = await aether.runtime.getExecutable({ executable: action.liveId ?? "" });
+          if (executable?.state === ExecutableState.RUNNING) await aether.runtime.stopExecutable({ executable: executable.id, gracePeriod: grace });
+          await aether.runtime.deleteExecutable({ executable: action.liveId ?? "" });
+        }
+        if (action.kind === "create" || action.kind === "replace") {
+          await start(aether, manifest, decls.get(action.name) as ExecutableDecl);
+        }
       }
     } catch (err) {
       const done = applied.length === 0 ? "nothing" : applied.map((a) => `${a.kind} ${a.resource} ${a.name}`).join(", ");
@@ -59,7 +81,26 @@ export async function applyManifest(aether: AetherClient, manifest: Manifest, op
     }
     applied.push(action);
   }
-  return plan;
+  return { ...plan, applied };
+}
+
+async function applyCell(aether: AetherClient, manifest: Manifest, action: PlannedAction, decl: ManifestCell | undefined): Promise<void> {
+  if (action.kind === "update" && decl) {
+    await aether.cells.updateCell({ cell: action.liveId ?? "", limits: cellLimits(decl) });
+    return;
+  }
+  if (action.kind === "replace" || action.kind === "delete") {
+    await aether.cells.freeCell({ cell: action.liveId ?? "", stopExecutables: true });
+  }
+  if ((action.kind === "create" || action.kind === "replace") && decl) {
+    await aether.cells.allocateCell({
+      name: decl.name,
+      tenant: manifest.tenant,
+      labels: { ...decl.labels, [MANIFEST_LABEL]: manifest.name },
+      limits: cellLimits(decl),
+      isolation: decl.isolation,
+    });
+  }
 }
 
 async function start(aether: AetherClient, manifest: Manifest, decl: ExecutableDecl): Promise<void> {

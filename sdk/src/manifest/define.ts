@@ -27,8 +27,15 @@ const CellDeclSchema = z
     /** Name path, e.g. "team-a/build". */
     name: z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\/[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/, "must be DNS labels separated by '/'"),
     cpuWeight: z.number().int().min(1).max(10000).optional(),
+    cpuMaxPercent: z.number().positive().max(100_000).optional(),
+    cpusetCpus: z.string().optional(),
     memoryMaxBytes: z.number().int().positive().optional(),
     pidsMax: z.number().int().positive().optional(),
+    labels: z.record(z.string(), z.string()).default({}),
+    isolation: z
+      .object({ pid: z.boolean().default(false), mount: z.boolean().default(false), network: z.boolean().default(false), uts: z.boolean().default(false), ipc: z.boolean().default(false) })
+      .strict()
+      .default({ pid: false, mount: false, network: false, uts: false, ipc: false }),
   })
   .strict();
 
@@ -47,6 +54,15 @@ const ManifestSchema = z
     m.executables.forEach((e, i) => {
       if (seen.has(e.name)) ctx.addIssue({ code: "custom", path: ["executables", i, "name"], message: `${e.name} is declared twice` });
       seen.add(e.name);
+    });
+    const cells = new Set(m.cells.map((c) => c.name));
+    m.cells.forEach((c, i) => {
+      const parent = c.name.split("/").slice(0, -1).join("/");
+      if (parent !== "" && !cells.has(parent)) ctx.addIssue({ code: "custom", path: ["cells", i, "name"], message: `its parent cell ${parent} is not declared` });
+      if (m.cells.findIndex((x) => x.name === c.name) !== i) ctx.addIssue({ code: "custom", path: ["cells", i, "name"], message: `${c.name} is declared twice` });
+    });
+    m.executables.forEach((e, i) => {
+      if (e.cell !== "" && !cells.has(e.cell)) ctx.addIssue({ code: "custom", path: ["executables", i, "cell"], message: `cell ${e.cell} is not declared in the manifest` });
     });
   });
 
@@ -70,16 +86,32 @@ export interface ExecutableDecl {
   cell?: string;
 }
 
-/** One cell a manifest declares (needs an aetherd with cells). */
+/** One cell a manifest declares. Its parent (if any) must be declared too. */
 export interface CellDecl {
   /** Name path, e.g. "team-a/build". */
   name: string;
-  /** cgroup cpu weight, 1..10000. */
+  /** cgroup cpu weight, 1..10000 (100 is the default share). */
   cpuWeight?: number;
+  /** CPU limit in percent of one CPU (150 = one and a half CPUs). */
+  cpuMaxPercent?: number;
+  /** CPUs the cell may run on, in list format ("0-1"). */
+  cpusetCpus?: string;
   /** Memory limit in bytes. */
   memoryMaxBytes?: number;
   /** Largest number of tasks. */
   pidsMax?: number;
+  /** Labels to attach (the manifest adds its own `aether.io/manifest`). */
+  labels?: Record<string, string>;
+  /** Namespaces of its own (see the cells API). */
+  isolation?: { pid?: boolean; mount?: boolean; network?: boolean; uts?: boolean; ipc?: boolean };
+}
+
+/** A cell of a validated manifest, defaults filled in. */
+export interface ManifestCell extends Omit<CellDecl, "labels" | "isolation"> {
+  /** Labels to attach. */
+  labels: Record<string, string>;
+  /** Namespaces of its own. */
+  isolation: { pid: boolean; mount: boolean; network: boolean; uts: boolean; ipc: boolean };
 }
 
 /** What a manifest script passes to {@link defineManifest}. */
@@ -107,8 +139,8 @@ export interface Manifest {
   tenant: string;
   /** Executables that should be running. */
   executables: ManifestExecutable[];
-  /** Cells that should exist. */
-  cells: CellDecl[];
+  /** Cells that should exist, parents before children. */
+  cells: ManifestCell[];
 }
 
 /** The label that marks what a manifest manages. */

@@ -2,10 +2,12 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { AetherClient } from "../connect.js";
 import { ExecutableState, type Executable } from "../gen/aether/runtime/v1/runtime_pb.js";
-import { MANIFEST_LABEL, type Manifest } from "./define.js";
+import { create } from "@bufbuild/protobuf";
+import { CellLimitsSchema, type Cell, type CellLimits } from "../gen/aether/cells/v1/cells_pb.js";
+import { MANIFEST_LABEL, type Manifest, type ManifestCell } from "./define.js";
 
 /** What applying will do to one resource. */
-export type ActionKind = "create" | "replace" | "delete" | "unchanged" | "conflict";
+export type ActionKind = "create" | "update" | "replace" | "delete" | "unchanged" | "conflict";
 
 /** One step of a plan. */
 export interface PlannedAction {
@@ -24,7 +26,7 @@ export interface PlannedAction {
 export interface Plan {
   manifest: Manifest;
   actions: PlannedAction[];
-  /** Number of actions that change something (create, replace, delete). */
+  /** Number of actions that change something (create, update, replace, delete). */
   changes: number;
   /** Actions that block apply (a resource of the same name that the manifest does not manage). */
   conflicts: PlannedAction[];
@@ -46,20 +48,11 @@ const sameRecord = (a: Record<string, string>, b: Record<string, string>) =>
 
 /** Computes the plan for a manifest against the node behind `aether`. Changes nothing. */
 export async function planManifest(aether: AetherClient, manifest: Manifest): Promise<Plan> {
-  if (manifest.cells.length > 0) {
-    try {
-      await aether.cells.listCells({});
-    } catch (err) {
-      if (err instanceof ConnectError && err.code === Code.Unimplemented) {
-        throw new ConnectError(`the manifest declares cells, but aetherd at ${aether.address} cannot manage them: ${err.rawMessage}`, Code.FailedPrecondition);
-      }
-      throw err;
-    }
-  }
+  const actions: PlannedAction[] = manifest.cells.length > 0 ? await planCells(aether, manifest) : [];
+  const replacedCells = new Set(actions.filter((a) => a.kind === "replace").map((a) => a.name));
   const live = await listAll(aether, manifest.tenant);
   const managed = new Map(live.filter((e) => e.labels[MANIFEST_LABEL] === manifest.name).map((e) => [e.name, e]));
   const others = new Map(live.filter((e) => e.labels[MANIFEST_LABEL] !== manifest.name).map((e) => [e.name, e]));
-  const actions: PlannedAction[] = [];
 
   for (const decl of manifest.executables) {
     const current = managed.get(decl.name);
@@ -90,6 +83,8 @@ export async function planManifest(aether: AetherClient, manifest: Manifest): Pr
     if (current.cell !== decl.cell) differences.push("cell");
     if (differences.length > 0) {
       actions.push({ ...base, kind: "replace", reason: `${differences.join(", ")} changed` });
+    } else if (replacedCells.has(decl.cell)) {
+      actions.push({ ...base, kind: "replace", reason: `its cell ${decl.cell} is replaced` });
     } else if (!running) {
       actions.push({ ...base, kind: "replace", reason: `it is not running (${current.stateReason}); start it again` });
     } else {
@@ -112,7 +107,87 @@ export async function planManifest(aether: AetherClient, manifest: Manifest): Pr
   return {
     manifest,
     actions,
-    changes: actions.filter((a) => a.kind === "create" || a.kind === "replace" || a.kind === "delete").length,
+    changes: actions.filter((a) => a.kind === "create" || a.kind === "update" || a.kind === "replace" || a.kind === "delete").length,
     conflicts: actions.filter((a) => a.kind === "conflict"),
   };
+}
+
+/** Limits as CellService takes them, from a manifest's cell. */
+export function cellLimits(c: ManifestCell): CellLimits {
+  const period = 100_000n;
+  return create(CellLimitsSchema, {
+    cpuWeight: c.cpuWeight,
+    cpuMax: c.cpuMaxPercent === undefined ? undefined : { quotaUsec: BigInt(Math.round((c.cpuMaxPercent / 100) * Number(period))), periodUsec: period },
+    cpusetCpus: c.cpusetCpus ?? "",
+    memoryMaxBytes: BigInt(c.memoryMaxBytes ?? 0),
+    pidsMax: BigInt(c.pidsMax ?? 0),
+  });
+}
+
+async function listCells(aether: AetherClient, tenant: string): Promise<Cell[]> {
+  const all: Cell[] = [];
+  let pageToken = "";
+  do {
+    const page = await aether.cells.listCells({ tenant, pageSize: 1000, pageToken });
+    all.push(...page.cells);
+    pageToken = page.nextPageToken;
+  } while (pageToken !== "");
+  return all;
+}
+
+async function planCells(aether: AetherClient, manifest: Manifest): Promise<PlannedAction[]> {
+  let live: Cell[];
+  try {
+    live = await listCells(aether, manifest.tenant);
+  } catch (err) {
+    if (err instanceof ConnectError && (err.code === Code.Unimplemented || err.code === Code.FailedPrecondition)) {
+      throw new ConnectError(`the manifest declares cells, but aetherd at ${aether.address} cannot manage them: ${err.rawMessage}`, Code.FailedPrecondition);
+    }
+    throw err;
+  }
+  const byName = new Map(live.map((c) => [c.name, c]));
+  const declared = new Map(manifest.cells.map((c) => [c.name, c]));
+  const effective = (c: ManifestCell): ManifestCell["isolation"] => {
+    const parentName = c.name.split("/").slice(0, -1).join("/");
+    const parent = parentName === "" ? undefined : declared.get(parentName);
+    const up = parent ? effective(parent) : { pid: false, mount: false, network: false, uts: false, ipc: false };
+    return { pid: c.isolation.pid || up.pid, mount: c.isolation.mount || up.mount, network: c.isolation.network || up.network, uts: c.isolation.uts || up.uts, ipc: c.isolation.ipc || up.ipc };
+  };
+  const actions: PlannedAction[] = [];
+  for (const decl of manifest.cells) {
+    const current = byName.get(decl.name);
+    if (!current) {
+      actions.push({ kind: "create", resource: "cell", name: decl.name, reason: "does not exist on the node" });
+      continue;
+    }
+    if (current.labels[MANIFEST_LABEL] !== manifest.name) {
+      actions.push({ kind: "conflict", resource: "cell", name: decl.name, reason: `a cell named ${decl.name} already exists in tenant ${manifest.tenant} and is not managed by manifest ${manifest.name}; free or rename it` });
+      continue;
+    }
+    const base = { resource: "cell" as const, name: decl.name, liveId: current.id };
+    const want = effective(decl);
+    const have = current.isolation;
+    if (!have || (Object.keys(want) as Array<keyof typeof want>).some((k) => want[k] !== have[k])) {
+      actions.push({ ...base, kind: "replace", reason: "isolation changed (namespaces cannot change in place; its processes are restarted)" });
+      continue;
+    }
+    const limits = cellLimits(decl);
+    const l = current.limits;
+    const differences: string[] = [];
+    if ((l?.cpuWeight ?? 100) !== (limits.cpuWeight ?? 100)) differences.push("cpu weight");
+    if ((l?.cpuMax?.quotaUsec ?? 0n) !== (limits.cpuMax?.quotaUsec ?? 0n)) differences.push("cpu max");
+    if ((l?.cpusetCpus ?? "") !== limits.cpusetCpus) differences.push("cpuset");
+    if ((l?.memoryMaxBytes ?? 0n) !== limits.memoryMaxBytes) differences.push("memory max");
+    if ((l?.pidsMax ?? 0n) !== limits.pidsMax) differences.push("pids max");
+    const wantLabels = { ...decl.labels, [MANIFEST_LABEL]: manifest.name };
+    if (differences.length > 0) actions.push({ ...base, kind: "update", reason: `${differences.join(", ")} changed` });
+    else if (!sameRecord(current.labels, wantLabels)) actions.push({ ...base, kind: "replace", reason: "labels changed" });
+    else actions.push({ ...base, kind: "unchanged", reason: "exists as declared" });
+  }
+  for (const c of live) {
+    if (c.labels[MANIFEST_LABEL] === manifest.name && !declared.has(c.name)) {
+      actions.push({ kind: "delete", resource: "cell", name: c.name, reason: "no longer in the manifest", liveId: c.id });
+    }
+  }
+  return actions;
 }
