@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Aether needs from Debian, idempotently: a C compiler (aetherd builds its process
-# shim on first start), openssl and curl (the mutual-TLS tests). Node.js 20+ and npm must exist.
+# shim on first start), QEMU and qemu-img (VMs), genisoimage (cloud-init seeds), the parts the test
+# guest is built from (busybox-static, qemu-guest-agent, cpio), iproute2 (TAP devices and bridges),
+# and openssl and curl (the mutual-TLS tests). Node.js 20+ and npm must exist.
 set -euo pipefail
 
 node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
@@ -13,6 +15,13 @@ need=()
 command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
+command -v qemu-img >/dev/null 2>&1 || need+=(qemu-utils)
+command -v genisoimage >/dev/null 2>&1 || need+=(genisoimage)
+command -v busybox >/dev/null 2>&1 || need+=(busybox-static)
+test -x /usr/sbin/qemu-ga || need+=(qemu-guest-agent)
+command -v cpio >/dev/null 2>&1 || need+=(cpio)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 
 if [ ${#need[@]} -eq 0 ]; then
   echo "setup-host: host packages present."

@@ -21,6 +21,8 @@ export const ConfigSchema = z
     log_level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
     /** Largest request or response message, in bytes. */
     max_message_bytes: z.number().int().min(64 * 1024).max(256 * 1024 * 1024),
+    /** How long a probe guest may take to boot under KVM before acceleration `auto` settles for TCG. */
+    kvm_probe_timeout_ms: z.number().int().min(500).max(120_000),
     /** Folder, below aetherd's own cgroup in each hierarchy, that holds its cells. */
     cgroup_root: z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/, "must be one folder name (letters, digits, '_', '.', '-')"),
     tcp: TcpSchema.optional(),
@@ -39,6 +41,7 @@ export interface ConfigFlags {
   tlsKey?: string;
   tlsClientCa?: string;
   cgroupRoot?: string;
+  kvmProbeTimeoutMs?: number;
 }
 
 export class ConfigError extends Error {}
@@ -72,11 +75,13 @@ export function loadConfig(flags: ConfigFlags): Config {
     log_level: "info",
     max_message_bytes: 4 * 1024 * 1024,
     cgroup_root: "aether",
+    kvm_probe_timeout_ms: 10_000,
     ...file,
     ...(flags.socket !== undefined && { socket: flags.socket }),
     ...(flags.stateDir !== undefined && { state_dir: flags.stateDir }),
     ...(flags.logLevel !== undefined && { log_level: flags.logLevel }),
     ...(flags.cgroupRoot !== undefined && { cgroup_root: flags.cgroupRoot }),
+    ...(flags.kvmProbeTimeoutMs !== undefined && { kvm_probe_timeout_ms: flags.kvmProbeTimeoutMs }),
     tcp: Object.keys(tcp).length > 0 ? tcp : undefined,
   };
   const parsed = ConfigSchema.safeParse(merged);

@@ -34,6 +34,9 @@ import { detectCellsBackend } from "./cells/detect.js";
 import { CellRegistry } from "./cells/registry.js";
 import { cellService } from "./cells/service.js";
 import { explainOomKill } from "./cells/oom.js";
+import { VmManager } from "./vm/manager.js";
+import { QemuHypervisor } from "./vm/qemu.js";
+import { vmService } from "./vm/service.js";
 
 const packageJson = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), "..", "package.json"), "utf8")) as {
   version: string;
@@ -66,12 +69,24 @@ async function run(flags: ConfigFlags): Promise<void> {
   const cells = new CellRegistry(config.state_dir, cellsChoice.backend, cellsChoice.reason, shimPath, supervisor, log.child({ room: "cells" }));
   await cells.load();
   supervisor.explainExit = (spec, exit) => explainOomKill(cells, spec, exit);
+  // The VMs' hypervisor processes have a supervisor of their own: they are not user executables.
+  const vmProcesses = new Supervisor(join(config.state_dir, "vms"), shimPath, log.child({ room: "vm-processes" }), events);
+  await vmProcesses.load();
+  const vms = new VmManager(
+    { stateDir: config.state_dir, runtimeDir: dirname(config.socket), kvmProbeTimeoutMs: config.kvm_probe_timeout_ms },
+    vmProcesses,
+    { qemu: await QemuHypervisor.find() },
+    cells,
+    events,
+    log.child({ room: "vm" }),
+  );
+  await vms.load();
   const probe = await probeHost();
   let markShutdown: () => void = () => {};
   const shutdown = new Promise<void>((resolve) => (markShutdown = resolve));
 
   const nodeIdValue = await nodeId(config.state_dir);
-  const implemented = [ExecutableService, ObserveService, NodeService, CellService];
+  const implemented = [ExecutableService, ObserveService, NodeService, CellService, VmService];
   const routes = (router: ConnectRouter) => {
     router.service(ExecutableService, executableService(supervisor, (cell, tenant) => cells.placement(cell, tenant)));
     router.service(CellService, cellService(cells));
@@ -80,12 +95,12 @@ async function run(flags: ConfigFlags): Promise<void> {
       NodeService,
       nodeService({ nodeId: nodeIdValue, version: VERSION, stateDir: config.state_dir, startTimeMs, supervisor, probe, cells: { version: cells.backendVersion, reason: cellsChoice.reason } }),
     );
-    router.service(VmService, unimplementedService(VmService, "virtual machines arrive with the vm subsystem."));
+    router.service(VmService, vmService(vms));
     router.service(StorageService, unimplementedService(StorageService, "pools and volumes arrive with the storage subsystem."));
     router.service(FenceService, unimplementedService(FenceService, "Redfish fencing arrives with the fence subsystem."));
     router.service(BidService, unimplementedService(BidService, "bidding arrives with the auction subsystem."));
     router.service(AggregatorService, unimplementedService(AggregatorService, "this service is served by aether-aggregator, not by aetherd."));
-    router.service(ServerReflection, reflectionService([...implemented, VmService, StorageService, FenceService, BidService, AggregatorService]));
+    router.service(ServerReflection, reflectionService([...implemented, StorageService, FenceService, BidService, AggregatorService]));
   };
   const listeners = await listen(config, routes, log);
   log.info({ version: VERSION, stateDir: config.state_dir, pid: process.pid }, "aetherd ready");
@@ -99,6 +114,8 @@ async function run(flags: ConfigFlags): Promise<void> {
     const deadline = setTimeout(() => process.exit(0), 5000);
     deadline.unref();
     void listeners.close().finally(() => {
+      vms.close();
+      vmProcesses.close();
       supervisor.close();
       log.flush();
       process.exit(0);
@@ -120,6 +137,7 @@ const program = new Command("aetherd")
   .option("--tls-key <file>", "server private key (PEM)")
   .option("--tls-client-ca <file>", "CA that client certificates must chain to (PEM)")
   .option("--cgroup-root <name>", "folder below aetherd's own cgroup that holds its cells (default aether)")
+  .option("--kvm-probe-timeout-ms <ms>", "how long a probe guest may take to boot under KVM (acceleration auto)", (v) => Number.parseInt(v, 10))
   .addHelpText(
     "after",
     `

@@ -38,6 +38,8 @@ export interface DaemonOptions {
   env?: NodeJS.ProcessEnv;
   /** cgroup root folder for cells; default: one of its own, removed by cleanup(). */
   cgroupRoot?: string;
+  /** Run aetherd inside this network namespace (its TAP devices and bridges live there). */
+  netns?: string;
 }
 
 /** Starts aetherd and resolves once it answers on its socket. */
@@ -46,9 +48,11 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<TestDaem
   const socket = join(dir, "aetherd.sock");
   const stateDir = join(dir, "state");
   const cgroupRoot = options.cgroupRoot ?? uniqueCgroupRoot();
+  const argv = [process.execPath, MAIN, "--socket", socket, "--state-dir", stateDir, "--cgroup-root", cgroupRoot, ...(options.args ?? [])];
+  const [file, ...args] = options.netns ? ["ip", "netns", "exec", options.netns, ...argv] : argv;
   const child = spawn(
-    process.execPath,
-    [MAIN, "--socket", socket, "--state-dir", stateDir, "--cgroup-root", cgroupRoot, ...(options.args ?? [])],
+    file as string,
+    args,
     { cwd: repoRoot, env: { ...process.env, ...options.env }, stdio: ["ignore", "ignore", "pipe"] },
   );
   let stderr = "";

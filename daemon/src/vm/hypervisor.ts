@@ -1,0 +1,45 @@
+// What a hypervisor driver does for the VM manager: launch the VM's process (through the process
+// supervisor, so it outlives aetherd) and control it once it runs.
+import type { Placement, Supervisor, TrackedExecutable } from "../runtime/supervisor.js";
+import type { VmSpec } from "./record.js";
+
+/** Files of one VM: control sockets in a short runtime folder, logs next to its record. */
+export interface VmFiles {
+  dir: string;
+  runtimeDir: string;
+  qmp: string;
+  agent: string;
+  api: string;
+  console: string;
+  consoleLog: string;
+  pidFile: string;
+  seed: string;
+}
+
+export interface LaunchContext {
+  files: VmFiles;
+  accel: "kvm" | "tcg";
+  placement: Placement | undefined;
+  processes: Supervisor;
+}
+
+/** Controls a running VM. */
+export interface VmControl {
+  pause(): Promise<void>;
+  resume(): Promise<void>;
+  /** Asks the guest to power off (ACPI or its equivalent); the caller waits for the process. */
+  powerdown(): Promise<void>;
+  /** Ends the VM at once. */
+  quit(): Promise<void>;
+  /** "running", "paused" or another hypervisor-specific word. */
+  status(): Promise<string>;
+  close(): void;
+}
+
+export interface Hypervisor {
+  readonly kind: "qemu" | "firecracker";
+  /** Starts the VM's process and returns once its control channel answers. */
+  launch(spec: VmSpec, ctx: LaunchContext): Promise<{ process: TrackedExecutable; control: VmControl }>;
+  /** Reconnects to a VM process that outlived a previous aetherd. */
+  reattach(spec: VmSpec, files: VmFiles): Promise<VmControl>;
+}

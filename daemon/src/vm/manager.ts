@@ -1,0 +1,496 @@
+// The VMs of this host: their records, their lifecycle (CREATED → STARTING → RUNNING → STOPPING →
+// STOPPED, PAUSED, FAILED), the boot watchdog, the guest agent, and what each start sets up and
+// each stop tears down (seed, TAP devices, the VM's own cell). Handlers call it with checked values.
+import { randomUUID } from "node:crypto";
+import { EventEmitter } from "node:events";
+import { existsSync } from "node:fs";
+import { mkdir, readdir, readFile, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { ConnectError } from "@connectrpc/connect";
+import type { Logger } from "pino";
+import { alreadyExists, failedPrecondition, notFound } from "../api/errors.js";
+import { clip } from "../api/validate.js";
+import type { CellRegistry } from "../cells/registry.js";
+import type { EventBus } from "../observe/event-bus.js";
+import type { Placement, Supervisor } from "../runtime/supervisor.js";
+import { signalName } from "../runtime/supervisor.js";
+import { writeJsonAtomic } from "../store/atomic-file.js";
+import { probeKvm, type KvmProbeResult } from "./accel.js";
+import { GuestAgent } from "./qga.js";
+import type { Hypervisor, VmControl, VmFiles } from "./hypervisor.js";
+import { createTap, deleteTap, isBridge, linkExists } from "./network.js";
+import { freshRuntime, VmRecordSchema, type VmRecord, type VmRuntime, type VmSpec } from "./record.js";
+import { buildSeed, removeSeed } from "./seed.js";
+
+export type VmState = VmRuntime["state"];
+
+interface LiveVm {
+  record: VmRecord;
+  control?: VmControl;
+  agent?: GuestAgent;
+  watchdog?: NodeJS.Timeout;
+  /** Resolves when the current run of the VM has ended (STOPPED or FAILED). */
+  ended: Promise<void>;
+  markEnded: () => void;
+  /** Set while a start or stop is in progress, so two cannot overlap. */
+  busy?: string;
+}
+
+export interface VmManagerOptions {
+  stateDir: string;
+  /** A folder with short paths for the VMs' sockets (unix socket paths are limited to 108 bytes). */
+  runtimeDir: string;
+  kvmProbeTimeoutMs: number;
+}
+
+const AGENT_POLL_MS = 250;
+/** What QEMU itself needs beyond the guest's memory when a VM gets a cell of its own. */
+const QEMU_OVERHEAD_BYTES = 384 * 1024 * 1024;
+
+export class VmManager {
+  private readonly vms = new Map<string, LiveVm>();
+  /** Emits "change" with the VM id whenever a VM's state changes. */
+  readonly changes = new EventEmitter();
+  private kvmProbe: Promise<KvmProbeResult> | undefined;
+
+  constructor(
+    private readonly options: VmManagerOptions,
+    private readonly processes: Supervisor,
+    private readonly hypervisors: { qemu?: Hypervisor; firecracker?: Hypervisor },
+    private readonly cells: CellRegistry,
+    private readonly events: EventBus,
+    private readonly log: Logger,
+  ) {
+    this.changes.setMaxListeners(0);
+  }
+
+  private files(id: string): VmFiles {
+    const dir = join(this.options.stateDir, "vms", id);
+    const runtimeDir = join(this.options.runtimeDir, `vm-${id.slice(0, 8)}`);
+    return {
+      dir,
+      runtimeDir,
+      qmp: join(runtimeDir, "qmp.sock"),
+      agent: join(runtimeDir, "agent.sock"),
+      api: join(runtimeDir, "api.sock"),
+      console: join(runtimeDir, "console.sock"),
+      consoleLog: join(dir, "console.log"),
+      pidFile: join(dir, "qemu.pid"),
+      seed: join("/dev/shm/aether-seeds", `${id}.iso`),
+    };
+  }
+
+  filesOf(vm: VmRecord): VmFiles {
+    return this.files(vm.spec.id);
+  }
+
+  list(): VmRecord[] {
+    return [...this.vms.values()].map((v) => v.record);
+  }
+
+  resolve(ref: string, tenant: string): VmRecord {
+    const byId = this.vms.get(ref);
+    if (byId) return byId.record;
+    const byName = [...this.vms.values()].find((v) => v.record.spec.name === ref && v.record.spec.tenant === tenant);
+    if (byName) return byName.record;
+    throw notFound(`no VM with id or name ${JSON.stringify(clip(ref))} in tenant ${tenant}; list them with ListVms.`);
+  }
+
+  private live(vm: VmRecord): LiveVm {
+    const live = this.vms.get(vm.spec.id);
+    if (!live) throw notFound(`VM ${vm.spec.name} no longer exists.`);
+    return live;
+  }
+
+  /** Resolves when the VM's current run has ended. */
+  ended(vm: VmRecord): Promise<void> {
+    return this.live(vm).ended;
+  }
+
+  hypervisorFor(profile: VmSpec["profile"], requested: "" | "qemu" | "firecracker"): "qemu" | "firecracker" {
+    if (requested !== "") return requested;
+    return profile === "ephemeral" && this.hypervisors.firecracker ? "firecracker" : "qemu";
+  }
+
+  async create(spec: Omit<VmSpec, "id" | "createTimeMs">): Promise<VmRecord> {
+    const earlier = spec.requestId !== "" ? this.list().find((v) => v.spec.requestId === spec.requestId) : undefined;
+    if (earlier) return earlier;
+    if (this.list().some((v) => v.spec.name === spec.name && v.spec.tenant === spec.tenant)) {
+      throw alreadyExists(`a VM named ${spec.name} already exists in tenant ${spec.tenant}; delete it first or pick another name.`);
+    }
+    if (!this.hypervisors[spec.hypervisor]) {
+      throw failedPrecondition(
+        spec.hypervisor === "qemu"
+          ? "QEMU is not installed on this host (qemu-system-x86_64 not found): apt-get install qemu-system-x86."
+          : "Firecracker is not installed on this host (no firecracker binary on PATH); use hypervisor QEMU.",
+      );
+    }
+    const id = randomUUID();
+    const full: VmSpec = { ...spec, id, createTimeMs: Date.now(), nics: spec.nics.map((n, i) => ({ ...n, tap: n.tap || `ae${id.replace(/-/g, "").slice(0, 8)}n${i}` })) };
+    const record: VmRecord = { spec: full, runtime: freshRuntime() };
+    await mkdir(this.files(id).dir, { recursive: true, mode: 0o700 });
+    await this.save(record);
+    this.track(record);
+    this.events.publish({ kind: "vm.created", tenant: full.tenant, resourceId: id, resourceName: full.name, message: `VM ${full.name} created`, attributes: {} });
+    return record;
+  }
+
+  private track(record: VmRecord): LiveVm {
+    let markEnded: () => void = () => {};
+    const ended = new Promise<void>((r) => (markEnded = r));
+    const live: LiveVm = { record, ended, markEnded };
+    this.vms.set(record.spec.id, live);
+    return live;
+  }
+
+  private async save(record: VmRecord): Promise<void> {
+    await writeJsonAtomic(join(this.files(record.spec.id).dir, "vm.json"), record);
+  }
+
+  private async setState(live: LiveVm, state: VmState, reason = ""): Promise<void> {
+    const r = live.record;
+    const previous = r.runtime.state;
+    r.runtime.state = state;
+    r.runtime.reason = reason;
+    if (state === "stopped" || state === "failed") r.runtime.stopTimeMs = Date.now();
+    await this.save(r).catch((err) => this.log.error({ vm: r.spec.id, err }, "could not record the VM's state"));
+    this.changes.emit("change", r.spec.id);
+    if (previous !== state) {
+      this.events.publish({
+        kind: "vm.state_changed",
+        tenant: r.spec.tenant,
+        resourceId: r.spec.id,
+        resourceName: r.spec.name,
+        message: `VM ${r.spec.name} is ${state}${reason ? `: ${reason}` : ""}`,
+        attributes: { from: previous, to: state },
+      });
+    }
+  }
+
+  /** Starts a VM: returns once QEMU runs (STARTING); readiness and the watchdog continue in the background. */
+  async start(vm: VmRecord): Promise<VmRecord> {
+    const live = this.live(vm);
+    const { spec } = vm;
+    if (live.busy) throw failedPrecondition(`VM ${spec.name} is busy (${live.busy}); wait for it to finish.`);
+    if (!["created", "stopped", "failed"].includes(vm.runtime.state)) {
+      throw failedPrecondition(`VM ${spec.name} is ${vm.runtime.state}; only a created, stopped or failed VM can be started.`);
+    }
+    const hypervisor = this.hypervisors[spec.hypervisor];
+    if (!hypervisor) throw failedPrecondition(`the ${spec.hypervisor} hypervisor this VM was created for is not installed on this host any more.`);
+    this.checkFiles(spec);
+    for (const nic of spec.nics) {
+      if (!isBridge(nic.bridge)) throw failedPrecondition(`bridge ${nic.bridge} does not exist on this host (or is not a bridge); create it first (ip link add ${nic.bridge} type bridge).`);
+      if (linkExists(nic.tap)) throw failedPrecondition(`a network device named ${nic.tap} already exists; it collides with this VM's TAP device. Remove it or give the NIC another tap_device.`);
+    }
+    live.busy = "starting";
+    const files = this.files(spec.id);
+    const created: { taps: string[]; seed: string; cell: string } = { taps: [], seed: "", cell: "" };
+    try {
+      const accel = await this.acceleration(spec);
+      await mkdir(files.runtimeDir, { recursive: true, mode: 0o700 });
+      await Promise.all([files.qmp, files.agent, files.console, files.api].map((f) => rm(f, { force: true })));
+      if (spec.cloudInit) {
+        created.seed = await buildSeed(spec.id, { instanceId: spec.id, hostname: spec.name, ...spec.cloudInit });
+      }
+      for (const nic of spec.nics) {
+        await createTap(nic.tap, nic.bridge);
+        created.taps.push(nic.tap);
+      }
+      const placement = await this.placement(spec, created);
+      let markEnded: () => void = () => {};
+      live.ended = new Promise<void>((r) => (markEnded = r));
+      live.markEnded = markEnded;
+      const { process, control } = await hypervisor.launch(spec, { files, accel, placement, processes: this.processes });
+      Object.assign(vm.runtime, {
+        processId: process.spec.id,
+        effectiveAcceleration: accel,
+        ownCellId: created.cell,
+        seedPath: created.seed,
+        startTimeMs: Date.now(),
+        stopTimeMs: 0,
+        agentReady: false,
+      });
+      live.control = control;
+      await this.setState(live, "starting", accel === "tcg" && spec.acceleration === "auto" ? "booting under TCG: KVM is not usable here" : "");
+      void process.ended.then(() => this.onProcessEnded(live));
+      this.awaitReady(live);
+      this.events.publish({ kind: "vm.started", tenant: spec.tenant, resourceId: spec.id, resourceName: spec.name, message: `VM ${spec.name} started (pid ${process.started?.pid})`, attributes: { accel } });
+      return vm;
+    } catch (err) {
+      await this.teardown(created.taps, created.seed, created.cell);
+      throw err instanceof ConnectError ? err : failedPrecondition(`VM ${spec.name} could not start: ${(err as Error).message}`);
+    } finally {
+      live.busy = undefined;
+    }
+  }
+
+  private checkFiles(spec: VmSpec): void {
+    const missing = [spec.kernelPath, spec.initrdPath, ...spec.disks.map((d) => d.path)].filter((p) => p !== "" && !existsSync(p));
+    if (missing.length > 0) throw failedPrecondition(`VM ${spec.name} cannot start: ${missing.join(", ")} ${missing.length === 1 ? "does" : "do"} not exist on this host.`);
+  }
+
+  /** The VM's process goes in the cell the user named, else in a cell of its own when cells work here. */
+  private async placement(spec: VmSpec, created: { cell: string }): Promise<Placement | undefined> {
+    if (spec.cell !== "") return this.cells.placement(spec.cell, spec.tenant);
+    if (!this.cells.backendVersion) return undefined;
+    const cell = await this.cells.allocate({
+      name: `vm-${spec.name}`.slice(0, 63),
+      tenant: spec.tenant,
+      labels: { "aether.io/vm": spec.id },
+      limits: {
+        cpuWeight: 100,
+        cpuQuotaUsec: spec.vcpus * 100_000,
+        cpuPeriodUsec: 100_000,
+        cpusetCpus: "",
+        cpusetMems: "",
+        memoryMaxBytes: spec.memoryBytes + QEMU_OVERHEAD_BYTES,
+        memoryHighBytes: 0,
+        pidsMax: 0,
+      },
+      isolation: { pid: false, mount: false, network: false, uts: false, ipc: false },
+      requestId: "",
+    });
+    created.cell = cell.id;
+    return this.cells.placement(cell.id, spec.tenant);
+  }
+
+  private async teardown(taps: string[], seed: string, cellId: string): Promise<void> {
+    for (const tap of taps) await deleteTap(tap);
+    await removeSeed(seed);
+    if (cellId !== "") {
+      try {
+        const cell = this.cells.resolve(cellId, "");
+        await this.cells.free(cell, true);
+      } catch (err) {
+        this.log.warn({ cellId, err }, "could not free a VM's cell");
+      }
+    }
+  }
+
+  private async acceleration(spec: VmSpec): Promise<"kvm" | "tcg"> {
+    if (spec.acceleration === "tcg") return "tcg";
+    const qemu = this.hypervisors.qemu as { path?: string } | undefined;
+    this.kvmProbe ??= probeKvm(qemu?.path ?? "qemu-system-x86_64", spec.kernelPath, spec.initrdPath, this.options.kvmProbeTimeoutMs);
+    const probe = await this.kvmProbe;
+    if (spec.acceleration === "kvm" && !probe.usable) throw failedPrecondition(`acceleration KVM was requested but ${probe.reason}; use AUTO or TCG.`);
+    this.log.info({ kvm: probe.usable, reason: probe.reason }, "acceleration probe");
+    return probe.usable ? "kvm" : "tcg";
+  }
+
+  /** Polls the guest agent (or just QMP for VMs without one) until ready, under the boot watchdog. */
+  private awaitReady(live: LiveVm): void {
+    const { spec } = live.record;
+    const files = this.files(spec.id);
+    live.watchdog = setTimeout(() => void this.watchdogFired(live), spec.bootWatchdogMs);
+    if (!spec.guestAgent) {
+      clearTimeout(live.watchdog);
+      void this.setState(live, "running");
+      return;
+    }
+    live.agent = new GuestAgent(files.agent);
+    const poll = async () => {
+      if (live.record.runtime.state !== "starting") return;
+      try {
+        await live.agent?.ping(AGENT_POLL_MS * 4);
+        clearTimeout(live.watchdog);
+        live.record.runtime.agentReady = true;
+        await this.setState(live, "running");
+      } catch {
+        setTimeout(() => void poll(), AGENT_POLL_MS);
+      }
+    };
+    void poll();
+  }
+
+  private async watchdogFired(live: LiveVm): Promise<void> {
+    if (live.record.runtime.state !== "starting") return;
+    const tail = await this.consoleTail(live.record, 5);
+    const reason = `the guest did not become ready within ${live.record.spec.bootWatchdogMs} ms (boot watchdog); last console lines: ${tail || "(none)"}`;
+    await this.setState(live, "failed", reason);
+    await this.kill(live);
+  }
+
+  async consoleTail(vm: VmRecord, lines: number): Promise<string> {
+    const text = await readFile(this.files(vm.spec.id).consoleLog, "utf8").catch(() => "");
+    return text
+      .replace(/\x1b\[[0-9;]*[a-zA-Z]/g, "")
+      .split(/\r?\n/)
+      .map((l) => l.trim())
+      .filter(Boolean)
+      .slice(-lines)
+      .join(" | ");
+  }
+
+  private async kill(live: LiveVm): Promise<void> {
+    await live.control?.quit().catch(() => undefined);
+    const exe = this.processes.get(live.record.runtime.processId);
+    if (exe && exe.status === "running") {
+      const ended = await Promise.race([exe.ended.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 2000))]);
+      if (!ended) await this.processes.stop(exe, "SIGKILL", 0);
+    }
+  }
+
+  /** QEMU ended: whatever the reason, the VM's run is over; tear down what the start set up. */
+  private async onProcessEnded(live: LiveVm): Promise<void> {
+    const r = live.record;
+    clearTimeout(live.watchdog);
+    live.control?.close();
+    live.agent?.close();
+    live.control = undefined;
+    live.agent = undefined;
+    r.runtime.agentReady = false;
+    const exe = this.processes.get(r.runtime.processId);
+    if (r.runtime.state === "stopping" || r.runtime.state === "failed") {
+      if (r.runtime.state === "stopping") await this.setState(live, "stopped", r.runtime.reason || "stopped on request");
+    } else {
+      const how = exe?.exit ? (exe.exit.exitCode === null ? `was killed by ${signalName(exe.exit.signal)}` : `exited with code ${exe.exit.exitCode}`) : "ended";
+      const stderr = exe ? await readFile(this.processes.logPath(exe, "stderr"), "utf8").catch(() => "") : "";
+      const detail = stderr.trim().split("\n").slice(-2).join(" ");
+      const console = await readFile(this.files(r.spec.id).consoleLog, "utf8").catch(() => "");
+      const panic = /Kernel panic - not syncing: [^\r\n]*/.exec(console)?.[0];
+      if (panic) await this.setState(live, "failed", `the guest kernel panicked (${panic.trim()}); give the VM more memory or check its kernel`);
+      else if (exe?.exit?.exitCode === 0 && r.runtime.state === "starting") {
+        await this.setState(live, "failed", `the guest stopped before it was ready; last console lines: ${(await this.consoleTail(r, 5)) || "(none)"}`);
+      } else if (exe?.exit?.exitCode === 0) await this.setState(live, "stopped", "the guest powered off");
+      else await this.setState(live, "failed", `QEMU ${how}${detail ? `: ${detail}` : ""}`);
+    }
+    await this.teardown(r.spec.nics.map((n) => n.tap), r.runtime.seedPath, r.runtime.ownCellId);
+    r.runtime.seedPath = "";
+    r.runtime.ownCellId = "";
+    await this.save(r).catch(() => undefined);
+    live.markEnded();
+  }
+
+  /** Graceful stop (guest agent, else ACPI power button), then forced after the timeout. */
+  async stop(vm: VmRecord, timeoutMs: number, force: boolean): Promise<VmRecord> {
+    const live = this.live(vm);
+    if (!["starting", "running", "paused"].includes(vm.runtime.state)) {
+      throw failedPrecondition(`VM ${vm.spec.name} is ${vm.runtime.state}; there is nothing to stop.`);
+    }
+    await this.setState(live, "stopping", force ? "stopped on request (forced)" : "stopped on request");
+    if (force || vm.runtime.state === "paused") {
+      await this.kill(live);
+    } else {
+      try {
+        if (live.record.runtime.agentReady && live.agent) await live.agent.shutdown();
+        else await live.control?.powerdown();
+      } catch (err) {
+        this.log.warn({ vm: vm.spec.id, err }, "graceful shutdown request failed; forcing");
+      }
+      const done = await Promise.race([live.ended.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), timeoutMs))]);
+      if (!done) {
+        live.record.runtime.reason = `the guest did not power off within ${timeoutMs} ms, so it was stopped by force`;
+        await this.kill(live);
+      }
+    }
+    await live.ended;
+    return live.record;
+  }
+
+  async pause(vm: VmRecord): Promise<VmRecord> {
+    const live = this.live(vm);
+    if (vm.runtime.state !== "running") throw failedPrecondition(`VM ${vm.spec.name} is ${vm.runtime.state}; only a running VM can be paused.`);
+    await live.control?.pause();
+    await this.setState(live, "paused");
+    return vm;
+  }
+
+  async resume(vm: VmRecord): Promise<VmRecord> {
+    const live = this.live(vm);
+    if (vm.runtime.state !== "paused") throw failedPrecondition(`VM ${vm.spec.name} is ${vm.runtime.state}; only a paused VM can be resumed.`);
+    await live.control?.resume();
+    await this.setState(live, "running");
+    return vm;
+  }
+
+  async delete(vm: VmRecord, force: boolean): Promise<void> {
+    const live = this.live(vm);
+    if (["starting", "running", "paused", "stopping"].includes(vm.runtime.state)) {
+      if (!force) throw failedPrecondition(`VM ${vm.spec.name} is ${vm.runtime.state}; stop it first, or delete with force.`);
+      await this.stop(vm, 0, true);
+    }
+    const exe = this.processes.get(vm.runtime.processId);
+    if (exe && exe.status !== "running") await this.processes.delete(exe);
+    const files = this.files(vm.spec.id);
+    await rm(files.dir, { recursive: true, force: true });
+    await rm(files.runtimeDir, { recursive: true, force: true });
+    this.vms.delete(vm.spec.id);
+    this.events.publish({ kind: "vm.deleted", tenant: vm.spec.tenant, resourceId: vm.spec.id, resourceName: vm.spec.name, message: `VM ${vm.spec.name} deleted`, attributes: {} });
+  }
+
+  /** Host pid of the VM's hypervisor process while it runs; 0 otherwise. */
+  pidOf(vm: VmRecord): number {
+    const exe = this.processes.get(vm.runtime.processId);
+    return exe && exe.status === "running" ? (exe.started?.pid ?? 0) : 0;
+  }
+
+  agentOf(vm: VmRecord): GuestAgent {
+    const live = this.live(vm);
+    if (!vm.spec.guestAgent) throw failedPrecondition(`VM ${vm.spec.name} has no guest agent (it was created with guest_agent false); Exec needs one.`);
+    if (vm.runtime.state !== "running" || !vm.runtime.agentReady || !live.agent) {
+      throw failedPrecondition(`VM ${vm.spec.name} is ${vm.runtime.state}${vm.runtime.state === "running" ? " but its guest agent is not answering" : ""}; Exec needs a running VM with a ready agent.`);
+    }
+    return live.agent;
+  }
+
+  /** Reads the records back; re-adopts the VMs whose QEMU still runs, and says what happened to the others. */
+  async load(): Promise<void> {
+    const root = join(this.options.stateDir, "vms");
+    let ids: string[] = [];
+    try {
+      ids = (await readdir(root)).filter((d) => d !== "executables");
+    } catch {
+      return;
+    }
+    for (const id of ids) {
+      let record: VmRecord;
+      try {
+        record = VmRecordSchema.parse(JSON.parse(await readFile(join(root, id, "vm.json"), "utf8")));
+      } catch (err) {
+        this.log.error({ id, err }, "could not read a VM record; leaving it untouched");
+        continue;
+      }
+      const live = this.track(record);
+      const active = ["starting", "running", "paused", "stopping"].includes(record.runtime.state);
+      if (!active) {
+        live.markEnded();
+        continue;
+      }
+      const exe = this.processes.get(record.runtime.processId);
+      if (!exe || exe.status !== "running") {
+        const how = exe?.exit ? (exe.exit.exitCode === null ? `was killed by ${signalName(exe.exit.signal)}` : `exited with code ${exe.exit.exitCode}`) : "was gone";
+        await this.setState(live, "stopped", `its QEMU process ${how} while aetherd was not running`);
+        await this.teardown(record.spec.nics.map((n) => n.tap), record.runtime.seedPath, record.runtime.ownCellId);
+        live.markEnded();
+        continue;
+      }
+      try {
+        const hypervisor = this.hypervisors[record.spec.hypervisor];
+        if (!hypervisor) throw new Error(`the ${record.spec.hypervisor} driver is unavailable`);
+        live.control = await hypervisor.reattach(record.spec, this.files(id));
+        const status = await live.control.status();
+        void exe.ended.then(() => this.onProcessEnded(live));
+        if (status === "paused") await this.setState(live, "paused");
+        else if (record.runtime.state === "starting") this.awaitReady(live);
+        else if (record.spec.guestAgent) {
+          live.agent = new GuestAgent(this.files(id).agent);
+          record.runtime.agentReady = await live.agent.ping(2000).then(() => true, () => false);
+          await this.setState(live, record.runtime.state === "stopping" ? "running" : record.runtime.state);
+        }
+        this.log.info({ vm: record.spec.name, pid: exe.started?.pid, status }, "re-adopted a VM");
+      } catch (err) {
+        this.log.error({ vm: record.spec.name, err }, "could not reconnect to a running VM");
+        await this.setState(live, "failed", `aetherd could not reconnect to its QEMU process: ${(err as Error).message}`);
+        live.markEnded();
+      }
+    }
+  }
+
+  close(): void {
+    for (const live of this.vms.values()) {
+      clearTimeout(live.watchdog);
+      live.control?.close();
+      live.agent?.close();
+    }
+  }
+}

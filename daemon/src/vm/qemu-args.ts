@@ -1,0 +1,56 @@
+// The QEMU command line for a VM: -M microvm with virtio-mmio devices for ephemeral VMs (fast
+// boots), -M q35 with PCI devices for persistent ones. Pure, so it is tested without QEMU.
+import type { VmSpec } from "./record.js";
+
+export interface VmPaths {
+  qmp: string;
+  agent: string;
+  console: string;
+  consoleLog: string;
+  pidFile: string;
+  seed: string;
+}
+
+export function qemuArgs(spec: VmSpec, accel: "kvm" | "tcg", paths: VmPaths): string[] {
+  const micro = spec.profile === "ephemeral";
+  const dev = (kind: "blk" | "net" | "serial") => (micro ? `virtio-${kind}-device` : `virtio-${kind}-pci`);
+  const args = [
+    "-name", `${spec.tenant}/${spec.name},process=aether-vm-${spec.name}`,
+    "-M", micro ? "microvm,x-option-roms=off,isa-serial=on,rtc=on" : "q35",
+    // (A small TCG tb-size would bound QEMU's memory, but with tb-size=64 guests were seen to hang
+    // at boot when two start together; QEMU's default is kept.)
+    "-accel", accel,
+    "-cpu", accel === "kvm" ? "host" : "max",
+    "-smp", String(spec.vcpus),
+    "-m", `${Math.floor(spec.memoryBytes / (1024 * 1024))}M`,
+    "-nodefaults", "-no-user-config", "-nographic",
+    // A guest reboot ends the VM: the test guest's shutdown is a reboot, and a crashed guest must
+    // not loop; persistent VMs are restarted by aetherd, not by QEMU.
+    "-no-reboot",
+    "-kernel", spec.kernelPath,
+    "-append", ["console=ttyS0", "panic=-1", `aether.hostname=${spec.name}`, spec.cmdline].filter(Boolean).join(" "),
+    "-chardev", `socket,id=console0,path=${paths.console},server=on,wait=off,logfile=${paths.consoleLog},logappend=on`,
+    "-serial", "chardev:console0",
+    "-qmp", `unix:${paths.qmp},server=on,wait=off`,
+    "-pidfile", paths.pidFile,
+  ];
+  if (spec.initrdPath) args.push("-initrd", spec.initrdPath);
+  if (spec.guestAgent) {
+    args.push(
+      "-device", dev("serial"),
+      "-chardev", `socket,id=agent0,path=${paths.agent},server=on,wait=off`,
+      "-device", "virtserialport,chardev=agent0,name=org.qemu.guest_agent.0",
+    );
+  }
+  spec.disks.forEach((d, i) => {
+    args.push("-drive", `file=${d.path},if=none,id=disk${i},format=${d.format}${d.readOnly ? ",readonly=on" : ""},cache=writeback`);
+    args.push("-device", `${dev("blk")},drive=disk${i}${d.serial ? `,serial=${d.serial}` : ""}`);
+  });
+  if (spec.cloudInit) {
+    args.push("-drive", `file=${paths.seed},if=none,id=seed,format=raw,readonly=on`, "-device", `${dev("blk")},drive=seed`);
+  }
+  spec.nics.forEach((n, i) => {
+    args.push("-netdev", `tap,id=net${i},ifname=${n.tap},script=no,downscript=no`, "-device", `${dev("net")},netdev=net${i},mac=${n.mac}`);
+  });
+  return args;
+}

@@ -1,0 +1,85 @@
+// The QEMU driver: runs qemu-system-x86_64 under the process supervisor and drives it over QMP.
+import { readFile } from "node:fs/promises";
+import { which } from "../host/command.js";
+import type { Supervisor } from "../runtime/supervisor.js";
+import type { Hypervisor, LaunchContext, VmControl, VmFiles } from "./hypervisor.js";
+import { qemuArgs } from "./qemu-args.js";
+import { QmpClient } from "./qmp.js";
+import type { VmSpec } from "./record.js";
+
+const QMP_TIMEOUT_MS = 10_000;
+
+export class QemuHypervisor implements Hypervisor {
+  readonly kind = "qemu" as const;
+
+  constructor(private readonly binary: string) {}
+
+  static async find(): Promise<QemuHypervisor | undefined> {
+    const binary = await which("qemu-system-x86_64");
+    return binary ? new QemuHypervisor(binary) : undefined;
+  }
+
+  get path(): string {
+    return this.binary;
+  }
+
+  async launch(spec: VmSpec, ctx: LaunchContext) {
+    const args = qemuArgs(spec, ctx.accel, ctx.files);
+    const process = await ctx.processes.start(
+      {
+        name: `qemu-${spec.id.slice(0, 8)}`,
+        tenant: spec.tenant,
+        labels: { "aether.io/vm": spec.id },
+        argv: [this.binary, ...args],
+        env: {},
+        cwd: ctx.files.dir,
+        uid: globalThis.process.getuid?.() ?? 0,
+        gid: globalThis.process.getgid?.() ?? 0,
+        cell: "",
+        logLimitBytes: 8 * 1024 * 1024,
+        requestId: "",
+      },
+      ctx.placement,
+    );
+    try {
+      const qmp = await connectWhileAlive(ctx.files.qmp, ctx.processes, process.spec.id);
+      return { process, control: qmpControl(qmp) };
+    } catch (err) {
+      const stderr = await readFile(ctx.processes.logPath(process, "stderr"), "utf8").catch(() => "");
+      throw new Error(`QEMU did not start: ${stderr.trim().split("\n").slice(-3).join(" ") || (err as Error).message}`);
+    }
+  }
+
+  async reattach(_spec: VmSpec, files: VmFiles): Promise<VmControl> {
+    return qmpControl(await QmpClient.connect(files.qmp, 3000));
+  }
+}
+
+/** Connects to QMP, giving up at once if QEMU exits (bad arguments, a missing file). */
+async function connectWhileAlive(path: string, processes: Supervisor, processId: string): Promise<QmpClient> {
+  const exe = processes.get(processId);
+  const died = exe?.ended.then(() => {
+    throw new Error("QEMU exited");
+  });
+  const qmp = QmpClient.connect(path, QMP_TIMEOUT_MS);
+  return died ? Promise.race([qmp, died]) : qmp;
+}
+
+function qmpControl(qmp: QmpClient): VmControl {
+  return {
+    pause: async () => {
+      await qmp.execute("stop");
+    },
+    resume: async () => {
+      await qmp.execute("cont");
+    },
+    powerdown: async () => {
+      await qmp.execute("system_powerdown");
+    },
+    quit: async () => {
+      await qmp.execute("quit").catch(() => undefined); // QEMU may close the socket before answering
+    },
+    status: async () => (await qmp.execute<{ status: string }>("query-status")).status,
+    close: () => qmp.close(),
+  };
+}

@@ -1,0 +1,53 @@
+// What aetherd keeps about a VM: the validated spec (written when the VM is created) and its runtime
+// facts (which QEMU process, which TAP devices), in <state>/vms/<id>/vm.json, written atomically.
+import { z } from "zod";
+
+export const DiskSpecSchema = z.object({ path: z.string(), readOnly: z.boolean(), format: z.enum(["raw", "qcow2"]), serial: z.string() });
+export const NicSpecSchema = z.object({ bridge: z.string(), mac: z.string(), tap: z.string() });
+
+export const VmSpecSchema = z.object({
+  id: z.string(),
+  name: z.string(),
+  tenant: z.string(),
+  labels: z.record(z.string(), z.string()),
+  profile: z.enum(["ephemeral", "persistent"]),
+  hypervisor: z.enum(["qemu", "firecracker"]),
+  acceleration: z.enum(["auto", "kvm", "tcg"]),
+  vcpus: z.number().int().positive(),
+  memoryBytes: z.number().int().positive(),
+  kernelPath: z.string(),
+  initrdPath: z.string(),
+  cmdline: z.string(),
+  disks: z.array(DiskSpecSchema),
+  nics: z.array(NicSpecSchema),
+  cloudInit: z.object({ userData: z.string(), metaData: z.string(), networkConfig: z.string() }).optional(),
+  cell: z.string(),
+  guestAgent: z.boolean(),
+  bootWatchdogMs: z.number().int().positive(),
+  requestId: z.string(),
+  createTimeMs: z.number(),
+});
+export type VmSpec = z.infer<typeof VmSpecSchema>;
+
+export const VmRuntimeSchema = z.object({
+  state: z.enum(["created", "starting", "running", "paused", "stopping", "stopped", "failed"]),
+  reason: z.string(),
+  /** The QEMU process as the VM process supervisor knows it. */
+  processId: z.string(),
+  /** The acceleration the running QEMU really uses. */
+  effectiveAcceleration: z.enum(["", "kvm", "tcg"]),
+  /** A cell aetherd allocated for this VM's limits; "" when it runs in the user's cell or none. */
+  ownCellId: z.string(),
+  seedPath: z.string(),
+  startTimeMs: z.number(),
+  stopTimeMs: z.number(),
+  agentReady: z.boolean(),
+});
+export type VmRuntime = z.infer<typeof VmRuntimeSchema>;
+
+export const VmRecordSchema = z.object({ spec: VmSpecSchema, runtime: VmRuntimeSchema });
+export type VmRecord = z.infer<typeof VmRecordSchema>;
+
+export function freshRuntime(): VmRuntime {
+  return { state: "created", reason: "", processId: "", effectiveAcceleration: "", ownCellId: "", seedPath: "", startTimeMs: 0, stopTimeMs: 0, agentReady: false };
+}
