@@ -36,6 +36,7 @@ import { cellService } from "./cells/service.js";
 import { explainOomKill } from "./cells/oom.js";
 import { VmManager } from "./vm/manager.js";
 import { QemuHypervisor } from "./vm/qemu.js";
+import { FirecrackerHypervisor } from "./vm/firecracker.js";
 import { vmService } from "./vm/service.js";
 
 const packageJson = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), "..", "package.json"), "utf8")) as {
@@ -75,7 +76,7 @@ async function run(flags: ConfigFlags): Promise<void> {
   const vms = new VmManager(
     { stateDir: config.state_dir, runtimeDir: dirname(config.socket), kvmProbeTimeoutMs: config.kvm_probe_timeout_ms },
     vmProcesses,
-    { qemu: await QemuHypervisor.find() },
+    { qemu: await QemuHypervisor.find(), firecracker: await FirecrackerHypervisor.find() },
     cells,
     events,
     log.child({ room: "vm" }),

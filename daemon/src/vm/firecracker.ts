@@ -27,7 +27,7 @@ export class FirecrackerHypervisor implements Hypervisor {
         tenant: spec.tenant,
         labels: { "aether.io/vm": spec.id },
         argv: [this.binary, "--api-sock", ctx.files.api, "--id", `aether-vm-${spec.name}`],
-        env: {},
+        env: { PATH: globalThis.process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin" },
         cwd: ctx.files.dir,
         uid: globalThis.process.getuid?.() ?? 0,
         gid: globalThis.process.getgid?.() ?? 0,

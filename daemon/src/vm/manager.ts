@@ -268,6 +268,10 @@ export class VmManager {
   }
 
   private async acceleration(spec: VmSpec): Promise<"kvm" | "tcg"> {
+    if (spec.hypervisor === "firecracker") {
+      if (spec.acceleration === "tcg") throw failedPrecondition("Firecracker always uses KVM; use QEMU for TCG.");
+      return "kvm";
+    }
     if (spec.acceleration === "tcg") return "tcg";
     const qemu = this.hypervisors.qemu as { path?: string } | undefined;
     this.kvmProbe ??= probeKvm(qemu?.path ?? "qemu-system-x86_64", spec.kernelPath, spec.initrdPath, this.options.kvmProbeTimeoutMs);

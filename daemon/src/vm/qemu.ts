@@ -31,7 +31,7 @@ export class QemuHypervisor implements Hypervisor {
         tenant: spec.tenant,
         labels: { "aether.io/vm": spec.id },
         argv: [this.binary, ...args],
-        env: {},
+        env: { PATH: globalThis.process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin" },
         cwd: ctx.files.dir,
         uid: globalThis.process.getuid?.() ?? 0,
         gid: globalThis.process.getgid?.() ?? 0,
