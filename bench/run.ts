@@ -4,6 +4,7 @@ import { startDaemon } from "../test/helpers/daemon.js";
 import { benchStart } from "./runtime-start.js";
 import { benchColdStart } from "./script-cold-start.js";
 import { benchCells } from "./cells.js";
+import { benchVms } from "./vm.js";
 import { repoRoot } from "../test/helpers/daemon.js";
 import { mib } from "./stats.js";
 
@@ -60,6 +61,14 @@ try {
   const cells = await benchCells(aether, CELL_RUNS);
   table(`cells (${CELL_RUNS} runs each, interleaved)`, ["operation", "p50", "p99"], cells.rows);
   console.log(`ratios at p50: allocate+free vs bare cgroup mkdir/rmdir ${cells.allocateFreeRatio.toFixed(2)}x; start in a cell vs outside ${cells.startInCellRatio.toFixed(2)}x`);
+
+  const VM_RUNS = Number(process.env.BENCH_VM_RUNS ?? 5);
+  const vms = await benchVms(daemon, aether, VM_RUNS);
+  table(`VMs under TCG: create to guest ready (agent answers), ${VM_RUNS} runs each, interleaved`, ["how", "p50", "min", "max"], vms.rows);
+  console.log(
+    `ratio to libvirt at p50: microVM ${vms.ratioMicro.toFixed(2)}x, persistent ${vms.ratioPersistent.toFixed(2)}x (goal: below 1x); aetherd's own part, start request to QMP answering: p50 ${vms.launchP50Ms.toFixed(1)} ms (goal < 50 ms)`,
+  );
+  table("VM memory", ["what", "size"], vms.memoryRows);
 
   const COLD_RUNS = Number(process.env.BENCH_COLD_RUNS ?? 15);
   const cold = benchColdStart(repoRoot, daemon.address, COLD_RUNS);

@@ -6,18 +6,21 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import { repoRoot, useDaemon } from "./helpers/daemon.js";
 import { runCommand } from "./helpers/run.js";
+import { guestImage } from "./helpers/guest.js";
 
 const scripts: Record<string, RegExp[]> = {
   "hello-process.ts": [/connected to unix:\/\//, /\[stdout\] hello from aether \(3\)/, /\[stderr\] warning: done/, /exited with code 0: exit code 0/],
   "stop-with-grace.ts": [/did not end it within 1000 ms, so it was killed with SIGKILL \(signal SIGKILL\)/],
   "cells.ts": [/^cell example-\w+: 64 MiB, 16 tasks, half a CPU/m, /^inside: pid 1, interfaces: lo$/m, /^accounted: \d+ µs of CPU/m, /^freed example-/m],
+  "vm.ts": [/: running; the guest agent answers$/m, /^configured by cloud-init$/m, /^Linux 6\./m, /^deleted example-vm-/m],
   "node-report.ts": [/^node \S+ \([0-9a-f-]{36}\)/m, /^cgroups: /m, /^memory: [\d.]+ of [\d.]+ GiB available/m],
 };
 const manifests = ["web.manifest.ts"];
 
 for (const engine of ["deno", "node"]) {
   describe(`examples under the ${engine} engine`, () => {
-    const env = useDaemon();
+    const env = useDaemon({ args: ["--kvm-probe-timeout-ms", "4000"] });
+    guestImage(); // examples/vm.ts boots the project's test guest
     const aetherscript = (...args: string[]) => runCommand("aetherscript", ["--engine", engine, ...args], { env: { AETHER_HOST: env.daemon.address } });
 
     for (const [file, patterns] of Object.entries(scripts)) {

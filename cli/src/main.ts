@@ -2,6 +2,7 @@
 import { readFileSync } from "node:fs";
 import { Command } from "commander";
 import { cellCommands } from "./commands/cell.js";
+import { vmCommands } from "./commands/vm.js";
 import { execCommands } from "./commands/exec.js";
 import { nodeCommands } from "./commands/node.js";
 import { EXIT, EXIT_CODES_HELP, fail } from "./exit-codes.js";
@@ -9,7 +10,7 @@ import { EXIT, EXIT_CODES_HELP, fail } from "./exit-codes.js";
 const { version } = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
 
 const program = new Command("aether")
-  .description("Operate Aether nodes: processes and cells, and (as they arrive) VMs, storage and the cluster.")
+  .description("Operate Aether nodes: processes, cells and VMs, and (as they arrive) storage and the cluster.")
   .version(version)
   .option("-a, --address <address>", "aetherd to talk to: unix:///path.sock or https://host:port (default: AETHER_HOST, ~/.config/aether/config.toml, the default socket)")
   .showHelpAfterError()
@@ -24,6 +25,8 @@ Examples:
   aether exec list --json
   aether exec logs web -f
   aether cell allocate team-a --memory 2G --cpu-max 150%
+  aether vm create web --kernel vmlinuz --initrd initrd.img --start --wait
+  aether vm exec web -- /bin/uname -a
   aether --address unix:///tmp/aether.sock exec stop web
 ${EXIT_CODES_HELP}`,
   );
@@ -31,5 +34,6 @@ ${EXIT_CODES_HELP}`,
 nodeCommands(program);
 execCommands(program);
 cellCommands(program);
+vmCommands(program);
 
 program.parseAsync().catch(fail);

@@ -1,5 +1,6 @@
 // The QEMU command line for a VM: -M microvm with virtio-mmio devices for ephemeral VMs (fast
 // boots), -M q35 with PCI devices for persistent ones. Pure, so it is tested without QEMU.
+import { readFileSync } from "node:fs";
 import type { VmSpec } from "./record.js";
 
 export interface VmPaths {
@@ -11,8 +12,28 @@ export interface VmPaths {
   seed: string;
 }
 
-export function qemuArgs(spec: VmSpec, accel: "kvm" | "tcg", paths: VmPaths): string[] {
+/**
+ * The host's TSC rate in kHz, from /proc/cpuinfo. Under TCG the guest's TSC ticks at the host's
+ * rate, and a microVM has no HPET or ACPI PM timer to calibrate it against: now and then (about one
+ * boot in twelve here) the kernel's calibration fails, it marks the TSC unusable and hangs waiting
+ * for a timer tick. Telling it the rate (tsc_early_khz) skips the calibration.
+ */
+export function hostTscKhz(cpuinfo = readCpuinfo()): number | undefined {
+  const mhz = /^cpu MHz\s*:\s*([\d.]+)/m.exec(cpuinfo)?.[1];
+  return mhz ? Math.round(Number(mhz) * 1000) : undefined;
+}
+
+function readCpuinfo(): string {
+  try {
+    return readFileSync("/proc/cpuinfo", "utf8");
+  } catch {
+    return "";
+  }
+}
+
+export function qemuArgs(spec: VmSpec, accel: "kvm" | "tcg", paths: VmPaths, tscKhz = hostTscKhz()): string[] {
   const micro = spec.profile === "ephemeral";
+  const timing = micro && accel === "tcg" && tscKhz ? `tsc_early_khz=${tscKhz}` : "";
   const dev = (kind: "blk" | "net" | "serial") => (micro ? `virtio-${kind}-device` : `virtio-${kind}-pci`);
   const args = [
     "-name", `${spec.tenant}/${spec.name},process=aether-vm-${spec.name}`,
@@ -28,7 +49,7 @@ export function qemuArgs(spec: VmSpec, accel: "kvm" | "tcg", paths: VmPaths): st
     // not loop; persistent VMs are restarted by aetherd, not by QEMU.
     "-no-reboot",
     "-kernel", spec.kernelPath,
-    "-append", ["console=ttyS0", "panic=-1", `aether.hostname=${spec.name}`, spec.cmdline].filter(Boolean).join(" "),
+    "-append", ["console=ttyS0", "panic=-1", timing, `aether.hostname=${spec.name}`, spec.cmdline].filter(Boolean).join(" "),
     "-chardev", `socket,id=console0,path=${paths.console},server=on,wait=off,logfile=${paths.consoleLog},logappend=on`,
     "-serial", "chardev:console0",
     "-qmp", `unix:${paths.qmp},server=on,wait=off`,

@@ -1,0 +1,95 @@
+// VMs: create-to-guest-ready through aetherd (a microVM and a persistent VM) against `virsh create`
+// of the equivalent libvirt domain, same kernel and initramfs, interleaved; aetherd's own part of a
+// start; and the memory a VM costs (QEMU per idle 128 MiB microVM, aetherd per VM tracked).
+import { readFileSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { vm as vmApi, type AetherClient } from "@aether/sdk";
+import type { TestDaemon } from "../test/helpers/daemon.js";
+import { guestImage } from "../test/helpers/guest.js";
+import { domainXml, ensureLibvirt, libvirtCreateToReady } from "./libvirt.js";
+import { mib, ms, percentile } from "./stats.js";
+
+export interface VmBenchResult {
+  rows: string[][];
+  ratioMicro: number;
+  ratioPersistent: number;
+  launchP50Ms: number;
+  memoryRows: string[][];
+}
+
+function rss(pid: number): number {
+  return Number(/^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0) * 1024;
+}
+
+async function aetherdCreateToReady(aether: AetherClient, name: string, profile: vmApi.VmProfile): Promise<{ ms: number; pid: number }> {
+  const g = guestImage();
+  const t = performance.now();
+  await aether.vm.createVm({
+    name,
+    profile,
+    acceleration: vmApi.Acceleration.TCG,
+    memoryBytes: 128n << 20n,
+    vcpus: 1,
+    guestAgent: true,
+    boot: { source: { case: "kernel", value: { kernelPath: g.kernel, initrdPath: g.initrd, cmdline: "quiet" } } },
+    start: true,
+  });
+  let last: vmApi.Vm | undefined;
+  for await (const r of aether.vm.waitVmReady({ vm: name, timeout: { seconds: 120n } })) last = r.vm;
+  if (last?.state !== vmApi.VmState.RUNNING) throw new Error(`${name} did not boot: ${last?.stateReason}`);
+  return { ms: performance.now() - t, pid: last.pid };
+}
+
+export async function benchVms(daemon: TestDaemon, aether: AetherClient, runs: number): Promise<VmBenchResult> {
+  ensureLibvirt();
+  const g = guestImage();
+  const xmlFile = join(mkdtempSync(join(tmpdir(), "aether-bench-libvirt-")), "domain.xml");
+  const micro: number[] = [];
+  const persistent: number[] = [];
+  const libvirt: number[] = [];
+  let qemuRss = 0;
+  for (let i = 0; i < runs; i++) {
+    const m = await aetherdCreateToReady(aether, `bench-micro-${i}`, vmApi.VmProfile.EPHEMERAL);
+    micro.push(m.ms);
+    if (i === 0) {
+      await new Promise((r) => setTimeout(r, 2000)); // idle
+      qemuRss = rss(m.pid);
+    }
+    await aether.vm.deleteVm({ vm: `bench-micro-${i}`, force: true });
+    persistent.push((await aetherdCreateToReady(aether, `bench-q35-${i}`, vmApi.VmProfile.PERSISTENT)).ms);
+    await aether.vm.deleteVm({ vm: `bench-q35-${i}`, force: true });
+    libvirt.push(await libvirtCreateToReady(`aether-bench-${i}`, xmlFile, domainXml(`aether-bench-${i}`, g.kernel, g.initrd)));
+  }
+  const launches = daemon
+    .log()
+    .split("\n")
+    .filter((l) => l.includes("control socket answering"))
+    .map((l) => (JSON.parse(l) as { launchMs: number }).launchMs);
+
+  // aetherd's memory per VM it tracks (created, not running: the record and its bookkeeping).
+  const pid = daemon.process.pid ?? 0;
+  const before = rss(pid);
+  for (let i = 0; i < 100; i++) {
+    await aether.vm.createVm({ name: `bench-idle-${i}`, vcpus: 1, boot: { source: { case: "kernel", value: { kernelPath: g.kernel, initrdPath: g.initrd, cmdline: "" } } } });
+  }
+  const after = rss(pid);
+  for (let i = 0; i < 100; i++) await aether.vm.deleteVm({ vm: `bench-idle-${i}` });
+
+  const p50 = (xs: number[]) => percentile(xs, 50);
+  return {
+    rows: [
+      ["aetherd: ephemeral microVM (QEMU -M microvm)", ms(p50(micro)), ms(Math.min(...micro)), ms(Math.max(...micro))],
+      ["aetherd: persistent VM (QEMU -M q35)", ms(p50(persistent)), ms(Math.min(...persistent)), ms(Math.max(...persistent))],
+      ["libvirt: virsh create (q35, same kernel/initramfs)", ms(p50(libvirt)), ms(Math.min(...libvirt)), ms(Math.max(...libvirt))],
+    ],
+    ratioMicro: p50(micro) / p50(libvirt),
+    ratioPersistent: p50(persistent) / p50(libvirt),
+    launchP50Ms: p50(launches),
+    memoryRows: [
+      ["QEMU per idle 128 MiB microVM (RSS)", mib(qemuRss)],
+      ["aetherd per VM tracked (100 VMs)", `${((after - before) / 100 / 1024).toFixed(1)} KiB`],
+    ],
+  };
+}

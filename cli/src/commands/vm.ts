@@ -1,0 +1,279 @@
+// aether vm create|start|stop|pause|resume|delete|list|get|wait|exec|console|logs: virtual machines.
+import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
+import type { Command } from "commander";
+import ora from "ora";
+import { vm as vmApi, type AetherClient } from "@aether/sdk";
+import { withClient, type GlobalOptions } from "../client.js";
+import { age, bytes, printFields, printJson, printTable } from "../output.js";
+import { parseBytes } from "../units.js";
+
+const state = (s: vmApi.VmState) => vmApi.VmState[s].toLowerCase();
+const seconds = (s: number) => ({ seconds: BigInt(Math.floor(s)), nanos: Math.round((s % 1) * 1e9) });
+const DETACH = 0x1d; // Ctrl-]
+
+async function waitReady(aether: AetherClient, name: string, tenant: string, timeoutSeconds: number, json: boolean): Promise<vmApi.Vm | undefined> {
+  const spinner = process.stderr.isTTY && !json ? ora(`waiting for ${name} to boot`).start() : undefined;
+  let last: vmApi.Vm | undefined;
+  try {
+    for await (const r of aether.vm.waitVmReady({ vm: name, tenant, timeout: seconds(timeoutSeconds) })) {
+      last = r.vm;
+      if (spinner) spinner.text = `${name}: ${r.message}`;
+    }
+  } finally {
+    if (last?.state === vmApi.VmState.RUNNING) spinner?.succeed(`${name} is ready`);
+    else spinner?.fail(`${name}: ${last ? `${state(last.state)} ${last.stateReason}` : "not ready"}`);
+  }
+  return last;
+}
+
+export function vmCommands(program: Command): void {
+  const vm = program.command("vm").description("virtual machines: QEMU microVMs and persistent VMs, Firecracker where installed");
+  const globals = () => program.opts<GlobalOptions>();
+
+  vm.command("create")
+    .description("create a VM (and start it with --start)")
+    .argument("<name>", "a name unique in the tenant")
+    .requiredOption("--kernel <path>", "kernel image to boot")
+    .option("--initrd <path>", "initramfs", "")
+    .option("--cmdline <args>", "extra kernel command line", "")
+    .option("--memory <size>", "guest memory, e.g. 256M", parseBytes, 256n << 20n)
+    .option("--vcpus <n>", "virtual CPUs", (v) => Number.parseInt(v, 10), 1)
+    .option("--profile <profile>", "ephemeral (microVM) or persistent (full machine)", "ephemeral")
+    .option("--hypervisor <name>", "qemu or firecracker (default: firecracker for ephemeral VMs where installed)")
+    .option("--accel <accel>", "auto, kvm or tcg", "auto")
+    .option("--disk <path[:ro]>", "attach a disk image (repeatable)", (v: string, p: string[] = []) => [...p, v])
+    .option("--nic <bridge>", "a NIC on this bridge (repeatable)", (v: string, p: string[] = []) => [...p, v])
+    .option("--user-data <file>", "cloud-init user-data (a #! script runs once at first boot)")
+    .option("--meta-data <file>", "cloud-init meta-data")
+    .option("--network-config <file>", "cloud-init network-config")
+    .option("--cell <cell>", "run the VM's process in this cell", "")
+    .option("--no-agent", "the guest has no qemu-guest-agent (Exec will not work)")
+    .option("--watchdog <seconds>", "fail the VM if it is not ready within this long", (v) => Number.parseFloat(v), 120)
+    .option("--tenant <tenant>", "owning tenant", "")
+    .option("--start", "start it right away")
+    .option("--wait", "with --start: wait until the guest is ready (shows progress)")
+    .option("--json", "print the VM as JSON")
+    .addHelpText("after", "\nExamples:\n  aether vm create web --kernel vmlinuz --initrd initrd.img --memory 512M --start --wait\n  aether vm create db --profile persistent --disk /srv/db.qcow2 --nic br0 --user-data init.sh --start")
+    .action(async (name: string, o: Record<string, string | number | bigint | boolean | string[] | undefined>) =>
+      withClient(globals(), async (aether) => {
+        const read = (f: unknown) => (typeof f === "string" ? readFileSync(f, "utf8") : "");
+        const { vm: created } = await aether.vm.createVm({
+          name,
+          tenant: String(o.tenant ?? ""),
+          profile: o.profile === "persistent" ? vmApi.VmProfile.PERSISTENT : vmApi.VmProfile.EPHEMERAL,
+          hypervisor: o.hypervisor === "qemu" ? vmApi.Hypervisor.QEMU : o.hypervisor === "firecracker" ? vmApi.Hypervisor.FIRECRACKER : vmApi.Hypervisor.UNSPECIFIED,
+          acceleration: o.accel === "kvm" ? vmApi.Acceleration.KVM : o.accel === "tcg" ? vmApi.Acceleration.TCG : vmApi.Acceleration.AUTO,
+          vcpus: Number(o.vcpus),
+          memoryBytes: BigInt(o.memory as bigint),
+          boot: { source: { case: "kernel", value: { kernelPath: resolve(String(o.kernel)), initrdPath: o.initrd ? resolve(String(o.initrd)) : "", cmdline: String(o.cmdline ?? "") } } },
+          disks: ((o.disk as string[] | undefined) ?? []).map((d) => ({ source: { case: "hostPath" as const, value: resolve(d.replace(/:ro$/, "")) }, readOnly: d.endsWith(":ro") })),
+          nics: ((o.nic as string[] | undefined) ?? []).map((bridge) => ({ bridge })),
+          cloudInit: { userData: read(o.userData), metaData: read(o.metaData), networkConfig: read(o.networkConfig) },
+          cell: String(o.cell ?? ""),
+          guestAgent: o.agent !== false,
+          bootWatchdogTimeout: seconds(Number(o.watchdog)),
+          start: o.start === true,
+        });
+        let shown = created;
+        if (o.start && o.wait) shown = (await waitReady(aether, name, String(o.tenant ?? ""), Number(o.watchdog) + 10, o.json === true)) ?? created;
+        if (o.json && shown) printJson(vmApi.VmSchema, shown);
+        else process.stdout.write(`${created?.id}\n`);
+      }),
+    );
+
+  /** A command that targets one VM by id or name. */
+  const simple = (cmd: string, description: string) =>
+    vm.command(cmd)
+      .description(description)
+      .argument("<vm>", "id or name")
+      .option("--tenant <tenant>", "tenant to resolve a name in", "")
+      .option("--json", "print the VM as JSON");
+  simple("start", "start a created or stopped VM")
+    .option("--wait", "wait until the guest is ready")
+    .action(async (ref: string, o: { tenant: string; json?: boolean; wait?: boolean }) =>
+      withClient(globals(), async (aether) => {
+        let { vm: v } = await aether.vm.startVm({ vm: ref, tenant: o.tenant });
+        if (o.wait) v = (await waitReady(aether, ref, o.tenant, 300, o.json === true)) ?? v;
+        if (o.json && v) printJson(vmApi.VmSchema, v);
+      }),
+    );
+  simple("stop", "power off gracefully, forced after the timeout")
+    .option("-t, --timeout <seconds>", "how long the guest may take to power off", (v) => Number.parseFloat(v), 30)
+    .option("--force", "power off at once")
+    .action(async (ref: string, o: { tenant: string; json?: boolean; timeout: number; force?: boolean }) =>
+      withClient(globals(), async (aether) => {
+        const spinner = process.stderr.isTTY && !o.json ? ora(`stopping ${ref}`).start() : undefined;
+        try {
+          const { vm: v } = await aether.vm.stopVm({ vm: ref, tenant: o.tenant, timeout: seconds(o.timeout), force: o.force ?? false });
+          spinner?.succeed(`${ref}: ${v?.stateReason}`);
+          if (o.json && v) printJson(vmApi.VmSchema, v);
+        } catch (err) {
+          spinner?.stop();
+          throw err;
+        }
+      }),
+    );
+  for (const [cmd, description] of [["pause", "freeze the guest's CPUs"], ["resume", "unfreeze a paused guest"]] as const) {
+    simple(cmd, description).action(async (ref: string, o: { tenant: string; json?: boolean }) =>
+      withClient(globals(), async (aether) => {
+        const { vm: v } = cmd === "pause" ? await aether.vm.pauseVm({ vm: ref, tenant: o.tenant }) : await aether.vm.resumeVm({ vm: ref, tenant: o.tenant });
+        if (o.json && v) printJson(vmApi.VmSchema, v);
+      }),
+    );
+  }
+  vm.command("delete")
+    .alias("rm")
+    .description("delete a VM (refused while it runs, unless --force)")
+    .argument("<vm>", "id or name")
+    .option("--tenant <tenant>", "tenant to resolve a name in", "")
+    .option("--force", "stop it first if it runs")
+    .action(async (ref: string, o: { tenant: string; force?: boolean }) =>
+      withClient(globals(), async (aether) => {
+        await aether.vm.deleteVm({ vm: ref, tenant: o.tenant, force: o.force ?? false });
+      }),
+    );
+
+  vm.command("list")
+    .alias("ls")
+    .description("VMs on the node, newest first")
+    .option("--tenant <tenant>", "only this tenant", "")
+    .option("--json", "print as JSON")
+    .action(async (o: { tenant: string; json?: boolean }) =>
+      withClient(globals(), async (aether) => {
+        const { vms } = await aether.vm.listVms({ tenant: o.tenant, pageSize: 1000 });
+        if (o.json) return printJson(vmApi.VmSchema, vms);
+        printTable(
+          ["NAME", "TENANT", "STATE", "PROFILE", "HYPERVISOR", "ACCEL", "CPUS", "MEMORY", "AGENT", "PID", "AGE"],
+          vms.map((v) => [
+            v.name,
+            v.tenant,
+            state(v.state),
+            vmApi.VmProfile[v.profile].toLowerCase(),
+            vmApi.Hypervisor[v.hypervisor].toLowerCase(),
+            v.effectiveAcceleration ? vmApi.Acceleration[v.effectiveAcceleration].toLowerCase() : "-",
+            String(v.vcpus),
+            bytes(v.memoryBytes),
+            v.guestAgent ? (v.agentReady ? "ready" : "no answer") : "none",
+            v.pid ? String(v.pid) : "-",
+            age(v.createTime),
+          ]),
+        );
+      }),
+    );
+
+  vm.command("get")
+    .description("one VM in detail")
+    .argument("<vm>", "id or name")
+    .option("--tenant <tenant>", "tenant to resolve a name in", "")
+    .option("--json", "print as JSON")
+    .action(async (ref: string, o: { tenant: string; json?: boolean }) =>
+      withClient(globals(), async (aether) => {
+        const { vm: v } = await aether.vm.getVm({ vm: ref, tenant: o.tenant });
+        if (!v) throw new Error("aetherd returned no VM");
+        if (o.json) return printJson(vmApi.VmSchema, v);
+        printFields([
+          ["id", v.id], ["name", v.name], ["tenant", v.tenant], ["state", `${state(v.state)}${v.stateReason ? `: ${v.stateReason}` : ""}`],
+          ["profile", vmApi.VmProfile[v.profile].toLowerCase()], ["hypervisor", vmApi.Hypervisor[v.hypervisor].toLowerCase()],
+          ["acceleration", `${vmApi.Acceleration[v.acceleration].toLowerCase()} (running: ${v.effectiveAcceleration ? vmApi.Acceleration[v.effectiveAcceleration].toLowerCase() : "-"})`],
+          ["cpus / memory", `${v.vcpus} / ${bytes(v.memoryBytes)}`],
+          ["disks", v.disks.map((d) => `${d.resolvedPath}${d.readOnly ? " (ro)" : ""}`).join(", ") || "-"],
+          ["nics", v.nics.map((n) => `${n.bridge} ${n.mac} via ${n.tapDevice}`).join(", ") || "-"],
+          ["agent", v.guestAgent ? (v.agentReady ? "ready" : "not answering") : "none"],
+          ["pid", v.pid ? String(v.pid) : "-"], ["console log", v.consoleLogPath],
+        ]);
+      }),
+    );
+
+  vm.command("wait")
+    .description("wait until the guest is ready (agent answers); exits 1 if it fails")
+    .argument("<vm>", "id or name")
+    .option("--tenant <tenant>", "tenant to resolve a name in", "")
+    .option("-t, --timeout <seconds>", "give up after this long", (v) => Number.parseFloat(v), 300)
+    .option("--json", "print the VM as JSON")
+    .action(async (ref: string, o: { tenant: string; timeout: number; json?: boolean }) => {
+      let ok = false;
+      await withClient(globals(), async (aether) => {
+        const v = await waitReady(aether, ref, o.tenant, o.timeout, o.json === true);
+        ok = v?.state === vmApi.VmState.RUNNING;
+        if (o.json && v) printJson(vmApi.VmSchema, v);
+        else if (!ok && !process.stderr.isTTY) process.stderr.write(`aether: ${ref} is ${v ? `${state(v.state)}: ${v.stateReason}` : "not ready"}\n`);
+      });
+      process.exit(ok ? 0 : 1);
+    });
+
+  vm.command("exec")
+    .description("run a command in the guest (through its agent); exits with the command's exit code")
+    .argument("<vm>", "id or name")
+    .argument("<argv...>", "absolute program path in the guest, then its arguments (after --)")
+    .option("--tenant <tenant>", "tenant to resolve a name in", "")
+    .option("-e, --env <KEY=VALUE>", "environment variable (repeatable)", (v: string, p: Record<string, string> = {}) => ({ ...p, [v.split("=")[0] ?? ""]: v.split("=").slice(1).join("=") }))
+    .option("-t, --timeout <seconds>", "give up after this long", (v) => Number.parseFloat(v), 60)
+    .option("--json", "print the result as JSON")
+    .addHelpText("after", "\nExamples:\n  aether vm exec web -- /bin/uname -a\n  aether vm exec web -- /bin/sh -c 'cat /etc/hostname'")
+    .action(async (ref: string, argv: string[], o: { tenant: string; env?: Record<string, string>; timeout: number; json?: boolean }) => {
+      let code = 0;
+      await withClient(globals(), async (aether) => {
+        const r = await aether.vm.execVm({ vm: ref, tenant: o.tenant, argv, env: o.env ?? {}, timeout: seconds(o.timeout) });
+        if (o.json) printJson(vmApi.ExecVmResponseSchema, r);
+        else {
+          process.stdout.write(r.stdout);
+          process.stderr.write(r.stderr);
+        }
+        code = r.exitCode ?? 128 + 9;
+      });
+      process.exit(code);
+    });
+
+  vm.command("logs")
+    .description("the serial console's output")
+    .argument("<vm>", "id or name")
+    .option("--tenant <tenant>", "tenant to resolve a name in", "")
+    .option("-f, --follow", "keep streaming until the VM stops")
+    .option("--tail <bytes>", "start with the last N bytes", (v) => BigInt(v))
+    .action(async (ref: string, o: { tenant: string; follow?: boolean; tail?: bigint }) =>
+      withClient(globals(), async (aether) => {
+        for await (const c of aether.vm.streamConsole({ vm: ref, tenant: o.tenant, follow: o.follow ?? false, tailBytes: o.tail })) process.stdout.write(c.data);
+      }),
+    );
+
+  vm.command("console")
+    .description(`interactive serial console; Ctrl-] detaches`)
+    .argument("<vm>", "id or name")
+    .option("--tenant <tenant>", "tenant to resolve a name in", "")
+    .action(async (ref: string, o: { tenant: string }) =>
+      withClient(globals(), async (aether) => {
+        const tty = process.stdin.isTTY;
+        if (tty) process.stderr.write(`attached to ${ref}; Ctrl-] detaches\r\n`);
+        const input = (async function* () {
+          yield { vm: ref, tenant: o.tenant, tailBytes: 2048n };
+          if (tty) process.stdin.setRawMode(true);
+          for await (const chunk of process.stdin as AsyncIterable<Buffer>) {
+            const detach = chunk.indexOf(DETACH);
+            if (detach >= 0) {
+              if (detach > 0) yield { input: chunk.subarray(0, detach) };
+              return;
+            }
+            yield { input: chunk };
+          }
+        })();
+        const abort = new AbortController();
+        try {
+          const output = aether.vm.attachConsole(
+            (async function* () {
+              for await (const m of input) yield m;
+              abort.abort();
+            })(),
+            { signal: abort.signal },
+          );
+          for await (const r of output) process.stdout.write(r.output);
+        } catch (err) {
+          if (!abort.signal.aborted) throw err;
+        } finally {
+          if (tty) process.stdin.setRawMode(false);
+          process.stdin.pause();
+          if (tty) process.stderr.write("\r\ndetached\r\n");
+        }
+      }),
+    );
+}

@@ -1,0 +1,62 @@
+import assert from "node:assert/strict";
+import { it } from "node:test";
+import { hostTscKhz, qemuArgs } from "./qemu-args.js";
+import type { VmSpec } from "./record.js";
+
+const spec: VmSpec = {
+  id: "11111111-2222-3333-4444-555555555555",
+  name: "web",
+  tenant: "t",
+  labels: {},
+  profile: "ephemeral",
+  hypervisor: "qemu",
+  acceleration: "auto",
+  vcpus: 2,
+  memoryBytes: 256 * 1024 * 1024,
+  kernelPath: "/k",
+  initrdPath: "/i",
+  cmdline: "quiet",
+  disks: [{ path: "/d.qcow2", readOnly: true, format: "qcow2", serial: "s1" }],
+  nics: [{ bridge: "br0", mac: "52:54:00:01:02:03", tap: "ae11111111n0" }],
+  cloudInit: { userData: "x", metaData: "", networkConfig: "" },
+  cell: "",
+  guestAgent: true,
+  bootWatchdogMs: 1000,
+  requestId: "",
+  createTimeMs: 0,
+};
+const paths = { qmp: "/r/qmp", agent: "/r/agent", console: "/r/con", consoleLog: "/s/console.log", pidFile: "/s/pid", seed: "/shm/seed.iso" };
+const after = (args: string[], flag: string) => args.filter((_, i) => args[i - 1] === flag);
+
+it("an ephemeral VM is a microvm with virtio-mmio devices; under TCG it is told the TSC rate", () => {
+  const a = qemuArgs(spec, "tcg", paths, 2_600_000);
+  assert.equal(after(a, "-M")[0], "microvm,x-option-roms=off,isa-serial=on,rtc=on");
+  assert.deepEqual(after(a, "-accel"), ["tcg"]);
+  assert.equal(after(a, "-smp")[0], "2");
+  assert.equal(after(a, "-m")[0], "256M");
+  assert.match(after(a, "-append")[0] ?? "", /^console=ttyS0 panic=-1 tsc_early_khz=2600000 aether.hostname=web quiet$/);
+  assert.ok(a.includes("-no-reboot"));
+  assert.deepEqual(after(a, "-device"), [
+    "virtio-serial-device",
+    "virtserialport,chardev=agent0,name=org.qemu.guest_agent.0",
+    "virtio-blk-device,drive=disk0,serial=s1",
+    "virtio-blk-device,drive=seed",
+    "virtio-net-device,netdev=net0,mac=52:54:00:01:02:03",
+  ]);
+  assert.deepEqual(after(a, "-drive"), ["file=/d.qcow2,if=none,id=disk0,format=qcow2,readonly=on,cache=writeback", "file=/shm/seed.iso,if=none,id=seed,format=raw,readonly=on"]);
+  assert.deepEqual(after(a, "-netdev"), ["tap,id=net0,ifname=ae11111111n0,script=no,downscript=no"]);
+  assert.match(after(a, "-chardev")[0] ?? "", /socket,id=console0,path=\/r\/con,server=on,wait=off,logfile=\/s\/console.log,logappend=on/);
+});
+
+it("a persistent VM is a q35 machine with PCI devices; KVM gets the host CPU and no TSC hint", () => {
+  const a = qemuArgs({ ...spec, profile: "persistent", guestAgent: false, cloudInit: undefined }, "kvm", paths, 2_600_000);
+  assert.equal(after(a, "-M")[0], "q35");
+  assert.deepEqual(after(a, "-cpu"), ["host"]);
+  assert.doesNotMatch(after(a, "-append")[0] ?? "", /tsc_early_khz/);
+  assert.deepEqual(after(a, "-device"), ["virtio-blk-pci,drive=disk0,serial=s1", "virtio-net-pci,netdev=net0,mac=52:54:00:01:02:03"]);
+});
+
+it("reads the host's TSC rate from /proc/cpuinfo", () => {
+  assert.equal(hostTscKhz("processor\t: 0\ncpu MHz\t\t: 2599.998\n"), 2_599_998);
+  assert.equal(hostTscKhz("nothing here"), undefined);
+});
