@@ -240,8 +240,8 @@ describe("runtime: executables", () => {
     });
 
     it("unbuilt services say UNIMPLEMENTED with a sentence", async () => {
-      await rejectsWith(env.aether.vm.listVms({}), Code.Unimplemented, /not implemented in this aetherd yet: virtual machines/);
-      await rejectsWith(collect(env.aether.observe.streamLogs({ source: LogSource.VM_CONSOLE, target: "x" })), Code.Unimplemented, /not available/);
+      await rejectsWith(env.aether.storage.listPools({}), Code.Unimplemented, /not implemented in this aetherd yet: pools and volumes/);
+      await rejectsWith(env.aether.fence.listBmcs({}), Code.Unimplemented, /not implemented in this aetherd yet: Redfish fencing/);
     });
   });
 });

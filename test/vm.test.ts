@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { Code, ConnectError, vm as vmApi, type AetherClient } from "@aether/sdk";
+import { Code, ConnectError, observe, vm as vmApi, type AetherClient } from "@aether/sdk";
 import { eventually, isRunning, startDaemon, useDaemon, type TestDaemon } from "./helpers/daemon.js";
 import { guestImage } from "./helpers/guest.js";
 
@@ -98,6 +98,9 @@ describe("VMs", () => {
       return out;
     })();
     assert.match(console, /aether-guest: ready/);
+    let observed = "";
+    for await (const c of env.aether.observe.streamLogs({ source: observe.LogSource.VM_CONSOLE, target: "micro", tailLines: 20 })) observed += text(c.data);
+    assert.match(observed, /aether-guest: ready/, "ObserveService streams VM consoles too");
 
     for (const v of [micro, big]) {
       const { vm: stopped } = await env.aether.vm.stopVm({ vm: v?.name ?? "", timeout: { seconds: 30n } });
@@ -163,12 +166,13 @@ describe("VMs", () => {
     assert.deepEqual(leftovers(env.daemon, v as vmApi.Vm), []);
   });
 
-  it("a guest that panics at boot (too little memory for it) is FAILED with the kernel's own words", async () => {
-    await env.aether.vm.createVm({ name: "starved", acceleration: vmApi.Acceleration.TCG, memoryBytes: 96n * MiB, vcpus: 1, guestAgent: true, boot: kernelBoot(), start: true });
+  it("a guest whose kernel panics (no root file system to boot) is FAILED with the kernel's own words", async () => {
+    const boot = { source: { case: "kernel" as const, value: { kernelPath: guestImage().kernel, initrdPath: "", cmdline: "" } } };
+    await env.aether.vm.createVm({ name: "starved", acceleration: vmApi.Acceleration.TCG, memoryBytes: 128n * MiB, vcpus: 1, guestAgent: true, boot, start: true });
     let last: vmApi.Vm | undefined;
     for await (const r of env.aether.vm.waitVmReady({ vm: "starved", timeout: { seconds: 60n } })) last = r.vm;
     assert.equal(last?.state, vmApi.VmState.FAILED);
-    assert.match(last?.stateReason ?? "", /the guest kernel panicked \(Kernel panic - not syncing: .+\)/);
+    assert.match(last?.stateReason ?? "", /the guest kernel panicked \(Kernel panic - not syncing: VFS: Unable to mount root fs.*\)/);
     await env.aether.vm.deleteVm({ vm: "starved" });
   });
 

@@ -91,7 +91,19 @@ async function run(flags: ConfigFlags): Promise<void> {
   const routes = (router: ConnectRouter) => {
     router.service(ExecutableService, executableService(supervisor, (cell, tenant) => cells.placement(cell, tenant)));
     router.service(CellService, cellService(cells));
-    router.service(ObserveService, observeService({ supervisor, events, daemonLogPath, shutdown }));
+    router.service(
+      ObserveService,
+      observeService({
+        supervisor,
+        events,
+        daemonLogPath,
+        shutdown,
+        vmConsole: (target, tenant) => {
+          const vm = vms.resolve(target, tenant);
+          return { path: vms.filesOf(vm).consoleLog, ended: vms.ended(vm) };
+        },
+      }),
+    );
     router.service(
       NodeService,
       nodeService({ nodeId: nodeIdValue, version: VERSION, stateDir: config.state_dir, startTimeMs, supervisor, probe, cells: { version: cells.backendVersion, reason: cellsChoice.reason } }),

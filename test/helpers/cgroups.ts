@@ -24,5 +24,10 @@ export function removeCgroupRoot(rootName: string): void {
       // a process is still inside; the test that left it there has failed already
     }
   };
-  for (const root of new Set(Object.values(backend.paths([])))) remove(root);
+  // A process that just ended may still be leaving its cgroup: try again for a moment.
+  const roots = [...new Set(Object.values(backend.paths([])))];
+  for (let attempt = 0; attempt < 20 && roots.some((r) => existsSync(r)); attempt++) {
+    if (attempt > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+    for (const root of roots) remove(root);
+  }
 }

@@ -11,7 +11,7 @@ import {
 } from "@aether/sdk/gen/aether/observe/v1/observe_pb";
 import { invalidArgument } from "../api/errors.js";
 import { timestamp } from "../api/time.js";
-import { tenant as parseTenant } from "../api/validate.js";
+import { reference, tenant as parseTenant } from "../api/validate.js";
 import { resolveExecutable } from "../runtime/resolve.js";
 import type { Supervisor } from "../runtime/supervisor.js";
 import type { EventBus, LifecycleEvent } from "./event-bus.js";
@@ -24,6 +24,8 @@ const MAX_QUEUED_EVENTS = 10_000;
 
 export interface ObserveDeps {
   supervisor: Supervisor;
+  /** A VM's console log and when its current run ends, by id or name. */
+  vmConsole: (target: string, tenant: string) => { path: string; ended: Promise<void> };
   events: EventBus;
   daemonLogPath: string;
   /** Resolves when aetherd shuts down: follow streams end then. */
@@ -157,11 +159,12 @@ async function logSources(
     }
     case LogSource.DAEMON:
       return [{ channel: LogChannel.DAEMON, path: deps.daemonLogPath, ended: new Promise(() => {}) }];
-    case LogSource.VM_CONSOLE:
-      throw new ConnectError(
-        "VM console logs are not available in this aetherd yet: virtual machines arrive with the vm subsystem.",
-        Code.Unimplemented,
-      );
+    case LogSource.VM_CONSOLE: {
+      const bad = channels.find((c) => c !== LogChannel.CONSOLE && c !== LogChannel.UNSPECIFIED);
+      if (bad !== undefined) throw invalidArgument(`a VM console has only the CONSOLE channel, not ${LogChannel[bad]}.`);
+      const vm = deps.vmConsole(reference("target", target), parseTenant(tenantField));
+      return [{ channel: LogChannel.CONSOLE, path: vm.path, ended: vm.ended }];
+    }
     default:
       throw invalidArgument("source is unspecified: set it to EXECUTABLE, VM_CONSOLE or DAEMON.");
   }
