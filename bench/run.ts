@@ -22,7 +22,8 @@ function table(title: string, header: string[], rows: string[][]): void {
   for (const r of rows) console.log(line(r));
 }
 
-const daemon = await startDaemon({ args: ["--log-level", "warn"] });
+// Info level: the VM bench reads aetherd's own timing of each start from its log.
+const daemon = await startDaemon({ args: ["--log-level", "info"] });
 try {
   const aether = await daemon.client();
   const pid = daemon.process.pid ?? 0;
