@@ -8,18 +8,11 @@ import { Code, ConnectError, observe, runtime } from "@aether/sdk";
 import { CellBackend } from "@aether/sdk/gen/aether/cells/v1/cells_pb";
 import { CgroupVersion } from "@aether/sdk/gen/aether/node/v1/node_pb";
 import { collect, eventually, isRunning, startDaemon, useDaemon } from "./helpers/daemon.js";
+import { rejectsWith } from "./helpers/assertions.js";
 
 const MiB = 1024n * 1024n;
 const SH = "/bin/sh";
 
-async function rejectsWith(promise: Promise<unknown>, code: Code, pattern: RegExp): Promise<void> {
-  await assert.rejects(promise, (err: unknown) => {
-    assert.ok(err instanceof ConnectError, String(err));
-    assert.equal(err.code, code, `${Code[err.code]}: ${err.rawMessage}`);
-    assert.match(err.rawMessage, pattern);
-    return true;
-  });
-}
 
 /** utime+stime of a process in seconds, from /proc (USER_HZ = 100). */
 function cpuSeconds(pid: number): number {

@@ -8,17 +8,10 @@ import { Code, ConnectError } from "@aether/sdk";
 import { ExecutableState } from "@aether/sdk/gen/aether/runtime/v1/runtime_pb";
 import { LogChannel, LogSource } from "@aether/sdk/gen/aether/observe/v1/observe_pb";
 import { collect, eventually, isRunning, useDaemon } from "./helpers/daemon.js";
+import { rejectsWith } from "./helpers/assertions.js";
 
 const SH = "/bin/sh";
 
-async function rejectsWith(promise: Promise<unknown>, code: Code, pattern: RegExp): Promise<void> {
-  await assert.rejects(promise, (err: unknown) => {
-    assert.ok(err instanceof ConnectError, `expected a ConnectError, got ${String(err)}`);
-    assert.equal(err.code, code, `expected ${Code[code]}, got ${Code[err.code]}: ${err.rawMessage}`);
-    assert.match(err.rawMessage, pattern);
-    return true;
-  });
-}
 
 describe("runtime: executables", () => {
   const env = useDaemon();

@@ -9,19 +9,12 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Code, ConnectError, observe, vm as vmApi, type AetherClient } from "@aether/sdk";
 import { eventually, isRunning, startDaemon, useDaemon, type TestDaemon } from "./helpers/daemon.js";
+import { rejectsWith } from "./helpers/assertions.js";
 import { guestImage } from "./helpers/guest.js";
 
 const MiB = 1024n * 1024n;
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
 
-async function rejectsWith(promise: Promise<unknown>, code: Code, pattern: RegExp): Promise<void> {
-  await assert.rejects(promise, (err: unknown) => {
-    assert.ok(err instanceof ConnectError, String(err));
-    assert.equal(err.code, code, `${Code[err.code]}: ${err.rawMessage}`);
-    assert.match(err.rawMessage, pattern);
-    return true;
-  });
-}
 
 function kernelBoot(cmdline = "quiet") {
   const g = guestImage();

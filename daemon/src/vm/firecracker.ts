@@ -5,7 +5,7 @@ import { existsSync } from "node:fs";
 import { rm, symlink } from "node:fs/promises";
 import { which } from "../host/command.js";
 import { configurationRequests, CTRL_ALT_DEL, DESCRIBE, PAUSE, RESUME, send, START } from "./firecracker-api.js";
-import type { Hypervisor, LaunchContext, VmControl, VmFiles } from "./hypervisor.js";
+import { startHypervisorProcess, type Hypervisor, type LaunchContext, type VmControl, type VmFiles } from "./hypervisor.js";
 import type { VmSpec } from "./record.js";
 
 const API_TIMEOUT_MS = 10_000;
@@ -21,22 +21,7 @@ export class FirecrackerHypervisor implements Hypervisor {
   }
 
   async launch(spec: VmSpec, ctx: LaunchContext) {
-    const process = await ctx.processes.start(
-      {
-        name: `firecracker-${spec.id.slice(0, 8)}`,
-        tenant: spec.tenant,
-        labels: { "aether.io/vm": spec.id },
-        argv: [this.binary, "--api-sock", ctx.files.api, "--id", `aether-vm-${spec.name}`],
-        env: { PATH: globalThis.process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin" },
-        cwd: ctx.files.dir,
-        uid: globalThis.process.getuid?.() ?? 0,
-        gid: globalThis.process.getgid?.() ?? 0,
-        cell: "",
-        logLimitBytes: 8 * 1024 * 1024,
-        requestId: "",
-      },
-      ctx.placement,
-    );
+    const process = await startHypervisorProcess(spec, ctx, "firecracker", [this.binary, "--api-sock", ctx.files.api, "--id", `aether-vm-${spec.name}`]);
     await rm(ctx.files.consoleLog, { force: true });
     await symlink(ctx.processes.logPath(process, "stdout"), ctx.files.consoleLog);
     const deadline = Date.now() + API_TIMEOUT_MS;

@@ -43,3 +43,23 @@ export interface Hypervisor {
   /** Reconnects to a VM process that outlived a previous aetherd. */
   reattach(spec: VmSpec, files: VmFiles): Promise<VmControl>;
 }
+
+/** Starts a VM's hypervisor process under the VM process supervisor, in the VM's cell if it has one. */
+export function startHypervisorProcess(spec: VmSpec, ctx: LaunchContext, name: string, argv: string[]): Promise<TrackedExecutable> {
+  return ctx.processes.start(
+    {
+      name: `${name}-${spec.id.slice(0, 8)}`,
+      tenant: spec.tenant,
+      labels: { "aether.io/vm": spec.id },
+      argv,
+      env: { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin" },
+      cwd: ctx.files.dir,
+      uid: process.getuid?.() ?? 0,
+      gid: process.getgid?.() ?? 0,
+      cell: "",
+      logLimitBytes: 8 * 1024 * 1024,
+      requestId: "",
+    },
+    ctx.placement,
+  );
+}

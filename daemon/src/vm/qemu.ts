@@ -2,7 +2,7 @@
 import { readFile } from "node:fs/promises";
 import { which } from "../host/command.js";
 import type { Supervisor } from "../runtime/supervisor.js";
-import type { Hypervisor, LaunchContext, VmControl, VmFiles } from "./hypervisor.js";
+import { startHypervisorProcess, type Hypervisor, type LaunchContext, type VmControl, type VmFiles } from "./hypervisor.js";
 import { qemuArgs } from "./qemu-args.js";
 import { QmpClient } from "./qmp.js";
 import type { VmSpec } from "./record.js";
@@ -25,22 +25,7 @@ export class QemuHypervisor implements Hypervisor {
 
   async launch(spec: VmSpec, ctx: LaunchContext) {
     const args = qemuArgs(spec, ctx.accel, ctx.files);
-    const process = await ctx.processes.start(
-      {
-        name: `qemu-${spec.id.slice(0, 8)}`,
-        tenant: spec.tenant,
-        labels: { "aether.io/vm": spec.id },
-        argv: [this.binary, ...args],
-        env: { PATH: globalThis.process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin" },
-        cwd: ctx.files.dir,
-        uid: globalThis.process.getuid?.() ?? 0,
-        gid: globalThis.process.getgid?.() ?? 0,
-        cell: "",
-        logLimitBytes: 8 * 1024 * 1024,
-        requestId: "",
-      },
-      ctx.placement,
-    );
+    const process = await startHypervisorProcess(spec, ctx, "qemu", [this.binary, ...args]);
     try {
       const qmp = await connectWhileAlive(ctx.files.qmp, ctx.processes, process.spec.id);
       return { process, control: qmpControl(qmp) };

@@ -32,15 +32,23 @@ export interface Plan {
   conflicts: PlannedAction[];
 }
 
-async function listAll(aether: AetherClient, tenant: string): Promise<Executable[]> {
-  const all: Executable[] = [];
+/** Every item of a paged List call. */
+async function allPages<T>(list: (pageToken: string) => Promise<{ items: T[]; nextPageToken: string }>): Promise<T[]> {
+  const all: T[] = [];
   let pageToken = "";
   do {
-    const page = await aether.runtime.listExecutables({ tenant, pageSize: 1000, pageToken });
-    all.push(...page.executables);
+    const page = await list(pageToken);
+    all.push(...page.items);
     pageToken = page.nextPageToken;
   } while (pageToken !== "");
   return all;
+}
+
+function listAll(aether: AetherClient, tenant: string): Promise<Executable[]> {
+  return allPages(async (pageToken) => {
+    const page = await aether.runtime.listExecutables({ tenant, pageSize: 1000, pageToken });
+    return { items: page.executables, nextPageToken: page.nextPageToken };
+  });
 }
 
 const sameRecord = (a: Record<string, string>, b: Record<string, string>) =>
@@ -124,15 +132,11 @@ export function cellLimits(c: ManifestCell): CellLimits {
   });
 }
 
-async function listCells(aether: AetherClient, tenant: string): Promise<Cell[]> {
-  const all: Cell[] = [];
-  let pageToken = "";
-  do {
+function listCells(aether: AetherClient, tenant: string): Promise<Cell[]> {
+  return allPages(async (pageToken) => {
     const page = await aether.cells.listCells({ tenant, pageSize: 1000, pageToken });
-    all.push(...page.cells);
-    pageToken = page.nextPageToken;
-  } while (pageToken !== "");
-  return all;
+    return { items: page.cells, nextPageToken: page.nextPageToken };
+  });
 }
 
 async function planCells(aether: AetherClient, manifest: Manifest): Promise<PlannedAction[]> {
