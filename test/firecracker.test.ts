@@ -152,6 +152,11 @@ describe("Firecracker driver against Firecracker's OpenAPI file", () => {
       const order = sent.map((r) => `${r.method} ${r.path}`);
       assert.ok(order.indexOf("PUT /actions") > order.indexOf("PUT /boot-source"), "InstanceStart comes after the configuration");
       assert.deepEqual(sent.filter((r) => r.path === "/actions").map((r) => (r.body as { action_type: string }).action_type), ["InstanceStart", "SendCtrlAltDel"]);
+      // The guest agent needs virtio-serial, which Firecracker lacks: asking for it is refused clearly.
+      await assert.rejects(
+        aether.vm.createVm({ name: "fc-agent", guestAgent: true, vcpus: 1, boot: { source: { case: "kernel", value: { kernelPath: g.kernel, initrdPath: "", cmdline: "" } } } }),
+        /the guest agent needs a virtio-serial port, which Firecracker does not have/,
+      );
       // A persistent VM still goes to QEMU.
       assert.equal(
         (await aether.vm.createVm({ name: "big", profile: vmApi.VmProfile.PERSISTENT, vcpus: 1, boot: { source: { case: "kernel", value: { kernelPath: g.kernel, initrdPath: g.initrd, cmdline: "" } } } })).vm?.hypervisor,

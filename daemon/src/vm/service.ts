@@ -211,6 +211,9 @@ function validateCreate(req: CreateVmRequest, manager: VmManager): Omit<VmSpec, 
   const requested = req.hypervisor === HypervisorEnum.QEMU ? "qemu" : req.hypervisor === HypervisorEnum.FIRECRACKER ? "firecracker" : "";
   const hypervisor = manager.hypervisorFor(profile, requested);
   if (hypervisor === "firecracker" && profile === "persistent") throw invalidArgument("Firecracker runs ephemeral microVMs only; use QEMU for a persistent VM.");
+  if (hypervisor === "firecracker" && req.guestAgent) {
+    throw invalidArgument("the guest agent needs a virtio-serial port, which Firecracker does not have; create the VM with hypervisor QEMU, or without guest_agent (Exec then is unavailable).");
+  }
   const acceleration = req.acceleration === Acceleration.KVM ? "kvm" : req.acceleration === Acceleration.TCG ? "tcg" : "auto";
   const ci = req.cloudInit;
   const cloudInit = ci && (ci.userData !== "" || ci.metaData !== "" || ci.networkConfig !== "") ? { userData: ci.userData, metaData: ci.metaData, networkConfig: ci.networkConfig } : undefined;
