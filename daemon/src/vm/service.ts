@@ -17,7 +17,7 @@ import { deadlineExceeded, failedPrecondition, invalidArgument } from "../api/er
 import { duration, durationMs, timestamp } from "../api/time.js";
 import { clip, dnsLabel, labelFilter, labels, matchesFilter, nextPageToken, pageOffset, pageSize, reference, tenant as parseTenant } from "../api/validate.js";
 import { tailFile } from "../observe/log-tail.js";
-import { signalName } from "../runtime/supervisor.js";
+import { fileSize, signalName } from "../runtime/supervisor.js";
 import { attachConsole } from "./console.js";
 import type { VmManager } from "./manager.js";
 import { GuestExecTimeout } from "./qga.js";
@@ -87,18 +87,7 @@ export function vmService(manager: VmManager): ServiceImpl<typeof VmService> {
     async *streamConsole(req, ctx) {
       const vm = resolve(req.vm, req.tenant);
       const path = manager.filesOf(vm).consoleLog;
-      const { statSync } = await import("node:fs");
-      let offset = 0;
-      if (req.tailBytes !== undefined) {
-        const size = (() => {
-          try {
-            return statSync(path).size;
-          } catch {
-            return 0;
-          }
-        })();
-        offset = Math.max(0, size - Number(req.tailBytes));
-      }
+      const offset = req.tailBytes === undefined ? 0 : Math.max(0, fileSize(path) - Number(req.tailBytes));
       for await (const chunk of tailFile(path, { offset, follow: req.follow, ended: manager.ended(vm), signal: ctx.signal })) {
         yield { data: chunk.data, offset: BigInt(chunk.offset), time: timestamp(Date.now()) };
       }
