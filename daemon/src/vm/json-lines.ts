@@ -33,7 +33,8 @@ export class JsonLinesSocket {
         if ((code !== "ENOENT" && code !== "ECONNREFUSED") || Date.now() > deadline) {
           throw new Error(`cannot connect to the ${what} socket ${path}: ${(err as Error).message}`);
         }
-        await new Promise((r) => setTimeout(r, 5));
+        // QEMU is starting: its QMP socket appears within tens of milliseconds; poll closely.
+        await new Promise((r) => setTimeout(r, 1));
       }
     }
   }

@@ -197,14 +197,21 @@ export class VmManager {
         await createTap(nic.tap, nic.bridge);
         created.taps.push(nic.tap);
       }
+      const prepared = performance.now();
       const placement = await this.placement(spec, created);
+      const placed = performance.now();
       let markEnded: () => void = () => {};
       live.ended = new Promise<void>((r) => (markEnded = r));
       live.markEnded = markEnded;
       const { process, control } = await hypervisor.launch(spec, { files, accel, placement, processes: this.processes });
       // What aetherd itself adds to a boot: from the start request to a hypervisor answering on its
       // control socket (reported by npm run bench).
-      this.log.info({ vm: spec.name, launchMs: Math.round((performance.now() - startedAt) * 100) / 100, accel }, "hypervisor up, control socket answering");
+      const round = (ms: number) => Math.round(ms * 100) / 100;
+      const done = performance.now();
+      this.log.info(
+        { vm: spec.name, launchMs: round(done - startedAt), prepareMs: round(prepared - startedAt), cellMs: round(placed - prepared), hypervisorMs: round(done - placed), accel },
+        "hypervisor up, control socket answering",
+      );
       Object.assign(vm.runtime, {
         processId: process.spec.id,
         effectiveAcceleration: accel,
