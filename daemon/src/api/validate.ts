@@ -77,6 +77,13 @@ export function nextPageToken(offset: number, size: number, total: number): stri
   return offset + size < total ? Buffer.from(String(offset + size)).toString("base64url") : "";
 }
 
+/** One page of a List result: validates page_size and page_token, returns the page and the next token. */
+export function paginate<T>(items: T[], requestedSize: number, token: string): { page: T[]; nextPageToken: string } {
+  const size = pageSize(requestedSize);
+  const offset = pageOffset(token);
+  return { page: items.slice(offset, offset + size), nextPageToken: nextPageToken(offset, size, items.length) };
+}
+
 /** Shortens user input quoted back in an error so an oversized value cannot flood the reply. */
 export function clip(value: string, max = 80): string {
   return value.length > max ? `${value.slice(0, max)}…` : value;

@@ -11,7 +11,7 @@ import {
   type Cell,
 } from "@aether/sdk/gen/aether/cells/v1/cells_pb";
 import { timestamp } from "../api/time.js";
-import { labelFilter, labels, matchesFilter, nextPageToken, pageOffset, pageSize, reference, tenant as parseTenant } from "../api/validate.js";
+import { labelFilter, labels, matchesFilter, paginate, reference, tenant as parseTenant } from "../api/validate.js";
 import { limitsFromProto } from "./limits.js";
 import type { CellRegistry, CellView } from "./registry.js";
 
@@ -55,8 +55,6 @@ export function cellService(registry: CellRegistry): ServiceImpl<typeof CellServ
     async listCells(req) {
       const owner = req.tenant === "" ? undefined : parseTenant(req.tenant);
       const terms = labelFilter(req.filter);
-      const size = pageSize(req.pageSize);
-      const offset = pageOffset(req.pageToken);
       const views = await Promise.all(
         registry
           .list()
@@ -66,7 +64,8 @@ export function cellService(registry: CellRegistry): ServiceImpl<typeof CellServ
           .map((r) => registry.view(r)),
       );
       const wanted = views.filter((v) => req.state === CellState.UNSPECIFIED || stateOf(v) === req.state);
-      return { cells: wanted.slice(offset, offset + size).map(toMessage), nextPageToken: nextPageToken(offset, size, wanted.length) };
+      const { page, nextPageToken } = paginate(wanted, req.pageSize, req.pageToken);
+      return { cells: page.map(toMessage), nextPageToken };
     },
 
     async getCellStats(req) {

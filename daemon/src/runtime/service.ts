@@ -11,7 +11,7 @@ import {
 } from "@aether/sdk/gen/aether/runtime/v1/runtime_pb";
 import { alreadyExists, deadlineExceeded, failedPrecondition, internal, invalidArgument } from "../api/errors.js";
 import { durationMs, timestamp } from "../api/time.js";
-import { clip, labelFilter, matchesFilter, nextPageToken, pageOffset, pageSize, tenant as parseTenant } from "../api/validate.js";
+import { clip, labelFilter, matchesFilter, paginate, tenant as parseTenant } from "../api/validate.js";
 import { resolveExecutable } from "./resolve.js";
 import { fileSize, signalName, SpawnError, type Placement, type Supervisor, type TrackedExecutable } from "./supervisor.js";
 import { validateStart } from "./validate-start.js";
@@ -92,8 +92,6 @@ export function executableService(supervisor: Supervisor, placeInCell: CellPlace
     async listExecutables(req) {
       const owner = req.tenant === "" ? undefined : parseTenant(req.tenant);
       const terms = labelFilter(req.filter);
-      const size = pageSize(req.pageSize);
-      const offset = pageOffset(req.pageToken);
       const wanted = req.state === ExecutableState.UNSPECIFIED ? undefined : req.state;
       const matching = supervisor
         .list()
@@ -101,11 +99,8 @@ export function executableService(supervisor: Supervisor, placeInCell: CellPlace
         .filter((e) => matchesFilter(e.spec.labels, terms))
         .filter((e) => wanted === undefined || stateOf(e) === wanted)
         .sort((a, b) => b.spec.createTimeMs - a.spec.createTimeMs || a.spec.id.localeCompare(b.spec.id));
-      const page = matching.slice(offset, offset + size);
-      return {
-        executables: page.map((e) => toMessage(supervisor, e)),
-        nextPageToken: nextPageToken(offset, size, matching.length),
-      };
+      const { page, nextPageToken } = paginate(matching, req.pageSize, req.pageToken);
+      return { executables: page.map((e) => toMessage(supervisor, e)), nextPageToken };
     },
 
     async deleteExecutable(req) {

@@ -15,7 +15,7 @@ import {
 } from "@aether/sdk/gen/aether/vm/v1/vm_pb";
 import { deadlineExceeded, failedPrecondition, invalidArgument } from "../api/errors.js";
 import { duration, durationMs, timestamp } from "../api/time.js";
-import { clip, dnsLabel, labelFilter, labels, matchesFilter, nextPageToken, pageOffset, pageSize, reference, tenant as parseTenant } from "../api/validate.js";
+import { clip, dnsLabel, labelFilter, labels, matchesFilter, paginate, reference, tenant as parseTenant } from "../api/validate.js";
 import { tailFile } from "../observe/log-tail.js";
 import { fileSize, signalName } from "../runtime/supervisor.js";
 import { attachConsole } from "./console.js";
@@ -74,15 +74,14 @@ export function vmService(manager: VmManager): ServiceImpl<typeof VmService> {
     async listVms(req) {
       const owner = req.tenant === "" ? undefined : parseTenant(req.tenant);
       const terms = labelFilter(req.filter);
-      const size = pageSize(req.pageSize);
-      const offset = pageOffset(req.pageToken);
       const matching = manager
         .list()
         .filter((v) => owner === undefined || v.spec.tenant === owner)
         .filter((v) => matchesFilter(v.spec.labels, terms))
         .filter((v) => req.state === VmState.UNSPECIFIED || STATES[v.runtime.state] === req.state)
         .sort((a, b) => b.spec.createTimeMs - a.spec.createTimeMs);
-      return { vms: matching.slice(offset, offset + size).map((v) => toMessage(manager, v)), nextPageToken: nextPageToken(offset, size, matching.length) };
+      const { page, nextPageToken } = paginate(matching, req.pageSize, req.pageToken);
+      return { vms: page.map((v) => toMessage(manager, v)), nextPageToken };
     },
     async *streamConsole(req, ctx) {
       const vm = resolve(req.vm, req.tenant);
