@@ -14,6 +14,19 @@ const TcpSchema = z
   })
   .strict();
 
+const PoolSchema = z
+  .object({
+    name: z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, "must be a DNS label (lowercase letters, digits, '-')"),
+    driver: z.enum(["dir", "zfs", "lvm-thin"]),
+    /** A directory (dir), a dataset such as tank/aether (zfs), vg/thinpool (lvm-thin). */
+    location: z.string().min(1),
+    default: z.boolean().default(false),
+    labels: z.record(z.string(), z.string()).default({}),
+  })
+  .strict();
+
+export type PoolConfig = z.infer<typeof PoolSchema>;
+
 export const ConfigSchema = z
   .object({
     socket: z.string().min(1),
@@ -26,8 +39,26 @@ export const ConfigSchema = z
     /** Folder, below aetherd's own cgroup in each hierarchy, that holds its cells. */
     cgroup_root: z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/, "must be one folder name (letters, digits, '_', '.', '-')"),
     tcp: TcpSchema.optional(),
+    /**
+     * Storage pools. Empty: one dir pool named "default" in <state_dir>/pools/default. A pool with
+     * default = true (else the first) serves requests that name none.
+     */
+    pools: z.array(PoolSchema).default([]),
+    /** Folders ImportImage may read local files from (absolute; links are resolved first). */
+    import_roots: z.array(z.string().startsWith("/", "must be an absolute path")).default(["/"]),
   })
-  .strict();
+  .strict()
+  .superRefine((config, ctx) => {
+    const names = config.pools.map((p) => p.name);
+    const twice = names.find((n, i) => names.indexOf(n) !== i);
+    if (twice) ctx.addIssue({ code: "custom", path: ["pools"], message: `pool name ${twice} is used twice` });
+    if (config.pools.filter((p) => p.default).length > 1) ctx.addIssue({ code: "custom", path: ["pools"], message: "more than one pool has default = true" });
+    for (const p of config.pools) {
+      if (p.driver === "dir" && !p.location.startsWith("/")) ctx.addIssue({ code: "custom", path: ["pools", p.name, "location"], message: "a dir pool's location must be an absolute path" });
+      if (p.driver === "zfs" && !/^[A-Za-z0-9][A-Za-z0-9_.:-]*(\/[A-Za-z0-9_.:-]+)*$/.test(p.location)) ctx.addIssue({ code: "custom", path: ["pools", p.name, "location"], message: "a zfs pool's location must be a dataset name such as tank/aether" });
+      if (p.driver === "lvm-thin" && !/^[A-Za-z0-9+_.-]+\/[A-Za-z0-9+_.-]+$/.test(p.location)) ctx.addIssue({ code: "custom", path: ["pools", p.name, "location"], message: "an lvm-thin pool's location must be vg/thinpool" });
+    }
+  });
 
 export type Config = z.infer<typeof ConfigSchema>;
 

@@ -38,6 +38,9 @@ import { VmManager } from "./vm/manager.js";
 import { QemuHypervisor } from "./vm/qemu.js";
 import { FirecrackerHypervisor } from "./vm/firecracker.js";
 import { vmService } from "./vm/service.js";
+import { createPools } from "./storage/pools.js";
+import { StorageRegistry } from "./storage/registry.js";
+import { storageService } from "./storage/service.js";
 
 const packageJson = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), "..", "package.json"), "utf8")) as {
   version: string;
@@ -70,6 +73,9 @@ async function run(flags: ConfigFlags): Promise<void> {
   const cells = new CellRegistry(config.state_dir, cellsChoice.backend, cellsChoice.reason, shimPath, supervisor, log.child({ room: "cells" }));
   await cells.load();
   supervisor.explainExit = (spec, exit) => explainOomKill(cells, spec, exit);
+  const configured = createPools(config.pools, config.state_dir);
+  const storage = new StorageRegistry(config.state_dir, configured.pools, configured.defaultPool, config.import_roots, log.child({ room: "storage" }));
+  await storage.load();
   // The VMs' hypervisor processes have a supervisor of their own: they are not user executables.
   const vmProcesses = new Supervisor(join(config.state_dir, "vms"), shimPath, log.child({ room: "vm-processes" }), events);
   await vmProcesses.load();
@@ -87,7 +93,7 @@ async function run(flags: ConfigFlags): Promise<void> {
   const shutdown = new Promise<void>((resolve) => (markShutdown = resolve));
 
   const nodeIdValue = await nodeId(config.state_dir);
-  const implemented = [ExecutableService, ObserveService, NodeService, CellService, VmService];
+  const implemented = [ExecutableService, ObserveService, NodeService, CellService, VmService, StorageService];
   const routes = (router: ConnectRouter) => {
     router.service(ExecutableService, executableService(supervisor, (cell, tenant) => cells.placement(cell, tenant)));
     router.service(CellService, cellService(cells));
@@ -109,11 +115,11 @@ async function run(flags: ConfigFlags): Promise<void> {
       nodeService({ nodeId: nodeIdValue, version: VERSION, stateDir: config.state_dir, startTimeMs, supervisor, probe, cells: { version: cells.backendVersion, reason: cellsChoice.reason } }),
     );
     router.service(VmService, vmService(vms));
-    router.service(StorageService, unimplementedService(StorageService, "pools and volumes arrive with the storage subsystem."));
+    router.service(StorageService, storageService(storage));
     router.service(FenceService, unimplementedService(FenceService, "Redfish fencing arrives with the fence subsystem."));
     router.service(BidService, unimplementedService(BidService, "bidding arrives with the auction subsystem."));
     router.service(AggregatorService, unimplementedService(AggregatorService, "this service is served by aether-aggregator, not by aetherd."));
-    router.service(ServerReflection, reflectionService([...implemented, StorageService, FenceService, BidService, AggregatorService]));
+    router.service(ServerReflection, reflectionService([...implemented, FenceService, BidService, AggregatorService]));
   };
   const listeners = await listen(config, routes, log);
   log.info({ version: VERSION, stateDir: config.state_dir, pid: process.pid }, "aetherd ready");
@@ -141,7 +147,7 @@ async function run(flags: ConfigFlags): Promise<void> {
 const program = new Command("aetherd")
   .description("The Aether host daemon: runs processes (and later cells, VMs, volumes) and serves the Aether API.")
   .version(VERSION)
-  .option("-c, --config <file>", "TOML config file (keys: socket, state_dir, log_level, max_message_bytes, cgroup_root, [tcp] listen/cert/key/client_ca)")
+  .option("-c, --config <file>", "TOML config file (keys: socket, state_dir, log_level, max_message_bytes, cgroup_root, import_roots, [tcp] listen/cert/key/client_ca, [[pools]] name/driver/location/default/labels)")
   .option("--socket <path>", "unix socket to serve on (default /run/aether/aetherd.sock as root)")
   .option("--state-dir <dir>", "where records and logs are kept (default /var/lib/aether as root)")
   .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent")
