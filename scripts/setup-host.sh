@@ -2,7 +2,9 @@
 # Installs what Aether needs from Debian, idempotently: a C compiler (aetherd builds its process
 # shim on first start), QEMU and qemu-img (VMs), genisoimage (cloud-init seeds), the parts the test
 # guest is built from (busybox-static, qemu-guest-agent, cpio), iproute2 (TAP devices and bridges),
-# and openssl and curl (the mutual-TLS tests). Node.js 20+ and npm must exist.
+# openssl and curl (the mutual-TLS tests), and zfs-fuse (real ZFS datasets, snapshots and clones for
+# the ZFS storage driver's tests; skipped where a zfs command, e.g. ZFS on Linux, is there already,
+# since the two packages conflict). Node.js 20+ and npm must exist.
 set -euo pipefail
 
 node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
@@ -22,6 +24,7 @@ command -v busybox >/dev/null 2>&1 || need+=(busybox-static)
 test -x /usr/sbin/qemu-ga || need+=(qemu-guest-agent)
 command -v cpio >/dev/null 2>&1 || need+=(cpio)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+test -x /usr/sbin/zfs || test -x /sbin/zfs || need+=(zfs-fuse)
 
 if [ ${#need[@]} -eq 0 ]; then
   echo "setup-host: host packages present."

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import type { PoolConfig } from "../config.js";
 import { DirPool } from "./dir-pool.js";
 import { LvmThinPool } from "./lvm-thin-pool.js";
+import { ZfsPool } from "./zfs-pool.js";
 import type { StoragePool } from "./pool.js";
 
 export interface ConfiguredPools {
@@ -23,9 +24,9 @@ function createPool(c: PoolConfig, stateDir: string): StoragePool {
   switch (c.driver) {
     case "dir":
       return new DirPool(c.name, c.location);
+    case "zfs":
+      return new ZfsPool(c.name, c.location);
     case "lvm-thin":
       return new LvmThinPool(c.name, c.location, { stagingDir: join(stateDir, "storage", "staging", c.name) });
-    default:
-      throw new Error(`pool driver ${c.driver} is not wired yet (${stateDir})`);
   }
 }
