@@ -5,7 +5,7 @@
 // Installs what it needs with apt-get (as root) when missing. Prints the image folder.
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -95,10 +95,26 @@ for (const line of run("ldd", [qga]).split("\n")) {
 const initramfs = join(work, "initramfs.cpio.gz");
 run("sh", ["-c", `cd "${initrd}" && find . | cpio -o -H newc --quiet | gzip -6 > "${initramfs}"`]);
 
+// The same guest as a bootable disk, for VMs that boot through their firmware: a FAT file system
+// over the whole disk (no partition table) with SYSLINUX in its boot sector, which SeaBIOS boots
+// like any hard disk. mtools writes into the image file, so nothing is mounted.
+const disk = join(work, "disk.raw");
+const diskMiB = Math.ceil((statSync(vmlinuz).size + statSync(initramfs).size) / (1024 * 1024)) + 16;
+writeFileSync(disk, "");
+truncateSync(disk, diskMiB * 1024 * 1024);
+run("mkfs.fat", ["-F", "16", "-n", "AETHER", disk]);
+run("syslinux", ["--install", disk]);
+const syslinuxCfg = join(work, "syslinux.cfg");
+writeFileSync(syslinuxCfg, "SERIAL 0 115200\nDEFAULT aether\nPROMPT 0\nTIMEOUT 0\nLABEL aether\n  KERNEL /vmlinuz\n  INITRD /initrd.gz\n  APPEND console=ttyS0 panic=-1\n");
+run("mcopy", ["-i", disk, vmlinuz, "::vmlinuz"]);
+run("mcopy", ["-i", disk, initramfs, "::initrd.gz"]);
+run("mcopy", ["-i", disk, syslinuxCfg, "::syslinux.cfg"]);
+
 rmSync(out, { recursive: true, force: true });
 mkdirSync(out, { recursive: true });
 copyFileSync(vmlinuz, join(out, "vmlinuz"));
 copyFileSync(initramfs, join(out, "initramfs.cpio.gz"));
+copyFileSync(disk, join(out, "disk.raw"));
 writeFileSync(manifestFile, `${JSON.stringify({ key, kernelPackage, kernelVersion, release, builtAt: new Date().toISOString() }, null, 2)}\n`);
 rmSync(work, { recursive: true, force: true });
 log(`built ${out} (kernel ${release})`);

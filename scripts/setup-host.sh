@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Aether needs from Debian, idempotently: a C compiler (aetherd builds its process
 # shim on first start), QEMU and qemu-img (VMs), genisoimage (cloud-init seeds), the parts the test
-# guest is built from (busybox-static, qemu-guest-agent, cpio), iproute2 (TAP devices and bridges),
+# guest is built from (busybox-static, qemu-guest-agent, cpio; syslinux, mtools and dosfstools for
+# its bootable disk), iproute2 (TAP devices and bridges),
 # openssl and curl (the mutual-TLS tests), and zfs-fuse (real ZFS datasets, snapshots and clones for
 # the ZFS storage driver's tests; skipped where a zfs command, e.g. ZFS on Linux, is there already,
 # since the two packages conflict). Node.js 20+ and npm must exist.
@@ -23,6 +24,9 @@ command -v genisoimage >/dev/null 2>&1 || need+=(genisoimage)
 command -v busybox >/dev/null 2>&1 || need+=(busybox-static)
 test -x /usr/sbin/qemu-ga || need+=(qemu-guest-agent)
 command -v cpio >/dev/null 2>&1 || need+=(cpio)
+command -v syslinux >/dev/null 2>&1 || need+=(syslinux)
+command -v mcopy >/dev/null 2>&1 || need+=(mtools)
+command -v mkfs.fat >/dev/null 2>&1 || need+=(dosfstools)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 test -x /usr/sbin/zfs || test -x /sbin/zfs || need+=(zfs-fuse)
 

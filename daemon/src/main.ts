@@ -84,6 +84,7 @@ async function run(flags: ConfigFlags): Promise<void> {
     vmProcesses,
     { qemu: await QemuHypervisor.find(), firecracker: await FirecrackerHypervisor.find() },
     cells,
+    storage,
     events,
     log.child({ room: "vm" }),
   );

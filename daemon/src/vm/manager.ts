@@ -11,6 +11,8 @@ import type { Logger } from "pino";
 import { alreadyExists, failedPrecondition, notFound } from "../api/errors.js";
 import { clip } from "../api/validate.js";
 import type { CellRegistry } from "../cells/registry.js";
+import type { StorageRegistry, VolumeUser } from "../storage/registry.js";
+import type { ImageRecord, VolumeRecord } from "../storage/records.js";
 import type { EventBus } from "../observe/event-bus.js";
 import type { Placement, Supervisor } from "../runtime/supervisor.js";
 import { signalName } from "../runtime/supervisor.js";
@@ -58,10 +60,55 @@ export class VmManager {
     private readonly processes: Supervisor,
     private readonly hypervisors: { qemu?: Hypervisor; firecracker?: Hypervisor },
     private readonly cells: CellRegistry,
+    private readonly storage: StorageRegistry,
     private readonly events: EventBus,
     private readonly log: Logger,
   ) {
     this.changes.setMaxListeners(0);
+    storage.usersOf = (volumeId) => this.volumeUsers(volumeId);
+  }
+
+  /** The VMs a volume is attached to, and whether each runs (storage refuses some changes then). */
+  private volumeUsers(volumeId: string): VolumeUser[] {
+    return this.list()
+      .filter((vm) => vm.spec.disks.some((d) => d.volumeId === volumeId))
+      .map((vm) => ({ vmId: vm.spec.id, running: ["starting", "running", "paused", "stopping"].includes(vm.runtime.state) }));
+  }
+
+  /** A volume a new VM may attach: READY, its data present, and not attached to another VM. */
+  attachableVolume(ref: string, tenant: string): VolumeRecord {
+    const volume = this.storage.resolveVolume(ref, tenant);
+    const health = this.storage.health(volume);
+    if (health.state !== "ready") throw failedPrecondition(`volume ${volume.name} is ${health.state}${health.reason ? `: ${health.reason}` : ""}; attach a ready volume.`);
+    const users = this.volumeUsers(volume.id);
+    if (users.length > 0) throw failedPrecondition(`volume ${volume.name} is already attached to VM ${users.map((u) => u.vmId).join(", ")}; a disk is attached to one VM at a time (clone it for another).`);
+    return volume;
+  }
+
+  /** An image a new VM may boot from (through a clone of its own). */
+  bootableImage(ref: string, tenant: string): ImageRecord {
+    const image = this.storage.resolveImage(ref, tenant);
+    if (image.state !== "ready") throw failedPrecondition(`image ${image.name} is ${image.state}, not ready; wait for its import (WatchImage) or import it again.`);
+    return image;
+  }
+
+  /** Where a disk is on the host now: a volume's path is looked up, since a pool may move it. */
+  diskPath(disk: VmSpec["disks"][number]): string {
+    if (disk.volumeId === "") return disk.path;
+    return this.storage.volumeById(disk.volumeId)?.hostPath ?? "";
+  }
+
+  /** The disks with their current paths; a volume that is gone or broken stops the start. */
+  private resolveDisks(spec: VmSpec): VmSpec {
+    const disks = spec.disks.map((d) => {
+      if (d.volumeId === "") return d;
+      const volume = this.storage.volumeById(d.volumeId);
+      if (!volume) throw failedPrecondition(`VM ${spec.name} cannot start: its volume ${d.volumeId} no longer exists.`);
+      const health = this.storage.health(volume);
+      if (health.state !== "ready") throw failedPrecondition(`VM ${spec.name} cannot start: volume ${volume.name} is ${health.state}${health.reason ? `: ${health.reason}` : ""}.`);
+      return { ...d, path: volume.hostPath };
+    });
+    return { ...spec, disks };
   }
 
   private files(id: string): VmFiles {
@@ -112,7 +159,7 @@ export class VmManager {
     return profile === "ephemeral" && this.hypervisors.firecracker ? "firecracker" : "qemu";
   }
 
-  async create(spec: Omit<VmSpec, "id" | "createTimeMs">): Promise<VmRecord> {
+  async create(spec: Omit<VmSpec, "id" | "createTimeMs">, bootImage?: { imageId: string; sizeBytes: number }): Promise<VmRecord> {
     const earlier = spec.requestId !== "" ? this.list().find((v) => v.spec.requestId === spec.requestId) : undefined;
     if (earlier) return earlier;
     if (this.list().some((v) => v.spec.name === spec.name && v.spec.tenant === spec.tenant)) {
@@ -127,9 +174,28 @@ export class VmManager {
     }
     const id = randomUUID();
     const full: VmSpec = { ...spec, id, createTimeMs: Date.now(), nics: spec.nics.map((n, i) => ({ ...n, tap: n.tap || `ae${id.replace(/-/g, "").slice(0, 8)}n${i}` })) };
+    if (bootImage) {
+      // The VM's own thin clone of the image, owned by it: deleted with the VM.
+      const volume = await this.storage.createVolume({
+        name: `${spec.name}-boot`.slice(0, 63).replace(/-+$/, ""),
+        tenant: spec.tenant,
+        labels: { "aether.io/vm": id },
+        pool: "",
+        format: undefined,
+        source: { kind: "image", image: bootImage.imageId, sizeBytes: bootImage.sizeBytes },
+        requestId: "",
+        ownerVm: id,
+      });
+      full.disks = [{ path: volume.hostPath, readOnly: false, format: volume.format === "qcow2" ? "qcow2" : "raw", serial: "boot", volumeId: volume.id }, ...full.disks];
+    }
     const record: VmRecord = { spec: full, runtime: freshRuntime() };
-    await mkdir(this.files(id).dir, { recursive: true, mode: 0o700 });
-    await this.save(record);
+    try {
+      await mkdir(this.files(id).dir, { recursive: true, mode: 0o700 });
+      await this.save(record);
+    } catch (err) {
+      if (bootImage && full.disks[0]) await this.storage.deleteVolume(full.disks[0].volumeId, spec.tenant, true, "").catch(() => undefined);
+      throw err;
+    }
     this.track(record);
     this.events.publish({ kind: "vm.created", tenant: full.tenant, resourceId: id, resourceName: full.name, message: `VM ${full.name} created`, attributes: {} });
     return record;
@@ -175,9 +241,11 @@ export class VmManager {
     if (!["created", "stopped", "failed"].includes(vm.runtime.state)) {
       throw failedPrecondition(`VM ${spec.name} is ${vm.runtime.state}; only a created, stopped or failed VM can be started.`);
     }
-    const hypervisor = this.hypervisors[spec.hypervisor];
-    if (!hypervisor) throw failedPrecondition(`the ${spec.hypervisor} hypervisor this VM was created for is not installed on this host any more.`);
-    this.checkFiles(spec);
+    const hypervisor = this.hypervisors[vm.spec.hypervisor];
+    if (!hypervisor) throw failedPrecondition(`the ${vm.spec.hypervisor} hypervisor this VM was created for is not installed on this host any more.`);
+    // The hypervisor gets the disks' current paths; the record keeps the volume ids.
+    const launchSpec = this.resolveDisks(spec);
+    this.checkFiles(launchSpec);
     for (const nic of spec.nics) {
       if (!isBridge(nic.bridge)) throw failedPrecondition(`bridge ${nic.bridge} does not exist on this host (or is not a bridge); create it first (ip link add ${nic.bridge} type bridge).`);
       if (linkExists(nic.tap)) throw failedPrecondition(`a network device named ${nic.tap} already exists; it collides with this VM's TAP device. Remove it or give the NIC another tap_device.`);
@@ -203,7 +271,7 @@ export class VmManager {
       let markEnded: () => void = () => {};
       live.ended = new Promise<void>((r) => (markEnded = r));
       live.markEnded = markEnded;
-      const { process, control } = await hypervisor.launch(spec, { files, accel, placement, processes: this.processes });
+      const { process, control } = await hypervisor.launch(launchSpec, { files, accel, placement, processes: this.processes });
       // What aetherd itself adds to a boot: from the start request to a hypervisor answering on its
       // control socket (reported by npm run bench).
       const round = (ms: number) => Math.round(ms * 100) / 100;
@@ -430,6 +498,12 @@ export class VmManager {
     await rm(files.dir, { recursive: true, force: true });
     await rm(files.runtimeDir, { recursive: true, force: true });
     this.vms.delete(vm.spec.id);
+    const boot = vm.spec.ownsBootVolume ? vm.spec.disks[0] : undefined;
+    if (boot) {
+      await this.storage.deleteVolume(boot.volumeId, vm.spec.tenant, true, "", { asOwner: vm.spec.id }).catch((err: Error) => {
+        this.log.warn({ vm: vm.spec.id, volume: boot.volumeId, err: err.message }, "the VM's boot volume could not be deleted with it; delete it with DeleteVolume");
+      });
+    }
     this.events.publish({ kind: "vm.deleted", tenant: vm.spec.tenant, resourceId: vm.spec.id, resourceName: vm.spec.name, message: `VM ${vm.spec.name} deleted`, attributes: {} });
   }
 

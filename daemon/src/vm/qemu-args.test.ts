@@ -13,10 +13,13 @@ const spec: VmSpec = {
   acceleration: "auto",
   vcpus: 2,
   memoryBytes: 256 * 1024 * 1024,
+  boot: "kernel",
+  bootImageId: "",
+  ownsBootVolume: false,
   kernelPath: "/k",
   initrdPath: "/i",
   cmdline: "quiet",
-  disks: [{ path: "/d.qcow2", readOnly: true, format: "qcow2", serial: "s1" }],
+  disks: [{ path: "/d.qcow2", readOnly: true, format: "qcow2", serial: "s1", volumeId: "" }],
   nics: [{ bridge: "br0", mac: "52:54:00:01:02:03", tap: "ae11111111n0" }],
   cloudInit: { userData: "x", metaData: "", networkConfig: "" },
   cell: "",
@@ -59,4 +62,15 @@ it("a persistent VM is a q35 machine with PCI devices; KVM gets the host CPU and
 it("reads the host's TSC rate from /proc/cpuinfo", () => {
   assert.equal(hostTscKhz("processor\t: 0\ncpu MHz\t\t: 2599.998\n"), 2_599_998);
   assert.equal(hostTscKhz("nothing here"), undefined);
+});
+
+it("a VM booting a disk is a PC whose firmware boots disk 0: no kernel, no microvm, bootindex on the first disk", () => {
+  const disk = { path: "/pool/volumes/v.qcow2", readOnly: false, format: "qcow2" as const, serial: "boot", volumeId: "v" };
+  const a = qemuArgs({ ...spec, boot: "disk", kernelPath: "", initrdPath: "", cmdline: "", disks: [disk], cloudInit: undefined, guestAgent: false, nics: [] }, "tcg", paths, 2_600_000);
+  assert.equal(after(a, "-M")[0], "q35", "even an ephemeral VM, since a microvm has no BIOS to boot a disk");
+  assert.equal(a.includes("-kernel"), false);
+  assert.equal(a.includes("-append"), false);
+  assert.equal(a.includes("-initrd"), false);
+  assert.deepEqual(after(a, "-device"), ["virtio-blk-pci,drive=disk0,serial=boot,bootindex=0"]);
+  assert.deepEqual(after(a, "-drive"), ["file=/pool/volumes/v.qcow2,if=none,id=disk0,format=qcow2,cache=writeback"]);
 });

@@ -32,7 +32,8 @@ function readCpuinfo(): string {
 }
 
 export function qemuArgs(spec: VmSpec, accel: "kvm" | "tcg", paths: VmPaths, tscKhz = hostTscKhz()): string[] {
-  const micro = spec.profile === "ephemeral";
+  // Firmware boots (a disk) need a PC with a BIOS; a microVM boots kernels only.
+  const micro = spec.profile === "ephemeral" && spec.boot !== "disk";
   const timing = micro && accel === "tcg" && tscKhz ? `tsc_early_khz=${tscKhz}` : "";
   const dev = (kind: "blk" | "net" | "serial") => (micro ? `virtio-${kind}-device` : `virtio-${kind}-pci`);
   const args = [
@@ -48,14 +49,15 @@ export function qemuArgs(spec: VmSpec, accel: "kvm" | "tcg", paths: VmPaths, tsc
     // A guest reboot ends the VM: the test guest's shutdown is a reboot, and a crashed guest must
     // not loop; persistent VMs are restarted by aetherd, not by QEMU.
     "-no-reboot",
-    "-kernel", spec.kernelPath,
-    "-append", ["console=ttyS0", "panic=-1", timing, `aether.hostname=${spec.name}`, spec.cmdline].filter(Boolean).join(" "),
     "-chardev", `socket,id=console0,path=${paths.console},server=on,wait=off,logfile=${paths.consoleLog},logappend=on`,
     "-serial", "chardev:console0",
     "-qmp", `unix:${paths.qmp},server=on,wait=off`,
     "-pidfile", paths.pidFile,
   ];
-  if (spec.initrdPath) args.push("-initrd", spec.initrdPath);
+  if (spec.boot !== "disk") {
+    args.push("-kernel", spec.kernelPath, "-append", ["console=ttyS0", "panic=-1", timing, `aether.hostname=${spec.name}`, spec.cmdline].filter(Boolean).join(" "));
+    if (spec.initrdPath) args.push("-initrd", spec.initrdPath);
+  }
   if (spec.guestAgent) {
     args.push(
       "-device", dev("serial"),
@@ -65,7 +67,8 @@ export function qemuArgs(spec: VmSpec, accel: "kvm" | "tcg", paths: VmPaths, tsc
   }
   spec.disks.forEach((d, i) => {
     args.push("-drive", `file=${d.path},if=none,id=disk${i},format=${d.format}${d.readOnly ? ",readonly=on" : ""},cache=writeback`);
-    args.push("-device", `${dev("blk")},drive=disk${i}${d.serial ? `,serial=${d.serial}` : ""}`);
+    const bootIndex = spec.boot === "disk" && i === 0 ? ",bootindex=0" : "";
+    args.push("-device", `${dev("blk")},drive=disk${i}${d.serial ? `,serial=${d.serial}` : ""}${bootIndex}`);
   });
   if (spec.cloudInit) {
     args.push("-drive", `file=${paths.seed},if=none,id=seed,format=raw,readonly=on`, "-device", `${dev("blk")},drive=seed`);

@@ -2,7 +2,8 @@
 // facts (which QEMU process, which TAP devices), in <state>/vms/<id>/vm.json, written atomically.
 import { z } from "zod";
 
-export const DiskSpecSchema = z.object({ path: z.string(), readOnly: z.boolean(), format: z.enum(["raw", "qcow2"]), serial: z.string() });
+/** A disk: a host path, or a storage volume (volumeId) whose path is looked up at every start. */
+export const DiskSpecSchema = z.object({ path: z.string(), readOnly: z.boolean(), format: z.enum(["raw", "qcow2"]), serial: z.string(), volumeId: z.string().default("") });
 export const NicSpecSchema = z.object({ bridge: z.string(), mac: z.string(), tap: z.string() });
 
 export const VmSpecSchema = z.object({
@@ -15,6 +16,12 @@ export const VmSpecSchema = z.object({
   acceleration: z.enum(["auto", "kvm", "tcg"]),
   vcpus: z.number().int().positive(),
   memoryBytes: z.number().int().positive(),
+  /** "kernel": direct kernel boot; "disk": the firmware boots disks[0], a volume. */
+  boot: z.enum(["kernel", "disk"]).default("kernel"),
+  /** The image a disk-booted VM's boot volume was cloned from ("" when the user gave a volume). */
+  bootImageId: z.string().default(""),
+  /** Whether aetherd made the boot volume for this VM (and deletes it with the VM). */
+  ownsBootVolume: z.boolean().default(false),
   kernelPath: z.string(),
   initrdPath: z.string(),
   cmdline: z.string(),

@@ -43,7 +43,8 @@ export function vmService(manager: VmManager): ServiceImpl<typeof VmService> {
 
   return {
     async createVm(req) {
-      const record = await manager.create(validateCreate(req, manager));
+      const { spec, bootImage } = validateCreate(req, manager);
+      const record = await manager.create(spec, bootImage);
       if (req.start) await manager.start(record);
       return { vm: toMessage(manager, record) };
     },
@@ -162,30 +163,80 @@ function describe(vm: VmRecord): string {
   return reason ? `${state}: ${reason}` : state;
 }
 
-function validateCreate(req: CreateVmRequest, manager: VmManager): Omit<VmSpec, "id" | "createTimeMs"> {
+interface ValidatedCreate {
+  spec: Omit<VmSpec, "id" | "createTimeMs">;
+  /** An image to clone into the VM's boot volume once the VM has an id. */
+  bootImage?: { imageId: string; sizeBytes: number };
+}
+
+function validateCreate(req: CreateVmRequest, manager: VmManager): ValidatedCreate {
   const name = dnsLabel("name", req.name);
+  const tenant = parseTenant(req.tenant);
   const vcpus = req.vcpus;
   if (vcpus === 0) throw invalidArgument("vcpus is 0: a VM needs at least one virtual CPU.");
   if (vcpus > availableParallelism() * 4) throw invalidArgument(`vcpus ${vcpus} is more than 4 per host CPU (${availableParallelism()} here).`);
   const memory = req.memoryBytes === 0n ? DEFAULT_MEMORY_BYTES : Number(req.memoryBytes);
   if (memory < MIN_MEMORY_BYTES) throw invalidArgument(`memory_bytes ${memory} is below the guest minimum of 64 MiB.`);
   if (memory > totalmem()) throw failedPrecondition(`memory_bytes ${memory} is more than this host has (${totalmem()} bytes).`);
+  const profile = req.profile === VmProfile.PERSISTENT ? ("persistent" as const) : ("ephemeral" as const);
+  const requested = req.hypervisor === HypervisorEnum.QEMU ? "qemu" : req.hypervisor === HypervisorEnum.FIRECRACKER ? "firecracker" : "";
   const boot = req.boot?.source;
-  if (boot?.case !== "kernel") {
-    throw invalidArgument(boot?.case === "disk" ? "booting from a disk image needs the storage subsystem, which this aetherd does not have yet; boot a kernel." : "boot is required: give boot.kernel (kernel_path, optional initrd_path and cmdline).");
+  if (boot?.case !== "kernel" && boot?.case !== "disk") {
+    throw invalidArgument("boot is required: give boot.kernel (kernel_path, optional initrd_path and cmdline) or boot.disk (a volume or an image).");
+  }
+  // Booting through firmware needs QEMU; without a hypervisor named, a disk boot picks it.
+  const hypervisor = boot.case === "disk" && requested === "" ? "qemu" : manager.hypervisorFor(profile, requested);
+  if (hypervisor === "firecracker" && profile === "persistent") throw invalidArgument("Firecracker runs ephemeral microVMs only; use QEMU for a persistent VM.");
+  if (hypervisor === "firecracker" && boot.case === "disk") throw invalidArgument("Firecracker boots a kernel only; to boot a disk through firmware, use hypervisor QEMU.");
+  if (hypervisor === "firecracker" && req.guestAgent) {
+    throw invalidArgument("the guest agent needs a virtio-serial port, which Firecracker does not have; create the VM with hypervisor QEMU, or without guest_agent (Exec then is unavailable).");
   }
   const absolute = (field: string, p: string) => {
     if (p.includes("\0") || !isAbsolute(p)) throw invalidArgument(`${field} ${JSON.stringify(clip(p))} is not an absolute path.`);
     return p;
   };
-  const kernelPath = absolute("boot.kernel.kernel_path", boot.value.kernelPath);
-  const initrdPath = boot.value.initrdPath === "" ? "" : absolute("boot.kernel.initrd_path", boot.value.initrdPath);
-  if (/[\0\n]/.test(boot.value.cmdline) || boot.value.cmdline.length > 2048) throw invalidArgument("boot.kernel.cmdline must be one line of at most 2048 characters.");
-  const disks = req.disks.map((d, i) => {
-    if (d.source.case !== "hostPath") throw invalidArgument(`disks[${i}]: volumes need the storage subsystem, which this aetherd does not have yet; give host_path.`);
-    const path = absolute(`disks[${i}].host_path`, d.source.value);
-    return { path, readOnly: d.readOnly, format: path.endsWith(".qcow2") ? ("qcow2" as const) : ("raw" as const), serial: d.serial.replace(/[^A-Za-z0-9-]/g, "").slice(0, 20) };
+  const volumeDisk = (field: string, ref: string, readOnly: boolean, serial: string) => {
+    const volume = manager.attachableVolume(reference(field, ref), tenant);
+    if (hypervisor === "firecracker" && volume.format === "qcow2") {
+      throw invalidArgument(`${field}: volume ${volume.name} is qcow2, and Firecracker opens raw disks only; use hypervisor QEMU or a raw volume.`);
+    }
+    return { path: volume.hostPath, readOnly, format: volume.format === "qcow2" ? ("qcow2" as const) : ("raw" as const), serial, volumeId: volume.id };
+  };
+  let kernel = { kernelPath: "", initrdPath: "", cmdline: "" };
+  const disks: VmSpec["disks"] = [];
+  let bootImage: ValidatedCreate["bootImage"];
+  if (boot.case === "kernel") {
+    kernel = {
+      kernelPath: absolute("boot.kernel.kernel_path", boot.value.kernelPath),
+      initrdPath: boot.value.initrdPath === "" ? "" : absolute("boot.kernel.initrd_path", boot.value.initrdPath),
+      cmdline: boot.value.cmdline,
+    };
+    if (/[\0\n]/.test(kernel.cmdline) || kernel.cmdline.length > 2048) throw invalidArgument("boot.kernel.cmdline must be one line of at most 2048 characters.");
+  } else {
+    const d = boot.value;
+    if ((d.volume === "") === (d.image === "")) throw invalidArgument("boot.disk needs exactly one of volume (an existing volume) or image (aetherd clones it into a boot volume for this VM).");
+    if (d.volume !== "") {
+      if (d.sizeBytes !== 0n) throw invalidArgument("boot.disk.size_bytes applies to a clone of an image; resize the volume with ResizeVolume instead.");
+      disks.push(volumeDisk("boot.disk.volume", d.volume, false, "boot"));
+    } else {
+      const image = manager.bootableImage(reference("boot.disk.image", d.image), tenant);
+      if (d.sizeBytes > BigInt(Number.MAX_SAFE_INTEGER)) throw invalidArgument("boot.disk.size_bytes is too large.");
+      bootImage = { imageId: image.id, sizeBytes: Number(d.sizeBytes) };
+    }
+  }
+  req.disks.forEach((d, i) => {
+    const serial = d.serial.replace(/[^A-Za-z0-9-]/g, "").slice(0, 20);
+    if (d.source.case === "volume") {
+      disks.push(volumeDisk(`disks[${i}].volume`, d.source.value, d.readOnly, serial));
+    } else if (d.source.case === "hostPath") {
+      const path = absolute(`disks[${i}].host_path`, d.source.value);
+      disks.push({ path, readOnly: d.readOnly, format: path.endsWith(".qcow2") ? "qcow2" : "raw", serial, volumeId: "" });
+    } else {
+      throw invalidArgument(`disks[${i}] has no source: give volume (a volume's id or name) or host_path.`);
+    }
   });
+  const volumeIds = disks.map((d) => d.volumeId).filter((v) => v !== "");
+  if (new Set(volumeIds).size !== volumeIds.length) throw invalidArgument("the same volume is attached twice; attach each volume once.");
   const taps = new Set<string>();
   const nics = req.nics.map((n, i) => {
     if (!/^[A-Za-z0-9_.-]{1,15}$/.test(n.bridge)) throw invalidArgument(`nics[${i}].bridge ${JSON.stringify(clip(n.bridge))} is not a network device name.`);
@@ -195,31 +246,25 @@ function validateCreate(req: CreateVmRequest, manager: VmManager): Omit<VmSpec, 
     taps.add(n.tapDevice);
     return { bridge: n.bridge, mac: n.mac.toLowerCase(), tap: n.tapDevice };
   });
-  const profile = req.profile === VmProfile.PERSISTENT ? ("persistent" as const) : ("ephemeral" as const);
-  const requested = req.hypervisor === HypervisorEnum.QEMU ? "qemu" : req.hypervisor === HypervisorEnum.FIRECRACKER ? "firecracker" : "";
-  const hypervisor = manager.hypervisorFor(profile, requested);
-  if (hypervisor === "firecracker" && profile === "persistent") throw invalidArgument("Firecracker runs ephemeral microVMs only; use QEMU for a persistent VM.");
-  if (hypervisor === "firecracker" && req.guestAgent) {
-    throw invalidArgument("the guest agent needs a virtio-serial port, which Firecracker does not have; create the VM with hypervisor QEMU, or without guest_agent (Exec then is unavailable).");
-  }
   const acceleration = req.acceleration === Acceleration.KVM ? "kvm" : req.acceleration === Acceleration.TCG ? "tcg" : "auto";
   const ci = req.cloudInit;
   const cloudInit = ci && (ci.userData !== "" || ci.metaData !== "" || ci.networkConfig !== "") ? { userData: ci.userData, metaData: ci.metaData, networkConfig: ci.networkConfig } : undefined;
   if (cloudInit && cloudInit.userData.length + cloudInit.metaData.length + cloudInit.networkConfig.length > 1024 * 1024) {
     throw invalidArgument("cloud_init is larger than 1 MiB.");
   }
-  return {
+  const spec: ValidatedCreate["spec"] = {
     name,
-    tenant: parseTenant(req.tenant),
+    tenant,
     labels: labels(req.labels),
     profile,
     hypervisor,
     acceleration,
     vcpus,
     memoryBytes: memory,
-    kernelPath,
-    initrdPath,
-    cmdline: boot.value.cmdline,
+    boot: boot.case,
+    bootImageId: bootImage?.imageId ?? "",
+    ownsBootVolume: bootImage !== undefined,
+    ...kernel,
     disks,
     nics: nics.map((n, i) => ({ ...n, mac: n.mac || stableMac(`${req.tenant}/${name}`, i) })),
     cloudInit,
@@ -228,6 +273,7 @@ function validateCreate(req: CreateVmRequest, manager: VmManager): Omit<VmSpec, 
     bootWatchdogMs: durationMs("boot_watchdog_timeout", req.bootWatchdogTimeout, DEFAULT_WATCHDOG_MS) || DEFAULT_WATCHDOG_MS,
     requestId: req.requestId,
   };
+  return { spec, bootImage };
 }
 
 function toMessage(manager: VmManager, vm: VmRecord): Vm {
@@ -248,8 +294,18 @@ function toMessage(manager: VmManager, vm: VmRecord): Vm {
     effectiveAcceleration: runtime.effectiveAcceleration === "" ? Acceleration.UNSPECIFIED : accel[runtime.effectiveAcceleration],
     vcpus: spec.vcpus,
     memoryBytes: BigInt(spec.memoryBytes),
-    boot: { source: { case: "kernel", value: { kernelPath: spec.kernelPath, initrdPath: spec.initrdPath, cmdline: spec.cmdline } } },
-    disks: spec.disks.map((d) => ({ source: { case: "hostPath" as const, value: d.path }, readOnly: d.readOnly, serial: d.serial, resolvedPath: d.path })),
+    boot:
+      spec.boot === "disk"
+        ? { source: { case: "disk", value: { volume: spec.disks[0]?.volumeId ?? "", image: spec.bootImageId } } }
+        : { source: { case: "kernel", value: { kernelPath: spec.kernelPath, initrdPath: spec.initrdPath, cmdline: spec.cmdline } } },
+    disks: spec.disks
+      .slice(spec.boot === "disk" ? 1 : 0)
+      .map((d) => ({
+        source: d.volumeId !== "" ? { case: "volume" as const, value: d.volumeId } : { case: "hostPath" as const, value: d.path },
+        readOnly: d.readOnly,
+        serial: d.serial,
+        resolvedPath: manager.diskPath(d),
+      })),
     nics: spec.nics.map((n) => ({ bridge: n.bridge, mac: n.mac, tapDevice: n.tap })),
     cloudInit: spec.cloudInit ? { ...spec.cloudInit, seedPath: runtime.seedPath } : undefined,
     cell: spec.cell,
