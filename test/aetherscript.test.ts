@@ -1,11 +1,14 @@
 // aetherscript as a user meets it: scripts outside the repository run by their shebang, failures
 // that explain themselves, Deno's least privilege, manifests that plan and apply, and the REPL.
 import assert from "node:assert/strict";
-import { chmodSync, mkdtempSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
+import { defineManifest, MANIFEST_LABEL, type VolumeDecl } from "@aether/sdk";
+import { ImageFileFormat, ImageState } from "@aether/sdk/gen/aether/storage/v1/storage_pb";
 import { useDaemon } from "./helpers/daemon.js";
+import { makeRawDisk, MiB } from "./helpers/disks.js";
 import { runCommand } from "./helpers/run.js";
 import { clientShape, completeAether } from "../runtime/src/repl.js";
 
@@ -160,6 +163,92 @@ export default defineManifest({ name: "pods", tenant: "mfcells",
       );
       const { cells } = await env.aether.cells.listCells({ tenant: "mfcells" });
       assert.deepEqual(cells.map((c) => c.name), ["pod"]);
+    });
+
+    it("manages volumes: created first and deleted last, grown in place, never shrunk", async () => {
+      // A small raw image in the manifest's tenant, for the clone.
+      const work = mkdtempSync(join(tmpdir(), "aether-mfvol-"));
+      const raw = join(work, "base.raw");
+      const sha = makeRawDisk(raw, 8 * MiB, 0xcd);
+      await env.aether.storage.importImage({ name: "base", tenant: "mfvol", source: { source: { case: "localPath", value: raw } }, sha256: sha, sourceFormat: ImageFileFormat.RAW });
+      let image;
+      for await (const update of env.aether.storage.watchImage({ image: "base", tenant: "mfvol" })) image = update.image;
+      assert.equal(image?.state, ImageState.READY, image?.stateReason);
+      rmSync(work, { recursive: true, force: true });
+
+      const vols = (data: string, withRoot: boolean) => `import { defineManifest } from "@aether/sdk";
+export default defineManifest({ name: "vols", tenant: "mfvol",
+  volumes: [{ name: "data", size: ${data}, labels: { role: "data" } }${withRoot ? ', { name: "root", image: "base", size: "12M" }' : ""}],
+  executables: [${withRoot ? '{ name: "app", argv: ["/bin/sleep", "600"] }' : ""}],
+});
+`;
+      const dir = userDir({ "v1.ts": vols('"16M"', true), "grow.ts": vols("24 * 2 ** 20", true), "shrink.ts": vols('"16M"', true), "drop.ts": vols('"24M"', false) });
+      const steps = (stdout: string) => JSON.parse(stdout).applied.map((a: { kind: string; resource: string; name: string }) => `${a.kind} ${a.resource} ${a.name}`);
+      const volume = async (name: string) => (await env.aether.storage.getVolume({ volume: name, tenant: "mfvol" })).volume;
+
+      const first = await run(["apply", join(dir, "v1.ts"), "--json"]);
+      assert.equal(first.code, 0, first.stderr);
+      assert.deepEqual(steps(first.stdout), ["create volume data", "create volume root", "create executable app"], "volumes before what may use them");
+      const data = await volume("data");
+      const root = await volume("root");
+      assert.equal(data?.sizeBytes, BigInt(16 * MiB));
+      assert.deepEqual(data?.labels, { role: "data", [MANIFEST_LABEL]: "vols" });
+      assert.equal(data?.backing, undefined, "created empty");
+      assert.equal(root?.sizeBytes, BigInt(12 * MiB), "the clone is grown to the declared size");
+      assert.deepEqual(root?.labels, { [MANIFEST_LABEL]: "vols" });
+      assert.equal(root?.backing?.parent.value, image?.id);
+
+      const again = await run(["apply", join(dir, "v1.ts"), "--json"]);
+      assert.equal(again.code, 0, again.stderr);
+      assert.deepEqual(steps(again.stdout), [], "a second apply changes nothing");
+      const plan = await run(["plan", join(dir, "v1.ts"), "--json"]);
+      assert.deepEqual(JSON.parse(plan.stdout).actions.map((a: { kind: string }) => a.kind), ["unchanged", "unchanged", "unchanged"]);
+      assert.equal(JSON.parse(plan.stdout).changes, 0);
+
+      const grow = await run(["apply", join(dir, "grow.ts")]);
+      assert.equal(grow.code, 0, grow.stderr);
+      assert.match(grow.stdout, /\* update\s+volume\s+data\s+size grows from 16 MiB to 24 MiB/);
+      assert.equal((await volume("data"))?.sizeBytes, BigInt(24 * MiB));
+      assert.equal((await volume("data"))?.id, data?.id, "resized in place");
+
+      const shrinkPlan = await run(["plan", join(dir, "shrink.ts")]);
+      assert.equal(shrinkPlan.code, 1);
+      assert.match(shrinkPlan.stdout, /! conflict\s+volume\s+data\s+volume data is 24 MiB \(25165824 bytes\) on the node, larger than the declared 16 MiB; volumes never shrink/);
+      const shrink = await run(["apply", join(dir, "shrink.ts")]);
+      assert.equal(shrink.code, 1);
+      assert.match(shrink.stderr, /^aetherscript: nothing was applied: volume data is 24 MiB .* volumes never shrink/);
+      assert.equal((await volume("data"))?.sizeBytes, BigInt(24 * MiB), "not shrunk");
+
+      // A volume removed from the manifest is deleted, after the executables; a refusal from aetherd
+      // (here: it has a snapshot) stops apply and says what was done before it.
+      await env.aether.storage.snapshotVolume({ volume: "root", tenant: "mfvol", name: "keep" });
+      const refused = await run(["apply", join(dir, "drop.ts")]);
+      assert.equal(refused.code, 1);
+      assert.match(refused.stderr, /apply stopped at delete volume root: \[failed_precondition\] .*snapshot.*; applied before that: delete executable app/);
+      await env.aether.storage.deleteSnapshot({ volume: "root", tenant: "mfvol", snapshot: "keep" });
+      const drop = await run(["apply", join(dir, "drop.ts"), "--json"]);
+      assert.equal(drop.code, 0, drop.stderr);
+      assert.deepEqual(steps(drop.stdout), ["delete volume root"]);
+      const { volumes } = await env.aether.storage.listVolumes({ tenant: "mfvol" });
+      assert.deepEqual(volumes.map((v) => v.name), ["data"]);
+    });
+
+    it("an invalid volume declaration names the field", () => {
+      const invalid = (volume: Record<string, unknown>) => {
+        try {
+          defineManifest({ name: "v", volumes: [volume as unknown as VolumeDecl] });
+        } catch (err) {
+          return (err as Error).message;
+        }
+        return "accepted";
+      };
+      assert.match(invalid({ name: "Data", size: "1G" }), /^invalid manifest: volumes\.0\.name: must be a DNS label/);
+      assert.equal(invalid({ name: "data", size: 0 }), "invalid manifest: volumes.0.size: must be greater than 0");
+      assert.equal(invalid({ name: "data", size: "10 parsecs" }), 'invalid manifest: volumes.0.size: "10 parsecs" is not a size like "512M", "10G" or a number of bytes');
+      assert.equal(invalid({ name: "data" }), "invalid manifest: volumes.0.size: is required for an empty volume: give a size, or an image to clone");
+      assert.equal(invalid({ name: "data", size: "1G", format: "vmdk" }), 'invalid manifest: volumes.0.format: must be "qcow2" or "raw"');
+      assert.equal(invalid({ name: "data", image: "base", format: "raw" }), "invalid manifest: volumes.0.format: a clone has its image's format: drop format, or image base");
+      assert.deepEqual(defineManifest({ name: "v", volumes: [{ name: "a", size: "512M" }, { name: "b", size: 1.5 * 2 ** 30 }] }).volumes.map((v) => v.sizeBytes), [512 * MiB, 1536 * MiB]);
     });
 
     it("an invalid manifest says which field and why", async () => {

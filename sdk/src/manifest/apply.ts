@@ -1,8 +1,8 @@
 // apply: carries out a plan, step by step, and says exactly how far it got if a step fails.
 import type { AetherClient } from "../connect.js";
 import { ExecutableState } from "../gen/aether/runtime/v1/runtime_pb.js";
-import { MANIFEST_LABEL, type ExecutableDecl, type Manifest, type ManifestCell } from "./define.js";
-import { cellLimits, planManifest, type Plan, type PlannedAction } from "./plan.js";
+import { MANIFEST_LABEL, type ExecutableDecl, type Manifest, type ManifestCell, type ManifestVolume } from "./define.js";
+import { cellLimits, planManifest, volumeFormat, type Plan, type PlannedAction } from "./plan.js";
 
 /** Raised when apply stops partway: what was applied, which step failed, and why. */
 export class ApplyError extends Error {
@@ -44,21 +44,26 @@ export async function applyManifest(aether: AetherClient, manifest: Manifest, op
   const grace = { seconds: BigInt(options.stopGraceSeconds ?? 10) };
   const decls = new Map(manifest.executables.map((e) => [e.name, e]));
   const cells = new Map(manifest.cells.map((c) => [c.name, c]));
+  const volumes = new Map(manifest.volumes.map((v) => [v.name, v]));
   const depth = (a: PlannedAction) => a.name.split("/").length;
   const of = (resource: PlannedAction["resource"], ...kinds: PlannedAction["kind"][]) =>
     plan.actions.filter((a) => a.resource === resource && kinds.includes(a.kind));
-  // Cells before what runs in them, parents before children; starts before deletes (a renamed
-  // executable is up again before its old name goes away); cells go last, children first.
+  // Volumes first (what runs may need them); cells before what runs in them, parents before
+  // children; starts before deletes (a renamed executable is up again before its old name goes
+  // away); then cells, children first; volumes last, once nothing of the manifest uses them.
   const ordered = [
+    ...of("volume", "create", "update"),
     ...of("cell", "create", "update", "replace").sort((a, b) => depth(a) - depth(b)),
     ...of("executable", "create", "replace"),
     ...of("executable", "delete"),
     ...of("cell", "delete").sort((a, b) => depth(b) - depth(a)),
+    ...of("volume", "delete"),
   ];
   for (const action of ordered) {
     options.onStep?.(action);
     try {
-      if (action.resource === "cell") await applyCell(aether, manifest, action, cells.get(action.name));
+      if (action.resource === "volume") await applyVolume(aether, manifest, action, volumes.get(action.name));
+      else if (action.resource === "cell") await applyCell(aether, manifest, action, cells.get(action.name));
       else {
         if (action.kind === "replace" || action.kind === "delete") {
           // Re-read the state: freeing a replaced cell may have stopped it since the plan was made.
@@ -99,6 +104,25 @@ async function applyCell(aether: AetherClient, manifest: Manifest, action: Plann
       labels: { ...decl.labels, [MANIFEST_LABEL]: manifest.name },
       limits: cellLimits(decl),
       isolation: decl.isolation,
+    });
+  }
+}
+
+async function applyVolume(aether: AetherClient, manifest: Manifest, action: PlannedAction, decl: ManifestVolume | undefined): Promise<void> {
+  if (action.kind === "update") {
+    await aether.storage.resizeVolume({ volume: action.liveId ?? "", tenant: manifest.tenant, sizeBytes: BigInt(action.sizeBytes ?? 0) });
+  } else if (action.kind === "delete") {
+    // Snapshots are not the manifest's: a volume that has some is refused, and apply says so.
+    await aether.storage.deleteVolume({ volume: action.liveId ?? "", tenant: manifest.tenant });
+  } else if (action.kind === "create" && decl) {
+    const size = BigInt(decl.sizeBytes ?? 0);
+    await aether.storage.createVolume({
+      name: decl.name,
+      tenant: manifest.tenant,
+      labels: { ...decl.labels, [MANIFEST_LABEL]: manifest.name },
+      pool: decl.pool,
+      format: volumeFormat(decl),
+      source: decl.image === undefined ? { case: "empty", value: { sizeBytes: size } } : { case: "image", value: { image: decl.image, sizeBytes: size } },
     });
   }
 }

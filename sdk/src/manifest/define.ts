@@ -1,6 +1,7 @@
 // Manifests as code: a script exports `defineManifest({...})`, a declarative description of what
 // should run on a node; `aetherscript plan|apply` compares it with the node's live state.
 import { z } from "zod";
+import { parseSize } from "./size.js";
 
 const dnsLabel = z
   .string()
@@ -39,6 +40,30 @@ const CellDeclSchema = z
   })
   .strict();
 
+const SizeSchema = z
+  .union([z.number(), z.string()], { error: 'must be a number of bytes or a string like "512M" or "10G"' })
+  .transform((value, ctx) => {
+    const bytes = parseSize(value);
+    if (typeof bytes === "number") return bytes;
+    ctx.addIssue({ code: "custom", message: bytes.error });
+    return z.NEVER;
+  });
+
+const VolumeDeclSchema = z
+  .object({
+    /** Unique name within the manifest's tenant. */
+    name: dnsLabel,
+    /** Bytes, or "512M", "10G". */
+    size: SizeSchema.optional(),
+    pool: dnsLabel.optional(),
+    format: z.enum(["qcow2", "raw"], { error: 'must be "qcow2" or "raw"' }).optional(),
+    /** Image to clone (id or name). */
+    image: dnsLabel.optional(),
+    labels: z.record(z.string(), z.string()).default({}),
+  })
+  .strict()
+  .transform(({ size, pool, ...rest }) => ({ ...rest, sizeBytes: size, pool: pool ?? "" }));
+
 const ManifestSchema = z
   .object({
     /** Names this manifest; everything it creates is labelled `aether.io/manifest=<name>`. */
@@ -47,6 +72,7 @@ const ManifestSchema = z
     tenant: dnsLabel.default("default"),
     executables: z.array(ExecutableDeclSchema).default([]),
     cells: z.array(CellDeclSchema).default([]),
+    volumes: z.array(VolumeDeclSchema).default([]),
   })
   .strict()
   .superRefine((m, ctx) => {
@@ -63,6 +89,11 @@ const ManifestSchema = z
     });
     m.executables.forEach((e, i) => {
       if (e.cell !== "" && !cells.has(e.cell)) ctx.addIssue({ code: "custom", path: ["executables", i, "cell"], message: `cell ${e.cell} is not declared in the manifest` });
+    });
+    m.volumes.forEach((v, i) => {
+      if (m.volumes.findIndex((x) => x.name === v.name) !== i) ctx.addIssue({ code: "custom", path: ["volumes", i, "name"], message: `${v.name} is declared twice` });
+      if (v.image === undefined && v.sizeBytes === undefined) ctx.addIssue({ code: "custom", path: ["volumes", i, "size"], message: "is required for an empty volume: give a size, or an image to clone" });
+      if (v.image !== undefined && v.format !== undefined) ctx.addIssue({ code: "custom", path: ["volumes", i, "format"], message: `a clone has its image's format: drop format, or image ${v.image}` });
     });
   });
 
@@ -114,6 +145,53 @@ export interface ManifestCell extends Omit<CellDecl, "labels" | "isolation"> {
   isolation: { pid: boolean; mount: boolean; network: boolean; uts: boolean; ipc: boolean };
 }
 
+/**
+ * One volume a manifest declares: empty of a given size, or a thin clone of an image. Apply only
+ * ever grows a volume; a declared size smaller than the volume on the node is a plan error.
+ *
+ * @example
+ * ```ts
+ * volumes: [
+ *   { name: "data", size: "10G" },
+ *   { name: "root", image: "debian-12", size: "20G" },
+ * ]
+ * ```
+ */
+export interface VolumeDecl {
+  /** Unique name within the manifest's tenant (a DNS label). */
+  name: string;
+  /**
+   * Size in bytes, or a string with a binary unit: "512M", "10G", "1.5T" (1G = 2^30 bytes).
+   * Required for an empty volume; for a clone, optional and at least the image's size (the clone is
+   * grown to it). The pool rounds it up to its allocation unit.
+   */
+  size?: number | string;
+  /** Pool to create the volume in. Default: the node's default pool (a clone lives in its image's pool). */
+  pool?: string;
+  /** How an empty volume stores its data. Default: the pool's default format. Not allowed with `image`. */
+  format?: "qcow2" | "raw";
+  /** Id or name of an image (in the manifest's tenant, READY) to clone. Default: an empty volume. */
+  image?: string;
+  /** Labels to attach (the manifest adds its own `aether.io/manifest`). Fixed once the volume exists. */
+  labels?: Record<string, string>;
+}
+
+/** A volume of a validated manifest, its size in bytes and defaults filled in. */
+export interface ManifestVolume {
+  /** Unique name within the manifest's tenant. */
+  name: string;
+  /** Size in bytes; undefined for a clone that keeps its image's size. */
+  sizeBytes?: number;
+  /** Pool to create the volume in; "" for the default pool. */
+  pool: string;
+  /** How an empty volume stores its data; undefined for the pool's default. */
+  format?: "qcow2" | "raw";
+  /** Id or name of the image to clone; undefined for an empty volume. */
+  image?: string;
+  /** Labels to attach. */
+  labels: Record<string, string>;
+}
+
 /** What a manifest script passes to {@link defineManifest}. */
 export interface ManifestInput {
   /** Names this manifest; everything it creates is labelled `aether.io/manifest=<name>`. */
@@ -124,6 +202,8 @@ export interface ManifestInput {
   executables?: ExecutableDecl[];
   /** Cells that should exist. */
   cells?: CellDecl[];
+  /** Volumes that should exist (created before cells and executables, deleted after them). */
+  volumes?: VolumeDecl[];
 }
 
 /** An executable of a validated manifest, defaults filled in. */
@@ -141,6 +221,8 @@ export interface Manifest {
   executables: ManifestExecutable[];
   /** Cells that should exist, parents before children. */
   cells: ManifestCell[];
+  /** Volumes that should exist. */
+  volumes: ManifestVolume[];
 }
 
 /** The label that marks what a manifest manages. */

@@ -4,15 +4,20 @@ import type { AetherClient } from "../connect.js";
 import { ExecutableState, type Executable } from "../gen/aether/runtime/v1/runtime_pb.js";
 import { create } from "@bufbuild/protobuf";
 import { CellLimitsSchema, type Cell, type CellLimits } from "../gen/aether/cells/v1/cells_pb.js";
-import { MANIFEST_LABEL, type Manifest, type ManifestCell } from "./define.js";
+import { VolumeFormat, VolumeState, type Volume } from "../gen/aether/storage/v1/storage_pb.js";
+import { MANIFEST_LABEL, type Manifest, type ManifestCell, type ManifestVolume } from "./define.js";
+import { formatSize } from "./size.js";
 
 /** What applying will do to one resource. */
 export type ActionKind = "create" | "update" | "replace" | "delete" | "unchanged" | "conflict";
 
 /** One step of a plan. */
 export interface PlannedAction {
+  /** What happens: a volume's `update` grows it; a `conflict` blocks apply. */
   kind: ActionKind;
-  resource: "executable" | "cell";
+  /** The kind of resource. */
+  resource: "executable" | "cell" | "volume";
+  /** The resource's name in the manifest's tenant. */
   name: string;
   /** Why: what differs, or why nothing does. */
   reason: string;
@@ -20,15 +25,23 @@ export interface PlannedAction {
   liveId?: string;
   /** Whether the live resource is running (replace and delete stop it first). */
   liveRunning?: boolean;
+  /** For a volume's update: the size it grows to, in bytes. */
+  sizeBytes?: number;
 }
 
 /** The steps that make a node match a manifest. */
 export interface Plan {
+  /** The manifest planned for. */
   manifest: Manifest;
+  /** Every step, changing or not: volumes, then cells, then executables. */
   actions: PlannedAction[];
   /** Number of actions that change something (create, update, replace, delete). */
   changes: number;
-  /** Actions that block apply (a resource of the same name that the manifest does not manage). */
+  /**
+   * Actions that block apply: a resource of the same name that the manifest does not manage, or a
+   * volume that cannot become what the manifest declares without losing data (a smaller size,
+   * another pool, format, image or labels).
+   */
   conflicts: PlannedAction[];
 }
 
@@ -56,8 +69,9 @@ const sameRecord = (a: Record<string, string>, b: Record<string, string>) =>
 
 /** Computes the plan for a manifest against the node behind `aether`. Changes nothing. */
 export async function planManifest(aether: AetherClient, manifest: Manifest): Promise<Plan> {
-  const actions: PlannedAction[] = manifest.cells.length > 0 ? await planCells(aether, manifest) : [];
-  const replacedCells = new Set(actions.filter((a) => a.kind === "replace").map((a) => a.name));
+  const actions: PlannedAction[] = await planVolumes(aether, manifest);
+  if (manifest.cells.length > 0) actions.push(...(await planCells(aether, manifest)));
+  const replacedCells = new Set(actions.filter((a) => a.resource === "cell" && a.kind === "replace").map((a) => a.name));
   const live = await listAll(aether, manifest.tenant);
   const managed = new Map(live.filter((e) => e.labels[MANIFEST_LABEL] === manifest.name).map((e) => [e.name, e]));
   const others = new Map(live.filter((e) => e.labels[MANIFEST_LABEL] !== manifest.name).map((e) => [e.name, e]));
@@ -191,6 +205,109 @@ async function planCells(aether: AetherClient, manifest: Manifest): Promise<Plan
   for (const c of live) {
     if (c.labels[MANIFEST_LABEL] === manifest.name && !declared.has(c.name)) {
       actions.push({ kind: "delete", resource: "cell", name: c.name, reason: "no longer in the manifest", liveId: c.id });
+    }
+  }
+  return actions;
+}
+
+/**
+ * The coarsest unit aetherd's pools round a volume's size up to (LVM thin: 4 MiB; ZFS: 1 MiB; a
+ * directory: 512 bytes). A volume up to this much larger than declared was made from that
+ * declaration, and is as declared.
+ */
+const POOL_ROUNDING_BYTES = 4 * 2 ** 20;
+
+const FORMATS: Record<NonNullable<ManifestVolume["format"]>, VolumeFormat> = { qcow2: VolumeFormat.QCOW2, raw: VolumeFormat.RAW };
+
+/** The format StorageService takes for a manifest's volume (unspecified: the pool's default). */
+export function volumeFormat(v: ManifestVolume): VolumeFormat {
+  return v.format === undefined ? VolumeFormat.UNSPECIFIED : FORMATS[v.format];
+}
+
+function listVolumes(aether: AetherClient, tenant: string): Promise<Volume[]> {
+  return allPages(async (pageToken) => {
+    const page = await aether.storage.listVolumes({ tenant, pageSize: 1000, pageToken });
+    return { items: page.volumes, nextPageToken: page.nextPageToken };
+  });
+}
+
+/** Whether `volume` is a clone of the image the declaration names (by id or name). */
+async function clonesImage(aether: AetherClient, tenant: string, volume: Volume, image: string): Promise<boolean> {
+  if (volume.backing?.parent.case !== "image") return false;
+  if (volume.backing.parent.value === image) return true;
+  try {
+    return (await aether.storage.getImage({ image, tenant })).image?.id === volume.backing.parent.value;
+  } catch (err) {
+    if (err instanceof ConnectError && err.code === Code.NotFound) return false;
+    throw err;
+  }
+}
+
+async function planVolumes(aether: AetherClient, manifest: Manifest): Promise<PlannedAction[]> {
+  let live: Volume[];
+  try {
+    live = await listVolumes(aether, manifest.tenant);
+  } catch (err) {
+    if (err instanceof ConnectError && (err.code === Code.Unimplemented || err.code === Code.FailedPrecondition)) {
+      // A node without storage holds no volume of this manifest to delete.
+      if (manifest.volumes.length === 0) return [];
+      throw new ConnectError(`the manifest declares volumes, but aetherd at ${aether.address} cannot manage them: ${err.rawMessage}`, Code.FailedPrecondition);
+    }
+    throw err;
+  }
+  const byName = new Map(live.map((v) => [v.name, v]));
+  const actions: PlannedAction[] = [];
+  for (const decl of manifest.volumes) {
+    const current = byName.get(decl.name);
+    if (!current) {
+      actions.push({ kind: "create", resource: "volume", name: decl.name, reason: decl.image === undefined ? "does not exist on the node" : `does not exist on the node; clone image ${decl.image}` });
+      continue;
+    }
+    const base = { resource: "volume" as const, name: decl.name, liveId: current.id };
+    if (current.labels[MANIFEST_LABEL] !== manifest.name) {
+      actions.push({ kind: "conflict", resource: "volume", name: decl.name, reason: `a volume named ${decl.name} already exists in tenant ${manifest.tenant} and is not managed by manifest ${manifest.name}; give the manifest's volume another name, or delete that volume` });
+      continue;
+    }
+    if (current.state === VolumeState.FAILED) {
+      actions.push({ ...base, kind: "conflict", reason: `volume ${decl.name} is FAILED on the node (${current.stateReason}); repair or delete it` });
+      continue;
+    }
+    // Pool, format, source and labels are fixed when a volume is created: changing them would mean
+    // recreating it, and its data with it, which apply never does on its own.
+    const fixed: string[] = [];
+    if (decl.pool !== "" && current.pool !== decl.pool) fixed.push(`pool (${current.pool} on the node, ${decl.pool} declared)`);
+    if (decl.format !== undefined && current.format !== volumeFormat(decl)) fixed.push(`format (${VolumeFormat[current.format]?.toLowerCase()} on the node, ${decl.format} declared)`);
+    if (decl.image === undefined ? current.backing?.parent.case !== undefined : !(await clonesImage(aether, manifest.tenant, current, decl.image))) {
+      fixed.push(decl.image === undefined ? "source (a clone on the node, empty declared)" : `source (not a clone of image ${decl.image} on the node)`);
+    }
+    if (!sameRecord(current.labels, { ...decl.labels, [MANIFEST_LABEL]: manifest.name })) fixed.push("labels");
+    if (fixed.length > 0) {
+      actions.push({
+        ...base,
+        kind: "conflict",
+        reason: `volume ${decl.name}: ${fixed.join(", ")} cannot change on an existing volume without recreating it and losing its data; declare what it has, or delete the volume for apply to create it anew`,
+      });
+      continue;
+    }
+    const have = Number(current.sizeBytes);
+    const want = decl.sizeBytes;
+    if (want === undefined || (have >= want && have <= Math.ceil(want / POOL_ROUNDING_BYTES) * POOL_ROUNDING_BYTES)) {
+      actions.push({ ...base, kind: "unchanged", reason: "exists as declared" });
+    } else if (have < want) {
+      actions.push({ ...base, kind: "update", reason: `size grows from ${formatSize(have)} to ${formatSize(want)}`, sizeBytes: want });
+    } else {
+      actions.push({
+        ...base,
+        kind: "conflict",
+        reason: `volume ${decl.name} is ${formatSize(have)} (${have} bytes) on the node, larger than the declared ${formatSize(want)}; volumes never shrink, since that would cut off the guest's data: declare at least ${have} bytes`,
+      });
+    }
+  }
+  const declared = new Set(manifest.volumes.map((v) => v.name));
+  for (const v of live) {
+    if (v.labels[MANIFEST_LABEL] === manifest.name && !declared.has(v.name)) {
+      const users = v.usedBy.length === 0 ? "" : `; VM ${v.usedBy.join(", ")} uses it, so aetherd refuses until it is detached`;
+      actions.push({ kind: "delete", resource: "volume", name: v.name, reason: `no longer in the manifest${users}`, liveId: v.id });
     }
   }
   return actions;
