@@ -5,6 +5,7 @@ import { benchStart } from "./runtime-start.js";
 import { benchColdStart } from "./script-cold-start.js";
 import { benchCells } from "./cells.js";
 import { benchVms } from "./vm.js";
+import { benchStorage } from "./storage.js";
 import { repoRoot } from "../test/helpers/daemon.js";
 import { mib } from "./stats.js";
 
@@ -70,6 +71,14 @@ try {
     `ratio to libvirt at p50: microVM ${vms.ratioMicro.toFixed(2)}x, persistent ${vms.ratioPersistent.toFixed(2)}x (goal: below 1x); aetherd's own part, start request to QMP answering: p50 ${vms.launchP50Ms.toFixed(1)} ms (goal < 50 ms)`,
   );
   table("VM memory", ["what", "size"], vms.memoryRows);
+
+  const CLONES = Number(process.env.BENCH_CLONES ?? 100);
+  const storage = await benchStorage(CLONES);
+  table(`storage: thin clone of a 10 GiB image, ${CLONES} clones in a row each, interleaved`, ["how", "p50", "p99", `total for ${CLONES}`], storage.rows);
+  console.log(
+    `ratio aetherd/bare tool at p50: dir ${storage.dirRatio.toFixed(2)}x, zfs ${storage.zfsRatio.toFixed(2)}x (goal < 2x); dir clone through aetherd p50 ${storage.dirP50Ms.toFixed(1)} ms (goal < 50 ms)`,
+  );
+  table("storage: space on disk", ["what", "size"], storage.spaceRows);
 
   const COLD_RUNS = Number(process.env.BENCH_COLD_RUNS ?? 15);
   const cold = benchColdStart(repoRoot, daemon.address, COLD_RUNS);

@@ -94,7 +94,15 @@ export async function startZfsPool(name: string): Promise<ZfsTestPool> {
   const file = `/var/tmp/aether-zfs-${name}.img`;
   const mountpoint = `/var/tmp/aether-zfs-${name}-mnt`;
   const remove = async () => {
-    if (await poolExists(name)) await runHost("zpool", ["destroy", "-f", name], { timeoutMs: 60_000 });
+    // zfs-fuse answers "pool is busy" while it is still unmounting the pool's datasets.
+    for (let attempt = 0; await poolExists(name); attempt++) {
+      try {
+        await runHost("zpool", ["destroy", "-f", name], { timeoutMs: 60_000 });
+      } catch (err) {
+        if (attempt >= 20 || !(err instanceof HostCommandError && /busy/.test(err.stderr))) throw err;
+        await sleep(250);
+      }
+    }
     await rm(file, { force: true });
     // Only once the pool is gone: before that, this would delete the pool's own files.
     await rm(mountpoint, { recursive: true, force: true });

@@ -35,18 +35,20 @@ export class DirPool implements StoragePool {
     for (const sub of ["images", "volumes", "snapshots", ".staging"]) await mkdir(join(this.location, sub), { recursive: true, mode: 0o700 });
   }
 
-  async probe(): Promise<PoolStatus> {
+  /** The reason the pool's folders cannot be used, or "" when they can. */
+  private async unusable(): Promise<string> {
     try {
       await access(join(this.location, "volumes"), constants.W_OK);
       await access(join(this.location, "images"), constants.W_OK);
+      return "";
     } catch {
-      return {
-        available: false,
-        reason: `the pool's directory ${this.location} (or its images/ and volumes/ folders) is missing or not writable: was it deleted or unmounted? Restore it, or fix the pool in aetherd's configuration; volumes in it are unusable until then.`,
-        capacityBytes: 0,
-        usedBytes: 0,
-      };
+      return `the pool's directory ${this.location} (or its images/ and volumes/ folders) is missing or not writable: was it deleted or unmounted? Restore it, or fix the pool in aetherd's configuration; volumes in it are unusable until then.`;
     }
+  }
+
+  async probe(): Promise<PoolStatus> {
+    const reason = await this.unusable();
+    if (reason !== "") return { available: false, reason, capacityBytes: 0, usedBytes: 0 };
     const fs = await statfs(this.location);
     return { available: true, reason: "", capacityBytes: fs.blocks * fs.bsize, usedBytes: await this.writtenBytes() };
   }
@@ -65,9 +67,10 @@ export class DirPool implements StoragePool {
     return total;
   }
 
+  /** Operations check only that the folders are there (two access calls), not the capacity. */
   private async need(): Promise<void> {
-    const status = await this.probe();
-    if (!status.available) throw new PoolUnavailableError(status.reason);
+    const reason = await this.unusable();
+    if (reason !== "") throw new PoolUnavailableError(reason);
   }
 
   private volumePath(id: string, format: DiskFormat): string {

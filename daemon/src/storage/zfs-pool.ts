@@ -22,6 +22,8 @@ const PROBE_TIMEOUT_MS = 10_000;
 const CONVERT_TIMEOUT_MS = 2 * 60 * 60_000;
 // zfs-fuse mounts a new dataset (and ZoL's udev links a new zvol) shortly after the command returns.
 const APPEAR_TIMEOUT_MS = 15_000;
+/** How long one check of the pool's dataset vouches for it (see requireRoot). */
+const ROOT_CHECK_TTL_MS = 2_000;
 // zfs-fuse answers the first `zfs destroy` of a mounted dataset with "dataset is busy" while its own
 // unmount settles; a second attempt a moment later succeeds.
 const BUSY_RETRY_MS = 10_000;
@@ -56,6 +58,8 @@ export class ZfsPool implements StoragePool {
   private readonly qemuImgCommand: string;
   // The one thing cached: whether the kernel has ZFS does not change while aetherd runs.
   private zvolCapable: boolean | undefined;
+  private rootChecked: { root: RootDataset; at: number } | undefined;
+  private readonly parentsMade = new Set<Kind>();
 
   constructor(
     readonly name: string,
@@ -72,7 +76,7 @@ export class ZfsPool implements StoragePool {
 
   async probe(): Promise<PoolStatus> {
     try {
-      const root = await this.requireRoot();
+      const root = await this.checkRoot();
       return { available: true, reason: "", capacityBytes: root.used + root.available, usedBytes: root.used };
     } catch (error) {
       const reason = error instanceof PoolUnavailableError ? error.message : `ZFS dataset ${this.location} could not be probed: ${message(error)}`;
@@ -224,8 +228,23 @@ export class ZfsPool implements StoragePool {
 
   // ---- the pool's own dataset ----
 
-  /** Checks the pool's dataset is usable now, or throws PoolUnavailableError with what to do. */
+  /**
+   * The pool's dataset as checked at most ROOT_CHECK_TTL_MS ago. Every operation checks the pool
+   * first, and under zfs-fuse each zfs command costs 10-20 ms: checking once per operation would
+   * more than double the cost of a clone. A pool that breaks is still noticed within the TTL, and
+   * the operation's own zfs command fails with ZFS's words in the meantime.
+   */
   private async requireRoot(): Promise<RootDataset> {
+    const cached = this.rootChecked;
+    if (cached && Date.now() - cached.at < ROOT_CHECK_TTL_MS) return cached.root;
+    const root = await this.checkRoot();
+    this.rootChecked = { root, at: Date.now() };
+    return root;
+  }
+
+  /** Checks the pool's dataset is usable now, or throws PoolUnavailableError with what to do. */
+  private async checkRoot(): Promise<RootDataset> {
+    this.rootChecked = undefined;
     if ((await which(this.zfsCommand)) === undefined) {
       throw new PoolUnavailableError(
         `the zfs command (${this.zfsCommand}) is not installed: install ZFS (Debian: apt-get install zfsutils-linux, or zfs-fuse where the zfs kernel module cannot be loaded)`,
@@ -254,7 +273,9 @@ export class ZfsPool implements StoragePool {
       // zfs-fuse imports its pools when it starts but mounts none of their datasets.
       throw new PoolUnavailableError(`ZFS dataset ${this.location} is not mounted: mount it with "zfs mount -a"`);
     }
-    return { mountpoint, used: Number(props.get("used")), available: Number(props.get("available")) };
+    const root = { mountpoint, used: Number(props.get("used")), available: Number(props.get("available")) };
+    this.rootChecked = { root, at: Date.now() };
+    return root;
   }
 
   /** The sentence for a zfs command that failed because ZFS itself is not there; undefined otherwise. */
@@ -295,8 +316,12 @@ export class ZfsPool implements StoragePool {
   }
 
   private async ensureParent(kind: Kind): Promise<void> {
+    // Once made, the parents stay (nothing deletes them); a dataset deleted behind aetherd's back
+    // makes the next clone fail with ZFS's "parent does not exist", and a restart recreates it.
+    if (this.parentsMade.has(kind)) return;
     try {
       await this.zfs(["create", "-p", `${this.location}/${kind}`]);
+      this.parentsMade.add(kind);
     } catch (error) {
       // Two first uses at once: the other one created it.
       if (!(error instanceof HostCommandError && /already exists/.test(error.stderr))) throw error;
@@ -338,6 +363,13 @@ export class ZfsPool implements StoragePool {
    * a file written before the mount lands would be hidden in the parent dataset's directory.
    */
   private async mountedFile(dataset: string, mustExist: boolean): Promise<string> {
+    // Fast path: a child inherits its mountpoint below the pool's, and zfs-fuse has usually mounted
+    // a new clone by the time `zfs clone` returns; the kernel's mount table says so without asking zfs.
+    const rootMount = this.rootChecked?.root.mountpoint;
+    if (rootMount && dataset.startsWith(`${this.location}/`)) {
+      const expected = join(rootMount, dataset.slice(this.location.length + 1));
+      if ((await kernelHasMount(expected)) && (!mustExist || existsSync(join(expected, DISK_FILE)))) return join(expected, DISK_FILE);
+    }
     const deadline = Date.now() + APPEAR_TIMEOUT_MS;
     let mountpoint = "";
     for (;;) {
