@@ -7,8 +7,13 @@ import { describe, it } from "node:test";
 import { repoRoot, useDaemon } from "./helpers/daemon.js";
 import { runCommand } from "./helpers/run.js";
 import { guestImage } from "./helpers/guest.js";
+import { sha256 } from "./helpers/disks.js";
+
+/** Arguments an example needs (the storage example imports the guest's bootable disk). */
+const argsOf = (file: string): string[] => (file === "storage.ts" ? [guestImage().disk, sha256(guestImage().disk)] : []);
 
 const scripts: Record<string, RegExp[]> = {
+  "storage.ts": [/^image example-image-\w+: ready, \d+ MiB$/m, /: running; the guest agent answers$/m, /^boot volume example-disk-vm-\w+-boot: a clone of example-image-\w+ taking \d+ KiB$/m, /^guest disk vda: \d+ sectors$/m, /^deleted example-disk-vm-/m],
   "hello-process.ts": [/connected to unix:\/\//, /\[stdout\] hello from aether \(3\)/, /\[stderr\] warning: done/, /exited with code 0: exit code 0/],
   "stop-with-grace.ts": [/did not end it within 1000 ms, so it was killed with SIGKILL \(signal SIGKILL\)/],
   "cells.ts": [/^cell example-\w+: 64 MiB, 16 tasks, half a CPU/m, /^inside: pid 1, interfaces: lo$/m, /^accounted: \d+ µs of CPU/m, /^freed example-/m],
@@ -25,7 +30,7 @@ for (const engine of ["deno", "node"]) {
 
     for (const [file, patterns] of Object.entries(scripts)) {
       it(`examples/${file}`, async () => {
-        const r = await aetherscript(join(repoRoot, "examples", file));
+        const r = await aetherscript(join(repoRoot, "examples", file), ...argsOf(file));
         assert.equal(r.code, 0, r.stderr);
         for (const p of patterns) assert.match(r.stdout, p);
       });
