@@ -5,12 +5,14 @@ import { cellCommands } from "./commands/cell.js";
 import { vmCommands } from "./commands/vm.js";
 import { execCommands } from "./commands/exec.js";
 import { nodeCommands } from "./commands/node.js";
+import { storageCommands } from "./commands/storage.js";
+import { imageCommands } from "./commands/image.js";
 import { EXIT, EXIT_CODES_HELP, fail } from "./exit-codes.js";
 
 const { version } = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
 
 const program = new Command("aether")
-  .description("Operate Aether nodes: processes, cells and VMs, and (as they arrive) storage and the cluster.")
+  .description("Operate Aether nodes: processes, cells, VMs and storage, and (as it arrives) the cluster.")
   .version(version)
   .option("-a, --address <address>", "aetherd to talk to: unix:///path.sock or https://host:port (default: AETHER_HOST, ~/.config/aether/config.toml, the default socket)")
   .showHelpAfterError()
@@ -27,6 +29,8 @@ Examples:
   aether cell allocate team-a --memory 2G --cpu-max 150%
   aether vm create web --kernel vmlinuz --initrd initrd.img --start --wait
   aether vm exec web -- /bin/uname -a
+  aether image import debian-12 https://example.org/debian-12.qcow2 --sha256 <hex>
+  aether storage create web-disk --image debian-12 --size 20G
   aether --address unix:///tmp/aether.sock exec stop web
 ${EXIT_CODES_HELP}`,
   );
@@ -35,5 +39,7 @@ nodeCommands(program);
 execCommands(program);
 cellCommands(program);
 vmCommands(program);
+storageCommands(program);
+imageCommands(program);
 
 program.parseAsync().catch(fail);
