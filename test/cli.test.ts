@@ -95,7 +95,7 @@ describe("aether CLI", () => {
     assert.equal((await aether("cell", "free", "cli-team")).code, 0);
     assert.equal((await aether("cell", "get", "cli-team")).code, 3);
     const bad = await aether("cell", "allocate", "x", "--memory", "lots");
-    assert.equal(bad.code, 1);
+    assert.equal(bad.code, 2, "a size that does not parse is a usage error");
     assert.match(bad.stderr, /not a size like 64M/);
   });
 

@@ -1,11 +1,14 @@
-// Sizes and CPU amounts as people type them on a command line.
+// Sizes and CPU amounts as people type them on a command line. A value that does not parse is a
+// usage error (commander's InvalidArgumentError: exit 2, said before aetherd is asked).
+import { InvalidArgumentError } from "commander";
+
 const UNITS: Record<string, number> = { "": 1, k: 2 ** 10, ki: 2 ** 10, m: 2 ** 20, mi: 2 ** 20, g: 2 ** 30, gi: 2 ** 30, t: 2 ** 40, ti: 2 ** 40 };
 
 /** "64M", "1.5G", "512Ki", "1048576" → bytes (binary units). */
 export function parseBytes(value: string): bigint {
   const m = /^(\d+(?:\.\d+)?)\s*([kmgt]i?)?b?$/i.exec(value.trim());
   const unit = UNITS[(m?.[2] ?? "").toLowerCase()];
-  if (!m || unit === undefined) throw new Error(`${JSON.stringify(value)} is not a size like 64M, 1.5G or 1048576`);
+  if (!m || unit === undefined) throw new InvalidArgumentError(`${JSON.stringify(value)} is not a size like 64M, 1.5G or 1048576`);
   return BigInt(Math.round(Number(m[1]) * unit));
 }
 
@@ -17,5 +20,5 @@ export function parseCpuMax(value: string): { quotaUsec: bigint; periodUsec: big
   const pair = /^(\d+)\/(\d+)$/.exec(value);
   if (pair) return { quotaUsec: BigInt(pair[1] ?? 0), periodUsec: BigInt(pair[2] ?? 0) };
   if (/^\d+(\.\d+)?$/.test(value)) return { quotaUsec: BigInt(Math.round(Number(value) * period)), periodUsec: BigInt(period) };
-  throw new Error(`${JSON.stringify(value)} is not a CPU limit like 20%, 1.5 or 20000/100000`);
+  throw new InvalidArgumentError(`${JSON.stringify(value)} is not a CPU limit like 20%, 1.5 or 20000/100000`);
 }

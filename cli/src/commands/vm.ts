@@ -31,13 +31,18 @@ export function vmCommands(program: Command): void {
   const vm = program.command("vm").description("virtual machines: QEMU microVMs and persistent VMs, Firecracker where installed");
   const globals = () => program.opts<GlobalOptions>();
 
-  vm.command("create")
+  const create = vm.command("create")
     .description("create a VM (and start it with --start)")
     .argument("<name>", "a name unique in the tenant")
-    .requiredOption("--kernel <path>", "kernel image to boot")
+    .option("--kernel <path>", "boot this kernel directly (one of --kernel, --image, --boot-volume)")
+    .option("--image <image>", "boot a thin clone of this image through the firmware; the clone <name>-boot goes with the VM")
+    .option("--disk-size <size>", "with --image: grow the clone to this size, e.g. 20G", parseBytes)
+    .option("--boot-volume <volume>", "boot this existing volume through the firmware")
+    .option("--volume <volume[:ro]>", "attach a storage volume (repeatable)", (v: string, p: string[] = []) => [...p, v])
     .option("--initrd <path>", "initramfs", "")
     .option("--cmdline <args>", "extra kernel command line", "")
-    .option("--memory <size>", "guest memory, e.g. 256M", parseBytes, 256n << 20n)
+    // No commander default here: commander shows defaults with JSON.stringify, which cannot print a BigInt.
+    .option("--memory <size>", "guest memory, e.g. 512M (default 256M)", parseBytes)
     .option("--vcpus <n>", "virtual CPUs", (v) => Number.parseInt(v, 10), 1)
     .option("--profile <profile>", "ephemeral (microVM) or persistent (full machine)", "ephemeral")
     .option("--hypervisor <name>", "qemu or firecracker (default: firecracker for ephemeral VMs where installed)")
@@ -54,10 +59,21 @@ export function vmCommands(program: Command): void {
     .option("--start", "start it right away")
     .option("--wait", "with --start: wait until the guest is ready (shows progress)")
     .option("--json", "print the VM as JSON")
-    .addHelpText("after", "\nExamples:\n  aether vm create web --kernel vmlinuz --initrd initrd.img --memory 512M --start --wait\n  aether vm create db --profile persistent --disk /srv/db.qcow2 --nic br0 --user-data init.sh --start")
-    .action(async (name: string, o: Record<string, string | number | bigint | boolean | string[] | undefined>) =>
-      withClient(globals(), async (aether) => {
+    .addHelpText(
+      "after",
+      "\nExamples:\n  aether vm create web --kernel vmlinuz --initrd initrd.img --memory 512M --start --wait\n  aether vm create app --image debian --disk-size 20G --volume data --start --wait\n  aether vm create db --profile persistent --disk /srv/db.qcow2 --nic br0 --user-data init.sh --start",
+    )
+    .action(async (name: string, o: Record<string, string | number | bigint | boolean | string[] | undefined>) => {
+      // Usage errors are found before connecting, so they exit 2 without reaching aetherd.
+      const boots = [o.kernel, o.image, o.bootVolume].filter((b) => typeof b === "string");
+      if (boots.length !== 1) create.error("error: give exactly one of --kernel (direct kernel boot), --image (boot a clone of an image) or --boot-volume (boot a volume)");
+      if (o.diskSize !== undefined && typeof o.image !== "string") create.error("error: --disk-size sizes the clone made by --image; use aether storage resize for a volume");
+      return withClient(globals(), async (aether) => {
         const read = (f: unknown) => (typeof f === "string" ? readFileSync(f, "utf8") : "");
+        const boot =
+          typeof o.kernel === "string"
+            ? { case: "kernel" as const, value: { kernelPath: resolve(o.kernel), initrdPath: o.initrd ? resolve(String(o.initrd)) : "", cmdline: String(o.cmdline ?? "") } }
+            : { case: "disk" as const, value: { image: typeof o.image === "string" ? o.image : "", volume: typeof o.bootVolume === "string" ? o.bootVolume : "", sizeBytes: (o.diskSize as bigint | undefined) ?? 0n } };
         const { vm: created } = await aether.vm.createVm({
           name,
           tenant: String(o.tenant ?? ""),
@@ -65,9 +81,12 @@ export function vmCommands(program: Command): void {
           hypervisor: o.hypervisor === "qemu" ? vmApi.Hypervisor.QEMU : o.hypervisor === "firecracker" ? vmApi.Hypervisor.FIRECRACKER : vmApi.Hypervisor.UNSPECIFIED,
           acceleration: o.accel === "kvm" ? vmApi.Acceleration.KVM : o.accel === "tcg" ? vmApi.Acceleration.TCG : vmApi.Acceleration.AUTO,
           vcpus: Number(o.vcpus),
-          memoryBytes: BigInt(o.memory as bigint),
-          boot: { source: { case: "kernel", value: { kernelPath: resolve(String(o.kernel)), initrdPath: o.initrd ? resolve(String(o.initrd)) : "", cmdline: String(o.cmdline ?? "") } } },
-          disks: ((o.disk as string[] | undefined) ?? []).map((d) => ({ source: { case: "hostPath" as const, value: resolve(d.replace(/:ro$/, "")) }, readOnly: d.endsWith(":ro") })),
+          memoryBytes: (o.memory as bigint | undefined) ?? 256n << 20n,
+          boot: { source: boot },
+          disks: [
+            ...((o.volume as string[] | undefined) ?? []).map((d) => ({ source: { case: "volume" as const, value: d.replace(/:ro$/, "") }, readOnly: d.endsWith(":ro") })),
+            ...((o.disk as string[] | undefined) ?? []).map((d) => ({ source: { case: "hostPath" as const, value: resolve(d.replace(/:ro$/, "")) }, readOnly: d.endsWith(":ro") })),
+          ],
           nics: ((o.nic as string[] | undefined) ?? []).map((bridge) => ({ bridge })),
           cloudInit: { userData: read(o.userData), metaData: read(o.metaData), networkConfig: read(o.networkConfig) },
           cell: String(o.cell ?? ""),
@@ -79,8 +98,8 @@ export function vmCommands(program: Command): void {
         if (o.start && o.wait) shown = (await waitReady(aether, name, String(o.tenant ?? ""), Number(o.watchdog) + 10, o.json === true)) ?? created;
         if (o.json && shown) printJson(vmApi.VmSchema, shown);
         else process.stdout.write(`${created?.id}\n`);
-      }),
-    );
+      });
+    });
 
   /** A command that targets one VM by id or name. */
   const simple = (cmd: string, description: string) =>
