@@ -27,6 +27,60 @@ const PoolSchema = z
 
 export type PoolConfig = z.infer<typeof PoolSchema>;
 
+/**
+ * [bidding]: how this node answers the aggregator's RequestBid (see daemon/src/auction/score.ts).
+ * A node declines a workload that would take its commitments past these ratios of what it has.
+ */
+const BiddingSchema = z
+  .object({
+    /**
+     * Memory that may be promised to workloads (VMs with QEMU's overhead, cells' memory limits,
+     * bid holds) as a multiple of the host's total memory. 1.0 (the default): never over-commit.
+     */
+    memory_overcommit: z.number().min(0.1).max(16).default(1.0),
+    /** CPU that may be promised (VMs' vCPUs, cells' cpu max, bid holds) per host CPU. Default 4.0. */
+    cpu_overcommit: z.number().min(0.1).max(256).default(4.0),
+    /** How long a positive bid holds its resources for the auction that asked (ms). Default 5000. */
+    hold_ms: z.number().int().min(0).max(600_000).default(5_000),
+  })
+  .strict();
+
+export type BiddingConfig = z.infer<typeof BiddingSchema>;
+
+const LabelKey = /^([a-z0-9.-]{1,253}\/)?[a-z0-9A-Z]([a-zA-Z0-9_.-]{0,61}[a-zA-Z0-9])?$/;
+
+/** [node]: facts about this host that aetherd cannot find by looking. */
+const NodeSchema = z
+  .object({
+    /**
+     * Labels of this node ("rack", "chassis", "tier", ...), matched by a workload's
+     * requirements.node_selector. aetherd adds aether.io/hostname and aether.io/arch itself.
+     */
+    labels: z
+      .record(z.string().regex(LabelKey, "label keys are letters, digits, '-', '_' and '.', optionally prefixed by a domain and '/'"), z.string().max(63))
+      .default({}),
+  })
+  .strict();
+
+/**
+ * [cluster]: membership in a cluster run by aether-aggregator. Without `aggregator`, the node is on
+ * its own (it still answers bids from anyone who asks).
+ */
+const ClusterSchema = z
+  .object({
+    /** The aggregator to register with: unix:///path.sock or https://host:port. */
+    aggregator: z.string().regex(/^(unix:\/\/\/|https:\/\/)\S+$/, "must be unix:///path.sock or https://host:port").optional(),
+    /** The address the aggregator calls this node back on; default: unix://<socket>. */
+    advertise: z.string().regex(/^(unix:\/\/\/|https:\/\/)\S+$/, "must be unix:///path.sock or https://host:port").optional(),
+    /** The node's name in the cluster; default: the host name. */
+    name: z.string().min(1).max(63).optional(),
+    /** Where the node sits (used by the auction's tie-breakers and by fencing). */
+    rack: z.string().max(63).default(""),
+    chassis: z.string().max(63).default(""),
+    slot: z.number().int().min(0).max(10_000).default(0),
+  })
+  .strict();
+
 export const ConfigSchema = z
   .object({
     socket: z.string().min(1),
@@ -46,6 +100,12 @@ export const ConfigSchema = z
     pools: z.array(PoolSchema).default([]),
     /** Folders ImportImage may read local files from (absolute; links are resolved first). */
     import_roots: z.array(z.string().startsWith("/", "must be an absolute path")).default(["/"]),
+    /** Over-commit rules and hold time of bids; every key optional. */
+    bidding: BiddingSchema.prefault({}),
+    /** This node's labels. */
+    node: NodeSchema.prefault({}),
+    /** Cluster membership (registering with an aggregator). */
+    cluster: ClusterSchema.prefault({}),
   })
   .strict()
   .superRefine((config, ctx) => {

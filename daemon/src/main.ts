@@ -4,6 +4,7 @@
 import { Command } from "commander";
 import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { arch, hostname } from "node:os";
 import { mkdir, readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -41,6 +42,9 @@ import { vmService } from "./vm/service.js";
 import { createPools } from "./storage/pools.js";
 import { StorageRegistry } from "./storage/registry.js";
 import { storageService } from "./storage/service.js";
+import { KvmCheck } from "./auction/capacity.js";
+import { Bidding, bidService } from "./auction/service.js";
+import { Membership } from "./auction/membership.js";
 
 const packageJson = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), "..", "package.json"), "utf8")) as {
   version: string;
@@ -79,10 +83,11 @@ async function run(flags: ConfigFlags): Promise<void> {
   // The VMs' hypervisor processes have a supervisor of their own: they are not user executables.
   const vmProcesses = new Supervisor(join(config.state_dir, "vms"), shimPath, log.child({ room: "vm-processes" }), events);
   await vmProcesses.load();
+  const hypervisors = { qemu: await QemuHypervisor.find(), firecracker: await FirecrackerHypervisor.find() };
   const vms = new VmManager(
     { stateDir: config.state_dir, runtimeDir: dirname(config.socket), kvmProbeTimeoutMs: config.kvm_probe_timeout_ms },
     vmProcesses,
-    { qemu: await QemuHypervisor.find(), firecracker: await FirecrackerHypervisor.find() },
+    hypervisors,
     cells,
     storage,
     events,
@@ -94,10 +99,33 @@ async function run(flags: ConfigFlags): Promise<void> {
   const shutdown = new Promise<void>((resolve) => (markShutdown = resolve));
 
   const nodeIdValue = await nodeId(config.state_dir);
-  const implemented = [ExecutableService, ObserveService, NodeService, CellService, VmService, StorageService];
+  // One instance of each handler: the RPCs and the auction's provisioning share them.
+  const handlers = {
+    runtime: executableService(supervisor, (cell, tenant) => cells.placement(cell, tenant)),
+    cells: cellService(cells),
+    vm: vmService(vms),
+  };
+  const bidding = new Bidding({
+    nodeId: nodeIdValue,
+    nodeLabels: { ...config.node.labels, "aether.io/hostname": hostname(), "aether.io/arch": arch() },
+    rules: { memoryOvercommit: config.bidding.memory_overcommit, cpuOvercommit: config.bidding.cpu_overcommit, holdMs: config.bidding.hold_ms },
+    stateDir: config.state_dir,
+    supervisor,
+    cells,
+    cellsReason: cellsChoice.reason,
+    vms,
+    storage,
+    defaultPool: configured.defaultPool,
+    kvm: new KvmCheck(hypervisors.qemu?.path, config.kvm_probe_timeout_ms),
+    hypervisors: { qemu: hypervisors.qemu !== undefined, firecracker: hypervisors.firecracker !== undefined },
+    handlers,
+    log: log.child({ room: "auction" }),
+  });
+  await bidding.load();
+  const implemented = [ExecutableService, ObserveService, NodeService, CellService, VmService, StorageService, BidService];
   const routes = (router: ConnectRouter) => {
-    router.service(ExecutableService, executableService(supervisor, (cell, tenant) => cells.placement(cell, tenant)));
-    router.service(CellService, cellService(cells));
+    router.service(ExecutableService, handlers.runtime);
+    router.service(CellService, handlers.cells);
     router.service(
       ObserveService,
       observeService({
@@ -105,6 +133,7 @@ async function run(flags: ConfigFlags): Promise<void> {
         events,
         daemonLogPath,
         shutdown,
+        memoryCommittedBytes: () => bidding.committed().memoryBytes,
         vmConsole: (target, tenant) => {
           const vm = vms.resolve(target, tenant);
           return { path: vms.filesOf(vm).consoleLog, ended: vms.ended(vm) };
@@ -115,14 +144,38 @@ async function run(flags: ConfigFlags): Promise<void> {
       NodeService,
       nodeService({ nodeId: nodeIdValue, version: VERSION, stateDir: config.state_dir, startTimeMs, supervisor, probe, cells: { version: cells.backendVersion, reason: cellsChoice.reason } }),
     );
-    router.service(VmService, vmService(vms));
+    router.service(VmService, handlers.vm);
     router.service(StorageService, storageService(storage));
     router.service(FenceService, unimplementedService(FenceService, "Redfish fencing arrives with the fence subsystem."));
-    router.service(BidService, unimplementedService(BidService, "bidding arrives with the auction subsystem."));
+    router.service(BidService, bidService(bidding));
     router.service(AggregatorService, unimplementedService(AggregatorService, "this service is served by aether-aggregator, not by aetherd."));
-    router.service(ServerReflection, reflectionService([...implemented, FenceService, BidService, AggregatorService]));
+    router.service(ServerReflection, reflectionService([...implemented, FenceService, AggregatorService]));
   };
   const listeners = await listen(config, routes, log);
+  const nodeLabels = { ...config.node.labels, "aether.io/hostname": hostname(), "aether.io/arch": arch() };
+  const membership = config.cluster.aggregator
+    ? new Membership(
+        {
+          aggregator: config.cluster.aggregator,
+          advertise: config.cluster.advertise ?? `unix://${config.socket}`,
+          nodeId: nodeIdValue,
+          name: config.cluster.name ?? hostname(),
+          labels: nodeLabels,
+          position: { rack: config.cluster.rack, chassis: config.cluster.chassis, slot: config.cluster.slot },
+          capabilities: {
+            kvm: false,
+            qemu: hypervisors.qemu !== undefined,
+            firecracker: hypervisors.firecracker !== undefined,
+            zfs: probe.zfs.available,
+            cgroupV2: cells.backendVersion === "v2",
+            pools: [...configured.pools.keys()],
+            version: VERSION,
+          },
+        },
+        log.child({ room: "membership" }),
+      )
+    : undefined;
+  membership?.start();
   log.info({ version: VERSION, stateDir: config.state_dir, pid: process.pid }, "aetherd ready");
 
   let stopping = false;
@@ -133,6 +186,7 @@ async function run(flags: ConfigFlags): Promise<void> {
     markShutdown();
     const deadline = setTimeout(() => process.exit(0), 5000);
     deadline.unref();
+    membership?.close();
     void listeners.close().finally(() => {
       vms.close();
       vmProcesses.close();
@@ -148,7 +202,7 @@ async function run(flags: ConfigFlags): Promise<void> {
 const program = new Command("aetherd")
   .description("The Aether host daemon: runs processes (and later cells, VMs, volumes) and serves the Aether API.")
   .version(VERSION)
-  .option("-c, --config <file>", "TOML config file (keys: socket, state_dir, log_level, max_message_bytes, cgroup_root, import_roots, [tcp] listen/cert/key/client_ca, [[pools]] name/driver/location/default/labels)")
+  .option("-c, --config <file>", "TOML config file (keys: socket, state_dir, log_level, max_message_bytes, cgroup_root, import_roots, [tcp] listen/cert/key/client_ca, [[pools]] name/driver/location/default/labels, [bidding] memory_overcommit/cpu_overcommit/hold_ms, [node] labels)")
   .option("--socket <path>", "unix socket to serve on (default /run/aether/aetherd.sock as root)")
   .option("--state-dir <dir>", "where records and logs are kept (default /var/lib/aether as root)")
   .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent")

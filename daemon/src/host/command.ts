@@ -21,7 +21,12 @@ export interface HostCommandResult {
 export async function runHost(
   file: string,
   args: readonly string[],
-  options: { timeoutMs?: number; input?: string } = {},
+  options: {
+    timeoutMs?: number;
+    input?: string;
+    /** Exit codes that still count as success (smartctl's exit status is a bit mask of findings). */
+    acceptExitCodes?: (code: number) => boolean;
+  } = {},
 ): Promise<HostCommandResult> {
   const timeout = options.timeoutMs ?? 30_000;
   const result = await execa(file, args, {
@@ -34,7 +39,8 @@ export async function runHost(
   if (result.timedOut) {
     throw new HostCommandError(`${command} did not finish within ${timeout} ms`, command, String(result.stderr), undefined);
   }
-  if (result.failed) {
+  const accepted = result.exitCode !== undefined && result.exitCode !== 0 && options.acceptExitCodes?.(result.exitCode) === true;
+  if (result.failed && !accepted) {
     const stderr = String(result.stderr ?? "").trim();
     const why = stderr !== "" ? stderr : (result.shortMessage ?? "failed");
     throw new HostCommandError(`${command} failed: ${why}`, command, stderr, result.exitCode);

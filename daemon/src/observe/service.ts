@@ -6,6 +6,7 @@ import {
   LogChannel,
   LogSource,
   ObserveService,
+  DiskWearSchema,
   PressureSchema,
   TelemetrySchema,
 } from "@aether/sdk/gen/aether/observe/v1/observe_pb";
@@ -30,6 +31,8 @@ export interface ObserveDeps {
   daemonLogPath: string;
   /** Resolves when aetherd shuts down: follow streams end then. */
   shutdown: Promise<void>;
+  /** Memory promised to workloads (VMs, cells' memory limits, bid holds), in bytes. */
+  memoryCommittedBytes?: () => number;
 }
 
 export function observeService(deps: ObserveDeps): ServiceImpl<typeof ObserveService> {
@@ -110,7 +113,7 @@ export function observeService(deps: ObserveDeps): ServiceImpl<typeof ObserveSer
           cpuCount: t.cpuCount,
           memoryTotalBytes: BigInt(t.memoryTotalBytes),
           memoryAvailableBytes: BigInt(t.memoryAvailableBytes),
-          memoryCommittedBytes: 0n,
+          memoryCommittedBytes: BigInt(deps.memoryCommittedBytes?.() ?? 0),
           pressure: t.pressure.map((p) =>
             create(PressureSchema, {
               resource: p.resource,
@@ -119,7 +122,7 @@ export function observeService(deps: ObserveDeps): ServiceImpl<typeof ObserveSer
               available: p.available,
             }),
           ),
-          disks: [],
+          disks: t.disks.map((d) => create(DiskWearSchema, { device: d.device, percentageUsed: d.percentageUsed, known: d.known })),
         }),
       };
     },
