@@ -5,7 +5,8 @@
 # its bootable disk), iproute2 (TAP devices and bridges),
 # openssl and curl (the mutual-TLS tests), and zfs-fuse (real ZFS datasets, snapshots and clones for
 # the ZFS storage driver's tests; skipped where a zfs command, e.g. ZFS on Linux, is there already,
-# since the two packages conflict). Node.js 20+ and npm must exist.
+# since the two packages conflict), and etcd-server (the aggregator's highly-available store; the
+# tests start their own etcd on loopback). Node.js 20+ and npm must exist.
 set -euo pipefail
 
 node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
@@ -29,6 +30,7 @@ command -v mcopy >/dev/null 2>&1 || need+=(mtools)
 command -v mkfs.fat >/dev/null 2>&1 || need+=(dosfstools)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 test -x /usr/sbin/zfs || test -x /sbin/zfs || need+=(zfs-fuse)
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 
 if [ ${#need[@]} -eq 0 ]; then
   echo "setup-host: host packages present."

@@ -29,7 +29,7 @@ function findTests(dir, out = []) {
   return out;
 }
 const only = process.argv.slice(2);
-const files = only.length > 0 ? only : ["sdk", "daemon", "test"].flatMap((d) => findTests(join(root, d))).sort();
+const files = only.length > 0 ? only : ["sdk", "daemon", "aggregator", "test"].flatMap((d) => findTests(join(root, d))).sort();
 console.log(`\n== node --test (${files.length} files)`);
 const result = spawnSync(process.execPath, ["--conditions=source", "--import", "tsx", "--test", ...files], {
   cwd: root,

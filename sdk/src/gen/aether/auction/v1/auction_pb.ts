@@ -689,8 +689,9 @@ export type AuctionRecord = Message<"aether.auction.v1.AuctionRecord"> & {
   winningScore: number;
 
   /**
-   * A sentence saying how a tie for the highest score was broken (fewest placements, then
-   * lowest hash of workload id and node id); empty when there was no tie.
+   * A sentence saying how a tie for the highest score was broken (fewer placements, then the
+   * cooler node where temperatures are known, then less disk wear, then the lower node id);
+   * empty when there was no tie.
    *
    * @generated from field: string tie_break_reason = 12;
    */
@@ -1416,7 +1417,8 @@ export type DeployRequest = Message<"aether.auction.v1.DeployRequest"> & {
   spec?: WorkloadSpec | undefined;
 
   /**
-   * How long to wait for bids. Unset: 2 seconds.
+   * How long to wait for bids. Unset: the aggregator's configured auction window (250 ms by
+   * default); the auction closes earlier once every node has answered.
    *
    * @generated from field: google.protobuf.Duration bid_timeout = 2;
    */

@@ -1,0 +1,149 @@
+#!/usr/bin/env node
+// aether-aggregator: the cluster's node registry and placement auctions. Parses flags and the TOML
+// config, opens the store (embedded by default, etcd for several replicas), serves at once (a
+// standby answers UNAVAILABLE naming the leader) and campaigns for leadership; on SIGTERM it stops
+// accepting, lets calls under way finish, resigns (so a standby takes over at once) and exits 0.
+import { Command, InvalidArgumentError } from "commander";
+import { readFileSync } from "node:fs";
+import { mkdir } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { ConfigError, loadConfig, type Config, type ConfigFlags } from "./config.js";
+import { createLogger } from "./logger.js";
+import { listen, ListenError } from "./server.js";
+import { Aggregator } from "./aggregator.js";
+import { aggregatorRoutes } from "./service.js";
+import { EmbeddedStore } from "./embedded-store.js";
+import { StoreUnavailableError, type ClusterStore } from "./store.js";
+
+const packageJson = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), "..", "package.json"), "utf8")) as { version: string };
+export const VERSION = packageJson.version;
+
+async function openStore(config: Config): Promise<ClusterStore> {
+  if (config.store === "embedded") return EmbeddedStore.open(config.state_dir);
+  // Loaded on demand, so that the embedded configuration never loads the etcd client.
+  const { EtcdStore } = await import("./etcd-store.js");
+  return new EtcdStore(config.etcd_endpoints, { prefix: config.etcd_prefix });
+}
+
+function advertised(config: Config, tcpAddress: string | undefined): string {
+  if (config.advertise !== "") return config.advertise;
+  if (config.tcp && tcpAddress !== undefined) return `${config.tcp.cert !== undefined ? "https" : "http"}://${tcpAddress}`;
+  return `unix://${config.socket}`;
+}
+
+async function run(flags: ConfigFlags): Promise<void> {
+  const config = loadConfig(flags);
+  await mkdir(config.state_dir, { recursive: true, mode: 0o700 });
+  const log = createLogger(config.log_level, join(config.state_dir, "aggregator.log"));
+  const store = await openStore(config);
+  const aggregator = new Aggregator({
+    store,
+    replica: config.replica,
+    auctionWindowMs: config.auction_window_ms,
+    leaseTtlMs: config.lease_ttl_ms,
+    provisionTimeoutMs: config.provision_timeout_ms,
+    eventRetention: config.event_retention,
+    nodeTls: config.node_tls,
+    log,
+  });
+  let listeners;
+  try {
+    listeners = await listen(
+      {
+        socket: config.socket,
+        maxMessageBytes: config.max_message_bytes,
+        ...(config.tcp && { tcp: { listen: config.tcp.listen, cert: config.tcp.cert, key: config.tcp.key, clientCa: config.tcp.client_ca } }),
+      },
+      aggregatorRoutes(aggregator),
+      log,
+    );
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+  // The TCP port may have been 0 (any free port): advertise the one bound.
+  aggregator.setAdvertise(advertised(config, listeners.tcpAddress));
+  aggregator.start();
+  log.info(
+    { version: VERSION, replica: config.replica, store: store.description, socket: config.socket, listen: listeners.tcpAddress, windowMs: config.auction_window_ms, leaseTtlMs: config.lease_ttl_ms, pid: process.pid },
+    "aether-aggregator ready",
+  );
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, "shutting down: finishing calls under way, then resigning leadership");
+    const deadline = setTimeout(() => process.exit(0), 10_000);
+    deadline.unref();
+    void (async () => {
+      aggregator.endStreams();
+      await listeners.close().catch((err: unknown) => log.warn({ err: (err as Error).message }, "closing the listeners failed"));
+      await aggregator.stop();
+      await store.close().catch((err: unknown) => log.warn({ err: (err as Error).message }, "closing the store failed"));
+      log.flush();
+      process.exit(0);
+    })();
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+}
+
+const integer = (flag: string) => (value: string) => {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n)) throw new InvalidArgumentError(`${flag} takes a whole number, not ${JSON.stringify(value)}.`);
+  return n;
+};
+
+const program = new Command("aether-aggregator")
+  .description("The Aether aggregator: the cluster's node registry and reverse-bid placement auctions.")
+  .version(VERSION)
+  .option(
+    "-c, --config <file>",
+    "TOML config file (keys: socket, state_dir, log_level, max_message_bytes, store, etcd_endpoints, etcd_prefix, auction_window_ms, lease_ttl_ms, provision_timeout_ms, event_retention, replica, advertise, [tcp] listen/cert/key/client_ca, [node_tls] ca/cert/key)",
+  )
+  .option("--socket <path>", "unix socket to serve on (default /run/aether/aggregator.sock as root)")
+  .option("--state-dir <dir>", "where the embedded store and the log are kept (default /var/lib/aether-aggregator as root)")
+  .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent")
+  .option("--listen <host:port>", "also serve on TCP: mutual TLS with the three --tls-* files, else plain HTTP/2 on loopback only")
+  .option("--tls-cert <file>", "server certificate (PEM)")
+  .option("--tls-key <file>", "server private key (PEM)")
+  .option("--tls-client-ca <file>", "CA that client certificates must chain to (PEM)")
+  .option("--store <kind>", "embedded (one replica, in --state-dir) or etcd (several replicas, one leader)")
+  .option("--etcd-endpoints <urls>", "comma-separated etcd endpoints, e.g. http://127.0.0.1:2379")
+  .option("--etcd-prefix <prefix>", "key prefix in etcd (default /aether/aggregator/)")
+  .option("--auction-window-ms <ms>", "how long an auction waits for bids (default 250)", integer("--auction-window-ms"))
+  .option("--lease-ttl-ms <ms>", "node lease length; nodes heartbeat every third of it (default 15000)", integer("--lease-ttl-ms"))
+  .option("--provision-timeout-ms <ms>", "how long a winner may take to provision (default 60000)", integer("--provision-timeout-ms"))
+  .option("--event-retention <n>", "cluster events kept for replay (default 10000)", integer("--event-retention"))
+  .option("--replica <name>", "this replica's name in the election (default hostname-pid)")
+  .option("--advertise <address>", "address clients reach this replica at, named by standbys (default: the TCP address, else the socket)")
+  .option("--node-tls-ca <file>", "CA of the nodes' certificates, for https:// node addresses")
+  .option("--node-tls-cert <file>", "client certificate presented to nodes")
+  .option("--node-tls-key <file>", "its private key")
+  .addHelpText(
+    "after",
+    `
+Examples:
+  aether-aggregator                                       one replica, state in /var/lib/aether-aggregator
+  aether-aggregator --socket /tmp/agg.sock --state-dir /tmp/agg --auction-window-ms 100
+  aether-aggregator --listen 127.0.0.1:7450 --lease-ttl-ms 5000
+  aether-aggregator --store etcd --etcd-endpoints http://10.0.0.2:2379,http://10.0.0.3:2379 --replica agg-1 \\
+      --listen 10.0.0.5:7450 --tls-cert agg.pem --tls-key agg.key --tls-client-ca ca.pem
+  aether cluster --aggregator unix:///tmp/agg.sock nodes`,
+  )
+  .action(async (opts: ConfigFlags) => {
+    try {
+      await run(opts);
+    } catch (err) {
+      if (err instanceof ConfigError || err instanceof ListenError || err instanceof StoreUnavailableError) {
+        process.stderr.write(`aether-aggregator: ${err.message}\n`);
+        process.exit(2);
+      }
+      process.stderr.write(`aether-aggregator: could not start: ${(err as Error).message}\n`);
+      process.exit(1);
+    }
+  });
+
+await program.parseAsync();

@@ -1,0 +1,101 @@
+// The Connect handlers: AggregatorService delegates to the Aggregator (which validates, checks that
+// this replica leads and phrases every error), and NodeService.CheckHealth answers so that
+// @aether/sdk's connect() (which checks health before returning) works against the aggregator too.
+import { create } from "@bufbuild/protobuf";
+import type { ConnectRouter, ServiceImpl } from "@connectrpc/connect";
+import {
+  AggregatorService,
+  DeregisterNodeResponseSchema,
+  GetAuctionResponseSchema,
+  GetPlacementResponseSchema,
+  HeartbeatResponseSchema,
+  ListAuctionsResponseSchema,
+  ListNodesResponseSchema,
+  ListPlacementsResponseSchema,
+  RegisterNodeResponseSchema,
+  ReleasePlacementResponseSchema,
+  StreamClusterEventsResponseSchema,
+} from "@aether/sdk/gen/aether/auction/v1/auction_pb";
+import { BidService } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
+import { CheckHealthResponseSchema, HealthStatus, NodeService } from "@aether/sdk/gen/aether/node/v1/node_pb";
+import type { Aggregator } from "./aggregator.js";
+import { unimplemented } from "./errors.js";
+import { duration } from "./time.js";
+
+export function aggregatorService(aggregator: Aggregator): ServiceImpl<typeof AggregatorService> {
+  return {
+    async registerNode(req) {
+      return create(RegisterNodeResponseSchema, await aggregator.registerNode(req));
+    },
+    async heartbeat(req) {
+      return create(HeartbeatResponseSchema, await aggregator.heartbeat(req));
+    },
+    async deregisterNode(req) {
+      await aggregator.deregisterNode(req);
+      return create(DeregisterNodeResponseSchema);
+    },
+    async listNodes(req) {
+      return create(ListNodesResponseSchema, await aggregator.listNodes(req));
+    },
+    async deploy(req) {
+      return aggregator.deploy(req);
+    },
+    async releasePlacement(req) {
+      return create(ReleasePlacementResponseSchema, await aggregator.releasePlacement(req));
+    },
+    async getPlacement(req) {
+      return create(GetPlacementResponseSchema, await aggregator.getPlacement(req));
+    },
+    async listPlacements(req) {
+      return create(ListPlacementsResponseSchema, await aggregator.listPlacements(req));
+    },
+    async getAuction(req) {
+      return create(GetAuctionResponseSchema, await aggregator.getAuction(req));
+    },
+    async listAuctions(req) {
+      return create(ListAuctionsResponseSchema, await aggregator.listAuctions(req));
+    },
+    async *streamClusterEvents(req, context) {
+      for await (const event of aggregator.streamClusterEvents(req, context.signal)) {
+        yield create(StreamClusterEventsResponseSchema, { event });
+      }
+    },
+  };
+}
+
+/** CheckHealth: SERVING while this replica leads, DEGRADED with the standby sentence otherwise. */
+export function healthService(aggregator: Aggregator): ServiceImpl<typeof NodeService> {
+  return {
+    async getNodeInfo() {
+      throw unimplemented("aether-aggregator is not a node: ask a node's aetherd for NodeService/GetNodeInfo (aether cluster nodes lists them).");
+    },
+    async checkHealth() {
+      const health = await aggregator.health();
+      return create(CheckHealthResponseSchema, {
+        status: health.leading ? HealthStatus.SERVING : HealthStatus.DEGRADED,
+        reasons: health.reasons,
+        uptime: duration(health.uptimeMs),
+        executablesTracked: 0,
+      });
+    },
+  };
+}
+
+/** Every route the aggregator serves. BidService is the nodes' side: it answers UNIMPLEMENTED here. */
+export function aggregatorRoutes(aggregator: Aggregator): (router: ConnectRouter) => void {
+  return (router) => {
+    router.service(AggregatorService, aggregatorService(aggregator));
+    router.service(NodeService, healthService(aggregator));
+    router.service(BidService, {
+      async requestBid() {
+        throw unimplemented("BidService is served by aetherd on each node, not by aether-aggregator.");
+      },
+      async executeProvisioning() {
+        throw unimplemented("BidService is served by aetherd on each node, not by aether-aggregator.");
+      },
+      async releaseWorkload() {
+        throw unimplemented("BidService is served by aetherd on each node, not by aether-aggregator.");
+      },
+    });
+  };
+}

@@ -1,0 +1,211 @@
+// Gives a test a real etcd (Debian's etcd-server) on loopback: free client and peer ports, a
+// throw-away data directory, and ways to stop, crash, pause and resume it. A test that needs etcd
+// never skips: when etcd is missing or does not start, the test fails saying why.
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { createServer, type Server, type Socket, connect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { which } from "../../daemon/src/host/command.js";
+
+export interface TestEtcd {
+  /** The client URL, e.g. http://127.0.0.1:40123. */
+  endpoint: string;
+  /** Stops etcd (SIGTERM, then SIGKILL) and removes its data directory. Safe to call twice. */
+  stop(): Promise<void>;
+  /** Kills etcd with SIGKILL, as a crash would; the data directory stays until stop(). */
+  kill9(): Promise<void>;
+  /** Freezes etcd (SIGSTOP): connections stay open and nothing answers. */
+  pause(): void;
+  /** Thaws a paused etcd (SIGCONT). */
+  resume(): void;
+}
+
+const READY_TIMEOUT_MS = 20_000;
+const STOP_TIMEOUT_MS = 5_000;
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", resolve);
+  });
+  const address = server.address();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  if (address === null || typeof address === "string") throw new Error("could not find a free TCP port on 127.0.0.1");
+  return address.port;
+}
+
+function exited(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => child.once("exit", () => resolve()));
+}
+
+async function healthy(endpoint: string): Promise<boolean> {
+  try {
+    const response = await fetch(`${endpoint}/health`, { signal: AbortSignal.timeout(1_000) });
+    const body = (await response.json()) as { health?: unknown };
+    return response.ok && body.health === "true";
+  } catch {
+    return false;
+  }
+}
+
+/** Starts etcd on loopback and waits until it reports itself healthy. */
+export async function startEtcd(): Promise<TestEtcd> {
+  const binary = await which("etcd");
+  if (binary === undefined) {
+    throw new Error("etcd is not installed: install Debian's etcd-server package (scripts/setup-host.sh does, as root)");
+  }
+  let lastFailure = "";
+  // A free port can be taken between choosing it and etcd binding it: try a few times.
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const [clientPort, peerPort] = [await freePort(), await freePort()];
+    const dataDir = await mkdtemp(join(tmpdir(), "aether-etcd-"));
+    const endpoint = `http://127.0.0.1:${clientPort}`;
+    const peerUrl = `http://127.0.0.1:${peerPort}`;
+    const name = "aether-test";
+    const child = spawn(
+      binary,
+      [
+        `--name=${name}`,
+        `--data-dir=${dataDir}`,
+        `--listen-client-urls=${endpoint}`,
+        `--advertise-client-urls=${endpoint}`,
+        `--listen-peer-urls=${peerUrl}`,
+        `--initial-advertise-peer-urls=${peerUrl}`,
+        `--initial-cluster=${name}=${peerUrl}`,
+        "--initial-cluster-state=new",
+        "--logger=zap",
+        "--log-level=warn",
+      ],
+      { stdio: ["ignore", "ignore", "pipe"] },
+    );
+    let stderr = "";
+    child.stderr?.setEncoding("utf8");
+    child.stderr?.on("data", (chunk: string) => {
+      stderr = (stderr + chunk).slice(-8_000);
+    });
+    let spawnError: Error | undefined;
+    child.once("error", (error) => {
+      spawnError = error;
+    });
+    const removeDataDir = (): Promise<void> => rm(dataDir, { recursive: true, force: true });
+    const deadline = Date.now() + READY_TIMEOUT_MS;
+    while (Date.now() < deadline && child.exitCode === null && child.signalCode === null && spawnError === undefined) {
+      if (await healthy(endpoint)) {
+        let stopped = false;
+        const stop = async (): Promise<void> => {
+          if (!stopped) {
+            stopped = true;
+            // A paused etcd cannot act on SIGTERM until it runs again.
+            child.kill("SIGCONT");
+            child.kill("SIGTERM");
+            const timer = setTimeout(() => child.kill("SIGKILL"), STOP_TIMEOUT_MS);
+            await exited(child);
+            clearTimeout(timer);
+          }
+          await removeDataDir();
+        };
+        return {
+          endpoint,
+          stop,
+          async kill9(): Promise<void> {
+            child.kill("SIGKILL");
+            await exited(child);
+          },
+          pause(): void {
+            child.kill("SIGSTOP");
+          },
+          resume(): void {
+            child.kill("SIGCONT");
+          },
+        };
+      }
+      await sleep(100);
+    }
+    child.kill("SIGKILL");
+    await exited(child);
+    await removeDataDir();
+    lastFailure = spawnError?.message ?? stderr.trim();
+    if (!/address already in use/i.test(lastFailure)) {
+      throw new Error(
+        `etcd (${binary}) did not become healthy at ${endpoint} within ${READY_TIMEOUT_MS / 1000} s: ${lastFailure === "" ? "no output" : lastFailure}`,
+      );
+    }
+  }
+  throw new Error(`etcd could not bind free loopback ports after 3 attempts: ${lastFailure}`);
+}
+
+/**
+ * A TCP relay in front of an endpoint that can cut the network without closing connections:
+ * while partitioned, bytes are held (not dropped, not refused), as on a link that went dark; when
+ * healed, whatever was held is delivered late. A client behind it experiences a partition; one
+ * connecting directly does not.
+ */
+export interface TestPartitionProxy {
+  /** The relay's URL, to give to the client that should be cut off. */
+  endpoint: string;
+  partition(): void;
+  heal(): void;
+  close(): Promise<void>;
+}
+
+export async function startPartitionProxy(target: string): Promise<TestPartitionProxy> {
+  const url = new URL(target);
+  const links = new Set<{ flush(): void; destroy(): void }>();
+  let partitioned = false;
+  // One direction of a connection: forwards at once, or holds the bytes while partitioned.
+  const relay = (from: Socket, to: Socket): { flush(): void } => {
+    const held: Buffer[] = [];
+    from.on("data", (chunk: Buffer) => {
+      if (partitioned) held.push(chunk);
+      else to.write(chunk);
+    });
+    return {
+      flush(): void {
+        for (const chunk of held.splice(0)) to.write(chunk);
+      },
+    };
+  };
+  const server: Server = createServer((inbound) => {
+    const outbound = connect(Number(url.port), url.hostname);
+    const up = relay(inbound, outbound);
+    const down = relay(outbound, inbound);
+    const link = {
+      flush(): void {
+        up.flush();
+        down.flush();
+      },
+      destroy(): void {
+        links.delete(link);
+        inbound.destroy();
+        outbound.destroy();
+      },
+    };
+    links.add(link);
+    inbound.on("error", link.destroy).on("close", link.destroy);
+    outbound.on("error", link.destroy).on("close", link.destroy);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", resolve);
+  });
+  const address = server.address();
+  if (address === null || typeof address === "string") throw new Error("the partition proxy has no TCP address");
+  return {
+    endpoint: `http://127.0.0.1:${address.port}`,
+    partition(): void {
+      partitioned = true;
+    },
+    heal(): void {
+      partitioned = false;
+      for (const link of links) link.flush();
+    },
+    async close(): Promise<void> {
+      for (const link of [...links]) link.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
