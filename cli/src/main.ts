@@ -7,6 +7,7 @@ import { execCommands } from "./commands/exec.js";
 import { nodeCommands } from "./commands/node.js";
 import { storageCommands } from "./commands/storage.js";
 import { imageCommands } from "./commands/image.js";
+import { clusterCommands } from "./commands/cluster.js";
 import { EXIT, EXIT_CODES_HELP, fail } from "./exit-codes.js";
 
 const { version } = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
@@ -31,6 +32,7 @@ Examples:
   aether vm exec web -- /bin/uname -a
   aether image import debian-12 https://example.org/debian-12.qcow2 --sha256 <hex>
   aether storage create web-disk --image debian-12 --size 20G
+  aether cluster deploy web --memory 256M -- /usr/bin/python3 -m http.server 8080
   aether --address unix:///tmp/aether.sock exec stop web
 ${EXIT_CODES_HELP}`,
   );
@@ -41,5 +43,6 @@ cellCommands(program);
 vmCommands(program);
 storageCommands(program);
 imageCommands(program);
+clusterCommands(program);
 
 program.parseAsync().catch(fail);
