@@ -6,6 +6,7 @@ import { benchColdStart } from "./script-cold-start.js";
 import { benchCells } from "./cells.js";
 import { benchVms } from "./vm.js";
 import { benchStorage } from "./storage.js";
+import { benchAuctions } from "./auction.js";
 import { repoRoot } from "../test/helpers/daemon.js";
 import { mib } from "./stats.js";
 
@@ -79,6 +80,13 @@ try {
     `ratio aetherd/bare tool at p50: dir ${storage.dirRatio.toFixed(2)}x, zfs ${storage.zfsRatio.toFixed(2)}x (goal < 2x); dir clone through aetherd p50 ${storage.dirP50Ms.toFixed(1)} ms (goal < 50 ms)`,
   );
   table("storage: space on disk", ["what", "size"], storage.spaceRows);
+
+  const AUCTIONS = Number(process.env.BENCH_AUCTIONS ?? 200);
+  const auctions = await benchAuctions(AUCTIONS);
+  table("auctions: decision latency, broadcast of RequestBid to winner chosen (fake bidders on loopback)", ["bidders", "auctions", "p50", "p99"], auctions.rows);
+  console.log(
+    `p99 with 16 responsive bidders ${auctions.p99With16Ms.toFixed(2)} ms (goal < 10 ms); with a hanging bidder the auction closes at the ${auctions.windowMs} ms window; placement throughput with 16 bidders: ${auctions.throughputPerSecond.toFixed(0)} auctions/s (8 clients)`,
+  );
 
   const COLD_RUNS = Number(process.env.BENCH_COLD_RUNS ?? 15);
   const cold = benchColdStart(repoRoot, daemon.address, COLD_RUNS);
