@@ -3,16 +3,18 @@
 import assert from "node:assert/strict";
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
-import { describe, it } from "node:test";
+import { after, before, describe, it } from "node:test";
 import { repoRoot, useDaemon } from "./helpers/daemon.js";
 import { runCommand } from "./helpers/run.js";
 import { guestImage } from "./helpers/guest.js";
 import { sha256 } from "./helpers/disks.js";
+import { startAggregator, type TestAggregator } from "./helpers/aggregator.js";
 
 /** Arguments an example needs (the storage example imports the guest's bootable disk). */
 const argsOf = (file: string): string[] => (file === "storage.ts" ? [guestImage().disk, sha256(guestImage().disk)] : []);
 
 const scripts: Record<string, RegExp[]> = {
+  "cluster-deploy.ts": [/^1 node\(s\) ready: example-node$/m, /^  [0-9a-f-]{36}: bid \d+$/m, /^example-\w+ placed on example-node \(score \d+\) as [0-9a-f-]{36}$/m, /^released example-/m],
   "storage.ts": [/^image example-image-\w+: ready, \d+ MiB$/m, /: running; the guest agent answers$/m, /^boot volume example-disk-vm-\w+-boot: a clone of example-image-\w+ taking \d+ KiB$/m, /^guest disk vda: \d+ sectors$/m, /^deleted example-disk-vm-/m],
   "hello-process.ts": [/connected to unix:\/\//, /\[stdout\] hello from aether \(3\)/, /\[stderr\] warning: done/, /exited with code 0: exit code 0/],
   "stop-with-grace.ts": [/did not end it within 1000 ms, so it was killed with SIGKILL \(signal SIGKILL\)/],
@@ -27,10 +29,21 @@ for (const engine of ["deno", "node"]) {
     const env = useDaemon({ args: ["--kvm-probe-timeout-ms", "4000"] });
     guestImage(); // examples/vm.ts boots the project's test guest
     const aetherscript = (...args: string[]) => runCommand("aetherscript", ["--engine", engine, ...args], { env: { AETHER_HOST: env.daemon.address } });
+    // examples/cluster-deploy.ts talks to an aggregator, with this test's aetherd as its one node.
+    let agg: TestAggregator | undefined;
+    before(async () => {
+      agg = await startAggregator();
+      const { node } = await env.aether.node.getNodeInfo({});
+      await agg.client.aggregator.registerNode({ nodeId: node?.id ?? "", name: "example-node", address: env.daemon.address });
+    });
+    after(async () => {
+      assert.equal(await agg?.stop(), 0);
+    });
+    const hostOf = (file: string) => (file === "cluster-deploy.ts" ? `unix://${agg?.socket}` : env.daemon.address);
 
     for (const [file, patterns] of Object.entries(scripts)) {
       it(`examples/${file}`, async () => {
-        const r = await aetherscript(join(repoRoot, "examples", file), ...argsOf(file));
+        const r = await runCommand("aetherscript", ["--engine", engine, join(repoRoot, "examples", file), ...argsOf(file)], { env: { AETHER_HOST: hostOf(file) } });
         assert.equal(r.code, 0, r.stderr);
         for (const p of patterns) assert.match(r.stdout, p);
       });
