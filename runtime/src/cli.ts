@@ -120,7 +120,7 @@ Examples:
 
 for (const mode of ["plan", "apply"] as const) {
   withEngineOptions(program.command(mode))
-    .description(mode === "plan" ? "show what applying a manifest would change, without changing anything" : "make the node match a manifest; running it again changes nothing")
+    .description(mode === "plan" ? "show what applying a manifest would change, without changing anything" : "make the node (or, with target: cluster, the cluster) match a manifest; running it again changes nothing")
     .argument("<manifest>", "a script whose default export is defineManifest({...})")
     .option("--json", "print the result as JSON")
     .action((file: string, raw: RawOptions) => {

@@ -9,8 +9,8 @@ export { connect, type AetherClient, type ConnectOptions } from "./connect.js";
 export { resolveTarget, type HttpsTarget, type Target, type TargetOptions, type TlsOptions, type UnixTarget } from "./target.js";
 export { defaultClientConfigPath, defaultSocketPath, defaultStateDir } from "./address.js";
 export { Code, ConnectError } from "@connectrpc/connect";
-export { defineManifest, isManifest, ManifestError, MANIFEST_LABEL, type CellDecl, type ExecutableDecl, type Manifest, type ManifestCell, type ManifestExecutable, type ManifestInput, type ManifestVolume, type VolumeDecl } from "./manifest/define.js";
-export { planManifest, type ActionKind, type Plan, type PlannedAction } from "./manifest/plan.js";
+export { defineManifest, isManifest, ManifestError, MANIFEST_LABEL, type CellDecl, type ExecutableDecl, type Manifest, type ManifestCell, type ManifestExecutable, type ManifestInput, type ManifestRequirements, type ManifestTarget, type ManifestVolume, type RequirementsDecl, type VolumeDecl } from "./manifest/define.js";
+export { planManifest, type ActionKind, type PlacedWorkload, type Plan, type PlannedAction } from "./manifest/plan.js";
 export { applyManifest, ApplyError, type ApplyOptions, type ApplyResult } from "./manifest/apply.js";
 /** Messages, enums and the service of aether.runtime.v1 (processes). */
 export * as runtime from "./gen/aether/runtime/v1/runtime_pb.js";

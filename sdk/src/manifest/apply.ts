@@ -1,8 +1,10 @@
-// apply: carries out a plan, step by step, and says exactly how far it got if a step fails.
+// apply: carries out a plan, step by step, and says exactly how far it got if a step fails. A
+// cluster manifest's steps go through the aggregator (cluster.ts).
 import type { AetherClient } from "../connect.js";
 import { ExecutableState } from "../gen/aether/runtime/v1/runtime_pb.js";
-import { MANIFEST_LABEL, type ExecutableDecl, type Manifest, type ManifestCell, type ManifestVolume } from "./define.js";
+import { MANIFEST_LABEL, type Manifest, type ManifestCell, type ManifestExecutable, type ManifestVolume } from "./define.js";
 import { cellLimits, planManifest, volumeFormat, type Plan, type PlannedAction } from "./plan.js";
+import { applyClusterAction } from "./cluster.js";
 
 /** Raised when apply stops partway: what was applied, which step failed, and why. */
 export class ApplyError extends Error {
@@ -23,17 +25,26 @@ export class ApplyError extends Error {
 export interface ApplyOptions {
   /** Called before each step that changes something. */
   onStep?: (action: PlannedAction) => void;
-  /** Grace period before SIGKILL when stopping an executable to replace or delete it. Default 10 s. */
+  /** Called after each step that changed something, with its outcome (for a cluster manifest: where it was placed). */
+  onApplied?: (action: PlannedAction) => void;
+  /**
+   * Grace period before SIGKILL when stopping an executable to replace or delete it (for a cluster
+   * manifest: when releasing its placement). Default 10 s.
+   */
   stopGraceSeconds?: number;
 }
 
 /** What apply did: the plan, and the steps it carried out in the order it carried them out. */
 export interface ApplyResult extends Plan {
-  /** Steps that changed something, in execution order. */
+  /** Steps that changed something, in execution order; for a cluster manifest, with where each create or replace was placed. */
   applied: PlannedAction[];
 }
 
-/** Makes the node match the manifest. Returns the plan and the steps carried out. */
+/**
+ * Makes the node match the manifest or, for a manifest with `target: "cluster"`, has the aggregator
+ * behind `aether` place, replace and release its executables. Returns the plan and the steps carried
+ * out. Applying the same manifest again changes nothing.
+ */
 export async function applyManifest(aether: AetherClient, manifest: Manifest, options: ApplyOptions = {}): Promise<ApplyResult> {
   const plan = await planManifest(aether, manifest);
   if (plan.conflicts.length > 0) {
@@ -61,8 +72,10 @@ export async function applyManifest(aether: AetherClient, manifest: Manifest, op
   ];
   for (const action of ordered) {
     options.onStep?.(action);
+    let done = action;
     try {
-      if (action.resource === "volume") await applyVolume(aether, manifest, action, volumes.get(action.name));
+      if (manifest.target === "cluster") done = await applyClusterAction(aether, manifest, action, decls.get(action.name), options.stopGraceSeconds ?? 10);
+      else if (action.resource === "volume") await applyVolume(aether, manifest, action, volumes.get(action.name));
       else if (action.resource === "cell") await applyCell(aether, manifest, action, cells.get(action.name));
       else {
         if (action.kind === "replace" || action.kind === "delete") {
@@ -72,7 +85,7 @@ export async function applyManifest(aether: AetherClient, manifest: Manifest, op
           await aether.runtime.deleteExecutable({ executable: action.liveId ?? "" });
         }
         if (action.kind === "create" || action.kind === "replace") {
-          await start(aether, manifest, decls.get(action.name) as ExecutableDecl);
+          await start(aether, manifest, decls.get(action.name) as ManifestExecutable);
         }
       }
     } catch (err) {
@@ -84,7 +97,8 @@ export async function applyManifest(aether: AetherClient, manifest: Manifest, op
         { cause: err },
       );
     }
-    applied.push(action);
+    applied.push(done);
+    options.onApplied?.(done);
   }
   return { ...plan, applied };
 }
@@ -127,7 +141,7 @@ async function applyVolume(aether: AetherClient, manifest: Manifest, action: Pla
   }
 }
 
-async function start(aether: AetherClient, manifest: Manifest, decl: ExecutableDecl): Promise<void> {
+async function start(aether: AetherClient, manifest: Manifest, decl: ManifestExecutable): Promise<void> {
   await aether.runtime.startExecutable({
     name: decl.name,
     tenant: manifest.tenant,

@@ -1,11 +1,30 @@
 // Manifests as code: a script exports `defineManifest({...})`, a declarative description of what
-// should run on a node; `aetherscript plan|apply` compares it with the node's live state.
+// should run on a node, or (target "cluster") of what the aggregator should place somewhere in the
+// cluster; `aetherscript plan|apply` compares it with the node's, or the aggregator's, live state.
 import { z } from "zod";
 import { parseSize } from "./size.js";
 
 const dnsLabel = z
   .string()
   .regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, "must be a DNS label: 1 to 63 lowercase letters, digits and '-', starting and ending with a letter or digit");
+
+const SizeSchema = z
+  .union([z.number(), z.string()], { error: 'must be a number of bytes or a string like "512M" or "10G"' })
+  .transform((value, ctx) => {
+    const bytes = parseSize(value);
+    if (typeof bytes === "number") return bytes;
+    ctx.addIssue({ code: "custom", message: bytes.error });
+    return z.NEVER;
+  });
+
+const RequirementsSchema = z
+  .object({
+    cpuMillis: z.number().int().min(1, "must be at least 1 (thousandths of a CPU)").max(2 ** 32 - 1).optional(),
+    memory: SizeSchema.optional(),
+    nodeSelector: z.record(z.string(), z.string()).default({}),
+  })
+  .strict()
+  .transform(({ cpuMillis, memory, nodeSelector }) => ({ cpuMillis: cpuMillis ?? 0, memoryBytes: memory ?? 0, nodeSelector }));
 
 const ExecutableDeclSchema = z
   .object({
@@ -20,6 +39,8 @@ const ExecutableDeclSchema = z
     gid: z.number().int().nonnegative().optional(),
     /** Cell to run in (needs an aetherd with cells). */
     cell: z.string().default(""),
+    /** What the executable needs of a node (cluster manifests only). */
+    requirements: RequirementsSchema.optional(),
   })
   .strict();
 
@@ -39,15 +60,6 @@ const CellDeclSchema = z
       .default({ pid: false, mount: false, network: false, uts: false, ipc: false }),
   })
   .strict();
-
-const SizeSchema = z
-  .union([z.number(), z.string()], { error: 'must be a number of bytes or a string like "512M" or "10G"' })
-  .transform((value, ctx) => {
-    const bytes = parseSize(value);
-    if (typeof bytes === "number") return bytes;
-    ctx.addIssue({ code: "custom", message: bytes.error });
-    return z.NEVER;
-  });
 
 const VolumeDeclSchema = z
   .object({
@@ -70,12 +82,32 @@ const ManifestSchema = z
     name: dnsLabel,
     /** Tenant of every resource. Default "default". */
     tenant: dnsLabel.default("default"),
+    target: z.enum(["node", "cluster"], { error: 'must be "node" or "cluster"' }).default("node"),
     executables: z.array(ExecutableDeclSchema).default([]),
     cells: z.array(CellDeclSchema).default([]),
     volumes: z.array(VolumeDeclSchema).default([]),
   })
   .strict()
   .superRefine((m, ctx) => {
+    if (m.target === "cluster") {
+      // The aggregator places each executable by auction on whichever node wins it: nothing that
+      // lives on one node (a volume, a cell, an executable inside a cell) can follow it there.
+      if (m.volumes.length > 0) ctx.addIssue({ code: "custom", path: ["volumes"], message: 'volumes belong to one node; apply them to a node (in a manifest without target "cluster")' });
+      if (m.cells.length > 0) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["cells"],
+          message: 'cells belong to one node, and the aggregator places each executable on a node of its own choosing, so none could run in them; apply them to a node (in a manifest without target "cluster")',
+        });
+      }
+      m.executables.forEach((e, i) => {
+        if (e.cell !== "") ctx.addIssue({ code: "custom", path: ["executables", i, "cell"], message: 'an executable of a cluster manifest runs on whichever node wins its auction, outside any cell; drop cell, or apply the manifest to a node (without target "cluster")' });
+      });
+    } else {
+      m.executables.forEach((e, i) => {
+        if (e.requirements !== undefined) ctx.addIssue({ code: "custom", path: ["executables", i, "requirements"], message: 'only a cluster manifest places executables by their requirements: set target: "cluster", or drop requirements' });
+      });
+    }
     const seen = new Set<string>();
     m.executables.forEach((e, i) => {
       if (seen.has(e.name)) ctx.addIssue({ code: "custom", path: ["executables", i, "name"], message: `${e.name} is declared twice` });
@@ -113,8 +145,41 @@ export interface ExecutableDecl {
   uid?: number;
   /** Group id to run as. Default: aetherd's. */
   gid?: number;
-  /** Cell to run in (needs an aetherd with cells). Default: none. */
+  /** Cell to run in (needs an aetherd with cells). Default: none. Not allowed in a cluster manifest. */
   cell?: string;
+  /**
+   * What the executable needs of a node: only nodes that can give it bid in its auction. Cluster
+   * manifests only (`target: "cluster"`); a node manifest refuses it. Default: derived by the nodes
+   * (a tenth of a CPU, no memory).
+   */
+  requirements?: RequirementsDecl;
+}
+
+/**
+ * What an executable of a cluster manifest needs of the node it is placed on.
+ *
+ * @example
+ * ```ts
+ * requirements: { cpuMillis: 500, memory: "256M", nodeSelector: { zone: "a" } }
+ * ```
+ */
+export interface RequirementsDecl {
+  /** CPU in thousandths of a CPU (500 = half a CPU). Default: 100. */
+  cpuMillis?: number;
+  /** Memory in bytes, or a string with a binary unit: "256M", "2G". Default: none. */
+  memory?: number | string;
+  /** Node labels that must all match (see `aether cluster nodes`). Default: any node. */
+  nodeSelector?: Record<string, string>;
+}
+
+/** The requirements of a validated executable, sizes in bytes. */
+export interface ManifestRequirements {
+  /** CPU in thousandths of a CPU; 0 when not declared (the nodes derive it). */
+  cpuMillis: number;
+  /** Memory in bytes; 0 when not declared. */
+  memoryBytes: number;
+  /** Node labels that must all match; empty for any node. */
+  nodeSelector: Record<string, string>;
 }
 
 /** One cell a manifest declares. Its parent (if any) must be declared too. */
@@ -198,16 +263,32 @@ export interface ManifestInput {
   name: string;
   /** Tenant of every resource. Default "default". */
   tenant?: string;
+  /**
+   * Where the manifest applies. "node" (the default): the aetherd that AETHER_HOST names runs
+   * everything. "cluster": AETHER_HOST names an aether-aggregator, which places each executable
+   * by auction on a node of the cluster; such a manifest declares executables only (no volumes,
+   * no cells), and each may declare `requirements`. Its live state is the aggregator's placements
+   * labelled with the manifest: a process that exited on its node stays placed until the manifest
+   * changes it or the placement is released.
+   */
+  target?: ManifestTarget;
   /** Executables that should be running. */
   executables?: ExecutableDecl[];
-  /** Cells that should exist. */
+  /** Cells that should exist. Node manifests only. */
   cells?: CellDecl[];
-  /** Volumes that should exist (created before cells and executables, deleted after them). */
+  /** Volumes that should exist (created before cells and executables, deleted after them). Node manifests only. */
   volumes?: VolumeDecl[];
 }
 
+/** Where a manifest applies: one node's aetherd, or the cluster through its aggregator. */
+export type ManifestTarget = "node" | "cluster";
+
 /** An executable of a validated manifest, defaults filled in. */
-export type ManifestExecutable = Required<Omit<ExecutableDecl, "uid" | "gid">> & Pick<ExecutableDecl, "uid" | "gid">;
+export type ManifestExecutable = Required<Omit<ExecutableDecl, "uid" | "gid" | "requirements">> &
+  Pick<ExecutableDecl, "uid" | "gid"> & {
+    /** What it needs of a node; undefined when not declared (always, in a node manifest). */
+    requirements?: ManifestRequirements;
+  };
 
 /** A validated manifest with defaults filled in; made by {@link defineManifest}. */
 export interface Manifest {
@@ -217,6 +298,8 @@ export interface Manifest {
   name: string;
   /** Tenant of every resource. */
   tenant: string;
+  /** Where the manifest applies: one node, or the cluster through its aggregator. */
+  target: ManifestTarget;
   /** Executables that should be running. */
   executables: ManifestExecutable[];
   /** Cells that should exist, parents before children. */
@@ -241,7 +324,8 @@ export class ManifestError extends Error {
 }
 
 /**
- * Declares what should run on a node. Export it as the default export of a manifest script.
+ * Declares what should run on a node, or (with `target: "cluster"`) in the cluster. Export it as
+ * the default export of a manifest script.
  *
  * @example
  * ```ts
@@ -249,6 +333,16 @@ export class ManifestError extends Error {
  * export default defineManifest({
  *   name: "web",
  *   executables: [{ name: "server", argv: ["/usr/bin/python3", "-m", "http.server", "8080"] }],
+ * });
+ * ```
+ *
+ * @example
+ * ```ts
+ * // Placed by the aggregator (AETHER_HOST names aether-aggregator's socket or address).
+ * export default defineManifest({
+ *   name: "workers",
+ *   target: "cluster",
+ *   executables: [{ name: "worker-1", argv: ["/usr/bin/worker"], requirements: { cpuMillis: 500, memory: "256M" } }],
  * });
  * ```
  */

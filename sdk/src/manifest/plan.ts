@@ -1,12 +1,16 @@
-// plan: what would change to make a node match a manifest, computed against its live state.
+// plan: what would change to make a node match a manifest, computed against its live state (for a
+// cluster manifest, against the aggregator's placements: see cluster.ts).
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { AetherClient } from "../connect.js";
+import type { ApplyResult } from "./apply.js";
 import { ExecutableState, type Executable } from "../gen/aether/runtime/v1/runtime_pb.js";
 import { create } from "@bufbuild/protobuf";
 import { CellLimitsSchema, type Cell, type CellLimits } from "../gen/aether/cells/v1/cells_pb.js";
 import { VolumeFormat, VolumeState, type Volume } from "../gen/aether/storage/v1/storage_pb.js";
 import { MANIFEST_LABEL, type Manifest, type ManifestCell, type ManifestVolume } from "./define.js";
 import { formatSize } from "./size.js";
+import { planCluster } from "./cluster.js";
+import { allPages, planOf, sameRecord } from "./common.js";
 
 /** What applying will do to one resource. */
 export type ActionKind = "create" | "update" | "replace" | "delete" | "unchanged" | "conflict";
@@ -27,9 +31,25 @@ export interface PlannedAction {
   liveRunning?: boolean;
   /** For a volume's update: the size it grows to, in bytes. */
   sizeBytes?: number;
+  /** Cluster manifests: the node the live placement is on (for replace, delete and unchanged). */
+  node?: string;
+  /** Cluster manifests, in {@link ApplyResult.applied}: where a create or replace was placed. */
+  placed?: PlacedWorkload;
 }
 
-/** The steps that make a node match a manifest. */
+/** Where the aggregator placed an executable of a cluster manifest. */
+export interface PlacedWorkload {
+  /** Id of the workload (a UUID): what `aether cluster placements` lists. */
+  workloadId: string;
+  /** Id of the node that won the auction and runs it. */
+  node: string;
+  /** Id of the executable on that node (its `runtime.getExecutable`). */
+  resourceId: string;
+  /** Id of the auction that placed it. */
+  auctionId: string;
+}
+
+/** The steps that make a node (or, for a cluster manifest, the cluster) match a manifest. */
 export interface Plan {
   /** The manifest planned for. */
   manifest: Manifest;
@@ -45,34 +65,35 @@ export interface Plan {
   conflicts: PlannedAction[];
 }
 
-/** Every item of a paged List call. */
-async function allPages<T>(list: (pageToken: string) => Promise<{ items: T[]; nextPageToken: string }>): Promise<T[]> {
-  const all: T[] = [];
-  let pageToken = "";
-  do {
-    const page = await list(pageToken);
-    all.push(...page.items);
-    pageToken = page.nextPageToken;
-  } while (pageToken !== "");
-  return all;
+async function listAll(aether: AetherClient, manifest: Manifest): Promise<Executable[]> {
+  try {
+    return await allPages(async (pageToken) => {
+      const page = await aether.runtime.listExecutables({ tenant: manifest.tenant, pageSize: 1000, pageToken });
+      return { items: page.executables, nextPageToken: page.nextPageToken };
+    });
+  } catch (err) {
+    // An aether-aggregator serves no ExecutableService: the manifest was probably meant for the cluster.
+    if (err instanceof ConnectError && err.code === Code.Unimplemented) {
+      throw new ConnectError(
+        `manifest ${manifest.name} targets one node, but ${aether.address} serves no ExecutableService (an aether-aggregator, say): point AETHER_HOST at a node's aetherd, or set target: "cluster" in the manifest to have the aggregator place its executables.`,
+        Code.FailedPrecondition,
+      );
+    }
+    throw err;
+  }
 }
 
-function listAll(aether: AetherClient, tenant: string): Promise<Executable[]> {
-  return allPages(async (pageToken) => {
-    const page = await aether.runtime.listExecutables({ tenant, pageSize: 1000, pageToken });
-    return { items: page.executables, nextPageToken: page.nextPageToken };
-  });
-}
-
-const sameRecord = (a: Record<string, string>, b: Record<string, string>) =>
-  Object.keys(a).length === Object.keys(b).length && Object.entries(a).every(([k, v]) => b[k] === v);
-
-/** Computes the plan for a manifest against the node behind `aether`. Changes nothing. */
+/**
+ * Computes the plan for a manifest against the node behind `aether` or, for a manifest with
+ * `target: "cluster"`, against the placements of the aggregator behind `aether`. Changes nothing.
+ */
 export async function planManifest(aether: AetherClient, manifest: Manifest): Promise<Plan> {
+  if (manifest.target === "cluster") return planCluster(aether, manifest);
+  // Executables first: the call that tells a node from an aggregator, before volumes or cells.
+  const live = await listAll(aether, manifest);
   const actions: PlannedAction[] = await planVolumes(aether, manifest);
   if (manifest.cells.length > 0) actions.push(...(await planCells(aether, manifest)));
   const replacedCells = new Set(actions.filter((a) => a.resource === "cell" && a.kind === "replace").map((a) => a.name));
-  const live = await listAll(aether, manifest.tenant);
   const managed = new Map(live.filter((e) => e.labels[MANIFEST_LABEL] === manifest.name).map((e) => [e.name, e]));
   const others = new Map(live.filter((e) => e.labels[MANIFEST_LABEL] !== manifest.name).map((e) => [e.name, e]));
 
@@ -126,12 +147,7 @@ export async function planManifest(aether: AetherClient, manifest: Manifest): Pr
       });
     }
   }
-  return {
-    manifest,
-    actions,
-    changes: actions.filter((a) => a.kind === "create" || a.kind === "update" || a.kind === "replace" || a.kind === "delete").length,
-    conflicts: actions.filter((a) => a.kind === "conflict"),
-  };
+  return planOf(manifest, actions);
 }
 
 /** Limits as CellService takes them, from a manifest's cell. */

@@ -1,0 +1,155 @@
+// Cluster manifests (target "cluster"): the client talks to aether-aggregator, and each executable
+// of the manifest is a workload the aggregator places by auction. plan compares the declared
+// executables with the live placements labelled with the manifest; apply deploys, releases and
+// re-deploys them. What runs on the nodes is the nodes' business: the placement is the live state.
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { AetherClient } from "../connect.js";
+import { PlacementState, type WorkloadPlacement } from "../gen/aether/auction/v1/auction_pb.js";
+import { MANIFEST_LABEL, type Manifest, type ManifestExecutable } from "./define.js";
+import { allPages, planOf, sameRecord } from "./common.js";
+import type { PlacedWorkload, Plan, PlannedAction } from "./plan.js";
+
+/** Placements that hold their name in the tenant: deploying another of that name fails until they are released. */
+const LIVE = new Set([PlacementState.BIDDING, PlacementState.PROVISIONING, PlacementState.PLACED, PlacementState.REPLACING]);
+/** Placements the aggregator is still deciding: release refuses them until that finishes. */
+const MOVING = new Set([PlacementState.BIDDING, PlacementState.REPLACING]);
+
+const stateName = (state: PlacementState) => PlacementState[state] ?? String(state);
+
+/** The advice when the server behind `aether` is not an aggregator. */
+function notAnAggregator(aether: AetherClient, manifest: Manifest, err: ConnectError): ConnectError {
+  const what = /served by aether-aggregator/.test(err.rawMessage) ? "a node's aetherd, not aether-aggregator" : `not aether-aggregator (${err.rawMessage.replace(/\.$/, "")})`;
+  return new ConnectError(
+    `manifest ${manifest.name} targets the cluster, but ${aether.address} is ${what}: point AETHER_HOST at the aggregator (its socket, e.g. unix:///run/aether/aggregator.sock, or its https address) and run again.`,
+    Code.FailedPrecondition,
+  );
+}
+
+/** Every placement labelled with the manifest, newest first (live ones and the history). */
+async function listManaged(aether: AetherClient, manifest: Manifest): Promise<WorkloadPlacement[]> {
+  try {
+    return await allPages(async (pageToken) => {
+      const page = await aether.aggregator.listPlacements({ tenant: manifest.tenant, filter: `${MANIFEST_LABEL}=${manifest.name}`, pageSize: 1000, pageToken });
+      return { items: page.placements, nextPageToken: page.nextPageToken };
+    });
+  } catch (err) {
+    if (err instanceof ConnectError && err.code === Code.Unimplemented) throw notAnAggregator(aether, manifest, err);
+    throw err;
+  }
+}
+
+/** The live placement of another owner that holds `name` in the tenant, if any. */
+async function foreignHolder(aether: AetherClient, manifest: Manifest, name: string): Promise<WorkloadPlacement | undefined> {
+  try {
+    const { placement } = await aether.aggregator.getPlacement({ workload: name, tenant: manifest.tenant });
+    return placement && LIVE.has(placement.state) && placement.labels[MANIFEST_LABEL] !== manifest.name ? placement : undefined;
+  } catch (err) {
+    if (err instanceof ConnectError && err.code === Code.NotFound) return undefined;
+    throw err;
+  }
+}
+
+/** The labels a placement of `decl` carries. */
+const labelsOf = (manifest: Manifest, decl: ManifestExecutable) => ({ ...decl.labels, [MANIFEST_LABEL]: manifest.name });
+
+/** What differs between a declared executable and the spec its live placement was deployed with. */
+function differences(manifest: Manifest, decl: ManifestExecutable, placement: WorkloadPlacement): string[] {
+  const kind = placement.spec?.kind;
+  if (kind?.case !== "executable") return [`kind (the placement is ${kind?.case ?? "empty"}, not an executable)`];
+  const have = kind.value;
+  const out: string[] = [];
+  if (have.argv.join("\0") !== decl.argv.join("\0")) out.push("argv");
+  if (!sameRecord(have.env, decl.env)) out.push("env");
+  if ((have.cwd || "/") !== decl.cwd) out.push("cwd");
+  if (!sameRecord(placement.labels, labelsOf(manifest, decl))) out.push("labels");
+  // The spec says exactly what was asked for: an id no longer declared is a change too.
+  if (have.uid !== decl.uid) out.push("uid");
+  if (have.gid !== decl.gid) out.push("gid");
+  const req = placement.spec?.requirements;
+  const want = decl.requirements;
+  if ((req?.cpuMillis ?? 0) !== (want?.cpuMillis ?? 0) || Number(req?.memoryBytes ?? 0n) !== (want?.memoryBytes ?? 0) || !sameRecord(req?.nodeSelector ?? {}, want?.nodeSelector ?? {})) {
+    out.push("requirements");
+  }
+  return out;
+}
+
+/**
+ * The plan for a cluster manifest: each declared executable against the live placement of its name
+ * that carries the manifest's label, and a delete for each such placement no longer declared.
+ */
+export async function planCluster(aether: AetherClient, manifest: Manifest): Promise<Plan> {
+  const managed = await listManaged(aether, manifest);
+  const live = new Map<string, WorkloadPlacement>();
+  const latest = new Map<string, WorkloadPlacement>();
+  for (const p of managed) {
+    if (LIVE.has(p.state) && !live.has(p.name)) live.set(p.name, p);
+    if (!latest.has(p.name)) latest.set(p.name, p);
+  }
+  const actions: PlannedAction[] = [];
+  for (const decl of manifest.executables) {
+    const current = live.get(decl.name);
+    if (!current) {
+      const foreign = await foreignHolder(aether, manifest, decl.name);
+      if (foreign) {
+        const owner = foreign.labels[MANIFEST_LABEL];
+        actions.push({
+          kind: "conflict",
+          resource: "executable",
+          name: decl.name,
+          reason: `a workload named ${decl.name} is already placed in tenant ${manifest.tenant} (workload ${foreign.workloadId} on node ${foreign.node || "-"}) and is ${owner === undefined ? "not managed by a manifest" : `managed by manifest ${owner}`}, not ${manifest.name}; release or rename it`,
+        });
+        continue;
+      }
+      const last = latest.get(decl.name);
+      const history = last ? `; its last placement is ${stateName(last.state)}${last.stateReason ? ` (${last.stateReason.replace(/\.$/, "")})` : ""}` : "";
+      actions.push({ kind: "create", resource: "executable", name: decl.name, reason: `not placed in the cluster${history}` });
+      continue;
+    }
+    const base = { resource: "executable" as const, name: decl.name, liveId: current.workloadId, node: current.node || undefined };
+    const changed = differences(manifest, decl, current);
+    if (MOVING.has(current.state)) {
+      const doing = `the aggregator is placing it right now (${stateName(current.state)}${current.stateReason ? `: ${current.stateReason.replace(/\.$/, "")}` : ""})`;
+      if (changed.length > 0) actions.push({ ...base, kind: "conflict", reason: `${changed.join(", ")} changed, but ${doing}; apply again once it is PLACED` });
+      else actions.push({ ...base, kind: "unchanged", reason: `as declared; ${doing}` });
+    } else if (changed.length > 0) {
+      actions.push({ ...base, kind: "replace", reason: `${changed.join(", ")} changed` });
+    } else {
+      actions.push({ ...base, kind: "unchanged", reason: `${current.state === PlacementState.PLACED ? "placed" : "being provisioned"} on node ${current.node} as declared` });
+    }
+  }
+  const declared = new Set(manifest.executables.map((e) => e.name));
+  for (const [name, current] of live) {
+    if (!declared.has(name)) {
+      actions.push({ kind: "delete", resource: "executable", name, reason: "no longer in the manifest", liveId: current.workloadId, node: current.node || undefined });
+    }
+  }
+  return planOf(manifest, actions);
+}
+
+/**
+ * Carries out one step of a cluster plan: release the live placement (replace, delete), then deploy
+ * the declared executable (create, replace). Returns the step with where it was placed.
+ */
+export async function applyClusterAction(aether: AetherClient, manifest: Manifest, action: PlannedAction, decl: ManifestExecutable | undefined, graceSeconds: number): Promise<PlannedAction> {
+  if (action.kind === "replace" || action.kind === "delete") {
+    // The workload name is unique among live placements: the old one goes before the new one comes.
+    await aether.aggregator.releasePlacement({ workload: action.liveId ?? "", tenant: manifest.tenant, gracePeriod: { seconds: BigInt(graceSeconds) } });
+  }
+  if ((action.kind !== "create" && action.kind !== "replace") || decl === undefined) return action;
+  const requirements = decl.requirements && {
+    cpuMillis: decl.requirements.cpuMillis,
+    memoryBytes: BigInt(decl.requirements.memoryBytes),
+    nodeSelector: decl.requirements.nodeSelector,
+  };
+  const { placement, auction } = await aether.aggregator.deploy({
+    spec: {
+      name: decl.name,
+      tenant: manifest.tenant,
+      labels: labelsOf(manifest, decl),
+      requirements,
+      kind: { case: "executable", value: { argv: decl.argv, env: decl.env, cwd: decl.cwd, uid: decl.uid, gid: decl.gid } },
+    },
+  });
+  const placed: PlacedWorkload = { workloadId: placement?.workloadId ?? "", node: placement?.node ?? "", resourceId: placement?.resourceId ?? "", auctionId: auction?.id ?? placement?.auctionId ?? "" };
+  return { ...action, placed };
+}
