@@ -2,6 +2,7 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import {
+  AuditRecordSchema,
   EventSchema,
   LogChannel,
   LogSource,
@@ -12,7 +13,8 @@ import {
 } from "@aether/sdk/gen/aether/observe/v1/observe_pb";
 import { invalidArgument } from "../api/errors.js";
 import { timestamp } from "../api/time.js";
-import { reference, tenant as parseTenant } from "../api/validate.js";
+import { paginate, reference, tenant as parseTenant } from "../api/validate.js";
+import type { AuditLog } from "./audit.js";
 import { resolveExecutable } from "../runtime/resolve.js";
 import type { Supervisor } from "../runtime/supervisor.js";
 import type { EventBus, LifecycleEvent } from "./event-bus.js";
@@ -33,6 +35,8 @@ export interface ObserveDeps {
   shutdown: Promise<void>;
   /** Memory promised to workloads (VMs, cells' memory limits, bid holds), in bytes. */
   memoryCommittedBytes?: () => number;
+  /** The audit log of mutating calls. */
+  audit: AuditLog;
 }
 
 export function observeService(deps: ObserveDeps): ServiceImpl<typeof ObserveService> {
@@ -127,11 +131,14 @@ export function observeService(deps: ObserveDeps): ServiceImpl<typeof ObserveSer
       };
     },
 
-    async listAuditRecords() {
-      throw new ConnectError(
-        "ListAuditRecords is not implemented in this aetherd yet: the audit log arrives with identity and authorization.",
-        Code.Unimplemented,
-      );
+    async listAuditRecords(req) {
+      const owner = req.tenant === "" ? undefined : parseTenant(req.tenant);
+      const entries = deps.audit.read().filter((e) => owner === undefined || e.tenant === owner);
+      const { page, nextPageToken } = paginate(entries, req.pageSize, req.pageToken);
+      return {
+        records: page.map((e) => create(AuditRecordSchema, { time: timestamp(e.timeMs), identity: e.identity, method: e.method, tenant: e.tenant, target: e.target, result: e.result })),
+        nextPageToken,
+      };
     },
   };
 }
