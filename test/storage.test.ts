@@ -317,7 +317,13 @@ describe("storage: records survive restarts and are reconciled with the disk", (
 
       assert.equal(await daemon.stop(), 0);
       rmSync(lose?.hostPath ?? "");
+      // A file no record names (as a crash between a clone and its record would leave) is reported.
+      const stray = join(dir, "state", "pools", "default", "volumes", "00000000-0000-4000-8000-000000000000.qcow2");
+      writeFileSync(stray, "");
       daemon = await startDaemon({ dir, args: ["--config", config] });
+      assert.match(daemon.log(), /00000000-0000-4000-8000-000000000000\.qcow2"\],"msg":"files in the pool that no volume or image record names/);
+      assert.ok(existsSync(stray), "left in place");
+      rmSync(stray);
       aether = await daemon.client();
       const kept = (await aether.storage.getVolume({ volume: "keep" })).volume;
       assert.equal(kept?.state, VolumeState.READY);

@@ -184,6 +184,16 @@ export class DirPool implements StoragePool {
     await rm(join(this.location, ".staging", `${imageId}.part`), { force: true });
   }
 
+  async storedPaths(): Promise<string[]> {
+    const out: string[] = [];
+    for (const sub of ["volumes", "images"]) {
+      for (const name of await readdir(join(this.location, sub)).catch(() => [])) {
+        if (/^[0-9a-f-]{36}\.(qcow2|raw)$/.test(name)) out.push(join(this.location, sub, name));
+      }
+    }
+    return out;
+  }
+
   async allocatedBytes(disk: StoredDisk): Promise<number> {
     try {
       return (await stat(disk.hostPath)).blocks * 512;

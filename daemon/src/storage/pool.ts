@@ -75,6 +75,13 @@ export interface StoragePool {
 
   /** Space the volume's or image's own data takes, in bytes; 0 when unknown. */
   allocatedBytes(disk: StoredDisk): Promise<number>;
+
+  /**
+   * Host paths of the volumes and images the pool holds, for reconciling with the records (a
+   * crash between making a clone and recording it leaves one unrecorded). Optional: drivers that
+   * cannot list cheaply leave it out.
+   */
+  storedPaths?(): Promise<string[]>;
 }
 
 export class PoolUnavailableError extends Error {}

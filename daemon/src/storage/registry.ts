@@ -141,6 +141,14 @@ export class StorageRegistry {
         this.log.warn({ volume: volume.id, path: volume.hostPath }, "a volume's data is missing on disk");
       }
     }
+    // The other way round: files in a pool that no record names (a crash between making a clone and
+    // recording it). They are reported and left in place; nothing is deleted on a guess.
+    const recorded = new Set([...this.volumes.values(), ...this.images.values()].map((r) => r.hostPath));
+    for (const { pool } of this.pools.values()) {
+      const stored = (await pool.storedPaths?.().catch(() => [])) ?? [];
+      const unrecorded = stored.filter((p) => !recorded.has(p));
+      if (unrecorded.length > 0) this.log.warn({ pool: pool.name, paths: unrecorded }, "files in the pool that no volume or image record names; left in place (delete them by hand if unneeded)");
+    }
   }
 
   // ---- pools -------------------------------------------------------------------------------
