@@ -8,6 +8,7 @@ import { nodeCommands } from "./commands/node.js";
 import { storageCommands } from "./commands/storage.js";
 import { imageCommands } from "./commands/image.js";
 import { clusterCommands } from "./commands/cluster.js";
+import { pkiCommands } from "./commands/pki.js";
 import { EXIT, EXIT_CODES_HELP, fail } from "./exit-codes.js";
 
 const { version } = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
@@ -44,5 +45,6 @@ vmCommands(program);
 storageCommands(program);
 imageCommands(program);
 clusterCommands(program);
+pkiCommands(program);
 
 program.parseAsync().catch(fail);

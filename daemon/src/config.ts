@@ -11,8 +11,15 @@ const TcpSchema = z
     cert: z.string().min(1),
     key: z.string().min(1),
     client_ca: z.string().min(1),
+    /**
+     * Certificate revocation list(s) of the client CA(s), PEM. A client certificate listed there is
+     * refused. Read again, with cert, key and client_ca, when aetherd gets SIGHUP.
+     */
+    crl: z.string().min(1).optional(),
   })
   .strict();
+
+export type TcpConfig = z.infer<typeof TcpSchema>;
 
 const PoolSchema = z
   .object({

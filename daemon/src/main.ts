@@ -45,6 +45,7 @@ import { storageService } from "./storage/service.js";
 import { KvmCheck } from "./auction/capacity.js";
 import { Bidding, bidService } from "./auction/service.js";
 import { Membership } from "./auction/membership.js";
+import { AuditLog } from "./observe/audit.js";
 
 const packageJson = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), "..", "package.json"), "utf8")) as {
   version: string;
@@ -99,6 +100,7 @@ async function run(flags: ConfigFlags): Promise<void> {
   const shutdown = new Promise<void>((resolve) => (markShutdown = resolve));
 
   const nodeIdValue = await nodeId(config.state_dir);
+  const audit = new AuditLog(config.state_dir);
   // One instance of each handler: the RPCs and the auction's provisioning share them.
   const handlers = {
     runtime: executableService(supervisor, (cell, tenant) => cells.placement(cell, tenant)),
@@ -134,6 +136,7 @@ async function run(flags: ConfigFlags): Promise<void> {
         daemonLogPath,
         shutdown,
         memoryCommittedBytes: () => bidding.committed().memoryBytes,
+        audit,
         vmConsole: (target, tenant) => {
           const vm = vms.resolve(target, tenant);
           return { path: vms.filesOf(vm).consoleLog, ended: vms.ended(vm) };
@@ -151,7 +154,7 @@ async function run(flags: ConfigFlags): Promise<void> {
     router.service(AggregatorService, unimplementedService(AggregatorService, "this service is served by aether-aggregator, not by aetherd."));
     router.service(ServerReflection, reflectionService([...implemented, FenceService, AggregatorService]));
   };
-  const listeners = await listen(config, routes, log);
+  const listeners = await listen(config, routes, log, [audit.interceptor()]);
   const nodeLabels = { ...config.node.labels, "aether.io/hostname": hostname(), "aether.io/arch": arch() };
   const membership = config.cluster.aggregator
     ? new Membership(
@@ -197,6 +200,8 @@ async function run(flags: ConfigFlags): Promise<void> {
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
+  // Certificate rotation and revocation: re-read [tcp] cert, key, client_ca and crl, keep listening.
+  process.on("SIGHUP", () => void listeners.reloadTls());
 }
 
 const program = new Command("aetherd")
