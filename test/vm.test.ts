@@ -163,7 +163,7 @@ describe("VMs", () => {
     const boot = { source: { case: "kernel" as const, value: { kernelPath: guestImage().kernel, initrdPath: "", cmdline: "" } } };
     await env.aether.vm.createVm({ name: "starved", acceleration: vmApi.Acceleration.TCG, memoryBytes: 128n * MiB, vcpus: 1, guestAgent: true, boot, start: true });
     let last: vmApi.Vm | undefined;
-    for await (const r of env.aether.vm.waitVmReady({ vm: "starved", timeout: { seconds: 60n } })) last = r.vm;
+    for await (const r of env.aether.vm.waitVmReady({ vm: "starved", timeout: { seconds: 120n } })) last = r.vm;
     assert.equal(last?.state, vmApi.VmState.FAILED);
     assert.match(last?.stateReason ?? "", /the guest kernel panicked \(Kernel panic - not syncing: VFS: Unable to mount root fs.*\)/);
     await env.aether.vm.deleteVm({ vm: "starved" });
