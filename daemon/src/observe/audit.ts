@@ -69,8 +69,10 @@ export class AuditLog {
       const field = (name: string) => (message && typeof message[name] === "string" ? (message[name] as string) : "");
       const target = TARGET_FIELDS.map(field).find((v) => v !== "") ?? "";
       const tenant = field("tenant") || "default";
+      // Cut at 253 UTF-16 units, without leaving half of a surrogate pair (not UTF-8: unreadable by clients).
+      const clipped = target.slice(0, 253).replace(/[\ud800-\udbff]$/, "");
       const record = (err: unknown) =>
-        this.append({ timeMs: Date.now(), identity, method: `/${req.service.typeName}/${req.method.name}`, tenant, target: target.slice(0, 253), result: resultOf(err) });
+        this.append({ timeMs: Date.now(), identity, method: `/${req.service.typeName}/${req.method.name}`, tenant, target: clipped, result: resultOf(err) });
       try {
         const res = await next(req);
         record(undefined);

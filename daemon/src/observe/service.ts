@@ -71,7 +71,8 @@ export function observeService(deps: ObserveDeps): ServiceImpl<typeof ObserveSer
         wake?.();
       });
       const stopped = Promise.race([
-        new Promise<void>((r) => ctx.signal.addEventListener("abort", () => r(), { once: true })),
+        // A deadline that passed before the stream began (connect-timeout-ms: 0) fires no abort event.
+        new Promise<void>((r) => (ctx.signal.aborted ? r() : ctx.signal.addEventListener("abort", () => r(), { once: true }))),
         deps.shutdown,
       ]).then(() => true);
       try {

@@ -69,6 +69,8 @@ export function executableService(supervisor: Supervisor, placeInCell: CellPlace
       const exe = resolve(req.executable, req.tenant);
       const timeoutMs = durationMs("timeout", req.timeout, 0);
       const outcome = await new Promise<"ended" | "timeout" | "cancelled">((done) => {
+        // A deadline that passed before the wait began (connect-timeout-ms: 0) fires no abort event.
+        if (ctx.signal.aborted) return done("cancelled");
         const timer = timeoutMs > 0 ? setTimeout(() => done("timeout"), timeoutMs) : undefined;
         const onAbort = () => done("cancelled");
         ctx.signal.addEventListener("abort", onAbort, { once: true });

@@ -36,8 +36,8 @@ export async function validateStart(req: StartExecutableRequest, generatedSuffix
   const cwd = req.cwd === "" ? "/" : req.cwd;
   if (!isAbsolute(cwd) || cwd.includes("\0")) throw invalidArgument(`cwd ${JSON.stringify(clip(cwd))} is not an absolute path.`);
   const cwdStat = await stat(cwd).catch(() => undefined);
-  if (!cwdStat) throw failedPrecondition(`cwd ${cwd} does not exist on this host; create it or pick another working directory.`);
-  if (!cwdStat.isDirectory()) throw failedPrecondition(`cwd ${cwd} is not a directory.`);
+  if (!cwdStat) throw failedPrecondition(`cwd ${clip(cwd)} does not exist on this host; create it or pick another working directory.`);
+  if (!cwdStat.isDirectory()) throw failedPrecondition(`cwd ${clip(cwd)} is not a directory.`);
 
   if (req.logLimitBytes > MAX_LOG_LIMIT_BYTES) {
     throw invalidArgument(`log_limit_bytes ${req.logLimitBytes} is larger than the maximum of ${MAX_LOG_LIMIT_BYTES} bytes.`);
@@ -69,11 +69,11 @@ export async function validateStart(req: StartExecutableRequest, generatedSuffix
 
 async function requireExecutableFile(path: string): Promise<void> {
   const st = await stat(path).catch(() => undefined);
-  if (!st) throw failedPrecondition(`argv[0] ${path} does not exist on this host.`);
-  if (!st.isFile()) throw failedPrecondition(`argv[0] ${path} is not a regular file.`);
+  if (!st) throw failedPrecondition(`argv[0] ${clip(path)} does not exist on this host.`);
+  if (!st.isFile()) throw failedPrecondition(`argv[0] ${clip(path)} is not a regular file.`);
   try {
     await access(path, constants.X_OK);
   } catch {
-    throw failedPrecondition(`argv[0] ${path} is not executable (no execute permission); chmod +x it or pick another program.`);
+    throw failedPrecondition(`argv[0] ${clip(path)} is not executable (no execute permission); chmod +x it or pick another program.`);
   }
 }

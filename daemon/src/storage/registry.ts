@@ -489,6 +489,9 @@ export class StorageRegistry {
       if (pool.driver === "dir" && this.usersOf(volume.id).some((u) => u.running)) {
         throw failedPrecondition(`volume ${volume.name} is attached to a running VM and lives in a dir pool, whose snapshots swap the file under the hypervisor; stop the VM first (ZFS pools snapshot running volumes).`);
       }
+      if (pool.driver === "dir" && volume.format !== "qcow2") {
+        throw failedPrecondition(`volume ${volume.name} is ${volume.format}: raw volumes in a dir pool have no snapshots (and so no clones); create the volume as qcow2.`);
+      }
       const existing = this.snapshotsOf(volume.id);
       const name = input.name || `s${new Date().toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "z").toLowerCase()}`;
       if (existing.some((s) => s.name === name)) throw alreadyExists(`volume ${volume.name} already has a snapshot named ${name}; pick another name.`);

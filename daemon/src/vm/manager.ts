@@ -4,7 +4,7 @@
 import { randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { existsSync } from "node:fs";
-import { mkdir, readdir, readFile, rm } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { ConnectError } from "@connectrpc/connect";
 import type { Logger } from "pino";
@@ -26,6 +26,16 @@ import { buildSeed, removeSeed } from "./seed.js";
 
 export type VmState = VmRuntime["state"];
 
+const PANIC_CHECK_MS = 1000;
+
+function panicReason(panicLine: string): string {
+  return `the guest kernel panicked (${panicLine}); give the VM more memory or check its kernel`;
+}
+
+async function consoleSize(path: string): Promise<number> {
+  return stat(path).then((s) => s.size, () => 0);
+}
+
 interface LiveVm {
   record: VmRecord;
   control?: VmControl;
@@ -36,6 +46,8 @@ interface LiveVm {
   markEnded: () => void;
   /** Set while a start or stop is in progress, so two cannot overlap. */
   busy?: string;
+  /** Where this run's output starts in the console log (it is appended across runs). */
+  consoleFrom?: number;
 }
 
 export interface VmManagerOptions {
@@ -268,6 +280,7 @@ export class VmManager {
       const prepared = performance.now();
       const placement = await this.placement(spec, created);
       const placed = performance.now();
+      live.consoleFrom = await consoleSize(files.consoleLog);
       let markEnded: () => void = () => {};
       live.ended = new Promise<void>((r) => (markEnded = r));
       live.markEnded = markEnded;
@@ -371,6 +384,7 @@ export class VmManager {
       return;
     }
     live.agent = new GuestAgent(files.agent);
+    let panicCheckedAt = Date.now();
     const poll = async () => {
       if (live.record.runtime.state !== "starting") return;
       try {
@@ -379,6 +393,18 @@ export class VmManager {
         live.record.runtime.agentReady = true;
         await this.setState(live, "running");
       } catch {
+        // A panicking guest normally ends QEMU (-no-reboot), but a guest that resets itself without
+        // QEMU seeing a reset boots again and would only meet the watchdog: look at its console too.
+        if (Date.now() - panicCheckedAt >= PANIC_CHECK_MS) {
+          panicCheckedAt = Date.now();
+          const panic = await this.consolePanic(live);
+          if (panic && live.record.runtime.state === "starting") {
+            clearTimeout(live.watchdog);
+            await this.setState(live, "failed", panicReason(panic));
+            await this.kill(live);
+            return;
+          }
+        }
         setTimeout(() => void poll(), AGENT_POLL_MS);
       }
     };
@@ -387,10 +413,17 @@ export class VmManager {
 
   private async watchdogFired(live: LiveVm): Promise<void> {
     if (live.record.runtime.state !== "starting") return;
+    const panic = await this.consolePanic(live);
     const tail = await this.consoleTail(live.record, 5);
-    const reason = `the guest did not become ready within ${live.record.spec.bootWatchdogMs} ms (boot watchdog); last console lines: ${tail || "(none)"}`;
+    const reason = panic ? panicReason(panic) : `the guest did not become ready within ${live.record.spec.bootWatchdogMs} ms (boot watchdog); last console lines: ${tail || "(none)"}`;
     await this.setState(live, "failed", reason);
     await this.kill(live);
+  }
+
+  /** The kernel's panic line from the guest's console, if it panicked. */
+  private async consolePanic(live: LiveVm): Promise<string | undefined> {
+    const text = await readFile(this.files(live.record.spec.id).consoleLog).then((b) => b.subarray(live.consoleFrom ?? 0).toString("utf8"), () => "");
+    return /Kernel panic - not syncing: [^\r\n]*/.exec(text)?.[0].trim();
   }
 
   async consoleTail(vm: VmRecord, lines: number): Promise<string> {
@@ -429,9 +462,8 @@ export class VmManager {
       const how = exe?.exit ? (exe.exit.exitCode === null ? `was killed by ${signalName(exe.exit.signal)}` : `exited with code ${exe.exit.exitCode}`) : "ended";
       const stderr = exe ? await readFile(this.processes.logPath(exe, "stderr"), "utf8").catch(() => "") : "";
       const detail = stderr.trim().split("\n").slice(-2).join(" ");
-      const console = await readFile(this.files(r.spec.id).consoleLog, "utf8").catch(() => "");
-      const panic = /Kernel panic - not syncing: [^\r\n]*/.exec(console)?.[0];
-      if (panic) await this.setState(live, "failed", `the guest kernel panicked (${panic.trim()}); give the VM more memory or check its kernel`);
+      const panic = await this.consolePanic(live);
+      if (panic) await this.setState(live, "failed", panicReason(panic));
       else if (exe?.exit?.exitCode === 0 && r.runtime.state === "starting") {
         await this.setState(live, "failed", `the guest stopped before it was ready; last console lines: ${(await this.consoleTail(r, 5)) || "(none)"}`);
       } else if (exe?.exit?.exitCode === 0) await this.setState(live, "stopped", "the guest powered off");
@@ -557,6 +589,7 @@ export class VmManager {
         const hypervisor = this.hypervisors[record.spec.hypervisor];
         if (!hypervisor) throw new Error(`the ${record.spec.hypervisor} driver is unavailable`);
         live.control = await hypervisor.reattach(record.spec, this.files(id));
+        live.consoleFrom = await consoleSize(this.files(id).consoleLog);
         const status = await live.control.status();
         void exe.ended.then(() => this.onProcessEnded(live));
         if (status === "paused") await this.setState(live, "paused");
