@@ -146,7 +146,7 @@ describe("storage: dir pool", () => {
     assert.equal(volume?.sizeBytes, BigInt(16 * MiB));
     assert.equal(JSON.parse(execFileSync("qemu-img", ["info", "--output=json", volume?.hostPath ?? ""], { encoding: "utf8" }))["virtual-size"], 16 * MiB);
     await rejectsWith(env.aether.storage.resizeVolume({ volume: "grow", sizeBytes: BigInt(4 * MiB) }), Code.InvalidArgument, /only grow/);
-    await rejectsWith(env.aether.storage.snapshotVolume({ volume: "grow" }), Code.Internal, /raw volumes in a dir pool have no snapshots/);
+    await rejectsWith(env.aether.storage.snapshotVolume({ volume: "grow" }), Code.FailedPrecondition, /raw volumes in a dir pool have no snapshots/);
     await env.aether.storage.deleteVolume({ volume: "grow" });
   });
 

@@ -113,6 +113,10 @@ export const ConfigSchema = z
     node: NodeSchema.prefault({}),
     /** Cluster membership (registering with an aggregator). */
     cluster: ClusterSchema.prefault({}),
+    /** [auth] policy: the authorization policy file (TOML; see daemon/src/api/policy.ts). Unset: built-in defaults. */
+    auth: z.object({ policy: z.string().min(1).optional() }).strict().prefault({}),
+    /** Most streams one client connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS). */
+    max_streams_per_connection: z.number().int().min(1).max(10_000).default(128),
   })
   .strict()
   .superRefine((config, ctx) => {
@@ -140,6 +144,7 @@ export interface ConfigFlags {
   tlsClientCa?: string;
   cgroupRoot?: string;
   kvmProbeTimeoutMs?: number;
+  policy?: string;
 }
 
 export class ConfigError extends Error {}
@@ -181,6 +186,7 @@ export function loadConfig(flags: ConfigFlags): Config {
     ...(flags.cgroupRoot !== undefined && { cgroup_root: flags.cgroupRoot }),
     ...(flags.kvmProbeTimeoutMs !== undefined && { kvm_probe_timeout_ms: flags.kvmProbeTimeoutMs }),
     tcp: Object.keys(tcp).length > 0 ? tcp : undefined,
+    ...(flags.policy !== undefined && { auth: { ...((file.auth ?? {}) as Record<string, unknown>), policy: flags.policy } }),
   };
   const parsed = ConfigSchema.safeParse(merged);
   if (!parsed.success) {
@@ -192,5 +198,6 @@ export function loadConfig(flags: ConfigFlags): Config {
   const config = parsed.data;
   config.socket = resolve(config.socket);
   config.state_dir = resolve(config.state_dir);
+  if (config.auth.policy) config.auth.policy = resolve(config.auth.policy);
   return config;
 }

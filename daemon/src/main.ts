@@ -46,6 +46,8 @@ import { KvmCheck } from "./auction/capacity.js";
 import { Bidding, bidService } from "./auction/service.js";
 import { Membership } from "./auction/membership.js";
 import { AuditLog } from "./observe/audit.js";
+import { Authorizer, methodsOf } from "./api/authorize.js";
+import { PolicyError } from "./api/policy.js";
 
 const packageJson = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), "..", "package.json"), "utf8")) as {
   version: string;
@@ -154,7 +156,12 @@ async function run(flags: ConfigFlags): Promise<void> {
     router.service(AggregatorService, unimplementedService(AggregatorService, "this service is served by aether-aggregator, not by aetherd."));
     router.service(ServerReflection, reflectionService([...implemented, FenceService, AggregatorService]));
   };
-  const listeners = await listen(config, routes, log, [audit.interceptor()]);
+  // Every method aetherd serves, so a policy rule naming none is refused as a typo.
+  const authorizer = new Authorizer(config.auth.policy, methodsOf([...implemented, FenceService, AggregatorService, ServerReflection]), log.child({ room: "authz" }));
+  authorizer.watch();
+  log.info({ policy: authorizer.source }, "authorization policy loaded");
+  // Audit first, so a refused call is recorded too; then the policy.
+  const listeners = await listen(config, routes, log, [audit.interceptor(), authorizer.interceptor()]);
   const nodeLabels = { ...config.node.labels, "aether.io/hostname": hostname(), "aether.io/arch": arch() };
   const membership = config.cluster.aggregator
     ? new Membership(
@@ -190,6 +197,7 @@ async function run(flags: ConfigFlags): Promise<void> {
     const deadline = setTimeout(() => process.exit(0), 5000);
     deadline.unref();
     membership?.close();
+    authorizer.close();
     void listeners.close().finally(() => {
       vms.close();
       vmProcesses.close();
@@ -200,14 +208,18 @@ async function run(flags: ConfigFlags): Promise<void> {
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
-  // Certificate rotation and revocation: re-read [tcp] cert, key, client_ca and crl, keep listening.
-  process.on("SIGHUP", () => void listeners.reloadTls());
+  // Certificate rotation and revocation: re-read [tcp] cert, key, client_ca and crl, keep listening;
+  // and the authorization policy.
+  process.on("SIGHUP", () => {
+    void listeners.reloadTls();
+    authorizer.reload();
+  });
 }
 
 const program = new Command("aetherd")
   .description("The Aether host daemon: runs processes (and later cells, VMs, volumes) and serves the Aether API.")
   .version(VERSION)
-  .option("-c, --config <file>", "TOML config file (keys: socket, state_dir, log_level, max_message_bytes, cgroup_root, import_roots, [tcp] listen/cert/key/client_ca, [[pools]] name/driver/location/default/labels, [bidding] memory_overcommit/cpu_overcommit/hold_ms, [node] labels)")
+  .option("-c, --config <file>", "TOML config file (keys: socket, state_dir, log_level, max_message_bytes, cgroup_root, import_roots, max_streams_per_connection, [tcp] listen/cert/key/client_ca/crl, [auth] policy, [[pools]] name/driver/location/default/labels, [bidding] memory_overcommit/cpu_overcommit/hold_ms, [node] labels)")
   .option("--socket <path>", "unix socket to serve on (default /run/aether/aetherd.sock as root)")
   .option("--state-dir <dir>", "where records and logs are kept (default /var/lib/aether as root)")
   .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent")
@@ -216,6 +228,7 @@ const program = new Command("aetherd")
   .option("--tls-key <file>", "server private key (PEM)")
   .option("--tls-client-ca <file>", "CA that client certificates must chain to (PEM)")
   .option("--cgroup-root <name>", "folder below aetherd's own cgroup that holds its cells (default aether)")
+  .option("--policy <file>", "authorization policy (TOML): roles and allow/deny rules per identity; reloaded on change and on SIGHUP")
   .option("--kvm-probe-timeout-ms <ms>", "how long a probe guest may take to boot under KVM (acceleration auto)", (v) => Number.parseInt(v, 10))
   .addHelpText(
     "after",
@@ -224,13 +237,14 @@ Examples:
   aetherd                                    serve on the default socket, state in /var/lib/aether
   aetherd --socket /tmp/a.sock --state-dir /tmp/aether
   aetherd --listen 127.0.0.1:7443 --tls-cert node.pem --tls-key node.key --tls-client-ca ca.pem
+  aetherd --policy /etc/aether/policy.toml  tenants and roles (see README: Authorization)
   AETHER_HOST=unix:///tmp/a.sock aether node info`,
   )
   .action(async (opts: ConfigFlags) => {
     try {
       await run(opts);
     } catch (err) {
-      if (err instanceof ConfigError || err instanceof ListenError) {
+      if (err instanceof ConfigError || err instanceof ListenError || err instanceof PolicyError) {
         process.stderr.write(`aetherd: ${err.message}\n`);
         process.exit(2);
       }

@@ -44,7 +44,10 @@ export async function listen(config: Config, routes: (router: ConnectRouter) => 
   });
   const closers: Array<() => Promise<void>> = [];
 
-  const unix = http2.createServer({}, handler);
+  // Bounds per client connection: streams at once (a flooding client gets REFUSED_STREAM, others are
+  // unaffected), header size, and memory for the session's buffers.
+  const bounds = { settings: { maxConcurrentStreams: config.max_streams_per_connection }, maxHeaderListPairs: 256, maxSessionMemory: 64 } as const;
+  const unix = http2.createServer({ ...bounds }, handler);
   const sessions = trackSessions(unix);
   await listenOnSocket(unix, config.socket);
   log.info({ socket: config.socket }, "serving on unix socket");
@@ -68,6 +71,7 @@ export async function listen(config: Config, routes: (router: ConnectRouter) => 
     }
     const secure = http2.createSecureServer(
       {
+        ...bounds,
         ...material.options,
         requestCert: true,
         // Verified per request by requireVerifiedPeer (api/peer.ts), which answers UNAUTHENTICATED.

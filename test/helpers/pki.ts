@@ -12,7 +12,8 @@ export interface Pair {
 
 export interface TestCa extends Pair {
   dir: string;
-  issue(name: string, options?: { server?: boolean; days?: number }): Pair;
+  /** uri: the SPIFFE URI SAN (default spiffe://test/user/<name>); null: none at all. */
+  issue(name: string, options?: { server?: boolean; days?: number; uri?: string | null }): Pair;
 }
 
 const openssl = (dir: string, args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: ["ignore", "ignore", "pipe"] });
@@ -31,7 +32,7 @@ export function createCa(name: string, dir = mkdtempSync(join(tmpdir(), "aether-
         ext,
         options.server
           ? "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
-          : `subjectAltName=URI:spiffe://test/user/${subject}\nextendedKeyUsage=clientAuth\n`,
+          : `${options.uri === null ? "" : `subjectAltName=URI:${options.uri ?? `spiffe://test/user/${subject}`}\n`}extendedKeyUsage=clientAuth\n`,
       );
       openssl(dir, ["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", pair.key, "-out", csr, "-subj", `/CN=${subject}`]);
       openssl(dir, ["x509", "-req", "-in", csr, "-CA", ca.cert, "-CAkey", ca.key, "-CAcreateserial", "-out", pair.cert, "-days", String(options.days ?? 1), "-extfile", ext]);

@@ -139,8 +139,9 @@ export class CellRegistry {
   }
 
   resolve(ref: string, tenant: string): CellRecord {
+    // By id too only within the tenant: an id is no key to another tenant's cell.
     const byId = this.byId.get(ref);
-    if (byId) return byId;
+    if (byId && byId.tenant === tenant) return byId;
     const byName = this.findByName(tenant, ref);
     if (byName) return byName;
     throw notFound(`no cell with id or name ${JSON.stringify(clip(ref))} in tenant ${tenant}; list them with ListCells.`);
@@ -194,7 +195,7 @@ export class CellRegistry {
   async allocate(input: AllocateInput): Promise<CellRecord> {
     const backend = this.need();
     if (input.requestId !== "") {
-      const earlier = [...this.byId.values()].find((r) => r.requestId === input.requestId);
+      const earlier = [...this.byId.values()].find((r) => r.requestId === input.requestId && r.tenant === input.tenant);
       if (earlier) return earlier;
     }
     const parts = cellName(input.name);

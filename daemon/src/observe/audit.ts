@@ -7,6 +7,7 @@ import { appendFileSync, existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { z } from "zod";
+import { callerOf } from "../api/identity.js";
 import { peerKey } from "../api/peer.js";
 
 export const AuditEntrySchema = z.object({
@@ -64,15 +65,16 @@ export class AuditLog {
       if (READ_ONLY.test(req.method.name)) return next(req);
       const peer = req.contextValues.get(peerKey);
       // The unix socket is mode 0600: only aetherd's own user (or root) can connect to it.
-      const identity = peer.transport === "unix" ? `unix:uid=${process.getuid?.() ?? -1}` : (peer.uris?.find((u) => u.startsWith("spiffe://")) ?? `cn:${peer.subject ?? ""}`);
+      const caller = callerOf(peer);
+      const { identity } = caller;
       const message = (req.stream ? undefined : req.message) as Record<string, unknown> | undefined;
       const field = (name: string) => (message && typeof message[name] === "string" ? (message[name] as string) : "");
       const target = TARGET_FIELDS.map(field).find((v) => v !== "") ?? "";
-      const tenant = field("tenant") || "default";
       // Cut at 253 UTF-16 units, without leaving half of a surrogate pair (not UTF-8: unreadable by clients).
       const clipped = target.slice(0, 253).replace(/[\ud800-\udbff]$/, "");
+      // Read when the call ends: the authorization step fills in an empty tenant with the caller's.
       const record = (err: unknown) =>
-        this.append({ timeMs: Date.now(), identity, method: `/${req.service.typeName}/${req.method.name}`, tenant, target: clipped, result: resultOf(err) });
+        this.append({ timeMs: Date.now(), identity, method: `/${req.service.typeName}/${req.method.name}`, tenant: field("tenant") || caller.tenant || "default", target: clipped, result: resultOf(err) });
       try {
         const res = await next(req);
         record(undefined);

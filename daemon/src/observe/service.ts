@@ -13,6 +13,7 @@ import {
 } from "@aether/sdk/gen/aether/observe/v1/observe_pb";
 import { invalidArgument } from "../api/errors.js";
 import { timestamp } from "../api/time.js";
+import { requireClusterWide, scopeKey } from "../api/authorize.js";
 import { paginate, reference, tenant as parseTenant } from "../api/validate.js";
 import type { AuditLog } from "./audit.js";
 import { resolveExecutable } from "../runtime/resolve.js";
@@ -42,6 +43,8 @@ export interface ObserveDeps {
 export function observeService(deps: ObserveDeps): ServiceImpl<typeof ObserveService> {
   return {
     async *streamLogs(req, ctx) {
+      // aetherd's own log speaks of every tenant.
+      if (req.source === LogSource.DAEMON) requireClusterWide(ctx.values.get(scopeKey), "read aetherd's own log");
       if (req.tailLines !== undefined && req.tailLines > MAX_TAIL_LINES) {
         throw invalidArgument(`tail_lines ${req.tailLines} is too large; at most ${MAX_TAIL_LINES}.`);
       }

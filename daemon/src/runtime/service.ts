@@ -2,7 +2,7 @@
 // between the supervisor's records and the contract's messages.
 import { randomBytes } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
-import type { ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import {
   ExecutableSchema,
   ExecutableService,
@@ -11,6 +11,7 @@ import {
 } from "@aether/sdk/gen/aether/runtime/v1/runtime_pb";
 import { alreadyExists, deadlineExceeded, failedPrecondition, internal, invalidArgument } from "../api/errors.js";
 import { durationMs, timestamp } from "../api/time.js";
+import { scopeKey } from "../api/authorize.js";
 import { clip, labelFilter, matchesFilter, paginate, tenant as parseTenant } from "../api/validate.js";
 import { resolveExecutable } from "./resolve.js";
 import { fileSize, signalName, SpawnError, type Placement, type Supervisor, type TrackedExecutable } from "./supervisor.js";
@@ -29,9 +30,13 @@ export function executableService(supervisor: Supervisor, placeInCell: CellPlace
   const completedDeletes = new Set<string>();
 
   return {
-    async startExecutable(req) {
+    async startExecutable(req, ctx) {
+      // A tenant's processes run as an unprivileged user it names, never as aetherd's own (root).
+      if (ctx.values.get(scopeKey).tenant !== undefined && (!req.uid || !req.gid)) {
+        throw new ConnectError(`${ctx.values.get(scopeKey).identity} acts for a tenant: set uid and gid to an unprivileged user (not 0); processes never run as aetherd's own user for a tenant.`, Code.PermissionDenied);
+      }
       if (req.requestId !== "") {
-        const earlier = supervisor.list().find((e) => e.spec.requestId === req.requestId);
+        const earlier = supervisor.list().find((e) => e.spec.requestId === req.requestId && e.spec.tenant === parseTenant(req.tenant));
         if (earlier) return { executable: toMessage(supervisor, earlier) };
       }
       const input = await validateStart(req, randomBytes(3).toString("hex"));
@@ -106,14 +111,15 @@ export function executableService(supervisor: Supervisor, placeInCell: CellPlace
     },
 
     async deleteExecutable(req) {
-      if (req.requestId !== "" && completedDeletes.has(req.requestId)) return {};
+      const retryKey = req.requestId === "" ? "" : `${parseTenant(req.tenant)}/${req.requestId}`;
+      if (retryKey !== "" && completedDeletes.has(retryKey)) return {};
       const exe = resolve(req.executable, req.tenant);
       if (exe.status === "running") {
         throw failedPrecondition(`executable ${exe.spec.name} is still running; stop it first with StopExecutable.`);
       }
       await supervisor.delete(exe);
-      if (req.requestId !== "") {
-        completedDeletes.add(req.requestId);
+      if (retryKey !== "") {
+        completedDeletes.add(retryKey);
         if (completedDeletes.size > REMEMBERED_DELETES) completedDeletes.delete(completedDeletes.values().next().value as string);
       }
       return {};

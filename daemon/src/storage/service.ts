@@ -21,6 +21,7 @@ import {
 } from "@aether/sdk/gen/aether/storage/v1/storage_pb";
 import { invalidArgument } from "../api/errors.js";
 import { timestamp } from "../api/time.js";
+import { requireClusterWide, scopeKey } from "../api/authorize.js";
 import { clip, dnsLabel, labelFilter, labels, matchesFilter, paginate, reference, tenant as parseTenant } from "../api/validate.js";
 import type { DiskFormat } from "./pool.js";
 import type { PoolView, StorageRegistry, VolumeSource } from "./registry.js";
@@ -253,9 +254,11 @@ export function storageService(registry: StorageRegistry): ServiceImpl<typeof St
       return { volume: await volumeMessage(result.volume), deletedSnapshots: result.deleted };
     },
 
-    async importImage(req) {
+    async importImage(req, ctx) {
       const name = dnsLabel("name", req.name);
       const src = req.source?.source;
+      // A local file is read with aetherd's privileges: tenants import from http(s) URLs.
+      if (src?.case === "localPath") requireClusterWide(ctx.values.get(scopeKey), "import images from files of the host (import from an http(s) URL)");
       let source: { kind: "local"; path: string } | { kind: "url"; url: string };
       if (src?.case === "localPath") {
         if (!src.value.startsWith("/") || src.value.includes("\0") || src.value.length > 4096) throw invalidArgument(`source.local_path ${JSON.stringify(clip(src.value))} is not an absolute path.`);

@@ -148,8 +148,9 @@ export class VmManager {
   }
 
   resolve(ref: string, tenant: string): VmRecord {
+    // By id too only within the tenant: an id is no key to another tenant's VM.
     const byId = this.vms.get(ref);
-    if (byId) return byId.record;
+    if (byId && byId.record.spec.tenant === tenant) return byId.record;
     const byName = [...this.vms.values()].find((v) => v.record.spec.name === ref && v.record.spec.tenant === tenant);
     if (byName) return byName.record;
     throw notFound(`no VM with id or name ${JSON.stringify(clip(ref))} in tenant ${tenant}; list them with ListVms.`);
@@ -172,7 +173,7 @@ export class VmManager {
   }
 
   async create(spec: Omit<VmSpec, "id" | "createTimeMs">, bootImage?: { imageId: string; sizeBytes: number }): Promise<VmRecord> {
-    const earlier = spec.requestId !== "" ? this.list().find((v) => v.spec.requestId === spec.requestId) : undefined;
+    const earlier = spec.requestId !== "" ? this.list().find((v) => v.spec.requestId === spec.requestId && v.spec.tenant === spec.tenant) : undefined;
     if (earlier) return earlier;
     if (this.list().some((v) => v.spec.name === spec.name && v.spec.tenant === spec.tenant)) {
       throw alreadyExists(`a VM named ${spec.name} already exists in tenant ${spec.tenant}; delete it first or pick another name.`);

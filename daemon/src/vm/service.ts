@@ -15,6 +15,7 @@ import {
 } from "@aether/sdk/gen/aether/vm/v1/vm_pb";
 import { deadlineExceeded, failedPrecondition, invalidArgument } from "../api/errors.js";
 import { duration, durationMs, timestamp } from "../api/time.js";
+import { requireClusterWide, scopeKey } from "../api/authorize.js";
 import { clip, dnsLabel, labelFilter, labels, matchesFilter, paginate, reference, tenant as parseTenant } from "../api/validate.js";
 import { tailFile } from "../observe/log-tail.js";
 import { fileSize, signalName } from "../runtime/supervisor.js";
@@ -42,7 +43,9 @@ export function vmService(manager: VmManager): ServiceImpl<typeof VmService> {
   const resolve = (ref: string, tenantField: string) => manager.resolve(reference("vm", ref), parseTenant(tenantField));
 
   return {
-    async createVm(req) {
+    async createVm(req, ctx) {
+      // A host path is any file or device of the host: tenants attach volumes of their own instead.
+      if (req.disks.some((d) => d.source.case === "hostPath")) requireClusterWide(ctx.values.get(scopeKey), "attach host paths as disks (use volumes)");
       const { spec, bootImage } = validateCreate(req, manager);
       const record = await manager.create(spec, bootImage);
       if (req.start) await manager.start(record);
