@@ -7,6 +7,7 @@ import { benchCells } from "./cells.js";
 import { benchVms } from "./vm.js";
 import { benchStorage } from "./storage.js";
 import { benchAuctions } from "./auction.js";
+import { benchAuthz } from "./authz.js";
 import { repoRoot } from "../test/helpers/daemon.js";
 import { mib } from "./stats.js";
 
@@ -86,6 +87,13 @@ try {
   table("auctions: decision latency, broadcast of RequestBid to winner chosen (fake bidders on loopback)", ["bidders", "auctions", "p50", "p99"], auctions.rows);
   console.log(
     `p99 with 16 responsive bidders ${auctions.p99With16Ms.toFixed(2)} ms (goal < 10 ms); with a hanging bidder the auction closes at the ${auctions.windowMs} ms window; placement throughput with 16 bidders: ${auctions.throughputPerSecond.toFixed(0)} auctions/s (8 clients)`,
+  );
+
+  const AUTHZ_RUNS = Number(process.env.BENCH_AUTHZ_ITERATIONS ?? 200);
+  const authz = await benchAuthz(AUTHZ_RUNS);
+  table(`identity and authorization: start+wait of /bin/true (${AUTHZ_RUNS} runs each, interleaved)`, ["path", "p50", "p99"], authz.rows);
+  console.log(
+    `mTLS + authorization + tenant scoping vs the unix socket at p50: ${authz.overheadRatio.toFixed(3)}x (goal < 1.10x); policy and tenant scoping alone (both mTLS): ${authz.policyRatio.toFixed(3)}x; one policy decision in-process: ${authz.decideMicros.toFixed(2)} µs`,
   );
 
   const COLD_RUNS = Number(process.env.BENCH_COLD_RUNS ?? 15);

@@ -6,6 +6,16 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import { promisify } from "node:util";
 import { loadConfig } from "../daemon/src/config.js";
+import { methodsOf } from "../daemon/src/api/authorize.js";
+import { decide, parsePolicy } from "../daemon/src/api/policy.js";
+import { ExecutableService } from "@aether/sdk/gen/aether/runtime/v1/runtime_pb";
+import { CellService } from "@aether/sdk/gen/aether/cells/v1/cells_pb";
+import { VmService } from "@aether/sdk/gen/aether/vm/v1/vm_pb";
+import { StorageService } from "@aether/sdk/gen/aether/storage/v1/storage_pb";
+import { ObserveService } from "@aether/sdk/gen/aether/observe/v1/observe_pb";
+import { NodeService } from "@aether/sdk/gen/aether/node/v1/node_pb";
+import { FenceService } from "@aether/sdk/gen/aether/fence/v1/fence_pb";
+import { BidService } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { repoRoot, useDaemon } from "./helpers/daemon.js";
 import { runCommand } from "./helpers/run.js";
 
@@ -40,6 +50,16 @@ describe("README.md", () => {
     const config = loadConfig({ config: file });
     assert.equal(config.socket, "/run/aether/aetherd.sock");
     assert.equal(config.tcp?.listen, "10.0.0.5:7443");
+    assert.equal(config.auth.policy, "/etc/aether/policy.toml");
+  });
+
+  it("its authorization policy is one aetherd accepts", () => {
+    const [, policy] = blocks("toml");
+    assert.ok(policy);
+    const methods = methodsOf([ExecutableService, CellService, VmService, StorageService, ObserveService, NodeService, FenceService, BidService]);
+    const parsed = parsePolicy(policy, "README.md", methods);
+    assert.equal(decide(parsed, { identity: "spiffe://prod/user/bob" }, "aether.vm.v1.VmService/DeleteVm").allowed, false);
+    assert.equal(decide(parsed, { identity: "spiffe://prod/app/billing" }, "aether.vm.v1.VmService/DeleteVm").tenant, "billing");
   });
 
   it("its buf curl commands work against aetherd", async () => {
