@@ -94,3 +94,49 @@ describe("mutual TLS on TCP", () => {
     aether.close();
   });
 });
+
+describe("mutual TLS on the unix socket (--unix-mtls)", () => {
+  let daemon: TestDaemon;
+  let ca: TestCa;
+  let alice: Pair;
+
+  before(async () => {
+    ca = createCa("socket-ca");
+    // The node certificate carries "localhost", the name clients check over a socket.
+    const server = ca.issue("aetherd", { server: true });
+    alice = ca.issue("alice");
+    const port = await freePort();
+    daemon = await startDaemon({
+      args: ["--listen", `127.0.0.1:${port}`, "--tls-cert", server.cert, "--tls-key", server.key, "--tls-client-ca", ca.cert, "--unix-mtls"],
+      socketTls: { ca: ca.cert, cert: alice.cert, key: alice.key },
+    });
+  });
+  after(async () => {
+    await daemon.stop();
+    daemon.cleanup();
+  });
+
+  it("serves a caller with a certificate from the cluster CA, known by its SPIFFE identity", async () => {
+    const aether = await daemon.client();
+    const { executable } = await aether.runtime.startExecutable({ argv: ["/bin/true"] });
+    await aether.runtime.waitExecutable({ executable: executable?.id ?? "" });
+    const { records } = await aether.observe.listAuditRecords({});
+    assert.equal(records.find((r) => r.method.endsWith("/StartExecutable"))?.identity, "spiffe://test/user/alice");
+  });
+
+  it("refuses a caller without a certificate, or with one from another CA", async () => {
+    await assert.rejects(connect({ address: `unix://${daemon.socket}`, tls: { ca: ca.cert } }), (err: unknown) => {
+      assert.ok(err instanceof ConnectError);
+      return true;
+    });
+    // A plain HTTP/2 client cannot even speak to a TLS socket.
+    await assert.rejects(connect({ address: `unix://${daemon.socket}` }), ConnectError);
+    const foreign = createCa("foreign-socket-ca").issue("mallory");
+    await assert.rejects(connect({ address: `unix://${daemon.socket}`, tls: { ca: ca.cert, cert: foreign.cert, key: foreign.key } }), (err: unknown) => {
+      assert.ok(err instanceof ConnectError);
+      assert.equal(err.code, Code.Unauthenticated, err.rawMessage);
+      assert.match(err.rawMessage, /client certificate was refused/);
+      return true;
+    });
+  });
+});

@@ -115,6 +115,8 @@ export const ConfigSchema = z
     cluster: ClusterSchema.prefault({}),
     /** [auth] policy: the authorization policy file (TOML; see daemon/src/api/policy.ts). Unset: built-in defaults. */
     auth: z.object({ policy: z.string().min(1).optional() }).strict().prefault({}),
+    /** [unix] mtls = true: callers on the socket must also present a client certificate (the [tcp] TLS material is used). */
+    unix: z.object({ mtls: z.boolean().default(false) }).strict().prefault({}),
     /** Most streams one client connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS). */
     max_streams_per_connection: z.number().int().min(1).max(10_000).default(128),
   })
@@ -145,6 +147,7 @@ export interface ConfigFlags {
   cgroupRoot?: string;
   kvmProbeTimeoutMs?: number;
   policy?: string;
+  unixMtls?: boolean;
 }
 
 export class ConfigError extends Error {}
@@ -186,6 +189,7 @@ export function loadConfig(flags: ConfigFlags): Config {
     ...(flags.cgroupRoot !== undefined && { cgroup_root: flags.cgroupRoot }),
     ...(flags.kvmProbeTimeoutMs !== undefined && { kvm_probe_timeout_ms: flags.kvmProbeTimeoutMs }),
     tcp: Object.keys(tcp).length > 0 ? tcp : undefined,
+    ...(flags.unixMtls !== undefined && { unix: { ...((file.unix ?? {}) as Record<string, unknown>), mtls: flags.unixMtls } }),
     ...(flags.policy !== undefined && { auth: { ...((file.auth ?? {}) as Record<string, unknown>), policy: flags.policy } }),
   };
   const parsed = ConfigSchema.safeParse(merged);

@@ -42,6 +42,8 @@ import { vmService } from "./vm/service.js";
 import { createPools } from "./storage/pools.js";
 import { StorageRegistry } from "./storage/registry.js";
 import { storageService } from "./storage/service.js";
+import { BmcRegistry } from "./fence/registry.js";
+import { fenceService } from "./fence/service.js";
 import { KvmCheck } from "./auction/capacity.js";
 import { Bidding, bidService } from "./auction/service.js";
 import { Membership } from "./auction/membership.js";
@@ -83,6 +85,8 @@ async function run(flags: ConfigFlags): Promise<void> {
   const configured = createPools(config.pools, config.state_dir);
   const storage = new StorageRegistry(config.state_dir, configured.pools, configured.defaultPool, config.import_roots, log.child({ room: "storage" }));
   await storage.load();
+  const fences = new BmcRegistry(config.state_dir, log.child({ room: "fence" }), events);
+  await fences.load();
   // The VMs' hypervisor processes have a supervisor of their own: they are not user executables.
   const vmProcesses = new Supervisor(join(config.state_dir, "vms"), shimPath, log.child({ room: "vm-processes" }), events);
   await vmProcesses.load();
@@ -151,7 +155,7 @@ async function run(flags: ConfigFlags): Promise<void> {
     );
     router.service(VmService, handlers.vm);
     router.service(StorageService, storageService(storage));
-    router.service(FenceService, unimplementedService(FenceService, "Redfish fencing arrives with the fence subsystem."));
+    router.service(FenceService, fenceService(fences));
     router.service(BidService, bidService(bidding));
     router.service(AggregatorService, unimplementedService(AggregatorService, "this service is served by aether-aggregator, not by aetherd."));
     router.service(ServerReflection, reflectionService([...implemented, FenceService, AggregatorService]));
@@ -219,7 +223,7 @@ async function run(flags: ConfigFlags): Promise<void> {
 const program = new Command("aetherd")
   .description("The Aether host daemon: runs processes (and later cells, VMs, volumes) and serves the Aether API.")
   .version(VERSION)
-  .option("-c, --config <file>", "TOML config file (keys: socket, state_dir, log_level, max_message_bytes, cgroup_root, import_roots, max_streams_per_connection, [tcp] listen/cert/key/client_ca/crl, [auth] policy, [[pools]] name/driver/location/default/labels, [bidding] memory_overcommit/cpu_overcommit/hold_ms, [node] labels)")
+  .option("-c, --config <file>", "TOML config file (keys: socket, state_dir, log_level, max_message_bytes, cgroup_root, import_roots, max_streams_per_connection, [tcp] listen/cert/key/client_ca/crl, [unix] mtls, [auth] policy, [[pools]] name/driver/location/default/labels, [bidding] memory_overcommit/cpu_overcommit/hold_ms, [node] labels)")
   .option("--socket <path>", "unix socket to serve on (default /run/aether/aetherd.sock as root)")
   .option("--state-dir <dir>", "where records and logs are kept (default /var/lib/aether as root)")
   .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent")
@@ -228,6 +232,7 @@ const program = new Command("aetherd")
   .option("--tls-key <file>", "server private key (PEM)")
   .option("--tls-client-ca <file>", "CA that client certificates must chain to (PEM)")
   .option("--cgroup-root <name>", "folder below aetherd's own cgroup that holds its cells (default aether)")
+  .option("--unix-mtls", "require a client certificate on the unix socket too (uses the --tls-* files)")
   .option("--policy <file>", "authorization policy (TOML): roles and allow/deny rules per identity; reloaded on change and on SIGHUP")
   .option("--kvm-probe-timeout-ms <ms>", "how long a probe guest may take to boot under KVM (acceleration auto)", (v) => Number.parseInt(v, 10))
   .addHelpText(

@@ -43,14 +43,50 @@ export async function listen(config: Config, routes: (router: ConnectRouter) => 
     interceptors: [explainCrlRefusal, requireVerifiedPeer, ...extraInterceptors],
   });
   const closers: Array<() => Promise<void>> = [];
+  const tcp = config.tcp;
+  if (config.unix.mtls && !tcp) throw new ListenError("unix.mtls needs the TLS material of [tcp] (cert, key, client_ca and optionally crl); configure [tcp] too.");
+  let material: TlsMaterial | undefined;
+  if (tcp) {
+    try {
+      material = await loadTlsMaterial(tcp, log);
+    } catch (err) {
+      throw new ListenError((err as Error).message);
+    }
+  }
 
   // Bounds per client connection: streams at once (a flooding client gets REFUSED_STREAM, others are
   // unaffected), header size, and memory for the session's buffers.
   const bounds = { settings: { maxConcurrentStreams: config.max_streams_per_connection }, maxHeaderListPairs: 256, maxSessionMemory: 64 } as const;
-  const unix = http2.createServer({ ...bounds }, handler);
+  // Every mutual-TLS listener, so a reload swaps the material of all of them.
+  const secureServers: http2.Http2SecureServer[] = [];
+  const sockets = new Set<TLSSocket>();
+  const secureServer = (options: TlsMaterial["options"]) => {
+    const server = http2.createSecureServer(
+      {
+        ...bounds,
+        ...options,
+        requestCert: true,
+        // Verified per request by requireVerifiedPeer (api/peer.ts), which answers UNAUTHENTICATED.
+        rejectUnauthorized: false,
+        allowHTTP1: true,
+      },
+      handler,
+    );
+    server.on("tlsClientError", (err) => log.warn({ err: err.message }, "TLS handshake failed"));
+    server.on("secureConnection", (socket: TLSSocket) => {
+      sockets.add(socket);
+      socket.once("close", () => sockets.delete(socket));
+    });
+    secureServers.push(server);
+    return server;
+  };
+
+  // The socket: file permissions (0600) decide who reaches it; with unix.mtls the caller must also
+  // present a certificate from the cluster CA, and is then known by it (its SPIFFE identity).
+  const unix = config.unix.mtls && material ? secureServer(material.options) : http2.createServer({ ...bounds }, handler);
   const sessions = trackSessions(unix);
   await listenOnSocket(unix, config.socket);
-  log.info({ socket: config.socket }, "serving on unix socket");
+  log.info({ socket: config.socket, mtls: config.unix.mtls }, "serving on unix socket");
   closers.push(async () => {
     await closeAll(unix, sessions);
     await rm(config.socket, { force: true });
@@ -61,38 +97,16 @@ export async function listen(config: Config, routes: (router: ConnectRouter) => 
     return true;
   };
 
-  if (config.tcp) {
-    const tcp = config.tcp;
-    let material: TlsMaterial;
-    try {
-      material = await loadTlsMaterial(tcp, log);
-    } catch (err) {
-      throw new ListenError((err as Error).message);
-    }
-    const secure = http2.createSecureServer(
-      {
-        ...bounds,
-        ...material.options,
-        requestCert: true,
-        // Verified per request by requireVerifiedPeer (api/peer.ts), which answers UNAUTHENTICATED.
-        rejectUnauthorized: false,
-        allowHTTP1: true,
-      },
-      handler,
-    );
-    secure.on("tlsClientError", (err) => log.warn({ err: err.message }, "TLS handshake failed"));
+  if (tcp && material) {
+    let current: TlsMaterial = material;
+    const secure = secureServer(current.options);
     const secureSessions = trackSessions(secure);
-    const sockets = new Set<TLSSocket>();
-    secure.on("secureConnection", (socket: TLSSocket) => {
-      sockets.add(socket);
-      socket.once("close", () => sockets.delete(socket));
-    });
     const { host, port } = splitHostPort(tcp.listen);
     await new Promise<void>((resolve, reject) => {
       secure.once("error", (err) => reject(new ListenError(`cannot listen on ${tcp.listen}: ${err.message}`)));
       secure.listen(port, host, () => resolve());
     });
-    log.info({ listen: tcp.listen, ...material.summary }, "serving mutual TLS on TCP");
+    log.info({ listen: tcp.listen, ...current.summary }, "serving mutual TLS on TCP");
     closers.push(() => closeAll(secure, secureSessions));
 
     // One reload at a time, in the order the signals came.
@@ -103,9 +117,9 @@ export async function listen(config: Config, routes: (router: ConnectRouter) => 
           const next = await loadTlsMaterial(tcp, log);
           // A new secure context: new connections use it, with fresh session-ticket keys and cache,
           // so no session made under the old CRL can be resumed to skip the new check.
-          secure.setSecureContext(next.options);
-          const changed = (Object.keys(next.digests) as Array<keyof TlsMaterial["digests"]>).filter((k) => next.digests[k] !== material.digests[k]);
-          material = next;
+          for (const server of secureServers) server.setSecureContext(next.options);
+          const changed = (Object.keys(next.digests) as Array<keyof TlsMaterial["digests"]>).filter((k) => next.digests[k] !== current.digests[k]);
+          current = next;
           const closed = closeRevoked(sockets, next.revoked, log);
           log.info({ ...next.summary, changed, closedRevokedConnections: closed }, `reloaded TLS material (${changed.length > 0 ? `changed: ${changed.join(", ")}` : "no file changed"})`);
           return true;
@@ -265,7 +279,7 @@ const explainCrlRefusal: Interceptor = (next) => async (req) => {
 };
 
 /** Refuses to take over a socket another live aetherd is serving; removes a stale one. */
-async function listenOnSocket(server: http2.Http2Server, path: string): Promise<void> {
+async function listenOnSocket(server: http2.Http2Server | http2.Http2SecureServer, path: string): Promise<void> {
   await mkdir(dirname(path), { recursive: true, mode: 0o755 });
   const alive = await new Promise<boolean>((resolve) => {
     const probe = netConnect(path);

@@ -1,5 +1,6 @@
 // connect(): finds aetherd and returns a typed client for every service of the standard library.
 import { connect as netConnect } from "node:net";
+import { connect as tlsConnect } from "node:tls";
 import type { DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, Http2SessionManager } from "@connectrpc/connect-node";
@@ -61,16 +62,24 @@ export interface AetherClient {
  */
 export async function connect(options: ConnectOptions = {}): Promise<AetherClient> {
   const target = resolveTarget(options);
+  // A unix address with a client certificate speaks mutual TLS over the socket (aetherd's unix.mtls);
+  // the node's certificate is checked for the name "localhost" (aether pki issue node puts it there).
+  const unixTls = target.kind === "unix" && target.tls?.cert !== undefined ? target.tls : undefined;
   const sessionManager =
     target.kind === "unix"
-      ? new Http2SessionManager("http://localhost", undefined, { createConnection: () => netConnect(target.path) })
+      ? new Http2SessionManager(unixTls ? "https://localhost" : "http://localhost", undefined, {
+          createConnection: () =>
+            unixTls
+              ? tlsConnect({ path: target.path, servername: "localhost", ALPNProtocols: ["h2"], ca: pem(unixTls.ca), cert: pem(unixTls.cert), key: pem(unixTls.key) })
+              : netConnect(target.path),
+        })
       : new Http2SessionManager(target.url, undefined, {
           ca: pem(target.tls.ca),
           cert: pem(target.tls.cert),
           key: pem(target.tls.key),
         });
   const transport = createConnectTransport({
-    baseUrl: target.kind === "unix" ? "http://localhost" : target.url,
+    baseUrl: target.kind === "unix" ? (unixTls ? "https://localhost" : "http://localhost") : target.url,
     httpVersion: "2",
     useBinaryFormat: true,
     sessionManager,

@@ -36,6 +36,8 @@ export interface UnixTarget {
   path: string;
   /** The address as written, `unix:///path`. */
   address: string;
+  /** With a client certificate: mutual TLS over the socket (aetherd's `[unix] mtls`). */
+  tls?: TlsOptions;
 }
 
 /** A resolved TCP address with mutual TLS. */
@@ -72,8 +74,9 @@ export function resolveTarget(options: TargetOptions = {}): Target {
     address = file?.address ?? `unix://${defaultSocketPath()}`;
     tls = { ca: file?.ca, cert: file?.cert, key: file?.key, ...tls };
   }
-  if (address.startsWith("unix://")) return { kind: "unix", path: address.slice("unix://".length), address };
-  if (address.startsWith("/")) return { kind: "unix", path: address, address: `unix://${address}` };
+  const unixTls = tls.cert !== undefined ? { tls } : {};
+  if (address.startsWith("unix://")) return { kind: "unix", path: address.slice("unix://".length), address, ...unixTls };
+  if (address.startsWith("/")) return { kind: "unix", path: address, address: `unix://${address}`, ...unixTls };
   if (address.startsWith("https://")) return { kind: "https", url: address, address, tls };
   throw new ConnectError(
     `aether address ${JSON.stringify(address)} is not understood: use unix:///path/to/aetherd.sock or https://host:port.`,

@@ -40,6 +40,8 @@ export interface DaemonOptions {
   cgroupRoot?: string;
   /** Run aetherd inside this network namespace (its TAP devices and bridges live there). */
   netns?: string;
+  /** Client certificate for the socket, when aetherd runs with --unix-mtls. */
+  socketTls?: { ca: string; cert: string; key: string };
 }
 
 /** Starts aetherd and resolves once it answers on its socket. */
@@ -63,7 +65,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<TestDaem
   for (;;) {
     if (child.exitCode !== null) throw new Error(`aetherd exited with ${child.exitCode} before it was ready:\n${stderr}`);
     if (existsSync(socket)) {
-      const probe = await connect({ address: `unix://${socket}` }).catch(() => undefined);
+      const probe = await connect({ address: `unix://${socket}`, tls: options.socketTls }).catch(() => undefined);
       if (probe) {
         probe.close();
         break;
@@ -84,7 +86,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<TestDaem
     process: child,
     log: () => stderr,
     async client() {
-      const c = await connect({ address });
+      const c = await connect({ address, tls: options.socketTls });
       clients.push(c);
       return c;
     },

@@ -42,7 +42,7 @@ export const requireVerifiedPeer: Interceptor = (next) => async (req) => {
   if (!peer.verified) {
     throw new ConnectError(
       peer.rejection === "NO_CERTIFICATE"
-        ? "aetherd requires a client certificate on TCP: connect with a certificate and key issued by the cluster CA."
+        ? "aetherd requires a client certificate here: connect with a certificate and key issued by the cluster CA."
         : `the client certificate was refused (${peer.rejection}): it must be issued by this cluster's CA and be within its validity period.`,
       Code.Unauthenticated,
     );
