@@ -153,6 +153,9 @@ describe("authorization and tenants", () => {
             assert.ok(!out.ok, `${key} answered alice though her role does not include it`);
             assert.equal(out.err.code, Code.PermissionDenied, `${key}: ${out.err.message}`);
             break;
+          case "unimplemented":
+            assert.ok(!out.ok && out.err.code === Code.Unimplemented, `${key}: ${out.ok ? "answered" : out.err.message}`);
+            break;
           case "none_of_b":
             assert.ok(out.ok, `${key} failed for alice: ${out.ok ? "" : out.err.message}`);
             // Alice's own audit records name b's ids she tried: only her own records may show.
@@ -232,13 +235,14 @@ members = ["group:auditors"]
 role = "auditor"
 `;
 
-type Expect = "not_found" | "denied" | "none_of_b";
+type Expect = "not_found" | "denied" | "none_of_b" | "unimplemented";
 
 /** What tenant a sends to reach tenant b's resources by id (no tenant named), and what it must get. */
 function crossById(ids: Record<string, string>): Record<string, { init: Record<string, unknown>; expect: Expect }> {
   const nf = (init: Record<string, unknown>) => ({ init, expect: "not_found" as const });
   const none = (init: Record<string, unknown> = {}) => ({ init, expect: "none_of_b" as const });
   const denied = (init: Record<string, unknown> = {}) => ({ init, expect: "denied" as const });
+  const unimplemented = (init: Record<string, unknown> = {}) => ({ init, expect: "unimplemented" as const });
   return {
     // runtime
     "ExecutableService/StartExecutable": nf({ name: "intruder", argv: ["/bin/true"], uid: 65534, gid: 65534, cell: ids.cell }),
@@ -304,16 +308,17 @@ function crossById(ids: Record<string, string>): Record<string, { init: Record<s
     "BidService/RequestBid": denied(),
     "BidService/ExecuteProvisioning": denied(),
     "BidService/ReleaseWorkload": denied({ workload: ids.exe }),
+    // aether-aggregator serves these; aetherd says so (tenants may use the cluster's workload calls)
     "AggregatorService/RegisterNode": denied(),
     "AggregatorService/Heartbeat": denied(),
     "AggregatorService/DeregisterNode": denied(),
     "AggregatorService/ListNodes": denied(),
-    "AggregatorService/Deploy": denied(),
-    "AggregatorService/ReleasePlacement": denied(),
-    "AggregatorService/GetPlacement": denied(),
-    "AggregatorService/ListPlacements": denied(),
-    "AggregatorService/GetAuction": denied(),
-    "AggregatorService/ListAuctions": denied(),
-    "AggregatorService/StreamClusterEvents": denied(),
+    "AggregatorService/Deploy": unimplemented(),
+    "AggregatorService/ReleasePlacement": unimplemented(),
+    "AggregatorService/GetPlacement": unimplemented(),
+    "AggregatorService/ListPlacements": unimplemented(),
+    "AggregatorService/GetAuction": unimplemented(),
+    "AggregatorService/ListAuctions": unimplemented(),
+    "AggregatorService/StreamClusterEvents": unimplemented(),
   };
 }

@@ -10,9 +10,9 @@
 import { watch, type FSWatcher } from "node:fs";
 import { basename, dirname } from "node:path";
 import type { DescService } from "@bufbuild/protobuf";
-import { Code, ConnectError, createContextKey, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, createContextKey, type Interceptor, type StreamRequest, type UnaryRequest } from "@connectrpc/connect";
 import type { Logger } from "pino";
-import { callerOf } from "./identity.js";
+import { callerOf, type Caller } from "./identity.js";
 import { peerKey } from "./peer.js";
 import { decide, defaultPolicy, loadPolicy, type Policy } from "./policy.js";
 
@@ -77,9 +77,13 @@ export class Authorizer {
     this.watcher?.close();
   }
 
-  interceptor(): Interceptor {
+  /**
+   * The interceptor. identify tells who calls; aetherd's default reads its peer context (peer.ts),
+   * aether-aggregator passes its own.
+   */
+  interceptor(identify: (req: UnaryRequest | StreamRequest) => Caller = (req) => callerOf(req.contextValues.get(peerKey))): Interceptor {
     return (next) => async (req) => {
-      const caller = callerOf(req.contextValues.get(peerKey));
+      const caller = identify(req);
       const method = `${req.service.typeName}/${req.method.name}`;
       const decision = decide(this.policy, caller, method);
       if (!decision.allowed) throw new ConnectError(decision.reason, Code.PermissionDenied);

@@ -59,9 +59,17 @@ export const ROLES: Record<RoleName, Role> = {
       "aether.observe.v1.ObserveService/ListAuditRecords",
       "aether.node.v1.NodeService/*",
       "grpc.reflection.**",
+      // The cluster (aether-aggregator): its own workloads, placements, auctions and events.
+      "aether.auction.v1.AggregatorService/Deploy",
+      "aether.auction.v1.AggregatorService/ReleasePlacement",
+      "aether.auction.v1.AggregatorService/GetPlacement",
+      "aether.auction.v1.AggregatorService/ListPlacements",
+      "aether.auction.v1.AggregatorService/GetAuction",
+      "aether.auction.v1.AggregatorService/ListAuctions",
+      "aether.auction.v1.AggregatorService/StreamClusterEvents",
     ],
     deny: [],
-    summary: "its own tenant's executables, cells, VMs, volumes, logs, events and audit records",
+    summary: "its own tenant's executables, cells, VMs, volumes, logs, events, audit records, placements and auctions",
   },
 };
 
