@@ -117,6 +117,8 @@ export const ConfigSchema = z
     auth: z.object({ policy: z.string().min(1).optional() }).strict().prefault({}),
     /** [unix] mtls = true: callers on the socket must also present a client certificate (the [tcp] TLS material is used). */
     unix: z.object({ mtls: z.boolean().default(false) }).strict().prefault({}),
+    /** How long a client may take to send a whole request (a slow or stalled client is cut off). */
+    request_body_timeout_ms: z.number().int().min(100).max(600_000).default(30_000),
     /** Most streams one client connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS). */
     max_streams_per_connection: z.number().int().min(1).max(10_000).default(128),
   })

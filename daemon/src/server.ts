@@ -31,7 +31,7 @@ export interface Listeners {
 export class ListenError extends Error {}
 
 export async function listen(config: Config, routes: (router: ConnectRouter) => void, log: Logger, extraInterceptors: Interceptor[] = []): Promise<Listeners> {
-  const handler = connectNodeAdapter({
+  const connectHandler = connectNodeAdapter({
     routes,
     readMaxBytes: config.max_message_bytes,
     writeMaxBytes: config.max_message_bytes,
@@ -42,6 +42,7 @@ export async function listen(config: Config, routes: (router: ConnectRouter) => 
     // Identity first (nothing unverified reaches a handler), then what the caller adds (the audit log).
     interceptors: [explainCrlRefusal, requireVerifiedPeer, ...extraInterceptors],
   });
+  const handler = withRequestBodyDeadline(connectHandler, config.request_body_timeout_ms, log);
   const closers: Array<() => Promise<void>> = [];
   const tcp = config.tcp;
   if (config.unix.mtls && !tcp) throw new ListenError("unix.mtls needs the TLS material of [tcp] (cert, key, client_ca and optionally crl); configure [tcp] too.");
@@ -69,6 +70,8 @@ export async function listen(config: Config, routes: (router: ConnectRouter) => 
         // Verified per request by requireVerifiedPeer (api/peer.ts), which answers UNAUTHENTICATED.
         rejectUnauthorized: false,
         allowHTTP1: true,
+        // A client that connects and never finishes the handshake is dropped.
+        handshakeTimeout: 10_000,
       },
       handler,
     );
@@ -137,6 +140,33 @@ export async function listen(config: Config, routes: (router: ConnectRouter) => 
       await Promise.all(closers.map((c) => c()));
     },
     reloadTls: () => reloadTls(),
+  };
+}
+
+/**
+ * A client that opens a call and then sends its request slowly, or never, holds a stream and its
+ * buffers: the request must arrive whole within timeoutMs, or the stream is cancelled. Answers may
+ * then take as long as they take (a followed log, a long wait), and the one call whose request is
+ * open-ended by design, the interactive console, is left alone.
+ */
+function withRequestBodyDeadline(
+  handler: (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
+  timeoutMs: number,
+  log: Logger,
+): (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void {
+  return (req, res) => {
+    if (!req.url.endsWith("/AttachConsole")) {
+      const timer = setTimeout(() => {
+        log.warn({ path: req.url.slice(0, 200), timeoutMs }, "a request did not arrive in time; its stream is cancelled");
+        if (req.stream) req.stream.close(http2.constants.NGHTTP2_CANCEL);
+        else res.destroy();
+      }, timeoutMs);
+      const done = () => clearTimeout(timer);
+      req.once("end", done);
+      req.once("close", done);
+      req.once("error", done);
+    }
+    handler(req, res);
   };
 }
 
