@@ -12,6 +12,7 @@ import type { TLSSocket } from "node:tls";
 import { Code, ConnectError, createContextKey, createContextValues, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
+import { tenantOf, type Caller } from "@aether/daemon/authz";
 import { isLoopbackHost } from "./validate.js";
 
 export interface ListenOptions {
@@ -31,18 +32,33 @@ export class ListenError extends Error {}
 interface Peer {
   verified: boolean;
   rejection?: string;
+  /** Who calls, for the authorization policy (see @aether/daemon/authz). */
+  caller: Caller;
 }
 
-const peerKey = createContextKey<Peer>({ verified: true }, { description: "the calling peer" });
+const peerKey = createContextKey<Peer>({ verified: true, caller: { identity: "" } }, { description: "the calling peer" });
 
 function peerContext(req: IncomingMessage | http2.Http2ServerRequest) {
   const socket = req.socket as TLSSocket | undefined;
   const values = createContextValues();
-  if (!socket || typeof socket.getPeerCertificate !== "function") return values.set(peerKey, { verified: true });
+  if (!socket || typeof socket.getPeerCertificate !== "function") {
+    // The socket is mode 0600 (aether-aggregator's own user or root); plain TCP is loopback only.
+    const local = socket?.remoteAddress === undefined ? `unix:uid=${process.getuid?.() ?? -1}` : "local:loopback-tcp";
+    return values.set(peerKey, { verified: true, caller: { identity: local } });
+  }
   const cert = socket.getPeerCertificate();
-  if (cert === null || Object.keys(cert).length === 0) return values.set(peerKey, { verified: false, rejection: "NO_CERTIFICATE" });
-  if (!socket.authorized) return values.set(peerKey, { verified: false, rejection: String(socket.authorizationError ?? "UNVERIFIED") });
-  return values.set(peerKey, { verified: true });
+  if (cert === null || Object.keys(cert).length === 0) return values.set(peerKey, { verified: false, rejection: "NO_CERTIFICATE", caller: { identity: "" } });
+  if (!socket.authorized) return values.set(peerKey, { verified: false, rejection: String(socket.authorizationError ?? "UNVERIFIED"), caller: { identity: "" } });
+  const spiffe = (cert.subjectaltname ?? "")
+    .split(", ")
+    .filter((s) => s.startsWith("URI:spiffe://"))
+    .map((s) => s.slice(4))[0];
+  return values.set(peerKey, { verified: true, caller: spiffe ? { identity: spiffe, tenant: tenantOf(spiffe) } : { identity: `cn:${String(cert.subject?.CN ?? "")}` } });
+}
+
+/** The caller of a request, as the authorization policy names it. */
+export function callerOfRequest(req: { contextValues: { get: (key: typeof peerKey) => Peer } }): Caller {
+  return req.contextValues.get(peerKey).caller;
 }
 
 const requireVerifiedPeer: Interceptor = (next) => async (req) => {
@@ -58,7 +74,7 @@ const requireVerifiedPeer: Interceptor = (next) => async (req) => {
   return next(req);
 };
 
-export async function listen(options: ListenOptions, routes: (router: ConnectRouter) => void, log: Logger): Promise<Listeners> {
+export async function listen(options: ListenOptions, routes: (router: ConnectRouter) => void, log: Logger, extraInterceptors: Interceptor[] = []): Promise<Listeners> {
   const handler = connectNodeAdapter({
     routes,
     readMaxBytes: options.maxMessageBytes,
@@ -67,7 +83,8 @@ export async function listen(options: ListenOptions, routes: (router: ConnectRou
     grpcWeb: true,
     connect: true,
     contextValues: peerContext,
-    interceptors: [requireVerifiedPeer],
+    // Identity first, then what the caller adds (the authorization policy).
+    interceptors: [requireVerifiedPeer, ...extraInterceptors],
   });
   const closers: Array<() => Promise<void>> = [];
   const closeAllListeners = () => Promise.all(closers.map((c) => c())).then(() => undefined);

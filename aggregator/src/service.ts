@@ -2,7 +2,8 @@
 // this replica leads and phrases every error), and NodeService.CheckHealth answers so that
 // @aether/sdk's connect() (which checks health before returning) works against the aggregator too.
 import { create } from "@bufbuild/protobuf";
-import type { ConnectRouter, ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type ConnectRouter, type ServiceImpl } from "@connectrpc/connect";
+import { scopeKey } from "@aether/daemon/authz";
 import {
   AggregatorService,
   DeregisterNodeResponseSchema,
@@ -19,7 +20,7 @@ import {
 import { BidService } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { CheckHealthResponseSchema, HealthStatus, NodeService } from "@aether/sdk/gen/aether/node/v1/node_pb";
 import type { Aggregator } from "./aggregator.js";
-import { unimplemented } from "./errors.js";
+import { notFound, unimplemented } from "./errors.js";
 import { duration } from "./time.js";
 
 export function aggregatorService(aggregator: Aggregator): ServiceImpl<typeof AggregatorService> {
@@ -37,7 +38,15 @@ export function aggregatorService(aggregator: Aggregator): ServiceImpl<typeof Ag
     async listNodes(req) {
       return create(ListNodesResponseSchema, await aggregator.listNodes(req));
     },
-    async deploy(req) {
+    async deploy(req, ctx) {
+      // The workload's tenant is inside the spec: a tenant's caller is held to its own there.
+      const scope = ctx.values.get(scopeKey);
+      if (scope.tenant !== undefined && req.spec) {
+        if (req.spec.tenant === "") req.spec.tenant = scope.tenant;
+        else if (req.spec.tenant !== scope.tenant) {
+          throw new ConnectError(`${scope.identity} belongs to tenant ${scope.tenant} and may not deploy in tenant ${JSON.stringify(req.spec.tenant.slice(0, 63))}; leave spec.tenant empty or set it to ${scope.tenant}.`, Code.PermissionDenied);
+        }
+      }
       return aggregator.deploy(req);
     },
     async releasePlacement(req) {
@@ -49,14 +58,21 @@ export function aggregatorService(aggregator: Aggregator): ServiceImpl<typeof Ag
     async listPlacements(req) {
       return create(ListPlacementsResponseSchema, await aggregator.listPlacements(req));
     },
-    async getAuction(req) {
-      return create(GetAuctionResponseSchema, await aggregator.getAuction(req));
+    async getAuction(req, ctx) {
+      const found = await aggregator.getAuction(req);
+      // An auction id is no key to another tenant's auction: it does not exist for this caller.
+      const tenant = ctx.values.get(scopeKey).tenant;
+      if (tenant !== undefined && found.auction.tenant !== tenant) throw notFound(`auction ${req.auction.slice(0, 64)} does not exist in tenant ${tenant}: aether cluster auctions lists them.`);
+      return create(GetAuctionResponseSchema, found);
     },
     async listAuctions(req) {
       return create(ListAuctionsResponseSchema, await aggregator.listAuctions(req));
     },
     async *streamClusterEvents(req, context) {
+      // A tenant sees its own workloads' events, not the nodes' (which speak of every tenant).
+      const tenant = context.values.get(scopeKey).tenant;
       for await (const event of aggregator.streamClusterEvents(req, context.signal)) {
+        if (tenant !== undefined && event.tenant !== tenant) continue;
         yield create(StreamClusterEventsResponseSchema, { event });
       }
     },

@@ -77,6 +77,8 @@ export const ROLES: Record<RoleName, Role> = {
 export const DEFAULT_BINDINGS: Binding[] = [
   // The unix socket is mode 0600: whoever reaches it is aetherd's own user or root.
   { members: ["unix:*"], role: "admin" },
+  // aether-aggregator's plain HTTP/2 listener, allowed on loopback only.
+  { members: ["local:*"], role: "admin" },
   { members: ["spiffe://*/tenant/*/**"], role: "tenant" },
   { members: ["spiffe://*/user/*", "spiffe://*/node/*", "spiffe://*/service/*"], role: "operator" },
 ];

@@ -1,0 +1,95 @@
+// Tenants on the cluster: through aether-aggregator's mutual-TLS listener, a tenant deploys and
+// sees its own workloads, placements, auctions and events only; another tenant's by id is not there,
+// and deploying into another tenant is refused. The same policy engine as aetherd's.
+import assert from "node:assert/strict";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { Code, ConnectError, connect, type AetherClient } from "@aether/sdk";
+import { startAggregator, type TestAggregator } from "./helpers/aggregator.js";
+import { eventually, startDaemon, type TestDaemon } from "./helpers/daemon.js";
+import { createCa, type TestCa } from "./helpers/pki.js";
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  const { port } = server.address() as { port: number };
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+const sleeper = (name: string) => ({ spec: { name, requirements: { cpuMillis: 10 }, kind: { case: "executable" as const, value: { argv: ["/bin/sleep", "600"], uid: 65534, gid: 65534 } } } });
+
+describe("tenants on the cluster (aether-aggregator)", () => {
+  const dir = mkdtempSync(join(tmpdir(), "aether-agg-authz-"));
+  let agg: TestAggregator;
+  let node: TestDaemon;
+  let ca: TestCa;
+  let alice: AetherClient; // tenant a
+  let bob: AetherClient; // tenant b
+  const bobs: { workload: string; auction: string } = { workload: "", auction: "" };
+
+  before(async () => {
+    ca = createCa("cluster-ca", mkdtempSync(join(tmpdir(), "aether-agg-pki-")));
+    const server = ca.issue("aggregator", { server: true });
+    const port = await freePort();
+    agg = await startAggregator({
+      dir,
+      args: ["--listen", `127.0.0.1:${port}`, "--tls-cert", server.cert, "--tls-key", server.key, "--tls-client-ca", ca.cert, "--lease-ttl-ms", "6000"],
+    });
+    const config = join(dir, "node.toml");
+    writeFileSync(config, `[cluster]\naggregator = "unix://${agg.socket}"\nname = "node-0"\n`);
+    node = await startDaemon({ args: ["--config", config] });
+    await eventually(async () => ((await agg.client.aggregator.listNodes({})).nodes.length === 1 ? true : undefined), 20_000, "the node to register");
+    const client = async (name: string, uri: string) => {
+      const pair = ca.issue(name, { uri });
+      return connect({ address: `https://127.0.0.1:${port}`, tls: { ca: ca.cert, cert: pair.cert, key: pair.key } });
+    };
+    alice = await client("alice", "spiffe://test/tenant/a/user/alice");
+    bob = await client("bob", "spiffe://test/tenant/b/user/bob");
+    const deployed = await bob.aggregator.deploy(sleeper("bobs-job"));
+    bobs.workload = deployed.placement?.workloadId ?? "";
+    bobs.auction = deployed.auction?.id ?? "";
+    assert.equal(deployed.placement?.tenant, "b", "bob's workload is in his tenant, filled in from his certificate");
+    await alice.aggregator.deploy(sleeper("alices-job"));
+  });
+
+  after(async () => {
+    alice?.close();
+    bob?.close();
+    for (const p of (await agg.client.aggregator.listPlacements({ pageSize: 100 }).catch(() => ({ placements: [] }))).placements) {
+      await agg.client.aggregator.releasePlacement({ workload: p.workloadId, tenant: p.tenant }).catch(() => undefined);
+    }
+    await node?.stop();
+    node?.cleanup();
+    await agg?.stop();
+  });
+
+  it("a tenant lists only its own placements, auctions and events", async () => {
+    assert.deepEqual((await alice.aggregator.listPlacements({})).placements.map((p) => `${p.tenant}/${p.name}`), ["a/alices-job"]);
+    const auctions = (await alice.aggregator.listAuctions({})).auctions;
+    assert.ok(auctions.length >= 1 && auctions.every((a) => a.tenant === "a"), "alice's auctions only");
+    const events: string[] = [];
+    for await (const r of alice.aggregator.streamClusterEvents({ follow: false })) events.push(`${r.event?.tenant}`);
+    assert.ok(events.length > 0 && events.every((t) => t === "a"), `alice saw events of ${[...new Set(events)].join(", ")}`);
+    // The admin (the socket) sees both tenants.
+    const all = (await agg.client.aggregator.listPlacements({})).placements.map((p) => p.tenant).sort();
+    assert.deepEqual(all, ["a", "b"]);
+  });
+
+  it("another tenant's placement and auction by id are not there; its tenant cannot be named", async () => {
+    await assert.rejects(alice.aggregator.getPlacement({ workload: bobs.workload }), (e: ConnectError) => e.code === Code.NotFound);
+    await assert.rejects(alice.aggregator.getAuction({ auction: bobs.auction }), (e: ConnectError) => e.code === Code.NotFound);
+    await assert.rejects(alice.aggregator.releasePlacement({ workload: bobs.workload }), (e: ConnectError) => e.code === Code.NotFound);
+    await assert.rejects(alice.aggregator.listPlacements({ tenant: "b" }), (e: ConnectError) => e.code === Code.PermissionDenied && /belongs to tenant a/.test(e.message));
+    const intrude = sleeper("intruder");
+    await assert.rejects(alice.aggregator.deploy({ spec: { ...intrude.spec, tenant: "b" } }), (e: ConnectError) => e.code === Code.PermissionDenied && /may not deploy in tenant "b"/.test(e.message));
+    // The node registry is the cluster's, not a tenant's.
+    await assert.rejects(alice.aggregator.listNodes({}), (e: ConnectError) => e.code === Code.PermissionDenied);
+    // Bob's workload is untouched and still his.
+    assert.equal((await bob.aggregator.getPlacement({ workload: bobs.workload })).placement?.name, "bobs-job");
+    assert.equal((await bob.aggregator.getAuction({ auction: bobs.auction })).auction?.tenant, "b");
+  });
+});
