@@ -9,6 +9,7 @@ import { storageCommands } from "./commands/storage.js";
 import { imageCommands } from "./commands/image.js";
 import { clusterCommands } from "./commands/cluster.js";
 import { pkiCommands } from "./commands/pki.js";
+import { fenceCommands } from "./commands/fence.js";
 import { EXIT, EXIT_CODES_HELP, fail } from "./exit-codes.js";
 
 const { version } = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
@@ -34,6 +35,7 @@ Examples:
   aether image import debian-12 https://example.org/debian-12.qcow2 --sha256 <hex>
   aether storage create web-disk --image debian-12 --size 20G
   aether cluster deploy web --memory 256M -- /usr/bin/python3 -m http.server 8080
+  aether fence off node-7 --timeout 60s --reason "lost heartbeat"
   aether --address unix:///tmp/aether.sock exec stop web
 ${EXIT_CODES_HELP}`,
   );
@@ -46,5 +48,6 @@ storageCommands(program);
 imageCommands(program);
 clusterCommands(program);
 pkiCommands(program);
+fenceCommands(program);
 
 program.parseAsync().catch(fail);

@@ -24,7 +24,12 @@ export type AuditEntry = z.infer<typeof AuditEntrySchema>;
 const READ_ONLY = /^(Get|List|Watch|Wait|Stream|Check|RequestBid$|ServerReflectionInfo$)/;
 
 /** Request fields that name the target of a call, most specific first. */
-const TARGET_FIELDS = ["executable", "vm", "cell", "volume", "image", "snapshot", "workload", "nodeId", "name"] as const;
+const TARGET_FIELDS = ["executable", "vm", "cell", "volume", "image", "snapshot", "workload", "bmc", "node", "nodeId", "name"] as const;
+
+/** Cut at 253 UTF-16 units, without leaving half of a surrogate pair (not UTF-8: unreadable by clients). */
+function clipField(value: string): string {
+  return value.length <= 253 ? value : value.slice(0, 253).replace(/[\ud800-\udbff]$/, "");
+}
 
 /** The gRPC code name of a result, as gRPC spells it in lowercase ("ok", "not_found", ...). */
 function resultOf(err: unknown): string {
@@ -69,12 +74,11 @@ export class AuditLog {
       const { identity } = caller;
       const message = (req.stream ? undefined : req.message) as Record<string, unknown> | undefined;
       const field = (name: string) => (message && typeof message[name] === "string" ? (message[name] as string) : "");
-      const target = TARGET_FIELDS.map(field).find((v) => v !== "") ?? "";
-      // Cut at 253 UTF-16 units, without leaving half of a surrogate pair (not UTF-8: unreadable by clients).
-      const clipped = target.slice(0, 253).replace(/[\ud800-\udbff]$/, "");
+      const target = clipField(TARGET_FIELDS.map(field).find((v) => v !== "") ?? "");
       // Read when the call ends: the authorization step fills in an empty tenant with the caller's.
+      // Clipped too: a refused request may carry a tenant of megabytes, and every line is kept.
       const record = (err: unknown) =>
-        this.append({ timeMs: Date.now(), identity, method: `/${req.service.typeName}/${req.method.name}`, tenant: field("tenant") || caller.tenant || "default", target: clipped, result: resultOf(err) });
+        this.append({ timeMs: Date.now(), identity, method: `/${req.service.typeName}/${req.method.name}`, tenant: clipField(field("tenant") || caller.tenant || "default"), target, result: resultOf(err) });
       try {
         const res = await next(req);
         record(undefined);
