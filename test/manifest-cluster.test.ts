@@ -65,7 +65,7 @@ describe("cluster manifests through the aggregator", () => {
   const onNode = async (p: WorkloadPlacement) => {
     const node = nodes.get(p.node);
     assert.ok(node, `the placement's node ${p.node} is one of the cluster's`);
-    const { executable } = await node.runtime.getExecutable({ executable: p.resourceId });
+    const { executable } = await node.runtime.getExecutable({ executable: p.resourceId, tenant: p.tenant });
     assert.ok(executable);
     return executable;
   };
@@ -75,7 +75,7 @@ describe("cluster manifests through the aggregator", () => {
     assert.ok(node);
     await eventually(async () => {
       const state = await node.runtime
-        .getExecutable({ executable: p.resourceId })
+        .getExecutable({ executable: p.resourceId, tenant: p.tenant })
         .then((r) => r.executable?.state)
         .catch((err: unknown) => (err instanceof ConnectError && err.code === Code.NotFound ? "gone" : Promise.reject(err)));
       return state !== ExecutableState.RUNNING && !isRunning(pid) ? true : undefined;
@@ -181,7 +181,7 @@ describe("cluster manifests through the aggregator", () => {
     const exe = await onNode(newB);
     assert.equal(exe.state, ExecutableState.RUNNING);
     assert.deepEqual(exe.argv, ["/bin/sleep", "602"]);
-    const released = (await agg.client.aggregator.getPlacement({ workload: oldB.workloadId })).placement;
+    const released = (await agg.client.aggregator.getPlacement({ workload: oldB.workloadId, tenant: TENANT })).placement;
     assert.equal(released?.state, PlacementState.RELEASED);
     await stoppedOnNode(oldB, oldPid);
     assert.equal((await placed("a")).workloadId, a.workloadId, "a was left alone");
@@ -199,7 +199,7 @@ describe("cluster manifests through the aggregator", () => {
     const a = await placed("a");
     assert.equal(a.node, ids.get("node-1"), "zone b is node-1");
     assert.equal((await onNode(a)).state, ExecutableState.RUNNING);
-    assert.equal((await agg.client.aggregator.getPlacement({ workload: oldA.workloadId })).placement?.state, PlacementState.RELEASED);
+    assert.equal((await agg.client.aggregator.getPlacement({ workload: oldA.workloadId, tenant: TENANT })).placement?.state, PlacementState.RELEASED);
   });
 
   it("removing an executable from the manifest releases it and stops its process on its node", async () => {
@@ -212,7 +212,7 @@ describe("cluster manifests through the aggregator", () => {
     assert.equal(apply.code, 0, apply.stderr);
     assert.match(apply.stdout, /- delete\s+executable b\s+no longer in the manifest/);
     assert.deepEqual((await placements(PlacementState.PLACED)).map((p) => p.name), ["a"]);
-    assert.equal((await agg.client.aggregator.getPlacement({ workload: b.workloadId })).placement?.state, PlacementState.RELEASED);
+    assert.equal((await agg.client.aggregator.getPlacement({ workload: b.workloadId, tenant: TENANT })).placement?.state, PlacementState.RELEASED);
     await stoppedOnNode(b, pid);
     assert.deepEqual(applied((await aetherscript(["apply", v3, "--json"])).stdout), []);
   });

@@ -80,9 +80,11 @@ export async function applyManifest(aether: AetherClient, manifest: Manifest, op
       else {
         if (action.kind === "replace" || action.kind === "delete") {
           // Re-read the state: freeing a replaced cell may have stopped it since the plan was made.
-          const { executable } = await aether.runtime.getExecutable({ executable: action.liveId ?? "" });
-          if (executable?.state === ExecutableState.RUNNING) await aether.runtime.stopExecutable({ executable: executable.id, gracePeriod: grace });
-          await aether.runtime.deleteExecutable({ executable: action.liveId ?? "" });
+          // Ids resolve within their tenant only: always name the manifest's.
+          const tenant = manifest.tenant;
+          const { executable } = await aether.runtime.getExecutable({ executable: action.liveId ?? "", tenant });
+          if (executable?.state === ExecutableState.RUNNING) await aether.runtime.stopExecutable({ executable: executable.id, tenant, gracePeriod: grace });
+          await aether.runtime.deleteExecutable({ executable: action.liveId ?? "", tenant });
         }
         if (action.kind === "create" || action.kind === "replace") {
           await start(aether, manifest, decls.get(action.name) as ManifestExecutable);
@@ -105,11 +107,11 @@ export async function applyManifest(aether: AetherClient, manifest: Manifest, op
 
 async function applyCell(aether: AetherClient, manifest: Manifest, action: PlannedAction, decl: ManifestCell | undefined): Promise<void> {
   if (action.kind === "update" && decl) {
-    await aether.cells.updateCell({ cell: action.liveId ?? "", limits: cellLimits(decl) });
+    await aether.cells.updateCell({ cell: action.liveId ?? "", tenant: manifest.tenant, limits: cellLimits(decl) });
     return;
   }
   if (action.kind === "replace" || action.kind === "delete") {
-    await aether.cells.freeCell({ cell: action.liveId ?? "", stopExecutables: true });
+    await aether.cells.freeCell({ cell: action.liveId ?? "", tenant: manifest.tenant, stopExecutables: true });
   }
   if ((action.kind === "create" || action.kind === "replace") && decl) {
     await aether.cells.allocateCell({
