@@ -7,6 +7,7 @@ import { benchCells } from "./cells.js";
 import { benchVms } from "./vm.js";
 import { benchStorage } from "./storage.js";
 import { benchAuctions } from "./auction.js";
+import { benchFencing, FENCING_HEADER } from "./fencing.js";
 import { benchAuthz } from "./authz.js";
 import { repoRoot } from "../test/helpers/daemon.js";
 import { mib } from "./stats.js";
@@ -95,6 +96,11 @@ try {
   console.log(
     `mTLS + authorization + tenant scoping vs the unix socket at p50: ${authz.overheadRatio.toFixed(3)}x (goal < 1.10x); policy and tenant scoping alone (both mTLS): ${authz.policyRatio.toFixed(3)}x; one policy decision in-process: ${authz.decideMicros.toFixed(2)} µs`,
   );
+
+  const FENCE_RUNS = Number(process.env.BENCH_FENCE_RUNS ?? 3);
+  const fencing = await benchFencing(FENCE_RUNS, Number(process.env.BENCH_FENCE_TTL_MS ?? 3000));
+  table(`fencing: a node's last heartbeat to its workloads running elsewhere (3 aetherd, test BMC, lease TTL ${fencing.ttlMs} ms)`, FENCING_HEADER, fencing.rows);
+  console.log(`overhead beyond TTL + BMC delay, worst: ${Object.entries(fencing.worstOverheadMs).map(([d, v]) => `${Number(d) / 1000} s delay ${v.toFixed(0)} ms`).join(", ")} (goal < 1000 ms)`);
 
   const COLD_RUNS = Number(process.env.BENCH_COLD_RUNS ?? 15);
   const cold = benchColdStart(repoRoot, daemon.address, COLD_RUNS);

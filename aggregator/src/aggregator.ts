@@ -22,6 +22,7 @@ import {
   ClusterEventKind,
   DeployResponseSchema,
   NodeSchema,
+  NodeState,
   PlacementState,
   RequestBidRequestSchema,
   WorkloadPlacementSchema,
@@ -49,6 +50,8 @@ import {
 import { NotLeaderError, StoreUnavailableError, type ClusterStore, type Leadership } from "./store.js";
 import { EventLog, type NewEvent } from "./events.js";
 import { NodeRegistry } from "./registry.js";
+import { Deadman } from "./deadman.js";
+import { BmcRegistry, RedfishFencer, type Fencer } from "./fencing.js";
 import { NodeClients, type NodeTls } from "./node-clients.js";
 import { collectBids, decide, diskWearOf, formatMs, whyNoBid, type BidTarget, type Contender } from "./auction.js";
 import { alreadyExists, describeError, failedPrecondition, internal, invalidArgument, notFound, resourceExhausted, unavailable } from "./errors.js";
@@ -85,6 +88,17 @@ export interface AggregatorOptions {
   eventRetention?: number;
   /** TLS material for https:// node addresses. */
   nodeTls?: NodeTls;
+  /**
+   * Switches silent nodes off through their BMCs (deadman.ts). Unset: no BMC is registered, so a
+   * silent node stays SUSPECT with an alert and its workloads stay where they are.
+   */
+  fencer?: Fencer;
+  /** Longest time from a fence request to power state "Off" (60 s). */
+  fenceTimeoutMs?: number;
+  /** Time between power state reads while fencing (500 ms). */
+  fencePollIntervalMs?: number;
+  /** First wait before fencing again after an unconfirmed fence (10 s; doubles up to 5 min). */
+  fenceRetryMs?: number;
   log?: Logger;
 }
 
@@ -104,6 +118,8 @@ interface AuctionJob {
   requestKey: string | undefined;
   /** Nodes to leave out besides the spec's exclude_nodes (the node a workload moves off). */
   exclude?: string[];
+  /** Set when the workload moves off a fenced node: for the WORKLOAD_REPLACED event's attributes. */
+  fenced?: { node: string; lastHeartbeatMs: number };
 }
 
 const LIVE_PLACEMENT = new Set([PlacementState.BIDDING, PlacementState.PROVISIONING, PlacementState.PLACED, PlacementState.REPLACING]);
@@ -126,6 +142,7 @@ export class Aggregator {
   private readonly events: EventLog;
   private readonly registry: NodeRegistry;
   private readonly clients: NodeClients;
+  private readonly deadman: Deadman;
   private readonly startMs = Date.now();
 
   private placements = new Map<string, WorkloadPlacement>();
@@ -146,7 +163,6 @@ export class Aggregator {
   private streamsClosed = false;
   private stopping = false;
   private started = false;
-  private sweepTimer: NodeJS.Timeout | undefined;
   private leadingWaiters: Array<() => void> = [];
 
   constructor(options: AggregatorOptions) {
@@ -162,6 +178,28 @@ export class Aggregator {
     this.events = new EventLog(this.store, options.eventRetention ?? DEFAULT_EVENT_RETENTION, this.log.child({ room: "events" }));
     this.registry = new NodeRegistry(this.store, this.events, this.leaseTtlMs, this.log.child({ room: "registry" }));
     this.clients = new NodeClients(options.nodeTls);
+    this.deadman = new Deadman(
+      {
+        store: this.store,
+        registry: this.registry,
+        log: this.log.child({ room: "deadman" }),
+        emit: (event) => this.emit(event),
+        movablePlacements: (nodeId) => [...this.placements.values()].filter((p) => p.node === nodeId && ON_NODE.has(p.state) && !this.inflightWorkloads.has(p.workloadId)),
+        replaceFenced: (placement, node, lastHeartbeatMs) => this.replaceFenced(placement, node, lastHeartbeatMs),
+        abandonFenced: (placement, node, reason) => this.abandonFenced(placement, node, reason),
+        release: async (address, workloadId, tenant, graceMs, timeoutMs) =>
+          (await this.clients.bid(address).releaseWorkload({ workloadId, tenant, gracePeriod: duration(graceMs) }, { timeoutMs })).released,
+      },
+      {
+        fencer: options.fencer ?? new RedfishFencer(new BmcRegistry([]), () => {
+          throw new Error("no BMC is registered");
+        }),
+        fenceTimeoutMs: options.fenceTimeoutMs,
+        pollIntervalMs: options.fencePollIntervalMs,
+        retryMs: options.fenceRetryMs,
+        leaseTtlMs: this.leaseTtlMs,
+      },
+    );
   }
 
   // ---------------------------------------------------------------- leadership
@@ -225,6 +263,7 @@ export class Aggregator {
     const now = Date.now();
     await this.events.load();
     await this.registry.load(now);
+    await this.deadman.load();
     const placements = new Map<string, WorkloadPlacement>();
     for (const entry of await this.store.list(PLACEMENTS_PREFIX)) {
       const p = this.parse(entry.key, () => fromJsonString(WorkloadPlacementSchema, entry.value, { ignoreUnknownFields: true }));
@@ -244,11 +283,8 @@ export class Aggregator {
     await this.store.put(LEADER_KEY, JSON.stringify(record));
     this.leadership = leadership;
     this.leading = true;
-    const sweepEvery = Math.min(1000, Math.max(20, Math.floor(this.leaseTtlMs / 10)));
-    this.sweepTimer = setInterval(() => {
-      this.registry.sweep(Date.now()).catch((err: unknown) => this.log.warn({ err: describeError(err) }, "lease sweep failed"));
-    }, sweepEvery);
-    this.sweepTimer.unref();
+    // The deadman sweeps expired leases and fences silent nodes, on the leader only.
+    this.deadman.start();
     this.log.info({ replica: this.replica, store: this.store.description, nodes: this.registry.list().length, placements: placements.size, auctions: auctions.size }, "leading");
     for (const resolve of this.leadingWaiters.splice(0)) resolve();
     this.resumeUnfinished();
@@ -257,8 +293,7 @@ export class Aggregator {
   private becomeStandby(why: ConnectError | undefined): void {
     this.leading = false;
     this.leadership = undefined;
-    clearInterval(this.sweepTimer);
-    this.sweepTimer = undefined;
+    this.deadman.stop();
     for (const end of [...this.streamEnders]) end(why);
     this.registry.reset();
     this.events.reset();
@@ -345,7 +380,10 @@ export class Aggregator {
   async registerNode(req: RegisterNodeRequest): Promise<{ node: Node; lease: Lease }> {
     return this.guarded(async () => {
       const previous = this.registry.get(req.nodeId)?.address;
-      const node = await this.registry.register(req);
+      // A fenced node rejoins as a new member, once the workloads it had then are released on it.
+      const rejoin = await this.deadman.beforeRegister(req);
+      const node = await this.registry.register(req, rejoin);
+      await this.deadman.afterRegister(node, rejoin);
       if (previous !== undefined && previous !== node.address) this.forgetAddress(previous);
       return { node: this.withCount(node), lease: node.lease as Lease };
     });
@@ -623,6 +661,7 @@ export class Aggregator {
       throw err;
     }
     const replaced = job.trigger === AuctionTrigger.REPLACEMENT;
+    const fenced = job.fenced;
     void this.emit({
       kind: replaced ? ClusterEventKind.WORKLOAD_REPLACED : ClusterEventKind.WORKLOAD_PLACED,
       node: provisioned.node,
@@ -632,7 +671,11 @@ export class Aggregator {
       message: replaced
         ? `workload ${spec.name} moved from ${previousNode || "-"} to ${provisioned.node}.`
         : `workload ${spec.name} placed on ${provisioned.node}${placement.resourceId ? ` as ${placement.resourceId}` : ""}.`,
-      attributes: { score: String(provisioned.score), ...(replaced ? { from_node: previousNode, to_node: provisioned.node } : {}) },
+      attributes: {
+        score: String(provisioned.score),
+        ...(replaced ? { from_node: previousNode, to_node: provisioned.node } : {}),
+        ...(fenced ? { fenced_node: fenced.node, last_heartbeat: new Date(fenced.lastHeartbeatMs).toISOString(), since_last_heartbeat_ms: String(Date.now() - fenced.lastHeartbeatMs) } : {}),
+      },
     });
     this.log.info(
       { auction: auctionId, workload: spec.workloadId, name: spec.name, node: provisioned.node, score: provisioned.score, bids: record.bids.length, ms: Number((performance.now() - t0).toFixed(2)) },
@@ -680,6 +723,48 @@ export class Aggregator {
         .catch((err: unknown) => this.log.warn({ node: from.id, workload: placement.workloadId, err: describeError(err) }, "could not release the workload on the node it leaves"));
       const spec = placement.spec ?? create(WorkloadSpecSchema);
       await this.runAuction({ spec, windowMs: this.windowMs, trigger: AuctionTrigger.REPLACEMENT, placement, requestKey: undefined, exclude: [from.id] }).catch(() => undefined);
+    });
+  }
+
+  /**
+   * Moves a workload off a node whose power off was confirmed: REPLACING (durable, so a replica that
+   * takes over finishes it), then an auction among the other nodes. Nothing is asked of the fenced node.
+   */
+  private async replaceFenced(current: WorkloadPlacement, from: Node, lastHeartbeatMs: number): Promise<void> {
+    if (this.inflightWorkloads.has(current.workloadId) || !this.leading) return;
+    await this.track(current.workloadId, async () => {
+      const latest = this.placements.get(current.workloadId);
+      if (!latest || latest.node !== from.id || !ON_NODE.has(latest.state)) return;
+      const placement = clone(WorkloadPlacementSchema, latest);
+      placement.state = PlacementState.REPLACING;
+      placement.stateReason = `node ${from.id} (${from.name}) was fenced (power off confirmed through its BMC); placing the workload elsewhere.`;
+      await this.save(undefined, placement);
+      const spec = placement.spec ?? create(WorkloadSpecSchema);
+      await this.runAuction({
+        spec,
+        windowMs: this.windowMs,
+        trigger: AuctionTrigger.REPLACEMENT,
+        placement,
+        requestKey: undefined,
+        exclude: [from.id],
+        fenced: { node: from.id, lastHeartbeatMs },
+      }).catch(() => undefined);
+    });
+  }
+
+  /** A workload of a fenced node that is not started elsewhere: FAILED, with the reason. */
+  private async abandonFenced(current: WorkloadPlacement, from: Node, reason: string): Promise<void> {
+    if (this.inflightWorkloads.has(current.workloadId) || !this.leading) return;
+    await this.track(current.workloadId, async () => {
+      const latest = this.placements.get(current.workloadId);
+      if (!latest || latest.node !== from.id || !ON_NODE.has(latest.state)) return;
+      const placement = clone(WorkloadPlacementSchema, latest);
+      placement.state = PlacementState.FAILED;
+      placement.stateReason = reason;
+      placement.node = "";
+      placement.resourceId = "";
+      await this.save(undefined, placement);
+      void this.emit({ kind: ClusterEventKind.WORKLOAD_FAILED, node: from.id, workloadId: placement.workloadId, tenant: placement.tenant, message: `workload ${placement.name}: ${reason}`, attributes: { fenced_node: from.id } });
     });
   }
 
@@ -735,14 +820,24 @@ export class Aggregator {
     }
     const replacing = placement.state === PlacementState.REPLACING;
     const trigger = replacing ? AuctionTrigger.REPLACEMENT : AuctionTrigger.DEPLOY;
-    return this.runAuction({ spec, windowMs: this.windowMs, trigger, placement, requestKey, exclude: replacing && placement.node ? [placement.node] : [] });
+    const from = replacing && placement.node ? this.registry.get(placement.node) : undefined;
+    return this.runAuction({
+      spec,
+      windowMs: this.windowMs,
+      trigger,
+      placement,
+      requestKey,
+      exclude: replacing && placement.node ? [placement.node] : [],
+      ...(from?.state === NodeState.FENCED && { fenced: { node: from.id, lastHeartbeatMs: msOf(from.heartbeatTime) } }),
+    });
   }
 
   // ---------------------------------------------------------------- placements
 
   private resolvePlacement(ref: string, tenant: string): WorkloadPlacement {
+    // By id too only within the tenant: an id is no key to another tenant's workload.
     const byId = this.placements.get(ref);
-    if (byId) return byId;
+    if (byId && byId.tenant === tenant) return byId;
     const named = [...this.placements.values()].filter((p) => p.tenant === tenant && p.name === ref).sort(newestFirst<WorkloadPlacement>((p) => p.workloadId));
     const found = named.find((p) => LIVE_PLACEMENT.has(p.state)) ?? named[0];
     if (!found) throw notFound(`no workload ${ref} in tenant ${tenant}: aether cluster placements lists them.`);

@@ -1,11 +1,13 @@
 // aether-aggregator's configuration: a TOML file, overridden by command-line flags, checked by one
 // schema (the same arrangement as aetherd's).
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { homedir, hostname } from "node:os";
-import { join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { parse as parseToml } from "smol-toml";
 import { z } from "zod";
 import { DEFAULT_AUCTION_WINDOW_MS, DEFAULT_EVENT_RETENTION, DEFAULT_LEASE_TTL_MS, DEFAULT_PROVISION_TIMEOUT_MS } from "./aggregator.js";
+import { DEFAULT_FENCE_POLL_INTERVAL_MS, DEFAULT_FENCE_RETRY_MS, DEFAULT_FENCE_TIMEOUT_MS } from "./deadman.js";
+import type { BmcEntry } from "./fencing.js";
 
 const HOST_PORT = /^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$/;
 
@@ -28,6 +30,37 @@ const NodeTlsSchema = z
     key: z.string().min(1).optional(),
   })
   .strict();
+
+/**
+ * One BMC: which node it fences (by node name, or by slot narrowed by chassis/rack) and how to log
+ * in. The password is in a file (password_file), never in the config or on the command line.
+ */
+const BmcSchema = z
+  .object({
+    node: z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, "must be the node's name (a DNS label)").optional(),
+    slot: z.number().int().min(1).max(65535).optional(),
+    chassis: z.string().min(1).max(63).optional(),
+    rack: z.string().min(1).max(63).optional(),
+    endpoint: z.string().regex(/^https:\/\/[^\s/]+(\/.*)?$/, "must be the BMC's https:// URL, e.g. https://10.0.0.121"),
+    username: z.string().min(1).max(256),
+    /** File holding the password (its first line); not readable by every user. */
+    password_file: z.string().min(1),
+    /** CA (PEM file) the BMC's certificate chains to. Neither this nor insecure: the system's CAs. */
+    ca_file: z.string().min(1).optional(),
+    /** Accept any certificate (lab BMCs with self-signed certificates). */
+    insecure: z.boolean().default(false),
+    /** Name expected in the BMC's certificate when it differs from the endpoint's host. */
+    server_name: z.string().min(1).optional(),
+    profile: z.enum(["ilo5", "dmtf"]).optional(),
+    request_timeout_ms: z.number().int().min(100).max(600_000).optional(),
+    retries: z.number().int().min(0).max(10).optional(),
+  })
+  .strict()
+  .refine((b) => (b.node === undefined) !== (b.slot === undefined), { message: "give either node (the node's name) or slot (its position), not both and not neither" })
+  .refine((b) => b.slot !== undefined || (b.chassis === undefined && b.rack === undefined), { message: "chassis and rack narrow a slot; they need slot" })
+  .refine((b) => !(b.insecure && b.ca_file !== undefined), { message: "give ca_file or insecure = true, not both" });
+
+export type BmcConfig = z.infer<typeof BmcSchema>;
 
 export const ConfigSchema = z
   .object({
@@ -53,12 +86,25 @@ export const ConfigSchema = z
     replica: z.string().min(1).max(253),
     /** Where clients reach this replica; standbys name it while it leads. */
     advertise: z.string().default(""),
+    /** The authorization policy file (aetherd's format, see @aether/daemon/authz). Unset: built-in bindings. */
+    policy: z.string().min(1).optional(),
     tcp: TcpSchema.optional(),
     /** TLS material for calling nodes at https:// addresses. */
     node_tls: NodeTlsSchema.default({}),
+    /** The BMCs that fence silent nodes ([[bmcs]] here and in the --bmcs file). */
+    bmcs: z.array(BmcSchema).default([]),
+    /** Longest time from a fence request to power state "Off". */
+    fence_timeout_ms: z.number().int().min(100).max(3_600_000),
+    /** Time between power state reads while fencing. */
+    fence_poll_interval_ms: z.number().int().min(10).max(60_000),
+    /** First wait before fencing again after an unconfirmed fence (doubles up to 5 min). */
+    fence_retry_ms: z.number().int().min(100).max(3_600_000),
   })
   .strict()
   .superRefine((config, ctx) => {
+    if (config.fence_poll_interval_ms > config.fence_timeout_ms) {
+      ctx.addIssue({ code: "custom", path: ["fence_poll_interval_ms"], message: `must not be longer than fence_timeout_ms (${config.fence_timeout_ms})` });
+    }
     if (config.store === "etcd" && config.etcd_endpoints.length === 0) {
       ctx.addIssue({ code: "custom", path: ["etcd_endpoints"], message: "--store etcd needs at least one endpoint (--etcd-endpoints http://127.0.0.1:2379)" });
     }
@@ -87,6 +133,12 @@ export interface ConfigFlags {
   nodeTlsCa?: string;
   nodeTlsCert?: string;
   nodeTlsKey?: string;
+  /** A TOML file with [[bmcs]] entries (added to the config file's). */
+  bmcs?: string;
+  policy?: string;
+  fenceTimeoutMs?: number;
+  fencePollIntervalMs?: number;
+  fenceRetryMs?: number;
 }
 
 export class ConfigError extends Error {}
@@ -104,20 +156,43 @@ export function defaultAggregatorStateDir(): string {
   return join(process.env.XDG_STATE_HOME ?? join(homedir(), ".local", "state"), "aether-aggregator");
 }
 
+function readToml(path: string, what: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    throw new ConfigError(`cannot read the ${what} ${path}: ${(err as Error).message}`);
+  }
+  try {
+    return parseToml(text) as Record<string, unknown>;
+  } catch (err) {
+    throw new ConfigError(`${path} is not valid TOML: ${(err as Error).message}`);
+  }
+}
+
+/** [[bmcs]] of a TOML file, with their file paths resolved against the file's folder. */
+function bmcsOf(file: Record<string, unknown>, path: string): unknown[] {
+  const list = file.bmcs;
+  if (list === undefined) return [];
+  if (!Array.isArray(list)) throw new ConfigError(`${path}: bmcs must be a list of [[bmcs]] tables`);
+  const base = dirname(resolve(path));
+  return list.map((entry: unknown) => {
+    if (typeof entry !== "object" || entry === null) return entry;
+    const e = { ...(entry as Record<string, unknown>) };
+    for (const key of ["password_file", "ca_file"]) if (typeof e[key] === "string") e[key] = resolve(base, e[key] as string);
+    return e;
+  });
+}
+
 export function loadConfig(flags: ConfigFlags): Config {
   let file: Record<string, unknown> = {};
-  if (flags.config !== undefined) {
-    let text: string;
-    try {
-      text = readFileSync(flags.config, "utf8");
-    } catch (err) {
-      throw new ConfigError(`cannot read the config file ${flags.config}: ${(err as Error).message}`);
-    }
-    try {
-      file = parseToml(text) as Record<string, unknown>;
-    } catch (err) {
-      throw new ConfigError(`${flags.config} is not valid TOML: ${(err as Error).message}`);
-    }
+  if (flags.config !== undefined) file = readToml(flags.config, "config file");
+  const bmcs = [...(flags.config !== undefined ? bmcsOf(file, flags.config) : [])];
+  if (flags.bmcs !== undefined) {
+    const extra = readToml(flags.bmcs, "BMC file");
+    const unknown = Object.keys(extra).filter((k) => k !== "bmcs");
+    if (unknown.length > 0) throw new ConfigError(`${flags.bmcs} may hold only [[bmcs]] tables; it also has ${unknown.join(", ")}`);
+    bmcs.push(...bmcsOf(extra, flags.bmcs));
   }
   const fileTcp = (file.tcp ?? {}) as Record<string, unknown>;
   const tcp = {
@@ -145,7 +220,11 @@ export function loadConfig(flags: ConfigFlags): Config {
     provision_timeout_ms: DEFAULT_PROVISION_TIMEOUT_MS,
     event_retention: DEFAULT_EVENT_RETENTION,
     replica: `${hostname()}-${process.pid}`,
+    fence_timeout_ms: DEFAULT_FENCE_TIMEOUT_MS,
+    fence_poll_interval_ms: DEFAULT_FENCE_POLL_INTERVAL_MS,
+    fence_retry_ms: DEFAULT_FENCE_RETRY_MS,
     ...file,
+    bmcs,
     ...(flags.socket !== undefined && { socket: flags.socket }),
     ...(flags.stateDir !== undefined && { state_dir: flags.stateDir }),
     ...(flags.logLevel !== undefined && { log_level: flags.logLevel }),
@@ -158,6 +237,10 @@ export function loadConfig(flags: ConfigFlags): Config {
     ...(flags.eventRetention !== undefined && { event_retention: flags.eventRetention }),
     ...(flags.replica !== undefined && { replica: flags.replica }),
     ...(flags.advertise !== undefined && { advertise: flags.advertise }),
+    ...(flags.policy !== undefined && { policy: flags.policy }),
+    ...(flags.fenceTimeoutMs !== undefined && { fence_timeout_ms: flags.fenceTimeoutMs }),
+    ...(flags.fencePollIntervalMs !== undefined && { fence_poll_interval_ms: flags.fencePollIntervalMs }),
+    ...(flags.fenceRetryMs !== undefined && { fence_retry_ms: flags.fenceRetryMs }),
     tcp: Object.keys(tcp).length > 0 ? tcp : undefined,
     node_tls: nodeTls,
   };
@@ -171,4 +254,51 @@ export function loadConfig(flags: ConfigFlags): Config {
   config.socket = resolve(config.socket);
   config.state_dir = resolve(config.state_dir);
   return config;
+}
+
+/**
+ * The BMC entries with their passwords and CA certificates read from their files. Errors name the
+ * entry and the file, never the password.
+ */
+export function readBmcEntries(config: Config): BmcEntry[] {
+  const seen = new Set<string>();
+  return config.bmcs.map((b, i) => {
+    const which = `BMC ${b.endpoint} (bmcs[${i}], for ${b.node !== undefined ? `node ${b.node}` : `slot ${b.slot}${b.chassis ? ` of chassis ${b.chassis}` : ""}${b.rack ? ` in rack ${b.rack}` : ""}`})`;
+    const key = b.node !== undefined ? `node:${b.node}` : `slot:${b.slot}/${b.chassis ?? "*"}/${b.rack ?? "*"}`;
+    if (seen.has(key)) throw new ConfigError(`invalid configuration: ${which} is the second BMC for the same ${b.node !== undefined ? "node" : "position"}; keep one.`);
+    seen.add(key);
+    let password: string;
+    try {
+      const mode = statSync(b.password_file).mode;
+      if ((mode & 0o004) !== 0) throw new Error(`it is readable by every user (mode ${(mode & 0o777).toString(8)}); chmod 600 it`);
+      password = readFileSync(b.password_file, "utf8").split(/\r?\n/)[0] ?? "";
+    } catch (err) {
+      throw new ConfigError(`cannot use the password_file ${b.password_file} of ${which}: ${(err as Error).message}`);
+    }
+    if (password === "") throw new ConfigError(`the password_file ${b.password_file} of ${which} is empty; put the BMC user's password on its first line.`);
+    let caPem: string | undefined;
+    if (b.ca_file !== undefined) {
+      try {
+        caPem = readFileSync(b.ca_file, "utf8");
+      } catch (err) {
+        throw new ConfigError(`cannot read the ca_file ${b.ca_file} of ${which}: ${(err as Error).message}`);
+      }
+      if (!caPem.includes("-----BEGIN CERTIFICATE-----")) throw new ConfigError(`the ca_file ${b.ca_file} of ${which} holds no PEM certificate.`);
+    }
+    return {
+      ...(b.node !== undefined && { node: b.node }),
+      ...(b.slot !== undefined && { slot: b.slot }),
+      ...(b.chassis !== undefined && { chassis: b.chassis }),
+      ...(b.rack !== undefined && { rack: b.rack }),
+      endpoint: b.endpoint,
+      username: b.username,
+      password,
+      ...(caPem !== undefined && { caPem }),
+      ...(b.insecure && { insecureSkipVerify: true }),
+      ...(b.server_name !== undefined && { serverName: b.server_name }),
+      ...(b.profile !== undefined && { profile: b.profile }),
+      ...(b.request_timeout_ms !== undefined && { requestTimeoutMs: b.request_timeout_ms }),
+      ...(b.retries !== undefined && { retries: b.retries }),
+    };
+  });
 }

@@ -27,9 +27,38 @@ export {
   type Decision,
   type TieBreakRule,
 } from "./auction.js";
-export { NodeRegistry } from "./registry.js";
+export { NodeRegistry, INCARNATION_LABEL, type Rejoin } from "./registry.js";
+export {
+  Deadman,
+  restartPolicy,
+  DEFAULT_FENCE_POLL_INTERVAL_MS,
+  DEFAULT_FENCE_RETRY_MS,
+  DEFAULT_FENCE_TIMEOUT_MS,
+  MAX_FENCE_RETRY_MS,
+  RESTART_LABEL,
+  type DeadmanHost,
+  type DeadmanOptions,
+  type FencingRecord,
+  type RestartPolicy,
+} from "./deadman.js";
+export {
+  BmcRegistry,
+  RedfishFencer,
+  describeBmc,
+  fenceTargetOf,
+  positionOf,
+  type BmcEntry,
+  type FenceOptions,
+  type FenceOutcome,
+  type FenceTarget,
+  type Fencer,
+  type LocatedBmc,
+  type Location,
+  type RedfishFenceClient,
+  type RedfishTarget,
+} from "./fencing.js";
 export { EventLog, type NewEvent } from "./events.js";
 export { NodeClients, type NodeTls } from "./node-clients.js";
 export { aggregatorRoutes, aggregatorService, healthService } from "./service.js";
 export { listen, ListenError, type Listeners, type ListenOptions } from "./server.js";
-export { loadConfig, ConfigError, defaultAggregatorSocket, defaultAggregatorStateDir, type Config, type ConfigFlags } from "./config.js";
+export { loadConfig, readBmcEntries, ConfigError, defaultAggregatorSocket, defaultAggregatorStateDir, type BmcConfig, type Config, type ConfigFlags } from "./config.js";

@@ -6,11 +6,16 @@
 import { Command, InvalidArgumentError } from "commander";
 import { readFileSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { ConfigError, loadConfig, type Config, type ConfigFlags } from "./config.js";
+import type { Logger } from "pino";
+import { ConfigError, loadConfig, readBmcEntries, type Config, type ConfigFlags } from "./config.js";
+import { BmcRegistry, RedfishFencer, describeBmc, type Fencer } from "./fencing.js";
 import { createLogger } from "./logger.js";
-import { listen, ListenError } from "./server.js";
+import { callerOfRequest, listen, ListenError } from "./server.js";
+import { Authorizer, methodsOf } from "@aether/daemon/authz";
+import { AggregatorService } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
+import { NodeService } from "@aether/sdk/gen/aether/node/v1/node_pb";
 import { Aggregator } from "./aggregator.js";
 import { aggregatorRoutes } from "./service.js";
 import { EmbeddedStore } from "./embedded-store.js";
@@ -26,6 +31,26 @@ async function openStore(config: Config): Promise<ClusterStore> {
   return new EtcdStore(config.etcd_endpoints, { prefix: config.etcd_prefix });
 }
 
+/** The fencer on the configured BMCs (undefined when none is configured); passwords are read here. */
+async function fencerFor(config: Config, log: Logger): Promise<Fencer | undefined> {
+  const entries = readBmcEntries(config);
+  if (entries.length === 0) {
+    log.info("no BMC is configured ([[bmcs]] / --bmcs): a silent node is only suspected and alerted on, never fenced, and its workloads stay where they are");
+    return undefined;
+  }
+  let bmcs: BmcRegistry;
+  try {
+    bmcs = new BmcRegistry(entries);
+  } catch (err) {
+    throw new ConfigError(`invalid configuration: bmcs: ${(err as Error).message}`);
+  }
+  // Loaded only when BMCs are configured.
+  const { RedfishClient } = await import("@aether/daemon/fence");
+  const redfishLog = log.child({ room: "redfish" });
+  for (const e of entries) log.info({ bmc: describeBmc(e) }, "BMC registered for fencing");
+  return new RedfishFencer(bmcs, (target) => new RedfishClient(target, { log: redfishLog }));
+}
+
 function advertised(config: Config, tcpAddress: string | undefined): string {
   if (config.advertise !== "") return config.advertise;
   if (config.tcp && tcpAddress !== undefined) return `${config.tcp.cert !== undefined ? "https" : "http"}://${tcpAddress}`;
@@ -36,6 +61,7 @@ async function run(flags: ConfigFlags): Promise<void> {
   const config = loadConfig(flags);
   await mkdir(config.state_dir, { recursive: true, mode: 0o700 });
   const log = createLogger(config.log_level, join(config.state_dir, "aggregator.log"));
+  const fencer = await fencerFor(config, log);
   const store = await openStore(config);
   const aggregator = new Aggregator({
     store,
@@ -45,8 +71,22 @@ async function run(flags: ConfigFlags): Promise<void> {
     provisionTimeoutMs: config.provision_timeout_ms,
     eventRetention: config.event_retention,
     nodeTls: config.node_tls,
+    ...(fencer && { fencer }),
+    fenceTimeoutMs: config.fence_timeout_ms,
+    fencePollIntervalMs: config.fence_poll_interval_ms,
+    fenceRetryMs: config.fence_retry_ms,
     log,
   });
+  // Who may call what: the same policy file format, roles and tenant scoping as aetherd.
+  let authorizer: Authorizer;
+  try {
+    authorizer = new Authorizer(config.policy === undefined ? undefined : resolve(config.policy), methodsOf([AggregatorService, NodeService]), log.child({ room: "authz" }));
+  } catch (err) {
+    await store.close();
+    throw new ConfigError((err as Error).message);
+  }
+  authorizer.watch();
+  process.on("SIGHUP", () => authorizer.reload());
   let listeners;
   try {
     listeners = await listen(
@@ -57,6 +97,7 @@ async function run(flags: ConfigFlags): Promise<void> {
       },
       aggregatorRoutes(aggregator),
       log,
+      [authorizer.interceptor(callerOfRequest)],
     );
   } catch (err) {
     await store.close();
@@ -79,6 +120,7 @@ async function run(flags: ConfigFlags): Promise<void> {
     deadline.unref();
     void (async () => {
       aggregator.endStreams();
+      authorizer.close();
       await listeners.close().catch((err: unknown) => log.warn({ err: (err as Error).message }, "closing the listeners failed"));
       await aggregator.stop();
       await store.close().catch((err: unknown) => log.warn({ err: (err as Error).message }, "closing the store failed"));
@@ -101,7 +143,7 @@ const program = new Command("aether-aggregator")
   .version(VERSION)
   .option(
     "-c, --config <file>",
-    "TOML config file (keys: socket, state_dir, log_level, max_message_bytes, store, etcd_endpoints, etcd_prefix, auction_window_ms, lease_ttl_ms, provision_timeout_ms, event_retention, replica, advertise, [tcp] listen/cert/key/client_ca, [node_tls] ca/cert/key)",
+    "TOML config file (keys: socket, state_dir, log_level, max_message_bytes, store, etcd_endpoints, etcd_prefix, auction_window_ms, lease_ttl_ms, provision_timeout_ms, event_retention, replica, advertise, [tcp] listen/cert/key/client_ca, [node_tls] ca/cert/key, fence_timeout_ms, fence_poll_interval_ms, fence_retry_ms, [[bmcs]] node|slot/chassis/rack, endpoint, username, password_file, ca_file|insecure, profile)",
   )
   .option("--socket <path>", "unix socket to serve on (default /run/aether/aggregator.sock as root)")
   .option("--state-dir <dir>", "where the embedded store and the log are kept (default /var/lib/aether-aggregator as root)")
@@ -114,14 +156,19 @@ const program = new Command("aether-aggregator")
   .option("--etcd-endpoints <urls>", "comma-separated etcd endpoints, e.g. http://127.0.0.1:2379")
   .option("--etcd-prefix <prefix>", "key prefix in etcd (default /aether/aggregator/)")
   .option("--auction-window-ms <ms>", "how long an auction waits for bids (default 250)", integer("--auction-window-ms"))
-  .option("--lease-ttl-ms <ms>", "node lease length; nodes heartbeat every third of it (default 15000)", integer("--lease-ttl-ms"))
+  .option("--lease-ttl-ms <ms>", "node lease length, the deadman timeout: a node silent this long is suspect and fenced; nodes heartbeat every third of it (default 15000)", integer("--lease-ttl-ms"))
   .option("--provision-timeout-ms <ms>", "how long a winner may take to provision (default 60000)", integer("--provision-timeout-ms"))
   .option("--event-retention <n>", "cluster events kept for replay (default 10000)", integer("--event-retention"))
   .option("--replica <name>", "this replica's name in the election (default hostname-pid)")
   .option("--advertise <address>", "address clients reach this replica at, named by standbys (default: the TCP address, else the socket)")
+  .option("--policy <file>", "authorization policy (TOML, aetherd's format): roles and allow/deny rules; tenants see only their own placements, auctions and events")
   .option("--node-tls-ca <file>", "CA of the nodes' certificates, for https:// node addresses")
   .option("--node-tls-cert <file>", "client certificate presented to nodes")
   .option("--node-tls-key <file>", "its private key")
+  .option("--bmcs <file>", "TOML file of [[bmcs]] entries: the BMC that fences each node (by node name or slot) and its login (password_file)")
+  .option("--fence-timeout-ms <ms>", "longest time from a fence request to power state Off (default 60000)", integer("--fence-timeout-ms"))
+  .option("--fence-poll-interval-ms <ms>", "time between power state reads while fencing (default 500)", integer("--fence-poll-interval-ms"))
+  .option("--fence-retry-ms <ms>", "first wait before fencing again after an unconfirmed fence; doubles up to 5 min (default 10000)", integer("--fence-retry-ms"))
   .addHelpText(
     "after",
     `
@@ -129,6 +176,7 @@ Examples:
   aether-aggregator                                       one replica, state in /var/lib/aether-aggregator
   aether-aggregator --socket /tmp/agg.sock --state-dir /tmp/agg --auction-window-ms 100
   aether-aggregator --listen 127.0.0.1:7450 --lease-ttl-ms 5000
+  aether-aggregator --bmcs /etc/aether/bmcs.toml            fence silent nodes through their BMCs
   aether-aggregator --store etcd --etcd-endpoints http://10.0.0.2:2379,http://10.0.0.3:2379 --replica agg-1 \\
       --listen 10.0.0.5:7450 --tls-cert agg.pem --tls-key agg.key --tls-client-ca ca.pem
   aether cluster --aggregator unix:///tmp/agg.sock nodes`,

@@ -37,6 +37,17 @@ import { formatMs } from "./auction.js";
 import { compareStrings, KeyedMutex } from "./util.js";
 
 export const NODES_PREFIX = "nodes/";
+/** Label the aggregator sets on a node that rejoined after being fenced: its member generation (2, 3, ...). */
+export const INCARNATION_LABEL = "aether.io/incarnation";
+
+/** A fenced node registering again, as a new member. */
+export interface Rejoin {
+  /** The new member generation (the first registration is 1). */
+  incarnation: number;
+  /** What was done about its old workloads, as a sentence. */
+  summary: string;
+  attributes: Record<string, string>;
+}
 const nodeKey = (id: string) => `${NODES_PREFIX}${id}`;
 
 const iso = (ms: number) => new Date(ms).toISOString();
@@ -104,7 +115,11 @@ export class NodeRegistry {
     });
   }
 
-  async register(req: RegisterNodeRequest): Promise<Node> {
+  /**
+   * Registers a node. `rejoin` is set when the node comes back after being fenced: it joins as a new
+   * member (its incarnation, also the label aether.io/incarnation), with the event saying so.
+   */
+  async register(req: RegisterNodeRequest, rejoin?: Rejoin): Promise<Node> {
     const id = checkNodeId("node_id", req.nodeId);
     const name = dnsLabel("name", req.name);
     const address = nodeAddress("address", req.address).address;
@@ -118,6 +133,14 @@ export class NodeRegistry {
     return this.locks.run(id, async () => {
       const now = Date.now();
       const existing = this.nodes.get(id);
+      if (existing?.state === NodeState.FENCING) {
+        throw failedPrecondition(
+          `node ${id} (${existing.name}) is being fenced through its BMC right now (${existing.stateReason.replace(/\.$/, "")}); it cannot register until the fence has ended: retry in a few seconds.`,
+        );
+      }
+      if (existing?.state === NodeState.FENCED && rejoin === undefined) {
+        throw failedPrecondition(`node ${id} (${existing.name}) was fenced; it rejoins as a new member once its stale workloads are released: register again.`);
+      }
       if (existing && existing.address !== address && this.isLive(existing, now)) {
         throw alreadyExists(
           `node id ${id} is already registered by a live node at ${existing.address} (lease valid until ${iso(msOf(existing.lease?.expireTime))}); ` +
@@ -127,7 +150,7 @@ export class NodeRegistry {
       const node = create(NodeSchema, {
         id,
         name,
-        labels: nodeLabels,
+        labels: rejoin ? { ...nodeLabels, [INCARNATION_LABEL]: String(rejoin.incarnation) } : nodeLabels,
         createTime: existing?.createTime ?? timestamp(now),
         state: NodeState.READY,
         stateReason: "",
@@ -142,6 +165,15 @@ export class NodeRegistry {
       await this.store.put(nodeKey(id), toJsonString(NodeSchema, node));
       this.nodes.set(id, node);
       const recovered = existing !== undefined && existing.state !== NodeState.READY;
+      if (rejoin) {
+        void this.emit({
+          kind: ClusterEventKind.NODE_REGISTERED,
+          node: id,
+          message: `node ${id} (${name}) rejoined at ${address} as a new member (incarnation ${rejoin.incarnation}) after being fenced; ${rejoin.summary}`,
+          attributes: { address, incarnation: String(rejoin.incarnation), previous_state: existing ? (NodeState[existing.state] ?? "") : "", ...rejoin.attributes },
+        });
+        return node;
+      }
       void this.emit({
         kind: recovered ? ClusterEventKind.NODE_RECOVERED : ClusterEventKind.NODE_REGISTERED,
         node: id,
@@ -196,6 +228,35 @@ export class NodeRegistry {
       void this.emit({ kind: ClusterEventKind.NODE_DEREGISTERED, node: id, message: `node ${id} (${node.name}) was deregistered; it takes part in no further auctions.` });
       return node;
     });
+  }
+
+  /**
+   * Moves a node to another state when `expect` holds for its current record (checked under the
+   * node's lock, so a registration cannot slip in between); returns the new record, or undefined
+   * when the node is gone or no longer as expected.
+   */
+  async transition(id: string, expect: (node: Node) => boolean, state: NodeState, reason: string): Promise<Node | undefined> {
+    return this.locks.run(id, async () => {
+      const current = this.nodes.get(id);
+      if (!current || !expect(current)) return undefined;
+      const updated = clone(NodeSchema, current);
+      updated.state = state;
+      updated.stateReason = reason;
+      await this.store.put(nodeKey(id), toJsonString(NodeSchema, updated));
+      this.nodes.set(id, updated);
+      return updated;
+    });
+  }
+
+  /** The earliest lease expiry among READY nodes (ms), or undefined when none is READY. */
+  nextExpiry(): number | undefined {
+    let next: number | undefined;
+    for (const node of this.nodes.values()) {
+      if (node.state !== NodeState.READY) continue;
+      const at = msOf(node.lease?.expireTime);
+      if (next === undefined || at < next) next = at;
+    }
+    return next;
   }
 
   /** Marks READY nodes whose lease ran out SUSPECT. */

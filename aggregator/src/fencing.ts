@@ -1,0 +1,224 @@
+// Fencing: which BMC switches off which node, and the Fencer that does it. The deadman (deadman.ts)
+// asks the Fencer only about nodes that stopped heartbeating; the Fencer never decides anything.
+//
+// A BMC is registered for a node by its name (`node = "node-b"`) or by its position in the rack
+// (`slot = 2`, optionally narrowed by `chassis` and `rack`). A name wins over a position. Two
+// entries for the same name, or for the same position, are refused when the configuration loads;
+// a node that matches several position entries (one with a chassis, one without) is not fenced
+// (the deadman raises an alert) rather than fenced through a guess.
+//
+// Credentials are held here and handed to the Redfish client only: describe() and every error
+// sentence name the endpoint and the user, never the password.
+import type { Node } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
+
+/** Where a BMC is and how to log in to it (the password is read from a file when the config loads). */
+export interface BmcEntry {
+  /** Node name this BMC fences; or */
+  node?: string;
+  /** the node position it fences: slot, optionally narrowed by chassis and rack. */
+  slot?: number;
+  chassis?: string;
+  rack?: string;
+  /** https://bmc-b.example:443 (the Redfish service root is found under it). */
+  endpoint: string;
+  username: string;
+  /** Never logged, never in events or errors. */
+  password: string;
+  profile?: "ilo5" | "dmtf";
+  /** CA the BMC's certificate chains to (PEM text). */
+  caPem?: string;
+  /** Accept any certificate (lab BMCs with self-signed certificates only). */
+  insecureSkipVerify?: boolean;
+  /** Name expected in the BMC's certificate when it differs from the endpoint's host. */
+  serverName?: string;
+  requestTimeoutMs?: number;
+  retries?: number;
+}
+
+/** What the deadman knows of a node it wants fenced. */
+export interface FenceTarget {
+  id: string;
+  name: string;
+  rack: string;
+  chassis: string;
+  slot: number;
+}
+
+export function fenceTargetOf(node: Node): FenceTarget {
+  return { id: node.id, name: node.name, rack: node.position?.rack ?? "", chassis: node.position?.chassis ?? "", slot: node.position?.slot ?? 0 };
+}
+
+/** The node's position as words: "slot 2 of chassis c1 in rack r1", or "no slot" when unknown. */
+export function positionOf(t: FenceTarget): string {
+  if (t.slot === 0) return t.chassis || t.rack ? `no slot (chassis ${t.chassis || "-"}, rack ${t.rack || "-"})` : "no slot";
+  return `slot ${t.slot}${t.chassis ? ` of chassis ${t.chassis}` : ""}${t.rack ? ` in rack ${t.rack}` : ""}`;
+}
+
+/** The BMC found for a node: a key (the same BMC, the same key) and a description without credentials. */
+export interface LocatedBmc {
+  key: string;
+  description: string;
+  endpoint: string;
+}
+
+export type Location = { found: LocatedBmc } | { none: string };
+
+/** How a fence ended. Only `confirmed` (power state "Off" read back) lets workloads move. */
+export interface FenceOutcome {
+  confirmed: boolean;
+  /** A sentence: already off, confirmed after N polls, the BMC's refusal, the deadline passed in PoweringOff. */
+  reason: string;
+  alreadyOff?: boolean;
+  /** The last power state read ("Off", "PoweringOff", ...), when one was read. */
+  powerState?: string;
+  pollCount?: number;
+}
+
+export interface FenceOptions {
+  /** Longest time from the call to power state "Off". */
+  timeoutMs: number;
+  /** Time between power state reads. */
+  pollIntervalMs: number;
+  /** Aborts the fence (the deadman gave up on a BMC that hangs). */
+  signal?: AbortSignal;
+}
+
+/** Switches nodes off through their BMCs. */
+export interface Fencer {
+  /** The BMC registered for the node, or a sentence saying why there is none. */
+  locate(node: FenceTarget): Location;
+  /**
+   * Powers the node off and reads "Off" back. An unconfirmed fence is an outcome (confirmed false);
+   * a thrown error (wrong password, unreachable BMC) counts as unconfirmed too.
+   */
+  fence(node: FenceTarget, bmc: LocatedBmc, options: FenceOptions): Promise<FenceOutcome>;
+}
+
+/** The part of the Redfish client (@aether/daemon/fence) the aggregator uses. */
+export interface RedfishFenceClient {
+  fence(opts: { timeoutMs: number; pollIntervalMs: number; signal?: AbortSignal }): Promise<{ confirmed: boolean; reason: string; alreadyOff?: boolean; powerState?: string; pollCount?: number }>;
+  /** Releases its connections. */
+  close?(): void;
+}
+
+/** The target handed to the Redfish client (the BmcTarget of @aether/daemon/fence). */
+export interface RedfishTarget {
+  endpoint: string;
+  username: string;
+  password: string;
+  profile?: "ilo5" | "dmtf";
+  caPem?: string;
+  insecureSkipVerify?: boolean;
+  serverName?: string;
+  requestTimeoutMs?: number;
+  retries?: number;
+}
+
+const positionKey = (e: { slot?: number; chassis?: string; rack?: string }) => `slot=${e.slot ?? 0},chassis=${e.chassis ?? "*"},rack=${e.rack ?? "*"}`;
+
+/** Describes an entry without its credentials. */
+export function describeBmc(e: BmcEntry): string {
+  const what = e.node !== undefined ? `node ${e.node}` : positionOf({ id: "", name: "", slot: e.slot ?? 0, chassis: e.chassis ?? "", rack: e.rack ?? "" });
+  return `the BMC at ${e.endpoint} (user ${e.username}${e.profile ? `, ${e.profile}` : ""}) registered for ${what}`;
+}
+
+/** The aggregator's BMC registry: which BMC fences which node. */
+export class BmcRegistry {
+  private readonly byNode = new Map<string, { entry: BmcEntry; index: number }>();
+  private readonly byPosition: Array<{ entry: BmcEntry; index: number }> = [];
+
+  constructor(readonly entries: readonly BmcEntry[]) {
+    const seenPositions = new Set<string>();
+    entries.forEach((entry, index) => {
+      if ((entry.node === undefined) === (entry.slot === undefined)) {
+        throw new RangeError(`BMC entry ${index + 1} (${entry.endpoint}) must name either a node or a slot (not both, not neither).`);
+      }
+      if (entry.node !== undefined) {
+        if (this.byNode.has(entry.node)) throw new RangeError(`two BMC entries are registered for node ${entry.node}; keep one.`);
+        this.byNode.set(entry.node, { entry, index });
+      } else {
+        if (!((entry.slot ?? 0) >= 1)) throw new RangeError(`BMC entry ${index + 1} (${entry.endpoint}) gives slot ${entry.slot}; slots start at 1.`);
+        const key = positionKey(entry);
+        if (seenPositions.has(key)) throw new RangeError(`two BMC entries are registered for ${describeBmc(entry).replace(/^.* registered for /, "")}; keep one.`);
+        seenPositions.add(key);
+        this.byPosition.push({ entry, index });
+      }
+    });
+  }
+
+  get size(): number {
+    return this.entries.length;
+  }
+
+  /** The entry for a node: by name, else the one position entry that matches. */
+  find(node: FenceTarget): { entry: BmcEntry; key: string } | { none: string } {
+    const named = this.byNode.get(node.name);
+    if (named) return { entry: named.entry, key: `bmc-${named.index + 1}` };
+    if (node.slot === 0) {
+      return { none: `no BMC is registered for node ${node.name} (${node.id}), and it reports no slot to match one by position (${positionOf(node)})` };
+    }
+    const matches = this.byPosition.filter(
+      ({ entry }) => entry.slot === node.slot && (entry.chassis === undefined || entry.chassis === node.chassis) && (entry.rack === undefined || entry.rack === node.rack),
+    );
+    if (matches.length === 0) return { none: `no BMC is registered for node ${node.name} (${node.id}, ${positionOf(node)})` };
+    if (matches.length > 1) {
+      return { none: `${matches.length} BMC entries match node ${node.name} (${positionOf(node)}): ${matches.map((m) => m.entry.endpoint).join(", ")}; give the node's chassis/rack in them, or register the BMC by node name` };
+    }
+    const only = matches[0] as { entry: BmcEntry; index: number };
+    return { entry: only.entry, key: `bmc-${only.index + 1}` };
+  }
+}
+
+/** The Fencer on real BMCs: a Redfish client per fence, built by `connect` (RedfishClient in production). */
+export class RedfishFencer implements Fencer {
+  constructor(
+    private readonly bmcs: BmcRegistry,
+    private readonly connect: (target: RedfishTarget) => RedfishFenceClient,
+  ) {}
+
+  locate(node: FenceTarget): Location {
+    const found = this.bmcs.find(node);
+    if ("none" in found) return found;
+    return { found: { key: found.key, description: describeBmc(found.entry), endpoint: found.entry.endpoint } };
+  }
+
+  async fence(node: FenceTarget, bmc: LocatedBmc, options: FenceOptions): Promise<FenceOutcome> {
+    const found = this.bmcs.find(node);
+    if ("none" in found) return { confirmed: false, reason: found.none };
+    if (found.key !== bmc.key) return { confirmed: false, reason: `the BMC registered for node ${node.name} changed while fencing it; fencing again` };
+    const e = found.entry;
+    let client: RedfishFenceClient | undefined;
+    let result: Awaited<ReturnType<RedfishFenceClient["fence"]>>;
+    try {
+      client = this.connect({
+        endpoint: e.endpoint,
+        username: e.username,
+        password: e.password,
+        ...(e.profile !== undefined && { profile: e.profile }),
+        ...(e.caPem !== undefined && { caPem: e.caPem }),
+        ...(e.insecureSkipVerify !== undefined && { insecureSkipVerify: e.insecureSkipVerify }),
+        ...(e.serverName !== undefined && { serverName: e.serverName }),
+        ...(e.requestTimeoutMs !== undefined && { requestTimeoutMs: e.requestTimeoutMs }),
+        ...(e.retries !== undefined && { retries: e.retries }),
+      });
+      result = await client.fence({ timeoutMs: options.timeoutMs, pollIntervalMs: options.pollIntervalMs, ...(options.signal && { signal: options.signal }) });
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      return { confirmed: false, reason: scrub(message, e.password) };
+    } finally {
+      client?.close?.();
+    }
+    return {
+      confirmed: result.confirmed === true,
+      reason: scrub(result.reason, e.password),
+      ...(result.alreadyOff !== undefined && { alreadyOff: result.alreadyOff }),
+      ...(result.powerState !== undefined && { powerState: result.powerState }),
+      ...(result.pollCount !== undefined && { pollCount: result.pollCount }),
+    };
+  }
+}
+
+/** Removes a secret from a sentence (in case a BMC or a library echoes it back). */
+export function scrub(sentence: string, secret: string): string {
+  return secret.length >= 4 ? sentence.split(secret).join("********") : sentence;
+}
