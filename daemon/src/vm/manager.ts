@@ -352,8 +352,9 @@ export class VmManager {
     await removeSeed(seed);
     if (cellId !== "") {
       try {
-        const cell = this.cells.resolve(cellId, "");
-        await this.cells.free(cell, true);
+        // The VM's own cell, by id in whichever tenant the VM is (not a caller's lookup).
+        const cell = this.cells.list().find((c) => c.id === cellId);
+        if (cell) await this.cells.free(cell, true);
       } catch (err) {
         this.log.warn({ cellId, err }, "could not free a VM's cell");
       }
