@@ -156,7 +156,7 @@ describe("bidding", () => {
     assert.equal(executable?.state, runtime.ExecutableState.RUNNING);
     assert.ok(isRunning(executable?.pid ?? 0));
     await eventually(async () => {
-      const logs = await collect(env.aether.observe.streamLogs({ source: observe.LogSource.EXECUTABLE, target: exe?.id ?? "" }));
+      const logs = await collect(env.aether.observe.streamLogs({ source: observe.LogSource.EXECUTABLE, target: exe?.id ?? "", tenant: "bids" }));
       return (logs[observe.LogChannel.STDOUT] ?? "").includes("provisioned") ? true : undefined;
     }, 10_000, "the executable's output");
 

@@ -232,8 +232,8 @@ describe("runtime: executables", () => {
       assert.equal(afterCount, before, "nothing was recorded");
     });
 
-    it("unbuilt services say UNIMPLEMENTED with a sentence", async () => {
-      await rejectsWith(env.aether.fence.listBmcs({}), Code.Unimplemented, /not implemented in this aetherd yet: Redfish fencing/);
+    it("a service aetherd does not serve says UNIMPLEMENTED with a sentence naming who does", async () => {
+      await rejectsWith(env.aether.aggregator.listNodes({}), Code.Unimplemented, /served by aether-aggregator, not by aetherd/);
     });
   });
 });
