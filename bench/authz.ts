@@ -6,7 +6,6 @@
 //    its tenant: every check a tenant's call goes through.
 // Also the policy decision alone, in-process, per call.
 import { mkdtempSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type AetherClient } from "@aether/sdk";
@@ -14,6 +13,7 @@ import { decide, parsePolicy } from "../daemon/src/api/policy.js";
 import { startDaemon } from "../test/helpers/daemon.js";
 import { createCa } from "../test/helpers/pki.js";
 import { ms, percentile } from "./stats.js";
+import { freePort } from "../test/helpers/net.js";
 
 export interface AuthzBenchResult {
   rows: string[][];
@@ -24,13 +24,6 @@ export interface AuthzBenchResult {
   decideMicros: number;
 }
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
-  const { port } = server.address() as { port: number };
-  await new Promise((r) => server.close(r));
-  return port;
-}
 
 /** A policy of a realistic size: 20 groups, 40 rules, the caller's grant found after all of them. */
 function bigPolicy(): string {

@@ -3,7 +3,6 @@
 // and deploying into another tenant is refused. The same policy engine as aetherd's.
 import assert from "node:assert/strict";
 import { mkdtempSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -11,14 +10,8 @@ import { Code, ConnectError, connect, type AetherClient } from "@aether/sdk";
 import { startAggregator, type TestAggregator } from "./helpers/aggregator.js";
 import { eventually, startDaemon, type TestDaemon } from "./helpers/daemon.js";
 import { createCa, type TestCa } from "./helpers/pki.js";
+import { freePort } from "./helpers/net.js";
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
-  const { port } = server.address() as { port: number };
-  await new Promise((r) => server.close(r));
-  return port;
-}
 
 const sleeper = (name: string) => ({ spec: { name, requirements: { cpuMillis: 10 }, kind: { case: "executable" as const, value: { argv: ["/bin/sleep", "600"], uid: 65534, gid: 65534 } } } });
 

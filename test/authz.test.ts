@@ -7,7 +7,6 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -24,17 +23,11 @@ import { FenceService } from "@aether/sdk/gen/aether/fence/v1/fence_pb";
 import { AggregatorService, BidService } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { startDaemon, eventually, type TestDaemon } from "./helpers/daemon.js";
 import { createCa, type Pair, type TestCa } from "./helpers/pki.js";
+import { freePort } from "./helpers/net.js";
 
 const MiB = 1024n * 1024n;
 const SERVICES: DescService[] = [ExecutableService, CellService, VmService, StorageService, ObserveService, NodeService, FenceService, BidService, AggregatorService];
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
-  const { port } = server.address() as { port: number };
-  await new Promise((r) => server.close(r));
-  return port;
-}
 
 type Outcome = { ok: true; items: unknown[] } | { ok: false; err: ConnectError };
 

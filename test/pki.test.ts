@@ -5,7 +5,6 @@ import "reflect-metadata";
 import assert from "node:assert/strict";
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import * as http2 from "node:http2";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
@@ -15,6 +14,7 @@ import * as x509 from "@peculiar/x509";
 import { Code, ConnectError, connect, type AetherClient } from "@aether/sdk";
 import { eventually, startDaemon, type TestDaemon } from "./helpers/daemon.js";
 import { runCommand } from "./helpers/run.js";
+import { freePort } from "./helpers/net.js";
 
 x509.cryptoProvider.set(webcrypto);
 
@@ -26,13 +26,6 @@ interface Issued {
   config?: string;
 }
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
-  const { port } = server.address() as { port: number };
-  await new Promise((r) => server.close(r));
-  return port;
-}
 
 const aether = (...args: string[]) => runCommand("aether", args, { env: { AETHER_HOST: "" } });
 

@@ -2,22 +2,15 @@
 // another CA, is refused with a clear error, and the daemon keeps serving.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { createServer } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
 import { Code, ConnectError, connect } from "@aether/sdk";
 import { startDaemon, type TestDaemon } from "./helpers/daemon.js";
 import { createCa, type Pair, type TestCa } from "./helpers/pki.js";
+import { freePort } from "./helpers/net.js";
 
 const run = promisify(execFile);
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
-  const { port } = server.address() as { port: number };
-  await new Promise((r) => server.close(r));
-  return port;
-}
 
 describe("mutual TLS on TCP", () => {
   let daemon: TestDaemon;
