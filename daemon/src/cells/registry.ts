@@ -5,6 +5,7 @@ import { mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Logger } from "pino";
+import { Mutex } from "async-mutex";
 import { z } from "zod";
 import { alreadyExists, failedPrecondition, internal, invalidArgument, notFound } from "../api/errors.js";
 import { clip } from "../api/validate.js";
@@ -103,6 +104,7 @@ function killQuietly(pid: number): void {
 export class CellRegistry {
   private readonly byId = new Map<string, CellRecord>();
   private readonly freeing = new Set<string>();
+  private readonly allocation = new Mutex();
   private readonly dir: string;
 
   constructor(
@@ -192,7 +194,15 @@ export class CellRegistry {
     });
   }
 
+  /**
+   * Allocates a cell. One allocation at a time (each takes milliseconds): the name and request_id
+   * checks come before the cgroup is made and the cell recorded, so two at once would both pass.
+   */
   async allocate(input: AllocateInput): Promise<CellRecord> {
+    return this.allocation.runExclusive(() => this.allocateNow(input));
+  }
+
+  private async allocateNow(input: AllocateInput): Promise<CellRecord> {
     const backend = this.need();
     if (input.requestId !== "") {
       const earlier = [...this.byId.values()].find((r) => r.requestId === input.requestId && r.tenant === input.tenant);
@@ -282,6 +292,8 @@ export class CellRegistry {
   async update(r: CellRecord, limits: LimitsValue): Promise<CellRecord> {
     const backend = this.need();
     const segments = this.segments(r);
+    const gone = () => !this.byId.has(r.id) || this.freeing.has(r.id);
+    if (gone()) throw failedPrecondition(`cell ${r.name} is being freed; its limits can no longer change.`);
     if (limits.memoryMaxBytes !== 0) {
       const current = await backend.memoryCurrent(segments);
       if (limits.memoryMaxBytes < current) {
@@ -298,6 +310,8 @@ export class CellRegistry {
       await backend.apply(segments, r.limits).catch(() => undefined);
       throw this.kernelRefused("apply the new limits to", r.name, err);
     }
+    // A free that began meanwhile wins: never write a freed cell's record back.
+    if (gone()) throw failedPrecondition(`cell ${r.name} was freed while its limits were changed.`);
     const updated: CellRecord = { ...r, limits, stateReason: backend.unsupportedNote(limits) };
     await writeJsonAtomic(this.file(r.id), updated);
     this.byId.set(r.id, updated);

@@ -1,7 +1,8 @@
 // aether.cells.v1.CellService: validates requests and translates between the registry's records
 // and the contract's messages.
 import { create } from "@bufbuild/protobuf";
-import type { ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { Mutex } from "async-mutex";
 import {
   CellBackend,
   CellSchema,
@@ -10,18 +11,55 @@ import {
   CellStatsSchema,
   type Cell,
 } from "@aether/sdk/gen/aether/cells/v1/cells_pb";
+import { notFound } from "../api/errors.js";
 import { timestamp } from "../api/time.js";
 import { labelFilter, labels, matchesFilter, paginate, reference, tenant as parseTenant } from "../api/validate.js";
 import { limitsFromProto } from "./limits.js";
-import type { CellRegistry, CellView } from "./registry.js";
+import type { CellRecord, CellRegistry, CellView } from "./registry.js";
 
 export function cellService(registry: CellRegistry): ServiceImpl<typeof CellService> {
   const resolve = (ref: string, tenantField: string) => registry.resolve(reference("cell", ref, { path: true }), parseTenant(tenantField));
   const message = async (view: Promise<CellView>) => toMessage(await view);
+  // The registry checks a new cell's name and request_id, then creates its cgroup and namespaces
+  // before it records the cell: two allocations at once would both pass the checks (and share one
+  // cgroup). One allocation at a time (each takes milliseconds) keeps names and request_ids unique.
+  const allocating = new Mutex();
+  // Likewise a free, an update and a child's allocation of one cell run one after the other (an
+  // update racing a free wrote the record of a freed cell back, or read a removed cgroup); they
+  // may take seconds (a free stops processes), so this is one queue per cell, not a global one.
+  const queues = new Map<string, Promise<unknown>>();
+  const exclusive = async <T>(cellId: string, work: () => Promise<T>): Promise<T> => {
+    const run = (queues.get(cellId) ?? Promise.resolve()).then(work);
+    const tail = run.catch(() => undefined);
+    queues.set(cellId, tail);
+    try {
+      return await run;
+    } finally {
+      if (queues.get(cellId) === tail) queues.delete(cellId);
+    }
+  };
+  /** The cell's current record once this call's turn has come; it may have been freed while the call waited. */
+  const current = (first: CellRecord): CellRecord => {
+    const now = registry.list().find((r) => r.id === first.id);
+    if (!now) throw notFound(`cell ${first.name} was freed while this call waited for it.`);
+    return now;
+  };
+  /** Reads of a cell that is freed meanwhile find its cgroup gone: that is NOT_FOUND, not a failure. */
+  const reading = async <T>(first: CellRecord, read: () => Promise<T>): Promise<T> => {
+    try {
+      return await read();
+    } catch (err) {
+      if (!(err instanceof ConnectError) && !registry.list().some((r) => r.id === first.id)) throw notFound(`cell ${first.name} was freed while it was read.`);
+      throw err;
+    }
+  };
 
   return {
     async allocateCell(req) {
-      const record = await registry.allocate({
+      const tenant = parseTenant(req.tenant);
+      const parentName = req.name.includes("/") ? req.name.slice(0, req.name.lastIndexOf("/")) : "";
+      const parent = parentName === "" ? undefined : registry.list().find((r) => r.tenant === tenant && r.name === parentName);
+      const allocate = () => allocating.runExclusive(() => registry.allocate({
         name: req.name,
         tenant: parseTenant(req.tenant),
         labels: labels(req.labels),
@@ -34,22 +72,28 @@ export function cellService(registry: CellRegistry): ServiceImpl<typeof CellServ
           ipc: req.isolation?.ipc ?? false,
         },
         requestId: req.requestId,
-      });
-      return { cell: await message(registry.view(record)) };
+      }));
+      // A child waits for whatever is being done to its parent (a free must not miss it).
+      const record = parent ? await exclusive(parent.id, allocate) : await allocate();
+      return { cell: await reading(record, () => message(registry.view(record))) };
     },
 
     async freeCell(req) {
-      const stopped = await registry.free(resolve(req.cell, req.tenant), req.stopExecutables);
+      const first = resolve(req.cell, req.tenant);
+      const stopped = await exclusive(first.id, () => registry.free(current(first), req.stopExecutables));
       return { stoppedExecutables: stopped };
     },
 
     async updateCell(req) {
-      const updated = await registry.update(resolve(req.cell, req.tenant), limitsFromProto(req.limits));
-      return { cell: await message(registry.view(updated)) };
+      const first = resolve(req.cell, req.tenant);
+      const limits = limitsFromProto(req.limits);
+      const updated = await exclusive(first.id, () => registry.update(current(first), limits));
+      return { cell: await reading(updated, () => message(registry.view(updated))) };
     },
 
     async getCell(req) {
-      return { cell: await message(registry.view(resolve(req.cell, req.tenant))) };
+      const r = resolve(req.cell, req.tenant);
+      return { cell: await reading(r, () => message(registry.view(r))) };
     },
 
     async listCells(req) {
@@ -61,16 +105,17 @@ export function cellService(registry: CellRegistry): ServiceImpl<typeof CellServ
           .filter((r) => owner === undefined || r.tenant === owner)
           .filter((r) => req.root === "" || r.name === req.root || r.name.startsWith(`${req.root}/`))
           .filter((r) => matchesFilter(r.labels, terms))
-          .map((r) => registry.view(r)),
+          // A cell freed while the list is read is left out.
+          .map((r) => reading(r, () => registry.view(r)).catch((err: unknown) => (err instanceof ConnectError && err.code === Code.NotFound ? undefined : Promise.reject(err)))),
       );
-      const wanted = views.filter((v) => req.state === CellState.UNSPECIFIED || stateOf(v) === req.state);
+      const wanted = views.filter((v): v is CellView => v !== undefined).filter((v) => req.state === CellState.UNSPECIFIED || stateOf(v) === req.state);
       const { page, nextPageToken } = paginate(wanted, req.pageSize, req.pageToken);
       return { cells: page.map(toMessage), nextPageToken };
     },
 
     async getCellStats(req) {
       const r = resolve(req.cell, req.tenant);
-      const s = await registry.stats(r);
+      const s = await reading(r, () => registry.stats(r));
       return {
         cellId: r.id,
         stats: create(CellStatsSchema, {

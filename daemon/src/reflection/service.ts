@@ -57,7 +57,9 @@ export function reflectionService(services: DescService[]): ServiceImpl<typeof S
     const notFound = (what: string) =>
       create(ServerReflectionResponseSchema, {
         ...base,
-        messageResponse: { case: "errorResponse", value: { errorCode: 5, errorMessage: `${what} is not known to this server.` } },
+        // Clipped: the request is echoed in original_request already, and a name near the message
+        // limit would otherwise make the answer too large to send.
+        messageResponse: { case: "errorResponse", value: { errorCode: 5, errorMessage: `${what.length > 300 ? `${what.slice(0, 300)}...` : what} is not known to this server.` } },
       });
     const describe = (file: DescFile | undefined, what: string) =>
       file

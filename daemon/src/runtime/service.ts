@@ -8,6 +8,7 @@ import {
   ExecutableService,
   ExecutableState,
   type Executable,
+  type StartExecutableRequest,
 } from "@aether/sdk/gen/aether/runtime/v1/runtime_pb";
 import { alreadyExists, deadlineExceeded, failedPrecondition, internal, invalidArgument } from "../api/errors.js";
 import { durationMs, timestamp } from "../api/time.js";
@@ -28,6 +29,25 @@ export type CellPlacer = (cell: string, tenant: string) => Placement;
 export function executableService(supervisor: Supervisor, placeInCell: CellPlacer): ServiceImpl<typeof ExecutableService> {
   const resolve = (ref: string, tenantField: string) => resolveExecutable(supervisor, ref, tenantField);
   const completedDeletes = new Set<string>();
+  /** Starts with a request_id that are still in progress, by tenant/request_id. */
+  const startsInFlight = new Map<string, Promise<Executable>>();
+  /** Validates and starts one executable (no request_id handling). */
+  const start = async (req: StartExecutableRequest): Promise<Executable> => {
+    const input = await validateStart(req, randomBytes(3).toString("hex"));
+    const clash = supervisor.list().find((e) => e.spec.name === input.name && e.spec.tenant === input.tenant);
+    if (clash) {
+      throw alreadyExists(
+        `an executable named ${input.name} already exists in tenant ${input.tenant} (${stateWord(clash)}); delete it first or pick another name.`,
+      );
+    }
+    const placement = input.cell === "" ? undefined : placeInCell(input.cell, input.tenant);
+    try {
+      return toMessage(supervisor, await supervisor.start(input, placement));
+    } catch (err) {
+      if (err instanceof SpawnError) throw failedPrecondition(`could not start ${clip(input.argv[0] ?? "")}: ${err.message}.`);
+      throw internal(`could not start ${clip(input.argv[0] ?? "")}: ${(err as Error).message}`);
+    }
+  };
 
   return {
     async startExecutable(req, ctx) {
@@ -35,24 +55,19 @@ export function executableService(supervisor: Supervisor, placeInCell: CellPlace
       if (ctx.values.get(scopeKey).tenant !== undefined && (!req.uid || !req.gid)) {
         throw new ConnectError(`${ctx.values.get(scopeKey).identity} acts for a tenant: set uid and gid to an unprivileged user (not 0); processes never run as aetherd's own user for a tenant.`, Code.PermissionDenied);
       }
-      if (req.requestId !== "") {
-        const earlier = supervisor.list().find((e) => e.spec.requestId === req.requestId && e.spec.tenant === parseTenant(req.tenant));
-        if (earlier) return { executable: toMessage(supervisor, earlier) };
-      }
-      const input = await validateStart(req, randomBytes(3).toString("hex"));
-      const clash = supervisor.list().find((e) => e.spec.name === input.name && e.spec.tenant === input.tenant);
-      if (clash) {
-        throw alreadyExists(
-          `an executable named ${input.name} already exists in tenant ${input.tenant} (${stateWord(clash)}); delete it first or pick another name.`,
-        );
-      }
-      const placement = input.cell === "" ? undefined : placeInCell(input.cell, input.tenant);
+      if (req.requestId === "") return { executable: await start(req) };
+      // A retry that arrives while the first call is still starting waits for it, then answers with
+      // what it started: two calls with one request_id never start two processes.
+      const key = `${parseTenant(req.tenant)}/${req.requestId}`;
+      for (let pending = startsInFlight.get(key); pending; pending = startsInFlight.get(key)) await pending.catch(() => undefined);
+      const earlier = supervisor.list().find((e) => e.spec.requestId === req.requestId && e.spec.tenant === parseTenant(req.tenant));
+      if (earlier) return { executable: toMessage(supervisor, earlier) };
+      const started = start(req);
+      startsInFlight.set(key, started);
       try {
-        const exe = await supervisor.start(input, placement);
-        return { executable: toMessage(supervisor, exe) };
-      } catch (err) {
-        if (err instanceof SpawnError) throw failedPrecondition(`could not start ${input.argv[0]}: ${err.message}.`);
-        throw internal(`could not start ${input.argv[0]}: ${(err as Error).message}`);
+        return { executable: await started };
+      } finally {
+        if (startsInFlight.get(key) === started) startsInFlight.delete(key);
       }
     },
 

@@ -66,6 +66,8 @@ const LIVENESS_POLL_MS = 1000;
 
 export class Supervisor {
   private readonly byId = new Map<string, Internal>();
+  /** Stops under way, by executable id. */
+  private readonly stopping = new Map<string, Promise<TrackedExecutable>>();
   private readonly root: string;
   private readonly spawner: ShimSpawner;
   /** Set once the cells room exists; explains OOM kills. */
@@ -172,10 +174,29 @@ export class Supervisor {
 
   /**
    * Signals the process group, waits up to graceMs, then SIGKILLs it. Resolves once it has ended.
-   * The caller has checked that it is running.
+   * The caller has checked that it is running. A stop while another is under way sends its own
+   * signal at once (a SIGKILL does not wait out an earlier SIGTERM's grace) and ends with the first
+   * (whose reason is recorded): two stops never write the stop record at the same time.
    */
   async stop(exe: TrackedExecutable, signal: NodeJS.Signals, graceMs: number): Promise<TrackedExecutable> {
     const internal = exe as Internal;
+    const earlier = this.stopping.get(exe.spec.id);
+    if (earlier) {
+      this.signalGroup(internal, graceMs === 0 ? "SIGKILL" : signal);
+      if (graceMs > 0 && !(await settlesWithin(exe.ended, graceMs))) this.signalGroup(internal, "SIGKILL");
+      return earlier;
+    }
+    const run = this.stopOnce(internal, signal, graceMs);
+    this.stopping.set(exe.spec.id, run);
+    try {
+      return await run;
+    } finally {
+      if (this.stopping.get(exe.spec.id) === run) this.stopping.delete(exe.spec.id);
+    }
+  }
+
+  private async stopOnce(internal: Internal, signal: NodeJS.Signals, graceMs: number): Promise<TrackedExecutable> {
+    const exe: TrackedExecutable = internal;
     let reason = `stopped on request with ${signal}`;
     this.signalGroup(internal, graceMs === 0 ? "SIGKILL" : signal);
     if (graceMs === 0) reason = "killed on request with SIGKILL";
@@ -189,8 +210,13 @@ export class Supervisor {
     return exe;
   }
 
-  /** Forgets an ended executable and deletes its folder (logs included). */
+  /**
+   * Forgets an ended executable and deletes its folder (logs included), after a stop still writing
+   * its record there (the process has ended, the stop has not answered yet): else that write would
+   * make the folder again.
+   */
   async delete(exe: TrackedExecutable): Promise<void> {
+    await this.stopping.get(exe.spec.id)?.catch(() => undefined);
     this.byId.delete(exe.spec.id);
     await rm(exe.dir, { recursive: true, force: true });
   }

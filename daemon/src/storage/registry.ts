@@ -316,6 +316,11 @@ export class StorageRegistry {
         if (snap.state !== "ready") throw failedPrecondition(`snapshot ${snap.name} is ${snap.state}; clone a ready snapshot.`);
         parentVolume = this.volumes.get(snap.volume);
         if (!parentVolume) throw internal(`snapshot ${snap.id} has no volume record.`);
+        // A volume being deleted takes its snapshots' files with it; decided under the lock, where
+        // a delete either sees this clone (and refuses) or has marked the volume first.
+        if (parentVolume.state !== "ready") {
+          throw failedPrecondition(`volume ${parentVolume.name} is ${parentVolume.state}; its snapshot ${snap.name} cannot be cloned now.`);
+        }
         pool = this.clonePool(input.pool, parentVolume.pool);
         backing = { kind: "snapshot", id: snap.id };
         parent = { id: parentVolume.id, hostPath: parentVolume.hostPath, format: parentVolume.format, sizeBytes: snap.sizeBytes };
@@ -390,20 +395,26 @@ export class StorageRegistry {
     }
     const source = this.resolveVolume(input.volume, input.tenant);
     this.nameTaken(input.tenant, input.name);
-    const snapshot =
-      input.snapshot !== ""
-        ? this.resolveSnapshot(source.id, input.snapshot, input.tenant)
-        : await this.snapshotVolume({ volume: source.id, tenant: input.tenant, name: `clone-${input.name}`.slice(0, 63).replace(/-+$/, ""), labels: {}, requestId: "" });
-    const volume = await this.createVolume({
-      name: input.name,
-      tenant: input.tenant,
-      labels: input.labels,
-      pool: "",
-      format: undefined,
-      source: { kind: "snapshot", volume: source.id, snapshot: snapshot.id, sizeBytes: input.sizeBytes },
-      requestId: input.requestId,
-    });
-    return { volume, snapshot };
+    const taken = input.snapshot === "";
+    const snapshot = taken
+      ? await this.snapshotVolume({ volume: source.id, tenant: input.tenant, name: `clone-${input.name}`.slice(0, 63).replace(/-+$/, ""), labels: {}, requestId: "" })
+      : this.resolveSnapshot(source.id, input.snapshot, input.tenant);
+    try {
+      const volume = await this.createVolume({
+        name: input.name,
+        tenant: input.tenant,
+        labels: input.labels,
+        pool: "",
+        format: undefined,
+        source: { kind: "snapshot", volume: source.id, snapshot: snapshot.id, sizeBytes: input.sizeBytes },
+        requestId: input.requestId,
+      });
+      return { volume, snapshot };
+    } catch (err) {
+      // A clone that could not be made leaves no snapshot of its own behind (the next try takes it again).
+      if (taken) await this.deleteSnapshot(source.id, snapshot.id, input.tenant, "").catch(() => undefined);
+      throw err;
+    }
   }
 
   private usable(volume: VolumeRecord, action: string): void {

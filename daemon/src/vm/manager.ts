@@ -167,17 +167,42 @@ export class VmManager {
     return this.live(vm).ended;
   }
 
+  /** "<tenant>/<name>" of VMs being created, and creations under way by "<tenant>/<request_id>". */
+  private readonly creatingNames = new Set<string>();
+  private readonly creatingByRequest = new Map<string, Promise<VmRecord>>();
+
   hypervisorFor(profile: VmSpec["profile"], requested: "" | "qemu" | "firecracker"): "qemu" | "firecracker" {
     if (requested !== "") return requested;
     return profile === "ephemeral" && this.hypervisors.firecracker ? "firecracker" : "qemu";
   }
 
+  /**
+   * Creates a VM. Its name (and request_id) are taken synchronously, before the first await, so that
+   * identical calls at once make one VM: a retry with the same request_id gets the first call's VM,
+   * another call with the same name ALREADY_EXISTS.
+   */
   async create(spec: Omit<VmSpec, "id" | "createTimeMs">, bootImage?: { imageId: string; sizeBytes: number }): Promise<VmRecord> {
+    const requestKey = spec.requestId === "" ? "" : `${spec.tenant}/${spec.requestId}`;
+    const pending = requestKey === "" ? undefined : this.creatingByRequest.get(requestKey);
+    if (pending) return pending;
     const earlier = spec.requestId !== "" ? this.list().find((v) => v.spec.requestId === spec.requestId && v.spec.tenant === spec.tenant) : undefined;
     if (earlier) return earlier;
-    if (this.list().some((v) => v.spec.name === spec.name && v.spec.tenant === spec.tenant)) {
+    const nameKey = `${spec.tenant}/${spec.name}`;
+    if (this.creatingNames.has(nameKey) || this.list().some((v) => v.spec.name === spec.name && v.spec.tenant === spec.tenant)) {
       throw alreadyExists(`a VM named ${spec.name} already exists in tenant ${spec.tenant}; delete it first or pick another name.`);
     }
+    this.creatingNames.add(nameKey);
+    const creation = this.createReserved(spec, bootImage);
+    if (requestKey !== "") this.creatingByRequest.set(requestKey, creation);
+    try {
+      return await creation;
+    } finally {
+      this.creatingNames.delete(nameKey);
+      if (requestKey !== "") this.creatingByRequest.delete(requestKey);
+    }
+  }
+
+  private async createReserved(spec: Omit<VmSpec, "id" | "createTimeMs">, bootImage?: { imageId: string; sizeBytes: number }): Promise<VmRecord> {
     if (!this.hypervisors[spec.hypervisor]) {
       throw failedPrecondition(
         spec.hypervisor === "qemu"
