@@ -1,7 +1,8 @@
 // Every example runs against a real aetherd under both engines, so an example that drifts from the
 // API fails here.
 import assert from "node:assert/strict";
-import { readdirSync } from "node:fs";
+import { mkdtempSync, readdirSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { repoRoot, useDaemon } from "./helpers/daemon.js";
@@ -9,9 +10,14 @@ import { runCommand } from "./helpers/run.js";
 import { guestImage } from "./helpers/guest.js";
 import { sha256 } from "./helpers/disks.js";
 import { startAggregator, type TestAggregator } from "./helpers/aggregator.js";
+import { startTestBmc, type TestBmc } from "./helpers/test-bmc.js";
 
-/** Arguments an example needs (the storage example imports the guest's bootable disk). */
-const argsOf = (file: string): string[] => (file === "storage.ts" ? [guestImage().disk, sha256(guestImage().disk)] : []);
+/** Arguments an example needs (the storage example imports the guest's bootable disk; fence.ts a BMC). */
+const argsOf = (file: string, bmc: TestBmc | undefined): string[] => {
+  if (file === "storage.ts") return [guestImage().disk, sha256(guestImage().disk)];
+  if (file === "fence.ts") return ["example-node-b", bmc?.url ?? ""];
+  return [];
+};
 
 const scripts: Record<string, RegExp[]> = {
   "cluster-deploy.ts": [/^1 node\(s\) ready: example-node$/m, /^  [0-9a-f-]{36}: bid \d+$/m, /^example-\w+ placed on example-node \(score \d+\) as [0-9a-f-]{36}$/m, /^released example-/m],
@@ -20,6 +26,7 @@ const scripts: Record<string, RegExp[]> = {
   "stop-with-grace.ts": [/did not end it within 1000 ms, so it was killed with SIGKILL \(signal SIGKILL\)/],
   "cells.ts": [/^cell example-\w+: 64 MiB, 16 tasks, half a CPU/m, /^inside: pid 1, interfaces: lo$/m, /^accounted: \d+ µs of CPU/m, /^freed example-/m],
   "vm.ts": [/: running; the guest agent answers$/m, /^configured by cloud-init$/m, /^Linux 6\./m, /^deleted example-vm-/m],
+  "fence.ts": [/^BMC of example-node-b: HPE ProLiant DL325 Gen10 Plus, firmware iLO 5/m, /^power: On; allowed resets: On, ForceOff/m, /^fenced: /m, /^powered on: On$/m, /^forgot the BMC of example-node-b$/m],
   "node-report.ts": [/^node \S+ \([0-9a-f-]{36}\)/m, /^cgroups: /m, /^memory: [\d.]+ of [\d.]+ GiB available/m],
 };
 const manifests = ["web.manifest.ts"];
@@ -31,19 +38,28 @@ for (const engine of ["deno", "node"]) {
     const aetherscript = (...args: string[]) => runCommand("aetherscript", ["--engine", engine, ...args], { env: { AETHER_HOST: env.daemon.address } });
     // examples/cluster-deploy.ts talks to an aggregator, with this test's aetherd as its one node.
     let agg: TestAggregator | undefined;
+    // examples/fence.ts fences through a test BMC (iLO 5 mockup), its credentials in the environment.
+    let bmc: TestBmc | undefined;
+    let bmcCa = "";
     before(async () => {
+      bmc = await startTestBmc({ profile: "ilo5", powerOffDelayMs: 300 });
+      bmcCa = join(mkdtempSync(join(tmpdir(), "aether-example-bmc-")), "ca.pem");
+      writeFileSync(bmcCa, bmc.caPem);
       agg = await startAggregator();
       const { node } = await env.aether.node.getNodeInfo({});
       await agg.client.aggregator.registerNode({ nodeId: node?.id ?? "", name: "example-node", address: env.daemon.address });
     });
     after(async () => {
       assert.equal(await agg?.stop(), 0);
+      await bmc?.close();
     });
     const hostOf = (file: string) => (file === "cluster-deploy.ts" ? `unix://${agg?.socket}` : env.daemon.address);
 
     for (const [file, patterns] of Object.entries(scripts)) {
       it(`examples/${file}`, async () => {
-        const r = await runCommand("aetherscript", ["--engine", engine, join(repoRoot, "examples", file), ...argsOf(file)], { env: { AETHER_HOST: hostOf(file) } });
+        const fenceEnv = file === "fence.ts" ? { AETHER_BMC_USERNAME: bmc?.username ?? "", AETHER_BMC_PASSWORD: bmc?.password ?? "", AETHER_BMC_CA: bmcCa } : {};
+        const grants = file === "fence.ts" ? ["--allow-env=AETHER_BMC_USERNAME,AETHER_BMC_PASSWORD,AETHER_BMC_CA", `--allow-read=${bmcCa}`] : [];
+        const r = await runCommand("aetherscript", ["--engine", engine, ...grants, join(repoRoot, "examples", file), ...argsOf(file, bmc)], { env: { AETHER_HOST: hostOf(file), ...fenceEnv } });
         assert.equal(r.code, 0, r.stderr);
         for (const p of patterns) assert.match(r.stdout, p);
       });
