@@ -86,5 +86,6 @@ export function paginate<T>(items: T[], requestedSize: number, token: string): {
 
 /** Shortens user input quoted back in an error so an oversized value cannot flood the reply. */
 export function clip(value: string, max = 80): string {
-  return value.length > max ? `${value.slice(0, max)}…` : value;
+  // Never half of a surrogate pair: a lone one is not valid UTF-8 on the wire.
+  return value.length > max ? `${value.slice(0, max).replace(/[\ud800-\udbff]$/, "")}…` : value;
 }

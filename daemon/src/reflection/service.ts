@@ -3,6 +3,7 @@
 import { create, toBinary, type DescFile, type DescService } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
+import { clip } from "../api/validate.js";
 import {
   ServerReflection,
   type ServerReflectionRequest,
@@ -59,7 +60,7 @@ export function reflectionService(services: DescService[]): ServiceImpl<typeof S
         ...base,
         // Clipped: the request is echoed in original_request already, and a name near the message
         // limit would otherwise make the answer too large to send.
-        messageResponse: { case: "errorResponse", value: { errorCode: 5, errorMessage: `${what.length > 300 ? `${what.slice(0, 300)}...` : what} is not known to this server.` } },
+        messageResponse: { case: "errorResponse", value: { errorCode: 5, errorMessage: `${clip(what, 300)} is not known to this server.` } },
       });
     const describe = (file: DescFile | undefined, what: string) =>
       file
