@@ -188,6 +188,9 @@ describe("authorization and tenants", () => {
       alice.storage.importImage({ name: "shadow", source: { source: { case: "localPath", value: "/etc/shadow" } } }),
       (e: ConnectError) => e.code === Code.PermissionDenied && /http\(s\) URL/.test(e.message),
     );
+    // A client stream is held to the tenant too: the handler resolves in tenant a.
+    const console = await call(alice.transport, VmService, VmService.method.attachConsole, { vm: "no-such-vm" });
+    assert.ok(!console.ok && console.err.code === Code.NotFound && /in tenant a/.test(console.err.message), console.ok ? "answered" : console.err.message);
     const logs = await call(alice.transport, ObserveService, ObserveService.method.streamLogs, { source: LogSource.DAEMON });
     assert.ok(!logs.ok && logs.err.code === Code.PermissionDenied, "aetherd's log is refused to a tenant");
   });
