@@ -10,30 +10,19 @@
 // Credentials are held here and handed to the Redfish client only: describe() and every error
 // sentence name the endpoint and the user, never the password.
 import type { Node } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
+import type { BmcTarget } from "@aether/daemon/fence";
 
-/** Where a BMC is and how to log in to it (the password is read from a file when the config loads). */
-export interface BmcEntry {
-  /** Node name this BMC fences; or */
+/** Which node a BMC entry fences: one by name, or the node at a position (slot, optionally narrowed by chassis and rack). */
+export interface BmcPlacement {
   node?: string;
-  /** the node position it fences: slot, optionally narrowed by chassis and rack. */
   slot?: number;
   chassis?: string;
   rack?: string;
-  /** https://bmc-b.example:443 (the Redfish service root is found under it). */
-  endpoint: string;
-  username: string;
-  /** Never logged, never in events or errors. */
-  password: string;
-  profile?: "ilo5" | "dmtf";
-  /** CA the BMC's certificate chains to (PEM text). */
-  caPem?: string;
-  /** Accept any certificate (lab BMCs with self-signed certificates only). */
-  insecureSkipVerify?: boolean;
-  /** Name expected in the BMC's certificate when it differs from the endpoint's host. */
-  serverName?: string;
-  requestTimeoutMs?: number;
-  retries?: number;
 }
+
+/** A configured BMC: which node it fences, and how the Redfish client reaches it (the password is read
+ * from a file when the config loads, and never logged). */
+export type BmcEntry = BmcPlacement & BmcTarget;
 
 /** What the deadman knows of a node it wants fenced. */
 export interface FenceTarget {
@@ -101,18 +90,8 @@ export interface RedfishFenceClient {
   close?(): void;
 }
 
-/** The target handed to the Redfish client (the BmcTarget of @aether/daemon/fence). */
-export interface RedfishTarget {
-  endpoint: string;
-  username: string;
-  password: string;
-  profile?: "ilo5" | "dmtf";
-  caPem?: string;
-  insecureSkipVerify?: boolean;
-  serverName?: string;
-  requestTimeoutMs?: number;
-  retries?: number;
-}
+/** The target handed to the Redfish client. */
+export type RedfishTarget = BmcTarget;
 
 const positionKey = (e: { slot?: number; chassis?: string; rack?: string }) => `slot=${e.slot ?? 0},chassis=${e.chassis ?? "*"},rack=${e.rack ?? "*"}`;
 
@@ -190,17 +169,9 @@ export class RedfishFencer implements Fencer {
     let client: RedfishFenceClient | undefined;
     let result: Awaited<ReturnType<RedfishFenceClient["fence"]>>;
     try {
-      client = this.connect({
-        endpoint: e.endpoint,
-        username: e.username,
-        password: e.password,
-        ...(e.profile !== undefined && { profile: e.profile }),
-        ...(e.caPem !== undefined && { caPem: e.caPem }),
-        ...(e.insecureSkipVerify !== undefined && { insecureSkipVerify: e.insecureSkipVerify }),
-        ...(e.serverName !== undefined && { serverName: e.serverName }),
-        ...(e.requestTimeoutMs !== undefined && { requestTimeoutMs: e.requestTimeoutMs }),
-        ...(e.retries !== undefined && { retries: e.retries }),
-      });
+      // The client gets how to reach the BMC, not which node the entry is for.
+      const { node: _node, slot: _slot, chassis: _chassis, rack: _rack, ...target } = e;
+      client = this.connect(target);
       result = await client.fence({ timeoutMs: options.timeoutMs, pollIntervalMs: options.pollIntervalMs, ...(options.signal && { signal: options.signal }) });
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err);

@@ -48,6 +48,7 @@ export {
   fenceTargetOf,
   positionOf,
   type BmcEntry,
+  type BmcPlacement,
   type FenceOptions,
   type FenceOutcome,
   type FenceTarget,
