@@ -14,7 +14,7 @@ import { join } from "node:path";
 import type { AetherClient } from "@aether/sdk";
 import { ClusterEventKind, NodeState, PlacementState, type ClusterEvent } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { ExecutableState } from "@aether/sdk/gen/aether/runtime/v1/runtime_pb";
-import { eventually, isRunning, startDaemon, type TestDaemon } from "../test/helpers/daemon.js";
+import { eventually, isRunning, powerOffHost, startDaemon, type TestDaemon } from "../test/helpers/daemon.js";
 import { startAggregator, type TestAggregator } from "../test/helpers/aggregator.js";
 import { startTestBmc, type TestBmc } from "../test/helpers/test-bmc.js";
 import { ms, percentile } from "./stats.js";
@@ -46,19 +46,7 @@ export async function benchFencing(runs: number, ttlMs = 3000, delaysMs: number[
 
   const powerOffB = async () => {
     const b = daemons.get("node-b");
-    if (!b) return;
-    const pid = b.daemon.process.pid;
-    if (pid !== undefined && isRunning(pid)) process.kill(pid, "SIGKILL");
-    for (const p of bPids) {
-      for (const target of [-p, p]) {
-        try {
-          process.kill(target, "SIGKILL");
-        } catch {
-          // Gone already.
-        }
-      }
-    }
-    await b.daemon.kill9();
+    if (b) await powerOffHost(b.daemon, bPids);
   };
 
   const start = async (name: string, slot: number) => {

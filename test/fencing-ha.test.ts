@@ -14,7 +14,7 @@ import { after, before, describe, it } from "node:test";
 import type { AetherClient } from "@aether/sdk";
 import { ClusterEventKind, NodeState, PlacementState, type ClusterEvent, type Node, type WorkloadPlacement } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { ExecutableState } from "@aether/sdk/gen/aether/runtime/v1/runtime_pb";
-import { eventually, isRunning, repoRoot, startDaemon, type TestDaemon } from "./helpers/daemon.js";
+import { eventually, isRunning, powerOffHost, repoRoot, startDaemon, type TestDaemon } from "./helpers/daemon.js";
 import { startAggregator, type TestAggregator } from "./helpers/aggregator.js";
 import { startTestBmc, type TestBmc } from "./helpers/test-bmc.js";
 import { runCommand } from "./helpers/run.js";
@@ -68,19 +68,7 @@ describe("fencing: three aetherd, test BMCs, one aggregator", () => {
   /** The BMC's "power off" of node-b: its aetherd and every workload process, at once. */
   async function powerOffB(): Promise<void> {
     bPoweredOff++;
-    const b = member("node-b");
-    const pid = b.daemon.process.pid;
-    if (pid !== undefined && isRunning(pid)) process.kill(pid, "SIGKILL");
-    for (const p of bWorkloadPids) {
-      for (const target of [-p, p]) {
-        try {
-          process.kill(target, "SIGKILL");
-        } catch {
-          // Already gone.
-        }
-      }
-    }
-    await b.daemon.kill9();
+    await powerOffHost(member("node-b").daemon, bWorkloadPids);
     hung.delete("node-b");
   }
 

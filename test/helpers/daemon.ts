@@ -107,6 +107,25 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<TestDaem
   };
 }
 
+/**
+ * A host switched off, as a BMC's ForceOff would: its aetherd and these workload processes (with
+ * their process groups) die at once, with no chance to clean up.
+ */
+export async function powerOffHost(daemon: TestDaemon, workloadPids: number[]): Promise<void> {
+  const pid = daemon.process.pid;
+  if (pid !== undefined && isRunning(pid)) process.kill(pid, "SIGKILL");
+  for (const p of workloadPids) {
+    for (const target of [-p, p]) {
+      try {
+        process.kill(target, "SIGKILL");
+      } catch {
+        // Gone already.
+      }
+    }
+  }
+  await daemon.kill9();
+}
+
 /** Polls `check` until it returns a value (not undefined) or the timeout passes. */
 export async function eventually<T>(check: () => Promise<T | undefined> | T | undefined, timeoutMs = 10_000, what = "condition"): Promise<T> {
   const deadline = Date.now() + timeoutMs;
