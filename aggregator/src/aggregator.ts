@@ -731,11 +731,7 @@ export class Aggregator {
    * takes over finishes it), then an auction among the other nodes. Nothing is asked of the fenced node.
    */
   private async replaceFenced(current: WorkloadPlacement, from: Node, lastHeartbeatMs: number): Promise<void> {
-    if (this.inflightWorkloads.has(current.workloadId) || !this.leading) return;
-    await this.track(current.workloadId, async () => {
-      const latest = this.placements.get(current.workloadId);
-      if (!latest || latest.node !== from.id || !ON_NODE.has(latest.state)) return;
-      const placement = clone(WorkloadPlacementSchema, latest);
+    await this.whileOnFencedNode(current, from, async (placement) => {
       placement.state = PlacementState.REPLACING;
       placement.stateReason = `node ${from.id} (${from.name}) was fenced (power off confirmed through its BMC); placing the workload elsewhere.`;
       await this.save(undefined, placement);
@@ -754,17 +750,26 @@ export class Aggregator {
 
   /** A workload of a fenced node that is not started elsewhere: FAILED, with the reason. */
   private async abandonFenced(current: WorkloadPlacement, from: Node, reason: string): Promise<void> {
-    if (this.inflightWorkloads.has(current.workloadId) || !this.leading) return;
-    await this.track(current.workloadId, async () => {
-      const latest = this.placements.get(current.workloadId);
-      if (!latest || latest.node !== from.id || !ON_NODE.has(latest.state)) return;
-      const placement = clone(WorkloadPlacementSchema, latest);
+    await this.whileOnFencedNode(current, from, async (placement) => {
       placement.state = PlacementState.FAILED;
       placement.stateReason = reason;
       placement.node = "";
       placement.resourceId = "";
       await this.save(undefined, placement);
       void this.emit({ kind: ClusterEventKind.WORKLOAD_FAILED, node: from.id, workloadId: placement.workloadId, tenant: placement.tenant, message: `workload ${placement.name}: ${reason}`, attributes: { fenced_node: from.id } });
+    });
+  }
+
+  /**
+   * Runs `change` on a copy of the workload's placement if it is still on the fenced node `from`:
+   * on the leader only, one change per workload at a time (the same lock as deploys and releases).
+   */
+  private async whileOnFencedNode(current: WorkloadPlacement, from: Node, change: (placement: WorkloadPlacement) => Promise<void>): Promise<void> {
+    if (this.inflightWorkloads.has(current.workloadId) || !this.leading) return;
+    await this.track(current.workloadId, async () => {
+      const latest = this.placements.get(current.workloadId);
+      if (!latest || latest.node !== from.id || !ON_NODE.has(latest.state)) return;
+      await change(clone(WorkloadPlacementSchema, latest));
     });
   }
 
