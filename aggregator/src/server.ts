@@ -12,7 +12,7 @@ import type { TLSSocket } from "node:tls";
 import { Code, ConnectError, createContextKey, createContextValues, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
-import { tenantOf, type Caller } from "@aether/daemon/authz";
+import { certificateCaller, uriSans, type Caller } from "@aether/daemon/authz";
 import { isLoopbackHost } from "./validate.js";
 
 export interface ListenOptions {
@@ -49,11 +49,7 @@ function peerContext(req: IncomingMessage | http2.Http2ServerRequest) {
   const cert = socket.getPeerCertificate();
   if (cert === null || Object.keys(cert).length === 0) return values.set(peerKey, { verified: false, rejection: "NO_CERTIFICATE", caller: { identity: "" } });
   if (!socket.authorized) return values.set(peerKey, { verified: false, rejection: String(socket.authorizationError ?? "UNVERIFIED"), caller: { identity: "" } });
-  const spiffe = (cert.subjectaltname ?? "")
-    .split(", ")
-    .filter((s) => s.startsWith("URI:spiffe://"))
-    .map((s) => s.slice(4))[0];
-  return values.set(peerKey, { verified: true, caller: spiffe ? { identity: spiffe, tenant: tenantOf(spiffe) } : { identity: `cn:${String(cert.subject?.CN ?? "")}` } });
+  return values.set(peerKey, { verified: true, caller: certificateCaller(uriSans(cert.subjectaltname), String(cert.subject?.CN ?? "")) });
 }
 
 /** The caller of a request, as the authorization policy names it. */

@@ -16,9 +16,22 @@ const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 
 export function callerOf(peer: Peer): Caller {
   if (peer.transport === "unix") return { identity: `unix:uid=${process.getuid?.() ?? -1}` };
-  const spiffe = peer.uris?.find((u) => u.startsWith("spiffe://"));
-  if (!spiffe) return { identity: `cn:${peer.subject ?? ""}` };
+  return certificateCaller(peer.uris, peer.subject);
+}
+
+/** The caller a verified client certificate names: its SPIFFE URI SAN, else its common name. */
+export function certificateCaller(uris: string[] | undefined, commonName: string | undefined): Caller {
+  const spiffe = uris?.find((u) => u.startsWith("spiffe://"));
+  if (!spiffe) return { identity: `cn:${commonName ?? ""}` };
   return { identity: spiffe, tenant: tenantOf(spiffe) };
+}
+
+/** The URI SANs in Node's `subjectaltname` string ("DNS:a, URI:spiffe://c/user/x, ..."). */
+export function uriSans(subjectaltname: string | undefined): string[] {
+  return (subjectaltname ?? "")
+    .split(", ")
+    .filter((s) => s.startsWith("URI:"))
+    .map((s) => s.slice(4));
 }
 
 /** The tenant named by a SPIFFE path /tenant/<t>/..., when <t> is a valid tenant name. */

@@ -6,6 +6,7 @@ import type { IncomingMessage } from "node:http";
 import type { Http2ServerRequest } from "node:http2";
 import type { TLSSocket } from "node:tls";
 import { Code, ConnectError, createContextKey, createContextValues, type Interceptor } from "@connectrpc/connect";
+import { uriSans } from "./identity.js";
 
 export interface Peer {
   transport: "unix" | "tls";
@@ -30,11 +31,7 @@ export function peerContext(req: IncomingMessage | Http2ServerRequest) {
   if (!socket.authorized) {
     return values.set(peerKey, { transport: "tls", verified: false, rejection: String(socket.authorizationError ?? "UNVERIFIED") });
   }
-  const uris = (cert.subjectaltname ?? "")
-    .split(", ")
-    .filter((s) => s.startsWith("URI:"))
-    .map((s) => s.slice(4));
-  return values.set(peerKey, { transport: "tls", verified: true, subject: String(cert.subject?.CN ?? ""), uris });
+  return values.set(peerKey, { transport: "tls", verified: true, subject: String(cert.subject?.CN ?? ""), uris: uriSans(cert.subjectaltname) });
 }
 
 export const requireVerifiedPeer: Interceptor = (next) => async (req) => {
