@@ -2,7 +2,6 @@
 // and the contract's messages.
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
-import { Mutex } from "async-mutex";
 import {
   CellBackend,
   CellSchema,
@@ -20,13 +19,10 @@ import type { CellRecord, CellRegistry, CellView } from "./registry.js";
 export function cellService(registry: CellRegistry): ServiceImpl<typeof CellService> {
   const resolve = (ref: string, tenantField: string) => registry.resolve(reference("cell", ref, { path: true }), parseTenant(tenantField));
   const message = async (view: Promise<CellView>) => toMessage(await view);
-  // The registry checks a new cell's name and request_id, then creates its cgroup and namespaces
-  // before it records the cell: two allocations at once would both pass the checks (and share one
-  // cgroup). One allocation at a time (each takes milliseconds) keeps names and request_ids unique.
-  const allocating = new Mutex();
-  // Likewise a free, an update and a child's allocation of one cell run one after the other (an
-  // update racing a free wrote the record of a freed cell back, or read a removed cgroup); they
-  // may take seconds (a free stops processes), so this is one queue per cell, not a global one.
+  // (The registry itself allocates one cell at a time, so names and request_ids stay unique.)
+  // A free, an update and a child's allocation of one cell run one after the other (an update
+  // racing a free wrote the record of a freed cell back, or read a removed cgroup); they may take
+  // seconds (a free stops processes), so this is one queue per cell, not a global one.
   const queues = new Map<string, Promise<unknown>>();
   const exclusive = async <T>(cellId: string, work: () => Promise<T>): Promise<T> => {
     const run = (queues.get(cellId) ?? Promise.resolve()).then(work);
@@ -59,9 +55,9 @@ export function cellService(registry: CellRegistry): ServiceImpl<typeof CellServ
       const tenant = parseTenant(req.tenant);
       const parentName = req.name.includes("/") ? req.name.slice(0, req.name.lastIndexOf("/")) : "";
       const parent = parentName === "" ? undefined : registry.list().find((r) => r.tenant === tenant && r.name === parentName);
-      const allocate = () => allocating.runExclusive(() => registry.allocate({
+      const allocate = () => registry.allocate({
         name: req.name,
-        tenant: parseTenant(req.tenant),
+        tenant,
         labels: labels(req.labels),
         limits: limitsFromProto(req.limits),
         isolation: {
@@ -72,7 +68,7 @@ export function cellService(registry: CellRegistry): ServiceImpl<typeof CellServ
           ipc: req.isolation?.ipc ?? false,
         },
         requestId: req.requestId,
-      }));
+      });
       // A child waits for whatever is being done to its parent (a free must not miss it).
       const record = parent ? await exclusive(parent.id, allocate) : await allocate();
       return { cell: await reading(record, () => message(registry.view(record))) };
