@@ -88,6 +88,8 @@ export const ConfigSchema = z
     advertise: z.string().default(""),
     /** The authorization policy file (aetherd's format, see @aether/daemon/authz). Unset: built-in bindings. */
     policy: z.string().min(1).optional(),
+    /** The SPIFFE trust domain (cluster name) client certificates must name; default: the one in [tcp] cert. */
+    trust_domain: z.string().regex(/^[a-z0-9._-]{1,255}$/, "must be a SPIFFE trust domain (lowercase letters, digits, '.', '-', '_')").optional(),
     tcp: TcpSchema.optional(),
     /** TLS material for calling nodes at https:// addresses. */
     node_tls: NodeTlsSchema.default({}),
@@ -136,6 +138,7 @@ export interface ConfigFlags {
   /** A TOML file with [[bmcs]] entries (added to the config file's). */
   bmcs?: string;
   policy?: string;
+  trustDomain?: string;
   fenceTimeoutMs?: number;
   fencePollIntervalMs?: number;
   fenceRetryMs?: number;
@@ -238,6 +241,7 @@ export function loadConfig(flags: ConfigFlags): Config {
     ...(flags.replica !== undefined && { replica: flags.replica }),
     ...(flags.advertise !== undefined && { advertise: flags.advertise }),
     ...(flags.policy !== undefined && { policy: flags.policy }),
+    ...(flags.trustDomain !== undefined && { trust_domain: flags.trustDomain }),
     ...(flags.fenceTimeoutMs !== undefined && { fence_timeout_ms: flags.fenceTimeoutMs }),
     ...(flags.fencePollIntervalMs !== undefined && { fence_poll_interval_ms: flags.fencePollIntervalMs }),
     ...(flags.fenceRetryMs !== undefined && { fence_retry_ms: flags.fenceRetryMs }),

@@ -94,6 +94,7 @@ async function run(flags: ConfigFlags): Promise<void> {
         socket: config.socket,
         maxMessageBytes: config.max_message_bytes,
         ...(config.tcp && { tcp: { listen: config.tcp.listen, cert: config.tcp.cert, key: config.tcp.key, clientCa: config.tcp.client_ca } }),
+        ...(config.trust_domain !== undefined && { trustDomain: config.trust_domain }),
       },
       aggregatorRoutes(aggregator),
       log,
@@ -162,6 +163,7 @@ const program = new Command("aether-aggregator")
   .option("--replica <name>", "this replica's name in the election (default hostname-pid)")
   .option("--advertise <address>", "address clients reach this replica at, named by standbys (default: the TCP address, else the socket)")
   .option("--policy <file>", "authorization policy (TOML, aetherd's format): roles and allow/deny rules; tenants see only their own placements, auctions and events")
+  .option("--trust-domain <name>", "SPIFFE trust domain (cluster name) client certificates must name (default: the one in --tls-cert)")
   .option("--node-tls-ca <file>", "CA of the nodes' certificates, for https:// node addresses")
   .option("--node-tls-cert <file>", "client certificate presented to nodes")
   .option("--node-tls-key <file>", "its private key")

@@ -12,13 +12,15 @@ import type { TLSSocket } from "node:tls";
 import { Code, ConnectError, createContextKey, createContextValues, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
-import { certificateCaller, uriSans, type Caller } from "@aether/daemon/authz";
+import { certificateCaller, certificateTrustDomain, spiffeRefusal, uriSans, type Caller } from "@aether/daemon/authz";
 import { isLoopbackHost } from "./validate.js";
 
 export interface ListenOptions {
   socket: string;
   maxMessageBytes: number;
   tcp?: { listen: string; cert?: string; key?: string; clientCa?: string };
+  /** The SPIFFE trust domain client certificates must name; default: the one in tcp.cert. */
+  trustDomain?: string;
 }
 
 export interface Listeners {
@@ -32,13 +34,16 @@ export class ListenError extends Error {}
 interface Peer {
   verified: boolean;
   rejection?: string;
+  /** The sentence for a certificate that verified but names no identity of this cluster. */
+  refusal?: string;
   /** Who calls, for the authorization policy (see @aether/daemon/authz). */
   caller: Caller;
 }
 
 const peerKey = createContextKey<Peer>({ verified: true, caller: { identity: "" } }, { description: "the calling peer" });
 
-function peerContext(req: IncomingMessage | http2.Http2ServerRequest) {
+/** The peer of each request; a certificate naming another trust domain, or several SPIFFE IDs, is refused. */
+const peerContextIn = (trustDomain: string | undefined) => (req: IncomingMessage | http2.Http2ServerRequest) => {
   const socket = req.socket as TLSSocket | undefined;
   const values = createContextValues();
   if (!socket || typeof socket.getPeerCertificate !== "function") {
@@ -49,8 +54,11 @@ function peerContext(req: IncomingMessage | http2.Http2ServerRequest) {
   const cert = socket.getPeerCertificate();
   if (cert === null || Object.keys(cert).length === 0) return values.set(peerKey, { verified: false, rejection: "NO_CERTIFICATE", caller: { identity: "" } });
   if (!socket.authorized) return values.set(peerKey, { verified: false, rejection: String(socket.authorizationError ?? "UNVERIFIED"), caller: { identity: "" } });
-  return values.set(peerKey, { verified: true, caller: certificateCaller(uriSans(cert.subjectaltname), String(cert.subject?.CN ?? "")) });
-}
+  const uris = uriSans(cert.subjectaltname);
+  const refusal = trustDomain === undefined ? "aether-aggregator has no trust domain configured, so it accepts no certificate identity." : spiffeRefusal(uris, trustDomain);
+  if (refusal !== undefined) return values.set(peerKey, { verified: false, rejection: "FOREIGN_IDENTITY", refusal, caller: { identity: "" } });
+  return values.set(peerKey, { verified: true, caller: certificateCaller(uris, String(cert.subject?.CN ?? "")) });
+};
 
 /** The caller of a request, as the authorization policy names it. */
 export function callerOfRequest(req: { contextValues: { get: (key: typeof peerKey) => Peer } }): Caller {
@@ -60,6 +68,7 @@ export function callerOfRequest(req: { contextValues: { get: (key: typeof peerKe
 const requireVerifiedPeer: Interceptor = (next) => async (req) => {
   const peer = req.contextValues.get(peerKey);
   if (!peer.verified) {
+    if (peer.refusal !== undefined) throw new ConnectError(peer.refusal, Code.Unauthenticated);
     throw new ConnectError(
       peer.rejection === "NO_CERTIFICATE"
         ? "aether-aggregator requires a client certificate on TLS: connect with a certificate and key issued by the cluster CA."
@@ -70,6 +79,28 @@ const requireVerifiedPeer: Interceptor = (next) => async (req) => {
   return next(req);
 };
 
+/**
+ * The trust domain of the cluster: the configured one, else the one in the server's own node
+ * certificate. With TLS and neither, the aggregator does not start rather than trust every domain.
+ */
+function trustDomainOf(options: ListenOptions): string | undefined {
+  if (options.trustDomain !== undefined) return options.trustDomain;
+  const cert = options.tcp?.cert;
+  if (cert === undefined) return undefined;
+  let found: string | undefined;
+  try {
+    found = certificateTrustDomain(cert);
+  } catch (err) {
+    throw new ListenError(`cannot read the certificate ${cert}: ${(err as Error).message}`);
+  }
+  if (found === undefined) {
+    throw new ListenError(
+      `the certificate ${cert} names no SPIFFE ID, so aether-aggregator cannot tell its cluster's trust domain: set trust_domain (or --trust-domain) to the cluster name given to \`aether pki init --cluster\`, or use a certificate from \`aether pki issue node\`.`,
+    );
+  }
+  return found;
+}
+
 export async function listen(options: ListenOptions, routes: (router: ConnectRouter) => void, log: Logger, extraInterceptors: Interceptor[] = []): Promise<Listeners> {
   const handler = connectNodeAdapter({
     routes,
@@ -78,7 +109,10 @@ export async function listen(options: ListenOptions, routes: (router: ConnectRou
     grpc: true,
     grpcWeb: true,
     connect: true,
-    contextValues: peerContext,
+    contextValues: peerContextIn(trustDomainOf(options)),
+    // JSON as protobuf defines it (connect-es relaxes it): an unknown field or enum name is refused
+    // with INVALID_ARGUMENT instead of dropped, so a typo cannot silently change a request.
+    jsonOptions: { ignoreUnknownFields: false },
     // Identity first, then what the caller adds (the authorization policy).
     interceptors: [requireVerifiedPeer, ...extraInterceptors],
   });

@@ -88,6 +88,41 @@ const ClusterSchema = z
   })
   .strict();
 
+/**
+ * [tenancy]: how a tenant's work is confined on this host. Cluster-wide callers (the socket,
+ * operators) are not bound by it.
+ */
+const TenancySchema = z
+  .object({
+    /**
+     * First host uid/gid of the ranges given to tenants. Each tenant gets its own block of
+     * ids_per_tenant ids, allocated on first use and remembered in <state_dir>/tenants.json; a
+     * tenant's uid/gid in a request is an offset within its block, so it never runs as a host
+     * account or as another tenant.
+     */
+    id_base: z.number().int().min(65_536).max(2_000_000_000).default(1_000_000_000),
+    /** Size of each tenant's uid/gid block. */
+    ids_per_tenant: z.number().int().min(1).max(1_048_576).default(65_536),
+    /**
+     * Folders of kernels and initrds an operator published: a tenant's VM may boot a kernel/initrd
+     * path only below one of these (links resolved first). Empty: tenants boot images and volumes only.
+     */
+    kernel_roots: z.array(z.string().startsWith("/", "must be an absolute path")).default([]),
+    /** Bridges each tenant's NICs may join: { "team-a" = ["br-a"] }. A tenant not named joins none. */
+    networks: z.record(z.string(), z.array(z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/, "must be a network device name"))).default({}),
+    /**
+     * URL prefixes a tenant's ImportImage may download from ("https://images.example.org/"). Empty:
+     * tenants import from no URL. Even under an allowed prefix, an address that is loopback,
+     * link-local, private, unique-local, multicast or this host's own is refused unless
+     * allow_private_urls is true; every redirect is checked again.
+     */
+    image_url_prefixes: z.array(z.string().regex(/^https?:\/\/[^\s]+$/, "must start with http:// or https://")).default([]),
+    allow_private_urls: z.boolean().default(false),
+  })
+  .strict();
+
+export type TenancyConfig = z.infer<typeof TenancySchema>;
+
 export const ConfigSchema = z
   .object({
     socket: z.string().min(1),
@@ -114,9 +149,24 @@ export const ConfigSchema = z
     /** Cluster membership (registering with an aggregator). */
     cluster: ClusterSchema.prefault({}),
     /** [auth] policy: the authorization policy file (TOML; see daemon/src/api/policy.ts). Unset: built-in defaults. */
-    auth: z.object({ policy: z.string().min(1).optional() }).strict().prefault({}),
+    /**
+     * [auth] policy: the authorization policy file; trust_domain: the SPIFFE trust domain (the
+     * cluster name) client certificates must name; default: the one of the [tcp] node certificate.
+     */
+    auth: z
+      .object({
+        policy: z.string().min(1).optional(),
+        trust_domain: z
+          .string()
+          .regex(/^[a-z0-9._-]{1,255}$/, "must be a SPIFFE trust domain (lowercase letters, digits, '.', '-', '_')")
+          .optional(),
+      })
+      .strict()
+      .prefault({}),
     /** [unix] mtls = true: callers on the socket must also present a client certificate (the [tcp] TLS material is used). */
     unix: z.object({ mtls: z.boolean().default(false) }).strict().prefault({}),
+    /** How tenants are confined on this host (uids, kernels, bridges, image URLs). */
+    tenancy: TenancySchema.prefault({}),
     /** How long a client may take to send a whole request (a slow or stalled client is cut off). */
     request_body_timeout_ms: z.number().int().min(100).max(600_000).default(30_000),
     /** Most streams one client connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS). */
@@ -149,6 +199,7 @@ export interface ConfigFlags {
   cgroupRoot?: string;
   kvmProbeTimeoutMs?: number;
   policy?: string;
+  trustDomain?: string;
   unixMtls?: boolean;
 }
 
@@ -192,7 +243,11 @@ export function loadConfig(flags: ConfigFlags): Config {
     ...(flags.kvmProbeTimeoutMs !== undefined && { kvm_probe_timeout_ms: flags.kvmProbeTimeoutMs }),
     tcp: Object.keys(tcp).length > 0 ? tcp : undefined,
     ...(flags.unixMtls !== undefined && { unix: { ...((file.unix ?? {}) as Record<string, unknown>), mtls: flags.unixMtls } }),
-    ...(flags.policy !== undefined && { auth: { ...((file.auth ?? {}) as Record<string, unknown>), policy: flags.policy } }),
+    auth: {
+      ...((file.auth ?? {}) as Record<string, unknown>),
+      ...(flags.policy !== undefined && { policy: flags.policy }),
+      ...(flags.trustDomain !== undefined && { trust_domain: flags.trustDomain }),
+    },
   };
   const parsed = ConfigSchema.safeParse(merged);
   if (!parsed.success) {

@@ -31,6 +31,7 @@ import { executableService } from "./runtime/service.js";
 import { ensureShim } from "./runtime/shim.js";
 import { Supervisor } from "./runtime/supervisor.js";
 import { writeFileAtomic } from "./store/atomic-file.js";
+import { lockStateDir, StateLockError } from "./store/state-lock.js";
 import { detectCellsBackend } from "./cells/detect.js";
 import { CellRegistry } from "./cells/registry.js";
 import { cellService } from "./cells/service.js";
@@ -70,6 +71,8 @@ async function nodeId(stateDir: string): Promise<string> {
 async function run(flags: ConfigFlags): Promise<void> {
   const config = loadConfig(flags);
   await mkdir(config.state_dir, { recursive: true, mode: 0o700 });
+  // Before anything in the state directory is read or written: one aetherd per state directory.
+  lockStateDir(config.state_dir);
   const daemonLogPath = join(config.state_dir, "aetherd.log");
   const log = createLogger(config.log_level, daemonLogPath);
   const startTimeMs = Date.now();
@@ -223,7 +226,7 @@ async function run(flags: ConfigFlags): Promise<void> {
 const program = new Command("aetherd")
   .description("The Aether host daemon: runs processes (and later cells, VMs, volumes) and serves the Aether API.")
   .version(VERSION)
-  .option("-c, --config <file>", "TOML config file (keys: socket, state_dir, log_level, max_message_bytes, cgroup_root, import_roots, max_streams_per_connection, request_body_timeout_ms, [tcp] listen/cert/key/client_ca/crl, [unix] mtls, [auth] policy, [[pools]] name/driver/location/default/labels, [bidding] memory_overcommit/cpu_overcommit/hold_ms, [node] labels)")
+  .option("-c, --config <file>", "TOML config file (keys: socket, state_dir, log_level, max_message_bytes, cgroup_root, import_roots, max_streams_per_connection, request_body_timeout_ms, [tcp] listen/cert/key/client_ca/crl, [unix] mtls, [auth] policy/trust_domain, [tenancy] id_base/ids_per_tenant/kernel_roots/networks/image_url_prefixes/allow_private_urls, [[pools]] name/driver/location/default/labels, [bidding] memory_overcommit/cpu_overcommit/hold_ms, [node] labels)")
   .option("--socket <path>", "unix socket to serve on (default /run/aether/aetherd.sock as root)")
   .option("--state-dir <dir>", "where records and logs are kept (default /var/lib/aether as root)")
   .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent")
@@ -234,6 +237,7 @@ const program = new Command("aetherd")
   .option("--cgroup-root <name>", "folder below aetherd's own cgroup that holds its cells (default aether)")
   .option("--unix-mtls", "require a client certificate on the unix socket too (uses the --tls-* files)")
   .option("--policy <file>", "authorization policy (TOML): roles and allow/deny rules per identity; reloaded on change and on SIGHUP")
+  .option("--trust-domain <name>", "SPIFFE trust domain (cluster name) client certificates must name (default: the one in --tls-cert)")
   .option("--kvm-probe-timeout-ms <ms>", "how long a probe guest may take to boot under KVM (acceleration auto)", (v) => Number.parseInt(v, 10))
   .addHelpText(
     "after",
@@ -249,7 +253,7 @@ Examples:
     try {
       await run(opts);
     } catch (err) {
-      if (err instanceof ConfigError || err instanceof ListenError || err instanceof PolicyError) {
+      if (err instanceof ConfigError || err instanceof ListenError || err instanceof PolicyError || err instanceof StateLockError) {
         process.stderr.write(`aetherd: ${err.message}\n`);
         process.exit(2);
       }

@@ -17,7 +17,8 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import * as x509 from "@peculiar/x509";
 import type { Logger } from "pino";
 import type { Config, TcpConfig } from "./config.js";
-import { peerContext, peerKey, requireVerifiedPeer } from "./api/peer.js";
+import { peerContextIn, peerKey, requireVerifiedPeer } from "./api/peer.js";
+import { certificateTrustDomain } from "./api/identity.js";
 
 export interface Listeners {
   close(): Promise<void>;
@@ -31,6 +32,7 @@ export interface Listeners {
 export class ListenError extends Error {}
 
 export async function listen(config: Config, routes: (router: ConnectRouter) => void, log: Logger, extraInterceptors: Interceptor[] = []): Promise<Listeners> {
+  const trustDomain = resolveTrustDomain(config);
   const connectHandler = connectNodeAdapter({
     routes,
     readMaxBytes: config.max_message_bytes,
@@ -38,7 +40,10 @@ export async function listen(config: Config, routes: (router: ConnectRouter) => 
     grpc: true,
     grpcWeb: true,
     connect: true,
-    contextValues: peerContext,
+    contextValues: peerContextIn(trustDomain),
+    // JSON as protobuf defines it (connect-es relaxes it): an unknown field or enum name is refused
+    // with INVALID_ARGUMENT instead of dropped, so a typo ("tenantt") cannot silently change a request.
+    jsonOptions: { ignoreUnknownFields: false },
     // Identity first (nothing unverified reaches a handler), then what the caller adds (the audit log).
     interceptors: [explainCrlRefusal, requireVerifiedPeer, ...extraInterceptors],
   });
@@ -285,6 +290,28 @@ function closeRevoked(sockets: Set<TLSSocket>, revoked: Map<string, Set<string>>
     }
   }
   return closed;
+}
+
+/**
+ * The SPIFFE trust domain callers' certificates must name: [auth] trust_domain, else the one in
+ * aetherd's own node certificate ([tcp] cert from `aether pki issue node`). Without TLS there are no
+ * certificates to check; with TLS and neither, aetherd does not start rather than trust every domain.
+ */
+function resolveTrustDomain(config: Config): string | undefined {
+  if (config.auth.trust_domain !== undefined) return config.auth.trust_domain;
+  if (!config.tcp) return undefined;
+  let fromCert: string | undefined;
+  try {
+    fromCert = certificateTrustDomain(config.tcp.cert);
+  } catch (err) {
+    throw new ListenError(`cannot read the certificate ${config.tcp.cert}: ${(err as Error).message}`);
+  }
+  if (fromCert === undefined) {
+    throw new ListenError(
+      `the certificate ${config.tcp.cert} names no SPIFFE ID, so aetherd cannot tell its cluster's trust domain: set [auth] trust_domain (or --trust-domain) to the cluster name given to \`aether pki init --cluster\`, or use a node certificate from \`aether pki issue node\`.`,
+    );
+  }
+  return fromCert;
 }
 
 /**

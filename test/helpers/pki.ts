@@ -12,7 +12,10 @@ export interface Pair {
 
 export interface TestCa extends Pair {
   dir: string;
-  /** uri: the SPIFFE URI SAN (default spiffe://test/user/<name>); null: none at all. */
+  /**
+   * uri: the SPIFFE URI SAN (default spiffe://test/user/<name>, for a server spiffe://test/node/<name>,
+   * so the trust domain is "test"); null: none at all.
+   */
   issue(name: string, options?: { server?: boolean; days?: number; uri?: string | null }): Pair;
 }
 
@@ -31,7 +34,7 @@ export function createCa(name: string, dir = mkdtempSync(join(tmpdir(), "aether-
       writeFileSync(
         ext,
         options.server
-          ? "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
+          ? `subjectAltName=IP:127.0.0.1,DNS:localhost${options.uri === null ? "" : `,URI:${options.uri ?? `spiffe://test/node/${subject}`}`}\nextendedKeyUsage=serverAuth\n`
           : `${options.uri === null ? "" : `subjectAltName=URI:${options.uri ?? `spiffe://test/user/${subject}`}\n`}extendedKeyUsage=clientAuth\n`,
       );
       openssl(dir, ["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", pair.key, "-out", csr, "-subj", `/CN=${subject}`]);

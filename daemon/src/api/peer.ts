@@ -6,7 +6,7 @@ import type { IncomingMessage } from "node:http";
 import type { Http2ServerRequest } from "node:http2";
 import type { TLSSocket } from "node:tls";
 import { Code, ConnectError, createContextKey, createContextValues, type Interceptor } from "@connectrpc/connect";
-import { uriSans } from "./identity.js";
+import { spiffeRefusal, uriSans } from "./identity.js";
 
 export interface Peer {
   transport: "unix" | "tls";
@@ -14,6 +14,8 @@ export interface Peer {
   verified: boolean;
   /** Why the certificate did not verify (OpenSSL's code), when it did not. */
   rejection?: string;
+  /** The sentence for a certificate that verified but names no identity of this cluster. */
+  refusal?: string;
   /** Subject common name and URI SANs of the verified client certificate. */
   subject?: string;
   uris?: string[];
@@ -21,7 +23,11 @@ export interface Peer {
 
 export const peerKey = createContextKey<Peer>({ transport: "unix", verified: true }, { description: "the calling peer" });
 
-export function peerContext(req: IncomingMessage | Http2ServerRequest) {
+/**
+ * The peer context of each request. trustDomain: the cluster's SPIFFE trust domain; a certificate
+ * naming another, or several SPIFFE IDs, is not a verified peer.
+ */
+export const peerContextIn = (trustDomain: string | undefined) => (req: IncomingMessage | Http2ServerRequest) => {
   const socket = req.socket as TLSSocket | undefined;
   const values = createContextValues();
   if (!socket || typeof socket.getPeerCertificate !== "function") return values.set(peerKey, { transport: "unix", verified: true });
@@ -31,12 +37,16 @@ export function peerContext(req: IncomingMessage | Http2ServerRequest) {
   if (!socket.authorized) {
     return values.set(peerKey, { transport: "tls", verified: false, rejection: String(socket.authorizationError ?? "UNVERIFIED") });
   }
-  return values.set(peerKey, { transport: "tls", verified: true, subject: String(cert.subject?.CN ?? ""), uris: uriSans(cert.subjectaltname) });
-}
+  const uris = uriSans(cert.subjectaltname);
+  const refusal = trustDomain === undefined ? "aetherd has no trust domain configured, so it accepts no certificate identity." : spiffeRefusal(uris, trustDomain);
+  if (refusal !== undefined) return values.set(peerKey, { transport: "tls", verified: false, rejection: "FOREIGN_IDENTITY", refusal });
+  return values.set(peerKey, { transport: "tls", verified: true, subject: String(cert.subject?.CN ?? ""), uris });
+};
 
 export const requireVerifiedPeer: Interceptor = (next) => async (req) => {
   const peer = req.contextValues.get(peerKey);
   if (!peer.verified) {
+    if (peer.refusal !== undefined) throw new ConnectError(peer.refusal, Code.Unauthenticated);
     throw new ConnectError(
       peer.rejection === "NO_CERTIFICATE"
         ? "aetherd requires a client certificate here: connect with a certificate and key issued by the cluster CA."
