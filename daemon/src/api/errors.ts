@@ -8,3 +8,5 @@ export const failedPrecondition = (sentence: string) => new ConnectError(sentenc
 export const deadlineExceeded = (sentence: string) => new ConnectError(sentence, Code.DeadlineExceeded);
 export const internal = (sentence: string) => new ConnectError(sentence, Code.Internal);
 export const unavailable = (sentence: string) => new ConnectError(sentence, Code.Unavailable);
+export const resourceExhausted = (sentence: string) => new ConnectError(sentence, Code.ResourceExhausted);
+export const permissionDenied = (sentence: string) => new ConnectError(sentence, Code.PermissionDenied);
