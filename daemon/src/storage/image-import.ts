@@ -1,16 +1,21 @@
 // Reading an image's source into a pool: a local file (confined to the configured import roots) or
-// an http(s) URL, hashed with SHA-256 while it streams, then checked to really be a disk image.
+// an http(s) URL (under the caller's URL rules), hashed with SHA-256 while it streams and written
+// sparse, then checked to really be a disk image.
 import { createHash } from "node:crypto";
-import { createReadStream, createWriteStream } from "node:fs";
+import { createReadStream } from "node:fs";
 import { open, realpath, stat } from "node:fs/promises";
 import { isAbsolute, relative, sep } from "node:path";
 import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
+import { openUrl } from "./download.js";
+import { ImportError } from "./import-error.js";
 import { qemuImgInfo } from "./qemu-img.js";
+import { SparseFileWriter } from "./sparse-writer.js";
+import type { UrlRules } from "./url-guard.js";
 
-export class ImportError extends Error {}
+export { ImportError };
 
-export type ImportSource = { kind: "local"; path: string } | { kind: "url"; url: string };
+export type ImportSource = { kind: "local"; path: string } | { kind: "url"; url: string; rules: UrlRules };
 
 export interface Progress {
   importedBytes: number;
@@ -44,19 +49,11 @@ export async function fetchSource(source: ImportSource, target: string, signal: 
   let sourceBytes = 0;
   if (source.kind === "local") {
     sourceBytes = (await stat(source.path)).size;
-    input = createReadStream(source.path);
+    input = createReadStream(source.path, { highWaterMark: 1024 * 1024 });
   } else {
-    let response: Response;
-    try {
-      response = await fetch(source.url, { signal, redirect: "follow" });
-    } catch (err) {
-      if (signal.aborted) throw new ImportError("the import was cancelled.");
-      const cause = (err as { cause?: { message?: string } }).cause?.message ?? (err as Error).message;
-      throw new ImportError(`could not download ${source.url}: ${cause}.`);
-    }
-    if (!response.ok || !response.body) throw new ImportError(`downloading ${source.url} failed: the server answered HTTP ${response.status} ${response.statusText}.`);
-    sourceBytes = Number(response.headers.get("content-length") ?? 0) || 0;
-    input = Readable.fromWeb(response.body as import("node:stream/web").ReadableStream<Uint8Array>);
+    const opened = await openUrl(source.url, source.rules, signal);
+    sourceBytes = opened.sourceBytes;
+    input = opened.body;
   }
   const hash = createHash("sha256");
   let importedBytes = 0;
@@ -74,9 +71,10 @@ export async function fetchSource(source: ImportSource, target: string, signal: 
     },
   });
   try {
-    await pipeline(input, meter, createWriteStream(target, { mode: 0o600 }), { signal });
+    await pipeline(input, meter, new SparseFileWriter(target), { signal });
   } catch (err) {
     if (signal.aborted) throw new ImportError("the import was cancelled.");
+    if (err instanceof ImportError) throw err;
     throw new ImportError(`reading the source failed: ${(err as Error).message}.`);
   }
   onProgress({ importedBytes, sourceBytes: sourceBytes || importedBytes });

@@ -10,13 +10,14 @@ import { existsSync } from "node:fs";
 import { mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { Mutex } from "async-mutex";
-import { ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { alreadyExists, failedPrecondition, internal, invalidArgument, notFound } from "../api/errors.js";
 import { clip } from "../api/validate.js";
 import { HostCommandError } from "../host/command.js";
 import { writeJsonAtomic } from "../store/atomic-file.js";
 import { confineLocalSource, fetchSource, ImportError, inspectStaged, type ImportSource } from "./image-import.js";
+import { precheckUrl, UrlRefusedError } from "./url-guard.js";
 import { PoolUnavailableError, type DiskFormat, type PoolStatus, type StoragePool, type StoredDisk } from "./pool.js";
 import { ImageRecordSchema, SnapshotRecordSchema, VolumeRecordSchema, type ImageRecord, type SnapshotRecord, type VolumeRecord } from "./records.js";
 
@@ -51,6 +52,11 @@ export interface ImportImageInput {
   sha256: string;
   sourceFormat: "qcow2" | "raw" | undefined;
   requestId: string;
+  /**
+   * Whether a checksum mismatch may name the SHA-256 of what was downloaded. Not for tenants: the
+   * digest of a body they may not read is a key to it (a second import with that digest stores it).
+   */
+  revealDigest: boolean;
 }
 
 export interface PoolView {
@@ -621,6 +627,15 @@ export class StorageRegistry {
         if (err instanceof ImportError) throw failedPrecondition(err.message);
         throw err;
       }
+    } else {
+      try {
+        await precheckUrl(new URL(source.url), source.rules);
+      } catch (err) {
+        // The caller may not have aetherd fetch this: a question of permission, not of the argument's form.
+        if (err instanceof UrlRefusedError) throw new ConnectError(err.message, Code.PermissionDenied);
+        if (err instanceof ImportError) throw failedPrecondition(err.message);
+        throw err;
+      }
     }
     const status = await pool.probe();
     if (!status.available) throw failedPrecondition(`pool ${pool.name} is unavailable: ${status.reason}`);
@@ -654,11 +669,11 @@ export class StorageRegistry {
     });
     const abort = new AbortController();
     this.imports.set(record.id, abort);
-    void this.runImport(record, pool, source, input.sourceFormat, abort.signal).finally(() => this.imports.delete(record.id));
+    void this.runImport(record, pool, source, input.sourceFormat, input.revealDigest, abort.signal).finally(() => this.imports.delete(record.id));
     return record;
   }
 
-  private async runImport(record: ImageRecord, pool: StoragePool, source: ImportSource, declared: "qcow2" | "raw" | undefined, signal: AbortSignal): Promise<void> {
+  private async runImport(record: ImageRecord, pool: StoragePool, source: ImportSource, declared: "qcow2" | "raw" | undefined, revealDigest: boolean, signal: AbortSignal): Promise<void> {
     let staged = "";
     try {
       staged = await pool.stagingPath(record.id);
@@ -667,7 +682,10 @@ export class StorageRegistry {
         record.sourceBytes = p.sourceBytes;
         this.changes.emit("image", record.id);
       });
-      if (digest !== record.sha256) throw new ImportError(`the checksum does not match: the source's SHA-256 is ${digest}, not ${record.sha256}; check the URL or file and the checksum you gave.`);
+      if (digest !== record.sha256) {
+        const found = revealDigest ? `the source's SHA-256 is ${digest}, not ${record.sha256}` : `the source's SHA-256 is not ${record.sha256}`;
+        throw new ImportError(`the checksum does not match: ${found}; check the URL or file and the checksum you gave.`);
+      }
       const format = await inspectStaged(staged, declared);
       if (signal.aborted) throw new ImportError("the import was cancelled.");
       const disk = await pool.finishImport(record.id, staged, format);

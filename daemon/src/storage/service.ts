@@ -21,9 +21,11 @@ import {
 } from "@aether/sdk/gen/aether/storage/v1/storage_pb";
 import { invalidArgument } from "../api/errors.js";
 import { timestamp } from "../api/time.js";
-import { requireClusterWide, scopeKey } from "../api/authorize.js";
+import { requireClusterWide, scopeKey, type CallerScope } from "../api/authorize.js";
 import { clip, dnsLabel, labelFilter, labels, matchesFilter, paginate, reference, tenant as parseTenant } from "../api/validate.js";
 import type { DiskFormat } from "./pool.js";
+import { ANY_URL, type UrlRules } from "./url-guard.js";
+import type { ImportSource } from "./image-import.js";
 import type { PoolView, StorageRegistry, VolumeSource } from "./registry.js";
 import type { ImageRecord, SnapshotRecord, VolumeRecord } from "./records.js";
 
@@ -50,7 +52,23 @@ function optionalLabel(field: string, value: string): string {
   return value === "" ? "" : dnsLabel(field, value);
 }
 
-export function storageService(registry: StorageRegistry): ServiceImpl<typeof StorageService> {
+/** The part of [tenancy] that governs image URLs. Without one, tenants import from no URL. */
+export interface ImportTenancy {
+  image_url_prefixes: string[];
+  allow_private_urls: boolean;
+}
+const NO_TENANT_URLS: ImportTenancy = { image_url_prefixes: [], allow_private_urls: false };
+
+/**
+ * Where a caller may have aetherd download from: a cluster-wide caller anywhere, a tenant only
+ * under the operator's prefixes and (unless allow_private_urls) from public addresses.
+ */
+function urlRules(scope: CallerScope, tenancy: ImportTenancy): UrlRules {
+  if (scope.tenant === undefined) return ANY_URL;
+  return { prefixes: tenancy.image_url_prefixes, publicOnly: !tenancy.allow_private_urls };
+}
+
+export function storageService(registry: StorageRegistry, tenancy: ImportTenancy = NO_TENANT_URLS): ServiceImpl<typeof StorageService> {
   const volumeRef = (value: string, t: string) => registry.resolveVolume(reference("volume", value), parseTenant(t));
   const listTenant = (value: string) => (value === "" ? undefined : parseTenant(value));
 
@@ -257,9 +275,10 @@ export function storageService(registry: StorageRegistry): ServiceImpl<typeof St
     async importImage(req, ctx) {
       const name = dnsLabel("name", req.name);
       const src = req.source?.source;
+      const scope = ctx.values.get(scopeKey);
       // A local file is read with aetherd's privileges: tenants import from http(s) URLs.
-      if (src?.case === "localPath") requireClusterWide(ctx.values.get(scopeKey), "import images from files of the host (import from an http(s) URL)");
-      let source: { kind: "local"; path: string } | { kind: "url"; url: string };
+      if (src?.case === "localPath") requireClusterWide(scope, "import images from files of the host (import from an http(s) URL)");
+      let source: ImportSource;
       if (src?.case === "localPath") {
         if (!src.value.startsWith("/") || src.value.includes("\0") || src.value.length > 4096) throw invalidArgument(`source.local_path ${JSON.stringify(clip(src.value))} is not an absolute path.`);
         source = { kind: "local", path: src.value };
@@ -271,7 +290,7 @@ export function storageService(registry: StorageRegistry): ServiceImpl<typeof St
           throw invalidArgument(`source.url ${JSON.stringify(clip(src.value))} is not a URL.`);
         }
         if (url.protocol !== "http:" && url.protocol !== "https:") throw invalidArgument(`source.url must be http:// or https://, not ${url.protocol}//.`);
-        source = { kind: "url", url: url.toString() };
+        source = { kind: "url", url: url.toString(), rules: urlRules(scope, tenancy) };
       } else {
         throw invalidArgument("source is required: give source.local_path (a file on this host) or source.url (http or https).");
       }
@@ -286,6 +305,7 @@ export function storageService(registry: StorageRegistry): ServiceImpl<typeof St
         sha256: req.sha256,
         sourceFormat,
         requestId: req.requestId,
+        revealDigest: scope.tenant === undefined,
       });
       return { image: await imageMessage(image) };
     },
