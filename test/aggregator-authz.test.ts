@@ -85,4 +85,18 @@ describe("tenants on the cluster (aether-aggregator)", () => {
     assert.equal((await bob.aggregator.getPlacement({ workload: bobs.workload })).placement?.name, "bobs-job");
     assert.equal((await bob.aggregator.getAuction({ auction: bobs.auction })).auction?.tenant, "b");
   });
+
+  // Last: it deploys more of tenant a's workloads than the listings above expect.
+  it("a tenant's deployed workload runs confined on the node: the tenant's own host ids, whatever uid/gid the spec names", async () => {
+    const admin = await node.client();
+    const [job] = (await admin.runtime.listExecutables({ tenant: "b" })).executables;
+    assert.equal(job?.name, "bobs-job");
+    assert.equal(job?.uid, 65534, "the spec's uid, as an offset in tenant b's block");
+    assert.ok((job?.hostUid ?? 0) >= 1_000_000_000, `runs as host uid ${job?.hostUid}, not the host's nobody`);
+    assert.ok((job?.hostGid ?? 0) >= 1_000_000_000);
+    // Even a spec that claims to be unconfined is confined when a tenant deploys it.
+    const sneaky = await alice.aggregator.deploy({ spec: { ...sleeper("sneaky").spec, confined: false } });
+    const placed = (await admin.runtime.listExecutables({ tenant: "a" })).executables.find((e) => e.name === "sneaky");
+    assert.ok(sneaky.placement && (placed?.hostUid ?? 0) >= 1_000_000_000);
+  });
 });

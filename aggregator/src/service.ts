@@ -41,6 +41,8 @@ export function aggregatorService(aggregator: Aggregator): ServiceImpl<typeof Ag
     async deploy(req, ctx) {
       // The workload's tenant is inside the spec: a tenant's caller is held to its own there.
       const scope = ctx.values.get(scopeKey);
+      // Only the aggregator says whether a workload is confined: a tenant's always is.
+      if (req.spec) req.spec.confined = scope.tenant !== undefined;
       if (scope.tenant !== undefined && req.spec) {
         if (req.spec.tenant === "") req.spec.tenant = scope.tenant;
         else if (req.spec.tenant !== scope.tenant) {

@@ -18,7 +18,7 @@
  *
  * Request on stdin: a decimal byte count and '\n', then that many bytes of NUL-terminated fields:
  *   id, dir, cap_bytes, cwd, uid (-1: keep), gid (-1: keep), n_cgroup_files, cgroup_file...,
- *   ns_holder_pid (0: none), ns_join ("net,uts,ipc,mnt" or ""), new_pid_ns (0|1),
+ *   ns_holder_pid (0: none), ns_join ("net,uts,ipc,mnt" or ""), new_pid_ns (0, 1: as pid 1, 2: under an init),
  *   argc, argv..., envc, env...
  *
  * `aether-shim --hold NAMESPACES [--join PID] [--hostname NAME]` is the other mode: it creates the
@@ -144,7 +144,7 @@ struct request {
   char **cgroup_files;
   long long ns_holder;    /* pid whose namespaces the program joins; 0: none */
   const char *ns_join;    /* which of them: comma-separated among net,uts,ipc,mnt */
-  int new_pid_ns;         /* start the program as pid 1 of a pid namespace of its own */
+  int new_pid_ns;         /* 1: the program is pid 1 of a pid namespace of its own; 2: with an init as pid 1 */
   char **argv;
   char **envp;
 };
@@ -176,33 +176,26 @@ static int join_namespaces(long long holder, const char *which) {
   return 0;
 }
 
-/* Makes this process pid 1 of a new pid namespace, with /proc to match. The calling process stays
-   outside as a stand-in parent: it forwards signals and exits the way pid 1 exits, so the shim
-   sees the program's status. Returns only in the new pid 1 (0), or on failure (-1 with errno). */
-static int become_pid1(int exec_status_fd) {
-  if (unshare(CLONE_NEWPID | CLONE_NEWNS) != 0) return -1;
-  pid_t child = fork();
-  if (child < 0) return -1;
-  if (child == 0) {
-    if (mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) return -1;
-    if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) return -1;
-    return 0;
+/* Waits for `child`, reaping every other child meanwhile (a pid 1 inherits the orphans of its
+   namespace), then exits the way it ended: with its code, or with its signal (outside a namespace),
+   or with 128+signal (as pid 1, which cannot die of a signal it sends itself). */
+static void exit_like(pid_t child, int as_pid1) {
+  int status = 0;
+  for (;;) {
+    int st;
+    pid_t got = waitpid(-1, &st, 0);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      break; /* no children left */
+    }
+    if (got == child) {
+      status = st;
+      break;
+    }
   }
-  pid1_child = child;
-  struct sigaction fwd;
-  memset(&fwd, 0, sizeof fwd);
-  fwd.sa_handler = forward_signal;
-  int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT};
-  for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaction(sigs[i], &fwd, NULL);
-  /* Only the program holds the output and exec-status pipes from here on: the shim learns that the
-     exec happened when the last write end of the exec-status pipe closes. */
-  close(exec_status_fd);
-  close(STDOUT_FILENO);
-  close(STDERR_FILENO);
-  int status;
-  while (waitpid(child, &status, 0) < 0 && errno == EINTR) {}
   if (WIFSIGNALED(status)) {
     int sig = WTERMSIG(status);
+    if (as_pid1) _exit(128 + sig);
     signal(sig, SIG_DFL);
     sigset_t all;
     sigemptyset(&all);
@@ -212,6 +205,48 @@ static int become_pid1(int exec_status_fd) {
     _exit(128 + sig);
   }
   _exit(WEXITSTATUS(status));
+}
+
+static void forward_signals_to(pid_t child) {
+  pid1_child = child;
+  struct sigaction fwd;
+  memset(&fwd, 0, sizeof fwd);
+  fwd.sa_handler = forward_signal;
+  int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT};
+  for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaction(sigs[i], &fwd, NULL);
+}
+
+/* Makes this process pid 1 of a new pid namespace, with /proc to match. The calling process stays
+   outside as a stand-in parent: it forwards signals and exits the way pid 1 exits, so the shim
+   sees the program's status. With `with_init` (tenant processes), pid 1 is a minimal init rather
+   than the program: it forwards signals to the program and reaps orphans, so the program gets
+   SIGTERM like any process (the kernel drops signals to a pid 1 that has no handler for them).
+   Returns only in the process that goes on to exec the program (0), or on failure (-1 with errno). */
+static int become_pid1(int exec_status_fd, int with_init) {
+  if (unshare(CLONE_NEWPID | CLONE_NEWNS) != 0) return -1;
+  pid_t child = fork();
+  if (child < 0) return -1;
+  if (child == 0) {
+    if (mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) return -1;
+    if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) return -1;
+    if (!with_init) return 0;
+    pid_t program = fork();
+    if (program < 0) return -1;
+    if (program == 0) return 0;
+    forward_signals_to(program);
+    close(exec_status_fd);
+    close(STDOUT_FILENO);
+    close(STDERR_FILENO);
+    exit_like(program, 1);
+  }
+  forward_signals_to(child);
+  /* Only the program holds the output and exec-status pipes from here on: the shim learns that the
+     exec happened when the last write end of the exec-status pipe closes. */
+  close(exec_status_fd);
+  close(STDOUT_FILENO);
+  close(STDERR_FILENO);
+  exit_like(child, 0);
+  return -1; /* not reached */
 }
 
 /* Sends one report line to aetherd in a single write, so concurrent shims never interleave. */
@@ -291,7 +326,7 @@ static void run_shim(const struct request *r) {
     if (r->ns_holder > 0 && r->ns_join[0] != '\0' && join_namespaces(r->ns_holder, r->ns_join) != 0) goto fail;
     step = "creating the pid namespace";
     if (r->new_pid_ns) {
-      if (become_pid1(exec_pipe[1]) != 0) goto fail;
+      if (become_pid1(exec_pipe[1], r->new_pid_ns == 2) != 0) goto fail;
     }
     step = "setting the group id";
     if (r->gid >= 0 && (setgroups(0, NULL) != 0 || setgid((gid_t)r->gid) != 0)) goto fail;

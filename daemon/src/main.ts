@@ -30,6 +30,8 @@ import { probeHost } from "./node/probe.js";
 import { executableService } from "./runtime/service.js";
 import { ensureShim } from "./runtime/shim.js";
 import { Supervisor } from "./runtime/supervisor.js";
+import { detectProcessTrees } from "./runtime/process-tree.js";
+import { TenantIds } from "./runtime/tenant-ids.js";
 import { writeFileAtomic } from "./store/atomic-file.js";
 import { lockStateDir, StateLockError } from "./store/state-lock.js";
 import { detectCellsBackend } from "./cells/detect.js";
@@ -79,9 +81,17 @@ async function run(flags: ConfigFlags): Promise<void> {
 
   const events = new EventBus();
   const shimPath = await ensureShim(join(config.state_dir, "bin"));
-  const supervisor = new Supervisor(config.state_dir, shimPath, log.child({ room: "runtime" }), events);
-  await supervisor.load();
   const cellsChoice = detectCellsBackend(config.cgroup_root);
+  // Each executable's whole process tree in a cgroup of its own (see runtime/process-tree.ts).
+  const treesFor = (name: string) => {
+    const choice = detectProcessTrees(config.cgroup_root, name, cellsChoice.backend?.version);
+    if (!choice.trees) log.warn({ reason: choice.reason }, "executables are tracked by their process group only");
+    return choice.trees;
+  };
+  const supervisor = new Supervisor(config.state_dir, shimPath, log.child({ room: "runtime" }), events, treesFor("executables"));
+  await supervisor.load();
+  const tenantIds = new TenantIds(config.state_dir, config.tenancy.id_base, config.tenancy.ids_per_tenant);
+  tenantIds.load();
   const cells = new CellRegistry(config.state_dir, cellsChoice.backend, cellsChoice.reason, shimPath, supervisor, log.child({ room: "cells" }));
   await cells.load();
   supervisor.explainExit = (spec, exit) => explainOomKill(cells, spec, exit);
@@ -91,7 +101,7 @@ async function run(flags: ConfigFlags): Promise<void> {
   const fences = new BmcRegistry(config.state_dir, log.child({ room: "fence" }), events);
   await fences.load();
   // The VMs' hypervisor processes have a supervisor of their own: they are not user executables.
-  const vmProcesses = new Supervisor(join(config.state_dir, "vms"), shimPath, log.child({ room: "vm-processes" }), events);
+  const vmProcesses = new Supervisor(join(config.state_dir, "vms"), shimPath, log.child({ room: "vm-processes" }), events, treesFor("vm-processes"));
   await vmProcesses.load();
   const hypervisors = { qemu: await QemuHypervisor.find(), firecracker: await FirecrackerHypervisor.find() };
   const vms = new VmManager(
@@ -112,7 +122,7 @@ async function run(flags: ConfigFlags): Promise<void> {
   const audit = new AuditLog(config.state_dir);
   // One instance of each handler: the RPCs and the auction's provisioning share them.
   const handlers = {
-    runtime: executableService(supervisor, (cell, tenant) => cells.placement(cell, tenant)),
+    runtime: executableService(supervisor, (cell, tenant) => cells.placement(cell, tenant), tenantIds),
     cells: cellService(cells),
     vm: vmService(vms),
   };

@@ -4,7 +4,8 @@
 import { rm, readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { scopeKey } from "../api/authorize.js";
+import { Code, ConnectError, createContextValues, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { z } from "zod";
 import { BidBreakdownSchema, BidFactorSchema, type BidService, type ExecuteProvisioningResponse } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
@@ -307,8 +308,12 @@ export function bidService(bidding: Bidding): ServiceImpl<typeof BidService> {
       };
     },
 
-    async executeProvisioning(req, ctx) {
+    async executeProvisioning(req, callerCtx) {
       const spec = checkSpec(req.spec);
+      // A tenant's workload is held to its tenant here exactly as the tenant's own call would be,
+      // though the aggregator (a cluster-wide identity) asks for it.
+      const confined = spec.confined || callerCtx.values.get(scopeKey).tenant !== undefined;
+      const ctx = confined ? actingForTenant(callerCtx, spec.tenant) : callerCtx;
       if (req.requestId.length > 128) throw invalidArgument("request_id is longer than 128 characters.");
       return bidding.exclusive(spec.workloadId, async () => {
         const earlier = await existing(spec, ctx);
@@ -399,4 +404,11 @@ function ignoreGone(err: unknown): void {
 function ignoreNotRunning(err: unknown): void {
   if (err instanceof ConnectError && (err.code === Code.NotFound || err.code === Code.FailedPrecondition)) return;
   throw err;
+}
+
+/** The handler context of a call made on behalf of a tenant: the handlers confine it to that tenant. */
+function actingForTenant(ctx: HandlerContext, tenant: string): HandlerContext {
+  const scope = ctx.values.get(scopeKey);
+  const values = createContextValues().set(scopeKey, { identity: `${scope.identity} (for tenant ${tenant})`, tenant });
+  return { ...ctx, values };
 }

@@ -51,6 +51,8 @@ export interface CheckedSpec {
   labels: Record<string, string>;
   kind: WorkloadKind;
   requirements: Requirements;
+  /** A tenant deployed it: provisioned as that tenant's own call would be (see authorize.ts). */
+  confined: boolean;
 }
 
 /** Workload ids are UUIDs from the aggregator; anything label-safe is accepted (they become label values). */
@@ -113,7 +115,15 @@ export function checkSpec(spec: WorkloadSpec | undefined): CheckedSpec {
       break;
     }
   }
-  return { workloadId: spec.workloadId, name, tenant, labels: workloadLabels, kind: kind as WorkloadKind, requirements: requirementsOf(spec, kind as WorkloadKind) };
+  return {
+    workloadId: spec.workloadId,
+    name,
+    tenant,
+    labels: workloadLabels,
+    kind: kind as WorkloadKind,
+    requirements: requirementsOf(spec, kind as WorkloadKind),
+    confined: spec.confined,
+  };
 }
 
 /** The requirements with every zero field derived from the spec (see WorkloadRequirements). */

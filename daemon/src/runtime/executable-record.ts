@@ -20,8 +20,14 @@ export const ExecutableSpecSchema = z.object({
   argv: z.array(z.string()).min(1),
   env: z.record(z.string(), z.string()),
   cwd: z.string(),
+  /** As requested: for a tenant, offsets in the tenant's id block (see tenant-ids.ts). */
   uid: z.number().int().nonnegative(),
   gid: z.number().int().nonnegative(),
+  /** The host ids the process runs as; records from before tenant id blocks have none (= uid/gid). */
+  hostUid: z.number().int().nonnegative().optional(),
+  hostGid: z.number().int().nonnegative().optional(),
+  /** Started as pid 1 of a pid namespace of its own (every tenant process: it sees only its own tree). */
+  pidNamespace: z.boolean().default(false),
   /** Name path of the cell, as shown to users; "" for none. */
   cell: z.string(),
   /** Id of the cell (stable across renames of nothing, and what a cell's Free looks for). */

@@ -2,7 +2,7 @@
 // between the supervisor's records and the contract's messages.
 import { randomBytes } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import type { ServiceImpl } from "@connectrpc/connect";
 import {
   ExecutableSchema,
   ExecutableService,
@@ -17,6 +17,7 @@ import { clip, labelFilter, matchesFilter, paginate, tenant as parseTenant } fro
 import { resolveExecutable } from "./resolve.js";
 import { fileSize, signalName, SpawnError, type Placement, type Supervisor, type TrackedExecutable } from "./supervisor.js";
 import { validateStart } from "./validate-start.js";
+import type { TenantIds } from "./tenant-ids.js";
 import { constants as osConstants } from "node:os";
 
 const DEFAULT_GRACE_MS = 10_000;
@@ -26,14 +27,22 @@ const REMEMBERED_DELETES = 1024;
 /** Resolves a cell by id or name in a tenant to where a process must go; throws a ConnectError. */
 export type CellPlacer = (cell: string, tenant: string) => Placement;
 
-export function executableService(supervisor: Supervisor, placeInCell: CellPlacer): ServiceImpl<typeof ExecutableService> {
+export function executableService(supervisor: Supervisor, placeInCell: CellPlacer, tenantIds: TenantIds): ServiceImpl<typeof ExecutableService> {
   const resolve = (ref: string, tenantField: string) => resolveExecutable(supervisor, ref, tenantField);
   const completedDeletes = new Set<string>();
   /** Starts with a request_id that are still in progress, by tenant/request_id. */
   const startsInFlight = new Map<string, Promise<Executable>>();
-  /** Validates and starts one executable (no request_id handling). */
-  const start = async (req: StartExecutableRequest): Promise<Executable> => {
-    const input = await validateStart(req, randomBytes(3).toString("hex"));
+  /**
+   * Validates and starts one executable (no request_id handling). confined: the caller acts for a
+   * tenant, so the process runs as that tenant's own host ids, with no supplementary groups, in a
+   * pid namespace of its own (it sees and can signal only its own tree).
+   */
+  const start = async (req: StartExecutableRequest, confined: boolean): Promise<Executable> => {
+    const validated = await validateStart(req, randomBytes(3).toString("hex"));
+    const host = confined ? await tenantIds.hostIds(validated.tenant, req.uid, req.gid) : undefined;
+    const input = host
+      ? { ...validated, uid: req.uid ?? 0, gid: req.gid ?? 0, hostUid: host.uid, hostGid: host.gid, pidNamespace: true }
+      : validated;
     const clash = supervisor.list().find((e) => e.spec.name === input.name && e.spec.tenant === input.tenant);
     if (clash) {
       throw alreadyExists(
@@ -51,18 +60,15 @@ export function executableService(supervisor: Supervisor, placeInCell: CellPlace
 
   return {
     async startExecutable(req, ctx) {
-      // A tenant's processes run as an unprivileged user it names, never as aetherd's own (root).
-      if (ctx.values.get(scopeKey).tenant !== undefined && (!req.uid || !req.gid)) {
-        throw new ConnectError(`${ctx.values.get(scopeKey).identity} acts for a tenant: set uid and gid to an unprivileged user (not 0); processes never run as aetherd's own user for a tenant.`, Code.PermissionDenied);
-      }
-      if (req.requestId === "") return { executable: await start(req) };
+      const confined = ctx.values.get(scopeKey).tenant !== undefined;
+      if (req.requestId === "") return { executable: await start(req, confined) };
       // A retry that arrives while the first call is still starting waits for it, then answers with
       // what it started: two calls with one request_id never start two processes.
       const key = `${parseTenant(req.tenant)}/${req.requestId}`;
       for (let pending = startsInFlight.get(key); pending; pending = startsInFlight.get(key)) await pending.catch(() => undefined);
       const earlier = supervisor.list().find((e) => e.spec.requestId === req.requestId && e.spec.tenant === parseTenant(req.tenant));
       if (earlier) return { executable: toMessage(supervisor, earlier) };
-      const started = start(req);
+      const started = start(req, confined);
       startsInFlight.set(key, started);
       try {
         return { executable: await started };
@@ -171,6 +177,9 @@ export function toMessage(supervisor: Supervisor, exe: TrackedExecutable): Execu
     cwd: spec.cwd,
     uid: spec.uid,
     gid: spec.gid,
+    hostUid: spec.hostUid ?? spec.uid,
+    hostGid: spec.hostGid ?? spec.gid,
+    otherProcesses: supervisor.otherProcesses(exe),
     cell: spec.cell,
     state: stateOf(exe),
     stateReason: exe.reason,

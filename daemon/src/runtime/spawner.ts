@@ -17,8 +17,11 @@ export interface SpawnRequest {
   nsHolderPid: number;
   /** Which of the holder's namespaces to join: net, uts, ipc, mnt. */
   nsJoin: string[];
-  /** Start the program as pid 1 of a pid namespace of its own. */
-  newPidNamespace: boolean;
+  /**
+   * A pid namespace of its own: "none"; "program-as-pid1" (a cell's pid isolation); "under-init"
+   * (tenant processes: a minimal init is pid 1, so the program gets signals like any process).
+   */
+  pidNamespace: "none" | "program-as-pid1" | "under-init";
   argv: string[];
   env: Record<string, string>;
 }
@@ -54,7 +57,7 @@ export class ShimSpawner {
       ...req.cgroupProcsFiles,
       String(req.nsHolderPid),
       req.nsJoin.join(","),
-      req.newPidNamespace ? "1" : "0",
+      { none: "0", "program-as-pid1": "1", "under-init": "2" }[req.pidNamespace],
       String(req.argv.length),
       ...req.argv,
       String(Object.keys(req.env).length),

@@ -22,6 +22,7 @@ import {
 } from "./executable-record.js";
 import { isSameProcessAlive } from "./procfs.js";
 import { ShimSpawner } from "./spawner.js";
+import type { ProcessTrees, TreeProcess } from "./process-tree.js";
 
 export type ExecutableStatus = "running" | "exited" | "lost";
 
@@ -36,6 +37,8 @@ export interface TrackedExecutable {
   reason: string;
   /** Resolves once the process is known to have ended (exited or lost). */
   ended: Promise<void>;
+  /** What the main process left running when it ended, and aetherd then killed. */
+  leftBehind?: TreeProcess[];
 }
 
 interface Internal extends TrackedExecutable {
@@ -46,7 +49,9 @@ interface Internal extends TrackedExecutable {
 
 export { SpawnError } from "./spawner.js";
 
-export interface StartInput extends Omit<ExecutableSpec, "id" | "createTimeMs" | "cellId" | "cellOomKillsAtStart"> {}
+export interface StartInput extends Omit<ExecutableSpec, "id" | "createTimeMs" | "cellId" | "cellOomKillsAtStart" | "pidNamespace"> {
+  pidNamespace?: boolean;
+}
 
 /** Where and how a process joins a cell (see cells/registry.ts). */
 export interface Placement {
@@ -73,11 +78,16 @@ export class Supervisor {
   /** Set once the cells room exists; explains OOM kills. */
   explainExit: ExitExplainer = () => undefined;
 
+  /**
+   * @param trees each executable's own cgroup (process-tree.ts); undefined where the host has no
+   *   usable hierarchy, and then only the process group is reached
+   */
   constructor(
     stateDir: string,
     shimPath: string,
     private readonly log: Logger,
     private readonly events: EventBus,
+    private readonly trees?: ProcessTrees,
   ) {
     this.root = join(stateDir, "executables");
     this.spawner = new ShimSpawner(
@@ -120,6 +130,12 @@ export class Supervisor {
         this.log.error({ dir, err }, "could not read an executable's records; leaving its folder untouched");
       }
     }
+    // Tree cgroups whose executable was deleted while aetherd was away (or never recorded).
+    for (const id of this.trees?.ids() ?? []) {
+      if (this.byId.has(id)) continue;
+      this.trees?.killAll(id);
+      this.trees?.remove(id);
+    }
     const running = this.list().filter((e) => e.status === "running").length;
     this.log.info({ tracked: this.byId.size, running }, "executables loaded");
   }
@@ -127,6 +143,7 @@ export class Supervisor {
   async start(input: StartInput, placement?: Placement): Promise<TrackedExecutable> {
     const spec: ExecutableSpec = {
       ...input,
+      pidNamespace: input.pidNamespace ?? false,
       cell: placement?.cellName ?? "",
       cellId: placement?.cellId ?? "",
       cellOomKillsAtStart: placement?.oomKillsAtStart ?? 0,
@@ -140,17 +157,20 @@ export class Supervisor {
     writeJsonAtomicSync(join(dir, recordFiles.spec), spec);
     const exe = this.track(spec, dir);
     try {
+      const tree = this.trees?.create(spec.id, placement !== undefined);
+      const hostUid = spec.hostUid ?? spec.uid;
+      const hostGid = spec.hostGid ?? spec.gid;
       const spawned = await this.spawner.spawn({
         id: spec.id,
         dir,
         capBytes: spec.logLimitBytes,
         cwd: spec.cwd,
-        uid: spec.uid === process.getuid?.() ? -1 : spec.uid,
-        gid: spec.gid === process.getgid?.() ? -1 : spec.gid,
-        cgroupProcsFiles: placement?.procsFiles ?? [],
+        uid: hostUid === process.getuid?.() ? -1 : hostUid,
+        gid: hostGid === process.getgid?.() ? -1 : hostGid,
+        cgroupProcsFiles: [...(tree ? [tree] : []), ...(placement?.procsFiles ?? [])],
         nsHolderPid: placement?.nsHolderPid ?? 0,
         nsJoin: placement?.nsJoin ?? [],
-        newPidNamespace: placement?.newPidNamespace ?? false,
+        pidNamespace: spec.pidNamespace ? "under-init" : placement?.newPidNamespace ? "program-as-pid1" : "none",
         argv: spec.argv,
         env: spec.env,
       });
@@ -158,6 +178,8 @@ export class Supervisor {
       this.watchForEnd(exe);
     } catch (err) {
       this.byId.delete(spec.id);
+      this.trees?.killAll(spec.id);
+      this.trees?.remove(spec.id);
       await rm(dir, { recursive: true, force: true });
       throw err;
     }
@@ -218,6 +240,8 @@ export class Supervisor {
   async delete(exe: TrackedExecutable): Promise<void> {
     await this.stopping.get(exe.spec.id)?.catch(() => undefined);
     this.byId.delete(exe.spec.id);
+    this.trees?.killAll(exe.spec.id);
+    await this.removeTree(exe.spec.id);
     await rm(exe.dir, { recursive: true, force: true });
   }
 
@@ -269,6 +293,14 @@ export class Supervisor {
   private finish(exe: Internal, status: ExecutableStatus, reason: string, exit?: Exit): void {
     if (exe.status !== "running" && exe.exit) return;
     const wasRunning = exe.status === "running";
+    // The main process has ended: nothing of its tree may outlive it untracked.
+    const left = this.trees?.killAll(exe.spec.id) ?? [];
+    if (left.length > 0) {
+      exe.leftBehind = left;
+      const names = [...new Set(left.map((p) => p.name))].slice(0, 5).join(", ");
+      reason = `${reason}; ${left.length} process${left.length === 1 ? "" : "es"} it left running (${names}) ${left.length === 1 ? "was" : "were"} killed`;
+    }
+    void this.removeTree(exe.spec.id);
     exe.status = status;
     exe.reason = reason;
     if (exit) exe.exit = exit;
@@ -319,9 +351,25 @@ export class Supervisor {
     exe.poll = undefined;
   }
 
+  /** Processes of the executable's tree besides its main process, while it runs. */
+  otherProcesses(exe: TrackedExecutable): number {
+    if (exe.status !== "running") return 0;
+    const main = exe.started?.pid;
+    return (this.trees?.processes(exe.spec.id) ?? []).filter((p) => p.pid !== main).length;
+  }
+
+  /** Removes a tree cgroup once the killed processes have left it (they leave within moments). */
+  private async removeTree(id: string): Promise<void> {
+    for (let attempt = 0; attempt < 50 && this.trees && !this.trees.remove(id); attempt++) {
+      await new Promise((r) => setTimeout(r, 20).unref());
+    }
+  }
+
   private signalGroup(exe: Internal, signal: NodeJS.Signals): void {
     const started = exe.started;
     if (!started || exe.status !== "running") return;
+    // The whole tree, also what left the process group (setsid, double forks).
+    this.trees?.signal(exe.spec.id, signal);
     // Never signal a pid the kernel has handed to someone else since.
     if (!isSameProcessAlive(started.pid, started.startTime)) return;
     try {
