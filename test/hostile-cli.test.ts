@@ -1,17 +1,24 @@
-// Issue 22, the wire format under hostile use, against a real aetherd and a real aether-aggregator:
-// JSON with an unknown field or enum name is refused with INVALID_ARGUMENT instead of silently
-// dropped (item 14).
+// Issue 22, the command line and the wire format under hostile use, against a real aetherd (and a
+// real aether-aggregator) with the real aether command: JSON with an unknown field or enum name is
+// refused with INVALID_ARGUMENT instead of silently dropped (item 14); a number its proto field
+// cannot hold is a usage error naming the option (exit 2), and a caller aetherd refuses exits 5, not
+// 4 "unreachable" (item 15).
 import assert from "node:assert/strict";
-import { rmSync } from "node:fs";
-import { describe, it } from "node:test";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
 import type { DescMethod } from "@bufbuild/protobuf";
 import { VmService } from "@aether/sdk/gen/aether/vm/v1/vm_pb";
 import { CellService } from "@aether/sdk/gen/aether/cells/v1/cells_pb";
 import { ExecutableService } from "@aether/sdk/gen/aether/runtime/v1/runtime_pb";
 import { AggregatorService } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
-import { useDaemon } from "./helpers/daemon.js";
+import { startDaemon, useDaemon, type TestDaemon } from "./helpers/daemon.js";
 import { startAggregator } from "./helpers/aggregator.js";
 import { checkUnaryResponse, envelope, parseEnvelopes, RawConnectClient } from "./helpers/fuzz-connect.js";
+import { runCommand } from "./helpers/run.js";
+import { createCa } from "./helpers/pki.js";
+import { freePort } from "./helpers/net.js";
 
 const pathOf = (m: DescMethod) => `/${m.parent.typeName}/${m.name}`;
 
@@ -46,6 +53,8 @@ async function postGrpcWebJson(socket: string, method: DescMethod, body: string)
 
 describe("hostile use of the CLI and of aetherd's JSON (issue 22)", () => {
   const env = useDaemon();
+  const aether = (...args: string[]) => runCommand("aether", args, { env: { AETHER_HOST: env.daemon.address } });
+
 
   it("refuses unknown JSON fields and enum names with INVALID_ARGUMENT, for Connect and gRPC-web (item 14)", async () => {
     const socket = env.daemon.socket;
@@ -75,5 +84,78 @@ describe("hostile use of the CLI and of aetherd's JSON (issue 22)", () => {
       assert.equal(await agg.stop(), 0);
       rmSync(agg.dir, { recursive: true, force: true });
     }
+  });
+
+  it("a number its proto field cannot hold is a usage error naming the option, in every command (item 15)", async () => {
+    // [arguments, the option commander names, what the field holds]
+    const cases: Array<[string[], string, RegExp]> = [
+      [["storage", "create", "v", "--size", "99999999999999999999999G"], "--size <size>", /size in bytes from 0 to 18446744073709551615/],
+      [["exec", "stop", "x", "--grace", "1e30"], "-g, --grace <duration>", /a duration like/],
+      [["vm", "create", "v", "--kernel", "/k", "--vcpus", "-1"], "--vcpus <n>", /whole number from 0 to 4294967295/],
+      [["vm", "logs", "v", "--tail", "-1"], "--tail <bytes>", /whole number from 0 to 18446744073709551615/],
+      [["exec", "logs", "x", "--tail", "-1"], "-n, --tail <lines>", /whole number from 0 to 4294967295/],
+      [["exec", "start", "--uid", "4294967296", "--", "/bin/true"], "--uid <uid>", /whole number from 0 to 4294967295/],
+      [["cell", "allocate", "c", "--pids", "99999999999999999999"], "--pids <n>", /whole number from 0 to 18446744073709551615/],
+      [["cell", "allocate", "c", "--cpu-weight", "12abc"], "--cpu-weight <n>", /a whole number\./],
+      [["cell", "allocate", "c", "--cpu-max", `1${"0".repeat(400)}%`], "--cpu-max <limit>", /CPU time in µs from 0 to/],
+      [["cluster", "events", "--tail", "-1"], "--tail <n>", /whole number from 0 to 4294967295/],
+      [["fence", "off", "n", "--timeout", "400000000000s"], "--timeout <duration>", /at most 10000 years/],
+    ];
+    const results = await Promise.all(cases.map(([args]) => aether(...args)));
+    results.forEach((r, i) => {
+      const [args, option, holds] = cases[i] as [string[], string, RegExp];
+      const what = `aether ${args.join(" ").slice(0, 80)}`;
+      assert.equal(r.code, 2, `${what}: ${r.stderr}`);
+      assert.doesNotMatch(r.stderr, /serialize binary|cannot encode/, what);
+      const first = r.stderr.split("\n")[0] ?? "";
+      assert.ok(first.includes(`'${option}'`), `${what}: the error names ${option}: ${first}`);
+      assert.match(first, holds, what);
+    });
+    // Refused before aetherd was asked: nothing was made.
+    assert.deepEqual((await env.aether.runtime.listExecutables({})).executables, []);
+  });
+});
+
+describe("a caller aetherd refuses exits 5, apart from 4 'unreachable' (issue 22, item 15)", () => {
+  const dir = mkdtempSync(join(tmpdir(), "aether-hostile-cli-"));
+  const ca = createCa("cluster-ca", dir);
+  let daemon: TestDaemon;
+  /** aether as a user with this certificate, through its client config (~/.config/aether/config.toml). */
+  let as: (who: string, caPem: string, pair: { cert: string; key: string }, ...args: string[]) => ReturnType<typeof runCommand>;
+
+  before(async () => {
+    const server = ca.issue("aetherd", { server: true });
+    const port = await freePort();
+    daemon = await startDaemon({ args: ["--listen", `127.0.0.1:${port}`, "--tls-cert", server.cert, "--tls-key", server.key, "--tls-client-ca", ca.cert] });
+    as = (who, caPem, pair, ...args) => {
+      const xdg = join(dir, who);
+      mkdirSync(join(xdg, "aether"), { recursive: true });
+      writeFileSync(join(xdg, "aether", "config.toml"), `address = "https://127.0.0.1:${port}"\nca = ${JSON.stringify(caPem)}\ncert = ${JSON.stringify(pair.cert)}\nkey = ${JSON.stringify(pair.key)}\n`);
+      return runCommand("aether", args, { env: { AETHER_HOST: "", XDG_CONFIG_HOME: xdg } });
+    };
+  });
+  after(async () => {
+    assert.equal(await daemon?.stop(), 0);
+    daemon?.cleanup();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("PERMISSION_DENIED (another tenant's resources) and UNAUTHENTICATED (a foreign certificate) exit 5 with aetherd's sentence", async () => {
+    const alice = ca.issue("alice", { uri: "spiffe://test/tenant/a/user/alice" });
+    const own = await as("alice", ca.cert, alice, "exec", "list", "--json");
+    assert.equal(own.code, 0, own.stderr);
+    const other = await as("alice", ca.cert, alice, "exec", "list", "--tenant", "b");
+    assert.equal(other.code, 5, other.stderr);
+    assert.match(other.stderr, /^aether: .*alice belongs to tenant a and may not act in tenant "b"/);
+
+    mkdirSync(join(dir, "other"));
+    const foreign = createCa("other-ca", join(dir, "other"));
+    const mallory = foreign.issue("mallory", { uri: "spiffe://test/tenant/a/user/mallory" });
+    const refused = await as("mallory", ca.cert, mallory, "node", "info");
+    assert.equal(refused.code, 5, refused.stderr);
+    assert.match(refused.stderr, /^aether: the client certificate was refused/);
+
+    const help = await as("alice", ca.cert, alice, "--help");
+    assert.match(help.stdout, /\n {2}5 {2}aetherd refused the caller/);
   });
 });

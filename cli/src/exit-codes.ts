@@ -11,24 +11,36 @@ export const EXIT = {
   notFound: 3,
   /** aetherd could not be reached (not running, wrong address, TLS refused). */
   unreachable: 4,
+  /**
+   * aetherd was reached but refused the caller: its certificate (UNAUTHENTICATED) or what it may do
+   * (PERMISSION_DENIED). Apart from 4, so a script does not retry what only new credentials fix.
+   */
+  denied: 5,
 } as const;
 
 export const EXIT_CODES_HELP = `
 Exit codes:
   0  success
   1  aetherd refused or failed the request (the message says why)
-  2  usage error
+  2  usage error (a malformed value, or a number its field cannot hold)
   3  not found
   4  aetherd could not be reached
+  5  aetherd refused the caller: certificate not accepted, or not allowed to do this
   aether exec wait exits with the executable's own exit code (128+N when killed by signal N).`;
+
+/** The exit code of each gRPC code that is not simply "refused or failed" (1). */
+const EXIT_OF_CODE: ReadonlyMap<Code, number> = new Map([
+  [Code.NotFound, EXIT.notFound],
+  [Code.Unavailable, EXIT.unreachable],
+  [Code.Unauthenticated, EXIT.denied],
+  [Code.PermissionDenied, EXIT.denied],
+]);
 
 /** Prints an error the way every aether command does and exits with its code. */
 export function fail(err: unknown): never {
   if (err instanceof ConnectError) {
     process.stderr.write(`aether: ${err.rawMessage}\n`);
-    const code =
-      err.code === Code.NotFound ? EXIT.notFound : err.code === Code.Unavailable || err.code === Code.Unauthenticated ? EXIT.unreachable : EXIT.failed;
-    process.exit(code);
+    process.exit(EXIT_OF_CODE.get(err.code) ?? EXIT.failed);
   }
   process.stderr.write(`aether: ${(err as Error).message ?? String(err)}\n`);
   process.exit(EXIT.failed);

@@ -3,6 +3,7 @@ import type { Command } from "commander";
 import { cells } from "@aether/sdk";
 import { withClient, type GlobalOptions } from "../client.js";
 import { age, bytes, printFields, printJson, printTable } from "../output.js";
+import { uint32, uint64 } from "../numbers.js";
 import { parseBytes, parseCpuMax } from "../units.js";
 
 interface LimitFlags {
@@ -19,13 +20,13 @@ const ISOLATIONS = ["pid", "mount", "network", "uts", "ipc"] as const;
 
 function withLimitOptions(cmd: Command): Command {
   return cmd
-    .option("--cpu-weight <n>", "share among siblings, 1..10000 (default 100)", (v) => Number.parseInt(v, 10))
+    .option("--cpu-weight <n>", "share among siblings, 1..10000 (default 100)", uint32)
     .option("--cpu-max <limit>", "CPU limit: 20% of one CPU, 1.5 CPUs, or quota/period in µs", parseCpuMax)
     .option("--cpus <list>", "CPUs it may run on, e.g. 0-1")
     .option("--mems <list>", "memory nodes it may use, e.g. 0")
     .option("--memory <size>", "memory limit, e.g. 512M", parseBytes)
     .option("--memory-high <size>", "memory throttling threshold (cgroup v2)", parseBytes)
-    .option("--pids <n>", "most tasks at once", (v) => BigInt(v));
+    .option("--pids <n>", "most tasks at once", uint64);
 }
 
 function limitsFrom(o: LimitFlags, base?: cells.CellLimits) {

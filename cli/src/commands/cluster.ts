@@ -8,6 +8,7 @@ import { InvalidArgumentError, type Command } from "commander";
 import { auction } from "@aether/sdk";
 import { withClient, type GlobalOptions } from "../client.js";
 import { age, bytes, printFields, printJson, printTable } from "../output.js";
+import { uint32 } from "../numbers.js";
 import { parseBytes } from "../units.js";
 
 // protobuf-es enums map numbers back to names without the enum's prefix ("READY").
@@ -72,7 +73,7 @@ export function clusterCommands(program: Command): void {
     .argument("[argv...]", "the program and its arguments (after --)")
     .option("--spec <file>", "a WorkloadSpec as JSON (proto3 JSON mapping) instead of argv, e.g. for a VM")
     .option("--tenant <tenant>", "owning tenant", "")
-    .option("--cpu <millis>", "CPU needed, in thousandths of a CPU", (v) => Number.parseInt(v, 10))
+    .option("--cpu <millis>", "CPU needed, in thousandths of a CPU", uint32)
     .option("--memory <size>", "memory needed, e.g. 512M", parseBytes)
     .option("--selector <key=value>", "node label that must match (repeatable)", keyValue)
     .option("--exclude <node>", "node id that must not host it (repeatable)", (v: string, p: string[] = []) => [...p, v])
@@ -177,7 +178,7 @@ export function clusterCommands(program: Command): void {
     .command("events")
     .description("cluster events: nodes joining, suspected and fenced; workloads placed and re-placed")
     .option("-f, --follow", "keep streaming new events")
-    .option("--tail <n>", "start with the last n events", (v) => Number.parseInt(v, 10), 100)
+    .option("--tail <n>", "start with the last n events", uint32, 100)
     .option("--json", "one JSON object per line")
     .addHelpText("after", "\nExamples:\n  aether cluster events --tail 20\n  aether cluster events -f --json")
     .action(async (o: { follow?: boolean; tail: number; json?: boolean }) =>

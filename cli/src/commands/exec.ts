@@ -4,6 +4,7 @@ import ora from "ora";
 import { observe, runtime } from "@aether/sdk";
 import { withClient, type GlobalOptions } from "../client.js";
 import { EXIT } from "../exit-codes.js";
+import { durationOption, toDuration, uint32, uint64 } from "../numbers.js";
 import { age, printFields, printJson, printTable } from "../output.js";
 
 const keyValue = (what: string) => (value: string, previous: Record<string, string> = {}) => {
@@ -46,9 +47,9 @@ export function execCommands(program: Command): void {
     .option("-l, --label <key=value>", "label to attach (repeatable)", keyValue("label"))
     .option("-e, --env <KEY=VALUE>", "environment variable (repeatable); nothing is inherited", keyValue("env"))
     .option("--cwd <dir>", "absolute working directory", "/")
-    .option("--uid <uid>", "run as this user id", (v) => Number.parseInt(v, 10))
-    .option("--gid <gid>", "run as this group id", (v) => Number.parseInt(v, 10))
-    .option("--log-limit-bytes <n>", "cap on captured bytes per stream", (v) => BigInt(v))
+    .option("--uid <uid>", "run as this user id", uint32)
+    .option("--gid <gid>", "run as this group id", uint32)
+    .option("--log-limit-bytes <n>", "cap on captured bytes per stream", uint64)
     .option("--json", "print the executable as JSON")
     .addHelpText("after", "\nExamples:\n  aether exec start --name web -e PORT=8080 -- /usr/bin/python3 -m http.server 8080\n  id=$(aether exec start -- /bin/sleep 60)")
     .action(async (argv: string[], o: { name?: string; cell: string; tenant: string; label?: Record<string, string>; env?: Record<string, string>; cwd: string; uid?: number; gid?: number; logLimitBytes?: bigint; json?: boolean }) =>
@@ -78,19 +79,18 @@ export function execCommands(program: Command): void {
     .argument("<executable>", "id or name")
     .option("--tenant <tenant>", "tenant to resolve a name in", "")
     .option("-s, --signal <signal>", "first signal", "SIGTERM")
-    .option("-g, --grace <seconds>", "seconds before SIGKILL", (v) => Number.parseFloat(v), 10)
+    .addOption(durationOption("-g, --grace <duration>", "time before SIGKILL (seconds, or 500ms, 2m...)", 10_000))
     .option("--json", "print the stopped executable as JSON")
     .addHelpText("after", "\nExamples:\n  aether exec stop web\n  aether exec stop web --signal SIGINT --grace 30")
     .action(async (ref: string, o: { tenant: string; signal: string; grace: number; json?: boolean }) =>
       withClient(globals(), async (aether) => {
-        const spinner = process.stderr.isTTY && !o.json ? ora(`stopping ${ref} (${o.signal}, ${o.grace}s grace)`).start() : undefined;
-        const ms = Math.round(o.grace * 1000);
+        const spinner = process.stderr.isTTY && !o.json ? ora(`stopping ${ref} (${o.signal}, ${o.grace / 1000}s grace)`).start() : undefined;
         try {
           const { executable } = await aether.runtime.stopExecutable({
             executable: ref,
             tenant: o.tenant,
             signal: o.signal,
-            gracePeriod: { seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 },
+            gracePeriod: toDuration(o.grace),
           });
           spinner?.succeed(executable ? describe(executable) : ref);
           if (o.json && executable) printJson(runtime.ExecutableSchema, executable);
@@ -155,16 +155,15 @@ export function execCommands(program: Command): void {
     .description("wait until it exits; exits with its exit code")
     .argument("<executable>", "id or name")
     .option("--tenant <tenant>", "tenant to resolve a name in", "")
-    .option("-t, --timeout <seconds>", "give up after this long", (v) => Number.parseFloat(v))
+    .addOption(durationOption("-t, --timeout <duration>", "give up after this long (seconds, or 500ms, 2m...)"))
     .option("--json", "print the exited executable as JSON")
     .action(async (ref: string, o: { tenant: string; timeout?: number; json?: boolean }) => {
       let code: number = EXIT.ok;
       await withClient(globals(), async (aether) => {
-        const ms = o.timeout === undefined ? 0 : Math.round(o.timeout * 1000);
         const { executable: e } = await aether.runtime.waitExecutable({
           executable: ref,
           tenant: o.tenant,
-          timeout: ms === 0 ? undefined : { seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 },
+          timeout: o.timeout === undefined || o.timeout === 0 ? undefined : toDuration(o.timeout),
         });
         if (!e) throw new Error("aetherd returned no executable");
         if (o.json) printJson(runtime.ExecutableSchema, e);
@@ -181,7 +180,7 @@ export function execCommands(program: Command): void {
     .argument("<executable>", "id or name")
     .option("--tenant <tenant>", "tenant to resolve a name in", "")
     .option("-f, --follow", "keep streaming until it exits (Ctrl-C to stop)")
-    .option("-n, --tail <lines>", "start with the last N lines", (v) => Number.parseInt(v, 10))
+    .option("-n, --tail <lines>", "start with the last N lines", uint32)
     .option("--stdout", "only stdout")
     .option("--stderr", "only stderr")
     .addHelpText("after", "\nExamples:\n  aether exec logs web -f\n  aether exec logs web --tail 100 --stderr")

@@ -6,6 +6,7 @@ import { InvalidArgumentError, Option, type Command } from "commander";
 import { fence as fenceApi } from "@aether/sdk";
 import { withClient, type GlobalOptions } from "../client.js";
 import { EXIT } from "../exit-codes.js";
+import { clientTimeoutMs, durationOption, toDuration } from "../numbers.js";
 import { age, printFields, printJson, printTable } from "../output.js";
 
 // protobuf-es enums map numbers back to names without the enum's prefix ("REACHABLE").
@@ -15,18 +16,6 @@ const powerName = (p: fenceApi.PowerState, raw = "") => (raw !== "" ? raw : p ==
 const profileName = (p: fenceApi.BmcProfile) => (p === fenceApi.BmcProfile.ILO5 ? "ilo5" : p === fenceApi.BmcProfile.DMTF_GENERIC ? "dmtf" : "-");
 const millis = (d: { seconds: bigint; nanos: number } | undefined) => (d ? `${(Number(d.seconds) * 1000 + d.nanos / 1e6).toFixed(0)} ms` : "-");
 const messagesText = (messages: fenceApi.BmcMessage[]) => messages.map((m) => `${m.messageId}${m.message ? `: ${m.message}` : ""}`).join("; ") || "-";
-
-const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, "": 1000, m: 60_000, min: 60_000, h: 3_600_000 };
-
-/** "60s", "500ms", "2m", "1.5" (seconds) → milliseconds. */
-export function parseDurationMs(value: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|min|h)?$/i.exec(value.trim());
-  const unit = DURATION_UNITS[(m?.[2] ?? "").toLowerCase()];
-  if (!m || unit === undefined) throw new InvalidArgumentError(`${JSON.stringify(value)} is not a duration like 60s, 500ms or 2m`);
-  return Math.round(Number(m[1]) * unit);
-}
-
-const durationOf = (ms: number) => ({ seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 });
 
 /** The password: from a file (or "-": stdin), else AETHER_BMC_PASSWORD; one trailing newline is dropped. */
 function readPassword(file: string | undefined, cmd: Command): string {
@@ -198,8 +187,8 @@ Examples:
     .command("off")
     .description("fence a node: ForceOff unless already off, then read until PowerState is exactly \"Off\"; exits 1 if not confirmed")
     .argument("<node>", "node name or registration id")
-    .addOption(new Option("--timeout <duration>", "longest time until \"Off\" is read back").argParser(parseDurationMs).default(60_000, "60s"))
-    .addOption(new Option("--poll-interval <duration>", "time between power state reads").argParser(parseDurationMs).default(1000, "1s"))
+    .addOption(durationOption("--timeout <duration>", "longest time until \"Off\" is read back", 60_000))
+    .addOption(durationOption("--poll-interval <duration>", "time between power state reads", 1000))
     .option("--reason <text>", "why, for the audit log and events")
     .option("--request-id <id>", "idempotency key: a retry with the same id returns the first result")
     .option("--json", "print the outcome as JSON")
@@ -210,8 +199,8 @@ Examples:
     .action(async (ref: string, o: { timeout: number; pollInterval: number; reason?: string; requestId?: string; json?: boolean }) =>
       withClient(globals(), async (aether) => {
         const res = await aether.fence.fence(
-          { bmc: ref, timeout: durationOf(o.timeout), pollInterval: durationOf(o.pollInterval), reason: o.reason ?? "", requestId: o.requestId ?? "" },
-          { timeoutMs: o.timeout + 60_000 },
+          { bmc: ref, timeout: toDuration(o.timeout), pollInterval: toDuration(o.pollInterval), reason: o.reason ?? "", requestId: o.requestId ?? "" },
+          { timeoutMs: clientTimeoutMs(o.timeout + 60_000) },
         );
         if (o.json) printJson(fenceApi.FenceResponseSchema, res);
         else {
@@ -237,12 +226,12 @@ Examples:
     .command("on")
     .description("power a node on (ResetType On); a node already on is left alone")
     .argument("<node>", "node name or registration id")
-    .option("--wait <duration>", "also wait until PowerState is \"On\", for up to this long", parseDurationMs)
+    .addOption(durationOption("--wait <duration>", "also wait until PowerState is \"On\", for up to this long"))
     .option("--json", "print the outcome as JSON")
     .addHelpText("after", "\nExamples:\n  aether fence on node-7\n  aether fence on node-7 --wait 2m")
     .action(async (ref: string, o: { wait?: number; json?: boolean }) =>
       withClient(globals(), async (aether) => {
-        const res = await aether.fence.powerOn({ bmc: ref, ...(o.wait !== undefined ? { timeout: durationOf(o.wait) } : {}) }, { timeoutMs: (o.wait ?? 0) + 60_000 });
+        const res = await aether.fence.powerOn({ bmc: ref, ...(o.wait !== undefined ? { timeout: toDuration(o.wait) } : {}) }, { timeoutMs: clientTimeoutMs((o.wait ?? 0) + 60_000) });
         if (o.json) return printJson(fenceApi.PowerOnResponseSchema, res);
         process.stdout.write(res.alreadyOn ? `${ref} was already on\n` : `${ref}: power on accepted (HTTP ${res.actionStatusCode}); power state ${powerName(res.powerState, res.rawPowerState)}\n`);
       }),

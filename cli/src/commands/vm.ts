@@ -5,18 +5,18 @@ import type { Command } from "commander";
 import ora from "ora";
 import { vm as vmApi, type AetherClient } from "@aether/sdk";
 import { withClient, type GlobalOptions } from "../client.js";
+import { durationOption, toDuration, uint32, uint64 } from "../numbers.js";
 import { age, bytes, printFields, printJson, printTable } from "../output.js";
 import { parseBytes } from "../units.js";
 
 const state = (s: vmApi.VmState) => vmApi.VmState[s].toLowerCase();
-const seconds = (s: number) => ({ seconds: BigInt(Math.floor(s)), nanos: Math.round((s % 1) * 1e9) });
 const DETACH = 0x1d; // Ctrl-]
 
-async function waitReady(aether: AetherClient, name: string, tenant: string, timeoutSeconds: number, json: boolean): Promise<vmApi.Vm | undefined> {
+async function waitReady(aether: AetherClient, name: string, tenant: string, timeoutMs: number, json: boolean): Promise<vmApi.Vm | undefined> {
   const spinner = process.stderr.isTTY && !json ? ora(`waiting for ${name} to boot`).start() : undefined;
   let last: vmApi.Vm | undefined;
   try {
-    for await (const r of aether.vm.waitVmReady({ vm: name, tenant, timeout: seconds(timeoutSeconds) })) {
+    for await (const r of aether.vm.waitVmReady({ vm: name, tenant, timeout: toDuration(timeoutMs) })) {
       last = r.vm;
       if (spinner) spinner.text = `${name}: ${r.message}`;
     }
@@ -43,7 +43,7 @@ export function vmCommands(program: Command): void {
     .option("--cmdline <args>", "extra kernel command line", "")
     // No commander default here: commander shows defaults with JSON.stringify, which cannot print a BigInt.
     .option("--memory <size>", "guest memory, e.g. 512M (default 256M)", parseBytes)
-    .option("--vcpus <n>", "virtual CPUs", (v) => Number.parseInt(v, 10), 1)
+    .option("--vcpus <n>", "virtual CPUs", uint32, 1)
     .option("--profile <profile>", "ephemeral (microVM) or persistent (full machine)", "ephemeral")
     .option("--hypervisor <name>", "qemu or firecracker (default: firecracker for ephemeral VMs where installed)")
     .option("--accel <accel>", "auto, kvm or tcg", "auto")
@@ -54,7 +54,7 @@ export function vmCommands(program: Command): void {
     .option("--network-config <file>", "cloud-init network-config")
     .option("--cell <cell>", "run the VM's process in this cell", "")
     .option("--no-agent", "the guest has no qemu-guest-agent (Exec will not work)")
-    .option("--watchdog <seconds>", "fail the VM if it is not ready within this long", (v) => Number.parseFloat(v), 120)
+    .addOption(durationOption("--watchdog <duration>", "fail the VM if it is not ready within this long (seconds, or 500ms, 2m...)", 120_000))
     .option("--tenant <tenant>", "owning tenant", "")
     .option("--start", "start it right away")
     .option("--wait", "with --start: wait until the guest is ready (shows progress)")
@@ -91,11 +91,11 @@ export function vmCommands(program: Command): void {
           cloudInit: { userData: read(o.userData), metaData: read(o.metaData), networkConfig: read(o.networkConfig) },
           cell: String(o.cell ?? ""),
           guestAgent: o.agent !== false,
-          bootWatchdogTimeout: seconds(Number(o.watchdog)),
+          bootWatchdogTimeout: toDuration(Number(o.watchdog)),
           start: o.start === true,
         });
         let shown = created;
-        if (o.start && o.wait) shown = (await waitReady(aether, name, String(o.tenant ?? ""), Number(o.watchdog) + 10, o.json === true)) ?? created;
+        if (o.start && o.wait) shown = (await waitReady(aether, name, String(o.tenant ?? ""), Number(o.watchdog) + 10_000, o.json === true)) ?? created;
         if (o.json && shown) printJson(vmApi.VmSchema, shown);
         else process.stdout.write(`${created?.id}\n`);
       });
@@ -113,18 +113,18 @@ export function vmCommands(program: Command): void {
     .action(async (ref: string, o: { tenant: string; json?: boolean; wait?: boolean }) =>
       withClient(globals(), async (aether) => {
         let { vm: v } = await aether.vm.startVm({ vm: ref, tenant: o.tenant });
-        if (o.wait) v = (await waitReady(aether, ref, o.tenant, 300, o.json === true)) ?? v;
+        if (o.wait) v = (await waitReady(aether, ref, o.tenant, 300_000, o.json === true)) ?? v;
         if (o.json && v) printJson(vmApi.VmSchema, v);
       }),
     );
   simple("stop", "power off gracefully, forced after the timeout")
-    .option("-t, --timeout <seconds>", "how long the guest may take to power off", (v) => Number.parseFloat(v), 30)
+    .addOption(durationOption("-t, --timeout <duration>", "how long the guest may take to power off", 30_000))
     .option("--force", "power off at once")
     .action(async (ref: string, o: { tenant: string; json?: boolean; timeout: number; force?: boolean }) =>
       withClient(globals(), async (aether) => {
         const spinner = process.stderr.isTTY && !o.json ? ora(`stopping ${ref}`).start() : undefined;
         try {
-          const { vm: v } = await aether.vm.stopVm({ vm: ref, tenant: o.tenant, timeout: seconds(o.timeout), force: o.force ?? false });
+          const { vm: v } = await aether.vm.stopVm({ vm: ref, tenant: o.tenant, timeout: toDuration(o.timeout), force: o.force ?? false });
           spinner?.succeed(`${ref}: ${v?.stateReason}`);
           if (o.json && v) printJson(vmApi.VmSchema, v);
         } catch (err) {
@@ -208,7 +208,7 @@ export function vmCommands(program: Command): void {
     .description("wait until the guest is ready (agent answers); exits 1 if it fails")
     .argument("<vm>", "id or name")
     .option("--tenant <tenant>", "tenant to resolve a name in", "")
-    .option("-t, --timeout <seconds>", "give up after this long", (v) => Number.parseFloat(v), 300)
+    .addOption(durationOption("-t, --timeout <duration>", "give up after this long", 300_000))
     .option("--json", "print the VM as JSON")
     .action(async (ref: string, o: { tenant: string; timeout: number; json?: boolean }) => {
       let ok = false;
@@ -227,13 +227,13 @@ export function vmCommands(program: Command): void {
     .argument("<argv...>", "absolute program path in the guest, then its arguments (after --)")
     .option("--tenant <tenant>", "tenant to resolve a name in", "")
     .option("-e, --env <KEY=VALUE>", "environment variable (repeatable)", (v: string, p: Record<string, string> = {}) => ({ ...p, [v.split("=")[0] ?? ""]: v.split("=").slice(1).join("=") }))
-    .option("-t, --timeout <seconds>", "give up after this long", (v) => Number.parseFloat(v), 60)
+    .addOption(durationOption("-t, --timeout <duration>", "give up after this long", 60_000))
     .option("--json", "print the result as JSON")
     .addHelpText("after", "\nExamples:\n  aether vm exec web -- /bin/uname -a\n  aether vm exec web -- /bin/sh -c 'cat /etc/hostname'")
     .action(async (ref: string, argv: string[], o: { tenant: string; env?: Record<string, string>; timeout: number; json?: boolean }) => {
       let code = 0;
       await withClient(globals(), async (aether) => {
-        const r = await aether.vm.execVm({ vm: ref, tenant: o.tenant, argv, env: o.env ?? {}, timeout: seconds(o.timeout) });
+        const r = await aether.vm.execVm({ vm: ref, tenant: o.tenant, argv, env: o.env ?? {}, timeout: toDuration(o.timeout) });
         if (o.json) printJson(vmApi.ExecVmResponseSchema, r);
         else {
           process.stdout.write(r.stdout);
@@ -249,7 +249,7 @@ export function vmCommands(program: Command): void {
     .argument("<vm>", "id or name")
     .option("--tenant <tenant>", "tenant to resolve a name in", "")
     .option("-f, --follow", "keep streaming until the VM stops")
-    .option("--tail <bytes>", "start with the last N bytes", (v) => BigInt(v))
+    .option("--tail <bytes>", "start with the last N bytes", uint64)
     .action(async (ref: string, o: { tenant: string; follow?: boolean; tail?: bigint }) =>
       withClient(globals(), async (aether) => {
         for await (const c of aether.vm.streamConsole({ vm: ref, tenant: o.tenant, follow: o.follow ?? false, tailBytes: o.tail })) process.stdout.write(c.data);
