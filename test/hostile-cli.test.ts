@@ -1,8 +1,9 @@
 // Issue 22, the command line and the wire format under hostile use, against a real aetherd (and a
-// real aether-aggregator) with the real aether command: JSON with an unknown field or enum name is
-// refused with INVALID_ARGUMENT instead of silently dropped (item 14); a number its proto field
-// cannot hold is a usage error naming the option (exit 2), and a caller aetherd refuses exits 5, not
-// 4 "unreachable" (item 15).
+// real aether-aggregator) with the real aether command: a guest that fails makes `--wait` exit 1 with
+// the VM's state reason (item 10); JSON with an unknown field or enum name is refused with
+// INVALID_ARGUMENT instead of silently dropped (item 14); a number its proto field cannot hold is a
+// usage error naming the option (exit 2), and a caller aetherd refuses exits 5, not 4 "unreachable"
+// (item 15).
 import assert from "node:assert/strict";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -16,6 +17,7 @@ import { AggregatorService } from "@aether/sdk/gen/aether/auction/v1/auction_pb"
 import { startDaemon, useDaemon, type TestDaemon } from "./helpers/daemon.js";
 import { startAggregator } from "./helpers/aggregator.js";
 import { checkUnaryResponse, envelope, parseEnvelopes, RawConnectClient } from "./helpers/fuzz-connect.js";
+import { guestImage } from "./helpers/guest.js";
 import { runCommand } from "./helpers/run.js";
 import { createCa } from "./helpers/pki.js";
 import { freePort } from "./helpers/net.js";
@@ -55,6 +57,24 @@ describe("hostile use of the CLI and of aetherd's JSON (issue 22)", () => {
   const env = useDaemon();
   const aether = (...args: string[]) => runCommand("aether", args, { env: { AETHER_HOST: env.daemon.address } });
 
+  it("vm create --start --wait and vm start --wait exit 1 with the VM's state reason when the guest fails (item 10)", async () => {
+    // A real kernel with a 1 s boot watchdog: the guest is not ready in time, so aetherd fails it.
+    const name = "hostile-wait";
+    const failing = ["--kernel", guestImage().kernel, "--accel", "tcg", "--memory", "128M", "--watchdog", "1"];
+    try {
+      const create = await aether("vm", "create", name, ...failing, "--start", "--wait");
+      assert.equal(create.code, 1, `exit code with a failed guest; stderr: ${create.stderr}`);
+      assert.match(create.stdout, /^[0-9a-f-]{36}\n$/, "the VM exists: its id is printed for the script to clean up");
+      assert.match(create.stderr, /^aether: hostile-wait is failed: the guest did not become ready within 1000 ms \(boot watchdog\)/);
+
+      const start = await aether("vm", "start", name, "--wait", "--json");
+      assert.equal(start.code, 1, `exit code with a failed guest; stderr: ${start.stderr}`);
+      assert.equal((JSON.parse(start.stdout) as { state: string }).state, "VM_STATE_FAILED");
+      assert.match(start.stderr, /^aether: hostile-wait is failed: the guest did not become ready within 1000 ms/);
+    } finally {
+      assert.equal((await aether("vm", "delete", name, "--force")).code, 0);
+    }
+  });
 
   it("refuses unknown JSON fields and enum names with INVALID_ARGUMENT, for Connect and gRPC-web (item 14)", async () => {
     const socket = env.daemon.socket;

@@ -5,6 +5,7 @@ import type { Command } from "commander";
 import ora from "ora";
 import { vm as vmApi, type AetherClient } from "@aether/sdk";
 import { withClient, type GlobalOptions } from "../client.js";
+import { EXIT } from "../exit-codes.js";
 import { durationOption, toDuration, uint32, uint64 } from "../numbers.js";
 import { age, bytes, printFields, printJson, printTable } from "../output.js";
 import { parseBytes } from "../units.js";
@@ -25,6 +26,17 @@ async function waitReady(aether: AetherClient, name: string, tenant: string, tim
     else spinner?.fail(`${name}: ${last ? `${state(last.state)} ${last.stateReason}` : "not ready"}`);
   }
   return last;
+}
+
+/**
+ * After a wait: true when the guest is ready. Otherwise the command exits 1 (a script that waited
+ * for a VM must not carry on with a failed one) and says why on stderr, where a spinner did not already.
+ */
+function readyOrFail(ref: string, v: vmApi.Vm | undefined, json: boolean): boolean {
+  if (v?.state === vmApi.VmState.RUNNING) return true;
+  process.exitCode = EXIT.failed;
+  if (json || !process.stderr.isTTY) process.stderr.write(`aether: ${ref} is ${v ? `${state(v.state)}: ${v.stateReason}` : "not ready"}\n`);
+  return false;
 }
 
 export function vmCommands(program: Command): void {
@@ -57,7 +69,7 @@ export function vmCommands(program: Command): void {
     .addOption(durationOption("--watchdog <duration>", "fail the VM if it is not ready within this long (seconds, or 500ms, 2m...)", 120_000))
     .option("--tenant <tenant>", "owning tenant", "")
     .option("--start", "start it right away")
-    .option("--wait", "with --start: wait until the guest is ready (shows progress)")
+    .option("--wait", "with --start: wait until the guest is ready (shows progress); exits 1 if it fails")
     .option("--json", "print the VM as JSON")
     .addHelpText(
       "after",
@@ -95,9 +107,12 @@ export function vmCommands(program: Command): void {
           start: o.start === true,
         });
         let shown = created;
-        if (o.start && o.wait) shown = (await waitReady(aether, name, String(o.tenant ?? ""), Number(o.watchdog) + 10_000, o.json === true)) ?? created;
+        const waited = o.start && o.wait ? await waitReady(aether, name, String(o.tenant ?? ""), Number(o.watchdog) + 10_000, o.json === true) : undefined;
+        if (waited) shown = waited;
+        // The id is printed even when the guest failed: the VM exists, and a script may delete it.
         if (o.json && shown) printJson(vmApi.VmSchema, shown);
         else process.stdout.write(`${created?.id}\n`);
+        if (o.start && o.wait) readyOrFail(name, waited, o.json === true);
       });
     });
 
@@ -109,12 +124,15 @@ export function vmCommands(program: Command): void {
       .option("--tenant <tenant>", "tenant to resolve a name in", "")
       .option("--json", "print the VM as JSON");
   simple("start", "start a created or stopped VM")
-    .option("--wait", "wait until the guest is ready")
-    .action(async (ref: string, o: { tenant: string; json?: boolean; wait?: boolean }) =>
+    .option("--wait", "wait until the guest is ready; exits 1 if it fails")
+    .addOption(durationOption("-t, --timeout <duration>", "with --wait: give up after this long", 300_000))
+    .action(async (ref: string, o: { tenant: string; json?: boolean; wait?: boolean; timeout: number }) =>
       withClient(globals(), async (aether) => {
-        let { vm: v } = await aether.vm.startVm({ vm: ref, tenant: o.tenant });
-        if (o.wait) v = (await waitReady(aether, ref, o.tenant, 300_000, o.json === true)) ?? v;
+        const { vm: started } = await aether.vm.startVm({ vm: ref, tenant: o.tenant });
+        const waited = o.wait ? await waitReady(aether, ref, o.tenant, o.timeout, o.json === true) : undefined;
+        const v = waited ?? started;
         if (o.json && v) printJson(vmApi.VmSchema, v);
+        if (o.wait) readyOrFail(ref, waited, o.json === true);
       }),
     );
   simple("stop", "power off gracefully, forced after the timeout")
@@ -210,16 +228,13 @@ export function vmCommands(program: Command): void {
     .option("--tenant <tenant>", "tenant to resolve a name in", "")
     .addOption(durationOption("-t, --timeout <duration>", "give up after this long", 300_000))
     .option("--json", "print the VM as JSON")
-    .action(async (ref: string, o: { tenant: string; timeout: number; json?: boolean }) => {
-      let ok = false;
-      await withClient(globals(), async (aether) => {
+    .action(async (ref: string, o: { tenant: string; timeout: number; json?: boolean }) =>
+      withClient(globals(), async (aether) => {
         const v = await waitReady(aether, ref, o.tenant, o.timeout, o.json === true);
-        ok = v?.state === vmApi.VmState.RUNNING;
         if (o.json && v) printJson(vmApi.VmSchema, v);
-        else if (!ok && !process.stderr.isTTY) process.stderr.write(`aether: ${ref} is ${v ? `${state(v.state)}: ${v.stateReason}` : "not ready"}\n`);
-      });
-      process.exit(ok ? 0 : 1);
-    });
+        readyOrFail(ref, v, o.json === true);
+      }),
+    );
 
   vm.command("exec")
     .description("run a command in the guest (through its agent); exits with the command's exit code")
