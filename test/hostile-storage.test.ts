@@ -5,16 +5,17 @@
 // create or delete leaves nothing half done after the restart.
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Code, connect, type AetherClient } from "@aether/sdk";
 import { ImageFileFormat, ImageState, type Image } from "@aether/sdk/gen/aether/storage/v1/storage_pb";
-import { startDaemon, type TestDaemon } from "./helpers/daemon.js";
+import { isRunning, startDaemon, type TestDaemon } from "./helpers/daemon.js";
 import { rejectsWith } from "./helpers/assertions.js";
-import { makeRawDisk, MiB, sha256 } from "./helpers/disks.js";
+import { hasPattern, makeRawDisk, MiB, sha256, writePattern } from "./helpers/disks.js";
 import { freePort } from "./helpers/net.js";
 import { createCa, type TestCa } from "./helpers/pki.js";
 
@@ -176,5 +177,95 @@ describe("a sparse raw image stays sparse", () => {
     assert.ok(stored.blocks * 512 < 8 * MiB, `the stored image takes ${stored.blocks * 512} bytes on disk`);
     assert.ok(image.allocatedBytes < 8n * BigInt(MiB));
     assert.equal(sha256(image.hostPath), sha);
+  });
+});
+
+describe("kill -9 in the middle of a create or delete leaves nothing half done", () => {
+  const dir = mkdtempSync(join(tmpdir(), "aether-crash-"));
+  let daemon: TestDaemon;
+  let aether: AetherClient;
+  const pool = () => join(daemon.stateDir, "pools", "default");
+  const files = (sub: string) => (existsSync(join(pool(), sub)) ? readdirSync(join(pool(), sub), { recursive: true }).map(String) : []);
+
+  /** Starts aetherd set to die (SIGKILL, as a crash) at `point`, runs `action` into it, then starts it again normally. */
+  async function crashAt(point: string, action: (a: AetherClient) => Promise<unknown>): Promise<void> {
+    aether.close();
+    await daemon.stop();
+    const dying = await startDaemon({ dir, cgroupRoot: daemon.cgroupRoot, env: { AETHERD_CRASH_AT: point } });
+    const client = await dying.client();
+    await assert.rejects(action(client), `aetherd died at ${point} before answering`);
+    await dying.kill9();
+    assert.equal(dying.process.signalCode, "SIGKILL", `aetherd reached ${point}`);
+    daemon = await startDaemon({ dir, cgroupRoot: daemon.cgroupRoot });
+    aether = await daemon.client();
+  }
+
+  before(async () => {
+    daemon = await startDaemon({ dir });
+    aether = await daemon.client();
+  });
+  after(async () => {
+    aether?.close();
+    await daemon?.stop();
+    daemon?.cleanup();
+  });
+
+  it("a volume made but not recorded is undone; the name is free again", async () => {
+    await crashAt("storage.volume.made", (a) => a.storage.createVolume({ name: "v1", source: { case: "empty", value: { sizeBytes: 8n * BigInt(MiB) } } }));
+    assert.deepEqual((await aether.storage.listVolumes({})).volumes, []);
+    assert.deepEqual(files("volumes"), [], "no volume file is left in the pool");
+    const v = await aether.storage.createVolume({ name: "v1", source: { case: "empty", value: { sizeBytes: 8n * BigInt(MiB) } } });
+    assert.ok(existsSync(v.volume?.hostPath ?? ""));
+  });
+
+  it("a delete interrupted after the data went is finished", async () => {
+    await crashAt("storage.volume.unmade", (a) => a.storage.deleteVolume({ volume: "v1" }));
+    assert.deepEqual((await aether.storage.listVolumes({})).volumes, []);
+    assert.deepEqual(files("volumes"), []);
+    await aether.storage.createVolume({ name: "v1", source: { case: "empty", value: { sizeBytes: 8n * BigInt(MiB) } } });
+    await aether.storage.deleteVolume({ volume: "v1" });
+  });
+
+  it("a snapshot taken but not recorded, and a clone's implicit snapshot without its clone, are undone; the volume keeps its data", async () => {
+    const src = (await aether.storage.createVolume({ name: "src", format: 1, source: { case: "empty", value: { sizeBytes: 8n * BigInt(MiB) } } })).volume;
+    const path = src?.hostPath ?? "";
+    writePattern(path, "qcow2", 0, MiB, 0x61);
+    for (const [point, action] of [
+      ["storage.snapshot.taken", (a: AetherClient) => a.storage.snapshotVolume({ volume: "src", name: "s1" })],
+      ["storage.clone.snapshot-taken", (a: AetherClient) => a.storage.cloneVolume({ volume: "src", name: "copy" })],
+      ["storage.volume.made", (a: AetherClient) => a.storage.cloneVolume({ volume: "src", name: "copy" })],
+    ] as const) {
+      await crashAt(point, action);
+      assert.deepEqual((await aether.storage.listSnapshots({})).snapshots, [], `after a crash at ${point}: no snapshot`);
+      assert.deepEqual((await aether.storage.listVolumes({})).volumes.map((v) => v.name), ["src"], `after a crash at ${point}: no clone`);
+      assert.deepEqual(files("snapshots").filter((f) => f.endsWith(".qcow2")), [], `after a crash at ${point}: no snapshot file`);
+      const info = JSON.parse(execFileSync("qemu-img", ["info", "--output=json", "-U", path], { encoding: "utf8" })) as { "backing-filename"?: string };
+      assert.equal(info["backing-filename"], undefined, "the volume stands alone again");
+      assert.ok(hasPattern(path, "qcow2", 0, MiB, 0x61), "the volume's data is intact");
+    }
+    const clone = await aether.storage.cloneVolume({ volume: "src", name: "copy" });
+    assert.ok(hasPattern(clone.volume?.hostPath ?? "", "qcow2", 0, MiB, 0x61), "a clone made after recovery reads the data");
+    await aether.storage.deleteVolume({ volume: "copy" });
+    await aether.storage.deleteVolume({ volume: "src", deleteSnapshots: true });
+  });
+
+  it("a cell whose cgroup was made but not recorded as ready is undone; a free interrupted is finished", async () => {
+    const probe = (await aether.cells.allocateCell({ name: "probe" })).cell;
+    const probePaths = Object.values(probe?.cgroupPaths ?? {});
+    assert.ok(probePaths.length > 0);
+    const pathOf = (name: string) => probePaths.map((p) => join(p, "..", name));
+    await crashAt("cells.cgroup-made", (a) => a.cells.allocateCell({ name: "web" }));
+    assert.deepEqual((await aether.cells.listCells({})).cells.map((c) => c.name), ["probe"]);
+    for (const p of pathOf("web")) assert.equal(existsSync(p), false, `${p} was removed`);
+    await aether.cells.allocateCell({ name: "web" });
+
+    const job = (await aether.runtime.startExecutable({ cell: "web", argv: ["/bin/sleep", "600"] })).executable;
+    await crashAt("cells.free-stopped", (a) => a.cells.freeCell({ cell: "web", stopExecutables: true }));
+    assert.deepEqual((await aether.cells.listCells({})).cells.map((c) => c.name), ["probe"]);
+    for (const p of pathOf("web")) assert.equal(existsSync(p), false, `${p} was removed`);
+    assert.equal(isRunning(job?.pid ?? 0), false, "the cell's process is gone");
+    await aether.cells.allocateCell({ name: "web" });
+    await aether.cells.freeCell({ cell: "web" });
+    await aether.cells.freeCell({ cell: "probe" });
   });
 });

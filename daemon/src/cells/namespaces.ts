@@ -1,6 +1,7 @@
 // A cell's shared namespaces (net, uts, ipc, mnt) are held by a small process of their own
 // (`aether-shim --hold`), in its own session so that it outlives aetherd like the cell does.
 import { spawn } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { isSameProcessAlive, processStartTime } from "../runtime/procfs.js";
 
@@ -13,10 +14,13 @@ export interface Holder {
   namespaces: SharedNamespace[];
 }
 
-export function startHolder(shimPath: string, own: SharedNamespace[], joinPid: number, hostname: string): Promise<{ pid: number; startTime: string }> {
+/** Marks a holder with its cell's id in its environment, so one a crash left unrecorded can be found. */
+const TAG = "AETHER_HOLDER_OF";
+
+export function startHolder(shimPath: string, own: SharedNamespace[], joinPid: number, hostname: string, cellId: string): Promise<{ pid: number; startTime: string }> {
   const args = ["--hold", own.join(",") || "none", "--hostname", hostname];
   if (joinPid > 0) args.push("--join", String(joinPid));
-  const child = spawn(shimPath, args, { detached: true, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(shimPath, args, { detached: true, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, [TAG]: cellId } });
   return new Promise((resolve, reject) => {
     let settled = false;
     const done = (fn: () => void) => {
@@ -52,4 +56,27 @@ export function stopHolder(holder: Holder): void {
   } catch {
     // already gone
   }
+}
+
+/** Kills the holders started for a cell (found by their tag), recorded or not. */
+export function stopTaggedHolders(cellId: string): number {
+  const wanted = `${TAG}=${cellId}`;
+  let stopped = 0;
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    let environ: string;
+    try {
+      environ = readFileSync(`/proc/${entry}/environ`, "latin1");
+    } catch {
+      continue;
+    }
+    if (!environ.split("\0").includes(wanted)) continue;
+    try {
+      process.kill(Number(entry), "SIGKILL");
+      stopped++;
+    } catch {
+      // gone already
+    }
+  }
+  return stopped;
 }

@@ -10,10 +10,11 @@ import { z } from "zod";
 import { alreadyExists, failedPrecondition, internal, invalidArgument, notFound } from "../api/errors.js";
 import { clip } from "../api/validate.js";
 import { writeJsonAtomic } from "../store/atomic-file.js";
+import { crashPoint } from "../store/crash-point.js";
 import type { Supervisor } from "../runtime/supervisor.js";
 import type { CgroupBackend, CellStatsValue } from "./backend.js";
 import { isSubset, type LimitsValue } from "./limits.js";
-import { holderAlive, startHolder, stopHolder, type Holder, type SharedNamespace } from "./namespaces.js";
+import { holderAlive, startHolder, stopHolder, stopTaggedHolders, type Holder, type SharedNamespace } from "./namespaces.js";
 
 const HolderSchema = z.object({ pid: z.number(), startTime: z.string(), namespaces: z.array(z.enum(["net", "uts", "ipc", "mnt"])) });
 const IsolationSchema = z.object({ pid: z.boolean(), mount: z.boolean(), network: z.boolean(), uts: z.boolean(), ipc: z.boolean() });
@@ -39,6 +40,11 @@ const CellRecordSchema = z.object({
   requestId: z.string(),
   createTimeMs: z.number(),
   stateReason: z.string(),
+  /**
+   * Written ahead of the host work: "creating" before the cgroup is made, "freeing" before a free
+   * stops anything. load() undoes a create and finishes a free that a crash interrupted.
+   */
+  phase: z.enum(["creating", "ready", "freeing"]).default("ready"),
 });
 
 export type CellRecord = z.infer<typeof CellRecordSchema>;
@@ -242,19 +248,29 @@ export class CellRegistry {
       requestId: input.requestId,
       createTimeMs: Date.now(),
       stateReason: backend.unsupportedNote(input.limits),
+      phase: "creating",
     };
+    try {
+      await mkdir(this.dir, { recursive: true, mode: 0o700 });
+      await writeJsonAtomic(this.file(record.id), record);
+    } catch (err) {
+      throw internal(`could not record cell ${input.name}: ${(err as Error).message}`);
+    }
     try {
       await backend.create(segments, input.limits);
     } catch (err) {
+      await rm(this.file(record.id), { force: true });
       throw this.kernelRefused("create the cgroup of", input.name, err);
     }
+    crashPoint("cells.cgroup-made");
     try {
       if (own.length > 0) record.holder = await this.startOwnHolder(record, own, parent);
-      await mkdir(this.dir, { recursive: true, mode: 0o700 });
+      record.phase = "ready";
       await writeJsonAtomic(this.file(record.id), record);
     } catch (err) {
       if (record.holder) stopHolder(record.holder);
       await backend.remove(segments).catch(() => undefined);
+      await rm(this.file(record.id), { force: true });
       throw internal(`could not set up cell ${input.name}: ${(err as Error).message}`);
     }
     this.byId.set(record.id, record);
@@ -264,7 +280,7 @@ export class CellRegistry {
   private async startOwnHolder(record: CellRecord, own: SharedNamespace[], parent: CellRecord | undefined): Promise<Holder> {
     const inherited = parent ? this.effectiveHolder(parent) : undefined;
     const hostname = record.name.split("/").pop() ?? record.name;
-    const { pid, startTime } = await startHolder(this.shimPath, own, inherited?.pid ?? 0, hostname);
+    const { pid, startTime } = await startHolder(this.shimPath, own, inherited?.pid ?? 0, hostname, record.id);
     const namespaces = [...new Set([...(inherited?.namespaces ?? []), ...own])];
     return { pid, startTime, namespaces };
   }
@@ -342,6 +358,8 @@ export class CellRegistry {
     }
     this.freeing.add(r.id);
     try {
+      // Written ahead: a crash from here on leaves FREEING, and load() finishes the free.
+      if (r.phase !== "freeing") await writeJsonAtomic(this.file(r.id), { ...r, phase: "freeing" });
       await Promise.all(running.map((e) => this.supervisor.stop(e, "SIGTERM", DEFAULT_FREE_GRACE_MS)));
       // What the executables left behind (children that outlived their parent) belongs to the
       // cell too: freeing with stop_executables kills it.
@@ -353,11 +371,14 @@ export class CellRegistry {
       }
       const strays = await backend.processes(segments).catch(() => []);
       if (strays.length > 0) {
+        await this.undoFreeing(r);
         throw failedPrecondition(`cell ${r.name} still holds processes that would not die (pids ${strays.slice(0, 10).join(", ")}).`);
       }
+      crashPoint("cells.free-stopped");
       try {
-        await backend.remove(segments);
+        if (backend.exists(segments)) await backend.remove(segments);
       } catch (err) {
+        await this.undoFreeing(r);
         throw this.kernelRefused("remove the cgroup of", r.name, err);
       }
       if (r.holder) stopHolder(r.holder);
@@ -367,6 +388,12 @@ export class CellRegistry {
     } finally {
       this.freeing.delete(r.id);
     }
+  }
+
+  /** A free that could not finish leaves the cell as it was: READY on disk. */
+  private async undoFreeing(r: CellRecord): Promise<void> {
+    r.phase = "ready";
+    await writeJsonAtomic(this.file(r.id), r).catch((err: Error) => this.log.error({ cell: r.name, err: err.message }, "could not record that a free was given up"));
   }
 
   stats(r: CellRecord): Promise<CellStatsValue> {
@@ -424,7 +451,29 @@ export class CellRegistry {
       if (this.byId.size > 0) this.log.error({ reason: this.unavailableReason }, "cells are recorded but unavailable on this host");
       return;
     }
+    // A create a crash interrupted is undone: its holder (found by tag), its cgroup, its record.
+    for (const r of [...this.byId.values()].filter((c) => c.phase === "creating")) {
+      const segments = this.segments(r);
+      if (r.holder) stopHolder(r.holder);
+      stopTaggedHolders(r.id);
+      try {
+        if (this.backend.exists(segments)) {
+          for (const pid of await this.backend.processes(segments).catch(() => [])) killQuietly(pid);
+          await this.backend.remove(segments);
+        }
+        await rm(this.file(r.id), { force: true });
+        this.byId.delete(r.id);
+        this.log.info({ cell: r.name, tenant: r.tenant }, "recovered: undid the create of a cell that a restart interrupted");
+      } catch (err) {
+        r.phase = "ready";
+        r.stateReason = `aetherd restarted while allocating this cell and could not undo it: ${(err as Error).message}; free it.`;
+        await writeJsonAtomic(this.file(r.id), r);
+        this.log.error({ cell: r.name, err: (err as Error).message }, r.stateReason);
+      }
+    }
     for (const r of this.list()) {
+      // A cell being freed is not brought back: the free is finished below.
+      if (r.phase === "freeing") continue;
       const notes: string[] = [];
       if (!this.backend.exists(this.segments(r))) {
         await this.backend.create(this.segments(r), r.limits);
@@ -439,6 +488,17 @@ export class CellRegistry {
         r.stateReason = `${notes.join("; ")}.`;
         await writeJsonAtomic(this.file(r.id), r);
         this.log.warn({ cell: r.name, tenant: r.tenant }, r.stateReason);
+      }
+    }
+    // A free a crash interrupted is finished (children first: they were freed before their parent).
+    for (const r of this.list().reverse().filter((c) => c.phase === "freeing")) {
+      try {
+        await this.free(r, true);
+        this.log.info({ cell: r.name, tenant: r.tenant }, "recovered: finished freeing a cell that a restart interrupted");
+      } catch (err) {
+        r.stateReason = `aetherd restarted while freeing this cell and could not finish: ${(err as Error).message}; free it again.`;
+        await writeJsonAtomic(this.file(r.id), r);
+        this.log.error({ cell: r.name, err: (err as Error).message }, r.stateReason);
       }
     }
     this.log.info({ cells: this.byId.size, backend: this.backend.version }, "cells loaded");

@@ -17,6 +17,13 @@ import { PoolUnavailableError, type DiskFormat, type PoolStatus, type SnapshotRe
 
 type Disk = StoredDisk & { id: string };
 
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
+}
+
 export class DirPool implements StoragePool {
   readonly driver = "dir" as const;
   readonly granularityBytes = 512;
@@ -141,6 +148,9 @@ export class DirPool implements StoragePool {
   async deleteSnapshot(volume: Disk, snapshotId: string, newer: SnapshotRef | undefined): Promise<void> {
     await this.need();
     const frozen = this.snapshotPath(volume.id, snapshotId);
+    // A snapshot a crash interrupted may have no file yet, or a new overlay not yet renamed into place.
+    if (!newer) await rm(`${volume.hostPath}.next`, { force: true });
+    if (!(await exists(frozen))) return;
     // The layer above the snapshot (the next snapshot, or the volume itself) is rebased onto the
     // snapshot's own parent in qemu-img's safe mode, which copies into it every cluster that
     // differs: its contents stay the same and the snapshot's file is then unreferenced.
@@ -159,8 +169,12 @@ export class DirPool implements StoragePool {
   }
 
   async deleteVolume(volume: Disk): Promise<void> {
-    await rm(volume.hostPath, { force: true });
-    await rm(`${volume.hostPath}.next`, { force: true });
+    // By id as well as by path: a volume whose create was interrupted has no recorded path yet.
+    for (const path of new Set([volume.hostPath, this.volumePath(volume.id, "qcow2"), this.volumePath(volume.id, "raw")])) {
+      if (path === "") continue;
+      await rm(path, { force: true });
+      await rm(`${path}.next`, { force: true });
+    }
     await rm(join(this.location, "snapshots", volume.id), { recursive: true, force: true });
   }
 

@@ -1,6 +1,11 @@
 // What aetherd keeps about volumes, snapshots and images: one JSON file per object under
 // <state>/storage/{volumes,snapshots,images}/<id>.json, written atomically. Clones, users and
 // snapshot counts are derived from these records when asked, never stored twice.
+//
+// Every create and delete is written ahead: the record says "creating" or "deleting" (durably)
+// before the host is touched, and is flipped or removed when the host work is done. A record still
+// in one of those states when aetherd starts is a crash in the middle, which load() settles: a
+// create is undone, a delete is finished.
 import { z } from "zod";
 
 const Format = z.enum(["qcow2", "raw", "zvol", "zfs-file", "lvm-thin"]);
@@ -33,11 +38,17 @@ export const SnapshotRecordSchema = z.object({
   createTimeMs: z.number(),
   /** Order among the snapshots of the volume (clock-independent). */
   seq: z.number(),
-  state: z.enum(["ready", "deleting", "failed"]),
+  /** "creating" only on disk, while the snapshot is being taken; such a snapshot is never listed. */
+  state: z.enum(["creating", "ready", "deleting", "failed"]),
   stateReason: z.string(),
   volume: z.string(),
   sizeBytes: z.number(),
   requestId: z.string(),
+  /**
+   * The clone this snapshot was taken for by CloneVolume (no snapshot named), until that clone is
+   * ready; "" otherwise. After a crash, a snapshot whose clone never came to be is deleted.
+   */
+  forClone: z.string().default(""),
 });
 export type SnapshotRecord = z.infer<typeof SnapshotRecordSchema>;
 

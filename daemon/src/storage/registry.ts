@@ -16,6 +16,7 @@ import { alreadyExists, failedPrecondition, internal, invalidArgument, notFound 
 import { clip } from "../api/validate.js";
 import { HostCommandError } from "../host/command.js";
 import { writeJsonAtomic } from "../store/atomic-file.js";
+import { crashPoint } from "../store/crash-point.js";
 import { confineLocalSource, fetchSource, ImportError, inspectStaged, type ImportSource } from "./image-import.js";
 import { precheckUrl, UrlRefusedError } from "./url-guard.js";
 import { PoolUnavailableError, type DiskFormat, type PoolStatus, type StoragePool, type StoredDisk } from "./pool.js";
@@ -41,6 +42,8 @@ export interface CreateVolumeInput {
   source: VolumeSource;
   requestId: string;
   ownerVm?: string;
+  /** The id to give the volume (a clone whose snapshot was taken for it names it first). */
+  id?: string;
 }
 
 export interface ImportImageInput {
@@ -127,33 +130,87 @@ export class StorageRegistry {
     await this.reconcile();
   }
 
-  /** Settles what a restart interrupted, and reports records whose data is gone. */
+  /**
+   * Settles what a crash interrupted (see records.ts): a create is undone, a delete is finished.
+   * Clones before snapshots (a clone undone may leave its implicit snapshot to undo too), snapshots
+   * before their volumes' deletes. What cannot be settled now (its pool is gone) is marked FAILED
+   * with the reason, never left looking half alive.
+   */
   private async reconcile(): Promise<void> {
-    for (const image of this.images.values()) {
-      if (image.state === "importing" || image.state === "deleting") {
-        const was = image.state;
-        image.state = "failed";
-        image.stateReason = was === "importing" ? "aetherd restarted during the import; delete the image and import it again." : "aetherd restarted while deleting the image; delete it again.";
-        await this.saveImage(image);
+    for (const volume of [...this.volumes.values()].filter((v) => v.state === "creating")) {
+      await this.settle(`undoing the interrupted create of volume ${volume.name}`, volume, volume.pool, async (pool) => {
+        await pool.deleteVolume(this.disk(volume), []);
+        await this.forget("volumes", this.volumes, volume.id);
+      });
+    }
+    for (const snap of [...this.snapshots.values()].sort((a, b) => b.seq - a.seq)) {
+      const volume = this.volumes.get(snap.volume);
+      if (!volume || volume.state === "deleting") continue;
+      const clone = snap.forClone === "" ? undefined : this.volumes.get(snap.forClone);
+      if (clone) {
+        // Its clone was made: the snapshot is an ordinary one now.
+        snap.forClone = "";
+        await this.saveSnapshot(snap);
+        continue;
       }
+      const orphan = snap.forClone !== "" && this.clonesOf("snapshot", snap.id).length === 0;
+      if (snap.state !== "creating" && snap.state !== "deleting" && !orphan) continue;
+      await this.settle(`${snap.state === "deleting" ? "finishing the delete" : "undoing the interrupted create"} of snapshot ${snap.name}`, snap, volume.pool, async (pool) => {
+        const chain = this.snapshotsOf(volume.id);
+        const at = chain.findIndex((s) => s.id === snap.id);
+        await pool.deleteSnapshot(this.disk(volume), snap.id, chain[at + 1], chain[at - 1]);
+        await this.forget("snapshots", this.snapshots, snap.id);
+      });
+    }
+    for (const volume of [...this.volumes.values()].filter((v) => v.state === "deleting")) {
+      await this.settle(`finishing the delete of volume ${volume.name}`, volume, volume.pool, async (pool) => {
+        const snaps = this.snapshotsOf(volume.id);
+        await pool.deleteVolume(this.disk(volume), snaps);
+        for (const s of snaps) await this.forget("snapshots", this.snapshots, s.id);
+        await this.forget("volumes", this.volumes, volume.id);
+      });
+    }
+    for (const image of [...this.images.values()].filter((i) => i.state === "importing" || i.state === "deleting")) {
+      const importing = image.state === "importing";
+      await this.settle(`${importing ? "undoing the interrupted import" : "finishing the delete"} of image ${image.name}`, image, image.pool, async (pool) => {
+        await pool.deleteImage(image.id);
+        if (!importing) return this.forget("images", this.images, image.id);
+        // The image stays, FAILED, so whoever imported it learns why it is not there.
+        Object.assign(image, { state: "failed", stateReason: "aetherd restarted during the import; delete the image and import it again.", hostPath: "", readyTimeMs: Date.now() });
+        await this.saveImage(image);
+      });
     }
     for (const volume of this.volumes.values()) {
-      if (volume.state === "deleting" || volume.state === "creating") {
-        volume.state = "failed";
-        volume.stateReason = "aetherd restarted while changing this volume; delete it and create it again.";
-        await this.saveVolume(volume);
-      }
       if (volume.state === "ready" && !existsSync(volume.hostPath)) {
         this.log.warn({ volume: volume.id, path: volume.hostPath }, "a volume's data is missing on disk");
       }
     }
-    // The other way round: files in a pool that no record names (a crash between making a clone and
-    // recording it). They are reported and left in place; nothing is deleted on a guess.
+    // The other way round: files in a pool that no record names (left by a version of aetherd that
+    // did not write ahead). They are reported and left in place; nothing is deleted on a guess.
     const recorded = new Set([...this.volumes.values(), ...this.images.values()].map((r) => r.hostPath));
     for (const { pool } of this.pools.values()) {
       const stored = (await pool.storedPaths?.().catch(() => [])) ?? [];
       const unrecorded = stored.filter((p) => !recorded.has(p));
       if (unrecorded.length > 0) this.log.warn({ pool: pool.name, paths: unrecorded }, "files in the pool that no volume or image record names; left in place (delete them by hand if unneeded)");
+    }
+  }
+
+  /** Runs one recovery step; a step that fails marks its record FAILED with what to do. */
+  private async settle(doing: string, record: VolumeRecord | ImageRecord | SnapshotRecord, poolName: string, step: (pool: StoragePool) => Promise<void>): Promise<void> {
+    try {
+      const pool = this.pool(poolName);
+      const status = await pool.probe();
+      if (!status.available) throw new PoolUnavailableError(status.reason);
+      await step(pool);
+      this.log.info({ id: record.id, name: record.name }, `recovered: ${doing}`);
+    } catch (err) {
+      const reason = `aetherd restarted in the middle of a change and ${doing} failed: ${(err as Error).message}; delete it again once that is fixed.`;
+      this.log.error({ id: record.id, err: (err as Error).message }, reason);
+      record.state = "failed";
+      record.stateReason = reason;
+      if ("seq" in record) await this.saveSnapshot(record);
+      else if ("backing" in record) await this.saveVolume(record);
+      else await this.saveImage(record);
     }
   }
 
@@ -334,7 +391,7 @@ export class StorageRegistry {
         format = parentVolume.format;
       }
       const record: VolumeRecord = {
-        id: randomUUID(),
+        id: input.id ?? randomUUID(),
         name: input.name,
         tenant: input.tenant,
         labels: input.labels,
@@ -350,6 +407,13 @@ export class StorageRegistry {
         ownerVm: input.ownerVm ?? "",
       };
       this.volumes.set(record.id, record);
+      // Written ahead: a crash from here on leaves a CREATING record, and load() undoes the create.
+      try {
+        await this.saveVolume(record);
+      } catch (err) {
+        this.volumes.delete(record.id);
+        throw internal(`could not record volume ${record.name}: ${(err as Error).message}`);
+      }
       return { record, pool, parent, sizeBytes, format };
     });
     const { record, pool, parent, sizeBytes, format } = plan;
@@ -359,10 +423,11 @@ export class StorageRegistry {
       else if (source.kind === "image") disk = await pool.cloneImage(parent, record.id, sizeBytes);
       else disk = await pool.cloneSnapshot(parent, record.backing.id, record.id, sizeBytes);
     } catch (err) {
-      this.volumes.delete(record.id);
       await this.discardHalfMade(pool, record);
+      await this.lock.runExclusive(() => this.forget("volumes", this.volumes, record.id));
       throw this.hostError(err, `creating volume ${record.name}`);
     }
+    crashPoint("storage.volume.made");
     return this.lock.runExclusive(async () => {
       Object.assign(record, { state: "ready", hostPath: disk.hostPath, format: disk.format, sizeBytes: disk.sizeBytes });
       await this.saveVolume(record);
@@ -402,11 +467,15 @@ export class StorageRegistry {
     const source = this.resolveVolume(input.volume, input.tenant);
     this.nameTaken(input.tenant, input.name);
     const taken = input.snapshot === "";
+    // A snapshot taken for the clone names the clone, so a crash before the clone exists deletes it.
+    const volumeId = randomUUID();
     const snapshot = taken
-      ? await this.snapshotVolume({ volume: source.id, tenant: input.tenant, name: `clone-${input.name}`.slice(0, 63).replace(/-+$/, ""), labels: {}, requestId: "" })
+      ? await this.snapshotVolume({ volume: source.id, tenant: input.tenant, name: `clone-${input.name}`.slice(0, 63).replace(/-+$/, ""), labels: {}, requestId: "", forClone: volumeId })
       : this.resolveSnapshot(source.id, input.snapshot, input.tenant);
+    if (taken) crashPoint("storage.clone.snapshot-taken");
     try {
       const volume = await this.createVolume({
+        id: volumeId,
         name: input.name,
         tenant: input.tenant,
         labels: input.labels,
@@ -415,6 +484,12 @@ export class StorageRegistry {
         source: { kind: "snapshot", volume: source.id, snapshot: snapshot.id, sizeBytes: input.sizeBytes },
         requestId: input.requestId,
       });
+      if (taken) {
+        await this.lock.runExclusive(async () => {
+          snapshot.forClone = "";
+          await this.saveSnapshot(snapshot);
+        });
+      }
       return { volume, snapshot };
     } catch (err) {
       // A clone that could not be made leaves no snapshot of its own behind (the next try takes it again).
@@ -470,13 +545,15 @@ export class StorageRegistry {
         if (dependents.length > 0) throw failedPrecondition(`volume ${volume.name} has clones that depend on its snapshots (${dependents.map((d) => d.name).join(", ")}); delete them first.`);
         const snaps = this.snapshotsOf(volume.id);
         if (snaps.length > 0 && !deleteSnapshots) throw failedPrecondition(`volume ${volume.name} has ${snaps.length} snapshot(s); delete them first or set delete_snapshots.`);
+        // Written ahead (durably): a crash from here on leaves DELETING, and load() finishes the delete.
         volume.state = "deleting";
-        await this.saveVolume(volume, false);
+        await this.saveVolume(volume);
         return snaps;
       });
       const pool = this.pools.get(volume.pool)?.pool;
       try {
         if (pool) await pool.deleteVolume(this.disk(volume), snaps);
+        crashPoint("storage.volume.unmade");
       } catch (err) {
         await this.lock.runExclusive(async () => {
           volume.state = "failed";
@@ -496,7 +573,7 @@ export class StorageRegistry {
 
   // ---- snapshots ---------------------------------------------------------------------------
 
-  async snapshotVolume(input: { volume: string; tenant: string; name: string; labels: Record<string, string>; requestId: string }): Promise<SnapshotRecord> {
+  async snapshotVolume(input: { volume: string; tenant: string; name: string; labels: Record<string, string>; requestId: string; forClone?: string }): Promise<SnapshotRecord> {
     const again = this.byRequest(this.snapshots.values(), input.tenant, input.requestId);
     if (again) return again;
     const volume = this.resolveVolume(input.volume, input.tenant);
@@ -519,18 +596,24 @@ export class StorageRegistry {
         labels: input.labels,
         createTimeMs: Date.now(),
         seq: (existing.at(-1)?.seq ?? 0) + 1,
-        state: "ready",
+        state: "creating",
         stateReason: "",
         volume: volume.id,
         sizeBytes: volume.sizeBytes,
         requestId: input.requestId,
+        forClone: input.forClone ?? "",
       };
+      // Written ahead, kept out of the lists until taken: load() undoes a snapshot a crash interrupted.
+      await this.saveSnapshot(record);
       try {
         await pool.snapshot(this.disk(volume), record.id);
       } catch (err) {
+        await rm(this.recordPath("snapshots", record.id), { force: true });
         throw this.hostError(err, `snapshotting volume ${volume.name}`);
       }
+      crashPoint("storage.snapshot.taken");
       await this.lock.runExclusive(async () => {
+        record.state = "ready";
         this.snapshots.set(record.id, record);
         await this.saveSnapshot(record);
       });
@@ -570,7 +653,10 @@ export class StorageRegistry {
         return { newer, older };
       });
       try {
+        // Written ahead: a crash from here on leaves DELETING, and load() finishes the delete.
+        await this.saveSnapshot(snap);
         await this.pool(volume.pool).deleteSnapshot(this.disk(volume), snap.id, newer, older);
+        crashPoint("storage.snapshot.unmade");
       } catch (err) {
         snap.state = "failed";
         snap.stateReason = `deleting it failed: ${(err as Error).message}`;
@@ -766,9 +852,13 @@ export class StorageRegistry {
     await writeJsonAtomic(join(this.dir, "images", `${r.id}.json`), r, { durable });
   }
 
-  private async forget<T>(kind: string, map: Map<string, T>, id: string): Promise<void> {
+  private recordPath(kind: "volumes" | "snapshots" | "images", id: string): string {
+    return join(this.dir, kind, `${id}.json`);
+  }
+
+  private async forget<T>(kind: "volumes" | "snapshots" | "images", map: Map<string, T>, id: string): Promise<void> {
     map.delete(id);
-    await rm(join(this.dir, kind, `${id}.json`), { force: true });
+    await rm(this.recordPath(kind, id), { force: true });
   }
 
   /** Host failures become FAILED_PRECONDITION (pool gone) or INTERNAL with the tool's own words. */

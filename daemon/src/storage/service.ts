@@ -40,7 +40,8 @@ const FORMAT_FROM_PROTO = new Map<VolumeFormat, DiskFormat>(Object.entries(FORMA
 const DRIVER_TO_PROTO = { dir: PoolDriver.DIR, zfs: PoolDriver.ZFS, "lvm-thin": PoolDriver.LVM_THIN } as const;
 const VOLUME_STATE = { creating: VolumeState.CREATING, ready: VolumeState.READY, deleting: VolumeState.DELETING, failed: VolumeState.FAILED } as Record<string, VolumeState>;
 const IMAGE_STATE = { importing: ImageState.IMPORTING, ready: ImageState.READY, failed: ImageState.FAILED, deleting: ImageState.DELETING } as Record<string, ImageState>;
-const SNAPSHOT_STATE = { ready: SnapshotState.READY, deleting: SnapshotState.DELETING, failed: SnapshotState.FAILED } as const;
+// A snapshot being taken ("creating") is never listed, so it has no contract state.
+const SNAPSHOT_STATE = { creating: SnapshotState.UNSPECIFIED, ready: SnapshotState.READY, deleting: SnapshotState.DELETING, failed: SnapshotState.FAILED } as const;
 
 /** A uint64 size field as a number; 0 stays 0 (meaning "default" where the contract says so). */
 function bytes(field: string, value: bigint): number {
