@@ -167,7 +167,7 @@ async function run(flags: ConfigFlags): Promise<void> {
       nodeService({ nodeId: nodeIdValue, version: VERSION, stateDir: config.state_dir, startTimeMs, supervisor, probe, cells: { version: cells.backendVersion, reason: cellsChoice.reason } }),
     );
     router.service(VmService, handlers.vm);
-    router.service(StorageService, storageService(storage));
+    router.service(StorageService, storageService(storage, config.tenancy));
     router.service(FenceService, fenceService(fences));
     router.service(BidService, bidService(bidding));
     router.service(AggregatorService, unimplementedService(AggregatorService, "this service is served by aether-aggregator, not by aetherd."));
