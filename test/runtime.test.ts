@@ -21,13 +21,15 @@ describe("runtime: executables", () => {
     const { executable } = await env.aether.runtime.startExecutable({
       name: "greeter",
       labels: { team: "a" },
-      argv: [SH, "-c", 'echo "out:$GREETING:$(pwd)"; echo "err:$0" >&2; exit 7', "arg0"],
+      // It waits for a go file, so the answer to the start sees it running whatever the machine's load.
+      argv: [SH, "-c", 'while [ ! -e go ]; do sleep 0.01; done; echo "out:$GREETING:$(pwd)"; echo "err:$0" >&2; exit 7', "arg0"],
       env: { GREETING: "hello" },
       cwd: dir,
     });
     assert.ok(executable);
     assert.equal(executable.name, "greeter");
     assert.ok(executable.pid > 0);
+    writeFileSync(join(dir, "go"), "");
     const { executable: done } = await env.aether.runtime.waitExecutable({ executable: "greeter" });
     assert.equal(done?.state, ExecutableState.EXITED);
     assert.equal(done?.exitCode, 7);
