@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Code, connect, type AetherClient } from "@aether/sdk";
 import { ImageFileFormat, ImageState, type Image } from "@aether/sdk/gen/aether/storage/v1/storage_pb";
-import { isRunning, startDaemon, type TestDaemon } from "./helpers/daemon.js";
+import { isRunning, startDaemon, useDaemon, type TestDaemon } from "./helpers/daemon.js";
 import { rejectsWith } from "./helpers/assertions.js";
 import { hasPattern, makeRawDisk, MiB, sha256, writePattern } from "./helpers/disks.js";
 import { freePort } from "./helpers/net.js";
@@ -152,25 +152,15 @@ describe("image import is not a server-side request forgery", () => {
 
 describe("a sparse raw image stays sparse", () => {
   const work = mkdtempSync(join(tmpdir(), "aether-sparse-"));
-  let daemon: TestDaemon;
-  let aether: AetherClient;
-
-  before(async () => {
-    daemon = await startDaemon();
-    aether = await daemon.client();
-  });
-  after(async () => {
-    await daemon?.stop();
-    daemon?.cleanup();
-    rmSync(work, { recursive: true, force: true });
-  });
+  const env = useDaemon();
+  after(() => rmSync(work, { recursive: true, force: true }));
 
   it("stores a 256 MiB raw disk holding 2 MiB of data in a few MiB, with the same bytes", async () => {
     const file = join(work, "sparse.raw");
     const sha = makeRawDisk(file, 256 * MiB, 0x42);
     assert.ok(statSync(file).blocks * 512 < 8 * MiB, "the source itself is sparse");
-    await aether.storage.importImage({ name: "sparse", sha256: sha, source: { source: { case: "localPath", value: file } } });
-    const image = await settled(aether, "sparse");
+    await env.aether.storage.importImage({ name: "sparse", sha256: sha, source: { source: { case: "localPath", value: file } } });
+    const image = await settled(env.aether, "sparse");
     assert.equal(image.state, ImageState.READY, image.stateReason);
     const stored = statSync(image.hostPath);
     assert.equal(stored.size, 256 * MiB);

@@ -8,7 +8,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import { Code, ConnectError, connect, type AetherClient } from "@aether/sdk";
 import { ExecutableState } from "@aether/sdk/gen/aether/runtime/v1/runtime_pb";
-import { collect, eventually, isRunning, startDaemon, type TestDaemon } from "./helpers/daemon.js";
+import { collect, eventually, isRunning, startDaemon, useDaemon, type TestDaemon } from "./helpers/daemon.js";
 import { createCa, type TestCa } from "./helpers/pki.js";
 import { freePort } from "./helpers/net.js";
 
@@ -135,31 +135,21 @@ describe("tenants on the host", () => {
 });
 
 describe("process trees", () => {
-  let daemon: TestDaemon;
-  let aether: AetherClient;
-
-  before(async () => {
-    daemon = await startDaemon();
-    aether = await daemon.client();
-  });
-  after(async () => {
-    await daemon?.stop();
-    daemon?.cleanup();
-  });
+  const env = useDaemon();
 
   it("a child left running when the main process exits is killed, and the state says so", async () => {
-    const { executable } = await aether.runtime.startExecutable({ argv: [SH, "-c", "sleep 3336 & exit 0"] });
-    const done = (await aether.runtime.waitExecutable({ executable: executable?.id ?? "", timeout: { seconds: 20n } })).executable;
+    const { executable } = await env.aether.runtime.startExecutable({ argv: [SH, "-c", "sleep 3336 & exit 0"] });
+    const done = (await env.aether.runtime.waitExecutable({ executable: executable?.id ?? "", timeout: { seconds: 20n } })).executable;
     assert.equal(done?.state, ExecutableState.EXITED);
     assert.match(done?.stateReason ?? "", /^exited with code 0; 1 process it left running \(sleep\) was killed$/);
     await eventually(() => (hostPidsOf("sleep", "3336").length === 0 ? true : undefined), 5000, "the escaped sleep to be gone");
   });
 
   it("a stop ends the whole tree, also what left the process group with setsid", async () => {
-    const { executable } = await aether.runtime.startExecutable({ argv: [SH, "-c", "setsid sleep 3337 & exec sleep 3338"] });
-    await eventually(async () => ((await aether.runtime.getExecutable({ executable: executable?.id ?? "" })).executable?.otherProcesses === 1 ? true : undefined), 5000, "the setsid child to be counted");
+    const { executable } = await env.aether.runtime.startExecutable({ argv: [SH, "-c", "setsid sleep 3337 & exec sleep 3338"] });
+    await eventually(async () => ((await env.aether.runtime.getExecutable({ executable: executable?.id ?? "" })).executable?.otherProcesses === 1 ? true : undefined), 5000, "the setsid child to be counted");
     assert.equal(hostPidsOf("sleep", "3337").length, 1);
-    const stopped = await aether.runtime.stopExecutable({ executable: executable?.id ?? "", gracePeriod: { seconds: 5n } });
+    const stopped = await env.aether.runtime.stopExecutable({ executable: executable?.id ?? "", gracePeriod: { seconds: 5n } });
     assert.equal(stopped.executable?.state, ExecutableState.EXITED);
     await eventually(() => (hostPidsOf("sleep", "3337").length + hostPidsOf("sleep", "3338").length === 0 ? true : undefined), 5000, "both sleeps to be gone");
   });

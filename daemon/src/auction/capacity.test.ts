@@ -27,6 +27,7 @@ function cell(name: string, memoryMaxBytes: number, cpuQuotaUsec = 0, labels: Re
     requestId: "",
     createTimeMs: 0,
     stateReason: "",
+    phase: "ready",
   };
 }
 
