@@ -10,9 +10,9 @@ import { existsSync } from "node:fs";
 import { mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { Mutex } from "async-mutex";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { ConnectError } from "@connectrpc/connect";
 import type { Logger } from "pino";
-import { alreadyExists, failedPrecondition, internal, invalidArgument, notFound } from "../api/errors.js";
+import { alreadyExists, failedPrecondition, internal, invalidArgument, notFound, permissionDenied } from "../api/errors.js";
 import { clip } from "../api/validate.js";
 import { HostCommandError } from "../host/command.js";
 import { writeJsonAtomic } from "../store/atomic-file.js";
@@ -718,7 +718,7 @@ export class StorageRegistry {
         await precheckUrl(new URL(source.url), source.rules);
       } catch (err) {
         // The caller may not have aetherd fetch this: a question of permission, not of the argument's form.
-        if (err instanceof UrlRefusedError) throw new ConnectError(err.message, Code.PermissionDenied);
+        if (err instanceof UrlRefusedError) throw permissionDenied(err.message);
         if (err instanceof ImportError) throw failedPrecondition(err.message);
         throw err;
       }
