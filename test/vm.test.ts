@@ -107,9 +107,9 @@ describe("VMs", () => {
 
   it("pause and resume through QMP; stop by force; a VM gets a cell of its own for its limits", async () => {
     await env.aether.vm.createVm({ name: "pauser", acceleration: vmApi.Acceleration.TCG, memoryBytes: 160n * MiB, vcpus: 1, guestAgent: true, boot: kernelBoot(), start: true });
-    await waitReady(env.aether, "pauser");
+    const pauser = await waitReady(env.aether, "pauser");
     const { cells } = await env.aether.cells.listCells({});
-    const own = cells.find((c) => c.name === "vm-pauser");
+    const own = cells.find((c) => c.name === `vm-${pauser.id}`);
     assert.ok(own, "a cell for the VM");
     assert.equal(own.limits?.memoryMaxBytes, 160n * MiB + 384n * MiB);
     assert.equal(own.processCount, 1, "QEMU runs in it");
@@ -135,7 +135,7 @@ describe("VMs", () => {
     assert.match(seen, /console-42/);
     const { vm: stopped } = await env.aether.vm.stopVm({ vm: "pauser", force: true });
     assert.equal(stopped?.state, vmApi.VmState.STOPPED);
-    assert.equal((await env.aether.cells.listCells({})).cells.some((c) => c.name === "vm-pauser"), false, "its cell went with it");
+    assert.equal((await env.aether.cells.listCells({})).cells.some((c) => c.name === `vm-${pauser.id}`), false, "its cell went with it");
     await env.aether.vm.deleteVm({ vm: "pauser" });
   });
 

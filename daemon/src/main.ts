@@ -124,7 +124,7 @@ async function run(flags: ConfigFlags): Promise<void> {
   const handlers = {
     runtime: executableService(supervisor, (cell, tenant) => cells.placement(cell, tenant), tenantIds),
     cells: cellService(cells),
-    vm: vmService(vms),
+    vm: vmService(vms, config.tenancy),
   };
   const bidding = new Bidding({
     nodeId: nodeIdValue,

@@ -6,7 +6,7 @@ import { EventEmitter } from "node:events";
 import { existsSync } from "node:fs";
 import { mkdir, readdir, readFile, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { alreadyExists, failedPrecondition, notFound } from "../api/errors.js";
 import { clip } from "../api/validate.js";
@@ -14,14 +14,15 @@ import type { CellRegistry } from "../cells/registry.js";
 import type { StorageRegistry, VolumeUser } from "../storage/registry.js";
 import type { ImageRecord, VolumeRecord } from "../storage/records.js";
 import type { EventBus } from "../observe/event-bus.js";
-import type { Placement, Supervisor } from "../runtime/supervisor.js";
+import type { Placement, Supervisor, TrackedExecutable } from "../runtime/supervisor.js";
 import { signalName } from "../runtime/supervisor.js";
 import { writeJsonAtomic } from "../store/atomic-file.js";
 import { probeKvm, type KvmProbeResult } from "./accel.js";
 import { GuestAgent } from "./qga.js";
 import type { Hypervisor, VmControl, VmFiles } from "./hypervisor.js";
+import { ownCellName, removeStartLeftovers, removeVmProcesses, VM_LABEL, vmProcesses } from "./leftovers.js";
 import { createTap, deleteTap, isBridge, linkExists } from "./network.js";
-import { freshRuntime, VmRecordSchema, type VmRecord, type VmRuntime, type VmSpec } from "./record.js";
+import { freshRuntime, VmRecordSchema, type VmIntent, type VmRecord, type VmRuntime, type VmSpec } from "./record.js";
 import { buildSeed, removeSeed } from "./seed.js";
 
 export type VmState = VmRuntime["state"];
@@ -48,6 +49,10 @@ interface LiveVm {
   busy?: string;
   /** Where this run's output starts in the console log (it is appended across runs). */
   consoleFrom?: number;
+  /** Why this run failed, set before its QEMU is killed: the VM is FAILED only once QEMU has ended. */
+  failure?: string;
+  /** The next attempt to reach the QMP socket of a QEMU that outlived aetherd. */
+  reconnect?: NodeJS.Timeout;
 }
 
 export interface VmManagerOptions {
@@ -58,6 +63,11 @@ export interface VmManagerOptions {
 }
 
 const AGENT_POLL_MS = 250;
+/** How often aetherd tries again to reach the QMP socket of a QEMU it re-adopted but cannot talk to. */
+const RECONNECT_MS = 5000;
+const ACTIVE: readonly VmState[] = ["starting", "running", "paused", "stopping"];
+/** What a VM is busy with while the teardown after its QEMU ended runs (starts and deletes wait for it). */
+const ENDING = "cleaning up after its QEMU ended";
 /** What QEMU itself needs beyond the guest's memory when a VM gets a cell of its own. */
 const QEMU_OVERHEAD_BYTES = 384 * 1024 * 1024;
 
@@ -80,11 +90,25 @@ export class VmManager {
     storage.usersOf = (volumeId) => this.volumeUsers(volumeId);
   }
 
-  /** The VMs a volume is attached to, and whether each runs (storage refuses some changes then). */
+  /**
+   * The VMs a volume is attached to, and whether each runs (storage refuses some changes then): a VM
+   * runs while its QEMU lives, whatever its state says, since QEMU has the volume open.
+   */
   private volumeUsers(volumeId: string): VolumeUser[] {
     return this.list()
       .filter((vm) => vm.spec.disks.some((d) => d.volumeId === volumeId))
-      .map((vm) => ({ vmId: vm.spec.id, running: ["starting", "running", "paused", "stopping"].includes(vm.runtime.state) }));
+      .map((vm) => ({ vmId: vm.spec.id, running: ACTIVE.includes(vm.runtime.state) || this.runningProcess(vm) !== undefined }));
+  }
+
+  /** The VM's hypervisor process while it lives (the supervisor checks its pid and start time). */
+  private runningProcess(vm: VmRecord): TrackedExecutable | undefined {
+    const exe = this.processes.get(vm.runtime.processId);
+    return exe?.status === "running" ? exe : undefined;
+  }
+
+  /** TAP devices of VMs other than this one (a leftover cleanup never takes another VM's). */
+  private tapsOfOthers(vmId: string): Set<string> {
+    return new Set(this.list().filter((v) => v.spec.id !== vmId).flatMap((v) => v.spec.nics.map((n) => n.tap)));
   }
 
   /** A volume a new VM may attach: READY, its data present, and not attached to another VM. */
@@ -179,9 +203,10 @@ export class VmManager {
   /**
    * Creates a VM. Its name (and request_id) are taken synchronously, before the first await, so that
    * identical calls at once make one VM: a retry with the same request_id gets the first call's VM,
-   * another call with the same name ALREADY_EXISTS.
+   * another call with the same name ALREADY_EXISTS. With `start`, the create is all or nothing: a
+   * start that fails removes the VM again (record, boot clone, seed, cell) and says why.
    */
-  async create(spec: Omit<VmSpec, "id" | "createTimeMs">, bootImage?: { imageId: string; sizeBytes: number }): Promise<VmRecord> {
+  async create(spec: Omit<VmSpec, "id" | "createTimeMs">, bootImage?: { imageId: string; sizeBytes: number }, start = false): Promise<VmRecord> {
     const requestKey = spec.requestId === "" ? "" : `${spec.tenant}/${spec.requestId}`;
     const pending = requestKey === "" ? undefined : this.creatingByRequest.get(requestKey);
     if (pending) return pending;
@@ -192,7 +217,7 @@ export class VmManager {
       throw alreadyExists(`a VM named ${spec.name} already exists in tenant ${spec.tenant}; delete it first or pick another name.`);
     }
     this.creatingNames.add(nameKey);
-    const creation = this.createReserved(spec, bootImage);
+    const creation = this.createReserved(spec, bootImage, start);
     if (requestKey !== "") this.creatingByRequest.set(requestKey, creation);
     try {
       return await creation;
@@ -202,7 +227,7 @@ export class VmManager {
     }
   }
 
-  private async createReserved(spec: Omit<VmSpec, "id" | "createTimeMs">, bootImage?: { imageId: string; sizeBytes: number }): Promise<VmRecord> {
+  private async createReserved(spec: Omit<VmSpec, "id" | "createTimeMs">, bootImage: { imageId: string; sizeBytes: number } | undefined, start: boolean): Promise<VmRecord> {
     if (!this.hypervisors[spec.hypervisor]) {
       throw failedPrecondition(
         spec.hypervisor === "qemu"
@@ -212,31 +237,71 @@ export class VmManager {
     }
     const id = randomUUID();
     const full: VmSpec = { ...spec, id, createTimeMs: Date.now(), nics: spec.nics.map((n, i) => ({ ...n, tap: n.tap || `ae${id.replace(/-/g, "").slice(0, 8)}n${i}` })) };
-    if (bootImage) {
-      // The VM's own thin clone of the image, owned by it: deleted with the VM.
-      const volume = await this.storage.createVolume({
-        name: `${spec.name}-boot`.slice(0, 63).replace(/-+$/, ""),
-        tenant: spec.tenant,
-        labels: { "aether.io/vm": id },
-        pool: "",
-        format: undefined,
-        source: { kind: "image", image: bootImage.imageId, sizeBytes: bootImage.sizeBytes },
-        requestId: "",
-        ownerVm: id,
-      });
-      full.disks = [{ path: volume.hostPath, readOnly: false, format: volume.format === "qcow2" ? "qcow2" : "raw", serial: "boot", volumeId: volume.id }, ...full.disks];
-    }
-    const record: VmRecord = { spec: full, runtime: freshRuntime() };
+    // Write-ahead: the record (with the intent "create") exists before anything is made for the VM,
+    // so a crash at any point leaves a record the next aetherd finds and undoes.
+    const record: VmRecord = { spec: full, runtime: { ...freshRuntime(), intent: { op: "create", taps: [], seedPath: "", cellName: "", start } } };
+    await mkdir(this.files(id).dir, { recursive: true, mode: 0o700 });
     try {
-      await mkdir(this.files(id).dir, { recursive: true, mode: 0o700 });
       await this.save(record);
+      if (bootImage) {
+        // The VM's own thin clone of the image, owned by it: deleted with the VM.
+        const volume = await this.storage.createVolume({
+          name: `${spec.name}-boot`.slice(0, 63).replace(/-+$/, ""),
+          tenant: spec.tenant,
+          labels: { [VM_LABEL]: id },
+          pool: "",
+          format: undefined,
+          source: { kind: "image", image: bootImage.imageId, sizeBytes: bootImage.sizeBytes },
+          requestId: "",
+          ownerVm: id,
+        });
+        full.disks = [{ path: volume.hostPath, readOnly: false, format: volume.format === "qcow2" ? "qcow2" : "raw", serial: "boot", volumeId: volume.id }, ...full.disks];
+        await this.save(record);
+      }
     } catch (err) {
-      if (bootImage && full.disks[0]) await this.storage.deleteVolume(full.disks[0].volumeId, spec.tenant, true, "").catch(() => undefined);
+      await this.purge(record);
       throw err;
     }
-    this.track(record);
+    const live = this.track(record);
     this.events.publish({ kind: "vm.created", tenant: full.tenant, resourceId: id, resourceName: full.name, message: `VM ${full.name} created`, attributes: {} });
+    // Busy until the intent is cleared: a delete meanwhile would race the last write of the record.
+    live.busy = "being created";
+    try {
+      if (start) {
+        try {
+          await this.launch(live);
+        } catch (err) {
+          await this.purge(record);
+          this.vms.delete(id);
+          const why = err instanceof ConnectError ? err.rawMessage : (err as Error).message;
+          this.events.publish({ kind: "vm.deleted", tenant: full.tenant, resourceId: id, resourceName: full.name, message: `VM ${full.name} was removed again: its start failed: ${why}`, attributes: {} });
+          throw new ConnectError(`VM ${full.name} was not created, because it could not start: ${why}`, err instanceof ConnectError ? err.code : Code.FailedPrecondition);
+        }
+      }
+      record.runtime.intent = undefined;
+      await this.save(record);
+    } finally {
+      if (live.busy === "being created") live.busy = undefined;
+    }
     return record;
+  }
+
+  /**
+   * Removes a VM from the host: whatever its starts set up (found by its id, recorded or not), the
+   * volumes aetherd made for it, then its record, last, so a crash half-way is finished by the next
+   * aetherd (the record still holds the intent).
+   */
+  private async purge(record: VmRecord): Promise<void> {
+    const { id, tenant } = record.spec;
+    await removeStartLeftovers(this.processes, this.cells, record, this.log, { tapsOfOthers: this.tapsOfOthers(id) });
+    for (const volume of this.storage.listVolumes().filter((v) => v.ownerVm === id)) {
+      await this.storage.deleteVolume(volume.id, tenant, true, "", { asOwner: id }).catch((err: Error) => {
+        this.log.warn({ vm: id, volume: volume.id, err: err.message }, "the VM's boot volume could not be deleted with it; delete it with DeleteVolume");
+      });
+    }
+    const files = this.files(id);
+    await rm(files.runtimeDir, { recursive: true, force: true });
+    await rm(files.dir, { recursive: true, force: true });
   }
 
   private track(record: VmRecord): LiveVm {
@@ -247,8 +312,18 @@ export class VmManager {
     return live;
   }
 
+  /** The last write of each VM's record: writes of one record go one after another, never at once. */
+  private readonly saving = new Map<string, Promise<void>>();
+
   private async save(record: VmRecord): Promise<void> {
-    await writeJsonAtomic(join(this.files(record.spec.id).dir, "vm.json"), record);
+    const id = record.spec.id;
+    const write = (this.saving.get(id) ?? Promise.resolve()).catch(() => undefined).then(() => writeJsonAtomic(join(this.files(id).dir, "vm.json"), record));
+    this.saving.set(id, write);
+    try {
+      await write;
+    } finally {
+      if (this.saving.get(id) === write) this.saving.delete(id);
+    }
   }
 
   private async setState(live: LiveVm, state: VmState, reason = ""): Promise<void> {
@@ -275,10 +350,37 @@ export class VmManager {
   async start(vm: VmRecord): Promise<VmRecord> {
     const live = this.live(vm);
     const { spec } = vm;
+    if (live.busy === ENDING) await live.ended;
     if (live.busy) throw failedPrecondition(`VM ${spec.name} is busy (${live.busy}); wait for it to finish.`);
     if (!["created", "stopped", "failed"].includes(vm.runtime.state)) {
       throw failedPrecondition(`VM ${spec.name} is ${vm.runtime.state}; only a created, stopped or failed VM can be started.`);
     }
+    const still = this.runningProcess(vm);
+    if (still) throw failedPrecondition(`VM ${spec.name} is ${vm.runtime.state} but its QEMU process (pid ${still.started?.pid ?? "?"}) still runs; stop the VM (StopVm) to end it, then start it.`);
+    live.busy = "starting";
+    try {
+      return await this.launch(live);
+    } finally {
+      live.busy = undefined;
+    }
+  }
+
+  /** What a start is about to set up, recorded before it does (see VmIntentSchema). */
+  private startIntent(vm: VmRecord): VmIntent {
+    const { spec } = vm;
+    const creating = vm.runtime.intent?.op === "create";
+    return {
+      op: creating ? "create" : "start",
+      taps: spec.nics.map((n) => n.tap),
+      seedPath: spec.cloudInit ? this.files(spec.id).seed : "",
+      cellName: spec.cell === "" && this.cells.backendVersion ? ownCellName(spec.id) : "",
+      start: true,
+    };
+  }
+
+  private async launch(live: LiveVm): Promise<VmRecord> {
+    const vm = live.record;
+    const { spec } = vm;
     const hypervisor = this.hypervisors[vm.spec.hypervisor];
     if (!hypervisor) throw failedPrecondition(`the ${vm.spec.hypervisor} hypervisor this VM was created for is not installed on this host any more.`);
     // The hypervisor gets the disks' current paths; the record keeps the volume ids.
@@ -288,9 +390,13 @@ export class VmManager {
       if (!isBridge(nic.bridge)) throw failedPrecondition(`bridge ${nic.bridge} does not exist on this host (or is not a bridge); create it first (ip link add ${nic.bridge} type bridge).`);
       if (linkExists(nic.tap)) throw failedPrecondition(`a network device named ${nic.tap} already exists; it collides with this VM's TAP device. Remove it or give the NIC another tap_device.`);
     }
-    live.busy = "starting";
     const startedAt = performance.now();
     const files = this.files(spec.id);
+    // The previous run's process record (its end was read when it ended): one record per VM, not one per start.
+    await removeVmProcesses(this.processes, spec.id);
+    const intent = this.startIntent(vm);
+    Object.assign(vm.runtime, { processId: "", intent });
+    await this.save(vm);
     const created: { taps: string[]; seed: string; cell: string } = { taps: [], seed: "", cell: "" };
     try {
       const accel = await this.acceleration(spec);
@@ -307,10 +413,10 @@ export class VmManager {
       const placement = await this.placement(spec, created);
       const placed = performance.now();
       live.consoleFrom = await consoleSize(files.consoleLog);
+      const { process, control } = await hypervisor.launch(launchSpec, { files, accel, placement, processes: this.processes });
       let markEnded: () => void = () => {};
       live.ended = new Promise<void>((r) => (markEnded = r));
       live.markEnded = markEnded;
-      const { process, control } = await hypervisor.launch(launchSpec, { files, accel, placement, processes: this.processes });
       // What aetherd itself adds to a boot: from the start request to a hypervisor answering on its
       // control socket (reported by npm run bench).
       const round = (ms: number) => Math.round(ms * 100) / 100;
@@ -327,8 +433,11 @@ export class VmManager {
         startTimeMs: Date.now(),
         stopTimeMs: 0,
         agentReady: false,
+        // A create's intent stays until the create is done (it undoes the VM if aetherd dies first).
+        intent: intent.op === "create" ? intent : undefined,
       });
       live.control = control;
+      live.failure = undefined;
       await this.setState(live, "starting", accel === "tcg" && spec.acceleration === "auto" ? "booting under TCG: KVM is not usable here" : "");
       void process.ended.then(() => this.onProcessEnded(live));
       this.awaitReady(live);
@@ -336,9 +445,13 @@ export class VmManager {
       return vm;
     } catch (err) {
       await this.teardown(created.taps, created.seed, created.cell);
+      // The failed launch's process (ended, or alive but not answering on its control socket) and its record.
+      await removeVmProcesses(this.processes, spec.id).catch((e: Error) => this.log.warn({ vm: spec.id, err: e.message }, "could not remove a failed launch's process"));
+      if (intent.op === "start") {
+        vm.runtime.intent = undefined;
+        await this.save(vm).catch(() => undefined);
+      }
       throw err instanceof ConnectError ? err : failedPrecondition(`VM ${spec.name} could not start: ${(err as Error).message}`);
-    } finally {
-      live.busy = undefined;
     }
   }
 
@@ -352,9 +465,11 @@ export class VmManager {
     if (spec.cell !== "") return this.cells.placement(spec.cell, spec.tenant);
     if (!this.cells.backendVersion) return undefined;
     const cell = await this.cells.allocate({
-      name: `vm-${spec.name}`.slice(0, 63),
+      // From the id: names are unique per tenant only, and cut to a cell name's 63 characters two
+      // long names sharing a prefix would collide.
+      name: ownCellName(spec.id),
       tenant: spec.tenant,
-      labels: { "aether.io/vm": spec.id },
+      labels: { [VM_LABEL]: spec.id },
       limits: {
         cpuWeight: 100,
         cpuQuotaUsec: spec.vcpus * 100_000,
@@ -413,7 +528,7 @@ export class VmManager {
     live.agent = new GuestAgent(files.agent);
     let panicCheckedAt = Date.now();
     const poll = async () => {
-      if (live.record.runtime.state !== "starting") return;
+      if (live.record.runtime.state !== "starting" || live.failure !== undefined) return;
       try {
         await live.agent?.ping(AGENT_POLL_MS * 4);
         clearTimeout(live.watchdog);
@@ -425,10 +540,8 @@ export class VmManager {
         if (Date.now() - panicCheckedAt >= PANIC_CHECK_MS) {
           panicCheckedAt = Date.now();
           const panic = await this.consolePanic(live);
-          if (panic && live.record.runtime.state === "starting") {
-            clearTimeout(live.watchdog);
-            await this.setState(live, "failed", panicReason(panic));
-            await this.kill(live);
+          if (panic && live.record.runtime.state === "starting" && live.failure === undefined) {
+            await this.failRun(live, panicReason(panic));
             return;
           }
         }
@@ -439,11 +552,17 @@ export class VmManager {
   }
 
   private async watchdogFired(live: LiveVm): Promise<void> {
-    if (live.record.runtime.state !== "starting") return;
+    if (live.record.runtime.state !== "starting" || live.failure !== undefined) return;
     const panic = await this.consolePanic(live);
     const tail = await this.consoleTail(live.record, 5);
     const reason = panic ? panicReason(panic) : `the guest did not become ready within ${live.record.spec.bootWatchdogMs} ms (boot watchdog); last console lines: ${tail || "(none)"}`;
-    await this.setState(live, "failed", reason);
+    await this.failRun(live, reason);
+  }
+
+  /** Ends a run that failed: QEMU is killed first, and the VM is FAILED once it has ended (onProcessEnded). */
+  private async failRun(live: LiveVm, reason: string): Promise<void> {
+    clearTimeout(live.watchdog);
+    live.failure = reason;
     await this.kill(live);
   }
 
@@ -464,26 +583,35 @@ export class VmManager {
       .join(" | ");
   }
 
+  /** Ends QEMU: "quit" over QMP, else (no QMP, or no end within 2 s) SIGKILL to its recorded pid. */
   private async kill(live: LiveVm): Promise<void> {
-    await live.control?.quit().catch(() => undefined);
-    const exe = this.processes.get(live.record.runtime.processId);
-    if (exe && exe.status === "running") {
+    const exe = this.runningProcess(live.record);
+    if (!exe) return;
+    if (live.control) {
+      await live.control.quit().catch(() => undefined);
       const ended = await Promise.race([exe.ended.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 2000))]);
-      if (!ended) await this.processes.stop(exe, "SIGKILL", 0);
+      if (ended) return;
     }
+    await this.processes.stop(exe, "SIGKILL", 0);
   }
 
   /** QEMU ended: whatever the reason, the VM's run is over; tear down what the start set up. */
   private async onProcessEnded(live: LiveVm): Promise<void> {
     const r = live.record;
+    // A start must wait for this run's teardown: it would otherwise tear down the new run's TAPs and cell.
+    live.busy ??= ENDING;
     clearTimeout(live.watchdog);
+    clearTimeout(live.reconnect);
     live.control?.close();
     live.agent?.close();
     live.control = undefined;
     live.agent = undefined;
     r.runtime.agentReady = false;
     const exe = this.processes.get(r.runtime.processId);
-    if (r.runtime.state === "stopping" || r.runtime.state === "failed") {
+    if (live.failure !== undefined) {
+      await this.setState(live, "failed", live.failure);
+      live.failure = undefined;
+    } else if (r.runtime.state === "stopping" || r.runtime.state === "failed") {
       if (r.runtime.state === "stopping") await this.setState(live, "stopped", r.runtime.reason || "stopped on request");
     } else {
       const how = exe?.exit ? (exe.exit.exitCode === null ? `was killed by ${signalName(exe.exit.signal)}` : `exited with code ${exe.exit.exitCode}`) : "ended";
@@ -500,17 +628,23 @@ export class VmManager {
     r.runtime.seedPath = "";
     r.runtime.ownCellId = "";
     await this.save(r).catch(() => undefined);
+    if (live.busy === ENDING) live.busy = undefined;
     live.markEnded();
   }
 
-  /** Graceful stop (guest agent, else ACPI power button), then forced after the timeout. */
+  /**
+   * Graceful stop (guest agent, else ACPI power button), then forced after the timeout. A QEMU that
+   * still lives is stopped whatever the VM's state says; one aetherd cannot talk to is killed at once.
+   */
   async stop(vm: VmRecord, timeoutMs: number, force: boolean): Promise<VmRecord> {
     const live = this.live(vm);
-    if (!["starting", "running", "paused"].includes(vm.runtime.state)) {
+    if (!["starting", "running", "paused"].includes(vm.runtime.state) && !this.runningProcess(vm)) {
       throw failedPrecondition(`VM ${vm.spec.name} is ${vm.runtime.state}; there is nothing to stop.`);
     }
-    await this.setState(live, "stopping", force ? "stopped on request (forced)" : "stopped on request");
-    if (force || vm.runtime.state === "paused") {
+    const wasPaused = vm.runtime.state === "paused";
+    const graceful = !force && !wasPaused && (live.control !== undefined || (live.record.runtime.agentReady && live.agent !== undefined));
+    await this.setState(live, "stopping", force ? "stopped on request (forced)" : graceful ? "stopped on request" : "stopped on request (forced: aetherd cannot reach the VM's QMP socket)");
+    if (!graceful) {
       await this.kill(live);
     } else {
       try {
@@ -547,29 +681,24 @@ export class VmManager {
 
   async delete(vm: VmRecord, force: boolean): Promise<void> {
     const live = this.live(vm);
-    if (["starting", "running", "paused", "stopping"].includes(vm.runtime.state)) {
-      if (!force) throw failedPrecondition(`VM ${vm.spec.name} is ${vm.runtime.state}; stop it first, or delete with force.`);
+    if (live.busy === ENDING) await live.ended;
+    if (live.busy) throw failedPrecondition(`VM ${vm.spec.name} is busy (${live.busy}); wait for it to finish, then delete it.`);
+    const alive = this.runningProcess(vm);
+    if (ACTIVE.includes(vm.runtime.state) || alive) {
+      if (!force) throw failedPrecondition(`VM ${vm.spec.name} is ${vm.runtime.state}${alive ? ` and its QEMU process (pid ${alive.started?.pid ?? "?"}) runs` : ""}; stop it first, or delete with force.`);
       await this.stop(vm, 0, true);
     }
-    const exe = this.processes.get(vm.runtime.processId);
-    if (exe && exe.status !== "running") await this.processes.delete(exe);
-    const files = this.files(vm.spec.id);
-    await rm(files.dir, { recursive: true, force: true });
-    await rm(files.runtimeDir, { recursive: true, force: true });
+    // Write-ahead: from here a crash is finished by the next aetherd (load) instead of half-done.
+    vm.runtime.intent = { op: "delete", taps: vm.spec.nics.map((n) => n.tap), seedPath: this.files(vm.spec.id).seed, cellName: ownCellName(vm.spec.id), start: false };
+    await this.save(vm);
+    await this.purge(vm);
     this.vms.delete(vm.spec.id);
-    const boot = vm.spec.ownsBootVolume ? vm.spec.disks[0] : undefined;
-    if (boot) {
-      await this.storage.deleteVolume(boot.volumeId, vm.spec.tenant, true, "", { asOwner: vm.spec.id }).catch((err: Error) => {
-        this.log.warn({ vm: vm.spec.id, volume: boot.volumeId, err: err.message }, "the VM's boot volume could not be deleted with it; delete it with DeleteVolume");
-      });
-    }
     this.events.publish({ kind: "vm.deleted", tenant: vm.spec.tenant, resourceId: vm.spec.id, resourceName: vm.spec.name, message: `VM ${vm.spec.name} deleted`, attributes: {} });
   }
 
   /** Host pid of the VM's hypervisor process while it runs; 0 otherwise. */
   pidOf(vm: VmRecord): number {
-    const exe = this.processes.get(vm.runtime.processId);
-    return exe && exe.status === "running" ? (exe.started?.pid ?? 0) : 0;
+    return this.runningProcess(vm)?.started?.pid ?? 0;
   }
 
   agentOf(vm: VmRecord): GuestAgent {
@@ -581,7 +710,11 @@ export class VmManager {
     return live.agent;
   }
 
-  /** Reads the records back; re-adopts the VMs whose QEMU still runs, and says what happened to the others. */
+  /**
+   * Reads the records back; re-adopts the VMs whose QEMU still runs, and says what happened to the
+   * others. A create, start or delete that a crash cut short (its intent is still recorded) is
+   * finished or undone here, and no QEMU runs for a VM that is not running.
+   */
   async load(): Promise<void> {
     const root = join(this.options.stateDir, "vms");
     let ids: string[] = [];
@@ -598,46 +731,115 @@ export class VmManager {
         this.log.error({ id, err }, "could not read a VM record; leaving it untouched");
         continue;
       }
-      const live = this.track(record);
-      const active = ["starting", "running", "paused", "stopping"].includes(record.runtime.state);
-      if (!active) {
-        live.markEnded();
-        continue;
+      await this.recover(record).catch((err: Error) => this.log.error({ vm: id, err: err.message }, "could not recover a VM"));
+    }
+    // Hypervisor processes of VMs without a folder at all: nothing can manage them any more.
+    const known = new Set(ids);
+    for (const exe of this.processes.list()) {
+      const vmId = exe.spec.labels[VM_LABEL] ?? "";
+      if (known.has(vmId)) continue;
+      this.log.warn({ vm: vmId, process: exe.spec.id }, "removing a hypervisor process of a VM that no longer exists");
+      await removeVmProcesses(this.processes, vmId);
+    }
+  }
+
+  private async recover(record: VmRecord): Promise<void> {
+    const { id, name, tenant } = record.spec;
+    const intent = record.runtime.intent;
+    if (intent?.op === "create" || intent?.op === "delete") {
+      // A create is all or nothing and a delete was asked for: either way the VM goes.
+      this.log.warn({ vm: name, op: intent.op }, intent.op === "create" ? "undoing a VM create that aetherd did not finish" : "finishing a VM delete that aetherd did not finish");
+      await this.purge(record);
+      const message = intent.op === "create" ? `VM ${name} was removed: aetherd stopped before its create was done` : `VM ${name} deleted`;
+      this.events.publish({ kind: "vm.deleted", tenant, resourceId: id, resourceName: name, message, attributes: {} });
+      return;
+    }
+    const live = this.track(record);
+    if (intent?.op === "start") {
+      this.log.warn({ vm: name }, "undoing a VM start that aetherd did not finish");
+      await removeStartLeftovers(this.processes, this.cells, record, this.log, { tapsOfOthers: this.tapsOfOthers(id) });
+      Object.assign(record.runtime, { processId: "", ownCellId: "", seedPath: "", agentReady: false, intent: undefined });
+      await this.setState(live, "stopped", "aetherd stopped while it was starting this VM; the half-done start was undone (start it again)");
+      live.markEnded();
+      return;
+    }
+    const active = ACTIVE.includes(record.runtime.state);
+    const exe = this.processes.get(record.runtime.processId);
+    if (!active) {
+      // No QEMU may run for a VM that is not running: a stray one (from a crash) is ended.
+      if (vmProcesses(this.processes, id).some((e) => e.status === "running")) {
+        this.log.warn({ vm: name, state: record.runtime.state }, "ending a QEMU process of a VM that is not running");
+        await removeStartLeftovers(this.processes, this.cells, record, this.log, { tapsOfOthers: this.tapsOfOthers(id) });
+        Object.assign(record.runtime, { processId: "", ownCellId: "", seedPath: "" });
+        await this.save(record);
       }
-      const exe = this.processes.get(record.runtime.processId);
-      if (!exe || exe.status !== "running") {
-        const how = exe?.exit ? (exe.exit.exitCode === null ? `was killed by ${signalName(exe.exit.signal)}` : `exited with code ${exe.exit.exitCode}`) : "was gone";
-        await this.setState(live, "stopped", `its QEMU process ${how} while aetherd was not running`);
-        await this.teardown(record.spec.nics.map((n) => n.tap), record.runtime.seedPath, record.runtime.ownCellId);
-        live.markEnded();
-        continue;
+      live.markEnded();
+      return;
+    }
+    if (!exe || exe.status !== "running") {
+      const how = exe?.exit ? (exe.exit.exitCode === null ? `was killed by ${signalName(exe.exit.signal)}` : `exited with code ${exe.exit.exitCode}`) : "was gone";
+      await this.setState(live, "stopped", `its QEMU process ${how} while aetherd was not running`);
+      await this.teardown(record.spec.nics.map((n) => n.tap), record.runtime.seedPath, record.runtime.ownCellId);
+      live.markEnded();
+      return;
+    }
+    void exe.ended.then(() => this.onProcessEnded(live));
+    // A stop that aetherd's end interrupted: the VM runs on until it is asked again.
+    if (record.runtime.state === "stopping") record.runtime.state = "running";
+    await this.reattach(live, exe);
+  }
+
+  /**
+   * Reconnects to the QEMU of a re-adopted VM. While its QMP socket does not answer, the VM keeps its
+   * state (its QEMU lives: it is not FAILED), the reason says so, and aetherd tries again.
+   */
+  private async reattach(live: LiveVm, exe: TrackedExecutable): Promise<void> {
+    const record = live.record;
+    const files = this.files(record.spec.id);
+    if (exe.status !== "running" || live.control) return;
+    try {
+      const hypervisor = this.hypervisors[record.spec.hypervisor];
+      if (!hypervisor) throw new Error(`the ${record.spec.hypervisor} driver is unavailable`);
+      const control = await hypervisor.reattach(record.spec, files);
+      if (exe.status !== "running") {
+        control.close();
+        return;
       }
-      try {
-        const hypervisor = this.hypervisors[record.spec.hypervisor];
-        if (!hypervisor) throw new Error(`the ${record.spec.hypervisor} driver is unavailable`);
-        live.control = await hypervisor.reattach(record.spec, this.files(id));
-        live.consoleFrom = await consoleSize(this.files(id).consoleLog);
-        const status = await live.control.status();
-        void exe.ended.then(() => this.onProcessEnded(live));
-        if (status === "paused") await this.setState(live, "paused");
-        else if (record.runtime.state === "starting") this.awaitReady(live);
-        else if (record.spec.guestAgent) {
-          live.agent = new GuestAgent(this.files(id).agent);
+      live.control = control;
+      // A stop asked for meanwhile goes on with the control it now has.
+      if (record.runtime.state === "stopping") return;
+      live.consoleFrom = await consoleSize(files.consoleLog);
+      const status = await control.status();
+      const state = record.runtime.state;
+      if (status === "paused") await this.setState(live, "paused");
+      else if (state === "starting") {
+        await this.setState(live, "starting");
+        this.awaitReady(live);
+      } else {
+        if (record.spec.guestAgent) {
+          live.agent = new GuestAgent(files.agent);
           record.runtime.agentReady = await live.agent.ping(2000).then(() => true, () => false);
-          await this.setState(live, record.runtime.state === "stopping" ? "running" : record.runtime.state);
         }
-        this.log.info({ vm: record.spec.name, pid: exe.started?.pid, status }, "re-adopted a VM");
-      } catch (err) {
-        this.log.error({ vm: record.spec.name, err }, "could not reconnect to a running VM");
-        await this.setState(live, "failed", `aetherd could not reconnect to its QEMU process: ${(err as Error).message}`);
-        live.markEnded();
+        await this.setState(live, state === "paused" ? "running" : state);
       }
+      this.log.info({ vm: record.spec.name, pid: exe.started?.pid, status }, "re-adopted a VM");
+    } catch (err) {
+      live.control?.close();
+      live.control = undefined;
+      const reason = `aetherd cannot reach this VM's QMP socket (${(err as Error).message}); it tries again every ${RECONNECT_MS / 1000} s. Its QEMU process (pid ${exe.started?.pid ?? "?"}) still runs: StopVm or DeleteVm with force ends it.`;
+      this.log.error({ vm: record.spec.name, err }, "could not reconnect to a running VM; retrying");
+      if (record.runtime.state === "stopping" || exe.status !== "running") return;
+      if (record.runtime.reason !== reason) await this.setState(live, record.runtime.state, reason);
+      clearTimeout(live.reconnect);
+      live.reconnect = setTimeout(() => void this.reattach(live, exe), RECONNECT_MS);
+      live.reconnect.unref();
     }
   }
 
   close(): void {
     for (const live of this.vms.values()) {
       clearTimeout(live.watchdog);
+      clearTimeout(live.reconnect);
       live.control?.close();
       live.agent?.close();
     }

@@ -29,6 +29,11 @@ export function isBridge(name: string): boolean {
 }
 
 /** Creates the TAP and puts it on the bridge; on failure nothing is left behind. */
+/** Whether the device is a TUN/TAP device (only those are ever deleted as a VM's leftovers). */
+export function isTap(name: string): boolean {
+  return existsSync(`/sys/class/net/${name}/tun_flags`);
+}
+
 export async function createTap(name: string, bridge: string): Promise<void> {
   await ip(["tuntap", "add", "dev", name, "mode", "tap"]);
   try {

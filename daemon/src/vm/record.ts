@@ -36,6 +36,24 @@ export const VmSpecSchema = z.object({
 });
 export type VmSpec = z.infer<typeof VmSpecSchema>;
 
+/**
+ * Write-ahead intent: saved before a create, start or delete touches the host, cleared when it is
+ * done. aetherd finds it at start after a crash and finishes or undoes the operation: what it names
+ * (and whatever carries the VM's id: its supervisor records, seed, TAPs, cell) is what to clean.
+ */
+export const VmIntentSchema = z.object({
+  op: z.enum(["create", "start", "delete"]),
+  /** TAP devices the operation may create. */
+  taps: z.array(z.string()),
+  /** The cloud-init seed it may build ("" for none). */
+  seedPath: z.string(),
+  /** The VM's own cell it may allocate ("" for none). */
+  cellName: z.string(),
+  /** Whether a create also starts the VM (a failed start then undoes the create). */
+  start: z.boolean(),
+});
+export type VmIntent = z.infer<typeof VmIntentSchema>;
+
 export const VmRuntimeSchema = z.object({
   state: z.enum(["created", "starting", "running", "paused", "stopping", "stopped", "failed"]),
   reason: z.string(),
@@ -49,6 +67,7 @@ export const VmRuntimeSchema = z.object({
   startTimeMs: z.number(),
   stopTimeMs: z.number(),
   agentReady: z.boolean(),
+  intent: VmIntentSchema.optional(),
 });
 export type VmRuntime = z.infer<typeof VmRuntimeSchema>;
 

@@ -15,7 +15,8 @@ import {
 } from "@aether/sdk/gen/aether/vm/v1/vm_pb";
 import { deadlineExceeded, failedPrecondition, invalidArgument } from "../api/errors.js";
 import { duration, durationMs, timestamp } from "../api/time.js";
-import { requireClusterWide, scopeKey } from "../api/authorize.js";
+import { requireClusterWide, scopeKey, type CallerScope } from "../api/authorize.js";
+import type { TenancyConfig } from "../config.js";
 import { clip, dnsLabel, labelFilter, labels, matchesFilter, paginate, reference, tenant as parseTenant } from "../api/validate.js";
 import { tailFile } from "../observe/log-tail.js";
 import { fileSize, signalName } from "../runtime/supervisor.js";
@@ -24,6 +25,7 @@ import type { VmManager } from "./manager.js";
 import { GuestExecTimeout } from "./qga.js";
 import { stableMac } from "./network.js";
 import type { VmRecord, VmSpec } from "./record.js";
+import { checkTenantBridge, tenantKernelPath } from "./tenancy.js";
 
 const MIN_MEMORY_BYTES = 64 * 1024 * 1024;
 const DEFAULT_MEMORY_BYTES = 256 * 1024 * 1024;
@@ -39,16 +41,19 @@ const STATES: Record<VmRecord["runtime"]["state"], VmState> = {
   failed: VmState.FAILED,
 };
 
-export function vmService(manager: VmManager): ServiceImpl<typeof VmService> {
+/** [tenancy] rules with none of them granted: a tenant boots images and volumes and joins no bridge. */
+const NO_TENANCY: TenancyConfig = { id_base: 1_000_000_000, ids_per_tenant: 65_536, kernel_roots: [], networks: {}, image_url_prefixes: [], allow_private_urls: false };
+
+export function vmService(manager: VmManager, tenancy: TenancyConfig = NO_TENANCY): ServiceImpl<typeof VmService> {
   const resolve = (ref: string, tenantField: string) => manager.resolve(reference("vm", ref), parseTenant(tenantField));
 
   return {
     async createVm(req, ctx) {
       // A host path is any file or device of the host: tenants attach volumes of their own instead.
-      if (req.disks.some((d) => d.source.case === "hostPath")) requireClusterWide(ctx.values.get(scopeKey), "attach host paths as disks (use volumes)");
-      const { spec, bootImage } = validateCreate(req, manager);
-      const record = await manager.create(spec, bootImage);
-      if (req.start) await manager.start(record);
+      const scope = ctx.values.get(scopeKey);
+      if (req.disks.some((d) => d.source.case === "hostPath")) requireClusterWide(scope, "attach host paths as disks (use volumes)");
+      const { spec, bootImage } = validateCreate(req, manager, scope, tenancy);
+      const record = await manager.create(spec, bootImage, req.start);
       return { vm: toMessage(manager, record) };
     },
     async startVm(req) {
@@ -172,7 +177,7 @@ interface ValidatedCreate {
   bootImage?: { imageId: string; sizeBytes: number };
 }
 
-function validateCreate(req: CreateVmRequest, manager: VmManager): ValidatedCreate {
+function validateCreate(req: CreateVmRequest, manager: VmManager, scope: CallerScope, tenancy: TenancyConfig): ValidatedCreate {
   const name = dnsLabel("name", req.name);
   const tenant = parseTenant(req.tenant);
   const vcpus = req.vcpus;
@@ -209,9 +214,11 @@ function validateCreate(req: CreateVmRequest, manager: VmManager): ValidatedCrea
   const disks: VmSpec["disks"] = [];
   let bootImage: ValidatedCreate["bootImage"];
   if (boot.case === "kernel") {
+    // A tenant's paths are checked against the published kernels before anything asks whether they exist.
+    const hostFile = (field: string, p: string) => (scope.tenant === undefined ? absolute(field, p) : tenantKernelPath(field, absolute(field, p), tenancy, scope.tenant));
     kernel = {
-      kernelPath: absolute("boot.kernel.kernel_path", boot.value.kernelPath),
-      initrdPath: boot.value.initrdPath === "" ? "" : absolute("boot.kernel.initrd_path", boot.value.initrdPath),
+      kernelPath: hostFile("boot.kernel.kernel_path", boot.value.kernelPath),
+      initrdPath: boot.value.initrdPath === "" ? "" : hostFile("boot.kernel.initrd_path", boot.value.initrdPath),
       cmdline: boot.value.cmdline,
     };
     if (/[\0\n]/.test(kernel.cmdline) || kernel.cmdline.length > 2048) throw invalidArgument("boot.kernel.cmdline must be one line of at most 2048 characters.");
@@ -246,6 +253,11 @@ function validateCreate(req: CreateVmRequest, manager: VmManager): ValidatedCrea
     if (n.mac !== "" && !/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(n.mac)) throw invalidArgument(`nics[${i}].mac ${JSON.stringify(clip(n.mac))} is not a MAC address like 52:54:00:12:34:56.`);
     if (n.tapDevice !== "" && !/^[A-Za-z0-9_.-]{1,15}$/.test(n.tapDevice)) throw invalidArgument(`nics[${i}].tap_device is not a network device name (at most 15 characters).`);
     if (n.tapDevice !== "" && taps.has(n.tapDevice)) throw invalidArgument(`nics[${i}].tap_device ${n.tapDevice} is used twice.`);
+    if (scope.tenant !== undefined) {
+      checkTenantBridge(`nics[${i}].bridge`, n.bridge, tenancy, scope.tenant);
+      // A host network device name is the host's: aetherd names a tenant's TAPs after the VM.
+      if (n.tapDevice !== "") requireClusterWide(scope, `name a TAP device (nics[${i}].tap_device); leave it empty and aetherd names it after the VM`);
+    }
     taps.add(n.tapDevice);
     return { bridge: n.bridge, mac: n.mac.toLowerCase(), tap: n.tapDevice };
   });
