@@ -2,6 +2,7 @@
 // over the old one. `durable` adds fsync of the file and its folder, so the record also survives a
 // power loss; records of things that die with the host anyway (running processes) skip it, because
 // two fsyncs cost more than the whole rest of starting a process.
+import { randomBytes } from "node:crypto";
 import { renameSync, writeFileSync } from "node:fs";
 import { mkdir, open, rename, rm } from "node:fs/promises";
 import { dirname, join, basename } from "node:path";
@@ -15,7 +16,8 @@ export async function writeFileAtomic(path: string, content: string | Uint8Array
   const durable = options.durable ?? true;
   const dir = dirname(path);
   await mkdir(dir, { recursive: true });
-  const tmp = join(dir, `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
+  // Unique per write: two writes of one file in the same millisecond must not share a temporary file.
+  const tmp = join(dir, `.${basename(path)}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`);
   const fh = await open(tmp, "w", 0o600);
   try {
     await fh.writeFile(content);

@@ -3,11 +3,9 @@
 // QEMU runs as root and would load any host file into the tenant's guest, and join any bridge.
 import { realpathSync } from "node:fs";
 import { resolve, sep } from "node:path";
-import { Code, ConnectError } from "@connectrpc/connect";
 import type { TenancyConfig } from "../config.js";
 import { clip } from "../api/validate.js";
-
-const permissionDenied = (sentence: string) => new ConnectError(sentence, Code.PermissionDenied);
+import { permissionDenied } from "../api/errors.js";
 
 function realOrUndefined(path: string): string | undefined {
   try {
