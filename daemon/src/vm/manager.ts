@@ -691,11 +691,21 @@ export class VmManager {
     if (ACTIVE.includes(vm.runtime.state) || alive) {
       if (!force) throw failedPrecondition(`VM ${vm.spec.name} is ${vm.runtime.state}${alive ? ` and its QEMU process (pid ${alive.started?.pid ?? "?"}) runs` : ""}; stop it first, or delete with force.`);
       await this.stop(vm, 0, true);
+      // Another call may have begun (or finished) a delete while this one waited for the stop.
+      if (!this.vms.has(vm.spec.id)) throw notFound(`VM ${vm.spec.name} was deleted by another call meanwhile.`);
+      if (live.busy === ENDING) await live.ended;
+      if (live.busy) throw failedPrecondition(`VM ${vm.spec.name} is busy (${live.busy}); wait for it to finish, then delete it.`);
     }
-    // Write-ahead: from here a crash is finished by the next aetherd (load) instead of half-done.
-    vm.runtime.intent = { op: "delete", taps: vm.spec.nics.map((n) => n.tap), seedPath: this.files(vm.spec.id).seed, cellName: ownCellName(vm.spec.id), start: false };
-    await this.save(vm);
-    await this.purge(vm);
+    // One delete at a time: a second one sees the VM busy instead of racing this one's purge.
+    live.busy = "being deleted";
+    try {
+      // Write-ahead: from here a crash is finished by the next aetherd (load) instead of half-done.
+      vm.runtime.intent = { op: "delete", taps: vm.spec.nics.map((n) => n.tap), seedPath: this.files(vm.spec.id).seed, cellName: ownCellName(vm.spec.id), start: false };
+      await this.save(vm);
+      await this.purge(vm);
+    } finally {
+      if (live.busy === "being deleted") live.busy = undefined;
+    }
     this.vms.delete(vm.spec.id);
     this.events.publish({ kind: "vm.deleted", tenant: vm.spec.tenant, resourceId: vm.spec.id, resourceName: vm.spec.name, message: `VM ${vm.spec.name} deleted`, attributes: {} });
   }
