@@ -45,7 +45,7 @@ export async function listen(config: Config, routes: (router: ConnectRouter) => 
     // with INVALID_ARGUMENT instead of dropped, so a typo ("tenantt") cannot silently change a request.
     jsonOptions: { ignoreUnknownFields: false },
     // Identity first (nothing unverified reaches a handler), then what the caller adds (the audit log).
-    interceptors: [explainCrlRefusal, requireVerifiedPeer, ...extraInterceptors],
+    interceptors: [explainCrlRefusal, requireVerifiedPeer, logUnexpected(log), ...extraInterceptors],
   });
   const handler = withRequestBodyDeadline(connectHandler, config.request_body_timeout_ms, log);
   const closers: Array<() => Promise<void>> = [];
@@ -291,6 +291,22 @@ function closeRevoked(sockets: Set<TLSSocket>, revoked: Map<string, Set<string>>
   }
   return closed;
 }
+
+/**
+ * An error that is not a ConnectError is a defect: the caller gets INTERNAL "internal error", and the
+ * operator needs the real error and its stack in aetherd's log to find it.
+ */
+const logUnexpected =
+  (log: Logger): Interceptor =>
+  (next) =>
+  async (req) => {
+    try {
+      return await next(req);
+    } catch (err) {
+      if (!(err instanceof ConnectError)) log.error({ err, method: `${req.service.typeName}/${req.method.name}` }, "an RPC failed with an unexpected error");
+      throw err;
+    }
+  };
 
 /**
  * The SPIFFE trust domain callers' certificates must name: [auth] trust_domain, else the one in
