@@ -1,10 +1,13 @@
 #!/usr/bin/env node
 // npm test: the contract and the code first (codegen drift, buf lint, type check and build), then
-// every test file through node's test runner. aetherd in the tests is the compiled one users run.
+// every test file through node's test runner, and last a check that the tests left nothing behind
+// (scripts/leftovers.mjs). aetherd in the tests is the compiled one users run.
 import { execFileSync, spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { readdirSync, statSync } from "node:fs";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
+import { MARKER, preexisting, settledLeftovers, snapshot } from "./leftovers.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const bin = (name) => join(root, "node_modules", ".bin", name);
@@ -31,8 +34,19 @@ function findTests(dir, out = []) {
 const only = process.argv.slice(2);
 const files = only.length > 0 ? only : ["sdk", "daemon", "aggregator", "test"].flatMap((d) => findTests(join(root, d))).sort();
 console.log(`\n== node --test (${files.length} files)`);
+// Every process the tests start inherits this run's marker, so the last step can tell ours apart.
+const runId = randomBytes(6).toString("hex");
+const before = snapshot();
 const result = spawnSync(process.execPath, ["--conditions=source", "--import", "tsx", "--test", ...files], {
   cwd: root,
   stdio: "inherit",
+  env: { ...process.env, [MARKER]: runId },
 });
-process.exit(result.status ?? 1);
+
+console.log("\n== the tests left nothing behind (processes, TAPs and bridges, mounts, pools, cgroups)");
+const left = await settledLeftovers(before, runId);
+const earlier = preexisting(before);
+if (earlier.length > 0) console.log(`(not counted, there before this run: ${earlier.join(", ")}; \`node scripts/leftovers.mjs\` lists them)`);
+if (left.length > 0) console.error(`the tests left this behind:\n${left.join("\n")}`);
+else console.log("nothing left");
+process.exit(left.length > 0 ? 1 : (result.status ?? 1));
