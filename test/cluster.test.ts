@@ -10,7 +10,7 @@ import { after, before, describe, it } from "node:test";
 import type { AetherClient } from "@aether/sdk";
 import { BidOutcome, NodeState, PlacementState } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { ExecutableState } from "@aether/sdk/gen/aether/runtime/v1/runtime_pb";
-import { eventually, startDaemon, type TestDaemon } from "./helpers/daemon.js";
+import { eventually, startDaemon, stopWorkloads, type TestDaemon } from "./helpers/daemon.js";
 import { startAggregator, type TestAggregator } from "./helpers/aggregator.js";
 import { runCommand } from "./helpers/run.js";
 
@@ -45,11 +45,12 @@ describe("a cluster of three aetherd and an aggregator", () => {
       nodes[nodes.indexOf(victim)] = again;
     }
     for (const d of nodes) {
-      const c = await d.client();
-      const { executables } = await c.runtime.listExecutables({ pageSize: 1000 });
-      for (const e of executables.filter((x) => x.pid > 0)) await c.runtime.stopExecutable({ executable: e.id, gracePeriod: { seconds: 0n } }).catch(() => undefined);
-      assert.equal(await d.stop(), 0);
-      d.cleanup();
+      try {
+        await stopWorkloads(await d.client());
+        assert.equal(await d.stop(), 0);
+      } finally {
+        d.cleanup();
+      }
     }
     assert.equal(await agg.stop(), 0, agg.log());
     rmSync(dir, { recursive: true, force: true });

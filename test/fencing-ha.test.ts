@@ -14,7 +14,7 @@ import { after, before, describe, it } from "node:test";
 import type { AetherClient } from "@aether/sdk";
 import { ClusterEventKind, NodeState, PlacementState, type ClusterEvent, type Node, type WorkloadPlacement } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { ExecutableState } from "@aether/sdk/gen/aether/runtime/v1/runtime_pb";
-import { eventually, isRunning, powerOffHost, repoRoot, startDaemon, type TestDaemon } from "./helpers/daemon.js";
+import { eventually, isRunning, powerOffHost, repoRoot, startDaemon, stopWorkloads, type TestDaemon } from "./helpers/daemon.js";
 import { startAggregator, type TestAggregator } from "./helpers/aggregator.js";
 import { startTestBmc, type TestBmc } from "./helpers/test-bmc.js";
 import { runCommand } from "./helpers/run.js";
@@ -166,8 +166,7 @@ describe("fencing: three aetherd, test BMCs, one aggregator", () => {
     }
     for (const m of members.values()) {
       if (m.daemon.process.exitCode === null && m.daemon.process.signalCode === null) {
-        const { executables } = await m.client.runtime.listExecutables({ pageSize: 1000 }).catch(() => ({ executables: [] }));
-        for (const e of executables.filter((x) => x.pid > 0)) await m.client.runtime.stopExecutable({ executable: e.id, gracePeriod: { seconds: 0n } }).catch(() => undefined);
+        await stopWorkloads(m.client);
         m.client.close();
         await m.daemon.stop();
       }

@@ -9,7 +9,7 @@ import { after, before, describe, it } from "node:test";
 import { Code, ConnectError, defineManifest, MANIFEST_LABEL, type AetherClient, type ManifestInput } from "@aether/sdk";
 import { NodeState, PlacementState, type WorkloadPlacement } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { ExecutableState } from "@aether/sdk/gen/aether/runtime/v1/runtime_pb";
-import { eventually, isRunning, startDaemon, type TestDaemon } from "./helpers/daemon.js";
+import { eventually, isRunning, startDaemon, stopWorkloads, type TestDaemon } from "./helpers/daemon.js";
 import { startAggregator, type TestAggregator } from "./helpers/aggregator.js";
 import { runCommand } from "./helpers/run.js";
 
@@ -104,13 +104,15 @@ describe("cluster manifests through the aggregator", () => {
   });
 
   after(async () => {
-    // Stop what the manifests left running, node by node; each aetherd must exit 0 on SIGTERM.
+    // Stop what the manifests left running (in the manifests' tenant), node by node; each aetherd
+    // must exit 0 on SIGTERM, and its folder goes even when it does not.
     for (const d of daemons) {
-      const c = await d.client();
-      const { executables } = await c.runtime.listExecutables({ pageSize: 1000 });
-      for (const e of executables.filter((x) => x.pid > 0)) await c.runtime.stopExecutable({ executable: e.id, gracePeriod: { seconds: 0n } }).catch(() => undefined);
-      assert.equal(await d.stop(), 0, d.log());
-      d.cleanup();
+      try {
+        await stopWorkloads(await d.client());
+        assert.equal(await d.stop(), 0, d.log());
+      } finally {
+        d.cleanup();
+      }
     }
     if (agg) assert.equal(await agg.stop(), 0, agg.log());
     rmSync(dir, { recursive: true, force: true });

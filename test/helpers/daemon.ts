@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { after, before } from "node:test";
 import { connect, type AetherClient } from "@aether/sdk";
 import { removeCgroupRoot, uniqueCgroupRoot } from "./cgroups.js";
+import { deleteVmTaps, killLeftovers } from "./leftovers.js";
 
 export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 // The same entry users run: the compiled daemon (the test script builds it first).
@@ -28,7 +29,10 @@ export interface TestDaemon {
   stop(): Promise<number | null>;
   /** kill -9, as a crash would. */
   kill9(): Promise<void>;
-  /** Removes the temporary directory (after stop/kill). */
+  /**
+   * Removes the temporary directory (after stop/kill), ending first whatever still runs from it
+   * (and saying so on stderr) and deleting its VMs' TAP devices, then its cgroup root.
+   */
   cleanup(): void;
 }
 
@@ -101,6 +105,15 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<TestDaem
       await exited;
     },
     cleanup() {
+      const killed = killLeftovers(dir, cgroupRoot);
+      const taps = deleteVmTaps(stateDir);
+      if (killed.length > 0 || taps.length > 0) {
+        process.stderr.write(
+          `test cleanup of ${dir}: the test left this running and it was ended now (stop workloads before stopping aetherd: stopWorkloads):\n` +
+            [...killed.map((k) => `  process ${k}`), ...taps.map((t) => `  TAP ${t}`)].join("\n") +
+            "\n",
+        );
+      }
       removeCgroupRoot(cgroupRoot);
       rmSync(dir, { recursive: true, force: true });
     },
@@ -172,17 +185,34 @@ export function useDaemon(options: DaemonOptions = {}): DaemonFixture {
     fixture.aether = await fixture.daemon.client();
   });
   after(async () => {
-    // Cells first (stopping what runs in them), children before parents; then loose executables.
-    const { cells } = await fixture.aether.cells.listCells({ pageSize: 1000 }).catch(() => ({ cells: [] }));
-    for (const c of [...cells].reverse()) {
-      await fixture.aether.cells.freeCell({ cell: c.id, stopExecutables: true }).catch(() => undefined);
+    if (fixture.daemon === undefined) return; // it never started; before() failed with why
+    try {
+      if (fixture.aether !== undefined) await stopWorkloads(fixture.aether);
+      assert.equal(await fixture.daemon.stop(), 0, "aetherd exits 0 on SIGTERM");
+    } finally {
+      fixture.daemon.cleanup();
     }
-    const { executables } = await fixture.aether.runtime.listExecutables({ pageSize: 1000 });
-    for (const e of executables.filter((x) => x.pid > 0)) {
-      await fixture.aether.runtime.stopExecutable({ executable: e.id, gracePeriod: { seconds: 0n } }).catch(() => undefined);
-    }
-    assert.equal(await fixture.daemon.stop(), 0, "aetherd exits 0 on SIGTERM");
-    fixture.daemon.cleanup();
   });
   return fixture;
+}
+
+/**
+ * Stops everything a test left running on this aetherd, in every tenant (ids resolve only within
+ * their tenant, so each call names the tenant): VMs, then cells (stopping what runs in them,
+ * children before parents), then loose executables. aetherd leaves workloads running when it stops,
+ * by design, so a test calls this before stopping it. Failures are ignored: this is cleanup.
+ */
+export async function stopWorkloads(aether: AetherClient): Promise<void> {
+  const { vms } = await aether.vm.listVms({ pageSize: 1000 }).catch(() => ({ vms: [] }));
+  for (const v of vms) {
+    await aether.vm.stopVm({ vm: v.id, tenant: v.tenant, force: true, timeout: { seconds: 5n } }).catch(() => undefined);
+  }
+  const { cells } = await aether.cells.listCells({ pageSize: 1000 }).catch(() => ({ cells: [] }));
+  for (const c of [...cells].sort((a, b) => b.name.split("/").length - a.name.split("/").length)) {
+    await aether.cells.freeCell({ cell: c.id, tenant: c.tenant, stopExecutables: true }).catch(() => undefined);
+  }
+  const { executables } = await aether.runtime.listExecutables({ pageSize: 1000 }).catch(() => ({ executables: [] }));
+  for (const e of executables.filter((x) => x.pid > 0)) {
+    await aether.runtime.stopExecutable({ executable: e.id, tenant: e.tenant, gracePeriod: { seconds: 0n } }).catch(() => undefined);
+  }
 }
