@@ -9,7 +9,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type AetherClient } from "@aether/sdk";
-import { decide, parsePolicy } from "../daemon/src/api/policy.js";
+import { decide, parsePolicy } from "../server/src/policy.js";
 import { startDaemon } from "../test/helpers/daemon.js";
 import { createCa } from "../test/helpers/pki.js";
 import { ms, percentile } from "./stats.js";

@@ -32,7 +32,7 @@ function findTests(dir, out = []) {
   return out;
 }
 const only = process.argv.slice(2);
-const files = only.length > 0 ? only : ["sdk", "daemon", "aggregator", "test"].flatMap((d) => findTests(join(root, d))).sort();
+const files = only.length > 0 ? only : ["sdk", "server", "fence", "daemon", "aggregator", "test"].flatMap((d) => findTests(join(root, d))).sort();
 console.log(`\n== node --test (${files.length} files)`);
 // Every process the tests start inherits this run's marker, so the last step can tell ours apart.
 const runId = randomBytes(6).toString("hex");

@@ -54,10 +54,30 @@ import { Deadman } from "./deadman.js";
 import { BmcRegistry, RedfishFencer, type Fencer } from "./fencing.js";
 import { NodeClients, type NodeTls } from "./node-clients.js";
 import { collectBids, decide, diskWearOf, formatMs, whyNoBid, type BidTarget, type Contender } from "./auction.js";
-import { alreadyExists, describeError, failedPrecondition, internal, invalidArgument, notFound, resourceExhausted, unavailable } from "./errors.js";
-import { duration, durationMs, msOf, preciseNow, timestamp } from "./time.js";
-import { dnsLabel, labelFilter, labels as checkLabels, matchesFilter, nodeId as checkNodeId, paginate, reference, requestId as checkRequestId, tenant as checkTenant } from "./validate.js";
-import { silentLogger } from "./logger.js";
+import {
+  alreadyExists,
+  describeError,
+  dnsLabel,
+  duration,
+  durationMs,
+  failedPrecondition,
+  internal,
+  invalidArgument,
+  labelFilter,
+  labels as checkLabels,
+  matchesFilter,
+  msOf,
+  notFound,
+  paginate,
+  preciseNow,
+  reference,
+  resourceExhausted,
+  silentLogger,
+  tenant as checkTenant,
+  timestamp,
+  unavailable,
+} from "@aether/server";
+import { nodeId as checkNodeId, requestId as checkRequestId } from "./validate.js";
 import { compareStrings, sleep } from "./util.js";
 
 export const DEFAULT_AUCTION_WINDOW_MS = 250;

@@ -29,7 +29,7 @@ import {
   type RequestBidRequest,
   type RequestBidResponse,
 } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
-import { duration } from "./time.js";
+import { duration } from "@aether/server";
 
 export const MIN_SCORE = 1;
 export const MAX_SCORE = 1000;

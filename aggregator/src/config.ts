@@ -3,8 +3,8 @@
 import { readFileSync, statSync } from "node:fs";
 import { homedir, hostname } from "node:os";
 import { dirname, join, resolve } from "node:path";
-import { parse as parseToml } from "smol-toml";
 import { z } from "zod";
+import { ConfigError, parseConfig, readToml } from "@aether/server";
 import { DEFAULT_AUCTION_WINDOW_MS, DEFAULT_EVENT_RETENTION, DEFAULT_LEASE_TTL_MS, DEFAULT_PROVISION_TIMEOUT_MS } from "./aggregator.js";
 import { DEFAULT_FENCE_POLL_INTERVAL_MS, DEFAULT_FENCE_RETRY_MS, DEFAULT_FENCE_TIMEOUT_MS } from "./deadman.js";
 import type { BmcEntry } from "./fencing.js";
@@ -86,7 +86,7 @@ export const ConfigSchema = z
     replica: z.string().min(1).max(253),
     /** Where clients reach this replica; standbys name it while it leads. */
     advertise: z.string().default(""),
-    /** The authorization policy file (aetherd's format, see @aether/daemon/authz). Unset: built-in bindings. */
+    /** The authorization policy file (aetherd's format, see @aether/server's policy.ts). Unset: built-in bindings. */
     policy: z.string().min(1).optional(),
     /** The SPIFFE trust domain (cluster name) client certificates must name; default: the one in [tcp] cert. */
     trust_domain: z.string().regex(/^[a-z0-9._-]{1,255}$/, "must be a SPIFFE trust domain (lowercase letters, digits, '.', '-', '_')").optional(),
@@ -144,7 +144,7 @@ export interface ConfigFlags {
   fenceRetryMs?: number;
 }
 
-export class ConfigError extends Error {}
+export { ConfigError };
 
 /** The default socket: /run/aether for root, $XDG_RUNTIME_DIR (or /tmp) for other users. */
 export function defaultAggregatorSocket(): string {
@@ -157,20 +157,6 @@ export function defaultAggregatorSocket(): string {
 export function defaultAggregatorStateDir(): string {
   if (process.getuid?.() === 0) return "/var/lib/aether-aggregator";
   return join(process.env.XDG_STATE_HOME ?? join(homedir(), ".local", "state"), "aether-aggregator");
-}
-
-function readToml(path: string, what: string): Record<string, unknown> {
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch (err) {
-    throw new ConfigError(`cannot read the ${what} ${path}: ${(err as Error).message}`);
-  }
-  try {
-    return parseToml(text) as Record<string, unknown>;
-  } catch (err) {
-    throw new ConfigError(`${path} is not valid TOML: ${(err as Error).message}`);
-  }
 }
 
 /** [[bmcs]] of a TOML file, with their file paths resolved against the file's folder. */
@@ -248,13 +234,7 @@ export function loadConfig(flags: ConfigFlags): Config {
     tcp: Object.keys(tcp).length > 0 ? tcp : undefined,
     node_tls: nodeTls,
   };
-  const parsed = ConfigSchema.safeParse(merged);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    const where = issue?.path.join(".") || "config";
-    throw new ConfigError(`invalid configuration: ${where}: ${issue?.message ?? "invalid"}`);
-  }
-  const config = parsed.data;
+  const config = parseConfig(ConfigSchema, merged);
   config.socket = resolve(config.socket);
   config.state_dir = resolve(config.state_dir);
   return config;

@@ -24,9 +24,8 @@ import type { ClusterStore } from "./store.js";
 import type { NewEvent } from "./events.js";
 import type { NodeRegistry, Rejoin } from "./registry.js";
 import { fenceTargetOf, positionOf, type FenceOutcome, type Fencer, type LocatedBmc } from "./fencing.js";
-import { describeError, unavailable } from "./errors.js";
+import { describeError, msOf, unavailable } from "@aether/server";
 import { formatMs } from "./auction.js";
-import { msOf } from "./time.js";
 
 export const DEFAULT_FENCE_TIMEOUT_MS = 60_000;
 export const DEFAULT_FENCE_POLL_INTERVAL_MS = 500;

@@ -6,7 +6,7 @@ import { create, fromJsonString, toJsonString } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
 import { ClusterEventSchema, type ClusterEvent, type ClusterEventKind } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import type { ClusterStore } from "./store.js";
-import { timestamp } from "./time.js";
+import { timestamp } from "@aether/server";
 
 export const EVENTS_PREFIX = "events/";
 const eventKey = (sequence: bigint) => `${EVENTS_PREFIX}${sequence.toString().padStart(20, "0")}`;

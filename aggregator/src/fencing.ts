@@ -10,7 +10,7 @@
 // Credentials are held here and handed to the Redfish client only: describe() and every error
 // sentence name the endpoint and the user, never the password.
 import type { Node } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
-import type { BmcTarget } from "@aether/daemon/fence";
+import type { BmcTarget } from "@aether/fence";
 
 /** Which node a BMC entry fences: one by name, or the node at a position (slot, optionally narrowed by chassis and rack). */
 export interface BmcPlacement {
@@ -83,7 +83,7 @@ export interface Fencer {
   fence(node: FenceTarget, bmc: LocatedBmc, options: FenceOptions): Promise<FenceOutcome>;
 }
 
-/** The part of the Redfish client (@aether/daemon/fence) the aggregator uses. */
+/** The part of the Redfish client (@aether/fence) the aggregator uses. */
 export interface RedfishFenceClient {
   fence(opts: { timeoutMs: number; pollIntervalMs: number; signal?: AbortSignal }): Promise<{ confirmed: boolean; reason: string; alreadyOff?: boolean; powerState?: string; pollCount?: number }>;
   /** Releases its connections. */

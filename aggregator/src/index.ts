@@ -61,5 +61,5 @@ export {
 export { EventLog, type NewEvent } from "./events.js";
 export { NodeClients, type NodeTls } from "./node-clients.js";
 export { aggregatorRoutes, aggregatorService, healthService } from "./service.js";
-export { listen, ListenError, type Listeners, type ListenOptions } from "./server.js";
+export { listen, ListenError, type Listeners, type ListenOptions } from "@aether/server";
 export { loadConfig, readBmcEntries, ConfigError, defaultAggregatorSocket, defaultAggregatorStateDir, type BmcConfig, type Config, type ConfigFlags } from "./config.js";

@@ -11,9 +11,7 @@ import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
 import { ConfigError, loadConfig, readBmcEntries, type Config, type ConfigFlags } from "./config.js";
 import { BmcRegistry, RedfishFencer, describeBmc, type Fencer } from "./fencing.js";
-import { createLogger } from "./logger.js";
-import { callerOfRequest, listen, ListenError } from "./server.js";
-import { Authorizer, methodsOf } from "@aether/daemon/authz";
+import { Authorizer, createLogger, listen, ListenError, lockStateDir, methodsOf, StateLockError } from "@aether/server";
 import { AggregatorService } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { NodeService } from "@aether/sdk/gen/aether/node/v1/node_pb";
 import { Aggregator } from "./aggregator.js";
@@ -45,7 +43,7 @@ async function fencerFor(config: Config, log: Logger): Promise<Fencer | undefine
     throw new ConfigError(`invalid configuration: bmcs: ${(err as Error).message}`);
   }
   // Loaded only when BMCs are configured.
-  const { RedfishClient } = await import("@aether/daemon/fence");
+  const { RedfishClient } = await import("@aether/fence");
   const redfishLog = log.child({ room: "redfish" });
   for (const e of entries) log.info({ bmc: describeBmc(e) }, "BMC registered for fencing");
   return new RedfishFencer(bmcs, (target) => new RedfishClient(target, { log: redfishLog }));
@@ -60,7 +58,8 @@ function advertised(config: Config, tcpAddress: string | undefined): string {
 async function run(flags: ConfigFlags): Promise<void> {
   const config = loadConfig(flags);
   await mkdir(config.state_dir, { recursive: true, mode: 0o700 });
-  const log = createLogger(config.log_level, join(config.state_dir, "aggregator.log"));
+  lockStateDir(config.state_dir, "aether-aggregator");
+  const log = createLogger(config.log_level, join(config.state_dir, "aggregator.log"), "aether-aggregator");
   const fencer = await fencerFor(config, log);
   const store = await openStore(config);
   const aggregator = new Aggregator({
@@ -91,14 +90,17 @@ async function run(flags: ConfigFlags): Promise<void> {
   try {
     listeners = await listen(
       {
+        program: "aether-aggregator",
         socket: config.socket,
         maxMessageBytes: config.max_message_bytes,
-        ...(config.tcp && { tcp: { listen: config.tcp.listen, cert: config.tcp.cert, key: config.tcp.key, clientCa: config.tcp.client_ca } }),
+        ...(config.tcp && { tcp: config.tcp }),
+        allowPlainLoopback: true,
         ...(config.trust_domain !== undefined && { trustDomain: config.trust_domain }),
+        trustDomainSetting: "trust_domain",
       },
       aggregatorRoutes(aggregator),
       log,
-      [authorizer.interceptor(callerOfRequest)],
+      [authorizer.interceptor()],
     );
   } catch (err) {
     await store.close();
@@ -187,7 +189,7 @@ Examples:
     try {
       await run(opts);
     } catch (err) {
-      if (err instanceof ConfigError || err instanceof ListenError || err instanceof StoreUnavailableError) {
+      if (err instanceof ConfigError || err instanceof ListenError || err instanceof StoreUnavailableError || err instanceof StateLockError) {
         process.stderr.write(`aether-aggregator: ${err.message}\n`);
         process.exit(2);
       }

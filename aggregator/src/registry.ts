@@ -30,9 +30,8 @@ import {
 } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import type { ClusterStore } from "./store.js";
 import type { EventLog } from "./events.js";
-import { alreadyExists, failedPrecondition, invalidArgument, notFound } from "./errors.js";
-import { dnsLabel, labels as checkLabels, nodeAddress, nodeId as checkNodeId, clip } from "./validate.js";
-import { duration, msOf, timestamp } from "./time.js";
+import { alreadyExists, clip, dnsLabel, duration, failedPrecondition, invalidArgument, labels as checkLabels, msOf, notFound, timestamp } from "@aether/server";
+import { nodeAddress, nodeId as checkNodeId } from "./validate.js";
 import { formatMs } from "./auction.js";
 import { compareStrings, KeyedMutex } from "./util.js";
 

@@ -2,8 +2,8 @@
 // this replica leads and phrases every error), and NodeService.CheckHealth answers so that
 // @aether/sdk's connect() (which checks health before returning) works against the aggregator too.
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError, type ConnectRouter, type ServiceImpl } from "@connectrpc/connect";
-import { scopeKey } from "@aether/daemon/authz";
+import type { ConnectRouter, ServiceImpl } from "@connectrpc/connect";
+import { duration, holdToTenant, notFound, scopeKey, unimplemented } from "@aether/server";
 import {
   AggregatorService,
   DeregisterNodeResponseSchema,
@@ -20,8 +20,6 @@ import {
 import { BidService } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { CheckHealthResponseSchema, HealthStatus, NodeService } from "@aether/sdk/gen/aether/node/v1/node_pb";
 import type { Aggregator } from "./aggregator.js";
-import { notFound, unimplemented } from "./errors.js";
-import { duration } from "./time.js";
 
 export function aggregatorService(aggregator: Aggregator): ServiceImpl<typeof AggregatorService> {
   return {
@@ -43,12 +41,7 @@ export function aggregatorService(aggregator: Aggregator): ServiceImpl<typeof Ag
       const scope = ctx.values.get(scopeKey);
       // Only the aggregator says whether a workload is confined: a tenant's always is.
       if (req.spec) req.spec.confined = scope.tenant !== undefined;
-      if (scope.tenant !== undefined && req.spec) {
-        if (req.spec.tenant === "") req.spec.tenant = scope.tenant;
-        else if (req.spec.tenant !== scope.tenant) {
-          throw new ConnectError(`${scope.identity} belongs to tenant ${scope.tenant} and may not deploy in tenant ${JSON.stringify(req.spec.tenant.slice(0, 63))}; leave spec.tenant empty or set it to ${scope.tenant}.`, Code.PermissionDenied);
-        }
-      }
+      if (scope.tenant !== undefined && req.spec) holdToTenant(req.spec, scope.tenant, scope.identity, { field: "spec.tenant", verb: "deploy" });
       return aggregator.deploy(req);
     },
     async releasePlacement(req) {

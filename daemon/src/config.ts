@@ -1,9 +1,8 @@
 // aetherd's configuration: a TOML file, overridden by command-line flags, checked by one schema.
-import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
-import { parse as parseToml } from "smol-toml";
 import { z } from "zod";
 import { defaultSocketPath, defaultStateDir } from "@aether/sdk";
+import { parseConfig, readToml } from "@aether/server";
 
 const TcpSchema = z
   .object({
@@ -148,7 +147,7 @@ export const ConfigSchema = z
     node: NodeSchema.prefault({}),
     /** Cluster membership (registering with an aggregator). */
     cluster: ClusterSchema.prefault({}),
-    /** [auth] policy: the authorization policy file (TOML; see daemon/src/api/policy.ts). Unset: built-in defaults. */
+    /** [auth] policy: the authorization policy file (TOML; see server/src/policy.ts). Unset: built-in defaults. */
     /**
      * [auth] policy: the authorization policy file; trust_domain: the SPIFFE trust domain (the
      * cluster name) client certificates must name; default: the one of the [tcp] node certificate.
@@ -203,23 +202,10 @@ export interface ConfigFlags {
   unixMtls?: boolean;
 }
 
-export class ConfigError extends Error {}
+export { ConfigError } from "@aether/server";
 
 export function loadConfig(flags: ConfigFlags): Config {
-  let file: Record<string, unknown> = {};
-  if (flags.config !== undefined) {
-    let text: string;
-    try {
-      text = readFileSync(flags.config, "utf8");
-    } catch (err) {
-      throw new ConfigError(`cannot read the config file ${flags.config}: ${(err as Error).message}`);
-    }
-    try {
-      file = parseToml(text) as Record<string, unknown>;
-    } catch (err) {
-      throw new ConfigError(`${flags.config} is not valid TOML: ${(err as Error).message}`);
-    }
-  }
+  const file: Record<string, unknown> = flags.config === undefined ? {} : readToml(flags.config);
   const fileTcp = (file.tcp ?? {}) as Record<string, unknown>;
   const tcp = {
     ...fileTcp,
@@ -249,14 +235,9 @@ export function loadConfig(flags: ConfigFlags): Config {
       ...(flags.trustDomain !== undefined && { trust_domain: flags.trustDomain }),
     },
   };
-  const parsed = ConfigSchema.safeParse(merged);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    const where = issue?.path.join(".") || "config";
-    const hint = where.startsWith("tcp") ? " (TCP needs listen, cert, key and client_ca together: clients must present a certificate)" : "";
-    throw new ConfigError(`invalid configuration: ${where}: ${issue?.message ?? "invalid"}${hint}`);
-  }
-  const config = parsed.data;
+  const config = parseConfig(ConfigSchema, merged, (where) =>
+    where.startsWith("tcp") ? " (TCP needs listen, cert, key and client_ca together: clients must present a certificate)" : "",
+  );
   config.socket = resolve(config.socket);
   config.state_dir = resolve(config.state_dir);
   if (config.auth.policy) config.auth.policy = resolve(config.auth.policy);

@@ -19,8 +19,7 @@ import { FenceService } from "@aether/sdk/gen/aether/fence/v1/fence_pb";
 import { AggregatorService, BidService } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { ServerReflection } from "@aether/sdk/gen/grpc/reflection/v1/reflection_pb";
 import { ConfigError, loadConfig, type ConfigFlags } from "./config.js";
-import { createLogger } from "./logger.js";
-import { listen, ListenError } from "./server.js";
+import { Authorizer, createLogger, listen, ListenError, lockStateDir, methodsOf, PolicyError, StateLockError, writeFileAtomic } from "@aether/server";
 import { unimplementedService } from "./api/unimplemented.js";
 import { EventBus } from "./observe/event-bus.js";
 import { observeService } from "./observe/service.js";
@@ -32,8 +31,6 @@ import { ensureShim } from "./runtime/shim.js";
 import { Supervisor } from "./runtime/supervisor.js";
 import { detectProcessTrees } from "./runtime/process-tree.js";
 import { TenantIds } from "./runtime/tenant-ids.js";
-import { writeFileAtomic } from "./store/atomic-file.js";
-import { lockStateDir, StateLockError } from "./store/state-lock.js";
 import { detectCellsBackend } from "./cells/detect.js";
 import { CellRegistry } from "./cells/registry.js";
 import { cellService } from "./cells/service.js";
@@ -51,8 +48,6 @@ import { KvmCheck } from "./auction/capacity.js";
 import { Bidding, bidService } from "./auction/service.js";
 import { Membership } from "./auction/membership.js";
 import { AuditLog } from "./observe/audit.js";
-import { Authorizer, methodsOf } from "./api/authorize.js";
-import { PolicyError } from "./api/policy.js";
 
 const packageJson = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), "..", "package.json"), "utf8")) as {
   version: string;
@@ -74,9 +69,9 @@ async function run(flags: ConfigFlags): Promise<void> {
   const config = loadConfig(flags);
   await mkdir(config.state_dir, { recursive: true, mode: 0o700 });
   // Before anything in the state directory is read or written: one aetherd per state directory.
-  lockStateDir(config.state_dir);
+  lockStateDir(config.state_dir, "aetherd");
   const daemonLogPath = join(config.state_dir, "aetherd.log");
-  const log = createLogger(config.log_level, daemonLogPath);
+  const log = createLogger(config.log_level, daemonLogPath, "aetherd");
   const startTimeMs = Date.now();
 
   const events = new EventBus();
@@ -178,7 +173,22 @@ async function run(flags: ConfigFlags): Promise<void> {
   authorizer.watch();
   log.info({ policy: authorizer.source }, "authorization policy loaded");
   // Audit first, so a refused call is recorded too; then the policy.
-  const listeners = await listen(config, routes, log, [audit.interceptor(), authorizer.interceptor()]);
+  const listeners = await listen(
+    {
+      program: "aetherd",
+      socket: config.socket,
+      unixMtls: config.unix.mtls,
+      ...(config.tcp && { tcp: config.tcp }),
+      maxMessageBytes: config.max_message_bytes,
+      maxStreamsPerConnection: config.max_streams_per_connection,
+      requestBodyTimeoutMs: config.request_body_timeout_ms,
+      ...(config.auth.trust_domain !== undefined && { trustDomain: config.auth.trust_domain }),
+      trustDomainSetting: "[auth] trust_domain",
+    },
+    routes,
+    log,
+    [audit.interceptor(), authorizer.interceptor()],
+  );
   const nodeLabels = { ...config.node.labels, "aether.io/hostname": hostname(), "aether.io/arch": arch() };
   const membership = config.cluster.aggregator
     ? new Membership(

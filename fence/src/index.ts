@@ -1,5 +1,6 @@
-// The fence room's library: the Redfish client and the driver interface it implements, for aetherd's
-// FenceService and for other programs (the aggregator's deadman switch imports @aether/daemon/fence).
+// @aether/fence: the Redfish client and the BMC driver interface it implements, for aetherd's fence
+// room (daemon/src/fence: FenceService, its registry and credentials) and the aggregator's deadman
+// switch. A library of its own, so neither program imports the other for it.
 export {
   RedfishClient,
   RedfishError,

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { createServer } from "node:net";
 import { after, describe, it } from "node:test";
-import { startTestBmc, type TestBmc, type TestBmcOptions } from "../../../test/helpers/test-bmc.js";
+import { startTestBmc, type TestBmc, type TestBmcOptions } from "../../test/helpers/test-bmc.js";
 import { RedfishClient, RedfishError, type BmcTarget } from "./redfish-client.js";
 
 const started: TestBmc[] = [];

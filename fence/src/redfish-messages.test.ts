@@ -17,7 +17,7 @@ import {
   resetActionOf,
 } from "./redfish-messages.js";
 
-const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "test", "fixtures", "redfish");
+const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "test", "fixtures", "redfish");
 const mockup = (set: string, path: string): unknown => JSON.parse(readFileSync(join(FIXTURES, set, "redfish", "v1", path, "index.json"), "utf8"));
 
 describe("Redfish parsing", () => {

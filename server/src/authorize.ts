@@ -12,8 +12,8 @@ import { basename, dirname } from "node:path";
 import type { DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, createContextKey, type Interceptor, type StreamRequest, type UnaryRequest } from "@connectrpc/connect";
 import type { Logger } from "pino";
-import { callerOf, type Caller } from "./identity.js";
-import { peerKey } from "./peer.js";
+import type { Caller } from "./identity.js";
+import { callerOf, peerKey } from "./peer.js";
 import { decide, defaultPolicy, loadPolicy, type Policy } from "./policy.js";
 
 export interface CallerScope {
@@ -34,7 +34,7 @@ export class Authorizer {
   private watcher?: FSWatcher;
   private debounce?: NodeJS.Timeout;
 
-  /** Throws PolicyError when the file cannot be read or is invalid (aetherd then does not start). */
+  /** Throws PolicyError when the file cannot be read or is invalid (the server then does not start). */
   constructor(
     private readonly path: string | undefined,
     private readonly knownMethods: string[],
@@ -77,10 +77,7 @@ export class Authorizer {
     this.watcher?.close();
   }
 
-  /**
-   * The interceptor. identify tells who calls; aetherd's default reads its peer context (peer.ts),
-   * aether-aggregator passes its own.
-   */
+  /** The interceptor. identify tells who calls; by default the request's peer context (peer.ts). */
   interceptor(identify: (req: UnaryRequest | StreamRequest) => Caller = (req) => callerOf(req.contextValues.get(peerKey))): Interceptor {
     return (next) => async (req) => {
       const caller = identify(req);
@@ -107,10 +104,16 @@ export class Authorizer {
   }
 }
 
-function holdToTenant(message: { tenant: string }, tenant: string, identity: string): void {
+/**
+ * Holds a message's tenant field to the caller's tenant: filled in when empty, refused when it names
+ * another. field and verb phrase the refusal for a tenant held elsewhere than a request's own
+ * `tenant` (the aggregator's Deploy holds spec.tenant: "may not deploy in tenant ...").
+ */
+export function holdToTenant(message: { tenant: string }, tenant: string, identity: string, phrase: { field?: string; verb?: string } = {}): void {
+  const { field = "tenant", verb = "act" } = phrase;
   if (message.tenant === "") message.tenant = tenant;
   else if (message.tenant !== tenant) {
-    throw new ConnectError(`${identity} belongs to tenant ${tenant} and may not act in tenant ${JSON.stringify(message.tenant.slice(0, 63))}; leave tenant empty or set it to ${tenant}.`, Code.PermissionDenied);
+    throw new ConnectError(`${identity} belongs to tenant ${tenant} and may not ${verb} in tenant ${JSON.stringify(message.tenant.slice(0, 63))}; leave ${field} empty or set it to ${tenant}.`, Code.PermissionDenied);
   }
 }
 

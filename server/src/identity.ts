@@ -3,11 +3,11 @@
 // `aether pki issue`): spiffe://<cluster>/node/<n>, .../user/<n>, .../service/<n> or
 // .../tenant/<t>/user/<n>, and only in this cluster's trust domain (<cluster>): the cluster CA is
 // trusted for this cluster's names alone, so spiffe://evil/user/mallory is refused, and so is a
-// certificate naming several SPIFFE IDs (which one would speak?). On the unix socket (mode 0600: only aetherd's own user and root can
-// connect) it is unix:uid=<aetherd's uid>.
+// certificate naming several SPIFFE IDs (which one would speak?). On the unix socket (mode 0600: only the server's own user and root can
+// connect) it is unix:uid=<the server's uid>. Pure functions of certificates and names: the peer of a
+// request (peer.ts) is built from them, never the other way round.
 import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
-import type { Peer } from "./peer.js";
 
 export interface Caller {
   /** The identity the policy matches and the audit log records. */
@@ -17,11 +17,6 @@ export interface Caller {
 }
 
 const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
-
-export function callerOf(peer: Peer): Caller {
-  if (peer.transport === "unix") return { identity: `unix:uid=${process.getuid?.() ?? -1}` };
-  return certificateCaller(peer.uris, peer.subject);
-}
 
 /**
  * Why a verified certificate names no identity of this cluster, or undefined when it names at most

@@ -1,26 +1,47 @@
-// The listeners: a unix socket (mode 0600) speaking HTTP/2 with prior knowledge, and optionally TCP
-// with mutual TLS (HTTP/2, or HTTP/1.1 by ALPN). Both carry gRPC, gRPC-web and Connect through one
-// connect-node handler. (HTTP/1.1 is not offered on the socket: node's HTTP/2 server reads the socket
+// The listeners of aetherd and aether-aggregator: a unix socket (mode 0600) speaking HTTP/2 with prior
+// knowledge, and optionally TCP: mutual TLS (HTTP/2, or HTTP/1.1 by ALPN), or, where the program
+// allows it (the aggregator: tests, benches, a replica behind a local proxy), plain HTTP/2 (h2c) on a
+// loopback address only. All carry gRPC, gRPC-web and Connect through one connect-node handler. (HTTP/1.1 is not offered on the socket: node's HTTP/2 server reads the socket
 // natively, so a connection cannot be sniffed and handed over; `curl --http2-prior-knowledge` works.)
 // On SIGHUP the TLS material (certificate, key, client CA, CRL) is read again and swapped in without
 // closing the listener; connections already open keep the material they were made with, except those
 // whose client certificate the new CRL revokes: they are closed.
-import "reflect-metadata";
-import { connect as netConnect } from "node:net";
-import { chmod, mkdir, readFile, rm } from "node:fs/promises";
-import { createHash, createPrivateKey, X509Certificate as NodeX509Certificate } from "node:crypto";
+import { connect as netConnect, type AddressInfo } from "node:net";
+import { chmod, mkdir, rm } from "node:fs/promises";
 import { dirname } from "node:path";
 import * as http2 from "node:http2";
-import { createSecureContext, type TLSSocket } from "node:tls";
+import type { TLSSocket } from "node:tls";
 import { Code, ConnectError, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import * as x509 from "@peculiar/x509";
 import type { Logger } from "pino";
-import type { Config, TcpConfig } from "./config.js";
-import { peerContextIn, peerKey, requireVerifiedPeer } from "./api/peer.js";
-import { certificateTrustDomain } from "./api/identity.js";
+import { peerContextIn, peerKey, requireVerifiedPeer } from "./peer.js";
+import { certificateTrustDomain } from "./identity.js";
+import { closeRevoked, loadTlsMaterial, type TcpOptions, type TlsMaterial } from "./tls-material.js";
+import { isLoopbackHost } from "./validate.js";
+
+export interface ListenOptions {
+  /** The program's name in logs and in the sentences callers and operators get ("aetherd"). */
+  program: string;
+  socket: string;
+  /** The unix socket also requires a client certificate (the TLS material of tcp). */
+  unixMtls?: boolean;
+  tcp?: TcpOptions;
+  /** TCP without TLS material is allowed, as plain HTTP/2 on a loopback address only. */
+  allowPlainLoopback?: boolean;
+  maxMessageBytes: number;
+  /** Per client connection: streams at once; with it come bounds on header pairs and session memory. */
+  maxStreamsPerConnection?: number;
+  /** A request must arrive whole within this long (see withRequestBodyDeadline). */
+  requestBodyTimeoutMs?: number;
+  /** The SPIFFE trust domain client certificates must name; default: the one in tcp.cert. */
+  trustDomain?: string;
+  /** How an operator sets the trust domain, for the sentence when none is found ("[auth] trust_domain"). */
+  trustDomainSetting: string;
+}
 
 export interface Listeners {
+  /** The TCP address actually bound (port 0 resolved), when serving TCP. */
+  readonly tcpAddress: string | undefined;
   close(): Promise<void>;
   /**
    * Reads the TCP listener's certificate, key, client CA and CRL again and serves new connections
@@ -31,30 +52,33 @@ export interface Listeners {
 
 export class ListenError extends Error {}
 
-export async function listen(config: Config, routes: (router: ConnectRouter) => void, log: Logger, extraInterceptors: Interceptor[] = []): Promise<Listeners> {
-  const trustDomain = resolveTrustDomain(config);
+export async function listen(options: ListenOptions, routes: (router: ConnectRouter) => void, log: Logger, extraInterceptors: Interceptor[] = []): Promise<Listeners> {
+  const program = options.program;
+  const trustDomain = resolveTrustDomain(options);
   const connectHandler = connectNodeAdapter({
     routes,
-    readMaxBytes: config.max_message_bytes,
-    writeMaxBytes: config.max_message_bytes,
+    readMaxBytes: options.maxMessageBytes,
+    writeMaxBytes: options.maxMessageBytes,
     grpc: true,
     grpcWeb: true,
     connect: true,
-    contextValues: peerContextIn(trustDomain),
+    contextValues: peerContextIn({ trustDomain, program }),
     // JSON as protobuf defines it (connect-es relaxes it): an unknown field or enum name is refused
     // with INVALID_ARGUMENT instead of dropped, so a typo ("tenantt") cannot silently change a request.
     jsonOptions: { ignoreUnknownFields: false },
     // Identity first (nothing unverified reaches a handler), then what the caller adds (the audit log).
-    interceptors: [explainCrlRefusal, requireVerifiedPeer, logUnexpected(log), ...extraInterceptors],
+    interceptors: [explainCrlRefusal(program), requireVerifiedPeer(program), logUnexpected(log), ...extraInterceptors],
   });
-  const handler = withRequestBodyDeadline(connectHandler, config.request_body_timeout_ms, log);
+  const handler = options.requestBodyTimeoutMs === undefined ? connectHandler : withRequestBodyDeadline(connectHandler, options.requestBodyTimeoutMs, log);
   const closers: Array<() => Promise<void>> = [];
-  const tcp = config.tcp;
-  if (config.unix.mtls && !tcp) throw new ListenError("unix.mtls needs the TLS material of [tcp] (cert, key, client_ca and optionally crl); configure [tcp] too.");
+  const closeAllListeners = () => Promise.all(closers.map((c) => c())).then(() => undefined);
+  const tcp = options.tcp;
+  if (options.unixMtls && !tcp) throw new ListenError("unix.mtls needs the TLS material of [tcp] (cert, key, client_ca and optionally crl); configure [tcp] too.");
   let material: TlsMaterial | undefined;
-  if (tcp) {
+  const tls = tcp !== undefined && (tcp.cert !== undefined || tcp.key !== undefined || tcp.client_ca !== undefined || !options.allowPlainLoopback);
+  if (tcp && tls) {
     try {
-      material = await loadTlsMaterial(tcp, log);
+      material = await loadTlsMaterial(tcp, program, log);
     } catch (err) {
       throw new ListenError((err as Error).message);
     }
@@ -62,7 +86,10 @@ export async function listen(config: Config, routes: (router: ConnectRouter) => 
 
   // Bounds per client connection: streams at once (a flooding client gets REFUSED_STREAM, others are
   // unaffected), header size, and memory for the session's buffers.
-  const bounds = { settings: { maxConcurrentStreams: config.max_streams_per_connection }, maxHeaderListPairs: 256, maxSessionMemory: 64 } as const;
+  const bounds =
+    options.maxStreamsPerConnection === undefined
+      ? {}
+      : ({ settings: { maxConcurrentStreams: options.maxStreamsPerConnection }, maxHeaderListPairs: 256, maxSessionMemory: 64 } as const);
   // Every mutual-TLS listener, so a reload swaps the material of all of them.
   const secureServers: http2.Http2SecureServer[] = [];
   const sockets = new Set<TLSSocket>();
@@ -72,7 +99,7 @@ export async function listen(config: Config, routes: (router: ConnectRouter) => 
         ...bounds,
         ...options,
         requestCert: true,
-        // Verified per request by requireVerifiedPeer (api/peer.ts), which answers UNAUTHENTICATED.
+        // Verified per request by requireVerifiedPeer (peer.ts), which answers UNAUTHENTICATED.
         rejectUnauthorized: false,
         allowHTTP1: true,
         // A client that connects and never finishes the handshake is dropped.
@@ -91,13 +118,13 @@ export async function listen(config: Config, routes: (router: ConnectRouter) => 
 
   // The socket: file permissions (0600) decide who reaches it; with unix.mtls the caller must also
   // present a certificate from the cluster CA, and is then known by it (its SPIFFE identity).
-  const unix = config.unix.mtls && material ? secureServer(material.options) : http2.createServer({ ...bounds }, handler);
+  const unix = options.unixMtls && material ? secureServer(material.options) : http2.createServer({ ...bounds }, handler);
   const sessions = trackSessions(unix);
-  await listenOnSocket(unix, config.socket);
-  log.info({ socket: config.socket, mtls: config.unix.mtls }, "serving on unix socket");
+  await listenOnSocket(unix, options.socket, program);
+  log.info({ socket: options.socket, mtls: options.unixMtls ?? false }, "serving on unix socket");
   closers.push(async () => {
     await closeAll(unix, sessions);
-    await rm(config.socket, { force: true });
+    await rm(options.socket, { force: true });
   });
 
   let reloadTls = async (): Promise<boolean> => {
@@ -105,24 +132,45 @@ export async function listen(config: Config, routes: (router: ConnectRouter) => 
     return true;
   };
 
+  let tcpAddress: string | undefined;
+  const listenTcp = async (server: http2.Http2Server | http2.Http2SecureServer, listen: string) => {
+    const tcpSessions = trackSessions(server);
+    const { host, port } = splitHostPort(listen);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once("error", (err) => reject(new ListenError(`cannot listen on ${listen}: ${err.message}`)));
+        server.listen(port, host, () => resolve());
+      });
+    } catch (err) {
+      await closeAllListeners();
+      throw err;
+    }
+    const bound = server.address() as AddressInfo;
+    tcpAddress = `${bound.family === "IPv6" ? `[${bound.address}]` : bound.address}:${bound.port}`;
+    closers.push(() => closeAll(server, tcpSessions));
+  };
+
+  if (tcp && !tls) {
+    if (!isLoopbackHost(splitHostPort(tcp.listen).host)) {
+      await closeAllListeners();
+      throw new ListenError(`--listen ${tcp.listen} without TLS is allowed on loopback only (127.0.0.1, ::1): give --tls-cert, --tls-key and --tls-client-ca to serve other hosts.`);
+    }
+    await listenTcp(http2.createServer({ ...bounds }, handler), tcp.listen);
+    log.info({ listen: tcpAddress, tls }, "serving plain HTTP/2 on loopback TCP");
+  }
+
   if (tcp && material) {
+    const tcpTls = tcp;
     let current: TlsMaterial = material;
-    const secure = secureServer(current.options);
-    const secureSessions = trackSessions(secure);
-    const { host, port } = splitHostPort(tcp.listen);
-    await new Promise<void>((resolve, reject) => {
-      secure.once("error", (err) => reject(new ListenError(`cannot listen on ${tcp.listen}: ${err.message}`)));
-      secure.listen(port, host, () => resolve());
-    });
-    log.info({ listen: tcp.listen, ...current.summary }, "serving mutual TLS on TCP");
-    closers.push(() => closeAll(secure, secureSessions));
+    await listenTcp(secureServer(current.options), tcp.listen);
+    log.info({ listen: tcpAddress, ...current.summary }, "serving mutual TLS on TCP");
 
     // One reload at a time, in the order the signals came.
     let queue = Promise.resolve(true);
     reloadTls = () => {
       queue = queue.then(async () => {
         try {
-          const next = await loadTlsMaterial(tcp, log);
+          const next = await loadTlsMaterial(tcpTls, program, log);
           // A new secure context: new connections use it, with fresh session-ticket keys and cache,
           // so no session made under the old CRL can be resumed to skip the new check.
           for (const server of secureServers) server.setSecureContext(next.options);
@@ -141,9 +189,8 @@ export async function listen(config: Config, routes: (router: ConnectRouter) => 
   }
 
   return {
-    async close() {
-      await Promise.all(closers.map((c) => c()));
-    },
+    tcpAddress,
+    close: closeAllListeners,
     reloadTls: () => reloadTls(),
   };
 }
@@ -175,126 +222,9 @@ function withRequestBodyDeadline(
   };
 }
 
-/** What the TCP listener serves with, read from the [tcp] files and checked before use. */
-interface TlsMaterial {
-  options: { cert: Buffer; key: Buffer; ca: Buffer; crl?: Buffer[]; minVersion: "TLSv1.2" };
-  /** For the log: which certificate, how many client CAs, how many revoked serials. */
-  summary: Record<string, string | number>;
-  /** Hashes of the files, to tell which ones a reload changed. */
-  digests: { certificate: string; key: string; client_ca: string; crl: string };
-  /** Revoked serials (upper-case hex) per issuer name. */
-  revoked: Map<string, Set<string>>;
-}
-
-const digest = (data: Buffer | undefined) => (data ? createHash("sha256").update(data).digest("hex") : "");
-const serialHex = (hex: string) => hex.toUpperCase().replace(/^0+(?=.)/, "");
-
-async function loadTlsMaterial(tcp: TcpConfig, log: Logger): Promise<TlsMaterial> {
-  const read = async (what: string, path: string) => {
-    try {
-      return await readFile(path);
-    } catch (err) {
-      throw new Error(`cannot read the TLS ${what} ${path}: ${(err as Error).message}`);
-    }
-  };
-  const cert = await read("certificate", tcp.cert);
-  const key = await read("key", tcp.key);
-  const ca = await read("client CA", tcp.client_ca);
-  const crlFile = tcp.crl === undefined ? undefined : await read("CRL", tcp.crl);
-  const crlBlocks = crlFile === undefined ? undefined : pemBlocks(crlFile, "X509 CRL");
-  if (tcp.crl !== undefined && crlBlocks?.length === 0) {
-    throw new Error(`the CRL ${tcp.crl} holds no PEM "X509 CRL" block (a DER file converts with: openssl crl -inform DER -in FILE -out crl.pem)`);
-  }
-  // Each file on its own first, so an error names the file to fix.
-  const check = <T>(what: string, path: string, parse: () => T): T => {
-    try {
-      return parse();
-    } catch (err) {
-      throw new Error(`the TLS ${what} ${path} cannot be used: ${(err as Error).message}`);
-    }
-  };
-  const leaf = check("certificate", tcp.cert, () => new NodeX509Certificate(cert));
-  const privateKey = check("key", tcp.key, () => createPrivateKey(key));
-  if (!leaf.checkPrivateKey(privateKey)) throw new Error(`the TLS key ${tcp.key} does not belong to the certificate ${tcp.cert}; replace both files together`);
-  const cas = check("client CA", tcp.client_ca, () => {
-    const blocks = pemBlocks(ca, "CERTIFICATE");
-    if (blocks.length === 0) throw new Error('it holds no PEM "CERTIFICATE" block');
-    return blocks.map((b) => new x509.X509Certificate(b.toString()));
-  });
-  const crlPath = tcp.crl;
-  const crls = crlPath === undefined || crlBlocks === undefined ? [] : crlBlocks.map((b) => check("CRL", crlPath, () => new x509.X509Crl(b.toString())));
-  const options = { cert, key, ca, ...(crlBlocks !== undefined && { crl: crlBlocks }), minVersion: "TLSv1.2" as const };
-  try {
-    // Then together, as the listener will use them.
-    createSecureContext(options);
-  } catch (err) {
-    throw new Error(`the TLS certificate ${tcp.cert}, key ${tcp.key}, client CA ${tcp.client_ca}${tcp.crl ? ` and CRL ${tcp.crl}` : ""} cannot be used together: ${(err as Error).message}`);
-  }
-  const summary: Record<string, string | number> = { cert: tcp.cert, serial: leaf.serialNumber, subject: leaf.subject.replace(/\n/g, ", "), notAfter: leaf.validTo, clientCas: cas.length };
-  if (new Date(leaf.validTo) < new Date()) log.warn({ cert: tcp.cert, notAfter: leaf.validTo }, "the server certificate has expired: clients will refuse aetherd until it is replaced (then send SIGHUP)");
-
-  const revoked = new Map<string, Set<string>>();
-  if (crlPath !== undefined) {
-    for (const crl of crls) {
-      const issuer = cas.find((c) => c.subject === crl.issuer);
-      if (!issuer) throw new Error(`the CRL ${crlPath} is issued by ${crl.issuer}, which is not a CA in ${tcp.client_ca}`);
-      if (!(await crl.verify({ publicKey: issuer }))) throw new Error(`the CRL ${crlPath} from ${crl.issuer} does not carry that CA's signature`);
-      if (crl.nextUpdate !== undefined && crl.nextUpdate < new Date()) {
-        log.warn({ crl: crlPath, nextUpdate: crl.nextUpdate.toISOString() }, "the CRL is past its next update: every client of its CA is refused (CRL_HAS_EXPIRED) until a fresh one is loaded");
-      }
-      const serials = revoked.get(crl.issuer) ?? new Set<string>();
-      for (const entry of crl.entries) serials.add(serialHex(entry.serialNumber));
-      revoked.set(crl.issuer, serials);
-    }
-    // With a CRL, OpenSSL checks every certificate of a chain and refuses one whose issuer has no list.
-    const missing = cas.filter((c) => !revoked.has(c.subject));
-    if (missing.length > 0) {
-      throw new Error(`the CRL ${crlPath} has no list from ${missing.map((c) => c.subject).join("; ")} (in ${tcp.client_ca}): every client of that CA would be refused; add that CA's CRL to the file`);
-    }
-    summary.crl = crlPath;
-    summary.revoked = [...revoked.values()].reduce((n, s) => n + s.size, 0);
-  }
-  return {
-    options,
-    summary,
-    digests: { certificate: digest(cert), key: digest(key), client_ca: digest(ca), crl: digest(crlFile) },
-    revoked,
-  };
-}
-
-/** The PEM blocks with this label in a file, each as its own buffer (how Node's `crl` wants them). */
-function pemBlocks(data: Buffer, label: string): Buffer[] {
-  const re = new RegExp(`-----BEGIN ${label}-----[\\s\\S]+?-----END ${label}-----`, "g");
-  return [...data.toString("utf8").matchAll(re)].map((m) => Buffer.from(`${m[0]}\n`));
-}
-
-/** Closes the open connections whose verified client certificate is now revoked; returns how many. */
-function closeRevoked(sockets: Set<TLSSocket>, revoked: Map<string, Set<string>>, log: Logger): number {
-  if (revoked.size === 0) return 0;
-  let closed = 0;
-  for (const socket of sockets) {
-    if (!socket.authorized) continue; // already refused on every request
-    try {
-      const raw = socket.getPeerCertificate().raw;
-      if (!raw) continue;
-      const peer = new x509.X509Certificate(raw);
-      if (revoked.get(peer.issuer)?.has(serialHex(peer.serialNumber))) {
-        log.info({ serial: serialHex(peer.serialNumber), subject: peer.subject, remote: socket.remoteAddress }, "closing a connection whose client certificate is now revoked");
-        socket.destroy();
-        closed++;
-      }
-    } catch (err) {
-      log.warn({ err: (err as Error).message, remote: socket.remoteAddress }, "could not check an open connection's client certificate against the new CRL; closing it");
-      socket.destroy();
-      closed++;
-    }
-  }
-  return closed;
-}
-
 /**
  * An error that is not a ConnectError is a defect: the caller gets INTERNAL "internal error", and the
- * operator needs the real error and its stack in aetherd's log to find it.
+ * operator needs the real error and its stack in the server's log to find it.
  */
 const logUnexpected =
   (log: Logger): Interceptor =>
@@ -309,22 +239,23 @@ const logUnexpected =
   };
 
 /**
- * The SPIFFE trust domain callers' certificates must name: [auth] trust_domain, else the one in
- * aetherd's own node certificate ([tcp] cert from `aether pki issue node`). Without TLS there are no
- * certificates to check; with TLS and neither, aetherd does not start rather than trust every domain.
+ * The SPIFFE trust domain callers' certificates must name: the configured one, else the one in the
+ * server's own node certificate (tcp.cert from `aether pki issue node`). Without TLS there are no
+ * certificates to check; with TLS and neither, the server does not start rather than trust every domain.
  */
-function resolveTrustDomain(config: Config): string | undefined {
-  if (config.auth.trust_domain !== undefined) return config.auth.trust_domain;
-  if (!config.tcp) return undefined;
+function resolveTrustDomain(options: ListenOptions): string | undefined {
+  if (options.trustDomain !== undefined) return options.trustDomain;
+  const cert = options.tcp?.cert;
+  if (cert === undefined) return undefined;
   let fromCert: string | undefined;
   try {
-    fromCert = certificateTrustDomain(config.tcp.cert);
+    fromCert = certificateTrustDomain(cert);
   } catch (err) {
-    throw new ListenError(`cannot read the certificate ${config.tcp.cert}: ${(err as Error).message}`);
+    throw new ListenError(`cannot read the certificate ${cert}: ${(err as Error).message}`);
   }
   if (fromCert === undefined) {
     throw new ListenError(
-      `the certificate ${config.tcp.cert} names no SPIFFE ID, so aetherd cannot tell its cluster's trust domain: set [auth] trust_domain (or --trust-domain) to the cluster name given to \`aether pki init --cluster\`, or use a node certificate from \`aether pki issue node\`.`,
+      `the certificate ${cert} names no SPIFFE ID, so ${options.program} cannot tell its cluster's trust domain: set ${options.trustDomainSetting} (or --trust-domain) to the cluster name given to \`aether pki init --cluster\`, or use a node certificate from \`aether pki issue node\`.`,
     );
   }
   return fromCert;
@@ -332,27 +263,30 @@ function resolveTrustDomain(config: Config): string | undefined {
 
 /**
  * A certificate the CRL refused gets a sentence about revocation rather than requireVerifiedPeer's
- * general one; a CRL aetherd cannot use is said to be the node's problem, not the client's.
+ * general one; a CRL the server cannot use is said to be the node's problem, not the client's.
  */
-const explainCrlRefusal: Interceptor = (next) => async (req) => {
-  const peer = req.contextValues.get(peerKey);
-  if (!peer.verified && peer.rejection === "CERT_REVOKED") {
-    throw new ConnectError(
-      "the client certificate was refused (CERT_REVOKED): it has been revoked by the cluster's CA; ask the cluster's operator for a new one.",
-      Code.Unauthenticated,
-    );
-  }
-  if (!peer.verified && peer.rejection !== undefined && /^(CRL_|UNABLE_TO_GET_CRL)/.test(peer.rejection)) {
-    throw new ConnectError(
-      `the client certificate could not be checked against aetherd's revocation list (${peer.rejection}): the node's [tcp] crl needs a current CRL from the cluster's CA (then SIGHUP aetherd).`,
-      Code.Unauthenticated,
-    );
-  }
-  return next(req);
-};
+const explainCrlRefusal =
+  (program: string): Interceptor =>
+  (next) =>
+  async (req) => {
+    const peer = req.contextValues.get(peerKey);
+    if (!peer.verified && peer.rejection === "CERT_REVOKED") {
+      throw new ConnectError(
+        "the client certificate was refused (CERT_REVOKED): it has been revoked by the cluster's CA; ask the cluster's operator for a new one.",
+        Code.Unauthenticated,
+      );
+    }
+    if (!peer.verified && peer.rejection !== undefined && /^(CRL_|UNABLE_TO_GET_CRL)/.test(peer.rejection)) {
+      throw new ConnectError(
+        `the client certificate could not be checked against ${program}'s revocation list (${peer.rejection}): the node's [tcp] crl needs a current CRL from the cluster's CA (then SIGHUP ${program}).`,
+        Code.Unauthenticated,
+      );
+    }
+    return next(req);
+  };
 
-/** Refuses to take over a socket another live aetherd is serving; removes a stale one. */
-async function listenOnSocket(server: http2.Http2Server | http2.Http2SecureServer, path: string): Promise<void> {
+/** Refuses to take over a socket another live process is serving; removes a stale one. */
+async function listenOnSocket(server: http2.Http2Server | http2.Http2SecureServer, path: string, program: string): Promise<void> {
   await mkdir(dirname(path), { recursive: true, mode: 0o755 });
   const alive = await new Promise<boolean>((resolve) => {
     const probe = netConnect(path);
@@ -362,7 +296,7 @@ async function listenOnSocket(server: http2.Http2Server | http2.Http2SecureServe
     });
     probe.once("error", () => resolve(false));
   });
-  if (alive) throw new ListenError(`another process is already serving on ${path}; stop it or give aetherd another --socket.`);
+  if (alive) throw new ListenError(`another process is already serving on ${path}; stop it or give ${program} another --socket.`);
   await rm(path, { force: true });
   await new Promise<void>((resolve, reject) => {
     server.once("error", (err) => reject(new ListenError(`cannot listen on ${path}: ${err.message}`)));
@@ -395,7 +329,7 @@ async function closeAll(server: http2.Http2Server | http2.Http2SecureServer, ses
   clearTimeout(timer);
 }
 
-function splitHostPort(listen: string): { host: string; port: number } {
+export function splitHostPort(listen: string): { host: string; port: number } {
   const i = listen.lastIndexOf(":");
   return { host: listen.slice(0, i).replace(/^\[|\]$/g, ""), port: Number(listen.slice(i + 1)) };
 }

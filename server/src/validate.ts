@@ -1,4 +1,7 @@
 // Validation at the edge: requests become typed, checked values before any handler acts on them.
+// The general rules of every Aether server (names, tenants, labels, filters, pages); each program
+// adds its own (the aggregator's node ids and addresses).
+import { isIP } from "node:net";
 import { invalidArgument } from "./errors.js";
 
 const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
@@ -82,6 +85,15 @@ export function paginate<T>(items: T[], requestedSize: number, token: string): {
   const size = pageSize(requestedSize);
   const offset = pageOffset(token);
   return { page: items.slice(offset, offset + size), nextPageToken: nextPageToken(offset, size, items.length) };
+}
+
+/** True for 127.0.0.0/8, ::1 and localhost: plain HTTP/2 is accepted only there. */
+export function isLoopbackHost(host: string): boolean {
+  const bare = host.replace(/^\[|\]$/g, "");
+  if (bare === "localhost") return true;
+  if (isIP(bare) === 4) return bare.startsWith("127.");
+  if (isIP(bare) === 6) return bare === "::1";
+  return false;
 }
 
 /** Shortens user input quoted back in an error so an oversized value cannot flood the reply. */

@@ -4,7 +4,7 @@
 import { rm, readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
-import { scopeKey } from "../api/authorize.js";
+import { clip, duration, durationMs, internal, invalidArgument, scopeKey, tenant as parseTenant, timestamp, writeJsonAtomic } from "@aether/server";
 import { Code, ConnectError, createContextValues, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { z } from "zod";
@@ -33,14 +33,10 @@ import {
   VmSchema,
   type VmService,
 } from "@aether/sdk/gen/aether/vm/v1/vm_pb";
-import { internal, invalidArgument } from "../api/errors.js";
-import { duration, durationMs, timestamp } from "../api/time.js";
-import { clip, tenant as parseTenant } from "../api/validate.js";
 import type { CellRegistry } from "../cells/registry.js";
 import { readTelemetry, type TelemetrySnapshot } from "../observe/telemetry.js";
 import type { Supervisor } from "../runtime/supervisor.js";
 import type { StorageRegistry } from "../storage/registry.js";
-import { writeJsonAtomic } from "../store/atomic-file.js";
 import type { VmManager } from "../vm/manager.js";
 import { commitments, poolSpace, type Commitments, type Declared, type Hold, type KvmCheck, type PoolSpace } from "./capacity.js";
 import { score, type ScoreInput, type ScoreResult } from "./score.js";

@@ -4,8 +4,7 @@ import type { WorkloadSpec } from "@aether/sdk/gen/aether/auction/v1/auction_pb"
 import type { AllocateCellRequest } from "@aether/sdk/gen/aether/cells/v1/cells_pb";
 import type { StartExecutableRequest } from "@aether/sdk/gen/aether/runtime/v1/runtime_pb";
 import { Acceleration, Hypervisor, VmProfile, type CreateVmRequest } from "@aether/sdk/gen/aether/vm/v1/vm_pb";
-import { invalidArgument } from "../api/errors.js";
-import { clip, dnsLabel, labels, tenant as parseTenant } from "../api/validate.js";
+import { clip, dnsLabel, invalidArgument, labels, tenant as parseTenant } from "@aether/server";
 import { cellName } from "../cells/registry.js";
 import { limitsFromProto } from "../cells/limits.js";
 

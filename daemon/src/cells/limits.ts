@@ -1,7 +1,7 @@
 // Cell limits as checked values: validated at the edge, converted per backend here (one place, so
 // that a cpu weight means the same on v1 and v2).
 import type { CellLimits } from "@aether/sdk/gen/aether/cells/v1/cells_pb";
-import { invalidArgument } from "../api/errors.js";
+import { invalidArgument } from "@aether/server";
 
 export interface LimitsValue {
   /** 1..10000; 100 is the kernel's default. */

@@ -10,9 +10,7 @@ import {
   CellStatsSchema,
   type Cell,
 } from "@aether/sdk/gen/aether/cells/v1/cells_pb";
-import { notFound } from "../api/errors.js";
-import { timestamp } from "../api/time.js";
-import { labelFilter, labels, matchesFilter, paginate, reference, tenant as parseTenant } from "../api/validate.js";
+import { labelFilter, labels, matchesFilter, notFound, paginate, reference, tenant as parseTenant, timestamp } from "@aether/server";
 import { limitsFromProto } from "./limits.js";
 import type { CellRecord, CellRegistry, CellView } from "./registry.js";
 

@@ -8,13 +8,10 @@ import { join } from "node:path";
 import { Mutex } from "async-mutex";
 import type { Logger } from "pino";
 import { z } from "zod";
-import { alreadyExists, invalidArgument, notFound } from "../api/errors.js";
-import { clip } from "../api/validate.js";
+import { alreadyExists, clip, invalidArgument, notFound, writeJsonAtomic } from "@aether/server";
 import type { EventBus } from "../observe/event-bus.js";
-import { writeJsonAtomic } from "../store/atomic-file.js";
-import type { Bmc, BmcDiscovery, FenceOutcome, OperationOptions, PowerOnOutcome, PowerStatus, ResetOutcome } from "./bmc.js";
+import { type Bmc, type BmcDiscovery, type BmcProfileName, type BmcTarget, type FenceOutcome, type OperationOptions, type PowerOnOutcome, type PowerStatus, RedfishClient, RedfishError, type ResetOutcome } from "@aether/fence";
 import { CredentialStore, SealedSchema, type Credentials } from "./credential-store.js";
-import { RedfishClient, RedfishError, type BmcProfileName, type BmcTarget } from "./redfish-client.js";
 
 const POWER_STATES = ["On", "Off", "PoweringOn", "PoweringOff", "Unknown", ""] as const;
 

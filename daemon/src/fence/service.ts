@@ -21,14 +21,9 @@ import {
   type BmcCredentials,
   type BmcTls,
 } from "@aether/sdk/gen/aether/fence/v1/fence_pb";
-import { requireClusterWide, scopeKey } from "../api/authorize.js";
-import { invalidArgument } from "../api/errors.js";
-import { duration, durationMs, timestamp } from "../api/time.js";
-import { clip, dnsLabel, labelFilter, labels, matchesFilter, paginate, reference } from "../api/validate.js";
-import type { BmcMessage, OperationOptions } from "./bmc.js";
+import { clip, dnsLabel, duration, durationMs, invalidArgument, labelFilter, labels, matchesFilter, paginate, reference, requireClusterWide, scopeKey, timestamp } from "@aether/server";
+import { type BmcMessage, type BmcProfileName, type OperationOptions, parseEndpoint, RedfishError } from "@aether/fence";
 import type { Credentials } from "./credential-store.js";
-import { RedfishError, type BmcProfileName } from "./redfish-client.js";
-import { parseEndpoint } from "./redfish-messages.js";
 import type { BmcRecord, BmcRegistry } from "./registry.js";
 
 const POWER: Record<BmcRecord["powerState"], PowerState> = {

@@ -11,7 +11,7 @@ import {
   NodeService,
   ToolProbeSchema,
 } from "@aether/sdk/gen/aether/node/v1/node_pb";
-import { duration, timestamp } from "../api/time.js";
+import { duration, timestamp } from "@aether/server";
 import type { Supervisor } from "../runtime/supervisor.js";
 import { probeHost, type ProbeResult, type ToolFound } from "./probe.js";
 

@@ -7,8 +7,7 @@ import { appendFileSync, existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { z } from "zod";
-import { callerOf } from "../api/identity.js";
-import { peerKey } from "../api/peer.js";
+import { callerOf, peerKey } from "@aether/server";
 
 export const AuditEntrySchema = z.object({
   timeMs: z.number(),

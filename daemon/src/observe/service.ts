@@ -11,10 +11,7 @@ import {
   PressureSchema,
   TelemetrySchema,
 } from "@aether/sdk/gen/aether/observe/v1/observe_pb";
-import { invalidArgument } from "../api/errors.js";
-import { timestamp } from "../api/time.js";
-import { requireClusterWide, scopeKey } from "../api/authorize.js";
-import { paginate, reference, tenant as parseTenant } from "../api/validate.js";
+import { invalidArgument, paginate, reference, requireClusterWide, scopeKey, tenant as parseTenant, timestamp } from "@aether/server";
 import type { AuditLog } from "./audit.js";
 import { resolveExecutable } from "../runtime/resolve.js";
 import type { Supervisor } from "../runtime/supervisor.js";

@@ -3,7 +3,7 @@
 import { create, toBinary, type DescFile, type DescService } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
-import { clip } from "../api/validate.js";
+import { clip } from "@aether/server";
 import {
   ServerReflection,
   type ServerReflectionRequest,

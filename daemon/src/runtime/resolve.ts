@@ -1,6 +1,5 @@
 // Every RPC that targets an executable accepts its id or its name (within the request's tenant).
-import { notFound } from "../api/errors.js";
-import { clip, reference, tenant as parseTenant } from "../api/validate.js";
+import { clip, notFound, reference, tenant as parseTenant } from "@aether/server";
 import type { Supervisor, TrackedExecutable } from "./supervisor.js";
 
 export function resolveExecutable(supervisor: Supervisor, ref: string, tenantField: string, field = "executable"): TrackedExecutable {

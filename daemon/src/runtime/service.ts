@@ -10,10 +10,7 @@ import {
   type Executable,
   type StartExecutableRequest,
 } from "@aether/sdk/gen/aether/runtime/v1/runtime_pb";
-import { alreadyExists, deadlineExceeded, failedPrecondition, internal, invalidArgument } from "../api/errors.js";
-import { durationMs, timestamp } from "../api/time.js";
-import { scopeKey } from "../api/authorize.js";
-import { clip, labelFilter, matchesFilter, paginate, tenant as parseTenant } from "../api/validate.js";
+import { alreadyExists, clip, deadlineExceeded, durationMs, failedPrecondition, internal, invalidArgument, labelFilter, matchesFilter, paginate, scopeKey, tenant as parseTenant, timestamp } from "@aether/server";
 import { resolveExecutable } from "./resolve.js";
 import { fileSize, signalName, SpawnError, type Placement, type Supervisor, type TrackedExecutable } from "./supervisor.js";
 import { validateStart } from "./validate-start.js";

@@ -8,7 +8,7 @@ import { constants as osConstants } from "node:os";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import type { EventBus } from "../observe/event-bus.js";
-import { writeJsonAtomic, writeJsonAtomicSync } from "../store/atomic-file.js";
+import { writeJsonAtomic, writeJsonAtomicSync } from "@aether/server";
 import {
   ExitSchema,
   ExecutableSpecSchema,
@@ -153,7 +153,7 @@ export class Supervisor {
     const dir = join(this.root, spec.id);
     mkdirSync(dir, { mode: 0o700 });
     // The spec is written before the process exists, so no process can run that a restart forgets.
-    // Not fsynced: the process does not outlive the host either (see store/atomic-file.ts).
+    // Not fsynced: the process does not outlive the host either (see @aether/server, server/src/atomic-file.ts).
     writeJsonAtomicSync(join(dir, recordFiles.spec), spec);
     const exe = this.track(spec, dir);
     try {

@@ -10,8 +10,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
-import { invalidArgument, resourceExhausted } from "../api/errors.js";
-import { writeFileAtomic } from "../store/atomic-file.js";
+import { invalidArgument, resourceExhausted, writeFileAtomic } from "@aether/server";
 
 /** The largest valid id: (uid_t)-1 means "unchanged" to setuid and chown. */
 const MAX_ID = 4_294_967_294;

@@ -3,8 +3,7 @@ import { constants } from "node:fs";
 import { access, stat } from "node:fs/promises";
 import { isAbsolute, normalize } from "node:path";
 import type { StartExecutableRequest } from "@aether/sdk/gen/aether/runtime/v1/runtime_pb";
-import { failedPrecondition, invalidArgument } from "../api/errors.js";
-import { clip, dnsLabel, labels, tenant } from "../api/validate.js";
+import { clip, dnsLabel, failedPrecondition, invalidArgument, labels, tenant } from "@aether/server";
 import type { StartInput } from "./supervisor.js";
 
 export const DEFAULT_LOG_LIMIT_BYTES = 64 * 1024 * 1024;

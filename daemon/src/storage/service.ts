@@ -19,10 +19,7 @@ import {
   type Snapshot,
   type Volume,
 } from "@aether/sdk/gen/aether/storage/v1/storage_pb";
-import { invalidArgument } from "../api/errors.js";
-import { timestamp } from "../api/time.js";
-import { requireClusterWide, scopeKey, type CallerScope } from "../api/authorize.js";
-import { clip, dnsLabel, labelFilter, labels, matchesFilter, paginate, reference, tenant as parseTenant } from "../api/validate.js";
+import { type CallerScope, clip, dnsLabel, invalidArgument, labelFilter, labels, matchesFilter, paginate, reference, requireClusterWide, scopeKey, tenant as parseTenant, timestamp } from "@aether/server";
 import type { DiskFormat } from "./pool.js";
 import { ANY_URL, type UrlRules } from "./url-guard.js";
 import type { ImportSource } from "./image-import.js";

@@ -4,7 +4,7 @@ import { connect, type Socket } from "node:net";
 import { statSync } from "node:fs";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { AttachConsoleRequest, AttachConsoleResponseSchema } from "@aether/sdk/gen/aether/vm/v1/vm_pb";
-import { failedPrecondition, invalidArgument } from "../api/errors.js";
+import { failedPrecondition, invalidArgument } from "@aether/server";
 import { merge, tailFile } from "../observe/log-tail.js";
 import type { VmManager } from "./manager.js";
 import type { VmRecord } from "./record.js";

@@ -13,11 +13,8 @@ import {
   type CreateVmRequest,
   type Vm,
 } from "@aether/sdk/gen/aether/vm/v1/vm_pb";
-import { deadlineExceeded, failedPrecondition, invalidArgument } from "../api/errors.js";
-import { duration, durationMs, timestamp } from "../api/time.js";
-import { requireClusterWide, scopeKey, type CallerScope } from "../api/authorize.js";
+import { type CallerScope, clip, deadlineExceeded, dnsLabel, duration, durationMs, failedPrecondition, invalidArgument, labelFilter, labels, matchesFilter, paginate, reference, requireClusterWide, scopeKey, tenant as parseTenant, timestamp } from "@aether/server";
 import type { TenancyConfig } from "../config.js";
-import { clip, dnsLabel, labelFilter, labels, matchesFilter, paginate, reference, tenant as parseTenant } from "../api/validate.js";
 import { tailFile } from "../observe/log-tail.js";
 import { fileSize, signalName } from "../runtime/supervisor.js";
 import { attachConsole } from "./console.js";

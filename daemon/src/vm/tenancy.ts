@@ -4,8 +4,7 @@
 import { realpathSync } from "node:fs";
 import { resolve, sep } from "node:path";
 import type { TenancyConfig } from "../config.js";
-import { clip } from "../api/validate.js";
-import { permissionDenied } from "../api/errors.js";
+import { clip, permissionDenied } from "@aether/server";
 
 function realOrUndefined(path: string): string | undefined {
   try {
