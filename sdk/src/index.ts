@@ -10,8 +10,9 @@ export { resolveTarget, type HttpsTarget, type Target, type TargetOptions, type 
 export { defaultClientConfigPath, defaultSocketPath, defaultStateDir } from "./address.js";
 export { Code, ConnectError } from "@connectrpc/connect";
 export { defineManifest, isManifest, ManifestError, MANIFEST_LABEL, type CellDecl, type ExecutableDecl, type Manifest, type ManifestCell, type ManifestExecutable, type ManifestInput, type ManifestRequirements, type ManifestTarget, type ManifestVolume, type RequirementsDecl, type VolumeDecl } from "./manifest/define.js";
-export { planManifest, type ActionKind, type PlacedWorkload, type Plan, type PlannedAction } from "./manifest/plan.js";
-export { applyManifest, ApplyError, type ApplyOptions, type ApplyResult } from "./manifest/apply.js";
+export { planManifest } from "./manifest/plan.js";
+export { applyManifest, ApplyError, type ApplyOptions } from "./manifest/apply.js";
+export type { ActionKind, ApplyResult, PlacedWorkload, Plan, PlannedAction } from "./manifest/types.js";
 /** Messages, enums and the service of aether.runtime.v1 (processes). */
 export * as runtime from "./gen/aether/runtime/v1/runtime_pb.js";
 /** Messages, enums and the service of aether.cells.v1 (cgroup slices). */

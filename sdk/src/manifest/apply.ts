@@ -3,7 +3,8 @@
 import type { AetherClient } from "../connect.js";
 import { ExecutableState } from "../gen/aether/runtime/v1/runtime_pb.js";
 import { MANIFEST_LABEL, type Manifest, type ManifestCell, type ManifestExecutable, type ManifestVolume } from "./define.js";
-import { cellLimits, planManifest, volumeFormat, type Plan, type PlannedAction } from "./plan.js";
+import { cellLimits, planManifest, volumeFormat } from "./plan.js";
+import type { ApplyResult, Plan, PlannedAction } from "./types.js";
 import { applyClusterAction } from "./cluster.js";
 
 /** Raised when apply stops partway: what was applied, which step failed, and why. */
@@ -32,12 +33,6 @@ export interface ApplyOptions {
    * manifest: when releasing its placement). Default 10 s.
    */
   stopGraceSeconds?: number;
-}
-
-/** What apply did: the plan, and the steps it carried out in the order it carried them out. */
-export interface ApplyResult extends Plan {
-  /** Steps that changed something, in execution order; for a cluster manifest, with where each create or replace was placed. */
-  applied: PlannedAction[];
 }
 
 /**

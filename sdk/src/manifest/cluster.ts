@@ -7,7 +7,7 @@ import type { AetherClient } from "../connect.js";
 import { PlacementState, type WorkloadPlacement } from "../gen/aether/auction/v1/auction_pb.js";
 import { MANIFEST_LABEL, type Manifest, type ManifestExecutable } from "./define.js";
 import { allPages, planOf, sameRecord } from "./common.js";
-import type { PlacedWorkload, Plan, PlannedAction } from "./plan.js";
+import type { PlacedWorkload, Plan, PlannedAction } from "./types.js";
 
 /** Placements that hold their name in the tenant: deploying another of that name fails until they are released. */
 const LIVE = new Set([PlacementState.BIDDING, PlacementState.PROVISIONING, PlacementState.PLACED, PlacementState.REPLACING]);

@@ -1,6 +1,6 @@
 // Helpers the node and cluster plans share.
 import type { Manifest } from "./define.js";
-import type { Plan, PlannedAction } from "./plan.js";
+import type { Plan, PlannedAction } from "./types.js";
 
 /** Every item of a paged List call. */
 export async function allPages<T>(list: (pageToken: string) => Promise<{ items: T[]; nextPageToken: string }>): Promise<T[]> {

@@ -2,7 +2,6 @@
 // cluster manifest, against the aggregator's placements: see cluster.ts).
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { AetherClient } from "../connect.js";
-import type { ApplyResult } from "./apply.js";
 import { ExecutableState, type Executable } from "../gen/aether/runtime/v1/runtime_pb.js";
 import { create } from "@bufbuild/protobuf";
 import { CellLimitsSchema, type Cell, type CellLimits } from "../gen/aether/cells/v1/cells_pb.js";
@@ -11,59 +10,7 @@ import { MANIFEST_LABEL, type Manifest, type ManifestCell, type ManifestVolume }
 import { formatSize } from "./size.js";
 import { planCluster } from "./cluster.js";
 import { allPages, planOf, sameRecord } from "./common.js";
-
-/** What applying will do to one resource. */
-export type ActionKind = "create" | "update" | "replace" | "delete" | "unchanged" | "conflict";
-
-/** One step of a plan. */
-export interface PlannedAction {
-  /** What happens: a volume's `update` grows it; a `conflict` blocks apply. */
-  kind: ActionKind;
-  /** The kind of resource. */
-  resource: "executable" | "cell" | "volume";
-  /** The resource's name in the manifest's tenant. */
-  name: string;
-  /** Why: what differs, or why nothing does. */
-  reason: string;
-  /** The live resource's id, for replace, delete and unchanged. */
-  liveId?: string;
-  /** Whether the live resource is running (replace and delete stop it first). */
-  liveRunning?: boolean;
-  /** For a volume's update: the size it grows to, in bytes. */
-  sizeBytes?: number;
-  /** Cluster manifests: the node the live placement is on (for replace, delete and unchanged). */
-  node?: string;
-  /** Cluster manifests, in {@link ApplyResult.applied}: where a create or replace was placed. */
-  placed?: PlacedWorkload;
-}
-
-/** Where the aggregator placed an executable of a cluster manifest. */
-export interface PlacedWorkload {
-  /** Id of the workload (a UUID): what `aether cluster placements` lists. */
-  workloadId: string;
-  /** Id of the node that won the auction and runs it. */
-  node: string;
-  /** Id of the executable on that node (its `runtime.getExecutable`). */
-  resourceId: string;
-  /** Id of the auction that placed it. */
-  auctionId: string;
-}
-
-/** The steps that make a node (or, for a cluster manifest, the cluster) match a manifest. */
-export interface Plan {
-  /** The manifest planned for. */
-  manifest: Manifest;
-  /** Every step, changing or not: volumes, then cells, then executables. */
-  actions: PlannedAction[];
-  /** Number of actions that change something (create, update, replace, delete). */
-  changes: number;
-  /**
-   * Actions that block apply: a resource of the same name that the manifest does not manage, or a
-   * volume that cannot become what the manifest declares without losing data (a smaller size,
-   * another pool, format, image or labels).
-   */
-  conflicts: PlannedAction[];
-}
+import type { Plan, PlannedAction } from "./types.js";
 
 async function listAll(aether: AetherClient, manifest: Manifest): Promise<Executable[]> {
   try {
