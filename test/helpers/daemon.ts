@@ -82,6 +82,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<TestDaem
     await new Promise((r) => setTimeout(r, 25));
   }
   const clients: AetherClient[] = [];
+  uncleaned.set(dir, () => removeDaemonFiles(dir, stateDir, cgroupRoot, "the test file ended without cleaning this daemon up, so it was ended now"));
   return {
     socket,
     cgroupRoot,
@@ -105,19 +106,39 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<TestDaem
       await exited;
     },
     cleanup() {
-      const killed = killLeftovers(dir, cgroupRoot);
-      const taps = deleteVmTaps(stateDir);
-      if (killed.length > 0 || taps.length > 0) {
-        process.stderr.write(
-          `test cleanup of ${dir}: the test left this running and it was ended now (stop workloads before stopping aetherd: stopWorkloads):\n` +
-            [...killed.map((k) => `  process ${k}`), ...taps.map((t) => `  TAP ${t}`)].join("\n") +
-            "\n",
-        );
-      }
-      removeCgroupRoot(cgroupRoot);
-      rmSync(dir, { recursive: true, force: true });
+      uncleaned.delete(dir);
+      removeDaemonFiles(dir, stateDir, cgroupRoot, "the test left this running and it was ended now (stop workloads before stopping aetherd: stopWorkloads)");
     },
   };
+}
+
+/**
+ * Ends whatever still runs from a test daemon's folder or in its cgroups (saying so on stderr),
+ * deletes its VMs' TAP devices, then removes its cgroup root and the folder.
+ */
+function removeDaemonFiles(dir: string, stateDir: string, cgroupRoot: string, why: string): void {
+  const killed = killLeftovers(dir, cgroupRoot);
+  const taps = deleteVmTaps(stateDir);
+  if (killed.length > 0 || taps.length > 0) {
+    process.stderr.write(`test cleanup of ${dir}: ${why}:\n${[...killed.map((k) => `  process ${k}`), ...taps.map((t) => `  TAP ${t}`)].join("\n")}\n`);
+  }
+  removeCgroupRoot(cgroupRoot);
+  rmSync(dir, { recursive: true, force: true });
+}
+
+/**
+ * Daemon folders whose cleanup() was not called yet, by folder (a restarted daemon takes its
+ * predecessor's place). After the last test of a file (a root-level hook), whatever it left is
+ * ended and removed, so a test that failed before its cleanup() leaves no aetherd, shim or workload
+ * running (and the file's process can exit: a running aetherd child would keep it alive).
+ */
+const uncleaned = new Map<string, () => void>();
+// Only in a file node's test runner runs: bench/ imports these helpers too, outside any test.
+if (process.env.NODE_TEST_CONTEXT !== undefined) {
+  after(() => {
+    for (const [, clean] of uncleaned) clean();
+    uncleaned.clear();
+  });
 }
 
 /**
