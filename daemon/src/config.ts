@@ -2,6 +2,7 @@
 import { resolve } from "node:path";
 import { z } from "zod";
 import { defaultSocketPath, defaultStateDir } from "@aether/sdk";
+import { DNS_LABEL } from "@aether/sdk/names";
 import { parseConfig, readToml } from "@aether/server";
 
 const TcpSchema = z
@@ -22,7 +23,7 @@ export type TcpConfig = z.infer<typeof TcpSchema>;
 
 const PoolSchema = z
   .object({
-    name: z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, "must be a DNS label (lowercase letters, digits, '-')"),
+    name: z.string().regex(DNS_LABEL, "must be a DNS label (lowercase letters, digits, '-')"),
     driver: z.enum(["dir", "zfs", "lvm-thin"]),
     /** A directory (dir), a dataset such as tank/aether (zfs), vg/thinpool (lvm-thin). */
     location: z.string().min(1),

@@ -8,6 +8,7 @@
 // request (peer.ts) is built from them, never the other way round.
 import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { DNS_LABEL } from "@aether/sdk/names";
 
 export interface Caller {
   /** The identity the policy matches and the audit log records. */
@@ -15,8 +16,6 @@ export interface Caller {
   /** The tenant the identity's certificate names (spiffe://<cluster>/tenant/<t>/...), if any. */
   tenant?: string;
 }
-
-const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 
 /**
  * Why a verified certificate names no identity of this cluster, or undefined when it names at most

@@ -22,6 +22,7 @@
 import { readFileSync } from "node:fs";
 import { parse as parseToml } from "smol-toml";
 import { z } from "zod";
+import { DNS_LABEL } from "@aether/sdk/names";
 import type { Caller } from "./identity.js";
 
 export type RoleName = "admin" | "operator" | "tenant" | "auditor";
@@ -83,7 +84,7 @@ export const DEFAULT_BINDINGS: Binding[] = [
   { members: ["spiffe://*/user/*", "spiffe://*/node/*", "spiffe://*/service/*"], role: "operator" },
 ];
 
-const dnsLabel = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, "must be a DNS label (lowercase letters, digits, '-')");
+const dnsLabel = z.string().regex(DNS_LABEL, "must be a DNS label (lowercase letters, digits, '-')");
 const member = z.string().min(1).max(512);
 
 const BindingSchema = z

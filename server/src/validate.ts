@@ -2,9 +2,9 @@
 // The general rules of every Aether server (names, tenants, labels, filters, pages); each program
 // adds its own (the aggregator's node ids and addresses).
 import { isIP } from "node:net";
+import { DNS_LABEL } from "@aether/sdk/names";
 import { invalidArgument } from "./errors.js";
 
-const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 export const DEFAULT_TENANT = "default";
 
 /** A DNS label (RFC 1123): lowercase letters, digits and '-', 1..63 characters, no leading/trailing '-'. */

@@ -3,6 +3,8 @@
 //   spiffe://<cluster>/service/<name>
 //   spiffe://<cluster>/user/<name>
 //   spiffe://<cluster>/tenant/<tenant>/user/<name>
+// Names of nodes, users, services and tenants are DNS labels: the rule of @aether/sdk/names.
+import { isDnsLabel } from "@aether/sdk/names";
 
 export const KINDS = ["node", "user", "service"] as const;
 export type Kind = (typeof KINDS)[number];
@@ -15,14 +17,12 @@ export interface Identity {
   tenant?: string;
 }
 
-/** Names of nodes, users, services and tenants: DNS labels (lowercase letters, digits, '-'). */
-const LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 /** A SPIFFE trust domain: lowercase letters, digits, '.', '-' and '_'. */
 const TRUST_DOMAIN = /^[a-z0-9]([a-z0-9._-]{0,253}[a-z0-9])?$/;
 
 /** Why `value` is not a valid name, or undefined when it is. */
 export function checkLabel(what: string, value: string): string | undefined {
-  return LABEL.test(value) ? undefined : `${what} ${JSON.stringify(value)} must be a DNS label: 1 to 63 lowercase letters, digits or '-', not starting or ending with '-'`;
+  return isDnsLabel(value) ? undefined : `${what} ${JSON.stringify(value)} must be a DNS label: 1 to 63 lowercase letters, digits or '-', not starting or ending with '-'`;
 }
 
 /** Why `value` is not a valid cluster name (the SPIFFE trust domain), or undefined when it is. */

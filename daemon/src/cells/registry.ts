@@ -7,6 +7,7 @@ import { join } from "node:path";
 import type { Logger } from "pino";
 import { Mutex } from "async-mutex";
 import { z } from "zod";
+import { isDnsLabel } from "@aether/sdk/names";
 import { alreadyExists, clip, failedPrecondition, internal, invalidArgument, notFound, writeJsonAtomic } from "@aether/server";
 import { crashPoint } from "../store/crash-point.js";
 import type { Supervisor } from "../runtime/supervisor.js";
@@ -88,7 +89,7 @@ export function cellName(value: string): string[] {
   const parts = value.split("/");
   if (parts.length > MAX_DEPTH) throw invalidArgument(`cell name ${JSON.stringify(clip(value))} has ${parts.length} levels; at most ${MAX_DEPTH}.`);
   for (const part of parts) {
-    if (!/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(part)) {
+    if (!isDnsLabel(part)) {
       throw invalidArgument(
         `cell name ${JSON.stringify(clip(value))} is invalid: each '/'-separated part must be 1 to 63 lowercase letters, digits and '-' (no '.', '..', empty parts or leading '/').`,
       );

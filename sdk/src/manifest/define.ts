@@ -2,11 +2,12 @@
 // should run on a node, or (target "cluster") of what the aggregator should place somewhere in the
 // cluster; `aetherscript plan|apply` compares it with the node's, or the aggregator's, live state.
 import { z } from "zod";
+import { DNS_LABEL, DNS_LABEL_PATH } from "../names.js";
 import { parseSize } from "./size.js";
 
 const dnsLabel = z
   .string()
-  .regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, "must be a DNS label: 1 to 63 lowercase letters, digits and '-', starting and ending with a letter or digit");
+  .regex(DNS_LABEL, "must be a DNS label: 1 to 63 lowercase letters, digits and '-', starting and ending with a letter or digit");
 
 const SizeSchema = z
   .union([z.number(), z.string()], { error: 'must be a number of bytes or a string like "512M" or "10G"' })
@@ -47,7 +48,7 @@ const ExecutableDeclSchema = z
 const CellDeclSchema = z
   .object({
     /** Name path, e.g. "team-a/build". */
-    name: z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\/[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/, "must be DNS labels separated by '/'"),
+    name: z.string().regex(DNS_LABEL_PATH, "must be DNS labels separated by '/'"),
     cpuWeight: z.number().int().min(1).max(10000).optional(),
     cpuMaxPercent: z.number().positive().max(100_000).optional(),
     cpusetCpus: z.string().optional(),
