@@ -27,15 +27,20 @@ export {
   alreadyExists,
   deadlineExceeded,
   describeError,
+  DomainError,
+  type ErrorKind,
   failedPrecondition,
   internal,
   invalidArgument,
   notFound,
   permissionDenied,
   resourceExhausted,
+  rpcCode,
+  rpcError,
   unavailable,
   unimplemented,
 } from "./errors.js";
+export { findByIdOrName, resolveInTenant, type ById, type Described } from "./lookup.js";
 export { duration, durationMs, msOf, preciseNow, timestamp } from "./time.js";
 export { ConfigError, parseConfig, readToml } from "./config.js";
 export { createLogger, silentLogger } from "./logger.js";

@@ -18,6 +18,7 @@ import { peerContextIn, peerKey, requireVerifiedPeer } from "./peer.js";
 import { certificateTrustDomain } from "./identity.js";
 import { closeRevoked, loadTlsMaterial, type TcpOptions, type TlsMaterial } from "./tls-material.js";
 import { isLoopbackHost } from "./validate.js";
+import { rpcError } from "./errors.js";
 
 export interface ListenOptions {
   /** The program's name in logs and in the sentences callers and operators get ("aetherd"). */
@@ -66,8 +67,9 @@ export async function listen(options: ListenOptions, routes: (router: ConnectRou
     // JSON as protobuf defines it (connect-es relaxes it): an unknown field or enum name is refused
     // with INVALID_ARGUMENT instead of dropped, so a typo ("tenantt") cannot silently change a request.
     jsonOptions: { ignoreUnknownFields: false },
-    // Identity first (nothing unverified reaches a handler), then what the caller adds (the audit log).
-    interceptors: [explainCrlRefusal(program), requireVerifiedPeer(program), logUnexpected(log), ...extraInterceptors],
+    // Identity first (nothing unverified reaches a handler), then what the caller adds (the audit log);
+    // innermost, next to the handlers, domain errors become their RPC codes, so all the others see codes.
+    interceptors: [explainCrlRefusal(program), requireVerifiedPeer(program), logUnexpected(log), ...extraInterceptors, domainErrorsAsCodes],
   });
   const handler = options.requestBodyTimeoutMs === undefined ? connectHandler : withRequestBodyDeadline(connectHandler, options.requestBodyTimeoutMs, log);
   const closers: Array<() => Promise<void>> = [];
@@ -226,6 +228,29 @@ function withRequestBodyDeadline(
  * An error that is not a ConnectError is a defect: the caller gets INTERNAL "internal error", and the
  * operator needs the real error and its stack in the server's log to find it.
  */
+/**
+ * The one place where what domain code throws (DomainError: registries, managers) becomes the RPC
+ * code callers get (rpcError), for a unary answer and for each message of a stream alike.
+ */
+const domainErrorsAsCodes: Interceptor = (next) => async (req) => {
+  let res: Awaited<ReturnType<typeof next>>;
+  try {
+    res = await next(req);
+  } catch (err) {
+    throw rpcError(err);
+  }
+  if (!res.stream) return res;
+  return { ...res, message: mapStreamErrors(res.message) };
+};
+
+async function* mapStreamErrors<T>(messages: AsyncIterable<T>): AsyncIterable<T> {
+  try {
+    yield* messages;
+  } catch (err) {
+    throw rpcError(err);
+  }
+}
+
 const logUnexpected =
   (log: Logger): Interceptor =>
   (next) =>
