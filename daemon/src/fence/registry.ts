@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { Mutex } from "async-mutex";
 import type { Logger } from "pino";
 import { z } from "zod";
-import { alreadyExists, clip, invalidArgument, notFound, writeJsonAtomic } from "@aether/server";
+import { clip, DomainError, findByIdOrName, writeJsonAtomic } from "@aether/server";
 import type { EventBus } from "../observe/event-bus.js";
 import { type Bmc, type BmcDiscovery, type BmcProfileName, type BmcTarget, type FenceOutcome, type OperationOptions, type PowerOnOutcome, type PowerStatus, RedfishClient, RedfishError, type ResetOutcome } from "@aether/fence";
 import { CredentialStore, SealedSchema, type Credentials } from "./credential-store.js";
@@ -109,11 +109,9 @@ export class BmcRegistry {
 
   /** A registration by id or node name. */
   resolve(ref: string): BmcRecord {
-    const byId = this.records.get(ref);
-    if (byId) return byId;
-    const byNode = [...this.records.values()].find((r) => r.node === ref);
-    if (byNode) return byNode;
-    throw notFound(`no BMC is registered for ${JSON.stringify(clip(ref))} (neither a node name nor a registration id); list them with \`aether fence list\`, register one with \`aether fence register NODE --endpoint https://BMC --username USER --password-file FILE\`.`);
+    const found = findByIdOrName(this.records, ref, (r) => r.node);
+    if (found) return found;
+    throw new DomainError("not_found", `no BMC is registered for ${JSON.stringify(clip(ref))} (neither a node name nor a registration id); list them with \`aether fence list\`, register one with \`aether fence register NODE --endpoint https://BMC --username USER --password-file FILE\`.`);
   }
 
   /**
@@ -126,13 +124,13 @@ export class BmcRegistry {
       if (input.requestId !== "") {
         const earlier = [...this.records.values()].find((r) => r.requestId === input.requestId);
         if (earlier) {
-          if (earlier.node !== input.node) throw invalidArgument(`request_id ${JSON.stringify(clip(input.requestId))} was already used to register node ${earlier.node}; use a new request_id.`);
+          if (earlier.node !== input.node) throw new DomainError("invalid_argument", `request_id ${JSON.stringify(clip(input.requestId))} was already used to register node ${earlier.node}; use a new request_id.`);
           return earlier;
         }
       }
       const existing = [...this.records.values()].find((r) => r.node === input.node);
       if (existing && !input.replace) {
-        throw alreadyExists(`node ${input.node} already has a BMC registered (${existing.endpoint}, id ${existing.id}); pass replace to change its endpoint, credentials or TLS settings, or unregister it first.`);
+        throw new DomainError("already_exists", `node ${input.node} already has a BMC registered (${existing.endpoint}, id ${existing.id}); pass replace to change its endpoint, credentials or TLS settings, or unregister it first.`);
       }
       const target: BmcTarget = {
         endpoint: input.endpoint,
@@ -220,7 +218,7 @@ export class BmcRegistry {
     if (input.requestId !== "") {
       const earlier = this.fences.get(input.requestId);
       if (earlier) {
-        if (earlier.bmcId !== record.id) throw invalidArgument(`request_id ${JSON.stringify(clip(input.requestId))} was already used to fence another node; use a new request_id.`);
+        if (earlier.bmcId !== record.id) throw new DomainError("invalid_argument", `request_id ${JSON.stringify(clip(input.requestId))} was already used to fence another node; use a new request_id.`);
         return { record, outcome: await earlier.result };
       }
     }
