@@ -47,13 +47,13 @@ import {
   type WorkloadPlacement,
   type WorkloadSpec,
 } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
-import { NotLeaderError, StoreUnavailableError, type ClusterStore, type Leadership } from "./store.js";
-import { EventLog, type NewEvent } from "./events.js";
-import { NodeRegistry } from "./registry.js";
-import { Deadman } from "./deadman.js";
-import { BmcRegistry, RedfishFencer, type Fencer } from "./fencing.js";
-import { NodeClients, type NodeTls } from "./node-clients.js";
-import { collectBids, decide, diskWearOf, formatMs, whyNoBid, type BidTarget, type Contender } from "./auction.js";
+import { NotLeaderError, StoreUnavailableError, type ClusterStore, type Leadership } from "./store/store.js";
+import { EventLog, type NewEvent } from "./events/events.js";
+import { NodeRegistry } from "./nodes/registry.js";
+import { Deadman } from "./fencing/deadman.js";
+import { BmcRegistry, RedfishFencer, type Fencer } from "./fencing/fencing.js";
+import { NodeClients, type NodeTls } from "./nodes/node-clients.js";
+import { collectBids, decide, diskWearOf, formatMs, whyNoBid, type BidTarget, type Contender } from "./auction/auction.js";
 import {
   alreadyExists,
   describeError,

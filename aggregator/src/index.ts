@@ -1,6 +1,6 @@
 // @aether/aggregator: the cluster-side node registry and auction, as a library.
-export * from "./store.js";
-export { EmbeddedStore } from "./embedded-store.js";
+export * from "./store/store.js";
+export { EmbeddedStore } from "./store/embedded-store.js";
 export {
   Aggregator,
   normalizeSpec,
@@ -26,8 +26,8 @@ export {
   type Contender,
   type Decision,
   type TieBreakRule,
-} from "./auction.js";
-export { NodeRegistry, INCARNATION_LABEL, type Rejoin } from "./registry.js";
+} from "./auction/auction.js";
+export { NodeRegistry, INCARNATION_LABEL, type Rejoin } from "./nodes/registry.js";
 export {
   Deadman,
   restartPolicy,
@@ -40,7 +40,7 @@ export {
   type DeadmanOptions,
   type FencingRecord,
   type RestartPolicy,
-} from "./deadman.js";
+} from "./fencing/deadman.js";
 export {
   BmcRegistry,
   RedfishFencer,
@@ -57,9 +57,9 @@ export {
   type Location,
   type RedfishFenceClient,
   type RedfishTarget,
-} from "./fencing.js";
-export { EventLog, type NewEvent } from "./events.js";
-export { NodeClients, type NodeTls } from "./node-clients.js";
-export { aggregatorRoutes, aggregatorService, healthService } from "./service.js";
+} from "./fencing/fencing.js";
+export { EventLog, type NewEvent } from "./events/events.js";
+export { NodeClients, type NodeTls } from "./nodes/node-clients.js";
+export { aggregatorRoutes, aggregatorService, healthService } from "./service/service.js";
 export { listen, ListenError, type Listeners, type ListenOptions } from "@aether/server";
 export { loadConfig, readBmcEntries, ConfigError, defaultAggregatorSocket, defaultAggregatorStateDir, type BmcConfig, type Config, type ConfigFlags } from "./config.js";

@@ -10,14 +10,14 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
 import { ConfigError, loadConfig, readBmcEntries, type Config, type ConfigFlags } from "./config.js";
-import { BmcRegistry, RedfishFencer, describeBmc, type Fencer } from "./fencing.js";
+import { BmcRegistry, RedfishFencer, describeBmc, type Fencer } from "./fencing/fencing.js";
 import { Authorizer, createLogger, listen, ListenError, lockStateDir, methodsOf, StateLockError } from "@aether/server";
 import { AggregatorService } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { NodeService } from "@aether/sdk/gen/aether/node/v1/node_pb";
 import { Aggregator } from "./aggregator.js";
-import { aggregatorRoutes } from "./service.js";
-import { EmbeddedStore } from "./embedded-store.js";
-import { StoreUnavailableError, type ClusterStore } from "./store.js";
+import { aggregatorRoutes } from "./service/service.js";
+import { EmbeddedStore } from "./store/embedded-store.js";
+import { StoreUnavailableError, type ClusterStore } from "./store/store.js";
 
 const packageJson = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), "..", "package.json"), "utf8")) as { version: string };
 export const VERSION = packageJson.version;
@@ -25,7 +25,7 @@ export const VERSION = packageJson.version;
 async function openStore(config: Config): Promise<ClusterStore> {
   if (config.store === "embedded") return EmbeddedStore.open(config.state_dir);
   // Loaded on demand, so that the embedded configuration never loads the etcd client.
-  const { EtcdStore } = await import("./etcd-store.js");
+  const { EtcdStore } = await import("./store/etcd-store.js");
   return new EtcdStore(config.etcd_endpoints, { prefix: config.etcd_prefix });
 }
 

@@ -19,7 +19,7 @@ import {
 } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { BidService } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { CheckHealthResponseSchema, HealthStatus, NodeService } from "@aether/sdk/gen/aether/node/v1/node_pb";
-import type { Aggregator } from "./aggregator.js";
+import type { Aggregator } from "../aggregator.js";
 
 export function aggregatorService(aggregator: Aggregator): ServiceImpl<typeof AggregatorService> {
   return {

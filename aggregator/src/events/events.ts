@@ -5,7 +5,7 @@
 import { create, fromJsonString, toJsonString } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
 import { ClusterEventSchema, type ClusterEvent, type ClusterEventKind } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
-import type { ClusterStore } from "./store.js";
+import type { ClusterStore } from "../store/store.js";
 import { timestamp } from "@aether/server";
 
 export const EVENTS_PREFIX = "events/";

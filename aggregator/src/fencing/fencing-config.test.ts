@@ -6,7 +6,7 @@ import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { ConfigError, loadConfig, readBmcEntries } from "./config.js";
+import { ConfigError, loadConfig, readBmcEntries } from "../config.js";
 
 describe("aggregator config: [[bmcs]]", () => {
   const dir = mkdtempSync(join(tmpdir(), "aether-bmcs-config-"));

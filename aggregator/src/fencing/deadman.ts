@@ -20,12 +20,12 @@
 // node's workloads still on it are re-placed, a FENCE_FAILED node is retried.
 import type { Logger } from "pino";
 import { ClusterEventKind, NodeState, PlacementState, type Node, type RegisterNodeRequest, type WorkloadPlacement, type WorkloadSpec } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
-import type { ClusterStore } from "./store.js";
-import type { NewEvent } from "./events.js";
-import type { NodeRegistry, Rejoin } from "./registry.js";
+import type { ClusterStore } from "../store/store.js";
+import type { NewEvent } from "../events/events.js";
+import type { NodeRegistry, Rejoin } from "../nodes/registry.js";
 import { fenceTargetOf, positionOf, type FenceOutcome, type Fencer, type LocatedBmc } from "./fencing.js";
 import { describeError, msOf, unavailable } from "@aether/server";
-import { formatMs } from "./auction.js";
+import { formatMs } from "../auction/auction.js";
 
 export const DEFAULT_FENCE_TIMEOUT_MS = 60_000;
 export const DEFAULT_FENCE_POLL_INTERVAL_MS = 500;

@@ -7,7 +7,7 @@ import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { Etcd3 } from "etcd3";
-import { startEtcd, startPartitionProxy, type TestEtcd } from "../../test/helpers/etcd.js";
+import { startEtcd, startPartitionProxy, type TestEtcd } from "../../../test/helpers/etcd.js";
 import { EtcdStore } from "./etcd-store.js";
 import { NotLeaderError, StoreUnavailableError, type Leadership } from "./store.js";
 
@@ -164,7 +164,7 @@ describe("EtcdStore against a real etcd", () => {
     const child = spawn(
       process.execPath,
       ["--conditions=source", "--import", "tsx", "--input-type=module", "-e", script, "--", etcd.endpoint, prefix, String(TTL_SECONDS)],
-      { cwd: fileURLToPath(new URL("../..", import.meta.url)), stdio: ["ignore", "pipe", "inherit"] },
+      { cwd: fileURLToPath(new URL("../../..", import.meta.url)), stdio: ["ignore", "pipe", "inherit"] },
     );
     const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
     try {

@@ -25,9 +25,9 @@ import {
   type Node,
   type WorkloadPlacement,
 } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
-import { startFakeBidder, type FakeBidder } from "../../test/helpers/fake-bidder.js";
-import { Aggregator } from "./aggregator.js";
-import { NotLeaderError, type ClusterStore, type Leadership, type StoreEntry } from "./store.js";
+import { startFakeBidder, type FakeBidder } from "../../../test/helpers/fake-bidder.js";
+import { Aggregator } from "../aggregator.js";
+import { NotLeaderError, type ClusterStore, type Leadership, type StoreEntry } from "../store/store.js";
 import { BmcRegistry, RedfishFencer, describeBmc, positionOf, type FenceOutcome, type FenceTarget, type Fencer, type LocatedBmc, type Location, type RedfishTarget } from "./fencing.js";
 import { restartPolicy } from "./deadman.js";
 

@@ -28,12 +28,12 @@ import {
   type NodeThermal,
   type RegisterNodeRequest,
 } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
-import type { ClusterStore } from "./store.js";
-import type { EventLog } from "./events.js";
+import type { ClusterStore } from "../store/store.js";
+import type { EventLog } from "../events/events.js";
 import { alreadyExists, clip, dnsLabel, duration, failedPrecondition, invalidArgument, labels as checkLabels, msOf, notFound, timestamp } from "@aether/server";
-import { nodeAddress, nodeId as checkNodeId } from "./validate.js";
-import { formatMs } from "./auction.js";
-import { compareStrings, KeyedMutex } from "./util.js";
+import { nodeAddress, nodeId as checkNodeId } from "../validate.js";
+import { formatMs } from "../auction/auction.js";
+import { compareStrings, KeyedMutex } from "../util.js";
 
 export const NODES_PREFIX = "nodes/";
 /** Label the aggregator sets on a node that rejoined after being fenced: its member generation (2, 3, ...). */

@@ -7,7 +7,7 @@ import { connect as netConnect } from "node:net";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createConnectTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { BidService } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
-import { nodeAddress } from "./validate.js";
+import { nodeAddress } from "../validate.js";
 
 /** TLS material for https:// node addresses: PEM text or file paths. */
 export interface NodeTls {
