@@ -8,7 +8,7 @@ import type { Logger } from "pino";
 import { Mutex } from "async-mutex";
 import { z } from "zod";
 import { isDnsLabel } from "@aether/sdk/names";
-import { alreadyExists, clip, failedPrecondition, internal, invalidArgument, notFound, writeJsonAtomic } from "@aether/server";
+import { clip, DomainError, resolveInTenant, writeJsonAtomic } from "@aether/server";
 import { crashPoint } from "../store/crash-point.js";
 import type { Supervisor } from "../runtime/supervisor.js";
 import type { CgroupBackend, CellStatsValue } from "./backend.js";
@@ -85,12 +85,12 @@ const DEFAULT_FREE_GRACE_MS = 10_000;
 
 /** A cell name path: DNS labels separated by '/'. */
 export function cellName(value: string): string[] {
-  if (value === "" || value === "/") throw invalidArgument("a cell name is required; the root of the cell tree cannot be allocated or freed.");
+  if (value === "" || value === "/") throw new DomainError("invalid_argument", "a cell name is required; the root of the cell tree cannot be allocated or freed.");
   const parts = value.split("/");
-  if (parts.length > MAX_DEPTH) throw invalidArgument(`cell name ${JSON.stringify(clip(value))} has ${parts.length} levels; at most ${MAX_DEPTH}.`);
+  if (parts.length > MAX_DEPTH) throw new DomainError("invalid_argument", `cell name ${JSON.stringify(clip(value))} has ${parts.length} levels; at most ${MAX_DEPTH}.`);
   for (const part of parts) {
     if (!isDnsLabel(part)) {
-      throw invalidArgument(
+      throw new DomainError("invalid_argument",
         `cell name ${JSON.stringify(clip(value))} is invalid: each '/'-separated part must be 1 to 63 lowercase letters, digits and '-' (no '.', '..', empty parts or leading '/').`,
       );
     }
@@ -125,7 +125,7 @@ export class CellRegistry {
 
   /** The backend, or FAILED_PRECONDITION with the reason cells cannot work on this host. */
   private need(): CgroupBackend {
-    if (!this.backend) throw failedPrecondition(`cells are unavailable on this host: ${this.unavailableReason}`);
+    if (!this.backend) throw new DomainError("failed_precondition", `cells are unavailable on this host: ${this.unavailableReason}`);
     return this.backend;
   }
 
@@ -146,12 +146,7 @@ export class CellRegistry {
   }
 
   resolve(ref: string, tenant: string): CellRecord {
-    // By id too only within the tenant: an id is no key to another tenant's cell.
-    const byId = this.byId.get(ref);
-    if (byId && byId.tenant === tenant) return byId;
-    const byName = this.findByName(tenant, ref);
-    if (byName) return byName;
-    throw notFound(`no cell with id or name ${JSON.stringify(clip(ref))} in tenant ${tenant}; list them with ListCells.`);
+    return resolveInTenant(this.byId, ref, tenant, (r) => r, { noun: "cell", hint: "list them with ListCells." });
   }
 
   private parentOf(r: CellRecord): CellRecord | undefined {
@@ -214,13 +209,13 @@ export class CellRegistry {
       if (earlier) return earlier;
     }
     const parts = cellName(input.name);
-    if (this.findByName(input.tenant, input.name)) throw alreadyExists(`a cell named ${input.name} already exists in tenant ${input.tenant}.`);
+    if (this.findByName(input.tenant, input.name)) throw new DomainError("already_exists", `a cell named ${input.name} already exists in tenant ${input.tenant}.`);
     const parentName = parts.slice(0, -1).join("/");
     const parent = parentName === "" ? undefined : this.findByName(input.tenant, parentName);
     if (parentName !== "" && !parent) {
-      throw notFound(`the parent cell ${parentName} does not exist in tenant ${input.tenant}; allocate it first.`);
+      throw new DomainError("not_found", `the parent cell ${parentName} does not exist in tenant ${input.tenant}; allocate it first.`);
     }
-    if (parent && this.freeing.has(parent.id)) throw failedPrecondition(`the parent cell ${parentName} is being freed.`);
+    if (parent && this.freeing.has(parent.id)) throw new DomainError("failed_precondition", `the parent cell ${parentName} is being freed.`);
     const segments = [input.tenant, ...parts];
     await this.checkCpuset(backend, segments, input.limits);
 
@@ -253,7 +248,7 @@ export class CellRegistry {
       await mkdir(this.dir, { recursive: true, mode: 0o700 });
       await writeJsonAtomic(this.file(record.id), record);
     } catch (err) {
-      throw internal(`could not record cell ${input.name}: ${(err as Error).message}`);
+      throw new DomainError("internal", `could not record cell ${input.name}: ${(err as Error).message}`);
     }
     try {
       await backend.create(segments, input.limits);
@@ -270,7 +265,7 @@ export class CellRegistry {
       if (record.holder) stopHolder(record.holder);
       await backend.remove(segments).catch(() => undefined);
       await rm(this.file(record.id), { force: true });
-      throw internal(`could not set up cell ${input.name}: ${(err as Error).message}`);
+      throw new DomainError("internal", `could not set up cell ${input.name}: ${(err as Error).message}`);
     }
     this.byId.set(record.id, record);
     return record;
@@ -288,31 +283,31 @@ export class CellRegistry {
     if (limits.cpusetCpus !== "") {
       const allowed = await backend.parentCpus(segments);
       if (!isSubset(limits.cpusetCpus, allowed)) {
-        throw invalidArgument(`cpuset_cpus ${limits.cpusetCpus} is not within the CPUs the parent may use (${allowed}).`);
+        throw new DomainError("invalid_argument", `cpuset_cpus ${limits.cpusetCpus} is not within the CPUs the parent may use (${allowed}).`);
       }
     }
     if (limits.cpusetMems !== "") {
       const allowed = await backend.parentMems(segments);
       if (!isSubset(limits.cpusetMems, allowed)) {
-        throw invalidArgument(`cpuset_mems ${limits.cpusetMems} is not within the memory nodes the parent may use (${allowed}).`);
+        throw new DomainError("invalid_argument", `cpuset_mems ${limits.cpusetMems} is not within the memory nodes the parent may use (${allowed}).`);
       }
     }
   }
 
   private kernelRefused(what: string, name: string, err: unknown) {
     const e = err as NodeJS.ErrnoException;
-    return failedPrecondition(`the kernel refused to ${what} cell ${name}: ${e.message}${e.code ? ` (${e.code})` : ""}.`);
+    return new DomainError("failed_precondition", `the kernel refused to ${what} cell ${name}: ${e.message}${e.code ? ` (${e.code})` : ""}.`);
   }
 
   async update(r: CellRecord, limits: LimitsValue): Promise<CellRecord> {
     const backend = this.need();
     const segments = this.segments(r);
     const gone = () => !this.byId.has(r.id) || this.freeing.has(r.id);
-    if (gone()) throw failedPrecondition(`cell ${r.name} is being freed; its limits can no longer change.`);
+    if (gone()) throw new DomainError("failed_precondition", `cell ${r.name} is being freed; its limits can no longer change.`);
     if (limits.memoryMaxBytes !== 0) {
       const current = await backend.memoryCurrent(segments);
       if (limits.memoryMaxBytes < current) {
-        throw failedPrecondition(
+        throw new DomainError("failed_precondition",
           `memory_max_bytes ${limits.memoryMaxBytes} is below what cell ${r.name} uses now (${current} bytes); free memory in the cell first or choose a higher limit.`,
         );
       }
@@ -326,7 +321,7 @@ export class CellRegistry {
       throw this.kernelRefused("apply the new limits to", r.name, err);
     }
     // A free that began meanwhile wins: never write a freed cell's record back.
-    if (gone()) throw failedPrecondition(`cell ${r.name} was freed while its limits were changed.`);
+    if (gone()) throw new DomainError("failed_precondition", `cell ${r.name} was freed while its limits were changed.`);
     const updated: CellRecord = { ...r, limits, stateReason: backend.unsupportedNote(limits) };
     await writeJsonAtomic(this.file(r.id), updated);
     this.byId.set(r.id, updated);
@@ -338,11 +333,11 @@ export class CellRegistry {
     const backend = this.need();
     const children = this.childrenOf(r);
     if (children.length > 0) {
-      throw failedPrecondition(`cell ${r.name} has child cells (${children.map((c) => c.name).sort().join(", ")}); free them first.`);
+      throw new DomainError("failed_precondition", `cell ${r.name} has child cells (${children.map((c) => c.name).sort().join(", ")}); free them first.`);
     }
     const running = this.supervisor.list().filter((e) => e.spec.cellId === r.id && e.status === "running");
     if (running.length > 0 && !stopExecutables) {
-      throw failedPrecondition(
+      throw new DomainError("failed_precondition",
         `cell ${r.name} has ${running.length} running executable(s) (${running.map((e) => e.spec.name).join(", ")}); stop them, or free with stop_executables.`,
       );
     }
@@ -350,7 +345,7 @@ export class CellRegistry {
     if (running.length === 0 && !stopExecutables) {
       const leftovers = await backend.processes(segments).catch(() => []);
       if (leftovers.length > 0) {
-        throw failedPrecondition(
+        throw new DomainError("failed_precondition",
           `cell ${r.name} still holds ${leftovers.length} process(es) that outlived the executables that started them (pids ${leftovers.slice(0, 10).join(", ")}); free with stop_executables to kill them.`,
         );
       }
@@ -371,7 +366,7 @@ export class CellRegistry {
       const strays = await backend.processes(segments).catch(() => []);
       if (strays.length > 0) {
         await this.undoFreeing(r);
-        throw failedPrecondition(`cell ${r.name} still holds processes that would not die (pids ${strays.slice(0, 10).join(", ")}).`);
+        throw new DomainError("failed_precondition", `cell ${r.name} still holds processes that would not die (pids ${strays.slice(0, 10).join(", ")}).`);
       }
       crashPoint("cells.free-stopped");
       try {
@@ -403,9 +398,9 @@ export class CellRegistry {
   placement(ref: string, tenant: string): CellPlacement {
     const backend = this.need();
     const r = this.resolve(ref, tenant);
-    if (this.freeing.has(r.id)) throw failedPrecondition(`cell ${r.name} is being freed; nothing new may start in it.`);
+    if (this.freeing.has(r.id)) throw new DomainError("failed_precondition", `cell ${r.name} is being freed; nothing new may start in it.`);
     const holder = this.effectiveHolder(r);
-    if (holder && !holderAlive(holder)) throw failedPrecondition(`the namespaces of cell ${r.name} are gone (their holder died); free and allocate the cell again.`);
+    if (holder && !holderAlive(holder)) throw new DomainError("failed_precondition", `the namespaces of cell ${r.name} are gone (their holder died); free and allocate the cell again.`);
     return {
       cellId: r.id,
       cellName: r.name,

@@ -1,7 +1,7 @@
 // aether.cells.v1.CellService: validates requests and translates between the registry's records
 // and the contract's messages.
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { Code, type ServiceImpl } from "@connectrpc/connect";
 import {
   CellBackend,
   CellSchema,
@@ -10,7 +10,7 @@ import {
   CellStatsSchema,
   type Cell,
 } from "@aether/sdk/gen/aether/cells/v1/cells_pb";
-import { labelFilter, labels, matchesFilter, notFound, paginate, reference, tenant as parseTenant, timestamp } from "@aether/server";
+import { labelFilter, labels, matchesFilter, notFound, paginate, reference, rpcCode, tenant as parseTenant, timestamp } from "@aether/server";
 import { limitsFromProto } from "./limits.js";
 import type { CellRecord, CellRegistry, CellView } from "./registry.js";
 
@@ -43,7 +43,7 @@ export function cellService(registry: CellRegistry): ServiceImpl<typeof CellServ
     try {
       return await read();
     } catch (err) {
-      if (!(err instanceof ConnectError) && !registry.list().some((r) => r.id === first.id)) throw notFound(`cell ${first.name} was freed while it was read.`);
+      if (rpcCode(err) === undefined && !registry.list().some((r) => r.id === first.id)) throw notFound(`cell ${first.name} was freed while it was read.`);
       throw err;
     }
   };
@@ -100,7 +100,7 @@ export function cellService(registry: CellRegistry): ServiceImpl<typeof CellServ
           .filter((r) => req.root === "" || r.name === req.root || r.name.startsWith(`${req.root}/`))
           .filter((r) => matchesFilter(r.labels, terms))
           // A cell freed while the list is read is left out.
-          .map((r) => reading(r, () => registry.view(r)).catch((err: unknown) => (err instanceof ConnectError && err.code === Code.NotFound ? undefined : Promise.reject(err)))),
+          .map((r) => reading(r, () => registry.view(r)).catch((err: unknown) => (rpcCode(err) === Code.NotFound ? undefined : Promise.reject(err)))),
       );
       const wanted = views.filter((v): v is CellView => v !== undefined).filter((v) => req.state === CellState.UNSPECIFIED || stateOf(v) === req.state);
       const { page, nextPageToken } = paginate(wanted, req.pageSize, req.pageToken);

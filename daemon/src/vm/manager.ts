@@ -10,9 +10,8 @@ import { EventEmitter } from "node:events";
 import { existsSync } from "node:fs";
 import { mkdir, readdir, readFile, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { Code, ConnectError } from "@connectrpc/connect";
 import type { Logger } from "pino";
-import { alreadyExists, clip, failedPrecondition, notFound, writeJsonAtomic } from "@aether/server";
+import { DomainError, resolveInTenant, rpcCode, writeJsonAtomic } from "@aether/server";
 import type { CellRegistry } from "../cells/registry.js";
 import type { StorageRegistry, VolumeUser } from "../storage/registry.js";
 import type { ImageRecord, VolumeRecord } from "../storage/records.js";
@@ -117,16 +116,16 @@ export class VmManager {
   attachableVolume(ref: string, tenant: string): VolumeRecord {
     const volume = this.storage.resolveVolume(ref, tenant);
     const health = this.storage.health(volume);
-    if (health.state !== "ready") throw failedPrecondition(`volume ${volume.name} is ${health.state}${health.reason ? `: ${health.reason}` : ""}; attach a ready volume.`);
+    if (health.state !== "ready") throw new DomainError("failed_precondition", `volume ${volume.name} is ${health.state}${health.reason ? `: ${health.reason}` : ""}; attach a ready volume.`);
     const users = this.volumeUsers(volume.id);
-    if (users.length > 0) throw failedPrecondition(`volume ${volume.name} is already attached to VM ${users.map((u) => u.vmId).join(", ")}; a disk is attached to one VM at a time (clone it for another).`);
+    if (users.length > 0) throw new DomainError("failed_precondition", `volume ${volume.name} is already attached to VM ${users.map((u) => u.vmId).join(", ")}; a disk is attached to one VM at a time (clone it for another).`);
     return volume;
   }
 
   /** An image a new VM may boot from (through a clone of its own). */
   bootableImage(ref: string, tenant: string): ImageRecord {
     const image = this.storage.resolveImage(ref, tenant);
-    if (image.state !== "ready") throw failedPrecondition(`image ${image.name} is ${image.state}, not ready; wait for its import (WatchImage) or import it again.`);
+    if (image.state !== "ready") throw new DomainError("failed_precondition", `image ${image.name} is ${image.state}, not ready; wait for its import (WatchImage) or import it again.`);
     return image;
   }
 
@@ -141,9 +140,9 @@ export class VmManager {
     const disks = spec.disks.map((d) => {
       if (d.volumeId === "") return d;
       const volume = this.storage.volumeById(d.volumeId);
-      if (!volume) throw failedPrecondition(`VM ${spec.name} cannot start: its volume ${d.volumeId} no longer exists.`);
+      if (!volume) throw new DomainError("failed_precondition", `VM ${spec.name} cannot start: its volume ${d.volumeId} no longer exists.`);
       const health = this.storage.health(volume);
-      if (health.state !== "ready") throw failedPrecondition(`VM ${spec.name} cannot start: volume ${volume.name} is ${health.state}${health.reason ? `: ${health.reason}` : ""}.`);
+      if (health.state !== "ready") throw new DomainError("failed_precondition", `VM ${spec.name} cannot start: volume ${volume.name} is ${health.state}${health.reason ? `: ${health.reason}` : ""}.`);
       return { ...d, path: volume.hostPath };
     });
     return { ...spec, disks };
@@ -174,17 +173,12 @@ export class VmManager {
   }
 
   resolve(ref: string, tenant: string): VmRecord {
-    // By id too only within the tenant: an id is no key to another tenant's VM.
-    const byId = this.vms.get(ref);
-    if (byId && byId.record.spec.tenant === tenant) return byId.record;
-    const byName = [...this.vms.values()].find((v) => v.record.spec.name === ref && v.record.spec.tenant === tenant);
-    if (byName) return byName.record;
-    throw notFound(`no VM with id or name ${JSON.stringify(clip(ref))} in tenant ${tenant}; list them with ListVms.`);
+    return resolveInTenant(this.vms, ref, tenant, (v) => v.record.spec, { noun: "VM", hint: "list them with ListVms." }).record;
   }
 
   private live(vm: VmRecord): LiveVm {
     const live = this.vms.get(vm.spec.id);
-    if (!live) throw notFound(`VM ${vm.spec.name} no longer exists.`);
+    if (!live) throw new DomainError("not_found", `VM ${vm.spec.name} no longer exists.`);
     return live;
   }
 
@@ -216,7 +210,7 @@ export class VmManager {
     if (earlier) return earlier;
     const nameKey = `${spec.tenant}/${spec.name}`;
     if (this.creatingNames.has(nameKey) || this.list().some((v) => v.spec.name === spec.name && v.spec.tenant === spec.tenant)) {
-      throw alreadyExists(`a VM named ${spec.name} already exists in tenant ${spec.tenant}; delete it first or pick another name.`);
+      throw new DomainError("already_exists", `a VM named ${spec.name} already exists in tenant ${spec.tenant}; delete it first or pick another name.`);
     }
     this.creatingNames.add(nameKey);
     const creation = this.createReserved(spec, bootImage, start);
@@ -231,7 +225,7 @@ export class VmManager {
 
   private async createReserved(spec: Omit<VmSpec, "id" | "createTimeMs">, bootImage: { imageId: string; sizeBytes: number } | undefined, start: boolean): Promise<VmRecord> {
     if (!this.hypervisors[spec.hypervisor]) {
-      throw failedPrecondition(
+      throw new DomainError("failed_precondition",
         spec.hypervisor === "qemu"
           ? "QEMU is not installed on this host (qemu-system-x86_64 not found): apt-get install qemu-system-x86."
           : "Firecracker is not installed on this host (no firecracker binary on PATH); use hypervisor QEMU.",
@@ -275,9 +269,9 @@ export class VmManager {
         } catch (err) {
           await this.purge(record);
           this.vms.delete(id);
-          const why = err instanceof ConnectError ? err.rawMessage : (err as Error).message;
+          const why = (err as Error).message;
           this.events.publish({ kind: "vm.deleted", tenant: full.tenant, resourceId: id, resourceName: full.name, message: `VM ${full.name} was removed again: its start failed: ${why}`, attributes: {} });
-          throw new ConnectError(`VM ${full.name} was not created, because it could not start: ${why}`, err instanceof ConnectError ? err.code : Code.FailedPrecondition);
+          throw new DomainError(err instanceof DomainError ? err.kind : "failed_precondition", `VM ${full.name} was not created, because it could not start: ${why}`);
         }
       }
       record.runtime.intent = undefined;
@@ -353,12 +347,12 @@ export class VmManager {
     const live = this.live(vm);
     const { spec } = vm;
     if (live.busy === ENDING) await live.ended;
-    if (live.busy) throw failedPrecondition(`VM ${spec.name} is busy (${live.busy}); wait for it to finish.`);
+    if (live.busy) throw new DomainError("failed_precondition", `VM ${spec.name} is busy (${live.busy}); wait for it to finish.`);
     if (!["created", "stopped", "failed"].includes(vm.runtime.state)) {
-      throw failedPrecondition(`VM ${spec.name} is ${vm.runtime.state}; only a created, stopped or failed VM can be started.`);
+      throw new DomainError("failed_precondition", `VM ${spec.name} is ${vm.runtime.state}; only a created, stopped or failed VM can be started.`);
     }
     const still = this.runningProcess(vm);
-    if (still) throw failedPrecondition(`VM ${spec.name} is ${vm.runtime.state} but its QEMU process (pid ${still.started?.pid ?? "?"}) still runs; stop the VM (StopVm) to end it, then start it.`);
+    if (still) throw new DomainError("failed_precondition", `VM ${spec.name} is ${vm.runtime.state} but its QEMU process (pid ${still.started?.pid ?? "?"}) still runs; stop the VM (StopVm) to end it, then start it.`);
     live.busy = "starting";
     try {
       return await this.launch(live);
@@ -384,13 +378,13 @@ export class VmManager {
     const vm = live.record;
     const { spec } = vm;
     const hypervisor = this.hypervisors[vm.spec.hypervisor];
-    if (!hypervisor) throw failedPrecondition(`the ${vm.spec.hypervisor} hypervisor this VM was created for is not installed on this host any more.`);
+    if (!hypervisor) throw new DomainError("failed_precondition", `the ${vm.spec.hypervisor} hypervisor this VM was created for is not installed on this host any more.`);
     // The hypervisor gets the disks' current paths; the record keeps the volume ids.
     const launchSpec = this.resolveDisks(spec);
     this.checkFiles(launchSpec);
     for (const nic of spec.nics) {
-      if (!isBridge(nic.bridge)) throw failedPrecondition(`bridge ${nic.bridge} does not exist on this host (or is not a bridge); create it first (ip link add ${nic.bridge} type bridge).`);
-      if (linkExists(nic.tap)) throw failedPrecondition(`a network device named ${nic.tap} already exists; it collides with this VM's TAP device. Remove it or give the NIC another tap_device.`);
+      if (!isBridge(nic.bridge)) throw new DomainError("failed_precondition", `bridge ${nic.bridge} does not exist on this host (or is not a bridge); create it first (ip link add ${nic.bridge} type bridge).`);
+      if (linkExists(nic.tap)) throw new DomainError("failed_precondition", `a network device named ${nic.tap} already exists; it collides with this VM's TAP device. Remove it or give the NIC another tap_device.`);
     }
     const startedAt = performance.now();
     const files = this.files(spec.id);
@@ -453,13 +447,13 @@ export class VmManager {
         vm.runtime.intent = undefined;
         await this.save(vm).catch(() => undefined);
       }
-      throw err instanceof ConnectError ? err : failedPrecondition(`VM ${spec.name} could not start: ${(err as Error).message}`);
+      throw rpcCode(err) !== undefined ? err : new DomainError("failed_precondition", `VM ${spec.name} could not start: ${(err as Error).message}`);
     }
   }
 
   private checkFiles(spec: VmSpec): void {
     const missing = [spec.kernelPath, spec.initrdPath, ...spec.disks.map((d) => d.path)].filter((p) => p !== "" && !existsSync(p));
-    if (missing.length > 0) throw failedPrecondition(`VM ${spec.name} cannot start: ${missing.join(", ")} ${missing.length === 1 ? "does" : "do"} not exist on this host.`);
+    if (missing.length > 0) throw new DomainError("failed_precondition", `VM ${spec.name} cannot start: ${missing.join(", ")} ${missing.length === 1 ? "does" : "do"} not exist on this host.`);
   }
 
   /** The VM's process goes in the cell the user named, else in a cell of its own when cells work here. */
@@ -505,14 +499,14 @@ export class VmManager {
 
   private async acceleration(spec: VmSpec): Promise<"kvm" | "tcg"> {
     if (spec.hypervisor === "firecracker") {
-      if (spec.acceleration === "tcg") throw failedPrecondition("Firecracker always uses KVM; use QEMU for TCG.");
+      if (spec.acceleration === "tcg") throw new DomainError("failed_precondition", "Firecracker always uses KVM; use QEMU for TCG.");
       return "kvm";
     }
     if (spec.acceleration === "tcg") return "tcg";
     const qemu = this.hypervisors.qemu as { path?: string } | undefined;
     this.kvmProbe ??= probeKvm(qemu?.path ?? "qemu-system-x86_64", spec.kernelPath, spec.initrdPath, this.options.kvmProbeTimeoutMs);
     const probe = await this.kvmProbe;
-    if (spec.acceleration === "kvm" && !probe.usable) throw failedPrecondition(`acceleration KVM was requested but ${probe.reason}; use AUTO or TCG.`);
+    if (spec.acceleration === "kvm" && !probe.usable) throw new DomainError("failed_precondition", `acceleration KVM was requested but ${probe.reason}; use AUTO or TCG.`);
     this.log.info({ kvm: probe.usable, reason: probe.reason }, "acceleration probe");
     return probe.usable ? "kvm" : "tcg";
   }
@@ -641,7 +635,7 @@ export class VmManager {
   async stop(vm: VmRecord, timeoutMs: number, force: boolean): Promise<VmRecord> {
     const live = this.live(vm);
     if (!["starting", "running", "paused"].includes(vm.runtime.state) && !this.runningProcess(vm)) {
-      throw failedPrecondition(`VM ${vm.spec.name} is ${vm.runtime.state}; there is nothing to stop.`);
+      throw new DomainError("failed_precondition", `VM ${vm.spec.name} is ${vm.runtime.state}; there is nothing to stop.`);
     }
     const wasPaused = vm.runtime.state === "paused";
     const graceful = !force && !wasPaused && (live.control !== undefined || (live.record.runtime.agentReady && live.agent !== undefined));
@@ -667,7 +661,7 @@ export class VmManager {
 
   async pause(vm: VmRecord): Promise<VmRecord> {
     const live = this.live(vm);
-    if (vm.runtime.state !== "running") throw failedPrecondition(`VM ${vm.spec.name} is ${vm.runtime.state}; only a running VM can be paused.`);
+    if (vm.runtime.state !== "running") throw new DomainError("failed_precondition", `VM ${vm.spec.name} is ${vm.runtime.state}; only a running VM can be paused.`);
     await live.control?.pause();
     await this.setState(live, "paused");
     return vm;
@@ -675,7 +669,7 @@ export class VmManager {
 
   async resume(vm: VmRecord): Promise<VmRecord> {
     const live = this.live(vm);
-    if (vm.runtime.state !== "paused") throw failedPrecondition(`VM ${vm.spec.name} is ${vm.runtime.state}; only a paused VM can be resumed.`);
+    if (vm.runtime.state !== "paused") throw new DomainError("failed_precondition", `VM ${vm.spec.name} is ${vm.runtime.state}; only a paused VM can be resumed.`);
     await live.control?.resume();
     await this.setState(live, "running");
     return vm;
@@ -684,15 +678,15 @@ export class VmManager {
   async delete(vm: VmRecord, force: boolean): Promise<void> {
     const live = this.live(vm);
     if (live.busy === ENDING) await live.ended;
-    if (live.busy) throw failedPrecondition(`VM ${vm.spec.name} is busy (${live.busy}); wait for it to finish, then delete it.`);
+    if (live.busy) throw new DomainError("failed_precondition", `VM ${vm.spec.name} is busy (${live.busy}); wait for it to finish, then delete it.`);
     const alive = this.runningProcess(vm);
     if (ACTIVE.includes(vm.runtime.state) || alive) {
-      if (!force) throw failedPrecondition(`VM ${vm.spec.name} is ${vm.runtime.state}${alive ? ` and its QEMU process (pid ${alive.started?.pid ?? "?"}) runs` : ""}; stop it first, or delete with force.`);
+      if (!force) throw new DomainError("failed_precondition", `VM ${vm.spec.name} is ${vm.runtime.state}${alive ? ` and its QEMU process (pid ${alive.started?.pid ?? "?"}) runs` : ""}; stop it first, or delete with force.`);
       await this.stop(vm, 0, true);
       // Another call may have begun (or finished) a delete while this one waited for the stop.
-      if (!this.vms.has(vm.spec.id)) throw notFound(`VM ${vm.spec.name} was deleted by another call meanwhile.`);
+      if (!this.vms.has(vm.spec.id)) throw new DomainError("not_found", `VM ${vm.spec.name} was deleted by another call meanwhile.`);
       if (live.busy === ENDING) await live.ended;
-      if (live.busy) throw failedPrecondition(`VM ${vm.spec.name} is busy (${live.busy}); wait for it to finish, then delete it.`);
+      if (live.busy) throw new DomainError("failed_precondition", `VM ${vm.spec.name} is busy (${live.busy}); wait for it to finish, then delete it.`);
     }
     // One delete at a time: a second one sees the VM busy instead of racing this one's purge.
     live.busy = "being deleted";
@@ -715,9 +709,9 @@ export class VmManager {
 
   agentOf(vm: VmRecord): GuestAgent {
     const live = this.live(vm);
-    if (!vm.spec.guestAgent) throw failedPrecondition(`VM ${vm.spec.name} has no guest agent (it was created with guest_agent false); Exec needs one.`);
+    if (!vm.spec.guestAgent) throw new DomainError("failed_precondition", `VM ${vm.spec.name} has no guest agent (it was created with guest_agent false); Exec needs one.`);
     if (vm.runtime.state !== "running" || !vm.runtime.agentReady || !live.agent) {
-      throw failedPrecondition(`VM ${vm.spec.name} is ${vm.runtime.state}${vm.runtime.state === "running" ? " but its guest agent is not answering" : ""}; Exec needs a running VM with a ready agent.`);
+      throw new DomainError("failed_precondition", `VM ${vm.spec.name} is ${vm.runtime.state}${vm.runtime.state === "running" ? " but its guest agent is not answering" : ""}; Exec needs a running VM with a ready agent.`);
     }
     return live.agent;
   }
