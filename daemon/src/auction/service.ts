@@ -4,7 +4,7 @@
 import { rm, readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
-import { clip, duration, durationMs, internal, invalidArgument, scopeKey, tenant as parseTenant, timestamp, writeJsonAtomic } from "@aether/server";
+import { clip, duration, durationMs, internal, invalidArgument, rpcCode, scopeKey, tenant as parseTenant, timestamp, writeJsonAtomic } from "@aether/server";
 import { Code, ConnectError, createContextValues, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { z } from "zod";
@@ -392,13 +392,14 @@ async function attempt<T>(call: () => T | Promise<T>, ignore: (err: unknown) => 
 
 /** Something already gone is what a release wants. */
 function ignoreGone(err: unknown): void {
-  if (err instanceof ConnectError && err.code === Code.NotFound) return;
+  if (rpcCode(err) === Code.NotFound) return;
   throw err;
 }
 
 /** A process that ended between the look and the stop needs no stopping. */
 function ignoreNotRunning(err: unknown): void {
-  if (err instanceof ConnectError && (err.code === Code.NotFound || err.code === Code.FailedPrecondition)) return;
+  const code = rpcCode(err);
+  if (code === Code.NotFound || code === Code.FailedPrecondition) return;
   throw err;
 }
 
