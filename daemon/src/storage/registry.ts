@@ -13,9 +13,8 @@ import { existsSync } from "node:fs";
 import { mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { Mutex } from "async-mutex";
-import { ConnectError } from "@connectrpc/connect";
 import type { Logger } from "pino";
-import { alreadyExists, clip, failedPrecondition, internal, invalidArgument, notFound, permissionDenied, writeJsonAtomic } from "@aether/server";
+import { clip, DomainError, resolveInTenant, rpcCode, writeJsonAtomic } from "@aether/server";
 import { HostCommandError } from "../host/command.js";
 import { crashPoint } from "../store/crash-point.js";
 import { confineLocalSource, fetchSource, ImportError, inspectStaged, type ImportSource } from "./image-import.js";
@@ -223,7 +222,7 @@ export class StorageRegistry {
 
   async getPool(name: string): Promise<PoolView> {
     const entry = this.pools.get(name);
-    if (!entry) throw notFound(`no pool named ${JSON.stringify(clip(name))} on this host; ListPools shows the configured pools (${[...this.pools.keys()].join(", ")}).`);
+    if (!entry) throw new DomainError("not_found", `no pool named ${JSON.stringify(clip(name))} on this host; ListPools shows the configured pools (${[...this.pools.keys()].join(", ")}).`);
     const status = await entry.pool.probe();
     const allocated = [...this.volumes.values(), ...this.images.values()].filter((r) => r.pool === name).reduce((sum, r) => sum + r.sizeBytes, 0);
     return { pool: entry.pool, isDefault: name === this.defaultPoolName, labels: entry.labels, status, allocatedBytes: allocated };
@@ -231,25 +230,25 @@ export class StorageRegistry {
 
   private poolFor(name: string): StoragePool {
     const entry = this.pools.get(name === "" ? this.defaultPoolName : name);
-    if (!entry) throw invalidArgument(`pool ${JSON.stringify(clip(name))} is not configured on this host; ListPools shows the pools (${[...this.pools.keys()].join(", ")}).`);
+    if (!entry) throw new DomainError("invalid_argument", `pool ${JSON.stringify(clip(name))} is not configured on this host; ListPools shows the pools (${[...this.pools.keys()].join(", ")}).`);
     return entry.pool;
   }
 
   private pool(name: string): StoragePool {
     const entry = this.pools.get(name);
-    if (!entry) throw failedPrecondition(`pool ${name} is no longer in aetherd's configuration; add it back to reach its volumes.`);
+    if (!entry) throw new DomainError("failed_precondition", `pool ${name} is no longer in aetherd's configuration; add it back to reach its volumes.`);
     return entry.pool;
   }
 
   /** Checks a size against the pool: not zero, not beyond what the whole pool could ever hold. */
   private async checkSize(pool: StoragePool, field: string, sizeBytes: number): Promise<number> {
-    if (sizeBytes < MIN_VOLUME_BYTES) throw invalidArgument(`${field} ${sizeBytes} is too small: a volume is at least 1 MiB (${MIN_VOLUME_BYTES} bytes).`);
-    if (sizeBytes > MAX_SAFE_BYTES) throw invalidArgument(`${field} ${sizeBytes} is beyond what aetherd handles (${MAX_SAFE_BYTES} bytes).`);
+    if (sizeBytes < MIN_VOLUME_BYTES) throw new DomainError("invalid_argument", `${field} ${sizeBytes} is too small: a volume is at least 1 MiB (${MIN_VOLUME_BYTES} bytes).`);
+    if (sizeBytes > MAX_SAFE_BYTES) throw new DomainError("invalid_argument", `${field} ${sizeBytes} is beyond what aetherd handles (${MAX_SAFE_BYTES} bytes).`);
     const rounded = Math.ceil(sizeBytes / pool.granularityBytes) * pool.granularityBytes;
     const status = await pool.probe();
-    if (!status.available) throw failedPrecondition(`pool ${pool.name} is unavailable: ${status.reason}`);
+    if (!status.available) throw new DomainError("failed_precondition", `pool ${pool.name} is unavailable: ${status.reason}`);
     if (rounded > status.capacityBytes) {
-      throw invalidArgument(`${field} ${sizeBytes} is larger than pool ${pool.name} can ever hold (${status.capacityBytes} bytes); use a smaller size or a bigger pool.`);
+      throw new DomainError("invalid_argument", `${field} ${sizeBytes} is larger than pool ${pool.name} can ever hold (${status.capacityBytes} bytes); use a smaller size or a bigger pool.`);
     }
     return rounded;
   }
@@ -257,30 +256,22 @@ export class StorageRegistry {
   // ---- lookups -----------------------------------------------------------------------------
 
   resolveVolume(ref: string, tenant: string): VolumeRecord {
-    const byId = this.volumes.get(ref);
-    if (byId && byId.tenant === tenant) return byId;
-    const byName = [...this.volumes.values()].find((v) => v.tenant === tenant && v.name === ref);
-    if (byName) return byName;
-    throw notFound(`no volume with id or name ${JSON.stringify(clip(ref))} in tenant ${tenant}; list them with ListVolumes.`);
+    return resolveInTenant(this.volumes, ref, tenant, (v) => v, { noun: "volume", hint: "list them with ListVolumes." });
   }
 
   resolveImage(ref: string, tenant: string): ImageRecord {
-    const byId = this.images.get(ref);
-    if (byId && byId.tenant === tenant) return byId;
-    const byName = [...this.images.values()].find((i) => i.tenant === tenant && i.name === ref);
-    if (byName) return byName;
-    throw notFound(`no image with id or name ${JSON.stringify(clip(ref))} in tenant ${tenant}; list them with ListImages.`);
+    return resolveInTenant(this.images, ref, tenant, (i) => i, { noun: "image", hint: "list them with ListImages." });
   }
 
   /** A snapshot by id, or by name within a volume. */
   resolveSnapshot(volumeRef: string, ref: string, tenant: string): SnapshotRecord {
     const byId = this.snapshots.get(ref);
     if (byId && byId.tenant === tenant && (volumeRef === "" || this.resolveVolume(volumeRef, tenant).id === byId.volume)) return byId;
-    if (volumeRef === "") throw notFound(`no snapshot with id ${JSON.stringify(clip(ref))} in tenant ${tenant}; to use a snapshot's name, also give its volume.`);
+    if (volumeRef === "") throw new DomainError("not_found", `no snapshot with id ${JSON.stringify(clip(ref))} in tenant ${tenant}; to use a snapshot's name, also give its volume.`);
     const volume = this.resolveVolume(volumeRef, tenant);
     const byName = this.snapshotsOf(volume.id).find((s) => s.name === ref);
     if (byName) return byName;
-    throw notFound(`volume ${volume.name} has no snapshot with id or name ${JSON.stringify(clip(ref))}; list them with ListSnapshots.`);
+    throw new DomainError("not_found", `volume ${volume.name} has no snapshot with id or name ${JSON.stringify(clip(ref))}; list them with ListSnapshots.`);
   }
 
   /** Snapshots of a volume, oldest first. */
@@ -337,7 +328,7 @@ export class StorageRegistry {
 
   private nameTaken(tenant: string, name: string): void {
     if ([...this.volumes.values()].some((v) => v.tenant === tenant && v.name === name)) {
-      throw alreadyExists(`a volume named ${name} already exists in tenant ${tenant}; pick another name or delete it first.`);
+      throw new DomainError("already_exists", `a volume named ${name} already exists in tenant ${tenant}; pick another name or delete it first.`);
     }
   }
 
@@ -363,13 +354,13 @@ export class StorageRegistry {
       if (source.kind === "empty") {
         pool = this.poolFor(input.pool);
         format = input.format ?? pool.formats()[0] ?? "raw";
-        if (!pool.formats().includes(format)) throw invalidArgument(`pool ${pool.name} cannot hold ${format} volumes; it holds ${pool.formats().join(", ")}.`);
+        if (!pool.formats().includes(format)) throw new DomainError("invalid_argument", `pool ${pool.name} cannot hold ${format} volumes; it holds ${pool.formats().join(", ")}.`);
         sizeBytes = await this.checkSize(pool, "size_bytes", source.sizeBytes);
         parent = { id: "", hostPath: "", format, sizeBytes };
       } else if (source.kind === "image") {
         const image = this.resolveImage(source.image, input.tenant);
-        if (image.state !== "ready") throw failedPrecondition(`image ${image.name} is ${image.state}, not ready; ${image.state === "importing" ? "wait for its import (WatchImage)" : "import it again"}.`);
-        if (!existsSync(image.hostPath)) throw failedPrecondition(`image ${image.name}'s data ${image.hostPath} is missing on disk; delete the image and import it again.`);
+        if (image.state !== "ready") throw new DomainError("failed_precondition", `image ${image.name} is ${image.state}, not ready; ${image.state === "importing" ? "wait for its import (WatchImage)" : "import it again"}.`);
+        if (!existsSync(image.hostPath)) throw new DomainError("failed_precondition", `image ${image.name}'s data ${image.hostPath} is missing on disk; delete the image and import it again.`);
         pool = this.clonePool(input.pool, image.pool);
         backing = { kind: "image", id: image.id };
         parent = { id: image.id, hostPath: image.hostPath, format: image.format, sizeBytes: image.sizeBytes };
@@ -377,13 +368,13 @@ export class StorageRegistry {
         format = image.format;
       } else {
         const snap = this.resolveSnapshot(source.volume, source.snapshot, input.tenant);
-        if (snap.state !== "ready") throw failedPrecondition(`snapshot ${snap.name} is ${snap.state}; clone a ready snapshot.`);
+        if (snap.state !== "ready") throw new DomainError("failed_precondition", `snapshot ${snap.name} is ${snap.state}; clone a ready snapshot.`);
         parentVolume = this.volumes.get(snap.volume);
-        if (!parentVolume) throw internal(`snapshot ${snap.id} has no volume record.`);
+        if (!parentVolume) throw new DomainError("internal", `snapshot ${snap.id} has no volume record.`);
         // A volume being deleted takes its snapshots' files with it; decided under the lock, where
         // a delete either sees this clone (and refuses) or has marked the volume first.
         if (parentVolume.state !== "ready") {
-          throw failedPrecondition(`volume ${parentVolume.name} is ${parentVolume.state}; its snapshot ${snap.name} cannot be cloned now.`);
+          throw new DomainError("failed_precondition", `volume ${parentVolume.name} is ${parentVolume.state}; its snapshot ${snap.name} cannot be cloned now.`);
         }
         pool = this.clonePool(input.pool, parentVolume.pool);
         backing = { kind: "snapshot", id: snap.id };
@@ -413,7 +404,7 @@ export class StorageRegistry {
         await this.saveVolume(record);
       } catch (err) {
         this.volumes.delete(record.id);
-        throw internal(`could not record volume ${record.name}: ${(err as Error).message}`);
+        throw new DomainError("internal", `could not record volume ${record.name}: ${(err as Error).message}`);
       }
       return { record, pool, parent, sizeBytes, format };
     });
@@ -447,14 +438,14 @@ export class StorageRegistry {
   /** A clone lives in its parent's pool; naming another one is a mistake worth an error. */
   private clonePool(requested: string, parentPool: string): StoragePool {
     if (requested !== "" && requested !== parentPool) {
-      throw invalidArgument(`a clone lives in its parent's pool (${parentPool}); leave pool empty or name ${parentPool}, not ${requested}.`);
+      throw new DomainError("invalid_argument", `a clone lives in its parent's pool (${parentPool}); leave pool empty or name ${parentPool}, not ${requested}.`);
     }
     return this.pool(parentPool);
   }
 
   private async cloneSize(pool: StoragePool, requested: number, parentSize: number, what: string): Promise<number> {
     if (requested === 0) return parentSize;
-    if (requested < parentSize) throw invalidArgument(`size_bytes ${requested} is smaller than the ${what} (${parentSize} bytes); a clone can only keep or grow the size.`);
+    if (requested < parentSize) throw new DomainError("invalid_argument", `size_bytes ${requested} is smaller than the ${what} (${parentSize} bytes); a clone can only keep or grow the size.`);
     return this.checkSize(pool, "size_bytes", requested);
   }
 
@@ -500,9 +491,9 @@ export class StorageRegistry {
   }
 
   private usable(volume: VolumeRecord, action: string): void {
-    if (volume.state !== "ready") throw failedPrecondition(`volume ${volume.name} is ${volume.state}${volume.stateReason ? ` (${volume.stateReason})` : ""}; it cannot be ${action} now.`);
+    if (volume.state !== "ready") throw new DomainError("failed_precondition", `volume ${volume.name} is ${volume.state}${volume.stateReason ? ` (${volume.stateReason})` : ""}; it cannot be ${action} now.`);
     const health = this.health(volume);
-    if (health.state !== "ready") throw failedPrecondition(`volume ${volume.name} cannot be ${action}: ${health.reason}`);
+    if (health.state !== "ready") throw new DomainError("failed_precondition", `volume ${volume.name} cannot be ${action}: ${health.reason}`);
   }
 
   private disk(volume: VolumeRecord): StoredDisk & { id: string } {
@@ -513,9 +504,9 @@ export class StorageRegistry {
     const volume = this.resolveVolume(ref, tenant);
     return this.volumeLock(volume.id).runExclusive(async () => {
       this.usable(volume, "resized");
-      if (sizeBytes < volume.sizeBytes) throw invalidArgument(`size_bytes ${sizeBytes} is smaller than volume ${volume.name} (${volume.sizeBytes} bytes); volumes only grow, since shrinking would cut off the guest's data.`);
+      if (sizeBytes < volume.sizeBytes) throw new DomainError("invalid_argument", `size_bytes ${sizeBytes} is smaller than volume ${volume.name} (${volume.sizeBytes} bytes); volumes only grow, since shrinking would cut off the guest's data.`);
       if (sizeBytes === volume.sizeBytes) return volume;
-      if (this.usersOf(volume.id).some((u) => u.running)) throw failedPrecondition(`volume ${volume.name} is attached to a running VM; stop the VM, resize, then start it.`);
+      if (this.usersOf(volume.id).some((u) => u.running)) throw new DomainError("failed_precondition", `volume ${volume.name} is attached to a running VM; stop the VM, resize, then start it.`);
       const pool = this.pool(volume.pool);
       const rounded = await this.checkSize(pool, "size_bytes", sizeBytes);
       try {
@@ -539,13 +530,13 @@ export class StorageRegistry {
     }
     await this.volumeLock(volume.id).runExclusive(async () => {
       const snaps = await this.lock.runExclusive(async () => {
-        if (volume.state === "creating" || volume.state === "deleting") throw failedPrecondition(`volume ${volume.name} is ${volume.state}; try again when that is done.`);
+        if (volume.state === "creating" || volume.state === "deleting") throw new DomainError("failed_precondition", `volume ${volume.name} is ${volume.state}; try again when that is done.`);
         const users = this.usersOf(volume.id).filter((u) => u.vmId !== options.asOwner);
-        if (users.length > 0) throw failedPrecondition(`volume ${volume.name} is attached to VM ${users.map((u) => u.vmId).join(", ")}; delete the VM or detach the volume first.`);
+        if (users.length > 0) throw new DomainError("failed_precondition", `volume ${volume.name} is attached to VM ${users.map((u) => u.vmId).join(", ")}; delete the VM or detach the volume first.`);
         const dependents = this.dependentsOf(volume.id);
-        if (dependents.length > 0) throw failedPrecondition(`volume ${volume.name} has clones that depend on its snapshots (${dependents.map((d) => d.name).join(", ")}); delete them first.`);
+        if (dependents.length > 0) throw new DomainError("failed_precondition", `volume ${volume.name} has clones that depend on its snapshots (${dependents.map((d) => d.name).join(", ")}); delete them first.`);
         const snaps = this.snapshotsOf(volume.id);
-        if (snaps.length > 0 && !deleteSnapshots) throw failedPrecondition(`volume ${volume.name} has ${snaps.length} snapshot(s); delete them first or set delete_snapshots.`);
+        if (snaps.length > 0 && !deleteSnapshots) throw new DomainError("failed_precondition", `volume ${volume.name} has ${snaps.length} snapshot(s); delete them first or set delete_snapshots.`);
         // Written ahead (durably): a crash from here on leaves DELETING, and load() finishes the delete.
         volume.state = "deleting";
         await this.saveVolume(volume);
@@ -582,14 +573,14 @@ export class StorageRegistry {
       this.usable(volume, "snapshotted");
       const pool = this.pool(volume.pool);
       if (pool.driver === "dir" && this.usersOf(volume.id).some((u) => u.running)) {
-        throw failedPrecondition(`volume ${volume.name} is attached to a running VM and lives in a dir pool, whose snapshots swap the file under the hypervisor; stop the VM first (ZFS pools snapshot running volumes).`);
+        throw new DomainError("failed_precondition", `volume ${volume.name} is attached to a running VM and lives in a dir pool, whose snapshots swap the file under the hypervisor; stop the VM first (ZFS pools snapshot running volumes).`);
       }
       if (pool.driver === "dir" && volume.format !== "qcow2") {
-        throw failedPrecondition(`volume ${volume.name} is ${volume.format}: raw volumes in a dir pool have no snapshots (and so no clones); create the volume as qcow2.`);
+        throw new DomainError("failed_precondition", `volume ${volume.name} is ${volume.format}: raw volumes in a dir pool have no snapshots (and so no clones); create the volume as qcow2.`);
       }
       const existing = this.snapshotsOf(volume.id);
       const name = input.name || `s${new Date().toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "z").toLowerCase()}`;
-      if (existing.some((s) => s.name === name)) throw alreadyExists(`volume ${volume.name} already has a snapshot named ${name}; pick another name.`);
+      if (existing.some((s) => s.name === name)) throw new DomainError("already_exists", `volume ${volume.name} already has a snapshot named ${name}; pick another name.`);
       const record: SnapshotRecord = {
         id: randomUUID(),
         name,
@@ -631,11 +622,11 @@ export class StorageRegistry {
       throw err;
     }
     const volume = this.volumes.get(snap.volume);
-    if (!volume) throw internal(`snapshot ${snap.id} has no volume record.`);
+    if (!volume) throw new DomainError("internal", `snapshot ${snap.id} has no volume record.`);
     await this.volumeLock(volume.id).runExclusive(async () => {
       const { newer, older } = await this.lock.runExclusive(async () => {
         const clones = this.clonesOf("snapshot", snap.id);
-        if (clones.length > 0) throw failedPrecondition(`snapshot ${snap.name} has clones (${clones.map((c) => c.name).join(", ")}); delete them first.`);
+        if (clones.length > 0) throw new DomainError("failed_precondition", `snapshot ${snap.name} has clones (${clones.map((c) => c.name).join(", ")}); delete them first.`);
         this.usable(volume, "changed");
         const chain = this.snapshotsOf(volume.id);
         const at = chain.findIndex((s) => s.id === snap.id);
@@ -645,9 +636,9 @@ export class StorageRegistry {
         if (pool.driver === "dir") {
           // Deleting a layer rewrites the one above it: the volume itself when no newer snapshot
           // exists, or the newer snapshot, which clones and running VMs may be reading.
-          if (!newer && this.usersOf(volume.id).some((u) => u.running)) throw failedPrecondition(`volume ${volume.name} is attached to a running VM; stop it before deleting its newest snapshot.`);
+          if (!newer && this.usersOf(volume.id).some((u) => u.running)) throw new DomainError("failed_precondition", `volume ${volume.name} is attached to a running VM; stop it before deleting its newest snapshot.`);
           if (newer && this.clonesOf("snapshot", newer.id).some((c) => this.usersOf(c.id).some((u) => u.running))) {
-            throw failedPrecondition(`snapshot ${newer.name} (taken after ${snap.name}) has clones attached to running VMs; stop them first.`);
+            throw new DomainError("failed_precondition", `snapshot ${newer.name} (taken after ${snap.name}) has clones attached to running VMs; stop them first.`);
           }
         }
         snap.state = "deleting";
@@ -678,12 +669,12 @@ export class StorageRegistry {
       const newer = await this.lock.runExclusive(async () => {
         this.usable(volume, "rolled back");
         const users = this.usersOf(volume.id);
-        if (users.length > 0) throw failedPrecondition(`volume ${volume.name} is attached to VM ${users.map((u) => u.vmId).join(", ")}; delete the VM or detach the volume before rolling back.`);
+        if (users.length > 0) throw new DomainError("failed_precondition", `volume ${volume.name} is attached to VM ${users.map((u) => u.vmId).join(", ")}; delete the VM or detach the volume before rolling back.`);
         const chain = this.snapshotsOf(volume.id);
         const newer = chain.slice(chain.findIndex((s) => s.id === snap.id) + 1);
-        if (newer.length > 0 && !destroyNewer) throw failedPrecondition(`volume ${volume.name} has ${newer.length} snapshot(s) newer than ${snap.name} (${newer.map((s) => s.name).join(", ")}); set destroy_newer_snapshots to delete them.`);
+        if (newer.length > 0 && !destroyNewer) throw new DomainError("failed_precondition", `volume ${volume.name} has ${newer.length} snapshot(s) newer than ${snap.name} (${newer.map((s) => s.name).join(", ")}); set destroy_newer_snapshots to delete them.`);
         const cloned = newer.filter((s) => this.clonesOf("snapshot", s.id).length > 0);
-        if (cloned.length > 0) throw failedPrecondition(`snapshot ${cloned.map((s) => s.name).join(", ")} (newer than ${snap.name}) has clones; delete them before rolling back.`);
+        if (cloned.length > 0) throw new DomainError("failed_precondition", `snapshot ${cloned.map((s) => s.name).join(", ")} (newer than ${snap.name}) has clones; delete them before rolling back.`);
         return newer;
       });
       try {
@@ -711,7 +702,7 @@ export class StorageRegistry {
       try {
         source = { kind: "local", path: await confineLocalSource(source.path, this.importRoots) };
       } catch (err) {
-        if (err instanceof ImportError) throw failedPrecondition(err.message);
+        if (err instanceof ImportError) throw new DomainError("failed_precondition", err.message);
         throw err;
       }
     } else {
@@ -719,16 +710,16 @@ export class StorageRegistry {
         await precheckUrl(new URL(source.url), source.rules);
       } catch (err) {
         // The caller may not have aetherd fetch this: a question of permission, not of the argument's form.
-        if (err instanceof UrlRefusedError) throw permissionDenied(err.message);
-        if (err instanceof ImportError) throw failedPrecondition(err.message);
+        if (err instanceof UrlRefusedError) throw new DomainError("permission_denied", err.message);
+        if (err instanceof ImportError) throw new DomainError("failed_precondition", err.message);
         throw err;
       }
     }
     const status = await pool.probe();
-    if (!status.available) throw failedPrecondition(`pool ${pool.name} is unavailable: ${status.reason}`);
+    if (!status.available) throw new DomainError("failed_precondition", `pool ${pool.name} is unavailable: ${status.reason}`);
     const record = await this.lock.runExclusive(async () => {
       if ([...this.images.values()].some((i) => i.tenant === input.tenant && i.name === input.name)) {
-        throw alreadyExists(`an image named ${input.name} already exists in tenant ${input.tenant}; pick another name or delete it first.`);
+        throw new DomainError("already_exists", `an image named ${input.name} already exists in tenant ${input.tenant}; pick another name or delete it first.`);
       }
       const record: ImageRecord = {
         id: randomUUID(),
@@ -806,9 +797,9 @@ export class StorageRegistry {
       throw err;
     }
     await this.lock.runExclusive(async () => {
-      if (image.state === "deleting") throw failedPrecondition(`image ${image.name} is already being deleted.`);
+      if (image.state === "deleting") throw new DomainError("failed_precondition", `image ${image.name} is already being deleted.`);
       const clones = this.clonesOf("image", image.id);
-      if (clones.length > 0) throw failedPrecondition(`image ${image.name} has volumes cloned from it (${clones.map((c) => c.name).join(", ")}); delete them first.`);
+      if (clones.length > 0) throw new DomainError("failed_precondition", `image ${image.name} has volumes cloned from it (${clones.map((c) => c.name).join(", ")}); delete them first.`);
       image.state = "deleting";
       await this.saveImage(image, false);
     });
@@ -864,9 +855,9 @@ export class StorageRegistry {
 
   /** Host failures become FAILED_PRECONDITION (pool gone) or INTERNAL with the tool's own words. */
   private hostError(err: unknown, doing: string): Error {
-    if (err instanceof ConnectError) return err;
-    if (err instanceof PoolUnavailableError) return failedPrecondition(`${doing} failed: the pool is unavailable: ${err.message}`);
-    if (err instanceof HostCommandError) return internal(`${doing} failed: ${err.message}`);
-    return internal(`${doing} failed: ${(err as Error).message}`);
+    if (rpcCode(err) !== undefined) return err as Error;
+    if (err instanceof PoolUnavailableError) return new DomainError("failed_precondition", `${doing} failed: the pool is unavailable: ${err.message}`);
+    if (err instanceof HostCommandError) return new DomainError("internal", `${doing} failed: ${err.message}`);
+    return new DomainError("internal", `${doing} failed: ${(err as Error).message}`);
   }
 }
