@@ -1,14 +1,10 @@
 // Every RPC that targets an executable accepts its id or its name (within the request's tenant).
-import { clip, notFound, reference, tenant as parseTenant } from "@aether/server";
+import { reference, resolveInTenant, tenant as parseTenant } from "@aether/server";
 import type { Supervisor, TrackedExecutable } from "./supervisor.js";
 
 export function resolveExecutable(supervisor: Supervisor, ref: string, tenantField: string, field = "executable"): TrackedExecutable {
   const key = reference(field, ref);
   const owner = parseTenant(tenantField);
-  // By id too only within the tenant: an id is no key to another tenant's executable.
-  const byId = supervisor.get(key);
-  if (byId && byId.spec.tenant === owner) return byId;
-  const byName = supervisor.list().find((e) => e.spec.name === key && e.spec.tenant === owner);
-  if (byName) return byName;
-  throw notFound(`no executable with id or name ${JSON.stringify(clip(key))} in tenant ${owner}; list them with ListExecutables.`);
+  const executables = { get: (id: string) => supervisor.get(id), values: () => supervisor.list() };
+  return resolveInTenant(executables, key, owner, (e) => e.spec, { noun: "executable", hint: "list them with ListExecutables." });
 }

@@ -21,7 +21,7 @@ const DEFAULT_GRACE_MS = 10_000;
 /** How many completed DeleteExecutable request_ids are remembered for retries. */
 const REMEMBERED_DELETES = 1024;
 
-/** Resolves a cell by id or name in a tenant to where a process must go; throws a ConnectError. */
+/** Resolves a cell by id or name in a tenant to where a process must go; throws a DomainError. */
 export type CellPlacer = (cell: string, tenant: string) => Placement;
 
 export function executableService(supervisor: Supervisor, placeInCell: CellPlacer, tenantIds: TenantIds): ServiceImpl<typeof ExecutableService> {

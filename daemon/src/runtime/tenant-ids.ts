@@ -10,7 +10,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
-import { invalidArgument, resourceExhausted, writeFileAtomic } from "@aether/server";
+import { DomainError, writeFileAtomic } from "@aether/server";
 
 /** The largest valid id: (uid_t)-1 means "unchanged" to setuid and chown. */
 const MAX_ID = 4_294_967_294;
@@ -60,7 +60,7 @@ export class TenantIds {
   async hostIds(tenant: string, uid: number | undefined, gid: number | undefined): Promise<HostIds> {
     for (const [field, value] of [["uid", uid], ["gid", gid]] as const) {
       if (value !== undefined && value >= this.size) {
-        throw invalidArgument(
+        throw new DomainError("invalid_argument",
           `${field} ${value} is outside tenant ${tenant}'s id block: a tenant names ids from 0 to ${this.size - 1}, which aetherd maps to host ids of the tenant's own.`,
         );
       }
@@ -84,7 +84,7 @@ export class TenantIds {
         this.blocks = next;
         return start;
       }
-      throw resourceExhausted(
+      throw new DomainError("resource_exhausted",
         `no id block is left for tenant ${tenant}: ${Object.keys(this.blocks).length} tenants hold blocks of ${this.size} ids from ${this.base}; lower [tenancy] ids_per_tenant or id_base.`,
       );
     });
