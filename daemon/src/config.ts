@@ -2,7 +2,7 @@
 import { resolve } from "node:path";
 import { z } from "zod";
 import { defaultSocketPath, defaultStateDir } from "@aether/sdk";
-import { DNS_LABEL } from "@aether/sdk/names";
+import { DNS_LABEL, LABEL_KEY } from "@aether/sdk/names";
 import { parseConfig, readToml } from "@aether/server";
 
 const TcpSchema = z
@@ -54,8 +54,6 @@ const BiddingSchema = z
 
 export type BiddingConfig = z.infer<typeof BiddingSchema>;
 
-const LabelKey = /^([a-z0-9.-]{1,253}\/)?[a-z0-9A-Z]([a-zA-Z0-9_.-]{0,61}[a-zA-Z0-9])?$/;
-
 /** [node]: facts about this host that aetherd cannot find by looking. */
 const NodeSchema = z
   .object({
@@ -64,7 +62,7 @@ const NodeSchema = z
      * requirements.node_selector. aetherd adds aether.io/hostname and aether.io/arch itself.
      */
     labels: z
-      .record(z.string().regex(LabelKey, "label keys are letters, digits, '-', '_' and '.', optionally prefixed by a domain and '/'"), z.string().max(63))
+      .record(z.string().regex(LABEL_KEY, "label keys are letters, digits, '-', '_' and '.', optionally prefixed by a domain and '/'"), z.string().max(63))
       .default({}),
   })
   .strict();

@@ -8,7 +8,7 @@
 export { connect, type AetherClient, type ConnectOptions } from "./connect.js";
 export { resolveTarget, type HttpsTarget, type Target, type TargetOptions, type TlsOptions, type UnixTarget } from "./target.js";
 export { defaultClientConfigPath, defaultSocketPath, defaultStateDir } from "./address.js";
-export { DNS_LABEL, DNS_LABEL_PATH, isDnsLabel } from "./names.js";
+export { DNS_LABEL, DNS_LABEL_PATH, isDnsLabel, LABEL_KEY } from "./names.js";
 export { Code, ConnectError } from "@connectrpc/connect";
 export { defineManifest, isManifest, ManifestError, MANIFEST_LABEL, type CellDecl, type ExecutableDecl, type Manifest, type ManifestCell, type ManifestExecutable, type ManifestInput, type ManifestRequirements, type ManifestTarget, type ManifestVolume, type RequirementsDecl, type VolumeDecl } from "./manifest/define.js";
 export { planManifest } from "./manifest/plan.js";

@@ -11,6 +11,9 @@ export const DNS_LABEL = new RegExp(`^${LABEL}$`);
 /** A path of DNS labels separated by '/' (a cell's name, "team-a/build"). */
 export const DNS_LABEL_PATH = new RegExp(`^${LABEL}(\\/${LABEL})*$`);
 
+/** A label key: letters, digits, '-', '_' and '.' (at most 63), optionally prefixed by a domain and '/'. */
+export const LABEL_KEY = /^([a-z0-9.-]{1,253}\/)?[a-z0-9A-Z]([a-zA-Z0-9_.-]{0,61}[a-zA-Z0-9])?$/;
+
 /** Whether value is a DNS label. */
 export function isDnsLabel(value: string): boolean {
   return DNS_LABEL.test(value);

@@ -2,7 +2,7 @@
 // The general rules of every Aether server (names, tenants, labels, filters, pages); each program
 // adds its own (the aggregator's node ids and addresses).
 import { isIP } from "node:net";
-import { DNS_LABEL } from "@aether/sdk/names";
+import { DNS_LABEL, LABEL_KEY } from "@aether/sdk/names";
 import { invalidArgument } from "./errors.js";
 
 export const DEFAULT_TENANT = "default";
@@ -37,7 +37,7 @@ export function labels(value: Record<string, string>): Record<string, string> {
   const entries = Object.entries(value);
   if (entries.length > 64) throw invalidArgument(`too many labels (${entries.length}); at most 64 are allowed.`);
   for (const [k, v] of entries) {
-    if (!/^([a-z0-9.-]{1,253}\/)?[a-z0-9A-Z]([a-zA-Z0-9_.-]{0,61}[a-zA-Z0-9])?$/.test(k)) {
+    if (!LABEL_KEY.test(k)) {
       throw invalidArgument(`label key ${JSON.stringify(clip(k))} is invalid: use letters, digits, '-', '_' and '.', at most 63 characters.`);
     }
     if (v.length > 63 || /[\u0000-\u001f\u007f]/.test(v)) {
