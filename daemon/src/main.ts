@@ -19,7 +19,7 @@ import { FenceService } from "@aether/sdk/gen/aether/fence/v1/fence_pb";
 import { AggregatorService, BidService } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { ServerReflection } from "@aether/sdk/gen/grpc/reflection/v1/reflection_pb";
 import { ConfigError, loadConfig, type ConfigFlags } from "./config.js";
-import { Authorizer, createLogger, listen, ListenError, lockStateDir, methodsOf, PolicyError, StateLockError, writeFileAtomic } from "@aether/server";
+import { Authorizer, createLogger, describeError, listen, ListenError, lockStateDir, methodsOf, PolicyError, StateLockError, writeFileAtomic } from "@aether/server";
 import { unimplementedService } from "./api/unimplemented.js";
 import { EventBus } from "./observe/event-bus.js";
 import { observeService } from "./observe/service.js";
@@ -277,7 +277,7 @@ Examples:
         process.stderr.write(`aetherd: ${err.message}\n`);
         process.exit(2);
       }
-      process.stderr.write(`aetherd: could not start: ${(err as Error).message}\n`);
+      process.stderr.write(`aetherd: could not start: ${describeError(err)}\n`);
       process.exit(1);
     }
   });

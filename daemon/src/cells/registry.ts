@@ -8,7 +8,7 @@ import type { Logger } from "pino";
 import { Mutex } from "async-mutex";
 import { z } from "zod";
 import { isDnsLabel } from "@aether/sdk/names";
-import { clip, DomainError, resolveInTenant, writeJsonAtomic } from "@aether/server";
+import { clip, describeError, DomainError, resolveInTenant, writeJsonAtomic } from "@aether/server";
 import { crashPoint } from "../store/crash-point.js";
 import type { Supervisor } from "../runtime/supervisor.js";
 import type { CgroupBackend, CellStatsValue } from "./backend.js";
@@ -490,7 +490,7 @@ export class CellRegistry {
         await this.free(r, true);
         this.log.info({ cell: r.name, tenant: r.tenant }, "recovered: finished freeing a cell that a restart interrupted");
       } catch (err) {
-        r.stateReason = `aetherd restarted while freeing this cell and could not finish: ${(err as Error).message}; free it again.`;
+        r.stateReason = `aetherd restarted while freeing this cell and could not finish: ${describeError(err)}; free it again.`;
         await writeJsonAtomic(this.file(r.id), r);
         this.log.error({ cell: r.name, err: (err as Error).message }, r.stateReason);
       }

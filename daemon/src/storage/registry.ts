@@ -14,7 +14,7 @@ import { mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { Mutex } from "async-mutex";
 import type { Logger } from "pino";
-import { clip, DomainError, resolveInTenant, rpcCode, writeJsonAtomic } from "@aether/server";
+import { clip, describeError, DomainError, resolveInTenant, rpcCode, writeJsonAtomic } from "@aether/server";
 import { HostCommandError } from "../host/command.js";
 import { crashPoint } from "../store/crash-point.js";
 import { confineLocalSource, fetchSource, ImportError, inspectStaged, type ImportSource } from "./image-import.js";
@@ -204,7 +204,7 @@ export class StorageRegistry {
       await step(pool);
       this.log.info({ id: record.id, name: record.name }, `recovered: ${doing}`);
     } catch (err) {
-      const reason = `aetherd restarted in the middle of a change and ${doing} failed: ${(err as Error).message}; delete it again once that is fixed.`;
+      const reason = `aetherd restarted in the middle of a change and ${doing} failed: ${describeError(err)}; delete it again once that is fixed.`;
       this.log.error({ id: record.id, err: (err as Error).message }, reason);
       record.state = "failed";
       record.stateReason = reason;
