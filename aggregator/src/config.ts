@@ -6,7 +6,7 @@ import { dirname, join, resolve } from "node:path";
 import { z } from "zod";
 import { ConfigError, parseConfig, readToml } from "@aether/server";
 import { DEFAULT_AUCTION_WINDOW_MS, DEFAULT_EVENT_RETENTION, DEFAULT_LEASE_TTL_MS, DEFAULT_PROVISION_TIMEOUT_MS } from "./aggregator.js";
-import { DEFAULT_FENCE_POLL_INTERVAL_MS, DEFAULT_FENCE_RETRY_MS, DEFAULT_FENCE_TIMEOUT_MS } from "./fencing/deadman.js";
+import { DEFAULT_FENCE_POLL_INTERVAL_MS, DEFAULT_FENCE_RETRY_MS, DEFAULT_FENCE_TIMEOUT_MS } from "./fencing/deadman-model.js";
 import type { BmcEntry } from "./fencing/fencing.js";
 
 const HOST_PORT = /^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$/;

@@ -28,8 +28,8 @@ export {
   type TieBreakRule,
 } from "./auction/auction.js";
 export { NodeRegistry, INCARNATION_LABEL, type Rejoin } from "./nodes/registry.js";
+export { Deadman } from "./fencing/deadman.js";
 export {
-  Deadman,
   restartPolicy,
   DEFAULT_FENCE_POLL_INTERVAL_MS,
   DEFAULT_FENCE_RETRY_MS,
@@ -40,7 +40,7 @@ export {
   type DeadmanOptions,
   type FencingRecord,
   type RestartPolicy,
-} from "./fencing/deadman.js";
+} from "./fencing/deadman-model.js";
 export {
   BmcRegistry,
   RedfishFencer,

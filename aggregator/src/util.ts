@@ -1,4 +1,4 @@
-// Small helpers shared by the registry and the auctions.
+// Small helpers shared by the rooms.
 
 /** Runs work for one key at a time (in arrival order); different keys run concurrently. */
 export class KeyedMutex {
@@ -24,3 +24,13 @@ export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(r
 
 /** Orders strings the same way everywhere (code points, not the locale). */
 export const compareStrings = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
+/** Runs work on every item, at most limit at a time. */
+export async function pool<T>(items: T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
+  const queue = [...items];
+  await Promise.all(
+    Array.from({ length: Math.min(limit, queue.length) }, async () => {
+      for (let item = queue.shift(); item !== undefined; item = queue.shift()) await work(item);
+    }),
+  );
+}

@@ -29,7 +29,7 @@ import { startFakeBidder, type FakeBidder } from "../../../test/helpers/fake-bid
 import { Aggregator } from "../aggregator.js";
 import { NotLeaderError, type ClusterStore, type Leadership, type StoreEntry } from "../store/store.js";
 import { BmcRegistry, RedfishFencer, describeBmc, positionOf, type FenceOutcome, type FenceTarget, type Fencer, type LocatedBmc, type Location, type RedfishTarget } from "./fencing.js";
-import { restartPolicy } from "./deadman.js";
+import { restartPolicy } from "./deadman-model.js";
 
 const TTL_MS = 400;
 

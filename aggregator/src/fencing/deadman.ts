@@ -18,96 +18,33 @@
 // What the deadman did is kept under fencing/<node id> in the store, so a replica that takes over
 // finishes it: a FENCING node is fenced again (fencing an "Off" node confirms at once), a FENCED
 // node's workloads still on it are re-placed, a FENCE_FAILED node is retried.
-import type { Logger } from "pino";
-import { ClusterEventKind, NodeState, PlacementState, type Node, type RegisterNodeRequest, type WorkloadPlacement, type WorkloadSpec } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
-import type { ClusterStore } from "../store/store.js";
-import type { NewEvent } from "../events/events.js";
-import type { NodeRegistry, Rejoin } from "../nodes/registry.js";
-import { fenceTargetOf, positionOf, type FenceOutcome, type Fencer, type LocatedBmc } from "./fencing.js";
-import { describeError, msOf, unavailable } from "@aether/server";
+import { ClusterEventKind, NodeState, type Node, type RegisterNodeRequest } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
+import type { Rejoin } from "../nodes/registry.js";
+import { fenceTargetOf, positionOf, type FenceOutcome, type LocatedBmc } from "./fencing.js";
+import { describeError, msOf } from "@aether/server";
 import { formatMs } from "../auction/auction.js";
+import { pool } from "../util.js";
+import {
+  DEFAULT_FENCE_POLL_INTERVAL_MS,
+  DEFAULT_FENCE_RETRY_MS,
+  DEFAULT_FENCE_TIMEOUT_MS,
+  FENCING_PREFIX,
+  MAX_FENCE_RETRY_MS,
+  RESTART_LABEL,
+  fencingKey,
+  restartPolicy,
+  type DeadmanHost,
+  type DeadmanOptions,
+  type FencingRecord,
+} from "./deadman-model.js";
+import { memberRecord, rejoinOf } from "./rejoin.js";
 
-export const DEFAULT_FENCE_TIMEOUT_MS = 60_000;
-export const DEFAULT_FENCE_POLL_INTERVAL_MS = 500;
-export const DEFAULT_FENCE_RETRY_MS = 10_000;
-/** Backoff between fence attempts doubles up to this. */
-export const MAX_FENCE_RETRY_MS = 300_000;
 /** Beyond the fence timeout, how long a fence call may take before it counts as hung (at most the timeout again). */
 const HANG_GUARD_MS = 10_000;
 /** How many workloads of a fenced node are re-placed at once. */
 const REPLACE_CONCURRENCY = 8;
-/** Grace period for stopping a stale workload on a node that rejoins. */
-const STALE_GRACE_MS = 1000;
-const STALE_CALL_TIMEOUT_MS = 4000;
 
-/** Workload label that says whether the workload is started elsewhere when its node is fenced. */
-export const RESTART_LABEL = "aether.io/restart";
-export const FENCING_PREFIX = "fencing/";
-const fencingKey = (id: string) => `${FENCING_PREFIX}${id}`;
 const iso = (ms: number) => new Date(ms).toISOString();
-
-export type RestartPolicy = "on-fence" | "never";
-
-/**
- * Whether a workload is started again elsewhere when its node is fenced: the label
- * aether.io/restart ("on-fence" or "never") decides; without it executables and VMs are, cells are
- * not (the aggregator does not know what their owner started in them).
- */
-export function restartPolicy(spec: WorkloadSpec | undefined): RestartPolicy {
-  const label = spec?.labels[RESTART_LABEL];
-  if (label === "never" || label === "on-fence") return label;
-  return spec?.kind.case === "cell" ? "never" : "on-fence";
-}
-
-/** What the deadman keeps per node in the store. */
-export interface FencingRecord {
-  node: string;
-  /** Member generation: 1 at the first registration, +1 each time the node rejoins after a fence. */
-  incarnation: number;
-  phase: "member" | "suspect" | "fencing" | "fenced" | "fence_failed";
-  /** The lease of the incarnation the phase is about. */
-  leaseId: string;
-  lastHeartbeatMs?: number;
-  suspectMs?: number;
-  fenceStartMs?: number;
-  fencedMs?: number;
-  attempts: number;
-  nextAttemptMs?: number;
-  /** The BMC, described without credentials. */
-  bmc?: string;
-  /** Lease id of the suspect episode an unfenceable node was already reported for. */
-  alertedLease?: string;
-  /** Workloads the node had when it was fenced: released on it before it rejoins. */
-  stale: Array<{ workloadId: string; tenant: string; name: string }>;
-}
-
-/** What the deadman needs from the aggregator. */
-export interface DeadmanHost {
-  readonly store: ClusterStore;
-  readonly registry: NodeRegistry;
-  readonly log: Logger;
-  emit(event: NewEvent): Promise<void>;
-  /** The node's placements that are PROVISIONING or PLACED on it and not being worked on right now. */
-  movablePlacements(nodeId: string): WorkloadPlacement[];
-  /** Marks the placement REPLACING (durably) and runs an auction without the fenced node; settles once placed or failed. */
-  replaceFenced(placement: WorkloadPlacement, node: Node, lastHeartbeatMs: number): Promise<void>;
-  /** Marks a workload that is not restarted elsewhere FAILED, saying why. */
-  abandonFenced(placement: WorkloadPlacement, node: Node, reason: string): Promise<void>;
-  /** Asks the node at address to release a workload; true when it had it. */
-  release(address: string, workloadId: string, tenant: string, graceMs: number, timeoutMs: number): Promise<boolean>;
-}
-
-export interface DeadmanOptions {
-  fencer: Fencer;
-  /** Longest time from the fence request to power state "Off" (60 s). */
-  fenceTimeoutMs?: number;
-  /** Time between power state reads while fencing (500 ms). */
-  pollIntervalMs?: number;
-  /** First wait before fencing again after an unconfirmed fence (10 s); doubles up to 5 min. */
-  retryMs?: number;
-  /** The node lease TTL, for sweeping at least every tenth of it. */
-  leaseTtlMs: number;
-}
 
 /** Races work against a deadline, aborting its signal when the deadline passes first. */
 async function withDeadline<T>(work: (signal: AbortSignal) => Promise<T>, ms: number, what: string): Promise<T> {
@@ -126,15 +63,6 @@ async function withDeadline<T>(work: (signal: AbortSignal) => Promise<T>, ms: nu
   } finally {
     clearTimeout(timer);
   }
-}
-
-async function pool<T>(items: T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
-  const queue = [...items];
-  await Promise.all(
-    Array.from({ length: Math.min(limit, queue.length) }, async () => {
-      for (let item = queue.shift(); item !== undefined; item = queue.shift()) await work(item);
-    }),
-  );
 }
 
 export class Deadman {
@@ -461,46 +389,16 @@ export class Deadman {
 
   /**
    * Before a node registers: a fenced node rejoins as a new member once every workload it had when
-   * it was fenced is released on it (they run elsewhere now). Returns the rejoin, or undefined for
-   * an ordinary registration; throws UNAVAILABLE when the release fails (the node retries).
+   * it was fenced is released on it (rejoin.ts). Returns the rejoin, or undefined for an ordinary
+   * registration; throws UNAVAILABLE when the release fails (the node retries).
    */
   async beforeRegister(req: RegisterNodeRequest): Promise<Rejoin | undefined> {
-    const node = this.host.registry.get(req.nodeId);
-    const record = this.records.get(req.nodeId);
-    if (node?.state === NodeState.FENCING) return undefined; // The registry refuses it with a sentence.
-    if (node?.state !== NodeState.FENCED && record?.phase !== "fenced") return undefined;
-    const stale = record?.stale ?? [];
-    const results = await Promise.allSettled(stale.map((w) => this.host.release(req.address, w.workloadId, w.tenant, STALE_GRACE_MS, STALE_CALL_TIMEOUT_MS)));
-    const failures = results.flatMap((r, i) => (r.status === "rejected" ? [`${stale[i]?.name} (${stale[i]?.workloadId}): ${describeError(r.reason).replace(/\.$/, "")}`] : []));
-    if (failures.length > 0) {
-      throw unavailable(
-        `node ${req.nodeId} was fenced and rejoins only once the workloads it had then are released on it (they run elsewhere now); releasing ${failures.length} of ${stale.length} failed: ${failures.join("; ")}. It registers again by itself; nothing was changed.`,
-      );
-    }
-    const had = results.filter((r) => r.status === "fulfilled" && r.value).length;
-    const names = stale.map((w) => w.name).join(", ");
-    return {
-      incarnation: (record?.incarnation ?? 1) + 1,
-      summary:
-        stale.length === 0
-          ? "it had no workloads when it was fenced; none is resumed there."
-          : `its ${stale.length} workload(s) from before the fence (${names}) were released on it (${had} still known there) and are not resumed there: they run elsewhere or were given up.`,
-      attributes: { stale_released: String(stale.length), stale_found: String(had), ...(stale.length > 0 && { stale_workloads: stale.map((w) => w.workloadId).join(",") }) },
-    };
+    return rejoinOf(this.host, this.records.get(req.nodeId), req);
   }
 
   /** After a node registered: a rejoin becomes the new member; a recovered node's episode ends. */
   async afterRegister(node: Node, rejoin: Rejoin | undefined): Promise<void> {
-    const record = this.records.get(node.id);
-    if (!record && !rejoin) return;
-    const next: FencingRecord = {
-      node: node.id,
-      incarnation: rejoin?.incarnation ?? record?.incarnation ?? 1,
-      phase: "member",
-      leaseId: node.lease?.id ?? "",
-      attempts: 0,
-      stale: rejoin ? [] : (record?.stale ?? []),
-    };
-    await this.save(next);
+    const next = memberRecord(node, this.records.get(node.id), rejoin);
+    if (next) await this.save(next);
   }
 }
