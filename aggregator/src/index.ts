@@ -3,13 +3,13 @@ export * from "./store/store.js";
 export { EmbeddedStore } from "./store/embedded-store.js";
 export {
   Aggregator,
-  normalizeSpec,
   DEFAULT_AUCTION_WINDOW_MS,
   DEFAULT_EVENT_RETENTION,
   DEFAULT_LEASE_TTL_MS,
   DEFAULT_PROVISION_TIMEOUT_MS,
   type AggregatorOptions,
 } from "./aggregator.js";
+export { normalizeSpec } from "./auction/deploy.js";
 export {
   classifyAnswer,
   collectBids,

@@ -1,0 +1,241 @@
+// One auction run: ask the READY nodes the spec does not rule out for bids within the window,
+// decide() the order, record the placement (PROVISIONING) and the auction durably, then
+// ExecuteProvisioning on the winner (request_id = workload id, so a retry cannot provision twice);
+// on failure, release whatever it left and try the next in order. Deploys, re-placements and
+// resumed placements all end here.
+import { randomUUID } from "node:crypto";
+import { clone, create } from "@bufbuild/protobuf";
+import type { ConnectError } from "@connectrpc/connect";
+import {
+  AuctionRecordSchema,
+  AuctionState,
+  AuctionTrigger,
+  BidOutcome,
+  ClusterEventKind,
+  DeployResponseSchema,
+  PlacementState,
+  RequestBidRequestSchema,
+  WorkloadPlacementSchema,
+  type AuctionRecord,
+  type DeployResponse,
+  type ExecuteProvisioningResponse,
+  type Node,
+  type WorkloadPlacement,
+  type WorkloadSpec,
+} from "@aether/sdk/gen/aether/auction/v1/auction_pb";
+import { describeError, duration, failedPrecondition, preciseNow, resourceExhausted, timestamp, unavailable } from "@aether/server";
+import type { Context } from "../context.js";
+import { compareStrings } from "../util.js";
+import { collectBids, decide, diskWearOf, whyNoBid, type BidTarget, type Contender } from "./auction.js";
+
+export interface AuctionJob {
+  /** Normalized, with workload_id and the kind's name/tenant/request_id set. */
+  spec: WorkloadSpec;
+  windowMs: number;
+  trigger: AuctionTrigger;
+  /** The working copy of the placement (new, or the existing one being re-placed). */
+  placement: WorkloadPlacement;
+  requestKey: string | undefined;
+  /** Nodes to leave out besides the spec's exclude_nodes (the node a workload moves off). */
+  exclude?: string[];
+  /** Set when the workload moves off a fenced node: for the WORKLOAD_REPLACED event's attributes. */
+  fenced?: { node: string; lastHeartbeatMs: number };
+}
+
+export function resourceIdOf(response: ExecuteProvisioningResponse): string {
+  return response.resource.case === undefined ? "" : response.resource.value.id;
+}
+
+export class AuctionRunner {
+  constructor(private readonly ctx: Context) {}
+
+  /** One auction: bids, decision, provisioning (with fallback), records and events. */
+  async run(job: AuctionJob): Promise<DeployResponse> {
+    const { spec, placement } = job;
+    const t0 = performance.now();
+    const startMs = preciseNow();
+    const auctionId = randomUUID();
+    const record = create(AuctionRecordSchema, {
+      id: auctionId,
+      workloadId: spec.workloadId,
+      tenant: spec.tenant,
+      labels: spec.labels,
+      createTime: timestamp(startMs),
+      state: AuctionState.BIDDING,
+      trigger: job.trigger,
+      bidTimeout: duration(job.windowMs),
+    });
+    placement.auctionId = auctionId;
+    placement.auctionHistory.push(auctionId);
+    if (placement.state !== PlacementState.REPLACING) placement.state = PlacementState.BIDDING;
+
+    // Who is asked: READY nodes the spec does not rule out.
+    const excluded: Array<{ node: string; reason: string }> = [];
+    const targets: BidTarget[] = [];
+    const selector = Object.entries(spec.requirements?.nodeSelector ?? {});
+    const specExcludes = new Set(spec.requirements?.excludeNodes ?? []);
+    const moveOff = new Set(job.exclude ?? []);
+    for (const node of this.ctx.registry.list()) {
+      if (!this.ctx.registry.isLive(node, Date.now())) excluded.push({ node: node.id, reason: this.ctx.registry.whyNotLive(node) });
+      else if (moveOff.has(node.id)) excluded.push({ node: node.id, reason: "the workload is being moved off it" });
+      else if (specExcludes.has(node.id)) excluded.push({ node: node.id, reason: "excluded by the spec's exclude_nodes" });
+      else {
+        const mismatch = selector.filter(([k, v]) => node.labels[k] !== v);
+        if (mismatch.length > 0) {
+          const has = mismatch.map(([k]) => `${k}=${node.labels[k] ?? "(unset)"}`).join(", ");
+          excluded.push({ node: node.id, reason: `its labels do not match node_selector (wants ${mismatch.map(([k, v]) => `${k}=${v}`).join(", ")}; has ${has})` });
+        } else {
+          targets.push({ node: node.id, client: this.ctx.clients.bid(node.address) });
+        }
+      }
+    }
+
+    const bidding = await collectBids(targets, create(RequestBidRequestSchema, { auctionId, spec }), job.windowMs);
+    record.bids = bidding.bids;
+    record.biddingDuration = duration(bidding.biddingMs);
+    for (const bid of bidding.bids) {
+      if (bid.outcome === BidOutcome.ERROR || bid.outcome === BidOutcome.TIMED_OUT) {
+        this.ctx.log.warn({ auction: auctionId, node: bid.node, outcome: BidOutcome[bid.outcome], error: bid.error }, "bid ignored");
+      }
+    }
+
+    const tDecide = performance.now();
+    const counts = this.ctx.book.counts();
+    const contenders: Contender[] = bidding.bids
+      .filter((b) => b.outcome === BidOutcome.BID)
+      .map((b) => {
+        const thermal = this.ctx.registry.get(b.node)?.thermal;
+        return { node: b.node, score: b.score, placements: counts.get(b.node) ?? 0, cpuCelsius: thermal?.cpuCelsius, inletCelsius: thermal?.inletCelsius, diskWear: diskWearOf(b.breakdown) };
+      });
+    const decision = decide(contenders);
+    record.decisionDuration = duration(performance.now() - tDecide);
+    record.tieBreakReason = decision.tieBreakReason;
+
+    if (decision.order.length === 0) {
+      const reasons = [...bidding.bids.map((b) => ({ node: b.node, reason: whyNoBid(b) })), ...excluded].sort((a, b) => compareStrings(a.node, b.node));
+      const sentence =
+        reasons.length === 0
+          ? `no node can host workload ${spec.name}: no node is registered with this aggregator; start aetherd with the aggregator configured on at least one host.`
+          : `no node can host workload ${spec.name}: ${reasons.map((r) => `${r.node}: ${r.reason.replace(/\.$/, "")}`).join("; ")}.`;
+      return this.fail(record, placement, job, sentence, t0, resourceExhausted);
+    }
+    const first = decision.order[0] as Contender;
+    void this.ctx.emit({
+      kind: ClusterEventKind.AUCTION_DECIDED,
+      node: first.node,
+      workloadId: spec.workloadId,
+      tenant: spec.tenant,
+      auctionId,
+      message: `auction for ${spec.name}: ${first.node} won with ${first.score} of ${record.bids.length} node(s) asked${decision.tieBreakReason ? ` (${decision.tieBreakReason})` : ""}.`,
+      attributes: { score: String(first.score), bids: String(contenders.length), ...(decision.decidedBy ? { tie_break: decision.decidedBy } : {}) },
+    });
+
+    // Provisioning: the winner, then the next in order while they fail.
+    const tProvision = performance.now();
+    const failures: string[] = [];
+    let provisioned: { node: string; score: number; resourceId: string } | undefined;
+    const previousNode = placement.node;
+    for (const contender of decision.order) {
+      record.state = AuctionState.PROVISIONING;
+      record.winner = contender.node;
+      record.winningScore = contender.score;
+      placement.state = PlacementState.PROVISIONING;
+      placement.node = contender.node;
+      placement.stateReason = "";
+      placement.resourceId = "";
+      await this.ctx.book.save(record, placement, job.requestKey);
+      const node = this.ctx.registry.get(contender.node);
+      try {
+        if (!node) throw failedPrecondition(`node ${contender.node} was deregistered during the auction`);
+        const response = await this.ctx.clients.bid(node.address).executeProvisioning({ auctionId, spec, requestId: spec.workloadId }, { timeoutMs: this.ctx.provisionTimeoutMs });
+        provisioned = { node: contender.node, score: contender.score, resourceId: resourceIdOf(response) };
+        break;
+      } catch (err) {
+        const why = describeError(err);
+        failures.push(`${contender.node} failed to provision it (${why.replace(/\.$/, "")})`);
+        const bid = record.bids.find((b) => b.node === contender.node);
+        if (bid) bid.error = `won, but provisioning failed: ${why}`;
+        this.ctx.log.warn({ auction: auctionId, node: contender.node, err: why }, "provisioning failed; trying the next bidder");
+        if (node) this.releaseQuietly(node, spec);
+      }
+    }
+    record.provisioningDuration = duration(performance.now() - tProvision);
+
+    if (!provisioned) {
+      record.winner = first.node;
+      record.winningScore = first.score;
+      const sentence = `every node that bid failed to provision workload ${spec.name}: ${failures.join("; ")}. Deploy again (with the same request_id, so that a retry cannot place it twice).`;
+      return this.fail(record, placement, job, sentence, t0, unavailable);
+    }
+
+    record.state = AuctionState.SUCCEEDED;
+    record.winner = provisioned.node;
+    record.winningScore = provisioned.score;
+    record.stateReason =
+      failures.length === 0
+        ? `${provisioned.node} won with ${provisioned.score} and provisioned the workload.`
+        : `${failures.join("; ")}; ${provisioned.node}, next in order with ${provisioned.score}, provisioned it.`;
+    record.endTime = timestamp(Date.now());
+    record.totalDuration = duration(performance.now() - t0);
+    placement.state = PlacementState.PLACED;
+    placement.stateReason = "";
+    placement.node = provisioned.node;
+    placement.resourceId = provisioned.resourceId;
+    placement.placeTime = timestamp(Date.now());
+    try {
+      await this.ctx.book.save(record, placement, job.requestKey);
+    } catch (err) {
+      // Provisioned, but it cannot be recorded: undo it rather than leave a workload nobody knows of.
+      const node = this.ctx.registry.get(provisioned.node);
+      if (node) this.releaseQuietly(node, spec);
+      throw err;
+    }
+    const replaced = job.trigger === AuctionTrigger.REPLACEMENT;
+    const fenced = job.fenced;
+    void this.ctx.emit({
+      kind: replaced ? ClusterEventKind.WORKLOAD_REPLACED : ClusterEventKind.WORKLOAD_PLACED,
+      node: provisioned.node,
+      workloadId: spec.workloadId,
+      tenant: spec.tenant,
+      auctionId,
+      message: replaced
+        ? `workload ${spec.name} moved from ${previousNode || "-"} to ${provisioned.node}.`
+        : `workload ${spec.name} placed on ${provisioned.node}${placement.resourceId ? ` as ${placement.resourceId}` : ""}.`,
+      attributes: {
+        score: String(provisioned.score),
+        ...(replaced ? { from_node: previousNode, to_node: provisioned.node } : {}),
+        ...(fenced ? { fenced_node: fenced.node, last_heartbeat: new Date(fenced.lastHeartbeatMs).toISOString(), since_last_heartbeat_ms: String(Date.now() - fenced.lastHeartbeatMs) } : {}),
+      },
+    });
+    this.ctx.log.info(
+      { auction: auctionId, workload: spec.workloadId, name: spec.name, node: provisioned.node, score: provisioned.score, bids: record.bids.length, ms: Number((performance.now() - t0).toFixed(2)) },
+      "workload placed",
+    );
+    return create(DeployResponseSchema, { placement: clone(WorkloadPlacementSchema, placement), auction: clone(AuctionRecordSchema, record) });
+  }
+
+  private async fail(record: AuctionRecord, placement: WorkloadPlacement, job: AuctionJob, sentence: string, t0: number, makeError: (s: string) => ConnectError): Promise<never> {
+    record.state = AuctionState.FAILED;
+    record.stateReason = sentence;
+    record.endTime = timestamp(Date.now());
+    record.totalDuration = duration(performance.now() - t0);
+    placement.state = PlacementState.FAILED;
+    placement.stateReason = sentence;
+    placement.node = "";
+    placement.resourceId = "";
+    await this.ctx.book.save(record, placement, job.requestKey);
+    const { spec } = job;
+    void this.ctx.emit({ kind: ClusterEventKind.AUCTION_FAILED, workloadId: spec.workloadId, tenant: spec.tenant, auctionId: record.id, message: sentence });
+    void this.ctx.emit({ kind: ClusterEventKind.WORKLOAD_FAILED, workloadId: spec.workloadId, tenant: spec.tenant, auctionId: record.id, message: `workload ${spec.name} could not be placed: ${sentence}` });
+    this.ctx.log.warn({ auction: record.id, workload: spec.workloadId, name: spec.name, reason: sentence }, "auction failed");
+    throw makeError(`${sentence.replace(/\.$/, "")} (auction ${record.id}).`);
+  }
+
+  /** Asks a node to drop a workload it may have half-provisioned; failures are only logged. */
+  releaseQuietly(node: Node, spec: WorkloadSpec): void {
+    this.ctx.clients
+      .bid(node.address)
+      .releaseWorkload({ workloadId: spec.workloadId, tenant: spec.tenant, gracePeriod: duration(5000) }, { timeoutMs: 10_000 })
+      .catch((err: unknown) => this.ctx.log.warn({ node: node.id, workload: spec.workloadId, err: describeError(err) }, "could not release a workload after its provisioning failed"));
+  }
+}

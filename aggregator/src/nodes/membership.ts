@@ -1,0 +1,75 @@
+// The nodes' side of AggregatorService: RegisterNode (a fenced node rejoins through the deadman
+// first), Heartbeat, DeregisterNode (with re_place, its workloads move elsewhere) and ListNodes with
+// each node's count of live placements. The connection to an address no node uses any more is closed.
+import { clone } from "@bufbuild/protobuf";
+import {
+  NodeSchema,
+  type DeregisterNodeRequest,
+  type HeartbeatRequest,
+  type Lease,
+  type ListNodesRequest,
+  type Node,
+  type RegisterNodeRequest,
+} from "@aether/sdk/gen/aether/auction/v1/auction_pb";
+import { describeError, labelFilter, matchesFilter, paginate } from "@aether/server";
+import type { Context } from "../context.js";
+import type { Deadman } from "../fencing/deadman.js";
+import { ON_NODE } from "../placements/book.js";
+import type { Replacement } from "../placements/replacement.js";
+
+export class Membership {
+  constructor(
+    private readonly ctx: Context,
+    private readonly fencing: Pick<Deadman, "beforeRegister" | "afterRegister">,
+    private readonly replacement: Pick<Replacement, "replace">,
+  ) {}
+
+  async registerNode(req: RegisterNodeRequest): Promise<{ node: Node; lease: Lease }> {
+    const previous = this.ctx.registry.get(req.nodeId)?.address;
+    // A fenced node rejoins as a new member, once the workloads it had then are released on it.
+    const rejoin = await this.fencing.beforeRegister(req);
+    const node = await this.ctx.registry.register(req, rejoin);
+    await this.fencing.afterRegister(node, rejoin);
+    if (previous !== undefined && previous !== node.address) this.forgetAddress(previous);
+    return { node: this.withCount(node), lease: node.lease as Lease };
+  }
+
+  /** Closes the connection to an address no registered node uses any more. */
+  private forgetAddress(address: string): void {
+    if (!this.ctx.registry.list().some((n) => n.address === address)) this.ctx.clients.forget(address);
+  }
+
+  async heartbeat(req: HeartbeatRequest): Promise<{ lease: Lease }> {
+    return { lease: await this.ctx.registry.heartbeat(req) };
+  }
+
+  async deregisterNode(req: DeregisterNodeRequest): Promise<Record<string, never>> {
+    const node = await this.ctx.registry.deregister(req);
+    if (!req.rePlace) this.forgetAddress(node.address);
+    if (req.rePlace) {
+      for (const p of this.ctx.book.placements.values()) {
+        if (p.node === node.id && ON_NODE.has(p.state)) {
+          this.replacement.replace(p, node).catch((err: unknown) => this.ctx.log.warn({ workload: p.workloadId, err: describeError(err) }, "re-placement failed"));
+        }
+      }
+    }
+    return {};
+  }
+
+  async listNodes(req: ListNodesRequest): Promise<{ nodes: Node[]; nextPageToken: string }> {
+    const terms = labelFilter(req.filter);
+    const counts = this.ctx.book.counts();
+    const all = this.ctx.registry
+      .list()
+      .filter((n) => (req.state === 0 || n.state === req.state) && matchesFilter(n.labels, terms))
+      .map((n) => this.withCount(n, counts));
+    const { page, nextPageToken } = paginate(all, req.pageSize, req.pageToken);
+    return { nodes: page, nextPageToken };
+  }
+
+  private withCount(node: Node, counts = this.ctx.book.counts()): Node {
+    const copy = clone(NodeSchema, node);
+    copy.placementCount = counts.get(node.id) ?? 0;
+    return copy;
+  }
+}
