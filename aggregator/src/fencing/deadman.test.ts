@@ -4,6 +4,9 @@
 // matches two nodes leave the workloads where they are with an alert; a fenced node rejoins as a new
 // member without its old workloads; a standby never fences and the replica that takes over
 // finishes a fence left under way.
+//
+// Over 400 lines because the scenarios share one harness (a fake fencer, an in-memory store with an
+// election, fake nodes) written at the top, and each scenario needs a fenced cluster of its own.
 import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
