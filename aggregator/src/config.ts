@@ -4,6 +4,7 @@ import { readFileSync, statSync } from "node:fs";
 import { homedir, hostname } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { z } from "zod";
+import { DNS_LABEL } from "@aether/sdk/names";
 import { ConfigError, parseConfig, readToml } from "@aether/server";
 import { DEFAULT_AUCTION_WINDOW_MS, DEFAULT_EVENT_RETENTION, DEFAULT_LEASE_TTL_MS, DEFAULT_PROVISION_TIMEOUT_MS } from "./aggregator.js";
 import { DEFAULT_FENCE_POLL_INTERVAL_MS, DEFAULT_FENCE_RETRY_MS, DEFAULT_FENCE_TIMEOUT_MS } from "./fencing/deadman-model.js";
@@ -37,7 +38,7 @@ const NodeTlsSchema = z
  */
 const BmcSchema = z
   .object({
-    node: z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, "must be the node's name (a DNS label)").optional(),
+    node: z.string().regex(DNS_LABEL, "must be the node's name (a DNS label)").optional(),
     slot: z.number().int().min(1).max(65535).optional(),
     chassis: z.string().min(1).max(63).optional(),
     rack: z.string().min(1).max(63).optional(),
