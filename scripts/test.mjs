@@ -18,6 +18,7 @@ const step = (title, file, args) => {
 
 step("generated code matches proto/", process.execPath, [join(root, "scripts", "gen.mjs"), "--check"]);
 step("buf lint", bin("buf"), ["lint"]);
+step("code is formatted (npm run format)", bin("prettier"), ["--check", "--log-level", "warn", "."]);
 step("type check and build", bin("tsc"), ["-b"]);
 step("type check tests, bench and examples", bin("tsc"), ["-p", "tsconfig.test.json"]);
 step("SDK reference builds with every symbol documented (npm run docs)", bin("typedoc"), ["--logLevel", "Warn"]);
@@ -32,7 +33,8 @@ function findTests(dir, out = []) {
   return out;
 }
 const only = process.argv.slice(2);
-const files = only.length > 0 ? only : ["sdk", "server", "fence", "daemon", "aggregator", "test"].flatMap((d) => findTests(join(root, d))).sort();
+const files =
+  only.length > 0 ? only : ["sdk", "server", "fence", "daemon", "aggregator", "test"].flatMap((d) => findTests(join(root, d))).sort();
 console.log(`\n== node --test (${files.length} files)`);
 // Every process the tests start inherits this run's marker, so the last step can tell ours apart.
 const runId = randomBytes(6).toString("hex");
@@ -46,7 +48,8 @@ const result = spawnSync(process.execPath, ["--conditions=source", "--import", "
 console.log("\n== the tests left nothing behind (processes, TAPs and bridges, mounts, pools, cgroups)");
 const left = await settledLeftovers(before, runId);
 const earlier = preexisting(before);
-if (earlier.length > 0) console.log(`(not counted, there before this run: ${earlier.join(", ")}; \`node scripts/leftovers.mjs\` lists them)`);
+if (earlier.length > 0)
+  console.log(`(not counted, there before this run: ${earlier.join(", ")}; \`node scripts/leftovers.mjs\` lists them)`);
 if (left.length > 0) console.error(`the tests left this behind:\n${left.join("\n")}`);
 else console.log("nothing left");
 process.exit(left.length > 0 ? 1 : (result.status ?? 1));
