@@ -37,7 +37,9 @@ async function withBidders<T>(client: AetherClient, count: number, hang: boolean
 async function decisions(client: AetherClient, runs: number, tag: string): Promise<number[]> {
   const out: number[] = [];
   for (let i = 0; i < runs; i++) {
-    const { auction } = await client.aggregator.deploy({ spec: { name: `${tag}-${i}`, kind: { case: "executable", value: { argv: ["/bin/true"] } } } });
+    const { auction } = await client.aggregator.deploy({
+      spec: { name: `${tag}-${i}`, kind: { case: "executable", value: { argv: ["/bin/true"] } } },
+    });
     out.push(durationMs(auction?.biddingDuration) + durationMs(auction?.decisionDuration));
   }
   return out;
@@ -51,8 +53,15 @@ export async function benchAuctions(runs: number): Promise<AuctionBenchResult> {
     let p99With16Ms = Number.NaN;
     for (const count of [3, 16, 100]) {
       for (const hang of [false, true]) {
-        const samples = await withBidders(agg.client, count, hang, () => decisions(agg.client, hang ? Math.max(5, Math.floor(runs / 10)) : runs, `d${count}${hang ? "h" : ""}`));
-        rows.push([`${count} bidders${hang ? ", one hangs" : ", all answer"}`, String(samples.length), ms(percentile(samples, 50)), ms(percentile(samples, 99))]);
+        const samples = await withBidders(agg.client, count, hang, () =>
+          decisions(agg.client, hang ? Math.max(5, Math.floor(runs / 10)) : runs, `d${count}${hang ? "h" : ""}`),
+        );
+        rows.push([
+          `${count} bidders${hang ? ", one hangs" : ", all answer"}`,
+          String(samples.length),
+          ms(percentile(samples, 50)),
+          ms(percentile(samples, 99)),
+        ]);
         if (count === 16 && !hang) p99With16Ms = percentile(samples, 99);
       }
     }

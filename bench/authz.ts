@@ -24,13 +24,18 @@ export interface AuthzBenchResult {
   decideMicros: number;
 }
 
-
 /** A policy of a realistic size: 20 groups, 40 rules, the caller's grant found after all of them. */
 function bigPolicy(): string {
   const lines: string[] = ["[groups]"];
-  for (let g = 0; g < 20; g++) lines.push(`team${g} = [${Array.from({ length: 5 }, (_, i) => `"spiffe://bench/tenant/t${g}/user/u${i}"`).join(", ")}]`);
+  for (let g = 0; g < 20; g++)
+    lines.push(`team${g} = [${Array.from({ length: 5 }, (_, i) => `"spiffe://bench/tenant/t${g}/user/u${i}"`).join(", ")}]`);
   for (let r = 0; r < 40; r++) {
-    lines.push("[[rules]]", `effect = "${r % 2 === 0 ? "deny" : "allow"}"`, `members = ["group:team${r % 20}"]`, `methods = ["aether.vm.v1.VmService/${r % 2 === 0 ? "Delete" : "List"}*"]`);
+    lines.push(
+      "[[rules]]",
+      `effect = "${r % 2 === 0 ? "deny" : "allow"}"`,
+      `members = ["group:team${r % 20}"]`,
+      `methods = ["aether.vm.v1.VmService/${r % 2 === 0 ? "Delete" : "List"}*"]`,
+    );
   }
   return `${lines.join("\n")}\n`;
 }
@@ -44,7 +49,18 @@ export async function benchAuthz(iterations: number): Promise<AuthzBenchResult> 
   writeFileSync(policyPath, policyText);
   const port = await freePort();
   const daemon = await startDaemon({
-    args: ["--listen", `127.0.0.1:${port}`, "--tls-cert", server.cert, "--tls-key", server.key, "--tls-client-ca", ca.cert, "--policy", policyPath],
+    args: [
+      "--listen",
+      `127.0.0.1:${port}`,
+      "--tls-cert",
+      server.cert,
+      "--tls-key",
+      server.key,
+      "--tls-client-ca",
+      ca.cert,
+      "--policy",
+      policyPath,
+    ],
   });
   const clients: AetherClient[] = [];
   try {
@@ -73,7 +89,11 @@ export async function benchAuthz(iterations: number): Promise<AuthzBenchResult> 
         await p.client.runtime.deleteExecutable({ executable: executable?.id ?? "" });
       }
     }
-    const methods = ["aether.runtime.v1.ExecutableService/StartExecutable", "aether.vm.v1.VmService/DeleteVm", "aether.vm.v1.VmService/ListVms"];
+    const methods = [
+      "aether.runtime.v1.ExecutableService/StartExecutable",
+      "aether.vm.v1.VmService/DeleteVm",
+      "aether.vm.v1.VmService/ListVms",
+    ];
     const policy = parsePolicy(policyText, "bench", methods);
     const caller = { identity: "spiffe://bench/tenant/t19/user/u4", tenant: "t19" };
     const DECISIONS = 20_000;

@@ -70,12 +70,33 @@ export async function benchCells(aether: AetherClient, iterations: number): Prom
 function limitFiles(dir: string, v1: boolean): Array<[string, string]> {
   const memory = String(256 << 20);
   if (!v1) {
-    return [["cpu.weight", "100"], ["cpu.max", "max 100000"], ["cpuset.cpus", ""], ["cpuset.mems", ""], ["memory.max", memory], ["memory.high", "max"], ["pids.max", "100"]];
+    return [
+      ["cpu.weight", "100"],
+      ["cpu.max", "max 100000"],
+      ["cpuset.cpus", ""],
+      ["cpuset.mems", ""],
+      ["memory.max", memory],
+      ["memory.high", "max"],
+      ["pids.max", "100"],
+    ];
   }
-  if (dir.includes("/cpu/") || dir.includes("/cpu,")) return [["cpu.shares", "1024"], ["cpu.cfs_period_us", "100000"], ["cpu.cfs_quota_us", "-1"]];
-  if (dir.includes("/cpuset/")) return [["cpuset.cpus", readFileSync(join(dir, "..", "cpuset.cpus"), "utf8").trim()], ["cpuset.mems", readFileSync(join(dir, "..", "cpuset.mems"), "utf8").trim()]];
+  if (dir.includes("/cpu/") || dir.includes("/cpu,"))
+    return [
+      ["cpu.shares", "1024"],
+      ["cpu.cfs_period_us", "100000"],
+      ["cpu.cfs_quota_us", "-1"],
+    ];
+  if (dir.includes("/cpuset/"))
+    return [
+      ["cpuset.cpus", readFileSync(join(dir, "..", "cpuset.cpus"), "utf8").trim()],
+      ["cpuset.mems", readFileSync(join(dir, "..", "cpuset.mems"), "utf8").trim()],
+    ];
   // Lowering from unlimited: memory first, then memory+swap (which may never be below it).
-  if (dir.includes("/memory/")) return [["memory.limit_in_bytes", memory], ["memory.memsw.limit_in_bytes", memory]];
+  if (dir.includes("/memory/"))
+    return [
+      ["memory.limit_in_bytes", memory],
+      ["memory.memsw.limit_in_bytes", memory],
+    ];
   if (dir.includes("/pids/")) return [["pids.max", "100"]];
   return [];
 }

@@ -37,7 +37,12 @@ interface Split {
 
 const at = (t: { seconds: bigint; nanos: number } | undefined) => (t ? Number(t.seconds) * 1000 + t.nanos / 1e6 : Number.NaN);
 
-export async function benchFencing(runs: number, ttlMs = 3000, delaysMs: number[] = [0, 5000], workloadsOnB = 2): Promise<FencingBenchResult> {
+export async function benchFencing(
+  runs: number,
+  ttlMs = 3000,
+  delaysMs: number[] = [0, 5000],
+  workloadsOnB = 2,
+): Promise<FencingBenchResult> {
   const dir = mkdtempSync(join(tmpdir(), "aether-bench-fencing-"));
   let agg: TestAggregator | undefined;
   const daemons = new Map<string, { daemon: TestDaemon; client: AetherClient; config: string; dir: string }>();
@@ -55,7 +60,11 @@ export async function benchFencing(runs: number, ttlMs = 3000, delaysMs: number[
     const config = join(dir, `${name}.toml`);
     writeFileSync(config, `[cluster]\naggregator = "unix://${(agg as TestAggregator).socket}"\nname = "${name}"\nslot = ${slot}\n`);
     const previous = daemons.get(name);
-    const daemon = await startDaemon({ dir: nodeDir, args: ["--config", config], ...(previous && { cgroupRoot: previous.daemon.cgroupRoot }) });
+    const daemon = await startDaemon({
+      dir: nodeDir,
+      args: ["--config", config],
+      ...(previous && { cgroupRoot: previous.daemon.cgroupRoot }),
+    });
     const client = await daemon.client();
     daemons.set(name, { daemon, client, config, dir: nodeDir });
     return client;
@@ -79,13 +88,29 @@ export async function benchFencing(runs: number, ttlMs = 3000, delaysMs: number[
     );
     agg = await startAggregator({
       dir: join(dir, "agg"),
-      args: ["--lease-ttl-ms", String(ttlMs), "--bmcs", join(dir, "bmcs.toml"), "--fence-timeout-ms", "30000", "--fence-poll-interval-ms", "100", "--log-level", "error"],
+      args: [
+        "--lease-ttl-ms",
+        String(ttlMs),
+        "--bmcs",
+        join(dir, "bmcs.toml"),
+        "--fence-timeout-ms",
+        "30000",
+        "--fence-poll-interval-ms",
+        "100",
+        "--log-level",
+        "error",
+      ],
     });
     await start("node-a", 1);
     await start("node-b", 2);
     await start("node-c", 3);
     const ready = async (n: number) =>
-      eventually(async () => ((await (agg as TestAggregator).client.aggregator.listNodes({ state: NodeState.READY })).nodes.length === n ? true : undefined), 30_000, `${n} READY nodes`);
+      eventually(
+        async () =>
+          (await (agg as TestAggregator).client.aggregator.listNodes({ state: NodeState.READY })).nodes.length === n ? true : undefined,
+        30_000,
+        `${n} READY nodes`,
+      );
     await ready(3);
 
     const rows: string[][] = [];
@@ -102,7 +127,13 @@ export async function benchFencing(runs: number, ttlMs = 3000, delaysMs: number[
           const { placements } = await agg.client.aggregator.listPlacements({ node: bId, state: PlacementState.PLACED, pageSize: 1000 });
           if (placements.length >= workloadsOnB) break;
           if (guard > 30) throw new Error("node-b never won enough workloads");
-          await agg.client.aggregator.deploy({ spec: { name: `f-${serial++}`, requirements: { cpuMillis: 10, memoryBytes: 1n << 20n }, kind: { case: "executable", value: { argv: ["/bin/sleep", "600"] } } } });
+          await agg.client.aggregator.deploy({
+            spec: {
+              name: `f-${serial++}`,
+              requirements: { cpuMillis: 10, memoryBytes: 1n << 20n },
+              kind: { case: "executable", value: { argv: ["/bin/sleep", "600"] } },
+            },
+          });
         }
         const { placements: onB } = await agg.client.aggregator.listPlacements({ node: bId, state: PlacementState.PLACED, pageSize: 1000 });
         const { executables } = await bClient.runtime.listExecutables({ pageSize: 1000 });
@@ -159,7 +190,8 @@ export async function benchFencing(runs: number, ttlMs = 3000, delaysMs: number[
       if (pid !== undefined && isRunning(pid)) process.kill(pid, "SIGCONT");
       if (d.daemon.process.exitCode === null && d.daemon.process.signalCode === null) {
         const { executables } = await d.client.runtime.listExecutables({ pageSize: 1000 }).catch(() => ({ executables: [] }));
-        for (const e of executables.filter((x) => x.pid > 0)) await d.client.runtime.stopExecutable({ executable: e.id, gracePeriod: { seconds: 0n } }).catch(() => undefined);
+        for (const e of executables.filter((x) => x.pid > 0))
+          await d.client.runtime.stopExecutable({ executable: e.id, gracePeriod: { seconds: 0n } }).catch(() => undefined);
         d.client.close();
         await d.daemon.stop();
       }

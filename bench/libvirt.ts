@@ -8,17 +8,24 @@ const virsh = (...args: string[]) => spawnSync("virsh", ["-c", "qemu:///system",
 /** Makes libvirtd answer on qemu:///system, installing and configuring it as its package would. */
 export function ensureLibvirt(): void {
   if (spawnSync("sh", ["-c", "command -v virsh && command -v libvirtd"]).status !== 0) {
-    execFileSync("apt-get", ["install", "-y", "-qq", "--no-install-recommends", "libvirt-daemon", "libvirt-daemon-driver-qemu", "libvirt-clients"], {
-      env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
-      stdio: "ignore",
-    });
+    execFileSync(
+      "apt-get",
+      ["install", "-y", "-qq", "--no-install-recommends", "libvirt-daemon", "libvirt-daemon-driver-qemu", "libvirt-clients"],
+      {
+        env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
+        stdio: "ignore",
+      },
+    );
   }
   // What libvirt-daemon-system's maintainer scripts would do: the qemu user, and (no SELinux or
   // AppArmor here) no security driver.
   const sh = (cmd: string) => spawnSync("sh", ["-c", cmd], { stdio: "ignore" });
-  sh("getent group kvm || groupadd --system kvm; getent group libvirt-qemu || groupadd --system libvirt-qemu; id libvirt-qemu || useradd --system --no-create-home -g libvirt-qemu -G kvm libvirt-qemu");
+  sh(
+    "getent group kvm || groupadd --system kvm; getent group libvirt-qemu || groupadd --system libvirt-qemu; id libvirt-qemu || useradd --system --no-create-home -g libvirt-qemu -G kvm libvirt-qemu",
+  );
   const conf = "/etc/libvirt/qemu.conf";
-  if (!existsSync(conf) || !readFileSync(conf, "utf8").includes('security_driver = "none"')) appendFileSync(conf, '\nuser = "root"\ngroup = "root"\nsecurity_driver = "none"\n');
+  if (!existsSync(conf) || !readFileSync(conf, "utf8").includes('security_driver = "none"'))
+    appendFileSync(conf, '\nuser = "root"\ngroup = "root"\nsecurity_driver = "none"\n');
   for (const d of ["/var/log/libvirt", "/var/run/libvirt"]) mkdirSync(d, { recursive: true });
   if (virsh("version").status !== 0) {
     spawnSync("virtlogd", ["-d"]);

@@ -52,20 +52,26 @@ try {
   };
   const with200 = await track(200);
   const with400 = await track(200);
-  table("aetherd resident memory", ["state", "RSS"], [
-    ["idle, nothing tracked", mib(idle)],
-    ["200 exited executables tracked", mib(with200)],
-    ["400 exited executables tracked", mib(with400)],
-    // The first hundreds of calls also grow the JavaScript heap to its working size; the second
-    // two hundred show what one more tracked executable costs.
-    ["per executable, 200 -> 400", `${((with400 - with200) / 200 / 1024).toFixed(1)} KiB`],
-  ]);
+  table(
+    "aetherd resident memory",
+    ["state", "RSS"],
+    [
+      ["idle, nothing tracked", mib(idle)],
+      ["200 exited executables tracked", mib(with200)],
+      ["400 exited executables tracked", mib(with400)],
+      // The first hundreds of calls also grow the JavaScript heap to its working size; the second
+      // two hundred show what one more tracked executable costs.
+      ["per executable, 200 -> 400", `${((with400 - with200) / 200 / 1024).toFixed(1)} KiB`],
+    ],
+  );
   for (const id of ids) await aether.runtime.deleteExecutable({ executable: id });
 
   const CELL_RUNS = Number(process.env.BENCH_CELL_ITERATIONS ?? 100);
   const cells = await benchCells(aether, CELL_RUNS);
   table(`cells (${CELL_RUNS} runs each, interleaved)`, ["operation", "p50", "p99"], cells.rows);
-  console.log(`ratios at p50: allocate+free vs bare cgroup mkdir/rmdir ${cells.allocateFreeRatio.toFixed(2)}x; start in a cell vs outside ${cells.startInCellRatio.toFixed(2)}x`);
+  console.log(
+    `ratios at p50: allocate+free vs bare cgroup mkdir/rmdir ${cells.allocateFreeRatio.toFixed(2)}x; start in a cell vs outside ${cells.startInCellRatio.toFixed(2)}x`,
+  );
 
   const VM_RUNS = Number(process.env.BENCH_VM_RUNS ?? 5);
   const vms = await benchVms(daemon, aether, VM_RUNS);
@@ -77,7 +83,11 @@ try {
 
   const CLONES = Number(process.env.BENCH_CLONES ?? 100);
   const storage = await benchStorage(CLONES);
-  table(`storage: thin clone of a 10 GiB image, ${CLONES} clones in a row each, interleaved`, ["how", "p50", "p99", `total for ${CLONES}`], storage.rows);
+  table(
+    `storage: thin clone of a 10 GiB image, ${CLONES} clones in a row each, interleaved`,
+    ["how", "p50", "p99", `total for ${CLONES}`],
+    storage.rows,
+  );
   console.log(
     `ratio aetherd/bare tool at p50: dir ${storage.dirRatio.toFixed(2)}x, zfs ${storage.zfsRatio.toFixed(2)}x (goal < 2x); dir clone through aetherd p50 ${storage.dirP50Ms.toFixed(1)} ms (goal < 50 ms)`,
   );
@@ -85,7 +95,11 @@ try {
 
   const AUCTIONS = Number(process.env.BENCH_AUCTIONS ?? 200);
   const auctions = await benchAuctions(AUCTIONS);
-  table("auctions: decision latency, broadcast of RequestBid to winner chosen (fake bidders on loopback)", ["bidders", "auctions", "p50", "p99"], auctions.rows);
+  table(
+    "auctions: decision latency, broadcast of RequestBid to winner chosen (fake bidders on loopback)",
+    ["bidders", "auctions", "p50", "p99"],
+    auctions.rows,
+  );
   console.log(
     `p99 with 16 responsive bidders ${auctions.p99With16Ms.toFixed(2)} ms (goal < 10 ms); with a hanging bidder the auction closes at the ${auctions.windowMs} ms window; placement throughput with 16 bidders: ${auctions.throughputPerSecond.toFixed(0)} auctions/s (8 clients)`,
   );
@@ -99,13 +113,27 @@ try {
 
   const FENCE_RUNS = Number(process.env.BENCH_FENCE_RUNS ?? 3);
   const fencing = await benchFencing(FENCE_RUNS, Number(process.env.BENCH_FENCE_TTL_MS ?? 3000));
-  table(`fencing: a node's last heartbeat to its workloads running elsewhere (3 aetherd, test BMC, lease TTL ${fencing.ttlMs} ms)`, FENCING_HEADER, fencing.rows);
-  console.log(`overhead beyond TTL + BMC delay, worst: ${Object.entries(fencing.worstOverheadMs).map(([d, v]) => `${Number(d) / 1000} s delay ${v.toFixed(0)} ms`).join(", ")} (goal < 1000 ms)`);
+  table(
+    `fencing: a node's last heartbeat to its workloads running elsewhere (3 aetherd, test BMC, lease TTL ${fencing.ttlMs} ms)`,
+    FENCING_HEADER,
+    fencing.rows,
+  );
+  console.log(
+    `overhead beyond TTL + BMC delay, worst: ${Object.entries(fencing.worstOverheadMs)
+      .map(([d, v]) => `${Number(d) / 1000} s delay ${v.toFixed(0)} ms`)
+      .join(", ")} (goal < 1000 ms)`,
+  );
 
   const COLD_RUNS = Number(process.env.BENCH_COLD_RUNS ?? 15);
   const cold = benchColdStart(repoRoot, daemon.address, COLD_RUNS);
-  table(`aetherscript: cold start of a script that connects and calls GetNodeInfo (${COLD_RUNS} runs each, interleaved)`, ["how", "p50", "p99"], cold.rows);
-  console.log(`ratio to the plain Node program at p50: Deno engine ${cold.denoVsPlain.toFixed(2)}x (goal < 1.5x), Node engine ${cold.nodeVsPlain.toFixed(2)}x`);
+  table(
+    `aetherscript: cold start of a script that connects and calls GetNodeInfo (${COLD_RUNS} runs each, interleaved)`,
+    ["how", "p50", "p99"],
+    cold.rows,
+  );
+  console.log(
+    `ratio to the plain Node program at p50: Deno engine ${cold.denoVsPlain.toFixed(2)}x (goal < 1.5x), Node engine ${cold.nodeVsPlain.toFixed(2)}x`,
+  );
   aether.close();
 } finally {
   await daemon.stop();

@@ -15,10 +15,16 @@ export interface ColdStartResult {
 export function benchColdStart(repoRoot: string, address: string, runs: number): ColdStartResult {
   const dir = mkdtempSync(join(tmpdir(), "aether-bench-script-"));
   const script = join(dir, "info.ts");
-  writeFileSync(script, 'import { connect } from "@aether/sdk";\nconst a = await connect();\nconst { node } = await a.node.getNodeInfo({});\nif (!node?.hostname) throw new Error("no node");\na.close();\n');
+  writeFileSync(
+    script,
+    'import { connect } from "@aether/sdk";\nconst a = await connect();\nconst { node } = await a.node.getNodeInfo({});\nif (!node?.hostname) throw new Error("no node");\na.close();\n',
+  );
   // The plain program imports the SDK's compiled entry directly: what any npm program would run.
   const plain = join(dir, "plain.mjs");
-  writeFileSync(plain, `import { connect } from ${JSON.stringify(join(repoRoot, "sdk", "dist", "index.js"))};\nconst a = await connect();\nconst { node } = await a.node.getNodeInfo({});\nif (!node?.hostname) throw new Error("no node");\na.close();\n`);
+  writeFileSync(
+    plain,
+    `import { connect } from ${JSON.stringify(join(repoRoot, "sdk", "dist", "index.js"))};\nconst a = await connect();\nconst { node } = await a.node.getNodeInfo({});\nif (!node?.hostname) throw new Error("no node");\na.close();\n`,
+  );
   const aetherscript = join(repoRoot, "node_modules", ".bin", "aetherscript");
   const variants: Array<[string, string, string[]]> = [
     ["aetherscript (Deno engine)", aetherscript, [script]],

@@ -33,7 +33,14 @@ interface PoolRun {
   firstCloneBytes: number;
 }
 
-async function cloneRun(aether: AetherClient, pool: string, image: string, count: number, bareClone: (i: number) => Promise<void>, bareSpace: () => Promise<number>): Promise<PoolRun> {
+async function cloneRun(
+  aether: AetherClient,
+  pool: string,
+  image: string,
+  count: number,
+  bareClone: (i: number) => Promise<void>,
+  bareSpace: () => Promise<number>,
+): Promise<PoolRun> {
   const result: PoolRun = { viaAetherd: [], bare: [], aetherdBytes: 0, bareBytes: 0, firstCloneBytes: 0 };
   const ids: string[] = [];
   for (let i = 0; i < count; i++) {
@@ -66,7 +73,10 @@ export async function benchStorage(count: number): Promise<StorageBenchResult> {
   const work = mkdtempSync(join(tmpdir(), "aether-bench-storage-"));
   const zfs = await startZfsPool("aetherbench");
   const config = join(work, "aetherd.toml");
-  writeFileSync(config, `[[pools]]\nname = "dir"\ndriver = "dir"\nlocation = "${join(work, "dir-pool")}"\ndefault = true\n\n[[pools]]\nname = "zfs"\ndriver = "zfs"\nlocation = "${zfs.dataset}"\n`);
+  writeFileSync(
+    config,
+    `[[pools]]\nname = "dir"\ndriver = "dir"\nlocation = "${join(work, "dir-pool")}"\ndefault = true\n\n[[pools]]\nname = "zfs"\ndriver = "zfs"\nlocation = "${zfs.dataset}"\n`,
+  );
   const daemon = await startDaemon({ args: ["--config", config] });
   try {
     const aether = await daemon.client();
@@ -84,7 +94,18 @@ export async function benchStorage(count: number): Promise<StorageBenchResult> {
       "dir",
       "ten-gib",
       count,
-      async (i) => void (await run("qemu-img", ["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", dirImage.hostPath, join(bareDir, `bare-${i}.qcow2`)])),
+      async (i) =>
+        void (await run("qemu-img", [
+          "create",
+          "-q",
+          "-f",
+          "qcow2",
+          "-F",
+          "qcow2",
+          "-b",
+          dirImage.hostPath,
+          join(bareDir, `bare-${i}.qcow2`),
+        ])),
       async () => {
         let total = 0;
         for (let i = 0; i < count; i++) total += statSync(join(bareDir, `bare-${i}.qcow2`)).blocks * 512;
@@ -106,7 +127,10 @@ export async function benchStorage(count: number): Promise<StorageBenchResult> {
     for (let i = 0; i < count; i++) {
       for (let attempt = 0; ; attempt++) {
         await run("zfs", ["unmount", `${zfs.dataset}/bare/b${i}`]).catch(() => undefined);
-        const done = await run("zfs", ["destroy", `${zfs.dataset}/bare/b${i}`]).then(() => true, (err: Error) => (attempt >= 20 ? Promise.reject(err) : false));
+        const done = await run("zfs", ["destroy", `${zfs.dataset}/bare/b${i}`]).then(
+          () => true,
+          (err: Error) => (attempt >= 20 ? Promise.reject(err) : false),
+        );
         if (done) break;
         await new Promise((r) => setTimeout(r, 100));
       }
@@ -120,7 +144,12 @@ export async function benchStorage(count: number): Promise<StorageBenchResult> {
     const rows = [
       ["dir: CreateVolume from image via aetherd", ms(p50(dir.viaAetherd)), ms(percentile(dir.viaAetherd, 99)), ms(sum(dir.viaAetherd))],
       ["dir: bare qemu-img create -b", ms(p50(dir.bare)), ms(percentile(dir.bare, 99)), ms(sum(dir.bare))],
-      ["zfs: CreateVolume from image via aetherd", ms(p50(zfsRun.viaAetherd)), ms(percentile(zfsRun.viaAetherd, 99)), ms(sum(zfsRun.viaAetherd))],
+      [
+        "zfs: CreateVolume from image via aetherd",
+        ms(p50(zfsRun.viaAetherd)),
+        ms(percentile(zfsRun.viaAetherd, 99)),
+        ms(sum(zfsRun.viaAetherd)),
+      ],
       ["zfs: bare zfs clone", ms(p50(zfsRun.bare)), ms(percentile(zfsRun.bare, 99)), ms(sum(zfsRun.bare))],
     ];
     const spaceRows = [
@@ -130,7 +159,13 @@ export async function benchStorage(count: number): Promise<StorageBenchResult> {
       [`zfs: ${count} clones via aetherd / bare`, `${mib(zfsRun.aetherdBytes)} / ${mib(zfsRun.bareBytes)}`],
       ["the image (10 GiB virtual, 64 MiB written)", mib(imageBytes)],
     ];
-    return { rows, spaceRows, dirRatio: p50(dir.viaAetherd) / p50(dir.bare), dirP50Ms: p50(dir.viaAetherd), zfsRatio: p50(zfsRun.viaAetherd) / p50(zfsRun.bare) };
+    return {
+      rows,
+      spaceRows,
+      dirRatio: p50(dir.viaAetherd) / p50(dir.bare),
+      dirP50Ms: p50(dir.viaAetherd),
+      zfsRatio: p50(zfsRun.viaAetherd) / p50(zfsRun.bare),
+    };
   } finally {
     await daemon.stop();
     daemon.cleanup();

@@ -72,7 +72,11 @@ export async function benchVms(daemon: TestDaemon, aether: AetherClient, runs: n
   const pid = daemon.process.pid ?? 0;
   const before = rss(pid);
   for (let i = 0; i < 100; i++) {
-    await aether.vm.createVm({ name: `bench-idle-${i}`, vcpus: 1, boot: { source: { case: "kernel", value: { kernelPath: g.kernel, initrdPath: g.initrd, cmdline: "" } } } });
+    await aether.vm.createVm({
+      name: `bench-idle-${i}`,
+      vcpus: 1,
+      boot: { source: { case: "kernel", value: { kernelPath: g.kernel, initrdPath: g.initrd, cmdline: "" } } },
+    });
   }
   const after = rss(pid);
   for (let i = 0; i < 100; i++) await aether.vm.deleteVm({ vm: `bench-idle-${i}` });

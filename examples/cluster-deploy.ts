@@ -18,7 +18,10 @@ const { placement, auction: record } = await aether.aggregator.deploy({
   },
 });
 for (const bid of record?.bids ?? []) {
-  const answer = bid.outcome === auction.BidOutcome.BID ? `bid ${bid.score}` : (bid.breakdown?.declineReason || bid.error || auction.BidOutcome[bid.outcome]);
+  const answer =
+    bid.outcome === auction.BidOutcome.BID
+      ? `bid ${bid.score}`
+      : bid.breakdown?.declineReason || bid.error || auction.BidOutcome[bid.outcome];
   console.log(`  ${bid.node}: ${answer}`);
 }
 const winner = nodes.find((n) => n.id === placement?.node);

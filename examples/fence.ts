@@ -13,7 +13,9 @@ import { connect, fence } from "@aether/sdk";
 const [node, endpoint] = process.argv.slice(2);
 const { AETHER_BMC_USERNAME: username, AETHER_BMC_PASSWORD: password, AETHER_BMC_CA: caFile } = process.env;
 if (!node || !endpoint || !username || !password) {
-  console.error("usage: AETHER_BMC_USERNAME=... AETHER_BMC_PASSWORD=... [AETHER_BMC_CA=ca.pem] aetherscript examples/fence.ts <node> <https://bmc>");
+  console.error(
+    "usage: AETHER_BMC_USERNAME=... AETHER_BMC_PASSWORD=... [AETHER_BMC_CA=ca.pem] aetherscript examples/fence.ts <node> <https://bmc>",
+  );
   process.exit(2);
 }
 const aether = await connect();

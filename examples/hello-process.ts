@@ -6,7 +6,9 @@ import { connect, observe } from "@aether/sdk";
 
 const aether = await connect();
 const { node } = await aether.node.getNodeInfo({});
-console.log(`connected to ${aether.address}: ${node?.hostname}, aetherd ${node?.version}, cgroup controllers: ${node?.capabilities?.cgroup?.controllers.join(",")}`);
+console.log(
+  `connected to ${aether.address}: ${node?.hostname}, aetherd ${node?.version}, cgroup controllers: ${node?.capabilities?.cgroup?.controllers.join(",")}`,
+);
 
 const { executable } = await aether.runtime.startExecutable({
   labels: { example: "hello-process" },

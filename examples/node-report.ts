@@ -9,8 +9,15 @@ const caps = info?.capabilities;
 const gib = (b: bigint | undefined) => (Number(b ?? 0n) / 2 ** 30).toFixed(1);
 console.log(`node ${info?.hostname} (${info?.id}), kernel ${info?.kernelRelease}`);
 console.log(`cgroups: ${node.CgroupVersion[caps?.cgroup?.version ?? 0]} with ${caps?.cgroup?.controllers.length} controllers`);
-for (const [name, tool] of Object.entries({ qemu: caps?.qemuSystem, "qemu-img": caps?.qemuImg, firecracker: caps?.firecracker, zfs: caps?.zfs })) {
+for (const [name, tool] of Object.entries({
+  qemu: caps?.qemuSystem,
+  "qemu-img": caps?.qemuImg,
+  firecracker: caps?.firecracker,
+  zfs: caps?.zfs,
+})) {
   console.log(`${name}: ${tool?.available ? `yes (${tool.path})` : "no"}`);
 }
-console.log(`memory: ${gib(telemetry?.memoryAvailableBytes)} of ${gib(telemetry?.memoryTotalBytes)} GiB available, load ${telemetry?.loadAverage1m.toFixed(2)}`);
+console.log(
+  `memory: ${gib(telemetry?.memoryAvailableBytes)} of ${gib(telemetry?.memoryTotalBytes)} GiB available, load ${telemetry?.loadAverage1m.toFixed(2)}`,
+);
 aether.close();

@@ -5,7 +5,18 @@
 // Installs what it needs with apt-get (as root) when missing. Prints the image folder.
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+} from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -16,7 +27,14 @@ const quiet = process.argv.includes("--quiet");
 const log = (m) => quiet || process.stderr.write(`build-guest-image: ${m}\n`);
 const run = (file, args, opts = {}) => execFileSync(file, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], ...opts });
 
-const HOST_PACKAGES = { "qemu-system-x86_64": "qemu-system-x86", "qemu-img": "qemu-utils", busybox: "busybox-static", "qemu-ga": "qemu-guest-agent", genisoimage: "genisoimage", cpio: "cpio" };
+const HOST_PACKAGES = {
+  "qemu-system-x86_64": "qemu-system-x86",
+  "qemu-img": "qemu-utils",
+  busybox: "busybox-static",
+  "qemu-ga": "qemu-guest-agent",
+  genisoimage: "genisoimage",
+  cpio: "cpio",
+};
 const have = (cmd) => {
   try {
     run("sh", ["-c", `command -v ${cmd} || test -x /usr/sbin/${cmd}`]);
@@ -25,12 +43,16 @@ const have = (cmd) => {
     return false;
   }
 };
-const missing = Object.entries(HOST_PACKAGES).filter(([cmd]) => !have(cmd)).map(([, pkg]) => pkg);
+const missing = Object.entries(HOST_PACKAGES)
+  .filter(([cmd]) => !have(cmd))
+  .map(([, pkg]) => pkg);
 if (missing.length > 0) {
   if (process.getuid?.() !== 0) throw new Error(`missing ${missing.join(", ")}: install them with apt-get as root`);
   log(`installing ${missing.join(" ")}`);
   run("apt-get", ["update", "-qq"]);
-  run("apt-get", ["install", "-y", "-qq", "--no-install-recommends", ...missing], { env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" } });
+  run("apt-get", ["install", "-y", "-qq", "--no-install-recommends", ...missing], {
+    env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
+  });
 }
 
 const version = (pkg) => run("dpkg-query", ["-W", "-f=${Version}", pkg]).trim();
@@ -64,7 +86,22 @@ const release = readdirSync(join(kernelTree, "lib", "modules"))[0];
 const vmlinuz = join(kernelTree, "boot", `vmlinuz-${release}`);
 
 const initrd = join(work, "initrd");
-for (const d of ["bin", "sbin", "usr/bin", "usr/sbin", "lib/modules", "lib64", "lib/x86_64-linux-gnu", "etc", "proc", "sys", "dev", "run", "tmp", "var/lib"]) {
+for (const d of [
+  "bin",
+  "sbin",
+  "usr/bin",
+  "usr/sbin",
+  "lib/modules",
+  "lib64",
+  "lib/x86_64-linux-gnu",
+  "etc",
+  "proc",
+  "sys",
+  "dev",
+  "run",
+  "tmp",
+  "var/lib",
+]) {
   mkdirSync(join(initrd, d), { recursive: true });
 }
 copyFileSync("/bin/busybox", join(initrd, "bin", "busybox"));
@@ -75,7 +112,21 @@ chmodSync(join(initrd, "sbin", "shutdown"), 0o755);
 writeFileSync(join(initrd, "etc", "passwd"), "root:x:0:0:root:/root:/bin/sh\n");
 writeFileSync(join(initrd, "etc", "group"), "root:x:0:\n");
 const moduleTree = join(kernelTree, "lib", "modules", release, "kernel");
-const wanted = new Set(["virtio_ring", "virtio", "virtio_mmio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_pci", "virtio_console", "failover", "net_failover", "virtio_net", "virtio_blk", "cdrom", "isofs"]);
+const wanted = new Set([
+  "virtio_ring",
+  "virtio",
+  "virtio_mmio",
+  "virtio_pci_legacy_dev",
+  "virtio_pci_modern_dev",
+  "virtio_pci",
+  "virtio_console",
+  "failover",
+  "net_failover",
+  "virtio_net",
+  "virtio_blk",
+  "cdrom",
+  "isofs",
+]);
 const walk = (dir) => {
   for (const e of readdirSync(dir, { withFileTypes: true })) {
     const p = join(dir, e.name);
@@ -105,7 +156,10 @@ truncateSync(disk, diskMiB * 1024 * 1024);
 run("mkfs.fat", ["-F", "16", "-n", "AETHER", disk]);
 run("syslinux", ["--install", disk]);
 const syslinuxCfg = join(work, "syslinux.cfg");
-writeFileSync(syslinuxCfg, "SERIAL 0 115200\nDEFAULT aether\nPROMPT 0\nTIMEOUT 0\nLABEL aether\n  KERNEL /vmlinuz\n  INITRD /initrd.gz\n  APPEND console=ttyS0 panic=-1\n");
+writeFileSync(
+  syslinuxCfg,
+  "SERIAL 0 115200\nDEFAULT aether\nPROMPT 0\nTIMEOUT 0\nLABEL aether\n  KERNEL /vmlinuz\n  INITRD /initrd.gz\n  APPEND console=ttyS0 panic=-1\n",
+);
 run("mcopy", ["-i", disk, vmlinuz, "::vmlinuz"]);
 run("mcopy", ["-i", disk, initramfs, "::initrd.gz"]);
 run("mcopy", ["-i", disk, syslinuxCfg, "::syslinux.cfg"]);
@@ -115,7 +169,10 @@ mkdirSync(out, { recursive: true });
 copyFileSync(vmlinuz, join(out, "vmlinuz"));
 copyFileSync(initramfs, join(out, "initramfs.cpio.gz"));
 copyFileSync(disk, join(out, "disk.raw"));
-writeFileSync(manifestFile, `${JSON.stringify({ key, kernelPackage, kernelVersion, release, builtAt: new Date().toISOString() }, null, 2)}\n`);
+writeFileSync(
+  manifestFile,
+  `${JSON.stringify({ key, kernelPackage, kernelVersion, release, builtAt: new Date().toISOString() }, null, 2)}\n`,
+);
 rmSync(work, { recursive: true, force: true });
 log(`built ${out} (kernel ${release})`);
 process.stdout.write(`${out}\n`);

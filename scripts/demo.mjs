@@ -13,9 +13,13 @@ const example = process.argv[2] ?? join(root, "examples", "hello-process.ts");
 mkdirSync(dir, { recursive: true });
 
 console.log(`starting aetherd on unix://${socket} (state in ${join(dir, "state")})`);
-const daemon = spawn(process.execPath, [join(root, "daemon", "bin", "aetherd.mjs"), "--socket", socket, "--state-dir", join(dir, "state"), "--log-level", "warn"], {
-  stdio: ["ignore", "inherit", "inherit"],
-});
+const daemon = spawn(
+  process.execPath,
+  [join(root, "daemon", "bin", "aetherd.mjs"), "--socket", socket, "--state-dir", join(dir, "state"), "--log-level", "warn"],
+  {
+    stdio: ["ignore", "inherit", "inherit"],
+  },
+);
 const deadline = Date.now() + 20_000;
 while (!existsSync(socket)) {
   if (daemon.exitCode !== null) process.exit(daemon.exitCode);

@@ -174,7 +174,14 @@ export function snapshot() {
   return {
     procs,
     processKeys: new Set([...procs.values()].map((p) => `${p.pid}:${p.start}`)),
-    things: { "network device": links(), "network namespace": netns(), mount: mounts(), "ZFS": pools(), "loop device": loops(), cgroup: cgroups() },
+    things: {
+      "network device": links(),
+      "network namespace": netns(),
+      mount: mounts(),
+      ZFS: pools(),
+      "loop device": loops(),
+      cgroup: cgroups(),
+    },
   };
 }
 
@@ -198,7 +205,7 @@ export function leftovers(before, runId) {
   };
   const flagged = new Set([...now.procs.values()].filter(counted).map((p) => p.pid));
   // Descendants of a flagged process (a shim's workload, started with an environment of its own).
-  for (let grew = true; grew; ) {
+  for (let grew = true; grew;) {
     grew = false;
     for (const p of now.procs.values()) {
       if (!flagged.has(p.pid) && flagged.has(p.ppid) && !self.has(p.pid)) {

@@ -51,7 +51,10 @@ process.exit(Number(process.argv[2] ?? 0));
       });
 
       it(`${engine}: a script that throws shows its own stack with TypeScript line numbers`, async () => {
-        const dir = userDir({ "throws.ts": "interface Box { value: number }\nfunction check(b: Box): void {\n  throw new Error(`bad value ${b.value}`);\n}\ncheck({ value: 42 });\n" });
+        const dir = userDir({
+          "throws.ts":
+            "interface Box { value: number }\nfunction check(b: Box): void {\n  throw new Error(`bad value ${b.value}`);\n}\ncheck({ value: 42 });\n",
+        });
         const r = await run(["--engine", engine, join(dir, "throws.ts")]);
         assert.equal(r.code, 1);
         assert.match(r.stderr, /Error: bad value 42/);
@@ -70,7 +73,10 @@ process.exit(Number(process.argv[2] ?? 0));
         const dir = userDir({ "down.ts": 'import { connect } from "@aether/sdk";\nawait connect();\n' });
         const r = await run(["--engine", engine, join(dir, "down.ts")], { env: { AETHER_HOST: `unix://${dir}/no.sock` } });
         assert.equal(r.code, 1);
-        assert.equal(r.stderr.trim(), `aetherscript: cannot reach aetherd at unix://${dir}/no.sock: no socket exists there. Start it with \`aetherd --socket ${dir}/no.sock\` (or \`npm run aetherd -- --socket ${dir}/no.sock\` in the Aether repository), or point AETHER_HOST at a running daemon.`);
+        assert.equal(
+          r.stderr.trim(),
+          `aetherscript: cannot reach aetherd at unix://${dir}/no.sock: no socket exists there. Start it with \`aetherd --socket ${dir}/no.sock\` (or \`npm run aetherd -- --socket ${dir}/no.sock\` in the Aether repository), or point AETHER_HOST at a running daemon.`,
+        );
       });
     }
 
@@ -133,7 +139,10 @@ export default defineManifest({ name: "app", tenant: "mf", executables: ${execut
       const apply3 = await run(["apply", join(dir, "v3.ts")]);
       assert.match(apply3.stdout, /- delete\s+executable b\s+no longer in the manifest/);
       const left = await env.aether.runtime.listExecutables({ tenant: "mf" });
-      assert.deepEqual(left.executables.map((e) => e.name), ["a"]);
+      assert.deepEqual(
+        left.executables.map((e) => e.name),
+        ["a"],
+      );
     });
 
     it("manages cells too: created before what runs in them, updated in place, removed after it", async () => {
@@ -155,14 +164,21 @@ export default defineManifest({ name: "pods", tenant: "mfcells",
       assert.deepEqual(JSON.parse((await run(["apply", join(dir, "v1.ts"), "--json"])).stdout).applied, []);
       const update = await run(["apply", join(dir, "v2.ts")]);
       assert.match(update.stdout, /\* update\s+cell\s+pod\s+memory max changed/);
-      assert.equal((await env.aether.runtime.getExecutable({ executable: "app", tenant: "mfcells" })).executable?.id, app?.id, "updated in place: app kept running");
+      assert.equal(
+        (await env.aether.runtime.getExecutable({ executable: "app", tenant: "mfcells" })).executable?.id,
+        app?.id,
+        "updated in place: app kept running",
+      );
       const shrink = await run(["apply", join(dir, "v3.ts"), "--json"]);
       assert.deepEqual(
         JSON.parse(shrink.stdout).applied.map((a: { kind: string; resource: string; name: string }) => `${a.kind} ${a.resource} ${a.name}`),
         ["delete executable helper", "delete cell pod/side"],
       );
       const { cells } = await env.aether.cells.listCells({ tenant: "mfcells" });
-      assert.deepEqual(cells.map((c) => c.name), ["pod"]);
+      assert.deepEqual(
+        cells.map((c) => c.name),
+        ["pod"],
+      );
     });
 
     it("manages volumes: created first and deleted last, grown in place, never shrunk", async () => {
@@ -170,7 +186,13 @@ export default defineManifest({ name: "pods", tenant: "mfcells",
       const work = mkdtempSync(join(tmpdir(), "aether-mfvol-"));
       const raw = join(work, "base.raw");
       const sha = makeRawDisk(raw, 8 * MiB, 0xcd);
-      await env.aether.storage.importImage({ name: "base", tenant: "mfvol", source: { source: { case: "localPath", value: raw } }, sha256: sha, sourceFormat: ImageFileFormat.RAW });
+      await env.aether.storage.importImage({
+        name: "base",
+        tenant: "mfvol",
+        source: { source: { case: "localPath", value: raw } },
+        sha256: sha,
+        sourceFormat: ImageFileFormat.RAW,
+      });
       let image;
       for await (const update of env.aether.storage.watchImage({ image: "base", tenant: "mfvol" })) image = update.image;
       assert.equal(image?.state, ImageState.READY, image?.stateReason);
@@ -182,13 +204,23 @@ export default defineManifest({ name: "vols", tenant: "mfvol",
   executables: [${withRoot ? '{ name: "app", argv: ["/bin/sleep", "600"] }' : ""}],
 });
 `;
-      const dir = userDir({ "v1.ts": vols('"16M"', true), "grow.ts": vols("24 * 2 ** 20", true), "shrink.ts": vols('"16M"', true), "drop.ts": vols('"24M"', false) });
-      const steps = (stdout: string) => JSON.parse(stdout).applied.map((a: { kind: string; resource: string; name: string }) => `${a.kind} ${a.resource} ${a.name}`);
+      const dir = userDir({
+        "v1.ts": vols('"16M"', true),
+        "grow.ts": vols("24 * 2 ** 20", true),
+        "shrink.ts": vols('"16M"', true),
+        "drop.ts": vols('"24M"', false),
+      });
+      const steps = (stdout: string) =>
+        JSON.parse(stdout).applied.map((a: { kind: string; resource: string; name: string }) => `${a.kind} ${a.resource} ${a.name}`);
       const volume = async (name: string) => (await env.aether.storage.getVolume({ volume: name, tenant: "mfvol" })).volume;
 
       const first = await run(["apply", join(dir, "v1.ts"), "--json"]);
       assert.equal(first.code, 0, first.stderr);
-      assert.deepEqual(steps(first.stdout), ["create volume data", "create volume root", "create executable app"], "volumes before what may use them");
+      assert.deepEqual(
+        steps(first.stdout),
+        ["create volume data", "create volume root", "create executable app"],
+        "volumes before what may use them",
+      );
       const data = await volume("data");
       const root = await volume("root");
       assert.equal(data?.sizeBytes, BigInt(16 * MiB));
@@ -202,7 +234,10 @@ export default defineManifest({ name: "vols", tenant: "mfvol",
       assert.equal(again.code, 0, again.stderr);
       assert.deepEqual(steps(again.stdout), [], "a second apply changes nothing");
       const plan = await run(["plan", join(dir, "v1.ts"), "--json"]);
-      assert.deepEqual(JSON.parse(plan.stdout).actions.map((a: { kind: string }) => a.kind), ["unchanged", "unchanged", "unchanged"]);
+      assert.deepEqual(
+        JSON.parse(plan.stdout).actions.map((a: { kind: string }) => a.kind),
+        ["unchanged", "unchanged", "unchanged"],
+      );
       assert.equal(JSON.parse(plan.stdout).changes, 0);
 
       const grow = await run(["apply", join(dir, "grow.ts")]);
@@ -213,7 +248,10 @@ export default defineManifest({ name: "vols", tenant: "mfvol",
 
       const shrinkPlan = await run(["plan", join(dir, "shrink.ts")]);
       assert.equal(shrinkPlan.code, 1);
-      assert.match(shrinkPlan.stdout, /! conflict\s+volume\s+data\s+volume data is 24 MiB \(25165824 bytes\) on the node, larger than the declared 16 MiB; volumes never shrink/);
+      assert.match(
+        shrinkPlan.stdout,
+        /! conflict\s+volume\s+data\s+volume data is 24 MiB \(25165824 bytes\) on the node, larger than the declared 16 MiB; volumes never shrink/,
+      );
       const shrink = await run(["apply", join(dir, "shrink.ts")]);
       assert.equal(shrink.code, 1);
       assert.match(shrink.stderr, /^aetherscript: nothing was applied: volume data is 24 MiB .* volumes never shrink/);
@@ -224,13 +262,19 @@ export default defineManifest({ name: "vols", tenant: "mfvol",
       await env.aether.storage.snapshotVolume({ volume: "root", tenant: "mfvol", name: "keep" });
       const refused = await run(["apply", join(dir, "drop.ts")]);
       assert.equal(refused.code, 1);
-      assert.match(refused.stderr, /apply stopped at delete volume root: \[failed_precondition\] .*snapshot.*; applied before that: delete executable app/);
+      assert.match(
+        refused.stderr,
+        /apply stopped at delete volume root: \[failed_precondition\] .*snapshot.*; applied before that: delete executable app/,
+      );
       await env.aether.storage.deleteSnapshot({ volume: "root", tenant: "mfvol", snapshot: "keep" });
       const drop = await run(["apply", join(dir, "drop.ts"), "--json"]);
       assert.equal(drop.code, 0, drop.stderr);
       assert.deepEqual(steps(drop.stdout), ["delete volume root"]);
       const { volumes } = await env.aether.storage.listVolumes({ tenant: "mfvol" });
-      assert.deepEqual(volumes.map((v) => v.name), ["data"]);
+      assert.deepEqual(
+        volumes.map((v) => v.name),
+        ["data"],
+      );
     });
 
     it("an invalid volume declaration names the field", () => {
@@ -244,11 +288,29 @@ export default defineManifest({ name: "vols", tenant: "mfvol",
       };
       assert.match(invalid({ name: "Data", size: "1G" }), /^invalid manifest: volumes\.0\.name: must be a DNS label/);
       assert.equal(invalid({ name: "data", size: 0 }), "invalid manifest: volumes.0.size: must be greater than 0");
-      assert.equal(invalid({ name: "data", size: "10 parsecs" }), 'invalid manifest: volumes.0.size: "10 parsecs" is not a size like "512M", "10G" or a number of bytes');
-      assert.equal(invalid({ name: "data" }), "invalid manifest: volumes.0.size: is required for an empty volume: give a size, or an image to clone");
+      assert.equal(
+        invalid({ name: "data", size: "10 parsecs" }),
+        'invalid manifest: volumes.0.size: "10 parsecs" is not a size like "512M", "10G" or a number of bytes',
+      );
+      assert.equal(
+        invalid({ name: "data" }),
+        "invalid manifest: volumes.0.size: is required for an empty volume: give a size, or an image to clone",
+      );
       assert.equal(invalid({ name: "data", size: "1G", format: "vmdk" }), 'invalid manifest: volumes.0.format: must be "qcow2" or "raw"');
-      assert.equal(invalid({ name: "data", image: "base", format: "raw" }), "invalid manifest: volumes.0.format: a clone has its image's format: drop format, or image base");
-      assert.deepEqual(defineManifest({ name: "v", volumes: [{ name: "a", size: "512M" }, { name: "b", size: 1.5 * 2 ** 30 }] }).volumes.map((v) => v.sizeBytes), [512 * MiB, 1536 * MiB]);
+      assert.equal(
+        invalid({ name: "data", image: "base", format: "raw" }),
+        "invalid manifest: volumes.0.format: a clone has its image's format: drop format, or image base",
+      );
+      assert.deepEqual(
+        defineManifest({
+          name: "v",
+          volumes: [
+            { name: "a", size: "512M" },
+            { name: "b", size: 1.5 * 2 ** 30 },
+          ],
+        }).volumes.map((v) => v.sizeBytes),
+        [512 * MiB, 1536 * MiB],
+      );
     });
 
     it("an invalid manifest says which field and why", async () => {
@@ -269,9 +331,15 @@ export default defineManifest({ name: "half", tenant: "mf2", executables: [
       });
       const r = await run(["apply", join(dir, "half.ts")]);
       assert.equal(r.code, 1);
-      assert.match(r.stderr, /apply stopped at create executable broken: .*\/no\/such\/program does not exist on this host.*; applied before that: create executable good/);
+      assert.match(
+        r.stderr,
+        /apply stopped at create executable broken: .*\/no\/such\/program does not exist on this host.*; applied before that: create executable good/,
+      );
       const { executables } = await env.aether.runtime.listExecutables({ tenant: "mf2" });
-      assert.deepEqual(executables.map((e) => e.name), ["good"]);
+      assert.deepEqual(
+        executables.map((e) => e.name),
+        ["good"],
+      );
     });
 
     it("a file that is not a manifest is refused", async () => {
@@ -287,7 +355,8 @@ export default defineManifest({ name: "half", tenant: "mf2", executables: [
       const history = join(mkdtempSync(join(tmpdir(), "aether-repl-")), "history");
       const r = await run([], {
         // One expression per line: piped lines do not wait for the previous line's await.
-        input: "(await aether.node.checkHealth({})).status === 1 ? 'status=serving' : 'status=other'\nObject.keys(sdk).includes('runtime')\n.exit\n",
+        input:
+          "(await aether.node.checkHealth({})).status === 1 ? 'status=serving' : 'status=other'\nObject.keys(sdk).includes('runtime')\n.exit\n",
         env: { XDG_STATE_HOME: join(history, "..") },
       });
       assert.equal(r.code, 0, r.stderr);

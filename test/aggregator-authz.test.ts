@@ -12,8 +12,13 @@ import { eventually, startDaemon, type TestDaemon } from "./helpers/daemon.js";
 import { createCa, type TestCa } from "./helpers/pki.js";
 import { freePort } from "./helpers/net.js";
 
-
-const sleeper = (name: string) => ({ spec: { name, requirements: { cpuMillis: 10 }, kind: { case: "executable" as const, value: { argv: ["/bin/sleep", "600"], uid: 65534, gid: 65534 } } } });
+const sleeper = (name: string) => ({
+  spec: {
+    name,
+    requirements: { cpuMillis: 10 },
+    kind: { case: "executable" as const, value: { argv: ["/bin/sleep", "600"], uid: 65534, gid: 65534 } },
+  },
+});
 
 describe("tenants on the cluster (aether-aggregator)", () => {
   const dir = mkdtempSync(join(tmpdir(), "aether-agg-authz-"));
@@ -30,12 +35,27 @@ describe("tenants on the cluster (aether-aggregator)", () => {
     const port = await freePort();
     agg = await startAggregator({
       dir,
-      args: ["--listen", `127.0.0.1:${port}`, "--tls-cert", server.cert, "--tls-key", server.key, "--tls-client-ca", ca.cert, "--lease-ttl-ms", "6000"],
+      args: [
+        "--listen",
+        `127.0.0.1:${port}`,
+        "--tls-cert",
+        server.cert,
+        "--tls-key",
+        server.key,
+        "--tls-client-ca",
+        ca.cert,
+        "--lease-ttl-ms",
+        "6000",
+      ],
     });
     const config = join(dir, "node.toml");
     writeFileSync(config, `[cluster]\naggregator = "unix://${agg.socket}"\nname = "node-0"\n`);
     node = await startDaemon({ args: ["--config", config] });
-    await eventually(async () => ((await agg.client.aggregator.listNodes({})).nodes.length === 1 ? true : undefined), 20_000, "the node to register");
+    await eventually(
+      async () => ((await agg.client.aggregator.listNodes({})).nodes.length === 1 ? true : undefined),
+      20_000,
+      "the node to register",
+    );
     const client = async (name: string, uri: string) => {
       const pair = ca.issue(name, { uri });
       return connect({ address: `https://127.0.0.1:${port}`, tls: { ca: ca.cert, cert: pair.cert, key: pair.key } });
@@ -61,7 +81,10 @@ describe("tenants on the cluster (aether-aggregator)", () => {
   });
 
   it("a tenant lists only its own placements, auctions and events", async () => {
-    assert.deepEqual((await alice.aggregator.listPlacements({})).placements.map((p) => `${p.tenant}/${p.name}`), ["a/alices-job"]);
+    assert.deepEqual(
+      (await alice.aggregator.listPlacements({})).placements.map((p) => `${p.tenant}/${p.name}`),
+      ["a/alices-job"],
+    );
     const auctions = (await alice.aggregator.listAuctions({})).auctions;
     assert.ok(auctions.length >= 1 && auctions.every((a) => a.tenant === "a"), "alice's auctions only");
     const events: string[] = [];
@@ -76,9 +99,15 @@ describe("tenants on the cluster (aether-aggregator)", () => {
     await assert.rejects(alice.aggregator.getPlacement({ workload: bobs.workload }), (e: ConnectError) => e.code === Code.NotFound);
     await assert.rejects(alice.aggregator.getAuction({ auction: bobs.auction }), (e: ConnectError) => e.code === Code.NotFound);
     await assert.rejects(alice.aggregator.releasePlacement({ workload: bobs.workload }), (e: ConnectError) => e.code === Code.NotFound);
-    await assert.rejects(alice.aggregator.listPlacements({ tenant: "b" }), (e: ConnectError) => e.code === Code.PermissionDenied && /belongs to tenant a/.test(e.message));
+    await assert.rejects(
+      alice.aggregator.listPlacements({ tenant: "b" }),
+      (e: ConnectError) => e.code === Code.PermissionDenied && /belongs to tenant a/.test(e.message),
+    );
     const intrude = sleeper("intruder");
-    await assert.rejects(alice.aggregator.deploy({ spec: { ...intrude.spec, tenant: "b" } }), (e: ConnectError) => e.code === Code.PermissionDenied && /may not deploy in tenant "b"/.test(e.message));
+    await assert.rejects(
+      alice.aggregator.deploy({ spec: { ...intrude.spec, tenant: "b" } }),
+      (e: ConnectError) => e.code === Code.PermissionDenied && /may not deploy in tenant "b"/.test(e.message),
+    );
     // The node registry is the cluster's, not a tenant's.
     await assert.rejects(alice.aggregator.listNodes({}), (e: ConnectError) => e.code === Code.PermissionDenied);
     // Bob's workload is untouched and still his.

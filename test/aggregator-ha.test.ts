@@ -21,7 +21,16 @@ describe("aggregator replicas on etcd", () => {
 
   before(async () => {
     etcd = await startEtcd();
-    const args = (replica: string) => ["--store", "etcd", "--etcd-endpoints", etcd.endpoint, "--replica", replica, "--lease-ttl-ms", "60000"];
+    const args = (replica: string) => [
+      "--store",
+      "etcd",
+      "--etcd-endpoints",
+      etcd.endpoint,
+      "--replica",
+      replica,
+      "--lease-ttl-ms",
+      "60000",
+    ];
     first = await startAggregator({ args: args("agg-1") });
     second = await startAggregator({ args: args("agg-2"), standby: true });
     for (const id of ["n1", "n2", "n3"]) {
@@ -50,12 +59,18 @@ describe("aggregator replicas on etcd", () => {
 
   it("kill -9 of the leader: the standby leads within seconds with every placement, none duplicated", async () => {
     for (let i = 0; i < WORKLOADS; i++) {
-      const { placement } = await first.client.aggregator.deploy({ spec: { name: `w-${i}`, kind: { case: "executable", value: { argv: ["/bin/true"] } } } });
+      const { placement } = await first.client.aggregator.deploy({
+        spec: { name: `w-${i}`, kind: { case: "executable", value: { argv: ["/bin/true"] } } },
+      });
       assert.equal(placement?.state, PlacementState.PLACED);
     }
     const killedAt = Date.now();
     await first.kill9();
-    await eventually(async () => ((await second.client.node.checkHealth({}).catch(() => undefined))?.status === HealthStatus.SERVING ? true : undefined), 15_000, "the standby to lead");
+    await eventually(
+      async () => ((await second.client.node.checkHealth({}).catch(() => undefined))?.status === HealthStatus.SERVING ? true : undefined),
+      15_000,
+      "the standby to lead",
+    );
     const tookOverMs = Date.now() - killedAt;
     console.log(`standby took over ${tookOverMs} ms after the leader was killed`);
     assert.ok(tookOverMs < 10_000, `took over in ${tookOverMs} ms`);
@@ -71,19 +86,24 @@ describe("aggregator replicas on etcd", () => {
 
     const { nodes } = await second.client.aggregator.listNodes({});
     assert.equal(nodes.length, 3, "the registry came over too");
-    const more = await second.client.aggregator.deploy({ spec: { name: "after-failover", kind: { case: "executable", value: { argv: ["/bin/true"] } } } });
+    const more = await second.client.aggregator.deploy({
+      spec: { name: "after-failover", kind: { case: "executable", value: { argv: ["/bin/true"] } } },
+    });
     assert.equal(more.placement?.state, PlacementState.PLACED);
   });
 
   it("with etcd gone the aggregator refuses writes with a sentence instead of losing them", async () => {
     await etcd.kill9();
     const started = Date.now();
-    await assert.rejects(second.client.aggregator.deploy({ spec: { name: "no-etcd", kind: { case: "executable", value: { argv: ["/bin/true"] } } } }), (err: unknown) => {
-      assert.ok(err instanceof ConnectError);
-      assert.equal(err.code, Code.Unavailable, err.rawMessage);
-      assert.match(err.rawMessage, /etcd/);
-      return true;
-    });
+    await assert.rejects(
+      second.client.aggregator.deploy({ spec: { name: "no-etcd", kind: { case: "executable", value: { argv: ["/bin/true"] } } } }),
+      (err: unknown) => {
+        assert.ok(err instanceof ConnectError);
+        assert.equal(err.code, Code.Unavailable, err.rawMessage);
+        assert.match(err.rawMessage, /etcd/);
+        return true;
+      },
+    );
     assert.ok(Date.now() - started < 15_000, "refused in bounded time");
   });
 });

@@ -24,7 +24,18 @@ import {
   type WorkloadSpecSchema,
 } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { HealthStatus } from "@aether/sdk/gen/aether/node/v1/node_pb";
-import { Aggregator, classifyAnswer, decide, EmbeddedStore, NotLeaderError, StoreUnavailableError, type ClusterStore, type Contender, type Leadership, type StoreEntry } from "@aether/aggregator";
+import {
+  Aggregator,
+  classifyAnswer,
+  decide,
+  EmbeddedStore,
+  NotLeaderError,
+  StoreUnavailableError,
+  type ClusterStore,
+  type Contender,
+  type Leadership,
+  type StoreEntry,
+} from "@aether/aggregator";
 import { repoRoot, eventually } from "./helpers/daemon.js";
 import { rejectsWith } from "./helpers/assertions.js";
 import { startAggregator, type TestAggregator } from "./helpers/aggregator.js";
@@ -58,7 +69,10 @@ function useAggregator(args: string[] = []): { agg: TestAggregator; readonly cli
 type SpecInit = MessageInitShape<typeof WorkloadSpecSchema>;
 
 /** A workload that runs /bin/sleep. */
-function spec(name: string, extra: { labels?: Record<string, string>; requirements?: { nodeSelector?: Record<string, string>; excludeNodes?: string[] } } = {}): SpecInit {
+function spec(
+  name: string,
+  extra: { labels?: Record<string, string>; requirements?: { nodeSelector?: Record<string, string>; excludeNodes?: string[] } } = {},
+): SpecInit {
   return { name, kind: { case: "executable", value: { argv: ["/bin/sleep", "600"] } }, ...extra };
 }
 
@@ -104,13 +118,18 @@ const bidOf = (r: DeployResponse, node: string) => {
 
 describe("decide(): who wins and how a tie breaks (pure)", () => {
   const c = (node: string, score: number, extra: Partial<Contender> = {}): Contender => ({ node, score, placements: 0, ...extra });
-  const permutations = <T>(xs: T[]): T[][] => (xs.length <= 1 ? [xs] : xs.flatMap((x, i) => permutations([...xs.slice(0, i), ...xs.slice(i + 1)]).map((p) => [x, ...p])));
+  const permutations = <T>(xs: T[]): T[][] =>
+    xs.length <= 1 ? [xs] : xs.flatMap((x, i) => permutations([...xs.slice(0, i), ...xs.slice(i + 1)]).map((p) => [x, ...p]));
   /** Same winner and order for every input order. */
   const decideAll = (contenders: Contender[]) => {
     const results = permutations(contenders).map((p) => decide(p));
     const first = results[0] as ReturnType<typeof decide>;
     for (const r of results) {
-      assert.deepEqual(r.order.map((x) => x.node), first.order.map((x) => x.node), "the order does not depend on the input order");
+      assert.deepEqual(
+        r.order.map((x) => x.node),
+        first.order.map((x) => x.node),
+        "the order does not depend on the input order",
+      );
       assert.equal(r.decidedBy, first.decidedBy);
       assert.equal(r.tieBreakReason, first.tieBreakReason);
     }
@@ -119,7 +138,10 @@ describe("decide(): who wins and how a tie breaks (pure)", () => {
 
   it("the highest score wins; no tie, no tie-break reason", () => {
     const d = decideAll([c("a", 300), c("b", 800), c("c", 500)]);
-    assert.deepEqual(d.order.map((x) => x.node), ["b", "c", "a"]);
+    assert.deepEqual(
+      d.order.map((x) => x.node),
+      ["b", "c", "a"],
+    );
     assert.equal(d.decidedBy, undefined);
     assert.equal(d.tieBreakReason, "");
     assert.deepEqual(decide([]).order, []);
@@ -130,7 +152,10 @@ describe("decide(): who wins and how a tie breaks (pure)", () => {
     assert.equal(d.order[0]?.node, "b");
     assert.equal(d.decidedBy, "placements");
     assert.match(d.tieBreakReason, /2 nodes bid 700 \(a, b\); fewest placements decided: b has 1 \(a 2\)/);
-    assert.deepEqual(d.order.map((x) => x.node), ["b", "a", "c"]);
+    assert.deepEqual(
+      d.order.map((x) => x.node),
+      ["b", "a", "c"],
+    );
   });
 
   it("rule 2: cooler CPU, then cooler inlet, only where every tied node knows it", () => {
@@ -138,7 +163,11 @@ describe("decide(): who wins and how a tie breaks (pure)", () => {
     assert.equal(cpu.order[0]?.node, "b");
     assert.equal(cpu.decidedBy, "thermal");
     assert.match(cpu.tieBreakReason, /cooler decided: b at 45\.5 °C CPU/);
-    assert.deepEqual(cpu.order.map((x) => x.node), ["b", "a", "c"], "the fallback order is cooler first too");
+    assert.deepEqual(
+      cpu.order.map((x) => x.node),
+      ["b", "a", "c"],
+      "the fallback order is cooler first too",
+    );
 
     const inlet = decideAll([c("a", 700, { cpuCelsius: 50, inletCelsius: 24 }), c("b", 700, { cpuCelsius: 50, inletCelsius: 19 })]);
     assert.equal(inlet.order[0]?.node, "b");
@@ -161,13 +190,20 @@ describe("decide(): who wins and how a tie breaks (pure)", () => {
 
   it("rule 4: the lowest node id, when nothing else separates them", () => {
     const d = decideAll([c("node-c", 500), c("node-a", 500), c("node-b", 500)]);
-    assert.deepEqual(d.order.map((x) => x.node), ["node-a", "node-b", "node-c"]);
+    assert.deepEqual(
+      d.order.map((x) => x.node),
+      ["node-a", "node-b", "node-c"],
+    );
     assert.equal(d.decidedBy, "node_id");
     assert.match(d.tieBreakReason, /lowest node id decided: node-a \(before node-b, node-c\)/);
   });
 
   it("rules narrow step by step: placements, then thermal among those left", () => {
-    const d = decideAll([c("a", 800, { placements: 0, cpuCelsius: 70 }), c("b", 800, { placements: 0, cpuCelsius: 50 }), c("c", 800, { placements: 3, cpuCelsius: 20 })]);
+    const d = decideAll([
+      c("a", 800, { placements: 0, cpuCelsius: 70 }),
+      c("b", 800, { placements: 0, cpuCelsius: 50 }),
+      c("c", 800, { placements: 3, cpuCelsius: 20 }),
+    ]);
     assert.equal(d.order[0]?.node, "b");
     assert.equal(d.decidedBy, "thermal");
     assert.match(d.tieBreakReason, /fewest placements \(0\) left a, b; cooler decided: b at 50 °C CPU \(a 70 °C\)/);
@@ -176,7 +212,15 @@ describe("decide(): who wins and how a tie breaks (pure)", () => {
 
 describe("classifyAnswer(): what each answer counts as (pure)", () => {
   const answer = (score: number, node = "n1", declineReason = "") =>
-    classifyAnswer("n1", { kind: "answer", response: create(RequestBidResponseSchema, { node, score, breakdown: { declineReason, factors: [] } }), latencyMs: 3 }, 250);
+    classifyAnswer(
+      "n1",
+      {
+        kind: "answer",
+        response: create(RequestBidResponseSchema, { node, score, breakdown: { declineReason, factors: [] } }),
+        latencyMs: 3,
+      },
+      250,
+    );
 
   it("1..1000 is a bid, -1 a decline with its reason", () => {
     assert.equal(answer(1).outcome, BidOutcome.BID);
@@ -234,7 +278,10 @@ describe("EmbeddedStore", () => {
 
       store = await EmbeddedStore.open(dir);
       const entries: StoreEntry[] = await store.list("");
-      assert.deepEqual(entries.map((e) => e.key), ["nodes/a", "nodes/b", "placements/../../etc"]);
+      assert.deepEqual(
+        entries.map((e) => e.key),
+        ["nodes/a", "nodes/b", "placements/../../etc"],
+      );
       assert.ok(!readdirSync(join(dir, "store")).some((f) => f.endsWith(".tmp")));
       await store.close();
     } finally {
@@ -267,16 +314,23 @@ describe("aether-aggregator: auctions against fake bidders", () => {
       assert.equal(auction.winner, "hb-b");
       assert.equal(auction.winningScore, 800);
       assert.equal(auction.tieBreakReason, "");
-      assert.deepEqual(auction.bids.map((b) => [b.node, b.outcome, b.score]), [
-        ["hb-a", BidOutcome.BID, 300],
-        ["hb-b", BidOutcome.BID, 800],
-        ["hb-c", BidOutcome.BID, 500],
-      ]);
+      assert.deepEqual(
+        auction.bids.map((b) => [b.node, b.outcome, b.score]),
+        [
+          ["hb-a", BidOutcome.BID, 300],
+          ["hb-b", BidOutcome.BID, 800],
+          ["hb-c", BidOutcome.BID, 500],
+        ],
+      );
       for (const b of auction.bids) assert.ok(ms(b.latency) >= 0 && ms(b.latency) <= ms(auction.biddingDuration) + 1);
-      for (const d of [auction.biddingDuration, auction.decisionDuration, auction.provisioningDuration, auction.totalDuration]) assert.ok(ms(d) >= 0, "every timing is set");
+      for (const d of [auction.biddingDuration, auction.decisionDuration, auction.provisioningDuration, auction.totalDuration])
+        assert.ok(ms(d) >= 0, "every timing is set");
       assert.ok(ms(auction.totalDuration) >= ms(auction.biddingDuration) + ms(auction.decisionDuration));
       assert.equal(ms(auction.bidTimeout), 5000);
-      assert.ok(ms(auction.biddingDuration) < 2500, `every node answered, so the auction closed long before the 5 s window (${ms(auction.biddingDuration)} ms)`);
+      assert.ok(
+        ms(auction.biddingDuration) < 2500,
+        `every node answered, so the auction closed long before the 5 s window (${ms(auction.biddingDuration)} ms)`,
+      );
       assert.ok(elapsed < 3000, `Deploy took ${elapsed} ms`);
 
       // Every node was asked with the workload id; only the winner provisioned, idempotently keyed.
@@ -299,14 +353,21 @@ describe("aether-aggregator: auctions against fake bidders", () => {
       const rec = await client.aggregator.getAuction({ auction: auction.id });
       assert.equal(rec.auction?.winner, "hb-b");
       const listed = await client.aggregator.listAuctions({ workloadId: placement.workloadId });
-      assert.deepEqual(listed.auctions.map((a) => a.id), [auction.id]);
+      assert.deepEqual(
+        listed.auctions.map((a) => a.id),
+        [auction.id],
+      );
       const byLabel = await client.aggregator.listPlacements({ filter: "team=a" });
       assert.ok(byLabel.placements.some((p) => p.workloadId === placement.workloadId));
       const { nodes } = await client.aggregator.listNodes({});
       assert.equal(nodes.find((n) => n.id === "hb-b")?.placementCount, 1);
 
       // The name is taken while the placement lives; released, the node is asked to release it.
-      await rejectsWith(client.aggregator.deploy({ spec: spec("web") }), Code.AlreadyExists, /workload name web is already used in tenant default/);
+      await rejectsWith(
+        client.aggregator.deploy({ spec: spec("web") }),
+        Code.AlreadyExists,
+        /workload name web is already used in tenant default/,
+      );
       const released = await client.aggregator.releasePlacement({ workload: placement.workloadId });
       assert.equal(released.placement?.state, PlacementState.RELEASED);
       assert.equal(bidders["hb-b"]?.released.at(-1)?.workloadId, placement.workloadId);
@@ -327,33 +388,44 @@ describe("aether-aggregator: auctions against fake bidders", () => {
     };
 
     // 1. Placements: t1-a already hosts a workload, so t1-b wins the tie (and would lose on thermal).
-    await withNodes(client, { "t1-a": { score: 700, thermal: { cpuCelsius: 30 } }, "t1-b": { score: 700, thermal: { cpuCelsius: 80 } } }, async () => {
-      const first = await client.aggregator.deploy({ spec: spec("t1-first", { requirements: { excludeNodes: ["t1-b"] } }) });
-      assert.equal(first.placement?.node, "t1-a");
-      for (const w of await winners("t1", 3)) {
-        assert.equal(w.node, "t1-b");
-        assert.match(w.reason, /fewest placements decided: t1-b has 0 \(t1-a 1\)/);
-      }
-      await client.aggregator.releasePlacement({ workload: "t1-first" });
-    });
+    await withNodes(
+      client,
+      { "t1-a": { score: 700, thermal: { cpuCelsius: 30 } }, "t1-b": { score: 700, thermal: { cpuCelsius: 80 } } },
+      async () => {
+        const first = await client.aggregator.deploy({ spec: spec("t1-first", { requirements: { excludeNodes: ["t1-b"] } }) });
+        assert.equal(first.placement?.node, "t1-a");
+        for (const w of await winners("t1", 3)) {
+          assert.equal(w.node, "t1-b");
+          assert.match(w.reason, /fewest placements decided: t1-b has 0 \(t1-a 1\)/);
+        }
+        await client.aggregator.releasePlacement({ workload: "t1-first" });
+      },
+    );
 
     // 2. Thermal: the cooler CPU wins; a heartbeat with new figures changes the decision.
-    await withNodes(client, { "t2-a": { score: 600, thermal: { cpuCelsius: 71 } }, "t2-b": { score: 600, thermal: { cpuCelsius: 48 } } }, async () => {
-      for (const w of await winners("t2", 3)) {
-        assert.equal(w.node, "t2-b");
-        assert.match(w.reason, /cooler decided: t2-b at 48 °C CPU \(t2-a 71 °C\)/);
-      }
-      const { nodes } = await client.aggregator.listNodes({});
-      const b = nodes.find((n) => n.id === "t2-b");
-      await client.aggregator.heartbeat({ nodeId: "t2-b", leaseId: b?.lease?.id ?? "", thermal: { cpuCelsius: 90 } });
-      const [after] = await winners("t2-hot", 1);
-      assert.equal(after?.node, "t2-a", "t2-b reported 90 °C in its heartbeat");
-    });
+    await withNodes(
+      client,
+      { "t2-a": { score: 600, thermal: { cpuCelsius: 71 } }, "t2-b": { score: 600, thermal: { cpuCelsius: 48 } } },
+      async () => {
+        for (const w of await winners("t2", 3)) {
+          assert.equal(w.node, "t2-b");
+          assert.match(w.reason, /cooler decided: t2-b at 48 °C CPU \(t2-a 71 °C\)/);
+        }
+        const { nodes } = await client.aggregator.listNodes({});
+        const b = nodes.find((n) => n.id === "t2-b");
+        await client.aggregator.heartbeat({ nodeId: "t2-b", leaseId: b?.lease?.id ?? "", thermal: { cpuCelsius: 90 } });
+        const [after] = await winners("t2-hot", 1);
+        assert.equal(after?.node, "t2-a", "t2-b reported 90 °C in its heartbeat");
+      },
+    );
 
     // 3. Disk wear: no thermal figures; the bid breakdown's disk_wear decides.
     await withNodes(
       client,
-      { "t3-a": { score: 650, factors: [{ name: "disk_wear", value: 0.4 }] }, "t3-b": { score: 650, factors: [{ name: "disk_wear", value: 0.9 }] } },
+      {
+        "t3-a": { score: 650, factors: [{ name: "disk_wear", value: 0.4 }] },
+        "t3-b": { score: 650, factors: [{ name: "disk_wear", value: 0.9 }] },
+      },
       async () => {
         for (const w of await winners("t3", 3)) {
           assert.equal(w.node, "t3-b");
@@ -458,16 +530,23 @@ describe("aether-aggregator: auctions against fake bidders", () => {
         const { auction } = await client.aggregator.getAuction({ auction: auctionId });
         assert.equal(auction?.state, AuctionState.FAILED);
         assert.equal(auction?.winner, "");
-        assert.deepEqual(auction?.bids.map((b) => [b.node, b.outcome]), [
-          ["nc-a", BidOutcome.DECLINED],
-          ["nc-b", BidOutcome.DECLINED],
-          ["nc-c", BidOutcome.TIMED_OUT],
-        ]);
+        assert.deepEqual(
+          auction?.bids.map((b) => [b.node, b.outcome]),
+          [
+            ["nc-a", BidOutcome.DECLINED],
+            ["nc-b", BidOutcome.DECLINED],
+            ["nc-c", BidOutcome.TIMED_OUT],
+          ],
+        );
         assert.match(auction?.stateReason ?? "", /nc-b: needs KVM/);
         const failed = await client.aggregator.listPlacements({ state: PlacementState.FAILED });
         assert.ok(failed.placements.some((p) => p.name === "big" && p.auctionId === auctionId));
         // A failed placement does not hold the name.
-        await rejectsWith(client.aggregator.deploy({ spec: spec("big", { requirements: { excludeNodes: ["nc-d"] } }) }), Code.ResourceExhausted, /no node can host workload big/);
+        await rejectsWith(
+          client.aggregator.deploy({ spec: spec("big", { requirements: { excludeNodes: ["nc-d"] } }) }),
+          Code.ResourceExhausted,
+          /no node can host workload big/,
+        );
       },
     );
   });
@@ -483,10 +562,17 @@ describe("aether-aggregator: auctions against fake bidders", () => {
         assert.equal(r.placement?.state, PlacementState.PLACED);
         assert.equal(r.auction?.winner, "pf-b");
         assert.equal(r.auction?.winningScore, 800);
-        assert.match(r.auction?.stateReason ?? "", /pf-a failed to provision it .*qemu-system-x86_64 exited with 1.*; pf-b, next in order with 800, provisioned it/);
+        assert.match(
+          r.auction?.stateReason ?? "",
+          /pf-a failed to provision it .*qemu-system-x86_64 exited with 1.*; pf-b, next in order with 800, provisioned it/,
+        );
         assert.match(bidOf(r, "pf-a").error, /won, but provisioning failed/);
         assert.equal(bidders["pf-a"]?.provisioned.length, 1);
-        await eventually(() => (bidders["pf-a"]?.released.some((x) => x.workloadId === r.placement?.workloadId) ? true : undefined), 5000, "pf-a asked to release");
+        await eventually(
+          () => (bidders["pf-a"]?.released.some((x) => x.workloadId === r.placement?.workloadId) ? true : undefined),
+          5000,
+          "pf-a asked to release",
+        );
         assert.equal(bidders["pf-b"]?.provisioned.length, 1);
         assert.equal(bidders["pf-c"]?.provisioned.length, 0);
         await client.aggregator.releasePlacement({ workload: "fallback" });
@@ -496,7 +582,10 @@ describe("aether-aggregator: auctions against fake bidders", () => {
         bidders["pf-c"]!.behaviour = { score: 100, provision: { fail: "cgroup refused" } };
         const err = await deployError(client, { spec: spec("doomed") });
         assert.equal(err.code, Code.Unavailable);
-        assert.match(err.rawMessage, /every node that bid failed to provision workload doomed: pf-a .*; pf-b .*out of disk.*; pf-c .*cgroup refused/);
+        assert.match(
+          err.rawMessage,
+          /every node that bid failed to provision workload doomed: pf-a .*; pf-b .*out of disk.*; pf-c .*cgroup refused/,
+        );
       },
     );
   });
@@ -519,10 +608,14 @@ describe("aether-aggregator: auctions against fake bidders", () => {
       assert.equal(moved.auctionHistory.length, 2);
       const { auction } = await client.aggregator.getAuction({ auction: moved.auctionId });
       assert.equal(auction?.trigger, AuctionTrigger.REPLACEMENT);
-      assert.ok(bidders["mv-a"]?.released.some((x) => x.workloadId === moved.workloadId), "the node it left was asked to release it");
+      assert.ok(
+        bidders["mv-a"]?.released.some((x) => x.workloadId === moved.workloadId),
+        "the node it left was asked to release it",
+      );
       assert.equal(bidders["mv-b"]?.provisioned.at(-1)?.requestId, moved.workloadId);
       const events: ClusterEvent[] = [];
-      for await (const e of client.aggregator.streamClusterEvents({ kinds: [ClusterEventKind.WORKLOAD_REPLACED] })) if (e.event) events.push(e.event);
+      for await (const e of client.aggregator.streamClusterEvents({ kinds: [ClusterEventKind.WORKLOAD_REPLACED] }))
+        if (e.event) events.push(e.event);
       assert.deepEqual(events.at(-1)?.attributes, { from_node: "mv-a", to_node: "mv-b", score: "200" });
       await client.aggregator.releasePlacement({ workload: "mover" });
     });
@@ -551,13 +644,21 @@ describe("aether-aggregator: auctions against fake bidders", () => {
     await withNodes(client, { "v-a": { score: 500 } }, async (bidders) => {
       await rejectsWith(client.aggregator.deploy({}), Code.InvalidArgument, /spec is missing/);
       await rejectsWith(client.aggregator.deploy({ spec: { name: "x" } }), Code.InvalidArgument, /nothing to run/);
-      await rejectsWith(client.aggregator.deploy({ spec: spec("Bad Name") }), Code.InvalidArgument, /spec.name "Bad Name" is not a valid name/);
+      await rejectsWith(
+        client.aggregator.deploy({ spec: spec("Bad Name") }),
+        Code.InvalidArgument,
+        /spec.name "Bad Name" is not a valid name/,
+      );
       await rejectsWith(
         client.aggregator.deploy({ spec: { name: "rel", kind: { case: "executable", value: { argv: ["sleep", "1"] } } } }),
         Code.InvalidArgument,
         /not an absolute path/,
       );
-      await rejectsWith(client.aggregator.deploy({ spec: spec("slow"), bidTimeout: { seconds: 120n, nanos: 0 } }), Code.InvalidArgument, /bid_timeout 120 s is out of range/);
+      await rejectsWith(
+        client.aggregator.deploy({ spec: spec("slow"), bidTimeout: { seconds: 120n, nanos: 0 } }),
+        Code.InvalidArgument,
+        /bid_timeout 120 s is out of range/,
+      );
 
       const first = await client.aggregator.deploy({ spec: spec("idem"), requestId: "req-1" });
       const again = await client.aggregator.deploy({ spec: spec("idem"), requestId: "req-1" });
@@ -575,28 +676,55 @@ describe("aether-aggregator: auctions against fake bidders", () => {
     const one = await startFakeBidder("dup-node");
     const other = await startFakeBidder("dup-node");
     try {
-      const first = await client.aggregator.registerNode({ nodeId: "dup-node", name: "dup-node", address: one.address, labels: { rack: "r1" } });
+      const first = await client.aggregator.registerNode({
+        nodeId: "dup-node",
+        name: "dup-node",
+        address: one.address,
+        labels: { rack: "r1" },
+      });
       assert.equal(first.node?.state, NodeState.READY);
       assert.equal(ms(first.lease?.ttl), 15_000, "the default lease is 15 s");
       assert.equal(ms(first.lease?.heartbeatInterval), 5000, "heartbeat every third of it");
       await rejectsWith(
         client.aggregator.registerNode({ nodeId: "dup-node", name: "dup-node", address: other.address }),
         Code.AlreadyExists,
-        new RegExp(`node id dup-node is already registered by a live node at ${one.address.replace(/\./g, "\\.")} .*refused.*own state directory`),
+        new RegExp(
+          `node id dup-node is already registered by a live node at ${one.address.replace(/\./g, "\\.")} .*refused.*own state directory`,
+        ),
       );
-      const again = await client.aggregator.registerNode({ nodeId: "dup-node", name: "dup-node", address: one.address, labels: { rack: "r9" } });
+      const again = await client.aggregator.registerNode({
+        nodeId: "dup-node",
+        name: "dup-node",
+        address: one.address,
+        labels: { rack: "r9" },
+      });
       assert.notEqual(again.lease?.id, first.lease?.id, "a new lease");
       const { nodes } = await client.aggregator.listNodes({ filter: "rack=r9" });
-      assert.deepEqual(nodes.map((n) => [n.id, n.address]), [["dup-node", one.address]]);
+      assert.deepEqual(
+        nodes.map((n) => [n.id, n.address]),
+        [["dup-node", one.address]],
+      );
       // The old lease is gone with the old record.
-      await rejectsWith(client.aggregator.heartbeat({ nodeId: "dup-node", leaseId: first.lease?.id ?? "" }), Code.FailedPrecondition, /not node dup-node's current lease.*register again/);
-      await rejectsWith(client.aggregator.heartbeat({ nodeId: "ghost", leaseId: "x" }), Code.FailedPrecondition, /node ghost is not registered.*register again/);
+      await rejectsWith(
+        client.aggregator.heartbeat({ nodeId: "dup-node", leaseId: first.lease?.id ?? "" }),
+        Code.FailedPrecondition,
+        /not node dup-node's current lease.*register again/,
+      );
+      await rejectsWith(
+        client.aggregator.heartbeat({ nodeId: "ghost", leaseId: "x" }),
+        Code.FailedPrecondition,
+        /node ghost is not registered.*register again/,
+      );
       await rejectsWith(
         client.aggregator.registerNode({ nodeId: "n1", name: "n1", address: "http://10.1.2.3:7443" }),
         Code.InvalidArgument,
         /plain HTTP on a non-loopback host/,
       );
-      await rejectsWith(client.aggregator.registerNode({ nodeId: "n1", name: "n1", address: "tcp://x" }), Code.InvalidArgument, /not understood/);
+      await rejectsWith(
+        client.aggregator.registerNode({ nodeId: "n1", name: "n1", address: "tcp://x" }),
+        Code.InvalidArgument,
+        /not understood/,
+      );
     } finally {
       await client.aggregator.deregisterNode({ nodeId: "dup-node" }).catch(() => undefined);
       await one.close();
@@ -609,21 +737,38 @@ describe("aether-aggregator: auctions against fake bidders", () => {
     const all: ClusterEvent[] = [];
     for await (const r of client.aggregator.streamClusterEvents({})) if (r.event) all.push(r.event);
     assert.ok(all.length > 10, "the history of the tests above is retained");
-    all.forEach((e, i) => i > 0 && assert.equal(e.sequence, (all[i - 1] as ClusterEvent).sequence + 1n, "sequence numbers increase by one"));
+    all.forEach(
+      (e, i) => i > 0 && assert.equal(e.sequence, (all[i - 1] as ClusterEvent).sequence + 1n, "sequence numbers increase by one"),
+    );
     const kinds = new Set(all.map((e) => e.kind));
-    for (const k of [ClusterEventKind.NODE_REGISTERED, ClusterEventKind.NODE_DEREGISTERED, ClusterEventKind.AUCTION_DECIDED, ClusterEventKind.AUCTION_FAILED, ClusterEventKind.WORKLOAD_PLACED, ClusterEventKind.WORKLOAD_RELEASED, ClusterEventKind.WORKLOAD_FAILED]) {
+    for (const k of [
+      ClusterEventKind.NODE_REGISTERED,
+      ClusterEventKind.NODE_DEREGISTERED,
+      ClusterEventKind.AUCTION_DECIDED,
+      ClusterEventKind.AUCTION_FAILED,
+      ClusterEventKind.WORKLOAD_PLACED,
+      ClusterEventKind.WORKLOAD_RELEASED,
+      ClusterEventKind.WORKLOAD_FAILED,
+    ]) {
       assert.ok(kinds.has(k), `has ${ClusterEventKind[k]}`);
     }
     const last = all.at(-1) as ClusterEvent;
     const tail: ClusterEvent[] = [];
-    for await (const r of client.aggregator.streamClusterEvents({ start: { case: "tailEvents", value: 2 } })) if (r.event) tail.push(r.event);
-    assert.deepEqual(tail.map((e) => e.sequence), [last.sequence - 1n, last.sequence]);
+    for await (const r of client.aggregator.streamClusterEvents({ start: { case: "tailEvents", value: 2 } }))
+      if (r.event) tail.push(r.event);
+    assert.deepEqual(
+      tail.map((e) => e.sequence),
+      [last.sequence - 1n, last.sequence],
+    );
 
     const abort = new AbortController();
     const followed: ClusterEvent[] = [];
     const following = (async () => {
       try {
-        for await (const r of client.aggregator.streamClusterEvents({ start: { case: "afterSequence", value: last.sequence }, follow: true, kinds: [ClusterEventKind.NODE_REGISTERED] }, { signal: abort.signal })) {
+        for await (const r of client.aggregator.streamClusterEvents(
+          { start: { case: "afterSequence", value: last.sequence }, follow: true, kinds: [ClusterEventKind.NODE_REGISTERED] },
+          { signal: abort.signal },
+        )) {
           if (r.event) followed.push(r.event);
         }
       } catch (err) {
@@ -654,7 +799,10 @@ describe("aether-aggregator: leases", () => {
       const s = await client.aggregator.registerNode({ nodeId: "lease-silent", name: "lease-silent", address: silent.address });
       assert.equal(ms(a.lease?.ttl), 1000);
       assert.equal(ms(a.lease?.heartbeatInterval), 333);
-      const beat = setInterval(() => void client.aggregator.heartbeat({ nodeId: "lease-alive", leaseId: a.lease?.id ?? "" }).catch(() => undefined), 150);
+      const beat = setInterval(
+        () => void client.aggregator.heartbeat({ nodeId: "lease-alive", leaseId: a.lease?.id ?? "" }).catch(() => undefined),
+        150,
+      );
       try {
         const suspect = await eventually(
           async () => (await client.aggregator.listNodes({ state: NodeState.SUSPECT })).nodes.find((n) => n.id === "lease-silent"),
@@ -663,15 +811,25 @@ describe("aether-aggregator: leases", () => {
         );
         assert.match(suspect.stateReason, /no heartbeat since .*the lease expired at .*TTL 1 s.*no auctions until it registers again/);
         const ready = await client.aggregator.listNodes({ state: NodeState.READY });
-        assert.deepEqual(ready.nodes.map((n) => n.id), ["lease-alive"]);
+        assert.deepEqual(
+          ready.nodes.map((n) => n.id),
+          ["lease-alive"],
+        );
 
         const asked = silent.bidRequests.length;
         const r = await client.aggregator.deploy({ spec: spec("lease-w") });
         assert.equal(r.placement?.node, "lease-alive", "the suspect node's 900 is not asked for");
-        assert.deepEqual(r.auction?.bids.map((b) => b.node), ["lease-alive"]);
+        assert.deepEqual(
+          r.auction?.bids.map((b) => b.node),
+          ["lease-alive"],
+        );
         assert.equal(silent.bidRequests.length, asked);
 
-        await rejectsWith(client.aggregator.heartbeat({ nodeId: "lease-silent", leaseId: s.lease?.id ?? "" }), Code.FailedPrecondition, /lease of node lease-silent expired .*SUSPECT.*register again/);
+        await rejectsWith(
+          client.aggregator.heartbeat({ nodeId: "lease-silent", leaseId: s.lease?.id ?? "" }),
+          Code.FailedPrecondition,
+          /lease of node lease-silent expired .*SUSPECT.*register again/,
+        );
 
         // With nothing but the suspect node able to host it, the sentence says why.
         const err = await deployError(client, { spec: spec("lease-x", { requirements: { excludeNodes: ["lease-alive"] } }) });
@@ -684,11 +842,17 @@ describe("aether-aggregator: leases", () => {
         const back = await client.aggregator.deploy({ spec: spec("lease-y") });
         assert.equal(back.placement?.node, "lease-silent");
         const events: ClusterEvent[] = [];
-        for await (const e of client.aggregator.streamClusterEvents({ kinds: [ClusterEventKind.NODE_SUSPECT, ClusterEventKind.NODE_RECOVERED] })) if (e.event) events.push(e.event);
-        assert.deepEqual(events.map((e) => [e.kind, e.node]), [
-          [ClusterEventKind.NODE_SUSPECT, "lease-silent"],
-          [ClusterEventKind.NODE_RECOVERED, "lease-silent"],
-        ]);
+        for await (const e of client.aggregator.streamClusterEvents({
+          kinds: [ClusterEventKind.NODE_SUSPECT, ClusterEventKind.NODE_RECOVERED],
+        }))
+          if (e.event) events.push(e.event);
+        assert.deepEqual(
+          events.map((e) => [e.kind, e.node]),
+          [
+            [ClusterEventKind.NODE_SUSPECT, "lease-silent"],
+            [ClusterEventKind.NODE_RECOVERED, "lease-silent"],
+          ],
+        );
       } finally {
         clearInterval(beat);
       }
@@ -696,7 +860,11 @@ describe("aether-aggregator: leases", () => {
       // Once the holder's lease ran out, its id may register from another address.
       const moved = await startFakeBidder("lease-alive", { score: 100 });
       try {
-        await eventually(async () => (await client.aggregator.listNodes({ state: NodeState.SUSPECT })).nodes.find((n) => n.id === "lease-alive"), 5000, "lease-alive SUSPECT");
+        await eventually(
+          async () => (await client.aggregator.listNodes({ state: NodeState.SUSPECT })).nodes.find((n) => n.id === "lease-alive"),
+          5000,
+          "lease-alive SUSPECT",
+        );
         const re = await client.aggregator.registerNode({ nodeId: "lease-alive", name: "lease-alive", address: moved.address });
         assert.equal(re.node?.address, moved.address);
       } finally {
@@ -729,20 +897,36 @@ describe("aether-aggregator: state survives a restart (embedded store)", () => {
       };
       for await (const e of agg.client.aggregator.streamClusterEvents({})) if (e.event) before.events.push(e.event);
       assert.equal(before.placements.length, 3);
-      assert.deepEqual(before.auctions.map((x) => x.workloadId).slice(1), [two.placement?.workloadId, one.placement?.workloadId], "newest first");
+      assert.deepEqual(
+        before.auctions.map((x) => x.workloadId).slice(1),
+        [two.placement?.workloadId, one.placement?.workloadId],
+        "newest first",
+      );
 
       const compare = async (client: AetherClient) => {
         const nodes = (await client.aggregator.listNodes({})).nodes;
-        assert.deepEqual(nodes.map((n) => [n.id, n.address, n.state, n.placementCount, n.labels]), before.nodes.map((n) => [n.id, n.address, n.state, n.placementCount, n.labels]));
+        assert.deepEqual(
+          nodes.map((n) => [n.id, n.address, n.state, n.placementCount, n.labels]),
+          before.nodes.map((n) => [n.id, n.address, n.state, n.placementCount, n.labels]),
+        );
         const placements = (await client.aggregator.listPlacements({})).placements;
-        assert.deepEqual(placements.map((p) => [p.workloadId, p.name, p.state, p.node, p.resourceId, p.auctionId]), before.placements.map((p) => [p.workloadId, p.name, p.state, p.node, p.resourceId, p.auctionId]));
+        assert.deepEqual(
+          placements.map((p) => [p.workloadId, p.name, p.state, p.node, p.resourceId, p.auctionId]),
+          before.placements.map((p) => [p.workloadId, p.name, p.state, p.node, p.resourceId, p.auctionId]),
+        );
         const auctions = (await client.aggregator.listAuctions({})).auctions;
-        assert.deepEqual(auctions.map((x) => [x.id, x.state, x.winner, x.bids.length, ms(x.totalDuration)]), before.auctions.map((x) => [x.id, x.state, x.winner, x.bids.length, ms(x.totalDuration)]));
+        assert.deepEqual(
+          auctions.map((x) => [x.id, x.state, x.winner, x.bids.length, ms(x.totalDuration)]),
+          before.auctions.map((x) => [x.id, x.state, x.winner, x.bids.length, ms(x.totalDuration)]),
+        );
         const got = await client.aggregator.getAuction({ auction: one.auction?.id ?? "" });
         assert.equal(got.auction?.winner, "rs-a");
         const events: ClusterEvent[] = [];
         for await (const e of client.aggregator.streamClusterEvents({})) if (e.event) events.push(e.event);
-        assert.deepEqual(events.slice(0, before.events.length).map((e) => [e.sequence, e.kind, e.message]), before.events.map((e) => [e.sequence, e.kind, e.message]));
+        assert.deepEqual(
+          events.slice(0, before.events.length).map((e) => [e.sequence, e.kind, e.message]),
+          before.events.map((e) => [e.sequence, e.kind, e.message]),
+        );
       };
 
       // SIGTERM with a follow stream open: the stream ends with UNAVAILABLE at once, the process exits 0.
@@ -841,7 +1025,9 @@ describe("aether-aggregator: flags", () => {
 
 class StandbyStore implements ClusterStore {
   readonly description = "memory:standby";
-  private readonly values = new Map<string, string>([["leader", JSON.stringify({ replica: "agg-1", advertise: "https://10.0.0.5:7450", since: "2026-01-01T00:00:00.000Z" })]]);
+  private readonly values = new Map<string, string>([
+    ["leader", JSON.stringify({ replica: "agg-1", advertise: "https://10.0.0.5:7450", since: "2026-01-01T00:00:00.000Z" })],
+  ]);
   async get(key: string) {
     return this.values.get(key);
   }
@@ -865,7 +1051,11 @@ describe("Aggregator (library): a standby replica", () => {
     const aggregator = new Aggregator({ store: new StandbyStore(), replica: "agg-2" });
     aggregator.start();
     assert.equal(aggregator.isLeader, false);
-    await rejectsWith(aggregator.listNodes(create(ListNodesRequestSchema)), Code.Unavailable, /this replica \(agg-2\) is a standby; the leader is agg-1 at https:\/\/10\.0\.0\.5:7450/);
+    await rejectsWith(
+      aggregator.listNodes(create(ListNodesRequestSchema)),
+      Code.Unavailable,
+      /this replica \(agg-2\) is a standby; the leader is agg-1 at https:\/\/10\.0\.0\.5:7450/,
+    );
     await rejectsWith(aggregator.deploy(create(DeployRequestSchema)), Code.Unavailable, /standby/);
     const health = await aggregator.health();
     assert.equal(health.leading, false);

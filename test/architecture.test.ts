@@ -34,7 +34,8 @@ const ALLOWED: Record<string, string[]> = {
 };
 
 const workspaces = (JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { workspaces: string[] }).workspaces;
-const packageJson = (dir: string) => JSON.parse(readFileSync(join(root, dir, "package.json"), "utf8")) as { name: string; dependencies?: Record<string, string> };
+const packageJson = (dir: string) =>
+  JSON.parse(readFileSync(join(root, dir, "package.json"), "utf8")) as { name: string; dependencies?: Record<string, string> };
 /** "@aether/daemon" -> "daemon" (the workspace folder). */
 const folderOf = new Map(workspaces.map((dir) => [packageJson(dir).name, dir]));
 
@@ -76,7 +77,9 @@ describe("architecture", () => {
       const allowed = new Set([dir, ...(ALLOWED[dir] ?? [])]);
       const wrong: string[] = [];
       const used = new Set<string>();
-      const files = ["src", "bin"].filter((d) => statSync(join(root, dir, d), { throwIfNoEntry: false })?.isDirectory()).flatMap((d) => sourceFiles(join(root, dir, d)));
+      const files = ["src", "bin"]
+        .filter((d) => statSync(join(root, dir, d), { throwIfNoEntry: false })?.isDirectory())
+        .flatMap((d) => sourceFiles(join(root, dir, d)));
       assert.ok(files.length > 0, `no sources found under ${dir}`);
       for (const file of files) {
         for (const { workspace, specifier } of workspaceImports(file)) {
@@ -90,7 +93,8 @@ describe("architecture", () => {
         .map((name) => folderOf.get(name))
         .filter((w): w is string => w !== undefined);
       for (const w of declared) assert.ok(allowed.has(w), `${dir}/package.json depends on ${w}, which ${dir} may not import`);
-      for (const w of used) assert.ok(declared.includes(w), `${dir} imports ${w} but its package.json does not list @aether/${w} in dependencies`);
+      for (const w of used)
+        assert.ok(declared.includes(w), `${dir} imports ${w} but its package.json does not list @aether/${w} in dependencies`);
     });
   }
 
@@ -98,7 +102,19 @@ describe("architecture", () => {
     const dirs = workspaces.map((dir) => join(dir, "src"));
     const out = execFileSync(
       process.execPath,
-      [join(root, "node_modules", "madge", "bin", "cli.js"), "--circular", "--json", "--no-spinner", "--extensions", "ts", "--ts-config", "tsconfig.base.json", "--exclude", "/gen/|node_modules|/dist/|\\.test\\.ts$", ...dirs],
+      [
+        join(root, "node_modules", "madge", "bin", "cli.js"),
+        "--circular",
+        "--json",
+        "--no-spinner",
+        "--extensions",
+        "ts",
+        "--ts-config",
+        "tsconfig.base.json",
+        "--exclude",
+        "/gen/|node_modules|/dist/|\\.test\\.ts$",
+        ...dirs,
+      ],
       { cwd: root, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] },
     );
     const cycles = JSON.parse(out) as string[][];

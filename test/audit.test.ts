@@ -15,24 +15,37 @@ describe("audit log", () => {
       await aether.runtime.waitExecutable({ executable: "audited", tenant: "team-a" });
       await aether.runtime.listExecutables({});
       await aether.runtime.getExecutable({ executable: "audited", tenant: "team-a" });
-      await assert.rejects(aether.runtime.stopExecutable({ executable: "nope" }), (err: unknown) => err instanceof ConnectError && err.code === Code.NotFound);
+      await assert.rejects(
+        aether.runtime.stopExecutable({ executable: "nope" }),
+        (err: unknown) => err instanceof ConnectError && err.code === Code.NotFound,
+      );
       await aether.storage.createVolume({ name: "disk", source: { case: "empty", value: { sizeBytes: 1n << 20n } } });
       await aether.storage.deleteVolume({ volume: "disk" });
 
       const { records } = await aether.observe.listAuditRecords({});
       const seen = records.map((r) => [r.method.split("/").pop(), r.target, r.tenant, r.result]);
-      assert.deepEqual(seen, [
-        ["DeleteVolume", "disk", "default", "ok"],
-        ["CreateVolume", "disk", "default", "ok"],
-        ["StopExecutable", "nope", "default", "not_found"],
-        ["StartExecutable", "audited", "team-a", "ok"],
-      ], "mutating calls only, newest first");
-      assert.ok(records.every((r) => r.identity === `unix:uid=${process.getuid?.()}`), "the local socket's caller");
+      assert.deepEqual(
+        seen,
+        [
+          ["DeleteVolume", "disk", "default", "ok"],
+          ["CreateVolume", "disk", "default", "ok"],
+          ["StopExecutable", "nope", "default", "not_found"],
+          ["StartExecutable", "audited", "team-a", "ok"],
+        ],
+        "mutating calls only, newest first",
+      );
+      assert.ok(
+        records.every((r) => r.identity === `unix:uid=${process.getuid?.()}`),
+        "the local socket's caller",
+      );
       assert.ok(records.every((r) => r.time && r.method.startsWith("/aether.")));
       assert.equal(executable?.name, "audited");
 
       const onlyA = (await aether.observe.listAuditRecords({ tenant: "team-a" })).records;
-      assert.deepEqual(onlyA.map((r) => r.target), ["audited"]);
+      assert.deepEqual(
+        onlyA.map((r) => r.target),
+        ["audited"],
+      );
       const page = await aether.observe.listAuditRecords({ pageSize: 2 });
       assert.equal(page.records.length, 2);
       assert.notEqual(page.nextPageToken, "");

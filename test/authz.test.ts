@@ -26,8 +26,17 @@ import { createCa, type Pair, type TestCa } from "./helpers/pki.js";
 import { freePort } from "./helpers/net.js";
 
 const MiB = 1024n * 1024n;
-const SERVICES: DescService[] = [ExecutableService, CellService, VmService, StorageService, ObserveService, NodeService, FenceService, BidService, AggregatorService];
-
+const SERVICES: DescService[] = [
+  ExecutableService,
+  CellService,
+  VmService,
+  StorageService,
+  ObserveService,
+  NodeService,
+  FenceService,
+  BidService,
+  AggregatorService,
+];
 
 type Outcome = { ok: true; items: unknown[] } | { ok: false; err: ConnectError };
 
@@ -81,7 +90,18 @@ describe("authorization and tenants", () => {
     policyPath = join(dir, "policy.toml");
     writeFileSync(policyPath, basePolicy);
     daemon = await startDaemon({
-      args: ["--listen", `127.0.0.1:${port}`, "--tls-cert", server.cert, "--tls-key", server.key, "--tls-client-ca", ca.cert, "--policy", policyPath],
+      args: [
+        "--listen",
+        `127.0.0.1:${port}`,
+        "--tls-cert",
+        server.cert,
+        "--tls-key",
+        server.key,
+        "--tls-client-ca",
+        ca.cert,
+        "--policy",
+        policyPath,
+      ],
     });
     admin = await daemon.client();
     alice = await asClient(ca.issue("alice", { uri: "spiffe://test/tenant/a/user/alice" }));
@@ -91,15 +111,31 @@ describe("authorization and tenants", () => {
     const exe = await admin.runtime.startExecutable({ name: "job", tenant: "b", argv: ["/bin/sleep", "600"] });
     ids.exe = exe.executable?.id ?? "";
     ids.cell = (await admin.cells.allocateCell({ name: "web", tenant: "b" })).cell?.id ?? "";
-    const volume = await admin.storage.createVolume({ name: "data", tenant: "b", source: { case: "empty", value: { sizeBytes: 16n * MiB } } });
+    const volume = await admin.storage.createVolume({
+      name: "data",
+      tenant: "b",
+      source: { case: "empty", value: { sizeBytes: 16n * MiB } },
+    });
     ids.volume = volume.volume?.id ?? "";
     ids.snapshot = (await admin.storage.snapshotVolume({ volume: "data", tenant: "b", name: "s1" })).snapshot?.id ?? "";
     const imageFile = join(dir, "tiny.qcow2");
     execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", imageFile, "16M"]);
     const sha256 = createHash("sha256").update(readFileSync(imageFile)).digest("hex");
-    ids.image = (await admin.storage.importImage({ name: "tiny", tenant: "b", sha256, source: { source: { case: "localPath", value: imageFile } } })).image?.id ?? "";
-    await eventually(async () => ((await admin.storage.getImage({ image: ids.image, tenant: "b" })).image?.state === 2 ? true : undefined), 20_000, "the image import");
-    const vm = await admin.vm.createVm({ name: "vm1", tenant: "b", vcpus: 1, memoryBytes: 128n * MiB, boot: { source: { case: "kernel", value: { kernelPath: "/bin/true", initrdPath: "", cmdline: "" } } } });
+    ids.image =
+      (await admin.storage.importImage({ name: "tiny", tenant: "b", sha256, source: { source: { case: "localPath", value: imageFile } } }))
+        .image?.id ?? "";
+    await eventually(
+      async () => ((await admin.storage.getImage({ image: ids.image, tenant: "b" })).image?.state === 2 ? true : undefined),
+      20_000,
+      "the image import",
+    );
+    const vm = await admin.vm.createVm({
+      name: "vm1",
+      tenant: "b",
+      vcpus: 1,
+      memoryBytes: 128n * MiB,
+      boot: { source: { case: "kernel", value: { kernelPath: "/bin/true", initrdPath: "", cmdline: "" } } },
+    });
     ids.vm = vm.vm?.id ?? "";
     for (const [k, v] of Object.entries(ids)) assert.ok(v, `tenant b's ${k} was made`);
   });
@@ -152,7 +188,8 @@ describe("authorization and tenants", () => {
           case "none_of_b":
             assert.ok(out.ok, `${key} failed for alice: ${out.ok ? "" : out.err.message}`);
             // Alice's own audit records name b's ids she tried: only her own records may show.
-            if (key === "ObserveService/ListAuditRecords") assert.ok(!/"identity":"(?!spiffe:\/\/test\/tenant\/a\/user\/alice")/.test(seen), `${key} showed alice others' records`);
+            if (key === "ObserveService/ListAuditRecords")
+              assert.ok(!/"identity":"(?!spiffe:\/\/test\/tenant\/a\/user\/alice")/.test(seen), `${key} showed alice others' records`);
             else for (const id of bIds) assert.ok(!seen.includes(id), `${key} showed alice tenant b's ${id}`);
             assert.ok(!seen.includes('"tenant":"b"'), `${key} showed alice something of tenant b`);
             break;
@@ -160,7 +197,11 @@ describe("authorization and tenants", () => {
       }
     }
     // Nothing of b's was touched: the admin still sees every resource, the process still running.
-    assert.equal((await admin.runtime.getExecutable({ executable: ids.exe, tenant: "b" })).executable?.state, 1, "b's executable still runs");
+    assert.equal(
+      (await admin.runtime.getExecutable({ executable: ids.exe, tenant: "b" })).executable?.state,
+      1,
+      "b's executable still runs",
+    );
     await admin.cells.getCell({ cell: ids.cell, tenant: "b" });
     await admin.storage.getVolume({ volume: ids.volume, tenant: "b" });
     await admin.storage.getImage({ image: ids.image, tenant: "b" });
@@ -170,14 +211,23 @@ describe("authorization and tenants", () => {
 
   it("tenant b sees its own resources, by id and in lists, with its tenant filled in", async () => {
     assert.equal((await bob.runtime.getExecutable({ executable: ids.exe })).executable?.name, "job");
-    assert.deepEqual((await bob.runtime.listExecutables({})).executables.map((e) => e.name), ["job"]);
+    assert.deepEqual(
+      (await bob.runtime.listExecutables({})).executables.map((e) => e.name),
+      ["job"],
+    );
     assert.equal((await bob.vm.getVm({ vm: ids.vm })).vm?.name, "vm1");
-    assert.deepEqual((await bob.storage.listVolumes({})).volumes.map((v) => v.name), ["data"]);
+    assert.deepEqual(
+      (await bob.storage.listVolumes({})).volumes.map((v) => v.name),
+      ["data"],
+    );
     const audit = await admin.observe.listAuditRecords({ tenant: "b" });
     assert.ok(audit.records.length > 0);
     // Alice's refused attempts on b are audited under her identity.
     const mine = (await admin.observe.listAuditRecords({})).records.filter((r) => r.identity === "spiffe://test/tenant/a/user/alice");
-    assert.ok(mine.some((r) => r.result === "permission_denied"), "alice's refused calls are in the audit log");
+    assert.ok(
+      mine.some((r) => r.result === "permission_denied"),
+      "alice's refused calls are in the audit log",
+    );
   });
 
   it("a tenant's processes never run as root; it may not read host files or aetherd's own log", async () => {
@@ -193,7 +243,10 @@ describe("authorization and tenants", () => {
     );
     // A client stream is held to the tenant too: the handler resolves in tenant a.
     const console = await call(alice.transport, VmService, VmService.method.attachConsole, { vm: "no-such-vm" });
-    assert.ok(!console.ok && console.err.code === Code.NotFound && /in tenant a/.test(console.err.message), console.ok ? "answered" : console.err.message);
+    assert.ok(
+      !console.ok && console.err.code === Code.NotFound && /in tenant a/.test(console.err.message),
+      console.ok ? "answered" : console.err.message,
+    );
     const logs = await call(alice.transport, ObserveService, ObserveService.method.streamLogs, { source: LogSource.DAEMON });
     assert.ok(!logs.ok && logs.err.code === Code.PermissionDenied, "aetherd's log is refused to a tenant");
   });
@@ -201,17 +254,34 @@ describe("authorization and tenants", () => {
   it("an auditor reads every tenant but changes nothing; an identity the policy does not know gets nothing", async () => {
     const carol = await asClient(ca.issue("carol", { uri: "spiffe://test/audit/carol" }));
     assert.ok((await carol.runtime.listExecutables({})).executables.some((e) => e.id === ids.exe));
-    await assert.rejects(carol.runtime.stopExecutable({ executable: ids.exe, tenant: "b" }), (e: ConnectError) => e.code === Code.PermissionDenied && /roles \(auditor\)/.test(e.message));
+    await assert.rejects(
+      carol.runtime.stopExecutable({ executable: ids.exe, tenant: "b" }),
+      (e: ConnectError) => e.code === Code.PermissionDenied && /roles \(auditor\)/.test(e.message),
+    );
     carol.close();
     // connect() asks for the node's identity first: it is refused already.
-    await assert.rejects(asClient(ca.issue("stranger", { uri: null })), (e: ConnectError) => e.code === Code.PermissionDenied && /cn:stranger is unknown to the policy/.test(e.message));
+    await assert.rejects(
+      asClient(ca.issue("stranger", { uri: null })),
+      (e: ConnectError) => e.code === Code.PermissionDenied && /cn:stranger is unknown to the policy/.test(e.message),
+    );
   });
 
   it("a policy change applies without a restart, and a broken policy file leaves the last good one in force", async () => {
     const pid = daemon.process.pid;
     await alice.vm.listVms({});
-    writeFileSync(policyPath, `${basePolicy}\n[[rules]]\neffect = "deny"\nmembers = ["spiffe://test/tenant/a/**"]\nmethods = ["aether.vm.v1.VmService/List*"]\n`);
-    await eventually(async () => (await alice.vm.listVms({}).then(() => undefined, (e: ConnectError) => (e.code === Code.PermissionDenied ? e : undefined))), 10_000, "the deny rule to apply");
+    writeFileSync(
+      policyPath,
+      `${basePolicy}\n[[rules]]\neffect = "deny"\nmembers = ["spiffe://test/tenant/a/**"]\nmethods = ["aether.vm.v1.VmService/List*"]\n`,
+    );
+    await eventually(
+      async () =>
+        await alice.vm.listVms({}).then(
+          () => undefined,
+          (e: ConnectError) => (e.code === Code.PermissionDenied ? e : undefined),
+        ),
+      10_000,
+      "the deny rule to apply",
+    );
     // Deny wins over the tenant role, and only for what it names.
     await alice.runtime.listExecutables({});
     writeFileSync(policyPath, "this is [not toml");
@@ -220,7 +290,15 @@ describe("authorization and tenants", () => {
     await assert.rejects(alice.vm.listVms({}), (e: ConnectError) => e.code === Code.PermissionDenied);
     assert.match(daemon.log(), /the authorization policy was not reloaded/);
     writeFileSync(policyPath, basePolicy);
-    await eventually(async () => (await alice.vm.listVms({}).then(() => true, () => undefined)), 10_000, "the deny rule to be lifted");
+    await eventually(
+      async () =>
+        await alice.vm.listVms({}).then(
+          () => true,
+          () => undefined,
+        ),
+      10_000,
+      "the deny rule to be lifted",
+    );
     assert.equal(daemon.process.pid, pid, "the same daemon process throughout");
   });
 });
@@ -258,7 +336,12 @@ function crossById(ids: Record<string, string>): Record<string, { init: Record<s
     "CellService/ListCells": none(),
     "CellService/GetCellStats": nf({ cell: ids.cell }),
     // vm
-    "VmService/CreateVm": nf({ name: "thief", vcpus: 1, memoryBytes: 128n * MiB, boot: { source: { case: "disk", value: { volume: ids.volume } } } }),
+    "VmService/CreateVm": nf({
+      name: "thief",
+      vcpus: 1,
+      memoryBytes: 128n * MiB,
+      boot: { source: { case: "disk", value: { volume: ids.volume } } },
+    }),
     "VmService/StartVm": nf({ vm: ids.vm }),
     "VmService/StopVm": nf({ vm: ids.vm, force: true }),
     "VmService/PauseVm": nf({ vm: ids.vm }),

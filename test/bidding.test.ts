@@ -18,7 +18,10 @@ const MiB = 2n ** 20n;
 // The node's own labels come from its config file, as an operator would set them.
 const configDir = mkdtempSync(join(tmpdir(), "aether-bidding-"));
 const configFile = join(configDir, "aetherd.toml");
-writeFileSync(configFile, `[node]\nlabels = { rack = "r7", tier = "ssd" }\n\n[bidding]\nmemory_overcommit = 1.0\ncpu_overcommit = 4.0\nhold_ms = 5000\n`);
+writeFileSync(
+  configFile,
+  `[node]\nlabels = { rack = "r7", tier = "ssd" }\n\n[bidding]\nmemory_overcommit = 1.0\ncpu_overcommit = 4.0\nhold_ms = 5000\n`,
+);
 
 type SpecInit = MessageInitShape<typeof WorkloadSpecSchema>;
 let counter = 0;
@@ -93,7 +96,11 @@ describe("bidding", () => {
 
   it("answers INVALID_ARGUMENT with a sentence for specs that are not well formed", async () => {
     await rejectsWith(bid(undefined), Code.InvalidArgument, /spec is required/);
-    await rejectsWith(bid({ workloadId: workloadId(), name: "nokind" }), Code.InvalidArgument, /no kind: give exactly one of executable, cell or vm/);
+    await rejectsWith(
+      bid({ workloadId: workloadId(), name: "nokind" }),
+      Code.InvalidArgument,
+      /no kind: give exactly one of executable, cell or vm/,
+    );
     await rejectsWith(bid(sleeper(workloadId(), { name: "Bad_Name" })), Code.InvalidArgument, /spec.name "Bad_Name" is not a valid name/);
     await rejectsWith(bid(sleeper("")), Code.InvalidArgument, /workload_id is empty/);
     await rejectsWith(
@@ -101,7 +108,11 @@ describe("bidding", () => {
       Code.InvalidArgument,
       /argv\[0\] "sleep" is not an absolute path/,
     );
-    await rejectsWith(env.aether.bid.executeProvisioning({ spec: { workloadId: workloadId(), name: "x" } }), Code.InvalidArgument, /no kind/);
+    await rejectsWith(
+      env.aether.bid.executeProvisioning({ spec: { workloadId: workloadId(), name: "x" } }),
+      Code.InvalidArgument,
+      /no kind/,
+    );
     await rejectsWith(env.aether.bid.releaseWorkload({ workloadId: "" }), Code.InvalidArgument, /workload_id is empty/);
   });
 
@@ -155,13 +166,20 @@ describe("bidding", () => {
     const { executable } = await env.aether.runtime.getExecutable({ executable: exe?.id ?? "", tenant: "bids" });
     assert.equal(executable?.state, runtime.ExecutableState.RUNNING);
     assert.ok(isRunning(executable?.pid ?? 0));
-    await eventually(async () => {
-      const logs = await collect(env.aether.observe.streamLogs({ source: observe.LogSource.EXECUTABLE, target: exe?.id ?? "", tenant: "bids" }));
-      return (logs[observe.LogChannel.STDOUT] ?? "").includes("provisioned") ? true : undefined;
-    }, 10_000, "the executable's output");
+    await eventually(
+      async () => {
+        const logs = await collect(
+          env.aether.observe.streamLogs({ source: observe.LogSource.EXECUTABLE, target: exe?.id ?? "", tenant: "bids" }),
+        );
+        return (logs[observe.LogChannel.STDOUT] ?? "").includes("provisioned") ? true : undefined;
+      },
+      10_000,
+      "the executable's output",
+    );
 
     const retries = await Promise.all([1, 2, 3].map(() => env.aether.bid.executeProvisioning({ auctionId: "a1", spec, requestId: id })));
-    for (const retry of retries) assert.equal(retry.resource.case === "executable" ? retry.resource.value.id : "", exe?.id, "a retry returns the same executable");
+    for (const retry of retries)
+      assert.equal(retry.resource.case === "executable" ? retry.resource.value.id : "", exe?.id, "a retry returns the same executable");
     const all = await env.aether.runtime.listExecutables({ tenant: "bids", filter: `aether.io/workload=${id}`, pageSize: 100 });
     assert.equal(all.executables.length, 1, "a retry does not start a second one");
 
@@ -190,14 +208,23 @@ describe("bidding", () => {
     const released = await env.aether.bid.releaseWorkload({ workloadId: id, gracePeriod: { seconds: 0n } });
     assert.equal(released.released, true);
     await rejectsWith(env.aether.cells.getCell({ cell: "bid-cell" }), Code.NotFound, /bid-cell/);
-    assert.ok(paths.every((p) => !existsSync(p)), "the cgroup folders are removed");
+    assert.ok(
+      paths.every((p) => !existsSync(p)),
+      "the cgroup folders are removed",
+    );
     await eventually(() => (isRunning(inside?.pid ?? 0) ? undefined : true), 15_000, "the executable in the cell to stop");
   });
 
   it("a VM workload is created and started; its memory and QEMU's count as committed until it is released", async () => {
     const id = workloadId();
-    const boot = { source: { case: "kernel" as const, value: { kernelPath: guestImage().kernel, initrdPath: guestImage().initrd, cmdline: "" } } };
-    const spec: SpecInit = { workloadId: id, name: "bid-vm", kind: { case: "vm", value: { vcpus: 1, memoryBytes: 160n * MiB, acceleration: vmApi.Acceleration.TCG, boot } } };
+    const boot = {
+      source: { case: "kernel" as const, value: { kernelPath: guestImage().kernel, initrdPath: guestImage().initrd, cmdline: "" } },
+    };
+    const spec: SpecInit = {
+      workloadId: id,
+      name: "bid-vm",
+      kind: { case: "vm", value: { vcpus: 1, memoryBytes: 160n * MiB, acceleration: vmApi.Acceleration.TCG, boot } },
+    };
     const b = await bid(spec);
     assert.ok(b.score > 0, b.breakdown?.declineReason);
     const before = (await env.aether.observe.getTelemetry({})).telemetry?.memoryCommittedBytes ?? 0n;
@@ -229,7 +256,11 @@ describe("bidding", () => {
   it("refuses to provision what no longer fits, instead of over-committing", async () => {
     const id = workloadId();
     await rejectsWith(
-      env.aether.bid.executeProvisioning({ auctionId: "a3", spec: sleeper(id, { requirements: { memoryBytes: hostMemory * 2n } }), requestId: id }),
+      env.aether.bid.executeProvisioning({
+        auctionId: "a3",
+        spec: sleeper(id, { requirements: { memoryBytes: hostMemory * 2n } }),
+        requestId: id,
+      }),
       Code.ResourceExhausted,
       /can no longer host workload .*not enough memory/,
     );

@@ -13,7 +13,6 @@ import { rejectsWith } from "./helpers/assertions.js";
 const MiB = 1024n * 1024n;
 const SH = "/bin/sh";
 
-
 /** utime+stime of a process in seconds, from /proc (USER_HZ = 100). */
 function cpuSeconds(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
@@ -113,15 +112,27 @@ describe("cells", () => {
     const { executable: ended } = await env.aether.runtime.waitExecutable({ executable: bomb?.id ?? "", timeout: { seconds: 20n } });
     // What was left: sleeps, and maybe a forked shell caught before it ran sleep.
     assert.match(ended?.stateReason ?? "", /; \d+ processes it left running \((sleep|sh)(, (sleep|sh))?\) were killed$/);
-    await eventually(async () => ((await env.aether.cells.getCell({ cell: "bomb" })).cell?.processCount === 0 ? true : undefined), 5000, "the cell to be empty");
+    await eventually(
+      async () => ((await env.aether.cells.getCell({ cell: "bomb" })).cell?.processCount === 0 ? true : undefined),
+      5000,
+      "the cell to be empty",
+    );
     await env.aether.cells.freeCell({ cell: "bomb" });
   });
 
   it("with pid isolation a process is pid 1; with network isolation it sees only lo; uts gives the cell's hostname", async () => {
     await env.aether.cells.allocateCell({ name: "boxed", isolation: { pid: true, network: true, uts: true, ipc: true, mount: true } });
-    const probe = (await start("boxed", [SH, "-c", "echo pid=$$; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; hostname; ls /proc | grep -c '^[0-9]'"])).executable;
+    const probe = (
+      await start("boxed", [
+        SH,
+        "-c",
+        "echo pid=$$; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; hostname; ls /proc | grep -c '^[0-9]'",
+      ])
+    ).executable;
     await env.aether.runtime.waitExecutable({ executable: probe?.id ?? "" });
-    const out = (await collect(env.aether.observe.streamLogs({ source: observe.LogSource.EXECUTABLE, target: probe?.id ?? "" })))[observe.LogChannel.STDOUT];
+    const out = (await collect(env.aether.observe.streamLogs({ source: observe.LogSource.EXECUTABLE, target: probe?.id ?? "" })))[
+      observe.LogChannel.STDOUT
+    ];
     const [pidLine, netdev, hostname, procCount] = (out ?? "").trim().split("\n");
     assert.equal(pidLine, "pid=1");
     assert.equal(netdev, "lo");
@@ -132,12 +143,22 @@ describe("cells", () => {
     const server = (await start("boxed", ["/bin/sh", "-c", "readlink /proc/self/ns/net; sleep 60"])).executable;
     const other = (await start("boxed", ["/bin/sh", "-c", "readlink /proc/self/ns/net"])).executable;
     await env.aether.runtime.waitExecutable({ executable: other?.id ?? "" });
-    const nsA = await eventually(async () => (await collect(env.aether.observe.streamLogs({ source: observe.LogSource.EXECUTABLE, target: server?.id ?? "" })))[observe.LogChannel.STDOUT]);
-    const nsB = (await collect(env.aether.observe.streamLogs({ source: observe.LogSource.EXECUTABLE, target: other?.id ?? "" })))[observe.LogChannel.STDOUT];
+    const nsA = await eventually(
+      async () =>
+        (await collect(env.aether.observe.streamLogs({ source: observe.LogSource.EXECUTABLE, target: server?.id ?? "" })))[
+          observe.LogChannel.STDOUT
+        ],
+    );
+    const nsB = (await collect(env.aether.observe.streamLogs({ source: observe.LogSource.EXECUTABLE, target: other?.id ?? "" })))[
+      observe.LogChannel.STDOUT
+    ];
     assert.equal(nsA, nsB);
     assert.notEqual(nsA?.trim(), readlinkSync("/proc/self/ns/net"), "not the host's network namespace");
     // pid 1 ignores SIGTERM without a handler: the stop ends with SIGKILL after the grace period.
-    const { executable: stopped } = await env.aether.runtime.stopExecutable({ executable: server?.id ?? "", gracePeriod: { nanos: 300_000_000 } });
+    const { executable: stopped } = await env.aether.runtime.stopExecutable({
+      executable: server?.id ?? "",
+      gracePeriod: { nanos: 300_000_000 },
+    });
     assert.equal(stopped?.state, runtime.ExecutableState.EXITED);
   });
 
@@ -146,23 +167,48 @@ describe("cells", () => {
     await env.aether.cells.allocateCell({ name: "team-a/web", limits: { cpuWeight: 200 } });
     await env.aether.cells.allocateCell({ name: "team-a/build" });
     const { cells } = await env.aether.cells.listCells({ root: "team-a" });
-    assert.deepEqual(cells.map((c) => c.name), ["team-a", "team-a/build", "team-a/web"]);
+    assert.deepEqual(
+      cells.map((c) => c.name),
+      ["team-a", "team-a/build", "team-a/web"],
+    );
     assert.deepEqual(cells[0]?.children, ["team-a/build", "team-a/web"]);
     assert.equal(cells[2]?.parent, "team-a");
     assert.equal(cells[2]?.isolation?.network, true, "inherited");
     assert.equal(cells[2]?.namespaceHolderPid, cells[0]?.namespaceHolderPid, "the parent's namespaces");
     assert.equal(cells[2]?.limits?.cpuWeight, 200);
-    const shares = readFileSync(join(cells[2]?.cgroupPaths.cpu ?? cells[2]?.cgroupPaths.unified ?? "", cells[2]?.backend === CellBackend.CGROUP_V1 ? "cpu.shares" : "cpu.weight"), "utf8").trim();
+    const shares = readFileSync(
+      join(
+        cells[2]?.cgroupPaths.cpu ?? cells[2]?.cgroupPaths.unified ?? "",
+        cells[2]?.backend === CellBackend.CGROUP_V1 ? "cpu.shares" : "cpu.weight",
+      ),
+      "utf8",
+    ).trim();
     assert.equal(shares, cells[2]?.backend === CellBackend.CGROUP_V1 ? "2048" : "200", "weight 200 is twice the default share");
-    await rejectsWith(env.aether.cells.freeCell({ cell: "team-a" }), Code.FailedPrecondition, /has child cells \(team-a\/build, team-a\/web\)/);
+    await rejectsWith(
+      env.aether.cells.freeCell({ cell: "team-a" }),
+      Code.FailedPrecondition,
+      /has child cells \(team-a\/build, team-a\/web\)/,
+    );
   });
 
   it("Free refuses a cell with live processes unless asked to stop them; UpdateCell refuses memory below usage", async () => {
     await env.aether.cells.allocateCell({ name: "busy" });
     const hold = (await start("busy", [SH, "-c", "x=$(head -c 20971520 /dev/zero | tr '\\0' a); sleep 600"])).executable;
-    await rejectsWith(env.aether.cells.freeCell({ cell: "busy" }), Code.FailedPrecondition, /1 running executable\(s\) \(.+\); stop them, or free with stop_executables/);
-    await eventually(async () => ((await env.aether.cells.getCellStats({ cell: "busy" })).stats?.memoryCurrentBytes ?? 0n) > 20n * MiB || undefined, 10_000, "the process to hold 20 MiB");
-    await rejectsWith(env.aether.cells.updateCell({ cell: "busy", limits: { memoryMaxBytes: 4n * MiB } }), Code.FailedPrecondition, /below what cell busy uses now/);
+    await rejectsWith(
+      env.aether.cells.freeCell({ cell: "busy" }),
+      Code.FailedPrecondition,
+      /1 running executable\(s\) \(.+\); stop them, or free with stop_executables/,
+    );
+    await eventually(
+      async () => ((await env.aether.cells.getCellStats({ cell: "busy" })).stats?.memoryCurrentBytes ?? 0n) > 20n * MiB || undefined,
+      10_000,
+      "the process to hold 20 MiB",
+    );
+    await rejectsWith(
+      env.aether.cells.updateCell({ cell: "busy", limits: { memoryMaxBytes: 4n * MiB } }),
+      Code.FailedPrecondition,
+      /below what cell busy uses now/,
+    );
     const { cell } = await env.aether.cells.updateCell({ cell: "busy", limits: { memoryMaxBytes: 512n * MiB, pidsMax: 100n } });
     assert.equal(cell?.limits?.memoryMaxBytes, 512n * MiB);
     const freed = await env.aether.cells.freeCell({ cell: "busy", stopExecutables: true });
@@ -172,12 +218,42 @@ describe("cells", () => {
 
   describe("bad input gets a clear error and leaves no cgroup behind", () => {
     const cases: Array<[string, () => Promise<unknown>, Code, RegExp]> = [
-      ["weight 0", () => env.aether.cells.allocateCell({ name: "w0", limits: { cpuWeight: 0 } }), Code.InvalidArgument, /cpu_weight 0 is outside 1..10000/],
-      ["weight too high", () => env.aether.cells.allocateCell({ name: "w1", limits: { cpuWeight: 10001 } }), Code.InvalidArgument, /outside 1..10000/],
-      ["period out of range", () => env.aether.cells.allocateCell({ name: "p0", limits: { cpuMax: { quotaUsec: 5000n, periodUsec: 10n } } }), Code.InvalidArgument, /period_usec 10 is outside/],
-      ["tiny memory", () => env.aether.cells.allocateCell({ name: "m0", limits: { memoryMaxBytes: 4096n } }), Code.InvalidArgument, /below 1 MiB/],
-      ["garbage cpuset", () => env.aether.cells.allocateCell({ name: "c0", limits: { cpusetCpus: "zero-one" } }), Code.InvalidArgument, /not a list like/],
-      ["cpuset outside the host's CPUs", () => env.aether.cells.allocateCell({ name: "c1", limits: { cpusetCpus: "0-511" } }), Code.InvalidArgument, /not within the CPUs the parent may use/],
+      [
+        "weight 0",
+        () => env.aether.cells.allocateCell({ name: "w0", limits: { cpuWeight: 0 } }),
+        Code.InvalidArgument,
+        /cpu_weight 0 is outside 1..10000/,
+      ],
+      [
+        "weight too high",
+        () => env.aether.cells.allocateCell({ name: "w1", limits: { cpuWeight: 10001 } }),
+        Code.InvalidArgument,
+        /outside 1..10000/,
+      ],
+      [
+        "period out of range",
+        () => env.aether.cells.allocateCell({ name: "p0", limits: { cpuMax: { quotaUsec: 5000n, periodUsec: 10n } } }),
+        Code.InvalidArgument,
+        /period_usec 10 is outside/,
+      ],
+      [
+        "tiny memory",
+        () => env.aether.cells.allocateCell({ name: "m0", limits: { memoryMaxBytes: 4096n } }),
+        Code.InvalidArgument,
+        /below 1 MiB/,
+      ],
+      [
+        "garbage cpuset",
+        () => env.aether.cells.allocateCell({ name: "c0", limits: { cpusetCpus: "zero-one" } }),
+        Code.InvalidArgument,
+        /not a list like/,
+      ],
+      [
+        "cpuset outside the host's CPUs",
+        () => env.aether.cells.allocateCell({ name: "c1", limits: { cpusetCpus: "0-511" } }),
+        Code.InvalidArgument,
+        /not within the CPUs the parent may use/,
+      ],
       ["dot-dot name", () => env.aether.cells.allocateCell({ name: "../escape" }), Code.InvalidArgument, /each '\/'-separated part/],
       ["absolute name", () => env.aether.cells.allocateCell({ name: "/etc" }), Code.InvalidArgument, /each '\/'-separated part/],
       ["empty part", () => env.aether.cells.allocateCell({ name: "a//b" }), Code.InvalidArgument, /each '\/'-separated part/],
@@ -188,7 +264,9 @@ describe("cells", () => {
     ];
     for (const [what, call, code, pattern] of cases) {
       it(what, async () => {
-        const { cell } = await env.aether.cells.allocateCell({ name: `anchor-${what.replace(/[^a-z]+/g, "-").replace(/^-|-$/g, "")}`.slice(0, 60) });
+        const { cell } = await env.aether.cells.allocateCell({
+          name: `anchor-${what.replace(/[^a-z]+/g, "-").replace(/^-|-$/g, "")}`.slice(0, 60),
+        });
         const root = join(cell?.cgroupPaths.pids ?? cell?.cgroupPaths.unified ?? "", "..", "..");
         const before = cgroupTree(root);
         await rejectsWith(call(), code, pattern);
@@ -207,7 +285,12 @@ describe("cells survive a restart of aetherd", () => {
   it("limits, isolation and the processes inside are all still there after kill -9", async () => {
     let daemon = await startDaemon();
     let aether = await daemon.client();
-    await aether.cells.allocateCell({ name: "keep", labels: { tier: "db" }, limits: { memoryMaxBytes: 96n * MiB, pidsMax: 50n }, isolation: { network: true } });
+    await aether.cells.allocateCell({
+      name: "keep",
+      labels: { tier: "db" },
+      limits: { memoryMaxBytes: 96n * MiB, pidsMax: 50n },
+      isolation: { network: true },
+    });
     const inside = (await aether.runtime.startExecutable({ cell: "keep", argv: ["/bin/sleep", "600"] })).executable;
     const holder = (await aether.cells.getCell({ cell: "keep" })).cell?.namespaceHolderPid;
     await daemon.kill9();

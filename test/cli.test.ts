@@ -20,7 +20,20 @@ describe("aether CLI", () => {
   });
 
   it("exec start, wait (with the process's exit code), logs, list, get and delete", async () => {
-    const start = await aether("exec", "start", "--name", "cli-job", "-l", "team=a", "-e", "WHO=cli", "--", "/bin/sh", "-c", 'echo "hi $WHO"; echo oops >&2; exit 4');
+    const start = await aether(
+      "exec",
+      "start",
+      "--name",
+      "cli-job",
+      "-l",
+      "team=a",
+      "-e",
+      "WHO=cli",
+      "--",
+      "/bin/sh",
+      "-c",
+      'echo "hi $WHO"; echo oops >&2; exit 4',
+    );
     assert.equal(start.code, 0, start.stderr);
     const id = start.stdout.trim();
     assert.match(id, /^[0-9a-f-]{36}$/);
@@ -37,8 +50,14 @@ describe("aether CLI", () => {
     const list = await aether("exec", "list", "--filter", "team=a");
     assert.match(list.stdout, /NAME\s+│ TENANT\s+│ STATE/);
     assert.match(list.stdout, /cli-job\s+│ default\s+│ exited\s+│ -\s+│ 4/);
-    const listJson = JSON.parse((await aether("exec", "list", "--json", "--filter", "team=a")).stdout) as Array<{ name: string; exitCode: number }>;
-    assert.deepEqual(listJson.map((e) => [e.name, e.exitCode]), [["cli-job", 4]]);
+    const listJson = JSON.parse((await aether("exec", "list", "--json", "--filter", "team=a")).stdout) as Array<{
+      name: string;
+      exitCode: number;
+    }>;
+    assert.deepEqual(
+      listJson.map((e) => [e.name, e.exitCode]),
+      [["cli-job", 4]],
+    );
 
     const get = JSON.parse((await aether("exec", "get", id, "--json")).stdout) as { env: Record<string, string>; state: string };
     assert.deepEqual(get.env, { WHO: "cli" });
@@ -83,7 +102,9 @@ describe("aether CLI", () => {
     assert.match(list.stdout, /cli-team\s+│ default\s+│ 50% w100\s+│ 256\.0 MiB\s+│ unlimited\s+│ network/);
     assert.match(list.stdout, /  jobs\s+│ default\s+│ unlimited w100\s+│ unlimited\s+│ 64\s+│ network\s+│ 1 /);
     assert.equal((await aether("cell", "update", "cli-team", "--memory", "128M")).code, 0);
-    const got = JSON.parse((await aether("cell", "get", "cli-team", "--json")).stdout) as { limits: { memoryMaxBytes: string; cpuMax: { quotaUsec: string } } };
+    const got = JSON.parse((await aether("cell", "get", "cli-team", "--json")).stdout) as {
+      limits: { memoryMaxBytes: string; cpuMax: { quotaUsec: string } };
+    };
     assert.equal(got.limits.memoryMaxBytes, String(128 * 2 ** 20));
     assert.equal(got.limits.cpuMax.quotaUsec, "50000", "update keeps the limits it was not given");
     const stats = JSON.parse((await aether("cell", "stats", "cli-team", "--json")).stdout) as { pidsCurrent: string };

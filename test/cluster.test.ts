@@ -30,7 +30,10 @@ describe("a cluster of three aetherd and an aggregator", () => {
     for (let i = 0; i < NODES; i++) {
       const nodeDir = join(dir, `node-${i}`);
       const config = join(dir, `node-${i}.toml`);
-      writeFileSync(config, `[cluster]\naggregator = "unix://${agg.socket}"\nname = "node-${i}"\nslot = ${i + 1}\n\n[node]\nlabels = { zone = "${i === 0 ? "a" : "b"}" }\n`);
+      writeFileSync(
+        config,
+        `[cluster]\naggregator = "unix://${agg.socket}"\nname = "node-${i}"\nslot = ${i + 1}\n\n[node]\nlabels = { zone = "${i === 0 ? "a" : "b"}" }\n`,
+      );
       mkdirSync(nodeDir, { recursive: true });
       const d = await startDaemon({ dir: nodeDir, args: ["--config", config] });
       nodes.push(d);
@@ -57,10 +60,14 @@ describe("a cluster of three aetherd and an aggregator", () => {
   });
 
   it("the nodes register themselves and are READY", async () => {
-    const listed = await eventually(async () => {
-      const { nodes: n } = await agg.client.aggregator.listNodes({});
-      return n.filter((x) => x.state === NodeState.READY).length === NODES ? n : undefined;
-    }, 20_000, "three READY nodes");
+    const listed = await eventually(
+      async () => {
+        const { nodes: n } = await agg.client.aggregator.listNodes({});
+        return n.filter((x) => x.state === NodeState.READY).length === NODES ? n : undefined;
+      },
+      20_000,
+      "three READY nodes",
+    );
     for (const n of listed) {
       const d = nodes.find((x) => n.address === `unix://${x.socket}`);
       assert.ok(d, `node ${n.name} advertises one of the daemons' sockets (${n.address})`);
@@ -76,7 +83,11 @@ describe("a cluster of three aetherd and an aggregator", () => {
     const perNode = new Map<string, number>();
     for (let i = 0; i < WORKLOADS; i++) {
       const { placement, auction } = await agg.client.aggregator.deploy({
-        spec: { name: `w-${i}`, requirements: { cpuMillis: 10, memoryBytes: 1n << 20n }, kind: { case: "executable", value: { argv: ["/bin/sleep", "600"] } } },
+        spec: {
+          name: `w-${i}`,
+          requirements: { cpuMillis: 10, memoryBytes: 1n << 20n },
+          kind: { case: "executable", value: { argv: ["/bin/sleep", "600"] } },
+        },
       });
       assert.equal(placement?.state, PlacementState.PLACED, placement?.stateReason);
       // Each node shares this one host's 2 CPUs (x4 over-commit): 10 millis each keeps all 100 within it.
@@ -96,7 +107,11 @@ describe("a cluster of three aetherd and an aggregator", () => {
     assert.equal(placements.filter((p) => p.state === PlacementState.PLACED).length, WORKLOADS);
     // A node_selector narrows the auction to the matching node.
     const zoned = await agg.client.aggregator.deploy({
-      spec: { name: "zoned", requirements: { cpuMillis: 10, nodeSelector: { zone: "a" } }, kind: { case: "executable", value: { argv: ["/bin/sleep", "600"] } } },
+      spec: {
+        name: "zoned",
+        requirements: { cpuMillis: 10, nodeSelector: { zone: "a" } },
+        kind: { case: "executable", value: { argv: ["/bin/sleep", "600"] } },
+      },
     });
     const zoneA = (await agg.client.aggregator.listNodes({})).nodes.find((n) => n.name === "node-0");
     assert.equal(zoned.placement?.node, zoneA?.id);
@@ -139,18 +154,28 @@ describe("a cluster of three aetherd and an aggregator", () => {
     assert.ok(victim);
     const killedAt = Date.now();
     await victim.kill9();
-    const suspect = await eventually(async () => {
-      const n = (await agg.client.aggregator.listNodes({})).nodes.find((x) => x.id === target.id);
-      return n?.state === NodeState.SUSPECT ? n : undefined;
-    }, LEASE_TTL_MS + 10_000, "the killed node to turn SUSPECT");
+    const suspect = await eventually(
+      async () => {
+        const n = (await agg.client.aggregator.listNodes({})).nodes.find((x) => x.id === target.id);
+        return n?.state === NodeState.SUSPECT ? n : undefined;
+      },
+      LEASE_TTL_MS + 10_000,
+      "the killed node to turn SUSPECT",
+    );
     const detectedMs = Date.now() - killedAt;
     console.log(`killed node SUSPECT after ${detectedMs} ms (lease TTL ${LEASE_TTL_MS} ms)`);
     assert.ok(suspect.stateReason.length > 0);
     for (let i = 0; i < 5; i++) {
-      const { placement, auction } = await agg.client.aggregator.deploy({ spec: { name: `after-${i}`, requirements: { cpuMillis: 10 }, kind: { case: "executable", value: { argv: ["/bin/sleep", "600"] } } } });
+      const { placement, auction } = await agg.client.aggregator.deploy({
+        spec: { name: `after-${i}`, requirements: { cpuMillis: 10 }, kind: { case: "executable", value: { argv: ["/bin/sleep", "600"] } } },
+      });
       assert.equal(placement?.state, PlacementState.PLACED);
       assert.notEqual(placement?.node, target.id);
-      assert.equal(auction?.bids.some((b) => b.node === target.id), false, "the suspect node was not asked to bid");
+      assert.equal(
+        auction?.bids.some((b) => b.node === target.id),
+        false,
+        "the suspect node was not asked to bid",
+      );
     }
   });
 });

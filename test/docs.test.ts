@@ -8,7 +8,12 @@ import { fileURLToPath } from "node:url";
 
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), "..");
 
-const documents = ["README.md", ...readdirSync(join(repoRoot, "docs")).filter((f) => f.endsWith(".md")).map((f) => `docs/${f}`)];
+const documents = [
+  "README.md",
+  ...readdirSync(join(repoRoot, "docs"))
+    .filter((f) => f.endsWith(".md"))
+    .map((f) => `docs/${f}`),
+];
 
 describe("documentation links", () => {
   it("README.md links to docs/architecture.md", () => {
@@ -18,7 +23,9 @@ describe("documentation links", () => {
   for (const doc of documents) {
     it(`${doc}: every relative link stays in the repository and exists`, () => {
       const text = readFileSync(join(repoRoot, doc), "utf8");
-      const targets = [...text.matchAll(/\]\(([^)\s]+)\)/g)].map((m) => m[1] ?? "").filter((t) => !/^[a-z]+:/.test(t) && !t.startsWith("#"));
+      const targets = [...text.matchAll(/\]\(([^)\s]+)\)/g)]
+        .map((m) => m[1] ?? "")
+        .filter((t) => !/^[a-z]+:/.test(t) && !t.startsWith("#"));
       for (const target of targets) {
         const path = resolve(dirname(join(repoRoot, doc)), target.replace(/#.*$/, ""));
         const inside = relative(repoRoot, path);

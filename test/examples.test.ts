@@ -20,13 +20,40 @@ const argsOf = (file: string, bmc: TestBmc | undefined): string[] => {
 };
 
 const scripts: Record<string, RegExp[]> = {
-  "cluster-deploy.ts": [/^1 node\(s\) ready: example-node$/m, /^  [0-9a-f-]{36}: bid \d+$/m, /^example-\w+ placed on example-node \(score \d+\) as [0-9a-f-]{36}$/m, /^released example-/m],
-  "storage.ts": [/^image example-image-\w+: ready, \d+ MiB$/m, /: running; the guest agent answers$/m, /^boot volume example-disk-vm-\w+-boot: a clone of example-image-\w+ taking \d+ KiB$/m, /^guest disk vda: \d+ sectors$/m, /^deleted example-disk-vm-/m],
-  "hello-process.ts": [/connected to unix:\/\//, /\[stdout\] hello from aether \(3\)/, /\[stderr\] warning: done/, /exited with code 0: exit code 0/],
+  "cluster-deploy.ts": [
+    /^1 node\(s\) ready: example-node$/m,
+    /^  [0-9a-f-]{36}: bid \d+$/m,
+    /^example-\w+ placed on example-node \(score \d+\) as [0-9a-f-]{36}$/m,
+    /^released example-/m,
+  ],
+  "storage.ts": [
+    /^image example-image-\w+: ready, \d+ MiB$/m,
+    /: running; the guest agent answers$/m,
+    /^boot volume example-disk-vm-\w+-boot: a clone of example-image-\w+ taking \d+ KiB$/m,
+    /^guest disk vda: \d+ sectors$/m,
+    /^deleted example-disk-vm-/m,
+  ],
+  "hello-process.ts": [
+    /connected to unix:\/\//,
+    /\[stdout\] hello from aether \(3\)/,
+    /\[stderr\] warning: done/,
+    /exited with code 0: exit code 0/,
+  ],
   "stop-with-grace.ts": [/did not end it within 1000 ms, so it was killed with SIGKILL \(signal SIGKILL\)/],
-  "cells.ts": [/^cell example-\w+: 64 MiB, 16 tasks, half a CPU/m, /^inside: pid 1, interfaces: lo$/m, /^accounted: \d+ µs of CPU/m, /^freed example-/m],
+  "cells.ts": [
+    /^cell example-\w+: 64 MiB, 16 tasks, half a CPU/m,
+    /^inside: pid 1, interfaces: lo$/m,
+    /^accounted: \d+ µs of CPU/m,
+    /^freed example-/m,
+  ],
   "vm.ts": [/: running; the guest agent answers$/m, /^configured by cloud-init$/m, /^Linux 6\./m, /^deleted example-vm-/m],
-  "fence.ts": [/^BMC of example-node-b: HPE ProLiant DL325 Gen10 Plus, firmware iLO 5/m, /^power: On; allowed resets: On, ForceOff/m, /^fenced: /m, /^powered on: On$/m, /^forgot the BMC of example-node-b$/m],
+  "fence.ts": [
+    /^BMC of example-node-b: HPE ProLiant DL325 Gen10 Plus, firmware iLO 5/m,
+    /^power: On; allowed resets: On, ForceOff/m,
+    /^fenced: /m,
+    /^powered on: On$/m,
+    /^forgot the BMC of example-node-b$/m,
+  ],
   "node-report.ts": [/^node \S+ \([0-9a-f-]{36}\)/m, /^cgroups: /m, /^memory: [\d.]+ of [\d.]+ GiB available/m],
 };
 const manifests = ["web.manifest.ts"];
@@ -35,7 +62,8 @@ for (const engine of ["deno", "node"]) {
   describe(`examples under the ${engine} engine`, () => {
     const env = useDaemon({ args: ["--kvm-probe-timeout-ms", "4000"] });
     guestImage(); // examples/vm.ts boots the project's test guest
-    const aetherscript = (...args: string[]) => runCommand("aetherscript", ["--engine", engine, ...args], { env: { AETHER_HOST: env.daemon.address } });
+    const aetherscript = (...args: string[]) =>
+      runCommand("aetherscript", ["--engine", engine, ...args], { env: { AETHER_HOST: env.daemon.address } });
     // examples/cluster-deploy.ts talks to an aggregator, with this test's aetherd as its one node.
     let agg: TestAggregator | undefined;
     // examples/fence.ts fences through a test BMC (iLO 5 mockup), its credentials in the environment.
@@ -57,9 +85,17 @@ for (const engine of ["deno", "node"]) {
 
     for (const [file, patterns] of Object.entries(scripts)) {
       it(`examples/${file}`, async () => {
-        const fenceEnv = file === "fence.ts" ? { AETHER_BMC_USERNAME: bmc?.username ?? "", AETHER_BMC_PASSWORD: bmc?.password ?? "", AETHER_BMC_CA: bmcCa } : {};
-        const grants = file === "fence.ts" ? ["--allow-env=AETHER_BMC_USERNAME,AETHER_BMC_PASSWORD,AETHER_BMC_CA", `--allow-read=${bmcCa}`] : [];
-        const r = await runCommand("aetherscript", ["--engine", engine, ...grants, join(repoRoot, "examples", file), ...argsOf(file, bmc)], { env: { AETHER_HOST: hostOf(file), ...fenceEnv } });
+        const fenceEnv =
+          file === "fence.ts"
+            ? { AETHER_BMC_USERNAME: bmc?.username ?? "", AETHER_BMC_PASSWORD: bmc?.password ?? "", AETHER_BMC_CA: bmcCa }
+            : {};
+        const grants =
+          file === "fence.ts" ? ["--allow-env=AETHER_BMC_USERNAME,AETHER_BMC_PASSWORD,AETHER_BMC_CA", `--allow-read=${bmcCa}`] : [];
+        const r = await runCommand(
+          "aetherscript",
+          ["--engine", engine, ...grants, join(repoRoot, "examples", file), ...argsOf(file, bmc)],
+          { env: { AETHER_HOST: hostOf(file), ...fenceEnv } },
+        );
         assert.equal(r.code, 0, r.stderr);
         for (const p of patterns) assert.match(r.stdout, p);
       });

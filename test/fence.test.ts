@@ -37,7 +37,12 @@ interface RegisterInit {
   endpoint?: string;
   profile?: BmcProfile;
   credentials?: { username: string; password: string } | undefined;
-  tls?: { verification: { case: "caPem"; value: string } | { case: "insecureSkipVerify"; value: boolean } | { case: undefined }; serverName?: string } | undefined;
+  tls?:
+    | {
+        verification: { case: "caPem"; value: string } | { case: "insecureSkipVerify"; value: boolean } | { case: undefined };
+        serverName?: string;
+      }
+    | undefined;
   labels?: Record<string, string>;
   allowUnreachable?: boolean;
   replace?: boolean;
@@ -95,7 +100,8 @@ describe("FenceService against test BMCs", () => {
     const stream = env.aether.observe.streamEvents({ kindPrefixes: ["fence."] }, { signal: abort.signal });
     reading = (async () => {
       try {
-        for await (const { event } of stream) events.push(`${event?.kind} ${event?.resourceName} ${event?.message} ${JSON.stringify(event?.attributes)}`);
+        for await (const { event } of stream)
+          events.push(`${event?.kind} ${event?.resourceName} ${event?.message} ${JSON.stringify(event?.attributes)}`);
       } catch (err) {
         // Ends when the test aborts it or the daemon fixture closes the client first.
         if (!abort.signal.aborted && !(err instanceof ConnectError && err.code === Code.Canceled)) throw err;
@@ -121,7 +127,10 @@ describe("FenceService against test BMCs", () => {
       assert.equal(reg.systemPath, b.systemPath);
       assert.equal(reg.powerState, PowerState.ON);
       assert.equal(reg.profile, profile === "ilo5" ? BmcProfile.ILO5 : BmcProfile.DMTF_GENERIC);
-      assert.deepEqual([reg.manufacturer, reg.model, reg.firmwareVersion], profile === "ilo5" ? ["HPE", "ProLiant DL325 Gen10 Plus", "iLO 5 v2.46"] : ["Contoso", "3500", "1.45.455b66-rev4"]);
+      assert.deepEqual(
+        [reg.manufacturer, reg.model, reg.firmwareVersion],
+        profile === "ilo5" ? ["HPE", "ProLiant DL325 Gen10 Plus", "iLO 5 v2.46"] : ["Contoso", "3500", "1.45.455b66-rev4"],
+      );
       assert.equal(reg.tls?.verification.case, "caPem");
       assert.ok(reg.checkTime && reg.createTime);
 
@@ -132,13 +141,22 @@ describe("FenceService against test BMCs", () => {
       assert.ok(status.readTime);
 
       // Delay 0: "Off" at the first read after ForceOff.
-      const off = await env.aether.fence.fence({ bmc: reg.id, timeout: seconds(10_000), pollInterval: seconds(100), reason: "test: at once" });
+      const off = await env.aether.fence.fence({
+        bmc: reg.id,
+        timeout: seconds(10_000),
+        pollInterval: seconds(100),
+        reason: "test: at once",
+      });
       assert.equal(off.confirmed, true, off.reason);
       assert.equal(off.alreadyOff, false);
       assert.equal(off.powerState, PowerState.OFF);
       assert.equal(off.rawPowerState, "Off");
       assert.equal(off.actionStatusCode, profile === "ilo5" ? 200 : 204);
-      if (profile === "ilo5") assert.deepEqual(off.messages.map((m) => m.messageId), ["Base.1.4.Success"]);
+      if (profile === "ilo5")
+        assert.deepEqual(
+          off.messages.map((m) => m.messageId),
+          ["Base.1.4.Success"],
+        );
       assert.equal(off.pollCount, 2);
       assert.ok(off.commandTime && off.confirmTime && off.startTime && off.commandLatency);
       assert.equal(b.powerState, "Off");
@@ -168,7 +186,11 @@ describe("FenceService against test BMCs", () => {
       b.powerOffDelayMs = 0;
       await env.aether.fence.powerOn({ bmc: node });
 
-      await rejectsWith(env.aether.fence.reset({ bmc: node, resetType: "PowerCycle" }), Code.InvalidArgument, new RegExp(`reset type PowerCycle is not allowed.*${b.allowableResetTypes.join(", ")}`));
+      await rejectsWith(
+        env.aether.fence.reset({ bmc: node, resetType: "PowerCycle" }),
+        Code.InvalidArgument,
+        new RegExp(`reset type PowerCycle is not allowed.*${b.allowableResetTypes.join(", ")}`),
+      );
       await rejectsWith(env.aether.fence.reset({ bmc: node, resetType: "" }), Code.InvalidArgument, /reset_type is required/);
       const restart = await env.aether.fence.reset({ bmc: node, resetType: "ForceRestart" });
       assert.equal(restart.actionStatusCode, profile === "ilo5" ? 200 : 204);
@@ -176,7 +198,10 @@ describe("FenceService against test BMCs", () => {
       assert.deepEqual(b.resets, ["ForceOff", "On", "ForceOff", "On", "ForceRestart"]);
 
       assertCleanSessions(b);
-      assert.ok(b.requests.every((r) => r.auth !== "basic"), "sessions were used, not Basic auth");
+      assert.ok(
+        b.requests.every((r) => r.auth !== "basic"),
+        "sessions were used, not Basic auth",
+      );
       const listed = await env.aether.fence.listBmcs({ filter: "rack=r1" });
       assert.ok(listed.bmcs.some((x) => x.node === node && x.powerState === PowerState.ON));
     });
@@ -189,7 +214,10 @@ describe("FenceService against test BMCs", () => {
     const res = await env.aether.fence.fence({ bmc: "race", timeout: seconds(5000), pollInterval: seconds(100) });
     assert.equal(res.confirmed, true, res.reason);
     assert.equal(res.actionStatusCode, 400);
-    assert.deepEqual(res.messages.map((m) => m.messageId), ["iLO.2.14.InvalidOperationForSystemState"]);
+    assert.deepEqual(
+      res.messages.map((m) => m.messageId),
+      ["iLO.2.14.InvalidOperationForSystemState"],
+    );
     assert.match(res.messages[0]?.message ?? "", /current power state/);
     assert.match(res.reason, /already off/);
     assertCleanSessions(b);
@@ -206,12 +234,17 @@ describe("FenceService against test BMCs", () => {
     await rejectsWith(env.aether.fence.getPowerStatus({ bmc: "wrong-pass" }), Code.NotFound, /no BMC is registered for "wrong-pass"/);
     assert.equal(b.sessionsCreated, 0);
     // allow_unreachable records it, UNAUTHORIZED, and says why.
-    const { bmc: recorded } = await env.aether.fence.registerBmc(registration("wrong-pass", b, { credentials: { username: b.username, password: wrong }, allowUnreachable: true }));
+    const { bmc: recorded } = await env.aether.fence.registerBmc(
+      registration("wrong-pass", b, { credentials: { username: b.username, password: wrong }, allowUnreachable: true }),
+    );
     assert.equal(recorded?.state, BmcState.UNAUTHORIZED);
     assert.match(recorded?.stateReason ?? "", /refused the credentials/);
     assert.equal(recorded?.powerState, PowerState.UNKNOWN);
     const unauthorized = await env.aether.fence.listBmcs({ state: BmcState.UNAUTHORIZED });
-    assert.deepEqual(unauthorized.bmcs.map((x) => x.node), ["wrong-pass"]);
+    assert.deepEqual(
+      unauthorized.bmcs.map((x) => x.node),
+      ["wrong-pass"],
+    );
     // A fence with credentials the BMC refuses is an error, not an unconfirmed answer.
     await rejectsWith(env.aether.fence.fence({ bmc: "wrong-pass" }), Code.FailedPrecondition, /refused the credentials/);
     assert.equal(b.powerState, "On");
@@ -258,11 +291,18 @@ describe("FenceService against test BMCs", () => {
     await env.aether.fence.registerBmc(registration("hung", b));
     b.setMisbehaviour({ kind: "hang", on: "read" });
     let t = Date.now();
-    await rejectsWith(env.aether.fence.fence({ bmc: "hung", timeout: seconds(1500), pollInterval: seconds(100) }), Code.DeadlineExceeded, /BMC of node hung: reading the power state of \/redfish\/v1\/Systems\/1/);
+    await rejectsWith(
+      env.aether.fence.fence({ bmc: "hung", timeout: seconds(1500), pollInterval: seconds(100) }),
+      Code.DeadlineExceeded,
+      /BMC of node hung: reading the power state of \/redfish\/v1\/Systems\/1/,
+    );
     let took = Date.now() - t;
     assert.ok(took >= 1400 && took < 4000, `the fence gave up at its deadline (${took} ms)`);
     t = Date.now();
-    await assert.rejects(env.aether.fence.getPowerStatus({ bmc: "hung" }, { timeoutMs: 1200 }), (err: unknown) => err instanceof ConnectError && err.code === Code.DeadlineExceeded);
+    await assert.rejects(
+      env.aether.fence.getPowerStatus({ bmc: "hung" }, { timeoutMs: 1200 }),
+      (err: unknown) => err instanceof ConnectError && err.code === Code.DeadlineExceeded,
+    );
     took = Date.now() - t;
     assert.ok(took < 3000, `the status read gave up at the call's deadline (${took} ms)`);
     const [listed] = (await env.aether.fence.listBmcs({ filter: "" })).bmcs.filter((x) => x.node === "hung");
@@ -274,7 +314,11 @@ describe("FenceService against test BMCs", () => {
     // Hung entirely (logins too): still bounded.
     b.setMisbehaviour({ kind: "hang" });
     t = Date.now();
-    await rejectsWith(env.aether.fence.fence({ bmc: "hung", timeout: seconds(1000), pollInterval: seconds(100) }), Code.DeadlineExceeded, /logging in to the BMC|service root/);
+    await rejectsWith(
+      env.aether.fence.fence({ bmc: "hung", timeout: seconds(1000), pollInterval: seconds(100) }),
+      Code.DeadlineExceeded,
+      /logging in to the BMC|service root/,
+    );
     assert.ok(Date.now() - t < 3500);
     b.setMisbehaviour();
   });
@@ -303,8 +347,14 @@ describe("FenceService against test BMCs", () => {
     const res = await env.aether.fence.fence({ bmc: "broken", timeout: seconds(10_000), pollInterval: seconds(100) });
     assert.equal(res.confirmed, false);
     assert.equal(res.actionStatusCode, 500);
-    assert.deepEqual(res.messages.map((m) => m.messageId), ["Base.1.4.InternalError"]);
-    assert.match(res.reason, /the BMC answered ForceOff with HTTP 500 \(Base\.1\.4\.InternalError: The request failed due to an internal service error.*NOT fenced/);
+    assert.deepEqual(
+      res.messages.map((m) => m.messageId),
+      ["Base.1.4.InternalError"],
+    );
+    assert.match(
+      res.reason,
+      /the BMC answered ForceOff with HTTP 500 \(Base\.1\.4\.InternalError: The request failed due to an internal service error.*NOT fenced/,
+    );
     assert.equal(b.requests.filter((r) => r.kind === "action").length, 3, "ForceOff was tried 3 times");
     // One transient 503 is retried away.
     b.setMisbehaviour({ kind: "status", status: 503, on: "action", times: 1 });
@@ -316,7 +366,11 @@ describe("FenceService against test BMCs", () => {
       assert.ok(err instanceof ConnectError);
       assert.equal(err.code, Code.Unavailable);
       assert.match(err.rawMessage, /answered HTTP 500 Internal Server Error: Base\.1\.4\.InternalError/);
-      assert.deepEqual(err.findDetails(BmcMessageSchema).map((m) => m.messageId), ["Base.1.4.InternalError"], "the BMC's messages travel as error details");
+      assert.deepEqual(
+        err.findDetails(BmcMessageSchema).map((m) => m.messageId),
+        ["Base.1.4.InternalError"],
+        "the BMC's messages travel as error details",
+      );
       return true;
     });
     b.setMisbehaviour();
@@ -326,26 +380,78 @@ describe("FenceService against test BMCs", () => {
   it("bad input is refused with clear errors; unknown nodes are NOT_FOUND", async () => {
     const b = await bmc({ profile: "dmtf" });
     const ok = registration("bad-input", b);
-    await rejectsWith(env.aether.fence.registerBmc({ ...ok, node: "Not_A_Label" }), Code.InvalidArgument, /node "Not_A_Label" is not a valid name/);
-    await rejectsWith(env.aether.fence.registerBmc({ ...ok, endpoint: b.url.replace("https:", "http:") }), Code.InvalidArgument, /uses http: BMC credentials only travel over https/);
+    await rejectsWith(
+      env.aether.fence.registerBmc({ ...ok, node: "Not_A_Label" }),
+      Code.InvalidArgument,
+      /node "Not_A_Label" is not a valid name/,
+    );
+    await rejectsWith(
+      env.aether.fence.registerBmc({ ...ok, endpoint: b.url.replace("https:", "http:") }),
+      Code.InvalidArgument,
+      /uses http: BMC credentials only travel over https/,
+    );
     await rejectsWith(env.aether.fence.registerBmc({ ...ok, endpoint: "" }), Code.InvalidArgument, /endpoint is required/);
-    await rejectsWith(env.aether.fence.registerBmc({ ...ok, endpoint: b.url.replace("https://", `https://${b.username}:${b.password}@`) }), Code.InvalidArgument, /must not carry a username or password/);
+    await rejectsWith(
+      env.aether.fence.registerBmc({ ...ok, endpoint: b.url.replace("https://", `https://${b.username}:${b.password}@`) }),
+      Code.InvalidArgument,
+      /must not carry a username or password/,
+    );
     await rejectsWith(env.aether.fence.registerBmc({ ...ok, credentials: undefined }), Code.InvalidArgument, /credentials are required/);
-    await rejectsWith(env.aether.fence.registerBmc({ ...ok, credentials: { username: b.username, password: "" } }), Code.InvalidArgument, /credentials\.password is empty/);
-    await rejectsWith(env.aether.fence.registerBmc({ ...ok, credentials: { username: b.username, password: `${b.password}\n` } }), Code.InvalidArgument, /control characters/);
-    await rejectsWith(env.aether.fence.registerBmc({ ...ok, tls: { verification: { case: "caPem", value: "not a certificate" } } }), Code.InvalidArgument, /tls\.ca_pem holds no PEM certificate/);
-    await rejectsWith(env.aether.fence.registerBmc({ ...ok, tls: { verification: { case: "insecureSkipVerify", value: false } } }), Code.InvalidArgument, /insecure_skip_verify is set to false/);
-    await rejectsWith(env.aether.fence.registerBmc({ ...ok, profile: 42 as BmcProfile }), Code.InvalidArgument, /profile 42 is not a BMC profile/);
+    await rejectsWith(
+      env.aether.fence.registerBmc({ ...ok, credentials: { username: b.username, password: "" } }),
+      Code.InvalidArgument,
+      /credentials\.password is empty/,
+    );
+    await rejectsWith(
+      env.aether.fence.registerBmc({ ...ok, credentials: { username: b.username, password: `${b.password}\n` } }),
+      Code.InvalidArgument,
+      /control characters/,
+    );
+    await rejectsWith(
+      env.aether.fence.registerBmc({ ...ok, tls: { verification: { case: "caPem", value: "not a certificate" } } }),
+      Code.InvalidArgument,
+      /tls\.ca_pem holds no PEM certificate/,
+    );
+    await rejectsWith(
+      env.aether.fence.registerBmc({ ...ok, tls: { verification: { case: "insecureSkipVerify", value: false } } }),
+      Code.InvalidArgument,
+      /insecure_skip_verify is set to false/,
+    );
+    await rejectsWith(
+      env.aether.fence.registerBmc({ ...ok, profile: 42 as BmcProfile }),
+      Code.InvalidArgument,
+      /profile 42 is not a BMC profile/,
+    );
 
     await env.aether.fence.registerBmc(ok);
     await rejectsWith(env.aether.fence.registerBmc(ok), Code.AlreadyExists, /node bad-input already has a BMC registered .*pass replace/);
-    await rejectsWith(env.aether.fence.fence({ bmc: "bad-input", timeout: seconds(0) }), Code.InvalidArgument, /timeout 0 ms is out of range: give 1 s to 30 minutes/);
-    await rejectsWith(env.aether.fence.fence({ bmc: "bad-input", timeout: seconds(2 * 3600_000) }), Code.InvalidArgument, /timeout .* is out of range/);
-    await rejectsWith(env.aether.fence.fence({ bmc: "bad-input", pollInterval: seconds(10) }), Code.InvalidArgument, /poll_interval 10 ms is out of range/);
-    await rejectsWith(env.aether.fence.fence({ bmc: "bad-input", timeout: seconds(2000), pollInterval: seconds(5000) }), Code.InvalidArgument, /poll_interval \(5000 ms\) is longer than timeout/);
+    await rejectsWith(
+      env.aether.fence.fence({ bmc: "bad-input", timeout: seconds(0) }),
+      Code.InvalidArgument,
+      /timeout 0 ms is out of range: give 1 s to 30 minutes/,
+    );
+    await rejectsWith(
+      env.aether.fence.fence({ bmc: "bad-input", timeout: seconds(2 * 3600_000) }),
+      Code.InvalidArgument,
+      /timeout .* is out of range/,
+    );
+    await rejectsWith(
+      env.aether.fence.fence({ bmc: "bad-input", pollInterval: seconds(10) }),
+      Code.InvalidArgument,
+      /poll_interval 10 ms is out of range/,
+    );
+    await rejectsWith(
+      env.aether.fence.fence({ bmc: "bad-input", timeout: seconds(2000), pollInterval: seconds(5000) }),
+      Code.InvalidArgument,
+      /poll_interval \(5000 ms\) is longer than timeout/,
+    );
     await rejectsWith(env.aether.fence.listBmcs({ pageSize: 5000 }), Code.InvalidArgument, /page_size 5000 is too large/);
     await rejectsWith(env.aether.fence.listBmcs({ filter: "nokey" }), Code.InvalidArgument, /not of the form key=value/);
-    await rejectsWith(env.aether.fence.reset({ bmc: "bad-input", resetType: "Force Off!" }), Code.InvalidArgument, /not a Redfish ResetType/);
+    await rejectsWith(
+      env.aether.fence.reset({ bmc: "bad-input", resetType: "Force Off!" }),
+      Code.InvalidArgument,
+      /not a Redfish ResetType/,
+    );
     await rejectsWith(env.aether.fence.getPowerStatus({ bmc: "" }), Code.InvalidArgument, /bmc is empty/);
     for (const call of [
       env.aether.fence.getPowerStatus({ bmc: "no-such-node" }),
@@ -384,17 +490,27 @@ describe("FenceService against test BMCs", () => {
     assert.ok(all.includes("idem"));
 
     // Certificate checks: the system store does not trust the test BMC.
-    await rejectsWith(env.aether.fence.registerBmc(registration("tls-none", b, { tls: undefined })), Code.Unavailable, /self-signed certificate.*Give the BMC's CA certificate/);
+    await rejectsWith(
+      env.aether.fence.registerBmc(registration("tls-none", b, { tls: undefined })),
+      Code.Unavailable,
+      /self-signed certificate.*Give the BMC's CA certificate/,
+    );
     // A server name the certificate does not carry.
     await rejectsWith(
-      env.aether.fence.registerBmc(registration("tls-name", b, { tls: { verification: { case: "caPem", value: b.caPem }, serverName: "other.example" } })),
+      env.aether.fence.registerBmc(
+        registration("tls-name", b, { tls: { verification: { case: "caPem", value: b.caPem }, serverName: "other.example" } }),
+      ),
       Code.Unavailable,
       /other\.example/,
     );
-    const named = await env.aether.fence.registerBmc(registration("tls-name", b, { tls: { verification: { case: "caPem", value: b.caPem }, serverName: "bmc.test" } }));
+    const named = await env.aether.fence.registerBmc(
+      registration("tls-name", b, { tls: { verification: { case: "caPem", value: b.caPem }, serverName: "bmc.test" } }),
+    );
     assert.equal(named.bmc?.state, BmcState.REACHABLE);
     assert.equal(named.bmc?.tls?.serverName, "bmc.test");
-    const insecure = await env.aether.fence.registerBmc(registration("tls-off", b, { tls: { verification: { case: "insecureSkipVerify", value: true } } }));
+    const insecure = await env.aether.fence.registerBmc(
+      registration("tls-off", b, { tls: { verification: { case: "insecureSkipVerify", value: true } } }),
+    );
     assert.equal(insecure.bmc?.state, BmcState.REACHABLE);
     assert.match(insecure.bmc?.stateReason ?? "", /certificate verification is off/);
     const status = await env.aether.fence.getPowerStatus({ bmc: "tls-off" });
@@ -415,19 +531,28 @@ describe("FenceService against test BMCs", () => {
     const status = await env.aether.fence.getPowerStatus({ bmc: "secret" });
     // A wrong password too: the error does not quote it.
     const wrong = `wrong-${randomBytes(6).toString("hex")}`;
-    const refused = await env.aether.fence.registerBmc(registration("secret-2", b, { credentials: { username: b.username, password: wrong } })).catch((e: unknown) => e);
+    const refused = await env.aether.fence
+      .registerBmc(registration("secret-2", b, { credentials: { username: b.username, password: wrong } }))
+      .catch((e: unknown) => e);
     assert.ok(refused instanceof ConnectError);
     assert.ok(!refused.rawMessage.includes(wrong));
-    const responses = JSON.stringify([reg, res, list, status, refused.rawMessage], (_k, v: unknown) => (typeof v === "bigint" ? v.toString() : v));
+    const responses = JSON.stringify([reg, res, list, status, refused.rawMessage], (_k, v: unknown) =>
+      typeof v === "bigint" ? v.toString() : v,
+    );
     assertNoSecrets(responses, b, "responses");
     await new Promise((r) => setTimeout(r, 300)); // events and log lines flushed
     assertNoSecrets(events.join("\n"), b, "events");
-    assert.ok(events.some((e) => e.startsWith("fence.confirmed secret")), events.join("\n"));
+    assert.ok(
+      events.some((e) => e.startsWith("fence.confirmed secret")),
+      events.join("\n"),
+    );
     assert.ok(events.some((e) => e.startsWith("fence.started secret") && e.includes("secrets test")));
     assertNoSecrets(env.daemon.log(), b, "aetherd's stderr");
     assertNoSecrets(readFileSync(join(env.daemon.stateDir, "aetherd.log"), "utf8"), b, "aetherd.log");
     assertNoSecrets(readFileSync(join(env.daemon.stateDir, "audit.log"), "utf8"), b, "audit.log");
-    const records = readdirSync(join(env.daemon.stateDir, "fence", "bmcs")).map((f) => readFileSync(join(env.daemon.stateDir, "fence", "bmcs", f), "utf8"));
+    const records = readdirSync(join(env.daemon.stateDir, "fence", "bmcs")).map((f) =>
+      readFileSync(join(env.daemon.stateDir, "fence", "bmcs", f), "utf8"),
+    );
     assert.ok(records.length > 0);
     for (const r of records) assertNoSecrets(r, b, "a BMC record on disk");
     const record = JSON.parse(records.find((r) => r.includes(`"secret"`)) ?? "{}") as { credentials: { alg: string } };
@@ -448,7 +573,10 @@ describe("FenceService across a restart", () => {
     try {
       aether = await second.client();
       const { bmcs } = await aether.fence.listBmcs({ filter: "role=db" });
-      assert.deepEqual(bmcs.map((x) => [x.node, x.systemPath, x.firmwareVersion]), [["durable", "/redfish/v1/Systems/1", "iLO 5 v2.46"]]);
+      assert.deepEqual(
+        bmcs.map((x) => [x.node, x.systemPath, x.firmwareVersion]),
+        [["durable", "/redfish/v1/Systems/1", "iLO 5 v2.46"]],
+      );
       const res = await aether.fence.fence({ bmc: "durable", pollInterval: seconds(100) });
       assert.equal(res.confirmed, true, res.reason);
       assertCleanSessions(b);
@@ -482,15 +610,74 @@ describe("aether fence (CLI)", () => {
     const noPassword = await aether(["fence", "register", "cli-node", "--endpoint", b.url, "--username", b.username, "--ca", ca]);
     assert.equal(noPassword.code, 2);
     assert.match(noPassword.stderr, /--password-file FILE .* AETHER_BMC_PASSWORD; it is never taken as an argument/);
-    const both = await aether(["fence", "register", "cli-node", "--endpoint", b.url, "--username", b.username, "--password-file", passwordFile, "--ca", ca, "--insecure"]);
+    const both = await aether([
+      "fence",
+      "register",
+      "cli-node",
+      "--endpoint",
+      b.url,
+      "--username",
+      b.username,
+      "--password-file",
+      passwordFile,
+      "--ca",
+      ca,
+      "--insecure",
+    ]);
     assert.equal(both.code, 2);
 
-    const reg = await aether(["fence", "register", "cli-node", "--endpoint", b.url, "--username", b.username, "--password-file", passwordFile, "--ca", ca, "--profile", "ilo5", "-l", "rack=r9"]);
+    const reg = await aether([
+      "fence",
+      "register",
+      "cli-node",
+      "--endpoint",
+      b.url,
+      "--username",
+      b.username,
+      "--password-file",
+      passwordFile,
+      "--ca",
+      ca,
+      "--profile",
+      "ilo5",
+      "-l",
+      "rack=r9",
+    ]);
     assert.equal(reg.code, 0, reg.stderr);
-    assert.match(reg.stdout, /registered the BMC of cli-node: HPE ProLiant DL325 Gen10 Plus at \/redfish\/v1\/Systems\/1, power on \(reachable\)/);
+    assert.match(
+      reg.stdout,
+      /registered the BMC of cli-node: HPE ProLiant DL325 Gen10 Plus at \/redfish\/v1\/Systems\/1, power on \(reachable\)/,
+    );
     // From stdin, and from the environment (with replace).
-    assert.equal((await aether(["fence", "register", "cli-node", "--endpoint", b.url, "--username", b.username, "--password-file", "-", "--ca", ca, "--profile", "ilo5", "--replace"], {}, `${b.password}\n`)).code, 0);
-    const fromEnv = await aether(["fence", "register", "cli-node", "--endpoint", b.url, "--ca", ca, "--profile", "ilo5", "--replace", "-l", "rack=r9", "--json"], { AETHER_BMC_USERNAME: b.username, AETHER_BMC_PASSWORD: b.password });
+    assert.equal(
+      (
+        await aether(
+          [
+            "fence",
+            "register",
+            "cli-node",
+            "--endpoint",
+            b.url,
+            "--username",
+            b.username,
+            "--password-file",
+            "-",
+            "--ca",
+            ca,
+            "--profile",
+            "ilo5",
+            "--replace",
+          ],
+          {},
+          `${b.password}\n`,
+        )
+      ).code,
+      0,
+    );
+    const fromEnv = await aether(
+      ["fence", "register", "cli-node", "--endpoint", b.url, "--ca", ca, "--profile", "ilo5", "--replace", "-l", "rack=r9", "--json"],
+      { AETHER_BMC_USERNAME: b.username, AETHER_BMC_PASSWORD: b.password },
+    );
     assert.equal(fromEnv.code, 0, fromEnv.stderr);
     const regJson = JSON.parse(fromEnv.stdout) as Record<string, unknown>;
     assert.equal(regJson["node"], "cli-node");
@@ -501,8 +688,14 @@ describe("aether fence (CLI)", () => {
     assert.equal(table.code, 0, table.stderr);
     assert.match(table.stdout, /NODE\s+│ ENDPOINT\s+│ PROFILE\s+│ STATE\s+│ POWER/);
     assert.match(table.stdout, /cli-node\s+│ https:\/\/127\.0\.0\.1:\d+\/redfish\/v1\s+│ ilo5\s+│ reachable\s+│ on/);
-    const listJson = JSON.parse((await aether(["fence", "list", "--json"])).stdout) as Array<{ node: string; labels: Record<string, string> }>;
-    assert.deepEqual(listJson.map((x) => [x.node, x.labels]), [["cli-node", { rack: "r9" }]]);
+    const listJson = JSON.parse((await aether(["fence", "list", "--json"])).stdout) as Array<{
+      node: string;
+      labels: Record<string, string>;
+    }>;
+    assert.deepEqual(
+      listJson.map((x) => [x.node, x.labels]),
+      [["cli-node", { rack: "r9" }]],
+    );
 
     const status = await aether(["fence", "status", "cli-node"]);
     assert.equal(status.code, 0, status.stderr);
@@ -515,7 +708,10 @@ describe("aether fence (CLI)", () => {
     assert.equal(off.code, 0, off.stderr);
     assert.match(off.stdout, /confirmed\s+│ yes/);
     assert.equal(b.powerState, "Off");
-    const offJson = JSON.parse((await aether(["fence", "off", "cli-node", "--json"])).stdout) as { confirmed: boolean; alreadyOff: boolean };
+    const offJson = JSON.parse((await aether(["fence", "off", "cli-node", "--json"])).stdout) as {
+      confirmed: boolean;
+      alreadyOff: boolean;
+    };
     assert.deepEqual([offJson.confirmed, offJson.alreadyOff], [true, true]);
 
     const on = await aether(["fence", "on", "cli-node"]);

@@ -12,7 +12,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import type { AetherClient } from "@aether/sdk";
-import { ClusterEventKind, NodeState, PlacementState, type ClusterEvent, type Node, type WorkloadPlacement } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
+import {
+  ClusterEventKind,
+  NodeState,
+  PlacementState,
+  type ClusterEvent,
+  type Node,
+  type WorkloadPlacement,
+} from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { ExecutableState } from "@aether/sdk/gen/aether/runtime/v1/runtime_pb";
 import { eventually, isRunning, powerOffHost, repoRoot, startDaemon, stopWorkloads, type TestDaemon } from "./helpers/daemon.js";
 import { startAggregator, type TestAggregator } from "./helpers/aggregator.js";
@@ -57,9 +64,17 @@ describe("fencing: three aetherd, test BMCs, one aggregator", () => {
     const config = join(dir, `${name}.toml`);
     writeFileSync(config, `[cluster]\naggregator = "unix://${agg.socket}"\nname = "${name}"\nchassis = "c1"\nslot = ${slot}\n`);
     const existing = members.get(name);
-    const daemon = await startDaemon({ dir: nodeDir, args: ["--config", config], ...(existing && { cgroupRoot: existing.daemon.cgroupRoot }) });
+    const daemon = await startDaemon({
+      dir: nodeDir,
+      args: ["--config", config],
+      ...(existing && { cgroupRoot: existing.daemon.cgroupRoot }),
+    });
     const client = await daemon.client();
-    const id = await eventually(async () => (await client.node.getNodeInfo({}).catch(() => undefined))?.node?.id, 10_000, `${name} answering`);
+    const id = await eventually(
+      async () => (await client.node.getNodeInfo({}).catch(() => undefined))?.node?.id,
+      10_000,
+      `${name} answering`,
+    );
     const m = { name, dir: nodeDir, config, daemon, client, id };
     members.set(name, m);
     return m;
@@ -89,7 +104,11 @@ describe("fencing: three aetherd, test BMCs, one aggregator", () => {
   /** Executables running on a node that carry a workload id, by workload id. */
   async function runningWorkloads(name: Name): Promise<Map<string, string>> {
     const { executables } = await member(name).client.runtime.listExecutables({ pageSize: 1000 });
-    return new Map(executables.filter((e) => e.state === ExecutableState.RUNNING && e.labels[WORKLOAD_LABEL]).map((e) => [e.labels[WORKLOAD_LABEL] as string, e.id]));
+    return new Map(
+      executables
+        .filter((e) => e.state === ExecutableState.RUNNING && e.labels[WORKLOAD_LABEL])
+        .map((e) => [e.labels[WORKLOAD_LABEL] as string, e.id]),
+    );
   }
 
   /** Deploys sleeps until node-b holds at least `onB` of them (the spread tie-break shares them out). */
@@ -99,7 +118,11 @@ describe("fencing: three aetherd, test BMCs, one aggregator", () => {
     for (let i = 0; mine.filter((p) => p.node === bId).length < onB; i++) {
       assert.ok(i < 20, `node-b got ${onB} of ${i} workloads`);
       const { placement } = await agg.client.aggregator.deploy({
-        spec: { name: `${prefix}-${i}`, requirements: { cpuMillis: 10, memoryBytes: 1n << 20n }, kind: { case: "executable", value: { argv: ["/bin/sleep", "600"] } } },
+        spec: {
+          name: `${prefix}-${i}`,
+          requirements: { cpuMillis: 10, memoryBytes: 1n << 20n },
+          kind: { case: "executable", value: { argv: ["/bin/sleep", "600"] } },
+        },
       });
       assert.equal(placement?.state, PlacementState.PLACED, placement?.stateReason);
       mine.push(placement as WorkloadPlacement);
@@ -151,12 +174,27 @@ describe("fencing: three aetherd, test BMCs, one aggregator", () => {
     writeFileSync(join(dir, "bmcs.toml"), entries.join("\n"));
     agg = await startAggregator({
       dir: join(dir, "agg"),
-      args: ["--lease-ttl-ms", String(TTL_MS), "--bmcs", join(dir, "bmcs.toml"), "--fence-timeout-ms", String(FENCE_TIMEOUT_MS), "--fence-poll-interval-ms", "50", "--fence-retry-ms", "300"],
+      args: [
+        "--lease-ttl-ms",
+        String(TTL_MS),
+        "--bmcs",
+        join(dir, "bmcs.toml"),
+        "--fence-timeout-ms",
+        String(FENCE_TIMEOUT_MS),
+        "--fence-poll-interval-ms",
+        "50",
+        "--fence-retry-ms",
+        "300",
+      ],
     });
     await startMember("node-a", 1);
     await startMember("node-b", 2);
     await startMember("node-c", 3);
-    await eventually(async () => ((await agg.client.aggregator.listNodes({ state: NodeState.READY })).nodes.length === 3 ? true : undefined), 20_000, "three READY nodes");
+    await eventually(
+      async () => ((await agg.client.aggregator.listNodes({ state: NodeState.READY })).nodes.length === 3 ? true : undefined),
+      20_000,
+      "three READY nodes",
+    );
   });
 
   after(async () => {
@@ -225,8 +263,12 @@ describe("fencing: three aetherd, test BMCs, one aggregator", () => {
     const replaced = mine.filter((e) => e.kind === ClusterEventKind.WORKLOAD_REPLACED);
     assert.ok(suspect && fencing && fenced, mine.map((e) => ClusterEventKind[e.kind]).join(" "));
     assert.equal(replaced.length, onB.length);
-    assert.ok(suspect.sequence < fencing.sequence && fencing.sequence < fenced.sequence && replaced.every((e) => e.sequence > fenced.sequence));
-    assert.ok(ms(suspect.time) <= ms(fencing.time) && ms(fencing.time) <= ms(fenced.time) && replaced.every((e) => ms(e.time) >= ms(fenced.time)));
+    assert.ok(
+      suspect.sequence < fencing.sequence && fencing.sequence < fenced.sequence && replaced.every((e) => e.sequence > fenced.sequence),
+    );
+    assert.ok(
+      ms(suspect.time) <= ms(fencing.time) && ms(fencing.time) <= ms(fenced.time) && replaced.every((e) => ms(e.time) >= ms(fenced.time)),
+    );
     assert.ok(!mine.some((e) => e.kind === ClusterEventKind.NODE_FENCE_FAILED));
     assert.equal(fenced.attributes.bmc, bmc("node-b").url);
 
@@ -247,18 +289,25 @@ describe("fencing: three aetherd, test BMCs, one aggregator", () => {
   it("node-b started again rejoins as a new member and does not resume its old workloads", async () => {
     const old = member("node-b");
     const before = (await events()).at(-1)?.sequence ?? 0n;
-    const staleIds = (await placements()).filter((p) => p.auctionHistory.length === 2 && p.state === PlacementState.PLACED).map((p) => p.workloadId);
+    const staleIds = (await placements())
+      .filter((p) => p.auctionHistory.length === 2 && p.state === PlacementState.PLACED)
+      .map((p) => p.workloadId);
     assert.ok(staleIds.length >= 2);
     const again = await startMember("node-b", 2);
     assert.equal(again.id, old.id, "the same node id (its state folder)");
-    const node = await eventually(async () => {
-      const n = await nodeOf("node-b");
-      return n?.state === NodeState.READY ? n : undefined;
-    }, 20_000, "node-b READY again");
+    const node = await eventually(
+      async () => {
+        const n = await nodeOf("node-b");
+        return n?.state === NodeState.READY ? n : undefined;
+      },
+      20_000,
+      "node-b READY again",
+    );
     assert.equal(node.labels["aether.io/incarnation"], "2");
     // Its old workloads are gone from it (released before it was let in), and still run elsewhere.
     const { executables } = await again.client.runtime.listExecutables({ pageSize: 1000 });
-    for (const wid of staleIds) assert.ok(!executables.some((e) => e.labels[WORKLOAD_LABEL] === wid), `stale workload ${wid} was released on node-b`);
+    for (const wid of staleIds)
+      assert.ok(!executables.some((e) => e.labels[WORKLOAD_LABEL] === wid), `stale workload ${wid} was released on node-b`);
     for (const p of (await placements()).filter((x) => staleIds.includes(x.workloadId))) assert.notEqual(p.node, node.id);
     await assertNoDuplicates();
     const rejoined = (await events()).find((e) => e.sequence > before && e.kind === ClusterEventKind.NODE_REGISTERED && e.node === node.id);
@@ -272,11 +321,16 @@ describe("fencing: three aetherd, test BMCs, one aggregator", () => {
     const placed = await deployUntilOnB("u", 1);
     const onB = placed.filter((p) => p.node === b.id);
     const before = (await events()).at(-1)?.sequence ?? 0n;
-    const alerts = async (since = before) => (await events()).filter((e) => e.sequence > since && e.node === b.id && e.kind === ClusterEventKind.NODE_FENCE_FAILED);
+    const alerts = async (since = before) =>
+      (await events()).filter((e) => e.sequence > since && e.node === b.id && e.kind === ClusterEventKind.NODE_FENCE_FAILED);
     /** The first alert matching pattern that was raised after now. */
     const expectAlert = async (pattern: RegExp, what: string) => {
       const since = (await events()).at(-1)?.sequence ?? 0n;
-      return eventually(async () => (await alerts(since)).find((e) => pattern.test(e.message)), TTL_MS + 3 * FENCE_TIMEOUT_MS + 10_000, what);
+      return eventually(
+        async () => (await alerts(since)).find((e) => pattern.test(e.message)),
+        TTL_MS + 3 * FENCE_TIMEOUT_MS + 10_000,
+        what,
+      );
     };
     const stillOnB = async () => {
       const all = await placements();
@@ -371,8 +425,13 @@ describe("fencing: three aetherd, test BMCs, one aggregator", () => {
       assert.match(out.stdout, new RegExp(`  ${kind}  `), `aether cluster events shows ${kind}`);
     }
     const lines = out.stdout.split("\n").filter((l) => l.includes(`  ${b}  `) || l.includes(`from ${b}`));
-    const order = ["node suspect", "node fencing", "node fenced", "workload replaced"].map((k) => lines.findIndex((l) => l.includes(`  ${k}  `)));
-    assert.ok(order.every((i, k) => i >= 0 && (k === 0 || i > (order[k - 1] as number))), `suspect → fencing → fenced → replaced in order:\n${lines.join("\n")}`);
+    const order = ["node suspect", "node fencing", "node fenced", "workload replaced"].map((k) =>
+      lines.findIndex((l) => l.includes(`  ${k}  `)),
+    );
+    assert.ok(
+      order.every((i, k) => i >= 0 && (k === 0 || i > (order[k - 1] as number))),
+      `suspect → fencing → fenced → replaced in order:\n${lines.join("\n")}`,
+    );
     const nodes = await runCommand("aether", ["cluster", "nodes"], { env });
     assert.equal(nodes.code, 0, nodes.stderr);
     const log = agg.log() + readFileSync(join(agg.stateDir, "aggregator.log"), "utf8");

@@ -58,7 +58,10 @@ function violations(req: Omit<ApiRequest, "method"> & { method: string }): strin
   if (!bodyParam) return req.body === undefined ? problems : [...problems, `${req.method} ${template} takes no body`];
   if (req.body === undefined) return bodyParam.required ? [...problems, `${req.method} ${template} needs a body`] : problems;
   const validate = ajv.compile({ definitions, ...(closed(bodyParam.schema) as Record<string, unknown>) });
-  if (!validate(req.body)) problems.push(...(validate.errors ?? []).map((e: ErrorObject) => `${req.method} ${req.path}: ${e.instancePath || "body"} ${e.message}`));
+  if (!validate(req.body))
+    problems.push(
+      ...(validate.errors ?? []).map((e: ErrorObject) => `${req.method} ${req.path}: ${e.instancePath || "body"} ${e.message}`),
+    );
   return problems;
 }
 
@@ -103,10 +106,16 @@ describe("Firecracker driver against Firecracker's OpenAPI file", () => {
   it("the checker itself refuses what Firecracker would refuse", () => {
     assert.deepEqual(violations({ method: "PUT", path: "/boot-source", body: { kernel_image_path: "/k" } }), []);
     assert.match(violations({ method: "PUT", path: "/boot-source", body: { kernel: "/k" } }).join(), /kernel_image_path|additional/);
-    assert.match(violations({ method: "PUT", path: "/machine-config", body: { vcpu_count: "two", mem_size_mib: 128 } }).join(), /vcpu_count/);
+    assert.match(
+      violations({ method: "PUT", path: "/machine-config", body: { vcpu_count: "two", mem_size_mib: 128 } }).join(),
+      /vcpu_count/,
+    );
     assert.match(violations({ method: "POST", path: "/actions", body: { action_type: "InstanceStart" } }).join(), /POST is not allowed/);
     assert.match(violations({ method: "PUT", path: "/actions", body: { action_type: "Reboot" } }).join(), /allowed values/);
-    assert.match(violations({ method: "PUT", path: "/drives/a", body: { drive_id: "b", is_root_device: false } }).join(), /path drive_id=a but body drive_id=b/);
+    assert.match(
+      violations({ method: "PUT", path: "/drives/a", body: { drive_id: "b", is_root_device: false } }).join(),
+      /path drive_id=a but body drive_id=b/,
+    );
     assert.match(violations({ method: "PUT", path: "/nope" }).join(), /not a path/);
   });
 
@@ -114,7 +123,15 @@ describe("Firecracker driver against Firecracker's OpenAPI file", () => {
     const all = [...configurationRequests(spec, files), START, PAUSE, RESUME, CTRL_ALT_DEL, DESCRIBE];
     assert.deepEqual(all.map(violations).flat(), []);
     const paths = all.map((r) => `${r.method} ${r.path}`);
-    for (const needed of ["PUT /boot-source", "PUT /machine-config", "PUT /drives/disk0", "PUT /drives/seed", "PUT /network-interfaces/eth0", "PUT /vsock", "PUT /actions"]) {
+    for (const needed of [
+      "PUT /boot-source",
+      "PUT /machine-config",
+      "PUT /drives/disk0",
+      "PUT /drives/seed",
+      "PUT /network-interfaces/eth0",
+      "PUT /vsock",
+      "PUT /actions",
+    ]) {
       assert.ok(paths.includes(needed), needed);
     }
   });
@@ -139,7 +156,9 @@ describe("Firecracker driver against Firecracker's OpenAPI file", () => {
         start: true,
       });
       assert.equal(vm?.hypervisor, vmApi.Hypervisor.FIRECRACKER, "Get reports which hypervisor runs it");
-      const running = await eventually(async () => ((await aether.vm.getVm({ vm: "micro-fc" })).vm?.state === vmApi.VmState.RUNNING ? true : undefined));
+      const running = await eventually(async () =>
+        (await aether.vm.getVm({ vm: "micro-fc" })).vm?.state === vmApi.VmState.RUNNING ? true : undefined,
+      );
       assert.ok(running);
       assert.equal((await aether.vm.pauseVm({ vm: "micro-fc" })).vm?.state, vmApi.VmState.PAUSED);
       assert.equal((await aether.vm.resumeVm({ vm: "micro-fc" })).vm?.state, vmApi.VmState.RUNNING);
@@ -150,19 +169,37 @@ describe("Firecracker driver against Firecracker's OpenAPI file", () => {
       assert.equal(stopped?.state, vmApi.VmState.STOPPED);
       await aether.vm.deleteVm({ vm: "micro-fc" });
 
-      const sent = readFileSync(log, "utf8").trim().split("\n").map((l) => JSON.parse(l) as ApiRequest);
+      const sent = readFileSync(log, "utf8")
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l) as ApiRequest);
       assert.deepEqual(sent.map(violations).flat(), []);
       const order = sent.map((r) => `${r.method} ${r.path}`);
       assert.ok(order.indexOf("PUT /actions") > order.indexOf("PUT /boot-source"), "InstanceStart comes after the configuration");
-      assert.deepEqual(sent.filter((r) => r.path === "/actions").map((r) => (r.body as { action_type: string }).action_type), ["InstanceStart", "SendCtrlAltDel"]);
+      assert.deepEqual(
+        sent.filter((r) => r.path === "/actions").map((r) => (r.body as { action_type: string }).action_type),
+        ["InstanceStart", "SendCtrlAltDel"],
+      );
       // The guest agent needs virtio-serial, which Firecracker lacks: asking for it is refused clearly.
       await assert.rejects(
-        aether.vm.createVm({ name: "fc-agent", guestAgent: true, vcpus: 1, boot: { source: { case: "kernel", value: { kernelPath: g.kernel, initrdPath: "", cmdline: "" } } } }),
+        aether.vm.createVm({
+          name: "fc-agent",
+          guestAgent: true,
+          vcpus: 1,
+          boot: { source: { case: "kernel", value: { kernelPath: g.kernel, initrdPath: "", cmdline: "" } } },
+        }),
         /the guest agent needs a virtio-serial port, which Firecracker does not have/,
       );
       // A persistent VM still goes to QEMU.
       assert.equal(
-        (await aether.vm.createVm({ name: "big", profile: vmApi.VmProfile.PERSISTENT, vcpus: 1, boot: { source: { case: "kernel", value: { kernelPath: g.kernel, initrdPath: g.initrd, cmdline: "" } } } })).vm?.hypervisor,
+        (
+          await aether.vm.createVm({
+            name: "big",
+            profile: vmApi.VmProfile.PERSISTENT,
+            vcpus: 1,
+            boot: { source: { case: "kernel", value: { kernelPath: g.kernel, initrdPath: g.initrd, cmdline: "" } } },
+          })
+        ).vm?.hypervisor,
         vmApi.Hypervisor.QEMU,
       );
     } finally {

@@ -42,7 +42,14 @@ import { FenceService } from "@aether/sdk/gen/aether/fence/v1/fence_pb";
 import { ServerReflection } from "@aether/sdk/gen/grpc/reflection/v1/reflection_pb";
 import type { AetherClient } from "@aether/sdk";
 import { startDaemon, type TestDaemon } from "./helpers/daemon.js";
-import { checkStreamResponse, checkUnaryResponse, envelope, RawConnectClient, type Outcome, type RawRequest } from "./helpers/fuzz-connect.js";
+import {
+  checkStreamResponse,
+  checkUnaryResponse,
+  envelope,
+  RawConnectClient,
+  type Outcome,
+  type RawRequest,
+} from "./helpers/fuzz-connect.js";
 import {
   localUrl,
   messageValueArb,
@@ -209,9 +216,28 @@ interface FuzzCase {
   cancelAfterMs: number | undefined;
 }
 
-const UNARY_CONTENT_TYPES = ["application/json", "application/json", "application/json", "application/json", "application/json", "application/json; charset=utf-8", "text/plain", "", "application/connect+json"];
-const STREAM_CONTENT_TYPES = ["application/connect+json", "application/connect+json", "application/connect+json", "application/connect+json", "application/connect+json; charset=utf-8", "application/json", ""];
-const isConnectCodec = (ct: string, m: DescMethod) => (streaming(m) ? /^application\/connect\+(json|proto)(;|$)/ : /^application\/(json|proto)(;|$)/).test(ct);
+const UNARY_CONTENT_TYPES = [
+  "application/json",
+  "application/json",
+  "application/json",
+  "application/json",
+  "application/json",
+  "application/json; charset=utf-8",
+  "text/plain",
+  "",
+  "application/connect+json",
+];
+const STREAM_CONTENT_TYPES = [
+  "application/connect+json",
+  "application/connect+json",
+  "application/connect+json",
+  "application/connect+json",
+  "application/connect+json; charset=utf-8",
+  "application/json",
+  "",
+];
+const isConnectCodec = (ct: string, m: DescMethod) =>
+  (streaming(m) ? /^application\/connect\+(json|proto)(;|$)/ : /^application\/(json|proto)(;|$)/).test(ct);
 
 /** The binary encoding of a request message given as JSON; undefined when the JSON does not fit the message. */
 function protoBinary(method: DescMethod, value: JsonValue): Buffer | undefined {
@@ -242,7 +268,10 @@ function cleanCaseArb(world: FuzzWorld, method: DescMethod, mode: "plausible" | 
     .record({
       method: fc.constant(method),
       value: message,
-      more: method.methodKind === "bidi_streaming" || method.methodKind === "client_streaming" ? fc.array(message, { maxLength: 2 }) : fc.constant<JsonValue[]>([]),
+      more:
+        method.methodKind === "bidi_streaming" || method.methodKind === "client_streaming"
+          ? fc.array(message, { maxLength: 2 })
+          : fc.constant<JsonValue[]>([]),
       // One request in four in the binary format, when the generated JSON fits the message.
       encoding: fc.constantFrom<"json" | "proto">("json", "json", "json", "proto"),
       noise: fc.constant(new Uint8Array(0)),
@@ -252,11 +281,16 @@ function cleanCaseArb(world: FuzzWorld, method: DescMethod, mode: "plausible" | 
       contentType: fc.constant(isStream ? "application/connect+json" : "application/json"),
       protocolVersion: fc.constant<string | undefined>("1"),
       timeoutMs: isStream
-        ? fc.oneof({ weight: 20, arbitrary: fc.integer({ min: 20, max: 150 }).map(String) }, { weight: 1, arbitrary: fc.constantFrom("0", "1") })
+        ? fc.oneof(
+            { weight: 20, arbitrary: fc.integer({ min: 20, max: 150 }).map(String) },
+            { weight: 1, arbitrary: fc.constantFrom("0", "1") },
+          )
         : fc.oneof({ weight: 20, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: fc.constantFrom("0", "1", "5", "50") }),
       cancelAfterMs: fc.oneof({ weight: 30, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: fc.integer({ min: 0, max: 30 }) }),
     })
-    .map((c): FuzzCase => (c.encoding === "proto" && [c.value, ...c.more].some((v) => protoBinary(method, v) === undefined) ? { ...c, encoding: "json" } : c));
+    .map((c): FuzzCase =>
+      c.encoding === "proto" && [c.value, ...c.more].some((v) => protoBinary(method, v) === undefined) ? { ...c, encoding: "json" } : c,
+    );
 }
 
 function hostileCaseArb(world: FuzzWorld, method: DescMethod): fc.Arbitrary<FuzzCase> {
@@ -284,10 +318,16 @@ function hostileCaseArb(world: FuzzWorld, method: DescMethod): fc.Arbitrary<Fuzz
       ]
     : [];
   mutations.push(...envelopeMutations);
-  const more = method.methodKind === "bidi_streaming" || method.methodKind === "client_streaming" ? fc.array(message, { maxLength: 2 }) : fc.constant<JsonValue[]>([]);
+  const more =
+    method.methodKind === "bidi_streaming" || method.methodKind === "client_streaming"
+      ? fc.array(message, { maxLength: 2 })
+      : fc.constant<JsonValue[]>([]);
   // Streams always carry a deadline (a follow stream ends only with it); unary calls mostly do not.
   const timeout = isStream
-    ? fc.oneof({ weight: 30, arbitrary: fc.integer({ min: 20, max: 150 }).map(String) }, { weight: 1, arbitrary: fc.constantFrom("abc", "-5", "12345678901", "1.5") })
+    ? fc.oneof(
+        { weight: 30, arbitrary: fc.integer({ min: 20, max: 150 }).map(String) },
+        { weight: 1, arbitrary: fc.constantFrom("abc", "-5", "12345678901", "1.5") },
+      )
     : fc.oneof(
         { weight: 30, arbitrary: fc.constant(undefined) },
         { weight: 3, arbitrary: fc.constantFrom("0", "1", "5", "50", "2000") },
@@ -307,21 +347,23 @@ function hostileCaseArb(world: FuzzWorld, method: DescMethod): fc.Arbitrary<Fuzz
   ];
   // JSON three times in four; otherwise the binary format, where broken bodies are broken differently.
   const encoding = fc.constantFrom<"json" | "proto">("json", "json", "json", "proto");
-  return fc.record({
-    method: fc.constant(method),
-    value: message,
-    more,
-    encoding,
-    noise: fc.uint8Array({ maxLength: 96 }),
-    mutation: fc.oneof(...mutations),
-    truncateAt: fc.double({ min: 0, max: 1, noNaN: true }),
-    literal: fc.constantFrom("", "{", "}", "null", "[]", "[{}]", "123", '"x"', "true", "{}{}", '{"a":', "\u0000", "{\"\u0000\":1}"),
-    contentType: fc.constantFrom(...(isStream ? STREAM_CONTENT_TYPES : UNARY_CONTENT_TYPES)),
-    protocolVersion: fc.constantFrom<string | undefined>("1", "1", "1", "1", "1", "1", "1", undefined, "2"),
-    timeoutMs: timeout,
-    cancelAfterMs: fc.oneof({ weight: 24, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: fc.integer({ min: 0, max: 30 }) }),
-    protoMutation: fc.oneof(...protoMutations),
-  }).map(({ protoMutation, ...c }): FuzzCase => (c.encoding === "proto" ? { ...c, mutation: protoMutation } : c));
+  return fc
+    .record({
+      method: fc.constant(method),
+      value: message,
+      more,
+      encoding,
+      noise: fc.uint8Array({ maxLength: 96 }),
+      mutation: fc.oneof(...mutations),
+      truncateAt: fc.double({ min: 0, max: 1, noNaN: true }),
+      literal: fc.constantFrom("", "{", "}", "null", "[]", "[{}]", "123", '"x"', "true", "{}{}", '{"a":', "\u0000", '{"\u0000":1}'),
+      contentType: fc.constantFrom(...(isStream ? STREAM_CONTENT_TYPES : UNARY_CONTENT_TYPES)),
+      protocolVersion: fc.constantFrom<string | undefined>("1", "1", "1", "1", "1", "1", "1", undefined, "2"),
+      timeoutMs: timeout,
+      cancelAfterMs: fc.oneof({ weight: 24, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: fc.integer({ min: 0, max: 30 }) }),
+      protoMutation: fc.oneof(...protoMutations),
+    })
+    .map(({ protoMutation, ...c }): FuzzCase => (c.encoding === "proto" ? { ...c, mutation: protoMutation } : c));
 }
 
 /** A varint, as the protobuf binary format writes tags and lengths. */
@@ -391,7 +433,11 @@ function encodeMessage(c: FuzzCase, value: JsonValue): Buffer {
       return Buffer.from(`{"zz":${"[".repeat(depth)}${"]".repeat(depth)}}`);
     }
     case "invalid-utf8":
-      return Buffer.concat([Buffer.from(text.slice(0, -1)), Buffer.from([0x2c, 0x22, 0xff, 0xfe, 0xc3, 0x22, 0x3a, 0x31]), Buffer.from(text.slice(-1))]);
+      return Buffer.concat([
+        Buffer.from(text.slice(0, -1)),
+        Buffer.from([0x2c, 0x22, 0xff, 0xfe, 0xc3, 0x22, 0x3a, 0x31]),
+        Buffer.from(text.slice(-1)),
+      ]);
     case "unknown-field":
       return Buffer.from(text.replace(/^\{/, text === "{}" ? '{"zzUnknown":{"a":[1,2,3]}' : '{"zzUnknown":{"a":[1,2,3]},'));
     case "duplicate-key": {
@@ -406,7 +452,8 @@ function encodeMessage(c: FuzzCase, value: JsonValue): Buffer {
 }
 
 /** The content type a case is sent with: its own, or the binary format's. */
-const contentTypeOf = (c: FuzzCase) => (c.encoding === "proto" ? (streaming(c.method) ? "application/connect+proto" : "application/proto") : c.contentType);
+const contentTypeOf = (c: FuzzCase) =>
+  c.encoding === "proto" ? (streaming(c.method) ? "application/connect+proto" : "application/proto") : c.contentType;
 
 function buildRequest(c: FuzzCase): RawRequest {
   const headers: Record<string, string> = {};
@@ -471,7 +518,8 @@ interface Stats {
 /** Lines of a JavaScript stack trace, or paths of aetherd's own code, in an error message. */
 const STACK_TRACE = /\n\s+at \S|\bat (async )?[\w.<>]+ \(\/|node:internal\/|\/(daemon|sdk)\/(dist|src)\/\S+\.(js|ts)/;
 /** Errors of the Connect protocol itself, answered before any handler runs. */
-const PROTOCOL_ERROR = /^(cannot decode|parse binary|protocol error|message size|invalid UTF-8|unsupported content type|received compressed|protocol version)/;
+const PROTOCOL_ERROR =
+  /^(cannot decode|parse binary|protocol error|message size|invalid UTF-8|unsupported content type|received compressed|protocol version)/;
 
 describe("fuzz: hostile input on every RPC of a real aetherd", { timeout: 600_000 }, () => {
   const marker = `aefz${SEED.toString(36)}x`;
@@ -483,7 +531,16 @@ describe("fuzz: hostile input on every RPC of a real aetherd", { timeout: 600_00
   let raw: RawConnectClient;
   let imports: ImportServer;
   let world: FuzzWorld;
-  const stats: Stats = { cases: 0, byMethod: new Map(), msByMethod: new Map(), reachedHandler: new Set(), races: 0, racesBothOk: 0, lifecycles: 0, protocolInternal: 0 };
+  const stats: Stats = {
+    cases: 0,
+    byMethod: new Map(),
+    msByMethod: new Map(),
+    reachedHandler: new Set(),
+    races: 0,
+    racesBothOk: 0,
+    lifecycles: 0,
+    protocolInternal: 0,
+  };
   /** Methods that answer UNIMPLEMENTED to an empty request: not served by aetherd (found in before()). */
   const unimplemented = new Set<string>();
   /** Every path component of every string a request carried: a new file by such a name is a finding. */
@@ -492,7 +549,19 @@ describe("fuzz: hostile input on every RPC of a real aetherd", { timeout: 600_00
   // Files nobody may change (by content: their folders' mtimes change all the time on a shared machine).
   const SENSITIVE = ["/etc/hostname", "/etc/hosts", "/etc/passwd", "/etc/shadow", "/etc/group", "/usr/bin/true", "/bin/echo"];
   // Folders where a path trick could put a file: no new entry may carry a generated name.
-  const WATCHED = ["/", "/tmp", "/var/tmp", "/dev/shm", "/etc", "/root", "/run", "/dev", "/usr/bin", process.cwd(), join(process.cwd(), "test")];
+  const WATCHED = [
+    "/",
+    "/tmp",
+    "/var/tmp",
+    "/dev/shm",
+    "/etc",
+    "/root",
+    "/run",
+    "/dev",
+    "/usr/bin",
+    process.cwd(),
+    join(process.cwd(), "test"),
+  ];
   let sensitiveBefore: Map<string, string>;
   let sentinelBefore: Map<string, string>;
   let importsBefore: Map<string, string>;
@@ -548,7 +617,8 @@ describe("fuzz: hostile input on every RPC of a real aetherd", { timeout: 600_00
     overrides.set("aether.storage.v1.ImageSource.url", (mode) => localUrl(world, imports.base, imports.closedPort, mode));
     overrides.set("aether.fence.v1.RegisterBmcRequest.endpoint", (mode) => localUrl(world, imports.base, imports.closedPort, mode));
     const fields = reachableFields(EVERY_METHOD);
-    for (const key of overrides.keys()) assert.ok(fields.has(key), `safety override ${key} names no field of the contract any more: update the fuzz suite`);
+    for (const key of overrides.keys())
+      assert.ok(fields.has(key), `safety override ${key} names no field of the contract any more: update the fuzz suite`);
 
     // Which methods aetherd serves: an empty request answered UNIMPLEMENTED means it does not (a
     // service defined but not built, or served by another program). They get fewer cases.
@@ -611,11 +681,17 @@ describe("fuzz: hostile input on every RPC of a real aetherd", { timeout: 600_00
     }
     for (const [k, v] of Object.entries(json)) {
       if ((k === "hostPath" || k === "consoleLogPath" || k === "stateDir") && typeof v === "string" && v !== "") {
-        assert.ok(v.startsWith(`${daemon.stateDir}/`) || v === daemon.stateDir, `${k} ${v} is outside the state directory ${daemon.stateDir}`);
+        assert.ok(
+          v.startsWith(`${daemon.stateDir}/`) || v === daemon.stateDir,
+          `${k} ${v} is outside the state directory ${daemon.stateDir}`,
+        );
       }
       if (k === "cgroupPaths" && v !== null && typeof v === "object" && !Array.isArray(v)) {
         for (const p of Object.values(v)) {
-          assert.ok(typeof p === "string" && p.includes(`/${daemon.cgroupRoot}/`), `cell cgroup path ${String(p)} is outside this daemon's cgroup root ${daemon.cgroupRoot}`);
+          assert.ok(
+            typeof p === "string" && p.includes(`/${daemon.cgroupRoot}/`),
+            `cell cgroup path ${String(p)} is outside this daemon's cgroup root ${daemon.cgroupRoot}`,
+          );
         }
       }
       inspectSuccess(v, k);
@@ -648,7 +724,10 @@ describe("fuzz: hostile input on every RPC of a real aetherd", { timeout: 600_00
       if (!ok) assert.fail(`${message()}\n  request: ${describeCase(c)}`);
     };
     check(!res.hung, () => `no answer within ${req.hardDeadlineMs} ms`);
-    check(alive(), () => `aetherd died (exit ${daemon.process.exitCode}, signal ${daemon.process.signalCode})\n${daemon.log().slice(-3000)}`);
+    check(
+      alive(),
+      () => `aetherd died (exit ${daemon.process.exitCode}, signal ${daemon.process.signalCode})\n${daemon.log().slice(-3000)}`,
+    );
     if (res.cancelled) {
       // Whatever arrived before the client went away must still be well-formed.
       if (res.status === 200 && streaming(c.method)) checkStreamResponse(c.method, res, true);
@@ -687,15 +766,19 @@ describe("fuzz: hostile input on every RPC of a real aetherd", { timeout: 600_00
     check(!STACK_TRACE.test(message), () => `an error message carries a stack trace or aetherd's source paths: ${message}`);
     // A method aetherd does not serve answers UNIMPLEMENTED, unless the protocol refused the request first.
     check(
-      !unimplemented.has(key) || protocolInternal || ["unimplemented", "invalid_argument", "resource_exhausted", "deadline_exceeded"].includes(code),
+      !unimplemented.has(key) ||
+        protocolInternal ||
+        ["unimplemented", "invalid_argument", "resource_exhausted", "deadline_exceeded"].includes(code),
       () => `${key} is not served by aetherd but answered ${code}: ${message}`,
     );
     // Errors quote user input clipped: a 64 KiB field must not come back as a 64 KiB message.
-    check(message.length <= 2048, () => `an error message of ${message.length} characters (input echoed unclipped?): ${message.slice(0, 300)}…`);
+    check(
+      message.length <= 2048,
+      () => `an error message of ${message.length} characters (input echoed unclipped?): ${message.slice(0, 300)}…`,
+    );
     for (const m of outcome.messages) inspectSuccess(m);
     return outcome;
   }
-
 
   /** Runs a property; on failure, reports the seed, fast-check's replay path and a readable case. */
   async function property<T>(
@@ -726,7 +809,9 @@ describe("fuzz: hostile input on every RPC of a real aetherd", { timeout: 600_00
       assert.fail(
         `${name} failed after ${details.numRuns} runs (property seed ${details.seed}, path "${details.counterexamplePath}").\n` +
           `  Rerun: FUZZ_SEED=${SEED} ${command}` +
-          (narrow === undefined ? "" : `\n  or faster, narrowed (aetherd's state then differs, so it may pass): FUZZ_SEED=${SEED} FUZZ_ONLY=${narrow} ${command}`) +
+          (narrow === undefined
+            ? ""
+            : `\n  or faster, narrowed (aetherd's state then differs, so it may pass): FUZZ_SEED=${SEED} FUZZ_ONLY=${narrow} ${command}`) +
           `\n  ${error}\n  counterexample:\n    ${shown}`,
       );
     }
@@ -745,7 +830,9 @@ describe("fuzz: hostile input on every RPC of a real aetherd", { timeout: 600_00
         const cases = unimplemented.has(methodKey(method)) ? CASES_UNIMPLEMENTED : CASES_IMPLEMENTED;
         // About 2.5 cases per run on average.
         const batch = fc.array(caseArb(world, method), { minLength: 1, maxLength: 4 });
-        await property(methodKey(method), batch, Math.ceil(cases / 2.5), SEED + EVERY_METHOD.indexOf(method), runCases, showCases, () => methodKey(method));
+        await property(methodKey(method), batch, Math.ceil(cases / 2.5), SEED + EVERY_METHOD.indexOf(method), runCases, showCases, () =>
+          methodKey(method),
+        );
       }
       assert.ok(alive(), "aetherd is alive after the service's cases");
       await checkHealth();
@@ -790,7 +877,8 @@ describe("fuzz: hostile input on every RPC of a real aetherd", { timeout: 600_00
 
   /** The id of the resource a success answer carries ({executable: {id}}, {cell: {id}}, ...). */
   const resourceId = (o: Outcome) => {
-    for (const v of Object.values(o.messages[0] ?? {})) if (v !== null && typeof v === "object" && !Array.isArray(v) && typeof v.id === "string") return v.id;
+    for (const v of Object.values(o.messages[0] ?? {}))
+      if (v !== null && typeof v === "object" && !Array.isArray(v) && typeof v.id === "string") return v.id;
     return undefined;
   };
 
@@ -804,7 +892,11 @@ describe("fuzz: hostile input on every RPC of a real aetherd", { timeout: 600_00
     const requestId = value.requestId ?? value.request_id;
     if (typeof requestId === "string" && requestId !== "" && ok.length > 1) {
       const ids = new Set(ok.map(resourceId));
-      assert.equal(ids.size, 1, `identical requests with request_id ${requestId} answered with different resources: ${[...ids].join(", ")}`);
+      assert.equal(
+        ids.size,
+        1,
+        `identical requests with request_id ${requestId} answered with different resources: ${[...ids].join(", ")}`,
+      );
     }
     await assertConsistent();
   }
@@ -814,9 +906,18 @@ describe("fuzz: hostile input on every RPC of a real aetherd", { timeout: 600_00
     const plausible = cleanCaseArb(world, m, "plausible");
     const valid = validRequestArb(world, m, imports.base);
     if (!valid) return plausible;
-    return fc.oneof({ weight: 3, arbitrary: fc.tuple(plausible, valid).map(([c, value]): FuzzCase => ({ ...c, value, timeoutMs: undefined, cancelAfterMs: undefined })) }, { weight: 1, arbitrary: plausible });
+    return fc.oneof(
+      {
+        weight: 3,
+        arbitrary: fc
+          .tuple(plausible, valid)
+          .map(([c, value]): FuzzCase => ({ ...c, value, timeoutMs: undefined, cancelAfterMs: undefined })),
+      },
+      { weight: 1, arbitrary: plausible },
+    );
   };
-  const raceArb = (methods: readonly DescMethod[]) => fc.tuple(fc.constantFrom(...methods).chain(raceCaseArb), fc.integer({ min: 2, max: 6 }));
+  const raceArb = (methods: readonly DescMethod[]) =>
+    fc.tuple(fc.constantFrom(...methods).chain(raceCaseArb), fc.integer({ min: 2, max: 6 }));
 
   const raceMethods = RACE_METHODS.filter(selected);
   if (raceMethods.length > 0) {
@@ -877,7 +978,12 @@ describe("fuzz: hostile input on every RPC of a real aetherd", { timeout: 600_00
       ],
     },
     vm: {
-      create: (name) => [[VmService.method.createVm, { name, vcpus: 1, hypervisor: "HYPERVISOR_QEMU", boot: { kernel: { kernelPath: `/nonexistent-${marker}/vmlinuz` } } }]],
+      create: (name) => [
+        [
+          VmService.method.createVm,
+          { name, vcpus: 1, hypervisor: "HYPERVISOR_QEMU", boot: { kernel: { kernelPath: `/nonexistent-${marker}/vmlinuz` } } },
+        ],
+      ],
       calls: [
         (id) => [VmService.method.deleteVm, { vm: id }],
         (id) => [VmService.method.deleteVm, { vm: id, force: true }],
@@ -900,7 +1006,9 @@ describe("fuzz: hostile input on every RPC of a real aetherd", { timeout: 600_00
     for (const call of plan.create(name)) created.push(await runCase(callCase(call)));
     const id = created[0] && resourceId(created[0]);
     assert.ok(id, `creating the ${kind} of a lifecycle failed: ${created[0]?.code} ${created[0]?.message}`);
-    await Promise.all(picks.map((i) => runCase(callCase((plan.calls[i % plan.calls.length] as (id: string, name: string) => Call)(id, name)))));
+    await Promise.all(
+      picks.map((i) => runCase(callCase((plan.calls[i % plan.calls.length] as (id: string, name: string) => Call)(id, name)))),
+    );
     stats.lifecycles++;
     await assertConsistent();
     await assertNoStrays();
@@ -908,7 +1016,11 @@ describe("fuzz: hostile input on every RPC of a real aetherd", { timeout: 600_00
 
   /** Every folder and record in the state directory belongs to a resource aetherd lists. */
   async function assertNoStrays(): Promise<void> {
-    const [e, c, v] = await Promise.all([client.runtime.listExecutables({ pageSize: 1000 }), client.cells.listCells({ pageSize: 1000 }), client.vm.listVms({ pageSize: 1000 })]);
+    const [e, c, v] = await Promise.all([
+      client.runtime.listExecutables({ pageSize: 1000 }),
+      client.cells.listCells({ pageSize: 1000 }),
+      client.vm.listVms({ pageSize: 1000 }),
+    ]);
     const dirs = (d: string) => {
       try {
         return readdirSync(join(daemon.stateDir, d));
@@ -918,14 +1030,25 @@ describe("fuzz: hostile input on every RPC of a real aetherd", { timeout: 600_00
     };
     const ids = new Set([...e.executables.map((x) => x.id), ...c.cells.map((x) => x.id), ...v.vms.map((x) => x.id)]);
     const strays = [
-      ...dirs("executables").filter((d) => !ids.has(d)).map((d) => `executables/${d}`),
-      ...dirs("cells").filter((f) => f.endsWith(".json") && !ids.has(f.slice(0, -5))).map((f) => `cells/${f}`),
-      ...dirs("vms").filter((d) => d !== "executables" && !ids.has(d)).map((d) => `vms/${d}`),
+      ...dirs("executables")
+        .filter((d) => !ids.has(d))
+        .map((d) => `executables/${d}`),
+      ...dirs("cells")
+        .filter((f) => f.endsWith(".json") && !ids.has(f.slice(0, -5)))
+        .map((f) => `cells/${f}`),
+      ...dirs("vms")
+        .filter((d) => d !== "executables" && !ids.has(d))
+        .map((d) => `vms/${d}`),
     ];
     assert.deepEqual(strays, [], "folders or records in the state directory that belong to no listed resource (recreated after a delete?)");
   }
 
-  const SERVICE_OF: Record<Kind, string> = { executable: "ExecutableService", cell: "CellService", volume: "StorageService", vm: "VmService" };
+  const SERVICE_OF: Record<Kind, string> = {
+    executable: "ExecutableService",
+    cell: "CellService",
+    volume: "StorageService",
+    vm: "VmService",
+  };
   const kinds = (Object.keys(SERVICE_OF) as Kind[]).filter((k) => ONLY === undefined || ONLY.split("/")[0] === SERVICE_OF[k]);
   if (kinds.length > 0) {
     it(`a resource that gets stops, deletes, frees, snapshots... at once ends in one consistent state (${kinds.join(", ")})`, async () => {
@@ -938,17 +1061,29 @@ describe("fuzz: hostile input on every RPC of a real aetherd", { timeout: 600_00
   const coverage = ONLY === undefined ? `ran at least ${MIN_TOTAL_CASES} cases${SCALE >= 1 ? ", reached every handler" : ""}, and ` : "";
   it(`${coverage}cleans up, exits 0 and left the host alone`, async (t: TestContext) => {
     const elapsed = (Date.now() - started) / 1000;
-    t.diagnostic(`fuzz: ${stats.cases} cases in ${elapsed.toFixed(1)} s (seed ${SEED}${ONLY === undefined ? "" : `, only ${ONLY}`}); ${stats.races} races, ${stats.racesBothOk} with several successes; ${stats.lifecycles} lifecycles; ${stats.protocolInternal} INTERNAL answers of connect-es itself (binary bodies it cannot parse, compressed envelopes)`);
+    t.diagnostic(
+      `fuzz: ${stats.cases} cases in ${elapsed.toFixed(1)} s (seed ${SEED}${ONLY === undefined ? "" : `, only ${ONLY}`}); ${stats.races} races, ${stats.racesBothOk} with several successes; ${stats.lifecycles} lifecycles; ${stats.protocolInternal} INTERNAL answers of connect-es itself (binary bodies it cannot parse, compressed envelopes)`,
+    );
     for (const [m, codes] of stats.byMethod) {
       const ms = stats.msByMethod.get(m) ?? 0;
       const n = [...codes.values()].reduce((a, b) => a + b, 0);
-      t.diagnostic(`  ${m.padEnd(42)} ${String(Math.round(ms / Math.max(n, 1))).padStart(5)} ms/case  ${[...codes.entries()].map(([c, k]) => `${c}=${k}`).join(" ")}`);
+      t.diagnostic(
+        `  ${m.padEnd(42)} ${String(Math.round(ms / Math.max(n, 1))).padStart(5)} ms/case  ${[...codes.entries()].map(([c, k]) => `${c}=${k}`).join(" ")}`,
+      );
     }
     if (ONLY === undefined) assert.ok(stats.cases >= MIN_TOTAL_CASES, `only ${stats.cases} cases ran`);
     // Smaller runs (FUZZ_SCALE < 1, FUZZ_ONLY) are for reproducing: the coverage checks need a full one.
     if (ONLY === undefined && SCALE >= 1) {
-      for (const m of allMethods) assert.ok(stats.reachedHandler.has(methodKey(m)), `no generated request for ${methodKey(m)} got past decoding: the generator is too weak`);
-      for (const m of MUST_SUCCEED) assert.ok((stats.byMethod.get(m)?.get("ok") ?? 0) > 0, `no generated request to ${m} succeeded: the generator does not reach its real work`);
+      for (const m of allMethods)
+        assert.ok(
+          stats.reachedHandler.has(methodKey(m)),
+          `no generated request for ${methodKey(m)} got past decoding: the generator is too weak`,
+        );
+      for (const m of MUST_SUCCEED)
+        assert.ok(
+          (stats.byMethod.get(m)?.get("ok") ?? 0) > 0,
+          `no generated request to ${m} succeeded: the generator does not reach its real work`,
+        );
     }
     assert.ok(alive(), "aetherd is alive at the end");
     await checkHealth();
@@ -961,9 +1096,16 @@ describe("fuzz: hostile input on every RPC of a real aetherd", { timeout: 600_00
     const fdsAfter = openFds(daemon);
     t.diagnostic(`fuzz: aetherd has ${fdsAfter} open file descriptors (${fdsBefore} after it started)`);
     // Sessions, watchers and log files of what was removed are closed: a leak shows as hundreds.
-    assert.ok(fdsAfter < fdsBefore + 200, `aetherd leaks file descriptors: ${fdsBefore} after it started, ${fdsAfter} after the fuzz and the cleanup`);
+    assert.ok(
+      fdsAfter < fdsBefore + 200,
+      `aetherd leaks file descriptors: ${fdsBefore} after it started, ${fdsAfter} after the fuzz and the cleanup`,
+    );
 
-    assert.deepEqual(listTree(root, new Set(["state"])), rootBefore, "nothing appeared next to the state directory (socket folder, imports, sentinel)");
+    assert.deepEqual(
+      listTree(root, new Set(["state"])),
+      rootBefore,
+      "nothing appeared next to the state directory (socket folder, imports, sentinel)",
+    );
     assert.equal(await daemon.stop(), 0, "aetherd exits 0 on SIGTERM after the fuzz");
     const log = readFileSync(join(daemon.stateDir, "aetherd.log"), "utf8");
     assert.doesNotMatch(log, /"level":60/, "aetherd logged nothing fatal");
@@ -981,7 +1123,13 @@ describe("fuzz: hostile input on every RPC of a real aetherd", { timeout: 600_00
     assert.deepEqual(listTree("/dev/shm/aether-seeds"), shmBefore, "no cloud-init seed was left in /dev/shm");
     assert.deepEqual(cgroupsAroundRoot(daemon.cgroupRoot), cgroupsBefore, "no cgroup appeared or vanished outside aetherd's cgroup root");
     const fresh = appeared(watchedBefore, topLevel(WATCHED));
-    if (fresh.length > 0) t.diagnostic(`fuzz: new entries while it ran (other processes share this machine): ${fresh.slice(0, 30).map((f) => join(f.dir, f.name)).join(", ")}`);
+    if (fresh.length > 0)
+      t.diagnostic(
+        `fuzz: new entries while it ran (other processes share this machine): ${fresh
+          .slice(0, 30)
+          .map((f) => join(f.dir, f.name))
+          .join(", ")}`,
+      );
     const named = fresh.filter((f) => generatedNames.has(f.name) || f.name.includes(marker));
     assert.deepEqual(named, [], "no file or folder named by a request appeared in /, /tmp, /etc, /dev/shm, /run, /root...");
     const marked = findMarked(marker, [
@@ -1038,7 +1186,13 @@ async function inventory(aether: AetherClient): Promise<Record<string, number>> 
     aether.storage.listVolumes({ pageSize: 1000 }),
     aether.storage.listImages({ pageSize: 1000 }),
   ]);
-  return { executables: e.executables.length, cells: c.cells.length, vms: v.vms.length, volumes: vol.volumes.length, images: img.images.length };
+  return {
+    executables: e.executables.length,
+    cells: c.cells.length,
+    vms: v.vms.length,
+    volumes: vol.volumes.length,
+    images: img.images.length,
+  };
 }
 
 async function removeEverything(aether: AetherClient): Promise<Record<string, number>> {
@@ -1054,7 +1208,8 @@ async function removeEverything(aether: AetherClient): Promise<Record<string, nu
     removed.cells++;
   }
   for (const exe of (await aether.runtime.listExecutables({ pageSize: 1000 })).executables) {
-    if (exe.pid > 0) await aether.runtime.stopExecutable({ executable: exe.id, tenant: exe.tenant, gracePeriod: { seconds: 0n } }).catch(ignore);
+    if (exe.pid > 0)
+      await aether.runtime.stopExecutable({ executable: exe.id, tenant: exe.tenant, gracePeriod: { seconds: 0n } }).catch(ignore);
     await aether.runtime.deleteExecutable({ executable: exe.id, tenant: exe.tenant });
     removed.executables++;
   }

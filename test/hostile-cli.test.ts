@@ -28,7 +28,12 @@ const pathOf = (m: DescMethod) => `/${m.parent.typeName}/${m.name}`;
 async function postJson(socket: string, method: DescMethod, body: string): Promise<{ code: string; message: string }> {
   const raw = new RawConnectClient(socket);
   try {
-    const res = await raw.send({ path: pathOf(method), headers: { "content-type": "application/json", "connect-protocol-version": "1" }, body: Buffer.from(body), hardDeadlineMs: 10_000 });
+    const res = await raw.send({
+      path: pathOf(method),
+      headers: { "content-type": "application/json", "connect-protocol-version": "1" },
+      body: Buffer.from(body),
+      hardDeadlineMs: 10_000,
+    });
     const { code, message } = checkUnaryResponse(method, res);
     return { code, message };
   } finally {
@@ -40,9 +45,17 @@ async function postJson(socket: string, method: DescMethod, body: string): Promi
 async function postGrpcWebJson(socket: string, method: DescMethod, body: string): Promise<{ status: string; message: string }> {
   const raw = new RawConnectClient(socket);
   try {
-    const res = await raw.send({ path: pathOf(method), headers: { "content-type": "application/grpc-web+json" }, body: envelope(0, Buffer.from(body)), hardDeadlineMs: 10_000 });
+    const res = await raw.send({
+      path: pathOf(method),
+      headers: { "content-type": "application/grpc-web+json" },
+      body: envelope(0, Buffer.from(body)),
+      hardDeadlineMs: 10_000,
+    });
     assert.equal(res.status, 200);
-    const trailer = parseEnvelopes(res.body, false).find((e) => (e.flags & 0x80) !== 0)?.data.toString() ?? "";
+    const trailer =
+      parseEnvelopes(res.body, false)
+        .find((e) => (e.flags & 0x80) !== 0)
+        ?.data.toString() ?? "";
     const field = (name: string) => {
       const header = res.headers[name];
       return header !== undefined ? String(header) : (new RegExp(`^${name}:\\s*(.*?)\\r?$`, "m").exec(trailer)?.[1] ?? "");
@@ -80,10 +93,17 @@ describe("hostile use of the CLI and of aetherd's JSON (issue 22)", () => {
     const socket = env.daemon.socket;
     // Each of these succeeded before, the misspelt part silently dropped.
     const typo = await postJson(socket, CellService.method.allocateCell, '{"name":"hostile-json","tenantt":"b"}');
-    assert.deepEqual(typo, { code: "invalid_argument", message: 'cannot decode message aether.cells.v1.AllocateCellRequest from JSON: key "tenantt" is unknown' });
-    const vm = '{"name":"hostile-json","profile":"VM_PROFILE_NOPE","vcpus":1,"memoryBytes":"134217728","boot":{"kernel":{"kernelPath":"/bin/true"}}}';
+    assert.deepEqual(typo, {
+      code: "invalid_argument",
+      message: 'cannot decode message aether.cells.v1.AllocateCellRequest from JSON: key "tenantt" is unknown',
+    });
+    const vm =
+      '{"name":"hostile-json","profile":"VM_PROFILE_NOPE","vcpus":1,"memoryBytes":"134217728","boot":{"kernel":{"kernelPath":"/bin/true"}}}';
     const profile = await postJson(socket, VmService.method.createVm, vm);
-    assert.deepEqual(profile, { code: "invalid_argument", message: 'cannot decode enum aether.vm.v1.VmProfile from JSON: "VM_PROFILE_NOPE"' });
+    assert.deepEqual(profile, {
+      code: "invalid_argument",
+      message: 'cannot decode enum aether.vm.v1.VmProfile from JSON: "VM_PROFILE_NOPE"',
+    });
     const filter = await postJson(socket, ExecutableService.method.listExecutables, '{"state":"EXECUTABLE_STATE_NOPE"}');
     assert.equal(filter.code, "invalid_argument", filter.message);
     const grpcWeb = await postGrpcWebJson(socket, VmService.method.createVm, vm);
@@ -98,7 +118,10 @@ describe("hostile use of the CLI and of aetherd's JSON (issue 22)", () => {
     const agg = await startAggregator();
     try {
       const typo = await postJson(agg.socket, AggregatorService.method.listNodes, '{"pageSizee":5}');
-      assert.deepEqual(typo, { code: "invalid_argument", message: 'cannot decode message aether.auction.v1.ListNodesRequest from JSON: key "pageSizee" is unknown' });
+      assert.deepEqual(typo, {
+        code: "invalid_argument",
+        message: 'cannot decode message aether.auction.v1.ListNodesRequest from JSON: key "pageSizee" is unknown',
+      });
       assert.equal((await postJson(agg.socket, AggregatorService.method.listNodes, '{"pageSize":5}')).code, "ok");
     } finally {
       assert.equal(await agg.stop(), 0);
@@ -146,11 +169,16 @@ describe("a caller aetherd refuses exits 5, apart from 4 'unreachable' (issue 22
   before(async () => {
     const server = ca.issue("aetherd", { server: true });
     const port = await freePort();
-    daemon = await startDaemon({ args: ["--listen", `127.0.0.1:${port}`, "--tls-cert", server.cert, "--tls-key", server.key, "--tls-client-ca", ca.cert] });
+    daemon = await startDaemon({
+      args: ["--listen", `127.0.0.1:${port}`, "--tls-cert", server.cert, "--tls-key", server.key, "--tls-client-ca", ca.cert],
+    });
     as = (who, caPem, pair, ...args) => {
       const xdg = join(dir, who);
       mkdirSync(join(xdg, "aether"), { recursive: true });
-      writeFileSync(join(xdg, "aether", "config.toml"), `address = "https://127.0.0.1:${port}"\nca = ${JSON.stringify(caPem)}\ncert = ${JSON.stringify(pair.cert)}\nkey = ${JSON.stringify(pair.key)}\n`);
+      writeFileSync(
+        join(xdg, "aether", "config.toml"),
+        `address = "https://127.0.0.1:${port}"\nca = ${JSON.stringify(caPem)}\ncert = ${JSON.stringify(pair.cert)}\nkey = ${JSON.stringify(pair.key)}\n`,
+      );
       return runCommand("aether", args, { env: { AETHER_HOST: "", XDG_CONFIG_HOME: xdg } });
     };
   });

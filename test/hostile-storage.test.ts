@@ -31,7 +31,9 @@ async function settled(aether: AetherClient, image: string, tenant = ""): Promis
 }
 
 /** A loopback HTTP server answering from a table of paths; counts the requests for each. */
-async function serve(routes: Record<string, (res: import("node:http").ServerResponse) => void>): Promise<{ server: Server; port: number; hits: Map<string, number> }> {
+async function serve(
+  routes: Record<string, (res: import("node:http").ServerResponse) => void>,
+): Promise<{ server: Server; port: number; hits: Map<string, number> }> {
   const hits = new Map<string, number>();
   const server = createServer((req, res) => {
     const path = req.url ?? "";
@@ -45,12 +47,30 @@ async function serve(routes: Record<string, (res: import("node:http").ServerResp
 }
 
 /** aetherd on mTLS with a [tenancy] section; returns clients for tenant a and an operator. */
-async function tlsDaemon(ca: TestCa, dir: string, tenancy: string): Promise<{ daemon: TestDaemon; tenant: AetherClient; operator: AetherClient }> {
+async function tlsDaemon(
+  ca: TestCa,
+  dir: string,
+  tenancy: string,
+): Promise<{ daemon: TestDaemon; tenant: AetherClient; operator: AetherClient }> {
   const server = ca.issue("aetherd", { server: true });
   const port = await freePort();
   const config = join(dir, "aetherd.toml");
   writeFileSync(config, `import_roots = ["${dir}"]\n[tenancy]\n${tenancy}\n`);
-  const daemon = await startDaemon({ dir: mkdtempSync(join(dir, "d-")), args: ["--config", config, "--listen", `127.0.0.1:${port}`, "--tls-cert", server.cert, "--tls-key", server.key, "--tls-client-ca", ca.cert] });
+  const daemon = await startDaemon({
+    dir: mkdtempSync(join(dir, "d-")),
+    args: [
+      "--config",
+      config,
+      "--listen",
+      `127.0.0.1:${port}`,
+      "--tls-cert",
+      server.cert,
+      "--tls-key",
+      server.key,
+      "--tls-client-ca",
+      ca.cert,
+    ],
+  });
   const as = async (name: string, uri: string) => {
     const pair = ca.issue(name, { uri });
     return connect({ address: `https://127.0.0.1:${port}`, tls: { ca: ca.cert, cert: pair.cert, key: pair.key } });
@@ -67,7 +87,11 @@ describe("image import is not a server-side request forgery", () => {
   let allowed: Awaited<ReturnType<typeof serve>>;
   let strict: Awaited<ReturnType<typeof tlsDaemon>>;
   let lenient: Awaited<ReturnType<typeof tlsDaemon>>;
-  const image = (url: string, sha = secretSha) => ({ name: `i${Math.random().toString(36).slice(2, 10)}`, sha256: sha, source: { source: { case: "url" as const, value: url } } });
+  const image = (url: string, sha = secretSha) => ({
+    name: `i${Math.random().toString(36).slice(2, 10)}`,
+    sha256: sha,
+    source: { source: { case: "url" as const, value: url } },
+  });
 
   before(async () => {
     diskSha = makeRawDisk(disk, 4 * MiB, 0x5a);
@@ -78,7 +102,11 @@ describe("image import is not a server-side request forgery", () => {
       "/public/to-secret": (res) => res.writeHead(302, { location: `http://127.0.0.1:${secret.port}/secret` }).end(),
       "/public/to-localhost": (res) => res.writeHead(307, { location: `http://localhost:${allowed.port}/public/disk.raw` }).end(),
     });
-    const prefixes = [`http://127.0.0.1:${allowed.port}/public/`, `http://localhost:${allowed.port}/public/`, `http://[::ffff:7f00:1]:${allowed.port}/public/`];
+    const prefixes = [
+      `http://127.0.0.1:${allowed.port}/public/`,
+      `http://localhost:${allowed.port}/public/`,
+      `http://[::ffff:7f00:1]:${allowed.port}/public/`,
+    ];
     // strict: the defaults (public addresses only); lenient: private addresses allowed, prefixes still held.
     strict = await tlsDaemon(ca, work, `image_url_prefixes = ${JSON.stringify(prefixes)}`);
     lenient = await tlsDaemon(ca, work, `image_url_prefixes = ${JSON.stringify(prefixes.slice(0, 1))}\nallow_private_urls = true`);
@@ -98,13 +126,33 @@ describe("image import is not a server-side request forgery", () => {
 
   it("refuses a tenant a URL outside the allowed prefixes, and a loopback address under them, before fetching anything", async () => {
     const s = strict.tenant.storage;
-    await rejectsWith(s.importImage(image(`http://127.0.0.1:${secret.port}/secret`)), Code.PermissionDenied, /is not under an allowed URL prefix: tenants may download only from http:\/\/127\.0\.0\.1/);
+    await rejectsWith(
+      s.importImage(image(`http://127.0.0.1:${secret.port}/secret`)),
+      Code.PermissionDenied,
+      /is not under an allowed URL prefix: tenants may download only from http:\/\/127\.0\.0\.1/,
+    );
     // Under an allowed prefix, yet loopback: literally, by name and as an IPv4-mapped IPv6 address.
-    await rejectsWith(s.importImage(image(`http://127.0.0.1:${allowed.port}/public/disk.raw`, diskSha)), Code.PermissionDenied, /127\.0\.0\.1 is a loopback address; tenants may download images only from public addresses/);
-    await rejectsWith(s.importImage(image(`http://localhost:${allowed.port}/public/disk.raw`, diskSha)), Code.PermissionDenied, /localhost \((127\.0\.0\.1|::1)\) is a loopback address/);
-    await rejectsWith(s.importImage(image(`http://[::ffff:127.0.0.1]:${allowed.port}/public/disk.raw`, diskSha)), Code.PermissionDenied, /is a loopback address/);
+    await rejectsWith(
+      s.importImage(image(`http://127.0.0.1:${allowed.port}/public/disk.raw`, diskSha)),
+      Code.PermissionDenied,
+      /127\.0\.0\.1 is a loopback address; tenants may download images only from public addresses/,
+    );
+    await rejectsWith(
+      s.importImage(image(`http://localhost:${allowed.port}/public/disk.raw`, diskSha)),
+      Code.PermissionDenied,
+      /localhost \((127\.0\.0\.1|::1)\) is a loopback address/,
+    );
+    await rejectsWith(
+      s.importImage(image(`http://[::ffff:127.0.0.1]:${allowed.port}/public/disk.raw`, diskSha)),
+      Code.PermissionDenied,
+      /is a loopback address/,
+    );
     // A prefix is a path boundary, and other schemes stay refused.
-    await rejectsWith(s.importImage(image(`http://127.0.0.1:${allowed.port}/public-not/x`)), Code.PermissionDenied, /not under an allowed URL prefix/);
+    await rejectsWith(
+      s.importImage(image(`http://127.0.0.1:${allowed.port}/public-not/x`)),
+      Code.PermissionDenied,
+      /not under an allowed URL prefix/,
+    );
     assert.equal(secret.hits.size + allowed.hits.size, 0, "aetherd connected to nothing for the tenant");
     const { images } = await s.listImages({});
     assert.equal(images.length, 0, "no image records were made");
@@ -201,7 +249,9 @@ describe("kill -9 in the middle of a create or delete leaves nothing half done",
   });
 
   it("a volume made but not recorded is undone; the name is free again", async () => {
-    await crashAt("storage.volume.made", (a) => a.storage.createVolume({ name: "v1", source: { case: "empty", value: { sizeBytes: 8n * BigInt(MiB) } } }));
+    await crashAt("storage.volume.made", (a) =>
+      a.storage.createVolume({ name: "v1", source: { case: "empty", value: { sizeBytes: 8n * BigInt(MiB) } } }),
+    );
     assert.deepEqual((await aether.storage.listVolumes({})).volumes, []);
     assert.deepEqual(files("volumes"), [], "no volume file is left in the pool");
     const v = await aether.storage.createVolume({ name: "v1", source: { case: "empty", value: { sizeBytes: 8n * BigInt(MiB) } } });
@@ -217,7 +267,9 @@ describe("kill -9 in the middle of a create or delete leaves nothing half done",
   });
 
   it("a snapshot taken but not recorded, and a clone's implicit snapshot without its clone, are undone; the volume keeps its data", async () => {
-    const src = (await aether.storage.createVolume({ name: "src", format: 1, source: { case: "empty", value: { sizeBytes: 8n * BigInt(MiB) } } })).volume;
+    const src = (
+      await aether.storage.createVolume({ name: "src", format: 1, source: { case: "empty", value: { sizeBytes: 8n * BigInt(MiB) } } })
+    ).volume;
     const path = src?.hostPath ?? "";
     writePattern(path, "qcow2", 0, MiB, 0x61);
     for (const [point, action] of [
@@ -227,9 +279,19 @@ describe("kill -9 in the middle of a create or delete leaves nothing half done",
     ] as const) {
       await crashAt(point, action);
       assert.deepEqual((await aether.storage.listSnapshots({})).snapshots, [], `after a crash at ${point}: no snapshot`);
-      assert.deepEqual((await aether.storage.listVolumes({})).volumes.map((v) => v.name), ["src"], `after a crash at ${point}: no clone`);
-      assert.deepEqual(files("snapshots").filter((f) => f.endsWith(".qcow2")), [], `after a crash at ${point}: no snapshot file`);
-      const info = JSON.parse(execFileSync("qemu-img", ["info", "--output=json", "-U", path], { encoding: "utf8" })) as { "backing-filename"?: string };
+      assert.deepEqual(
+        (await aether.storage.listVolumes({})).volumes.map((v) => v.name),
+        ["src"],
+        `after a crash at ${point}: no clone`,
+      );
+      assert.deepEqual(
+        files("snapshots").filter((f) => f.endsWith(".qcow2")),
+        [],
+        `after a crash at ${point}: no snapshot file`,
+      );
+      const info = JSON.parse(execFileSync("qemu-img", ["info", "--output=json", "-U", path], { encoding: "utf8" })) as {
+        "backing-filename"?: string;
+      };
       assert.equal(info["backing-filename"], undefined, "the volume stands alone again");
       assert.ok(hasPattern(path, "qcow2", 0, MiB, 0x61), "the volume's data is intact");
     }
@@ -245,13 +307,19 @@ describe("kill -9 in the middle of a create or delete leaves nothing half done",
     assert.ok(probePaths.length > 0);
     const pathOf = (name: string) => probePaths.map((p) => join(p, "..", name));
     await crashAt("cells.cgroup-made", (a) => a.cells.allocateCell({ name: "web" }));
-    assert.deepEqual((await aether.cells.listCells({})).cells.map((c) => c.name), ["probe"]);
+    assert.deepEqual(
+      (await aether.cells.listCells({})).cells.map((c) => c.name),
+      ["probe"],
+    );
     for (const p of pathOf("web")) assert.equal(existsSync(p), false, `${p} was removed`);
     await aether.cells.allocateCell({ name: "web" });
 
     const job = (await aether.runtime.startExecutable({ cell: "web", argv: ["/bin/sleep", "600"] })).executable;
     await crashAt("cells.free-stopped", (a) => a.cells.freeCell({ cell: "web", stopExecutables: true }));
-    assert.deepEqual((await aether.cells.listCells({})).cells.map((c) => c.name), ["probe"]);
+    assert.deepEqual(
+      (await aether.cells.listCells({})).cells.map((c) => c.name),
+      ["probe"],
+    );
     for (const p of pathOf("web")) assert.equal(existsSync(p), false, `${p} was removed`);
     assert.equal(isRunning(job?.pid ?? 0), false, "the cell's process is gone");
     await aether.cells.allocateCell({ name: "web" });

@@ -74,7 +74,10 @@ describe("tenants on the host", () => {
   });
 
   it("a tenant naming gid 42 (shadow) runs as its own host ids with no supplementary groups, and cannot read /etc/shadow", async () => {
-    const { exe, stdout, stderr } = await runToEnd(alice, [SH, "-c", "id -u; id -g; id -G; head -c 60 /etc/shadow"], { uid: 65534, gid: 42 });
+    const { exe, stdout, stderr } = await runToEnd(alice, [SH, "-c", "id -u; id -g; id -G; head -c 60 /etc/shadow"], {
+      uid: 65534,
+      gid: 42,
+    });
     const [uid, gid, groups] = stdout.trim().split("\n");
     assert.equal(exe?.uid, 65534, "uid reads back as the tenant asked");
     assert.equal(exe?.gid, 42);
@@ -88,7 +91,13 @@ describe("tenants on the host", () => {
   });
 
   it("two tenants asking for the same uid get different host ids; neither sees, reads or kills the other's process", async () => {
-    const secret = await alice.runtime.startExecutable({ name: "holder", argv: ["/bin/sleep", "600"], env: { SECRET: "a-secret" }, uid: 65534, gid: 65534 });
+    const secret = await alice.runtime.startExecutable({
+      name: "holder",
+      argv: ["/bin/sleep", "600"],
+      env: { SECRET: "a-secret" },
+      uid: 65534,
+      gid: 65534,
+    });
     const hostPid = secret.executable?.pid ?? 0;
     assert.ok(isRunning(hostPid));
     const { exe, stdout } = await runToEnd(
@@ -147,10 +156,19 @@ describe("process trees", () => {
 
   it("a stop ends the whole tree, also what left the process group with setsid", async () => {
     const { executable } = await env.aether.runtime.startExecutable({ argv: [SH, "-c", "setsid sleep 3337 & exec sleep 3338"] });
-    await eventually(async () => ((await env.aether.runtime.getExecutable({ executable: executable?.id ?? "" })).executable?.otherProcesses === 1 ? true : undefined), 5000, "the setsid child to be counted");
+    await eventually(
+      async () =>
+        (await env.aether.runtime.getExecutable({ executable: executable?.id ?? "" })).executable?.otherProcesses === 1 ? true : undefined,
+      5000,
+      "the setsid child to be counted",
+    );
     assert.equal(hostPidsOf("sleep", "3337").length, 1);
     const stopped = await env.aether.runtime.stopExecutable({ executable: executable?.id ?? "", gracePeriod: { seconds: 5n } });
     assert.equal(stopped.executable?.state, ExecutableState.EXITED);
-    await eventually(() => (hostPidsOf("sleep", "3337").length + hostPidsOf("sleep", "3338").length === 0 ? true : undefined), 5000, "both sleeps to be gone");
+    await eventually(
+      () => (hostPidsOf("sleep", "3337").length + hostPidsOf("sleep", "3338").length === 0 ? true : undefined),
+      5000,
+      "both sleeps to be gone",
+    );
   });
 });

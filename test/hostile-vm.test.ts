@@ -28,7 +28,11 @@ const quick = { acceleration: vmApi.Acceleration.TCG, vcpus: 1, memoryBytes: 128
 
 function qemuProcesses(name: string): number[] {
   try {
-    return execFileSync("pgrep", ["-f", `aether-vm-${name}(,|$| )`], { encoding: "utf8" }).trim().split("\n").filter(Boolean).map(Number);
+    return execFileSync("pgrep", ["-f", `aether-vm-${name}(,|$| )`], { encoding: "utf8" })
+      .trim()
+      .split("\n")
+      .filter(Boolean)
+      .map(Number);
   } catch {
     return [];
   }
@@ -59,10 +63,14 @@ async function leftovers(d: TestDaemon, aether: AetherClient, name: string, id: 
 }
 
 async function waitState(aether: AetherClient, name: string, state: vmApi.VmState, timeoutMs = 60_000): Promise<vmApi.Vm> {
-  return eventually(async () => {
-    const { vm } = await aether.vm.getVm({ vm: name });
-    return vm?.state === state ? vm : undefined;
-  }, timeoutMs, `VM ${name} to be ${vmApi.VmState[state]}`);
+  return eventually(
+    async () => {
+      const { vm } = await aether.vm.getVm({ vm: name });
+      return vm?.state === state ? vm : undefined;
+    },
+    timeoutMs,
+    `VM ${name} to be ${vmApi.VmState[state]}`,
+  );
 }
 
 describe("hostile VMs: one aetherd", () => {
@@ -90,7 +98,13 @@ describe("hostile VMs: one aetherd", () => {
   });
 
   it("12 and 11: a create with start that cannot start leaves no VM, seed, cell or process record; a retry is not ALREADY_EXISTS", async () => {
-    const request = { ...quick, name: "nostart", boot: kernelBoot(junkKernel, ""), cloudInit: { userData: "#!/bin/sh\ntrue\n" }, start: true };
+    const request = {
+      ...quick,
+      name: "nostart",
+      boot: kernelBoot(junkKernel, ""),
+      cloudInit: { userData: "#!/bin/sh\ntrue\n" },
+      start: true,
+    };
     const err = await env.aether.vm.createVm(request).then(
       () => assert.fail("a junk kernel cannot start"),
       (e: unknown) => ConnectError.from(e),
@@ -98,7 +112,11 @@ describe("hostile VMs: one aetherd", () => {
     assert.match(err.rawMessage, /^VM nostart was not created, because it could not start: .*QEMU/, "the error says why");
     await rejectsWith(env.aether.vm.getVm({ vm: "nostart" }), Code.NotFound, /no VM/);
     assert.deepEqual(await leftovers(env.daemon, env.aether, "nostart", ""), []);
-    assert.deepEqual(readdirSync(join(env.daemon.stateDir, "vms")).filter((f) => f !== "executables"), [], "no VM record");
+    assert.deepEqual(
+      readdirSync(join(env.daemon.stateDir, "vms")).filter((f) => f !== "executables"),
+      [],
+      "no VM record",
+    );
     const { vm } = await env.aether.vm.createVm({ ...request, boot: kernelBoot() });
     assert.ok(vm?.state === vmApi.VmState.STARTING || vm?.state === vmApi.VmState.RUNNING, "the retry creates and starts the VM");
     await env.aether.vm.deleteVm({ vm: "nostart", force: true });
@@ -108,7 +126,11 @@ describe("hostile VMs: one aetherd", () => {
   it("11: failed starts leave no supervisor records behind", async () => {
     const { vm } = await env.aether.vm.createVm({ ...quick, name: "badkernel", boot: kernelBoot(junkKernel, "") });
     for (let i = 0; i < 3; i++) await rejectsWith(env.aether.vm.startVm({ vm: "badkernel" }), Code.FailedPrecondition, /QEMU/);
-    assert.deepEqual(processRecords(env.daemon).filter((r) => r.vm === vm?.id), [], "no record per failed launch");
+    assert.deepEqual(
+      processRecords(env.daemon).filter((r) => r.vm === vm?.id),
+      [],
+      "no record per failed launch",
+    );
     await env.aether.vm.deleteVm({ vm: "badkernel" });
     assert.deepEqual(await leftovers(env.daemon, env.aether, "badkernel", vm?.id ?? ""), []);
   });
@@ -131,7 +153,20 @@ describe("hostile VMs: tenants over mTLS", () => {
     symlinkSync("/etc/shadow", join(kroot, "shadow-link"));
     const config = join(dir, "aetherd.toml");
     writeFileSync(config, `[tenancy]\nkernel_roots = ["${kroot}"]\n[tenancy.networks]\na = ["brha0"]\n`);
-    daemon = await startDaemon({ args: ["--config", config, "--listen", `127.0.0.1:${port}`, "--tls-cert", server.cert, "--tls-key", server.key, "--tls-client-ca", ca.cert] });
+    daemon = await startDaemon({
+      args: [
+        "--config",
+        config,
+        "--listen",
+        `127.0.0.1:${port}`,
+        "--tls-cert",
+        server.cert,
+        "--tls-key",
+        server.key,
+        "--tls-client-ca",
+        ca.cert,
+      ],
+    });
     admin = await daemon.client();
     const pair = ca.issue("alice", { uri: "spiffe://test/tenant/a/user/alice" });
     alice = await connect({ address: `https://127.0.0.1:${port}`, tls: { ca: ca.cert, cert: pair.cert, key: pair.key } });
@@ -162,7 +197,11 @@ describe("hostile VMs: tenants over mTLS", () => {
     assert.equal(await refusal(join(kroot, "shadow-link")), shadow, "links are resolved first");
     assert.equal(await refusal(join(kroot, "missing")), shadow);
     assert.match(await refusal(join(kroot, "vmlinuz"), "/etc/shadow"), /initrd_path PATH/);
-    const { vm } = await alice.vm.createVm({ ...quick, name: "published", boot: kernelBoot(join(kroot, "vmlinuz"), join(kroot, "initrd")) });
+    const { vm } = await alice.vm.createVm({
+      ...quick,
+      name: "published",
+      boot: kernelBoot(join(kroot, "vmlinuz"), join(kroot, "initrd")),
+    });
     assert.equal(vm?.tenant, "a");
     await alice.vm.deleteVm({ vm: "published" });
     // A cluster-wide caller is not bound by it.
@@ -171,13 +210,32 @@ describe("hostile VMs: tenants over mTLS", () => {
   });
 
   it("4: a tenant's NIC joins only its tenant's networks, and cannot name a host device as its TAP", async () => {
-    await rejectsWith(alice.vm.createVm({ ...quick, name: "nic", boot: kernelBoot(join(kroot, "vmlinuz"), join(kroot, "initrd")), nics: [{ bridge: "br0" }] }), Code.PermissionDenied, /br0.*not a network tenant a may join; its networks are brha0/);
     await rejectsWith(
-      alice.vm.createVm({ ...quick, name: "nic", boot: kernelBoot(join(kroot, "vmlinuz"), join(kroot, "initrd")), nics: [{ bridge: "brha0", tapDevice: "eth0" }] }),
+      alice.vm.createVm({
+        ...quick,
+        name: "nic",
+        boot: kernelBoot(join(kroot, "vmlinuz"), join(kroot, "initrd")),
+        nics: [{ bridge: "br0" }],
+      }),
+      Code.PermissionDenied,
+      /br0.*not a network tenant a may join; its networks are brha0/,
+    );
+    await rejectsWith(
+      alice.vm.createVm({
+        ...quick,
+        name: "nic",
+        boot: kernelBoot(join(kroot, "vmlinuz"), join(kroot, "initrd")),
+        nics: [{ bridge: "brha0", tapDevice: "eth0" }],
+      }),
       Code.PermissionDenied,
       /tap_device/,
     );
-    const { vm } = await alice.vm.createVm({ ...quick, name: "nic", boot: kernelBoot(join(kroot, "vmlinuz"), join(kroot, "initrd")), nics: [{ bridge: "brha0" }] });
+    const { vm } = await alice.vm.createVm({
+      ...quick,
+      name: "nic",
+      boot: kernelBoot(join(kroot, "vmlinuz"), join(kroot, "initrd")),
+      nics: [{ bridge: "brha0" }],
+    });
     assert.equal(vm?.nics[0]?.bridge, "brha0");
     await alice.vm.deleteVm({ vm: "nic" });
     const { vms } = await admin.vm.listVms({ tenant: "a" });
@@ -200,7 +258,13 @@ describe("hostile VMs: QEMU that aetherd cannot reach, and kill -9 of aetherd mi
       const started = [];
       for (const name of ["mute-stop", "mute-del"]) {
         const volume = name === "mute-stop" ? "vol-stop" : "vol-del";
-        await aether.vm.createVm({ ...quick, name, boot: kernelBoot(), disks: [{ source: { case: "volume", value: volume }, serial: "data" }], start: true });
+        await aether.vm.createVm({
+          ...quick,
+          name,
+          boot: kernelBoot(),
+          disks: [{ source: { case: "volume", value: volume }, serial: "data" }],
+          start: true,
+        });
         started.push(await waitState(aether, name, vmApi.VmState.RUNNING));
       }
       await daemon.kill9();
@@ -241,7 +305,11 @@ describe("hostile VMs: QEMU that aetherd cannot reach, and kill -9 of aetherd mi
         .createVm({ ...quick, name, boot: kernelBoot(), cloudInit: { userData: "#!/bin/sh\ntrue\n" }, nics: [{ bridge }], start: true })
         .catch(() => undefined);
       const vmsDir = join(daemon.stateDir, "vms");
-      const id = await eventually(() => (existsSync(vmsDir) ? readdirSync(vmsDir).find((f) => f !== "executables") : undefined), 30_000, "the VM's record");
+      const id = await eventually(
+        () => (existsSync(vmsDir) ? readdirSync(vmsDir).find((f) => f !== "executables") : undefined),
+        30_000,
+        "the VM's record",
+      );
       const d = daemon;
       await eventually(() => (when(d, id) ? true : undefined), 30_000, "the create to get that far");
       await daemon.kill9();
@@ -267,7 +335,10 @@ describe("hostile VMs: QEMU that aetherd cannot reach, and kill -9 of aetherd mi
   }
 
   it("7: kill -9 of aetherd after the seed, TAP and cell exist, before QEMU", async () => {
-    await crashDuringCreate("crash-cell", (d) => existsSync(join(d.stateDir, "cells")) && readdirSync(join(d.stateDir, "cells")).length > 0);
+    await crashDuringCreate(
+      "crash-cell",
+      (d) => existsSync(join(d.stateDir, "cells")) && readdirSync(join(d.stateDir, "cells")).length > 0,
+    );
   });
 
   it("7: kill -9 of aetherd once QEMU runs", async () => {

@@ -33,8 +33,12 @@ describe("SPIFFE trust domain", () => {
     const [p1, p2] = [await freePort(), await freePort()];
     daemonUrl = `https://127.0.0.1:${p1}`;
     aggregatorUrl = `https://127.0.0.1:${p2}`;
-    daemon = await startDaemon({ args: ["--listen", `127.0.0.1:${p1}`, "--tls-cert", server.cert, "--tls-key", server.key, "--tls-client-ca", ca.cert] });
-    aggregator = await startAggregator({ args: ["--listen", `127.0.0.1:${p2}`, "--tls-cert", server.cert, "--tls-key", server.key, "--tls-client-ca", ca.cert] });
+    daemon = await startDaemon({
+      args: ["--listen", `127.0.0.1:${p1}`, "--tls-cert", server.cert, "--tls-key", server.key, "--tls-client-ca", ca.cert],
+    });
+    aggregator = await startAggregator({
+      args: ["--listen", `127.0.0.1:${p2}`, "--tls-cert", server.cert, "--tls-key", server.key, "--tls-client-ca", ca.cert],
+    });
   });
   after(async () => {
     await daemon?.stop();
@@ -42,7 +46,10 @@ describe("SPIFFE trust domain", () => {
     await aggregator?.stop();
   });
 
-  for (const [what, url] of [["aetherd", () => daemonUrl], ["aether-aggregator", () => aggregatorUrl]] as const) {
+  for (const [what, url] of [
+    ["aetherd", () => daemonUrl],
+    ["aether-aggregator", () => aggregatorUrl],
+  ] as const) {
     it(`${what}: a certificate of the cluster CA naming another trust domain is refused, not an operator`, async () => {
       const mallory = ca.issue(`mallory-${what}`, { uri: "spiffe://evil/user/mallory" });
       await assert.rejects(
@@ -99,10 +106,14 @@ describe("one aetherd per state directory", () => {
     const recordPath = join(daemon.stateDir, "executables", executable?.id ?? "", "record.json");
     const recordBefore = readFileSync(recordPath, "utf8");
 
-    const second = spawn(process.execPath, [join(repoRoot, "daemon", "bin", "aetherd.mjs"), "--socket", daemon.socket, "--state-dir", daemon.stateDir], {
-      cwd: repoRoot,
-      stdio: ["ignore", "ignore", "pipe"],
-    });
+    const second = spawn(
+      process.execPath,
+      [join(repoRoot, "daemon", "bin", "aetherd.mjs"), "--socket", daemon.socket, "--state-dir", daemon.stateDir],
+      {
+        cwd: repoRoot,
+        stdio: ["ignore", "ignore", "pipe"],
+      },
+    );
     let stderr = "";
     second.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
     const code = await new Promise<number | null>((resolve) => second.once("exit", (c) => resolve(c)));

@@ -73,7 +73,14 @@ describe("interop with standard gRPC tooling", () => {
   });
 
   it("buf curl lists every service through gRPC server reflection and calls one", async () => {
-    const { stdout } = await run(BUF, ["curl", "--unix-socket", env.daemon.socket, "--http2-prior-knowledge", "--list-services", "http://localhost"]);
+    const { stdout } = await run(BUF, [
+      "curl",
+      "--unix-socket",
+      env.daemon.socket,
+      "--http2-prior-knowledge",
+      "--list-services",
+      "http://localhost",
+    ]);
     const services = stdout.trim().split("\n").sort();
     for (const s of [
       "aether.runtime.v1.ExecutableService",
@@ -87,7 +94,14 @@ describe("interop with standard gRPC tooling", () => {
     ]) {
       assert.ok(services.includes(s), `${s} is listed`);
     }
-    const methods = await run(BUF, ["curl", "--unix-socket", env.daemon.socket, "--http2-prior-knowledge", "--list-methods", "http://localhost"]);
+    const methods = await run(BUF, [
+      "curl",
+      "--unix-socket",
+      env.daemon.socket,
+      "--http2-prior-knowledge",
+      "--list-methods",
+      "http://localhost",
+    ]);
     assert.match(methods.stdout, /aether\.runtime\.v1\.ExecutableService\/StartExecutable/);
 
     for (const protocol of ["grpc", "grpcweb", "connect"]) {

@@ -31,7 +31,12 @@ describe("limits on slow and flooding clients", () => {
 
   it("cancels a call whose request never arrives whole, and keeps serving", async () => {
     const s = session();
-    const stream = s.request({ ":method": "POST", ":path": "/aether.node.v1.NodeService/GetNodeInfo", "content-type": "application/json", "content-length": "100" });
+    const stream = s.request({
+      ":method": "POST",
+      ":path": "/aether.node.v1.NodeService/GetNodeInfo",
+      "content-type": "application/json",
+      "content-length": "100",
+    });
     stream.write("{"); // and nothing more
     const started = Date.now();
     const rst = await new Promise<number>((resolve) => {
@@ -51,7 +56,11 @@ describe("limits on slow and flooding clients", () => {
     assert.equal(s.remoteSettings.maxConcurrentStreams, 8, "aetherd announces its limit");
     // Eight followed event streams fill the connection.
     const held = Array.from({ length: 8 }, () => {
-      const st = s.request({ ":method": "POST", ":path": "/aether.observe.v1.ObserveService/StreamEvents", "content-type": "application/connect+json" });
+      const st = s.request({
+        ":method": "POST",
+        ":path": "/aether.observe.v1.ObserveService/StreamEvents",
+        "content-type": "application/connect+json",
+      });
       st.on("error", () => undefined);
       const body = Buffer.from("{}");
       const frame = Buffer.alloc(5 + body.length);
@@ -79,7 +88,10 @@ describe("limits on slow and flooding clients", () => {
   });
 
   it("refuses a message larger than max_message_bytes with RESOURCE_EXHAUSTED", async () => {
-    await assert.rejects(aether.runtime.startExecutable({ argv: ["/bin/true", "x".repeat(100_000)] }), (e: ConnectError) => e.code === Code.ResourceExhausted);
+    await assert.rejects(
+      aether.runtime.startExecutable({ argv: ["/bin/true", "x".repeat(100_000)] }),
+      (e: ConnectError) => e.code === Code.ResourceExhausted,
+    );
     assert.ok((await aether.node.getNodeInfo({})).node?.hostname);
   });
 });

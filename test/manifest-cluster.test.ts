@@ -33,7 +33,8 @@ export default defineManifest({ name: "fleet", tenant: "${TENANT}", target: "clu
 
 const A = '{ name: "a", argv: ["/bin/sleep", "600"], requirements: { cpuMillis: 10, memory: "1M", nodeSelector: { zone: "a" } } }';
 const A_ZONE_B = '{ name: "a", argv: ["/bin/sleep", "600"], requirements: { cpuMillis: 10, memory: "1M", nodeSelector: { zone: "b" } } }';
-const B = (seconds: number) => `{ name: "b", argv: ["/bin/sleep", "${seconds}"], env: { MODE: "batch" }, labels: { role: "worker" }, requirements: { cpuMillis: 10 } }`;
+const B = (seconds: number) =>
+  `{ name: "b", argv: ["/bin/sleep", "${seconds}"], env: { MODE: "batch" }, labels: { role: "worker" }, requirements: { cpuMillis: 10 } }`;
 
 describe("cluster manifests through the aggregator", () => {
   const dir = mkdtempSync(join(tmpdir(), "aether-manifest-cluster-"));
@@ -51,8 +52,10 @@ describe("cluster manifests through the aggregator", () => {
     writeFileSync(file, content);
     return file;
   };
-  const aetherscript = (args: string[], host = `unix://${agg.socket}`) => runCommand("aetherscript", args, { cwd: "/", env: { AETHER_HOST: host } });
-  const actions = (stdout: string) => (JSON.parse(stdout) as { actions: JsonAction[] }).actions.map((a) => `${a.kind} ${a.name} ${a.reason}`);
+  const aetherscript = (args: string[], host = `unix://${agg.socket}`) =>
+    runCommand("aetherscript", args, { cwd: "/", env: { AETHER_HOST: host } });
+  const actions = (stdout: string) =>
+    (JSON.parse(stdout) as { actions: JsonAction[] }).actions.map((a) => `${a.kind} ${a.name} ${a.reason}`);
   const applied = (stdout: string) => (JSON.parse(stdout) as { applied: JsonAction[] }).applied;
   const placements = async (state?: PlacementState): Promise<WorkloadPlacement[]> =>
     (await agg.client.aggregator.listPlacements({ tenant: TENANT, filter: `${MANIFEST_LABEL}=fleet`, state, pageSize: 1000 })).placements;
@@ -73,13 +76,17 @@ describe("cluster manifests through the aggregator", () => {
   const stoppedOnNode = async (p: WorkloadPlacement, pid: number) => {
     const node = nodes.get(p.node);
     assert.ok(node);
-    await eventually(async () => {
-      const state = await node.runtime
-        .getExecutable({ executable: p.resourceId, tenant: p.tenant })
-        .then((r) => r.executable?.state)
-        .catch((err: unknown) => (err instanceof ConnectError && err.code === Code.NotFound ? "gone" : Promise.reject(err)));
-      return state !== ExecutableState.RUNNING && !isRunning(pid) ? true : undefined;
-    }, 15_000, `${p.name} (pid ${pid}) to stop on node ${p.node}`);
+    await eventually(
+      async () => {
+        const state = await node.runtime
+          .getExecutable({ executable: p.resourceId, tenant: p.tenant })
+          .then((r) => r.executable?.state)
+          .catch((err: unknown) => (err instanceof ConnectError && err.code === Code.NotFound ? "gone" : Promise.reject(err)));
+        return state !== ExecutableState.RUNNING && !isRunning(pid) ? true : undefined;
+      },
+      15_000,
+      `${p.name} (pid ${pid}) to stop on node ${p.node}`,
+    );
   };
 
   before(async () => {
@@ -87,14 +94,21 @@ describe("cluster manifests through the aggregator", () => {
     for (let i = 0; i < NODES; i++) {
       const nodeDir = join(dir, `node-${i}`);
       const config = join(dir, `node-${i}.toml`);
-      writeFileSync(config, `[cluster]\naggregator = "unix://${agg.socket}"\nname = "node-${i}"\n\n[node]\nlabels = { zone = "${i === 0 ? "a" : "b"}" }\n`);
+      writeFileSync(
+        config,
+        `[cluster]\naggregator = "unix://${agg.socket}"\nname = "node-${i}"\n\n[node]\nlabels = { zone = "${i === 0 ? "a" : "b"}" }\n`,
+      );
       mkdirSync(nodeDir, { recursive: true });
       daemons.push(await startDaemon({ dir: nodeDir, args: ["--config", config] }));
     }
-    const ready = await eventually(async () => {
-      const { nodes: listed } = await agg.client.aggregator.listNodes({});
-      return listed.filter((n) => n.state === NodeState.READY).length === NODES ? listed : undefined;
-    }, 20_000, `${NODES} READY nodes`);
+    const ready = await eventually(
+      async () => {
+        const { nodes: listed } = await agg.client.aggregator.listNodes({});
+        return listed.filter((n) => n.state === NodeState.READY).length === NODES ? listed : undefined;
+      },
+      20_000,
+      `${NODES} READY nodes`,
+    );
     for (const n of ready) {
       const d = daemons.find((x) => n.address === `unix://${x.socket}`);
       assert.ok(d, `node ${n.name} advertises one of the daemons' sockets (${n.address})`);
@@ -131,7 +145,10 @@ describe("cluster manifests through the aggregator", () => {
 
     const apply = await aetherscript(["apply", v1]);
     assert.equal(apply.code, 0, apply.stderr);
-    assert.match(apply.stdout, /\+ create\s+executable b\s+not placed in the cluster\n\s+placed on node [0-9a-f-]{36} as workload [0-9a-f-]{36} \(executable \S+\)/);
+    assert.match(
+      apply.stdout,
+      /\+ create\s+executable b\s+not placed in the cluster\n\s+placed on node [0-9a-f-]{36} as workload [0-9a-f-]{36} \(executable \S+\)/,
+    );
     assert.match(apply.stdout, /^applied: 2 to change, 0 unchanged\.$/m);
 
     const a = await placed("a");
@@ -157,7 +174,10 @@ describe("cluster manifests through the aggregator", () => {
     assert.deepEqual(applied(again.stdout), [], "a second apply changes nothing");
     assert.equal(JSON.parse(again.stdout).changes, 0);
     const unchanged = await aetherscript(["plan", v1, "--json"]);
-    assert.deepEqual(actions(unchanged.stdout), [`unchanged a placed on node ${a.node} as declared`, `unchanged b placed on node ${b.node} as declared`]);
+    assert.deepEqual(actions(unchanged.stdout), [
+      `unchanged a placed on node ${a.node} as declared`,
+      `unchanged b placed on node ${b.node} as declared`,
+    ]);
     const text2 = await aetherscript(["apply", v1]);
     assert.match(text2.stdout, /^nothing to change: the cluster already matches the manifest\.$/m);
     assert.equal((await placements()).length, 2, "no placement was made or released");
@@ -173,7 +193,10 @@ describe("cluster manifests through the aggregator", () => {
     const apply = await aetherscript(["apply", v2, "--json"]);
     assert.equal(apply.code, 0, apply.stderr);
     const steps = applied(apply.stdout);
-    assert.deepEqual(steps.map((s) => `${s.kind} ${s.name}`), ["replace b"]);
+    assert.deepEqual(
+      steps.map((s) => `${s.kind} ${s.name}`),
+      ["replace b"],
+    );
     assert.equal(steps[0]?.liveId, oldB.workloadId);
 
     const newB = await placed("b");
@@ -201,7 +224,10 @@ describe("cluster manifests through the aggregator", () => {
     const a = await placed("a");
     assert.equal(a.node, ids.get("node-1"), "zone b is node-1");
     assert.equal((await onNode(a)).state, ExecutableState.RUNNING);
-    assert.equal((await agg.client.aggregator.getPlacement({ workload: oldA.workloadId, tenant: TENANT })).placement?.state, PlacementState.RELEASED);
+    assert.equal(
+      (await agg.client.aggregator.getPlacement({ workload: oldA.workloadId, tenant: TENANT })).placement?.state,
+      PlacementState.RELEASED,
+    );
   });
 
   it("removing an executable from the manifest releases it and stops its process on its node", async () => {
@@ -213,18 +239,34 @@ describe("cluster manifests through the aggregator", () => {
     const apply = await aetherscript(["apply", v3]);
     assert.equal(apply.code, 0, apply.stderr);
     assert.match(apply.stdout, /- delete\s+executable b\s+no longer in the manifest/);
-    assert.deepEqual((await placements(PlacementState.PLACED)).map((p) => p.name), ["a"]);
-    assert.equal((await agg.client.aggregator.getPlacement({ workload: b.workloadId, tenant: TENANT })).placement?.state, PlacementState.RELEASED);
+    assert.deepEqual(
+      (await placements(PlacementState.PLACED)).map((p) => p.name),
+      ["a"],
+    );
+    assert.equal(
+      (await agg.client.aggregator.getPlacement({ workload: b.workloadId, tenant: TENANT })).placement?.state,
+      PlacementState.RELEASED,
+    );
     await stoppedOnNode(b, pid);
     assert.deepEqual(applied((await aetherscript(["apply", v3, "--json"])).stdout), []);
   });
 
   it("a workload of the same name that the manifest does not manage is a conflict, and nothing is applied", async () => {
-    await agg.client.aggregator.deploy({ spec: { name: "c", tenant: TENANT, requirements: { cpuMillis: 10 }, kind: { case: "executable", value: { argv: ["/bin/sleep", "600"] } } } });
+    await agg.client.aggregator.deploy({
+      spec: {
+        name: "c",
+        tenant: TENANT,
+        requirements: { cpuMillis: 10 },
+        kind: { case: "executable", value: { argv: ["/bin/sleep", "600"] } },
+      },
+    });
     const v4 = write("v4.ts", fleet(`[${A_ZONE_B}, { name: "c", argv: ["/bin/sleep", "603"] }]`));
     const plan = await aetherscript(["plan", v4]);
     assert.equal(plan.code, 1);
-    assert.match(plan.stdout, /! conflict\s+executable c\s+a workload named c is already placed in tenant mfc \(workload [0-9a-f-]{36} on node [0-9a-f-]{36}\) and is not managed by a manifest, not fleet; release or rename it/);
+    assert.match(
+      plan.stdout,
+      /! conflict\s+executable c\s+a workload named c is already placed in tenant mfc \(workload [0-9a-f-]{36} on node [0-9a-f-]{36}\) and is not managed by a manifest, not fleet; release or rename it/,
+    );
     const apply = await aetherscript(["apply", v4]);
     assert.equal(apply.code, 1);
     assert.match(apply.stderr, /^aetherscript: nothing was applied: a workload named c is already placed/);
@@ -232,12 +274,18 @@ describe("cluster manifests through the aggregator", () => {
   });
 
   it("a cluster manifest with volumes or cells fails validation naming the field", async () => {
-    const volumes = write("volumes.ts", `import { defineManifest } from "@aether/sdk";
+    const volumes = write(
+      "volumes.ts",
+      `import { defineManifest } from "@aether/sdk";
 export default defineManifest({ name: "fleet", tenant: "${TENANT}", target: "cluster", volumes: [{ name: "data", size: "1G" }], executables: [${A}] });
-`);
+`,
+    );
     const r = await aetherscript(["plan", volumes]);
     assert.equal(r.code, 1);
-    assert.equal(r.stderr.trim(), 'aetherscript: invalid manifest: volumes: volumes belong to one node; apply them to a node (in a manifest without target "cluster")');
+    assert.equal(
+      r.stderr.trim(),
+      'aetherscript: invalid manifest: volumes: volumes belong to one node; apply them to a node (in a manifest without target "cluster")',
+    );
     const invalid = (input: ManifestInput) => {
       try {
         defineManifest(input);
@@ -247,16 +295,29 @@ export default defineManifest({ name: "fleet", tenant: "${TENANT}", target: "clu
       return "accepted";
     };
     assert.match(invalid({ name: "f", target: "cluster", cells: [{ name: "pod" }] }), /^invalid manifest: cells: cells belong to one node/);
-    assert.match(invalid({ name: "f", target: "cluster", executables: [{ name: "x", argv: ["/bin/true"], cell: "pod" }] }), /^invalid manifest: executables\.0\.cell: an executable of a cluster manifest runs on whichever node wins its auction/);
-    assert.match(invalid({ name: "f", executables: [{ name: "x", argv: ["/bin/true"], requirements: { cpuMillis: 10 } }] }), /^invalid manifest: executables\.0\.requirements: only a cluster manifest places executables by their requirements/);
-    assert.equal(invalid({ name: "f", target: "cluster", executables: [{ name: "x", argv: ["/bin/true"], requirements: { memory: "lots" } }] }), 'invalid manifest: executables.0.requirements.memory: "lots" is not a size like "512M", "10G" or a number of bytes');
+    assert.match(
+      invalid({ name: "f", target: "cluster", executables: [{ name: "x", argv: ["/bin/true"], cell: "pod" }] }),
+      /^invalid manifest: executables\.0\.cell: an executable of a cluster manifest runs on whichever node wins its auction/,
+    );
+    assert.match(
+      invalid({ name: "f", executables: [{ name: "x", argv: ["/bin/true"], requirements: { cpuMillis: 10 } }] }),
+      /^invalid manifest: executables\.0\.requirements: only a cluster manifest places executables by their requirements/,
+    );
+    assert.equal(
+      invalid({ name: "f", target: "cluster", executables: [{ name: "x", argv: ["/bin/true"], requirements: { memory: "lots" } }] }),
+      'invalid manifest: executables.0.requirements.memory: "lots" is not a size like "512M", "10G" or a number of bytes',
+    );
     assert.equal(invalid({ name: "f", target: "everywhere" as "cluster" }), 'invalid manifest: target: must be "node" or "cluster"');
     assert.equal(defineManifest({ name: "f" }).target, "node", "a node manifest by default");
-    assert.deepEqual(defineManifest({ name: "f", target: "cluster", executables: [{ name: "x", argv: ["/bin/true"], requirements: { memory: "2G" } }] }).executables[0]?.requirements, {
-      cpuMillis: 0,
-      memoryBytes: 2 * 2 ** 30,
-      nodeSelector: {},
-    });
+    assert.deepEqual(
+      defineManifest({ name: "f", target: "cluster", executables: [{ name: "x", argv: ["/bin/true"], requirements: { memory: "2G" } }] })
+        .executables[0]?.requirements,
+      {
+        cpuMillis: 0,
+        memoryBytes: 2 * 2 ** 30,
+        nodeSelector: {},
+      },
+    );
   });
 
   it("a cluster manifest applied to a plain aetherd says to point AETHER_HOST at the aggregator, and a node manifest applied to the aggregator says the reverse", async () => {
@@ -272,11 +333,18 @@ export default defineManifest({ name: "fleet", tenant: "${TENANT}", target: "clu
       );
     }
     const c = await first.client();
-    assert.deepEqual((await c.runtime.listExecutables({ tenant: TENANT })).executables.filter((e) => e.labels["aether.io/workload"] === undefined), [], "nothing was started on the node by itself");
+    assert.deepEqual(
+      (await c.runtime.listExecutables({ tenant: TENANT })).executables.filter((e) => e.labels["aether.io/workload"] === undefined),
+      [],
+      "nothing was started on the node by itself",
+    );
 
-    const nodeManifest = write("node.ts", `import { defineManifest } from "@aether/sdk";
+    const nodeManifest = write(
+      "node.ts",
+      `import { defineManifest } from "@aether/sdk";
 export default defineManifest({ name: "local", tenant: "${TENANT}", executables: [{ name: "x", argv: ["/bin/sleep", "600"] }] });
-`);
+`,
+    );
     const r = await aetherscript(["plan", nodeManifest]);
     assert.equal(r.code, 1);
     assert.equal(

@@ -35,12 +35,18 @@ describe("observe: events, telemetry, daemon log", () => {
     assert.equal(telemetry?.memoryTotalBytes, BigInt(total));
     assert.ok((telemetry?.memoryAvailableBytes ?? 0n) > 0n);
     assert.ok((telemetry?.loadAverage1m ?? -1) >= 0);
-    assert.deepEqual(telemetry?.pressure.map((p) => p.resource), ["cpu", "memory", "io"]);
+    assert.deepEqual(
+      telemetry?.pressure.map((p) => p.resource),
+      ["cpu", "memory", "io"],
+    );
   });
 
   it("streams aetherd's own structured log", async () => {
     const logs = await collect(env.aether.observe.streamLogs({ source: LogSource.DAEMON, tailLines: 50 }));
-    const lines = (logs[LogChannel.DAEMON] ?? "").trim().split("\n").map((l) => JSON.parse(l) as { msg: string });
+    const lines = (logs[LogChannel.DAEMON] ?? "")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { msg: string });
     assert.ok(lines.some((l) => l.msg === "aetherd ready"));
   });
 });

@@ -26,7 +26,6 @@ interface Issued {
   config?: string;
 }
 
-
 const aether = (...args: string[]) => runCommand("aether", args, { env: { AETHER_HOST: "" } });
 
 async function issue(dir: string, ...args: string[]): Promise<Issued> {
@@ -78,8 +77,16 @@ describe("aether pki and aetherd's certificate checks", () => {
   };
   const openTls = () =>
     new Promise<TLSSocket>((resolve, reject) => {
-      const socket = tlsConnect({ host: "127.0.0.1", port, ca: readFileSync(join(pki, "ca.pem")), cert: readFileSync(alice.cert), key: readFileSync(alice.key), ALPNProtocols: ["h2"] }, () =>
-        resolve(socket),
+      const socket = tlsConnect(
+        {
+          host: "127.0.0.1",
+          port,
+          ca: readFileSync(join(pki, "ca.pem")),
+          cert: readFileSync(alice.cert),
+          key: readFileSync(alice.key),
+          ALPNProtocols: ["h2"],
+        },
+        () => resolve(socket),
       );
       socket.once("error", reject);
     });
@@ -133,7 +140,10 @@ describe("aether pki and aetherd's certificate checks", () => {
     assert.deepEqual(sans(parse(ci.cert)), [{ type: "url", value: "spiffe://test-cluster/service/ci" }]);
     assert.deepEqual(usages(parse(ci.cert)), [x509.ExtendedKeyUsage.clientAuth]);
     const edge = await issue(pki, "node", "edge", "--dns", "edge.example", "--ip", "10.1.2.3", "--days", "7");
-    assert.deepEqual(sans(parse(edge.cert)).map((n) => n.value), ["spiffe://test-cluster/node/edge", "edge.example", "10.1.2.3"]);
+    assert.deepEqual(
+      sans(parse(edge.cert)).map((n) => n.value),
+      ["spiffe://test-cluster/node/edge", "edge.example", "10.1.2.3"],
+    );
     assert.ok(parse(edge.cert).notAfter.getTime() - Date.now() < 7 * 86_400_000 + 60_000);
 
     const list = await aether("pki", "list", "--dir", pki, "--json");
@@ -207,7 +217,10 @@ describe("aether pki and aetherd's certificate checks", () => {
     assert.match(revoke.stdout, new RegExp(`revoked spiffe://test-cluster/tenant/t/user/carol \\(serial ${carol.serial}\\)`));
     const crl = new x509.X509Crl(readFileSync(join(pki, "crl.pem"), "utf8"));
     assert.equal(await crl.verify({ publicKey: parse(join(pki, "ca.pem")) }), true);
-    assert.deepEqual(crl.entries.map((e) => e.serialNumber.toUpperCase()), [carol.serial]);
+    assert.deepEqual(
+      crl.entries.map((e) => e.serialNumber.toUpperCase()),
+      [carol.serial],
+    );
     assert.equal(crl.entries[0]?.reason, x509.X509CrlReason.keyCompromise);
 
     await sighup();
@@ -224,10 +237,18 @@ describe("aether pki and aetherd's certificate checks", () => {
     const oldSerial = await serverSerial();
     assert.equal(oldSerial, node.serial);
     // A long-lived client: one HTTP/2 connection, opened before the rotation.
-    const session = http2.connect(url, { ca: readFileSync(join(pki, "ca.pem")), cert: readFileSync(alice.cert), key: readFileSync(alice.key) });
+    const session = http2.connect(url, {
+      ca: readFileSync(join(pki, "ca.pem")),
+      cert: readFileSync(alice.cert),
+      key: readFileSync(alice.key),
+    });
     const health = () =>
       new Promise<string>((resolve, reject) => {
-        const req = session.request({ ":method": "POST", ":path": "/aether.node.v1.NodeService/CheckHealth", "content-type": "application/json" });
+        const req = session.request({
+          ":method": "POST",
+          ":path": "/aether.node.v1.NodeService/CheckHealth",
+          "content-type": "application/json",
+        });
         let body = "";
         req.on("data", (d: Buffer) => (body += d.toString()));
         req.on("end", () => resolve(body));

@@ -35,7 +35,9 @@ describe("README.md", () => {
       const file = join(dir, `snippet-${i}.ts`);
       writeFileSync(file, code);
       const isManifest = code.includes("defineManifest");
-      const r = await runCommand("aetherscript", isManifest ? ["plan", file] : [file, "world"], { env: { AETHER_HOST: env.daemon.address } });
+      const r = await runCommand("aetherscript", isManifest ? ["plan", file] : [file, "world"], {
+        env: { AETHER_HOST: env.daemon.address },
+      });
       assert.equal(r.code, 0, r.stderr);
       if (isManifest) assert.match(r.stdout, /\+ create\s+executable server/);
       else assert.equal(r.stdout, "hello world\n");
@@ -56,7 +58,16 @@ describe("README.md", () => {
   it("its authorization policy is one aetherd accepts", () => {
     const [, policy] = blocks("toml");
     assert.ok(policy);
-    const methods = methodsOf([ExecutableService, CellService, VmService, StorageService, ObserveService, NodeService, FenceService, BidService]);
+    const methods = methodsOf([
+      ExecutableService,
+      CellService,
+      VmService,
+      StorageService,
+      ObserveService,
+      NodeService,
+      FenceService,
+      BidService,
+    ]);
     const parsed = parsePolicy(policy, "README.md", methods);
     assert.equal(decide(parsed, { identity: "spiffe://prod/user/bob" }, "aether.vm.v1.VmService/DeleteVm").allowed, false);
     assert.equal(decide(parsed, { identity: "spiffe://prod/app/billing" }, "aether.vm.v1.VmService/DeleteVm").tenant, "billing");

@@ -37,7 +37,9 @@ describe("executables survive a restart of aetherd", () => {
 
     // While aetherd is down: `quick` exits by itself; `orphan` loses its shim and then dies, so
     // nobody can know how it ended.
-    const orphanStarted = JSON.parse(readFileSync(join(daemon.stateDir, "executables", orphan.executable?.id ?? "", "started.json"), "utf8")) as {
+    const orphanStarted = JSON.parse(
+      readFileSync(join(daemon.stateDir, "executables", orphan.executable?.id ?? "", "started.json"), "utf8"),
+    ) as {
       shimPid: number;
       pid: number;
     };

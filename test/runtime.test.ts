@@ -12,7 +12,6 @@ import { rejectsWith } from "./helpers/assertions.js";
 
 const SH = "/bin/sh";
 
-
 describe("runtime: executables", () => {
   const env = useDaemon();
 
@@ -58,7 +57,11 @@ describe("runtime: executables", () => {
       argv: [SH, "-c", "trap '' TERM; echo ready; while :; do sleep 0.1; done"],
     });
     // Wait for the trap to be installed before signalling.
-    for await (const chunk of env.aether.observe.streamLogs({ source: LogSource.EXECUTABLE, target: stubborn.executable?.id ?? "", follow: true })) {
+    for await (const chunk of env.aether.observe.streamLogs({
+      source: LogSource.EXECUTABLE,
+      target: stubborn.executable?.id ?? "",
+      follow: true,
+    })) {
       if (Buffer.from(chunk.data).toString().includes("ready")) break;
     }
     const t0 = Date.now();
@@ -86,7 +89,12 @@ describe("runtime: executables", () => {
     });
     const t0 = Date.now();
     const logs = await collect(
-      env.aether.observe.streamLogs({ source: LogSource.EXECUTABLE, target: executable?.id ?? "", follow: true, channels: [LogChannel.STDOUT] }),
+      env.aether.observe.streamLogs({
+        source: LogSource.EXECUTABLE,
+        target: executable?.id ?? "",
+        follow: true,
+        channels: [LogChannel.STDOUT],
+      }),
     );
     assert.equal(logs[LogChannel.STDOUT], "line1\nline2\nline3\n");
     assert.ok(Date.now() - t0 >= 350, "the stream followed the process while it ran");
@@ -126,17 +134,34 @@ describe("runtime: executables", () => {
 
   it("lists newest first, filters by label, tenant and state, and pages", async () => {
     for (let i = 0; i < 5; i++) {
-      await env.aether.runtime.startExecutable({ name: `pager-${i}`, tenant: "paging", labels: { batch: "p", i: String(i) }, argv: ["/bin/true"] });
+      await env.aether.runtime.startExecutable({
+        name: `pager-${i}`,
+        tenant: "paging",
+        labels: { batch: "p", i: String(i) },
+        argv: ["/bin/true"],
+      });
     }
     const page1 = await env.aether.runtime.listExecutables({ tenant: "paging", pageSize: 2 });
-    assert.deepEqual(page1.executables.map((e) => e.name), ["pager-4", "pager-3"]);
+    assert.deepEqual(
+      page1.executables.map((e) => e.name),
+      ["pager-4", "pager-3"],
+    );
     const page2 = await env.aether.runtime.listExecutables({ tenant: "paging", pageSize: 2, pageToken: page1.nextPageToken });
     const page3 = await env.aether.runtime.listExecutables({ tenant: "paging", pageSize: 2, pageToken: page2.nextPageToken });
-    assert.deepEqual(page2.executables.map((e) => e.name), ["pager-2", "pager-1"]);
-    assert.deepEqual(page3.executables.map((e) => e.name), ["pager-0"]);
+    assert.deepEqual(
+      page2.executables.map((e) => e.name),
+      ["pager-2", "pager-1"],
+    );
+    assert.deepEqual(
+      page3.executables.map((e) => e.name),
+      ["pager-0"],
+    );
     assert.equal(page3.nextPageToken, "");
     const filtered = await env.aether.runtime.listExecutables({ filter: "batch=p,i=3" });
-    assert.deepEqual(filtered.executables.map((e) => e.name), ["pager-3"]);
+    assert.deepEqual(
+      filtered.executables.map((e) => e.name),
+      ["pager-3"],
+    );
     const other = await env.aether.runtime.listExecutables({ tenant: "nobody" });
     assert.equal(other.executables.length, 0);
     // A name is unique within a tenant, not across tenants.
@@ -152,7 +177,11 @@ describe("runtime: executables", () => {
 
   it("deletes an exited executable with its logs, and refuses to delete a running one", async () => {
     const run = await env.aether.runtime.startExecutable({ argv: ["/bin/sleep", "600"] });
-    await rejectsWith(env.aether.runtime.deleteExecutable({ executable: run.executable?.id ?? "" }), Code.FailedPrecondition, /still running/);
+    await rejectsWith(
+      env.aether.runtime.deleteExecutable({ executable: run.executable?.id ?? "" }),
+      Code.FailedPrecondition,
+      /still running/,
+    );
     await env.aether.runtime.stopExecutable({ executable: run.executable?.id ?? "", gracePeriod: { seconds: 0n } });
     await env.aether.runtime.deleteExecutable({ executable: run.executable?.id ?? "", requestId: "del-1" });
     await rejectsWith(env.aether.runtime.getExecutable({ executable: run.executable?.id ?? "" }), Code.NotFound, /no executable/);
@@ -168,27 +197,92 @@ describe("runtime: executables", () => {
     });
     const cases: Array<[string, () => Promise<unknown>, Code, RegExp]> = [
       ["empty argv", () => env.aether.runtime.startExecutable({ argv: [] }), Code.InvalidArgument, /argv is empty/],
-      ["relative program", () => env.aether.runtime.startExecutable({ argv: ["sleep", "1"] }), Code.InvalidArgument, /not an absolute path/],
-      ["missing program", () => env.aether.runtime.startExecutable({ argv: ["/no/such/program"] }), Code.FailedPrecondition, /does not exist/],
+      [
+        "relative program",
+        () => env.aether.runtime.startExecutable({ argv: ["sleep", "1"] }),
+        Code.InvalidArgument,
+        /not an absolute path/,
+      ],
+      [
+        "missing program",
+        () => env.aether.runtime.startExecutable({ argv: ["/no/such/program"] }),
+        Code.FailedPrecondition,
+        /does not exist/,
+      ],
       ["directory as program", () => env.aether.runtime.startExecutable({ argv: ["/tmp"] }), Code.FailedPrecondition, /not a regular file/],
-      ["missing cwd", () => env.aether.runtime.startExecutable({ argv: ["/bin/true"], cwd: "/no/such/dir" }), Code.FailedPrecondition, /does not exist/],
-      ["relative cwd", () => env.aether.runtime.startExecutable({ argv: ["/bin/true"], cwd: "rel" }), Code.InvalidArgument, /not an absolute path/],
-      ["bad name", () => env.aether.runtime.startExecutable({ argv: ["/bin/true"], name: "../etc" }), Code.InvalidArgument, /not a valid name/],
+      [
+        "missing cwd",
+        () => env.aether.runtime.startExecutable({ argv: ["/bin/true"], cwd: "/no/such/dir" }),
+        Code.FailedPrecondition,
+        /does not exist/,
+      ],
+      [
+        "relative cwd",
+        () => env.aether.runtime.startExecutable({ argv: ["/bin/true"], cwd: "rel" }),
+        Code.InvalidArgument,
+        /not an absolute path/,
+      ],
+      [
+        "bad name",
+        () => env.aether.runtime.startExecutable({ argv: ["/bin/true"], name: "../etc" }),
+        Code.InvalidArgument,
+        /not a valid name/,
+      ],
       ["NUL in argv", () => env.aether.runtime.startExecutable({ argv: ["/bin/echo", "a\0b"] }), Code.InvalidArgument, /NUL/],
-      ["bad env name", () => env.aether.runtime.startExecutable({ argv: ["/bin/true"], env: { "A=B": "x" } }), Code.InvalidArgument, /env variable/],
-      ["unknown cell", () => env.aether.runtime.startExecutable({ argv: ["/bin/true"], cell: "x" }), Code.NotFound, /no cell with id or name "x"/],
+      [
+        "bad env name",
+        () => env.aether.runtime.startExecutable({ argv: ["/bin/true"], env: { "A=B": "x" } }),
+        Code.InvalidArgument,
+        /env variable/,
+      ],
+      [
+        "unknown cell",
+        () => env.aether.runtime.startExecutable({ argv: ["/bin/true"], cell: "x" }),
+        Code.NotFound,
+        /no cell with id or name "x"/,
+      ],
       ["unknown id", () => env.aether.runtime.getExecutable({ executable: "no-such-thing" }), Code.NotFound, /no executable/],
       ["empty reference", () => env.aether.runtime.stopExecutable({ executable: "" }), Code.InvalidArgument, /is empty/],
-      ["unknown signal", () => env.aether.runtime.stopExecutable({ executable: "sleeper", signal: "SIGBOGUS" }), Code.InvalidArgument, /not a signal name/],
-      ["negative grace period", () => env.aether.runtime.stopExecutable({ executable: "sleeper", gracePeriod: { seconds: -5n } }), Code.InvalidArgument, /must not be negative/],
+      [
+        "unknown signal",
+        () => env.aether.runtime.stopExecutable({ executable: "sleeper", signal: "SIGBOGUS" }),
+        Code.InvalidArgument,
+        /not a signal name/,
+      ],
+      [
+        "negative grace period",
+        () => env.aether.runtime.stopExecutable({ executable: "sleeper", gracePeriod: { seconds: -5n } }),
+        Code.InvalidArgument,
+        /must not be negative/,
+      ],
       ["oversized page", () => env.aether.runtime.listExecutables({ pageSize: 5000 }), Code.InvalidArgument, /too large/],
       ["bad label filter", () => env.aether.runtime.listExecutables({ filter: "novalue" }), Code.InvalidArgument, /key=value/],
       ["bad tenant", () => env.aether.runtime.listExecutables({ tenant: "Not A Tenant" }), Code.InvalidArgument, /not a valid name/],
-      ["negative wait timeout", () => env.aether.runtime.waitExecutable({ executable: "greeter", timeout: { seconds: -1n } }), Code.InvalidArgument, /must not be negative/],
-      ["wait that times out", () => env.aether.runtime.waitExecutable({ executable: "sleeper", timeout: { nanos: 100_000_000 } }), Code.DeadlineExceeded, /still running after 100 ms/],
+      [
+        "negative wait timeout",
+        () => env.aether.runtime.waitExecutable({ executable: "greeter", timeout: { seconds: -1n } }),
+        Code.InvalidArgument,
+        /must not be negative/,
+      ],
+      [
+        "wait that times out",
+        () => env.aether.runtime.waitExecutable({ executable: "sleeper", timeout: { nanos: 100_000_000 } }),
+        Code.DeadlineExceeded,
+        /still running after 100 ms/,
+      ],
       ["bad page token", () => env.aether.runtime.listExecutables({ pageToken: "garbage!" }), Code.InvalidArgument, /page_token/],
-      ["log stream of unknown process", () => collect(env.aether.observe.streamLogs({ source: LogSource.EXECUTABLE, target: "nope" })), Code.NotFound, /no executable/],
-      ["log stream without source", () => collect(env.aether.observe.streamLogs({ target: "nope" })), Code.InvalidArgument, /source is unspecified/],
+      [
+        "log stream of unknown process",
+        () => collect(env.aether.observe.streamLogs({ source: LogSource.EXECUTABLE, target: "nope" })),
+        Code.NotFound,
+        /no executable/,
+      ],
+      [
+        "log stream without source",
+        () => collect(env.aether.observe.streamLogs({ target: "nope" })),
+        Code.InvalidArgument,
+        /source is unspecified/,
+      ],
       [
         "oversized request",
         () => env.aether.runtime.startExecutable({ argv: ["/bin/echo", "x".repeat(5 * 1024 * 1024)] }),
@@ -220,7 +314,11 @@ describe("runtime: executables", () => {
       chmodSync(file, 0o755);
       const folders = () => readdirSync(join(env.daemon.stateDir, "executables")).length;
       const before = folders();
-      await rejectsWith(env.aether.runtime.startExecutable({ argv: [file] }), Code.FailedPrecondition, /executing the program: Exec format error/);
+      await rejectsWith(
+        env.aether.runtime.startExecutable({ argv: [file] }),
+        Code.FailedPrecondition,
+        /executing the program: Exec format error/,
+      );
       assert.equal(folders(), before, "no record folder is left behind");
     });
 

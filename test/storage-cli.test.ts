@@ -71,7 +71,11 @@ describe("aether storage and aether image", () => {
 
   it("image import of a local file (relative to the cwd) shows progress on a terminal and ends READY", async () => {
     // A sized pseudo-terminal, as an operator's would be; stdout and stderr both land in it.
-    const tty = await runCommand("script", ["-qefc", `stty cols 120 rows 40; aether image import base base.raw --sha256 ${baseSha}`, "/dev/null"], { env: aetherEnv(), cwd: work });
+    const tty = await runCommand(
+      "script",
+      ["-qefc", `stty cols 120 rows 40; aether image import base base.raw --sha256 ${baseSha}`, "/dev/null"],
+      { env: aetherEnv(), cwd: work },
+    );
     const screen = stripVTControlCharacters(tty.stdout);
     assert.equal(tty.code, 0, screen);
     assert.match(screen, /base is ready: 64\.0 MiB imported, checksum verified/);
@@ -106,7 +110,11 @@ describe("aether storage and aether image", () => {
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
     try {
       const url = `http://127.0.0.1:${(server.address() as { port: number }).port}/base.raw`;
-      const tty = await runCommand("script", ["-qefc", `stty cols 120 rows 40; env -u CI aether image import slow-url ${url} --sha256 ${baseSha}`, "/dev/null"], { env: aetherEnv(), cwd: work });
+      const tty = await runCommand(
+        "script",
+        ["-qefc", `stty cols 120 rows 40; env -u CI aether image import slow-url ${url} --sha256 ${baseSha}`, "/dev/null"],
+        { env: aetherEnv(), cwd: work },
+      );
       const screen = stripVTControlCharacters(tty.stdout);
       assert.equal(tty.code, 0, screen);
       assert.match(screen, /importing slow-url: \d+% of 64\.0 MiB/, "a percentage while it imports");
@@ -118,7 +126,18 @@ describe("aether storage and aether image", () => {
   });
 
   it("image import without a terminal prints only the result: the image table, or JSON with --json", async () => {
-    const table = await aether("image", "import", "base-table", "./base.raw", "--sha256", baseSha.toUpperCase(), "--format", "raw", "-l", "os=test");
+    const table = await aether(
+      "image",
+      "import",
+      "base-table",
+      "./base.raw",
+      "--sha256",
+      baseSha.toUpperCase(),
+      "--format",
+      "raw",
+      "-l",
+      "os=test",
+    );
     assert.equal(table.code, 0, table.stderr);
     assert.equal(table.stderr, "", "no spinner output when stderr is not a terminal");
     assert.match(table.stdout, /name\s+│ base-table\s+│/);
@@ -139,7 +158,10 @@ describe("aether storage and aether image", () => {
     assert.match(list.stdout, /base-table\s+│ default\s+│ ready\s+│ default\s+│ raw\s+│ 64\.0 MiB\s+│/);
     assert.doesNotMatch(list.stdout, /base-json/, "--filter keeps only the labelled image");
     const names = (await json<ImageJson[]>("image", "list")).map((i) => i.name).sort();
-    assert.deepEqual(names.filter((n) => n.startsWith("base")), ["base", "base-json", "base-nowait", "base-table"]);
+    assert.deepEqual(
+      names.filter((n) => n.startsWith("base")),
+      ["base", "base-json", "base-nowait", "base-table"],
+    );
 
     for (const name of ["base-table", "base-json", "base-nowait"]) assert.equal((await aether("image", "delete", name)).code, 0);
     const gone = await aether("image", "get", "base-json");
@@ -151,7 +173,10 @@ describe("aether storage and aether image", () => {
     const bad = await aether("image", "import", "bad-sum", "base.raw", "--sha256", "0".repeat(64));
     assert.equal(bad.code, 1);
     assert.equal(bad.stdout, "");
-    assert.match(bad.stderr, new RegExp(`^aether: importing image bad-sum failed: the checksum does not match: the source's SHA-256 is ${baseSha}, not 0{64}`));
+    assert.match(
+      bad.stderr,
+      new RegExp(`^aether: importing image bad-sum failed: the checksum does not match: the source's SHA-256 is ${baseSha}, not 0{64}`),
+    );
     const badJson = await aether("image", "import", "bad-sum-json", "base.raw", "--sha256", "0".repeat(64), "--json");
     assert.equal(badJson.code, 1);
     assert.equal((JSON.parse(badJson.stdout) as ImageJson).state, "IMAGE_STATE_FAILED", "--json still prints the image");
@@ -169,8 +194,15 @@ describe("aether storage and aether image", () => {
     const table = await aether("storage", "pools");
     assert.equal(table.code, 0, table.stderr);
     assert.match(table.stdout, /NAME\s+│ DRIVER\s+│ LOCATION\s+│ DEFAULT\s+│ AVAILABLE\s+│ CAPACITY\s+│ ALLOCATED\s+│ USED\s+│ FORMATS/);
-    assert.match(table.stdout, new RegExp(`default\\s+│ dir\\s+│ ${join(env.daemon.stateDir, "pools", "default")}\\s+│ yes\\s+│ yes\\s+│ \\d+\\.\\d (GiB|TiB)\\s+│ .*│ qcow2,raw`));
-    const pools = await json<Array<{ name: string; driver: string; defaultPool: boolean; available: boolean; capacityBytes: string; formats: string[] }>>("storage", "pools");
+    assert.match(
+      table.stdout,
+      new RegExp(
+        `default\\s+│ dir\\s+│ ${join(env.daemon.stateDir, "pools", "default")}\\s+│ yes\\s+│ yes\\s+│ \\d+\\.\\d (GiB|TiB)\\s+│ .*│ qcow2,raw`,
+      ),
+    );
+    const pools = await json<
+      Array<{ name: string; driver: string; defaultPool: boolean; available: boolean; capacityBytes: string; formats: string[] }>
+    >("storage", "pools");
     assert.equal(pools.length, 1);
     assert.equal(pools[0]?.driver, "POOL_DRIVER_DIR");
     assert.equal(pools[0]?.available, true);
@@ -210,8 +242,15 @@ describe("aether storage and aether image", () => {
     assert.match(list.stdout, /web\s+│ default\s+│ ready\s+│ default\s+│ qcow2\s+│ 128\.0 MiB\s+│ [\d.]+ (B|KiB|MiB)\s+│ image base\s+│ -/);
     assert.match(list.stdout, /data\s+│ default\s+│ ready\s+│ default\s+│ qcow2\s+│ 32\.0 MiB\s+│ [\d.]+ (B|KiB|MiB)\s+│ -\s+│ -/);
     assert.match(list.stdout, /scratch\s+│ default\s+│ ready\s+│ default\s+│ raw\s+│ 8\.0 MiB/);
-    assert.deepEqual((await json<VolumeJson[]>("storage", "list", "--filter", "team=a")).map((v) => v.name), ["data"]);
-    assert.deepEqual((await json<VolumeJson[]>("storage", "list", "--pool", "default", "--tenant", "default")).map((v) => v.name), ["web", "scratch", "data"], "newest first");
+    assert.deepEqual(
+      (await json<VolumeJson[]>("storage", "list", "--filter", "team=a")).map((v) => v.name),
+      ["data"],
+    );
+    assert.deepEqual(
+      (await json<VolumeJson[]>("storage", "list", "--pool", "default", "--tenant", "default")).map((v) => v.name),
+      ["web", "scratch", "data"],
+      "newest first",
+    );
     const get = await aether("storage", "get", "web");
     assert.match(get.stdout, /size\s+│ 128\.0 MiB/);
     assert.match(get.stdout, /backing\s+│ image base/);
@@ -230,7 +269,11 @@ describe("aether storage and aether image", () => {
     const snapshots = await aether("storage", "snapshots", "data");
     assert.match(snapshots.stdout, /VOLUME\s+│ SNAPSHOT\s+│ TENANT\s+│ STATE\s+│ SIZE/);
     assert.match(snapshots.stdout, /data\s+│ one\s+│ default\s+│ ready\s+│ 32\.0 MiB/);
-    assert.deepEqual((await json<SnapshotJson[]>("storage", "snapshots", "data")).map((s) => s.name), [auto.name, "one"], "newest first");
+    assert.deepEqual(
+      (await json<SnapshotJson[]>("storage", "snapshots", "data")).map((s) => s.name),
+      [auto.name, "one"],
+      "newest first",
+    );
 
     // Clones: of snapshot "one" (sees 0x01), and of "now" (a snapshot taken for it; sees 0x03).
     const atOne = await json<VolumeJson>("storage", "clone", "data", "data-at-one", "--snapshot", "one", "--size", "48M");
@@ -261,7 +304,10 @@ describe("aether storage and aether image", () => {
     // Resize: grows, never shrinks.
     const grown = await json<VolumeJson>("storage", "resize", "data", "64M");
     assert.equal(grown.sizeBytes, String(64 * MiB));
-    assert.equal(JSON.parse(execFileSync("qemu-img", ["info", "--output=json", data.hostPath], { encoding: "utf8" }))["virtual-size"], 64 * MiB);
+    assert.equal(
+      JSON.parse(execFileSync("qemu-img", ["info", "--output=json", data.hostPath], { encoding: "utf8" }))["virtual-size"],
+      64 * MiB,
+    );
     const shrink = await aether("storage", "resize", "data", "16M");
     assert.equal(shrink.code, 1);
     assert.match(shrink.stderr, /only grow/);
@@ -323,7 +369,19 @@ describe("aether storage and aether image", () => {
     assert.equal((await aether("vm", "create", "x", "--kernel", "/vmlinuz", "--disk-size", "1G")).code, 2);
 
     const created = await json<{ name: string; state: string; boot: { disk: { volume: string; image: string } } }>(
-      "vm", "create", "fromcli", "--image", "guest", "--disk-size", "48M", "--accel", "tcg", "--memory", "192M", "--start", "--wait",
+      "vm",
+      "create",
+      "fromcli",
+      "--image",
+      "guest",
+      "--disk-size",
+      "48M",
+      "--accel",
+      "tcg",
+      "--memory",
+      "192M",
+      "--start",
+      "--wait",
     );
     assert.equal(created.state, "VM_STATE_RUNNING");
     const boot = await json<VolumeJson>("storage", "get", "fromcli-boot");
@@ -339,9 +397,23 @@ describe("aether storage and aether image", () => {
 
   it("--help of every storage and image command shows examples", async () => {
     const commands = [
-      ["storage"], ["storage", "pools"], ["storage", "list"], ["storage", "get"], ["storage", "create"], ["storage", "clone"], ["storage", "resize"], ["storage", "delete"],
-      ["storage", "snapshot"], ["storage", "snapshots"], ["storage", "rollback"], ["storage", "delete-snapshot"],
-      ["image"], ["image", "import"], ["image", "list"], ["image", "get"], ["image", "delete"],
+      ["storage"],
+      ["storage", "pools"],
+      ["storage", "list"],
+      ["storage", "get"],
+      ["storage", "create"],
+      ["storage", "clone"],
+      ["storage", "resize"],
+      ["storage", "delete"],
+      ["storage", "snapshot"],
+      ["storage", "snapshots"],
+      ["storage", "rollback"],
+      ["storage", "delete-snapshot"],
+      ["image"],
+      ["image", "import"],
+      ["image", "list"],
+      ["image", "get"],
+      ["image", "delete"],
     ];
     for (const command of commands) {
       const help = await aether(...command, "--help");

@@ -49,7 +49,10 @@ describe("storage: zfs pool through aetherd", () => {
 
   it("lists the configured pools: zfs available, lvm-thin unavailable with the reason", async () => {
     const { pools } = await aether.storage.listPools({});
-    assert.deepEqual(pools.map((p) => p.name), ["files", "tank", "thin"]);
+    assert.deepEqual(
+      pools.map((p) => p.name),
+      ["files", "tank", "thin"],
+    );
     const tank = pools.find((p) => p.name === "tank");
     assert.equal(tank?.driver, PoolDriver.ZFS);
     assert.equal(tank?.defaultPool, true);
@@ -60,7 +63,10 @@ describe("storage: zfs pool through aetherd", () => {
     assert.equal(thin?.driver, PoolDriver.LVM_THIN);
     assert.equal(thin?.available, false);
     assert.match(thin?.unavailableReason ?? "", /device-mapper/);
-    assert.deepEqual((await aether.storage.listPools({ filter: "tier=zfs" })).pools.map((p) => p.name), ["tank"]);
+    assert.deepEqual(
+      (await aether.storage.listPools({ filter: "tier=zfs" })).pools.map((p) => p.name),
+      ["tank"],
+    );
     await rejectsWith(
       aether.storage.createVolume({ name: "lv", pool: "thin", source: { case: "empty", value: { sizeBytes: BigInt(8 * MiB) } } }),
       Code.FailedPrecondition,
@@ -77,7 +83,10 @@ describe("storage: zfs pool through aetherd", () => {
     assert.equal(image?.state, ImageState.READY, image?.stateReason);
     assert.equal(image?.format, VolumeFormat.ZFS_FILE);
 
-    const { volume } = await aether.storage.createVolume({ name: "vm-disk", source: { case: "image", value: { image: "base", sizeBytes: BigInt(64 * MiB) } } });
+    const { volume } = await aether.storage.createVolume({
+      name: "vm-disk",
+      source: { case: "image", value: { image: "base", sizeBytes: BigInt(64 * MiB) } },
+    });
     assert.equal(volume?.state, VolumeState.READY);
     assert.equal(volume?.format, VolumeFormat.ZFS_FILE);
     assert.equal(volume?.sizeBytes, BigInt(64 * MiB));
@@ -95,7 +104,11 @@ describe("storage: zfs pool through aetherd", () => {
     await aether.storage.deleteVolume({ volume: "copy" });
 
     await aether.storage.snapshotVolume({ volume: "vm-disk", name: "after" });
-    await rejectsWith(aether.storage.rollbackVolume({ volume: "vm-disk", snapshot: "before" }), Code.FailedPrecondition, /destroy_newer_snapshots/);
+    await rejectsWith(
+      aether.storage.rollbackVolume({ volume: "vm-disk", snapshot: "before" }),
+      Code.FailedPrecondition,
+      /destroy_newer_snapshots/,
+    );
     const rolled = await aether.storage.rollbackVolume({ volume: "vm-disk", snapshot: "before", destroyNewerSnapshots: true });
     assert.equal(rolled.deletedSnapshots.length, 1);
     assert.ok(hasPattern(path, "raw", MiB, MiB, 0x01), "rolled back to the snapshot's bytes");
@@ -111,7 +124,10 @@ describe("storage: zfs pool through aetherd", () => {
   });
 
   it("an empty volume is a sparse file alone in its dataset", async () => {
-    const { volume } = await aether.storage.createVolume({ name: "scratch", source: { case: "empty", value: { sizeBytes: BigInt(256 * MiB) } } });
+    const { volume } = await aether.storage.createVolume({
+      name: "scratch",
+      source: { case: "empty", value: { sizeBytes: BigInt(256 * MiB) } },
+    });
     assert.equal(volume?.format, VolumeFormat.ZFS_FILE);
     assert.ok(Number(volume?.allocatedBytes) < 4 * MiB, `allocated ${volume?.allocatedBytes}`);
     await aether.storage.deleteVolume({ volume: "scratch" });

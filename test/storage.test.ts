@@ -10,7 +10,14 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { execFileSync } from "node:child_process";
 import { Code, type AetherClient } from "@aether/sdk";
-import { ImageFileFormat, ImageState, PoolDriver, VolumeFormat, VolumeState, type Image } from "@aether/sdk/gen/aether/storage/v1/storage_pb";
+import {
+  ImageFileFormat,
+  ImageState,
+  PoolDriver,
+  VolumeFormat,
+  VolumeState,
+  type Image,
+} from "@aether/sdk/gen/aether/storage/v1/storage_pb";
 import { eventually, startDaemon, useDaemon } from "./helpers/daemon.js";
 import { rejectsWith } from "./helpers/assertions.js";
 import { hasPattern, makeRawDisk, MiB, sha256, writePattern } from "./helpers/disks.js";
@@ -18,7 +25,13 @@ import { hasPattern, makeRawDisk, MiB, sha256, writePattern } from "./helpers/di
 const IMAGE_SIZE = 64 * MiB;
 
 /** Imports an image and waits (through WatchImage) for its import to end. */
-async function importImage(aether: AetherClient, name: string, source: { localPath: string } | { url: string }, sha: string, extra: { sourceFormat?: ImageFileFormat } = {}): Promise<Image> {
+async function importImage(
+  aether: AetherClient,
+  name: string,
+  source: { localPath: string } | { url: string },
+  sha: string,
+  extra: { sourceFormat?: ImageFileFormat } = {},
+): Promise<Image> {
   const src = "localPath" in source ? { case: "localPath" as const, value: source.localPath } : { case: "url" as const, value: source.url };
   await aether.storage.importImage({ name, source: { source: src }, sha256: sha, ...extra });
   let last: Image | undefined;
@@ -80,18 +93,29 @@ describe("storage: dir pool", () => {
     assert.deepEqual(withClone?.clones, [volume?.id]);
     await rejectsWith(env.aether.storage.deleteImage({ image: "base" }), Code.FailedPrecondition, /web-1.*delete them first/);
 
-    const grown = (await env.aether.storage.createVolume({ name: "web-big", source: { case: "image", value: { image: "base", sizeBytes: BigInt(2 * IMAGE_SIZE) } } })).volume;
+    const grown = (
+      await env.aether.storage.createVolume({
+        name: "web-big",
+        source: { case: "image", value: { image: "base", sizeBytes: BigInt(2 * IMAGE_SIZE) } },
+      })
+    ).volume;
     assert.equal(grown?.sizeBytes, BigInt(2 * IMAGE_SIZE));
     assert.ok(hasPattern(grown?.hostPath ?? "", "qcow2", MiB, MiB, 0xab));
     await rejectsWith(
-      env.aether.storage.createVolume({ name: "web-small", source: { case: "image", value: { image: "base", sizeBytes: BigInt(IMAGE_SIZE / 2) } } }),
+      env.aether.storage.createVolume({
+        name: "web-small",
+        source: { case: "image", value: { image: "base", sizeBytes: BigInt(IMAGE_SIZE / 2) } },
+      }),
       Code.InvalidArgument,
       /smaller than the image/,
     );
   });
 
   it("snapshots, clones of a snapshot, rollback and snapshot deletion keep every layer's bytes right", async () => {
-    const { volume } = await env.aether.storage.createVolume({ name: "data", source: { case: "empty", value: { sizeBytes: BigInt(32 * MiB) } } });
+    const { volume } = await env.aether.storage.createVolume({
+      name: "data",
+      source: { case: "empty", value: { sizeBytes: BigInt(32 * MiB) } },
+    });
     const path = volume?.hostPath ?? "";
     writePattern(path, "qcow2", 0, MiB, 0x01);
     const s1 = (await env.aether.storage.snapshotVolume({ volume: "data", name: "one" })).snapshot;
@@ -116,9 +140,21 @@ describe("storage: dir pool", () => {
 
     // Refusals: a snapshot with clones, a volume with clones, rollback past snapshots with clones.
     await rejectsWith(env.aether.storage.deleteSnapshot({ volume: "data", snapshot: "one" }), Code.FailedPrecondition, /data-at-one/);
-    await rejectsWith(env.aether.storage.deleteVolume({ volume: "data", deleteSnapshots: true }), Code.FailedPrecondition, /clones that depend/);
-    await rejectsWith(env.aether.storage.rollbackVolume({ volume: "data", snapshot: "two" }), Code.FailedPrecondition, /newer than two.*destroy_newer_snapshots/);
-    await rejectsWith(env.aether.storage.rollbackVolume({ volume: "data", snapshot: "two", destroyNewerSnapshots: true }), Code.FailedPrecondition, /clone-data-now.*has clones/);
+    await rejectsWith(
+      env.aether.storage.deleteVolume({ volume: "data", deleteSnapshots: true }),
+      Code.FailedPrecondition,
+      /clones that depend/,
+    );
+    await rejectsWith(
+      env.aether.storage.rollbackVolume({ volume: "data", snapshot: "two" }),
+      Code.FailedPrecondition,
+      /newer than two.*destroy_newer_snapshots/,
+    );
+    await rejectsWith(
+      env.aether.storage.rollbackVolume({ volume: "data", snapshot: "two", destroyNewerSnapshots: true }),
+      Code.FailedPrecondition,
+      /clone-data-now.*has clones/,
+    );
 
     await env.aether.storage.deleteVolume({ volume: "data-now" });
     await env.aether.storage.deleteSnapshot({ volume: "data", snapshot: "clone-data-now" });
@@ -141,28 +177,71 @@ describe("storage: dir pool", () => {
   });
 
   it("grows a volume and refuses to shrink it", async () => {
-    await env.aether.storage.createVolume({ name: "grow", format: VolumeFormat.RAW, source: { case: "empty", value: { sizeBytes: BigInt(8 * MiB) } } });
+    await env.aether.storage.createVolume({
+      name: "grow",
+      format: VolumeFormat.RAW,
+      source: { case: "empty", value: { sizeBytes: BigInt(8 * MiB) } },
+    });
     const { volume } = await env.aether.storage.resizeVolume({ volume: "grow", sizeBytes: BigInt(16 * MiB) });
     assert.equal(volume?.sizeBytes, BigInt(16 * MiB));
-    assert.equal(JSON.parse(execFileSync("qemu-img", ["info", "--output=json", volume?.hostPath ?? ""], { encoding: "utf8" }))["virtual-size"], 16 * MiB);
+    assert.equal(
+      JSON.parse(execFileSync("qemu-img", ["info", "--output=json", volume?.hostPath ?? ""], { encoding: "utf8" }))["virtual-size"],
+      16 * MiB,
+    );
     await rejectsWith(env.aether.storage.resizeVolume({ volume: "grow", sizeBytes: BigInt(4 * MiB) }), Code.InvalidArgument, /only grow/);
-    await rejectsWith(env.aether.storage.snapshotVolume({ volume: "grow" }), Code.FailedPrecondition, /raw volumes in a dir pool have no snapshots/);
+    await rejectsWith(
+      env.aether.storage.snapshotVolume({ volume: "grow" }),
+      Code.FailedPrecondition,
+      /raw volumes in a dir pool have no snapshots/,
+    );
     await env.aether.storage.deleteVolume({ volume: "grow" });
   });
 
   it("refuses bad names, sizes, pools and sources with a sentence, touching nothing", async () => {
     const before = readdirSync(join(pool, "volumes")).sort();
     for (const name of ["../evil", "/etc/passwd", "a\u0000b", "UPPER", "", "x".repeat(64)]) {
-      await rejectsWith(env.aether.storage.createVolume({ name, source: { case: "empty", value: { sizeBytes: BigInt(MiB) } } }), Code.InvalidArgument, /not a valid name/);
+      await rejectsWith(
+        env.aether.storage.createVolume({ name, source: { case: "empty", value: { sizeBytes: BigInt(MiB) } } }),
+        Code.InvalidArgument,
+        /not a valid name/,
+      );
     }
-    await rejectsWith(env.aether.storage.createVolume({ name: "zero", source: { case: "empty", value: { sizeBytes: 0n } } }), Code.InvalidArgument, /size_bytes is 0/);
-    await rejectsWith(env.aether.storage.createVolume({ name: "tiny", source: { case: "empty", value: { sizeBytes: 1000n } } }), Code.InvalidArgument, /at least 1 MiB/);
-    await rejectsWith(env.aether.storage.createVolume({ name: "huge", source: { case: "empty", value: { sizeBytes: 1n << 62n } } }), Code.InvalidArgument, /beyond what aetherd handles/);
-    await rejectsWith(env.aether.storage.createVolume({ name: "huge", source: { case: "empty", value: { sizeBytes: 1n << 52n } } }), Code.InvalidArgument, /larger than pool default can ever hold/);
+    await rejectsWith(
+      env.aether.storage.createVolume({ name: "zero", source: { case: "empty", value: { sizeBytes: 0n } } }),
+      Code.InvalidArgument,
+      /size_bytes is 0/,
+    );
+    await rejectsWith(
+      env.aether.storage.createVolume({ name: "tiny", source: { case: "empty", value: { sizeBytes: 1000n } } }),
+      Code.InvalidArgument,
+      /at least 1 MiB/,
+    );
+    await rejectsWith(
+      env.aether.storage.createVolume({ name: "huge", source: { case: "empty", value: { sizeBytes: 1n << 62n } } }),
+      Code.InvalidArgument,
+      /beyond what aetherd handles/,
+    );
+    await rejectsWith(
+      env.aether.storage.createVolume({ name: "huge", source: { case: "empty", value: { sizeBytes: 1n << 52n } } }),
+      Code.InvalidArgument,
+      /larger than pool default can ever hold/,
+    );
     await rejectsWith(env.aether.storage.createVolume({ name: "nosource" }), Code.InvalidArgument, /source is required/);
-    await rejectsWith(env.aether.storage.createVolume({ name: "elsewhere", pool: "nope", source: { case: "empty", value: { sizeBytes: BigInt(MiB) } } }), Code.InvalidArgument, /pool "nope" is not configured/);
-    await rejectsWith(env.aether.storage.createVolume({ name: "c", source: { case: "image", value: { image: "../../etc/shadow" } } }), Code.InvalidArgument, /neither an id nor a name/);
-    await rejectsWith(env.aether.storage.createVolume({ name: "c", source: { case: "image", value: { image: "missing" } } }), Code.NotFound, /no image .*ListImages/);
+    await rejectsWith(
+      env.aether.storage.createVolume({ name: "elsewhere", pool: "nope", source: { case: "empty", value: { sizeBytes: BigInt(MiB) } } }),
+      Code.InvalidArgument,
+      /pool "nope" is not configured/,
+    );
+    await rejectsWith(
+      env.aether.storage.createVolume({ name: "c", source: { case: "image", value: { image: "../../etc/shadow" } } }),
+      Code.InvalidArgument,
+      /neither an id nor a name/,
+    );
+    await rejectsWith(
+      env.aether.storage.createVolume({ name: "c", source: { case: "image", value: { image: "missing" } } }),
+      Code.NotFound,
+      /no image .*ListImages/,
+    );
     await rejectsWith(env.aether.storage.getVolume({ volume: "missing" }), Code.NotFound, /ListVolumes/);
     await rejectsWith(env.aether.storage.deleteVolume({ volume: "missing" }), Code.NotFound, /no volume/);
     await rejectsWith(env.aether.storage.getPool({ pool: "missing" }), Code.NotFound, /configured pools \(default\)/);
@@ -194,13 +273,35 @@ describe("storage: dir pool", () => {
     writeFileSync(aligned, Buffer.alloc(MiB));
     const guessed = await importImage(env.aether, "zeros", { localPath: aligned }, sha256(aligned));
     assert.match(guessed.stateReason, /import it with source format RAW/);
-    const declared = await importImage(env.aether, "zeros-raw", { localPath: aligned }, sha256(aligned), { sourceFormat: ImageFileFormat.RAW });
+    const declared = await importImage(env.aether, "zeros-raw", { localPath: aligned }, sha256(aligned), {
+      sourceFormat: ImageFileFormat.RAW,
+    });
     assert.equal(declared.state, ImageState.READY, declared.stateReason);
 
-    await rejectsWith(env.aether.storage.importImage({ name: "gone", source: { source: { case: "localPath", value: join(work, "missing.raw") } }, sha256: baseSha }), Code.FailedPrecondition, /does not exist/);
-    await rejectsWith(env.aether.storage.importImage({ name: "rel", source: { source: { case: "localPath", value: "base.raw" } }, sha256: baseSha }), Code.InvalidArgument, /not an absolute path/);
-    await rejectsWith(env.aether.storage.importImage({ name: "ftp", source: { source: { case: "url", value: "ftp://example.org/x" } }, sha256: baseSha }), Code.InvalidArgument, /http:\/\/ or https:\/\//);
-    await rejectsWith(env.aether.storage.importImage({ name: "nosum", source: { source: { case: "localPath", value: base } }, sha256: "abc" }), Code.InvalidArgument, /64 lowercase hex/);
+    await rejectsWith(
+      env.aether.storage.importImage({
+        name: "gone",
+        source: { source: { case: "localPath", value: join(work, "missing.raw") } },
+        sha256: baseSha,
+      }),
+      Code.FailedPrecondition,
+      /does not exist/,
+    );
+    await rejectsWith(
+      env.aether.storage.importImage({ name: "rel", source: { source: { case: "localPath", value: "base.raw" } }, sha256: baseSha }),
+      Code.InvalidArgument,
+      /not an absolute path/,
+    );
+    await rejectsWith(
+      env.aether.storage.importImage({ name: "ftp", source: { source: { case: "url", value: "ftp://example.org/x" } }, sha256: baseSha }),
+      Code.InvalidArgument,
+      /http:\/\/ or https:\/\//,
+    );
+    await rejectsWith(
+      env.aether.storage.importImage({ name: "nosum", source: { source: { case: "localPath", value: base } }, sha256: "abc" }),
+      Code.InvalidArgument,
+      /64 lowercase hex/,
+    );
     for (const name of ["wrong-sum", "not-disk", "sneaky", "zeros", "zeros-raw"]) await env.aether.storage.deleteImage({ image: name });
     assert.deepEqual(readdirSync(join(pool, ".staging")), [], "failed imports leave no staged files");
   });
@@ -239,7 +340,11 @@ describe("storage: dir pool", () => {
     for (let round = 0; round < 100; round++) {
       const image = `race-${round}`;
       await s.importImage({ name: image, source: { source: { case: "localPath", value: small } }, sha256: smallSha });
-      await eventually(async () => ((await s.getImage({ image })).image?.state === ImageState.READY ? true : undefined), 10_000, "the race image");
+      await eventually(
+        async () => ((await s.getImage({ image })).image?.state === ImageState.READY ? true : undefined),
+        10_000,
+        "the race image",
+      );
       // The calls are issued in a different order each round, so that the delete sometimes comes
       // before every clone, sometimes between them and sometimes after.
       const calls = [
@@ -275,9 +380,13 @@ describe("storage: dir pool", () => {
     }
     assert.ok(outcomes.deleted > 0 && outcomes.refused > 0, `both orders happened: ${JSON.stringify(outcomes)}`);
     // Every file in the pool belongs to a recorded volume or image: nothing half-made is left.
-    const recorded = new Set([...(await s.listVolumes({ pageSize: 1000 })).volumes.map((v) => v.hostPath), ...(await s.listImages({})).images.map((i) => i.hostPath)]);
+    const recorded = new Set([
+      ...(await s.listVolumes({ pageSize: 1000 })).volumes.map((v) => v.hostPath),
+      ...(await s.listImages({})).images.map((i) => i.hostPath),
+    ]);
     for (const sub of ["volumes", "images"]) {
-      for (const f of readdirSync(join(pool, sub))) assert.ok(recorded.has(join(pool, sub, f)), `${sub}/${f} is not a recorded volume or image`);
+      for (const f of readdirSync(join(pool, sub)))
+        assert.ok(recorded.has(join(pool, sub, f)), `${sub}/${f} is not a recorded volume or image`);
     }
   });
 
@@ -304,15 +413,28 @@ describe("storage: records survive restarts and are reconciled with the disk", (
       let aether = await daemon.client();
       const outside = join(dir, "outside.raw");
       const sha = makeRawDisk(outside, 4 * MiB, 0x42);
-      await rejectsWith(aether.storage.importImage({ name: "outside", source: { source: { case: "localPath", value: outside } }, sha256: sha }), Code.FailedPrecondition, /outside the folders aetherd imports from/);
+      await rejectsWith(
+        aether.storage.importImage({ name: "outside", source: { source: { case: "localPath", value: outside } }, sha256: sha }),
+        Code.FailedPrecondition,
+        /outside the folders aetherd imports from/,
+      );
       // A link inside the import root that points outside is resolved first, and refused too.
       execFileSync("ln", ["-s", outside, join(imports, "link.raw")]);
-      await rejectsWith(aether.storage.importImage({ name: "link", source: { source: { case: "localPath", value: join(imports, "link.raw") } }, sha256: sha }), Code.FailedPrecondition, /outside the folders/);
+      await rejectsWith(
+        aether.storage.importImage({
+          name: "link",
+          source: { source: { case: "localPath", value: join(imports, "link.raw") } },
+          sha256: sha,
+        }),
+        Code.FailedPrecondition,
+        /outside the folders/,
+      );
       renameSync(outside, join(imports, "inside.raw"));
       const image = await importImage(aether, "inside", { localPath: join(imports, "inside.raw") }, sha);
       assert.equal(image.state, ImageState.READY, image.stateReason);
       const keep = (await aether.storage.createVolume({ name: "keep", source: { case: "image", value: { image: "inside" } } })).volume;
-      const lose = (await aether.storage.createVolume({ name: "lose", source: { case: "empty", value: { sizeBytes: BigInt(MiB) } } })).volume;
+      const lose = (await aether.storage.createVolume({ name: "lose", source: { case: "empty", value: { sizeBytes: BigInt(MiB) } } }))
+        .volume;
       await aether.storage.snapshotVolume({ volume: "keep", name: "s1" });
 
       assert.equal(await daemon.stop(), 0);
@@ -321,7 +443,10 @@ describe("storage: records survive restarts and are reconciled with the disk", (
       const stray = join(dir, "state", "pools", "default", "volumes", "00000000-0000-4000-8000-000000000000.qcow2");
       writeFileSync(stray, "");
       daemon = await startDaemon({ dir, args: ["--config", config] });
-      assert.match(daemon.log(), /00000000-0000-4000-8000-000000000000\.qcow2"\],"msg":"files in the pool that no volume or image record names/);
+      assert.match(
+        daemon.log(),
+        /00000000-0000-4000-8000-000000000000\.qcow2"\],"msg":"files in the pool that no volume or image record names/,
+      );
       assert.ok(existsSync(stray), "left in place");
       rmSync(stray);
       aether = await daemon.client();
@@ -333,7 +458,11 @@ describe("storage: records survive restarts and are reconciled with the disk", (
       const lost = (await aether.storage.getVolume({ volume: "lose" })).volume;
       assert.equal(lost?.state, VolumeState.FAILED);
       assert.match(lost?.stateReason ?? "", /missing on disk/);
-      await rejectsWith(aether.storage.resizeVolume({ volume: "lose", sizeBytes: BigInt(2 * MiB) }), Code.FailedPrecondition, /missing on disk/);
+      await rejectsWith(
+        aether.storage.resizeVolume({ volume: "lose", sizeBytes: BigInt(2 * MiB) }),
+        Code.FailedPrecondition,
+        /missing on disk/,
+      );
       await aether.storage.deleteVolume({ volume: "lose" });
 
       // The pool's folder vanishes while aetherd runs: the pool says so and nothing is recreated.
@@ -342,7 +471,11 @@ describe("storage: records survive restarts and are reconciled with the disk", (
       const { pool } = await aether.storage.getPool({ pool: "default" });
       assert.equal(pool?.available, false);
       assert.match(pool?.unavailableReason ?? "", /missing or not writable/);
-      await rejectsWith(aether.storage.createVolume({ name: "new", source: { case: "empty", value: { sizeBytes: BigInt(MiB) } } }), Code.FailedPrecondition, /pool default is unavailable/);
+      await rejectsWith(
+        aether.storage.createVolume({ name: "new", source: { case: "empty", value: { sizeBytes: BigInt(MiB) } } }),
+        Code.FailedPrecondition,
+        /pool default is unavailable/,
+      );
       assert.equal((await aether.storage.getVolume({ volume: "keep" })).volume?.state, VolumeState.FAILED);
       assert.equal(daemon.process.exitCode, null, "aetherd keeps running");
       assert.equal(await daemon.stop(), 0);

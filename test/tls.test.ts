@@ -11,7 +11,6 @@ import { freePort } from "./helpers/net.js";
 
 const run = promisify(execFile);
 
-
 describe("mutual TLS on TCP", () => {
   let daemon: TestDaemon;
   let ca: TestCa;
@@ -42,8 +41,19 @@ describe("mutual TLS on TCP", () => {
 
   it("serves Connect JSON over HTTP/1.1 too (curl with the client certificate)", async () => {
     const { stdout } = await run("curl", [
-      "--silent", "--http1.1", "--cacert", ca.cert, "--cert", client.cert, "--key", client.key,
-      "-H", "Content-Type: application/json", "-d", "{}", `${url}/aether.node.v1.NodeService/CheckHealth`,
+      "--silent",
+      "--http1.1",
+      "--cacert",
+      ca.cert,
+      "--cert",
+      client.cert,
+      "--key",
+      client.key,
+      "-H",
+      "Content-Type: application/json",
+      "-d",
+      "{}",
+      `${url}/aether.node.v1.NodeService/CheckHealth`,
     ]);
     assert.equal((JSON.parse(stdout) as { status: string }).status, "HEALTH_STATUS_SERVING");
   });
@@ -63,7 +73,10 @@ describe("mutual TLS on TCP", () => {
 
   it("refuses a client whose certificate comes from another CA", async () => {
     const foreign = createCa("foreign-ca").issue("mallory");
-    await refused({ ca: ca.cert, cert: foreign.cert, key: foreign.key }, /client certificate was refused \(UNABLE_TO_VERIFY_LEAF_SIGNATURE/);
+    await refused(
+      { ca: ca.cert, cert: foreign.cert, key: foreign.key },
+      /client certificate was refused \(UNABLE_TO_VERIFY_LEAF_SIGNATURE/,
+    );
   });
 
   it("refuses an expired client certificate", async () => {
@@ -100,7 +113,17 @@ describe("mutual TLS on the unix socket (--unix-mtls)", () => {
     alice = ca.issue("alice");
     const port = await freePort();
     daemon = await startDaemon({
-      args: ["--listen", `127.0.0.1:${port}`, "--tls-cert", server.cert, "--tls-key", server.key, "--tls-client-ca", ca.cert, "--unix-mtls"],
+      args: [
+        "--listen",
+        `127.0.0.1:${port}`,
+        "--tls-cert",
+        server.cert,
+        "--tls-key",
+        server.key,
+        "--tls-client-ca",
+        ca.cert,
+        "--unix-mtls",
+      ],
       socketTls: { ca: ca.cert, cert: alice.cert, key: alice.key },
     });
   });
@@ -125,11 +148,14 @@ describe("mutual TLS on the unix socket (--unix-mtls)", () => {
     // A plain HTTP/2 client cannot even speak to a TLS socket.
     await assert.rejects(connect({ address: `unix://${daemon.socket}` }), ConnectError);
     const foreign = createCa("foreign-socket-ca").issue("mallory");
-    await assert.rejects(connect({ address: `unix://${daemon.socket}`, tls: { ca: ca.cert, cert: foreign.cert, key: foreign.key } }), (err: unknown) => {
-      assert.ok(err instanceof ConnectError);
-      assert.equal(err.code, Code.Unauthenticated, err.rawMessage);
-      assert.match(err.rawMessage, /client certificate was refused/);
-      return true;
-    });
+    await assert.rejects(
+      connect({ address: `unix://${daemon.socket}`, tls: { ca: ca.cert, cert: foreign.cert, key: foreign.key } }),
+      (err: unknown) => {
+        assert.ok(err instanceof ConnectError);
+        assert.equal(err.code, Code.Unauthenticated, err.rawMessage);
+        assert.match(err.rawMessage, /client certificate was refused/);
+        return true;
+      },
+    );
   });
 });

@@ -35,7 +35,9 @@ describe("VMs on volumes", () => {
     const image = (await s.getImage({ image: "debian" })).image;
     assert.equal(image?.state, ImageState.READY);
 
-    const data = (await s.createVolume({ name: "data", format: VolumeFormat.RAW, source: { case: "empty", value: { sizeBytes: BigInt(16 * MiB) } } })).volume;
+    const data = (
+      await s.createVolume({ name: "data", format: VolumeFormat.RAW, source: { case: "empty", value: { sizeBytes: BigInt(16 * MiB) } } })
+    ).volume;
     writePattern(data?.hostPath ?? "", "raw", MiB, 512, 0x5a);
 
     const created = (
@@ -67,9 +69,15 @@ describe("VMs on volumes", () => {
     // vda: the boot clone (64 MiB); vdb: the data volume, with the bytes written from the host.
     const r = await env.aether.vm.execVm({
       vm: "fromimage",
-      argv: ["/bin/sh", "-c", "cat /sys/block/vda/size /sys/block/vdb/size /sys/block/vdb/serial; echo; dd if=/dev/vdb bs=512 skip=2048 count=1 2>/dev/null | od -An -tx1 | head -1"],
+      argv: [
+        "/bin/sh",
+        "-c",
+        "cat /sys/block/vda/size /sys/block/vdb/size /sys/block/vdb/serial; echo; dd if=/dev/vdb bs=512 skip=2048 count=1 2>/dev/null | od -An -tx1 | head -1",
+      ],
     });
-    const [vda, vdb, serial, bytes] = text(r.stdout).split("\n").map((l) => l.trim());
+    const [vda, vdb, serial, bytes] = text(r.stdout)
+      .split("\n")
+      .map((l) => l.trim());
     assert.equal(Number(vda) * 512, 64 * MiB);
     assert.equal(Number(vdb) * 512, 16 * MiB);
     assert.equal(serial, "data");
@@ -102,20 +110,46 @@ describe("VMs on volumes", () => {
     await s.createVolume({ name: "twice", source: { case: "empty", value: { sizeBytes: BigInt(MiB) } } });
     const g = guestImage();
     const kernel = { source: { case: "kernel" as const, value: { kernelPath: g.kernel, initrdPath: g.initrd } } };
-    await rejectsWith(env.aether.vm.createVm({ name: "a", vcpus: 1, boot: kernel, disks: [{ source: { case: "volume", value: "nope" } }] }), Code.NotFound, /no volume .*nope/);
     await rejectsWith(
-      env.aether.vm.createVm({ name: "a", vcpus: 1, boot: kernel, disks: [{ source: { case: "volume", value: "twice" } }, { source: { case: "volume", value: "twice" } }] }),
+      env.aether.vm.createVm({ name: "a", vcpus: 1, boot: kernel, disks: [{ source: { case: "volume", value: "nope" } }] }),
+      Code.NotFound,
+      /no volume .*nope/,
+    );
+    await rejectsWith(
+      env.aether.vm.createVm({
+        name: "a",
+        vcpus: 1,
+        boot: kernel,
+        disks: [{ source: { case: "volume", value: "twice" } }, { source: { case: "volume", value: "twice" } }],
+      }),
       Code.InvalidArgument,
       /attached twice/,
     );
-    await rejectsWith(env.aether.vm.createVm({ name: "a", vcpus: 1, boot: { source: { case: "disk", value: { volume: "twice", image: "x" } } } }), Code.InvalidArgument, /exactly one of volume/);
-    await rejectsWith(env.aether.vm.createVm({ name: "a", vcpus: 1, boot: { source: { case: "disk", value: { image: "nope" } } } }), Code.NotFound, /no image/);
     await rejectsWith(
-      env.aether.vm.createVm({ name: "a", vcpus: 1, hypervisor: vmApi.Hypervisor.FIRECRACKER, boot: { source: { case: "disk", value: { volume: "twice" } } } }),
+      env.aether.vm.createVm({ name: "a", vcpus: 1, boot: { source: { case: "disk", value: { volume: "twice", image: "x" } } } }),
+      Code.InvalidArgument,
+      /exactly one of volume/,
+    );
+    await rejectsWith(
+      env.aether.vm.createVm({ name: "a", vcpus: 1, boot: { source: { case: "disk", value: { image: "nope" } } } }),
+      Code.NotFound,
+      /no image/,
+    );
+    await rejectsWith(
+      env.aether.vm.createVm({
+        name: "a",
+        vcpus: 1,
+        hypervisor: vmApi.Hypervisor.FIRECRACKER,
+        boot: { source: { case: "disk", value: { volume: "twice" } } },
+      }),
       Code.InvalidArgument,
       /Firecracker boots a kernel only/,
     );
-    await rejectsWith(env.aether.vm.createVm({ name: "a", vcpus: 1, disks: [{ source: { case: "volume", value: "twice" } }] }), Code.InvalidArgument, /boot is required/);
+    await rejectsWith(
+      env.aether.vm.createVm({ name: "a", vcpus: 1, disks: [{ source: { case: "volume", value: "twice" } }] }),
+      Code.InvalidArgument,
+      /boot is required/,
+    );
     assert.deepEqual((await env.aether.vm.listVms({})).vms, [], "nothing was created");
     assert.deepEqual((await s.getVolume({ volume: "twice" })).volume?.usedBy, []);
     await s.deleteVolume({ volume: "twice" });

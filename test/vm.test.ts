@@ -15,7 +15,6 @@ import { guestImage } from "./helpers/guest.js";
 const MiB = 1024n * 1024n;
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
 
-
 function kernelBoot(cmdline = "quiet") {
   const g = guestImage();
   return { source: { case: "kernel" as const, value: { kernelPath: g.kernel, initrdPath: g.initrd, cmdline } } };
@@ -31,7 +30,11 @@ async function waitReady(aether: AetherClient, name: string): Promise<vmApi.Vm> 
 /** QEMU processes whose command line names this VM. */
 function qemuProcesses(name: string): number[] {
   try {
-    return execFileSync("pgrep", ["-f", `aether-vm-${name}(,|$| )`], { encoding: "utf8" }).trim().split("\n").filter(Boolean).map(Number);
+    return execFileSync("pgrep", ["-f", `aether-vm-${name}(,|$| )`], { encoding: "utf8" })
+      .trim()
+      .split("\n")
+      .filter(Boolean)
+      .map(Number);
   } catch {
     return [];
   }
@@ -60,22 +63,36 @@ describe("VMs", () => {
       vcpus: 1,
       guestAgent: true,
       boot: kernelBoot(),
-      cloudInit: { userData: "#!/bin/sh\necho \"first boot of $(hostname)\" > /run/first-boot-result\n" },
+      cloudInit: { userData: '#!/bin/sh\necho "first boot of $(hostname)" > /run/first-boot-result\n' },
       start: true,
     };
-    const micro = (await env.aether.vm.createVm({ ...common, acceleration: vmApi.Acceleration.AUTO, name: "micro", profile: vmApi.VmProfile.EPHEMERAL })).vm;
+    const micro = (
+      await env.aether.vm.createVm({ ...common, acceleration: vmApi.Acceleration.AUTO, name: "micro", profile: vmApi.VmProfile.EPHEMERAL })
+    ).vm;
     const big = (
-      await env.aether.vm.createVm({ ...common, name: "persist", profile: vmApi.VmProfile.PERSISTENT, disks: [{ source: { case: "hostPath", value: disk }, serial: "data1" }] })
+      await env.aether.vm.createVm({
+        ...common,
+        name: "persist",
+        profile: vmApi.VmProfile.PERSISTENT,
+        disks: [{ source: { case: "hostPath", value: disk }, serial: "data1" }],
+      })
     ).vm;
     assert.equal(micro?.state, vmApi.VmState.STARTING, "Create with start returns at once");
     for (const v of [micro, big]) {
       const ready = await waitReady(env.aether, v?.name ?? "");
       assert.equal(ready.hypervisor, vmApi.Hypervisor.QEMU, "QEMU runs it (no firecracker binary here)");
       const kvmBoots = ready.effectiveAcceleration === vmApi.Acceleration.KVM;
-      assert.equal(ready.effectiveAcceleration, kvmBoots && ready.name === "micro" ? vmApi.Acceleration.KVM : vmApi.Acceleration.TCG, "auto chose what really boots");
+      assert.equal(
+        ready.effectiveAcceleration,
+        kvmBoots && ready.name === "micro" ? vmApi.Acceleration.KVM : vmApi.Acceleration.TCG,
+        "auto chose what really boots",
+      );
       assert.ok(ready.agentReady);
       assert.ok(ready.pid > 0);
-      const r = await env.aether.vm.execVm({ vm: ready.name, argv: ["/bin/sh", "-c", "cat /run/first-boot-result; ls /sys/block | tr '\\n' ' '; exit 3"] });
+      const r = await env.aether.vm.execVm({
+        vm: ready.name,
+        argv: ["/bin/sh", "-c", "cat /run/first-boot-result; ls /sys/block | tr '\\n' ' '; exit 3"],
+      });
       assert.equal(r.exitCode, 3);
       const [line, blocks] = text(r.stdout).split("\n");
       assert.equal(line, `first boot of ${ready.name}`);
@@ -92,7 +109,8 @@ describe("VMs", () => {
     })();
     assert.match(console, /aether-guest: ready/);
     let observed = "";
-    for await (const c of env.aether.observe.streamLogs({ source: observe.LogSource.VM_CONSOLE, target: "micro", tailLines: 20 })) observed += text(c.data);
+    for await (const c of env.aether.observe.streamLogs({ source: observe.LogSource.VM_CONSOLE, target: "micro", tailLines: 20 }))
+      observed += text(c.data);
     assert.match(observed, /aether-guest: ready/, "ObserveService streams VM consoles too");
 
     for (const v of [micro, big]) {
@@ -106,7 +124,15 @@ describe("VMs", () => {
   });
 
   it("pause and resume through QMP; stop by force; a VM gets a cell of its own for its limits", async () => {
-    await env.aether.vm.createVm({ name: "pauser", acceleration: vmApi.Acceleration.TCG, memoryBytes: 160n * MiB, vcpus: 1, guestAgent: true, boot: kernelBoot(), start: true });
+    await env.aether.vm.createVm({
+      name: "pauser",
+      acceleration: vmApi.Acceleration.TCG,
+      memoryBytes: 160n * MiB,
+      vcpus: 1,
+      guestAgent: true,
+      boot: kernelBoot(),
+      start: true,
+    });
     const pauser = await waitReady(env.aether, "pauser");
     const { cells } = await env.aether.cells.listCells({});
     const own = cells.find((c) => c.name === `vm-${pauser.id}`);
@@ -114,7 +140,11 @@ describe("VMs", () => {
     assert.equal(own.limits?.memoryMaxBytes, 160n * MiB + 384n * MiB);
     assert.equal(own.processCount, 1, "QEMU runs in it");
     assert.equal((await env.aether.vm.pauseVm({ vm: "pauser" })).vm?.state, vmApi.VmState.PAUSED);
-    await rejectsWith(env.aether.vm.execVm({ vm: "pauser", argv: ["/bin/true"] }), Code.FailedPrecondition, /paused; Exec needs a running VM/);
+    await rejectsWith(
+      env.aether.vm.execVm({ vm: "pauser", argv: ["/bin/true"] }),
+      Code.FailedPrecondition,
+      /paused; Exec needs a running VM/,
+    );
     assert.equal((await env.aether.vm.resumeVm({ vm: "pauser" })).vm?.state, vmApi.VmState.RUNNING);
 
     // The interactive console: type into the guest's shell, read its answer.
@@ -135,7 +165,11 @@ describe("VMs", () => {
     assert.match(seen, /console-42/);
     const { vm: stopped } = await env.aether.vm.stopVm({ vm: "pauser", force: true });
     assert.equal(stopped?.state, vmApi.VmState.STOPPED);
-    assert.equal((await env.aether.cells.listCells({})).cells.some((c) => c.name === `vm-${pauser.id}`), false, "its cell went with it");
+    assert.equal(
+      (await env.aether.cells.listCells({})).cells.some((c) => c.name === `vm-${pauser.id}`),
+      false,
+      "its cell went with it",
+    );
     await env.aether.vm.deleteVm({ vm: "pauser" });
   });
 
@@ -161,7 +195,15 @@ describe("VMs", () => {
 
   it("a guest whose kernel panics (no root file system to boot) is FAILED with the kernel's own words", async () => {
     const boot = { source: { case: "kernel" as const, value: { kernelPath: guestImage().kernel, initrdPath: "", cmdline: "" } } };
-    await env.aether.vm.createVm({ name: "starved", acceleration: vmApi.Acceleration.TCG, memoryBytes: 128n * MiB, vcpus: 1, guestAgent: true, boot, start: true });
+    await env.aether.vm.createVm({
+      name: "starved",
+      acceleration: vmApi.Acceleration.TCG,
+      memoryBytes: 128n * MiB,
+      vcpus: 1,
+      guestAgent: true,
+      boot,
+      start: true,
+    });
     let last: vmApi.Vm | undefined;
     for await (const r of env.aether.vm.waitVmReady({ vm: "starved", timeout: { seconds: 120n } })) last = r.vm;
     assert.equal(last?.state, vmApi.VmState.FAILED);
@@ -170,13 +212,24 @@ describe("VMs", () => {
   });
 
   it("a QEMU that crashes mid-run leaves the VM FAILED with the reason, and nothing behind", async () => {
-    const { vm: v } = await env.aether.vm.createVm({ name: "crashy", acceleration: vmApi.Acceleration.TCG, vcpus: 1, guestAgent: true, boot: kernelBoot(), start: true });
+    const { vm: v } = await env.aether.vm.createVm({
+      name: "crashy",
+      acceleration: vmApi.Acceleration.TCG,
+      vcpus: 1,
+      guestAgent: true,
+      boot: kernelBoot(),
+      start: true,
+    });
     const ready = await waitReady(env.aether, "crashy");
     process.kill(ready.pid, "SIGKILL");
-    const failed = await eventually(async () => {
-      const { vm: now } = await env.aether.vm.getVm({ vm: "crashy" });
-      return now?.state === vmApi.VmState.FAILED ? now : undefined;
-    }, 10_000, "the VM to be FAILED");
+    const failed = await eventually(
+      async () => {
+        const { vm: now } = await env.aether.vm.getVm({ vm: "crashy" });
+        return now?.state === vmApi.VmState.FAILED ? now : undefined;
+      },
+      10_000,
+      "the VM to be FAILED",
+    );
     assert.match(failed.stateReason, /QEMU was killed by SIGKILL/);
     await env.aether.vm.deleteVm({ vm: "crashy" });
     assert.deepEqual(leftovers(env.daemon, v as vmApi.Vm), []);
@@ -185,14 +238,60 @@ describe("VMs", () => {
   describe("bad input", () => {
     const base = { acceleration: vmApi.Acceleration.TCG, vcpus: 1, guestAgent: true };
     const cases: Array<[string, () => Promise<unknown>, Code, RegExp]> = [
-      ["missing kernel", () => env.aether.vm.createVm({ ...base, name: "nokernel", boot: { source: { case: "kernel", value: { kernelPath: "/no/vmlinuz", initrdPath: "", cmdline: "" } } }, start: true }), Code.FailedPrecondition, /\/no\/vmlinuz does not exist/],
-      ["relative kernel path", () => env.aether.vm.createVm({ ...base, name: "relk", boot: { source: { case: "kernel", value: { kernelPath: "vmlinuz", initrdPath: "", cmdline: "" } } } }), Code.InvalidArgument, /not an absolute path/],
+      [
+        "missing kernel",
+        () =>
+          env.aether.vm.createVm({
+            ...base,
+            name: "nokernel",
+            boot: { source: { case: "kernel", value: { kernelPath: "/no/vmlinuz", initrdPath: "", cmdline: "" } } },
+            start: true,
+          }),
+        Code.FailedPrecondition,
+        /\/no\/vmlinuz does not exist/,
+      ],
+      [
+        "relative kernel path",
+        () =>
+          env.aether.vm.createVm({
+            ...base,
+            name: "relk",
+            boot: { source: { case: "kernel", value: { kernelPath: "vmlinuz", initrdPath: "", cmdline: "" } } },
+          }),
+        Code.InvalidArgument,
+        /not an absolute path/,
+      ],
       ["no boot source", () => env.aether.vm.createVm({ ...base, name: "noboot" }), Code.InvalidArgument, /boot is required/],
-      ["memory below the guest minimum", () => env.aether.vm.createVm({ ...base, name: "tiny", memoryBytes: 16n * MiB, boot: kernelBoot() }), Code.InvalidArgument, /below the guest minimum of 64 MiB/],
-      ["memory above the host's", () => env.aether.vm.createVm({ ...base, name: "huge", memoryBytes: 1n << 50n, boot: kernelBoot() }), Code.FailedPrecondition, /more than this host has/],
-      ["0 vCPUs", () => env.aether.vm.createVm({ ...base, vcpus: 0, name: "zero", boot: kernelBoot() }), Code.InvalidArgument, /vcpus is 0/],
-      ["bad name", () => env.aether.vm.createVm({ ...base, name: "Bad_Name", boot: kernelBoot() }), Code.InvalidArgument, /not a valid name/],
-      ["bridge that does not exist", () => env.aether.vm.createVm({ ...base, name: "nobridge", boot: kernelBoot(), nics: [{ bridge: "nosuchbr0" }], start: true }), Code.FailedPrecondition, /bridge nosuchbr0 does not exist/],
+      [
+        "memory below the guest minimum",
+        () => env.aether.vm.createVm({ ...base, name: "tiny", memoryBytes: 16n * MiB, boot: kernelBoot() }),
+        Code.InvalidArgument,
+        /below the guest minimum of 64 MiB/,
+      ],
+      [
+        "memory above the host's",
+        () => env.aether.vm.createVm({ ...base, name: "huge", memoryBytes: 1n << 50n, boot: kernelBoot() }),
+        Code.FailedPrecondition,
+        /more than this host has/,
+      ],
+      [
+        "0 vCPUs",
+        () => env.aether.vm.createVm({ ...base, vcpus: 0, name: "zero", boot: kernelBoot() }),
+        Code.InvalidArgument,
+        /vcpus is 0/,
+      ],
+      [
+        "bad name",
+        () => env.aether.vm.createVm({ ...base, name: "Bad_Name", boot: kernelBoot() }),
+        Code.InvalidArgument,
+        /not a valid name/,
+      ],
+      [
+        "bridge that does not exist",
+        () => env.aether.vm.createVm({ ...base, name: "nobridge", boot: kernelBoot(), nics: [{ bridge: "nosuchbr0" }], start: true }),
+        Code.FailedPrecondition,
+        /bridge nosuchbr0 does not exist/,
+      ],
       ["unknown VM", () => env.aether.vm.getVm({ vm: "ghost" }), Code.NotFound, /no VM with id or name "ghost"/],
     ];
     for (const [what, call, code, pattern] of cases) {
@@ -204,7 +303,11 @@ describe("VMs", () => {
     it("a duplicate name; Start of a running VM; Exec without an agent", async () => {
       await env.aether.vm.createVm({ ...base, guestAgent: false, name: "noagent", boot: kernelBoot(), start: true });
       await rejectsWith(env.aether.vm.createVm({ ...base, name: "noagent", boot: kernelBoot() }), Code.AlreadyExists, /already exists/);
-      await rejectsWith(env.aether.vm.startVm({ vm: "noagent" }), Code.FailedPrecondition, /only a created, stopped or failed VM can be started/);
+      await rejectsWith(
+        env.aether.vm.startVm({ vm: "noagent" }),
+        Code.FailedPrecondition,
+        /only a created, stopped or failed VM can be started/,
+      );
       await rejectsWith(env.aether.vm.execVm({ vm: "noagent", argv: ["/bin/true"] }), Code.FailedPrecondition, /has no guest agent/);
       await rejectsWith(env.aether.vm.deleteVm({ vm: "noagent" }), Code.FailedPrecondition, /stop it first, or delete with force/);
       await env.aether.vm.deleteVm({ vm: "noagent", force: true });
@@ -218,7 +321,10 @@ describe("VMs", () => {
         assert.deepEqual(qemuProcesses(v.name), []);
         await env.aether.vm.deleteVm({ vm: v.id });
       }
-      assert.deepEqual(readdirSync("/dev/shm/aether-seeds").filter((f) => vms.some((v) => f.startsWith(v.id))), []);
+      assert.deepEqual(
+        readdirSync("/dev/shm/aether-seeds").filter((f) => vms.some((v) => f.startsWith(v.id))),
+        [],
+      );
     });
   });
 });
@@ -283,7 +389,15 @@ describe("VM networking", () => {
 
   it("two VMs on one bridge ping each other; their TAPs are named after them, MACs stable, removed on stop", async () => {
     const make = (name: string, ip: string) =>
-      aether.vm.createVm({ name, acceleration: vmApi.Acceleration.TCG, vcpus: 1, guestAgent: true, boot: kernelBoot(`quiet aether.ip=${ip}/24`), nics: [{ bridge: "br0" }], start: true });
+      aether.vm.createVm({
+        name,
+        acceleration: vmApi.Acceleration.TCG,
+        vcpus: 1,
+        guestAgent: true,
+        boot: kernelBoot(`quiet aether.ip=${ip}/24`),
+        nics: [{ bridge: "br0" }],
+        start: true,
+      });
     const a = (await make("left", "10.250.0.2")).vm;
     const b = (await make("right", "10.250.0.3")).vm;
     assert.match(a?.nics[0]?.tapDevice ?? "", /^ae[0-9a-f]{8}n0$/);
@@ -297,7 +411,11 @@ describe("VM networking", () => {
     assert.match(text(ping.stdout), /3 packets transmitted, 3 packets received/);
 
     await aether.vm.stopVm({ vm: "left", force: true });
-    assert.equal(execFileSync("ip", ["-n", ns, "-o", "link", "show"], { encoding: "utf8" }).includes(a?.nics[0]?.tapDevice ?? "?"), false, "its TAP is gone");
+    assert.equal(
+      execFileSync("ip", ["-n", ns, "-o", "link", "show"], { encoding: "utf8" }).includes(a?.nics[0]?.tapDevice ?? "?"),
+      false,
+      "its TAP is gone",
+    );
     // The same VM gets the same MAC on its next start.
     await aether.vm.startVm({ vm: "left" });
     assert.equal((await aether.vm.getVm({ vm: "left" })).vm?.nics[0]?.mac, a?.nics[0]?.mac);
@@ -305,7 +423,14 @@ describe("VM networking", () => {
     // A TAP name collision is refused before anything is set up.
     execFileSync("ip", ["-n", ns, "tuntap", "add", "dev", "aec0111de0n0", "mode", "tap"]);
     await rejectsWith(
-      aether.vm.createVm({ name: "collide", acceleration: vmApi.Acceleration.TCG, vcpus: 1, boot: kernelBoot(), nics: [{ bridge: "br0", tapDevice: "aec0111de0n0" }], start: true }),
+      aether.vm.createVm({
+        name: "collide",
+        acceleration: vmApi.Acceleration.TCG,
+        vcpus: 1,
+        boot: kernelBoot(),
+        nics: [{ bridge: "br0", tapDevice: "aec0111de0n0" }],
+        start: true,
+      }),
       Code.FailedPrecondition,
       /a network device named aec0111de0n0 already exists/,
     );

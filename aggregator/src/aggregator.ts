@@ -122,7 +122,8 @@ export class Aggregator {
     this.windowMs = options.auctionWindowMs ?? DEFAULT_AUCTION_WINDOW_MS;
     this.leaseTtlMs = options.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS;
     this.provisionTimeoutMs = options.provisionTimeoutMs ?? DEFAULT_PROVISION_TIMEOUT_MS;
-    if (!(this.windowMs >= 1 && this.windowMs <= MAX_WINDOW_MS)) throw new RangeError(`auction window ${this.windowMs} ms is out of range (1 ms to 60 s)`);
+    if (!(this.windowMs >= 1 && this.windowMs <= MAX_WINDOW_MS))
+      throw new RangeError(`auction window ${this.windowMs} ms is out of range (1 ms to 60 s)`);
     if (!(this.leaseTtlMs >= 100)) throw new RangeError(`lease TTL ${this.leaseTtlMs} ms is too short (at least 100 ms)`);
     this.log = options.log ?? silentLogger();
     this.events = new EventLog(this.store, options.eventRetention ?? DEFAULT_EVENT_RETENTION, this.log.child({ room: "events" }));
@@ -164,9 +165,11 @@ export class Aggregator {
           (await this.clients.bid(address).releaseWorkload({ workloadId, tenant, gracePeriod: duration(graceMs) }, { timeoutMs })).released,
       },
       {
-        fencer: options.fencer ?? new RedfishFencer(new BmcRegistry([]), () => {
-          throw new Error("no BMC is registered");
-        }),
+        fencer:
+          options.fencer ??
+          new RedfishFencer(new BmcRegistry([]), () => {
+            throw new Error("no BMC is registered");
+          }),
         fenceTimeoutMs: options.fenceTimeoutMs,
         pollIntervalMs: options.fencePollIntervalMs,
         retryMs: options.fenceRetryMs,
@@ -211,7 +214,13 @@ export class Aggregator {
     // The deadman sweeps expired leases and fences silent nodes, on the leader only.
     this.deadman.start();
     this.log.info(
-      { replica: this.replica, store: this.store.description, nodes: this.registry.list().length, placements: this.book.placements.size, auctions: this.book.auctions.size },
+      {
+        replica: this.replica,
+        store: this.store.description,
+        nodes: this.registry.list().length,
+        placements: this.book.placements.size,
+        auctions: this.book.auctions.size,
+      },
       "leading",
     );
   }
@@ -232,7 +241,11 @@ export class Aggregator {
 
   /** SERVING while leading; otherwise the reason (for NodeService.CheckHealth). */
   async health(): Promise<{ leading: boolean; reasons: string[]; uptimeMs: number }> {
-    return { leading: this.election.isLeader, reasons: this.election.isLeader ? [] : [await this.standbySentence()], uptimeMs: Date.now() - this.startMs };
+    return {
+      leading: this.election.isLeader,
+      reasons: this.election.isLeader ? [] : [await this.standbySentence()],
+      uptimeMs: Date.now() - this.startMs,
+    };
   }
 
   /** Ends every open event stream and refuses new ones (the first step of shutting down); other calls are still served. */

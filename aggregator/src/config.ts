@@ -57,8 +57,12 @@ const BmcSchema = z
     retries: z.number().int().min(0).max(10).optional(),
   })
   .strict()
-  .refine((b) => (b.node === undefined) !== (b.slot === undefined), { message: "give either node (the node's name) or slot (its position), not both and not neither" })
-  .refine((b) => b.slot !== undefined || (b.chassis === undefined && b.rack === undefined), { message: "chassis and rack narrow a slot; they need slot" })
+  .refine((b) => (b.node === undefined) !== (b.slot === undefined), {
+    message: "give either node (the node's name) or slot (its position), not both and not neither",
+  })
+  .refine((b) => b.slot !== undefined || (b.chassis === undefined && b.rack === undefined), {
+    message: "chassis and rack narrow a slot; they need slot",
+  })
   .refine((b) => !(b.insecure && b.ca_file !== undefined), { message: "give ca_file or insecure = true, not both" });
 
 export type BmcConfig = z.infer<typeof BmcSchema>;
@@ -69,7 +73,11 @@ export const ConfigSchema = z
     state_dir: z.string().min(1),
     log_level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
     /** Largest request or response message, in bytes. */
-    max_message_bytes: z.number().int().min(64 * 1024).max(256 * 1024 * 1024),
+    max_message_bytes: z
+      .number()
+      .int()
+      .min(64 * 1024)
+      .max(256 * 1024 * 1024),
     /** embedded: a folder in state_dir, one replica. etcd: several replicas, one leader. */
     store: z.enum(["embedded", "etcd"]),
     etcd_endpoints: z.array(z.string().regex(/^https?:\/\/.+/, "must be a URL such as http://127.0.0.1:2379")).default([]),
@@ -90,7 +98,10 @@ export const ConfigSchema = z
     /** The authorization policy file (aetherd's format, see @aether/server's policy.ts). Unset: built-in bindings. */
     policy: z.string().min(1).optional(),
     /** The SPIFFE trust domain (cluster name) client certificates must name; default: the one in [tcp] cert. */
-    trust_domain: z.string().regex(/^[a-z0-9._-]{1,255}$/, "must be a SPIFFE trust domain (lowercase letters, digits, '.', '-', '_')").optional(),
+    trust_domain: z
+      .string()
+      .regex(/^[a-z0-9._-]{1,255}$/, "must be a SPIFFE trust domain (lowercase letters, digits, '.', '-', '_')")
+      .optional(),
     tcp: TcpSchema.optional(),
     /** TLS material for calling nodes at https:// addresses. */
     node_tls: NodeTlsSchema.default({}),
@@ -106,10 +117,18 @@ export const ConfigSchema = z
   .strict()
   .superRefine((config, ctx) => {
     if (config.fence_poll_interval_ms > config.fence_timeout_ms) {
-      ctx.addIssue({ code: "custom", path: ["fence_poll_interval_ms"], message: `must not be longer than fence_timeout_ms (${config.fence_timeout_ms})` });
+      ctx.addIssue({
+        code: "custom",
+        path: ["fence_poll_interval_ms"],
+        message: `must not be longer than fence_timeout_ms (${config.fence_timeout_ms})`,
+      });
     }
     if (config.store === "etcd" && config.etcd_endpoints.length === 0) {
-      ctx.addIssue({ code: "custom", path: ["etcd_endpoints"], message: "--store etcd needs at least one endpoint (--etcd-endpoints http://127.0.0.1:2379)" });
+      ctx.addIssue({
+        code: "custom",
+        path: ["etcd_endpoints"],
+        message: "--store etcd needs at least one endpoint (--etcd-endpoints http://127.0.0.1:2379)",
+      });
     }
   });
 
@@ -219,7 +238,12 @@ export function loadConfig(flags: ConfigFlags): Config {
     ...(flags.stateDir !== undefined && { state_dir: flags.stateDir }),
     ...(flags.logLevel !== undefined && { log_level: flags.logLevel }),
     ...(flags.store !== undefined && { store: flags.store }),
-    ...(flags.etcdEndpoints !== undefined && { etcd_endpoints: flags.etcdEndpoints.split(",").map((s) => s.trim()).filter((s) => s !== "") }),
+    ...(flags.etcdEndpoints !== undefined && {
+      etcd_endpoints: flags.etcdEndpoints
+        .split(",")
+        .map((s) => s.trim())
+        .filter((s) => s !== ""),
+    }),
     ...(flags.etcdPrefix !== undefined && { etcd_prefix: flags.etcdPrefix }),
     ...(flags.auctionWindowMs !== undefined && { auction_window_ms: flags.auctionWindowMs }),
     ...(flags.leaseTtlMs !== undefined && { lease_ttl_ms: flags.leaseTtlMs }),
@@ -250,7 +274,10 @@ export function readBmcEntries(config: Config): BmcEntry[] {
   return config.bmcs.map((b, i) => {
     const which = `BMC ${b.endpoint} (bmcs[${i}], for ${b.node !== undefined ? `node ${b.node}` : `slot ${b.slot}${b.chassis ? ` of chassis ${b.chassis}` : ""}${b.rack ? ` in rack ${b.rack}` : ""}`})`;
     const key = b.node !== undefined ? `node:${b.node}` : `slot:${b.slot}/${b.chassis ?? "*"}/${b.rack ?? "*"}`;
-    if (seen.has(key)) throw new ConfigError(`invalid configuration: ${which} is the second BMC for the same ${b.node !== undefined ? "node" : "position"}; keep one.`);
+    if (seen.has(key))
+      throw new ConfigError(
+        `invalid configuration: ${which} is the second BMC for the same ${b.node !== undefined ? "node" : "position"}; keep one.`,
+      );
     seen.add(key);
     let password: string;
     try {
@@ -260,7 +287,8 @@ export function readBmcEntries(config: Config): BmcEntry[] {
     } catch (err) {
       throw new ConfigError(`cannot use the password_file ${b.password_file} of ${which}: ${(err as Error).message}`);
     }
-    if (password === "") throw new ConfigError(`the password_file ${b.password_file} of ${which} is empty; put the BMC user's password on its first line.`);
+    if (password === "")
+      throw new ConfigError(`the password_file ${b.password_file} of ${which} is empty; put the BMC user's password on its first line.`);
     let caPem: string | undefined;
     if (b.ca_file !== undefined) {
       try {
@@ -268,7 +296,8 @@ export function readBmcEntries(config: Config): BmcEntry[] {
       } catch (err) {
         throw new ConfigError(`cannot read the ca_file ${b.ca_file} of ${which}: ${(err as Error).message}`);
       }
-      if (!caPem.includes("-----BEGIN CERTIFICATE-----")) throw new ConfigError(`the ca_file ${b.ca_file} of ${which} holds no PEM certificate.`);
+      if (!caPem.includes("-----BEGIN CERTIFICATE-----"))
+        throw new ConfigError(`the ca_file ${b.ca_file} of ${which} holds no PEM certificate.`);
     }
     return {
       ...(b.node !== undefined && { node: b.node }),

@@ -62,4 +62,13 @@ export { EventLog, type NewEvent } from "./events/events.js";
 export { NodeClients, type NodeTls } from "./nodes/node-clients.js";
 export { aggregatorRoutes, aggregatorService, healthService } from "./service/service.js";
 export { listen, ListenError, type Listeners, type ListenOptions } from "@aether/server";
-export { loadConfig, readBmcEntries, ConfigError, defaultAggregatorSocket, defaultAggregatorStateDir, type BmcConfig, type Config, type ConfigFlags } from "./config.js";
+export {
+  loadConfig,
+  readBmcEntries,
+  ConfigError,
+  defaultAggregatorSocket,
+  defaultAggregatorStateDir,
+  type BmcConfig,
+  type Config,
+  type ConfigFlags,
+} from "./config.js";

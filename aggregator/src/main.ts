@@ -19,7 +19,9 @@ import { aggregatorRoutes } from "./service/service.js";
 import { EmbeddedStore } from "./store/embedded-store.js";
 import { StoreUnavailableError, type ClusterStore } from "./store/store.js";
 
-const packageJson = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), "..", "package.json"), "utf8")) as { version: string };
+const packageJson = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), "..", "package.json"), "utf8")) as {
+  version: string;
+};
 export const VERSION = packageJson.version;
 
 async function openStore(config: Config): Promise<ClusterStore> {
@@ -33,7 +35,9 @@ async function openStore(config: Config): Promise<ClusterStore> {
 async function fencerFor(config: Config, log: Logger): Promise<Fencer | undefined> {
   const entries = readBmcEntries(config);
   if (entries.length === 0) {
-    log.info("no BMC is configured ([[bmcs]] / --bmcs): a silent node is only suspected and alerted on, never fenced, and its workloads stay where they are");
+    log.info(
+      "no BMC is configured ([[bmcs]] / --bmcs): a silent node is only suspected and alerted on, never fenced, and its workloads stay where they are",
+    );
     return undefined;
   }
   let bmcs: BmcRegistry;
@@ -79,7 +83,11 @@ async function run(flags: ConfigFlags): Promise<void> {
   // Who may call what: the same policy file format, roles and tenant scoping as aetherd.
   let authorizer: Authorizer;
   try {
-    authorizer = new Authorizer(config.policy === undefined ? undefined : resolve(config.policy), methodsOf([AggregatorService, NodeService]), log.child({ room: "authz" }));
+    authorizer = new Authorizer(
+      config.policy === undefined ? undefined : resolve(config.policy),
+      methodsOf([AggregatorService, NodeService]),
+      log.child({ room: "authz" }),
+    );
   } catch (err) {
     await store.close();
     throw new ConfigError((err as Error).message);
@@ -110,7 +118,16 @@ async function run(flags: ConfigFlags): Promise<void> {
   aggregator.setAdvertise(advertised(config, listeners.tcpAddress));
   aggregator.start();
   log.info(
-    { version: VERSION, replica: config.replica, store: store.description, socket: config.socket, listen: listeners.tcpAddress, windowMs: config.auction_window_ms, leaseTtlMs: config.lease_ttl_ms, pid: process.pid },
+    {
+      version: VERSION,
+      replica: config.replica,
+      store: store.description,
+      socket: config.socket,
+      listen: listeners.tcpAddress,
+      windowMs: config.auction_window_ms,
+      leaseTtlMs: config.lease_ttl_ms,
+      pid: process.pid,
+    },
     "aether-aggregator ready",
   );
 
@@ -159,20 +176,38 @@ const program = new Command("aether-aggregator")
   .option("--etcd-endpoints <urls>", "comma-separated etcd endpoints, e.g. http://127.0.0.1:2379")
   .option("--etcd-prefix <prefix>", "key prefix in etcd (default /aether/aggregator/)")
   .option("--auction-window-ms <ms>", "how long an auction waits for bids (default 250)", integer("--auction-window-ms"))
-  .option("--lease-ttl-ms <ms>", "node lease length, the deadman timeout: a node silent this long is suspect and fenced; nodes heartbeat every third of it (default 15000)", integer("--lease-ttl-ms"))
+  .option(
+    "--lease-ttl-ms <ms>",
+    "node lease length, the deadman timeout: a node silent this long is suspect and fenced; nodes heartbeat every third of it (default 15000)",
+    integer("--lease-ttl-ms"),
+  )
   .option("--provision-timeout-ms <ms>", "how long a winner may take to provision (default 60000)", integer("--provision-timeout-ms"))
   .option("--event-retention <n>", "cluster events kept for replay (default 10000)", integer("--event-retention"))
   .option("--replica <name>", "this replica's name in the election (default hostname-pid)")
   .option("--advertise <address>", "address clients reach this replica at, named by standbys (default: the TCP address, else the socket)")
-  .option("--policy <file>", "authorization policy (TOML, aetherd's format): roles and allow/deny rules; tenants see only their own placements, auctions and events")
+  .option(
+    "--policy <file>",
+    "authorization policy (TOML, aetherd's format): roles and allow/deny rules; tenants see only their own placements, auctions and events",
+  )
   .option("--trust-domain <name>", "SPIFFE trust domain (cluster name) client certificates must name (default: the one in --tls-cert)")
   .option("--node-tls-ca <file>", "CA of the nodes' certificates, for https:// node addresses")
   .option("--node-tls-cert <file>", "client certificate presented to nodes")
   .option("--node-tls-key <file>", "its private key")
-  .option("--bmcs <file>", "TOML file of [[bmcs]] entries: the BMC that fences each node (by node name or slot) and its login (password_file)")
+  .option(
+    "--bmcs <file>",
+    "TOML file of [[bmcs]] entries: the BMC that fences each node (by node name or slot) and its login (password_file)",
+  )
   .option("--fence-timeout-ms <ms>", "longest time from a fence request to power state Off (default 60000)", integer("--fence-timeout-ms"))
-  .option("--fence-poll-interval-ms <ms>", "time between power state reads while fencing (default 500)", integer("--fence-poll-interval-ms"))
-  .option("--fence-retry-ms <ms>", "first wait before fencing again after an unconfirmed fence; doubles up to 5 min (default 10000)", integer("--fence-retry-ms"))
+  .option(
+    "--fence-poll-interval-ms <ms>",
+    "time between power state reads while fencing (default 500)",
+    integer("--fence-poll-interval-ms"),
+  )
+  .option(
+    "--fence-retry-ms <ms>",
+    "first wait before fencing again after an unconfirmed fence; doubles up to 5 min (default 10000)",
+    integer("--fence-retry-ms"),
+  )
   .addHelpText(
     "after",
     `
@@ -189,7 +224,12 @@ Examples:
     try {
       await run(opts);
     } catch (err) {
-      if (err instanceof ConfigError || err instanceof ListenError || err instanceof StoreUnavailableError || err instanceof StateLockError) {
+      if (
+        err instanceof ConfigError ||
+        err instanceof ListenError ||
+        err instanceof StoreUnavailableError ||
+        err instanceof StateLockError
+      ) {
         process.stderr.write(`aether-aggregator: ${err.message}\n`);
         process.exit(2);
       }

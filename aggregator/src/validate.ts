@@ -8,7 +8,9 @@ const NODE_ID = /^[A-Za-z0-9]([A-Za-z0-9._:-]{0,126}[A-Za-z0-9])?$/;
 export function nodeId(field: string, value: string): string {
   if (value === "") throw invalidArgument(`${field} is empty: give the node's id (aether node info shows it).`);
   if (!NODE_ID.test(value)) {
-    throw invalidArgument(`${field} ${JSON.stringify(clip(value))} is not a valid node id: use 1 to 128 letters, digits, '.', '_', ':' and '-'.`);
+    throw invalidArgument(
+      `${field} ${JSON.stringify(clip(value))} is not a valid node id: use 1 to 128 letters, digits, '.', '_', ':' and '-'.`,
+    );
   }
   return value;
 }
@@ -34,10 +36,12 @@ export type NodeAddress =
 export function nodeAddress(field: string, value: string): NodeAddress {
   const hint = "use unix:///path/to/aetherd.sock, https://host:port, or http://127.0.0.1:port on loopback.";
   if (value === "") throw invalidArgument(`${field} is empty: give the address the aggregator reaches this node's aetherd at; ${hint}`);
-  if (value.length > 1024 || /[\u0000-\u001f\u007f\s]/.test(value)) throw invalidArgument(`${field} ${JSON.stringify(clip(value))} is not an address; ${hint}`);
+  if (value.length > 1024 || /[\u0000-\u001f\u007f\s]/.test(value))
+    throw invalidArgument(`${field} ${JSON.stringify(clip(value))} is not an address; ${hint}`);
   if (value.startsWith("unix://")) {
     const path = value.slice("unix://".length);
-    if (!path.startsWith("/")) throw invalidArgument(`${field} ${JSON.stringify(clip(value))} must name an absolute socket path (unix:///run/aether/aetherd.sock).`);
+    if (!path.startsWith("/"))
+      throw invalidArgument(`${field} ${JSON.stringify(clip(value))} must name an absolute socket path (unix:///run/aether/aetherd.sock).`);
     return { kind: "unix", path, address: value };
   }
   if (value.startsWith("https://") || value.startsWith("http://")) {
@@ -53,7 +57,9 @@ export function nodeAddress(field: string, value: string): NodeAddress {
     const base = `${url.protocol}//${url.host}`;
     if (url.protocol === "http:") {
       if (!isLoopbackHost(url.hostname)) {
-        throw invalidArgument(`${field} ${JSON.stringify(clip(value))} is plain HTTP on a non-loopback host: aetherd serves TCP with mutual TLS, so use https://${url.host}.`);
+        throw invalidArgument(
+          `${field} ${JSON.stringify(clip(value))} is plain HTTP on a non-loopback host: aetherd serves TCP with mutual TLS, so use https://${url.host}.`,
+        );
       }
       return { kind: "http", url: base, address: value };
     }

@@ -17,7 +17,10 @@ const { version } = JSON.parse(readFileSync(new URL("../package.json", import.me
 const program = new Command("aether")
   .description("Operate Aether nodes: processes, cells, VMs and storage, and (as it arrives) the cluster.")
   .version(version)
-  .option("-a, --address <address>", "aetherd to talk to: unix:///path.sock or https://host:port (default: AETHER_HOST, ~/.config/aether/config.toml, the default socket)")
+  .option(
+    "-a, --address <address>",
+    "aetherd to talk to: unix:///path.sock or https://host:port (default: AETHER_HOST, ~/.config/aether/config.toml, the default socket)",
+  )
   .showHelpAfterError()
   // Usage errors exit 2 (commander's default is 1, which scripts would read as a refused request).
   .exitOverride((err) => process.exit(err.exitCode === 0 ? EXIT.ok : EXIT.usage))

@@ -47,7 +47,8 @@ export function parseDurationMs(value: string): number {
   const unit = DURATION_UNITS[(m?.[2] ?? "").toLowerCase()];
   if (!m || unit === undefined) throw new InvalidArgumentError("It must be a duration like 30 (seconds), 2.5s, 500ms or 2m.");
   const ms = Math.round(Number(m[1]) * unit);
-  if (!(ms <= MAX_DURATION_MS)) throw new InvalidArgumentError("It must be at most 10000 years (the longest duration a request can carry).");
+  if (!(ms <= MAX_DURATION_MS))
+    throw new InvalidArgumentError("It must be at most 10000 years (the longest duration a request can carry).");
   return ms;
 }
 

@@ -4,7 +4,17 @@
 import { InvalidArgumentError } from "commander";
 import { fitField } from "./numbers.js";
 
-const UNITS: Record<string, number> = { "": 1, k: 2 ** 10, ki: 2 ** 10, m: 2 ** 20, mi: 2 ** 20, g: 2 ** 30, gi: 2 ** 30, t: 2 ** 40, ti: 2 ** 40 };
+const UNITS: Record<string, number> = {
+  "": 1,
+  k: 2 ** 10,
+  ki: 2 ** 10,
+  m: 2 ** 20,
+  mi: 2 ** 20,
+  g: 2 ** 30,
+  gi: 2 ** 30,
+  t: 2 ** 40,
+  ti: 2 ** 40,
+};
 
 /** "64M", "1.5G", "512Ki", "1048576" → bytes (binary units). */
 export function parseBytes(value: string): bigint {

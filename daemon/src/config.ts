@@ -62,7 +62,10 @@ const NodeSchema = z
      * requirements.node_selector. aetherd adds aether.io/hostname and aether.io/arch itself.
      */
     labels: z
-      .record(z.string().regex(LABEL_KEY, "label keys are letters, digits, '-', '_' and '.', optionally prefixed by a domain and '/'"), z.string().max(63))
+      .record(
+        z.string().regex(LABEL_KEY, "label keys are letters, digits, '-', '_' and '.', optionally prefixed by a domain and '/'"),
+        z.string().max(63),
+      )
       .default({}),
   })
   .strict();
@@ -74,9 +77,15 @@ const NodeSchema = z
 const ClusterSchema = z
   .object({
     /** The aggregator to register with: unix:///path.sock or https://host:port. */
-    aggregator: z.string().regex(/^(unix:\/\/\/|https:\/\/)\S+$/, "must be unix:///path.sock or https://host:port").optional(),
+    aggregator: z
+      .string()
+      .regex(/^(unix:\/\/\/|https:\/\/)\S+$/, "must be unix:///path.sock or https://host:port")
+      .optional(),
     /** The address the aggregator calls this node back on; default: unix://<socket>. */
-    advertise: z.string().regex(/^(unix:\/\/\/|https:\/\/)\S+$/, "must be unix:///path.sock or https://host:port").optional(),
+    advertise: z
+      .string()
+      .regex(/^(unix:\/\/\/|https:\/\/)\S+$/, "must be unix:///path.sock or https://host:port")
+      .optional(),
     /** The node's name in the cluster; default: the host name. */
     name: z.string().min(1).max(63).optional(),
     /** Where the node sits (used by the auction's tie-breakers and by fencing). */
@@ -127,7 +136,11 @@ export const ConfigSchema = z
     state_dir: z.string().min(1),
     log_level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
     /** Largest request or response message, in bytes. */
-    max_message_bytes: z.number().int().min(64 * 1024).max(256 * 1024 * 1024),
+    max_message_bytes: z
+      .number()
+      .int()
+      .min(64 * 1024)
+      .max(256 * 1024 * 1024),
     /** How long a probe guest may take to boot under KVM before acceleration `auto` settles for TCG. */
     kvm_probe_timeout_ms: z.number().int().min(500).max(120_000),
     /** Folder, below aetherd's own cgroup in each hierarchy, that holds its cells. */
@@ -162,7 +175,10 @@ export const ConfigSchema = z
       .strict()
       .prefault({}),
     /** [unix] mtls = true: callers on the socket must also present a client certificate (the [tcp] TLS material is used). */
-    unix: z.object({ mtls: z.boolean().default(false) }).strict().prefault({}),
+    unix: z
+      .object({ mtls: z.boolean().default(false) })
+      .strict()
+      .prefault({}),
     /** How tenants are confined on this host (uids, kernels, bridges, image URLs). */
     tenancy: TenancySchema.prefault({}),
     /** How long a client may take to send a whole request (a slow or stalled client is cut off). */
@@ -175,11 +191,19 @@ export const ConfigSchema = z
     const names = config.pools.map((p) => p.name);
     const twice = names.find((n, i) => names.indexOf(n) !== i);
     if (twice) ctx.addIssue({ code: "custom", path: ["pools"], message: `pool name ${twice} is used twice` });
-    if (config.pools.filter((p) => p.default).length > 1) ctx.addIssue({ code: "custom", path: ["pools"], message: "more than one pool has default = true" });
+    if (config.pools.filter((p) => p.default).length > 1)
+      ctx.addIssue({ code: "custom", path: ["pools"], message: "more than one pool has default = true" });
     for (const p of config.pools) {
-      if (p.driver === "dir" && !p.location.startsWith("/")) ctx.addIssue({ code: "custom", path: ["pools", p.name, "location"], message: "a dir pool's location must be an absolute path" });
-      if (p.driver === "zfs" && !/^[A-Za-z0-9][A-Za-z0-9_.:-]*(\/[A-Za-z0-9_.:-]+)*$/.test(p.location)) ctx.addIssue({ code: "custom", path: ["pools", p.name, "location"], message: "a zfs pool's location must be a dataset name such as tank/aether" });
-      if (p.driver === "lvm-thin" && !/^[A-Za-z0-9+_.-]+\/[A-Za-z0-9+_.-]+$/.test(p.location)) ctx.addIssue({ code: "custom", path: ["pools", p.name, "location"], message: "an lvm-thin pool's location must be vg/thinpool" });
+      if (p.driver === "dir" && !p.location.startsWith("/"))
+        ctx.addIssue({ code: "custom", path: ["pools", p.name, "location"], message: "a dir pool's location must be an absolute path" });
+      if (p.driver === "zfs" && !/^[A-Za-z0-9][A-Za-z0-9_.:-]*(\/[A-Za-z0-9_.:-]+)*$/.test(p.location))
+        ctx.addIssue({
+          code: "custom",
+          path: ["pools", p.name, "location"],
+          message: "a zfs pool's location must be a dataset name such as tank/aether",
+        });
+      if (p.driver === "lvm-thin" && !/^[A-Za-z0-9+_.-]+\/[A-Za-z0-9+_.-]+$/.test(p.location))
+        ctx.addIssue({ code: "custom", path: ["pools", p.name, "location"], message: "an lvm-thin pool's location must be vg/thinpool" });
     }
   });
 

@@ -19,7 +19,18 @@ import { FenceService } from "@aether/sdk/gen/aether/fence/v1/fence_pb";
 import { AggregatorService, BidService } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { ServerReflection } from "@aether/sdk/gen/grpc/reflection/v1/reflection_pb";
 import { ConfigError, loadConfig, type ConfigFlags } from "./config.js";
-import { Authorizer, createLogger, describeError, listen, ListenError, lockStateDir, methodsOf, PolicyError, StateLockError, writeFileAtomic } from "@aether/server";
+import {
+  Authorizer,
+  createLogger,
+  describeError,
+  listen,
+  ListenError,
+  lockStateDir,
+  methodsOf,
+  PolicyError,
+  StateLockError,
+  writeFileAtomic,
+} from "@aether/server";
 import { unimplementedService } from "./api/unimplemented.js";
 import { EventBus } from "./observe/event-bus.js";
 import { observeService } from "./observe/service.js";
@@ -87,16 +98,35 @@ async function run(flags: ConfigFlags): Promise<void> {
   await supervisor.load();
   const tenantIds = new TenantIds(config.state_dir, config.tenancy.id_base, config.tenancy.ids_per_tenant);
   tenantIds.load();
-  const cells = new CellRegistry(config.state_dir, cellsChoice.backend, cellsChoice.reason, shimPath, supervisor, log.child({ room: "cells" }));
+  const cells = new CellRegistry(
+    config.state_dir,
+    cellsChoice.backend,
+    cellsChoice.reason,
+    shimPath,
+    supervisor,
+    log.child({ room: "cells" }),
+  );
   await cells.load();
   supervisor.explainExit = (spec, exit) => explainOomKill(cells, spec, exit);
   const configured = createPools(config.pools, config.state_dir);
-  const storage = new StorageRegistry(config.state_dir, configured.pools, configured.defaultPool, config.import_roots, log.child({ room: "storage" }));
+  const storage = new StorageRegistry(
+    config.state_dir,
+    configured.pools,
+    configured.defaultPool,
+    config.import_roots,
+    log.child({ room: "storage" }),
+  );
   await storage.load();
   const fences = new BmcRegistry(config.state_dir, log.child({ room: "fence" }), events);
   await fences.load();
   // The VMs' hypervisor processes have a supervisor of their own: they are not user executables.
-  const vmProcesses = new Supervisor(join(config.state_dir, "vms"), shimPath, log.child({ room: "vm-processes" }), events, treesFor("vm-processes"));
+  const vmProcesses = new Supervisor(
+    join(config.state_dir, "vms"),
+    shimPath,
+    log.child({ room: "vm-processes" }),
+    events,
+    treesFor("vm-processes"),
+  );
   await vmProcesses.load();
   const hypervisors = { qemu: await QemuHypervisor.find(), firecracker: await FirecrackerHypervisor.find() };
   const vms = new VmManager(
@@ -124,7 +154,11 @@ async function run(flags: ConfigFlags): Promise<void> {
   const bidding = new Bidding({
     nodeId: nodeIdValue,
     nodeLabels: { ...config.node.labels, "aether.io/hostname": hostname(), "aether.io/arch": arch() },
-    rules: { memoryOvercommit: config.bidding.memory_overcommit, cpuOvercommit: config.bidding.cpu_overcommit, holdMs: config.bidding.hold_ms },
+    rules: {
+      memoryOvercommit: config.bidding.memory_overcommit,
+      cpuOvercommit: config.bidding.cpu_overcommit,
+      holdMs: config.bidding.hold_ms,
+    },
     stateDir: config.state_dir,
     supervisor,
     cells,
@@ -159,17 +193,32 @@ async function run(flags: ConfigFlags): Promise<void> {
     );
     router.service(
       NodeService,
-      nodeService({ nodeId: nodeIdValue, version: VERSION, stateDir: config.state_dir, startTimeMs, supervisor, probe, cells: { version: cells.backendVersion, reason: cellsChoice.reason } }),
+      nodeService({
+        nodeId: nodeIdValue,
+        version: VERSION,
+        stateDir: config.state_dir,
+        startTimeMs,
+        supervisor,
+        probe,
+        cells: { version: cells.backendVersion, reason: cellsChoice.reason },
+      }),
     );
     router.service(VmService, handlers.vm);
     router.service(StorageService, storageService(storage, config.tenancy));
     router.service(FenceService, fenceService(fences));
     router.service(BidService, bidService(bidding));
-    router.service(AggregatorService, unimplementedService(AggregatorService, "this service is served by aether-aggregator, not by aetherd."));
+    router.service(
+      AggregatorService,
+      unimplementedService(AggregatorService, "this service is served by aether-aggregator, not by aetherd."),
+    );
     router.service(ServerReflection, reflectionService([...implemented, FenceService, AggregatorService]));
   };
   // Every method aetherd serves, so a policy rule naming none is refused as a typo.
-  const authorizer = new Authorizer(config.auth.policy, methodsOf([...implemented, FenceService, AggregatorService, ServerReflection]), log.child({ room: "authz" }));
+  const authorizer = new Authorizer(
+    config.auth.policy,
+    methodsOf([...implemented, FenceService, AggregatorService, ServerReflection]),
+    log.child({ room: "authz" }),
+  );
   authorizer.watch();
   log.info({ policy: authorizer.source }, "authorization policy loaded");
   // Audit first, so a refused call is recorded too; then the policy.
@@ -246,7 +295,10 @@ async function run(flags: ConfigFlags): Promise<void> {
 const program = new Command("aetherd")
   .description("The Aether host daemon: runs processes (and later cells, VMs, volumes) and serves the Aether API.")
   .version(VERSION)
-  .option("-c, --config <file>", "TOML config file (keys: socket, state_dir, log_level, max_message_bytes, cgroup_root, import_roots, max_streams_per_connection, request_body_timeout_ms, [tcp] listen/cert/key/client_ca/crl, [unix] mtls, [auth] policy/trust_domain, [tenancy] id_base/ids_per_tenant/kernel_roots/networks/image_url_prefixes/allow_private_urls, [[pools]] name/driver/location/default/labels, [bidding] memory_overcommit/cpu_overcommit/hold_ms, [node] labels)")
+  .option(
+    "-c, --config <file>",
+    "TOML config file (keys: socket, state_dir, log_level, max_message_bytes, cgroup_root, import_roots, max_streams_per_connection, request_body_timeout_ms, [tcp] listen/cert/key/client_ca/crl, [unix] mtls, [auth] policy/trust_domain, [tenancy] id_base/ids_per_tenant/kernel_roots/networks/image_url_prefixes/allow_private_urls, [[pools]] name/driver/location/default/labels, [bidding] memory_overcommit/cpu_overcommit/hold_ms, [node] labels)",
+  )
   .option("--socket <path>", "unix socket to serve on (default /run/aether/aetherd.sock as root)")
   .option("--state-dir <dir>", "where records and logs are kept (default /var/lib/aether as root)")
   .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent")
@@ -258,7 +310,9 @@ const program = new Command("aetherd")
   .option("--unix-mtls", "require a client certificate on the unix socket too (uses the --tls-* files)")
   .option("--policy <file>", "authorization policy (TOML): roles and allow/deny rules per identity; reloaded on change and on SIGHUP")
   .option("--trust-domain <name>", "SPIFFE trust domain (cluster name) client certificates must name (default: the one in --tls-cert)")
-  .option("--kvm-probe-timeout-ms <ms>", "how long a probe guest may take to boot under KVM (acceleration auto)", (v) => Number.parseInt(v, 10))
+  .option("--kvm-probe-timeout-ms <ms>", "how long a probe guest may take to boot under KVM (acceleration auto)", (v) =>
+    Number.parseInt(v, 10),
+  )
   .addHelpText(
     "after",
     `

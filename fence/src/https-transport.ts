@@ -64,7 +64,12 @@ function classify(err: NodeJS.ErrnoException, where: string): TransportError {
   if (TLS_CODES.has(code) || code.startsWith("ERR_SSL") || code.startsWith("ERR_TLS") || code.startsWith("CERT_")) {
     return new TransportError("tls", `the TLS connection to ${where} failed: ${err.message} (${code})`, code, false);
   }
-  return new TransportError("unreachable", `${where} could not be reached: ${err.message}${code && !err.message.includes(code) ? ` (${code})` : ""}`, code, !NOT_DELIVERED.has(code));
+  return new TransportError(
+    "unreachable",
+    `${where} could not be reached: ${err.message}${code && !err.message.includes(code) ? ` (${code})` : ""}`,
+    code,
+    !NOT_DELIVERED.has(code),
+  );
 }
 
 /** Sends requests to one BMC origin over a keep-alive connection pool with the given TLS checks. */
@@ -91,7 +96,14 @@ export class HttpsTransport {
   }
 
   /** One request; resolves with any HTTP answer, rejects with a TransportError when none came in time. */
-  send(method: string, url: string, headers: Record<string, string>, body: string | undefined, timeoutMs: number, signal?: AbortSignal): Promise<HttpResponse> {
+  send(
+    method: string,
+    url: string,
+    headers: Record<string, string>,
+    body: string | undefined,
+    timeoutMs: number,
+    signal?: AbortSignal,
+  ): Promise<HttpResponse> {
     const where = this.origin;
     return new Promise<HttpResponse>((resolve, reject) => {
       if (signal?.aborted) {
@@ -111,11 +123,19 @@ export class HttpsTransport {
         agent: this.agent,
         headers: { ...headers, ...(body !== undefined ? { "Content-Length": String(Buffer.byteLength(body)) } : {}) },
       });
-      const timer = setTimeout(() => {
-        const err = new TransportError("timeout", `${where} did not answer ${method} ${new URL(url).pathname} within ${timeoutMs} ms`, "ETIMEDOUT", true);
-        finish(() => reject(err));
-        req.destroy(err);
-      }, Math.max(1, timeoutMs));
+      const timer = setTimeout(
+        () => {
+          const err = new TransportError(
+            "timeout",
+            `${where} did not answer ${method} ${new URL(url).pathname} within ${timeoutMs} ms`,
+            "ETIMEDOUT",
+            true,
+          );
+          finish(() => reject(err));
+          req.destroy(err);
+        },
+        Math.max(1, timeoutMs),
+      );
       const onAbort = () => {
         const err = new TransportError("aborted", `the request to ${where} was cancelled`, "", true);
         finish(() => reject(err));
@@ -129,14 +149,26 @@ export class HttpsTransport {
         res.on("data", (c: Buffer) => {
           size += c.length;
           if (size > MAX_BODY_BYTES) {
-            const err = new TransportError("unreachable", `${where} sent an answer larger than ${MAX_BODY_BYTES} bytes to ${method} ${new URL(url).pathname}`, "", true);
+            const err = new TransportError(
+              "unreachable",
+              `${where} sent an answer larger than ${MAX_BODY_BYTES} bytes to ${method} ${new URL(url).pathname}`,
+              "",
+              true,
+            );
             finish(() => reject(err));
             req.destroy(err);
           } else chunks.push(c);
         });
         res.on("error", (err: NodeJS.ErrnoException) => finish(() => reject(classify(err, where))));
         res.on("end", () =>
-          finish(() => resolve({ status: res.statusCode ?? 0, statusText: res.statusMessage ?? "", headers: res.headers, body: Buffer.concat(chunks).toString("utf8") })),
+          finish(() =>
+            resolve({
+              status: res.statusCode ?? 0,
+              statusText: res.statusMessage ?? "",
+              headers: res.headers,
+              body: Buffer.concat(chunks).toString("utf8"),
+            }),
+          ),
         );
       });
       req.end(body);

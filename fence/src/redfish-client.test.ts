@@ -17,7 +17,14 @@ after(async () => {
 async function bmcAndClient(options: TestBmcOptions, target: Partial<BmcTarget> = {}): Promise<{ bmc: TestBmc; client: RedfishClient }> {
   const bmc = await startTestBmc(options);
   started.push(bmc);
-  const client = new RedfishClient({ endpoint: bmc.origin, username: bmc.username, password: bmc.password, caPem: bmc.caPem, profile: options.profile, ...target });
+  const client = new RedfishClient({
+    endpoint: bmc.origin,
+    username: bmc.username,
+    password: bmc.password,
+    caPem: bmc.caPem,
+    profile: options.profile,
+    ...target,
+  });
   clients.push(client);
   return { bmc, client };
 }
@@ -95,7 +102,7 @@ describe("RedfishClient", () => {
     assert.equal(bmc.activeSessions, 0);
   });
 
-  it("fences through PoweringOff, and counts only \"Off\"", async () => {
+  it('fences through PoweringOff, and counts only "Off"', async () => {
     const { bmc, client } = await bmcAndClient({ profile: "ilo5", powerOffDelayMs: 500 });
     const outcome = await client.fence({ timeoutMs: 5000, pollIntervalMs: 50 });
     assert.equal(outcome.confirmed, true);
@@ -152,7 +159,10 @@ describe("RedfishClient", () => {
       clients.push(c);
       return c;
     };
-    await assert.rejects(make({}).powerStatus(), (err: unknown) => kindOf("unreachable", /self-signed certificate/)(err) && (err as RedfishError).tls);
+    await assert.rejects(
+      make({}).powerStatus(),
+      (err: unknown) => kindOf("unreachable", /self-signed certificate/)(err) && (err as RedfishError).tls,
+    );
     await assert.rejects(make({ caPem: bmc.caPem, serverName: "wrong.example" }).powerStatus(), kindOf("unreachable", /wrong\.example/));
     assert.equal((await make({ caPem: bmc.caPem, serverName: "bmc.test" }).powerStatus()).powerState, "On");
     assert.equal((await make({ insecureSkipVerify: true }).powerStatus()).powerState, "On");
@@ -175,7 +185,7 @@ describe("RedfishClient", () => {
     assert.deepEqual(bmc.resets, ["Nmi"]);
   });
 
-  it("powers on and waits for \"On\" when asked", async () => {
+  it('powers on and waits for "On" when asked', async () => {
     const { bmc, client } = await bmcAndClient({ profile: "dmtf", powerOnDelayMs: 300, initialPowerState: "Off" });
     const res = await client.powerOn({ timeoutMs: 5000, pollIntervalMs: 50 });
     assert.equal(res.alreadyOn, false);

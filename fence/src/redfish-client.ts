@@ -35,7 +35,19 @@ import {
   type RedfishEndpoint,
 } from "./redfish-messages.js";
 
-export type { Bmc, BmcDiscovery, BmcMessage, FenceOptions, FenceOutcome, OperationOptions, PowerOnOptions, PowerOnOutcome, PowerStateName, PowerStatus, ResetOutcome };
+export type {
+  Bmc,
+  BmcDiscovery,
+  BmcMessage,
+  FenceOptions,
+  FenceOutcome,
+  OperationOptions,
+  PowerOnOptions,
+  PowerOnOutcome,
+  PowerStateName,
+  PowerStatus,
+  ResetOutcome,
+};
 
 /** Which Redfish dialect a BMC speaks. */
 export type BmcProfileName = "ilo5" | "dmtf";
@@ -194,11 +206,14 @@ export class RedfishClient implements Bmc {
     }
     if (target.username === "") throw new RedfishError("invalid", "the BMC username is empty: give the account aetherd logs in with.");
     if (target.password === "") throw new RedfishError("invalid", "the BMC password is empty: give the account's password.");
-    if (target.caPem && target.insecureSkipVerify) throw new RedfishError("invalid", "give either a CA certificate to verify the BMC with or insecure_skip_verify, not both.");
+    if (target.caPem && target.insecureSkipVerify)
+      throw new RedfishError("invalid", "give either a CA certificate to verify the BMC with or insecure_skip_verify, not both.");
     const timeout = target.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS;
-    if (!(timeout >= 1 && timeout <= 600_000)) throw new RedfishError("invalid", `requestTimeoutMs ${timeout} is out of range: give 1..600000 ms.`);
+    if (!(timeout >= 1 && timeout <= 600_000))
+      throw new RedfishError("invalid", `requestTimeoutMs ${timeout} is out of range: give 1..600000 ms.`);
     const retries = target.retries ?? DEFAULT_RETRIES;
-    if (!(Number.isInteger(retries) && retries >= 0 && retries <= 10)) throw new RedfishError("invalid", `retries ${retries} is out of range: give 0..10.`);
+    if (!(Number.isInteger(retries) && retries >= 0 && retries <= 10))
+      throw new RedfishError("invalid", `retries ${retries} is out of range: give 0..10.`);
     this.profile = target.profile ?? "dmtf";
     this.requestTimeoutMs = timeout;
     this.retries = retries;
@@ -251,7 +266,8 @@ export class RedfishClient implements Bmc {
    */
   async fence(options: FenceOptions): Promise<FenceOutcome> {
     if (!(options.timeoutMs > 0)) throw new RedfishError("invalid", `the fence timeout must be positive (got ${options.timeoutMs} ms).`);
-    if (!(options.pollIntervalMs > 0)) throw new RedfishError("invalid", `the poll interval must be positive (got ${options.pollIntervalMs} ms).`);
+    if (!(options.pollIntervalMs > 0))
+      throw new RedfishError("invalid", `the poll interval must be positive (got ${options.pollIntervalMs} ms).`);
     const startTimeMs = Date.now();
     const deadlineMs = Math.min(startTimeMs + options.timeoutMs, options.deadlineMs ?? Infinity);
     return this.operation({ ...options, deadlineMs }, async (op) => {
@@ -277,10 +293,18 @@ export class RedfishClient implements Bmc {
         };
       };
       if (status.raw === "Off") {
-        return outcome({ confirmed: true, alreadyOff: true, confirmTimeMs: status.readTimeMs, reason: "the system was already off (PowerState \"Off\" at the first read); no ForceOff was sent." });
+        return outcome({
+          confirmed: true,
+          alreadyOff: true,
+          confirmTimeMs: status.readTimeMs,
+          reason: 'the system was already off (PowerState "Off" at the first read); no ForceOff was sent.',
+        });
       }
       if (status.allowableResetTypes.length > 0 && !status.allowableResetTypes.includes("ForceOff")) {
-        return outcome({ confirmed: false, reason: `the BMC does not offer ResetType ForceOff for ${this.systemPath} (it allows ${status.allowableResetTypes.join(", ")}); the system is ${describeState(status.raw)}.` });
+        return outcome({
+          confirmed: false,
+          reason: `the BMC does not offer ResetType ForceOff for ${this.systemPath} (it allows ${status.allowableResetTypes.join(", ")}); the system is ${describeState(status.raw)}.`,
+        });
       }
       const sent = Date.now();
       const answer = await this.request(op, "POST", this.resetTargetPath(), {
@@ -297,10 +321,19 @@ export class RedfishClient implements Bmc {
         status = await read();
         const refusal = `the BMC answered ForceOff with HTTP ${answer.status}${messages.length ? ` (${describeMessages(messages)})` : ""}`;
         if (status.raw === "Off") {
-          const why = isInvalidForSystemState(messages) ? "because the system was already off" : "but PowerState reads \"Off\"";
-          return outcome({ ...action, confirmed: true, confirmTimeMs: status.readTimeMs, reason: `${refusal} ${why}; PowerState "Off" read back, the node is fenced.` });
+          const why = isInvalidForSystemState(messages) ? "because the system was already off" : 'but PowerState reads "Off"';
+          return outcome({
+            ...action,
+            confirmed: true,
+            confirmTimeMs: status.readTimeMs,
+            reason: `${refusal} ${why}; PowerState "Off" read back, the node is fenced.`,
+          });
         }
-        return outcome({ ...action, confirmed: false, reason: `${refusal}; the system is ${describeState(status.raw)}, so the node is NOT fenced.` });
+        return outcome({
+          ...action,
+          confirmed: false,
+          reason: `${refusal}; the system is ${describeState(status.raw)}, so the node is NOT fenced.`,
+        });
       }
       const commandTimeMs = Date.now();
       let lastError: RedfishError | undefined;
@@ -314,7 +347,13 @@ export class RedfishClient implements Bmc {
           lastError = err;
         }
         if (!lastError && status.raw === "Off") {
-          return outcome({ ...action, commandTimeMs, confirmed: true, confirmTimeMs: status.readTimeMs, reason: `PowerState "Off" read back ${status.readTimeMs - commandTimeMs} ms after the BMC accepted ForceOff (${pollCount} reads); the node is fenced.` });
+          return outcome({
+            ...action,
+            commandTimeMs,
+            confirmed: true,
+            confirmTimeMs: status.readTimeMs,
+            reason: `PowerState "Off" read back ${status.readTimeMs - commandTimeMs} ms after the BMC accepted ForceOff (${pollCount} reads); the node is fenced.`,
+          });
         }
         const remaining = deadlineMs - Date.now();
         if (remaining <= 0 || op.signal?.aborted) break;
@@ -338,11 +377,18 @@ export class RedfishClient implements Bmc {
     const deadlineMs = Math.min(waitMs > 0 ? Date.now() + waitMs : Infinity, options.deadlineMs ?? Infinity);
     return this.operation({ ...options, deadlineMs }, async (op) => {
       let status = await this.readPower(op);
-      if (status.raw === "On") return { alreadyOn: true, powerState: status.powerState, rawPowerState: status.raw, actionStatusCode: 0, messages: [] };
+      if (status.raw === "On")
+        return { alreadyOn: true, powerState: status.powerState, rawPowerState: status.raw, actionStatusCode: 0, messages: [] };
       const allowed = status.allowableResetTypes;
       const resetType = allowed.length === 0 || allowed.includes("On") ? "On" : allowed.includes("ForceOn") ? "ForceOn" : undefined;
       if (!resetType) {
-        throw new RedfishError("invalid", `the BMC offers neither ResetType On nor ForceOn for ${this.systemPath} (it allows ${allowed.join(", ")}).`, 0, [], allowed);
+        throw new RedfishError(
+          "invalid",
+          `the BMC offers neither ResetType On nor ForceOn for ${this.systemPath} (it allows ${allowed.join(", ")}).`,
+          0,
+          [],
+          allowed,
+        );
       }
       const what = `sending ResetType ${resetType} to ${this.systemPath}`;
       const answer = await this.request(op, "POST", this.resetTargetPath(), { body: { ResetType: resetType }, repeatable: true, what });
@@ -350,14 +396,20 @@ export class RedfishClient implements Bmc {
       if (answer.status < 200 || answer.status >= 300) {
         status = await this.readPower(op);
         // iLO 5 refuses to power on what is (now) on.
-        if (!(isInvalidForSystemState(messages) && (status.raw === "On" || status.raw === "PoweringOn"))) throw this.httpError(answer, what);
+        if (!(isInvalidForSystemState(messages) && (status.raw === "On" || status.raw === "PoweringOn")))
+          throw this.httpError(answer, what);
       } else status = await this.readPower(op);
       if (waitMs > 0) {
         const interval = options.pollIntervalMs ?? 1000;
         while (status.raw !== "On") {
           const remaining = deadlineMs - Date.now();
           if (remaining <= 0 || op.signal?.aborted) {
-            throw new RedfishError("timeout", `the system ${this.systemPath} did not reach PowerState "On" within ${seconds(waitMs)} after ${resetType} (it is ${describeState(status.raw)}).`, answer.status, messages);
+            throw new RedfishError(
+              "timeout",
+              `the system ${this.systemPath} did not reach PowerState "On" within ${seconds(waitMs)} after ${resetType} (it is ${describeState(status.raw)}).`,
+              answer.status,
+              messages,
+            );
           }
           await sleep(Math.min(interval, remaining), op.signal);
           status = await this.readPower(op);
@@ -369,18 +421,37 @@ export class RedfishClient implements Bmc {
 
   /** Sends a reset type; one the system's AllowableValues does not list is refused (kind `invalid`) without asking the BMC. */
   async reset(resetType: string, options: OperationOptions = {}): Promise<ResetOutcome> {
-    if (!/^[A-Za-z]{1,64}$/.test(resetType)) throw new RedfishError("invalid", `reset type ${JSON.stringify(resetType.slice(0, 64))} is not a Redfish ResetType (letters only, e.g. ForceRestart).`);
+    if (!/^[A-Za-z]{1,64}$/.test(resetType))
+      throw new RedfishError(
+        "invalid",
+        `reset type ${JSON.stringify(resetType.slice(0, 64))} is not a Redfish ResetType (letters only, e.g. ForceRestart).`,
+      );
     return this.operation(options, async (op) => {
       const before = await this.readPower(op);
       const allowed = before.allowableResetTypes;
       if (allowed.length > 0 && !allowed.includes(resetType)) {
-        throw new RedfishError("invalid", `reset type ${resetType} is not allowed for ${this.systemPath}; the BMC allows: ${allowed.join(", ")}.`, 0, [], allowed);
+        throw new RedfishError(
+          "invalid",
+          `reset type ${resetType} is not allowed for ${this.systemPath}; the BMC allows: ${allowed.join(", ")}.`,
+          0,
+          [],
+          allowed,
+        );
       }
       const what = `sending ResetType ${resetType} to ${this.systemPath}`;
-      const answer = await this.request(op, "POST", this.resetTargetPath(), { body: { ResetType: resetType }, repeatable: RESET_REPEATABLE.has(resetType), what });
+      const answer = await this.request(op, "POST", this.resetTargetPath(), {
+        body: { ResetType: resetType },
+        repeatable: RESET_REPEATABLE.has(resetType),
+        what,
+      });
       if (answer.status < 200 || answer.status >= 300) throw this.httpError(answer, what);
       const after = await this.readPower(op);
-      return { actionStatusCode: answer.status, messages: this.messagesOf(answer.json), powerState: after.powerState, rawPowerState: after.raw };
+      return {
+        actionStatusCode: answer.status,
+        messages: this.messagesOf(answer.json),
+        powerState: after.powerState,
+        rawPowerState: after.raw,
+      };
     });
   }
 
@@ -393,7 +464,11 @@ export class RedfishClient implements Bmc {
 
   /** Runs `fn` logged in; always logs out afterwards (DELETE of the session), also when `fn` failed. */
   private async operation<T>(options: OperationOptions, fn: (op: Operation) => Promise<T>): Promise<T> {
-    const op: Operation = { session: { basic: false }, deadlineMs: options.deadlineMs ?? Infinity, ...(options.signal ? { signal: options.signal } : {}) };
+    const op: Operation = {
+      session: { basic: false },
+      deadlineMs: options.deadlineMs ?? Infinity,
+      ...(options.signal ? { signal: options.signal } : {}),
+    };
     try {
       await this.login(op);
       return await fn(op);
@@ -406,7 +481,11 @@ export class RedfishClient implements Bmc {
     if (this.sessionsPath) return this.sessionsPath;
     let path = `${this.endpoint.rootPath}/SessionService/Sessions`;
     // The service root answers without authentication (Redfish spec); it names the Sessions collection.
-    const root = await this.request(op, "GET", this.endpoint.rootPath, { auth: false, repeatable: true, what: "reading the Redfish service root" });
+    const root = await this.request(op, "GET", this.endpoint.rootPath, {
+      auth: false,
+      repeatable: true,
+      what: "reading the Redfish service root",
+    });
     if (root.status >= 200 && root.status < 300) {
       const links = (root.json as Json | undefined)?.["Links"];
       path = odataId(typeof links === "object" && links !== null ? (links as Json)["Sessions"] : undefined) ?? path;
@@ -423,15 +502,27 @@ export class RedfishClient implements Bmc {
     }
     const path = await this.sessionsCollection(op);
     const what = "logging in to the BMC";
-    const res = await this.request(op, "POST", path, { body: { UserName: this.username, Password: this.password }, auth: false, repeatable: true, what });
+    const res = await this.request(op, "POST", path, {
+      body: { UserName: this.username, Password: this.password },
+      auth: false,
+      repeatable: true,
+      what,
+    });
     if (res.status === 401 || res.status === 403) throw this.httpError(res, what);
     const token = header(res.headers, "x-auth-token");
     if (res.status >= 200 && res.status < 300 && token) {
       const body = res.json as Json | undefined;
       const id = stringProp(body, "Id");
-      const location = this.sameOrigin(header(res.headers, "location")) ?? this.sameOrigin(odataId(body)) ?? (id ? this.sameOrigin(`${path}/${id}`) : undefined);
+      const location =
+        this.sameOrigin(header(res.headers, "location")) ??
+        this.sameOrigin(odataId(body)) ??
+        (id ? this.sameOrigin(`${path}/${id}`) : undefined);
       op.session = { token, basic: false, ...(location ? { location } : {}) };
-      if (!location) this.log?.warn({ bmc: this.endpoint.origin }, "the BMC created a session without saying where it lives; it cannot be logged out and expires on its own");
+      if (!location)
+        this.log?.warn(
+          { bmc: this.endpoint.origin },
+          "the BMC created a session without saying where it lives; it cannot be logged out and expires on its own",
+        );
       return;
     }
     // No session service (404/405/501), or one that does not work: Basic auth on every request.
@@ -446,7 +537,9 @@ export class RedfishClient implements Bmc {
     this.log?.debug({ bmc: this.endpoint.origin }, "the BMC no longer accepts the session; logging in again");
     await this.login(op);
     if (old.location && (op.session.token || op.session.basic)) {
-      await this.request(op, "DELETE", old.location, { repeatable: false, noReauth: true, what: "deleting the expired session" }).catch(() => undefined);
+      await this.request(op, "DELETE", old.location, { repeatable: false, noReauth: true, what: "deleting the expired session" }).catch(
+        () => undefined,
+      );
     }
   }
 
@@ -456,7 +549,8 @@ export class RedfishClient implements Bmc {
     if (!token) return;
     if (!location) return;
     // After a timeout the BMC is probably hung: do not wait as long again.
-    const timeoutMs = op.lastFailure === "timeout" || op.lastFailure === "aborted" ? Math.min(this.requestTimeoutMs, 3000) : this.requestTimeoutMs;
+    const timeoutMs =
+      op.lastFailure === "timeout" || op.lastFailure === "aborted" ? Math.min(this.requestTimeoutMs, 3000) : this.requestTimeoutMs;
     const headers = { ...this.baseHeaders(), "X-Auth-Token": token };
     for (let attempt = 0; ; attempt++) {
       try {
@@ -468,11 +562,17 @@ export class RedfishClient implements Bmc {
         } else if (res.status >= 500 && attempt < 1) {
           continue;
         } else {
-          this.log?.warn({ bmc: this.endpoint.origin, status: res.status, messages: describeMessages(this.messagesOf(parseJson(res.body))) }, "the BMC refused the logout; the session expires on its own");
+          this.log?.warn(
+            { bmc: this.endpoint.origin, status: res.status, messages: describeMessages(this.messagesOf(parseJson(res.body))) },
+            "the BMC refused the logout; the session expires on its own",
+          );
         }
       } catch (err) {
         if (err instanceof TransportError && !err.maybeDelivered && err.failure === "unreachable" && attempt < 1) continue;
-        this.log?.warn({ bmc: this.endpoint.origin, err: (err as Error).message }, "could not log out of the BMC; the session expires on its own");
+        this.log?.warn(
+          { bmc: this.endpoint.origin, err: (err as Error).message },
+          "could not log out of the BMC; the session expires on its own",
+        );
       }
       op.session = { basic: false };
       return;
@@ -488,13 +588,24 @@ export class RedfishClient implements Bmc {
     if (this.systemPath) {
       const wanted = this.systemPath.replace(/\/+$/, "");
       if (!members.some((m) => m.replace(/\/+$/, "") === wanted)) {
-        throw new RedfishError("invalid", `the BMC has no computer system ${wanted}; its Systems collection lists ${members.length ? members.join(", ") : "none"}.`);
+        throw new RedfishError(
+          "invalid",
+          `the BMC has no computer system ${wanted}; its Systems collection lists ${members.length ? members.join(", ") : "none"}.`,
+        );
       }
       return this.systemPath;
     }
     const first = members[0];
-    if (!first) throw new RedfishError("protocol", `the BMC's Systems collection ${systemsPath} lists no computer system, so there is nothing to power off.`);
-    if (members.length > 1) this.log?.warn({ bmc: this.endpoint.origin, systems: members, chosen: first }, "the BMC manages several computer systems; using the first");
+    if (!first)
+      throw new RedfishError(
+        "protocol",
+        `the BMC's Systems collection ${systemsPath} lists no computer system, so there is nothing to power off.`,
+      );
+    if (members.length > 1)
+      this.log?.warn(
+        { bmc: this.endpoint.origin, systems: members, chosen: first },
+        "the BMC manages several computer systems; using the first",
+      );
     this.systemPath = first.replace(/\/+$/, "");
     return this.systemPath;
   }
@@ -511,7 +622,9 @@ export class RedfishClient implements Bmc {
     this.resetTarget = action.target;
     let allowable = action.allowableResetTypes;
     if (allowable.length === 0 && action.actionInfo) {
-      this.actionInfoAllowable ??= allowableFromActionInfo(await this.getJson(op, action.actionInfo, `reading the reset action's parameters ${action.actionInfo}`));
+      this.actionInfoAllowable ??= allowableFromActionInfo(
+        await this.getJson(op, action.actionInfo, `reading the reset action's parameters ${action.actionInfo}`),
+      );
       allowable = this.actionInfoAllowable;
     }
     const raw = stringProp(system, "PowerState");
@@ -521,9 +634,15 @@ export class RedfishClient implements Bmc {
   private async firmwareVersion(op: Operation, root: unknown, system: unknown): Promise<string> {
     try {
       const links = (system as Json)["Links"] as Json | undefined;
-      const managedBy = Array.isArray(links?.["ManagedBy"]) ? (links["ManagedBy"] as unknown[]).map(odataId).find((p) => p !== undefined) : undefined;
+      const managedBy = Array.isArray(links?.["ManagedBy"])
+        ? (links["ManagedBy"] as unknown[]).map(odataId).find((p) => p !== undefined)
+        : undefined;
       const managersPath = odataId((root as Json)["Managers"]);
-      const managerPath = managedBy ?? (managersPath ? memberPaths(await this.getJson(op, managersPath, `reading the Managers collection ${managersPath}`))[0] : undefined);
+      const managerPath =
+        managedBy ??
+        (managersPath
+          ? memberPaths(await this.getJson(op, managersPath, `reading the Managers collection ${managersPath}`))[0]
+          : undefined);
       if (managerPath) {
         const version = stringProp(await this.getJson(op, managerPath, `reading the manager ${managerPath}`), "FirmwareVersion");
         if (version) return version;
@@ -581,7 +700,11 @@ export class RedfishClient implements Bmc {
     const res = await this.request(op, "GET", path, { repeatable: true, what });
     if (res.status < 200 || res.status >= 300) throw this.httpError(res, what);
     if (typeof res.json !== "object" || res.json === null || Array.isArray(res.json)) {
-      throw new RedfishError("protocol", `${what}: the BMC at ${this.endpoint.origin} answered HTTP ${res.status} without a JSON object.`, res.status);
+      throw new RedfishError(
+        "protocol",
+        `${what}: the BMC at ${this.endpoint.origin} answered HTTP ${res.status} without a JSON object.`,
+        res.status,
+      );
     }
     return res.json as Json;
   }
@@ -594,13 +717,18 @@ export class RedfishClient implements Bmc {
    */
   private async request(op: Operation, method: string, path: string, options: RequestOptions): Promise<JsonResponse> {
     const url = this.sameOrigin(path);
-    if (!url) throw new RedfishError("protocol", `${options.what}: the BMC pointed to ${JSON.stringify(path.slice(0, 200))}, which is not on ${this.endpoint.origin}.`);
+    if (!url)
+      throw new RedfishError(
+        "protocol",
+        `${options.what}: the BMC pointed to ${JSON.stringify(path.slice(0, 200))}, which is not on ${this.endpoint.origin}.`,
+      );
     const body = options.body === undefined ? undefined : JSON.stringify(options.body);
     let attempt = 0;
     let reauthenticated = options.noReauth ?? false;
     for (;;) {
       const remaining = op.deadlineMs - Date.now();
-      if (remaining <= 0) throw new RedfishError("timeout", `${options.what}: the deadline passed before ${this.endpoint.origin} answered.`);
+      if (remaining <= 0)
+        throw new RedfishError("timeout", `${options.what}: the deadline passed before ${this.endpoint.origin} answered.`);
       if (op.signal?.aborted) throw new RedfishError("timeout", `${options.what}: cancelled.`);
       const headers = {
         ...this.baseHeaders(),
@@ -627,7 +755,10 @@ export class RedfishClient implements Bmc {
       }
       const transient = res.status === 502 || res.status === 503 || res.status === 504 || (res.status === 500 && options.repeatable);
       if (transient && attempt < this.retries && (await this.backoff(op, attempt, retryAfterMs(res.headers)))) {
-        this.log?.debug({ bmc: this.endpoint.origin, status: res.status, attempt: attempt + 1 }, `${options.what}: the BMC answered ${res.status}; trying again`);
+        this.log?.debug(
+          { bmc: this.endpoint.origin, status: res.status, attempt: attempt + 1 },
+          `${options.what}: the BMC answered ${res.status}; trying again`,
+        );
         attempt++;
         continue;
       }
@@ -646,7 +777,12 @@ export class RedfishClient implements Bmc {
   private transportError(err: TransportError, what: string, deadline: boolean): RedfishError {
     switch (err.failure) {
       case "timeout":
-        return new RedfishError("timeout", deadline ? `${what}: the operation's deadline passed while waiting for ${this.endpoint.origin}.` : `${what}: ${err.message}; the BMC may be hung or overloaded (each request may take ${this.requestTimeoutMs} ms).`);
+        return new RedfishError(
+          "timeout",
+          deadline
+            ? `${what}: the operation's deadline passed while waiting for ${this.endpoint.origin}.`
+            : `${what}: ${err.message}; the BMC may be hung or overloaded (each request may take ${this.requestTimeoutMs} ms).`,
+        );
       case "aborted":
         return new RedfishError("timeout", `${what}: cancelled before ${this.endpoint.origin} answered.`);
       case "tls":
@@ -681,9 +817,19 @@ export class RedfishClient implements Bmc {
     const detail = messages.length ? `: ${describeMessages(messages)}` : "";
     const status = `HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ""}`;
     if (res.status === 401 || res.status === 403) {
-      return new RedfishError("unauthorized", `${what}: the BMC at ${this.endpoint.origin} refused the credentials (${status}${detail}); check the username, password and the account's privileges, and register the BMC again with the right ones.`, res.status, messages);
+      return new RedfishError(
+        "unauthorized",
+        `${what}: the BMC at ${this.endpoint.origin} refused the credentials (${status}${detail}); check the username, password and the account's privileges, and register the BMC again with the right ones.`,
+        res.status,
+        messages,
+      );
     }
-    return new RedfishError("refused", `${what}: the BMC at ${this.endpoint.origin} answered ${status}${detail || " without a message"}.`, res.status, messages);
+    return new RedfishError(
+      "refused",
+      `${what}: the BMC at ${this.endpoint.origin} answered ${status}${detail || " without a message"}.`,
+      res.status,
+      messages,
+    );
   }
 }
 
@@ -693,7 +839,6 @@ function retryAfterMs(headers: IncomingHttpHeaders): number | undefined {
   const s = Number(v);
   return Number.isFinite(s) && s >= 0 ? s * 1000 : undefined;
 }
-
 
 function describeState(raw: string): string {
   return raw === "" ? "in no reported power state" : `"${raw}"`;

@@ -22,15 +22,22 @@ export function parseEndpoint(endpoint: string): RedfishEndpoint {
   try {
     url = new URL(endpoint);
   } catch {
-    throw new RangeError(`endpoint ${JSON.stringify(endpoint.slice(0, 100))} is not a URL: give the BMC's Redfish service root, e.g. https://10.0.0.11/redfish/v1.`);
+    throw new RangeError(
+      `endpoint ${JSON.stringify(endpoint.slice(0, 100))} is not a URL: give the BMC's Redfish service root, e.g. https://10.0.0.11/redfish/v1.`,
+    );
   }
   if (url.protocol !== "https:") {
-    throw new RangeError(`endpoint ${JSON.stringify(endpoint.slice(0, 100))} uses ${url.protocol.replace(/:$/, "")}: BMC credentials only travel over https; give an https:// URL.`);
+    throw new RangeError(
+      `endpoint ${JSON.stringify(endpoint.slice(0, 100))} uses ${url.protocol.replace(/:$/, "")}: BMC credentials only travel over https; give an https:// URL.`,
+    );
   }
   if (url.username !== "" || url.password !== "") {
-    throw new RangeError("endpoint must not carry a username or password: give them as credentials (they are stored encrypted and never shown).");
+    throw new RangeError(
+      "endpoint must not carry a username or password: give them as credentials (they are stored encrypted and never shown).",
+    );
   }
-  if (url.search !== "" || url.hash !== "") throw new RangeError("endpoint must not have a query or fragment: give the service root, e.g. https://10.0.0.11/redfish/v1.");
+  if (url.search !== "" || url.hash !== "")
+    throw new RangeError("endpoint must not have a query or fragment: give the service root, e.g. https://10.0.0.11/redfish/v1.");
   if (url.hostname === "") throw new RangeError("endpoint has no host.");
   let path = url.pathname.replace(/\/+$/, "");
   if (path === "") path = "/redfish/v1";
@@ -103,7 +110,8 @@ export function allowableFromActionInfo(info: unknown): string[] {
 const KNOWN_MESSAGES: Record<string, string> = {
   "Base.Success": "Successfully Completed Request.",
   "Base.NoValidSession": "There is no valid session established with the implementation.",
-  "Base.InsufficientPrivilege": "There are insufficient privileges for the account or credentials associated with the current session to perform the requested operation.",
+  "Base.InsufficientPrivilege":
+    "There are insufficient privileges for the account or credentials associated with the current session to perform the requested operation.",
   "Base.ResourceMissingAtURI": "The resource at the URI %1 was not found.",
   "Base.ActionParameterNotSupported": "The parameter %1 for the action %2 is not supported on the target resource.",
   "Base.ActionParameterMissing": "The action %1 requires the parameter %2 to be present in the request body.",
@@ -112,12 +120,15 @@ const KNOWN_MESSAGES: Record<string, string> = {
   "Base.InternalError": "The request failed due to an internal service error. The service is still operational.",
   "Base.GeneralError": "A general error has occurred.",
   "Base.ServiceTemporarilyUnavailable": "The service is temporarily unavailable. Retry in %1 seconds.",
-  "Base.SessionLimitExceeded": "The session establishment failed due to the number of simultaneous sessions exceeding the limit of the implementation.",
+  "Base.SessionLimitExceeded":
+    "The session establishment failed due to the number of simultaneous sessions exceeding the limit of the implementation.",
   "Base.MalformedJSON": "The request body submitted was malformed JSON and could not be parsed by the receiving service.",
   "Base.OperationNotAllowed": "The HTTP method is not allowed on this resource.",
-  "iLO.InvalidOperationForSystemState": "The operation was not successful due to the current power state (for example, attempting to turn the power off when it is already off).",
+  "iLO.InvalidOperationForSystemState":
+    "The operation was not successful due to the current power state (for example, attempting to turn the power off when it is already off).",
   "iLO.UnauthorizedLoginAttempt": "The login was not successful, because the supplied credentials could not be authenticated.",
-  "iLO.SessionLimitExceeded": "The session establishment failed because the number of simultaneous sessions has reached the limit of the implementation.",
+  "iLO.SessionLimitExceeded":
+    "The session establishment failed because the number of simultaneous sessions has reached the limit of the implementation.",
 };
 
 /** "iLO.2.14.InvalidOperationForSystemState" → "iLO.InvalidOperationForSystemState". */
@@ -159,16 +170,23 @@ export function extendedInfo(body: unknown): BmcMessage[] {
   const out: BmcMessage[] = [];
   const collect = (holder: Json) => {
     const info = holder["@Message.ExtendedInfo"];
-    if (Array.isArray(info)) for (const m of info) {
-      const parsed = toMessage(m);
-      if (parsed) out.push(parsed);
-    }
+    if (Array.isArray(info))
+      for (const m of info) {
+        const parsed = toMessage(m);
+        if (parsed) out.push(parsed);
+      }
   };
   if (isObject(body["error"])) {
     const error = body["error"];
     collect(error);
     if (out.length === 0 && (typeof error["code"] === "string" || typeof error["message"] === "string")) {
-      out.push({ messageId: stringProp(error, "code"), message: stringProp(error, "message"), severity: "", resolution: "", messageArgs: [] });
+      out.push({
+        messageId: stringProp(error, "code"),
+        message: stringProp(error, "message"),
+        severity: "",
+        resolution: "",
+        messageArgs: [],
+      });
     }
   }
   collect(body);
@@ -180,8 +198,16 @@ export function describeMessages(messages: BmcMessage[]): string {
   return messages
     .map((m) => {
       const head = m.messageId !== "" ? m.messageId : "message";
-      const text = m.message !== "" ? `: ${m.message.replace(/\s+/g, " ").replace(/\.?$/, "")}` : m.messageArgs.length ? ` (${m.messageArgs.join(", ")})` : "";
-      const resolution = m.resolution !== "" && m.resolution !== "None" && m.resolution !== "None." ? ` (resolution: ${m.resolution.replace(/\.?$/, "")})` : "";
+      const text =
+        m.message !== ""
+          ? `: ${m.message.replace(/\s+/g, " ").replace(/\.?$/, "")}`
+          : m.messageArgs.length
+            ? ` (${m.messageArgs.join(", ")})`
+            : "";
+      const resolution =
+        m.resolution !== "" && m.resolution !== "None" && m.resolution !== "None."
+          ? ` (resolution: ${m.resolution.replace(/\.?$/, "")})`
+          : "";
       return `${head}${text}${resolution}`;
     })
     .join("; ");

@@ -44,7 +44,14 @@ function signalNumber(signal: NodeJS.Signals): number | undefined {
 }
 
 function permissions(o: RunOptions, extraRead: string[] = []): Permissions {
-  return { read: [...o.allowRead, ...extraRead].map((p) => resolve(p)), write: o.allowWrite.map((p) => resolve(p)), net: o.allowNet, env: o.allowEnv, run: o.allowRun, all: o.allowAll };
+  return {
+    read: [...o.allowRead, ...extraRead].map((p) => resolve(p)),
+    write: o.allowWrite.map((p) => resolve(p)),
+    net: o.allowNet,
+    env: o.allowEnv,
+    run: o.allowRun,
+    all: o.allowAll,
+  };
 }
 
 function scriptPath(file: string): string {
@@ -59,7 +66,9 @@ function scriptPath(file: string): string {
 /** Engine and permission options; given before or after `plan`/`apply`, they mean the same. */
 function withEngineOptions(cmd: Command): Command {
   return cmd
-    .addOption(new Option("-e, --engine <engine>", "deno (least privilege, default) or node (tsx, full privileges)").choices(["deno", "node"]))
+    .addOption(
+      new Option("-e, --engine <engine>", "deno (least privilege, default) or node (tsx, full privileges)").choices(["deno", "node"]),
+    )
     .option("--allow-read <paths>", "Deno: also allow reading these paths (comma-separated)", list)
     .option("--allow-write <paths>", "Deno: allow writing these paths", list)
     .option("--allow-net <hosts>", "Deno: also allow reaching these hosts (host:port)", list)
@@ -120,7 +129,11 @@ Examples:
 
 for (const mode of ["plan", "apply"] as const) {
   withEngineOptions(program.command(mode))
-    .description(mode === "plan" ? "show what applying a manifest would change, without changing anything" : "make the node (or, with target: cluster, the cluster) match a manifest; running it again changes nothing")
+    .description(
+      mode === "plan"
+        ? "show what applying a manifest would change, without changing anything"
+        : "make the node (or, with target: cluster, the cluster) match a manifest; running it again changes nothing",
+    )
     .argument("<manifest>", "a script whose default export is defineManifest({...})")
     .option("--json", "print the result as JSON")
     .action((file: string, raw: RawOptions) => {

@@ -11,7 +11,9 @@ export function clientShape(aether: AetherClient): Record<string, string[]> {
   const shape: Record<string, string[]> = {};
   for (const [key, value] of Object.entries(aether)) {
     if (typeof value !== "object" || value === null || key === "transport") continue;
-    shape[key] = Object.keys(value).filter((m) => typeof (value as Record<string, unknown>)[m] === "function").sort();
+    shape[key] = Object.keys(value)
+      .filter((m) => typeof (value as Record<string, unknown>)[m] === "function")
+      .sort();
   }
   return shape;
 }
@@ -27,7 +29,12 @@ export function completeAether(line: string, shape: Record<string, string[]>): [
   const service = /\baether\.(\w*)$/.exec(line);
   if (service) {
     const prefix = service[1] ?? "";
-    return [Object.keys(shape).filter((s) => s.startsWith(prefix)).sort(), prefix];
+    return [
+      Object.keys(shape)
+        .filter((s) => s.startsWith(prefix))
+        .sort(),
+      prefix,
+    ];
   }
   return undefined;
 }

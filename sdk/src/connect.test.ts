@@ -28,7 +28,11 @@ describe("finding the daemon", () => {
   it("prefers the option, then AETHER_HOST, then the config file, then the default socket", () => {
     const cfg = configFile('address = "https://node1:7443"\nca = "/etc/aether/ca.pem"\ncert = "/c.pem"\nkey = "/c.key"\n');
     process.env.AETHER_HOST = "unix:///env.sock";
-    assert.deepEqual(resolveTarget({ address: "unix:///opt.sock", configPath: cfg }), { kind: "unix", path: "/opt.sock", address: "unix:///opt.sock" });
+    assert.deepEqual(resolveTarget({ address: "unix:///opt.sock", configPath: cfg }), {
+      kind: "unix",
+      path: "/opt.sock",
+      address: "unix:///opt.sock",
+    });
     assert.deepEqual(resolveTarget({ configPath: cfg }), { kind: "unix", path: "/env.sock", address: "unix:///env.sock" });
     delete process.env.AETHER_HOST;
     assert.deepEqual(resolveTarget({ configPath: cfg }), {
@@ -47,7 +51,10 @@ describe("finding the daemon", () => {
   });
 
   it("refuses an address it does not understand, and a config file that is not TOML", () => {
-    assert.throws(() => resolveTarget({ address: "tcp://x:1" }), (e: unknown) => e instanceof ConnectError && e.code === Code.InvalidArgument);
+    assert.throws(
+      () => resolveTarget({ address: "tcp://x:1" }),
+      (e: unknown) => e instanceof ConnectError && e.code === Code.InvalidArgument,
+    );
     assert.throws(() => resolveTarget({ configPath: configFile("address = [") }), /not valid TOML/);
   });
 

@@ -70,7 +70,14 @@ export async function connect(options: ConnectOptions = {}): Promise<AetherClien
       ? new Http2SessionManager(unixTls ? "https://localhost" : "http://localhost", undefined, {
           createConnection: () =>
             unixTls
-              ? tlsConnect({ path: target.path, servername: "localhost", ALPNProtocols: ["h2"], ca: pem(unixTls.ca), cert: pem(unixTls.cert), key: pem(unixTls.key) })
+              ? tlsConnect({
+                  path: target.path,
+                  servername: "localhost",
+                  ALPNProtocols: ["h2"],
+                  ca: pem(unixTls.ca),
+                  cert: pem(unixTls.cert),
+                  key: pem(unixTls.key),
+                })
               : netConnect(target.path),
         })
       : new Http2SessionManager(target.url, undefined, {

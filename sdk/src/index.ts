@@ -10,7 +10,23 @@ export { resolveTarget, type HttpsTarget, type Target, type TargetOptions, type 
 export { defaultClientConfigPath, defaultSocketPath, defaultStateDir } from "./address.js";
 export { DNS_LABEL, DNS_LABEL_PATH, isDnsLabel, LABEL_KEY } from "./names.js";
 export { Code, ConnectError } from "@connectrpc/connect";
-export { defineManifest, isManifest, ManifestError, MANIFEST_LABEL, type CellDecl, type ExecutableDecl, type Manifest, type ManifestCell, type ManifestExecutable, type ManifestInput, type ManifestRequirements, type ManifestTarget, type ManifestVolume, type RequirementsDecl, type VolumeDecl } from "./manifest/define.js";
+export {
+  defineManifest,
+  isManifest,
+  ManifestError,
+  MANIFEST_LABEL,
+  type CellDecl,
+  type ExecutableDecl,
+  type Manifest,
+  type ManifestCell,
+  type ManifestExecutable,
+  type ManifestInput,
+  type ManifestRequirements,
+  type ManifestTarget,
+  type ManifestVolume,
+  type RequirementsDecl,
+  type VolumeDecl,
+} from "./manifest/define.js";
 export { planManifest } from "./manifest/plan.js";
 export { applyManifest, ApplyError, type ApplyOptions } from "./manifest/apply.js";
 export type { ActionKind, ApplyResult, PlacedWorkload, Plan, PlannedAction } from "./manifest/types.js";

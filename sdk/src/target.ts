@@ -105,4 +105,3 @@ export function pem(value: string | undefined): string | undefined {
   if (value === undefined) return undefined;
   return value.includes("-----BEGIN") ? value : readFileSync(value, "utf8");
 }
-

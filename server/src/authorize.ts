@@ -22,7 +22,10 @@ export interface CallerScope {
   tenant?: string;
 }
 
-export const scopeKey = createContextKey<CallerScope>({ identity: "", tenant: undefined }, { description: "the caller's identity and tenant scope" });
+export const scopeKey = createContextKey<CallerScope>(
+  { identity: "", tenant: undefined },
+  { description: "the caller's identity and tenant scope" },
+);
 
 /** "<service full name>/<method>" of every method of these services. */
 export function methodsOf(services: DescService[]): string[] {
@@ -52,7 +55,10 @@ export class Authorizer {
     if (!this.path) return true;
     try {
       this.policy = loadPolicy(this.path, this.knownMethods);
-      this.log.info({ policy: this.path, bindings: this.policy.bindings.length, rules: this.policy.rules.length }, "authorization policy loaded");
+      this.log.info(
+        { policy: this.path, bindings: this.policy.bindings.length, rules: this.policy.rules.length },
+        "authorization policy loaded",
+      );
       return true;
     } catch (err) {
       this.log.error({ err: (err as Error).message }, "the authorization policy was not reloaded; the one loaded before stays in force");
@@ -109,15 +115,24 @@ export class Authorizer {
  * another. field and verb phrase the refusal for a tenant held elsewhere than a request's own
  * `tenant` (the aggregator's Deploy holds spec.tenant: "may not deploy in tenant ...").
  */
-export function holdToTenant(message: { tenant: string }, tenant: string, identity: string, phrase: { field?: string; verb?: string } = {}): void {
+export function holdToTenant(
+  message: { tenant: string },
+  tenant: string,
+  identity: string,
+  phrase: { field?: string; verb?: string } = {},
+): void {
   const { field = "tenant", verb = "act" } = phrase;
   if (message.tenant === "") message.tenant = tenant;
   else if (message.tenant !== tenant) {
-    throw new ConnectError(`${identity} belongs to tenant ${tenant} and may not ${verb} in tenant ${JSON.stringify(message.tenant.slice(0, 63))}; leave ${field} empty or set it to ${tenant}.`, Code.PermissionDenied);
+    throw new ConnectError(
+      `${identity} belongs to tenant ${tenant} and may not ${verb} in tenant ${JSON.stringify(message.tenant.slice(0, 63))}; leave ${field} empty or set it to ${tenant}.`,
+      Code.PermissionDenied,
+    );
   }
 }
 
 /** For handlers: refuses what only a cluster-wide caller may do, naming why. */
 export function requireClusterWide(scope: CallerScope, what: string): void {
-  if (scope.tenant !== undefined) throw new ConnectError(`${scope.identity} acts for tenant ${scope.tenant} and may not ${what}.`, Code.PermissionDenied);
+  if (scope.tenant !== undefined)
+    throw new ConnectError(`${scope.identity} acts for tenant ${scope.tenant} and may not ${what}.`, Code.PermissionDenied);
 }

@@ -7,7 +7,18 @@ export type { TcpOptions } from "./tls-material.js";
 export { callerOf, callerOfRequest, peerContextIn, peerKey, requireVerifiedPeer, type Peer, type PeerOptions } from "./peer.js";
 export { certificateCaller, certificateTrustDomain, spiffeRefusal, tenantOf, trustDomainOf, uriSans, type Caller } from "./identity.js";
 export { Authorizer, holdToTenant, methodsOf, requireClusterWide, scopeKey, type CallerScope } from "./authorize.js";
-export { decide, defaultPolicy, glob, loadPolicy, parsePolicy, PolicyError, ROLES, type Decision, type Policy, type RoleName } from "./policy.js";
+export {
+  decide,
+  defaultPolicy,
+  glob,
+  loadPolicy,
+  parsePolicy,
+  PolicyError,
+  ROLES,
+  type Decision,
+  type Policy,
+  type RoleName,
+} from "./policy.js";
 export {
   clip,
   DEFAULT_TENANT,

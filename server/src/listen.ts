@@ -53,7 +53,12 @@ export interface Listeners {
 
 export class ListenError extends Error {}
 
-export async function listen(options: ListenOptions, routes: (router: ConnectRouter) => void, log: Logger, extraInterceptors: Interceptor[] = []): Promise<Listeners> {
+export async function listen(
+  options: ListenOptions,
+  routes: (router: ConnectRouter) => void,
+  log: Logger,
+  extraInterceptors: Interceptor[] = [],
+): Promise<Listeners> {
   const program = options.program;
   const trustDomain = resolveTrustDomain(options);
   const connectHandler = connectNodeAdapter({
@@ -71,13 +76,18 @@ export async function listen(options: ListenOptions, routes: (router: ConnectRou
     // innermost, next to the handlers, domain errors become their RPC codes, so all the others see codes.
     interceptors: [explainCrlRefusal(program), requireVerifiedPeer(program), logUnexpected(log), ...extraInterceptors, domainErrorsAsCodes],
   });
-  const handler = options.requestBodyTimeoutMs === undefined ? connectHandler : withRequestBodyDeadline(connectHandler, options.requestBodyTimeoutMs, log);
+  const handler =
+    options.requestBodyTimeoutMs === undefined
+      ? connectHandler
+      : withRequestBodyDeadline(connectHandler, options.requestBodyTimeoutMs, log);
   const closers: Array<() => Promise<void>> = [];
   const closeAllListeners = () => Promise.all(closers.map((c) => c())).then(() => undefined);
   const tcp = options.tcp;
-  if (options.unixMtls && !tcp) throw new ListenError("unix.mtls needs the TLS material of [tcp] (cert, key, client_ca and optionally crl); configure [tcp] too.");
+  if (options.unixMtls && !tcp)
+    throw new ListenError("unix.mtls needs the TLS material of [tcp] (cert, key, client_ca and optionally crl); configure [tcp] too.");
   let material: TlsMaterial | undefined;
-  const tls = tcp !== undefined && (tcp.cert !== undefined || tcp.key !== undefined || tcp.client_ca !== undefined || !options.allowPlainLoopback);
+  const tls =
+    tcp !== undefined && (tcp.cert !== undefined || tcp.key !== undefined || tcp.client_ca !== undefined || !options.allowPlainLoopback);
   if (tcp && tls) {
     try {
       material = await loadTlsMaterial(tcp, program, log);
@@ -155,7 +165,9 @@ export async function listen(options: ListenOptions, routes: (router: ConnectRou
   if (tcp && !tls) {
     if (!isLoopbackHost(splitHostPort(tcp.listen).host)) {
       await closeAllListeners();
-      throw new ListenError(`--listen ${tcp.listen} without TLS is allowed on loopback only (127.0.0.1, ::1): give --tls-cert, --tls-key and --tls-client-ca to serve other hosts.`);
+      throw new ListenError(
+        `--listen ${tcp.listen} without TLS is allowed on loopback only (127.0.0.1, ::1): give --tls-cert, --tls-key and --tls-client-ca to serve other hosts.`,
+      );
     }
     await listenTcp(http2.createServer({ ...bounds }, handler), tcp.listen);
     log.info({ listen: tcpAddress, tls }, "serving plain HTTP/2 on loopback TCP");
@@ -176,13 +188,21 @@ export async function listen(options: ListenOptions, routes: (router: ConnectRou
           // A new secure context: new connections use it, with fresh session-ticket keys and cache,
           // so no session made under the old CRL can be resumed to skip the new check.
           for (const server of secureServers) server.setSecureContext(next.options);
-          const changed = (Object.keys(next.digests) as Array<keyof TlsMaterial["digests"]>).filter((k) => next.digests[k] !== current.digests[k]);
+          const changed = (Object.keys(next.digests) as Array<keyof TlsMaterial["digests"]>).filter(
+            (k) => next.digests[k] !== current.digests[k],
+          );
           current = next;
           const closed = closeRevoked(sockets, next.revoked, log);
-          log.info({ ...next.summary, changed, closedRevokedConnections: closed }, `reloaded TLS material (${changed.length > 0 ? `changed: ${changed.join(", ")}` : "no file changed"})`);
+          log.info(
+            { ...next.summary, changed, closedRevokedConnections: closed },
+            `reloaded TLS material (${changed.length > 0 ? `changed: ${changed.join(", ")}` : "no file changed"})`,
+          );
           return true;
         } catch (err) {
-          log.error({ err: (err as Error).message }, "TLS reload failed; still serving with the certificate, key, client CA and CRL loaded before");
+          log.error(
+            { err: (err as Error).message },
+            "TLS reload failed; still serving with the certificate, key, client CA and CRL loaded before",
+          );
           return false;
         }
       });
@@ -258,7 +278,8 @@ const logUnexpected =
     try {
       return await next(req);
     } catch (err) {
-      if (!(err instanceof ConnectError)) log.error({ err, method: `${req.service.typeName}/${req.method.name}` }, "an RPC failed with an unexpected error");
+      if (!(err instanceof ConnectError))
+        log.error({ err, method: `${req.service.typeName}/${req.method.name}` }, "an RPC failed with an unexpected error");
       throw err;
     }
   };

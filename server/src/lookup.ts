@@ -10,7 +10,12 @@ export interface ById<T> {
 }
 
 /** The resource whose id, else whose name, is ref, among those `within` accepts (all by default). */
-export function findByIdOrName<T>(items: ById<T>, ref: string, nameOf: (item: T) => string, within: (item: T) => boolean = () => true): T | undefined {
+export function findByIdOrName<T>(
+  items: ById<T>,
+  ref: string,
+  nameOf: (item: T) => string,
+  within: (item: T) => boolean = () => true,
+): T | undefined {
   const byId = items.get(ref);
   if (byId !== undefined && within(byId)) return byId;
   for (const item of items.values()) if (within(item) && nameOf(item) === ref) return item;
@@ -27,8 +32,22 @@ export interface Described {
  * The resource of tenant whose id, else whose name, is ref; else a not_found DomainError:
  * "no VM with id or name "web" in tenant acme; list them with ListVms."
  */
-export function resolveInTenant<T>(items: ById<T>, ref: string, tenant: string, of: (item: T) => { tenant: string; name: string }, describe: Described): T {
-  const found = findByIdOrName(items, ref, (item) => of(item).name, (item) => of(item).tenant === tenant);
+export function resolveInTenant<T>(
+  items: ById<T>,
+  ref: string,
+  tenant: string,
+  of: (item: T) => { tenant: string; name: string },
+  describe: Described,
+): T {
+  const found = findByIdOrName(
+    items,
+    ref,
+    (item) => of(item).name,
+    (item) => of(item).tenant === tenant,
+  );
   if (found !== undefined) return found;
-  throw new DomainError("not_found", `no ${describe.noun} with id or name ${JSON.stringify(clip(ref))} in tenant ${tenant}; ${describe.hint}`);
+  throw new DomainError(
+    "not_found",
+    `no ${describe.noun} with id or name ${JSON.stringify(clip(ref))} in tenant ${tenant}; ${describe.hint}`,
+  );
 }

@@ -46,7 +46,10 @@ export const peerContextIn = (options: PeerOptions) => (req: IncomingMessage | H
     return values.set(peerKey, { transport: "tls", verified: false, rejection: String(socket.authorizationError ?? "UNVERIFIED") });
   }
   const uris = uriSans(cert.subjectaltname);
-  const refusal = options.trustDomain === undefined ? `${options.program} has no trust domain configured, so it accepts no certificate identity.` : spiffeRefusal(uris, options.trustDomain);
+  const refusal =
+    options.trustDomain === undefined
+      ? `${options.program} has no trust domain configured, so it accepts no certificate identity.`
+      : spiffeRefusal(uris, options.trustDomain);
   if (refusal !== undefined) return values.set(peerKey, { transport: "tls", verified: false, rejection: "FOREIGN_IDENTITY", refusal });
   return values.set(peerKey, { transport: "tls", verified: true, subject: String(cert.subject?.CN ?? ""), uris });
 };

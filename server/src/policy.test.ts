@@ -79,17 +79,34 @@ methods = ["*/List*"]
     assert.equal(bob.allowed, false);
     assert.match(bob.reason, /rule 1 of the policy \(test\.toml\) denies it/);
     assert.equal(decide(p, { identity: "spiffe://prod/user/bob" }, "aether.vm.v1.VmService/ListVms").allowed, true);
-    assert.deepEqual(decide(p, { identity: "spiffe://prod/user/carol" }, "aether.vm.v1.VmService/ListVms"), { allowed: true, reason: "an allow rule" });
+    assert.deepEqual(decide(p, { identity: "spiffe://prod/user/carol" }, "aether.vm.v1.VmService/ListVms"), {
+      allowed: true,
+      reason: "an allow rule",
+    });
     assert.equal(decide(p, { identity: "spiffe://prod/user/carol" }, "aether.vm.v1.VmService/DeleteVm").allowed, false);
     assert.equal(decide(p, { identity: "spiffe://prod/service/billing" }, "aether.vm.v1.VmService/DeleteVm").tenant, "acme");
     assert.equal(decide(p, { identity: "spiffe://prod/audit/eve" }, "aether.vm.v1.VmService/ListVms").allowed, true);
-    assert.equal(decide(p, { identity: "spiffe://prod/audit/eve" }, "aether.vm.v1.VmService/AttachConsole").allowed, false, "a console is interactive");
-    assert.equal(decide(p, { identity: "unix:uid=0" }, "aether.vm.v1.VmService/ListVms").allowed, false, "without the defaults, unix is nobody");
+    assert.equal(
+      decide(p, { identity: "spiffe://prod/audit/eve" }, "aether.vm.v1.VmService/AttachConsole").allowed,
+      false,
+      "a console is interactive",
+    );
+    assert.equal(
+      decide(p, { identity: "unix:uid=0" }, "aether.vm.v1.VmService/ListVms").allowed,
+      false,
+      "without the defaults, unix is nobody",
+    );
   });
 
   it("refuses a policy with a typo in a method, an unknown group, or an unknown key", () => {
-    assert.throws(() => parsePolicy(`[[rules]]\neffect = "deny"\nmembers = ["*"]\nmethods = ["aether.vm.v1.VmService/DeletVm"]\n`, "p.toml", METHODS), (e: Error) => e instanceof PolicyError && /matches no RPC aetherd serves/.test(e.message));
-    assert.throws(() => parsePolicy(`[[bindings]]\nmembers = ["group:nope"]\nrole = "admin"\n`, "p.toml", METHODS), /group:nope names no group/);
+    assert.throws(
+      () => parsePolicy(`[[rules]]\neffect = "deny"\nmembers = ["*"]\nmethods = ["aether.vm.v1.VmService/DeletVm"]\n`, "p.toml", METHODS),
+      (e: Error) => e instanceof PolicyError && /matches no RPC aetherd serves/.test(e.message),
+    );
+    assert.throws(
+      () => parsePolicy(`[[bindings]]\nmembers = ["group:nope"]\nrole = "admin"\n`, "p.toml", METHODS),
+      /group:nope names no group/,
+    );
     assert.throws(() => parsePolicy(`[[bindings]]\nmembers = ["x"]\nrole = "root"\n`, "p.toml", METHODS), /bindings\.0\.role/);
     assert.throws(() => parsePolicy(`colour = "red"\n`, "p.toml", METHODS), PolicyError);
     assert.throws(() => parsePolicy(`[[rules\n`, "p.toml", METHODS), /not valid TOML/);

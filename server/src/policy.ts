@@ -47,7 +47,12 @@ export const ROLES: Record<RoleName, Role> = {
     deny: ["aether.fence.v1.FenceService/RegisterBmc", "aether.fence.v1.FenceService/UnregisterBmc"],
     summary: "every RPC in every tenant except registering BMCs",
   },
-  auditor: { scope: "cluster", allow: READ_ONLY, deny: ["aether.vm.v1.VmService/AttachConsole"], summary: "read-only RPCs in every tenant" },
+  auditor: {
+    scope: "cluster",
+    allow: READ_ONLY,
+    deny: ["aether.vm.v1.VmService/AttachConsole"],
+    summary: "read-only RPCs in every tenant",
+  },
   tenant: {
     scope: "tenant",
     allow: [
@@ -153,7 +158,9 @@ export function parsePolicy(text: string, source: string, knownMethods: string[]
     for (const pattern of r.methods) {
       const re = glob(pattern);
       if (!knownMethods.some((m) => re.test(m))) {
-        throw new PolicyError(`${source}: rules[${i}] method ${JSON.stringify(pattern)} matches no RPC aetherd serves; write "<service full name>/<method>", e.g. "aether.vm.v1.VmService/DeleteVm" (wildcard *).`);
+        throw new PolicyError(
+          `${source}: rules[${i}] method ${JSON.stringify(pattern)} matches no RPC aetherd serves; write "<service full name>/<method>", e.g. "aether.vm.v1.VmService/DeleteVm" (wildcard *).`,
+        );
       }
     }
   });
@@ -181,17 +188,28 @@ export interface Decision {
 /** Decides whether caller may call method ("aether.vm.v1.VmService/DeleteVm"). */
 export function decide(policy: Policy, caller: Caller, method: string): Decision {
   const { identity } = caller;
-  const groups = new Set(Object.entries(policy.groups).filter(([, ms]) => ms.some((m) => glob(m).test(identity))).map(([g]) => g));
+  const groups = new Set(
+    Object.entries(policy.groups)
+      .filter(([, ms]) => ms.some((m) => glob(m).test(identity)))
+      .map(([g]) => g),
+  );
   const names = (m: string) => (m.startsWith("group:") ? groups.has(m.slice(6)) : glob(m).test(identity));
   const matching = (list: string[]) => list.some((p) => glob(p).test(method));
 
   const denyIndex = policy.rules.findIndex((r) => r.effect === "deny" && r.members.some(names) && matching(r.methods));
-  if (denyIndex >= 0) return { allowed: false, reason: `${identity} may not call ${method}: rule ${denyIndex + 1} of the policy (${policy.source}) denies it.` };
+  if (denyIndex >= 0)
+    return {
+      allowed: false,
+      reason: `${identity} may not call ${method}: rule ${denyIndex + 1} of the policy (${policy.source}) denies it.`,
+    };
 
   const bindings = policy.bindings.filter((b) => b.members.some(names));
   const allowRules = policy.rules.filter((r) => r.effect === "allow" && r.members.some(names));
   if (bindings.length === 0 && allowRules.length === 0) {
-    return { allowed: false, reason: `${identity} is unknown to the policy (${policy.source}): no binding or rule names it, so it may call nothing; ask an admin to bind it to a role.` };
+    return {
+      allowed: false,
+      reason: `${identity} is unknown to the policy (${policy.source}): no binding or rule names it, so it may call nothing; ask an admin to bind it to a role.`,
+    };
   }
   let tenantGrant: string | undefined;
   for (const b of bindings) {
@@ -223,7 +241,13 @@ export function glob(pattern: string): RegExp {
   let re = compiled.get(pattern);
   if (!re) {
     const escape = (s: string) => s.replace(/[.+?^${}()|[\]\\]/g, "\\$&");
-    const body = pattern === "*" ? ".*" : pattern.split("**").map((part) => part.split("*").map(escape).join("[^/]*")).join(".*");
+    const body =
+      pattern === "*"
+        ? ".*"
+        : pattern
+            .split("**")
+            .map((part) => part.split("*").map(escape).join("[^/]*"))
+            .join(".*");
     re = new RegExp(`^${body}$`);
     if (compiled.size > 10_000) compiled.clear();
     compiled.set(pattern, re);

@@ -38,7 +38,12 @@ export async function loadTlsMaterial(files: TcpOptions, program: string, log: L
     if (path === undefined) throw new Error(`TLS on ${files.listen} needs a certificate, a key and a client CA; the ${what} is missing.`);
     return path;
   };
-  const tcp = { cert: given("certificate", files.cert), key: given("key", files.key), client_ca: given("client CA", files.client_ca), crl: files.crl };
+  const tcp = {
+    cert: given("certificate", files.cert),
+    key: given("key", files.key),
+    client_ca: given("client CA", files.client_ca),
+    crl: files.crl,
+  };
   const read = async (what: string, path: string) => {
     try {
       return await readFile(path);
@@ -52,7 +57,9 @@ export async function loadTlsMaterial(files: TcpOptions, program: string, log: L
   const crlFile = tcp.crl === undefined ? undefined : await read("CRL", tcp.crl);
   const crlBlocks = crlFile === undefined ? undefined : pemBlocks(crlFile, "X509 CRL");
   if (tcp.crl !== undefined && crlBlocks?.length === 0) {
-    throw new Error(`the CRL ${tcp.crl} holds no PEM "X509 CRL" block (a DER file converts with: openssl crl -inform DER -in FILE -out crl.pem)`);
+    throw new Error(
+      `the CRL ${tcp.crl} holds no PEM "X509 CRL" block (a DER file converts with: openssl crl -inform DER -in FILE -out crl.pem)`,
+    );
   }
   // Each file on its own first, so an error names the file to fix.
   const check = <T>(what: string, path: string, parse: () => T): T => {
@@ -64,32 +71,52 @@ export async function loadTlsMaterial(files: TcpOptions, program: string, log: L
   };
   const leaf = check("certificate", tcp.cert, () => new NodeX509Certificate(cert));
   const privateKey = check("key", tcp.key, () => createPrivateKey(key));
-  if (!leaf.checkPrivateKey(privateKey)) throw new Error(`the TLS key ${tcp.key} does not belong to the certificate ${tcp.cert}; replace both files together`);
+  if (!leaf.checkPrivateKey(privateKey))
+    throw new Error(`the TLS key ${tcp.key} does not belong to the certificate ${tcp.cert}; replace both files together`);
   const cas = check("client CA", tcp.client_ca, () => {
     const blocks = pemBlocks(ca, "CERTIFICATE");
     if (blocks.length === 0) throw new Error('it holds no PEM "CERTIFICATE" block');
     return blocks.map((b) => new x509.X509Certificate(b.toString()));
   });
   const crlPath = tcp.crl;
-  const crls = crlPath === undefined || crlBlocks === undefined ? [] : crlBlocks.map((b) => check("CRL", crlPath, () => new x509.X509Crl(b.toString())));
+  const crls =
+    crlPath === undefined || crlBlocks === undefined
+      ? []
+      : crlBlocks.map((b) => check("CRL", crlPath, () => new x509.X509Crl(b.toString())));
   const options = { cert, key, ca, ...(crlBlocks !== undefined && { crl: crlBlocks }), minVersion: "TLSv1.2" as const };
   try {
     // Then together, as the listener will use them.
     createSecureContext(options);
   } catch (err) {
-    throw new Error(`the TLS certificate ${tcp.cert}, key ${tcp.key}, client CA ${tcp.client_ca}${tcp.crl ? ` and CRL ${tcp.crl}` : ""} cannot be used together: ${(err as Error).message}`);
+    throw new Error(
+      `the TLS certificate ${tcp.cert}, key ${tcp.key}, client CA ${tcp.client_ca}${tcp.crl ? ` and CRL ${tcp.crl}` : ""} cannot be used together: ${(err as Error).message}`,
+    );
   }
-  const summary: Record<string, string | number> = { cert: tcp.cert, serial: leaf.serialNumber, subject: leaf.subject.replace(/\n/g, ", "), notAfter: leaf.validTo, clientCas: cas.length };
-  if (new Date(leaf.validTo) < new Date()) log.warn({ cert: tcp.cert, notAfter: leaf.validTo }, `the server certificate has expired: clients will refuse ${program} until it is replaced (then send SIGHUP)`);
+  const summary: Record<string, string | number> = {
+    cert: tcp.cert,
+    serial: leaf.serialNumber,
+    subject: leaf.subject.replace(/\n/g, ", "),
+    notAfter: leaf.validTo,
+    clientCas: cas.length,
+  };
+  if (new Date(leaf.validTo) < new Date())
+    log.warn(
+      { cert: tcp.cert, notAfter: leaf.validTo },
+      `the server certificate has expired: clients will refuse ${program} until it is replaced (then send SIGHUP)`,
+    );
 
   const revoked = new Map<string, Set<string>>();
   if (crlPath !== undefined) {
     for (const crl of crls) {
       const issuer = cas.find((c) => c.subject === crl.issuer);
       if (!issuer) throw new Error(`the CRL ${crlPath} is issued by ${crl.issuer}, which is not a CA in ${tcp.client_ca}`);
-      if (!(await crl.verify({ publicKey: issuer }))) throw new Error(`the CRL ${crlPath} from ${crl.issuer} does not carry that CA's signature`);
+      if (!(await crl.verify({ publicKey: issuer })))
+        throw new Error(`the CRL ${crlPath} from ${crl.issuer} does not carry that CA's signature`);
       if (crl.nextUpdate !== undefined && crl.nextUpdate < new Date()) {
-        log.warn({ crl: crlPath, nextUpdate: crl.nextUpdate.toISOString() }, "the CRL is past its next update: every client of its CA is refused (CRL_HAS_EXPIRED) until a fresh one is loaded");
+        log.warn(
+          { crl: crlPath, nextUpdate: crl.nextUpdate.toISOString() },
+          "the CRL is past its next update: every client of its CA is refused (CRL_HAS_EXPIRED) until a fresh one is loaded",
+        );
       }
       const serials = revoked.get(crl.issuer) ?? new Set<string>();
       for (const entry of crl.entries) serials.add(serialHex(entry.serialNumber));
@@ -98,7 +125,9 @@ export async function loadTlsMaterial(files: TcpOptions, program: string, log: L
     // With a CRL, OpenSSL checks every certificate of a chain and refuses one whose issuer has no list.
     const missing = cas.filter((c) => !revoked.has(c.subject));
     if (missing.length > 0) {
-      throw new Error(`the CRL ${crlPath} has no list from ${missing.map((c) => c.subject).join("; ")} (in ${tcp.client_ca}): every client of that CA would be refused; add that CA's CRL to the file`);
+      throw new Error(
+        `the CRL ${crlPath} has no list from ${missing.map((c) => c.subject).join("; ")} (in ${tcp.client_ca}): every client of that CA would be refused; add that CA's CRL to the file`,
+      );
     }
     summary.crl = crlPath;
     summary.revoked = [...revoked.values()].reduce((n, s) => n + s.size, 0);
@@ -128,12 +157,18 @@ export function closeRevoked(sockets: Set<TLSSocket>, revoked: Map<string, Set<s
       if (!raw) continue;
       const peer = new x509.X509Certificate(raw);
       if (revoked.get(peer.issuer)?.has(serialHex(peer.serialNumber))) {
-        log.info({ serial: serialHex(peer.serialNumber), subject: peer.subject, remote: socket.remoteAddress }, "closing a connection whose client certificate is now revoked");
+        log.info(
+          { serial: serialHex(peer.serialNumber), subject: peer.subject, remote: socket.remoteAddress },
+          "closing a connection whose client certificate is now revoked",
+        );
         socket.destroy();
         closed++;
       }
     } catch (err) {
-      log.warn({ err: (err as Error).message, remote: socket.remoteAddress }, "could not check an open connection's client certificate against the new CRL; closing it");
+      log.warn(
+        { err: (err as Error).message, remote: socket.remoteAddress },
+        "could not check an open connection's client certificate against the new CRL; closing it",
+      );
       socket.destroy();
       closed++;
     }

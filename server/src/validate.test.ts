@@ -35,7 +35,10 @@ describe("validation at the edge", () => {
     assert.deepEqual(labels({ team: "a", "example.com/tier": "gold" }), { team: "a", "example.com/tier": "gold" });
     invalid(() => labels({ "bad key!": "x" }), /label key/);
     invalid(() => labels({ ok: "v".repeat(64) }), /invalid value/);
-    assert.deepEqual(labelFilter("a=1, b=2"), [["a", "1"], ["b", "2"]]);
+    assert.deepEqual(labelFilter("a=1, b=2"), [
+      ["a", "1"],
+      ["b", "2"],
+    ]);
     invalid(() => labelFilter("a"), /key=value/);
     assert.equal(matchesFilter({ a: "1", b: "2" }, [["a", "1"]]), true);
     assert.equal(matchesFilter({ a: "1" }, [["a", "2"]]), false);

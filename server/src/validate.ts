@@ -38,7 +38,9 @@ export function labels(value: Record<string, string>): Record<string, string> {
   if (entries.length > 64) throw invalidArgument(`too many labels (${entries.length}); at most 64 are allowed.`);
   for (const [k, v] of entries) {
     if (!LABEL_KEY.test(k)) {
-      throw invalidArgument(`label key ${JSON.stringify(clip(k))} is invalid: use letters, digits, '-', '_' and '.', at most 63 characters.`);
+      throw invalidArgument(
+        `label key ${JSON.stringify(clip(k))} is invalid: use letters, digits, '-', '_' and '.', at most 63 characters.`,
+      );
     }
     if (v.length > 63 || /[\u0000-\u001f\u007f]/.test(v)) {
       throw invalidArgument(`label ${k} has an invalid value: at most 63 printable characters.`);

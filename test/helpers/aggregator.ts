@@ -30,10 +30,14 @@ export async function startAggregator(options: { dir?: string; args?: string[]; 
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), "aether-aggregator-test-"));
   const socket = join(dir, "aggregator.sock");
   const stateDir = join(dir, "state");
-  const child = spawn(process.execPath, [MAIN, "--socket", socket, "--state-dir", stateDir, "--log-level", "warn", ...(options.args ?? [])], {
-    cwd: repoRoot,
-    stdio: ["ignore", "ignore", "pipe"],
-  });
+  const child = spawn(
+    process.execPath,
+    [MAIN, "--socket", socket, "--state-dir", stateDir, "--log-level", "warn", ...(options.args ?? [])],
+    {
+      cwd: repoRoot,
+      stdio: ["ignore", "ignore", "pipe"],
+    },
+  );
   let stderr = "";
   child.stderr?.on("data", (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
@@ -72,4 +76,3 @@ export async function startAggregator(options: { dir?: string; args?: string[]; 
     },
   };
 }
-

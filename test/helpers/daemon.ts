@@ -56,11 +56,11 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<TestDaem
   const cgroupRoot = options.cgroupRoot ?? uniqueCgroupRoot();
   const argv = [process.execPath, MAIN, "--socket", socket, "--state-dir", stateDir, "--cgroup-root", cgroupRoot, ...(options.args ?? [])];
   const [file, ...args] = options.netns ? ["ip", "netns", "exec", options.netns, ...argv] : argv;
-  const child = spawn(
-    file as string,
-    args,
-    { cwd: repoRoot, env: { ...process.env, ...options.env }, stdio: ["ignore", "ignore", "pipe"] },
-  );
+  const child = spawn(file as string, args, {
+    cwd: repoRoot,
+    env: { ...process.env, ...options.env },
+    stdio: ["ignore", "ignore", "pipe"],
+  });
   let stderr = "";
   child.stderr?.on("data", (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
@@ -82,7 +82,9 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<TestDaem
     await new Promise((r) => setTimeout(r, 25));
   }
   const clients: AetherClient[] = [];
-  uncleaned.set(dir, () => removeDaemonFiles(dir, stateDir, cgroupRoot, "the test file ended without cleaning this daemon up, so it was ended now"));
+  uncleaned.set(dir, () =>
+    removeDaemonFiles(dir, stateDir, cgroupRoot, "the test file ended without cleaning this daemon up, so it was ended now"),
+  );
   return {
     socket,
     cgroupRoot,
@@ -107,7 +109,12 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<TestDaem
     },
     cleanup() {
       uncleaned.delete(dir);
-      removeDaemonFiles(dir, stateDir, cgroupRoot, "the test left this running and it was ended now (stop workloads before stopping aetherd: stopWorkloads)");
+      removeDaemonFiles(
+        dir,
+        stateDir,
+        cgroupRoot,
+        "the test left this running and it was ended now (stop workloads before stopping aetherd: stopWorkloads)",
+      );
     },
   };
 }
@@ -120,7 +127,9 @@ function removeDaemonFiles(dir: string, stateDir: string, cgroupRoot: string, wh
   const killed = killLeftovers(dir, cgroupRoot);
   const taps = deleteVmTaps(stateDir);
   if (killed.length > 0 || taps.length > 0) {
-    process.stderr.write(`test cleanup of ${dir}: ${why}:\n${[...killed.map((k) => `  process ${k}`), ...taps.map((t) => `  TAP ${t}`)].join("\n")}\n`);
+    process.stderr.write(
+      `test cleanup of ${dir}: ${why}:\n${[...killed.map((k) => `  process ${k}`), ...taps.map((t) => `  TAP ${t}`)].join("\n")}\n`,
+    );
   }
   removeCgroupRoot(cgroupRoot);
   rmSync(dir, { recursive: true, force: true });
@@ -161,7 +170,11 @@ export async function powerOffHost(daemon: TestDaemon, workloadPids: number[]): 
 }
 
 /** Polls `check` until it returns a value (not undefined) or the timeout passes. */
-export async function eventually<T>(check: () => Promise<T | undefined> | T | undefined, timeoutMs = 10_000, what = "condition"): Promise<T> {
+export async function eventually<T>(
+  check: () => Promise<T | undefined> | T | undefined,
+  timeoutMs = 10_000,
+  what = "condition",
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await check();

@@ -64,7 +64,11 @@ const wait = (ms: number, signal: AbortSignal) =>
  * Starts a fake node. By default on 127.0.0.1:<free port> (address http://...); with `socket`, on that
  * unix socket instead (address unix://...), as a local aetherd serves.
  */
-export async function startFakeBidder(nodeId: string, behaviour: BidBehaviour = {}, options: { socket?: string } = {}): Promise<FakeBidder> {
+export async function startFakeBidder(
+  nodeId: string,
+  behaviour: BidBehaviour = {},
+  options: { socket?: string } = {},
+): Promise<FakeBidder> {
   const bidRequests: RequestBidRequest[] = [];
   const provisioned: ExecuteProvisioningRequest[] = [];
   const released: ReleaseWorkloadRequest[] = [];
@@ -85,7 +89,9 @@ export async function startFakeBidder(nodeId: string, behaviour: BidBehaviour = 
           node: b.answerAs ?? nodeId,
           score,
           breakdown: create(BidBreakdownSchema, {
-            factors: (b.factors ?? []).map((f) => create(BidFactorSchema, { name: f.name, value: f.value, weight: f.weight ?? 1, detail: "set by the test" })),
+            factors: (b.factors ?? []).map((f) =>
+              create(BidFactorSchema, { name: f.name, value: f.value, weight: f.weight ?? 1, detail: "set by the test" }),
+            ),
             declineReason: score === -1 ? (b.declineReason ?? "") : "",
           }),
         });
@@ -103,11 +109,20 @@ export async function startFakeBidder(nodeId: string, behaviour: BidBehaviour = 
         const name = spec?.name ?? "";
         switch (spec?.kind.case) {
           case "cell":
-            return create(ExecuteProvisioningResponseSchema, { node: nodeId, resource: { case: "cell", value: create(CellSchema, { id, name }) } });
+            return create(ExecuteProvisioningResponseSchema, {
+              node: nodeId,
+              resource: { case: "cell", value: create(CellSchema, { id, name }) },
+            });
           case "vm":
-            return create(ExecuteProvisioningResponseSchema, { node: nodeId, resource: { case: "vm", value: create(VmSchema, { id, name }) } });
+            return create(ExecuteProvisioningResponseSchema, {
+              node: nodeId,
+              resource: { case: "vm", value: create(VmSchema, { id, name }) },
+            });
           default:
-            return create(ExecuteProvisioningResponseSchema, { node: nodeId, resource: { case: "executable", value: create(ExecutableSchema, { id, name }) } });
+            return create(ExecuteProvisioningResponseSchema, {
+              node: nodeId,
+              resource: { case: "executable", value: create(ExecutableSchema, { id, name }) },
+            });
         }
       },
       async releaseWorkload(req) {

@@ -126,7 +126,10 @@ function pathTrick(world: FuzzWorld): fc.Arbitrary<string> {
       "~root",
     ),
     fc
-      .tuple(fc.constantFrom("", "/", "../", "../../", "/tmp/", "./", "a/../../", "/var/tmp/", "/dev/shm/", "/etc/"), fc.constantFrom("", "/", "/..", "/x", ".d/y"))
+      .tuple(
+        fc.constantFrom("", "/", "../", "../../", "/tmp/", "./", "a/../../", "/var/tmp/", "/dev/shm/", "/etc/"),
+        fc.constantFrom("", "/", "/..", "/x", ".d/y"),
+      )
       .map(([prefix, suffix]) => `${prefix}${marker}${suffix}`),
   );
 }
@@ -257,12 +260,31 @@ export function stringArb(world: FuzzWorld, fieldName: string, mode: Mode = "hos
 
 // ---- numbers ------------------------------------------------------------------------------------
 
-const NUMBER_ODDITIES: readonly JsonValue[] = [1.5, -0.5, 1e308, -1e308, 5e-324, "1e3", "0x10", "NaN", "Infinity", "-Infinity", "", " 1", "01", "1.0", "-0", "+1", "١"];
+const NUMBER_ODDITIES: readonly JsonValue[] = [
+  1.5,
+  -0.5,
+  1e308,
+  -1e308,
+  5e-324,
+  "1e3",
+  "0x10",
+  "NaN",
+  "Infinity",
+  "-Infinity",
+  "",
+  " 1",
+  "01",
+  "1.0",
+  "-0",
+  "+1",
+  "١",
+];
 
 /** Small counts and real sizes, by what the field's name says it holds. */
 function plausibleNumber(fieldName: string, wide: boolean): fc.Arbitrary<JsonValue> {
   const out = (n: number) => (wide ? String(n) : n);
-  if (fieldName.endsWith("_bytes")) return fc.constantFrom(0, 0, 1024 * 1024, 64 * 1024 * 1024, 256 * 1024 * 1024, 256 * 1024 * 1024, 1024 * 1024 * 1024).map(out);
+  if (fieldName.endsWith("_bytes"))
+    return fc.constantFrom(0, 0, 1024 * 1024, 64 * 1024 * 1024, 256 * 1024 * 1024, 256 * 1024 * 1024, 1024 * 1024 * 1024).map(out);
   if (fieldName.endsWith("_usec")) return fc.constantFrom(0, 1000, 50_000, 100_000).map(out);
   if (fieldName === "vcpus") return fc.constantFrom(1, 2);
   if (fieldName === "cpu_weight") return fc.constantFrom(1, 100, 1000, 10_000);
@@ -274,7 +296,12 @@ function int32Arb(unsigned: boolean, mode: Mode, fieldName: string): fc.Arbitrar
   if (mode === "typed") {
     return fc.oneof(
       { weight: 6, arbitrary: fc.integer({ min: 0, max: 10_000 }) },
-      { weight: 2, arbitrary: unsigned ? fc.constantFrom(0, 1, 64, 1000, 4096, 65536, 2147483647, 4294967295) : fc.constantFrom(0, 1, -1, 2147483647, -2147483648) },
+      {
+        weight: 2,
+        arbitrary: unsigned
+          ? fc.constantFrom(0, 1, 64, 1000, 4096, 65536, 2147483647, 4294967295)
+          : fc.constantFrom(0, 1, -1, 2147483647, -2147483648),
+      },
       { weight: 1, arbitrary: unsigned ? fc.nat({ max: 4294967295 }) : fc.integer() },
     );
   }
@@ -294,11 +321,31 @@ function int64Arb(unsigned: boolean, mode: Mode, fieldName: string): fc.Arbitrar
     return fc.oneof(
       { weight: 4, arbitrary: fc.integer({ min: 0, max: 10_000 }) },
       { weight: 3, arbitrary: sizes.map(String) },
-      { weight: 2, arbitrary: fc.bigInt({ min: unsigned ? 0n : -(2n ** 63n), max: unsigned ? 2n ** 64n - 1n : 2n ** 63n - 1n }).map(String) },
-      { weight: 1, arbitrary: fc.constantFrom(unsigned ? "18446744073709551615" : "-9223372036854775808", "9223372036854775807", "9007199254740993") },
+      {
+        weight: 2,
+        arbitrary: fc.bigInt({ min: unsigned ? 0n : -(2n ** 63n), max: unsigned ? 2n ** 64n - 1n : 2n ** 63n - 1n }).map(String),
+      },
+      {
+        weight: 1,
+        arbitrary: fc.constantFrom(unsigned ? "18446744073709551615" : "-9223372036854775808", "9223372036854775807", "9007199254740993"),
+      },
     );
   }
-  const edges = ["0", "-1", "9007199254740991", "9007199254740993", "9223372036854775807", "9223372036854775808", "18446744073709551615", "18446744073709551616", "-9223372036854775808", "-9223372036854775809", "1e3", "1.0", "99999999999999999999999999"];
+  const edges = [
+    "0",
+    "-1",
+    "9007199254740991",
+    "9007199254740993",
+    "9223372036854775807",
+    "9223372036854775808",
+    "18446744073709551615",
+    "18446744073709551616",
+    "-9223372036854775808",
+    "-9223372036854775809",
+    "1e3",
+    "1.0",
+    "99999999999999999999999999",
+  ];
   return fc.oneof(
     { weight: 4, arbitrary: fc.integer({ min: unsigned ? 0 : -1000, max: 10_000 }) },
     { weight: 3, arbitrary: fc.bigInt({ min: unsigned ? 0n : -(2n ** 63n), max: unsigned ? 2n ** 64n - 1n : 2n ** 63n - 1n }).map(String) },
@@ -314,14 +361,20 @@ const hostileDouble: fc.Arbitrary<JsonValue> = fc.oneof(
   { weight: 1, arbitrary: fc.constantFrom("NaN", "Infinity", "-Infinity", "1e400", 3.5e38, -0, "x") },
 );
 
-const hostileBool: fc.Arbitrary<JsonValue> = fc.oneof({ weight: 8, arbitrary: fc.boolean() }, { weight: 1, arbitrary: fc.constantFrom("true", 1, 0, "false") });
+const hostileBool: fc.Arbitrary<JsonValue> = fc.oneof(
+  { weight: 8, arbitrary: fc.boolean() },
+  { weight: 1, arbitrary: fc.constantFrom("true", 1, 0, "false") },
+);
 
 const validBytes: fc.Arbitrary<JsonValue> = fc.oneof(
   { weight: 4, arbitrary: fc.uint8Array({ maxLength: 64 }).map((b) => Buffer.from(b).toString("base64")) },
   { weight: 1, arbitrary: fc.uint8Array({ maxLength: 64 }).map((b) => Buffer.from(b).toString("base64url")) },
   { weight: 1, arbitrary: fc.constantFrom(KIB64, 1024 * 1024).map((n) => Buffer.alloc(n, 0x41).toString("base64")) },
 );
-const hostileBytes: fc.Arbitrary<JsonValue> = fc.oneof({ weight: 4, arbitrary: validBytes }, { weight: 1, arbitrary: fc.constantFrom("!!!", "====", "a", "aGVsbG8", "\u0000", "😀") });
+const hostileBytes: fc.Arbitrary<JsonValue> = fc.oneof(
+  { weight: 4, arbitrary: validBytes },
+  { weight: 1, arbitrary: fc.constantFrom("!!!", "====", "a", "aGVsbG8", "\u0000", "😀") },
+);
 
 function scalarArb(world: FuzzWorld, type: ScalarType, fieldName: string, mode: Mode): fc.Arbitrary<JsonValue> {
   const typed = mode !== "hostile";
@@ -355,14 +408,20 @@ function scalarArb(world: FuzzWorld, type: ScalarType, fieldName: string, mode: 
 function mapKeyArb(world: FuzzWorld, type: ScalarType, fieldName: string, mode: Mode): fc.Arbitrary<string> {
   switch (type) {
     case ScalarType.STRING:
-      if (mode === "plausible") return fieldName === "env" ? fc.constantFrom("A", "PATH", "LANG") : fc.constantFrom("team", "env", "app", "example.com/tier");
+      if (mode === "plausible")
+        return fieldName === "env" ? fc.constantFrom("A", "PATH", "LANG") : fc.constantFrom("team", "env", "app", "example.com/tier");
       return fieldName === "env"
         ? fc.oneof(fc.constantFrom("PATH", "HOME", "LD_PRELOAD", "A=B", "", "A\u0000", "X"), stringArb(world, "key"))
-        : fc.oneof(fc.constantFrom("team", "env", "aether.io/workload", "a/b", "a.b/c", "-x", "", "k".repeat(64), "example.com/k"), stringArb(world, "key"));
+        : fc.oneof(
+            fc.constantFrom("team", "env", "aether.io/workload", "a/b", "a.b/c", "-x", "", "k".repeat(64), "example.com/k"),
+            stringArb(world, "key"),
+          );
     case ScalarType.BOOL:
       return mode !== "hostile" ? fc.constantFrom("true", "false") : fc.constantFrom("true", "false", "yes", "1");
     default:
-      return mode !== "hostile" ? fc.integer({ min: 0, max: 1000 }).map(String) : fc.oneof(fc.integer().map(String), fc.constantFrom("x", "1.5", "-0", "99999999999999999999"));
+      return mode !== "hostile"
+        ? fc.integer({ min: 0, max: 1000 }).map(String)
+        : fc.oneof(fc.integer().map(String), fc.constantFrom("x", "1.5", "-0", "99999999999999999999"));
   }
 }
 
@@ -374,7 +433,11 @@ function enumArb(e: DescEnum, mode: Mode): fc.Arbitrary<JsonValue> {
   if (mode === "plausible") return fc.oneof(fc.constant(names[0] ?? 0), fc.constantFrom(...names));
   if (mode === "typed") {
     // Open (proto3) enums accept numbers they do not name: handlers must cope with them.
-    return fc.oneof({ weight: 8, arbitrary: fc.constantFrom(...names) }, { weight: 2, arbitrary: fc.constantFrom(...numbers) }, { weight: 1, arbitrary: fc.constantFrom(-1, max + 1, 2147483647) });
+    return fc.oneof(
+      { weight: 8, arbitrary: fc.constantFrom(...names) },
+      { weight: 2, arbitrary: fc.constantFrom(...numbers) },
+      { weight: 1, arbitrary: fc.constantFrom(-1, max + 1, 2147483647) },
+    );
   }
   return fc.oneof(
     { weight: 6, arbitrary: fc.constantFrom(...names) },
@@ -395,7 +458,9 @@ const wrongTypeArb: fc.Arbitrary<JsonValue> = fc.oneof(
   fc.string({ maxLength: 8 }),
   fc.array(fc.integer(), { maxLength: 3 }),
   // Structured values are built fresh for each use (JsonValue is mutable).
-  fc.integer({ min: 0, max: 5 }).map((i): JsonValue => [[], {}, [null], [[]], { "": null }, { a: { b: { c: [1, "x", null] } } }][i] ?? null),
+  fc
+    .integer({ min: 0, max: 5 })
+    .map((i): JsonValue => [[], {}, [null], [[]], { "": null }, { a: { b: { c: [1, "x", null] } } }][i] ?? null),
 );
 
 // ---- messages -----------------------------------------------------------------------------------
@@ -416,15 +481,45 @@ function wktArb(message: DescMessage, mode: Mode): fc.Arbitrary<JsonValue> | und
         { weight: 2, arbitrary: fc.integer({ min: 1, max: 999 }).map((n) => `0.${String(n).padStart(3, "0")}s`) },
         {
           weight: 2,
-          arbitrary: fc.constantFrom("-1s", "0s", "0.000000001s", "315576000000s", "315576000001s", "-315576000001s", "1.5s", "1e3s", "1h", "1", "s", "", "NaNs", "0.0000000001s", "9223372036854775807s"),
+          arbitrary: fc.constantFrom(
+            "-1s",
+            "0s",
+            "0.000000001s",
+            "315576000000s",
+            "315576000001s",
+            "-315576000001s",
+            "1.5s",
+            "1e3s",
+            "1h",
+            "1",
+            "s",
+            "",
+            "NaNs",
+            "0.0000000001s",
+            "9223372036854775807s",
+          ),
         },
       );
     case "google.protobuf.Timestamp": {
-      const valid = fc.date({ noInvalidDate: true, min: new Date("0001-01-01T00:00:00Z"), max: new Date("9999-12-31T23:59:59Z") }).map((d) => d.toISOString());
+      const valid = fc
+        .date({ noInvalidDate: true, min: new Date("0001-01-01T00:00:00Z"), max: new Date("9999-12-31T23:59:59Z") })
+        .map((d) => d.toISOString());
       if (mode !== "hostile") return valid;
       return fc.oneof(
         { weight: 3, arbitrary: valid },
-        { weight: 1, arbitrary: fc.constantFrom("1970-01-01T00:00:00Z", "0000-01-01T00:00:00Z", "10000-01-01T00:00:00Z", "2020-02-30T00:00:00Z", "2020-01-01T00:00:00+25:00", "yesterday", "", "2020-01-01T00:00:00.1234567891Z") },
+        {
+          weight: 1,
+          arbitrary: fc.constantFrom(
+            "1970-01-01T00:00:00Z",
+            "0000-01-01T00:00:00Z",
+            "10000-01-01T00:00:00Z",
+            "2020-02-30T00:00:00Z",
+            "2020-01-01T00:00:00+25:00",
+            "yesterday",
+            "",
+            "2020-01-01T00:00:00.1234567891Z",
+          ),
+        },
       );
     }
     default:
@@ -440,21 +535,36 @@ function small(value: JsonValue): JsonValue {
 }
 
 function listArb(element: fc.Arbitrary<JsonValue>, mode: Mode): fc.Arbitrary<JsonValue> {
-  if (mode === "plausible") return fc.oneof({ weight: 3, arbitrary: fc.constant<JsonValue>([]) }, { weight: 1, arbitrary: fc.array(element, { minLength: 1, maxLength: 2 }) });
+  if (mode === "plausible")
+    return fc.oneof(
+      { weight: 3, arbitrary: fc.constant<JsonValue>([]) },
+      { weight: 1, arbitrary: fc.array(element, { minLength: 1, maxLength: 2 }) },
+    );
   const choices: Array<fc.WeightedArbitrary<JsonValue>> = [
     { weight: 10, arbitrary: fc.array(element, { maxLength: 5 }) },
     // Many elements (cheaply: one small element repeated), around and beyond the handlers' caps.
-    { weight: 1, arbitrary: fc.tuple(element, fc.constantFrom(64, 65, 1000, 4096, 4097, 20_000)).map(([e, n]) => Array.from({ length: n }, () => small(e))) },
+    {
+      weight: 1,
+      arbitrary: fc
+        .tuple(element, fc.constantFrom(64, 65, 1000, 4096, 4097, 20_000))
+        .map(([e, n]) => Array.from({ length: n }, () => small(e))),
+    },
   ];
   if (mode === "hostile") choices.push({ weight: 1, arbitrary: fc.array(fc.oneof(element, wrongTypeArb), { minLength: 1, maxLength: 3 }) });
   return fc.oneof(...choices);
 }
 
 function mapArb(keys: fc.Arbitrary<string>, values: fc.Arbitrary<JsonValue>, mode: Mode): fc.Arbitrary<JsonValue> {
-  if (mode === "plausible") return fc.oneof({ weight: 3, arbitrary: fc.constant({}) }, { weight: 1, arbitrary: fc.dictionary(keys, values, { maxKeys: 2 }) });
+  if (mode === "plausible")
+    return fc.oneof({ weight: 3, arbitrary: fc.constant({}) }, { weight: 1, arbitrary: fc.dictionary(keys, values, { maxKeys: 2 }) });
   return fc.oneof(
     { weight: 10, arbitrary: fc.dictionary(keys, values, { maxKeys: 4 }) },
-    { weight: 1, arbitrary: fc.tuple(values, fc.constantFrom(64, 65, 4097)).map(([v, n]) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`k${i}`, small(v)]))) },
+    {
+      weight: 1,
+      arbitrary: fc
+        .tuple(values, fc.constantFrom(64, 65, 4097))
+        .map(([v, n]) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`k${i}`, small(v)]))),
+    },
   );
 }
 
@@ -526,7 +636,11 @@ export function messageValueArb(world: FuzzWorld, message: DescMessage, mode: Mo
   const byProtoName = new Map(message.fields.map((f) => [f.name, f]));
   const arb = fc
     // A plausible request sets every field (most of them to plausible zero values); others any subset.
-    .tuple(mode === "plausible" ? fc.record(record) : fc.record(record, { requiredKeys: [] }), fc.tuple(...oneofs), fc.constantFrom<"json" | "proto" | "mixed">("json", "json", "json", "proto", "mixed"))
+    .tuple(
+      mode === "plausible" ? fc.record(record) : fc.record(record, { requiredKeys: [] }),
+      fc.tuple(...oneofs),
+      fc.constantFrom<"json" | "proto" | "mixed">("json", "json", "json", "proto", "mixed"),
+    )
     .map(([fields, chosen, naming]) => {
       const out: JsonObject = {};
       const all: JsonObject = { ...(fields as JsonObject) };
@@ -548,9 +662,24 @@ export function messageValueArb(world: FuzzWorld, message: DescMessage, mode: Mo
 
 /** Paths that do not exist on this host (so nothing is ever booted or opened from them). */
 export function mustNotExist(world: FuzzWorld, mode: Mode): fc.Arbitrary<JsonValue> {
-  const plausible = fc.constantFrom("/nonexistent/vmlinuz", `/tmp/${world.marker}/vmlinuz`, `/${world.marker}-initrd.img`, "/boot/vmlinuz", "/vmlinuz", "/etc/hostname", "/dev/null");
-  return (mode === "plausible" ? plausible : fc.oneof({ weight: 3, arbitrary: plausible }, { weight: 2, arbitrary: pathTrick(world) }, { weight: 1, arbitrary: fc.string({ maxLength: 16 }) }))
-    .map((p) => (isAbsolute(p) && !p.includes("\u0000") && existsSync(p) ? `/nonexistent-${world.marker}${p}` : p));
+  const plausible = fc.constantFrom(
+    "/nonexistent/vmlinuz",
+    `/tmp/${world.marker}/vmlinuz`,
+    `/${world.marker}-initrd.img`,
+    "/boot/vmlinuz",
+    "/vmlinuz",
+    "/etc/hostname",
+    "/dev/null",
+  );
+  return (
+    mode === "plausible"
+      ? plausible
+      : fc.oneof(
+          { weight: 3, arbitrary: plausible },
+          { weight: 2, arbitrary: pathTrick(world) },
+          { weight: 1, arbitrary: fc.string({ maxLength: 16 }) },
+        )
+  ).map((p) => (isAbsolute(p) && !p.includes("\u0000") && existsSync(p) ? `/nonexistent-${world.marker}${p}` : p));
 }
 
 /**
@@ -566,8 +695,33 @@ export function localUrl(world: FuzzWorld, base: string, closedPort: number, mod
   if (mode === "plausible") return fc.constantFrom(`${base}/image.raw`, `${base}/missing`, `${base}/text`);
   return fc
     .oneof(
-      { weight: 3, arbitrary: fc.constantFrom(`${base}/image.raw`, `${base}/missing`, `${base}/slow`, `${base}/redirect`, `${base}/text`, `http://127.0.0.1:${closedPort}/x`, `http://[::1]:${closedPort}/`) },
-      { weight: 2, arbitrary: fc.constantFrom("ftp://127.0.0.1/x", "file:///etc/passwd", `file:///tmp/${world.marker}`, "javascript:alert(1)", "data:text/plain,hi", "http://", "http:///x", "not a url", "//127.0.0.1/x", "HTTP://127.0.0.1:1/") },
+      {
+        weight: 3,
+        arbitrary: fc.constantFrom(
+          `${base}/image.raw`,
+          `${base}/missing`,
+          `${base}/slow`,
+          `${base}/redirect`,
+          `${base}/text`,
+          `http://127.0.0.1:${closedPort}/x`,
+          `http://[::1]:${closedPort}/`,
+        ),
+      },
+      {
+        weight: 2,
+        arbitrary: fc.constantFrom(
+          "ftp://127.0.0.1/x",
+          "file:///etc/passwd",
+          `file:///tmp/${world.marker}`,
+          "javascript:alert(1)",
+          "data:text/plain,hi",
+          "http://",
+          "http:///x",
+          "not a url",
+          "//127.0.0.1/x",
+          "HTTP://127.0.0.1:1/",
+        ),
+      },
       { weight: 2, arbitrary: stringArb(world, "url") },
     )
     .map((u) => {
@@ -578,7 +732,9 @@ export function localUrl(world: FuzzWorld, base: string, closedPort: number, mod
         return u;
       }
       const local = url.hostname === "127.0.0.1" || url.hostname === "[::1]" || url.hostname === "localhost";
-      return (url.protocol === "http:" || url.protocol === "https:") && !local ? `http://127.0.0.1:${closedPort}/${encodeURIComponent(u).slice(0, 200)}` : u;
+      return (url.protocol === "http:" || url.protocol === "https:") && !local
+        ? `http://127.0.0.1:${closedPort}/${encodeURIComponent(u).slice(0, 200)}`
+        : u;
     });
 }
 
@@ -613,7 +769,12 @@ export function safeArgv(world: FuzzWorld, mode: Mode): fc.Arbitrary<JsonValue> 
   );
   if (mode === "plausible") {
     return fc.oneof(
-      { weight: 3, arbitrary: fc.tuple(harmless, fc.array(stringArb(world, "arg", mode), { maxLength: 2 })).map(([p, rest]): JsonValue => [p, ...rest]) },
+      {
+        weight: 3,
+        arbitrary: fc
+          .tuple(harmless, fc.array(stringArb(world, "arg", mode), { maxLength: 2 }))
+          .map(([p, rest]): JsonValue => [p, ...rest]),
+      },
       { weight: 1, arbitrary: sleeper },
     );
   }
@@ -623,7 +784,12 @@ export function safeArgv(world: FuzzWorld, mode: Mode): fc.Arbitrary<JsonValue> 
     { weight: 12, arbitrary: fc.tuple(program, fc.array(arg, { maxLength: 4 })).map(([p, rest]): JsonValue => [p, ...rest]) },
     { weight: 2, arbitrary: sleeper },
     { weight: 1, arbitrary: fc.constant<JsonValue>([]) },
-    { weight: 1, arbitrary: fc.tuple(program, fc.constantFrom(4095, 4096, 4097, 20_000)).map(([p, n]): JsonValue => [p, ...Array.from({ length: n - 1 }, () => "x")]) },
+    {
+      weight: 1,
+      arbitrary: fc
+        .tuple(program, fc.constantFrom(4095, 4096, 4097, 20_000))
+        .map(([p, n]): JsonValue => [p, ...Array.from({ length: n - 1 }, () => "x")]),
+    },
     { weight: 1, arbitrary: fc.constantFrom<JsonValue>(null, "/bin/true", 5, [5], [null], {}) },
   );
 }
@@ -654,7 +820,10 @@ export function reachableFields(methods: readonly DescMethod[]): Set<string> {
 export function validRequestArb(world: FuzzWorld, method: DescMethod, importBase: string): fc.Arbitrary<JsonValue> | undefined {
   const fresh = fc.stringMatching(/^[a-z][a-z0-9]{3,8}$/).map((s) => `rc-${s}`);
   const tenant = fc.constantFrom("", "default", "fz-t1");
-  const requestId = fc.oneof(fc.constant(""), fresh.map((s) => `rq-${s}`));
+  const requestId = fc.oneof(
+    fc.constant(""),
+    fresh.map((s) => `rq-${s}`),
+  );
   const existing = (kind: string, field: string, extra: JsonObject = {}) =>
     fc.tuple(fc.nat(), fc.boolean(), fc.boolean()).map(([i, byName, recent]): JsonValue => {
       // Half of the time one of the three newest (an executable that may still run, a fresh volume).
@@ -665,11 +834,18 @@ export function validRequestArb(world: FuzzWorld, method: DescMethod, importBase
     });
   switch (`${method.parent.name}/${method.name}`) {
     case "ExecutableService/StartExecutable":
-      return fc.record({ argv: fc.constantFrom<JsonValue>(["/bin/true"], ["/bin/echo", "hi"], ["/bin/sleep", "1"], ["/bin/sleep", "2"]), name: fc.oneof(fc.constant(""), fresh), tenant, requestId });
+      return fc.record({
+        argv: fc.constantFrom<JsonValue>(["/bin/true"], ["/bin/echo", "hi"], ["/bin/sleep", "1"], ["/bin/sleep", "2"]),
+        name: fc.oneof(fc.constant(""), fresh),
+        tenant,
+        requestId,
+      });
     case "ExecutableService/StopExecutable":
       return fc
         .tuple(fc.constantFrom("", "SIGTERM", "SIGKILL", "SIGINT"), fc.constantFrom<JsonValue | undefined>(undefined, "0s", "0.050s", "1s"))
-        .chain(([signal, grace]) => existing("executable", "executable", grace === undefined ? { signal } : { signal, gracePeriod: grace }));
+        .chain(([signal, grace]) =>
+          existing("executable", "executable", grace === undefined ? { signal } : { signal, gracePeriod: grace }),
+        );
     case "ExecutableService/DeleteExecutable":
       return existing("executable", "executable");
     case "CellService/AllocateCell": {
@@ -680,7 +856,14 @@ export function validRequestArb(world: FuzzWorld, method: DescMethod, importBase
         return parent ? { name: `${parent.name}/${n}`, tenant: parent.tenant } : { name: n, tenant: "" };
       });
       return fc
-        .tuple(fc.oneof(fresh.chain((n) => tenant.map((t) => ({ name: n, tenant: t }))), child), requestId, fc.constantFrom<JsonValue>({}, {}, { uts: true }, { ipc: true }))
+        .tuple(
+          fc.oneof(
+            fresh.chain((n) => tenant.map((t) => ({ name: n, tenant: t }))),
+            child,
+          ),
+          requestId,
+          fc.constantFrom<JsonValue>({}, {}, { uts: true }, { ipc: true }),
+        )
         .map(([target, rid, isolation]): JsonValue => ({ ...target, requestId: rid, isolation }));
     }
     case "CellService/FreeCell":
@@ -700,9 +883,13 @@ export function validRequestArb(world: FuzzWorld, method: DescMethod, importBase
     case "StorageService/CreateVolume":
       return fc.record({ name: fresh, tenant, requestId, empty: fc.constant<JsonValue>({ sizeBytes: "1048576" }) });
     case "StorageService/CloneVolume":
-      return fc.tuple(existing("volume", "volume"), fresh, requestId).map(([target, name, rid]): JsonValue => ({ ...(target as JsonObject), name, requestId: rid }));
+      return fc
+        .tuple(existing("volume", "volume"), fresh, requestId)
+        .map(([target, name, rid]): JsonValue => ({ ...(target as JsonObject), name, requestId: rid }));
     case "StorageService/SnapshotVolume":
-      return fc.tuple(existing("volume", "volume"), fresh, requestId).map(([target, name, rid]): JsonValue => ({ ...(target as JsonObject), name, requestId: rid }));
+      return fc
+        .tuple(existing("volume", "volume"), fresh, requestId)
+        .map(([target, name, rid]): JsonValue => ({ ...(target as JsonObject), name, requestId: rid }));
     case "StorageService/DeleteVolume":
       return fc.boolean().chain((snapshots) => existing("volume", "volume", { deleteSnapshots: snapshots }));
     case "StorageService/ImportImage":

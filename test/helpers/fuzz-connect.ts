@@ -118,7 +118,16 @@ export class RawConnectClient {
       try {
         session = open();
       } catch (err) {
-        resolve({ status: 0, headers: {}, trailers: {}, body: Buffer.alloc(0), hung: false, cancelled: false, transportError: (err as Error).message, elapsedMs: 0 });
+        resolve({
+          status: 0,
+          headers: {},
+          trailers: {},
+          body: Buffer.alloc(0),
+          hung: false,
+          cancelled: false,
+          transportError: (err as Error).message,
+          elapsedMs: 0,
+        });
         return;
       }
       const stream = session.request({ ":method": "POST", ":path": req.path, ...req.headers });
@@ -136,7 +145,16 @@ export class RawConnectClient {
         settled = true;
         clearTimeout(hard);
         if (cancel) clearTimeout(cancel);
-        resolve({ status, headers, trailers, body: Buffer.concat(chunks), hung, cancelled, transportError, elapsedMs: performance.now() - started });
+        resolve({
+          status,
+          headers,
+          trailers,
+          body: Buffer.concat(chunks),
+          hung,
+          cancelled,
+          transportError,
+          elapsedMs: performance.now() - started,
+        });
         // The answer is complete: stop sending whatever of the body the server did not read (an
         // oversized body it refused), as a Connect client does, so unsent data does not pile up.
         // Only then: a reset of a stream the server has closed already counts, in node's server, as
@@ -220,17 +238,21 @@ function parseJsonObject(what: string, data: Buffer): Record<string, JsonValue> 
   } catch {
     throw new Error(`${what} is not JSON: ${JSON.stringify(text.slice(0, 200))}`);
   }
-  if (value === null || typeof value !== "object" || Array.isArray(value)) throw new Error(`${what} is not a JSON object: ${text.slice(0, 200)}`);
+  if (value === null || typeof value !== "object" || Array.isArray(value))
+    throw new Error(`${what} is not a JSON object: ${text.slice(0, 200)}`);
   return value as Record<string, JsonValue>;
 }
 
 /** A Connect error object ({code, message, details}) with a known code and a sentence. */
 function checkErrorObject(what: string, value: JsonValue | undefined): { code: string; message: string } {
-  if (value === null || typeof value !== "object" || Array.isArray(value)) throw new Error(`${what} is not an error object: ${JSON.stringify(value)}`);
+  if (value === null || typeof value !== "object" || Array.isArray(value))
+    throw new Error(`${what} is not an error object: ${JSON.stringify(value)}`);
   const code = value.code;
   const message = value.message;
-  if (typeof code !== "string" || !CONNECT_CODES.has(code)) throw new Error(`${what} has no known Connect code: ${JSON.stringify(value).slice(0, 300)}`);
-  if (typeof message !== "string" || message.trim() === "") throw new Error(`${what} (${code}) has no message: ${JSON.stringify(value).slice(0, 300)}`);
+  if (typeof code !== "string" || !CONNECT_CODES.has(code))
+    throw new Error(`${what} has no known Connect code: ${JSON.stringify(value).slice(0, 300)}`);
+  if (typeof message !== "string" || message.trim() === "")
+    throw new Error(`${what} (${code}) has no message: ${JSON.stringify(value).slice(0, 300)}`);
   if (value.details !== undefined && !Array.isArray(value.details)) throw new Error(`${what}: details is not an array`);
   return { code, message };
 }
@@ -269,14 +291,17 @@ function decodeOutput(what: string, method: DescMethod, data: Buffer): Record<st
 export function checkUnaryResponse(method: DescMethod, res: RawResponse): Outcome {
   const contentType = String(res.headers["content-type"] ?? "");
   if (res.status === 200) {
-    if (/^application\/proto\b/.test(contentType)) return { code: "ok", message: "", messages: [decodeOutput("the success body", method, res.body)] };
+    if (/^application\/proto\b/.test(contentType))
+      return { code: "ok", message: "", messages: [decodeOutput("the success body", method, res.body)] };
     if (!/^application\/json\b/.test(contentType)) throw new Error(`200 with content-type ${JSON.stringify(contentType)}`);
     const json = parseJsonObject("the success body", res.body);
     checkOutput(method, json);
     return { code: "ok", message: "", messages: [json] };
   }
   if (!/^application\/json\b/.test(contentType)) {
-    throw new Error(`HTTP ${res.status} with content-type ${JSON.stringify(contentType)} and body ${JSON.stringify(res.body.toString("utf8").slice(0, 200))}: not a Connect error`);
+    throw new Error(
+      `HTTP ${res.status} with content-type ${JSON.stringify(contentType)} and body ${JSON.stringify(res.body.toString("utf8").slice(0, 200))}: not a Connect error`,
+    );
   }
   const err = checkErrorObject("the error body", parseJsonObject("the error body", res.body));
   const expected = CONNECT_CODES.get(err.code);
@@ -300,10 +325,13 @@ export function checkStreamResponse(method: DescMethod, res: RawResponse, partia
       const err = checkErrorObject("the error body", parseJsonObject("the error body", res.body));
       return { code: err.code, message: err.message, messages: [] };
     }
-    throw new Error(`streaming call answered HTTP ${res.status} with content-type ${JSON.stringify(contentType)} and body ${JSON.stringify(res.body.toString("utf8").slice(0, 200))}`);
+    throw new Error(
+      `streaming call answered HTTP ${res.status} with content-type ${JSON.stringify(contentType)} and body ${JSON.stringify(res.body.toString("utf8").slice(0, 200))}`,
+    );
   }
   const binary = /^application\/connect\+proto\b/.test(contentType);
-  if (!binary && !/^application\/connect\+json\b/.test(contentType)) throw new Error(`streaming 200 with content-type ${JSON.stringify(contentType)}`);
+  if (!binary && !/^application\/connect\+json\b/.test(contentType))
+    throw new Error(`streaming 200 with content-type ${JSON.stringify(contentType)}`);
   const envelopes = parseEnvelopes(res.body, partial);
   const messages: Array<Record<string, JsonValue>> = [];
   let end: { code: string; message: string } | undefined;

@@ -3,7 +3,18 @@
 // the daemon's state directory changed.
 import { createHash } from "node:crypto";
 import { execFileSync } from "node:child_process";
-import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { dirname, join } from "node:path";
@@ -143,7 +154,7 @@ export function prepareSentinel(dir: string): string[] {
   writeFileSync(join(dir, "file.txt"), "sentinel: nothing may change this file\n");
   writeFileSync(join(dir, "sub", "inner.txt"), "inner\n");
   writeFileSync(join(dir, "sub", "deeper", "disk.qcow2"), Buffer.alloc(4096, 0x51));
-  writeFileSync(join(dir, "run.sh"), "#!/bin/sh\ntouch \"$0.ran\"\n");
+  writeFileSync(join(dir, "run.sh"), '#!/bin/sh\ntouch "$0.ran"\n');
   chmodSync(join(dir, "run.sh"), 0o755);
   mkdirSync(join(dir, "empty"));
   chmodSync(join(dir, "empty"), 0o500);

@@ -61,7 +61,7 @@ export function killLeftovers(dir: string, cgroupRoot: string): string[] {
     const table = processTable();
     const targets = new Set<number>(cgroupPids(cgroupRoot).filter((p) => table.has(p) && p !== process.pid));
     for (const [pid, p] of table) if (p.cmd.includes(`${dir}/`) && pid !== process.pid) targets.add(pid);
-    for (let grew = true; grew; ) {
+    for (let grew = true; grew;) {
       grew = false;
       for (const [pid, p] of table) {
         if (!targets.has(pid) && targets.has(p.ppid) && pid !== process.pid) {
@@ -87,7 +87,11 @@ export function killLeftovers(dir: string, cgroupRoot: string): string[] {
 /** Deletes the TAP devices aetherd names after the VMs in this state folder (ae<8 hex of the id>n<i>). */
 export function deleteVmTaps(stateDir: string): string[] {
   const vmsDir = join(stateDir, "vms");
-  const prefixes = existsSync(vmsDir) ? readdirSync(vmsDir).filter((f) => f !== "executables").map((id) => `ae${id.replace(/-/g, "").slice(0, 8)}n`) : [];
+  const prefixes = existsSync(vmsDir)
+    ? readdirSync(vmsDir)
+        .filter((f) => f !== "executables")
+        .map((id) => `ae${id.replace(/-/g, "").slice(0, 8)}n`)
+    : [];
   if (prefixes.length === 0) return [];
   let links: string[];
   try {

@@ -23,7 +23,23 @@ const openssl = (dir: string, args: string[]) => execFileSync("openssl", args, {
 
 export function createCa(name: string, dir = mkdtempSync(join(tmpdir(), "aether-pki-"))): TestCa {
   const ca = { cert: join(dir, `${name}.pem`), key: join(dir, `${name}.key`) };
-  openssl(dir, ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", ca.key, "-out", ca.cert, "-days", "2", "-subj", `/CN=${name}`]);
+  openssl(dir, [
+    "req",
+    "-x509",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+    "-keyout",
+    ca.key,
+    "-out",
+    ca.cert,
+    "-days",
+    "2",
+    "-subj",
+    `/CN=${name}`,
+  ]);
   return {
     ...ca,
     dir,
@@ -37,8 +53,37 @@ export function createCa(name: string, dir = mkdtempSync(join(tmpdir(), "aether-
           ? `subjectAltName=IP:127.0.0.1,DNS:localhost${options.uri === null ? "" : `,URI:${options.uri ?? `spiffe://test/node/${subject}`}`}\nextendedKeyUsage=serverAuth\n`
           : `${options.uri === null ? "" : `subjectAltName=URI:${options.uri ?? `spiffe://test/user/${subject}`}\n`}extendedKeyUsage=clientAuth\n`,
       );
-      openssl(dir, ["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", pair.key, "-out", csr, "-subj", `/CN=${subject}`]);
-      openssl(dir, ["x509", "-req", "-in", csr, "-CA", ca.cert, "-CAkey", ca.key, "-CAcreateserial", "-out", pair.cert, "-days", String(options.days ?? 1), "-extfile", ext]);
+      openssl(dir, [
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        pair.key,
+        "-out",
+        csr,
+        "-subj",
+        `/CN=${subject}`,
+      ]);
+      openssl(dir, [
+        "x509",
+        "-req",
+        "-in",
+        csr,
+        "-CA",
+        ca.cert,
+        "-CAkey",
+        ca.key,
+        "-CAcreateserial",
+        "-out",
+        pair.cert,
+        "-days",
+        String(options.days ?? 1),
+        "-extfile",
+        ext,
+      ]);
       return pair;
     },
   };

@@ -184,8 +184,25 @@ function selfSignedCertificate(names: string[]): { key: string; cert: string } {
     const san = ["IP:127.0.0.1", "DNS:localhost", "DNS:bmc.test", ...names.map((n) => `DNS:${n}`)].join(",");
     execFileSync(
       "openssl",
-      ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "key.pem", "-out", "cert.pem",
-        "-days", "2", "-subj", "/CN=aether-test-bmc", "-addext", `subjectAltName=${san}`],
+      [
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "cert.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=aether-test-bmc",
+        "-addext",
+        `subjectAltName=${san}`,
+      ],
       { cwd: dir, stdio: ["ignore", "ignore", "pipe"] },
     );
     return { key: readFileSync(join(dir, "key.pem"), "utf8"), cert: readFileSync(join(dir, "cert.pem"), "utf8") };
@@ -195,7 +212,9 @@ function selfSignedCertificate(names: string[]): { key: string; cert: string } {
 }
 
 function odataId(v: unknown): string | undefined {
-  return typeof v === "object" && v !== null && typeof (v as Json)["@odata.id"] === "string" ? ((v as Json)["@odata.id"] as string) : undefined;
+  return typeof v === "object" && v !== null && typeof (v as Json)["@odata.id"] === "string"
+    ? ((v as Json)["@odata.id"] as string)
+    : undefined;
 }
 
 function normalizePath(pathname: string): string {
@@ -271,13 +290,30 @@ export async function startTestBmc(options: TestBmcOptions): Promise<TestBmc> {
       case 400:
         return message("GeneralError", "A general error has occurred.", "None.");
       case 401:
-        return message("NoValidSession", "There is no valid session established with the implementation.", "Establish a session before attempting any operations.");
+        return message(
+          "NoValidSession",
+          "There is no valid session established with the implementation.",
+          "Establish a session before attempting any operations.",
+        );
       case 403:
-        return message("InsufficientPrivilege", "There are insufficient privileges for the account or credentials associated with the current session to perform the requested operation.", "Either abandon the operation or change the associated access rights and resubmit the request if the operation failed.");
+        return message(
+          "InsufficientPrivilege",
+          "There are insufficient privileges for the account or credentials associated with the current session to perform the requested operation.",
+          "Either abandon the operation or change the associated access rights and resubmit the request if the operation failed.",
+        );
       case 503:
-        return message("ServiceTemporarilyUnavailable", "The service is temporarily unavailable.  Retry in 5 seconds.", "Wait for the indicated retry duration and retry the operation.", ["5"]);
+        return message(
+          "ServiceTemporarilyUnavailable",
+          "The service is temporarily unavailable.  Retry in 5 seconds.",
+          "Wait for the indicated retry duration and retry the operation.",
+          ["5"],
+        );
       default:
-        return message("InternalError", "The request failed due to an internal service error.  The service is still operational.", "Resubmit the request.  If the problem persists, consider resetting the service.");
+        return message(
+          "InternalError",
+          "The request failed due to an internal service error.  The service is still operational.",
+          "Resubmit the request.  If the problem persists, consider resetting the service.",
+        );
     }
   };
 
@@ -295,7 +331,11 @@ export async function startTestBmc(options: TestBmcOptions): Promise<TestBmc> {
   const fail = (res: ServerResponse, entry: TestBmcRequest, status: number, info: MessageInfo = defaultMessage(status)) =>
     send(res, entry, status, errorBody([info]), status === 401 ? { "WWW-Authenticate": 'Basic realm="Redfish"' } : {});
   const success = (): Json => ({
-    error: { code: "iLO.0.10.ExtendedInfo", message: "See @Message.ExtendedInfo for more information.", "@Message.ExtendedInfo": [{ MessageId: "Base.1.4.Success" }] },
+    error: {
+      code: "iLO.0.10.ExtendedInfo",
+      message: "See @Message.ExtendedInfo for more information.",
+      "@Message.ExtendedInfo": [{ MessageId: "Base.1.4.Success" }],
+    },
   });
 
   const finish = async (to: "On" | "Off") => {
@@ -358,7 +398,15 @@ export async function startTestBmc(options: TestBmcOptions): Promise<TestBmc> {
           Id: s.id,
           Description: "Manager User Session",
           Name: "User Session",
-          Oem: { Hpe: { "@odata.type": "#HpeiLOSession.v2_1_0.HpeiLOSession", LoginTime: s.created, MySession: true, UserTag: "REST", UserType: "Local" } },
+          Oem: {
+            Hpe: {
+              "@odata.type": "#HpeiLOSession.v2_1_0.HpeiLOSession",
+              LoginTime: s.created,
+              MySession: true,
+              UserTag: "REST",
+              UserType: "Local",
+            },
+          },
           UserName: username,
         }
       : {
@@ -399,7 +447,16 @@ export async function startTestBmc(options: TestBmcOptions): Promise<TestBmc> {
     }
     const resetType = kind === "action" && typeof parsed?.["ResetType"] === "string" ? (parsed["ResetType"] as string) : undefined;
     const auth = authenticate(req);
-    const entry: TestBmcRequest = { method, url: target, path, kind, auth, status: 0, time: Date.now(), ...(resetType !== undefined ? { resetType } : {}) };
+    const entry: TestBmcRequest = {
+      method,
+      url: target,
+      path,
+      kind,
+      auth,
+      status: 0,
+      time: Date.now(),
+      ...(resetType !== undefined ? { resetType } : {}),
+    };
     requests.push(entry);
 
     for (const m of misbehaviours) {
@@ -411,21 +468,51 @@ export async function startTestBmc(options: TestBmcOptions): Promise<TestBmc> {
       }
     }
 
-    if (malformed) return fail(res, entry, 400, message("MalformedJSON", "The request body submitted was malformed JSON and could not be parsed by the receiving service.", "Ensure that the request body is valid JSON and resubmit the request."));
+    if (malformed)
+      return fail(
+        res,
+        entry,
+        400,
+        message(
+          "MalformedJSON",
+          "The request body submitted was malformed JSON and could not be parsed by the receiving service.",
+          "Ensure that the request body is valid JSON and resubmit the request.",
+        ),
+      );
 
     // Unauthenticated resources: /redfish, the service root, and the login itself.
     if (method === "GET" && path === "/redfish") return send(res, entry, 200, { v1: "/redfish/v1/" });
     if (method === "GET" && path === "/redfish/v1") return send(res, entry, 200, mockup.get("/redfish/v1") as Json);
 
     if (kind === "login") {
-      if (has("noSessionService")) return fail(res, entry, 405, message("OperationNotAllowed", "The HTTP method is not allowed on this resource.", "None."));
+      if (has("noSessionService"))
+        return fail(res, entry, 405, message("OperationNotAllowed", "The HTTP method is not allowed on this resource.", "None."));
       const user = parsed?.["UserName"];
       const pass = parsed?.["Password"];
       if (typeof user !== "string" || typeof pass !== "string") {
-        return fail(res, entry, 400, message("PropertyMissing", "The property UserName or Password is a required property and must be included in the request.", "Ensure that the property is in the request body and has a valid value and resubmit the request.", ["UserName"]));
+        return fail(
+          res,
+          entry,
+          400,
+          message(
+            "PropertyMissing",
+            "The property UserName or Password is a required property and must be included in the request.",
+            "Ensure that the property is in the request body and has a valid value and resubmit the request.",
+            ["UserName"],
+          ),
+        );
       }
       if (!sameSecret(user, username) || !sameSecret(pass, password)) {
-        return fail(res, entry, 401, message("NoValidSession", "There is no valid session established with the implementation.", "Establish a session before attempting any operations."));
+        return fail(
+          res,
+          entry,
+          401,
+          message(
+            "NoValidSession",
+            "There is no valid session established with the implementation.",
+            "Establish a session before attempting any operations.",
+          ),
+        );
       }
       const id = ilo ? `${username}${randomBytes(12).toString("hex")}` : randomBytes(8).toString("hex").toUpperCase();
       const token = randomBytes(16).toString("hex");
@@ -441,17 +528,48 @@ export async function startTestBmc(options: TestBmcOptions): Promise<TestBmc> {
     if (kind === "logout") {
       const id = path.slice(sessionsPath.length + 1);
       const found = [...sessions.values()].find((s) => s.id === id);
-      if (!found) return fail(res, entry, 404, message("ResourceMissingAtURI", `The resource at the URI ${path} was not found.`, "Place a valid resource at the URI or correct the URI and resubmit the request.", [path]));
+      if (!found)
+        return fail(
+          res,
+          entry,
+          404,
+          message(
+            "ResourceMissingAtURI",
+            `The resource at the URI ${path} was not found.`,
+            "Place a valid resource at the URI or correct the URI and resubmit the request.",
+            [path],
+          ),
+        );
       sessions.delete(found.token);
       return ilo ? send(res, entry, 200, success()) : send(res, entry, 204);
     }
 
     if (kind === "action") {
       if (resetType === undefined) {
-        return fail(res, entry, 400, message("ActionParameterMissing", "The action ComputerSystem.Reset requires the parameter ResetType to be present in the request body.", "Supply the action with the required parameter in the request body when the request is resubmitted.", ["ComputerSystem.Reset", "ResetType"]));
+        return fail(
+          res,
+          entry,
+          400,
+          message(
+            "ActionParameterMissing",
+            "The action ComputerSystem.Reset requires the parameter ResetType to be present in the request body.",
+            "Supply the action with the required parameter in the request body when the request is resubmitted.",
+            ["ComputerSystem.Reset", "ResetType"],
+          ),
+        );
       }
       if (!allowable.includes(resetType)) {
-        return fail(res, entry, 400, message("ActionParameterNotSupported", `The parameter ResetType for the action ComputerSystem.Reset is not supported on the target resource.`, "Remove the parameter supplied and resubmit the request if the operation failed.", [resetType, "ComputerSystem.Reset"]));
+        return fail(
+          res,
+          entry,
+          400,
+          message(
+            "ActionParameterNotSupported",
+            `The parameter ResetType for the action ComputerSystem.Reset is not supported on the target resource.`,
+            "Remove the parameter supplied and resubmit the request if the operation failed.",
+            [resetType, "ComputerSystem.Reset"],
+          ),
+        );
       }
       if (has("offBeforeAction") && (resetType === "ForceOff" || resetType === "GracefulShutdown")) {
         if (transition) clearTimeout(transition);
@@ -490,10 +608,31 @@ export async function startTestBmc(options: TestBmcOptions): Promise<TestBmc> {
       if (resource && path !== `${sessionsPath}` && !path.startsWith(`${sessionsPath}/`)) {
         return send(res, entry, 200, path === systemPath ? { ...resource, PowerState: power } : resource);
       }
-      return fail(res, entry, 404, message("ResourceMissingAtURI", `The resource at the URI ${path} was not found.`, "Place a valid resource at the URI or correct the URI and resubmit the request.", [path]));
+      return fail(
+        res,
+        entry,
+        404,
+        message(
+          "ResourceMissingAtURI",
+          `The resource at the URI ${path} was not found.`,
+          "Place a valid resource at the URI or correct the URI and resubmit the request.",
+          [path],
+        ),
+      );
     }
-    if (mockup.has(path)) return fail(res, entry, 405, message("OperationNotAllowed", "The HTTP method is not allowed on this resource.", "None."));
-    return fail(res, entry, 404, message("ResourceMissingAtURI", `The resource at the URI ${path} was not found.`, "Place a valid resource at the URI or correct the URI and resubmit the request.", [path]));
+    if (mockup.has(path))
+      return fail(res, entry, 405, message("OperationNotAllowed", "The HTTP method is not allowed on this resource.", "None."));
+    return fail(
+      res,
+      entry,
+      404,
+      message(
+        "ResourceMissingAtURI",
+        `The resource at the URI ${path} was not found.`,
+        "Place a valid resource at the URI or correct the URI and resubmit the request.",
+        [path],
+      ),
+    );
   };
 
   const server: Server = createServer({ key, cert }, (req, res) => {

@@ -46,7 +46,9 @@ export async function ensureZfsDaemon(): Promise<void> {
     throw new Error("ZFS is not answering and zfs-fuse is not installed: run scripts/setup-host.sh (it installs zfs-fuse) as root");
   }
   if (!existsSync("/dev/fuse")) {
-    throw new Error("zfs-fuse needs /dev/fuse, which this machine lacks: load the fuse module (modprobe fuse) or give the container /dev/fuse");
+    throw new Error(
+      "zfs-fuse needs /dev/fuse, which this machine lacks: load the fuse module (modprobe fuse) or give the container /dev/fuse",
+    );
   }
   // zfs-fuse exits 1 without a word when its pidfile names a process that is gone (a crashed or
   // killed earlier run); the pidfile is only ours to clear when its process is really dead.

@@ -102,8 +102,12 @@ function pickBest(all: Contender[]): Choice {
   {
     const before = tied;
     if (narrow((c) => c.placements, "min")) {
-      const others = before.filter((c) => !tied.includes(c)).map((c) => `${c.node} ${c.placements}`).join(", ");
-      if (tied.length === 1) return settle("placements", `fewest placements decided: ${names(tied)} has ${tied[0]?.placements} (${others})`);
+      const others = before
+        .filter((c) => !tied.includes(c))
+        .map((c) => `${c.node} ${c.placements}`)
+        .join(", ");
+      if (tied.length === 1)
+        return settle("placements", `fewest placements decided: ${names(tied)} has ${tied[0]?.placements} (${others})`);
       steps.push(`fewest placements (${tied[0]?.placements}) left ${names(tied)}`);
     } else {
       steps.push(`all have ${tied[0]?.placements} placements`);
@@ -121,8 +125,12 @@ function pickBest(all: Contender[]): Choice {
     }
     const before = tied;
     if (narrow((c) => read(c) as number, "min")) {
-      const others = before.filter((c) => !tied.includes(c)).map((c) => `${c.node} ${celsius(read(c) as number)}`).join(", ");
-      if (tied.length === 1) return settle("thermal", `cooler decided: ${names(tied)} at ${celsius(read(tied[0] as Contender) as number)} ${label} (${others})`);
+      const others = before
+        .filter((c) => !tied.includes(c))
+        .map((c) => `${c.node} ${celsius(read(c) as number)}`)
+        .join(", ");
+      if (tied.length === 1)
+        return settle("thermal", `cooler decided: ${names(tied)} at ${celsius(read(tied[0] as Contender) as number)} ${label} (${others})`);
       steps.push(`cooler (${celsius(read(tied[0] as Contender) as number)} ${label}) left ${names(tied)}`);
     } else {
       steps.push(`same ${label} temperature`);
@@ -135,8 +143,12 @@ function pickBest(all: Contender[]): Choice {
   } else {
     const before = tied;
     if (narrow((c) => c.diskWear as number, "max")) {
-      const others = before.filter((c) => !tied.includes(c)).map((c) => `${c.node} ${c.diskWear}`).join(", ");
-      if (tied.length === 1) return settle("disk_wear", `less disk wear decided: ${names(tied)} with disk_wear ${tied[0]?.diskWear} (${others})`);
+      const others = before
+        .filter((c) => !tied.includes(c))
+        .map((c) => `${c.node} ${c.diskWear}`)
+        .join(", ");
+      if (tied.length === 1)
+        return settle("disk_wear", `less disk wear decided: ${names(tied)} with disk_wear ${tied[0]?.diskWear} (${others})`);
       steps.push(`less disk wear (${tied[0]?.diskWear}) left ${names(tied)}`);
     } else {
       steps.push("same disk wear");
@@ -144,7 +156,10 @@ function pickBest(all: Contender[]): Choice {
   }
 
   // 4. Lowest node id (tied is sorted by id).
-  const rest = tied.slice(1).map((c) => c.node).join(", ");
+  const rest = tied
+    .slice(1)
+    .map((c) => c.node)
+    .join(", ");
   return settle("node_id", `lowest node id decided: ${tied[0]?.node} (before ${rest})`);
 }
 
@@ -187,7 +202,13 @@ export type BidAnswer =
 export function classifyAnswer(node: string, answer: BidAnswer, windowMs: number): Bid {
   const latency = duration(answer.latencyMs);
   if (answer.kind === "timeout") {
-    return create(BidSchema, { node, outcome: BidOutcome.TIMED_OUT, score: 0, latency, error: `no answer within the ${formatMs(windowMs)} bid window; the node was left out` });
+    return create(BidSchema, {
+      node,
+      outcome: BidOutcome.TIMED_OUT,
+      score: 0,
+      latency,
+      error: `no answer within the ${formatMs(windowMs)} bid window; the node was left out`,
+    });
   }
   if (answer.kind === "error") {
     const err = answer.error;
@@ -202,7 +223,15 @@ export function classifyAnswer(node: string, answer: BidAnswer, windowMs: number
   }
   const { response } = answer;
   const breakdown = response.breakdown;
-  const invalid = (why: string) => create(BidSchema, { node, outcome: BidOutcome.ERROR, score: response.score, breakdown, latency, error: `${why}; the answer was ignored` });
+  const invalid = (why: string) =>
+    create(BidSchema, {
+      node,
+      outcome: BidOutcome.ERROR,
+      score: response.score,
+      breakdown,
+      latency,
+      error: `${why}; the answer was ignored`,
+    });
   if (response.node !== "" && response.node !== node) {
     return invalid(`the answer names node ${JSON.stringify(response.node.slice(0, 80))}, not ${node} (a misrouted or duplicate answer)`);
   }
@@ -276,12 +305,10 @@ export async function collectBids(targets: BidTarget[], request: RequestBidReque
   const options = { signal: abort.signal, headers: { "connect-timeout-ms": String(Math.max(1, Math.ceil(windowMs))) } };
   targets.forEach((target) => {
     const sent = performance.now();
-    target.client
-      .requestBid(request, options)
-      .then(
-        (response) => settle(target.node, { kind: "answer", response, latencyMs: performance.now() - sent }),
-        (error: unknown) => settle(target.node, { kind: "error", error, latencyMs: performance.now() - sent }),
-      );
+    target.client.requestBid(request, options).then(
+      (response) => settle(target.node, { kind: "answer", response, latencyMs: performance.now() - sent }),
+      (error: unknown) => settle(target.node, { kind: "error", error, latencyMs: performance.now() - sent }),
+    );
   });
   if (targets.length === 0) closeWindow();
   await windowClosed;

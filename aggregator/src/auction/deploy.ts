@@ -12,7 +12,16 @@ import {
   type DeployResponse,
   type WorkloadSpec,
 } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
-import { alreadyExists, dnsLabel, durationMs, invalidArgument, labels as checkLabels, preciseNow, tenant as checkTenant, timestamp } from "@aether/server";
+import {
+  alreadyExists,
+  dnsLabel,
+  durationMs,
+  invalidArgument,
+  labels as checkLabels,
+  preciseNow,
+  tenant as checkTenant,
+  timestamp,
+} from "@aether/server";
 import type { Context } from "../context.js";
 import { nodeId as checkNodeId, requestId as checkRequestId } from "../validate.js";
 import { formatMs } from "./auction.js";
@@ -26,7 +35,9 @@ export async function deploy(ctx: Context, runner: AuctionRunner, req: DeployReq
   const spec = normalizeSpec(req.spec);
   const windowMs = durationMs("bid_timeout", req.bidTimeout, ctx.windowMs);
   if (windowMs < 1 || windowMs > MAX_WINDOW_MS) {
-    throw invalidArgument(`bid_timeout ${formatMs(windowMs)} is out of range: give 1 ms to 60 s (unset: this aggregator's window, ${formatMs(ctx.windowMs)}).`);
+    throw invalidArgument(
+      `bid_timeout ${formatMs(windowMs)} is out of range: give 1 ms to 60 s (unset: this aggregator's window, ${formatMs(ctx.windowMs)}).`,
+    );
   }
   const rid = checkRequestId(req.requestId);
   const requestKey = rid === "" ? undefined : `${spec.tenant}/${encodeURIComponent(rid)}`;
@@ -84,7 +95,10 @@ export function normalizeSpec(input: WorkloadSpec | undefined): WorkloadSpec {
   if (spec.kind.case === "executable") {
     const argv0 = spec.kind.value.argv[0];
     if (argv0 === undefined) throw invalidArgument("spec.executable.argv is empty: give the program (an absolute path) and its arguments.");
-    if (!argv0.startsWith("/")) throw invalidArgument(`spec.executable.argv[0] ${JSON.stringify(argv0.slice(0, 80))} is not an absolute path: nodes run exactly the program named, e.g. /bin/sleep.`);
+    if (!argv0.startsWith("/"))
+      throw invalidArgument(
+        `spec.executable.argv[0] ${JSON.stringify(argv0.slice(0, 80))} is not an absolute path: nodes run exactly the program named, e.g. /bin/sleep.`,
+      );
   }
   return spec;
 }

@@ -83,7 +83,10 @@ export class AuctionRunner {
         const mismatch = selector.filter(([k, v]) => node.labels[k] !== v);
         if (mismatch.length > 0) {
           const has = mismatch.map(([k]) => `${k}=${node.labels[k] ?? "(unset)"}`).join(", ");
-          excluded.push({ node: node.id, reason: `its labels do not match node_selector (wants ${mismatch.map(([k, v]) => `${k}=${v}`).join(", ")}; has ${has})` });
+          excluded.push({
+            node: node.id,
+            reason: `its labels do not match node_selector (wants ${mismatch.map(([k, v]) => `${k}=${v}`).join(", ")}; has ${has})`,
+          });
         } else {
           targets.push({ node: node.id, client: this.ctx.clients.bid(node.address) });
         }
@@ -105,14 +108,23 @@ export class AuctionRunner {
       .filter((b) => b.outcome === BidOutcome.BID)
       .map((b) => {
         const thermal = this.ctx.registry.get(b.node)?.thermal;
-        return { node: b.node, score: b.score, placements: counts.get(b.node) ?? 0, cpuCelsius: thermal?.cpuCelsius, inletCelsius: thermal?.inletCelsius, diskWear: diskWearOf(b.breakdown) };
+        return {
+          node: b.node,
+          score: b.score,
+          placements: counts.get(b.node) ?? 0,
+          cpuCelsius: thermal?.cpuCelsius,
+          inletCelsius: thermal?.inletCelsius,
+          diskWear: diskWearOf(b.breakdown),
+        };
       });
     const decision = decide(contenders);
     record.decisionDuration = duration(performance.now() - tDecide);
     record.tieBreakReason = decision.tieBreakReason;
 
     if (decision.order.length === 0) {
-      const reasons = [...bidding.bids.map((b) => ({ node: b.node, reason: whyNoBid(b) })), ...excluded].sort((a, b) => compareStrings(a.node, b.node));
+      const reasons = [...bidding.bids.map((b) => ({ node: b.node, reason: whyNoBid(b) })), ...excluded].sort((a, b) =>
+        compareStrings(a.node, b.node),
+      );
       const sentence =
         reasons.length === 0
           ? `no node can host workload ${spec.name}: no node is registered with this aggregator; start aetherd with the aggregator configured on at least one host.`
@@ -127,7 +139,11 @@ export class AuctionRunner {
       tenant: spec.tenant,
       auctionId,
       message: `auction for ${spec.name}: ${first.node} won with ${first.score} of ${record.bids.length} node(s) asked${decision.tieBreakReason ? ` (${decision.tieBreakReason})` : ""}.`,
-      attributes: { score: String(first.score), bids: String(contenders.length), ...(decision.decidedBy ? { tie_break: decision.decidedBy } : {}) },
+      attributes: {
+        score: String(first.score),
+        bids: String(contenders.length),
+        ...(decision.decidedBy ? { tie_break: decision.decidedBy } : {}),
+      },
     });
 
     // Provisioning: the winner, then the next in order while they fail.
@@ -147,7 +163,9 @@ export class AuctionRunner {
       const node = this.ctx.registry.get(contender.node);
       try {
         if (!node) throw failedPrecondition(`node ${contender.node} was deregistered during the auction`);
-        const response = await this.ctx.clients.bid(node.address).executeProvisioning({ auctionId, spec, requestId: spec.workloadId }, { timeoutMs: this.ctx.provisionTimeoutMs });
+        const response = await this.ctx.clients
+          .bid(node.address)
+          .executeProvisioning({ auctionId, spec, requestId: spec.workloadId }, { timeoutMs: this.ctx.provisionTimeoutMs });
         provisioned = { node: contender.node, score: contender.score, resourceId: resourceIdOf(response) };
         break;
       } catch (err) {
@@ -204,17 +222,41 @@ export class AuctionRunner {
       attributes: {
         score: String(provisioned.score),
         ...(replaced ? { from_node: previousNode, to_node: provisioned.node } : {}),
-        ...(fenced ? { fenced_node: fenced.node, last_heartbeat: new Date(fenced.lastHeartbeatMs).toISOString(), since_last_heartbeat_ms: String(Date.now() - fenced.lastHeartbeatMs) } : {}),
+        ...(fenced
+          ? {
+              fenced_node: fenced.node,
+              last_heartbeat: new Date(fenced.lastHeartbeatMs).toISOString(),
+              since_last_heartbeat_ms: String(Date.now() - fenced.lastHeartbeatMs),
+            }
+          : {}),
       },
     });
     this.ctx.log.info(
-      { auction: auctionId, workload: spec.workloadId, name: spec.name, node: provisioned.node, score: provisioned.score, bids: record.bids.length, ms: Number((performance.now() - t0).toFixed(2)) },
+      {
+        auction: auctionId,
+        workload: spec.workloadId,
+        name: spec.name,
+        node: provisioned.node,
+        score: provisioned.score,
+        bids: record.bids.length,
+        ms: Number((performance.now() - t0).toFixed(2)),
+      },
       "workload placed",
     );
-    return create(DeployResponseSchema, { placement: clone(WorkloadPlacementSchema, placement), auction: clone(AuctionRecordSchema, record) });
+    return create(DeployResponseSchema, {
+      placement: clone(WorkloadPlacementSchema, placement),
+      auction: clone(AuctionRecordSchema, record),
+    });
   }
 
-  private async fail(record: AuctionRecord, placement: WorkloadPlacement, job: AuctionJob, sentence: string, t0: number, makeError: (s: string) => ConnectError): Promise<never> {
+  private async fail(
+    record: AuctionRecord,
+    placement: WorkloadPlacement,
+    job: AuctionJob,
+    sentence: string,
+    t0: number,
+    makeError: (s: string) => ConnectError,
+  ): Promise<never> {
     record.state = AuctionState.FAILED;
     record.stateReason = sentence;
     record.endTime = timestamp(Date.now());
@@ -225,8 +267,20 @@ export class AuctionRunner {
     placement.resourceId = "";
     await this.ctx.book.save(record, placement, job.requestKey);
     const { spec } = job;
-    void this.ctx.emit({ kind: ClusterEventKind.AUCTION_FAILED, workloadId: spec.workloadId, tenant: spec.tenant, auctionId: record.id, message: sentence });
-    void this.ctx.emit({ kind: ClusterEventKind.WORKLOAD_FAILED, workloadId: spec.workloadId, tenant: spec.tenant, auctionId: record.id, message: `workload ${spec.name} could not be placed: ${sentence}` });
+    void this.ctx.emit({
+      kind: ClusterEventKind.AUCTION_FAILED,
+      workloadId: spec.workloadId,
+      tenant: spec.tenant,
+      auctionId: record.id,
+      message: sentence,
+    });
+    void this.ctx.emit({
+      kind: ClusterEventKind.WORKLOAD_FAILED,
+      workloadId: spec.workloadId,
+      tenant: spec.tenant,
+      auctionId: record.id,
+      message: `workload ${spec.name} could not be placed: ${sentence}`,
+    });
     this.ctx.log.warn({ auction: record.id, workload: spec.workloadId, name: spec.name, reason: sentence }, "auction failed");
     throw makeError(`${sentence.replace(/\.$/, "")} (auction ${record.id}).`);
   }
@@ -236,6 +290,11 @@ export class AuctionRunner {
     this.ctx.clients
       .bid(node.address)
       .releaseWorkload({ workloadId: spec.workloadId, tenant: spec.tenant, gracePeriod: duration(5000) }, { timeoutMs: 10_000 })
-      .catch((err: unknown) => this.ctx.log.warn({ node: node.id, workload: spec.workloadId, err: describeError(err) }, "could not release a workload after its provisioning failed"));
+      .catch((err: unknown) =>
+        this.ctx.log.warn(
+          { node: node.id, workload: spec.workloadId, err: describeError(err) },
+          "could not release a workload after its provisioning failed",
+        ),
+      );
   }
 }

@@ -75,7 +75,11 @@ export class EventLog {
     const dropped = this.events.length > this.retention ? this.events.splice(0, this.events.length - this.retention) : [];
     await this.store.put(eventKey(event.sequence), toJsonString(ClusterEventSchema, event));
     for (const old of dropped) {
-      this.store.delete(eventKey(old.sequence)).catch((err: unknown) => this.log.warn({ sequence: String(old.sequence), err: (err as Error).message }, "could not delete an old event"));
+      this.store
+        .delete(eventKey(old.sequence))
+        .catch((err: unknown) =>
+          this.log.warn({ sequence: String(old.sequence), err: (err as Error).message }, "could not delete an old event"),
+        );
     }
     return event;
   }

@@ -41,10 +41,12 @@ export class EventStreams {
    */
   async *stream(req: StreamClusterEventsRequest, signal?: AbortSignal): AsyncGenerator<ClusterEvent> {
     if (!this.leadership.isLeader) throw unavailable(await this.leadership.standbySentence());
-    if (this.closed) throw unavailable(`this replica (${this.replica}) is shutting down; reconnect to another replica (resume with after_sequence).`);
+    if (this.closed)
+      throw unavailable(`this replica (${this.replica}) is shutting down; reconnect to another replica (resume with after_sequence).`);
     const tenant = req.tenant === "" ? undefined : dnsLabel("tenant", req.tenant);
     const kinds = new Set(req.kinds);
-    const wanted = (e: ClusterEvent) => (kinds.size === 0 || kinds.has(e.kind)) && (tenant === undefined || e.tenant === "" || e.tenant === tenant);
+    const wanted = (e: ClusterEvent) =>
+      (kinds.size === 0 || kinds.has(e.kind)) && (tenant === undefined || e.tenant === "" || e.tenant === tenant);
 
     const queue: ClusterEvent[] = [];
     let wake: () => void = () => {};

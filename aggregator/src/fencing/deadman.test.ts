@@ -31,7 +31,18 @@ import {
 import { startFakeBidder, type FakeBidder } from "../../../test/helpers/fake-bidder.js";
 import { Aggregator } from "../aggregator.js";
 import { NotLeaderError, type ClusterStore, type Leadership, type StoreEntry } from "../store/store.js";
-import { BmcRegistry, RedfishFencer, describeBmc, positionOf, type FenceOutcome, type FenceTarget, type Fencer, type LocatedBmc, type Location, type RedfishTarget } from "./fencing.js";
+import {
+  BmcRegistry,
+  RedfishFencer,
+  describeBmc,
+  positionOf,
+  type FenceOutcome,
+  type FenceTarget,
+  type Fencer,
+  type LocatedBmc,
+  type Location,
+  type RedfishTarget,
+} from "./fencing.js";
 import { restartPolicy } from "./deadman-model.js";
 
 const TTL_MS = 400;
@@ -39,7 +50,11 @@ const TTL_MS = 400;
 // ------------------------------------------------------------------------------------------------
 // Test doubles
 
-type FenceMode = { kind: "confirm"; delayMs?: number } | { kind: "unconfirmed"; powerState: string } | { kind: "throw"; message: string } | { kind: "hang" };
+type FenceMode =
+  | { kind: "confirm"; delayMs?: number }
+  | { kind: "unconfirmed"; powerState: string }
+  | { kind: "throw"; message: string }
+  | { kind: "hang" };
 
 class FakeFencer implements Fencer {
   readonly modes = new Map<string, FenceMode>();
@@ -191,7 +206,9 @@ class Harness {
   }
 
   async register(id: string, address: string, slot = 0): Promise<Node> {
-    const { node, lease } = await this.agg.registerNode(create(RegisterNodeRequestSchema, { nodeId: id, name: id, address, position: { slot } }));
+    const { node, lease } = await this.agg.registerNode(
+      create(RegisterNodeRequestSchema, { nodeId: id, name: id, address, position: { slot } }),
+    );
     this.leases.set(id, lease.id);
     this.silent.delete(id);
     return node;
@@ -252,7 +269,11 @@ describe("deadman: a silent node is fenced before its workloads move", () => {
     // When the BMC is asked, nothing has moved yet.
     let checkedAtFence = false;
     h.fencer.onFence = () => {
-      for (const id of [w1, w2].map((p) => p.workloadId)) assert.ok(!provisionedIds(c).includes(id) && !provisionedIds(h.bidders.get("a")).includes(id), "nothing is started elsewhere before the fence is confirmed");
+      for (const id of [w1, w2].map((p) => p.workloadId))
+        assert.ok(
+          !provisionedIds(c).includes(id) && !provisionedIds(h.bidders.get("a")).includes(id),
+          "nothing is started elsewhere before the fence is confirmed",
+        );
       checkedAtFence = true;
     };
     const silencedAt = Date.now();
@@ -267,7 +288,11 @@ describe("deadman: a silent node is fenced before its workloads move", () => {
       "w-1 and w-2 re-placed on c",
     );
     assert.ok(checkedAtFence);
-    assert.deepEqual(h.fencer.calls.map((x) => x.node), ["b"], "fenced once, only b");
+    assert.deepEqual(
+      h.fencer.calls.map((x) => x.node),
+      ["b"],
+      "fenced once, only b",
+    );
     assert.equal(moved.get("cell-1")?.state, PlacementState.FAILED);
     assert.match(moved.get("cell-1")?.stateReason ?? "", /fenced .*a cell's contents are started by its owner/);
     assert.equal(moved.get("keep-1")?.state, PlacementState.FAILED);
@@ -293,7 +318,10 @@ describe("deadman: a silent node is fenced before its workloads move", () => {
     const events = (await h.events()).filter((e) => e.node === "b" || e.attributes.fenced_node === "b");
     const kinds = events.map((e) => ClusterEventKind[e.kind]);
     const at = (k: ClusterEventKind) => events.findIndex((e) => e.kind === k);
-    assert.ok(at(ClusterEventKind.NODE_SUSPECT) >= 0 && at(ClusterEventKind.NODE_SUSPECT) < at(ClusterEventKind.NODE_FENCING), kinds.join(" "));
+    assert.ok(
+      at(ClusterEventKind.NODE_SUSPECT) >= 0 && at(ClusterEventKind.NODE_SUSPECT) < at(ClusterEventKind.NODE_FENCING),
+      kinds.join(" "),
+    );
     assert.ok(at(ClusterEventKind.NODE_FENCING) < at(ClusterEventKind.NODE_FENCED), kinds.join(" "));
     const fencedAt = at(ClusterEventKind.NODE_FENCED);
     const replaced = events.filter((e) => e.kind === ClusterEventKind.WORKLOAD_REPLACED);
@@ -311,18 +339,30 @@ describe("deadman: a silent node is fenced before its workloads move", () => {
     const ms = (e: ClusterEvent | undefined) => Number(e?.time?.seconds ?? 0n) * 1000 + (e?.time?.nanos ?? 0) / 1e6;
     const lastBeat = Date.parse(fenced.attributes.last_heartbeat ?? "");
     const suspect = ms(events[at(ClusterEventKind.NODE_SUSPECT)]);
-    assert.ok(suspect - lastBeat >= TTL_MS - 5 && suspect - lastBeat < TTL_MS + 150, `suspected ${suspect - lastBeat} ms after the last heartbeat (TTL ${TTL_MS} ms)`);
+    assert.ok(
+      suspect - lastBeat >= TTL_MS - 5 && suspect - lastBeat < TTL_MS + 150,
+      `suspected ${suspect - lastBeat} ms after the last heartbeat (TTL ${TTL_MS} ms)`,
+    );
     assert.ok(ms(replaced.at(-1)) - silencedAt < 3000);
     assert.equal(events.filter((e) => e.kind === ClusterEventKind.WORKLOAD_FAILED).length, 2);
 
     // The old lease is dead.
-    await assert.rejects(h.agg.heartbeat(create(HeartbeatRequestSchema, { nodeId: "b", leaseId: h.leases.get("b") })), (err: unknown) => err instanceof ConnectError && err.code === Code.FailedPrecondition);
+    await assert.rejects(
+      h.agg.heartbeat(create(HeartbeatRequestSchema, { nodeId: "b", leaseId: h.leases.get("b") })),
+      (err: unknown) => err instanceof ConnectError && err.code === Code.FailedPrecondition,
+    );
   });
 
   it("the fenced node rejoins as a new member: its old workloads are released on it first and none is resumed there", async () => {
     const b = h.bidders.get("b") as FakeBidder;
     // A node that cannot be reached to release them is not let in.
-    await assert.rejects(h.register("b", "http://127.0.0.1:9"), (err: unknown) => err instanceof ConnectError && err.code === Code.Unavailable && /rejoins only once the workloads it had then are released/.test(err.rawMessage));
+    await assert.rejects(
+      h.register("b", "http://127.0.0.1:9"),
+      (err: unknown) =>
+        err instanceof ConnectError &&
+        err.code === Code.Unavailable &&
+        /rejoins only once the workloads it had then are released/.test(err.rawMessage),
+    );
     assert.equal((await h.nodeState("b"))?.state, NodeState.FENCED);
 
     const before = await h.placements();
@@ -360,19 +400,31 @@ describe("deadman: an unconfirmed fence leaves the workloads where they are", ()
     assert.equal(w.node, "b");
     h.silent.add("b");
 
-    const failed = await eventually(async () => {
-      const n = await h.nodeState("b");
-      return n?.state === NodeState.FENCE_FAILED && h.fencer.calls.length >= 2 ? n : undefined;
-    }, 5000, "b FENCE_FAILED and retried");
+    const failed = await eventually(
+      async () => {
+        const n = await h.nodeState("b");
+        return n?.state === NodeState.FENCE_FAILED && h.fencer.calls.length >= 2 ? n : undefined;
+      },
+      5000,
+      "b FENCE_FAILED and retried",
+    );
     assert.match(failed.stateReason, /failed \(attempt \d\): the fence was not confirmed .*PoweringOff.*stay where they are/);
     const gaps = h.fencer.calls.slice(1).map((c, i) => c.at - (h.fencer.calls[i]?.at ?? 0));
     assert.ok((gaps[0] ?? 0) >= 140, `retried after a backoff (${gaps.join(", ")} ms)`);
 
     // Wrong password, then a BMC that never answers.
     h.fencer.modes.set("b", { kind: "throw", message: "the BMC refused the login (401 Unauthorized): check the user and password" });
-    await eventually(async () => ((await h.nodeState("b"))?.stateReason.includes("401 Unauthorized") ? true : undefined), 5000, "the refused login reported");
+    await eventually(
+      async () => ((await h.nodeState("b"))?.stateReason.includes("401 Unauthorized") ? true : undefined),
+      5000,
+      "the refused login reported",
+    );
     h.fencer.modes.set("b", { kind: "hang" });
-    await eventually(async () => ((await h.nodeState("b"))?.stateReason.includes("did not answer within 600 ms (the BMC hangs)") ? true : undefined), 8000, "the hanging BMC reported");
+    await eventually(
+      async () => ((await h.nodeState("b"))?.stateReason.includes("did not answer within 600 ms (the BMC hangs)") ? true : undefined),
+      8000,
+      "the hanging BMC reported",
+    );
 
     // All that time the workload stayed on b and nothing started it elsewhere.
     const still = (await h.placements()).get("stay-1");
@@ -387,10 +439,14 @@ describe("deadman: an unconfirmed fence leaves the workloads where they are", ()
 
     // The BMC works again: the next attempt confirms and the workload moves.
     h.fencer.modes.set("b", { kind: "confirm" });
-    const moved = await eventually(async () => {
-      const p = (await h.placements()).get("stay-1");
-      return p?.state === PlacementState.PLACED && p.node === "a" ? p : undefined;
-    }, 10_000, "stay-1 re-placed on a");
+    const moved = await eventually(
+      async () => {
+        const p = (await h.placements()).get("stay-1");
+        return p?.state === PlacementState.PLACED && p.node === "a" ? p : undefined;
+      },
+      10_000,
+      "stay-1 re-placed on a",
+    );
     assert.equal(moved.workloadId, w.workloadId);
     assert.equal(b.released.length, 0);
   });
@@ -400,11 +456,18 @@ describe("deadman: an unconfirmed fence leaves the workloads where they are", ()
     const w = await h.deploy("nobmc-1");
     assert.equal(w.node, "d");
     h.silent.add("d");
-    const suspect = await eventually(async () => {
-      const n = await h.nodeState("d");
-      return n?.state === NodeState.SUSPECT && /No BMC is registered/.test(n.stateReason) ? n : undefined;
-    }, 5000, "d SUSPECT with the no-BMC sentence");
-    assert.match(suspect.stateReason, /no heartbeat since .* No BMC is registered for node d \(d, no slot\).*it cannot be fenced, so its workloads stay where they are/);
+    const suspect = await eventually(
+      async () => {
+        const n = await h.nodeState("d");
+        return n?.state === NodeState.SUSPECT && /No BMC is registered/.test(n.stateReason) ? n : undefined;
+      },
+      5000,
+      "d SUSPECT with the no-BMC sentence",
+    );
+    assert.match(
+      suspect.stateReason,
+      /no heartbeat since .* No BMC is registered for node d \(d, no slot\).*it cannot be fenced, so its workloads stay where they are/,
+    );
     await sleep(TTL_MS * 2);
     const alerts = (await h.events()).filter((e) => e.kind === ClusterEventKind.NODE_FENCE_FAILED && e.node === "d");
     assert.equal(alerts.length, 1, "one alert per silence, not one per sweep");
@@ -431,7 +494,13 @@ describe("deadman: registration while fencing, BMC matching by slot", () => {
     await h.deploy("f-1");
     h.silent.add("b");
     await eventually(async () => ((await h.nodeState("b"))?.state === NodeState.FENCING ? true : undefined), 5000, "b FENCING");
-    await assert.rejects(h.register("b", b.address), (err: unknown) => err instanceof ConnectError && err.code === Code.FailedPrecondition && /being fenced through its BMC right now/.test(err.rawMessage));
+    await assert.rejects(
+      h.register("b", b.address),
+      (err: unknown) =>
+        err instanceof ConnectError &&
+        err.code === Code.FailedPrecondition &&
+        /being fenced through its BMC right now/.test(err.rawMessage),
+    );
     await eventually(async () => ((await h.placements()).get("f-1")?.node === "a" ? true : undefined), 5000, "f-1 on a");
   });
 
@@ -453,14 +522,22 @@ describe("deadman: registration while fencing, BMC matching by slot", () => {
       const p = await h2.deploy("slot-1");
       assert.equal(p.node, "x");
       h2.silent.add("x");
-      const failed = await eventually(async () => {
-        const n = await h2.nodeState("x");
-        return n?.state === NodeState.FENCE_FAILED ? n : undefined;
-      }, 5000, "x FENCE_FAILED");
+      const failed = await eventually(
+        async () => {
+          const n = await h2.nodeState("x");
+          return n?.state === NodeState.FENCE_FAILED ? n : undefined;
+        },
+        5000,
+        "x FENCE_FAILED",
+      );
       assert.match(failed.stateReason, /refused to fence: the BMC at https:\/\/bmc-7\.test .* also matches node y/);
       assert.equal(calls.length, 0, "the BMC was never called");
       assert.equal((await h2.placements()).get("slot-1")?.node, "x");
-      assert.ok(!(await h2.events()).some((e) => e.message.includes("s3cret-pw") || Object.values(e.attributes).some((v) => v.includes("s3cret-pw"))));
+      assert.ok(
+        !(await h2.events()).some(
+          (e) => e.message.includes("s3cret-pw") || Object.values(e.attributes).some((v) => v.includes("s3cret-pw")),
+        ),
+      );
     } finally {
       await h2.close();
     }
@@ -491,12 +568,19 @@ describe("deadman: only the leader fences", () => {
       await h.agg.stop();
       await second.whenLeading();
       h.agg = second;
-      const moved = await eventually(async () => {
-        const p = (await h.placements()).get("ha-1");
-        return p?.state === PlacementState.PLACED && p.node === "a" ? p : undefined;
-      }, 5000, "ha-1 re-placed by the new leader");
+      const moved = await eventually(
+        async () => {
+          const p = (await h.placements()).get("ha-1");
+          return p?.state === PlacementState.PLACED && p.node === "a" ? p : undefined;
+        },
+        5000,
+        "ha-1 re-placed by the new leader",
+      );
       assert.equal(moved.workloadId, w.workloadId);
-      assert.deepEqual(standbyFencer.calls.map((c) => c.node), ["b"]);
+      assert.deepEqual(
+        standbyFencer.calls.map((c) => c.node),
+        ["b"],
+      );
       assert.equal((await h.nodeState("b"))?.state, NodeState.FENCED);
       assert.equal(provisionedIds(h.bidders.get("a")).filter((id) => id === w.workloadId).length, 1);
     } finally {
@@ -511,7 +595,11 @@ describe("fencing: the BMC registry and the Redfish fencer (pure)", () => {
   const entry = (extra: object) => ({ endpoint: "https://bmc.test", username: "admin", password: "hunter2-secret", ...extra });
 
   it("finds a BMC by node name first, then by slot (narrowed by chassis and rack)", () => {
-    const r = new BmcRegistry([entry({ node: "n1", endpoint: "https://n1.test" }), entry({ slot: 2, chassis: "c1", endpoint: "https://c1-2.test" }), entry({ slot: 2, chassis: "c2", endpoint: "https://c2-2.test" })]);
+    const r = new BmcRegistry([
+      entry({ node: "n1", endpoint: "https://n1.test" }),
+      entry({ slot: 2, chassis: "c1", endpoint: "https://c1-2.test" }),
+      entry({ slot: 2, chassis: "c2", endpoint: "https://c2-2.test" }),
+    ]);
     const at = (t: FenceTarget) => {
       const f = r.find(t);
       return "entry" in f ? f.entry.endpoint : f.none;
@@ -551,12 +639,29 @@ describe("fencing: the BMC registry and the Redfish fencer (pure)", () => {
     const outcome = await failing.fence(target("n1"), loc.found, { timeoutMs: 1000, pollIntervalMs: 10 });
     assert.equal(outcome.confirmed, false);
     assert.equal(outcome.reason, "401 from the BMC: login admin/******** refused");
-    assert.deepEqual(seen, [{ endpoint: "https://bmc.test", username: "admin", password: "hunter2-secret", profile: "ilo5", insecureSkipVerify: true, requestTimeoutMs: 1500 }]);
+    assert.deepEqual(seen, [
+      {
+        endpoint: "https://bmc.test",
+        username: "admin",
+        password: "hunter2-secret",
+        profile: "ilo5",
+        insecureSkipVerify: true,
+        requestTimeoutMs: 1500,
+      },
+    ]);
   });
 
   it("restart policy: executables and VMs by default, cells only when labelled", () => {
     const spec = (kind: "executable" | "cell" | "vm", labels: Record<string, string> = {}) =>
-      create(WorkloadSpecSchema, { labels, kind: kind === "executable" ? { case: "executable", value: {} } : kind === "cell" ? { case: "cell", value: {} } : { case: "vm", value: {} } });
+      create(WorkloadSpecSchema, {
+        labels,
+        kind:
+          kind === "executable"
+            ? { case: "executable", value: {} }
+            : kind === "cell"
+              ? { case: "cell", value: {} }
+              : { case: "vm", value: {} },
+      });
     assert.equal(restartPolicy(spec("executable")), "on-fence");
     assert.equal(restartPolicy(spec("vm")), "on-fence");
     assert.equal(restartPolicy(spec("cell")), "never");

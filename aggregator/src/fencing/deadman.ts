@@ -89,7 +89,8 @@ export class Deadman {
     this.pollIntervalMs = options.pollIntervalMs ?? DEFAULT_FENCE_POLL_INTERVAL_MS;
     this.retryMs = options.retryMs ?? DEFAULT_FENCE_RETRY_MS;
     if (!(this.fenceTimeoutMs >= 100)) throw new RangeError(`fence timeout ${this.fenceTimeoutMs} ms is too short (at least 100 ms)`);
-    if (!(this.pollIntervalMs >= 10 && this.pollIntervalMs <= this.fenceTimeoutMs)) throw new RangeError(`fence poll interval ${this.pollIntervalMs} ms is out of range (10 ms to the fence timeout)`);
+    if (!(this.pollIntervalMs >= 10 && this.pollIntervalMs <= this.fenceTimeoutMs))
+      throw new RangeError(`fence poll interval ${this.pollIntervalMs} ms is out of range (10 ms to the fence timeout)`);
     if (!(this.retryMs >= 100)) throw new RangeError(`fence retry ${this.retryMs} ms is too short (at least 100 ms)`);
     this.maxSweepMs = Math.min(1000, Math.max(20, Math.floor(options.leaseTtlMs / 10)));
   }
@@ -206,7 +207,9 @@ export class Deadman {
   }
 
   private recordOf(node: Node): FencingRecord {
-    return this.records.get(node.id) ?? { node: node.id, incarnation: 1, phase: "member", leaseId: node.lease?.id ?? "", attempts: 0, stale: [] };
+    return (
+      this.records.get(node.id) ?? { node: node.id, incarnation: 1, phase: "member", leaseId: node.lease?.id ?? "", attempts: 0, stale: [] }
+    );
   }
 
   /** One fence attempt of a SUSPECT, FENCING (after a takeover) or FENCE_FAILED node. */
@@ -233,15 +236,29 @@ export class Deadman {
       // Nothing can switch it off, so nothing may start its workloads elsewhere: say so, once per episode.
       const reason = `${location.none}: it cannot be fenced, so its workloads stay where they are (they may still run). Register a BMC for it (aggregator config [[bmcs]]) or power it off, then deregister it with re_place.`;
       const sentence = reason.charAt(0).toUpperCase() + reason.slice(1);
-      const updated = await this.host.registry.transition(id, (n) => n.state === NodeState.SUSPECT && n.lease?.id === leaseId, NodeState.SUSPECT, `${node.stateReason} ${sentence}`);
+      const updated = await this.host.registry.transition(
+        id,
+        (n) => n.state === NodeState.SUSPECT && n.lease?.id === leaseId,
+        NodeState.SUSPECT,
+        `${node.stateReason} ${sentence}`,
+      );
       if (!updated || generation !== this.generation) return;
       await this.save({ ...record, phase: "suspect", alertedLease: leaseId });
-      this.host.log.error({ node: id, name: node.name, position: positionOf(target) }, "cannot fence a silent node: no BMC is registered for it; its workloads stay put");
+      this.host.log.error(
+        { node: id, name: node.name, position: positionOf(target) },
+        "cannot fence a silent node: no BMC is registered for it; its workloads stay put",
+      );
       await this.host.emit({
         kind: ClusterEventKind.NODE_FENCE_FAILED,
         node: id,
         message: `ALERT: node ${id} (${node.name}) is silent and ${reason}`,
-        attributes: { alert: "true", cause: "no_bmc", position: positionOf(target), last_heartbeat: iso(lastHeartbeatMs), workloads_left: String(this.host.movablePlacements(id).length) },
+        attributes: {
+          alert: "true",
+          cause: "no_bmc",
+          position: positionOf(target),
+          last_heartbeat: iso(lastHeartbeatMs),
+          workloads_left: String(this.host.movablePlacements(id).length),
+        },
       });
       return;
     }
@@ -255,25 +272,46 @@ export class Deadman {
       return "found" in l && l.found.key === bmc.key;
     });
     if (clash) {
-      await this.failed(node, record, attempt, bmc, `refused to fence: ${bmc.description} also matches node ${clash.name} (${clash.id}, ${NodeState[clash.state]}, ${positionOf(fenceTargetOf(clash))}), so it might switch off the wrong machine; fix the nodes' slot labels or register the BMC by node name`, "ambiguous_bmc", generation);
+      await this.failed(
+        node,
+        record,
+        attempt,
+        bmc,
+        `refused to fence: ${bmc.description} also matches node ${clash.name} (${clash.id}, ${NodeState[clash.state]}, ${positionOf(fenceTargetOf(clash))}), so it might switch off the wrong machine; fix the nodes' slot labels or register the BMC by node name`,
+        "ambiguous_bmc",
+        generation,
+      );
       return;
     }
 
     const startMs = Date.now();
     const fencing = await this.host.registry.transition(
       id,
-      (n) => (n.state === NodeState.SUSPECT || n.state === NodeState.FENCING || n.state === NodeState.FENCE_FAILED) && n.lease?.id === leaseId,
+      (n) =>
+        (n.state === NodeState.SUSPECT || n.state === NodeState.FENCING || n.state === NodeState.FENCE_FAILED) && n.lease?.id === leaseId,
       NodeState.FENCING,
       `no heartbeat since ${iso(lastHeartbeatMs)}: being fenced through ${bmc.description} (attempt ${attempt}, since ${iso(startMs)}).`,
     );
     if (!fencing || generation !== this.generation) return;
-    await this.save({ ...record, phase: "fencing", attempts: attempt, fenceStartMs: startMs, bmc: bmc.description, nextAttemptMs: undefined });
+    await this.save({
+      ...record,
+      phase: "fencing",
+      attempts: attempt,
+      fenceStartMs: startMs,
+      bmc: bmc.description,
+      nextAttemptMs: undefined,
+    });
     this.host.log.warn({ node: id, name: node.name, bmc: bmc.endpoint, attempt }, "fencing a silent node through its BMC");
     await this.host.emit({
       kind: ClusterEventKind.NODE_FENCING,
       node: id,
       message: `fencing node ${id} (${node.name}), silent since ${iso(lastHeartbeatMs)}, through ${bmc.description} (attempt ${attempt}).`,
-      attributes: { bmc: bmc.endpoint, attempt: String(attempt), last_heartbeat: iso(lastHeartbeatMs), timeout_ms: String(this.fenceTimeoutMs) },
+      attributes: {
+        bmc: bmc.endpoint,
+        attempt: String(attempt),
+        last_heartbeat: iso(lastHeartbeatMs),
+        timeout_ms: String(this.fenceTimeoutMs),
+      },
     });
 
     const t0 = performance.now();
@@ -292,7 +330,15 @@ export class Deadman {
     const current = this.records.get(id) ?? record;
 
     if (!outcome.confirmed) {
-      await this.failed(fencing, { ...current, attempts: attempt }, attempt, bmc, `the fence was not confirmed after ${formatMs(fenceMs)}: ${outcome.reason.replace(/\.$/, "")}`, outcome.powerState ? `unconfirmed_${outcome.powerState}` : "unconfirmed", generation);
+      await this.failed(
+        fencing,
+        { ...current, attempts: attempt },
+        attempt,
+        bmc,
+        `the fence was not confirmed after ${formatMs(fenceMs)}: ${outcome.reason.replace(/\.$/, "")}`,
+        outcome.powerState ? `unconfirmed_${outcome.powerState}` : "unconfirmed",
+        generation,
+      );
       return;
     }
     const fencedMs = Date.now();
@@ -303,7 +349,10 @@ export class Deadman {
       `powered off through ${bmc.description} at ${iso(fencedMs)} (${outcome.reason.replace(/\.$/, "")}); its workloads are re-placed on other nodes; it rejoins as a new member when it registers again.`,
     );
     if (!fenced) {
-      this.host.log.warn({ node: id }, "the node was fenced, but it was deregistered meanwhile; its workloads are left as the operator set them");
+      this.host.log.warn(
+        { node: id },
+        "the node was fenced, but it was deregistered meanwhile; its workloads are left as the operator set them",
+      );
       return;
     }
     await this.save({ ...current, phase: "fenced", attempts: attempt, fencedMs, nextAttemptMs: undefined });
@@ -327,20 +376,32 @@ export class Deadman {
   }
 
   /** Records an unconfirmed fence: FENCE_FAILED, an alert, a retry later; the workloads stay put. */
-  private async failed(node: Node, record: FencingRecord, attempt: number, bmc: LocatedBmc, why: string, cause: string, generation: number): Promise<void> {
+  private async failed(
+    node: Node,
+    record: FencingRecord,
+    attempt: number,
+    bmc: LocatedBmc,
+    why: string,
+    cause: string,
+    generation: number,
+  ): Promise<void> {
     const delay = Math.min(MAX_FENCE_RETRY_MS, this.retryMs * 2 ** Math.min(20, Math.max(0, attempt - 1)));
     const nextAttemptMs = Date.now() + delay;
     const leaseId = node.lease?.id ?? "";
     const sentence = `fencing through ${bmc.description} failed (attempt ${attempt}): ${why.replace(/\.$/, "")}. Its workloads stay where they are (they may still run); fencing is tried again at ${iso(nextAttemptMs)}. Fix the BMC, or power the node off and deregister it with re_place.`;
     const updated = await this.host.registry.transition(
       node.id,
-      (n) => (n.state === NodeState.SUSPECT || n.state === NodeState.FENCING || n.state === NodeState.FENCE_FAILED) && n.lease?.id === leaseId,
+      (n) =>
+        (n.state === NodeState.SUSPECT || n.state === NodeState.FENCING || n.state === NodeState.FENCE_FAILED) && n.lease?.id === leaseId,
       NodeState.FENCE_FAILED,
       sentence,
     );
     if (!updated || generation !== this.generation) return;
     await this.save({ ...record, phase: "fence_failed", attempts: attempt, nextAttemptMs, bmc: bmc.description });
-    this.host.log.error({ node: node.id, name: node.name, bmc: bmc.endpoint, attempt, retryInMs: delay, why }, "ALERT: fencing a silent node failed; its workloads stay put");
+    this.host.log.error(
+      { node: node.id, name: node.name, bmc: bmc.endpoint, attempt, retryInMs: delay, why },
+      "ALERT: fencing a silent node failed; its workloads stay put",
+    );
     await this.host.emit({
       kind: ClusterEventKind.NODE_FENCE_FAILED,
       node: node.id,
@@ -366,7 +427,10 @@ export class Deadman {
     const record = this.recordOf(node);
     // Remember them first, so that whatever happens next they are released on the node before it rejoins.
     const known = new Set(record.stale.map((w) => w.workloadId));
-    const stale = [...record.stale, ...placements.filter((p) => !known.has(p.workloadId)).map((p) => ({ workloadId: p.workloadId, tenant: p.tenant, name: p.name }))];
+    const stale = [
+      ...record.stale,
+      ...placements.filter((p) => !known.has(p.workloadId)).map((p) => ({ workloadId: p.workloadId, tenant: p.tenant, name: p.name })),
+    ];
     await this.save({ ...record, stale });
     if (generation !== this.generation) return;
     const lastHeartbeatMs = record.lastHeartbeatMs ?? msOf(node.heartbeatTime);
@@ -379,7 +443,11 @@ export class Deadman {
             p.spec?.labels[RESTART_LABEL] === "never"
               ? `its label ${RESTART_LABEL}=never says not to start it elsewhere`
               : `a cell's contents are started by its owner, so it is not allocated elsewhere (label it ${RESTART_LABEL}=on-fence to change that)`;
-          await this.host.abandonFenced(p, node, `its node ${id} (${node.name}) was fenced (powered off) and ${why}: deploy it again if it is still needed.`);
+          await this.host.abandonFenced(
+            p,
+            node,
+            `its node ${id} (${node.name}) was fenced (powered off) and ${why}: deploy it again if it is still needed.`,
+          );
         }
       } catch (err) {
         this.host.log.warn({ node: id, workload: p.workloadId, err: describeError(err) }, "re-placing a workload of a fenced node failed");

@@ -24,8 +24,14 @@ describe("aggregator config: [[bmcs]]", () => {
     file("pw-a", "secret-a\n");
     file("pw-b", "secret-b\nsecond line ignored\n");
     file("ca.pem", CA);
-    const config = file("agg.toml", `lease_ttl_ms = 5000\nfence_timeout_ms = 20000\n\n[[bmcs]]\nnode = "node-a"\nendpoint = "https://10.0.0.1"\nusername = "fence"\npassword_file = "pw-a"\nca_file = "ca.pem"\nprofile = "ilo5"\n`);
-    const bmcs = file("bmcs.toml", `[[bmcs]]\nslot = 2\nchassis = "c1"\nendpoint = "https://10.0.0.2/redfish/v1"\nusername = "fence"\npassword_file = "pw-b"\ninsecure = true\nrequest_timeout_ms = 2000\nretries = 0\n`);
+    const config = file(
+      "agg.toml",
+      `lease_ttl_ms = 5000\nfence_timeout_ms = 20000\n\n[[bmcs]]\nnode = "node-a"\nendpoint = "https://10.0.0.1"\nusername = "fence"\npassword_file = "pw-a"\nca_file = "ca.pem"\nprofile = "ilo5"\n`,
+    );
+    const bmcs = file(
+      "bmcs.toml",
+      `[[bmcs]]\nslot = 2\nchassis = "c1"\nendpoint = "https://10.0.0.2/redfish/v1"\nusername = "fence"\npassword_file = "pw-b"\ninsecure = true\nrequest_timeout_ms = 2000\nretries = 0\n`,
+    );
     const c = loadConfig({ ...base, config, bmcs, fencePollIntervalMs: 100 });
     assert.equal(c.fence_timeout_ms, 20_000);
     assert.equal(c.fence_poll_interval_ms, 100);
@@ -35,7 +41,16 @@ describe("aggregator config: [[bmcs]]", () => {
     const entries = readBmcEntries(c);
     assert.deepEqual(entries, [
       { node: "node-a", endpoint: "https://10.0.0.1", username: "fence", password: "secret-a", caPem: CA, profile: "ilo5" },
-      { slot: 2, chassis: "c1", endpoint: "https://10.0.0.2/redfish/v1", username: "fence", password: "secret-b", insecureSkipVerify: true, requestTimeoutMs: 2000, retries: 0 },
+      {
+        slot: 2,
+        chassis: "c1",
+        endpoint: "https://10.0.0.2/redfish/v1",
+        username: "fence",
+        password: "secret-b",
+        insecureSkipVerify: true,
+        requestTimeoutMs: 2000,
+        retries: 0,
+      },
     ]);
     assert.ok(!JSON.stringify(c).includes("secret-"), "the parsed config holds file paths, not passwords");
   });
@@ -53,24 +68,49 @@ describe("aggregator config: [[bmcs]]", () => {
       [`node = "n1"\n${entry}\npassword = "inline"`, /password/],
     ];
     for (const [i, [body, pattern]] of cases.entries()) {
-      assert.throws(() => loadConfig({ ...base, bmcs: bad(`bad-${i}.toml`, body) }), (err: unknown) => err instanceof ConfigError && pattern.test(err.message), body);
+      assert.throws(
+        () => loadConfig({ ...base, bmcs: bad(`bad-${i}.toml`, body) }),
+        (err: unknown) => err instanceof ConfigError && pattern.test(err.message),
+        body,
+      );
     }
-    assert.throws(() => loadConfig({ ...base, bmcs: file("extra.toml", `lease_ttl_ms = 1\n[[bmcs]]\nnode = "n"\n${entry}\n`) }), /may hold only \[\[bmcs\]\] tables; it also has lease_ttl_ms/);
+    assert.throws(
+      () => loadConfig({ ...base, bmcs: file("extra.toml", `lease_ttl_ms = 1\n[[bmcs]]\nnode = "n"\n${entry}\n`) }),
+      /may hold only \[\[bmcs\]\] tables; it also has lease_ttl_ms/,
+    );
 
     const read = (body: string) => readBmcEntries(loadConfig({ ...base, bmcs: bad(`read-${body.length}-${Math.random()}.toml`, body) }));
     file("pw-open", "hunter2-secret\n", 0o644);
     file("pw-empty", "\n");
-    assert.throws(() => read(`node = "n1"\nendpoint = "https://10.0.0.9"\nusername = "fence"\npassword_file = "pw-open"`), /password_file .*pw-open of BMC https:\/\/10\.0\.0\.9 .*for node n1.*readable by every user .*chmod 600/);
-    assert.throws(() => read(`node = "n1"\nendpoint = "https://10.0.0.9"\nusername = "fence"\npassword_file = "pw-empty"`), /is empty; put the BMC user's password on its first line/);
-    assert.throws(() => read(`node = "n1"\nendpoint = "https://10.0.0.9"\nusername = "fence"\npassword_file = "pw-missing"`), /cannot use the password_file .*pw-missing .*ENOENT/);
+    assert.throws(
+      () => read(`node = "n1"\nendpoint = "https://10.0.0.9"\nusername = "fence"\npassword_file = "pw-open"`),
+      /password_file .*pw-open of BMC https:\/\/10\.0\.0\.9 .*for node n1.*readable by every user .*chmod 600/,
+    );
+    assert.throws(
+      () => read(`node = "n1"\nendpoint = "https://10.0.0.9"\nusername = "fence"\npassword_file = "pw-empty"`),
+      /is empty; put the BMC user's password on its first line/,
+    );
+    assert.throws(
+      () => read(`node = "n1"\nendpoint = "https://10.0.0.9"\nusername = "fence"\npassword_file = "pw-missing"`),
+      /cannot use the password_file .*pw-missing .*ENOENT/,
+    );
     file("not-ca.pem", "nope");
     assert.throws(() => read(`node = "n1"\n${entry}\nca_file = "not-ca.pem"`), /holds no PEM certificate/);
-    assert.throws(() => readBmcEntries(loadConfig({ ...base, bmcs: file("dup.toml", `[[bmcs]]\nnode = "n1"\n${entry}\n[[bmcs]]\nnode = "n1"\n${entry}\n`) })), /second BMC for the same node/);
+    assert.throws(
+      () =>
+        readBmcEntries(
+          loadConfig({ ...base, bmcs: file("dup.toml", `[[bmcs]]\nnode = "n1"\n${entry}\n[[bmcs]]\nnode = "n1"\n${entry}\n`) }),
+        ),
+      /second BMC for the same node/,
+    );
     try {
       read(`node = "n1"\n${entry}\nca_file = "not-ca.pem"`);
     } catch (err) {
       assert.ok(!(err as Error).message.includes("hunter2"), "no password in the sentence");
     }
-    assert.throws(() => loadConfig({ ...base, fenceTimeoutMs: 1000, fencePollIntervalMs: 2000 }), /fence_poll_interval_ms: must not be longer than fence_timeout_ms/);
+    assert.throws(
+      () => loadConfig({ ...base, fenceTimeoutMs: 1000, fencePollIntervalMs: 2000 }),
+      /fence_poll_interval_ms: must not be longer than fence_timeout_ms/,
+    );
   });
 });

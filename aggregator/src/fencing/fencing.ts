@@ -34,7 +34,13 @@ export interface FenceTarget {
 }
 
 export function fenceTargetOf(node: Node): FenceTarget {
-  return { id: node.id, name: node.name, rack: node.position?.rack ?? "", chassis: node.position?.chassis ?? "", slot: node.position?.slot ?? 0 };
+  return {
+    id: node.id,
+    name: node.name,
+    rack: node.position?.rack ?? "",
+    chassis: node.position?.chassis ?? "",
+    slot: node.position?.slot ?? 0,
+  };
 }
 
 /** The node's position as words: "slot 2 of chassis c1 in rack r1", or "no slot" when unknown. */
@@ -85,7 +91,11 @@ export interface Fencer {
 
 /** The part of the Redfish client (@aether/fence) the aggregator uses. */
 export interface RedfishFenceClient {
-  fence(opts: { timeoutMs: number; pollIntervalMs: number; signal?: AbortSignal }): Promise<{ confirmed: boolean; reason: string; alreadyOff?: boolean; powerState?: string; pollCount?: number }>;
+  fence(opts: {
+    timeoutMs: number;
+    pollIntervalMs: number;
+    signal?: AbortSignal;
+  }): Promise<{ confirmed: boolean; reason: string; alreadyOff?: boolean; powerState?: string; pollCount?: number }>;
   /** Releases its connections. */
   close?(): void;
 }
@@ -93,11 +103,15 @@ export interface RedfishFenceClient {
 /** The target handed to the Redfish client. */
 export type RedfishTarget = BmcTarget;
 
-const positionKey = (e: { slot?: number; chassis?: string; rack?: string }) => `slot=${e.slot ?? 0},chassis=${e.chassis ?? "*"},rack=${e.rack ?? "*"}`;
+const positionKey = (e: { slot?: number; chassis?: string; rack?: string }) =>
+  `slot=${e.slot ?? 0},chassis=${e.chassis ?? "*"},rack=${e.rack ?? "*"}`;
 
 /** Describes an entry without its credentials. */
 export function describeBmc(e: BmcEntry): string {
-  const what = e.node !== undefined ? `node ${e.node}` : positionOf({ id: "", name: "", slot: e.slot ?? 0, chassis: e.chassis ?? "", rack: e.rack ?? "" });
+  const what =
+    e.node !== undefined
+      ? `node ${e.node}`
+      : positionOf({ id: "", name: "", slot: e.slot ?? 0, chassis: e.chassis ?? "", rack: e.rack ?? "" });
   return `the BMC at ${e.endpoint} (user ${e.username}${e.profile ? `, ${e.profile}` : ""}) registered for ${what}`;
 }
 
@@ -116,9 +130,11 @@ export class BmcRegistry {
         if (this.byNode.has(entry.node)) throw new RangeError(`two BMC entries are registered for node ${entry.node}; keep one.`);
         this.byNode.set(entry.node, { entry, index });
       } else {
-        if (!((entry.slot ?? 0) >= 1)) throw new RangeError(`BMC entry ${index + 1} (${entry.endpoint}) gives slot ${entry.slot}; slots start at 1.`);
+        if (!((entry.slot ?? 0) >= 1))
+          throw new RangeError(`BMC entry ${index + 1} (${entry.endpoint}) gives slot ${entry.slot}; slots start at 1.`);
         const key = positionKey(entry);
-        if (seenPositions.has(key)) throw new RangeError(`two BMC entries are registered for ${describeBmc(entry).replace(/^.* registered for /, "")}; keep one.`);
+        if (seenPositions.has(key))
+          throw new RangeError(`two BMC entries are registered for ${describeBmc(entry).replace(/^.* registered for /, "")}; keep one.`);
         seenPositions.add(key);
         this.byPosition.push({ entry, index });
       }
@@ -134,14 +150,21 @@ export class BmcRegistry {
     const named = this.byNode.get(node.name);
     if (named) return { entry: named.entry, key: `bmc-${named.index + 1}` };
     if (node.slot === 0) {
-      return { none: `no BMC is registered for node ${node.name} (${node.id}), and it reports no slot to match one by position (${positionOf(node)})` };
+      return {
+        none: `no BMC is registered for node ${node.name} (${node.id}), and it reports no slot to match one by position (${positionOf(node)})`,
+      };
     }
     const matches = this.byPosition.filter(
-      ({ entry }) => entry.slot === node.slot && (entry.chassis === undefined || entry.chassis === node.chassis) && (entry.rack === undefined || entry.rack === node.rack),
+      ({ entry }) =>
+        entry.slot === node.slot &&
+        (entry.chassis === undefined || entry.chassis === node.chassis) &&
+        (entry.rack === undefined || entry.rack === node.rack),
     );
     if (matches.length === 0) return { none: `no BMC is registered for node ${node.name} (${node.id}, ${positionOf(node)})` };
     if (matches.length > 1) {
-      return { none: `${matches.length} BMC entries match node ${node.name} (${positionOf(node)}): ${matches.map((m) => m.entry.endpoint).join(", ")}; give the node's chassis/rack in them, or register the BMC by node name` };
+      return {
+        none: `${matches.length} BMC entries match node ${node.name} (${positionOf(node)}): ${matches.map((m) => m.entry.endpoint).join(", ")}; give the node's chassis/rack in them, or register the BMC by node name`,
+      };
     }
     const only = matches[0] as { entry: BmcEntry; index: number };
     return { entry: only.entry, key: `bmc-${only.index + 1}` };
@@ -164,7 +187,8 @@ export class RedfishFencer implements Fencer {
   async fence(node: FenceTarget, bmc: LocatedBmc, options: FenceOptions): Promise<FenceOutcome> {
     const found = this.bmcs.find(node);
     if ("none" in found) return { confirmed: false, reason: found.none };
-    if (found.key !== bmc.key) return { confirmed: false, reason: `the BMC registered for node ${node.name} changed while fencing it; fencing again` };
+    if (found.key !== bmc.key)
+      return { confirmed: false, reason: `the BMC registered for node ${node.name} changed while fencing it; fencing again` };
     const e = found.entry;
     let client: RedfishFenceClient | undefined;
     let result: Awaited<ReturnType<RedfishFenceClient["fence"]>>;
@@ -172,7 +196,11 @@ export class RedfishFencer implements Fencer {
       // The client gets how to reach the BMC, not which node the entry is for.
       const { node: _node, slot: _slot, chassis: _chassis, rack: _rack, ...target } = e;
       client = this.connect(target);
-      result = await client.fence({ timeoutMs: options.timeoutMs, pollIntervalMs: options.pollIntervalMs, ...(options.signal && { signal: options.signal }) });
+      result = await client.fence({
+        timeoutMs: options.timeoutMs,
+        pollIntervalMs: options.pollIntervalMs,
+        ...(options.signal && { signal: options.signal }),
+      });
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err);
       return { confirmed: false, reason: scrub(message, e.password) };

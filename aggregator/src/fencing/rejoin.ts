@@ -16,13 +16,21 @@ const STALE_CALL_TIMEOUT_MS = 4000;
  * it was fenced is released on it (they run elsewhere now). Returns the rejoin, or undefined for
  * an ordinary registration; throws UNAVAILABLE when the release fails (the node retries).
  */
-export async function rejoinOf(host: Pick<DeadmanHost, "registry" | "release">, record: FencingRecord | undefined, req: RegisterNodeRequest): Promise<Rejoin | undefined> {
+export async function rejoinOf(
+  host: Pick<DeadmanHost, "registry" | "release">,
+  record: FencingRecord | undefined,
+  req: RegisterNodeRequest,
+): Promise<Rejoin | undefined> {
   const node = host.registry.get(req.nodeId);
   if (node?.state === NodeState.FENCING) return undefined; // The registry refuses it with a sentence.
   if (node?.state !== NodeState.FENCED && record?.phase !== "fenced") return undefined;
   const stale = record?.stale ?? [];
-  const results = await Promise.allSettled(stale.map((w) => host.release(req.address, w.workloadId, w.tenant, STALE_GRACE_MS, STALE_CALL_TIMEOUT_MS)));
-  const failures = results.flatMap((r, i) => (r.status === "rejected" ? [`${stale[i]?.name} (${stale[i]?.workloadId}): ${describeError(r.reason).replace(/\.$/, "")}`] : []));
+  const results = await Promise.allSettled(
+    stale.map((w) => host.release(req.address, w.workloadId, w.tenant, STALE_GRACE_MS, STALE_CALL_TIMEOUT_MS)),
+  );
+  const failures = results.flatMap((r, i) =>
+    r.status === "rejected" ? [`${stale[i]?.name} (${stale[i]?.workloadId}): ${describeError(r.reason).replace(/\.$/, "")}`] : [],
+  );
   if (failures.length > 0) {
     throw unavailable(
       `node ${req.nodeId} was fenced and rejoins only once the workloads it had then are released on it (they run elsewhere now); releasing ${failures.length} of ${stale.length} failed: ${failures.join("; ")}. It registers again by itself; nothing was changed.`,
@@ -36,7 +44,11 @@ export async function rejoinOf(host: Pick<DeadmanHost, "registry" | "release">, 
       stale.length === 0
         ? "it had no workloads when it was fenced; none is resumed there."
         : `its ${stale.length} workload(s) from before the fence (${names}) were released on it (${had} still known there) and are not resumed there: they run elsewhere or were given up.`,
-    attributes: { stale_released: String(stale.length), stale_found: String(had), ...(stale.length > 0 && { stale_workloads: stale.map((w) => w.workloadId).join(",") }) },
+    attributes: {
+      stale_released: String(stale.length),
+      stale_found: String(had),
+      ...(stale.length > 0 && { stale_workloads: stale.map((w) => w.workloadId).join(",") }),
+    },
   };
 }
 

@@ -102,7 +102,9 @@ export class Election {
       await leadership.lost;
       if (this.leadership === leadership) {
         this.log.warn("leadership lost; this replica is a standby now");
-        this.becomeStandby(unavailable("this replica lost its leadership; reconnect: another replica leads within seconds (resume with after_sequence)."));
+        this.becomeStandby(
+          unavailable("this replica lost its leadership; reconnect: another replica leads within seconds (resume with after_sequence)."),
+        );
       }
     }
   }
@@ -134,7 +136,8 @@ export class Election {
     } catch {
       leader = undefined;
     }
-    if (this.stopping) return `this replica (${this.replica}) is shutting down; retry against another replica, which takes over within seconds.`;
+    if (this.stopping)
+      return `this replica (${this.replica}) is shutting down; retry against another replica, which takes over within seconds.`;
     if (leader && leader.replica !== this.replica) {
       return `this replica (${this.replica}) is a standby; the leader is ${leader.replica}${leader.advertise ? ` at ${leader.advertise}` : ""} (since ${leader.since}): send requests there, or retry here, since a standby takes over within seconds when the leader is gone.`;
     }
@@ -146,7 +149,10 @@ export class Election {
     if (this.stopping) return;
     this.stopping = true;
     const leadership = this.leadership;
-    this.becomeStandby(unavailable(`this replica (${this.replica}) is shutting down; reconnect to another replica (resume with after_sequence).`));
-    if (leadership) await leadership.resign().catch((err: unknown) => this.log.warn({ err: describeError(err) }, "resigning leadership failed"));
+    this.becomeStandby(
+      unavailable(`this replica (${this.replica}) is shutting down; reconnect to another replica (resume with after_sequence).`),
+    );
+    if (leadership)
+      await leadership.resign().catch((err: unknown) => this.log.warn({ err: describeError(err) }, "resigning leadership failed"));
   }
 }

@@ -49,7 +49,9 @@ export class Membership {
     if (req.rePlace) {
       for (const p of this.ctx.book.placements.values()) {
         if (p.node === node.id && ON_NODE.has(p.state)) {
-          this.replacement.replace(p, node).catch((err: unknown) => this.ctx.log.warn({ workload: p.workloadId, err: describeError(err) }, "re-placement failed"));
+          this.replacement
+            .replace(p, node)
+            .catch((err: unknown) => this.ctx.log.warn({ workload: p.workloadId, err: describeError(err) }, "re-placement failed"));
         }
       }
     }

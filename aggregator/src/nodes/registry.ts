@@ -30,7 +30,18 @@ import {
 } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import type { ClusterStore } from "../store/store.js";
 import type { EventLog } from "../events/events.js";
-import { alreadyExists, clip, dnsLabel, duration, failedPrecondition, invalidArgument, labels as checkLabels, msOf, notFound, timestamp } from "@aether/server";
+import {
+  alreadyExists,
+  clip,
+  dnsLabel,
+  duration,
+  failedPrecondition,
+  invalidArgument,
+  labels as checkLabels,
+  msOf,
+  notFound,
+  timestamp,
+} from "@aether/server";
 import { nodeAddress, nodeId as checkNodeId } from "../validate.js";
 import { formatMs } from "../auction/auction.js";
 import { compareStrings, KeyedMutex } from "../util.js";
@@ -100,9 +111,12 @@ export class NodeRegistry {
 
   /** Why a node takes no part in auctions, for a node that is not live. */
   whyNotLive(node: Node): string {
-    if (node.state === NodeState.READY) return `its lease expired at ${iso(msOf(node.lease?.expireTime))} (no heartbeat); it is about to be marked SUSPECT`;
+    if (node.state === NodeState.READY)
+      return `its lease expired at ${iso(msOf(node.lease?.expireTime))} (no heartbeat); it is about to be marked SUSPECT`;
     const state = NodeState[node.state] ?? String(node.state);
-    return node.state === NodeState.SUSPECT ? `${state}: no heartbeat since ${iso(msOf(node.heartbeatTime))}` : `${state}${node.stateReason ? ` (${node.stateReason.replace(/\.$/, "")})` : ""}`;
+    return node.state === NodeState.SUSPECT
+      ? `${state}: no heartbeat since ${iso(msOf(node.heartbeatTime))}`
+      : `${state}${node.stateReason ? ` (${node.stateReason.replace(/\.$/, "")})` : ""}`;
   }
 
   private newLease(now: number): Lease {
@@ -124,10 +138,12 @@ export class NodeRegistry {
     const address = nodeAddress("address", req.address).address;
     const nodeLabels = checkLabels(req.labels);
     const position = create(NodePositionSchema, req.position ?? {});
-    if (position.rack.length > 63 || position.chassis.length > 63) throw invalidArgument("position.rack and position.chassis take at most 63 characters.");
+    if (position.rack.length > 63 || position.chassis.length > 63)
+      throw invalidArgument("position.rack and position.chassis take at most 63 characters.");
     const thermal = checkThermal(req.thermal);
     const capabilities = create(NodeCapabilitiesSchema, req.capabilities ?? {});
-    if (capabilities.pools.length > 256 || capabilities.version.length > 128) throw invalidArgument("capabilities carry too many pools (at most 256) or too long a version.");
+    if (capabilities.pools.length > 256 || capabilities.version.length > 128)
+      throw invalidArgument("capabilities carry too many pools (at most 256) or too long a version.");
 
     return this.locks.run(id, async () => {
       const now = Date.now();
@@ -138,7 +154,9 @@ export class NodeRegistry {
         );
       }
       if (existing?.state === NodeState.FENCED && rejoin === undefined) {
-        throw failedPrecondition(`node ${id} (${existing.name}) was fenced; it rejoins as a new member once its stale workloads are released: register again.`);
+        throw failedPrecondition(
+          `node ${id} (${existing.name}) was fenced; it rejoins as a new member once its stale workloads are released: register again.`,
+        );
       }
       if (existing && existing.address !== address && this.isLive(existing, now)) {
         throw alreadyExists(
@@ -169,7 +187,12 @@ export class NodeRegistry {
           kind: ClusterEventKind.NODE_REGISTERED,
           node: id,
           message: `node ${id} (${name}) rejoined at ${address} as a new member (incarnation ${rejoin.incarnation}) after being fenced; ${rejoin.summary}`,
-          attributes: { address, incarnation: String(rejoin.incarnation), previous_state: existing ? (NodeState[existing.state] ?? "") : "", ...rejoin.attributes },
+          attributes: {
+            address,
+            incarnation: String(rejoin.incarnation),
+            previous_state: existing ? (NodeState[existing.state] ?? "") : "",
+            ...rejoin.attributes,
+          },
         });
         return node;
       }
@@ -194,9 +217,12 @@ export class NodeRegistry {
     return this.locks.run(id, async () => {
       const now = Date.now();
       const node = this.nodes.get(id);
-      if (!node) throw failedPrecondition(`node ${id} is not registered with this aggregator (never, or it was deregistered): register again.`);
+      if (!node)
+        throw failedPrecondition(`node ${id} is not registered with this aggregator (never, or it was deregistered): register again.`);
       if (node.lease?.id !== req.leaseId) {
-        throw failedPrecondition(`lease ${clip(req.leaseId)} is not node ${id}'s current lease (the node registered again since): register again.`);
+        throw failedPrecondition(
+          `lease ${clip(req.leaseId)} is not node ${id}'s current lease (the node registered again since): register again.`,
+        );
       }
       if (!this.isLive(node, now)) {
         if (node.state === NodeState.READY) await this.markSuspect(node, now);
@@ -224,7 +250,11 @@ export class NodeRegistry {
       if (!node) throw notFound(`node ${id} is not registered; aether cluster nodes lists the registered ones.`);
       await this.store.delete(nodeKey(id));
       this.nodes.delete(id);
-      void this.emit({ kind: ClusterEventKind.NODE_DEREGISTERED, node: id, message: `node ${id} (${node.name}) was deregistered; it takes part in no further auctions.` });
+      void this.emit({
+        kind: ClusterEventKind.NODE_DEREGISTERED,
+        node: id,
+        message: `node ${id} (${node.name}) was deregistered; it takes part in no further auctions.`,
+      });
       return node;
     });
   }

@@ -22,7 +22,12 @@ export const REQUESTS_PREFIX = "requests/";
 /** How long a workload is given to stop when it is released (unless the request says otherwise). */
 export const DEFAULT_GRACE_MS = 30_000;
 
-export const LIVE_PLACEMENT = new Set([PlacementState.BIDDING, PlacementState.PROVISIONING, PlacementState.PLACED, PlacementState.REPLACING]);
+export const LIVE_PLACEMENT = new Set([
+  PlacementState.BIDDING,
+  PlacementState.PROVISIONING,
+  PlacementState.PLACED,
+  PlacementState.REPLACING,
+]);
 export const ON_NODE = new Set([PlacementState.PROVISIONING, PlacementState.PLACED]);
 export const stateName = (names: Record<number, string>, v: number) => names[v] ?? String(v);
 
@@ -90,7 +95,9 @@ export class PlacementBook {
     await Promise.all([
       r && this.store.put(`${AUCTIONS_PREFIX}${r.id}`, toJsonString(AuctionRecordSchema, r)),
       p && this.store.put(`${PLACEMENTS_PREFIX}${p.workloadId}`, toJsonString(WorkloadPlacementSchema, p)),
-      p && requestKey !== undefined && this.requests.get(requestKey) !== p.workloadId ? this.store.put(`${REQUESTS_PREFIX}${requestKey}`, p.workloadId) : undefined,
+      p && requestKey !== undefined && this.requests.get(requestKey) !== p.workloadId
+        ? this.store.put(`${REQUESTS_PREFIX}${requestKey}`, p.workloadId)
+        : undefined,
     ]);
     if (r) this.auctions.set(r.id, r);
     if (p) this.placements.set(p.workloadId, p);
@@ -114,7 +121,10 @@ export class PlacementBook {
 
   responseFor(placement: WorkloadPlacement): DeployResponse {
     const auction = this.auctions.get(placement.auctionId);
-    return create(DeployResponseSchema, { placement: clone(WorkloadPlacementSchema, placement), auction: auction && clone(AuctionRecordSchema, auction) });
+    return create(DeployResponseSchema, {
+      placement: clone(WorkloadPlacementSchema, placement),
+      auction: auction && clone(AuctionRecordSchema, auction),
+    });
   }
 
   /** A workload by id or name within the tenant (by name: the live one, else the newest). */
@@ -122,7 +132,9 @@ export class PlacementBook {
     // By id too only within the tenant: an id is no key to another tenant's workload.
     const byId = this.placements.get(ref);
     if (byId && byId.tenant === tenant) return byId;
-    const named = [...this.placements.values()].filter((p) => p.tenant === tenant && p.name === ref).sort(newestFirst<WorkloadPlacement>((p) => p.workloadId));
+    const named = [...this.placements.values()]
+      .filter((p) => p.tenant === tenant && p.name === ref)
+      .sort(newestFirst<WorkloadPlacement>((p) => p.workloadId));
     const found = named.find((p) => LIVE_PLACEMENT.has(p.state)) ?? named[0];
     if (!found) throw notFound(`no workload ${ref} in tenant ${tenant}: aether cluster placements lists them.`);
     return found;
@@ -137,6 +149,8 @@ export class PlacementBook {
 
   /** The node's placements that are PROVISIONING or PLACED on it and not being worked on right now. */
   movable(nodeId: string): WorkloadPlacement[] {
-    return [...this.placements.values()].filter((p) => p.node === nodeId && ON_NODE.has(p.state) && !this.inflightWorkloads.has(p.workloadId));
+    return [...this.placements.values()].filter(
+      (p) => p.node === nodeId && ON_NODE.has(p.state) && !this.inflightWorkloads.has(p.workloadId),
+    );
   }
 }

@@ -20,12 +20,21 @@ export async function getPlacement(book: PlacementBook, req: GetPlacementRequest
   return { placement: clone(WorkloadPlacementSchema, found) };
 }
 
-export async function listPlacements(book: PlacementBook, req: ListPlacementsRequest): Promise<{ placements: WorkloadPlacement[]; nextPageToken: string }> {
+export async function listPlacements(
+  book: PlacementBook,
+  req: ListPlacementsRequest,
+): Promise<{ placements: WorkloadPlacement[]; nextPageToken: string }> {
   const tenant = req.tenant === "" ? undefined : dnsLabel("tenant", req.tenant);
   const terms = labelFilter(req.filter);
   if (req.node !== "") checkNodeId("node", req.node);
   const all = [...book.placements.values()]
-    .filter((p) => (tenant === undefined || p.tenant === tenant) && (req.node === "" || p.node === req.node) && (req.state === 0 || p.state === req.state) && matchesFilter(p.labels, terms))
+    .filter(
+      (p) =>
+        (tenant === undefined || p.tenant === tenant) &&
+        (req.node === "" || p.node === req.node) &&
+        (req.state === 0 || p.state === req.state) &&
+        matchesFilter(p.labels, terms),
+    )
     .sort(newestFirst<WorkloadPlacement>((p) => p.workloadId));
   const { page, nextPageToken } = paginate(all, req.pageSize, req.pageToken);
   return { placements: page.map((p) => clone(WorkloadPlacementSchema, p)), nextPageToken };
@@ -38,11 +47,20 @@ export async function getAuction(book: PlacementBook, req: GetAuctionRequest): P
   return { auction: clone(AuctionRecordSchema, found) };
 }
 
-export async function listAuctions(book: PlacementBook, req: ListAuctionsRequest): Promise<{ auctions: AuctionRecord[]; nextPageToken: string }> {
+export async function listAuctions(
+  book: PlacementBook,
+  req: ListAuctionsRequest,
+): Promise<{ auctions: AuctionRecord[]; nextPageToken: string }> {
   const tenant = req.tenant === "" ? undefined : dnsLabel("tenant", req.tenant);
   const terms = labelFilter(req.filter);
   const all = [...book.auctions.values()]
-    .filter((a) => (tenant === undefined || a.tenant === tenant) && (req.workloadId === "" || a.workloadId === req.workloadId) && (req.state === 0 || a.state === req.state) && matchesFilter(a.labels, terms))
+    .filter(
+      (a) =>
+        (tenant === undefined || a.tenant === tenant) &&
+        (req.workloadId === "" || a.workloadId === req.workloadId) &&
+        (req.state === 0 || a.state === req.state) &&
+        matchesFilter(a.labels, terms),
+    )
     .sort(newestFirst<AuctionRecord>((a) => a.id));
   const { page, nextPageToken } = paginate(all, req.pageSize, req.pageToken);
   return { auctions: page.map((a) => clone(AuctionRecordSchema, a)), nextPageToken };

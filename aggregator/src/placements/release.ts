@@ -1,7 +1,13 @@
 // ReleasePlacement: the node stops the workload (within the grace period), then the placement is
 // RELEASED, durably, with the reason; one change per workload at a time (the book's track()).
 import { clone } from "@bufbuild/protobuf";
-import { ClusterEventKind, PlacementState, WorkloadPlacementSchema, type ReleasePlacementRequest, type WorkloadPlacement } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
+import {
+  ClusterEventKind,
+  PlacementState,
+  WorkloadPlacementSchema,
+  type ReleasePlacementRequest,
+  type WorkloadPlacement,
+} from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { describeError, duration, durationMs, failedPrecondition, reference, tenant as checkTenant, unavailable } from "@aether/server";
 import type { Context } from "../context.js";
 import { DEFAULT_GRACE_MS, ON_NODE, stateName } from "./book.js";
@@ -12,7 +18,9 @@ export async function releasePlacement(ctx: Context, req: ReleasePlacementReques
   const found = ctx.book.resolve(reference("workload", req.workload), tenant);
   if (found.state === PlacementState.RELEASED) return { placement: clone(WorkloadPlacementSchema, found) };
   if (ctx.book.inflightWorkloads.has(found.workloadId)) {
-    throw failedPrecondition(`workload ${found.name} is being placed right now (${stateName(PlacementState, found.state)}); release it once that finishes.`);
+    throw failedPrecondition(
+      `workload ${found.name} is being placed right now (${stateName(PlacementState, found.state)}); release it once that finishes.`,
+    );
   }
   return ctx.book.track(found.workloadId, async () => {
     const placement = clone(WorkloadPlacementSchema, found);
@@ -26,16 +34,27 @@ export async function releasePlacement(ctx: Context, req: ReleasePlacementReques
       try {
         const { released } = await ctx.clients
           .bid(node.address)
-          .releaseWorkload({ workloadId: placement.workloadId, tenant: placement.tenant, gracePeriod: duration(graceMs) }, { timeoutMs: graceMs + 15_000 });
+          .releaseWorkload(
+            { workloadId: placement.workloadId, tenant: placement.tenant, gracePeriod: duration(graceMs) },
+            { timeoutMs: graceMs + 15_000 },
+          );
         reason = released ? `released from node ${node.id}.` : `released; node ${node.id} no longer had it.`;
       } catch (err) {
-        throw unavailable(`could not release workload ${placement.name} on node ${node.id} (${node.address}): ${describeError(err).replace(/\.$/, "")}; the placement was not changed: try again.`);
+        throw unavailable(
+          `could not release workload ${placement.name} on node ${node.id} (${node.address}): ${describeError(err).replace(/\.$/, "")}; the placement was not changed: try again.`,
+        );
       }
     }
     placement.state = PlacementState.RELEASED;
     placement.stateReason = reason;
     await ctx.book.save(undefined, placement);
-    void ctx.emit({ kind: ClusterEventKind.WORKLOAD_RELEASED, node: found.node, workloadId: placement.workloadId, tenant: placement.tenant, message: `workload ${placement.name} ${reason}` });
+    void ctx.emit({
+      kind: ClusterEventKind.WORKLOAD_RELEASED,
+      node: found.node,
+      workloadId: placement.workloadId,
+      tenant: placement.tenant,
+      message: `workload ${placement.name} ${reason}`,
+    });
     return { placement: clone(WorkloadPlacementSchema, placement) };
   });
 }

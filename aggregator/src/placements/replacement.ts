@@ -3,7 +3,15 @@
 // abandonFenced; nothing is asked of the fenced node). REPLACING is recorded before the auction, so
 // a replica that takes over finishes it (resume.ts).
 import { clone, create } from "@bufbuild/protobuf";
-import { AuctionTrigger, ClusterEventKind, PlacementState, WorkloadPlacementSchema, WorkloadSpecSchema, type Node, type WorkloadPlacement } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
+import {
+  AuctionTrigger,
+  ClusterEventKind,
+  PlacementState,
+  WorkloadPlacementSchema,
+  WorkloadSpecSchema,
+  type Node,
+  type WorkloadPlacement,
+} from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { describeError } from "@aether/server";
 import type { Context } from "../context.js";
 import type { AuctionRunner } from "../auction/run.js";
@@ -26,9 +34,23 @@ export class Replacement {
       await this.ctx.clients
         .bid(from.address)
         .releaseWorkload({ workloadId: placement.workloadId, tenant: placement.tenant }, { timeoutMs: DEFAULT_GRACE_MS + 5000 })
-        .catch((err: unknown) => this.ctx.log.warn({ node: from.id, workload: placement.workloadId, err: describeError(err) }, "could not release the workload on the node it leaves"));
+        .catch((err: unknown) =>
+          this.ctx.log.warn(
+            { node: from.id, workload: placement.workloadId, err: describeError(err) },
+            "could not release the workload on the node it leaves",
+          ),
+        );
       const spec = placement.spec ?? create(WorkloadSpecSchema);
-      await this.runner.run({ spec, windowMs: this.ctx.windowMs, trigger: AuctionTrigger.REPLACEMENT, placement, requestKey: undefined, exclude: [from.id] }).catch(() => undefined);
+      await this.runner
+        .run({
+          spec,
+          windowMs: this.ctx.windowMs,
+          trigger: AuctionTrigger.REPLACEMENT,
+          placement,
+          requestKey: undefined,
+          exclude: [from.id],
+        })
+        .catch(() => undefined);
     });
   }
 
@@ -42,15 +64,17 @@ export class Replacement {
       placement.stateReason = `node ${from.id} (${from.name}) was fenced (power off confirmed through its BMC); placing the workload elsewhere.`;
       await this.ctx.book.save(undefined, placement);
       const spec = placement.spec ?? create(WorkloadSpecSchema);
-      await this.runner.run({
-        spec,
-        windowMs: this.ctx.windowMs,
-        trigger: AuctionTrigger.REPLACEMENT,
-        placement,
-        requestKey: undefined,
-        exclude: [from.id],
-        fenced: { node: from.id, lastHeartbeatMs },
-      }).catch(() => undefined);
+      await this.runner
+        .run({
+          spec,
+          windowMs: this.ctx.windowMs,
+          trigger: AuctionTrigger.REPLACEMENT,
+          placement,
+          requestKey: undefined,
+          exclude: [from.id],
+          fenced: { node: from.id, lastHeartbeatMs },
+        })
+        .catch(() => undefined);
     });
   }
 
@@ -62,7 +86,14 @@ export class Replacement {
       placement.node = "";
       placement.resourceId = "";
       await this.ctx.book.save(undefined, placement);
-      void this.ctx.emit({ kind: ClusterEventKind.WORKLOAD_FAILED, node: from.id, workloadId: placement.workloadId, tenant: placement.tenant, message: `workload ${placement.name}: ${reason}`, attributes: { fenced_node: from.id } });
+      void this.ctx.emit({
+        kind: ClusterEventKind.WORKLOAD_FAILED,
+        node: from.id,
+        workloadId: placement.workloadId,
+        tenant: placement.tenant,
+        message: `workload ${placement.name}: ${reason}`,
+        attributes: { fenced_node: from.id },
+      });
     });
   }
 
@@ -70,7 +101,11 @@ export class Replacement {
    * Runs `change` on a copy of the workload's placement if it is still on the fenced node `from`:
    * on the leader only, one change per workload at a time (the same lock as deploys and releases).
    */
-  private async whileOnFencedNode(current: WorkloadPlacement, from: Node, change: (placement: WorkloadPlacement) => Promise<void>): Promise<void> {
+  private async whileOnFencedNode(
+    current: WorkloadPlacement,
+    from: Node,
+    change: (placement: WorkloadPlacement) => Promise<void>,
+  ): Promise<void> {
     if (this.ctx.book.inflightWorkloads.has(current.workloadId) || !this.ctx.leading()) return;
     await this.ctx.book.track(current.workloadId, async () => {
       const latest = this.ctx.book.placements.get(current.workloadId);

@@ -34,9 +34,12 @@ export class Resumption {
       const work = this.ctx.book.track(p.workloadId, () => this.resume(p, requestKey));
       if (requestKey !== undefined) this.ctx.book.inflightRequests.set(requestKey, work);
       work
-        .catch((err: unknown) => this.ctx.log.warn({ workload: p.workloadId, err: describeError(err) }, "could not finish a placement left unfinished"))
+        .catch((err: unknown) =>
+          this.ctx.log.warn({ workload: p.workloadId, err: describeError(err) }, "could not finish a placement left unfinished"),
+        )
         .finally(() => {
-          if (requestKey !== undefined && this.ctx.book.inflightRequests.get(requestKey) === work) this.ctx.book.inflightRequests.delete(requestKey);
+          if (requestKey !== undefined && this.ctx.book.inflightRequests.get(requestKey) === work)
+            this.ctx.book.inflightRequests.delete(requestKey);
         });
     }
   }
@@ -46,11 +49,19 @@ export class Resumption {
     const spec = placement.spec ?? create(WorkloadSpecSchema);
     const previous = this.ctx.book.auctions.get(placement.auctionId);
     const node = placement.node ? this.ctx.registry.get(placement.node) : undefined;
-    this.ctx.log.info({ workload: placement.workloadId, state: PlacementState[placement.state], node: placement.node }, "finishing a placement the previous leader left unfinished");
+    this.ctx.log.info(
+      { workload: placement.workloadId, state: PlacementState[placement.state], node: placement.node },
+      "finishing a placement the previous leader left unfinished",
+    );
     if (placement.state === PlacementState.PROVISIONING && node && this.ctx.registry.isLive(node, Date.now())) {
       try {
         // Same request_id: a node that already provisioned it returns what it made.
-        const response = await this.ctx.clients.bid(node.address).executeProvisioning({ auctionId: placement.auctionId, spec, requestId: placement.workloadId }, { timeoutMs: this.ctx.provisionTimeoutMs });
+        const response = await this.ctx.clients
+          .bid(node.address)
+          .executeProvisioning(
+            { auctionId: placement.auctionId, spec, requestId: placement.workloadId },
+            { timeoutMs: this.ctx.provisionTimeoutMs },
+          );
         placement.state = PlacementState.PLACED;
         placement.resourceId = resourceIdOf(response);
         placement.placeTime = timestamp(Date.now());
@@ -61,10 +72,20 @@ export class Resumption {
           previous.endTime = timestamp(Date.now());
         }
         await this.ctx.book.save(previous, placement, requestKey);
-        void this.ctx.emit({ kind: ClusterEventKind.WORKLOAD_PLACED, node: node.id, workloadId: placement.workloadId, tenant: placement.tenant, auctionId: placement.auctionId, message: `workload ${placement.name} placed on ${node.id} (finished after a change of leader).` });
+        void this.ctx.emit({
+          kind: ClusterEventKind.WORKLOAD_PLACED,
+          node: node.id,
+          workloadId: placement.workloadId,
+          tenant: placement.tenant,
+          auctionId: placement.auctionId,
+          message: `workload ${placement.name} placed on ${node.id} (finished after a change of leader).`,
+        });
         return this.ctx.book.responseFor(placement);
       } catch (err) {
-        this.ctx.log.warn({ workload: placement.workloadId, node: node.id, err: describeError(err) }, "the node did not confirm the provisioning; holding a new auction");
+        this.ctx.log.warn(
+          { workload: placement.workloadId, node: node.id, err: describeError(err) },
+          "the node did not confirm the provisioning; holding a new auction",
+        );
         this.runner.releaseQuietly(node, spec);
       }
     }

@@ -41,7 +41,8 @@ export function aggregatorService(aggregator: Aggregator): ServiceImpl<typeof Ag
       const scope = ctx.values.get(scopeKey);
       // Only the aggregator says whether a workload is confined: a tenant's always is.
       if (req.spec) req.spec.confined = scope.tenant !== undefined;
-      if (scope.tenant !== undefined && req.spec) holdToTenant(req.spec, scope.tenant, scope.identity, { field: "spec.tenant", verb: "deploy" });
+      if (scope.tenant !== undefined && req.spec)
+        holdToTenant(req.spec, scope.tenant, scope.identity, { field: "spec.tenant", verb: "deploy" });
       return aggregator.deploy(req);
     },
     async releasePlacement(req) {
@@ -57,7 +58,8 @@ export function aggregatorService(aggregator: Aggregator): ServiceImpl<typeof Ag
       const found = await aggregator.getAuction(req);
       // An auction id is no key to another tenant's auction: it does not exist for this caller.
       const tenant = ctx.values.get(scopeKey).tenant;
-      if (tenant !== undefined && found.auction.tenant !== tenant) throw notFound(`auction ${req.auction.slice(0, 64)} does not exist in tenant ${tenant}: aether cluster auctions lists them.`);
+      if (tenant !== undefined && found.auction.tenant !== tenant)
+        throw notFound(`auction ${req.auction.slice(0, 64)} does not exist in tenant ${tenant}: aether cluster auctions lists them.`);
       return create(GetAuctionResponseSchema, found);
     },
     async listAuctions(req) {
@@ -78,7 +80,9 @@ export function aggregatorService(aggregator: Aggregator): ServiceImpl<typeof Ag
 export function healthService(aggregator: Aggregator): ServiceImpl<typeof NodeService> {
   return {
     async getNodeInfo() {
-      throw unimplemented("aether-aggregator is not a node: ask a node's aetherd for NodeService/GetNodeInfo (aether cluster nodes lists them).");
+      throw unimplemented(
+        "aether-aggregator is not a node: ask a node's aetherd for NodeService/GetNodeInfo (aether cluster nodes lists them).",
+      );
     },
     async checkHealth() {
       const health = await aggregator.health();

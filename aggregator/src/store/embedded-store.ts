@@ -65,7 +65,9 @@ export class EmbeddedStore implements ClusterStore {
     try {
       await mkdir(this.dataDir, { recursive: true, mode: 0o700 });
     } catch (err) {
-      throw new StoreUnavailableError(`cannot create the state directory ${this.dir}: ${(err as Error).message}; give a writable --state-dir.`);
+      throw new StoreUnavailableError(
+        `cannot create the state directory ${this.dir}: ${(err as Error).message}; give a writable --state-dir.`,
+      );
     }
     await this.lock();
     try {
@@ -149,7 +151,9 @@ export class EmbeddedStore implements ClusterStore {
         await this.syncDir();
       } catch (err) {
         await rm(tmp, { force: true }).catch(() => undefined);
-        throw new StoreUnavailableError(`cannot write ${key} to ${this.dataDir}: ${(err as Error).message}; nothing was changed. Free space or fix the folder's permissions.`);
+        throw new StoreUnavailableError(
+          `cannot write ${key} to ${this.dataDir}: ${(err as Error).message}; nothing was changed. Free space or fix the folder's permissions.`,
+        );
       }
       this.values.set(key, value);
     });
@@ -202,7 +206,10 @@ export class EmbeddedStore implements ClusterStore {
 
   private checkWrite(): void {
     this.check();
-    if (!this.leadership) throw new NotLeaderError(`this replica does not lead (it has not campaigned, or resigned); the write to ${this.description} was refused.`);
+    if (!this.leadership)
+      throw new NotLeaderError(
+        `this replica does not lead (it has not campaigned, or resigned); the write to ${this.description} was refused.`,
+      );
   }
 
   private async serialize(key: string, work: () => Promise<void>): Promise<void> {

@@ -79,7 +79,11 @@ export class Candidacy {
   private armExpiry(): void {
     const remainingMs = this.confirmedUntil - performance.now();
     if (remainingMs <= 0) {
-      this.fail(new LeaseUnconfirmedError(`etcd has not renewed the lease of "${this.candidate}" for its whole TTL (${this.store.leaseTtlSeconds} s), so it may have expired`));
+      this.fail(
+        new LeaseUnconfirmedError(
+          `etcd has not renewed the lease of "${this.candidate}" for its whole TTL (${this.store.leaseTtlSeconds} s), so it may have expired`,
+        ),
+      );
       return;
     }
     this.expiryTimer = setTimeout(() => this.armExpiry(), remainingMs);

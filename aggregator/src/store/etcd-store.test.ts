@@ -347,7 +347,10 @@ describe("EtcdStore when etcd is unreachable", () => {
         check("stopped etcd: list", leader.list("")),
         check("stopped etcd: campaign", late.campaign("late")),
       ]);
-      assert.ok(await settlesWithin(again.value.lost, TTL_SECONDS * 1000 + 1_000 - (performance.now() - stoppedAt)), "the leader stops leading");
+      assert.ok(
+        await settlesWithin(again.value.lost, TTL_SECONDS * 1000 + 1_000 - (performance.now() - stoppedAt)),
+        "the leader stops leading",
+      );
       console.log(`stopped etcd: the leader gave up its leadership after ${await againGaveUp} ms`);
 
       const closing = await timed(Promise.all([leader.close(), follower.close(), late.close()]));

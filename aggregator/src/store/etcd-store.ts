@@ -102,7 +102,9 @@ export class EtcdStore implements ClusterStore {
     }
     const prefix = options.prefix ?? DEFAULT_ETCD_PREFIX;
     if (prefix === "" || prefix === "/") {
-      throw new Error(`etcd prefix "${prefix}" would spread the aggregator's keys over the whole keyspace; use one like ${DEFAULT_ETCD_PREFIX}`);
+      throw new Error(
+        `etcd prefix "${prefix}" would spread the aggregator's keys over the whole keyspace; use one like ${DEFAULT_ETCD_PREFIX}`,
+      );
     }
     const ttl = options.leaseTtlSeconds ?? DEFAULT_LEASE_TTL_SECONDS;
     if (!Number.isInteger(ttl) || ttl < 1) {
@@ -120,8 +122,7 @@ export class EtcdStore implements ClusterStore {
     this.callTimeoutMs = callTimeoutMs;
     this.description = `etcd:${this.endpoints.join(",")}`;
     // Unary calls get a deadline; streams (watches, lease keep-alives) live on and reconnect.
-    const defaultCallOptions: CallOptionsFactory = (context) =>
-      context.isStream ? {} : { deadline: Date.now() + this.callTimeoutMs };
+    const defaultCallOptions: CallOptionsFactory = (context) => (context.isStream ? {} : { deadline: Date.now() + this.callTimeoutMs });
     this.client = new Etcd3({ hosts: this.endpoints, defaultCallOptions, faultHandling: { watchBackoff: watchBackoff(0) } });
   }
 
@@ -264,7 +265,8 @@ export class EtcdStore implements ClusterStore {
         giveUp("drop an expired campaign");
       } catch (error) {
         giveUp("withdraw a failed campaign");
-        if (this.closed) throw new NotLeaderError(`the campaign of "${candidate}" ended because the store (${this.description}) was closed`);
+        if (this.closed)
+          throw new NotLeaderError(`the campaign of "${candidate}" ended because the store (${this.description}) was closed`);
         if (error instanceof NotLeaderError || error instanceof StoreUnavailableError) throw error;
         throw this.translate(`campaign as "${candidate}"`, error);
       }
@@ -304,10 +306,7 @@ export class EtcdStore implements ClusterStore {
       const predecessor = older.kvs[0];
       if (predecessor === undefined) break;
       // No bound here: a follower waits as long as the leader leads.
-      await Promise.race([
-        candidacy.waitForDeletion(predecessor.key.toString(), (BigInt(older.header.revision) + 1n).toString()),
-        failed,
-      ]);
+      await Promise.race([candidacy.waitForDeletion(predecessor.key.toString(), (BigInt(older.header.revision) + 1n).toString()), failed]);
     }
 
     const range = await step(() => this.client.get(candidacy.key).exec());
@@ -330,7 +329,9 @@ export class EtcdStore implements ClusterStore {
         `${where} is unreachable (${what}: ${describeError(error)}); the aggregator refuses writes until it is back`,
       );
     }
-    return new StoreUnavailableError(`${where} refused to ${what}: ${describeError(error)}; the aggregator refuses writes until this is fixed`);
+    return new StoreUnavailableError(
+      `${where} refused to ${what}: ${describeError(error)}; the aggregator refuses writes until this is fixed`,
+    );
   }
 }
 

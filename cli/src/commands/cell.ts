@@ -64,17 +64,29 @@ export function cellCommands(program: Command): void {
       .description("allocate a cell (its parent must exist: team-a before team-a/build)")
       .argument("<name>", "name path, e.g. team-a/build")
       .option("--tenant <tenant>", "owning tenant", "")
-      .option("-l, --label <key=value>", "label to attach (repeatable)", (v: string, prev: Record<string, string> = {}) => ({ ...prev, [v.split("=")[0] ?? ""]: v.split("=").slice(1).join("=") }))
+      .option("-l, --label <key=value>", "label to attach (repeatable)", (v: string, prev: Record<string, string> = {}) => ({
+        ...prev,
+        [v.split("=")[0] ?? ""]: v.split("=").slice(1).join("="),
+      }))
       .option("--isolate <namespaces>", `namespaces of its own: ${ISOLATIONS.join(",")}`, (v) => v.split(",")),
   )
     .option("--json", "print the cell as JSON")
-    .addHelpText("after", "\nExamples:\n  aether cell allocate team-a --memory 2G --cpu-max 150%\n  aether cell allocate team-a/build --pids 256 --isolate pid,network")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  aether cell allocate team-a --memory 2G --cpu-max 150%\n  aether cell allocate team-a/build --pids 256 --isolate pid,network",
+    )
     .action(async (name: string, o: LimitFlags & { tenant: string; label?: Record<string, string>; isolate?: string[]; json?: boolean }) =>
       withClient(globals(), async (aether) => {
         const unknown = (o.isolate ?? []).filter((n) => !(ISOLATIONS as readonly string[]).includes(n));
         if (unknown.length > 0) throw new Error(`--isolate ${unknown.join(",")}: not one of ${ISOLATIONS.join(", ")}`);
         const isolation = Object.fromEntries(ISOLATIONS.map((k) => [k, (o.isolate ?? []).includes(k)]));
-        const { cell: c } = await aether.cells.allocateCell({ name, tenant: o.tenant, labels: o.label ?? {}, limits: limitsFrom(o), isolation });
+        const { cell: c } = await aether.cells.allocateCell({
+          name,
+          tenant: o.tenant,
+          labels: o.label ?? {},
+          limits: limitsFrom(o),
+          isolation,
+        });
         if (!c) throw new Error("aetherd returned no cell");
         if (o.json) printJson(cells.CellSchema, c);
         else process.stdout.write(`${c.id}\n`);
@@ -82,7 +94,11 @@ export function cellCommands(program: Command): void {
     );
 
   withLimitOptions(
-    cell.command("update").description("change a cell's limits in place (the flags given; the rest stay)").argument("<cell>", "id or name path").option("--tenant <tenant>", "tenant to resolve a name in", ""),
+    cell
+      .command("update")
+      .description("change a cell's limits in place (the flags given; the rest stay)")
+      .argument("<cell>", "id or name path")
+      .option("--tenant <tenant>", "tenant to resolve a name in", ""),
   )
     .option("--json", "print the cell as JSON")
     .addHelpText("after", "\nExamples:\n  aether cell update team-a --memory 4G")
@@ -123,7 +139,16 @@ export function cellCommands(program: Command): void {
           all.map((c) => {
             const t = limitText(c);
             const depth = c.name.split("/").length - 1;
-            return [`${"  ".repeat(depth)}${c.name.split("/").pop() ?? c.name}`, c.tenant, t.cpu, t.memory, t.pids, isolationText(c), String(c.processCount), age(c.createTime)];
+            return [
+              `${"  ".repeat(depth)}${c.name.split("/").pop() ?? c.name}`,
+              c.tenant,
+              t.cpu,
+              t.memory,
+              t.pids,
+              isolationText(c),
+              String(c.processCount),
+              age(c.createTime),
+            ];
           }),
         );
       }),
@@ -142,9 +167,18 @@ export function cellCommands(program: Command): void {
         if (o.json) return printJson(cells.CellSchema, c);
         const t = limitText(c);
         printFields([
-          ["id", c.id], ["name", c.name], ["tenant", c.tenant], ["parent", c.parent || "-"], ["children", c.children.join(", ") || "-"],
-          ["cpu", t.cpu], ["memory", t.memory], ["pids", t.pids], ["isolation", isolationText(c)],
-          ["backend", cells.CellBackend[c.backend]], ["processes", String(c.processCount)], ["note", c.stateReason || "-"],
+          ["id", c.id],
+          ["name", c.name],
+          ["tenant", c.tenant],
+          ["parent", c.parent || "-"],
+          ["children", c.children.join(", ") || "-"],
+          ["cpu", t.cpu],
+          ["memory", t.memory],
+          ["pids", t.pids],
+          ["isolation", isolationText(c)],
+          ["backend", cells.CellBackend[c.backend]],
+          ["processes", String(c.processCount)],
+          ["note", c.stateReason || "-"],
           ...Object.entries(c.cgroupPaths).map(([k, v]): [string, string] => [`cgroup ${k}`, v]),
         ]);
       }),
@@ -162,7 +196,10 @@ export function cellCommands(program: Command): void {
         if (!s) throw new Error("aetherd returned no stats");
         if (o.json) return printJson(cells.CellStatsSchema, s);
         printFields([
-          ["cpu time", `${(Number(s.cpuUsageUsec) / 1e6).toFixed(2)} s (user ${(Number(s.cpuUserUsec) / 1e6).toFixed(2)} s, system ${(Number(s.cpuSystemUsec) / 1e6).toFixed(2)} s)`],
+          [
+            "cpu time",
+            `${(Number(s.cpuUsageUsec) / 1e6).toFixed(2)} s (user ${(Number(s.cpuUserUsec) / 1e6).toFixed(2)} s, system ${(Number(s.cpuSystemUsec) / 1e6).toFixed(2)} s)`,
+          ],
           ["throttled", `${s.cpuThrottledPeriods} of ${s.cpuPeriods} periods, ${(Number(s.cpuThrottledUsec) / 1e6).toFixed(2)} s`],
           ["memory", `${bytes(s.memoryCurrentBytes)} now, ${bytes(s.memoryPeakBytes)} peak`],
           ["oom kills", String(s.oomKillCount)],

@@ -17,7 +17,8 @@ const nodeState = (s: auction.NodeState) => enumName(auction.NodeState, s);
 const placementState = (s: auction.PlacementState) => enumName(auction.PlacementState, s);
 const auctionState = (s: auction.AuctionState) => enumName(auction.AuctionState, s);
 const outcome = (o: auction.BidOutcome) => enumName(auction.BidOutcome, o);
-const millis = (d: { seconds: bigint; nanos: number } | undefined) => (d ? `${(Number(d.seconds) * 1000 + d.nanos / 1e6).toFixed(1)} ms` : "-");
+const millis = (d: { seconds: bigint; nanos: number } | undefined) =>
+  d ? `${(Number(d.seconds) * 1000 + d.nanos / 1e6).toFixed(1)} ms` : "-";
 
 function keyValue(v: string, prev: Record<string, string> = {}): Record<string, string> {
   const eq = v.indexOf("=");
@@ -32,11 +33,20 @@ function showAuction(a: auction.AuctionRecord): void {
     ["state", `${auctionState(a.state)}${a.stateReason ? `: ${a.stateReason}` : ""}`],
     ["winner", a.winner ? `${a.winner} (score ${a.winningScore})` : "-"],
     ["tie break", a.tieBreakReason || "-"],
-    ["bidding / decision / provisioning / total", `${millis(a.biddingDuration)} / ${millis(a.decisionDuration)} / ${millis(a.provisioningDuration)} / ${millis(a.totalDuration)}`],
+    [
+      "bidding / decision / provisioning / total",
+      `${millis(a.biddingDuration)} / ${millis(a.decisionDuration)} / ${millis(a.provisioningDuration)} / ${millis(a.totalDuration)}`,
+    ],
   ]);
   printTable(
     ["NODE", "OUTCOME", "SCORE", "LATENCY", "WHY"],
-    a.bids.map((b) => [b.node, outcome(b.outcome), b.outcome === auction.BidOutcome.BID ? String(b.score) : "-", millis(b.latency), b.error || b.breakdown?.declineReason || ""]),
+    a.bids.map((b) => [
+      b.node,
+      outcome(b.outcome),
+      b.outcome === auction.BidOutcome.BID ? String(b.score) : "-",
+      millis(b.latency),
+      b.error || b.breakdown?.declineReason || "",
+    ]),
   );
 }
 
@@ -46,7 +56,8 @@ export function clusterCommands(program: Command): void {
     .description("the cluster through aether-aggregator: nodes, auctions, placements and events")
     .option("--aggregator <address>", "aether-aggregator to talk to (default: AETHER_AGGREGATOR, else the node address)");
   const globals = (): GlobalOptions => {
-    const address = cluster.opts<{ aggregator?: string }>().aggregator ?? process.env.AETHER_AGGREGATOR ?? program.opts<GlobalOptions>().address;
+    const address =
+      cluster.opts<{ aggregator?: string }>().aggregator ?? process.env.AETHER_AGGREGATOR ?? program.opts<GlobalOptions>().address;
     return address === undefined ? {} : { address };
   };
 
@@ -54,14 +65,26 @@ export function clusterCommands(program: Command): void {
     .command("nodes")
     .description("registered nodes with their state, lease and placements")
     .option("--json", "print the nodes as JSON")
-    .addHelpText("after", "\nExamples:\n  aether cluster nodes\n  aether cluster --aggregator unix:///run/aether/aggregator.sock nodes --json")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  aether cluster nodes\n  aether cluster --aggregator unix:///run/aether/aggregator.sock nodes --json",
+    )
     .action(async (o: { json?: boolean }) =>
       withClient(globals(), async (aether) => {
         const { nodes } = await aether.aggregator.listNodes({ pageSize: 1000 });
         if (o.json) return printJson(auction.NodeSchema, nodes);
         printTable(
           ["ID", "NAME", "STATE", "ADDRESS", "CPUS", "MEMORY", "PLACEMENTS", "HEARTBEAT"],
-          nodes.map((n) => [n.id, n.name, nodeState(n.state) + (n.stateReason ? ` (${n.stateReason})` : ""), n.address, String(n.capabilities?.cpuCount ?? "-"), n.capabilities ? bytes(n.capabilities.memoryTotalBytes) : "-", String(n.placementCount), age(n.heartbeatTime)]),
+          nodes.map((n) => [
+            n.id,
+            n.name,
+            nodeState(n.state) + (n.stateReason ? ` (${n.stateReason})` : ""),
+            n.address,
+            String(n.capabilities?.cpuCount ?? "-"),
+            n.capabilities ? bytes(n.capabilities.memoryTotalBytes) : "-",
+            String(n.placementCount),
+            age(n.heartbeatTime),
+          ]),
         );
       }),
     );
@@ -79,38 +102,59 @@ export function clusterCommands(program: Command): void {
     .option("--exclude <node>", "node id that must not host it (repeatable)", (v: string, p: string[] = []) => [...p, v])
     .option("--request-id <id>", "idempotency key: a retry returns the first placement")
     .option("--json", "print the placement and its auction as JSON")
-    .addHelpText("after", "\nExamples:\n  aether cluster deploy web --memory 256M -- /usr/bin/python3 -m http.server 8080\n  aether cluster deploy db --spec db-vm.json --selector tier=ssd")
-    .action(async (name: string, argv: string[], o: { spec?: string; tenant: string; cpu?: number; memory?: bigint; selector?: Record<string, string>; exclude?: string[]; requestId?: string; json?: boolean }, cmd: Command) => {
-      if ((o.spec === undefined) === (argv.length === 0)) cmd.error("error: give the program after -- or a --spec file, not both");
-      return withClient(globals(), async (aether) => {
-        // A spec file is a WorkloadSpec in the proto3 JSON mapping; the name, tenant and the
-        // requirement flags given here override what it says.
-        const fromFile = o.spec ? fromJson(auction.WorkloadSpecSchema, JSON.parse(readFileSync(o.spec, "utf8")) as JsonValue) : undefined;
-        const kind = fromFile ? fromFile.kind : { case: "executable" as const, value: { argv } };
-        const base = fromFile?.requirements;
-        const requirements = {
-          cpuMillis: o.cpu ?? base?.cpuMillis ?? 0,
-          memoryBytes: o.memory ?? base?.memoryBytes ?? 0n,
-          diskBytes: base?.diskBytes ?? 0n,
-          requireKvm: base?.requireKvm ?? false,
-          nodeSelector: { ...base?.nodeSelector, ...o.selector },
-          excludeNodes: [...(base?.excludeNodes ?? []), ...(o.exclude ?? [])],
-        };
-        const { placement, auction: record } = await aether.aggregator.deploy({
-          spec: { name, tenant: o.tenant, labels: fromFile?.labels ?? {}, requirements, kind },
-          requestId: o.requestId ?? "",
-        });
-        if (o.json) {
-          const json = {
-            placement: placement ? toJson(auction.WorkloadPlacementSchema, placement) : null,
-            auction: record ? toJson(auction.AuctionRecordSchema, record) : null,
+    .addHelpText(
+      "after",
+      "\nExamples:\n  aether cluster deploy web --memory 256M -- /usr/bin/python3 -m http.server 8080\n  aether cluster deploy db --spec db-vm.json --selector tier=ssd",
+    )
+    .action(
+      async (
+        name: string,
+        argv: string[],
+        o: {
+          spec?: string;
+          tenant: string;
+          cpu?: number;
+          memory?: bigint;
+          selector?: Record<string, string>;
+          exclude?: string[];
+          requestId?: string;
+          json?: boolean;
+        },
+        cmd: Command,
+      ) => {
+        if ((o.spec === undefined) === (argv.length === 0)) cmd.error("error: give the program after -- or a --spec file, not both");
+        return withClient(globals(), async (aether) => {
+          // A spec file is a WorkloadSpec in the proto3 JSON mapping; the name, tenant and the
+          // requirement flags given here override what it says.
+          const fromFile = o.spec ? fromJson(auction.WorkloadSpecSchema, JSON.parse(readFileSync(o.spec, "utf8")) as JsonValue) : undefined;
+          const kind = fromFile ? fromFile.kind : { case: "executable" as const, value: { argv } };
+          const base = fromFile?.requirements;
+          const requirements = {
+            cpuMillis: o.cpu ?? base?.cpuMillis ?? 0,
+            memoryBytes: o.memory ?? base?.memoryBytes ?? 0n,
+            diskBytes: base?.diskBytes ?? 0n,
+            requireKvm: base?.requireKvm ?? false,
+            nodeSelector: { ...base?.nodeSelector, ...o.selector },
+            excludeNodes: [...(base?.excludeNodes ?? []), ...(o.exclude ?? [])],
           };
-          process.stdout.write(`${JSON.stringify(json, null, 2)}\n`);
-          return;
-        }
-        process.stdout.write(`${name} placed on ${placement?.node} (score ${record?.winningScore}, auction ${record?.id}, ${millis(record?.totalDuration)})\n`);
-      });
-    });
+          const { placement, auction: record } = await aether.aggregator.deploy({
+            spec: { name, tenant: o.tenant, labels: fromFile?.labels ?? {}, requirements, kind },
+            requestId: o.requestId ?? "",
+          });
+          if (o.json) {
+            const json = {
+              placement: placement ? toJson(auction.WorkloadPlacementSchema, placement) : null,
+              auction: record ? toJson(auction.AuctionRecordSchema, record) : null,
+            };
+            process.stdout.write(`${JSON.stringify(json, null, 2)}\n`);
+            return;
+          }
+          process.stdout.write(
+            `${name} placed on ${placement?.node} (score ${record?.winningScore}, auction ${record?.id}, ${millis(record?.totalDuration)})\n`,
+          );
+        });
+      },
+    );
 
   cluster
     .command("placements")
@@ -125,7 +169,14 @@ export function clusterCommands(program: Command): void {
         if (o.json) return printJson(auction.WorkloadPlacementSchema, placements);
         printTable(
           ["WORKLOAD", "NAME", "TENANT", "STATE", "NODE", "PLACED"],
-          placements.map((p) => [p.workloadId, p.name, p.tenant, placementState(p.state) + (p.stateReason ? ` (${p.stateReason})` : ""), p.node || "-", age(p.placeTime)]),
+          placements.map((p) => [
+            p.workloadId,
+            p.name,
+            p.tenant,
+            placementState(p.state) + (p.stateReason ? ` (${p.stateReason})` : ""),
+            p.node || "-",
+            age(p.placeTime),
+          ]),
         );
       }),
     );
@@ -154,7 +205,16 @@ export function clusterCommands(program: Command): void {
         if (o.json) return printJson(auction.AuctionRecordSchema, auctions);
         printTable(
           ["AUCTION", "WORKLOAD", "STATE", "WINNER", "SCORE", "BIDS", "TOTAL", "WHEN"],
-          auctions.map((a) => [a.id, a.workloadId, auctionState(a.state), a.winner || "-", a.winner ? String(a.winningScore) : "-", String(a.bids.length), millis(a.totalDuration), age(a.createTime)]),
+          auctions.map((a) => [
+            a.id,
+            a.workloadId,
+            auctionState(a.state),
+            a.winner || "-",
+            a.winner ? String(a.winningScore) : "-",
+            String(a.bids.length),
+            millis(a.totalDuration),
+            age(a.createTime),
+          ]),
         );
       }),
     );

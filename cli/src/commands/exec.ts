@@ -7,11 +7,13 @@ import { EXIT } from "../exit-codes.js";
 import { durationOption, toDuration, uint32, uint64 } from "../numbers.js";
 import { age, printFields, printJson, printTable } from "../output.js";
 
-const keyValue = (what: string) => (value: string, previous: Record<string, string> = {}) => {
-  const eq = value.indexOf("=");
-  if (eq <= 0) throw new Error(`${what} ${JSON.stringify(value)} is not KEY=VALUE`);
-  return { ...previous, [value.slice(0, eq)]: value.slice(eq + 1) };
-};
+const keyValue =
+  (what: string) =>
+  (value: string, previous: Record<string, string> = {}) => {
+    const eq = value.indexOf("=");
+    if (eq <= 0) throw new Error(`${what} ${JSON.stringify(value)} is not KEY=VALUE`);
+    return { ...previous, [value.slice(0, eq)]: value.slice(eq + 1) };
+  };
 
 const STATE_NAMES: Record<string, runtime.ExecutableState> = {
   running: runtime.ExecutableState.RUNNING,
@@ -30,7 +32,9 @@ function outcome(e: runtime.Executable): string {
 }
 
 function describe(e: runtime.Executable): string {
-  return e.state === runtime.ExecutableState.RUNNING ? `${e.name} (${e.id}) running as pid ${e.pid}` : `${e.name} (${e.id}) ${e.stateReason}`;
+  return e.state === runtime.ExecutableState.RUNNING
+    ? `${e.name} (${e.id}) running as pid ${e.pid}`
+    : `${e.name} (${e.id}) ${e.stateReason}`;
 }
 
 export function execCommands(program: Command): void {
@@ -51,26 +55,44 @@ export function execCommands(program: Command): void {
     .option("--gid <gid>", "run as this group id", uint32)
     .option("--log-limit-bytes <n>", "cap on captured bytes per stream", uint64)
     .option("--json", "print the executable as JSON")
-    .addHelpText("after", "\nExamples:\n  aether exec start --name web -e PORT=8080 -- /usr/bin/python3 -m http.server 8080\n  id=$(aether exec start -- /bin/sleep 60)")
-    .action(async (argv: string[], o: { name?: string; cell: string; tenant: string; label?: Record<string, string>; env?: Record<string, string>; cwd: string; uid?: number; gid?: number; logLimitBytes?: bigint; json?: boolean }) =>
-      withClient(globals(), async (aether) => {
-        const { executable } = await aether.runtime.startExecutable({
-          argv,
-          name: o.name ?? "",
-          cell: o.cell,
-          tenant: o.tenant,
-          labels: o.label ?? {},
-          env: o.env ?? {},
-          cwd: o.cwd,
-          uid: o.uid,
-          gid: o.gid,
-          logLimitBytes: o.logLimitBytes ?? 0n,
-        });
-        if (!executable) throw new Error("aetherd returned no executable");
-        if (o.json) printJson(runtime.ExecutableSchema, executable);
-        else process.stdout.write(`${executable.id}\n`);
-        if (!o.json && process.stderr.isTTY) process.stderr.write(`started ${describe(executable)}\n`);
-      }),
+    .addHelpText(
+      "after",
+      "\nExamples:\n  aether exec start --name web -e PORT=8080 -- /usr/bin/python3 -m http.server 8080\n  id=$(aether exec start -- /bin/sleep 60)",
+    )
+    .action(
+      async (
+        argv: string[],
+        o: {
+          name?: string;
+          cell: string;
+          tenant: string;
+          label?: Record<string, string>;
+          env?: Record<string, string>;
+          cwd: string;
+          uid?: number;
+          gid?: number;
+          logLimitBytes?: bigint;
+          json?: boolean;
+        },
+      ) =>
+        withClient(globals(), async (aether) => {
+          const { executable } = await aether.runtime.startExecutable({
+            argv,
+            name: o.name ?? "",
+            cell: o.cell,
+            tenant: o.tenant,
+            labels: o.label ?? {},
+            env: o.env ?? {},
+            cwd: o.cwd,
+            uid: o.uid,
+            gid: o.gid,
+            logLimitBytes: o.logLimitBytes ?? 0n,
+          });
+          if (!executable) throw new Error("aetherd returned no executable");
+          if (o.json) printJson(runtime.ExecutableSchema, executable);
+          else process.stdout.write(`${executable.id}\n`);
+          if (!o.json && process.stderr.isTTY) process.stderr.write(`started ${describe(executable)}\n`);
+        }),
     );
 
   exec
@@ -84,7 +106,8 @@ export function execCommands(program: Command): void {
     .addHelpText("after", "\nExamples:\n  aether exec stop web\n  aether exec stop web --signal SIGINT --grace 30")
     .action(async (ref: string, o: { tenant: string; signal: string; grace: number; json?: boolean }) =>
       withClient(globals(), async (aether) => {
-        const spinner = process.stderr.isTTY && !o.json ? ora(`stopping ${ref} (${o.signal}, ${o.grace / 1000}s grace)`).start() : undefined;
+        const spinner =
+          process.stderr.isTTY && !o.json ? ora(`stopping ${ref} (${o.signal}, ${o.grace / 1000}s grace)`).start() : undefined;
         try {
           const { executable } = await aether.runtime.stopExecutable({
             executable: ref,
@@ -125,7 +148,16 @@ export function execCommands(program: Command): void {
         if (o.json) return printJson(runtime.ExecutableSchema, all);
         printTable(
           ["NAME", "TENANT", "STATE", "PID", "EXIT", "AGE", "ID", "COMMAND"],
-          all.map((e) => [e.name, e.tenant, stateWord(e), e.pid ? String(e.pid) : "-", outcome(e), age(e.createTime), e.id.slice(0, 8), e.argv.join(" ").slice(0, 60)]),
+          all.map((e) => [
+            e.name,
+            e.tenant,
+            stateWord(e),
+            e.pid ? String(e.pid) : "-",
+            outcome(e),
+            age(e.createTime),
+            e.id.slice(0, 8),
+            e.argv.join(" ").slice(0, 60),
+          ]),
         );
       }),
     );
@@ -142,9 +174,21 @@ export function execCommands(program: Command): void {
         if (!e) throw new Error("aetherd returned no executable");
         if (o.json) return printJson(runtime.ExecutableSchema, e);
         printFields([
-          ["id", e.id], ["name", e.name], ["tenant", e.tenant], ["state", `${stateWord(e)}${e.stateReason ? `: ${e.stateReason}` : ""}`],
-          ["pid", e.pid ? String(e.pid) : "-"], ["exit", outcome(e)], ["argv", e.argv.join(" ")], ["cwd", e.cwd],
-          ["uid:gid", `${e.uid}:${e.gid}`], ["labels", Object.entries(e.labels).map(([k, v]) => `${k}=${v}`).join(", ") || "-"],
+          ["id", e.id],
+          ["name", e.name],
+          ["tenant", e.tenant],
+          ["state", `${stateWord(e)}${e.stateReason ? `: ${e.stateReason}` : ""}`],
+          ["pid", e.pid ? String(e.pid) : "-"],
+          ["exit", outcome(e)],
+          ["argv", e.argv.join(" ")],
+          ["cwd", e.cwd],
+          ["uid:gid", `${e.uid}:${e.gid}`],
+          [
+            "labels",
+            Object.entries(e.labels)
+              .map(([k, v]) => `${k}=${v}`)
+              .join(", ") || "-",
+          ],
           ["output", `stdout ${e.stdoutBytes} B, stderr ${e.stderrBytes} B, dropped ${e.droppedBytes} B (cap ${e.logLimitBytes} B each)`],
         ]);
       }),

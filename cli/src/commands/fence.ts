@@ -12,10 +12,14 @@ import { age, printFields, printJson, printTable } from "../output.js";
 // protobuf-es enums map numbers back to names without the enum's prefix ("REACHABLE").
 const enumName = (names: Record<number, string>, value: number) => (names[value] ?? String(value)).toLowerCase().replace(/_/g, " ");
 const stateName = (s: fenceApi.BmcState) => enumName(fenceApi.BmcState, s);
-const powerName = (p: fenceApi.PowerState, raw = "") => (raw !== "" ? raw : p === fenceApi.PowerState.UNSPECIFIED ? "-" : enumName(fenceApi.PowerState, p));
-const profileName = (p: fenceApi.BmcProfile) => (p === fenceApi.BmcProfile.ILO5 ? "ilo5" : p === fenceApi.BmcProfile.DMTF_GENERIC ? "dmtf" : "-");
-const millis = (d: { seconds: bigint; nanos: number } | undefined) => (d ? `${(Number(d.seconds) * 1000 + d.nanos / 1e6).toFixed(0)} ms` : "-");
-const messagesText = (messages: fenceApi.BmcMessage[]) => messages.map((m) => `${m.messageId}${m.message ? `: ${m.message}` : ""}`).join("; ") || "-";
+const powerName = (p: fenceApi.PowerState, raw = "") =>
+  raw !== "" ? raw : p === fenceApi.PowerState.UNSPECIFIED ? "-" : enumName(fenceApi.PowerState, p);
+const profileName = (p: fenceApi.BmcProfile) =>
+  p === fenceApi.BmcProfile.ILO5 ? "ilo5" : p === fenceApi.BmcProfile.DMTF_GENERIC ? "dmtf" : "-";
+const millis = (d: { seconds: bigint; nanos: number } | undefined) =>
+  d ? `${(Number(d.seconds) * 1000 + d.nanos / 1e6).toFixed(0)} ms` : "-";
+const messagesText = (messages: fenceApi.BmcMessage[]) =>
+  messages.map((m) => `${m.messageId}${m.message ? `: ${m.message}` : ""}`).join("; ") || "-";
 
 /** The password: from a file (or "-": stdin), else AETHER_BMC_PASSWORD; one trailing newline is dropped. */
 function readPassword(file: string | undefined, cmd: Command): string {
@@ -27,7 +31,10 @@ function readPassword(file: string | undefined, cmd: Command): string {
       cmd.error(`error: cannot read the password file ${file}: ${(err as Error).message}`);
     }
   } else text = process.env["AETHER_BMC_PASSWORD"];
-  if (text === undefined) cmd.error("error: give the BMC password with --password-file FILE (- for stdin) or in AETHER_BMC_PASSWORD; it is never taken as an argument");
+  if (text === undefined)
+    cmd.error(
+      "error: give the BMC password with --password-file FILE (- for stdin) or in AETHER_BMC_PASSWORD; it is never taken as an argument",
+    );
   const password = (text ?? "").replace(/\r?\n$/, "");
   if (password === "") cmd.error("error: the BMC password is empty");
   return password;
@@ -42,7 +49,12 @@ function readFileOrFail(file: string, what: string, cmd: Command): string {
 }
 
 function showBmc(b: fenceApi.Bmc): void {
-  const tls = b.tls?.verification.case === "caPem" ? "pinned CA" : b.tls?.verification.case === "insecureSkipVerify" ? "NOT VERIFIED (insecure)" : "system trust store";
+  const tls =
+    b.tls?.verification.case === "caPem"
+      ? "pinned CA"
+      : b.tls?.verification.case === "insecureSkipVerify"
+        ? "NOT VERIFIED (insecure)"
+        : "system trust store";
   printFields([
     ["node", b.node],
     ["id", b.id],
@@ -54,7 +66,12 @@ function showBmc(b: fenceApi.Bmc): void {
     ["model", [b.manufacturer, b.model].filter((x) => x !== "").join(" ") || "-"],
     ["firmware", b.firmwareVersion || "-"],
     ["tls", `${tls}${b.tls?.serverName ? `, name ${b.tls.serverName}` : ""}`],
-    ["labels", Object.entries(b.labels).map(([k, v]) => `${k}=${v}`).join(", ") || "-"],
+    [
+      "labels",
+      Object.entries(b.labels)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(", ") || "-",
+    ],
     ["checked", b.checkTime ? `${age(b.checkTime)} ago` : "-"],
     ["registered", `${age(b.createTime)} ago`],
   ]);
@@ -110,7 +127,19 @@ Examples:
     .action(
       async (
         node: string,
-        o: { endpoint: string; username?: string; passwordFile?: string; ca?: string; insecure?: boolean; serverName?: string; profile: "ilo5" | "dmtf"; label?: Record<string, string>; allowUnreachable?: boolean; replace?: boolean; json?: boolean },
+        o: {
+          endpoint: string;
+          username?: string;
+          passwordFile?: string;
+          ca?: string;
+          insecure?: boolean;
+          serverName?: string;
+          profile: "ilo5" | "dmtf";
+          label?: Record<string, string>;
+          allowUnreachable?: boolean;
+          replace?: boolean;
+          json?: boolean;
+        },
         cmd: Command,
       ) => {
         const username = o.username ?? process.env["AETHER_BMC_USERNAME"];
@@ -124,7 +153,12 @@ Examples:
             profile: o.profile === "ilo5" ? fenceApi.BmcProfile.ILO5 : fenceApi.BmcProfile.DMTF_GENERIC,
             credentials: { username, password },
             tls: {
-              verification: caPem !== undefined ? { case: "caPem", value: caPem } : o.insecure ? { case: "insecureSkipVerify", value: true } : { case: undefined },
+              verification:
+                caPem !== undefined
+                  ? { case: "caPem", value: caPem }
+                  : o.insecure
+                    ? { case: "insecureSkipVerify", value: true }
+                    : { case: undefined },
               serverName: o.serverName ?? "",
             },
             labels: o.label ?? {},
@@ -133,7 +167,9 @@ Examples:
           });
           if (!bmc) throw new Error("aetherd returned no registration");
           if (o.json) return printJson(fenceApi.BmcSchema, bmc);
-          process.stdout.write(`registered the BMC of ${bmc.node}: ${bmc.manufacturer || "system"} ${bmc.model} at ${bmc.systemPath || bmc.endpoint}, power ${powerName(bmc.powerState)} (${stateName(bmc.state)})\n`);
+          process.stdout.write(
+            `registered the BMC of ${bmc.node}: ${bmc.manufacturer || "system"} ${bmc.model} at ${bmc.systemPath || bmc.endpoint}, power ${powerName(bmc.powerState)} (${stateName(bmc.state)})\n`,
+          );
           if (bmc.stateReason) process.stderr.write(`aether: ${bmc.stateReason}\n`);
         });
       },
@@ -146,7 +182,10 @@ Examples:
     .option("--filter <k=v,...>", "only those with these labels")
     .addOption(new Option("--state <state>", "only those in this state").choices(["reachable", "unreachable", "unauthorized"]))
     .option("--json", "print as JSON")
-    .addHelpText("after", "\nExamples:\n  aether fence list\n  aether fence list --state unreachable\n  aether fence list --json | jq -r '.[].node'")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  aether fence list\n  aether fence list --state unreachable\n  aether fence list --json | jq -r '.[].node'",
+    )
     .action(async (o: { filter?: string; state?: "reachable" | "unreachable" | "unauthorized"; json?: boolean }) =>
       withClient(globals(), async (aether) => {
         const state = o.state === undefined ? fenceApi.BmcState.UNSPECIFIED : fenceApi.BmcState[o.state.toUpperCase() as "REACHABLE"];
@@ -160,7 +199,16 @@ Examples:
         if (o.json) return printJson(fenceApi.BmcSchema, bmcs);
         printTable(
           ["NODE", "ENDPOINT", "PROFILE", "STATE", "POWER", "SYSTEM", "FIRMWARE", "CHECKED"],
-          bmcs.map((b) => [b.node, b.endpoint, profileName(b.profile), stateName(b.state), powerName(b.powerState), [b.manufacturer, b.model].filter((x) => x).join(" ") || "-", b.firmwareVersion || "-", b.checkTime ? age(b.checkTime) : "-"]),
+          bmcs.map((b) => [
+            b.node,
+            b.endpoint,
+            profileName(b.profile),
+            stateName(b.state),
+            powerName(b.powerState),
+            [b.manufacturer, b.model].filter((x) => x).join(" ") || "-",
+            b.firmwareVersion || "-",
+            b.checkTime ? age(b.checkTime) : "-",
+          ]),
         );
       }),
     );
@@ -185,9 +233,9 @@ Examples:
 
   fence
     .command("off")
-    .description("fence a node: ForceOff unless already off, then read until PowerState is exactly \"Off\"; exits 1 if not confirmed")
+    .description('fence a node: ForceOff unless already off, then read until PowerState is exactly "Off"; exits 1 if not confirmed')
     .argument("<node>", "node name or registration id")
-    .addOption(durationOption("--timeout <duration>", "longest time until \"Off\" is read back", 60_000))
+    .addOption(durationOption("--timeout <duration>", 'longest time until "Off" is read back', 60_000))
     .addOption(durationOption("--poll-interval <duration>", "time between power state reads", 1000))
     .option("--reason <text>", "why, for the audit log and events")
     .option("--request-id <id>", "idempotency key: a retry with the same id returns the first result")
@@ -199,7 +247,13 @@ Examples:
     .action(async (ref: string, o: { timeout: number; pollInterval: number; reason?: string; requestId?: string; json?: boolean }) =>
       withClient(globals(), async (aether) => {
         const res = await aether.fence.fence(
-          { bmc: ref, timeout: toDuration(o.timeout), pollInterval: toDuration(o.pollInterval), reason: o.reason ?? "", requestId: o.requestId ?? "" },
+          {
+            bmc: ref,
+            timeout: toDuration(o.timeout),
+            pollInterval: toDuration(o.pollInterval),
+            reason: o.reason ?? "",
+            requestId: o.requestId ?? "",
+          },
           { timeoutMs: clientTimeoutMs(o.timeout + 60_000) },
         );
         if (o.json) printJson(fenceApi.FenceResponseSchema, res);
@@ -226,14 +280,21 @@ Examples:
     .command("on")
     .description("power a node on (ResetType On); a node already on is left alone")
     .argument("<node>", "node name or registration id")
-    .addOption(durationOption("--wait <duration>", "also wait until PowerState is \"On\", for up to this long"))
+    .addOption(durationOption("--wait <duration>", 'also wait until PowerState is "On", for up to this long'))
     .option("--json", "print the outcome as JSON")
     .addHelpText("after", "\nExamples:\n  aether fence on node-7\n  aether fence on node-7 --wait 2m")
     .action(async (ref: string, o: { wait?: number; json?: boolean }) =>
       withClient(globals(), async (aether) => {
-        const res = await aether.fence.powerOn({ bmc: ref, ...(o.wait !== undefined ? { timeout: toDuration(o.wait) } : {}) }, { timeoutMs: clientTimeoutMs((o.wait ?? 0) + 60_000) });
+        const res = await aether.fence.powerOn(
+          { bmc: ref, ...(o.wait !== undefined ? { timeout: toDuration(o.wait) } : {}) },
+          { timeoutMs: clientTimeoutMs((o.wait ?? 0) + 60_000) },
+        );
         if (o.json) return printJson(fenceApi.PowerOnResponseSchema, res);
-        process.stdout.write(res.alreadyOn ? `${ref} was already on\n` : `${ref}: power on accepted (HTTP ${res.actionStatusCode}); power state ${powerName(res.powerState, res.rawPowerState)}\n`);
+        process.stdout.write(
+          res.alreadyOn
+            ? `${ref} was already on\n`
+            : `${ref}: power on accepted (HTTP ${res.actionStatusCode}); power state ${powerName(res.powerState, res.rawPowerState)}\n`,
+        );
       }),
     );
 
@@ -248,7 +309,9 @@ Examples:
       withClient(globals(), async (aether) => {
         const res = await aether.fence.reset({ bmc: ref, resetType: type });
         if (o.json) return printJson(fenceApi.ResetResponseSchema, res);
-        process.stdout.write(`${ref}: ${type} accepted (HTTP ${res.actionStatusCode}); power state ${powerName(res.powerState, res.rawPowerState)}\n`);
+        process.stdout.write(
+          `${ref}: ${type} accepted (HTTP ${res.actionStatusCode}); power state ${powerName(res.powerState, res.rawPowerState)}\n`,
+        );
       }),
     );
 

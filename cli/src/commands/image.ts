@@ -12,7 +12,8 @@ const { ImageState } = storageApi;
 
 /** "45% of 64.0 MiB", or the bytes read so far while the size is unknown. */
 function progress(i: storageApi.Image): string {
-  if (i.sourceBytes > 0n) return `${Math.min(100, Math.floor(Number((i.importedBytes * 100n) / i.sourceBytes)))}% of ${bytes(i.sourceBytes)}`;
+  if (i.sourceBytes > 0n)
+    return `${Math.min(100, Math.floor(Number((i.importedBytes * 100n) / i.sourceBytes)))}% of ${bytes(i.sourceBytes)}`;
   return `${bytes(i.importedBytes)} read`;
 }
 
@@ -25,11 +26,26 @@ const sourceText = (i: storageApi.Image) => (i.source?.source.case ? i.source.so
 
 function printImage(i: storageApi.Image): void {
   printFields([
-    ["id", i.id], ["name", i.name], ["tenant", i.tenant], ["state", `${stateText(i)}${i.stateReason ? `: ${i.stateReason}` : ""}`],
-    ["pool", i.pool], ["format", formatName(i.format)], ["size", i.sizeBytes ? bytes(i.sizeBytes) : "-"], ["allocated", bytes(i.allocatedBytes)],
-    ["source", sourceText(i)], ["sha256", i.sha256], ["imported", `${bytes(i.importedBytes)}${i.sourceBytes ? ` of ${bytes(i.sourceBytes)}` : ""}`],
-    ["host path", i.hostPath || "-"], ["clones", i.clones.map((id) => id.slice(0, 8)).join(", ") || "-"],
-    ["labels", Object.entries(i.labels).map(([k, v]) => `${k}=${v}`).join(", ") || "-"], ["age", age(i.createTime)],
+    ["id", i.id],
+    ["name", i.name],
+    ["tenant", i.tenant],
+    ["state", `${stateText(i)}${i.stateReason ? `: ${i.stateReason}` : ""}`],
+    ["pool", i.pool],
+    ["format", formatName(i.format)],
+    ["size", i.sizeBytes ? bytes(i.sizeBytes) : "-"],
+    ["allocated", bytes(i.allocatedBytes)],
+    ["source", sourceText(i)],
+    ["sha256", i.sha256],
+    ["imported", `${bytes(i.importedBytes)}${i.sourceBytes ? ` of ${bytes(i.sourceBytes)}` : ""}`],
+    ["host path", i.hostPath || "-"],
+    ["clones", i.clones.map((id) => id.slice(0, 8)).join(", ") || "-"],
+    [
+      "labels",
+      Object.entries(i.labels)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(", ") || "-",
+    ],
+    ["age", age(i.createTime)],
   ]);
 }
 
@@ -64,7 +80,10 @@ export function imageCommands(program: Command): void {
   const image = program
     .command("image")
     .description("images: read-only bases, imported from a file or URL, that volumes are cloned from")
-    .addHelpText("after", "\nExamples:\n  aether image import debian-12 https://example.org/debian-12.qcow2 --sha256 <hex>\n  aether image list");
+    .addHelpText(
+      "after",
+      "\nExamples:\n  aether image import debian-12 https://example.org/debian-12.qcow2 --sha256 <hex>\n  aether image list",
+    );
   const globals = () => program.opts<GlobalOptions>();
 
   image
@@ -83,32 +102,54 @@ export function imageCommands(program: Command): void {
       "after",
       "\nExamples:\n  aether image import debian-12 https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-genericcloud-amd64.qcow2 --sha256 <hex>\n  aether image import base ./base.raw --sha256 $(sha256sum base.raw | cut -d' ' -f1) --format raw\n  aether image import big https://example.org/big.qcow2 --sha256 <hex> --no-wait",
     )
-    .action(async (name: string, source: string, o: { sha256: string; pool: string; format?: "raw" | "qcow2"; tenant: string; label?: Record<string, string>; wait: boolean; json?: boolean }) => {
-      let code: number = EXIT.ok;
-      await withClient(globals(), async (aether) => {
-        // A URL goes to aetherd as it is (it refuses schemes other than http and https); anything
-        // else is a path, made absolute against the directory the command runs in.
-        const isUrl = /^[a-z][a-z0-9+.-]*:\/\//i.test(source);
-        const { image: started } = await aether.storage.importImage({
-          name,
-          tenant: o.tenant,
-          labels: o.label ?? {},
-          pool: o.pool,
-          source: { source: isUrl ? { case: "url", value: source } : { case: "localPath", value: resolve(source) } },
-          sha256: o.sha256.toLowerCase(),
-          sourceFormat: o.format === "raw" ? storageApi.ImageFileFormat.RAW : o.format === "qcow2" ? storageApi.ImageFileFormat.QCOW2 : storageApi.ImageFileFormat.UNSPECIFIED,
+    .action(
+      async (
+        name: string,
+        source: string,
+        o: {
+          sha256: string;
+          pool: string;
+          format?: "raw" | "qcow2";
+          tenant: string;
+          label?: Record<string, string>;
+          wait: boolean;
+          json?: boolean;
+        },
+      ) => {
+        let code: number = EXIT.ok;
+        await withClient(globals(), async (aether) => {
+          // A URL goes to aetherd as it is (it refuses schemes other than http and https); anything
+          // else is a path, made absolute against the directory the command runs in.
+          const isUrl = /^[a-z][a-z0-9+.-]*:\/\//i.test(source);
+          const { image: started } = await aether.storage.importImage({
+            name,
+            tenant: o.tenant,
+            labels: o.label ?? {},
+            pool: o.pool,
+            source: { source: isUrl ? { case: "url", value: source } : { case: "localPath", value: resolve(source) } },
+            sha256: o.sha256.toLowerCase(),
+            sourceFormat:
+              o.format === "raw"
+                ? storageApi.ImageFileFormat.RAW
+                : o.format === "qcow2"
+                  ? storageApi.ImageFileFormat.QCOW2
+                  : storageApi.ImageFileFormat.UNSPECIFIED,
+          });
+          if (!started) throw new Error("aetherd returned no image");
+          const shown = o.wait ? await follow(aether, started, o.tenant, o.json === true) : started;
+          if (o.json) printJson(storageApi.ImageSchema, shown);
+          else if (!o.wait || shown.state === ImageState.READY) printImage(shown);
+          if (o.wait && shown.state !== ImageState.READY) {
+            code = EXIT.failed;
+            if (!spinnerWanted(o.json === true))
+              process.stderr.write(
+                `aether: importing image ${name} failed: ${shown.stateReason || `it is ${ImageState[shown.state].toLowerCase()}`}\n`,
+              );
+          }
         });
-        if (!started) throw new Error("aetherd returned no image");
-        const shown = o.wait ? await follow(aether, started, o.tenant, o.json === true) : started;
-        if (o.json) printJson(storageApi.ImageSchema, shown);
-        else if (!o.wait || shown.state === ImageState.READY) printImage(shown);
-        if (o.wait && shown.state !== ImageState.READY) {
-          code = EXIT.failed;
-          if (!spinnerWanted(o.json === true)) process.stderr.write(`aether: importing image ${name} failed: ${shown.stateReason || `it is ${ImageState[shown.state].toLowerCase()}`}\n`);
-        }
-      });
-      process.exit(code);
-    });
+        process.exit(code);
+      },
+    );
 
   image
     .command("list")
@@ -122,7 +163,9 @@ export function imageCommands(program: Command): void {
     .action(async (o: { pool: string; tenant: string; filter: string; json?: boolean }) =>
       withClient(globals(), async (aether) => {
         const images = await allPages((pageToken) =>
-          aether.storage.listImages({ pool: o.pool, tenant: o.tenant, filter: o.filter, pageSize: 1000, pageToken }).then((r) => [r.images, r.nextPageToken]),
+          aether.storage
+            .listImages({ pool: o.pool, tenant: o.tenant, filter: o.filter, pageSize: 1000, pageToken })
+            .then((r) => [r.images, r.nextPageToken]),
         );
         if (o.json) return printJson(storageApi.ImageSchema, images);
         printTable(

@@ -18,23 +18,22 @@ export function nodeCommands(program: Command): void {
         if (!info) throw new Error("aetherd returned no node information");
         if (o.json) return printJson(nodeApi.NodeInfoSchema, info);
         const caps = info.capabilities;
-        const tool = (t: nodeApi.ToolProbe | undefined) => (t?.available ? `${t.path} (${t.version})` : `missing: ${t?.reason ?? "unknown"}`);
-        printFields(
-          [
-            ["node id", info.id],
-            ["hostname", info.hostname],
-            ["aetherd", info.version],
-            ["kernel", `${info.kernelRelease} (${info.architecture})`],
-            ["cpus / memory", `${info.cpuCount} / ${bytes(info.memoryTotalBytes)}`],
-            ["cgroups", `${nodeApi.CgroupVersion[caps?.cgroup?.version ?? 0]} [${caps?.cgroup?.controllers.join(", ") ?? ""}]`],
-            ["kvm", caps?.kvm?.deviceUsable ? "device usable" : `unusable: ${caps?.kvm?.reason ?? ""}`],
-            ["qemu-system", tool(caps?.qemuSystem)],
-            ["qemu-img", tool(caps?.qemuImg)],
-            ["firecracker", tool(caps?.firecracker)],
-            ["zfs", tool(caps?.zfs)],
-            ["state dir", info.stateDir],
-          ],
-        );
+        const tool = (t: nodeApi.ToolProbe | undefined) =>
+          t?.available ? `${t.path} (${t.version})` : `missing: ${t?.reason ?? "unknown"}`;
+        printFields([
+          ["node id", info.id],
+          ["hostname", info.hostname],
+          ["aetherd", info.version],
+          ["kernel", `${info.kernelRelease} (${info.architecture})`],
+          ["cpus / memory", `${info.cpuCount} / ${bytes(info.memoryTotalBytes)}`],
+          ["cgroups", `${nodeApi.CgroupVersion[caps?.cgroup?.version ?? 0]} [${caps?.cgroup?.controllers.join(", ") ?? ""}]`],
+          ["kvm", caps?.kvm?.deviceUsable ? "device usable" : `unusable: ${caps?.kvm?.reason ?? ""}`],
+          ["qemu-system", tool(caps?.qemuSystem)],
+          ["qemu-img", tool(caps?.qemuImg)],
+          ["firecracker", tool(caps?.firecracker)],
+          ["zfs", tool(caps?.zfs)],
+          ["state dir", info.stateDir],
+        ]);
       }),
     );
 }

@@ -31,7 +31,8 @@ const cluster = (value: string) => {
 
 const days = (value: string) => {
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 1 || n > 36_500) throw new InvalidArgumentError(`--days must be a whole number of days from 1 to 36500, not ${JSON.stringify(value)}`);
+  if (!Number.isInteger(n) || n < 1 || n > 36_500)
+    throw new InvalidArgumentError(`--days must be a whole number of days from 1 to 36500, not ${JSON.stringify(value)}`);
   return n;
 };
 
@@ -92,7 +93,9 @@ Examples:
         const index = await initCa({ dir: dirOf(o), cluster: o.cluster, ...(o.days !== undefined && { days: o.days }) });
         const paths = pkiPaths(dirOf(o));
         if (o.json) {
-          process.stdout.write(`${JSON.stringify({ cluster: index.cluster, ...index.ca, cert: paths.caCert, key: paths.caKey, crl: paths.crl }, null, 2)}\n`);
+          process.stdout.write(
+            `${JSON.stringify({ cluster: index.cluster, ...index.ca, cert: paths.caCert, key: paths.caKey, crl: paths.crl }, null, 2)}\n`,
+          );
           return;
         }
         process.stdout.write(
@@ -109,7 +112,11 @@ Examples:
     .argument("<name>", "the node's, user's or service's name (DNS label)", label("name"))
     .option("--tenant <tenant>", "users: the tenant the user belongs to (spiffe://<cluster>/tenant/<tenant>/user/<name>)", label("tenant"))
     .option("--days <n>", `validity (default ${DEFAULT_DAYS.node} for nodes and services, ${DEFAULT_DAYS.user} for users)`, days)
-    .option("--dns <name>", "nodes: a DNS name clients reach it by (repeatable; default localhost and 127.0.0.1 when no --dns or --ip)", collect)
+    .option(
+      "--dns <name>",
+      "nodes: a DNS name clients reach it by (repeatable; default localhost and 127.0.0.1 when no --dns or --ip)",
+      collect,
+    )
     .option("--ip <address>", "nodes: an IP address clients reach it at (repeatable)", collect)
     .option("--write-config <address>", "users: also write NAME.toml, a client config (address, ca, cert, key) for this https://host:port")
     .option("--out <dir>", "folder for NAME.pem and NAME.key (default: the identity's folder in the PKI directory)")
@@ -129,7 +136,17 @@ Examples:
       (
         kind: Kind,
         name: string,
-        o: { tenant?: string; days?: number; dns?: string[]; ip?: string[]; writeConfig?: string; out?: string; dir?: string; notAfter?: Date; json?: boolean },
+        o: {
+          tenant?: string;
+          days?: number;
+          dns?: string[];
+          ip?: string[];
+          writeConfig?: string;
+          out?: string;
+          dir?: string;
+          notAfter?: Date;
+          json?: boolean;
+        },
       ) =>
         run(async () => {
           const issued = await issueCertificate({
@@ -209,7 +226,12 @@ Examples:
         process.stdout.write(`cluster ${index.cluster}: CA serial ${index.ca.serial}, expires ${index.ca.notAfter}\n`);
         printTable(
           ["SERIAL", "IDENTITY", "EXPIRES", "STATUS"],
-          certificates.map((c) => [c.serial, c.spiffeId, c.notAfter, c.revoked ? `revoked ${c.revoked.time} (${c.revoked.reason})` : c.status]),
+          certificates.map((c) => [
+            c.serial,
+            c.spiffeId,
+            c.notAfter,
+            c.revoked ? `revoked ${c.revoked.time} (${c.revoked.reason})` : c.status,
+          ]),
         );
       }),
     );

@@ -6,20 +6,24 @@ import { withClient, type GlobalOptions } from "../client.js";
 import { age, bytes, printFields, printJson, printTable } from "../output.js";
 import { parseBytes } from "../units.js";
 
-
 /** A repeatable key=value option (labels). */
-export const keyValue = (what: string) => (value: string, previous: Record<string, string> = {}) => {
-  const eq = value.indexOf("=");
-  if (eq <= 0) throw new InvalidArgumentError(`${what} ${JSON.stringify(value)} is not KEY=VALUE`);
-  return { ...previous, [value.slice(0, eq)]: value.slice(eq + 1) };
-};
+export const keyValue =
+  (what: string) =>
+  (value: string, previous: Record<string, string> = {}) => {
+    const eq = value.indexOf("=");
+    if (eq <= 0) throw new InvalidArgumentError(`${what} ${JSON.stringify(value)} is not KEY=VALUE`);
+    return { ...previous, [value.slice(0, eq)]: value.slice(eq + 1) };
+  };
 
 /** "qcow2", "raw", "zvol", "zfs-file", "lvm-thin". */
 export const formatName = (f: storageApi.VolumeFormat) => (f ? storageApi.VolumeFormat[f].toLowerCase().replace(/_/g, "-") : "-");
 const driverName = (d: storageApi.PoolDriver) => storageApi.PoolDriver[d].toLowerCase().replace(/_/g, "-");
 const volumeState = (v: storageApi.Volume) => storageApi.VolumeState[v.state].toLowerCase();
 const snapshotState = (s: storageApi.Snapshot) => storageApi.SnapshotState[s.state].toLowerCase();
-const labelText = (labels: Record<string, string>) => Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(", ") || "-";
+const labelText = (labels: Record<string, string>) =>
+  Object.entries(labels)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(", ") || "-";
 const short = (id: string) => id.slice(0, 8);
 
 /** Every page of a List RPC. */
@@ -47,10 +51,21 @@ async function lookUpNames(aether: AetherClient, volumes: storageApi.Volume[]): 
   const byId = <T extends { id: string }, V>(items: T[], value: (t: T) => V) => new Map(items.map((i) => [i.id, value(i)]));
   const needs = (what: "image" | "snapshot") => volumes.some((v) => v.backing?.parent.case === what);
   const [images, snapshots, others, vms] = await Promise.all([
-    needs("image") ? allPages((pageToken) => s.listImages({ pageSize: 1000, pageToken }).then((r) => [r.images, r.nextPageToken])).catch(() => []) : [],
-    needs("snapshot") ? allPages((pageToken) => s.listSnapshots({ pageSize: 1000, pageToken }).then((r) => [r.snapshots, r.nextPageToken])).catch(() => []) : [],
-    needs("snapshot") ? allPages((pageToken) => s.listVolumes({ pageSize: 1000, pageToken }).then((r) => [r.volumes, r.nextPageToken])).catch(() => []) : [],
-    volumes.some((v) => v.usedBy.length > 0) ? aether.vm.listVms({ pageSize: 1000 }).then((r) => r.vms).catch(() => []) : [],
+    needs("image")
+      ? allPages((pageToken) => s.listImages({ pageSize: 1000, pageToken }).then((r) => [r.images, r.nextPageToken])).catch(() => [])
+      : [],
+    needs("snapshot")
+      ? allPages((pageToken) => s.listSnapshots({ pageSize: 1000, pageToken }).then((r) => [r.snapshots, r.nextPageToken])).catch(() => [])
+      : [],
+    needs("snapshot")
+      ? allPages((pageToken) => s.listVolumes({ pageSize: 1000, pageToken }).then((r) => [r.volumes, r.nextPageToken])).catch(() => [])
+      : [],
+    volumes.some((v) => v.usedBy.length > 0)
+      ? aether.vm
+          .listVms({ pageSize: 1000 })
+          .then((r) => r.vms)
+          .catch(() => [])
+      : [],
   ]);
   return {
     images: byId(images, (i) => i.name),
@@ -99,7 +114,9 @@ export function storageCommands(program: Command): void {
     .addHelpText("after", "\nExamples:\n  aether storage pools\n  aether storage pools --json | jq '.[] | select(.available | not)'")
     .action(async (o: { json?: boolean }) =>
       withClient(globals(), async (aether) => {
-        const pools = await allPages((pageToken) => aether.storage.listPools({ pageSize: 1000, pageToken }).then((r) => [r.pools, r.nextPageToken]));
+        const pools = await allPages((pageToken) =>
+          aether.storage.listPools({ pageSize: 1000, pageToken }).then((r) => [r.pools, r.nextPageToken]),
+        );
         if (o.json) return printJson(storageApi.PoolSchema, pools);
         printTable(
           ["NAME", "DRIVER", "LOCATION", "DEFAULT", "AVAILABLE", "CAPACITY", "ALLOCATED", "USED", "FORMATS"],
@@ -130,13 +147,25 @@ export function storageCommands(program: Command): void {
     .action(async (o: { pool: string; tenant: string; filter: string; json?: boolean }) =>
       withClient(globals(), async (aether) => {
         const volumes = await allPages((pageToken) =>
-          aether.storage.listVolumes({ pool: o.pool, tenant: o.tenant, filter: o.filter, pageSize: 1000, pageToken }).then((r) => [r.volumes, r.nextPageToken]),
+          aether.storage
+            .listVolumes({ pool: o.pool, tenant: o.tenant, filter: o.filter, pageSize: 1000, pageToken })
+            .then((r) => [r.volumes, r.nextPageToken]),
         );
         if (o.json) return printJson(storageApi.VolumeSchema, volumes);
         const names = await lookUpNames(aether, volumes);
         printTable(
           ["NAME", "TENANT", "STATE", "POOL", "FORMAT", "SIZE", "ALLOCATED", "BACKING", "USED BY"],
-          volumes.map((v) => [v.name, v.tenant, volumeState(v), v.pool, formatName(v.format), bytes(v.sizeBytes), bytes(v.allocatedBytes), backingText(v, names), usedByText(v, names)]),
+          volumes.map((v) => [
+            v.name,
+            v.tenant,
+            volumeState(v),
+            v.pool,
+            formatName(v.format),
+            bytes(v.sizeBytes),
+            bytes(v.allocatedBytes),
+            backingText(v, names),
+            usedByText(v, names),
+          ]),
         );
       }),
     );
@@ -155,10 +184,21 @@ export function storageCommands(program: Command): void {
         if (o.json) return printJson(storageApi.VolumeSchema, v);
         const names = await lookUpNames(aether, [v]);
         printFields([
-          ["id", v.id], ["name", v.name], ["tenant", v.tenant], ["state", `${volumeState(v)}${v.stateReason ? `: ${v.stateReason}` : ""}`],
-          ["pool", v.pool], ["format", formatName(v.format)], ["size", bytes(v.sizeBytes)], ["allocated", bytes(v.allocatedBytes)],
-          ["backing", backingText(v, names)], ["host path", v.hostPath || "-"], ["used by", usedByText(v, names)],
-          ["snapshots", String(v.snapshotCount)], ["clones", v.clones.map(short).join(", ") || "-"], ["labels", labelText(v.labels)], ["age", age(v.createTime)],
+          ["id", v.id],
+          ["name", v.name],
+          ["tenant", v.tenant],
+          ["state", `${volumeState(v)}${v.stateReason ? `: ${v.stateReason}` : ""}`],
+          ["pool", v.pool],
+          ["format", formatName(v.format)],
+          ["size", bytes(v.sizeBytes)],
+          ["allocated", bytes(v.allocatedBytes)],
+          ["backing", backingText(v, names)],
+          ["host path", v.hostPath || "-"],
+          ["used by", usedByText(v, names)],
+          ["snapshots", String(v.snapshotCount)],
+          ["clones", v.clones.map(short).join(", ") || "-"],
+          ["labels", labelText(v.labels)],
+          ["age", age(v.createTime)],
         ]);
       }),
     );
@@ -182,7 +222,16 @@ export function storageCommands(program: Command): void {
     .action(
       async (
         name: string,
-        o: { size?: bigint; format?: "qcow2" | "raw"; image?: string; snapshot?: { volume: string; snapshot: string }; pool: string; tenant: string; label?: Record<string, string>; json?: boolean },
+        o: {
+          size?: bigint;
+          format?: "qcow2" | "raw";
+          image?: string;
+          snapshot?: { volume: string; snapshot: string };
+          pool: string;
+          tenant: string;
+          label?: Record<string, string>;
+          json?: boolean;
+        },
         cmd: Command,
       ) => {
         const clone = o.image !== undefined || o.snapshot !== undefined;
@@ -200,7 +249,12 @@ export function storageCommands(program: Command): void {
             tenant: o.tenant,
             labels: o.label ?? {},
             pool: o.pool,
-            format: o.format === "raw" ? storageApi.VolumeFormat.RAW : o.format === "qcow2" ? storageApi.VolumeFormat.QCOW2 : storageApi.VolumeFormat.UNSPECIFIED,
+            format:
+              o.format === "raw"
+                ? storageApi.VolumeFormat.RAW
+                : o.format === "qcow2"
+                  ? storageApi.VolumeFormat.QCOW2
+                  : storageApi.VolumeFormat.UNSPECIFIED,
             source,
           });
           if (!volume) throw new Error("aetherd returned no volume");
@@ -220,15 +274,30 @@ export function storageCommands(program: Command): void {
     .option("--tenant <tenant>", "tenant to resolve a name in, and of the clone", "")
     .option("-l, --label <key=value>", "label to attach (repeatable)", keyValue("label"))
     .option("--json", "print the new volume as JSON")
-    .addHelpText("after", "\nExamples:\n  aether storage clone data data-test\n  aether storage clone data data-at-nightly --snapshot nightly --size 20G")
-    .action(async (ref: string, name: string, o: { snapshot: string; size?: bigint; tenant: string; label?: Record<string, string>; json?: boolean }) =>
-      withClient(globals(), async (aether) => {
-        const { volume, snapshot } = await aether.storage.cloneVolume({ volume: ref, name, snapshot: o.snapshot, sizeBytes: o.size ?? 0n, tenant: o.tenant, labels: o.label ?? {} });
-        if (!volume) throw new Error("aetherd returned no volume");
-        if (o.json) printJson(storageApi.VolumeSchema, volume);
-        else process.stdout.write(`${volume.id}\n`);
-        if (!o.json && process.stderr.isTTY && snapshot) process.stderr.write(`cloned ${ref}@${snapshot.name} into ${volume.name}\n`);
-      }),
+    .addHelpText(
+      "after",
+      "\nExamples:\n  aether storage clone data data-test\n  aether storage clone data data-at-nightly --snapshot nightly --size 20G",
+    )
+    .action(
+      async (
+        ref: string,
+        name: string,
+        o: { snapshot: string; size?: bigint; tenant: string; label?: Record<string, string>; json?: boolean },
+      ) =>
+        withClient(globals(), async (aether) => {
+          const { volume, snapshot } = await aether.storage.cloneVolume({
+            volume: ref,
+            name,
+            snapshot: o.snapshot,
+            sizeBytes: o.size ?? 0n,
+            tenant: o.tenant,
+            labels: o.label ?? {},
+          });
+          if (!volume) throw new Error("aetherd returned no volume");
+          if (o.json) printJson(storageApi.VolumeSchema, volume);
+          else process.stdout.write(`${volume.id}\n`);
+          if (!o.json && process.stderr.isTTY && snapshot) process.stderr.write(`cloned ${ref}@${snapshot.name} into ${volume.name}\n`);
+        }),
     );
 
   storage
@@ -271,7 +340,12 @@ export function storageCommands(program: Command): void {
     .addHelpText("after", "\nExamples:\n  aether storage snapshot data nightly\n  aether storage snapshot data --json")
     .action(async (ref: string, name: string | undefined, o: { tenant: string; label?: Record<string, string>; json?: boolean }) =>
       withClient(globals(), async (aether) => {
-        const { snapshot } = await aether.storage.snapshotVolume({ volume: ref, tenant: o.tenant, name: name ?? "", labels: o.label ?? {} });
+        const { snapshot } = await aether.storage.snapshotVolume({
+          volume: ref,
+          tenant: o.tenant,
+          name: name ?? "",
+          labels: o.label ?? {},
+        });
         if (!snapshot) throw new Error("aetherd returned no snapshot");
         if (o.json) printJson(storageApi.SnapshotSchema, snapshot);
         else process.stdout.write(`${snapshot.name}\n`);
@@ -289,14 +363,30 @@ export function storageCommands(program: Command): void {
     .action(async (ref: string | undefined, o: { tenant: string; filter: string; json?: boolean }) =>
       withClient(globals(), async (aether) => {
         const snapshots = await allPages((pageToken) =>
-          aether.storage.listSnapshots({ volume: ref ?? "", tenant: o.tenant, filter: o.filter, pageSize: 1000, pageToken }).then((r) => [r.snapshots, r.nextPageToken]),
+          aether.storage
+            .listSnapshots({ volume: ref ?? "", tenant: o.tenant, filter: o.filter, pageSize: 1000, pageToken })
+            .then((r) => [r.snapshots, r.nextPageToken]),
         );
         if (o.json) return printJson(storageApi.SnapshotSchema, snapshots);
-        const volumes = snapshots.length === 0 ? [] : await allPages((pageToken) => aether.storage.listVolumes({ pageSize: 1000, pageToken }).then((r) => [r.volumes, r.nextPageToken]));
+        const volumes =
+          snapshots.length === 0
+            ? []
+            : await allPages((pageToken) =>
+                aether.storage.listVolumes({ pageSize: 1000, pageToken }).then((r) => [r.volumes, r.nextPageToken]),
+              );
         const volumeNames = new Map(volumes.map((v) => [v.id, v.name]));
         printTable(
           ["VOLUME", "SNAPSHOT", "TENANT", "STATE", "SIZE", "ALLOCATED", "CLONES", "AGE"],
-          snapshots.map((s) => [volumeNames.get(s.volume) ?? short(s.volume), s.name, s.tenant, snapshotState(s), bytes(s.sizeBytes), bytes(s.allocatedBytes), String(s.clones.length), age(s.createTime)]),
+          snapshots.map((s) => [
+            volumeNames.get(s.volume) ?? short(s.volume),
+            s.name,
+            s.tenant,
+            snapshotState(s),
+            bytes(s.sizeBytes),
+            bytes(s.allocatedBytes),
+            String(s.clones.length),
+            age(s.createTime),
+          ]),
         );
       }),
     );
@@ -312,8 +402,14 @@ export function storageCommands(program: Command): void {
     .addHelpText("after", "\nExamples:\n  aether storage rollback data nightly\n  aether storage rollback data monday --destroy-newer")
     .action(async (ref: string, snapshot: string, o: { tenant: string; destroyNewer?: boolean; json?: boolean }) =>
       withClient(globals(), async (aether) => {
-        const { volume, deletedSnapshots } = await aether.storage.rollbackVolume({ volume: ref, tenant: o.tenant, snapshot, destroyNewerSnapshots: o.destroyNewer ?? false });
-        if (deletedSnapshots.length > 0) process.stderr.write(`deleted ${deletedSnapshots.length} newer snapshot(s): ${deletedSnapshots.join(", ")}\n`);
+        const { volume, deletedSnapshots } = await aether.storage.rollbackVolume({
+          volume: ref,
+          tenant: o.tenant,
+          snapshot,
+          destroyNewerSnapshots: o.destroyNewer ?? false,
+        });
+        if (deletedSnapshots.length > 0)
+          process.stderr.write(`deleted ${deletedSnapshots.length} newer snapshot(s): ${deletedSnapshots.join(", ")}\n`);
         if (o.json && volume) printJson(storageApi.VolumeSchema, volume);
       }),
     );

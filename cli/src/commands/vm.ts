@@ -13,7 +13,13 @@ import { parseBytes } from "../units.js";
 const state = (s: vmApi.VmState) => vmApi.VmState[s].toLowerCase();
 const DETACH = 0x1d; // Ctrl-]
 
-async function waitReady(aether: AetherClient, name: string, tenant: string, timeoutMs: number, json: boolean): Promise<vmApi.Vm | undefined> {
+async function waitReady(
+  aether: AetherClient,
+  name: string,
+  tenant: string,
+  timeoutMs: number,
+  json: boolean,
+): Promise<vmApi.Vm | undefined> {
   const spinner = process.stderr.isTTY && !json ? ora(`waiting for ${name} to boot`).start() : undefined;
   let last: vmApi.Vm | undefined;
   try {
@@ -43,7 +49,8 @@ export function vmCommands(program: Command): void {
   const vm = program.command("vm").description("virtual machines: QEMU microVMs and persistent VMs, Firecracker where installed");
   const globals = () => program.opts<GlobalOptions>();
 
-  const create = vm.command("create")
+  const create = vm
+    .command("create")
     .description("create a VM (and start it with --start)")
     .argument("<name>", "a name unique in the tenant")
     .option("--kernel <path>", "boot this kernel directly (one of --kernel, --image, --boot-volume)")
@@ -66,7 +73,9 @@ export function vmCommands(program: Command): void {
     .option("--network-config <file>", "cloud-init network-config")
     .option("--cell <cell>", "run the VM's process in this cell", "")
     .option("--no-agent", "the guest has no qemu-guest-agent (Exec will not work)")
-    .addOption(durationOption("--watchdog <duration>", "fail the VM if it is not ready within this long (seconds, or 500ms, 2m...)", 120_000))
+    .addOption(
+      durationOption("--watchdog <duration>", "fail the VM if it is not ready within this long (seconds, or 500ms, 2m...)", 120_000),
+    )
     .option("--tenant <tenant>", "owning tenant", "")
     .option("--start", "start it right away")
     .option("--wait", "with --start: wait until the guest is ready (shows progress); exits 1 if it fails")
@@ -78,26 +87,55 @@ export function vmCommands(program: Command): void {
     .action(async (name: string, o: Record<string, string | number | bigint | boolean | string[] | undefined>) => {
       // Usage errors are found before connecting, so they exit 2 without reaching aetherd.
       const boots = [o.kernel, o.image, o.bootVolume].filter((b) => typeof b === "string");
-      if (boots.length !== 1) create.error("error: give exactly one of --kernel (direct kernel boot), --image (boot a clone of an image) or --boot-volume (boot a volume)");
-      if (o.diskSize !== undefined && typeof o.image !== "string") create.error("error: --disk-size sizes the clone made by --image; use aether storage resize for a volume");
+      if (boots.length !== 1)
+        create.error(
+          "error: give exactly one of --kernel (direct kernel boot), --image (boot a clone of an image) or --boot-volume (boot a volume)",
+        );
+      if (o.diskSize !== undefined && typeof o.image !== "string")
+        create.error("error: --disk-size sizes the clone made by --image; use aether storage resize for a volume");
       return withClient(globals(), async (aether) => {
         const read = (f: unknown) => (typeof f === "string" ? readFileSync(f, "utf8") : "");
         const boot =
           typeof o.kernel === "string"
-            ? { case: "kernel" as const, value: { kernelPath: resolve(o.kernel), initrdPath: o.initrd ? resolve(String(o.initrd)) : "", cmdline: String(o.cmdline ?? "") } }
-            : { case: "disk" as const, value: { image: typeof o.image === "string" ? o.image : "", volume: typeof o.bootVolume === "string" ? o.bootVolume : "", sizeBytes: (o.diskSize as bigint | undefined) ?? 0n } };
+            ? {
+                case: "kernel" as const,
+                value: {
+                  kernelPath: resolve(o.kernel),
+                  initrdPath: o.initrd ? resolve(String(o.initrd)) : "",
+                  cmdline: String(o.cmdline ?? ""),
+                },
+              }
+            : {
+                case: "disk" as const,
+                value: {
+                  image: typeof o.image === "string" ? o.image : "",
+                  volume: typeof o.bootVolume === "string" ? o.bootVolume : "",
+                  sizeBytes: (o.diskSize as bigint | undefined) ?? 0n,
+                },
+              };
         const { vm: created } = await aether.vm.createVm({
           name,
           tenant: String(o.tenant ?? ""),
           profile: o.profile === "persistent" ? vmApi.VmProfile.PERSISTENT : vmApi.VmProfile.EPHEMERAL,
-          hypervisor: o.hypervisor === "qemu" ? vmApi.Hypervisor.QEMU : o.hypervisor === "firecracker" ? vmApi.Hypervisor.FIRECRACKER : vmApi.Hypervisor.UNSPECIFIED,
+          hypervisor:
+            o.hypervisor === "qemu"
+              ? vmApi.Hypervisor.QEMU
+              : o.hypervisor === "firecracker"
+                ? vmApi.Hypervisor.FIRECRACKER
+                : vmApi.Hypervisor.UNSPECIFIED,
           acceleration: o.accel === "kvm" ? vmApi.Acceleration.KVM : o.accel === "tcg" ? vmApi.Acceleration.TCG : vmApi.Acceleration.AUTO,
           vcpus: Number(o.vcpus),
           memoryBytes: (o.memory as bigint | undefined) ?? 256n << 20n,
           boot: { source: boot },
           disks: [
-            ...((o.volume as string[] | undefined) ?? []).map((d) => ({ source: { case: "volume" as const, value: d.replace(/:ro$/, "") }, readOnly: d.endsWith(":ro") })),
-            ...((o.disk as string[] | undefined) ?? []).map((d) => ({ source: { case: "hostPath" as const, value: resolve(d.replace(/:ro$/, "")) }, readOnly: d.endsWith(":ro") })),
+            ...((o.volume as string[] | undefined) ?? []).map((d) => ({
+              source: { case: "volume" as const, value: d.replace(/:ro$/, "") },
+              readOnly: d.endsWith(":ro"),
+            })),
+            ...((o.disk as string[] | undefined) ?? []).map((d) => ({
+              source: { case: "hostPath" as const, value: resolve(d.replace(/:ro$/, "")) },
+              readOnly: d.endsWith(":ro"),
+            })),
           ],
           nics: ((o.nic as string[] | undefined) ?? []).map((bridge) => ({ bridge })),
           cloudInit: { userData: read(o.userData), metaData: read(o.metaData), networkConfig: read(o.networkConfig) },
@@ -107,7 +145,10 @@ export function vmCommands(program: Command): void {
           start: o.start === true,
         });
         let shown = created;
-        const waited = o.start && o.wait ? await waitReady(aether, name, String(o.tenant ?? ""), Number(o.watchdog) + 10_000, o.json === true) : undefined;
+        const waited =
+          o.start && o.wait
+            ? await waitReady(aether, name, String(o.tenant ?? ""), Number(o.watchdog) + 10_000, o.json === true)
+            : undefined;
         if (waited) shown = waited;
         // The id is printed even when the guest failed: the VM exists, and a script may delete it.
         if (o.json && shown) printJson(vmApi.VmSchema, shown);
@@ -118,7 +159,8 @@ export function vmCommands(program: Command): void {
 
   /** A command that targets one VM by id or name. */
   const simple = (cmd: string, description: string) =>
-    vm.command(cmd)
+    vm
+      .command(cmd)
       .description(description)
       .argument("<vm>", "id or name")
       .option("--tenant <tenant>", "tenant to resolve a name in", "")
@@ -151,10 +193,16 @@ export function vmCommands(program: Command): void {
         }
       }),
     );
-  for (const [cmd, description] of [["pause", "freeze the guest's CPUs"], ["resume", "unfreeze a paused guest"]] as const) {
+  for (const [cmd, description] of [
+    ["pause", "freeze the guest's CPUs"],
+    ["resume", "unfreeze a paused guest"],
+  ] as const) {
     simple(cmd, description).action(async (ref: string, o: { tenant: string; json?: boolean }) =>
       withClient(globals(), async (aether) => {
-        const { vm: v } = cmd === "pause" ? await aether.vm.pauseVm({ vm: ref, tenant: o.tenant }) : await aether.vm.resumeVm({ vm: ref, tenant: o.tenant });
+        const { vm: v } =
+          cmd === "pause"
+            ? await aether.vm.pauseVm({ vm: ref, tenant: o.tenant })
+            : await aether.vm.resumeVm({ vm: ref, tenant: o.tenant });
         if (o.json && v) printJson(vmApi.VmSchema, v);
       }),
     );
@@ -210,14 +258,22 @@ export function vmCommands(program: Command): void {
         if (!v) throw new Error("aetherd returned no VM");
         if (o.json) return printJson(vmApi.VmSchema, v);
         printFields([
-          ["id", v.id], ["name", v.name], ["tenant", v.tenant], ["state", `${state(v.state)}${v.stateReason ? `: ${v.stateReason}` : ""}`],
-          ["profile", vmApi.VmProfile[v.profile].toLowerCase()], ["hypervisor", vmApi.Hypervisor[v.hypervisor].toLowerCase()],
-          ["acceleration", `${vmApi.Acceleration[v.acceleration].toLowerCase()} (running: ${v.effectiveAcceleration ? vmApi.Acceleration[v.effectiveAcceleration].toLowerCase() : "-"})`],
+          ["id", v.id],
+          ["name", v.name],
+          ["tenant", v.tenant],
+          ["state", `${state(v.state)}${v.stateReason ? `: ${v.stateReason}` : ""}`],
+          ["profile", vmApi.VmProfile[v.profile].toLowerCase()],
+          ["hypervisor", vmApi.Hypervisor[v.hypervisor].toLowerCase()],
+          [
+            "acceleration",
+            `${vmApi.Acceleration[v.acceleration].toLowerCase()} (running: ${v.effectiveAcceleration ? vmApi.Acceleration[v.effectiveAcceleration].toLowerCase() : "-"})`,
+          ],
           ["cpus / memory", `${v.vcpus} / ${bytes(v.memoryBytes)}`],
           ["disks", v.disks.map((d) => `${d.resolvedPath}${d.readOnly ? " (ro)" : ""}`).join(", ") || "-"],
           ["nics", v.nics.map((n) => `${n.bridge} ${n.mac} via ${n.tapDevice}`).join(", ") || "-"],
           ["agent", v.guestAgent ? (v.agentReady ? "ready" : "not answering") : "none"],
-          ["pid", v.pid ? String(v.pid) : "-"], ["console log", v.consoleLogPath],
+          ["pid", v.pid ? String(v.pid) : "-"],
+          ["console log", v.consoleLogPath],
         ]);
       }),
     );
@@ -241,7 +297,10 @@ export function vmCommands(program: Command): void {
     .argument("<vm>", "id or name")
     .argument("<argv...>", "absolute program path in the guest, then its arguments (after --)")
     .option("--tenant <tenant>", "tenant to resolve a name in", "")
-    .option("-e, --env <KEY=VALUE>", "environment variable (repeatable)", (v: string, p: Record<string, string> = {}) => ({ ...p, [v.split("=")[0] ?? ""]: v.split("=").slice(1).join("=") }))
+    .option("-e, --env <KEY=VALUE>", "environment variable (repeatable)", (v: string, p: Record<string, string> = {}) => ({
+      ...p,
+      [v.split("=")[0] ?? ""]: v.split("=").slice(1).join("="),
+    }))
     .addOption(durationOption("-t, --timeout <duration>", "give up after this long", 60_000))
     .option("--json", "print the result as JSON")
     .addHelpText("after", "\nExamples:\n  aether vm exec web -- /bin/uname -a\n  aether vm exec web -- /bin/sh -c 'cat /etc/hostname'")
@@ -267,7 +326,8 @@ export function vmCommands(program: Command): void {
     .option("--tail <bytes>", "start with the last N bytes", uint64)
     .action(async (ref: string, o: { tenant: string; follow?: boolean; tail?: bigint }) =>
       withClient(globals(), async (aether) => {
-        for await (const c of aether.vm.streamConsole({ vm: ref, tenant: o.tenant, follow: o.follow ?? false, tailBytes: o.tail })) process.stdout.write(c.data);
+        for await (const c of aether.vm.streamConsole({ vm: ref, tenant: o.tenant, follow: o.follow ?? false, tailBytes: o.tail }))
+          process.stdout.write(c.data);
       }),
     );
 

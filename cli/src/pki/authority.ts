@@ -105,7 +105,8 @@ export async function initCa(options: InitOptions): Promise<PkiIndex> {
   const paths = pkiPaths(options.dir);
   await mkdir(paths.dir, { recursive: true, mode: 0o700 });
   return withLock(paths, async () => {
-    if (await exists(paths.caCert)) throw new PkiError(`a cluster CA already exists in ${paths.dir}; remove it first or choose another --dir.`);
+    if (await exists(paths.caCert))
+      throw new PkiError(`a cluster CA already exists in ${paths.dir}; remove it first or choose another --dir.`);
     const now = options.now ?? new Date();
     const keys = await webcrypto.subtle.generateKey(EC_KEY, true, ["sign", "verify"]);
     const ca = await x509.X509CertificateGenerator.createSelfSigned({
@@ -158,13 +159,16 @@ export interface IssueOptions {
 /** Issues a certificate for a node, user or service, writes it with its key, and records it. */
 export async function issueCertificate(options: IssueOptions): Promise<IssuedCertificate> {
   const paths = pkiPaths(options.dir);
-  if (options.tenant !== undefined && options.kind !== "user") throw new PkiError(`--tenant applies to users only, not to a ${options.kind}.`, "usage");
+  if (options.tenant !== undefined && options.kind !== "user")
+    throw new PkiError(`--tenant applies to users only, not to a ${options.kind}.`, "usage");
   if (options.kind !== "node" && ((options.dns?.length ?? 0) > 0 || (options.ip?.length ?? 0) > 0)) {
     throw new PkiError(`--dns and --ip apply to node certificates only (a ${options.kind} certificate authenticates a client).`, "usage");
   }
-  if (options.writeConfig !== undefined && options.kind !== "user") throw new PkiError("--write-config applies to user certificates only.", "usage");
+  if (options.writeConfig !== undefined && options.kind !== "user")
+    throw new PkiError("--write-config applies to user certificates only.", "usage");
   const address = options.writeConfig === undefined ? undefined : httpsAddress(options.writeConfig);
-  for (const ip of options.ip ?? []) if (isIP(ip) === 0) throw new PkiError(`--ip ${JSON.stringify(ip)} is not an IPv4 or IPv6 address.`, "usage");
+  for (const ip of options.ip ?? [])
+    if (isIP(ip) === 0) throw new PkiError(`--ip ${JSON.stringify(ip)} is not an IPv4 or IPv6 address.`, "usage");
   for (const dns of options.dns ?? []) {
     if (!/^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$/.test(dns)) {
       throw new PkiError(`--dns ${JSON.stringify(dns)} is not a host name.`, "usage");
@@ -173,7 +177,12 @@ export async function issueCertificate(options: IssueOptions): Promise<IssuedCer
 
   return withLock(paths, async () => {
     const { ca, index } = await loadCa(paths);
-    const identity: Identity = { cluster: index.cluster, kind: options.kind, name: options.name, ...(options.tenant !== undefined && { tenant: options.tenant }) };
+    const identity: Identity = {
+      cluster: index.cluster,
+      kind: options.kind,
+      name: options.name,
+      ...(options.tenant !== undefined && { tenant: options.tenant }),
+    };
     const uri = spiffeId(identity);
     const now = options.now ?? new Date();
     const notAfter = options.notAfter ?? new Date(now.getTime() + (options.days ?? DEFAULT_DAYS[options.kind]) * DAY_MS);
@@ -190,7 +199,8 @@ export async function issueCertificate(options: IssueOptions): Promise<IssuedCer
       for (const d of none ? ["localhost"] : dns) names.push({ type: "dns", value: d });
       for (const i of none ? ["127.0.0.1"] : ips) names.push({ type: "ip", value: i });
     }
-    const usages = options.kind === "node" ? [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth] : [x509.ExtendedKeyUsage.clientAuth];
+    const usages =
+      options.kind === "node" ? [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth] : [x509.ExtendedKeyUsage.clientAuth];
     const keys = await webcrypto.subtle.generateKey(EC_KEY, true, ["sign", "verify"]);
     const subject: x509.JsonName = [{ CN: [options.name] }, { OU: [options.kind] }, { O: [options.tenant ?? index.cluster] }];
     const cert = await x509.X509CertificateGenerator.create({
@@ -212,7 +222,9 @@ export async function issueCertificate(options: IssueOptions): Promise<IssuedCer
       ],
     });
 
-    const outDir = resolve(options.outDir ?? join(paths.dir, ...(options.tenant !== undefined ? ["tenant", options.tenant, "user"] : [options.kind])));
+    const outDir = resolve(
+      options.outDir ?? join(paths.dir, ...(options.tenant !== undefined ? ["tenant", options.tenant, "user"] : [options.kind])),
+    );
     await mkdir(outDir, { recursive: true, mode: 0o700 });
     const record: IssuedCertificate = {
       serial: serialOf(cert),
@@ -260,7 +272,10 @@ export async function revokeCertificates(options: RevokeOptions): Promise<Issued
     const { ca, index } = await loadCa(paths);
     const matches = findCertificates(index, options);
     const fresh = matches.filter((c) => c.revoked === undefined);
-    if (fresh.length === 0) throw new PkiError(`every certificate matching ${JSON.stringify(options.target)} is already revoked (${matches.map((c) => c.serial).join(", ")}).`);
+    if (fresh.length === 0)
+      throw new PkiError(
+        `every certificate matching ${JSON.stringify(options.target)} is already revoked (${matches.map((c) => c.serial).join(", ")}).`,
+      );
     const now = options.now ?? new Date();
     for (const c of fresh) c.revoked = { time: now.toISOString(), reason: options.reason ?? "unspecified" };
     await writeCrl(paths, ca, index, now);
@@ -271,7 +286,10 @@ export async function revokeCertificates(options: RevokeOptions): Promise<Issued
 
 function findCertificates(index: PkiIndex, options: RevokeOptions): IssuedCertificate[] {
   const target = options.target.trim();
-  const serial = target.replace(/:/g, "").toUpperCase().replace(/^0+(?=.)/, "");
+  const serial = target
+    .replace(/:/g, "")
+    .toUpperCase()
+    .replace(/^0+(?=.)/, "");
   const bySerial = index.certificates.filter((c) => c.serial === serial);
   if (bySerial.length > 0) return bySerial;
   const byIdentity = index.certificates.filter(
@@ -281,11 +299,17 @@ function findCertificates(index: PkiIndex, options: RevokeOptions): IssuedCertif
       (options.tenant === undefined || c.tenant === options.tenant),
   );
   if (byIdentity.length === 0) {
-    throw new PkiError(`no certificate in the index has the serial, SPIFFE ID or name ${JSON.stringify(target)}: see aether pki list.`, "notFound");
+    throw new PkiError(
+      `no certificate in the index has the serial, SPIFFE ID or name ${JSON.stringify(target)}: see aether pki list.`,
+      "notFound",
+    );
   }
   const identities = [...new Set(byIdentity.map((c) => c.spiffeId))];
   if (identities.length > 1) {
-    throw new PkiError(`${JSON.stringify(target)} names more than one identity (${identities.join(", ")}): give its SPIFFE ID, a serial, or --kind/--tenant.`, "usage");
+    throw new PkiError(
+      `${JSON.stringify(target)} names more than one identity (${identities.join(", ")}): give its SPIFFE ID, a serial, or --kind/--tenant.`,
+      "usage",
+    );
   }
   return byIdentity;
 }
@@ -293,7 +317,10 @@ function findCertificates(index: PkiIndex, options: RevokeOptions): IssuedCertif
 export type CertificateStatus = "valid" | "expired" | "revoked" | "not yet valid";
 
 /** The index with each certificate's status at `now`. */
-export async function listCertificates(dir: string, now = new Date()): Promise<{ index: PkiIndex; certificates: Array<IssuedCertificate & { status: CertificateStatus }> }> {
+export async function listCertificates(
+  dir: string,
+  now = new Date(),
+): Promise<{ index: PkiIndex; certificates: Array<IssuedCertificate & { status: CertificateStatus }> }> {
   const paths = pkiPaths(dir);
   const index = await readIndex(paths);
   const status = (c: IssuedCertificate): CertificateStatus =>
@@ -321,7 +348,8 @@ async function loadCa(paths: PkiPaths): Promise<{ ca: LoadedCa; index: PkiIndex 
   } catch (err) {
     throw new PkiError(`cannot read the CA key ${paths.caKey}: ${(err as Error).message}`);
   }
-  if (serialOf(cert) !== index.ca.serial) throw new PkiError(`${paths.index} belongs to another CA (serial ${index.ca.serial}, ca.pem has ${serialOf(cert)}).`);
+  if (serialOf(cert) !== index.ca.serial)
+    throw new PkiError(`${paths.index} belongs to another CA (serial ${index.ca.serial}, ca.pem has ${serialOf(cert)}).`);
   return { ca: { cert, key }, index };
 }
 
@@ -345,7 +373,14 @@ async function readIndex(paths: PkiPaths): Promise<PkiIndex> {
 function isIndex(value: unknown): value is PkiIndex {
   if (typeof value !== "object" || value === null) return false;
   const v = value as Partial<Record<keyof PkiIndex, unknown>>;
-  return v.version === 1 && typeof v.cluster === "string" && typeof v.ca === "object" && v.ca !== null && typeof v.crlNumber === "number" && Array.isArray(v.certificates);
+  return (
+    v.version === 1 &&
+    typeof v.cluster === "string" &&
+    typeof v.ca === "object" &&
+    v.ca !== null &&
+    typeof v.crlNumber === "number" &&
+    Array.isArray(v.certificates)
+  );
 }
 
 /** Writes crl.pem: every revoked certificate of the index, valid until the CA itself expires. */
@@ -359,7 +394,10 @@ async function writeCrl(paths: PkiPaths, ca: LoadedCa, index: PkiIndex, now: Dat
     nextUpdate: ca.cert.notAfter,
     signingKey: ca.key,
     signingAlgorithm: SIGNING,
-    extensions: [await x509.AuthorityKeyIdentifierExtension.create(ca.cert), new x509.Extension("2.5.29.20", false, derInteger(index.crlNumber))],
+    extensions: [
+      await x509.AuthorityKeyIdentifierExtension.create(ca.cert),
+      new x509.Extension("2.5.29.20", false, derInteger(index.crlNumber)),
+    ],
     entries: index.certificates
       .filter((c) => c.revoked !== undefined)
       .map((c) => ({
@@ -439,7 +477,11 @@ async function withLock<T>(paths: PkiPaths, work: () => Promise<T>): Promise<T> 
       await (await open(lock, "wx", 0o600)).close();
       break;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") throw new PkiError(`no cluster CA in ${paths.dir}: create one with \`aether pki init --cluster NAME\` (or give --dir).`, "notFound");
+      if ((err as NodeJS.ErrnoException).code === "ENOENT")
+        throw new PkiError(
+          `no cluster CA in ${paths.dir}: create one with \`aether pki init --cluster NAME\` (or give --dir).`,
+          "notFound",
+        );
       if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
       if (Date.now() > deadline) throw new PkiError(`${lock} is held by another aether pki command; if none is running, remove the file.`);
       await new Promise((r) => setTimeout(r, 50));

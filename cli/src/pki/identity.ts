@@ -22,12 +22,16 @@ const TRUST_DOMAIN = /^[a-z0-9]([a-z0-9._-]{0,253}[a-z0-9])?$/;
 
 /** Why `value` is not a valid name, or undefined when it is. */
 export function checkLabel(what: string, value: string): string | undefined {
-  return isDnsLabel(value) ? undefined : `${what} ${JSON.stringify(value)} must be a DNS label: 1 to 63 lowercase letters, digits or '-', not starting or ending with '-'`;
+  return isDnsLabel(value)
+    ? undefined
+    : `${what} ${JSON.stringify(value)} must be a DNS label: 1 to 63 lowercase letters, digits or '-', not starting or ending with '-'`;
 }
 
 /** Why `value` is not a valid cluster name (the SPIFFE trust domain), or undefined when it is. */
 export function checkCluster(value: string): string | undefined {
-  return TRUST_DOMAIN.test(value) ? undefined : `cluster name ${JSON.stringify(value)} must be lowercase letters, digits, '.', '-' or '_' (it becomes the spiffe:// trust domain)`;
+  return TRUST_DOMAIN.test(value)
+    ? undefined
+    : `cluster name ${JSON.stringify(value)} must be lowercase letters, digits, '.', '-' or '_' (it becomes the spiffe:// trust domain)`;
 }
 
 /** The SPIFFE ID of an identity. */

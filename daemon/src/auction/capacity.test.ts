@@ -22,7 +22,16 @@ function cell(name: string, memoryMaxBytes: number, cpuQuotaUsec = 0, labels: Re
     name,
     tenant: "default",
     labels,
-    limits: { cpuWeight: 100, cpuQuotaUsec, cpuPeriodUsec: 100_000, cpusetCpus: "", cpusetMems: "", memoryMaxBytes, memoryHighBytes: 0, pidsMax: 0 },
+    limits: {
+      cpuWeight: 100,
+      cpuQuotaUsec,
+      cpuPeriodUsec: 100_000,
+      cpusetCpus: "",
+      cpusetMems: "",
+      memoryMaxBytes,
+      memoryHighBytes: 0,
+      pidsMax: 0,
+    },
     isolation: { pid: false, mount: false, network: false, uts: false, ipc: false },
     requestId: "",
     createTimeMs: 0,
@@ -31,12 +40,39 @@ function cell(name: string, memoryMaxBytes: number, cpuQuotaUsec = 0, labels: Re
   };
 }
 
-function vm(name: string, state: VmRecord["runtime"]["state"], memoryBytes: number, vcpus: number, extra: Partial<VmRecord["spec"]> = {}, runtime: Partial<VmRecord["runtime"]> = {}): VmRecord {
+function vm(
+  name: string,
+  state: VmRecord["runtime"]["state"],
+  memoryBytes: number,
+  vcpus: number,
+  extra: Partial<VmRecord["spec"]> = {},
+  runtime: Partial<VmRecord["runtime"]> = {},
+): VmRecord {
   return {
     spec: {
-      id: `vm-${name}`, name, tenant: "default", labels: {}, profile: "ephemeral", hypervisor: "qemu", acceleration: "auto", vcpus, memoryBytes,
-      boot: "kernel", bootImageId: "", ownsBootVolume: false, kernelPath: "", initrdPath: "", cmdline: "", disks: [], nics: [], cell: "", guestAgent: false,
-      bootWatchdogMs: 1000, requestId: "", createTimeMs: 0, ...extra,
+      id: `vm-${name}`,
+      name,
+      tenant: "default",
+      labels: {},
+      profile: "ephemeral",
+      hypervisor: "qemu",
+      acceleration: "auto",
+      vcpus,
+      memoryBytes,
+      boot: "kernel",
+      bootImageId: "",
+      ownsBootVolume: false,
+      kernelPath: "",
+      initrdPath: "",
+      cmdline: "",
+      disks: [],
+      nics: [],
+      cell: "",
+      guestAgent: false,
+      bootWatchdogMs: 1000,
+      requestId: "",
+      createTimeMs: 0,
+      ...extra,
     },
     runtime: { ...freshRuntime(), state, ...runtime },
   };
@@ -44,7 +80,23 @@ function vm(name: string, state: VmRecord["runtime"]["state"], memoryBytes: numb
 
 function exe(labels: Record<string, string>, status: TrackedExecutable["status"], cellName = ""): TrackedExecutable {
   return {
-    spec: { id: "e", name: "e", tenant: "default", labels, argv: ["/bin/true"], env: {}, cwd: "/", uid: 0, gid: 0, cell: cellName, cellId: "", cellOomKillsAtStart: 0, logLimitBytes: 1, requestId: "", createTimeMs: 0 },
+    spec: {
+      id: "e",
+      name: "e",
+      tenant: "default",
+      labels,
+      argv: ["/bin/true"],
+      env: {},
+      cwd: "/",
+      uid: 0,
+      gid: 0,
+      cell: cellName,
+      cellId: "",
+      cellOomKillsAtStart: 0,
+      logLimitBytes: 1,
+      requestId: "",
+      createTimeMs: 0,
+    },
     dir: "/nonexistent",
     status,
     reason: "",
@@ -86,7 +138,10 @@ describe("commitments", () => {
     const c = commitments({
       ...none,
       executables: [exe({ "aether.io/workload": "w1" }, "running"), exe({ "aether.io/workload": "w2" }, "exited"), exe({}, "running")],
-      declared: new Map([["w1", { cpuMillis: 300, memoryBytes: GiB }], ["w2", { cpuMillis: 300, memoryBytes: GiB }]]),
+      declared: new Map([
+        ["w1", { cpuMillis: 300, memoryBytes: GiB }],
+        ["w2", { cpuMillis: 300, memoryBytes: GiB }],
+      ]),
       holds: [
         { workloadId: "h1", cpuMillis: 100, memoryBytes: 2 * GiB, diskBytes: 5 * GiB, untilMs: 2000 },
         { workloadId: "h2", cpuMillis: 100, memoryBytes: 2 * GiB, diskBytes: 0, untilMs: 999 },
@@ -106,7 +161,18 @@ describe("disk wear", () => {
   it("reads smartctl's summary, the NVMe health log and the ATA device statistics", () => {
     assert.equal(wearFromSmartctl({ endurance_used: { current_percent: 7 } }), 7);
     assert.equal(wearFromSmartctl({ nvme_smart_health_information_log: { critical_warning: 0, percentage_used: 3 } }), 3);
-    const ata = { ata_device_statistics: { pages: [{ number: 1, table: [] }, { number: 7, name: "Solid State Device Statistics", table: [{ offset: 8, name: "Percentage Used Endurance Indicator", value: 12 }] }] } };
+    const ata = {
+      ata_device_statistics: {
+        pages: [
+          { number: 1, table: [] },
+          {
+            number: 7,
+            name: "Solid State Device Statistics",
+            table: [{ offset: 8, name: "Percentage Used Endurance Indicator", value: 12 }],
+          },
+        ],
+      },
+    };
     assert.equal(wearFromSmartctl(ata), 12);
     assert.equal(wearFromNvmeCli({ critical_warning: 0, percent_used: 4 }), 4);
   });
@@ -135,24 +201,51 @@ describe("KVM confirmation", () => {
 describe("workload specs", () => {
   const spec = (init: Parameters<typeof create<typeof WorkloadSpecSchema>>[1]): WorkloadSpec => create(WorkloadSpecSchema, init);
   const invalid = (s: WorkloadSpec | undefined, pattern: RegExp) =>
-    assert.throws(() => checkSpec(s), (err: unknown) => err instanceof ConnectError && err.code === Code.InvalidArgument && pattern.test(err.rawMessage));
+    assert.throws(
+      () => checkSpec(s),
+      (err: unknown) => err instanceof ConnectError && err.code === Code.InvalidArgument && pattern.test(err.rawMessage),
+    );
 
   it("derives requirements from the spec as the contract says", () => {
     const exeSpec = checkSpec(spec({ workloadId: "w1", name: "web", kind: { case: "executable", value: { argv: ["/bin/true"] } } }));
     assert.equal(exeSpec.requirements.cpuMillis, 100);
     assert.equal(exeSpec.requirements.memoryBytes, 0);
-    const cellSpec = checkSpec(spec({ workloadId: "w2", name: "box", kind: { case: "cell", value: { limits: { memoryMaxBytes: BigInt(GiB), cpuMax: { quotaUsec: 150_000n, periodUsec: 100_000n } } } } }));
+    const cellSpec = checkSpec(
+      spec({
+        workloadId: "w2",
+        name: "box",
+        kind: { case: "cell", value: { limits: { memoryMaxBytes: BigInt(GiB), cpuMax: { quotaUsec: 150_000n, periodUsec: 100_000n } } } },
+      }),
+    );
     assert.equal(cellSpec.requirements.memoryBytes, GiB);
     assert.equal(cellSpec.requirements.cpuMillis, 1500);
     assert.equal(cellSpec.requirements.needsCells, true);
     const vmSpec = checkSpec(
-      spec({ workloadId: "w3", name: "guest", kind: { case: "vm", value: { vcpus: 2, memoryBytes: BigInt(GiB), hypervisor: Hypervisor.FIRECRACKER, boot: { source: { case: "kernel", value: { kernelPath: "/k" } } } } } }),
+      spec({
+        workloadId: "w3",
+        name: "guest",
+        kind: {
+          case: "vm",
+          value: {
+            vcpus: 2,
+            memoryBytes: BigInt(GiB),
+            hypervisor: Hypervisor.FIRECRACKER,
+            boot: { source: { case: "kernel", value: { kernelPath: "/k" } } },
+          },
+        },
+      }),
     );
     assert.equal(vmSpec.requirements.cpuMillis, 2000);
     assert.equal(vmSpec.requirements.memoryBytes, GiB + VM_OVERHEAD_BYTES);
     assert.equal(vmSpec.requirements.requireKvm, true, "Firecracker needs KVM");
     assert.equal(vmSpec.requirements.hypervisor, "firecracker");
-    const explicit = checkSpec(spec({ workloadId: "w4", requirements: { cpuMillis: 250, memoryBytes: 5n * BigInt(GiB) }, kind: { case: "vm", value: { name: "g", vcpus: 4, boot: { source: { case: "kernel", value: { kernelPath: "/k" } } } } } }));
+    const explicit = checkSpec(
+      spec({
+        workloadId: "w4",
+        requirements: { cpuMillis: 250, memoryBytes: 5n * BigInt(GiB) },
+        kind: { case: "vm", value: { name: "g", vcpus: 4, boot: { source: { case: "kernel", value: { kernelPath: "/k" } } } } },
+      }),
+    );
     assert.equal(explicit.requirements.cpuMillis, 250);
     assert.equal(explicit.requirements.memoryBytes, 5 * GiB);
     assert.equal(explicit.name, "g", "the kind's name when the workload has none");
@@ -162,11 +255,20 @@ describe("workload specs", () => {
     invalid(undefined, /spec is required/);
     invalid(spec({ name: "x", kind: { case: "executable", value: { argv: ["/bin/true"] } } }), /workload_id is empty/);
     invalid(spec({ workloadId: "w", name: "x" }), /no kind: give exactly one of executable, cell or vm/);
-    invalid(spec({ workloadId: "w", name: "Not_A_Label", kind: { case: "executable", value: { argv: ["/bin/true"] } } }), /spec.name "Not_A_Label" is not a valid name/);
-    invalid(spec({ workloadId: "w", name: "x", kind: { case: "executable", value: { argv: ["true"] } } }), /argv\[0\] "true" is not an absolute path/);
+    invalid(
+      spec({ workloadId: "w", name: "Not_A_Label", kind: { case: "executable", value: { argv: ["/bin/true"] } } }),
+      /spec.name "Not_A_Label" is not a valid name/,
+    );
+    invalid(
+      spec({ workloadId: "w", name: "x", kind: { case: "executable", value: { argv: ["true"] } } }),
+      /argv\[0\] "true" is not an absolute path/,
+    );
     invalid(spec({ workloadId: "w", kind: { case: "cell", value: {} } }), /a cell workload needs a name/);
     invalid(spec({ workloadId: "w", name: "v", kind: { case: "vm", value: { vcpus: 0 } } }), /vcpus is 0/);
-    invalid(spec({ workloadId: "w", name: "x", tenant: "BAD", kind: { case: "executable", value: { argv: ["/bin/true"] } } }), /tenant "BAD"/);
+    invalid(
+      spec({ workloadId: "w", name: "x", tenant: "BAD", kind: { case: "executable", value: { argv: ["/bin/true"] } } }),
+      /tenant "BAD"/,
+    );
     invalid(spec({ workloadId: "w w", name: "x", kind: { case: "executable", value: { argv: ["/bin/true"] } } }), /is not an id/);
   });
 });

@@ -77,7 +77,8 @@ export function commitments(src: CommitmentSources): Commitments {
     workloads++;
     const up = ancestors(c);
     if (c.limits.memoryMaxBytes > 0 && !up.some((a) => a.limits.memoryMaxBytes > 0)) memoryBytes += c.limits.memoryMaxBytes;
-    if (c.limits.cpuQuotaUsec > 0 && !up.some((a) => a.limits.cpuQuotaUsec > 0)) cpuMillis += Math.ceil((c.limits.cpuQuotaUsec / c.limits.cpuPeriodUsec) * 1000);
+    if (c.limits.cpuQuotaUsec > 0 && !up.some((a) => a.limits.cpuQuotaUsec > 0))
+      cpuMillis += Math.ceil((c.limits.cpuQuotaUsec / c.limits.cpuPeriodUsec) * 1000);
   }
   const cellOf = (ref: string, tenant: string) => cells.find((c) => c.id === ref) ?? byKey.get(`${tenant}/${ref}`);
   for (const vm of src.vms) {
@@ -136,8 +137,15 @@ export class KvmCheck {
   ) {}
 
   status(vms: VmRecord[]): KvmStatus {
-    if (!this.deviceUsable()) return { usable: false, reason: "/dev/kvm is missing or cannot be opened (virtualization off, kvm module not loaded, or no permission)." };
-    if (this.probed) return this.probed.usable ? { usable: true, reason: "a probe guest booted under KVM" } : { usable: false, reason: `${this.probed.reason}.` };
+    if (!this.deviceUsable())
+      return {
+        usable: false,
+        reason: "/dev/kvm is missing or cannot be opened (virtualization off, kvm module not loaded, or no permission).",
+      };
+    if (this.probed)
+      return this.probed.usable
+        ? { usable: true, reason: "a probe guest booted under KVM" }
+        : { usable: false, reason: `${this.probed.reason}.` };
     const underKvm = vms.find((v) => v.runtime.effectiveAcceleration === "kvm" && ["running", "paused"].includes(v.runtime.state));
     if (underKvm) return { usable: true, reason: `VM ${underKvm.spec.name} booted under KVM on this node` };
     const fellBack = vms.find((v) => v.spec.acceleration === "auto" && v.runtime.effectiveAcceleration === "tcg");
@@ -146,7 +154,8 @@ export class KvmCheck {
     if (!this.qemuPath || !kernel) {
       return {
         usable: false,
-        reason: "/dev/kvm opens, but no guest has booted under KVM on this node yet and there is no guest kernel to probe with (nested KVM can hang guests, so KVM is not assumed).",
+        reason:
+          "/dev/kvm opens, but no guest has booted under KVM on this node yet and there is no guest kernel to probe with (nested KVM can hang guests, so KVM is not assumed).",
       };
     }
     if (!this.probing) {

@@ -69,7 +69,9 @@ export class Membership {
         { timeoutMs: 5000 },
       );
       this.leaseId = lease?.id ?? "";
-      const intervalMs = lease?.heartbeatInterval ? Number(lease.heartbeatInterval.seconds) * 1000 + lease.heartbeatInterval.nanos / 1e6 : 5000;
+      const intervalMs = lease?.heartbeatInterval
+        ? Number(lease.heartbeatInterval.seconds) * 1000 + lease.heartbeatInterval.nanos / 1e6
+        : 5000;
       this.status = "registered";
       this.retryMs = MIN_RETRY_MS;
       this.log.info({ aggregator: o.aggregator, lease: this.leaseId, intervalMs }, "registered with the aggregator");
@@ -82,7 +84,10 @@ export class Membership {
   private async heartbeat(intervalMs: number): Promise<void> {
     try {
       const aggregator = await this.aggregator();
-      await aggregator.aggregator.heartbeat({ nodeId: this.options.nodeId, leaseId: this.leaseId }, { timeoutMs: Math.max(1000, intervalMs) });
+      await aggregator.aggregator.heartbeat(
+        { nodeId: this.options.nodeId, leaseId: this.leaseId },
+        { timeoutMs: Math.max(1000, intervalMs) },
+      );
       this.schedule(intervalMs, () => this.heartbeat(intervalMs));
     } catch (err) {
       // The aggregator forgot the lease (expired, fenced, aggregator restarted): register again.

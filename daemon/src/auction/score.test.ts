@@ -5,17 +5,29 @@ import { score, WEIGHTS, type ScoreInput } from "./score.js";
 
 const GiB = 2 ** 30;
 
-function input(overrides: {
-  requirements?: Partial<ScoreInput["requirements"]>;
-  node?: Partial<ScoreInput["node"]>;
-  capacity?: Partial<ScoreInput["capacity"]>;
-  committed?: Partial<ScoreInput["committed"]>;
-  telemetry?: Partial<ScoreInput["telemetry"]>;
-  pool?: ScoreInput["pool"];
-  rules?: Partial<ScoreInput["rules"]>;
-} = {}): ScoreInput {
+function input(
+  overrides: {
+    requirements?: Partial<ScoreInput["requirements"]>;
+    node?: Partial<ScoreInput["node"]>;
+    capacity?: Partial<ScoreInput["capacity"]>;
+    committed?: Partial<ScoreInput["committed"]>;
+    telemetry?: Partial<ScoreInput["telemetry"]>;
+    pool?: ScoreInput["pool"];
+    rules?: Partial<ScoreInput["rules"]>;
+  } = {},
+): ScoreInput {
   return {
-    requirements: { cpuMillis: 100, memoryBytes: 0, diskBytes: 0, requireKvm: false, hypervisor: "none", needsCells: false, nodeSelector: {}, excludeNodes: [], ...overrides.requirements },
+    requirements: {
+      cpuMillis: 100,
+      memoryBytes: 0,
+      diskBytes: 0,
+      requireKvm: false,
+      hypervisor: "none",
+      needsCells: false,
+      nodeSelector: {},
+      excludeNodes: [],
+      ...overrides.requirements,
+    },
     node: {
       id: "node-a",
       labels: { rack: "r1", "aether.io/arch": "x64" },
@@ -82,8 +94,14 @@ describe("score", () => {
 
   it("declines a VM whose hypervisor is missing and a cell where cells do not work", () => {
     assert.match(score(input({ requirements: { hypervisor: "firecracker" } })).breakdown.declineReason, /needs Firecracker/);
-    assert.match(score(input({ requirements: { hypervisor: "qemu" }, node: { hypervisors: { qemu: false, firecracker: true } } })).breakdown.declineReason, /needs QEMU/);
-    assert.ok(score(input({ requirements: { hypervisor: "either" }, node: { hypervisors: { qemu: false, firecracker: true } } })).score > 0);
+    assert.match(
+      score(input({ requirements: { hypervisor: "qemu" }, node: { hypervisors: { qemu: false, firecracker: true } } })).breakdown
+        .declineReason,
+      /needs QEMU/,
+    );
+    assert.ok(
+      score(input({ requirements: { hypervisor: "either" }, node: { hypervisors: { qemu: false, firecracker: true } } })).score > 0,
+    );
     const cells = score(input({ requirements: { needsCells: true }, node: { cells: { available: false, reason: "no cgroup v2" } } }));
     assert.match(cells.breakdown.declineReason, /needs cells, which do not work on this node: no cgroup v2/);
   });
@@ -98,7 +116,14 @@ describe("score", () => {
     // ... and fits at over-commit 1.5 (48 GiB may be promised), the kernel having 30 GiB available.
     assert.ok(score(input({ requirements: { memoryBytes: 6 * GiB }, committed, rules: { memoryOvercommit: 1.5 } })).score > 0);
     // Over-commit never conjures memory the kernel does not have (minus what bids hold).
-    const kernelShort = score(input({ requirements: { memoryBytes: 6 * GiB }, rules: { memoryOvercommit: 2 }, telemetry: { memoryAvailableBytes: 8 * GiB }, committed: { memoryBytes: 3 * GiB, heldMemoryBytes: 3 * GiB } }));
+    const kernelShort = score(
+      input({
+        requirements: { memoryBytes: 6 * GiB },
+        rules: { memoryOvercommit: 2 },
+        telemetry: { memoryAvailableBytes: 8 * GiB },
+        committed: { memoryBytes: 3 * GiB, heldMemoryBytes: 3 * GiB },
+      }),
+    );
     assert.equal(kernelShort.score, -1);
     assert.match(kernelShort.breakdown.declineReason, /5.00 GiB free/);
   });
@@ -114,7 +139,10 @@ describe("score", () => {
   it("declines disk beyond the default pool's free space, counting disk held by bids", () => {
     const r = score(input({ requirements: { diskBytes: 200 * GiB } }));
     assert.equal(r.score, -1);
-    assert.match(r.breakdown.declineReason, /not enough disk: the workload needs 200.00 GiB and the default pool default has 100.00 GiB free/);
+    assert.match(
+      r.breakdown.declineReason,
+      /not enough disk: the workload needs 200.00 GiB and the default pool default has 100.00 GiB free/,
+    );
     assert.equal(score(input({ requirements: { diskBytes: 60 * GiB }, committed: { heldDiskBytes: 50 * GiB } })).score, -1);
     assert.ok(score(input({ requirements: { diskBytes: 60 * GiB } })).score > 0);
     const unavailable = score(input({ requirements: { diskBytes: GiB }, pool: { name: "default", unavailable: "the folder is gone" } }));
@@ -154,7 +182,12 @@ describe("score", () => {
     const best = score(
       input({
         capacity: { cpuCount: 64, memoryTotalBytes: 1024 * GiB },
-        telemetry: { memoryAvailableBytes: 1024 * GiB, load1m: 0, pressureSomeAvg10: { cpu: 0, memory: 0, io: 0 }, diskWearPercent: [{ device: "nvme0n1", percentageUsed: 0 }] },
+        telemetry: {
+          memoryAvailableBytes: 1024 * GiB,
+          load1m: 0,
+          pressureSomeAvg10: { cpu: 0, memory: 0, io: 0 },
+          diskWearPercent: [{ device: "nvme0n1", percentageUsed: 0 }],
+        },
         requirements: { cpuMillis: 0 },
       }),
     );
@@ -164,7 +197,12 @@ describe("score", () => {
         requirements: { memoryBytes: 2 * GiB, cpuMillis: 1000 },
         capacity: { cpuCount: 1, memoryTotalBytes: 2 * GiB },
         rules: { cpuOvercommit: 1 },
-        telemetry: { memoryAvailableBytes: 2 * GiB, load1m: 50, pressureSomeAvg10: { cpu: 100, memory: 100, io: 100 }, diskWearPercent: [{ device: "sda", percentageUsed: 180 }] },
+        telemetry: {
+          memoryAvailableBytes: 2 * GiB,
+          load1m: 50,
+          pressureSomeAvg10: { cpu: 100, memory: 100, io: 100 },
+          diskWearPercent: [{ device: "sda", percentageUsed: 180 }],
+        },
         committed: { workloads: 1e9 },
       }),
     );
@@ -177,7 +215,10 @@ describe("score", () => {
 
   it("a worn disk, pressure, load and more workloads each lower the score", () => {
     const base = score(input()).score;
-    assert.ok(score(input({ telemetry: { diskWearPercent: [{ device: "nvme0n1", percentageUsed: 90 }] } })).score < score(input({ telemetry: { diskWearPercent: [{ device: "nvme0n1", percentageUsed: 5 }] } })).score);
+    assert.ok(
+      score(input({ telemetry: { diskWearPercent: [{ device: "nvme0n1", percentageUsed: 90 }] } })).score <
+        score(input({ telemetry: { diskWearPercent: [{ device: "nvme0n1", percentageUsed: 5 }] } })).score,
+    );
     assert.ok(score(input({ telemetry: { pressureSomeAvg10: { cpu: 60, memory: 0, io: 1 } } })).score < base);
     assert.ok(score(input({ telemetry: { load1m: 7 } })).score < base);
     assert.ok(score(input({ committed: { workloads: 10 } })).score < base);

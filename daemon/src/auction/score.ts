@@ -101,14 +101,19 @@ export function score(input: ScoreInput): ScoreResult {
     const want = need.nodeSelector[key];
     const have = node.labels[key];
     if (have !== want) {
-      return decline(`node_selector ${key}=${want} does not match: this node's ${key} is ${have === undefined ? "not set" : JSON.stringify(have)}.`);
+      return decline(
+        `node_selector ${key}=${want} does not match: this node's ${key} is ${have === undefined ? "not set" : JSON.stringify(have)}.`,
+      );
     }
   }
   if (need.requireKvm && !node.kvm.usable) return decline(`the workload needs KVM; this node has no usable KVM: ${node.kvm.reason}`);
   if (need.hypervisor === "qemu" && !node.hypervisors.qemu) return decline("the VM needs QEMU, which is not installed on this node.");
-  if (need.hypervisor === "firecracker" && !node.hypervisors.firecracker) return decline("the VM needs Firecracker, which is not installed on this node.");
-  if (need.hypervisor === "either" && !node.hypervisors.qemu && !node.hypervisors.firecracker) return decline("the VM needs QEMU or Firecracker; neither is installed on this node.");
-  if (need.needsCells && !node.cells.available) return decline(`the workload needs cells, which do not work on this node: ${node.cells.reason}`);
+  if (need.hypervisor === "firecracker" && !node.hypervisors.firecracker)
+    return decline("the VM needs Firecracker, which is not installed on this node.");
+  if (need.hypervisor === "either" && !node.hypervisors.qemu && !node.hypervisors.firecracker)
+    return decline("the VM needs QEMU or Firecracker; neither is installed on this node.");
+  if (need.needsCells && !node.cells.available)
+    return decline(`the workload needs cells, which do not work on this node: ${node.cells.reason}`);
 
   // Memory: what may be promised under the rules, and what the kernel says is really there.
   const memoryLimit = capacity.memoryTotalBytes * rules.memoryOvercommit;
@@ -118,24 +123,36 @@ export function score(input: ScoreInput): ScoreResult {
   const memoryDetail =
     `${gib(memoryFree)} free after commitments (${gib(committed.memoryBytes)} committed of ${gib(memoryLimit)} allowed at over-commit ${rules.memoryOvercommit}; ` +
     `${gib(telemetry.memoryAvailableBytes)} available per the kernel, ${gib(committed.heldMemoryBytes)} held by bids); needs ${gib(need.memoryBytes)}`;
-  if (need.memoryBytes > memoryFree) return decline(`not enough memory: the workload needs ${gib(need.memoryBytes)} and this node has ${gib(memoryFree)} free after its commitments (${memoryDetail}).`);
+  if (need.memoryBytes > memoryFree)
+    return decline(
+      `not enough memory: the workload needs ${gib(need.memoryBytes)} and this node has ${gib(memoryFree)} free after its commitments (${memoryDetail}).`,
+    );
 
   const cpuLimit = capacity.cpuCount * 1000 * rules.cpuOvercommit;
   const cpuFree = Math.max(0, cpuLimit - committed.cpuMillis);
   const cpuDetail = `${cpuFree} millis free of ${cpuLimit} allowed (${capacity.cpuCount} CPUs at over-commit ${rules.cpuOvercommit}, ${committed.cpuMillis} committed); needs ${need.cpuMillis}`;
-  if (need.cpuMillis > cpuFree) return decline(`not enough CPU: the workload needs ${need.cpuMillis} millis and this node has ${cpuFree} free after its commitments (${cpuDetail}).`);
+  if (need.cpuMillis > cpuFree)
+    return decline(
+      `not enough CPU: the workload needs ${need.cpuMillis} millis and this node has ${cpuFree} free after its commitments (${cpuDetail}).`,
+    );
 
   if (need.diskBytes > 0) {
     const pool = input.pool;
-    if ("unavailable" in pool) return decline(`the workload needs ${gib(need.diskBytes)} of disk and the default pool ${pool.name} is unavailable: ${pool.unavailable}`);
+    if ("unavailable" in pool)
+      return decline(
+        `the workload needs ${gib(need.diskBytes)} of disk and the default pool ${pool.name} is unavailable: ${pool.unavailable}`,
+      );
     const diskFree = Math.max(0, pool.freeBytes - committed.heldDiskBytes);
     if (need.diskBytes > diskFree) {
-      return decline(`not enough disk: the workload needs ${gib(need.diskBytes)} and the default pool ${pool.name} has ${gib(diskFree)} free (${gib(committed.heldDiskBytes)} held by bids).`);
+      return decline(
+        `not enough disk: the workload needs ${gib(need.diskBytes)} and the default pool ${pool.name} has ${gib(diskFree)} free (${gib(committed.heldDiskBytes)} held by bids).`,
+      );
     }
   }
 
   const factors: Factor[] = [];
-  const add = (name: keyof typeof WEIGHTS, value: number, detail: string) => factors.push({ name, value: clamp01(value), weight: WEIGHTS[name], detail });
+  const add = (name: keyof typeof WEIGHTS, value: number, detail: string) =>
+    factors.push({ name, value: clamp01(value), weight: WEIGHTS[name], detail });
 
   add("free_memory", memoryLimit > 0 ? (memoryFree - need.memoryBytes) / memoryLimit : 0, memoryDetail);
   add("free_cpu", cpuLimit > 0 ? (cpuFree - need.cpuMillis) / cpuLimit : 0, cpuDetail);
@@ -151,10 +168,18 @@ export function score(input: ScoreInput): ScoreResult {
   }
 
   const perCpu = capacity.cpuCount > 0 ? telemetry.load1m / capacity.cpuCount : 1;
-  add("load", 1 - Math.min(1, perCpu), `load average ${telemetry.load1m.toFixed(2)} on ${capacity.cpuCount} CPUs (${perCpu.toFixed(2)} per CPU); run queue ${telemetry.runnableTasks}`);
+  add(
+    "load",
+    1 - Math.min(1, perCpu),
+    `load average ${telemetry.load1m.toFixed(2)} on ${capacity.cpuCount} CPUs (${perCpu.toFixed(2)} per CPU); run queue ${telemetry.runnableTasks}`,
+  );
 
   if (telemetry.diskWearPercent.length === 0) {
-    add("disk_wear", 0.5, `unknown: no disk reports wear${telemetry.disksUnknown.length > 0 ? ` (${telemetry.disksUnknown.join(", ")})` : ""} (neutral)`);
+    add(
+      "disk_wear",
+      0.5,
+      `unknown: no disk reports wear${telemetry.disksUnknown.length > 0 ? ` (${telemetry.disksUnknown.join(", ")})` : ""} (neutral)`,
+    );
   } else {
     const worst = telemetry.diskWearPercent.reduce((a, b) => (b.percentageUsed > a.percentageUsed ? b : a));
     add("disk_wear", 1 - worst.percentageUsed / 100, `most worn disk ${worst.device}: ${worst.percentageUsed}% of rated endurance used`);

@@ -4,11 +4,27 @@
 import { rm, readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
-import { clip, duration, durationMs, internal, invalidArgument, rpcCode, scopeKey, tenant as parseTenant, timestamp, writeJsonAtomic } from "@aether/server";
+import {
+  clip,
+  duration,
+  durationMs,
+  internal,
+  invalidArgument,
+  rpcCode,
+  scopeKey,
+  tenant as parseTenant,
+  timestamp,
+  writeJsonAtomic,
+} from "@aether/server";
 import { Code, ConnectError, createContextValues, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { z } from "zod";
-import { BidBreakdownSchema, BidFactorSchema, type BidService, type ExecuteProvisioningResponse } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
+import {
+  BidBreakdownSchema,
+  BidFactorSchema,
+  type BidService,
+  type ExecuteProvisioningResponse,
+} from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import {
   CellSchema,
   type CellService,
@@ -129,7 +145,9 @@ export class Bidding {
   async gather(spec: CheckedSpec): Promise<{ telemetry: TelemetrySnapshot; pool: PoolSpace }> {
     const [telemetry, pool] = await Promise.all([
       readTelemetry({ diskWaitMs: 0 }),
-      spec.requirements.diskBytes > 0 ? poolSpace(this.deps.storage, this.deps.defaultPool) : Promise.resolve<PoolSpace>({ name: this.deps.defaultPool, freeBytes: 0 }),
+      spec.requirements.diskBytes > 0
+        ? poolSpace(this.deps.storage, this.deps.defaultPool)
+        : Promise.resolve<PoolSpace>({ name: this.deps.defaultPool, freeBytes: 0 }),
     ]);
     return { telemetry, pool };
   }
@@ -139,7 +157,8 @@ export class Bidding {
     const { telemetry: t, pool } = gathered;
     const committed = this.committed(spec.workloadId);
     const pressure: ScoreInput["telemetry"]["pressureSomeAvg10"] = {};
-    for (const p of t.pressure) if (p.available && (p.resource === "cpu" || p.resource === "memory" || p.resource === "io")) pressure[p.resource] = p.someAvg10;
+    for (const p of t.pressure)
+      if (p.available && (p.resource === "cpu" || p.resource === "memory" || p.resource === "io")) pressure[p.resource] = p.someAvg10;
     return score({
       requirements: spec.requirements,
       node: {
@@ -156,7 +175,9 @@ export class Bidding {
         load1m: t.load[0],
         runnableTasks: t.runnableTasks,
         pressureSomeAvg10: pressure,
-        diskWearPercent: t.disks.flatMap((d) => (d.known && d.percentageUsed !== undefined ? [{ device: d.device, percentageUsed: d.percentageUsed }] : [])),
+        diskWearPercent: t.disks.flatMap((d) =>
+          d.known && d.percentageUsed !== undefined ? [{ device: d.device, percentageUsed: d.percentageUsed }] : [],
+        ),
         disksUnknown: t.disks.filter((d) => !d.known).map((d) => d.device),
       },
       pool,
@@ -167,7 +188,13 @@ export class Bidding {
   hold(spec: CheckedSpec): number {
     const untilMs = Date.now() + this.deps.rules.holdMs;
     const r = spec.requirements;
-    this.holds.set(spec.workloadId, { workloadId: spec.workloadId, cpuMillis: r.cpuMillis, memoryBytes: r.memoryBytes, diskBytes: r.diskBytes, untilMs });
+    this.holds.set(spec.workloadId, {
+      workloadId: spec.workloadId,
+      cpuMillis: r.cpuMillis,
+      memoryBytes: r.memoryBytes,
+      diskBytes: r.diskBytes,
+      untilMs,
+    });
     return untilMs;
   }
 
@@ -207,7 +234,8 @@ export class Bidding {
 
   /** The resources labelled with a workload id (optionally in one tenant). */
   resourcesOf(workloadId: string, tenant?: string) {
-    const mine = (labels: Record<string, string>, owner: string) => labels[WORKLOAD_LABEL] === workloadId && (tenant === undefined || owner === tenant);
+    const mine = (labels: Record<string, string>, owner: string) =>
+      labels[WORKLOAD_LABEL] === workloadId && (tenant === undefined || owner === tenant);
     return {
       executables: this.deps.supervisor.list().filter((e) => mine(e.spec.labels, e.spec.tenant)),
       cells: this.deps.cells.list().filter((c) => mine(c.labels, c.tenant)),
@@ -231,7 +259,10 @@ export function bidService(bidding: Bidding): ServiceImpl<typeof BidService> {
     const found = bidding.resourcesOf(spec.workloadId, spec.tenant);
     const exe = found.executables[0];
     if (spec.kind.case === "executable" && exe) {
-      const r = await h.runtime.getExecutable(create(GetExecutableRequestSchema, { executable: exe.spec.id, tenant: exe.spec.tenant }), ctx);
+      const r = await h.runtime.getExecutable(
+        create(GetExecutableRequestSchema, { executable: exe.spec.id, tenant: exe.spec.tenant }),
+        ctx,
+      );
       return r.executable ? { case: "executable", value: create(ExecutableSchema, r.executable) } : undefined;
     }
     const cell = found.cells[0];
@@ -257,7 +288,12 @@ export function bidService(bidding: Bidding): ServiceImpl<typeof BidService> {
     const labelsOf = (own: Record<string, string>) => ({ ...spec.labels, ...own, [WORKLOAD_LABEL]: spec.workloadId });
     switch (kind.case) {
       case "executable": {
-        const req = create(StartExecutableRequestSchema, { ...kind.value, ...common, name: spec.name, labels: labelsOf(kind.value.labels) });
+        const req = create(StartExecutableRequestSchema, {
+          ...kind.value,
+          ...common,
+          name: spec.name,
+          labels: labelsOf(kind.value.labels),
+        });
         const r = await h.runtime.startExecutable(req, ctx);
         if (!r.executable) throw internal("the executable handler returned no executable.");
         return { case: "executable", value: create(ExecutableSchema, r.executable) };
@@ -269,17 +305,29 @@ export function bidService(bidding: Bidding): ServiceImpl<typeof BidService> {
         return { case: "cell", value: create(CellSchema, r.cell) };
       }
       case "vm": {
-        const req = create(CreateVmRequestSchema, { ...kind.value, ...common, name: spec.name, labels: labelsOf(kind.value.labels), start: false });
+        const req = create(CreateVmRequestSchema, {
+          ...kind.value,
+          ...common,
+          name: spec.name,
+          labels: labelsOf(kind.value.labels),
+          start: false,
+        });
         const created = await h.vm.createVm(req, ctx);
         const id = created.vm?.id ?? "";
         if (id === "") throw internal("the VM handler returned no VM.");
         try {
-          const started = await h.vm.startVm(create(StartVmRequestSchema, { vm: id, tenant: spec.tenant, requestId: spec.workloadId }), ctx);
+          const started = await h.vm.startVm(
+            create(StartVmRequestSchema, { vm: id, tenant: spec.tenant, requestId: spec.workloadId }),
+            ctx,
+          );
           if (!started.vm) throw internal("the VM handler returned no VM.");
           return { case: "vm", value: create(VmSchema, started.vm) };
         } catch (err) {
           // A VM that cannot start here is not left behind: the aggregator tries the next bidder.
-          await attempt(() => h.vm.deleteVm(create(DeleteVmRequestSchema, { vm: id, tenant: spec.tenant, force: true }), ctx), () => undefined);
+          await attempt(
+            () => h.vm.deleteVm(create(DeleteVmRequestSchema, { vm: id, tenant: spec.tenant, force: true }), ctx),
+            () => undefined,
+          );
           throw err;
         }
       }
@@ -295,7 +343,10 @@ export function bidService(bidding: Bidding): ServiceImpl<typeof BidService> {
       let holdUntil: number | undefined;
       if (result.score > 0 && deps.rules.holdMs > 0) holdUntil = bidding.hold(spec);
       else bidding.dropHold(spec.workloadId);
-      deps.log.debug({ auction: req.auctionId, workload: spec.workloadId, score: result.score, decline: result.breakdown.declineReason }, "bid");
+      deps.log.debug(
+        { auction: req.auctionId, workload: spec.workloadId, score: result.score, decline: result.breakdown.declineReason },
+        "bid",
+      );
       return {
         node: deps.nodeId,
         score: result.score,
@@ -322,12 +373,18 @@ export function bidService(bidding: Bidding): ServiceImpl<typeof BidService> {
         const check = bidding.scoreNow(spec, await bidding.gather(spec));
         if (check.score < 0) {
           bidding.dropHold(spec.workloadId);
-          throw new ConnectError(`this node can no longer host workload ${spec.workloadId}: ${check.breakdown.declineReason}`, Code.ResourceExhausted);
+          throw new ConnectError(
+            `this node can no longer host workload ${spec.workloadId}: ${check.breakdown.declineReason}`,
+            Code.ResourceExhausted,
+          );
         }
         await bidding.remember(spec);
         try {
           const resource = await provision(spec, ctx);
-          deps.log.info({ auction: req.auctionId, workload: spec.workloadId, kind: spec.kind.case, resource: resource.value?.id }, "workload provisioned");
+          deps.log.info(
+            { auction: req.auctionId, workload: spec.workloadId, kind: spec.kind.case, resource: resource.value?.id },
+            "workload provisioned",
+          );
           return { node: deps.nodeId, resource };
         } catch (err) {
           await bidding.forget(spec.workloadId);
@@ -341,7 +398,11 @@ export function bidService(bidding: Bidding): ServiceImpl<typeof BidService> {
     async releaseWorkload(req, ctx) {
       const id = req.workloadId;
       if (id === "" || id.length > 63 || /[^A-Za-z0-9._-]/.test(id)) {
-        throw invalidArgument(id === "" ? "workload_id is empty: give the id of the workload to release." : `workload_id ${JSON.stringify(clip(id))} is not a workload id.`);
+        throw invalidArgument(
+          id === ""
+            ? "workload_id is empty: give the id of the workload to release."
+            : `workload_id ${JSON.stringify(clip(id))} is not a workload id.`,
+        );
       }
       const tenant = req.tenant === "" ? undefined : parseTenant(req.tenant);
       const graceMs = durationMs("grace_period", req.gracePeriod, DEFAULT_RELEASE_GRACE_MS);
@@ -350,10 +411,18 @@ export function bidService(bidding: Bidding): ServiceImpl<typeof BidService> {
         const found = bidding.resourcesOf(id, tenant);
         for (const vm of found.vms) {
           if (["starting", "running", "paused"].includes(vm.runtime.state)) {
-            const stop = create(StopVmRequestSchema, { vm: vm.spec.id, tenant: vm.spec.tenant, timeout: duration(graceMs), force: graceMs === 0 });
+            const stop = create(StopVmRequestSchema, {
+              vm: vm.spec.id,
+              tenant: vm.spec.tenant,
+              timeout: duration(graceMs),
+              force: graceMs === 0,
+            });
             await attempt(() => h.vm.stopVm(stop, ctx), ignoreNotRunning);
           }
-          await attempt(() => h.vm.deleteVm(create(DeleteVmRequestSchema, { vm: vm.spec.id, tenant: vm.spec.tenant, force: true }), ctx), ignoreGone);
+          await attempt(
+            () => h.vm.deleteVm(create(DeleteVmRequestSchema, { vm: vm.spec.id, tenant: vm.spec.tenant, force: true }), ctx),
+            ignoreGone,
+          );
         }
         for (const cell of found.cells) {
           // Cells allocated inside the workload's cell go first, the deepest first.
@@ -362,15 +431,26 @@ export function bidService(bidding: Bidding): ServiceImpl<typeof BidService> {
             .filter((c) => c.tenant === cell.tenant && c.name.startsWith(`${cell.name}/`))
             .sort((a, b) => b.name.split("/").length - a.name.split("/").length);
           for (const c of [...inside, cell]) {
-            await attempt(() => h.cells.freeCell(create(FreeCellRequestSchema, { cell: c.id, tenant: c.tenant, stopExecutables: true }), ctx), ignoreGone);
+            await attempt(
+              () => h.cells.freeCell(create(FreeCellRequestSchema, { cell: c.id, tenant: c.tenant, stopExecutables: true }), ctx),
+              ignoreGone,
+            );
           }
         }
         for (const exe of found.executables) {
           if (exe.status === "running") {
-            const stop = create(StopExecutableRequestSchema, { executable: exe.spec.id, tenant: exe.spec.tenant, gracePeriod: duration(graceMs) });
+            const stop = create(StopExecutableRequestSchema, {
+              executable: exe.spec.id,
+              tenant: exe.spec.tenant,
+              gracePeriod: duration(graceMs),
+            });
             await attempt(() => h.runtime.stopExecutable(stop, ctx), ignoreNotRunning);
           }
-          await attempt(() => h.runtime.deleteExecutable(create(DeleteExecutableRequestSchema, { executable: exe.spec.id, tenant: exe.spec.tenant }), ctx), ignoreGone);
+          await attempt(
+            () =>
+              h.runtime.deleteExecutable(create(DeleteExecutableRequestSchema, { executable: exe.spec.id, tenant: exe.spec.tenant }), ctx),
+            ignoreGone,
+          );
         }
         await bidding.forget(id);
         const released = found.vms.length + found.cells.length + found.executables.length > 0;

@@ -76,7 +76,8 @@ export function checkSpec(spec: WorkloadSpec | undefined): CheckedSpec {
   if (spec.name !== "") dnsLabel("spec.name", spec.name);
   const tenant = parseTenant(spec.tenant);
   const workloadLabels = labels(spec.labels);
-  if (WORKLOAD_LABEL in workloadLabels) throw invalidArgument(`label ${WORKLOAD_LABEL} is set by the node to the workload id; leave it out.`);
+  if (WORKLOAD_LABEL in workloadLabels)
+    throw invalidArgument(`label ${WORKLOAD_LABEL} is set by the node to the workload id; leave it out.`);
   let name = spec.name;
   switch (kind.case) {
     case "executable": {
@@ -84,9 +85,12 @@ export function checkSpec(spec: WorkloadSpec | undefined): CheckedSpec {
       if (e.name !== "") dnsLabel("spec.executable.name", e.name);
       if (e.tenant !== "") parseTenant(e.tenant);
       labels(e.labels);
-      if (e.argv.length === 0) throw invalidArgument("spec.executable.argv is empty: give the program's absolute path as argv[0], then its arguments.");
+      if (e.argv.length === 0)
+        throw invalidArgument("spec.executable.argv is empty: give the program's absolute path as argv[0], then its arguments.");
       if (!(e.argv[0] ?? "").startsWith("/")) {
-        throw invalidArgument(`spec.executable.argv[0] ${JSON.stringify(clip(e.argv[0] ?? ""))} is not an absolute path: aetherd does not search PATH.`);
+        throw invalidArgument(
+          `spec.executable.argv[0] ${JSON.stringify(clip(e.argv[0] ?? ""))} is not an absolute path: aetherd does not search PATH.`,
+        );
       }
       name ||= e.name;
       break;
@@ -173,7 +177,10 @@ export function requirementsOf(spec: WorkloadSpec, kind: WorkloadKind): Requirem
       }
       // Firecracker runs on KVM only, and so does a VM that asks for KVM acceleration.
       if (v.hypervisor === Hypervisor.FIRECRACKER || v.acceleration === Acceleration.KVM) {
-        if (!requireKvm) derivation.push(v.hypervisor === Hypervisor.FIRECRACKER ? "KVM because Firecracker needs it" : "KVM because the VM asks for KVM acceleration");
+        if (!requireKvm)
+          derivation.push(
+            v.hypervisor === Hypervisor.FIRECRACKER ? "KVM because Firecracker needs it" : "KVM because the VM asks for KVM acceleration",
+          );
         requireKvm = true;
       }
       hypervisor =
@@ -193,10 +200,22 @@ export function requirementsOf(spec: WorkloadSpec, kind: WorkloadKind): Requirem
   const nodeSelector = r?.nodeSelector ?? {};
   for (const [k, v] of Object.entries(nodeSelector)) {
     if (k === "" || k.length > 253 || v.length > 63 || /[\u0000-\u001f\u007f]/.test(k + v)) {
-      throw invalidArgument(`spec.requirements.node_selector entry ${JSON.stringify(clip(k))} is not a label: keys up to 253 and values up to 63 printable characters.`);
+      throw invalidArgument(
+        `spec.requirements.node_selector entry ${JSON.stringify(clip(k))} is not a label: keys up to 253 and values up to 63 printable characters.`,
+      );
     }
   }
   const excludeNodes = r?.excludeNodes ?? [];
   if (excludeNodes.some((n) => n === "")) throw invalidArgument("spec.requirements.exclude_nodes has an empty node id.");
-  return { cpuMillis, memoryBytes, diskBytes, requireKvm, hypervisor, needsCells, nodeSelector: { ...nodeSelector }, excludeNodes: [...excludeNodes], derivation };
+  return {
+    cpuMillis,
+    memoryBytes,
+    diskBytes,
+    requireKvm,
+    hypervisor,
+    needsCells,
+    nodeSelector: { ...nodeSelector },
+    excludeNodes: [...excludeNodes],
+    derivation,
+  };
 }

@@ -27,7 +27,10 @@ export const realCgroupFs: CgroupFs = {
   // One write() per value, as the kernel expects for control files.
   write: async (path, value) => writeFileSync(path, value, { flag: "w" }),
   exists: (path) => existsSync(path),
-  children: async (path) => readdirSync(path, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name),
+  children: async (path) =>
+    readdirSync(path, { withFileTypes: true })
+      .filter((d) => d.isDirectory())
+      .map((d) => d.name),
 };
 
 /**

@@ -28,7 +28,14 @@ describe("cgroup v2 backend (directory tree)", () => {
     const own = fakeHierarchy();
     const backend = new CgroupV2Backend(join(own, "aether"), directoryTreeCgroupFs);
     const limits = limitsFromProto(
-      create(CellLimitsSchema, { cpuWeight: 250, cpuMax: { quotaUsec: 20_000n, periodUsec: 100_000n }, cpusetCpus: "1-2", memoryMaxBytes: 64n << 20n, memoryHighBytes: 48n << 20n, pidsMax: 32n }),
+      create(CellLimitsSchema, {
+        cpuWeight: 250,
+        cpuMax: { quotaUsec: 20_000n, periodUsec: 100_000n },
+        cpusetCpus: "1-2",
+        memoryMaxBytes: 64n << 20n,
+        memoryHighBytes: 48n << 20n,
+        pidsMax: 32n,
+      }),
     );
     await backend.create(["default", "web"], limits);
     const cell = join(own, "aether", "default", "web");
@@ -59,7 +66,10 @@ describe("cgroup v2 backend (directory tree)", () => {
     assert.equal(read(a, "memory.max"), "max");
     assert.equal(read(a, "pids.max"), "max");
     assert.equal(read(a, "cpu.weight"), "100");
-    writeFileSync(join(a, "cpu.stat"), "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\nnr_periods 10\nnr_throttled 4\nthrottled_usec 700\n");
+    writeFileSync(
+      join(a, "cpu.stat"),
+      "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\nnr_periods 10\nnr_throttled 4\nthrottled_usec 700\n",
+    );
     writeFileSync(join(a, "memory.current"), "4096\n");
     writeFileSync(join(a, "memory.peak"), "8192\n");
     writeFileSync(join(a, "memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n");

@@ -50,7 +50,9 @@ export class CgroupV2Backend implements CgroupBackend {
   private async mkdirCgroup(dir: string, parent: string): Promise<void> {
     await this.fs.mkdir(dir);
     if (!this.fs.exists(join(dir, "cgroup.controllers"))) {
-      const granted = this.fs.exists(join(parent, "cgroup.subtree_control")) ? await this.fs.read(join(parent, "cgroup.subtree_control")) : "";
+      const granted = this.fs.exists(join(parent, "cgroup.subtree_control"))
+        ? await this.fs.read(join(parent, "cgroup.subtree_control"))
+        : "";
       await this.fs.write(join(dir, "cgroup.controllers"), granted.replace(/\+/g, "").trim());
     }
   }

@@ -40,7 +40,9 @@ export function detectCellsBackend(rootName: string): CellsBackendChoice {
   const own = ownPaths();
   const unified = all.find((m) => m.type === "cgroup2");
   if (unified) {
-    const available = readFileSync(join(unified.dir, own.get("") ?? "/", "cgroup.controllers"), "utf8").trim().split(/\s+/);
+    const available = readFileSync(join(unified.dir, own.get("") ?? "/", "cgroup.controllers"), "utf8")
+      .trim()
+      .split(/\s+/);
     if (["cpu", "memory", "pids"].every((c) => available.includes(c))) {
       return { backend: new CgroupV2Backend(join(unified.dir, own.get("") ?? "/", rootName), realCgroupFs), reason: "" };
     }

@@ -77,7 +77,7 @@ export function parseList(value: string): number[] | undefined {
 
 export function formatList(ids: number[]): string {
   const parts: string[] = [];
-  for (let i = 0; i < ids.length; ) {
+  for (let i = 0; i < ids.length;) {
     let j = i;
     while (j + 1 < ids.length && (ids[j + 1] as number) === (ids[j] as number) + 1) j++;
     parts.push(i === j ? `${ids[i]}` : `${ids[i]}-${ids[j]}`);

@@ -17,7 +17,13 @@ export interface Holder {
 /** Marks a holder with its cell's id in its environment, so one a crash left unrecorded can be found. */
 const TAG = "AETHER_HOLDER_OF";
 
-export function startHolder(shimPath: string, own: SharedNamespace[], joinPid: number, hostname: string, cellId: string): Promise<{ pid: number; startTime: string }> {
+export function startHolder(
+  shimPath: string,
+  own: SharedNamespace[],
+  joinPid: number,
+  hostname: string,
+  cellId: string,
+): Promise<{ pid: number; startTime: string }> {
   const args = ["--hold", own.join(",") || "none", "--hostname", hostname];
   if (joinPid > 0) args.push("--join", String(joinPid));
   const child = spawn(shimPath, args, { detached: true, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, [TAG]: cellId } });

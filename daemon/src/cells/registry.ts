@@ -85,12 +85,15 @@ const DEFAULT_FREE_GRACE_MS = 10_000;
 
 /** A cell name path: DNS labels separated by '/'. */
 export function cellName(value: string): string[] {
-  if (value === "" || value === "/") throw new DomainError("invalid_argument", "a cell name is required; the root of the cell tree cannot be allocated or freed.");
+  if (value === "" || value === "/")
+    throw new DomainError("invalid_argument", "a cell name is required; the root of the cell tree cannot be allocated or freed.");
   const parts = value.split("/");
-  if (parts.length > MAX_DEPTH) throw new DomainError("invalid_argument", `cell name ${JSON.stringify(clip(value))} has ${parts.length} levels; at most ${MAX_DEPTH}.`);
+  if (parts.length > MAX_DEPTH)
+    throw new DomainError("invalid_argument", `cell name ${JSON.stringify(clip(value))} has ${parts.length} levels; at most ${MAX_DEPTH}.`);
   for (const part of parts) {
     if (!isDnsLabel(part)) {
-      throw new DomainError("invalid_argument",
+      throw new DomainError(
+        "invalid_argument",
         `cell name ${JSON.stringify(clip(value))} is invalid: each '/'-separated part must be 1 to 63 lowercase letters, digits and '-' (no '.', '..', empty parts or leading '/').`,
       );
     }
@@ -155,7 +158,9 @@ export class CellRegistry {
   }
 
   private childrenOf(r: CellRecord): CellRecord[] {
-    return [...this.byId.values()].filter((c) => c.tenant === r.tenant && c.name.startsWith(`${r.name}/`) && c.name.split("/").length === r.name.split("/").length + 1);
+    return [...this.byId.values()].filter(
+      (c) => c.tenant === r.tenant && c.name.startsWith(`${r.name}/`) && c.name.split("/").length === r.name.split("/").length + 1,
+    );
   }
 
   /** The holder whose namespaces the cell's processes join: its own, else its nearest ancestor's. */
@@ -172,7 +177,9 @@ export class CellRegistry {
       record: r,
       state: this.freeing.has(r.id) ? "freeing" : "active",
       parent: this.parentOf(r)?.name ?? "",
-      children: this.childrenOf(r).map((c) => c.name).sort(),
+      children: this.childrenOf(r)
+        .map((c) => c.name)
+        .sort(),
       cgroupPaths: backend.paths(segments),
       holder: this.effectiveHolder(r),
       processCount,
@@ -209,13 +216,15 @@ export class CellRegistry {
       if (earlier) return earlier;
     }
     const parts = cellName(input.name);
-    if (this.findByName(input.tenant, input.name)) throw new DomainError("already_exists", `a cell named ${input.name} already exists in tenant ${input.tenant}.`);
+    if (this.findByName(input.tenant, input.name))
+      throw new DomainError("already_exists", `a cell named ${input.name} already exists in tenant ${input.tenant}.`);
     const parentName = parts.slice(0, -1).join("/");
     const parent = parentName === "" ? undefined : this.findByName(input.tenant, parentName);
     if (parentName !== "" && !parent) {
       throw new DomainError("not_found", `the parent cell ${parentName} does not exist in tenant ${input.tenant}; allocate it first.`);
     }
-    if (parent && this.freeing.has(parent.id)) throw new DomainError("failed_precondition", `the parent cell ${parentName} is being freed.`);
+    if (parent && this.freeing.has(parent.id))
+      throw new DomainError("failed_precondition", `the parent cell ${parentName} is being freed.`);
     const segments = [input.tenant, ...parts];
     await this.checkCpuset(backend, segments, input.limits);
 
@@ -283,20 +292,29 @@ export class CellRegistry {
     if (limits.cpusetCpus !== "") {
       const allowed = await backend.parentCpus(segments);
       if (!isSubset(limits.cpusetCpus, allowed)) {
-        throw new DomainError("invalid_argument", `cpuset_cpus ${limits.cpusetCpus} is not within the CPUs the parent may use (${allowed}).`);
+        throw new DomainError(
+          "invalid_argument",
+          `cpuset_cpus ${limits.cpusetCpus} is not within the CPUs the parent may use (${allowed}).`,
+        );
       }
     }
     if (limits.cpusetMems !== "") {
       const allowed = await backend.parentMems(segments);
       if (!isSubset(limits.cpusetMems, allowed)) {
-        throw new DomainError("invalid_argument", `cpuset_mems ${limits.cpusetMems} is not within the memory nodes the parent may use (${allowed}).`);
+        throw new DomainError(
+          "invalid_argument",
+          `cpuset_mems ${limits.cpusetMems} is not within the memory nodes the parent may use (${allowed}).`,
+        );
       }
     }
   }
 
   private kernelRefused(what: string, name: string, err: unknown) {
     const e = err as NodeJS.ErrnoException;
-    return new DomainError("failed_precondition", `the kernel refused to ${what} cell ${name}: ${e.message}${e.code ? ` (${e.code})` : ""}.`);
+    return new DomainError(
+      "failed_precondition",
+      `the kernel refused to ${what} cell ${name}: ${e.message}${e.code ? ` (${e.code})` : ""}.`,
+    );
   }
 
   async update(r: CellRecord, limits: LimitsValue): Promise<CellRecord> {
@@ -307,7 +325,8 @@ export class CellRegistry {
     if (limits.memoryMaxBytes !== 0) {
       const current = await backend.memoryCurrent(segments);
       if (limits.memoryMaxBytes < current) {
-        throw new DomainError("failed_precondition",
+        throw new DomainError(
+          "failed_precondition",
           `memory_max_bytes ${limits.memoryMaxBytes} is below what cell ${r.name} uses now (${current} bytes); free memory in the cell first or choose a higher limit.`,
         );
       }
@@ -333,11 +352,18 @@ export class CellRegistry {
     const backend = this.need();
     const children = this.childrenOf(r);
     if (children.length > 0) {
-      throw new DomainError("failed_precondition", `cell ${r.name} has child cells (${children.map((c) => c.name).sort().join(", ")}); free them first.`);
+      throw new DomainError(
+        "failed_precondition",
+        `cell ${r.name} has child cells (${children
+          .map((c) => c.name)
+          .sort()
+          .join(", ")}); free them first.`,
+      );
     }
     const running = this.supervisor.list().filter((e) => e.spec.cellId === r.id && e.status === "running");
     if (running.length > 0 && !stopExecutables) {
-      throw new DomainError("failed_precondition",
+      throw new DomainError(
+        "failed_precondition",
         `cell ${r.name} has ${running.length} running executable(s) (${running.map((e) => e.spec.name).join(", ")}); stop them, or free with stop_executables.`,
       );
     }
@@ -345,7 +371,8 @@ export class CellRegistry {
     if (running.length === 0 && !stopExecutables) {
       const leftovers = await backend.processes(segments).catch(() => []);
       if (leftovers.length > 0) {
-        throw new DomainError("failed_precondition",
+        throw new DomainError(
+          "failed_precondition",
           `cell ${r.name} still holds ${leftovers.length} process(es) that outlived the executables that started them (pids ${leftovers.slice(0, 10).join(", ")}); free with stop_executables to kill them.`,
         );
       }
@@ -366,7 +393,10 @@ export class CellRegistry {
       const strays = await backend.processes(segments).catch(() => []);
       if (strays.length > 0) {
         await this.undoFreeing(r);
-        throw new DomainError("failed_precondition", `cell ${r.name} still holds processes that would not die (pids ${strays.slice(0, 10).join(", ")}).`);
+        throw new DomainError(
+          "failed_precondition",
+          `cell ${r.name} still holds processes that would not die (pids ${strays.slice(0, 10).join(", ")}).`,
+        );
       }
       crashPoint("cells.free-stopped");
       try {
@@ -387,7 +417,9 @@ export class CellRegistry {
   /** A free that could not finish leaves the cell as it was: READY on disk. */
   private async undoFreeing(r: CellRecord): Promise<void> {
     r.phase = "ready";
-    await writeJsonAtomic(this.file(r.id), r).catch((err: Error) => this.log.error({ cell: r.name, err: err.message }, "could not record that a free was given up"));
+    await writeJsonAtomic(this.file(r.id), r).catch((err: Error) =>
+      this.log.error({ cell: r.name, err: err.message }, "could not record that a free was given up"),
+    );
   }
 
   stats(r: CellRecord): Promise<CellStatsValue> {
@@ -400,7 +432,11 @@ export class CellRegistry {
     const r = this.resolve(ref, tenant);
     if (this.freeing.has(r.id)) throw new DomainError("failed_precondition", `cell ${r.name} is being freed; nothing new may start in it.`);
     const holder = this.effectiveHolder(r);
-    if (holder && !holderAlive(holder)) throw new DomainError("failed_precondition", `the namespaces of cell ${r.name} are gone (their holder died); free and allocate the cell again.`);
+    if (holder && !holderAlive(holder))
+      throw new DomainError(
+        "failed_precondition",
+        `the namespaces of cell ${r.name} are gone (their holder died); free and allocate the cell again.`,
+      );
     return {
       cellId: r.id,
       cellName: r.name,
@@ -418,7 +454,8 @@ export class CellRegistry {
     if (!r || !this.backend) return 0;
     const paths = this.backend.paths(this.segments(r));
     try {
-      const file = this.backend.version === "v1" ? join(paths.memory ?? "", "memory.oom_control") : join(paths.unified ?? "", "memory.events");
+      const file =
+        this.backend.version === "v1" ? join(paths.memory ?? "", "memory.oom_control") : join(paths.unified ?? "", "memory.events");
       return Number(/^oom_kill (\d+)/m.exec(readFileSync(file, "utf8"))?.[1] ?? 0);
     } catch {
       return 0;
@@ -474,7 +511,9 @@ export class CellRegistry {
         notes.push("its cgroup had vanished (host reboot?) and was recreated");
       }
       if (r.holder && !holderAlive(r.holder)) {
-        const own = r.holder.namespaces.filter((n) => !(this.parentOf(r) && this.effectiveHolder(this.parentOf(r) as CellRecord)?.namespaces.includes(n)));
+        const own = r.holder.namespaces.filter(
+          (n) => !(this.parentOf(r) && this.effectiveHolder(this.parentOf(r) as CellRecord)?.namespaces.includes(n)),
+        );
         r.holder = await this.startOwnHolder(r, own.length > 0 ? own : r.holder.namespaces, this.parentOf(r));
         notes.push("its namespaces had gone and were created anew");
       }
@@ -485,7 +524,9 @@ export class CellRegistry {
       }
     }
     // A free a crash interrupted is finished (children first: they were freed before their parent).
-    for (const r of this.list().reverse().filter((c) => c.phase === "freeing")) {
+    for (const r of this.list()
+      .reverse()
+      .filter((c) => c.phase === "freeing")) {
       try {
         await this.free(r, true);
         this.log.info({ cell: r.name, tenant: r.tenant }, "recovered: finished freeing a cell that a restart interrupted");

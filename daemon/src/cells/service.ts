@@ -2,15 +2,18 @@
 // and the contract's messages.
 import { create } from "@bufbuild/protobuf";
 import { Code, type ServiceImpl } from "@connectrpc/connect";
+import { CellBackend, CellSchema, CellService, CellState, CellStatsSchema, type Cell } from "@aether/sdk/gen/aether/cells/v1/cells_pb";
 import {
-  CellBackend,
-  CellSchema,
-  CellService,
-  CellState,
-  CellStatsSchema,
-  type Cell,
-} from "@aether/sdk/gen/aether/cells/v1/cells_pb";
-import { labelFilter, labels, matchesFilter, notFound, paginate, reference, rpcCode, tenant as parseTenant, timestamp } from "@aether/server";
+  labelFilter,
+  labels,
+  matchesFilter,
+  notFound,
+  paginate,
+  reference,
+  rpcCode,
+  tenant as parseTenant,
+  timestamp,
+} from "@aether/server";
 import { limitsFromProto } from "./limits.js";
 import type { CellRecord, CellRegistry, CellView } from "./registry.js";
 
@@ -43,7 +46,8 @@ export function cellService(registry: CellRegistry): ServiceImpl<typeof CellServ
     try {
       return await read();
     } catch (err) {
-      if (rpcCode(err) === undefined && !registry.list().some((r) => r.id === first.id)) throw notFound(`cell ${first.name} was freed while it was read.`);
+      if (rpcCode(err) === undefined && !registry.list().some((r) => r.id === first.id))
+        throw notFound(`cell ${first.name} was freed while it was read.`);
       throw err;
     }
   };
@@ -53,20 +57,21 @@ export function cellService(registry: CellRegistry): ServiceImpl<typeof CellServ
       const tenant = parseTenant(req.tenant);
       const parentName = req.name.includes("/") ? req.name.slice(0, req.name.lastIndexOf("/")) : "";
       const parent = parentName === "" ? undefined : registry.list().find((r) => r.tenant === tenant && r.name === parentName);
-      const allocate = () => registry.allocate({
-        name: req.name,
-        tenant,
-        labels: labels(req.labels),
-        limits: limitsFromProto(req.limits),
-        isolation: {
-          pid: req.isolation?.pid ?? false,
-          mount: req.isolation?.mount ?? false,
-          network: req.isolation?.network ?? false,
-          uts: req.isolation?.uts ?? false,
-          ipc: req.isolation?.ipc ?? false,
-        },
-        requestId: req.requestId,
-      });
+      const allocate = () =>
+        registry.allocate({
+          name: req.name,
+          tenant,
+          labels: labels(req.labels),
+          limits: limitsFromProto(req.limits),
+          isolation: {
+            pid: req.isolation?.pid ?? false,
+            mount: req.isolation?.mount ?? false,
+            network: req.isolation?.network ?? false,
+            uts: req.isolation?.uts ?? false,
+            ipc: req.isolation?.ipc ?? false,
+          },
+          requestId: req.requestId,
+        });
       // A child waits for whatever is being done to its parent (a free must not miss it).
       const record = parent ? await exclusive(parent.id, allocate) : await allocate();
       return { cell: await reading(record, () => message(registry.view(record))) };
@@ -100,9 +105,13 @@ export function cellService(registry: CellRegistry): ServiceImpl<typeof CellServ
           .filter((r) => req.root === "" || r.name === req.root || r.name.startsWith(`${req.root}/`))
           .filter((r) => matchesFilter(r.labels, terms))
           // A cell freed while the list is read is left out.
-          .map((r) => reading(r, () => registry.view(r)).catch((err: unknown) => (rpcCode(err) === Code.NotFound ? undefined : Promise.reject(err)))),
+          .map((r) =>
+            reading(r, () => registry.view(r)).catch((err: unknown) => (rpcCode(err) === Code.NotFound ? undefined : Promise.reject(err))),
+          ),
       );
-      const wanted = views.filter((v): v is CellView => v !== undefined).filter((v) => req.state === CellState.UNSPECIFIED || stateOf(v) === req.state);
+      const wanted = views
+        .filter((v): v is CellView => v !== undefined)
+        .filter((v) => req.state === CellState.UNSPECIFIED || stateOf(v) === req.state);
       const { page, nextPageToken } = paginate(wanted, req.pageSize, req.pageToken);
       return { cells: page.map(toMessage), nextPageToken };
     },

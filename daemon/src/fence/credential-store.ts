@@ -40,7 +40,9 @@ export class CredentialStore {
     }
     const key = await readFile(keyFile);
     if (key.length !== KEY_BYTES) {
-      throw new Error(`the BMC credential key ${keyFile} holds ${key.length} bytes instead of ${KEY_BYTES}; restore it from a backup (or remove it and register every BMC again).`);
+      throw new Error(
+        `the BMC credential key ${keyFile} holds ${key.length} bytes instead of ${KEY_BYTES}; restore it from a backup (or remove it and register every BMC again).`,
+      );
     }
     return new CredentialStore(key);
   }
@@ -49,7 +51,10 @@ export class CredentialStore {
     const iv = randomBytes(12);
     const cipher = createCipheriv("aes-256-gcm", this.key, iv);
     cipher.setAAD(Buffer.from(boundTo));
-    const data = Buffer.concat([cipher.update(JSON.stringify({ u: credentials.username, p: credentials.password }), "utf8"), cipher.final()]);
+    const data = Buffer.concat([
+      cipher.update(JSON.stringify({ u: credentials.username, p: credentials.password }), "utf8"),
+      cipher.final(),
+    ]);
     return { alg: "aes-256-gcm", iv: iv.toString("base64"), tag: cipher.getAuthTag().toString("base64"), data: data.toString("base64") };
   }
 

@@ -10,7 +10,19 @@ import type { Logger } from "pino";
 import { z } from "zod";
 import { clip, DomainError, findByIdOrName, writeJsonAtomic } from "@aether/server";
 import type { EventBus } from "../observe/event-bus.js";
-import { type Bmc, type BmcDiscovery, type BmcProfileName, type BmcTarget, type FenceOutcome, type OperationOptions, type PowerOnOutcome, type PowerStatus, RedfishClient, RedfishError, type ResetOutcome } from "@aether/fence";
+import {
+  type Bmc,
+  type BmcDiscovery,
+  type BmcProfileName,
+  type BmcTarget,
+  type FenceOutcome,
+  type OperationOptions,
+  type PowerOnOutcome,
+  type PowerStatus,
+  RedfishClient,
+  RedfishError,
+  type ResetOutcome,
+} from "@aether/fence";
 import { CredentialStore, SealedSchema, type Credentials } from "./credential-store.js";
 
 const POWER_STATES = ["On", "Off", "PoweringOn", "PoweringOff", "Unknown", ""] as const;
@@ -66,7 +78,8 @@ const defaultConnector: BmcConnector = (target, log) => new RedfishClient(target
 const FENCE_MEMORY_MS = 60 * 60 * 1000;
 const FENCE_MEMORY_MAX = 1000;
 
-export const INSECURE_WARNING = "certificate verification is off (insecure_skip_verify): anyone on the network path could pose as this BMC; give its CA certificate instead.";
+export const INSECURE_WARNING =
+  "certificate verification is off (insecure_skip_verify): anyone on the network path could pose as this BMC; give its CA certificate instead.";
 
 export class BmcRegistry {
   private readonly records = new Map<string, BmcRecord>();
@@ -111,7 +124,10 @@ export class BmcRegistry {
   resolve(ref: string): BmcRecord {
     const found = findByIdOrName(this.records, ref, (r) => r.node);
     if (found) return found;
-    throw new DomainError("not_found", `no BMC is registered for ${JSON.stringify(clip(ref))} (neither a node name nor a registration id); list them with \`aether fence list\`, register one with \`aether fence register NODE --endpoint https://BMC --username USER --password-file FILE\`.`);
+    throw new DomainError(
+      "not_found",
+      `no BMC is registered for ${JSON.stringify(clip(ref))} (neither a node name nor a registration id); list them with \`aether fence list\`, register one with \`aether fence register NODE --endpoint https://BMC --username USER --password-file FILE\`.`,
+    );
   }
 
   /**
@@ -124,13 +140,20 @@ export class BmcRegistry {
       if (input.requestId !== "") {
         const earlier = [...this.records.values()].find((r) => r.requestId === input.requestId);
         if (earlier) {
-          if (earlier.node !== input.node) throw new DomainError("invalid_argument", `request_id ${JSON.stringify(clip(input.requestId))} was already used to register node ${earlier.node}; use a new request_id.`);
+          if (earlier.node !== input.node)
+            throw new DomainError(
+              "invalid_argument",
+              `request_id ${JSON.stringify(clip(input.requestId))} was already used to register node ${earlier.node}; use a new request_id.`,
+            );
           return earlier;
         }
       }
       const existing = [...this.records.values()].find((r) => r.node === input.node);
       if (existing && !input.replace) {
-        throw new DomainError("already_exists", `node ${input.node} already has a BMC registered (${existing.endpoint}, id ${existing.id}); pass replace to change its endpoint, credentials or TLS settings, or unregister it first.`);
+        throw new DomainError(
+          "already_exists",
+          `node ${input.node} already has a BMC registered (${existing.endpoint}, id ${existing.id}); pass replace to change its endpoint, credentials or TLS settings, or unregister it first.`,
+        );
       }
       const target: BmcTarget = {
         endpoint: input.endpoint,
@@ -161,7 +184,11 @@ export class BmcRegistry {
         createTimeMs: Date.now(),
         endpoint: input.endpoint,
         profile: input.profile,
-        tls: { ...(input.tls.caPem !== undefined ? { caPem: input.tls.caPem } : {}), insecureSkipVerify: input.tls.insecureSkipVerify, serverName: input.tls.serverName },
+        tls: {
+          ...(input.tls.caPem !== undefined ? { caPem: input.tls.caPem } : {}),
+          insecureSkipVerify: input.tls.insecureSkipVerify,
+          serverName: input.tls.serverName,
+        },
         credentials: this.store().seal(input.credentials, id),
         state: failure ? stateOf(failure) : "reachable",
         stateReason: failure ? failure.message : this.okReason(input.tls.insecureSkipVerify),
@@ -182,8 +209,24 @@ export class BmcRegistry {
         // The client that discovered the system also knows its path; it serves the next calls.
         this.clients.set(id, client);
       });
-      this.log.info({ node: record.node, bmc: record.id, endpoint: record.endpoint, profile: record.profile, state: record.state, system: record.systemPath, replaced: existing !== undefined }, "BMC registered");
-      this.publish("fence.bmc_registered", record, `BMC ${record.endpoint} registered for node ${record.node} (${record.state}${failure ? `: ${failure.message}` : ""})`, { endpoint: record.endpoint, state: record.state });
+      this.log.info(
+        {
+          node: record.node,
+          bmc: record.id,
+          endpoint: record.endpoint,
+          profile: record.profile,
+          state: record.state,
+          system: record.systemPath,
+          replaced: existing !== undefined,
+        },
+        "BMC registered",
+      );
+      this.publish(
+        "fence.bmc_registered",
+        record,
+        `BMC ${record.endpoint} registered for node ${record.node} (${record.state}${failure ? `: ${failure.message}` : ""})`,
+        { endpoint: record.endpoint, state: record.state },
+      );
       return record;
     });
   }
@@ -200,14 +243,21 @@ export class BmcRegistry {
         await this.saves.get(record.id)?.catch(() => undefined);
         await rm(join(this.dir, `${record.id}.json`), { force: true });
         this.log.info({ node: record.node, bmc: record.id }, "BMC unregistered");
-        this.publish("fence.bmc_unregistered", record, `BMC ${record.endpoint} of node ${record.node} unregistered`, { endpoint: record.endpoint });
+        this.publish("fence.bmc_unregistered", record, `BMC ${record.endpoint} of node ${record.node} unregistered`, {
+          endpoint: record.endpoint,
+        });
       }),
     );
   }
 
   async powerStatus(ref: string, options: OperationOptions): Promise<{ record: BmcRecord; status: PowerStatus }> {
     const record = this.resolve(ref);
-    const status = await this.track(record, (bmc) => bmc.powerStatus(options), (s) => s.powerState, (s) => s.raw);
+    const status = await this.track(
+      record,
+      (bmc) => bmc.powerStatus(options),
+      (s) => s.powerState,
+      (s) => s.raw,
+    );
     return { record, status };
   }
 
@@ -218,30 +268,56 @@ export class BmcRegistry {
     if (input.requestId !== "") {
       const earlier = this.fences.get(input.requestId);
       if (earlier) {
-        if (earlier.bmcId !== record.id) throw new DomainError("invalid_argument", `request_id ${JSON.stringify(clip(input.requestId))} was already used to fence another node; use a new request_id.`);
+        if (earlier.bmcId !== record.id)
+          throw new DomainError(
+            "invalid_argument",
+            `request_id ${JSON.stringify(clip(input.requestId))} was already used to fence another node; use a new request_id.`,
+          );
         return { record, outcome: await earlier.result };
       }
     }
     const run = this.lockOf(this.powerLocks, record.id).runExclusive(async () => {
-      this.log.warn({ node: record.node, bmc: record.id, endpoint: record.endpoint, reason: input.reason, timeoutMs: input.timeoutMs }, "fencing node");
-      this.publish("fence.started", record, `fencing node ${record.node} through ${record.endpoint}${input.reason ? `: ${input.reason}` : ""}`, { reason: input.reason });
+      this.log.warn(
+        { node: record.node, bmc: record.id, endpoint: record.endpoint, reason: input.reason, timeoutMs: input.timeoutMs },
+        "fencing node",
+      );
+      this.publish(
+        "fence.started",
+        record,
+        `fencing node ${record.node} through ${record.endpoint}${input.reason ? `: ${input.reason}` : ""}`,
+        { reason: input.reason },
+      );
       const outcome = await this.track(
         record,
         (bmc) => bmc.fence({ ...options, timeoutMs: input.timeoutMs, pollIntervalMs: input.pollIntervalMs }),
         (o) => o.powerState,
         (o) => o.rawPowerState,
       );
-      const fields = { node: record.node, bmc: record.id, confirmed: outcome.confirmed, alreadyOff: outcome.alreadyOff, powerState: outcome.rawPowerState, polls: outcome.pollCount, durationMs: outcome.totalDurationMs, reason: outcome.reason };
+      const fields = {
+        node: record.node,
+        bmc: record.id,
+        confirmed: outcome.confirmed,
+        alreadyOff: outcome.alreadyOff,
+        powerState: outcome.rawPowerState,
+        polls: outcome.pollCount,
+        durationMs: outcome.totalDurationMs,
+        reason: outcome.reason,
+      };
       if (outcome.confirmed) this.log.warn(fields, "node fenced");
       else this.log.error(fields, "fence NOT confirmed");
-      this.publish(outcome.confirmed ? "fence.confirmed" : "fence.unconfirmed", record, `node ${record.node} ${outcome.confirmed ? "fenced" : "NOT fenced"}: ${outcome.reason}`, {
-        confirmed: String(outcome.confirmed),
-        already_off: String(outcome.alreadyOff),
-        power_state: outcome.rawPowerState,
-        reason: input.reason,
-        poll_count: String(outcome.pollCount),
-        action_status_code: String(outcome.actionStatusCode),
-      });
+      this.publish(
+        outcome.confirmed ? "fence.confirmed" : "fence.unconfirmed",
+        record,
+        `node ${record.node} ${outcome.confirmed ? "fenced" : "NOT fenced"}: ${outcome.reason}`,
+        {
+          confirmed: String(outcome.confirmed),
+          already_off: String(outcome.alreadyOff),
+          power_state: outcome.rawPowerState,
+          reason: input.reason,
+          poll_count: String(outcome.pollCount),
+          action_status_code: String(outcome.actionStatusCode),
+        },
+      );
       return outcome;
     });
     if (input.requestId !== "") {
@@ -252,20 +328,41 @@ export class BmcRegistry {
     return { record, outcome: await run };
   }
 
-  async powerOn(ref: string, options: OperationOptions & { timeoutMs: number; pollIntervalMs: number }): Promise<{ record: BmcRecord; outcome: PowerOnOutcome }> {
+  async powerOn(
+    ref: string,
+    options: OperationOptions & { timeoutMs: number; pollIntervalMs: number },
+  ): Promise<{ record: BmcRecord; outcome: PowerOnOutcome }> {
     const record = this.resolve(ref);
     const outcome = await this.lockOf(this.powerLocks, record.id).runExclusive(() =>
-      this.track(record, (bmc) => bmc.powerOn(options), (o) => o.powerState, (o) => o.rawPowerState),
+      this.track(
+        record,
+        (bmc) => bmc.powerOn(options),
+        (o) => o.powerState,
+        (o) => o.rawPowerState,
+      ),
     );
-    this.log.info({ node: record.node, bmc: record.id, alreadyOn: outcome.alreadyOn, powerState: outcome.rawPowerState }, "node powered on");
-    this.publish("fence.powered_on", record, `node ${record.node} ${outcome.alreadyOn ? "was already on" : "powered on"} (PowerState ${outcome.rawPowerState || "unknown"})`, { already_on: String(outcome.alreadyOn) });
+    this.log.info(
+      { node: record.node, bmc: record.id, alreadyOn: outcome.alreadyOn, powerState: outcome.rawPowerState },
+      "node powered on",
+    );
+    this.publish(
+      "fence.powered_on",
+      record,
+      `node ${record.node} ${outcome.alreadyOn ? "was already on" : "powered on"} (PowerState ${outcome.rawPowerState || "unknown"})`,
+      { already_on: String(outcome.alreadyOn) },
+    );
     return { record, outcome };
   }
 
   async reset(ref: string, resetType: string, options: OperationOptions): Promise<{ record: BmcRecord; outcome: ResetOutcome }> {
     const record = this.resolve(ref);
     const outcome = await this.lockOf(this.powerLocks, record.id).runExclusive(() =>
-      this.track(record, (bmc) => bmc.reset(resetType, options), (o) => o.powerState, (o) => o.rawPowerState),
+      this.track(
+        record,
+        (bmc) => bmc.reset(resetType, options),
+        (o) => o.powerState,
+        (o) => o.rawPowerState,
+      ),
     );
     this.log.info({ node: record.node, bmc: record.id, resetType, status: outcome.actionStatusCode }, "reset sent");
     this.publish("fence.reset", record, `ResetType ${resetType} sent to node ${record.node}`, { reset_type: resetType });
@@ -310,7 +407,12 @@ export class BmcRegistry {
   }
 
   /** Runs a call on the record's BMC and records how it went (state, power state, check time). */
-  private async track<T>(record: BmcRecord, call: (bmc: Bmc) => Promise<T>, power: (v: T) => BmcRecord["powerState"], raw: (v: T) => string): Promise<T> {
+  private async track<T>(
+    record: BmcRecord,
+    call: (bmc: Bmc) => Promise<T>,
+    power: (v: T) => BmcRecord["powerState"],
+    raw: (v: T) => string,
+  ): Promise<T> {
     let result: T;
     try {
       result = await call(this.clientOf(record));
@@ -321,14 +423,22 @@ export class BmcRegistry {
       }
       throw err;
     }
-    await this.update(record, { state: "reachable", stateReason: this.okReason(record.tls.insecureSkipVerify), powerState: power(result), rawPowerState: raw(result), checkTimeMs: Date.now() });
+    await this.update(record, {
+      state: "reachable",
+      stateReason: this.okReason(record.tls.insecureSkipVerify),
+      powerState: power(result),
+      rawPowerState: raw(result),
+      checkTimeMs: Date.now(),
+    });
     return result;
   }
 
   private async update(record: BmcRecord, fields: Partial<BmcRecord>): Promise<void> {
     if (this.records.get(record.id) !== record) return; // unregistered or replaced meanwhile
     Object.assign(record, fields);
-    await this.save(record).catch((err: unknown) => this.log.error({ bmc: record.id, err: (err as Error).message }, "could not record a BMC's state"));
+    await this.save(record).catch((err: unknown) =>
+      this.log.error({ bmc: record.id, err: (err as Error).message }, "could not record a BMC's state"),
+    );
   }
 
   /** Writes a record; writes of one record happen one after the other. */
@@ -359,7 +469,14 @@ export class BmcRegistry {
   }
 
   private publish(kind: string, record: BmcRecord, message: string, attributes: Record<string, string>): void {
-    this.events.publish({ kind, tenant: "default", resourceId: record.id, resourceName: record.node, message, attributes: { node: record.node, ...attributes } });
+    this.events.publish({
+      kind,
+      tenant: "default",
+      resourceId: record.id,
+      resourceName: record.node,
+      message,
+      attributes: { node: record.node, ...attributes },
+    });
   }
 }
 

@@ -21,7 +21,21 @@ import {
   type BmcCredentials,
   type BmcTls,
 } from "@aether/sdk/gen/aether/fence/v1/fence_pb";
-import { clip, dnsLabel, duration, durationMs, invalidArgument, labelFilter, labels, matchesFilter, paginate, reference, requireClusterWide, scopeKey, timestamp } from "@aether/server";
+import {
+  clip,
+  dnsLabel,
+  duration,
+  durationMs,
+  invalidArgument,
+  labelFilter,
+  labels,
+  matchesFilter,
+  paginate,
+  reference,
+  requireClusterWide,
+  scopeKey,
+  timestamp,
+} from "@aether/server";
 import { type BmcMessage, type BmcProfileName, type OperationOptions, parseEndpoint, RedfishError } from "@aether/fence";
 import type { Credentials } from "./credential-store.js";
 import type { BmcRecord, BmcRegistry } from "./registry.js";
@@ -54,7 +68,9 @@ const CONTROL = /[\u0000-\u001f\u007f]/;
 function bounded(field: string, value: Parameters<typeof durationMs>[1], limits: { min: number; max: number; fallback: number }): number {
   const ms = durationMs(field, value, limits.fallback);
   if (ms < limits.min || ms > limits.max) {
-    throw invalidArgument(`${field} ${ms} ms is out of range: give ${limits.min === 0 ? "0" : `${limits.min / 1000} s`} to ${limits.max / MIN} minutes.`);
+    throw invalidArgument(
+      `${field} ${ms} ms is out of range: give ${limits.min === 0 ? "0" : `${limits.min / 1000} s`} to ${limits.max / MIN} minutes.`,
+    );
   }
   return ms;
 }
@@ -71,20 +87,27 @@ function endpointOf(value: string): string {
 
 function credentialsOf(value: BmcCredentials | undefined): Credentials {
   if (!value || (value.username === "" && value.password === "")) {
-    throw invalidArgument("credentials are required: give the BMC account's username and password (the CLI reads the password from --password-file or AETHER_BMC_PASSWORD).");
+    throw invalidArgument(
+      "credentials are required: give the BMC account's username and password (the CLI reads the password from --password-file or AETHER_BMC_PASSWORD).",
+    );
   }
   // Never quote either back: they are secrets.
   if (value.username === "") throw invalidArgument("credentials.username is empty: give the BMC account's name.");
-  if (value.username.length > 256 || CONTROL.test(value.username)) throw invalidArgument("credentials.username must be 1 to 256 printable characters.");
+  if (value.username.length > 256 || CONTROL.test(value.username))
+    throw invalidArgument("credentials.username must be 1 to 256 printable characters.");
   if (value.password === "") throw invalidArgument("credentials.password is empty: give the BMC account's password.");
   if (value.password.length > 1024) throw invalidArgument("credentials.password is longer than 1024 characters.");
-  if (CONTROL.test(value.password)) throw invalidArgument("credentials.password contains control characters (a trailing newline from a password file?); remove them.");
+  if (CONTROL.test(value.password))
+    throw invalidArgument("credentials.password contains control characters (a trailing newline from a password file?); remove them.");
   return { username: value.username, password: value.password };
 }
 
 function tlsOf(value: BmcTls | undefined): { caPem?: string; insecureSkipVerify: boolean; serverName: string } {
   const serverName = value?.serverName ?? "";
-  if (serverName !== "" && (serverName.length > 253 || !(isIP(serverName) || /^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(serverName)))) {
+  if (
+    serverName !== "" &&
+    (serverName.length > 253 || !(isIP(serverName) || /^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(serverName)))
+  ) {
     throw invalidArgument(`tls.server_name ${JSON.stringify(clip(serverName))} is not a host name or an IP address.`);
   }
   const v = value?.verification;
@@ -93,12 +116,15 @@ function tlsOf(value: BmcTls | undefined): { caPem?: string; insecureSkipVerify:
     try {
       new X509Certificate(v.value);
     } catch {
-      throw invalidArgument("tls.ca_pem holds no PEM certificate: give the BMC's CA certificate (or its self-signed certificate), \"-----BEGIN CERTIFICATE-----\" and all.");
+      throw invalidArgument(
+        'tls.ca_pem holds no PEM certificate: give the BMC\'s CA certificate (or its self-signed certificate), "-----BEGIN CERTIFICATE-----" and all.',
+      );
     }
     return { caPem: v.value, insecureSkipVerify: false, serverName };
   }
   if (v?.case === "insecureSkipVerify") {
-    if (!v.value) throw invalidArgument("tls.insecure_skip_verify is set to false: leave it unset to use the system trust store, or give ca_pem.");
+    if (!v.value)
+      throw invalidArgument("tls.insecure_skip_verify is set to false: leave it unset to use the system trust store, or give ca_pem.");
     return { insecureSkipVerify: true, serverName };
   }
   return { insecureSkipVerify: false, serverName };
@@ -150,7 +176,8 @@ export function bmcError(err: unknown, node: string): unknown {
 }
 
 export function fenceService(registry: BmcRegistry): ServiceImpl<typeof FenceService> {
-  const clusterWide = (ctx: HandlerContext) => requireClusterWide(ctx.values.get(scopeKey), "use the BMCs of nodes (fencing acts on whole hosts)");
+  const clusterWide = (ctx: HandlerContext) =>
+    requireClusterWide(ctx.values.get(scopeKey), "use the BMCs of nodes (fencing acts on whole hosts)");
   const target = (value: string) => registry.resolve(reference("bmc", value));
 
   const bmcMessage = (r: BmcRecord): Bmc =>
@@ -164,7 +191,12 @@ export function fenceService(registry: BmcRegistry): ServiceImpl<typeof FenceSer
       endpoint: r.endpoint,
       profile: PROFILE[r.profile],
       tls: create(BmcTlsSchema, {
-        verification: r.tls.caPem !== undefined ? { case: "caPem", value: r.tls.caPem } : r.tls.insecureSkipVerify ? { case: "insecureSkipVerify", value: true } : { case: undefined },
+        verification:
+          r.tls.caPem !== undefined
+            ? { case: "caPem", value: r.tls.caPem }
+            : r.tls.insecureSkipVerify
+              ? { case: "insecureSkipVerify", value: true }
+              : { case: undefined },
         serverName: r.tls.serverName,
       }),
       systemPath: r.systemPath,
@@ -208,7 +240,9 @@ export function fenceService(registry: BmcRegistry): ServiceImpl<typeof FenceSer
       const terms = labelFilter(req.filter);
       const wanted = req.state;
       if (!(wanted in BmcState)) throw invalidArgument(`state ${wanted} is not a BMC state.`);
-      const all = registry.list().filter((r) => matchesFilter(r.labels, terms) && (wanted === BmcState.UNSPECIFIED || STATE[r.state] === wanted));
+      const all = registry
+        .list()
+        .filter((r) => matchesFilter(r.labels, terms) && (wanted === BmcState.UNSPECIFIED || STATE[r.state] === wanted));
       const { page, nextPageToken } = paginate(all, req.pageSize, req.pageToken);
       return { bmcs: page.map(bmcMessage), nextPageToken };
     },
@@ -235,8 +269,12 @@ export function fenceService(registry: BmcRegistry): ServiceImpl<typeof FenceSer
       const record = target(req.bmc);
       const timeoutMs = bounded("timeout", req.timeout, LIMITS.fenceTimeout);
       const pollIntervalMs = bounded("poll_interval", req.pollInterval, LIMITS.pollInterval);
-      if (pollIntervalMs > timeoutMs) throw invalidArgument(`poll_interval (${pollIntervalMs} ms) is longer than timeout (${timeoutMs} ms); poll more often than the deadline.`);
-      if (req.reason.length > 1024 || /[\u0000-\u0009\u000b-\u001f\u007f]/.test(req.reason)) throw invalidArgument("reason must be at most 1024 printable characters.");
+      if (pollIntervalMs > timeoutMs)
+        throw invalidArgument(
+          `poll_interval (${pollIntervalMs} ms) is longer than timeout (${timeoutMs} ms); poll more often than the deadline.`,
+        );
+      if (req.reason.length > 1024 || /[\u0000-\u0009\u000b-\u001f\u007f]/.test(req.reason))
+        throw invalidArgument("reason must be at most 1024 printable characters.");
       // Not the caller's signal: a ForceOff once sent is followed through to its read-back even if
       // the caller goes away (and a retry with the same request_id then gets the result).
       const t = ctx.timeoutMs();
@@ -273,7 +311,13 @@ export function fenceService(registry: BmcRegistry): ServiceImpl<typeof FenceSer
       const pollIntervalMs = bounded("poll_interval", req.pollInterval, LIMITS.pollInterval);
       try {
         const { outcome: o } = await registry.powerOn(record.id, { ...limitsOf(ctx), timeoutMs, pollIntervalMs });
-        return create(PowerOnResponseSchema, { alreadyOn: o.alreadyOn, powerState: POWER[o.powerState], rawPowerState: o.rawPowerState, actionStatusCode: o.actionStatusCode, messages: messagesOf(o.messages) });
+        return create(PowerOnResponseSchema, {
+          alreadyOn: o.alreadyOn,
+          powerState: POWER[o.powerState],
+          rawPowerState: o.rawPowerState,
+          actionStatusCode: o.actionStatusCode,
+          messages: messagesOf(o.messages),
+        });
       } catch (err) {
         throw bmcError(err, record.node);
       }
@@ -282,11 +326,22 @@ export function fenceService(registry: BmcRegistry): ServiceImpl<typeof FenceSer
     async reset(req, ctx) {
       clusterWide(ctx);
       const record = target(req.bmc);
-      if (req.resetType === "") throw invalidArgument("reset_type is required: give a Redfish ResetType the system allows (see `aether fence status NODE`), e.g. ForceRestart.");
-      if (!/^[A-Za-z]{1,64}$/.test(req.resetType)) throw invalidArgument(`reset_type ${JSON.stringify(clip(req.resetType))} is not a Redfish ResetType (letters only, e.g. ForceRestart).`);
+      if (req.resetType === "")
+        throw invalidArgument(
+          "reset_type is required: give a Redfish ResetType the system allows (see `aether fence status NODE`), e.g. ForceRestart.",
+        );
+      if (!/^[A-Za-z]{1,64}$/.test(req.resetType))
+        throw invalidArgument(
+          `reset_type ${JSON.stringify(clip(req.resetType))} is not a Redfish ResetType (letters only, e.g. ForceRestart).`,
+        );
       try {
         const { outcome: o } = await registry.reset(record.id, req.resetType, limitsOf(ctx));
-        return create(ResetResponseSchema, { actionStatusCode: o.actionStatusCode, messages: messagesOf(o.messages), powerState: POWER[o.powerState], rawPowerState: o.rawPowerState });
+        return create(ResetResponseSchema, {
+          actionStatusCode: o.actionStatusCode,
+          messages: messagesOf(o.messages),
+          powerState: POWER[o.powerState],
+          rawPowerState: o.rawPowerState,
+        });
       } catch (err) {
         throw bmcError(err, record.node);
       }

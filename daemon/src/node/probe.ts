@@ -78,13 +78,31 @@ export async function probeCgroups(): Promise<CgroupFound> {
   const v2 = mounts.find((m) => m[2] === "cgroup2");
   const v1Controllers = v1
     .flatMap((m) => (m[3] ?? "").split(","))
-    .filter((o) => ["cpu", "cpuacct", "cpuset", "memory", "pids", "blkio", "io", "devices", "freezer", "net_cls", "hugetlb", "perf_event", "rdma", "misc"].includes(o));
+    .filter((o) =>
+      [
+        "cpu",
+        "cpuacct",
+        "cpuset",
+        "memory",
+        "pids",
+        "blkio",
+        "io",
+        "devices",
+        "freezer",
+        "net_cls",
+        "hugetlb",
+        "perf_event",
+        "rdma",
+        "misc",
+      ].includes(o),
+    );
   let v2Controllers: string[] = [];
   if (v2?.[1]) {
     v2Controllers = (await readFile(`${v2[1]}/cgroup.controllers`, "utf8").catch(() => "")).trim().split(/\s+/).filter(Boolean);
   }
   const controllers = [...new Set([...v1Controllers, ...v2Controllers])].sort();
-  if (v1Controllers.length > 0 && v2) return { version: v2Controllers.length > 0 ? "hybrid" : "v1", controllers, mountPath: "/sys/fs/cgroup" };
+  if (v1Controllers.length > 0 && v2)
+    return { version: v2Controllers.length > 0 ? "hybrid" : "v1", controllers, mountPath: "/sys/fs/cgroup" };
   if (v1Controllers.length > 0) return { version: "v1", controllers, mountPath: "/sys/fs/cgroup" };
   if (v2) return { version: "v2", controllers, mountPath: v2[1] ?? "/sys/fs/cgroup" };
   return { version: "none", controllers: [], mountPath: "" };

@@ -77,7 +77,14 @@ export class AuditLog {
       // Read when the call ends: the authorization step fills in an empty tenant with the caller's.
       // Clipped too: a refused request may carry a tenant of megabytes, and every line is kept.
       const record = (err: unknown) =>
-        this.append({ timeMs: Date.now(), identity, method: `/${req.service.typeName}/${req.method.name}`, tenant: clipField(field("tenant") || caller.tenant || "default"), target, result: resultOf(err) });
+        this.append({
+          timeMs: Date.now(),
+          identity,
+          method: `/${req.service.typeName}/${req.method.name}`,
+          tenant: clipField(field("tenant") || caller.tenant || "default"),
+          target,
+          result: resultOf(err),
+        });
       try {
         const res = await next(req);
         record(undefined);

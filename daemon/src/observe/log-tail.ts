@@ -108,7 +108,11 @@ export async function* merge<T>(sources: Array<AsyncGenerator<T>>): AsyncGenerat
   const pending = new Map<number, Promise<{ index: number; result: IteratorResult<T> }>>();
   const pull = (index: number) => {
     const source = sources[index];
-    if (source) pending.set(index, source.next().then((result) => ({ index, result })));
+    if (source)
+      pending.set(
+        index,
+        source.next().then((result) => ({ index, result })),
+      );
   };
   sources.forEach((_, i) => pull(i));
   try {

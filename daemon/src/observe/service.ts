@@ -137,7 +137,16 @@ export function observeService(deps: ObserveDeps): ServiceImpl<typeof ObserveSer
       const entries = deps.audit.read().filter((e) => owner === undefined || e.tenant === owner);
       const { page, nextPageToken } = paginate(entries, req.pageSize, req.pageToken);
       return {
-        records: page.map((e) => create(AuditRecordSchema, { time: timestamp(e.timeMs), identity: e.identity, method: e.method, tenant: e.tenant, target: e.target, result: e.result })),
+        records: page.map((e) =>
+          create(AuditRecordSchema, {
+            time: timestamp(e.timeMs),
+            identity: e.identity,
+            method: e.method,
+            tenant: e.tenant,
+            target: e.target,
+            result: e.result,
+          }),
+        ),
         nextPageToken,
       };
     },
@@ -162,17 +171,21 @@ async function logSources(
     case LogSource.EXECUTABLE: {
       const exe = resolveExecutable(deps.supervisor, target, tenantField, "target");
       const bad = channels.find((c) => c !== LogChannel.STDOUT && c !== LogChannel.STDERR && c !== LogChannel.UNSPECIFIED);
-      if (bad !== undefined) throw invalidArgument(`an executable has only the STDOUT and STDERR channels, not ${LogChannel[bad] ?? `channel number ${bad}`}.`);
+      if (bad !== undefined)
+        throw invalidArgument(`an executable has only the STDOUT and STDERR channels, not ${LogChannel[bad] ?? `channel number ${bad}`}.`);
       const files: LogSourceFile[] = [];
-      if (wants(LogChannel.STDOUT)) files.push({ channel: LogChannel.STDOUT, path: deps.supervisor.logPath(exe, "stdout"), ended: exe.ended });
-      if (wants(LogChannel.STDERR)) files.push({ channel: LogChannel.STDERR, path: deps.supervisor.logPath(exe, "stderr"), ended: exe.ended });
+      if (wants(LogChannel.STDOUT))
+        files.push({ channel: LogChannel.STDOUT, path: deps.supervisor.logPath(exe, "stdout"), ended: exe.ended });
+      if (wants(LogChannel.STDERR))
+        files.push({ channel: LogChannel.STDERR, path: deps.supervisor.logPath(exe, "stderr"), ended: exe.ended });
       return files;
     }
     case LogSource.DAEMON:
       return [{ channel: LogChannel.DAEMON, path: deps.daemonLogPath, ended: new Promise(() => {}) }];
     case LogSource.VM_CONSOLE: {
       const bad = channels.find((c) => c !== LogChannel.CONSOLE && c !== LogChannel.UNSPECIFIED);
-      if (bad !== undefined) throw invalidArgument(`a VM console has only the CONSOLE channel, not ${LogChannel[bad] ?? `channel number ${bad}`}.`);
+      if (bad !== undefined)
+        throw invalidArgument(`a VM console has only the CONSOLE channel, not ${LogChannel[bad] ?? `channel number ${bad}`}.`);
       const vm = deps.vmConsole(reference("target", target), parseTenant(tenantField));
       return [{ channel: LogChannel.CONSOLE, path: vm.path, ended: vm.ended }];
     }

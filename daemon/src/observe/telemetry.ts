@@ -119,7 +119,8 @@ export function wearFromSmartctl(output: unknown): number | undefined {
     for (const page of stats.pages) {
       if (!isObject(page) || !Array.isArray(page.table)) continue;
       for (const entry of page.table) {
-        if (isObject(entry) && entry.name === "Percentage Used Endurance Indicator" && finite(entry.value) !== undefined) return finite(entry.value);
+        if (isObject(entry) && entry.name === "Percentage Used Endurance Indicator" && finite(entry.value) !== undefined)
+          return finite(entry.value);
       }
     }
   }
@@ -153,7 +154,10 @@ async function runSmartctl(smartctl: string, device: string): Promise<unknown> {
   // smartctl's exit status is a bit mask: bits 0-1 mean it could not parse its arguments or open
   // the device; the higher bits report findings (old errors in the log, a failing attribute) of a
   // disk it did read, so its JSON is used then.
-  return runHost(smartctl, ["-j", "-a", `/dev/${device}`], { timeoutMs: SMARTCTL_TIMEOUT_MS, acceptExitCodes: (code) => (code & 0b11) === 0 })
+  return runHost(smartctl, ["-j", "-a", `/dev/${device}`], {
+    timeoutMs: SMARTCTL_TIMEOUT_MS,
+    acceptExitCodes: (code) => (code & 0b11) === 0,
+  })
     .then((r) => JSON.parse(r.stdout) as unknown)
     .catch(() => undefined);
 }

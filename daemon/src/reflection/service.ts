@@ -60,7 +60,10 @@ export function reflectionService(services: DescService[]): ServiceImpl<typeof S
         ...base,
         // Clipped: the request is echoed in original_request already, and a name near the message
         // limit would otherwise make the answer too large to send.
-        messageResponse: { case: "errorResponse", value: { errorCode: 5, errorMessage: `${clip(what, 300)} is not known to this server.` } },
+        messageResponse: {
+          case: "errorResponse",
+          value: { errorCode: 5, errorMessage: `${clip(what, 300)} is not known to this server.` },
+        },
       });
     const describe = (file: DescFile | undefined, what: string) =>
       file

@@ -74,8 +74,7 @@ export class ProcessTrees {
       writeFileSync(join(dir, "cgroup.kill"), "1");
       return found;
     }
-    const [freezeFile, frozen, thawed] =
-      this.version === "v1" ? ["freezer.state", "FROZEN", "THAWED"] : ["cgroup.freeze", "1", "0"];
+    const [freezeFile, frozen, thawed] = this.version === "v1" ? ["freezer.state", "FROZEN", "THAWED"] : ["cgroup.freeze", "1", "0"];
     const freezable = existsSync(join(dir, freezeFile));
     if (freezable) {
       writeFileSync(join(dir, freezeFile), frozen);
@@ -165,7 +164,8 @@ export function detectProcessTrees(cgroupRoot: string, name: string, cellsVersio
   const own = ownCgroupPaths();
   if (cellsVersion !== "v2") {
     const freezer = mounts.find((f) => f[2] === "cgroup" && (f[3] ?? "").split(",").includes("freezer"));
-    if (freezer?.[1]) return { trees: new ProcessTrees(join(freezer[1], own.get("freezer") ?? "/", cgroupRoot, name), "v1", false), reason: "" };
+    if (freezer?.[1])
+      return { trees: new ProcessTrees(join(freezer[1], own.get("freezer") ?? "/", cgroupRoot, name), "v1", false), reason: "" };
   }
   const unified = mounts.find((f) => f[2] === "cgroup2");
   if (cellsVersion === "v2" && unified?.[1]) {

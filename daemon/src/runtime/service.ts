@@ -10,7 +10,21 @@ import {
   type Executable,
   type StartExecutableRequest,
 } from "@aether/sdk/gen/aether/runtime/v1/runtime_pb";
-import { alreadyExists, clip, deadlineExceeded, durationMs, failedPrecondition, internal, invalidArgument, labelFilter, matchesFilter, paginate, scopeKey, tenant as parseTenant, timestamp } from "@aether/server";
+import {
+  alreadyExists,
+  clip,
+  deadlineExceeded,
+  durationMs,
+  failedPrecondition,
+  internal,
+  invalidArgument,
+  labelFilter,
+  matchesFilter,
+  paginate,
+  scopeKey,
+  tenant as parseTenant,
+  timestamp,
+} from "@aether/server";
 import { resolveExecutable } from "./resolve.js";
 import { fileSize, signalName, SpawnError, type Placement, type Supervisor, type TrackedExecutable } from "./supervisor.js";
 import { validateStart } from "./validate-start.js";
@@ -24,7 +38,11 @@ const REMEMBERED_DELETES = 1024;
 /** Resolves a cell by id or name in a tenant to where a process must go; throws a DomainError. */
 export type CellPlacer = (cell: string, tenant: string) => Placement;
 
-export function executableService(supervisor: Supervisor, placeInCell: CellPlacer, tenantIds: TenantIds): ServiceImpl<typeof ExecutableService> {
+export function executableService(
+  supervisor: Supervisor,
+  placeInCell: CellPlacer,
+  tenantIds: TenantIds,
+): ServiceImpl<typeof ExecutableService> {
   const resolve = (ref: string, tenantField: string) => resolveExecutable(supervisor, ref, tenantField);
   const completedDeletes = new Set<string>();
   /** Starts with a request_id that are still in progress, by tenant/request_id. */
@@ -81,7 +99,9 @@ export function executableService(supervisor: Supervisor, placeInCell: CellPlace
       }
       const signal = req.signal === "" ? "SIGTERM" : req.signal.toUpperCase();
       if (!(signal in osConstants.signals) || signal === "SIGSTOP") {
-        throw invalidArgument(`signal ${JSON.stringify(clip(req.signal))} is not a signal name this host knows (for example SIGTERM, SIGINT, SIGKILL).`);
+        throw invalidArgument(
+          `signal ${JSON.stringify(clip(req.signal))} is not a signal name this host knows (for example SIGTERM, SIGINT, SIGKILL).`,
+        );
       }
       const graceMs = durationMs("grace_period", req.gracePeriod, DEFAULT_GRACE_MS);
       await supervisor.stop(exe, signal as NodeJS.Signals, graceMs);

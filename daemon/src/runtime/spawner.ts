@@ -86,7 +86,8 @@ export class ShimSpawner {
     child.stdin.on("error", () => {}); // a dead spawner is handled on exit below
     child.once("exit", (code, signal) => {
       if (this.child === child) this.child = undefined;
-      if (this.pending.size > 0 || code !== 0) this.log.error({ code, signal }, "the process spawner exited; it is restarted on the next start");
+      if (this.pending.size > 0 || code !== 0)
+        this.log.error({ code, signal }, "the process spawner exited; it is restarted on the next start");
       for (const [, p] of this.pending) p.reject(new SpawnError("the process spawner exited before reporting the start"));
       this.pending.clear();
     });

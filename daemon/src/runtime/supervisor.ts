@@ -313,9 +313,7 @@ export class Supervisor {
         resourceId: exe.spec.id,
         resourceName: exe.spec.name,
         message: `executable ${exe.spec.name} ${reason}`,
-        attributes: exit
-          ? { exit_code: exit.exitCode === null ? "" : String(exit.exitCode), signal: signalName(exit.signal) }
-          : {},
+        attributes: exit ? { exit_code: exit.exitCode === null ? "" : String(exit.exitCode), signal: signalName(exit.signal) } : {},
       });
     }
   }

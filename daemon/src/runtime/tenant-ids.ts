@@ -58,9 +58,13 @@ export class TenantIds {
    * is left.
    */
   async hostIds(tenant: string, uid: number | undefined, gid: number | undefined): Promise<HostIds> {
-    for (const [field, value] of [["uid", uid], ["gid", gid]] as const) {
+    for (const [field, value] of [
+      ["uid", uid],
+      ["gid", gid],
+    ] as const) {
       if (value !== undefined && value >= this.size) {
-        throw new DomainError("invalid_argument",
+        throw new DomainError(
+          "invalid_argument",
           `${field} ${value} is outside tenant ${tenant}'s id block: a tenant names ids from 0 to ${this.size - 1}, which aetherd maps to host ids of the tenant's own.`,
         );
       }
@@ -84,7 +88,8 @@ export class TenantIds {
         this.blocks = next;
         return start;
       }
-      throw new DomainError("resource_exhausted",
+      throw new DomainError(
+        "resource_exhausted",
         `no id block is left for tenant ${tenant}: ${Object.keys(this.blocks).length} tenants hold blocks of ${this.size} ids from ${this.base}; lower [tenancy] ids_per_tenant or id_base.`,
       );
     });

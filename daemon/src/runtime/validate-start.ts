@@ -28,7 +28,9 @@ export async function validateStart(req: StartExecutableRequest, generatedSuffix
   if (envEntries.length > MAX_ENV) throw invalidArgument(`env has ${envEntries.length} variables; at most ${MAX_ENV} are allowed.`);
   for (const [k, v] of envEntries) {
     if (k === "" || k.includes("=") || k.includes("\0") || v.includes("\0")) {
-      throw invalidArgument(`env variable ${JSON.stringify(clip(k))} is invalid: names must be non-empty without '=' or NUL, values without NUL.`);
+      throw invalidArgument(
+        `env variable ${JSON.stringify(clip(k))} is invalid: names must be non-empty without '=' or NUL, values without NUL.`,
+      );
     }
   }
 
@@ -49,7 +51,16 @@ export async function validateStart(req: StartExecutableRequest, generatedSuffix
   const base = normalize(program).split("/").pop() ?? "exe";
   const name =
     req.name === ""
-      ? dnsLabel("name", `${base.toLowerCase().replace(/[^a-z0-9-]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 50) || "exe"}-${generatedSuffix}`)
+      ? dnsLabel(
+          "name",
+          `${
+            base
+              .toLowerCase()
+              .replace(/[^a-z0-9-]+/g, "-")
+              .replace(/^-+|-+$/g, "")
+              .slice(0, 50) || "exe"
+          }-${generatedSuffix}`,
+        )
       : dnsLabel("name", req.name);
   return {
     name,

@@ -39,7 +39,8 @@ export class DirPool implements StoragePool {
 
   /** Creates the pool's folders; only for a pool that has never held anything (see the registry). */
   async initialize(): Promise<void> {
-    for (const sub of ["images", "volumes", "snapshots", ".staging"]) await mkdir(join(this.location, sub), { recursive: true, mode: 0o700 });
+    for (const sub of ["images", "volumes", "snapshots", ".staging"])
+      await mkdir(join(this.location, sub), { recursive: true, mode: 0o700 });
   }
 
   /** The reason the pool's folders cannot be used, or "" when they can. */

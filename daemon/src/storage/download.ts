@@ -34,7 +34,9 @@ export async function openUrl(href: string, rules: UrlRules, signal: AbortSignal
     }
     if (status < 200 || status >= 300) {
       response.resume();
-      throw new ImportError(`downloading ${url.href} failed: the server answered HTTP ${status} ${response.statusMessage ?? ""}.`.replace(" .", "."));
+      throw new ImportError(
+        `downloading ${url.href} failed: the server answered HTTP ${status} ${response.statusMessage ?? ""}.`.replace(" .", "."),
+      );
     }
     return { body: response, sourceBytes: Number(response.headers["content-length"] ?? 0) || 0 };
   }
@@ -45,9 +47,13 @@ function get(url: URL, rules: UrlRules, signal: AbortSignal): Promise<IncomingMe
   return new Promise((resolve, reject) => {
     // agent: false: a fresh connection each time, so no pooled socket skips the guarded lookup.
     const req = send(url, { method: "GET", agent: false, lookup: guardedLookup(rules), signal, timeout: IDLE_TIMEOUT_MS });
-    req.on("timeout", () => req.destroy(new ImportError(`downloading ${url.href} failed: the server sent nothing for ${IDLE_TIMEOUT_MS / 1000} s.`)));
+    req.on("timeout", () =>
+      req.destroy(new ImportError(`downloading ${url.href} failed: the server sent nothing for ${IDLE_TIMEOUT_MS / 1000} s.`)),
+    );
     req.on("response", (res) => {
-      res.setTimeout(IDLE_TIMEOUT_MS, () => res.destroy(new ImportError(`downloading ${url.href} stalled: nothing arrived for ${IDLE_TIMEOUT_MS / 1000} s.`)));
+      res.setTimeout(IDLE_TIMEOUT_MS, () =>
+        res.destroy(new ImportError(`downloading ${url.href} stalled: nothing arrived for ${IDLE_TIMEOUT_MS / 1000} s.`)),
+      );
       resolve(res);
     });
     req.on("error", (err) => {

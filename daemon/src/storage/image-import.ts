@@ -34,7 +34,10 @@ export async function confineLocalSource(path: string, roots: string[]): Promise
     const rel = relative(root, real);
     return rel === "" || (!rel.startsWith(`..${sep}`) && rel !== ".." && !isAbsolute(rel));
   });
-  if (!inside) throw new ImportError(`${path} is outside the folders aetherd imports from (${roots.join(", ")}); move the file there or add its folder to import_roots in aetherd's configuration.`);
+  if (!inside)
+    throw new ImportError(
+      `${path} is outside the folders aetherd imports from (${roots.join(", ")}); move the file there or add its folder to import_roots in aetherd's configuration.`,
+    );
   const info = await stat(real);
   if (!info.isFile()) throw new ImportError(`${path} is not a regular file; give the path of an image file.`);
   return real;
@@ -44,7 +47,12 @@ export async function confineLocalSource(path: string, roots: string[]): Promise
  * Copies the source into `target`, reporting progress, and returns the SHA-256 of the bytes read
  * (the source as published, before any conversion).
  */
-export async function fetchSource(source: ImportSource, target: string, signal: AbortSignal, onProgress: (p: Progress) => void): Promise<string> {
+export async function fetchSource(
+  source: ImportSource,
+  target: string,
+  signal: AbortSignal,
+  onProgress: (p: Progress) => void,
+): Promise<string> {
   let input: Readable;
   let sourceBytes = 0;
   if (source.kind === "local") {
@@ -95,13 +103,18 @@ export async function inspectStaged(path: string, declared: "qcow2" | "raw" | un
     throw new ImportError(`the file is a ${probed.format} image; import qcow2 or raw (convert it with qemu-img convert -O qcow2).`);
   }
   if (probed.backingFile !== "" || probed.dataFile !== "") {
-    throw new ImportError("the qcow2 file refers to another file (a backing or data file); import a self-contained image (qemu-img convert -O qcow2 flattens it).");
+    throw new ImportError(
+      "the qcow2 file refers to another file (a backing or data file); import a self-contained image (qemu-img convert -O qcow2 flattens it).",
+    );
   }
   if (probed.format === "raw") {
     const size = (await stat(path)).size;
-    if (size === 0 || size % 512 !== 0) throw new ImportError(`the file is ${size} bytes, not a whole number of 512-byte sectors, so it is not a raw disk image.`);
+    if (size === 0 || size % 512 !== 0)
+      throw new ImportError(`the file is ${size} bytes, not a whole number of 512-byte sectors, so it is not a raw disk image.`);
     if (declared === undefined && !(await looksLikeDisk(path))) {
-      throw new ImportError("the file is neither qcow2 nor a raw disk with a partition table or a known file system; if it really is a raw disk image, import it with source format RAW.");
+      throw new ImportError(
+        "the file is neither qcow2 nor a raw disk with a partition table or a known file system; if it really is a raw disk image, import it with source format RAW.",
+      );
     }
   }
   return probed.format;
@@ -113,10 +126,20 @@ async function looksLikeDisk(path: string): Promise<boolean> {
   try {
     const head = Buffer.alloc(70 * 1024);
     const { bytesRead } = await fh.read(head, 0, head.length, 0);
-    const at = (offset: number, text: string) => bytesRead >= offset + text.length && head.toString("latin1", offset, offset + text.length) === text;
+    const at = (offset: number, text: string) =>
+      bytesRead >= offset + text.length && head.toString("latin1", offset, offset + text.length) === text;
     const mbr = bytesRead >= 512 && head[510] === 0x55 && head[511] === 0xaa;
     const ext = bytesRead >= 1082 && head.readUInt16LE(1080) === 0xef53;
-    return mbr || at(512, "EFI PART") || ext || at(0, "XFSB") || at(32769, "CD001") || at(65600, "_BHRfS_M") || at(0x1000 + 4086, "SWAPSPACE2") || at(4086, "SWAPSPACE2");
+    return (
+      mbr ||
+      at(512, "EFI PART") ||
+      ext ||
+      at(0, "XFSB") ||
+      at(32769, "CD001") ||
+      at(65600, "_BHRfS_M") ||
+      at(0x1000 + 4086, "SWAPSPACE2") ||
+      at(4086, "SWAPSPACE2")
+    );
   } finally {
     await fh.close();
   }

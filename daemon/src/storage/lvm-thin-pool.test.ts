@@ -24,7 +24,17 @@ function lvsJson(rows: Record<string, string>[]): string {
   return JSON.stringify({ report: [{ lv: rows }] });
 }
 
-const POOL_REPORT = ["lvs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o", "lv_size,data_percent,segtype,vg_extent_size", "vg0/pool0"];
+const POOL_REPORT = [
+  "lvs",
+  "--reportformat",
+  "json",
+  "--units",
+  "b",
+  "--nosuffix",
+  "-o",
+  "lv_size,data_percent,segtype,vg_extent_size",
+  "vg0/pool0",
+];
 const LIST = ["lvs", "--reportformat", "json", "-o", "lv_name", "vg0"];
 const healthyPool = lvsJson([{ lv_size: String(100 * GiB), data_percent: "25.00", segtype: "thin-pool", vg_extent_size: String(4 * MiB) }]);
 
@@ -62,7 +72,10 @@ function fakeControl(): string {
 
 const allTools = async (name: string) => `/usr/sbin/${name}`;
 
-function pool(run: HostRunner, options: { which?: (name: string) => Promise<string | undefined>; control?: string; location?: string } = {}) {
+function pool(
+  run: HostRunner,
+  options: { which?: (name: string) => Promise<string | undefined>; control?: string; location?: string } = {},
+) {
   const stagingDir = join(mkdtempSync(join(tmpdir(), "aether-lvm-staging-")), "staging");
   const p = new LvmThinPool("fast", options.location ?? "vg0/pool0", {
     stagingDir,
@@ -73,7 +86,12 @@ function pool(run: HostRunner, options: { which?: (name: string) => Promise<stri
   return { p, stagingDir };
 }
 
-const disk = (id: string, name: string, sizeBytes: number) => ({ id, hostPath: `/dev/vg0/${name}`, format: "lvm-thin" as const, sizeBytes });
+const disk = (id: string, name: string, sizeBytes: number) => ({
+  id,
+  hostPath: `/dev/vg0/${name}`,
+  format: "lvm-thin" as const,
+  sizeBytes,
+});
 const volume = disk(VOL, `aether-v-${VOL}`, 10 * GiB);
 const image = disk(IMG, `aether-i-${IMG}`, 2 * GiB);
 
@@ -158,7 +176,10 @@ describe("lvm-thin probe", () => {
     const { p } = pool(host.run, { control: join(tmpdir(), "aether-no-such-dir", "control") });
     const status = await p.probe();
     assert.deepEqual({ ...status, reason: "" }, { available: false, reason: "", capacityBytes: 0, usedBytes: 0 });
-    assert.match(status.reason, /^device-mapper is not available on this host \(no .*aether-no-such-dir\/control\): load the dm_thin_pool module/);
+    assert.match(
+      status.reason,
+      /^device-mapper is not available on this host \(no .*aether-no-such-dir\/control\): load the dm_thin_pool module/,
+    );
   });
 
   it("says to install lvm2 when lvcreate or lvs is missing", async () => {
@@ -166,7 +187,10 @@ describe("lvm-thin probe", () => {
     const { p } = pool(host.run, { which: async (name) => (name === "lvs" ? undefined : `/usr/sbin/${name}`) });
     const status = await p.probe();
     assert.equal(status.available, false);
-    assert.equal(status.reason, "the LVM tools are not installed (lvs not found on PATH): install lvm2 (apt-get install lvm2, or dnf install lvm2)");
+    assert.equal(
+      status.reason,
+      "the LVM tools are not installed (lvs not found on PATH): install lvm2 (apt-get install lvm2, or dnf install lvm2)",
+    );
     assert.deepEqual(host.calls, []);
   });
 
@@ -175,22 +199,33 @@ describe("lvm-thin probe", () => {
     const { p } = pool(host.run);
     const status = await p.probe();
     assert.equal(status.available, false);
-    assert.match(status.reason, /^the thin pool vg0\/pool0 does not exist \(.*Failed to find logical volume "vg0\/pool0"\): create it \(e\.g\. lvcreate --type thin-pool -L 100G -n pool0 vg0\)/);
+    assert.match(
+      status.reason,
+      /^the thin pool vg0\/pool0 does not exist \(.*Failed to find logical volume "vg0\/pool0"\): create it \(e\.g\. lvcreate --type thin-pool -L 100G -n pool0 vg0\)/,
+    );
     assert.deepEqual(host.calls, [POOL_REPORT]);
 
     const noVg = fakeHost((argv) => (argv[0] === "lvs" ? lvmError(argv, 'Volume group "vg0" not found') : undefined));
     assert.match((await pool(noVg.run).p.probe()).reason, /^the thin pool vg0\/pool0 does not exist .*Volume group "vg0" not found/);
 
-    const denied = fakeHost((argv) => (argv[0] === "lvs" ? lvmError(argv, "/run/lock/lvm/P_global:aux: open failed: Permission denied") : undefined));
+    const denied = fakeHost((argv) =>
+      argv[0] === "lvs" ? lvmError(argv, "/run/lock/lvm/P_global:aux: open failed: Permission denied") : undefined,
+    );
     assert.match((await pool(denied.run).p.probe()).reason, /^lvs could not read the thin pool vg0\/pool0 .*Permission denied.*needs root/);
   });
 
   it("refuses an LV that is not a thin pool and a VG whose extents do not divide 4 MiB", async () => {
-    const linear = fakeHost(() => lvsJson([{ lv_size: String(GiB), data_percent: "", segtype: "linear", vg_extent_size: String(4 * MiB) }]));
+    const linear = fakeHost(() =>
+      lvsJson([{ lv_size: String(GiB), data_percent: "", segtype: "linear", vg_extent_size: String(4 * MiB) }]),
+    );
     assert.match((await pool(linear.run).p.probe()).reason, /^vg0\/pool0 is a linear LV, not a thin pool/);
-    const bigExtents = fakeHost(() => lvsJson([{ lv_size: String(GiB), data_percent: "1.00", segtype: "thin-pool", vg_extent_size: String(32 * MiB) }]));
+    const bigExtents = fakeHost(() =>
+      lvsJson([{ lv_size: String(GiB), data_percent: "1.00", segtype: "thin-pool", vg_extent_size: String(32 * MiB) }]),
+    );
     assert.match((await pool(bigExtents.run).p.probe()).reason, /extent size of 33554432 bytes/);
-    const smallExtents = fakeHost(() => lvsJson([{ lv_size: String(GiB), data_percent: "1.00", segtype: "thin-pool", vg_extent_size: String(MiB) }]));
+    const smallExtents = fakeHost(() =>
+      lvsJson([{ lv_size: String(GiB), data_percent: "1.00", segtype: "thin-pool", vg_extent_size: String(MiB) }]),
+    );
     assert.equal((await pool(smallExtents.run).p.probe()).available, true);
   });
 
@@ -211,7 +246,10 @@ describe("lvm-thin probe", () => {
       const status = await p.probe();
       assert.equal(status.available, false, location);
       assert.match(status.reason, /is not a thin pool as "vg\/thinpool"/, location);
-      await assert.rejects(p.createVolume(VOL, GiB, "lvm-thin"), (err: unknown) => err instanceof PoolUnavailableError && /vg\/thinpool/.test(err.message));
+      await assert.rejects(
+        p.createVolume(VOL, GiB, "lvm-thin"),
+        (err: unknown) => err instanceof PoolUnavailableError && /vg\/thinpool/.test(err.message),
+      );
       assert.deepEqual(host.calls, []);
     }
   });
@@ -221,7 +259,8 @@ describe("lvm-thin pool unavailable", () => {
   it("rejects every operation with PoolUnavailableError naming the reason, running nothing", async () => {
     const host = fakeHost();
     const { p } = pool(host.run, { control: join(tmpdir(), "aether-no-such-dir", "control") });
-    const isUnavailable = (err: unknown) => err instanceof PoolUnavailableError && /^device-mapper is not available on this host/.test(err.message);
+    const isUnavailable = (err: unknown) =>
+      err instanceof PoolUnavailableError && /^device-mapper is not available on this host/.test(err.message);
     await assert.rejects(p.createVolume(VOL, GiB, "lvm-thin"), isUnavailable);
     await assert.rejects(p.cloneImage(image, NEW, 4 * GiB), isUnavailable);
     await assert.rejects(p.snapshot(volume, SNAP1), isUnavailable);
@@ -247,7 +286,10 @@ describe("lvm-thin pool unavailable", () => {
       t.diagnostic("this host has /dev/mapper/control; checked the available path instead");
       return;
     }
-    await assert.rejects(p.createVolume(VOL, GiB, "lvm-thin"), (err: unknown) => err instanceof PoolUnavailableError && err.message === reason);
+    await assert.rejects(
+      p.createVolume(VOL, GiB, "lvm-thin"),
+      (err: unknown) => err instanceof PoolUnavailableError && err.message === reason,
+    );
     assert.match(reason, /no \/dev\/mapper\/control/);
   });
 
@@ -255,7 +297,10 @@ describe("lvm-thin pool unavailable", () => {
     let tools = false;
     const host = fakeHost();
     const { p } = pool(host.run, { which: async (name) => (tools ? `/usr/sbin/${name}` : undefined) });
-    await assert.rejects(p.createVolume(VOL, GiB, "lvm-thin"), (err: unknown) => err instanceof PoolUnavailableError && /install lvm2/.test(err.message));
+    await assert.rejects(
+      p.createVolume(VOL, GiB, "lvm-thin"),
+      (err: unknown) => err instanceof PoolUnavailableError && /install lvm2/.test(err.message),
+    );
     tools = true;
     await p.createVolume(VOL, GiB, "lvm-thin");
     await p.snapshot(volume, SNAP1);
@@ -272,7 +317,18 @@ describe("lvm-thin operations (argv through a fake runner)", () => {
     assert.deepEqual(created, { hostPath: `/dev/vg0/aether-v-${VOL}`, format: "lvm-thin", sizeBytes: 10 * GiB + 4 * MiB });
     assert.deepEqual(host.calls, [
       POOL_REPORT,
-      ["lvcreate", "--type", "thin", "--virtualsize", `${10 * GiB + 4 * MiB}b`, "--thinpool", "vg0/pool0", "--name", `aether-v-${VOL}`, "--yes"],
+      [
+        "lvcreate",
+        "--type",
+        "thin",
+        "--virtualsize",
+        `${10 * GiB + 4 * MiB}b`,
+        "--thinpool",
+        "vg0/pool0",
+        "--name",
+        `aether-v-${VOL}`,
+        "--yes",
+      ],
     ]);
     assert.ok(host.timeouts.every((t) => t === 120_000));
     await assert.rejects(p.createVolume(NEW, GiB, "qcow2"), /not qcow2/);
@@ -282,7 +338,11 @@ describe("lvm-thin operations (argv through a fake runner)", () => {
   it("clones an image: thin snapshot without activation skip, activated, extended when larger", async () => {
     const host = fakeHost();
     const { p } = pool(host.run);
-    assert.deepEqual(await p.cloneImage(image, NEW, 8 * GiB), { hostPath: `/dev/vg0/aether-v-${NEW}`, format: "lvm-thin", sizeBytes: 8 * GiB });
+    assert.deepEqual(await p.cloneImage(image, NEW, 8 * GiB), {
+      hostPath: `/dev/vg0/aether-v-${NEW}`,
+      format: "lvm-thin",
+      sizeBytes: 8 * GiB,
+    });
     assert.deepEqual(host.work(), [
       ["lvcreate", "--snapshot", "--setactivationskip", "n", "--name", `aether-v-${NEW}`, `vg0/aether-i-${IMG}`, "--yes"],
       ["lvchange", "--activate", "y", "--ignoreactivationskip", `vg0/aether-v-${NEW}`],
@@ -308,14 +368,32 @@ describe("lvm-thin operations (argv through a fake runner)", () => {
     const host = fakeHost();
     const { p } = pool(host.run);
     await p.snapshot(volume, SNAP1);
-    assert.deepEqual(host.work(), [["lvcreate", "--snapshot", "--setactivationskip", "y", "--name", `aether-s-${SNAP1}`, `vg0/aether-v-${VOL}`]]);
+    assert.deepEqual(host.work(), [
+      ["lvcreate", "--snapshot", "--setactivationskip", "y", "--name", `aether-s-${SNAP1}`, `vg0/aether-v-${VOL}`],
+    ]);
   });
 
   it("clones a snapshot from the snapshot's own size", async () => {
-    const snapReport = ["lvs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o", "lv_size,data_percent", `vg0/aether-s-${SNAP1}`];
-    const host = fakeHost((argv) => (argv.join(" ") === snapReport.join(" ") ? lvsJson([{ lv_size: String(4 * GiB), data_percent: "" }]) : undefined));
+    const snapReport = [
+      "lvs",
+      "--reportformat",
+      "json",
+      "--units",
+      "b",
+      "--nosuffix",
+      "-o",
+      "lv_size,data_percent",
+      `vg0/aether-s-${SNAP1}`,
+    ];
+    const host = fakeHost((argv) =>
+      argv.join(" ") === snapReport.join(" ") ? lvsJson([{ lv_size: String(4 * GiB), data_percent: "" }]) : undefined,
+    );
     const { p } = pool(host.run);
-    assert.deepEqual(await p.cloneSnapshot(volume, SNAP1, NEW, 6 * GiB), { hostPath: `/dev/vg0/aether-v-${NEW}`, format: "lvm-thin", sizeBytes: 6 * GiB });
+    assert.deepEqual(await p.cloneSnapshot(volume, SNAP1, NEW, 6 * GiB), {
+      hostPath: `/dev/vg0/aether-v-${NEW}`,
+      format: "lvm-thin",
+      sizeBytes: 6 * GiB,
+    });
     assert.deepEqual(host.work(), [
       snapReport,
       ["lvcreate", "--snapshot", "--setactivationskip", "n", "--name", `aether-v-${NEW}`, `vg0/aether-s-${SNAP1}`, "--yes"],
@@ -346,7 +424,9 @@ describe("lvm-thin operations (argv through a fake runner)", () => {
 
   it("leaves an open volume untouched when rollback cannot remove it", async () => {
     const busy = `vg0/aether-v-${VOL}`;
-    const host = fakeHost((argv) => (argv[0] === "lvremove" && argv.includes(busy) ? lvmError(argv, `Logical volume ${busy} in use.`) : undefined));
+    const host = fakeHost((argv) =>
+      argv[0] === "lvremove" && argv.includes(busy) ? lvmError(argv, `Logical volume ${busy} in use.`) : undefined,
+    );
     const { p } = pool(host.run);
     await assert.rejects(p.rollback(volume, SNAP1, [{ id: SNAP2 }]), /in use/);
     assert.deepEqual(host.work(), [
@@ -357,7 +437,9 @@ describe("lvm-thin operations (argv through a fake runner)", () => {
   });
 
   it("deletes a snapshot with lvremove, and a snapshot already gone without error", async () => {
-    const host = fakeHost((argv) => (argv.join(" ") === LIST.join(" ") ? lvsJson([{ lv_name: `aether-s-${SNAP1}` }, { lv_name: `aether-v-${VOL}` }]) : undefined));
+    const host = fakeHost((argv) =>
+      argv.join(" ") === LIST.join(" ") ? lvsJson([{ lv_name: `aether-s-${SNAP1}` }, { lv_name: `aether-v-${VOL}` }]) : undefined,
+    );
     const { p } = pool(host.run);
     await p.deleteSnapshot(volume, SNAP1, { id: SNAP2 }, undefined);
     assert.deepEqual(host.work(), [LIST, ["lvremove", "--yes", `vg0/aether-s-${SNAP1}`]]);
@@ -372,7 +454,10 @@ describe("lvm-thin operations (argv through a fake runner)", () => {
     const host = fakeHost((argv) => (argv.join(" ") === LIST.join(" ") ? lvsJson(present.map((lv_name) => ({ lv_name }))) : undefined));
     const { p } = pool(host.run);
     await p.deleteVolume(volume, [{ id: SNAP1 }, { id: SNAP2 }, { id: SNAP3 }]);
-    assert.deepEqual(host.work(), [LIST, ["lvremove", "--yes", `vg0/aether-v-${VOL}`, `vg0/aether-r-${VOL}`, `vg0/aether-s-${SNAP1}`, `vg0/aether-s-${SNAP3}`]]);
+    assert.deepEqual(host.work(), [
+      LIST,
+      ["lvremove", "--yes", `vg0/aether-v-${VOL}`, `vg0/aether-r-${VOL}`, `vg0/aether-s-${SNAP1}`, `vg0/aether-s-${SNAP3}`],
+    ]);
 
     const gone = fakeHost((argv) => (argv.join(" ") === LIST.join(" ") ? lvsJson([{ lv_name: "root" }]) : undefined));
     await pool(gone.run).p.deleteVolume(volume, [{ id: SNAP1 }]);
@@ -390,14 +475,20 @@ describe("lvm-thin operations (argv through a fake runner)", () => {
 
   it("reports a volume's allocated bytes as data_percent of its size, 0 when unknown", async () => {
     const report = ["lvs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o", "lv_size,data_percent", `vg0/aether-v-${VOL}`];
-    const host = fakeHost((argv) => (argv.join(" ") === report.join(" ") ? lvsJson([{ lv_size: String(10 * GiB), data_percent: "12.50" }]) : undefined));
+    const host = fakeHost((argv) =>
+      argv.join(" ") === report.join(" ") ? lvsJson([{ lv_size: String(10 * GiB), data_percent: "12.50" }]) : undefined,
+    );
     const { p } = pool(host.run);
     assert.equal(await p.allocatedBytes(volume), 10 * GiB * 0.125);
     assert.deepEqual(host.work(), [report]);
 
-    const inactive = fakeHost((argv) => (argv.join(" ") === report.join(" ") ? lvsJson([{ lv_size: String(10 * GiB), data_percent: "" }]) : undefined));
+    const inactive = fakeHost((argv) =>
+      argv.join(" ") === report.join(" ") ? lvsJson([{ lv_size: String(10 * GiB), data_percent: "" }]) : undefined,
+    );
     assert.equal(await pool(inactive.run).p.allocatedBytes(volume), 0);
-    const failing = fakeHost((argv) => (argv.includes(`vg0/aether-v-${VOL}`) ? lvmError(argv, "Failed to find logical volume") : undefined));
+    const failing = fakeHost((argv) =>
+      argv.includes(`vg0/aether-v-${VOL}`) ? lvmError(argv, "Failed to find logical volume") : undefined,
+    );
     assert.equal(await pool(failing.run).p.allocatedBytes(volume), 0);
     assert.equal(await pool(fakeHost().run).p.allocatedBytes({ hostPath: "/srv/other/disk.qcow2", format: "qcow2", sizeBytes: GiB }), 0);
   });

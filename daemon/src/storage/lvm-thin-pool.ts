@@ -63,7 +63,9 @@ const ID = /^[A-Za-z0-9][A-Za-z0-9-]*$/;
 function lvName(prefix: string, id: string): string {
   const name = `${prefix}${id}`;
   if (!ID.test(id) || name.length > LV_NAME_MAX) {
-    throw new Error(`"${id}" is not a server-assigned id usable in an LVM name (letters, digits and "-", at most ${LV_NAME_MAX - prefix.length} characters)`);
+    throw new Error(
+      `"${id}" is not a server-assigned id usable in an LVM name (letters, digits and "-", at most ${LV_NAME_MAX - prefix.length} characters)`,
+    );
   }
   return name;
 }
@@ -262,7 +264,7 @@ export class LvmThinPool implements StoragePool {
     let cmd: LvmThinCommands | undefined;
     let locationError = "";
     try {
-      if (rest.length > 0 || vg === "" || pool === "") throw new Error("expected \"vg/thinpool\"");
+      if (rest.length > 0 || vg === "" || pool === "") throw new Error('expected "vg/thinpool"');
       cmd = lvmThinCommands(vg, pool);
     } catch (err) {
       // Not thrown here: a bad pool in the configuration must not stop aetherd from starting; the
@@ -278,7 +280,9 @@ export class LvmThinPool implements StoragePool {
   }
 
   async probe(): Promise<PoolStatus> {
-    const status = await this.check().catch((err: unknown) => unavailable(`probing the lvm-thin pool ${this.location} failed: ${(err as Error).message}`));
+    const status = await this.check().catch((err: unknown) =>
+      unavailable(`probing the lvm-thin pool ${this.location} failed: ${(err as Error).message}`),
+    );
     this.availability = status.available ? Promise.resolve(status) : undefined;
     return status;
   }
@@ -295,7 +299,9 @@ export class LvmThinPool implements StoragePool {
     const missing: string[] = [];
     for (const tool of ["lvcreate", "lvs"]) if ((await this.which(tool)) === undefined) missing.push(tool);
     if (missing.length > 0) {
-      return unavailable(`the LVM tools are not installed (${missing.join(" and ")} not found on PATH): install lvm2 (apt-get install lvm2, or dnf install lvm2)`);
+      return unavailable(
+        `the LVM tools are not installed (${missing.join(" and ")} not found on PATH): install lvm2 (apt-get install lvm2, or dnf install lvm2)`,
+      );
     }
     const pool = this.location;
     let rows: Record<string, string>[];
@@ -313,7 +319,9 @@ export class LvmThinPool implements StoragePool {
     const row = rows[0];
     if (row === undefined) return unavailable(`lvs reported nothing for ${pool}: check that the thin pool exists (lvs ${pool})`);
     if (row.segtype !== "thin-pool") {
-      return unavailable(`${pool} is a ${row.segtype ?? "unknown"} LV, not a thin pool: point the pool's location at a thin pool (lvs -o lv_name,segtype ${this.vg})`);
+      return unavailable(
+        `${pool} is a ${row.segtype ?? "unknown"} LV, not a thin pool: point the pool's location at a thin pool (lvs -o lv_name,segtype ${this.vg})`,
+      );
     }
     const extent = Number(row.vg_extent_size);
     if (!(extent > 0) || LVM_THIN_GRANULARITY % extent !== 0) {
@@ -441,7 +449,11 @@ export class LvmThinPool implements StoragePool {
   async deleteVolume(volume: Disk, snapshots: SnapshotRef[]): Promise<void> {
     const cmd = await this.need();
     // Clones made from these snapshots are independent thin LVs and keep their contents.
-    await this.removePresent(cmd, [lvNames.volume(volume.id), lvNames.rollback(volume.id), ...snapshots.map((s) => lvNames.snapshot(s.id))]);
+    await this.removePresent(cmd, [
+      lvNames.volume(volume.id),
+      lvNames.rollback(volume.id),
+      ...snapshots.map((s) => lvNames.snapshot(s.id)),
+    ]);
   }
 
   /** Removes those of `names` that exist, in one lvremove; LVs already gone are not an error. */
@@ -465,9 +477,12 @@ export class LvmThinPool implements StoragePool {
   async finishImport(imageId: string, stagedPath: string, sourceFormat: "qcow2" | "raw"): Promise<StoredDisk> {
     const cmd = await this.need();
     const name = lvNames.image(imageId);
-    const info = JSON.parse((await this.exec(cmd.imageInfo(stagedPath, sourceFormat), INFO_TIMEOUT_MS)).stdout) as { "virtual-size"?: number };
+    const info = JSON.parse((await this.exec(cmd.imageInfo(stagedPath, sourceFormat), INFO_TIMEOUT_MS)).stdout) as {
+      "virtual-size"?: number;
+    };
     const virtualSize = info["virtual-size"];
-    if (typeof virtualSize !== "number" || !(virtualSize > 0)) throw new Error(`qemu-img reported no virtual size for the staged image ${stagedPath}`);
+    if (typeof virtualSize !== "number" || !(virtualSize > 0))
+      throw new Error(`qemu-img reported no virtual size for the staged image ${stagedPath}`);
     const size = roundUpToGranularity(virtualSize);
     await this.exec(cmd.createThin(name, size));
     try {

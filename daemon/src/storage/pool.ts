@@ -60,7 +60,12 @@ export interface StoragePool {
    * Deletes a snapshot without changing what the volume or the newer snapshots contain. `newer` is
    * the next newer snapshot, or undefined when the snapshot is the newest.
    */
-  deleteSnapshot(volume: StoredDisk & { id: string }, snapshotId: string, newer: SnapshotRef | undefined, older: SnapshotRef | undefined): Promise<void>;
+  deleteSnapshot(
+    volume: StoredDisk & { id: string },
+    snapshotId: string,
+    newer: SnapshotRef | undefined,
+    older: SnapshotRef | undefined,
+  ): Promise<void>;
   /** Grows a volume (the registry has refused shrinking). */
   resize(volume: StoredDisk & { id: string }, sizeBytes: number): Promise<void>;
   /** Deletes a volume and all its snapshots; a volume already gone is not an error. */

@@ -13,7 +13,10 @@ export interface ConfiguredPools {
 }
 
 export function createPools(configs: PoolConfig[], stateDir: string): ConfiguredPools {
-  const list = configs.length > 0 ? configs : [{ name: "default", driver: "dir" as const, location: join(stateDir, "pools", "default"), default: true, labels: {} }];
+  const list =
+    configs.length > 0
+      ? configs
+      : [{ name: "default", driver: "dir" as const, location: join(stateDir, "pools", "default"), default: true, labels: {} }];
   const pools = new Map<string, { pool: StoragePool; labels: Record<string, string> }>();
   for (const c of list) pools.set(c.name, { pool: createPool(c, stateDir), labels: c.labels });
   const defaultPool = (list.find((c) => c.default) ?? list[0])?.name ?? "default";

@@ -20,7 +20,14 @@ import { crashPoint } from "../store/crash-point.js";
 import { confineLocalSource, fetchSource, ImportError, inspectStaged, type ImportSource } from "./image-import.js";
 import { precheckUrl, UrlRefusedError } from "./url-guard.js";
 import { PoolUnavailableError, type DiskFormat, type PoolStatus, type StoragePool, type StoredDisk } from "./pool.js";
-import { ImageRecordSchema, SnapshotRecordSchema, VolumeRecordSchema, type ImageRecord, type SnapshotRecord, type VolumeRecord } from "./records.js";
+import {
+  ImageRecordSchema,
+  SnapshotRecordSchema,
+  VolumeRecordSchema,
+  type ImageRecord,
+  type SnapshotRecord,
+  type VolumeRecord,
+} from "./records.js";
 
 /** A VM that has a volume attached, as the VM manager reports it. */
 export interface VolumeUser {
@@ -125,7 +132,8 @@ export class StorageRegistry {
     // an empty one would hide that its volumes are gone.
     for (const { pool } of this.pools.values()) {
       const holdsAnything = [...this.volumes.values(), ...this.images.values()].some((r) => r.pool === pool.name);
-      if (!holdsAnything && "initialize" in pool && typeof pool.initialize === "function") await (pool.initialize as () => Promise<void>).call(pool);
+      if (!holdsAnything && "initialize" in pool && typeof pool.initialize === "function")
+        await (pool.initialize as () => Promise<void>).call(pool);
     }
     await this.reconcile();
   }
@@ -155,12 +163,17 @@ export class StorageRegistry {
       }
       const orphan = snap.forClone !== "" && this.clonesOf("snapshot", snap.id).length === 0;
       if (snap.state !== "creating" && snap.state !== "deleting" && !orphan) continue;
-      await this.settle(`${snap.state === "deleting" ? "finishing the delete" : "undoing the interrupted create"} of snapshot ${snap.name}`, snap, volume.pool, async (pool) => {
-        const chain = this.snapshotsOf(volume.id);
-        const at = chain.findIndex((s) => s.id === snap.id);
-        await pool.deleteSnapshot(this.disk(volume), snap.id, chain[at + 1], chain[at - 1]);
-        await this.forget("snapshots", this.snapshots, snap.id);
-      });
+      await this.settle(
+        `${snap.state === "deleting" ? "finishing the delete" : "undoing the interrupted create"} of snapshot ${snap.name}`,
+        snap,
+        volume.pool,
+        async (pool) => {
+          const chain = this.snapshotsOf(volume.id);
+          const at = chain.findIndex((s) => s.id === snap.id);
+          await pool.deleteSnapshot(this.disk(volume), snap.id, chain[at + 1], chain[at - 1]);
+          await this.forget("snapshots", this.snapshots, snap.id);
+        },
+      );
     }
     for (const volume of [...this.volumes.values()].filter((v) => v.state === "deleting")) {
       await this.settle(`finishing the delete of volume ${volume.name}`, volume, volume.pool, async (pool) => {
@@ -172,13 +185,23 @@ export class StorageRegistry {
     }
     for (const image of [...this.images.values()].filter((i) => i.state === "importing" || i.state === "deleting")) {
       const importing = image.state === "importing";
-      await this.settle(`${importing ? "undoing the interrupted import" : "finishing the delete"} of image ${image.name}`, image, image.pool, async (pool) => {
-        await pool.deleteImage(image.id);
-        if (!importing) return this.forget("images", this.images, image.id);
-        // The image stays, FAILED, so whoever imported it learns why it is not there.
-        Object.assign(image, { state: "failed", stateReason: "aetherd restarted during the import; delete the image and import it again.", hostPath: "", readyTimeMs: Date.now() });
-        await this.saveImage(image);
-      });
+      await this.settle(
+        `${importing ? "undoing the interrupted import" : "finishing the delete"} of image ${image.name}`,
+        image,
+        image.pool,
+        async (pool) => {
+          await pool.deleteImage(image.id);
+          if (!importing) return this.forget("images", this.images, image.id);
+          // The image stays, FAILED, so whoever imported it learns why it is not there.
+          Object.assign(image, {
+            state: "failed",
+            stateReason: "aetherd restarted during the import; delete the image and import it again.",
+            hostPath: "",
+            readyTimeMs: Date.now(),
+          });
+          await this.saveImage(image);
+        },
+      );
     }
     for (const volume of this.volumes.values()) {
       if (volume.state === "ready" && !existsSync(volume.hostPath)) {
@@ -191,12 +214,21 @@ export class StorageRegistry {
     for (const { pool } of this.pools.values()) {
       const stored = (await pool.storedPaths?.().catch(() => [])) ?? [];
       const unrecorded = stored.filter((p) => !recorded.has(p));
-      if (unrecorded.length > 0) this.log.warn({ pool: pool.name, paths: unrecorded }, "files in the pool that no volume or image record names; left in place (delete them by hand if unneeded)");
+      if (unrecorded.length > 0)
+        this.log.warn(
+          { pool: pool.name, paths: unrecorded },
+          "files in the pool that no volume or image record names; left in place (delete them by hand if unneeded)",
+        );
     }
   }
 
   /** Runs one recovery step; a step that fails marks its record FAILED with what to do. */
-  private async settle(doing: string, record: VolumeRecord | ImageRecord | SnapshotRecord, poolName: string, step: (pool: StoragePool) => Promise<void>): Promise<void> {
+  private async settle(
+    doing: string,
+    record: VolumeRecord | ImageRecord | SnapshotRecord,
+    poolName: string,
+    step: (pool: StoragePool) => Promise<void>,
+  ): Promise<void> {
     try {
       const pool = this.pool(poolName);
       const status = await pool.probe();
@@ -222,33 +254,55 @@ export class StorageRegistry {
 
   async getPool(name: string): Promise<PoolView> {
     const entry = this.pools.get(name);
-    if (!entry) throw new DomainError("not_found", `no pool named ${JSON.stringify(clip(name))} on this host; ListPools shows the configured pools (${[...this.pools.keys()].join(", ")}).`);
+    if (!entry)
+      throw new DomainError(
+        "not_found",
+        `no pool named ${JSON.stringify(clip(name))} on this host; ListPools shows the configured pools (${[...this.pools.keys()].join(", ")}).`,
+      );
     const status = await entry.pool.probe();
-    const allocated = [...this.volumes.values(), ...this.images.values()].filter((r) => r.pool === name).reduce((sum, r) => sum + r.sizeBytes, 0);
+    const allocated = [...this.volumes.values(), ...this.images.values()]
+      .filter((r) => r.pool === name)
+      .reduce((sum, r) => sum + r.sizeBytes, 0);
     return { pool: entry.pool, isDefault: name === this.defaultPoolName, labels: entry.labels, status, allocatedBytes: allocated };
   }
 
   private poolFor(name: string): StoragePool {
     const entry = this.pools.get(name === "" ? this.defaultPoolName : name);
-    if (!entry) throw new DomainError("invalid_argument", `pool ${JSON.stringify(clip(name))} is not configured on this host; ListPools shows the pools (${[...this.pools.keys()].join(", ")}).`);
+    if (!entry)
+      throw new DomainError(
+        "invalid_argument",
+        `pool ${JSON.stringify(clip(name))} is not configured on this host; ListPools shows the pools (${[...this.pools.keys()].join(", ")}).`,
+      );
     return entry.pool;
   }
 
   private pool(name: string): StoragePool {
     const entry = this.pools.get(name);
-    if (!entry) throw new DomainError("failed_precondition", `pool ${name} is no longer in aetherd's configuration; add it back to reach its volumes.`);
+    if (!entry)
+      throw new DomainError(
+        "failed_precondition",
+        `pool ${name} is no longer in aetherd's configuration; add it back to reach its volumes.`,
+      );
     return entry.pool;
   }
 
   /** Checks a size against the pool: not zero, not beyond what the whole pool could ever hold. */
   private async checkSize(pool: StoragePool, field: string, sizeBytes: number): Promise<number> {
-    if (sizeBytes < MIN_VOLUME_BYTES) throw new DomainError("invalid_argument", `${field} ${sizeBytes} is too small: a volume is at least 1 MiB (${MIN_VOLUME_BYTES} bytes).`);
-    if (sizeBytes > MAX_SAFE_BYTES) throw new DomainError("invalid_argument", `${field} ${sizeBytes} is beyond what aetherd handles (${MAX_SAFE_BYTES} bytes).`);
+    if (sizeBytes < MIN_VOLUME_BYTES)
+      throw new DomainError(
+        "invalid_argument",
+        `${field} ${sizeBytes} is too small: a volume is at least 1 MiB (${MIN_VOLUME_BYTES} bytes).`,
+      );
+    if (sizeBytes > MAX_SAFE_BYTES)
+      throw new DomainError("invalid_argument", `${field} ${sizeBytes} is beyond what aetherd handles (${MAX_SAFE_BYTES} bytes).`);
     const rounded = Math.ceil(sizeBytes / pool.granularityBytes) * pool.granularityBytes;
     const status = await pool.probe();
     if (!status.available) throw new DomainError("failed_precondition", `pool ${pool.name} is unavailable: ${status.reason}`);
     if (rounded > status.capacityBytes) {
-      throw new DomainError("invalid_argument", `${field} ${sizeBytes} is larger than pool ${pool.name} can ever hold (${status.capacityBytes} bytes); use a smaller size or a bigger pool.`);
+      throw new DomainError(
+        "invalid_argument",
+        `${field} ${sizeBytes} is larger than pool ${pool.name} can ever hold (${status.capacityBytes} bytes); use a smaller size or a bigger pool.`,
+      );
     }
     return rounded;
   }
@@ -267,11 +321,18 @@ export class StorageRegistry {
   resolveSnapshot(volumeRef: string, ref: string, tenant: string): SnapshotRecord {
     const byId = this.snapshots.get(ref);
     if (byId && byId.tenant === tenant && (volumeRef === "" || this.resolveVolume(volumeRef, tenant).id === byId.volume)) return byId;
-    if (volumeRef === "") throw new DomainError("not_found", `no snapshot with id ${JSON.stringify(clip(ref))} in tenant ${tenant}; to use a snapshot's name, also give its volume.`);
+    if (volumeRef === "")
+      throw new DomainError(
+        "not_found",
+        `no snapshot with id ${JSON.stringify(clip(ref))} in tenant ${tenant}; to use a snapshot's name, also give its volume.`,
+      );
     const volume = this.resolveVolume(volumeRef, tenant);
     const byName = this.snapshotsOf(volume.id).find((s) => s.name === ref);
     if (byName) return byName;
-    throw new DomainError("not_found", `volume ${volume.name} has no snapshot with id or name ${JSON.stringify(clip(ref))}; list them with ListSnapshots.`);
+    throw new DomainError(
+      "not_found",
+      `volume ${volume.name} has no snapshot with id or name ${JSON.stringify(clip(ref))}; list them with ListSnapshots.`,
+    );
   }
 
   /** Snapshots of a volume, oldest first. */
@@ -307,7 +368,10 @@ export class StorageRegistry {
    */
   health(volume: VolumeRecord | ImageRecord): { state: string; reason: string } {
     if (volume.state === "ready" && !existsSync(volume.hostPath)) {
-      return { state: "failed", reason: `its data ${volume.hostPath} is missing on disk (deleted or unmounted outside aetherd); restore it, or delete this record.` };
+      return {
+        state: "failed",
+        reason: `its data ${volume.hostPath} is missing on disk (deleted or unmounted outside aetherd); restore it, or delete this record.`,
+      };
     }
     return { state: volume.state, reason: volume.stateReason };
   }
@@ -328,11 +392,18 @@ export class StorageRegistry {
 
   private nameTaken(tenant: string, name: string): void {
     if ([...this.volumes.values()].some((v) => v.tenant === tenant && v.name === name)) {
-      throw new DomainError("already_exists", `a volume named ${name} already exists in tenant ${tenant}; pick another name or delete it first.`);
+      throw new DomainError(
+        "already_exists",
+        `a volume named ${name} already exists in tenant ${tenant}; pick another name or delete it first.`,
+      );
     }
   }
 
-  private byRequest<T extends { tenant: string; requestId: string }>(records: Iterable<T>, tenant: string, requestId: string): T | undefined {
+  private byRequest<T extends { tenant: string; requestId: string }>(
+    records: Iterable<T>,
+    tenant: string,
+    requestId: string,
+  ): T | undefined {
     if (requestId === "") return undefined;
     for (const r of records) if (r.tenant === tenant && r.requestId === requestId) return r;
     return undefined;
@@ -354,13 +425,25 @@ export class StorageRegistry {
       if (source.kind === "empty") {
         pool = this.poolFor(input.pool);
         format = input.format ?? pool.formats()[0] ?? "raw";
-        if (!pool.formats().includes(format)) throw new DomainError("invalid_argument", `pool ${pool.name} cannot hold ${format} volumes; it holds ${pool.formats().join(", ")}.`);
+        if (!pool.formats().includes(format))
+          throw new DomainError(
+            "invalid_argument",
+            `pool ${pool.name} cannot hold ${format} volumes; it holds ${pool.formats().join(", ")}.`,
+          );
         sizeBytes = await this.checkSize(pool, "size_bytes", source.sizeBytes);
         parent = { id: "", hostPath: "", format, sizeBytes };
       } else if (source.kind === "image") {
         const image = this.resolveImage(source.image, input.tenant);
-        if (image.state !== "ready") throw new DomainError("failed_precondition", `image ${image.name} is ${image.state}, not ready; ${image.state === "importing" ? "wait for its import (WatchImage)" : "import it again"}.`);
-        if (!existsSync(image.hostPath)) throw new DomainError("failed_precondition", `image ${image.name}'s data ${image.hostPath} is missing on disk; delete the image and import it again.`);
+        if (image.state !== "ready")
+          throw new DomainError(
+            "failed_precondition",
+            `image ${image.name} is ${image.state}, not ready; ${image.state === "importing" ? "wait for its import (WatchImage)" : "import it again"}.`,
+          );
+        if (!existsSync(image.hostPath))
+          throw new DomainError(
+            "failed_precondition",
+            `image ${image.name}'s data ${image.hostPath} is missing on disk; delete the image and import it again.`,
+          );
         pool = this.clonePool(input.pool, image.pool);
         backing = { kind: "image", id: image.id };
         parent = { id: image.id, hostPath: image.hostPath, format: image.format, sizeBytes: image.sizeBytes };
@@ -368,13 +451,17 @@ export class StorageRegistry {
         format = image.format;
       } else {
         const snap = this.resolveSnapshot(source.volume, source.snapshot, input.tenant);
-        if (snap.state !== "ready") throw new DomainError("failed_precondition", `snapshot ${snap.name} is ${snap.state}; clone a ready snapshot.`);
+        if (snap.state !== "ready")
+          throw new DomainError("failed_precondition", `snapshot ${snap.name} is ${snap.state}; clone a ready snapshot.`);
         parentVolume = this.volumes.get(snap.volume);
         if (!parentVolume) throw new DomainError("internal", `snapshot ${snap.id} has no volume record.`);
         // A volume being deleted takes its snapshots' files with it; decided under the lock, where
         // a delete either sees this clone (and refuses) or has marked the volume first.
         if (parentVolume.state !== "ready") {
-          throw new DomainError("failed_precondition", `volume ${parentVolume.name} is ${parentVolume.state}; its snapshot ${snap.name} cannot be cloned now.`);
+          throw new DomainError(
+            "failed_precondition",
+            `volume ${parentVolume.name} is ${parentVolume.state}; its snapshot ${snap.name} cannot be cloned now.`,
+          );
         }
         pool = this.clonePool(input.pool, parentVolume.pool);
         backing = { kind: "snapshot", id: snap.id };
@@ -429,7 +516,10 @@ export class StorageRegistry {
 
   private async discardHalfMade(pool: StoragePool, record: VolumeRecord): Promise<void> {
     try {
-      await pool.deleteVolume({ id: record.id, hostPath: record.hostPath || join("/nonexistent", record.id), format: record.format, sizeBytes: 0 }, []);
+      await pool.deleteVolume(
+        { id: record.id, hostPath: record.hostPath || join("/nonexistent", record.id), format: record.format, sizeBytes: 0 },
+        [],
+      );
     } catch (err) {
       this.log.warn({ volume: record.id, err: (err as Error).message }, "could not clean up a volume that failed to be created");
     }
@@ -438,19 +528,34 @@ export class StorageRegistry {
   /** A clone lives in its parent's pool; naming another one is a mistake worth an error. */
   private clonePool(requested: string, parentPool: string): StoragePool {
     if (requested !== "" && requested !== parentPool) {
-      throw new DomainError("invalid_argument", `a clone lives in its parent's pool (${parentPool}); leave pool empty or name ${parentPool}, not ${requested}.`);
+      throw new DomainError(
+        "invalid_argument",
+        `a clone lives in its parent's pool (${parentPool}); leave pool empty or name ${parentPool}, not ${requested}.`,
+      );
     }
     return this.pool(parentPool);
   }
 
   private async cloneSize(pool: StoragePool, requested: number, parentSize: number, what: string): Promise<number> {
     if (requested === 0) return parentSize;
-    if (requested < parentSize) throw new DomainError("invalid_argument", `size_bytes ${requested} is smaller than the ${what} (${parentSize} bytes); a clone can only keep or grow the size.`);
+    if (requested < parentSize)
+      throw new DomainError(
+        "invalid_argument",
+        `size_bytes ${requested} is smaller than the ${what} (${parentSize} bytes); a clone can only keep or grow the size.`,
+      );
     return this.checkSize(pool, "size_bytes", requested);
   }
 
   /** A clone of a volume: from one of its snapshots, or from a snapshot taken now. */
-  async cloneVolume(input: { volume: string; tenant: string; snapshot: string; name: string; labels: Record<string, string>; sizeBytes: number; requestId: string }): Promise<{ volume: VolumeRecord; snapshot: SnapshotRecord }> {
+  async cloneVolume(input: {
+    volume: string;
+    tenant: string;
+    snapshot: string;
+    name: string;
+    labels: Record<string, string>;
+    sizeBytes: number;
+    requestId: string;
+  }): Promise<{ volume: VolumeRecord; snapshot: SnapshotRecord }> {
     const again = this.byRequest(this.volumes.values(), input.tenant, input.requestId);
     if (again && again.backing.kind === "snapshot") {
       const snap = this.snapshots.get(again.backing.id);
@@ -462,7 +567,14 @@ export class StorageRegistry {
     // A snapshot taken for the clone names the clone, so a crash before the clone exists deletes it.
     const volumeId = randomUUID();
     const snapshot = taken
-      ? await this.snapshotVolume({ volume: source.id, tenant: input.tenant, name: `clone-${input.name}`.slice(0, 63).replace(/-+$/, ""), labels: {}, requestId: "", forClone: volumeId })
+      ? await this.snapshotVolume({
+          volume: source.id,
+          tenant: input.tenant,
+          name: `clone-${input.name}`.slice(0, 63).replace(/-+$/, ""),
+          labels: {},
+          requestId: "",
+          forClone: volumeId,
+        })
       : this.resolveSnapshot(source.id, input.snapshot, input.tenant);
     if (taken) crashPoint("storage.clone.snapshot-taken");
     try {
@@ -491,9 +603,14 @@ export class StorageRegistry {
   }
 
   private usable(volume: VolumeRecord, action: string): void {
-    if (volume.state !== "ready") throw new DomainError("failed_precondition", `volume ${volume.name} is ${volume.state}${volume.stateReason ? ` (${volume.stateReason})` : ""}; it cannot be ${action} now.`);
+    if (volume.state !== "ready")
+      throw new DomainError(
+        "failed_precondition",
+        `volume ${volume.name} is ${volume.state}${volume.stateReason ? ` (${volume.stateReason})` : ""}; it cannot be ${action} now.`,
+      );
     const health = this.health(volume);
-    if (health.state !== "ready") throw new DomainError("failed_precondition", `volume ${volume.name} cannot be ${action}: ${health.reason}`);
+    if (health.state !== "ready")
+      throw new DomainError("failed_precondition", `volume ${volume.name} cannot be ${action}: ${health.reason}`);
   }
 
   private disk(volume: VolumeRecord): StoredDisk & { id: string } {
@@ -504,9 +621,17 @@ export class StorageRegistry {
     const volume = this.resolveVolume(ref, tenant);
     return this.volumeLock(volume.id).runExclusive(async () => {
       this.usable(volume, "resized");
-      if (sizeBytes < volume.sizeBytes) throw new DomainError("invalid_argument", `size_bytes ${sizeBytes} is smaller than volume ${volume.name} (${volume.sizeBytes} bytes); volumes only grow, since shrinking would cut off the guest's data.`);
+      if (sizeBytes < volume.sizeBytes)
+        throw new DomainError(
+          "invalid_argument",
+          `size_bytes ${sizeBytes} is smaller than volume ${volume.name} (${volume.sizeBytes} bytes); volumes only grow, since shrinking would cut off the guest's data.`,
+        );
       if (sizeBytes === volume.sizeBytes) return volume;
-      if (this.usersOf(volume.id).some((u) => u.running)) throw new DomainError("failed_precondition", `volume ${volume.name} is attached to a running VM; stop the VM, resize, then start it.`);
+      if (this.usersOf(volume.id).some((u) => u.running))
+        throw new DomainError(
+          "failed_precondition",
+          `volume ${volume.name} is attached to a running VM; stop the VM, resize, then start it.`,
+        );
       const pool = this.pool(volume.pool);
       const rounded = await this.checkSize(pool, "size_bytes", sizeBytes);
       try {
@@ -520,7 +645,13 @@ export class StorageRegistry {
     });
   }
 
-  async deleteVolume(ref: string, tenant: string, deleteSnapshots: boolean, requestId: string, options: { asOwner?: string } = {}): Promise<void> {
+  async deleteVolume(
+    ref: string,
+    tenant: string,
+    deleteSnapshots: boolean,
+    requestId: string,
+    options: { asOwner?: string } = {},
+  ): Promise<void> {
     let volume: VolumeRecord;
     try {
       volume = this.resolveVolume(ref, tenant);
@@ -530,13 +661,26 @@ export class StorageRegistry {
     }
     await this.volumeLock(volume.id).runExclusive(async () => {
       const snaps = await this.lock.runExclusive(async () => {
-        if (volume.state === "creating" || volume.state === "deleting") throw new DomainError("failed_precondition", `volume ${volume.name} is ${volume.state}; try again when that is done.`);
+        if (volume.state === "creating" || volume.state === "deleting")
+          throw new DomainError("failed_precondition", `volume ${volume.name} is ${volume.state}; try again when that is done.`);
         const users = this.usersOf(volume.id).filter((u) => u.vmId !== options.asOwner);
-        if (users.length > 0) throw new DomainError("failed_precondition", `volume ${volume.name} is attached to VM ${users.map((u) => u.vmId).join(", ")}; delete the VM or detach the volume first.`);
+        if (users.length > 0)
+          throw new DomainError(
+            "failed_precondition",
+            `volume ${volume.name} is attached to VM ${users.map((u) => u.vmId).join(", ")}; delete the VM or detach the volume first.`,
+          );
         const dependents = this.dependentsOf(volume.id);
-        if (dependents.length > 0) throw new DomainError("failed_precondition", `volume ${volume.name} has clones that depend on its snapshots (${dependents.map((d) => d.name).join(", ")}); delete them first.`);
+        if (dependents.length > 0)
+          throw new DomainError(
+            "failed_precondition",
+            `volume ${volume.name} has clones that depend on its snapshots (${dependents.map((d) => d.name).join(", ")}); delete them first.`,
+          );
         const snaps = this.snapshotsOf(volume.id);
-        if (snaps.length > 0 && !deleteSnapshots) throw new DomainError("failed_precondition", `volume ${volume.name} has ${snaps.length} snapshot(s); delete them first or set delete_snapshots.`);
+        if (snaps.length > 0 && !deleteSnapshots)
+          throw new DomainError(
+            "failed_precondition",
+            `volume ${volume.name} has ${snaps.length} snapshot(s); delete them first or set delete_snapshots.`,
+          );
         // Written ahead (durably): a crash from here on leaves DELETING, and load() finishes the delete.
         volume.state = "deleting";
         await this.saveVolume(volume);
@@ -565,7 +709,14 @@ export class StorageRegistry {
 
   // ---- snapshots ---------------------------------------------------------------------------
 
-  async snapshotVolume(input: { volume: string; tenant: string; name: string; labels: Record<string, string>; requestId: string; forClone?: string }): Promise<SnapshotRecord> {
+  async snapshotVolume(input: {
+    volume: string;
+    tenant: string;
+    name: string;
+    labels: Record<string, string>;
+    requestId: string;
+    forClone?: string;
+  }): Promise<SnapshotRecord> {
     const again = this.byRequest(this.snapshots.values(), input.tenant, input.requestId);
     if (again) return again;
     const volume = this.resolveVolume(input.volume, input.tenant);
@@ -573,14 +724,27 @@ export class StorageRegistry {
       this.usable(volume, "snapshotted");
       const pool = this.pool(volume.pool);
       if (pool.driver === "dir" && this.usersOf(volume.id).some((u) => u.running)) {
-        throw new DomainError("failed_precondition", `volume ${volume.name} is attached to a running VM and lives in a dir pool, whose snapshots swap the file under the hypervisor; stop the VM first (ZFS pools snapshot running volumes).`);
+        throw new DomainError(
+          "failed_precondition",
+          `volume ${volume.name} is attached to a running VM and lives in a dir pool, whose snapshots swap the file under the hypervisor; stop the VM first (ZFS pools snapshot running volumes).`,
+        );
       }
       if (pool.driver === "dir" && volume.format !== "qcow2") {
-        throw new DomainError("failed_precondition", `volume ${volume.name} is ${volume.format}: raw volumes in a dir pool have no snapshots (and so no clones); create the volume as qcow2.`);
+        throw new DomainError(
+          "failed_precondition",
+          `volume ${volume.name} is ${volume.format}: raw volumes in a dir pool have no snapshots (and so no clones); create the volume as qcow2.`,
+        );
       }
       const existing = this.snapshotsOf(volume.id);
-      const name = input.name || `s${new Date().toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "z").toLowerCase()}`;
-      if (existing.some((s) => s.name === name)) throw new DomainError("already_exists", `volume ${volume.name} already has a snapshot named ${name}; pick another name.`);
+      const name =
+        input.name ||
+        `s${new Date()
+          .toISOString()
+          .replace(/[-:]/g, "")
+          .replace(/\.\d+Z$/, "z")
+          .toLowerCase()}`;
+      if (existing.some((s) => s.name === name))
+        throw new DomainError("already_exists", `volume ${volume.name} already has a snapshot named ${name}; pick another name.`);
       const record: SnapshotRecord = {
         id: randomUUID(),
         name,
@@ -626,7 +790,11 @@ export class StorageRegistry {
     await this.volumeLock(volume.id).runExclusive(async () => {
       const { newer, older } = await this.lock.runExclusive(async () => {
         const clones = this.clonesOf("snapshot", snap.id);
-        if (clones.length > 0) throw new DomainError("failed_precondition", `snapshot ${snap.name} has clones (${clones.map((c) => c.name).join(", ")}); delete them first.`);
+        if (clones.length > 0)
+          throw new DomainError(
+            "failed_precondition",
+            `snapshot ${snap.name} has clones (${clones.map((c) => c.name).join(", ")}); delete them first.`,
+          );
         this.usable(volume, "changed");
         const chain = this.snapshotsOf(volume.id);
         const at = chain.findIndex((s) => s.id === snap.id);
@@ -636,9 +804,16 @@ export class StorageRegistry {
         if (pool.driver === "dir") {
           // Deleting a layer rewrites the one above it: the volume itself when no newer snapshot
           // exists, or the newer snapshot, which clones and running VMs may be reading.
-          if (!newer && this.usersOf(volume.id).some((u) => u.running)) throw new DomainError("failed_precondition", `volume ${volume.name} is attached to a running VM; stop it before deleting its newest snapshot.`);
+          if (!newer && this.usersOf(volume.id).some((u) => u.running))
+            throw new DomainError(
+              "failed_precondition",
+              `volume ${volume.name} is attached to a running VM; stop it before deleting its newest snapshot.`,
+            );
           if (newer && this.clonesOf("snapshot", newer.id).some((c) => this.usersOf(c.id).some((u) => u.running))) {
-            throw new DomainError("failed_precondition", `snapshot ${newer.name} (taken after ${snap.name}) has clones attached to running VMs; stop them first.`);
+            throw new DomainError(
+              "failed_precondition",
+              `snapshot ${newer.name} (taken after ${snap.name}) has clones attached to running VMs; stop them first.`,
+            );
           }
         }
         snap.state = "deleting";
@@ -662,19 +837,36 @@ export class StorageRegistry {
     });
   }
 
-  async rollbackVolume(ref: string, tenant: string, snapshotRef: string, destroyNewer: boolean): Promise<{ volume: VolumeRecord; deleted: string[] }> {
+  async rollbackVolume(
+    ref: string,
+    tenant: string,
+    snapshotRef: string,
+    destroyNewer: boolean,
+  ): Promise<{ volume: VolumeRecord; deleted: string[] }> {
     const volume = this.resolveVolume(ref, tenant);
     const snap = this.resolveSnapshot(volume.id, snapshotRef, tenant);
     return this.volumeLock(volume.id).runExclusive(async () => {
       const newer = await this.lock.runExclusive(async () => {
         this.usable(volume, "rolled back");
         const users = this.usersOf(volume.id);
-        if (users.length > 0) throw new DomainError("failed_precondition", `volume ${volume.name} is attached to VM ${users.map((u) => u.vmId).join(", ")}; delete the VM or detach the volume before rolling back.`);
+        if (users.length > 0)
+          throw new DomainError(
+            "failed_precondition",
+            `volume ${volume.name} is attached to VM ${users.map((u) => u.vmId).join(", ")}; delete the VM or detach the volume before rolling back.`,
+          );
         const chain = this.snapshotsOf(volume.id);
         const newer = chain.slice(chain.findIndex((s) => s.id === snap.id) + 1);
-        if (newer.length > 0 && !destroyNewer) throw new DomainError("failed_precondition", `volume ${volume.name} has ${newer.length} snapshot(s) newer than ${snap.name} (${newer.map((s) => s.name).join(", ")}); set destroy_newer_snapshots to delete them.`);
+        if (newer.length > 0 && !destroyNewer)
+          throw new DomainError(
+            "failed_precondition",
+            `volume ${volume.name} has ${newer.length} snapshot(s) newer than ${snap.name} (${newer.map((s) => s.name).join(", ")}); set destroy_newer_snapshots to delete them.`,
+          );
         const cloned = newer.filter((s) => this.clonesOf("snapshot", s.id).length > 0);
-        if (cloned.length > 0) throw new DomainError("failed_precondition", `snapshot ${cloned.map((s) => s.name).join(", ")} (newer than ${snap.name}) has clones; delete them before rolling back.`);
+        if (cloned.length > 0)
+          throw new DomainError(
+            "failed_precondition",
+            `snapshot ${cloned.map((s) => s.name).join(", ")} (newer than ${snap.name}) has clones; delete them before rolling back.`,
+          );
         return newer;
       });
       try {
@@ -719,7 +911,10 @@ export class StorageRegistry {
     if (!status.available) throw new DomainError("failed_precondition", `pool ${pool.name} is unavailable: ${status.reason}`);
     const record = await this.lock.runExclusive(async () => {
       if ([...this.images.values()].some((i) => i.tenant === input.tenant && i.name === input.name)) {
-        throw new DomainError("already_exists", `an image named ${input.name} already exists in tenant ${input.tenant}; pick another name or delete it first.`);
+        throw new DomainError(
+          "already_exists",
+          `an image named ${input.name} already exists in tenant ${input.tenant}; pick another name or delete it first.`,
+        );
       }
       const record: ImageRecord = {
         id: randomUUID(),
@@ -747,11 +942,20 @@ export class StorageRegistry {
     });
     const abort = new AbortController();
     this.imports.set(record.id, abort);
-    void this.runImport(record, pool, source, input.sourceFormat, input.revealDigest, abort.signal).finally(() => this.imports.delete(record.id));
+    void this.runImport(record, pool, source, input.sourceFormat, input.revealDigest, abort.signal).finally(() =>
+      this.imports.delete(record.id),
+    );
     return record;
   }
 
-  private async runImport(record: ImageRecord, pool: StoragePool, source: ImportSource, declared: "qcow2" | "raw" | undefined, revealDigest: boolean, signal: AbortSignal): Promise<void> {
+  private async runImport(
+    record: ImageRecord,
+    pool: StoragePool,
+    source: ImportSource,
+    declared: "qcow2" | "raw" | undefined,
+    revealDigest: boolean,
+    signal: AbortSignal,
+  ): Promise<void> {
     let staged = "";
     try {
       staged = await pool.stagingPath(record.id);
@@ -761,7 +965,9 @@ export class StorageRegistry {
         this.changes.emit("image", record.id);
       });
       if (digest !== record.sha256) {
-        const found = revealDigest ? `the source's SHA-256 is ${digest}, not ${record.sha256}` : `the source's SHA-256 is not ${record.sha256}`;
+        const found = revealDigest
+          ? `the source's SHA-256 is ${digest}, not ${record.sha256}`
+          : `the source's SHA-256 is not ${record.sha256}`;
         throw new ImportError(`the checksum does not match: ${found}; check the URL or file and the checksum you gave.`);
       }
       const format = await inspectStaged(staged, declared);
@@ -769,7 +975,13 @@ export class StorageRegistry {
       const disk = await pool.finishImport(record.id, staged, format);
       await this.lock.runExclusive(async () => {
         if (record.state !== "importing") return;
-        Object.assign(record, { state: "ready", hostPath: disk.hostPath, format: disk.format, sizeBytes: disk.sizeBytes, readyTimeMs: Date.now() });
+        Object.assign(record, {
+          state: "ready",
+          hostPath: disk.hostPath,
+          format: disk.format,
+          sizeBytes: disk.sizeBytes,
+          readyTimeMs: Date.now(),
+        });
         await this.saveImage(record);
       });
       this.log.info({ image: record.id, name: record.name, bytes: record.importedBytes }, "image imported");
@@ -778,7 +990,8 @@ export class StorageRegistry {
       await this.lock.runExclusive(async () => {
         if (record.state !== "importing") return;
         record.state = "failed";
-        record.stateReason = err instanceof ImportError || err instanceof PoolUnavailableError ? err.message : `the import failed: ${(err as Error).message}`;
+        record.stateReason =
+          err instanceof ImportError || err instanceof PoolUnavailableError ? err.message : `the import failed: ${(err as Error).message}`;
         record.readyTimeMs = Date.now();
         await this.saveImage(record);
       });
@@ -799,7 +1012,11 @@ export class StorageRegistry {
     await this.lock.runExclusive(async () => {
       if (image.state === "deleting") throw new DomainError("failed_precondition", `image ${image.name} is already being deleted.`);
       const clones = this.clonesOf("image", image.id);
-      if (clones.length > 0) throw new DomainError("failed_precondition", `image ${image.name} has volumes cloned from it (${clones.map((c) => c.name).join(", ")}); delete them first.`);
+      if (clones.length > 0)
+        throw new DomainError(
+          "failed_precondition",
+          `image ${image.name} has volumes cloned from it (${clones.map((c) => c.name).join(", ")}); delete them first.`,
+        );
       image.state = "deleting";
       await this.saveImage(image, false);
     });
@@ -856,7 +1073,8 @@ export class StorageRegistry {
   /** Host failures become FAILED_PRECONDITION (pool gone) or INTERNAL with the tool's own words. */
   private hostError(err: unknown, doing: string): Error {
     if (rpcCode(err) !== undefined) return err as Error;
-    if (err instanceof PoolUnavailableError) return new DomainError("failed_precondition", `${doing} failed: the pool is unavailable: ${err.message}`);
+    if (err instanceof PoolUnavailableError)
+      return new DomainError("failed_precondition", `${doing} failed: the pool is unavailable: ${err.message}`);
     if (err instanceof HostCommandError) return new DomainError("internal", `${doing} failed: ${err.message}`);
     return new DomainError("internal", `${doing} failed: ${(err as Error).message}`);
   }

@@ -19,7 +19,21 @@ import {
   type Snapshot,
   type Volume,
 } from "@aether/sdk/gen/aether/storage/v1/storage_pb";
-import { type CallerScope, clip, dnsLabel, invalidArgument, labelFilter, labels, matchesFilter, paginate, reference, requireClusterWide, scopeKey, tenant as parseTenant, timestamp } from "@aether/server";
+import {
+  type CallerScope,
+  clip,
+  dnsLabel,
+  invalidArgument,
+  labelFilter,
+  labels,
+  matchesFilter,
+  paginate,
+  reference,
+  requireClusterWide,
+  scopeKey,
+  tenant as parseTenant,
+  timestamp,
+} from "@aether/server";
 import type { DiskFormat } from "./pool.js";
 import { ANY_URL, type UrlRules } from "./url-guard.js";
 import type { ImportSource } from "./image-import.js";
@@ -35,14 +49,30 @@ const FORMAT_TO_PROTO: Record<DiskFormat, VolumeFormat> = {
 };
 const FORMAT_FROM_PROTO = new Map<VolumeFormat, DiskFormat>(Object.entries(FORMAT_TO_PROTO).map(([k, v]) => [v, k as DiskFormat]));
 const DRIVER_TO_PROTO = { dir: PoolDriver.DIR, zfs: PoolDriver.ZFS, "lvm-thin": PoolDriver.LVM_THIN } as const;
-const VOLUME_STATE = { creating: VolumeState.CREATING, ready: VolumeState.READY, deleting: VolumeState.DELETING, failed: VolumeState.FAILED } as Record<string, VolumeState>;
-const IMAGE_STATE = { importing: ImageState.IMPORTING, ready: ImageState.READY, failed: ImageState.FAILED, deleting: ImageState.DELETING } as Record<string, ImageState>;
+const VOLUME_STATE = {
+  creating: VolumeState.CREATING,
+  ready: VolumeState.READY,
+  deleting: VolumeState.DELETING,
+  failed: VolumeState.FAILED,
+} as Record<string, VolumeState>;
+const IMAGE_STATE = {
+  importing: ImageState.IMPORTING,
+  ready: ImageState.READY,
+  failed: ImageState.FAILED,
+  deleting: ImageState.DELETING,
+} as Record<string, ImageState>;
 // A snapshot being taken ("creating") is never listed, so it has no contract state.
-const SNAPSHOT_STATE = { creating: SnapshotState.UNSPECIFIED, ready: SnapshotState.READY, deleting: SnapshotState.DELETING, failed: SnapshotState.FAILED } as const;
+const SNAPSHOT_STATE = {
+  creating: SnapshotState.UNSPECIFIED,
+  ready: SnapshotState.READY,
+  deleting: SnapshotState.DELETING,
+  failed: SnapshotState.FAILED,
+} as const;
 
 /** A uint64 size field as a number; 0 stays 0 (meaning "default" where the contract says so). */
 function bytes(field: string, value: bigint): number {
-  if (value > BigInt(Number.MAX_SAFE_INTEGER)) throw invalidArgument(`${field} ${value} is beyond what aetherd handles (${Number.MAX_SAFE_INTEGER} bytes).`);
+  if (value > BigInt(Number.MAX_SAFE_INTEGER))
+    throw invalidArgument(`${field} ${value} is beyond what aetherd handles (${Number.MAX_SAFE_INTEGER} bytes).`);
   return Number(value);
 }
 
@@ -168,11 +198,20 @@ export function storageService(registry: StorageRegistry, tenancy: ImportTenancy
           if (source.sizeBytes === 0) throw invalidArgument("empty.size_bytes is 0: give the volume's size in bytes (at least 1 MiB).");
           break;
         case "image":
-          source = { kind: "image", image: reference("image.image", req.source.value.image), sizeBytes: bytes("image.size_bytes", req.source.value.sizeBytes) };
+          source = {
+            kind: "image",
+            image: reference("image.image", req.source.value.image),
+            sizeBytes: bytes("image.size_bytes", req.source.value.sizeBytes),
+          };
           break;
         case "snapshot": {
           const s = req.source.value;
-          source = { kind: "snapshot", volume: s.volume === "" ? "" : reference("snapshot.volume", s.volume), snapshot: reference("snapshot.snapshot", s.snapshot), sizeBytes: bytes("snapshot.size_bytes", s.sizeBytes) };
+          source = {
+            kind: "snapshot",
+            volume: s.volume === "" ? "" : reference("snapshot.volume", s.volume),
+            snapshot: reference("snapshot.snapshot", s.snapshot),
+            sizeBytes: bytes("snapshot.size_bytes", s.sizeBytes),
+          };
           break;
         }
         default:
@@ -255,18 +294,31 @@ export function storageService(registry: StorageRegistry, tenancy: ImportTenancy
       const volumeId = req.volume === "" ? "" : registry.resolveVolume(reference("volume", req.volume), parseTenant(req.tenant)).id;
       const all = registry
         .listSnapshots()
-        .filter((s) => (owner === undefined || s.tenant === owner) && (volumeId === "" || s.volume === volumeId) && matchesFilter(s.labels, terms));
+        .filter(
+          (s) =>
+            (owner === undefined || s.tenant === owner) && (volumeId === "" || s.volume === volumeId) && matchesFilter(s.labels, terms),
+        );
       const { page, nextPageToken } = paginate(all, req.pageSize, req.pageToken);
       return { snapshots: page.map(snapshotMessage), nextPageToken };
     },
 
     async deleteSnapshot(req) {
-      await registry.deleteSnapshot(req.volume === "" ? "" : reference("volume", req.volume), reference("snapshot", req.snapshot), parseTenant(req.tenant), req.requestId);
+      await registry.deleteSnapshot(
+        req.volume === "" ? "" : reference("volume", req.volume),
+        reference("snapshot", req.snapshot),
+        parseTenant(req.tenant),
+        req.requestId,
+      );
       return {};
     },
 
     async rollbackVolume(req) {
-      const result = await registry.rollbackVolume(reference("volume", req.volume), parseTenant(req.tenant), reference("snapshot", req.snapshot), req.destroyNewerSnapshots);
+      const result = await registry.rollbackVolume(
+        reference("volume", req.volume),
+        parseTenant(req.tenant),
+        reference("snapshot", req.snapshot),
+        req.destroyNewerSnapshots,
+      );
       return { volume: await volumeMessage(result.volume), deletedSnapshots: result.deleted };
     },
 
@@ -278,7 +330,8 @@ export function storageService(registry: StorageRegistry, tenancy: ImportTenancy
       if (src?.case === "localPath") requireClusterWide(scope, "import images from files of the host (import from an http(s) URL)");
       let source: ImportSource;
       if (src?.case === "localPath") {
-        if (!src.value.startsWith("/") || src.value.includes("\0") || src.value.length > 4096) throw invalidArgument(`source.local_path ${JSON.stringify(clip(src.value))} is not an absolute path.`);
+        if (!src.value.startsWith("/") || src.value.includes("\0") || src.value.length > 4096)
+          throw invalidArgument(`source.local_path ${JSON.stringify(clip(src.value))} is not an absolute path.`);
         source = { kind: "local", path: src.value };
       } else if (src?.case === "url") {
         let url: URL;
@@ -287,13 +340,16 @@ export function storageService(registry: StorageRegistry, tenancy: ImportTenancy
         } catch {
           throw invalidArgument(`source.url ${JSON.stringify(clip(src.value))} is not a URL.`);
         }
-        if (url.protocol !== "http:" && url.protocol !== "https:") throw invalidArgument(`source.url must be http:// or https://, not ${url.protocol}//.`);
+        if (url.protocol !== "http:" && url.protocol !== "https:")
+          throw invalidArgument(`source.url must be http:// or https://, not ${url.protocol}//.`);
         source = { kind: "url", url: url.toString(), rules: urlRules(scope, tenancy) };
       } else {
         throw invalidArgument("source is required: give source.local_path (a file on this host) or source.url (http or https).");
       }
-      if (!/^[0-9a-f]{64}$/.test(req.sha256)) throw invalidArgument("sha256 must be the source's SHA-256 as 64 lowercase hex digits (sha256sum prints it).");
-      const sourceFormat = req.sourceFormat === ImageFileFormat.QCOW2 ? "qcow2" : req.sourceFormat === ImageFileFormat.RAW ? "raw" : undefined;
+      if (!/^[0-9a-f]{64}$/.test(req.sha256))
+        throw invalidArgument("sha256 must be the source's SHA-256 as 64 lowercase hex digits (sha256sum prints it).");
+      const sourceFormat =
+        req.sourceFormat === ImageFileFormat.QCOW2 ? "qcow2" : req.sourceFormat === ImageFileFormat.RAW ? "raw" : undefined;
       const image = await registry.importImage({
         name,
         tenant: parseTenant(req.tenant),
@@ -338,7 +394,9 @@ export function storageService(registry: StorageRegistry, tenancy: ImportTenancy
       const owner = listTenant(req.tenant);
       const terms = labelFilter(req.filter);
       const pool = optionalLabel("pool", req.pool);
-      const all = registry.listImages().filter((i) => (owner === undefined || i.tenant === owner) && (pool === "" || i.pool === pool) && matchesFilter(i.labels, terms));
+      const all = registry
+        .listImages()
+        .filter((i) => (owner === undefined || i.tenant === owner) && (pool === "" || i.pool === pool) && matchesFilter(i.labels, terms));
       const messages = await Promise.all(all.map(imageMessage));
       const wanted = messages.filter((m) => req.state === ImageState.UNSPECIFIED || m.state === req.state);
       const { page, nextPageToken } = paginate(wanted, req.pageSize, req.pageToken);

@@ -42,7 +42,10 @@ function under(url: URL, prefix: string): boolean {
 export function checkUrl(url: URL, rules: UrlRules): void {
   if (url.protocol !== "http:" && url.protocol !== "https:") throw new UrlRefusedError(`${url.href} is not an http:// or https:// URL.`);
   if (rules.prefixes !== undefined && !rules.prefixes.some((p) => under(url, p))) {
-    const allowed = rules.prefixes.length === 0 ? "this host allows tenants no URL (an operator lists them in [tenancy] image_url_prefixes)" : `tenants may download only from ${rules.prefixes.join(", ")}`;
+    const allowed =
+      rules.prefixes.length === 0
+        ? "this host allows tenants no URL (an operator lists them in [tenancy] image_url_prefixes)"
+        : `tenants may download only from ${rules.prefixes.join(", ")}`;
     throw new UrlRefusedError(`${url.origin}${url.pathname} is not under an allowed URL prefix: ${allowed}.`);
   }
   const literal = hostAddress(url);
@@ -85,7 +88,9 @@ function refuseIfNotPublic(host: string, address: string): void {
   const why = notPublic(address);
   if (why === undefined) return;
   const shown = host.replace(/^\[(.*)\]$/, "$1") === address ? address : `${host} (${address})`;
-  throw new UrlRefusedError(`${shown} is ${why}; tenants may download images only from public addresses (an operator can set [tenancy] allow_private_urls).`);
+  throw new UrlRefusedError(
+    `${shown} is ${why}; tenants may download images only from public addresses (an operator can set [tenancy] allow_private_urls).`,
+  );
 }
 
 type LookupCallback = (err: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void;
@@ -119,6 +124,8 @@ export async function precheckUrl(url: URL, rules: UrlRules): Promise<void> {
   checkUrl(url, rules);
   if (!rules.publicOnly || hostAddress(url) !== undefined) return;
   await new Promise<void>((resolve, reject) => {
-    guardedLookup(rules)(url.hostname, { all: true }, (err) => (err ? reject(err instanceof ImportError ? err : new ImportError(`cannot resolve ${url.hostname}: ${err.message}.`)) : resolve()));
+    guardedLookup(rules)(url.hostname, { all: true }, (err) =>
+      err ? reject(err instanceof ImportError ? err : new ImportError(`cannot resolve ${url.hostname}: ${err.message}.`)) : resolve(),
+    );
   });
 }

@@ -70,7 +70,10 @@ describe("ZFS pool driver (zfs-fuse)", () => {
     const status = await missing.probe();
     assert.equal(status.available, false);
     assert.equal(status.reason, `ZFS dataset ${zfs.pool}/missing does not exist: create it with "zfs create ${zfs.pool}/missing"`);
-    await assert.rejects(missing.createVolume(randomUUID(), MiB, "zfs-file"), (e: unknown) => e instanceof PoolUnavailableError && e.message === status.reason);
+    await assert.rejects(
+      missing.createVolume(randomUUID(), MiB, "zfs-file"),
+      (e: unknown) => e instanceof PoolUnavailableError && e.message === status.reason,
+    );
     await assert.rejects(missing.stagingPath(randomUUID()), PoolUnavailableError);
   });
 
@@ -87,7 +90,10 @@ describe("ZFS pool driver (zfs-fuse)", () => {
     const status = await new ZfsPool("away", zfs.dataset, { zfsCommand: fake }).probe();
     assert.equal(status.available, false);
     if (!existsSync("/sys/module/zfs")) {
-      assert.equal(status.reason, 'ZFS is not answering (connect: No such file or directory): start zfs-fuse (run "zfs-fuse" as root), then "zfs mount -a"');
+      assert.equal(
+        status.reason,
+        'ZFS is not answering (connect: No such file or directory): start zfs-fuse (run "zfs-fuse" as root), then "zfs mount -a"',
+      );
     }
     const none = await new ZfsPool("none", zfs.dataset, { zfsCommand: join(dir, "no-such-zfs") }).probe();
     assert.equal(none.available, false);
@@ -233,7 +239,8 @@ describe("ZFS pool driver (zfs-fuse)", () => {
       clones.push(target);
     }
     console.log(`bare zfs clone under zfs-fuse: ${times.map((t) => t.toFixed(1)).join(", ")} ms`);
-    for (const target of clones) await pool.deleteVolume({ id: target.split("/").at(-1) ?? "", hostPath: "", format: "zfs-file", sizeBytes: 0 }, []);
+    for (const target of clones)
+      await pool.deleteVolume({ id: target.split("/").at(-1) ?? "", hostPath: "", format: "zfs-file", sizeBytes: 0 }, []);
     await pool.deleteImage(imageId);
     assert.equal((await readFile("/proc/self/mounts", "utf8")).includes(`${zfs.dataset}/volumes/`), false, "no clone stays mounted");
   });

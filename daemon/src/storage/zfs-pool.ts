@@ -79,7 +79,8 @@ export class ZfsPool implements StoragePool {
       const root = await this.checkRoot();
       return { available: true, reason: "", capacityBytes: root.used + root.available, usedBytes: root.used };
     } catch (error) {
-      const reason = error instanceof PoolUnavailableError ? error.message : `ZFS dataset ${this.location} could not be probed: ${message(error)}`;
+      const reason =
+        error instanceof PoolUnavailableError ? error.message : `ZFS dataset ${this.location} could not be probed: ${message(error)}`;
       return { available: false, reason, capacityBytes: 0, usedBytes: 0 };
     }
   }
@@ -127,7 +128,12 @@ export class ZfsPool implements StoragePool {
     await this.zfs(["snapshot", this.snapshotName(volume.id, snapshotId)]);
   }
 
-  async cloneSnapshot(volume: StoredDisk & { id: string }, snapshotId: string, newVolumeId: string, sizeBytes: number): Promise<StoredDisk> {
+  async cloneSnapshot(
+    volume: StoredDisk & { id: string },
+    snapshotId: string,
+    newVolumeId: string,
+    sizeBytes: number,
+  ): Promise<StoredDisk> {
     await this.requireRoot();
     return this.cloneFrom(this.snapshotName(volume.id, snapshotId), volume.format, this.dataset("volumes", newVolumeId), sizeBytes);
   }
@@ -143,7 +149,12 @@ export class ZfsPool implements StoragePool {
     }
   }
 
-  async deleteSnapshot(volume: StoredDisk & { id: string }, snapshotId: string, _newer: SnapshotRef | undefined, _older: SnapshotRef | undefined): Promise<void> {
+  async deleteSnapshot(
+    volume: StoredDisk & { id: string },
+    snapshotId: string,
+    _newer: SnapshotRef | undefined,
+    _older: SnapshotRef | undefined,
+  ): Promise<void> {
     await this.requireRoot();
     // ZFS keeps the blocks a newer snapshot or the volume still needs by itself; nothing to merge.
     try {
@@ -262,12 +273,16 @@ export class ZfsPool implements StoragePool {
     }
     const type = props.get("type") ?? "";
     if (type !== "filesystem") {
-      throw new PoolUnavailableError(`ZFS dataset ${this.location} is a ${type}, not a file system: point the pool at a file system dataset (zfs create <pool>/aether)`);
+      throw new PoolUnavailableError(
+        `ZFS dataset ${this.location} is a ${type}, not a file system: point the pool at a file system dataset (zfs create <pool>/aether)`,
+      );
     }
     // Images and volume files live under the mountpoint, and imports stage there.
     const mountpoint = props.get("mountpoint") ?? "";
     if (!mountpoint.startsWith("/")) {
-      throw new PoolUnavailableError(`ZFS dataset ${this.location} has no mountpoint (mountpoint=${mountpoint}): give it one with "zfs set mountpoint=/srv/aether ${this.location}"`);
+      throw new PoolUnavailableError(
+        `ZFS dataset ${this.location} has no mountpoint (mountpoint=${mountpoint}): give it one with "zfs set mountpoint=/srv/aether ${this.location}"`,
+      );
     }
     if (props.get("mounted") !== "yes") {
       // zfs-fuse imports its pools when it starts but mounts none of their datasets.
@@ -376,7 +391,9 @@ export class ZfsPool implements StoragePool {
       const props = await this.properties(dataset, ["mountpoint", "mounted"]);
       mountpoint = props.get("mountpoint") ?? "";
       if (!mountpoint.startsWith("/")) {
-        throw new Error(`ZFS dataset ${dataset} has no mountpoint (mountpoint=${mountpoint}); set one on ${this.location} and let it inherit`);
+        throw new Error(
+          `ZFS dataset ${dataset} has no mountpoint (mountpoint=${mountpoint}); set one on ${this.location} and let it inherit`,
+        );
       }
       if (props.get("mounted") !== "yes") {
         try {
@@ -389,7 +406,9 @@ export class ZfsPool implements StoragePool {
         if (!mustExist || existsSync(file)) return file;
       }
       if (Date.now() > deadline) {
-        throw new Error(`ZFS dataset ${dataset} did not appear mounted at ${mountpoint} with its ${DISK_FILE} within ${APPEAR_TIMEOUT_MS / 1000} s`);
+        throw new Error(
+          `ZFS dataset ${dataset} did not appear mounted at ${mountpoint} with its ${DISK_FILE} within ${APPEAR_TIMEOUT_MS / 1000} s`,
+        );
       }
       await sleep(50);
     }
@@ -400,7 +419,8 @@ export class ZfsPool implements StoragePool {
     const device = `/dev/zvol/${dataset}`;
     const deadline = Date.now() + APPEAR_TIMEOUT_MS;
     while (!existsSync(device)) {
-      if (Date.now() > deadline) throw new Error(`zvol ${dataset} has no device ${device} after ${APPEAR_TIMEOUT_MS / 1000} s: is udev running?`);
+      if (Date.now() > deadline)
+        throw new Error(`zvol ${dataset} has no device ${device} after ${APPEAR_TIMEOUT_MS / 1000} s: is udev running?`);
       await sleep(50);
     }
     return device;

@@ -24,7 +24,26 @@ export interface KvmProbeResult {
 
 export async function probeKvm(qemu: string, kernel: string, initrd: string, timeoutMs: number): Promise<KvmProbeResult> {
   if (!(await kvmDeviceUsable())) return { usable: false, reason: "/dev/kvm is missing or cannot be opened" };
-  const args = ["-M", "microvm,x-option-roms=off,isa-serial=on", "-accel", "kvm", "-cpu", "host", "-m", "128M", "-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-serial", "stdio", "-kernel", kernel, "-append", "console=ttyS0 panic=-1"];
+  const args = [
+    "-M",
+    "microvm,x-option-roms=off,isa-serial=on",
+    "-accel",
+    "kvm",
+    "-cpu",
+    "host",
+    "-m",
+    "128M",
+    "-nodefaults",
+    "-no-user-config",
+    "-nographic",
+    "-no-reboot",
+    "-serial",
+    "stdio",
+    "-kernel",
+    kernel,
+    "-append",
+    "console=ttyS0 panic=-1",
+  ];
   if (initrd) args.push("-initrd", initrd);
   const child = spawn(qemu, args, { stdio: ["ignore", "pipe", "pipe"] });
   return new Promise((resolve) => {
@@ -34,12 +53,18 @@ export async function probeKvm(qemu: string, kernel: string, initrd: string, tim
       child.kill("SIGKILL");
       resolve(result);
     };
-    const timer = setTimeout(() => finish({ usable: false, reason: `a probe guest did not boot under KVM within ${timeoutMs} ms (nested KVM often hangs guests)` }), timeoutMs);
+    const timer = setTimeout(
+      () =>
+        finish({ usable: false, reason: `a probe guest did not boot under KVM within ${timeoutMs} ms (nested KVM often hangs guests)` }),
+      timeoutMs,
+    );
     child.stdout.on("data", (d: Buffer) => {
       output += d.toString();
       if (BOOTED.test(output)) finish({ usable: true, reason: "a probe guest booted under KVM" });
     });
     child.stderr.on("data", (d: Buffer) => (output += d.toString()));
-    child.on("exit", () => finish({ usable: false, reason: `QEMU could not boot a probe guest under KVM: ${output.trim().split("\n").slice(-2).join(" ")}` }));
+    child.on("exit", () =>
+      finish({ usable: false, reason: `QEMU could not boot a probe guest under KVM: ${output.trim().split("\n").slice(-2).join(" ")}` }),
+    );
   });
 }

@@ -50,9 +50,14 @@ export async function* attachConsole(
     }
     stop.abort();
   })();
-  const ended = Promise.race([manager.ended(vm), new Promise<void>((r) => stop.signal.addEventListener("abort", () => r(), { once: true }))]);
+  const ended = Promise.race([
+    manager.ended(vm),
+    new Promise<void>((r) => stop.signal.addEventListener("abort", () => r(), { once: true })),
+  ]);
   try {
-    for await (const chunk of merge([tailFile(files.consoleLog, { offset: Math.max(0, size - Number(first.value.tailBytes)), follow: true, ended, signal: stop.signal })])) {
+    for await (const chunk of merge([
+      tailFile(files.consoleLog, { offset: Math.max(0, size - Number(first.value.tailBytes)), follow: true, ended, signal: stop.signal }),
+    ])) {
       yield { output: chunk.data, offset: BigInt(chunk.offset) } satisfies Out;
     }
   } finally {

@@ -19,17 +19,31 @@ export function configurationRequests(spec: VmSpec, files: VmFiles): ApiRequest[
       body: {
         kernel_image_path: spec.kernelPath,
         ...(spec.initrdPath ? { initrd_path: spec.initrdPath } : {}),
-        boot_args: ["console=ttyS0", "reboot=k", "panic=1", "pci=off", `aether.hostname=${spec.name}`, spec.cmdline].filter(Boolean).join(" "),
+        boot_args: ["console=ttyS0", "reboot=k", "panic=1", "pci=off", `aether.hostname=${spec.name}`, spec.cmdline]
+          .filter(Boolean)
+          .join(" "),
       },
     },
-    { method: "PUT", path: "/machine-config", body: { vcpu_count: spec.vcpus, mem_size_mib: Math.floor(spec.memoryBytes / (1024 * 1024)), smt: false } },
+    {
+      method: "PUT",
+      path: "/machine-config",
+      body: { vcpu_count: spec.vcpus, mem_size_mib: Math.floor(spec.memoryBytes / (1024 * 1024)), smt: false },
+    },
   ];
   spec.disks.forEach((d, i) => {
     const id = `disk${i}`;
-    requests.push({ method: "PUT", path: `/drives/${id}`, body: { drive_id: id, path_on_host: d.path, is_root_device: false, is_read_only: d.readOnly, cache_type: "Writeback" } });
+    requests.push({
+      method: "PUT",
+      path: `/drives/${id}`,
+      body: { drive_id: id, path_on_host: d.path, is_root_device: false, is_read_only: d.readOnly, cache_type: "Writeback" },
+    });
   });
   if (spec.cloudInit) {
-    requests.push({ method: "PUT", path: "/drives/seed", body: { drive_id: "seed", path_on_host: files.seed, is_root_device: false, is_read_only: true } });
+    requests.push({
+      method: "PUT",
+      path: "/drives/seed",
+      body: { drive_id: "seed", path_on_host: files.seed, is_root_device: false, is_read_only: true },
+    });
   }
   spec.nics.forEach((n, i) => {
     const id = `eth${i}`;
@@ -57,7 +71,10 @@ export function send(socketPath: string, req: ApiRequest, timeoutMs = 5000): Pro
         socketPath,
         method: req.method,
         path: req.path,
-        headers: { Accept: "application/json", ...(payload ? { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(payload) } : {}) },
+        headers: {
+          Accept: "application/json",
+          ...(payload ? { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(payload) } : {}),
+        },
         timeout: timeoutMs,
       },
       (res) => {
@@ -67,12 +84,18 @@ export function send(socketPath: string, req: ApiRequest, timeoutMs = 5000): Pro
         res.on("end", () => {
           const body = text ? (JSON.parse(text) as Record<string, unknown>) : {};
           if ((res.statusCode ?? 500) >= 300) {
-            reject(new FirecrackerApiError(`Firecracker refused ${req.method} ${req.path} (${res.statusCode}): ${String(body.fault_message ?? text)}`));
+            reject(
+              new FirecrackerApiError(
+                `Firecracker refused ${req.method} ${req.path} (${res.statusCode}): ${String(body.fault_message ?? text)}`,
+              ),
+            );
           } else resolve(body);
         });
       },
     );
-    r.on("timeout", () => r.destroy(new FirecrackerApiError(`Firecracker did not answer ${req.method} ${req.path} within ${timeoutMs} ms`)));
+    r.on("timeout", () =>
+      r.destroy(new FirecrackerApiError(`Firecracker did not answer ${req.method} ${req.path} within ${timeoutMs} ms`)),
+    );
     r.on("error", reject);
     if (payload) r.write(payload);
     r.end();

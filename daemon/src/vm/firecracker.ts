@@ -21,7 +21,13 @@ export class FirecrackerHypervisor implements Hypervisor {
   }
 
   async launch(spec: VmSpec, ctx: LaunchContext) {
-    const process = await startHypervisorProcess(spec, ctx, "firecracker", [this.binary, "--api-sock", ctx.files.api, "--id", `aether-vm-${spec.name}`]);
+    const process = await startHypervisorProcess(spec, ctx, "firecracker", [
+      this.binary,
+      "--api-sock",
+      ctx.files.api,
+      "--id",
+      `aether-vm-${spec.name}`,
+    ]);
     await rm(ctx.files.consoleLog, { force: true });
     await symlink(ctx.processes.logPath(process, "stdout"), ctx.files.consoleLog);
     const deadline = Date.now() + API_TIMEOUT_MS;

@@ -47,7 +47,11 @@ export async function removeSeeds(vmId: string): Promise<void> {
 export async function freeOwnCell(cells: CellRegistry, vm: VmRecord, log: Logger): Promise<void> {
   const own = cells
     .list()
-    .filter((c) => c.id === vm.runtime.ownCellId || (c.tenant === vm.spec.tenant && c.name === ownCellName(vm.spec.id) && c.labels[VM_LABEL] === vm.spec.id));
+    .filter(
+      (c) =>
+        c.id === vm.runtime.ownCellId ||
+        (c.tenant === vm.spec.tenant && c.name === ownCellName(vm.spec.id) && c.labels[VM_LABEL] === vm.spec.id),
+    );
   for (const cell of own) {
     try {
       await cells.free(cell, true);

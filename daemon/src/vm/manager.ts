@@ -35,7 +35,10 @@ function panicReason(panicLine: string): string {
 }
 
 async function consoleSize(path: string): Promise<number> {
-  return stat(path).then((s) => s.size, () => 0);
+  return stat(path).then(
+    (s) => s.size,
+    () => 0,
+  );
 }
 
 interface LiveVm {
@@ -109,23 +112,39 @@ export class VmManager {
 
   /** TAP devices of VMs other than this one (a leftover cleanup never takes another VM's). */
   private tapsOfOthers(vmId: string): Set<string> {
-    return new Set(this.list().filter((v) => v.spec.id !== vmId).flatMap((v) => v.spec.nics.map((n) => n.tap)));
+    return new Set(
+      this.list()
+        .filter((v) => v.spec.id !== vmId)
+        .flatMap((v) => v.spec.nics.map((n) => n.tap)),
+    );
   }
 
   /** A volume a new VM may attach: READY, its data present, and not attached to another VM. */
   attachableVolume(ref: string, tenant: string): VolumeRecord {
     const volume = this.storage.resolveVolume(ref, tenant);
     const health = this.storage.health(volume);
-    if (health.state !== "ready") throw new DomainError("failed_precondition", `volume ${volume.name} is ${health.state}${health.reason ? `: ${health.reason}` : ""}; attach a ready volume.`);
+    if (health.state !== "ready")
+      throw new DomainError(
+        "failed_precondition",
+        `volume ${volume.name} is ${health.state}${health.reason ? `: ${health.reason}` : ""}; attach a ready volume.`,
+      );
     const users = this.volumeUsers(volume.id);
-    if (users.length > 0) throw new DomainError("failed_precondition", `volume ${volume.name} is already attached to VM ${users.map((u) => u.vmId).join(", ")}; a disk is attached to one VM at a time (clone it for another).`);
+    if (users.length > 0)
+      throw new DomainError(
+        "failed_precondition",
+        `volume ${volume.name} is already attached to VM ${users.map((u) => u.vmId).join(", ")}; a disk is attached to one VM at a time (clone it for another).`,
+      );
     return volume;
   }
 
   /** An image a new VM may boot from (through a clone of its own). */
   bootableImage(ref: string, tenant: string): ImageRecord {
     const image = this.storage.resolveImage(ref, tenant);
-    if (image.state !== "ready") throw new DomainError("failed_precondition", `image ${image.name} is ${image.state}, not ready; wait for its import (WatchImage) or import it again.`);
+    if (image.state !== "ready")
+      throw new DomainError(
+        "failed_precondition",
+        `image ${image.name} is ${image.state}, not ready; wait for its import (WatchImage) or import it again.`,
+      );
     return image;
   }
 
@@ -142,7 +161,11 @@ export class VmManager {
       const volume = this.storage.volumeById(d.volumeId);
       if (!volume) throw new DomainError("failed_precondition", `VM ${spec.name} cannot start: its volume ${d.volumeId} no longer exists.`);
       const health = this.storage.health(volume);
-      if (health.state !== "ready") throw new DomainError("failed_precondition", `VM ${spec.name} cannot start: volume ${volume.name} is ${health.state}${health.reason ? `: ${health.reason}` : ""}.`);
+      if (health.state !== "ready")
+        throw new DomainError(
+          "failed_precondition",
+          `VM ${spec.name} cannot start: volume ${volume.name} is ${health.state}${health.reason ? `: ${health.reason}` : ""}.`,
+        );
       return { ...d, path: volume.hostPath };
     });
     return { ...spec, disks };
@@ -202,15 +225,23 @@ export class VmManager {
    * another call with the same name ALREADY_EXISTS. With `start`, the create is all or nothing: a
    * start that fails removes the VM again (record, boot clone, seed, cell) and says why.
    */
-  async create(spec: Omit<VmSpec, "id" | "createTimeMs">, bootImage?: { imageId: string; sizeBytes: number }, start = false): Promise<VmRecord> {
+  async create(
+    spec: Omit<VmSpec, "id" | "createTimeMs">,
+    bootImage?: { imageId: string; sizeBytes: number },
+    start = false,
+  ): Promise<VmRecord> {
     const requestKey = spec.requestId === "" ? "" : `${spec.tenant}/${spec.requestId}`;
     const pending = requestKey === "" ? undefined : this.creatingByRequest.get(requestKey);
     if (pending) return pending;
-    const earlier = spec.requestId !== "" ? this.list().find((v) => v.spec.requestId === spec.requestId && v.spec.tenant === spec.tenant) : undefined;
+    const earlier =
+      spec.requestId !== "" ? this.list().find((v) => v.spec.requestId === spec.requestId && v.spec.tenant === spec.tenant) : undefined;
     if (earlier) return earlier;
     const nameKey = `${spec.tenant}/${spec.name}`;
     if (this.creatingNames.has(nameKey) || this.list().some((v) => v.spec.name === spec.name && v.spec.tenant === spec.tenant)) {
-      throw new DomainError("already_exists", `a VM named ${spec.name} already exists in tenant ${spec.tenant}; delete it first or pick another name.`);
+      throw new DomainError(
+        "already_exists",
+        `a VM named ${spec.name} already exists in tenant ${spec.tenant}; delete it first or pick another name.`,
+      );
     }
     this.creatingNames.add(nameKey);
     const creation = this.createReserved(spec, bootImage, start);
@@ -223,19 +254,32 @@ export class VmManager {
     }
   }
 
-  private async createReserved(spec: Omit<VmSpec, "id" | "createTimeMs">, bootImage: { imageId: string; sizeBytes: number } | undefined, start: boolean): Promise<VmRecord> {
+  private async createReserved(
+    spec: Omit<VmSpec, "id" | "createTimeMs">,
+    bootImage: { imageId: string; sizeBytes: number } | undefined,
+    start: boolean,
+  ): Promise<VmRecord> {
     if (!this.hypervisors[spec.hypervisor]) {
-      throw new DomainError("failed_precondition",
+      throw new DomainError(
+        "failed_precondition",
         spec.hypervisor === "qemu"
           ? "QEMU is not installed on this host (qemu-system-x86_64 not found): apt-get install qemu-system-x86."
           : "Firecracker is not installed on this host (no firecracker binary on PATH); use hypervisor QEMU.",
       );
     }
     const id = randomUUID();
-    const full: VmSpec = { ...spec, id, createTimeMs: Date.now(), nics: spec.nics.map((n, i) => ({ ...n, tap: n.tap || `ae${id.replace(/-/g, "").slice(0, 8)}n${i}` })) };
+    const full: VmSpec = {
+      ...spec,
+      id,
+      createTimeMs: Date.now(),
+      nics: spec.nics.map((n, i) => ({ ...n, tap: n.tap || `ae${id.replace(/-/g, "").slice(0, 8)}n${i}` })),
+    };
     // Write-ahead: the record (with the intent "create") exists before anything is made for the VM,
     // so a crash at any point leaves a record the next aetherd finds and undoes.
-    const record: VmRecord = { spec: full, runtime: { ...freshRuntime(), intent: { op: "create", taps: [], seedPath: "", cellName: "", start } } };
+    const record: VmRecord = {
+      spec: full,
+      runtime: { ...freshRuntime(), intent: { op: "create", taps: [], seedPath: "", cellName: "", start } },
+    };
     await mkdir(this.files(id).dir, { recursive: true, mode: 0o700 });
     try {
       await this.save(record);
@@ -251,7 +295,16 @@ export class VmManager {
           requestId: "",
           ownerVm: id,
         });
-        full.disks = [{ path: volume.hostPath, readOnly: false, format: volume.format === "qcow2" ? "qcow2" : "raw", serial: "boot", volumeId: volume.id }, ...full.disks];
+        full.disks = [
+          {
+            path: volume.hostPath,
+            readOnly: false,
+            format: volume.format === "qcow2" ? "qcow2" : "raw",
+            serial: "boot",
+            volumeId: volume.id,
+          },
+          ...full.disks,
+        ];
         await this.save(record);
       }
     } catch (err) {
@@ -259,7 +312,14 @@ export class VmManager {
       throw err;
     }
     const live = this.track(record);
-    this.events.publish({ kind: "vm.created", tenant: full.tenant, resourceId: id, resourceName: full.name, message: `VM ${full.name} created`, attributes: {} });
+    this.events.publish({
+      kind: "vm.created",
+      tenant: full.tenant,
+      resourceId: id,
+      resourceName: full.name,
+      message: `VM ${full.name} created`,
+      attributes: {},
+    });
     // Busy until the intent is cleared: a delete meanwhile would race the last write of the record.
     live.busy = "being created";
     try {
@@ -270,8 +330,18 @@ export class VmManager {
           await this.purge(record);
           this.vms.delete(id);
           const why = (err as Error).message;
-          this.events.publish({ kind: "vm.deleted", tenant: full.tenant, resourceId: id, resourceName: full.name, message: `VM ${full.name} was removed again: its start failed: ${why}`, attributes: {} });
-          throw new DomainError(err instanceof DomainError ? err.kind : "failed_precondition", `VM ${full.name} was not created, because it could not start: ${why}`);
+          this.events.publish({
+            kind: "vm.deleted",
+            tenant: full.tenant,
+            resourceId: id,
+            resourceName: full.name,
+            message: `VM ${full.name} was removed again: its start failed: ${why}`,
+            attributes: {},
+          });
+          throw new DomainError(
+            err instanceof DomainError ? err.kind : "failed_precondition",
+            `VM ${full.name} was not created, because it could not start: ${why}`,
+          );
         }
       }
       record.runtime.intent = undefined;
@@ -292,7 +362,10 @@ export class VmManager {
     await removeStartLeftovers(this.processes, this.cells, record, this.log, { tapsOfOthers: this.tapsOfOthers(id) });
     for (const volume of this.storage.listVolumes().filter((v) => v.ownerVm === id)) {
       await this.storage.deleteVolume(volume.id, tenant, true, "", { asOwner: id }).catch((err: Error) => {
-        this.log.warn({ vm: id, volume: volume.id, err: err.message }, "the VM's boot volume could not be deleted with it; delete it with DeleteVolume");
+        this.log.warn(
+          { vm: id, volume: volume.id, err: err.message },
+          "the VM's boot volume could not be deleted with it; delete it with DeleteVolume",
+        );
       });
     }
     const files = this.files(id);
@@ -313,7 +386,9 @@ export class VmManager {
 
   private async save(record: VmRecord): Promise<void> {
     const id = record.spec.id;
-    const write = (this.saving.get(id) ?? Promise.resolve()).catch(() => undefined).then(() => writeJsonAtomic(join(this.files(id).dir, "vm.json"), record));
+    const write = (this.saving.get(id) ?? Promise.resolve())
+      .catch(() => undefined)
+      .then(() => writeJsonAtomic(join(this.files(id).dir, "vm.json"), record));
     this.saving.set(id, write);
     try {
       await write;
@@ -349,10 +424,17 @@ export class VmManager {
     if (live.busy === ENDING) await live.ended;
     if (live.busy) throw new DomainError("failed_precondition", `VM ${spec.name} is busy (${live.busy}); wait for it to finish.`);
     if (!["created", "stopped", "failed"].includes(vm.runtime.state)) {
-      throw new DomainError("failed_precondition", `VM ${spec.name} is ${vm.runtime.state}; only a created, stopped or failed VM can be started.`);
+      throw new DomainError(
+        "failed_precondition",
+        `VM ${spec.name} is ${vm.runtime.state}; only a created, stopped or failed VM can be started.`,
+      );
     }
     const still = this.runningProcess(vm);
-    if (still) throw new DomainError("failed_precondition", `VM ${spec.name} is ${vm.runtime.state} but its QEMU process (pid ${still.started?.pid ?? "?"}) still runs; stop the VM (StopVm) to end it, then start it.`);
+    if (still)
+      throw new DomainError(
+        "failed_precondition",
+        `VM ${spec.name} is ${vm.runtime.state} but its QEMU process (pid ${still.started?.pid ?? "?"}) still runs; stop the VM (StopVm) to end it, then start it.`,
+      );
     live.busy = "starting";
     try {
       return await this.launch(live);
@@ -378,13 +460,25 @@ export class VmManager {
     const vm = live.record;
     const { spec } = vm;
     const hypervisor = this.hypervisors[vm.spec.hypervisor];
-    if (!hypervisor) throw new DomainError("failed_precondition", `the ${vm.spec.hypervisor} hypervisor this VM was created for is not installed on this host any more.`);
+    if (!hypervisor)
+      throw new DomainError(
+        "failed_precondition",
+        `the ${vm.spec.hypervisor} hypervisor this VM was created for is not installed on this host any more.`,
+      );
     // The hypervisor gets the disks' current paths; the record keeps the volume ids.
     const launchSpec = this.resolveDisks(spec);
     this.checkFiles(launchSpec);
     for (const nic of spec.nics) {
-      if (!isBridge(nic.bridge)) throw new DomainError("failed_precondition", `bridge ${nic.bridge} does not exist on this host (or is not a bridge); create it first (ip link add ${nic.bridge} type bridge).`);
-      if (linkExists(nic.tap)) throw new DomainError("failed_precondition", `a network device named ${nic.tap} already exists; it collides with this VM's TAP device. Remove it or give the NIC another tap_device.`);
+      if (!isBridge(nic.bridge))
+        throw new DomainError(
+          "failed_precondition",
+          `bridge ${nic.bridge} does not exist on this host (or is not a bridge); create it first (ip link add ${nic.bridge} type bridge).`,
+        );
+      if (linkExists(nic.tap))
+        throw new DomainError(
+          "failed_precondition",
+          `a network device named ${nic.tap} already exists; it collides with this VM's TAP device. Remove it or give the NIC another tap_device.`,
+        );
     }
     const startedAt = performance.now();
     const files = this.files(spec.id);
@@ -418,7 +512,14 @@ export class VmManager {
       const round = (ms: number) => Math.round(ms * 100) / 100;
       const done = performance.now();
       this.log.info(
-        { vm: spec.name, launchMs: round(done - startedAt), prepareMs: round(prepared - startedAt), cellMs: round(placed - prepared), hypervisorMs: round(done - placed), accel },
+        {
+          vm: spec.name,
+          launchMs: round(done - startedAt),
+          prepareMs: round(prepared - startedAt),
+          cellMs: round(placed - prepared),
+          hypervisorMs: round(done - placed),
+          accel,
+        },
         "hypervisor up, control socket answering",
       );
       Object.assign(vm.runtime, {
@@ -434,26 +535,45 @@ export class VmManager {
       });
       live.control = control;
       live.failure = undefined;
-      await this.setState(live, "starting", accel === "tcg" && spec.acceleration === "auto" ? "booting under TCG: KVM is not usable here" : "");
+      await this.setState(
+        live,
+        "starting",
+        accel === "tcg" && spec.acceleration === "auto" ? "booting under TCG: KVM is not usable here" : "",
+      );
       void process.ended.then(() => this.onProcessEnded(live));
       this.awaitReady(live);
-      this.events.publish({ kind: "vm.started", tenant: spec.tenant, resourceId: spec.id, resourceName: spec.name, message: `VM ${spec.name} started (pid ${process.started?.pid})`, attributes: { accel } });
+      this.events.publish({
+        kind: "vm.started",
+        tenant: spec.tenant,
+        resourceId: spec.id,
+        resourceName: spec.name,
+        message: `VM ${spec.name} started (pid ${process.started?.pid})`,
+        attributes: { accel },
+      });
       return vm;
     } catch (err) {
       await this.teardown(created.taps, created.seed, created.cell);
       // The failed launch's process (ended, or alive but not answering on its control socket) and its record.
-      await removeVmProcesses(this.processes, spec.id).catch((e: Error) => this.log.warn({ vm: spec.id, err: e.message }, "could not remove a failed launch's process"));
+      await removeVmProcesses(this.processes, spec.id).catch((e: Error) =>
+        this.log.warn({ vm: spec.id, err: e.message }, "could not remove a failed launch's process"),
+      );
       if (intent.op === "start") {
         vm.runtime.intent = undefined;
         await this.save(vm).catch(() => undefined);
       }
-      throw rpcCode(err) !== undefined ? err : new DomainError("failed_precondition", `VM ${spec.name} could not start: ${(err as Error).message}`);
+      throw rpcCode(err) !== undefined
+        ? err
+        : new DomainError("failed_precondition", `VM ${spec.name} could not start: ${(err as Error).message}`);
     }
   }
 
   private checkFiles(spec: VmSpec): void {
     const missing = [spec.kernelPath, spec.initrdPath, ...spec.disks.map((d) => d.path)].filter((p) => p !== "" && !existsSync(p));
-    if (missing.length > 0) throw new DomainError("failed_precondition", `VM ${spec.name} cannot start: ${missing.join(", ")} ${missing.length === 1 ? "does" : "do"} not exist on this host.`);
+    if (missing.length > 0)
+      throw new DomainError(
+        "failed_precondition",
+        `VM ${spec.name} cannot start: ${missing.join(", ")} ${missing.length === 1 ? "does" : "do"} not exist on this host.`,
+      );
   }
 
   /** The VM's process goes in the cell the user named, else in a cell of its own when cells work here. */
@@ -506,7 +626,8 @@ export class VmManager {
     const qemu = this.hypervisors.qemu as { path?: string } | undefined;
     this.kvmProbe ??= probeKvm(qemu?.path ?? "qemu-system-x86_64", spec.kernelPath, spec.initrdPath, this.options.kvmProbeTimeoutMs);
     const probe = await this.kvmProbe;
-    if (spec.acceleration === "kvm" && !probe.usable) throw new DomainError("failed_precondition", `acceleration KVM was requested but ${probe.reason}; use AUTO or TCG.`);
+    if (spec.acceleration === "kvm" && !probe.usable)
+      throw new DomainError("failed_precondition", `acceleration KVM was requested but ${probe.reason}; use AUTO or TCG.`);
     this.log.info({ kvm: probe.usable, reason: probe.reason }, "acceleration probe");
     return probe.usable ? "kvm" : "tcg";
   }
@@ -551,7 +672,9 @@ export class VmManager {
     if (live.record.runtime.state !== "starting" || live.failure !== undefined) return;
     const panic = await this.consolePanic(live);
     const tail = await this.consoleTail(live.record, 5);
-    const reason = panic ? panicReason(panic) : `the guest did not become ready within ${live.record.spec.bootWatchdogMs} ms (boot watchdog); last console lines: ${tail || "(none)"}`;
+    const reason = panic
+      ? panicReason(panic)
+      : `the guest did not become ready within ${live.record.spec.bootWatchdogMs} ms (boot watchdog); last console lines: ${tail || "(none)"}`;
     await this.failRun(live, reason);
   }
 
@@ -564,7 +687,10 @@ export class VmManager {
 
   /** The kernel's panic line from the guest's console, if it panicked. */
   private async consolePanic(live: LiveVm): Promise<string | undefined> {
-    const text = await readFile(this.files(live.record.spec.id).consoleLog).then((b) => b.subarray(live.consoleFrom ?? 0).toString("utf8"), () => "");
+    const text = await readFile(this.files(live.record.spec.id).consoleLog).then(
+      (b) => b.subarray(live.consoleFrom ?? 0).toString("utf8"),
+      () => "",
+    );
     return /Kernel panic - not syncing: [^\r\n]*/.exec(text)?.[0].trim();
   }
 
@@ -610,17 +736,29 @@ export class VmManager {
     } else if (r.runtime.state === "stopping" || r.runtime.state === "failed") {
       if (r.runtime.state === "stopping") await this.setState(live, "stopped", r.runtime.reason || "stopped on request");
     } else {
-      const how = exe?.exit ? (exe.exit.exitCode === null ? `was killed by ${signalName(exe.exit.signal)}` : `exited with code ${exe.exit.exitCode}`) : "ended";
+      const how = exe?.exit
+        ? exe.exit.exitCode === null
+          ? `was killed by ${signalName(exe.exit.signal)}`
+          : `exited with code ${exe.exit.exitCode}`
+        : "ended";
       const stderr = exe ? await readFile(this.processes.logPath(exe, "stderr"), "utf8").catch(() => "") : "";
       const detail = stderr.trim().split("\n").slice(-2).join(" ");
       const panic = await this.consolePanic(live);
       if (panic) await this.setState(live, "failed", panicReason(panic));
       else if (exe?.exit?.exitCode === 0 && r.runtime.state === "starting") {
-        await this.setState(live, "failed", `the guest stopped before it was ready; last console lines: ${(await this.consoleTail(r, 5)) || "(none)"}`);
+        await this.setState(
+          live,
+          "failed",
+          `the guest stopped before it was ready; last console lines: ${(await this.consoleTail(r, 5)) || "(none)"}`,
+        );
       } else if (exe?.exit?.exitCode === 0) await this.setState(live, "stopped", "the guest powered off");
       else await this.setState(live, "failed", `QEMU ${how}${detail ? `: ${detail}` : ""}`);
     }
-    await this.teardown(r.spec.nics.map((n) => n.tap), r.runtime.seedPath, r.runtime.ownCellId);
+    await this.teardown(
+      r.spec.nics.map((n) => n.tap),
+      r.runtime.seedPath,
+      r.runtime.ownCellId,
+    );
     r.runtime.seedPath = "";
     r.runtime.ownCellId = "";
     await this.save(r).catch(() => undefined);
@@ -639,7 +777,15 @@ export class VmManager {
     }
     const wasPaused = vm.runtime.state === "paused";
     const graceful = !force && !wasPaused && (live.control !== undefined || (live.record.runtime.agentReady && live.agent !== undefined));
-    await this.setState(live, "stopping", force ? "stopped on request (forced)" : graceful ? "stopped on request" : "stopped on request (forced: aetherd cannot reach the VM's QMP socket)");
+    await this.setState(
+      live,
+      "stopping",
+      force
+        ? "stopped on request (forced)"
+        : graceful
+          ? "stopped on request"
+          : "stopped on request (forced: aetherd cannot reach the VM's QMP socket)",
+    );
     if (!graceful) {
       await this.kill(live);
     } else {
@@ -661,7 +807,8 @@ export class VmManager {
 
   async pause(vm: VmRecord): Promise<VmRecord> {
     const live = this.live(vm);
-    if (vm.runtime.state !== "running") throw new DomainError("failed_precondition", `VM ${vm.spec.name} is ${vm.runtime.state}; only a running VM can be paused.`);
+    if (vm.runtime.state !== "running")
+      throw new DomainError("failed_precondition", `VM ${vm.spec.name} is ${vm.runtime.state}; only a running VM can be paused.`);
     await live.control?.pause();
     await this.setState(live, "paused");
     return vm;
@@ -669,7 +816,8 @@ export class VmManager {
 
   async resume(vm: VmRecord): Promise<VmRecord> {
     const live = this.live(vm);
-    if (vm.runtime.state !== "paused") throw new DomainError("failed_precondition", `VM ${vm.spec.name} is ${vm.runtime.state}; only a paused VM can be resumed.`);
+    if (vm.runtime.state !== "paused")
+      throw new DomainError("failed_precondition", `VM ${vm.spec.name} is ${vm.runtime.state}; only a paused VM can be resumed.`);
     await live.control?.resume();
     await this.setState(live, "running");
     return vm;
@@ -678,28 +826,47 @@ export class VmManager {
   async delete(vm: VmRecord, force: boolean): Promise<void> {
     const live = this.live(vm);
     if (live.busy === ENDING) await live.ended;
-    if (live.busy) throw new DomainError("failed_precondition", `VM ${vm.spec.name} is busy (${live.busy}); wait for it to finish, then delete it.`);
+    if (live.busy)
+      throw new DomainError("failed_precondition", `VM ${vm.spec.name} is busy (${live.busy}); wait for it to finish, then delete it.`);
     const alive = this.runningProcess(vm);
     if (ACTIVE.includes(vm.runtime.state) || alive) {
-      if (!force) throw new DomainError("failed_precondition", `VM ${vm.spec.name} is ${vm.runtime.state}${alive ? ` and its QEMU process (pid ${alive.started?.pid ?? "?"}) runs` : ""}; stop it first, or delete with force.`);
+      if (!force)
+        throw new DomainError(
+          "failed_precondition",
+          `VM ${vm.spec.name} is ${vm.runtime.state}${alive ? ` and its QEMU process (pid ${alive.started?.pid ?? "?"}) runs` : ""}; stop it first, or delete with force.`,
+        );
       await this.stop(vm, 0, true);
       // Another call may have begun (or finished) a delete while this one waited for the stop.
       if (!this.vms.has(vm.spec.id)) throw new DomainError("not_found", `VM ${vm.spec.name} was deleted by another call meanwhile.`);
       if (live.busy === ENDING) await live.ended;
-      if (live.busy) throw new DomainError("failed_precondition", `VM ${vm.spec.name} is busy (${live.busy}); wait for it to finish, then delete it.`);
+      if (live.busy)
+        throw new DomainError("failed_precondition", `VM ${vm.spec.name} is busy (${live.busy}); wait for it to finish, then delete it.`);
     }
     // One delete at a time: a second one sees the VM busy instead of racing this one's purge.
     live.busy = "being deleted";
     try {
       // Write-ahead: from here a crash is finished by the next aetherd (load) instead of half-done.
-      vm.runtime.intent = { op: "delete", taps: vm.spec.nics.map((n) => n.tap), seedPath: this.files(vm.spec.id).seed, cellName: ownCellName(vm.spec.id), start: false };
+      vm.runtime.intent = {
+        op: "delete",
+        taps: vm.spec.nics.map((n) => n.tap),
+        seedPath: this.files(vm.spec.id).seed,
+        cellName: ownCellName(vm.spec.id),
+        start: false,
+      };
       await this.save(vm);
       await this.purge(vm);
     } finally {
       if (live.busy === "being deleted") live.busy = undefined;
     }
     this.vms.delete(vm.spec.id);
-    this.events.publish({ kind: "vm.deleted", tenant: vm.spec.tenant, resourceId: vm.spec.id, resourceName: vm.spec.name, message: `VM ${vm.spec.name} deleted`, attributes: {} });
+    this.events.publish({
+      kind: "vm.deleted",
+      tenant: vm.spec.tenant,
+      resourceId: vm.spec.id,
+      resourceName: vm.spec.name,
+      message: `VM ${vm.spec.name} deleted`,
+      attributes: {},
+    });
   }
 
   /** Host pid of the VM's hypervisor process while it runs; 0 otherwise. */
@@ -709,9 +876,16 @@ export class VmManager {
 
   agentOf(vm: VmRecord): GuestAgent {
     const live = this.live(vm);
-    if (!vm.spec.guestAgent) throw new DomainError("failed_precondition", `VM ${vm.spec.name} has no guest agent (it was created with guest_agent false); Exec needs one.`);
+    if (!vm.spec.guestAgent)
+      throw new DomainError(
+        "failed_precondition",
+        `VM ${vm.spec.name} has no guest agent (it was created with guest_agent false); Exec needs one.`,
+      );
     if (vm.runtime.state !== "running" || !vm.runtime.agentReady || !live.agent) {
-      throw new DomainError("failed_precondition", `VM ${vm.spec.name} is ${vm.runtime.state}${vm.runtime.state === "running" ? " but its guest agent is not answering" : ""}; Exec needs a running VM with a ready agent.`);
+      throw new DomainError(
+        "failed_precondition",
+        `VM ${vm.spec.name} is ${vm.runtime.state}${vm.runtime.state === "running" ? " but its guest agent is not answering" : ""}; Exec needs a running VM with a ready agent.`,
+      );
     }
     return live.agent;
   }
@@ -754,7 +928,10 @@ export class VmManager {
     const intent = record.runtime.intent;
     if (intent?.op === "create" || intent?.op === "delete") {
       // A create is all or nothing and a delete was asked for: either way the VM goes.
-      this.log.warn({ vm: name, op: intent.op }, intent.op === "create" ? "undoing a VM create that aetherd did not finish" : "finishing a VM delete that aetherd did not finish");
+      this.log.warn(
+        { vm: name, op: intent.op },
+        intent.op === "create" ? "undoing a VM create that aetherd did not finish" : "finishing a VM delete that aetherd did not finish",
+      );
       await this.purge(record);
       const message = intent.op === "create" ? `VM ${name} was removed: aetherd stopped before its create was done` : `VM ${name} deleted`;
       this.events.publish({ kind: "vm.deleted", tenant, resourceId: id, resourceName: name, message, attributes: {} });
@@ -765,7 +942,11 @@ export class VmManager {
       this.log.warn({ vm: name }, "undoing a VM start that aetherd did not finish");
       await removeStartLeftovers(this.processes, this.cells, record, this.log, { tapsOfOthers: this.tapsOfOthers(id) });
       Object.assign(record.runtime, { processId: "", ownCellId: "", seedPath: "", agentReady: false, intent: undefined });
-      await this.setState(live, "stopped", "aetherd stopped while it was starting this VM; the half-done start was undone (start it again)");
+      await this.setState(
+        live,
+        "stopped",
+        "aetherd stopped while it was starting this VM; the half-done start was undone (start it again)",
+      );
       live.markEnded();
       return;
     }
@@ -783,9 +964,17 @@ export class VmManager {
       return;
     }
     if (!exe || exe.status !== "running") {
-      const how = exe?.exit ? (exe.exit.exitCode === null ? `was killed by ${signalName(exe.exit.signal)}` : `exited with code ${exe.exit.exitCode}`) : "was gone";
+      const how = exe?.exit
+        ? exe.exit.exitCode === null
+          ? `was killed by ${signalName(exe.exit.signal)}`
+          : `exited with code ${exe.exit.exitCode}`
+        : "was gone";
       await this.setState(live, "stopped", `its QEMU process ${how} while aetherd was not running`);
-      await this.teardown(record.spec.nics.map((n) => n.tap), record.runtime.seedPath, record.runtime.ownCellId);
+      await this.teardown(
+        record.spec.nics.map((n) => n.tap),
+        record.runtime.seedPath,
+        record.runtime.ownCellId,
+      );
       live.markEnded();
       return;
     }
@@ -824,7 +1013,10 @@ export class VmManager {
       } else {
         if (record.spec.guestAgent) {
           live.agent = new GuestAgent(files.agent);
-          record.runtime.agentReady = await live.agent.ping(2000).then(() => true, () => false);
+          record.runtime.agentReady = await live.agent.ping(2000).then(
+            () => true,
+            () => false,
+          );
         }
         await this.setState(live, state === "paused" ? "running" : state);
       }

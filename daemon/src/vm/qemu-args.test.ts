@@ -28,7 +28,14 @@ const spec: VmSpec = {
   requestId: "",
   createTimeMs: 0,
 };
-const paths = { qmp: "/r/qmp", agent: "/r/agent", console: "/r/con", consoleLog: "/s/console.log", pidFile: "/s/pid", seed: "/shm/seed.iso" };
+const paths = {
+  qmp: "/r/qmp",
+  agent: "/r/agent",
+  console: "/r/con",
+  consoleLog: "/s/console.log",
+  pidFile: "/s/pid",
+  seed: "/shm/seed.iso",
+};
 const after = (args: string[], flag: string) => args.filter((_, i) => args[i - 1] === flag);
 
 it("an ephemeral VM is a microvm with virtio-mmio devices; under TCG it is told the TSC rate", () => {
@@ -46,7 +53,10 @@ it("an ephemeral VM is a microvm with virtio-mmio devices; under TCG it is told 
     "virtio-blk-device,drive=seed",
     "virtio-net-device,netdev=net0,mac=52:54:00:01:02:03",
   ]);
-  assert.deepEqual(after(a, "-drive"), ["file=/d.qcow2,if=none,id=disk0,format=qcow2,readonly=on,cache=writeback", "file=/shm/seed.iso,if=none,id=seed,format=raw,readonly=on"]);
+  assert.deepEqual(after(a, "-drive"), [
+    "file=/d.qcow2,if=none,id=disk0,format=qcow2,readonly=on,cache=writeback",
+    "file=/shm/seed.iso,if=none,id=seed,format=raw,readonly=on",
+  ]);
   assert.deepEqual(after(a, "-netdev"), ["tap,id=net0,ifname=ae11111111n0,script=no,downscript=no"]);
   assert.match(after(a, "-chardev")[0] ?? "", /socket,id=console0,path=\/r\/con,server=on,wait=off,logfile=\/s\/console.log,logappend=on/);
 });
@@ -66,7 +76,22 @@ it("reads the host's TSC rate from /proc/cpuinfo", () => {
 
 it("a VM booting a disk is a PC whose firmware boots disk 0: no kernel, no microvm, bootindex on the first disk", () => {
   const disk = { path: "/pool/volumes/v.qcow2", readOnly: false, format: "qcow2" as const, serial: "boot", volumeId: "v" };
-  const a = qemuArgs({ ...spec, boot: "disk", kernelPath: "", initrdPath: "", cmdline: "", disks: [disk], cloudInit: undefined, guestAgent: false, nics: [] }, "tcg", paths, 2_600_000);
+  const a = qemuArgs(
+    {
+      ...spec,
+      boot: "disk",
+      kernelPath: "",
+      initrdPath: "",
+      cmdline: "",
+      disks: [disk],
+      cloudInit: undefined,
+      guestAgent: false,
+      nics: [],
+    },
+    "tcg",
+    paths,
+    2_600_000,
+  );
   assert.equal(after(a, "-M")[0], "q35", "even an ephemeral VM, since a microvm has no BIOS to boot a disk");
   assert.equal(a.includes("-kernel"), false);
   assert.equal(a.includes("-append"), false);

@@ -37,32 +37,52 @@ export function qemuArgs(spec: VmSpec, accel: "kvm" | "tcg", paths: VmPaths, tsc
   const timing = micro && accel === "tcg" && tscKhz ? `tsc_early_khz=${tscKhz}` : "";
   const dev = (kind: "blk" | "net" | "serial") => (micro ? `virtio-${kind}-device` : `virtio-${kind}-pci`);
   const args = [
-    "-name", `${spec.tenant}/${spec.name},process=aether-vm-${spec.name}`,
-    "-M", micro ? "microvm,x-option-roms=off,isa-serial=on,rtc=on" : "q35",
+    "-name",
+    `${spec.tenant}/${spec.name},process=aether-vm-${spec.name}`,
+    "-M",
+    micro ? "microvm,x-option-roms=off,isa-serial=on,rtc=on" : "q35",
     // (A small TCG tb-size would bound QEMU's memory, but with tb-size=64 guests were seen to hang
     // at boot when two start together; QEMU's default is kept.)
-    "-accel", accel,
-    "-cpu", accel === "kvm" ? "host" : "max",
-    "-smp", String(spec.vcpus),
-    "-m", `${Math.floor(spec.memoryBytes / (1024 * 1024))}M`,
-    "-nodefaults", "-no-user-config", "-nographic",
+    "-accel",
+    accel,
+    "-cpu",
+    accel === "kvm" ? "host" : "max",
+    "-smp",
+    String(spec.vcpus),
+    "-m",
+    `${Math.floor(spec.memoryBytes / (1024 * 1024))}M`,
+    "-nodefaults",
+    "-no-user-config",
+    "-nographic",
     // A guest reboot ends the VM: the test guest's shutdown is a reboot, and a crashed guest must
     // not loop; persistent VMs are restarted by aetherd, not by QEMU.
     "-no-reboot",
-    "-chardev", `socket,id=console0,path=${paths.console},server=on,wait=off,logfile=${paths.consoleLog},logappend=on`,
-    "-serial", "chardev:console0",
-    "-qmp", `unix:${paths.qmp},server=on,wait=off`,
-    "-pidfile", paths.pidFile,
+    "-chardev",
+    `socket,id=console0,path=${paths.console},server=on,wait=off,logfile=${paths.consoleLog},logappend=on`,
+    "-serial",
+    "chardev:console0",
+    "-qmp",
+    `unix:${paths.qmp},server=on,wait=off`,
+    "-pidfile",
+    paths.pidFile,
   ];
   if (spec.boot !== "disk") {
-    args.push("-kernel", spec.kernelPath, "-append", ["console=ttyS0", "panic=-1", timing, `aether.hostname=${spec.name}`, spec.cmdline].filter(Boolean).join(" "));
+    args.push(
+      "-kernel",
+      spec.kernelPath,
+      "-append",
+      ["console=ttyS0", "panic=-1", timing, `aether.hostname=${spec.name}`, spec.cmdline].filter(Boolean).join(" "),
+    );
     if (spec.initrdPath) args.push("-initrd", spec.initrdPath);
   }
   if (spec.guestAgent) {
     args.push(
-      "-device", dev("serial"),
-      "-chardev", `socket,id=agent0,path=${paths.agent},server=on,wait=off`,
-      "-device", "virtserialport,chardev=agent0,name=org.qemu.guest_agent.0",
+      "-device",
+      dev("serial"),
+      "-chardev",
+      `socket,id=agent0,path=${paths.agent},server=on,wait=off`,
+      "-device",
+      "virtserialport,chardev=agent0,name=org.qemu.guest_agent.0",
     );
   }
   spec.disks.forEach((d, i) => {

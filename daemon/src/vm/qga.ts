@@ -13,7 +13,10 @@ export interface GuestExecResult {
 }
 
 export class GuestExecTimeout extends Error {
-  constructor(readonly pid: number, timeoutMs: number) {
+  constructor(
+    readonly pid: number,
+    timeoutMs: number,
+  ) {
     super(`the command was still running in the guest (pid ${pid}) after ${timeoutMs} ms`);
   }
 }

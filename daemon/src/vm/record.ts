@@ -3,7 +3,13 @@
 import { z } from "zod";
 
 /** A disk: a host path, or a storage volume (volumeId) whose path is looked up at every start. */
-export const DiskSpecSchema = z.object({ path: z.string(), readOnly: z.boolean(), format: z.enum(["raw", "qcow2"]), serial: z.string(), volumeId: z.string().default("") });
+export const DiskSpecSchema = z.object({
+  path: z.string(),
+  readOnly: z.boolean(),
+  format: z.enum(["raw", "qcow2"]),
+  serial: z.string(),
+  volumeId: z.string().default(""),
+});
 export const NicSpecSchema = z.object({ bridge: z.string(), mac: z.string(), tap: z.string() });
 
 export const VmSpecSchema = z.object({
@@ -75,5 +81,15 @@ export const VmRecordSchema = z.object({ spec: VmSpecSchema, runtime: VmRuntimeS
 export type VmRecord = z.infer<typeof VmRecordSchema>;
 
 export function freshRuntime(): VmRuntime {
-  return { state: "created", reason: "", processId: "", effectiveAcceleration: "", ownCellId: "", seedPath: "", startTimeMs: 0, stopTimeMs: 0, agentReady: false };
+  return {
+    state: "created",
+    reason: "",
+    processId: "",
+    effectiveAcceleration: "",
+    ownCellId: "",
+    seedPath: "",
+    startTimeMs: 0,
+    stopTimeMs: 0,
+    agentReady: false,
+  };
 }

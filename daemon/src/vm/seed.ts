@@ -30,7 +30,9 @@ export async function buildSeed(vmId: string, input: SeedInput): Promise<string>
       await writeFile(join(staging, "network-config"), input.networkConfig, { mode: 0o600 });
       files.push("network-config");
     }
-    await runHost(tool, ["-quiet", "-output", iso, "-volid", "cidata", "-joliet", "-rock", ...files.map((f) => join(staging, f))], { timeoutMs: 15_000 });
+    await runHost(tool, ["-quiet", "-output", iso, "-volid", "cidata", "-joliet", "-rock", ...files.map((f) => join(staging, f))], {
+      timeoutMs: 15_000,
+    });
     return iso;
   } finally {
     await rm(staging, { recursive: true, force: true });

@@ -13,7 +13,25 @@ import {
   type CreateVmRequest,
   type Vm,
 } from "@aether/sdk/gen/aether/vm/v1/vm_pb";
-import { type CallerScope, clip, deadlineExceeded, dnsLabel, duration, durationMs, failedPrecondition, invalidArgument, labelFilter, labels, matchesFilter, paginate, reference, requireClusterWide, scopeKey, tenant as parseTenant, timestamp } from "@aether/server";
+import {
+  type CallerScope,
+  clip,
+  deadlineExceeded,
+  dnsLabel,
+  duration,
+  durationMs,
+  failedPrecondition,
+  invalidArgument,
+  labelFilter,
+  labels,
+  matchesFilter,
+  paginate,
+  reference,
+  requireClusterWide,
+  scopeKey,
+  tenant as parseTenant,
+  timestamp,
+} from "@aether/server";
 import type { TenancyConfig } from "../config.js";
 import { tailFile } from "../observe/log-tail.js";
 import { fileSize, signalName } from "../runtime/supervisor.js";
@@ -39,7 +57,14 @@ const STATES: Record<VmRecord["runtime"]["state"], VmState> = {
 };
 
 /** [tenancy] rules with none of them granted: a tenant boots images and volumes and joins no bridge. */
-const NO_TENANCY: TenancyConfig = { id_base: 1_000_000_000, ids_per_tenant: 65_536, kernel_roots: [], networks: {}, image_url_prefixes: [], allow_private_urls: false };
+const NO_TENANCY: TenancyConfig = {
+  id_base: 1_000_000_000,
+  ids_per_tenant: 65_536,
+  kernel_roots: [],
+  networks: {},
+  image_url_prefixes: [],
+  allow_private_urls: false,
+};
 
 export function vmService(manager: VmManager, tenancy: TenancyConfig = NO_TENANCY): ServiceImpl<typeof VmService> {
   const resolve = (ref: string, tenantField: string) => manager.resolve(reference("vm", ref), parseTenant(tenantField));
@@ -103,7 +128,7 @@ export function vmService(manager: VmManager, tenancy: TenancyConfig = NO_TENANC
     async execVm(req) {
       const vm = resolve(req.vm, req.tenant);
       if (req.argv.length === 0 || !isAbsolute(req.argv[0] ?? "")) {
-        throw invalidArgument("argv must start with the absolute path of a program in the guest, e.g. [\"/bin/sh\", \"-c\", \"uname -a\"].");
+        throw invalidArgument('argv must start with the absolute path of a program in the guest, e.g. ["/bin/sh", "-c", "uname -a"].');
       }
       const agent = manager.agentOf(vm);
       const timeoutMs = durationMs("timeout", req.timeout, 60_000);
@@ -141,7 +166,8 @@ export function vmService(manager: VmManager, tenancy: TenancyConfig = NO_TENANC
       const first = report();
       if (first) yield first;
       while (!terminal()) {
-        if (Date.now() > deadline) throw deadlineExceeded(`VM ${vm.spec.name} was not ready after ${timeoutMs} ms (it is ${vm.runtime.state}).`);
+        if (Date.now() > deadline)
+          throw deadlineExceeded(`VM ${vm.spec.name} was not ready after ${timeoutMs} ms (it is ${vm.runtime.state}).`);
         await new Promise<void>((r) => {
           const onChange = (id: string) => id === vm.spec.id && done();
           const timer = setTimeout(() => done(), 500);
@@ -179,7 +205,8 @@ function validateCreate(req: CreateVmRequest, manager: VmManager, scope: CallerS
   const tenant = parseTenant(req.tenant);
   const vcpus = req.vcpus;
   if (vcpus === 0) throw invalidArgument("vcpus is 0: a VM needs at least one virtual CPU.");
-  if (vcpus > availableParallelism() * 4) throw invalidArgument(`vcpus ${vcpus} is more than 4 per host CPU (${availableParallelism()} here).`);
+  if (vcpus > availableParallelism() * 4)
+    throw invalidArgument(`vcpus ${vcpus} is more than 4 per host CPU (${availableParallelism()} here).`);
   const memory = req.memoryBytes === 0n ? DEFAULT_MEMORY_BYTES : Number(req.memoryBytes);
   if (memory < MIN_MEMORY_BYTES) throw invalidArgument(`memory_bytes ${memory} is below the guest minimum of 64 MiB.`);
   if (memory > totalmem()) throw failedPrecondition(`memory_bytes ${memory} is more than this host has (${totalmem()} bytes).`);
@@ -187,14 +214,20 @@ function validateCreate(req: CreateVmRequest, manager: VmManager, scope: CallerS
   const requested = req.hypervisor === HypervisorEnum.QEMU ? "qemu" : req.hypervisor === HypervisorEnum.FIRECRACKER ? "firecracker" : "";
   const boot = req.boot?.source;
   if (boot?.case !== "kernel" && boot?.case !== "disk") {
-    throw invalidArgument("boot is required: give boot.kernel (kernel_path, optional initrd_path and cmdline) or boot.disk (a volume or an image).");
+    throw invalidArgument(
+      "boot is required: give boot.kernel (kernel_path, optional initrd_path and cmdline) or boot.disk (a volume or an image).",
+    );
   }
   // Booting through firmware needs QEMU; without a hypervisor named, a disk boot picks it.
   const hypervisor = boot.case === "disk" && requested === "" ? "qemu" : manager.hypervisorFor(profile, requested);
-  if (hypervisor === "firecracker" && profile === "persistent") throw invalidArgument("Firecracker runs ephemeral microVMs only; use QEMU for a persistent VM.");
-  if (hypervisor === "firecracker" && boot.case === "disk") throw invalidArgument("Firecracker boots a kernel only; to boot a disk through firmware, use hypervisor QEMU.");
+  if (hypervisor === "firecracker" && profile === "persistent")
+    throw invalidArgument("Firecracker runs ephemeral microVMs only; use QEMU for a persistent VM.");
+  if (hypervisor === "firecracker" && boot.case === "disk")
+    throw invalidArgument("Firecracker boots a kernel only; to boot a disk through firmware, use hypervisor QEMU.");
   if (hypervisor === "firecracker" && req.guestAgent) {
-    throw invalidArgument("the guest agent needs a virtio-serial port, which Firecracker does not have; create the VM with hypervisor QEMU, or without guest_agent (Exec then is unavailable).");
+    throw invalidArgument(
+      "the guest agent needs a virtio-serial port, which Firecracker does not have; create the VM with hypervisor QEMU, or without guest_agent (Exec then is unavailable).",
+    );
   }
   const absolute = (field: string, p: string) => {
     if (p.includes("\0") || !isAbsolute(p)) throw invalidArgument(`${field} ${JSON.stringify(clip(p))} is not an absolute path.`);
@@ -203,27 +236,41 @@ function validateCreate(req: CreateVmRequest, manager: VmManager, scope: CallerS
   const volumeDisk = (field: string, ref: string, readOnly: boolean, serial: string) => {
     const volume = manager.attachableVolume(reference(field, ref), tenant);
     if (hypervisor === "firecracker" && volume.format === "qcow2") {
-      throw invalidArgument(`${field}: volume ${volume.name} is qcow2, and Firecracker opens raw disks only; use hypervisor QEMU or a raw volume.`);
+      throw invalidArgument(
+        `${field}: volume ${volume.name} is qcow2, and Firecracker opens raw disks only; use hypervisor QEMU or a raw volume.`,
+      );
     }
-    return { path: volume.hostPath, readOnly, format: volume.format === "qcow2" ? ("qcow2" as const) : ("raw" as const), serial, volumeId: volume.id };
+    return {
+      path: volume.hostPath,
+      readOnly,
+      format: volume.format === "qcow2" ? ("qcow2" as const) : ("raw" as const),
+      serial,
+      volumeId: volume.id,
+    };
   };
   let kernel = { kernelPath: "", initrdPath: "", cmdline: "" };
   const disks: VmSpec["disks"] = [];
   let bootImage: ValidatedCreate["bootImage"];
   if (boot.case === "kernel") {
     // A tenant's paths are checked against the published kernels before anything asks whether they exist.
-    const hostFile = (field: string, p: string) => (scope.tenant === undefined ? absolute(field, p) : tenantKernelPath(field, absolute(field, p), tenancy, scope.tenant));
+    const hostFile = (field: string, p: string) =>
+      scope.tenant === undefined ? absolute(field, p) : tenantKernelPath(field, absolute(field, p), tenancy, scope.tenant);
     kernel = {
       kernelPath: hostFile("boot.kernel.kernel_path", boot.value.kernelPath),
       initrdPath: boot.value.initrdPath === "" ? "" : hostFile("boot.kernel.initrd_path", boot.value.initrdPath),
       cmdline: boot.value.cmdline,
     };
-    if (/[\0\n]/.test(kernel.cmdline) || kernel.cmdline.length > 2048) throw invalidArgument("boot.kernel.cmdline must be one line of at most 2048 characters.");
+    if (/[\0\n]/.test(kernel.cmdline) || kernel.cmdline.length > 2048)
+      throw invalidArgument("boot.kernel.cmdline must be one line of at most 2048 characters.");
   } else {
     const d = boot.value;
-    if ((d.volume === "") === (d.image === "")) throw invalidArgument("boot.disk needs exactly one of volume (an existing volume) or image (aetherd clones it into a boot volume for this VM).");
+    if ((d.volume === "") === (d.image === ""))
+      throw invalidArgument(
+        "boot.disk needs exactly one of volume (an existing volume) or image (aetherd clones it into a boot volume for this VM).",
+      );
     if (d.volume !== "") {
-      if (d.sizeBytes !== 0n) throw invalidArgument("boot.disk.size_bytes applies to a clone of an image; resize the volume with ResizeVolume instead.");
+      if (d.sizeBytes !== 0n)
+        throw invalidArgument("boot.disk.size_bytes applies to a clone of an image; resize the volume with ResizeVolume instead.");
       disks.push(volumeDisk("boot.disk.volume", d.volume, false, "boot"));
     } else {
       const image = manager.bootableImage(reference("boot.disk.image", d.image), tenant);
@@ -246,21 +293,28 @@ function validateCreate(req: CreateVmRequest, manager: VmManager, scope: CallerS
   if (new Set(volumeIds).size !== volumeIds.length) throw invalidArgument("the same volume is attached twice; attach each volume once.");
   const taps = new Set<string>();
   const nics = req.nics.map((n, i) => {
-    if (!/^[A-Za-z0-9_.-]{1,15}$/.test(n.bridge)) throw invalidArgument(`nics[${i}].bridge ${JSON.stringify(clip(n.bridge))} is not a network device name.`);
-    if (n.mac !== "" && !/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(n.mac)) throw invalidArgument(`nics[${i}].mac ${JSON.stringify(clip(n.mac))} is not a MAC address like 52:54:00:12:34:56.`);
-    if (n.tapDevice !== "" && !/^[A-Za-z0-9_.-]{1,15}$/.test(n.tapDevice)) throw invalidArgument(`nics[${i}].tap_device is not a network device name (at most 15 characters).`);
+    if (!/^[A-Za-z0-9_.-]{1,15}$/.test(n.bridge))
+      throw invalidArgument(`nics[${i}].bridge ${JSON.stringify(clip(n.bridge))} is not a network device name.`);
+    if (n.mac !== "" && !/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(n.mac))
+      throw invalidArgument(`nics[${i}].mac ${JSON.stringify(clip(n.mac))} is not a MAC address like 52:54:00:12:34:56.`);
+    if (n.tapDevice !== "" && !/^[A-Za-z0-9_.-]{1,15}$/.test(n.tapDevice))
+      throw invalidArgument(`nics[${i}].tap_device is not a network device name (at most 15 characters).`);
     if (n.tapDevice !== "" && taps.has(n.tapDevice)) throw invalidArgument(`nics[${i}].tap_device ${n.tapDevice} is used twice.`);
     if (scope.tenant !== undefined) {
       checkTenantBridge(`nics[${i}].bridge`, n.bridge, tenancy, scope.tenant);
       // A host network device name is the host's: aetherd names a tenant's TAPs after the VM.
-      if (n.tapDevice !== "") requireClusterWide(scope, `name a TAP device (nics[${i}].tap_device); leave it empty and aetherd names it after the VM`);
+      if (n.tapDevice !== "")
+        requireClusterWide(scope, `name a TAP device (nics[${i}].tap_device); leave it empty and aetherd names it after the VM`);
     }
     taps.add(n.tapDevice);
     return { bridge: n.bridge, mac: n.mac.toLowerCase(), tap: n.tapDevice };
   });
   const acceleration = req.acceleration === Acceleration.KVM ? "kvm" : req.acceleration === Acceleration.TCG ? "tcg" : "auto";
   const ci = req.cloudInit;
-  const cloudInit = ci && (ci.userData !== "" || ci.metaData !== "" || ci.networkConfig !== "") ? { userData: ci.userData, metaData: ci.metaData, networkConfig: ci.networkConfig } : undefined;
+  const cloudInit =
+    ci && (ci.userData !== "" || ci.metaData !== "" || ci.networkConfig !== "")
+      ? { userData: ci.userData, metaData: ci.metaData, networkConfig: ci.networkConfig }
+      : undefined;
   if (cloudInit && cloudInit.userData.length + cloudInit.metaData.length + cloudInit.networkConfig.length > 1024 * 1024) {
     throw invalidArgument("cloud_init is larger than 1 MiB.");
   }
@@ -310,14 +364,12 @@ function toMessage(manager: VmManager, vm: VmRecord): Vm {
       spec.boot === "disk"
         ? { source: { case: "disk", value: { volume: spec.disks[0]?.volumeId ?? "", image: spec.bootImageId } } }
         : { source: { case: "kernel", value: { kernelPath: spec.kernelPath, initrdPath: spec.initrdPath, cmdline: spec.cmdline } } },
-    disks: spec.disks
-      .slice(spec.boot === "disk" ? 1 : 0)
-      .map((d) => ({
-        source: d.volumeId !== "" ? { case: "volume" as const, value: d.volumeId } : { case: "hostPath" as const, value: d.path },
-        readOnly: d.readOnly,
-        serial: d.serial,
-        resolvedPath: manager.diskPath(d),
-      })),
+    disks: spec.disks.slice(spec.boot === "disk" ? 1 : 0).map((d) => ({
+      source: d.volumeId !== "" ? { case: "volume" as const, value: d.volumeId } : { case: "hostPath" as const, value: d.path },
+      readOnly: d.readOnly,
+      serial: d.serial,
+      resolvedPath: manager.diskPath(d),
+    })),
     nics: spec.nics.map((n) => ({ bridge: n.bridge, mac: n.mac, tapDevice: n.tap })),
     cloudInit: spec.cloudInit ? { ...spec.cloudInit, seedPath: runtime.seedPath } : undefined,
     cell: spec.cell,

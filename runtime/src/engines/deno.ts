@@ -38,7 +38,15 @@ function daemonAccess(): { read: string[]; write: string[]; net: string[] } {
 
 export function denoCommand(req: RunRequest): EngineCommand {
   const p = req.permissions;
-  const args = ["run", "--no-prompt", "--no-config", "--no-lock", "--node-modules-dir=manual", `--import-map=${importMapFile()}`, `--preload=${join(distDir, "engines", "deno-preload.js")}`];
+  const args = [
+    "run",
+    "--no-prompt",
+    "--no-config",
+    "--no-lock",
+    "--node-modules-dir=manual",
+    `--import-map=${importMapFile()}`,
+    `--preload=${join(distDir, "engines", "deno-preload.js")}`,
+  ];
   if (p.all) {
     args.push("--allow-all");
   } else {

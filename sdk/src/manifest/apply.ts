@@ -69,7 +69,8 @@ export async function applyManifest(aether: AetherClient, manifest: Manifest, op
     options.onStep?.(action);
     let done = action;
     try {
-      if (manifest.target === "cluster") done = await applyClusterAction(aether, manifest, action, decls.get(action.name), options.stopGraceSeconds ?? 10);
+      if (manifest.target === "cluster")
+        done = await applyClusterAction(aether, manifest, action, decls.get(action.name), options.stopGraceSeconds ?? 10);
       else if (action.resource === "volume") await applyVolume(aether, manifest, action, volumes.get(action.name));
       else if (action.resource === "cell") await applyCell(aether, manifest, action, cells.get(action.name));
       else {
@@ -78,7 +79,8 @@ export async function applyManifest(aether: AetherClient, manifest: Manifest, op
           // Ids resolve within their tenant only: always name the manifest's.
           const tenant = manifest.tenant;
           const { executable } = await aether.runtime.getExecutable({ executable: action.liveId ?? "", tenant });
-          if (executable?.state === ExecutableState.RUNNING) await aether.runtime.stopExecutable({ executable: executable.id, tenant, gracePeriod: grace });
+          if (executable?.state === ExecutableState.RUNNING)
+            await aether.runtime.stopExecutable({ executable: executable.id, tenant, gracePeriod: grace });
           await aether.runtime.deleteExecutable({ executable: action.liveId ?? "", tenant });
         }
         if (action.kind === "create" || action.kind === "replace") {
@@ -119,7 +121,12 @@ async function applyCell(aether: AetherClient, manifest: Manifest, action: Plann
   }
 }
 
-async function applyVolume(aether: AetherClient, manifest: Manifest, action: PlannedAction, decl: ManifestVolume | undefined): Promise<void> {
+async function applyVolume(
+  aether: AetherClient,
+  manifest: Manifest,
+  action: PlannedAction,
+  decl: ManifestVolume | undefined,
+): Promise<void> {
   if (action.kind === "update") {
     await aether.storage.resizeVolume({ volume: action.liveId ?? "", tenant: manifest.tenant, sizeBytes: BigInt(action.sizeBytes ?? 0) });
   } else if (action.kind === "delete") {
@@ -133,7 +140,10 @@ async function applyVolume(aether: AetherClient, manifest: Manifest, action: Pla
       labels: { ...decl.labels, [MANIFEST_LABEL]: manifest.name },
       pool: decl.pool,
       format: volumeFormat(decl),
-      source: decl.image === undefined ? { case: "empty", value: { sizeBytes: size } } : { case: "image", value: { image: decl.image, sizeBytes: size } },
+      source:
+        decl.image === undefined
+          ? { case: "empty", value: { sizeBytes: size } }
+          : { case: "image", value: { image: decl.image, sizeBytes: size } },
     });
   }
 }

@@ -18,7 +18,9 @@ const stateName = (state: PlacementState) => PlacementState[state] ?? String(sta
 
 /** The advice when the server behind `aether` is not an aggregator. */
 function notAnAggregator(aether: AetherClient, manifest: Manifest, err: ConnectError): ConnectError {
-  const what = /served by aether-aggregator/.test(err.rawMessage) ? "a node's aetherd, not aether-aggregator" : `not aether-aggregator (${err.rawMessage.replace(/\.$/, "")})`;
+  const what = /served by aether-aggregator/.test(err.rawMessage)
+    ? "a node's aetherd, not aether-aggregator"
+    : `not aether-aggregator (${err.rawMessage.replace(/\.$/, "")})`;
   return new ConnectError(
     `manifest ${manifest.name} targets the cluster, but ${aether.address} is ${what}: point AETHER_HOST at the aggregator (its socket, e.g. unix:///run/aether/aggregator.sock, or its https address) and run again.`,
     Code.FailedPrecondition,
@@ -29,7 +31,12 @@ function notAnAggregator(aether: AetherClient, manifest: Manifest, err: ConnectE
 async function listManaged(aether: AetherClient, manifest: Manifest): Promise<WorkloadPlacement[]> {
   try {
     return await allPages(async (pageToken) => {
-      const page = await aether.aggregator.listPlacements({ tenant: manifest.tenant, filter: `${MANIFEST_LABEL}=${manifest.name}`, pageSize: 1000, pageToken });
+      const page = await aether.aggregator.listPlacements({
+        tenant: manifest.tenant,
+        filter: `${MANIFEST_LABEL}=${manifest.name}`,
+        pageSize: 1000,
+        pageToken,
+      });
       return { items: page.placements, nextPageToken: page.nextPageToken };
     });
   } catch (err) {
@@ -67,7 +74,11 @@ function differences(manifest: Manifest, decl: ManifestExecutable, placement: Wo
   if (have.gid !== decl.gid) out.push("gid");
   const req = placement.spec?.requirements;
   const want = decl.requirements;
-  if ((req?.cpuMillis ?? 0) !== (want?.cpuMillis ?? 0) || Number(req?.memoryBytes ?? 0n) !== (want?.memoryBytes ?? 0) || !sameRecord(req?.nodeSelector ?? {}, want?.nodeSelector ?? {})) {
+  if (
+    (req?.cpuMillis ?? 0) !== (want?.cpuMillis ?? 0) ||
+    Number(req?.memoryBytes ?? 0n) !== (want?.memoryBytes ?? 0) ||
+    !sameRecord(req?.nodeSelector ?? {}, want?.nodeSelector ?? {})
+  ) {
     out.push("requirements");
   }
   return out;
@@ -101,7 +112,9 @@ export async function planCluster(aether: AetherClient, manifest: Manifest): Pro
         continue;
       }
       const last = latest.get(decl.name);
-      const history = last ? `; its last placement is ${stateName(last.state)}${last.stateReason ? ` (${last.stateReason.replace(/\.$/, "")})` : ""}` : "";
+      const history = last
+        ? `; its last placement is ${stateName(last.state)}${last.stateReason ? ` (${last.stateReason.replace(/\.$/, "")})` : ""}`
+        : "";
       actions.push({ kind: "create", resource: "executable", name: decl.name, reason: `not placed in the cluster${history}` });
       continue;
     }
@@ -109,18 +122,30 @@ export async function planCluster(aether: AetherClient, manifest: Manifest): Pro
     const changed = differences(manifest, decl, current);
     if (MOVING.has(current.state)) {
       const doing = `the aggregator is placing it right now (${stateName(current.state)}${current.stateReason ? `: ${current.stateReason.replace(/\.$/, "")}` : ""})`;
-      if (changed.length > 0) actions.push({ ...base, kind: "conflict", reason: `${changed.join(", ")} changed, but ${doing}; apply again once it is PLACED` });
+      if (changed.length > 0)
+        actions.push({ ...base, kind: "conflict", reason: `${changed.join(", ")} changed, but ${doing}; apply again once it is PLACED` });
       else actions.push({ ...base, kind: "unchanged", reason: `as declared; ${doing}` });
     } else if (changed.length > 0) {
       actions.push({ ...base, kind: "replace", reason: `${changed.join(", ")} changed` });
     } else {
-      actions.push({ ...base, kind: "unchanged", reason: `${current.state === PlacementState.PLACED ? "placed" : "being provisioned"} on node ${current.node} as declared` });
+      actions.push({
+        ...base,
+        kind: "unchanged",
+        reason: `${current.state === PlacementState.PLACED ? "placed" : "being provisioned"} on node ${current.node} as declared`,
+      });
     }
   }
   const declared = new Set(manifest.executables.map((e) => e.name));
   for (const [name, current] of live) {
     if (!declared.has(name)) {
-      actions.push({ kind: "delete", resource: "executable", name, reason: "no longer in the manifest", liveId: current.workloadId, node: current.node || undefined });
+      actions.push({
+        kind: "delete",
+        resource: "executable",
+        name,
+        reason: "no longer in the manifest",
+        liveId: current.workloadId,
+        node: current.node || undefined,
+      });
     }
   }
   return planOf(manifest, actions);
@@ -130,10 +155,20 @@ export async function planCluster(aether: AetherClient, manifest: Manifest): Pro
  * Carries out one step of a cluster plan: release the live placement (replace, delete), then deploy
  * the declared executable (create, replace). Returns the step with where it was placed.
  */
-export async function applyClusterAction(aether: AetherClient, manifest: Manifest, action: PlannedAction, decl: ManifestExecutable | undefined, graceSeconds: number): Promise<PlannedAction> {
+export async function applyClusterAction(
+  aether: AetherClient,
+  manifest: Manifest,
+  action: PlannedAction,
+  decl: ManifestExecutable | undefined,
+  graceSeconds: number,
+): Promise<PlannedAction> {
   if (action.kind === "replace" || action.kind === "delete") {
     // The workload name is unique among live placements: the old one goes before the new one comes.
-    await aether.aggregator.releasePlacement({ workload: action.liveId ?? "", tenant: manifest.tenant, gracePeriod: { seconds: BigInt(graceSeconds) } });
+    await aether.aggregator.releasePlacement({
+      workload: action.liveId ?? "",
+      tenant: manifest.tenant,
+      gracePeriod: { seconds: BigInt(graceSeconds) },
+    });
   }
   if ((action.kind !== "create" && action.kind !== "replace") || decl === undefined) return action;
   const requirements = decl.requirements && {
@@ -150,6 +185,11 @@ export async function applyClusterAction(aether: AetherClient, manifest: Manifes
       kind: { case: "executable", value: { argv: decl.argv, env: decl.env, cwd: decl.cwd, uid: decl.uid, gid: decl.gid } },
     },
   });
-  const placed: PlacedWorkload = { workloadId: placement?.workloadId ?? "", node: placement?.node ?? "", resourceId: placement?.resourceId ?? "", auctionId: auction?.id ?? placement?.auctionId ?? "" };
+  const placed: PlacedWorkload = {
+    workloadId: placement?.workloadId ?? "",
+    node: placement?.node ?? "",
+    resourceId: placement?.resourceId ?? "",
+    auctionId: auction?.id ?? placement?.auctionId ?? "",
+  };
   return { ...action, placed };
 }

@@ -20,7 +20,12 @@ const SizeSchema = z
 
 const RequirementsSchema = z
   .object({
-    cpuMillis: z.number().int().min(1, "must be at least 1 (thousandths of a CPU)").max(2 ** 32 - 1).optional(),
+    cpuMillis: z
+      .number()
+      .int()
+      .min(1, "must be at least 1 (thousandths of a CPU)")
+      .max(2 ** 32 - 1)
+      .optional(),
     memory: SizeSchema.optional(),
     nodeSelector: z.record(z.string(), z.string()).default({}),
   })
@@ -32,7 +37,10 @@ const ExecutableDeclSchema = z
     /** Unique name within the manifest's tenant. */
     name: dnsLabel,
     /** Program and arguments; argv[0] is an absolute path. */
-    argv: z.array(z.string()).min(1, "must name at least the program").refine((a) => a[0]?.startsWith("/"), "argv[0] must be an absolute path"),
+    argv: z
+      .array(z.string())
+      .min(1, "must name at least the program")
+      .refine((a) => a[0]?.startsWith("/"), "argv[0] must be an absolute path"),
     env: z.record(z.string(), z.string()).default({}),
     cwd: z.string().startsWith("/", "must be an absolute path").default("/"),
     labels: z.record(z.string(), z.string()).default({}),
@@ -56,7 +64,13 @@ const CellDeclSchema = z
     pidsMax: z.number().int().positive().optional(),
     labels: z.record(z.string(), z.string()).default({}),
     isolation: z
-      .object({ pid: z.boolean().default(false), mount: z.boolean().default(false), network: z.boolean().default(false), uts: z.boolean().default(false), ipc: z.boolean().default(false) })
+      .object({
+        pid: z.boolean().default(false),
+        mount: z.boolean().default(false),
+        network: z.boolean().default(false),
+        uts: z.boolean().default(false),
+        ipc: z.boolean().default(false),
+      })
       .strict()
       .default({ pid: false, mount: false, network: false, uts: false, ipc: false }),
   })
@@ -93,20 +107,37 @@ const ManifestSchema = z
     if (m.target === "cluster") {
       // The aggregator places each executable by auction on whichever node wins it: nothing that
       // lives on one node (a volume, a cell, an executable inside a cell) can follow it there.
-      if (m.volumes.length > 0) ctx.addIssue({ code: "custom", path: ["volumes"], message: 'volumes belong to one node; apply them to a node (in a manifest without target "cluster")' });
+      if (m.volumes.length > 0)
+        ctx.addIssue({
+          code: "custom",
+          path: ["volumes"],
+          message: 'volumes belong to one node; apply them to a node (in a manifest without target "cluster")',
+        });
       if (m.cells.length > 0) {
         ctx.addIssue({
           code: "custom",
           path: ["cells"],
-          message: 'cells belong to one node, and the aggregator places each executable on a node of its own choosing, so none could run in them; apply them to a node (in a manifest without target "cluster")',
+          message:
+            'cells belong to one node, and the aggregator places each executable on a node of its own choosing, so none could run in them; apply them to a node (in a manifest without target "cluster")',
         });
       }
       m.executables.forEach((e, i) => {
-        if (e.cell !== "") ctx.addIssue({ code: "custom", path: ["executables", i, "cell"], message: 'an executable of a cluster manifest runs on whichever node wins its auction, outside any cell; drop cell, or apply the manifest to a node (without target "cluster")' });
+        if (e.cell !== "")
+          ctx.addIssue({
+            code: "custom",
+            path: ["executables", i, "cell"],
+            message:
+              'an executable of a cluster manifest runs on whichever node wins its auction, outside any cell; drop cell, or apply the manifest to a node (without target "cluster")',
+          });
       });
     } else {
       m.executables.forEach((e, i) => {
-        if (e.requirements !== undefined) ctx.addIssue({ code: "custom", path: ["executables", i, "requirements"], message: 'only a cluster manifest places executables by their requirements: set target: "cluster", or drop requirements' });
+        if (e.requirements !== undefined)
+          ctx.addIssue({
+            code: "custom",
+            path: ["executables", i, "requirements"],
+            message: 'only a cluster manifest places executables by their requirements: set target: "cluster", or drop requirements',
+          });
       });
     }
     const seen = new Set<string>();
@@ -117,16 +148,30 @@ const ManifestSchema = z
     const cells = new Set(m.cells.map((c) => c.name));
     m.cells.forEach((c, i) => {
       const parent = c.name.split("/").slice(0, -1).join("/");
-      if (parent !== "" && !cells.has(parent)) ctx.addIssue({ code: "custom", path: ["cells", i, "name"], message: `its parent cell ${parent} is not declared` });
-      if (m.cells.findIndex((x) => x.name === c.name) !== i) ctx.addIssue({ code: "custom", path: ["cells", i, "name"], message: `${c.name} is declared twice` });
+      if (parent !== "" && !cells.has(parent))
+        ctx.addIssue({ code: "custom", path: ["cells", i, "name"], message: `its parent cell ${parent} is not declared` });
+      if (m.cells.findIndex((x) => x.name === c.name) !== i)
+        ctx.addIssue({ code: "custom", path: ["cells", i, "name"], message: `${c.name} is declared twice` });
     });
     m.executables.forEach((e, i) => {
-      if (e.cell !== "" && !cells.has(e.cell)) ctx.addIssue({ code: "custom", path: ["executables", i, "cell"], message: `cell ${e.cell} is not declared in the manifest` });
+      if (e.cell !== "" && !cells.has(e.cell))
+        ctx.addIssue({ code: "custom", path: ["executables", i, "cell"], message: `cell ${e.cell} is not declared in the manifest` });
     });
     m.volumes.forEach((v, i) => {
-      if (m.volumes.findIndex((x) => x.name === v.name) !== i) ctx.addIssue({ code: "custom", path: ["volumes", i, "name"], message: `${v.name} is declared twice` });
-      if (v.image === undefined && v.sizeBytes === undefined) ctx.addIssue({ code: "custom", path: ["volumes", i, "size"], message: "is required for an empty volume: give a size, or an image to clone" });
-      if (v.image !== undefined && v.format !== undefined) ctx.addIssue({ code: "custom", path: ["volumes", i, "format"], message: `a clone has its image's format: drop format, or image ${v.image}` });
+      if (m.volumes.findIndex((x) => x.name === v.name) !== i)
+        ctx.addIssue({ code: "custom", path: ["volumes", i, "name"], message: `${v.name} is declared twice` });
+      if (v.image === undefined && v.sizeBytes === undefined)
+        ctx.addIssue({
+          code: "custom",
+          path: ["volumes", i, "size"],
+          message: "is required for an empty volume: give a size, or an image to clone",
+        });
+      if (v.image !== undefined && v.format !== undefined)
+        ctx.addIssue({
+          code: "custom",
+          path: ["volumes", i, "format"],
+          message: `a clone has its image's format: drop format, or image ${v.image}`,
+        });
     });
   });
 

@@ -102,7 +102,10 @@ export function cellLimits(c: ManifestCell): CellLimits {
   const period = 100_000n;
   return create(CellLimitsSchema, {
     cpuWeight: c.cpuWeight,
-    cpuMax: c.cpuMaxPercent === undefined ? undefined : { quotaUsec: BigInt(Math.round((c.cpuMaxPercent / 100) * Number(period))), periodUsec: period },
+    cpuMax:
+      c.cpuMaxPercent === undefined
+        ? undefined
+        : { quotaUsec: BigInt(Math.round((c.cpuMaxPercent / 100) * Number(period))), periodUsec: period },
     cpusetCpus: c.cpusetCpus ?? "",
     memoryMaxBytes: BigInt(c.memoryMaxBytes ?? 0),
     pidsMax: BigInt(c.pidsMax ?? 0),
@@ -122,7 +125,10 @@ async function planCells(aether: AetherClient, manifest: Manifest): Promise<Plan
     live = await listCells(aether, manifest.tenant);
   } catch (err) {
     if (err instanceof ConnectError && (err.code === Code.Unimplemented || err.code === Code.FailedPrecondition)) {
-      throw new ConnectError(`the manifest declares cells, but aetherd at ${aether.address} cannot manage them: ${err.rawMessage}`, Code.FailedPrecondition);
+      throw new ConnectError(
+        `the manifest declares cells, but aetherd at ${aether.address} cannot manage them: ${err.rawMessage}`,
+        Code.FailedPrecondition,
+      );
     }
     throw err;
   }
@@ -132,7 +138,13 @@ async function planCells(aether: AetherClient, manifest: Manifest): Promise<Plan
     const parentName = c.name.split("/").slice(0, -1).join("/");
     const parent = parentName === "" ? undefined : declared.get(parentName);
     const up = parent ? effective(parent) : { pid: false, mount: false, network: false, uts: false, ipc: false };
-    return { pid: c.isolation.pid || up.pid, mount: c.isolation.mount || up.mount, network: c.isolation.network || up.network, uts: c.isolation.uts || up.uts, ipc: c.isolation.ipc || up.ipc };
+    return {
+      pid: c.isolation.pid || up.pid,
+      mount: c.isolation.mount || up.mount,
+      network: c.isolation.network || up.network,
+      uts: c.isolation.uts || up.uts,
+      ipc: c.isolation.ipc || up.ipc,
+    };
   };
   const actions: PlannedAction[] = [];
   for (const decl of manifest.cells) {
@@ -142,14 +154,23 @@ async function planCells(aether: AetherClient, manifest: Manifest): Promise<Plan
       continue;
     }
     if (current.labels[MANIFEST_LABEL] !== manifest.name) {
-      actions.push({ kind: "conflict", resource: "cell", name: decl.name, reason: `a cell named ${decl.name} already exists in tenant ${manifest.tenant} and is not managed by manifest ${manifest.name}; free or rename it` });
+      actions.push({
+        kind: "conflict",
+        resource: "cell",
+        name: decl.name,
+        reason: `a cell named ${decl.name} already exists in tenant ${manifest.tenant} and is not managed by manifest ${manifest.name}; free or rename it`,
+      });
       continue;
     }
     const base = { resource: "cell" as const, name: decl.name, liveId: current.id };
     const want = effective(decl);
     const have = current.isolation;
     if (!have || (Object.keys(want) as Array<keyof typeof want>).some((k) => want[k] !== have[k])) {
-      actions.push({ ...base, kind: "replace", reason: "isolation changed (namespaces cannot change in place; its processes are restarted)" });
+      actions.push({
+        ...base,
+        kind: "replace",
+        reason: "isolation changed (namespaces cannot change in place; its processes are restarted)",
+      });
       continue;
     }
     const limits = cellLimits(decl);
@@ -214,7 +235,10 @@ async function planVolumes(aether: AetherClient, manifest: Manifest): Promise<Pl
     if (err instanceof ConnectError && (err.code === Code.Unimplemented || err.code === Code.FailedPrecondition)) {
       // A node without storage holds no volume of this manifest to delete.
       if (manifest.volumes.length === 0) return [];
-      throw new ConnectError(`the manifest declares volumes, but aetherd at ${aether.address} cannot manage them: ${err.rawMessage}`, Code.FailedPrecondition);
+      throw new ConnectError(
+        `the manifest declares volumes, but aetherd at ${aether.address} cannot manage them: ${err.rawMessage}`,
+        Code.FailedPrecondition,
+      );
     }
     throw err;
   }
@@ -223,25 +247,48 @@ async function planVolumes(aether: AetherClient, manifest: Manifest): Promise<Pl
   for (const decl of manifest.volumes) {
     const current = byName.get(decl.name);
     if (!current) {
-      actions.push({ kind: "create", resource: "volume", name: decl.name, reason: decl.image === undefined ? "does not exist on the node" : `does not exist on the node; clone image ${decl.image}` });
+      actions.push({
+        kind: "create",
+        resource: "volume",
+        name: decl.name,
+        reason: decl.image === undefined ? "does not exist on the node" : `does not exist on the node; clone image ${decl.image}`,
+      });
       continue;
     }
     const base = { resource: "volume" as const, name: decl.name, liveId: current.id };
     if (current.labels[MANIFEST_LABEL] !== manifest.name) {
-      actions.push({ kind: "conflict", resource: "volume", name: decl.name, reason: `a volume named ${decl.name} already exists in tenant ${manifest.tenant} and is not managed by manifest ${manifest.name}; give the manifest's volume another name, or delete that volume` });
+      actions.push({
+        kind: "conflict",
+        resource: "volume",
+        name: decl.name,
+        reason: `a volume named ${decl.name} already exists in tenant ${manifest.tenant} and is not managed by manifest ${manifest.name}; give the manifest's volume another name, or delete that volume`,
+      });
       continue;
     }
     if (current.state === VolumeState.FAILED) {
-      actions.push({ ...base, kind: "conflict", reason: `volume ${decl.name} is FAILED on the node (${current.stateReason}); repair or delete it` });
+      actions.push({
+        ...base,
+        kind: "conflict",
+        reason: `volume ${decl.name} is FAILED on the node (${current.stateReason}); repair or delete it`,
+      });
       continue;
     }
     // Pool, format, source and labels are fixed when a volume is created: changing them would mean
     // recreating it, and its data with it, which apply never does on its own.
     const fixed: string[] = [];
     if (decl.pool !== "" && current.pool !== decl.pool) fixed.push(`pool (${current.pool} on the node, ${decl.pool} declared)`);
-    if (decl.format !== undefined && current.format !== volumeFormat(decl)) fixed.push(`format (${VolumeFormat[current.format]?.toLowerCase()} on the node, ${decl.format} declared)`);
-    if (decl.image === undefined ? current.backing?.parent.case !== undefined : !(await clonesImage(aether, manifest.tenant, current, decl.image))) {
-      fixed.push(decl.image === undefined ? "source (a clone on the node, empty declared)" : `source (not a clone of image ${decl.image} on the node)`);
+    if (decl.format !== undefined && current.format !== volumeFormat(decl))
+      fixed.push(`format (${VolumeFormat[current.format]?.toLowerCase()} on the node, ${decl.format} declared)`);
+    if (
+      decl.image === undefined
+        ? current.backing?.parent.case !== undefined
+        : !(await clonesImage(aether, manifest.tenant, current, decl.image))
+    ) {
+      fixed.push(
+        decl.image === undefined
+          ? "source (a clone on the node, empty declared)"
+          : `source (not a clone of image ${decl.image} on the node)`,
+      );
     }
     if (!sameRecord(current.labels, { ...decl.labels, [MANIFEST_LABEL]: manifest.name })) fixed.push("labels");
     if (fixed.length > 0) {

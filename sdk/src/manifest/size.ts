@@ -1,7 +1,17 @@
 // Sizes as people write them in a manifest: bytes as a number, or "512M", "10G", "1.5Ti".
 // The same notation as the CLI's (binary units: 1K = 1024 bytes), kept here because the SDK does
 // not depend on the CLI.
-const UNITS: Record<string, number> = { "": 1, k: 2 ** 10, ki: 2 ** 10, m: 2 ** 20, mi: 2 ** 20, g: 2 ** 30, gi: 2 ** 30, t: 2 ** 40, ti: 2 ** 40 };
+const UNITS: Record<string, number> = {
+  "": 1,
+  k: 2 ** 10,
+  ki: 2 ** 10,
+  m: 2 ** 20,
+  mi: 2 ** 20,
+  g: 2 ** 30,
+  gi: 2 ** 30,
+  t: 2 ** 40,
+  ti: 2 ** 40,
+};
 
 /**
  * Bytes from a number of bytes or a string like "512M", "10G", "1.5Ti" or "1048576" (binary units,
@@ -25,7 +35,12 @@ export function parseSize(value: number | string): number | { error: string } {
 
 /** "10 GiB", "1.5 MiB", "700 bytes": a byte count as a person reads it, exact to 0.01 of the unit. */
 export function formatSize(bytes: number): string {
-  for (const [unit, factor] of [["TiB", 2 ** 40], ["GiB", 2 ** 30], ["MiB", 2 ** 20], ["KiB", 2 ** 10]] as const) {
+  for (const [unit, factor] of [
+    ["TiB", 2 ** 40],
+    ["GiB", 2 ** 30],
+    ["MiB", 2 ** 20],
+    ["KiB", 2 ** 10],
+  ] as const) {
     if (bytes >= factor) return `${Number((bytes / factor).toFixed(2))} ${unit}`;
   }
   return `${bytes} bytes`;
