@@ -15,8 +15,10 @@ export interface TestCa extends Pair {
   /**
    * uri: the SPIFFE URI SAN (default spiffe://test/user/<name>, for a server spiffe://test/node/<name>,
    * so the trust domain is "test"); null: none at all.
+   * ips: more IP SANs of a server certificate (besides 127.0.0.1); client: a server certificate
+   * may also be presented as a client certificate (a node calling the aggregator with its own).
    */
-  issue(name: string, options?: { server?: boolean; days?: number; uri?: string | null }): Pair;
+  issue(name: string, options?: { server?: boolean; days?: number; uri?: string | null; ips?: string[]; client?: boolean }): Pair;
 }
 
 const openssl = (dir: string, args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: ["ignore", "ignore", "pipe"] });
@@ -50,7 +52,7 @@ export function createCa(name: string, dir = mkdtempSync(join(tmpdir(), "aether-
       writeFileSync(
         ext,
         options.server
-          ? `subjectAltName=IP:127.0.0.1,DNS:localhost${options.uri === null ? "" : `,URI:${options.uri ?? `spiffe://test/node/${subject}`}`}\nextendedKeyUsage=serverAuth\n`
+          ? `subjectAltName=IP:127.0.0.1,${(options.ips ?? []).map((ip) => `IP:${ip},`).join("")}DNS:localhost${options.uri === null ? "" : `,URI:${options.uri ?? `spiffe://test/node/${subject}`}`}\nextendedKeyUsage=serverAuth${options.client ? ",clientAuth" : ""}\n`
           : `${options.uri === null ? "" : `subjectAltName=URI:${options.uri ?? `spiffe://test/user/${subject}`}\n`}extendedKeyUsage=clientAuth\n`,
       );
       openssl(dir, [
