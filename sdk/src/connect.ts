@@ -18,7 +18,19 @@ import { NodeService } from "./gen/aether/node/v1/node_pb.js";
 export interface ConnectOptions extends TargetOptions {
   /** Check that the daemon answers before returning (default true), so a wrong address fails here, clearly. */
   verify?: boolean;
+  /** What answers at the address, as error sentences name it (default "aetherd"; the CLI's cluster commands say "aether-aggregator"). */
+  peer?: string;
+  /**
+   * Where the caller's TLS settings live, as error sentences name them (default: tls.ca and
+   * tls.cert/tls.key, or ca and cert/key in the client config); aetherd says its [cluster] or [tcp] files.
+   */
+  tlsSettings?: { ca: string; certAndKey: string };
 }
+
+const DEFAULT_TLS_SETTINGS = {
+  ca: "tls.ca, or ca in the client config",
+  certAndKey: "tls.cert and tls.key, or cert and key in the client config",
+};
 
 /** Typed clients for every Aether service, bound to one daemon. */
 export interface AetherClient {
@@ -90,7 +102,7 @@ export async function connect(options: ConnectOptions = {}): Promise<AetherClien
     httpVersion: "2",
     useBinaryFormat: true,
     sessionManager,
-    interceptors: [explainUnreachable(target)],
+    interceptors: [explainUnreachable(target, options.peer ?? "aetherd", options.tlsSettings ?? DEFAULT_TLS_SETTINGS)],
   });
   const client = <S extends DescService>(service: S) => createClient(service, transport);
   const aether: AetherClient = {
@@ -121,7 +133,7 @@ export async function connect(options: ConnectOptions = {}): Promise<AetherClien
 const UNREACHABLE = new Set(["ENOENT", "ECONNREFUSED", "EACCES", "ECONNRESET", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH", "ENOTFOUND"]);
 
 /** Turns "connect ENOENT" deep inside a transport into one sentence: where we looked, what to do. */
-function explainUnreachable(target: Target): Interceptor {
+function explainUnreachable(target: Target, peer: string, settings: { ca: string; certAndKey: string }): Interceptor {
   return (next) => async (req) => {
     try {
       return await next(req);
@@ -129,10 +141,10 @@ function explainUnreachable(target: Target): Interceptor {
       const cause = findErrno(err);
       if (cause === undefined) throw err;
       if (UNREACHABLE.has(cause.code)) {
-        throw new ConnectError(describeUnreachable(target, cause.code, cause.message), Code.Unavailable, undefined, undefined, err);
+        throw new ConnectError(describeUnreachable(target, peer, cause.code, cause.message), Code.Unavailable, undefined, undefined, err);
       }
       if (cause.code.startsWith("ERR_SSL_") || cause.code.startsWith("ERR_TLS_") || SERVER_NOT_TRUSTED.has(cause.code)) {
-        throw new ConnectError(describeTlsFailure(target, cause.code), Code.Unavailable, undefined, undefined, err);
+        throw new ConnectError(describeTlsFailure(target, peer, settings, cause.code), Code.Unavailable, undefined, undefined, err);
       }
       throw err;
     }
@@ -149,18 +161,32 @@ const SERVER_NOT_TRUSTED = new Set([
   "ERR_TLS_CERT_ALTNAME_INVALID",
 ]);
 
-function describeTlsFailure(target: Target, code: string): string {
+function describeTlsFailure(target: Target, peer: string, settings: { ca: string; certAndKey: string }, code: string): string {
   if (SERVER_NOT_TRUSTED.has(code)) {
-    return `the certificate of aetherd at ${target.address} is not trusted (${code}): give the cluster CA (tls.ca, or ca in the client config).`;
+    const given = target.tls?.ca === undefined ? "no CA was given" : `the CA given (${describeMaterial(target.tls.ca)}) did not issue it`;
+    return `the certificate of ${peer} at ${target.address} is not trusted (${code}): ${given}; give the cluster CA's certificate file (${settings.ca}).`;
   }
-  return `aetherd at ${target.address} refused the TLS handshake (${code}): it requires a client certificate and key issued by the cluster CA (tls.cert and tls.key, or cert and key in the client config), not expired and not revoked.`;
+  const given =
+    target.tls?.cert === undefined
+      ? "no client certificate was given"
+      : `the client certificate given is ${describeMaterial(target.tls.cert)}`;
+  return `${peer} at ${target.address} refused the TLS handshake (${code}): it requires a client certificate and key issued by the cluster CA (${settings.certAndKey}), not expired and not revoked; ${given}.`;
 }
 
-function describeUnreachable(target: Target, code: string, message: string): string {
+/** A file path as given, or "PEM text". */
+function describeMaterial(value: string): string {
+  return value.includes("-----BEGIN") ? "PEM text" : value;
+}
+
+function describeUnreachable(target: Target, peer: string, code: string, message: string): string {
   const how =
-    target.kind === "unix"
-      ? `Start it with \`aetherd --socket ${target.path}\` (or \`npm run aetherd -- --socket ${target.path}\` in the Aether repository), or point AETHER_HOST at a running daemon.`
-      : "Check that aetherd runs with --listen on that address and that the client certificate, key and CA are right.";
+    peer !== "aetherd"
+      ? target.kind === "unix"
+        ? `Check that ${peer} runs with --socket ${target.path}, or give its address (--aggregator, AETHER_AGGREGATOR).`
+        : `Check that ${peer} runs with --listen on that address and that the client certificate, key and CA are right.`
+      : target.kind === "unix"
+        ? `Start it with \`aetherd --socket ${target.path}\` (or \`npm run aetherd -- --socket ${target.path}\` in the Aether repository), or point AETHER_HOST at a running daemon.`
+        : "Check that aetherd runs with --listen on that address and that the client certificate, key and CA are right.";
   const what =
     code === "ENOENT"
       ? "no socket exists there"
@@ -169,7 +195,7 @@ function describeUnreachable(target: Target, code: string, message: string): str
         : code === "EACCES"
           ? "permission denied (the socket is 0600: run as the daemon's user, e.g. root)"
           : message;
-  return `cannot reach aetherd at ${target.address}: ${what}. ${how}`;
+  return `cannot reach ${peer} at ${target.address}: ${what}. ${how}`;
 }
 
 function findErrno(err: unknown): { code: string; message: string } | undefined {

@@ -24,8 +24,16 @@ export interface TargetOptions {
   address?: string;
   /** TLS material for an `https://` address. */
   tls?: TlsOptions;
-  /** Client config file to read when neither `address` nor `AETHER_HOST` is set. */
+  /**
+   * Client config file to read when neither `address` nor `AETHER_HOST` is set, and for the
+   * ca/cert/key of an `https://` address given without all three in `tls`.
+   */
   configPath?: string;
+  /**
+   * False: never read the client config (a server's own outgoing calls, which carry their TLS
+   * material explicitly). Default true.
+   */
+  useClientConfig?: boolean;
 }
 
 /** A resolved unix socket address. */
@@ -69,10 +77,16 @@ interface ClientConfigFile {
 export function resolveTarget(options: TargetOptions = {}): Target {
   let address = options.address ?? process.env.AETHER_HOST;
   let tls = options.tls ?? {};
+  const useFile = options.useClientConfig ?? true;
   if (address === undefined || address === "") {
-    const file = readClientConfig(options.configPath ?? defaultClientConfigPath());
+    const file = useFile ? readClientConfig(options.configPath ?? defaultClientConfigPath()) : undefined;
     address = file?.address ?? `unix://${defaultSocketPath()}`;
-    tls = { ca: file?.ca, cert: file?.cert, key: file?.key, ...tls };
+    tls = { ...definedOf({ ca: file?.ca, cert: file?.cert, key: file?.key }), ...definedOf(tls) };
+  } else if (address.startsWith("https://") && useFile && (tls.ca === undefined || tls.cert === undefined || tls.key === undefined)) {
+    // An https address however given (flag, AETHER_HOST, option) uses the client config's TLS
+    // material for what the caller did not give: the same identity whatever names the address.
+    const file = readClientConfig(options.configPath ?? defaultClientConfigPath());
+    tls = { ...definedOf({ ca: file?.ca, cert: file?.cert, key: file?.key }), ...definedOf(tls) };
   }
   const unixTls = tls.cert !== undefined ? { tls } : {};
   if (address.startsWith("unix://")) return { kind: "unix", path: address.slice("unix://".length), address, ...unixTls };
@@ -82,6 +96,11 @@ export function resolveTarget(options: TargetOptions = {}): Target {
     `aether address ${JSON.stringify(address)} is not understood: use unix:///path/to/aetherd.sock or https://host:port.`,
     Code.InvalidArgument,
   );
+}
+
+/** The fields that are set (so that spreading never overwrites a value with undefined). */
+function definedOf(tls: TlsOptions): TlsOptions {
+  return Object.fromEntries(Object.entries(tls).filter(([, v]) => v !== undefined)) as TlsOptions;
 }
 
 function readClientConfig(path: string): ClientConfigFile | undefined {

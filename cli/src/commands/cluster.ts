@@ -58,7 +58,8 @@ export function clusterCommands(program: Command): void {
   const globals = (): GlobalOptions => {
     const address =
       cluster.opts<{ aggregator?: string }>().aggregator ?? process.env.AETHER_AGGREGATOR ?? program.opts<GlobalOptions>().address;
-    return address === undefined ? {} : { address };
+    // An https address, however given, uses the client config's ca, cert and key (connect() reads them).
+    return address === undefined ? { peer: "aether-aggregator" } : { address, peer: "aether-aggregator" };
   };
 
   cluster
