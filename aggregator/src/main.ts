@@ -11,7 +11,7 @@ import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
 import { ConfigError, loadConfig, readBmcEntries, type Config, type ConfigFlags } from "./config.js";
 import { BmcRegistry, RedfishFencer, describeBmc, type Fencer } from "./fencing/fencing.js";
-import { Authorizer, createLogger, listen, ListenError, lockStateDir, methodsOf, StateLockError } from "@aether/server";
+import { Authorizer, createLogger, listen, ListenError, lockStateDir, methodsOf, outgoingTls, StateLockError } from "@aether/server";
 import { AggregatorService } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { NodeService } from "@aether/sdk/gen/aether/node/v1/node_pb";
 import { Aggregator } from "./aggregator.js";
@@ -73,7 +73,11 @@ async function run(flags: ConfigFlags): Promise<void> {
     leaseTtlMs: config.lease_ttl_ms,
     provisionTimeoutMs: config.provision_timeout_ms,
     eventRetention: config.event_retention,
-    nodeTls: config.node_tls,
+    // Its identity on calls to the nodes: --node-tls-*, else its own listener's certificate and client CA.
+    nodeTls: outgoingTls(
+      { names: { ca: "--node-tls-ca", cert: "--node-tls-cert", key: "--node-tls-key" }, ...config.node_tls },
+      { names: { ca: "--tls-client-ca", cert: "--tls-cert", key: "--tls-key" }, ...config.tcp, ca: config.tcp?.client_ca },
+    ).tls,
     ...(fencer && { fencer }),
     fenceTimeoutMs: config.fence_timeout_ms,
     fencePollIntervalMs: config.fence_poll_interval_ms,

@@ -92,8 +92,19 @@ const ClusterSchema = z
     rack: z.string().max(63).default(""),
     chassis: z.string().max(63).default(""),
     slot: z.number().int().min(0).max(10_000).default(0),
+    /**
+     * The node's cluster identity for its outgoing calls (to the aggregator, to other nodes) when it
+     * serves no TCP: the cluster CA, and a node certificate (spiffe://<cluster>/node/<name>) with its
+     * key. Default: the [tcp] client_ca, cert and key.
+     */
+    ca: z.string().min(1).optional(),
+    cert: z.string().min(1).optional(),
+    key: z.string().min(1).optional(),
   })
-  .strict();
+  .strict()
+  .refine((c) => (c.cert === undefined) === (c.key === undefined), {
+    message: "cert and key go together: give both (the node certificate and its private key) or neither",
+  });
 
 /**
  * [tenancy]: how a tenant's work is confined on this host. Cluster-wide callers (the socket,

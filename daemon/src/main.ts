@@ -27,6 +27,7 @@ import {
   ListenError,
   lockStateDir,
   methodsOf,
+  outgoingTls,
   PolicyError,
   StateLockError,
   writeFileAtomic,
@@ -243,6 +244,15 @@ async function run(flags: ConfigFlags): Promise<void> {
     ? new Membership(
         {
           aggregator: config.cluster.aggregator,
+          identity: outgoingTls(
+            {
+              names: { ca: "[cluster] ca", cert: "[cluster] cert", key: "[cluster] key" },
+              ca: config.cluster.ca,
+              cert: config.cluster.cert,
+              key: config.cluster.key,
+            },
+            { names: { ca: "[tcp] client_ca", cert: "[tcp] cert", key: "[tcp] key" }, ...config.tcp, ca: config.tcp?.client_ca },
+          ),
           advertise: config.cluster.advertise ?? `unix://${config.socket}`,
           nodeId: nodeIdValue,
           name: config.cluster.name ?? hostname(),

@@ -4,6 +4,7 @@
 // logger, the atomic state file and the state-directory lock. It imports no program package.
 export { listen, splitHostPort, ListenError, type Listeners, type ListenOptions } from "./listen.js";
 export type { TcpOptions } from "./tls-material.js";
+export { outgoingConnectOptions, outgoingTls, type OutgoingTls, type TlsSource } from "./outgoing-tls.js";
 export { callerOf, callerOfRequest, peerContextIn, peerKey, requireVerifiedPeer, type Peer, type PeerOptions } from "./peer.js";
 export { certificateCaller, certificateTrustDomain, spiffeRefusal, tenantOf, trustDomainOf, uriSans, type Caller } from "./identity.js";
 export { Authorizer, holdToTenant, methodsOf, requireClusterWide, scopeKey, type CallerScope } from "./authorize.js";

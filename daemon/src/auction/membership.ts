@@ -6,11 +6,14 @@
 import { availableParallelism, totalmem } from "node:os";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { connect, type AetherClient } from "@aether/sdk";
+import { outgoingConnectOptions, type OutgoingTls } from "@aether/server";
 import type { Logger } from "pino";
 
 export interface MembershipOptions {
   /** Where the aggregator listens (unix:///path.sock or https://host:port or http://127.0.0.1:port). */
   aggregator: string;
+  /** This node's identity for the call (its node certificate and the cluster CA), used on https. */
+  identity: OutgoingTls;
   /** The address the aggregator calls this node's BidService on. */
   advertise: string;
   nodeId: string;
@@ -49,7 +52,7 @@ export class Membership {
   }
 
   private async aggregator(): Promise<AetherClient> {
-    this.client ??= await connect({ address: this.options.aggregator });
+    this.client ??= await connect(outgoingConnectOptions(this.options.aggregator, this.options.identity, "aether-aggregator"));
     return this.client;
   }
 
