@@ -48,7 +48,7 @@ import { EventLog, type NewEvent } from "./events/events.js";
 import { EventStreams } from "./events/stream.js";
 import { NodeRegistry } from "./nodes/registry.js";
 import { NodeClients, type NodeTls } from "./nodes/node-clients.js";
-import { Membership } from "./nodes/membership.js";
+import { Membership, type NodeCaller } from "./nodes/membership.js";
 import { AuctionRunner } from "./auction/run.js";
 import { deploy, MAX_WINDOW_MS } from "./auction/deploy.js";
 import { PlacementBook } from "./placements/book.js";
@@ -280,16 +280,16 @@ export class Aggregator {
 
   // ---------------------------------------------------------------- nodes
 
-  async registerNode(req: RegisterNodeRequest): Promise<{ node: Node; lease: Lease }> {
-    return this.guarded(() => this.membership.registerNode(req));
+  async registerNode(req: RegisterNodeRequest, as?: NodeCaller): Promise<{ node: Node; lease: Lease }> {
+    return this.guarded(() => this.membership.registerNode(req, as));
   }
 
-  async heartbeat(req: HeartbeatRequest): Promise<{ lease: Lease }> {
-    return this.guarded(() => this.membership.heartbeat(req));
+  async heartbeat(req: HeartbeatRequest, as?: NodeCaller): Promise<{ lease: Lease }> {
+    return this.guarded(() => this.membership.heartbeat(req, as));
   }
 
-  async deregisterNode(req: DeregisterNodeRequest): Promise<Record<string, never>> {
-    return this.guarded(() => this.membership.deregisterNode(req));
+  async deregisterNode(req: DeregisterNodeRequest, as?: NodeCaller): Promise<Record<string, never>> {
+    return this.guarded(() => this.membership.deregisterNode(req, as));
   }
 
   async listNodes(req: ListNodesRequest): Promise<{ nodes: Node[]; nextPageToken: string }> {

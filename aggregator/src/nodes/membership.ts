@@ -11,11 +11,17 @@ import {
   type Node,
   type RegisterNodeRequest,
 } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
-import { describeError, labelFilter, matchesFilter, paginate } from "@aether/server";
+import { describeError, labelFilter, matchesFilter, paginate, permissionDenied } from "@aether/server";
 import type { Context } from "../context.js";
 import type { Deadman } from "../fencing/deadman.js";
 import { ON_NODE } from "../placements/book.js";
 import type { Replacement } from "../placements/replacement.js";
+
+/** A caller whose certificate names a node: spiffe://<cluster>/node/<name>. */
+export interface NodeCaller {
+  identity: string;
+  name: string;
+}
 
 export class Membership {
   constructor(
@@ -24,7 +30,27 @@ export class Membership {
     private readonly replacement: Pick<Replacement, "replace">,
   ) {}
 
-  async registerNode(req: RegisterNodeRequest): Promise<{ node: Node; lease: Lease }> {
+  /**
+   * Refuses a node certificate acting as another node: `as` is the caller's node (the name its
+   * certificate names), undefined for an admin (the aggregator's unix socket or loopback).
+   */
+  private holdToNode(as: NodeCaller | undefined, nodeId: string, verb: string, name?: string): void {
+    if (as === undefined) return;
+    if (name !== undefined && name !== as.name) {
+      throw permissionDenied(
+        `${as.identity} may ${verb} only as node ${as.name}, not as ${name.slice(0, 63)}: a node's certificate names the one node it is (issue node ${name.slice(0, 63)} its own certificate with aether pki issue node).`,
+      );
+    }
+    const existing = this.ctx.registry.get(nodeId);
+    if (existing !== undefined && existing.name !== as.name) {
+      throw permissionDenied(
+        `${as.identity} may not ${verb} node id ${nodeId.slice(0, 64)}: that id is registered as node ${existing.name}, and a node's certificate acts only for the node it names (${as.name}).`,
+      );
+    }
+  }
+
+  async registerNode(req: RegisterNodeRequest, as?: NodeCaller): Promise<{ node: Node; lease: Lease }> {
+    this.holdToNode(as, req.nodeId, "register", req.name);
     const previous = this.ctx.registry.get(req.nodeId)?.address;
     // A fenced node rejoins as a new member, once the workloads it had then are released on it.
     const rejoin = await this.fencing.beforeRegister(req);
@@ -39,11 +65,13 @@ export class Membership {
     if (!this.ctx.registry.list().some((n) => n.address === address)) this.ctx.clients.forget(address);
   }
 
-  async heartbeat(req: HeartbeatRequest): Promise<{ lease: Lease }> {
+  async heartbeat(req: HeartbeatRequest, as?: NodeCaller): Promise<{ lease: Lease }> {
+    this.holdToNode(as, req.nodeId, "heartbeat for");
     return { lease: await this.ctx.registry.heartbeat(req) };
   }
 
-  async deregisterNode(req: DeregisterNodeRequest): Promise<Record<string, never>> {
+  async deregisterNode(req: DeregisterNodeRequest, as?: NodeCaller): Promise<Record<string, never>> {
+    this.holdToNode(as, req.nodeId, "deregister");
     const node = await this.ctx.registry.deregister(req);
     if (!req.rePlace) this.forgetAddress(node.address);
     if (req.rePlace) {

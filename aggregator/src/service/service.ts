@@ -2,8 +2,8 @@
 // this replica leads and phrases every error), and NodeService.CheckHealth answers so that
 // @aether/sdk's connect() (which checks health before returning) works against the aggregator too.
 import { create } from "@bufbuild/protobuf";
-import type { ConnectRouter, ServiceImpl } from "@connectrpc/connect";
-import { duration, holdToTenant, notFound, scopeKey, unimplemented } from "@aether/server";
+import type { ConnectRouter, HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import { callerOf, duration, holdToTenant, notFound, peerKey, permissionDenied, scopeKey, unimplemented } from "@aether/server";
 import {
   AggregatorService,
   DeregisterNodeResponseSchema,
@@ -20,17 +20,38 @@ import {
 import { BidService } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { CheckHealthResponseSchema, HealthStatus, NodeService } from "@aether/sdk/gen/aether/node/v1/node_pb";
 import type { Aggregator } from "../aggregator.js";
+import type { NodeCaller } from "../nodes/membership.js";
+
+/**
+ * Who may speak for a node: an admin on the aggregator's unix socket or loopback (undefined: any
+ * node), or over TLS a node certificate, spiffe://<cluster>/node/<name>, for node <name> only. A user
+ * or service certificate speaks for no node (it may deregister one, when the policy lets it).
+ */
+export function nodeCallerOf(ctx: HandlerContext, verb: string, othersMay = false): NodeCaller | undefined {
+  const peer = ctx.values.get(peerKey);
+  if (peer.transport !== "tls") return undefined;
+  const { identity } = callerOf(peer);
+  const name = /^spiffe:\/\/[^/]+\/node\/([^/]+)$/.exec(identity)?.[1];
+  // Deregistering is also an operator's act (the policy decides who); a node still only for itself.
+  if (name === undefined && othersMay) return undefined;
+  if (name === undefined) {
+    throw permissionDenied(
+      `${identity.slice(0, 200)} is not a node: only a node's own certificate (spiffe://<cluster>/node/<name>, from aether pki issue node) may ${verb} a node; nothing was ${verb === "register" ? "registered" : "changed"}.`,
+    );
+  }
+  return { identity, name };
+}
 
 export function aggregatorService(aggregator: Aggregator): ServiceImpl<typeof AggregatorService> {
   return {
-    async registerNode(req) {
-      return create(RegisterNodeResponseSchema, await aggregator.registerNode(req));
+    async registerNode(req, ctx) {
+      return create(RegisterNodeResponseSchema, await aggregator.registerNode(req, nodeCallerOf(ctx, "register")));
     },
-    async heartbeat(req) {
-      return create(HeartbeatResponseSchema, await aggregator.heartbeat(req));
+    async heartbeat(req, ctx) {
+      return create(HeartbeatResponseSchema, await aggregator.heartbeat(req, nodeCallerOf(ctx, "heartbeat for")));
     },
-    async deregisterNode(req) {
-      await aggregator.deregisterNode(req);
+    async deregisterNode(req, ctx) {
+      await aggregator.deregisterNode(req, nodeCallerOf(ctx, "deregister", true));
       return create(DeregisterNodeResponseSchema);
     },
     async listNodes(req) {
