@@ -203,6 +203,19 @@ describe("the cluster over TCP and mutual TLS (loopback)", () => {
     assert.ok(!(await agg.client.aggregator.listNodes({})).nodes.some((n) => n.name === "node-alice"), "nothing registered");
   });
 
+  it("refuses a node certificate from another CA; nothing is registered", async () => {
+    const other = createCa("foreign-ca", mkdtempSync(join(tmpdir(), "aether-cluster-tls-foreign-")));
+    const foreign = issueNode(other, "node-foreign");
+    // The client trusts the cluster CA (so the handshake reaches the aggregator) but presents the foreign certificate.
+    const client = await connect({ address: aggregatorUrl, tls: { ca: ca.cert, ...foreign }, useClientConfig: false, verify: false });
+    clients.push(client);
+    const refused = await client.aggregator.registerNode(registration("node-foreign")).catch((e: unknown) => e);
+    assert.ok(refused instanceof ConnectError, String(refused));
+    assert.equal(refused.code, Code.Unauthenticated, refused.message);
+    assert.match(refused.rawMessage, /client certificate was refused/);
+    assert.ok(!(await agg.client.aggregator.listNodes({})).nodes.some((n) => n.name === "node-foreign"), "nothing registered");
+  });
+
   it("names the aggregator and the file to give when its certificate is not trusted", async () => {
     const other = createCa("other-ca", mkdtempSync(join(tmpdir(), "aether-cluster-tls-other-")));
     const pair = ca.issue("bob");
