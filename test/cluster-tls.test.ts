@@ -4,7 +4,6 @@
 // registers only as the node it names, a user certificate registers no node), and the CLI reaches
 // an https aggregator given by --aggregator with the client config's CA and certificate.
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -17,45 +16,7 @@ import { freePort } from "./helpers/net.js";
 import { runCommand } from "./helpers/run.js";
 
 /** A node certificate as `aether pki issue node` makes it: server and client use, 127.0.0.1, spiffe://test/node/<name>. */
-function issueNode(ca: TestCa, name: string): Pair {
-  const pair = { cert: join(ca.dir, `${name}.pem`), key: join(ca.dir, `${name}.key`) };
-  const csr = join(ca.dir, `${name}.csr`);
-  const ext = join(ca.dir, `${name}.ext`);
-  writeFileSync(ext, `subjectAltName=IP:127.0.0.1,DNS:localhost,URI:spiffe://test/node/${name}\nextendedKeyUsage=serverAuth,clientAuth\n`);
-  const openssl = (args: string[]) => execFileSync("openssl", args, { cwd: ca.dir, stdio: ["ignore", "ignore", "pipe"] });
-  openssl([
-    "req",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:prime256v1",
-    "-nodes",
-    "-keyout",
-    pair.key,
-    "-out",
-    csr,
-    "-subj",
-    `/CN=${name}`,
-  ]);
-  openssl([
-    "x509",
-    "-req",
-    "-in",
-    csr,
-    "-CA",
-    ca.cert,
-    "-CAkey",
-    ca.key,
-    "-CAcreateserial",
-    "-out",
-    pair.cert,
-    "-days",
-    "1",
-    "-extfile",
-    ext,
-  ]);
-  return pair;
-}
+const issueNode = (ca: TestCa, name: string): Pair => ca.issue(name, { server: true, client: true });
 
 const sleeper = (name: string) => ({
   spec: {
