@@ -7,7 +7,7 @@ import { after, before, describe, it } from "node:test";
 import { randomUUID } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { AetherClient } from "@aether/sdk";
-import { NodeState, PlacementState } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
+import { BidOutcome, NodeState, PlacementState } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { ExecutableState } from "@aether/sdk/gen/aether/runtime/v1/runtime_pb";
 import { eventually } from "./helpers/daemon.js";
 import { createNetnsCluster, type NetnsAggregator, type NetnsCluster, type NetnsNode } from "./helpers/netns-cluster.js";
@@ -116,5 +116,37 @@ describe("a cluster across network namespaces, over mutual TLS only", () => {
     // Nothing was registered or changed.
     const after = (await admin.aggregator.listNodes({})).nodes;
     assert.deepEqual(after.map((x) => `${x.id} ${x.name} ${x.address}`).sort(), before.map((x) => `${x.id} ${x.name} ${x.address}`).sort());
+  });
+
+  it("the aggregator calls back only the node a certificate names: a node registered at another node's address is never asked", async () => {
+    const [n1] = nodes as [NetnsNode];
+    // n3's own certificate registers n3 (allowed: it speaks for itself), but at n1's address.
+    const n3 = cluster.ca.issue("n3", { server: true, client: true });
+    const asN3 = await cluster.client(agg.url, n3);
+    const n3Id = randomUUID();
+    try {
+      await asN3.aggregator.registerNode({
+        nodeId: n3Id,
+        name: "n3",
+        address: n1.url,
+        capabilities: { cpuCount: 64, memoryTotalBytes: 1n << 40n },
+      });
+      const { placement, auction } = await admin.aggregator.deploy({
+        spec: {
+          name: "not-at-n3",
+          requirements: { cpuMillis: 10, memoryBytes: 1n << 20n },
+          kind: { case: "executable", value: { argv: ["/bin/sleep", "600"] } },
+        },
+      });
+      assert.equal(placement?.state, PlacementState.PLACED, placement?.stateReason);
+      assert.notEqual(placement?.node, n3Id, "the impostor address never wins");
+      const bid = auction?.bids.find((b) => b.node === n3Id);
+      assert.equal(bid?.outcome, BidOutcome.ERROR, `n3 was not asked: ${bid?.error}`);
+      assert.match(bid?.error ?? "", /names spiffe:\/\/test\/node\/n1, not the registered node n3/);
+      await admin.aggregator.releasePlacement({ workload: placement?.workloadId ?? "" });
+    } finally {
+      await asN3.aggregator.deregisterNode({ nodeId: n3Id }).catch(() => undefined);
+      asN3.close();
+    }
   });
 });

@@ -81,6 +81,8 @@ export interface AggregatorOptions {
   eventRetention?: number;
   /** TLS material for https:// node addresses. */
   nodeTls?: NodeTls;
+  /** The trust domain nodes' certificates must be in when the aggregator calls them over https; unset: any. */
+  nodeTrustDomain?: string;
   /**
    * Switches silent nodes off through their BMCs (fencing/deadman.ts). Unset: no BMC is registered,
    * so a silent node stays SUSPECT with an alert and its workloads stay where they are.
@@ -128,7 +130,10 @@ export class Aggregator {
     this.log = options.log ?? silentLogger();
     this.events = new EventLog(this.store, options.eventRetention ?? DEFAULT_EVENT_RETENTION, this.log.child({ room: "events" }));
     this.registry = new NodeRegistry(this.store, this.events, this.leaseTtlMs, this.log.child({ room: "registry" }));
-    this.clients = new NodeClients(options.nodeTls);
+    this.clients = new NodeClients({
+      ...options.nodeTls,
+      ...(options.nodeTrustDomain !== undefined && { trustDomain: options.nodeTrustDomain }),
+    });
     this.book = new PlacementBook(this.store, this.log);
     this.election = new Election(this.store, this.replica, options.advertise ?? "", this.log, {
       takeOver: (now) => this.takeOver(now),
@@ -161,8 +166,8 @@ export class Aggregator {
         movablePlacements: (nodeId) => this.book.movable(nodeId),
         replaceFenced: (placement, node, lastHeartbeatMs) => this.replacement.replaceFenced(placement, node, lastHeartbeatMs),
         abandonFenced: (placement, node, reason) => this.replacement.abandonFenced(placement, node, reason),
-        release: async (address, workloadId, tenant, graceMs, timeoutMs) =>
-          (await this.clients.bid(address).releaseWorkload({ workloadId, tenant, gracePeriod: duration(graceMs) }, { timeoutMs })).released,
+        release: async (node, workloadId, tenant, graceMs, timeoutMs) =>
+          (await this.clients.bid(node).releaseWorkload({ workloadId, tenant, gracePeriod: duration(graceMs) }, { timeoutMs })).released,
       },
       {
         fencer:

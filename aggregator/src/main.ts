@@ -11,7 +11,17 @@ import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
 import { ConfigError, loadConfig, readBmcEntries, type Config, type ConfigFlags } from "./config.js";
 import { BmcRegistry, RedfishFencer, describeBmc, type Fencer } from "./fencing/fencing.js";
-import { Authorizer, createLogger, listen, ListenError, lockStateDir, methodsOf, outgoingTls, StateLockError } from "@aether/server";
+import {
+  Authorizer,
+  certificateTrustDomain,
+  createLogger,
+  listen,
+  ListenError,
+  lockStateDir,
+  methodsOf,
+  outgoingTls,
+  StateLockError,
+} from "@aether/server";
 import { AggregatorService } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { NodeService } from "@aether/sdk/gen/aether/node/v1/node_pb";
 import { Aggregator } from "./aggregator.js";
@@ -59,6 +69,16 @@ function advertised(config: Config, tcpAddress: string | undefined): string {
   return `unix://${config.socket}`;
 }
 
+/**
+ * The trust domain the nodes' certificates must be in: trust_domain, else the one the aggregator's
+ * own outgoing certificate names; unset (any domain, the node name still checked) without either.
+ */
+function nodeTrustDomain(config: Config): string | undefined {
+  if (config.trust_domain !== undefined) return config.trust_domain;
+  const cert = config.node_tls.cert ?? config.tcp?.cert;
+  return cert === undefined ? undefined : certificateTrustDomain(cert);
+}
+
 async function run(flags: ConfigFlags): Promise<void> {
   const config = loadConfig(flags);
   await mkdir(config.state_dir, { recursive: true, mode: 0o700 });
@@ -78,6 +98,7 @@ async function run(flags: ConfigFlags): Promise<void> {
       { names: { ca: "--node-tls-ca", cert: "--node-tls-cert", key: "--node-tls-key" }, ...config.node_tls },
       { names: { ca: "--tls-client-ca", cert: "--tls-cert", key: "--tls-key" }, ...config.tcp, ca: config.tcp?.client_ca },
     ).tls,
+    nodeTrustDomain: nodeTrustDomain(config),
     ...(fencer && { fencer }),
     fenceTimeoutMs: config.fence_timeout_ms,
     fencePollIntervalMs: config.fence_poll_interval_ms,

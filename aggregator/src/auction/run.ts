@@ -88,7 +88,7 @@ export class AuctionRunner {
             reason: `its labels do not match node_selector (wants ${mismatch.map(([k, v]) => `${k}=${v}`).join(", ")}; has ${has})`,
           });
         } else {
-          targets.push({ node: node.id, client: this.ctx.clients.bid(node.address) });
+          targets.push({ node: node.id, client: this.ctx.clients.bid(node) });
         }
       }
     }
@@ -164,7 +164,7 @@ export class AuctionRunner {
       try {
         if (!node) throw failedPrecondition(`node ${contender.node} was deregistered during the auction`);
         const response = await this.ctx.clients
-          .bid(node.address)
+          .bid(node)
           .executeProvisioning({ auctionId, spec, requestId: spec.workloadId }, { timeoutMs: this.ctx.provisionTimeoutMs });
         provisioned = { node: contender.node, score: contender.score, resourceId: resourceIdOf(response) };
         break;
@@ -288,7 +288,7 @@ export class AuctionRunner {
   /** Asks a node to drop a workload it may have half-provisioned; failures are only logged. */
   releaseQuietly(node: Node, spec: WorkloadSpec): void {
     this.ctx.clients
-      .bid(node.address)
+      .bid(node)
       .releaseWorkload({ workloadId: spec.workloadId, tenant: spec.tenant, gracePeriod: duration(5000) }, { timeoutMs: 10_000 })
       .catch((err: unknown) =>
         this.ctx.log.warn(

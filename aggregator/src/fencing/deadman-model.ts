@@ -66,8 +66,14 @@ export interface DeadmanHost {
   replaceFenced(placement: WorkloadPlacement, node: Node, lastHeartbeatMs: number): Promise<void>;
   /** Marks a workload that is not restarted elsewhere FAILED, saying why. */
   abandonFenced(placement: WorkloadPlacement, node: Node, reason: string): Promise<void>;
-  /** Asks the node at address to release a workload; true when it had it. */
-  release(address: string, workloadId: string, tenant: string, graceMs: number, timeoutMs: number): Promise<boolean>;
+  /** Asks a node (called at its address, over TLS only if its certificate names it) to release a workload; true when it had it. */
+  release(
+    node: { address: string; name: string },
+    workloadId: string,
+    tenant: string,
+    graceMs: number,
+    timeoutMs: number,
+  ): Promise<boolean>;
 }
 
 export interface DeadmanOptions {

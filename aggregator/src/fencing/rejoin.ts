@@ -26,7 +26,7 @@ export async function rejoinOf(
   if (node?.state !== NodeState.FENCED && record?.phase !== "fenced") return undefined;
   const stale = record?.stale ?? [];
   const results = await Promise.allSettled(
-    stale.map((w) => host.release(req.address, w.workloadId, w.tenant, STALE_GRACE_MS, STALE_CALL_TIMEOUT_MS)),
+    stale.map((w) => host.release({ address: req.address, name: req.name }, w.workloadId, w.tenant, STALE_GRACE_MS, STALE_CALL_TIMEOUT_MS)),
   );
   const failures = results.flatMap((r, i) =>
     r.status === "rejected" ? [`${stale[i]?.name} (${stale[i]?.workloadId}): ${describeError(r.reason).replace(/\.$/, "")}`] : [],

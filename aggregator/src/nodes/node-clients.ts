@@ -1,9 +1,15 @@
-// Clients of the nodes' BidService: one HTTP/2 connection per node address, reused by every auction.
+// Clients of the nodes' BidService: one HTTP/2 connection per node (name and address), reused by every auction.
 // unix:///path.sock is a local aetherd; https://host:port is aetherd's TCP listener, which requires
 // a client certificate from the cluster CA (--node-tls-ca/--node-tls-cert/--node-tls-key); plain
 // http://127.0.0.1:port is accepted on loopback (tests, benches). Every call carries a timeout.
+//
+// Over https the aggregator calls back only the node it registered: besides chaining to the CA and
+// matching the address, the node's certificate must name that node (spiffe://<cluster>/node/<name>),
+// so a node that registered another node's address (or a machine that took it over) is never asked
+// to bid, provision or release in its place.
 import { readFileSync } from "node:fs";
 import { connect as netConnect } from "node:net";
+import { checkServerIdentity, type PeerCertificate } from "node:tls";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createConnectTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { BidService } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
@@ -17,6 +23,14 @@ export interface NodeTls {
   cert?: string;
   /** Its private key. */
   key?: string;
+  /** The trust domain node certificates must be in (spiffe://<trustDomain>/node/<name>); unset: any. */
+  trustDomain?: string;
+}
+
+/** The node a call goes to: its registered address and name. */
+export interface NodeTarget {
+  address: string;
+  name: string;
 }
 
 interface Connection {
@@ -35,18 +49,19 @@ export class NodeClients {
 
   constructor(private readonly tls: NodeTls = {}) {}
 
-  /** The BidService client for a node address (validated at registration). */
-  bid(address: string): Client<typeof BidService> {
-    let connection = this.connections.get(address);
+  /** The BidService client for a registered node (its address was validated at registration). */
+  bid(node: NodeTarget): Client<typeof BidService> {
+    const key = `${node.name}\n${node.address}`;
+    let connection = this.connections.get(key);
     if (!connection) {
-      connection = this.open(address);
-      this.connections.set(address, connection);
+      connection = this.open(node);
+      this.connections.set(key, connection);
     }
     return connection.client;
   }
 
-  private open(address: string): Connection {
-    const target = nodeAddress("address", address);
+  private open(node: NodeTarget): Connection {
+    const target = nodeAddress("address", node.address);
     let sessions: Http2SessionManager;
     let baseUrl: string;
     if (target.kind === "unix") {
@@ -58,21 +73,42 @@ export class NodeClients {
     } else {
       baseUrl = target.url;
       this.tlsMaterial ??= { ca: pem(this.tls.ca), cert: pem(this.tls.cert), key: pem(this.tls.key) };
-      sessions = new Http2SessionManager(baseUrl, undefined, { ...this.tlsMaterial });
+      sessions = new Http2SessionManager(baseUrl, undefined, {
+        ...this.tlsMaterial,
+        checkServerIdentity: (host, cert) => checkServerIdentity(host, cert) ?? this.namesNode(node, cert),
+      });
     }
     const transport = createConnectTransport({ baseUrl, httpVersion: "2", useBinaryFormat: true, sessionManager: sessions });
     return { client: createClient(BidService, transport), sessions };
   }
 
-  /** Drops the connection to an address (a node that moved or left). */
+  /** Why a node's certificate does not speak for the registered node, or undefined when it does. */
+  private namesNode(node: NodeTarget, cert: PeerCertificate): Error | undefined {
+    const ids = (cert.subjectaltname ?? "")
+      .split(/,\s*/)
+      .filter((san) => san.startsWith("URI:spiffe://"))
+      .map((san) => san.slice(4));
+    const named = ids.length === 1 ? /^spiffe:\/\/([^/]+)\/node\/([^/]+)$/i.exec(ids[0] as string) : null;
+    const domainOk = this.tls.trustDomain === undefined || named?.[1]?.toLowerCase() === this.tls.trustDomain.toLowerCase();
+    if (named && domainOk && named[2] === node.name) return undefined;
+    const names = ids.length === 0 ? "no SPIFFE ID" : ids.map((id) => id.slice(0, 200)).join(", ");
+    const want = `spiffe://${this.tls.trustDomain ?? "<cluster>"}/node/${node.name}`;
+    return new Error(
+      `the certificate served at ${node.address} names ${names}, not the registered node ${node.name} (${want}): the aggregator calls a node back only when its certificate is that node's own (aether pki issue node ${node.name}).`,
+    );
+  }
+
+  /** Drops the connections to an address (a node that moved or left). */
   forget(address: string): void {
-    const connection = this.connections.get(address);
-    if (!connection) return;
-    this.connections.delete(address);
-    connection.sessions.abort();
+    for (const [key, connection] of [...this.connections]) {
+      if (!key.endsWith(`\n${address}`)) continue;
+      this.connections.delete(key);
+      connection.sessions.abort();
+    }
   }
 
   close(): void {
-    for (const address of [...this.connections.keys()]) this.forget(address);
+    for (const connection of this.connections.values()) connection.sessions.abort();
+    this.connections.clear();
   }
 }

@@ -33,7 +33,7 @@ export async function releasePlacement(ctx: Context, req: ReleasePlacementReques
     } else {
       try {
         const { released } = await ctx.clients
-          .bid(node.address)
+          .bid(node)
           .releaseWorkload(
             { workloadId: placement.workloadId, tenant: placement.tenant, gracePeriod: duration(graceMs) },
             { timeoutMs: graceMs + 15_000 },

@@ -32,7 +32,7 @@ export class Replacement {
       placement.stateReason = `node ${from.id} was deregistered with re_place; placing the workload elsewhere.`;
       await this.ctx.book.save(undefined, placement);
       await this.ctx.clients
-        .bid(from.address)
+        .bid(from)
         .releaseWorkload({ workloadId: placement.workloadId, tenant: placement.tenant }, { timeoutMs: DEFAULT_GRACE_MS + 5000 })
         .catch((err: unknown) =>
           this.ctx.log.warn(

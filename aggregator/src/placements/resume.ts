@@ -57,7 +57,7 @@ export class Resumption {
       try {
         // Same request_id: a node that already provisioned it returns what it made.
         const response = await this.ctx.clients
-          .bid(node.address)
+          .bid(node)
           .executeProvisioning(
             { auctionId: placement.auctionId, spec, requestId: placement.workloadId },
             { timeoutMs: this.ctx.provisionTimeoutMs },
