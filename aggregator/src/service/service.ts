@@ -86,6 +86,18 @@ export function aggregatorService(aggregator: Aggregator): ServiceImpl<typeof Ag
     async listAuctions(req) {
       return create(ListAuctionsResponseSchema, await aggregator.listAuctions(req));
     },
+    async cordonNode() {
+      throw unimplemented("CordonNode is not implemented by this aether-aggregator yet.");
+    },
+    async *drainNode() {
+      throw unimplemented("DrainNode is not implemented by this aether-aggregator yet.");
+    },
+    async uncordonNode() {
+      throw unimplemented("UncordonNode is not implemented by this aether-aggregator yet.");
+    },
+    async *shutdownNode() {
+      throw unimplemented("ShutdownNode is not implemented by this aether-aggregator yet.");
+    },
     async *streamClusterEvents(req, context) {
       // A tenant sees its own workloads' events, not the nodes' (which speak of every tenant).
       const tenant = context.values.get(scopeKey).tenant;
