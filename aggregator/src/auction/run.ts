@@ -1,4 +1,4 @@
-// One auction run: ask the READY nodes the spec does not rule out for bids within the window,
+// One auction run: ask the READY, ON_DUTY nodes the spec does not rule out for bids within the window,
 // decide() the order, record the placement (PROVISIONING) and the auction durably, then
 // ExecuteProvisioning on the winner (request_id = workload id, so a retry cannot provision twice);
 // on failure, release whatever it left and try the next in order. Deploys, re-placements and
@@ -26,7 +26,7 @@ import {
 import { describeError, duration, failedPrecondition, preciseNow, resourceExhausted, timestamp, unavailable } from "@aether/server";
 import type { Context } from "../context.js";
 import { compareStrings } from "../util.js";
-import { collectBids, decide, diskWearOf, whyNoBid, type BidTarget, type Contender } from "./auction.js";
+import { collectBids, decide, diskWearOf, whyNoBid, type BidTarget, type Contender, type Decision } from "./auction.js";
 
 export interface AuctionJob {
   /** Normalized, with workload_id and the kind's name/tenant/request_id set. */
@@ -69,68 +69,8 @@ export class AuctionRunner {
     placement.auctionHistory.push(auctionId);
     if (placement.state !== PlacementState.REPLACING) placement.state = PlacementState.BIDDING;
 
-    // Who is asked: READY nodes the spec does not rule out.
-    const excluded: Array<{ node: string; reason: string }> = [];
-    const targets: BidTarget[] = [];
-    const selector = Object.entries(spec.requirements?.nodeSelector ?? {});
-    const specExcludes = new Set(spec.requirements?.excludeNodes ?? []);
-    const moveOff = new Set(job.exclude ?? []);
-    for (const node of this.ctx.registry.list()) {
-      if (!this.ctx.registry.isLive(node, Date.now())) excluded.push({ node: node.id, reason: this.ctx.registry.whyNotLive(node) });
-      else if (moveOff.has(node.id)) excluded.push({ node: node.id, reason: "the workload is being moved off it" });
-      else if (specExcludes.has(node.id)) excluded.push({ node: node.id, reason: "excluded by the spec's exclude_nodes" });
-      else {
-        const mismatch = selector.filter(([k, v]) => node.labels[k] !== v);
-        if (mismatch.length > 0) {
-          const has = mismatch.map(([k]) => `${k}=${node.labels[k] ?? "(unset)"}`).join(", ");
-          excluded.push({
-            node: node.id,
-            reason: `its labels do not match node_selector (wants ${mismatch.map(([k, v]) => `${k}=${v}`).join(", ")}; has ${has})`,
-          });
-        } else {
-          targets.push({ node: node.id, client: this.ctx.clients.bid(node) });
-        }
-      }
-    }
-
-    const bidding = await collectBids(targets, create(RequestBidRequestSchema, { auctionId, spec }), job.windowMs);
-    record.bids = bidding.bids;
-    record.biddingDuration = duration(bidding.biddingMs);
-    for (const bid of bidding.bids) {
-      if (bid.outcome === BidOutcome.ERROR || bid.outcome === BidOutcome.TIMED_OUT) {
-        this.ctx.log.warn({ auction: auctionId, node: bid.node, outcome: BidOutcome[bid.outcome], error: bid.error }, "bid ignored");
-      }
-    }
-
-    const tDecide = performance.now();
-    const counts = this.ctx.book.counts();
-    const contenders: Contender[] = bidding.bids
-      .filter((b) => b.outcome === BidOutcome.BID)
-      .map((b) => {
-        const thermal = this.ctx.registry.get(b.node)?.thermal;
-        return {
-          node: b.node,
-          score: b.score,
-          placements: counts.get(b.node) ?? 0,
-          cpuCelsius: thermal?.cpuCelsius,
-          inletCelsius: thermal?.inletCelsius,
-          diskWear: diskWearOf(b.breakdown),
-        };
-      });
-    const decision = decide(contenders);
-    record.decisionDuration = duration(performance.now() - tDecide);
-    record.tieBreakReason = decision.tieBreakReason;
-
-    if (decision.order.length === 0) {
-      const reasons = [...bidding.bids.map((b) => ({ node: b.node, reason: whyNoBid(b) })), ...excluded].sort((a, b) =>
-        compareStrings(a.node, b.node),
-      );
-      const sentence =
-        reasons.length === 0
-          ? `no node can host workload ${spec.name}: no node is registered with this aggregator; start aetherd with the aggregator configured on at least one host.`
-          : `no node can host workload ${spec.name}: ${reasons.map((r) => `${r.node}: ${r.reason.replace(/\.$/, "")}`).join("; ")}.`;
-      return this.fail(record, placement, job, sentence, t0, resourceExhausted);
-    }
+    const { decision, noBidder } = await this.bidAndDecide(record, spec, job.windowMs, job.exclude ?? []);
+    if (noBidder !== undefined) return this.fail(record, placement, job, noBidder, t0, resourceExhausted);
     const first = decision.order[0] as Contender;
     void this.ctx.emit({
       kind: ClusterEventKind.AUCTION_DECIDED,
@@ -141,7 +81,7 @@ export class AuctionRunner {
       message: `auction for ${spec.name}: ${first.node} won with ${first.score} of ${record.bids.length} node(s) asked${decision.tieBreakReason ? ` (${decision.tieBreakReason})` : ""}.`,
       attributes: {
         score: String(first.score),
-        bids: String(contenders.length),
+        bids: String(decision.order.length),
         ...(decision.decidedBy ? { tie_break: decision.decidedBy } : {}),
       },
     });
@@ -247,6 +187,85 @@ export class AuctionRunner {
       placement: clone(WorkloadPlacementSchema, placement),
       auction: clone(AuctionRecordSchema, record),
     });
+  }
+
+  /**
+   * The auction proper: asks the READY, ON_DUTY nodes the spec (and `exclude`: the node a workload
+   * moves off) does not rule out for bids within the window, records the bids and timings in
+   * `record`, and decides the order. `noBidder` is the sentence saying why no node can host it,
+   * when none bid. Provisioning is the caller's (run(), or a drain's move).
+   */
+  async bidAndDecide(
+    record: AuctionRecord,
+    spec: WorkloadSpec,
+    windowMs: number,
+    exclude: string[],
+  ): Promise<{ decision: Decision; noBidder: string | undefined }> {
+    const auctionId = record.id;
+    // Who is asked: READY nodes on duty (not cordoned, draining, drained...) the spec does not rule out.
+    const excluded: Array<{ node: string; reason: string }> = [];
+    const targets: BidTarget[] = [];
+    const selector = Object.entries(spec.requirements?.nodeSelector ?? {});
+    const specExcludes = new Set(spec.requirements?.excludeNodes ?? []);
+    const moveOff = new Set(exclude);
+    for (const node of this.ctx.registry.list()) {
+      if (!this.ctx.registry.canBid(node, Date.now()))
+        excluded.push({ node: node.id, reason: this.ctx.registry.whyNoAuction(node, Date.now()) });
+      else if (moveOff.has(node.id)) excluded.push({ node: node.id, reason: "the workload is being moved off it" });
+      else if (specExcludes.has(node.id)) excluded.push({ node: node.id, reason: "excluded by the spec's exclude_nodes" });
+      else {
+        const mismatch = selector.filter(([k, v]) => node.labels[k] !== v);
+        if (mismatch.length > 0) {
+          const has = mismatch.map(([k]) => `${k}=${node.labels[k] ?? "(unset)"}`).join(", ");
+          excluded.push({
+            node: node.id,
+            reason: `its labels do not match node_selector (wants ${mismatch.map(([k, v]) => `${k}=${v}`).join(", ")}; has ${has})`,
+          });
+        } else {
+          targets.push({ node: node.id, client: this.ctx.clients.bid(node) });
+        }
+      }
+    }
+
+    const bidding = await collectBids(targets, create(RequestBidRequestSchema, { auctionId, spec }), windowMs);
+    record.bids = bidding.bids;
+    record.biddingDuration = duration(bidding.biddingMs);
+    for (const bid of bidding.bids) {
+      if (bid.outcome === BidOutcome.ERROR || bid.outcome === BidOutcome.TIMED_OUT) {
+        this.ctx.log.warn({ auction: auctionId, node: bid.node, outcome: BidOutcome[bid.outcome], error: bid.error }, "bid ignored");
+      }
+    }
+
+    const tDecide = performance.now();
+    const counts = this.ctx.book.counts();
+    const contenders: Contender[] = bidding.bids
+      .filter((b) => b.outcome === BidOutcome.BID)
+      .map((b) => {
+        const thermal = this.ctx.registry.get(b.node)?.thermal;
+        return {
+          node: b.node,
+          score: b.score,
+          placements: counts.get(b.node) ?? 0,
+          cpuCelsius: thermal?.cpuCelsius,
+          inletCelsius: thermal?.inletCelsius,
+          diskWear: diskWearOf(b.breakdown),
+        };
+      });
+    const decision = decide(contenders);
+    record.decisionDuration = duration(performance.now() - tDecide);
+    record.tieBreakReason = decision.tieBreakReason;
+
+    if (decision.order.length === 0) {
+      const reasons = [...bidding.bids.map((b) => ({ node: b.node, reason: whyNoBid(b) })), ...excluded].sort((a, b) =>
+        compareStrings(a.node, b.node),
+      );
+      const sentence =
+        reasons.length === 0
+          ? `no node can host workload ${spec.name}: no node is registered with this aggregator; start aetherd with the aggregator configured on at least one host.`
+          : `no node can host workload ${spec.name}: ${reasons.map((r) => `${r.node}: ${r.reason.replace(/\.$/, "")}`).join("; ")}.`;
+      return { decision, noBidder: sentence };
+    }
+    return { decision, noBidder: undefined };
   }
 
   private async fail(

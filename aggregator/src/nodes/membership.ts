@@ -56,8 +56,10 @@ export class Membership {
     const rejoin = await this.fencing.beforeRegister(req);
     const node = await this.ctx.registry.register(req, rejoin);
     await this.fencing.afterRegister(node, rejoin);
+    // A new (or rejoining) node is on duty once its registration is complete.
+    const joined = (await this.ctx.registry.completeJoin(node.id)) ?? node;
     if (previous !== undefined && previous !== node.address) this.forgetAddress(previous);
-    return { node: this.withCount(node), lease: node.lease as Lease };
+    return { node: this.withCount(joined), lease: node.lease as Lease };
   }
 
   /** Closes the connection to an address no registered node uses any more. */

@@ -10,6 +10,12 @@
 // - Heartbeat needs the current lease, unexpired; otherwise FAILED_PRECONDITION: register again.
 // - When this replica becomes the leader it extends every READY node's lease by one TTL from then:
 //   nodes could not heartbeat while no replica led, and that is not their fault.
+// - Beside its lease state a node has a lifecycle (JOINING, ON_DUTY, CORDONED, DRAINING, DRAINED,
+//   SHUTTING_DOWN, DECOMMISSIONED), kept in the same record: a registration keeps it (a drained node
+//   that restarts stays drained; a decommissioned one comes back DRAINED), a new node is JOINING
+//   until its registration completes or it first heartbeats. Only a live ON_DUTY node bids
+//   (canBid). The lease sweep leaves SHUTTING_DOWN and DECOMMISSIONED nodes alone: the aggregator
+//   is switching them off itself, so their silence is no reason to fence them.
 import { randomUUID } from "node:crypto";
 import { clone, create, fromJsonString, toJsonString } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
@@ -19,6 +25,7 @@ import {
   NodeCapabilitiesSchema,
   NodePositionSchema,
   NodeSchema,
+  NodeLifecycle,
   NodeState,
   NodeThermalSchema,
   type DeregisterNodeRequest,
@@ -62,6 +69,31 @@ const nodeKey = (id: string) => `${NODES_PREFIX}${id}`;
 
 const iso = (ms: number) => new Date(ms).toISOString();
 
+/** The lifecycle's name as people read it: "ON_DUTY", "DRAINED". */
+export const lifecycleName = (l: NodeLifecycle) => NodeLifecycle[l] ?? String(l);
+
+/** Lifecycles in which the aggregator itself is switching the node off: its silence is expected. */
+const POWERING_OFF = new Set([NodeLifecycle.SHUTTING_DOWN, NodeLifecycle.DECOMMISSIONED]);
+
+/** The lifecycle a registration leaves a node in (the record before it, and whether it rejoins after a fence). */
+function lifecycleOnRegister(existing: Node | undefined, rejoining: boolean): { lifecycle: NodeLifecycle; reason: string } | undefined {
+  if (existing === undefined) return { lifecycle: NodeLifecycle.JOINING, reason: "registered; on duty once its registration is complete." };
+  switch (existing.lifecycle) {
+    case NodeLifecycle.DECOMMISSIONED:
+      return {
+        lifecycle: NodeLifecycle.DRAINED,
+        reason: `registered again after it was shut down (${iso(msOf(existing.lifecycleTime))}); it takes no workloads until aether cluster uncordon ${existing.name}.`,
+      };
+    case NodeLifecycle.ON_DUTY:
+    case NodeLifecycle.UNSPECIFIED:
+      return rejoining
+        ? { lifecycle: NodeLifecycle.JOINING, reason: "rejoining after a fence; on duty once its stale workloads are released." }
+        : undefined;
+    default:
+      return undefined;
+  }
+}
+
 export class NodeRegistry {
   private nodes = new Map<string, Node>();
   private readonly locks = new KeyedMutex();
@@ -79,6 +111,7 @@ export class NodeRegistry {
     for (const entry of await this.store.list(NODES_PREFIX)) {
       try {
         const node = fromJsonString(NodeSchema, entry.value, { ignoreUnknownFields: true });
+        if (node.lifecycle === NodeLifecycle.UNSPECIFIED) node.lifecycle = NodeLifecycle.ON_DUTY;
         if (node.state === NodeState.READY && node.lease) {
           const expire = Math.max(msOf(node.lease.expireTime), now + this.leaseTtlMs);
           node.lease.expireTime = timestamp(expire);
@@ -107,6 +140,19 @@ export class NodeRegistry {
   /** READY with a lease that has not run out (the sweep may not have caught up yet). */
   isLive(node: Node, now: number): boolean {
     return node.state === NodeState.READY && msOf(node.lease?.expireTime) > now;
+  }
+
+  /** Live and ON_DUTY: the node takes part in auctions. */
+  canBid(node: Node, now: number): boolean {
+    return this.isLive(node, now) && node.lifecycle === NodeLifecycle.ON_DUTY;
+  }
+
+  /** Why a node takes no part in auctions, for a node that cannot bid. */
+  whyNoAuction(node: Node, now: number): string {
+    if (node.lifecycle !== NodeLifecycle.ON_DUTY && node.lifecycle !== NodeLifecycle.UNSPECIFIED) {
+      return `${lifecycleName(node.lifecycle)}, not on duty${node.lifecycleReason ? ` (${node.lifecycleReason.replace(/\.$/, "")})` : ""}`;
+    }
+    return this.isLive(node, now) ? "it can bid" : this.whyNotLive(node);
   }
 
   /** Why a node takes no part in auctions, for a node that is not live. */
@@ -164,6 +210,7 @@ export class NodeRegistry {
             `this registration from ${clip(address)} was refused. Give each aetherd its own state directory (its node-id file), or stop the other node: its lease runs out ${formatMs(this.leaseTtlMs)} after its last heartbeat.`,
         );
       }
+      const lifecycle = lifecycleOnRegister(existing, rejoin !== undefined);
       const node = create(NodeSchema, {
         id,
         name,
@@ -178,6 +225,9 @@ export class NodeRegistry {
         lease: this.newLease(now),
         registerTime: timestamp(now),
         heartbeatTime: timestamp(now),
+        lifecycle: lifecycle?.lifecycle ?? existing?.lifecycle ?? NodeLifecycle.ON_DUTY,
+        lifecycleReason: lifecycle?.reason ?? existing?.lifecycleReason ?? "",
+        lifecycleTime: lifecycle || !existing ? timestamp(now) : existing.lifecycleTime,
       });
       await this.store.put(nodeKey(id), toJsonString(NodeSchema, node));
       this.nodes.set(id, node);
@@ -225,7 +275,7 @@ export class NodeRegistry {
         );
       }
       if (!this.isLive(node, now)) {
-        if (node.state === NodeState.READY) await this.markSuspect(node, now);
+        if (node.state === NodeState.READY && !POWERING_OFF.has(node.lifecycle)) await this.markSuspect(node, now);
         throw failedPrecondition(
           `the lease of node ${id} expired at ${iso(msOf(node.lease.expireTime))} (no heartbeat within ${formatMs(this.leaseTtlMs)}); the node is ${NodeState[node.state]} and takes part in no auctions: register again.`,
         );
@@ -237,8 +287,11 @@ export class NodeRegistry {
       lease.heartbeatInterval = duration(Math.max(1, Math.floor(this.leaseTtlMs / 3)));
       updated.heartbeatTime = timestamp(now);
       if (thermal) updated.thermal = thermal;
+      const joined = updated.lifecycle === NodeLifecycle.JOINING;
+      if (joined) this.setOnDuty(updated, now, "its first heartbeat arrived");
       await this.store.put(nodeKey(id), toJsonString(NodeSchema, updated));
       this.nodes.set(id, updated);
+      if (joined) this.emitOnDuty(updated, "its first heartbeat arrived");
       return lease;
     });
   }
@@ -277,11 +330,62 @@ export class NodeRegistry {
     });
   }
 
+  /** A JOINING node whose registration is complete goes ON_DUTY (a node in any other lifecycle stays as it is). */
+  async completeJoin(id: string): Promise<Node | undefined> {
+    return this.locks.run(id, async () => {
+      const current = this.nodes.get(id);
+      if (!current || current.lifecycle !== NodeLifecycle.JOINING) return current;
+      const updated = clone(NodeSchema, current);
+      this.setOnDuty(updated, Date.now(), "its registration is complete");
+      await this.store.put(nodeKey(id), toJsonString(NodeSchema, updated));
+      this.nodes.set(id, updated);
+      this.emitOnDuty(updated, "its registration is complete");
+      return updated;
+    });
+  }
+
+  private setOnDuty(node: Node, now: number, why: string): void {
+    node.lifecycle = NodeLifecycle.ON_DUTY;
+    node.lifecycleReason = `joined: ${why}.`;
+    node.lifecycleTime = timestamp(now);
+  }
+
+  private emitOnDuty(node: Node, why: string): void {
+    void this.emit({
+      kind: ClusterEventKind.NODE_ON_DUTY,
+      node: node.id,
+      message: `node ${node.id} (${node.name}) is on duty: ${why}; it takes part in auctions.`,
+    });
+  }
+
+  /**
+   * Moves a node to another lifecycle when `expect` holds for its current record (under the node's
+   * lock); returns the new record, or undefined when the node is gone or no longer as expected.
+   */
+  async setLifecycle(id: string, expect: (node: Node) => boolean, lifecycle: NodeLifecycle, reason: string): Promise<Node | undefined> {
+    return this.locks.run(id, async () => {
+      const current = this.nodes.get(id);
+      if (!current || !expect(current)) return undefined;
+      const updated = clone(NodeSchema, current);
+      updated.lifecycle = lifecycle;
+      updated.lifecycleReason = reason;
+      updated.lifecycleTime = timestamp(Date.now());
+      await this.store.put(nodeKey(id), toJsonString(NodeSchema, updated));
+      this.nodes.set(id, updated);
+      return updated;
+    });
+  }
+
+  /** A node by id, or by name when no id matches. */
+  find(ref: string): Node | undefined {
+    return this.nodes.get(ref) ?? [...this.nodes.values()].find((n) => n.name === ref);
+  }
+
   /** The earliest lease expiry among READY nodes (ms), or undefined when none is READY. */
   nextExpiry(): number | undefined {
     let next: number | undefined;
     for (const node of this.nodes.values()) {
-      if (node.state !== NodeState.READY) continue;
+      if (node.state !== NodeState.READY || POWERING_OFF.has(node.lifecycle)) continue;
       const at = msOf(node.lease?.expireTime);
       if (next === undefined || at < next) next = at;
     }
@@ -291,10 +395,11 @@ export class NodeRegistry {
   /** Marks READY nodes whose lease ran out SUSPECT. */
   async sweep(now: number): Promise<void> {
     for (const node of this.list()) {
-      if (node.state !== NodeState.READY || this.isLive(node, now)) continue;
+      if (node.state !== NodeState.READY || this.isLive(node, now) || POWERING_OFF.has(node.lifecycle)) continue;
       await this.locks.run(node.id, async () => {
         const current = this.nodes.get(node.id);
-        if (current && current.state === NodeState.READY && !this.isLive(current, Date.now())) await this.markSuspect(current, Date.now());
+        if (current && current.state === NodeState.READY && !this.isLive(current, Date.now()) && !POWERING_OFF.has(current.lifecycle))
+          await this.markSuspect(current, Date.now());
       });
     }
   }
