@@ -11,6 +11,10 @@ import { clusterCommands } from "./commands/cluster.js";
 import { pkiCommands } from "./commands/pki.js";
 import { fenceCommands } from "./commands/fence.js";
 import { EXIT, EXIT_CODES_HELP, fail } from "./exit-codes.js";
+import { exitWhenOutputGoes } from "./progress.js";
+
+// A command whose reader (a pipe, a terminal) went away ends instead of running on unseen.
+exitWhenOutputGoes();
 
 const { version } = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
 

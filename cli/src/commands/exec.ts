@@ -1,11 +1,11 @@
 // aether exec start|stop|list|get|wait|logs|delete: executables (host processes) on a node.
 import type { Command } from "commander";
-import ora from "ora";
 import { observe, runtime } from "@aether/sdk";
 import { withClient, type GlobalOptions } from "../client.js";
 import { EXIT } from "../exit-codes.js";
 import { durationOption, toDuration, uint32, uint64 } from "../numbers.js";
 import { age, printFields, printJson, printTable } from "../output.js";
+import { startProgress } from "../progress.js";
 
 const keyValue =
   (what: string) =>
@@ -106,8 +106,7 @@ export function execCommands(program: Command): void {
     .addHelpText("after", "\nExamples:\n  aether exec stop web\n  aether exec stop web --signal SIGINT --grace 30")
     .action(async (ref: string, o: { tenant: string; signal: string; grace: number; json?: boolean }) =>
       withClient(globals(), async (aether) => {
-        const spinner =
-          process.stderr.isTTY && !o.json ? ora(`stopping ${ref} (${o.signal}, ${o.grace / 1000}s grace)`).start() : undefined;
+        const spinner = startProgress(`stopping ${ref} (${o.signal}, ${o.grace / 1000}s grace)`, o.json === true);
         try {
           const { executable } = await aether.runtime.stopExecutable({
             executable: ref,

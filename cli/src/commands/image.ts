@@ -1,11 +1,11 @@
 // aether image import|list|get|delete: read-only base images that volumes are cloned from.
 import { resolve } from "node:path";
 import { Option, type Command } from "commander";
-import ora from "ora";
 import { storage as storageApi, type AetherClient } from "@aether/sdk";
 import { withClient, type GlobalOptions } from "../client.js";
 import { EXIT } from "../exit-codes.js";
 import { age, bytes, printFields, printJson, printTable } from "../output.js";
+import { startProgress } from "../progress.js";
 import { allPages, formatName, keyValue } from "./storage.js";
 
 const { ImageState } = storageApi;
@@ -49,23 +49,17 @@ function printImage(i: storageApi.Image): void {
   ]);
 }
 
-/**
- * Whether progress is shown with a spinner: on a terminal, unless --json. A terminal that reports
- * no width (a pty nobody sized) gets none: ora would loop forever computing the lines to clear.
- */
-const spinnerWanted = (json: boolean) => process.stderr.isTTY && (process.stderr.columns ?? 0) > 0 && !json;
+/** Whether progress (and the outcome with it) is shown on stderr: on a terminal, unless --json. */
+const spinnerWanted = (json: boolean) => process.stderr.isTTY && !json;
 
 /** Follows WatchImage until the import ends, with a spinner on a terminal; returns the last image seen. */
 async function follow(aether: AetherClient, image: storageApi.Image, tenant: string, json: boolean): Promise<storageApi.Image> {
-  const spinner = spinnerWanted(json) ? ora(`importing ${image.name}`).start() : undefined;
+  const spinner = startProgress(`importing ${image.name}`, json);
   let last = image;
   try {
     for await (const r of aether.storage.watchImage({ image: image.id, tenant })) {
       if (r.image) last = r.image;
-      if (spinner) {
-        spinner.text = `importing ${image.name}: ${progress(last)}`;
-        spinner.render(); // now, not at the next frame: a fast import would show no progress at all
-      }
+      spinner?.update(`importing ${image.name}: ${progress(last)}`);
     }
   } catch (err) {
     spinner?.stop();

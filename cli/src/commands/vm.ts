@@ -2,12 +2,12 @@
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import type { Command } from "commander";
-import ora from "ora";
 import { vm as vmApi, type AetherClient } from "@aether/sdk";
 import { withClient, type GlobalOptions } from "../client.js";
 import { EXIT } from "../exit-codes.js";
 import { durationOption, toDuration, uint32, uint64 } from "../numbers.js";
 import { age, bytes, printFields, printJson, printTable } from "../output.js";
+import { startProgress } from "../progress.js";
 import { parseBytes } from "../units.js";
 
 const state = (s: vmApi.VmState) => vmApi.VmState[s].toLowerCase();
@@ -20,12 +20,12 @@ async function waitReady(
   timeoutMs: number,
   json: boolean,
 ): Promise<vmApi.Vm | undefined> {
-  const spinner = process.stderr.isTTY && !json ? ora(`waiting for ${name} to boot`).start() : undefined;
+  const spinner = startProgress(`waiting for ${name} to boot`, json);
   let last: vmApi.Vm | undefined;
   try {
     for await (const r of aether.vm.waitVmReady({ vm: name, tenant, timeout: toDuration(timeoutMs) })) {
       last = r.vm;
-      if (spinner) spinner.text = `${name}: ${r.message}`;
+      spinner?.update(`${name}: ${r.message}`);
     }
   } finally {
     if (last?.state === vmApi.VmState.RUNNING) spinner?.succeed(`${name} is ready`);
@@ -182,7 +182,7 @@ export function vmCommands(program: Command): void {
     .option("--force", "power off at once")
     .action(async (ref: string, o: { tenant: string; json?: boolean; timeout: number; force?: boolean }) =>
       withClient(globals(), async (aether) => {
-        const spinner = process.stderr.isTTY && !o.json ? ora(`stopping ${ref}`).start() : undefined;
+        const spinner = startProgress(`stopping ${ref}`, o.json === true);
         try {
           const { vm: v } = await aether.vm.stopVm({ vm: ref, tenant: o.tenant, timeout: toDuration(o.timeout), force: o.force ?? false });
           spinner?.succeed(`${ref}: ${v?.stateReason}`);
