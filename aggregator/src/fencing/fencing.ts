@@ -78,6 +78,21 @@ export interface FenceOptions {
   signal?: AbortSignal;
 }
 
+/** How a shutdown (graceful, then forced) may go. */
+export interface ShutdownOptions {
+  /** How long to wait for "Off" after GracefulShutdown before sending ForceOff. */
+  gracefulTimeoutMs: number;
+  /** Longest time from ForceOff to "Off". */
+  timeoutMs: number;
+  /** Time between power state reads. */
+  pollIntervalMs: number;
+}
+
+/** How a shutdown ended: a fence outcome, and whether the graceful shutdown alone got it "Off". */
+export interface ShutdownOutcome extends FenceOutcome {
+  graceful: boolean;
+}
+
 /** Switches nodes off through their BMCs. */
 export interface Fencer {
   /** The BMC registered for the node, or a sentence saying why there is none. */
@@ -87,6 +102,11 @@ export interface Fencer {
    * a thrown error (wrong password, unreachable BMC) counts as unconfirmed too.
    */
   fence(node: FenceTarget, bmc: LocatedBmc, options: FenceOptions): Promise<FenceOutcome>;
+  /**
+   * Shuts the node down for good (ShutdownNode): GracefulShutdown, power state reads until "Off" or
+   * the graceful timeout, then as fence(). Unset: only fence() (forced) is available.
+   */
+  shutdown?(node: FenceTarget, bmc: LocatedBmc, options: ShutdownOptions): Promise<ShutdownOutcome>;
 }
 
 /** The part of the Redfish client (@aether/fence) the aggregator uses. */
@@ -96,6 +116,10 @@ export interface RedfishFenceClient {
     pollIntervalMs: number;
     signal?: AbortSignal;
   }): Promise<{ confirmed: boolean; reason: string; alreadyOff?: boolean; powerState?: string; pollCount?: number }>;
+  /** Reads the power state and the reset types the BMC allows (for a graceful shutdown). */
+  powerStatus?(options?: { signal?: AbortSignal; deadlineMs?: number }): Promise<{ powerState: string; allowableResetTypes: string[] }>;
+  /** Sends a reset type (GracefulShutdown). */
+  reset?(resetType: string, options?: { signal?: AbortSignal; deadlineMs?: number }): Promise<unknown>;
   /** Releases its connections. */
   close?(): void;
 }
@@ -173,6 +197,26 @@ export class BmcRegistry {
 
 /** The Fencer on real BMCs: a Redfish client per fence, built by `connect` (RedfishClient in production). */
 export class RedfishFencer implements Fencer {
+  /** Shuts a node down: graceful, then forced (see redfishShutdown). */
+  async shutdown(node: FenceTarget, bmc: LocatedBmc, options: ShutdownOptions): Promise<ShutdownOutcome> {
+    const found = this.bmcs.find(node);
+    if ("none" in found) return { confirmed: false, graceful: false, reason: found.none };
+    if (found.key !== bmc.key)
+      return { confirmed: false, graceful: false, reason: `the BMC registered for node ${node.name} changed while shutting it down` };
+    const e = found.entry;
+    let client: RedfishFenceClient | undefined;
+    try {
+      const { node: _node, slot: _slot, chassis: _chassis, rack: _rack, ...target } = e;
+      client = this.connect(target);
+      const outcome = await redfishShutdown(client, options);
+      return { ...outcome, reason: scrub(outcome.reason, e.password) };
+    } catch (err) {
+      return { confirmed: false, graceful: false, reason: scrub(err instanceof Error ? err.message : String(err), e.password) };
+    } finally {
+      client?.close?.();
+    }
+  }
+
   constructor(
     private readonly bmcs: BmcRegistry,
     private readonly connect: (target: RedfishTarget) => RedfishFenceClient,
@@ -215,6 +259,51 @@ export class RedfishFencer implements Fencer {
       ...(result.pollCount !== undefined && { pollCount: result.pollCount }),
     };
   }
+}
+
+/**
+ * Shuts a node down through its Redfish client: GracefulShutdown (when the BMC offers it), "Off"
+ * awaited for gracefulTimeoutMs, then the client's fence (ForceOff, "Off" read back).
+ */
+export async function redfishShutdown(client: RedfishFenceClient, options: ShutdownOptions): Promise<ShutdownOutcome> {
+  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+  let gracefulNote = "";
+  if (client.powerStatus && client.reset) {
+    const status = await client.powerStatus();
+    if (status.powerState === "Off")
+      return {
+        confirmed: true,
+        graceful: true,
+        alreadyOff: true,
+        powerState: "Off",
+        reason: 'the system was already off (PowerState "Off").',
+      };
+    if (status.allowableResetTypes.length === 0 || status.allowableResetTypes.includes("GracefulShutdown")) {
+      const t0 = Date.now();
+      await client.reset("GracefulShutdown");
+      let reads = 0;
+      while (Date.now() - t0 < options.gracefulTimeoutMs) {
+        await sleep(Math.min(options.pollIntervalMs, Math.max(1, options.gracefulTimeoutMs - (Date.now() - t0))));
+        reads++;
+        const now = await client.powerStatus();
+        if (now.powerState === "Off")
+          return {
+            confirmed: true,
+            graceful: true,
+            powerState: "Off",
+            pollCount: reads,
+            reason: `PowerState "Off" read back ${Date.now() - t0} ms after GracefulShutdown (${reads} reads).`,
+          };
+      }
+      gracefulNote = `GracefulShutdown did not reach "Off" within ${options.gracefulTimeoutMs} ms; `;
+    } else {
+      gracefulNote = `the BMC offers no GracefulShutdown (it allows ${status.allowableResetTypes.join(", ")}); `;
+    }
+  } else {
+    gracefulNote = "this BMC client cannot shut down gracefully; ";
+  }
+  const forced = await client.fence({ timeoutMs: options.timeoutMs, pollIntervalMs: options.pollIntervalMs });
+  return { ...forced, confirmed: forced.confirmed === true, graceful: false, reason: `${gracefulNote}ForceOff: ${forced.reason}` };
 }
 
 /** Removes a secret from a sentence (in case a BMC or a library echoes it back). */
