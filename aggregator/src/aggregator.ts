@@ -13,6 +13,8 @@
 //   placements/   the placement book (placements, auction records, request ids), release, queries,
 //                 resuming what a previous leader left unfinished, moving workloads off a node
 //   fencing/      the deadman switch (SUSPECT → FENCING → FENCED through a BMC) and the BMC registry
+//   maintenance/  cordon, drain (moving workloads off a node within a disruption budget), uncordon,
+//                 and shutdown (drain, then power off through the node's BMC)
 //   events/       the cluster event log and its streams
 //   service/      the RPC handlers and the mapping of failures to RPC codes
 //
@@ -24,7 +26,10 @@ import type { Logger } from "pino";
 import type {
   AuctionRecord,
   ClusterEvent,
+  CordonNodeRequest,
   DeployRequest,
+  DrainNodeRequest,
+  DrainProgress,
   DeployResponse,
   DeregisterNodeRequest,
   GetAuctionRequest,
@@ -37,7 +42,9 @@ import type {
   Node,
   RegisterNodeRequest,
   ReleasePlacementRequest,
+  ShutdownNodeRequest,
   StreamClusterEventsRequest,
+  UncordonNodeRequest,
   WorkloadPlacement,
 } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { describeError, duration, silentLogger, unavailable } from "@aether/server";
@@ -59,6 +66,9 @@ import { Resumption } from "./placements/resume.js";
 import { Deadman } from "./fencing/deadman.js";
 import { BmcRegistry, RedfishFencer, type Fencer } from "./fencing/fencing.js";
 import { toConnectError } from "./service/errors.js";
+import { Maintenance } from "./maintenance/drain.js";
+import { Moves } from "./maintenance/move.js";
+import { PowerOff } from "./maintenance/power.js";
 
 export const DEFAULT_AUCTION_WINDOW_MS = 250;
 export const DEFAULT_LEASE_TTL_MS = 15_000;
@@ -115,6 +125,7 @@ export class Aggregator {
   private readonly resumption: Resumption;
   private readonly deadman: Deadman;
   private readonly membership: Membership;
+  private readonly maintenance: Maintenance;
   private readonly ctx: Context;
   private readonly startMs = Date.now();
 
@@ -138,7 +149,12 @@ export class Aggregator {
     this.election = new Election(this.store, this.replica, options.advertise ?? "", this.log, {
       takeOver: (now) => this.takeOver(now),
       lead: () => this.lead(),
-      resume: () => this.resumption.resumeUnfinished(),
+      resume: () => {
+        this.resumption.resumeUnfinished();
+        void this.maintenance
+          .resume()
+          .catch((err: unknown) => this.log.warn({ err: describeError(err) }, "could not resume the drains a previous leader left"));
+      },
       standDown: (why) => this.standDown(why),
     });
     this.streams = new EventStreams(this.events, this.replica, this.election);
@@ -157,12 +173,17 @@ export class Aggregator {
     this.runner = new AuctionRunner(this.ctx);
     this.replacement = new Replacement(this.ctx, this.runner);
     this.resumption = new Resumption(this.ctx, this.runner);
+    const fencer =
+      options.fencer ??
+      new RedfishFencer(new BmcRegistry([]), () => {
+        throw new Error("no BMC is registered");
+      });
     this.deadman = new Deadman(
       {
         store: this.store,
         registry: this.registry,
         log: this.log.child({ room: "deadman" }),
-        emit: (event) => this.emit(event),
+        emit: async (event) => void (await this.emit(event)),
         movablePlacements: (nodeId) => this.book.movable(nodeId),
         replaceFenced: (placement, node, lastHeartbeatMs) => this.replacement.replaceFenced(placement, node, lastHeartbeatMs),
         abandonFenced: (placement, node, reason) => this.replacement.abandonFenced(placement, node, reason),
@@ -170,11 +191,7 @@ export class Aggregator {
           (await this.clients.bid(node).releaseWorkload({ workloadId, tenant, gracePeriod: duration(graceMs) }, { timeoutMs })).released,
       },
       {
-        fencer:
-          options.fencer ??
-          new RedfishFencer(new BmcRegistry([]), () => {
-            throw new Error("no BMC is registered");
-          }),
+        fencer,
         fenceTimeoutMs: options.fenceTimeoutMs,
         pollIntervalMs: options.fencePollIntervalMs,
         retryMs: options.fenceRetryMs,
@@ -182,6 +199,11 @@ export class Aggregator {
       },
     );
     this.membership = new Membership(this.ctx, this.deadman, this.replacement);
+    this.maintenance = new Maintenance(
+      this.ctx,
+      new Moves(this.ctx, this.runner),
+      new PowerOff(this.ctx, { fencer, fenceTimeoutMs: this.deadman.fenceTimeoutMs, pollIntervalMs: this.deadman.pollIntervalMs }),
+    );
   }
 
   // ---------------------------------------------------------------- leadership
@@ -212,6 +234,7 @@ export class Aggregator {
     await this.registry.load(now);
     await this.deadman.load();
     await this.book.load();
+    await this.maintenance.load();
   }
 
   /** This replica leads now. */
@@ -233,6 +256,7 @@ export class Aggregator {
   /** This replica does not lead (any more): every room forgets what it read. */
   private standDown(why: ConnectError | undefined): void {
     this.deadman.stop();
+    this.maintenance.stop(why);
     this.streams.endAll(why);
     this.registry.reset();
     this.events.reset();
@@ -275,11 +299,12 @@ export class Aggregator {
     }
   }
 
-  private async emit(event: NewEvent): Promise<void> {
+  private async emit(event: NewEvent): Promise<ClusterEvent | undefined> {
     try {
-      await this.events.append(event);
+      return await this.events.append(event);
     } catch (err) {
       this.log.warn({ err: describeError(err), kind: event.kind }, "could not record a cluster event");
+      return undefined;
     }
   }
 
@@ -325,6 +350,36 @@ export class Aggregator {
 
   async listAuctions(req: ListAuctionsRequest): Promise<{ auctions: AuctionRecord[]; nextPageToken: string }> {
     return this.guarded(() => listAuctions(this.book, req));
+  }
+
+  // ---------------------------------------------------------------- maintenance
+
+  async cordonNode(req: CordonNodeRequest): Promise<{ node: Node }> {
+    return this.guarded(async () => ({ node: this.membership.counted(await this.maintenance.cordon(req)) }));
+  }
+
+  async uncordonNode(req: UncordonNodeRequest): Promise<{ node: Node }> {
+    return this.guarded(async () => ({ node: this.membership.counted(await this.maintenance.uncordon(req)) }));
+  }
+
+  /** The drain's progress until it ends (see maintenance/drain.ts); the client going away does not stop it. */
+  async *drainNode(req: DrainNodeRequest, signal?: AbortSignal): AsyncGenerator<DrainProgress> {
+    yield* this.guardedStream(() => this.maintenance.drain(req, signal));
+  }
+
+  /** The drain's, then the power off's progress until the node is DECOMMISSIONED or the shutdown stops. */
+  async *shutdownNode(req: ShutdownNodeRequest, signal?: AbortSignal): AsyncGenerator<DrainProgress> {
+    yield* this.guardedStream(() => this.maintenance.shutdown(req, signal));
+  }
+
+  /** A stream on the leader, its failures phrased as guarded() phrases them. */
+  private async *guardedStream<T>(open: () => AsyncGenerator<T>): AsyncGenerator<T> {
+    if (!this.election.isLeader) throw unavailable(await this.standbySentence());
+    try {
+      yield* open();
+    } catch (err) {
+      throw toConnectError(err, this.log);
+    }
   }
 
   // ---------------------------------------------------------------- events

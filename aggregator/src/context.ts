@@ -2,6 +2,7 @@
 // call the nodes, the placement book, the cluster event log, and this replica's settings. The
 // composition (aggregator.ts) makes one and hands it to each room.
 import type { Logger } from "pino";
+import type { ClusterEvent } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import type { ClusterStore } from "./store/store.js";
 import type { NewEvent } from "./events/events.js";
 import type { NodeRegistry } from "./nodes/registry.js";
@@ -22,6 +23,6 @@ export interface Context {
   readonly book: PlacementBook;
   /** True while this replica leads and serves. */
   leading(): boolean;
-  /** Appends a cluster event; a failure is only logged. */
-  emit(event: NewEvent): Promise<void>;
+  /** Appends a cluster event and returns it; a failure is only logged (and undefined returned). */
+  emit(event: NewEvent): Promise<ClusterEvent | undefined>;
 }

@@ -209,9 +209,9 @@ export class AuctionRunner {
     const specExcludes = new Set(spec.requirements?.excludeNodes ?? []);
     const moveOff = new Set(exclude);
     for (const node of this.ctx.registry.list()) {
-      if (!this.ctx.registry.canBid(node, Date.now()))
+      if (moveOff.has(node.id)) excluded.push({ node: node.id, reason: "the workload is being moved off it" });
+      else if (!this.ctx.registry.canBid(node, Date.now()))
         excluded.push({ node: node.id, reason: this.ctx.registry.whyNoAuction(node, Date.now()) });
-      else if (moveOff.has(node.id)) excluded.push({ node: node.id, reason: "the workload is being moved off it" });
       else if (specExcludes.has(node.id)) excluded.push({ node: node.id, reason: "excluded by the spec's exclude_nodes" });
       else {
         const mismatch = selector.filter(([k, v]) => node.labels[k] !== v);

@@ -99,6 +99,11 @@ export class Membership {
     return { nodes: page, nextPageToken };
   }
 
+  /** A copy of the node with its count of live placements. */
+  counted(node: Node): Node {
+    return this.withCount(node);
+  }
+
   private withCount(node: Node, counts = this.ctx.book.counts()): Node {
     const copy = clone(NodeSchema, node);
     copy.placementCount = counts.get(node.id) ?? 0;

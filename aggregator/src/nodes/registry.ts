@@ -150,7 +150,7 @@ export class NodeRegistry {
   /** Why a node takes no part in auctions, for a node that cannot bid. */
   whyNoAuction(node: Node, now: number): string {
     if (node.lifecycle !== NodeLifecycle.ON_DUTY && node.lifecycle !== NodeLifecycle.UNSPECIFIED) {
-      return `${lifecycleName(node.lifecycle)}, not on duty${node.lifecycleReason ? ` (${node.lifecycleReason.replace(/\.$/, "")})` : ""}`;
+      return `${lifecycleName(node.lifecycle)}, not on duty`;
     }
     return this.isLive(node, now) ? "it can bid" : this.whyNotLive(node);
   }

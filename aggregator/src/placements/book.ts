@@ -27,8 +27,10 @@ export const LIVE_PLACEMENT = new Set([
   PlacementState.PROVISIONING,
   PlacementState.PLACED,
   PlacementState.REPLACING,
+  PlacementState.MOVING,
 ]);
-export const ON_NODE = new Set([PlacementState.PROVISIONING, PlacementState.PLACED]);
+/** On their node: being provisioned, placed, or being moved off it by a drain (it still runs there). */
+export const ON_NODE = new Set([PlacementState.PROVISIONING, PlacementState.PLACED, PlacementState.MOVING]);
 export const stateName = (names: Record<number, string>, v: number) => names[v] ?? String(v);
 
 /** Newest first: create_time descending, then id. */

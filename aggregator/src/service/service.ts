@@ -6,7 +6,9 @@ import type { ConnectRouter, HandlerContext, ServiceImpl } from "@connectrpc/con
 import { callerOf, duration, holdToTenant, notFound, peerKey, permissionDenied, scopeKey, unimplemented } from "@aether/server";
 import {
   AggregatorService,
+  CordonNodeResponseSchema,
   DeregisterNodeResponseSchema,
+  DrainNodeResponseSchema,
   GetAuctionResponseSchema,
   GetPlacementResponseSchema,
   HeartbeatResponseSchema,
@@ -15,7 +17,9 @@ import {
   ListPlacementsResponseSchema,
   RegisterNodeResponseSchema,
   ReleasePlacementResponseSchema,
+  ShutdownNodeResponseSchema,
   StreamClusterEventsResponseSchema,
+  UncordonNodeResponseSchema,
 } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { BidService } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { CheckHealthResponseSchema, HealthStatus, NodeService } from "@aether/sdk/gen/aether/node/v1/node_pb";
@@ -40,6 +44,20 @@ export function nodeCallerOf(ctx: HandlerContext, verb: string, othersMay = fals
     );
   }
   return { identity, name };
+}
+
+/**
+ * Cordon, drain, uncordon and shutdown are an operator's acts: a node's certificate (which the
+ * default policy binds to the operator role so that it can register) may not take them.
+ */
+function operatorOnly(ctx: HandlerContext, verb: string): void {
+  const peer = ctx.values.get(peerKey);
+  if (peer.transport !== "tls") return;
+  const { identity } = callerOf(peer);
+  if (/^spiffe:\/\/[^/]+\/node\/[^/]+$/.test(identity))
+    throw permissionDenied(
+      `${identity.slice(0, 200)} is a node's certificate; only an operator may ${verb} a node (a user certificate from aether pki issue user). Nothing was changed.`,
+    );
 }
 
 export function aggregatorService(aggregator: Aggregator): ServiceImpl<typeof AggregatorService> {
@@ -86,17 +104,21 @@ export function aggregatorService(aggregator: Aggregator): ServiceImpl<typeof Ag
     async listAuctions(req) {
       return create(ListAuctionsResponseSchema, await aggregator.listAuctions(req));
     },
-    async cordonNode() {
-      throw unimplemented("CordonNode is not implemented by this aether-aggregator yet.");
+    async cordonNode(req, ctx) {
+      operatorOnly(ctx, "cordon");
+      return create(CordonNodeResponseSchema, await aggregator.cordonNode(req));
     },
-    async *drainNode() {
-      throw unimplemented("DrainNode is not implemented by this aether-aggregator yet.");
+    async *drainNode(req, ctx) {
+      operatorOnly(ctx, "drain");
+      for await (const progress of aggregator.drainNode(req, ctx.signal)) yield create(DrainNodeResponseSchema, { progress });
     },
-    async uncordonNode() {
-      throw unimplemented("UncordonNode is not implemented by this aether-aggregator yet.");
+    async uncordonNode(req, ctx) {
+      operatorOnly(ctx, "uncordon");
+      return create(UncordonNodeResponseSchema, await aggregator.uncordonNode(req));
     },
-    async *shutdownNode() {
-      throw unimplemented("ShutdownNode is not implemented by this aether-aggregator yet.");
+    async *shutdownNode(req, ctx) {
+      operatorOnly(ctx, "shut down");
+      for await (const progress of aggregator.shutdownNode(req, ctx.signal)) yield create(ShutdownNodeResponseSchema, { progress });
     },
     async *streamClusterEvents(req, context) {
       // A tenant sees its own workloads' events, not the nodes' (which speak of every tenant).
