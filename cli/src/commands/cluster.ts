@@ -1,5 +1,5 @@
 // aether cluster nodes|deploy|placements|release|auctions|auction|events: the aggregator's view of
-// the cluster. The aggregator is found by --aggregator, else AETHER_AGGREGATOR, else the node
+// the cluster (cordon|drain|uncordon|shutdown are in cluster-maintenance.ts). The aggregator is found by --aggregator, else AETHER_AGGREGATOR, else the node
 // address every other command uses (an aggregator answers there too when it is the same endpoint).
 import { readFileSync } from "node:fs";
 import { fromJson, toJson, type JsonValue } from "@bufbuild/protobuf";
@@ -10,10 +10,12 @@ import { withClient, type GlobalOptions } from "../client.js";
 import { age, bytes, printFields, printJson, printTable } from "../output.js";
 import { uint32 } from "../numbers.js";
 import { parseBytes } from "../units.js";
+import { maintenanceCommands } from "./cluster-maintenance.js";
 
 // protobuf-es enums map numbers back to names without the enum's prefix ("READY").
 const enumName = (names: Record<number, string>, value: number) => (names[value] ?? String(value)).toLowerCase().replace(/_/g, " ");
 const nodeState = (s: auction.NodeState) => enumName(auction.NodeState, s);
+const nodeLifecycle = (l: auction.NodeLifecycle) => enumName(auction.NodeLifecycle, l);
 const placementState = (s: auction.PlacementState) => enumName(auction.PlacementState, s);
 const auctionState = (s: auction.AuctionState) => enumName(auction.AuctionState, s);
 const outcome = (o: auction.BidOutcome) => enumName(auction.BidOutcome, o);
@@ -53,7 +55,7 @@ function showAuction(a: auction.AuctionRecord): void {
 export function clusterCommands(program: Command): void {
   const cluster = program
     .command("cluster")
-    .description("the cluster through aether-aggregator: nodes, auctions, placements and events")
+    .description("the cluster through aether-aggregator: nodes, maintenance (drain, uncordon, shutdown), auctions, placements and events")
     .option("--aggregator <address>", "aether-aggregator to talk to (default: AETHER_AGGREGATOR, else the node address)");
   const globals = (): GlobalOptions => {
     const address =
@@ -64,7 +66,7 @@ export function clusterCommands(program: Command): void {
 
   cluster
     .command("nodes")
-    .description("registered nodes with their state, lease and placements")
+    .description("registered nodes with their state (lease), lifecycle (on duty, cordoned, draining, drained, ...) and placements")
     .option("--json", "print the nodes as JSON")
     .addHelpText(
       "after",
@@ -75,11 +77,12 @@ export function clusterCommands(program: Command): void {
         const { nodes } = await aether.aggregator.listNodes({ pageSize: 1000 });
         if (o.json) return printJson(auction.NodeSchema, nodes);
         printTable(
-          ["ID", "NAME", "STATE", "ADDRESS", "CPUS", "MEMORY", "PLACEMENTS", "HEARTBEAT"],
+          ["ID", "NAME", "STATE", "LIFECYCLE", "ADDRESS", "CPUS", "MEMORY", "PLACEMENTS", "HEARTBEAT"],
           nodes.map((n) => [
             n.id,
             n.name,
             nodeState(n.state) + (n.stateReason ? ` (${n.stateReason})` : ""),
+            nodeLifecycle(n.lifecycle),
             n.address,
             String(n.capabilities?.cpuCount ?? "-"),
             n.capabilities ? bytes(n.capabilities.memoryTotalBytes) : "-",
@@ -234,6 +237,8 @@ export function clusterCommands(program: Command): void {
         showAuction(a);
       }),
     );
+
+  maintenanceCommands(cluster, globals);
 
   cluster
     .command("events")
