@@ -17,7 +17,7 @@ import {
   type ReleaseWorkloadRequest,
   type RequestBidRequest,
 } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
-import { ExecutableSchema } from "@aether/sdk/gen/aether/runtime/v1/runtime_pb";
+import { ExecutableSchema, ExecutableState } from "@aether/sdk/gen/aether/runtime/v1/runtime_pb";
 import { CellSchema } from "@aether/sdk/gen/aether/cells/v1/cells_pb";
 import { VmSchema } from "@aether/sdk/gen/aether/vm/v1/vm_pb";
 
@@ -121,7 +121,7 @@ export async function startFakeBidder(
           default:
             return create(ExecuteProvisioningResponseSchema, {
               node: nodeId,
-              resource: { case: "executable", value: create(ExecutableSchema, { id, name }) },
+              resource: { case: "executable", value: create(ExecutableSchema, { id, name, state: ExecutableState.RUNNING }) },
             });
         }
       },
