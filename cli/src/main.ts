@@ -12,6 +12,7 @@ import { pkiCommands } from "./commands/pki.js";
 import { fenceCommands } from "./commands/fence.js";
 import { EXIT, EXIT_CODES_HELP, fail } from "./exit-codes.js";
 import { exitWhenOutputGoes } from "./progress.js";
+import { finishCommandLine } from "./command-line.js";
 
 // A command whose reader (a pipe, a terminal) went away ends instead of running on unseen.
 exitWhenOutputGoes();
@@ -25,7 +26,9 @@ const program = new Command("aether")
     "-a, --address <address>",
     "aetherd to talk to: unix:///path.sock or https://host:port (default: AETHER_HOST, ~/.config/aether/config.toml, the default socket)",
   )
-  .showHelpAfterError()
+  // The program's options end where the subcommand starts (command-line.ts lets them follow it too,
+  // but never into a program's argv: `aether vm exec web uname -a`).
+  .enablePositionalOptions()
   // Usage errors exit 2 (commander's default is 1, which scripts would read as a refused request).
   .exitOverride((err) => process.exit(err.exitCode === 0 ? EXIT.ok : EXIT.usage))
   .addHelpText(
@@ -57,4 +60,5 @@ clusterCommands(program);
 pkiCommands(program);
 fenceCommands(program);
 
+finishCommandLine(program);
 program.parseAsync().catch(fail);

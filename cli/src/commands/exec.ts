@@ -44,7 +44,7 @@ export function execCommands(program: Command): void {
   exec
     .command("start")
     .description("start a process from an argv (no shell); prints its id")
-    .argument("<argv...>", "absolute program path, then its arguments (put them after --)")
+    .argument("<argv...>", "absolute program path, then its arguments (everything from it on is the program's; -- optional)")
     .option("--name <name>", "a name unique in the tenant (default: derived from the program)")
     .option("--cell <cell>", "run inside this cell (id or name path)", "")
     .option("--tenant <tenant>", "owning tenant", "")

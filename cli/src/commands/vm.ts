@@ -295,7 +295,7 @@ export function vmCommands(program: Command): void {
   vm.command("exec")
     .description("run a command in the guest (through its agent); exits with the command's exit code")
     .argument("<vm>", "id or name")
-    .argument("<argv...>", "absolute program path in the guest, then its arguments (after --)")
+    .argument("<argv...>", "absolute program path in the guest, then its arguments (everything from it on is the program's; -- optional)")
     .option("--tenant <tenant>", "tenant to resolve a name in", "")
     .option("-e, --env <KEY=VALUE>", "environment variable (repeatable)", (v: string, p: Record<string, string> = {}) => ({
       ...p,
@@ -303,7 +303,10 @@ export function vmCommands(program: Command): void {
     }))
     .addOption(durationOption("-t, --timeout <duration>", "give up after this long", 60_000))
     .option("--json", "print the result as JSON")
-    .addHelpText("after", "\nExamples:\n  aether vm exec web -- /bin/uname -a\n  aether vm exec web -- /bin/sh -c 'cat /etc/hostname'")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  aether vm exec web /bin/uname -a\n  aether vm exec web --timeout 5m -- /bin/sh -c 'cat /etc/hostname'",
+    )
     .action(async (ref: string, argv: string[], o: { tenant: string; env?: Record<string, string>; timeout: number; json?: boolean }) => {
       let code = 0;
       await withClient(globals(), async (aether) => {
