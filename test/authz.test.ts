@@ -15,7 +15,7 @@ import { createClient, type Transport } from "@connectrpc/connect";
 import { Code, ConnectError, connect, type AetherClient } from "@aether/sdk";
 import { ExecutableService } from "@aether/sdk/gen/aether/runtime/v1/runtime_pb";
 import { CellService } from "@aether/sdk/gen/aether/cells/v1/cells_pb";
-import { VmService } from "@aether/sdk/gen/aether/vm/v1/vm_pb";
+import { VmMigrationService, VmService } from "@aether/sdk/gen/aether/vm/v1/vm_pb";
 import { StorageService } from "@aether/sdk/gen/aether/storage/v1/storage_pb";
 import { ObserveService, LogSource } from "@aether/sdk/gen/aether/observe/v1/observe_pb";
 import { NodeService } from "@aether/sdk/gen/aether/node/v1/node_pb";
@@ -30,6 +30,7 @@ const SERVICES: DescService[] = [
   ExecutableService,
   CellService,
   VmService,
+  VmMigrationService,
   StorageService,
   ObserveService,
   NodeService,
@@ -353,6 +354,13 @@ function crossById(ids: Record<string, string>): Record<string, { init: Record<s
     "VmService/AttachConsole": nf({ vm: ids.vm, input: new TextEncoder().encode("reboot\n") }),
     "VmService/ExecVm": nf({ vm: ids.vm, argv: ["/bin/true"] }),
     "VmService/WaitVmReady": nf({ vm: ids.vm }),
+    // A tenant does not choose the node its VMs run on; node-to-node calls are for nodes only.
+    "VmService/MigrateVm": denied({ vm: ids.vm, target: "unix:///run/aether/other.sock" }),
+    "VmService/WatchMigration": nf({ migration: "00000000-0000-0000-0000-000000000000" }),
+    "VmMigrationService/PrepareIncoming": denied({ migrationId: "00000000-0000-0000-0000-000000000000" }),
+    "VmMigrationService/FinishIncoming": denied({ migrationId: "00000000-0000-0000-0000-000000000000" }),
+    "VmMigrationService/AbortIncoming": denied({ migrationId: "00000000-0000-0000-0000-000000000000" }),
+    "VmMigrationService/QueryIncoming": denied({ migrationId: "00000000-0000-0000-0000-000000000000" }),
     // storage
     "StorageService/ListPools": none(),
     "StorageService/GetPool": none({ pool: "default" }),

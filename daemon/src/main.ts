@@ -13,7 +13,7 @@ import { ExecutableService } from "@aether/sdk/gen/aether/runtime/v1/runtime_pb"
 import { ObserveService } from "@aether/sdk/gen/aether/observe/v1/observe_pb";
 import { NodeService } from "@aether/sdk/gen/aether/node/v1/node_pb";
 import { CellService } from "@aether/sdk/gen/aether/cells/v1/cells_pb";
-import { VmService } from "@aether/sdk/gen/aether/vm/v1/vm_pb";
+import { VmMigrationService, VmService } from "@aether/sdk/gen/aether/vm/v1/vm_pb";
 import { StorageService } from "@aether/sdk/gen/aether/storage/v1/storage_pb";
 import { FenceService } from "@aether/sdk/gen/aether/fence/v1/fence_pb";
 import { AggregatorService, BidService } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
@@ -51,6 +51,10 @@ import { VmManager } from "./vm/manager.js";
 import { QemuHypervisor } from "./vm/qemu.js";
 import { FirecrackerHypervisor } from "./vm/firecracker.js";
 import { vmService } from "./vm/service.js";
+import { IncomingMigrations } from "./migration/incoming.js";
+import { OutgoingMigrations } from "./migration/outgoing.js";
+import { MigrationRecovery } from "./migration/recovery.js";
+import { migrationRpcs, vmMigrationService } from "./migration/service.js";
 import { createPools } from "./storage/pools.js";
 import { StorageRegistry } from "./storage/registry.js";
 import { storageService } from "./storage/service.js";
@@ -146,11 +150,48 @@ async function run(flags: ConfigFlags): Promise<void> {
 
   const nodeIdValue = await nodeId(config.state_dir);
   const audit = new AuditLog(config.state_dir);
+  // Live migration: this node's identity on calls to the target is its cluster identity.
+  const clusterIdentity = outgoingTls(
+    {
+      names: { ca: "[cluster] ca", cert: "[cluster] cert", key: "[cluster] key" },
+      ca: config.cluster.ca,
+      cert: config.cluster.cert,
+      key: config.cluster.key,
+    },
+    { names: { ca: "[tcp] client_ca", cert: "[tcp] cert", key: "[tcp] key" }, ...config.tcp, ca: config.tcp?.client_ca },
+  );
+  const migrationHooks = vms.migrationHooks();
+  const ownAddresses = [`unix://${config.socket}`, ...(config.tcp ? [`https://${config.tcp.listen}`] : [])];
+  const outgoing = new OutgoingMigrations({
+    hooks: migrationHooks,
+    storage,
+    identity: clusterIdentity,
+    nodeName: config.cluster.name ?? `${hostname()} (${ownAddresses.at(-1)})`,
+    log: log.child({ room: "migration" }),
+  });
+  // The target's QEMU listens for NBD and the memory stream on the host of its TCP listener (else loopback).
+  const tcpHost = config.tcp?.listen.replace(/:\d+$/, "").replace(/^\[(.*)\]$/, "$1");
+  const incoming = new IncomingMigrations({
+    hooks: migrationHooks,
+    storage,
+    listenHost: tcpHost === undefined || tcpHost === "0.0.0.0" || tcpHost === "::" ? "127.0.0.1" : tcpHost,
+    log: log.child({ room: "migration" }),
+  });
+  const migrationRecovery = new MigrationRecovery({
+    hooks: migrationHooks,
+    storage,
+    connectTarget: (address) => outgoing.connectTarget(address),
+    log: log.child({ room: "migration" }),
+  });
   // One instance of each handler: the RPCs and the auction's provisioning share them.
   const handlers = {
     runtime: executableService(supervisor, (cell, tenant) => cells.placement(cell, tenant), tenantIds),
     cells: cellService(cells),
-    vm: vmService(vms, config.tenancy),
+    vm: vmService(
+      vms,
+      config.tenancy,
+      migrationRpcs(outgoing, (ref, tenant) => vms.resolve(ref, tenant), ownAddresses),
+    ),
   };
   const bidding = new Bidding({
     nodeId: nodeIdValue,
@@ -173,7 +214,16 @@ async function run(flags: ConfigFlags): Promise<void> {
     log: log.child({ room: "auction" }),
   });
   await bidding.load();
-  const implemented = [ExecutableService, ObserveService, NodeService, CellService, VmService, StorageService, BidService];
+  const implemented = [
+    ExecutableService,
+    ObserveService,
+    NodeService,
+    CellService,
+    VmService,
+    VmMigrationService,
+    StorageService,
+    BidService,
+  ];
   const routes = (router: ConnectRouter) => {
     router.service(ExecutableService, handlers.runtime);
     router.service(CellService, handlers.cells);
@@ -205,6 +255,7 @@ async function run(flags: ConfigFlags): Promise<void> {
       }),
     );
     router.service(VmService, handlers.vm);
+    router.service(VmMigrationService, vmMigrationService(incoming));
     router.service(StorageService, storageService(storage, config.tenancy));
     router.service(FenceService, fenceService(fences));
     router.service(BidService, bidService(bidding));
@@ -272,6 +323,8 @@ async function run(flags: ConfigFlags): Promise<void> {
       )
     : undefined;
   membership?.start();
+  // Live migrations a crash cut short: settled with the other node, in the background (it may be slow to answer).
+  void migrationRecovery.settle();
   log.info({ version: VERSION, stateDir: config.state_dir, pid: process.pid }, "aetherd ready");
 
   let stopping = false;
@@ -284,6 +337,8 @@ async function run(flags: ConfigFlags): Promise<void> {
     deadline.unref();
     membership?.close();
     authorizer.close();
+    migrationRecovery.close();
+    incoming.close();
     void listeners.close().finally(() => {
       vms.close();
       vmProcesses.close();

@@ -1039,6 +1039,19 @@ export class StorageRegistry {
     this.changes.emit("image", image.id);
   }
 
+  /**
+   * Gives a volume to a VM (deleted with it) or back to its tenant (""): the volumes a live
+   * migration makes on its target belong to the incoming VM until the migration is finished.
+   */
+  async setOwnerVm(volumeId: string, ownerVm: string): Promise<void> {
+    await this.lock.runExclusive(async () => {
+      const volume = this.volumes.get(volumeId);
+      if (!volume) throw new DomainError("not_found", `volume ${volumeId} no longer exists.`);
+      volume.ownerVm = ownerVm;
+      await this.saveVolume(volume);
+    });
+  }
+
   imageById(id: string): ImageRecord | undefined {
     return this.images.get(id);
   }

@@ -1,6 +1,7 @@
 // What a hypervisor driver does for the VM manager: launch the VM's process (through the process
 // supervisor, so it outlives aetherd) and control it once it runs.
 import type { Placement, Supervisor, TrackedExecutable } from "../runtime/supervisor.js";
+import type { QmpClient } from "./qmp.js";
 import type { VmSpec } from "./record.js";
 
 /** Files of one VM: control sockets in a short runtime folder, logs next to its record. */
@@ -21,6 +22,8 @@ export interface LaunchContext {
   accel: "kvm" | "tcg";
   placement: Placement | undefined;
   processes: Supervisor;
+  /** Start paused, waiting for a live migration's incoming state (QEMU: -incoming defer -S). */
+  incoming?: boolean;
 }
 
 /** Controls a running VM. */
@@ -33,6 +36,8 @@ export interface VmControl {
   quit(): Promise<void>;
   /** "running", "paused" or another hypervisor-specific word. */
   status(): Promise<string>;
+  /** The QMP connection itself (QEMU only), for live migration's commands. */
+  readonly qmp?: QmpClient;
   close(): void;
 }
 

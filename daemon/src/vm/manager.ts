@@ -1,10 +1,11 @@
 // The VMs of this host: their records, their lifecycle (CREATED → STARTING → RUNNING → STOPPING →
 // STOPPED, PAUSED, FAILED), the boot watchdog, the guest agent, and what each start sets up and
 // each stop tears down (seed, TAP devices, the VM's own cell). Handlers call it with checked values.
-// Why it is this long (~1,050 lines): every step writes its intent into the one VM record before it
+// Why it is this long (~1,130 lines): every step writes its intent into the one VM record before it
 // acts, and recovery at start reads those same intents, so lifecycle and recovery share the record,
 // the per-VM save queue and the teardown; moving recovery into a room of its own is planned with
-// the architecture work (issue 13).
+// the architecture work (issue 13). Live migration is a room of its own (daemon/src/migration): here
+// are only the hooks it is given (migrationHooks) and the incoming start.
 import { randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { existsSync } from "node:fs";
@@ -21,6 +22,7 @@ import { signalName } from "../runtime/supervisor.js";
 import { probeKvm, type KvmProbeResult } from "./accel.js";
 import { GuestAgent } from "./qga.js";
 import type { Hypervisor, VmControl, VmFiles } from "./hypervisor.js";
+import type { MigrationHooks } from "./migration-hooks.js";
 import { ownCellName, removeStartLeftovers, removeVmProcesses, VM_LABEL, vmProcesses } from "./leftovers.js";
 import { createTap, deleteTap, isBridge, linkExists } from "./network.js";
 import { freshRuntime, VmRecordSchema, type VmIntent, type VmRecord, type VmRuntime, type VmSpec } from "./record.js";
@@ -29,6 +31,8 @@ import { buildSeed, removeSeed } from "./seed.js";
 export type VmState = VmRuntime["state"];
 
 const PANIC_CHECK_MS = 1000;
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 function panicReason(panicLine: string): string {
   return `the guest kernel panicked (${panicLine}); give the VM more memory or check its kernel`;
@@ -57,6 +61,8 @@ interface LiveVm {
   failure?: string;
   /** The next attempt to reach the QMP socket of a QEMU that outlived aetherd. */
   reconnect?: NodeJS.Timeout;
+  /** Set while the VM takes part in a live migration (stops are refused then). */
+  migration?: string;
 }
 
 export interface VmManagerOptions {
@@ -456,7 +462,7 @@ export class VmManager {
     };
   }
 
-  private async launch(live: LiveVm): Promise<VmRecord> {
+  private async launch(live: LiveVm, incomingFrom?: string): Promise<VmRecord> {
     const vm = live.record;
     const { spec } = vm;
     const hypervisor = this.hypervisors[vm.spec.hypervisor];
@@ -484,7 +490,8 @@ export class VmManager {
     const files = this.files(spec.id);
     // The previous run's process record (its end was read when it ended): one record per VM, not one per start.
     await removeVmProcesses(this.processes, spec.id);
-    const intent = this.startIntent(vm);
+    // An incoming VM keeps its migrate-in intent: recovery removes all of it, whatever the start made.
+    const intent = incomingFrom !== undefined && vm.runtime.intent ? vm.runtime.intent : this.startIntent(vm);
     Object.assign(vm.runtime, { processId: "", intent });
     await this.save(vm);
     const created: { taps: string[]; seed: string; cell: string } = { taps: [], seed: "", cell: "" };
@@ -503,7 +510,8 @@ export class VmManager {
       const placement = await this.placement(spec, created);
       const placed = performance.now();
       live.consoleFrom = await consoleSize(files.consoleLog);
-      const { process, control } = await hypervisor.launch(launchSpec, { files, accel, placement, processes: this.processes });
+      const incoming = incomingFrom !== undefined;
+      const { process, control } = await hypervisor.launch(launchSpec, { files, accel, placement, processes: this.processes, incoming });
       let markEnded: () => void = () => {};
       live.ended = new Promise<void>((r) => (markEnded = r));
       live.markEnded = markEnded;
@@ -531,16 +539,21 @@ export class VmManager {
         stopTimeMs: 0,
         agentReady: false,
         // A create's intent stays until the create is done (it undoes the VM if aetherd dies first).
-        intent: intent.op === "create" ? intent : undefined,
+        intent: intent.op === "create" || intent.op === "migrate-in" ? intent : undefined,
       });
       live.control = control;
       live.failure = undefined;
       await this.setState(
         live,
         "starting",
-        accel === "tcg" && spec.acceleration === "auto" ? "booting under TCG: KVM is not usable here" : "",
+        incoming
+          ? `receiving a live migration from ${incomingFrom}`
+          : accel === "tcg" && spec.acceleration === "auto"
+            ? "booting under TCG: KVM is not usable here"
+            : "",
       );
       void process.ended.then(() => this.onProcessEnded(live));
+      if (incoming) return vm;
       this.awaitReady(live);
       this.events.publish({
         kind: "vm.started",
@@ -772,6 +785,8 @@ export class VmManager {
    */
   async stop(vm: VmRecord, timeoutMs: number, force: boolean): Promise<VmRecord> {
     const live = this.live(vm);
+    if (live.migration !== undefined)
+      throw new DomainError("failed_precondition", `VM ${vm.spec.name} is ${live.migration}; wait for the migration to end, then stop it.`);
     if (!["starting", "running", "paused"].includes(vm.runtime.state) && !this.runningProcess(vm)) {
       throw new DomainError("failed_precondition", `VM ${vm.spec.name} is ${vm.runtime.state}; there is nothing to stop.`);
     }
@@ -937,6 +952,16 @@ export class VmManager {
       this.events.publish({ kind: "vm.deleted", tenant, resourceId: id, resourceName: name, message, attributes: {} });
       return;
     }
+    if (intent?.op === "migrate-in" && intent.migration?.step !== "committed") {
+      // The guest never ran here: the source still has it (or settles it with QueryIncoming).
+      this.log.warn({ vm: name, migration: intent.migration?.id }, "removing an incoming live migration that aetherd did not finish");
+      await this.purge(record);
+      const message = `VM ${name}'s incoming live migration was undone: aetherd stopped before it was finished`;
+      this.events.publish({ kind: "vm.deleted", tenant, resourceId: id, resourceName: name, message, attributes: {} });
+      return;
+    }
+    // A migrate-out (or a committed migrate-in) is re-adopted like any VM; the migration room then
+    // settles it with the other node (migration/recovery.ts).
     const live = this.track(record);
     if (intent?.op === "start") {
       this.log.warn({ vm: name }, "undoing a VM start that aetherd did not finish");
@@ -1032,6 +1057,59 @@ export class VmManager {
       live.reconnect = setTimeout(() => void this.reattach(live, exe), RECONNECT_MS);
       live.reconnect.unref();
     }
+  }
+
+  /** What live migration may do with the VMs (see migration-hooks.ts). */
+  migrationHooks(): MigrationHooks {
+    return {
+      qmp: (vm) => this.vms.get(vm.spec.id)?.control?.qmp,
+      claim: (vm, what) => {
+        const live = this.live(vm);
+        if (live.busy !== undefined)
+          throw new DomainError("failed_precondition", `VM ${vm.spec.name} is busy (${live.busy}); wait for it to finish.`);
+        live.busy = what;
+        live.migration = what;
+      },
+      release: (vm) => {
+        const live = this.vms.get(vm.spec.id);
+        if (live) live.busy = live.migration = undefined;
+      },
+      save: (vm) => this.save(vm),
+      setState: (vm, state, reason) => this.setState(this.live(vm), state, reason),
+      receive: async (record, from, makeDisks) => {
+        const { id, name, tenant } = record.spec;
+        if (this.vms.has(id) || this.list().some((v) => v.spec.name === name && v.spec.tenant === tenant))
+          throw new DomainError(
+            "already_exists",
+            `a VM named ${name} (or with id ${id}) already exists in tenant ${tenant} on the target node.`,
+          );
+        await mkdir(this.files(id).dir, { recursive: true, mode: 0o700 });
+        await this.save(record);
+        const live = this.track(record);
+        live.busy = live.migration = `receiving a live migration from ${from}`;
+        await makeDisks();
+        await this.save(record);
+        await this.launch(live, from);
+      },
+      resumed: (vm) => this.awaitReady(this.live(vm)),
+      end: async (vm, reason) => {
+        const live = this.live(vm);
+        if (this.runningProcess(vm)) {
+          await this.setState(live, "stopping", reason);
+          await this.kill(live);
+        }
+        // The teardown after QEMU's end (TAPs, seed, cell) is done when the run is marked ended.
+        await Promise.race([live.ended, sleep(10_000)]);
+      },
+      remove: async (vm, message) => {
+        const { id, tenant, name } = vm.spec;
+        await this.purge(vm);
+        this.vms.delete(id);
+        this.events.publish({ kind: "vm.deleted", tenant, resourceId: id, resourceName: name, message, attributes: {} });
+      },
+      byId: (id) => this.vms.get(id)?.record,
+      list: () => this.list(),
+    };
   }
 
   close(): void {

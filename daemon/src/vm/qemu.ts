@@ -8,6 +8,8 @@ import { QmpClient } from "./qmp.js";
 import type { VmSpec } from "./record.js";
 
 const QMP_TIMEOUT_MS = 10_000;
+/** A target of a live migration: waits for the state (migrate-incoming) and stays paused until told (cont). */
+const INCOMING_ARGS = ["-incoming", "defer", "-S"];
 
 export class QemuHypervisor implements Hypervisor {
   readonly kind = "qemu" as const;
@@ -24,7 +26,7 @@ export class QemuHypervisor implements Hypervisor {
   }
 
   async launch(spec: VmSpec, ctx: LaunchContext) {
-    const args = qemuArgs(spec, ctx.accel, ctx.files);
+    const args = [...qemuArgs(spec, ctx.accel, ctx.files), ...(ctx.incoming ? INCOMING_ARGS : [])];
     const process = await startHypervisorProcess(spec, ctx, "qemu", [this.binary, ...args]);
     try {
       const qmp = await connectWhileAlive(ctx.files.qmp, ctx.processes, process.spec.id);
@@ -65,6 +67,7 @@ function qmpControl(qmp: QmpClient): VmControl {
       await qmp.execute("quit").catch(() => undefined); // QEMU may close the socket before answering
     },
     status: async () => (await qmp.execute<{ status: string }>("query-status")).status,
+    qmp,
     close: () => qmp.close(),
   };
 }

@@ -43,12 +43,29 @@ export const VmSpecSchema = z.object({
 export type VmSpec = z.infer<typeof VmSpecSchema>;
 
 /**
- * Write-ahead intent: saved before a create, start or delete touches the host, cleared when it is
+ * Write-ahead intent: saved before a create, start, delete or live migration touches the host, cleared when it is
  * done. aetherd finds it at start after a crash and finishes or undoes the operation: what it names
  * (and whatever carries the VM's id: its supervisor records, seed, TAPs, cell) is what to clean.
  */
+/**
+ * A live migration's part of an intent. Out (the source): "copying" while the guest runs here (a
+ * crash cancels it and the guest stays), "switching" once the source's QEMU has handed its state over
+ * (the target is asked which copy lives), "committed" once the target runs the guest (the source's
+ * copy is removed). In (the target): "preparing" and "prepared" (a crash removes the incoming copy),
+ * "committed" once the guest was resumed here.
+ */
+export const MigrationIntentSchema = z.object({
+  id: z.string(),
+  /** Out: the target's address; in: the source node. */
+  peer: z.string(),
+  step: z.enum(["copying", "switching", "committed", "preparing", "prepared"]),
+  /** When the target gives up waiting for the source and removes its incoming copy (ms since the epoch). */
+  deadlineMs: z.number(),
+});
+export type MigrationIntent = z.infer<typeof MigrationIntentSchema>;
+
 export const VmIntentSchema = z.object({
-  op: z.enum(["create", "start", "delete"]),
+  op: z.enum(["create", "start", "delete", "migrate-out", "migrate-in"]),
   /** TAP devices the operation may create. */
   taps: z.array(z.string()),
   /** The cloud-init seed it may build ("" for none). */
@@ -57,6 +74,8 @@ export const VmIntentSchema = z.object({
   cellName: z.string(),
   /** Whether a create also starts the VM (a failed start then undoes the create). */
   start: z.boolean(),
+  /** For migrate-out and migrate-in: which migration, and how far it got. */
+  migration: MigrationIntentSchema.optional(),
 });
 export type VmIntent = z.infer<typeof VmIntentSchema>;
 
@@ -73,6 +92,8 @@ export const VmRuntimeSchema = z.object({
   startTimeMs: z.number(),
   stopTimeMs: z.number(),
   agentReady: z.boolean(),
+  /** The live migration that brought the VM to this node ("" when it was created here), so a source that lost track learns it finished. */
+  migratedIn: z.string().default(""),
   intent: VmIntentSchema.optional(),
 });
 export type VmRuntime = z.infer<typeof VmRuntimeSchema>;
@@ -91,5 +112,6 @@ export function freshRuntime(): VmRuntime {
     startTimeMs: 0,
     stopTimeMs: 0,
     agentReady: false,
+    migratedIn: "",
   };
 }

@@ -66,10 +66,23 @@ const NO_TENANCY: TenancyConfig = {
   allow_private_urls: false,
 };
 
-export function vmService(manager: VmManager, tenancy: TenancyConfig = NO_TENANCY): ServiceImpl<typeof VmService> {
+/** MigrateVm and WatchMigration, served by the migration room (daemon/src/migration). */
+export type MigrationRpcs = Pick<ServiceImpl<typeof VmService>, "migrateVm" | "watchMigration">;
+
+const NO_MIGRATION: MigrationRpcs = {
+  migrateVm: () => Promise.reject(failedPrecondition("live migration is not set up on this aetherd.")),
+  watchMigration: () => Promise.reject(failedPrecondition("live migration is not set up on this aetherd.")) as never,
+};
+
+export function vmService(
+  manager: VmManager,
+  tenancy: TenancyConfig = NO_TENANCY,
+  migration: MigrationRpcs = NO_MIGRATION,
+): ServiceImpl<typeof VmService> {
   const resolve = (ref: string, tenantField: string) => manager.resolve(reference("vm", ref), parseTenant(tenantField));
 
   return {
+    ...migration,
     async createVm(req, ctx) {
       // A host path is any file or device of the host: tenants attach volumes of their own instead.
       const scope = ctx.values.get(scopeKey);

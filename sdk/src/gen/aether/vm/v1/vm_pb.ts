@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aether/vm/v1/vm.proto.
  */
 export const file_aether_vm_v1_vm: GenFile = /*@__PURE__*/
-  fileDesc("ChVhZXRoZXIvdm0vdjEvdm0ucHJvdG8SDGFldGhlci52bS52MSJHCgpLZXJuZWxCb290EhMKC2tlcm5lbF9wYXRoGAEgASgJEhMKC2luaXRyZF9wYXRoGAIgASgJEg8KB2NtZGxpbmUYAyABKAkiPQoIRGlza0Jvb3QSDgoGdm9sdW1lGAEgASgJEg0KBWltYWdlGAIgASgJEhIKCnNpemVfYnl0ZXMYAyABKAQiagoKQm9vdFNvdXJjZRIqCgZrZXJuZWwYASABKAsyGC5hZXRoZXIudm0udjEuS2VybmVsQm9vdEgAEiYKBGRpc2sYAiABKAsyFi5hZXRoZXIudm0udjEuRGlza0Jvb3RIAEIICgZzb3VyY2UilQEKBERpc2sSEAoGdm9sdW1lGAEgASgJSAASEwoJaG9zdF9wYXRoGAIgASgJSAASEQoJcmVhZF9vbmx5GAMgASgIEiIKA2J1cxgEIAEoDjIVLmFldGhlci52bS52MS5EaXNrQnVzEg4KBnNlcmlhbBgFIAEoCRIVCg1yZXNvbHZlZF9wYXRoGAYgASgJQggKBnNvdXJjZSI2CgNOaWMSDgoGYnJpZGdlGAEgASgJEgsKA21hYxgCIAEoCRISCgp0YXBfZGV2aWNlGAMgASgJIlwKCUNsb3VkSW5pdBIRCgl1c2VyX2RhdGEYASABKAkSEQoJbWV0YV9kYXRhGAIgASgJEhYKDm5ldHdvcmtfY29uZmlnGAMgASgJEhEKCXNlZWRfcGF0aBgEIAEoCSLBBwoCVm0SCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIOCgZ0ZW5hbnQYAyABKAkSLAoGbGFiZWxzGAQgAygLMhwuYWV0aGVyLnZtLnYxLlZtLkxhYmVsc0VudHJ5Ei8KC2NyZWF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIkCgVzdGF0ZRgGIAEoDjIVLmFldGhlci52bS52MS5WbVN0YXRlEhQKDHN0YXRlX3JlYXNvbhgHIAEoCRIoCgdwcm9maWxlGAggASgOMhcuYWV0aGVyLnZtLnYxLlZtUHJvZmlsZRIsCgpoeXBlcnZpc29yGAkgASgOMhguYWV0aGVyLnZtLnYxLkh5cGVydmlzb3ISMAoMYWNjZWxlcmF0aW9uGAogASgOMhouYWV0aGVyLnZtLnYxLkFjY2VsZXJhdGlvbhI6ChZlZmZlY3RpdmVfYWNjZWxlcmF0aW9uGAsgASgOMhouYWV0aGVyLnZtLnYxLkFjY2VsZXJhdGlvbhINCgV2Y3B1cxgMIAEoDRIUCgxtZW1vcnlfYnl0ZXMYDSABKAQSJgoEYm9vdBgOIAEoCzIYLmFldGhlci52bS52MS5Cb290U291cmNlEiEKBWRpc2tzGA8gAygLMhIuYWV0aGVyLnZtLnYxLkRpc2sSHwoEbmljcxgQIAMoCzIRLmFldGhlci52bS52MS5OaWMSKwoKY2xvdWRfaW5pdBgRIAEoCzIXLmFldGhlci52bS52MS5DbG91ZEluaXQSDAoEY2VsbBgSIAEoCRITCgtndWVzdF9hZ2VudBgTIAEoCBITCgthZ2VudF9yZWFkeRgUIAEoCBI4ChVib290X3dhdGNoZG9nX3RpbWVvdXQYFSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGAoQY29uc29sZV9sb2dfcGF0aBgWIAEoCRILCgNwaWQYFyABKA0SFwoPcW1wX3NvY2tldF9wYXRoGBggASgJEhcKD2FwaV9zb2NrZXRfcGF0aBgZIAEoCRIZChFhZ2VudF9zb2NrZXRfcGF0aBgaIAEoCRIuCgpzdGFydF90aW1lGBsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCglzdG9wX3RpbWUYHCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi4QQKD0NyZWF0ZVZtUmVxdWVzdBIMCgRuYW1lGAEgASgJEg4KBnRlbmFudBgCIAEoCRI5CgZsYWJlbHMYAyADKAsyKS5hZXRoZXIudm0udjEuQ3JlYXRlVm1SZXF1ZXN0LkxhYmVsc0VudHJ5EigKB3Byb2ZpbGUYBCABKA4yFy5hZXRoZXIudm0udjEuVm1Qcm9maWxlEiwKCmh5cGVydmlzb3IYBSABKA4yGC5hZXRoZXIudm0udjEuSHlwZXJ2aXNvchIwCgxhY2NlbGVyYXRpb24YBiABKA4yGi5hZXRoZXIudm0udjEuQWNjZWxlcmF0aW9uEg0KBXZjcHVzGAcgASgNEhQKDG1lbW9yeV9ieXRlcxgIIAEoBBImCgRib290GAkgASgLMhguYWV0aGVyLnZtLnYxLkJvb3RTb3VyY2USIQoFZGlza3MYCiADKAsyEi5hZXRoZXIudm0udjEuRGlzaxIfCgRuaWNzGAsgAygLMhEuYWV0aGVyLnZtLnYxLk5pYxIrCgpjbG91ZF9pbml0GAwgASgLMhcuYWV0aGVyLnZtLnYxLkNsb3VkSW5pdBIMCgRjZWxsGA0gASgJEhMKC2d1ZXN0X2FnZW50GA4gASgIEjgKFWJvb3Rfd2F0Y2hkb2dfdGltZW91dBgPIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhINCgVzdGFydBgQIAEoCBISCgpyZXF1ZXN0X2lkGBEgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiMAoQQ3JlYXRlVm1SZXNwb25zZRIcCgJ2bRgBIAEoCzIQLmFldGhlci52bS52MS5WbSJACg5TdGFydFZtUmVxdWVzdBIKCgJ2bRgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSEgoKcmVxdWVzdF9pZBgDIAEoCSIvCg9TdGFydFZtUmVzcG9uc2USHAoCdm0YASABKAsyEC5hZXRoZXIudm0udjEuVm0iZgoNU3RvcFZtUmVxdWVzdBIKCgJ2bRgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSKgoHdGltZW91dBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhINCgVmb3JjZRgEIAEoCCIuCg5TdG9wVm1SZXNwb25zZRIcCgJ2bRgBIAEoCzIQLmFldGhlci52bS52MS5WbSIsCg5QYXVzZVZtUmVxdWVzdBIKCgJ2bRgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkiLwoPUGF1c2VWbVJlc3BvbnNlEhwKAnZtGAEgASgLMhAuYWV0aGVyLnZtLnYxLlZtIi0KD1Jlc3VtZVZtUmVxdWVzdBIKCgJ2bRgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkiMAoQUmVzdW1lVm1SZXNwb25zZRIcCgJ2bRgBIAEoCzIQLmFldGhlci52bS52MS5WbSJQCg9EZWxldGVWbVJlcXVlc3QSCgoCdm0YASABKAkSDgoGdGVuYW50GAIgASgJEg0KBWZvcmNlGAMgASgIEhIKCnJlcXVlc3RfaWQYBCABKAkiEgoQRGVsZXRlVm1SZXNwb25zZSIqCgxHZXRWbVJlcXVlc3QSCgoCdm0YASABKAkSDgoGdGVuYW50GAIgASgJIi0KDUdldFZtUmVzcG9uc2USHAoCdm0YASABKAsyEC5hZXRoZXIudm0udjEuVm0ifQoOTGlzdFZtc1JlcXVlc3QSDgoGdGVuYW50GAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoDRISCgpwYWdlX3Rva2VuGAMgASgJEg4KBmZpbHRlchgEIAEoCRIkCgVzdGF0ZRgFIAEoDjIVLmFldGhlci52bS52MS5WbVN0YXRlIkkKD0xpc3RWbXNSZXNwb25zZRIdCgN2bXMYASADKAsyEC5hZXRoZXIudm0udjEuVm0SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJImoKFFN0cmVhbUNvbnNvbGVSZXF1ZXN0EgoKAnZtGAEgASgJEg4KBnRlbmFudBgCIAEoCRIXCgp0YWlsX2J5dGVzGAMgASgESACIAQESDgoGZm9sbG93GAQgASgIQg0KC190YWlsX2J5dGVzIl8KFVN0cmVhbUNvbnNvbGVSZXNwb25zZRIMCgRkYXRhGAEgASgMEg4KBm9mZnNldBgCIAEoBBIoCgR0aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJVChRBdHRhY2hDb25zb2xlUmVxdWVzdBIKCgJ2bRgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSDQoFaW5wdXQYAyABKAwSEgoKdGFpbF9ieXRlcxgEIAEoBCI3ChVBdHRhY2hDb25zb2xlUmVzcG9uc2USDgoGb3V0cHV0GAEgASgMEg4KBm9mZnNldBgCIAEoBCLTAQoNRXhlY1ZtUmVxdWVzdBIKCgJ2bRgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSDAoEYXJndhgDIAMoCRIxCgNlbnYYBCADKAsyJC5hZXRoZXIudm0udjEuRXhlY1ZtUmVxdWVzdC5FbnZFbnRyeRINCgVzdGRpbhgFIAEoDBIqCgd0aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi1AEKDkV4ZWNWbVJlc3BvbnNlEhYKCWV4aXRfY29kZRgBIAEoBUgAiAEBEg4KBnNpZ25hbBgCIAEoCRIOCgZzdGRvdXQYAyABKAwSDgoGc3RkZXJyGAQgASgMEhgKEHN0ZG91dF90cnVuY2F0ZWQYBSABKAgSGAoQc3RkZXJyX3RydW5jYXRlZBgGIAEoCBILCgNwaWQYByABKA0SKwoIZHVyYXRpb24YCCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CDAoKX2V4aXRfY29kZSJcChJXYWl0Vm1SZWFkeVJlcXVlc3QSCgoCdm0YASABKAkSDgoGdGVuYW50GAIgASgJEioKB3RpbWVvdXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24ifQoTV2FpdFZtUmVhZHlSZXNwb25zZRIcCgJ2bRgBIAEoCzIQLmFldGhlci52bS52MS5WbRIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVyZWFkeRgDIAEoCBIPCgdtZXNzYWdlGAQgASgJKr0BCgdWbVN0YXRlEhgKFFZNX1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQVk1fU1RBVEVfQ1JFQVRFRBABEhUKEVZNX1NUQVRFX1NUQVJUSU5HEAISFAoQVk1fU1RBVEVfUlVOTklORxADEhMKD1ZNX1NUQVRFX1BBVVNFRBAEEhUKEVZNX1NUQVRFX1NUT1BQSU5HEAUSFAoQVk1fU1RBVEVfU1RPUFBFRBAGEhMKD1ZNX1NUQVRFX0ZBSUxFRBAHKlwKCVZtUHJvZmlsZRIaChZWTV9QUk9GSUxFX1VOU1BFQ0lGSUVEEAASGAoUVk1fUFJPRklMRV9FUEhFTUVSQUwQARIZChVWTV9QUk9GSUxFX1BFUlNJU1RFTlQQAipZCgpIeXBlcnZpc29yEhoKFkhZUEVSVklTT1JfVU5TUEVDSUZJRUQQABITCg9IWVBFUlZJU09SX1FFTVUQARIaChZIWVBFUlZJU09SX0ZJUkVDUkFDS0VSEAIqbwoMQWNjZWxlcmF0aW9uEhwKGEFDQ0VMRVJBVElPTl9VTlNQRUNJRklFRBAAEhUKEUFDQ0VMRVJBVElPTl9BVVRPEAESFAoQQUNDRUxFUkFUSU9OX0tWTRACEhQKEEFDQ0VMRVJBVElPTl9UQ0cQAypWCgdEaXNrQnVzEhgKFERJU0tfQlVTX1VOU1BFQ0lGSUVEEAASFwoTRElTS19CVVNfVklSVElPX0JMSxABEhgKFERJU0tfQlVTX1ZJUlRJT19TQ1NJEAIyoAcKCVZtU2VydmljZRJJCghDcmVhdGVWbRIdLmFldGhlci52bS52MS5DcmVhdGVWbVJlcXVlc3QaHi5hZXRoZXIudm0udjEuQ3JlYXRlVm1SZXNwb25zZRJGCgdTdGFydFZtEhwuYWV0aGVyLnZtLnYxLlN0YXJ0Vm1SZXF1ZXN0Gh0uYWV0aGVyLnZtLnYxLlN0YXJ0Vm1SZXNwb25zZRJDCgZTdG9wVm0SGy5hZXRoZXIudm0udjEuU3RvcFZtUmVxdWVzdBocLmFldGhlci52bS52MS5TdG9wVm1SZXNwb25zZRJGCgdQYXVzZVZtEhwuYWV0aGVyLnZtLnYxLlBhdXNlVm1SZXF1ZXN0Gh0uYWV0aGVyLnZtLnYxLlBhdXNlVm1SZXNwb25zZRJJCghSZXN1bWVWbRIdLmFldGhlci52bS52MS5SZXN1bWVWbVJlcXVlc3QaHi5hZXRoZXIudm0udjEuUmVzdW1lVm1SZXNwb25zZRJJCghEZWxldGVWbRIdLmFldGhlci52bS52MS5EZWxldGVWbVJlcXVlc3QaHi5hZXRoZXIudm0udjEuRGVsZXRlVm1SZXNwb25zZRJACgVHZXRWbRIaLmFldGhlci52bS52MS5HZXRWbVJlcXVlc3QaGy5hZXRoZXIudm0udjEuR2V0Vm1SZXNwb25zZRJGCgdMaXN0Vm1zEhwuYWV0aGVyLnZtLnYxLkxpc3RWbXNSZXF1ZXN0Gh0uYWV0aGVyLnZtLnYxLkxpc3RWbXNSZXNwb25zZRJaCg1TdHJlYW1Db25zb2xlEiIuYWV0aGVyLnZtLnYxLlN0cmVhbUNvbnNvbGVSZXF1ZXN0GiMuYWV0aGVyLnZtLnYxLlN0cmVhbUNvbnNvbGVSZXNwb25zZTABElwKDUF0dGFjaENvbnNvbGUSIi5hZXRoZXIudm0udjEuQXR0YWNoQ29uc29sZVJlcXVlc3QaIy5hZXRoZXIudm0udjEuQXR0YWNoQ29uc29sZVJlc3BvbnNlKAEwARJDCgZFeGVjVm0SGy5hZXRoZXIudm0udjEuRXhlY1ZtUmVxdWVzdBocLmFldGhlci52bS52MS5FeGVjVm1SZXNwb25zZRJUCgtXYWl0Vm1SZWFkeRIgLmFldGhlci52bS52MS5XYWl0Vm1SZWFkeVJlcXVlc3QaIS5hZXRoZXIudm0udjEuV2FpdFZtUmVhZHlSZXNwb25zZTABYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChVhZXRoZXIvdm0vdjEvdm0ucHJvdG8SDGFldGhlci52bS52MSJHCgpLZXJuZWxCb290EhMKC2tlcm5lbF9wYXRoGAEgASgJEhMKC2luaXRyZF9wYXRoGAIgASgJEg8KB2NtZGxpbmUYAyABKAkiPQoIRGlza0Jvb3QSDgoGdm9sdW1lGAEgASgJEg0KBWltYWdlGAIgASgJEhIKCnNpemVfYnl0ZXMYAyABKAQiagoKQm9vdFNvdXJjZRIqCgZrZXJuZWwYASABKAsyGC5hZXRoZXIudm0udjEuS2VybmVsQm9vdEgAEiYKBGRpc2sYAiABKAsyFi5hZXRoZXIudm0udjEuRGlza0Jvb3RIAEIICgZzb3VyY2UilQEKBERpc2sSEAoGdm9sdW1lGAEgASgJSAASEwoJaG9zdF9wYXRoGAIgASgJSAASEQoJcmVhZF9vbmx5GAMgASgIEiIKA2J1cxgEIAEoDjIVLmFldGhlci52bS52MS5EaXNrQnVzEg4KBnNlcmlhbBgFIAEoCRIVCg1yZXNvbHZlZF9wYXRoGAYgASgJQggKBnNvdXJjZSI2CgNOaWMSDgoGYnJpZGdlGAEgASgJEgsKA21hYxgCIAEoCRISCgp0YXBfZGV2aWNlGAMgASgJIlwKCUNsb3VkSW5pdBIRCgl1c2VyX2RhdGEYASABKAkSEQoJbWV0YV9kYXRhGAIgASgJEhYKDm5ldHdvcmtfY29uZmlnGAMgASgJEhEKCXNlZWRfcGF0aBgEIAEoCSLBBwoCVm0SCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIOCgZ0ZW5hbnQYAyABKAkSLAoGbGFiZWxzGAQgAygLMhwuYWV0aGVyLnZtLnYxLlZtLkxhYmVsc0VudHJ5Ei8KC2NyZWF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIkCgVzdGF0ZRgGIAEoDjIVLmFldGhlci52bS52MS5WbVN0YXRlEhQKDHN0YXRlX3JlYXNvbhgHIAEoCRIoCgdwcm9maWxlGAggASgOMhcuYWV0aGVyLnZtLnYxLlZtUHJvZmlsZRIsCgpoeXBlcnZpc29yGAkgASgOMhguYWV0aGVyLnZtLnYxLkh5cGVydmlzb3ISMAoMYWNjZWxlcmF0aW9uGAogASgOMhouYWV0aGVyLnZtLnYxLkFjY2VsZXJhdGlvbhI6ChZlZmZlY3RpdmVfYWNjZWxlcmF0aW9uGAsgASgOMhouYWV0aGVyLnZtLnYxLkFjY2VsZXJhdGlvbhINCgV2Y3B1cxgMIAEoDRIUCgxtZW1vcnlfYnl0ZXMYDSABKAQSJgoEYm9vdBgOIAEoCzIYLmFldGhlci52bS52MS5Cb290U291cmNlEiEKBWRpc2tzGA8gAygLMhIuYWV0aGVyLnZtLnYxLkRpc2sSHwoEbmljcxgQIAMoCzIRLmFldGhlci52bS52MS5OaWMSKwoKY2xvdWRfaW5pdBgRIAEoCzIXLmFldGhlci52bS52MS5DbG91ZEluaXQSDAoEY2VsbBgSIAEoCRITCgtndWVzdF9hZ2VudBgTIAEoCBITCgthZ2VudF9yZWFkeRgUIAEoCBI4ChVib290X3dhdGNoZG9nX3RpbWVvdXQYFSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGAoQY29uc29sZV9sb2dfcGF0aBgWIAEoCRILCgNwaWQYFyABKA0SFwoPcW1wX3NvY2tldF9wYXRoGBggASgJEhcKD2FwaV9zb2NrZXRfcGF0aBgZIAEoCRIZChFhZ2VudF9zb2NrZXRfcGF0aBgaIAEoCRIuCgpzdGFydF90aW1lGBsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCglzdG9wX3RpbWUYHCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi4QQKD0NyZWF0ZVZtUmVxdWVzdBIMCgRuYW1lGAEgASgJEg4KBnRlbmFudBgCIAEoCRI5CgZsYWJlbHMYAyADKAsyKS5hZXRoZXIudm0udjEuQ3JlYXRlVm1SZXF1ZXN0LkxhYmVsc0VudHJ5EigKB3Byb2ZpbGUYBCABKA4yFy5hZXRoZXIudm0udjEuVm1Qcm9maWxlEiwKCmh5cGVydmlzb3IYBSABKA4yGC5hZXRoZXIudm0udjEuSHlwZXJ2aXNvchIwCgxhY2NlbGVyYXRpb24YBiABKA4yGi5hZXRoZXIudm0udjEuQWNjZWxlcmF0aW9uEg0KBXZjcHVzGAcgASgNEhQKDG1lbW9yeV9ieXRlcxgIIAEoBBImCgRib290GAkgASgLMhguYWV0aGVyLnZtLnYxLkJvb3RTb3VyY2USIQoFZGlza3MYCiADKAsyEi5hZXRoZXIudm0udjEuRGlzaxIfCgRuaWNzGAsgAygLMhEuYWV0aGVyLnZtLnYxLk5pYxIrCgpjbG91ZF9pbml0GAwgASgLMhcuYWV0aGVyLnZtLnYxLkNsb3VkSW5pdBIMCgRjZWxsGA0gASgJEhMKC2d1ZXN0X2FnZW50GA4gASgIEjgKFWJvb3Rfd2F0Y2hkb2dfdGltZW91dBgPIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhINCgVzdGFydBgQIAEoCBISCgpyZXF1ZXN0X2lkGBEgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiMAoQQ3JlYXRlVm1SZXNwb25zZRIcCgJ2bRgBIAEoCzIQLmFldGhlci52bS52MS5WbSJACg5TdGFydFZtUmVxdWVzdBIKCgJ2bRgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSEgoKcmVxdWVzdF9pZBgDIAEoCSIvCg9TdGFydFZtUmVzcG9uc2USHAoCdm0YASABKAsyEC5hZXRoZXIudm0udjEuVm0iZgoNU3RvcFZtUmVxdWVzdBIKCgJ2bRgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSKgoHdGltZW91dBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhINCgVmb3JjZRgEIAEoCCIuCg5TdG9wVm1SZXNwb25zZRIcCgJ2bRgBIAEoCzIQLmFldGhlci52bS52MS5WbSIsCg5QYXVzZVZtUmVxdWVzdBIKCgJ2bRgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkiLwoPUGF1c2VWbVJlc3BvbnNlEhwKAnZtGAEgASgLMhAuYWV0aGVyLnZtLnYxLlZtIi0KD1Jlc3VtZVZtUmVxdWVzdBIKCgJ2bRgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkiMAoQUmVzdW1lVm1SZXNwb25zZRIcCgJ2bRgBIAEoCzIQLmFldGhlci52bS52MS5WbSJQCg9EZWxldGVWbVJlcXVlc3QSCgoCdm0YASABKAkSDgoGdGVuYW50GAIgASgJEg0KBWZvcmNlGAMgASgIEhIKCnJlcXVlc3RfaWQYBCABKAkiEgoQRGVsZXRlVm1SZXNwb25zZSIqCgxHZXRWbVJlcXVlc3QSCgoCdm0YASABKAkSDgoGdGVuYW50GAIgASgJIi0KDUdldFZtUmVzcG9uc2USHAoCdm0YASABKAsyEC5hZXRoZXIudm0udjEuVm0ifQoOTGlzdFZtc1JlcXVlc3QSDgoGdGVuYW50GAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoDRISCgpwYWdlX3Rva2VuGAMgASgJEg4KBmZpbHRlchgEIAEoCRIkCgVzdGF0ZRgFIAEoDjIVLmFldGhlci52bS52MS5WbVN0YXRlIkkKD0xpc3RWbXNSZXNwb25zZRIdCgN2bXMYASADKAsyEC5hZXRoZXIudm0udjEuVm0SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJImoKFFN0cmVhbUNvbnNvbGVSZXF1ZXN0EgoKAnZtGAEgASgJEg4KBnRlbmFudBgCIAEoCRIXCgp0YWlsX2J5dGVzGAMgASgESACIAQESDgoGZm9sbG93GAQgASgIQg0KC190YWlsX2J5dGVzIl8KFVN0cmVhbUNvbnNvbGVSZXNwb25zZRIMCgRkYXRhGAEgASgMEg4KBm9mZnNldBgCIAEoBBIoCgR0aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJVChRBdHRhY2hDb25zb2xlUmVxdWVzdBIKCgJ2bRgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSDQoFaW5wdXQYAyABKAwSEgoKdGFpbF9ieXRlcxgEIAEoBCI3ChVBdHRhY2hDb25zb2xlUmVzcG9uc2USDgoGb3V0cHV0GAEgASgMEg4KBm9mZnNldBgCIAEoBCLTAQoNRXhlY1ZtUmVxdWVzdBIKCgJ2bRgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSDAoEYXJndhgDIAMoCRIxCgNlbnYYBCADKAsyJC5hZXRoZXIudm0udjEuRXhlY1ZtUmVxdWVzdC5FbnZFbnRyeRINCgVzdGRpbhgFIAEoDBIqCgd0aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi1AEKDkV4ZWNWbVJlc3BvbnNlEhYKCWV4aXRfY29kZRgBIAEoBUgAiAEBEg4KBnNpZ25hbBgCIAEoCRIOCgZzdGRvdXQYAyABKAwSDgoGc3RkZXJyGAQgASgMEhgKEHN0ZG91dF90cnVuY2F0ZWQYBSABKAgSGAoQc3RkZXJyX3RydW5jYXRlZBgGIAEoCBILCgNwaWQYByABKA0SKwoIZHVyYXRpb24YCCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CDAoKX2V4aXRfY29kZSJcChJXYWl0Vm1SZWFkeVJlcXVlc3QSCgoCdm0YASABKAkSDgoGdGVuYW50GAIgASgJEioKB3RpbWVvdXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24ifQoTV2FpdFZtUmVhZHlSZXNwb25zZRIcCgJ2bRgBIAEoCzIQLmFldGhlci52bS52MS5WbRIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVyZWFkeRgDIAEoCBIPCgdtZXNzYWdlGAQgASgJIsUBChBNaWdyYXRpb25PcHRpb25zEiYKHm1heF9iYW5kd2lkdGhfYnl0ZXNfcGVyX3NlY29uZBgBIAEoBBIvCgxtYXhfZG93bnRpbWUYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGgoNYXV0b19jb252ZXJnZRgDIAEoCEgAiAEBEioKB3RpbWVvdXQYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CEAoOX2F1dG9fY29udmVyZ2UiqwUKCU1pZ3JhdGlvbhIKCgJpZBgBIAEoCRINCgV2bV9pZBgCIAEoCRIPCgd2bV9uYW1lGAMgASgJEg4KBnRlbmFudBgEIAEoCRIOCgZ0YXJnZXQYBSABKAkSKwoFcGhhc2UYBiABKA4yHC5hZXRoZXIudm0udjEuTWlncmF0aW9uUGhhc2USKwoFc3RhdGUYByABKA4yHC5hZXRoZXIudm0udjEuTWlncmF0aW9uU3RhdGUSFAoMc3RhdGVfcmVhc29uGAggASgJEi8KB29wdGlvbnMYCSABKAsyHi5hZXRoZXIudm0udjEuTWlncmF0aW9uT3B0aW9ucxIuCgpzdGFydF90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASHgoWZGlza190cmFuc2ZlcnJlZF9ieXRlcxgMIAEoBBIcChRkaXNrX3JlbWFpbmluZ19ieXRlcxgNIAEoBBIgChhtZW1vcnlfdHJhbnNmZXJyZWRfYnl0ZXMYDiABKAQSHgoWbWVtb3J5X3JlbWFpbmluZ19ieXRlcxgPIAEoBBIjChtkaXJ0eV9yYXRlX2J5dGVzX3Blcl9zZWNvbmQYECABKAQSHAoUY3B1X3Rocm90dGxlX3BlcmNlbnQYESABKA0SNAoRZXhwZWN0ZWRfZG93bnRpbWUYEiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKwoIZG93bnRpbWUYEyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLQoKdG90YWxfdGltZRgUIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKDAQoQTWlncmF0ZVZtUmVxdWVzdBIKCgJ2bRgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSDgoGdGFyZ2V0GAMgASgJEi8KB29wdGlvbnMYBCABKAsyHi5hZXRoZXIudm0udjEuTWlncmF0aW9uT3B0aW9ucxISCgpyZXF1ZXN0X2lkGAUgASgJIj8KEU1pZ3JhdGVWbVJlc3BvbnNlEioKCW1pZ3JhdGlvbhgBIAEoCzIXLmFldGhlci52bS52MS5NaWdyYXRpb24iOgoVV2F0Y2hNaWdyYXRpb25SZXF1ZXN0EhEKCW1pZ3JhdGlvbhgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkibgoWV2F0Y2hNaWdyYXRpb25SZXNwb25zZRIqCgltaWdyYXRpb24YASABKAsyFy5hZXRoZXIudm0udjEuTWlncmF0aW9uEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIs4BCgxJbmNvbWluZ0Rpc2sSEgoKc2l6ZV9ieXRlcxgBIAEoBBITCgt2b2x1bWVfbmFtZRgCIAEoCRIZChFiYXNlX2ltYWdlX3NoYTI1NhgDIAEoCRITCgtvd25lZF9ieV92bRgEIAEoCBI2CgZsYWJlbHMYBSADKAsyJi5hZXRoZXIudm0udjEuSW5jb21pbmdEaXNrLkxhYmVsc0VudHJ5Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEisAEKFlByZXBhcmVJbmNvbWluZ1JlcXVlc3QSFAoMbWlncmF0aW9uX2lkGAEgASgJEhMKC3NvdXJjZV9ub2RlGAIgASgJEhQKDHZtX3NwZWNfanNvbhgDIAEoCRIpCgVkaXNrcxgEIAMoCzIaLmFldGhlci52bS52MS5JbmNvbWluZ0Rpc2sSKgoHdGltZW91dBgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiItCglOYmRFeHBvcnQSDAoEbmFtZRgBIAEoCRISCgp0aGluX2Nsb25lGAIgASgIIn4KF1ByZXBhcmVJbmNvbWluZ1Jlc3BvbnNlEhAKCG5iZF9ob3N0GAEgASgJEhAKCG5iZF9wb3J0GAIgASgNEigKB2V4cG9ydHMYAyADKAsyFy5hZXRoZXIudm0udjEuTmJkRXhwb3J0EhUKDW1pZ3JhdGlvbl91cmkYBCABKAkiLQoVRmluaXNoSW5jb21pbmdSZXF1ZXN0EhQKDG1pZ3JhdGlvbl9pZBgBIAEoCSIYChZGaW5pc2hJbmNvbWluZ1Jlc3BvbnNlIjwKFEFib3J0SW5jb21pbmdSZXF1ZXN0EhQKDG1pZ3JhdGlvbl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiFwoVQWJvcnRJbmNvbWluZ1Jlc3BvbnNlIiwKFFF1ZXJ5SW5jb21pbmdSZXF1ZXN0EhQKDG1pZ3JhdGlvbl9pZBgBIAEoCSJDChVRdWVyeUluY29taW5nUmVzcG9uc2USKgoFc3RhdGUYASABKA4yGy5hZXRoZXIudm0udjEuSW5jb21pbmdTdGF0ZSq9AQoHVm1TdGF0ZRIYChRWTV9TVEFURV9VTlNQRUNJRklFRBAAEhQKEFZNX1NUQVRFX0NSRUFURUQQARIVChFWTV9TVEFURV9TVEFSVElORxACEhQKEFZNX1NUQVRFX1JVTk5JTkcQAxITCg9WTV9TVEFURV9QQVVTRUQQBBIVChFWTV9TVEFURV9TVE9QUElORxAFEhQKEFZNX1NUQVRFX1NUT1BQRUQQBhITCg9WTV9TVEFURV9GQUlMRUQQBypcCglWbVByb2ZpbGUSGgoWVk1fUFJPRklMRV9VTlNQRUNJRklFRBAAEhgKFFZNX1BST0ZJTEVfRVBIRU1FUkFMEAESGQoVVk1fUFJPRklMRV9QRVJTSVNURU5UEAIqWQoKSHlwZXJ2aXNvchIaChZIWVBFUlZJU09SX1VOU1BFQ0lGSUVEEAASEwoPSFlQRVJWSVNPUl9RRU1VEAESGgoWSFlQRVJWSVNPUl9GSVJFQ1JBQ0tFUhACKm8KDEFjY2VsZXJhdGlvbhIcChhBQ0NFTEVSQVRJT05fVU5TUEVDSUZJRUQQABIVChFBQ0NFTEVSQVRJT05fQVVUTxABEhQKEEFDQ0VMRVJBVElPTl9LVk0QAhIUChBBQ0NFTEVSQVRJT05fVENHEAMqVgoHRGlza0J1cxIYChRESVNLX0JVU19VTlNQRUNJRklFRBAAEhcKE0RJU0tfQlVTX1ZJUlRJT19CTEsQARIYChRESVNLX0JVU19WSVJUSU9fU0NTSRACKsQBCg5NaWdyYXRpb25QaGFzZRIfChtNSUdSQVRJT05fUEhBU0VfVU5TUEVDSUZJRUQQABIbChdNSUdSQVRJT05fUEhBU0VfUFJFUEFSRRABEhsKF01JR1JBVElPTl9QSEFTRV9TVE9SQUdFEAISGgoWTUlHUkFUSU9OX1BIQVNFX01FTU9SWRADEh4KGk1JR1JBVElPTl9QSEFTRV9TV0lUQ0hPVkVSEAQSGwoXTUlHUkFUSU9OX1BIQVNFX0NMRUFOVVAQBSqJAQoOTWlncmF0aW9uU3RhdGUSHwobTUlHUkFUSU9OX1NUQVRFX1VOU1BFQ0lGSUVEEAASGwoXTUlHUkFUSU9OX1NUQVRFX1JVTk5JTkcQARIdChlNSUdSQVRJT05fU1RBVEVfU1VDQ0VFREVEEAISGgoWTUlHUkFUSU9OX1NUQVRFX0ZBSUxFRBADKoQBCg1JbmNvbWluZ1N0YXRlEh4KGklOQ09NSU5HX1NUQVRFX1VOU1BFQ0lGSUVEEAASGQoVSU5DT01JTkdfU1RBVEVfQUJTRU5UEAESGwoXSU5DT01JTkdfU1RBVEVfUFJFUEFSRUQQAhIbChdJTkNPTUlOR19TVEFURV9GSU5JU0hFRBADMs0ICglWbVNlcnZpY2USSQoIQ3JlYXRlVm0SHS5hZXRoZXIudm0udjEuQ3JlYXRlVm1SZXF1ZXN0Gh4uYWV0aGVyLnZtLnYxLkNyZWF0ZVZtUmVzcG9uc2USRgoHU3RhcnRWbRIcLmFldGhlci52bS52MS5TdGFydFZtUmVxdWVzdBodLmFldGhlci52bS52MS5TdGFydFZtUmVzcG9uc2USQwoGU3RvcFZtEhsuYWV0aGVyLnZtLnYxLlN0b3BWbVJlcXVlc3QaHC5hZXRoZXIudm0udjEuU3RvcFZtUmVzcG9uc2USRgoHUGF1c2VWbRIcLmFldGhlci52bS52MS5QYXVzZVZtUmVxdWVzdBodLmFldGhlci52bS52MS5QYXVzZVZtUmVzcG9uc2USSQoIUmVzdW1lVm0SHS5hZXRoZXIudm0udjEuUmVzdW1lVm1SZXF1ZXN0Gh4uYWV0aGVyLnZtLnYxLlJlc3VtZVZtUmVzcG9uc2USSQoIRGVsZXRlVm0SHS5hZXRoZXIudm0udjEuRGVsZXRlVm1SZXF1ZXN0Gh4uYWV0aGVyLnZtLnYxLkRlbGV0ZVZtUmVzcG9uc2USQAoFR2V0Vm0SGi5hZXRoZXIudm0udjEuR2V0Vm1SZXF1ZXN0GhsuYWV0aGVyLnZtLnYxLkdldFZtUmVzcG9uc2USRgoHTGlzdFZtcxIcLmFldGhlci52bS52MS5MaXN0Vm1zUmVxdWVzdBodLmFldGhlci52bS52MS5MaXN0Vm1zUmVzcG9uc2USWgoNU3RyZWFtQ29uc29sZRIiLmFldGhlci52bS52MS5TdHJlYW1Db25zb2xlUmVxdWVzdBojLmFldGhlci52bS52MS5TdHJlYW1Db25zb2xlUmVzcG9uc2UwARJcCg1BdHRhY2hDb25zb2xlEiIuYWV0aGVyLnZtLnYxLkF0dGFjaENvbnNvbGVSZXF1ZXN0GiMuYWV0aGVyLnZtLnYxLkF0dGFjaENvbnNvbGVSZXNwb25zZSgBMAESQwoGRXhlY1ZtEhsuYWV0aGVyLnZtLnYxLkV4ZWNWbVJlcXVlc3QaHC5hZXRoZXIudm0udjEuRXhlY1ZtUmVzcG9uc2USVAoLV2FpdFZtUmVhZHkSIC5hZXRoZXIudm0udjEuV2FpdFZtUmVhZHlSZXF1ZXN0GiEuYWV0aGVyLnZtLnYxLldhaXRWbVJlYWR5UmVzcG9uc2UwARJMCglNaWdyYXRlVm0SHi5hZXRoZXIudm0udjEuTWlncmF0ZVZtUmVxdWVzdBofLmFldGhlci52bS52MS5NaWdyYXRlVm1SZXNwb25zZRJdCg5XYXRjaE1pZ3JhdGlvbhIjLmFldGhlci52bS52MS5XYXRjaE1pZ3JhdGlvblJlcXVlc3QaJC5hZXRoZXIudm0udjEuV2F0Y2hNaWdyYXRpb25SZXNwb25zZTABMoUDChJWbU1pZ3JhdGlvblNlcnZpY2USXgoPUHJlcGFyZUluY29taW5nEiQuYWV0aGVyLnZtLnYxLlByZXBhcmVJbmNvbWluZ1JlcXVlc3QaJS5hZXRoZXIudm0udjEuUHJlcGFyZUluY29taW5nUmVzcG9uc2USWwoORmluaXNoSW5jb21pbmcSIy5hZXRoZXIudm0udjEuRmluaXNoSW5jb21pbmdSZXF1ZXN0GiQuYWV0aGVyLnZtLnYxLkZpbmlzaEluY29taW5nUmVzcG9uc2USWAoNQWJvcnRJbmNvbWluZxIiLmFldGhlci52bS52MS5BYm9ydEluY29taW5nUmVxdWVzdBojLmFldGhlci52bS52MS5BYm9ydEluY29taW5nUmVzcG9uc2USWAoNUXVlcnlJbmNvbWluZxIiLmFldGhlci52bS52MS5RdWVyeUluY29taW5nUmVxdWVzdBojLmFldGhlci52bS52MS5RdWVyeUluY29taW5nUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Direct kernel boot.
@@ -1402,6 +1402,624 @@ export const WaitVmReadyResponseSchema: GenMessage<WaitVmReadyResponse> = /*@__P
   messageDesc(file_aether_vm_v1_vm, 30);
 
 /**
+ * How a live migration may behave.
+ *
+ * @generated from message aether.vm.v1.MigrationOptions
+ */
+export type MigrationOptions = Message<"aether.vm.v1.MigrationOptions"> & {
+  /**
+   * Bandwidth cap for memory and disk copies, in bytes per second. 0: no cap.
+   *
+   * @generated from field: uint64 max_bandwidth_bytes_per_second = 1;
+   */
+  maxBandwidthBytesPerSecond: bigint;
+
+  /**
+   * Longest the guest may be paused at the switchover (QEMU's downtime-limit, 1 ms .. 2 min).
+   * Unset: 300 ms.
+   *
+   * @generated from field: google.protobuf.Duration max_downtime = 2;
+   */
+  maxDowntime?: Duration | undefined;
+
+  /**
+   * Slow the guest's vCPUs down (from 20 %, in steps of 10 %) when memory is dirtied faster than it
+   * is sent, so the migration converges. Unset: true.
+   *
+   * @generated from field: optional bool auto_converge = 3;
+   */
+  autoConverge?: boolean | undefined;
+
+  /**
+   * Longest the whole migration may take (1 s .. 24 h); past it, it is cancelled and the guest keeps
+   * running on the source. Unset: 10 minutes.
+   *
+   * @generated from field: google.protobuf.Duration timeout = 4;
+   */
+  timeout?: Duration | undefined;
+};
+
+/**
+ * Describes the message aether.vm.v1.MigrationOptions.
+ * Use `create(MigrationOptionsSchema)` to create a new message.
+ */
+export const MigrationOptionsSchema: GenMessage<MigrationOptions> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 31);
+
+/**
+ * One live migration of a VM from this node to another.
+ *
+ * @generated from message aether.vm.v1.Migration
+ */
+export type Migration = Message<"aether.vm.v1.Migration"> & {
+  /**
+   * Server-assigned identifier (a UUID).
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * Id of the VM being migrated (the same on the target).
+   *
+   * @generated from field: string vm_id = 2;
+   */
+  vmId: string;
+
+  /**
+   * Name of the VM.
+   *
+   * @generated from field: string vm_name = 3;
+   */
+  vmName: string;
+
+  /**
+   * The VM's tenant.
+   *
+   * @generated from field: string tenant = 4;
+   */
+  tenant: string;
+
+  /**
+   * Address of the target aetherd, as given.
+   *
+   * @generated from field: string target = 5;
+   */
+  target: string;
+
+  /**
+   * Current phase (the last one reached when it ended).
+   *
+   * @generated from field: aether.vm.v1.MigrationPhase phase = 6;
+   */
+  phase: MigrationPhase;
+
+  /**
+   * Running, or how it ended.
+   *
+   * @generated from field: aether.vm.v1.MigrationState state = 7;
+   */
+  state: MigrationState;
+
+  /**
+   * Why it failed, or what it is doing now.
+   *
+   * @generated from field: string state_reason = 8;
+   */
+  stateReason: string;
+
+  /**
+   * The options in force, defaults filled in.
+   *
+   * @generated from field: aether.vm.v1.MigrationOptions options = 9;
+   */
+  options?: MigrationOptions | undefined;
+
+  /**
+   * When it started.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 10;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * When it ended; unset while RUNNING.
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 11;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * Disk bytes copied to the target so far (all disks).
+   *
+   * @generated from field: uint64 disk_transferred_bytes = 12;
+   */
+  diskTransferredBytes: bigint;
+
+  /**
+   * Disk bytes still to copy (all disks); 0 once the mirrors are in sync.
+   *
+   * @generated from field: uint64 disk_remaining_bytes = 13;
+   */
+  diskRemainingBytes: bigint;
+
+  /**
+   * Memory bytes sent so far.
+   *
+   * @generated from field: uint64 memory_transferred_bytes = 14;
+   */
+  memoryTransferredBytes: bigint;
+
+  /**
+   * Memory bytes still to send (QEMU's estimate).
+   *
+   * @generated from field: uint64 memory_remaining_bytes = 15;
+   */
+  memoryRemainingBytes: bigint;
+
+  /**
+   * Guest memory dirtied per second, as QEMU measures it during the memory phase.
+   *
+   * @generated from field: uint64 dirty_rate_bytes_per_second = 16;
+   */
+  dirtyRateBytesPerSecond: bigint;
+
+  /**
+   * How much auto-converge slows the guest's vCPUs down now, in percent (0..99).
+   *
+   * @generated from field: uint32 cpu_throttle_percent = 17;
+   */
+  cpuThrottlePercent: number;
+
+  /**
+   * QEMU's estimate of the switchover pause with the current dirty rate and bandwidth.
+   *
+   * @generated from field: google.protobuf.Duration expected_downtime = 18;
+   */
+  expectedDowntime?: Duration | undefined;
+
+  /**
+   * The pause the guest really had at the switchover (QEMU's measure); set once SUCCEEDED.
+   *
+   * @generated from field: google.protobuf.Duration downtime = 19;
+   */
+  downtime?: Duration | undefined;
+
+  /**
+   * Total time from the request to the end; set once ended.
+   *
+   * @generated from field: google.protobuf.Duration total_time = 20;
+   */
+  totalTime?: Duration | undefined;
+};
+
+/**
+ * Describes the message aether.vm.v1.Migration.
+ * Use `create(MigrationSchema)` to create a new message.
+ */
+export const MigrationSchema: GenMessage<Migration> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 32);
+
+/**
+ * Request for VmService.MigrateVm.
+ *
+ * @generated from message aether.vm.v1.MigrateVmRequest
+ */
+export type MigrateVmRequest = Message<"aether.vm.v1.MigrateVmRequest"> & {
+  /**
+   * Id or name of the VM.
+   *
+   * @generated from field: string vm = 1;
+   */
+  vm: string;
+
+  /**
+   * Tenant used to resolve a name. Empty: "default".
+   *
+   * @generated from field: string tenant = 2;
+   */
+  tenant: string;
+
+  /**
+   * Address of the target aetherd: unix:///path.sock (same machine) or https://host:port (mutual
+   * TLS with this node's certificate, [cluster] cert/key/ca).
+   *
+   * @generated from field: string target = 3;
+   */
+  target: string;
+
+  /**
+   * How the migration may behave; unset: the defaults.
+   *
+   * @generated from field: aether.vm.v1.MigrationOptions options = 4;
+   */
+  options?: MigrationOptions | undefined;
+
+  /**
+   * Idempotency key: a retried request with the same request_id returns the migration the first
+   * call started instead of starting another.
+   *
+   * @generated from field: string request_id = 5;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message aether.vm.v1.MigrateVmRequest.
+ * Use `create(MigrateVmRequestSchema)` to create a new message.
+ */
+export const MigrateVmRequestSchema: GenMessage<MigrateVmRequest> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 33);
+
+/**
+ * Response of VmService.MigrateVm.
+ *
+ * @generated from message aether.vm.v1.MigrateVmResponse
+ */
+export type MigrateVmResponse = Message<"aether.vm.v1.MigrateVmResponse"> & {
+  /**
+   * The migration, in RUNNING.
+   *
+   * @generated from field: aether.vm.v1.Migration migration = 1;
+   */
+  migration?: Migration | undefined;
+};
+
+/**
+ * Describes the message aether.vm.v1.MigrateVmResponse.
+ * Use `create(MigrateVmResponseSchema)` to create a new message.
+ */
+export const MigrateVmResponseSchema: GenMessage<MigrateVmResponse> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 34);
+
+/**
+ * Request for VmService.WatchMigration.
+ *
+ * @generated from message aether.vm.v1.WatchMigrationRequest
+ */
+export type WatchMigrationRequest = Message<"aether.vm.v1.WatchMigrationRequest"> & {
+  /**
+   * Id of the migration (from MigrateVm).
+   *
+   * @generated from field: string migration = 1;
+   */
+  migration: string;
+
+  /**
+   * Tenant of the VM. Empty: "default".
+   *
+   * @generated from field: string tenant = 2;
+   */
+  tenant: string;
+};
+
+/**
+ * Describes the message aether.vm.v1.WatchMigrationRequest.
+ * Use `create(WatchMigrationRequestSchema)` to create a new message.
+ */
+export const WatchMigrationRequestSchema: GenMessage<WatchMigrationRequest> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 35);
+
+/**
+ * Response of VmService.WatchMigration: the migration as it is now.
+ *
+ * @generated from message aether.vm.v1.WatchMigrationResponse
+ */
+export type WatchMigrationResponse = Message<"aether.vm.v1.WatchMigrationResponse"> & {
+  /**
+   * The migration.
+   *
+   * @generated from field: aether.vm.v1.Migration migration = 1;
+   */
+  migration?: Migration | undefined;
+
+  /**
+   * When this report was made.
+   *
+   * @generated from field: google.protobuf.Timestamp time = 2;
+   */
+  time?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message aether.vm.v1.WatchMigrationResponse.
+ * Use `create(WatchMigrationResponseSchema)` to create a new message.
+ */
+export const WatchMigrationResponseSchema: GenMessage<WatchMigrationResponse> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 36);
+
+/**
+ * A disk the target makes for an incoming migration, in the VM's disk order.
+ *
+ * @generated from message aether.vm.v1.IncomingDisk
+ */
+export type IncomingDisk = Message<"aether.vm.v1.IncomingDisk"> & {
+  /**
+   * Size the guest sees, in bytes.
+   *
+   * @generated from field: uint64 size_bytes = 1;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * Name of the source's volume; the target's volume gets the same name in the VM's tenant.
+   *
+   * @generated from field: string volume_name = 2;
+   */
+  volumeName: string;
+
+  /**
+   * SHA-256 of the image the source's volume is a thin clone of; empty when it is no clone. The
+   * target makes a thin clone when it has a ready image with this digest.
+   *
+   * @generated from field: string base_image_sha256 = 3;
+   */
+  baseImageSha256: string;
+
+  /**
+   * Whether the volume belongs to the VM (its boot clone, deleted with it).
+   *
+   * @generated from field: bool owned_by_vm = 4;
+   */
+  ownedByVm: boolean;
+
+  /**
+   * Labels of the source's volume.
+   *
+   * @generated from field: map<string, string> labels = 5;
+   */
+  labels: { [key: string]: string };
+};
+
+/**
+ * Describes the message aether.vm.v1.IncomingDisk.
+ * Use `create(IncomingDiskSchema)` to create a new message.
+ */
+export const IncomingDiskSchema: GenMessage<IncomingDisk> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 37);
+
+/**
+ * Request for VmMigrationService.PrepareIncoming.
+ *
+ * @generated from message aether.vm.v1.PrepareIncomingRequest
+ */
+export type PrepareIncomingRequest = Message<"aether.vm.v1.PrepareIncomingRequest"> & {
+  /**
+   * Id of the migration, chosen by the source.
+   *
+   * @generated from field: string migration_id = 1;
+   */
+  migrationId: string;
+
+  /**
+   * The source node, for records and messages (its node name or address).
+   *
+   * @generated from field: string source_node = 2;
+   */
+  sourceNode: string;
+
+  /**
+   * The VM's spec as the source aetherd records it (JSON, the same schema on both sides); its
+   * disks' paths and volume ids are the source's and are replaced by the target's.
+   *
+   * @generated from field: string vm_spec_json = 3;
+   */
+  vmSpecJson: string;
+
+  /**
+   * The disks to make, one per disk of the spec, in order.
+   *
+   * @generated from field: repeated aether.vm.v1.IncomingDisk disks = 4;
+   */
+  disks: IncomingDisk[];
+
+  /**
+   * Longest the target waits for FinishIncoming before it aborts on its own.
+   *
+   * @generated from field: google.protobuf.Duration timeout = 5;
+   */
+  timeout?: Duration | undefined;
+};
+
+/**
+ * Describes the message aether.vm.v1.PrepareIncomingRequest.
+ * Use `create(PrepareIncomingRequestSchema)` to create a new message.
+ */
+export const PrepareIncomingRequestSchema: GenMessage<PrepareIncomingRequest> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 38);
+
+/**
+ * Where the target's copy of one disk is exported over NBD.
+ *
+ * @generated from message aether.vm.v1.NbdExport
+ */
+export type NbdExport = Message<"aether.vm.v1.NbdExport"> & {
+  /**
+   * Export name to open on the target's NBD server.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Whether the target's volume is a thin clone of the same base image (mirror sync "top" then).
+   *
+   * @generated from field: bool thin_clone = 2;
+   */
+  thinClone: boolean;
+};
+
+/**
+ * Describes the message aether.vm.v1.NbdExport.
+ * Use `create(NbdExportSchema)` to create a new message.
+ */
+export const NbdExportSchema: GenMessage<NbdExport> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 39);
+
+/**
+ * Response of VmMigrationService.PrepareIncoming.
+ *
+ * @generated from message aether.vm.v1.PrepareIncomingResponse
+ */
+export type PrepareIncomingResponse = Message<"aether.vm.v1.PrepareIncomingResponse"> & {
+  /**
+   * Host of the target's NBD server.
+   *
+   * @generated from field: string nbd_host = 1;
+   */
+  nbdHost: string;
+
+  /**
+   * TCP port of the target's NBD server.
+   *
+   * @generated from field: uint32 nbd_port = 2;
+   */
+  nbdPort: number;
+
+  /**
+   * One export per disk, in the spec's disk order.
+   *
+   * @generated from field: repeated aether.vm.v1.NbdExport exports = 3;
+   */
+  exports: NbdExport[];
+
+  /**
+   * Where the source sends the memory (QEMU migration URI, "tcp:host:port").
+   *
+   * @generated from field: string migration_uri = 4;
+   */
+  migrationUri: string;
+};
+
+/**
+ * Describes the message aether.vm.v1.PrepareIncomingResponse.
+ * Use `create(PrepareIncomingResponseSchema)` to create a new message.
+ */
+export const PrepareIncomingResponseSchema: GenMessage<PrepareIncomingResponse> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 40);
+
+/**
+ * Request for VmMigrationService.FinishIncoming.
+ *
+ * @generated from message aether.vm.v1.FinishIncomingRequest
+ */
+export type FinishIncomingRequest = Message<"aether.vm.v1.FinishIncomingRequest"> & {
+  /**
+   * Id of the migration.
+   *
+   * @generated from field: string migration_id = 1;
+   */
+  migrationId: string;
+};
+
+/**
+ * Describes the message aether.vm.v1.FinishIncomingRequest.
+ * Use `create(FinishIncomingRequestSchema)` to create a new message.
+ */
+export const FinishIncomingRequestSchema: GenMessage<FinishIncomingRequest> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 41);
+
+/**
+ * Response of VmMigrationService.FinishIncoming.
+ *
+ * @generated from message aether.vm.v1.FinishIncomingResponse
+ */
+export type FinishIncomingResponse = Message<"aether.vm.v1.FinishIncomingResponse"> & {
+};
+
+/**
+ * Describes the message aether.vm.v1.FinishIncomingResponse.
+ * Use `create(FinishIncomingResponseSchema)` to create a new message.
+ */
+export const FinishIncomingResponseSchema: GenMessage<FinishIncomingResponse> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 42);
+
+/**
+ * Request for VmMigrationService.AbortIncoming.
+ *
+ * @generated from message aether.vm.v1.AbortIncomingRequest
+ */
+export type AbortIncomingRequest = Message<"aether.vm.v1.AbortIncomingRequest"> & {
+  /**
+   * Id of the migration.
+   *
+   * @generated from field: string migration_id = 1;
+   */
+  migrationId: string;
+
+  /**
+   * Why, recorded in the target's log.
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message aether.vm.v1.AbortIncomingRequest.
+ * Use `create(AbortIncomingRequestSchema)` to create a new message.
+ */
+export const AbortIncomingRequestSchema: GenMessage<AbortIncomingRequest> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 43);
+
+/**
+ * Response of VmMigrationService.AbortIncoming.
+ *
+ * @generated from message aether.vm.v1.AbortIncomingResponse
+ */
+export type AbortIncomingResponse = Message<"aether.vm.v1.AbortIncomingResponse"> & {
+};
+
+/**
+ * Describes the message aether.vm.v1.AbortIncomingResponse.
+ * Use `create(AbortIncomingResponseSchema)` to create a new message.
+ */
+export const AbortIncomingResponseSchema: GenMessage<AbortIncomingResponse> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 44);
+
+/**
+ * Request for VmMigrationService.QueryIncoming.
+ *
+ * @generated from message aether.vm.v1.QueryIncomingRequest
+ */
+export type QueryIncomingRequest = Message<"aether.vm.v1.QueryIncomingRequest"> & {
+  /**
+   * Id of the migration.
+   *
+   * @generated from field: string migration_id = 1;
+   */
+  migrationId: string;
+};
+
+/**
+ * Describes the message aether.vm.v1.QueryIncomingRequest.
+ * Use `create(QueryIncomingRequestSchema)` to create a new message.
+ */
+export const QueryIncomingRequestSchema: GenMessage<QueryIncomingRequest> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 45);
+
+/**
+ * Response of VmMigrationService.QueryIncoming.
+ *
+ * @generated from message aether.vm.v1.QueryIncomingResponse
+ */
+export type QueryIncomingResponse = Message<"aether.vm.v1.QueryIncomingResponse"> & {
+  /**
+   * Where it stands.
+   *
+   * @generated from field: aether.vm.v1.IncomingState state = 1;
+   */
+  state: IncomingState;
+};
+
+/**
+ * Describes the message aether.vm.v1.QueryIncomingResponse.
+ * Use `create(QueryIncomingResponseSchema)` to create a new message.
+ */
+export const QueryIncomingResponseSchema: GenMessage<QueryIncomingResponse> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 46);
+
+/**
  * Where a VM is in its life.
  *
  * @generated from enum aether.vm.v1.VmState
@@ -1617,6 +2235,144 @@ export const DiskBusSchema: GenEnum<DiskBus> = /*@__PURE__*/
   enumDesc(file_aether_vm_v1_vm, 4);
 
 /**
+ * Where a live migration is.
+ *
+ * @generated from enum aether.vm.v1.MigrationPhase
+ */
+export enum MigrationPhase {
+  /**
+   * Never set by the server.
+   *
+   * @generated from enum value: MIGRATION_PHASE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The target re-creates the VM, its volumes and its QEMU (waiting for the incoming state).
+   *
+   * @generated from enum value: MIGRATION_PHASE_PREPARE = 1;
+   */
+  PREPARE = 1,
+
+  /**
+   * The disks are mirrored to the target over NBD until the copies are in sync.
+   *
+   * @generated from enum value: MIGRATION_PHASE_STORAGE = 2;
+   */
+  STORAGE = 2,
+
+  /**
+   * The guest's memory is copied while it runs; the disks are kept in sync.
+   *
+   * @generated from enum value: MIGRATION_PHASE_MEMORY = 3;
+   */
+  MEMORY = 3,
+
+  /**
+   * The guest is paused, the last memory and disk changes are sent, and it resumes on the target.
+   *
+   * @generated from enum value: MIGRATION_PHASE_SWITCHOVER = 4;
+   */
+  SWITCHOVER = 4,
+
+  /**
+   * What is left of the VM on the losing side is removed (the source after success, the target after a failure).
+   *
+   * @generated from enum value: MIGRATION_PHASE_CLEANUP = 5;
+   */
+  CLEANUP = 5,
+}
+
+/**
+ * Describes the enum aether.vm.v1.MigrationPhase.
+ */
+export const MigrationPhaseSchema: GenEnum<MigrationPhase> = /*@__PURE__*/
+  enumDesc(file_aether_vm_v1_vm, 5);
+
+/**
+ * How a live migration ended, or that it has not yet.
+ *
+ * @generated from enum aether.vm.v1.MigrationState
+ */
+export enum MigrationState {
+  /**
+   * Never set by the server.
+   *
+   * @generated from enum value: MIGRATION_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Under way.
+   *
+   * @generated from enum value: MIGRATION_STATE_RUNNING = 1;
+   */
+  RUNNING = 1,
+
+  /**
+   * The guest runs on the target; nothing of the VM is left on the source.
+   *
+   * @generated from enum value: MIGRATION_STATE_SUCCEEDED = 2;
+   */
+  SUCCEEDED = 2,
+
+  /**
+   * Cancelled before the switchover: the guest runs on the source as before, the target is clean,
+   * and state_reason (also the VM's state_reason) says why.
+   *
+   * @generated from enum value: MIGRATION_STATE_FAILED = 3;
+   */
+  FAILED = 3,
+}
+
+/**
+ * Describes the enum aether.vm.v1.MigrationState.
+ */
+export const MigrationStateSchema: GenEnum<MigrationState> = /*@__PURE__*/
+  enumDesc(file_aether_vm_v1_vm, 6);
+
+/**
+ * Where an incoming migration stands on the target.
+ *
+ * @generated from enum aether.vm.v1.IncomingState
+ */
+export enum IncomingState {
+  /**
+   * Never set by the server.
+   *
+   * @generated from enum value: INCOMING_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * This node knows no such migration (never prepared, or aborted and cleaned up).
+   *
+   * @generated from enum value: INCOMING_STATE_ABSENT = 1;
+   */
+  ABSENT = 1,
+
+  /**
+   * Prepared: the target's QEMU waits for (or has received) the incoming state; the guest does not run here.
+   *
+   * @generated from enum value: INCOMING_STATE_PREPARED = 2;
+   */
+  PREPARED = 2,
+
+  /**
+   * Finished: the guest runs here; the VM is this node's.
+   *
+   * @generated from enum value: INCOMING_STATE_FINISHED = 3;
+   */
+  FINISHED = 3,
+}
+
+/**
+ * Describes the enum aether.vm.v1.IncomingState.
+ */
+export const IncomingStateSchema: GenEnum<IncomingState> = /*@__PURE__*/
+  enumDesc(file_aether_vm_v1_vm, 7);
+
+/**
  * VmService creates, starts, stops, pauses, resumes, deletes, inspects and lists VMs, serves
  * their serial console and runs commands in the guest through the guest agent.
  * Hypervisor processes outlive a restart of aetherd, which re-adopts them by pid and control socket.
@@ -1757,6 +2513,92 @@ export const VmService: GenService<{
     input: typeof WaitVmReadyRequestSchema;
     output: typeof WaitVmReadyResponseSchema;
   },
+  /**
+   * Live-migrates a RUNNING QEMU VM, with its local disks, to another aetherd (the target node):
+   * the target re-creates the VM and its volumes, the disks are mirrored over NBD, then memory is
+   * migrated and the guest resumes on the target. Returns at once with the migration in RUNNING;
+   * follow it with WatchMigration. Any failure before the switchover cancels it: the guest keeps
+   * running here and everything made on the target is removed. FAILED_PRECONDITION when the VM is
+   * not RUNNING, is busy, runs on Firecracker or has a host-path disk.
+   *
+   * @generated from rpc aether.vm.v1.VmService.MigrateVm
+   */
+  migrateVm: {
+    methodKind: "unary";
+    input: typeof MigrateVmRequestSchema;
+    output: typeof MigrateVmResponseSchema;
+  },
+  /**
+   * Streams a migration's progress (phase, bytes, dirty rate, throttle, expected downtime) about
+   * every 250 ms and on every phase change, starting with its current state, until it SUCCEEDED or
+   * FAILED; the last message says which. A finished migration is kept for an hour after its end.
+   *
+   * @generated from rpc aether.vm.v1.VmService.WatchMigration
+   */
+  watchMigration: {
+    methodKind: "server_streaming";
+    input: typeof WatchMigrationRequestSchema;
+    output: typeof WatchMigrationResponseSchema;
+  },
 }> = /*@__PURE__*/
   serviceDesc(file_aether_vm_v1_vm, 0);
+
+/**
+ * VmMigrationService is the target side of a live migration, called by the source aetherd only:
+ * callers must be nodes (a node certificate, spiffe://<cluster>/node/<name>, over mutual TLS, or
+ * the unix socket); every other identity gets PERMISSION_DENIED. The source prepares the target,
+ * mirrors the disks and migrates memory straight into the target's QEMU, then finishes or aborts.
+ *
+ * @generated from service aether.vm.v1.VmMigrationService
+ */
+export const VmMigrationService: GenService<{
+  /**
+   * Re-creates the VM on this node for an incoming migration: its record, volumes (a thin clone of
+   * the same base image when it is here, else a full volume of the same size), cell, TAP devices,
+   * cloud-init seed, and QEMU started with the source's machine arguments plus -incoming defer, its
+   * disks exported over NBD (writable) and the incoming migration listening. The guest does not run
+   * here until FinishIncoming. Retried with the same migration_id, it answers as the first call did.
+   *
+   * @generated from rpc aether.vm.v1.VmMigrationService.PrepareIncoming
+   */
+  prepareIncoming: {
+    methodKind: "unary";
+    input: typeof PrepareIncomingRequestSchema;
+    output: typeof PrepareIncomingResponseSchema;
+  },
+  /**
+   * Commits the migration on this node: waits for the incoming state to be complete, stops the NBD
+   * exports and resumes the guest here. The VM is then this node's. Idempotent.
+   *
+   * @generated from rpc aether.vm.v1.VmMigrationService.FinishIncoming
+   */
+  finishIncoming: {
+    methodKind: "unary";
+    input: typeof FinishIncomingRequestSchema;
+    output: typeof FinishIncomingResponseSchema;
+  },
+  /**
+   * Cancels an incoming migration that was not finished: ends its QEMU and removes the VM's record,
+   * volumes, cell, TAP devices and seed from this node. FAILED_PRECONDITION once it was finished.
+   *
+   * @generated from rpc aether.vm.v1.VmMigrationService.AbortIncoming
+   */
+  abortIncoming: {
+    methodKind: "unary";
+    input: typeof AbortIncomingRequestSchema;
+    output: typeof AbortIncomingResponseSchema;
+  },
+  /**
+   * Says where an incoming migration stands on this node, so a source that lost track (a restart,
+   * a lost answer) decides which copy of the VM lives.
+   *
+   * @generated from rpc aether.vm.v1.VmMigrationService.QueryIncoming
+   */
+  queryIncoming: {
+    methodKind: "unary";
+    input: typeof QueryIncomingRequestSchema;
+    output: typeof QueryIncomingResponseSchema;
+  },
+}> = /*@__PURE__*/
+  serviceDesc(file_aether_vm_v1_vm, 1);
 

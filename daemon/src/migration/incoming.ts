@@ -1,0 +1,300 @@
+// The target side of a live migration (VmMigrationService): the VM is re-created here from the
+// source's spec, its volumes are made in this node's pool, its QEMU waits for the incoming state with
+// the disks exported over NBD, and the guest runs here only once the source says FinishIncoming.
+// Until then everything made here belongs to the incoming VM and goes with it: on AbortIncoming, when
+// the source is silent past the deadline, or when aetherd restarts (recovery removes it).
+import { createServer } from "node:net";
+import type { Logger } from "pino";
+import { DomainError } from "@aether/server";
+import type { StorageRegistry } from "../storage/registry.js";
+import { VM_LABEL } from "../vm/leftovers.js";
+import type { MigrationHooks } from "../vm/migration-hooks.js";
+import { linkExists } from "../vm/network.js";
+import { freshRuntime, VmSpecSchema, type VmRecord, type VmSpec } from "../vm/record.js";
+import { awaitIncomingComplete, exportDisks, listenIncoming, resumeIncoming } from "./qemu-steps.js";
+
+export interface IncomingDiskRequest {
+  sizeBytes: number;
+  volumeName: string;
+  baseImageSha256: string;
+  labels: Record<string, string>;
+}
+
+export interface PrepareInput {
+  migrationId: string;
+  sourceNode: string;
+  specJson: string;
+  disks: IncomingDiskRequest[];
+  timeoutMs: number;
+}
+
+export interface Prepared {
+  nbdHost: string;
+  nbdPort: number;
+  exports: Array<{ name: string; thinClone: boolean }>;
+  migrationUri: string;
+}
+
+export type IncomingState = "absent" | "prepared" | "finished";
+
+interface Entry {
+  vmId: string;
+  prepared: Promise<Prepared>;
+  deadline?: NodeJS.Timeout;
+  /** One FinishIncoming or AbortIncoming at a time. */
+  chain: Promise<unknown>;
+}
+
+/** How long the target waits for its QEMU to have the whole incoming state once the source says it sent it. */
+const COMPLETE_WAIT_MS = 30_000;
+
+export class IncomingMigrations {
+  private readonly entries = new Map<string, Entry>();
+
+  constructor(
+    private readonly o: {
+      hooks: MigrationHooks;
+      storage: StorageRegistry;
+      /** Where this node's QEMU listens for NBD and the memory stream (an address the source reaches). */
+      listenHost: string;
+      log: Logger;
+    },
+  ) {}
+
+  /** Prepares this node for the VM; a retry with the same migration id gets the first call's answer. */
+  prepare(input: PrepareInput): Promise<Prepared> {
+    const known = this.entries.get(input.migrationId);
+    if (known) return known.prepared;
+    const spec = parseSpec(input.specJson);
+    if (spec.hypervisor !== "qemu") throw new DomainError("failed_precondition", "only QEMU VMs can be live-migrated.");
+    if (input.disks.length !== spec.disks.length)
+      throw new DomainError("invalid_argument", `disks names ${input.disks.length} disks but the spec has ${spec.disks.length}.`);
+    const entry: Entry = { vmId: spec.id, prepared: Promise.resolve() as unknown as Promise<Prepared>, chain: Promise.resolve() };
+    entry.prepared = this.make(input, spec);
+    this.entries.set(input.migrationId, entry);
+    entry.prepared.then(
+      () => {
+        entry.deadline = setTimeout(
+          () => void this.abort(input.migrationId, `the source did not finish the migration within ${input.timeoutMs} ms`),
+          input.timeoutMs,
+        );
+        entry.deadline.unref();
+      },
+      () => this.entries.delete(input.migrationId),
+    );
+    return entry.prepared;
+  }
+
+  private async make(input: PrepareInput, source: VmSpec): Promise<Prepared> {
+    const { hooks, storage, log } = this.o;
+    const spec: VmSpec = {
+      ...source,
+      disks: [],
+      // On one machine (tests) the source's TAPs exist here too: the target's take another name.
+      nics: source.nics.map((n, i) => ({ ...n, tap: linkExists(n.tap) ? `am${source.id.replace(/-/g, "").slice(0, 8)}n${i}` : n.tap })),
+    };
+    const record: VmRecord = {
+      spec,
+      runtime: {
+        ...freshRuntime(),
+        intent: {
+          op: "migrate-in",
+          taps: spec.nics.map((n) => n.tap),
+          seedPath: "",
+          cellName: "",
+          start: true,
+          migration: { id: input.migrationId, peer: input.sourceNode, step: "preparing", deadlineMs: Date.now() + input.timeoutMs },
+        },
+      },
+    };
+    const thin: boolean[] = [];
+    const makeDisks = async () => {
+      for (const [i, d] of input.disks.entries()) {
+        const from = source.disks[i];
+        if (!from) break;
+        const base =
+          d.baseImageSha256 === ""
+            ? undefined
+            : storage.listImages().find((im) => im.sha256 === d.baseImageSha256 && im.tenant === spec.tenant && im.state === "ready");
+        const volume = await storage.createVolume({
+          name: d.volumeName,
+          tenant: spec.tenant,
+          labels: { ...d.labels, ...(source.ownsBootVolume && i === 0 && { [VM_LABEL]: spec.id }) },
+          pool: "",
+          format: undefined,
+          source: base ? { kind: "image", image: base.id, sizeBytes: d.sizeBytes } : { kind: "empty", sizeBytes: d.sizeBytes },
+          requestId: "",
+          ownerVm: spec.id,
+        });
+        if (volume.sizeBytes !== d.sizeBytes)
+          throw new DomainError(
+            "failed_precondition",
+            `volume ${d.volumeName} would be ${volume.sizeBytes} bytes here (the pool's granularity), not ${d.sizeBytes}; a mirror needs the same size.`,
+          );
+        thin.push(base !== undefined);
+        spec.disks.push({
+          ...from,
+          path: volume.hostPath,
+          format: volume.format === "qcow2" ? "qcow2" : "raw",
+          volumeId: volume.id,
+        });
+      }
+    };
+    try {
+      await hooks.receive(record, input.sourceNode, makeDisks);
+      const qmp = hooks.qmp(record);
+      if (!qmp) throw new Error("the target's QEMU does not answer on its QMP socket");
+      const [nbdPort, migrationPort] = [await freePort(this.o.listenHost), await freePort(this.o.listenHost)];
+      const names = await exportDisks(qmp, spec.disks.length, this.o.listenHost, nbdPort);
+      const migrationUri = `tcp:${uriHost(this.o.listenHost)}:${migrationPort}`;
+      await listenIncoming(qmp, migrationUri);
+      if (record.runtime.intent?.migration) record.runtime.intent.migration.step = "prepared";
+      await hooks.save(record);
+      log.info(
+        { vm: spec.name, migration: input.migrationId, from: input.sourceNode, nbdPort, migrationUri },
+        "prepared for an incoming migration",
+      );
+      return {
+        nbdHost: this.o.listenHost,
+        nbdPort,
+        exports: names.map((name, i) => ({ name, thinClone: thin[i] ?? false })),
+        migrationUri,
+      };
+    } catch (err) {
+      await this.removeVm(record, `its incoming migration could not be prepared: ${(err as Error).message}`);
+      throw err instanceof DomainError
+        ? err
+        : new DomainError("failed_precondition", `the target could not prepare VM ${spec.name}: ${(err as Error).message}`);
+    }
+  }
+
+  private async removeVm(record: VmRecord, why: string): Promise<void> {
+    const { hooks, log } = this.o;
+    if (!hooks.byId(record.spec.id)) return;
+    try {
+      await hooks.end(record, why);
+      await hooks.remove(record, `VM ${record.spec.name} was removed from this node: ${why}`);
+    } catch (err) {
+      log.error({ vm: record.spec.id, err: (err as Error).message }, "could not remove an incoming VM");
+    }
+  }
+
+  private serialized<T>(entry: Entry, work: () => Promise<T>): Promise<T> {
+    const next = entry.chain.catch(() => undefined).then(work);
+    entry.chain = next;
+    return next;
+  }
+
+  /** Commits the migration here: the guest resumes on this node. */
+  async finish(migrationId: string): Promise<void> {
+    if (this.state(migrationId) === "finished") return;
+    const entry = this.entries.get(migrationId);
+    if (!entry) throw new DomainError("not_found", `no incoming migration ${migrationId} on this node (it was aborted or never prepared).`);
+    await entry.prepared;
+    await this.serialized(entry, async () => {
+      const { hooks, storage, log } = this.o;
+      const vm = hooks.byId(entry.vmId);
+      if (!vm || vm.runtime.intent?.migration?.id !== migrationId) {
+        if (vm?.runtime.migratedIn === migrationId) return;
+        throw new DomainError("not_found", `the incoming migration ${migrationId} was aborted on this node.`);
+      }
+      const qmp = hooks.qmp(vm);
+      if (!qmp) throw new DomainError("failed_precondition", `the target's QEMU for VM ${vm.spec.name} is not running any more.`);
+      await awaitIncomingComplete(qmp, COMPLETE_WAIT_MS).catch((err: Error) => {
+        throw new DomainError("failed_precondition", err.message);
+      });
+      clearTimeout(entry.deadline);
+      // Write-ahead: from here the guest is this node's, whatever happens to either aetherd.
+      const intent = vm.runtime.intent;
+      if (intent?.migration) intent.migration.step = "committed";
+      vm.runtime.migratedIn = migrationId;
+      await hooks.save(vm);
+      await resumeIncoming(qmp);
+      await settleCommitted(hooks, storage, vm);
+      log.info({ vm: vm.spec.name, migration: migrationId }, "incoming migration finished; the guest runs here");
+    });
+  }
+
+  /** Removes the incoming VM; FAILED_PRECONDITION once finished. */
+  async abort(migrationId: string, reason: string): Promise<void> {
+    const entry = this.entries.get(migrationId);
+    if (this.state(migrationId) === "finished")
+      throw new DomainError("failed_precondition", `the migration ${migrationId} was finished: the guest runs on this node now.`);
+    if (!entry) return;
+    await entry.prepared.catch(() => undefined);
+    await this.serialized(entry, async () => {
+      clearTimeout(entry.deadline);
+      const vm = this.o.hooks.byId(entry.vmId);
+      if (vm && vm.runtime.intent?.migration?.id === migrationId) {
+        this.o.log.warn({ vm: vm.spec.name, migration: migrationId, reason }, "aborting an incoming migration");
+        await this.removeVm(vm, `its incoming migration was cancelled: ${reason}`);
+      }
+      this.entries.delete(migrationId);
+    });
+  }
+
+  state(migrationId: string): IncomingState {
+    for (const vm of this.o.hooks.list()) {
+      if (vm.runtime.migratedIn === migrationId && vm.runtime.intent?.op !== "migrate-in") return "finished";
+      if (vm.runtime.intent?.op === "migrate-in" && vm.runtime.intent.migration?.id === migrationId)
+        return vm.runtime.intent.migration.step === "committed" ? "finished" : "prepared";
+    }
+    return this.entries.has(migrationId) ? "prepared" : "absent";
+  }
+
+  close(): void {
+    for (const e of this.entries.values()) clearTimeout(e.deadline);
+  }
+}
+
+/**
+ * After the commit (also when recovery finds it): the guest runs, the volumes the VM does not own
+ * are given back to its tenant, the intent is cleared, and the VM is followed to RUNNING.
+ */
+export async function settleCommitted(hooks: MigrationHooks, storage: StorageRegistry, vm: VmRecord): Promise<void> {
+  const qmp = hooks.qmp(vm);
+  if (qmp) {
+    const { status } = await qmp.execute<{ status: string }>("query-status");
+    if (status !== "running") await resumeIncoming(qmp);
+  }
+  for (const [i, d] of vm.spec.disks.entries()) {
+    if (d.volumeId !== "" && !(vm.spec.ownsBootVolume && i === 0)) await storage.setOwnerVm(d.volumeId, "");
+  }
+  const from = vm.runtime.intent?.migration?.peer ?? "";
+  vm.runtime.intent = undefined;
+  hooks.release(vm);
+  await hooks.setState(vm, "starting", `live-migrated from ${from}; waiting for the guest agent`);
+  hooks.resumed(vm);
+}
+
+function parseSpec(json: string): VmSpec {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(json);
+  } catch {
+    throw new DomainError("invalid_argument", "vm_spec_json is not JSON.");
+  }
+  const parsed = VmSpecSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new DomainError("invalid_argument", `vm_spec_json: ${issue?.path.join(".") || "spec"}: ${issue?.message ?? "invalid"}.`);
+  }
+  return parsed.data;
+}
+
+function uriHost(host: string): string {
+  return host.includes(":") ? `[${host}]` : host;
+}
+
+/** A TCP port free on host now (QEMU binds it a moment later). */
+function freePort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, host, () => {
+      const address = server.address();
+      const port = typeof address === "object" && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}

@@ -1,0 +1,206 @@
+// The RPC edge of live migration: VmService.MigrateVm and WatchMigration (checked into typed values
+// here, then OutgoingMigrations decides), and VmMigrationService, the target side, which only nodes
+// may call (a node certificate over mutual TLS, or the unix socket).
+import { create } from "@bufbuild/protobuf";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import {
+  IncomingState,
+  MigrationPhase,
+  MigrationSchema,
+  MigrationState,
+  type MigrateVmRequest,
+  type Migration as MigrationMessage,
+  type VmMigrationService,
+  type VmService,
+} from "@aether/sdk/gen/aether/vm/v1/vm_pb";
+import {
+  clip,
+  duration,
+  durationMs,
+  invalidArgument,
+  permissionDenied,
+  reference,
+  requireClusterWide,
+  scopeKey,
+  tenant as parseTenant,
+  timestamp,
+} from "@aether/server";
+import type { VmRecord } from "../vm/record.js";
+import type { IncomingMigrations } from "./incoming.js";
+import type { Migration, MigrationOptionsValue, OutgoingMigrations } from "./outgoing.js";
+
+const DEFAULT_DOWNTIME_MS = 300;
+const DEFAULT_TIMEOUT_MS = 600_000;
+const MIN_BANDWIDTH = 1024 * 1024;
+const WATCH_INTERVAL_MS = 250;
+
+type MigrationRpcs = Pick<ServiceImpl<typeof VmService>, "migrateVm" | "watchMigration">;
+
+/** MigrateVm and WatchMigration. `self` are this node's own addresses (a VM is not migrated to where it is). */
+export function migrationRpcs(
+  outgoing: OutgoingMigrations,
+  resolve: (ref: string, tenant: string) => VmRecord,
+  self: string[],
+): MigrationRpcs {
+  return {
+    async migrateVm(req, ctx) {
+      requireClusterWide(ctx.values.get(scopeKey), "choose the node a VM runs on (live migration is an operator's or the aggregator's)");
+      const target = checkTarget(req.target, self);
+      const options = checkOptions(req);
+      if (req.requestId.length > 128) throw invalidArgument("request_id is longer than 128 characters.");
+      const vm = resolve(reference("vm", req.vm), parseTenant(req.tenant));
+      return { migration: toMessage(outgoing.start(vm, target, options, req.requestId)) };
+    },
+    async *watchMigration(req, ctx) {
+      if (req.migration === "") throw invalidArgument("migration is empty: give the id MigrateVm returned.");
+      const m = outgoing.get(reference("migration", req.migration), parseTenant(req.tenant));
+      yield { migration: toMessage(m), time: timestamp(Date.now()) };
+      while (m.state === "running" && !ctx.signal.aborted) {
+        await nextChange(outgoing, m.id, ctx);
+        yield { migration: toMessage(m), time: timestamp(Date.now()) };
+      }
+    },
+  };
+}
+
+/** Waits for a change of the migration (a phase or an end at once, figures at most every 250 ms). */
+function nextChange(outgoing: OutgoingMigrations, id: string, ctx: HandlerContext): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const started = Date.now();
+    let timer: NodeJS.Timeout | undefined;
+    const done = () => {
+      clearTimeout(timer);
+      outgoing.changes.off("change", onChange);
+      ctx.signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const onChange = (changed: string) => {
+      if (changed !== id || timer) return;
+      timer = setTimeout(done, Math.max(0, WATCH_INTERVAL_MS - (Date.now() - started)));
+    };
+    outgoing.changes.on("change", onChange);
+    ctx.signal.addEventListener("abort", done, { once: true });
+  });
+}
+
+function checkTarget(target: string, self: string[]): string {
+  if (target === "") throw invalidArgument("target is empty: give the target aetherd's address, unix:///path.sock or https://host:port.");
+  if (!/^(unix:\/\/\/[^\s\0]+|https:\/\/[^\s/]+:\d{1,5}\/?)$/.test(target) || target.length > 512)
+    throw invalidArgument(`target ${JSON.stringify(clip(target))} is not an aetherd address: give unix:///path.sock or https://host:port.`);
+  if (self.includes(target.replace(/\/$/, ""))) throw invalidArgument(`target ${target} is this node itself; give another node's address.`);
+  return target.replace(/\/$/, "");
+}
+
+function checkOptions(req: MigrateVmRequest): MigrationOptionsValue {
+  const o = req.options;
+  const bandwidth = Number(o?.maxBandwidthBytesPerSecond ?? 0n);
+  if (bandwidth !== 0 && bandwidth < MIN_BANDWIDTH)
+    throw invalidArgument(
+      `options.max_bandwidth_bytes_per_second ${bandwidth} is below 1 MiB/s, too slow to move a VM; give 0 for no cap or at least 1048576.`,
+    );
+  if (bandwidth > 1024 ** 4) throw invalidArgument("options.max_bandwidth_bytes_per_second is above 1 TiB/s; give 0 for no cap.");
+  const downtime = durationMs("options.max_downtime", o?.maxDowntime, DEFAULT_DOWNTIME_MS);
+  if (downtime < 1 || downtime > 120_000)
+    throw invalidArgument(
+      `options.max_downtime ${downtime} ms is outside 1 ms .. 2 min; QEMU pauses the guest at most this long at the switchover.`,
+    );
+  const timeout = durationMs("options.timeout", o?.timeout, DEFAULT_TIMEOUT_MS);
+  if (timeout < 1000 || timeout > 24 * 3600_000)
+    throw invalidArgument(`options.timeout ${timeout} ms is outside 1 s .. 24 h; give the longest the migration may take.`);
+  return { maxBandwidthBytesPerSecond: bandwidth, maxDowntimeMs: downtime, autoConverge: o?.autoConverge ?? true, timeoutMs: timeout };
+}
+
+const PHASES = {
+  prepare: MigrationPhase.PREPARE,
+  storage: MigrationPhase.STORAGE,
+  memory: MigrationPhase.MEMORY,
+  switchover: MigrationPhase.SWITCHOVER,
+  cleanup: MigrationPhase.CLEANUP,
+} as const;
+const STATES = { running: MigrationState.RUNNING, succeeded: MigrationState.SUCCEEDED, failed: MigrationState.FAILED } as const;
+
+export function toMessage(m: Migration): MigrationMessage {
+  const ended = m.endMs > 0;
+  return create(MigrationSchema, {
+    id: m.id,
+    vmId: m.vmId,
+    vmName: m.vmName,
+    tenant: m.tenant,
+    target: m.target,
+    phase: PHASES[m.phase],
+    state: STATES[m.state],
+    stateReason: m.reason,
+    options: {
+      maxBandwidthBytesPerSecond: BigInt(m.options.maxBandwidthBytesPerSecond),
+      maxDowntime: duration(m.options.maxDowntimeMs),
+      autoConverge: m.options.autoConverge,
+      timeout: duration(m.options.timeoutMs),
+    },
+    startTime: timestamp(m.startMs),
+    endTime: ended ? timestamp(m.endMs) : undefined,
+    diskTransferredBytes: BigInt(m.diskTransferredBytes),
+    diskRemainingBytes: BigInt(m.diskRemainingBytes),
+    memoryTransferredBytes: BigInt(m.memory.transferredBytes),
+    memoryRemainingBytes: BigInt(m.memory.remainingBytes),
+    dirtyRateBytesPerSecond: BigInt(Math.round(m.memory.dirtyBytesPerSecond)),
+    cpuThrottlePercent: m.memory.throttlePercent,
+    expectedDowntime: duration(m.memory.expectedDowntimeMs),
+    downtime: m.state === "succeeded" ? duration(m.memory.downtimeMs) : undefined,
+    totalTime: ended ? duration(m.endMs - m.startMs) : undefined,
+  });
+}
+
+/** Whether the caller speaks for a node: a node certificate of this cluster, or the unix socket. */
+function requireNode(ctx: HandlerContext): void {
+  const { identity } = ctx.values.get(scopeKey);
+  if (identity.startsWith("unix:") || /^spiffe:\/\/[^/]+\/node\/[^/]+$/.test(identity)) return;
+  throw permissionDenied(
+    `${identity || "this caller"} is not a node: VmMigrationService is called by the source aetherd of a live migration, with its node certificate (spiffe://<cluster>/node/<name>).`,
+  );
+}
+
+const INCOMING_STATES = { absent: IncomingState.ABSENT, prepared: IncomingState.PREPARED, finished: IncomingState.FINISHED } as const;
+
+export function vmMigrationService(incoming: IncomingMigrations): ServiceImpl<typeof VmMigrationService> {
+  const id = (value: string) => {
+    if (!/^[0-9a-f-]{36}$/.test(value))
+      throw invalidArgument(`migration_id ${JSON.stringify(clip(value))} is not a migration id (a UUID).`);
+    return value;
+  };
+  return {
+    async prepareIncoming(req, ctx) {
+      requireNode(ctx);
+      const timeoutMs = durationMs("timeout", req.timeout, 0);
+      if (timeoutMs < 1000) throw invalidArgument("timeout must be at least 1 s: the target removes its copy when it passes.");
+      if (req.sourceNode === "" || req.sourceNode.length > 512)
+        throw invalidArgument("source_node must name the source (1..512 characters).");
+      const prepared = await incoming.prepare({
+        migrationId: id(req.migrationId),
+        sourceNode: req.sourceNode,
+        specJson: req.vmSpecJson,
+        disks: req.disks.map((d, i) => {
+          if (d.sizeBytes === 0n || d.sizeBytes > BigInt(Number.MAX_SAFE_INTEGER))
+            throw invalidArgument(`disks[${i}].size_bytes is out of range.`);
+          if (!/^[0-9a-f]{64}$|^$/.test(d.baseImageSha256)) throw invalidArgument(`disks[${i}].base_image_sha256 is not a SHA-256 in hex.`);
+          return { sizeBytes: Number(d.sizeBytes), volumeName: d.volumeName, baseImageSha256: d.baseImageSha256, labels: d.labels };
+        }),
+        timeoutMs,
+      });
+      return prepared;
+    },
+    async finishIncoming(req, ctx) {
+      requireNode(ctx);
+      await incoming.finish(id(req.migrationId));
+      return {};
+    },
+    async abortIncoming(req, ctx) {
+      requireNode(ctx);
+      await incoming.abort(id(req.migrationId), clip(req.reason) || "the source cancelled it");
+      return {};
+    },
+    async queryIncoming(req, ctx) {
+      requireNode(ctx);
+      return { state: INCOMING_STATES[incoming.state(id(req.migrationId))] };
+    },
+  };
+}

@@ -1,0 +1,225 @@
+// Live migration between two aetherd on this machine (own state dirs, sockets and dir pools), for
+// real under TCG: a guest that wrote data to its disk and keeps dirtying memory moves with its disk
+// and never notices (same boot id, uptime and counter going on, the data there), and nothing of it is
+// left on the source; a target QEMU killed mid-mirror cancels the migration: the guest keeps running
+// on the source and the target is clean. Bad requests are refused with a sentence.
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { Code, vm as vmApi, type AetherClient } from "@aether/sdk";
+import { VolumeFormat } from "@aether/sdk/gen/aether/storage/v1/storage_pb";
+import { isRunning, startDaemon, stopWorkloads, type TestDaemon } from "./helpers/daemon.js";
+import { rejectsWith } from "./helpers/assertions.js";
+import { guestImage } from "./helpers/guest.js";
+
+const MiB = 1024n * 1024n;
+const text = (b: Uint8Array) => new TextDecoder().decode(b).trim();
+
+async function waitReady(aether: AetherClient, name: string): Promise<vmApi.Vm> {
+  let last: vmApi.Vm | undefined;
+  for await (const r of aether.vm.waitVmReady({ vm: name, timeout: { seconds: 90n } })) last = r.vm;
+  assert.equal(last?.state, vmApi.VmState.RUNNING, `${name}: ${last?.stateReason}`);
+  return last as vmApi.Vm;
+}
+
+async function sh(aether: AetherClient, vm: string, script: string): Promise<string> {
+  const r = await aether.vm.execVm({ vm, argv: ["/bin/sh", "-c", script], timeout: { seconds: 30n } });
+  assert.equal(r.exitCode, 0, `${script}: ${text(r.stderr)}`);
+  return text(r.stdout);
+}
+
+/** A running guest with a 256 MiB qcow2 data volume of its own. */
+async function bootGuest(aether: AetherClient, name: string): Promise<vmApi.Vm> {
+  const g = guestImage();
+  await aether.storage.createVolume({
+    name: `${name}-data`,
+    format: VolumeFormat.QCOW2,
+    source: { case: "empty", value: { sizeBytes: 256n * MiB } },
+  });
+  await aether.vm.createVm({
+    name,
+    acceleration: vmApi.Acceleration.TCG,
+    memoryBytes: 128n * MiB,
+    vcpus: 1,
+    guestAgent: true,
+    boot: { source: { case: "kernel", value: { kernelPath: g.kernel, initrdPath: g.initrd, cmdline: "quiet" } } },
+    disks: [{ source: { case: "volume", value: `${name}-data` }, serial: "data" }],
+    start: true,
+  });
+  return waitReady(aether, name);
+}
+
+/** Follows a migration to its end; returns every report. */
+async function follow(aether: AetherClient, id: string, onReport?: (m: vmApi.Migration) => void): Promise<vmApi.Migration[]> {
+  const reports: vmApi.Migration[] = [];
+  for await (const r of aether.vm.watchMigration({ migration: id })) {
+    if (r.migration) {
+      reports.push(r.migration);
+      onReport?.(r.migration);
+    }
+  }
+  return reports;
+}
+
+const ms = (d: { seconds: bigint; nanos: number } | undefined) => (d ? Number(d.seconds) * 1000 + d.nanos / 1e6 : NaN);
+
+describe("live migration", () => {
+  let a: TestDaemon;
+  let b: TestDaemon;
+  let source: AetherClient;
+  let target: AetherClient;
+
+  before(async () => {
+    [a, b] = await Promise.all([startDaemon(), startDaemon()]);
+    [source, target] = await Promise.all([a.client(), b.client()]);
+  });
+  after(async () => {
+    for (const d of [a, b]) {
+      if (!d) continue;
+      await stopWorkloads(await d.client()).catch(() => undefined);
+      assert.equal(await d.stop(), 0, "aetherd exits 0 on SIGTERM");
+      d.cleanup();
+    }
+  });
+
+  it("refuses what cannot be migrated, with a sentence", async () => {
+    await rejectsWith(source.vm.migrateVm({ vm: "nope", target: b.address }), Code.NotFound, /no VM/);
+    await rejectsWith(source.vm.migrateVm({ vm: "", target: b.address }), Code.InvalidArgument, /vm is empty/);
+    await rejectsWith(source.vm.migrateVm({ vm: "x", target: "" }), Code.InvalidArgument, /target is empty/);
+    await rejectsWith(source.vm.migrateVm({ vm: "x", target: "node-b" }), Code.InvalidArgument, /unix:\/\/\/path.sock or https/);
+    await rejectsWith(source.vm.migrateVm({ vm: "x", target: a.address }), Code.InvalidArgument, /this node itself/);
+    const g = guestImage();
+    await source.vm.createVm({
+      name: "idle",
+      vcpus: 1,
+      acceleration: vmApi.Acceleration.TCG,
+      boot: { source: { case: "kernel", value: { kernelPath: g.kernel, initrdPath: g.initrd } } },
+    });
+    await rejectsWith(source.vm.migrateVm({ vm: "idle", target: b.address }), Code.FailedPrecondition, /created; only a running VM/);
+    await rejectsWith(
+      source.vm.migrateVm({ vm: "idle", target: b.address, options: { maxDowntime: { seconds: 600n, nanos: 0 } } }),
+      Code.InvalidArgument,
+      /max_downtime .* outside 1 ms \.\. 2 min/,
+    );
+    await rejectsWith(
+      source.vm.migrateVm({ vm: "idle", target: b.address, options: { maxBandwidthBytesPerSecond: 1000n } }),
+      Code.InvalidArgument,
+      /below 1 MiB\/s/,
+    );
+    const watch = async () => {
+      for await (const _ of source.vm.watchMigration({ migration: "00000000-0000-0000-0000-000000000000" })) break;
+    };
+    await rejectsWith(watch(), Code.NotFound, /no migration/);
+    await source.vm.deleteVm({ vm: "idle" });
+  });
+
+  it("moves a running guest with its disk: same boot, data and counter on the target, nothing left on the source", async () => {
+    const before = await bootGuest(source, "mover");
+    const bootId = await sh(source, "mover", "cat /proc/sys/kernel/random/boot_id");
+    // Data on the disk: 4 MiB of random bytes at 64 MiB, synced, and their digest.
+    const digest = await sh(
+      source,
+      "mover",
+      "dd if=/dev/urandom of=/dev/vda bs=1M seek=64 count=4 conv=fsync 2>/dev/null && dd if=/dev/vda bs=1M skip=64 count=4 2>/dev/null | sha256sum",
+    );
+    // A loop that counts and keeps dirtying memory (8 MiB in tmpfs rewritten over and over).
+    await sh(
+      source,
+      "mover",
+      "setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /run/counter; dd if=/dev/zero of=/run/blob bs=1M count=8 2>/dev/null; done' </dev/null >/dev/null 2>&1 &",
+    );
+    await new Promise((r) => setTimeout(r, 1500));
+    const counterBefore = Number(await sh(source, "mover", "cat /run/counter"));
+    const uptimeBefore = Number((await sh(source, "mover", "cat /proc/uptime")).split(" ")[0]);
+    assert.ok(counterBefore > 0, "the loop runs");
+
+    const started = Date.now();
+    const { migration } = await source.vm.migrateVm({ vm: "mover", target: b.address, requestId: "move-1" });
+    assert.equal(migration?.state, vmApi.MigrationState.RUNNING);
+    const again = await source.vm.migrateVm({ vm: "mover", target: b.address, requestId: "move-1" });
+    assert.equal(again.migration?.id, migration?.id, "a retried request gets the same migration");
+    const reports = await follow(source, migration?.id ?? "");
+    const last = reports.at(-1);
+    assert.equal(last?.state, vmApi.MigrationState.SUCCEEDED, last?.stateReason);
+    const phases = [...new Set(reports.map((r) => vmApi.MigrationPhase[r.phase]))];
+    assert.ok(phases.includes("CLEANUP"), `phases seen: ${phases.join(", ")}`);
+    const downtimeMs = ms(last?.downtime);
+    process.stdout.write(
+      `# migration: total ${ms(last?.totalTime)} ms (client saw ${Date.now() - started} ms), downtime ${downtimeMs} ms (QEMU), disk ${last?.diskTransferredBytes} B, memory ${last?.memoryTransferredBytes} B, phases ${phases.join(" > ")}\n`,
+    );
+    assert.ok(downtimeMs >= 0 && downtimeMs < 5000, `downtime ${downtimeMs} ms`);
+
+    // The target runs the same guest: same boot, time went on, the data is there, the loop counts on.
+    const moved = await waitReady(target, "mover");
+    assert.equal(moved.id, before.id, "the VM keeps its id");
+    assert.equal(await sh(target, "mover", "cat /proc/sys/kernel/random/boot_id"), bootId, "same boot id: no reboot");
+    assert.ok(Number((await sh(target, "mover", "cat /proc/uptime")).split(" ")[0]) >= uptimeBefore, "uptime went on");
+    assert.equal(
+      await sh(target, "mover", "dd if=/dev/vda bs=1M skip=64 count=4 2>/dev/null | sha256sum"),
+      digest,
+      "the disk's data moved",
+    );
+    const counterAfter = Number(await sh(target, "mover", "cat /run/counter"));
+    assert.ok(counterAfter >= counterBefore, `the counter never went back (${counterBefore} -> ${counterAfter})`);
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.ok(Number(await sh(target, "mover", "cat /run/counter")) > counterAfter, "the loop still runs on the target");
+    const volumes = (await target.storage.listVolumes({})).volumes;
+    assert.deepEqual(
+      volumes.map((v) => [v.name, v.usedBy]),
+      [["mover-data", [before.id]]],
+      "the volume lives on the target, attached to the VM",
+    );
+
+    // Nothing of it is left on the source.
+    await rejectsWith(source.vm.getVm({ vm: "mover" }), Code.NotFound, /no VM/);
+    assert.equal(isRunning(before.pid), false, "the source's QEMU has ended");
+    for (const p of [before.qmpSocketPath, before.agentSocketPath, join(a.stateDir, "vms", before.id)])
+      assert.equal(existsSync(p), false, `${p} is gone`);
+    assert.deepEqual((await source.storage.listVolumes({})).volumes, [], "the source's volume is deleted");
+    assert.deepEqual(
+      (await source.cells.listCells({})).cells.map((c) => c.name),
+      [],
+      "the VM's cell is freed on the source",
+    );
+
+    await target.vm.deleteVm({ vm: "mover", force: true });
+    await target.storage.deleteVolume({ volume: "mover-data" });
+  });
+
+  it("a target QEMU killed mid-mirror cancels the migration: the guest runs on the source, the target is clean", async () => {
+    const before = await bootGuest(source, "stayer");
+    await sh(source, "stayer", "dd if=/dev/urandom of=/dev/vda bs=1M count=16 conv=fsync 2>/dev/null");
+    // 1 MiB/s: the mirror of 16 MiB takes long enough to kill the target's QEMU in the middle.
+    const { migration } = await source.vm.migrateVm({
+      vm: "stayer",
+      target: b.address,
+      options: { maxBandwidthBytesPerSecond: 1n * MiB },
+    });
+    let killed = 0;
+    const reports = await follow(source, migration?.id ?? "", (m) => {
+      if (m.phase !== vmApi.MigrationPhase.STORAGE || killed !== 0) return;
+      killed = -1;
+      void target.vm.getVm({ vm: "stayer" }).then(({ vm }) => {
+        killed = vm?.pid ?? 0;
+        if (killed > 0) process.kill(killed, "SIGKILL");
+      });
+    });
+    const last = reports.at(-1);
+    assert.ok(killed > 0, "the target's QEMU was killed during the storage phase");
+    assert.equal(last?.state, vmApi.MigrationState.FAILED);
+    assert.match(last?.stateReason ?? "", /failed during (storage|memory).*cancelled and the guest kept running here/);
+
+    const vm = (await source.vm.getVm({ vm: "stayer" })).vm;
+    assert.equal(vm?.state, vmApi.VmState.RUNNING);
+    assert.match(vm?.stateReason ?? "", /live migration to .* failed/);
+    assert.equal(vm?.pid, before.pid, "the same QEMU runs the guest");
+    assert.equal(await sh(source, "stayer", "echo alive"), "alive", "the guest answers on the source");
+    assert.deepEqual((await target.vm.listVms({})).vms, [], "no VM on the target");
+    assert.deepEqual((await target.storage.listVolumes({})).volumes, [], "no volume on the target");
+    assert.equal(existsSync(join(b.stateDir, "vms", before.id)), false, "no VM folder on the target");
+
+    await source.vm.deleteVm({ vm: "stayer", force: true });
+    await source.storage.deleteVolume({ volume: "stayer-data" });
+  });
+});
