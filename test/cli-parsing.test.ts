@@ -79,6 +79,17 @@ describe("aether's command line: options, a program's argv and usage errors", ()
     );
   });
 
+  it("cluster commands that reach an aetherd say to give the aggregator's address (issue 23, item 6)", async () => {
+    const r = await runCommand("env", ["-u", "AETHER_AGGREGATOR", "aether", "cluster", "nodes"], {
+      env: { AETHER_HOST: env.daemon.address },
+    });
+    assert.equal(r.code, 1, r.stderr);
+    assert.equal(
+      r.stderr,
+      `aether: ${env.daemon.address} is an aetherd, not aether-aggregator: give the aggregator's address with --aggregator or AETHER_AGGREGATOR (e.g. aether cluster --aggregator unix:///run/aether/aggregator.sock nodes).\n`,
+    );
+  });
+
   it("a usage error is the error, the one-line usage and where the help is, exit 2: not all of --help", async () => {
     const cases: Array<[string[], RegExp, string]> = [
       [["vm", "exec", "--bogus", "web"], /^error: unknown option '--bogus'$/, "aether vm exec [options] <vm> <argv...>"],

@@ -1,11 +1,24 @@
 // Every command connects the same way: --address, else AETHER_HOST, the client config, the default socket.
-import { connect, type AetherClient } from "@aether/sdk";
+import { Code, ConnectError, connect, type AetherClient } from "@aether/sdk";
 import { fail } from "./exit-codes.js";
 
 export interface GlobalOptions {
   address?: string;
   /** What answers there, for error sentences (default aetherd; the cluster commands: aether-aggregator). */
   peer?: string;
+}
+
+/**
+ * A cluster command that reached an aetherd instead of the aggregator (aetherd answers the
+ * aggregator's service with UNIMPLEMENTED, saying it is an aetherd): says where the aggregator's
+ * address goes. An UNIMPLEMENTED from the aggregator itself is left as it is.
+ */
+function notTheAggregator(err: unknown, address: string): unknown {
+  if (!(err instanceof ConnectError) || err.code !== Code.Unimplemented || !err.rawMessage.includes("in this aetherd")) return err;
+  return new ConnectError(
+    `${address} is an aetherd, not aether-aggregator: give the aggregator's address with --aggregator or AETHER_AGGREGATOR (e.g. aether cluster --aggregator unix:///run/aether/aggregator.sock nodes).`,
+    Code.Unimplemented,
+  );
 }
 
 /** Connects, runs the command's work, closes, and turns any error into a message and an exit code. */
@@ -19,7 +32,7 @@ export async function withClient(globals: GlobalOptions, work: (aether: AetherCl
     await work(aether);
   } catch (err) {
     aether?.close();
-    fail(err);
+    fail(aether !== undefined && globals.peer === "aether-aggregator" ? notTheAggregator(err, aether.address) : err);
   }
   aether.close();
 }
