@@ -2,7 +2,8 @@
 // real under TCG: a guest that wrote data to its disk and keeps dirtying memory moves with its disk
 // and never notices (same boot id, uptime and counter going on, the data there), and nothing of it is
 // left on the source; a target QEMU killed mid-mirror cancels the migration: the guest keeps running
-// on the source and the target is clean. Bad requests are refused with a sentence.
+// on the source and the target is clean. Bad requests are refused with a sentence. The way back is
+// `aether vm migrate --json`.
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
@@ -12,6 +13,7 @@ import { VolumeFormat } from "@aether/sdk/gen/aether/storage/v1/storage_pb";
 import { isRunning, startDaemon, stopWorkloads, type TestDaemon } from "./helpers/daemon.js";
 import { rejectsWith } from "./helpers/assertions.js";
 import { guestImage } from "./helpers/guest.js";
+import { runCommand } from "./helpers/run.js";
 
 const MiB = 1024n * 1024n;
 const text = (b: Uint8Array) => new TextDecoder().decode(b).trim();
@@ -183,8 +185,24 @@ describe("live migration", () => {
       "the VM's cell is freed on the source",
     );
 
-    await target.vm.deleteVm({ vm: "mover", force: true });
-    await target.storage.deleteVolume({ volume: "mover-data" });
+    // And back with the CLI: --json prints the finished migration; the guest still has not rebooted.
+    const back = await runCommand("aether", ["vm", "migrate", "mover", "--to", a.address, "--max-downtime", "200ms", "--json"], {
+      env: { AETHER_HOST: b.address },
+      timeoutMs: 120_000,
+    });
+    assert.equal(back.code, 0, back.stderr);
+    const printed = JSON.parse(back.stdout) as { state: string; phase: string; downtime: string; target: string };
+    assert.equal(printed.state, "MIGRATION_STATE_SUCCEEDED");
+    assert.equal(printed.target, a.address);
+    assert.match(printed.downtime, /^\d+(\.\d+)?s$/);
+    await waitReady(source, "mover");
+    assert.equal(await sh(source, "mover", "cat /proc/sys/kernel/random/boot_id"), bootId, "same boot id after the way back");
+    assert.equal(await sh(source, "mover", "dd if=/dev/vda bs=1M skip=64 count=4 2>/dev/null | sha256sum"), digest);
+    assert.deepEqual((await target.vm.listVms({})).vms, [], "nothing left on the node it left");
+    assert.deepEqual((await target.storage.listVolumes({})).volumes, []);
+
+    await source.vm.deleteVm({ vm: "mover", force: true });
+    await source.storage.deleteVolume({ volume: "mover-data" });
   });
 
   it("a target QEMU killed mid-mirror cancels the migration: the guest runs on the source, the target is clean", async () => {

@@ -1,4 +1,4 @@
-// aether vm create|start|stop|pause|resume|delete|list|get|wait|exec|console|logs: virtual machines.
+// aether vm create|start|stop|pause|resume|delete|list|get|wait|exec|console|logs|migrate: virtual machines.
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import type { Command } from "commander";
@@ -8,6 +8,7 @@ import { EXIT } from "../exit-codes.js";
 import { durationOption, toDuration, uint32, uint64 } from "../numbers.js";
 import { age, bytes, printFields, printJson, printTable } from "../output.js";
 import { startProgress } from "../progress.js";
+import { vmMigrateCommand } from "./vm-migrate.js";
 import { parseBytes } from "../units.js";
 
 const state = (s: vmApi.VmState) => vmApi.VmState[s].toLowerCase();
@@ -158,6 +159,7 @@ export function vmCommands(program: Command): void {
     });
 
   /** A command that targets one VM by id or name. */
+  vmMigrateCommand(vm, globals);
   const simple = (cmd: string, description: string) =>
     vm
       .command(cmd)

@@ -1,0 +1,97 @@
+// aether vm migrate VM --to ADDRESS: live migration of a running VM, with its disks, to another
+// aetherd; a progress line on a terminal (phase, bytes, dirty rate, throttle), then one line or --json.
+import type { Command } from "commander";
+import { vm as vmApi } from "@aether/sdk";
+import { withClient, type GlobalOptions } from "../client.js";
+import { EXIT } from "../exit-codes.js";
+import { durationOption, toDuration } from "../numbers.js";
+import { bytes, printJson } from "../output.js";
+import { startProgress } from "../progress.js";
+import { parseBytes } from "../units.js";
+
+interface MigrateOptions {
+  to: string;
+  bandwidth?: bigint;
+  maxDowntime: number;
+  autoConverge: boolean;
+  timeout: number;
+  tenant: string;
+  json?: boolean;
+}
+
+const ms = (d: { seconds: bigint; nanos: number } | undefined) => (d ? Number(d.seconds) * 1000 + Math.round(d.nanos / 1e6) : 0);
+
+/** One line of progress: the phase and what it is moving. */
+export function describeProgress(m: vmApi.Migration): string {
+  const phase = vmApi.MigrationPhase[m.phase]?.toLowerCase() ?? "starting";
+  const disk = m.diskTransferredBytes + m.diskRemainingBytes;
+  const parts = [`${m.vmName} → ${m.target}: ${phase}`];
+  if (disk > 0n) parts.push(`disks ${bytes(m.diskTransferredBytes)}/${bytes(disk)}`);
+  if (m.memoryTransferredBytes > 0n) parts.push(`memory ${bytes(m.memoryTransferredBytes)} sent, ${bytes(m.memoryRemainingBytes)} left`);
+  if (m.dirtyRateBytesPerSecond > 0n) parts.push(`dirtied ${bytes(m.dirtyRateBytesPerSecond)}/s`);
+  if (m.cpuThrottlePercent > 0) parts.push(`throttle ${m.cpuThrottlePercent}%`);
+  if (ms(m.expectedDowntime) > 0) parts.push(`expected downtime ${ms(m.expectedDowntime)} ms`);
+  return parts.join(" · ");
+}
+
+export function vmMigrateCommand(vm: Command, globals: () => GlobalOptions): void {
+  vm.command("migrate")
+    .description("live-migrate a running VM, with its disks, to another aetherd; the guest keeps running")
+    .argument("<vm>", "id or name")
+    .requiredOption("--to <address>", "the target aetherd: unix:///path.sock or https://host:port")
+    .option("--bandwidth <size>", "cap memory and disk copies at this many bytes per second, e.g. 100M (default: no cap)", parseBytes)
+    .addOption(durationOption("--max-downtime <duration>", "longest pause of the guest at the switchover", 300))
+    .option("--no-auto-converge", "never slow the guest's vCPUs down to let the memory copy catch up")
+    .addOption(durationOption("-t, --timeout <duration>", "cancel the migration (the guest stays here) after this long", 600_000))
+    .option("--tenant <tenant>", "tenant to resolve a name in", "")
+    .option("--json", "print the finished migration as JSON")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  aether vm migrate web --to unix:///run/aether/node-b.sock
+  aether vm migrate web --to https://node-b:7443 --bandwidth 200M --max-downtime 100ms
+  aether vm migrate web --to https://node-b:7443 --no-auto-converge --timeout 2m --json
+
+A migration that fails before the switchover is cancelled: the guest keeps running here, the target
+is cleaned up, and the command exits 1 with the reason (also the VM's state reason).`,
+    )
+    .action(async (ref: string, o: MigrateOptions) =>
+      withClient(globals(), async (aether) => {
+        const json = o.json === true;
+        const { migration } = await aether.vm.migrateVm({
+          vm: ref,
+          tenant: o.tenant,
+          target: o.to,
+          options: {
+            maxBandwidthBytesPerSecond: o.bandwidth ?? 0n,
+            maxDowntime: toDuration(o.maxDowntime),
+            autoConverge: o.autoConverge,
+            timeout: toDuration(o.timeout),
+          },
+        });
+        if (!migration) throw new Error("aetherd answered MigrateVm without a migration");
+        const progress = startProgress(describeProgress(migration), json);
+        let last = migration;
+        try {
+          for await (const r of aether.vm.watchMigration({ migration: migration.id, tenant: o.tenant })) {
+            if (!r.migration) continue;
+            last = r.migration;
+            progress?.update(describeProgress(last));
+          }
+        } catch (err) {
+          progress?.stop();
+          throw err;
+        }
+        const ok = last.state === vmApi.MigrationState.SUCCEEDED;
+        const summary = ok
+          ? `${last.vmName} runs on ${last.target}: moved in ${(ms(last.totalTime) / 1000).toFixed(1)} s, guest paused ${ms(last.downtime)} ms`
+          : `${last.vmName} was not migrated: ${last.stateReason}`;
+        if (ok) progress?.succeed(summary);
+        else progress?.fail(summary);
+        if (json) printJson(vmApi.MigrationSchema, last);
+        else if (!progress) (ok ? process.stdout : process.stderr).write(`${ok ? "" : "aether: "}${summary}\n`);
+        if (!ok) process.exitCode = EXIT.failed;
+      }),
+    );
+}
