@@ -52,6 +52,9 @@ import {
 import { nodeAddress, nodeId as checkNodeId } from "../validate.js";
 import { formatMs } from "../auction/auction.js";
 import { compareStrings, KeyedMutex } from "../util.js";
+import { lifecycleName, lifecycleOnRegister, POWERING_OFF } from "./lifecycle.js";
+
+export { lifecycleName };
 
 export const NODES_PREFIX = "nodes/";
 /** Label the aggregator sets on a node that rejoined after being fenced: its member generation (2, 3, ...). */
@@ -68,31 +71,6 @@ export interface Rejoin {
 const nodeKey = (id: string) => `${NODES_PREFIX}${id}`;
 
 const iso = (ms: number) => new Date(ms).toISOString();
-
-/** The lifecycle's name as people read it: "ON_DUTY", "DRAINED". */
-export const lifecycleName = (l: NodeLifecycle) => NodeLifecycle[l] ?? String(l);
-
-/** Lifecycles in which the aggregator itself is switching the node off: its silence is expected. */
-const POWERING_OFF = new Set([NodeLifecycle.SHUTTING_DOWN, NodeLifecycle.DECOMMISSIONED]);
-
-/** The lifecycle a registration leaves a node in (the record before it, and whether it rejoins after a fence). */
-function lifecycleOnRegister(existing: Node | undefined, rejoining: boolean): { lifecycle: NodeLifecycle; reason: string } | undefined {
-  if (existing === undefined) return { lifecycle: NodeLifecycle.JOINING, reason: "registered; on duty once its registration is complete." };
-  switch (existing.lifecycle) {
-    case NodeLifecycle.DECOMMISSIONED:
-      return {
-        lifecycle: NodeLifecycle.DRAINED,
-        reason: `registered again after it was shut down (${iso(msOf(existing.lifecycleTime))}); it takes no workloads until aether cluster uncordon ${existing.name}.`,
-      };
-    case NodeLifecycle.ON_DUTY:
-    case NodeLifecycle.UNSPECIFIED:
-      return rejoining
-        ? { lifecycle: NodeLifecycle.JOINING, reason: "rejoining after a fence; on duty once its stale workloads are released." }
-        : undefined;
-    default:
-      return undefined;
-  }
-}
 
 export class NodeRegistry {
   private nodes = new Map<string, Node>();
