@@ -2,7 +2,8 @@
 // real under TCG: a guest that wrote data to its disk and keeps dirtying memory moves with its disk
 // and never notices (same boot id, uptime and counter going on, the data there), and nothing of it is
 // left on the source; a target QEMU killed mid-mirror cancels the migration: the guest keeps running
-// on the source and the target is clean. Bad requests are refused with a sentence. The way back is
+// on the source and the target is clean, and so does a kill -9 of the target aetherd (its restart
+// removes the incoming copy). Bad requests are refused with a sentence. The way back is
 // `aether vm migrate --json`.
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
@@ -239,5 +240,45 @@ describe("live migration", () => {
 
     await source.vm.deleteVm({ vm: "stayer", force: true });
     await source.storage.deleteVolume({ volume: "stayer-data" });
+  });
+
+  it("kill -9 of the target aetherd mid-mirror: the guest keeps running on the source; the restarted target removes its copy", async () => {
+    const before = await bootGuest(source, "orphan");
+    await sh(source, "orphan", "dd if=/dev/urandom of=/dev/vda bs=1M count=16 conv=fsync 2>/dev/null");
+    const { migration } = await source.vm.migrateVm({
+      vm: "orphan",
+      target: b.address,
+      options: { maxBandwidthBytesPerSecond: 1n * MiB },
+    });
+    let incomingPid = 0;
+    let killing: Promise<void> | undefined;
+    const reports = await follow(source, migration?.id ?? "", (m) => {
+      if (m.phase !== vmApi.MigrationPhase.STORAGE || killing) return;
+      killing = target.vm.getVm({ vm: "orphan" }).then(async ({ vm }) => {
+        incomingPid = vm?.pid ?? 0;
+        await b.kill9();
+      });
+    });
+    await killing;
+    const last = reports.at(-1);
+    assert.ok(incomingPid > 0, "the target's QEMU ran when its aetherd was killed");
+    assert.equal(last?.state, vmApi.MigrationState.FAILED);
+    assert.match(last?.stateReason ?? "", /the target aetherd stopped answering/);
+    const vm = (await source.vm.getVm({ vm: "orphan" })).vm;
+    assert.equal(vm?.state, vmApi.VmState.RUNNING);
+    assert.equal(vm?.pid, before.pid, "the same QEMU runs the guest");
+    assert.equal(await sh(source, "orphan", "echo alive"), "alive", "the guest answers on the source");
+
+    // The target's QEMU outlived its aetherd (by design); the restarted aetherd removes the incoming copy.
+    assert.ok(isRunning(incomingPid), "the incoming QEMU outlived the target aetherd");
+    b = await startDaemon({ dir: join(b.stateDir, ".."), cgroupRoot: b.cgroupRoot });
+    target = await b.client();
+    assert.deepEqual((await target.vm.listVms({})).vms, [], "no VM on the restarted target");
+    assert.deepEqual((await target.storage.listVolumes({})).volumes, [], "no volume on the restarted target");
+    assert.equal(isRunning(incomingPid), false, "the incoming QEMU was ended");
+    assert.equal(existsSync(join(b.stateDir, "vms", before.id)), false, "no VM folder on the target");
+
+    await source.vm.deleteVm({ vm: "orphan", force: true });
+    await source.storage.deleteVolume({ volume: "orphan-data" });
   });
 });

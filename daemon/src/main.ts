@@ -183,6 +183,7 @@ async function run(flags: ConfigFlags): Promise<void> {
     connectTarget: (address) => outgoing.connectTarget(address),
     log: log.child({ room: "migration" }),
   });
+  outgoing.inDoubt = (vm) => migrationRecovery.later(vm);
   // One instance of each handler: the RPCs and the auction's provisioning share them.
   const handlers = {
     runtime: executableService(supervisor, (cell, tenant) => cells.placement(cell, tenant), tenantIds),

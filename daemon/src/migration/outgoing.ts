@@ -57,6 +57,8 @@ export interface Migration {
 }
 
 const POLL_MS = 100;
+/** How often the target aetherd is asked whether it still holds the incoming VM, before the switchover. */
+const TARGET_CHECK_MS = 1000;
 const KEEP_ENDED_MS = 3600_000;
 /** The target waits this much longer than the migration's own timeout before it removes its copy on its own. */
 const TARGET_GRACE_MS = 60_000;
@@ -70,6 +72,8 @@ export class OutgoingMigrations {
   private readonly all = new Map<string, Migration>();
   /** Emits "change" with the migration id on every update. */
   readonly changes = new EventEmitter();
+  /** Called with a VM whose migration is in doubt (the target did not answer at the switchover): asked again later. */
+  inDoubt: (vm: VmRecord) => void = () => undefined;
 
   constructor(
     private readonly o: {
@@ -165,6 +169,17 @@ export class OutgoingMigrations {
     let target: Target | undefined;
     let mirrors = 0;
     let memoryStarted = false;
+    // Before the switchover the target aetherd must still hold the incoming VM: a target that died or
+    // forgot it (a restart removes it) cancels the migration while the guest is still running here.
+    let checkedAt = Date.now();
+    const checkTarget = async (force = false) => {
+      if (!target || (!force && Date.now() - checkedAt < TARGET_CHECK_MS)) return;
+      checkedAt = Date.now();
+      const { state } = await target.migration.queryIncoming({ migrationId: m.id }, { timeoutMs: 3000 }).catch((err: unknown) => {
+        throw new Error(`the target aetherd stopped answering (${describe(err)})`);
+      });
+      if (state !== IncomingState.PREPARED) throw new Error("the target aetherd no longer holds the incoming VM");
+    };
     try {
       // Write-ahead: from here a crash is settled by recovery.ts (cancel: the guest stays here).
       vm.runtime.intent = {
@@ -209,10 +224,12 @@ export class OutgoingMigrations {
         this.update(m, { diskTransferredBytes: p.transferredBytes, diskRemainingBytes: p.remainingBytes });
         if (p.ready) break;
         checkTime();
+        await checkTarget();
         await sleep(POLL_MS);
       }
 
       this.update(m, { phase: "memory", reason: "copying the guest's memory while it runs" });
+      await checkTarget(true);
       memoryStarted = true;
       await startMemory(qmp, prepared.migrationUri, m.options);
       let last: MemoryProgress;
@@ -231,6 +248,7 @@ export class OutgoingMigrations {
         if (status === "failed" || status === "cancelled")
           throw new Error(`QEMU's migration ${status}${last.error ? `: ${last.error}` : ""}`);
         checkTime();
+        if (status === "active") await checkTarget();
         await sleep(status === "active" ? POLL_MS : 10);
       }
 
@@ -264,12 +282,13 @@ export class OutgoingMigrations {
                   "failed",
                   `the live migration to ${m.target} failed at the switchover (${why}); the guest kept running here`,
                 ),
-          (e: Error) =>
-            this.finish(
-              m,
-              "failed",
-              `the live migration to ${m.target} is in doubt (${why}; ${e.message}); the guest stays paused here until ${m.target} answers`,
-            ),
+          async (e: Error) => {
+            const reason = `the live migration to ${m.target} is in doubt (${why}; ${describe(e)}); the guest stays paused here until ${m.target} answers`;
+            await hooks.setState(vm, vm.runtime.state, reason).catch(() => undefined);
+            this.finish(m, "failed", reason);
+            hooks.release(vm);
+            this.inDoubt(vm);
+          },
         );
       } else if (step === "committed") {
         await removeMigrated(hooks, this.o.storage, vm, m.target, log).catch((e: Error) =>

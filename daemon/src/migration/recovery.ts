@@ -37,6 +37,11 @@ export class MigrationRecovery {
     }
   }
 
+  /** Settles the VM's migration later (a migration in doubt: the target did not answer at the switchover). */
+  later(vm: VmRecord): void {
+    this.retry(vm, new Error("the target did not answer at the switchover"));
+  }
+
   private retry(vm: VmRecord, err: Error): void {
     this.o.log.warn(
       { vm: vm.spec.name, err: err.message, retryMs: RETRY_MS },
