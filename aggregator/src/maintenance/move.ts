@@ -4,7 +4,8 @@
 // on its new node only once the old copy is released; if the move fails it is PLACED where it was.
 // A replica that takes over settles a MOVING placement it finds (settleMoving): forward when the
 // target is live (it holds or re-creates the copy with the same request_id, then the source
-// releases it), else back on the source. Either way one copy runs.
+// releases it), else back on the source; a VM by asking its source for the move's migration again
+// (same request_id) and following it to its end. Either way one copy runs.
 import { randomUUID } from "node:crypto";
 import { clone, create } from "@bufbuild/protobuf";
 import {
@@ -22,7 +23,8 @@ import { describeError, duration, preciseNow, timestamp } from "@aether/server";
 import type { Context } from "../context.js";
 import type { NewEvent } from "../events/events.js";
 import { resourceIdOf, type AuctionRunner } from "../auction/run.js";
-import { CannotMove, moversFor, type Mover } from "./movers.js";
+import { CannotMove, migrateVm, migrationRequestId, moversFor, type Mover } from "./movers.js";
+import { MigrationState, VmState } from "@aether/sdk/gen/aether/vm/v1/vm_pb";
 
 /** How many targets a move is tried on before the workload stays where it is. */
 export const MOVE_ATTEMPTS = 2;
@@ -200,6 +202,43 @@ export class Moves {
     throw new MoveFailed(sentence);
   }
 
+  /**
+   * Where a VM left MOVING is: the source is asked again for the move's migration (same request_id:
+   * the one under way or ended, or it starts now) and followed to its end; when the source cannot
+   * answer, the node that has the VM keeps it. Never provisions a VM again (it may run elsewhere).
+   */
+  private async settleVm(
+    placement: WorkloadPlacement,
+    from: Node | undefined,
+    to: Node | undefined,
+  ): Promise<{ node: Node; resourceId: string; forward: boolean } | undefined> {
+    if (from && to) {
+      try {
+        const m = await migrateVm(this.ctx, placement, from, to, migrationRequestId(placement.auctionId, to.id));
+        if (m.state === MigrationState.SUCCEEDED) return { node: to, resourceId: m.vmId, forward: true };
+        if (m.state === MigrationState.FAILED) return { node: from, resourceId: placement.resourceId, forward: false };
+      } catch (err) {
+        this.ctx.log.warn(
+          { workload: placement.workloadId, err: describeError(err) },
+          "could not follow the VM's migration; looking for the VM",
+        );
+      }
+    }
+    for (const [node, forward] of [
+      [to, true],
+      [from, false],
+    ] as const) {
+      if (!node) continue;
+      const found = await this.ctx.clients
+        .vm(node)
+        .getVm({ vm: placement.resourceId, tenant: placement.tenant }, { timeoutMs: 10_000 })
+        .then((r) => r.vm)
+        .catch(() => undefined);
+      if (found && found.state !== VmState.STOPPED && found.state !== VmState.FAILED) return { node, resourceId: found.id, forward };
+    }
+    return undefined;
+  }
+
   /** After a takeover: settles a placement a previous leader left MOVING (see the top of this file). */
   async settleMoving(current: WorkloadPlacement): Promise<void> {
     await this.ctx.book.track(current.workloadId, async () => {
@@ -224,7 +263,16 @@ export class Moves {
               .then(() => undefined)
           : Promise.resolve();
       let kept: { node: Node; resourceId: string; forward: boolean } | undefined;
-      if (to && this.ctx.registry.isLive(to, Date.now()) && spec.kind.case === "executable") {
+      if (spec.kind.case === "vm") {
+        kept = await this.settleVm(placement, from, to);
+        if (!kept) {
+          this.ctx.log.warn(
+            { workload: placement.workloadId, from: placement.node, to: placement.targetNode },
+            "a VM left MOVING by the previous leader cannot be located yet; it stays MOVING",
+          );
+          return;
+        }
+      } else if (to && this.ctx.registry.isLive(to, Date.now()) && spec.kind.case === "executable") {
         try {
           const response = await provision(to);
           await release(from);

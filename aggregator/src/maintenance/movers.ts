@@ -5,13 +5,17 @@
 // - an executable: its new copy is started on the target first (ExecuteProvisioning, the workload
 //   id as request_id) and must be RUNNING; only then is the old one released on the source. If the
 //   old copy cannot be released, the new one is released again and the workload stays on the source.
-// - a VM: live migration, VmService.MigrateVm on the source node. That RPC is being built (issue 14,
-//   items 1 to 4); until it is wired in here (VM_LIVE_MIGRATION below) a VM cannot move and the
-//   drain stops with a sentence saying so, the VM running where it was.
+// - a VM: live migration, VmService.MigrateVm on the source node to the target's address, followed
+//   with WatchMigration to SUCCEEDED (the guest runs on the target, nothing is left on the source)
+//   or FAILED (cancelled before the switchover: it runs on the source as before). A source whose
+//   aetherd answers UNIMPLEMENTED (no live migration there) stops the drain with a sentence saying
+//   the VM cannot be live-migrated; it keeps running where it was. The request_id of a move is its
+//   auction and target, so a replica that takes over asks again and follows the same migration.
 // - a cell: its contents are started by its owner, so the aggregator cannot move it; the drain stops.
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Node, WorkloadPlacement, WorkloadSpec } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { ExecutableState } from "@aether/sdk/gen/aether/runtime/v1/runtime_pb";
+import { MigrationState, type Migration } from "@aether/sdk/gen/aether/vm/v1/vm_pb";
 import { describeError, duration } from "@aether/server";
 import type { Context } from "../context.js";
 import { resourceIdOf } from "../auction/run.js";
@@ -109,28 +113,74 @@ export class ExecutableMover implements Mover {
 }
 
 /**
- * THE HOOK for VM live migration: moves a running VM from `step.from` to `step.to` with
- * VmService.MigrateVm on the source node (and WatchMigration until SUCCEEDED or FAILED), resolving
- * once the guest runs on the target and nothing of it is left on the source. Undefined while the
- * aggregator has no way to call it (MigrateVm is not in aether.vm.v1 yet): VMs then cannot move.
+ * The hook for VM live migration: moves a running VM from `step.from` to `step.to`, resolving once
+ * the guest runs on the target and nothing of it is left on the source; throws when it did not
+ * move (the guest still runs on the source). liveMigration() below is the real one.
  */
 export type VmLiveMigration = (step: MoveStep) => Promise<Moved>;
 
-/** Set this when VmService.MigrateVm can be called from the aggregator; see VmLiveMigration. */
-export const VM_LIVE_MIGRATION: VmLiveMigration | undefined = undefined;
+/** The request_id of a move's migration: its auction and its target (at most 128 characters, no '/'). */
+export const migrationRequestId = (auctionId: string, targetNode: string) => `${auctionId}:${targetNode}`.slice(0, 128);
+
+/** How long a live migration may run before the drain gives up on it (its own timeout is the source's). */
+const MIGRATION_WATCH_MS = 30 * 60_000;
+
+/**
+ * Live-migrates a VM with VmService.MigrateVm on the source node and follows it with WatchMigration
+ * until it ends; resolves with how it ended (the source aetherd guarantees one running copy).
+ */
+export async function migrateVm(ctx: Context, placement: WorkloadPlacement, from: Node, to: Node, requestId: string): Promise<Migration> {
+  const vms = ctx.clients.vm(from);
+  const started = await vms.migrateVm(
+    { vm: placement.resourceId || placement.name, tenant: placement.tenant, target: to.address, requestId },
+    { timeoutMs: 60_000 },
+  );
+  let last = started.migration;
+  if (!last) throw new Error(`node ${from.id} answered MigrateVm without a migration`);
+  if (last.state === MigrationState.RUNNING) {
+    for await (const r of vms.watchMigration({ migration: last.id, tenant: placement.tenant }, { timeoutMs: MIGRATION_WATCH_MS })) {
+      if (r.migration) last = r.migration;
+      if (last.state !== MigrationState.RUNNING) break;
+    }
+  }
+  return last;
+}
+
+const ms = (d: { seconds: bigint; nanos: number } | undefined) => (d ? Number(d.seconds) * 1000 + d.nanos / 1e6 : 0);
+
+/** VMs move by live migration through the source node's VmService.MigrateVm. */
+export function liveMigration(ctx: Context): VmLiveMigration {
+  return async ({ placement, from, to, auctionId }) => {
+    const migration = await migrateVm(ctx, placement, from, to, migrationRequestId(auctionId, to.id));
+    if (migration.state !== MigrationState.SUCCEEDED) {
+      throw new Error(
+        `the live migration to ${to.id} ${migration.state === MigrationState.FAILED ? "failed" : "did not end"}${migration.stateReason ? ` (${migration.stateReason.replace(/\.$/, "")})` : ""}; the VM keeps running on ${from.id}`,
+      );
+    }
+    return {
+      resourceId: migration.vmId,
+      attributes: {
+        how: "live_migration",
+        migration: migration.id,
+        downtime_ms: ms(migration.downtime).toFixed(1),
+        migration_ms: ms(migration.totalTime).toFixed(1),
+      },
+    };
+  };
+}
 
 /** The sentence for a VM whose source node cannot live-migrate it (no MigrateVm, or UNIMPLEMENTED). */
 export function vmCannotMigrate(placement: WorkloadPlacement, from: Node, why: string): string {
   return `VM ${placement.name} (tenant ${placement.tenant}) cannot be live-migrated off node ${from.id} (${from.name}): ${why}; it stays running there. Stop or release it (aether cluster release ${placement.name}), then drain again`;
 }
 
-/** VMs: live migration through the hook above. */
+/** VMs: live migration through the hook (liveMigration, unless a test gives another). */
 export class VmMover implements Mover {
-  constructor(private readonly migrate: VmLiveMigration | undefined = VM_LIVE_MIGRATION) {}
+  constructor(private readonly migrate: VmLiveMigration | undefined) {}
 
   check(placement: WorkloadPlacement, from: Node): void {
     if (this.migrate === undefined)
-      throw new CannotMove(vmCannotMigrate(placement, from, "this aether-aggregator has no VmService.MigrateVm to call yet"));
+      throw new CannotMove(vmCannotMigrate(placement, from, "this aether-aggregator has no way to live-migrate VMs"));
   }
 
   async move(step: MoveStep): Promise<Moved> {
@@ -163,5 +213,5 @@ export class CellMover implements Mover {
 
 /** The mover for each kind of workload. */
 export function moversFor(ctx: Context): Record<"executable" | "vm" | "cell", Mover> {
-  return { executable: new ExecutableMover(ctx), vm: new VmMover(), cell: new CellMover() };
+  return { executable: new ExecutableMover(ctx), vm: new VmMover(liveMigration(ctx)), cell: new CellMover() };
 }

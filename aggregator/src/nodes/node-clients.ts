@@ -1,4 +1,5 @@
-// Clients of the nodes' BidService: one HTTP/2 connection per node (name and address), reused by every auction.
+// Clients of the nodes' BidService (and VmService on the same connection, for a drain's live migrations): one HTTP/2
+// connection per node (name and address), reused by every auction.
 // unix:///path.sock is a local aetherd; https://host:port is aetherd's TCP listener, which requires
 // a client certificate from the cluster CA (--node-tls-ca/--node-tls-cert/--node-tls-key); plain
 // http://127.0.0.1:port is accepted on loopback (tests, benches). Every call carries a timeout.
@@ -13,6 +14,7 @@ import { checkServerIdentity, type PeerCertificate } from "node:tls";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createConnectTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { BidService } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
+import { VmService } from "@aether/sdk/gen/aether/vm/v1/vm_pb";
 import { nodeAddress } from "../validate.js";
 
 /** TLS material for https:// node addresses: PEM text or file paths. */
@@ -35,6 +37,8 @@ export interface NodeTarget {
 
 interface Connection {
   client: Client<typeof BidService>;
+  /** VmService on the same connection: a drain live-migrates VMs with it (MigrateVm, WatchMigration). */
+  vm: Client<typeof VmService>;
   sessions: Http2SessionManager;
 }
 
@@ -51,13 +55,22 @@ export class NodeClients {
 
   /** The BidService client for a registered node (its address was validated at registration). */
   bid(node: NodeTarget): Client<typeof BidService> {
+    return this.connection(node).client;
+  }
+
+  /** The VmService client for a registered node, on the same connection (same identity checks). */
+  vm(node: NodeTarget): Client<typeof VmService> {
+    return this.connection(node).vm;
+  }
+
+  private connection(node: NodeTarget): Connection {
     const key = `${node.name}\n${node.address}`;
     let connection = this.connections.get(key);
     if (!connection) {
       connection = this.open(node);
       this.connections.set(key, connection);
     }
-    return connection.client;
+    return connection;
   }
 
   private open(node: NodeTarget): Connection {
@@ -79,7 +92,7 @@ export class NodeClients {
       });
     }
     const transport = createConnectTransport({ baseUrl, httpVersion: "2", useBinaryFormat: true, sessionManager: sessions });
-    return { client: createClient(BidService, transport), sessions };
+    return { client: createClient(BidService, transport), vm: createClient(VmService, transport), sessions };
   }
 
   /** Why a node's certificate does not speak for the registered node, or undefined when it does. */
