@@ -1,7 +1,8 @@
 // Maintenance mode with the aggregator in-process, fake nodes and a fake fencer: a drained node is
 // still fenced when it goes silent; a shutdown ends DECOMMISSIONED (and then its silence fences
-// nothing) or, unconfirmed, DRAINED again with the sentence; a VM (no live migration to call yet)
-// and a cell stop a drain and stay where they are. And redfishShutdown: graceful, then forced.
+// nothing) or, unconfirmed, DRAINED again with the sentence; a VM whose node cannot live-migrate
+// (UNIMPLEMENTED) and a cell stop a drain and stay where they are. And redfishShutdown: graceful,
+// then forced.
 import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
@@ -210,7 +211,7 @@ describe("maintenance mode in the aggregator (in-process)", () => {
     assert.ok((await events()).some((e) => e.kind === ClusterEventKind.NODE_SHUTDOWN_FAILED && e.node === "stuck-bmc"));
   });
 
-  it("a VM (no live migration to call yet) and a cell stop the drain with a sentence and stay where they are", async () => {
+  it("a VM whose node cannot live-migrate (UNIMPLEMENTED) and a cell stop the drain with a sentence and stay where they are", async () => {
     await node("host-a", 900);
     await node("host-b", 100);
     const vm = await agg.deploy(create(DeployRequestSchema, { spec: { name: "vm-1", kind: { case: "vm", value: { name: "vm-1" } } } }));
@@ -219,7 +220,7 @@ describe("maintenance mode in the aggregator (in-process)", () => {
     assert.equal(error?.code, Code.FailedPrecondition);
     assert.match(
       error?.rawMessage ?? "",
-      /VM vm-1 \(tenant default\) cannot be live-migrated off node host-a \(host-a\): .*MigrateVm.*; it stays running there/,
+      /VM vm-1 \(tenant default\) cannot be live-migrated off node host-a \(host-a\): its aetherd answers MigrateVm with UNIMPLEMENTED .*; it stays running there/,
     );
     assert.equal((await agg.getPlacement(create(GetPlacementRequestSchema, { workload: "vm-1" }))).placement.node, "host-a");
     assert.equal((await find("host-a"))?.lifecycle, NodeLifecycle.CORDONED);
