@@ -2,8 +2,8 @@
 // real under TCG: a guest that wrote data to its disk and keeps dirtying memory moves with its disk
 // and never notices (same boot id, uptime and counter going on, the data there), and nothing of it is
 // left on the source; a target QEMU killed mid-mirror cancels the migration: the guest keeps running
-// on the source and the target is clean, and so does a kill -9 of the target aetherd (its restart
-// removes the incoming copy). Bad requests are refused with a sentence. The way back is
+// on the source and the target is clean, and so do a target that refuses and a kill -9 of either
+// aetherd (a restarted source cancels, a restarted target removes the incoming copy). Bad requests are refused with a sentence. The way back is
 // `aether vm migrate --json`.
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Code, vm as vmApi, type AetherClient } from "@aether/sdk";
 import { VolumeFormat } from "@aether/sdk/gen/aether/storage/v1/storage_pb";
-import { isRunning, startDaemon, stopWorkloads, type TestDaemon } from "./helpers/daemon.js";
+import { eventually, isRunning, startDaemon, stopWorkloads, type TestDaemon } from "./helpers/daemon.js";
 import { rejectsWith } from "./helpers/assertions.js";
 import { guestImage } from "./helpers/guest.js";
 import { runCommand } from "./helpers/run.js";
@@ -137,6 +137,16 @@ describe("live migration", () => {
     const uptimeBefore = Number((await sh(source, "mover", "cat /proc/uptime")).split(" ")[0]);
     assert.ok(counterBefore > 0, "the loop runs");
 
+    // The target refuses (a volume of that name is there already): nothing happens to the guest.
+    await target.storage.createVolume({ name: "mover-data", source: { case: "empty", value: { sizeBytes: MiB } } });
+    const refused = await source.vm.migrateVm({ vm: "mover", target: b.address });
+    const refusal = (await follow(source, refused.migration?.id ?? "")).at(-1);
+    assert.equal(refusal?.state, vmApi.MigrationState.FAILED);
+    assert.match(refusal?.stateReason ?? "", /failed during prepare .*mover-data.* already exists.*kept running here/);
+    assert.match((await source.vm.getVm({ vm: "mover" })).vm?.stateReason ?? "", /live migration to .* failed during prepare/);
+    assert.deepEqual((await target.vm.listVms({})).vms, [], "the refusing target made no VM");
+    await target.storage.deleteVolume({ volume: "mover-data" });
+
     const started = Date.now();
     const { migration } = await source.vm.migrateVm({ vm: "mover", target: b.address, requestId: "move-1" });
     assert.equal(migration?.state, vmApi.MigrationState.RUNNING);
@@ -240,6 +250,40 @@ describe("live migration", () => {
 
     await source.vm.deleteVm({ vm: "stayer", force: true });
     await source.storage.deleteVolume({ volume: "stayer-data" });
+  });
+
+  it("kill -9 of the source aetherd mid-mirror: its restart cancels the migration, the guest runs on, the target is cleaned", async () => {
+    const before = await bootGuest(source, "crashy");
+    await sh(source, "crashy", "dd if=/dev/urandom of=/dev/vda bs=1M count=16 conv=fsync 2>/dev/null");
+    const { migration } = await source.vm.migrateVm({ vm: "crashy", target: b.address, options: { maxBandwidthBytesPerSecond: 1n * MiB } });
+    let killing: Promise<void> | undefined;
+    await follow(source, migration?.id ?? "", (m) => {
+      if (m.phase === vmApi.MigrationPhase.STORAGE && !killing) killing = a.kill9();
+    }).catch(() => undefined); // the stream ends with the source aetherd
+    await killing;
+    assert.ok(isRunning(before.pid), "the guest's QEMU outlived its aetherd");
+    assert.equal((await target.vm.listVms({})).vms.length, 1, "the target held the incoming copy when the source died");
+
+    a = await startDaemon({ dir: join(a.stateDir, ".."), cgroupRoot: a.cgroupRoot });
+    source = await a.client();
+    const settled = await eventually(
+      async () => {
+        const v = (await source.vm.getVm({ vm: "crashy" })).vm;
+        return /cancelled: aetherd restarted/.test(v?.stateReason ?? "") ? v : undefined;
+      },
+      30_000,
+      "the restarted source to settle the migration",
+    );
+    assert.equal(settled.state, vmApi.VmState.RUNNING);
+    assert.equal(settled.pid, before.pid, "the same QEMU runs the guest");
+    assert.equal(await sh(source, "crashy", "echo alive"), "alive", "the guest answers on the source");
+    await eventually(async () => ((await target.vm.listVms({})).vms.length === 0 ? true : undefined), 10_000, "the target's copy to go");
+    assert.deepEqual((await target.storage.listVolumes({})).volumes, [], "no volume on the target");
+    // The mirror is gone from the source's QEMU: a new migration works.
+    const again = await source.vm.migrateVm({ vm: "crashy", target: b.address });
+    assert.equal((await follow(source, again.migration?.id ?? "")).at(-1)?.state, vmApi.MigrationState.SUCCEEDED);
+    await target.vm.deleteVm({ vm: "crashy", force: true });
+    await target.storage.deleteVolume({ volume: "crashy-data" });
   });
 
   it("kill -9 of the target aetherd mid-mirror: the guest keeps running on the source; the restarted target removes its copy", async () => {
