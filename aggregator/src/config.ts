@@ -83,6 +83,8 @@ export const ConfigSchema = z
     etcd_endpoints: z.array(z.string().regex(/^https?:\/\/.+/, "must be a URL such as http://127.0.0.1:2379")).default([]),
     /** Key prefix in etcd, so several clusters can share one etcd. */
     etcd_prefix: z.string().min(1).default("/aether/aggregator/"),
+    /** TLS for https:// etcd endpoints: the CA etcd's certificate chains to, and a client certificate when etcd asks for one. */
+    etcd_tls: NodeTlsSchema.default({}),
     /** How long an auction waits for bids (a Deploy may ask for another bid_timeout). */
     auction_window_ms: z.number().int().min(1).max(60_000),
     /** Node lease length; nodes heartbeat every third of it. */
@@ -123,6 +125,29 @@ export const ConfigSchema = z
         message: `must not be longer than fence_timeout_ms (${config.fence_timeout_ms})`,
       });
     }
+    if ((config.etcd_tls.cert === undefined) !== (config.etcd_tls.key === undefined)) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["etcd_tls"],
+        message: "--etcd-cert and --etcd-key go together: give both (the client certificate etcd trusts and its key) or neither",
+      });
+    }
+    const schemes = new Set(config.etcd_endpoints.map((e) => e.slice(0, e.indexOf(":"))));
+    if (schemes.size > 1) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["etcd_endpoints"],
+        message: "mixes http:// and https:// endpoints: one etcd cluster speaks either plain HTTP or TLS on its client port",
+      });
+    }
+    const etcdTlsGiven = config.etcd_tls.ca !== undefined || config.etcd_tls.cert !== undefined;
+    if (etcdTlsGiven && config.etcd_endpoints.some((e) => e.startsWith("http://"))) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["etcd_endpoints"],
+        message: "--etcd-ca/--etcd-cert are for an etcd that serves TLS: give its https:// endpoints",
+      });
+    }
     if (config.store === "etcd" && config.etcd_endpoints.length === 0) {
       ctx.addIssue({
         code: "custom",
@@ -146,6 +171,9 @@ export interface ConfigFlags {
   store?: string;
   etcdEndpoints?: string;
   etcdPrefix?: string;
+  etcdCa?: string;
+  etcdCert?: string;
+  etcdKey?: string;
   auctionWindowMs?: number;
   leaseTtlMs?: number;
   provisionTimeoutMs?: number;
@@ -218,6 +246,13 @@ export function loadConfig(flags: ConfigFlags): Config {
     ...(flags.nodeTlsCert !== undefined && { cert: flags.nodeTlsCert }),
     ...(flags.nodeTlsKey !== undefined && { key: flags.nodeTlsKey }),
   };
+  const fileEtcdTls = (file.etcd_tls ?? {}) as Record<string, unknown>;
+  const etcdTls = {
+    ...fileEtcdTls,
+    ...(flags.etcdCa !== undefined && { ca: flags.etcdCa }),
+    ...(flags.etcdCert !== undefined && { cert: flags.etcdCert }),
+    ...(flags.etcdKey !== undefined && { key: flags.etcdKey }),
+  };
   const merged = {
     socket: defaultAggregatorSocket(),
     state_dir: defaultAggregatorStateDir(),
@@ -258,6 +293,7 @@ export function loadConfig(flags: ConfigFlags): Config {
     ...(flags.fenceRetryMs !== undefined && { fence_retry_ms: flags.fenceRetryMs }),
     tcp: Object.keys(tcp).length > 0 ? tcp : undefined,
     node_tls: nodeTls,
+    etcd_tls: etcdTls,
   };
   const config = parseConfig(ConfigSchema, merged);
   config.socket = resolve(config.socket);

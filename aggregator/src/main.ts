@@ -38,7 +38,23 @@ async function openStore(config: Config): Promise<ClusterStore> {
   if (config.store === "embedded") return EmbeddedStore.open(config.state_dir);
   // Loaded on demand, so that the embedded configuration never loads the etcd client.
   const { EtcdStore } = await import("./store/etcd-store.js");
-  return new EtcdStore(config.etcd_endpoints, { prefix: config.etcd_prefix });
+  const read = (file: string | undefined, flag: string) => {
+    if (file === undefined) return undefined;
+    try {
+      return readFileSync(file, "utf8");
+    } catch (err) {
+      throw new ConfigError(`cannot read ${flag} ${file}: ${(err as Error).message}`);
+    }
+  };
+  const tls = config.etcd_tls;
+  return new EtcdStore(config.etcd_endpoints, {
+    prefix: config.etcd_prefix,
+    tls: {
+      ...(tls.ca !== undefined && { ca: read(tls.ca, "--etcd-ca (etcd_tls.ca)") }),
+      ...(tls.cert !== undefined && { cert: read(tls.cert, "--etcd-cert (etcd_tls.cert)") }),
+      ...(tls.key !== undefined && { key: read(tls.key, "--etcd-key (etcd_tls.key)") }),
+    },
+  });
 }
 
 /** The fencer on the configured BMCs (undefined when none is configured); passwords are read here. */
@@ -188,7 +204,7 @@ const program = new Command("aether-aggregator")
   .version(VERSION)
   .option(
     "-c, --config <file>",
-    "TOML config file (keys: socket, state_dir, log_level, max_message_bytes, store, etcd_endpoints, etcd_prefix, auction_window_ms, lease_ttl_ms, provision_timeout_ms, event_retention, replica, advertise, [tcp] listen/cert/key/client_ca, [node_tls] ca/cert/key, fence_timeout_ms, fence_poll_interval_ms, fence_retry_ms, [[bmcs]] node|slot/chassis/rack, endpoint, username, password_file, ca_file|insecure, profile)",
+    "TOML config file (keys: socket, state_dir, log_level, max_message_bytes, store, etcd_endpoints, etcd_prefix, [etcd_tls] ca/cert/key, auction_window_ms, lease_ttl_ms, provision_timeout_ms, event_retention, replica, advertise, [tcp] listen/cert/key/client_ca, [node_tls] ca/cert/key, fence_timeout_ms, fence_poll_interval_ms, fence_retry_ms, [[bmcs]] node|slot/chassis/rack, endpoint, username, password_file, ca_file|insecure, profile)",
   )
   .option("--socket <path>", "unix socket to serve on (default /run/aether/aggregator.sock as root)")
   .option("--state-dir <dir>", "where the embedded store and the log are kept (default /var/lib/aether-aggregator as root)")
@@ -200,6 +216,9 @@ const program = new Command("aether-aggregator")
   .option("--store <kind>", "embedded (one replica, in --state-dir) or etcd (several replicas, one leader)")
   .option("--etcd-endpoints <urls>", "comma-separated etcd endpoints, e.g. http://127.0.0.1:2379")
   .option("--etcd-prefix <prefix>", "key prefix in etcd (default /aether/aggregator/)")
+  .option("--etcd-ca <file>", "CA certificate etcd's serving certificate chains to (https:// endpoints)")
+  .option("--etcd-cert <file>", "client certificate to present to etcd (etcd --client-cert-auth)")
+  .option("--etcd-key <file>", "private key of --etcd-cert")
   .option("--auction-window-ms <ms>", "how long an auction waits for bids (default 250)", integer("--auction-window-ms"))
   .option(
     "--lease-ttl-ms <ms>",
@@ -243,6 +262,8 @@ Examples:
   aether-aggregator --bmcs /etc/aether/bmcs.toml            fence silent nodes through their BMCs
   aether-aggregator --store etcd --etcd-endpoints http://10.0.0.2:2379,http://10.0.0.3:2379 --replica agg-1 \\
       --listen 10.0.0.5:7450 --tls-cert agg.pem --tls-key agg.key --tls-client-ca ca.pem
+  aether-aggregator --store etcd --etcd-endpoints https://10.0.0.2:2379 --etcd-ca etcd-ca.pem \\
+      --etcd-cert agg.pem --etcd-key agg.key --replica agg-2 ...   etcd over mutual TLS
   aether cluster --aggregator unix:///tmp/agg.sock nodes`,
   )
   .action(async (opts: ConfigFlags) => {

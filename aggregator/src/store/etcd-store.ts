@@ -44,6 +44,11 @@ export interface EtcdStoreOptions {
   leaseTtlSeconds?: number;
   /** Upper bound on one store operation against etcd, retries included, in milliseconds; default 3000. */
   callTimeoutMs?: number;
+  /**
+   * TLS for https:// endpoints (PEM text): the CA etcd's certificate chains to (default: the
+   * system's), and the client certificate and key etcd checks with --client-cert-auth.
+   */
+  tls?: { ca?: string; cert?: string; key?: string };
 }
 
 export const DEFAULT_ETCD_PREFIX = "/aether/aggregator/";
@@ -123,7 +128,29 @@ export class EtcdStore implements ClusterStore {
     this.description = `etcd:${this.endpoints.join(",")}`;
     // Unary calls get a deadline; streams (watches, lease keep-alives) live on and reconnect.
     const defaultCallOptions: CallOptionsFactory = (context) => (context.isStream ? {} : { deadline: Date.now() + this.callTimeoutMs });
-    this.client = new Etcd3({ hosts: this.endpoints, defaultCallOptions, faultHandling: { watchBackoff: watchBackoff(0) } });
+    const tls = options.tls ?? {};
+    if ((tls.cert === undefined) !== (tls.key === undefined))
+      throw new Error("an etcd client certificate needs its key, and a key its certificate");
+    const secure = this.endpoints.every((e) => e.startsWith("https://"));
+    if (!secure && (tls.ca ?? tls.cert) !== undefined) {
+      throw new Error(
+        `TLS settings were given for etcd, but its endpoints (${this.endpoints.join(", ")}) are plain http://: use https:// endpoints`,
+      );
+    }
+    const credentials =
+      secure && (tls.ca ?? tls.cert) !== undefined
+        ? {
+            // null: gRPC's default roots (etcd3's type says Buffer, but passes it to createSsl, which takes null).
+            rootCertificate: (tls.ca !== undefined ? Buffer.from(tls.ca) : null) as Buffer,
+            ...(tls.cert !== undefined && { certChain: Buffer.from(tls.cert), privateKey: Buffer.from(tls.key ?? "") }),
+          }
+        : undefined;
+    this.client = new Etcd3({
+      hosts: this.endpoints,
+      ...(credentials && { credentials }),
+      defaultCallOptions,
+      faultHandling: { watchBackoff: watchBackoff(0) },
+    });
   }
 
   async get(key: string): Promise<string | undefined> {
