@@ -74,13 +74,15 @@ const NodeSchema = z
  * [cluster]: membership in a cluster run by aether-aggregator. Without `aggregator`, the node is on
  * its own (it still answers bids from anyone who asks).
  */
+const AggregatorAddress = z.string().regex(/^(unix:\/\/\/|https:\/\/)\S+$/, "must be unix:///path.sock or https://host:port");
+
 const ClusterSchema = z
   .object({
-    /** The aggregator to register with: unix:///path.sock or https://host:port. */
-    aggregator: z
-      .string()
-      .regex(/^(unix:\/\/\/|https:\/\/)\S+$/, "must be unix:///path.sock or https://host:port")
-      .optional(),
+    /**
+     * The aggregator to register with: unix:///path.sock or https://host:port; or a list of its
+     * replicas (etcd store), tried in turn until the leader answers.
+     */
+    aggregator: z.union([AggregatorAddress.transform((a) => [a]), z.array(AggregatorAddress).min(1).max(16)]).optional(),
     /** The address the aggregator calls this node back on; default: unix://<socket>. */
     advertise: z
       .string()

@@ -295,7 +295,7 @@ async function run(flags: ConfigFlags): Promise<void> {
   const membership = config.cluster.aggregator
     ? new Membership(
         {
-          aggregator: config.cluster.aggregator,
+          aggregators: config.cluster.aggregator,
           identity: outgoingTls(
             {
               names: { ca: "[cluster] ca", cert: "[cluster] cert", key: "[cluster] key" },
