@@ -1,34 +1,86 @@
-// The cluster across hosts, simulated by network namespaces (issue 21): aether-aggregator and two
-// aetherd each run in their own namespace, joined by a bridge, with certificates issued for their
-// 10.x addresses. Nothing but TCP + mutual TLS between them (no unix socket is shared), and this test
-// reaches each of them the same way, from the root namespace, with a user certificate.
+// The cluster across hosts, simulated by network namespaces (issue 21): two aether-aggregator
+// replicas on etcd, etcd itself, two aetherd and the BMCs' management network each in their own
+// namespace, joined by a bridge, with certificates issued for their 10.x addresses. Nothing but TCP +
+// mutual TLS between them (no unix socket is shared; etcd requires client certificates too), and
+// this test reaches each of them the same way, from the root namespace, with a user certificate.
+// In that cluster: nodes register, workloads are placed by auction, identities are checked both
+// ways, a hung node is fenced through its BMC and its workload replaced, and the leader is killed.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { randomUUID } from "node:crypto";
+import { chmodSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { AetherClient } from "@aether/sdk";
-import { BidOutcome, NodeState, PlacementState } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
+import {
+  BidOutcome,
+  ClusterEventKind,
+  NodeState,
+  PlacementState,
+  type WorkloadPlacement,
+} from "@aether/sdk/gen/aether/auction/v1/auction_pb";
+import { HealthStatus } from "@aether/sdk/gen/aether/node/v1/node_pb";
 import { ExecutableState } from "@aether/sdk/gen/aether/runtime/v1/runtime_pb";
-import { eventually } from "./helpers/daemon.js";
+import { eventually, isRunning, powerOffHost } from "./helpers/daemon.js";
 import { createNetnsCluster, type NetnsAggregator, type NetnsCluster, type NetnsNode } from "./helpers/netns-cluster.js";
+import type { TestBmc } from "./helpers/test-bmc.js";
+
+const TTL_MS = 4000;
 
 describe("a cluster across network namespaces, over mutual TLS only", () => {
   let cluster: NetnsCluster;
-  let agg: NetnsAggregator;
+  let agg: NetnsAggregator; // replica agg-1, the leader until it is killed
+  let standby: NetnsAggregator; // replica agg-2
   const nodes: NetnsNode[] = [];
-  let admin: AetherClient; // a user certificate (spiffe://test/user/admin) on the aggregator's TCP address
+  let admin: AetherClient; // a user certificate (spiffe://test/user/admin) on the leader's TCP address
   const nodeClients = new Map<string, AetherClient>(); // by node id, over each node's TCP address
+  /** Each node's BMC, by node name. */
+  const bmcs = new Map<string, TestBmc>();
+  /** The fenced node's workload processes, which its BMC's power-off kills with its aetherd. */
+  let hungPids: number[] = [];
 
   before(async () => {
     cluster = createNetnsCluster(2);
-    agg = await cluster.startAggregator(["--lease-ttl-ms", "6000"]);
+    const etcd = await cluster.startEtcd();
+    // A BMC per node, on the management network: its power-off is the node's aetherd and workloads dying at once.
+    const entries: string[] = [];
+    for (const [i, h] of cluster.nodeHosts.entries()) {
+      const bmc = await cluster.startBmc({ profile: "ilo5", onPowerOff: () => powerOffHost((nodes[i] as NetnsNode).daemon, hungPids) });
+      bmcs.set(h.name, bmc);
+      writeFileSync(join(cluster.dir, `${h.name}.password`), `${bmc.password}\n`);
+      chmodSync(join(cluster.dir, `${h.name}.password`), 0o600);
+      writeFileSync(join(cluster.dir, `${h.name}-bmc-ca.pem`), bmc.caPem);
+      entries.push(
+        `[[bmcs]]\nnode = "${h.name}"\nendpoint = "${bmc.url}"\nusername = "${bmc.username}"\npassword_file = "${h.name}.password"\nca_file = "${h.name}-bmc-ca.pem"\nprofile = "ilo5"\nrequest_timeout_ms = 1500\nretries = 0\n`,
+      );
+    }
+    writeFileSync(join(cluster.dir, "bmcs.toml"), entries.join("\n"));
+    const replica = (name: string) => [
+      ...etcd.args,
+      "--replica",
+      name,
+      "--lease-ttl-ms",
+      String(TTL_MS),
+      "--bmcs",
+      join(cluster.dir, "bmcs.toml"),
+      "--fence-timeout-ms",
+      "3000",
+      "--fence-poll-interval-ms",
+      "50",
+    ];
+    agg = await cluster.startAggregator(replica("agg-1"));
+    standby = await cluster.startAggregator(replica("agg-2"), { host: cluster.standbyHost, standby: true });
     admin = await cluster.client(agg.url, cluster.user("admin"));
-    for (const h of cluster.nodeHosts) nodes.push(await cluster.startNode(h));
+    for (const h of cluster.nodeHosts) nodes.push(await cluster.startNode(h, { aggregators: [agg.url, standby.url] }));
   });
 
   after(async () => {
     admin?.close();
     for (const c of nodeClients.values()) c.close();
+    for (const n of nodes) {
+      const pid = n.daemon.process.pid;
+      if (pid !== undefined && isRunning(pid)) process.kill(pid, "SIGCONT");
+    }
     await cluster?.teardown();
   });
 
@@ -43,6 +95,19 @@ describe("a cluster across network namespaces, over mutual TLS only", () => {
       nodeClients.set(info.id, c);
     }
     assert.equal(ids.size, nodes.length, "two distinct nodes");
+  });
+
+  it("the standby replica refuses with the leader's name, over mTLS", async () => {
+    const c = await cluster.client(standby.url, cluster.user("operator"));
+    try {
+      assert.notEqual((await c.node.checkHealth({})).status, HealthStatus.SERVING);
+      await assert.rejects(
+        c.aggregator.listNodes({}),
+        (e: unknown) => e instanceof ConnectError && e.code === Code.Unavailable && /standby; the leader is agg-1/.test(e.rawMessage),
+      );
+    } finally {
+      c.close();
+    }
   });
 
   it("both nodes register with the aggregator over mTLS and are READY, at their https addresses", async () => {
@@ -147,6 +212,89 @@ describe("a cluster across network namespaces, over mutual TLS only", () => {
     } finally {
       await asN3.aggregator.deregisterNode({ nodeId: n3Id }).catch(() => undefined);
       asN3.close();
+    }
+  });
+
+  it("a node that stops answering is fenced through its BMC on the management network, and its workload runs on the other node", async () => {
+    const { placement: placed } = await admin.aggregator.deploy({
+      spec: {
+        name: "fenced-0",
+        requirements: { cpuMillis: 10, memoryBytes: 1n << 20n },
+        kind: { case: "executable", value: { argv: ["/bin/sleep", "600"] } },
+      },
+    });
+    assert.equal(placed?.state, PlacementState.PLACED, placed?.stateReason);
+    const registered = (await admin.aggregator.listNodes({})).nodes;
+    const hungName = registered.find((n) => n.id === placed?.node)?.name ?? "";
+    const hung = nodes.find((n) => n.host.name === hungName) as NetnsNode;
+    const other = nodes.find((n) => n !== hung) as NetnsNode;
+    const hungId = placed?.node ?? "";
+    const { executables } = await (nodeClients.get(hungId) as AetherClient).runtime.listExecutables({ pageSize: 1000 });
+    hungPids = executables.filter((e) => e.state === ExecutableState.RUNNING && e.pid > 0).map((e) => e.pid);
+    assert.ok(hungPids.length >= 1);
+    // The winner hangs: no heartbeats, no answers; its workload keeps running until its BMC powers it off.
+    process.kill(hung.daemon.process.pid as number, "SIGSTOP");
+
+    const moved = await eventually(
+      async () => {
+        const p = (await admin.aggregator.listPlacements({ pageSize: 1000 })).placements.find((x) => x.workloadId === placed?.workloadId);
+        return p?.state === PlacementState.PLACED && p.node !== hungId ? p : undefined;
+      },
+      TTL_MS + 20_000,
+      `${hungName}'s workload placed on ${other.host.name}`,
+    );
+    assert.equal(bmcs.get(hungName)?.powerOffCount, 1, `${hungName}'s BMC powered it off once`);
+    assert.equal(bmcs.get(hungName)?.powerState, "Off");
+    assert.equal(bmcs.get(other.host.name)?.powerOffCount, 0, "the other node was not fenced");
+    assert.equal(moved.node, registered.find((n) => n.name === other.host.name)?.id);
+    for (const pid of hungPids) assert.ok(!isRunning(pid), `${hungName}'s process ${pid} died with it`);
+    const { executable } = await (nodeClients.get(moved.node) as AetherClient).runtime.getExecutable({ executable: moved.resourceId });
+    assert.equal(executable?.state, ExecutableState.RUNNING, `it runs on ${other.host.name}, reached over mTLS`);
+    const hungNow = (await admin.aggregator.listNodes({})).nodes.find((n) => n.id === hungId);
+    assert.equal(hungNow?.state, NodeState.FENCED);
+    const events: ClusterEventKind[] = [];
+    for await (const r of admin.aggregator.streamClusterEvents({})) if (r.event && r.event.node === hungId) events.push(r.event.kind);
+    assert.ok(events.includes(ClusterEventKind.NODE_FENCED), events.map((k) => ClusterEventKind[k]).join(" "));
+  });
+
+  it("kill -9 of the leader: the standby leads from etcd over TLS, the surviving node heartbeats to it and new work is placed", async (t) => {
+    const killedAt = Date.now();
+    await agg.kill9();
+    const operator = await cluster.client(standby.url, cluster.user("admin"));
+    try {
+      await eventually(
+        async () => ((await operator.node.checkHealth({}).catch(() => undefined))?.status === HealthStatus.SERVING ? true : undefined),
+        20_000,
+        "agg-2 to lead",
+      );
+      t.diagnostic(`agg-2 leads ${Date.now() - killedAt} ms after agg-1 was killed`);
+      const placements = (await operator.aggregator.listPlacements({ pageSize: 1000 })).placements;
+      assert.ok(
+        placements.some((p) => p.name.startsWith("fenced-") && p.state === PlacementState.PLACED),
+        "the placements came over",
+      );
+      // The surviving node keeps its lease with agg-2: still READY well after a TTL, its heartbeats renewing it there.
+      const survivor = async () => (await operator.aggregator.listNodes({})).nodes.find((n) => n.state !== NodeState.FENCED);
+      const before = (await survivor())?.lease?.expireTime?.seconds ?? 0n;
+      await new Promise((r) => setTimeout(r, TTL_MS + 1000));
+      const now = await survivor();
+      assert.equal(now?.state, NodeState.READY, `the surviving node is ${now ? NodeState[now.state] : "gone"}`);
+      assert.ok((now?.lease?.expireTime?.seconds ?? 0n) > before, "its heartbeats reach the new leader");
+      const { placement } = await operator.aggregator.deploy({
+        spec: {
+          name: "after-failover",
+          requirements: { cpuMillis: 10, memoryBytes: 1n << 20n },
+          kind: { case: "executable", value: { argv: ["/bin/sleep", "600"] } },
+        },
+      });
+      assert.equal(placement?.state, PlacementState.PLACED, placement?.stateReason);
+      assert.equal(placement?.node, now?.id, "placed on the only live node");
+      const { executable } = await (nodeClients.get(now?.id ?? "") as AetherClient).runtime.getExecutable({
+        executable: placement?.resourceId ?? "",
+      });
+      assert.equal(executable?.state, ExecutableState.RUNNING);
+    } finally {
+      operator.close();
     }
   });
 });

@@ -105,6 +105,11 @@ export interface TestBmcOptions {
   basicAuth?: boolean;
   /** Extra DNS names in the certificate (always: IP 127.0.0.1, localhost, bmc.test). */
   certNames?: string[];
+  /**
+   * Serve on this unix socket instead of 127.0.0.1, for a BMC reached through a relay in another
+   * network namespace at `origin` (https://IP:PORT; the IP goes into the certificate).
+   */
+  behind?: { socket: string; origin: string };
 }
 
 /** A running test BMC. */
@@ -178,10 +183,12 @@ function loadMockup(profile: TestBmcProfile): Map<string, Json> {
   return out;
 }
 
-function selfSignedCertificate(names: string[]): { key: string; cert: string } {
+function selfSignedCertificate(names: string[], ips: string[]): { key: string; cert: string } {
   const dir = mkdtempSync(join(tmpdir(), "aether-test-bmc-"));
   try {
-    const san = ["IP:127.0.0.1", "DNS:localhost", "DNS:bmc.test", ...names.map((n) => `DNS:${n}`)].join(",");
+    const san = ["IP:127.0.0.1", ...ips.map((ip) => `IP:${ip}`), "DNS:localhost", "DNS:bmc.test", ...names.map((n) => `DNS:${n}`)].join(
+      ",",
+    );
     execFileSync(
       "openssl",
       [
@@ -230,7 +237,7 @@ function sameSecret(a: string, b: string): boolean {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Starts a test BMC on 127.0.0.1 (a free port) and resolves once it listens. */
+/** Starts a test BMC on 127.0.0.1 (a free port), or on options.behind's socket, and resolves once it listens. */
 export async function startTestBmc(options: TestBmcOptions): Promise<TestBmc> {
   const profile = options.profile;
   const ilo = profile === "ilo5";
@@ -247,7 +254,8 @@ export async function startTestBmc(options: TestBmcOptions): Promise<TestBmc> {
   const username = options.username ?? "admin";
   const password = options.password ?? `bmc-${randomBytes(12).toString("base64url")}`;
   const basicAuth = options.basicAuth ?? true;
-  const { key, cert } = selfSignedCertificate(options.certNames ?? []);
+  const behindIp = options.behind && new URL(options.behind.origin).hostname;
+  const { key, cert } = selfSignedCertificate(options.certNames ?? [], behindIp ? [behindIp] : []);
 
   let power: TestBmcPowerState = options.initialPowerState ?? "On";
   let transition: NodeJS.Timeout | undefined;
@@ -646,10 +654,10 @@ export async function startTestBmc(options: TestBmcOptions): Promise<TestBmc> {
   server.on("tlsClientError", () => undefined); // clients that reject the certificate: not our problem
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => resolve());
+    if (options.behind) server.listen(options.behind.socket, () => resolve());
+    else server.listen(0, "127.0.0.1", () => resolve());
   });
-  const port = (server.address() as AddressInfo).port;
-  const origin = `https://127.0.0.1:${port}`;
+  const origin = options.behind?.origin ?? `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
 
   return {
     url: `${origin}/redfish/v1`,
