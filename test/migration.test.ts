@@ -147,6 +147,17 @@ describe("live migration", () => {
     assert.deepEqual((await target.vm.listVms({})).vms, [], "the refusing target made no VM");
     await target.storage.deleteVolume({ volume: "mover-data" });
 
+    // The source's events tell the story: migrating, then migrated with the downtime.
+    const abort = new AbortController();
+    const events: Array<{ kind: string; message: string; attributes: Record<string, string> }> = [];
+    const listening = (async () => {
+      for await (const r of source.observe.streamEvents({ kindPrefixes: ["vm.migrat"] }, { signal: abort.signal })) {
+        if (r.event) events.push(r.event);
+        if (r.event?.kind === "vm.migrated") break;
+      }
+    })().catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 100));
+
     const started = Date.now();
     const { migration } = await source.vm.migrateVm({ vm: "mover", target: b.address, requestId: "move-1" });
     assert.equal(migration?.state, vmApi.MigrationState.RUNNING);
@@ -162,6 +173,13 @@ describe("live migration", () => {
       `# migration: total ${ms(last?.totalTime)} ms (client saw ${Date.now() - started} ms), downtime ${downtimeMs} ms (QEMU), disk ${last?.diskTransferredBytes} B, memory ${last?.memoryTransferredBytes} B, phases ${phases.join(" > ")}\n`,
     );
     assert.ok(downtimeMs >= 0 && downtimeMs < 5000, `downtime ${downtimeMs} ms`);
+    await Promise.race([listening, new Promise((r) => setTimeout(r, 2000))]);
+    abort.abort();
+    assert.deepEqual(
+      events.map((e) => e.kind),
+      ["vm.migrating", "vm.migrated"],
+    );
+    assert.equal(events[1]?.attributes.downtime_ms, String(downtimeMs));
 
     // The target runs the same guest: same boot, time went on, the data is there, the loop counts on.
     const moved = await waitReady(target, "mover");

@@ -166,6 +166,7 @@ async function run(flags: ConfigFlags): Promise<void> {
     hooks: migrationHooks,
     storage,
     identity: clusterIdentity,
+    events,
     nodeName: config.cluster.name ?? `${hostname()} (${ownAddresses.at(-1)})`,
     log: log.child({ room: "migration" }),
   });
@@ -295,7 +296,7 @@ async function run(flags: ConfigFlags): Promise<void> {
   const membership = config.cluster.aggregator
     ? new Membership(
         {
-          aggregators: config.cluster.aggregator,
+          aggregator: config.cluster.aggregator,
           identity: outgoingTls(
             {
               names: { ca: "[cluster] ca", cert: "[cluster] cert", key: "[cluster] key" },
@@ -336,11 +337,12 @@ async function run(flags: ConfigFlags): Promise<void> {
     markShutdown();
     const deadline = setTimeout(() => process.exit(0), 5000);
     deadline.unref();
-    membership?.close();
+    // A cluster member deregisters (within 2 s of the 5), so a node stopped on purpose is not fenced.
+    const left = membership?.leave(2000);
     authorizer.close();
     migrationRecovery.close();
     incoming.close();
-    void listeners.close().finally(() => {
+    void Promise.allSettled([left, listeners.close()]).finally(() => {
       vms.close();
       vmProcesses.close();
       supervisor.close();

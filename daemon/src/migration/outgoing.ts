@@ -14,6 +14,7 @@ import type { Logger } from "pino";
 import { connect, type AetherClient } from "@aether/sdk";
 import { IncomingState, VmMigrationService } from "@aether/sdk/gen/aether/vm/v1/vm_pb";
 import { DomainError, outgoingConnectOptions, type OutgoingTls } from "@aether/server";
+import type { EventBus } from "../observe/event-bus.js";
 import type { StorageRegistry } from "../storage/registry.js";
 import type { MigrationHooks } from "../vm/migration-hooks.js";
 import type { VmRecord } from "../vm/record.js";
@@ -80,6 +81,8 @@ export class OutgoingMigrations {
       hooks: MigrationHooks;
       storage: StorageRegistry;
       identity: OutgoingTls;
+      /** Where "vm.migrating", "vm.migrated" and "vm.migration_failed" are published. */
+      events: EventBus;
       /** This node as the target's records name it. */
       nodeName: string;
       log: Logger;
@@ -151,6 +154,7 @@ export class OutgoingMigrations {
       },
     };
     this.all.set(m.id, m);
+    this.publish(m, "vm.migrating", `VM ${m.vmName} is being live-migrated to ${m.target}`);
     void this.run(m, vm);
     return m;
   }
@@ -328,8 +332,22 @@ export class OutgoingMigrations {
     await this.o.hooks.save(vm);
   }
 
+  private publish(m: Migration, kind: string, message: string): void {
+    const attributes: Record<string, string> = { migration: m.id, target: m.target, phase: m.phase };
+    if (m.endMs > 0) attributes.total_ms = String(m.endMs - m.startMs);
+    if (kind === "vm.migrated") attributes.downtime_ms = String(m.memory.downtimeMs);
+    this.o.events.publish({ kind, tenant: m.tenant, resourceId: m.vmId, resourceName: m.vmName, message, attributes });
+  }
+
   private finish(m: Migration, state: "succeeded" | "failed", reason: string): void {
     this.update(m, { state, reason, endMs: Date.now() });
+    if (state === "succeeded")
+      this.publish(
+        m,
+        "vm.migrated",
+        `VM ${m.vmName} migrated to ${m.target} in ${m.endMs - m.startMs} ms (guest paused ${m.memory.downtimeMs} ms)`,
+      );
+    else this.publish(m, "vm.migration_failed", reason);
     setTimeout(() => this.all.delete(m.id), KEEP_ENDED_MS).unref();
   }
 }
