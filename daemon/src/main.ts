@@ -296,7 +296,7 @@ async function run(flags: ConfigFlags): Promise<void> {
   const membership = config.cluster.aggregator
     ? new Membership(
         {
-          aggregator: config.cluster.aggregator,
+          aggregators: config.cluster.aggregator,
           identity: outgoingTls(
             {
               names: { ca: "[cluster] ca", cert: "[cluster] cert", key: "[cluster] key" },
@@ -337,12 +337,11 @@ async function run(flags: ConfigFlags): Promise<void> {
     markShutdown();
     const deadline = setTimeout(() => process.exit(0), 5000);
     deadline.unref();
-    // A cluster member deregisters (within 2 s of the 5), so a node stopped on purpose is not fenced.
-    const left = membership?.leave(2000);
+    membership?.close();
     authorizer.close();
     migrationRecovery.close();
     incoming.close();
-    void Promise.allSettled([left, listeners.close()]).finally(() => {
+    void listeners.close().finally(() => {
       vms.close();
       vmProcesses.close();
       supervisor.close();
