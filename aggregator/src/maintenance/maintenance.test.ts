@@ -9,6 +9,7 @@ import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
   ClusterEventKind,
+  CordonNodeRequestSchema,
   HeartbeatRequestSchema,
   NodeLifecycle,
   NodeState,
@@ -234,6 +235,112 @@ describe("maintenance mode in the aggregator (in-process)", () => {
     const p = (await agg.getPlacement(create(GetPlacementRequestSchema, { workload: "cell-1" }))).placement;
     assert.equal(p.state, PlacementState.PLACED);
     assert.equal(p.node, "host-a");
+  });
+});
+
+describe("drains that do not go to the end (in-process)", () => {
+  const agg = new Aggregator({
+    store: new MemoryStore(),
+    replica: "agg-2",
+    leaseTtlMs: 5000,
+    auctionWindowMs: 200,
+    provisionTimeoutMs: 1000,
+    fencer: new FakeFencer(),
+  });
+  const bidders = new Map<string, FakeBidder>();
+  const bidder = (id: string) => bidders.get(id) as FakeBidder;
+  const deploy = async (name: string) =>
+    (
+      await agg.deploy(
+        create(DeployRequestSchema, { spec: { name, kind: { case: "executable", value: { argv: ["/bin/sleep", "600"] } } } }),
+      )
+    ).placement;
+  const placementOf = async (name: string) => (await agg.getPlacement(create(GetPlacementRequestSchema, { workload: name }))).placement;
+  const lifecycleOf = async (id: string) => (await agg.listNodes(create(ListNodesRequestSchema))).nodes.find((n) => n.id === id)?.lifecycle;
+
+  async function drain(node: string, maxMoves = 0): Promise<{ progress: DrainProgress[]; error?: ConnectError }> {
+    const progress: DrainProgress[] = [];
+    try {
+      for await (const p of agg.drainNode(create(DrainNodeRequestSchema, { node, maxMoves }))) progress.push(p);
+      return { progress };
+    } catch (err) {
+      return { progress, error: err as ConnectError };
+    }
+  }
+
+  after(async () => {
+    await agg.stop();
+    for (const b of bidders.values()) await b.close();
+  });
+
+  it("a workload whose move fails on two nodes stops the drain and keeps running where it was", async () => {
+    agg.start();
+    await agg.whenLeading();
+    for (const [id, score] of [
+      ["fx", 900],
+      ["fy", 800],
+      ["fz", 700],
+    ] as const) {
+      const b = await startFakeBidder(id, { score });
+      bidders.set(id, b);
+      await agg.registerNode(create(RegisterNodeRequestSchema, { nodeId: id, name: id, address: b.address }));
+    }
+    assert.equal((await deploy("m-1"))?.node, "fx");
+    bidder("fy").behaviour = { score: 800, provision: { fail: "disk full" } };
+    bidder("fz").behaviour = { score: 700, provision: { fail: "no bridge br0" } };
+    const { error } = await drain("fx");
+    assert.equal(error?.code, Code.FailedPrecondition);
+    assert.match(
+      error?.rawMessage ?? "",
+      /workload m-1 could not be moved off node fx \(on fy: .*disk full; on fz: .*no bridge br0\); it stays running on fx/,
+    );
+    const p = await placementOf("m-1");
+    assert.equal(p?.state, PlacementState.PLACED);
+    assert.equal(p?.node, "fx");
+    assert.equal(bidder("fx").released.length, 0, "the old copy was never released");
+    assert.ok(
+      bidder("fy").released.some((r) => r.workloadId === p?.workloadId),
+      "whatever fy may have started was released",
+    );
+    assert.equal(await lifecycleOf("fx"), NodeLifecycle.CORDONED);
+  });
+
+  it("with max_moves 2 the drain never has more than two moves under way and empties the node", async () => {
+    bidder("fy").behaviour = { score: 800 };
+    bidder("fz").behaviour = { score: 700 };
+    await agg.uncordonNode(create(UncordonNodeRequestSchema, { node: "fx" }));
+    for (const name of ["m-2", "m-3", "m-4"]) assert.equal((await deploy(name))?.node, "fx");
+    const { progress, error } = await drain("fx", 2);
+    assert.equal(error, undefined);
+    assert.ok(progress.every((p) => p.maxMoves === 2 && p.movesInProgress <= 2));
+    assert.equal(progress.at(-1)?.workloadsMoved, 4);
+    assert.equal(progress.at(-1)?.lifecycle, NodeLifecycle.DRAINED);
+  });
+
+  it("uncordon during a drain stops it after the move under way; the node is on duty again", async () => {
+    await agg.uncordonNode(create(UncordonNodeRequestSchema, { node: "fx" }));
+    await agg.cordonNode(create(CordonNodeRequestSchema, { node: "fz" }));
+    bidder("fy").behaviour = { score: 500 };
+    const p = await deploy("u-1");
+    assert.equal(p?.node, "fx");
+    bidder("fy").behaviour = { score: 800, provision: "hang" };
+    const running = drain("fx");
+    const moving = await eventually(
+      async () => ((await placementOf("u-1"))?.state === PlacementState.MOVING ? true : undefined),
+      5000,
+      "u-1 MOVING",
+    );
+    assert.ok(moving);
+    const { node } = await agg.uncordonNode(create(UncordonNodeRequestSchema, { node: "fx" }));
+    assert.equal(node.lifecycle, NodeLifecycle.ON_DUTY);
+    const { progress, error } = await running;
+    assert.equal(error, undefined, "an uncordoned drain ends cleanly");
+    assert.equal(progress.at(-1)?.done, true);
+    assert.equal(progress.at(-1)?.lifecycle, NodeLifecycle.ON_DUTY);
+    assert.ok(progress.some((m) => m.event?.kind === ClusterEventKind.NODE_UNCORDONED));
+    const after = await placementOf("u-1");
+    assert.equal(after?.state, PlacementState.PLACED);
+    assert.equal(after?.node, "fx", "the move under way did not finish (its target hung), so it stays");
   });
 });
 

@@ -64,9 +64,16 @@ export class ExecutableMover implements Mover {
   check(): void {}
 
   async move({ placement, spec, from, to, auctionId }: MoveStep): Promise<Moved> {
-    const response = await this.ctx.clients
-      .bid(to)
-      .executeProvisioning({ auctionId, spec, requestId: placement.workloadId }, { timeoutMs: this.ctx.provisionTimeoutMs });
+    let response;
+    try {
+      response = await this.ctx.clients
+        .bid(to)
+        .executeProvisioning({ auctionId, spec, requestId: placement.workloadId }, { timeoutMs: this.ctx.provisionTimeoutMs });
+    } catch (err) {
+      // Whatever the target may have started (a call that timed out can still have provisioned) goes.
+      await this.releaseOn(to, placement).catch(() => undefined);
+      throw err;
+    }
     const startedMs = Date.now();
     const resourceId = resourceIdOf(response);
     const executable = response.resource.case === "executable" ? response.resource.value : undefined;
