@@ -8,9 +8,13 @@
 // not answer or is a standby (UNAVAILABLE), the next is tried at once; the backoff starts only once
 // every replica has failed in a row. The new leader keeps every lease for a full TTL from its
 // takeover, so a node reaches it in time.
+//
+// A graceful shutdown leaves the cluster (leave): the node is deregistered, so one stopped on purpose
+// is not suspected and fenced when its lease runs out, unless an operator took it off duty.
 import { availableParallelism, totalmem } from "node:os";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { connect, type AetherClient } from "@aether/sdk";
+import { NodeLifecycle } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { outgoingConnectOptions, type OutgoingTls } from "@aether/server";
 import type { Logger } from "pino";
 
@@ -38,6 +42,8 @@ export class Membership {
   private failuresInRow = 0;
   private timer: NodeJS.Timeout | undefined;
   private leaseId = "";
+  /** The node's lifecycle as the aggregator answered the last registration. */
+  private lifecycle = NodeLifecycle.UNSPECIFIED;
   private stopped = false;
   private retryMs = MIN_RETRY_MS;
   /** The last state, for NodeInfo and logs: "registering", "registered", "unreachable: ...". */
@@ -72,7 +78,7 @@ export class Membership {
     const o = this.options;
     try {
       const aggregator = await this.aggregator();
-      const { lease } = await aggregator.aggregator.registerNode(
+      const { lease, node } = await aggregator.aggregator.registerNode(
         {
           nodeId: o.nodeId,
           name: o.name,
@@ -84,6 +90,7 @@ export class Membership {
         { timeoutMs: 5000 },
       );
       this.leaseId = lease?.id ?? "";
+      this.lifecycle = node?.lifecycle ?? NodeLifecycle.UNSPECIFIED;
       const intervalMs = lease?.heartbeatInterval
         ? Number(lease.heartbeatInterval.seconds) * 1000 + lease.heartbeatInterval.nanos / 1e6
         : 5000;
@@ -149,5 +156,89 @@ export class Membership {
     this.stopped = true;
     clearTimeout(this.timer);
     this.client?.close();
+  }
+
+  /**
+   * Leaves the cluster as aetherd shuts down gracefully: stops heartbeating and deregisters this node,
+   * so a node stopped on purpose is not suspected and fenced once its lease runs out. Its workloads
+   * stay placed on it (re_place false: they keep running, and the node registers again, same id,
+   * when aetherd starts). A node an operator took off duty (cordoned, draining, drained, shutting
+   * down, decommissioned) stays registered: deregistering would forget that, and it would come back
+   * on duty. Takes at most `timeoutMs`: an aggregator that does not answer in time is logged, and the
+   * lease runs out there.
+   */
+  async leave(timeoutMs: number): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    const deadline = Date.now() + timeoutMs;
+    let timer: NodeJS.Timeout | undefined;
+    const outOfTime = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+    });
+    try {
+      await Promise.race([this.deregister(deadline), outOfTime]);
+    } catch (err) {
+      const message = err instanceof ConnectError ? err.rawMessage : (err as Error).message;
+      this.log.warn({ aggregator: this.address, err: message }, "could not deregister from the aggregator; its lease will run out there");
+    } finally {
+      clearTimeout(timer);
+      this.client?.close();
+    }
+  }
+
+  /** leave's calls: the node's lifecycle as the aggregator has it now, then DeregisterNode; the next replica if one is a standby. */
+  private async deregister(deadline: number): Promise<void> {
+    const { nodeId, aggregators } = this.options;
+    const timeoutMs = () => Math.max(1, deadline - Date.now());
+    for (let tried = 1; ; tried++) {
+      try {
+        const aggregator = await this.aggregator();
+        const lifecycle = await this.currentLifecycle(aggregator, timeoutMs);
+        if (lifecycle === undefined) {
+          this.log.info({ aggregator: this.address }, "not registered with the aggregator; nothing to deregister");
+          return;
+        }
+        if (lifecycle !== NodeLifecycle.UNSPECIFIED && lifecycle !== NodeLifecycle.JOINING && lifecycle !== NodeLifecycle.ON_DUTY) {
+          this.log.info(
+            { aggregator: this.address, lifecycle: NodeLifecycle[lifecycle] },
+            "stays registered with the aggregator: an operator took it off duty, and deregistering would forget that",
+          );
+          return;
+        }
+        await aggregator.aggregator.deregisterNode({ nodeId, rePlace: false }, { timeoutMs: timeoutMs() });
+        this.log.info({ aggregator: this.address }, "deregistered from the aggregator");
+        return;
+      } catch (err) {
+        if (err instanceof ConnectError && err.code === Code.NotFound) {
+          this.log.info({ aggregator: this.address }, "not registered with the aggregator; nothing to deregister");
+          return;
+        }
+        // A standby (or a replica that is down): the next one, while there is one and time is left.
+        if (tried >= aggregators.length || !(err instanceof ConnectError) || err.code !== Code.Unavailable) throw err;
+        this.client?.close();
+        this.client = undefined;
+        this.current = (this.current + 1) % aggregators.length;
+      }
+    }
+  }
+
+  /**
+   * This node's lifecycle in the aggregator's registry (undefined: not registered). Where the
+   * caller may not list nodes (a policy that denies it), the one the last registration answered.
+   */
+  private async currentLifecycle(aggregator: AetherClient, timeoutMs: () => number): Promise<NodeLifecycle | undefined> {
+    let pageToken = "";
+    try {
+      do {
+        const page = await aggregator.aggregator.listNodes({ pageSize: 1000, pageToken }, { timeoutMs: timeoutMs() });
+        const own = page.nodes.find((n) => n.id === this.options.nodeId);
+        if (own) return own.lifecycle;
+        pageToken = page.nextPageToken;
+      } while (pageToken !== "");
+      return undefined;
+    } catch (err) {
+      if (err instanceof ConnectError && err.code === Code.PermissionDenied) return this.lifecycle;
+      throw err;
+    }
   }
 }
