@@ -219,6 +219,13 @@ describe("maintenance mode: cordon, drain, uncordon, shutdown", () => {
       "never more than one move under way",
     );
     assert.equal((await node("node-0")).lifecycle, NodeLifecycle.DRAINED);
+    const drainedJson = await aether("nodes", "--lifecycle", "drained", "--json");
+    assert.equal(drainedJson.code, 0, drainedJson.stderr);
+    assert.deepEqual(
+      (JSON.parse(drainedJson.stdout) as Array<{ name: string }>).map((n) => n.name),
+      ["node-0"],
+    );
+    assert.equal((await aether("nodes", "--lifecycle", "resting")).code, 2, "an unknown lifecycle is a usage error");
 
     for (const w of ["d-1", "d-2"]) {
       const p = await placement(w);

@@ -304,6 +304,9 @@ export class Maintenance {
   }
 
   private start(node: Node, record: DrainRecord, resumed: boolean): DrainRun {
+    // A DrainNode and the resumption after a takeover may both get here: one drain per node.
+    const existing = this.runs.get(node.id);
+    if (existing) return existing;
     const run = this.newRun(node, record);
     const generation = this.generation;
     void this.step(run, {

@@ -93,7 +93,12 @@ export class Membership {
     const counts = this.ctx.book.counts();
     const all = this.ctx.registry
       .list()
-      .filter((n) => (req.state === 0 || n.state === req.state) && matchesFilter(n.labels, terms))
+      .filter(
+        (n) =>
+          (req.state === 0 || n.state === req.state) &&
+          (req.lifecycle === 0 || n.lifecycle === req.lifecycle) &&
+          matchesFilter(n.labels, terms),
+      )
       .map((n) => this.withCount(n, counts));
     const { page, nextPageToken } = paginate(all, req.pageSize, req.pageToken);
     return { nodes: page, nextPageToken };

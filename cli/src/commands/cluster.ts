@@ -22,6 +22,15 @@ const outcome = (o: auction.BidOutcome) => enumName(auction.BidOutcome, o);
 const millis = (d: { seconds: bigint; nanos: number } | undefined) =>
   d ? `${(Number(d.seconds) * 1000 + d.nanos / 1e6).toFixed(1)} ms` : "-";
 
+/** "drained", "on-duty", "ON_DUTY" → the NodeLifecycle. */
+function lifecycleOf(value: string): auction.NodeLifecycle {
+  const name = value.trim().toUpperCase().replace(/[- ]/g, "_");
+  const found = (auction.NodeLifecycle as unknown as Record<string, number>)[name];
+  if (found === undefined || found === auction.NodeLifecycle.UNSPECIFIED)
+    throw new InvalidArgumentError("It must be joining, on-duty, cordoned, draining, drained, shutting-down or decommissioned.");
+  return found as auction.NodeLifecycle;
+}
+
 function keyValue(v: string, prev: Record<string, string> = {}): Record<string, string> {
   const eq = v.indexOf("=");
   if (eq <= 0) throw new InvalidArgumentError(`${JSON.stringify(v)} is not KEY=VALUE`);
@@ -68,13 +77,21 @@ export function clusterCommands(program: Command): void {
     .command("nodes")
     .description("registered nodes with their state (lease), lifecycle (on duty, cordoned, draining, drained, ...) and placements")
     .option("--json", "print the nodes as JSON")
+    .option(
+      "--lifecycle <lifecycle>",
+      "only nodes in this lifecycle (joining, on-duty, cordoned, draining, drained, shutting-down, decommissioned)",
+      lifecycleOf,
+    )
     .addHelpText(
       "after",
-      "\nExamples:\n  aether cluster nodes\n  aether cluster --aggregator unix:///run/aether/aggregator.sock nodes --json",
+      "\nExamples:\n  aether cluster nodes\n  aether cluster nodes --lifecycle drained\n  aether cluster --aggregator unix:///run/aether/aggregator.sock nodes --json",
     )
-    .action(async (o: { json?: boolean }) =>
+    .action(async (o: { json?: boolean; lifecycle?: auction.NodeLifecycle }) =>
       withClient(globals(), async (aether) => {
-        const { nodes } = await aether.aggregator.listNodes({ pageSize: 1000 });
+        const { nodes } = await aether.aggregator.listNodes({
+          pageSize: 1000,
+          lifecycle: o.lifecycle ?? auction.NodeLifecycle.UNSPECIFIED,
+        });
         if (o.json) return printJson(auction.NodeSchema, nodes);
         printTable(
           ["ID", "NAME", "STATE", "LIFECYCLE", "ADDRESS", "CPUS", "MEMORY", "PLACEMENTS", "HEARTBEAT"],
