@@ -94,7 +94,7 @@ describe("aether storage and aether image", () => {
   it("a slow download shows its percentage on a terminal while it runs", async () => {
     // A server that sends the image in 4 MiB pieces 50 ms apart, so the import surely takes long
     // enough (about 0.8 s) for progress to be reported in between. CI is unset for the command:
-    // with CI in the environment ora (rightly) draws no spinner, only the first and last lines.
+    // with CI in the environment no progress is drawn (rightly), only the first and last lines.
     const server = createServer((req, res) => {
       const data = readFileSync(base);
       res.writeHead(200, { "content-length": String(data.length) });
