@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Code, ConnectError, connect, type AetherClient } from "@aether/sdk";
+import { NodeLifecycle } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { startAggregator, type TestAggregator } from "./helpers/aggregator.js";
 import { eventually, startDaemon, type TestDaemon } from "./helpers/daemon.js";
 import { createCa, type Pair, type TestCa } from "./helpers/pki.js";
@@ -162,6 +163,32 @@ describe("the cluster over TCP and mutual TLS (loopback)", () => {
     assert.equal(refused.code, Code.PermissionDenied, refused.message);
     assert.match(refused.rawMessage, /spiffe:\/\/test\/user\/alice is not a node/);
     assert.ok(!(await agg.client.aggregator.listNodes({})).nodes.some((n) => n.name === "node-alice"), "nothing registered");
+  });
+
+  it("a node certificate may not cordon, drain, uncordon or shut down a node; an operator's certificate may", async () => {
+    const mallory = await clientAs("node-mallory", issueNode(ca, "node-mallory"));
+    const first = async (stream: AsyncIterable<unknown>) => {
+      for await (const _ of stream) break;
+    };
+    for (const [what, call] of [
+      ["cordon", () => mallory.aggregator.cordonNode({ node: "node-tcp" })],
+      ["uncordon", () => mallory.aggregator.uncordonNode({ node: "node-tcp" })],
+      ["drain", () => first(mallory.aggregator.drainNode({ node: "node-tcp" }))],
+      ["shut down", () => first(mallory.aggregator.shutdownNode({ node: "node-tcp" }))],
+    ] as const) {
+      const refused = await (call() as Promise<unknown>).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      assert.ok(refused instanceof ConnectError, `${what}: ${String(refused)}`);
+      assert.equal(refused.code, Code.PermissionDenied, refused.message);
+      assert.match(refused.rawMessage, new RegExp(`node-mallory is a node's certificate; only an operator may ${what} a node`));
+    }
+    const tcpNode = (await agg.client.aggregator.listNodes({})).nodes.find((n) => n.name === "node-tcp");
+    assert.equal(tcpNode?.lifecycle, NodeLifecycle.ON_DUTY, "nothing was changed");
+    const alice = await clientAs("alice", ca.issue("alice"));
+    assert.equal((await alice.aggregator.cordonNode({ node: "node-tcp" })).node?.lifecycle, NodeLifecycle.CORDONED);
+    assert.equal((await alice.aggregator.uncordonNode({ node: "node-tcp" })).node?.lifecycle, NodeLifecycle.ON_DUTY);
   });
 
   it("refuses a node certificate from another CA; nothing is registered", async () => {
