@@ -344,6 +344,58 @@ describe("drains that do not go to the end (in-process)", () => {
   });
 });
 
+describe("a shutdown across a change of leader (in-process)", () => {
+  it("the replica that takes over powers a SHUTTING_DOWN node off and marks it DECOMMISSIONED", async () => {
+    const store = new MemoryStore();
+    const hanging = new FakeFencer();
+    hanging.shutdown = () => new Promise<never>(() => {});
+    const options = { store, leaseTtlMs: 5000, auctionWindowMs: 200, provisionTimeoutMs: 1000 };
+    const first = new Aggregator({ ...options, replica: "agg-a", fencer: hanging });
+    first.start();
+    await first.whenLeading();
+    const b = await startFakeBidder("sd", { score: 500 });
+    try {
+      await first.registerNode(create(RegisterNodeRequestSchema, { nodeId: "sd", name: "sd", address: b.address }));
+      const stream = (async () => {
+        try {
+          for await (const _ of first.shutdownNode(create(ShutdownNodeRequestSchema, { node: "sd" })));
+          return undefined;
+        } catch (err) {
+          return err as ConnectError;
+        }
+      })();
+      await eventually(
+        async () =>
+          (await first.listNodes(create(ListNodesRequestSchema))).nodes[0]?.lifecycle === NodeLifecycle.SHUTTING_DOWN ? true : undefined,
+        5000,
+        "sd SHUTTING_DOWN",
+      );
+      await first.stop();
+      assert.equal((await stream)?.code, Code.Unavailable, "the stream ends when its replica stops leading");
+
+      const confirming = new FakeFencer();
+      const second = new Aggregator({ ...options, replica: "agg-b", fencer: confirming });
+      second.start();
+      await second.whenLeading();
+      try {
+        const sd = await eventually(
+          async () => {
+            const n = (await second.listNodes(create(ListNodesRequestSchema))).nodes[0];
+            return n?.lifecycle === NodeLifecycle.DECOMMISSIONED ? n : undefined;
+          },
+          5000,
+          "sd DECOMMISSIONED on the new leader",
+        );
+        assert.match(sd.lifecycleReason, /powered off through its BMC \(graceful shutdown\)/);
+      } finally {
+        await second.stop();
+      }
+    } finally {
+      await b.close();
+    }
+  });
+});
+
 describe("redfishShutdown", () => {
   /** A Redfish client whose power state goes Off `offAfterReads` reads after GracefulShutdown (never: undefined). */
   function client(options: { offAfterReads?: number; allowed?: string[]; initial?: string }) {
