@@ -32,6 +32,32 @@ export function restartPolicy(spec: WorkloadSpec | undefined): RestartPolicy {
   return spec?.kind.case === "cell" ? "never" : "on-fence";
 }
 
+/** Label that says a VM's disks are disposable: aether.io/disk=ephemeral. */
+export const DISK_LABEL = "aether.io/disk";
+
+/**
+ * Why starting this VM on another node would lose what its guest wrote, or undefined when it has
+ * nothing to lose there. A VM's volumes (its boot clone of an image included) live in its node's
+ * pools only, so a copy elsewhere would boot from a fresh clone, or not at all: that is data loss, not
+ * a restart. Nothing is at risk for a VM that boots a kernel and initramfs with at most read-only host
+ * files (a stateless microVM), or one labelled aether.io/disk=ephemeral.
+ */
+export function vmDataAtRisk(spec: WorkloadSpec | undefined): string | undefined {
+  if (spec?.kind.case !== "vm" || spec.labels[DISK_LABEL] === "ephemeral") return undefined;
+  const vm = spec.kind.value;
+  const disks: string[] = [];
+  if (vm.boot?.source.case === "disk") {
+    const boot = vm.boot.source.value;
+    disks.push(boot.image !== "" ? `its boot disk, a clone of image ${boot.image}` : `boot volume ${boot.volume}`);
+  }
+  for (const d of vm.disks) {
+    if (d.source.case === "volume") disks.push(`volume ${d.source.value}`);
+    else if (d.source.case === "hostPath" && !d.readOnly) disks.push(`writable host file ${d.source.value}`);
+  }
+  if (disks.length === 0) return undefined;
+  return `its disks (${disks.join(", ")}) were on that node only and have no replica, so a copy started elsewhere would not have what the guest wrote (label it ${DISK_LABEL}=ephemeral if its disks are disposable)`;
+}
+
 /** What the deadman keeps per node in the store. */
 export interface FencingRecord {
   node: string;

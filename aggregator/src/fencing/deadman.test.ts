@@ -9,7 +9,8 @@
 // election, fake nodes) written at the top, and each scenario needs a fenced cluster of its own.
 import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { CreateVmRequestSchema } from "@aether/sdk/gen/aether/vm/v1/vm_pb";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
   AuctionTrigger,
@@ -43,7 +44,7 @@ import {
   type Location,
   type RedfishTarget,
 } from "./fencing.js";
-import { restartPolicy } from "./deadman-model.js";
+import { restartPolicy, vmDataAtRisk } from "./deadman-model.js";
 
 const TTL_MS = 400;
 
@@ -214,11 +215,29 @@ class Harness {
     return node;
   }
 
-  async deploy(name: string, extra: { labels?: Record<string, string>; cell?: boolean } = {}): Promise<WorkloadPlacement> {
+  async deploy(
+    name: string,
+    extra: { labels?: Record<string, string>; cell?: boolean; vm?: "image" | "kernel" } = {},
+  ): Promise<WorkloadPlacement> {
+    const vm = (boot: "image" | "kernel") =>
+      ({
+        case: "vm",
+        value: {
+          name,
+          boot:
+            boot === "image"
+              ? { source: { case: "disk", value: { image: "debian-12" } } }
+              : { source: { case: "kernel", value: { kernelPath: "/srv/vmlinuz", initrdPath: "/srv/initramfs" } } },
+        },
+      }) as const;
     const spec = create(WorkloadSpecSchema, {
       name,
       labels: extra.labels ?? {},
-      kind: extra.cell ? { case: "cell", value: { name } } : { case: "executable", value: { argv: ["/bin/sleep", "600"] } },
+      kind: extra.vm
+        ? vm(extra.vm)
+        : extra.cell
+          ? { case: "cell", value: { name } }
+          : { case: "executable", value: { argv: ["/bin/sleep", "600"] } },
     });
     const { placement } = await this.agg.deploy(create(DeployRequestSchema, { spec }));
     assert.ok(placement);
@@ -264,7 +283,12 @@ describe("deadman: a silent node is fenced before its workloads move", () => {
     const w2 = await h.deploy("w-2");
     const cell = await h.deploy("cell-1", { cell: true });
     const keep = await h.deploy("keep-1", { labels: { "aether.io/restart": "never" } });
-    for (const p of [w1, w2, cell, keep]) assert.equal(p.node, "b", "the best bidder got them all");
+    // VMs: one whose disk (a clone of an image) lives only on b, a stateless one (kernel + initramfs),
+    // and one whose disk is labelled disposable.
+    const vmDisk = await h.deploy("vm-disk", { vm: "image" });
+    const vmMicro = await h.deploy("vm-micro", { vm: "kernel" });
+    const vmEphemeral = await h.deploy("vm-ephemeral", { vm: "image", labels: { "aether.io/disk": "ephemeral" } });
+    for (const p of [w1, w2, cell, keep, vmDisk, vmMicro, vmEphemeral]) assert.equal(p.node, "b", "the best bidder got them all");
 
     // When the BMC is asked, nothing has moved yet.
     let checkedAtFence = false;
@@ -281,11 +305,13 @@ describe("deadman: a silent node is fenced before its workloads move", () => {
     const moved = await eventually(
       async () => {
         const all = await h.placements();
-        const ok = ["w-1", "w-2"].every((n) => all.get(n)?.state === PlacementState.PLACED && all.get(n)?.node === "c");
+        const ok = ["w-1", "w-2", "vm-micro", "vm-ephemeral"].every(
+          (n) => all.get(n)?.state === PlacementState.PLACED && all.get(n)?.node === "c",
+        );
         return ok ? all : undefined;
       },
       5000,
-      "w-1 and w-2 re-placed on c",
+      "w-1, w-2 and the VMs without data at risk re-placed on c",
     );
     assert.ok(checkedAtFence);
     assert.deepEqual(
@@ -297,6 +323,15 @@ describe("deadman: a silent node is fenced before its workloads move", () => {
     assert.match(moved.get("cell-1")?.stateReason ?? "", /fenced .*a cell's contents are started by its owner/);
     assert.equal(moved.get("keep-1")?.state, PlacementState.FAILED);
     assert.match(moved.get("keep-1")?.stateReason ?? "", /aether\.io\/restart=never/);
+    // Never an empty copy of a VM with data: FAILED, saying why and how to opt in.
+    assert.equal(moved.get("vm-disk")?.state, PlacementState.FAILED);
+    assert.match(
+      moved.get("vm-disk")?.stateReason ?? "",
+      /fenced .*its disks \(its boot disk, a clone of image debian-12\) were on that node only and have no replica.*aether\.io\/disk=ephemeral.*Its disks are kept there/,
+    );
+    assert.ok(!provisionedIds(c).includes(vmDisk.workloadId) && !provisionedIds(h.bidders.get("a")).includes(vmDisk.workloadId));
+    assert.equal(vmMicro.workloadId, moved.get("vm-micro")?.workloadId);
+    assert.equal(vmEphemeral.workloadId, moved.get("vm-ephemeral")?.workloadId);
 
     // Each moved workload was provisioned exactly once on c, by a REPLACEMENT auction that did not ask b.
     for (const p of [w1, w2]) {
@@ -325,7 +360,7 @@ describe("deadman: a silent node is fenced before its workloads move", () => {
     assert.ok(at(ClusterEventKind.NODE_FENCING) < at(ClusterEventKind.NODE_FENCED), kinds.join(" "));
     const fencedAt = at(ClusterEventKind.NODE_FENCED);
     const replaced = events.filter((e) => e.kind === ClusterEventKind.WORKLOAD_REPLACED);
-    assert.equal(replaced.length, 2);
+    assert.equal(replaced.length, 4);
     for (const e of replaced) {
       assert.ok(events.indexOf(e) > fencedAt, "re-placed after fenced");
       assert.equal(e.attributes.from_node, "b");
@@ -344,7 +379,7 @@ describe("deadman: a silent node is fenced before its workloads move", () => {
       `suspected ${suspect - lastBeat} ms after the last heartbeat (TTL ${TTL_MS} ms)`,
     );
     assert.ok(ms(replaced.at(-1)) - silencedAt < 3000);
-    assert.equal(events.filter((e) => e.kind === ClusterEventKind.WORKLOAD_FAILED).length, 2);
+    assert.equal(events.filter((e) => e.kind === ClusterEventKind.WORKLOAD_FAILED).length, 3);
 
     // The old lease is dead.
     await assert.rejects(
@@ -369,13 +404,17 @@ describe("deadman: a silent node is fenced before its workloads move", () => {
     const node = await h.register("b", b.address);
     assert.equal(node.state, NodeState.READY);
     assert.equal(node.labels["aether.io/incarnation"], "2");
-    const stale = ["w-1", "w-2", "cell-1", "keep-1"].map((n) => before.get(n)?.workloadId ?? "");
-    assert.deepEqual(b.released.map((r) => r.workloadId).sort(), [...stale].sort(), "every workload it had when fenced was released on it");
+    const stale = ["w-1", "w-2", "cell-1", "keep-1", "vm-micro", "vm-ephemeral"].map((n) => before.get(n)?.workloadId ?? "");
+    assert.deepEqual(
+      b.released.map((r) => r.workloadId).sort(),
+      [...stale].sort(),
+      "every workload it had when fenced was released on it, except the VM whose disks are only there",
+    );
     const after = await h.placements();
     for (const n of ["w-1", "w-2"]) assert.equal(after.get(n)?.node, "c", `${n} stays on c`);
     const rejoined = (await h.events()).filter((e) => e.kind === ClusterEventKind.NODE_REGISTERED && e.node === "b").at(-1);
     assert.equal(rejoined?.attributes.incarnation, "2");
-    assert.equal(rejoined?.attributes.stale_released, "4");
+    assert.equal(rejoined?.attributes.stale_released, "6");
     assert.match(rejoined?.message ?? "", /rejoined .* as a new member \(incarnation 2\) after being fenced/);
 
     // A second registration of the same member is an ordinary one: nothing more released.
@@ -667,5 +706,27 @@ describe("fencing: the BMC registry and the Redfish fencer (pure)", () => {
     assert.equal(restartPolicy(spec("cell")), "never");
     assert.equal(restartPolicy(spec("cell", { "aether.io/restart": "on-fence" })), "on-fence");
     assert.equal(restartPolicy(spec("executable", { "aether.io/restart": "never" })), "never");
+  });
+
+  it("a VM's data at risk: volumes, image clones and writable host files; not kernel boots, read-only host files or ephemeral disks", () => {
+    const vm = (value: MessageInitShape<typeof CreateVmRequestSchema>, labels: Record<string, string> = {}) =>
+      create(WorkloadSpecSchema, { labels, kind: { case: "vm", value } });
+    const kernel = { source: { case: "kernel", value: { kernelPath: "/k" } } };
+    assert.equal(vmDataAtRisk(vm({ boot: kernel })), undefined);
+    assert.equal(
+      vmDataAtRisk(vm({ boot: kernel, disks: [{ source: { case: "hostPath", value: "/srv/ro.img" }, readOnly: true }] })),
+      undefined,
+    );
+    assert.match(
+      vmDataAtRisk(vm({ boot: kernel, disks: [{ source: { case: "hostPath", value: "/srv/rw.img" } }] })) ?? "",
+      /writable host file \/srv\/rw\.img/,
+    );
+    assert.match(vmDataAtRisk(vm({ boot: kernel, disks: [{ source: { case: "volume", value: "data" } }] })) ?? "", /volume data/);
+    assert.match(vmDataAtRisk(vm({ boot: { source: { case: "disk", value: { volume: "root" } } } })) ?? "", /boot volume root/);
+    assert.equal(
+      vmDataAtRisk(vm({ boot: { source: { case: "disk", value: { image: "x" } } } }, { "aether.io/disk": "ephemeral" })),
+      undefined,
+    );
+    assert.equal(vmDataAtRisk(create(WorkloadSpecSchema, { kind: { case: "executable", value: {} } })), undefined);
   });
 });

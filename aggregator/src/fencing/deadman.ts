@@ -33,6 +33,7 @@ import {
   RESTART_LABEL,
   fencingKey,
   restartPolicy,
+  vmDataAtRisk,
   type DeadmanHost,
   type DeadmanOptions,
   type FencingRecord,
@@ -425,11 +426,14 @@ export class Deadman {
     const placements = this.host.movablePlacements(id);
     if (placements.length === 0) return;
     const record = this.recordOf(node);
-    // Remember them first, so that whatever happens next they are released on the node before it rejoins.
+    // Remember them first, so that whatever happens next they are released on the node before it rejoins;
+    // except a VM whose disks exist only there: releasing it would delete the only copy of its data.
     const known = new Set(record.stale.map((w) => w.workloadId));
     const stale = [
       ...record.stale,
-      ...placements.filter((p) => !known.has(p.workloadId)).map((p) => ({ workloadId: p.workloadId, tenant: p.tenant, name: p.name })),
+      ...placements
+        .filter((p) => !known.has(p.workloadId) && vmDataAtRisk(p.spec) === undefined)
+        .map((p) => ({ workloadId: p.workloadId, tenant: p.tenant, name: p.name })),
     ];
     await this.save({ ...record, stale });
     if (generation !== this.generation) return;
@@ -437,17 +441,17 @@ export class Deadman {
     await pool(placements, REPLACE_CONCURRENCY, async (p) => {
       if (generation !== this.generation) return;
       try {
-        if (restartPolicy(p.spec) === "on-fence") await this.host.replaceFenced(p, node, lastHeartbeatMs);
+        const atRisk = vmDataAtRisk(p.spec);
+        if (restartPolicy(p.spec) === "on-fence" && atRisk === undefined) await this.host.replaceFenced(p, node, lastHeartbeatMs);
         else {
-          const why =
-            p.spec?.labels[RESTART_LABEL] === "never"
-              ? `its label ${RESTART_LABEL}=never says not to start it elsewhere`
-              : `a cell's contents are started by its owner, so it is not allocated elsewhere (label it ${RESTART_LABEL}=on-fence to change that)`;
-          await this.host.abandonFenced(
-            p,
-            node,
-            `its node ${id} (${node.name}) was fenced (powered off) and ${why}: deploy it again if it is still needed.`,
-          );
+          const fenced = `its node ${id} (${node.name}) was fenced (powered off)`;
+          const reason =
+            atRisk !== undefined
+              ? `${fenced} and ${atRisk}. Its disks are kept there: once the node is back, start the VM on it again.`
+              : p.spec?.labels[RESTART_LABEL] === "never"
+                ? `${fenced} and its label ${RESTART_LABEL}=never says not to start it elsewhere: deploy it again if it is still needed.`
+                : `${fenced} and a cell's contents are started by its owner, so it is not allocated elsewhere (label it ${RESTART_LABEL}=on-fence to change that): deploy it again if it is still needed.`;
+          await this.host.abandonFenced(p, node, reason);
         }
       } catch (err) {
         this.host.log.warn({ node: id, workload: p.workloadId, err: describeError(err) }, "re-placing a workload of a fenced node failed");
