@@ -109,6 +109,24 @@ const ClusterSchema = z
   });
 
 /**
+ * [metrics]: the Prometheus endpoint (GET /metrics), a listener of its own, opened only when listen
+ * is set. Plain HTTP on a loopback address; any other address needs mutual TLS: tls = true serves
+ * with the [tcp] node certificate, key, client CA and CRL, or cert, key and client_ca name others.
+ */
+const MetricsSchema = z
+  .object({
+    listen: z.string().regex(/^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$/, "must be host:port, e.g. 127.0.0.1:9464"),
+    tls: z.boolean().default(false),
+    cert: z.string().min(1).optional(),
+    key: z.string().min(1).optional(),
+    client_ca: z.string().min(1).optional(),
+    crl: z.string().min(1).optional(),
+  })
+  .strict();
+
+export type MetricsConfig = z.infer<typeof MetricsSchema>;
+
+/**
  * [tenancy]: how a tenant's work is confined on this host. Cluster-wide callers (the socket,
  * operators) are not bound by it.
  */
@@ -159,6 +177,8 @@ export const ConfigSchema = z
     /** Folder, below aetherd's own cgroup in each hierarchy, that holds its cells. */
     cgroup_root: z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/, "must be one folder name (letters, digits, '_', '.', '-')"),
     tcp: TcpSchema.optional(),
+    /** The Prometheus metrics endpoint; unset: none. */
+    metrics: MetricsSchema.optional(),
     /**
      * Storage pools. Empty: one dir pool named "default" in <state_dir>/pools/default. A pool with
      * default = true (else the first) serves requests that name none.
@@ -206,6 +226,13 @@ export const ConfigSchema = z
     if (twice) ctx.addIssue({ code: "custom", path: ["pools"], message: `pool name ${twice} is used twice` });
     if (config.pools.filter((p) => p.default).length > 1)
       ctx.addIssue({ code: "custom", path: ["pools"], message: "more than one pool has default = true" });
+    if (config.metrics?.tls && !config.tcp)
+      ctx.addIssue({
+        code: "custom",
+        path: ["metrics", "tls"],
+        message:
+          "tls = true serves the metrics with the [tcp] certificate, key and client CA, and there is no [tcp]: configure it, or give [metrics] cert, key and client_ca",
+      });
     for (const p of config.pools) {
       if (p.driver === "dir" && !p.location.startsWith("/"))
         ctx.addIssue({ code: "custom", path: ["pools", p.name, "location"], message: "a dir pool's location must be an absolute path" });
@@ -236,6 +263,7 @@ export interface ConfigFlags {
   policy?: string;
   trustDomain?: string;
   unixMtls?: boolean;
+  metricsListen?: string;
 }
 
 export { ConfigError } from "@aether/server";
@@ -264,6 +292,9 @@ export function loadConfig(flags: ConfigFlags): Config {
     ...(flags.cgroupRoot !== undefined && { cgroup_root: flags.cgroupRoot }),
     ...(flags.kvmProbeTimeoutMs !== undefined && { kvm_probe_timeout_ms: flags.kvmProbeTimeoutMs }),
     tcp: Object.keys(tcp).length > 0 ? tcp : undefined,
+    ...(flags.metricsListen !== undefined && {
+      metrics: { ...((file.metrics ?? {}) as Record<string, unknown>), listen: flags.metricsListen },
+    }),
     ...(flags.unixMtls !== undefined && { unix: { ...((file.unix ?? {}) as Record<string, unknown>), mtls: flags.unixMtls } }),
     auth: {
       ...((file.auth ?? {}) as Record<string, unknown>),

@@ -64,6 +64,7 @@ import { KvmCheck } from "./auction/capacity.js";
 import { Bidding, bidService } from "./auction/service.js";
 import { Membership } from "./auction/membership.js";
 import { AuditLog } from "./observe/audit.js";
+import { openMetrics } from "./observe/metrics.js";
 
 const packageJson = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), "..", "package.json"), "utf8")) as {
   version: string;
@@ -275,6 +276,15 @@ async function run(flags: ConfigFlags): Promise<void> {
   );
   authorizer.watch();
   log.info({ policy: authorizer.source }, "authorization policy loaded");
+  // Prometheus metrics on a listener of their own, when [metrics] listen is set.
+  const metrics = await openMetrics(config, {
+    supervisor,
+    cells,
+    vms: { list: () => vms.list(), pidOf: (vm) => vms.pidOf(vm), qmp: (vm) => migrationHooks.qmp(vm) },
+    storage,
+    bidding,
+    log: log.child({ room: "metrics" }),
+  });
   // Audit first, so a refused call is recorded too; then the policy.
   const listeners = await listen(
     {
@@ -287,6 +297,7 @@ async function run(flags: ConfigFlags): Promise<void> {
       requestBodyTimeoutMs: config.request_body_timeout_ms,
       ...(config.auth.trust_domain !== undefined && { trustDomain: config.auth.trust_domain }),
       trustDomainSetting: "[auth] trust_domain",
+      ...(metrics && { metrics: metrics.registry }),
     },
     routes,
     log,
@@ -342,7 +353,7 @@ async function run(flags: ConfigFlags): Promise<void> {
     authorizer.close();
     migrationRecovery.close();
     incoming.close();
-    void Promise.allSettled([left, listeners.close()]).finally(() => {
+    void Promise.allSettled([left, listeners.close(), metrics?.endpoint.close()]).finally(() => {
       vms.close();
       vmProcesses.close();
       supervisor.close();
@@ -365,7 +376,7 @@ const program = new Command("aetherd")
   .version(VERSION)
   .option(
     "-c, --config <file>",
-    "TOML config file (keys: socket, state_dir, log_level, max_message_bytes, cgroup_root, import_roots, max_streams_per_connection, request_body_timeout_ms, [tcp] listen/cert/key/client_ca/crl, [unix] mtls, [auth] policy/trust_domain, [tenancy] id_base/ids_per_tenant/kernel_roots/networks/image_url_prefixes/allow_private_urls, [[pools]] name/driver/location/default/labels, [bidding] memory_overcommit/cpu_overcommit/hold_ms, [node] labels)",
+    "TOML config file (keys: socket, state_dir, log_level, max_message_bytes, cgroup_root, import_roots, max_streams_per_connection, request_body_timeout_ms, [tcp] listen/cert/key/client_ca/crl, [unix] mtls, [metrics] listen/tls/cert/key/client_ca/crl, [auth] policy/trust_domain, [tenancy] id_base/ids_per_tenant/kernel_roots/networks/image_url_prefixes/allow_private_urls, [[pools]] name/driver/location/default/labels, [bidding] memory_overcommit/cpu_overcommit/hold_ms, [node] labels)",
   )
   .option("--socket <path>", "unix socket to serve on (default /run/aether/aetherd.sock as root)")
   .option("--state-dir <dir>", "where records and logs are kept (default /var/lib/aether as root)")
@@ -374,6 +385,7 @@ const program = new Command("aetherd")
   .option("--tls-cert <file>", "server certificate (PEM)")
   .option("--tls-key <file>", "server private key (PEM)")
   .option("--tls-client-ca <file>", "CA that client certificates must chain to (PEM)")
+  .option("--metrics-listen <host:port>", "serve Prometheus metrics on GET /metrics at this address (loopback, or mutual TLS: [metrics])")
   .option("--cgroup-root <name>", "folder below aetherd's own cgroup that holds its cells (default aether)")
   .option("--unix-mtls", "require a client certificate on the unix socket too (uses the --tls-* files)")
   .option("--policy <file>", "authorization policy (TOML): roles and allow/deny rules per identity; reloaded on change and on SIGHUP")

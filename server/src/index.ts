@@ -56,5 +56,7 @@ export { findByIdOrName, resolveInTenant, type ById, type Described } from "./lo
 export { duration, durationMs, msOf, preciseNow, timestamp } from "./time.js";
 export { ConfigError, parseConfig, readToml } from "./config.js";
 export { createLogger, silentLogger } from "./logger.js";
+export { perScrape, serveMetrics, type MetricsEndpoint, type MetricsListenOptions } from "./metrics.js";
+export { codeName, LATENCY_BUCKETS_SECONDS, rpcMetrics } from "./rpc-metrics.js";
 export { writeFileAtomic, writeJsonAtomic, writeJsonAtomicSync, type WriteOptions } from "./atomic-file.js";
 export { lockStateDir, StateLockError, type StateLock } from "./state-lock.js";

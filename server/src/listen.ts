@@ -14,11 +14,13 @@ import type { TLSSocket } from "node:tls";
 import { Code, ConnectError, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
+import type { Registry } from "prom-client";
 import { peerContextIn, peerKey, requireVerifiedPeer } from "./peer.js";
 import { certificateTrustDomain } from "./identity.js";
 import { closeRevoked, loadTlsMaterial, type TcpOptions, type TlsMaterial } from "./tls-material.js";
 import { isLoopbackHost } from "./validate.js";
 import { rpcError } from "./errors.js";
+import { rpcMetrics } from "./rpc-metrics.js";
 
 export interface ListenOptions {
   /** The program's name in logs and in the sentences callers and operators get ("aetherd"). */
@@ -38,6 +40,8 @@ export interface ListenOptions {
   trustDomain?: string;
   /** How an operator sets the trust domain, for the sentence when none is found ("[auth] trust_domain"). */
   trustDomainSetting: string;
+  /** Counts every RPC, by service, method and code, with latencies, in this Prometheus registry (metrics.ts). */
+  metrics?: Registry;
 }
 
 export interface Listeners {
@@ -72,9 +76,17 @@ export async function listen(
     // JSON as protobuf defines it (connect-es relaxes it): an unknown field or enum name is refused
     // with INVALID_ARGUMENT instead of dropped, so a typo ("tenantt") cannot silently change a request.
     jsonOptions: { ignoreUnknownFields: false },
-    // Identity first (nothing unverified reaches a handler), then what the caller adds (the audit log);
+    // The RPC metrics outermost (every call is counted with the code its caller got, refusals too);
+    // identity next (nothing unverified reaches a handler), then what the caller adds (the audit log);
     // innermost, next to the handlers, domain errors become their RPC codes, so all the others see codes.
-    interceptors: [explainCrlRefusal(program), requireVerifiedPeer(program), logUnexpected(log), ...extraInterceptors, domainErrorsAsCodes],
+    interceptors: [
+      ...(options.metrics ? [rpcMetrics(options.metrics)] : []),
+      explainCrlRefusal(program),
+      requireVerifiedPeer(program),
+      logUnexpected(log),
+      ...extraInterceptors,
+      domainErrorsAsCodes,
+    ],
   });
   const handler =
     options.requestBodyTimeoutMs === undefined

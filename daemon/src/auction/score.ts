@@ -92,6 +92,24 @@ export const WEIGHTS = {
 /** Workloads at which the spread factor reaches 0.5. */
 const SPREAD_HALF = 8;
 
+/**
+ * What kind of reason a decline gave, a short word for metrics labels (aether_bids_total{reason}):
+ * the sentences below name figures and labels, which must not become label values.
+ */
+export function declineKind(declineReason: string): string {
+  const kinds: Array<[RegExp, string]> = [
+    [/^the workload excludes this node/, "excluded"],
+    [/^node_selector /, "node_selector"],
+    [/needs KVM/, "kvm"],
+    [/needs (QEMU|Firecracker)/, "hypervisor"],
+    [/needs cells/, "cells"],
+    [/^not enough memory/, "memory"],
+    [/^not enough CPU/, "cpu"],
+    [/disk/, "disk"],
+  ];
+  return kinds.find(([pattern]) => pattern.test(declineReason))?.[1] ?? "other";
+}
+
 export function score(input: ScoreInput): ScoreResult {
   const { requirements: need, node, capacity, committed, telemetry, rules } = input;
   const decline = (declineReason: string, factors: Factor[] = []): ScoreResult => ({ score: -1, breakdown: { factors, declineReason } });

@@ -55,7 +55,7 @@ import type { Supervisor } from "../runtime/supervisor.js";
 import type { StorageRegistry } from "../storage/registry.js";
 import type { VmManager } from "../vm/manager.js";
 import { commitments, poolSpace, type Commitments, type Declared, type Hold, type KvmCheck, type PoolSpace } from "./capacity.js";
-import { score, type ScoreInput, type ScoreResult } from "./score.js";
+import { declineKind, score, type ScoreInput, type ScoreResult } from "./score.js";
 import { checkSpec, WORKLOAD_LABEL, type CheckedSpec } from "./spec.js";
 
 /** How long ReleaseWorkload lets a workload stop gracefully when the request says nothing (the contract's 30 s). */
@@ -107,6 +107,8 @@ export class Bidding {
   private readonly declared = new Map<string, DeclaredRecord>();
   private readonly locks = new Map<string, Promise<unknown>>();
   private readonly dir: string;
+  /** Bids answered since aetherd started, by outcome ("bid", "declined") and decline kind (declineKind). */
+  readonly bidCounts = new Map<string, { outcome: string; reason: string; count: number }>();
 
   constructor(readonly deps: BiddingDeps) {
     this.dir = join(deps.stateDir, "auction", "workloads");
@@ -123,6 +125,16 @@ export class Bidding {
         this.deps.log.error({ file, err: (err as Error).message }, "ignoring an unreadable workload record");
       }
     }
+  }
+
+  /** Counts a bid answered (for aether_bids_total). */
+  countBid(result: ScoreResult): void {
+    const outcome = result.score > 0 ? "bid" : "declined";
+    const reason = result.score > 0 ? "" : declineKind(result.breakdown.declineReason);
+    const key = `${outcome}/${reason}`;
+    const entry = this.bidCounts.get(key) ?? { outcome, reason, count: 0 };
+    entry.count++;
+    this.bidCounts.set(key, entry);
   }
 
   /** What the node has promised now (every hold counted unless `except` names one). */
@@ -340,6 +352,7 @@ export function bidService(bidding: Bidding): ServiceImpl<typeof BidService> {
       const gathered = await bidding.gather(spec);
       // From here to the hold nothing awaits: two bids cannot both count the same free memory.
       const result = bidding.scoreNow(spec, gathered);
+      bidding.countBid(result);
       let holdUntil: number | undefined;
       if (result.score > 0 && deps.rules.holdMs > 0) holdUntil = bidding.hold(spec);
       else bidding.dropHold(spec.workloadId);
