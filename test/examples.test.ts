@@ -12,10 +12,11 @@ import { sha256 } from "./helpers/disks.js";
 import { startAggregator, type TestAggregator } from "./helpers/aggregator.js";
 import { startTestBmc, type TestBmc } from "./helpers/test-bmc.js";
 
-/** Arguments an example needs (the storage example imports the guest's bootable disk; fence.ts a BMC). */
-const argsOf = (file: string, bmc: TestBmc | undefined): string[] => {
+/** Arguments an example needs (the storage example imports the guest's bootable disk; fence.ts a BMC; vm-migrate.ts a second aetherd). */
+const argsOf = (file: string, bmc: TestBmc | undefined, otherNode: string): string[] => {
   if (file === "storage.ts") return [guestImage().disk, sha256(guestImage().disk)];
   if (file === "fence.ts") return ["example-node-b", bmc?.url ?? ""];
+  if (file === "vm-migrate.ts") return [otherNode];
   return [];
 };
 
@@ -47,6 +48,13 @@ const scripts: Record<string, RegExp[]> = {
     /^freed example-/m,
   ],
   "vm.ts": [/: running; the guest agent answers$/m, /^configured by cloud-init$/m, /^Linux 6\./m, /^deleted example-vm-/m],
+  "vm-migrate.ts": [
+    /^migrating example-mig-\w+ to unix:\/\//m,
+    /^  (storage|memory|switchover|cleanup): disks /m,
+    /^done: example-mig-\w+ runs on unix:\/\/\S+, moved in \d+ ms, guest paused \d+ ms$/m,
+    /^on the target: Linux 6\./m,
+    /^deleted example-mig-\w+ on the target$/m,
+  ],
   "fence.ts": [
     /^BMC of example-node-b: HPE ProLiant DL325 Gen10 Plus, firmware iLO 5/m,
     /^power: On; allowed resets: On, ForceOff/m,
@@ -61,6 +69,8 @@ const manifests = ["web.manifest.ts"];
 for (const engine of ["deno", "node"]) {
   describe(`examples under the ${engine} engine`, () => {
     const env = useDaemon({ args: ["--kvm-probe-timeout-ms", "4000"] });
+    // examples/vm-migrate.ts live-migrates a guest to a second aetherd.
+    const other = useDaemon({ args: ["--kvm-probe-timeout-ms", "4000"] });
     guestImage(); // examples/vm.ts boots the project's test guest
     const aetherscript = (...args: string[]) =>
       runCommand("aetherscript", ["--engine", engine, ...args], { env: { AETHER_HOST: env.daemon.address } });
@@ -90,10 +100,14 @@ for (const engine of ["deno", "node"]) {
             ? { AETHER_BMC_USERNAME: bmc?.username ?? "", AETHER_BMC_PASSWORD: bmc?.password ?? "", AETHER_BMC_CA: bmcCa }
             : {};
         const grants =
-          file === "fence.ts" ? ["--allow-env=AETHER_BMC_USERNAME,AETHER_BMC_PASSWORD,AETHER_BMC_CA", `--allow-read=${bmcCa}`] : [];
+          file === "fence.ts"
+            ? ["--allow-env=AETHER_BMC_USERNAME,AETHER_BMC_PASSWORD,AETHER_BMC_CA", `--allow-read=${bmcCa}`]
+            : file === "vm-migrate.ts"
+              ? [`--allow-read=${other.daemon.socket}`, `--allow-write=${other.daemon.socket}`, `--allow-net=unix:${other.daemon.socket}`]
+              : [];
         const r = await runCommand(
           "aetherscript",
-          ["--engine", engine, ...grants, join(repoRoot, "examples", file), ...argsOf(file, bmc)],
+          ["--engine", engine, ...grants, join(repoRoot, "examples", file), ...argsOf(file, bmc, other.daemon.address)],
           { env: { AETHER_HOST: hostOf(file), ...fenceEnv } },
         );
         assert.equal(r.code, 0, r.stderr);

@@ -249,7 +249,7 @@ export class IncomingMigrations {
 
 /**
  * After the commit (also when recovery finds it): the guest runs, the volumes the VM does not own
- * are given back to its tenant, the intent is cleared, and the VM is followed to RUNNING.
+ * are given back to its tenant, the intent is cleared, and the VM is RUNNING once its agent answers.
  */
 export async function settleCommitted(hooks: MigrationHooks, storage: StorageRegistry, vm: VmRecord): Promise<void> {
   const qmp = hooks.qmp(vm);
@@ -263,8 +263,7 @@ export async function settleCommitted(hooks: MigrationHooks, storage: StorageReg
   const from = vm.runtime.intent?.migration?.peer ?? "";
   vm.runtime.intent = undefined;
   hooks.release(vm);
-  await hooks.setState(vm, "starting", `live-migrated from ${from}; waiting for the guest agent`);
-  hooks.resumed(vm);
+  await hooks.resumed(vm, `live-migrated from ${from}`);
 }
 
 function parseSpec(json: string): VmSpec {

@@ -1091,7 +1091,20 @@ export class VmManager {
         await this.save(record);
         await this.launch(live, from);
       },
-      resumed: (vm) => this.awaitReady(this.live(vm)),
+      resumed: async (vm, reason) => {
+        // The guest runs on (no boot, so no boot watchdog): RUNNING, with the agent's answer awaited a while.
+        const live = this.live(vm);
+        if (vm.spec.guestAgent) {
+          live.agent ??= new GuestAgent(this.files(vm.spec.id).agent);
+          for (let i = 0; i < 20 && !vm.runtime.agentReady; i++) {
+            vm.runtime.agentReady = await live.agent.ping(500).then(
+              () => true,
+              () => false,
+            );
+          }
+        }
+        await this.setState(live, "running", reason);
+      },
       end: async (vm, reason) => {
         const live = this.live(vm);
         if (this.runningProcess(vm)) {

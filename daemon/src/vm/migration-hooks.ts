@@ -20,8 +20,8 @@ export interface MigrationHooks {
    * crash removes them with it) and puts them in its spec, then its QEMU is started (TAPs, seed, cell as for a start) waiting for the incoming state.
    */
   receive(record: VmRecord, from: string, makeDisks: () => Promise<void>): Promise<void>;
-  /** The guest was resumed here: the VM is followed to RUNNING with its guest agent, as after a boot. */
-  resumed(vm: VmRecord): void;
+  /** The guest was resumed here: the VM is RUNNING (with the reason), once its guest agent answers (for a few seconds at most). */
+  resumed(vm: VmRecord, reason: string): Promise<void>;
   /** Ends the VM's QEMU (state STOPPING with the reason, then STOPPED) and waits for its teardown. */
   end(vm: VmRecord, reason: string): Promise<void>;
   /** Removes the VM from this host: its processes, TAPs, seed, cell, the volumes it owns, its record. */
