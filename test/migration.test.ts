@@ -10,11 +10,12 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Code, vm as vmApi, type AetherClient } from "@aether/sdk";
-import { VolumeFormat } from "@aether/sdk/gen/aether/storage/v1/storage_pb";
+import { ImageState, VolumeFormat } from "@aether/sdk/gen/aether/storage/v1/storage_pb";
 import { eventually, isRunning, startDaemon, stopWorkloads, type TestDaemon } from "./helpers/daemon.js";
 import { rejectsWith } from "./helpers/assertions.js";
 import { guestImage } from "./helpers/guest.js";
 import { runCommand } from "./helpers/run.js";
+import { sha256 } from "./helpers/disks.js";
 
 const MiB = 1024n * 1024n;
 const text = (b: Uint8Array) => new TextDecoder().decode(b).trim();
@@ -232,6 +233,46 @@ describe("live migration", () => {
 
     await source.vm.deleteVm({ vm: "mover", force: true });
     await source.storage.deleteVolume({ volume: "mover-data" });
+  });
+
+  it("a VM booted from an image moves onto a thin clone of the same image on the target, its boot volume still its own", async () => {
+    const disk = guestImage().disk;
+    for (const node of [source, target]) {
+      await node.storage.importImage({ name: "guest", source: { source: { case: "localPath", value: disk } }, sha256: sha256(disk) });
+      for await (const u of node.storage.watchImage({ image: "guest" }))
+        assert.notEqual(u.image?.state, ImageState.FAILED, u.image?.stateReason);
+    }
+    await source.vm.createVm({
+      name: "cloned",
+      acceleration: vmApi.Acceleration.TCG,
+      memoryBytes: 192n * MiB,
+      vcpus: 1,
+      guestAgent: true,
+      boot: { source: { case: "disk", value: { image: "guest", sizeBytes: 64n * MiB } } },
+      start: true,
+    });
+    await waitReady(source, "cloned");
+    const bootId = await sh(source, "cloned", "cat /proc/sys/kernel/random/boot_id");
+    const digest = await sh(
+      source,
+      "cloned",
+      "dd if=/dev/urandom of=/dev/vda bs=1M seek=56 count=2 conv=fsync 2>/dev/null && dd if=/dev/vda bs=1M skip=56 count=2 2>/dev/null | sha256sum",
+    );
+    const { migration } = await source.vm.migrateVm({ vm: "cloned", target: b.address });
+    const last = (await follow(source, migration?.id ?? "")).at(-1);
+    assert.equal(last?.state, vmApi.MigrationState.SUCCEEDED, last?.stateReason);
+
+    assert.equal(await sh(target, "cloned", "cat /proc/sys/kernel/random/boot_id"), bootId);
+    assert.equal(await sh(target, "cloned", "dd if=/dev/vda bs=1M skip=56 count=2 2>/dev/null | sha256sum"), digest);
+    const image = (await target.storage.getImage({ image: "guest" })).image;
+    const boot = (await target.storage.getVolume({ volume: "cloned-boot" })).volume;
+    assert.equal(boot?.backing?.parent.value, image?.id, "a thin clone of the target's own copy of the image");
+    assert.equal(boot?.sizeBytes, 64n * MiB);
+    assert.deepEqual((await source.storage.listVolumes({})).volumes, [], "the source's clone is gone");
+    // The boot volume still belongs to the VM: it goes with it.
+    await target.vm.deleteVm({ vm: "cloned", force: true });
+    assert.deepEqual((await target.storage.listVolumes({})).volumes, []);
+    for (const node of [source, target]) await node.storage.deleteImage({ image: "guest" });
   });
 
   it("a target QEMU killed mid-mirror cancels the migration: the guest runs on the source, the target is clean", async () => {
