@@ -226,8 +226,8 @@ class Harness {
           name,
           boot:
             boot === "image"
-              ? { source: { case: "disk", value: { image: "debian-12" } } }
-              : { source: { case: "kernel", value: { kernelPath: "/srv/vmlinuz", initrdPath: "/srv/initramfs" } } },
+              ? { source: { case: "disk" as const, value: { image: "debian-12" } } }
+              : { source: { case: "kernel" as const, value: { kernelPath: "/srv/vmlinuz", initrdPath: "/srv/initramfs" } } },
         },
       }) as const;
     const spec = create(WorkloadSpecSchema, {
@@ -711,7 +711,7 @@ describe("fencing: the BMC registry and the Redfish fencer (pure)", () => {
   it("a VM's data at risk: volumes, image clones and writable host files; not kernel boots, read-only host files or ephemeral disks", () => {
     const vm = (value: MessageInitShape<typeof CreateVmRequestSchema>, labels: Record<string, string> = {}) =>
       create(WorkloadSpecSchema, { labels, kind: { case: "vm", value } });
-    const kernel = { source: { case: "kernel", value: { kernelPath: "/k" } } };
+    const kernel = { source: { case: "kernel" as const, value: { kernelPath: "/k" } } };
     assert.equal(vmDataAtRisk(vm({ boot: kernel })), undefined);
     assert.equal(
       vmDataAtRisk(vm({ boot: kernel, disks: [{ source: { case: "hostPath", value: "/srv/ro.img" }, readOnly: true }] })),
