@@ -317,22 +317,27 @@ export class StorageRegistry {
     return resolveInTenant(this.images, ref, tenant, (i) => i, { noun: "image", hint: "list them with ListImages." });
   }
 
-  /** A snapshot by id, or by name within a volume. */
+  /**
+   * A snapshot by id (or a unique prefix of it) in the tenant, or, when its volume is given, also by
+   * name within that volume.
+   */
   resolveSnapshot(volumeRef: string, ref: string, tenant: string): SnapshotRecord {
-    const byId = this.snapshots.get(ref);
-    if (byId && byId.tenant === tenant && (volumeRef === "" || this.resolveVolume(volumeRef, tenant).id === byId.volume)) return byId;
     if (volumeRef === "")
-      throw new DomainError(
-        "not_found",
-        `no snapshot with id ${JSON.stringify(clip(ref))} in tenant ${tenant}; to use a snapshot's name, also give its volume.`,
-      );
+      return resolveInTenant(this.snapshots, ref, tenant, (s) => s, {
+        noun: "snapshot",
+        hint: "to use a snapshot's name, also give its volume.",
+        byName: false,
+      });
     const volume = this.resolveVolume(volumeRef, tenant);
-    const byName = this.snapshotsOf(volume.id).find((s) => s.name === ref);
-    if (byName) return byName;
-    throw new DomainError(
-      "not_found",
-      `volume ${volume.name} has no snapshot with id or name ${JSON.stringify(clip(ref))}; list them with ListSnapshots.`,
-    );
+    const ofVolume = {
+      get: (id: string) => (this.snapshots.get(id)?.volume === volume.id ? this.snapshots.get(id) : undefined),
+      values: () => this.snapshotsOf(volume.id),
+    };
+    return resolveInTenant(ofVolume, ref, tenant, (s) => s, {
+      noun: "snapshot",
+      hint: "list them with ListSnapshots.",
+      where: `of volume ${volume.name}`,
+    });
   }
 
   /** Snapshots of a volume, oldest first. */
