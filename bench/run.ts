@@ -8,6 +8,7 @@ import { benchVms } from "./vm.js";
 import { benchStorage } from "./storage.js";
 import { benchAuctions } from "./auction.js";
 import { benchFencing, FENCING_HEADER } from "./fencing.js";
+import { benchDrain } from "./drain.js";
 import { benchAuthz } from "./authz.js";
 import { repoRoot } from "../test/helpers/daemon.js";
 import { mib } from "./stats.js";
@@ -122,6 +123,17 @@ try {
     `overhead beyond TTL + BMC delay, worst: ${Object.entries(fencing.worstOverheadMs)
       .map(([d, v]) => `${Number(d) / 1000} s delay ${v.toFixed(0)} ms`)
       .join(", ")} (goal < 1000 ms)`,
+  );
+
+  const DRAIN_VMS = Number(process.env.BENCH_DRAIN_VMS ?? 3);
+  const drain = await benchDrain(DRAIN_VMS);
+  table(
+    `drain: a node of ${DRAIN_VMS} small VMs emptied by live migration, one move at a time (2 aetherd, TCG)`,
+    ["what", "total", "p50", "max"],
+    drain.rows,
+  );
+  console.log(
+    `the aggregator's share per move (drain − the migrations' own time, per VM): ${drain.overheadPerMoveMs.toFixed(0)} ms (goal < 200 ms)`,
   );
 
   const COLD_RUNS = Number(process.env.BENCH_COLD_RUNS ?? 15);

@@ -39,7 +39,6 @@ import type { Context } from "../context.js";
 import type { NewEvent } from "../events/events.js";
 import { ON_NODE } from "../placements/book.js";
 import { lifecycleName } from "../nodes/registry.js";
-import { sleep } from "../util.js";
 import { MoveFailed, type Moves } from "./move.js";
 import { DEFAULT_GRACEFUL_TIMEOUT_MS, type PowerOff } from "./power.js";
 import { Channel } from "./channel.js";
@@ -376,7 +375,12 @@ export class Maintenance {
         inflight.set(p.workloadId, work);
       }
       // Wait for a move to end, or look again shortly (a workload being deployed or released by someone else).
-      await Promise.race([...inflight.values(), sleep(inflight.size > 0 ? 1000 : 200)]);
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        ...inflight.values(),
+        new Promise<void>((resolve) => (timer = setTimeout(resolve, inflight.size > 0 ? 1000 : 200))),
+      ]);
+      clearTimeout(timer);
     }
     if (generation !== this.generation) return;
     await this.ctx.store.delete(drainKey(id)).catch(() => undefined);
