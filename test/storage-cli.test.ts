@@ -169,7 +169,7 @@ describe("aether storage and aether image", () => {
     assert.match(gone.stderr, /^aether: no image/);
   });
 
-  it("a wrong checksum fails the import: exit 1, aetherd's reason on stderr, the image left FAILED", async () => {
+  it("a wrong checksum fails the import: exit 1, the reason on stderr and in image list; the retry replaces the FAILED image (issue 23)", async () => {
     const bad = await aether("image", "import", "bad-sum", "base.raw", "--sha256", "0".repeat(64));
     assert.equal(bad.code, 1);
     assert.equal(bad.stdout, "");
@@ -187,6 +187,32 @@ describe("aether storage and aether image", () => {
     const missing = await aether("image", "import", "nofile", "no-such.raw", "--sha256", baseSha);
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, new RegExp(`^aether: .*${join(work, "no-such.raw").replace(/[.]/g, "\\.")}.*does not exist`));
+
+    // image list says why, in a REASON column (clipped to fit; whole in image get and --json).
+    const list = await aether("image", "list");
+    assert.equal(list.code, 0, list.stderr);
+    assert.match(list.stdout, /NAME\s+│ .*│ SOURCE\s+│ REASON\s+│/);
+    assert.match(
+      list.stdout,
+      new RegExp(`bad-sum\\s+│ default\\s+│ failed\\s+│ .*│ the checksum does not match: the source's SHA-256 is ${baseSha.slice(0, 8)}`),
+    );
+    assert.match(list.stdout, /bad-sum\s+│ .*…\s+│/, "the long reason is clipped");
+    assert.match(list.stdout, /\bbase\s+│ default\s+│ ready\s+│ .*│ -\s+│/, "a ready image has no reason");
+
+    // The failed import does not hold its name: the retry with the right checksum just works.
+    const retry = await aether("image", "import", "bad-sum", "base.raw", "--sha256", baseSha);
+    assert.equal(retry.code, 0, retry.stderr);
+    assert.match(retry.stdout, /state\s+│ ready\s+│/);
+    const replaced = await json<ImageJson>("image", "get", "bad-sum");
+    assert.equal(replaced.state, "IMAGE_STATE_READY");
+    assert.notEqual(replaced.id, got.id, "a new image, the failed one deleted");
+    assert.equal((await aether("image", "get", got.id)).code, 3);
+    assert.equal((await json<ImageJson[]>("image", "list")).filter((i) => i.name === "bad-sum").length, 1);
+    assert.match(env.daemon.log(), /a new import replaces this failed image/, "the replaced failure is in aetherd's log with its reason");
+    // A ready image keeps its name.
+    const taken = await aether("image", "import", "bad-sum", "base.raw", "--sha256", baseSha);
+    assert.equal(taken.code, 1);
+    assert.match(taken.stderr, /^aether: an image named bad-sum already exists in tenant default/);
     for (const name of ["bad-sum", "bad-sum-json"]) assert.equal((await aether("image", "delete", name)).code, 0);
   });
 

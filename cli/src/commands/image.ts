@@ -22,6 +22,13 @@ function stateText(i: storageApi.Image): string {
   return i.state === ImageState.IMPORTING ? `${word} ${progress(i)}` : word;
 }
 
+/** Why an image failed, clipped for a table (whole in image get and --json); "-" when nothing failed. */
+const REASON_WIDTH = 80;
+function reasonText(i: storageApi.Image): string {
+  if (i.stateReason === "") return "-";
+  return i.stateReason.length > REASON_WIDTH ? `${i.stateReason.slice(0, REASON_WIDTH - 1)}…` : i.stateReason;
+}
+
 const sourceText = (i: storageApi.Image) => (i.source?.source.case ? i.source.source.value : "-");
 
 function printImage(i: storageApi.Image): void {
@@ -82,7 +89,9 @@ export function imageCommands(program: Command): void {
 
   image
     .command("import")
-    .description("import an image from an http(s) URL or a file on the node, verified by its SHA-256; waits until it is ready")
+    .description(
+      "import an image from an http(s) URL or a file on the node, verified by its SHA-256; waits until it is ready (a FAILED image of that name is replaced)",
+    )
     .argument("<name>", "a name unique in the tenant (DNS label)")
     .argument("<source>", "an http:// or https:// URL, or a path of a file on aetherd's host")
     .requiredOption("--sha256 <hex>", "SHA-256 of the source file as published (before any conversion)")
@@ -163,7 +172,7 @@ export function imageCommands(program: Command): void {
         );
         if (o.json) return printJson(storageApi.ImageSchema, images);
         printTable(
-          ["NAME", "TENANT", "STATE", "POOL", "FORMAT", "SIZE", "ALLOCATED", "CLONES", "AGE", "SOURCE"],
+          ["NAME", "TENANT", "STATE", "POOL", "FORMAT", "SIZE", "ALLOCATED", "CLONES", "AGE", "SOURCE", "REASON"],
           images.map((i) => [
             i.name,
             i.tenant,
@@ -175,6 +184,7 @@ export function imageCommands(program: Command): void {
             String(i.clones.length),
             age(i.createTime),
             sourceText(i).slice(0, 60),
+            reasonText(i),
           ]),
         );
       }),

@@ -195,7 +195,7 @@ export class StorageRegistry {
           // The image stays, FAILED, so whoever imported it learns why it is not there.
           Object.assign(image, {
             state: "failed",
-            stateReason: "aetherd restarted during the import; delete the image and import it again.",
+            stateReason: "aetherd restarted during the import; import it again (under the same name: the new import replaces this one).",
             hostPath: "",
             readyTimeMs: Date.now(),
           });
@@ -914,6 +914,7 @@ export class StorageRegistry {
     }
     const status = await pool.probe();
     if (!status.available) throw new DomainError("failed_precondition", `pool ${pool.name} is unavailable: ${status.reason}`);
+    await this.replaceFailedImage(input.name, input.tenant);
     const record = await this.lock.runExclusive(async () => {
       if ([...this.images.values()].some((i) => i.tenant === input.tenant && i.name === input.name)) {
         throw new DomainError(
@@ -951,6 +952,26 @@ export class StorageRegistry {
       this.imports.delete(record.id),
     );
     return record;
+  }
+
+  /**
+   * A failed import does not hold its name: importing the same name again (with the right checksum,
+   * say) deletes the FAILED image first, as DeleteImage would, and says so in the log with the
+   * reason it had failed. Until then the FAILED image stays listed with its reason, so whoever
+   * started the import without waiting learns why. An image that is importing, ready or being
+   * deleted keeps its name (ALREADY_EXISTS).
+   */
+  private async replaceFailedImage(name: string, tenant: string): Promise<void> {
+    const failed = [...this.images.values()].find((i) => i.tenant === tenant && i.name === name && i.state === "failed");
+    if (!failed) return;
+    this.log.info({ image: failed.id, name, tenant, reason: failed.stateReason }, "a new import replaces this failed image");
+    try {
+      await this.deleteImage(failed.id, tenant, "");
+    } catch (err) {
+      // Gone or going already (another import of the same name got there first): the name check decides.
+      if (err instanceof DomainError && (err.kind === "not_found" || failed.state === "deleting")) return;
+      throw err;
+    }
   }
 
   private async runImport(

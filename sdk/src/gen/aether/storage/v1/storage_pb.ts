@@ -2199,7 +2199,10 @@ export const StorageService: GenService<{
   },
   /**
    * Starts importing an image from a local file or an http(s) URL and returns at once with the
-   * image in IMPORTING; WatchImage or GetImage report progress until READY or FAILED.
+   * image in IMPORTING; WatchImage or GetImage report progress until READY or FAILED. A FAILED
+   * image keeps its reason until an import of the same name replaces it (it is deleted first), so
+   * a retry needs no DeleteImage; an image IMPORTING, READY or being deleted holds its name
+   * (ALREADY_EXISTS).
    *
    * @generated from rpc aether.storage.v1.StorageService.ImportImage
    */
