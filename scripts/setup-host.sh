@@ -31,6 +31,7 @@ command -v mkfs.fat >/dev/null 2>&1 || need+=(dosfstools)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 test -x /usr/sbin/zfs || test -x /sbin/zfs || need+=(zfs-fuse)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 
 if [ ${#need[@]} -eq 0 ]; then
   echo "setup-host: host packages present."

@@ -69,6 +69,7 @@ import { toConnectError } from "./service/errors.js";
 import { Maintenance } from "./maintenance/drain.js";
 import { Moves } from "./maintenance/move.js";
 import { PowerOff } from "./maintenance/power.js";
+import type { ObservedAggregator } from "./metrics/metrics.js";
 
 export const DEFAULT_AUCTION_WINDOW_MS = 250;
 export const DEFAULT_LEASE_TTL_MS = 15_000;
@@ -274,6 +275,17 @@ export class Aggregator {
       leading: this.election.isLeader,
       reasons: this.election.isLeader ? [] : [await this.standbySentence()],
       uptimeMs: Date.now() - this.startMs,
+    };
+  }
+
+  /** What the Prometheus metrics read when scraped (metrics/metrics.ts). */
+  observed(): ObservedAggregator {
+    return {
+      replica: this.replica,
+      leading: () => this.election.isLeader,
+      nodes: () => this.registry.list(),
+      placements: () => this.book.placements.values(),
+      auctions: () => this.book.auctions.values(),
     };
   }
 

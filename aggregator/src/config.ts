@@ -105,6 +105,10 @@ export const ConfigSchema = z
       .regex(/^[a-z0-9._-]{1,255}$/, "must be a SPIFFE trust domain (lowercase letters, digits, '.', '-', '_')")
       .optional(),
     tcp: TcpSchema.optional(),
+    /** The Prometheus endpoint (GET /metrics), a listener of its own; unset: none. Loopback unless metrics_tls. */
+    metrics_listen: z.string().regex(HOST_PORT, "must be host:port, e.g. 127.0.0.1:9465").optional(),
+    /** Serve the metrics with mutual TLS, with the [tcp] certificate, key and client CA (Prometheus presents a certificate of the CA). */
+    metrics_tls: z.boolean().default(false),
     /** TLS material for calling nodes at https:// addresses. */
     node_tls: NodeTlsSchema.default({}),
     /** The BMCs that fence silent nodes ([[bmcs]] here and in the --bmcs file). */
@@ -118,6 +122,12 @@ export const ConfigSchema = z
   })
   .strict()
   .superRefine((config, ctx) => {
+    if (config.metrics_tls && config.tcp?.cert === undefined)
+      ctx.addIssue({
+        code: "custom",
+        path: ["metrics_tls"],
+        message: "serves the metrics with the --tls-cert, --tls-key and --tls-client-ca of the TCP listener, and none are given",
+      });
     if (config.fence_poll_interval_ms > config.fence_timeout_ms) {
       ctx.addIssue({
         code: "custom",
@@ -190,6 +200,8 @@ export interface ConfigFlags {
   fenceTimeoutMs?: number;
   fencePollIntervalMs?: number;
   fenceRetryMs?: number;
+  metricsListen?: string;
+  metricsTls?: boolean;
 }
 
 export { ConfigError };
@@ -291,6 +303,8 @@ export function loadConfig(flags: ConfigFlags): Config {
     ...(flags.fenceTimeoutMs !== undefined && { fence_timeout_ms: flags.fenceTimeoutMs }),
     ...(flags.fencePollIntervalMs !== undefined && { fence_poll_interval_ms: flags.fencePollIntervalMs }),
     ...(flags.fenceRetryMs !== undefined && { fence_retry_ms: flags.fenceRetryMs }),
+    ...(flags.metricsListen !== undefined && { metrics_listen: flags.metricsListen }),
+    ...(flags.metricsTls !== undefined && { metrics_tls: flags.metricsTls }),
     tcp: Object.keys(tcp).length > 0 ? tcp : undefined,
     node_tls: nodeTls,
     etcd_tls: etcdTls,

@@ -20,8 +20,12 @@ import {
   lockStateDir,
   methodsOf,
   outgoingTls,
+  serveMetrics,
   StateLockError,
+  type MetricsEndpoint,
 } from "@aether/server";
+import { Registry } from "prom-client";
+import { aggregatorMetrics, countStoreErrors } from "./metrics/metrics.js";
 import { AggregatorService } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { NodeService } from "@aether/sdk/gen/aether/node/v1/node_pb";
 import { Aggregator } from "./aggregator.js";
@@ -101,7 +105,10 @@ async function run(flags: ConfigFlags): Promise<void> {
   lockStateDir(config.state_dir, "aether-aggregator");
   const log = createLogger(config.log_level, join(config.state_dir, "aggregator.log"), "aether-aggregator");
   const fencer = await fencerFor(config, log);
-  const store = await openStore(config);
+  // Prometheus metrics when metrics_listen is set: the store's failures are counted on the way.
+  const metrics = config.metrics_listen === undefined ? undefined : new Registry();
+  const opened = await openStore(config);
+  const store = metrics ? countStoreErrors(opened, metrics) : opened;
   const aggregator = new Aggregator({
     store,
     replica: config.replica,
@@ -135,8 +142,22 @@ async function run(flags: ConfigFlags): Promise<void> {
   }
   authorizer.watch();
   process.on("SIGHUP", () => authorizer.reload());
+  if (metrics) aggregatorMetrics(aggregator.observed(), metrics);
   let listeners;
+  let metricsEndpoint: MetricsEndpoint | undefined;
   try {
+    if (metrics && config.metrics_listen !== undefined)
+      metricsEndpoint = await serveMetrics(
+        {
+          listen: config.metrics_listen,
+          ...(config.metrics_tls && config.tcp && { cert: config.tcp.cert, key: config.tcp.key, client_ca: config.tcp.client_ca }),
+          program: "aether-aggregator",
+          setting: "--metrics-listen (metrics_listen)",
+          tlsSetting: "--metrics-tls (metrics_tls = true, with --tls-cert, --tls-key and --tls-client-ca)",
+        },
+        metrics,
+        log,
+      );
     listeners = await listen(
       {
         program: "aether-aggregator",
@@ -146,12 +167,14 @@ async function run(flags: ConfigFlags): Promise<void> {
         allowPlainLoopback: true,
         ...(config.trust_domain !== undefined && { trustDomain: config.trust_domain }),
         trustDomainSetting: "trust_domain",
+        ...(metrics && { metrics }),
       },
       aggregatorRoutes(aggregator),
       log,
       [authorizer.interceptor()],
     );
   } catch (err) {
+    await metricsEndpoint?.close();
     await store.close();
     throw err;
   }
@@ -183,6 +206,7 @@ async function run(flags: ConfigFlags): Promise<void> {
       aggregator.endStreams();
       authorizer.close();
       await listeners.close().catch((err: unknown) => log.warn({ err: (err as Error).message }, "closing the listeners failed"));
+      await metricsEndpoint?.close();
       await aggregator.stop();
       await store.close().catch((err: unknown) => log.warn({ err: (err as Error).message }, "closing the store failed"));
       log.flush();
@@ -204,7 +228,7 @@ const program = new Command("aether-aggregator")
   .version(VERSION)
   .option(
     "-c, --config <file>",
-    "TOML config file (keys: socket, state_dir, log_level, max_message_bytes, store, etcd_endpoints, etcd_prefix, [etcd_tls] ca/cert/key, auction_window_ms, lease_ttl_ms, provision_timeout_ms, event_retention, replica, advertise, [tcp] listen/cert/key/client_ca, [node_tls] ca/cert/key, fence_timeout_ms, fence_poll_interval_ms, fence_retry_ms, [[bmcs]] node|slot/chassis/rack, endpoint, username, password_file, ca_file|insecure, profile)",
+    "TOML config file (keys: socket, state_dir, log_level, max_message_bytes, store, etcd_endpoints, etcd_prefix, [etcd_tls] ca/cert/key, auction_window_ms, lease_ttl_ms, provision_timeout_ms, event_retention, replica, advertise, [tcp] listen/cert/key/client_ca, metrics_listen, metrics_tls, [node_tls] ca/cert/key, fence_timeout_ms, fence_poll_interval_ms, fence_retry_ms, [[bmcs]] node|slot/chassis/rack, endpoint, username, password_file, ca_file|insecure, profile)",
   )
   .option("--socket <path>", "unix socket to serve on (default /run/aether/aggregator.sock as root)")
   .option("--state-dir <dir>", "where the embedded store and the log are kept (default /var/lib/aether-aggregator as root)")
@@ -213,6 +237,8 @@ const program = new Command("aether-aggregator")
   .option("--tls-cert <file>", "server certificate (PEM)")
   .option("--tls-key <file>", "server private key (PEM)")
   .option("--tls-client-ca <file>", "CA that client certificates must chain to (PEM)")
+  .option("--metrics-listen <host:port>", "serve Prometheus metrics on GET /metrics at this address (loopback unless --metrics-tls)")
+  .option("--metrics-tls", "serve the metrics with mutual TLS, with the --tls-cert, --tls-key and --tls-client-ca")
   .option("--store <kind>", "embedded (one replica, in --state-dir) or etcd (several replicas, one leader)")
   .option("--etcd-endpoints <urls>", "comma-separated etcd endpoints, e.g. http://127.0.0.1:2379")
   .option("--etcd-prefix <prefix>", "key prefix in etcd (default /aether/aggregator/)")

@@ -42,16 +42,27 @@ async function cpuSeconds(statPath: string): Promise<number | undefined> {
   return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
 }
 
-/** vCPU threads of a QEMU ("CPU 0/KVM", "CPU 1/TCG") or Firecracker ("fc_vcpu 0") process, and their CPU time. */
-async function vcpuSeconds(pid: number): Promise<Array<{ vcpu: string; seconds: number }>> {
-  const tasks = await readdir(`/proc/${pid}/task`).catch(() => [] as string[]);
+/**
+ * The CPU time of a VM's vCPU threads: QEMU's from QMP query-cpus-fast (each vCPU's thread id; vCPUs
+ * that share one thread, as single-threaded TCG runs them, are labelled together as "all"),
+ * Firecracker's from its thread names ("fc_vcpu 0").
+ */
+async function vcpuSeconds(pid: number, qmp: QmpClient | undefined): Promise<Array<{ vcpu: string; seconds: number }>> {
+  const threads = new Map<number, string[]>();
+  if (qmp) {
+    const cpus = await qmp.execute<Array<{ "cpu-index": number; "thread-id": number }>>("query-cpus-fast", undefined, 2000);
+    for (const c of cpus) threads.set(c["thread-id"], [...(threads.get(c["thread-id"]) ?? []), String(c["cpu-index"])]);
+  } else {
+    for (const tid of await readdir(`/proc/${pid}/task`).catch(() => [] as string[])) {
+      const comm = (await readFile(`/proc/${pid}/task/${tid}/comm`, "utf8").catch(() => "")).trim();
+      const vcpu = /^fc_vcpu (\d+)$/.exec(comm)?.[1];
+      if (vcpu !== undefined) threads.set(Number(tid), [vcpu]);
+    }
+  }
   const out: Array<{ vcpu: string; seconds: number }> = [];
-  for (const tid of tasks) {
-    const comm = (await readFile(`/proc/${pid}/task/${tid}/comm`, "utf8").catch(() => "")).trim();
-    const vcpu = /^CPU (\d+)\//.exec(comm)?.[1] ?? /^fc_vcpu (\d+)$/.exec(comm)?.[1];
-    if (vcpu === undefined) continue;
+  for (const [tid, vcpus] of threads) {
     const seconds = await cpuSeconds(`/proc/${pid}/task/${tid}/stat`);
-    if (seconds !== undefined) out.push({ vcpu, seconds });
+    if (seconds !== undefined) out.push({ vcpu: vcpus.length === 1 ? (vcpus[0] as string) : "all", seconds });
   }
   return out;
 }
@@ -88,10 +99,10 @@ async function sampleVm(vm: VmRecord, deps: DaemonMetricsDeps): Promise<VmSample
   const statm = await readFile(`/proc/${pid}/statm`, "utf8").catch(() => undefined);
   sample.rssBytes = statm === undefined ? undefined : Number(statm.split(" ")[1]) * PAGE_BYTES;
   sample.cpuSeconds = await cpuSeconds(`/proc/${pid}/stat`);
-  sample.vcpus = await vcpuSeconds(pid);
   const qmp = vm.spec.hypervisor === "qemu" ? deps.vms.qmp(vm) : undefined;
   if (qmp) {
     try {
+      sample.vcpus = await vcpuSeconds(pid, qmp);
       const stats = await qmp.execute<QmpBlockStats[]>("query-blockstats", undefined, 2000);
       sample.blocks = stats.map((s) => ({
         drive: s.device || s.qdev || s["node-name"] || "unknown",
@@ -101,8 +112,10 @@ async function sampleVm(vm: VmRecord, deps: DaemonMetricsDeps): Promise<VmSample
         writeOps: s.stats.wr_operations,
       }));
     } catch (err) {
-      deps.log.debug({ vm: vm.spec.name, err: (err as Error).message }, "query-blockstats failed; no block figures in this scrape");
+      deps.log.debug({ vm: vm.spec.name, err: (err as Error).message }, "QMP did not answer; no vCPU or block figures in this scrape");
     }
+  } else {
+    sample.vcpus = await vcpuSeconds(pid, undefined);
   }
   for (const nic of vm.spec.nics) {
     const read = (file: string) => readFile(`/sys/class/net/${nic.tap}/statistics/${file}`, "utf8").then(Number, () => undefined);
