@@ -67,6 +67,20 @@ const BmcSchema = z
 
 export type BmcConfig = z.infer<typeof BmcSchema>;
 
+/** [backup]: the cluster's state committed to a git repository (aggregator/src/backup/). */
+const BackupSchema = z
+  .object({
+    /** The bare repository the leader commits to (created when missing), e.g. /var/lib/aether-aggregator/backup.git. */
+    repository: z.string().min(1),
+    /** Where every commit is pushed: a path or URL git understands; empty: nowhere. */
+    remote: z.string().default(""),
+    /** At most one commit per this long after changes. */
+    batch_ms: z.number().int().min(100).max(3_600_000).default(10_000),
+    /** A commit (when anything changed) and a push retry at least this often. */
+    interval_ms: z.number().int().min(1000).max(86_400_000).default(300_000),
+  })
+  .strict();
+
 export const ConfigSchema = z
   .object({
     socket: z.string().min(1),
@@ -113,6 +127,8 @@ export const ConfigSchema = z
     node_tls: NodeTlsSchema.default({}),
     /** The BMCs that fence silent nodes ([[bmcs]] here and in the --bmcs file). */
     bmcs: z.array(BmcSchema).default([]),
+    /** Backups of the cluster's state to git; unset: none. */
+    backup: BackupSchema.optional(),
     /** Longest time from a fence request to power state "Off". */
     fence_timeout_ms: z.number().int().min(100).max(3_600_000),
     /** Time between power state reads while fencing. */
@@ -200,6 +216,10 @@ export interface ConfigFlags {
   fenceTimeoutMs?: number;
   fencePollIntervalMs?: number;
   fenceRetryMs?: number;
+  backupRepository?: string;
+  backupRemote?: string;
+  backupBatchMs?: number;
+  backupIntervalMs?: number;
   metricsListen?: string;
   metricsTls?: boolean;
 }
@@ -258,6 +278,14 @@ export function loadConfig(flags: ConfigFlags): Config {
     ...(flags.nodeTlsCert !== undefined && { cert: flags.nodeTlsCert }),
     ...(flags.nodeTlsKey !== undefined && { key: flags.nodeTlsKey }),
   };
+  const fileBackup = (file.backup ?? {}) as Record<string, unknown>;
+  const backup = {
+    ...fileBackup,
+    ...(flags.backupRepository !== undefined && { repository: flags.backupRepository }),
+    ...(flags.backupRemote !== undefined && { remote: flags.backupRemote }),
+    ...(flags.backupBatchMs !== undefined && { batch_ms: flags.backupBatchMs }),
+    ...(flags.backupIntervalMs !== undefined && { interval_ms: flags.backupIntervalMs }),
+  };
   const fileEtcdTls = (file.etcd_tls ?? {}) as Record<string, unknown>;
   const etcdTls = {
     ...fileEtcdTls,
@@ -308,10 +336,12 @@ export function loadConfig(flags: ConfigFlags): Config {
     tcp: Object.keys(tcp).length > 0 ? tcp : undefined,
     node_tls: nodeTls,
     etcd_tls: etcdTls,
+    backup: Object.keys(backup).length > 0 ? backup : undefined,
   };
   const config = parseConfig(ConfigSchema, merged);
   config.socket = resolve(config.socket);
   config.state_dir = resolve(config.state_dir);
+  if (config.backup) config.backup.repository = resolve(config.backup.repository);
   return config;
 }
 

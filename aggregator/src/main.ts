@@ -29,6 +29,8 @@ import { aggregatorMetrics, countStoreErrors } from "./metrics/metrics.js";
 import { AggregatorService } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { NodeService } from "@aether/sdk/gen/aether/node/v1/node_pb";
 import { Aggregator } from "./aggregator.js";
+import type { BackupSettings } from "./backup/backup.js";
+import { configDocuments } from "./backup/documents.js";
 import { aggregatorRoutes } from "./service/service.js";
 import { EmbeddedStore } from "./store/embedded-store.js";
 import { StoreUnavailableError, type ClusterStore } from "./store/store.js";
@@ -83,6 +85,26 @@ async function fencerFor(config: Config, log: Logger): Promise<Fencer | undefine
   return new RedfishFencer(bmcs, (target) => new RedfishClient(target, { log: redfishLog }));
 }
 
+/** [backup] as the backup room takes it, with the configuration documents (no secrets) committed beside the records. */
+function backupSettings(config: Config): BackupSettings {
+  const b = config.backup as NonNullable<Config["backup"]>;
+  let policy: string | undefined;
+  if (config.policy !== undefined) {
+    try {
+      policy = readFileSync(config.policy, "utf8");
+    } catch (err) {
+      throw new ConfigError(`cannot read the policy ${config.policy}: ${(err as Error).message}`);
+    }
+  }
+  return {
+    repository: b.repository,
+    ...(b.remote !== "" && { remote: b.remote }),
+    batchMs: b.batch_ms,
+    intervalMs: b.interval_ms,
+    documents: configDocuments(config.bmcs, policy),
+  };
+}
+
 function advertised(config: Config, tcpAddress: string | undefined): string {
   if (config.advertise !== "") return config.advertise;
   if (config.tcp && tcpAddress !== undefined) return `${config.tcp.cert !== undefined ? "https" : "http"}://${tcpAddress}`;
@@ -126,6 +148,7 @@ async function run(flags: ConfigFlags): Promise<void> {
     fenceTimeoutMs: config.fence_timeout_ms,
     fencePollIntervalMs: config.fence_poll_interval_ms,
     fenceRetryMs: config.fence_retry_ms,
+    ...(config.backup && { backup: backupSettings(config) }),
     log,
   });
   // Who may call what: the same policy file format, roles and tenant scoping as aetherd.
@@ -228,7 +251,7 @@ const program = new Command("aether-aggregator")
   .version(VERSION)
   .option(
     "-c, --config <file>",
-    "TOML config file (keys: socket, state_dir, log_level, max_message_bytes, store, etcd_endpoints, etcd_prefix, [etcd_tls] ca/cert/key, auction_window_ms, lease_ttl_ms, provision_timeout_ms, event_retention, replica, advertise, [tcp] listen/cert/key/client_ca, metrics_listen, metrics_tls, [node_tls] ca/cert/key, fence_timeout_ms, fence_poll_interval_ms, fence_retry_ms, [[bmcs]] node|slot/chassis/rack, endpoint, username, password_file, ca_file|insecure, profile)",
+    "TOML config file (keys: socket, state_dir, log_level, max_message_bytes, store, etcd_endpoints, etcd_prefix, [etcd_tls] ca/cert/key, auction_window_ms, lease_ttl_ms, provision_timeout_ms, event_retention, replica, advertise, [tcp] listen/cert/key/client_ca, metrics_listen, metrics_tls, [node_tls] ca/cert/key, fence_timeout_ms, fence_poll_interval_ms, fence_retry_ms, [[bmcs]] node|slot/chassis/rack, endpoint, username, password_file, ca_file|insecure, profile, [backup] repository/remote/batch_ms/interval_ms)",
   )
   .option("--socket <path>", "unix socket to serve on (default /run/aether/aggregator.sock as root)")
   .option("--state-dir <dir>", "where the embedded store and the log are kept (default /var/lib/aether-aggregator as root)")
@@ -278,6 +301,17 @@ const program = new Command("aether-aggregator")
     "first wait before fencing again after an unconfirmed fence; doubles up to 5 min (default 10000)",
     integer("--fence-retry-ms"),
   )
+  .option(
+    "--backup-repository <dir>",
+    "back the cluster's state up to this bare git repository (created when missing), e.g. /var/lib/aether-aggregator/backup.git",
+  )
+  .option("--backup-remote <url>", "push every backup to this git remote (a path or URL)")
+  .option("--backup-batch-ms <ms>", "at most one backup commit per this long after changes (default 10000)", integer("--backup-batch-ms"))
+  .option(
+    "--backup-interval-ms <ms>",
+    "a backup commit (when anything changed) and a push retry at least this often (default 300000)",
+    integer("--backup-interval-ms"),
+  )
   .addHelpText(
     "after",
     `
@@ -286,6 +320,7 @@ Examples:
   aether-aggregator --socket /tmp/agg.sock --state-dir /tmp/agg --auction-window-ms 100
   aether-aggregator --listen 127.0.0.1:7450 --lease-ttl-ms 5000
   aether-aggregator --bmcs /etc/aether/bmcs.toml            fence silent nodes through their BMCs
+  aether-aggregator --backup-repository /var/lib/aether-aggregator/backup.git --backup-remote git@backup:aether.git
   aether-aggregator --store etcd --etcd-endpoints http://10.0.0.2:2379,http://10.0.0.3:2379 --replica agg-1 \\
       --listen 10.0.0.5:7450 --tls-cert agg.pem --tls-key agg.key --tls-client-ca ca.pem
   aether-aggregator --store etcd --etcd-endpoints https://10.0.0.2:2379 --etcd-ca etcd-ca.pem \\

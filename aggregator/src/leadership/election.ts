@@ -36,6 +36,8 @@ export class Election {
   private stopping = false;
   private started = false;
   private leadingWaiters: Array<() => void> = [];
+  /** Why requests are refused while suspend() runs. */
+  private suspended: string | undefined;
 
   constructor(
     private readonly store: ClusterStore,
@@ -136,12 +138,36 @@ export class Election {
     } catch {
       leader = undefined;
     }
+    if (this.suspended !== undefined && !this.stopping) return this.suspended;
     if (this.stopping)
       return `this replica (${this.replica}) is shutting down; retry against another replica, which takes over within seconds.`;
     if (leader && leader.replica !== this.replica) {
       return `this replica (${this.replica}) is a standby; the leader is ${leader.replica}${leader.advertise ? ` at ${leader.advertise}` : ""} (since ${leader.since}): send requests there, or retry here, since a standby takes over within seconds when the leader is gone.`;
     }
     return `this replica (${this.replica}) is a standby and no leader is known yet (an election is under way, or the store ${this.store.description} cannot be reached): retry in a few seconds.`;
+  }
+
+  /**
+   * Runs work while this replica leads but serves nothing (a restore rebuilding the rooms from the
+   * store): requests are answered UNAVAILABLE with `why`, then the rooms resume what they find. A
+   * failure gives leadership up, so that the next take-over reads the store afresh.
+   */
+  async suspend(why: string, work: () => Promise<void>): Promise<void> {
+    if (!this.leading) throw unavailable(await this.standbySentence());
+    const leadership = this.leadership;
+    this.leading = false;
+    this.suspended = why;
+    try {
+      await work();
+    } catch (err) {
+      this.suspended = undefined;
+      if (leadership && this.leadership === leadership) await leadership.resign().catch(() => undefined);
+      throw err;
+    }
+    this.suspended = undefined;
+    if (this.leadership !== leadership || this.stopping) return;
+    this.leading = true;
+    this.duties.resume();
   }
 
   /** Stops leading for good: the rooms stand down, and leadership is resigned so that another replica takes over at once. */

@@ -3,7 +3,7 @@
 // @aether/sdk's connect() (which checks health before returning) works against the aggregator too.
 import { create } from "@bufbuild/protobuf";
 import type { ConnectRouter, HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import { callerOf, duration, holdToTenant, notFound, peerKey, permissionDenied, scopeKey, unimplemented } from "@aether/server";
+import { callerOf, duration, holdToTenant, notFound, peerKey, permissionDenied, scopeKey, timestamp, unimplemented } from "@aether/server";
 import {
   AggregatorService,
   CordonNodeResponseSchema,
@@ -18,6 +18,12 @@ import {
   RegisterNodeResponseSchema,
   ReleasePlacementResponseSchema,
   ShutdownNodeResponseSchema,
+  ListBackupsResponseSchema,
+  TriggerBackupResponseSchema,
+  RestoreBackupResponseSchema,
+  BackupChangeKind,
+  BackupSchema,
+  type Backup,
   StreamClusterEventsResponseSchema,
   UncordonNodeResponseSchema,
 } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
@@ -25,6 +31,7 @@ import { BidService } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { CheckHealthResponseSchema, HealthStatus, NodeService } from "@aether/sdk/gen/aether/node/v1/node_pb";
 import type { Aggregator } from "../aggregator.js";
 import type { NodeCaller } from "../nodes/membership.js";
+import type { BackupInfo } from "../backup/backup.js";
 
 /**
  * Who may speak for a node: an admin on the aggregator's unix socket or loopback (undefined: any
@@ -47,17 +54,33 @@ export function nodeCallerOf(ctx: HandlerContext, verb: string, othersMay = fals
 }
 
 /**
- * Cordon, drain, uncordon and shutdown are an operator's acts: a node's certificate (which the
+ * Cordon, drain, uncordon, shutdown, backup and restore are an operator's acts: a node's certificate (which the
  * default policy binds to the operator role so that it can register) may not take them.
  */
-function operatorOnly(ctx: HandlerContext, verb: string): void {
+function operatorOnly(ctx: HandlerContext, verb: string, what = "a node"): void {
   const peer = ctx.values.get(peerKey);
   if (peer.transport !== "tls") return;
   const { identity } = callerOf(peer);
   if (/^spiffe:\/\/[^/]+\/node\/[^/]+$/.test(identity))
     throw permissionDenied(
-      `${identity.slice(0, 200)} is a node's certificate; only an operator may ${verb} a node (a user certificate from aether pki issue user). Nothing was changed.`,
+      `${identity.slice(0, 200)} is a node's certificate; only an operator may ${verb} ${what} (a user certificate from aether pki issue user). Nothing was changed.`,
     );
+}
+
+const CHANGE_KINDS = {
+  added: BackupChangeKind.ADDED,
+  changed: BackupChangeKind.CHANGED,
+  removed: BackupChangeKind.REMOVED,
+} as const;
+
+function backupOf(b: BackupInfo): Backup {
+  return create(BackupSchema, {
+    commit: b.commit,
+    commitTime: timestamp(b.timeMs),
+    summary: b.summary,
+    recordCount: b.records,
+    pushed: b.pushed,
+  });
 }
 
 export function aggregatorService(aggregator: Aggregator): ServiceImpl<typeof AggregatorService> {
@@ -119,6 +142,39 @@ export function aggregatorService(aggregator: Aggregator): ServiceImpl<typeof Ag
     async *shutdownNode(req, ctx) {
       operatorOnly(ctx, "shut down");
       for await (const progress of aggregator.shutdownNode(req, ctx.signal)) yield create(ShutdownNodeResponseSchema, { progress });
+    },
+    async listBackups(req) {
+      const [found, repository, remote] = await aggregator.withBackups(
+        async (b) => [await b.list(req.pageSize, req.pageToken), b.repository, b.remote] as const,
+      );
+      return create(ListBackupsResponseSchema, {
+        backups: found.backups.map(backupOf),
+        nextPageToken: found.next,
+        repository,
+        remote,
+        pushError: found.pushError,
+        heldReason: found.held,
+      });
+    },
+    async triggerBackup(_req, ctx) {
+      operatorOnly(ctx, "back up", "the cluster's state");
+      const made = await aggregator.withBackups((b) => b.trigger());
+      return create(TriggerBackupResponseSchema, {
+        ...(made.backup && { backup: backupOf(made.backup) }),
+        committed: made.committed,
+        pushError: made.pushError,
+      });
+    },
+    async restoreBackup(req, ctx) {
+      operatorOnly(ctx, "restore", "the cluster's state");
+      const done = await aggregator.withBackups((b) => b.restore(req.commit, req.force, req.dryRun));
+      return create(RestoreBackupResponseSchema, {
+        commit: done.commit,
+        changes: done.changes.map((c) => ({ key: c.key, kind: CHANGE_KINDS[c.kind] })),
+        applied: done.applied,
+        ...(done.backup && { backup: backupOf(done.backup) }),
+        liveNodes: done.liveNodes,
+      });
     },
     async *streamClusterEvents(req, context) {
       // A tenant sees its own workloads' events, not the nodes' (which speak of every tenant).
