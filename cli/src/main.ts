@@ -8,6 +8,7 @@ import { nodeCommands } from "./commands/node.js";
 import { storageCommands } from "./commands/storage.js";
 import { imageCommands } from "./commands/image.js";
 import { clusterCommands } from "./commands/cluster.js";
+import { backupCommands } from "./commands/backup.js";
 import { pkiCommands } from "./commands/pki.js";
 import { fenceCommands } from "./commands/fence.js";
 import { EXIT, EXIT_CODES_HELP, fail } from "./exit-codes.js";
@@ -45,6 +46,7 @@ Examples:
   aether image import debian-12 https://example.org/debian-12.qcow2 --sha256 <hex>
   aether storage create web-disk --image debian-12 --size 20G
   aether cluster deploy web --memory 256M -- /usr/bin/python3 -m http.server 8080
+  aether backup list
   aether fence off node-7 --timeout 60s --reason "lost heartbeat"
   aether --address unix:///tmp/aether.sock exec stop web
 ${EXIT_CODES_HELP}`,
@@ -57,6 +59,7 @@ vmCommands(program);
 storageCommands(program);
 imageCommands(program);
 clusterCommands(program);
+backupCommands(program);
 pkiCommands(program);
 fenceCommands(program);
 
