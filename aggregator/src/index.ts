@@ -1,6 +1,6 @@
 // @aether/aggregator: the cluster-side node registry and auction, as a library.
 export * from "./store/store.js";
-export { EmbeddedStore } from "./store/embedded-store.js";
+export { EmbeddedStore, decodeKey, encodeKey } from "./store/embedded-store.js";
 export {
   Aggregator,
   DEFAULT_AUCTION_WINDOW_MS,
@@ -61,6 +61,8 @@ export {
 export { EventLog, type NewEvent } from "./events/events.js";
 export { NodeClients, type NodeTls } from "./nodes/node-clients.js";
 export { aggregatorRoutes, aggregatorService, healthService } from "./service/service.js";
+export { Backups, DEFAULT_BACKUP_BATCH_MS, DEFAULT_BACKUP_INTERVAL_MS, type BackupHost, type BackupSettings } from "./backup/backup.js";
+export { BACKED_UP, backedUpValue, isBackedUp, recordFile, recordOf } from "./backup/records.js";
 export { listen, ListenError, type Listeners, type ListenOptions } from "@aether/server";
 export {
   loadConfig,

@@ -1,0 +1,277 @@
+// The cluster's state backed up to git (issue 17, item 4), with the compiled aether-aggregator, the
+// real git binary and fake bidders as nodes: changes become commits pushed to a bare remote; no BMC
+// password ever enters the repository; the aggregator's state directory is wiped and a fresh
+// aggregator rebuilds its store from a commit of the remote, byte for byte in the records; a restore
+// is refused while nodes are live unless forced; kill -9 loses no committed backup and the next start
+// continues the history; `aether backup list|trigger|restore` show the same.
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { Code } from "@aether/sdk";
+import { BackupChangeKind, NodeLifecycle } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
+import { eventually } from "./helpers/daemon.js";
+import { rejectsWith } from "./helpers/assertions.js";
+import { startAggregator, type TestAggregator } from "./helpers/aggregator.js";
+import { startFakeBidder, type FakeBidder } from "./helpers/fake-bidder.js";
+import { runCommand } from "./helpers/run.js";
+import { backedUpValue, decodeKey, isBackedUp } from "@aether/aggregator";
+
+const PASSWORD = "bmc-Pa55word-that-must-never-be-committed-7f3a";
+
+const git = (gitDir: string, ...args: string[]) => execFileSync("git", ["--git-dir", gitDir, ...args], { encoding: "utf8" });
+
+/** The store's backed-up records as files in a state directory: key → value. */
+function storeFiles(stateDir: string): Map<string, string> {
+  const out = new Map<string, string>();
+  const dir = join(stateDir, "store");
+  for (const name of readdirSync(dir)) {
+    if (name.startsWith(".")) continue;
+    const key = decodeKey(name);
+    if (isBackedUp(key)) out.set(key, readFileSync(join(dir, name), "utf8"));
+  }
+  return out;
+}
+
+describe("the cluster's state backed up to git", { timeout: 240_000 }, () => {
+  const dir = mkdtempSync(join(tmpdir(), "aether-backup-"));
+  const remote = join(dir, "remote.git");
+  const bidders: FakeBidder[] = [];
+  let agg: TestAggregator | undefined;
+  let args: string[] = [];
+
+  before(() => {
+    git(remote, "init", "--quiet", "--bare", "--initial-branch=main");
+    const passwordFile = join(dir, "bmc-password");
+    writeFileSync(passwordFile, `${PASSWORD}\n`);
+    chmodSync(passwordFile, 0o600);
+    const bmcs = join(dir, "bmcs.toml");
+    writeFileSync(
+      bmcs,
+      `[[bmcs]]\nnode = "bk-a"\nendpoint = "https://127.0.0.1:1"\nusername = "admin"\npassword_file = "${passwordFile}"\ninsecure = true\n`,
+    );
+    args = [
+      "--backup-repository",
+      join(dir, "state", "backup.git"),
+      "--backup-remote",
+      remote,
+      "--backup-batch-ms",
+      "300",
+      "--bmcs",
+      bmcs,
+      // Fake bidders do not heartbeat: a long lease keeps them READY (and unfenced) through the test.
+      "--lease-ttl-ms",
+      "600000",
+    ];
+  });
+
+  after(async () => {
+    if (agg) {
+      for (const id of ["bk-a", "bk-b"]) await agg.client.aggregator.deregisterNode({ nodeId: id }).catch(() => undefined);
+      await agg.stop();
+    }
+    for (const b of bidders) await b.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  let restorePoint = "";
+  let recorded: Map<string, string> = new Map();
+
+  it("commits every change (batched) and pushes it to the remote; the records are one file each; no secret enters", async () => {
+    agg = await startAggregator({ dir, args });
+    const client = agg.client;
+    for (const id of ["bk-a", "bk-b"]) {
+      const bidder = await startFakeBidder(id, { score: id === "bk-a" ? 800 : 200 });
+      bidders.push(bidder);
+      await client.aggregator.registerNode({ nodeId: id, name: id, address: bidder.address });
+    }
+    const { placement } = await client.aggregator.deploy({
+      spec: { name: "web", kind: { case: "executable", value: { argv: ["/bin/sleep", "600"] } } },
+    });
+    assert.equal(placement?.node, "bk-a");
+    await client.aggregator.cordonNode({ node: "bk-b" });
+    const workload = placement?.workloadId ?? "";
+
+    // The remote holds a commit with every record as a file of its own.
+    const files = await eventually(
+      () => {
+        if (git(remote, "for-each-ref", "refs/heads/main") === "") return undefined;
+        const tree = git(remote, "ls-tree", "-r", "--name-only", "main").split("\n");
+        return tree.includes(`placements/${workload}.json`) && git(remote, "show", "main:nodes/bk-b.json").includes("CORDONED")
+          ? tree
+          : undefined;
+      },
+      15_000,
+      "the remote holds the placement and the cordoned node",
+    );
+    for (const f of ["nodes/bk-a.json", "nodes/bk-b.json", "config/bmcs/node-bk-a.json"]) assert.ok(files.includes(f), `${f} in ${files}`);
+    assert.ok(files.some((f) => f.startsWith("auctions/")));
+    assert.ok(!files.some((f) => f.startsWith("events/") || f === "leader.json"), "no events, no leader record");
+    // Stable JSON, indented, one record per file; no heartbeat fields.
+    const node = git(remote, "show", "main:nodes/bk-b.json");
+    assert.match(node, /^\{\n {2}"id": "bk-b",\n/);
+    assert.doesNotMatch(node, /heartbeatTime|expireTime/);
+    const bmc = JSON.parse(git(remote, "show", "main:config/bmcs/node-bk-a.json")) as Record<string, unknown>;
+    assert.deepEqual(bmc, { node: "bk-a", endpoint: "https://127.0.0.1:1", username: "admin", insecure: true });
+
+    // Newest first, with time, summary and records; paged; pushed.
+    const { backups, repository, remote: listedRemote, pushError } = await client.aggregator.listBackups({});
+    assert.equal(repository, join(dir, "state", "backup.git"));
+    assert.equal(listedRemote, remote);
+    assert.equal(pushError, "");
+    assert.ok(backups.length >= 2, `${backups.length} backups`);
+    assert.equal(backups[0]?.commit, git(remote, "rev-parse", "main").trim());
+    assert.ok(backups.every((b) => b.pushed && b.summary !== "" && b.commitTime !== undefined));
+    assert.match(backups[0]?.summary ?? "", /changed: .*nodes\/bk-b/);
+    const firstPage = await client.aggregator.listBackups({ pageSize: 1 });
+    assert.equal(firstPage.backups.length, 1);
+    const second = await client.aggregator.listBackups({ pageSize: 1, pageToken: firstPage.nextPageToken });
+    assert.equal(second.backups[0]?.commit, backups[1]?.commit);
+    await rejectsWith(client.aggregator.listBackups({ pageToken: "nonsense" }), Code.InvalidArgument, /page_token/);
+
+    // The password is nowhere in the history, local or remote.
+    for (const repo of [remote, join(dir, "state", "backup.git")]) {
+      const all = git(repo, "log", "-p", "--all", "--format=%H %s%n%b");
+      assert.ok(all.includes("bk-a"), "the history is readable");
+      assert.ok(!all.includes(PASSWORD), `no password in ${repo}`);
+      assert.ok(!all.includes("bmc-password"), `not even the password file's path in ${repo}`);
+    }
+
+    // TriggerBackup with nothing changed makes no commit; the CLI lists the same.
+    const trig = await client.aggregator.triggerBackup({});
+    assert.equal(trig.committed, false);
+    restorePoint = trig.backup?.commit ?? "";
+    assert.equal(restorePoint, git(remote, "rev-parse", "main").trim());
+    const env = { AETHER_AGGREGATOR: `unix://${agg.socket}` };
+    const listed = await runCommand("aether", ["backup", "list", "--json"], { env });
+    assert.equal(listed.code, 0, listed.stderr);
+    assert.equal((JSON.parse(listed.stdout) as Array<{ commit: string }>)[0]?.commit, restorePoint);
+    const table = await runCommand("aether", ["backup", "list"], { env });
+    assert.match(table.stdout, new RegExp(`${restorePoint.slice(0, 12)}.*yes`));
+    recorded = storeFiles(agg.stateDir);
+  });
+
+  it("refuses a restore while nodes are live (naming them) unless forced; dry-run says what would change; bad commits are refused", async () => {
+    const client = (agg as TestAggregator).client;
+    const first = (await client.aggregator.listBackups({ pageSize: 1000 })).backups.at(-1)?.commit ?? "";
+    await rejectsWith(client.aggregator.restoreBackup({ commit: first }), Code.FailedPrecondition, /bk-a, bk-b are live.*--force/);
+    const dry = await client.aggregator.restoreBackup({ commit: first.slice(0, 10), dryRun: true });
+    assert.equal(dry.applied, false);
+    assert.equal(dry.commit, first);
+    assert.deepEqual(dry.liveNodes, ["bk-a", "bk-b"]);
+    assert.ok(dry.changes.length > 0);
+    assert.ok(dry.changes.every((c) => c.kind !== BackupChangeKind.UNSPECIFIED));
+    await rejectsWith(client.aggregator.restoreBackup({ commit: "main" }), Code.InvalidArgument, /hexadecimal/);
+    await rejectsWith(client.aggregator.restoreBackup({ commit: "0123456789abcdef" }), Code.NotFound, /no backup 0123456789abcdef/);
+    const cli = await runCommand("aether", ["backup", "restore", first, "--dry-run"], {
+      env: { AETHER_AGGREGATOR: `unix://${agg?.socket}` },
+    });
+    assert.equal(cli.code, 0, cli.stderr);
+    assert.match(cli.stdout, /would restore .*\n {2}(added|changed|removed) +\S+/);
+    assert.match(cli.stdout, /live nodes \(a restore needs --force\): bk-a, bk-b/);
+    const refused = await runCommand("aether", ["backup", "restore", first], { env: { AETHER_AGGREGATOR: `unix://${agg?.socket}` } });
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.stderr, /bk-a, bk-b are live/);
+    // Nothing was changed by the refusals and the dry runs.
+    assert.deepEqual(storeFiles((agg as TestAggregator).stateDir), recorded);
+  });
+
+  it("a wiped aggregator is rebuilt from the remote's commit: the records are back byte for byte", async () => {
+    const old = agg as TestAggregator;
+    await old.stop();
+    agg = undefined;
+    rmSync(join(dir, "state"), { recursive: true, force: true });
+    agg = await startAggregator({ dir, args });
+    const client = agg.client;
+    // The history came from the remote; the empty store is not committed over it.
+    const listed = await client.aggregator.listBackups({});
+    assert.equal(listed.backups[0]?.commit, restorePoint);
+    assert.match(listed.heldReason, /store is empty/);
+    assert.equal((await client.aggregator.listNodes({})).nodes.length, 0);
+
+    const done = await client.aggregator.restoreBackup({ commit: restorePoint.slice(0, 12) });
+    assert.equal(done.applied, true);
+    assert.deepEqual(done.liveNodes, []);
+    assert.ok(done.changes.every((c) => c.kind === BackupChangeKind.ADDED));
+    assert.equal(done.changes.length, recorded.size);
+
+    // Byte for byte: every record as the old aggregator wrote it (a node without its heartbeat's fields).
+    const restored = storeFiles(agg.stateDir);
+    assert.deepEqual([...restored.keys()].sort(), [...recorded.keys()].sort());
+    for (const [key, value] of recorded) assert.equal(restored.get(key), backedUpValue(key, value), key);
+    for (const [key, value] of recorded) if (!key.startsWith("nodes/")) assert.equal(restored.get(key), value, `${key} is the same bytes`);
+    // The restore is a commit of its own, with the very tree restored, pushed.
+    const head = git(remote, "rev-parse", "main").trim();
+    assert.equal(done.backup?.commit, head);
+    assert.equal(git(remote, "rev-parse", `${head}^{tree}`), git(remote, "rev-parse", `${restorePoint}^{tree}`));
+    assert.equal(git(remote, "rev-parse", `${head}^`).trim(), restorePoint, "the history goes on");
+    assert.match(done.backup?.summary ?? "", new RegExp(`restored from ${restorePoint.slice(0, 12)}`));
+
+    // The cluster's state is back.
+    const nodes = (await client.aggregator.listNodes({})).nodes;
+    assert.deepEqual(
+      nodes.map((n) => [n.id, NodeLifecycle[n.lifecycle]]),
+      [
+        ["bk-a", "ON_DUTY"],
+        ["bk-b", "CORDONED"],
+      ],
+    );
+    const { placements } = await client.aggregator.listPlacements({});
+    assert.deepEqual(
+      placements.map((p) => [p.name, p.node]),
+      [["web", "bk-a"]],
+    );
+    // Restored READY nodes are live again (their lease extended by one TTL): a restore needs --force now.
+    await rejectsWith(client.aggregator.restoreBackup({ commit: restorePoint }), Code.FailedPrecondition, /bk-a, bk-b are live/);
+    const forced = await runCommand("aether", ["backup", "restore", restorePoint, "--force"], {
+      env: { AETHER_AGGREGATOR: `unix://${agg.socket}` },
+    });
+    assert.equal(forced.code, 0, forced.stderr);
+    assert.match(forced.stdout, /restored .*: 0 record\(s\) changed\nlive nodes overridden \(--force\): bk-a, bk-b/);
+  });
+
+  it("kill -9 loses no committed backup, and the next start continues the history", async () => {
+    const client = (agg as TestAggregator).client;
+    const kept = (await client.aggregator.listBackups({ pageSize: 1000 })).backups.map((b) => b.commit);
+    // Changes keep coming (batched commits every 300 ms) when the aggregator is killed.
+    const churn = (async () => {
+      for (let i = 0; i < 40; i++) {
+        const node = "bk-b";
+        await (i % 2 === 0 ? client.aggregator.uncordonNode({ node }) : client.aggregator.cordonNode({ node })).catch(() => undefined);
+        await new Promise((r) => setTimeout(r, 40));
+      }
+    })();
+    await new Promise((r) => setTimeout(r, 900));
+    await (agg as TestAggregator).kill9();
+    await churn;
+    const local = join(dir, "state", "backup.git");
+    const headAtKill = git(local, "rev-parse", "main").trim();
+    git(local, "fsck", "--full", "--no-dangling");
+    agg = await startAggregator({ dir, args });
+    const history = (await agg.client.aggregator.listBackups({ pageSize: 1000 })).backups.map((b) => b.commit);
+    for (const c of kept) assert.ok(history.includes(c), `backup ${c} survived kill -9`);
+    assert.ok(history.includes(headAtKill));
+    await agg.client.aggregator.uncordonNode({ node: "bk-b" }).catch(() => undefined);
+    await agg.client.aggregator.cordonNode({ node: "bk-b" });
+    const made = await agg.client.aggregator.triggerBackup({});
+    const newest = made.backup?.commit ?? "";
+    assert.ok(
+      git(local, "merge-base", "--is-ancestor", headAtKill, newest) === "",
+      "the new commit descends from the last one before the kill",
+    );
+    assert.equal(git(remote, "rev-parse", "main").trim(), newest, "and is pushed");
+  });
+
+  it("without a repository the backup RPCs say how to configure one", async () => {
+    const plain = await startAggregator();
+    try {
+      await rejectsWith(plain.client.aggregator.listBackups({}), Code.FailedPrecondition, /\[backup\] repository/);
+      await rejectsWith(plain.client.aggregator.triggerBackup({}), Code.FailedPrecondition, /--backup-repository/);
+    } finally {
+      await plain.stop();
+      rmSync(plain.dir, { recursive: true, force: true });
+    }
+  });
+});
