@@ -32,6 +32,8 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 test -x /usr/sbin/zfs || test -x /sbin/zfs || need+=(zfs-fuse)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+# The aggregator backs the cluster's state up with the real git binary ([backup] repository).
+command -v git >/dev/null 2>&1 || need+=(git)
 
 if [ ${#need[@]} -eq 0 ]; then
   echo "setup-host: host packages present."
