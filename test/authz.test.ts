@@ -410,5 +410,13 @@ function crossById(ids: Record<string, string>): Record<string, { init: Record<s
     "AggregatorService/GetAuction": unimplemented(),
     "AggregatorService/ListAuctions": unimplemented(),
     "AggregatorService/StreamClusterEvents": unimplemented(),
+    // Maintenance and backups are the operators' (a tenant's role has no row for them).
+    "AggregatorService/CordonNode": denied({ node: "b-node" }),
+    "AggregatorService/DrainNode": denied({ node: "b-node" }),
+    "AggregatorService/UncordonNode": denied({ node: "b-node" }),
+    "AggregatorService/ShutdownNode": denied({ node: "b-node" }),
+    "AggregatorService/ListBackups": denied(),
+    "AggregatorService/TriggerBackup": denied(),
+    "AggregatorService/RestoreBackup": denied({ commit: "0000000" }),
   };
 }
