@@ -29,6 +29,8 @@ describe("a drain across a change of leader (etcd)", () => {
       etcd.endpoint,
       "--replica",
       replica,
+      "--auction-window-ms",
+      "2000",
       "--lease-ttl-ms",
       "60000",
     ];

@@ -39,7 +39,7 @@ describe("a drain of a node with two VMs and two executables", () => {
   const nameOf = (id: string) => NAMES.find((n) => ids.get(n) === id) ?? id;
 
   before(async () => {
-    agg = await startAggregator({ dir: join(dir, "agg"), args: ["--lease-ttl-ms", "5000"] });
+    agg = await startAggregator({ dir: join(dir, "agg"), args: ["--lease-ttl-ms", "5000", "--auction-window-ms", "2000"] });
     for (const [i, name] of NAMES.entries()) {
       const nodeDir = join(dir, name);
       mkdirSync(nodeDir, { recursive: true });

@@ -100,6 +100,8 @@ describe("maintenance mode: cordon, drain, uncordon, shutdown", () => {
     agg = await startAggregator({
       dir: join(dir, "agg"),
       args: [
+        "--auction-window-ms",
+        "2000",
         "--lease-ttl-ms",
         String(LEASE_TTL_MS),
         "--bmcs",
@@ -293,6 +295,8 @@ describe("maintenance mode: cordon, drain, uncordon, shutdown", () => {
     agg = await startAggregator({
       dir: agg.dir,
       args: [
+        "--auction-window-ms",
+        "2000",
         "--lease-ttl-ms",
         String(LEASE_TTL_MS),
         "--bmcs",

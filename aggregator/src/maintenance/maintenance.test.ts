@@ -40,7 +40,8 @@ import {
   type ShutdownOutcome,
 } from "../fencing/fencing.js";
 
-const TTL_MS = 400;
+// Short leases, so silence shows quickly; long enough that a loaded machine does not miss a heartbeat.
+const TTL_MS = 1000;
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 async function eventually<T>(check: () => Promise<T | undefined> | T | undefined, timeoutMs: number, what: string): Promise<T> {
@@ -102,7 +103,7 @@ describe("maintenance mode in the aggregator (in-process)", () => {
     store: new MemoryStore(),
     replica: "agg-1",
     leaseTtlMs: TTL_MS,
-    auctionWindowMs: 200,
+    auctionWindowMs: 2000,
     provisionTimeoutMs: 2000,
     fencer,
     fenceTimeoutMs: 300,
@@ -243,8 +244,8 @@ describe("drains that do not go to the end (in-process)", () => {
     store: new MemoryStore(),
     replica: "agg-2",
     leaseTtlMs: 5000,
-    auctionWindowMs: 200,
-    provisionTimeoutMs: 1000,
+    auctionWindowMs: 2000,
+    provisionTimeoutMs: 2000,
     fencer: new FakeFencer(),
   });
   const bidders = new Map<string, FakeBidder>();
@@ -349,7 +350,7 @@ describe("a shutdown across a change of leader (in-process)", () => {
     const store = new MemoryStore();
     const hanging = new FakeFencer();
     hanging.shutdown = () => new Promise<never>(() => {});
-    const options = { store, leaseTtlMs: 5000, auctionWindowMs: 200, provisionTimeoutMs: 1000 };
+    const options = { store, leaseTtlMs: 5000, auctionWindowMs: 2000, provisionTimeoutMs: 1000 };
     const first = new Aggregator({ ...options, replica: "agg-a", fencer: hanging });
     first.start();
     await first.whenLeading();
