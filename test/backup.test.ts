@@ -6,15 +6,17 @@
 // continues the history; `aether backup list|trigger|restore` show the same.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Code } from "@aether/sdk";
 import { BackupChangeKind, NodeLifecycle } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
+import { HealthStatus } from "@aether/sdk/gen/aether/node/v1/node_pb";
 import { eventually } from "./helpers/daemon.js";
 import { rejectsWith } from "./helpers/assertions.js";
 import { startAggregator, type TestAggregator } from "./helpers/aggregator.js";
+import { startEtcd, type TestEtcd } from "./helpers/etcd.js";
 import { startFakeBidder, type FakeBidder } from "./helpers/fake-bidder.js";
 import { runCommand } from "./helpers/run.js";
 import { backedUpValue, decodeKey, isBackedUp } from "@aether/aggregator";
@@ -273,5 +275,68 @@ describe("the cluster's state backed up to git", { timeout: 240_000 }, () => {
       await plain.stop();
       rmSync(plain.dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe("backups with aggregator replicas on etcd", { timeout: 120_000 }, () => {
+  let etcd: TestEtcd | undefined;
+  const replicas: TestAggregator[] = [];
+  const bidders: FakeBidder[] = [];
+  const dir = mkdtempSync(join(tmpdir(), "aether-backup-ha-"));
+  const remote = join(dir, "remote.git");
+
+  after(async () => {
+    for (const r of replicas) await r.kill9();
+    for (const b of bidders) await b.close();
+    await etcd?.stop();
+    for (const r of replicas) rmSync(r.dir, { recursive: true, force: true });
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("only the leader commits; the replica that takes over after kill -9 continues the remote's history", async () => {
+    git(remote, "init", "--quiet", "--bare", "--initial-branch=main");
+    etcd = await startEtcd();
+    const args = (replica: string) => [
+      ...["--store", "etcd", "--etcd-endpoints", etcd?.endpoint ?? "", "--replica", replica, "--lease-ttl-ms", "600000"],
+      ...["--backup-repository", join(dir, `${replica}.git`), "--backup-remote", remote, "--backup-batch-ms", "200"],
+    ];
+    const first = await startAggregator({ args: args("agg-1") });
+    replicas.push(first);
+    const second = await startAggregator({ args: args("agg-2"), standby: true });
+    replicas.push(second);
+    const bidder = await startFakeBidder("ha-1");
+    bidders.push(bidder);
+    await first.client.aggregator.registerNode({ nodeId: "ha-1", name: "ha-1", address: bidder.address });
+    const pushed = await eventually(
+      () => git(remote, "for-each-ref", "--format=%(objectname)", "refs/heads/main").trim() || undefined,
+      15_000,
+      "the leader's first backup on the remote",
+    );
+    assert.ok(git(remote, "ls-tree", "--name-only", "-r", pushed).includes("nodes/ha-1.json"));
+    await rejectsWith(second.client.aggregator.listBackups({}), Code.Unavailable, /standby; the leader is agg-1/);
+    // The standby has not even opened its repository: it commits nothing.
+    assert.equal(existsSync(join(dir, "agg-2.git")), false, "the standby committed nothing");
+
+    await first.kill9();
+    await eventually(
+      async () => ((await second.client.node.checkHealth({}).catch(() => undefined))?.status === HealthStatus.SERVING ? true : undefined),
+      20_000,
+      "the standby to lead",
+    );
+    const listed = await second.client.aggregator.listBackups({});
+    assert.equal(listed.backups[0]?.commit, pushed, "the new leader lists the history the old one pushed");
+    const other = await startFakeBidder("ha-2");
+    bidders.push(other);
+    await second.client.aggregator.registerNode({ nodeId: "ha-2", name: "ha-2", address: other.address });
+    const next = await eventually(
+      () => {
+        const head = git(remote, "rev-parse", "main").trim();
+        return head !== pushed ? head : undefined;
+      },
+      15_000,
+      "the new leader's backup on the remote",
+    );
+    assert.equal(git(remote, "rev-parse", `${next}^`).trim(), pushed, "one history: the new leader's commit follows the old one's");
+    assert.match(git(remote, "log", "-1", "--format=%s", next), /added: nodes\/ha-2/);
   });
 });
