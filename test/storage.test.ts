@@ -107,7 +107,7 @@ describe("storage: dir pool", () => {
         source: { case: "image", value: { image: "base", sizeBytes: BigInt(IMAGE_SIZE / 2) } },
       }),
       Code.InvalidArgument,
-      /smaller than the image/,
+      new RegExp(`^size_bytes ${IMAGE_SIZE / 2} is smaller than image base \\(${IMAGE_SIZE / MiB} MiB\\); a clone can only keep or grow`),
     );
   });
 

@@ -28,6 +28,7 @@ export {
   type VolumeDecl,
 } from "./manifest/define.js";
 export { planManifest } from "./manifest/plan.js";
+export { describeSize, formatSize, parseSize } from "./manifest/size.js";
 export { applyManifest, ApplyError, type ApplyOptions } from "./manifest/apply.js";
 export type { ActionKind, ApplyResult, PlacedWorkload, Plan, PlannedAction } from "./manifest/types.js";
 /** Messages, enums and the service of aether.runtime.v1 (processes). */

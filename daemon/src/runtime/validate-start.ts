@@ -3,6 +3,7 @@ import { constants } from "node:fs";
 import { access, stat } from "node:fs/promises";
 import { isAbsolute, normalize } from "node:path";
 import type { StartExecutableRequest } from "@aether/sdk/gen/aether/runtime/v1/runtime_pb";
+import { describeSize } from "@aether/sdk/size";
 import { clip, dnsLabel, failedPrecondition, invalidArgument, labels, tenant } from "@aether/server";
 import type { StartInput } from "./supervisor.js";
 
@@ -41,7 +42,7 @@ export async function validateStart(req: StartExecutableRequest, generatedSuffix
   if (!cwdStat.isDirectory()) throw failedPrecondition(`cwd ${clip(cwd)} is not a directory.`);
 
   if (req.logLimitBytes > MAX_LOG_LIMIT_BYTES) {
-    throw invalidArgument(`log_limit_bytes ${req.logLimitBytes} is larger than the maximum of ${MAX_LOG_LIMIT_BYTES} bytes.`);
+    throw invalidArgument(`log_limit_bytes ${req.logLimitBytes} is larger than the maximum of ${describeSize(MAX_LOG_LIMIT_BYTES)}.`);
   }
   if (req.requestId.length > 128) throw invalidArgument("request_id is longer than 128 characters.");
 

@@ -14,6 +14,7 @@ import { mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { Mutex } from "async-mutex";
 import type { Logger } from "pino";
+import { formatSize, describeSize } from "@aether/sdk/size";
 import { clip, describeError, DomainError, resolveInTenant, rpcCode, writeJsonAtomic } from "@aether/server";
 import { HostCommandError } from "../host/command.js";
 import { crashPoint } from "../store/crash-point.js";
@@ -32,7 +33,13 @@ import {
 /** A VM that has a volume attached, as the VM manager reports it. */
 export interface VolumeUser {
   vmId: string;
+  vmName: string;
   running: boolean;
+}
+
+/** The VMs a sentence names, by name and short id (which every lookup takes): "VM web (a91c1803)". */
+export function vmsText(users: VolumeUser[]): string {
+  return `VM${users.length > 1 ? "s" : ""} ${users.map((u) => `${u.vmName} (${u.vmId.slice(0, 8)})`).join(", ")}`;
 }
 
 export type VolumeSource =
@@ -291,17 +298,17 @@ export class StorageRegistry {
     if (sizeBytes < MIN_VOLUME_BYTES)
       throw new DomainError(
         "invalid_argument",
-        `${field} ${sizeBytes} is too small: a volume is at least 1 MiB (${MIN_VOLUME_BYTES} bytes).`,
+        `${field} ${sizeBytes} is too small: a volume is at least ${formatSize(MIN_VOLUME_BYTES)}.`,
       );
     if (sizeBytes > MAX_SAFE_BYTES)
-      throw new DomainError("invalid_argument", `${field} ${sizeBytes} is beyond what aetherd handles (${MAX_SAFE_BYTES} bytes).`);
+      throw new DomainError("invalid_argument", `${field} ${sizeBytes} is beyond what aetherd handles (${describeSize(MAX_SAFE_BYTES)}).`);
     const rounded = Math.ceil(sizeBytes / pool.granularityBytes) * pool.granularityBytes;
     const status = await pool.probe();
     if (!status.available) throw new DomainError("failed_precondition", `pool ${pool.name} is unavailable: ${status.reason}`);
     if (rounded > status.capacityBytes) {
       throw new DomainError(
         "invalid_argument",
-        `${field} ${sizeBytes} is larger than pool ${pool.name} can ever hold (${status.capacityBytes} bytes); use a smaller size or a bigger pool.`,
+        `${field} ${sizeBytes} is larger than pool ${pool.name} can ever hold (${describeSize(status.capacityBytes)}); use a smaller size or a bigger pool.`,
       );
     }
     return rounded;
@@ -452,7 +459,7 @@ export class StorageRegistry {
         pool = this.clonePool(input.pool, image.pool);
         backing = { kind: "image", id: image.id };
         parent = { id: image.id, hostPath: image.hostPath, format: image.format, sizeBytes: image.sizeBytes };
-        sizeBytes = await this.cloneSize(pool, source.sizeBytes, image.sizeBytes, "image");
+        sizeBytes = await this.cloneSize(pool, source.sizeBytes, image.sizeBytes, `image ${image.name}`);
         format = image.format;
       } else {
         const snap = this.resolveSnapshot(source.volume, source.snapshot, input.tenant);
@@ -471,7 +478,7 @@ export class StorageRegistry {
         pool = this.clonePool(input.pool, parentVolume.pool);
         backing = { kind: "snapshot", id: snap.id };
         parent = { id: parentVolume.id, hostPath: parentVolume.hostPath, format: parentVolume.format, sizeBytes: snap.sizeBytes };
-        sizeBytes = await this.cloneSize(pool, source.sizeBytes, snap.sizeBytes, "snapshot");
+        sizeBytes = await this.cloneSize(pool, source.sizeBytes, snap.sizeBytes, `snapshot ${parentVolume.name}@${snap.name}`);
         format = parentVolume.format;
       }
       const record: VolumeRecord = {
@@ -546,7 +553,7 @@ export class StorageRegistry {
     if (requested < parentSize)
       throw new DomainError(
         "invalid_argument",
-        `size_bytes ${requested} is smaller than the ${what} (${parentSize} bytes); a clone can only keep or grow the size.`,
+        `size_bytes ${requested} is smaller than ${what} (${describeSize(parentSize)}); a clone can only keep or grow the size.`,
       );
     return this.checkSize(pool, "size_bytes", requested);
   }
@@ -629,7 +636,7 @@ export class StorageRegistry {
       if (sizeBytes < volume.sizeBytes)
         throw new DomainError(
           "invalid_argument",
-          `size_bytes ${sizeBytes} is smaller than volume ${volume.name} (${volume.sizeBytes} bytes); volumes only grow, since shrinking would cut off the guest's data.`,
+          `size_bytes ${sizeBytes} is smaller than volume ${volume.name} (${describeSize(volume.sizeBytes)}); volumes only grow, since shrinking would cut off the guest's data.`,
         );
       if (sizeBytes === volume.sizeBytes) return volume;
       if (this.usersOf(volume.id).some((u) => u.running))
@@ -672,7 +679,7 @@ export class StorageRegistry {
         if (users.length > 0)
           throw new DomainError(
             "failed_precondition",
-            `volume ${volume.name} is attached to VM ${users.map((u) => u.vmId).join(", ")}; delete the VM or detach the volume first.`,
+            `volume ${volume.name} is attached to ${vmsText(users)}; delete the VM or detach the volume first.`,
           );
         const dependents = this.dependentsOf(volume.id);
         if (dependents.length > 0)
@@ -857,7 +864,7 @@ export class StorageRegistry {
         if (users.length > 0)
           throw new DomainError(
             "failed_precondition",
-            `volume ${volume.name} is attached to VM ${users.map((u) => u.vmId).join(", ")}; delete the VM or detach the volume before rolling back.`,
+            `volume ${volume.name} is attached to ${vmsText(users)}; delete the VM or detach the volume before rolling back.`,
           );
         const chain = this.snapshotsOf(volume.id);
         const newer = chain.slice(chain.findIndex((s) => s.id === snap.id) + 1);

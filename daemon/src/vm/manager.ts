@@ -14,7 +14,7 @@ import { join } from "node:path";
 import type { Logger } from "pino";
 import { DomainError, resolveInTenant, rpcCode, writeJsonAtomic } from "@aether/server";
 import type { CellRegistry } from "../cells/registry.js";
-import type { StorageRegistry, VolumeUser } from "../storage/registry.js";
+import { vmsText, type StorageRegistry, type VolumeUser } from "../storage/registry.js";
 import type { ImageRecord, VolumeRecord } from "../storage/records.js";
 import type { EventBus } from "../observe/event-bus.js";
 import type { Placement, Supervisor, TrackedExecutable } from "../runtime/supervisor.js";
@@ -107,7 +107,11 @@ export class VmManager {
   private volumeUsers(volumeId: string): VolumeUser[] {
     return this.list()
       .filter((vm) => vm.spec.disks.some((d) => d.volumeId === volumeId))
-      .map((vm) => ({ vmId: vm.spec.id, running: ACTIVE.includes(vm.runtime.state) || this.runningProcess(vm) !== undefined }));
+      .map((vm) => ({
+        vmId: vm.spec.id,
+        vmName: vm.spec.name,
+        running: ACTIVE.includes(vm.runtime.state) || this.runningProcess(vm) !== undefined,
+      }));
   }
 
   /** The VM's hypervisor process while it lives (the supervisor checks its pid and start time). */
@@ -138,7 +142,7 @@ export class VmManager {
     if (users.length > 0)
       throw new DomainError(
         "failed_precondition",
-        `volume ${volume.name} is already attached to VM ${users.map((u) => u.vmId).join(", ")}; a disk is attached to one VM at a time (clone it for another).`,
+        `volume ${volume.name} is already attached to ${vmsText(users)}; a disk is attached to one VM at a time (clone it for another).`,
       );
     return volume;
   }

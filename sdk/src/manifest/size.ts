@@ -45,3 +45,14 @@ export function formatSize(bytes: number): string {
   }
   return `${bytes} bytes`;
 }
+
+/**
+ * formatSize, with the exact count beside it when the rounded figure is not exact, so that two
+ * sizes in one sentence never look equal when they are not: "1 GiB", "1 GiB (1073741823 bytes)".
+ */
+export function describeSize(bytes: number): string {
+  const rounded = formatSize(bytes);
+  return bytes < 1024 || parseSize(rounded.replace(/ (.)iB$/, "$1").replace(/ bytes$/, "")) === bytes
+    ? rounded
+    : `${rounded} (${bytes} bytes)`;
+}
