@@ -1,5 +1,6 @@
 // Exit codes scripts can rely on. Every error is printed on stderr as one sentence.
 import { Code, ConnectError } from "@aether/sdk";
+import { cliWords } from "./api-words.js";
 
 export const EXIT = {
   ok: 0,
@@ -36,10 +37,10 @@ const EXIT_OF_CODE: ReadonlyMap<Code, number> = new Map([
   [Code.PermissionDenied, EXIT.denied],
 ]);
 
-/** Prints an error the way every aether command does and exits with its code. */
+/** Prints an error the way every aether command does (aetherd's sentence in the command's words) and exits with its code. */
 export function fail(err: unknown): never {
   if (err instanceof ConnectError) {
-    process.stderr.write(`aether: ${err.rawMessage}\n`);
+    process.stderr.write(`aether: ${cliWords(err.rawMessage)}\n`);
     process.exit(EXIT_OF_CODE.get(err.code) ?? EXIT.failed);
   }
   process.stderr.write(`aether: ${(err as Error).message ?? String(err)}\n`);

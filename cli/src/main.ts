@@ -14,6 +14,7 @@ import { fenceCommands } from "./commands/fence.js";
 import { EXIT, EXIT_CODES_HELP, fail } from "./exit-codes.js";
 import { exitWhenOutputGoes } from "./progress.js";
 import { finishCommandLine } from "./command-line.js";
+import { speakFor } from "./api-words.js";
 
 // A command whose reader (a pipe, a terminal) went away ends instead of running on unseen.
 exitWhenOutputGoes();
@@ -64,4 +65,5 @@ pkiCommands(program);
 fenceCommands(program);
 
 finishCommandLine(program);
+speakFor(program);
 program.parseAsync().catch(fail);

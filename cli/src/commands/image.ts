@@ -6,6 +6,7 @@ import { withClient, type GlobalOptions } from "../client.js";
 import { EXIT } from "../exit-codes.js";
 import { age, bytes, printFields, printJson, printTable } from "../output.js";
 import { startProgress } from "../progress.js";
+import { cliWords } from "../api-words.js";
 import { allPages, formatName, keyValue } from "./storage.js";
 
 const { ImageState } = storageApi;
@@ -146,7 +147,7 @@ export function imageCommands(program: Command): void {
             code = EXIT.failed;
             if (!spinnerWanted(o.json === true))
               process.stderr.write(
-                `aether: importing image ${name} failed: ${shown.stateReason || `it is ${ImageState[shown.state].toLowerCase()}`}\n`,
+                `aether: importing image ${name} failed: ${cliWords(shown.stateReason) || `it is ${ImageState[shown.state].toLowerCase()}`}\n`,
               );
           }
         });
