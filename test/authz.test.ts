@@ -387,6 +387,8 @@ function crossById(ids: Record<string, string>): Record<string, { init: Record<s
     // node: harmless host facts
     "NodeService/GetNodeInfo": none(),
     "NodeService/CheckHealth": none(),
+    // a server's log level is the cluster's operators' (SetLogLevel is not in a tenant's role)
+    "NodeService/SetLogLevel": denied({ level: "debug" }),
     // out of a tenant's role entirely
     "FenceService/RegisterBmc": denied({ node: "b-node" }),
     "FenceService/UnregisterBmc": denied({ bmc: "b-node" }),

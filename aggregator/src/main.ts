@@ -20,6 +20,7 @@ import {
   lockStateDir,
   methodsOf,
   outgoingTls,
+  RuntimeLogLevel,
   serveMetrics,
   StateLockError,
   type MetricsEndpoint,
@@ -126,6 +127,7 @@ async function run(flags: ConfigFlags): Promise<void> {
   await mkdir(config.state_dir, { recursive: true, mode: 0o700 });
   lockStateDir(config.state_dir, "aether-aggregator");
   const log = createLogger(config.log_level, join(config.state_dir, "aggregator.log"), "aether-aggregator");
+  const logLevel = new RuntimeLogLevel(log, config.log_level);
   const fencer = await fencerFor(config, log);
   // Prometheus metrics when metrics_listen is set: the store's failures are counted on the way.
   const metrics = config.metrics_listen === undefined ? undefined : new Registry();
@@ -192,7 +194,7 @@ async function run(flags: ConfigFlags): Promise<void> {
         trustDomainSetting: "trust_domain",
         ...(metrics && { metrics }),
       },
-      aggregatorRoutes(aggregator),
+      aggregatorRoutes(aggregator, logLevel),
       log,
       [authorizer.interceptor()],
     );
@@ -228,6 +230,7 @@ async function run(flags: ConfigFlags): Promise<void> {
     void (async () => {
       aggregator.endStreams();
       authorizer.close();
+      logLevel.close();
       await listeners.close().catch((err: unknown) => log.warn({ err: (err as Error).message }, "closing the listeners failed"));
       await metricsEndpoint?.close();
       await aggregator.stop();

@@ -29,6 +29,7 @@ import {
   methodsOf,
   outgoingTls,
   PolicyError,
+  RuntimeLogLevel,
   StateLockError,
   writeFileAtomic,
 } from "@aether/server";
@@ -89,6 +90,7 @@ async function run(flags: ConfigFlags): Promise<void> {
   lockStateDir(config.state_dir, "aetherd");
   const daemonLogPath = join(config.state_dir, "aetherd.log");
   const log = createLogger(config.log_level, daemonLogPath, "aetherd");
+  const logLevel = new RuntimeLogLevel(log, config.log_level);
   const startTimeMs = Date.now();
 
   const events = new EventBus();
@@ -255,6 +257,7 @@ async function run(flags: ConfigFlags): Promise<void> {
         supervisor,
         probe,
         cells: { version: cells.backendVersion, reason: cellsChoice.reason },
+        logLevel,
       }),
     );
     router.service(VmService, handlers.vm);
@@ -351,6 +354,7 @@ async function run(flags: ConfigFlags): Promise<void> {
     // A cluster member deregisters (within 2 s of the 5), so a node stopped on purpose is not fenced.
     const left = membership?.leave(2000);
     authorizer.close();
+    logLevel.close();
     migrationRecovery.close();
     incoming.close();
     void Promise.allSettled([left, listeners.close(), metrics?.endpoint.close()]).finally(() => {

@@ -55,8 +55,9 @@ export {
 export { findByIdOrName, findByIdPrefix, MIN_ID_PREFIX, resolveInTenant, type ById, type Described, type Identity } from "./lookup.js";
 export { duration, durationMs, msOf, preciseNow, timestamp } from "./time.js";
 export { ConfigError, parseConfig, readToml } from "./config.js";
-export { createLogger, silentLogger } from "./logger.js";
+export { createLogger, setLogLevel, silentLogger } from "./logger.js";
+export { LOG_LEVELS, MAX_LOG_LEVEL_DURATION_MS, RuntimeLogLevel, setLogLevelRpc, type LogLevel } from "./log-level.js";
 export { perScrape, serveMetrics, type MetricsEndpoint, type MetricsListenOptions } from "./metrics.js";
-export { codeName, LATENCY_BUCKETS_SECONDS, rpcMetrics } from "./rpc-metrics.js";
+export { codeName, LATENCY_BUCKETS_SECONDS, rpcDebugLog, rpcMetrics } from "./rpc-metrics.js";
 export { writeFileAtomic, writeJsonAtomic, writeJsonAtomicSync, type WriteOptions } from "./atomic-file.js";
 export { lockStateDir, StateLockError, type StateLock } from "./state-lock.js";

@@ -20,7 +20,7 @@ import { certificateTrustDomain } from "./identity.js";
 import { closeRevoked, loadTlsMaterial, type TcpOptions, type TlsMaterial } from "./tls-material.js";
 import { isLoopbackHost } from "./validate.js";
 import { rpcError } from "./errors.js";
-import { rpcMetrics } from "./rpc-metrics.js";
+import { rpcDebugLog, rpcMetrics } from "./rpc-metrics.js";
 
 export interface ListenOptions {
   /** The program's name in logs and in the sentences callers and operators get ("aetherd"). */
@@ -83,6 +83,7 @@ export async function listen(
       ...(options.metrics ? [rpcMetrics(options.metrics)] : []),
       explainCrlRefusal(program),
       requireVerifiedPeer(program),
+      rpcDebugLog(log),
       logUnexpected(log),
       ...extraInterceptors,
       domainErrorsAsCodes,

@@ -63,7 +63,9 @@ export const ROLES: Record<RoleName, Role> = {
       "aether.observe.v1.ObserveService/StreamLogs",
       "aether.observe.v1.ObserveService/StreamEvents",
       "aether.observe.v1.ObserveService/ListAuditRecords",
-      "aether.node.v1.NodeService/*",
+      // The node's identity and health; not its log level (SetLogLevel is cluster-wide).
+      "aether.node.v1.NodeService/GetNodeInfo",
+      "aether.node.v1.NodeService/CheckHealth",
       "grpc.reflection.**",
       // The cluster (aether-aggregator): its own workloads, placements, auctions and events.
       "aether.auction.v1.AggregatorService/Deploy",

@@ -1,7 +1,10 @@
 // The RPC metrics of a server: every call counted by service, method and the code its caller got,
 // with the latency of unary calls; the interceptor listen() installs outermost when given a registry.
+// And the debug line per RPC, which listen() always installs (silent unless the level is debug).
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import type { Logger } from "pino";
 import { Counter, Histogram, type Registry } from "prom-client";
+import { callerOfRequest } from "./peer.js";
 
 /** The gRPC code's canonical name, as Prometheus exporters of gRPC servers label it ("OK", "NOT_FOUND"). */
 export function codeName(code: Code | undefined): string {
@@ -65,5 +68,35 @@ export function rpcMetrics(registry: Registry): Interceptor {
         }
       })(),
     };
+  };
+}
+
+/**
+ * At debug level, one line per RPC when it is answered: the method, the code, how long it took and
+ * who called. Costs one level check per call otherwise (the level may change at runtime: SetLogLevel).
+ */
+export function rpcDebugLog(log: Logger): Interceptor {
+  return (next) => async (req) => {
+    if (!log.isLevelEnabled("debug")) return next(req);
+    const started = process.hrtime.bigint();
+    const line = (code: string) =>
+      log.debug(
+        {
+          method: `${req.service.typeName}/${req.method.name}`,
+          code,
+          ms: Number(process.hrtime.bigint() - started) / 1e6,
+          caller: callerOfRequest(req).identity,
+        },
+        "rpc",
+      );
+    try {
+      const res = await next(req);
+      // A stream's line is written when it opens; its end is not waited for.
+      line("OK");
+      return res;
+    } catch (err) {
+      line(codeName(err instanceof ConnectError ? err.code : Code.Internal));
+      throw err;
+    }
   };
 }

@@ -3,7 +3,19 @@
 // @aether/sdk's connect() (which checks health before returning) works against the aggregator too.
 import { create } from "@bufbuild/protobuf";
 import type { ConnectRouter, HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import { callerOf, duration, holdToTenant, notFound, peerKey, permissionDenied, scopeKey, timestamp, unimplemented } from "@aether/server";
+import {
+  callerOf,
+  duration,
+  holdToTenant,
+  notFound,
+  peerKey,
+  permissionDenied,
+  scopeKey,
+  setLogLevelRpc,
+  timestamp,
+  unimplemented,
+  type RuntimeLogLevel,
+} from "@aether/server";
 import {
   AggregatorService,
   CordonNodeResponseSchema,
@@ -187,8 +199,11 @@ export function aggregatorService(aggregator: Aggregator): ServiceImpl<typeof Ag
   };
 }
 
-/** CheckHealth: SERVING while this replica leads, DEGRADED with the standby sentence otherwise. */
-export function healthService(aggregator: Aggregator): ServiceImpl<typeof NodeService> {
+/**
+ * CheckHealth: SERVING while this replica leads, DEGRADED with the standby sentence otherwise.
+ * SetLogLevel: this replica's log level at runtime (a standby's too: its log is its own).
+ */
+export function healthService(aggregator: Aggregator, logLevel: RuntimeLogLevel): ServiceImpl<typeof NodeService> {
   return {
     async getNodeInfo() {
       throw unimplemented(
@@ -204,14 +219,17 @@ export function healthService(aggregator: Aggregator): ServiceImpl<typeof NodeSe
         executablesTracked: 0,
       });
     },
+    async setLogLevel(req, ctx) {
+      return setLogLevelRpc(logLevel, req, ctx);
+    },
   };
 }
 
 /** Every route the aggregator serves. BidService is the nodes' side: it answers UNIMPLEMENTED here. */
-export function aggregatorRoutes(aggregator: Aggregator): (router: ConnectRouter) => void {
+export function aggregatorRoutes(aggregator: Aggregator, logLevel: RuntimeLogLevel): (router: ConnectRouter) => void {
   return (router) => {
     router.service(AggregatorService, aggregatorService(aggregator));
-    router.service(NodeService, healthService(aggregator));
+    router.service(NodeService, healthService(aggregator, logLevel));
     router.service(BidService, {
       async requestBid() {
         throw unimplemented("BidService is served by aetherd on each node, not by aether-aggregator.");

@@ -1,8 +1,11 @@
-// aether node info
-import type { Command } from "commander";
+// aether node info; aether node log-level [LEVEL] [--for DURATION] (aetherd's, or the aggregator's with --aggregator)
+import { InvalidArgumentError, type Command } from "commander";
 import { node as nodeApi } from "@aether/sdk";
 import { withClient, type GlobalOptions } from "../client.js";
+import { durationOption, toDuration } from "../numbers.js";
 import { bytes, printFields, printJson } from "../output.js";
+
+const LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
 
 export function nodeCommands(program: Command): void {
   const node = program.command("node").description("the host aetherd runs on");
@@ -36,4 +39,49 @@ export function nodeCommands(program: Command): void {
         ]);
       }),
     );
+  node
+    .command("log-level")
+    .description(
+      "show or change the server's log level at once, without a restart; with --for it reverts to the configured level by itself",
+    )
+    .argument("[level]", `one of ${LEVELS.join(", ")}; none: show the level`, (v: string) => {
+      if (!LEVELS.includes(v)) throw new InvalidArgumentError(`It must be one of ${LEVELS.join(", ")}.`);
+      return v;
+    })
+    .addOption(durationOption("--for <duration>", "how long the level holds before the configured one is back (e.g. 10m; at most 7d)"))
+    .option("--aggregator [address]", "change aether-aggregator's level instead (default: AETHER_AGGREGATOR)")
+    .option("--json", "print as JSON")
+    .addHelpText(
+      "after",
+      `
+The change is audited (aetherd's audit log; both servers' logs say who changed it, from what, for how long).
+
+Examples:
+  aether node log-level                          the level now, the configured one, when it reverts
+  aether node log-level debug --for 10m          debug for ten minutes, then back to the configured level
+  aether node log-level info                     back now (until changed again)
+  aether node log-level debug --for 5m --aggregator unix:///run/aether/aggregator.sock`,
+    )
+    .action(async (level: string | undefined, o: { for?: number; aggregator?: string | true; json?: boolean }, cmd: Command) => {
+      if (level === undefined && o.for !== undefined) cmd.error("error: --for needs a level to hold for that long");
+      const aggregator = o.aggregator === true ? process.env.AETHER_AGGREGATOR : o.aggregator;
+      if (o.aggregator === true && aggregator === undefined)
+        cmd.error("error: --aggregator needs an address (or AETHER_AGGREGATOR), e.g. unix:///run/aether/aggregator.sock");
+      const globals: GlobalOptions =
+        aggregator === undefined ? program.opts<GlobalOptions>() : { address: aggregator, peer: "aether-aggregator" };
+      await withClient(globals, async (aether) => {
+        const r = await aether.node.setLogLevel({
+          level: level ?? "",
+          ...(o.for !== undefined && { duration: toDuration(o.for) }),
+        });
+        if (o.json) return printJson(nodeApi.SetLogLevelResponseSchema, r);
+        const revert = r.revertTime ? new Date(Number(r.revertTime.seconds) * 1000).toISOString() : "";
+        printFields([
+          ["level", r.level],
+          ...(level !== undefined ? ([["was", r.previousLevel]] as Array<[string, string]>) : []),
+          ["configured", r.configuredLevel],
+          ["reverts", revert === "" ? (r.level === r.configuredLevel ? "-" : "not by itself (set it back, or restart)") : `at ${revert}`],
+        ]);
+      });
+    });
 }

@@ -12,6 +12,7 @@ import {
   ToolProbeSchema,
 } from "@aether/sdk/gen/aether/node/v1/node_pb";
 import { duration, timestamp } from "@aether/server";
+import { setLogLevelRpc, type RuntimeLogLevel } from "@aether/server";
 import type { Supervisor } from "../runtime/supervisor.js";
 import { probeHost, type ProbeResult, type ToolFound } from "./probe.js";
 
@@ -24,6 +25,8 @@ export interface NodeDeps {
   probe: ProbeResult;
   /** The hierarchy cells use, or why they are unavailable. */
   cells: { version: "v1" | "v2" | undefined; reason: string };
+  /** aetherd's log level, changed at runtime by SetLogLevel. */
+  logLevel: RuntimeLogLevel;
 }
 
 const CGROUP_VERSIONS = { none: CgroupVersion.UNSPECIFIED, v1: CgroupVersion.V1, v2: CgroupVersion.V2, hybrid: CgroupVersion.HYBRID };
@@ -76,6 +79,10 @@ export function nodeService(deps: NodeDeps): ServiceImpl<typeof NodeService> {
         uptime: duration(Date.now() - deps.startTimeMs),
         executablesTracked: deps.supervisor.list().length,
       };
+    },
+
+    async setLogLevel(req, ctx) {
+      return setLogLevelRpc(deps.logLevel, req, ctx);
     },
   };
 }

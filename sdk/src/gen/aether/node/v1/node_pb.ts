@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aether/node/v1/node.proto.
  */
 export const file_aether_node_v1_node: GenFile = /*@__PURE__*/
-  fileDesc("ChlhZXRoZXIvbm9kZS92MS9ub2RlLnByb3RvEg5hZXRoZXIubm9kZS52MSIlChJHZXROb2RlSW5mb1JlcXVlc3QSDwoHcmVmcmVzaBgBIAEoCCI9ChNHZXROb2RlSW5mb1Jlc3BvbnNlEiYKBG5vZGUYASABKAsyGC5hZXRoZXIubm9kZS52MS5Ob2RlSW5mbyKNAgoITm9kZUluZm8SCgoCaWQYASABKAkSEAoIaG9zdG5hbWUYAiABKAkSDwoHdmVyc2lvbhgDIAEoCRIWCg5rZXJuZWxfcmVsZWFzZRgEIAEoCRIUCgxhcmNoaXRlY3R1cmUYBSABKAkSEQoJY3B1X2NvdW50GAYgASgNEhoKEm1lbW9yeV90b3RhbF9ieXRlcxgHIAEoBBIuCgpzdGFydF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCgxjYXBhYmlsaXRpZXMYCSABKAsyHC5hZXRoZXIubm9kZS52MS5DYXBhYmlsaXRpZXMSEQoJc3RhdGVfZGlyGAogASgJIk0KCVRvb2xQcm9iZRIRCglhdmFpbGFibGUYASABKAgSDAoEcGF0aBgCIAEoCRIPCgd2ZXJzaW9uGAMgASgJEg4KBnJlYXNvbhgEIAEoCSKyAQoLQ2dyb3VwUHJvYmUSLgoHdmVyc2lvbhgBIAEoDjIdLmFldGhlci5ub2RlLnYxLkNncm91cFZlcnNpb24SEwoLY29udHJvbGxlcnMYAiADKAkSEgoKbW91bnRfcGF0aBgDIAEoCRI0Cg1jZWxsc192ZXJzaW9uGAQgASgOMh0uYWV0aGVyLm5vZGUudjEuQ2dyb3VwVmVyc2lvbhIUCgxjZWxsc19yZWFzb24YBSABKAkiMQoIS3ZtUHJvYmUSFQoNZGV2aWNlX3VzYWJsZRgBIAEoCBIOCgZyZWFzb24YAiABKAkixwIKDENhcGFiaWxpdGllcxIrCgZjZ3JvdXAYASABKAsyGy5hZXRoZXIubm9kZS52MS5DZ3JvdXBQcm9iZRIuCgtxZW11X3N5c3RlbRgCIAEoCzIZLmFldGhlci5ub2RlLnYxLlRvb2xQcm9iZRIrCghxZW11X2ltZxgDIAEoCzIZLmFldGhlci5ub2RlLnYxLlRvb2xQcm9iZRIlCgNrdm0YBCABKAsyGC5hZXRoZXIubm9kZS52MS5Ldm1Qcm9iZRIuCgtmaXJlY3JhY2tlchgFIAEoCzIZLmFldGhlci5ub2RlLnYxLlRvb2xQcm9iZRImCgN6ZnMYBiABKAsyGS5hZXRoZXIubm9kZS52MS5Ub29sUHJvYmUSLgoKcHJvYmVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiFAoSQ2hlY2tIZWFsdGhSZXF1ZXN0IpwBChNDaGVja0hlYWx0aFJlc3BvbnNlEiwKBnN0YXR1cxgBIAEoDjIcLmFldGhlci5ub2RlLnYxLkhlYWx0aFN0YXR1cxIPCgdyZWFzb25zGAIgAygJEikKBnVwdGltZRgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIbChNleGVjdXRhYmxlc190cmFja2VkGAQgASgNKngKDUNncm91cFZlcnNpb24SHgoaQ0dST1VQX1ZFUlNJT05fVU5TUEVDSUZJRUQQABIVChFDR1JPVVBfVkVSU0lPTl9WMRABEhUKEUNHUk9VUF9WRVJTSU9OX1YyEAISGQoVQ0dST1VQX1ZFUlNJT05fSFlCUklEEAMqZAoMSGVhbHRoU3RhdHVzEh0KGUhFQUxUSF9TVEFUVVNfVU5TUEVDSUZJRUQQABIZChVIRUFMVEhfU1RBVFVTX1NFUlZJTkcQARIaChZIRUFMVEhfU1RBVFVTX0RFR1JBREVEEAIyvQEKC05vZGVTZXJ2aWNlElYKC0dldE5vZGVJbmZvEiIuYWV0aGVyLm5vZGUudjEuR2V0Tm9kZUluZm9SZXF1ZXN0GiMuYWV0aGVyLm5vZGUudjEuR2V0Tm9kZUluZm9SZXNwb25zZRJWCgtDaGVja0hlYWx0aBIiLmFldGhlci5ub2RlLnYxLkNoZWNrSGVhbHRoUmVxdWVzdBojLmFldGhlci5ub2RlLnYxLkNoZWNrSGVhbHRoUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChlhZXRoZXIvbm9kZS92MS9ub2RlLnByb3RvEg5hZXRoZXIubm9kZS52MSIlChJHZXROb2RlSW5mb1JlcXVlc3QSDwoHcmVmcmVzaBgBIAEoCCI9ChNHZXROb2RlSW5mb1Jlc3BvbnNlEiYKBG5vZGUYASABKAsyGC5hZXRoZXIubm9kZS52MS5Ob2RlSW5mbyKNAgoITm9kZUluZm8SCgoCaWQYASABKAkSEAoIaG9zdG5hbWUYAiABKAkSDwoHdmVyc2lvbhgDIAEoCRIWCg5rZXJuZWxfcmVsZWFzZRgEIAEoCRIUCgxhcmNoaXRlY3R1cmUYBSABKAkSEQoJY3B1X2NvdW50GAYgASgNEhoKEm1lbW9yeV90b3RhbF9ieXRlcxgHIAEoBBIuCgpzdGFydF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCgxjYXBhYmlsaXRpZXMYCSABKAsyHC5hZXRoZXIubm9kZS52MS5DYXBhYmlsaXRpZXMSEQoJc3RhdGVfZGlyGAogASgJIk0KCVRvb2xQcm9iZRIRCglhdmFpbGFibGUYASABKAgSDAoEcGF0aBgCIAEoCRIPCgd2ZXJzaW9uGAMgASgJEg4KBnJlYXNvbhgEIAEoCSKyAQoLQ2dyb3VwUHJvYmUSLgoHdmVyc2lvbhgBIAEoDjIdLmFldGhlci5ub2RlLnYxLkNncm91cFZlcnNpb24SEwoLY29udHJvbGxlcnMYAiADKAkSEgoKbW91bnRfcGF0aBgDIAEoCRI0Cg1jZWxsc192ZXJzaW9uGAQgASgOMh0uYWV0aGVyLm5vZGUudjEuQ2dyb3VwVmVyc2lvbhIUCgxjZWxsc19yZWFzb24YBSABKAkiMQoIS3ZtUHJvYmUSFQoNZGV2aWNlX3VzYWJsZRgBIAEoCBIOCgZyZWFzb24YAiABKAkixwIKDENhcGFiaWxpdGllcxIrCgZjZ3JvdXAYASABKAsyGy5hZXRoZXIubm9kZS52MS5DZ3JvdXBQcm9iZRIuCgtxZW11X3N5c3RlbRgCIAEoCzIZLmFldGhlci5ub2RlLnYxLlRvb2xQcm9iZRIrCghxZW11X2ltZxgDIAEoCzIZLmFldGhlci5ub2RlLnYxLlRvb2xQcm9iZRIlCgNrdm0YBCABKAsyGC5hZXRoZXIubm9kZS52MS5Ldm1Qcm9iZRIuCgtmaXJlY3JhY2tlchgFIAEoCzIZLmFldGhlci5ub2RlLnYxLlRvb2xQcm9iZRImCgN6ZnMYBiABKAsyGS5hZXRoZXIubm9kZS52MS5Ub29sUHJvYmUSLgoKcHJvYmVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiFAoSQ2hlY2tIZWFsdGhSZXF1ZXN0IpwBChNDaGVja0hlYWx0aFJlc3BvbnNlEiwKBnN0YXR1cxgBIAEoDjIcLmFldGhlci5ub2RlLnYxLkhlYWx0aFN0YXR1cxIPCgdyZWFzb25zGAIgAygJEikKBnVwdGltZRgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIbChNleGVjdXRhYmxlc190cmFja2VkGAQgASgNIlAKElNldExvZ0xldmVsUmVxdWVzdBINCgVsZXZlbBgBIAEoCRIrCghkdXJhdGlvbhgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKHAQoTU2V0TG9nTGV2ZWxSZXNwb25zZRINCgVsZXZlbBgBIAEoCRIWCg5wcmV2aW91c19sZXZlbBgCIAEoCRIYChBjb25maWd1cmVkX2xldmVsGAMgASgJEi8KC3JldmVydF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCp4Cg1DZ3JvdXBWZXJzaW9uEh4KGkNHUk9VUF9WRVJTSU9OX1VOU1BFQ0lGSUVEEAASFQoRQ0dST1VQX1ZFUlNJT05fVjEQARIVChFDR1JPVVBfVkVSU0lPTl9WMhACEhkKFUNHUk9VUF9WRVJTSU9OX0hZQlJJRBADKmQKDEhlYWx0aFN0YXR1cxIdChlIRUFMVEhfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGQoVSEVBTFRIX1NUQVRVU19TRVJWSU5HEAESGgoWSEVBTFRIX1NUQVRVU19ERUdSQURFRBACMpUCCgtOb2RlU2VydmljZRJWCgtHZXROb2RlSW5mbxIiLmFldGhlci5ub2RlLnYxLkdldE5vZGVJbmZvUmVxdWVzdBojLmFldGhlci5ub2RlLnYxLkdldE5vZGVJbmZvUmVzcG9uc2USVgoLQ2hlY2tIZWFsdGgSIi5hZXRoZXIubm9kZS52MS5DaGVja0hlYWx0aFJlcXVlc3QaIy5hZXRoZXIubm9kZS52MS5DaGVja0hlYWx0aFJlc3BvbnNlElYKC1NldExvZ0xldmVsEiIuYWV0aGVyLm5vZGUudjEuU2V0TG9nTGV2ZWxSZXF1ZXN0GiMuYWV0aGVyLm5vZGUudjEuU2V0TG9nTGV2ZWxSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Request for NodeService.GetNodeInfo.
@@ -383,6 +383,77 @@ export const CheckHealthResponseSchema: GenMessage<CheckHealthResponse> = /*@__P
   messageDesc(file_aether_node_v1_node, 8);
 
 /**
+ * Request for NodeService.SetLogLevel.
+ *
+ * @generated from message aether.node.v1.SetLogLevelRequest
+ */
+export type SetLogLevelRequest = Message<"aether.node.v1.SetLogLevelRequest"> & {
+  /**
+   * fatal, error, warn, info, debug, trace or silent; empty: change nothing, report the level.
+   *
+   * @generated from field: string level = 1;
+   */
+  level: string;
+
+  /**
+   * How long the level holds before the configured one is back (at most 7 days); unset or zero:
+   * until it is changed again or the server restarts.
+   *
+   * @generated from field: google.protobuf.Duration duration = 2;
+   */
+  duration?: Duration | undefined;
+};
+
+/**
+ * Describes the message aether.node.v1.SetLogLevelRequest.
+ * Use `create(SetLogLevelRequestSchema)` to create a new message.
+ */
+export const SetLogLevelRequestSchema: GenMessage<SetLogLevelRequest> = /*@__PURE__*/
+  messageDesc(file_aether_node_v1_node, 9);
+
+/**
+ * Response of NodeService.SetLogLevel.
+ *
+ * @generated from message aether.node.v1.SetLogLevelResponse
+ */
+export type SetLogLevelResponse = Message<"aether.node.v1.SetLogLevelResponse"> & {
+  /**
+   * The level in effect now.
+   *
+   * @generated from field: string level = 1;
+   */
+  level: string;
+
+  /**
+   * The level before this call.
+   *
+   * @generated from field: string previous_level = 2;
+   */
+  previousLevel: string;
+
+  /**
+   * The level of the server's configuration (log_level, --log-level), restored at revert_time.
+   *
+   * @generated from field: string configured_level = 3;
+   */
+  configuredLevel: string;
+
+  /**
+   * When the level goes back to configured_level; unset when it does not by itself.
+   *
+   * @generated from field: google.protobuf.Timestamp revert_time = 4;
+   */
+  revertTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message aether.node.v1.SetLogLevelResponse.
+ * Use `create(SetLogLevelResponseSchema)` to create a new message.
+ */
+export const SetLogLevelResponseSchema: GenMessage<SetLogLevelResponse> = /*@__PURE__*/
+  messageDesc(file_aether_node_v1_node, 10);
+
+/**
  * Which cgroup hierarchy the host uses.
  *
  * @generated from enum aether.node.v1.CgroupVersion
@@ -482,6 +553,17 @@ export const NodeService: GenService<{
     methodKind: "unary";
     input: typeof CheckHealthRequestSchema;
     output: typeof CheckHealthResponseSchema;
+  },
+  /**
+   * Changes the server's log level at once, for a while or until changed again, without a restart;
+   * with an empty level only reports it. Served by aetherd and by aether-aggregator; audited.
+   *
+   * @generated from rpc aether.node.v1.NodeService.SetLogLevel
+   */
+  setLogLevel: {
+    methodKind: "unary";
+    input: typeof SetLogLevelRequestSchema;
+    output: typeof SetLogLevelResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_aether_node_v1_node, 0);
