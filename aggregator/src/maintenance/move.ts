@@ -113,7 +113,7 @@ export class Moves {
           workloadId: placement.workloadId,
           tenant: placement.tenant,
           auctionId,
-          message: `workload ${placement.name} is moving from ${from.id} to ${to.id} (won with ${contender.score}).`,
+          message: `workload ${placement.name} is moving from ${from.id} (${from.name}) to ${to.id} (${to.name}), which won with ${contender.score}.`,
           attributes: { from_node: from.id, to_node: to.id, score: String(contender.score), attempt: String(failures.length + 1) },
         });
         try {
@@ -137,7 +137,7 @@ export class Moves {
             workloadId: placement.workloadId,
             tenant: placement.tenant,
             auctionId,
-            message: `workload ${placement.name} moved from ${from.id} to ${to.id}${moved.resourceId ? ` as ${moved.resourceId}` : ""} in ${Date.now() - startedMs} ms.`,
+            message: `workload ${placement.name} moved from ${from.id} (${from.name}) to ${to.id} (${to.name})${moved.resourceId ? ` as ${moved.resourceId}` : ""} in ${Date.now() - startedMs} ms${moved.attributes["downtime_ms"] ? ` (live migration, ${moved.attributes["downtime_ms"]} ms downtime)` : ""}.`,
             attributes: {
               from_node: from.id,
               to_node: to.id,
