@@ -133,12 +133,21 @@ describe("a cluster of three aetherd and an aggregator", () => {
     assert.equal(one.code, 0, one.stderr);
     assert.match(one.stdout, /NODE\s+│ OUTCOME\s+│ SCORE/);
     assert.equal((await aether("auctions", "--json")).code, 0);
-    const placements = JSON.parse((await aether("placements", "--json")).stdout) as Array<{ name: string; state: string }>;
-    assert.equal(placements.find((p) => p.name === "from-cli")?.state, "PLACEMENT_STATE_PLACED");
+    const placements = JSON.parse((await aether("placements", "--json")).stdout) as Array<{
+      name: string;
+      state: string;
+      workloadId: string;
+    }>;
+    const fromCli = placements.find((p) => p.name === "from-cli");
+    assert.equal(fromCli?.state, "PLACEMENT_STATE_PLACED");
     const events = await aether("events", "--tail", "5");
     assert.equal(events.code, 0, events.stderr);
     assert.match(events.stdout, /workload placed|auction decided/);
-    assert.equal((await aether("release", "from-cli")).code, 0);
+    // By the first 8 characters of its workload id, as for every id (issue 23, item 4).
+    const release = await aether("release", (fromCli?.workloadId ?? "").slice(0, 8));
+    assert.equal(release.code, 0, release.stderr);
+    const released = JSON.parse((await aether("placements", "--json")).stdout) as Array<{ name: string; state: string }>;
+    assert.equal(released.find((p) => p.name === "from-cli")?.state, "PLACEMENT_STATE_RELEASED");
     const usage = await aether("deploy", "x");
     assert.equal(usage.code, 2, "neither a program nor a spec is a usage error");
     const none = await aether("deploy", "huge", "--memory", "100T", "--", "/bin/true");

@@ -52,7 +52,16 @@ export {
   unavailable,
   unimplemented,
 } from "./errors.js";
-export { findByIdOrName, findByIdPrefix, MIN_ID_PREFIX, resolveInTenant, type ById, type Described, type Identity } from "./lookup.js";
+export {
+  findByIdOrName,
+  findByIdPrefix,
+  MIN_ID_PREFIX,
+  resolveIdPrefix,
+  resolveInTenant,
+  type ById,
+  type Described,
+  type Identity,
+} from "./lookup.js";
 export { duration, durationMs, msOf, preciseNow, timestamp } from "./time.js";
 export { ConfigError, parseConfig, readToml } from "./config.js";
 export { createLogger, setLogLevel, silentLogger } from "./logger.js";

@@ -60,6 +60,38 @@ export interface Identity {
 }
 
 /**
+ * The one resource of tenant whose id starts with ref (MIN_ID_PREFIX or more characters; see
+ * resolveInTenant), for a registry that finds by id and name in its own way first; undefined when
+ * none has it, INVALID_ARGUMENT naming them (ids and names, a few) when several do.
+ */
+export function resolveIdPrefix<T>(
+  items: ById<T>,
+  ref: string,
+  tenant: string,
+  of: (item: T) => Identity,
+  describe: Described,
+): T | undefined {
+  const matches = findByIdPrefix(
+    items,
+    ref,
+    (item) => of(item).id,
+    (item) => of(item).tenant === tenant,
+  );
+  if (matches.length <= 1) return matches[0];
+  const byName = describe.byName !== false;
+  const listed = matches
+    .map(of)
+    .sort((a, b) => a.id.localeCompare(b.id))
+    .slice(0, MAX_LISTED)
+    .map((m) => (byName && m.name !== "" ? `${m.id} (${m.name})` : m.id));
+  const more = matches.length > MAX_LISTED ? ` and ${matches.length - MAX_LISTED} more` : "";
+  throw new DomainError(
+    "invalid_argument",
+    `${JSON.stringify(clip(ref))} is the start of the id of ${matches.length} ${describe.noun}s ${describe.where ?? `in tenant ${tenant}`}: ${listed.join(", ")}${more}; give more of the id, or the name.`,
+  );
+}
+
+/**
  * The resource of tenant that ref names; else a DomainError. The rule, the same for every kind of
  * resource: an exact id wins, then an exact name (so a resource named "cafe" is found by that name
  * even when some id starts with cafe), then a prefix of an id of at least MIN_ID_PREFIX characters
@@ -69,26 +101,16 @@ export interface Identity {
  */
 export function resolveInTenant<T>(items: ById<T>, ref: string, tenant: string, of: (item: T) => Identity, describe: Described): T {
   const byName = describe.byName !== false;
-  const within = (item: T) => of(item).tenant === tenant;
-  const found = findByIdOrName(items, ref, (item) => (byName ? of(item).name : ""), within);
+  const found =
+    findByIdOrName(
+      items,
+      ref,
+      (item) => (byName ? of(item).name : ""),
+      (item) => of(item).tenant === tenant,
+    ) ?? resolveIdPrefix(items, ref, tenant, of, describe);
   if (found !== undefined) return found;
-  const matches = findByIdPrefix(items, ref, (item) => of(item).id, within);
-  if (matches.length === 1) return matches[0] as T;
-  const where = describe.where ?? `in tenant ${tenant}`;
-  if (matches.length > 1) {
-    const listed = matches
-      .map(of)
-      .sort((a, b) => a.id.localeCompare(b.id))
-      .slice(0, MAX_LISTED)
-      .map((m) => (byName && m.name !== "" ? `${m.id} (${m.name})` : m.id));
-    const more = matches.length > MAX_LISTED ? ` and ${matches.length - MAX_LISTED} more` : "";
-    throw new DomainError(
-      "invalid_argument",
-      `${JSON.stringify(clip(ref))} is the start of the id of ${matches.length} ${describe.noun}s ${where}: ${listed.join(", ")}${more}; give more of the id, or the name.`,
-    );
-  }
   throw new DomainError(
     "not_found",
-    `no ${describe.noun} with ${byName ? "id or name" : "id"} ${JSON.stringify(clip(ref))} ${where}; ${describe.hint}`,
+    `no ${describe.noun} with ${byName ? "id or name" : "id"} ${JSON.stringify(clip(ref))} ${describe.where ?? `in tenant ${tenant}`}; ${describe.hint}`,
   );
 }

@@ -12,7 +12,7 @@ import {
   type DeployResponse,
   type WorkloadPlacement,
 } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
-import { describeError, msOf, notFound } from "@aether/server";
+import { describeError, msOf, notFound, resolveIdPrefix, rpcError } from "@aether/server";
 import type { ClusterStore } from "../store/store.js";
 import { compareStrings } from "../util.js";
 
@@ -129,7 +129,10 @@ export class PlacementBook {
     });
   }
 
-  /** A workload by id or name within the tenant (by name: the live one, else the newest). */
+  /**
+   * A workload by id, name or unique id prefix within the tenant (by name: the live one, else the
+   * newest; a prefix several share is INVALID_ARGUMENT naming them).
+   */
   resolve(ref: string, tenant: string): WorkloadPlacement {
     // By id too only within the tenant: an id is no key to another tenant's workload.
     const byId = this.placements.get(ref);
@@ -137,9 +140,21 @@ export class PlacementBook {
     const named = [...this.placements.values()]
       .filter((p) => p.tenant === tenant && p.name === ref)
       .sort(newestFirst<WorkloadPlacement>((p) => p.workloadId));
-    const found = named.find((p) => LIVE_PLACEMENT.has(p.state)) ?? named[0];
+    const found = named.find((p) => LIVE_PLACEMENT.has(p.state)) ?? named[0] ?? this.byIdPrefix(ref, tenant);
     if (!found) throw notFound(`no workload ${ref} in tenant ${tenant}: aether cluster placements lists them.`);
     return found;
+  }
+
+  /** The workload of the tenant whose id alone starts with ref (the shared rule of @aether/server). */
+  private byIdPrefix(ref: string, tenant: string): WorkloadPlacement | undefined {
+    try {
+      return resolveIdPrefix(this.placements, ref, tenant, (p) => ({ id: p.workloadId, name: p.name, tenant: p.tenant }), {
+        noun: "workload",
+        hint: "",
+      });
+    } catch (err) {
+      throw rpcError(err);
+    }
   }
 
   /** Live placements (PROVISIONING or PLACED) per node. */
