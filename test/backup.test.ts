@@ -13,13 +13,13 @@ import { after, before, describe, it } from "node:test";
 import { Code } from "@aether/sdk";
 import { BackupChangeKind, NodeLifecycle } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { HealthStatus } from "@aether/sdk/gen/aether/node/v1/node_pb";
-import { eventually } from "./helpers/daemon.js";
+import { eventually, repoRoot } from "./helpers/daemon.js";
 import { rejectsWith } from "./helpers/assertions.js";
 import { startAggregator, type TestAggregator } from "./helpers/aggregator.js";
 import { startEtcd, type TestEtcd } from "./helpers/etcd.js";
 import { startFakeBidder, type FakeBidder } from "./helpers/fake-bidder.js";
 import { runCommand } from "./helpers/run.js";
-import { backedUpValue, decodeKey, isBackedUp } from "@aether/aggregator";
+import { backedUpValue, decodeKey, isBackedUp, loadConfig } from "@aether/aggregator";
 
 const PASSWORD = "bmc-Pa55word-that-must-never-be-committed-7f3a";
 
@@ -272,6 +272,21 @@ describe("the cluster's state backed up to git", { timeout: 240_000 }, () => {
     assert.equal(git(remote, "rev-parse", "main").trim(), newest, "and is pushed");
   });
 
+  it("README's [backup] settings are what aether-aggregator accepts", () => {
+    const readme = readFileSync(join(repoRoot, "README.md"), "utf8");
+    const toml = [...readme.matchAll(/```toml\n([\s\S]*?)```/g)].map((m) => m[1] ?? "").find((b) => b.includes("[backup]"));
+    assert.ok(toml, "a toml block with [backup]");
+    const file = join(dir, "readme-backup.toml");
+    writeFileSync(file, toml);
+    const config = loadConfig({ config: file });
+    assert.deepEqual(config.backup, {
+      repository: "/var/lib/aether-aggregator/backup.git",
+      remote: "git@backup.example.org:aether/cluster-state.git",
+      batch_ms: 10_000,
+      interval_ms: 300_000,
+    });
+  });
+
   it("without a repository the backup RPCs say how to configure one", async () => {
     const plain = await startAggregator();
     try {
@@ -344,5 +359,64 @@ describe("backups with aggregator replicas on etcd", { timeout: 120_000 }, () =>
     );
     assert.equal(git(remote, "rev-parse", `${next}^`).trim(), pushed, "one history: the new leader's commit follows the old one's");
     assert.match(git(remote, "log", "-1", "--format=%s", next), /added: nodes\/ha-2/);
+  });
+});
+
+describe("backup batching, and a remote that is not there yet", { timeout: 60_000 }, () => {
+  const dir = mkdtempSync(join(tmpdir(), "aether-backup-batch-"));
+  let agg: TestAggregator | undefined;
+  let bidder: FakeBidder | undefined;
+  after(async () => {
+    await agg?.client.aggregator.deregisterNode({ nodeId: "batch-1" }).catch(() => undefined);
+    await agg?.stop();
+    await bidder?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("changes within --backup-batch-ms make one commit; a failed push is retried on --backup-interval-ms", async () => {
+    const remote = join(dir, "late-remote.git");
+    const local = join(dir, "state", "backup.git");
+    agg = await startAggregator({
+      dir,
+      args: [
+        ...["--backup-repository", local, "--backup-remote", remote],
+        ...["--backup-batch-ms", "2000", "--backup-interval-ms", "1000", "--lease-ttl-ms", "600000"],
+      ],
+    });
+    const client = agg.client;
+    bidder = await startFakeBidder("batch-1");
+    await client.aggregator.registerNode({ nodeId: "batch-1", name: "batch-1", address: bidder.address });
+    const started = Date.now();
+    for (let i = 0; i < 12; i++) {
+      await (i % 2 === 0 ? client.aggregator.cordonNode({ node: "batch-1" }) : client.aggregator.uncordonNode({ node: "batch-1" }));
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    // Twelve changes in about 1.3 s, the last an uncordon; a batch later, the last state is committed.
+    await new Promise((r) => setTimeout(r, 2600));
+    const [last] = (await client.aggregator.listBackups({})).backups;
+    assert.ok(last);
+    assert.match(git(local, "show", `${last.commit}:nodes/batch-1.json`), /"lifecycle": "NODE_LIFECYCLE_ON_DUTY"/);
+    const { backups, pushError } = await client.aggregator.listBackups({});
+    const elapsedMs = Date.now() - started;
+    console.log(`${backups.length} commits for a registration and 12 lifecycle changes in ${elapsedMs} ms with --backup-batch-ms 2000`);
+    assert.ok(backups.length <= Math.ceil(elapsedMs / 2000) + 1, `${backups.length} commits in ${elapsedMs} ms`);
+    const times = backups.map((b) => Number(b.commitTime?.seconds ?? 0n));
+    for (let i = 1; i < times.length; i++)
+      assert.ok((times[i - 1] as number) - (times[i] as number) >= 1, `commits ${times.join(", ")} s are at least a batch apart`);
+    assert.equal(backups[0]?.commit, last.commit);
+    // The remote does not exist: the backups are kept locally, and the push failure is told.
+    assert.match(pushError, /late-remote\.git/);
+    assert.ok(backups.every((b) => !b.pushed));
+
+    git(remote, "init", "--quiet", "--bare", "--initial-branch=main");
+    await eventually(
+      async () => {
+        const now = await client.aggregator.listBackups({});
+        return now.pushError === "" && now.backups[0]?.pushed ? true : undefined;
+      },
+      10_000,
+      "the interval's push to the remote",
+    );
+    assert.equal(git(remote, "rev-parse", "main").trim(), last.commit);
   });
 });

@@ -141,10 +141,12 @@ export class Backups {
     try {
       await this.ready;
       await this.enqueue(async () => {
-        if (this.held !== "") return;
         if (!this.running || !this.host.leading()) return;
-        const made = await this.commit({});
-        if (!made.committed && why === "interval" && this.pushError !== "" && this.head) await this.push(this.head);
+        // The interval does not make a commit sooner than the batch allows: the batch timer will.
+        const early = Date.now() - this.lastCommitMs < this.batchMs;
+        if (this.held === "" && early) this.schedule();
+        const made = this.held === "" && !early ? await this.commit({}) : { committed: false };
+        if (!made.committed && why === "interval" && this.remote !== "" && this.pushError !== "" && this.head) await this.push(this.head);
       });
     } catch (err) {
       this.host.log.warn(
