@@ -3,11 +3,13 @@
 // fields and byte counts, and name objects by name (item 5).
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { writeFileSync } from "node:fs";
+import { rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { startDaemon, stopWorkloads, type TestDaemon } from "./helpers/daemon.js";
 import { guestImage } from "./helpers/guest.js";
+import { sha256 } from "./helpers/disks.js";
 import { runCommand } from "./helpers/run.js";
 
 interface WithId {
@@ -148,6 +150,21 @@ describe("aether: short ids and errors in the CLI's words (issue 23, items 4 and
     const memory = await aether("vm", "create", "words-vm", "--kernel", guestImage().kernel, "--memory", "32M");
     assert.equal(memory.code, 1);
     assert.equal(memory.stderr, "aether: --memory 32 MiB is below the guest minimum of 64 MiB.\n");
+    const huge = await aether("vm", "create", "words-vm", "--kernel", guestImage().kernel, "--memory", "1T");
+    assert.equal(huge.code, 1);
+    assert.match(huge.stderr, /^aether: --memory 1 TiB is more than this host has \([\d.]+ GiB\)\.\n$/);
+
+    // A failed import's reason, in the import's words: --format raw, not "source format RAW".
+    const text = join(tmpdir(), `aether-cli-refs-${process.pid}.txt`);
+    writeFileSync(text, "a".repeat(512));
+    try {
+      const notDisk = await aether("image", "import", "words-text", text, "--sha256", sha256(text));
+      assert.equal(notDisk.code, 1);
+      assert.match(notDisk.stderr, /if it really is a raw disk image, import it with --format raw\.\n$/);
+      assert.equal((await aether("image", "delete", "words-text")).code, 0);
+    } finally {
+      rmSync(text, { force: true });
+    }
 
     // storage delete: --with-snapshots; rollback: --destroy-newer.
     assert.equal((await aether("storage", "snapshot", "big", "first")).code, 0);

@@ -38,7 +38,17 @@ const FLAGS: Readonly<Record<string, Readonly<Record<string, string>>>> = {
   "cell allocate": CELL_LIMITS,
   "cell update": CELL_LIMITS,
   "cell free": { stop_executables: "--stop" },
-  "vm create": { memory_bytes: "--memory", vcpus: "--vcpus", size_bytes: "--disk-size" },
+  "vm create": {
+    memory_bytes: "--memory",
+    vcpus: "--vcpus",
+    size_bytes: "--disk-size",
+    "boot.kernel.kernel_path": "--kernel",
+    "boot.kernel.initrd_path": "--initrd",
+    "boot.kernel.cmdline": "--cmdline",
+    boot_watchdog_timeout: "--watchdog",
+    cloud_init: "the cloud-init data (--user-data, --meta-data, --network-config)",
+  },
+  "image import": { "source format RAW": "--format raw" },
   "storage create": { size_bytes: "--size" },
   "storage clone": { size_bytes: "--size" },
   "storage resize": { size_bytes: "the new size" },
@@ -56,8 +66,9 @@ function size(digits: string): string {
 
 /** aetherd's sentence in the words of the command `path` ("storage delete"). */
 export function inCliWords(sentence: string, path: string): string {
-  // Byte counts said as such first: "(1073741824 bytes)" → "(1 GiB)".
-  let out = sentence.replace(/\b(\d+) bytes\b/g, (_m, n: string) => size(n));
+  // Byte counts said as such first: "(1073741824 bytes)" → "(1 GiB)", unless a size stands beside
+  // them already ("1024 MiB (1073741823 bytes)").
+  let out = sentence.replace(/(?<!iB \()\b(\d+) bytes\b/g, (_m, n: string) => size(n));
   for (const [field, flag] of Object.entries(FLAGS[path] ?? {})) {
     const sized = field.endsWith("_bytes") && !flag.endsWith("-bytes");
     const f = escape(field);

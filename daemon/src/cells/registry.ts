@@ -8,7 +8,7 @@ import type { Logger } from "pino";
 import { Mutex } from "async-mutex";
 import { z } from "zod";
 import { isDnsLabel } from "@aether/sdk/names";
-import { describeSize } from "@aether/sdk/size";
+import { formatSize } from "@aether/sdk/size";
 import { clip, describeError, DomainError, resolveInTenant, writeJsonAtomic } from "@aether/server";
 import { crashPoint } from "../store/crash-point.js";
 import type { Supervisor } from "../runtime/supervisor.js";
@@ -328,7 +328,7 @@ export class CellRegistry {
       if (limits.memoryMaxBytes < current) {
         throw new DomainError(
           "failed_precondition",
-          `memory_max_bytes ${limits.memoryMaxBytes} is below what cell ${r.name} uses now (${describeSize(current)}); free memory in the cell first or choose a higher limit.`,
+          `memory_max_bytes ${limits.memoryMaxBytes} is below what cell ${r.name} uses now (${formatSize(current)}); free memory in the cell first or choose a higher limit.`,
         );
       }
     }

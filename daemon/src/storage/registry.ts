@@ -301,14 +301,14 @@ export class StorageRegistry {
         `${field} ${sizeBytes} is too small: a volume is at least ${formatSize(MIN_VOLUME_BYTES)}.`,
       );
     if (sizeBytes > MAX_SAFE_BYTES)
-      throw new DomainError("invalid_argument", `${field} ${sizeBytes} is beyond what aetherd handles (${describeSize(MAX_SAFE_BYTES)}).`);
+      throw new DomainError("invalid_argument", `${field} ${sizeBytes} is beyond what aetherd handles (${formatSize(MAX_SAFE_BYTES)}).`);
     const rounded = Math.ceil(sizeBytes / pool.granularityBytes) * pool.granularityBytes;
     const status = await pool.probe();
     if (!status.available) throw new DomainError("failed_precondition", `pool ${pool.name} is unavailable: ${status.reason}`);
     if (rounded > status.capacityBytes) {
       throw new DomainError(
         "invalid_argument",
-        `${field} ${sizeBytes} is larger than pool ${pool.name} can ever hold (${describeSize(status.capacityBytes)}); use a smaller size or a bigger pool.`,
+        `${field} ${sizeBytes} is larger than pool ${pool.name} can ever hold (${formatSize(status.capacityBytes)}); use a smaller size or a bigger pool.`,
       );
     }
     return rounded;

@@ -2,7 +2,7 @@
 // registry's records and the contract's messages. The registry and the drivers do the work.
 import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
-import { describeSize } from "@aether/sdk/size";
+import { formatSize } from "@aether/sdk/size";
 import {
   ImageFileFormat,
   ImageSchema,
@@ -73,7 +73,7 @@ const SNAPSHOT_STATE = {
 /** A uint64 size field as a number; 0 stays 0 (meaning "default" where the contract says so). */
 function bytes(field: string, value: bigint): number {
   if (value > BigInt(Number.MAX_SAFE_INTEGER))
-    throw invalidArgument(`${field} ${value} is beyond what aetherd handles (${describeSize(Number.MAX_SAFE_INTEGER)}).`);
+    throw invalidArgument(`${field} ${value} is beyond what aetherd handles (${formatSize(Number.MAX_SAFE_INTEGER)}).`);
   return Number(value);
 }
 

@@ -13,7 +13,7 @@ import {
   type CreateVmRequest,
   type Vm,
 } from "@aether/sdk/gen/aether/vm/v1/vm_pb";
-import { describeSize } from "@aether/sdk/size";
+import { formatSize } from "@aether/sdk/size";
 import {
   type CallerScope,
   clip,
@@ -223,7 +223,7 @@ function validateCreate(req: CreateVmRequest, manager: VmManager, scope: CallerS
     throw invalidArgument(`vcpus ${vcpus} is more than 4 per host CPU (${availableParallelism()} here).`);
   const memory = req.memoryBytes === 0n ? DEFAULT_MEMORY_BYTES : Number(req.memoryBytes);
   if (memory < MIN_MEMORY_BYTES) throw invalidArgument(`memory_bytes ${memory} is below the guest minimum of 64 MiB.`);
-  if (memory > totalmem()) throw failedPrecondition(`memory_bytes ${memory} is more than this host has (${describeSize(totalmem())}).`);
+  if (memory > totalmem()) throw failedPrecondition(`memory_bytes ${memory} is more than this host has (${formatSize(totalmem())}).`);
   const profile = req.profile === VmProfile.PERSISTENT ? ("persistent" as const) : ("ephemeral" as const);
   const requested = req.hypervisor === HypervisorEnum.QEMU ? "qemu" : req.hypervisor === HypervisorEnum.FIRECRACKER ? "firecracker" : "";
   const boot = req.boot?.source;
