@@ -148,6 +148,12 @@ describe("a cluster of three aetherd and an aggregator", () => {
     assert.equal(release.code, 0, release.stderr);
     const released = JSON.parse((await aether("placements", "--json")).stdout) as Array<{ name: string; state: string }>;
     assert.equal(released.find((p) => p.name === "from-cli")?.state, "PLACEMENT_STATE_RELEASED");
+    const node2 = (JSON.parse(nodesJson.stdout) as Array<{ id: string; name: string }>).find((n) => n.name === "node-2");
+    for (const verb of ["cordon", "uncordon"]) {
+      const r = await aether(verb, (node2?.id ?? "").slice(0, 8), "--json");
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal((JSON.parse(r.stdout) as { name: string }).name, "node-2", `${verb} by 8 characters of the node's id`);
+    }
     const usage = await aether("deploy", "x");
     assert.equal(usage.code, 2, "neither a program nor a spec is a usage error");
     const none = await aether("deploy", "huge", "--memory", "100T", "--", "/bin/true");

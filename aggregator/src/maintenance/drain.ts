@@ -34,7 +34,16 @@ import {
   type ShutdownNodeRequest,
   type UncordonNodeRequest,
 } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
-import { describeError, durationMs, failedPrecondition, invalidArgument, notFound, unavailable } from "@aether/server";
+import {
+  describeError,
+  durationMs,
+  failedPrecondition,
+  invalidArgument,
+  notFound,
+  resolveIdPrefix,
+  rpcError,
+  unavailable,
+} from "@aether/server";
 import type { Context } from "../context.js";
 import type { NewEvent } from "../events/events.js";
 import { ON_NODE } from "../placements/book.js";
@@ -127,7 +136,7 @@ export class Maintenance {
 
   // ---------------------------------------------------------------- requests
 
-  /** A node by id or name, or NOT_FOUND / INVALID_ARGUMENT with the sentence. */
+  /** A node by id, name or unique id prefix, or NOT_FOUND / INVALID_ARGUMENT with the sentence. */
   private resolve(field: string, ref: string): Node {
     if (ref === "") throw invalidArgument(`${field} is empty: give the node's id or name (aether cluster nodes lists them).`);
     if (ref.length > 253) throw invalidArgument(`${field} is ${ref.length} characters long; a node id or name has at most 253.`);
@@ -138,9 +147,23 @@ export class Maintenance {
       throw invalidArgument(
         `${named.length} registered nodes are named ${ref} (${named.map((n) => n.id).join(", ")}); give the node's id.`,
       );
-    const found = named[0];
+    const found = named[0] ?? this.byIdPrefix(ref);
     if (!found) throw notFound(`no node ${ref} is registered with this aggregator; aether cluster nodes lists them.`);
     return found;
+  }
+
+  /** The node whose id alone starts with ref (the shared rule of @aether/server's lookup; nodes have no tenant). */
+  private byIdPrefix(ref: string): Node | undefined {
+    const nodes = { get: (id: string) => this.ctx.registry.get(id), values: () => this.ctx.registry.list() };
+    try {
+      return resolveIdPrefix(nodes, ref, "", (n) => ({ id: n.id, name: n.name, tenant: "" }), {
+        noun: "node",
+        hint: "",
+        where: "registered with this aggregator",
+      });
+    } catch (err) {
+      throw rpcError(err);
+    }
   }
 
   private checkMaxMoves(value: number): number {
