@@ -182,7 +182,7 @@ class Harness {
       store: new MemoryStore(this.election, replica),
       replica,
       leaseTtlMs: TTL_MS,
-      auctionWindowMs: 200,
+      auctionWindowMs: 2000, // closes once every node answered; long enough for a first bid on a loaded machine
       provisionTimeoutMs: 2000,
       fencer,
       fenceTimeoutMs: 300,
