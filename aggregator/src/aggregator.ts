@@ -74,6 +74,8 @@ import { PowerOff } from "./maintenance/power.js";
 import { Backups, type BackupSettings } from "./backup/backup.js";
 import { ObservedStore } from "./backup/observed-store.js";
 import type { ObservedAggregator } from "./metrics/metrics.js";
+import type { HealthCheck } from "@aether/sdk/gen/aether/node/v1/node_pb";
+import { clusterHealth } from "./service/health.js";
 
 export const DEFAULT_AUCTION_WINDOW_MS = 250;
 export const DEFAULT_LEASE_TTL_MS = 15_000;
@@ -135,6 +137,7 @@ export class Aggregator {
   private readonly maintenance: Maintenance;
   private readonly backups: Backups | undefined;
   private readonly ctx: Context;
+  private readonly fencer: Fencer;
   private readonly startMs = Date.now();
 
   constructor(options: AggregatorOptions) {
@@ -187,6 +190,7 @@ export class Aggregator {
       new RedfishFencer(new BmcRegistry([]), () => {
         throw new Error("no BMC is registered");
       });
+    this.fencer = fencer;
     this.deadman = new Deadman(
       {
         store: this.store,
@@ -309,6 +313,18 @@ export class Aggregator {
       reasons: this.election.isLeader ? [] : [await this.standbySentence()],
       uptimeMs: Date.now() - this.startMs,
     };
+  }
+
+  /** Every check CheckHealth answers with: this replica's own, then each node's (service/health.ts). */
+  async clusterHealth(): Promise<HealthCheck[]> {
+    return clusterHealth({
+      leading: this.election.isLeader,
+      standby: this.election.isLeader ? "" : await this.standbySentence(),
+      store: this.store,
+      nodes: this.registry.list(),
+      nodeHealth: (node, timeoutMs) => this.clients.node(node).checkHealth({}, { timeoutMs }),
+      fencer: this.fencer,
+    });
   }
 
   /** What the Prometheus metrics read when scraped (metrics/metrics.ts). */

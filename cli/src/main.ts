@@ -5,6 +5,7 @@ import { cellCommands } from "./commands/cell.js";
 import { vmCommands } from "./commands/vm.js";
 import { execCommands } from "./commands/exec.js";
 import { nodeCommands } from "./commands/node.js";
+import { healthCommand } from "./commands/health.js";
 import { storageCommands } from "./commands/storage.js";
 import { imageCommands } from "./commands/image.js";
 import { clusterCommands } from "./commands/cluster.js";
@@ -54,6 +55,7 @@ ${EXIT_CODES_HELP}`,
   );
 
 nodeCommands(program);
+healthCommand(program);
 execCommands(program);
 cellCommands(program);
 vmCommands(program);

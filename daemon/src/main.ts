@@ -258,6 +258,14 @@ async function run(flags: ConfigFlags): Promise<void> {
         probe,
         cells: { version: cells.backendVersion, reason: cellsChoice.reason },
         logLevel,
+        health: {
+          shimPath,
+          spawnerWaitingMs: () => supervisor.spawnerWaitingMs(),
+          cellsRoot: () => cells.root(),
+          pools: async () =>
+            (await storage.listPools()).map((p) => ({ name: p.pool.name, available: p.status.available, reason: p.status.reason })),
+          vms: { list: () => vms.list(), qmp: (vm) => migrationHooks.qmp(vm), pidOf: (vm) => vms.pidOf(vm) },
+        },
       }),
     );
     router.service(VmService, handlers.vm);

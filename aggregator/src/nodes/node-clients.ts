@@ -15,6 +15,7 @@ import { createClient, type Client } from "@connectrpc/connect";
 import { createConnectTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { BidService } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { VmService } from "@aether/sdk/gen/aether/vm/v1/vm_pb";
+import { NodeService } from "@aether/sdk/gen/aether/node/v1/node_pb";
 import { nodeAddress } from "../validate.js";
 
 /** TLS material for https:// node addresses: PEM text or file paths. */
@@ -39,6 +40,8 @@ interface Connection {
   client: Client<typeof BidService>;
   /** VmService on the same connection: a drain live-migrates VMs with it (MigrateVm, WatchMigration). */
   vm: Client<typeof VmService>;
+  /** NodeService: the cluster's health asks each node for its own. */
+  node: Client<typeof NodeService>;
   sessions: Http2SessionManager;
 }
 
@@ -56,6 +59,11 @@ export class NodeClients {
   /** The BidService client for a registered node (its address was validated at registration). */
   bid(node: NodeTarget): Client<typeof BidService> {
     return this.connection(node).client;
+  }
+
+  /** The NodeService client for a registered node (its health), on the same connection. */
+  node(node: NodeTarget): Client<typeof NodeService> {
+    return this.connection(node).node;
   }
 
   /** The VmService client for a registered node, on the same connection (same identity checks). */
@@ -92,7 +100,12 @@ export class NodeClients {
       });
     }
     const transport = createConnectTransport({ baseUrl, httpVersion: "2", useBinaryFormat: true, sessionManager: sessions });
-    return { client: createClient(BidService, transport), vm: createClient(VmService, transport), sessions };
+    return {
+      client: createClient(BidService, transport),
+      vm: createClient(VmService, transport),
+      node: createClient(NodeService, transport),
+      sessions,
+    };
   }
 
   /** Why a node's certificate does not speak for the registered node, or undefined when it does. */

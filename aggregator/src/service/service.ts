@@ -210,13 +210,18 @@ export function healthService(aggregator: Aggregator, logLevel: RuntimeLogLevel)
         "aether-aggregator is not a node: ask a node's aetherd for NodeService/GetNodeInfo (aether cluster nodes lists them).",
       );
     },
-    async checkHealth() {
+    async checkHealth(_req, ctx) {
       const health = await aggregator.health();
+      const all = await aggregator.clusterHealth();
+      // Only the aggregator's own checks decide its status; a tenant sees only those.
+      const own = all.filter((c) => c.name === "leader" || c.name === "store");
+      const reasons = own.filter((c) => c.status === HealthStatus.DEGRADED).map((c) => c.message);
       return create(CheckHealthResponseSchema, {
-        status: health.leading ? HealthStatus.SERVING : HealthStatus.DEGRADED,
-        reasons: health.reasons,
+        status: reasons.length === 0 ? HealthStatus.SERVING : HealthStatus.DEGRADED,
+        reasons,
         uptime: duration(health.uptimeMs),
         executablesTracked: 0,
+        checks: ctx.values.get(scopeKey).tenant === undefined ? all : own,
       });
     },
     async setLogLevel(req, ctx) {

@@ -137,6 +137,12 @@ export class CellRegistry {
     return this.backend?.version;
   }
 
+  /** Where the cells' cgroup root folders are and whether they exist (undefined without cells), for CheckHealth. */
+  root(): { paths: string[]; present: boolean; cells: number } | undefined {
+    if (!this.backend) return undefined;
+    return { paths: Object.values(this.backend.paths([])), present: this.backend.exists([]), cells: this.byId.size };
+  }
+
   private segments(r: CellRecord): string[] {
     return [r.tenant, ...r.name.split("/")];
   }

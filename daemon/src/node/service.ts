@@ -2,7 +2,6 @@
 import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { arch, cpus, hostname, release, totalmem } from "node:os";
-import { access, constants } from "node:fs/promises";
 import {
   CapabilitiesSchema,
   CgroupVersion,
@@ -12,7 +11,8 @@ import {
   ToolProbeSchema,
 } from "@aether/sdk/gen/aether/node/v1/node_pb";
 import { duration, timestamp } from "@aether/server";
-import { setLogLevelRpc, type RuntimeLogLevel } from "@aether/server";
+import { scopeKey, setLogLevelRpc, type RuntimeLogLevel } from "@aether/server";
+import { checkHealth, type HealthDeps } from "./health.js";
 import type { Supervisor } from "../runtime/supervisor.js";
 import { probeHost, type ProbeResult, type ToolFound } from "./probe.js";
 
@@ -27,12 +27,15 @@ export interface NodeDeps {
   cells: { version: "v1" | "v2" | undefined; reason: string };
   /** aetherd's log level, changed at runtime by SetLogLevel. */
   logLevel: RuntimeLogLevel;
+  /** What CheckHealth looks at beyond the state directory (health.ts). */
+  health: Omit<HealthDeps, "stateDir" | "startTimeMs">;
 }
 
 const CGROUP_VERSIONS = { none: CgroupVersion.UNSPECIFIED, v1: CgroupVersion.V1, v2: CgroupVersion.V2, hybrid: CgroupVersion.HYBRID };
 
 export function nodeService(deps: NodeDeps): ServiceImpl<typeof NodeService> {
   let probe = deps.probe;
+  const lastCheck = { wallMs: deps.startTimeMs, monoMs: performance.now() - (Date.now() - deps.startTimeMs) };
   return {
     async getNodeInfo(req) {
       if (req.refresh) probe = await probeHost();
@@ -66,18 +69,18 @@ export function nodeService(deps: NodeDeps): ServiceImpl<typeof NodeService> {
       };
     },
 
-    async checkHealth() {
-      const reasons: string[] = [];
-      try {
-        await access(deps.stateDir, constants.W_OK);
-      } catch {
-        reasons.push(`the state directory ${deps.stateDir} is not writable: new executables cannot be recorded.`);
-      }
+    async checkHealth(_req, ctx) {
+      const all = await checkHealth({ ...deps.health, stateDir: deps.stateDir, startTimeMs: deps.startTimeMs }, lastCheck);
+      // A tenant sees the host's checks and its own VMs', not other tenants' VM names.
+      const { tenant } = ctx.values.get(scopeKey);
+      const checks = all.filter((c) => tenant === undefined || c.tenant === "" || c.tenant === tenant);
+      const reasons = checks.filter((c) => c.status === HealthStatus.DEGRADED).map((c) => c.message);
       return {
         status: reasons.length === 0 ? HealthStatus.SERVING : HealthStatus.DEGRADED,
         reasons,
         uptime: duration(Date.now() - deps.startTimeMs),
         executablesTracked: deps.supervisor.list().length,
+        checks,
       };
     },
 

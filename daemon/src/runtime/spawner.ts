@@ -36,7 +36,7 @@ export class SpawnError extends Error {}
 
 export class ShimSpawner {
   private child: ChildProcessWithoutNullStreams | undefined;
-  private readonly pending = new Map<string, { resolve: (s: Spawned) => void; reject: (e: Error) => void }>();
+  private readonly pending = new Map<string, { resolve: (s: Spawned) => void; reject: (e: Error) => void; sinceMs: number }>();
 
   constructor(
     private readonly shimPath: string,
@@ -65,9 +65,16 @@ export class ShimSpawner {
     ];
     const payload = Buffer.concat(fields.map((f) => Buffer.from(`${f}\0`)));
     return new Promise<Spawned>((resolve, reject) => {
-      this.pending.set(req.id, { resolve, reject });
+      this.pending.set(req.id, { resolve, reject, sinceMs: Date.now() });
       child.stdin.write(Buffer.concat([Buffer.from(`${payload.length}\n`), payload]));
     });
+  }
+
+  /** How long the oldest start not yet reported has waited (ms); 0 when none waits (for CheckHealth). */
+  oldestPendingMs(now = Date.now()): number {
+    let oldest = now;
+    for (const p of this.pending.values()) oldest = Math.min(oldest, p.sinceMs);
+    return now - oldest;
   }
 
   /** Closes the spawner's stdin: it exits; shims it started keep running. */

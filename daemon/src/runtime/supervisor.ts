@@ -245,6 +245,11 @@ export class Supervisor {
     await rm(exe.dir, { recursive: true, force: true });
   }
 
+  /** How long the oldest start the process spawner has not reported yet has waited (ms); 0: none waits. */
+  spawnerWaitingMs(): number {
+    return this.spawner.oldestPendingMs();
+  }
+
   /** Releases watchers, timers and the spawner; the processes themselves keep running. */
   close(): void {
     for (const exe of this.byId.values()) this.unwatch(exe);

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aether/node/v1/node.proto.
  */
 export const file_aether_node_v1_node: GenFile = /*@__PURE__*/
-  fileDesc("ChlhZXRoZXIvbm9kZS92MS9ub2RlLnByb3RvEg5hZXRoZXIubm9kZS52MSIlChJHZXROb2RlSW5mb1JlcXVlc3QSDwoHcmVmcmVzaBgBIAEoCCI9ChNHZXROb2RlSW5mb1Jlc3BvbnNlEiYKBG5vZGUYASABKAsyGC5hZXRoZXIubm9kZS52MS5Ob2RlSW5mbyKNAgoITm9kZUluZm8SCgoCaWQYASABKAkSEAoIaG9zdG5hbWUYAiABKAkSDwoHdmVyc2lvbhgDIAEoCRIWCg5rZXJuZWxfcmVsZWFzZRgEIAEoCRIUCgxhcmNoaXRlY3R1cmUYBSABKAkSEQoJY3B1X2NvdW50GAYgASgNEhoKEm1lbW9yeV90b3RhbF9ieXRlcxgHIAEoBBIuCgpzdGFydF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCgxjYXBhYmlsaXRpZXMYCSABKAsyHC5hZXRoZXIubm9kZS52MS5DYXBhYmlsaXRpZXMSEQoJc3RhdGVfZGlyGAogASgJIk0KCVRvb2xQcm9iZRIRCglhdmFpbGFibGUYASABKAgSDAoEcGF0aBgCIAEoCRIPCgd2ZXJzaW9uGAMgASgJEg4KBnJlYXNvbhgEIAEoCSKyAQoLQ2dyb3VwUHJvYmUSLgoHdmVyc2lvbhgBIAEoDjIdLmFldGhlci5ub2RlLnYxLkNncm91cFZlcnNpb24SEwoLY29udHJvbGxlcnMYAiADKAkSEgoKbW91bnRfcGF0aBgDIAEoCRI0Cg1jZWxsc192ZXJzaW9uGAQgASgOMh0uYWV0aGVyLm5vZGUudjEuQ2dyb3VwVmVyc2lvbhIUCgxjZWxsc19yZWFzb24YBSABKAkiMQoIS3ZtUHJvYmUSFQoNZGV2aWNlX3VzYWJsZRgBIAEoCBIOCgZyZWFzb24YAiABKAkixwIKDENhcGFiaWxpdGllcxIrCgZjZ3JvdXAYASABKAsyGy5hZXRoZXIubm9kZS52MS5DZ3JvdXBQcm9iZRIuCgtxZW11X3N5c3RlbRgCIAEoCzIZLmFldGhlci5ub2RlLnYxLlRvb2xQcm9iZRIrCghxZW11X2ltZxgDIAEoCzIZLmFldGhlci5ub2RlLnYxLlRvb2xQcm9iZRIlCgNrdm0YBCABKAsyGC5hZXRoZXIubm9kZS52MS5Ldm1Qcm9iZRIuCgtmaXJlY3JhY2tlchgFIAEoCzIZLmFldGhlci5ub2RlLnYxLlRvb2xQcm9iZRImCgN6ZnMYBiABKAsyGS5hZXRoZXIubm9kZS52MS5Ub29sUHJvYmUSLgoKcHJvYmVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiFAoSQ2hlY2tIZWFsdGhSZXF1ZXN0IpwBChNDaGVja0hlYWx0aFJlc3BvbnNlEiwKBnN0YXR1cxgBIAEoDjIcLmFldGhlci5ub2RlLnYxLkhlYWx0aFN0YXR1cxIPCgdyZWFzb25zGAIgAygJEikKBnVwdGltZRgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIbChNleGVjdXRhYmxlc190cmFja2VkGAQgASgNIlAKElNldExvZ0xldmVsUmVxdWVzdBINCgVsZXZlbBgBIAEoCRIrCghkdXJhdGlvbhgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKHAQoTU2V0TG9nTGV2ZWxSZXNwb25zZRINCgVsZXZlbBgBIAEoCRIWCg5wcmV2aW91c19sZXZlbBgCIAEoCRIYChBjb25maWd1cmVkX2xldmVsGAMgASgJEi8KC3JldmVydF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCp4Cg1DZ3JvdXBWZXJzaW9uEh4KGkNHUk9VUF9WRVJTSU9OX1VOU1BFQ0lGSUVEEAASFQoRQ0dST1VQX1ZFUlNJT05fVjEQARIVChFDR1JPVVBfVkVSU0lPTl9WMhACEhkKFUNHUk9VUF9WRVJTSU9OX0hZQlJJRBADKmQKDEhlYWx0aFN0YXR1cxIdChlIRUFMVEhfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGQoVSEVBTFRIX1NUQVRVU19TRVJWSU5HEAESGgoWSEVBTFRIX1NUQVRVU19ERUdSQURFRBACMpUCCgtOb2RlU2VydmljZRJWCgtHZXROb2RlSW5mbxIiLmFldGhlci5ub2RlLnYxLkdldE5vZGVJbmZvUmVxdWVzdBojLmFldGhlci5ub2RlLnYxLkdldE5vZGVJbmZvUmVzcG9uc2USVgoLQ2hlY2tIZWFsdGgSIi5hZXRoZXIubm9kZS52MS5DaGVja0hlYWx0aFJlcXVlc3QaIy5hZXRoZXIubm9kZS52MS5DaGVja0hlYWx0aFJlc3BvbnNlElYKC1NldExvZ0xldmVsEiIuYWV0aGVyLm5vZGUudjEuU2V0TG9nTGV2ZWxSZXF1ZXN0GiMuYWV0aGVyLm5vZGUudjEuU2V0TG9nTGV2ZWxSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChlhZXRoZXIvbm9kZS92MS9ub2RlLnByb3RvEg5hZXRoZXIubm9kZS52MSIlChJHZXROb2RlSW5mb1JlcXVlc3QSDwoHcmVmcmVzaBgBIAEoCCI9ChNHZXROb2RlSW5mb1Jlc3BvbnNlEiYKBG5vZGUYASABKAsyGC5hZXRoZXIubm9kZS52MS5Ob2RlSW5mbyKNAgoITm9kZUluZm8SCgoCaWQYASABKAkSEAoIaG9zdG5hbWUYAiABKAkSDwoHdmVyc2lvbhgDIAEoCRIWCg5rZXJuZWxfcmVsZWFzZRgEIAEoCRIUCgxhcmNoaXRlY3R1cmUYBSABKAkSEQoJY3B1X2NvdW50GAYgASgNEhoKEm1lbW9yeV90b3RhbF9ieXRlcxgHIAEoBBIuCgpzdGFydF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCgxjYXBhYmlsaXRpZXMYCSABKAsyHC5hZXRoZXIubm9kZS52MS5DYXBhYmlsaXRpZXMSEQoJc3RhdGVfZGlyGAogASgJIk0KCVRvb2xQcm9iZRIRCglhdmFpbGFibGUYASABKAgSDAoEcGF0aBgCIAEoCRIPCgd2ZXJzaW9uGAMgASgJEg4KBnJlYXNvbhgEIAEoCSKyAQoLQ2dyb3VwUHJvYmUSLgoHdmVyc2lvbhgBIAEoDjIdLmFldGhlci5ub2RlLnYxLkNncm91cFZlcnNpb24SEwoLY29udHJvbGxlcnMYAiADKAkSEgoKbW91bnRfcGF0aBgDIAEoCRI0Cg1jZWxsc192ZXJzaW9uGAQgASgOMh0uYWV0aGVyLm5vZGUudjEuQ2dyb3VwVmVyc2lvbhIUCgxjZWxsc19yZWFzb24YBSABKAkiMQoIS3ZtUHJvYmUSFQoNZGV2aWNlX3VzYWJsZRgBIAEoCBIOCgZyZWFzb24YAiABKAkixwIKDENhcGFiaWxpdGllcxIrCgZjZ3JvdXAYASABKAsyGy5hZXRoZXIubm9kZS52MS5DZ3JvdXBQcm9iZRIuCgtxZW11X3N5c3RlbRgCIAEoCzIZLmFldGhlci5ub2RlLnYxLlRvb2xQcm9iZRIrCghxZW11X2ltZxgDIAEoCzIZLmFldGhlci5ub2RlLnYxLlRvb2xQcm9iZRIlCgNrdm0YBCABKAsyGC5hZXRoZXIubm9kZS52MS5Ldm1Qcm9iZRIuCgtmaXJlY3JhY2tlchgFIAEoCzIZLmFldGhlci5ub2RlLnYxLlRvb2xQcm9iZRImCgN6ZnMYBiABKAsyGS5hZXRoZXIubm9kZS52MS5Ub29sUHJvYmUSLgoKcHJvYmVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiFAoSQ2hlY2tIZWFsdGhSZXF1ZXN0ImoKC0hlYWx0aENoZWNrEgwKBG5hbWUYASABKAkSLAoGc3RhdHVzGAIgASgOMhwuYWV0aGVyLm5vZGUudjEuSGVhbHRoU3RhdHVzEg8KB21lc3NhZ2UYAyABKAkSDgoGdGVuYW50GAQgASgJIskBChNDaGVja0hlYWx0aFJlc3BvbnNlEiwKBnN0YXR1cxgBIAEoDjIcLmFldGhlci5ub2RlLnYxLkhlYWx0aFN0YXR1cxIPCgdyZWFzb25zGAIgAygJEikKBnVwdGltZRgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIbChNleGVjdXRhYmxlc190cmFja2VkGAQgASgNEisKBmNoZWNrcxgFIAMoCzIbLmFldGhlci5ub2RlLnYxLkhlYWx0aENoZWNrIlAKElNldExvZ0xldmVsUmVxdWVzdBINCgVsZXZlbBgBIAEoCRIrCghkdXJhdGlvbhgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKHAQoTU2V0TG9nTGV2ZWxSZXNwb25zZRINCgVsZXZlbBgBIAEoCRIWCg5wcmV2aW91c19sZXZlbBgCIAEoCRIYChBjb25maWd1cmVkX2xldmVsGAMgASgJEi8KC3JldmVydF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCp4Cg1DZ3JvdXBWZXJzaW9uEh4KGkNHUk9VUF9WRVJTSU9OX1VOU1BFQ0lGSUVEEAASFQoRQ0dST1VQX1ZFUlNJT05fVjEQARIVChFDR1JPVVBfVkVSU0lPTl9WMhACEhkKFUNHUk9VUF9WRVJTSU9OX0hZQlJJRBADKn8KDEhlYWx0aFN0YXR1cxIdChlIRUFMVEhfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGQoVSEVBTFRIX1NUQVRVU19TRVJWSU5HEAESGgoWSEVBTFRIX1NUQVRVU19ERUdSQURFRBACEhkKFUhFQUxUSF9TVEFUVVNfV0FSTklORxADMpUCCgtOb2RlU2VydmljZRJWCgtHZXROb2RlSW5mbxIiLmFldGhlci5ub2RlLnYxLkdldE5vZGVJbmZvUmVxdWVzdBojLmFldGhlci5ub2RlLnYxLkdldE5vZGVJbmZvUmVzcG9uc2USVgoLQ2hlY2tIZWFsdGgSIi5hZXRoZXIubm9kZS52MS5DaGVja0hlYWx0aFJlcXVlc3QaIy5hZXRoZXIubm9kZS52MS5DaGVja0hlYWx0aFJlc3BvbnNlElYKC1NldExvZ0xldmVsEiIuYWV0aGVyLm5vZGUudjEuU2V0TG9nTGV2ZWxSZXF1ZXN0GiMuYWV0aGVyLm5vZGUudjEuU2V0TG9nTGV2ZWxSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Request for NodeService.GetNodeInfo.
@@ -341,6 +341,50 @@ export const CheckHealthRequestSchema: GenMessage<CheckHealthRequest> = /*@__PUR
   messageDesc(file_aether_node_v1_node, 7);
 
 /**
+ * One thing CheckHealth looked at.
+ *
+ * @generated from message aether.node.v1.HealthCheck
+ */
+export type HealthCheck = Message<"aether.node.v1.HealthCheck"> & {
+  /**
+   * What was checked: on aetherd "state_dir", "shim", "spawner", "cgroup_root", "clock",
+   * "pool/<name>", "vm/<name>"; on aether-aggregator "leader", "store", "node/<name>",
+   * "fencing/<name>".
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * SERVING: fine; WARNING: works, worth knowing; DEGRADED: wrong.
+   *
+   * @generated from field: aether.node.v1.HealthStatus status = 2;
+   */
+  status: HealthStatus;
+
+  /**
+   * A sentence: what was found and, when it is not fine, what to do.
+   *
+   * @generated from field: string message = 3;
+   */
+  message: string;
+
+  /**
+   * The tenant of what was checked, where one is involved (a VM); empty otherwise.
+   *
+   * @generated from field: string tenant = 4;
+   */
+  tenant: string;
+};
+
+/**
+ * Describes the message aether.node.v1.HealthCheck.
+ * Use `create(HealthCheckSchema)` to create a new message.
+ */
+export const HealthCheckSchema: GenMessage<HealthCheck> = /*@__PURE__*/
+  messageDesc(file_aether_node_v1_node, 8);
+
+/**
  * Response of NodeService.CheckHealth.
  *
  * @generated from message aether.node.v1.CheckHealthResponse
@@ -373,6 +417,15 @@ export type CheckHealthResponse = Message<"aether.node.v1.CheckHealthResponse"> 
    * @generated from field: uint32 executables_tracked = 4;
    */
   executablesTracked: number;
+
+  /**
+   * Every check made, fine or not; reasons repeats the messages of the DEGRADED ones that decide
+   * the status. On the aggregator the nodes' checks are here too, but only its own (leader, store)
+   * decide its status; a tenant sees only those, and on aetherd only its own VMs'.
+   *
+   * @generated from field: repeated aether.node.v1.HealthCheck checks = 5;
+   */
+  checks: HealthCheck[];
 };
 
 /**
@@ -380,7 +433,7 @@ export type CheckHealthResponse = Message<"aether.node.v1.CheckHealthResponse"> 
  * Use `create(CheckHealthResponseSchema)` to create a new message.
  */
 export const CheckHealthResponseSchema: GenMessage<CheckHealthResponse> = /*@__PURE__*/
-  messageDesc(file_aether_node_v1_node, 8);
+  messageDesc(file_aether_node_v1_node, 9);
 
 /**
  * Request for NodeService.SetLogLevel.
@@ -409,7 +462,7 @@ export type SetLogLevelRequest = Message<"aether.node.v1.SetLogLevelRequest"> & 
  * Use `create(SetLogLevelRequestSchema)` to create a new message.
  */
 export const SetLogLevelRequestSchema: GenMessage<SetLogLevelRequest> = /*@__PURE__*/
-  messageDesc(file_aether_node_v1_node, 9);
+  messageDesc(file_aether_node_v1_node, 10);
 
 /**
  * Response of NodeService.SetLogLevel.
@@ -451,7 +504,7 @@ export type SetLogLevelResponse = Message<"aether.node.v1.SetLogLevelResponse"> 
  * Use `create(SetLogLevelResponseSchema)` to create a new message.
  */
 export const SetLogLevelResponseSchema: GenMessage<SetLogLevelResponse> = /*@__PURE__*/
-  messageDesc(file_aether_node_v1_node, 10);
+  messageDesc(file_aether_node_v1_node, 11);
 
 /**
  * Which cgroup hierarchy the host uses.
@@ -520,6 +573,14 @@ export enum HealthStatus {
    * @generated from enum value: HEALTH_STATUS_DEGRADED = 2;
    */
   DEGRADED = 2,
+
+  /**
+   * Only in a HealthCheck: working, with something an operator should know (a node without a BMC
+   * cannot be fenced). Never the overall status.
+   *
+   * @generated from enum value: HEALTH_STATUS_WARNING = 3;
+   */
+  WARNING = 3,
 }
 
 /**
@@ -545,7 +606,9 @@ export const NodeService: GenService<{
     output: typeof GetNodeInfoResponseSchema;
   },
   /**
-   * Returns whether aetherd is healthy and serving.
+   * Returns whether the server is healthy and serving, and what it checked: on aetherd the host's
+   * state dir, process shim, cgroups, clock, pools and each running VM's QEMU; on aether-aggregator
+   * its leadership and store, and each node's health and fencing readiness.
    *
    * @generated from rpc aether.node.v1.NodeService.CheckHealth
    */
