@@ -47,9 +47,12 @@ interface Entry {
 
 /** How long the target waits for its QEMU to have the whole incoming state once the source says it sent it. */
 const COMPLETE_WAIT_MS = 30_000;
+/** How soon a committed guest whose resume failed is settled again. */
+const SETTLE_RETRY_MS = 2000;
 
 export class IncomingMigrations {
   private readonly entries = new Map<string, Entry>();
+  private readonly retries = new Set<NodeJS.Timeout>();
 
   constructor(
     private readonly o: {
@@ -209,9 +212,15 @@ export class IncomingMigrations {
       if (intent?.migration) intent.migration.step = "committed";
       vm.runtime.migratedIn = migrationId;
       await hooks.save(vm);
-      await resumeIncoming(qmp);
-      await settleCommitted(hooks, storage, vm);
-      log.info({ vm: vm.spec.name, migration: migrationId }, "incoming migration finished; the guest runs here");
+      try {
+        await resumeIncoming(qmp);
+        await settleCommitted(hooks, storage, vm);
+        log.info({ vm: vm.spec.name, migration: migrationId }, "incoming migration finished; the guest runs here");
+      } catch (err) {
+        // Committed: the guest is this node's whatever failed here, so it is settled again until done.
+        log.error({ vm: vm.spec.name, migration: migrationId, err: (err as Error).message }, "resuming a migrated guest failed; retrying");
+        this.settleLater(vm);
+      }
     });
   }
 
@@ -233,6 +242,16 @@ export class IncomingMigrations {
     });
   }
 
+  private settleLater(vm: VmRecord): void {
+    const timer = setTimeout(() => {
+      this.retries.delete(timer);
+      if (vm.runtime.intent?.op !== "migrate-in" || !this.o.hooks.byId(vm.spec.id)) return;
+      settleCommitted(this.o.hooks, this.o.storage, vm).catch(() => this.settleLater(vm));
+    }, SETTLE_RETRY_MS);
+    timer.unref();
+    this.retries.add(timer);
+  }
+
   state(migrationId: string): IncomingState {
     for (const vm of this.o.hooks.list()) {
       if (vm.runtime.migratedIn === migrationId && vm.runtime.intent?.op !== "migrate-in") return "finished";
@@ -244,6 +263,7 @@ export class IncomingMigrations {
 
   close(): void {
     for (const e of this.entries.values()) clearTimeout(e.deadline);
+    for (const t of this.retries) clearTimeout(t);
   }
 }
 

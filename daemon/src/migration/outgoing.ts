@@ -179,7 +179,7 @@ export class OutgoingMigrations {
     const checkTarget = async (force = false) => {
       if (!target || (!force && Date.now() - checkedAt < TARGET_CHECK_MS)) return;
       checkedAt = Date.now();
-      const { state } = await target.migration.queryIncoming({ migrationId: m.id }, { timeoutMs: 3000 }).catch((err: unknown) => {
+      const { state } = await target.migration.queryIncoming({ migrationId: m.id }, { timeoutMs: 10_000 }).catch((err: unknown) => {
         throw new Error(`the target aetherd stopped answering (${describe(err)})`);
       });
       if (state !== IncomingState.PREPARED) throw new Error("the target aetherd no longer holds the incoming VM");

@@ -10,6 +10,8 @@ export const driveId = (index: number) => `disk${index}`;
 const nbdNode = (index: number) => `mig-nbd${index}`;
 const mirrorJob = (index: number) => `mig-disk${index}`;
 const exportId = (index: number) => `mig-exp${index}`;
+/** A QMP answer may be slow on a loaded host (TCG guests use the CPUs): a step waits this long for one. */
+const QMP_STEP_MS = 30_000;
 /** What "no bandwidth cap" is sent as (QEMU's own default is 32 MiB/s). */
 const UNCAPPED_BYTES_PER_SECOND = 100 * 1024 ** 3;
 
@@ -17,13 +19,17 @@ const UNCAPPED_BYTES_PER_SECOND = 100 * 1024 ** 3;
 
 /** Exports each disk over NBD (writable) on host:port; returns the export names, in disk order. */
 export async function exportDisks(qmp: QmpClient, diskCount: number, host: string, port: number): Promise<string[]> {
-  const block = await qmp.execute<Array<{ device: string; inserted?: { "node-name": string } }>>("query-block");
-  await qmp.execute("nbd-server-start", { addr: { type: "inet", data: { host, port: String(port) } } });
+  const block = await qmp.execute<Array<{ device: string; inserted?: { "node-name": string } }>>("query-block", undefined, QMP_STEP_MS);
+  await qmp.execute("nbd-server-start", { addr: { type: "inet", data: { host, port: String(port) } } }, QMP_STEP_MS);
   const names: string[] = [];
   for (let i = 0; i < diskCount; i++) {
     const node = block.find((b) => b.device === driveId(i))?.inserted?.["node-name"];
     if (node === undefined) throw new Error(`the target's QEMU has no disk ${driveId(i)}`);
-    await qmp.execute("block-export-add", { type: "nbd", id: exportId(i), "node-name": node, name: driveId(i), writable: true });
+    await qmp.execute(
+      "block-export-add",
+      { type: "nbd", id: exportId(i), "node-name": node, name: driveId(i), writable: true },
+      QMP_STEP_MS,
+    );
     names.push(driveId(i));
   }
   return names;
@@ -31,18 +37,22 @@ export async function exportDisks(qmp: QmpClient, diskCount: number, host: strin
 
 /** Starts listening for the incoming state; the disks stay inactive until the guest is resumed. */
 export async function listenIncoming(qmp: QmpClient, uri: string): Promise<void> {
-  await qmp.execute("migrate-set-capabilities", {
-    capabilities: [
-      { capability: "late-block-activate", state: true },
-      { capability: "events", state: true },
-    ],
-  });
-  await qmp.execute("migrate-incoming", { uri });
+  await qmp.execute(
+    "migrate-set-capabilities",
+    {
+      capabilities: [
+        { capability: "late-block-activate", state: true },
+        { capability: "events", state: true },
+      ],
+    },
+    QMP_STEP_MS,
+  );
+  await qmp.execute("migrate-incoming", { uri }, QMP_STEP_MS);
 }
 
 /** The incoming migration's status on the target ("active", "completed", "failed"; "none" before it began). */
 export async function incomingStatus(qmp: QmpClient): Promise<string> {
-  return (await qmp.execute<{ status?: string }>("query-migrate")).status ?? "none";
+  return (await qmp.execute<{ status?: string }>("query-migrate", undefined, QMP_STEP_MS)).status ?? "none";
 }
 
 /** Waits until the incoming state is complete; throws when it failed or did not complete in time. */
@@ -59,8 +69,8 @@ export async function awaitIncomingComplete(qmp: QmpClient, timeoutMs: number): 
 
 /** Ends the NBD exports and resumes the guest. */
 export async function resumeIncoming(qmp: QmpClient): Promise<void> {
-  await qmp.execute("nbd-server-stop").catch(() => undefined); // stopped already by an earlier attempt
-  await qmp.execute("cont");
+  await qmp.execute("nbd-server-stop", undefined, QMP_STEP_MS).catch(() => undefined); // stopped already by an earlier attempt
+  await qmp.execute("cont", undefined, QMP_STEP_MS);
 }
 
 // ---- the source ----------------------------------------------------------------------------
@@ -76,20 +86,28 @@ export interface MirrorTarget {
 /** Opens each target export as a node and mirrors the disk into it. */
 export async function startMirrors(qmp: QmpClient, targets: MirrorTarget[], speedBytesPerSecond: number): Promise<void> {
   for (const [i, t] of targets.entries()) {
-    await qmp.execute("blockdev-add", {
-      driver: "nbd",
-      "node-name": nbdNode(i),
-      server: { type: "inet", host: t.host, port: String(t.port) },
-      export: t.exportName,
-    });
-    await qmp.execute("blockdev-mirror", {
-      "job-id": mirrorJob(i),
-      device: driveId(i),
-      target: nbdNode(i),
-      sync: t.sync,
-      "auto-dismiss": false,
-      ...(speedBytesPerSecond > 0 && { speed: speedBytesPerSecond }),
-    });
+    await qmp.execute(
+      "blockdev-add",
+      {
+        driver: "nbd",
+        "node-name": nbdNode(i),
+        server: { type: "inet", host: t.host, port: String(t.port) },
+        export: t.exportName,
+      },
+      QMP_STEP_MS,
+    );
+    await qmp.execute(
+      "blockdev-mirror",
+      {
+        "job-id": mirrorJob(i),
+        device: driveId(i),
+        target: nbdNode(i),
+        sync: t.sync,
+        "auto-dismiss": false,
+        ...(speedBytesPerSecond > 0 && { speed: speedBytesPerSecond }),
+      },
+      QMP_STEP_MS,
+    );
   }
 }
 
@@ -110,7 +128,7 @@ export interface MirrorProgress {
 
 /** The mirrors' progress; throws when one of them failed or is gone (the target's side died). */
 export async function mirrorProgress(qmp: QmpClient, count: number): Promise<MirrorProgress> {
-  const jobs = await qmp.execute<BlockJob[]>("query-block-jobs");
+  const jobs = await qmp.execute<BlockJob[]>("query-block-jobs", undefined, QMP_STEP_MS);
   let transferredBytes = 0;
   let remainingBytes = 0;
   let ready = true;
@@ -132,28 +150,28 @@ export async function mirrorProgress(qmp: QmpClient, count: number): Promise<Mir
  * Waits for each job to conclude, then dismisses it. Throws when a completing mirror failed.
  */
 export async function endMirrors(qmp: QmpClient, count: number, complete: boolean, timeoutMs = 30_000): Promise<void> {
-  const jobs = await qmp.execute<BlockJob[]>("query-block-jobs");
+  const jobs = await qmp.execute<BlockJob[]>("query-block-jobs", undefined, QMP_STEP_MS);
   const failures: string[] = [];
   for (let i = 0; i < count; i++) {
     const job = jobs.find((j) => j.device === mirrorJob(i));
     if (job && job.status !== "concluded")
-      await qmp.execute("block-job-cancel", { device: mirrorJob(i), force: !complete }).catch(() => undefined);
+      await qmp.execute("block-job-cancel", { device: mirrorJob(i), force: !complete }, QMP_STEP_MS).catch(() => undefined);
   }
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const now = await qmp.execute<BlockJob[]>("query-block-jobs");
+    const now = await qmp.execute<BlockJob[]>("query-block-jobs", undefined, QMP_STEP_MS);
     const ours = now.filter((j) => j.device.startsWith("mig-disk"));
     if (ours.every((j) => j.status === "concluded")) {
       for (const j of ours) {
         if (j.error !== undefined) failures.push(`${j.device}: ${j.error}`);
-        await qmp.execute("job-dismiss", { id: j.device }).catch(() => undefined);
+        await qmp.execute("job-dismiss", { id: j.device }, QMP_STEP_MS).catch(() => undefined);
       }
       break;
     }
     if (Date.now() > deadline) throw new Error(`the disk mirrors did not end within ${timeoutMs} ms`);
     await sleep(20);
   }
-  for (let i = 0; i < count; i++) await qmp.execute("blockdev-del", { "node-name": nbdNode(i) }).catch(() => undefined);
+  for (let i = 0; i < count; i++) await qmp.execute("blockdev-del", { "node-name": nbdNode(i) }, QMP_STEP_MS).catch(() => undefined);
   if (complete && failures.length > 0) throw new Error(`the last disk writes did not reach the target (${failures.join("; ")})`);
 }
 
@@ -165,19 +183,27 @@ export interface MemoryOptions {
 
 /** Sets the migration's capabilities and parameters, then starts sending the memory to uri. */
 export async function startMemory(qmp: QmpClient, uri: string, o: MemoryOptions): Promise<void> {
-  await qmp.execute("migrate-set-capabilities", {
-    capabilities: [
-      { capability: "auto-converge", state: o.autoConverge },
-      { capability: "events", state: true },
-    ],
-  });
-  await qmp.execute("migrate-set-parameters", {
-    "downtime-limit": o.maxDowntimeMs,
-    "max-bandwidth": o.maxBandwidthBytesPerSecond > 0 ? o.maxBandwidthBytesPerSecond : UNCAPPED_BYTES_PER_SECOND,
-    "cpu-throttle-initial": 20,
-    "cpu-throttle-increment": 10,
-  });
-  await qmp.execute("migrate", { uri });
+  await qmp.execute(
+    "migrate-set-capabilities",
+    {
+      capabilities: [
+        { capability: "auto-converge", state: o.autoConverge },
+        { capability: "events", state: true },
+      ],
+    },
+    QMP_STEP_MS,
+  );
+  await qmp.execute(
+    "migrate-set-parameters",
+    {
+      "downtime-limit": o.maxDowntimeMs,
+      "max-bandwidth": o.maxBandwidthBytesPerSecond > 0 ? o.maxBandwidthBytesPerSecond : UNCAPPED_BYTES_PER_SECOND,
+      "cpu-throttle-initial": 20,
+      "cpu-throttle-increment": 10,
+    },
+    QMP_STEP_MS,
+  );
+  await qmp.execute("migrate", { uri }, QMP_STEP_MS);
 }
 
 export interface MemoryProgress {
@@ -203,7 +229,7 @@ interface QueryMigrate {
 }
 
 export async function memoryProgress(qmp: QmpClient): Promise<MemoryProgress> {
-  const m = await qmp.execute<QueryMigrate>("query-migrate");
+  const m = await qmp.execute<QueryMigrate>("query-migrate", undefined, QMP_STEP_MS);
   return {
     status: m.status ?? "none",
     transferredBytes: m.ram?.transferred ?? 0,
@@ -219,7 +245,7 @@ export async function memoryProgress(qmp: QmpClient): Promise<MemoryProgress> {
 
 /** Cancels a memory migration under way and waits until QEMU says it is no longer active. */
 export async function cancelMemory(qmp: QmpClient, timeoutMs = 10_000): Promise<void> {
-  await qmp.execute("migrate_cancel").catch(() => undefined);
+  await qmp.execute("migrate_cancel", undefined, QMP_STEP_MS).catch(() => undefined);
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     const status = (await memoryProgress(qmp)).status;
@@ -230,8 +256,8 @@ export async function cancelMemory(qmp: QmpClient, timeoutMs = 10_000): Promise<
 
 /** Resumes a guest the migration left paused on the source (after a failure at the very end). */
 export async function resumeIfPaused(qmp: QmpClient): Promise<void> {
-  const { status } = await qmp.execute<{ status: string }>("query-status");
-  if (status === "postmigrate" || status === "paused" || status === "finish-migrate") await qmp.execute("cont");
+  const { status } = await qmp.execute<{ status: string }>("query-status", undefined, QMP_STEP_MS);
+  if (status === "postmigrate" || status === "paused" || status === "finish-migrate") await qmp.execute("cont", undefined, QMP_STEP_MS);
 }
 
 function sleep(ms: number): Promise<void> {

@@ -77,6 +77,9 @@ export class GuestAgent {
   exec(argv: string[], env: Record<string, string>, stdin: Uint8Array, timeoutMs: number): Promise<GuestExecResult> {
     return this.serial(async () => {
       const started = Date.now();
+      // How long the agent may take to answer one call: a TCG guest on a loaded host is slow to (a
+      // fixed 5 s failed execs there), but never longer than the program itself may run.
+      const answerMs = Math.max(5000, Math.min(timeoutMs, 30_000));
       const { pid } = await this.call<{ pid: number }>(
         "guest-exec",
         {
@@ -86,7 +89,7 @@ export class GuestAgent {
           ...(stdin.length > 0 ? { "input-data": Buffer.from(stdin).toString("base64") } : {}),
           "capture-output": true,
         },
-        5000,
+        answerMs,
       );
       for (let delay = 10; ; delay = Math.min(delay * 2, 200)) {
         const s = await this.call<{
@@ -97,7 +100,7 @@ export class GuestAgent {
           "err-data"?: string;
           "out-truncated"?: boolean;
           "err-truncated"?: boolean;
-        }>("guest-exec-status", { pid }, 5000);
+        }>("guest-exec-status", { pid }, answerMs);
         if (s.exited) {
           return {
             pid,
