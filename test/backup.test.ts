@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Code } from "@aether/sdk";
-import { BackupChangeKind, NodeLifecycle } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
+import { BackupChangeKind, ClusterEventKind, NodeLifecycle } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { HealthStatus } from "@aether/sdk/gen/aether/node/v1/node_pb";
 import { eventually, repoRoot } from "./helpers/daemon.js";
 import { rejectsWith } from "./helpers/assertions.js";
@@ -216,6 +216,20 @@ describe("the cluster's state backed up to git", { timeout: 240_000 }, () => {
     assert.equal(git(remote, "rev-parse", `${head}^{tree}`), git(remote, "rev-parse", `${restorePoint}^{tree}`));
     assert.equal(git(remote, "rev-parse", `${head}^`).trim(), restorePoint, "the history goes on");
     assert.match(done.backup?.summary ?? "", new RegExp(`restored from ${restorePoint.slice(0, 12)}`));
+
+    // The restore is in the cluster's event log, with its figures.
+    const restoredEvents = [];
+    for await (const e of client.aggregator.streamClusterEvents({ kinds: [ClusterEventKind.STATE_RESTORED] }))
+      if (e.event) restoredEvents.push(e.event);
+    assert.equal(restoredEvents.length, 1);
+    assert.deepEqual(restoredEvents[0]?.attributes, {
+      commit: restorePoint,
+      added: String(recorded.size),
+      changed: "0",
+      removed: "0",
+      backup: head,
+    });
+    assert.match(restoredEvents[0]?.message ?? "", new RegExp(`restored from backup ${restorePoint.slice(0, 12)}`));
 
     // The cluster's state is back.
     const nodes = (await client.aggregator.listNodes({})).nodes;

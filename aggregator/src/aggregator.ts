@@ -225,6 +225,7 @@ export class Aggregator {
             leading: () => this.election.isLeader,
             liveNodes: () => this.registry.list().flatMap((n) => (this.registry.isLive(n, Date.now()) ? [n.name || n.id] : [])),
             rebuild: (write) => this.rebuild(write),
+            emit: (event) => this.emit(event),
           },
           options.backup,
         )

@@ -14,7 +14,9 @@
 // All git work runs one step at a time (a queue), so a commit, a push and a restore never overlap.
 import type { Logger } from "pino";
 import { describeError, failedPrecondition, invalidArgument, notFound, unavailable } from "@aether/server";
+import { ClusterEventKind } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import type { ClusterStore } from "../store/store.js";
+import type { NewEvent } from "../events/events.js";
 import { GitError, GitRepo } from "./git.js";
 import { diffRecords, filesOf, isBackedUp, recordsOf, storeRecords, summarize, type ChangeKind } from "./records.js";
 
@@ -47,6 +49,8 @@ export interface BackupHost {
   liveNodes(): string[];
   /** Stops the rooms, runs write (which rewrites the store), and has the rooms read the state again. */
   rebuild(write: () => Promise<void>): Promise<void>;
+  /** Records a cluster event (a failure is only logged). */
+  emit(event: NewEvent): Promise<unknown>;
 }
 
 export interface BackupInfo {
@@ -314,6 +318,19 @@ export class Backups {
         }
         this.held = "";
         await this.commit({ summary: `restored from ${sha.slice(0, 12)}: ${summarize(changes)}`, force: true });
+        const count = (kind: ChangeKind) => String(changes.filter((c) => c.kind === kind).length);
+        await this.host.emit({
+          kind: ClusterEventKind.STATE_RESTORED,
+          message: `the cluster's state was restored from backup ${sha.slice(0, 12)} (${summarize(changes)})${liveNodes.length > 0 ? `, forced over the live nodes ${liveNodes.join(", ")}` : ""}; recorded as backup ${this.head?.slice(0, 12)}.`,
+          attributes: {
+            commit: sha,
+            added: count("added"),
+            changed: count("changed"),
+            removed: count("removed"),
+            ...(liveNodes.length > 0 && { forced_over: liveNodes.join(",") }),
+            ...(this.head !== undefined && { backup: this.head }),
+          },
+        });
         this.host.log.warn({ commit: sha, changes: changes.length, forced: liveNodes }, "the cluster's state was restored from a backup");
         return { commit: sha, changes, applied: true, backup: await this.describe(this.head), liveNodes };
       }),
