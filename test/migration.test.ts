@@ -1,78 +1,22 @@
 // Live migration between two aetherd on this machine (own state dirs, sockets and dir pools), for
 // real under TCG: a guest that wrote data to its disk and keeps dirtying memory moves with its disk
 // and never notices (same boot id, uptime and counter going on, the data there), and nothing of it is
-// left on the source; a target QEMU killed mid-mirror cancels the migration: the guest keeps running
-// on the source and the target is clean, and so do a target that refuses and a kill -9 of either
-// aetherd (a restarted source cancels, a restarted target removes the incoming copy). Bad requests are refused with a sentence. The way back is
-// `aether vm migrate --json`.
+// left on the source; a VM booted from an image moves onto a thin clone of the same image; a target
+// QEMU killed mid-mirror, or a target that refuses, cancels the migration: the guest keeps running on
+// the source and the target is clean. Bad requests are refused with a sentence. The way back is
+// `aether vm migrate --json`. (kill -9 of either aetherd: test/migration-recovery.test.ts.)
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Code, vm as vmApi, type AetherClient } from "@aether/sdk";
-import { ImageState, VolumeFormat } from "@aether/sdk/gen/aether/storage/v1/storage_pb";
-import { eventually, isRunning, startDaemon, stopWorkloads, type TestDaemon } from "./helpers/daemon.js";
+import { ImageState } from "@aether/sdk/gen/aether/storage/v1/storage_pb";
+import { isRunning, startDaemon, stopWorkloads, type TestDaemon } from "./helpers/daemon.js";
 import { rejectsWith } from "./helpers/assertions.js";
 import { guestImage } from "./helpers/guest.js";
 import { runCommand } from "./helpers/run.js";
 import { sha256 } from "./helpers/disks.js";
-
-const MiB = 1024n * 1024n;
-const text = (b: Uint8Array) => new TextDecoder().decode(b).trim();
-
-async function waitReady(aether: AetherClient, name: string): Promise<vmApi.Vm> {
-  let last: vmApi.Vm | undefined;
-  for await (const r of aether.vm.waitVmReady({ vm: name, timeout: { seconds: 90n } })) last = r.vm;
-  assert.equal(last?.state, vmApi.VmState.RUNNING, `${name}: ${last?.stateReason}`);
-  return last as vmApi.Vm;
-}
-
-async function sh(aether: AetherClient, vm: string, script: string): Promise<string> {
-  // Generous: TCG guests crawl when the host's two CPUs are shared with other test runs.
-  const r = await aether.vm.execVm({ vm, argv: ["/bin/sh", "-c", script], timeout: { seconds: 120n } });
-  assert.equal(r.exitCode, 0, `${script}: ${text(r.stderr)}`);
-  return text(r.stdout);
-}
-
-/** A running guest with a 256 MiB qcow2 data volume of its own. */
-async function bootGuest(aether: AetherClient, name: string): Promise<vmApi.Vm> {
-  const g = guestImage();
-  await aether.storage.createVolume({
-    name: `${name}-data`,
-    format: VolumeFormat.QCOW2,
-    source: { case: "empty", value: { sizeBytes: 256n * MiB } },
-  });
-  await aether.vm.createVm({
-    name,
-    acceleration: vmApi.Acceleration.TCG,
-    memoryBytes: 128n * MiB,
-    vcpus: 1,
-    guestAgent: true,
-    boot: { source: { case: "kernel", value: { kernelPath: g.kernel, initrdPath: g.initrd, cmdline: "quiet" } } },
-    disks: [{ source: { case: "volume", value: `${name}-data` }, serial: "data" }],
-    start: true,
-  });
-  return waitReady(aether, name);
-}
-
-/** Follows a migration to its end; returns every report. */
-async function follow(aether: AetherClient, id: string, onReport?: (m: vmApi.Migration) => void): Promise<vmApi.Migration[]> {
-  const reports: vmApi.Migration[] = [];
-  for await (const r of aether.vm.watchMigration({ migration: id })) {
-    if (r.migration) {
-      reports.push(r.migration);
-      onReport?.(r.migration);
-    }
-  }
-  return reports;
-}
-
-/** This test's VMs and volumes on a node (a test that failed before its cleanup must not fail the next). */
-const vmsNamed = async (node: AetherClient, name: string) => (await node.vm.listVms({})).vms.filter((v) => v.name === name);
-const volumesNamed = async (node: AetherClient, name: string) =>
-  (await node.storage.listVolumes({})).volumes.filter((v) => v.name.startsWith(`${name}-`));
-
-const ms = (d: { seconds: bigint; nanos: number } | undefined) => (d ? Number(d.seconds) * 1000 + d.nanos / 1e6 : NaN);
+import { bootGuest, follow, MiB, ms, sh, vmsNamed, volumesNamed, waitReady } from "./helpers/migration.js";
 
 describe("live migration", () => {
   let a: TestDaemon;
@@ -315,79 +259,5 @@ describe("live migration", () => {
 
     await source.vm.deleteVm({ vm: "stayer", force: true });
     await source.storage.deleteVolume({ volume: "stayer-data" });
-  });
-
-  it("kill -9 of the source aetherd mid-mirror: its restart cancels the migration, the guest runs on, the target is cleaned", async () => {
-    const before = await bootGuest(source, "crashy");
-    await sh(source, "crashy", "dd if=/dev/urandom of=/dev/vda bs=1M count=16 conv=fsync 2>/dev/null");
-    const { migration } = await source.vm.migrateVm({ vm: "crashy", target: b.address, options: { maxBandwidthBytesPerSecond: 1n * MiB } });
-    let killing: Promise<void> | undefined;
-    await follow(source, migration?.id ?? "", (m) => {
-      if (m.phase === vmApi.MigrationPhase.STORAGE && !killing) killing = a.kill9();
-    }).catch(() => undefined); // the stream ends with the source aetherd
-    await killing;
-    assert.ok(isRunning(before.pid), "the guest's QEMU outlived its aetherd");
-    assert.equal((await vmsNamed(target, "crashy")).length, 1, "the target held the incoming copy when the source died");
-
-    a = await startDaemon({ dir: join(a.stateDir, ".."), cgroupRoot: a.cgroupRoot });
-    source = await a.client();
-    const settled = await eventually(
-      async () => {
-        const v = (await source.vm.getVm({ vm: "crashy" })).vm;
-        return /cancelled: aetherd restarted/.test(v?.stateReason ?? "") ? v : undefined;
-      },
-      90_000,
-      "the restarted source to settle the migration",
-    );
-    assert.equal(settled.state, vmApi.VmState.RUNNING);
-    assert.equal(settled.pid, before.pid, "the same QEMU runs the guest");
-    assert.equal(await sh(source, "crashy", "echo alive"), "alive", "the guest answers on the source");
-    await eventually(async () => ((await vmsNamed(target, "crashy")).length === 0 ? true : undefined), 60_000, "the target's copy to go");
-    assert.deepEqual(await volumesNamed(target, "crashy"), [], "no volume on the target");
-    // The mirror is gone from the source's QEMU: a new migration works.
-    const again = await source.vm.migrateVm({ vm: "crashy", target: b.address });
-    assert.equal((await follow(source, again.migration?.id ?? "")).at(-1)?.state, vmApi.MigrationState.SUCCEEDED);
-    await target.vm.deleteVm({ vm: "crashy", force: true });
-    await target.storage.deleteVolume({ volume: "crashy-data" });
-  });
-
-  it("kill -9 of the target aetherd mid-mirror: the guest keeps running on the source; the restarted target removes its copy", async () => {
-    const before = await bootGuest(source, "orphan");
-    await sh(source, "orphan", "dd if=/dev/urandom of=/dev/vda bs=1M count=16 conv=fsync 2>/dev/null");
-    const { migration } = await source.vm.migrateVm({
-      vm: "orphan",
-      target: b.address,
-      options: { maxBandwidthBytesPerSecond: 1n * MiB },
-    });
-    let incomingPid = 0;
-    let killing: Promise<void> | undefined;
-    const reports = await follow(source, migration?.id ?? "", (m) => {
-      if (m.phase !== vmApi.MigrationPhase.STORAGE || killing) return;
-      killing = target.vm.getVm({ vm: "orphan" }).then(async ({ vm }) => {
-        incomingPid = vm?.pid ?? 0;
-        await b.kill9();
-      });
-    });
-    await killing;
-    const last = reports.at(-1);
-    assert.ok(incomingPid > 0, "the target's QEMU ran when its aetherd was killed");
-    assert.equal(last?.state, vmApi.MigrationState.FAILED);
-    assert.match(last?.stateReason ?? "", /the target aetherd stopped answering/);
-    const vm = (await source.vm.getVm({ vm: "orphan" })).vm;
-    assert.equal(vm?.state, vmApi.VmState.RUNNING);
-    assert.equal(vm?.pid, before.pid, "the same QEMU runs the guest");
-    assert.equal(await sh(source, "orphan", "echo alive"), "alive", "the guest answers on the source");
-
-    // The target's QEMU outlived its aetherd (by design); the restarted aetherd removes the incoming copy.
-    assert.ok(isRunning(incomingPid), "the incoming QEMU outlived the target aetherd");
-    b = await startDaemon({ dir: join(b.stateDir, ".."), cgroupRoot: b.cgroupRoot });
-    target = await b.client();
-    assert.deepEqual(await vmsNamed(target, "orphan"), [], "no VM on the restarted target");
-    assert.deepEqual(await volumesNamed(target, "orphan"), [], "no volume on the restarted target");
-    assert.equal(isRunning(incomingPid), false, "the incoming QEMU was ended");
-    assert.equal(existsSync(join(b.stateDir, "vms", before.id)), false, "no VM folder on the target");
-
-    await source.vm.deleteVm({ vm: "orphan", force: true });
-    await source.storage.deleteVolume({ volume: "orphan-data" });
   });
 });
