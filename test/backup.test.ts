@@ -23,6 +23,8 @@ import { backedUpValue, decodeKey, isBackedUp, loadConfig } from "@aether/aggreg
 
 const PASSWORD = "bmc-Pa55word-that-must-never-be-committed-7f3a";
 
+const POLICY = '[[bindings]]\nmembers = ["spiffe://prod/user/eve"]\nrole = "auditor"\n';
+
 const git = (gitDir: string, ...args: string[]) => execFileSync("git", ["--git-dir", gitDir, ...args], { encoding: "utf8" });
 
 /** The store's backed-up records as files in a state directory: key → value. */
@@ -54,7 +56,11 @@ describe("the cluster's state backed up to git", { timeout: 240_000 }, () => {
       bmcs,
       `[[bmcs]]\nnode = "bk-a"\nendpoint = "https://127.0.0.1:1"\nusername = "admin"\npassword_file = "${passwordFile}"\ninsecure = true\n`,
     );
+    const policy = join(dir, "policy.toml");
+    writeFileSync(policy, POLICY);
     args = [
+      "--policy",
+      policy,
       "--backup-repository",
       join(dir, "state", "backup.git"),
       "--backup-remote",
@@ -123,6 +129,7 @@ describe("the cluster's state backed up to git", { timeout: 240_000 }, () => {
     assert.doesNotMatch(node, /heartbeatTime|expireTime/);
     const bmc = JSON.parse(git(remote, "show", "main:config/bmcs/node-bk-a.json")) as Record<string, unknown>;
     assert.deepEqual(bmc, { node: "bk-a", endpoint: "https://127.0.0.1:1", username: "admin", insecure: true });
+    assert.equal(git(remote, "show", "main:config/policy.toml"), POLICY, "the policy, as its file holds it");
 
     // Newest first, with time, summary and records; paged; pushed.
     const { backups, repository, remote: listedRemote, pushError } = await client.aggregator.listBackups({});
