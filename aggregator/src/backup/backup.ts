@@ -146,6 +146,8 @@ export class Backups {
       await this.ready;
       await this.enqueue(async () => {
         if (!this.running || !this.host.leading()) return;
+        // Held backups are not forgotten: said again on every interval until restored or triggered.
+        if (this.held !== "" && why === "interval") this.host.log.warn({ repository: this.repository }, this.held);
         // The interval does not make a commit sooner than the batch allows: the batch timer will.
         const early = Date.now() - this.lastCommitMs < this.batchMs;
         if (this.held === "" && early) this.schedule();
