@@ -163,6 +163,12 @@ describe("the cluster's state backed up to git", { timeout: 240_000 }, () => {
     const listed = await runCommand("aether", ["backup", "list", "--json"], { env });
     assert.equal(listed.code, 0, listed.stderr);
     assert.equal((JSON.parse(listed.stdout) as Array<{ commit: string }>)[0]?.commit, restorePoint);
+    const triggered = await runCommand("aether", ["backup", "--aggregator", `unix://${agg.socket}`, "trigger"]);
+    assert.equal(triggered.code, 0, triggered.stderr);
+    assert.match(
+      triggered.stdout,
+      new RegExp(`^nothing changed since ${restorePoint.slice(0, 12)} at .*: 1 changed: nodes/bk-b \\(\\d+ records\\)\n$`),
+    );
     const table = await runCommand("aether", ["backup", "list"], { env });
     assert.match(table.stdout, new RegExp(`${restorePoint.slice(0, 12)}.*yes`));
     recorded = storeFiles(agg.stateDir);
