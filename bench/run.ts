@@ -10,6 +10,7 @@ import { benchAuctions } from "./auction.js";
 import { benchFencing, FENCING_HEADER } from "./fencing.js";
 import { benchDrain } from "./drain.js";
 import { benchAuthz } from "./authz.js";
+import { benchInterceptor, benchMetricsCost, benchScrapeRender } from "./metrics.js";
 import { repoRoot } from "../test/helpers/daemon.js";
 import { mib } from "./stats.js";
 
@@ -110,6 +111,16 @@ try {
   table(`identity and authorization: start+wait of /bin/true (${AUTHZ_RUNS} runs each, interleaved)`, ["path", "p50", "p99"], authz.rows);
   console.log(
     `mTLS + authorization + tenant scoping vs the unix socket at p50: ${authz.overheadRatio.toFixed(3)}x (goal < 1.10x); policy and tenant scoping alone (both mTLS): ${authz.policyRatio.toFixed(3)}x; one policy decision in-process: ${authz.decideMicros.toFixed(2)} µs`,
+  );
+
+  const METRICS_RUNS = Number(process.env.BENCH_METRICS_ITERATIONS ?? 300);
+  const metricsCost = await benchMetricsCost(METRICS_RUNS);
+  table(`metrics: start+wait of /bin/true (${METRICS_RUNS} runs each, interleaved)`, ["aetherd", "p50", "p99"], metricsCost.rows);
+  const render = await benchScrapeRender(Number(process.env.BENCH_SCRAPE_RENDERS ?? 30));
+  table("metrics: rendering one scrape of aetherd's registry (in-process)", ["tracked", "p50", "p99", "size"], render.rows);
+  const counting = await benchInterceptor(200_000);
+  console.log(
+    `metrics on vs off at p50: ${(metricsCost.overheadP50 * 100).toFixed(1)} % (goal < 3 %; two identical aetherd differ by ${(metricsCost.noiseP50 * 100).toFixed(1)} % here); counting one RPC costs ${counting.perCallMicros.toFixed(2)} µs in-process (two per start+wait: ${(((2 * counting.perCallMicros) / 1000 / metricsCost.offP50Ms) * 100).toFixed(3)} % of the round trip); one scrape with 100 VMs and 1,000 executables renders in ${render.p50Ms.toFixed(1)} ms`,
   );
 
   const FENCE_RUNS = Number(process.env.BENCH_FENCE_RUNS ?? 3);

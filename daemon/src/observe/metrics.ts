@@ -4,7 +4,7 @@
 // Firecracker vCPU threads), memory, block I/O (QMP query-blockstats) and TAP bytes; per cell its
 // cgroup's CPU time, throttling, memory and OOM kills; node telemetry; the bids this node answered.
 // The RPC metrics (aether_rpc_*) are counted by @aether/server's listen().
-import { readdir, readFile } from "node:fs/promises";
+import { readdirSync, readFileSync } from "node:fs";
 import { Counter, Gauge, Registry } from "prom-client";
 import type { Logger } from "pino";
 import { perScrape, serveMetrics, type MetricsEndpoint } from "@aether/server";
@@ -28,6 +28,18 @@ export interface DaemonMetricsDeps {
 }
 
 const CLOCK_TICKS_PER_SECOND = 100;
+
+/**
+ * A small kernel file (/proc, /sys), read at once: each takes microseconds, where the thread pool's
+ * open/fstat/read/close for hundreds of them per scrape would queue behind aetherd's other file work.
+ */
+function kernelFile(path: string): string | undefined {
+  try {
+    return readFileSync(path, "utf8");
+  } catch {
+    return undefined;
+  }
+}
 const PAGE_BYTES = 4096;
 
 /** A VM's labels on its series. */
@@ -36,7 +48,7 @@ const cellLabels = (c: CellRecord) => ({ cell: c.name, cell_id: c.id, tenant: c.
 
 /** utime + stime of a process or thread from its stat file, in seconds; undefined when it is gone. */
 async function cpuSeconds(statPath: string): Promise<number | undefined> {
-  const stat = await readFile(statPath, "utf8").catch(() => undefined);
+  const stat = kernelFile(statPath);
   if (stat === undefined) return undefined;
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
@@ -53,8 +65,14 @@ async function vcpuSeconds(pid: number, qmp: QmpClient | undefined): Promise<Arr
     const cpus = await qmp.execute<Array<{ "cpu-index": number; "thread-id": number }>>("query-cpus-fast", undefined, 2000);
     for (const c of cpus) threads.set(c["thread-id"], [...(threads.get(c["thread-id"]) ?? []), String(c["cpu-index"])]);
   } else {
-    for (const tid of await readdir(`/proc/${pid}/task`).catch(() => [] as string[])) {
-      const comm = (await readFile(`/proc/${pid}/task/${tid}/comm`, "utf8").catch(() => "")).trim();
+    let tids: string[] = [];
+    try {
+      tids = readdirSync(`/proc/${pid}/task`);
+    } catch {
+      // the process is gone
+    }
+    for (const tid of tids) {
+      const comm = (kernelFile(`/proc/${pid}/task/${tid}/comm`) ?? "").trim();
       const vcpu = /^fc_vcpu (\d+)$/.exec(comm)?.[1];
       if (vcpu !== undefined) threads.set(Number(tid), [vcpu]);
     }
@@ -96,7 +114,7 @@ async function sampleVm(vm: VmRecord, deps: DaemonMetricsDeps): Promise<VmSample
   const pid = deps.vms.pidOf(vm);
   const sample: VmSample = { vm, vcpus: [], blocks: [], nics: [] };
   if (pid === 0) return sample;
-  const statm = await readFile(`/proc/${pid}/statm`, "utf8").catch(() => undefined);
+  const statm = kernelFile(`/proc/${pid}/statm`);
   sample.rssBytes = statm === undefined ? undefined : Number(statm.split(" ")[1]) * PAGE_BYTES;
   sample.cpuSeconds = await cpuSeconds(`/proc/${pid}/stat`);
   const qmp = vm.spec.hypervisor === "qemu" ? deps.vms.qmp(vm) : undefined;
@@ -118,8 +136,11 @@ async function sampleVm(vm: VmRecord, deps: DaemonMetricsDeps): Promise<VmSample
     sample.vcpus = await vcpuSeconds(pid, undefined);
   }
   for (const nic of vm.spec.nics) {
-    const read = (file: string) => readFile(`/sys/class/net/${nic.tap}/statistics/${file}`, "utf8").then(Number, () => undefined);
-    const [tx, rx] = await Promise.all([read("tx_bytes"), read("rx_bytes")]);
+    const read = (file: string) => {
+      const text = kernelFile(`/sys/class/net/${nic.tap}/statistics/${file}`);
+      return text === undefined ? undefined : Number(text);
+    };
+    const [tx, rx] = [read("tx_bytes"), read("rx_bytes")];
     if (tx !== undefined && rx !== undefined) sample.nics.push({ tap: nic.tap, receiveBytes: tx, transmitBytes: rx });
   }
   return sample;
