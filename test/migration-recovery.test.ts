@@ -1,7 +1,9 @@
 // Live migrations cut short by kill -9 of an aetherd, for real under TCG with two aetherd on this
 // machine: a restarted source cancels the migration it was running (the guest runs on in the same
 // QEMU, the target removes its copy); a killed target is noticed by the source before the switchover
-// (the guest keeps running), and the restarted target removes the incoming copy it held.
+// (the guest keeps running), and the restarted target removes the incoming copy it held. A source
+// dead once it handed the state over asks the target which copy lives: the target had not resumed
+// it (the guest resumes in the source's QEMU), or had (what is left on the source goes).
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
@@ -28,6 +30,49 @@ describe("live migration: kill -9 of either aetherd", () => {
       d.cleanup();
     }
   });
+
+  for (const [point, outcome] of [
+    ["migration.switching", "source"],
+    ["migration.committed", "target"],
+  ] as const) {
+    it(`a source aetherd dead at ${point} settles on one running copy, on the ${outcome}`, async () => {
+      const name = outcome === "source" ? "doubt" : "late";
+      // The source runs with the crash point for this VM's migration only: a daemon of its own.
+      await stopWorkloads(source);
+      assert.equal(await a.stop(), 0);
+      a = await startDaemon({ dir: join(a.stateDir, ".."), cgroupRoot: a.cgroupRoot, env: { AETHERD_CRASH_AT: point } });
+      source = await a.client();
+      const before = await bootGuest(source, name);
+      const bootId = await sh(source, name, "cat /proc/sys/kernel/random/boot_id");
+      const digest = await sh(
+        source,
+        name,
+        "dd if=/dev/urandom of=/dev/vda bs=1M count=2 conv=fsync 2>/dev/null && dd if=/dev/vda bs=1M count=2 2>/dev/null | sha256sum",
+      );
+      const { migration } = await source.vm.migrateVm({ vm: name, target: b.address });
+      await follow(source, migration?.id ?? "").catch(() => undefined); // the stream ends with the source aetherd
+      await eventually(() => (a.process.exitCode !== null || a.process.signalCode !== null ? true : undefined), 60_000, "the crash point");
+      await a.kill9();
+
+      a = await startDaemon({ dir: join(a.stateDir, ".."), cgroupRoot: a.cgroupRoot });
+      source = await a.client();
+      const [on, other] = outcome === "source" ? [source, target] : [target, source];
+      const running = await eventually(
+        async () => {
+          const v = (await vmsNamed(on, name))[0];
+          return v?.state === vmApi.VmState.RUNNING && v.agentReady && (await vmsNamed(other, name)).length === 0 ? v : undefined;
+        },
+        90_000,
+        `one running copy of ${name}, on the ${outcome}`,
+      );
+      if (outcome === "source") assert.equal(running.pid, before.pid, "the guest resumed in the source's own QEMU");
+      assert.equal(await sh(on, name, "cat /proc/sys/kernel/random/boot_id"), bootId, "the same guest, never rebooted");
+      assert.equal(await sh(on, name, "dd if=/dev/vda bs=1M count=2 2>/dev/null | sha256sum"), digest, "its disk as it wrote it");
+      assert.deepEqual(await volumesNamed(other, name), [], "nothing of it on the other node");
+      await on.vm.deleteVm({ vm: name, force: true });
+      await on.storage.deleteVolume({ volume: `${name}-data` });
+    });
+  }
 
   it("kill -9 of the source aetherd mid-mirror: its restart cancels the migration, the guest runs on, the target is cleaned", async () => {
     const before = await bootGuest(source, "crashy");

@@ -16,6 +16,7 @@ import { IncomingState, VmMigrationService } from "@aether/sdk/gen/aether/vm/v1/
 import { DomainError, outgoingConnectOptions, type OutgoingTls } from "@aether/server";
 import type { EventBus } from "../observe/event-bus.js";
 import type { StorageRegistry } from "../storage/registry.js";
+import { crashPoint } from "../store/crash-point.js";
 import type { MigrationHooks } from "../vm/migration-hooks.js";
 import type { VmRecord } from "../vm/record.js";
 import {
@@ -261,9 +262,11 @@ export class OutgoingMigrations {
       await endMirrors(qmp, mirrors, true);
       mirrors = 0;
       await this.step(vm, "switching");
+      crashPoint("migration.switching");
       // ...and the target resumes it. Past this call the guest is the target's.
       await target.migration.finishIncoming({ migrationId: m.id }, { timeoutMs: 60_000 });
       await this.step(vm, "committed");
+      crashPoint("migration.committed");
       this.update(m, { phase: "cleanup", reason: "removing the VM from this node" });
       await removeMigrated(hooks, this.o.storage, vm, m.target, log);
       this.finish(m, "succeeded", `VM ${m.vmName} runs on ${m.target}`);
@@ -429,10 +432,28 @@ export async function settleInDoubt(
       await removeMigrated(hooks, storage, vm, address, log);
       return "moved";
     }
+    const here = hooks.qmp(vm);
+    if (state === IncomingState.PREPARED && !here) {
+      // The source's QEMU is gone (it ended with its aetherd, or was killed): the target's copy, if
+      // its incoming state is complete, is the only one left, so it is resumed there.
+      const finished = await t.migration.finishIncoming({ migrationId }, { timeoutMs: 60_000 }).then(
+        () => true,
+        (err: unknown) => {
+          log.error({ vm: vm.spec.name, err: describe(err) }, "the source's QEMU is gone and the target could not resume the guest");
+          return false;
+        },
+      );
+      if (finished) {
+        await stepTo(hooks, vm, "committed");
+        await removeMigrated(hooks, storage, vm, address, log);
+        return "moved";
+      }
+    }
     if (state === IncomingState.PREPARED)
       await t.migration.abortIncoming({ migrationId, reason: "the source resumes the guest" }, { timeoutMs: 60_000 });
     await cancelOutgoing(hooks, vm, undefined, migrationId, { memoryStarted: true, mirrors: vm.spec.disks.length }, "in doubt", log);
-    await hooks.setState(vm, "running", `the live migration to ${address} did not finish on the target; the guest resumed here`);
+    // Resumed here (it was paused for the switchover): RUNNING once its agent answers again.
+    if (here) await hooks.resumed(vm, `the live migration to ${address} did not finish on the target; the guest resumed here`);
     return "stayed";
   } finally {
     if (!target) t.client.close();

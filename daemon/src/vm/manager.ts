@@ -826,6 +826,8 @@ export class VmManager {
 
   async pause(vm: VmRecord): Promise<VmRecord> {
     const live = this.live(vm);
+    if (live.migration !== undefined)
+      throw new DomainError("failed_precondition", `VM ${vm.spec.name} is ${live.migration}; wait for the migration to end.`);
     if (vm.runtime.state !== "running")
       throw new DomainError("failed_precondition", `VM ${vm.spec.name} is ${vm.runtime.state}; only a running VM can be paused.`);
     await live.control?.pause();
@@ -835,6 +837,8 @@ export class VmManager {
 
   async resume(vm: VmRecord): Promise<VmRecord> {
     const live = this.live(vm);
+    if (live.migration !== undefined)
+      throw new DomainError("failed_precondition", `VM ${vm.spec.name} is ${live.migration}; wait for the migration to end.`);
     if (vm.runtime.state !== "paused")
       throw new DomainError("failed_precondition", `VM ${vm.spec.name} is ${vm.runtime.state}; only a paused VM can be resumed.`);
     await live.control?.resume();
