@@ -18,7 +18,8 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
 /** Longest time a changed level holds before reverting (a forgotten debug fills disks). */
 export const MAX_LOG_LEVEL_DURATION_MS = 7 * 24 * 3600_000;
 
-const verbosity = (level: string) => (level === "silent" ? -1 : LOG_LEVELS.length - LOG_LEVELS.indexOf(level as LogLevel));
+/** Higher is more verbose: fatal 0 … trace 5; silent -1. */
+const verbosity = (level: string) => (level === "silent" ? -1 : LOG_LEVELS.indexOf(level as LogLevel));
 
 export class RuntimeLogLevel {
   private timer: NodeJS.Timeout | undefined;
@@ -60,13 +61,15 @@ export class RuntimeLogLevel {
 
   private apply(level: string, fields: Record<string, unknown>, message: string): void {
     const previous = this.level;
+    // Written at the more verbose of the two levels, while that one is in effect; never as a fatal
+    // line (between fatal and silent there is nowhere to write it: aetherd's audit log still has it).
     const line = (at: string) => {
-      if (at !== "silent") this.root[at as Exclude<LogLevel, "silent">]({ ...fields, logLevelChange: true }, message);
+      if (at !== "silent" && at !== "fatal") this.root[at as Exclude<LogLevel, "silent">]({ ...fields, logLevelChange: true }, message);
     };
-    // Written at the more verbose of the two levels, while that one is in effect.
-    if (verbosity(previous) >= verbosity(level)) line(previous);
+    const before = verbosity(previous) >= verbosity(level);
+    if (before) line(previous);
     setLogLevel(this.root, level);
-    if (verbosity(previous) < verbosity(level)) line(level);
+    if (!before) line(level);
   }
 
   close(): void {
