@@ -27,6 +27,20 @@ const POLICY = '[[bindings]]\nmembers = ["spiffe://prod/user/eve"]\nrole = "audi
 
 const git = (gitDir: string, ...args: string[]) => execFileSync("git", ["--git-dir", gitDir, ...args], { encoding: "utf8" });
 
+/** How many git processes work on a repository (an aggregator killed with -9 leaves its children). */
+function gitsOn(repository: string): number {
+  let count = 0;
+  for (const pid of readdirSync("/proc").filter((n) => /^\d+$/.test(n))) {
+    try {
+      const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+      if (argv[0]?.endsWith("git") && argv.includes(repository)) count++;
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return count;
+}
+
 /** The store's backed-up records as files in a state directory: key → value. */
 function storeFiles(stateDir: string): Map<string, string> {
   const out = new Map<string, string>();
@@ -281,6 +295,8 @@ describe("the cluster's state backed up to git", { timeout: 240_000 }, () => {
     await new Promise((r) => setTimeout(r, 900));
     await (agg as TestAggregator).kill9();
     await churn;
+    // A git the aggregator had started may finish (or fail) after it is gone; wait for it to end.
+    await eventually(() => (gitsOn(join(dir, "state", "backup.git")) === 0 ? true : undefined), 15_000, "no git left on the repository");
     const local = join(dir, "state", "backup.git");
     const headAtKill = git(local, "rev-parse", "main").trim();
     git(local, "fsck", "--full", "--no-dangling");
@@ -288,6 +304,8 @@ describe("the cluster's state backed up to git", { timeout: 240_000 }, () => {
     const history = (await agg.client.aggregator.listBackups({ pageSize: 1000 })).backups.map((b) => b.commit);
     for (const c of kept) assert.ok(history.includes(c), `backup ${c} survived kill -9`);
     assert.ok(history.includes(headAtKill));
+    // A commit the killed aggregator made but had not pushed yet is pushed when the next one starts.
+    assert.equal(git(remote, "rev-parse", "main").trim(), headAtKill, "the remote holds every commit made before the kill");
     await agg.client.aggregator.uncordonNode({ node: "bk-b" }).catch(() => undefined);
     await agg.client.aggregator.cordonNode({ node: "bk-b" });
     const made = await agg.client.aggregator.triggerBackup({});

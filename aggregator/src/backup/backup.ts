@@ -125,11 +125,6 @@ export class Backups {
     if (this.running && isBackedUp(key)) this.schedule();
   }
 
-  /** Resolves once the git work queued so far is done (tests, shutdown). */
-  async idle(): Promise<void> {
-    await this.queue.catch(() => undefined);
-  }
-
   private schedule(): void {
     if (this.batchTimer !== undefined || !this.running) return;
     const delay = Math.max(SETTLE_MS, this.lastCommitMs + this.batchMs - Date.now());
@@ -185,6 +180,8 @@ export class Backups {
           }
         }
         this.pushError = "";
+        // Commits a previous leader made but could not push (it was killed, the remote was away).
+        if (head !== undefined && head !== remote && this.mergeParent === undefined) await this.push(head);
       } catch (err) {
         this.pushError = `the remote ${this.remote} could not be fetched: ${describeError(err)}`;
         this.host.log.warn(

@@ -69,7 +69,11 @@ export class GitRepo {
     });
   }
 
-  /** Creates the bare repository when it does not exist; removes ref locks a killed git left. */
+  /**
+   * Creates the bare repository when it does not exist. A lock or temporary pack is waited for while
+   * a git may still hold it (one started by an aggregator killed with -9 finishes or fails on its
+   * own), and removed once it is older than any git run by this file may take.
+   */
   async init(): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
     const exists = await stat(join(this.dir, "HEAD")).then(
@@ -77,11 +81,24 @@ export class GitRepo {
       () => false,
     );
     if (!exists) await this.run(["init", "--quiet", "--bare", `--initial-branch=${BRANCH}`]);
-    // Only the leading aggregator writes this repository: a lock left over is from a git it killed.
-    for (const lock of [join(this.dir, `${BRANCH_REF}.lock`), join(this.dir, "packed-refs.lock")]) await rm(lock, { force: true });
     const packDir = join(this.dir, "objects", "pack");
-    for (const name of await readdir(packDir).catch(() => [] as string[]))
-      if (name.startsWith("tmp_")) await rm(join(packDir, name), { force: true });
+    const leftovers = async () => [
+      join(this.dir, `${BRANCH_REF}.lock`),
+      join(this.dir, "packed-refs.lock"),
+      ...(await readdir(packDir).catch(() => [] as string[])).filter((n) => n.startsWith("tmp_")).map((n) => join(packDir, n)),
+    ];
+    const deadline = Date.now() + TIMEOUT_MS;
+    for (;;) {
+      let waiting = false;
+      for (const path of await leftovers()) {
+        const st = await stat(path).catch(() => undefined);
+        if (st === undefined) continue;
+        if (Date.now() - st.mtimeMs > TIMEOUT_MS || Date.now() > deadline) await rm(path, { force: true });
+        else waiting = true;
+      }
+      if (!waiting) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
   }
 
   /** The commit a ref (or a commit-ish) names, or undefined. */
