@@ -238,20 +238,32 @@ describe("maintenance mode: cordon, drain, uncordon, shutdown", () => {
     const { executables } = await (clients.get("node-0") as AetherClient).runtime.listExecutables({});
     assert.equal(executables.filter((e) => e.state === ExecutableState.RUNNING).length, 0, "nothing runs on node-0 any more");
 
-    // The workloads' own marks: the new copy started before the old one was told to stop.
-    const marksText = readFileSync(marks, "utf8");
+    // The new copy was started before the old one was told to stop: the new executable's record
+    // (made by its node when it started it) is older than the old copy's own "stop" mark. (The new
+    // copy's own "start" line can come later than that on a loaded machine: its shell runs when it
+    // is scheduled, after its node already reported it running.)
     for (const w of ["d-1", "d-2"]) {
-      const mine = marksText
-        .trim()
-        .split("\n")
-        .map((l) => l.split(" "))
-        .filter((f) => f[1] === w);
+      const mine = await eventually(
+        () => {
+          const lines = readFileSync(marks, "utf8")
+            .trim()
+            .split("\n")
+            .map((l) => l.split(" "))
+            .filter((f) => f[1] === w);
+          return lines.filter((f) => f[0] === "start").length === 2 ? lines : undefined;
+        },
+        10_000,
+        `${w}: two copies started`,
+      );
       const starts = mine.filter((f) => f[0] === "start");
       const stop = mine.find((f) => f[0] === "stop");
-      assert.equal(starts.length, 2, `${w}: two copies started (${JSON.stringify(mine)})`);
       assert.ok(stop, `${w}: the old copy stopped`);
       assert.equal(stop[2], starts[0]?.[2], `${w}: the first copy is the one that stopped`);
-      assert.ok(BigInt(starts[1]?.[3] ?? "0") < BigInt(stop[3] ?? "0"), `${w}: the new copy started before the old one stopped`);
+      const p = await placement(w);
+      const created = (await (clients.get(nameOf(p.node) as Name) as AetherClient).runtime.getExecutable({ executable: p.resourceId }))
+        .executable?.createTime;
+      const createdNs = (created?.seconds ?? 0n) * 1_000_000_000n + BigInt(created?.nanos ?? 0);
+      assert.ok(createdNs > 0n && createdNs < BigInt(stop[3] ?? "0"), `${w}: the new copy was started before the old one stopped`);
     }
 
     // The audit trail: draining, then moving/moved pairs that never overlap, then drained.
