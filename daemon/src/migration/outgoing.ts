@@ -4,14 +4,13 @@
 // written ahead into the VM's record (intent migrate-out, see record.ts) so that recovery after a
 // crash ends with exactly one running copy (recovery.ts). Before the switchover, any failure cancels:
 // the guest keeps running here, the target removes what it made, and the VM's reason says why.
-// Why it is past 400 lines: the run and its three ways out (cancel before the switchover, the
-// in-doubt question to the target, the removal after the commit) share the recorded steps, and
-// recovery.ts reuses those same exits after a crash.
+// Its three ways out (cancel, in doubt, removal after the commit) are in exits.ts, shared with
+// recovery.ts.
 import { randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
-import { createClient, type Client } from "@connectrpc/connect";
+import { createClient } from "@connectrpc/connect";
 import type { Logger } from "pino";
-import { connect, type AetherClient } from "@aether/sdk";
+import { connect } from "@aether/sdk";
 import { IncomingState, VmMigrationService } from "@aether/sdk/gen/aether/vm/v1/vm_pb";
 import { DomainError, outgoingConnectOptions, type OutgoingTls } from "@aether/server";
 import type { EventBus } from "../observe/event-bus.js";
@@ -19,16 +18,8 @@ import type { StorageRegistry } from "../storage/registry.js";
 import { crashPoint } from "../store/crash-point.js";
 import type { MigrationHooks } from "../vm/migration-hooks.js";
 import type { VmRecord } from "../vm/record.js";
-import {
-  cancelMemory,
-  endMirrors,
-  memoryProgress,
-  mirrorProgress,
-  resumeIfPaused,
-  startMemory,
-  startMirrors,
-  type MemoryProgress,
-} from "./qemu-steps.js";
+import { endMirrors, memoryProgress, mirrorProgress, startMemory, startMirrors, type MemoryProgress } from "./qemu-steps.js";
+import { cancelOutgoing, describe, removeMigrated, settleInDoubt, type Target } from "./exits.js";
 
 export type Phase = "prepare" | "storage" | "memory" | "switchover" | "cleanup";
 
@@ -64,11 +55,6 @@ const TARGET_CHECK_MS = 1000;
 const KEEP_ENDED_MS = 3600_000;
 /** The target waits this much longer than the migration's own timeout before it removes its copy on its own. */
 const TARGET_GRACE_MS = 60_000;
-
-export interface Target {
-  client: AetherClient;
-  migration: Client<typeof VmMigrationService>;
-}
 
 export class OutgoingMigrations {
   private readonly all = new Map<string, Migration>();
@@ -353,122 +339,6 @@ export class OutgoingMigrations {
     else this.publish(m, "vm.migration_failed", reason);
     setTimeout(() => this.all.delete(m.id), KEEP_ENDED_MS).unref();
   }
-}
-
-/**
- * Cancels before the switchover: QEMU's migration and mirrors, the guest resumed if the migration
- * left it paused, the target told to remove its copy (it also does on its own at its deadline), the
- * intent cleared. Every step is tried whatever the others did.
- */
-export async function cancelOutgoing(
-  hooks: MigrationHooks,
-  vm: VmRecord,
-  target: Target | undefined,
-  migrationId: string,
-  started: { memoryStarted: boolean; mirrors: number },
-  why: string,
-  log: Logger,
-): Promise<void> {
-  const qmp = hooks.qmp(vm);
-  const attempt = async (what: string, work: () => Promise<unknown>) => {
-    try {
-      await work();
-    } catch (err) {
-      log.warn({ vm: vm.spec.name, what, err: describe(err) }, "a step of cancelling a live migration failed");
-    }
-  };
-  if (qmp) {
-    if (started.memoryStarted) await attempt("migrate_cancel", () => cancelMemory(qmp));
-    await attempt("block-job-cancel", () => endMirrors(qmp, Math.max(started.mirrors, vm.spec.disks.length), false));
-    await attempt("cont", () => resumeIfPaused(qmp));
-  }
-  if (target) await attempt("AbortIncoming", () => target.migration.abortIncoming({ migrationId, reason: why }, { timeoutMs: 60_000 }));
-  vm.runtime.intent = undefined;
-  hooks.release(vm);
-  await attempt("save", () => hooks.save(vm));
-}
-
-/** After the commit: the source's QEMU ends, then the VM's volumes go, then its record (last). */
-export async function removeMigrated(
-  hooks: MigrationHooks,
-  storage: StorageRegistry,
-  vm: VmRecord,
-  target: string,
-  log: Logger,
-): Promise<void> {
-  await hooks.end(vm, `migrated to ${target}`);
-  for (const d of vm.spec.disks) {
-    if (d.volumeId === "" || !storage.volumeById(d.volumeId)) continue;
-    await storage.deleteVolume(d.volumeId, vm.spec.tenant, true, "", { asOwner: vm.spec.id }).catch((err: Error) => {
-      log.warn({ vm: vm.spec.name, volume: d.volumeId, err: err.message }, "a migrated VM's volume could not be deleted here");
-    });
-  }
-  hooks.release(vm);
-  await hooks.remove(vm, `VM ${vm.spec.name} migrated to ${target}`);
-}
-
-/**
- * The source handed its state over but does not know whether the target resumed the guest: asks the
- * target. FINISHED: the VM is removed here ("moved"). PREPARED or ABSENT: the target's copy is
- * removed and the guest resumes here ("stayed"). No answer: throws; the guest stays paused here
- * (never two running copies) and recovery asks again.
- */
-export async function settleInDoubt(
-  hooks: MigrationHooks,
-  storage: StorageRegistry,
-  vm: VmRecord,
-  target: Target | undefined,
-  migrationId: string,
-  address: string,
-  log: Logger,
-  connectTarget?: (address: string) => Promise<Target>,
-): Promise<"moved" | "stayed"> {
-  const t = target ?? (connectTarget ? await connectTarget(address) : undefined);
-  if (!t) throw new Error(`cannot reach ${address}`);
-  try {
-    const { state } = await t.migration.queryIncoming({ migrationId }, { timeoutMs: 10_000 });
-    if (state === IncomingState.FINISHED) {
-      await stepTo(hooks, vm, "committed");
-      await removeMigrated(hooks, storage, vm, address, log);
-      return "moved";
-    }
-    const here = hooks.qmp(vm);
-    if (state === IncomingState.PREPARED && !here) {
-      // The source's QEMU is gone (it ended with its aetherd, or was killed): the target's copy, if
-      // its incoming state is complete, is the only one left, so it is resumed there.
-      const finished = await t.migration.finishIncoming({ migrationId }, { timeoutMs: 60_000 }).then(
-        () => true,
-        (err: unknown) => {
-          log.error({ vm: vm.spec.name, err: describe(err) }, "the source's QEMU is gone and the target could not resume the guest");
-          return false;
-        },
-      );
-      if (finished) {
-        await stepTo(hooks, vm, "committed");
-        await removeMigrated(hooks, storage, vm, address, log);
-        return "moved";
-      }
-    }
-    if (state === IncomingState.PREPARED)
-      await t.migration.abortIncoming({ migrationId, reason: "the source resumes the guest" }, { timeoutMs: 60_000 });
-    await cancelOutgoing(hooks, vm, undefined, migrationId, { memoryStarted: true, mirrors: vm.spec.disks.length }, "in doubt", log);
-    // Resumed here (it was paused for the switchover): RUNNING once its agent answers again.
-    if (here) await hooks.resumed(vm, `the live migration to ${address} did not finish on the target; the guest resumed here`);
-    return "stayed";
-  } finally {
-    if (!target) t.client.close();
-  }
-}
-
-async function stepTo(hooks: MigrationHooks, vm: VmRecord, step: "committed"): Promise<void> {
-  const migration = vm.runtime.intent?.migration;
-  if (migration) migration.step = step;
-  await hooks.save(vm);
-}
-
-function describe(err: unknown): string {
-  const e = err as { rawMessage?: string; message?: string };
-  return e.rawMessage ?? e.message ?? String(err);
 }
 
 function sleep(ms: number): Promise<void> {

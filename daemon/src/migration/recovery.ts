@@ -12,7 +12,7 @@ import type { StorageRegistry } from "../storage/registry.js";
 import type { MigrationHooks } from "../vm/migration-hooks.js";
 import type { VmRecord } from "../vm/record.js";
 import { settleCommitted } from "./incoming.js";
-import { cancelOutgoing, removeMigrated, settleInDoubt, type Target } from "./outgoing.js";
+import { cancelOutgoing, removeMigrated, settleInDoubt, type Target } from "./exits.js";
 
 const RETRY_MS = 5000;
 
