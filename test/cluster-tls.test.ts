@@ -191,6 +191,31 @@ describe("the cluster over TCP and mutual TLS (loopback)", () => {
     assert.equal((await alice.aggregator.uncordonNode({ node: "node-tcp" })).node?.lifecycle, NodeLifecycle.ON_DUTY);
   });
 
+  it("a node certificate may not trigger or restore a backup of the cluster's state; an operator's certificate may ask", async () => {
+    const mallory = await clientAs("node-mallory", issueNode(ca, "node-mallory"));
+    for (const [what, call] of [
+      ["back up", () => mallory.aggregator.triggerBackup({})],
+      ["restore", () => mallory.aggregator.restoreBackup({ commit: "0123456789abcdef", dryRun: true })],
+    ] as const) {
+      const refused = await (call() as Promise<unknown>).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      assert.ok(refused instanceof ConnectError, `${what}: ${String(refused)}`);
+      assert.equal(refused.code, Code.PermissionDenied, refused.message);
+      assert.match(
+        refused.rawMessage,
+        new RegExp(`node-mallory is a node's certificate; only an operator may ${what} the cluster's state`),
+      );
+    }
+    // An operator passes the check; this aggregator has no backup repository, and says so.
+    const alice = await clientAs("alice", ca.issue("alice"));
+    const answer = await alice.aggregator.triggerBackup({}).catch((e: unknown) => e);
+    assert.ok(answer instanceof ConnectError, String(answer));
+    assert.equal(answer.code, Code.FailedPrecondition, answer.message);
+    assert.match(answer.rawMessage, /no backup repository is configured/);
+  });
+
   it("refuses a node certificate from another CA; nothing is registered", async () => {
     const other = createCa("foreign-ca", mkdtempSync(join(tmpdir(), "aether-cluster-tls-foreign-")));
     const foreign = issueNode(other, "node-foreign");
