@@ -159,6 +159,8 @@ describe("the cluster's state backed up to git", { timeout: 240_000 }, () => {
     const second = await client.aggregator.listBackups({ pageSize: 1, pageToken: firstPage.nextPageToken });
     assert.equal(second.backups[0]?.commit, backups[1]?.commit);
     await rejectsWith(client.aggregator.listBackups({ pageToken: "nonsense" }), Code.InvalidArgument, /page_token/);
+    await rejectsWith(client.aggregator.listBackups({ pageToken: "f".repeat(40) }), Code.InvalidArgument, /page_token names no backup/);
+    await rejectsWith(client.aggregator.listBackups({ pageSize: 1001 }), Code.InvalidArgument, /at most 1000/);
 
     // The password is nowhere in the history, local or remote.
     for (const repo of [remote, join(dir, "state", "backup.git")]) {

@@ -249,6 +249,8 @@ export class Backups {
       throw invalidArgument("page_token is not one this aggregator gave (next_page_token of the previous page).");
     await this.whenReady();
     return this.gitCall(async () => {
+      if (pageToken !== "" && (await this.git.resolve(pageToken)) === undefined)
+        throw invalidArgument("page_token names no backup of this repository: start again without it.");
       const from = pageToken !== "" ? pageToken : this.head;
       if (from === undefined) return { backups: [], next: "", pushError: this.pushError, held: this.held };
       const commits = await this.git.log(from, size + 1);
