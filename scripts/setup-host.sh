@@ -5,8 +5,9 @@
 # its bootable disk), iproute2 (TAP devices and bridges),
 # openssl and curl (the mutual-TLS tests), and zfs-fuse (real ZFS datasets, snapshots and clones for
 # the ZFS storage driver's tests; skipped where a zfs command, e.g. ZFS on Linux, is there already,
-# since the two packages conflict), and etcd-server (the aggregator's highly-available store; the
-# tests start their own etcd on loopback). Node.js 20+ and npm must exist.
+# since the two packages conflict), etcd-server (the aggregator's highly-available store; the
+# tests start their own etcd on loopback) and prometheus (the metrics test starts its own on loopback
+# to scrape aetherd and the aggregator). Node.js 20+ and npm must exist.
 set -euo pipefail
 
 node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
