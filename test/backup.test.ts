@@ -5,7 +5,7 @@
 // is refused while nodes are live unless forced; kill -9 loses no committed backup and the next start
 // continues the history; `aether backup list|trigger|restore` show the same.
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -332,6 +332,22 @@ describe("the cluster's state backed up to git", { timeout: 240_000 }, () => {
       batch_ms: 10_000,
       interval_ms: 300_000,
     });
+  });
+
+  it("[backup] without a git binary is refused at start with a sentence (exit 2)", () => {
+    const r = spawnSync(
+      process.execPath,
+      [
+        join(repoRoot, "aggregator", "bin", "aether-aggregator.mjs"),
+        "--state-dir",
+        join(dir, "no-git"),
+        "--backup-repository",
+        join(dir, "no-git.git"),
+      ],
+      { env: { PATH: join(dir, "empty-path") }, encoding: "utf8" },
+    );
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, /needs the git binary, which is not installed: apt-get install git/);
   });
 
   it("without a repository the backup RPCs say how to configure one", async () => {

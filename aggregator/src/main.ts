@@ -4,6 +4,7 @@
 // standby answers UNAVAILABLE naming the leader) and campaigns for leadership; on SIGTERM it stops
 // accepting, lets calls under way finish, resigns (so a standby takes over at once) and exits 0.
 import { Command, InvalidArgumentError } from "commander";
+import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
@@ -89,6 +90,13 @@ async function fencerFor(config: Config, log: Logger): Promise<Fencer | undefine
 /** [backup] as the backup room takes it, with the configuration documents (no secrets) committed beside the records. */
 function backupSettings(config: Config): BackupSettings {
   const b = config.backup as NonNullable<Config["backup"]>;
+  try {
+    execFileSync("git", ["--version"], { stdio: "ignore" });
+  } catch {
+    throw new ConfigError(
+      `[backup] repository ${b.repository} needs the git binary, which is not installed: apt-get install git (scripts/setup-host.sh does), or leave [backup] out.`,
+    );
+  }
   let policy: string | undefined;
   if (config.policy !== undefined) {
     try {
@@ -124,6 +132,7 @@ function nodeTrustDomain(config: Config): string | undefined {
 
 async function run(flags: ConfigFlags): Promise<void> {
   const config = loadConfig(flags);
+  const backup = config.backup ? backupSettings(config) : undefined;
   await mkdir(config.state_dir, { recursive: true, mode: 0o700 });
   lockStateDir(config.state_dir, "aether-aggregator");
   const log = createLogger(config.log_level, join(config.state_dir, "aggregator.log"), "aether-aggregator");
@@ -150,7 +159,7 @@ async function run(flags: ConfigFlags): Promise<void> {
     fenceTimeoutMs: config.fence_timeout_ms,
     fencePollIntervalMs: config.fence_poll_interval_ms,
     fenceRetryMs: config.fence_retry_ms,
-    ...(config.backup && { backup: backupSettings(config) }),
+    ...(backup && { backup }),
     log,
   });
   // Who may call what: the same policy file format, roles and tenant scoping as aetherd.
