@@ -4,11 +4,15 @@
 // certificate; QEMU's NBD export and migration stream go between the two namespaces' addresses.
 // The guest moves with its disk and never notices; nothing of it is left on the source.
 import assert from "node:assert/strict";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Code, ConnectError, vm as vmApi, type AetherClient } from "@aether/sdk";
 import { VolumeFormat } from "@aether/sdk/gen/aether/storage/v1/storage_pb";
 import { guestImage } from "./helpers/guest.js";
-import { createNetnsCluster, type NetnsCluster, type NetnsNode } from "./helpers/netns-cluster.js";
+import { eventually } from "./helpers/daemon.js";
+import { createNetnsCluster, type NetnsAggregator, type NetnsCluster, type NetnsNode } from "./helpers/netns-cluster.js";
+import { runCommand } from "./helpers/run.js";
 
 const MiB = 1024n * 1024n;
 const text = (b: Uint8Array) => new TextDecoder().decode(b).trim();
@@ -28,6 +32,7 @@ async function waitReady(aether: AetherClient, name: string): Promise<vmApi.Vm> 
 
 describe("live migration between hosts (network namespaces, mutual TLS only)", () => {
   let cluster: NetnsCluster;
+  let agg: NetnsAggregator;
   let n1: NetnsNode;
   let n2: NetnsNode;
   let source: AetherClient; // an operator's certificate, on n1's TCP address
@@ -35,7 +40,7 @@ describe("live migration between hosts (network namespaces, mutual TLS only)", (
 
   before(async () => {
     cluster = createNetnsCluster(2);
-    await cluster.startAggregator();
+    agg = await cluster.startAggregator();
     [n1, n2] = [await cluster.startNode(cluster.nodeHosts[0]!), await cluster.startNode(cluster.nodeHosts[1]!)];
     const operator = cluster.user("operator");
     [source, target] = [await cluster.client(n1.url, operator), await cluster.client(n2.url, operator)];
@@ -88,7 +93,32 @@ describe("live migration between hosts (network namespaces, mutual TLS only)", (
       (await target.storage.listVolumes({})).volumes.map((v) => v.name),
       ["web-data"],
     );
-    await target.vm.deleteVm({ vm: "web", force: true });
-    await target.storage.deleteVolume({ volume: "web-data" });
+
+    // And back with the CLI, naming the node as operators do: its address comes from the aggregator.
+    const operator = cluster.user("cli-operator");
+    const home = join(cluster.dir, "cli-home");
+    mkdirSync(join(home, "aether"), { recursive: true });
+    writeFileSync(join(home, "aether", "config.toml"), `ca = "${cluster.ca.cert}"\ncert = "${operator.cert}"\nkey = "${operator.key}"\n`);
+    const env = { XDG_CONFIG_HOME: home, AETHER_HOST: n2.url, AETHER_AGGREGATOR: agg.url };
+    await eventually(
+      async () =>
+        (await runCommand("aether", ["cluster", "nodes", "--json"], { env })).stdout.match(/"name": "n\d"/g)?.length === 2
+          ? true
+          : undefined,
+      20_000,
+      "both nodes registered",
+    );
+    const unknown = await runCommand("aether", ["vm", "migrate", "web", "--to", "n9"], { env });
+    assert.equal(unknown.code, 3, unknown.stderr);
+    assert.match(unknown.stderr, /knows no node n9 \(its nodes: n1, n2\)/);
+    const back = await runCommand("aether", ["vm", "migrate", "web", "--to", "n1", "--json"], { env, timeoutMs: 120_000 });
+    assert.equal(back.code, 0, back.stderr);
+    assert.equal((JSON.parse(back.stdout) as { target: string }).target, n1.url, "n1's address, from the aggregator");
+    await waitReady(source, "web");
+    assert.equal(await sh(source, "web", "cat /proc/sys/kernel/random/boot_id"), bootId, "still the same boot");
+    assert.deepEqual((await target.vm.listVms({})).vms, [], "nothing left on n2");
+
+    await source.vm.deleteVm({ vm: "web", force: true });
+    await source.storage.deleteVolume({ volume: "web-data" });
   });
 });

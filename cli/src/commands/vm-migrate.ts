@@ -1,7 +1,8 @@
-// aether vm migrate VM --to ADDRESS: live migration of a running VM, with its disks, to another
+// aether vm migrate VM --to NODE|ADDRESS: live migration of a running VM, with its disks, to another
 // aetherd; a progress line on a terminal (phase, bytes, dirty rate, throttle), then one line or --json.
+// A node's name (or id) is looked up in the aggregator, as operators name hosts, not addresses.
 import type { Command } from "commander";
-import { vm as vmApi } from "@aether/sdk";
+import { Code, ConnectError, connect, vm as vmApi } from "@aether/sdk";
 import { withClient, type GlobalOptions } from "../client.js";
 import { EXIT } from "../exit-codes.js";
 import { durationOption, toDuration } from "../numbers.js";
@@ -11,6 +12,7 @@ import { parseBytes } from "../units.js";
 
 interface MigrateOptions {
   to: string;
+  aggregator?: string;
   bandwidth?: bigint;
   maxDowntime: number;
   autoConverge: boolean;
@@ -34,11 +36,44 @@ export function describeProgress(m: vmApi.Migration): string {
   return parts.join(" · ");
 }
 
+/**
+ * The target aetherd's address: --to itself when it is one, else the address of the node the
+ * aggregator knows by that name or id.
+ */
+async function targetAddress(to: string, aggregator: string | undefined): Promise<string> {
+  if (/^(unix:\/\/\/|https:\/\/|http:\/\/)/.test(to)) return to;
+  if (aggregator === undefined) {
+    throw new ConnectError(
+      `--to ${to} is not an address (unix:///path.sock or https://host:port), so it names a node: give the aggregator that knows it with --aggregator or AETHER_AGGREGATOR, or give the target aetherd's address.`,
+      Code.InvalidArgument,
+    );
+  }
+  const cluster = await connect({ address: aggregator, peer: "aether-aggregator" });
+  try {
+    const { nodes } = await cluster.aggregator.listNodes({});
+    const node = nodes.find((n) => n.name === to) ?? nodes.find((n) => n.id === to);
+    if (node === undefined) {
+      const names = nodes.map((n) => n.name).sort();
+      throw new ConnectError(
+        `the aggregator at ${aggregator} knows no node ${to}${names.length > 0 ? ` (its nodes: ${names.slice(0, 10).join(", ")}${names.length > 10 ? ", ..." : ""})` : ""}.`,
+        Code.NotFound,
+      );
+    }
+    return node.address;
+  } finally {
+    cluster.close();
+  }
+}
+
 export function vmMigrateCommand(vm: Command, globals: () => GlobalOptions): void {
   vm.command("migrate")
     .description("live-migrate a running VM, with its disks, to another aetherd; the guest keeps running")
     .argument("<vm>", "id or name")
-    .requiredOption("--to <address>", "the target aetherd: unix:///path.sock or https://host:port")
+    .requiredOption(
+      "--to <node>",
+      "the target: a node's name (looked up in the aggregator) or its aetherd's address (unix:///path.sock, https://host:port)",
+    )
+    .option("--aggregator <address>", "aether-aggregator that knows the node --to names (default: AETHER_AGGREGATOR)")
     .option("--bandwidth <size>", "cap memory and disk copies at this many bytes per second, e.g. 100M (default: no cap)", parseBytes)
     .addOption(durationOption("--max-downtime <duration>", "longest pause of the guest at the switchover", 300))
     .option("--no-auto-converge", "never slow the guest's vCPUs down to let the memory copy catch up")
@@ -49,6 +84,8 @@ export function vmMigrateCommand(vm: Command, globals: () => GlobalOptions): voi
       "after",
       `
 Examples:
+  aether vm migrate web --to node-b                        # its address from AETHER_AGGREGATOR
+  aether vm migrate web --to node-b --aggregator https://10.0.0.5:7450
   aether vm migrate web --to unix:///run/aether/node-b.sock
   aether vm migrate web --to https://node-b:7443 --bandwidth 200M --max-downtime 100ms
   aether vm migrate web --to https://node-b:7443 --no-auto-converge --timeout 2m --json
@@ -59,10 +96,11 @@ is cleaned up, and the command exits 1 with the reason (also the VM's state reas
     .action(async (ref: string, o: MigrateOptions) =>
       withClient(globals(), async (aether) => {
         const json = o.json === true;
+        const target = await targetAddress(o.to, o.aggregator ?? process.env.AETHER_AGGREGATOR);
         const { migration } = await aether.vm.migrateVm({
           vm: ref,
           tenant: o.tenant,
-          target: o.to,
+          target,
           options: {
             maxBandwidthBytesPerSecond: o.bandwidth ?? 0n,
             maxDowntime: toDuration(o.maxDowntime),
