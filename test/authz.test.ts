@@ -420,5 +420,9 @@ function crossById(ids: Record<string, string>): Record<string, { init: Record<s
     "AggregatorService/ListBackups": denied(),
     "AggregatorService/TriggerBackup": denied(),
     "AggregatorService/RestoreBackup": denied({ commit: "0000000" }),
+    // Alerts are about the cluster's nodes: the operators' (and auditors') view, not a tenant's.
+    "AggregatorService/ListAlerts": denied(),
+    "AggregatorService/ListAlertThresholds": denied(),
+    "AggregatorService/SetAlertThreshold": denied({ name: "cpu_warning", value: 0.5 }),
   };
 }

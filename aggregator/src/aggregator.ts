@@ -18,6 +18,7 @@
 //                 and shutdown (drain, then power off through the node's BMC)
 //   events/       the cluster event log and its streams
 //   backup/       the cluster's state committed to git on every change (batched), listed, restored
+//   alerts/       thresholds held against the nodes' telemetry and lease ages; active alerts
 //   service/      the RPC handlers and the mapping of failures to RPC codes
 //
 // Because a placement is durable before any node is asked to provision, a replica that takes over
@@ -26,6 +27,8 @@
 import type { ConnectError } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import type {
+  Alert,
+  AlertThreshold,
   AuctionRecord,
   ClusterEvent,
   CordonNodeRequest,
@@ -76,6 +79,7 @@ import { ObservedStore } from "./backup/observed-store.js";
 import type { ObservedAggregator } from "./metrics/metrics.js";
 import type { HealthCheck } from "@aether/sdk/gen/aether/node/v1/node_pb";
 import { clusterHealth } from "./service/health.js";
+import { Alerts, checkTelemetry } from "./alerts/alerts.js";
 
 export const DEFAULT_AUCTION_WINDOW_MS = 250;
 export const DEFAULT_LEASE_TTL_MS = 15_000;
@@ -113,6 +117,8 @@ export interface AggregatorOptions {
   fenceRetryMs?: number;
   /** Backs the cluster's state up to a git repository (backup/); unset: no backups. */
   backup?: BackupSettings;
+  /** Alert thresholds by name ([alerts] in the configuration) over the defaults (alerts/thresholds.ts). */
+  alertThresholds?: Record<string, number>;
   log?: Logger;
 }
 
@@ -136,6 +142,7 @@ export class Aggregator {
   private readonly membership: Membership;
   private readonly maintenance: Maintenance;
   private readonly backups: Backups | undefined;
+  private readonly alerts: Alerts;
   private readonly ctx: Context;
   private readonly fencer: Fencer;
   private readonly startMs = Date.now();
@@ -230,6 +237,16 @@ export class Aggregator {
           options.backup,
         )
       : undefined;
+    this.alerts = new Alerts(
+      {
+        store: this.store,
+        log: this.log.child({ room: "alerts" }),
+        emit: (event) => this.emit(event),
+        nodes: () => this.registry.list(),
+        findNode: (ref) => this.registry.find(ref),
+      },
+      options.alertThresholds,
+    );
   }
 
   // ---------------------------------------------------------------- leadership
@@ -261,6 +278,7 @@ export class Aggregator {
     await this.deadman.load();
     await this.book.load();
     await this.maintenance.load();
+    await this.alerts.load();
   }
 
   /** This replica leads now. */
@@ -268,6 +286,7 @@ export class Aggregator {
     // The deadman sweeps expired leases and fences silent nodes, on the leader only.
     this.deadman.start();
     this.backups?.start();
+    this.alerts.start();
     this.log.info(
       {
         replica: this.replica,
@@ -284,6 +303,7 @@ export class Aggregator {
   private standDown(why: ConnectError | undefined): void {
     this.backups?.stop();
     this.deadman.stop();
+    this.alerts.stop();
     this.maintenance.stop(why);
     this.streams.endAll(why);
     this.registry.reset();
@@ -377,7 +397,16 @@ export class Aggregator {
   }
 
   async heartbeat(req: HeartbeatRequest, as?: NodeCaller): Promise<{ lease: Lease }> {
-    return this.guarded(() => this.membership.heartbeat(req, as));
+    return this.guarded(async () => {
+      const telemetry = req.telemetry && checkTelemetry(req.telemetry);
+      const renewed = await this.membership.heartbeat(req, as);
+      // An alert that cannot be recorded is logged; the lease is renewed all the same.
+      if (telemetry)
+        await this.alerts
+          .observe(req.nodeId, telemetry)
+          .catch((err: unknown) => this.log.warn({ node: req.nodeId, err: describeError(err) }, "could not evaluate the alerts"));
+      return renewed;
+    });
   }
 
   async deregisterNode(req: DeregisterNodeRequest, as?: NodeCaller): Promise<Record<string, never>> {
@@ -455,6 +484,20 @@ export class Aggregator {
         );
       return act(this.backups);
     });
+  }
+
+  // ---------------------------------------------------------------- alerts
+
+  async listAlerts(node: string): Promise<Alert[]> {
+    return this.guarded(async () => this.alerts.list(node));
+  }
+
+  async listAlertThresholds(): Promise<AlertThreshold[]> {
+    return this.guarded(async () => this.alerts.thresholds());
+  }
+
+  async setAlertThreshold(name: string, value: number): Promise<AlertThreshold> {
+    return this.guarded(() => this.alerts.setThreshold(name, value));
   }
 
   // ---------------------------------------------------------------- events

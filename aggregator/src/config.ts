@@ -9,6 +9,7 @@ import { ConfigError, parseConfig, readToml } from "@aether/server";
 import { DEFAULT_AUCTION_WINDOW_MS, DEFAULT_EVENT_RETENTION, DEFAULT_LEASE_TTL_MS, DEFAULT_PROVISION_TIMEOUT_MS } from "./aggregator.js";
 import { DEFAULT_FENCE_POLL_INTERVAL_MS, DEFAULT_FENCE_RETRY_MS, DEFAULT_FENCE_TIMEOUT_MS } from "./fencing/deadman-model.js";
 import type { BmcEntry } from "./fencing/fencing.js";
+import { configuredThresholds } from "./alerts/thresholds.js";
 
 const HOST_PORT = /^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$/;
 
@@ -129,6 +130,18 @@ export const ConfigSchema = z
     bmcs: z.array(BmcSchema).default([]),
     /** Backups of the cluster's state to git; unset: none. */
     backup: BackupSchema.optional(),
+    /** [alerts]: alert thresholds by name over the defaults (aggregator/src/alerts/thresholds.ts); SetAlertThreshold changes them at runtime. */
+    alerts: z
+      .record(z.string(), z.number())
+      .default({})
+      .superRefine((values, issue) => {
+        try {
+          configuredThresholds(values);
+        } catch (err) {
+          const sentence = (err as { rawMessage?: string }).rawMessage ?? (err as Error).message;
+          issue.addIssue({ code: "custom", message: sentence });
+        }
+      }),
     /** Longest time from a fence request to power state "Off". */
     fence_timeout_ms: z.number().int().min(100).max(3_600_000),
     /** Time between power state reads while fencing. */

@@ -160,6 +160,7 @@ async function run(flags: ConfigFlags): Promise<void> {
     fencePollIntervalMs: config.fence_poll_interval_ms,
     fenceRetryMs: config.fence_retry_ms,
     ...(backup && { backup }),
+    alertThresholds: config.alerts,
     log,
   });
   // Who may call what: the same policy file format, roles and tenant scoping as aetherd.
@@ -263,7 +264,7 @@ const program = new Command("aether-aggregator")
   .version(VERSION)
   .option(
     "-c, --config <file>",
-    "TOML config file (keys: socket, state_dir, log_level, max_message_bytes, store, etcd_endpoints, etcd_prefix, [etcd_tls] ca/cert/key, auction_window_ms, lease_ttl_ms, provision_timeout_ms, event_retention, replica, advertise, [tcp] listen/cert/key/client_ca, metrics_listen, metrics_tls, [node_tls] ca/cert/key, fence_timeout_ms, fence_poll_interval_ms, fence_retry_ms, [[bmcs]] node|slot/chassis/rack, endpoint, username, password_file, ca_file|insecure, profile, [backup] repository/remote/batch_ms/interval_ms)",
+    "TOML config file (keys: socket, state_dir, log_level, max_message_bytes, store, etcd_endpoints, etcd_prefix, [etcd_tls] ca/cert/key, auction_window_ms, lease_ttl_ms, provision_timeout_ms, event_retention, replica, advertise, [tcp] listen/cert/key/client_ca, metrics_listen, metrics_tls, [node_tls] ca/cert/key, fence_timeout_ms, fence_poll_interval_ms, fence_retry_ms, [[bmcs]] node|slot/chassis/rack, endpoint, username, password_file, ca_file|insecure, profile, [backup] repository/remote/batch_ms/interval_ms, [alerts] <threshold> = <value>)",
   )
   .option("--socket <path>", "unix socket to serve on (default /run/aether/aggregator.sock as root)")
   .option("--state-dir <dir>", "where the embedded store and the log are kept (default /var/lib/aether-aggregator as root)")

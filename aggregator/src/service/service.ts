@@ -36,6 +36,9 @@ import {
   BackupChangeKind,
   BackupSchema,
   type Backup,
+  ListAlertsResponseSchema,
+  ListAlertThresholdsResponseSchema,
+  SetAlertThresholdResponseSchema,
   StreamClusterEventsResponseSchema,
   UncordonNodeResponseSchema,
 } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
@@ -154,6 +157,16 @@ export function aggregatorService(aggregator: Aggregator): ServiceImpl<typeof Ag
     async *shutdownNode(req, ctx) {
       operatorOnly(ctx, "shut down");
       for await (const progress of aggregator.shutdownNode(req, ctx.signal)) yield create(ShutdownNodeResponseSchema, { progress });
+    },
+    async listAlerts(req) {
+      return create(ListAlertsResponseSchema, { alerts: await aggregator.listAlerts(req.node) });
+    },
+    async listAlertThresholds() {
+      return create(ListAlertThresholdsResponseSchema, { thresholds: await aggregator.listAlertThresholds() });
+    },
+    async setAlertThreshold(req, ctx) {
+      operatorOnly(ctx, "set", "an alert threshold");
+      return create(SetAlertThresholdResponseSchema, { threshold: await aggregator.setAlertThreshold(req.name, req.value) });
     },
     async listBackups(req) {
       const [found, repository, remote] = await aggregator.withBackups(
