@@ -64,6 +64,7 @@ import { fenceService } from "./fence/service.js";
 import { KvmCheck } from "./auction/capacity.js";
 import { Bidding, bidService } from "./auction/service.js";
 import { Membership } from "./auction/membership.js";
+import { readHeartbeatTelemetry } from "./auction/heartbeat-telemetry.js";
 import { AuditLog } from "./observe/audit.js";
 import { openMetrics } from "./observe/metrics.js";
 
@@ -342,6 +343,7 @@ async function run(flags: ConfigFlags): Promise<void> {
             pools: [...configured.pools.keys()],
             version: VERSION,
           },
+          telemetry: () => readHeartbeatTelemetry(() => bidding.committed().memoryBytes),
         },
         log.child({ room: "membership" }),
       )

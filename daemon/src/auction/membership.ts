@@ -17,6 +17,7 @@ import { connect, type AetherClient } from "@aether/sdk";
 import { NodeLifecycle } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { outgoingConnectOptions, type OutgoingTls } from "@aether/server";
 import type { Logger } from "pino";
+import type { HeartbeatTelemetry } from "./heartbeat-telemetry.js";
 
 export interface MembershipOptions {
   /** Where the aggregator's replicas listen (unix:///path.sock or https://host:port or http://127.0.0.1:port). */
@@ -30,6 +31,8 @@ export interface MembershipOptions {
   labels: Record<string, string>;
   position: { rack: string; chassis: string; slot: number };
   capabilities: { kvm: boolean; qemu: boolean; firecracker: boolean; zfs: boolean; cgroupV2: boolean; pools: string[]; version: string };
+  /** The node's figures for each heartbeat (the aggregator's alerts); unset: heartbeats carry none. */
+  telemetry?: () => Promise<HeartbeatTelemetry>;
 }
 
 const MIN_RETRY_MS = 500;
@@ -106,8 +109,9 @@ export class Membership {
   private async heartbeat(intervalMs: number): Promise<void> {
     try {
       const aggregator = await this.aggregator();
+      const telemetry = await this.telemetry();
       await aggregator.aggregator.heartbeat(
-        { nodeId: this.options.nodeId, leaseId: this.leaseId },
+        { nodeId: this.options.nodeId, leaseId: this.leaseId, ...(telemetry && { telemetry }) },
         { timeoutMs: Math.max(1000, intervalMs) },
       );
       this.answered();
@@ -121,6 +125,16 @@ export class Membership {
       }
       // Never wait longer than a heartbeat interval: the lease is running out meanwhile.
       this.unreachable(err, () => this.heartbeat(intervalMs), intervalMs);
+    }
+  }
+
+  /** The figures for a heartbeat; one that cannot be read is left out (the lease matters more). */
+  private async telemetry(): Promise<HeartbeatTelemetry | undefined> {
+    try {
+      return await this.options.telemetry?.();
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, "could not read the node's telemetry for the heartbeat");
+      return undefined;
     }
   }
 
