@@ -10,6 +10,7 @@ import { storageCommands } from "./commands/storage.js";
 import { imageCommands } from "./commands/image.js";
 import { clusterCommands } from "./commands/cluster.js";
 import { backupCommands } from "./commands/backup.js";
+import { alertsCommands } from "./commands/alerts.js";
 import { pkiCommands } from "./commands/pki.js";
 import { fenceCommands } from "./commands/fence.js";
 import { EXIT, EXIT_CODES_HELP, fail } from "./exit-codes.js";
@@ -49,6 +50,7 @@ Examples:
   aether storage create web-disk --image debian-12 --size 20G
   aether cluster deploy web --memory 256M -- /usr/bin/python3 -m http.server 8080
   aether backup list
+  aether alerts thresholds set cpu_warning 0.75
   aether fence off node-7 --timeout 60s --reason "lost heartbeat"
   aether --address unix:///tmp/aether.sock exec stop web
 ${EXIT_CODES_HELP}`,
@@ -63,6 +65,7 @@ storageCommands(program);
 imageCommands(program);
 clusterCommands(program);
 backupCommands(program);
+alertsCommands(program);
 pkiCommands(program);
 fenceCommands(program);
 

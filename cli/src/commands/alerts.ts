@@ -1,0 +1,120 @@
+// aether alerts [thresholds [set <name> <value>]]: the alerts aether-aggregator raises when a node's
+// telemetry (load per CPU, memory in use, pressure, disk wear) or lease age crosses a threshold, and
+// the thresholds themselves, changeable at runtime. The aggregator is found as `aether cluster`
+// finds it: --aggregator, else AETHER_AGGREGATOR, else the node address every other command uses.
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { InvalidArgumentError, type Command } from "commander";
+import { auction } from "@aether/sdk";
+import { withClient, type GlobalOptions } from "../client.js";
+import { age, printJson, printTable } from "../output.js";
+
+const severity = (s: auction.AlertSeverity) => (auction.AlertSeverity[s] ?? String(s)).toLowerCase();
+const figure = (n: number) => String(Number(n.toPrecision(6)));
+
+/** A threshold's value as typed: a decimal number ("0.75", "20"); anything else is a usage error. */
+function thresholdValue(value: string): number {
+  const text = value.trim();
+  if (!/^-?(\d+(\.\d*)?|\.\d+)$/.test(text)) throw new InvalidArgumentError("It must be a decimal number, such as 0.75 or 20.");
+  return Number(text);
+}
+
+export function alertsCommands(program: Command): void {
+  const alerts = program
+    .command("alerts")
+    .description(
+      "the cluster's active alerts (a node's load, memory, pressure, disk wear or lease age past a threshold), and the thresholds",
+    )
+    .option("--aggregator <address>", "aether-aggregator to talk to (default: AETHER_AGGREGATOR, else the node address)")
+    .addHelpText(
+      "after",
+      `
+Every heartbeat carries the node's load, pressure (PSI), memory and disk wear; the aggregator holds
+them against its thresholds ([alerts] in its configuration, changed at runtime with
+aether alerts thresholds set) and its own sweep holds each node's lease age against lease_age_*.
+Raised and cleared alerts are also cluster events (aether cluster events).
+
+Examples:
+  aether alerts
+  aether alerts list --node n1 --json
+  aether alerts thresholds
+  aether alerts thresholds set cpu_warning 0.75
+  aether alerts thresholds set cpu_critical 0.90`,
+    );
+  const globals = (): GlobalOptions => {
+    const address =
+      alerts.opts<{ aggregator?: string }>().aggregator ?? process.env.AETHER_AGGREGATOR ?? program.opts<GlobalOptions>().address;
+    return address === undefined ? { peer: "aether-aggregator" } : { address, peer: "aether-aggregator" };
+  };
+
+  alerts
+    .command("list", { isDefault: true })
+    .description("the active alerts, oldest first: node, alert, severity, value, threshold, since when (the default)")
+    .option("--node <node>", "only this node's (id or name)")
+    .option("--json", "print the alerts as JSON")
+    .addHelpText("after", "\nExamples:\n  aether alerts\n  aether alerts list --node n1\n  aether alerts --json")
+    .action(async (o: { node?: string; json?: boolean }) =>
+      withClient(globals(), async (aether) => {
+        const { alerts: active } = await aether.aggregator.listAlerts({ node: o.node ?? "" });
+        if (o.json) return printJson(auction.AlertSchema, active);
+        if (active.length === 0) {
+          process.stdout.write("no active alerts.\n");
+          return;
+        }
+        printTable(
+          ["NODE", "ALERT", "SEVERITY", "VALUE", "THRESHOLD", "SINCE", "FOR"],
+          active.map((a) => [
+            a.node,
+            a.metric,
+            severity(a.severity),
+            figure(a.value),
+            `${a.thresholdName} ${figure(a.threshold)}`,
+            a.since ? timestampDate(a.since).toISOString() : "-",
+            age(a.since),
+          ]),
+        );
+      }),
+    );
+
+  const thresholds = alerts
+    .command("thresholds")
+    .description("the alert thresholds: list them (the default), or set one at runtime")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  aether alerts thresholds\n  aether alerts thresholds --json\n  aether alerts thresholds set cpu_warning 0.75",
+    );
+  thresholds
+    .command("list", { isDefault: true })
+    .description("every threshold: name, value, default, range, what it measures")
+    .option("--json", "print the thresholds as JSON")
+    .addHelpText("after", "\nExamples:\n  aether alerts thresholds\n  aether alerts thresholds list --json")
+    .action(async (o: { json?: boolean }) =>
+      withClient(globals(), async (aether) => {
+        const { thresholds: all } = await aether.aggregator.listAlertThresholds({});
+        if (o.json) return printJson(auction.AlertThresholdSchema, all);
+        printTable(
+          ["NAME", "VALUE", "DEFAULT", "RANGE", "MEASURES"],
+          all.map((t) => [t.name, figure(t.value), figure(t.defaultValue), `${figure(t.min)}..${figure(t.max)}`, t.description]),
+        );
+      }),
+    );
+  thresholds
+    .command("set")
+    .description("change one threshold now (kept by the aggregator across restarts and leader changes)")
+    .argument("<name>", "the threshold (aether alerts thresholds lists them): cpu_warning, memory_critical, psi_io_warning, ...")
+    .argument("<value>", "its new value (a decimal number within its range)", thresholdValue)
+    .option("--json", "print the threshold as JSON")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  aether alerts thresholds set cpu_warning 0.75\n  aether alerts thresholds set lease_age_warning 8",
+    )
+    .action(async (name: string, value: number, o: { json?: boolean }) =>
+      withClient(globals(), async (aether) => {
+        const { threshold } = await aether.aggregator.setAlertThreshold({ name, value });
+        if (!threshold) return;
+        if (o.json) return printJson(auction.AlertThresholdSchema, threshold);
+        process.stdout.write(
+          `${threshold.name} is ${figure(threshold.value)} (default ${figure(threshold.defaultValue)}): ${threshold.description}\n`,
+        );
+      }),
+    );
+}
