@@ -9,6 +9,7 @@ import { benchStorage } from "./storage.js";
 import { benchAuctions } from "./auction.js";
 import { benchFencing, FENCING_HEADER } from "./fencing.js";
 import { benchDrain } from "./drain.js";
+import { printMigrationBench } from "./migration.js";
 import { benchAuthz } from "./authz.js";
 import { benchInterceptor, benchMetricsCost, benchScrapeRender } from "./metrics.js";
 import { repoRoot } from "../test/helpers/daemon.js";
@@ -146,6 +147,8 @@ try {
   console.log(
     `the aggregator's share per move (drain − the migrations' own time, per VM): ${drain.overheadPerMoveMs.toFixed(0)} ms (goal < 200 ms)`,
   );
+
+  await printMigrationBench(table);
 
   const COLD_RUNS = Number(process.env.BENCH_COLD_RUNS ?? 15);
   const cold = benchColdStart(repoRoot, daemon.address, COLD_RUNS);
