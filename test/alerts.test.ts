@@ -21,6 +21,7 @@ import { eventually, startDaemon, stopWorkloads, type TestDaemon } from "./helpe
 import { startAggregator, type TestAggregator } from "./helpers/aggregator.js";
 import { rejectsWith } from "./helpers/assertions.js";
 import { runCommand } from "./helpers/run.js";
+import { freePort } from "./helpers/net.js";
 
 const loadPerCpu = () => Number(readFileSync("/proc/loadavg", "utf8").split(" ")[0]) / availableParallelism();
 
@@ -33,6 +34,7 @@ describe("alerts", () => {
   let d: TestDaemon;
   let aether: AetherClient;
   let nodeId = "";
+  let metricsPort = 0;
   const cli = (...args: string[]) => runCommand("aether", ["alerts", "--aggregator", `unix://${agg.socket}`, ...args]);
   const alertEvents = async (): Promise<ClusterEvent[]> => {
     const events: ClusterEvent[] = [];
@@ -44,7 +46,8 @@ describe("alerts", () => {
   };
 
   before(async () => {
-    writeFileSync(aggConfig, "[alerts]\npsi_io_warning = 90\npsi_io_critical = 99\n");
+    metricsPort = await freePort();
+    writeFileSync(aggConfig, `metrics_listen = "127.0.0.1:${metricsPort}"\n[alerts]\npsi_io_warning = 90\npsi_io_critical = 99\n`);
     agg = await startAggregator({ dir: aggDir, args: aggArgs });
     const config = join(dir, "node-a.toml");
     writeFileSync(config, `[cluster]\naggregator = "unix://${agg.socket}"\nname = "node-a"\n`);
@@ -146,6 +149,12 @@ describe("alerts", () => {
     assert.deepEqual(
       json.filter((a) => a.metric === "cpu").map((a) => new Date(a.since).getTime()),
       [since],
+    );
+
+    const scraped = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    assert.match(
+      scraped,
+      new RegExp(`^aether_alerts_active\\{node="node-a",node_id="${nodeId}",alert="cpu_warning",severity="warning"\\} 1$`, "m"),
     );
 
     // A new leader (the aggregator restarted on the same store) lists the same alert, same since, and keeps the threshold.

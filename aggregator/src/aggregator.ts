@@ -356,6 +356,7 @@ export class Aggregator {
       nodes: () => this.registry.list(),
       placements: () => this.book.placements.values(),
       auctions: () => this.book.auctions.values(),
+      alerts: () => (this.election.isLeader ? this.alerts.list("") : []),
     };
   }
 

@@ -6,11 +6,13 @@
 // auctions in memory: its series say so (aether_aggregator_leader 0) rather than repeat the leader's.
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import {
+  AlertSeverity,
   AuctionState,
   AuctionTrigger,
   NodeLifecycle,
   NodeState,
   PlacementState,
+  type Alert,
   type AuctionRecord,
   type Node,
   type WorkloadPlacement,
@@ -25,6 +27,8 @@ export interface ObservedAggregator {
   nodes(): Node[];
   placements(): Iterable<WorkloadPlacement>;
   auctions(): Iterable<AuctionRecord>;
+  /** The active alerts (alerts/); unset: none. */
+  alerts?(): Alert[];
 }
 
 const seconds = (d: { seconds: bigint; nanos: number } | undefined) => (d === undefined ? 0 : Number(d.seconds) + d.nanos / 1e9);
@@ -69,6 +73,18 @@ export function aggregatorMetrics(observed: ObservedAggregator, registry = new R
     const now = Date.now() / 1000;
     return observed.nodes().map((n) => [{ node: n.name, node_id: n.id }, Math.max(0, now - seconds(n.heartbeatTime ?? n.registerTime))]);
   });
+  gauge(
+    "aether_alerts_active",
+    "Active alerts: 1 for each node's figure past a threshold (alert: the threshold's name, cpu_warning, lease_age_critical, ...).",
+    ["node", "node_id", "alert", "severity"],
+    () => {
+      const names = new Map(observed.nodes().map((n) => [n.id, n.name]));
+      return (observed.alerts?.() ?? []).map((a) => [
+        { node: names.get(a.node) ?? "", node_id: a.node, alert: a.thresholdName, severity: name(AlertSeverity, a.severity) },
+        1,
+      ]);
+    },
+  );
   gauge(
     "aether_node_fencing",
     "Nodes in a fencing phase: suspect (lease ran out), fencing (power off asked of its BMC), fenced (Off read back), fence_failed.",
