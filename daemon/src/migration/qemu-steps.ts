@@ -17,10 +17,18 @@ const UNCAPPED_BYTES_PER_SECOND = 100 * 1024 ** 3;
 
 // ---- the target ----------------------------------------------------------------------------
 
-/** Exports each disk over NBD (writable) on host:port; returns the export names, in disk order. */
-export async function exportDisks(qmp: QmpClient, diskCount: number, host: string, port: number): Promise<string[]> {
+/**
+ * Exports each disk over NBD (writable) on host:port; returns the export names, in disk order. With
+ * tlsCreds (a tls-creds-x509 object, see tls.ts) the server speaks only TLS and refuses a client
+ * without a certificate of the cluster's CA at the negotiation.
+ */
+export async function exportDisks(qmp: QmpClient, diskCount: number, host: string, port: number, tlsCreds?: string): Promise<string[]> {
   const block = await qmp.execute<Array<{ device: string; inserted?: { "node-name": string } }>>("query-block", undefined, QMP_STEP_MS);
-  await qmp.execute("nbd-server-start", { addr: { type: "inet", data: { host, port: String(port) } } }, QMP_STEP_MS);
+  await qmp.execute(
+    "nbd-server-start",
+    { addr: { type: "inet", data: { host, port: String(port) } }, ...(tlsCreds !== undefined && { "tls-creds": tlsCreds }) },
+    QMP_STEP_MS,
+  );
   const names: string[] = [];
   for (let i = 0; i < diskCount; i++) {
     const node = block.find((b) => b.device === driveId(i))?.inserted?.["node-name"];
@@ -35,8 +43,8 @@ export async function exportDisks(qmp: QmpClient, diskCount: number, host: strin
   return names;
 }
 
-/** Starts listening for the incoming state; the disks stay inactive until the guest is resumed. */
-export async function listenIncoming(qmp: QmpClient, uri: string): Promise<void> {
+/** Starts listening for the incoming state (over TLS with tlsCreds); the disks stay inactive until the guest is resumed. */
+export async function listenIncoming(qmp: QmpClient, uri: string, tlsCreds?: string): Promise<void> {
   await qmp.execute(
     "migrate-set-capabilities",
     {
@@ -47,6 +55,7 @@ export async function listenIncoming(qmp: QmpClient, uri: string): Promise<void>
     },
     QMP_STEP_MS,
   );
+  await qmp.execute("migrate-set-parameters", { "tls-creds": tlsCreds ?? "" }, QMP_STEP_MS);
   await qmp.execute("migrate-incoming", { uri }, QMP_STEP_MS);
 }
 
@@ -81,6 +90,13 @@ export interface MirrorTarget {
   exportName: string;
   /** "top" when the target's volume is a thin clone of the same base image, else "full". */
   sync: "full" | "top";
+  /** The client's TLS: its credentials object and the name the target's certificate must carry (its IP SAN). */
+  tls?: StreamTls;
+}
+
+export interface StreamTls {
+  creds: string;
+  hostname: string;
 }
 
 /** Opens each target export as a node and mirrors the disk into it. */
@@ -93,6 +109,7 @@ export async function startMirrors(qmp: QmpClient, targets: MirrorTarget[], spee
         "node-name": nbdNode(i),
         server: { type: "inet", host: t.host, port: String(t.port) },
         export: t.exportName,
+        ...(t.tls && { "tls-creds": t.tls.creds, "tls-hostname": t.tls.hostname }),
       },
       QMP_STEP_MS,
     );
@@ -179,6 +196,8 @@ export interface MemoryOptions {
   maxBandwidthBytesPerSecond: number;
   maxDowntimeMs: number;
   autoConverge: boolean;
+  /** The stream over TLS; without it plain TCP (and an earlier attempt's TLS is reset). */
+  tls?: StreamTls;
 }
 
 /** Sets the migration's capabilities and parameters, then starts sending the memory to uri. */
@@ -200,6 +219,8 @@ export async function startMemory(qmp: QmpClient, uri: string, o: MemoryOptions)
       "max-bandwidth": o.maxBandwidthBytesPerSecond > 0 ? o.maxBandwidthBytesPerSecond : UNCAPPED_BYTES_PER_SECOND,
       "cpu-throttle-initial": 20,
       "cpu-throttle-increment": 10,
+      "tls-creds": o.tls?.creds ?? "",
+      "tls-hostname": o.tls?.hostname ?? "",
     },
     QMP_STEP_MS,
   );
