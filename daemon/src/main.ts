@@ -170,6 +170,7 @@ async function run(flags: ConfigFlags): Promise<void> {
     hooks: migrationHooks,
     storage,
     identity: clusterIdentity,
+    tlsDir: join(config.state_dir, "migration-tls"),
     events,
     nodeName: config.cluster.name ?? `${hostname()} (${ownAddresses.at(-1)})`,
     log: log.child({ room: "migration" }),
@@ -180,6 +181,8 @@ async function run(flags: ConfigFlags): Promise<void> {
     hooks: migrationHooks,
     storage,
     listenHost: tcpHost === undefined || tcpHost === "0.0.0.0" || tcpHost === "::" ? "127.0.0.1" : tcpHost,
+    identity: clusterIdentity,
+    tlsDir: join(config.state_dir, "migration-tls"),
     log: log.child({ room: "migration" }),
   });
   const migrationRecovery = new MigrationRecovery({

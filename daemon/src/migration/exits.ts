@@ -10,6 +10,7 @@ import type { StorageRegistry } from "../storage/registry.js";
 import type { MigrationHooks } from "../vm/migration-hooks.js";
 import type { VmRecord } from "../vm/record.js";
 import { cancelMemory, endMirrors, resumeIfPaused } from "./qemu-steps.js";
+import { dropTlsCreds } from "./tls.js";
 
 /** The target aetherd, connected with this node's identity. */
 export interface Target {
@@ -43,6 +44,7 @@ export async function cancelOutgoing(
     if (started.memoryStarted) await attempt("migrate_cancel", () => cancelMemory(qmp));
     await attempt("block-job-cancel", () => endMirrors(qmp, Math.max(started.mirrors, vm.spec.disks.length), false));
     await attempt("cont", () => resumeIfPaused(qmp));
+    await attempt("object-del", () => dropTlsCreds(qmp));
   }
   if (target) await attempt("AbortIncoming", () => target.migration.abortIncoming({ migrationId, reason: why }, { timeoutMs: 60_000 }));
   vm.runtime.intent = undefined;

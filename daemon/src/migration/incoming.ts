@@ -4,14 +4,16 @@
 // Until then everything made here belongs to the incoming VM and goes with it: on AbortIncoming, when
 // the source is silent past the deadline, or when aetherd restarts (recovery removes it).
 import { createServer } from "node:net";
+import { join } from "node:path";
 import type { Logger } from "pino";
-import { DomainError } from "@aether/server";
+import { DomainError, type OutgoingTls } from "@aether/server";
 import type { StorageRegistry } from "../storage/registry.js";
 import { VM_LABEL } from "../vm/leftovers.js";
 import type { MigrationHooks } from "../vm/migration-hooks.js";
 import { linkExists } from "../vm/network.js";
 import { freshRuntime, VmSpecSchema, type VmRecord, type VmSpec } from "../vm/record.js";
 import { awaitIncomingComplete, exportDisks, listenIncoming, resumeIncoming } from "./qemu-steps.js";
+import { addTlsCreds, dropTlsCreds } from "./tls.js";
 
 export interface IncomingDiskRequest {
   sizeBytes: number;
@@ -26,6 +28,12 @@ export interface PrepareInput {
   specJson: string;
   disks: IncomingDiskRequest[];
   timeoutMs: number;
+  /**
+   * The source called over mutual TLS (an https:// target, another host): the NBD export and the
+   * memory stream take TLS too, with this node's certificate. Over the unix socket (one machine,
+   * the tests) they stay plain TCP on loopback.
+   */
+  tls: boolean;
 }
 
 export interface Prepared {
@@ -60,6 +68,10 @@ export class IncomingMigrations {
       storage: StorageRegistry;
       /** Where this node's QEMU listens for NBD and the memory stream (an address the source reaches). */
       listenHost: string;
+      /** This node's certificate, key and CA, for the TLS of the streams. */
+      identity: OutgoingTls;
+      /** Where the private folders of QEMU's TLS credentials are written for a moment (see tls.ts). */
+      tlsDir: string;
       log: Logger;
     },
   ) {}
@@ -148,13 +160,14 @@ export class IncomingMigrations {
       const qmp = hooks.qmp(record);
       if (!qmp) throw new Error("the target's QEMU does not answer on its QMP socket");
       const [nbdPort, migrationPort] = [await freePort(this.o.listenHost), await freePort(this.o.listenHost)];
-      const names = await exportDisks(qmp, spec.disks.length, this.o.listenHost, nbdPort);
+      const tlsCreds = input.tls ? await addTlsCreds(qmp, this.o.identity, join(this.o.tlsDir, input.migrationId), "server") : undefined;
+      const names = await exportDisks(qmp, spec.disks.length, this.o.listenHost, nbdPort, tlsCreds);
       const migrationUri = `tcp:${uriHost(this.o.listenHost)}:${migrationPort}`;
-      await listenIncoming(qmp, migrationUri);
+      await listenIncoming(qmp, migrationUri, tlsCreds);
       if (record.runtime.intent?.migration) record.runtime.intent.migration.step = "prepared";
       await hooks.save(record);
       log.info(
-        { vm: spec.name, migration: input.migrationId, from: input.sourceNode, nbdPort, migrationUri },
+        { vm: spec.name, migration: input.migrationId, from: input.sourceNode, nbdPort, migrationUri, tls: input.tls },
         "prepared for an incoming migration",
       );
       return {
@@ -214,6 +227,7 @@ export class IncomingMigrations {
       await hooks.save(vm);
       try {
         await resumeIncoming(qmp);
+        await dropTlsCreds(qmp);
         await settleCommitted(hooks, storage, vm);
         log.info({ vm: vm.spec.name, migration: migrationId }, "incoming migration finished; the guest runs here");
       } catch (err) {

@@ -8,6 +8,7 @@
 // recovery.ts.
 import { randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
+import { join } from "node:path";
 import { createClient } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { connect } from "@aether/sdk";
@@ -18,7 +19,16 @@ import type { StorageRegistry } from "../storage/registry.js";
 import { crashPoint } from "../store/crash-point.js";
 import type { MigrationHooks } from "../vm/migration-hooks.js";
 import type { VmRecord } from "../vm/record.js";
-import { endMirrors, memoryProgress, mirrorProgress, startMemory, startMirrors, type MemoryProgress } from "./qemu-steps.js";
+import {
+  endMirrors,
+  memoryProgress,
+  mirrorProgress,
+  startMemory,
+  startMirrors,
+  type MemoryProgress,
+  type StreamTls,
+} from "./qemu-steps.js";
+import { addTlsCreds } from "./tls.js";
 import { cancelOutgoing, describe, removeMigrated, settleInDoubt, type Target } from "./exits.js";
 
 export type Phase = "prepare" | "storage" | "memory" | "switchover" | "cleanup";
@@ -68,6 +78,8 @@ export class OutgoingMigrations {
       hooks: MigrationHooks;
       storage: StorageRegistry;
       identity: OutgoingTls;
+      /** Where the private folders of QEMU's TLS credentials are written for a moment (see tls.ts). */
+      tlsDir: string;
       /** Where "vm.migrating", "vm.migrated" and "vm.migration_failed" are published. */
       events: EventBus;
       /** This node as the target's records name it. */
@@ -199,6 +211,12 @@ export class OutgoingMigrations {
       if (!qmp) throw new Error("the VM's QEMU stopped answering on its QMP socket");
 
       this.update(m, { phase: "storage", reason: "mirroring the disks to the target" });
+      // To another host (https://) the disks and the memory go over TLS with this node's certificate,
+      // and the target's QEMU must show a certificate of the cluster's CA for the address it listens
+      // on. To a unix:// target (the same machine) they stay plain TCP on loopback.
+      const tls: StreamTls | undefined = m.target.startsWith("https://")
+        ? { creds: await addTlsCreds(qmp, this.o.identity, join(this.o.tlsDir, m.id), "client"), hostname: prepared.nbdHost }
+        : undefined;
       mirrors = vm.spec.disks.length;
       await startMirrors(
         qmp,
@@ -207,6 +225,7 @@ export class OutgoingMigrations {
           port: prepared.nbdPort,
           exportName: e.name,
           sync: e.thinClone ? "top" : "full",
+          ...(tls && { tls }),
         })),
         m.options.maxBandwidthBytesPerSecond,
       );
@@ -222,7 +241,10 @@ export class OutgoingMigrations {
       this.update(m, { phase: "memory", reason: "copying the guest's memory while it runs" });
       await checkTarget(true);
       memoryStarted = true;
-      await startMemory(qmp, prepared.migrationUri, m.options);
+      await startMemory(qmp, prepared.migrationUri, {
+        ...m.options,
+        ...(tls && { tls: { ...tls, hostname: uriHostOf(prepared.migrationUri) } }),
+      });
       let last: MemoryProgress;
       for (;;) {
         last = await memoryProgress(qmp);
@@ -339,6 +361,14 @@ export class OutgoingMigrations {
     else this.publish(m, "vm.migration_failed", reason);
     setTimeout(() => this.all.delete(m.id), KEEP_ENDED_MS).unref();
   }
+}
+
+/** The host of a tcp:host:port URI (an IPv6 address without its brackets). */
+function uriHostOf(uri: string): string {
+  return uri
+    .replace(/^tcp:/, "")
+    .replace(/:\d+$/, "")
+    .replace(/^\[(.*)\]$/, "$1");
 }
 
 function sleep(ms: number): Promise<void> {

@@ -185,6 +185,8 @@ export function vmMigrationService(incoming: IncomingMigrations): ServiceImpl<ty
           return { sizeBytes: Number(d.sizeBytes), volumeName: d.volumeName, baseImageSha256: d.baseImageSha256, labels: d.labels };
         }),
         timeoutMs,
+        // A node certificate over mutual TLS: the source is another host, the streams take TLS too.
+        tls: !ctx.values.get(scopeKey).identity.startsWith("unix:"),
       });
       return prepared;
     },
