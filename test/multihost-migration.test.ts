@@ -1,9 +1,13 @@
 // Live migration between hosts (issues 14 and 21): two aetherd, each in its own network namespace
 // with its own 10.x address, pools and state, and nothing shared but the bridge. The operator asks
 // the source node over mutual TLS; the source prepares the target over mutual TLS with its node
-// certificate; QEMU's NBD export and migration stream go between the two namespaces' addresses.
-// The guest moves with its disk and never notices; nothing of it is left on the source.
+// certificate; QEMU's NBD export and migration stream go between the two namespaces' addresses,
+// over TLS with the nodes' certificates: a client without one is refused by the target's NBD export
+// while the migration runs. The guest moves with its disk and never notices; nothing of it is left
+// on the source.
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -16,6 +20,20 @@ import { runCommand } from "./helpers/run.js";
 
 const MiB = 1024n * 1024n;
 const text = (b: Uint8Array) => new TextDecoder().decode(b).trim();
+
+/** The target's NBD port of a migration, from the line its aetherd logs once prepared. */
+async function preparedLine(node: NetnsNode, migrationId: string): Promise<{ nbdPort: number; tls: boolean }> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    for (const line of node.daemon.log().split("\n")) {
+      if (!line.includes(migrationId) || !line.includes("prepared for an incoming migration")) continue;
+      const entry = JSON.parse(line) as { nbdPort: number; tls: boolean };
+      return { nbdPort: entry.nbdPort, tls: entry.tls };
+    }
+    if (Date.now() > deadline) throw new Error(`the target did not log that it prepared migration ${migrationId}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
 
 async function sh(aether: AetherClient, vm: string, script: string): Promise<string> {
   const r = await aether.vm.execVm({ vm, argv: ["/bin/sh", "-c", script], timeout: { seconds: 30n } });
@@ -78,9 +96,25 @@ describe("live migration between hosts (network namespaces, mutual TLS only)", (
     );
 
     const { migration } = await source.vm.migrateVm({ vm: "web", target: n2.url });
+    const id = migration?.id ?? "";
+    // While the disk is being copied, a plain NBD client (no TLS, no certificate) asks the target's
+    // export for the disk, as anyone on the network could: QEMU refuses it at the negotiation.
+    const probe = preparedLine(n2, id).then(async ({ nbdPort, tls }) => {
+      const uri = `nbd://${n2.host.address}:${nbdPort}/disk0`;
+      const refusal = await promisify(execFile)("qemu-img", ["info", uri], { timeout: 15_000 }).then(
+        (r) => assert.fail(`a plain NBD client read ${uri}: ${r.stdout}`),
+        (e: { stderr?: string; message: string }) => e.stderr ?? e.message,
+      );
+      return { tls, refusal, uri };
+    });
+    probe.catch(() => undefined); // awaited below, once the migration ended
     let last: vmApi.Migration | undefined;
-    for await (const r of source.vm.watchMigration({ migration: migration?.id ?? "" })) last = r.migration ?? last;
+    for await (const r of source.vm.watchMigration({ migration: id })) last = r.migration ?? last;
     assert.equal(last?.state, vmApi.MigrationState.SUCCEEDED, last?.stateReason);
+    const { tls, refusal, uri } = await probe;
+    assert.equal(tls, true, "the target prepared the streams over TLS");
+    // "TLS" in the refusal: the export was there and demanded TLS (a stopped server refuses the connection).
+    assert.match(refusal, /TLS/i, `a plain NBD client was refused by ${uri} for want of TLS`);
     assert.ok((last?.diskTransferredBytes ?? 0n) >= 4n * MiB, `the disk's data crossed hosts (${last?.diskTransferredBytes} B)`);
 
     const moved = await waitReady(target, "web");
