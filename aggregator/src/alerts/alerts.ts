@@ -1,10 +1,11 @@
 // Alerts: each heartbeat's telemetry (load per CPU, memory in use, pressure, disk wear) and, on the
 // leader's sweep, each node's lease age are held against the thresholds (thresholds.ts). A figure
 // past a threshold raises an alert (ALERT_RAISED), one back under it clears it (ALERT_CLEARED); a
-// change of severity clears the old one and raises the new. The active alerts are records in the
-// store (alerts/active/<node>/<metric>), written before the event, so a leader that takes over lists
-// them with their since-when and clears them when the figures say so. Thresholds changed at runtime
-// are the record alerts/thresholds.
+// change of severity clears the old one and raises the new; an alert goes down only once its figure
+// is 5 % under the threshold (hysteresis, so a figure at a threshold does not flap). The active
+// alerts are records in the store (alerts/active/<node>/<metric>), written before the event, so a
+// leader that takes over lists them with their since-when and clears them when the figures say so.
+// Thresholds changed at runtime are the record alerts/thresholds.
 import { create } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
 import {
@@ -31,6 +32,9 @@ import {
 } from "./thresholds.js";
 
 export const ALERTS_PREFIX = "alerts/active/";
+/** How far under its threshold (a share of it) a figure must go for its alert to go down: 5 %. */
+export const CLEAR_MARGIN = 0.05;
+const rank = (s: Severity | undefined) => (s === "critical" ? 2 : s === "warning" ? 1 : 0);
 export const THRESHOLDS_KEY = "alerts/thresholds";
 const alertKey = (node: string, metric: string) => `${ALERTS_PREFIX}${node}/${metric}`;
 
@@ -199,7 +203,18 @@ export class Alerts {
   private async evaluate(nodeId: string, metric: AlertMetric, value: number | undefined): Promise<void> {
     const key = alertKey(nodeId, metric);
     const current = this.active.get(key);
-    const now = value === undefined ? undefined : this.severityOf(metric, value);
+    let now = value === undefined ? undefined : this.severityOf(metric, value);
+    // Hysteresis: an alert goes down (cleared, or critical to warning) only once the figure is under
+    // its threshold by CLEAR_MARGIN of it, so a figure that hovers at a threshold does not flap.
+    if (
+      current !== undefined &&
+      value !== undefined &&
+      now?.severity !== current.severity &&
+      rank(now?.severity) < rank(current.severity)
+    ) {
+      const threshold = this.values.get(`${metric}_${current.severity}`) as number;
+      if (value >= threshold * (1 - CLEAR_MARGIN)) now = { severity: current.severity, threshold };
+    }
     if (current !== undefined && now?.severity === current.severity) {
       // Still active: the figure is kept up to date in memory (the record keeps the one it was raised at).
       current.value = value as number;
