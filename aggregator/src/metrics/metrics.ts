@@ -1,9 +1,10 @@
 // aether-aggregator's Prometheus metrics, read from the rooms when Prometheus scrapes (prom-client
 // collect() callbacks; nothing polls): nodes by lease state and lifecycle, each node's lease age,
 // placements by tenant and state, the auctions (decision and bidding time, bidders per auction, by
-// state), the fencing phases, whether this replica leads, and the store's failures. The RPC metrics
-// (aether_rpc_*) are counted by @aether/server's listen(). A standby has no nodes, placements or
-// auctions in memory: its series say so (aether_aggregator_leader 0) rather than repeat the leader's.
+// state), the fencing phases, the active alerts, whether this replica leads, and the store's
+// failures. The RPC metrics (aether_rpc_*) are counted by @aether/server's listen(). A standby has no
+// nodes, placements or auctions in memory: its series say so (aether_aggregator_leader 0) rather
+// than repeat the leader's.
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import {
   AlertSeverity,
