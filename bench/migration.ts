@@ -15,8 +15,12 @@
 // time the guest was seen doing nothing. (The guest's own clock cannot show it: under TCG its time
 // stands still while the VM is paused.)
 //
+// BENCH_MIGRATION_RUNS (default 3) sets the runs of each way; BENCH_MIGRATION_CAPPED=1 adds a third
+// way: by hand with each QEMU in a cgroup capped at the VM's vCPUs, as aetherd's cell of a VM is (it
+// tells aetherd's own time from the cap's). Phase by phase, a second table shows where the time goes.
 // Run alone: npx tsc -b && node --conditions=source --import tsx bench/migration.ts
 import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import {
   closeSync,
   existsSync,
@@ -25,9 +29,11 @@ import {
   openSync,
   readFileSync,
   readSync,
+  rmdirSync,
   rmSync,
   statSync,
   watch,
+  writeFileSync,
   type FSWatcher,
 } from "node:fs";
 import { createServer } from "node:net";
@@ -73,11 +79,19 @@ const PHASES = ["prepare", "storage", "memory", "switchover", "cleanup"] as cons
 export interface MigrationBenchResult {
   runs: number;
   rows: string[][];
+  phaseHeader: string[];
   phaseRows: string[][];
   ratio: number;
   addedMs: number;
   aether: MigrationRun[];
   byHand: MigrationRun[];
+}
+
+interface Lane {
+  how: string;
+  bare: Bare;
+  runs: MigrationRun[];
+  cap?: () => string;
 }
 
 /**
@@ -135,6 +149,8 @@ interface Bare {
   exited: Promise<void>;
   qmp: QmpClient;
   stderr: () => string;
+  /** The cgroup capping its CPU, when the lane is capped. */
+  cgroup?: string;
 }
 
 /** aetherd's QEMU command line for the VM, with its paths turned into a folder of the bench's own. */
@@ -171,15 +187,47 @@ function freePort(): Promise<number> {
   });
 }
 
-async function startBare(binary: string, args: string[], dir: string, all: Set<Bare>): Promise<Bare> {
-  const child = spawn(binary, args, { stdio: ["ignore", "ignore", "pipe"] });
+/**
+ * A cgroup capping one QEMU's CPU as aetherd's cell of a VM does (quota = vCPUs × period; the
+ * migration's own threads share it); cgroup v2, or v1's cpu controller.
+ */
+function cpuCap(name: string, vcpus: number): string {
+  const v2 = existsSync("/sys/fs/cgroup/cgroup.controllers");
+  const dir = v2 ? join("/sys/fs/cgroup", name) : join("/sys/fs/cgroup/cpu", name);
+  mkdirSync(dir, { recursive: true });
+  if (v2) writeFileSync(join(dir, "cpu.max"), `${vcpus * 100_000} 100000`);
+  else {
+    writeFileSync(join(dir, "cpu.cfs_period_us"), "100000");
+    writeFileSync(join(dir, "cpu.cfs_quota_us"), String(vcpus * 100_000));
+  }
+  return dir;
+}
+
+async function removeCgroup(dir: string): Promise<void> {
+  for (let i = 0; i < 50 && existsSync(dir); i++) {
+    try {
+      rmdirSync(dir);
+    } catch {
+      await new Promise((r) => setTimeout(r, 20)); // the process is still leaving it
+    }
+  }
+}
+
+async function startBare(binary: string, args: string[], dir: string, all: Set<Bare>, cgroup?: string): Promise<Bare> {
+  // In a cgroup: the shell joins it, then becomes QEMU (same pid).
+  const child = cgroup
+    ? spawn("/bin/sh", ["-c", 'echo $$ > "$CGROUP/cgroup.procs" && exec "$0" "$@"', binary, ...args], {
+        stdio: ["ignore", "ignore", "pipe"],
+        env: { ...process.env, CGROUP: cgroup },
+      })
+    : spawn(binary, args, { stdio: ["ignore", "ignore", "pipe"] });
   let stderr = "";
   child.stderr?.on("data", (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   const died = exited.then(() => {
     throw new Error(`the bare QEMU exited: ${stderr.trim()}`);
   });
-  const partial = { dir, process: child, exited, stderr: () => stderr };
+  const partial = { dir, process: child, exited, stderr: () => stderr, cgroup };
   try {
     const qmp = await Promise.race([QmpClient.connect(join(dir, "qmp.sock"), 10_000), died]);
     const bare = { ...partial, qmp };
@@ -187,6 +235,8 @@ async function startBare(binary: string, args: string[], dir: string, all: Set<B
     return bare;
   } catch (err) {
     child.kill("SIGKILL");
+    await exited;
+    if (cgroup) await removeCgroup(cgroup);
     throw err;
   }
 }
@@ -195,6 +245,7 @@ async function endBare(b: Bare, all: Set<Bare>): Promise<void> {
   b.qmp.close();
   if (b.process.exitCode === null && b.process.signalCode === null) b.process.kill("SIGKILL");
   await b.exited;
+  if (b.cgroup) await removeCgroup(b.cgroup);
   rmSync(b.dir, { recursive: true, force: true });
   all.delete(b);
 }
@@ -222,13 +273,14 @@ async function migrateByHand(
   machine: ReturnType<typeof machineArgs>,
   dir: string,
   all: Set<Bare>,
+  cap?: () => string,
 ): Promise<{ target: Bare; totalMs: number; downtimeMs: number; phasesMs: number[] }> {
   const t0 = performance.now();
   const marks: number[] = [t0];
   mkdirSync(dir);
   await run("qemu-img", ["create", "-q", "-f", "qcow2", join(dir, "disk.qcow2"), "256M"]);
   const [nbdPort, migrationPort] = [await freePort(), await freePort()];
-  const target = await startBare(machine.binary, [...machine.args(dir), "-incoming", "defer", "-S"], dir, all);
+  const target = await startBare(machine.binary, [...machine.args(dir), "-incoming", "defer", "-S"], dir, all, cap?.());
   const t = target.qmp;
   const s = source.qmp;
   // The target: its disk exported over NBD, writable, and listening for the state.
@@ -300,12 +352,14 @@ async function migrateByHand(
 
 // ---- the bench ------------------------------------------------------------------------------
 
-export async function benchMigration(runs: number): Promise<MigrationBenchResult> {
+export async function benchMigration(runs: number, capped = false): Promise<MigrationBenchResult> {
   const root = mkdtempSync(join(tmpdir(), "aether-bench-mig-"));
   const daemons: TestDaemon[] = [];
   const clients: AetherClient[] = [];
   const bares = new Set<Bare>();
   const agents: GuestAgent[] = [];
+  /** Cgroups made for capped QEMUs, their root first. */
+  const caps: string[] = [];
   try {
     for (const _ of [0, 1]) {
       const d = await startDaemon();
@@ -321,32 +375,48 @@ export async function benchMigration(runs: number): Promise<MigrationBenchResult
     await sh(ca, VM, HEARTBEAT);
     const machine = machineArgs(booted.pid, booted, a.stateDir);
 
-    // The bare guest: the same arguments, booted the same way.
+    // The bare guests: the same arguments, booted the same way; with BENCH_MIGRATION_CAPPED=1 a
+    // second one whose QEMUs are each capped to the VM's vCPUs, as aetherd's cell of a VM caps it.
     let n = 0;
     const bareDir = () => join(root, `q${n++}`);
-    const first = bareDir();
-    mkdirSync(first);
-    await run("qemu-img", ["create", "-q", "-f", "qcow2", join(first, "disk.qcow2"), "256M"]);
-    let bare = await startBare(machine.binary, machine.args(first), first, bares);
-    let agent = new GuestAgent(join(first, "agent.sock"));
-    agents.push(agent);
-    await until("the bare guest's agent answering", () =>
-      agent.ping(2000).then(
-        () => true,
-        () => undefined,
-      ),
-    );
-    const bareSh = async (script: string) => {
-      const r = await agent.exec(["/bin/sh", "-c", script], {}, new Uint8Array(), 120_000);
-      if (r.exitCode !== 0) throw new Error(`${script}: ${r.stderr.toString()}`);
-    };
-    await bareSh(WRITE_DATA);
-    await bareSh(HEARTBEAT);
-    agent.close();
+    const capRoot = `aether-bench-mig-${randomBytes(4).toString("hex")}`;
+    const lanes: Array<Omit<Lane, "bare"> & { bare?: Bare }> = [{ how: "by hand: QMP on two bare QEMUs", runs: [] }];
+    if (capped) {
+      caps.push(join(existsSync("/sys/fs/cgroup/cgroup.controllers") ? "/sys/fs/cgroup" : "/sys/fs/cgroup/cpu", capRoot));
+      lanes.push({
+        how: `by hand, each QEMU capped at ${booted.vcpus} CPU (as aetherd's cell)`,
+        runs: [],
+        cap: () => {
+          const dir = cpuCap(join(capRoot, `c${n}`), booted.vcpus);
+          caps.push(dir);
+          return dir;
+        },
+      });
+    }
+    for (const lane of lanes) {
+      const first = bareDir();
+      mkdirSync(first);
+      await run("qemu-img", ["create", "-q", "-f", "qcow2", join(first, "disk.qcow2"), "256M"]);
+      lane.bare = await startBare(machine.binary, machine.args(first), first, bares, lane.cap?.());
+      const agent = new GuestAgent(join(first, "agent.sock"));
+      agents.push(agent);
+      await until("the bare guest's agent answering", () =>
+        agent.ping(2000).then(
+          () => true,
+          () => undefined,
+        ),
+      );
+      const bareSh = async (script: string) => {
+        const r = await agent.exec(["/bin/sh", "-c", script], {}, new Uint8Array(), 120_000);
+        if (r.exitCode !== 0) throw new Error(`${script}: ${r.stderr.toString()}`);
+      };
+      await bareSh(WRITE_DATA);
+      await bareSh(HEARTBEAT);
+      agent.close();
+    }
     await new Promise((r) => setTimeout(r, 1000));
 
     const aether: MigrationRun[] = [];
-    const byHand: MigrationRun[] = [];
     for (let i = 0; i < runs; i++) {
       // aetherd: MigrateVm on the node that has the guest, WatchMigration to the end.
       const [from, to, client] = i % 2 === 0 ? [a, b, ca] : [b, a, cb];
@@ -381,31 +451,36 @@ export async function benchMigration(runs: number): Promise<MigrationBenchResult
       }
 
       // By hand, onto a fresh QEMU.
-      const dir = bareDir();
-      const handStamps = new ConsoleStamps();
-      try {
-        handStamps.follow(join(bare.dir, "console.log"));
-        handStamps.follow(join(dir, "console.log"));
-        const t0 = performance.now();
-        const moved = await migrateByHand(bare, machine, dir, bares);
-        bare = moved.target;
-        await new Promise((r) => setTimeout(r, 500));
-        const gaps = handStamps.gaps(t0, t0 + moved.totalMs + 500);
-        byHand.push({
-          totalMs: moved.totalMs,
-          downtimeMs: moved.downtimeMs,
-          gapMs: gaps.largest,
-          beatMs: gaps.median,
-          phasesMs: moved.phasesMs,
-        });
-      } finally {
-        handStamps.close();
+      for (const lane of lanes as Lane[]) {
+        const dir = bareDir();
+        const handStamps = new ConsoleStamps();
+        try {
+          handStamps.follow(join(lane.bare.dir, "console.log"));
+          handStamps.follow(join(dir, "console.log"));
+          const t0 = performance.now();
+          const moved = await migrateByHand(lane.bare, machine, dir, bares, lane.cap);
+          lane.bare = moved.target;
+          await new Promise((r) => setTimeout(r, 500));
+          const gaps = handStamps.gaps(t0, t0 + moved.totalMs + 500);
+          lane.runs.push({
+            totalMs: moved.totalMs,
+            downtimeMs: moved.downtimeMs,
+            gapMs: gaps.largest,
+            beatMs: gaps.median,
+            phasesMs: moved.phasesMs,
+          });
+        } finally {
+          handStamps.close();
+        }
       }
     }
-    // The bare guest still answers on its last QEMU.
-    agent = new GuestAgent(join(bare.dir, "agent.sock"));
-    agents.push(agent);
-    await agent.ping(10_000);
+    // The bare guests still answer on their last QEMUs.
+    for (const lane of lanes as Lane[]) {
+      const agent = new GuestAgent(join(lane.bare.dir, "agent.sock"));
+      agents.push(agent);
+      await agent.ping(10_000);
+    }
+    const byHand = (lanes[0] as Lane).runs;
 
     const p50 = (xs: number[]) => percentile(xs, 50);
     const row = (how: string, xs: MigrationRun[]) => {
@@ -430,19 +505,21 @@ export async function benchMigration(runs: number): Promise<MigrationBenchResult
       byHand,
       ratio,
       addedMs,
+      phaseHeader: ["phase", "aetherd", ...lanes.map((l) => (l.cap ? "by hand, capped" : "by hand")), "aetherd − by hand"],
       phaseRows: PHASES.map((p, k) => {
-        const [x, y] = [p50(aether.map((r) => r.phasesMs[k] ?? 0)), p50(byHand.map((r) => r.phasesMs[k] ?? 0))];
-        return [p, ms(x), ms(y), ms(x - y)];
+        const at = (xs: MigrationRun[]) => p50(xs.map((r) => r.phasesMs[k] ?? 0));
+        return [p, ms(at(aether)), ...lanes.map((l) => ms(at(l.runs))), ms(at(aether) - at(byHand))];
       }),
       rows: [
         row("aetherd: MigrateVm call to WatchMigration's end", aether),
         ["  (aetherd's own total_time figure)", ms(p50(own)), ms(Math.min(...own)), ms(Math.max(...own)), "-", "-", "-", "-"],
-        row("by hand: QMP on two bare QEMUs", byHand),
+        ...lanes.map((l) => row(l.how, l.runs)),
       ],
     };
   } finally {
     for (const g of agents) g.close();
     for (const q of [...bares]) await endBare(q, bares).catch(() => undefined);
+    for (const c of caps.reverse()) await removeCgroup(c);
     for (const [i, d] of daemons.entries()) {
       await stopWorkloads(clients[i] as AetherClient).catch(() => undefined);
       clients[i]?.close();
@@ -467,7 +544,7 @@ export const MIGRATION_HEADER = [
 /** Prints the bench's table and figures with run.ts's table(). */
 export async function printMigrationBench(table: (title: string, header: string[], rows: string[][]) => void): Promise<void> {
   const runs = Number(process.env.BENCH_MIGRATION_RUNS ?? 3);
-  const r = await benchMigration(runs);
+  const r = await benchMigration(runs, process.env.BENCH_MIGRATION_CAPPED === "1");
   table(
     `live migration of a TCG guest (128 MiB, 256 MiB qcow2 disk) between two aetherd vs. by hand with QMP, ${runs} runs each, alternating`,
     MIGRATION_HEADER,
@@ -475,7 +552,7 @@ export async function printMigrationBench(table: (title: string, header: string[
   );
   table(
     "live migration: where the time goes, p50 per phase (aetherd: from WatchMigration's reports as the client sees them; by hand: the same stretch of QMP commands)",
-    ["phase", "aetherd", "by hand", "difference"],
+    r.phaseHeader,
     r.phaseRows,
   );
   console.log(
