@@ -106,6 +106,29 @@ describe("alerts", () => {
     assert.equal(missing.code, 2, missing.stderr);
   });
 
+  it("aether-aggregator refuses an [alerts] table with an unknown threshold, a value out of range or a warning above its critical", async () => {
+    for (const [table, sentence] of [
+      ["cpu_warnin = 0.7", /no alert threshold named "cpu_warnin"/],
+      ["memory_critical = 2", /memory_critical must be from 0 to 1/],
+      ["psi_io_warning = 60", /would put psi_io_warning above psi_io_critical/],
+    ] as const) {
+      const file = join(dir, "bad.toml");
+      writeFileSync(file, `[alerts]\n${table}\n`);
+      const bad = await runCommand("aether-aggregator", [
+        "--config",
+        file,
+        "--socket",
+        join(dir, "bad.sock"),
+        "--state-dir",
+        join(dir, "bad-state"),
+        "--log-level",
+        "silent",
+      ]);
+      assert.equal(bad.code, 2, bad.stderr);
+      assert.match(bad.stderr, sentence);
+    }
+  });
+
   it("a busy loop lifts the node's load past cpu_warning set at runtime: listed with since-when, kept across a restart, cleared when the load stops and the threshold rises; both are events", async () => {
     // Both out of the way first (this host may be loaded already: its alerts are raised and cleared),
     // then the warning just above the load of the moment.
