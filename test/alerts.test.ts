@@ -1,7 +1,7 @@
 // Alerts (issue 19, item 3), with a real aether-aggregator and a real aetherd whose heartbeats carry
 // its telemetry: thresholds from the configuration's [alerts] and changed at runtime (bad names and
-// values refused with a sentence, the CLI's usage errors exit 2); a busy loop (executables spinning
-// `sh -c 'while :; do :; done'`) lifts the node's load per CPU past a cpu_warning set just above the
+// values refused with a sentence, the CLI's usage errors exit 2); a busy loop (executables in a cell
+// spinning `sh -c 'while :; do :; done'`) lifts the node's load per CPU past a cpu_warning set just above the
 // load measured before it started, and `aether alerts` lists the alert with since-when; it survives
 // the aggregator's restart (a new leader reads it and the thresholds from the store); stopping the
 // load and raising the threshold clears it; raised and cleared are cluster events.
@@ -145,9 +145,10 @@ describe("alerts", () => {
     const mark = (await alertEvents()).at(-1)?.sequence ?? 0n;
     const before0 = Date.now();
     const warning = Math.round((loadPerCpu() + 0.05) * 100) / 100;
+    await aether.cells.allocateCell({ name: "spin" });
     const loops = [];
     for (let i = 0; i < 3; i++)
-      loops.push(await aether.runtime.startExecutable({ name: `spin-${i}`, argv: ["/bin/sh", "-c", "while :; do :; done"] }));
+      loops.push(await aether.runtime.startExecutable({ name: `spin-${i}`, cell: "spin", argv: ["/bin/sh", "-c", "while :; do :; done"] }));
     const set = await cli("thresholds", "set", "cpu_warning", String(warning));
     assert.equal(set.code, 0, set.stderr);
     assert.match(set.stdout, new RegExp(`^cpu_warning is ${warning} \\(default 0\\.8\\)`));
