@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Code, ConnectError, vm as vmApi, type AetherClient } from "@aether/sdk";
@@ -115,6 +115,10 @@ describe("live migration between hosts (network namespaces, mutual TLS only)", (
     assert.equal(tls, true, "the target prepared the streams over TLS");
     // "TLS" in the refusal: the export was there and demanded TLS (a stopped server refuses the connection).
     assert.match(refusal, /TLS/i, `a plain NBD client was refused by ${uri} for want of TLS`);
+    for (const n of [n1, n2]) {
+      const creds = join(n.daemon.stateDir, "migration-tls");
+      assert.deepEqual(existsSync(creds) ? readdirSync(creds) : [], [], `no TLS credentials are left in ${creds}`);
+    }
     assert.ok((last?.diskTransferredBytes ?? 0n) >= 4n * MiB, `the disk's data crossed hosts (${last?.diskTransferredBytes} B)`);
 
     const moved = await waitReady(target, "web");
