@@ -147,7 +147,10 @@ describe("process trees", () => {
   const env = useDaemon();
 
   it("a child left running when the main process exits is killed, and the state says so", async () => {
-    const { executable } = await env.aether.runtime.startExecutable({ argv: [SH, "-c", "sleep 3336 & exit 0"] });
+    // The shell exits only once its child is sleep (not a fork of sh that has yet to exec), so the reason names it.
+    const { executable } = await env.aether.runtime.startExecutable({
+      argv: [SH, "-c", 'sleep 3336 & while [ "$(cat /proc/$!/comm)" != sleep ]; do :; done; exit 0'],
+    });
     const done = (await env.aether.runtime.waitExecutable({ executable: executable?.id ?? "", timeout: { seconds: 20n } })).executable;
     assert.equal(done?.state, ExecutableState.EXITED);
     assert.match(done?.stateReason ?? "", /^exited with code 0; 1 process it left running \(sleep\) was killed$/);

@@ -118,7 +118,10 @@ describe("live migration", () => {
     const last = reports.at(-1);
     assert.equal(last?.state, vmApi.MigrationState.SUCCEEDED, last?.stateReason);
     const phases = [...new Set(reports.map((r) => vmApi.MigrationPhase[r.phase]))];
-    assert.ok(phases.includes("MEMORY"), `phases seen: ${phases.join(", ")}`);
+    // The stream reports the current phase (at most every 250 ms), so a short memory phase may be
+    // passed over by the reports; the memory it moved is in the figures.
+    assert.ok(phases.includes("STORAGE") && phases.includes("CLEANUP"), `phases seen: ${phases.join(", ")}`);
+    assert.ok((last?.memoryTransferredBytes ?? 0n) > 0n, "the memory was migrated");
     const downtimeMs = ms(last?.downtime);
     process.stdout.write(
       `# migration: total ${ms(last?.totalTime)} ms (client saw ${Date.now() - started} ms), downtime ${downtimeMs} ms (QEMU), disk ${last?.diskTransferredBytes} B, memory ${last?.memoryTransferredBytes} B, phases ${phases.join(" > ")}\n`,
