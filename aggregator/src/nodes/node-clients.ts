@@ -16,6 +16,7 @@ import { createConnectTransport, Http2SessionManager } from "@connectrpc/connect
 import { BidService } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { VmService } from "@aether/sdk/gen/aether/vm/v1/vm_pb";
 import { NodeService } from "@aether/sdk/gen/aether/node/v1/node_pb";
+import { trustDomainOf, uriSans } from "@aether/server";
 import { nodeAddress } from "../validate.js";
 
 /** TLS material for https:// node addresses: PEM text or file paths. */
@@ -110,14 +111,11 @@ export class NodeClients {
 
   /** Why a node's certificate does not speak for the registered node, or undefined when it does. */
   private namesNode(node: NodeTarget, cert: PeerCertificate): Error | undefined {
-    const ids = (cert.subjectaltname ?? "")
-      .split(/,\s*/)
-      .filter((san) => san.startsWith("URI:spiffe://"))
-      .map((san) => san.slice(4));
-    const named = ids.length === 1 ? /^spiffe:\/\/([^/]+)\/node\/([^/]+)$/i.exec(ids[0] as string) : null;
-    const domainOk = this.tls.trustDomain === undefined || named?.[1]?.toLowerCase() === this.tls.trustDomain.toLowerCase();
-    if (named && domainOk && named[2] === node.name) return undefined;
-    const names = ids.length === 0 ? "no SPIFFE ID" : ids.map((id) => id.slice(0, 200)).join(", ");
+    const ids = uriSans(cert.subjectaltname).filter((uri) => uri.toLowerCase().startsWith("spiffe://"));
+    const id = ids.length === 1 ? (ids[0] as string) : undefined;
+    const domainOk = this.tls.trustDomain === undefined || (id !== undefined && trustDomainOf(id) === this.tls.trustDomain.toLowerCase());
+    if (id !== undefined && domainOk && /^spiffe:\/\/[^/]+\/node\/([^/]+)$/i.exec(id)?.[1] === node.name) return undefined;
+    const names = ids.length === 0 ? "no SPIFFE ID" : ids.map((each) => each.slice(0, 200)).join(", ");
     const want = `spiffe://${this.tls.trustDomain ?? "<cluster>"}/node/${node.name}`;
     return new Error(
       `the certificate served at ${node.address} names ${names}, not the registered node ${node.name} (${want}): the aggregator calls a node back only when its certificate is that node's own (aether pki issue node ${node.name}).`,
