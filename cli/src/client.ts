@@ -14,7 +14,7 @@ export interface GlobalOptions {
  * address goes. An UNIMPLEMENTED from the aggregator itself is left as it is.
  */
 function notTheAggregator(err: unknown, address: string): unknown {
-  if (!(err instanceof ConnectError) || err.code !== Code.Unimplemented || !err.rawMessage.includes("in this aetherd")) return err;
+  if (!(err instanceof ConnectError) || err.code !== Code.Unimplemented || !err.rawMessage.includes("by this aetherd")) return err;
   return new ConnectError(
     `${address} is an aetherd, not aether-aggregator: give the aggregator's address with --aggregator or AETHER_AGGREGATOR (e.g. aether cluster --aggregator unix:///run/aether/aggregator.sock nodes).`,
     Code.Unimplemented,

@@ -1,4 +1,4 @@
-// A service that is defined in the contract but not built yet answers every method with
+// A service in the contract that this aetherd does not serve (the aggregator's) answers every method with
 // UNIMPLEMENTED and a sentence that says so and what brings it; it never fakes a success.
 import type { DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
@@ -7,7 +7,7 @@ export function unimplementedService<S extends DescService>(service: S, why: str
   const impl: Record<string, unknown> = {};
   for (const method of service.methods) {
     const error = () =>
-      new ConnectError(`${service.typeName}/${method.name} is not implemented in this aetherd yet: ${why}`, Code.Unimplemented);
+      new ConnectError(`${service.typeName}/${method.name} is not served by this aetherd: ${why}`, Code.Unimplemented);
     impl[method.localName] =
       method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming"
         ? // eslint-disable-next-line require-yield
