@@ -1,74 +1,9 @@
-// aether: the operator command line.
-import { readFileSync } from "node:fs";
-import { Command } from "commander";
-import { cellCommands } from "./commands/cell.js";
-import { vmCommands } from "./commands/vm.js";
-import { execCommands } from "./commands/exec.js";
-import { nodeCommands } from "./commands/node.js";
-import { healthCommand } from "./commands/health.js";
-import { storageCommands } from "./commands/storage.js";
-import { imageCommands } from "./commands/image.js";
-import { clusterCommands } from "./commands/cluster.js";
-import { backupCommands } from "./commands/backup.js";
-import { alertsCommands } from "./commands/alerts.js";
-import { pkiCommands } from "./commands/pki.js";
-import { fenceCommands } from "./commands/fence.js";
-import { EXIT, EXIT_CODES_HELP, fail } from "./exit-codes.js";
+// aether: the operator command line (the commands are in program.ts).
+import { fail } from "./exit-codes.js";
 import { exitWhenOutputGoes } from "./progress.js";
-import { finishCommandLine } from "./command-line.js";
-import { speakFor } from "./api-words.js";
+import { buildProgram } from "./program.js";
 
 // A command whose reader (a pipe, a terminal) went away ends instead of running on unseen.
 exitWhenOutputGoes();
 
-const { version } = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
-
-const program = new Command("aether")
-  .description("Operate Aether nodes: processes, cells, VMs and storage, and (as it arrives) the cluster.")
-  .version(version)
-  .option(
-    "-a, --address <address>",
-    "aetherd to talk to: unix:///path.sock or https://host:port (default: AETHER_HOST, ~/.config/aether/config.toml, the default socket)",
-  )
-  // The program's options end where the subcommand starts (command-line.ts lets them follow it too,
-  // but never into a program's argv: `aether vm exec web uname -a`).
-  .enablePositionalOptions()
-  // Usage errors exit 2 (commander's default is 1, which scripts would read as a refused request).
-  .exitOverride((err) => process.exit(err.exitCode === 0 ? EXIT.ok : EXIT.usage))
-  .addHelpText(
-    "after",
-    `
-Examples:
-  aether node info
-  aether exec start --name web -- /usr/bin/python3 -m http.server 8080
-  aether exec list --json
-  aether exec logs web -f
-  aether cell allocate team-a --memory 2G --cpu-max 150%
-  aether vm create web --kernel vmlinuz --initrd initrd.img --start --wait
-  aether vm exec web -- /bin/uname -a
-  aether image import debian-12 https://example.org/debian-12.qcow2 --sha256 <hex>
-  aether storage create web-disk --image debian-12 --size 20G
-  aether cluster deploy web --memory 256M -- /usr/bin/python3 -m http.server 8080
-  aether backup list
-  aether alerts thresholds set cpu_warning 0.75
-  aether fence off node-7 --timeout 60s --reason "lost heartbeat"
-  aether --address unix:///tmp/aether.sock exec stop web
-${EXIT_CODES_HELP}`,
-  );
-
-nodeCommands(program);
-healthCommand(program);
-execCommands(program);
-cellCommands(program);
-vmCommands(program);
-storageCommands(program);
-imageCommands(program);
-clusterCommands(program);
-backupCommands(program);
-alertsCommands(program);
-pkiCommands(program);
-fenceCommands(program);
-
-finishCommandLine(program);
-speakFor(program);
-program.parseAsync().catch(fail);
+buildProgram().parseAsync().catch(fail);
