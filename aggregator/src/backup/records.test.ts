@@ -11,9 +11,15 @@ import { configDocuments } from "./documents.js";
 
 describe("backup records", () => {
   it("backs up the cluster's state, not its event log, its leader record or a bare prefix", () => {
-    for (const key of ["nodes/n1", "placements/w", "auctions/a", "requests/default/r1", "fencing/n1", "drains/n1"])
+    for (const key of ["nodes/n1", "placements/w", "auctions/a", "requests/default/r1", "fencing/n1", "drains/n1", "alerts/thresholds"])
       assert.ok(isBackedUp(key), key);
-    for (const key of ["events/00000000000000000001", "leader", "nodes/", "other/x"]) assert.ok(!isBackedUp(key), key);
+    for (const key of ["events/00000000000000000001", "leader", "nodes/", "other/x", "alerts/active/n1/cpu"])
+      assert.ok(!isBackedUp(key), key);
+    assert.deepEqual(recordOf(recordFile("alerts/thresholds", '{"cpu_warning":0.5}').path, '{"cpu_warning":0.5}'), {
+      key: "alerts/thresholds",
+      value: '{"cpu_warning":0.5}',
+    });
+    assert.equal(recordOf("alerts/active%2Fn1%2Fcpu.json", "{}"), undefined, "a raised alert in a backup is not restored");
   });
 
   it("a compact JSON record becomes an indented file and comes back as the same bytes", () => {

@@ -1,8 +1,9 @@
 // What of the store is backed up, and how a record becomes a file of the backup repository and back.
 //
 // Backed up (the state worth restoring): nodes with their lifecycle, placements, the auction records
-// they point to, request ids (so a retried Deploy still does not act twice), fencing records and the
-// drains under way. Not backed up: the cluster event log (a history with its own retention, not state
+// they point to, request ids (so a retried Deploy still does not act twice), fencing records, the
+// drains under way and the alert thresholds operators set. Not backed up: the alerts raised now
+// (telemetry raises them again within a heartbeat), the cluster event log (a history with its own retention, not state
 // to rebuild; restoring it would rewind its sequence) and the "leader" record (who leads now).
 //
 // One file per record, under a folder per kind: "nodes/<id>.json". A JSON record is written indented,
@@ -20,12 +21,17 @@ import { decodeKey, encodeKey } from "../store/embedded-store.js";
 import type { ClusterStore } from "../store/store.js";
 
 /** The store's key prefixes that are backed up, each a folder of the repository. */
-export const BACKED_UP = ["nodes/", "placements/", "auctions/", "requests/", "fencing/", "drains/"] as const;
+export const BACKED_UP = ["nodes/", "placements/", "auctions/", "requests/", "fencing/", "drains/", "alerts/"] as const;
 
 const NODES = "nodes/";
+/** Under "alerts/", what telemetry raises (alerts/active/...) is not state to restore; the thresholds are. */
+const NOT_BACKED_UP = ["alerts/active/"];
 
 export function isBackedUp(key: string): boolean {
-  return BACKED_UP.some((prefix) => key.startsWith(prefix) && key.length > prefix.length);
+  return (
+    BACKED_UP.some((prefix) => key.startsWith(prefix) && key.length > prefix.length) &&
+    !NOT_BACKED_UP.some((prefix) => key.startsWith(prefix))
+  );
 }
 
 /** The record as it is backed up (a node without its heartbeat's fields); other records unchanged. */
@@ -67,13 +73,17 @@ export function recordOf(path: string, content: string): { key: string; value: s
   if (rest.includes("/")) return undefined;
   if (rest.endsWith(".json")) {
     const key = `${prefix}${decodeKey(rest.slice(0, -".json".length))}`;
+    if (!isBackedUp(key)) return undefined;
     try {
       return { key, value: JSON.stringify(JSON.parse(content)) };
     } catch {
       return undefined;
     }
   }
-  if (rest.endsWith(".txt")) return { key: `${prefix}${decodeKey(rest.slice(0, -".txt".length))}`, value: content };
+  if (rest.endsWith(".txt")) {
+    const key = `${prefix}${decodeKey(rest.slice(0, -".txt".length))}`;
+    return isBackedUp(key) ? { key, value: content } : undefined;
+  }
   return undefined;
 }
 
