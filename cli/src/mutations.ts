@@ -11,7 +11,7 @@
 import { createInterface } from "node:readline/promises";
 import type { Command } from "commander";
 import { EXIT } from "./exit-codes.js";
-import { ConnectError } from "@aether/sdk";
+import { Code, ConnectError } from "@aether/sdk";
 import { cliWords } from "./api-words.js";
 import { selectorOf, selectorOptions, selects, type Selector, type SelectorFlags } from "./selectors.js";
 import { shortId } from "./output.js";
@@ -35,14 +35,30 @@ export interface DeleteFlags extends SelectorFlags, DryRunFlags {
   yes?: boolean;
 }
 
-/** Adds --all, -l/--selector (--filter), --yes and --dry-run to a delete whose operands become optional. */
+/**
+ * Adds --all, -l/--selector (--filter), --yes and --dry-run to a delete whose operands are
+ * optional and variadic, and checks how they are combined before the action connects anywhere.
+ */
 export function deleteManyOptions(cmd: Command, kind: string): Command {
   selectorOptions(cmd);
-  return dryRunOption(
+  dryRunOption(
     cmd
       .option("--all", `every ${kind} (in the tenant, with --tenant)`)
       .option("-y, --yes", "do not ask for confirmation (needed when stdin is not a terminal)"),
   );
+  return cmd.hook("preAction", (_cmd, action) => {
+    const o = action.opts<DeleteFlags>();
+    const refs = (action.processedArgs[0] as string[] | undefined) ?? [];
+    const selector = selectorOf(o);
+    const selecting = o.all === true || selector !== undefined;
+    if (refs.length === 0 && !selecting) action.error(`error: name the ${kind}s to delete, or select them with -l/--selector or --all`);
+    if (refs.length > 0 && selecting) action.error(`error: give ${kind} names or -l/--all, not both`);
+    if (o.all === true && selector !== undefined) action.error("error: give -l/--selector or --all, not both");
+    if (selecting && o.yes !== true && o.dryRun !== true && !process.stdin.isTTY)
+      action.error(
+        `error: refusing to delete ${kind}s ${selector ? `selected by -l ${selector.text}` : "(--all)"} without confirmation: stdin is not a terminal to ask on, so add --yes (see what would go with --dry-run)`,
+      );
+  });
 }
 
 /** One object a delete would act on. */
@@ -78,16 +94,13 @@ async function ask(question: string): Promise<boolean> {
 }
 
 /**
- * Deletes what the command line names: operands, or what -l/--all selects (listed, confirmed). A
- * usage error (neither or both, or no confirmation possible) exits 2 through cmd.error before
- * anything is deleted. Failures of single deletes are reported and make the exit code 1.
+ * Deletes what the command line names: operands, or what -l/--all selects (listed, confirmed on
+ * the terminal unless --yes). deleteManyOptions checked the command line. Failures of single
+ * deletes are reported and make the exit code 1.
  */
-export async function deleteMany<T>(cmd: Command, refs: string[], o: DeleteFlags, how: DeleteMany<T>): Promise<void> {
+export async function deleteMany<T>(refs: string[], o: DeleteFlags, how: DeleteMany<T>): Promise<void> {
   const selector = selectorOf(o);
   const selecting = o.all === true || selector !== undefined;
-  if (refs.length === 0 && !selecting) cmd.error(`error: name the ${how.kind}s to delete, or select them with -l/--selector or --all`);
-  if (refs.length > 0 && selecting) cmd.error(`error: give ${how.kind} names or -l/--all, not both`);
-  if (o.all === true && selector !== undefined) cmd.error("error: give -l/--selector or --all, not both");
 
   if (!selecting) {
     for (const ref of refs) {
@@ -112,10 +125,7 @@ export async function deleteMany<T>(cmd: Command, refs: string[], o: DeleteFlags
   }
   const names = chosen.map((t) => t.name).join(", ");
   if (o.yes !== true) {
-    if (!process.stdin.isTTY)
-      cmd.error(
-        `error: refusing to delete ${plural(chosen.length, how.kind)} ${what} (${names}) without confirmation: stdin is not a terminal to ask on, so add --yes (or see them first with --dry-run)`,
-      );
+    // (stdin is a terminal: deleteManyOptions refused the command line otherwise)
     if (!(await ask(`delete ${plural(chosen.length, how.kind)} ${what}: ${names}? [y/N] `))) {
       process.stderr.write("aether: nothing deleted\n");
       return;
@@ -134,5 +144,16 @@ export async function deleteMany<T>(cmd: Command, refs: string[], o: DeleteFlags
   if (failed > 0) {
     process.stderr.write(`aether: ${failed} of ${plural(chosen.length, how.kind)} not deleted\n`);
     process.exitCode = EXIT.failed;
+  }
+}
+
+/** For a dry run's checks: whether a lookup finds its object (NOT_FOUND: false; other errors are thrown). */
+export async function exists(lookup: () => Promise<unknown>): Promise<boolean> {
+  try {
+    await lookup();
+    return true;
+  } catch (err) {
+    if (err instanceof ConnectError && err.code === Code.NotFound) return false;
+    throw err;
   }
 }

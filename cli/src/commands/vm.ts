@@ -1,18 +1,108 @@
 // aether vm create|start|stop|pause|resume|delete|list|get|wait|exec|console|logs|migrate: virtual machines.
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
-import type { Command } from "commander";
+import { InvalidArgumentError, type Command } from "commander";
 import { vm as vmApi, type AetherClient } from "@aether/sdk";
 import { withClient, type GlobalOptions } from "../client.js";
 import { EXIT } from "../exit-codes.js";
 import { durationOption, toDuration, uint32, uint64 } from "../numbers.js";
-import { age, bytes, printFields, printJson, printTable } from "../output.js";
+import {
+  age,
+  bytes,
+  forPrograms,
+  labelsText,
+  outputOptions,
+  printList,
+  printOne,
+  shortId,
+  type ListView,
+  type OutputFlags,
+} from "../output.js";
+import { deleteMany, deleteManyOptions, dryRunOption, exists, sayWould, type DeleteFlags, type DryRunFlags } from "../mutations.js";
+import { selectorOf, selectorOptions, selects, serverFilter, type SelectorFlags } from "../selectors.js";
 import { startProgress } from "../progress.js";
 import { vmMigrateCommand } from "./vm-migrate.js";
 import { parseBytes } from "../units.js";
 
 const state = (s: vmApi.VmState) => vmApi.VmState[s].toLowerCase();
 const DETACH = 0x1d; // Ctrl-]
+const accel = (a: vmApi.Acceleration) => (a ? vmApi.Acceleration[a].toLowerCase() : "-");
+
+export const VMS: ListView<vmApi.Vm> = {
+  json: vmApi.VmSchema,
+  name: (v) => v.name,
+  columns: [
+    { header: "NAME", cell: (v) => v.name },
+    { header: "TENANT", cell: (v) => v.tenant },
+    { header: "STATE", cell: (v) => state(v.state) },
+    { header: "PROFILE", cell: (v) => vmApi.VmProfile[v.profile].toLowerCase() },
+    { header: "HYPERVISOR", cell: (v) => vmApi.Hypervisor[v.hypervisor].toLowerCase() },
+    { header: "ACCEL", cell: (v) => accel(v.effectiveAcceleration) },
+    { header: "CPUS", cell: (v) => String(v.vcpus) },
+    { header: "MEMORY", cell: (v) => bytes(v.memoryBytes) },
+    { header: "AGENT", cell: (v) => (v.guestAgent ? (v.agentReady ? "ready" : "no answer") : "none") },
+    { header: "PID", cell: (v) => (v.pid ? String(v.pid) : "-") },
+    { header: "AGE", cell: (v) => age(v.createTime) },
+    { header: "ID", cell: (v) => shortId(v.id), whole: (v) => v.id, wideOnly: true },
+    { header: "LABELS", cell: (v) => labelsText(v.labels), wideOnly: true },
+    { header: "REASON", cell: (v) => v.stateReason || "-", wideOnly: true },
+  ],
+};
+
+function vmFields(v: vmApi.Vm): Array<[string, string]> {
+  return [
+    ["id", v.id],
+    ["name", v.name],
+    ["tenant", v.tenant],
+    ["state", `${state(v.state)}${v.stateReason ? `: ${v.stateReason}` : ""}`],
+    ["profile", vmApi.VmProfile[v.profile].toLowerCase()],
+    ["hypervisor", vmApi.Hypervisor[v.hypervisor].toLowerCase()],
+    ["acceleration", `${vmApi.Acceleration[v.acceleration].toLowerCase()} (running: ${accel(v.effectiveAcceleration)})`],
+    ["cpus / memory", `${v.vcpus} / ${bytes(v.memoryBytes)}`],
+    ["disks", v.disks.map((d) => `${d.resolvedPath}${d.readOnly ? " (ro)" : ""}`).join(", ") || "-"],
+    ["nics", v.nics.map((n) => `${n.bridge} ${n.mac} via ${n.tapDevice}`).join(", ") || "-"],
+    ["agent", v.guestAgent ? (v.agentReady ? "ready" : "not answering") : "none"],
+    ["pid", v.pid ? String(v.pid) : "-"],
+    ["labels", labelsText(v.labels)],
+    ["console log", v.consoleLogPath],
+  ];
+}
+
+/** Every page of ListVms. */
+async function listVms(aether: AetherClient, tenant: string, filter: string): Promise<vmApi.Vm[]> {
+  const all: vmApi.Vm[] = [];
+  let pageToken = "";
+  do {
+    const page = await aether.vm.listVms({ tenant, filter, pageSize: 1000, pageToken });
+    all.push(...page.vms);
+    pageToken = page.nextPageToken;
+  } while (pageToken !== "");
+  return all;
+}
+
+async function getVm(aether: AetherClient, ref: string, tenant: string): Promise<vmApi.Vm> {
+  const { vm: v } = await aether.vm.getVm({ vm: ref, tenant });
+  if (!v) throw new Error("aetherd returned no VM");
+  return v;
+}
+
+/** A VM's refusal of an action in its state, as far as the CLI can tell (aetherd has the last word). */
+function refusal(v: vmApi.Vm, action: "start" | "stop" | "pause" | "resume" | "delete", force = false): string | undefined {
+  const running = [vmApi.VmState.RUNNING, vmApi.VmState.STARTING, vmApi.VmState.PAUSED].includes(v.state);
+  if (action === "start" && running) return `${v.name} is ${state(v.state)} already`;
+  if (action === "stop" && !running) return `${v.name} is ${state(v.state)}, not running`;
+  if (action === "pause" && v.state !== vmApi.VmState.RUNNING) return `${v.name} is ${state(v.state)}, not running`;
+  if (action === "resume" && v.state !== vmApi.VmState.PAUSED) return `${v.name} is ${state(v.state)}, not paused`;
+  if (action === "delete" && running && !force) return `${v.name} is ${state(v.state)}; stop it first or add --force`;
+  return undefined;
+}
+
+/** A dry run of an action on one VM: looks it up and says what would happen. */
+async function wouldDo(aether: AetherClient, ref: string, tenant: string, action: "start" | "stop" | "pause" | "resume"): Promise<void> {
+  const v = await getVm(aether, ref, tenant);
+  const no = refusal(v, action);
+  sayWould(`${action} vm ${v.name} (${shortId(v.id)}, ${state(v.state)})${no ? `, but aetherd would refuse: ${no}` : ""}`);
+}
 
 async function waitReady(
   aether: AetherClient,
@@ -50,8 +140,7 @@ export function vmCommands(program: Command): void {
   const vm = program.command("vm").description("virtual machines: QEMU microVMs and persistent VMs, Firecracker where installed");
   const globals = () => program.opts<GlobalOptions>();
 
-  const create = vm
-    .command("create")
+  const create = dryRunOption(outputOptions(vm.command("create")))
     .description("create a VM (and start it with --start)")
     .argument("<name>", "a name unique in the tenant")
     .option("--kernel <path>", "boot this kernel directly (one of --kernel, --image, --boot-volume)")
@@ -80,12 +169,16 @@ export function vmCommands(program: Command): void {
     .option("--tenant <tenant>", "owning tenant", "")
     .option("--start", "start it right away")
     .option("--wait", "with --start: wait until the guest is ready (shows progress); exits 1 if it fails")
-    .option("--json", "print the VM as JSON")
+    .option("--label <key=value>", "label to attach (repeatable), for -l selectors", (v: string, p: Record<string, string> = {}) => {
+      const eq = v.indexOf("=");
+      if (eq <= 0) throw new InvalidArgumentError(`label ${JSON.stringify(v)} is not KEY=VALUE`);
+      return { ...p, [v.slice(0, eq)]: v.slice(eq + 1) };
+    })
     .addHelpText(
       "after",
-      "\nExamples:\n  aether vm create web --kernel vmlinuz --initrd initrd.img --memory 512M --start --wait\n  aether vm create app --image debian --disk-size 20G --volume data --start --wait\n  aether vm create db --profile persistent --disk /srv/db.qcow2 --nic br0 --user-data init.sh --start",
+      "\nExamples:\n  aether vm create web --kernel vmlinuz --initrd initrd.img --memory 512M --start --wait\n  aether vm create app --image debian --disk-size 20G --volume data --label team=a --start --wait\n  aether vm create db --profile persistent --disk /srv/db.qcow2 --nic br0 --user-data init.sh --start\n  aether vm create app --image debian --dry-run",
     )
-    .action(async (name: string, o: Record<string, string | number | bigint | boolean | string[] | undefined>) => {
+    .action(async (name: string, o: Record<string, string | number | bigint | boolean | string[] | Record<string, string> | undefined>) => {
       // Usage errors are found before connecting, so they exit 2 without reaching aetherd.
       const boots = [o.kernel, o.image, o.bootVolume].filter((b) => typeof b === "string");
       if (boots.length !== 1)
@@ -94,8 +187,10 @@ export function vmCommands(program: Command): void {
         );
       if (o.diskSize !== undefined && typeof o.image !== "string")
         create.error("error: --disk-size sizes the clone made by --image; use aether storage resize for a volume");
+      const json = forPrograms(o as OutputFlags);
       return withClient(globals(), async (aether) => {
         const read = (f: unknown) => (typeof f === "string" ? readFileSync(f, "utf8") : "");
+        if (o.dryRun === true) return dryRunCreate(aether, name, o);
         const boot =
           typeof o.kernel === "string"
             ? {
@@ -117,6 +212,7 @@ export function vmCommands(program: Command): void {
         const { vm: created } = await aether.vm.createVm({
           name,
           tenant: String(o.tenant ?? ""),
+          labels: (o.label as Record<string, string> | undefined) ?? {},
           profile: o.profile === "persistent" ? vmApi.VmProfile.PERSISTENT : vmApi.VmProfile.EPHEMERAL,
           hypervisor:
             o.hypervisor === "qemu"
@@ -147,48 +243,47 @@ export function vmCommands(program: Command): void {
         });
         let shown = created;
         const waited =
-          o.start && o.wait
-            ? await waitReady(aether, name, String(o.tenant ?? ""), Number(o.watchdog) + 10_000, o.json === true)
-            : undefined;
+          o.start && o.wait ? await waitReady(aether, name, String(o.tenant ?? ""), Number(o.watchdog) + 10_000, json) : undefined;
         if (waited) shown = waited;
         // The id is printed even when the guest failed: the VM exists, and a script may delete it.
-        if (o.json && shown) printJson(vmApi.VmSchema, shown);
+        if (json && shown) printOne(o as OutputFlags, VMS, shown);
         else process.stdout.write(`${created?.id}\n`);
-        if (o.start && o.wait) readyOrFail(name, waited, o.json === true);
+        if (o.start && o.wait) readyOrFail(name, waited, json);
       });
     });
 
   /** A command that targets one VM by id or name. */
   vmMigrateCommand(vm, globals);
-  const simple = (cmd: string, description: string) =>
-    vm
-      .command(cmd)
+  const simple = (cmd: "start" | "stop" | "pause" | "resume", description: string) =>
+    dryRunOption(outputOptions(vm.command(cmd)))
       .description(description)
       .argument("<vm>", "id or name")
       .option("--tenant <tenant>", "tenant to resolve a name in", "")
-      .option("--json", "print the VM as JSON");
+      .addHelpText("after", `\nExamples:\n  aether vm ${cmd} web\n  aether vm ${cmd} web --dry-run\n  aether vm ${cmd} web -o json`);
   simple("start", "start a created or stopped VM")
     .option("--wait", "wait until the guest is ready; exits 1 if it fails")
     .addOption(durationOption("-t, --timeout <duration>", "with --wait: give up after this long", 300_000))
-    .action(async (ref: string, o: { tenant: string; json?: boolean; wait?: boolean; timeout: number }) =>
+    .action(async (ref: string, o: { tenant: string; wait?: boolean; timeout: number } & OutputFlags & DryRunFlags) =>
       withClient(globals(), async (aether) => {
+        if (o.dryRun) return wouldDo(aether, ref, o.tenant, "start");
         const { vm: started } = await aether.vm.startVm({ vm: ref, tenant: o.tenant });
-        const waited = o.wait ? await waitReady(aether, ref, o.tenant, o.timeout, o.json === true) : undefined;
+        const waited = o.wait ? await waitReady(aether, ref, o.tenant, o.timeout, forPrograms(o)) : undefined;
         const v = waited ?? started;
-        if (o.json && v) printJson(vmApi.VmSchema, v);
-        if (o.wait) readyOrFail(ref, waited, o.json === true);
+        if (forPrograms(o) && v) printOne(o, VMS, v);
+        if (o.wait) readyOrFail(ref, waited, forPrograms(o));
       }),
     );
   simple("stop", "power off gracefully, forced after the timeout")
     .addOption(durationOption("-t, --timeout <duration>", "how long the guest may take to power off", 30_000))
     .option("--force", "power off at once")
-    .action(async (ref: string, o: { tenant: string; json?: boolean; timeout: number; force?: boolean }) =>
+    .action(async (ref: string, o: { tenant: string; timeout: number; force?: boolean } & OutputFlags & DryRunFlags) =>
       withClient(globals(), async (aether) => {
-        const spinner = startProgress(`stopping ${ref}`, o.json === true);
+        if (o.dryRun) return wouldDo(aether, ref, o.tenant, "stop");
+        const spinner = startProgress(`stopping ${ref}`, forPrograms(o));
         try {
           const { vm: v } = await aether.vm.stopVm({ vm: ref, tenant: o.tenant, timeout: toDuration(o.timeout), force: o.force ?? false });
           spinner?.succeed(`${ref}: ${v?.stateReason}`);
-          if (o.json && v) printJson(vmApi.VmSchema, v);
+          if (forPrograms(o) && v) printOne(o, VMS, v);
         } catch (err) {
           spinner?.stop();
           throw err;
@@ -199,102 +294,93 @@ export function vmCommands(program: Command): void {
     ["pause", "freeze the guest's CPUs"],
     ["resume", "unfreeze a paused guest"],
   ] as const) {
-    simple(cmd, description).action(async (ref: string, o: { tenant: string; json?: boolean }) =>
+    simple(cmd, description).action(async (ref: string, o: { tenant: string } & OutputFlags & DryRunFlags) =>
       withClient(globals(), async (aether) => {
+        if (o.dryRun) return wouldDo(aether, ref, o.tenant, cmd);
         const { vm: v } =
           cmd === "pause"
             ? await aether.vm.pauseVm({ vm: ref, tenant: o.tenant })
             : await aether.vm.resumeVm({ vm: ref, tenant: o.tenant });
-        if (o.json && v) printJson(vmApi.VmSchema, v);
+        if (forPrograms(o) && v) printOne(o, VMS, v);
       }),
     );
   }
-  vm.command("delete")
+  const remove = vm
+    .command("delete")
     .alias("rm")
-    .description("delete a VM (refused while it runs, unless --force)")
-    .argument("<vm>", "id or name")
-    .option("--tenant <tenant>", "tenant to resolve a name in", "")
-    .option("--force", "stop it first if it runs")
-    .action(async (ref: string, o: { tenant: string; force?: boolean }) =>
-      withClient(globals(), async (aether) => {
-        await aether.vm.deleteVm({ vm: ref, tenant: o.tenant, force: o.force ?? false });
-      }),
+    .description("delete VMs (refused while one runs, unless --force): by name, by label selector, or all")
+    .argument("[vm...]", "ids or names")
+    .option("--tenant <tenant>", "tenant to resolve names in (and to select in)", "")
+    .option("--force", "stop them first if they run")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  aether vm delete web\n  aether vm delete web --force\n  aether vm delete -l team=a --dry-run\n  aether vm delete -l team=a --force --yes",
+    )
+    .action(async (refs: string[], o: { tenant: string; force?: boolean } & DeleteFlags) =>
+      withClient(globals(), async (aether) =>
+        deleteMany(refs, o, {
+          kind: "VM",
+          list: (selector) => listVms(aether, o.tenant, serverFilter(selector)),
+          labels: (v) => v.labels,
+          target: (v) => {
+            const no = refusal(v, "delete", o.force === true);
+            return { name: v.name, id: v.id, ...(no !== undefined && { refusal: no }) };
+          },
+          get: (ref) => getVm(aether, ref, o.tenant),
+          remove: async (ref) => {
+            await aether.vm.deleteVm({ vm: ref, tenant: o.tenant, force: o.force ?? false });
+          },
+        }),
+      ),
     );
+  deleteManyOptions(remove, "VM");
 
-  vm.command("list")
+  const list = vm
+    .command("list")
     .alias("ls")
     .description("VMs on the node, newest first")
     .option("--tenant <tenant>", "only this tenant", "")
-    .option("--json", "print as JSON")
-    .action(async (o: { tenant: string; json?: boolean }) =>
+    .addHelpText(
+      "after",
+      "\nExamples:\n  aether vm list\n  aether vm list -l team=a -o wide\n  aether vm list -o name | xargs -n1 aether vm stop\n  aether vm ls --json",
+    )
+    .action(async (o: { tenant: string } & SelectorFlags & OutputFlags) =>
       withClient(globals(), async (aether) => {
-        const { vms } = await aether.vm.listVms({ tenant: o.tenant, pageSize: 1000 });
-        if (o.json) return printJson(vmApi.VmSchema, vms);
-        printTable(
-          ["NAME", "TENANT", "STATE", "PROFILE", "HYPERVISOR", "ACCEL", "CPUS", "MEMORY", "AGENT", "PID", "AGE"],
-          vms.map((v) => [
-            v.name,
-            v.tenant,
-            state(v.state),
-            vmApi.VmProfile[v.profile].toLowerCase(),
-            vmApi.Hypervisor[v.hypervisor].toLowerCase(),
-            v.effectiveAcceleration ? vmApi.Acceleration[v.effectiveAcceleration].toLowerCase() : "-",
-            String(v.vcpus),
-            bytes(v.memoryBytes),
-            v.guestAgent ? (v.agentReady ? "ready" : "no answer") : "none",
-            v.pid ? String(v.pid) : "-",
-            age(v.createTime),
-          ]),
+        const selector = selectorOf(o);
+        const vms = await listVms(aether, o.tenant, serverFilter(selector));
+        printList(
+          o,
+          VMS,
+          vms.filter((v) => selects(selector, v.labels)),
         );
       }),
     );
+  selectorOptions(outputOptions(list, "list"));
 
-  vm.command("get")
+  outputOptions(vm.command("get"))
     .description("one VM in detail")
     .argument("<vm>", "id or name")
     .option("--tenant <tenant>", "tenant to resolve a name in", "")
-    .option("--json", "print as JSON")
-    .action(async (ref: string, o: { tenant: string; json?: boolean }) =>
-      withClient(globals(), async (aether) => {
-        const { vm: v } = await aether.vm.getVm({ vm: ref, tenant: o.tenant });
-        if (!v) throw new Error("aetherd returned no VM");
-        if (o.json) return printJson(vmApi.VmSchema, v);
-        printFields([
-          ["id", v.id],
-          ["name", v.name],
-          ["tenant", v.tenant],
-          ["state", `${state(v.state)}${v.stateReason ? `: ${v.stateReason}` : ""}`],
-          ["profile", vmApi.VmProfile[v.profile].toLowerCase()],
-          ["hypervisor", vmApi.Hypervisor[v.hypervisor].toLowerCase()],
-          [
-            "acceleration",
-            `${vmApi.Acceleration[v.acceleration].toLowerCase()} (running: ${v.effectiveAcceleration ? vmApi.Acceleration[v.effectiveAcceleration].toLowerCase() : "-"})`,
-          ],
-          ["cpus / memory", `${v.vcpus} / ${bytes(v.memoryBytes)}`],
-          ["disks", v.disks.map((d) => `${d.resolvedPath}${d.readOnly ? " (ro)" : ""}`).join(", ") || "-"],
-          ["nics", v.nics.map((n) => `${n.bridge} ${n.mac} via ${n.tapDevice}`).join(", ") || "-"],
-          ["agent", v.guestAgent ? (v.agentReady ? "ready" : "not answering") : "none"],
-          ["pid", v.pid ? String(v.pid) : "-"],
-          ["console log", v.consoleLogPath],
-        ]);
-      }),
+    .addHelpText("after", "\nExamples:\n  aether vm get web\n  aether vm get web -o yaml\n  aether vm get web --json | jq -r .state")
+    .action(async (ref: string, o: { tenant: string } & OutputFlags) =>
+      withClient(globals(), async (aether) => printOne(o, VMS, await getVm(aether, ref, o.tenant), vmFields)),
     );
 
-  vm.command("wait")
+  outputOptions(vm.command("wait"))
     .description("wait until the guest is ready (agent answers); exits 1 if it fails")
     .argument("<vm>", "id or name")
     .option("--tenant <tenant>", "tenant to resolve a name in", "")
     .addOption(durationOption("-t, --timeout <duration>", "give up after this long", 300_000))
-    .option("--json", "print the VM as JSON")
-    .action(async (ref: string, o: { tenant: string; timeout: number; json?: boolean }) =>
+    .addHelpText("after", "\nExamples:\n  aether vm wait web\n  aether vm wait web --timeout 5m --json")
+    .action(async (ref: string, o: { tenant: string; timeout: number } & OutputFlags) =>
       withClient(globals(), async (aether) => {
-        const v = await waitReady(aether, ref, o.tenant, o.timeout, o.json === true);
-        if (o.json && v) printJson(vmApi.VmSchema, v);
-        readyOrFail(ref, v, o.json === true);
+        const v = await waitReady(aether, ref, o.tenant, o.timeout, forPrograms(o));
+        if (forPrograms(o) && v) printOne(o, VMS, v);
+        readyOrFail(ref, v, forPrograms(o));
       }),
     );
 
-  vm.command("exec")
+  outputOptions(vm.command("exec"))
     .description("run a command in the guest (through its agent); exits with the command's exit code")
     .argument("<vm>", "id or name")
     .argument("<argv...>", "absolute program path in the guest, then its arguments (everything from it on is the program's; -- optional)")
@@ -304,16 +390,15 @@ export function vmCommands(program: Command): void {
       [v.split("=")[0] ?? ""]: v.split("=").slice(1).join("="),
     }))
     .addOption(durationOption("-t, --timeout <duration>", "give up after this long", 60_000))
-    .option("--json", "print the result as JSON")
     .addHelpText(
       "after",
       "\nExamples:\n  aether vm exec web /bin/uname -a\n  aether vm exec web --timeout 5m -- /bin/sh -c 'cat /etc/hostname'",
     )
-    .action(async (ref: string, argv: string[], o: { tenant: string; env?: Record<string, string>; timeout: number; json?: boolean }) => {
+    .action(async (ref: string, argv: string[], o: { tenant: string; env?: Record<string, string>; timeout: number } & OutputFlags) => {
       let code = 0;
       await withClient(globals(), async (aether) => {
         const r = await aether.vm.execVm({ vm: ref, tenant: o.tenant, argv, env: o.env ?? {}, timeout: toDuration(o.timeout) });
-        if (o.json) printJson(vmApi.ExecVmResponseSchema, r);
+        if (forPrograms(o)) printOne(o, { json: vmApi.ExecVmResponseSchema, name: () => ref }, r);
         else {
           process.stdout.write(r.stdout);
           process.stderr.write(r.stderr);
@@ -329,6 +414,7 @@ export function vmCommands(program: Command): void {
     .option("--tenant <tenant>", "tenant to resolve a name in", "")
     .option("-f, --follow", "keep streaming until the VM stops")
     .option("--tail <bytes>", "start with the last N bytes", uint64)
+    .addHelpText("after", "\nExamples:\n  aether vm logs web\n  aether vm logs web -f --tail 4096")
     .action(async (ref: string, o: { tenant: string; follow?: boolean; tail?: bigint }) =>
       withClient(globals(), async (aether) => {
         for await (const c of aether.vm.streamConsole({ vm: ref, tenant: o.tenant, follow: o.follow ?? false, tailBytes: o.tail }))
@@ -340,6 +426,7 @@ export function vmCommands(program: Command): void {
     .description(`interactive serial console; Ctrl-] detaches`)
     .argument("<vm>", "id or name")
     .option("--tenant <tenant>", "tenant to resolve a name in", "")
+    .addHelpText("after", "\nExamples:\n  aether vm console web")
     .action(async (ref: string, o: { tenant: string }) =>
       withClient(globals(), async (aether) => {
         const tty = process.stdin.isTTY;
@@ -375,4 +462,25 @@ export function vmCommands(program: Command): void {
         }
       }),
     );
+}
+
+/**
+ * vm create --dry-run: the name must be free, and the image, volumes and cell it names must exist;
+ * host paths (kernel, disks) are aetherd's to check where it runs.
+ */
+async function dryRunCreate(aether: AetherClient, name: string, o: Record<string, unknown>): Promise<void> {
+  const tenant = String(o.tenant ?? "");
+  if (await exists(() => getVm(aether, name, tenant)))
+    return sayWould(`create vm ${name}, but aetherd would refuse: a VM named ${name} exists in the tenant`);
+  if (typeof o.image === "string") await aether.storage.getImage({ image: o.image, tenant });
+  const volumes = [...(typeof o.bootVolume === "string" ? [o.bootVolume] : []), ...((o.volume as string[] | undefined) ?? [])];
+  for (const v of volumes) await aether.storage.getVolume({ volume: v.replace(/:ro$/, ""), tenant });
+  if (typeof o.cell === "string" && o.cell !== "") await aether.cells.getCell({ cell: o.cell, tenant });
+  const boot =
+    typeof o.kernel === "string"
+      ? `kernel ${o.kernel}`
+      : typeof o.image === "string"
+        ? `a clone of image ${o.image}`
+        : `volume ${String(o.bootVolume)}`;
+  sayWould(`create vm ${name} booting ${boot}${o.start === true ? " and start it" : ""}`);
 }
