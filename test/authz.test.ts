@@ -412,6 +412,13 @@ function crossById(ids: Record<string, string>): Record<string, { init: Record<s
     "AggregatorService/GetAuction": unimplemented(),
     "AggregatorService/ListAuctions": unimplemented(),
     "AggregatorService/StreamClusterEvents": unimplemented(),
+    "AggregatorService/CreateDeployment": unimplemented(),
+    "AggregatorService/GetDeployment": unimplemented(),
+    "AggregatorService/ListDeployments": unimplemented(),
+    "AggregatorService/UpdateDeployment": unimplemented(),
+    "AggregatorService/DeleteDeployment": unimplemented(),
+    "AggregatorService/ScaleDeployment": unimplemented(),
+    "AggregatorService/WatchDeployment": unimplemented(),
     // Maintenance and backups are the operators' (a tenant's role has no row for them).
     "AggregatorService/CordonNode": denied({ node: "b-node" }),
     "AggregatorService/DrainNode": denied({ node: "b-node" }),

@@ -19,6 +19,7 @@
 //   events/       the cluster event log and its streams
 //   backup/       the cluster's state committed to git on every change (batched), listed, restored
 //   alerts/       thresholds held against the nodes' telemetry and lease ages; active alerts
+//   deployments/  deployments (a template, N instances, a revision) and the reconcile loop that keeps them
 //   service/      the RPC handlers and the mapping of failures to RPC codes
 //
 // Because a placement is durable before any node is asked to provision, a replica that takes over
@@ -27,6 +28,14 @@
 import type { ConnectError } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import type {
+  CreateDeploymentRequest,
+  DeleteDeploymentRequest,
+  Deployment,
+  GetDeploymentRequest,
+  ListDeploymentsRequest,
+  ScaleDeploymentRequest,
+  UpdateDeploymentRequest,
+  WatchDeploymentRequest,
   Alert,
   AlertThreshold,
   AuctionRecord,
@@ -80,6 +89,10 @@ import type { ObservedAggregator } from "./metrics/metrics.js";
 import type { HealthCheck } from "@aether/sdk/gen/aether/node/v1/node_pb";
 import { clusterHealth } from "./service/health.js";
 import { Alerts, checkTelemetry } from "./alerts/alerts.js";
+import { DeploymentBook } from "./deployments/book.js";
+import { Deployments, type DeploymentView } from "./deployments/deployments.js";
+import { Reconciler } from "./deployments/reconcile.js";
+import { KeyedMutex } from "./util.js";
 
 export const DEFAULT_AUCTION_WINDOW_MS = 250;
 export const DEFAULT_LEASE_TTL_MS = 15_000;
@@ -119,6 +132,8 @@ export interface AggregatorOptions {
   backup?: BackupSettings;
   /** Alert thresholds by name ([alerts] in the configuration) over the defaults (alerts/thresholds.ts). */
   alertThresholds?: Record<string, number>;
+  /** How often the deployments' reconcile loop asks the nodes which instances ended (1 s). */
+  reconcileIntervalMs?: number;
   log?: Logger;
 }
 
@@ -143,6 +158,9 @@ export class Aggregator {
   private readonly maintenance: Maintenance;
   private readonly backups: Backups | undefined;
   private readonly alerts: Alerts;
+  private readonly deploymentBook: DeploymentBook;
+  private readonly reconciler: Reconciler;
+  private readonly deployments: Deployments;
   private readonly ctx: Context;
   private readonly fencer: Fencer;
   private readonly startMs = Date.now();
@@ -219,6 +237,13 @@ export class Aggregator {
       },
     );
     this.membership = new Membership(this.ctx, this.deadman, this.replacement);
+    this.deploymentBook = new DeploymentBook(this.store, this.log.child({ room: "deployments" }));
+    this.book.saved.add((p) => {
+      if (p.deployment !== "") this.deploymentBook.changed();
+    });
+    const deploymentLocks = new KeyedMutex();
+    this.reconciler = new Reconciler(this.ctx, this.runner, this.deploymentBook, deploymentLocks, options.reconcileIntervalMs);
+    this.deployments = new Deployments(this.ctx, this.deploymentBook, this.reconciler, deploymentLocks);
     this.maintenance = new Maintenance(
       this.ctx,
       new Moves(this.ctx, this.runner),
@@ -279,6 +304,7 @@ export class Aggregator {
     await this.book.load();
     await this.maintenance.load();
     await this.alerts.load();
+    await this.deploymentBook.load();
   }
 
   /** This replica leads now. */
@@ -287,6 +313,7 @@ export class Aggregator {
     this.deadman.start();
     this.backups?.start();
     this.alerts.start();
+    this.reconciler.start();
     this.log.info(
       {
         replica: this.replica,
@@ -304,11 +331,13 @@ export class Aggregator {
     this.backups?.stop();
     this.deadman.stop();
     this.alerts.stop();
+    this.reconciler.stop();
     this.maintenance.stop(why);
     this.streams.endAll(why);
     this.registry.reset();
     this.events.reset();
     this.book.reset();
+    this.deploymentBook.reset();
   }
 
   /** A restore: the rooms stand down, the store is rewritten, and they read it again as on a take-over. */
@@ -499,6 +528,38 @@ export class Aggregator {
 
   async setAlertThreshold(name: string, value: number): Promise<AlertThreshold> {
     return this.guarded(() => this.alerts.setThreshold(name, value));
+  }
+
+  // ---------------------------------------------------------------- deployments
+
+  async createDeployment(req: CreateDeploymentRequest): Promise<Deployment> {
+    return this.guarded(() => this.deployments.create(req));
+  }
+
+  async getDeployment(req: GetDeploymentRequest): Promise<DeploymentView> {
+    return this.guarded(async () => this.deployments.get(req));
+  }
+
+  async listDeployments(req: ListDeploymentsRequest): Promise<{ deployments: Deployment[]; nextPageToken: string }> {
+    return this.guarded(async () => this.deployments.list(req));
+  }
+
+  async updateDeployment(req: UpdateDeploymentRequest): Promise<{ deployment: Deployment; templateChanged: boolean }> {
+    return this.guarded(() => this.deployments.update(req));
+  }
+
+  async scaleDeployment(req: ScaleDeploymentRequest): Promise<Deployment> {
+    return this.guarded(() => this.deployments.scale(req));
+  }
+
+  async deleteDeployment(req: DeleteDeploymentRequest): Promise<Deployment> {
+    return this.guarded(() => this.deployments.delete(req));
+  }
+
+  /** The deployment and its instances, again at every change, until it is gone or leadership is lost (UNAVAILABLE). */
+  async *watchDeployment(req: WatchDeploymentRequest, signal?: AbortSignal): AsyncGenerator<DeploymentView> {
+    yield* this.guardedStream(() => this.deployments.watch(req, signal, () => !this.election.isLeader));
+    if (!this.election.isLeader && !signal?.aborted) throw unavailable(await this.standbySentence());
   }
 
   // ---------------------------------------------------------------- events

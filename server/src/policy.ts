@@ -75,9 +75,17 @@ export const ROLES: Record<RoleName, Role> = {
       "aether.auction.v1.AggregatorService/GetAuction",
       "aether.auction.v1.AggregatorService/ListAuctions",
       "aether.auction.v1.AggregatorService/StreamClusterEvents",
+      // Its own deployments (their instances are its placements).
+      "aether.auction.v1.AggregatorService/CreateDeployment",
+      "aether.auction.v1.AggregatorService/GetDeployment",
+      "aether.auction.v1.AggregatorService/ListDeployments",
+      "aether.auction.v1.AggregatorService/UpdateDeployment",
+      "aether.auction.v1.AggregatorService/DeleteDeployment",
+      "aether.auction.v1.AggregatorService/ScaleDeployment",
+      "aether.auction.v1.AggregatorService/WatchDeployment",
     ],
     deny: [],
-    summary: "its own tenant's executables, cells, VMs, volumes, logs, events, audit records, placements and auctions",
+    summary: "its own tenant's executables, cells, VMs, volumes, logs, events, audit records, placements, auctions and deployments",
   },
 };
 

@@ -104,7 +104,7 @@ export function normalizeSpec(input: WorkloadSpec | undefined): WorkloadSpec {
 }
 
 /** The spec as nodes see it: the workload's id, and the kind's name/tenant/request_id from the workload. */
-function setIdentity(spec: WorkloadSpec, workloadId: string): void {
+export function setIdentity(spec: WorkloadSpec, workloadId: string): void {
   spec.workloadId = workloadId;
   if (spec.kind.case !== undefined) {
     spec.kind.value.name = spec.name;

@@ -9,6 +9,8 @@ import type { ConnectError } from "@connectrpc/connect";
 import {
   AuctionRecordSchema,
   AuctionState,
+  BidBreakdownSchema,
+  BidFactorSchema,
   AuctionTrigger,
   BidOutcome,
   ClusterEventKind,
@@ -17,6 +19,7 @@ import {
   RequestBidRequestSchema,
   WorkloadPlacementSchema,
   type AuctionRecord,
+  type Bid,
   type DeployResponse,
   type ExecuteProvisioningResponse,
   type Node,
@@ -26,7 +29,7 @@ import {
 import { describeError, duration, failedPrecondition, preciseNow, resourceExhausted, timestamp, unavailable } from "@aether/server";
 import type { Context } from "../context.js";
 import { compareStrings } from "../util.js";
-import { collectBids, decide, diskWearOf, whyNoBid, type BidTarget, type Contender, type Decision } from "./auction.js";
+import { collectBids, decide, diskWearOf, MIN_SCORE, whyNoBid, type BidTarget, type Contender, type Decision } from "./auction.js";
 
 export interface AuctionJob {
   /** Normalized, with workload_id and the kind's name/tenant/request_id set. */
@@ -40,6 +43,41 @@ export interface AuctionJob {
   exclude?: string[];
   /** Set when the workload moves off a fenced node: for the WORKLOAD_REPLACED event's attributes. */
   fenced?: { node: string; lastHeartbeatMs: number };
+  /** Set for a deployment's instance: nodes that already run instances of it see their bids scaled down. */
+  spread?: Spread;
+}
+
+/**
+ * Spreading the instances of one deployment: a node that already runs k of them has its score
+ * divided by 1 + k (at least 1), recorded as a "deployment_spread" factor of its bid's breakdown.
+ */
+export interface Spread {
+  /** What the factor's sentence names ("deployment web"). */
+  what: string;
+  /** How many instances the node runs (or an auction decided for it moments ago). */
+  on(node: string): number;
+  /** The auction decided for node: count it there until its placement says so. */
+  claim(node: string): void;
+}
+
+/** Scales down the bids of nodes that already run instances of the same deployment (see Spread). */
+export function applySpread(bids: Bid[], spread: Spread): void {
+  for (const bid of bids) {
+    if (bid.outcome !== BidOutcome.BID) continue;
+    const k = spread.on(bid.node);
+    if (k === 0) continue;
+    const before = bid.score;
+    bid.score = Math.max(MIN_SCORE, Math.round(before / (1 + k)));
+    bid.breakdown ??= create(BidBreakdownSchema);
+    bid.breakdown.factors.push(
+      create(BidFactorSchema, {
+        name: "deployment_spread",
+        value: 1 / (1 + k),
+        weight: 1,
+        detail: `${k} instance(s) of ${spread.what} already on this node: the aggregator divided the node's score ${before} by ${1 + k}`,
+      }),
+    );
+  }
 }
 
 export function resourceIdOf(response: ExecuteProvisioningResponse): string {
@@ -69,7 +107,7 @@ export class AuctionRunner {
     placement.auctionHistory.push(auctionId);
     if (placement.state !== PlacementState.REPLACING) placement.state = PlacementState.BIDDING;
 
-    const { decision, noBidder } = await this.bidAndDecide(record, spec, job.windowMs, job.exclude ?? []);
+    const { decision, noBidder } = await this.bidAndDecide(record, spec, job.windowMs, job.exclude ?? [], job.spread);
     if (noBidder !== undefined) return this.fail(record, placement, job, noBidder, t0, resourceExhausted);
     const first = decision.order[0] as Contender;
     void this.ctx.emit({
@@ -200,6 +238,7 @@ export class AuctionRunner {
     spec: WorkloadSpec,
     windowMs: number,
     exclude: string[],
+    spread?: Spread,
   ): Promise<{ decision: Decision; noBidder: string | undefined }> {
     const auctionId = record.id;
     // Who is asked: READY nodes on duty (not cordoned, draining, drained...) the spec does not rule out.
@@ -237,6 +276,7 @@ export class AuctionRunner {
     }
 
     const tDecide = performance.now();
+    if (spread) applySpread(bidding.bids, spread);
     const counts = this.ctx.book.counts();
     const contenders: Contender[] = bidding.bids
       .filter((b) => b.outcome === BidOutcome.BID)
@@ -252,6 +292,8 @@ export class AuctionRunner {
         };
       });
     const decision = decide(contenders);
+    // Counted at once: the next auction of the same deployment may decide before this placement is saved.
+    if (spread && decision.order[0]) spread.claim(decision.order[0].node);
     record.decisionDuration = duration(performance.now() - tDecide);
     record.tieBreakReason = decision.tieBreakReason;
 

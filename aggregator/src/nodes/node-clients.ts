@@ -1,4 +1,5 @@
-// Clients of the nodes' BidService (and VmService on the same connection, for a drain's live migrations): one HTTP/2
+// Clients of the nodes' BidService (and VmService on the same connection, for a drain's live migrations;
+// ExecutableService and VmService's lists for a deployment's reconcile loop): one HTTP/2
 // connection per node (name and address), reused by every auction.
 // unix:///path.sock is a local aetherd; https://host:port is aetherd's TCP listener, which requires
 // a client certificate from the cluster CA (--node-tls-ca/--node-tls-cert/--node-tls-key); plain
@@ -15,6 +16,7 @@ import { createClient, type Client } from "@connectrpc/connect";
 import { createConnectTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { BidService } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { VmService } from "@aether/sdk/gen/aether/vm/v1/vm_pb";
+import { ExecutableService } from "@aether/sdk/gen/aether/runtime/v1/runtime_pb";
 import { NodeService } from "@aether/sdk/gen/aether/node/v1/node_pb";
 import { trustDomainOf, uriSans } from "@aether/server";
 import { nodeAddress } from "../validate.js";
@@ -43,6 +45,8 @@ interface Connection {
   vm: Client<typeof VmService>;
   /** NodeService: the cluster's health asks each node for its own. */
   node: Client<typeof NodeService>;
+  /** ExecutableService: a deployment's reconcile loop asks which of its instances still run. */
+  runtime: Client<typeof ExecutableService>;
   sessions: Http2SessionManager;
 }
 
@@ -65,6 +69,11 @@ export class NodeClients {
   /** The NodeService client for a registered node (its health), on the same connection. */
   node(node: NodeTarget): Client<typeof NodeService> {
     return this.connection(node).node;
+  }
+
+  /** The ExecutableService client for a registered node, on the same connection (same identity checks). */
+  runtime(node: NodeTarget): Client<typeof ExecutableService> {
+    return this.connection(node).runtime;
   }
 
   /** The VmService client for a registered node, on the same connection (same identity checks). */
@@ -105,6 +114,7 @@ export class NodeClients {
       client: createClient(BidService, transport),
       vm: createClient(VmService, transport),
       node: createClient(NodeService, transport),
+      runtime: createClient(ExecutableService, transport),
       sessions,
     };
   }

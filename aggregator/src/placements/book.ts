@@ -49,6 +49,8 @@ export class PlacementBook {
   readonly inflightWorkloads = new Set<string>();
   /** "<tenant>/<name>" of deploys that have no placement record yet. */
   readonly reservedNames = new Set<string>();
+  /** Called after every placement written (a deployment's watchers follow its instances with it). */
+  readonly saved = new Set<(placement: WorkloadPlacement) => void>();
 
   constructor(
     private readonly store: ClusterStore,
@@ -104,6 +106,7 @@ export class PlacementBook {
     if (r) this.auctions.set(r.id, r);
     if (p) this.placements.set(p.workloadId, p);
     if (p && requestKey !== undefined) this.requests.set(requestKey, p.workloadId);
+    if (p) for (const listener of this.saved) listener(p);
   }
 
   /** Runs work while the workload counts as being worked on (deploy, release, re-placement). */

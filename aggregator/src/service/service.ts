@@ -41,6 +41,13 @@ import {
   SetAlertThresholdResponseSchema,
   StreamClusterEventsResponseSchema,
   UncordonNodeResponseSchema,
+  CreateDeploymentResponseSchema,
+  GetDeploymentResponseSchema,
+  ListDeploymentsResponseSchema,
+  UpdateDeploymentResponseSchema,
+  ScaleDeploymentResponseSchema,
+  DeleteDeploymentResponseSchema,
+  WatchDeploymentResponseSchema,
 } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { BidService } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { CheckHealthResponseSchema, HealthStatus, NodeService } from "@aether/sdk/gen/aether/node/v1/node_pb";
@@ -200,6 +207,30 @@ export function aggregatorService(aggregator: Aggregator): ServiceImpl<typeof Ag
         ...(done.backup && { backup: backupOf(done.backup) }),
         liveNodes: done.liveNodes,
       });
+    },
+    async createDeployment(req, ctx) {
+      const scope = ctx.values.get(scopeKey);
+      if (scope.tenant !== undefined && req.deployment)
+        holdToTenant(req.deployment, scope.tenant, scope.identity, { field: "deployment.tenant", verb: "create a deployment" });
+      return create(CreateDeploymentResponseSchema, { deployment: await aggregator.createDeployment(req) });
+    },
+    async getDeployment(req) {
+      return create(GetDeploymentResponseSchema, await aggregator.getDeployment(req));
+    },
+    async listDeployments(req) {
+      return create(ListDeploymentsResponseSchema, await aggregator.listDeployments(req));
+    },
+    async updateDeployment(req) {
+      return create(UpdateDeploymentResponseSchema, await aggregator.updateDeployment(req));
+    },
+    async scaleDeployment(req) {
+      return create(ScaleDeploymentResponseSchema, { deployment: await aggregator.scaleDeployment(req) });
+    },
+    async deleteDeployment(req) {
+      return create(DeleteDeploymentResponseSchema, { deployment: await aggregator.deleteDeployment(req) });
+    },
+    async *watchDeployment(req, ctx) {
+      for await (const view of aggregator.watchDeployment(req, ctx.signal)) yield create(WatchDeploymentResponseSchema, view);
     },
     async *streamClusterEvents(req, context) {
       // A tenant sees its own workloads' events, not the nodes' (which speak of every tenant).
