@@ -52,6 +52,8 @@ import { VmManager } from "./vm/manager.js";
 import { QemuHypervisor } from "./vm/qemu.js";
 import { FirecrackerHypervisor } from "./vm/firecracker.js";
 import { vmService } from "./vm/service.js";
+import { vmLifecycleRpcs } from "./vm/lifecycle-service.js";
+import { autostartVms } from "./vm/autostart.js";
 import { IncomingMigrations } from "./migration/incoming.js";
 import { OutgoingMigrations } from "./migration/outgoing.js";
 import { MigrationRecovery } from "./migration/recovery.js";
@@ -196,11 +198,14 @@ async function run(flags: ConfigFlags): Promise<void> {
   const handlers = {
     runtime: executableService(supervisor, (cell, tenant) => cells.placement(cell, tenant), tenantIds),
     cells: cellService(cells),
-    vm: vmService(
-      vms,
-      config.tenancy,
-      migrationRpcs(outgoing, (ref, tenant) => vms.resolve(ref, tenant), ownAddresses),
-    ),
+    vm: {
+      ...vmService(
+        vms,
+        config.tenancy,
+        migrationRpcs(outgoing, (ref, tenant) => vms.resolve(ref, tenant), ownAddresses),
+      ),
+      ...vmLifecycleRpcs(vms, storage, config.tenancy),
+    },
   };
   const bidding = new Bidding({
     nodeId: nodeIdValue,
@@ -354,6 +359,8 @@ async function run(flags: ConfigFlags): Promise<void> {
   membership?.start();
   // Live migrations a crash cut short: settled with the other node, in the background (it may be slow to answer).
   void migrationRecovery.settle();
+  // VMs marked autostart, after a host reboot (or whose QEMU is gone): started in the background.
+  void autostartVms(vms, vms.lifecycleHooks(), config.state_dir, log.child({ room: "vm" }));
   log.info({ version: VERSION, stateDir: config.state_dir, pid: process.pid }, "aetherd ready");
 
   let stopping = false;

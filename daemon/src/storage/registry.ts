@@ -854,13 +854,15 @@ export class StorageRegistry {
     tenant: string,
     snapshotRef: string,
     destroyNewer: boolean,
+    options: { asVm?: string } = {},
   ): Promise<{ volume: VolumeRecord; deleted: string[] }> {
     const volume = this.resolveVolume(ref, tenant);
     const snap = this.resolveSnapshot(volume.id, snapshotRef, tenant);
     return this.volumeLock(volume.id).runExclusive(async () => {
       const newer = await this.lock.runExclusive(async () => {
         this.usable(volume, "rolled back");
-        const users = this.usersOf(volume.id);
+        // A VM rolling its own disks back (a VM snapshot) may, while it is stopped.
+        const users = this.usersOf(volume.id).filter((u) => u.vmId !== options.asVm || u.running);
         if (users.length > 0)
           throw new DomainError(
             "failed_precondition",

@@ -22,6 +22,7 @@ import { signalName } from "../runtime/supervisor.js";
 import { probeKvm, type KvmProbeResult } from "./accel.js";
 import { GuestAgent } from "./qga.js";
 import type { Hypervisor, VmControl, VmFiles } from "./hypervisor.js";
+import type { LifecycleHooks } from "./lifecycle-hooks.js";
 import type { MigrationHooks } from "./migration-hooks.js";
 import { ownCellName, removeStartLeftovers, removeVmProcesses, VM_LABEL, vmProcesses } from "./leftovers.js";
 import { createTap, deleteTap, isBridge, linkExists } from "./network.js";
@@ -239,6 +240,7 @@ export class VmManager {
     spec: Omit<VmSpec, "id" | "createTimeMs">,
     bootImage?: { imageId: string; sizeBytes: number },
     start = false,
+    makeDisks?: (vmId: string) => Promise<VmSpec["disks"]>,
   ): Promise<VmRecord> {
     const requestKey = spec.requestId === "" ? "" : `${spec.tenant}/${spec.requestId}`;
     const pending = requestKey === "" ? undefined : this.creatingByRequest.get(requestKey);
@@ -254,7 +256,7 @@ export class VmManager {
       );
     }
     this.creatingNames.add(nameKey);
-    const creation = this.createReserved(spec, bootImage, start);
+    const creation = this.createReserved(spec, bootImage, start, makeDisks);
     if (requestKey !== "") this.creatingByRequest.set(requestKey, creation);
     try {
       return await creation;
@@ -268,6 +270,7 @@ export class VmManager {
     spec: Omit<VmSpec, "id" | "createTimeMs">,
     bootImage: { imageId: string; sizeBytes: number } | undefined,
     start: boolean,
+    makeDisks?: (vmId: string) => Promise<VmSpec["disks"]>,
   ): Promise<VmRecord> {
     if (!this.hypervisors[spec.hypervisor]) {
       throw new DomainError(
@@ -315,6 +318,11 @@ export class VmManager {
           },
           ...full.disks,
         ];
+        await this.save(record);
+      }
+      if (makeDisks) {
+        // A clone's volumes, owned by the new VM: a crash before the create is done removes them with it.
+        full.disks = await makeDisks(id);
         await this.save(record);
       }
     } catch (err) {
@@ -1002,6 +1010,7 @@ export class VmManager {
           ? `was killed by ${signalName(exe.exit.signal)}`
           : `exited with code ${exe.exit.exitCode}`
         : "was gone";
+      this.lost.add(id);
       await this.setState(live, "stopped", `its QEMU process ${how} while aetherd was not running`);
       await this.teardown(
         record.spec.nics.map((n) => n.tap),
@@ -1065,6 +1074,47 @@ export class VmManager {
       live.reconnect = setTimeout(() => void this.reattach(live, exe), RECONNECT_MS);
       live.reconnect.unref();
     }
+  }
+
+  /** VMs that were running when aetherd last stopped and whose QEMU was gone at its start. */
+  private readonly lost = new Set<string>();
+
+  /** What the lifecycle rooms beside the manager may do with the VMs (see lifecycle-hooks.ts). */
+  lifecycleHooks(): LifecycleHooks {
+    return {
+      qmp: (vm) => this.vms.get(vm.spec.id)?.control?.qmp,
+      agent: (vm) => {
+        const live = this.vms.get(vm.spec.id);
+        return vm.runtime.state === "running" && vm.runtime.agentReady ? live?.agent : undefined;
+      },
+      exclusive: async (vm, what, work) => {
+        const live = this.live(vm);
+        if (live.busy === ENDING) await live.ended;
+        if (live.busy !== undefined)
+          throw new DomainError("failed_precondition", `VM ${vm.spec.name} is busy (${live.busy}); wait for it to finish.`);
+        live.busy = what;
+        try {
+          return await work();
+        } finally {
+          if (live.busy === what) live.busy = undefined;
+        }
+      },
+      save: (vm) => this.save(vm),
+      setState: (vm, state, reason) => this.setState(this.live(vm), state, reason),
+      rebooting: async (vm, reason) => {
+        const live = this.live(vm);
+        clearTimeout(live.watchdog);
+        vm.runtime.agentReady = false;
+        // The guest's old agent is gone with the reset: the readiness poll talks to the new one.
+        live.agent?.close();
+        live.consoleFrom = await consoleSize(this.files(vm.spec.id).consoleLog);
+        await this.setState(live, "starting", reason);
+        this.awaitReady(live);
+      },
+      processRuns: (vm) => this.runningProcess(vm) !== undefined,
+      lostWhileAway: () => this.lost,
+      createWithDisks: (spec, makeDisks, start) => this.create(spec, undefined, start, makeDisks),
+    };
   }
 
   /** What live migration may do with the VMs (see migration-hooks.ts). */

@@ -118,6 +118,11 @@ export class GuestAgent {
     });
   }
 
+  /** Runs one guest agent command (guest-file-*, guest-fsfreeze-*...) and returns its answer. */
+  command<T = unknown>(name: string, args: Record<string, unknown> | undefined, timeoutMs: number): Promise<T> {
+    return this.serial(() => this.call<T>(name, args, timeoutMs));
+  }
+
   /** Asks the guest to power off. The agent does not answer a successful shutdown. */
   shutdown(): Promise<void> {
     return this.serial(async () => {

@@ -39,6 +39,8 @@ export const VmSpecSchema = z.object({
   bootWatchdogMs: z.number().int().positive(),
   requestId: z.string(),
   createTimeMs: z.number(),
+  /** Started when aetherd starts after a host reboot (see autostart.ts). */
+  autostart: z.boolean().optional(),
 });
 export type VmSpec = z.infer<typeof VmSpecSchema>;
 
@@ -94,6 +96,9 @@ export const VmRuntimeSchema = z.object({
   agentReady: z.boolean(),
   /** The live migration that brought the VM to this node ("" when it was created here), so a source that lost track learns it finished. */
   migratedIn: z.string().default(""),
+  /** Settings changed during the run that began at pendingForStartMs; they apply at the next start. */
+  pendingChanges: z.array(z.string()).default([]),
+  pendingForStartMs: z.number().default(0),
   intent: VmIntentSchema.optional(),
 });
 export type VmRuntime = z.infer<typeof VmRuntimeSchema>;
@@ -113,5 +118,7 @@ export function freshRuntime(): VmRuntime {
     stopTimeMs: 0,
     agentReady: false,
     migratedIn: "",
+    pendingChanges: [],
+    pendingForStartMs: 0,
   };
 }

@@ -38,6 +38,8 @@ import { tailFile } from "../observe/log-tail.js";
 import { fileSize, signalName } from "../runtime/supervisor.js";
 import { attachConsole } from "./console.js";
 import type { VmManager } from "./manager.js";
+import { pendingChanges } from "./lifecycle.js";
+import type { LifecycleRpcs } from "./lifecycle-service.js";
 import { GuestExecTimeout } from "./qga.js";
 import { stableMac } from "./network.js";
 import type { VmRecord, VmSpec } from "./record.js";
@@ -79,7 +81,7 @@ export function vmService(
   manager: VmManager,
   tenancy: TenancyConfig = NO_TENANCY,
   migration: MigrationRpcs = NO_MIGRATION,
-): ServiceImpl<typeof VmService> {
+): Omit<ServiceImpl<typeof VmService>, keyof LifecycleRpcs> {
   const resolve = (ref: string, tenantField: string) => manager.resolve(reference("vm", ref), parseTenant(tenantField));
 
   return {
@@ -356,7 +358,7 @@ function validateCreate(req: CreateVmRequest, manager: VmManager, scope: CallerS
   return { spec, bootImage };
 }
 
-function toMessage(manager: VmManager, vm: VmRecord): Vm {
+export function toMessage(manager: VmManager, vm: VmRecord): Vm {
   const { spec, runtime } = vm;
   const files = manager.filesOf(vm);
   const accel = { auto: Acceleration.AUTO, kvm: Acceleration.KVM, tcg: Acceleration.TCG } as const;
@@ -397,5 +399,7 @@ function toMessage(manager: VmManager, vm: VmRecord): Vm {
     agentSocketPath: spec.guestAgent ? files.agent : "",
     startTime: runtime.startTimeMs ? timestamp(runtime.startTimeMs) : undefined,
     stopTime: runtime.stopTimeMs ? timestamp(runtime.stopTimeMs) : undefined,
+    autostart: spec.autostart ?? false,
+    pendingChanges: pendingChanges(vm),
   });
 }

@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aether/vm/v1/vm.proto.
  */
 export const file_aether_vm_v1_vm: GenFile = /*@__PURE__*/
-  fileDesc("ChVhZXRoZXIvdm0vdjEvdm0ucHJvdG8SDGFldGhlci52bS52MSJHCgpLZXJuZWxCb290EhMKC2tlcm5lbF9wYXRoGAEgASgJEhMKC2luaXRyZF9wYXRoGAIgASgJEg8KB2NtZGxpbmUYAyABKAkiPQoIRGlza0Jvb3QSDgoGdm9sdW1lGAEgASgJEg0KBWltYWdlGAIgASgJEhIKCnNpemVfYnl0ZXMYAyABKAQiagoKQm9vdFNvdXJjZRIqCgZrZXJuZWwYASABKAsyGC5hZXRoZXIudm0udjEuS2VybmVsQm9vdEgAEiYKBGRpc2sYAiABKAsyFi5hZXRoZXIudm0udjEuRGlza0Jvb3RIAEIICgZzb3VyY2UilQEKBERpc2sSEAoGdm9sdW1lGAEgASgJSAASEwoJaG9zdF9wYXRoGAIgASgJSAASEQoJcmVhZF9vbmx5GAMgASgIEiIKA2J1cxgEIAEoDjIVLmFldGhlci52bS52MS5EaXNrQnVzEg4KBnNlcmlhbBgFIAEoCRIVCg1yZXNvbHZlZF9wYXRoGAYgASgJQggKBnNvdXJjZSI2CgNOaWMSDgoGYnJpZGdlGAEgASgJEgsKA21hYxgCIAEoCRISCgp0YXBfZGV2aWNlGAMgASgJIlwKCUNsb3VkSW5pdBIRCgl1c2VyX2RhdGEYASABKAkSEQoJbWV0YV9kYXRhGAIgASgJEhYKDm5ldHdvcmtfY29uZmlnGAMgASgJEhEKCXNlZWRfcGF0aBgEIAEoCSLBBwoCVm0SCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIOCgZ0ZW5hbnQYAyABKAkSLAoGbGFiZWxzGAQgAygLMhwuYWV0aGVyLnZtLnYxLlZtLkxhYmVsc0VudHJ5Ei8KC2NyZWF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIkCgVzdGF0ZRgGIAEoDjIVLmFldGhlci52bS52MS5WbVN0YXRlEhQKDHN0YXRlX3JlYXNvbhgHIAEoCRIoCgdwcm9maWxlGAggASgOMhcuYWV0aGVyLnZtLnYxLlZtUHJvZmlsZRIsCgpoeXBlcnZpc29yGAkgASgOMhguYWV0aGVyLnZtLnYxLkh5cGVydmlzb3ISMAoMYWNjZWxlcmF0aW9uGAogASgOMhouYWV0aGVyLnZtLnYxLkFjY2VsZXJhdGlvbhI6ChZlZmZlY3RpdmVfYWNjZWxlcmF0aW9uGAsgASgOMhouYWV0aGVyLnZtLnYxLkFjY2VsZXJhdGlvbhINCgV2Y3B1cxgMIAEoDRIUCgxtZW1vcnlfYnl0ZXMYDSABKAQSJgoEYm9vdBgOIAEoCzIYLmFldGhlci52bS52MS5Cb290U291cmNlEiEKBWRpc2tzGA8gAygLMhIuYWV0aGVyLnZtLnYxLkRpc2sSHwoEbmljcxgQIAMoCzIRLmFldGhlci52bS52MS5OaWMSKwoKY2xvdWRfaW5pdBgRIAEoCzIXLmFldGhlci52bS52MS5DbG91ZEluaXQSDAoEY2VsbBgSIAEoCRITCgtndWVzdF9hZ2VudBgTIAEoCBITCgthZ2VudF9yZWFkeRgUIAEoCBI4ChVib290X3dhdGNoZG9nX3RpbWVvdXQYFSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGAoQY29uc29sZV9sb2dfcGF0aBgWIAEoCRILCgNwaWQYFyABKA0SFwoPcW1wX3NvY2tldF9wYXRoGBggASgJEhcKD2FwaV9zb2NrZXRfcGF0aBgZIAEoCRIZChFhZ2VudF9zb2NrZXRfcGF0aBgaIAEoCRIuCgpzdGFydF90aW1lGBsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCglzdG9wX3RpbWUYHCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi4QQKD0NyZWF0ZVZtUmVxdWVzdBIMCgRuYW1lGAEgASgJEg4KBnRlbmFudBgCIAEoCRI5CgZsYWJlbHMYAyADKAsyKS5hZXRoZXIudm0udjEuQ3JlYXRlVm1SZXF1ZXN0LkxhYmVsc0VudHJ5EigKB3Byb2ZpbGUYBCABKA4yFy5hZXRoZXIudm0udjEuVm1Qcm9maWxlEiwKCmh5cGVydmlzb3IYBSABKA4yGC5hZXRoZXIudm0udjEuSHlwZXJ2aXNvchIwCgxhY2NlbGVyYXRpb24YBiABKA4yGi5hZXRoZXIudm0udjEuQWNjZWxlcmF0aW9uEg0KBXZjcHVzGAcgASgNEhQKDG1lbW9yeV9ieXRlcxgIIAEoBBImCgRib290GAkgASgLMhguYWV0aGVyLnZtLnYxLkJvb3RTb3VyY2USIQoFZGlza3MYCiADKAsyEi5hZXRoZXIudm0udjEuRGlzaxIfCgRuaWNzGAsgAygLMhEuYWV0aGVyLnZtLnYxLk5pYxIrCgpjbG91ZF9pbml0GAwgASgLMhcuYWV0aGVyLnZtLnYxLkNsb3VkSW5pdBIMCgRjZWxsGA0gASgJEhMKC2d1ZXN0X2FnZW50GA4gASgIEjgKFWJvb3Rfd2F0Y2hkb2dfdGltZW91dBgPIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhINCgVzdGFydBgQIAEoCBISCgpyZXF1ZXN0X2lkGBEgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiMAoQQ3JlYXRlVm1SZXNwb25zZRIcCgJ2bRgBIAEoCzIQLmFldGhlci52bS52MS5WbSJACg5TdGFydFZtUmVxdWVzdBIKCgJ2bRgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSEgoKcmVxdWVzdF9pZBgDIAEoCSIvCg9TdGFydFZtUmVzcG9uc2USHAoCdm0YASABKAsyEC5hZXRoZXIudm0udjEuVm0iZgoNU3RvcFZtUmVxdWVzdBIKCgJ2bRgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSKgoHdGltZW91dBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhINCgVmb3JjZRgEIAEoCCIuCg5TdG9wVm1SZXNwb25zZRIcCgJ2bRgBIAEoCzIQLmFldGhlci52bS52MS5WbSIsCg5QYXVzZVZtUmVxdWVzdBIKCgJ2bRgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkiLwoPUGF1c2VWbVJlc3BvbnNlEhwKAnZtGAEgASgLMhAuYWV0aGVyLnZtLnYxLlZtIi0KD1Jlc3VtZVZtUmVxdWVzdBIKCgJ2bRgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkiMAoQUmVzdW1lVm1SZXNwb25zZRIcCgJ2bRgBIAEoCzIQLmFldGhlci52bS52MS5WbSJQCg9EZWxldGVWbVJlcXVlc3QSCgoCdm0YASABKAkSDgoGdGVuYW50GAIgASgJEg0KBWZvcmNlGAMgASgIEhIKCnJlcXVlc3RfaWQYBCABKAkiEgoQRGVsZXRlVm1SZXNwb25zZSIqCgxHZXRWbVJlcXVlc3QSCgoCdm0YASABKAkSDgoGdGVuYW50GAIgASgJIi0KDUdldFZtUmVzcG9uc2USHAoCdm0YASABKAsyEC5hZXRoZXIudm0udjEuVm0ifQoOTGlzdFZtc1JlcXVlc3QSDgoGdGVuYW50GAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoDRISCgpwYWdlX3Rva2VuGAMgASgJEg4KBmZpbHRlchgEIAEoCRIkCgVzdGF0ZRgFIAEoDjIVLmFldGhlci52bS52MS5WbVN0YXRlIkkKD0xpc3RWbXNSZXNwb25zZRIdCgN2bXMYASADKAsyEC5hZXRoZXIudm0udjEuVm0SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJImoKFFN0cmVhbUNvbnNvbGVSZXF1ZXN0EgoKAnZtGAEgASgJEg4KBnRlbmFudBgCIAEoCRIXCgp0YWlsX2J5dGVzGAMgASgESACIAQESDgoGZm9sbG93GAQgASgIQg0KC190YWlsX2J5dGVzIl8KFVN0cmVhbUNvbnNvbGVSZXNwb25zZRIMCgRkYXRhGAEgASgMEg4KBm9mZnNldBgCIAEoBBIoCgR0aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJVChRBdHRhY2hDb25zb2xlUmVxdWVzdBIKCgJ2bRgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSDQoFaW5wdXQYAyABKAwSEgoKdGFpbF9ieXRlcxgEIAEoBCI3ChVBdHRhY2hDb25zb2xlUmVzcG9uc2USDgoGb3V0cHV0GAEgASgMEg4KBm9mZnNldBgCIAEoBCLTAQoNRXhlY1ZtUmVxdWVzdBIKCgJ2bRgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSDAoEYXJndhgDIAMoCRIxCgNlbnYYBCADKAsyJC5hZXRoZXIudm0udjEuRXhlY1ZtUmVxdWVzdC5FbnZFbnRyeRINCgVzdGRpbhgFIAEoDBIqCgd0aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi1AEKDkV4ZWNWbVJlc3BvbnNlEhYKCWV4aXRfY29kZRgBIAEoBUgAiAEBEg4KBnNpZ25hbBgCIAEoCRIOCgZzdGRvdXQYAyABKAwSDgoGc3RkZXJyGAQgASgMEhgKEHN0ZG91dF90cnVuY2F0ZWQYBSABKAgSGAoQc3RkZXJyX3RydW5jYXRlZBgGIAEoCBILCgNwaWQYByABKA0SKwoIZHVyYXRpb24YCCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CDAoKX2V4aXRfY29kZSJcChJXYWl0Vm1SZWFkeVJlcXVlc3QSCgoCdm0YASABKAkSDgoGdGVuYW50GAIgASgJEioKB3RpbWVvdXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24ifQoTV2FpdFZtUmVhZHlSZXNwb25zZRIcCgJ2bRgBIAEoCzIQLmFldGhlci52bS52MS5WbRIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVyZWFkeRgDIAEoCBIPCgdtZXNzYWdlGAQgASgJIsUBChBNaWdyYXRpb25PcHRpb25zEiYKHm1heF9iYW5kd2lkdGhfYnl0ZXNfcGVyX3NlY29uZBgBIAEoBBIvCgxtYXhfZG93bnRpbWUYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGgoNYXV0b19jb252ZXJnZRgDIAEoCEgAiAEBEioKB3RpbWVvdXQYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CEAoOX2F1dG9fY29udmVyZ2UiqwUKCU1pZ3JhdGlvbhIKCgJpZBgBIAEoCRINCgV2bV9pZBgCIAEoCRIPCgd2bV9uYW1lGAMgASgJEg4KBnRlbmFudBgEIAEoCRIOCgZ0YXJnZXQYBSABKAkSKwoFcGhhc2UYBiABKA4yHC5hZXRoZXIudm0udjEuTWlncmF0aW9uUGhhc2USKwoFc3RhdGUYByABKA4yHC5hZXRoZXIudm0udjEuTWlncmF0aW9uU3RhdGUSFAoMc3RhdGVfcmVhc29uGAggASgJEi8KB29wdGlvbnMYCSABKAsyHi5hZXRoZXIudm0udjEuTWlncmF0aW9uT3B0aW9ucxIuCgpzdGFydF90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASHgoWZGlza190cmFuc2ZlcnJlZF9ieXRlcxgMIAEoBBIcChRkaXNrX3JlbWFpbmluZ19ieXRlcxgNIAEoBBIgChhtZW1vcnlfdHJhbnNmZXJyZWRfYnl0ZXMYDiABKAQSHgoWbWVtb3J5X3JlbWFpbmluZ19ieXRlcxgPIAEoBBIjChtkaXJ0eV9yYXRlX2J5dGVzX3Blcl9zZWNvbmQYECABKAQSHAoUY3B1X3Rocm90dGxlX3BlcmNlbnQYESABKA0SNAoRZXhwZWN0ZWRfZG93bnRpbWUYEiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKwoIZG93bnRpbWUYEyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLQoKdG90YWxfdGltZRgUIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKDAQoQTWlncmF0ZVZtUmVxdWVzdBIKCgJ2bRgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSDgoGdGFyZ2V0GAMgASgJEi8KB29wdGlvbnMYBCABKAsyHi5hZXRoZXIudm0udjEuTWlncmF0aW9uT3B0aW9ucxISCgpyZXF1ZXN0X2lkGAUgASgJIj8KEU1pZ3JhdGVWbVJlc3BvbnNlEioKCW1pZ3JhdGlvbhgBIAEoCzIXLmFldGhlci52bS52MS5NaWdyYXRpb24iOgoVV2F0Y2hNaWdyYXRpb25SZXF1ZXN0EhEKCW1pZ3JhdGlvbhgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkibgoWV2F0Y2hNaWdyYXRpb25SZXNwb25zZRIqCgltaWdyYXRpb24YASABKAsyFy5hZXRoZXIudm0udjEuTWlncmF0aW9uEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIs4BCgxJbmNvbWluZ0Rpc2sSEgoKc2l6ZV9ieXRlcxgBIAEoBBITCgt2b2x1bWVfbmFtZRgCIAEoCRIZChFiYXNlX2ltYWdlX3NoYTI1NhgDIAEoCRITCgtvd25lZF9ieV92bRgEIAEoCBI2CgZsYWJlbHMYBSADKAsyJi5hZXRoZXIudm0udjEuSW5jb21pbmdEaXNrLkxhYmVsc0VudHJ5Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEisAEKFlByZXBhcmVJbmNvbWluZ1JlcXVlc3QSFAoMbWlncmF0aW9uX2lkGAEgASgJEhMKC3NvdXJjZV9ub2RlGAIgASgJEhQKDHZtX3NwZWNfanNvbhgDIAEoCRIpCgVkaXNrcxgEIAMoCzIaLmFldGhlci52bS52MS5JbmNvbWluZ0Rpc2sSKgoHdGltZW91dBgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiItCglOYmRFeHBvcnQSDAoEbmFtZRgBIAEoCRISCgp0aGluX2Nsb25lGAIgASgIIn4KF1ByZXBhcmVJbmNvbWluZ1Jlc3BvbnNlEhAKCG5iZF9ob3N0GAEgASgJEhAKCG5iZF9wb3J0GAIgASgNEigKB2V4cG9ydHMYAyADKAsyFy5hZXRoZXIudm0udjEuTmJkRXhwb3J0EhUKDW1pZ3JhdGlvbl91cmkYBCABKAkiLQoVRmluaXNoSW5jb21pbmdSZXF1ZXN0EhQKDG1pZ3JhdGlvbl9pZBgBIAEoCSIYChZGaW5pc2hJbmNvbWluZ1Jlc3BvbnNlIjwKFEFib3J0SW5jb21pbmdSZXF1ZXN0EhQKDG1pZ3JhdGlvbl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiFwoVQWJvcnRJbmNvbWluZ1Jlc3BvbnNlIiwKFFF1ZXJ5SW5jb21pbmdSZXF1ZXN0EhQKDG1pZ3JhdGlvbl9pZBgBIAEoCSJDChVRdWVyeUluY29taW5nUmVzcG9uc2USKgoFc3RhdGUYASABKA4yGy5hZXRoZXIudm0udjEuSW5jb21pbmdTdGF0ZSq9AQoHVm1TdGF0ZRIYChRWTV9TVEFURV9VTlNQRUNJRklFRBAAEhQKEFZNX1NUQVRFX0NSRUFURUQQARIVChFWTV9TVEFURV9TVEFSVElORxACEhQKEFZNX1NUQVRFX1JVTk5JTkcQAxITCg9WTV9TVEFURV9QQVVTRUQQBBIVChFWTV9TVEFURV9TVE9QUElORxAFEhQKEFZNX1NUQVRFX1NUT1BQRUQQBhITCg9WTV9TVEFURV9GQUlMRUQQBypcCglWbVByb2ZpbGUSGgoWVk1fUFJPRklMRV9VTlNQRUNJRklFRBAAEhgKFFZNX1BST0ZJTEVfRVBIRU1FUkFMEAESGQoVVk1fUFJPRklMRV9QRVJTSVNURU5UEAIqWQoKSHlwZXJ2aXNvchIaChZIWVBFUlZJU09SX1VOU1BFQ0lGSUVEEAASEwoPSFlQRVJWSVNPUl9RRU1VEAESGgoWSFlQRVJWSVNPUl9GSVJFQ1JBQ0tFUhACKm8KDEFjY2VsZXJhdGlvbhIcChhBQ0NFTEVSQVRJT05fVU5TUEVDSUZJRUQQABIVChFBQ0NFTEVSQVRJT05fQVVUTxABEhQKEEFDQ0VMRVJBVElPTl9LVk0QAhIUChBBQ0NFTEVSQVRJT05fVENHEAMqVgoHRGlza0J1cxIYChRESVNLX0JVU19VTlNQRUNJRklFRBAAEhcKE0RJU0tfQlVTX1ZJUlRJT19CTEsQARIYChRESVNLX0JVU19WSVJUSU9fU0NTSRACKsQBCg5NaWdyYXRpb25QaGFzZRIfChtNSUdSQVRJT05fUEhBU0VfVU5TUEVDSUZJRUQQABIbChdNSUdSQVRJT05fUEhBU0VfUFJFUEFSRRABEhsKF01JR1JBVElPTl9QSEFTRV9TVE9SQUdFEAISGgoWTUlHUkFUSU9OX1BIQVNFX01FTU9SWRADEh4KGk1JR1JBVElPTl9QSEFTRV9TV0lUQ0hPVkVSEAQSGwoXTUlHUkFUSU9OX1BIQVNFX0NMRUFOVVAQBSqJAQoOTWlncmF0aW9uU3RhdGUSHwobTUlHUkFUSU9OX1NUQVRFX1VOU1BFQ0lGSUVEEAASGwoXTUlHUkFUSU9OX1NUQVRFX1JVTk5JTkcQARIdChlNSUdSQVRJT05fU1RBVEVfU1VDQ0VFREVEEAISGgoWTUlHUkFUSU9OX1NUQVRFX0ZBSUxFRBADKoQBCg1JbmNvbWluZ1N0YXRlEh4KGklOQ09NSU5HX1NUQVRFX1VOU1BFQ0lGSUVEEAASGQoVSU5DT01JTkdfU1RBVEVfQUJTRU5UEAESGwoXSU5DT01JTkdfU1RBVEVfUFJFUEFSRUQQAhIbChdJTkNPTUlOR19TVEFURV9GSU5JU0hFRBADMs0ICglWbVNlcnZpY2USSQoIQ3JlYXRlVm0SHS5hZXRoZXIudm0udjEuQ3JlYXRlVm1SZXF1ZXN0Gh4uYWV0aGVyLnZtLnYxLkNyZWF0ZVZtUmVzcG9uc2USRgoHU3RhcnRWbRIcLmFldGhlci52bS52MS5TdGFydFZtUmVxdWVzdBodLmFldGhlci52bS52MS5TdGFydFZtUmVzcG9uc2USQwoGU3RvcFZtEhsuYWV0aGVyLnZtLnYxLlN0b3BWbVJlcXVlc3QaHC5hZXRoZXIudm0udjEuU3RvcFZtUmVzcG9uc2USRgoHUGF1c2VWbRIcLmFldGhlci52bS52MS5QYXVzZVZtUmVxdWVzdBodLmFldGhlci52bS52MS5QYXVzZVZtUmVzcG9uc2USSQoIUmVzdW1lVm0SHS5hZXRoZXIudm0udjEuUmVzdW1lVm1SZXF1ZXN0Gh4uYWV0aGVyLnZtLnYxLlJlc3VtZVZtUmVzcG9uc2USSQoIRGVsZXRlVm0SHS5hZXRoZXIudm0udjEuRGVsZXRlVm1SZXF1ZXN0Gh4uYWV0aGVyLnZtLnYxLkRlbGV0ZVZtUmVzcG9uc2USQAoFR2V0Vm0SGi5hZXRoZXIudm0udjEuR2V0Vm1SZXF1ZXN0GhsuYWV0aGVyLnZtLnYxLkdldFZtUmVzcG9uc2USRgoHTGlzdFZtcxIcLmFldGhlci52bS52MS5MaXN0Vm1zUmVxdWVzdBodLmFldGhlci52bS52MS5MaXN0Vm1zUmVzcG9uc2USWgoNU3RyZWFtQ29uc29sZRIiLmFldGhlci52bS52MS5TdHJlYW1Db25zb2xlUmVxdWVzdBojLmFldGhlci52bS52MS5TdHJlYW1Db25zb2xlUmVzcG9uc2UwARJcCg1BdHRhY2hDb25zb2xlEiIuYWV0aGVyLnZtLnYxLkF0dGFjaENvbnNvbGVSZXF1ZXN0GiMuYWV0aGVyLnZtLnYxLkF0dGFjaENvbnNvbGVSZXNwb25zZSgBMAESQwoGRXhlY1ZtEhsuYWV0aGVyLnZtLnYxLkV4ZWNWbVJlcXVlc3QaHC5hZXRoZXIudm0udjEuRXhlY1ZtUmVzcG9uc2USVAoLV2FpdFZtUmVhZHkSIC5hZXRoZXIudm0udjEuV2FpdFZtUmVhZHlSZXF1ZXN0GiEuYWV0aGVyLnZtLnYxLldhaXRWbVJlYWR5UmVzcG9uc2UwARJMCglNaWdyYXRlVm0SHi5hZXRoZXIudm0udjEuTWlncmF0ZVZtUmVxdWVzdBofLmFldGhlci52bS52MS5NaWdyYXRlVm1SZXNwb25zZRJdCg5XYXRjaE1pZ3JhdGlvbhIjLmFldGhlci52bS52MS5XYXRjaE1pZ3JhdGlvblJlcXVlc3QaJC5hZXRoZXIudm0udjEuV2F0Y2hNaWdyYXRpb25SZXNwb25zZTABMoUDChJWbU1pZ3JhdGlvblNlcnZpY2USXgoPUHJlcGFyZUluY29taW5nEiQuYWV0aGVyLnZtLnYxLlByZXBhcmVJbmNvbWluZ1JlcXVlc3QaJS5hZXRoZXIudm0udjEuUHJlcGFyZUluY29taW5nUmVzcG9uc2USWwoORmluaXNoSW5jb21pbmcSIy5hZXRoZXIudm0udjEuRmluaXNoSW5jb21pbmdSZXF1ZXN0GiQuYWV0aGVyLnZtLnYxLkZpbmlzaEluY29taW5nUmVzcG9uc2USWAoNQWJvcnRJbmNvbWluZxIiLmFldGhlci52bS52MS5BYm9ydEluY29taW5nUmVxdWVzdBojLmFldGhlci52bS52MS5BYm9ydEluY29taW5nUmVzcG9uc2USWAoNUXVlcnlJbmNvbWluZxIiLmFldGhlci52bS52MS5RdWVyeUluY29taW5nUmVxdWVzdBojLmFldGhlci52bS52MS5RdWVyeUluY29taW5nUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChVhZXRoZXIvdm0vdjEvdm0ucHJvdG8SDGFldGhlci52bS52MSJHCgpLZXJuZWxCb290EhMKC2tlcm5lbF9wYXRoGAEgASgJEhMKC2luaXRyZF9wYXRoGAIgASgJEg8KB2NtZGxpbmUYAyABKAkiPQoIRGlza0Jvb3QSDgoGdm9sdW1lGAEgASgJEg0KBWltYWdlGAIgASgJEhIKCnNpemVfYnl0ZXMYAyABKAQiagoKQm9vdFNvdXJjZRIqCgZrZXJuZWwYASABKAsyGC5hZXRoZXIudm0udjEuS2VybmVsQm9vdEgAEiYKBGRpc2sYAiABKAsyFi5hZXRoZXIudm0udjEuRGlza0Jvb3RIAEIICgZzb3VyY2UilQEKBERpc2sSEAoGdm9sdW1lGAEgASgJSAASEwoJaG9zdF9wYXRoGAIgASgJSAASEQoJcmVhZF9vbmx5GAMgASgIEiIKA2J1cxgEIAEoDjIVLmFldGhlci52bS52MS5EaXNrQnVzEg4KBnNlcmlhbBgFIAEoCRIVCg1yZXNvbHZlZF9wYXRoGAYgASgJQggKBnNvdXJjZSI2CgNOaWMSDgoGYnJpZGdlGAEgASgJEgsKA21hYxgCIAEoCRISCgp0YXBfZGV2aWNlGAMgASgJIlwKCUNsb3VkSW5pdBIRCgl1c2VyX2RhdGEYASABKAkSEQoJbWV0YV9kYXRhGAIgASgJEhYKDm5ldHdvcmtfY29uZmlnGAMgASgJEhEKCXNlZWRfcGF0aBgEIAEoCSLtBwoCVm0SCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIOCgZ0ZW5hbnQYAyABKAkSLAoGbGFiZWxzGAQgAygLMhwuYWV0aGVyLnZtLnYxLlZtLkxhYmVsc0VudHJ5Ei8KC2NyZWF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIkCgVzdGF0ZRgGIAEoDjIVLmFldGhlci52bS52MS5WbVN0YXRlEhQKDHN0YXRlX3JlYXNvbhgHIAEoCRIoCgdwcm9maWxlGAggASgOMhcuYWV0aGVyLnZtLnYxLlZtUHJvZmlsZRIsCgpoeXBlcnZpc29yGAkgASgOMhguYWV0aGVyLnZtLnYxLkh5cGVydmlzb3ISMAoMYWNjZWxlcmF0aW9uGAogASgOMhouYWV0aGVyLnZtLnYxLkFjY2VsZXJhdGlvbhI6ChZlZmZlY3RpdmVfYWNjZWxlcmF0aW9uGAsgASgOMhouYWV0aGVyLnZtLnYxLkFjY2VsZXJhdGlvbhINCgV2Y3B1cxgMIAEoDRIUCgxtZW1vcnlfYnl0ZXMYDSABKAQSJgoEYm9vdBgOIAEoCzIYLmFldGhlci52bS52MS5Cb290U291cmNlEiEKBWRpc2tzGA8gAygLMhIuYWV0aGVyLnZtLnYxLkRpc2sSHwoEbmljcxgQIAMoCzIRLmFldGhlci52bS52MS5OaWMSKwoKY2xvdWRfaW5pdBgRIAEoCzIXLmFldGhlci52bS52MS5DbG91ZEluaXQSDAoEY2VsbBgSIAEoCRITCgtndWVzdF9hZ2VudBgTIAEoCBITCgthZ2VudF9yZWFkeRgUIAEoCBI4ChVib290X3dhdGNoZG9nX3RpbWVvdXQYFSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGAoQY29uc29sZV9sb2dfcGF0aBgWIAEoCRILCgNwaWQYFyABKA0SFwoPcW1wX3NvY2tldF9wYXRoGBggASgJEhcKD2FwaV9zb2NrZXRfcGF0aBgZIAEoCRIZChFhZ2VudF9zb2NrZXRfcGF0aBgaIAEoCRIuCgpzdGFydF90aW1lGBsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCglzdG9wX3RpbWUYHCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCWF1dG9zdGFydBgdIAEoCBIXCg9wZW5kaW5nX2NoYW5nZXMYHiADKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLhBAoPQ3JlYXRlVm1SZXF1ZXN0EgwKBG5hbWUYASABKAkSDgoGdGVuYW50GAIgASgJEjkKBmxhYmVscxgDIAMoCzIpLmFldGhlci52bS52MS5DcmVhdGVWbVJlcXVlc3QuTGFiZWxzRW50cnkSKAoHcHJvZmlsZRgEIAEoDjIXLmFldGhlci52bS52MS5WbVByb2ZpbGUSLAoKaHlwZXJ2aXNvchgFIAEoDjIYLmFldGhlci52bS52MS5IeXBlcnZpc29yEjAKDGFjY2VsZXJhdGlvbhgGIAEoDjIaLmFldGhlci52bS52MS5BY2NlbGVyYXRpb24SDQoFdmNwdXMYByABKA0SFAoMbWVtb3J5X2J5dGVzGAggASgEEiYKBGJvb3QYCSABKAsyGC5hZXRoZXIudm0udjEuQm9vdFNvdXJjZRIhCgVkaXNrcxgKIAMoCzISLmFldGhlci52bS52MS5EaXNrEh8KBG5pY3MYCyADKAsyES5hZXRoZXIudm0udjEuTmljEisKCmNsb3VkX2luaXQYDCABKAsyFy5hZXRoZXIudm0udjEuQ2xvdWRJbml0EgwKBGNlbGwYDSABKAkSEwoLZ3Vlc3RfYWdlbnQYDiABKAgSOAoVYm9vdF93YXRjaGRvZ190aW1lb3V0GA8gASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg0KBXN0YXJ0GBAgASgIEhIKCnJlcXVlc3RfaWQYESABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIwChBDcmVhdGVWbVJlc3BvbnNlEhwKAnZtGAEgASgLMhAuYWV0aGVyLnZtLnYxLlZtIkAKDlN0YXJ0Vm1SZXF1ZXN0EgoKAnZtGAEgASgJEg4KBnRlbmFudBgCIAEoCRISCgpyZXF1ZXN0X2lkGAMgASgJIi8KD1N0YXJ0Vm1SZXNwb25zZRIcCgJ2bRgBIAEoCzIQLmFldGhlci52bS52MS5WbSJmCg1TdG9wVm1SZXF1ZXN0EgoKAnZtGAEgASgJEg4KBnRlbmFudBgCIAEoCRIqCgd0aW1lb3V0GAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg0KBWZvcmNlGAQgASgIIi4KDlN0b3BWbVJlc3BvbnNlEhwKAnZtGAEgASgLMhAuYWV0aGVyLnZtLnYxLlZtIiwKDlBhdXNlVm1SZXF1ZXN0EgoKAnZtGAEgASgJEg4KBnRlbmFudBgCIAEoCSIvCg9QYXVzZVZtUmVzcG9uc2USHAoCdm0YASABKAsyEC5hZXRoZXIudm0udjEuVm0iLQoPUmVzdW1lVm1SZXF1ZXN0EgoKAnZtGAEgASgJEg4KBnRlbmFudBgCIAEoCSIwChBSZXN1bWVWbVJlc3BvbnNlEhwKAnZtGAEgASgLMhAuYWV0aGVyLnZtLnYxLlZtIlAKD0RlbGV0ZVZtUmVxdWVzdBIKCgJ2bRgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSDQoFZm9yY2UYAyABKAgSEgoKcmVxdWVzdF9pZBgEIAEoCSISChBEZWxldGVWbVJlc3BvbnNlIioKDEdldFZtUmVxdWVzdBIKCgJ2bRgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkiLQoNR2V0Vm1SZXNwb25zZRIcCgJ2bRgBIAEoCzIQLmFldGhlci52bS52MS5WbSJ9Cg5MaXN0Vm1zUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkSDgoGZmlsdGVyGAQgASgJEiQKBXN0YXRlGAUgASgOMhUuYWV0aGVyLnZtLnYxLlZtU3RhdGUiSQoPTGlzdFZtc1Jlc3BvbnNlEh0KA3ZtcxgBIAMoCzIQLmFldGhlci52bS52MS5WbRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiagoUU3RyZWFtQ29uc29sZVJlcXVlc3QSCgoCdm0YASABKAkSDgoGdGVuYW50GAIgASgJEhcKCnRhaWxfYnl0ZXMYAyABKARIAIgBARIOCgZmb2xsb3cYBCABKAhCDQoLX3RhaWxfYnl0ZXMiXwoVU3RyZWFtQ29uc29sZVJlc3BvbnNlEgwKBGRhdGEYASABKAwSDgoGb2Zmc2V0GAIgASgEEigKBHRpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlUKFEF0dGFjaENvbnNvbGVSZXF1ZXN0EgoKAnZtGAEgASgJEg4KBnRlbmFudBgCIAEoCRINCgVpbnB1dBgDIAEoDBISCgp0YWlsX2J5dGVzGAQgASgEIjcKFUF0dGFjaENvbnNvbGVSZXNwb25zZRIOCgZvdXRwdXQYASABKAwSDgoGb2Zmc2V0GAIgASgEItMBCg1FeGVjVm1SZXF1ZXN0EgoKAnZtGAEgASgJEg4KBnRlbmFudBgCIAEoCRIMCgRhcmd2GAMgAygJEjEKA2VudhgEIAMoCzIkLmFldGhlci52bS52MS5FeGVjVm1SZXF1ZXN0LkVudkVudHJ5Eg0KBXN0ZGluGAUgASgMEioKB3RpbWVvdXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24aKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLUAQoORXhlY1ZtUmVzcG9uc2USFgoJZXhpdF9jb2RlGAEgASgFSACIAQESDgoGc2lnbmFsGAIgASgJEg4KBnN0ZG91dBgDIAEoDBIOCgZzdGRlcnIYBCABKAwSGAoQc3Rkb3V0X3RydW5jYXRlZBgFIAEoCBIYChBzdGRlcnJfdHJ1bmNhdGVkGAYgASgIEgsKA3BpZBgHIAEoDRIrCghkdXJhdGlvbhgIIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkIMCgpfZXhpdF9jb2RlIlwKEldhaXRWbVJlYWR5UmVxdWVzdBIKCgJ2bRgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSKgoHdGltZW91dBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJ9ChNXYWl0Vm1SZWFkeVJlc3BvbnNlEhwKAnZtGAEgASgLMhAuYWV0aGVyLnZtLnYxLlZtEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBXJlYWR5GAMgASgIEg8KB21lc3NhZ2UYBCABKAkixQEKEE1pZ3JhdGlvbk9wdGlvbnMSJgoebWF4X2JhbmR3aWR0aF9ieXRlc19wZXJfc2Vjb25kGAEgASgEEi8KDG1heF9kb3dudGltZRgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIaCg1hdXRvX2NvbnZlcmdlGAMgASgISACIAQESKgoHdGltZW91dBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkIQCg5fYXV0b19jb252ZXJnZSKrBQoJTWlncmF0aW9uEgoKAmlkGAEgASgJEg0KBXZtX2lkGAIgASgJEg8KB3ZtX25hbWUYAyABKAkSDgoGdGVuYW50GAQgASgJEg4KBnRhcmdldBgFIAEoCRIrCgVwaGFzZRgGIAEoDjIcLmFldGhlci52bS52MS5NaWdyYXRpb25QaGFzZRIrCgVzdGF0ZRgHIAEoDjIcLmFldGhlci52bS52MS5NaWdyYXRpb25TdGF0ZRIUCgxzdGF0ZV9yZWFzb24YCCABKAkSLwoHb3B0aW9ucxgJIAEoCzIeLmFldGhlci52bS52MS5NaWdyYXRpb25PcHRpb25zEi4KCnN0YXJ0X3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIeChZkaXNrX3RyYW5zZmVycmVkX2J5dGVzGAwgASgEEhwKFGRpc2tfcmVtYWluaW5nX2J5dGVzGA0gASgEEiAKGG1lbW9yeV90cmFuc2ZlcnJlZF9ieXRlcxgOIAEoBBIeChZtZW1vcnlfcmVtYWluaW5nX2J5dGVzGA8gASgEEiMKG2RpcnR5X3JhdGVfYnl0ZXNfcGVyX3NlY29uZBgQIAEoBBIcChRjcHVfdGhyb3R0bGVfcGVyY2VudBgRIAEoDRI0ChFleHBlY3RlZF9kb3dudGltZRgSIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIrCghkb3dudGltZRgTIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhItCgp0b3RhbF90aW1lGBQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIoMBChBNaWdyYXRlVm1SZXF1ZXN0EgoKAnZtGAEgASgJEg4KBnRlbmFudBgCIAEoCRIOCgZ0YXJnZXQYAyABKAkSLwoHb3B0aW9ucxgEIAEoCzIeLmFldGhlci52bS52MS5NaWdyYXRpb25PcHRpb25zEhIKCnJlcXVlc3RfaWQYBSABKAkiPwoRTWlncmF0ZVZtUmVzcG9uc2USKgoJbWlncmF0aW9uGAEgASgLMhcuYWV0aGVyLnZtLnYxLk1pZ3JhdGlvbiI6ChVXYXRjaE1pZ3JhdGlvblJlcXVlc3QSEQoJbWlncmF0aW9uGAEgASgJEg4KBnRlbmFudBgCIAEoCSJuChZXYXRjaE1pZ3JhdGlvblJlc3BvbnNlEioKCW1pZ3JhdGlvbhgBIAEoCzIXLmFldGhlci52bS52MS5NaWdyYXRpb24SKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAizgEKDEluY29taW5nRGlzaxISCgpzaXplX2J5dGVzGAEgASgEEhMKC3ZvbHVtZV9uYW1lGAIgASgJEhkKEWJhc2VfaW1hZ2Vfc2hhMjU2GAMgASgJEhMKC293bmVkX2J5X3ZtGAQgASgIEjYKBmxhYmVscxgFIAMoCzImLmFldGhlci52bS52MS5JbmNvbWluZ0Rpc2suTGFiZWxzRW50cnkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKwAQoWUHJlcGFyZUluY29taW5nUmVxdWVzdBIUCgxtaWdyYXRpb25faWQYASABKAkSEwoLc291cmNlX25vZGUYAiABKAkSFAoMdm1fc3BlY19qc29uGAMgASgJEikKBWRpc2tzGAQgAygLMhouYWV0aGVyLnZtLnYxLkluY29taW5nRGlzaxIqCgd0aW1lb3V0GAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIi0KCU5iZEV4cG9ydBIMCgRuYW1lGAEgASgJEhIKCnRoaW5fY2xvbmUYAiABKAgifgoXUHJlcGFyZUluY29taW5nUmVzcG9uc2USEAoIbmJkX2hvc3QYASABKAkSEAoIbmJkX3BvcnQYAiABKA0SKAoHZXhwb3J0cxgDIAMoCzIXLmFldGhlci52bS52MS5OYmRFeHBvcnQSFQoNbWlncmF0aW9uX3VyaRgEIAEoCSItChVGaW5pc2hJbmNvbWluZ1JlcXVlc3QSFAoMbWlncmF0aW9uX2lkGAEgASgJIhgKFkZpbmlzaEluY29taW5nUmVzcG9uc2UiPAoUQWJvcnRJbmNvbWluZ1JlcXVlc3QSFAoMbWlncmF0aW9uX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIXChVBYm9ydEluY29taW5nUmVzcG9uc2UiLAoUUXVlcnlJbmNvbWluZ1JlcXVlc3QSFAoMbWlncmF0aW9uX2lkGAEgASgJIkMKFVF1ZXJ5SW5jb21pbmdSZXNwb25zZRIqCgVzdGF0ZRgBIAEoDjIbLmFldGhlci52bS52MS5JbmNvbWluZ1N0YXRlIlkKD1JlYm9vdFZtUmVxdWVzdBIKCgJ2bRgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSKgoHdGltZW91dBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiIwChBSZWJvb3RWbVJlc3BvbnNlEhwKAnZtGAEgASgLMhAuYWV0aGVyLnZtLnYxLlZtIiwKDlJlc2V0Vm1SZXF1ZXN0EgoKAnZtGAEgASgJEg4KBnRlbmFudBgCIAEoCSIvCg9SZXNldFZtUmVzcG9uc2USHAoCdm0YASABKAsyEC5hZXRoZXIudm0udjEuVm0inwIKD1VwZGF0ZVZtUmVxdWVzdBIKCgJ2bRgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSGQoMbWVtb3J5X2J5dGVzGAMgASgESACIAQESEgoFdmNwdXMYBCABKA1IAYgBARIWCglhdXRvc3RhcnQYBSABKAhIAogBARI5CgZsYWJlbHMYBiADKAsyKS5hZXRoZXIudm0udjEuVXBkYXRlVm1SZXF1ZXN0LkxhYmVsc0VudHJ5EhYKDnJlcGxhY2VfbGFiZWxzGAcgASgIGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCDwoNX21lbW9yeV9ieXRlc0IICgZfdmNwdXNCDAoKX2F1dG9zdGFydCIwChBVcGRhdGVWbVJlc3BvbnNlEhwKAnZtGAEgASgLMhAuYWV0aGVyLnZtLnYxLlZtIlMKE0F0dGFjaFZtRGlza1JlcXVlc3QSCgoCdm0YASABKAkSDgoGdGVuYW50GAIgASgJEiAKBGRpc2sYAyABKAsyEi5hZXRoZXIudm0udjEuRGlzayI0ChRBdHRhY2hWbURpc2tSZXNwb25zZRIcCgJ2bRgBIAEoCzIQLmFldGhlci52bS52MS5WbSI/ChNEZXRhY2hWbURpc2tSZXF1ZXN0EgoKAnZtGAEgASgJEg4KBnRlbmFudBgCIAEoCRIMCgRkaXNrGAMgASgJIjQKFERldGFjaFZtRGlza1Jlc3BvbnNlEhwKAnZtGAEgASgLMhAuYWV0aGVyLnZtLnYxLlZtIlAKEkF0dGFjaFZtTmljUmVxdWVzdBIKCgJ2bRgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSHgoDbmljGAMgASgLMhEuYWV0aGVyLnZtLnYxLk5pYyIzChNBdHRhY2hWbU5pY1Jlc3BvbnNlEhwKAnZtGAEgASgLMhAuYWV0aGVyLnZtLnYxLlZtIj0KEkRldGFjaFZtTmljUmVxdWVzdBIKCgJ2bRgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSCwoDbmljGAMgASgJIjMKE0RldGFjaFZtTmljUmVzcG9uc2USHAoCdm0YASABKAsyEC5hZXRoZXIudm0udjEuVm0iRwoOVm1TbmFwc2hvdERpc2sSDgoGdm9sdW1lGAEgASgJEhMKC3ZvbHVtZV9uYW1lGAIgASgJEhAKCHNuYXBzaG90GAMgASgJIqoBCgpWbVNuYXBzaG90EgwKBG5hbWUYASABKAkSCgoCdm0YAiABKAkSLwoLY3JlYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2NvbnNpc3RlbmN5GAQgASgJEisKBWRpc2tzGAUgAygLMhwuYWV0aGVyLnZtLnYxLlZtU25hcHNob3REaXNrEg8KB3Byb2JsZW0YBiABKAkiQwoXQ3JlYXRlVm1TbmFwc2hvdFJlcXVlc3QSCgoCdm0YASABKAkSDgoGdGVuYW50GAIgASgJEgwKBG5hbWUYAyABKAkiRgoYQ3JlYXRlVm1TbmFwc2hvdFJlc3BvbnNlEioKCHNuYXBzaG90GAEgASgLMhguYWV0aGVyLnZtLnYxLlZtU25hcHNob3QiNAoWTGlzdFZtU25hcHNob3RzUmVxdWVzdBIKCgJ2bRgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkiRgoXTGlzdFZtU25hcHNob3RzUmVzcG9uc2USKwoJc25hcHNob3RzGAEgAygLMhguYWV0aGVyLnZtLnYxLlZtU25hcHNob3QiQwoXRGVsZXRlVm1TbmFwc2hvdFJlcXVlc3QSCgoCdm0YASABKAkSDgoGdGVuYW50GAIgASgJEgwKBG5hbWUYAyABKAkiGgoYRGVsZXRlVm1TbmFwc2hvdFJlc3BvbnNlIlwKGVJvbGxiYWNrVm1TbmFwc2hvdFJlcXVlc3QSCgoCdm0YASABKAkSDgoGdGVuYW50GAIgASgJEgwKBG5hbWUYAyABKAkSFQoNZGVzdHJveV9uZXdlchgEIAEoCCI6ChpSb2xsYmFja1ZtU25hcHNob3RSZXNwb25zZRIcCgJ2bRgBIAEoCzIQLmFldGhlci52bS52MS5WbSKyAQoOQ2xvbmVWbVJlcXVlc3QSCgoCdm0YASABKAkSDgoGdGVuYW50GAIgASgJEgwKBG5hbWUYAyABKAkSOAoGbGFiZWxzGAQgAygLMiguYWV0aGVyLnZtLnYxLkNsb25lVm1SZXF1ZXN0LkxhYmVsc0VudHJ5Eg0KBXN0YXJ0GAUgASgIGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiLwoPQ2xvbmVWbVJlc3BvbnNlEhwKAnZtGAEgASgLMhAuYWV0aGVyLnZtLnYxLlZtImAKEVJlYWRWbUZpbGVSZXF1ZXN0EgoKAnZtGAEgASgJEg4KBnRlbmFudBgCIAEoCRIMCgRwYXRoGAMgASgJEg4KBm9mZnNldBgEIAEoBBIRCgltYXhfYnl0ZXMYBSABKA0iLwoSUmVhZFZtRmlsZVJlc3BvbnNlEgwKBGRhdGEYASABKAwSCwoDZW9mGAIgASgIIlwKEldyaXRlVm1GaWxlUmVxdWVzdBIKCgJ2bRgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSDAoEcGF0aBgDIAEoCRIMCgRkYXRhGAQgASgMEg4KBmFwcGVuZBgFIAEoCCImChNXcml0ZVZtRmlsZVJlc3BvbnNlEg8KB3dyaXR0ZW4YASABKAQqvQEKB1ZtU3RhdGUSGAoUVk1fU1RBVEVfVU5TUEVDSUZJRUQQABIUChBWTV9TVEFURV9DUkVBVEVEEAESFQoRVk1fU1RBVEVfU1RBUlRJTkcQAhIUChBWTV9TVEFURV9SVU5OSU5HEAMSEwoPVk1fU1RBVEVfUEFVU0VEEAQSFQoRVk1fU1RBVEVfU1RPUFBJTkcQBRIUChBWTV9TVEFURV9TVE9QUEVEEAYSEwoPVk1fU1RBVEVfRkFJTEVEEAcqXAoJVm1Qcm9maWxlEhoKFlZNX1BST0ZJTEVfVU5TUEVDSUZJRUQQABIYChRWTV9QUk9GSUxFX0VQSEVNRVJBTBABEhkKFVZNX1BST0ZJTEVfUEVSU0lTVEVOVBACKlkKCkh5cGVydmlzb3ISGgoWSFlQRVJWSVNPUl9VTlNQRUNJRklFRBAAEhMKD0hZUEVSVklTT1JfUUVNVRABEhoKFkhZUEVSVklTT1JfRklSRUNSQUNLRVIQAipvCgxBY2NlbGVyYXRpb24SHAoYQUNDRUxFUkFUSU9OX1VOU1BFQ0lGSUVEEAASFQoRQUNDRUxFUkFUSU9OX0FVVE8QARIUChBBQ0NFTEVSQVRJT05fS1ZNEAISFAoQQUNDRUxFUkFUSU9OX1RDRxADKlYKB0Rpc2tCdXMSGAoURElTS19CVVNfVU5TUEVDSUZJRUQQABIXChNESVNLX0JVU19WSVJUSU9fQkxLEAESGAoURElTS19CVVNfVklSVElPX1NDU0kQAirEAQoOTWlncmF0aW9uUGhhc2USHwobTUlHUkFUSU9OX1BIQVNFX1VOU1BFQ0lGSUVEEAASGwoXTUlHUkFUSU9OX1BIQVNFX1BSRVBBUkUQARIbChdNSUdSQVRJT05fUEhBU0VfU1RPUkFHRRACEhoKFk1JR1JBVElPTl9QSEFTRV9NRU1PUlkQAxIeChpNSUdSQVRJT05fUEhBU0VfU1dJVENIT1ZFUhAEEhsKF01JR1JBVElPTl9QSEFTRV9DTEVBTlVQEAUqiQEKDk1pZ3JhdGlvblN0YXRlEh8KG01JR1JBVElPTl9TVEFURV9VTlNQRUNJRklFRBAAEhsKF01JR1JBVElPTl9TVEFURV9SVU5OSU5HEAESHQoZTUlHUkFUSU9OX1NUQVRFX1NVQ0NFRURFRBACEhoKFk1JR1JBVElPTl9TVEFURV9GQUlMRUQQAyqEAQoNSW5jb21pbmdTdGF0ZRIeChpJTkNPTUlOR19TVEFURV9VTlNQRUNJRklFRBAAEhkKFUlOQ09NSU5HX1NUQVRFX0FCU0VOVBABEhsKF0lOQ09NSU5HX1NUQVRFX1BSRVBBUkVEEAISGwoXSU5DT01JTkdfU1RBVEVfRklOSVNIRUQQAzL9EQoJVm1TZXJ2aWNlEkkKCENyZWF0ZVZtEh0uYWV0aGVyLnZtLnYxLkNyZWF0ZVZtUmVxdWVzdBoeLmFldGhlci52bS52MS5DcmVhdGVWbVJlc3BvbnNlEkYKB1N0YXJ0Vm0SHC5hZXRoZXIudm0udjEuU3RhcnRWbVJlcXVlc3QaHS5hZXRoZXIudm0udjEuU3RhcnRWbVJlc3BvbnNlEkMKBlN0b3BWbRIbLmFldGhlci52bS52MS5TdG9wVm1SZXF1ZXN0GhwuYWV0aGVyLnZtLnYxLlN0b3BWbVJlc3BvbnNlEkYKB1BhdXNlVm0SHC5hZXRoZXIudm0udjEuUGF1c2VWbVJlcXVlc3QaHS5hZXRoZXIudm0udjEuUGF1c2VWbVJlc3BvbnNlEkkKCFJlc3VtZVZtEh0uYWV0aGVyLnZtLnYxLlJlc3VtZVZtUmVxdWVzdBoeLmFldGhlci52bS52MS5SZXN1bWVWbVJlc3BvbnNlEkkKCERlbGV0ZVZtEh0uYWV0aGVyLnZtLnYxLkRlbGV0ZVZtUmVxdWVzdBoeLmFldGhlci52bS52MS5EZWxldGVWbVJlc3BvbnNlEkAKBUdldFZtEhouYWV0aGVyLnZtLnYxLkdldFZtUmVxdWVzdBobLmFldGhlci52bS52MS5HZXRWbVJlc3BvbnNlEkYKB0xpc3RWbXMSHC5hZXRoZXIudm0udjEuTGlzdFZtc1JlcXVlc3QaHS5hZXRoZXIudm0udjEuTGlzdFZtc1Jlc3BvbnNlEloKDVN0cmVhbUNvbnNvbGUSIi5hZXRoZXIudm0udjEuU3RyZWFtQ29uc29sZVJlcXVlc3QaIy5hZXRoZXIudm0udjEuU3RyZWFtQ29uc29sZVJlc3BvbnNlMAESXAoNQXR0YWNoQ29uc29sZRIiLmFldGhlci52bS52MS5BdHRhY2hDb25zb2xlUmVxdWVzdBojLmFldGhlci52bS52MS5BdHRhY2hDb25zb2xlUmVzcG9uc2UoATABEkMKBkV4ZWNWbRIbLmFldGhlci52bS52MS5FeGVjVm1SZXF1ZXN0GhwuYWV0aGVyLnZtLnYxLkV4ZWNWbVJlc3BvbnNlElQKC1dhaXRWbVJlYWR5EiAuYWV0aGVyLnZtLnYxLldhaXRWbVJlYWR5UmVxdWVzdBohLmFldGhlci52bS52MS5XYWl0Vm1SZWFkeVJlc3BvbnNlMAESTAoJTWlncmF0ZVZtEh4uYWV0aGVyLnZtLnYxLk1pZ3JhdGVWbVJlcXVlc3QaHy5hZXRoZXIudm0udjEuTWlncmF0ZVZtUmVzcG9uc2USXQoOV2F0Y2hNaWdyYXRpb24SIy5hZXRoZXIudm0udjEuV2F0Y2hNaWdyYXRpb25SZXF1ZXN0GiQuYWV0aGVyLnZtLnYxLldhdGNoTWlncmF0aW9uUmVzcG9uc2UwARJJCghSZWJvb3RWbRIdLmFldGhlci52bS52MS5SZWJvb3RWbVJlcXVlc3QaHi5hZXRoZXIudm0udjEuUmVib290Vm1SZXNwb25zZRJGCgdSZXNldFZtEhwuYWV0aGVyLnZtLnYxLlJlc2V0Vm1SZXF1ZXN0Gh0uYWV0aGVyLnZtLnYxLlJlc2V0Vm1SZXNwb25zZRJJCghVcGRhdGVWbRIdLmFldGhlci52bS52MS5VcGRhdGVWbVJlcXVlc3QaHi5hZXRoZXIudm0udjEuVXBkYXRlVm1SZXNwb25zZRJVCgxBdHRhY2hWbURpc2sSIS5hZXRoZXIudm0udjEuQXR0YWNoVm1EaXNrUmVxdWVzdBoiLmFldGhlci52bS52MS5BdHRhY2hWbURpc2tSZXNwb25zZRJVCgxEZXRhY2hWbURpc2sSIS5hZXRoZXIudm0udjEuRGV0YWNoVm1EaXNrUmVxdWVzdBoiLmFldGhlci52bS52MS5EZXRhY2hWbURpc2tSZXNwb25zZRJSCgtBdHRhY2hWbU5pYxIgLmFldGhlci52bS52MS5BdHRhY2hWbU5pY1JlcXVlc3QaIS5hZXRoZXIudm0udjEuQXR0YWNoVm1OaWNSZXNwb25zZRJSCgtEZXRhY2hWbU5pYxIgLmFldGhlci52bS52MS5EZXRhY2hWbU5pY1JlcXVlc3QaIS5hZXRoZXIudm0udjEuRGV0YWNoVm1OaWNSZXNwb25zZRJhChBDcmVhdGVWbVNuYXBzaG90EiUuYWV0aGVyLnZtLnYxLkNyZWF0ZVZtU25hcHNob3RSZXF1ZXN0GiYuYWV0aGVyLnZtLnYxLkNyZWF0ZVZtU25hcHNob3RSZXNwb25zZRJeCg9MaXN0Vm1TbmFwc2hvdHMSJC5hZXRoZXIudm0udjEuTGlzdFZtU25hcHNob3RzUmVxdWVzdBolLmFldGhlci52bS52MS5MaXN0Vm1TbmFwc2hvdHNSZXNwb25zZRJhChBEZWxldGVWbVNuYXBzaG90EiUuYWV0aGVyLnZtLnYxLkRlbGV0ZVZtU25hcHNob3RSZXF1ZXN0GiYuYWV0aGVyLnZtLnYxLkRlbGV0ZVZtU25hcHNob3RSZXNwb25zZRJnChJSb2xsYmFja1ZtU25hcHNob3QSJy5hZXRoZXIudm0udjEuUm9sbGJhY2tWbVNuYXBzaG90UmVxdWVzdBooLmFldGhlci52bS52MS5Sb2xsYmFja1ZtU25hcHNob3RSZXNwb25zZRJGCgdDbG9uZVZtEhwuYWV0aGVyLnZtLnYxLkNsb25lVm1SZXF1ZXN0Gh0uYWV0aGVyLnZtLnYxLkNsb25lVm1SZXNwb25zZRJPCgpSZWFkVm1GaWxlEh8uYWV0aGVyLnZtLnYxLlJlYWRWbUZpbGVSZXF1ZXN0GiAuYWV0aGVyLnZtLnYxLlJlYWRWbUZpbGVSZXNwb25zZRJSCgtXcml0ZVZtRmlsZRIgLmFldGhlci52bS52MS5Xcml0ZVZtRmlsZVJlcXVlc3QaIS5hZXRoZXIudm0udjEuV3JpdGVWbUZpbGVSZXNwb25zZTKFAwoSVm1NaWdyYXRpb25TZXJ2aWNlEl4KD1ByZXBhcmVJbmNvbWluZxIkLmFldGhlci52bS52MS5QcmVwYXJlSW5jb21pbmdSZXF1ZXN0GiUuYWV0aGVyLnZtLnYxLlByZXBhcmVJbmNvbWluZ1Jlc3BvbnNlElsKDkZpbmlzaEluY29taW5nEiMuYWV0aGVyLnZtLnYxLkZpbmlzaEluY29taW5nUmVxdWVzdBokLmFldGhlci52bS52MS5GaW5pc2hJbmNvbWluZ1Jlc3BvbnNlElgKDUFib3J0SW5jb21pbmcSIi5hZXRoZXIudm0udjEuQWJvcnRJbmNvbWluZ1JlcXVlc3QaIy5hZXRoZXIudm0udjEuQWJvcnRJbmNvbWluZ1Jlc3BvbnNlElgKDVF1ZXJ5SW5jb21pbmcSIi5hZXRoZXIudm0udjEuUXVlcnlJbmNvbWluZ1JlcXVlc3QaIy5hZXRoZXIudm0udjEuUXVlcnlJbmNvbWluZ1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Direct kernel boot.
@@ -476,6 +476,22 @@ export type Vm = Message<"aether.vm.v1.Vm"> & {
    * @generated from field: google.protobuf.Timestamp stop_time = 28;
    */
   stopTime?: Timestamp | undefined;
+
+  /**
+   * Started by aetherd at its start when the host has rebooted since aetherd last ran, or when the
+   * VM was running and its hypervisor process is gone (see UpdateVm, vm autostart).
+   *
+   * @generated from field: bool autostart = 29;
+   */
+  autostart: boolean;
+
+  /**
+   * Settings changed while the VM runs that take effect at its next start, as sentences
+   * ("memory 128 MiB -> 192 MiB"); empty when the running guest has them all.
+   *
+   * @generated from field: repeated string pending_changes = 30;
+   */
+  pendingChanges: string[];
 };
 
 /**
@@ -2020,6 +2036,947 @@ export const QueryIncomingResponseSchema: GenMessage<QueryIncomingResponse> = /*
   messageDesc(file_aether_vm_v1_vm, 46);
 
 /**
+ * Request for VmService.RebootVm.
+ *
+ * @generated from message aether.vm.v1.RebootVmRequest
+ */
+export type RebootVmRequest = Message<"aether.vm.v1.RebootVmRequest"> & {
+  /**
+   * Id or name of the VM.
+   *
+   * @generated from field: string vm = 1;
+   */
+  vm: string;
+
+  /**
+   * Tenant used to resolve a name. Empty: "default".
+   *
+   * @generated from field: string tenant = 2;
+   */
+  tenant: string;
+
+  /**
+   * Longest wait for the guest to shut down before the hypervisor is killed. Unset: 30 seconds.
+   *
+   * @generated from field: google.protobuf.Duration timeout = 3;
+   */
+  timeout?: Duration | undefined;
+};
+
+/**
+ * Describes the message aether.vm.v1.RebootVmRequest.
+ * Use `create(RebootVmRequestSchema)` to create a new message.
+ */
+export const RebootVmRequestSchema: GenMessage<RebootVmRequest> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 47);
+
+/**
+ * Response of VmService.RebootVm.
+ *
+ * @generated from message aether.vm.v1.RebootVmResponse
+ */
+export type RebootVmResponse = Message<"aether.vm.v1.RebootVmResponse"> & {
+  /**
+   * The VM, in STARTING.
+   *
+   * @generated from field: aether.vm.v1.Vm vm = 1;
+   */
+  vm?: Vm | undefined;
+};
+
+/**
+ * Describes the message aether.vm.v1.RebootVmResponse.
+ * Use `create(RebootVmResponseSchema)` to create a new message.
+ */
+export const RebootVmResponseSchema: GenMessage<RebootVmResponse> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 48);
+
+/**
+ * Request for VmService.ResetVm.
+ *
+ * @generated from message aether.vm.v1.ResetVmRequest
+ */
+export type ResetVmRequest = Message<"aether.vm.v1.ResetVmRequest"> & {
+  /**
+   * Id or name of the VM.
+   *
+   * @generated from field: string vm = 1;
+   */
+  vm: string;
+
+  /**
+   * Tenant used to resolve a name. Empty: "default".
+   *
+   * @generated from field: string tenant = 2;
+   */
+  tenant: string;
+};
+
+/**
+ * Describes the message aether.vm.v1.ResetVmRequest.
+ * Use `create(ResetVmRequestSchema)` to create a new message.
+ */
+export const ResetVmRequestSchema: GenMessage<ResetVmRequest> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 49);
+
+/**
+ * Response of VmService.ResetVm.
+ *
+ * @generated from message aether.vm.v1.ResetVmResponse
+ */
+export type ResetVmResponse = Message<"aether.vm.v1.ResetVmResponse"> & {
+  /**
+   * The VM, in STARTING.
+   *
+   * @generated from field: aether.vm.v1.Vm vm = 1;
+   */
+  vm?: Vm | undefined;
+};
+
+/**
+ * Describes the message aether.vm.v1.ResetVmResponse.
+ * Use `create(ResetVmResponseSchema)` to create a new message.
+ */
+export const ResetVmResponseSchema: GenMessage<ResetVmResponse> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 50);
+
+/**
+ * Request for VmService.UpdateVm. Unset fields are left as they are.
+ *
+ * @generated from message aether.vm.v1.UpdateVmRequest
+ */
+export type UpdateVmRequest = Message<"aether.vm.v1.UpdateVmRequest"> & {
+  /**
+   * Id or name of the VM.
+   *
+   * @generated from field: string vm = 1;
+   */
+  vm: string;
+
+  /**
+   * Tenant used to resolve a name. Empty: "default".
+   *
+   * @generated from field: string tenant = 2;
+   */
+  tenant: string;
+
+  /**
+   * Guest memory in bytes (at least 64 MiB, rounded down to a MiB).
+   *
+   * @generated from field: optional uint64 memory_bytes = 3;
+   */
+  memoryBytes?: bigint | undefined;
+
+  /**
+   * Number of virtual CPUs (1 .. 4 per host CPU).
+   *
+   * @generated from field: optional uint32 vcpus = 4;
+   */
+  vcpus?: number | undefined;
+
+  /**
+   * Start the VM with aetherd after a host reboot.
+   *
+   * @generated from field: optional bool autostart = 5;
+   */
+  autostart?: boolean | undefined;
+
+  /**
+   * The new labels of the VM, replacing the old ones, when replace_labels is true.
+   *
+   * @generated from field: map<string, string> labels = 6;
+   */
+  labels: { [key: string]: string };
+
+  /**
+   * Whether labels replaces the VM's labels (false: labels are left as they are).
+   *
+   * @generated from field: bool replace_labels = 7;
+   */
+  replaceLabels: boolean;
+};
+
+/**
+ * Describes the message aether.vm.v1.UpdateVmRequest.
+ * Use `create(UpdateVmRequestSchema)` to create a new message.
+ */
+export const UpdateVmRequestSchema: GenMessage<UpdateVmRequest> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 51);
+
+/**
+ * Response of VmService.UpdateVm.
+ *
+ * @generated from message aether.vm.v1.UpdateVmResponse
+ */
+export type UpdateVmResponse = Message<"aether.vm.v1.UpdateVmResponse"> & {
+  /**
+   * The VM as recorded now (memory_bytes and vcpus are what its next start uses).
+   *
+   * @generated from field: aether.vm.v1.Vm vm = 1;
+   */
+  vm?: Vm | undefined;
+};
+
+/**
+ * Describes the message aether.vm.v1.UpdateVmResponse.
+ * Use `create(UpdateVmResponseSchema)` to create a new message.
+ */
+export const UpdateVmResponseSchema: GenMessage<UpdateVmResponse> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 52);
+
+/**
+ * Request for VmService.AttachVmDisk.
+ *
+ * @generated from message aether.vm.v1.AttachVmDiskRequest
+ */
+export type AttachVmDiskRequest = Message<"aether.vm.v1.AttachVmDiskRequest"> & {
+  /**
+   * Id or name of the VM.
+   *
+   * @generated from field: string vm = 1;
+   */
+  vm: string;
+
+  /**
+   * Tenant used to resolve a name. Empty: "default".
+   *
+   * @generated from field: string tenant = 2;
+   */
+  tenant: string;
+
+  /**
+   * The disk: a volume of the VM's tenant, or a host path (callers not limited to a tenant only).
+   *
+   * @generated from field: aether.vm.v1.Disk disk = 3;
+   */
+  disk?: Disk | undefined;
+};
+
+/**
+ * Describes the message aether.vm.v1.AttachVmDiskRequest.
+ * Use `create(AttachVmDiskRequestSchema)` to create a new message.
+ */
+export const AttachVmDiskRequestSchema: GenMessage<AttachVmDiskRequest> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 53);
+
+/**
+ * Response of VmService.AttachVmDisk.
+ *
+ * @generated from message aether.vm.v1.AttachVmDiskResponse
+ */
+export type AttachVmDiskResponse = Message<"aether.vm.v1.AttachVmDiskResponse"> & {
+  /**
+   * The VM with the disk.
+   *
+   * @generated from field: aether.vm.v1.Vm vm = 1;
+   */
+  vm?: Vm | undefined;
+};
+
+/**
+ * Describes the message aether.vm.v1.AttachVmDiskResponse.
+ * Use `create(AttachVmDiskResponseSchema)` to create a new message.
+ */
+export const AttachVmDiskResponseSchema: GenMessage<AttachVmDiskResponse> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 54);
+
+/**
+ * Request for VmService.DetachVmDisk.
+ *
+ * @generated from message aether.vm.v1.DetachVmDiskRequest
+ */
+export type DetachVmDiskRequest = Message<"aether.vm.v1.DetachVmDiskRequest"> & {
+  /**
+   * Id or name of the VM.
+   *
+   * @generated from field: string vm = 1;
+   */
+  vm: string;
+
+  /**
+   * Tenant used to resolve a name. Empty: "default".
+   *
+   * @generated from field: string tenant = 2;
+   */
+  tenant: string;
+
+  /**
+   * The disk: its volume (id or name), its host path or its serial.
+   *
+   * @generated from field: string disk = 3;
+   */
+  disk: string;
+};
+
+/**
+ * Describes the message aether.vm.v1.DetachVmDiskRequest.
+ * Use `create(DetachVmDiskRequestSchema)` to create a new message.
+ */
+export const DetachVmDiskRequestSchema: GenMessage<DetachVmDiskRequest> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 55);
+
+/**
+ * Response of VmService.DetachVmDisk.
+ *
+ * @generated from message aether.vm.v1.DetachVmDiskResponse
+ */
+export type DetachVmDiskResponse = Message<"aether.vm.v1.DetachVmDiskResponse"> & {
+  /**
+   * The VM without the disk.
+   *
+   * @generated from field: aether.vm.v1.Vm vm = 1;
+   */
+  vm?: Vm | undefined;
+};
+
+/**
+ * Describes the message aether.vm.v1.DetachVmDiskResponse.
+ * Use `create(DetachVmDiskResponseSchema)` to create a new message.
+ */
+export const DetachVmDiskResponseSchema: GenMessage<DetachVmDiskResponse> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 56);
+
+/**
+ * Request for VmService.AttachVmNic.
+ *
+ * @generated from message aether.vm.v1.AttachVmNicRequest
+ */
+export type AttachVmNicRequest = Message<"aether.vm.v1.AttachVmNicRequest"> & {
+  /**
+   * Id or name of the VM.
+   *
+   * @generated from field: string vm = 1;
+   */
+  vm: string;
+
+  /**
+   * Tenant used to resolve a name. Empty: "default".
+   *
+   * @generated from field: string tenant = 2;
+   */
+  tenant: string;
+
+  /**
+   * The NIC: bridge required; mac optional (empty: derived from the VM and the NIC's index).
+   *
+   * @generated from field: aether.vm.v1.Nic nic = 3;
+   */
+  nic?: Nic | undefined;
+};
+
+/**
+ * Describes the message aether.vm.v1.AttachVmNicRequest.
+ * Use `create(AttachVmNicRequestSchema)` to create a new message.
+ */
+export const AttachVmNicRequestSchema: GenMessage<AttachVmNicRequest> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 57);
+
+/**
+ * Response of VmService.AttachVmNic.
+ *
+ * @generated from message aether.vm.v1.AttachVmNicResponse
+ */
+export type AttachVmNicResponse = Message<"aether.vm.v1.AttachVmNicResponse"> & {
+  /**
+   * The VM with the NIC.
+   *
+   * @generated from field: aether.vm.v1.Vm vm = 1;
+   */
+  vm?: Vm | undefined;
+};
+
+/**
+ * Describes the message aether.vm.v1.AttachVmNicResponse.
+ * Use `create(AttachVmNicResponseSchema)` to create a new message.
+ */
+export const AttachVmNicResponseSchema: GenMessage<AttachVmNicResponse> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 58);
+
+/**
+ * Request for VmService.DetachVmNic.
+ *
+ * @generated from message aether.vm.v1.DetachVmNicRequest
+ */
+export type DetachVmNicRequest = Message<"aether.vm.v1.DetachVmNicRequest"> & {
+  /**
+   * Id or name of the VM.
+   *
+   * @generated from field: string vm = 1;
+   */
+  vm: string;
+
+  /**
+   * Tenant used to resolve a name. Empty: "default".
+   *
+   * @generated from field: string tenant = 2;
+   */
+  tenant: string;
+
+  /**
+   * The NIC: its MAC address or its TAP device.
+   *
+   * @generated from field: string nic = 3;
+   */
+  nic: string;
+};
+
+/**
+ * Describes the message aether.vm.v1.DetachVmNicRequest.
+ * Use `create(DetachVmNicRequestSchema)` to create a new message.
+ */
+export const DetachVmNicRequestSchema: GenMessage<DetachVmNicRequest> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 59);
+
+/**
+ * Response of VmService.DetachVmNic.
+ *
+ * @generated from message aether.vm.v1.DetachVmNicResponse
+ */
+export type DetachVmNicResponse = Message<"aether.vm.v1.DetachVmNicResponse"> & {
+  /**
+   * The VM without the NIC.
+   *
+   * @generated from field: aether.vm.v1.Vm vm = 1;
+   */
+  vm?: Vm | undefined;
+};
+
+/**
+ * Describes the message aether.vm.v1.DetachVmNicResponse.
+ * Use `create(DetachVmNicResponseSchema)` to create a new message.
+ */
+export const DetachVmNicResponseSchema: GenMessage<DetachVmNicResponse> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 60);
+
+/**
+ * One disk's part of a VM snapshot.
+ *
+ * @generated from message aether.vm.v1.VmSnapshotDisk
+ */
+export type VmSnapshotDisk = Message<"aether.vm.v1.VmSnapshotDisk"> & {
+  /**
+   * Id of the volume.
+   *
+   * @generated from field: string volume = 1;
+   */
+  volume: string;
+
+  /**
+   * Name of the volume.
+   *
+   * @generated from field: string volume_name = 2;
+   */
+  volumeName: string;
+
+  /**
+   * Id of the volume snapshot (see aether.storage.v1).
+   *
+   * @generated from field: string snapshot = 3;
+   */
+  snapshot: string;
+};
+
+/**
+ * Describes the message aether.vm.v1.VmSnapshotDisk.
+ * Use `create(VmSnapshotDiskSchema)` to create a new message.
+ */
+export const VmSnapshotDiskSchema: GenMessage<VmSnapshotDisk> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 61);
+
+/**
+ * A snapshot of all of a VM's volume disks taken together.
+ *
+ * @generated from message aether.vm.v1.VmSnapshot
+ */
+export type VmSnapshot = Message<"aether.vm.v1.VmSnapshot"> & {
+  /**
+   * Name, unique among the VM's snapshots.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Id of the VM.
+   *
+   * @generated from field: string vm = 2;
+   */
+  vm: string;
+
+  /**
+   * When it was taken.
+   *
+   * @generated from field: google.protobuf.Timestamp create_time = 3;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * How the disks were made consistent: "stopped" (the VM was not running), "frozen" (the guest
+   * agent froze the guest's file systems) or "paused" (the vCPUs were paused).
+   *
+   * @generated from field: string consistency = 4;
+   */
+  consistency: string;
+
+  /**
+   * The disks' snapshots.
+   *
+   * @generated from field: repeated aether.vm.v1.VmSnapshotDisk disks = 5;
+   */
+  disks: VmSnapshotDisk[];
+
+  /**
+   * Empty when every disk the snapshot was taken of still has its part; else what is missing.
+   *
+   * @generated from field: string problem = 6;
+   */
+  problem: string;
+};
+
+/**
+ * Describes the message aether.vm.v1.VmSnapshot.
+ * Use `create(VmSnapshotSchema)` to create a new message.
+ */
+export const VmSnapshotSchema: GenMessage<VmSnapshot> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 62);
+
+/**
+ * Request for VmService.CreateVmSnapshot.
+ *
+ * @generated from message aether.vm.v1.CreateVmSnapshotRequest
+ */
+export type CreateVmSnapshotRequest = Message<"aether.vm.v1.CreateVmSnapshotRequest"> & {
+  /**
+   * Id or name of the VM.
+   *
+   * @generated from field: string vm = 1;
+   */
+  vm: string;
+
+  /**
+   * Tenant used to resolve a name. Empty: "default".
+   *
+   * @generated from field: string tenant = 2;
+   */
+  tenant: string;
+
+  /**
+   * Name of the snapshot (DNS label).
+   *
+   * @generated from field: string name = 3;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message aether.vm.v1.CreateVmSnapshotRequest.
+ * Use `create(CreateVmSnapshotRequestSchema)` to create a new message.
+ */
+export const CreateVmSnapshotRequestSchema: GenMessage<CreateVmSnapshotRequest> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 63);
+
+/**
+ * Response of VmService.CreateVmSnapshot.
+ *
+ * @generated from message aether.vm.v1.CreateVmSnapshotResponse
+ */
+export type CreateVmSnapshotResponse = Message<"aether.vm.v1.CreateVmSnapshotResponse"> & {
+  /**
+   * The snapshot.
+   *
+   * @generated from field: aether.vm.v1.VmSnapshot snapshot = 1;
+   */
+  snapshot?: VmSnapshot | undefined;
+};
+
+/**
+ * Describes the message aether.vm.v1.CreateVmSnapshotResponse.
+ * Use `create(CreateVmSnapshotResponseSchema)` to create a new message.
+ */
+export const CreateVmSnapshotResponseSchema: GenMessage<CreateVmSnapshotResponse> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 64);
+
+/**
+ * Request for VmService.ListVmSnapshots.
+ *
+ * @generated from message aether.vm.v1.ListVmSnapshotsRequest
+ */
+export type ListVmSnapshotsRequest = Message<"aether.vm.v1.ListVmSnapshotsRequest"> & {
+  /**
+   * Id or name of the VM.
+   *
+   * @generated from field: string vm = 1;
+   */
+  vm: string;
+
+  /**
+   * Tenant used to resolve a name. Empty: "default".
+   *
+   * @generated from field: string tenant = 2;
+   */
+  tenant: string;
+};
+
+/**
+ * Describes the message aether.vm.v1.ListVmSnapshotsRequest.
+ * Use `create(ListVmSnapshotsRequestSchema)` to create a new message.
+ */
+export const ListVmSnapshotsRequestSchema: GenMessage<ListVmSnapshotsRequest> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 65);
+
+/**
+ * Response of VmService.ListVmSnapshots.
+ *
+ * @generated from message aether.vm.v1.ListVmSnapshotsResponse
+ */
+export type ListVmSnapshotsResponse = Message<"aether.vm.v1.ListVmSnapshotsResponse"> & {
+  /**
+   * The VM's snapshots, oldest first.
+   *
+   * @generated from field: repeated aether.vm.v1.VmSnapshot snapshots = 1;
+   */
+  snapshots: VmSnapshot[];
+};
+
+/**
+ * Describes the message aether.vm.v1.ListVmSnapshotsResponse.
+ * Use `create(ListVmSnapshotsResponseSchema)` to create a new message.
+ */
+export const ListVmSnapshotsResponseSchema: GenMessage<ListVmSnapshotsResponse> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 66);
+
+/**
+ * Request for VmService.DeleteVmSnapshot.
+ *
+ * @generated from message aether.vm.v1.DeleteVmSnapshotRequest
+ */
+export type DeleteVmSnapshotRequest = Message<"aether.vm.v1.DeleteVmSnapshotRequest"> & {
+  /**
+   * Id or name of the VM.
+   *
+   * @generated from field: string vm = 1;
+   */
+  vm: string;
+
+  /**
+   * Tenant used to resolve a name. Empty: "default".
+   *
+   * @generated from field: string tenant = 2;
+   */
+  tenant: string;
+
+  /**
+   * Name of the snapshot.
+   *
+   * @generated from field: string name = 3;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message aether.vm.v1.DeleteVmSnapshotRequest.
+ * Use `create(DeleteVmSnapshotRequestSchema)` to create a new message.
+ */
+export const DeleteVmSnapshotRequestSchema: GenMessage<DeleteVmSnapshotRequest> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 67);
+
+/**
+ * Response of VmService.DeleteVmSnapshot.
+ *
+ * @generated from message aether.vm.v1.DeleteVmSnapshotResponse
+ */
+export type DeleteVmSnapshotResponse = Message<"aether.vm.v1.DeleteVmSnapshotResponse"> & {
+};
+
+/**
+ * Describes the message aether.vm.v1.DeleteVmSnapshotResponse.
+ * Use `create(DeleteVmSnapshotResponseSchema)` to create a new message.
+ */
+export const DeleteVmSnapshotResponseSchema: GenMessage<DeleteVmSnapshotResponse> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 68);
+
+/**
+ * Request for VmService.RollbackVmSnapshot.
+ *
+ * @generated from message aether.vm.v1.RollbackVmSnapshotRequest
+ */
+export type RollbackVmSnapshotRequest = Message<"aether.vm.v1.RollbackVmSnapshotRequest"> & {
+  /**
+   * Id or name of the VM.
+   *
+   * @generated from field: string vm = 1;
+   */
+  vm: string;
+
+  /**
+   * Tenant used to resolve a name. Empty: "default".
+   *
+   * @generated from field: string tenant = 2;
+   */
+  tenant: string;
+
+  /**
+   * Name of the snapshot.
+   *
+   * @generated from field: string name = 3;
+   */
+  name: string;
+
+  /**
+   * Also delete the snapshots taken after it (of the VM or of its volumes); without it a rollback
+   * past a newer snapshot fails with FAILED_PRECONDITION.
+   *
+   * @generated from field: bool destroy_newer = 4;
+   */
+  destroyNewer: boolean;
+};
+
+/**
+ * Describes the message aether.vm.v1.RollbackVmSnapshotRequest.
+ * Use `create(RollbackVmSnapshotRequestSchema)` to create a new message.
+ */
+export const RollbackVmSnapshotRequestSchema: GenMessage<RollbackVmSnapshotRequest> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 69);
+
+/**
+ * Response of VmService.RollbackVmSnapshot.
+ *
+ * @generated from message aether.vm.v1.RollbackVmSnapshotResponse
+ */
+export type RollbackVmSnapshotResponse = Message<"aether.vm.v1.RollbackVmSnapshotResponse"> & {
+  /**
+   * The VM.
+   *
+   * @generated from field: aether.vm.v1.Vm vm = 1;
+   */
+  vm?: Vm | undefined;
+};
+
+/**
+ * Describes the message aether.vm.v1.RollbackVmSnapshotResponse.
+ * Use `create(RollbackVmSnapshotResponseSchema)` to create a new message.
+ */
+export const RollbackVmSnapshotResponseSchema: GenMessage<RollbackVmSnapshotResponse> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 70);
+
+/**
+ * Request for VmService.CloneVm.
+ *
+ * @generated from message aether.vm.v1.CloneVmRequest
+ */
+export type CloneVmRequest = Message<"aether.vm.v1.CloneVmRequest"> & {
+  /**
+   * Id or name of the VM to clone (stopped).
+   *
+   * @generated from field: string vm = 1;
+   */
+  vm: string;
+
+  /**
+   * Tenant used to resolve a name. Empty: "default".
+   *
+   * @generated from field: string tenant = 2;
+   */
+  tenant: string;
+
+  /**
+   * Name of the new VM (DNS label), unique within the tenant.
+   *
+   * @generated from field: string name = 3;
+   */
+  name: string;
+
+  /**
+   * Labels of the new VM. Empty: the source's.
+   *
+   * @generated from field: map<string, string> labels = 4;
+   */
+  labels: { [key: string]: string };
+
+  /**
+   * Start the new VM once made.
+   *
+   * @generated from field: bool start = 5;
+   */
+  start: boolean;
+};
+
+/**
+ * Describes the message aether.vm.v1.CloneVmRequest.
+ * Use `create(CloneVmRequestSchema)` to create a new message.
+ */
+export const CloneVmRequestSchema: GenMessage<CloneVmRequest> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 71);
+
+/**
+ * Response of VmService.CloneVm.
+ *
+ * @generated from message aether.vm.v1.CloneVmResponse
+ */
+export type CloneVmResponse = Message<"aether.vm.v1.CloneVmResponse"> & {
+  /**
+   * The new VM.
+   *
+   * @generated from field: aether.vm.v1.Vm vm = 1;
+   */
+  vm?: Vm | undefined;
+};
+
+/**
+ * Describes the message aether.vm.v1.CloneVmResponse.
+ * Use `create(CloneVmResponseSchema)` to create a new message.
+ */
+export const CloneVmResponseSchema: GenMessage<CloneVmResponse> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 72);
+
+/**
+ * Request for VmService.ReadVmFile.
+ *
+ * @generated from message aether.vm.v1.ReadVmFileRequest
+ */
+export type ReadVmFileRequest = Message<"aether.vm.v1.ReadVmFileRequest"> & {
+  /**
+   * Id or name of the VM.
+   *
+   * @generated from field: string vm = 1;
+   */
+  vm: string;
+
+  /**
+   * Tenant used to resolve a name. Empty: "default".
+   *
+   * @generated from field: string tenant = 2;
+   */
+  tenant: string;
+
+  /**
+   * Absolute path of the file in the guest.
+   *
+   * @generated from field: string path = 3;
+   */
+  path: string;
+
+  /**
+   * Where to start reading, in bytes.
+   *
+   * @generated from field: uint64 offset = 4;
+   */
+  offset: bigint;
+
+  /**
+   * Most bytes to return (up to 2 MiB). 0: 1 MiB.
+   *
+   * @generated from field: uint32 max_bytes = 5;
+   */
+  maxBytes: number;
+};
+
+/**
+ * Describes the message aether.vm.v1.ReadVmFileRequest.
+ * Use `create(ReadVmFileRequestSchema)` to create a new message.
+ */
+export const ReadVmFileRequestSchema: GenMessage<ReadVmFileRequest> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 73);
+
+/**
+ * Response of VmService.ReadVmFile.
+ *
+ * @generated from message aether.vm.v1.ReadVmFileResponse
+ */
+export type ReadVmFileResponse = Message<"aether.vm.v1.ReadVmFileResponse"> & {
+  /**
+   * The bytes read (fewer than asked for only at the end of the file).
+   *
+   * @generated from field: bytes data = 1;
+   */
+  data: Uint8Array;
+
+  /**
+   * Whether the end of the file was reached.
+   *
+   * @generated from field: bool eof = 2;
+   */
+  eof: boolean;
+};
+
+/**
+ * Describes the message aether.vm.v1.ReadVmFileResponse.
+ * Use `create(ReadVmFileResponseSchema)` to create a new message.
+ */
+export const ReadVmFileResponseSchema: GenMessage<ReadVmFileResponse> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 74);
+
+/**
+ * Request for VmService.WriteVmFile.
+ *
+ * @generated from message aether.vm.v1.WriteVmFileRequest
+ */
+export type WriteVmFileRequest = Message<"aether.vm.v1.WriteVmFileRequest"> & {
+  /**
+   * Id or name of the VM.
+   *
+   * @generated from field: string vm = 1;
+   */
+  vm: string;
+
+  /**
+   * Tenant used to resolve a name. Empty: "default".
+   *
+   * @generated from field: string tenant = 2;
+   */
+  tenant: string;
+
+  /**
+   * Absolute path of the file in the guest; its folder must exist.
+   *
+   * @generated from field: string path = 3;
+   */
+  path: string;
+
+  /**
+   * The bytes (up to 2 MiB per call; append the rest with further calls).
+   *
+   * @generated from field: bytes data = 4;
+   */
+  data: Uint8Array;
+
+  /**
+   * Append to the file; false: create it or cut it to nothing first.
+   *
+   * @generated from field: bool append = 5;
+   */
+  append: boolean;
+};
+
+/**
+ * Describes the message aether.vm.v1.WriteVmFileRequest.
+ * Use `create(WriteVmFileRequestSchema)` to create a new message.
+ */
+export const WriteVmFileRequestSchema: GenMessage<WriteVmFileRequest> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 75);
+
+/**
+ * Response of VmService.WriteVmFile.
+ *
+ * @generated from message aether.vm.v1.WriteVmFileResponse
+ */
+export type WriteVmFileResponse = Message<"aether.vm.v1.WriteVmFileResponse"> & {
+  /**
+   * Bytes the guest agent wrote.
+   *
+   * @generated from field: uint64 written = 1;
+   */
+  written: bigint;
+};
+
+/**
+ * Describes the message aether.vm.v1.WriteVmFileResponse.
+ * Use `create(WriteVmFileResponseSchema)` to create a new message.
+ */
+export const WriteVmFileResponseSchema: GenMessage<WriteVmFileResponse> = /*@__PURE__*/
+  messageDesc(file_aether_vm_v1_vm, 76);
+
+/**
  * Where a VM is in its life.
  *
  * @generated from enum aether.vm.v1.VmState
@@ -2539,6 +3496,163 @@ export const VmService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchMigrationRequestSchema;
     output: typeof WatchMigrationResponseSchema;
+  },
+  /**
+   * Reboots a RUNNING VM gracefully: asks the guest to shut down (guest agent, else the ACPI power
+   * button), waits up to the timeout (then kills the hypervisor), and starts it again with a new
+   * hypervisor process, so settings changed with UpdateVm apply (as qm reboot does). Returns with
+   * the VM in STARTING; follow it with WaitVmReady. FAILED_PRECONDITION when the VM is not RUNNING.
+   *
+   * @generated from rpc aether.vm.v1.VmService.RebootVm
+   */
+  rebootVm: {
+    methodKind: "unary";
+    input: typeof RebootVmRequestSchema;
+    output: typeof RebootVmResponseSchema;
+  },
+  /**
+   * Resets a RUNNING or PAUSED QEMU VM at once, like its reset button (QMP system_reset): no
+   * shutdown, the same hypervisor process, unwritten guest data lost. Returns with the VM in
+   * STARTING (the guest boots again); follow it with WaitVmReady.
+   *
+   * @generated from rpc aether.vm.v1.VmService.ResetVm
+   */
+  resetVm: {
+    methodKind: "unary";
+    input: typeof ResetVmRequestSchema;
+    output: typeof ResetVmResponseSchema;
+  },
+  /**
+   * Changes a VM's memory, vCPUs, autostart or labels. Memory and vCPUs apply at the VM's next start
+   * (StartVm or RebootVm); on a running VM the VM's pending_changes says what waits for it. Labels
+   * and autostart apply at once.
+   *
+   * @generated from rpc aether.vm.v1.VmService.UpdateVm
+   */
+  updateVm: {
+    methodKind: "unary";
+    input: typeof UpdateVmRequestSchema;
+    output: typeof UpdateVmResponseSchema;
+  },
+  /**
+   * Attaches a disk to a stopped VM (CREATED, STOPPED or FAILED): it is recorded and the guest sees
+   * it from the next start. A running VM is not changed: FAILED_PRECONDITION saying to stop it (an
+   * ephemeral microVM has no PCI hotplug at all; hot-plug into persistent VMs is not done yet).
+   *
+   * @generated from rpc aether.vm.v1.VmService.AttachVmDisk
+   */
+  attachVmDisk: {
+    methodKind: "unary";
+    input: typeof AttachVmDiskRequestSchema;
+    output: typeof AttachVmDiskResponseSchema;
+  },
+  /**
+   * Detaches a disk (not the boot disk) from a stopped VM, like AttachVmDisk. The volume is kept.
+   *
+   * @generated from rpc aether.vm.v1.VmService.DetachVmDisk
+   */
+  detachVmDisk: {
+    methodKind: "unary";
+    input: typeof DetachVmDiskRequestSchema;
+    output: typeof DetachVmDiskResponseSchema;
+  },
+  /**
+   * Adds a NIC on a host bridge to a stopped VM, like AttachVmDisk (its TAP device is made at start).
+   *
+   * @generated from rpc aether.vm.v1.VmService.AttachVmNic
+   */
+  attachVmNic: {
+    methodKind: "unary";
+    input: typeof AttachVmNicRequestSchema;
+    output: typeof AttachVmNicResponseSchema;
+  },
+  /**
+   * Removes a NIC from a stopped VM, like DetachVmDisk.
+   *
+   * @generated from rpc aether.vm.v1.VmService.DetachVmNic
+   */
+  detachVmNic: {
+    methodKind: "unary";
+    input: typeof DetachVmNicRequestSchema;
+    output: typeof DetachVmNicResponseSchema;
+  },
+  /**
+   * Snapshots every volume disk of the VM under one name. A stopped VM is snapshotted as it is; a
+   * running one is made consistent first (guest-fsfreeze through the guest agent when it answers,
+   * else paused) and thawed after. Each disk becomes a volume snapshot (see aether.storage.v1)
+   * named like the VM snapshot. FAILED_PRECONDITION for host-path disks and for a running VM whose
+   * volumes live in a pool that cannot snapshot volumes in use (a dir pool).
+   *
+   * @generated from rpc aether.vm.v1.VmService.CreateVmSnapshot
+   */
+  createVmSnapshot: {
+    methodKind: "unary";
+    input: typeof CreateVmSnapshotRequestSchema;
+    output: typeof CreateVmSnapshotResponseSchema;
+  },
+  /**
+   * Lists a VM's snapshots, oldest first.
+   *
+   * @generated from rpc aether.vm.v1.VmService.ListVmSnapshots
+   */
+  listVmSnapshots: {
+    methodKind: "unary";
+    input: typeof ListVmSnapshotsRequestSchema;
+    output: typeof ListVmSnapshotsResponseSchema;
+  },
+  /**
+   * Deletes a VM snapshot: the volume snapshots it is made of.
+   *
+   * @generated from rpc aether.vm.v1.VmService.DeleteVmSnapshot
+   */
+  deleteVmSnapshot: {
+    methodKind: "unary";
+    input: typeof DeleteVmSnapshotRequestSchema;
+    output: typeof DeleteVmSnapshotResponseSchema;
+  },
+  /**
+   * Returns a stopped VM's disks to a snapshot (every volume the snapshot holds). Disks attached
+   * after the snapshot are left as they are. FAILED_PRECONDITION while the VM runs.
+   *
+   * @generated from rpc aether.vm.v1.VmService.RollbackVmSnapshot
+   */
+  rollbackVmSnapshot: {
+    methodKind: "unary";
+    input: typeof RollbackVmSnapshotRequestSchema;
+    output: typeof RollbackVmSnapshotResponseSchema;
+  },
+  /**
+   * Makes a new VM from a stopped one: the same settings, every volume disk thinly cloned (the clones
+   * belong to the new VM and are deleted with it), new id, new MAC addresses and TAP devices, and
+   * cloud-init seen as a new instance. Host-path disks cannot be cloned (FAILED_PRECONDITION).
+   *
+   * @generated from rpc aether.vm.v1.VmService.CloneVm
+   */
+  cloneVm: {
+    methodKind: "unary";
+    input: typeof CloneVmRequestSchema;
+    output: typeof CloneVmResponseSchema;
+  },
+  /**
+   * Reads part of a file in the guest through the guest agent (guest-file-open/seek/read/close).
+   * Needs a RUNNING VM whose agent answers.
+   *
+   * @generated from rpc aether.vm.v1.VmService.ReadVmFile
+   */
+  readVmFile: {
+    methodKind: "unary";
+    input: typeof ReadVmFileRequestSchema;
+    output: typeof ReadVmFileResponseSchema;
+  },
+  /**
+   * Writes (creates, truncates or appends to) a file in the guest through the guest agent.
+   *
+   * @generated from rpc aether.vm.v1.VmService.WriteVmFile
+   */
+  writeVmFile: {
+    methodKind: "unary";
+    input: typeof WriteVmFileRequestSchema;
+    output: typeof WriteVmFileResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_aether_vm_v1_vm, 0);
