@@ -1,9 +1,23 @@
 // aether storage pools|list|get|create|clone|resize|delete|snapshot|snapshots|rollback|delete-snapshot:
 // pools, volumes (VM disks) and their snapshots.
 import { InvalidArgumentError, Option, type Command } from "commander";
-import { storage as storageApi, type AetherClient } from "@aether/sdk";
+import { Code, ConnectError, storage as storageApi, type AetherClient } from "@aether/sdk";
 import { withClient, type GlobalOptions } from "../client.js";
-import { age, bytes, printFields, printJson, printTable } from "../output.js";
+import {
+  formatOf,
+  age,
+  bytes,
+  forPrograms,
+  labelsText,
+  outputOptions,
+  printList,
+  printOne,
+  shortId,
+  type ListView,
+  type OutputFlags,
+} from "../output.js";
+import { deleteMany, deleteManyOptions, dryRunOption, exists, sayWould, type DeleteFlags, type DryRunFlags } from "../mutations.js";
+import { selectorOf, selectorOptions, selects, serverFilter, type SelectorFlags } from "../selectors.js";
 import { parseBytes } from "../units.js";
 
 /** A repeatable key=value option (labels). */
@@ -20,11 +34,7 @@ export const formatName = (f: storageApi.VolumeFormat) => (f ? storageApi.Volume
 const driverName = (d: storageApi.PoolDriver) => storageApi.PoolDriver[d].toLowerCase().replace(/_/g, "-");
 const volumeState = (v: storageApi.Volume) => storageApi.VolumeState[v.state].toLowerCase();
 const snapshotState = (s: storageApi.Snapshot) => storageApi.SnapshotState[s.state].toLowerCase();
-const labelText = (labels: Record<string, string>) =>
-  Object.entries(labels)
-    .map(([k, v]) => `${k}=${v}`)
-    .join(", ") || "-";
-const short = (id: string) => id.slice(0, 8);
+const short = shortId;
 
 /** Every page of a List RPC. */
 export async function allPages<T>(page: (pageToken: string) => Promise<[T[], string]>): Promise<T[]> {
@@ -89,6 +99,85 @@ function backingText(v: storageApi.Volume, names: Names): string {
 
 const usedByText = (v: storageApi.Volume, names: Names) => v.usedBy.map((id) => names.vms.get(id) ?? short(id)).join(", ") || "-";
 
+const POOLS: ListView<storageApi.Pool> = {
+  json: storageApi.PoolSchema,
+  name: (p) => p.name,
+  columns: [
+    { header: "NAME", cell: (p) => p.name },
+    { header: "DRIVER", cell: (p) => driverName(p.driver) },
+    { header: "LOCATION", cell: (p) => p.location, clip: true },
+    { header: "DEFAULT", cell: (p) => (p.defaultPool ? "yes" : "-") },
+    { header: "AVAILABLE", cell: (p) => (p.available ? "yes" : `no: ${p.unavailableReason}`), clip: true },
+    { header: "CAPACITY", cell: (p) => bytes(p.capacityBytes) },
+    { header: "ALLOCATED", cell: (p) => bytes(p.allocatedBytes) },
+    { header: "USED", cell: (p) => bytes(p.usedBytes) },
+    { header: "FORMATS", cell: (p) => p.formats.map(formatName).join(",") },
+    { header: "LABELS", cell: (p) => labelsText(p.labels), wideOnly: true },
+  ],
+};
+
+/** Volumes, with the names of what they refer to (looked up for the table; JSON keeps the ids). */
+function volumesView(names?: Names): ListView<storageApi.Volume> {
+  const known = names ?? { images: new Map(), snapshots: new Map(), volumes: new Map(), vms: new Map() };
+  return {
+    json: storageApi.VolumeSchema,
+    name: (v) => v.name,
+    columns: [
+      { header: "NAME", cell: (v) => v.name },
+      { header: "TENANT", cell: (v) => v.tenant },
+      { header: "STATE", cell: volumeState },
+      { header: "POOL", cell: (v) => v.pool },
+      { header: "FORMAT", cell: (v) => formatName(v.format) },
+      { header: "SIZE", cell: (v) => bytes(v.sizeBytes) },
+      { header: "ALLOCATED", cell: (v) => bytes(v.allocatedBytes) },
+      { header: "BACKING", cell: (v) => backingText(v, known), clip: true },
+      { header: "USED BY", cell: (v) => usedByText(v, known), clip: true },
+      { header: "ID", cell: (v) => short(v.id), whole: (v) => v.id, wideOnly: true },
+      { header: "LABELS", cell: (v) => labelsText(v.labels), wideOnly: true },
+      { header: "REASON", cell: (v) => v.stateReason || "-", wideOnly: true },
+    ],
+  };
+}
+
+function snapshotsView(volumeNames: Map<string, string>): ListView<storageApi.Snapshot> {
+  return {
+    json: storageApi.SnapshotSchema,
+    name: (s) => `${volumeNames.get(s.volume) ?? short(s.volume)}/${s.name}`,
+    columns: [
+      { header: "VOLUME", cell: (s) => volumeNames.get(s.volume) ?? short(s.volume) },
+      { header: "SNAPSHOT", cell: (s) => s.name },
+      { header: "TENANT", cell: (s) => s.tenant },
+      { header: "STATE", cell: snapshotState },
+      { header: "SIZE", cell: (s) => bytes(s.sizeBytes) },
+      { header: "ALLOCATED", cell: (s) => bytes(s.allocatedBytes) },
+      { header: "CLONES", cell: (s) => String(s.clones.length) },
+      { header: "AGE", cell: (s) => age(s.createTime) },
+      { header: "ID", cell: (s) => short(s.id), whole: (s) => s.id, wideOnly: true },
+      { header: "LABELS", cell: (s) => labelsText(s.labels), wideOnly: true },
+    ],
+  };
+}
+
+async function getVolume(aether: AetherClient, ref: string, tenant: string): Promise<storageApi.Volume> {
+  const { volume } = await aether.storage.getVolume({ volume: ref, tenant });
+  if (!volume) throw new Error("aetherd returned no volume");
+  return volume;
+}
+
+async function listVolumes(aether: AetherClient, pool: string, tenant: string, filter: string): Promise<storageApi.Volume[]> {
+  return allPages((pageToken) =>
+    aether.storage.listVolumes({ pool, tenant, filter, pageSize: 1000, pageToken }).then((r) => [r.volumes, r.nextPageToken]),
+  );
+}
+
+/** What refuses a volume's deletion, as far as the CLI can tell. */
+function deleteRefusal(v: storageApi.Volume, withSnapshots: boolean): string | undefined {
+  if (v.usedBy.length > 0) return `${v.name} is attached to ${v.usedBy.length} VM(s)`;
+  if (v.clones.length > 0) return `${v.clones.length} clone(s) depend on ${v.name}`;
+  if (v.snapshotCount > 0 && !withSnapshots) return `${v.name} has ${v.snapshotCount} snapshot(s); add --with-snapshots`;
+  return undefined;
+}
+
 /** "data/one" → volume data, snapshot one; a bare value is a snapshot id. */
 function snapshotRef(value: string): { volume: string; snapshot: string } {
   const slash = value.indexOf("/");
@@ -107,83 +196,60 @@ export function storageCommands(program: Command): void {
     );
   const globals = () => program.opts<GlobalOptions>();
 
-  storage
+  const pools = storage
     .command("pools")
     .description("the pools configured on the node, with capacity and health")
-    .option("--json", "print as JSON")
-    .addHelpText("after", "\nExamples:\n  aether storage pools\n  aether storage pools --json | jq '.[] | select(.available | not)'")
-    .action(async (o: { json?: boolean }) =>
+    .addHelpText(
+      "after",
+      "\nExamples:\n  aether storage pools\n  aether storage pools -l tier=ssd -o name\n  aether storage pools --json | jq '.[] | select(.available | not)'",
+    )
+    .action(async (o: SelectorFlags & OutputFlags) =>
       withClient(globals(), async (aether) => {
-        const pools = await allPages((pageToken) =>
-          aether.storage.listPools({ pageSize: 1000, pageToken }).then((r) => [r.pools, r.nextPageToken]),
+        const selector = selectorOf(o);
+        const all = await allPages((pageToken) =>
+          aether.storage.listPools({ pageSize: 1000, pageToken, filter: serverFilter(selector) }).then((r) => [r.pools, r.nextPageToken]),
         );
-        if (o.json) return printJson(storageApi.PoolSchema, pools);
-        printTable(
-          ["NAME", "DRIVER", "LOCATION", "DEFAULT", "AVAILABLE", "CAPACITY", "ALLOCATED", "USED", "FORMATS"],
-          pools.map((p) => [
-            p.name,
-            driverName(p.driver),
-            p.location,
-            p.defaultPool ? "yes" : "-",
-            p.available ? "yes" : `no: ${p.unavailableReason}`,
-            bytes(p.capacityBytes),
-            bytes(p.allocatedBytes),
-            bytes(p.usedBytes),
-            p.formats.map(formatName).join(","),
-          ]),
+        printList(
+          o,
+          POOLS,
+          all.filter((p) => selects(selector, p.labels)),
         );
       }),
     );
+  selectorOptions(outputOptions(pools, "list"));
 
-  storage
+  const list = storage
     .command("list")
     .alias("ls")
     .description("volumes, newest first")
     .option("--pool <pool>", "only volumes in this pool", "")
     .option("--tenant <tenant>", "only this tenant", "")
-    .option("--filter <k=v,...>", "only those with these labels", "")
-    .option("--json", "print as JSON")
-    .addHelpText("after", "\nExamples:\n  aether storage list\n  aether storage list --pool fast --filter team=a --json")
-    .action(async (o: { pool: string; tenant: string; filter: string; json?: boolean }) =>
+    .addHelpText(
+      "after",
+      "\nExamples:\n  aether storage list\n  aether storage list --pool fast -l team=a -o wide\n  aether storage list -l team=a --json",
+    )
+    .action(async (o: { pool: string; tenant: string } & SelectorFlags & OutputFlags) =>
       withClient(globals(), async (aether) => {
-        const volumes = await allPages((pageToken) =>
-          aether.storage
-            .listVolumes({ pool: o.pool, tenant: o.tenant, filter: o.filter, pageSize: 1000, pageToken })
-            .then((r) => [r.volumes, r.nextPageToken]),
-        );
-        if (o.json) return printJson(storageApi.VolumeSchema, volumes);
-        const names = await lookUpNames(aether, volumes);
-        printTable(
-          ["NAME", "TENANT", "STATE", "POOL", "FORMAT", "SIZE", "ALLOCATED", "BACKING", "USED BY"],
-          volumes.map((v) => [
-            v.name,
-            v.tenant,
-            volumeState(v),
-            v.pool,
-            formatName(v.format),
-            bytes(v.sizeBytes),
-            bytes(v.allocatedBytes),
-            backingText(v, names),
-            usedByText(v, names),
-          ]),
-        );
+        const selector = selectorOf(o);
+        const volumes = (await listVolumes(aether, o.pool, o.tenant, serverFilter(selector))).filter((v) => selects(selector, v.labels));
+        printList(o, volumesView(forPrograms(o) ? undefined : await lookUpNames(aether, volumes)), volumes);
       }),
     );
+  selectorOptions(outputOptions(list, "list"));
 
-  storage
-    .command("get")
+  outputOptions(storage.command("get"))
     .description("one volume in detail")
     .argument("<volume>", "id or name")
     .option("--tenant <tenant>", "tenant to resolve a name in", "")
-    .option("--json", "print as JSON")
-    .addHelpText("after", "\nExamples:\n  aether storage get data\n  aether storage get data --json | jq -r .hostPath")
-    .action(async (ref: string, o: { tenant: string; json?: boolean }) =>
+    .addHelpText(
+      "after",
+      "\nExamples:\n  aether storage get data\n  aether storage get data -o yaml\n  aether storage get data --json | jq -r .hostPath",
+    )
+    .action(async (ref: string, o: { tenant: string } & OutputFlags) =>
       withClient(globals(), async (aether) => {
-        const { volume: v } = await aether.storage.getVolume({ volume: ref, tenant: o.tenant });
-        if (!v) throw new Error("aetherd returned no volume");
-        if (o.json) return printJson(storageApi.VolumeSchema, v);
-        const names = await lookUpNames(aether, [v]);
-        printFields([
+        const v = await getVolume(aether, ref, o.tenant);
+        const names = forPrograms(o) ? undefined : await lookUpNames(aether, [v]);
+        printOne(o, volumesView(names), v, (v) => [
           ["id", v.id],
           ["name", v.name],
           ["tenant", v.tenant],
@@ -192,19 +258,18 @@ export function storageCommands(program: Command): void {
           ["format", formatName(v.format)],
           ["size", bytes(v.sizeBytes)],
           ["allocated", bytes(v.allocatedBytes)],
-          ["backing", backingText(v, names)],
+          ["backing", backingText(v, names as Names)],
           ["host path", v.hostPath || "-"],
-          ["used by", usedByText(v, names)],
+          ["used by", usedByText(v, names as Names)],
           ["snapshots", String(v.snapshotCount)],
           ["clones", v.clones.map(short).join(", ") || "-"],
-          ["labels", labelText(v.labels)],
+          ["labels", labelsText(v.labels)],
           ["age", age(v.createTime)],
         ]);
       }),
     );
 
-  storage
-    .command("create")
+  dryRunOption(outputOptions(storage.command("create")))
     .description("create a volume: empty (--size), or a thin clone of an image (--image) or a snapshot (--snapshot); prints its id")
     .argument("<name>", "a name unique in the tenant (DNS label)")
     .option("--size <size>", "size, e.g. 10G (required for an empty volume; a clone may grow its parent's size)", parseBytes)
@@ -214,10 +279,9 @@ export function storageCommands(program: Command): void {
     .option("--pool <pool>", "pool to create it in (default: the default pool; a clone lives in its parent's)", "")
     .option("--tenant <tenant>", "owning tenant", "")
     .option("-l, --label <key=value>", "label to attach (repeatable)", keyValue("label"))
-    .option("--json", "print the volume as JSON")
     .addHelpText(
       "after",
-      "\nExamples:\n  aether storage create data --size 10G\n  aether storage create scratch --size 512M --format raw --pool fast\n  aether storage create web-1 --image debian-12 --size 20G -l team=a\n  aether storage create data-copy --snapshot data/nightly",
+      "\nExamples:\n  aether storage create data --size 10G\n  aether storage create scratch --size 512M --format raw --pool fast\n  aether storage create web-1 --image debian-12 --size 20G -l team=a\n  aether storage create data-copy --snapshot data/nightly\n  aether storage create data --size 10G --dry-run",
     )
     .action(
       async (
@@ -230,8 +294,8 @@ export function storageCommands(program: Command): void {
           pool: string;
           tenant: string;
           label?: Record<string, string>;
-          json?: boolean;
-        },
+        } & OutputFlags &
+          DryRunFlags,
         cmd: Command,
       ) => {
         const clone = o.image !== undefined || o.snapshot !== undefined;
@@ -244,6 +308,21 @@ export function storageCommands(program: Command): void {
               ? { case: "snapshot" as const, value: { ...o.snapshot, sizeBytes: o.size ?? 0n } }
               : { case: "empty" as const, value: { sizeBytes: o.size ?? 0n } };
         await withClient(globals(), async (aether) => {
+          if (o.dryRun) {
+            if (await exists(() => getVolume(aether, name, o.tenant)))
+              return sayWould(`create volume ${name}, but aetherd would refuse: a volume named ${name} exists`);
+            if (o.image !== undefined) await aether.storage.getImage({ image: o.image, tenant: o.tenant });
+            if (o.snapshot !== undefined && o.snapshot.volume !== "") await getVolume(aether, o.snapshot.volume, o.tenant);
+            const from =
+              o.image !== undefined
+                ? ` from image ${o.image}`
+                : o.snapshot !== undefined
+                  ? ` from snapshot ${o.snapshot.volume}/${o.snapshot.snapshot}`
+                  : "";
+            return sayWould(
+              `create volume ${name}${from}${o.size !== undefined ? ` of ${bytes(o.size)}` : ""}${o.pool ? ` in pool ${o.pool}` : ""}`,
+            );
+          }
           const { volume } = await aether.storage.createVolume({
             name,
             tenant: o.tenant,
@@ -258,14 +337,13 @@ export function storageCommands(program: Command): void {
             source,
           });
           if (!volume) throw new Error("aetherd returned no volume");
-          if (o.json) printJson(storageApi.VolumeSchema, volume);
+          if (forPrograms(o)) printOne(o, volumesView(), volume);
           else process.stdout.write(`${volume.id}\n`);
         });
       },
     );
 
-  storage
-    .command("clone")
+  dryRunOption(outputOptions(storage.command("clone")))
     .description("a thin clone of a volume, from one of its snapshots or a snapshot taken now; prints its id")
     .argument("<volume>", "id or name of the volume to clone")
     .argument("<name>", "name of the new volume")
@@ -273,18 +351,25 @@ export function storageCommands(program: Command): void {
     .option("--size <size>", "grow the clone to this size, e.g. 20G", parseBytes)
     .option("--tenant <tenant>", "tenant to resolve a name in, and of the clone", "")
     .option("-l, --label <key=value>", "label to attach (repeatable)", keyValue("label"))
-    .option("--json", "print the new volume as JSON")
     .addHelpText(
       "after",
-      "\nExamples:\n  aether storage clone data data-test\n  aether storage clone data data-at-nightly --snapshot nightly --size 20G",
+      "\nExamples:\n  aether storage clone data data-test\n  aether storage clone data data-at-nightly --snapshot nightly --size 20G\n  aether storage clone data data-test --dry-run",
     )
     .action(
       async (
         ref: string,
         name: string,
-        o: { snapshot: string; size?: bigint; tenant: string; label?: Record<string, string>; json?: boolean },
+        o: { snapshot: string; size?: bigint; tenant: string; label?: Record<string, string> } & OutputFlags & DryRunFlags,
       ) =>
         withClient(globals(), async (aether) => {
+          if (o.dryRun) {
+            const source = await getVolume(aether, ref, o.tenant);
+            if (await exists(() => getVolume(aether, name, o.tenant)))
+              return sayWould(`clone volume ${source.name} into ${name}, but aetherd would refuse: a volume named ${name} exists`);
+            return sayWould(
+              `clone volume ${source.name} into ${name} from ${o.snapshot ? `snapshot ${o.snapshot}` : `a snapshot taken now (clone-${name})`}`,
+            );
+          }
           const { volume, snapshot } = await aether.storage.cloneVolume({
             volume: ref,
             name,
@@ -294,114 +379,157 @@ export function storageCommands(program: Command): void {
             labels: o.label ?? {},
           });
           if (!volume) throw new Error("aetherd returned no volume");
-          if (o.json) printJson(storageApi.VolumeSchema, volume);
+          if (forPrograms(o)) printOne(o, volumesView(), volume);
           else process.stdout.write(`${volume.id}\n`);
-          if (!o.json && process.stderr.isTTY && snapshot) process.stderr.write(`cloned ${ref}@${snapshot.name} into ${volume.name}\n`);
+          if (!forPrograms(o) && process.stderr.isTTY && snapshot)
+            process.stderr.write(`cloned ${ref}@${snapshot.name} into ${volume.name}\n`);
         }),
     );
 
-  storage
-    .command("resize")
+  dryRunOption(outputOptions(storage.command("resize")))
     .description("grow a volume (it cannot shrink; the guest grows its file system itself)")
     .argument("<volume>", "id or name")
     .argument("<size>", "new size, e.g. 20G", parseBytes)
     .option("--tenant <tenant>", "tenant to resolve a name in", "")
-    .option("--json", "print the volume as JSON")
-    .addHelpText("after", "\nExamples:\n  aether storage resize data 20G")
-    .action(async (ref: string, size: bigint, o: { tenant: string; json?: boolean }) =>
+    .addHelpText("after", "\nExamples:\n  aether storage resize data 20G\n  aether storage resize data 20G --dry-run")
+    .action(async (ref: string, size: bigint, o: { tenant: string } & OutputFlags & DryRunFlags) =>
       withClient(globals(), async (aether) => {
+        if (o.dryRun) {
+          const v = await getVolume(aether, ref, o.tenant);
+          const smaller = size < v.sizeBytes ? `, but aetherd would refuse: ${bytes(size)} is smaller than its ${bytes(v.sizeBytes)}` : "";
+          return sayWould(`resize volume ${v.name} from ${bytes(v.sizeBytes)} to ${bytes(size)}${smaller}`);
+        }
         const { volume } = await aether.storage.resizeVolume({ volume: ref, tenant: o.tenant, sizeBytes: size });
-        if (o.json && volume) printJson(storageApi.VolumeSchema, volume);
+        if (forPrograms(o) && volume) printOne(o, volumesView(), volume);
       }),
     );
 
-  storage
+  const remove = storage
     .command("delete")
     .alias("rm")
-    .description("delete a volume (refused while a VM uses it, a clone depends on it, or it has snapshots without --with-snapshots)")
-    .argument("<volume>", "id or name")
-    .option("--tenant <tenant>", "tenant to resolve a name in", "")
-    .option("--with-snapshots", "delete its snapshots too")
-    .addHelpText("after", "\nExamples:\n  aether storage delete scratch\n  aether storage delete data --with-snapshots")
-    .action(async (ref: string, o: { tenant: string; withSnapshots?: boolean }) =>
-      withClient(globals(), async (aether) => {
-        await aether.storage.deleteVolume({ volume: ref, tenant: o.tenant, deleteSnapshots: o.withSnapshots ?? false });
-      }),
+    .description(
+      "delete volumes (refused while a VM uses one, a clone depends on it, or it has snapshots without --with-snapshots): by name, by label selector, or all",
+    )
+    .argument("[volume...]", "ids or names")
+    .option("--tenant <tenant>", "tenant to resolve names in (and to select in)", "")
+    .option("--pool <pool>", "with -l or --all: only volumes in this pool", "")
+    .option("--with-snapshots", "delete their snapshots too")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  aether storage delete scratch\n  aether storage delete data --with-snapshots\n  aether storage delete -l team=a --dry-run\n  aether storage delete -l team=a --yes",
+    )
+    .action(async (refs: string[], o: { tenant: string; pool: string; withSnapshots?: boolean } & DeleteFlags) =>
+      withClient(globals(), async (aether) =>
+        deleteMany(refs, o, {
+          kind: "volume",
+          list: (selector) => listVolumes(aether, o.pool, o.tenant, serverFilter(selector)),
+          labels: (v) => v.labels,
+          target: (v) => {
+            const no = deleteRefusal(v, o.withSnapshots === true);
+            return { name: v.name, id: v.id, ...(no !== undefined && { refusal: no }) };
+          },
+          get: (ref) => getVolume(aether, ref, o.tenant),
+          remove: async (ref) => {
+            await aether.storage.deleteVolume({ volume: ref, tenant: o.tenant, deleteSnapshots: o.withSnapshots ?? false });
+          },
+        }),
+      ),
     );
+  deleteManyOptions(remove, "volume");
 
-  storage
-    .command("snapshot")
+  dryRunOption(outputOptions(storage.command("snapshot")))
     .description("take a snapshot of a volume; prints its name")
     .argument("<volume>", "id or name")
     .argument("[name]", "snapshot name, unique among the volume's (default: the UTC time, s20250101t120000z)")
     .option("--tenant <tenant>", "tenant to resolve a name in", "")
     .option("-l, --label <key=value>", "label to attach (repeatable)", keyValue("label"))
-    .option("--json", "print the snapshot as JSON")
-    .addHelpText("after", "\nExamples:\n  aether storage snapshot data nightly\n  aether storage snapshot data --json")
-    .action(async (ref: string, name: string | undefined, o: { tenant: string; label?: Record<string, string>; json?: boolean }) =>
-      withClient(globals(), async (aether) => {
-        const { snapshot } = await aether.storage.snapshotVolume({
-          volume: ref,
-          tenant: o.tenant,
-          name: name ?? "",
-          labels: o.label ?? {},
-        });
-        if (!snapshot) throw new Error("aetherd returned no snapshot");
-        if (o.json) printJson(storageApi.SnapshotSchema, snapshot);
-        else process.stdout.write(`${snapshot.name}\n`);
-      }),
+    .addHelpText(
+      "after",
+      "\nExamples:\n  aether storage snapshot data nightly\n  aether storage snapshot data --json\n  aether storage snapshot data nightly --dry-run",
+    )
+    .action(
+      async (ref: string, name: string | undefined, o: { tenant: string; label?: Record<string, string> } & OutputFlags & DryRunFlags) =>
+        withClient(globals(), async (aether) => {
+          if (o.dryRun) {
+            const v = await getVolume(aether, ref, o.tenant);
+            return sayWould(`snapshot volume ${v.name}${name ? ` as ${name}` : ""} (${v.snapshotCount} snapshot(s) so far)`);
+          }
+          const { snapshot } = await aether.storage.snapshotVolume({
+            volume: ref,
+            tenant: o.tenant,
+            name: name ?? "",
+            labels: o.label ?? {},
+          });
+          if (!snapshot) throw new Error("aetherd returned no snapshot");
+          if (forPrograms(o)) printOne(o, snapshotsView(new Map()), snapshot);
+          else process.stdout.write(`${snapshot.name}\n`);
+        }),
     );
 
-  storage
+  const snapshots = storage
     .command("snapshots")
     .description("snapshots, of one volume or all, newest first")
     .argument("[volume]", "only this volume's (id or name)")
     .option("--tenant <tenant>", "only this tenant (and the tenant to resolve a volume name in)", "")
-    .option("--filter <k=v,...>", "only those with these labels", "")
-    .option("--json", "print as JSON")
-    .addHelpText("after", "\nExamples:\n  aether storage snapshots\n  aether storage snapshots data --json")
-    .action(async (ref: string | undefined, o: { tenant: string; filter: string; json?: boolean }) =>
+    .addHelpText(
+      "after",
+      "\nExamples:\n  aether storage snapshots\n  aether storage snapshots data --json\n  aether storage snapshots -l kind=nightly -o name",
+    )
+    .action(async (ref: string | undefined, o: { tenant: string } & SelectorFlags & OutputFlags) =>
       withClient(globals(), async (aether) => {
-        const snapshots = await allPages((pageToken) =>
-          aether.storage
-            .listSnapshots({ volume: ref ?? "", tenant: o.tenant, filter: o.filter, pageSize: 1000, pageToken })
-            .then((r) => [r.snapshots, r.nextPageToken]),
-        );
-        if (o.json) return printJson(storageApi.SnapshotSchema, snapshots);
+        const selector = selectorOf(o);
+        const all = (
+          await allPages((pageToken) =>
+            aether.storage
+              .listSnapshots({ volume: ref ?? "", tenant: o.tenant, filter: serverFilter(selector), pageSize: 1000, pageToken })
+              .then((r) => [r.snapshots, r.nextPageToken]),
+          )
+        ).filter((x) => selects(selector, x.labels));
         const volumes =
-          snapshots.length === 0
+          all.length === 0 || ["json", "yaml"].includes(formatOf(o))
             ? []
             : await allPages((pageToken) =>
                 aether.storage.listVolumes({ pageSize: 1000, pageToken }).then((r) => [r.volumes, r.nextPageToken]),
               );
-        const volumeNames = new Map(volumes.map((v) => [v.id, v.name]));
-        printTable(
-          ["VOLUME", "SNAPSHOT", "TENANT", "STATE", "SIZE", "ALLOCATED", "CLONES", "AGE"],
-          snapshots.map((s) => [
-            volumeNames.get(s.volume) ?? short(s.volume),
-            s.name,
-            s.tenant,
-            snapshotState(s),
-            bytes(s.sizeBytes),
-            bytes(s.allocatedBytes),
-            String(s.clones.length),
-            age(s.createTime),
-          ]),
-        );
+        printList(o, snapshotsView(new Map(volumes.map((v) => [v.id, v.name]))), all);
       }),
     );
+  selectorOptions(outputOptions(snapshots, "list"));
 
-  storage
-    .command("rollback")
+  dryRunOption(outputOptions(storage.command("rollback")))
     .description("return a volume's contents to a snapshot (refused while a VM uses it)")
     .argument("<volume>", "id or name")
     .argument("<snapshot>", "id or name of the snapshot")
     .option("--tenant <tenant>", "tenant to resolve names in", "")
     .option("--destroy-newer", "delete the snapshots taken after it (otherwise their existence refuses the rollback)")
-    .option("--json", "print the volume as JSON")
-    .addHelpText("after", "\nExamples:\n  aether storage rollback data nightly\n  aether storage rollback data monday --destroy-newer")
-    .action(async (ref: string, snapshot: string, o: { tenant: string; destroyNewer?: boolean; json?: boolean }) =>
+    .addHelpText(
+      "after",
+      "\nExamples:\n  aether storage rollback data nightly\n  aether storage rollback data monday --destroy-newer\n  aether storage rollback data monday --dry-run",
+    )
+    .action(async (ref: string, snapshot: string, o: { tenant: string; destroyNewer?: boolean } & OutputFlags & DryRunFlags) =>
       withClient(globals(), async (aether) => {
+        if (o.dryRun) {
+          const v = await getVolume(aether, ref, o.tenant);
+          const all = await allPages((pageToken) =>
+            aether.storage
+              .listSnapshots({ volume: v.id, tenant: o.tenant, pageSize: 1000, pageToken })
+              .then((r) => [r.snapshots, r.nextPageToken]),
+          );
+          const target = all.find((x) => x.name === snapshot || x.id.startsWith(snapshot));
+          if (!target) throw new ConnectError(`volume ${v.name} has no snapshot ${snapshot}`, Code.NotFound);
+          const newer = all
+            .filter((x) => x.createTime && target.createTime && x.createTime.seconds > target.createTime.seconds)
+            .map((x) => x.name);
+          const no =
+            v.usedBy.length > 0
+              ? `, but aetherd would refuse: ${v.name} is attached to a VM`
+              : newer.length > 0 && !o.destroyNewer
+                ? `, but aetherd would refuse: newer snapshots exist (${newer.join(", ")}); add --destroy-newer`
+                : newer.length > 0
+                  ? `, deleting the newer snapshots ${newer.join(", ")}`
+                  : "";
+          return sayWould(`roll volume ${v.name} back to snapshot ${target.name}${no}`);
+        }
         const { volume, deletedSnapshots } = await aether.storage.rollbackVolume({
           volume: ref,
           tenant: o.tenant,
@@ -410,19 +538,33 @@ export function storageCommands(program: Command): void {
         });
         if (deletedSnapshots.length > 0)
           process.stderr.write(`deleted ${deletedSnapshots.length} newer snapshot(s): ${deletedSnapshots.join(", ")}\n`);
-        if (o.json && volume) printJson(storageApi.VolumeSchema, volume);
+        if (forPrograms(o) && volume) printOne(o, volumesView(), volume);
       }),
     );
 
-  storage
-    .command("delete-snapshot")
+  dryRunOption(storage.command("delete-snapshot"))
     .description("delete a snapshot (refused while a clone depends on it)")
     .argument("<volume>", "id or name of its volume")
     .argument("<snapshot>", "id or name")
     .option("--tenant <tenant>", "tenant to resolve names in", "")
-    .addHelpText("after", "\nExamples:\n  aether storage delete-snapshot data nightly")
-    .action(async (ref: string, snapshot: string, o: { tenant: string }) =>
+    .addHelpText(
+      "after",
+      "\nExamples:\n  aether storage delete-snapshot data nightly\n  aether storage delete-snapshot data nightly --dry-run",
+    )
+    .action(async (ref: string, snapshot: string, o: { tenant: string } & DryRunFlags) =>
       withClient(globals(), async (aether) => {
+        if (o.dryRun) {
+          const v = await getVolume(aether, ref, o.tenant);
+          const all = await allPages((pageToken) =>
+            aether.storage
+              .listSnapshots({ volume: v.id, tenant: o.tenant, pageSize: 1000, pageToken })
+              .then((r) => [r.snapshots, r.nextPageToken]),
+          );
+          const target = all.find((x) => x.name === snapshot || x.id.startsWith(snapshot));
+          if (!target) throw new ConnectError(`volume ${v.name} has no snapshot ${snapshot}`, Code.NotFound);
+          const no = target.clones.length > 0 ? `, but aetherd would refuse: ${target.clones.length} clone(s) depend on it` : "";
+          return sayWould(`delete snapshot ${v.name}/${target.name}${no}`);
+        }
         await aether.storage.deleteSnapshot({ volume: ref, tenant: o.tenant, snapshot });
       }),
     );
