@@ -4,7 +4,21 @@ import { Option, type Command } from "commander";
 import { storage as storageApi, type AetherClient } from "@aether/sdk";
 import { withClient, type GlobalOptions } from "../client.js";
 import { EXIT } from "../exit-codes.js";
-import { age, bytes, printFields, printJson, printTable } from "../output.js";
+import {
+  age,
+  bytes,
+  forPrograms,
+  labelsText,
+  outputOptions,
+  printFields,
+  printList,
+  printOne,
+  shortId,
+  type ListView,
+  type OutputFlags,
+} from "../output.js";
+import { deleteMany, deleteManyOptions, dryRunOption, exists, sayWould, type DeleteFlags, type DryRunFlags } from "../mutations.js";
+import { selectorOf, selectorOptions, selects, serverFilter, type SelectorFlags } from "../selectors.js";
 import { startProgress } from "../progress.js";
 import { cliWords } from "../api-words.js";
 import { allPages, formatName, keyValue } from "./storage.js";
@@ -23,17 +37,49 @@ function stateText(i: storageApi.Image): string {
   return i.state === ImageState.IMPORTING ? `${word} ${progress(i)}` : word;
 }
 
-/** Why an image failed, clipped for a table (whole in image get and --json); "-" when nothing failed. */
-const REASON_WIDTH = 80;
-function reasonText(i: storageApi.Image): string {
-  if (i.stateReason === "") return "-";
-  return i.stateReason.length > REASON_WIDTH ? `${i.stateReason.slice(0, REASON_WIDTH - 1)}…` : i.stateReason;
-}
+/** Why an image failed ("-" when nothing did): clipped to fit in a table, whole in -o wide, image get and --json. */
+const reasonText = (i: storageApi.Image): string => i.stateReason || "-";
 
 const sourceText = (i: storageApi.Image) => (i.source?.source.case ? i.source.source.value : "-");
 
+const IMAGES: ListView<storageApi.Image> = {
+  json: storageApi.ImageSchema,
+  name: (i) => i.name,
+  columns: [
+    { header: "NAME", cell: (i) => i.name },
+    { header: "TENANT", cell: (i) => i.tenant },
+    { header: "STATE", cell: stateText },
+    { header: "POOL", cell: (i) => i.pool },
+    { header: "FORMAT", cell: (i) => formatName(i.format) },
+    { header: "SIZE", cell: (i) => (i.sizeBytes ? bytes(i.sizeBytes) : "-") },
+    { header: "ALLOCATED", cell: (i) => bytes(i.allocatedBytes) },
+    { header: "CLONES", cell: (i) => String(i.clones.length) },
+    { header: "AGE", cell: (i) => age(i.createTime) },
+    { header: "ID", cell: (i) => shortId(i.id), whole: (i) => i.id, wideOnly: true },
+    { header: "LABELS", cell: (i) => labelsText(i.labels), wideOnly: true },
+    { header: "SOURCE", cell: sourceText, clip: true },
+    { header: "REASON", cell: reasonText, clip: true },
+  ],
+};
+
+async function getImage(aether: AetherClient, ref: string, tenant: string): Promise<storageApi.Image> {
+  const { image } = await aether.storage.getImage({ image: ref, tenant });
+  if (!image) throw new Error("aetherd returned no image");
+  return image;
+}
+
+async function listImages(aether: AetherClient, pool: string, tenant: string, filter: string): Promise<storageApi.Image[]> {
+  return allPages((pageToken) =>
+    aether.storage.listImages({ pool, tenant, filter, pageSize: 1000, pageToken }).then((r) => [r.images, r.nextPageToken]),
+  );
+}
+
 function printImage(i: storageApi.Image): void {
-  printFields([
+  printFields(imageFields(i));
+}
+
+function imageFields(i: storageApi.Image): Array<[string, string]> {
+  return [
     ["id", i.id],
     ["name", i.name],
     ["tenant", i.tenant],
@@ -46,15 +92,10 @@ function printImage(i: storageApi.Image): void {
     ["sha256", i.sha256],
     ["imported", `${bytes(i.importedBytes)}${i.sourceBytes ? ` of ${bytes(i.sourceBytes)}` : ""}`],
     ["host path", i.hostPath || "-"],
-    ["clones", i.clones.map((id) => id.slice(0, 8)).join(", ") || "-"],
-    [
-      "labels",
-      Object.entries(i.labels)
-        .map(([k, v]) => `${k}=${v}`)
-        .join(", ") || "-",
-    ],
+    ["clones", i.clones.map(shortId).join(", ") || "-"],
+    ["labels", labelsText(i.labels)],
     ["age", age(i.createTime)],
-  ]);
+  ];
 }
 
 /** Whether progress (and the outcome with it) is shown on stderr: on a terminal, unless --json. */
@@ -88,8 +129,7 @@ export function imageCommands(program: Command): void {
     );
   const globals = () => program.opts<GlobalOptions>();
 
-  image
-    .command("import")
+  dryRunOption(outputOptions(image.command("import")))
     .description(
       "import an image from an http(s) URL or a file on the node, verified by its SHA-256; waits until it is ready (a FAILED image of that name is replaced)",
     )
@@ -101,10 +141,9 @@ export function imageCommands(program: Command): void {
     .option("--tenant <tenant>", "owning tenant", "")
     .option("-l, --label <key=value>", "label to attach (repeatable)", keyValue("label"))
     .option("--no-wait", "return once the import has started (follow it with aether image get)")
-    .option("--json", "print the image as JSON")
     .addHelpText(
       "after",
-      "\nExamples:\n  aether image import debian-12 https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-genericcloud-amd64.qcow2 --sha256 <hex>\n  aether image import base ./base.raw --sha256 $(sha256sum base.raw | cut -d' ' -f1) --format raw\n  aether image import big https://example.org/big.qcow2 --sha256 <hex> --no-wait",
+      "\nExamples:\n  aether image import debian-12 https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-genericcloud-amd64.qcow2 --sha256 <hex>\n  aether image import base ./base.raw --sha256 $(sha256sum base.raw | cut -d' ' -f1) --format raw\n  aether image import big https://example.org/big.qcow2 --sha256 <hex> --no-wait\n  aether image import base ./base.raw --sha256 <hex> --dry-run",
     )
     .action(
       async (
@@ -117,11 +156,21 @@ export function imageCommands(program: Command): void {
           tenant: string;
           label?: Record<string, string>;
           wait: boolean;
-          json?: boolean;
-        },
+        } & OutputFlags &
+          DryRunFlags,
       ) => {
         let code: number = EXIT.ok;
+        const json = forPrograms(o);
         await withClient(globals(), async (aether) => {
+          if (o.dryRun) {
+            const taken = await exists(() => getImage(aether, name, o.tenant));
+            const old = taken ? await getImage(aether, name, o.tenant) : undefined;
+            if (old && old.state !== ImageState.FAILED)
+              return sayWould(`import image ${name} from ${source}, but aetherd would refuse: an image named ${name} exists`);
+            if (!/^[0-9a-f]{64}$/i.test(o.sha256))
+              return sayWould(`import image ${name} from ${source}, but aetherd would refuse: --sha256 is not 64 hex digits`);
+            return sayWould(`import image ${name} from ${source}${old ? " (replacing the failed import of that name)" : ""}`);
+          }
           // A URL goes to aetherd as it is (it refuses schemes other than http and https); anything
           // else is a path, made absolute against the directory the command runs in.
           const isUrl = /^[a-z][a-z0-9+.-]*:\/\//i.test(source);
@@ -140,12 +189,12 @@ export function imageCommands(program: Command): void {
                   : storageApi.ImageFileFormat.UNSPECIFIED,
           });
           if (!started) throw new Error("aetherd returned no image");
-          const shown = o.wait ? await follow(aether, started, o.tenant, o.json === true) : started;
-          if (o.json) printJson(storageApi.ImageSchema, shown);
+          const shown = o.wait ? await follow(aether, started, o.tenant, json) : started;
+          if (json) printOne(o, IMAGES, shown);
           else if (!o.wait || shown.state === ImageState.READY) printImage(shown);
           if (o.wait && shown.state !== ImageState.READY) {
             code = EXIT.failed;
-            if (!spinnerWanted(o.json === true))
+            if (!spinnerWanted(json))
               process.stderr.write(
                 `aether: importing image ${name} failed: ${cliWords(shown.stateReason) || `it is ${ImageState[shown.state].toLowerCase()}`}\n`,
               );
@@ -155,68 +204,63 @@ export function imageCommands(program: Command): void {
       },
     );
 
-  image
+  const list = image
     .command("list")
     .alias("ls")
     .description("images, newest first")
     .option("--pool <pool>", "only images in this pool", "")
     .option("--tenant <tenant>", "only this tenant", "")
-    .option("--filter <k=v,...>", "only those with these labels", "")
-    .option("--json", "print as JSON")
-    .addHelpText("after", "\nExamples:\n  aether image list\n  aether image list --filter os=debian --json")
-    .action(async (o: { pool: string; tenant: string; filter: string; json?: boolean }) =>
+    .addHelpText("after", "\nExamples:\n  aether image list\n  aether image list -l os=debian --json\n  aether image list -o wide")
+    .action(async (o: { pool: string; tenant: string } & SelectorFlags & OutputFlags) =>
       withClient(globals(), async (aether) => {
-        const images = await allPages((pageToken) =>
-          aether.storage
-            .listImages({ pool: o.pool, tenant: o.tenant, filter: o.filter, pageSize: 1000, pageToken })
-            .then((r) => [r.images, r.nextPageToken]),
-        );
-        if (o.json) return printJson(storageApi.ImageSchema, images);
-        printTable(
-          ["NAME", "TENANT", "STATE", "POOL", "FORMAT", "SIZE", "ALLOCATED", "CLONES", "AGE", "SOURCE", "REASON"],
-          images.map((i) => [
-            i.name,
-            i.tenant,
-            stateText(i),
-            i.pool,
-            formatName(i.format),
-            i.sizeBytes ? bytes(i.sizeBytes) : "-",
-            bytes(i.allocatedBytes),
-            String(i.clones.length),
-            age(i.createTime),
-            sourceText(i).slice(0, 60),
-            reasonText(i),
-          ]),
+        const selector = selectorOf(o);
+        const images = await listImages(aether, o.pool, o.tenant, serverFilter(selector));
+        printList(
+          o,
+          IMAGES,
+          images.filter((i) => selects(selector, i.labels)),
         );
       }),
     );
+  selectorOptions(outputOptions(list, "list"));
 
-  image
-    .command("get")
+  outputOptions(image.command("get"))
     .description("one image in detail (with its import's progress or why it failed)")
     .argument("<image>", "id or name")
     .option("--tenant <tenant>", "tenant to resolve a name in", "")
-    .option("--json", "print as JSON")
     .addHelpText("after", "\nExamples:\n  aether image get debian-12\n  aether image get debian-12 --json | jq -r .state")
-    .action(async (ref: string, o: { tenant: string; json?: boolean }) =>
-      withClient(globals(), async (aether) => {
-        const { image: i } = await aether.storage.getImage({ image: ref, tenant: o.tenant });
-        if (!i) throw new Error("aetherd returned no image");
-        if (o.json) return printJson(storageApi.ImageSchema, i);
-        printImage(i);
-      }),
+    .action(async (ref: string, o: { tenant: string } & OutputFlags) =>
+      withClient(globals(), async (aether) => printOne(o, IMAGES, await getImage(aether, ref, o.tenant), imageFields)),
     );
 
-  image
+  const remove = image
     .command("delete")
     .alias("rm")
-    .description("delete an image, cancelling its import (refused while a volume is cloned from it)")
-    .argument("<image>", "id or name")
-    .option("--tenant <tenant>", "tenant to resolve a name in", "")
-    .addHelpText("after", "\nExamples:\n  aether image delete debian-12")
-    .action(async (ref: string, o: { tenant: string }) =>
-      withClient(globals(), async (aether) => {
-        await aether.storage.deleteImage({ image: ref, tenant: o.tenant });
-      }),
+    .description("delete images, cancelling their imports (refused while a volume is cloned from one): by name, by label selector, or all")
+    .argument("[image...]", "ids or names")
+    .option("--tenant <tenant>", "tenant to resolve names in (and to select in)", "")
+    .option("--pool <pool>", "with -l or --all: only images in this pool", "")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  aether image delete debian-12\n  aether image delete -l os=debian --dry-run\n  aether image delete -l os=debian --yes",
+    )
+    .action(async (refs: string[], o: { tenant: string; pool: string } & DeleteFlags) =>
+      withClient(globals(), async (aether) =>
+        deleteMany(refs, o, {
+          kind: "image",
+          list: (selector) => listImages(aether, o.pool, o.tenant, serverFilter(selector)),
+          labels: (i) => i.labels,
+          target: (i) => ({
+            name: i.name,
+            id: i.id,
+            ...(i.clones.length > 0 && { refusal: `${i.clones.length} volume(s) are cloned from ${i.name}` }),
+          }),
+          get: (ref) => getImage(aether, ref, o.tenant),
+          remove: async (ref) => {
+            await aether.storage.deleteImage({ image: ref, tenant: o.tenant });
+          },
+        }),
+      ),
     );
+  deleteManyOptions(remove, "image");
 }
