@@ -15,6 +15,13 @@ import { backupCommands } from "./commands/backup.js";
 import { alertsCommands } from "./commands/alerts.js";
 import { pkiCommands } from "./commands/pki.js";
 import { fenceCommands } from "./commands/fence.js";
+import { configCommands } from "./commands/config.js";
+import { completionCommand } from "./commands/completion.js";
+import { eventsCommand } from "./commands/events.js";
+import { topCommand } from "./commands/top.js";
+import { auditCommand } from "./commands/audit.js";
+import { versionCommand } from "./commands/version.js";
+import { applyContexts } from "./contexts.js";
 import { EXIT, EXIT_CODES_HELP } from "./exit-codes.js";
 import { finishCommandLine } from "./command-line.js";
 import { speakFor } from "./api-words.js";
@@ -30,6 +37,7 @@ export function buildProgram(): Command {
       "-a, --address <address>",
       "aetherd to talk to: unix:///path.sock or https://host:port (default: AETHER_HOST, ~/.config/aether/config.toml, the default socket)",
     )
+    .option("--context <name>", "client config context to use (default: AETHER_CONTEXT, else the current one; aether config get-contexts)")
     // The program's options end where the subcommand starts (command-line.ts lets them follow it too,
     // but never into a program's argv: `aether vm exec web uname -a`).
     .enablePositionalOptions()
@@ -68,8 +76,15 @@ ${EXIT_CODES_HELP}`,
   alertsCommands(program);
   pkiCommands(program);
   fenceCommands(program);
+  configCommands(program);
+  eventsCommand(program);
+  topCommand(program);
+  auditCommand(program);
+  versionCommand(program);
+  completionCommand(program);
 
   finishCommandLine(program);
   speakFor(program);
+  applyContexts(program);
   return program;
 }

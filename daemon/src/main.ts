@@ -116,6 +116,7 @@ async function run(flags: ConfigFlags): Promise<void> {
     shimPath,
     supervisor,
     log.child({ room: "cells" }),
+    events,
   );
   await cells.load();
   supervisor.explainExit = (spec, exit) => explainOomKill(cells, spec, exit);

@@ -6,6 +6,7 @@ import { afterEach, beforeEach, describe, it } from "node:test";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { connect } from "./connect.js";
 import { resolveTarget } from "./target.js";
+import { DEFAULT_CONTEXT, readClientConfig, selectContext } from "./client-config.js";
 import { defaultSocketPath } from "./address.js";
 
 describe("finding the daemon", () => {
@@ -69,5 +70,72 @@ describe("finding the daemon", () => {
       );
       return true;
     });
+  });
+});
+
+describe("contexts of the client config (issue 23, item 10)", () => {
+  const saved = { host: process.env.AETHER_HOST, context: process.env.AETHER_CONTEXT };
+  beforeEach(() => {
+    delete process.env.AETHER_HOST;
+    delete process.env.AETHER_CONTEXT;
+  });
+  afterEach(() => {
+    for (const [key, value] of [
+      ["AETHER_HOST", saved.host],
+      ["AETHER_CONTEXT", saved.context],
+    ] as const) {
+      if (value === undefined) delete process.env[key];
+      else process.env[key] = value;
+    }
+  });
+  const configFile = (text: string) => {
+    const path = join(mkdtempSync(join(tmpdir(), "aether-cfg-")), "config.toml");
+    writeFileSync(path, text);
+    return path;
+  };
+  const twoContexts = () =>
+    configFile(
+      [
+        'current-context = "b"',
+        'address = "unix:///top.sock"',
+        "[contexts.b]",
+        'address = "https://b:7443"',
+        'ca = "/b/ca.pem"',
+        'cert = "/b/c.pem"',
+        'key = "/b/c.key"',
+        'tenant = "team-b"',
+        "[contexts.c]",
+        'address = "unix:///c.sock"',
+        "",
+      ].join("\n"),
+    );
+
+  it("reads the top-level fields as the context named default, current-context or default when unset", () => {
+    const old = readClientConfig(configFile('address = "unix:///old.sock"\n'));
+    assert.equal(old.current, DEFAULT_CONTEXT);
+    assert.deepEqual([...old.contexts.entries()], [["default", { address: "unix:///old.sock" }]]);
+    const cfg = readClientConfig(twoContexts());
+    assert.equal(cfg.current, "b");
+    assert.deepEqual([...cfg.contexts.keys()], ["default", "b", "c"]);
+    assert.equal(selectContext(cfg).context.tenant, "team-b");
+    assert.throws(() => selectContext(cfg, "nope"), /no context "nope" .*default, b, c/);
+  });
+
+  it("uses the current context, a named one before AETHER_HOST, and an address option before both", () => {
+    const cfg = twoContexts();
+    assert.deepEqual(resolveTarget({ configPath: cfg }), {
+      kind: "https",
+      url: "https://b:7443",
+      address: "https://b:7443",
+      tls: { ca: "/b/ca.pem", cert: "/b/c.pem", key: "/b/c.key" },
+    });
+    process.env.AETHER_HOST = "unix:///env.sock";
+    assert.equal(resolveTarget({ configPath: cfg }).address, "unix:///env.sock");
+    assert.equal(resolveTarget({ configPath: cfg, context: "c" }).address, "unix:///c.sock");
+    process.env.AETHER_CONTEXT = "default";
+    assert.equal(resolveTarget({ configPath: cfg }).address, "unix:///top.sock");
+    assert.equal(resolveTarget({ configPath: cfg, address: "unix:///opt.sock", context: "c" }).address, "unix:///opt.sock");
+    assert.throws(() => resolveTarget({ configPath: cfg, context: "nope" }), /no context "nope"/);
+    assert.throws(() => readClientConfig(configFile('[contexts.default]\naddress = "unix:///x"\n')), /not allowed/);
   });
 });

@@ -8,6 +8,14 @@
 export { connect, type AetherClient, type ConnectOptions } from "./connect.js";
 export { resolveTarget, type HttpsTarget, type Target, type TargetOptions, type TlsOptions, type UnixTarget } from "./target.js";
 export { defaultClientConfigPath, defaultSocketPath, defaultStateDir } from "./address.js";
+export {
+  CONTEXT_FIELDS,
+  DEFAULT_CONTEXT,
+  readClientConfig,
+  selectContext,
+  type ClientConfig,
+  type ClientContext,
+} from "./client-config.js";
 export { DNS_LABEL, DNS_LABEL_PATH, isDnsLabel, LABEL_KEY } from "./names.js";
 export { Code, ConnectError } from "@connectrpc/connect";
 export {

@@ -3,8 +3,8 @@
 // transport and every generated client (aetherscript's launcher does, on every run).
 import { readFileSync } from "node:fs";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { parse as parseToml } from "smol-toml";
 import { defaultClientConfigPath, defaultSocketPath } from "./address.js";
+import { readClientConfig, selectContext, type ClientContext } from "./client-config.js";
 
 export { defaultClientConfigPath, defaultSocketPath, defaultStateDir } from "./address.js";
 
@@ -34,6 +34,11 @@ export interface TargetOptions {
    * material explicitly). Default true.
    */
   useClientConfig?: boolean;
+  /**
+   * Named context of the client config to use (default: AETHER_CONTEXT, else the file's
+   * current-context). A context asked for by name wins over AETHER_HOST; the current one does not.
+   */
+  context?: string;
 }
 
 /** A resolved unix socket address. */
@@ -63,29 +68,34 @@ export interface HttpsTarget {
 /** A resolved address: a unix socket path or an https URL with its TLS material. */
 export type Target = UnixTarget | HttpsTarget;
 
-interface ClientConfigFile {
-  address?: string;
-  ca?: string;
-  cert?: string;
-  key?: string;
-}
-
 /**
- * Resolves where aetherd is: `options.address`, else the `AETHER_HOST` environment variable, else
- * `~/.config/aether/config.toml` (`address`, `ca`, `cert`, `key`), else the default socket.
+ * Resolves where aetherd is: `options.address`, else the context asked for by name
+ * (`options.context`, else the `AETHER_CONTEXT` environment variable) in the client config, else the
+ * `AETHER_HOST` environment variable, else the client config's current context
+ * (`~/.config/aether/config.toml`: `address`, `ca`, `cert`, `key`), else the default socket.
  */
 export function resolveTarget(options: TargetOptions = {}): Target {
-  let address = options.address ?? process.env.AETHER_HOST;
-  let tls = options.tls ?? {};
   const useFile = options.useClientConfig ?? true;
+  const named = options.context ?? (process.env.AETHER_CONTEXT || undefined);
+  const context = (): ClientContext | undefined =>
+    useFile ? selectContext(readClientConfig(options.configPath ?? defaultClientConfigPath()), named).context : undefined;
+  let address = options.address;
+  let tls = options.tls ?? {};
+  // A context asked for by name comes before AETHER_HOST: --context says where, AETHER_HOST is a default.
+  if ((address === undefined || address === "") && named !== undefined) {
+    const file = context();
+    address = file?.address;
+    if (address !== undefined) tls = { ...definedOf({ ca: file?.ca, cert: file?.cert, key: file?.key }), ...definedOf(tls) };
+  }
+  if (address === undefined || address === "") address = process.env.AETHER_HOST;
   if (address === undefined || address === "") {
-    const file = useFile ? readClientConfig(options.configPath ?? defaultClientConfigPath()) : undefined;
+    const file = context();
     address = file?.address ?? `unix://${defaultSocketPath()}`;
     tls = { ...definedOf({ ca: file?.ca, cert: file?.cert, key: file?.key }), ...definedOf(tls) };
   } else if (address.startsWith("https://") && useFile && (tls.ca === undefined || tls.cert === undefined || tls.key === undefined)) {
     // An https address however given (flag, AETHER_HOST, option) uses the client config's TLS
     // material for what the caller did not give: the same identity whatever names the address.
-    const file = readClientConfig(options.configPath ?? defaultClientConfigPath());
+    const file = context();
     tls = { ...definedOf({ ca: file?.ca, cert: file?.cert, key: file?.key }), ...definedOf(tls) };
   }
   const unixTls = tls.cert !== undefined ? { tls } : {};
@@ -101,22 +111,6 @@ export function resolveTarget(options: TargetOptions = {}): Target {
 /** The fields that are set (so that spreading never overwrites a value with undefined). */
 function definedOf(tls: TlsOptions): TlsOptions {
   return Object.fromEntries(Object.entries(tls).filter(([, v]) => v !== undefined)) as TlsOptions;
-}
-
-function readClientConfig(path: string): ClientConfigFile | undefined {
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch {
-    return undefined;
-  }
-  try {
-    const parsed = parseToml(text) as Record<string, unknown>;
-    const str = (k: string) => (typeof parsed[k] === "string" ? (parsed[k] as string) : undefined);
-    return { address: str("address"), ca: str("ca"), cert: str("cert"), key: str("key") };
-  } catch (err) {
-    throw new ConnectError(`the client config ${path} is not valid TOML: ${(err as Error).message}`, Code.InvalidArgument);
-  }
 }
 
 /** PEM text as given, or the content of the file it names. */

@@ -8,6 +8,7 @@ import { age, forPrograms, labelsText, outputOptions, printList, printOne, short
 import { deleteMany, deleteManyOptions, dryRunOption, exists, sayWould, type DeleteFlags, type DryRunFlags } from "../mutations.js";
 import { selectorOf, selectorOptions, selects, serverFilter, type SelectorFlags } from "../selectors.js";
 import { startProgress } from "../progress.js";
+import { nodeEvents, watch, watchOption, type WatchFlags } from "../watch.js";
 
 const keyValue =
   (what: string) =>
@@ -179,20 +180,21 @@ export function execCommands(program: Command): void {
     .addOption(new Option("--state <state>", "only those in this state").choices(Object.keys(STATE_NAMES)))
     .addHelpText(
       "after",
-      "\nExamples:\n  aether exec list\n  aether exec list --state running -l team=a -o wide\n  aether exec list -l 'team=a,env!=prod' -o name\n  aether exec list --json",
+      "\nExamples:\n  aether exec list\n  aether exec list --state running -l team=a -o wide\n  aether exec list -l 'team=a,env!=prod' -o name\n  aether exec list --json\n  aether exec list -w",
     )
-    .action(async (o: { tenant: string; state?: string } & SelectorFlags & OutputFlags) =>
+    .action(async (o: { tenant: string; state?: string } & SelectorFlags & OutputFlags & WatchFlags) =>
       withClient(globals(), async (aether) => {
         const selector = selectorOf(o);
-        const all = await listExecutables(aether, o.tenant, serverFilter(selector), o.state);
-        printList(
-          o,
-          EXECUTABLES,
-          all.filter((e) => selects(selector, e.labels)),
-        );
+        const read = async () =>
+          (await listExecutables(aether, o.tenant, serverFilter(selector), o.state)).filter((e) => selects(selector, e.labels));
+        if (o.watch) {
+          const changes = nodeEvents(aether, o.tenant, "executable.");
+          return watch({ what: `executables on ${aether.address}`, list: read, view: EXECUTABLES, output: o, key: (e) => e.id, changes });
+        }
+        printList(o, EXECUTABLES, await read());
       }),
     );
-  selectorOptions(outputOptions(list, "list"));
+  watchOption(selectorOptions(outputOptions(list, "list")));
 
   outputOptions(exec.command("get"))
     .description("one executable in detail")

@@ -21,6 +21,7 @@ import {
 import { deleteMany, deleteManyOptions, dryRunOption, exists, sayWould, type DeleteFlags, type DryRunFlags } from "../mutations.js";
 import { selectorOf, selectorOptions, selects, serverFilter, type SelectorFlags } from "../selectors.js";
 import { startProgress } from "../progress.js";
+import { nodeEvents, watch, watchOption, type WatchFlags } from "../watch.js";
 import { vmMigrateCommand } from "./vm-migrate.js";
 import { parseBytes } from "../units.js";
 
@@ -342,20 +343,20 @@ export function vmCommands(program: Command): void {
     .option("--tenant <tenant>", "only this tenant", "")
     .addHelpText(
       "after",
-      "\nExamples:\n  aether vm list\n  aether vm list -l team=a -o wide\n  aether vm list -o name | xargs -n1 aether vm stop\n  aether vm ls --json",
+      "\nExamples:\n  aether vm list\n  aether vm list -l team=a -o wide\n  aether vm list -o name | xargs -n1 aether vm stop\n  aether vm ls --json\n  aether vm list -w",
     )
-    .action(async (o: { tenant: string } & SelectorFlags & OutputFlags) =>
+    .action(async (o: { tenant: string } & SelectorFlags & OutputFlags & WatchFlags) =>
       withClient(globals(), async (aether) => {
         const selector = selectorOf(o);
-        const vms = await listVms(aether, o.tenant, serverFilter(selector));
-        printList(
-          o,
-          VMS,
-          vms.filter((v) => selects(selector, v.labels)),
-        );
+        const read = async () => (await listVms(aether, o.tenant, serverFilter(selector))).filter((v) => selects(selector, v.labels));
+        if (o.watch) {
+          const changes = nodeEvents(aether, o.tenant, "vm.");
+          return watch({ what: `VMs on ${aether.address}`, list: read, view: VMS, output: o, key: (v) => v.id, changes });
+        }
+        printList(o, VMS, await read());
       }),
     );
-  selectorOptions(outputOptions(list, "list"));
+  watchOption(selectorOptions(outputOptions(list, "list")));
 
   outputOptions(vm.command("get"))
     .description("one VM in detail")

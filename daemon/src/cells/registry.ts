@@ -12,6 +12,7 @@ import { formatSize } from "@aether/sdk/size";
 import { clip, describeError, DomainError, resolveInTenant, writeJsonAtomic } from "@aether/server";
 import { crashPoint } from "../store/crash-point.js";
 import type { Supervisor } from "../runtime/supervisor.js";
+import type { EventBus } from "../observe/event-bus.js";
 import type { CgroupBackend, CellStatsValue } from "./backend.js";
 import { isSubset, type LimitsValue } from "./limits.js";
 import { holderAlive, startHolder, stopHolder, stopTaggedHolders, type Holder, type SharedNamespace } from "./namespaces.js";
@@ -123,6 +124,8 @@ export class CellRegistry {
     private readonly shimPath: string,
     private readonly supervisor: Supervisor,
     private readonly log: Logger,
+    /** Where cell.allocated, cell.updated and cell.freed go (StreamEvents; aether cell list -w redraws on them). */
+    private readonly events?: EventBus,
   ) {
     this.dir = join(stateDir, "cells");
   }
@@ -284,7 +287,12 @@ export class CellRegistry {
       throw new DomainError("internal", `could not set up cell ${input.name}: ${(err as Error).message}`);
     }
     this.byId.set(record.id, record);
+    this.publish("cell.allocated", record, `cell ${record.name} allocated`);
     return record;
+  }
+
+  private publish(kind: string, r: CellRecord, message: string): void {
+    this.events?.publish({ kind, tenant: r.tenant, resourceId: r.id, resourceName: r.name, message, attributes: {} });
   }
 
   private async startOwnHolder(record: CellRecord, own: SharedNamespace[], parent: CellRecord | undefined): Promise<Holder> {
@@ -351,6 +359,7 @@ export class CellRegistry {
     const updated: CellRecord = { ...r, limits, stateReason: backend.unsupportedNote(limits) };
     await writeJsonAtomic(this.file(r.id), updated);
     this.byId.set(r.id, updated);
+    this.publish("cell.updated", updated, `cell ${r.name}'s limits changed`);
     return updated;
   }
 
@@ -415,6 +424,7 @@ export class CellRegistry {
       if (r.holder) stopHolder(r.holder);
       await rm(this.file(r.id), { force: true });
       this.byId.delete(r.id);
+      this.publish("cell.freed", r, `cell ${r.name} freed`);
       return running.map((e) => e.spec.name);
     } finally {
       this.freeing.delete(r.id);

@@ -243,6 +243,14 @@ export class Supervisor {
     this.trees?.killAll(exe.spec.id);
     await this.removeTree(exe.spec.id);
     await rm(exe.dir, { recursive: true, force: true });
+    this.events.publish({
+      kind: "executable.deleted",
+      tenant: exe.spec.tenant,
+      resourceId: exe.spec.id,
+      resourceName: exe.spec.name,
+      message: `executable ${exe.spec.name} deleted`,
+      attributes: {},
+    });
   }
 
   /** How long the oldest start the process spawner has not reported yet has waited (ms); 0: none waits. */
