@@ -3,11 +3,24 @@
 // line (where `ps` shows them): --password-file FILE (or - for stdin), or AETHER_BMC_PASSWORD.
 import { readFileSync } from "node:fs";
 import { InvalidArgumentError, Option, type Command } from "commander";
-import { fence as fenceApi } from "@aether/sdk";
+import { Code, ConnectError, fence as fenceApi, type AetherClient } from "@aether/sdk";
 import { withClient, type GlobalOptions } from "../client.js";
 import { EXIT } from "../exit-codes.js";
 import { clientTimeoutMs, durationOption, toDuration } from "../numbers.js";
-import { age, printFields, printJson, printTable } from "../output.js";
+import {
+  age,
+  forPrograms,
+  labelsText,
+  outputOptions,
+  printFields,
+  printList,
+  printOne,
+  shortId,
+  type ListView,
+  type OutputFlags,
+} from "../output.js";
+import { dryRunOption, sayWould, type DryRunFlags } from "../mutations.js";
+import { selectorOf, selectorOptions, selects, serverFilter, type SelectorFlags } from "../selectors.js";
 
 // protobuf-es enums map numbers back to names without the enum's prefix ("REACHABLE").
 const enumName = (names: Record<number, string>, value: number) => (names[value] ?? String(value)).toLowerCase().replace(/_/g, " ");
@@ -46,6 +59,31 @@ function readFileOrFail(file: string, what: string, cmd: Command): string {
   } catch (err) {
     return cmd.error(`error: cannot read ${what} ${file}: ${(err as Error).message}`);
   }
+}
+
+const BMCS: ListView<fenceApi.Bmc> = {
+  json: fenceApi.BmcSchema,
+  name: (b) => b.node,
+  columns: [
+    { header: "NODE", cell: (b) => b.node },
+    { header: "ENDPOINT", cell: (b) => b.endpoint, clip: true },
+    { header: "PROFILE", cell: (b) => profileName(b.profile) },
+    { header: "STATE", cell: (b) => stateName(b.state) },
+    { header: "POWER", cell: (b) => powerName(b.powerState) },
+    { header: "SYSTEM", cell: (b) => [b.manufacturer, b.model].filter((x) => x).join(" ") || "-", clip: true },
+    { header: "FIRMWARE", cell: (b) => b.firmwareVersion || "-", clip: true },
+    { header: "CHECKED", cell: (b) => (b.checkTime ? age(b.checkTime) : "-") },
+    { header: "ID", cell: (b) => shortId(b.id), whole: (b) => b.id, wideOnly: true },
+    { header: "LABELS", cell: (b) => labelsText(b.labels), wideOnly: true },
+    { header: "REASON", cell: (b) => b.stateReason || "-", wideOnly: true },
+  ],
+};
+
+/** A dry run of a power action: reads the power state (which changes nothing) and says what would be sent. */
+async function wouldPower(aether: AetherClient, ref: string, action: string): Promise<void> {
+  const res = await aether.fence.getPowerStatus({ bmc: ref });
+  const allowed = res.allowableResetTypes.length > 0 ? `; the BMC allows ${res.allowableResetTypes.join(", ")}` : "";
+  sayWould(`${action} on ${res.bmc?.node ?? ref} (power now ${powerName(res.powerState, res.rawPowerState)}${allowed})`);
 }
 
 function showBmc(b: fenceApi.Bmc): void {
@@ -97,8 +135,7 @@ Passwords are never taken as arguments: --password-file FILE (- reads stdin) or 
     );
   const globals = () => program.opts<GlobalOptions>();
 
-  fence
-    .command("register")
+  outputOptions(fence.command("register"))
     .description("register the BMC of a node: aetherd logs in, finds the system and reads its power state first")
     .argument("<node>", "the node the BMC controls (DNS label)")
     .requiredOption("--endpoint <url>", "the BMC's Redfish service root (https://HOST or https://HOST/redfish/v1)")
@@ -115,7 +152,6 @@ Passwords are never taken as arguments: --password-file FILE (- reads stdin) or 
     })
     .option("--allow-unreachable", "record the BMC even if it cannot be reached or logged in to now")
     .option("--replace", "replace the node's existing registration (new endpoint, credentials or TLS)")
-    .option("--json", "print the registration as JSON")
     .addHelpText(
       "after",
       `
@@ -138,8 +174,7 @@ Examples:
           label?: Record<string, string>;
           allowUnreachable?: boolean;
           replace?: boolean;
-          json?: boolean;
-        },
+        } & OutputFlags,
         cmd: Command,
       ) => {
         const username = o.username ?? process.env["AETHER_BMC_USERNAME"];
@@ -166,7 +201,7 @@ Examples:
             replace: o.replace ?? false,
           });
           if (!bmc) throw new Error("aetherd returned no registration");
-          if (o.json) return printJson(fenceApi.BmcSchema, bmc);
+          if (forPrograms(o)) return printOne(o, BMCS, bmc);
           process.stdout.write(
             `registered the BMC of ${bmc.node}: ${bmc.manufacturer || "system"} ${bmc.model} at ${bmc.systemPath || bmc.endpoint}, power ${powerName(bmc.powerState)} (${stateName(bmc.state)})\n`,
           );
@@ -175,54 +210,43 @@ Examples:
       },
     );
 
-  fence
+  const list = fence
     .command("list")
     .alias("ls")
     .description("registered BMCs, by node")
-    .option("--filter <k=v,...>", "only those with these labels")
     .addOption(new Option("--state <state>", "only those in this state").choices(["reachable", "unreachable", "unauthorized"]))
-    .option("--json", "print as JSON")
     .addHelpText(
       "after",
-      "\nExamples:\n  aether fence list\n  aether fence list --state unreachable\n  aether fence list --json | jq -r '.[].node'",
+      "\nExamples:\n  aether fence list\n  aether fence list --state unreachable -l chassis=c7000-1\n  aether fence list -o name\n  aether fence list --json | jq -r '.[].node'",
     )
-    .action(async (o: { filter?: string; state?: "reachable" | "unreachable" | "unauthorized"; json?: boolean }) =>
+    .action(async (o: { state?: "reachable" | "unreachable" | "unauthorized" } & SelectorFlags & OutputFlags) =>
       withClient(globals(), async (aether) => {
+        const selector = selectorOf(o);
         const state = o.state === undefined ? fenceApi.BmcState.UNSPECIFIED : fenceApi.BmcState[o.state.toUpperCase() as "REACHABLE"];
         const bmcs: fenceApi.Bmc[] = [];
         let pageToken = "";
         do {
-          const page = await aether.fence.listBmcs({ pageSize: 1000, pageToken, filter: o.filter ?? "", state });
+          const page = await aether.fence.listBmcs({ pageSize: 1000, pageToken, filter: serverFilter(selector), state });
           bmcs.push(...page.bmcs);
           pageToken = page.nextPageToken;
         } while (pageToken !== "");
-        if (o.json) return printJson(fenceApi.BmcSchema, bmcs);
-        printTable(
-          ["NODE", "ENDPOINT", "PROFILE", "STATE", "POWER", "SYSTEM", "FIRMWARE", "CHECKED"],
-          bmcs.map((b) => [
-            b.node,
-            b.endpoint,
-            profileName(b.profile),
-            stateName(b.state),
-            powerName(b.powerState),
-            [b.manufacturer, b.model].filter((x) => x).join(" ") || "-",
-            b.firmwareVersion || "-",
-            b.checkTime ? age(b.checkTime) : "-",
-          ]),
+        printList(
+          o,
+          BMCS,
+          bmcs.filter((b) => selects(selector, b.labels)),
         );
       }),
     );
+  selectorOptions(outputOptions(list, "list"));
 
-  fence
-    .command("status")
+  outputOptions(fence.command("status"))
     .description("read a node's power state and the reset types its BMC allows")
     .argument("<node>", "node name or registration id")
-    .option("--json", "print as JSON")
     .addHelpText("after", "\nExamples:\n  aether fence status node-7\n  aether fence status node-7 --json | jq -r .rawPowerState")
-    .action(async (ref: string, o: { json?: boolean }) =>
+    .action(async (ref: string, o: OutputFlags) =>
       withClient(globals(), async (aether) => {
         const res = await aether.fence.getPowerStatus({ bmc: ref });
-        if (o.json) return printJson(fenceApi.GetPowerStatusResponseSchema, res);
+        if (forPrograms(o)) return printOne(o, { json: fenceApi.GetPowerStatusResponseSchema, name: () => res.bmc?.node ?? ref }, res);
         if (res.bmc) showBmc(res.bmc);
         printFields([
           ["power state", powerName(res.powerState, res.rawPowerState)],
@@ -231,65 +255,64 @@ Examples:
       }),
     );
 
-  fence
-    .command("off")
+  dryRunOption(outputOptions(fence.command("off")))
     .description('fence a node: ForceOff unless already off, then read until PowerState is exactly "Off"; exits 1 if not confirmed')
     .argument("<node>", "node name or registration id")
     .addOption(durationOption("--timeout <duration>", 'longest time until "Off" is read back', 60_000))
     .addOption(durationOption("--poll-interval <duration>", "time between power state reads", 1000))
     .option("--reason <text>", "why, for the audit log and events")
     .option("--request-id <id>", "idempotency key: a retry with the same id returns the first result")
-    .option("--json", "print the outcome as JSON")
     .addHelpText(
       "after",
-      "\nExamples:\n  aether fence off node-7\n  aether fence off node-7 --timeout 2m --reason \"lost heartbeat\"\n  aether fence off node-7 --json || echo 'node-7 is NOT fenced: do not start its workloads elsewhere'",
+      "\nExamples:\n  aether fence off node-7\n  aether fence off node-7 --timeout 2m --reason \"lost heartbeat\"\n  aether fence off node-7 --json || echo 'node-7 is NOT fenced: do not start its workloads elsewhere'\n  aether fence off node-7 --dry-run",
     )
-    .action(async (ref: string, o: { timeout: number; pollInterval: number; reason?: string; requestId?: string; json?: boolean }) =>
-      withClient(globals(), async (aether) => {
-        const res = await aether.fence.fence(
-          {
-            bmc: ref,
-            timeout: toDuration(o.timeout),
-            pollInterval: toDuration(o.pollInterval),
-            reason: o.reason ?? "",
-            requestId: o.requestId ?? "",
-          },
-          { timeoutMs: clientTimeoutMs(o.timeout + 60_000) },
-        );
-        if (o.json) printJson(fenceApi.FenceResponseSchema, res);
-        else {
-          printFields([
-            ["confirmed", res.confirmed ? "yes" : "NO"],
-            ["reason", res.reason],
-            ["power state", powerName(res.powerState, res.rawPowerState)],
-            ["already off", res.alreadyOff ? "yes" : "no"],
-            ["reads", String(res.pollCount)],
-            ["ForceOff answer", res.actionStatusCode ? `HTTP ${res.actionStatusCode} in ${millis(res.commandLatency)}` : "-"],
-            ["BMC messages", messagesText(res.messages)],
-            ["total", millis(res.totalDuration)],
-          ]);
-        }
-        if (!res.confirmed) {
-          process.stderr.write(`aether: ${ref} is NOT fenced: ${res.reason}\n`);
-          process.exitCode = EXIT.failed;
-        }
-      }),
+    .action(
+      async (ref: string, o: { timeout: number; pollInterval: number; reason?: string; requestId?: string } & OutputFlags & DryRunFlags) =>
+        withClient(globals(), async (aether) => {
+          if (o.dryRun) return wouldPower(aether, ref, "send ForceOff (unless already off) and read until PowerState is Off");
+          const res = await aether.fence.fence(
+            {
+              bmc: ref,
+              timeout: toDuration(o.timeout),
+              pollInterval: toDuration(o.pollInterval),
+              reason: o.reason ?? "",
+              requestId: o.requestId ?? "",
+            },
+            { timeoutMs: clientTimeoutMs(o.timeout + 60_000) },
+          );
+          if (forPrograms(o)) printOne(o, { json: fenceApi.FenceResponseSchema, name: () => ref }, res);
+          else {
+            printFields([
+              ["confirmed", res.confirmed ? "yes" : "NO"],
+              ["reason", res.reason],
+              ["power state", powerName(res.powerState, res.rawPowerState)],
+              ["already off", res.alreadyOff ? "yes" : "no"],
+              ["reads", String(res.pollCount)],
+              ["ForceOff answer", res.actionStatusCode ? `HTTP ${res.actionStatusCode} in ${millis(res.commandLatency)}` : "-"],
+              ["BMC messages", messagesText(res.messages)],
+              ["total", millis(res.totalDuration)],
+            ]);
+          }
+          if (!res.confirmed) {
+            process.stderr.write(`aether: ${ref} is NOT fenced: ${res.reason}\n`);
+            process.exitCode = EXIT.failed;
+          }
+        }),
     );
 
-  fence
-    .command("on")
+  dryRunOption(outputOptions(fence.command("on")))
     .description("power a node on (ResetType On); a node already on is left alone")
     .argument("<node>", "node name or registration id")
     .addOption(durationOption("--wait <duration>", 'also wait until PowerState is "On", for up to this long'))
-    .option("--json", "print the outcome as JSON")
-    .addHelpText("after", "\nExamples:\n  aether fence on node-7\n  aether fence on node-7 --wait 2m")
-    .action(async (ref: string, o: { wait?: number; json?: boolean }) =>
+    .addHelpText("after", "\nExamples:\n  aether fence on node-7\n  aether fence on node-7 --wait 2m\n  aether fence on node-7 --dry-run")
+    .action(async (ref: string, o: { wait?: number } & OutputFlags & DryRunFlags) =>
       withClient(globals(), async (aether) => {
+        if (o.dryRun) return wouldPower(aether, ref, "send ResetType On (unless already on)");
         const res = await aether.fence.powerOn(
           { bmc: ref, ...(o.wait !== undefined ? { timeout: toDuration(o.wait) } : {}) },
           { timeoutMs: clientTimeoutMs((o.wait ?? 0) + 60_000) },
         );
-        if (o.json) return printJson(fenceApi.PowerOnResponseSchema, res);
+        if (forPrograms(o)) return printOne(o, { json: fenceApi.PowerOnResponseSchema, name: () => ref }, res);
         process.stdout.write(
           res.alreadyOn
             ? `${ref} was already on\n`
@@ -298,30 +321,37 @@ Examples:
       }),
     );
 
-  fence
-    .command("reset")
+  dryRunOption(outputOptions(fence.command("reset")))
     .description("send a Redfish ResetType the system allows (see `aether fence status`)")
     .argument("<node>", "node name or registration id")
     .argument("<type>", "ResetType, e.g. ForceRestart, GracefulShutdown, Nmi")
-    .option("--json", "print the outcome as JSON")
-    .addHelpText("after", "\nExamples:\n  aether fence reset node-7 ForceRestart\n  aether fence reset node-7 GracefulShutdown")
-    .action(async (ref: string, type: string, o: { json?: boolean }) =>
+    .addHelpText(
+      "after",
+      "\nExamples:\n  aether fence reset node-7 ForceRestart\n  aether fence reset node-7 GracefulShutdown\n  aether fence reset node-7 Nmi --dry-run",
+    )
+    .action(async (ref: string, type: string, o: OutputFlags & DryRunFlags) =>
       withClient(globals(), async (aether) => {
+        if (o.dryRun) return wouldPower(aether, ref, `send ResetType ${type}`);
         const res = await aether.fence.reset({ bmc: ref, resetType: type });
-        if (o.json) return printJson(fenceApi.ResetResponseSchema, res);
+        if (forPrograms(o)) return printOne(o, { json: fenceApi.ResetResponseSchema, name: () => ref }, res);
         process.stdout.write(
           `${ref}: ${type} accepted (HTTP ${res.actionStatusCode}); power state ${powerName(res.powerState, res.rawPowerState)}\n`,
         );
       }),
     );
 
-  fence
-    .command("unregister")
+  dryRunOption(fence.command("unregister"))
     .description("forget a node's BMC and its credentials")
     .argument("<node>", "node name or registration id")
-    .addHelpText("after", "\nExamples:\n  aether fence unregister node-7")
-    .action(async (ref: string) =>
+    .addHelpText("after", "\nExamples:\n  aether fence unregister node-7\n  aether fence unregister node-7 --dry-run")
+    .action(async (ref: string, o: DryRunFlags) =>
       withClient(globals(), async (aether) => {
+        if (o.dryRun) {
+          const { bmcs } = await aether.fence.listBmcs({ pageSize: 1000 });
+          const bmc = bmcs.find((b) => b.node === ref || b.id === ref) ?? bmcs.find((b) => b.id.startsWith(ref));
+          if (!bmc) throw new ConnectError(`no BMC is registered for ${ref} (see aether fence list)`, Code.NotFound);
+          return sayWould(`unregister the BMC of ${bmc.node} (${bmc.endpoint}) and forget its credentials`);
+        }
         await aether.fence.unregisterBmc({ bmc: ref });
         process.stdout.write(`unregistered the BMC of ${ref}\n`);
       }),
