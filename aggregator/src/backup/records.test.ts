@@ -11,7 +11,16 @@ import { configDocuments } from "./documents.js";
 
 describe("backup records", () => {
   it("backs up the cluster's state, not its event log, its leader record or a bare prefix", () => {
-    for (const key of ["nodes/n1", "placements/w", "auctions/a", "requests/default/r1", "fencing/n1", "drains/n1", "alerts/thresholds"])
+    for (const key of [
+      "nodes/n1",
+      "placements/w",
+      "auctions/a",
+      "requests/default/r1",
+      "fencing/n1",
+      "drains/n1",
+      "alerts/thresholds",
+      "deployments/d1",
+    ])
       assert.ok(isBackedUp(key), key);
     for (const key of ["events/00000000000000000001", "leader", "nodes/", "other/x", "alerts/active/n1/cpu"])
       assert.ok(!isBackedUp(key), key);

@@ -2,7 +2,7 @@
 //
 // Backed up (the state worth restoring): nodes with their lifecycle, placements, the auction records
 // they point to, request ids (so a retried Deploy still does not act twice), fencing records, the
-// drains under way and the alert thresholds operators set. Not backed up: the alerts raised now
+// drains under way, the deployments and the alert thresholds operators set. Not backed up: the alerts raised now
 // (telemetry raises them again within a heartbeat), the cluster event log (a history with its own retention, not state
 // to rebuild; restoring it would rewind its sequence) and the "leader" record (who leads now).
 //
@@ -21,7 +21,7 @@ import { decodeKey, encodeKey } from "../store/embedded-store.js";
 import type { ClusterStore } from "../store/store.js";
 
 /** The store's key prefixes that are backed up, each a folder of the repository. */
-export const BACKED_UP = ["nodes/", "placements/", "auctions/", "requests/", "fencing/", "drains/", "alerts/"] as const;
+export const BACKED_UP = ["nodes/", "placements/", "auctions/", "requests/", "fencing/", "drains/", "alerts/", "deployments/"] as const;
 
 const NODES = "nodes/";
 /** Under "alerts/", what telemetry raises (alerts/active/...) is not state to restore; the thresholds are. */
