@@ -6,10 +6,39 @@ import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { InvalidArgumentError, type Command } from "commander";
 import { auction } from "@aether/sdk";
 import { withClient, type GlobalOptions } from "../client.js";
-import { age, printJson, printTable } from "../output.js";
+import { nodeNames } from "./cluster.js";
+import { age, formatOf, forPrograms, outputOptions, printList, printOne, type ListView, type OutputFlags } from "../output.js";
 
 const severity = (s: auction.AlertSeverity) => (auction.AlertSeverity[s] ?? String(s)).toLowerCase();
 const figure = (n: number) => String(Number(n.toPrecision(6)));
+
+/** Active alerts; the table names the nodes (node: id to name), JSON keeps the ids. */
+const alertsView = (node: (id: string) => string): ListView<auction.Alert> => ({
+  json: auction.AlertSchema,
+  name: (a) => `${node(a.node)}/${a.metric}`,
+  columns: [
+    { header: "NODE", cell: (a) => node(a.node) },
+    { header: "ALERT", cell: (a) => a.metric },
+    { header: "SEVERITY", cell: (a) => severity(a.severity) },
+    { header: "VALUE", cell: (a) => figure(a.value) },
+    { header: "THRESHOLD", cell: (a) => `${a.thresholdName} ${figure(a.threshold)}` },
+    { header: "SINCE", cell: (a) => (a.since ? timestampDate(a.since).toISOString() : "-") },
+    { header: "FOR", cell: (a) => age(a.since) },
+    { header: "NODE ID", cell: (a) => a.node, wideOnly: true },
+  ],
+});
+
+const THRESHOLDS: ListView<auction.AlertThreshold> = {
+  json: auction.AlertThresholdSchema,
+  name: (t) => t.name,
+  columns: [
+    { header: "NAME", cell: (t) => t.name },
+    { header: "VALUE", cell: (t) => figure(t.value) },
+    { header: "DEFAULT", cell: (t) => figure(t.defaultValue) },
+    { header: "RANGE", cell: (t) => `${figure(t.min)}..${figure(t.max)}` },
+    { header: "MEASURES", cell: (t) => t.description, clip: true },
+  ],
+};
 
 /** A threshold's value as typed: a decimal number ("0.75", "20"); anything else is a usage error. */
 function thresholdValue(value: string): number {
@@ -46,32 +75,18 @@ Examples:
     return address === undefined ? { peer: "aether-aggregator" } : { address, peer: "aether-aggregator" };
   };
 
-  alerts
-    .command("list", { isDefault: true })
+  outputOptions(alerts.command("list", { isDefault: true }), "list")
     .description("the active alerts, oldest first: node, alert, severity, value, threshold, since when (the default)")
     .option("--node <node>", "only this node's (id or name)")
-    .option("--json", "print the alerts as JSON")
-    .addHelpText("after", "\nExamples:\n  aether alerts\n  aether alerts list --node n1\n  aether alerts --json")
-    .action(async (o: { node?: string; json?: boolean }) =>
+    .addHelpText("after", "\nExamples:\n  aether alerts\n  aether alerts list --node n1\n  aether alerts --json\n  aether alerts -o name")
+    .action(async (o: { node?: string } & OutputFlags) =>
       withClient(globals(), async (aether) => {
         const { alerts: active } = await aether.aggregator.listAlerts({ node: o.node ?? "" });
-        if (o.json) return printJson(auction.AlertSchema, active);
-        if (active.length === 0) {
+        if (active.length === 0 && !forPrograms(o)) {
           process.stdout.write("no active alerts.\n");
           return;
         }
-        printTable(
-          ["NODE", "ALERT", "SEVERITY", "VALUE", "THRESHOLD", "SINCE", "FOR"],
-          active.map((a) => [
-            a.node,
-            a.metric,
-            severity(a.severity),
-            figure(a.value),
-            `${a.thresholdName} ${figure(a.threshold)}`,
-            a.since ? timestampDate(a.since).toISOString() : "-",
-            age(a.since),
-          ]),
-        );
+        printList(o, alertsView(["json", "yaml"].includes(formatOf(o)) ? (id) => id : await nodeNames(aether)), active);
       }),
     );
 
@@ -82,36 +97,31 @@ Examples:
       "after",
       "\nExamples:\n  aether alerts thresholds\n  aether alerts thresholds --json\n  aether alerts thresholds set cpu_warning 0.75",
     );
-  thresholds
-    .command("list", { isDefault: true })
+  outputOptions(thresholds.command("list", { isDefault: true }), "list")
     .description("every threshold: name, value, default, range, what it measures")
-    .option("--json", "print the thresholds as JSON")
-    .addHelpText("after", "\nExamples:\n  aether alerts thresholds\n  aether alerts thresholds list --json")
-    .action(async (o: { json?: boolean }) =>
+    .addHelpText(
+      "after",
+      "\nExamples:\n  aether alerts thresholds\n  aether alerts thresholds list --json\n  aether alerts thresholds list -o wide",
+    )
+    .action(async (o: OutputFlags) =>
       withClient(globals(), async (aether) => {
         const { thresholds: all } = await aether.aggregator.listAlertThresholds({});
-        if (o.json) return printJson(auction.AlertThresholdSchema, all);
-        printTable(
-          ["NAME", "VALUE", "DEFAULT", "RANGE", "MEASURES"],
-          all.map((t) => [t.name, figure(t.value), figure(t.defaultValue), `${figure(t.min)}..${figure(t.max)}`, t.description]),
-        );
+        printList(o, THRESHOLDS, all);
       }),
     );
-  thresholds
-    .command("set")
+  outputOptions(thresholds.command("set"))
     .description("change one threshold now (kept by the aggregator across restarts and leader changes)")
     .argument("<name>", "the threshold (aether alerts thresholds lists them): cpu_warning, memory_critical, psi_io_warning, ...")
     .argument("<value>", "its new value (a decimal number within its range)", thresholdValue)
-    .option("--json", "print the threshold as JSON")
     .addHelpText(
       "after",
       "\nExamples:\n  aether alerts thresholds set cpu_warning 0.75\n  aether alerts thresholds set lease_age_warning 8",
     )
-    .action(async (name: string, value: number, o: { json?: boolean }) =>
+    .action(async (name: string, value: number, o: OutputFlags) =>
       withClient(globals(), async (aether) => {
         const { threshold } = await aether.aggregator.setAlertThreshold({ name, value });
         if (!threshold) return;
-        if (o.json) return printJson(auction.AlertThresholdSchema, threshold);
+        if (forPrograms(o)) return printOne(o, THRESHOLDS, threshold);
         process.stdout.write(
           `${threshold.name} is ${figure(threshold.value)} (default ${figure(threshold.defaultValue)}): ${threshold.description}\n`,
         );

@@ -54,7 +54,7 @@ function keyValue(v: string, prev: Record<string, string> = {}): Record<string, 
 }
 
 /** Node ids to names, for tables (JSON keeps the ids); an unknown id shows as its short form. */
-async function nodeNames(aether: AetherClient): Promise<(id: string) => string> {
+export async function nodeNames(aether: AetherClient): Promise<(id: string) => string> {
   const { nodes } = await aether.aggregator.listNodes({ pageSize: 1000 }).catch(() => ({ nodes: [] as auction.Node[] }));
   const names = new Map(nodes.map((n) => [n.id, n.name]));
   return (id) => (id === "" ? "-" : (names.get(id) ?? shortId(id)));
