@@ -10,7 +10,7 @@ import { denoBinary, distDir, sdkDependencyRoot, sdkEntry, sdkImportMap } from "
 import type { EngineCommand, RunRequest } from "./engine.js";
 
 /** Environment variables the SDK reads to find the daemon. */
-const SDK_ENV = ["AETHER_HOST", "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "HOME"];
+const SDK_ENV = ["AETHER_HOST", "AETHER_CONTEXT", "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "HOME"];
 
 /** Writes the import map once per SDK location and content; returns its path. */
 function importMapFile(): string {
