@@ -544,8 +544,8 @@ export class Aggregator {
     return this.guarded(async () => this.deployments.list(req));
   }
 
-  async updateDeployment(req: UpdateDeploymentRequest): Promise<{ deployment: Deployment; templateChanged: boolean }> {
-    return this.guarded(() => this.deployments.update(req));
+  async updateDeployment(req: UpdateDeploymentRequest, confine: boolean): Promise<{ deployment: Deployment; templateChanged: boolean }> {
+    return this.guarded(() => this.deployments.update(req, confine));
   }
 
   async scaleDeployment(req: ScaleDeploymentRequest): Promise<Deployment> {

@@ -117,7 +117,8 @@ export class Deployments {
     return { deployments: page.map((d) => this.view(d).deployment), nextPageToken };
   }
 
-  async update(req: UpdateDeploymentRequest): Promise<{ deployment: Deployment; templateChanged: boolean }> {
+  /** `confine`: a tenant's caller updates it, so its instances are confined from now on. */
+  async update(req: UpdateDeploymentRequest, confine = false): Promise<{ deployment: Deployment; templateChanged: boolean }> {
     const tenant = checkTenant(req.tenant);
     const ref = reference("deployment", req.deployment);
     if (req.instances !== undefined) checkInstances("instances", req.instances);
@@ -144,6 +145,10 @@ export class Deployments {
       if (req.replaceLabels) {
         d.labels = { ...req.labels };
         what.push("labels replaced");
+      }
+      if (confine && !d.confined && what.length > 0) {
+        d.confined = true;
+        what.push("its instances are confined from now on (a tenant updated it)");
       }
       return { templateChanged, summary: what.length > 0 ? what.join(", ") : undefined };
     });

@@ -24,6 +24,7 @@ import {
   type Deployment,
   type WorkloadPlacement,
 } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
+import { ConnectError } from "@connectrpc/connect";
 import { describeError, duration, preciseNow, timestamp } from "@aether/server";
 import type { Context } from "../context.js";
 import type { AuctionRunner, Spread } from "../auction/run.js";
@@ -277,6 +278,7 @@ export class Reconciler implements ReconcileHandle {
     const name = this.instanceName(d);
     const workloadId = randomUUID();
     const spec = normalizeSpec(instanceSpec(d.template, d.name, d.tenant, d.revision, name));
+    spec.confined = d.confined;
     setIdentity(spec, workloadId);
     const placement = create(WorkloadPlacementSchema, {
       workloadId,
@@ -311,7 +313,8 @@ export class Reconciler implements ReconcileHandle {
       );
       return undefined;
     } catch (err) {
-      return describeError(err);
+      // The sentence itself: the deployment's state_reason is read by people, not matched on codes.
+      return err instanceof ConnectError ? err.rawMessage : describeError(err);
     } finally {
       for (const node of claimed) this.claim(d.id, node, -1);
     }

@@ -2,6 +2,7 @@
 // and the WorkloadSpec each instance is placed with (the template's kind named after the instance,
 // labelled with the deployment, so the reconcile loop finds its instances on the nodes).
 import { clone, create, equals } from "@bufbuild/protobuf";
+import { ConnectError } from "@connectrpc/connect";
 import {
   DeploymentSchema,
   DeploymentTemplateSchema,
@@ -76,7 +77,8 @@ export function normalizeTemplate(field: string, input: DeploymentTemplate | und
   try {
     normalizeSpec(instanceSpec(t, name, tenant, 1n, name));
   } catch (err) {
-    if (err instanceof Error) err.message = err.message.replaceAll("spec.", `${field}.`);
+    // The same sentence, naming the template's fields rather than a Deploy's.
+    if (err instanceof ConnectError) throw new ConnectError(err.rawMessage.replaceAll("spec.", `${field}.`), err.code);
     throw err;
   }
   return t;

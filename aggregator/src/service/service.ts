@@ -210,6 +210,8 @@ export function aggregatorService(aggregator: Aggregator): ServiceImpl<typeof Ag
     },
     async createDeployment(req, ctx) {
       const scope = ctx.values.get(scopeKey);
+      // Only the aggregator says whether instances are confined: a tenant's always are.
+      if (req.deployment) req.deployment.confined = scope.tenant !== undefined;
       if (scope.tenant !== undefined && req.deployment)
         holdToTenant(req.deployment, scope.tenant, scope.identity, { field: "deployment.tenant", verb: "create a deployment" });
       return create(CreateDeploymentResponseSchema, { deployment: await aggregator.createDeployment(req) });
@@ -220,8 +222,9 @@ export function aggregatorService(aggregator: Aggregator): ServiceImpl<typeof Ag
     async listDeployments(req) {
       return create(ListDeploymentsResponseSchema, await aggregator.listDeployments(req));
     },
-    async updateDeployment(req) {
-      return create(UpdateDeploymentResponseSchema, await aggregator.updateDeployment(req));
+    async updateDeployment(req, ctx) {
+      const confine = ctx.values.get(scopeKey).tenant !== undefined;
+      return create(UpdateDeploymentResponseSchema, await aggregator.updateDeployment(req, confine));
     },
     async scaleDeployment(req) {
       return create(ScaleDeploymentResponseSchema, { deployment: await aggregator.scaleDeployment(req) });
