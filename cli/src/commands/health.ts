@@ -5,7 +5,7 @@ import type { Command } from "commander";
 import { node as nodeApi } from "@aether/sdk";
 import { withClient, type GlobalOptions } from "../client.js";
 import { EXIT } from "../exit-codes.js";
-import { printJson, printTable } from "../output.js";
+import { formatOf, outputOptions, printList, printOne, type ListView, type OutputFlags } from "../output.js";
 
 const WORD: Record<number, string> = {
   [nodeApi.HealthStatus.SERVING]: "ok",
@@ -13,12 +13,20 @@ const WORD: Record<number, string> = {
   [nodeApi.HealthStatus.DEGRADED]: "DEGRADED",
 };
 
+const CHECKS: ListView<nodeApi.HealthCheck> = {
+  json: nodeApi.HealthCheckSchema,
+  name: (c) => c.name,
+  columns: [
+    { header: "STATUS", cell: (c) => WORD[c.status] ?? String(c.status) },
+    { header: "CHECK", cell: (c) => c.name },
+    { header: "WHAT", cell: (c) => c.message, clip: true },
+  ],
+};
+
 export function healthCommand(program: Command): void {
-  program
-    .command("health")
+  outputOptions(program.command("health"), "list")
     .description("is the node healthy (and why not); with --aggregator, the whole cluster")
     .option("--aggregator [address]", "the cluster's health from aether-aggregator (default: AETHER_AGGREGATOR)")
-    .option("--json", "print the CheckHealth answer as JSON")
     .addHelpText(
       "after",
       `
@@ -31,7 +39,7 @@ Examples:
   aether health --aggregator unix:///run/aether/aggregator.sock
   aether health --json | jq '.checks[] | select(.status != "HEALTH_STATUS_SERVING")'`,
     )
-    .action(async (o: { aggregator?: string | true; json?: boolean }, cmd: Command) => {
+    .action(async (o: { aggregator?: string | true } & OutputFlags, cmd: Command) => {
       const aggregator = o.aggregator === true ? process.env.AETHER_AGGREGATOR : o.aggregator;
       if (o.aggregator === true && aggregator === undefined)
         cmd.error("error: --aggregator needs an address (or AETHER_AGGREGATOR), e.g. unix:///run/aether/aggregator.sock");
@@ -41,7 +49,14 @@ Examples:
       await withClient(globals, async (aether) => {
         const h = await aether.node.checkHealth({});
         degraded = h.status !== nodeApi.HealthStatus.SERVING || h.checks.some((c) => c.status === nodeApi.HealthStatus.DEGRADED);
-        if (o.json) return printJson(nodeApi.CheckHealthResponseSchema, h);
+        // JSON and YAML: the whole answer; name: the checks that are not serving.
+        if (["json", "yaml"].includes(formatOf(o))) return printOne(o, { json: nodeApi.CheckHealthResponseSchema, name: () => "" }, h);
+        if (formatOf(o) === "name")
+          return printList(
+            o,
+            CHECKS,
+            h.checks.filter((c) => c.status !== nodeApi.HealthStatus.SERVING),
+          );
         const count = (s: nodeApi.HealthStatus) => h.checks.filter((c) => c.status === s).length;
         const problems = count(nodeApi.HealthStatus.DEGRADED);
         const warnings = count(nodeApi.HealthStatus.WARNING);
@@ -49,10 +64,7 @@ Examples:
         process.stdout.write(
           `${what} ${degraded ? "DEGRADED" : "healthy"}: ${problems} problem(s), ${warnings} warning(s), ${h.checks.length} checks\n`,
         );
-        printTable(
-          ["STATUS", "CHECK", "WHAT"],
-          h.checks.map((c) => [WORD[c.status] ?? String(c.status), c.name, c.message]),
-        );
+        printList(o, CHECKS, h.checks);
       });
       if (degraded) process.exit(EXIT.failed);
     });

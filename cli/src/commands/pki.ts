@@ -2,7 +2,7 @@
 // Works on files only (it never talks to aetherd); aetherd picks up new certificates and the CRL on SIGHUP.
 import { Argument, InvalidArgumentError, Option, type Command } from "commander";
 import { EXIT, fail } from "../exit-codes.js";
-import { printTable } from "../output.js";
+import { forPrograms, outputOptions, printList, printOne, type ListView, type OutputFlags } from "../output.js";
 import {
   DEFAULT_DAYS,
   PkiError,
@@ -80,23 +80,19 @@ Examples:
   aether pki list`,
     );
 
-  pki
-    .command("init")
+  outputOptions(pki.command("init"))
     .description("create the cluster CA (EC P-256, self-signed) and an empty revocation list")
     .requiredOption("--cluster <name>", "the cluster name: the trust domain of every SPIFFE ID (spiffe://<name>/...)", cluster)
     .option("--days <n>", `validity of the CA (default ${DEFAULT_DAYS.ca})`, days)
     .addOption(dirOption())
-    .option("--json", "print the new CA as JSON")
-    .addHelpText("after", "\nExamples:\n  aether pki init --cluster prod\n  aether pki init --cluster lab --dir ./pki --days 365")
-    .action((o: { cluster: string; days?: number; dir?: string; json?: boolean }) =>
+    .addHelpText("after", "\nExamples:\n  aether pki init --cluster prod\n  aether pki init --cluster lab --dir ./pki --days 365 --json")
+    .action((o: { cluster: string; days?: number; dir?: string } & OutputFlags) =>
       run(async () => {
         const index = await initCa({ dir: dirOf(o), cluster: o.cluster, ...(o.days !== undefined && { days: o.days }) });
         const paths = pkiPaths(dirOf(o));
-        if (o.json) {
-          process.stdout.write(
-            `${JSON.stringify({ cluster: index.cluster, ...index.ca, cert: paths.caCert, key: paths.caKey, crl: paths.crl }, null, 2)}\n`,
-          );
-          return;
+        if (forPrograms(o)) {
+          const ca = { cluster: index.cluster, ...index.ca, cert: paths.caCert, key: paths.caKey, crl: paths.crl };
+          return printOne(o, { json: (x: typeof ca) => x, name: (x: typeof ca) => x.cluster }, ca);
         }
         process.stdout.write(
           `created the CA of cluster ${index.cluster} (serial ${index.ca.serial}, expires ${index.ca.notAfter})\n` +
@@ -105,8 +101,7 @@ Examples:
       }),
     );
 
-  pki
-    .command("issue")
+  outputOptions(pki.command("issue"))
     .description("issue a certificate signed by the CA, with the identity's SPIFFE ID as URI SAN")
     .addArgument(new Argument("<kind>", "node (server and client), user or service (client)").choices(KINDS))
     .argument("<name>", "the node's, user's or service's name (DNS label)", label("name"))
@@ -122,7 +117,6 @@ Examples:
     .option("--out <dir>", "folder for NAME.pem and NAME.key (default: the identity's folder in the PKI directory)")
     .addOption(dirOption())
     .addOption(new Option("--not-after <time>", "exact end of validity, ISO 8601 (for tests)").argParser(time).hideHelp())
-    .option("--json", "print the issued certificate's record as JSON")
     .addHelpText(
       "after",
       `
@@ -145,8 +139,7 @@ Examples:
           out?: string;
           dir?: string;
           notAfter?: Date;
-          json?: boolean;
-        },
+        } & OutputFlags,
       ) =>
         run(async () => {
           const issued = await issueCertificate({
@@ -161,10 +154,7 @@ Examples:
             ...(o.out !== undefined && { outDir: o.out }),
             ...(o.writeConfig !== undefined && { writeConfig: o.writeConfig }),
           });
-          if (o.json) {
-            process.stdout.write(`${JSON.stringify(issued, null, 2)}\n`);
-            return;
-          }
+          if (forPrograms(o)) return printOne(o, { json: (x: typeof issued) => x, name: (x: typeof issued) => x.spiffeId }, issued);
           process.stdout.write(
             `issued ${issued.spiffeId} (serial ${issued.serial}, expires ${issued.notAfter})\n  certificate  ${issued.cert}\n  key          ${issued.key}\n` +
               (issued.config ? `  config       ${issued.config}  (copy it to ~/.config/aether/config.toml)\n` : ""),
@@ -172,15 +162,13 @@ Examples:
         }),
     );
 
-  pki
-    .command("revoke")
+  outputOptions(pki.command("revoke"))
     .description("revoke a certificate by serial, or every certificate of an identity by SPIFFE ID or name, and rewrite crl.pem")
     .argument("<target>", "a serial (hex), a SPIFFE ID, or a name")
     .addOption(new Option("--kind <kind>", "when a name is used by several kinds: which one").choices(KINDS))
     .option("--tenant <tenant>", "when a name is used in several tenants: which one", label("tenant"))
     .addOption(new Option("--reason <reason>", "why (recorded in the CRL)").choices(Object.keys(REVOCATION_REASONS)).default("unspecified"))
     .addOption(dirOption())
-    .option("--json", "print the revoked certificates as JSON")
     .addHelpText(
       "after",
       `
@@ -192,7 +180,7 @@ Examples:
   aether pki revoke spiffe://prod/tenant/team-a/user/bob --reason key-compromise
   aether pki revoke 4F3A9C0D2E...`,
     )
-    .action((target: string, o: { kind?: Kind; tenant?: string; reason: RevocationReason; dir?: string; json?: boolean }) =>
+    .action((target: string, o: { kind?: Kind; tenant?: string; reason: RevocationReason; dir?: string } & OutputFlags) =>
       run(async () => {
         const revoked = await revokeCertificates({
           dir: dirOf(o),
@@ -201,38 +189,40 @@ Examples:
           ...(o.kind !== undefined && { kind: o.kind }),
           ...(o.tenant !== undefined && { tenant: o.tenant }),
         });
-        if (o.json) {
-          process.stdout.write(`${JSON.stringify(revoked, null, 2)}\n`);
-          return;
-        }
+        if (forPrograms(o))
+          return printList(
+            o,
+            { json: (c: (typeof revoked)[number]) => c, name: (c: (typeof revoked)[number]) => c.spiffeId, columns: [] },
+            revoked,
+          );
         for (const c of revoked) process.stdout.write(`revoked ${c.spiffeId} (serial ${c.serial})\n`);
         process.stdout.write(`wrote ${pkiPaths(dirOf(o)).crl}; send aetherd SIGHUP to apply it.\n`);
       }),
     );
 
-  pki
-    .command("list")
+  outputOptions(pki.command("list"), "list")
     .description("the certificates the CA has issued, with their status")
     .addOption(dirOption())
-    .option("--json", "print the certificates as JSON")
-    .addHelpText("after", "\nExamples:\n  aether pki list\n  aether pki list --json | jq '.[] | select(.status == \"valid\") | .spiffeId'")
-    .action((o: { dir?: string; json?: boolean }) =>
+    .addHelpText(
+      "after",
+      "\nExamples:\n  aether pki list\n  aether pki list -o name\n  aether pki list --json | jq '.[] | select(.status == \"valid\") | .spiffeId'",
+    )
+    .action((o: { dir?: string } & OutputFlags) =>
       run(async () => {
         const { index, certificates } = await listCertificates(dirOf(o));
-        if (o.json) {
-          process.stdout.write(`${JSON.stringify(certificates, null, 2)}\n`);
-          return;
-        }
-        process.stdout.write(`cluster ${index.cluster}: CA serial ${index.ca.serial}, expires ${index.ca.notAfter}\n`);
-        printTable(
-          ["SERIAL", "IDENTITY", "EXPIRES", "STATUS"],
-          certificates.map((c) => [
-            c.serial,
-            c.spiffeId,
-            c.notAfter,
-            c.revoked ? `revoked ${c.revoked.time} (${c.revoked.reason})` : c.status,
-          ]),
-        );
+        type Certificate = (typeof certificates)[number];
+        const view: ListView<Certificate> = {
+          json: (c) => c,
+          name: (c) => c.spiffeId,
+          columns: [
+            { header: "SERIAL", cell: (c) => c.serial },
+            { header: "IDENTITY", cell: (c) => c.spiffeId },
+            { header: "EXPIRES", cell: (c) => c.notAfter },
+            { header: "STATUS", cell: (c) => (c.revoked ? `revoked ${c.revoked.time} (${c.revoked.reason})` : c.status), clip: true },
+          ],
+        };
+        if (!forPrograms(o)) process.stdout.write(`cluster ${index.cluster}: CA serial ${index.ca.serial}, expires ${index.ca.notAfter}\n`);
+        printList(o, view, certificates);
       }),
     );
 }

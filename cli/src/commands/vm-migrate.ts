@@ -6,7 +6,8 @@ import { Code, ConnectError, connect, vm as vmApi } from "@aether/sdk";
 import { withClient, type GlobalOptions } from "../client.js";
 import { EXIT } from "../exit-codes.js";
 import { durationOption, toDuration } from "../numbers.js";
-import { bytes, printJson } from "../output.js";
+import { bytes, forPrograms, outputOptions, printOne, type OutputFlags } from "../output.js";
+import { dryRunOption, sayWould, type DryRunFlags } from "../mutations.js";
 import { startProgress } from "../progress.js";
 import { parseBytes } from "../units.js";
 
@@ -18,7 +19,6 @@ interface MigrateOptions {
   autoConverge: boolean;
   timeout: number;
   tenant: string;
-  json?: boolean;
 }
 
 const ms = (d: { seconds: bigint; nanos: number } | undefined) => (d ? Number(d.seconds) * 1000 + Math.round(d.nanos / 1e6) : 0);
@@ -66,7 +66,7 @@ async function targetAddress(to: string, aggregator: string | undefined): Promis
 }
 
 export function vmMigrateCommand(vm: Command, globals: () => GlobalOptions): void {
-  vm.command("migrate")
+  dryRunOption(outputOptions(vm.command("migrate")))
     .description("live-migrate a running VM, with its disks, to another aetherd; the guest keeps running")
     .argument("<vm>", "id or name")
     .requiredOption(
@@ -79,7 +79,6 @@ export function vmMigrateCommand(vm: Command, globals: () => GlobalOptions): voi
     .option("--no-auto-converge", "never slow the guest's vCPUs down to let the memory copy catch up")
     .addOption(durationOption("-t, --timeout <duration>", "cancel the migration (the guest stays here) after this long", 600_000))
     .option("--tenant <tenant>", "tenant to resolve a name in", "")
-    .option("--json", "print the finished migration as JSON")
     .addHelpText(
       "after",
       `
@@ -89,14 +88,22 @@ Examples:
   aether vm migrate web --to unix:///run/aether/node-b.sock
   aether vm migrate web --to https://node-b:7443 --bandwidth 200M --max-downtime 100ms
   aether vm migrate web --to https://node-b:7443 --no-auto-converge --timeout 2m --json
+  aether vm migrate web --to node-b --dry-run                # finds the VM and the target, moves nothing
 
 A migration that fails before the switchover is cancelled: the guest keeps running here, the target
 is cleaned up, and the command exits 1 with the reason (also the VM's state reason).`,
     )
-    .action(async (ref: string, o: MigrateOptions) =>
+    .action(async (ref: string, o: MigrateOptions & OutputFlags & DryRunFlags) =>
       withClient(globals(), async (aether) => {
-        const json = o.json === true;
+        const json = forPrograms(o);
         const target = await targetAddress(o.to, o.aggregator ?? process.env.AETHER_AGGREGATOR);
+        if (o.dryRun) {
+          const { vm: v } = await aether.vm.getVm({ vm: ref, tenant: o.tenant });
+          if (!v) throw new Error("aetherd returned no VM");
+          const state = vmApi.VmState[v.state].toLowerCase();
+          const refusal = v.state === vmApi.VmState.RUNNING ? "" : `, but aetherd would refuse: ${v.name} is ${state}, not running`;
+          return sayWould(`live-migrate vm ${v.name} (${state}) with its disks to ${target}${refusal}`);
+        }
         const { migration } = await aether.vm.migrateVm({
           vm: ref,
           tenant: o.tenant,
@@ -127,7 +134,7 @@ is cleaned up, and the command exits 1 with the reason (also the VM's state reas
           : `${last.vmName} was not migrated: ${last.stateReason}`;
         if (ok) progress?.succeed(summary);
         else progress?.fail(summary);
-        if (json) printJson(vmApi.MigrationSchema, last);
+        if (json) printOne(o, { json: vmApi.MigrationSchema, name: (m: vmApi.Migration) => m.vmName }, last);
         else if (!progress) (ok ? process.stdout : process.stderr).write(`${ok ? "" : "aether: "}${summary}\n`);
         if (!ok) process.exitCode = EXIT.failed;
       }),
