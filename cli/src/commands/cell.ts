@@ -136,7 +136,13 @@ function isolations(v: string): string[] {
 }
 
 export function cellCommands(program: Command): void {
-  const cell = program.command("cell").description("cells: cgroup slices with limits and optional isolation");
+  const cell = program
+    .command("cell")
+    .description("cells: cgroup slices with limits and optional isolation")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  aether cell allocate team-a --memory 2G --cpu-max 150%\n  aether cell list\n  aether cell stats team-a",
+    );
   const globals = () => program.opts<GlobalOptions>();
 
   withLimitOptions(

@@ -142,7 +142,11 @@ export function clusterCommands(program: Command): void {
   const cluster = program
     .command("cluster")
     .description("the cluster through aether-aggregator: nodes, maintenance (drain, uncordon, shutdown), auctions, placements and events")
-    .option("--aggregator <address>", "aether-aggregator to talk to (default: AETHER_AGGREGATOR, else the node address)");
+    .option("--aggregator <address>", "aether-aggregator to talk to (default: AETHER_AGGREGATOR, else the node address)")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  aether cluster nodes\n  aether cluster deploy web --memory 256M -- /usr/bin/python3 -m http.server 8080\n  aether cluster placements -o wide\n  aether cluster drain node-2",
+    );
   const globals = (): GlobalOptions => {
     const address =
       cluster.opts<{ aggregator?: string }>().aggregator ?? process.env.AETHER_AGGREGATOR ?? program.opts<GlobalOptions>().address;

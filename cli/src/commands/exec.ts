@@ -74,7 +74,13 @@ function describe(e: runtime.Executable): string {
 }
 
 export function execCommands(program: Command): void {
-  const exec = program.command("exec").description("processes on the node: start, stop, list, logs");
+  const exec = program
+    .command("exec")
+    .description("processes on the node: start, stop, list, logs")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  aether exec start --name web -- /usr/bin/python3 -m http.server 8080\n  aether exec list -l team=a\n  aether exec logs web -f\n  aether exec stop web",
+    );
   const globals = () => program.opts<GlobalOptions>();
 
   dryRunOption(outputOptions(exec.command("start")))

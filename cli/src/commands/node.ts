@@ -8,7 +8,10 @@ import { bytes, forPrograms, outputOptions, printFields, printOne, type OutputFl
 const LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
 
 export function nodeCommands(program: Command): void {
-  const node = program.command("node").description("the host aetherd runs on");
+  const node = program
+    .command("node")
+    .description("the host aetherd runs on")
+    .addHelpText("after", "\nExamples:\n  aether node info\n  aether node log-level debug --for 10m");
   outputOptions(node.command("info"))
     .description("identity, version and what the host can do (the capability probe), and what its VMs run under")
     .option("--refresh", "probe the host again instead of showing the start-up probe")

@@ -138,7 +138,13 @@ function readyOrFail(ref: string, v: vmApi.Vm | undefined, json: boolean): boole
 }
 
 export function vmCommands(program: Command): void {
-  const vm = program.command("vm").description("virtual machines: QEMU microVMs and persistent VMs, Firecracker where installed");
+  const vm = program
+    .command("vm")
+    .description("virtual machines: QEMU microVMs and persistent VMs, Firecracker where installed")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  aether vm create web --kernel vmlinuz --initrd initrd.img --start --wait\n  aether vm list -o wide\n  aether vm exec web -- /bin/uname -a\n  aether vm stop web",
+    );
   const globals = () => program.opts<GlobalOptions>();
 
   const create = dryRunOption(outputOptions(vm.command("create")))
