@@ -16,7 +16,7 @@ import { Code, ConnectError, connect, type AetherClient } from "@aether/sdk";
 import { ExecutableService } from "@aether/sdk/gen/aether/runtime/v1/runtime_pb";
 import { CellService } from "@aether/sdk/gen/aether/cells/v1/cells_pb";
 import { VmMigrationService, VmService } from "@aether/sdk/gen/aether/vm/v1/vm_pb";
-import { StorageService } from "@aether/sdk/gen/aether/storage/v1/storage_pb";
+import { ReplicaReceiverService, ReplicationService, StorageService } from "@aether/sdk/gen/aether/storage/v1/storage_pb";
 import { ObserveService, LogSource } from "@aether/sdk/gen/aether/observe/v1/observe_pb";
 import { NodeService } from "@aether/sdk/gen/aether/node/v1/node_pb";
 import { FenceService } from "@aether/sdk/gen/aether/fence/v1/fence_pb";
@@ -32,6 +32,8 @@ const SERVICES: DescService[] = [
   VmService,
   VmMigrationService,
   StorageService,
+  ReplicationService,
+  ReplicaReceiverService,
   ObserveService,
   NodeService,
   FenceService,
@@ -41,7 +43,7 @@ const SERVICES: DescService[] = [
 
 type Outcome = { ok: true; items: unknown[] } | { ok: false; err: ConnectError };
 
-/** Calls any method generically: unary, server stream (first few messages) or bidi (one message in). */
+/** Calls any method generically: unary, server stream (first few messages), client stream or bidi (one message in). */
 async function call(transport: Transport, service: DescService, method: DescMethod, init: Record<string, unknown>): Promise<Outcome> {
   const client = createClient(service, transport) as unknown as Record<string, (...a: unknown[]) => unknown>;
   const fn = client[method.localName] as (...a: unknown[]) => unknown;
@@ -55,6 +57,8 @@ async function call(transport: Transport, service: DescService, method: DescMeth
             await new Promise((r) => setTimeout(r, 500));
           })()
         : init;
+    // A client stream answers once, at its end.
+    if (method.methodKind === "client_streaming") return { ok: true, items: [await (fn(input, { signal }) as Promise<unknown>)] };
     const items: unknown[] = [];
     for await (const item of fn(input, { signal }) as AsyncIterable<unknown>) {
       items.push(item);
@@ -393,6 +397,16 @@ function crossById(ids: Record<string, string>): Record<string, { init: Record<s
     "StorageService/GetImage": nf({ image: ids.image }),
     "StorageService/ListImages": none(),
     "StorageService/DeleteImage": nf({ image: ids.image }),
+    // Replication chooses the nodes a tenant's data is copied to: the operators' (not in a tenant's
+    // role); the receiving side is for nodes only.
+    "ReplicationService/SetReplicationPolicy": denied({ volume: ids.volume, targets: ["unix:///run/aether/other.sock"] }),
+    "ReplicationService/ListReplications": denied(),
+    "ReplicationService/DeleteReplicationPolicy": denied({ policy: ids.volume }),
+    "ReplicationService/RunReplication": denied({ policy: ids.volume }),
+    "ReplicationService/ListReplicas": denied(),
+    "ReplicationService/DeleteReplica": denied({ replica: ids.volume }),
+    "ReplicaReceiverService/GetReplicaPoint": denied({ sourceVolumeId: ids.volume }),
+    "ReplicaReceiverService/ReceiveReplica": denied({ part: { case: "chunk", value: new Uint8Array([1]) } }),
     // observe
     "ObserveService/StreamLogs": nf({ source: LogSource.EXECUTABLE, target: ids.exe }),
     "ObserveService/StreamEvents": none(),

@@ -19,6 +19,7 @@
 //   events/       the cluster event log and its streams
 //   backup/       the cluster's state committed to git on every change (batched), listed, restored
 //   alerts/       thresholds held against the nodes' telemetry and lease ages; active alerts
+//   replicas/     where the replicas of VMs' volumes are (heartbeats say): a fenced node's VM starts there
 //   deployments/  deployments (a template, N instances, a revision) and the reconcile loop that keeps them
 //   service/      the RPC handlers and the mapping of failures to RPC codes
 //
@@ -93,6 +94,7 @@ import { DeploymentBook } from "./deployments/book.js";
 import { Deployments, type DeploymentView } from "./deployments/deployments.js";
 import { Reconciler } from "./deployments/reconcile.js";
 import { KeyedMutex } from "./util.js";
+import { ReplicaIndex, type ReplicaHolders } from "./replicas/replica-index.js";
 
 export const DEFAULT_AUCTION_WINDOW_MS = 250;
 export const DEFAULT_LEASE_TTL_MS = 15_000;
@@ -164,6 +166,8 @@ export class Aggregator {
   private readonly ctx: Context;
   private readonly fencer: Fencer;
   private readonly startMs = Date.now();
+  /** Where the replicas of VMs' volumes are, as the nodes' heartbeats say. */
+  private readonly replicas = new ReplicaIndex();
 
   constructor(options: AggregatorOptions) {
     // With backups, every write the rooms make is reported to the backup room, which commits a batch.
@@ -223,7 +227,9 @@ export class Aggregator {
         log: this.log.child({ room: "deadman" }),
         emit: async (event) => void (await this.emit(event)),
         movablePlacements: (nodeId) => this.book.movable(nodeId),
-        replaceFenced: (placement, node, lastHeartbeatMs) => this.replacement.replaceFenced(placement, node, lastHeartbeatMs),
+        replaceFenced: (placement, node, lastHeartbeatMs, holders) =>
+          this.replacement.replaceFenced(placement, node, lastHeartbeatMs, holders),
+        replicaHolders: (workloadId, fencedNode) => this.liveReplicaHolders(workloadId, fencedNode),
         abandonFenced: (placement, node, reason) => this.replacement.abandonFenced(placement, node, reason),
         release: async (node, workloadId, tenant, graceMs, timeoutMs) =>
           (await this.clients.bid(node).releaseWorkload({ workloadId, tenant, gracePeriod: duration(graceMs) }, { timeoutMs })).released,
@@ -430,6 +436,7 @@ export class Aggregator {
     return this.guarded(async () => {
       const telemetry = req.telemetry && checkTelemetry(req.telemetry);
       const renewed = await this.membership.heartbeat(req, as);
+      this.replicas.observe(req.nodeId, req.replicas);
       // An alert that cannot be recorded is logged; the lease is renewed all the same.
       if (telemetry)
         await this.alerts
@@ -437,6 +444,20 @@ export class Aggregator {
           .catch((err: unknown) => this.log.warn({ node: req.nodeId, err: describeError(err) }, "could not evaluate the alerts"));
       return renewed;
     });
+  }
+
+  /** The nodes that hold replicas of a workload's VM and can take it now (READY, on duty). */
+  private liveReplicaHolders(workloadId: string, fencedNode: string): ReplicaHolders | undefined {
+    const held = this.replicas.holders(workloadId, fencedNode);
+    if (!held) return undefined;
+    const now = Date.now();
+    const points = new Map(
+      [...held.points].filter(([id]) => {
+        const node = this.registry.get(id);
+        return node !== undefined && this.registry.canBid(node, now);
+      }),
+    );
+    return points.size === 0 ? undefined : { points };
   }
 
   async deregisterNode(req: DeregisterNodeRequest, as?: NodeCaller): Promise<Record<string, never>> {

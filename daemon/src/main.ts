@@ -14,7 +14,7 @@ import { ObserveService } from "@aether/sdk/gen/aether/observe/v1/observe_pb";
 import { NodeService } from "@aether/sdk/gen/aether/node/v1/node_pb";
 import { CellService } from "@aether/sdk/gen/aether/cells/v1/cells_pb";
 import { VmMigrationService, VmService } from "@aether/sdk/gen/aether/vm/v1/vm_pb";
-import { StorageService } from "@aether/sdk/gen/aether/storage/v1/storage_pb";
+import { ReplicaReceiverService, ReplicationService, StorageService } from "@aether/sdk/gen/aether/storage/v1/storage_pb";
 import { FenceService } from "@aether/sdk/gen/aether/fence/v1/fence_pb";
 import { AggregatorService, BidService } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { ServerReflection } from "@aether/sdk/gen/grpc/reflection/v1/reflection_pb";
@@ -31,6 +31,7 @@ import {
   PolicyError,
   RuntimeLogLevel,
   StateLockError,
+  timestamp,
   writeFileAtomic,
 } from "@aether/server";
 import { unimplementedService } from "./api/unimplemented.js";
@@ -61,6 +62,11 @@ import { migrationRpcs, vmMigrationService } from "./migration/service.js";
 import { createPools } from "./storage/pools.js";
 import { StorageRegistry } from "./storage/registry.js";
 import { storageService } from "./storage/service.js";
+import { ZfsPool } from "./storage/zfs-pool.js";
+import { ReplicationPolicies } from "./replication/policies.js";
+import { Replicas } from "./replication/replicas.js";
+import { vmRestorer } from "./replication/restore.js";
+import { replicaReceiverService, replicationService } from "./replication/service.js";
 import { BmcRegistry } from "./fence/registry.js";
 import { fenceService } from "./fence/service.js";
 import { KvmCheck } from "./auction/capacity.js";
@@ -195,6 +201,27 @@ async function run(flags: ConfigFlags): Promise<void> {
     log: log.child({ room: "migration" }),
   });
   outgoing.inDoubt = (vm) => migrationRecovery.later(vm);
+  // Replication: the replicas this node holds for others (in its default pool if that is ZFS, else
+  // its first ZFS pool), and its own policies, whose runs start as soon as they are due.
+  const zfsPools = [...configured.pools.values()].map((p) => p.pool).filter((p): p is ZfsPool => p instanceof ZfsPool);
+  const replicas = new Replicas({
+    stateDir: config.state_dir,
+    storage,
+    pool: zfsPools.find((p) => p.name === configured.defaultPool) ?? zfsPools[0],
+    log: log.child({ room: "replication" }),
+  });
+  await replicas.load();
+  const replication = new ReplicationPolicies({
+    stateDir: config.state_dir,
+    storage,
+    pools: configured.pools,
+    vms,
+    identity: clusterIdentity,
+    nodeName: config.cluster.name ?? `${hostname()} (${ownAddresses.at(-1)})`,
+    events,
+    log: log.child({ room: "replication" }),
+  });
+  await replication.load();
   // One instance of each handler: the RPCs and the auction's provisioning share them.
   const handlers = {
     runtime: executableService(supervisor, (cell, tenant) => cells.placement(cell, tenant), tenantIds),
@@ -227,6 +254,7 @@ async function run(flags: ConfigFlags): Promise<void> {
     hypervisors: { qemu: hypervisors.qemu !== undefined, firecracker: hypervisors.firecracker !== undefined },
     handlers,
     log: log.child({ room: "auction" }),
+    restoreVm: vmRestorer(replicas, events, log.child({ room: "replication" })),
   });
   await bidding.load();
   const implemented = [
@@ -237,6 +265,8 @@ async function run(flags: ConfigFlags): Promise<void> {
     VmService,
     VmMigrationService,
     StorageService,
+    ReplicationService,
+    ReplicaReceiverService,
     BidService,
   ];
   const routes = (router: ConnectRouter) => {
@@ -281,6 +311,8 @@ async function run(flags: ConfigFlags): Promise<void> {
     router.service(VmService, handlers.vm);
     router.service(VmMigrationService, vmMigrationService(incoming));
     router.service(StorageService, storageService(storage, config.tenancy));
+    router.service(ReplicationService, replicationService(replication, replicas, ownAddresses));
+    router.service(ReplicaReceiverService, replicaReceiverService(replicas));
     router.service(FenceService, fenceService(fences));
     router.service(BidService, bidService(bidding));
     router.service(
@@ -352,7 +384,15 @@ async function run(flags: ConfigFlags): Promise<void> {
             pools: [...configured.pools.keys()],
             version: VERSION,
           },
-          telemetry: () => readHeartbeatTelemetry(() => bidding.committed().memoryBytes),
+          telemetry: async () => {
+            const lag = replication.worstLag();
+            return {
+              ...(await readHeartbeatTelemetry(() => bidding.committed().memoryBytes)),
+              replicationLagRpoRatio: lag?.ratio ?? -1,
+              replicationLagCopy: lag?.what ?? "",
+            };
+          },
+          replicas: () => replicas.held().map((r) => ({ ...r, lastPointTime: timestamp(r.lastPointMs) })),
         },
         log.child({ room: "membership" }),
       )
@@ -377,6 +417,7 @@ async function run(flags: ConfigFlags): Promise<void> {
     authorizer.close();
     logLevel.close();
     migrationRecovery.close();
+    replication.close();
     incoming.close();
     void Promise.allSettled([left, listeners.close(), metrics?.endpoint.close()]).finally(() => {
       vms.close();

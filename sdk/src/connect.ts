@@ -8,7 +8,7 @@ import { pem, resolveTarget, type Target, type TargetOptions } from "./target.js
 import { ExecutableService } from "./gen/aether/runtime/v1/runtime_pb.js";
 import { CellService } from "./gen/aether/cells/v1/cells_pb.js";
 import { VmService } from "./gen/aether/vm/v1/vm_pb.js";
-import { StorageService } from "./gen/aether/storage/v1/storage_pb.js";
+import { ReplicationService, StorageService } from "./gen/aether/storage/v1/storage_pb.js";
 import { FenceService } from "./gen/aether/fence/v1/fence_pb.js";
 import { AggregatorService, BidService } from "./gen/aether/auction/v1/auction_pb.js";
 import { ObserveService } from "./gen/aether/observe/v1/observe_pb.js";
@@ -44,6 +44,8 @@ export interface AetherClient {
   readonly vm: Client<typeof VmService>;
   /** Pools, volumes, images, snapshots. */
   readonly storage: Client<typeof StorageService>;
+  /** Volume replication to other nodes: policies, runs, the replicas held here. */
+  readonly replication: Client<typeof ReplicationService>;
   /** Out-of-band power control through BMCs. */
   readonly fence: Client<typeof FenceService>;
   /** This node's side of the placement auction. */
@@ -111,6 +113,7 @@ export async function connect(options: ConnectOptions = {}): Promise<AetherClien
     cells: client(CellService),
     vm: client(VmService),
     storage: client(StorageService),
+    replication: client(ReplicationService),
     fence: client(FenceService),
     bid: client(BidService),
     aggregator: client(AggregatorService),

@@ -59,7 +59,7 @@ export interface AlertsDeps {
   findNode(ref: string): Node | undefined;
 }
 
-const TELEMETRY_METRICS: AlertMetric[] = ["cpu", "memory", "psi_cpu", "psi_memory", "psi_io", "disk_wear"];
+const TELEMETRY_METRICS: AlertMetric[] = ["cpu", "memory", "psi_cpu", "psi_memory", "psi_io", "disk_wear", "replication_lag"];
 const UNITS: Record<AlertMetric, (v: number) => string> = {
   cpu: (v) => `load per CPU ${v.toFixed(2)}`,
   memory: (v) => `memory in use ${(v * 100).toFixed(1)}%`,
@@ -68,6 +68,7 @@ const UNITS: Record<AlertMetric, (v: number) => string> = {
   psi_io: (v) => `I/O pressure ${v.toFixed(1)}%`,
   disk_wear: (v) => `disk wear ${v.toFixed(0)}%`,
   lease_age: (v) => `${v.toFixed(1)} s since the last heartbeat`,
+  replication_lag: (v) => `a volume replica ${v.toFixed(2)}× as old as its RPO`,
 };
 
 /** The figures of one heartbeat's telemetry, by metric; a figure the node cannot give is left out. */
@@ -81,6 +82,7 @@ export function figuresOf(t: NodeTelemetry): Map<AlertMetric, number> {
     figures.set("psi_io", t.ioPressureSomeAvg10);
   }
   if (t.diskWearPercent >= 0) figures.set("disk_wear", t.diskWearPercent);
+  if (t.replicationLagRpoRatio > 0) figures.set("replication_lag", t.replicationLagRpoRatio);
   return figures;
 }
 
@@ -92,6 +94,10 @@ export function checkTelemetry(t: NodeTelemetry): NodeTelemetry {
     ["memory_pressure_some_avg10", t.memoryPressureSomeAvg10],
     ["io_pressure_some_avg10", t.ioPressureSomeAvg10],
   ];
+  if (!Number.isFinite(t.replicationLagRpoRatio) || t.replicationLagRpoRatio < -1)
+    throw invalidArgument(
+      `telemetry.replication_lag_rpo_ratio must be -1 (nothing replicated) or a figure of 0 or more, not ${String(t.replicationLagRpoRatio)}.`,
+    );
   for (const [field, v] of fields)
     if (!Number.isFinite(v) || v < 0) throw invalidArgument(`telemetry.${field} must be a finite figure of 0 or more, not ${String(v)}.`);
   if (t.memoryAvailableBytes > t.memoryTotalBytes)

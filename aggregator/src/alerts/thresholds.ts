@@ -4,7 +4,7 @@
 import { invalidArgument } from "@aether/server";
 
 /** What a threshold is about: one figure of a node. */
-export type AlertMetric = "cpu" | "memory" | "psi_cpu" | "psi_memory" | "psi_io" | "disk_wear" | "lease_age";
+export type AlertMetric = "cpu" | "memory" | "psi_cpu" | "psi_memory" | "psi_io" | "disk_wear" | "lease_age" | "replication_lag";
 export type Severity = "warning" | "critical";
 
 export interface ThresholdSpec {
@@ -55,6 +55,20 @@ const METRICS: Record<AlertMetric, Record<Severity, Omit<ThresholdSpec, "metric"
   lease_age: {
     warning: { defaultValue: 10, min: 0.1, max: 86_400, description: "seconds since the node's last heartbeat" },
     critical: { defaultValue: 15, min: 0.1, max: 86_400, description: "seconds since the node's last heartbeat" },
+  },
+  replication_lag: {
+    warning: {
+      defaultValue: 1,
+      min: 0.01,
+      max: 1000,
+      description: "age of the node's most behind volume replica as a share of its policy's RPO (1.0: at the RPO)",
+    },
+    critical: {
+      defaultValue: 2,
+      min: 0.01,
+      max: 1000,
+      description: "age of the node's most behind volume replica as a share of its policy's RPO (1.0: at the RPO)",
+    },
   },
 };
 

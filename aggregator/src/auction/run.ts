@@ -45,6 +45,11 @@ export interface AuctionJob {
   fenced?: { node: string; lastHeartbeatMs: number };
   /** Set for a deployment's instance: nodes that already run instances of it see their bids scaled down. */
   spread?: Spread;
+  /**
+   * Set for a VM that starts from replicas of its volumes: only these nodes are asked (node id to
+   * the time of the last consistent point it holds), and the event says how old the point was.
+   */
+  replicas?: ReadonlyMap<string, number>;
 }
 
 /**
@@ -107,7 +112,7 @@ export class AuctionRunner {
     placement.auctionHistory.push(auctionId);
     if (placement.state !== PlacementState.REPLACING) placement.state = PlacementState.BIDDING;
 
-    const { decision, noBidder } = await this.bidAndDecide(record, spec, job.windowMs, job.exclude ?? [], job.spread);
+    const { decision, noBidder } = await this.bidAndDecide(record, spec, job.windowMs, job.exclude ?? [], job.spread, job.replicas);
     if (noBidder !== undefined) return this.fail(record, placement, job, noBidder, t0, resourceExhausted);
     const first = decision.order[0] as Contender;
     void this.ctx.emit({
@@ -195,7 +200,7 @@ export class AuctionRunner {
       tenant: spec.tenant,
       auctionId,
       message: replaced
-        ? `workload ${spec.name} moved from ${previousNode || "-"} to ${provisioned.node}.`
+        ? `workload ${spec.name} moved from ${previousNode || "-"} to ${provisioned.node}${dataLossSentence(job, provisioned.node)}.`
         : `workload ${spec.name} placed on ${provisioned.node}${placement.resourceId ? ` as ${placement.resourceId}` : ""}.`,
       attributes: {
         score: String(provisioned.score),
@@ -207,6 +212,7 @@ export class AuctionRunner {
               since_last_heartbeat_ms: String(Date.now() - fenced.lastHeartbeatMs),
             }
           : {}),
+        ...replicaPointAttributes(job, provisioned.node),
       },
     });
     this.ctx.log.info(
@@ -239,6 +245,7 @@ export class AuctionRunner {
     windowMs: number,
     exclude: string[],
     spread?: Spread,
+    replicas?: ReadonlyMap<string, number>,
   ): Promise<{ decision: Decision; noBidder: string | undefined }> {
     const auctionId = record.id;
     // Who is asked: READY nodes on duty (not cordoned, draining, drained...) the spec does not rule out.
@@ -252,6 +259,8 @@ export class AuctionRunner {
       else if (!this.ctx.registry.canBid(node, Date.now()))
         excluded.push({ node: node.id, reason: this.ctx.registry.whyNoAuction(node, Date.now()) });
       else if (specExcludes.has(node.id)) excluded.push({ node: node.id, reason: "excluded by the spec's exclude_nodes" });
+      else if (replicas && !replicas.has(node.id))
+        excluded.push({ node: node.id, reason: "it holds no replica of the VM's volumes, and the VM starts from its replicas" });
       else {
         const mismatch = selector.filter(([k, v]) => node.labels[k] !== v);
         if (mismatch.length > 0) {
@@ -358,4 +367,28 @@ export class AuctionRunner {
         ),
       );
   }
+}
+
+/**
+ * The data-loss window of a VM started from replicas: its disks are as of the replica's last
+ * consistent point; what the guest wrote after it, until its node stopped (not before its last
+ * heartbeat, at the latest when the fence was confirmed: now), is lost.
+ */
+function replicaPointAttributes(job: AuctionJob, node: string): Record<string, string> {
+  const pointMs = job.replicas?.get(node);
+  if (pointMs === undefined) return {};
+  const lastHeartbeatMs = job.fenced?.lastHeartbeatMs ?? Date.now();
+  return {
+    replica_point: new Date(pointMs).toISOString(),
+    data_loss_window_ms: String(Math.round(Math.max(0, Date.now() - pointMs))),
+    data_loss_window_at_least_ms: String(Math.round(Math.max(0, lastHeartbeatMs - pointMs))),
+  };
+}
+
+function dataLossSentence(job: AuctionJob, node: string): string {
+  const pointMs = job.replicas?.get(node);
+  if (pointMs === undefined) return "";
+  const s = (ms: number) => `${(Math.max(0, ms) / 1000).toFixed(1)} s`;
+  const lastHeartbeatMs = job.fenced?.lastHeartbeatMs ?? Date.now();
+  return `, started from the replicas of its volumes taken at ${new Date(pointMs).toISOString()}: what the guest wrote after that point is lost (data-loss window ${s(lastHeartbeatMs - pointMs)} to ${s(Date.now() - pointMs)}: at least up to its node's last heartbeat, at most up to the fence)`;
 }

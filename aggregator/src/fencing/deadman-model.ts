@@ -7,6 +7,7 @@ import type { ClusterStore } from "../store/store.js";
 import type { NewEvent } from "../events/events.js";
 import type { NodeRegistry } from "../nodes/registry.js";
 import type { Fencer } from "./fencing.js";
+import type { ReplicaHolders } from "../replicas/replica-index.js";
 
 export const DEFAULT_FENCE_TIMEOUT_MS = 60_000;
 export const DEFAULT_FENCE_POLL_INTERVAL_MS = 500;
@@ -88,8 +89,13 @@ export interface DeadmanHost {
   emit(event: NewEvent): Promise<void>;
   /** The node's placements that are PROVISIONING or PLACED on it and not being worked on right now. */
   movablePlacements(nodeId: string): WorkloadPlacement[];
-  /** Marks the placement REPLACING (durably) and runs an auction without the fenced node; settles once placed or failed. */
-  replaceFenced(placement: WorkloadPlacement, node: Node, lastHeartbeatMs: number): Promise<void>;
+  /**
+   * Marks the placement REPLACING (durably) and runs an auction without the fenced node (among
+   * `holders` only, when given: a VM that starts from replicas of its volumes); settles once placed or failed.
+   */
+  replaceFenced(placement: WorkloadPlacement, node: Node, lastHeartbeatMs: number, holders?: ReplicaHolders): Promise<void>;
+  /** The live nodes holding replicas of a workload's VM volumes (heartbeats say), but the fenced one. */
+  replicaHolders?(workloadId: string, fencedNode: string): ReplicaHolders | undefined;
   /** Marks a workload that is not restarted elsewhere FAILED, saying why. */
   abandonFenced(placement: WorkloadPlacement, node: Node, reason: string): Promise<void>;
   /** Asks a node (called at its address, over TLS only if its certificate names it) to release a workload; true when it had it. */

@@ -432,7 +432,10 @@ export class Deadman {
     const stale = [
       ...record.stale,
       ...placements
-        .filter((p) => !known.has(p.workloadId) && vmDataAtRisk(p.spec) === undefined)
+        .filter(
+          (p) =>
+            !known.has(p.workloadId) && (vmDataAtRisk(p.spec) === undefined || this.host.replicaHolders?.(p.workloadId, id) !== undefined),
+        )
         .map((p) => ({ workloadId: p.workloadId, tenant: p.tenant, name: p.name })),
     ];
     await this.save({ ...record, stale });
@@ -442,7 +445,10 @@ export class Deadman {
       if (generation !== this.generation) return;
       try {
         const atRisk = vmDataAtRisk(p.spec);
-        if (restartPolicy(p.spec) === "on-fence" && atRisk === undefined) await this.host.replaceFenced(p, node, lastHeartbeatMs);
+        // A VM with replicas of its volumes on live nodes starts on one of them, from its last point.
+        const holders = atRisk === undefined ? undefined : this.host.replicaHolders?.(p.workloadId, id);
+        if (restartPolicy(p.spec) === "on-fence" && (atRisk === undefined || holders !== undefined))
+          await this.host.replaceFenced(p, node, lastHeartbeatMs, holders);
         else {
           const fenced = `its node ${id} (${node.name}) was fenced (powered off)`;
           const reason =

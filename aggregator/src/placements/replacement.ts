@@ -16,6 +16,7 @@ import { describeError } from "@aether/server";
 import type { Context } from "../context.js";
 import type { AuctionRunner } from "../auction/run.js";
 import { DEFAULT_GRACE_MS, ON_NODE } from "./book.js";
+import type { ReplicaHolders } from "../replicas/replica-index.js";
 
 export class Replacement {
   constructor(
@@ -58,10 +59,10 @@ export class Replacement {
    * Moves a workload off a node whose power off was confirmed: REPLACING (durable, so a replica that
    * takes over finishes it), then an auction among the other nodes. Nothing is asked of the fenced node.
    */
-  async replaceFenced(current: WorkloadPlacement, from: Node, lastHeartbeatMs: number): Promise<void> {
+  async replaceFenced(current: WorkloadPlacement, from: Node, lastHeartbeatMs: number, holders?: ReplicaHolders): Promise<void> {
     await this.whileOnFencedNode(current, from, async (placement) => {
       placement.state = PlacementState.REPLACING;
-      placement.stateReason = `node ${from.id} (${from.name}) was fenced (power off confirmed through its BMC); placing the workload elsewhere.`;
+      placement.stateReason = `node ${from.id} (${from.name}) was fenced (power off confirmed through its BMC); placing the workload elsewhere${holders ? `, on a node holding replicas of its volumes (${[...holders.points.keys()].join(", ")})` : ""}.`;
       await this.ctx.book.save(undefined, placement);
       const spec = placement.spec ?? create(WorkloadSpecSchema);
       await this.runner
@@ -73,6 +74,7 @@ export class Replacement {
           requestKey: undefined,
           exclude: [from.id],
           fenced: { node: from.id, lastHeartbeatMs },
+          ...(holders && { replicas: holders.points }),
         })
         .catch(() => undefined);
     });

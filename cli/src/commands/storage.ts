@@ -19,6 +19,7 @@ import {
 import { deleteMany, deleteManyOptions, dryRunOption, exists, sayWould, type DeleteFlags, type DryRunFlags } from "../mutations.js";
 import { selectorOf, selectorOptions, selects, serverFilter, type SelectorFlags } from "../selectors.js";
 import { parseBytes } from "../units.js";
+import { replicationCommands } from "./replication.js";
 
 /** A repeatable key=value option (labels). */
 export const keyValue =
@@ -195,6 +196,7 @@ export function storageCommands(program: Command): void {
       "\nExamples:\n  aether storage pools\n  aether storage create data --size 10G\n  aether storage create web-1 --image debian-12 --size 20G\n  aether storage snapshot data nightly\n  aether storage rollback data nightly",
     );
   const globals = () => program.opts<GlobalOptions>();
+  replicationCommands(storage, globals);
 
   const pools = storage
     .command("pools")

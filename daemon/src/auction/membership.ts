@@ -18,6 +18,8 @@ import { NodeLifecycle } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { outgoingConnectOptions, type OutgoingTls } from "@aether/server";
 import type { Logger } from "pino";
 import type { HeartbeatTelemetry } from "./heartbeat-telemetry.js";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { HeldReplicaSchema } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 
 export interface MembershipOptions {
   /** Where the aggregator's replicas listen (unix:///path.sock or https://host:port or http://127.0.0.1:port). */
@@ -33,6 +35,8 @@ export interface MembershipOptions {
   capabilities: { kvm: boolean; qemu: boolean; firecracker: boolean; zfs: boolean; cgroupV2: boolean; pools: string[]; version: string };
   /** The node's figures for each heartbeat (the aggregator's alerts); unset: heartbeats carry none. */
   telemetry?: () => Promise<HeartbeatTelemetry>;
+  /** The replicas of other nodes' VMs this node holds, for each heartbeat (where the aggregator restarts a fenced node's VM). */
+  replicas?: () => Array<MessageInitShape<typeof HeldReplicaSchema>>;
 }
 
 const MIN_RETRY_MS = 500;
@@ -111,7 +115,7 @@ export class Membership {
       const aggregator = await this.aggregator();
       const telemetry = await this.telemetry();
       await aggregator.aggregator.heartbeat(
-        { nodeId: this.options.nodeId, leaseId: this.leaseId, ...(telemetry && { telemetry }) },
+        { nodeId: this.options.nodeId, leaseId: this.leaseId, ...(telemetry && { telemetry }), replicas: this.options.replicas?.() ?? [] },
         { timeoutMs: Math.max(1000, intervalMs) },
       );
       this.answered();

@@ -47,6 +47,7 @@ import {
   StartVmRequestSchema,
   StopVmRequestSchema,
   VmSchema,
+  type CreateVmRequest,
   type VmService,
 } from "@aether/sdk/gen/aether/vm/v1/vm_pb";
 import type { CellRegistry } from "../cells/registry.js";
@@ -90,6 +91,11 @@ export interface BiddingDeps {
     vm: ServiceImpl<typeof VmService>;
   };
   log: Logger;
+  /**
+   * Before a VM workload is created here: makes the replicas this node holds of its volumes (it was
+   * started on a node that has been fenced) its volumes here, and points the request at them.
+   */
+  restoreVm?: (workloadId: string, tenant: string, req: CreateVmRequest) => Promise<void>;
 }
 
 const DeclaredRecordSchema = z.object({
@@ -324,6 +330,7 @@ export function bidService(bidding: Bidding): ServiceImpl<typeof BidService> {
           labels: labelsOf(kind.value.labels),
           start: false,
         });
+        await bidding.deps.restoreVm?.(spec.workloadId, spec.tenant, req);
         const created = await h.vm.createVm(req, ctx);
         const id = created.vm?.id ?? "";
         if (id === "") throw internal("the VM handler returned no VM.");

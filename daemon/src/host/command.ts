@@ -69,3 +69,43 @@ export async function which(name: string): Promise<string | undefined> {
   }
   return undefined;
 }
+
+/** A host command whose input or output the caller streams (zfs send | zfs receive). */
+export interface StreamingHostCommand {
+  child: import("node:child_process").ChildProcessByStdio<
+    import("node:stream").Writable | null,
+    import("node:stream").Readable | null,
+    null
+  >;
+  /** Settles when the command ends: rejects with a HostCommandError (its stderr) unless it exited 0. */
+  done: Promise<void>;
+}
+
+/**
+ * Starts a host command with its stdin and/or stdout as streams for the caller; argv only, never a
+ * shell. Its stderr is kept for the error. The command is killed when `signal` aborts.
+ */
+export function spawnHost(
+  file: string,
+  args: readonly string[],
+  options: { stdin: boolean; stdout: boolean; signal?: AbortSignal },
+): StreamingHostCommand {
+  const command = [file, ...args].join(" ");
+  const child = execa(file, args, {
+    stdin: options.stdin ? "pipe" : "ignore",
+    stdout: options.stdout ? "pipe" : "ignore",
+    stderr: "pipe",
+    buffer: { stdout: false, stderr: true },
+    reject: false,
+    ...(options.signal && { cancelSignal: options.signal }),
+  });
+  const done = (async () => {
+    const result = await child;
+    if (result.exitCode === 0 && !result.failed) return;
+    const stderr = String(result.stderr ?? "").trim();
+    const why = stderr !== "" ? stderr : (result.shortMessage ?? "failed");
+    throw new HostCommandError(`${command} failed: ${why}`, command, stderr, result.exitCode);
+  })();
+  done.catch(() => undefined);
+  return { child: child as unknown as StreamingHostCommand["child"], done };
+}

@@ -45,7 +45,12 @@ export function vmsText(users: VolumeUser[]): string {
 export type VolumeSource =
   | { kind: "empty"; sizeBytes: number }
   | { kind: "image"; image: string; sizeBytes: number }
-  | { kind: "snapshot"; volume: string; snapshot: string; sizeBytes: number };
+  | { kind: "snapshot"; volume: string; snapshot: string; sizeBytes: number }
+  /**
+   * A volume the caller's driver work makes from something the registry does not track (a replica
+   * received from another node, see replication/): `make` is given the new volume's id.
+   */
+  | { kind: "adopt"; format: DiskFormat; sizeBytes: number; make: (pool: StoragePool, volumeId: string) => Promise<StoredDisk> };
 
 export interface CreateVolumeInput {
   name: string;
@@ -434,7 +439,12 @@ export class StorageRegistry {
       let sizeBytes: number;
       let format: DiskFormat;
       let parentVolume: VolumeRecord | undefined;
-      if (source.kind === "empty") {
+      if (source.kind === "adopt") {
+        pool = this.poolFor(input.pool);
+        format = source.format;
+        sizeBytes = source.sizeBytes;
+        parent = { id: "", hostPath: "", format, sizeBytes };
+      } else if (source.kind === "empty") {
         pool = this.poolFor(input.pool);
         format = input.format ?? pool.formats()[0] ?? "raw";
         if (!pool.formats().includes(format))
@@ -510,7 +520,8 @@ export class StorageRegistry {
     const { record, pool, parent, sizeBytes, format } = plan;
     let disk: StoredDisk;
     try {
-      if (source.kind === "empty") disk = await pool.createVolume(record.id, sizeBytes, format);
+      if (source.kind === "adopt") disk = await source.make(pool, record.id);
+      else if (source.kind === "empty") disk = await pool.createVolume(record.id, sizeBytes, format);
       else if (source.kind === "image") disk = await pool.cloneImage(parent, record.id, sizeBytes);
       else disk = await pool.cloneSnapshot(parent, record.backing.id, record.id, sizeBytes);
     } catch (err) {

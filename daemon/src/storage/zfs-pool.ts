@@ -237,6 +237,25 @@ export class ZfsPool implements StoragePool {
     }
   }
 
+  // ---- for replication (replication/zfs-replication.ts) ----
+
+  /** The dataset of a volume of this pool. */
+  volumeDataset(volumeId: string): string {
+    return this.dataset("volumes", volumeId);
+  }
+
+  /** The dataset where this pool keeps the replica of another node's volume. */
+  replicaDataset(sourceVolumeId: string): string {
+    return `${this.location}/replicas/${checkId(sourceVolumeId)}`;
+  }
+
+  /** A new volume of this pool, a thin clone of a replica's point (`<replica dataset>@<point>`). */
+  async cloneReplica(origin: string, format: DiskFormat, volumeId: string, sizeBytes: number): Promise<StoredDisk> {
+    await this.requireRoot();
+    await this.ensureParent("volumes");
+    return this.cloneFrom(origin, format, this.dataset("volumes", volumeId), sizeBytes);
+  }
+
   // ---- the pool's own dataset ----
 
   /**

@@ -8,15 +8,15 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file aether/storage/v1/storage.proto.
  */
 export const file_aether_storage_v1_storage: GenFile = /*@__PURE__*/
-  fileDesc("Ch9hZXRoZXIvc3RvcmFnZS92MS9zdG9yYWdlLnByb3RvEhFhZXRoZXIuc3RvcmFnZS52MSL1AgoEUG9vbBIMCgRuYW1lGAEgASgJEjMKBmxhYmVscxgCIAMoCzIjLmFldGhlci5zdG9yYWdlLnYxLlBvb2wuTGFiZWxzRW50cnkSLQoGZHJpdmVyGAMgASgOMh0uYWV0aGVyLnN0b3JhZ2UudjEuUG9vbERyaXZlchIQCghsb2NhdGlvbhgEIAEoCRIUCgxkZWZhdWx0X3Bvb2wYBSABKAgSEQoJYXZhaWxhYmxlGAYgASgIEhoKEnVuYXZhaWxhYmxlX3JlYXNvbhgHIAEoCRIWCg5jYXBhY2l0eV9ieXRlcxgIIAEoBBIXCg9hbGxvY2F0ZWRfYnl0ZXMYCSABKAQSEgoKdXNlZF9ieXRlcxgKIAEoBBIwCgdmb3JtYXRzGAsgAygOMh8uYWV0aGVyLnN0b3JhZ2UudjEuVm9sdW1lRm9ybWF0Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiPgoNVm9sdW1lQmFja2luZxIPCgVpbWFnZRgBIAEoCUgAEhIKCHNuYXBzaG90GAIgASgJSABCCAoGcGFyZW50IvkDCgZWb2x1bWUSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIOCgZ0ZW5hbnQYAyABKAkSNQoGbGFiZWxzGAQgAygLMiUuYWV0aGVyLnN0b3JhZ2UudjEuVm9sdW1lLkxhYmVsc0VudHJ5Ei8KC2NyZWF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCgVzdGF0ZRgGIAEoDjIeLmFldGhlci5zdG9yYWdlLnYxLlZvbHVtZVN0YXRlEhQKDHN0YXRlX3JlYXNvbhgHIAEoCRIMCgRwb29sGAggASgJEi8KBmZvcm1hdBgJIAEoDjIfLmFldGhlci5zdG9yYWdlLnYxLlZvbHVtZUZvcm1hdBISCgpzaXplX2J5dGVzGAogASgEEhcKD2FsbG9jYXRlZF9ieXRlcxgLIAEoBBIxCgdiYWNraW5nGAwgASgLMiAuYWV0aGVyLnN0b3JhZ2UudjEuVm9sdW1lQmFja2luZxIRCglob3N0X3BhdGgYDSABKAkSDwoHdXNlZF9ieRgOIAMoCRIOCgZjbG9uZXMYDyADKAkSFgoOc25hcHNob3RfY291bnQYECABKA0aLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI8CgtJbWFnZVNvdXJjZRIUCgpsb2NhbF9wYXRoGAEgASgJSAASDQoDdXJsGAIgASgJSABCCAoGc291cmNlIrgECgVJbWFnZRIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEg4KBnRlbmFudBgDIAEoCRI0CgZsYWJlbHMYBCADKAsyJC5hZXRoZXIuc3RvcmFnZS52MS5JbWFnZS5MYWJlbHNFbnRyeRIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoFc3RhdGUYBiABKA4yHS5hZXRoZXIuc3RvcmFnZS52MS5JbWFnZVN0YXRlEhQKDHN0YXRlX3JlYXNvbhgHIAEoCRIMCgRwb29sGAggASgJEi8KBmZvcm1hdBgJIAEoDjIfLmFldGhlci5zdG9yYWdlLnYxLlZvbHVtZUZvcm1hdBIuCgZzb3VyY2UYCiABKAsyHi5hZXRoZXIuc3RvcmFnZS52MS5JbWFnZVNvdXJjZRIOCgZzaGEyNTYYCyABKAkSEgoKc2l6ZV9ieXRlcxgMIAEoBBIXCg9hbGxvY2F0ZWRfYnl0ZXMYDSABKAQSFgoOaW1wb3J0ZWRfYnl0ZXMYDiABKAQSFAoMc291cmNlX2J5dGVzGA8gASgEEhEKCWhvc3RfcGF0aBgQIAEoCRIOCgZjbG9uZXMYESADKAkSLgoKcmVhZHlfdGltZRgSIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLhAgoIU25hcHNob3QSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIOCgZ0ZW5hbnQYAyABKAkSNwoGbGFiZWxzGAQgAygLMicuYWV0aGVyLnN0b3JhZ2UudjEuU25hcHNob3QuTGFiZWxzRW50cnkSLwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KBXN0YXRlGAYgASgOMiAuYWV0aGVyLnN0b3JhZ2UudjEuU25hcHNob3RTdGF0ZRIUCgxzdGF0ZV9yZWFzb24YByABKAkSDgoGdm9sdW1lGAggASgJEhIKCnNpemVfYnl0ZXMYCSABKAQSFwoPYWxsb2NhdGVkX2J5dGVzGAogASgEEg4KBmNsb25lcxgLIAMoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIicKEUVtcHR5Vm9sdW1lU291cmNlEhIKCnNpemVfYnl0ZXMYASABKAQiNgoRSW1hZ2VWb2x1bWVTb3VyY2USDQoFaW1hZ2UYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoBCJMChRTbmFwc2hvdFZvbHVtZVNvdXJjZRIOCgZ2b2x1bWUYASABKAkSEAoIc25hcHNob3QYAiABKAkSEgoKc2l6ZV9ieXRlcxgDIAEoBCJJChBMaXN0UG9vbHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoDRISCgpwYWdlX3Rva2VuGAIgASgJEg4KBmZpbHRlchgDIAEoCSJUChFMaXN0UG9vbHNSZXNwb25zZRImCgVwb29scxgBIAMoCzIXLmFldGhlci5zdG9yYWdlLnYxLlBvb2wSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIh4KDkdldFBvb2xSZXF1ZXN0EgwKBHBvb2wYASABKAkiOAoPR2V0UG9vbFJlc3BvbnNlEiUKBHBvb2wYASABKAsyFy5hZXRoZXIuc3RvcmFnZS52MS5Qb29sIq4DChNDcmVhdGVWb2x1bWVSZXF1ZXN0EgwKBG5hbWUYASABKAkSDgoGdGVuYW50GAIgASgJEkIKBmxhYmVscxgDIAMoCzIyLmFldGhlci5zdG9yYWdlLnYxLkNyZWF0ZVZvbHVtZVJlcXVlc3QuTGFiZWxzRW50cnkSDAoEcG9vbBgEIAEoCRIvCgZmb3JtYXQYBSABKA4yHy5hZXRoZXIuc3RvcmFnZS52MS5Wb2x1bWVGb3JtYXQSNQoFZW1wdHkYBiABKAsyJC5hZXRoZXIuc3RvcmFnZS52MS5FbXB0eVZvbHVtZVNvdXJjZUgAEjUKBWltYWdlGAcgASgLMiQuYWV0aGVyLnN0b3JhZ2UudjEuSW1hZ2VWb2x1bWVTb3VyY2VIABI7CghzbmFwc2hvdBgIIAEoCzInLmFldGhlci5zdG9yYWdlLnYxLlNuYXBzaG90Vm9sdW1lU291cmNlSAASEgoKcmVxdWVzdF9pZBgJIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQggKBnNvdXJjZSJBChRDcmVhdGVWb2x1bWVSZXNwb25zZRIpCgZ2b2x1bWUYASABKAsyGS5hZXRoZXIuc3RvcmFnZS52MS5Wb2x1bWUi7gEKEkNsb25lVm9sdW1lUmVxdWVzdBIOCgZ2b2x1bWUYASABKAkSDgoGdGVuYW50GAIgASgJEhAKCHNuYXBzaG90GAMgASgJEgwKBG5hbWUYBCABKAkSQQoGbGFiZWxzGAUgAygLMjEuYWV0aGVyLnN0b3JhZ2UudjEuQ2xvbmVWb2x1bWVSZXF1ZXN0LkxhYmVsc0VudHJ5EhIKCnNpemVfYnl0ZXMYBiABKAQSEgoKcmVxdWVzdF9pZBgHIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIm8KE0Nsb25lVm9sdW1lUmVzcG9uc2USKQoGdm9sdW1lGAEgASgLMhkuYWV0aGVyLnN0b3JhZ2UudjEuVm9sdW1lEi0KCHNuYXBzaG90GAIgASgLMhsuYWV0aGVyLnN0b3JhZ2UudjEuU25hcHNob3QiSQoTUmVzaXplVm9sdW1lUmVxdWVzdBIOCgZ2b2x1bWUYASABKAkSDgoGdGVuYW50GAIgASgJEhIKCnNpemVfYnl0ZXMYAyABKAQiQQoUUmVzaXplVm9sdW1lUmVzcG9uc2USKQoGdm9sdW1lGAEgASgLMhkuYWV0aGVyLnN0b3JhZ2UudjEuVm9sdW1lImMKE0RlbGV0ZVZvbHVtZVJlcXVlc3QSDgoGdm9sdW1lGAEgASgJEg4KBnRlbmFudBgCIAEoCRIYChBkZWxldGVfc25hcHNob3RzGAMgASgIEhIKCnJlcXVlc3RfaWQYBCABKAkiFgoURGVsZXRlVm9sdW1lUmVzcG9uc2UiMgoQR2V0Vm9sdW1lUmVxdWVzdBIOCgZ2b2x1bWUYASABKAkSDgoGdGVuYW50GAIgASgJIj4KEUdldFZvbHVtZVJlc3BvbnNlEikKBnZvbHVtZRgBIAEoCzIZLmFldGhlci5zdG9yYWdlLnYxLlZvbHVtZSKYAQoSTGlzdFZvbHVtZXNSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCRIRCglwYWdlX3NpemUYAiABKA0SEgoKcGFnZV90b2tlbhgDIAEoCRIOCgZmaWx0ZXIYBCABKAkSDAoEcG9vbBgFIAEoCRItCgVzdGF0ZRgGIAEoDjIeLmFldGhlci5zdG9yYWdlLnYxLlZvbHVtZVN0YXRlIloKE0xpc3RWb2x1bWVzUmVzcG9uc2USKgoHdm9sdW1lcxgBIAMoCzIZLmFldGhlci5zdG9yYWdlLnYxLlZvbHVtZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkizgEKFVNuYXBzaG90Vm9sdW1lUmVxdWVzdBIOCgZ2b2x1bWUYASABKAkSDgoGdGVuYW50GAIgASgJEgwKBG5hbWUYAyABKAkSRAoGbGFiZWxzGAQgAygLMjQuYWV0aGVyLnN0b3JhZ2UudjEuU25hcHNob3RWb2x1bWVSZXF1ZXN0LkxhYmVsc0VudHJ5EhIKCnJlcXVlc3RfaWQYBSABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJHChZTbmFwc2hvdFZvbHVtZVJlc3BvbnNlEi0KCHNuYXBzaG90GAEgASgLMhsuYWV0aGVyLnN0b3JhZ2UudjEuU25hcHNob3QibQoUTGlzdFNuYXBzaG90c1JlcXVlc3QSDgoGdGVuYW50GAEgASgJEg4KBnZvbHVtZRgCIAEoCRIRCglwYWdlX3NpemUYAyABKA0SEgoKcGFnZV90b2tlbhgEIAEoCRIOCgZmaWx0ZXIYBSABKAkiYAoVTGlzdFNuYXBzaG90c1Jlc3BvbnNlEi4KCXNuYXBzaG90cxgBIAMoCzIbLmFldGhlci5zdG9yYWdlLnYxLlNuYXBzaG90EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJdChVEZWxldGVTbmFwc2hvdFJlcXVlc3QSDgoGdm9sdW1lGAEgASgJEg4KBnRlbmFudBgCIAEoCRIQCghzbmFwc2hvdBgDIAEoCRISCgpyZXF1ZXN0X2lkGAQgASgJIhgKFkRlbGV0ZVNuYXBzaG90UmVzcG9uc2UiagoVUm9sbGJhY2tWb2x1bWVSZXF1ZXN0Eg4KBnZvbHVtZRgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSEAoIc25hcHNob3QYAyABKAkSHwoXZGVzdHJveV9uZXdlcl9zbmFwc2hvdHMYBCABKAgiXgoWUm9sbGJhY2tWb2x1bWVSZXNwb25zZRIpCgZ2b2x1bWUYASABKAsyGS5hZXRoZXIuc3RvcmFnZS52MS5Wb2x1bWUSGQoRZGVsZXRlZF9zbmFwc2hvdHMYAiADKAkiwQIKEkltcG9ydEltYWdlUmVxdWVzdBIMCgRuYW1lGAEgASgJEg4KBnRlbmFudBgCIAEoCRJBCgZsYWJlbHMYAyADKAsyMS5hZXRoZXIuc3RvcmFnZS52MS5JbXBvcnRJbWFnZVJlcXVlc3QuTGFiZWxzRW50cnkSDAoEcG9vbBgEIAEoCRIuCgZzb3VyY2UYBSABKAsyHi5hZXRoZXIuc3RvcmFnZS52MS5JbWFnZVNvdXJjZRIOCgZzaGEyNTYYBiABKAkSOQoNc291cmNlX2Zvcm1hdBgHIAEoDjIiLmFldGhlci5zdG9yYWdlLnYxLkltYWdlRmlsZUZvcm1hdBISCgpyZXF1ZXN0X2lkGAggASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiPgoTSW1wb3J0SW1hZ2VSZXNwb25zZRInCgVpbWFnZRgBIAEoCzIYLmFldGhlci5zdG9yYWdlLnYxLkltYWdlIjIKEVdhdGNoSW1hZ2VSZXF1ZXN0Eg0KBWltYWdlGAEgASgJEg4KBnRlbmFudBgCIAEoCSJnChJXYXRjaEltYWdlUmVzcG9uc2USJwoFaW1hZ2UYASABKAsyGC5hZXRoZXIuc3RvcmFnZS52MS5JbWFnZRIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIwCg9HZXRJbWFnZVJlcXVlc3QSDQoFaW1hZ2UYASABKAkSDgoGdGVuYW50GAIgASgJIjsKEEdldEltYWdlUmVzcG9uc2USJwoFaW1hZ2UYASABKAsyGC5hZXRoZXIuc3RvcmFnZS52MS5JbWFnZSKWAQoRTGlzdEltYWdlc1JlcXVlc3QSDgoGdGVuYW50GAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoDRISCgpwYWdlX3Rva2VuGAMgASgJEg4KBmZpbHRlchgEIAEoCRIMCgRwb29sGAUgASgJEiwKBXN0YXRlGAYgASgOMh0uYWV0aGVyLnN0b3JhZ2UudjEuSW1hZ2VTdGF0ZSJXChJMaXN0SW1hZ2VzUmVzcG9uc2USKAoGaW1hZ2VzGAEgAygLMhguYWV0aGVyLnN0b3JhZ2UudjEuSW1hZ2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIkcKEkRlbGV0ZUltYWdlUmVxdWVzdBINCgVpbWFnZRgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSEgoKcmVxdWVzdF9pZBgDIAEoCSIVChNEZWxldGVJbWFnZVJlc3BvbnNlKm0KClBvb2xEcml2ZXISGwoXUE9PTF9EUklWRVJfVU5TUEVDSUZJRUQQABITCg9QT09MX0RSSVZFUl9ESVIQARITCg9QT09MX0RSSVZFUl9aRlMQAhIYChRQT09MX0RSSVZFUl9MVk1fVEhJThADKq0BCgxWb2x1bWVGb3JtYXQSHQoZVk9MVU1FX0ZPUk1BVF9VTlNQRUNJRklFRBAAEhcKE1ZPTFVNRV9GT1JNQVRfUUNPVzIQARIVChFWT0xVTUVfRk9STUFUX1JBVxACEhYKElZPTFVNRV9GT1JNQVRfWlZPTBADEhoKFlZPTFVNRV9GT1JNQVRfWkZTX0ZJTEUQBBIaChZWT0xVTUVfRk9STUFUX0xWTV9USElOEAUqbAoPSW1hZ2VGaWxlRm9ybWF0EiEKHUlNQUdFX0ZJTEVfRk9STUFUX1VOU1BFQ0lGSUVEEAASGwoXSU1BR0VfRklMRV9GT1JNQVRfUUNPVzIQARIZChVJTUFHRV9GSUxFX0ZPUk1BVF9SQVcQAiqSAQoLVm9sdW1lU3RhdGUSHAoYVk9MVU1FX1NUQVRFX1VOU1BFQ0lGSUVEEAASGQoVVk9MVU1FX1NUQVRFX0NSRUFUSU5HEAESFgoSVk9MVU1FX1NUQVRFX1JFQURZEAISGQoVVk9MVU1FX1NUQVRFX0RFTEVUSU5HEAMSFwoTVk9MVU1FX1NUQVRFX0ZBSUxFRBAEKo0BCgpJbWFnZVN0YXRlEhsKF0lNQUdFX1NUQVRFX1VOU1BFQ0lGSUVEEAASGQoVSU1BR0VfU1RBVEVfSU1QT1JUSU5HEAESFQoRSU1BR0VfU1RBVEVfUkVBRFkQAhIWChJJTUFHRV9TVEFURV9GQUlMRUQQAxIYChRJTUFHRV9TVEFURV9ERUxFVElORxAEKoEBCg1TbmFwc2hvdFN0YXRlEh4KGlNOQVBTSE9UX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUU05BUFNIT1RfU1RBVEVfUkVBRFkQARIbChdTTkFQU0hPVF9TVEFURV9ERUxFVElORxACEhkKFVNOQVBTSE9UX1NUQVRFX0ZBSUxFRBADMtMMCg5TdG9yYWdlU2VydmljZRJWCglMaXN0UG9vbHMSIy5hZXRoZXIuc3RvcmFnZS52MS5MaXN0UG9vbHNSZXF1ZXN0GiQuYWV0aGVyLnN0b3JhZ2UudjEuTGlzdFBvb2xzUmVzcG9uc2USUAoHR2V0UG9vbBIhLmFldGhlci5zdG9yYWdlLnYxLkdldFBvb2xSZXF1ZXN0GiIuYWV0aGVyLnN0b3JhZ2UudjEuR2V0UG9vbFJlc3BvbnNlEl8KDENyZWF0ZVZvbHVtZRImLmFldGhlci5zdG9yYWdlLnYxLkNyZWF0ZVZvbHVtZVJlcXVlc3QaJy5hZXRoZXIuc3RvcmFnZS52MS5DcmVhdGVWb2x1bWVSZXNwb25zZRJcCgtDbG9uZVZvbHVtZRIlLmFldGhlci5zdG9yYWdlLnYxLkNsb25lVm9sdW1lUmVxdWVzdBomLmFldGhlci5zdG9yYWdlLnYxLkNsb25lVm9sdW1lUmVzcG9uc2USXwoMUmVzaXplVm9sdW1lEiYuYWV0aGVyLnN0b3JhZ2UudjEuUmVzaXplVm9sdW1lUmVxdWVzdBonLmFldGhlci5zdG9yYWdlLnYxLlJlc2l6ZVZvbHVtZVJlc3BvbnNlEl8KDERlbGV0ZVZvbHVtZRImLmFldGhlci5zdG9yYWdlLnYxLkRlbGV0ZVZvbHVtZVJlcXVlc3QaJy5hZXRoZXIuc3RvcmFnZS52MS5EZWxldGVWb2x1bWVSZXNwb25zZRJWCglHZXRWb2x1bWUSIy5hZXRoZXIuc3RvcmFnZS52MS5HZXRWb2x1bWVSZXF1ZXN0GiQuYWV0aGVyLnN0b3JhZ2UudjEuR2V0Vm9sdW1lUmVzcG9uc2USXAoLTGlzdFZvbHVtZXMSJS5hZXRoZXIuc3RvcmFnZS52MS5MaXN0Vm9sdW1lc1JlcXVlc3QaJi5hZXRoZXIuc3RvcmFnZS52MS5MaXN0Vm9sdW1lc1Jlc3BvbnNlEmUKDlNuYXBzaG90Vm9sdW1lEiguYWV0aGVyLnN0b3JhZ2UudjEuU25hcHNob3RWb2x1bWVSZXF1ZXN0GikuYWV0aGVyLnN0b3JhZ2UudjEuU25hcHNob3RWb2x1bWVSZXNwb25zZRJiCg1MaXN0U25hcHNob3RzEicuYWV0aGVyLnN0b3JhZ2UudjEuTGlzdFNuYXBzaG90c1JlcXVlc3QaKC5hZXRoZXIuc3RvcmFnZS52MS5MaXN0U25hcHNob3RzUmVzcG9uc2USZQoORGVsZXRlU25hcHNob3QSKC5hZXRoZXIuc3RvcmFnZS52MS5EZWxldGVTbmFwc2hvdFJlcXVlc3QaKS5hZXRoZXIuc3RvcmFnZS52MS5EZWxldGVTbmFwc2hvdFJlc3BvbnNlEmUKDlJvbGxiYWNrVm9sdW1lEiguYWV0aGVyLnN0b3JhZ2UudjEuUm9sbGJhY2tWb2x1bWVSZXF1ZXN0GikuYWV0aGVyLnN0b3JhZ2UudjEuUm9sbGJhY2tWb2x1bWVSZXNwb25zZRJcCgtJbXBvcnRJbWFnZRIlLmFldGhlci5zdG9yYWdlLnYxLkltcG9ydEltYWdlUmVxdWVzdBomLmFldGhlci5zdG9yYWdlLnYxLkltcG9ydEltYWdlUmVzcG9uc2USWwoKV2F0Y2hJbWFnZRIkLmFldGhlci5zdG9yYWdlLnYxLldhdGNoSW1hZ2VSZXF1ZXN0GiUuYWV0aGVyLnN0b3JhZ2UudjEuV2F0Y2hJbWFnZVJlc3BvbnNlMAESUwoIR2V0SW1hZ2USIi5hZXRoZXIuc3RvcmFnZS52MS5HZXRJbWFnZVJlcXVlc3QaIy5hZXRoZXIuc3RvcmFnZS52MS5HZXRJbWFnZVJlc3BvbnNlElkKCkxpc3RJbWFnZXMSJC5hZXRoZXIuc3RvcmFnZS52MS5MaXN0SW1hZ2VzUmVxdWVzdBolLmFldGhlci5zdG9yYWdlLnYxLkxpc3RJbWFnZXNSZXNwb25zZRJcCgtEZWxldGVJbWFnZRIlLmFldGhlci5zdG9yYWdlLnYxLkRlbGV0ZUltYWdlUmVxdWVzdBomLmFldGhlci5zdG9yYWdlLnYxLkRlbGV0ZUltYWdlUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("Ch9hZXRoZXIvc3RvcmFnZS92MS9zdG9yYWdlLnByb3RvEhFhZXRoZXIuc3RvcmFnZS52MSL1AgoEUG9vbBIMCgRuYW1lGAEgASgJEjMKBmxhYmVscxgCIAMoCzIjLmFldGhlci5zdG9yYWdlLnYxLlBvb2wuTGFiZWxzRW50cnkSLQoGZHJpdmVyGAMgASgOMh0uYWV0aGVyLnN0b3JhZ2UudjEuUG9vbERyaXZlchIQCghsb2NhdGlvbhgEIAEoCRIUCgxkZWZhdWx0X3Bvb2wYBSABKAgSEQoJYXZhaWxhYmxlGAYgASgIEhoKEnVuYXZhaWxhYmxlX3JlYXNvbhgHIAEoCRIWCg5jYXBhY2l0eV9ieXRlcxgIIAEoBBIXCg9hbGxvY2F0ZWRfYnl0ZXMYCSABKAQSEgoKdXNlZF9ieXRlcxgKIAEoBBIwCgdmb3JtYXRzGAsgAygOMh8uYWV0aGVyLnN0b3JhZ2UudjEuVm9sdW1lRm9ybWF0Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiPgoNVm9sdW1lQmFja2luZxIPCgVpbWFnZRgBIAEoCUgAEhIKCHNuYXBzaG90GAIgASgJSABCCAoGcGFyZW50IvkDCgZWb2x1bWUSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIOCgZ0ZW5hbnQYAyABKAkSNQoGbGFiZWxzGAQgAygLMiUuYWV0aGVyLnN0b3JhZ2UudjEuVm9sdW1lLkxhYmVsc0VudHJ5Ei8KC2NyZWF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCgVzdGF0ZRgGIAEoDjIeLmFldGhlci5zdG9yYWdlLnYxLlZvbHVtZVN0YXRlEhQKDHN0YXRlX3JlYXNvbhgHIAEoCRIMCgRwb29sGAggASgJEi8KBmZvcm1hdBgJIAEoDjIfLmFldGhlci5zdG9yYWdlLnYxLlZvbHVtZUZvcm1hdBISCgpzaXplX2J5dGVzGAogASgEEhcKD2FsbG9jYXRlZF9ieXRlcxgLIAEoBBIxCgdiYWNraW5nGAwgASgLMiAuYWV0aGVyLnN0b3JhZ2UudjEuVm9sdW1lQmFja2luZxIRCglob3N0X3BhdGgYDSABKAkSDwoHdXNlZF9ieRgOIAMoCRIOCgZjbG9uZXMYDyADKAkSFgoOc25hcHNob3RfY291bnQYECABKA0aLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI8CgtJbWFnZVNvdXJjZRIUCgpsb2NhbF9wYXRoGAEgASgJSAASDQoDdXJsGAIgASgJSABCCAoGc291cmNlIrgECgVJbWFnZRIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEg4KBnRlbmFudBgDIAEoCRI0CgZsYWJlbHMYBCADKAsyJC5hZXRoZXIuc3RvcmFnZS52MS5JbWFnZS5MYWJlbHNFbnRyeRIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoFc3RhdGUYBiABKA4yHS5hZXRoZXIuc3RvcmFnZS52MS5JbWFnZVN0YXRlEhQKDHN0YXRlX3JlYXNvbhgHIAEoCRIMCgRwb29sGAggASgJEi8KBmZvcm1hdBgJIAEoDjIfLmFldGhlci5zdG9yYWdlLnYxLlZvbHVtZUZvcm1hdBIuCgZzb3VyY2UYCiABKAsyHi5hZXRoZXIuc3RvcmFnZS52MS5JbWFnZVNvdXJjZRIOCgZzaGEyNTYYCyABKAkSEgoKc2l6ZV9ieXRlcxgMIAEoBBIXCg9hbGxvY2F0ZWRfYnl0ZXMYDSABKAQSFgoOaW1wb3J0ZWRfYnl0ZXMYDiABKAQSFAoMc291cmNlX2J5dGVzGA8gASgEEhEKCWhvc3RfcGF0aBgQIAEoCRIOCgZjbG9uZXMYESADKAkSLgoKcmVhZHlfdGltZRgSIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLhAgoIU25hcHNob3QSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIOCgZ0ZW5hbnQYAyABKAkSNwoGbGFiZWxzGAQgAygLMicuYWV0aGVyLnN0b3JhZ2UudjEuU25hcHNob3QuTGFiZWxzRW50cnkSLwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KBXN0YXRlGAYgASgOMiAuYWV0aGVyLnN0b3JhZ2UudjEuU25hcHNob3RTdGF0ZRIUCgxzdGF0ZV9yZWFzb24YByABKAkSDgoGdm9sdW1lGAggASgJEhIKCnNpemVfYnl0ZXMYCSABKAQSFwoPYWxsb2NhdGVkX2J5dGVzGAogASgEEg4KBmNsb25lcxgLIAMoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIicKEUVtcHR5Vm9sdW1lU291cmNlEhIKCnNpemVfYnl0ZXMYASABKAQiNgoRSW1hZ2VWb2x1bWVTb3VyY2USDQoFaW1hZ2UYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoBCJMChRTbmFwc2hvdFZvbHVtZVNvdXJjZRIOCgZ2b2x1bWUYASABKAkSEAoIc25hcHNob3QYAiABKAkSEgoKc2l6ZV9ieXRlcxgDIAEoBCJJChBMaXN0UG9vbHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoDRISCgpwYWdlX3Rva2VuGAIgASgJEg4KBmZpbHRlchgDIAEoCSJUChFMaXN0UG9vbHNSZXNwb25zZRImCgVwb29scxgBIAMoCzIXLmFldGhlci5zdG9yYWdlLnYxLlBvb2wSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIh4KDkdldFBvb2xSZXF1ZXN0EgwKBHBvb2wYASABKAkiOAoPR2V0UG9vbFJlc3BvbnNlEiUKBHBvb2wYASABKAsyFy5hZXRoZXIuc3RvcmFnZS52MS5Qb29sIq4DChNDcmVhdGVWb2x1bWVSZXF1ZXN0EgwKBG5hbWUYASABKAkSDgoGdGVuYW50GAIgASgJEkIKBmxhYmVscxgDIAMoCzIyLmFldGhlci5zdG9yYWdlLnYxLkNyZWF0ZVZvbHVtZVJlcXVlc3QuTGFiZWxzRW50cnkSDAoEcG9vbBgEIAEoCRIvCgZmb3JtYXQYBSABKA4yHy5hZXRoZXIuc3RvcmFnZS52MS5Wb2x1bWVGb3JtYXQSNQoFZW1wdHkYBiABKAsyJC5hZXRoZXIuc3RvcmFnZS52MS5FbXB0eVZvbHVtZVNvdXJjZUgAEjUKBWltYWdlGAcgASgLMiQuYWV0aGVyLnN0b3JhZ2UudjEuSW1hZ2VWb2x1bWVTb3VyY2VIABI7CghzbmFwc2hvdBgIIAEoCzInLmFldGhlci5zdG9yYWdlLnYxLlNuYXBzaG90Vm9sdW1lU291cmNlSAASEgoKcmVxdWVzdF9pZBgJIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQggKBnNvdXJjZSJBChRDcmVhdGVWb2x1bWVSZXNwb25zZRIpCgZ2b2x1bWUYASABKAsyGS5hZXRoZXIuc3RvcmFnZS52MS5Wb2x1bWUi7gEKEkNsb25lVm9sdW1lUmVxdWVzdBIOCgZ2b2x1bWUYASABKAkSDgoGdGVuYW50GAIgASgJEhAKCHNuYXBzaG90GAMgASgJEgwKBG5hbWUYBCABKAkSQQoGbGFiZWxzGAUgAygLMjEuYWV0aGVyLnN0b3JhZ2UudjEuQ2xvbmVWb2x1bWVSZXF1ZXN0LkxhYmVsc0VudHJ5EhIKCnNpemVfYnl0ZXMYBiABKAQSEgoKcmVxdWVzdF9pZBgHIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIm8KE0Nsb25lVm9sdW1lUmVzcG9uc2USKQoGdm9sdW1lGAEgASgLMhkuYWV0aGVyLnN0b3JhZ2UudjEuVm9sdW1lEi0KCHNuYXBzaG90GAIgASgLMhsuYWV0aGVyLnN0b3JhZ2UudjEuU25hcHNob3QiSQoTUmVzaXplVm9sdW1lUmVxdWVzdBIOCgZ2b2x1bWUYASABKAkSDgoGdGVuYW50GAIgASgJEhIKCnNpemVfYnl0ZXMYAyABKAQiQQoUUmVzaXplVm9sdW1lUmVzcG9uc2USKQoGdm9sdW1lGAEgASgLMhkuYWV0aGVyLnN0b3JhZ2UudjEuVm9sdW1lImMKE0RlbGV0ZVZvbHVtZVJlcXVlc3QSDgoGdm9sdW1lGAEgASgJEg4KBnRlbmFudBgCIAEoCRIYChBkZWxldGVfc25hcHNob3RzGAMgASgIEhIKCnJlcXVlc3RfaWQYBCABKAkiFgoURGVsZXRlVm9sdW1lUmVzcG9uc2UiMgoQR2V0Vm9sdW1lUmVxdWVzdBIOCgZ2b2x1bWUYASABKAkSDgoGdGVuYW50GAIgASgJIj4KEUdldFZvbHVtZVJlc3BvbnNlEikKBnZvbHVtZRgBIAEoCzIZLmFldGhlci5zdG9yYWdlLnYxLlZvbHVtZSKYAQoSTGlzdFZvbHVtZXNSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCRIRCglwYWdlX3NpemUYAiABKA0SEgoKcGFnZV90b2tlbhgDIAEoCRIOCgZmaWx0ZXIYBCABKAkSDAoEcG9vbBgFIAEoCRItCgVzdGF0ZRgGIAEoDjIeLmFldGhlci5zdG9yYWdlLnYxLlZvbHVtZVN0YXRlIloKE0xpc3RWb2x1bWVzUmVzcG9uc2USKgoHdm9sdW1lcxgBIAMoCzIZLmFldGhlci5zdG9yYWdlLnYxLlZvbHVtZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkizgEKFVNuYXBzaG90Vm9sdW1lUmVxdWVzdBIOCgZ2b2x1bWUYASABKAkSDgoGdGVuYW50GAIgASgJEgwKBG5hbWUYAyABKAkSRAoGbGFiZWxzGAQgAygLMjQuYWV0aGVyLnN0b3JhZ2UudjEuU25hcHNob3RWb2x1bWVSZXF1ZXN0LkxhYmVsc0VudHJ5EhIKCnJlcXVlc3RfaWQYBSABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJHChZTbmFwc2hvdFZvbHVtZVJlc3BvbnNlEi0KCHNuYXBzaG90GAEgASgLMhsuYWV0aGVyLnN0b3JhZ2UudjEuU25hcHNob3QibQoUTGlzdFNuYXBzaG90c1JlcXVlc3QSDgoGdGVuYW50GAEgASgJEg4KBnZvbHVtZRgCIAEoCRIRCglwYWdlX3NpemUYAyABKA0SEgoKcGFnZV90b2tlbhgEIAEoCRIOCgZmaWx0ZXIYBSABKAkiYAoVTGlzdFNuYXBzaG90c1Jlc3BvbnNlEi4KCXNuYXBzaG90cxgBIAMoCzIbLmFldGhlci5zdG9yYWdlLnYxLlNuYXBzaG90EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJdChVEZWxldGVTbmFwc2hvdFJlcXVlc3QSDgoGdm9sdW1lGAEgASgJEg4KBnRlbmFudBgCIAEoCRIQCghzbmFwc2hvdBgDIAEoCRISCgpyZXF1ZXN0X2lkGAQgASgJIhgKFkRlbGV0ZVNuYXBzaG90UmVzcG9uc2UiagoVUm9sbGJhY2tWb2x1bWVSZXF1ZXN0Eg4KBnZvbHVtZRgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSEAoIc25hcHNob3QYAyABKAkSHwoXZGVzdHJveV9uZXdlcl9zbmFwc2hvdHMYBCABKAgiXgoWUm9sbGJhY2tWb2x1bWVSZXNwb25zZRIpCgZ2b2x1bWUYASABKAsyGS5hZXRoZXIuc3RvcmFnZS52MS5Wb2x1bWUSGQoRZGVsZXRlZF9zbmFwc2hvdHMYAiADKAkiwQIKEkltcG9ydEltYWdlUmVxdWVzdBIMCgRuYW1lGAEgASgJEg4KBnRlbmFudBgCIAEoCRJBCgZsYWJlbHMYAyADKAsyMS5hZXRoZXIuc3RvcmFnZS52MS5JbXBvcnRJbWFnZVJlcXVlc3QuTGFiZWxzRW50cnkSDAoEcG9vbBgEIAEoCRIuCgZzb3VyY2UYBSABKAsyHi5hZXRoZXIuc3RvcmFnZS52MS5JbWFnZVNvdXJjZRIOCgZzaGEyNTYYBiABKAkSOQoNc291cmNlX2Zvcm1hdBgHIAEoDjIiLmFldGhlci5zdG9yYWdlLnYxLkltYWdlRmlsZUZvcm1hdBISCgpyZXF1ZXN0X2lkGAggASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiPgoTSW1wb3J0SW1hZ2VSZXNwb25zZRInCgVpbWFnZRgBIAEoCzIYLmFldGhlci5zdG9yYWdlLnYxLkltYWdlIjIKEVdhdGNoSW1hZ2VSZXF1ZXN0Eg0KBWltYWdlGAEgASgJEg4KBnRlbmFudBgCIAEoCSJnChJXYXRjaEltYWdlUmVzcG9uc2USJwoFaW1hZ2UYASABKAsyGC5hZXRoZXIuc3RvcmFnZS52MS5JbWFnZRIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIwCg9HZXRJbWFnZVJlcXVlc3QSDQoFaW1hZ2UYASABKAkSDgoGdGVuYW50GAIgASgJIjsKEEdldEltYWdlUmVzcG9uc2USJwoFaW1hZ2UYASABKAsyGC5hZXRoZXIuc3RvcmFnZS52MS5JbWFnZSKWAQoRTGlzdEltYWdlc1JlcXVlc3QSDgoGdGVuYW50GAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoDRISCgpwYWdlX3Rva2VuGAMgASgJEg4KBmZpbHRlchgEIAEoCRIMCgRwb29sGAUgASgJEiwKBXN0YXRlGAYgASgOMh0uYWV0aGVyLnN0b3JhZ2UudjEuSW1hZ2VTdGF0ZSJXChJMaXN0SW1hZ2VzUmVzcG9uc2USKAoGaW1hZ2VzGAEgAygLMhguYWV0aGVyLnN0b3JhZ2UudjEuSW1hZ2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIkcKEkRlbGV0ZUltYWdlUmVxdWVzdBINCgVpbWFnZRgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSEgoKcmVxdWVzdF9pZBgDIAEoCSIVChNEZWxldGVJbWFnZVJlc3BvbnNlIuoCChFSZXBsaWNhdGlvblRhcmdldBIOCgZ0YXJnZXQYASABKAkSOAoFc3RhdGUYAiABKA4yKS5hZXRoZXIuc3RvcmFnZS52MS5SZXBsaWNhdGlvblRhcmdldFN0YXRlEjMKD2xhc3RfcG9pbnRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJgoDbGFnGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjEKDW5leHRfcnVuX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2xhc3Rfc2VudF9ieXRlcxgGIAEoBBIYChB0b3RhbF9zZW50X2J5dGVzGAcgASgEEjQKEWxhc3RfcnVuX2R1cmF0aW9uGAggASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhIKCmxhc3RfZXJyb3IYCSABKAkicgoRVm9sdW1lUmVwbGljYXRpb24SEQoJdm9sdW1lX2lkGAEgASgJEhMKC3ZvbHVtZV9uYW1lGAIgASgJEjUKB3RhcmdldHMYAyADKAsyJC5hZXRoZXIuc3RvcmFnZS52MS5SZXBsaWNhdGlvblRhcmdldCKsAgoRUmVwbGljYXRpb25Qb2xpY3kSCgoCaWQYASABKAkSDgoGdGVuYW50GAIgASgJEgoKAnZtGAMgASgJEg4KBnZvbHVtZRgEIAEoCRIPCgd0YXJnZXRzGAUgAygJEisKCGludGVydmFsGAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhEKCXJldGVudGlvbhgHIAEoDRImCgNycG8YCCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLwoLY3JlYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKB3ZvbHVtZXMYCiADKAsyJC5hZXRoZXIuc3RvcmFnZS52MS5Wb2x1bWVSZXBsaWNhdGlvbiLCAQobU2V0UmVwbGljYXRpb25Qb2xpY3lSZXF1ZXN0EgoKAnZtGAEgASgJEg4KBnZvbHVtZRgCIAEoCRIOCgZ0ZW5hbnQYAyABKAkSDwoHdGFyZ2V0cxgEIAMoCRIrCghpbnRlcnZhbBgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIRCglyZXRlbnRpb24YBiABKA0SJgoDcnBvGAcgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIlQKHFNldFJlcGxpY2F0aW9uUG9saWN5UmVzcG9uc2USNAoGcG9saWN5GAEgASgLMiQuYWV0aGVyLnN0b3JhZ2UudjEuUmVwbGljYXRpb25Qb2xpY3kiUAoXTGlzdFJlcGxpY2F0aW9uc1JlcXVlc3QSDgoGdGVuYW50GAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoDRISCgpwYWdlX3Rva2VuGAMgASgJImsKGExpc3RSZXBsaWNhdGlvbnNSZXNwb25zZRI2Cghwb2xpY2llcxgBIAMoCzIkLmFldGhlci5zdG9yYWdlLnYxLlJlcGxpY2F0aW9uUG9saWN5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJACh5EZWxldGVSZXBsaWNhdGlvblBvbGljeVJlcXVlc3QSDgoGcG9saWN5GAEgASgJEg4KBnRlbmFudBgCIAEoCSIhCh9EZWxldGVSZXBsaWNhdGlvblBvbGljeVJlc3BvbnNlIjcKFVJ1blJlcGxpY2F0aW9uUmVxdWVzdBIOCgZwb2xpY3kYASABKAkSDgoGdGVuYW50GAIgASgJIk4KFlJ1blJlcGxpY2F0aW9uUmVzcG9uc2USNAoGcG9saWN5GAEgASgLMiQuYWV0aGVyLnN0b3JhZ2UudjEuUmVwbGljYXRpb25Qb2xpY3kijAIKB1JlcGxpY2ESGAoQc291cmNlX3ZvbHVtZV9pZBgBIAEoCRITCgt2b2x1bWVfbmFtZRgCIAEoCRIOCgZ0ZW5hbnQYAyABKAkSEwoLc291cmNlX25vZGUYBCABKAkSDQoFdm1faWQYBSABKAkSDwoHdm1fbmFtZRgGIAEoCRITCgt3b3JrbG9hZF9pZBgHIAEoCRIzCg9sYXN0X3BvaW50X3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnNpemVfYnl0ZXMYCSABKAQSFgoOcmVjZWl2ZWRfYnl0ZXMYCiABKAQSFwoPcHJvbW90ZWRfdm9sdW1lGAsgASgJIiUKE0xpc3RSZXBsaWNhc1JlcXVlc3QSDgoGdGVuYW50GAEgASgJIkQKFExpc3RSZXBsaWNhc1Jlc3BvbnNlEiwKCHJlcGxpY2FzGAEgAygLMhouYWV0aGVyLnN0b3JhZ2UudjEuUmVwbGljYSI3ChREZWxldGVSZXBsaWNhUmVxdWVzdBIPCgdyZXBsaWNhGAEgASgJEg4KBnRlbmFudBgCIAEoCSIXChVEZWxldGVSZXBsaWNhUmVzcG9uc2UiMgoWR2V0UmVwbGljYVBvaW50UmVxdWVzdBIYChBzb3VyY2Vfdm9sdW1lX2lkGAEgASgJImgKF0dldFJlcGxpY2FQb2ludFJlc3BvbnNlEg0KBXBvaW50GAEgASgJEi4KCnBvaW50X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnBvaW50cxgDIAMoCSL/AgoNUmVwbGljYUhlYWRlchIYChBzb3VyY2Vfdm9sdW1lX2lkGAEgASgJEhMKC3ZvbHVtZV9uYW1lGAIgASgJEg4KBnRlbmFudBgDIAEoCRI8CgZsYWJlbHMYBCADKAsyLC5hZXRoZXIuc3RvcmFnZS52MS5SZXBsaWNhSGVhZGVyLkxhYmVsc0VudHJ5EhIKCnNpemVfYnl0ZXMYBSABKAQSEwoLc291cmNlX25vZGUYBiABKAkSDQoFdm1faWQYByABKAkSDwoHdm1fbmFtZRgIIAEoCRITCgt3b3JrbG9hZF9pZBgJIAEoCRISCgpiYXNlX3BvaW50GAogASgJEg0KBXBvaW50GAsgASgJEi4KCnBvaW50X3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXJldGVudGlvbhgNIAEoDRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBImQKFVJlY2VpdmVSZXBsaWNhUmVxdWVzdBIyCgZoZWFkZXIYASABKAsyIC5hZXRoZXIuc3RvcmFnZS52MS5SZXBsaWNhSGVhZGVySAASDwoFY2h1bmsYAiABKAxIAEIGCgRwYXJ0Ij8KFlJlY2VpdmVSZXBsaWNhUmVzcG9uc2USDQoFcG9pbnQYASABKAkSFgoOcmVjZWl2ZWRfYnl0ZXMYAiABKAQqbQoKUG9vbERyaXZlchIbChdQT09MX0RSSVZFUl9VTlNQRUNJRklFRBAAEhMKD1BPT0xfRFJJVkVSX0RJUhABEhMKD1BPT0xfRFJJVkVSX1pGUxACEhgKFFBPT0xfRFJJVkVSX0xWTV9USElOEAMqrQEKDFZvbHVtZUZvcm1hdBIdChlWT0xVTUVfRk9STUFUX1VOU1BFQ0lGSUVEEAASFwoTVk9MVU1FX0ZPUk1BVF9RQ09XMhABEhUKEVZPTFVNRV9GT1JNQVRfUkFXEAISFgoSVk9MVU1FX0ZPUk1BVF9aVk9MEAMSGgoWVk9MVU1FX0ZPUk1BVF9aRlNfRklMRRAEEhoKFlZPTFVNRV9GT1JNQVRfTFZNX1RISU4QBSpsCg9JbWFnZUZpbGVGb3JtYXQSIQodSU1BR0VfRklMRV9GT1JNQVRfVU5TUEVDSUZJRUQQABIbChdJTUFHRV9GSUxFX0ZPUk1BVF9RQ09XMhABEhkKFUlNQUdFX0ZJTEVfRk9STUFUX1JBVxACKpIBCgtWb2x1bWVTdGF0ZRIcChhWT0xVTUVfU1RBVEVfVU5TUEVDSUZJRUQQABIZChVWT0xVTUVfU1RBVEVfQ1JFQVRJTkcQARIWChJWT0xVTUVfU1RBVEVfUkVBRFkQAhIZChVWT0xVTUVfU1RBVEVfREVMRVRJTkcQAxIXChNWT0xVTUVfU1RBVEVfRkFJTEVEEAQqjQEKCkltYWdlU3RhdGUSGwoXSU1BR0VfU1RBVEVfVU5TUEVDSUZJRUQQABIZChVJTUFHRV9TVEFURV9JTVBPUlRJTkcQARIVChFJTUFHRV9TVEFURV9SRUFEWRACEhYKEklNQUdFX1NUQVRFX0ZBSUxFRBADEhgKFElNQUdFX1NUQVRFX0RFTEVUSU5HEAQqgQEKDVNuYXBzaG90U3RhdGUSHgoaU05BUFNIT1RfU1RBVEVfVU5TUEVDSUZJRUQQABIYChRTTkFQU0hPVF9TVEFURV9SRUFEWRABEhsKF1NOQVBTSE9UX1NUQVRFX0RFTEVUSU5HEAISGQoVU05BUFNIT1RfU1RBVEVfRkFJTEVEEAMq1QEKFlJlcGxpY2F0aW9uVGFyZ2V0U3RhdGUSKAokUkVQTElDQVRJT05fVEFSR0VUX1NUQVRFX1VOU1BFQ0lGSUVEEAASIQodUkVQTElDQVRJT05fVEFSR0VUX1NUQVRFX0lETEUQARIkCiBSRVBMSUNBVElPTl9UQVJHRVRfU1RBVEVfUlVOTklORxACEiMKH1JFUExJQ0FUSU9OX1RBUkdFVF9TVEFURV9GQUlMRUQQAxIjCh9SRVBMSUNBVElPTl9UQVJHRVRfU1RBVEVfQkVISU5EEAQy0wwKDlN0b3JhZ2VTZXJ2aWNlElYKCUxpc3RQb29scxIjLmFldGhlci5zdG9yYWdlLnYxLkxpc3RQb29sc1JlcXVlc3QaJC5hZXRoZXIuc3RvcmFnZS52MS5MaXN0UG9vbHNSZXNwb25zZRJQCgdHZXRQb29sEiEuYWV0aGVyLnN0b3JhZ2UudjEuR2V0UG9vbFJlcXVlc3QaIi5hZXRoZXIuc3RvcmFnZS52MS5HZXRQb29sUmVzcG9uc2USXwoMQ3JlYXRlVm9sdW1lEiYuYWV0aGVyLnN0b3JhZ2UudjEuQ3JlYXRlVm9sdW1lUmVxdWVzdBonLmFldGhlci5zdG9yYWdlLnYxLkNyZWF0ZVZvbHVtZVJlc3BvbnNlElwKC0Nsb25lVm9sdW1lEiUuYWV0aGVyLnN0b3JhZ2UudjEuQ2xvbmVWb2x1bWVSZXF1ZXN0GiYuYWV0aGVyLnN0b3JhZ2UudjEuQ2xvbmVWb2x1bWVSZXNwb25zZRJfCgxSZXNpemVWb2x1bWUSJi5hZXRoZXIuc3RvcmFnZS52MS5SZXNpemVWb2x1bWVSZXF1ZXN0GicuYWV0aGVyLnN0b3JhZ2UudjEuUmVzaXplVm9sdW1lUmVzcG9uc2USXwoMRGVsZXRlVm9sdW1lEiYuYWV0aGVyLnN0b3JhZ2UudjEuRGVsZXRlVm9sdW1lUmVxdWVzdBonLmFldGhlci5zdG9yYWdlLnYxLkRlbGV0ZVZvbHVtZVJlc3BvbnNlElYKCUdldFZvbHVtZRIjLmFldGhlci5zdG9yYWdlLnYxLkdldFZvbHVtZVJlcXVlc3QaJC5hZXRoZXIuc3RvcmFnZS52MS5HZXRWb2x1bWVSZXNwb25zZRJcCgtMaXN0Vm9sdW1lcxIlLmFldGhlci5zdG9yYWdlLnYxLkxpc3RWb2x1bWVzUmVxdWVzdBomLmFldGhlci5zdG9yYWdlLnYxLkxpc3RWb2x1bWVzUmVzcG9uc2USZQoOU25hcHNob3RWb2x1bWUSKC5hZXRoZXIuc3RvcmFnZS52MS5TbmFwc2hvdFZvbHVtZVJlcXVlc3QaKS5hZXRoZXIuc3RvcmFnZS52MS5TbmFwc2hvdFZvbHVtZVJlc3BvbnNlEmIKDUxpc3RTbmFwc2hvdHMSJy5hZXRoZXIuc3RvcmFnZS52MS5MaXN0U25hcHNob3RzUmVxdWVzdBooLmFldGhlci5zdG9yYWdlLnYxLkxpc3RTbmFwc2hvdHNSZXNwb25zZRJlCg5EZWxldGVTbmFwc2hvdBIoLmFldGhlci5zdG9yYWdlLnYxLkRlbGV0ZVNuYXBzaG90UmVxdWVzdBopLmFldGhlci5zdG9yYWdlLnYxLkRlbGV0ZVNuYXBzaG90UmVzcG9uc2USZQoOUm9sbGJhY2tWb2x1bWUSKC5hZXRoZXIuc3RvcmFnZS52MS5Sb2xsYmFja1ZvbHVtZVJlcXVlc3QaKS5hZXRoZXIuc3RvcmFnZS52MS5Sb2xsYmFja1ZvbHVtZVJlc3BvbnNlElwKC0ltcG9ydEltYWdlEiUuYWV0aGVyLnN0b3JhZ2UudjEuSW1wb3J0SW1hZ2VSZXF1ZXN0GiYuYWV0aGVyLnN0b3JhZ2UudjEuSW1wb3J0SW1hZ2VSZXNwb25zZRJbCgpXYXRjaEltYWdlEiQuYWV0aGVyLnN0b3JhZ2UudjEuV2F0Y2hJbWFnZVJlcXVlc3QaJS5hZXRoZXIuc3RvcmFnZS52MS5XYXRjaEltYWdlUmVzcG9uc2UwARJTCghHZXRJbWFnZRIiLmFldGhlci5zdG9yYWdlLnYxLkdldEltYWdlUmVxdWVzdBojLmFldGhlci5zdG9yYWdlLnYxLkdldEltYWdlUmVzcG9uc2USWQoKTGlzdEltYWdlcxIkLmFldGhlci5zdG9yYWdlLnYxLkxpc3RJbWFnZXNSZXF1ZXN0GiUuYWV0aGVyLnN0b3JhZ2UudjEuTGlzdEltYWdlc1Jlc3BvbnNlElwKC0RlbGV0ZUltYWdlEiUuYWV0aGVyLnN0b3JhZ2UudjEuRGVsZXRlSW1hZ2VSZXF1ZXN0GiYuYWV0aGVyLnN0b3JhZ2UudjEuRGVsZXRlSW1hZ2VSZXNwb25zZTKpBQoSUmVwbGljYXRpb25TZXJ2aWNlEncKFFNldFJlcGxpY2F0aW9uUG9saWN5Ei4uYWV0aGVyLnN0b3JhZ2UudjEuU2V0UmVwbGljYXRpb25Qb2xpY3lSZXF1ZXN0Gi8uYWV0aGVyLnN0b3JhZ2UudjEuU2V0UmVwbGljYXRpb25Qb2xpY3lSZXNwb25zZRJrChBMaXN0UmVwbGljYXRpb25zEiouYWV0aGVyLnN0b3JhZ2UudjEuTGlzdFJlcGxpY2F0aW9uc1JlcXVlc3QaKy5hZXRoZXIuc3RvcmFnZS52MS5MaXN0UmVwbGljYXRpb25zUmVzcG9uc2USgAEKF0RlbGV0ZVJlcGxpY2F0aW9uUG9saWN5EjEuYWV0aGVyLnN0b3JhZ2UudjEuRGVsZXRlUmVwbGljYXRpb25Qb2xpY3lSZXF1ZXN0GjIuYWV0aGVyLnN0b3JhZ2UudjEuRGVsZXRlUmVwbGljYXRpb25Qb2xpY3lSZXNwb25zZRJlCg5SdW5SZXBsaWNhdGlvbhIoLmFldGhlci5zdG9yYWdlLnYxLlJ1blJlcGxpY2F0aW9uUmVxdWVzdBopLmFldGhlci5zdG9yYWdlLnYxLlJ1blJlcGxpY2F0aW9uUmVzcG9uc2USXwoMTGlzdFJlcGxpY2FzEiYuYWV0aGVyLnN0b3JhZ2UudjEuTGlzdFJlcGxpY2FzUmVxdWVzdBonLmFldGhlci5zdG9yYWdlLnYxLkxpc3RSZXBsaWNhc1Jlc3BvbnNlEmIKDURlbGV0ZVJlcGxpY2ESJy5hZXRoZXIuc3RvcmFnZS52MS5EZWxldGVSZXBsaWNhUmVxdWVzdBooLmFldGhlci5zdG9yYWdlLnYxLkRlbGV0ZVJlcGxpY2FSZXNwb25zZTLrAQoWUmVwbGljYVJlY2VpdmVyU2VydmljZRJoCg9HZXRSZXBsaWNhUG9pbnQSKS5hZXRoZXIuc3RvcmFnZS52MS5HZXRSZXBsaWNhUG9pbnRSZXF1ZXN0GiouYWV0aGVyLnN0b3JhZ2UudjEuR2V0UmVwbGljYVBvaW50UmVzcG9uc2USZwoOUmVjZWl2ZVJlcGxpY2ESKC5hZXRoZXIuc3RvcmFnZS52MS5SZWNlaXZlUmVwbGljYVJlcXVlc3QaKS5hZXRoZXIuc3RvcmFnZS52MS5SZWNlaXZlUmVwbGljYVJlc3BvbnNlKAFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * A storage pool configured on this host. Pools belong to the host, not to a tenant.
@@ -1795,6 +1795,844 @@ export const DeleteImageResponseSchema: GenMessage<DeleteImageResponse> = /*@__P
   messageDesc(file_aether_storage_v1_storage, 42);
 
 /**
+ * One volume's copy on one target node.
+ *
+ * @generated from message aether.storage.v1.ReplicationTarget
+ */
+export type ReplicationTarget = Message<"aether.storage.v1.ReplicationTarget"> & {
+  /**
+   * The target aetherd (unix:///path.sock or https://host:port).
+   *
+   * @generated from field: string target = 1;
+   */
+  target: string;
+
+  /**
+   * How the copy is doing.
+   *
+   * @generated from field: aether.storage.v1.ReplicationTargetState state = 2;
+   */
+  state: ReplicationTargetState;
+
+  /**
+   * When the last consistent point the target holds was taken; unset before the first success.
+   *
+   * @generated from field: google.protobuf.Timestamp last_point_time = 3;
+   */
+  lastPointTime?: Timestamp | undefined;
+
+  /**
+   * Age of that point now (how much would be lost if this node died now); unset before the first success.
+   *
+   * @generated from field: google.protobuf.Duration lag = 4;
+   */
+  lag?: Duration | undefined;
+
+  /**
+   * When the next run is due.
+   *
+   * @generated from field: google.protobuf.Timestamp next_run_time = 5;
+   */
+  nextRunTime?: Timestamp | undefined;
+
+  /**
+   * Bytes of the stream the last successful run sent.
+   *
+   * @generated from field: uint64 last_sent_bytes = 6;
+   */
+  lastSentBytes: bigint;
+
+  /**
+   * Bytes sent to this target in all runs, including failed ones.
+   *
+   * @generated from field: uint64 total_sent_bytes = 7;
+   */
+  totalSentBytes: bigint;
+
+  /**
+   * How long the last successful run took.
+   *
+   * @generated from field: google.protobuf.Duration last_run_duration = 8;
+   */
+  lastRunDuration?: Duration | undefined;
+
+  /**
+   * Why the last run failed; empty after a success.
+   *
+   * @generated from field: string last_error = 9;
+   */
+  lastError: string;
+};
+
+/**
+ * Describes the message aether.storage.v1.ReplicationTarget.
+ * Use `create(ReplicationTargetSchema)` to create a new message.
+ */
+export const ReplicationTargetSchema: GenMessage<ReplicationTarget> = /*@__PURE__*/
+  messageDesc(file_aether_storage_v1_storage, 43);
+
+/**
+ * One volume of a policy.
+ *
+ * @generated from message aether.storage.v1.VolumeReplication
+ */
+export type VolumeReplication = Message<"aether.storage.v1.VolumeReplication"> & {
+  /**
+   * Id of the volume.
+   *
+   * @generated from field: string volume_id = 1;
+   */
+  volumeId: string;
+
+  /**
+   * Name of the volume.
+   *
+   * @generated from field: string volume_name = 2;
+   */
+  volumeName: string;
+
+  /**
+   * Its copies, one per target.
+   *
+   * @generated from field: repeated aether.storage.v1.ReplicationTarget targets = 3;
+   */
+  targets: ReplicationTarget[];
+};
+
+/**
+ * Describes the message aether.storage.v1.VolumeReplication.
+ * Use `create(VolumeReplicationSchema)` to create a new message.
+ */
+export const VolumeReplicationSchema: GenMessage<VolumeReplication> = /*@__PURE__*/
+  messageDesc(file_aether_storage_v1_storage, 44);
+
+/**
+ * A replication policy.
+ *
+ * @generated from message aether.storage.v1.ReplicationPolicy
+ */
+export type ReplicationPolicy = Message<"aether.storage.v1.ReplicationPolicy"> & {
+  /**
+   * The policy's id: the id of the VM or volume it protects.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * Tenant of the VM or volume.
+   *
+   * @generated from field: string tenant = 2;
+   */
+  tenant: string;
+
+  /**
+   * Name of the protected VM; empty for a policy of one volume.
+   *
+   * @generated from field: string vm = 3;
+   */
+  vm: string;
+
+  /**
+   * Name of the protected volume; empty for a policy of a VM.
+   *
+   * @generated from field: string volume = 4;
+   */
+  volume: string;
+
+  /**
+   * Target aetherd addresses.
+   *
+   * @generated from field: repeated string targets = 5;
+   */
+  targets: string[];
+
+  /**
+   * Time between runs (default 5 min).
+   *
+   * @generated from field: google.protobuf.Duration interval = 6;
+   */
+  interval?: Duration | undefined;
+
+  /**
+   * Replication points kept on each side (the newest ones; default 3).
+   *
+   * @generated from field: uint32 retention = 7;
+   */
+  retention: number;
+
+  /**
+   * Recovery point objective: a copy whose last point is older is BEHIND, and the node reports it
+   * to the aggregator, which raises an alert (default twice the interval).
+   *
+   * @generated from field: google.protobuf.Duration rpo = 8;
+   */
+  rpo?: Duration | undefined;
+
+  /**
+   * When the policy was set.
+   *
+   * @generated from field: google.protobuf.Timestamp create_time = 9;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * The volumes it covers now (a VM's: its disks that are volumes), with their copies.
+   *
+   * @generated from field: repeated aether.storage.v1.VolumeReplication volumes = 10;
+   */
+  volumes: VolumeReplication[];
+};
+
+/**
+ * Describes the message aether.storage.v1.ReplicationPolicy.
+ * Use `create(ReplicationPolicySchema)` to create a new message.
+ */
+export const ReplicationPolicySchema: GenMessage<ReplicationPolicy> = /*@__PURE__*/
+  messageDesc(file_aether_storage_v1_storage, 45);
+
+/**
+ * Request for ReplicationService.SetReplicationPolicy.
+ *
+ * @generated from message aether.storage.v1.SetReplicationPolicyRequest
+ */
+export type SetReplicationPolicyRequest = Message<"aether.storage.v1.SetReplicationPolicyRequest"> & {
+  /**
+   * The VM (id or name) whose volumes are replicated; exactly one of vm and volume.
+   *
+   * @generated from field: string vm = 1;
+   */
+  vm: string;
+
+  /**
+   * The volume (id or name) to replicate; exactly one of vm and volume.
+   *
+   * @generated from field: string volume = 2;
+   */
+  volume: string;
+
+  /**
+   * Tenant of the VM or volume; empty means the caller's.
+   *
+   * @generated from field: string tenant = 3;
+   */
+  tenant: string;
+
+  /**
+   * Target aetherd addresses (unix:///path.sock or https://host:port), 1..4, not this node.
+   *
+   * @generated from field: repeated string targets = 4;
+   */
+  targets: string[];
+
+  /**
+   * Time between runs, 10 s .. 24 h; unset: 5 min.
+   *
+   * @generated from field: google.protobuf.Duration interval = 5;
+   */
+  interval?: Duration | undefined;
+
+  /**
+   * Points kept on each side, 1..100; 0: 3.
+   *
+   * @generated from field: uint32 retention = 6;
+   */
+  retention: number;
+
+  /**
+   * Recovery point objective, at least the interval; unset: twice the interval.
+   *
+   * @generated from field: google.protobuf.Duration rpo = 7;
+   */
+  rpo?: Duration | undefined;
+};
+
+/**
+ * Describes the message aether.storage.v1.SetReplicationPolicyRequest.
+ * Use `create(SetReplicationPolicyRequestSchema)` to create a new message.
+ */
+export const SetReplicationPolicyRequestSchema: GenMessage<SetReplicationPolicyRequest> = /*@__PURE__*/
+  messageDesc(file_aether_storage_v1_storage, 46);
+
+/**
+ * Response of ReplicationService.SetReplicationPolicy.
+ *
+ * @generated from message aether.storage.v1.SetReplicationPolicyResponse
+ */
+export type SetReplicationPolicyResponse = Message<"aether.storage.v1.SetReplicationPolicyResponse"> & {
+  /**
+   * The policy as set.
+   *
+   * @generated from field: aether.storage.v1.ReplicationPolicy policy = 1;
+   */
+  policy?: ReplicationPolicy | undefined;
+};
+
+/**
+ * Describes the message aether.storage.v1.SetReplicationPolicyResponse.
+ * Use `create(SetReplicationPolicyResponseSchema)` to create a new message.
+ */
+export const SetReplicationPolicyResponseSchema: GenMessage<SetReplicationPolicyResponse> = /*@__PURE__*/
+  messageDesc(file_aether_storage_v1_storage, 47);
+
+/**
+ * Request for ReplicationService.ListReplications.
+ *
+ * @generated from message aether.storage.v1.ListReplicationsRequest
+ */
+export type ListReplicationsRequest = Message<"aether.storage.v1.ListReplicationsRequest"> & {
+  /**
+   * Tenant whose policies to list; empty means the caller's (an operator's: every tenant).
+   *
+   * @generated from field: string tenant = 1;
+   */
+  tenant: string;
+
+  /**
+   * Largest page to return (1..1000). 0: 100.
+   *
+   * @generated from field: uint32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * next_page_token of the previous page; empty for the first page.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message aether.storage.v1.ListReplicationsRequest.
+ * Use `create(ListReplicationsRequestSchema)` to create a new message.
+ */
+export const ListReplicationsRequestSchema: GenMessage<ListReplicationsRequest> = /*@__PURE__*/
+  messageDesc(file_aether_storage_v1_storage, 48);
+
+/**
+ * Response of ReplicationService.ListReplications.
+ *
+ * @generated from message aether.storage.v1.ListReplicationsResponse
+ */
+export type ListReplicationsResponse = Message<"aether.storage.v1.ListReplicationsResponse"> & {
+  /**
+   * The policies, oldest first.
+   *
+   * @generated from field: repeated aether.storage.v1.ReplicationPolicy policies = 1;
+   */
+  policies: ReplicationPolicy[];
+
+  /**
+   * Token for the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message aether.storage.v1.ListReplicationsResponse.
+ * Use `create(ListReplicationsResponseSchema)` to create a new message.
+ */
+export const ListReplicationsResponseSchema: GenMessage<ListReplicationsResponse> = /*@__PURE__*/
+  messageDesc(file_aether_storage_v1_storage, 49);
+
+/**
+ * Request for ReplicationService.DeleteReplicationPolicy.
+ *
+ * @generated from message aether.storage.v1.DeleteReplicationPolicyRequest
+ */
+export type DeleteReplicationPolicyRequest = Message<"aether.storage.v1.DeleteReplicationPolicyRequest"> & {
+  /**
+   * The policy: its id, or the name of its VM or volume.
+   *
+   * @generated from field: string policy = 1;
+   */
+  policy: string;
+
+  /**
+   * Tenant of the policy; empty means the caller's.
+   *
+   * @generated from field: string tenant = 2;
+   */
+  tenant: string;
+};
+
+/**
+ * Describes the message aether.storage.v1.DeleteReplicationPolicyRequest.
+ * Use `create(DeleteReplicationPolicyRequestSchema)` to create a new message.
+ */
+export const DeleteReplicationPolicyRequestSchema: GenMessage<DeleteReplicationPolicyRequest> = /*@__PURE__*/
+  messageDesc(file_aether_storage_v1_storage, 50);
+
+/**
+ * Response of ReplicationService.DeleteReplicationPolicy.
+ *
+ * @generated from message aether.storage.v1.DeleteReplicationPolicyResponse
+ */
+export type DeleteReplicationPolicyResponse = Message<"aether.storage.v1.DeleteReplicationPolicyResponse"> & {
+};
+
+/**
+ * Describes the message aether.storage.v1.DeleteReplicationPolicyResponse.
+ * Use `create(DeleteReplicationPolicyResponseSchema)` to create a new message.
+ */
+export const DeleteReplicationPolicyResponseSchema: GenMessage<DeleteReplicationPolicyResponse> = /*@__PURE__*/
+  messageDesc(file_aether_storage_v1_storage, 51);
+
+/**
+ * Request for ReplicationService.RunReplication.
+ *
+ * @generated from message aether.storage.v1.RunReplicationRequest
+ */
+export type RunReplicationRequest = Message<"aether.storage.v1.RunReplicationRequest"> & {
+  /**
+   * The policy: its id, or the name of its VM or volume.
+   *
+   * @generated from field: string policy = 1;
+   */
+  policy: string;
+
+  /**
+   * Tenant of the policy; empty means the caller's.
+   *
+   * @generated from field: string tenant = 2;
+   */
+  tenant: string;
+};
+
+/**
+ * Describes the message aether.storage.v1.RunReplicationRequest.
+ * Use `create(RunReplicationRequestSchema)` to create a new message.
+ */
+export const RunReplicationRequestSchema: GenMessage<RunReplicationRequest> = /*@__PURE__*/
+  messageDesc(file_aether_storage_v1_storage, 52);
+
+/**
+ * Response of ReplicationService.RunReplication.
+ *
+ * @generated from message aether.storage.v1.RunReplicationResponse
+ */
+export type RunReplicationResponse = Message<"aether.storage.v1.RunReplicationResponse"> & {
+  /**
+   * The policy after the run (a failed target says why in last_error).
+   *
+   * @generated from field: aether.storage.v1.ReplicationPolicy policy = 1;
+   */
+  policy?: ReplicationPolicy | undefined;
+};
+
+/**
+ * Describes the message aether.storage.v1.RunReplicationResponse.
+ * Use `create(RunReplicationResponseSchema)` to create a new message.
+ */
+export const RunReplicationResponseSchema: GenMessage<RunReplicationResponse> = /*@__PURE__*/
+  messageDesc(file_aether_storage_v1_storage, 53);
+
+/**
+ * A replica this node holds of another node's volume.
+ *
+ * @generated from message aether.storage.v1.Replica
+ */
+export type Replica = Message<"aether.storage.v1.Replica"> & {
+  /**
+   * Id of the source volume (the replica's key).
+   *
+   * @generated from field: string source_volume_id = 1;
+   */
+  sourceVolumeId: string;
+
+  /**
+   * Name of the source volume.
+   *
+   * @generated from field: string volume_name = 2;
+   */
+  volumeName: string;
+
+  /**
+   * Tenant of the source volume.
+   *
+   * @generated from field: string tenant = 3;
+   */
+  tenant: string;
+
+  /**
+   * The node that sends it.
+   *
+   * @generated from field: string source_node = 4;
+   */
+  sourceNode: string;
+
+  /**
+   * Id and name of the VM the volume belongs to; empty for a volume replicated alone.
+   *
+   * @generated from field: string vm_id = 5;
+   */
+  vmId: string;
+
+  /**
+   * Name of that VM.
+   *
+   * @generated from field: string vm_name = 6;
+   */
+  vmName: string;
+
+  /**
+   * The aggregator's workload id of that VM (its aether.io/workload label); empty when it has none.
+   *
+   * @generated from field: string workload_id = 7;
+   */
+  workloadId: string;
+
+  /**
+   * When the last consistent point held here was taken on the source.
+   *
+   * @generated from field: google.protobuf.Timestamp last_point_time = 8;
+   */
+  lastPointTime?: Timestamp | undefined;
+
+  /**
+   * Size of the volume, in bytes.
+   *
+   * @generated from field: uint64 size_bytes = 9;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * Bytes received for this replica in all successful runs.
+   *
+   * @generated from field: uint64 received_bytes = 10;
+   */
+  receivedBytes: bigint;
+
+  /**
+   * The volume made from the replica on this node when its VM was started here; empty otherwise.
+   *
+   * @generated from field: string promoted_volume = 11;
+   */
+  promotedVolume: string;
+};
+
+/**
+ * Describes the message aether.storage.v1.Replica.
+ * Use `create(ReplicaSchema)` to create a new message.
+ */
+export const ReplicaSchema: GenMessage<Replica> = /*@__PURE__*/
+  messageDesc(file_aether_storage_v1_storage, 54);
+
+/**
+ * Request for ReplicationService.ListReplicas.
+ *
+ * @generated from message aether.storage.v1.ListReplicasRequest
+ */
+export type ListReplicasRequest = Message<"aether.storage.v1.ListReplicasRequest"> & {
+  /**
+   * Tenant whose replicas to list; empty means the caller's (an operator's: every tenant).
+   *
+   * @generated from field: string tenant = 1;
+   */
+  tenant: string;
+};
+
+/**
+ * Describes the message aether.storage.v1.ListReplicasRequest.
+ * Use `create(ListReplicasRequestSchema)` to create a new message.
+ */
+export const ListReplicasRequestSchema: GenMessage<ListReplicasRequest> = /*@__PURE__*/
+  messageDesc(file_aether_storage_v1_storage, 55);
+
+/**
+ * Response of ReplicationService.ListReplicas.
+ *
+ * @generated from message aether.storage.v1.ListReplicasResponse
+ */
+export type ListReplicasResponse = Message<"aether.storage.v1.ListReplicasResponse"> & {
+  /**
+   * The replicas, by volume name.
+   *
+   * @generated from field: repeated aether.storage.v1.Replica replicas = 1;
+   */
+  replicas: Replica[];
+};
+
+/**
+ * Describes the message aether.storage.v1.ListReplicasResponse.
+ * Use `create(ListReplicasResponseSchema)` to create a new message.
+ */
+export const ListReplicasResponseSchema: GenMessage<ListReplicasResponse> = /*@__PURE__*/
+  messageDesc(file_aether_storage_v1_storage, 56);
+
+/**
+ * Request for ReplicationService.DeleteReplica.
+ *
+ * @generated from message aether.storage.v1.DeleteReplicaRequest
+ */
+export type DeleteReplicaRequest = Message<"aether.storage.v1.DeleteReplicaRequest"> & {
+  /**
+   * Id of the source volume, or its name.
+   *
+   * @generated from field: string replica = 1;
+   */
+  replica: string;
+
+  /**
+   * Tenant of the replica; empty means the caller's.
+   *
+   * @generated from field: string tenant = 2;
+   */
+  tenant: string;
+};
+
+/**
+ * Describes the message aether.storage.v1.DeleteReplicaRequest.
+ * Use `create(DeleteReplicaRequestSchema)` to create a new message.
+ */
+export const DeleteReplicaRequestSchema: GenMessage<DeleteReplicaRequest> = /*@__PURE__*/
+  messageDesc(file_aether_storage_v1_storage, 57);
+
+/**
+ * Response of ReplicationService.DeleteReplica.
+ *
+ * @generated from message aether.storage.v1.DeleteReplicaResponse
+ */
+export type DeleteReplicaResponse = Message<"aether.storage.v1.DeleteReplicaResponse"> & {
+};
+
+/**
+ * Describes the message aether.storage.v1.DeleteReplicaResponse.
+ * Use `create(DeleteReplicaResponseSchema)` to create a new message.
+ */
+export const DeleteReplicaResponseSchema: GenMessage<DeleteReplicaResponse> = /*@__PURE__*/
+  messageDesc(file_aether_storage_v1_storage, 58);
+
+/**
+ * Request for ReplicaReceiverService.GetReplicaPoint.
+ *
+ * @generated from message aether.storage.v1.GetReplicaPointRequest
+ */
+export type GetReplicaPointRequest = Message<"aether.storage.v1.GetReplicaPointRequest"> & {
+  /**
+   * Id of the source volume.
+   *
+   * @generated from field: string source_volume_id = 1;
+   */
+  sourceVolumeId: string;
+};
+
+/**
+ * Describes the message aether.storage.v1.GetReplicaPointRequest.
+ * Use `create(GetReplicaPointRequestSchema)` to create a new message.
+ */
+export const GetReplicaPointRequestSchema: GenMessage<GetReplicaPointRequest> = /*@__PURE__*/
+  messageDesc(file_aether_storage_v1_storage, 59);
+
+/**
+ * Response of ReplicaReceiverService.GetReplicaPoint.
+ *
+ * @generated from message aether.storage.v1.GetReplicaPointResponse
+ */
+export type GetReplicaPointResponse = Message<"aether.storage.v1.GetReplicaPointResponse"> & {
+  /**
+   * Name of the last consistent point held here (the snapshot); empty when there is none.
+   *
+   * @generated from field: string point = 1;
+   */
+  point: string;
+
+  /**
+   * When it was taken on the source; unset when there is none.
+   *
+   * @generated from field: google.protobuf.Timestamp point_time = 2;
+   */
+  pointTime?: Timestamp | undefined;
+
+  /**
+   * The replication points held here, oldest first.
+   *
+   * @generated from field: repeated string points = 3;
+   */
+  points: string[];
+};
+
+/**
+ * Describes the message aether.storage.v1.GetReplicaPointResponse.
+ * Use `create(GetReplicaPointResponseSchema)` to create a new message.
+ */
+export const GetReplicaPointResponseSchema: GenMessage<GetReplicaPointResponse> = /*@__PURE__*/
+  messageDesc(file_aether_storage_v1_storage, 60);
+
+/**
+ * What a replication stream is about; the first message of ReceiveReplica.
+ *
+ * @generated from message aether.storage.v1.ReplicaHeader
+ */
+export type ReplicaHeader = Message<"aether.storage.v1.ReplicaHeader"> & {
+  /**
+   * Id of the source volume.
+   *
+   * @generated from field: string source_volume_id = 1;
+   */
+  sourceVolumeId: string;
+
+  /**
+   * Name of the source volume.
+   *
+   * @generated from field: string volume_name = 2;
+   */
+  volumeName: string;
+
+  /**
+   * Tenant of the source volume.
+   *
+   * @generated from field: string tenant = 3;
+   */
+  tenant: string;
+
+  /**
+   * Labels of the source volume.
+   *
+   * @generated from field: map<string, string> labels = 4;
+   */
+  labels: { [key: string]: string };
+
+  /**
+   * Size of the volume, in bytes.
+   *
+   * @generated from field: uint64 size_bytes = 5;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * The sending node, as it names itself.
+   *
+   * @generated from field: string source_node = 6;
+   */
+  sourceNode: string;
+
+  /**
+   * Id of the VM the volume belongs to; empty for a volume replicated alone.
+   *
+   * @generated from field: string vm_id = 7;
+   */
+  vmId: string;
+
+  /**
+   * Name of that VM.
+   *
+   * @generated from field: string vm_name = 8;
+   */
+  vmName: string;
+
+  /**
+   * The VM's aether.io/workload label; empty when it has none.
+   *
+   * @generated from field: string workload_id = 9;
+   */
+  workloadId: string;
+
+  /**
+   * The point the stream is incremental from (one the target holds); empty for a full stream.
+   *
+   * @generated from field: string base_point = 10;
+   */
+  basePoint: string;
+
+  /**
+   * The point the stream brings.
+   *
+   * @generated from field: string point = 11;
+   */
+  point: string;
+
+  /**
+   * When that point was taken on the source.
+   *
+   * @generated from field: google.protobuf.Timestamp point_time = 12;
+   */
+  pointTime?: Timestamp | undefined;
+
+  /**
+   * Points the target keeps (the newest), 1..100.
+   *
+   * @generated from field: uint32 retention = 13;
+   */
+  retention: number;
+};
+
+/**
+ * Describes the message aether.storage.v1.ReplicaHeader.
+ * Use `create(ReplicaHeaderSchema)` to create a new message.
+ */
+export const ReplicaHeaderSchema: GenMessage<ReplicaHeader> = /*@__PURE__*/
+  messageDesc(file_aether_storage_v1_storage, 61);
+
+/**
+ * One message of a replication stream.
+ *
+ * @generated from message aether.storage.v1.ReceiveReplicaRequest
+ */
+export type ReceiveReplicaRequest = Message<"aether.storage.v1.ReceiveReplicaRequest"> & {
+  /**
+   * The header first, then the stream's bytes.
+   *
+   * @generated from oneof aether.storage.v1.ReceiveReplicaRequest.part
+   */
+  part: {
+    /**
+     * What the stream is about (first message only).
+     *
+     * @generated from field: aether.storage.v1.ReplicaHeader header = 1;
+     */
+    value: ReplicaHeader;
+    case: "header";
+  } | {
+    /**
+     * The next bytes of the stream.
+     *
+     * @generated from field: bytes chunk = 2;
+     */
+    value: Uint8Array;
+    case: "chunk";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message aether.storage.v1.ReceiveReplicaRequest.
+ * Use `create(ReceiveReplicaRequestSchema)` to create a new message.
+ */
+export const ReceiveReplicaRequestSchema: GenMessage<ReceiveReplicaRequest> = /*@__PURE__*/
+  messageDesc(file_aether_storage_v1_storage, 62);
+
+/**
+ * Response of ReplicaReceiverService.ReceiveReplica.
+ *
+ * @generated from message aether.storage.v1.ReceiveReplicaResponse
+ */
+export type ReceiveReplicaResponse = Message<"aether.storage.v1.ReceiveReplicaResponse"> & {
+  /**
+   * The point now the target's latest.
+   *
+   * @generated from field: string point = 1;
+   */
+  point: string;
+
+  /**
+   * Bytes of the stream received.
+   *
+   * @generated from field: uint64 received_bytes = 2;
+   */
+  receivedBytes: bigint;
+};
+
+/**
+ * Describes the message aether.storage.v1.ReceiveReplicaResponse.
+ * Use `create(ReceiveReplicaResponseSchema)` to create a new message.
+ */
+export const ReceiveReplicaResponseSchema: GenMessage<ReceiveReplicaResponse> = /*@__PURE__*/
+  messageDesc(file_aether_storage_v1_storage, 63);
+
+/**
  * The technology behind a pool.
  *
  * @generated from enum aether.storage.v1.PoolDriver
@@ -2064,6 +2902,54 @@ export const SnapshotStateSchema: GenEnum<SnapshotState> = /*@__PURE__*/
   enumDesc(file_aether_storage_v1_storage, 5);
 
 /**
+ * How one volume's copy on one target is doing.
+ *
+ * @generated from enum aether.storage.v1.ReplicationTargetState
+ */
+export enum ReplicationTargetState {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: REPLICATION_TARGET_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Between runs, the last run succeeded and the last point is within the RPO.
+   *
+   * @generated from enum value: REPLICATION_TARGET_STATE_IDLE = 1;
+   */
+  IDLE = 1,
+
+  /**
+   * A run is sending now.
+   *
+   * @generated from enum value: REPLICATION_TARGET_STATE_RUNNING = 2;
+   */
+  RUNNING = 2,
+
+  /**
+   * The last run failed (last_error says why); the next run tries again.
+   *
+   * @generated from enum value: REPLICATION_TARGET_STATE_FAILED = 3;
+   */
+  FAILED = 3,
+
+  /**
+   * The last consistent point is older than the policy's RPO.
+   *
+   * @generated from enum value: REPLICATION_TARGET_STATE_BEHIND = 4;
+   */
+  BEHIND = 4,
+}
+
+/**
+ * Describes the enum aether.storage.v1.ReplicationTargetState.
+ */
+export const ReplicationTargetStateSchema: GenEnum<ReplicationTargetState> = /*@__PURE__*/
+  enumDesc(file_aether_storage_v1_storage, 6);
+
+/**
  * StorageService manages pools, volumes, images and snapshots.
  * Pools are defined in aetherd's configuration, not created through the API. Thin clones share
  * blocks with their parent image or snapshot, which therefore cannot be deleted while a clone
@@ -2256,4 +3142,114 @@ export const StorageService: GenService<{
   },
 }> = /*@__PURE__*/
   serviceDesc(file_aether_storage_v1_storage, 0);
+
+/**
+ * ReplicationService keeps copies of volumes on other nodes: a policy per volume, or per VM (all of
+ * its volumes), names the target aetherd and how often a new consistent point is sent. On ZFS pools
+ * each run takes a snapshot and sends what changed since the last point the target holds
+ * (`zfs send -i`), which the target applies atomically (`zfs receive`); a transfer cut short never
+ * becomes a target's latest point. A node that holds a replica of a VM's volumes is where the
+ * aggregator starts that VM when its node is fenced, from the last point.
+ *
+ * @generated from service aether.storage.v1.ReplicationService
+ */
+export const ReplicationService: GenService<{
+  /**
+   * Creates or replaces the replication policy of a volume, or of a VM (all its volumes). The first
+   * run starts at once; later runs follow the interval.
+   *
+   * @generated from rpc aether.storage.v1.ReplicationService.SetReplicationPolicy
+   */
+  setReplicationPolicy: {
+    methodKind: "unary";
+    input: typeof SetReplicationPolicyRequestSchema;
+    output: typeof SetReplicationPolicyResponseSchema;
+  },
+  /**
+   * The policies on this node with, per volume and target, the last consistent point, the lag, the
+   * next run and the bytes sent.
+   *
+   * @generated from rpc aether.storage.v1.ReplicationService.ListReplications
+   */
+  listReplications: {
+    methodKind: "unary";
+    input: typeof ListReplicationsRequestSchema;
+    output: typeof ListReplicationsResponseSchema;
+  },
+  /**
+   * Deletes a policy: no more runs; this node's replication snapshots go, the replicas on the
+   * targets stay (they are the data; DeleteReplica removes one there).
+   *
+   * @generated from rpc aether.storage.v1.ReplicationService.DeleteReplicationPolicy
+   */
+  deleteReplicationPolicy: {
+    methodKind: "unary";
+    input: typeof DeleteReplicationPolicyRequestSchema;
+    output: typeof DeleteReplicationPolicyResponseSchema;
+  },
+  /**
+   * Runs a policy now (every volume to every target) and returns once the run ended, with the
+   * policy as it is then. A run already in progress is waited for, not doubled.
+   *
+   * @generated from rpc aether.storage.v1.ReplicationService.RunReplication
+   */
+  runReplication: {
+    methodKind: "unary";
+    input: typeof RunReplicationRequestSchema;
+    output: typeof RunReplicationResponseSchema;
+  },
+  /**
+   * The replicas this node holds for other nodes' volumes.
+   *
+   * @generated from rpc aether.storage.v1.ReplicationService.ListReplicas
+   */
+  listReplicas: {
+    methodKind: "unary";
+    input: typeof ListReplicasRequestSchema;
+    output: typeof ListReplicasResponseSchema;
+  },
+  /**
+   * Deletes a replica this node holds (its data and its points). Refused while a volume made from
+   * it exists.
+   *
+   * @generated from rpc aether.storage.v1.ReplicationService.DeleteReplica
+   */
+  deleteReplica: {
+    methodKind: "unary";
+    input: typeof DeleteReplicaRequestSchema;
+    output: typeof DeleteReplicaResponseSchema;
+  },
+}> = /*@__PURE__*/
+  serviceDesc(file_aether_storage_v1_storage, 1);
+
+/**
+ * ReplicaReceiverService is the target side of replication, called by the source aetherd only
+ * (a node certificate over mutual TLS, or the unix socket).
+ *
+ * @generated from service aether.storage.v1.ReplicaReceiverService
+ */
+export const ReplicaReceiverService: GenService<{
+  /**
+   * The last consistent point this node holds of a volume (the base of the next incremental send).
+   *
+   * @generated from rpc aether.storage.v1.ReplicaReceiverService.GetReplicaPoint
+   */
+  getReplicaPoint: {
+    methodKind: "unary";
+    input: typeof GetReplicaPointRequestSchema;
+    output: typeof GetReplicaPointResponseSchema;
+  },
+  /**
+   * A replication stream: the first message is the header, the others the bytes of `zfs send`.
+   * The point becomes this node's latest only once the whole stream was applied.
+   *
+   * @generated from rpc aether.storage.v1.ReplicaReceiverService.ReceiveReplica
+   */
+  receiveReplica: {
+    methodKind: "client_streaming";
+    input: typeof ReceiveReplicaRequestSchema;
+    output: typeof ReceiveReplicaResponseSchema;
+  },
+}> = /*@__PURE__*/
+  serviceDesc(file_aether_storage_v1_storage, 2);
 

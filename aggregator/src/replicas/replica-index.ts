@@ -1,0 +1,47 @@
+// Where the replicas of each VM's volumes are: every heartbeat carries the replicas the node holds
+// (aether.storage.v1 ReplicationService on aetherd), and the index keeps the last list of each
+// node, in memory (a leader that takes over has it again within a heartbeat interval, well before
+// a lease runs out and a node is fenced). When a node is fenced, a VM with replicas is placed again
+// only on a live node that holds them, and starts there from their last consistent point.
+import { invalidArgument, msOf } from "@aether/server";
+import type { HeldReplica } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
+
+const MAX_HELD = 10_000;
+
+/** The nodes a workload's VM can start on from replicas, and the point each has. */
+export interface ReplicaHolders {
+  /** Node id to the time of its last consistent point (ms). */
+  points: Map<string, number>;
+}
+
+export class ReplicaIndex {
+  private readonly byNode = new Map<string, Map<string, number>>();
+
+  /** A heartbeat's list, checked at the edge: replaces what the node said before. */
+  observe(nodeId: string, held: HeldReplica[]): void {
+    if (held.length > MAX_HELD) throw invalidArgument(`replicas lists ${held.length} VMs; at most ${MAX_HELD} are taken.`);
+    const points = new Map<string, number>();
+    for (const [i, r] of held.entries()) {
+      if (r.workloadId === "" || r.workloadId.length > 128) throw invalidArgument(`replicas[${i}].workload_id must be 1..128 characters.`);
+      const ms = msOf(r.lastPointTime);
+      if (!Number.isFinite(ms) || ms <= 0) throw invalidArgument(`replicas[${i}].last_point_time is missing.`);
+      points.set(r.workloadId, ms);
+    }
+    if (points.size === 0) this.byNode.delete(nodeId);
+    else this.byNode.set(nodeId, points);
+  }
+
+  forget(nodeId: string): void {
+    this.byNode.delete(nodeId);
+  }
+
+  /** The nodes (but `except`) that hold replicas of a workload's VM; undefined when none does. */
+  holders(workloadId: string, except: string): ReplicaHolders | undefined {
+    const points = new Map<string, number>();
+    for (const [node, held] of this.byNode) {
+      const ms = held.get(workloadId);
+      if (node !== except && ms !== undefined) points.set(node, ms);
+    }
+    return points.size === 0 ? undefined : { points };
+  }
+}

@@ -1,0 +1,305 @@
+// The target side of replication: the replicas this node holds of other nodes' volumes. A stream is
+// applied by `zfs receive` into <pool>/replicas/<source volume id>; the point becomes the latest
+// only when the receive succeeded (ZFS applies a stream whole or not at all), so a transfer cut short
+// (the source gone, this aetherd killed: zfs receive sees its input end) leaves the previous point.
+// When the aggregator starts a VM here after its node was fenced, its replicas become volumes of
+// this node: thin clones of the last point, named as on the source (promote()).
+import { mkdir, readdir, readFile, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { Mutex } from "async-mutex";
+import type { Logger } from "pino";
+import { DomainError, describeError, resolveInTenant, writeJsonAtomic } from "@aether/server";
+import type { StorageRegistry } from "../storage/registry.js";
+import type { ZfsPool } from "../storage/zfs-pool.js";
+import { crashPoint } from "../store/crash-point.js";
+import { pointTimeMs, ReplicaRecordSchema, type ReplicaRecord } from "./records.js";
+import { datasetExists, datasetType, destroyDataset, destroyPoint, ensureDataset, listPoints, receive } from "./zfs-streams.js";
+
+export interface IncomingHeader {
+  sourceVolumeId: string;
+  volumeName: string;
+  tenant: string;
+  labels: Record<string, string>;
+  sizeBytes: number;
+  sourceNode: string;
+  vmId: string;
+  vmName: string;
+  workloadId: string;
+  basePoint: string;
+  point: string;
+  pointMs: number;
+  retention: number;
+}
+
+/** A replica with its latest point (read from ZFS). */
+export interface ReplicaView extends ReplicaRecord {
+  point: string;
+  pointMs: number;
+  points: string[];
+}
+
+export class Replicas {
+  private readonly records = new Map<string, ReplicaRecord>();
+  /** The latest point of each replica, as ZFS said last (for heartbeats, which must not wait for zfs). */
+  private readonly latestMs = new Map<string, number>();
+  private readonly locks = new Map<string, Mutex>();
+  private readonly dir: string;
+
+  constructor(
+    private readonly o: {
+      stateDir: string;
+      storage: StorageRegistry;
+      /** The ZFS pool replicas are kept in; undefined: this node has none and refuses replicas. */
+      pool: ZfsPool | undefined;
+      log: Logger;
+    },
+  ) {
+    this.dir = join(o.stateDir, "replication", "replicas");
+  }
+
+  async load(): Promise<void> {
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    for (const name of await readdir(this.dir)) {
+      if (!name.endsWith(".json")) continue;
+      try {
+        const record = ReplicaRecordSchema.parse(JSON.parse(await readFile(join(this.dir, name), "utf8")));
+        this.records.set(record.sourceVolumeId, record);
+      } catch (err) {
+        this.o.log.warn({ file: name, err: describeError(err) }, "skipping an unreadable replica record");
+      }
+    }
+    for (const r of this.records.values()) {
+      try {
+        const points = await listPoints(this.dataset(r.sourceVolumeId));
+        this.latestMs.set(r.sourceVolumeId, pointTimeMs(points.at(-1) ?? "") ?? 0);
+      } catch (err) {
+        this.o.log.warn({ replica: r.sourceVolumeId, err: describeError(err) }, "could not read a replica's points");
+      }
+    }
+  }
+
+  private dataset(sourceVolumeId: string): string {
+    const pool = this.requirePool();
+    return pool.replicaDataset(sourceVolumeId);
+  }
+
+  private requirePool(): ZfsPool {
+    if (!this.o.pool)
+      throw new DomainError(
+        "failed_precondition",
+        'this node has no ZFS pool to keep replicas in; add a [[pools]] entry with driver = "zfs" to its configuration.',
+      );
+    return this.o.pool;
+  }
+
+  private lock(id: string): Mutex {
+    let m = this.locks.get(id);
+    if (!m) this.locks.set(id, (m = new Mutex()));
+    return m;
+  }
+
+  /** The latest point held of a volume, and every point held. */
+  async point(sourceVolumeId: string): Promise<{ point: string; pointMs: number; points: string[] }> {
+    if (!this.records.has(sourceVolumeId) || !this.o.pool) return { point: "", pointMs: 0, points: [] };
+    const points = await listPoints(this.dataset(sourceVolumeId));
+    const point = points.at(-1) ?? "";
+    return { point, pointMs: pointTimeMs(point) ?? 0, points };
+  }
+
+  /** Applies one stream; the point is the latest only once `zfs receive` succeeded. */
+  async receive(
+    header: IncomingHeader,
+    chunks: AsyncIterable<Uint8Array>,
+    signal: AbortSignal,
+  ): Promise<{ point: string; receivedBytes: number }> {
+    this.requirePool();
+    const known = this.records.get(header.sourceVolumeId);
+    if (known && known.promotedVolume !== "")
+      throw new DomainError(
+        "failed_precondition",
+        `the replica of volume ${header.volumeName} was made into volume ${known.promotedVolume} on this node (its VM runs here now); it takes no more points.`,
+      );
+    if (known && known.tenant !== header.tenant)
+      throw new DomainError("permission_denied", `the replica of volume ${header.sourceVolumeId} belongs to another tenant.`);
+    return this.lock(header.sourceVolumeId).runExclusive(async () => {
+      const dataset = this.dataset(header.sourceVolumeId);
+      const exists = await datasetExists(dataset);
+      if (header.basePoint === "" && exists) {
+        throw new DomainError(
+          "failed_precondition",
+          `this node holds a replica of volume ${header.volumeName} already, and a whole stream would replace it; send an incremental stream from one of its points, or DeleteReplica first.`,
+        );
+      }
+      if (header.basePoint !== "" && !exists)
+        throw new DomainError(
+          "failed_precondition",
+          `this node holds no replica of volume ${header.volumeName} to apply an incremental stream to.`,
+        );
+      // The record first (what the replica is of), then the data: a crash in between leaves a record
+      // whose dataset has no point yet, which reports no point and takes a whole stream.
+      const record: ReplicaRecord = {
+        sourceVolumeId: header.sourceVolumeId,
+        volumeName: header.volumeName,
+        tenant: header.tenant,
+        labels: header.labels,
+        sizeBytes: header.sizeBytes,
+        sourceNode: header.sourceNode,
+        vmId: header.vmId,
+        vmName: header.vmName,
+        workloadId: header.workloadId,
+        pool: this.requirePool().name,
+        receivedBytes: known?.receivedBytes ?? 0,
+        promotedVolume: "",
+      };
+      await this.save(record);
+      await ensureDataset(dataset.slice(0, dataset.lastIndexOf("/")));
+      const abort = new AbortController();
+      const onAbort = () => abort.abort();
+      signal.addEventListener("abort", onAbort, { once: true });
+      const zfs = receive(dataset, header.point, header.basePoint !== "", abort.signal);
+      let received = 0;
+      try {
+        for await (const chunk of chunks) {
+          received += chunk.byteLength;
+          if (received > 4 * 1024 * 1024) crashPoint("replication.receiving");
+          if (!zfs.sink.write(chunk))
+            await new Promise<void>((resolve, reject) => {
+              const onDrain = () => {
+                zfs.sink.off("error", onError);
+                resolve();
+              };
+              const onError = (e: Error) => {
+                zfs.sink.off("drain", onDrain);
+                reject(e);
+              };
+              zfs.sink.once("drain", onDrain);
+              zfs.sink.once("error", onError);
+            });
+        }
+        zfs.sink.end();
+        await zfs.done;
+      } catch (err) {
+        // zfs receive discards what it had of this stream: the replica stays at its previous point.
+        abort.abort();
+        await zfs.done.catch(() => undefined);
+        throw err instanceof DomainError
+          ? err
+          : new DomainError(
+              "unavailable",
+              `the stream of volume ${header.volumeName} was cut short after ${received} bytes (${describeError(err)}); the replica stays at its previous point.`,
+            );
+      } finally {
+        signal.removeEventListener("abort", onAbort);
+      }
+      record.receivedBytes += received;
+      await this.save(record);
+      this.latestMs.set(record.sourceVolumeId, header.pointMs);
+      await this.prune(dataset, header.retention);
+      return { point: header.point, receivedBytes: received };
+    });
+  }
+
+  /** Keeps the newest `retention` points. */
+  private async prune(dataset: string, retention: number): Promise<void> {
+    const points = await listPoints(dataset);
+    for (const old of points.slice(0, Math.max(0, points.length - retention))) {
+      await destroyPoint(dataset, old).catch((err: unknown) =>
+        this.o.log.warn({ dataset, point: old, err: describeError(err) }, "could not prune an old replication point"),
+      );
+    }
+  }
+
+  async list(tenant: string | undefined): Promise<ReplicaView[]> {
+    const out: ReplicaView[] = [];
+    for (const r of this.records.values()) {
+      if (tenant !== undefined && r.tenant !== tenant) continue;
+      const { point, pointMs, points } = await this.point(r.sourceVolumeId);
+      out.push({ ...r, point, pointMs, points });
+    }
+    return out.sort((a, b) => a.volumeName.localeCompare(b.volumeName));
+  }
+
+  /** What the heartbeat tells the aggregator: the workloads whose volumes this node can start from. */
+  held(): Array<{ workloadId: string; vmId: string; sourceNode: string; lastPointMs: number; volumes: number }> {
+    const byWorkload = new Map<string, { workloadId: string; vmId: string; sourceNode: string; lastPointMs: number; volumes: number }>();
+    for (const r of this.records.values()) {
+      const pointMs = this.latestMs.get(r.sourceVolumeId) ?? 0;
+      if (r.workloadId === "" || r.promotedVolume !== "" || pointMs === 0) continue;
+      const held = byWorkload.get(r.workloadId);
+      // A VM's data is as old as its oldest volume's point.
+      if (held) Object.assign(held, { lastPointMs: Math.min(held.lastPointMs, pointMs), volumes: held.volumes + 1 });
+      else
+        byWorkload.set(r.workloadId, {
+          workloadId: r.workloadId,
+          vmId: r.vmId,
+          sourceNode: r.sourceNode,
+          lastPointMs: pointMs,
+          volumes: 1,
+        });
+    }
+    return [...byWorkload.values()];
+  }
+
+  /** The replicas of a workload's VM held here and not yet made into volumes. */
+  ofWorkload(workloadId: string, tenant: string): ReplicaRecord[] {
+    return [...this.records.values()].filter((r) => r.workloadId === workloadId && r.tenant === tenant && r.promotedVolume === "");
+  }
+
+  /**
+   * Makes a replica a volume of this node, named as on the source: a thin clone of its latest point.
+   * Returns the volume's id and the point's time.
+   */
+  async promote(record: ReplicaRecord, ownerVm: string): Promise<{ volumeId: string; pointMs: number }> {
+    const pool = this.requirePool();
+    return this.lock(record.sourceVolumeId).runExclusive(async () => {
+      const dataset = pool.replicaDataset(record.sourceVolumeId);
+      const points = await listPoints(dataset);
+      const point = points.at(-1);
+      if (point === undefined)
+        throw new DomainError("failed_precondition", `the replica of volume ${record.volumeName} has no consistent point yet.`);
+      const format = (await datasetType(dataset)) === "volume" ? "zvol" : "zfs-file";
+      const volume = await this.o.storage.createVolume({
+        name: record.volumeName,
+        tenant: record.tenant,
+        labels: record.labels,
+        pool: pool.name,
+        format,
+        source: {
+          kind: "adopt",
+          format,
+          sizeBytes: record.sizeBytes,
+          make: (_pool, volumeId) => pool.cloneReplica(`${dataset}@${point}`, format, volumeId, record.sizeBytes),
+        },
+        requestId: "",
+        ownerVm,
+      });
+      record.promotedVolume = volume.id;
+      await this.save(record);
+      return { volumeId: volume.id, pointMs: pointTimeMs(point) ?? 0 };
+    });
+  }
+
+  async delete(ref: string, tenant: string): Promise<void> {
+    const record = resolveInTenant(this.records, ref, tenant, (r) => ({ id: r.sourceVolumeId, name: r.volumeName, tenant: r.tenant }), {
+      noun: "replica",
+      hint: "list them with ListReplicas.",
+    });
+    const id = record.sourceVolumeId;
+    await this.lock(id).runExclusive(async () => {
+      if (record.promotedVolume !== "" && this.o.storage.volumeById(record.promotedVolume))
+        throw new DomainError(
+          "failed_precondition",
+          `volume ${record.volumeName} on this node was made from this replica and depends on it; delete the volume first.`,
+        );
+      if (this.o.pool) await destroyDataset(this.o.pool.replicaDataset(id));
+      this.records.delete(id);
+      this.latestMs.delete(id);
+      await rm(join(this.dir, `${id}.json`), { force: true });
+    });
+  }
+
+  private async save(record: ReplicaRecord): Promise<void> {
+    await writeJsonAtomic(join(this.dir, `${record.sourceVolumeId}.json`), record);
+    this.records.set(record.sourceVolumeId, record);
+  }
+}
