@@ -1,80 +1,84 @@
-// Runs under the chosen engine for `aetherscript plan|apply FILE`: loads the manifest script,
+// Runs under the chosen engine for `aetherscript plan|apply|delete FILE`: loads the manifest script,
 // compares it with the daemon's live state (a cluster manifest: the aggregator's placements) and
-// prints (plan) or carries out (apply) the changes.
-// Usage: manifest-driver.js plan|apply FILE [--json]
+// prints (plan) or carries out (apply, delete) the changes. `export FILE...` only evaluates the
+// scripts and prints their manifests as JSON (what `aether apply -f` and `aetherscript apply
+// --watch` read), without connecting to anything.
+// Usage: manifest-driver.js plan|apply|delete FILE [--json]
+//        manifest-driver.js export FILE...
 import { pathToFileURL } from "node:url";
-import { applyManifest, connect, isManifest, planManifest, type Plan, type PlannedAction } from "@aether/sdk";
+import {
+  applyManifest,
+  connect,
+  deleteManifest,
+  describeAction,
+  describePlacement,
+  describePlanSummary,
+  isManifest,
+  planManifest,
+  type Manifest,
+} from "@aether/sdk";
 
-const [mode, file, ...rest] = process.argv.slice(2);
+const [mode, ...rest] = process.argv.slice(2);
 const json = rest.includes("--json");
-if ((mode !== "plan" && mode !== "apply") || file === undefined) {
-  console.error("usage: manifest-driver plan|apply FILE [--json]");
+const files = rest.filter((a) => a !== "--json");
+if ((mode !== "plan" && mode !== "apply" && mode !== "delete" && mode !== "export") || files.length === 0) {
+  console.error("usage: manifest-driver plan|apply|delete FILE [--json] | export FILE...");
   process.exit(2);
 }
 
-const module = (await import(pathToFileURL(file).href)) as { default?: unknown };
-if (!isManifest(module.default)) {
-  console.error(`aetherscript: ${file} does not export a manifest: end it with \`export default defineManifest({ ... })\`.`);
-  process.exit(2);
+async function load(file: string): Promise<Manifest> {
+  const module = (await import(pathToFileURL(file).href)) as { default?: unknown };
+  if (!isManifest(module.default)) {
+    console.error(`aetherscript: ${file} does not export a manifest: end it with \`export default defineManifest({ ... })\`.`);
+    process.exit(2);
+  }
+  return module.default;
 }
-const manifest = module.default;
-const SYMBOL: Record<PlannedAction["kind"], string> = {
-  create: "+",
-  update: "*",
-  replace: "~",
-  delete: "-",
-  unchanged: "=",
-  conflict: "!",
-};
-const line = (a: PlannedAction) => `  ${SYMBOL[a.kind]} ${a.kind.padEnd(9)} ${a.resource.padEnd(10)} ${a.name.padEnd(20)} ${a.reason}`;
-const summary = (plan: Plan) =>
-  `${plan.changes} to change, ${plan.actions.filter((a) => a.kind === "unchanged").length} unchanged` +
-  (plan.conflicts.length > 0 ? `, ${plan.conflicts.length} in conflict` : "");
 
+if (mode === "export") {
+  const out = [];
+  for (const file of files) out.push({ file, manifest: await load(file) });
+  console.log(JSON.stringify(out));
+  process.exit(0);
+}
+
+const file = files[0] as string;
+const manifest = await load(file);
 const cluster = manifest.target === "cluster";
-// A cluster manifest's placements: where each create or replace went.
-const placed = (a: PlannedAction) =>
-  a.placed && console.log(`      placed on node ${a.placed.node} as workload ${a.placed.workloadId} (executable ${a.placed.resourceId})`);
+const summaryJson = (extra: object) =>
+  console.log(JSON.stringify({ manifest: manifest.name, tenant: manifest.tenant, target: manifest.target, ...extra }, null, 2));
 
 const aether = await connect();
 try {
   const where = cluster ? `the cluster at ${aether.address}` : aether.address;
   if (mode === "plan") {
     const plan = await planManifest(aether, manifest);
-    if (json)
-      console.log(
-        JSON.stringify(
-          { manifest: manifest.name, tenant: manifest.tenant, target: manifest.target, actions: plan.actions, changes: plan.changes },
-          null,
-          2,
-        ),
-      );
+    if (json) summaryJson({ actions: plan.actions, changes: plan.changes });
     else {
       console.log(`plan for manifest ${manifest.name} (tenant ${manifest.tenant}) on ${where}:`);
-      plan.actions.forEach((a) => console.log(line(a)));
-      console.log(`${summary(plan)}.`);
+      plan.actions.forEach((a) => console.log(describeAction(a)));
+      console.log(`${describePlanSummary(plan)}.`);
     }
     process.exitCode = plan.conflicts.length > 0 ? 1 : 0;
   } else {
-    if (!json) console.log(`applying manifest ${manifest.name} (tenant ${manifest.tenant}) on ${where}:`);
-    const plan = await applyManifest(aether, manifest, {
-      onStep: (a) => json || console.log(line(a)),
-      onApplied: (a) => json || placed(a),
-    });
-    if (json)
+    const verb = mode === "apply" ? "applying" : "deleting everything of";
+    if (!json) console.log(`${verb} manifest ${manifest.name} (tenant ${manifest.tenant}) on ${where}:`);
+    const options = {
+      onStep: (a: Parameters<typeof describeAction>[0]) => json || console.log(describeAction(a)),
+      onApplied: (a: Parameters<typeof describeAction>[0]) => {
+        const placed = describePlacement(a);
+        if (!json && placed) console.log(placed);
+      },
+    };
+    const plan = mode === "apply" ? await applyManifest(aether, manifest, options) : await deleteManifest(aether, manifest, options);
+    if (json) summaryJson({ applied: plan.applied, changes: plan.changes });
+    else if (plan.changes === 0)
       console.log(
-        JSON.stringify(
-          { manifest: manifest.name, tenant: manifest.tenant, target: manifest.target, applied: plan.applied, changes: plan.changes },
-          null,
-          2,
-        ),
-      );
-    else
-      console.log(
-        plan.changes === 0
+        mode === "apply"
           ? `nothing to change: the ${cluster ? "cluster" : "node"} already matches the manifest.`
-          : `applied: ${summary(plan)}.`,
+          : `nothing to delete: the ${cluster ? "cluster" : "node"} holds nothing of manifest ${manifest.name}.`,
       );
+    else console.log(`${mode === "apply" ? "applied" : "deleted"}: ${describePlanSummary(plan)}.`);
   }
 } finally {
   aether.close();

@@ -6,6 +6,7 @@ import { MANIFEST_LABEL, type Manifest, type ManifestCell, type ManifestExecutab
 import { cellLimits, planManifest, volumeFormat } from "./plan.js";
 import type { ApplyResult, Plan, PlannedAction } from "./types.js";
 import { applyClusterAction } from "./cluster.js";
+import { applyVm } from "./vm-plan.js";
 
 /** Raised when apply stops partway: what was applied, which step failed, and why. */
 export class ApplyError extends Error {
@@ -51,6 +52,7 @@ export async function applyManifest(aether: AetherClient, manifest: Manifest, op
   const decls = new Map(manifest.executables.map((e) => [e.name, e]));
   const cells = new Map(manifest.cells.map((c) => [c.name, c]));
   const volumes = new Map(manifest.volumes.map((v) => [v.name, v]));
+  const vms = new Map(manifest.vms.map((v) => [v.name, v]));
   const depth = (a: PlannedAction) => a.name.split("/").length;
   const of = (resource: PlannedAction["resource"], ...kinds: PlannedAction["kind"][]) =>
     plan.actions.filter((a) => a.resource === resource && kinds.includes(a.kind));
@@ -60,8 +62,10 @@ export async function applyManifest(aether: AetherClient, manifest: Manifest, op
   const ordered = [
     ...of("volume", "create", "update"),
     ...of("cell", "create", "update", "replace").sort((a, b) => depth(a) - depth(b)),
+    ...of("vm", "create", "replace", "update"),
     ...of("executable", "create", "replace"),
     ...of("executable", "delete"),
+    ...of("vm", "delete"),
     ...of("cell", "delete").sort((a, b) => depth(b) - depth(a)),
     ...of("volume", "delete"),
   ];
@@ -70,7 +74,14 @@ export async function applyManifest(aether: AetherClient, manifest: Manifest, op
     let done = action;
     try {
       if (manifest.target === "cluster")
-        done = await applyClusterAction(aether, manifest, action, decls.get(action.name), options.stopGraceSeconds ?? 10);
+        done = await applyClusterAction(
+          aether,
+          manifest,
+          action,
+          action.resource === "vm" ? { vm: vms.get(action.name) } : { executable: decls.get(action.name) },
+          options.stopGraceSeconds ?? 10,
+        );
+      else if (action.resource === "vm") await applyVm(aether, manifest, action, vms.get(action.name), options.stopGraceSeconds ?? 10);
       else if (action.resource === "volume") await applyVolume(aether, manifest, action, volumes.get(action.name));
       else if (action.resource === "cell") await applyCell(aether, manifest, action, cells.get(action.name));
       else {
@@ -160,4 +171,18 @@ async function start(aether: AetherClient, manifest: Manifest, decl: ManifestExe
     gid: decl.gid,
     cell: decl.cell ?? "",
   });
+}
+
+/** The same manifest declaring nothing: planning or applying it deletes everything the manifest manages. */
+export function withoutResources(manifest: Manifest): Manifest {
+  return { ...manifest, executables: [], cells: [], volumes: [], vms: [] };
+}
+
+/**
+ * Deletes everything the manifest created (what carries its `aether.io/manifest` label in its
+ * tenant, on the node or, for a cluster manifest, among the aggregator's placements), and nothing
+ * else. Returns the steps carried out; deleting again changes nothing.
+ */
+export function deleteManifest(aether: AetherClient, manifest: Manifest, options: ApplyOptions = {}): Promise<ApplyResult> {
+  return applyManifest(aether, withoutResources(manifest), options);
 }

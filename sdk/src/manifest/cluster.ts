@@ -1,11 +1,14 @@
 // Cluster manifests (target "cluster"): the client talks to aether-aggregator, and each executable
-// of the manifest is a workload the aggregator places by auction. plan compares the declared
-// executables with the live placements labelled with the manifest; apply deploys, releases and
-// re-deploys them. What runs on the nodes is the nodes' business: the placement is the live state.
+// and VM of the manifest is a workload the aggregator places by auction. plan compares the declared
+// executables and VMs with the live placements labelled with the manifest; apply deploys, releases
+// and re-deploys them. What runs on the nodes is the nodes' business: the placement is the live state.
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { AetherClient } from "../connect.js";
 import { PlacementState, type WorkloadPlacement } from "../gen/aether/auction/v1/auction_pb.js";
+import { create } from "@bufbuild/protobuf";
+import { CreateVmRequestSchema } from "../gen/aether/vm/v1/vm_pb.js";
 import { MANIFEST_LABEL, type Manifest, type ManifestExecutable } from "./define.js";
+import { createVmRequest, type ManifestVm } from "./vm-decl.js";
 import { allPages, planOf, sameRecord } from "./common.js";
 import type { PlacedWorkload, Plan, PlannedAction } from "./types.js";
 
@@ -56,11 +59,54 @@ async function foreignHolder(aether: AetherClient, manifest: Manifest, name: str
   }
 }
 
+/** A workload a cluster manifest declares: one of its executables or VMs. */
+export type DeclaredWorkload = { executable: ManifestExecutable; vm?: undefined } | { vm: ManifestVm; executable?: undefined };
+
 /** The labels a placement of `decl` carries. */
-const labelsOf = (manifest: Manifest, decl: ManifestExecutable) => ({ ...decl.labels, [MANIFEST_LABEL]: manifest.name });
+const labelsOf = (manifest: Manifest, decl: { labels: Record<string, string> }) => ({ ...decl.labels, [MANIFEST_LABEL]: manifest.name });
+
+/** What differs between a declared VM and the CreateVmRequest its live placement was deployed with. */
+function vmDifferences(manifest: Manifest, decl: ManifestVm, placement: WorkloadPlacement): string[] {
+  const kind = placement.spec?.kind;
+  if (kind?.case !== "vm") return [`kind (the placement is ${kind?.case ?? "empty"}, not a VM)`];
+  const have = kind.value;
+  const want = create(CreateVmRequestSchema, createVmRequest(decl, manifest.tenant, {}));
+  const out: string[] = [];
+  const same = (a: unknown, b: unknown) =>
+    JSON.stringify(a, (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v)) ===
+    JSON.stringify(b, (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v));
+  if (!same(have.boot?.source, want.boot?.source)) out.push("boot (image, bootVolume or kernel)");
+  if (have.vcpus !== want.vcpus) out.push(`cpus (${have.vcpus} placed, ${want.vcpus} declared)`);
+  if (have.memoryBytes !== want.memoryBytes) out.push("memory");
+  if (
+    !same(
+      have.disks.map((d) => [d.source, d.readOnly, d.serial]),
+      want.disks.map((d) => [d.source, d.readOnly, d.serial]),
+    )
+  )
+    out.push("disks");
+  if (
+    !same(
+      have.nics.map((n) => [n.bridge, n.mac]),
+      want.nics.map((n) => [n.bridge, n.mac]),
+    )
+  )
+    out.push("nics");
+  const ci = (c: typeof have.cloudInit) => [c?.userData ?? "", c?.metaData ?? "", c?.networkConfig ?? ""];
+  if (!same(ci(have.cloudInit), ci(want.cloudInit))) out.push("userData/metaData/networkConfig");
+  if (have.profile !== want.profile) out.push("profile");
+  if (have.hypervisor !== want.hypervisor) out.push("hypervisor");
+  if (have.acceleration !== want.acceleration) out.push("acceleration");
+  if (have.guestAgent !== want.guestAgent) out.push("guestAgent");
+  if (!sameRecord(placement.labels, labelsOf(manifest, decl))) out.push("labels (a placement keeps the labels it was deployed with)");
+  if (!sameRecord(placement.spec?.requirements?.nodeSelector ?? {}, decl.requirements?.nodeSelector ?? {})) out.push("requirements");
+  return out;
+}
 
 /** What differs between a declared executable and the spec its live placement was deployed with. */
-function differences(manifest: Manifest, decl: ManifestExecutable, placement: WorkloadPlacement): string[] {
+function differences(manifest: Manifest, workload: DeclaredWorkload, placement: WorkloadPlacement): string[] {
+  if (workload.vm !== undefined) return vmDifferences(manifest, workload.vm, placement);
+  const decl = workload.executable;
   const kind = placement.spec?.kind;
   if (kind?.case !== "executable") return [`kind (the placement is ${kind?.case ?? "empty"}, not an executable)`];
   const have = kind.value;
@@ -97,7 +143,11 @@ export async function planCluster(aether: AetherClient, manifest: Manifest): Pro
     if (!latest.has(p.name)) latest.set(p.name, p);
   }
   const actions: PlannedAction[] = [];
-  for (const decl of manifest.executables) {
+  const workloads: Array<{ name: string; resource: "executable" | "vm"; workload: DeclaredWorkload }> = [
+    ...manifest.executables.map((e) => ({ name: e.name, resource: "executable" as const, workload: { executable: e } })),
+    ...manifest.vms.map((v) => ({ name: v.name, resource: "vm" as const, workload: { vm: v } })),
+  ];
+  for (const decl of workloads) {
     const current = live.get(decl.name);
     if (!current) {
       const foreign = await foreignHolder(aether, manifest, decl.name);
@@ -105,7 +155,7 @@ export async function planCluster(aether: AetherClient, manifest: Manifest): Pro
         const owner = foreign.labels[MANIFEST_LABEL];
         actions.push({
           kind: "conflict",
-          resource: "executable",
+          resource: decl.resource,
           name: decl.name,
           reason: `a workload named ${decl.name} is already placed in tenant ${manifest.tenant} (workload ${foreign.workloadId} on node ${foreign.node || "-"}) and is ${owner === undefined ? "not managed by a manifest" : `managed by manifest ${owner}`}, not ${manifest.name}; release or rename it`,
         });
@@ -115,11 +165,11 @@ export async function planCluster(aether: AetherClient, manifest: Manifest): Pro
       const history = last
         ? `; its last placement is ${stateName(last.state)}${last.stateReason ? ` (${last.stateReason.replace(/\.$/, "")})` : ""}`
         : "";
-      actions.push({ kind: "create", resource: "executable", name: decl.name, reason: `not placed in the cluster${history}` });
+      actions.push({ kind: "create", resource: decl.resource, name: decl.name, reason: `not placed in the cluster${history}` });
       continue;
     }
-    const base = { resource: "executable" as const, name: decl.name, liveId: current.workloadId, node: current.node || undefined };
-    const changed = differences(manifest, decl, current);
+    const base = { resource: decl.resource, name: decl.name, liveId: current.workloadId, node: current.node || undefined };
+    const changed = differences(manifest, decl.workload, current);
     if (MOVING.has(current.state)) {
       const doing = `the aggregator is placing it right now (${stateName(current.state)}${current.stateReason ? `: ${current.stateReason.replace(/\.$/, "")}` : ""})`;
       if (changed.length > 0)
@@ -135,12 +185,12 @@ export async function planCluster(aether: AetherClient, manifest: Manifest): Pro
       });
     }
   }
-  const declared = new Set(manifest.executables.map((e) => e.name));
+  const declared = new Set(workloads.map((w) => w.name));
   for (const [name, current] of live) {
     if (!declared.has(name)) {
       actions.push({
         kind: "delete",
-        resource: "executable",
+        resource: current.spec?.kind.case === "vm" ? "vm" : "executable",
         name,
         reason: "no longer in the manifest",
         liveId: current.workloadId,
@@ -159,7 +209,7 @@ export async function applyClusterAction(
   aether: AetherClient,
   manifest: Manifest,
   action: PlannedAction,
-  decl: ManifestExecutable | undefined,
+  workload: { executable?: ManifestExecutable; vm?: ManifestVm },
   graceSeconds: number,
 ): Promise<PlannedAction> {
   if (action.kind === "replace" || action.kind === "delete") {
@@ -170,21 +220,33 @@ export async function applyClusterAction(
       gracePeriod: { seconds: BigInt(graceSeconds) },
     });
   }
-  if ((action.kind !== "create" && action.kind !== "replace") || decl === undefined) return action;
-  const requirements = decl.requirements && {
-    cpuMillis: decl.requirements.cpuMillis,
-    memoryBytes: BigInt(decl.requirements.memoryBytes),
-    nodeSelector: decl.requirements.nodeSelector,
-  };
-  const { placement, auction } = await aether.aggregator.deploy({
-    spec: {
+  if (action.kind !== "create" && action.kind !== "replace") return action;
+  const { executable: decl, vm } = workload;
+  let spec;
+  if (vm !== undefined) {
+    const labels = labelsOf(manifest, vm);
+    spec = {
+      name: vm.name,
+      tenant: manifest.tenant,
+      labels,
+      requirements: vm.requirements && { nodeSelector: vm.requirements.nodeSelector },
+      kind: { case: "vm" as const, value: createVmRequest(vm, manifest.tenant, labels) },
+    };
+  } else if (decl !== undefined) {
+    const requirements = decl.requirements && {
+      cpuMillis: decl.requirements.cpuMillis,
+      memoryBytes: BigInt(decl.requirements.memoryBytes),
+      nodeSelector: decl.requirements.nodeSelector,
+    };
+    spec = {
       name: decl.name,
       tenant: manifest.tenant,
       labels: labelsOf(manifest, decl),
       requirements,
-      kind: { case: "executable", value: { argv: decl.argv, env: decl.env, cwd: decl.cwd, uid: decl.uid, gid: decl.gid } },
-    },
-  });
+      kind: { case: "executable" as const, value: { argv: decl.argv, env: decl.env, cwd: decl.cwd, uid: decl.uid, gid: decl.gid } },
+    };
+  } else return action;
+  const { placement, auction } = await aether.aggregator.deploy({ spec });
   const placed: PlacedWorkload = {
     workloadId: placement?.workloadId ?? "",
     node: placement?.node ?? "",

@@ -1,9 +1,12 @@
 // Manifests as code: a script exports `defineManifest({...})`, a declarative description of what
 // should run on a node, or (target "cluster") of what the aggregator should place somewhere in the
 // cluster; `aetherscript plan|apply` compares it with the node's, or the aggregator's, live state.
+// Past 400 lines because the schema, its cross-field checks and the documented input types are one
+// thing read together (the types are each field's documentation); VMs are declared in vm-decl.ts.
 import { z } from "zod";
 import { DNS_LABEL, DNS_LABEL_PATH } from "../names.js";
 import { parseSize } from "./size.js";
+import { VmDeclSchema, type ManifestVm, type VmDecl } from "./vm-decl.js";
 
 const dnsLabel = z
   .string()
@@ -101,6 +104,7 @@ const ManifestSchema = z
     executables: z.array(ExecutableDeclSchema).default([]),
     cells: z.array(CellDeclSchema).default([]),
     volumes: z.array(VolumeDeclSchema).default([]),
+    vms: z.array(VmDeclSchema).default([]),
   })
   .strict()
   .superRefine((m, ctx) => {
@@ -130,7 +134,26 @@ const ManifestSchema = z
               'an executable of a cluster manifest runs on whichever node wins its auction, outside any cell; drop cell, or apply the manifest to a node (without target "cluster")',
           });
       });
+      m.vms.forEach((v, i) => {
+        if (v.cell !== "")
+          ctx.addIssue({
+            code: "custom",
+            path: ["vms", i, "cell"],
+            message:
+              'a VM of a cluster manifest runs on whichever node wins its auction, outside any cell; drop cell, or apply the manifest to a node (without target "cluster")',
+          });
+      });
     } else {
+      m.vms.forEach((v, i) => {
+        if (v.requirements !== undefined)
+          ctx.addIssue({
+            code: "custom",
+            path: ["vms", i, "requirements"],
+            message: 'only a cluster manifest places VMs by their requirements: set target: "cluster", or drop requirements',
+          });
+        if (v.cell !== "" && !m.cells.some((c) => c.name === v.cell))
+          ctx.addIssue({ code: "custom", path: ["vms", i, "cell"], message: `cell ${v.cell} is not declared in the manifest` });
+      });
       m.executables.forEach((e, i) => {
         if (e.requirements !== undefined)
           ctx.addIssue({
@@ -156,6 +179,10 @@ const ManifestSchema = z
     m.executables.forEach((e, i) => {
       if (e.cell !== "" && !cells.has(e.cell))
         ctx.addIssue({ code: "custom", path: ["executables", i, "cell"], message: `cell ${e.cell} is not declared in the manifest` });
+    });
+    m.vms.forEach((v, i) => {
+      if (m.vms.findIndex((x) => x.name === v.name) !== i)
+        ctx.addIssue({ code: "custom", path: ["vms", i, "name"], message: `${v.name} is declared twice` });
     });
     m.volumes.forEach((v, i) => {
       if (m.volumes.findIndex((x) => x.name === v.name) !== i)
@@ -312,8 +339,8 @@ export interface ManifestInput {
   /**
    * Where the manifest applies. "node" (the default): the aetherd that AETHER_HOST names runs
    * everything. "cluster": AETHER_HOST names an aether-aggregator, which places each executable
-   * by auction on a node of the cluster; such a manifest declares executables only (no volumes,
-   * no cells), and each may declare `requirements`. Its live state is the aggregator's placements
+   * and VM by auction on a node of the cluster; such a manifest declares executables and VMs only
+   * (no volumes, no cells), and each may declare `requirements`. Its live state is the aggregator's placements
    * labelled with the manifest: a process that exited on its node stays placed until the manifest
    * changes it or the placement is released.
    */
@@ -324,6 +351,11 @@ export interface ManifestInput {
   cells?: CellDecl[];
   /** Volumes that should exist (created before cells and executables, deleted after them). Node manifests only. */
   volumes?: VolumeDecl[];
+  /**
+   * VMs that should exist and run. On a node, aetherd runs them; in a cluster manifest, the
+   * aggregator places each by auction (like an executable).
+   */
+  vms?: VmDecl[];
 }
 
 /** Where a manifest applies: one node's aetherd, or the cluster through its aggregator. */
@@ -352,6 +384,8 @@ export interface Manifest {
   cells: ManifestCell[];
   /** Volumes that should exist. */
   volumes: ManifestVolume[];
+  /** VMs that should exist and run. */
+  vms: ManifestVm[];
 }
 
 /** The label that marks what a manifest manages. */

@@ -10,6 +10,7 @@ import { MANIFEST_LABEL, type Manifest, type ManifestCell, type ManifestVolume }
 import { formatSize } from "./size.js";
 import { planCluster } from "./cluster.js";
 import { allPages, planOf, sameRecord } from "./common.js";
+import { planVms } from "./vm-plan.js";
 import type { Plan, PlannedAction } from "./types.js";
 
 async function listAll(aether: AetherClient, manifest: Manifest): Promise<Executable[]> {
@@ -40,6 +41,7 @@ export async function planManifest(aether: AetherClient, manifest: Manifest): Pr
   const live = await listAll(aether, manifest);
   const actions: PlannedAction[] = await planVolumes(aether, manifest);
   if (manifest.cells.length > 0) actions.push(...(await planCells(aether, manifest)));
+  actions.push(...(await planVms(aether, manifest)));
   const replacedCells = new Set(actions.filter((a) => a.resource === "cell" && a.kind === "replace").map((a) => a.name));
   const managed = new Map(live.filter((e) => e.labels[MANIFEST_LABEL] === manifest.name).map((e) => [e.name, e]));
   const others = new Map(live.filter((e) => e.labels[MANIFEST_LABEL] !== manifest.name).map((e) => [e.name, e]));

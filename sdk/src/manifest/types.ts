@@ -10,7 +10,7 @@ export interface PlannedAction {
   /** What happens: a volume's `update` grows it; a `conflict` blocks apply. */
   kind: ActionKind;
   /** The kind of resource. */
-  resource: "executable" | "cell" | "volume";
+  resource: "executable" | "cell" | "volume" | "vm";
   /** The resource's name in the manifest's tenant. */
   name: string;
   /** Why: what differs, or why nothing does. */
@@ -27,13 +27,13 @@ export interface PlannedAction {
   placed?: PlacedWorkload;
 }
 
-/** Where the aggregator placed an executable of a cluster manifest. */
+/** Where the aggregator placed an executable or a VM of a cluster manifest. */
 export interface PlacedWorkload {
   /** Id of the workload (a UUID): what `aether cluster placements` lists. */
   workloadId: string;
   /** Id of the node that won the auction and runs it. */
   node: string;
-  /** Id of the executable on that node (its `runtime.getExecutable`). */
+  /** Id of the executable (its `runtime.getExecutable`) or VM (its `vm.getVm`) on that node. */
   resourceId: string;
   /** Id of the auction that placed it. */
   auctionId: string;
@@ -43,7 +43,7 @@ export interface PlacedWorkload {
 export interface Plan {
   /** The manifest planned for. */
   manifest: Manifest;
-  /** Every step, changing or not: volumes, then cells, then executables. */
+  /** Every step, changing or not: volumes, then cells, then VMs, then executables. */
   actions: PlannedAction[];
   /** Number of actions that change something (create, update, replace, delete). */
   changes: number;
