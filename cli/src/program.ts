@@ -21,6 +21,7 @@ import { eventsCommand } from "./commands/events.js";
 import { topCommand } from "./commands/top.js";
 import { auditCommand } from "./commands/audit.js";
 import { versionCommand } from "./commands/version.js";
+import { manifestCommands } from "./commands/manifest.js";
 import { applyContexts } from "./contexts.js";
 import { EXIT, EXIT_CODES_HELP } from "./exit-codes.js";
 import { finishCommandLine } from "./command-line.js";
@@ -57,6 +58,7 @@ Examples:
   aether image import debian-12 https://example.org/debian-12.qcow2 --sha256 <hex>
   aether storage create web-disk --image debian-12 --size 20G
   aether cluster deploy web --memory 256M -- /usr/bin/python3 -m http.server 8080
+  aether apply -f web.manifest.ts
   aether backup list
   aether alerts thresholds set cpu_warning 0.75
   aether fence off node-7 --timeout 60s --reason "lost heartbeat"
@@ -82,6 +84,7 @@ ${EXIT_CODES_HELP}`,
   auditCommand(program);
   versionCommand(program);
   completionCommand(program);
+  manifestCommands(program);
 
   finishCommandLine(program);
   speakFor(program);
