@@ -111,7 +111,9 @@ export async function complete(program: Command, words: string[]): Promise<strin
   }
   const subs = visibleCommands(cmd);
   if (subs.length > 0 && operands === 0) return matching(subs.map((c) => c.name()));
-  if (operands > 0 || cmd.registeredArguments.length === 0) return [];
+  const argument = cmd.registeredArguments[operands];
+  if (argument?.argChoices) return matching(argument.argChoices);
+  if (operands > 0 || argument === undefined) return [];
   return matching(await liveNames(cmd, globals));
 }
 

@@ -195,9 +195,9 @@ function changesOnly<T>(spec: WatchSpec<T>, format: "json" | "yaml"): (items: T[
   };
 }
 
-/** The changes of one kind of resource on a node: its StreamEvents whose kind starts with `prefix`. */
-export function nodeEvents(aether: AetherClient, tenant: string, prefix: string): WatchSpec<unknown>["changes"] {
-  return (signal) => aether.observe.streamEvents({ tenant, kindPrefixes: [prefix] }, { signal });
+/** The changes of one kind of resource on a node: its StreamEvents whose kind starts with one of `prefixes`. */
+export function nodeEvents(aether: AetherClient, tenant: string, ...prefixes: string[]): WatchSpec<unknown>["changes"] {
+  return (signal) => aether.observe.streamEvents({ tenant, kindPrefixes: prefixes }, { signal });
 }
 
 /** The cluster's changes: the aggregator's StreamClusterEvents from now on. */

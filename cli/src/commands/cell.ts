@@ -18,6 +18,7 @@ import { deleteMany, deleteManyOptions, dryRunOption, exists, sayWould, type Del
 import { selectorOf, selectorOptions, selects, serverFilter, type SelectorFlags } from "../selectors.js";
 import { uint32, uint64 } from "../numbers.js";
 import { parseBytes, parseCpuMax } from "../units.js";
+import { nodeEvents, watch, watchOption, type WatchFlags } from "../watch.js";
 
 interface LimitFlags {
   cpuWeight?: number;
@@ -250,19 +251,24 @@ export function cellCommands(program: Command): void {
     .description("cells as a tree")
     .option("--tenant <tenant>", "only this tenant", "")
     .option("--root <name>", "only this cell and its descendants", "")
-    .addHelpText("after", "\nExamples:\n  aether cell list\n  aether cell list --root team-a -o wide\n  aether cell list -l team=a -o name")
-    .action(async (o: { tenant: string; root: string } & SelectorFlags & OutputFlags) =>
+    .addHelpText(
+      "after",
+      "\nExamples:\n  aether cell list\n  aether cell list --root team-a -o wide\n  aether cell list -l team=a -o name\n  aether cell list -w",
+    )
+    .action(async (o: { tenant: string; root: string } & SelectorFlags & OutputFlags & WatchFlags) =>
       withClient(globals(), async (aether) => {
         const selector = selectorOf(o);
-        const all = await listCells(aether, o.tenant, o.root, serverFilter(selector));
-        printList(
-          o,
-          CELLS,
-          all.filter((c) => selects(selector, c.labels)),
-        );
+        const read = async () =>
+          (await listCells(aether, o.tenant, o.root, serverFilter(selector))).filter((c) => selects(selector, c.labels));
+        if (o.watch) {
+          // Executables starting and ending change a cell's process count.
+          const changes = nodeEvents(aether, o.tenant, "cell.", "executable.");
+          return watch({ what: `cells on ${aether.address}`, list: read, view: CELLS, output: o, key: (c) => c.id, changes });
+        }
+        printList(o, CELLS, await read());
       }),
     );
-  selectorOptions(outputOptions(list, "list"));
+  watchOption(selectorOptions(outputOptions(list, "list")));
 
   outputOptions(cell.command("get"))
     .description("one cell in detail")

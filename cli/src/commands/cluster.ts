@@ -27,6 +27,7 @@ import { selectorOf, selectorOptions, selects, serverFilter, type SelectorFlags 
 import { uint32 } from "../numbers.js";
 import { parseBytes } from "../units.js";
 import { maintenanceCommands } from "./cluster-maintenance.js";
+import { clusterEvents, watch, watchOption, type WatchFlags } from "../watch.js";
 
 // protobuf-es enums map numbers back to names without the enum's prefix ("READY").
 const enumName = (names: Record<number, string>, value: number) => (names[value] ?? String(value)).toLowerCase().replace(/_/g, " ");
@@ -164,24 +165,27 @@ export function clusterCommands(program: Command): void {
     )
     .addHelpText(
       "after",
-      "\nExamples:\n  aether cluster nodes\n  aether cluster nodes --lifecycle drained\n  aether cluster nodes -l zone=a -o wide\n  aether cluster --aggregator unix:///run/aether/aggregator.sock nodes --json",
+      "\nExamples:\n  aether cluster nodes\n  aether cluster nodes --lifecycle drained\n  aether cluster nodes -l zone=a -o wide\n  aether cluster --aggregator unix:///run/aether/aggregator.sock nodes --json\n  aether cluster nodes -w",
     )
-    .action(async (o: { lifecycle?: auction.NodeLifecycle } & SelectorFlags & OutputFlags) =>
+    .action(async (o: { lifecycle?: auction.NodeLifecycle } & SelectorFlags & OutputFlags & WatchFlags) =>
       withClient(globals(), async (aether) => {
         const selector = selectorOf(o);
-        const { nodes: all } = await aether.aggregator.listNodes({
-          pageSize: 1000,
-          filter: serverFilter(selector),
-          lifecycle: o.lifecycle ?? auction.NodeLifecycle.UNSPECIFIED,
-        });
-        printList(
-          o,
-          NODES,
-          all.filter((n) => selects(selector, n.labels)),
-        );
+        const read = async () => {
+          const { nodes: all } = await aether.aggregator.listNodes({
+            pageSize: 1000,
+            filter: serverFilter(selector),
+            lifecycle: o.lifecycle ?? auction.NodeLifecycle.UNSPECIFIED,
+          });
+          return all.filter((n) => selects(selector, n.labels));
+        };
+        if (o.watch) {
+          const changes = clusterEvents(aether);
+          return watch({ what: `nodes on ${aether.address}`, list: read, view: NODES, output: o, key: (n) => n.id, changes });
+        }
+        printList(o, NODES, await read());
       }),
     );
-  selectorOptions(outputOptions(nodes, "list"));
+  watchOption(selectorOptions(outputOptions(nodes, "list")));
 
   dryRunOption(outputOptions(cluster.command("deploy")))
     .description("place a workload on the node that bids best (an executable; or a VM or cell from a JSON spec)")
@@ -271,22 +275,29 @@ export function clusterCommands(program: Command): void {
     .option("--tenant <tenant>", "only this tenant's", "")
     .addHelpText(
       "after",
-      "\nExamples:\n  aether cluster placements\n  aether cluster placements -l team=a -o wide\n  aether cluster placements --node 3f2a... --json",
+      "\nExamples:\n  aether cluster placements\n  aether cluster placements -l team=a -o wide\n  aether cluster placements --node 3f2a... --json\n  aether cluster placements -w",
     )
-    .action(async (o: { node?: string; tenant: string } & SelectorFlags & OutputFlags) =>
+    .action(async (o: { node?: string; tenant: string } & SelectorFlags & OutputFlags & WatchFlags) =>
       withClient(globals(), async (aether) => {
         const selector = selectorOf(o);
-        const { placements: all } = await aether.aggregator.listPlacements({
-          pageSize: 1000,
-          node: o.node ?? "",
-          tenant: o.tenant,
-          filter: serverFilter(selector),
-        });
-        const chosen = all.filter((p) => selects(selector, p.labels));
-        printList(o, placementsView(forPrograms(o) ? shortId : await nodeNames(aether)), chosen);
+        const read = async () => {
+          const { placements: all } = await aether.aggregator.listPlacements({
+            pageSize: 1000,
+            node: o.node ?? "",
+            tenant: o.tenant,
+            filter: serverFilter(selector),
+          });
+          return all.filter((p) => selects(selector, p.labels));
+        };
+        const view = placementsView(forPrograms(o) ? shortId : await nodeNames(aether));
+        if (o.watch) {
+          const changes = clusterEvents(aether, o.tenant);
+          return watch({ what: `placements on ${aether.address}`, list: read, view, output: o, key: (p) => p.workloadId, changes });
+        }
+        printList(o, view, await read());
       }),
     );
-  selectorOptions(outputOptions(placements, "list"));
+  watchOption(selectorOptions(outputOptions(placements, "list")));
 
   dryRunOption(cluster.command("release"))
     .description("stop a placed workload on its node and mark the placement released")

@@ -1,0 +1,332 @@
+// Issue 23, items 8, 9, 10 and 12, against two real aetherd: -w/--watch redraws list commands from
+// the daemon's event stream (a change is seen to arrive, on a pipe, as JSON lines and on a terminal);
+// contexts switch the command line between the two daemons; the bash completion script, sourced in
+// a real bash, completes commands, flags, option values and the daemon's live names (and stays
+// silent and fast with no daemon); aether events, top, audit and version.
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { eventually, startDaemon, stopWorkloads, type TestDaemon } from "./helpers/daemon.js";
+import { startAggregator, type TestAggregator } from "./helpers/aggregator.js";
+import { binDir, runCommand } from "./helpers/run.js";
+import type { AetherClient } from "@aether/sdk";
+
+/** A command left running: its output so far, and its end. */
+interface Running {
+  child: ChildProcess;
+  output(): string;
+  exited: Promise<number | null>;
+}
+
+describe("aether: watch, contexts, completion, events, top, audit, version", () => {
+  const daemons: TestDaemon[] = [];
+  const clients: AetherClient[] = [];
+  const children: ChildProcess[] = [];
+  // Each test's command line reads this (empty) client config folder unless it says otherwise.
+  const config = mkdtempSync(join(tmpdir(), "aether-cli-views-"));
+  let a: TestDaemon;
+  let b: TestDaemon;
+
+  let agg: TestAggregator;
+
+  before(async () => {
+    // b is a node of a cluster, for the aggregator's watches.
+    agg = await startAggregator();
+    const clusterConfig = join(config, "b.toml");
+    writeFileSync(clusterConfig, `[cluster]\naggregator = "unix://${agg.socket}"\nname = "views-b"\n`);
+    [a, b] = await Promise.all([startDaemon(), startDaemon({ args: ["--config", clusterConfig] })]);
+    daemons.push(a, b);
+    clients.push(await a.client(), await b.client());
+  });
+  after(async () => {
+    for (const child of children) child.kill("SIGKILL");
+    for (const client of clients) await stopWorkloads(client).catch(() => undefined);
+    for (const d of daemons) {
+      await d.stop().catch(() => undefined);
+      d.cleanup();
+    }
+    await agg?.stop();
+  });
+
+  const env = (more: NodeJS.ProcessEnv = {}) => ({ AETHER_HOST: a.address, XDG_CONFIG_HOME: config, ...more });
+  const aether = (args: string[], more: NodeJS.ProcessEnv = {}) => runCommand("aether", args, { env: env(more) });
+  /** Starts `aether ARGS` and leaves it running. */
+  const leave = (args: string[], more: NodeJS.ProcessEnv = {}): Running => {
+    const child = spawn("aether", args, {
+      env: { ...process.env, PATH: `${binDir}:${process.env.PATH ?? ""}`, NO_COLOR: "1", ...env(more) },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    children.push(child);
+    let output = "";
+    child.stdout?.on("data", (d: Buffer) => (output += d.toString()));
+    child.stderr?.on("data", (d: Buffer) => (output += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once("close", (code, signal) => resolve(code ?? (signal ? -1 : null))));
+    return { child, output: () => output, exited };
+  };
+  const nodeId = async (more: NodeJS.ProcessEnv, ...args: string[]) => {
+    const r = await aether([...args, "node", "info", "--json"], more);
+    assert.equal(r.code, 0, r.stderr);
+    return (JSON.parse(r.stdout) as { id: string }).id;
+  };
+
+  it("exec list -w prints each new state when an executable starts, ends and is deleted; -o json prints ADDED, MODIFIED, DELETED lines", async () => {
+    const table = leave(["exec", "list", "-w"]);
+    const json = leave(["exec", "list", "-w", "-o", "json"]);
+    await eventually(() => (table.output().includes("NAME") ? true : undefined), 15_000, "the watch's first table");
+    // The JSON watch prints nothing for an empty list; a first executable tells it is listening.
+    await clients[0]!.runtime.startExecutable({ name: "watch-first", argv: ["/bin/true"] });
+    await eventually(() => (json.output().includes('"watch-first"') ? true : undefined), 15_000, "watch-first in the JSON watch");
+
+    await clients[0]!.runtime.startExecutable({ name: "watch-me", argv: ["/bin/sleep", "600"] });
+    await eventually(
+      () => (/watch-me\s+default\s+running/.test(table.output()) ? true : undefined),
+      10_000,
+      "watch-me running in the table",
+    );
+    await clients[0]!.runtime.stopExecutable({ executable: "watch-me", signal: "SIGKILL" });
+    await eventually(() => (/watch-me\s+default\s+exited/.test(table.output()) ? true : undefined), 10_000, "watch-me exited in the table");
+    await clients[0]!.runtime.deleteExecutable({ executable: "watch-me" });
+    await eventually(
+      () => {
+        const states = table.output().split("\n\n");
+        return states.length >= 4 && !states.at(-1)!.includes("watch-me") ? true : undefined;
+      },
+      10_000,
+      "a last state without watch-me",
+    );
+    const lines = await eventually(
+      () => {
+        const parsed = json
+          .output()
+          .trim()
+          .split("\n")
+          .map((l) => JSON.parse(l) as { type: string; object: { name: string; state: string } });
+        return parsed.some((l) => l.type === "DELETED" && l.object.name === "watch-me") ? parsed : undefined;
+      },
+      10_000,
+      "watch-me DELETED in the JSON watch",
+    );
+    const mine = lines.filter((l) => l.object.name === "watch-me");
+    assert.deepEqual(
+      mine.map((l) => l.type),
+      [...["ADDED"], ...mine.slice(1, -1).map(() => "MODIFIED"), "DELETED"],
+    );
+    assert.ok(
+      mine.some((l) => l.type === "MODIFIED" && l.object.state === "EXECUTABLE_STATE_EXITED"),
+      JSON.stringify(mine),
+    );
+
+    // SIGTERM ends it at once.
+    table.child.kill("SIGTERM");
+    json.child.kill("SIGTERM");
+    assert.equal(await table.exited, -1, "it died of the signal");
+    await json.exited;
+  });
+
+  it("cell list -w on a terminal redraws in place when a cell is allocated", async () => {
+    const command = `stty cols 120 rows 40; exec env -u CI aether cell list -w`;
+    const child = spawn("script", ["-qefc", command, "/dev/null"], {
+      env: { ...process.env, PATH: `${binDir}:${process.env.PATH ?? ""}`, ...env() },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    children.push(child);
+    let screen = "";
+    child.stdout?.on("data", (d: Buffer) => (screen += d.toString()));
+    const exited = new Promise((resolve) => child.once("close", resolve));
+    await eventually(() => (screen.includes("watching cells on") ? true : undefined), 15_000, "the first screen");
+    await clients[0]!.cells.allocateCell({ name: "watched-cell" });
+    await eventually(() => (screen.includes("watched-cell") ? true : undefined), 10_000, "the new cell on screen");
+    // The second screen began by moving the cursor up over the first and clearing below it.
+    assert.match(screen, /\u001b\[\d+A\r\u001b\[J[^]*watched-cell/);
+    child.kill("SIGTERM");
+    await exited;
+    await clients[0]!.cells.freeCell({ cell: "watched-cell" });
+  });
+
+  it("contexts switch between two daemons: set-context, use-context, --context, AETHER_CONTEXT; a config without contexts still works", async () => {
+    const home = mkdtempSync(join(tmpdir(), "aether-contexts-"));
+    const cfg = { XDG_CONFIG_HOME: home, AETHER_HOST: "" };
+    const [idA, idB] = [(await clients[0]!.node.getNodeInfo({})).node!.id, (await clients[1]!.node.getNodeInfo({})).node!.id];
+
+    // A config written before contexts: its fields are the context "default".
+    mkdirSync(join(home, "aether"));
+    writeFileSync(join(home, "aether", "config.toml"), `address = "${a.address}"\n`);
+    assert.equal(await nodeId(cfg), idA);
+
+    const set = await aether(["config", "set-context", "lab-b", "--address", b.address, "--tenant", "team-b", "--use"], cfg);
+    assert.equal(set.code, 0, set.stderr);
+    assert.equal(await nodeId(cfg), idB, "the current context is lab-b");
+    assert.equal(await nodeId(cfg, "--context", "default"), idA, "--context picks another");
+    assert.equal(await nodeId({ ...cfg, AETHER_CONTEXT: "default" }), idA, "so does AETHER_CONTEXT");
+    assert.equal(await nodeId({ ...cfg, AETHER_HOST: a.address }), idA, "AETHER_HOST still wins over the current context");
+    assert.equal(await nodeId({ ...cfg, AETHER_HOST: a.address }, "--context", "lab-b"), idB, "but not over one asked for by name");
+
+    // The context's tenant is the default of --tenant.
+    const started = await aether(["exec", "start", "--name", "in-team-b", "-o", "json", "--", "/bin/true"], cfg);
+    assert.equal(started.code, 0, started.stderr);
+    assert.equal((JSON.parse(started.stdout) as { tenant: string }).tenant, "team-b");
+    await clients[1]!.runtime.waitExecutable({ executable: "in-team-b", tenant: "team-b" });
+
+    const contexts = JSON.parse((await aether(["config", "get-contexts", "-o", "json"], cfg)).stdout) as Array<{
+      name: string;
+      current: boolean;
+    }>;
+    assert.deepEqual(
+      contexts.map((c) => [c.name, c.current]),
+      [
+        ["default", false],
+        ["lab-b", true],
+      ],
+    );
+    assert.equal((await aether(["config", "use-context", "default"], cfg)).code, 0);
+    assert.equal((await aether(["config", "current-context"], cfg)).stdout, "default\n");
+
+    // Mistakes are usage errors: an unknown context, a malformed address.
+    const unknown = await aether(["--context", "nope", "exec", "list"], cfg);
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr, /no context "nope".*default, lab-b/);
+    assert.equal((await aether(["config", "set-context", "x", "--address", "tcp://h:1"], cfg)).code, 2);
+  });
+
+  it("cluster nodes -w through a context's aggregator: a node cordoned arrives as MODIFIED", async () => {
+    const home = mkdtempSync(join(tmpdir(), "aether-contexts-"));
+    const cfg = { XDG_CONFIG_HOME: home };
+    assert.equal(
+      (await aether(["config", "set-context", "agg", "--address", b.address, "--aggregator", `unix://${agg.socket}`], cfg)).code,
+      0,
+    );
+    const node = await eventually(
+      async () => (await agg.client.aggregator.listNodes({})).nodes.find((n) => n.name === "views-b"),
+      15_000,
+      "views-b to register",
+    );
+    const watch = leave(["--context", "agg", "cluster", "nodes", "-w", "-o", "json"], cfg);
+    const lines = () =>
+      watch
+        .output()
+        .trim()
+        .split("\n")
+        .filter((l) => l.startsWith("{"))
+        .map((l) => JSON.parse(l) as { type: string; object: { name: string; lifecycle?: string } });
+    await eventually(
+      () => (lines().some((l) => l.type === "ADDED" && l.object.name === "views-b") ? true : undefined),
+      15_000,
+      watch.output(),
+    );
+    await agg.client.aggregator.cordonNode({ node: node.id });
+    await eventually(
+      () => (lines().some((l) => l.type === "MODIFIED" && l.object.lifecycle === "NODE_LIFECYCLE_CORDONED") ? true : undefined),
+      10_000,
+      `views-b cordoned in the watch: ${watch.output()}`,
+    );
+    watch.child.kill("SIGTERM");
+    await watch.exited;
+    await agg.client.aggregator.uncordonNode({ node: node.id });
+  });
+
+  it("bash completion, sourced in bash: commands, flags, option values, contexts, the daemon's names; silent and fast without a daemon", async () => {
+    await clients[0]!.runtime.startExecutable({ name: "complete-me", argv: ["/bin/sleep", "600"] });
+    const script = (await aether(["completion", "bash"])).stdout;
+    assert.match(script, /complete .*-F _aether_complete aether/);
+    const file = join(mkdtempSync(join(tmpdir(), "aether-completion-")), "aether.bash");
+    writeFileSync(file, script);
+    /** COMPREPLY for the words typed (the last one is being completed). */
+    const complete = async (words: string[], more: NodeJS.ProcessEnv = {}) => {
+      const quoted = words.map((w) => `'${w}'`).join(" ");
+      const run = await runCommand(
+        "bash",
+        [
+          "--norc",
+          "--noprofile",
+          "-c",
+          `source '${file}'; COMP_WORDS=(${quoted}); COMP_CWORD=${words.length - 1}; _aether_complete; printf '%s\\n' "\${COMPREPLY[@]}"`,
+        ],
+        { env: env(more) },
+      );
+      assert.equal(run.code, 0, run.stderr);
+      return run.stdout.split("\n").filter((l) => l !== "");
+    };
+    assert.deepEqual(await complete(["aether", "ex"]), ["exec"]);
+    assert.deepEqual(await complete(["aether", "exec", "list", "--wa"]), ["--watch"]);
+    assert.ok((await complete(["aether", "exec", "list", "--"])).includes("--address"), "global flags too");
+    assert.deepEqual(await complete(["aether", "exec", "list", "-o", ""]), ["json", "name", "table", "wide", "yaml"]);
+    assert.deepEqual(await complete(["aether", "completion", ""]), ["bash", "fish", "zsh"]);
+    assert.deepEqual(await complete(["aether", "exec", "get", "comp"]), ["complete-me"], "live names from aetherd");
+    assert.deepEqual(await complete(["aether", "-a", b.address, "exec", "get", "comp"]), [], "from the daemon the line names");
+    // No daemon: nothing, quickly, and no error on the terminal.
+    const start = Date.now();
+    assert.deepEqual(await complete(["aether", "exec", "get", ""], { AETHER_HOST: "unix:///nonexistent/aetherd.sock" }), []);
+    assert.ok(Date.now() - start < 5000, `it gave up at once (${Date.now() - start} ms)`);
+    await clients[0]!.runtime.stopExecutable({ executable: "complete-me", signal: "SIGKILL" });
+  });
+
+  it("events follows StreamEvents (-o json, --kind, --count); audit lists the mutating calls; top shows telemetry, cells and VMs; version asks the daemon", async () => {
+    const events = leave(["events", "-o", "json", "--kind", "executable.started", "--count", "1"]);
+    // The stream is live only: start executables until one is seen.
+    let n = 0;
+    const code = await eventually(
+      async () => {
+        await clients[0]!.runtime.startExecutable({ name: `event-${n++}`, argv: ["/bin/true"] });
+        return Promise.race([events.exited, new Promise<undefined>((r) => setTimeout(() => r(undefined), 300))]);
+      },
+      15_000,
+      "aether events to print one event and end",
+    );
+    assert.equal(code, 0, events.output());
+    const event = JSON.parse(events.output().trim()) as { kind: string; resourceName: string; tenant: string };
+    assert.equal(event.kind, "executable.started");
+    assert.match(event.resourceName, /^event-\d+$/);
+
+    const audit = await aether(["audit", "-o", "json", "--limit", "5"]);
+    assert.equal(audit.code, 0, audit.stderr);
+    const records = JSON.parse(audit.stdout) as Array<{ method: string; result: string }>;
+    assert.equal(records.length, 5);
+    assert.ok(
+      records.some((r) => r.method === "/aether.runtime.v1.ExecutableService/StartExecutable" && r.result === "ok"),
+      audit.stdout,
+    );
+    assert.match((await aether(["audit", "--limit", "3"])).stdout, /IDENTITY\s+METHOD[^]*ExecutableService\/StartExecutable/);
+
+    await clients[0]!.cells.allocateCell({ name: "top-cell" });
+    const top = await aether(["top"]);
+    assert.equal(top.code, 0, top.stderr);
+    assert.match(top.stdout, /^load \d+\.\d\d/m, "one snapshot (stdout is not a terminal)");
+    assert.match(top.stdout, /top-cell\s+default\s+\d+\.\d/, "the cell with its CPU %");
+    const snapshot = JSON.parse((await aether(["top", "-o", "json"])).stdout) as {
+      telemetry: { cpuCount: number };
+      cells: Array<{ cell: { name: string }; stats: { pidsCurrent?: string } }>;
+    };
+    assert.ok(snapshot.telemetry.cpuCount > 0);
+    assert.ok(snapshot.cells.some((c) => c.cell.name === "top-cell" && c.stats !== undefined));
+    await clients[0]!.cells.freeCell({ cell: "top-cell" });
+
+    const version = await aether(["version"]);
+    assert.equal(version.code, 0, version.stderr);
+    assert.match(version.stdout, /^client: aether \d+\.\d+\.\d+ \(node v\d+/m);
+    assert.match(version.stdout, new RegExp(`^server: aetherd \\d+\\.\\d+\\.\\d+ on .* at ${a.address.replace(/[/.]/g, "\\$&")}$`, "m"));
+    const none = await aether(["version", "-o", "json"], { AETHER_HOST: "unix:///nonexistent/aetherd.sock" });
+    assert.equal(none.code, 4, "no daemon: exit 4");
+    assert.ok(
+      (JSON.parse(none.stdout) as { client: { version: string }; server?: unknown }).server === undefined,
+      "the client's part all the same",
+    );
+    assert.match(none.stderr, /cannot reach aetherd at unix:\/\/\/nonexistent\/aetherd\.sock/);
+
+    // Usage errors exit 2.
+    assert.equal((await aether(["events", "--count", "x"])).code, 2);
+    assert.equal((await aether(["top", "--interval", "0"])).code, 2);
+    assert.equal((await aether(["completion", "tcsh"])).code, 2);
+  });
+
+  it("a watch ends with exit 4 and says why when its daemon stops", async () => {
+    const watch = leave(["vm", "list", "-w"], { AETHER_HOST: b.address });
+    await eventually(() => (watch.output().includes("NAME") ? true : undefined), 15_000, "the watch's first table");
+    await stopWorkloads(clients[1]!);
+    assert.equal(await b.stop(), 0);
+    assert.equal(await watch.exited, 4, watch.output());
+    assert.match(watch.output(), /the watch of VMs on unix:\/\/.* ended/);
+  });
+});
