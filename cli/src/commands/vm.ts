@@ -23,6 +23,7 @@ import { selectorOf, selectorOptions, selects, serverFilter, type SelectorFlags 
 import { startProgress } from "../progress.js";
 import { nodeEvents, watch, watchOption, type WatchFlags } from "../watch.js";
 import { vmMigrateCommand } from "./vm-migrate.js";
+import { vmLifecycleCommands } from "./vm-lifecycle.js";
 import { parseBytes } from "../units.js";
 
 const state = (s: vmApi.VmState) => vmApi.VmState[s].toLowerCase();
@@ -261,6 +262,7 @@ export function vmCommands(program: Command): void {
 
   /** A command that targets one VM by id or name. */
   vmMigrateCommand(vm, globals);
+  vmLifecycleCommands(vm, globals);
   const simple = (cmd: "start" | "stop" | "pause" | "resume", description: string) =>
     dryRunOption(outputOptions(vm.command(cmd)))
       .description(description)

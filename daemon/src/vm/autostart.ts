@@ -49,5 +49,6 @@ export async function autostartVms(manager: VmManager, hooks: LifecycleHooks, st
       await hooks.setState(vm, vm.runtime.state, `autostart failed: ${(err as Error).message}`).catch(() => undefined);
     }
   }
+  log.info({ started, firstStartSinceBoot }, "autostart checked");
   return started;
 }

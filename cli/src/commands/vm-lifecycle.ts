@@ -1,0 +1,354 @@
+// aether vm reboot|reset|set|autostart|attach-disk|detach-disk|attach-nic|detach-nic|snapshot|clone|cp:
+// the VM lifecycle as virsh and qm users know it. Mutations print one line for people (the VM with
+// -o json|yaml|name); `vm snapshot list` is a table.
+import { createReadStream, createWriteStream } from "node:fs";
+import { once } from "node:events";
+import type { Command } from "commander";
+import { InvalidArgumentError } from "commander";
+import { vm as vmApi, type AetherClient } from "@aether/sdk";
+import { withClient, type GlobalOptions } from "../client.js";
+import { EXIT } from "../exit-codes.js";
+import { durationOption, toDuration, uint32 } from "../numbers.js";
+import { age, bytes, forPrograms, outputOptions, printList, printOne, type ListView, type OutputFlags } from "../output.js";
+import { startProgress } from "../progress.js";
+import { parseBytes } from "../units.js";
+import { VMS } from "./vm.js";
+
+type Tenant = { tenant: string };
+const CHUNK = 1024 * 1024;
+const state = (s: vmApi.VmState) => vmApi.VmState[s].toLowerCase();
+
+const SNAPSHOTS: ListView<vmApi.VmSnapshot> = {
+  json: vmApi.VmSnapshotSchema,
+  name: (s) => s.name,
+  columns: [
+    { header: "NAME", cell: (s) => s.name },
+    { header: "AGE", cell: (s) => age(s.createTime) },
+    { header: "CONSISTENCY", cell: (s) => s.consistency },
+    { header: "DISKS", cell: (s) => s.disks.map((d) => d.volumeName).join(", "), clip: true },
+    { header: "PROBLEM", cell: (s) => s.problem || "-", clip: true },
+  ],
+};
+
+/** The VM for programs, or one line for people. */
+function done(o: OutputFlags, v: vmApi.Vm | undefined, line: string): void {
+  if (!v) throw new Error("aetherd returned no VM");
+  if (forPrograms(o)) printOne(o, VMS, v);
+  else process.stdout.write(`${line}\n`);
+}
+
+/** Waits for the guest to be ready again (after a reboot, reset or start); exits 1 when it is not. */
+async function waitAgain(
+  aether: AetherClient,
+  ref: string,
+  tenant: string,
+  timeoutMs: number,
+  quiet: boolean,
+): Promise<vmApi.Vm | undefined> {
+  const spinner = startProgress(`waiting for ${ref} to boot`, quiet);
+  let last: vmApi.Vm | undefined;
+  try {
+    for await (const r of aether.vm.waitVmReady({ vm: ref, tenant, timeout: toDuration(timeoutMs) })) {
+      last = r.vm;
+      spinner?.update(`${ref}: ${r.message}`);
+    }
+  } finally {
+    if (last?.state === vmApi.VmState.RUNNING) spinner?.succeed(`${ref} is ready`);
+    else spinner?.fail(`${ref}: ${last ? `${state(last.state)} ${last.stateReason}` : "not ready"}`);
+  }
+  if (last?.state !== vmApi.VmState.RUNNING) {
+    process.exitCode = EXIT.failed;
+    if (quiet || !process.stderr.isTTY)
+      process.stderr.write(`aether: ${ref} is ${last ? `${state(last.state)}: ${last.stateReason}` : "not ready"}\n`);
+  }
+  return last;
+}
+
+/** "web:/etc/hostname" → the VM and the guest path; a local path (./x, /tmp/x, -) → undefined. */
+export function guestSide(arg: string): { vm: string; path: string } | undefined {
+  const m = /^([A-Za-z0-9][A-Za-z0-9._-]*):(\/.*)$/.exec(arg);
+  return m ? { vm: m[1] as string, path: m[2] as string } : undefined;
+}
+
+async function copyOut(aether: AetherClient, from: { vm: string; path: string }, to: string, tenant: string): Promise<number> {
+  const out = to === "-" ? process.stdout : createWriteStream(to);
+  let offset = 0n;
+  try {
+    for (;;) {
+      const r = await aether.vm.readVmFile({ vm: from.vm, tenant, path: from.path, offset, maxBytes: CHUNK });
+      if (r.data.length > 0 && !out.write(r.data)) await once(out, "drain");
+      offset += BigInt(r.data.length);
+      if (r.eof) break;
+    }
+  } finally {
+    if (out !== process.stdout) {
+      out.end();
+      await once(out, "close");
+    }
+  }
+  return Number(offset);
+}
+
+async function copyIn(aether: AetherClient, from: string, to: { vm: string; path: string }, tenant: string): Promise<number> {
+  const input = from === "-" ? process.stdin : createReadStream(from, { highWaterMark: CHUNK });
+  let written = 0;
+  let pending = Buffer.alloc(0);
+  const send = async (data: Buffer) => {
+    const r = await aether.vm.writeVmFile({ vm: to.vm, tenant, path: to.path, data, append: written > 0 });
+    written += Number(r.written);
+  };
+  for await (const chunk of input as AsyncIterable<Buffer>) {
+    pending = Buffer.concat([pending, chunk]);
+    while (pending.length >= CHUNK) {
+      await send(pending.subarray(0, CHUNK));
+      pending = pending.subarray(CHUNK);
+    }
+  }
+  // The last piece; an empty file is still created (or cut to nothing).
+  if (pending.length > 0 || written === 0) await send(pending);
+  return written;
+}
+
+export function vmLifecycleCommands(vm: Command, globals: () => GlobalOptions): void {
+  outputOptions(vm.command("reboot"))
+    .description("reboot gracefully: the guest shuts down (agent or ACPI), then starts again with pending settings")
+    .argument("<vm>", "id or name")
+    .option("--tenant <tenant>", "tenant to resolve a name in", "")
+    .addOption(durationOption("-t, --timeout <duration>", "wait this long for the guest to shut down, then force it", 30_000))
+    .option("--wait", "wait until the guest is ready again; exits 1 if it is not")
+    .addHelpText("after", "\nExamples:\n  aether vm reboot web\n  aether vm reboot web --wait\n  aether vm reboot web --timeout 2m -o json")
+    .action(async (ref: string, o: Tenant & { timeout: number; wait?: boolean } & OutputFlags) =>
+      withClient(globals(), async (aether) => {
+        const { vm: v } = await aether.vm.rebootVm({ vm: ref, tenant: o.tenant, timeout: toDuration(o.timeout) });
+        const last = o.wait ? await waitAgain(aether, ref, o.tenant, 300_000, forPrograms(o)) : v;
+        done(o, last ?? v, `${ref} rebooted${o.wait ? "" : " (booting)"}`);
+      }),
+    );
+
+  outputOptions(vm.command("reset"))
+    .description("hard reset, like the reset button (QMP system_reset): no shutdown, unwritten data lost")
+    .argument("<vm>", "id or name")
+    .option("--tenant <tenant>", "tenant to resolve a name in", "")
+    .option("--wait", "wait until the guest is ready again; exits 1 if it is not")
+    .addHelpText("after", "\nExamples:\n  aether vm reset web\n  aether vm reset web --wait")
+    .action(async (ref: string, o: Tenant & { wait?: boolean } & OutputFlags) =>
+      withClient(globals(), async (aether) => {
+        const { vm: v } = await aether.vm.resetVm({ vm: ref, tenant: o.tenant });
+        const last = o.wait ? await waitAgain(aether, ref, o.tenant, 300_000, forPrograms(o)) : v;
+        done(o, last ?? v, `${ref} reset${o.wait ? "" : " (booting)"}`);
+      }),
+    );
+
+  const set = outputOptions(vm.command("set"))
+    .description("change memory or vCPUs; they apply at the VM's next start (vm reboot applies them to a running VM)")
+    .argument("<vm>", "id or name")
+    .option("--memory <size>", "guest memory, e.g. 1G or 512M", parseBytes)
+    .option("--cpus <n>", "virtual CPUs", uint32)
+    .option("--tenant <tenant>", "tenant to resolve a name in", "")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  aether vm set web --memory 1G\n  aether vm set web --cpus 2 --memory 2G && aether vm reboot web --wait",
+    )
+    .action(async (ref: string, o: Tenant & { memory?: bigint; cpus?: number } & OutputFlags) => {
+      if (o.memory === undefined && o.cpus === undefined) set.error("error: give --memory and/or --cpus");
+      return withClient(globals(), async (aether) => {
+        const { vm: v } = await aether.vm.updateVm({ vm: ref, tenant: o.tenant, memoryBytes: o.memory, vcpus: o.cpus });
+        const now = `${ref}: ${v?.vcpus} vCPUs, ${bytes(v?.memoryBytes ?? 0n)}`;
+        const pending = v?.pendingChanges ?? [];
+        done(
+          o,
+          v,
+          pending.length > 0
+            ? `${now}; ${ref} is ${state(v?.state ?? 0)}, so ${pending.join(", ")} ${pending.length === 1 ? "applies" : "apply"} at its next start: aether vm reboot ${ref}`
+            : `${now} (from its next start)`,
+        );
+      });
+    });
+
+  outputOptions(vm.command("autostart"))
+    .description("start the VM with aetherd after a host reboot (on), or not (off)")
+    .argument("<vm>", "id or name")
+    .argument("<on|off>", "on or off", (v: string) => {
+      if (v !== "on" && v !== "off") throw new InvalidArgumentError("give on or off");
+      return v;
+    })
+    .option("--tenant <tenant>", "tenant to resolve a name in", "")
+    .addHelpText("after", "\nExamples:\n  aether vm autostart web on\n  aether vm autostart web off")
+    .action(async (ref: string, onOff: string, o: Tenant & OutputFlags) =>
+      withClient(globals(), async (aether) => {
+        const { vm: v } = await aether.vm.updateVm({ vm: ref, tenant: o.tenant, autostart: onOff === "on" });
+        done(o, v, `${ref}: autostart ${onOff}`);
+      }),
+    );
+
+  outputOptions(vm.command("attach-disk"))
+    .description("attach a volume (or, for operators, a host path) to a stopped VM; the guest sees it from its next start")
+    .argument("<vm>", "id or name")
+    .argument("<disk>", "a volume's name or id, or an absolute host path")
+    .option("--ro", "read-only")
+    .option("--serial <serial>", "serial number the guest sees (/dev/disk/by-id)", "")
+    .option("--tenant <tenant>", "tenant to resolve names in", "")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  aether vm attach-disk web data\n  aether vm attach-disk web data --serial data1 --ro\n  aether vm attach-disk web /srv/scratch.qcow2",
+    )
+    .action(async (ref: string, disk: string, o: Tenant & { ro?: boolean; serial: string } & OutputFlags) =>
+      withClient(globals(), async (aether) => {
+        const source = disk.startsWith("/") ? { case: "hostPath" as const, value: disk } : { case: "volume" as const, value: disk };
+        const { vm: v } = await aether.vm.attachVmDisk({
+          vm: ref,
+          tenant: o.tenant,
+          disk: { source, readOnly: o.ro ?? false, serial: o.serial },
+        });
+        done(o, v, `${disk} attached to ${ref} (from its next start)`);
+      }),
+    );
+
+  outputOptions(vm.command("detach-disk"))
+    .description("detach a disk from a stopped VM (the volume is kept)")
+    .argument("<vm>", "id or name")
+    .argument("<disk>", "its volume (name or id), host path or serial")
+    .option("--tenant <tenant>", "tenant to resolve names in", "")
+    .addHelpText("after", "\nExamples:\n  aether vm detach-disk web data\n  aether vm detach-disk web /srv/scratch.qcow2")
+    .action(async (ref: string, disk: string, o: Tenant & OutputFlags) =>
+      withClient(globals(), async (aether) => {
+        const { vm: v } = await aether.vm.detachVmDisk({ vm: ref, tenant: o.tenant, disk });
+        done(o, v, `${disk} detached from ${ref}`);
+      }),
+    );
+
+  outputOptions(vm.command("attach-nic"))
+    .description("add a NIC on a host bridge to a stopped VM (its TAP device is made at start)")
+    .argument("<vm>", "id or name")
+    .argument("<bridge>", "the host bridge")
+    .option("--mac <mac>", "MAC address (default: derived from the VM and the NIC's index)", "")
+    .option("--tenant <tenant>", "tenant to resolve a name in", "")
+    .addHelpText("after", "\nExamples:\n  aether vm attach-nic web br0\n  aether vm attach-nic web br1 --mac 52:54:00:12:34:56")
+    .action(async (ref: string, bridge: string, o: Tenant & { mac: string } & OutputFlags) =>
+      withClient(globals(), async (aether) => {
+        const { vm: v } = await aether.vm.attachVmNic({ vm: ref, tenant: o.tenant, nic: { bridge, mac: o.mac } });
+        const nic = v?.nics.at(-1);
+        done(o, v, `NIC ${nic?.mac} on ${bridge} added to ${ref} (from its next start)`);
+      }),
+    );
+
+  outputOptions(vm.command("detach-nic"))
+    .description("remove a NIC from a stopped VM")
+    .argument("<vm>", "id or name")
+    .argument("<nic>", "its MAC address or TAP device")
+    .option("--tenant <tenant>", "tenant to resolve a name in", "")
+    .addHelpText("after", "\nExamples:\n  aether vm detach-nic web 52:54:00:12:34:56")
+    .action(async (ref: string, nic: string, o: Tenant & OutputFlags) =>
+      withClient(globals(), async (aether) => {
+        const { vm: v } = await aether.vm.detachVmNic({ vm: ref, tenant: o.tenant, nic });
+        done(o, v, `NIC ${nic} removed from ${ref}`);
+      }),
+    );
+
+  const snapshot = vm
+    .command("snapshot")
+    .description("snapshots of all of a VM's disks at once: create, list, delete, rollback")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  aether vm snapshot create web before-upgrade\n  aether vm snapshot list web\n  aether vm stop web && aether vm snapshot rollback web before-upgrade && aether vm start web",
+    );
+
+  outputOptions(snapshot.command("create"))
+    .description("snapshot every volume of the VM (a running VM is frozen through its agent, or paused, meanwhile)")
+    .argument("<vm>", "id or name")
+    .argument("<name>", "the snapshot's name")
+    .option("--tenant <tenant>", "tenant to resolve a name in", "")
+    .addHelpText("after", "\nExamples:\n  aether vm snapshot create web before-upgrade\n  aether vm snapshot create web s1 -o json")
+    .action(async (ref: string, name: string, o: Tenant & OutputFlags) =>
+      withClient(globals(), async (aether) => {
+        const { snapshot: s } = await aether.vm.createVmSnapshot({ vm: ref, tenant: o.tenant, name });
+        if (!s) throw new Error("aetherd returned no snapshot");
+        if (forPrograms(o)) printOne(o, SNAPSHOTS, s);
+        else process.stdout.write(`snapshot ${name} of ${ref} taken (${s.consistency}; ${s.disks.map((d) => d.volumeName).join(", ")})\n`);
+      }),
+    );
+
+  outputOptions(snapshot.command("list").alias("ls"), "list")
+    .description("the VM's snapshots, oldest first")
+    .argument("<vm>", "id or name")
+    .option("--tenant <tenant>", "tenant to resolve a name in", "")
+    .addHelpText("after", "\nExamples:\n  aether vm snapshot list web\n  aether vm snapshot ls web -o json")
+    .action(async (ref: string, o: Tenant & OutputFlags) =>
+      withClient(globals(), async (aether) => {
+        const { snapshots } = await aether.vm.listVmSnapshots({ vm: ref, tenant: o.tenant });
+        printList(o, SNAPSHOTS, snapshots);
+      }),
+    );
+
+  snapshot
+    .command("delete")
+    .alias("rm")
+    .description("delete a VM snapshot (the volume snapshots it is made of)")
+    .argument("<vm>", "id or name")
+    .argument("<name>", "the snapshot's name")
+    .option("--tenant <tenant>", "tenant to resolve a name in", "")
+    .addHelpText("after", "\nExamples:\n  aether vm snapshot delete web before-upgrade")
+    .action(async (ref: string, name: string, o: Tenant) =>
+      withClient(globals(), async (aether) => {
+        await aether.vm.deleteVmSnapshot({ vm: ref, tenant: o.tenant, name });
+        process.stdout.write(`snapshot ${name} of ${ref} deleted\n`);
+      }),
+    );
+
+  outputOptions(snapshot.command("rollback"))
+    .description("return a stopped VM's disks to a snapshot")
+    .argument("<vm>", "id or name")
+    .argument("<name>", "the snapshot's name")
+    .option("--destroy-newer", "also delete the snapshots taken after it")
+    .option("--tenant <tenant>", "tenant to resolve a name in", "")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  aether vm snapshot rollback web before-upgrade\n  aether vm snapshot rollback web s1 --destroy-newer",
+    )
+    .action(async (ref: string, name: string, o: Tenant & { destroyNewer?: boolean } & OutputFlags) =>
+      withClient(globals(), async (aether) => {
+        const { vm: v } = await aether.vm.rollbackVmSnapshot({ vm: ref, tenant: o.tenant, name, destroyNewer: o.destroyNewer ?? false });
+        done(o, v, `${ref}'s disks rolled back to ${name}`);
+      }),
+    );
+
+  outputOptions(vm.command("clone"))
+    .description("a new VM from a stopped one: thin clones of its volumes, new id, MACs and TAPs")
+    .argument("<vm>", "the VM to clone (id or name)")
+    .argument("<name>", "the new VM's name")
+    .option("--start", "start the new VM")
+    .option("--wait", "with --start: wait until its guest is ready; exits 1 if it is not")
+    .option("--tenant <tenant>", "tenant to resolve a name in", "")
+    .addHelpText("after", "\nExamples:\n  aether vm clone web web2\n  aether vm clone web web2 --start --wait")
+    .action(async (ref: string, name: string, o: Tenant & { start?: boolean; wait?: boolean } & OutputFlags) =>
+      withClient(globals(), async (aether) => {
+        const { vm: v } = await aether.vm.cloneVm({ vm: ref, tenant: o.tenant, name, start: o.start ?? false });
+        const last = o.start && o.wait ? await waitAgain(aether, name, o.tenant, 300_000, forPrograms(o)) : v;
+        done(o, last ?? v, `${name} cloned from ${ref}${o.start ? (o.wait ? " and running" : " (booting)") : ""}`);
+      }),
+    );
+
+  vm.command("cp")
+    .description("copy a file into or out of a running guest through its agent (VM:PATH on one side)")
+    .argument("<source>", "VM:/path in the guest, or a local file (- for stdin)")
+    .argument("<destination>", "VM:/path in the guest, or a local file (- for stdout)")
+    .option("--tenant <tenant>", "tenant to resolve the VM's name in", "")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  aether vm cp web:/etc/hostname ./hostname\n  aether vm cp ./app.conf web:/etc/app.conf\n  aether vm cp web:/var/log/messages - | tail",
+    )
+    .action(async (source: string, destination: string, o: Tenant) => {
+      const from = guestSide(source);
+      const to = guestSide(destination);
+      if ((from === undefined) === (to === undefined))
+        vm.commands
+          .find((c) => c.name() === "cp")
+          ?.error("error: exactly one side is in a guest, written VM:/absolute/path (e.g. web:/etc/hostname)");
+      return withClient(globals(), async (aether) => {
+        const n = from
+          ? await copyOut(aether, from, destination, o.tenant)
+          : await copyIn(aether, source, to as { vm: string; path: string }, o.tenant);
+        if (destination !== "-") process.stderr.write(`${bytes(n)} copied\n`);
+      });
+    });
+}
