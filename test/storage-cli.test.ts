@@ -140,9 +140,9 @@ describe("aether storage and aether image", () => {
     );
     assert.equal(table.code, 0, table.stderr);
     assert.equal(table.stderr, "", "no spinner output when stderr is not a terminal");
-    assert.match(table.stdout, /name\s+│ base-table\s+│/);
-    assert.match(table.stdout, /state\s+│ ready\s+│/);
-    assert.match(table.stdout, new RegExp(`sha256\\s+│ ${baseSha}`), "the checksum is sent in lowercase");
+    assert.match(table.stdout, /name\s+base-table\s+/);
+    assert.match(table.stdout, /state\s+ready\s+/);
+    assert.match(table.stdout, new RegExp(`sha256\\s+${baseSha}`), "the checksum is sent in lowercase");
 
     const imported = await json<ImageJson>("image", "import", "base-json", base, "--sha256", baseSha);
     assert.equal(imported.state, "IMAGE_STATE_READY");
@@ -154,8 +154,8 @@ describe("aether storage and aether image", () => {
 
     const list = await aether("image", "list", "--filter", "os=test");
     assert.equal(list.code, 0, list.stderr);
-    assert.match(list.stdout, /NAME\s+│ TENANT\s+│ STATE\s+│ POOL\s+│ FORMAT\s+│ SIZE\s+│ ALLOCATED\s+│ CLONES/);
-    assert.match(list.stdout, /base-table\s+│ default\s+│ ready\s+│ default\s+│ raw\s+│ 64\.0 MiB\s+│/);
+    assert.match(list.stdout, /NAME\s+TENANT\s+STATE\s+POOL\s+FORMAT\s+SIZE\s+ALLOCATED\s+CLONES/);
+    assert.match(list.stdout, /base-table\s+default\s+ready\s+default\s+raw\s+64\.0 MiB\s+/);
     assert.doesNotMatch(list.stdout, /base-json/, "--filter keeps only the labelled image");
     const names = (await json<ImageJson[]>("image", "list")).map((i) => i.name).sort();
     assert.deepEqual(
@@ -191,18 +191,18 @@ describe("aether storage and aether image", () => {
     // image list says why, in a REASON column (clipped to fit; whole in image get and --json).
     const list = await aether("image", "list");
     assert.equal(list.code, 0, list.stderr);
-    assert.match(list.stdout, /NAME\s+│ .*│ SOURCE\s+│ REASON\s+│/);
+    assert.match(list.stdout, /NAME\s+.*SOURCE\s+REASON\s+/);
     assert.match(
       list.stdout,
-      new RegExp(`bad-sum\\s+│ default\\s+│ failed\\s+│ .*│ the checksum does not match: the source's SHA-256 is ${baseSha.slice(0, 8)}`),
+      new RegExp(`bad-sum\\s+default\\s+failed\\s+.*the checksum does not match: the source's SHA-256 is ${baseSha.slice(0, 8)}`),
     );
-    assert.match(list.stdout, /bad-sum\s+│ .*…\s+│/, "the long reason is clipped");
-    assert.match(list.stdout, /\bbase\s+│ default\s+│ ready\s+│ .*│ -\s+│/, "a ready image has no reason");
+    assert.match(list.stdout, /bad-sum\s+.*…\s+/, "the long reason is clipped");
+    assert.match(list.stdout, /\bbase\s+default\s+ready\s+.*-\s+/, "a ready image has no reason");
 
     // The failed import does not hold its name: the retry with the right checksum just works.
     const retry = await aether("image", "import", "bad-sum", "base.raw", "--sha256", baseSha);
     assert.equal(retry.code, 0, retry.stderr);
-    assert.match(retry.stdout, /state\s+│ ready\s+│/);
+    assert.match(retry.stdout, /state\s+ready\s+/);
     const replaced = await json<ImageJson>("image", "get", "bad-sum");
     assert.equal(replaced.state, "IMAGE_STATE_READY");
     assert.notEqual(replaced.id, got.id, "a new image, the failed one deleted");
@@ -219,11 +219,11 @@ describe("aether storage and aether image", () => {
   it("storage pools: the embedded dir pool, as a table and as JSON", async () => {
     const table = await aether("storage", "pools");
     assert.equal(table.code, 0, table.stderr);
-    assert.match(table.stdout, /NAME\s+│ DRIVER\s+│ LOCATION\s+│ DEFAULT\s+│ AVAILABLE\s+│ CAPACITY\s+│ ALLOCATED\s+│ USED\s+│ FORMATS/);
+    assert.match(table.stdout, /NAME\s+DRIVER\s+LOCATION\s+DEFAULT\s+AVAILABLE\s+CAPACITY\s+ALLOCATED\s+USED\s+FORMATS/);
     assert.match(
       table.stdout,
       new RegExp(
-        `default\\s+│ dir\\s+│ ${join(env.daemon.stateDir, "pools", "default")}\\s+│ yes\\s+│ yes\\s+│ \\d+\\.\\d (GiB|TiB)\\s+│ .*│ qcow2,raw`,
+        `default\\s+dir\\s+${join(env.daemon.stateDir, "pools", "default")}\\s+yes\\s+yes\\s+\\d+\\.\\d (GiB|TiB)\\s+.*qcow2,raw`,
       ),
     );
     const pools = await json<
@@ -264,10 +264,10 @@ describe("aether storage and aether image", () => {
 
     const list = await aether("storage", "list");
     assert.equal(list.code, 0, list.stderr);
-    assert.match(list.stdout, /NAME\s+│ TENANT\s+│ STATE\s+│ POOL\s+│ FORMAT\s+│ SIZE\s+│ ALLOCATED\s+│ BACKING\s+│ USED BY/);
-    assert.match(list.stdout, /web\s+│ default\s+│ ready\s+│ default\s+│ qcow2\s+│ 128\.0 MiB\s+│ [\d.]+ (B|KiB|MiB)\s+│ image base\s+│ -/);
-    assert.match(list.stdout, /data\s+│ default\s+│ ready\s+│ default\s+│ qcow2\s+│ 32\.0 MiB\s+│ [\d.]+ (B|KiB|MiB)\s+│ -\s+│ -/);
-    assert.match(list.stdout, /scratch\s+│ default\s+│ ready\s+│ default\s+│ raw\s+│ 8\.0 MiB/);
+    assert.match(list.stdout, /NAME\s+TENANT\s+STATE\s+POOL\s+FORMAT\s+SIZE\s+ALLOCATED\s+BACKING\s+USED BY/);
+    assert.match(list.stdout, /web\s+default\s+ready\s+default\s+qcow2\s+128\.0 MiB\s+[\d.]+ (B|KiB|MiB)\s+image base\s+-/);
+    assert.match(list.stdout, /data\s+default\s+ready\s+default\s+qcow2\s+32\.0 MiB\s+[\d.]+ (B|KiB|MiB)\s+-\s+-/);
+    assert.match(list.stdout, /scratch\s+default\s+ready\s+default\s+raw\s+8\.0 MiB/);
     assert.deepEqual(
       (await json<VolumeJson[]>("storage", "list", "--filter", "team=a")).map((v) => v.name),
       ["data"],
@@ -278,9 +278,9 @@ describe("aether storage and aether image", () => {
       "newest first",
     );
     const get = await aether("storage", "get", "web");
-    assert.match(get.stdout, /size\s+│ 128\.0 MiB/);
-    assert.match(get.stdout, /backing\s+│ image base/);
-    assert.match(get.stdout, new RegExp(`host path\\s+│ ${web.hostPath}`));
+    assert.match(get.stdout, /size\s+128\.0 MiB/);
+    assert.match(get.stdout, /backing\s+image base/);
+    assert.match(get.stdout, new RegExp(`host path\\s+${web.hostPath}`));
 
     // Snapshots: "one" holds 0x01, an unnamed one 0x02; the volume then holds 0x03.
     writePattern(data.hostPath, "qcow2", 0, MiB, 0x01);
@@ -293,8 +293,8 @@ describe("aether storage and aether image", () => {
     assert.equal(auto.volume, data.id);
     writePattern(data.hostPath, "qcow2", 0, MiB, 0x03);
     const snapshots = await aether("storage", "snapshots", "data");
-    assert.match(snapshots.stdout, /VOLUME\s+│ SNAPSHOT\s+│ TENANT\s+│ STATE\s+│ SIZE/);
-    assert.match(snapshots.stdout, /data\s+│ one\s+│ default\s+│ ready\s+│ 32\.0 MiB/);
+    assert.match(snapshots.stdout, /VOLUME\s+SNAPSHOT\s+TENANT\s+STATE\s+SIZE/);
+    assert.match(snapshots.stdout, /data\s+one\s+default\s+ready\s+32\.0 MiB/);
     assert.deepEqual(
       (await json<SnapshotJson[]>("storage", "snapshots", "data")).map((s) => s.name),
       [auto.name, "one"],
@@ -310,7 +310,7 @@ describe("aether storage and aether image", () => {
     const dataNow = await json<VolumeJson>("storage", "get", now.stdout.trim());
     assert.equal(dataNow.name, "data-now");
     assert.ok(hasPattern(dataNow.hostPath, "qcow2", 0, MiB, 0x03));
-    assert.match((await aether("storage", "list")).stdout, /data-at-one\s+│ .*│ snapshot data@one\s+│/);
+    assert.match((await aether("storage", "list")).stdout, /data-at-one\s+.*snapshot data@one\s+/);
     const fromSnapshot = await json<VolumeJson>("storage", "create", "data-copy", "--snapshot", "data/one");
     assert.ok(hasPattern(fromSnapshot.hostPath, "qcow2", 0, MiB, 0x01), "create --snapshot VOLUME/SNAPSHOT");
     for (const name of ["data-now", "data-copy"]) assert.equal((await aether("storage", "delete", name)).code, 0);

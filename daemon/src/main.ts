@@ -438,11 +438,13 @@ async function run(flags: ConfigFlags): Promise<void> {
 }
 
 const program = new Command("aetherd")
-  .description("The Aether host daemon: runs processes (and later cells, VMs, volumes) and serves the Aether API.")
+  .description(
+    "The Aether host daemon: runs processes, cells, VMs (QEMU, Firecracker) and storage (pools, volumes, images, snapshots) on this host, takes part in a cluster, and serves the Aether API.",
+  )
   .version(VERSION)
   .option(
     "-c, --config <file>",
-    "TOML config file (keys: socket, state_dir, log_level, max_message_bytes, cgroup_root, import_roots, max_streams_per_connection, request_body_timeout_ms, [tcp] listen/cert/key/client_ca/crl, [unix] mtls, [metrics] listen/tls/cert/key/client_ca/crl, [auth] policy/trust_domain, [tenancy] id_base/ids_per_tenant/kernel_roots/networks/image_url_prefixes/allow_private_urls, [[pools]] name/driver/location/default/labels, [bidding] memory_overcommit/cpu_overcommit/hold_ms, [node] labels)",
+    "TOML config file (keys: socket, state_dir, log_level, max_message_bytes, cgroup_root, import_roots, max_streams_per_connection, request_body_timeout_ms, [tcp] listen/cert/key/client_ca/crl, [unix] mtls, [metrics] listen/tls/cert/key/client_ca/crl, [auth] policy/trust_domain, [tenancy] id_base/ids_per_tenant/kernel_roots/networks/image_url_prefixes/allow_private_urls, [[pools]] name/driver/location/default/labels, [bidding] memory_overcommit/cpu_overcommit/hold_ms, [node] labels, [cluster] aggregator/advertise/name/rack/chassis/slot/ca/cert/key)",
   )
   .option("--socket <path>", "unix socket to serve on (default /run/aether/aetherd.sock as root)")
   .option("--state-dir <dir>", "where records and logs are kept (default /var/lib/aether as root)")
@@ -467,6 +469,7 @@ Examples:
   aetherd --socket /tmp/a.sock --state-dir /tmp/aether
   aetherd --listen 127.0.0.1:7443 --tls-cert node.pem --tls-key node.key --tls-client-ca ca.pem
   aetherd --policy /etc/aether/policy.toml  tenants and roles (see README: Authorization)
+  aetherd --config /etc/aether/aetherd.toml [node] labels and [cluster] aggregator, advertise, name: a cluster member
   AETHER_HOST=unix:///tmp/a.sock aether node info`,
   )
   .action(async (opts: ConfigFlags) => {
