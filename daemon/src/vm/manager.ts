@@ -856,6 +856,16 @@ export class VmManager {
 
   async delete(vm: VmRecord, force: boolean): Promise<void> {
     const live = this.live(vm);
+    // Its own volumes go with it: not while clones (another VM's disks) depend on their snapshots.
+    const cloned = this.storage
+      .listVolumes()
+      .filter((v) => v.ownerVm === vm.spec.id)
+      .flatMap((v) => this.storage.dependentsOf(v.id));
+    if (cloned.length > 0)
+      throw new DomainError(
+        "failed_precondition",
+        `VM ${vm.spec.name}'s volumes have clones (${cloned.map((c) => c.name).join(", ")}) that depend on them; delete those first (and the VMs they belong to).`,
+      );
     if (live.busy === ENDING) await live.ended;
     if (live.busy)
       throw new DomainError("failed_precondition", `VM ${vm.spec.name} is busy (${live.busy}); wait for it to finish, then delete it.`);

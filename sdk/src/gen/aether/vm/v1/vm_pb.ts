@@ -3068,8 +3068,8 @@ export enum VmProfile {
   EPHEMERAL = 1,
 
   /**
-   * A full, long-lived VM on QEMU: firmware or kernel boot, persistent disks, started again after
-   * a host reboot if it was running.
+   * A full, long-lived VM on QEMU: firmware or kernel boot, persistent disks; started again after
+   * a host reboot when marked autostart (UpdateVm), like any VM.
    *
    * @generated from enum value: VM_PROFILE_PERSISTENT = 2;
    */
