@@ -6,12 +6,18 @@
 // that holds none), from the last point; the guest agent reads the file there.
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtempSync, openSync, readSync, closeSync, rmSync, writeFileSync, writeSync, fsyncSync } from "node:fs";
+import { chmodSync, closeSync, fsyncSync, mkdirSync, mkdtempSync, openSync, readSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { storage as storageApi, type AetherClient } from "@aether/sdk";
-import { eventually, startDaemon, stopWorkloads, type TestDaemon } from "./helpers/daemon.js";
+import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
+import { storage as storageApi, vm as vmApi, type AetherClient } from "@aether/sdk";
+import { ClusterEventKind, NodeState, PlacementState, type ClusterEvent } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
+import { startAggregator, type TestAggregator } from "./helpers/aggregator.js";
+import { eventually, isRunning, powerOffHost, startDaemon, stopWorkloads, type TestDaemon } from "./helpers/daemon.js";
+import { guestImage } from "./helpers/guest.js";
+import { sh, waitReady } from "./helpers/migration.js";
+import { startTestBmc, type TestBmc } from "./helpers/test-bmc.js";
 import { startZfsPool, type ZfsTestPool } from "./helpers/zfs.js";
 
 const MiB = 1024 * 1024;
@@ -161,5 +167,178 @@ describe("volume replication between two aetherd (ZFS)", () => {
     const row = listed.policies[0]?.volumes[0]?.targets[0];
     assert.equal(row?.state, storageApi.ReplicationTargetState.IDLE);
     assert.ok(row?.lag && row.nextRunTime, "lag and next run are reported");
+  });
+});
+
+describe("failover that keeps the data: a fenced node's VM starts on the node holding its replica", { timeout: 240_000 }, () => {
+  const dir = mkdtempSync(join(tmpdir(), "aether-failover-"));
+  const TTL_MS = 2000;
+  let agg: TestAggregator;
+  let bmc: TestBmc;
+  let poolA: ZfsTestPool;
+  let poolB: ZfsTestPool;
+  const daemons = new Map<string, TestDaemon>();
+  const clients = new Map<string, AetherClient>();
+  let qemuPidOnA = 0;
+  const node = (n: string) => clients.get(n) as AetherClient;
+
+  async function startMember(name: string, pool: ZfsTestPool | undefined): Promise<void> {
+    const nodeDir = join(dir, name);
+    mkdirSync(nodeDir, { recursive: true });
+    const config = join(nodeDir, "aetherd.toml");
+    const pools = pool ? `[[pools]]\nname = "tank"\ndriver = "zfs"\nlocation = "${pool.dataset}"\ndefault = true\n` : "";
+    writeFileSync(config, `${pools}[cluster]\naggregator = "unix://${agg.socket}"\nname = "${name}"\n`);
+    const daemon = await startDaemon({ dir: nodeDir, args: ["--config", config] });
+    daemons.set(name, daemon);
+    clients.set(name, await daemon.client());
+  }
+
+  before(async () => {
+    [poolA, poolB] = await Promise.all([startZfsPool("aetherfoa"), startZfsPool("aetherfob")]);
+    // The BMC's power off of fo-a: its aetherd and its VM's QEMU die at once.
+    bmc = await startTestBmc({
+      profile: "dmtf",
+      onPowerOff: async () => {
+        const a = daemons.get("fo-a");
+        if (a) await powerOffHost(a, qemuPidOnA > 0 ? [qemuPidOnA] : []);
+      },
+    });
+    const pw = join(dir, "fo-a.password");
+    writeFileSync(pw, `${bmc.password}\n`);
+    chmodSync(pw, 0o600);
+    writeFileSync(join(dir, "fo-a-ca.pem"), bmc.caPem);
+    writeFileSync(
+      join(dir, "bmcs.toml"),
+      `[[bmcs]]\nnode = "fo-a"\nendpoint = "${bmc.url}"\nusername = "${bmc.username}"\npassword_file = "fo-a.password"\nca_file = "fo-a-ca.pem"\nprofile = "${bmc.profile}"\nrequest_timeout_ms = 800\nretries = 0\n`,
+    );
+    agg = await startAggregator({
+      dir: join(dir, "agg"),
+      args: [
+        "--lease-ttl-ms",
+        String(TTL_MS),
+        "--bmcs",
+        join(dir, "bmcs.toml"),
+        "--fence-timeout-ms",
+        "2000",
+        "--fence-poll-interval-ms",
+        "50",
+      ],
+    });
+    await startMember("fo-a", poolA);
+    await startMember("fo-b", poolB);
+    // A third node with room for the VM but no replica of it: it must never be chosen.
+    await startMember("fo-c", undefined);
+    await eventually(
+      async () => ((await agg.client.aggregator.listNodes({ state: NodeState.READY })).nodes.length === 3 ? true : undefined),
+      20_000,
+      "three READY nodes",
+    );
+  });
+
+  after(async () => {
+    try {
+      for (const [name, d] of daemons) {
+        const pid = d.process.pid;
+        if (pid !== undefined && isRunning(pid)) process.kill(pid, "SIGCONT");
+        if (d.process.exitCode === null && d.process.signalCode === null) {
+          await stopWorkloads(node(name)).catch(() => undefined);
+          await d.stop();
+        }
+        d.cleanup();
+      }
+      if (qemuPidOnA > 0 && isRunning(qemuPidOnA)) process.kill(qemuPidOnA, "SIGKILL");
+      await agg?.stop();
+      await bmc?.close();
+    } finally {
+      await poolA?.destroy();
+      await poolB?.destroy();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("boots the VM on the replica holder from the last point, says how old it was, and never picks the node without one", async () => {
+    const nodes = (await agg.client.aggregator.listNodes({})).nodes;
+    const idOf = (name: string) => nodes.find((n) => n.name === name)?.id ?? "";
+    await node("fo-a").storage.createVolume({ name: "fo-data", source: { case: "empty", value: { sizeBytes: BigInt(64 * MiB) } } });
+    const g = guestImage();
+    // Only fo-a has the volume, so only fo-a can provision it (the others fail and the next bidder is tried).
+    const { placement } = await agg.client.aggregator.deploy({
+      spec: {
+        name: "fo-vm",
+        requirements: { memoryBytes: BigInt(128 * MiB), cpuMillis: 100 },
+        kind: {
+          case: "vm",
+          value: {
+            acceleration: vmApi.Acceleration.TCG,
+            memoryBytes: BigInt(128 * MiB),
+            vcpus: 1,
+            guestAgent: true,
+            boot: { source: { case: "kernel", value: { kernelPath: g.kernel, initrdPath: g.initrd, cmdline: "quiet" } } },
+            disks: [{ source: { case: "volume", value: "fo-data" }, serial: "data" }],
+          },
+        },
+      },
+    });
+    assert.equal(placement?.node, idOf("fo-a"), placement?.stateReason);
+    const workloadId = placement?.workloadId ?? "";
+    qemuPidOnA = (await waitReady(node("fo-a"), "fo-vm")).pid;
+
+    // The guest writes; replication runs; the replica holder's next heartbeat tells the aggregator.
+    const read = "dd if=/dev/vda bs=1M skip=8 count=4 2>/dev/null | sha256sum";
+    const digest = await sh(node("fo-a"), "fo-vm", `dd if=/dev/urandom of=/dev/vda bs=1M seek=8 count=4 conv=fsync 2>/dev/null && ${read}`);
+    await node("fo-a").replication.setReplicationPolicy({
+      vm: "fo-vm",
+      targets: [daemons.get("fo-b")?.address ?? ""],
+      interval: { seconds: 3600n, nanos: 0 },
+    });
+    const run = await node("fo-a").replication.runReplication({ policy: "fo-vm" });
+    const copy = run.policy?.volumes[0]?.targets[0];
+    assert.equal(copy?.lastError, "", copy?.lastError);
+    const pointMs = timestampDate(copy?.lastPointTime as Timestamp).getTime();
+    const held = (await node("fo-b").replication.listReplicas({})).replicas;
+    assert.deepEqual(
+      held.map((r) => [r.volumeName, r.workloadId]),
+      [["fo-data", workloadId]],
+    );
+    const reported = Date.now();
+    await eventually(
+      async () => {
+        const b = (await agg.client.aggregator.listNodes({})).nodes.find((n) => n.name === "fo-b");
+        return b?.heartbeatTime && timestampDate(b.heartbeatTime).getTime() > reported ? true : undefined;
+      },
+      10_000,
+      "a heartbeat of fo-b after the replication",
+    );
+
+    // fo-a goes silent: the aggregator fences it through its BMC and moves the VM.
+    process.kill(daemons.get("fo-a")?.process.pid as number, "SIGSTOP");
+    const moved = await eventually(
+      async () => {
+        const p = (await agg.client.aggregator.getPlacement({ workload: workloadId })).placement;
+        return p?.state === PlacementState.PLACED && p.node !== idOf("fo-a") ? p : undefined;
+      },
+      60_000,
+      "the VM placed again",
+    );
+    assert.equal(moved.node, idOf("fo-b"), "the node holding the replica");
+    await waitReady(node("fo-b"), "fo-vm");
+    assert.equal(await sh(node("fo-b"), "fo-vm", read), digest, "what the guest wrote before the last point is there");
+
+    // The event names the data-loss window; fo-c was not even asked.
+    const events: ClusterEvent[] = [];
+    for await (const r of agg.client.aggregator.streamClusterEvents({})) if (r.event) events.push(r.event);
+    const replaced = events.find((e) => e.kind === ClusterEventKind.WORKLOAD_REPLACED && e.workloadId === workloadId);
+    assert.ok(replaced, "a WORKLOAD_REPLACED event");
+    assert.match(replaced.message, /started from the replicas of its volumes taken at .*data-loss window/);
+    assert.equal(replaced.attributes.replica_point, new Date(pointMs).toISOString());
+    assert.ok(Number(replaced.attributes.data_loss_window_ms) >= Number(replaced.attributes.data_loss_window_at_least_ms));
+    const auction = (await agg.client.aggregator.getAuction({ auction: moved.auctionId })).auction;
+    assert.deepEqual(
+      auction?.bids.map((b) => b.node),
+      [idOf("fo-b")],
+      "only the replica holder was asked",
+    );
+    const onB = (await node("fo-b").storage.getVolume({ volume: "fo-data" })).volume;
+    assert.equal(onB?.pool, "tank", "the replica became the VM's volume on fo-b");
   });
 });
