@@ -9,7 +9,7 @@ import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { eventually, startDaemon, stopWorkloads, type TestDaemon } from "./helpers/daemon.js";
+import { eventually, isRunning, startDaemon, stopWorkloads, type TestDaemon } from "./helpers/daemon.js";
 import { startAggregator, type TestAggregator } from "./helpers/aggregator.js";
 import { binDir, runCommand } from "./helpers/run.js";
 import type { AetherClient } from "@aether/sdk";
@@ -55,7 +55,8 @@ describe("aether: watch, contexts, completion, events, top, audit, version", () 
   const aether = (args: string[], more: NodeJS.ProcessEnv = {}) => runCommand("aether", args, { env: env(more) });
   /** Starts `aether ARGS` and leaves it running. */
   const leave = (args: string[], more: NodeJS.ProcessEnv = {}): Running => {
-    const child = spawn("aether", args, {
+    // ["-c", script]: a shell runs it (for a parent that dies); else aether ARGS.
+    const child = spawn(args[0] === "-c" ? "sh" : "aether", args, {
       env: { ...process.env, PATH: `${binDir}:${process.env.PATH ?? ""}`, NO_COLOR: "1", ...env(more) },
       stdio: ["ignore", "pipe", "pipe"],
     });
@@ -124,6 +125,13 @@ describe("aether: watch, contexts, completion, events, top, audit, version", () 
     json.child.kill("SIGTERM");
     assert.equal(await table.exited, -1, "it died of the signal");
     await json.exited;
+
+    // So does its parent's death (here a shell killed with SIGKILL, its pipe still open).
+    const orphan = leave(["-c", 'aether exec list -w & echo "pid=$!"; wait']);
+    const pid = await eventually(() => /pid=(\d+)/.exec(orphan.output())?.[1], 15_000, "the shell to start the watch").then(Number);
+    await eventually(() => (orphan.output().includes("NAME") ? true : undefined), 15_000, "the orphan-to-be's first table");
+    orphan.child.kill("SIGKILL");
+    await eventually(() => (isRunning(pid) ? undefined : true), 10_000, "the watch to end once its parent is gone");
   });
 
   it("cell list -w on a terminal redraws in place when a cell is allocated", async () => {
