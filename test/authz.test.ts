@@ -432,6 +432,7 @@ function crossById(ids: Record<string, string>): Record<string, { init: Record<s
     "AggregatorService/RegisterNode": denied(),
     "AggregatorService/Heartbeat": denied(),
     "AggregatorService/DeregisterNode": denied(),
+    "AggregatorService/ReportMigration": denied(),
     "AggregatorService/ListNodes": denied(),
     "AggregatorService/Deploy": unimplemented(),
     "AggregatorService/ReleasePlacement": unimplemented(),

@@ -57,6 +57,7 @@ import type {
   Node,
   RegisterNodeRequest,
   ReleasePlacementRequest,
+  ReportMigrationRequest,
   ShutdownNodeRequest,
   StreamClusterEventsRequest,
   UncordonNodeRequest,
@@ -77,6 +78,7 @@ import { PlacementBook } from "./placements/book.js";
 import { releasePlacement } from "./placements/release.js";
 import { getAuction, getPlacement, listAuctions, listPlacements } from "./placements/queries.js";
 import { Replacement } from "./placements/replacement.js";
+import { MigrationReports } from "./placements/migrated.js";
 import { Resumption } from "./placements/resume.js";
 import { Deadman } from "./fencing/deadman.js";
 import { BmcRegistry, RedfishFencer, type Fencer } from "./fencing/fencing.js";
@@ -242,7 +244,7 @@ export class Aggregator {
         leaseTtlMs: this.leaseTtlMs,
       },
     );
-    this.membership = new Membership(this.ctx, this.deadman, this.replacement);
+    this.membership = new Membership(this.ctx, this.deadman, this.replacement, new MigrationReports(this.ctx));
     this.deploymentBook = new DeploymentBook(this.store, this.log.child({ room: "deployments" }));
     this.book.saved.add((p) => {
       if (p.deployment !== "") this.deploymentBook.changed();
@@ -458,6 +460,10 @@ export class Aggregator {
       }),
     );
     return points.size === 0 ? undefined : { points };
+  }
+
+  async reportMigration(req: ReportMigrationRequest, as?: NodeCaller): Promise<{ placementMoved: boolean }> {
+    return this.guarded(() => this.membership.reportMigration(req, as));
   }
 
   async deregisterNode(req: DeregisterNodeRequest, as?: NodeCaller): Promise<Record<string, never>> {

@@ -58,6 +58,7 @@ import { autostartVms } from "./vm/autostart.js";
 import { IncomingMigrations } from "./migration/incoming.js";
 import { OutgoingMigrations } from "./migration/outgoing.js";
 import { MigrationRecovery } from "./migration/recovery.js";
+import { MigrationReports, reportThrough } from "./migration/reports.js";
 import { migrationRpcs, vmMigrationService } from "./migration/service.js";
 import { createPools } from "./storage/pools.js";
 import { StorageRegistry } from "./storage/registry.js";
@@ -175,6 +176,14 @@ async function run(flags: ConfigFlags): Promise<void> {
   );
   const migrationHooks = vms.migrationHooks();
   const ownAddresses = [`unix://${config.socket}`, ...(config.tcp ? [`https://${config.tcp.listen}`] : [])];
+  // A finished incoming migration is reported to the aggregator (in a cluster) over membership's connection.
+  let membershipRef: Membership | undefined;
+  const migrationReports = new MigrationReports({
+    dir: join(config.state_dir, "migration-reports"),
+    hooks: migrationHooks,
+    send: config.cluster.aggregator ? reportThrough(() => membershipRef, nodeIdValue) : undefined,
+    log: log.child({ room: "migration" }),
+  });
   const outgoing = new OutgoingMigrations({
     hooks: migrationHooks,
     storage,
@@ -182,6 +191,7 @@ async function run(flags: ConfigFlags): Promise<void> {
     tlsDir: join(config.state_dir, "migration-tls"),
     events,
     nodeName: config.cluster.name ?? `${hostname()} (${ownAddresses.at(-1)})`,
+    nodeId: nodeIdValue,
     log: log.child({ room: "migration" }),
   });
   // The target's QEMU listens for NBD and the memory stream on the host of its TCP listener (else loopback).
@@ -192,12 +202,14 @@ async function run(flags: ConfigFlags): Promise<void> {
     listenHost: tcpHost === undefined || tcpHost === "0.0.0.0" || tcpHost === "::" ? "127.0.0.1" : tcpHost,
     identity: clusterIdentity,
     tlsDir: join(config.state_dir, "migration-tls"),
+    reports: migrationReports,
     log: log.child({ room: "migration" }),
   });
   const migrationRecovery = new MigrationRecovery({
     hooks: migrationHooks,
     storage,
     connectTarget: (address) => outgoing.connectTarget(address),
+    reports: migrationReports,
     log: log.child({ room: "migration" }),
   });
   outgoing.inDoubt = (vm) => migrationRecovery.later(vm);
@@ -398,8 +410,10 @@ async function run(flags: ConfigFlags): Promise<void> {
       )
     : undefined;
   membership?.start();
-  // Live migrations a crash cut short: settled with the other node, in the background (it may be slow to answer).
-  void migrationRecovery.settle();
+  membershipRef = membership;
+  // Live migrations a crash cut short: settled with the other node, in the background (it may be slow
+  // to answer); then the reports of finished ones the aggregator has not taken yet.
+  void migrationRecovery.settle().finally(() => migrationReports.flush());
   // VMs marked autostart, after a host reboot (or whose QEMU is gone): started in the background.
   void autostartVms(vms, vms.lifecycleHooks(), config.state_dir, log.child({ room: "vm" }));
   log.info({ version: VERSION, stateDir: config.state_dir, pid: process.pid }, "aetherd ready");
@@ -417,6 +431,7 @@ async function run(flags: ConfigFlags): Promise<void> {
     authorizer.close();
     logLevel.close();
     migrationRecovery.close();
+    migrationReports.close();
     replication.close();
     incoming.close();
     void Promise.allSettled([left, listeners.close(), metrics?.endpoint.close()]).finally(() => {

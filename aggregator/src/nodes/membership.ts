@@ -10,12 +10,14 @@ import {
   type ListNodesRequest,
   type Node,
   type RegisterNodeRequest,
+  type ReportMigrationRequest,
 } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { describeError, labelFilter, matchesFilter, paginate, permissionDenied } from "@aether/server";
 import type { Context } from "../context.js";
 import type { Deadman } from "../fencing/deadman.js";
 import { ON_NODE } from "../placements/book.js";
 import type { Replacement } from "../placements/replacement.js";
+import type { MigrationReports } from "../placements/migrated.js";
 
 /** A caller whose certificate names a node: spiffe://<cluster>/node/<name>. */
 export interface NodeCaller {
@@ -28,6 +30,7 @@ export class Membership {
     private readonly ctx: Context,
     private readonly fencing: Pick<Deadman, "beforeRegister" | "afterRegister">,
     private readonly replacement: Pick<Replacement, "replace">,
+    private readonly migrations?: Pick<MigrationReports, "report">,
   ) {}
 
   /**
@@ -70,6 +73,13 @@ export class Membership {
   async heartbeat(req: HeartbeatRequest, as?: NodeCaller): Promise<{ lease: Lease }> {
     this.holdToNode(as, req.nodeId, "heartbeat for");
     return { lease: await this.ctx.registry.heartbeat(req) };
+  }
+
+  /** A live migration the calling node received (placements/migrated.ts); a node reports only its own. */
+  async reportMigration(req: ReportMigrationRequest, as?: NodeCaller): Promise<{ placementMoved: boolean }> {
+    this.holdToNode(as, req.nodeId, "report a migration to");
+    if (!this.migrations) throw new Error("this aggregator takes no migration reports");
+    return this.migrations.report(req);
   }
 
   async deregisterNode(req: DeregisterNodeRequest, as?: NodeCaller): Promise<Record<string, never>> {

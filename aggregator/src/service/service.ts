@@ -29,6 +29,7 @@ import {
   ListPlacementsResponseSchema,
   RegisterNodeResponseSchema,
   ReleasePlacementResponseSchema,
+  ReportMigrationResponseSchema,
   ShutdownNodeResponseSchema,
   ListBackupsResponseSchema,
   TriggerBackupResponseSchema,
@@ -112,6 +113,9 @@ export function aggregatorService(aggregator: Aggregator): ServiceImpl<typeof Ag
     },
     async heartbeat(req, ctx) {
       return create(HeartbeatResponseSchema, await aggregator.heartbeat(req, nodeCallerOf(ctx, "heartbeat for")));
+    },
+    async reportMigration(req, ctx) {
+      return create(ReportMigrationResponseSchema, await aggregator.reportMigration(req, nodeCallerOf(ctx, "report a migration to")));
     },
     async deregisterNode(req, ctx) {
       await aggregator.deregisterNode(req, nodeCallerOf(ctx, "deregister", true));

@@ -169,6 +169,26 @@ export class Membership {
     }
   }
 
+  /**
+   * One call to the aggregator for another room of aetherd (a live migration's report): the replica
+   * talked to now, else the next when it is a standby or does not answer, each once. Throws the
+   * last failure (the caller keeps what it sends and tries again later).
+   */
+  async call<T>(work: (aggregator: AetherClient) => Promise<T>): Promise<T> {
+    const { aggregators } = this.options;
+    for (let tried = 1; ; tried++) {
+      try {
+        return await work(await this.aggregator());
+      } catch (err) {
+        const failover = !(err instanceof ConnectError) || err.code === Code.Unavailable || err.code === Code.DeadlineExceeded;
+        if (tried >= aggregators.length || !failover) throw err;
+        this.client?.close();
+        this.client = undefined;
+        this.current = (this.current + 1) % aggregators.length;
+      }
+    }
+  }
+
   /** Stops heartbeating (aetherd shutting down); the lease then runs out at the aggregator. */
   close(): void {
     this.stopped = true;

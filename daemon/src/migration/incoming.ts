@@ -7,12 +7,15 @@ import { createServer } from "node:net";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { DomainError, type OutgoingTls } from "@aether/server";
+import { crashPoint } from "../store/crash-point.js";
 import type { StorageRegistry } from "../storage/registry.js";
 import { VM_LABEL } from "../vm/leftovers.js";
 import type { MigrationHooks } from "../vm/migration-hooks.js";
 import { linkExists } from "../vm/network.js";
 import { freshRuntime, VmSpecSchema, type VmRecord, type VmSpec } from "../vm/record.js";
+import { WORKLOAD_LABEL } from "../auction/spec.js";
 import { awaitIncomingComplete, exportDisks, listenIncoming, resumeIncoming } from "./qemu-steps.js";
+import type { MigrationReports } from "./reports.js";
 import { addTlsCreds, dropTlsCreds } from "./tls.js";
 
 export interface IncomingDiskRequest {
@@ -25,6 +28,8 @@ export interface IncomingDiskRequest {
 export interface PrepareInput {
   migrationId: string;
   sourceNode: string;
+  /** The source's node id ("" when it did not say), for the report to the aggregator. */
+  sourceNodeId: string;
   specJson: string;
   disks: IncomingDiskRequest[];
   timeoutMs: number;
@@ -47,6 +52,7 @@ export type IncomingState = "absent" | "prepared" | "finished";
 
 interface Entry {
   vmId: string;
+  sourceNodeId: string;
   prepared: Promise<Prepared>;
   deadline?: NodeJS.Timeout;
   /** One FinishIncoming or AbortIncoming at a time. */
@@ -72,6 +78,8 @@ export class IncomingMigrations {
       identity: OutgoingTls;
       /** Where the private folders of QEMU's TLS credentials are written for a moment (see tls.ts). */
       tlsDir: string;
+      /** The reports of finished migrations to the aggregator (see reports.ts). */
+      reports: MigrationReports;
       log: Logger;
     },
   ) {}
@@ -84,7 +92,12 @@ export class IncomingMigrations {
     if (spec.hypervisor !== "qemu") throw new DomainError("failed_precondition", "only QEMU VMs can be live-migrated.");
     if (input.disks.length !== spec.disks.length)
       throw new DomainError("invalid_argument", `disks names ${input.disks.length} disks but the spec has ${spec.disks.length}.`);
-    const entry: Entry = { vmId: spec.id, prepared: Promise.resolve() as unknown as Promise<Prepared>, chain: Promise.resolve() };
+    const entry: Entry = {
+      vmId: spec.id,
+      sourceNodeId: input.sourceNodeId,
+      prepared: Promise.resolve() as unknown as Promise<Prepared>,
+      chain: Promise.resolve(),
+    };
     entry.prepared = this.make(input, spec);
     this.entries.set(input.migrationId, entry);
     entry.prepared.then(
@@ -201,8 +214,12 @@ export class IncomingMigrations {
     return next;
   }
 
-  /** Commits the migration here: the guest resumes on this node. */
-  async finish(migrationId: string): Promise<void> {
+  /**
+   * Commits the migration here: the guest resumes on this node. `figures` are the source's (how long
+   * the migration took until this call, the guest's downtime), for the report to the aggregator.
+   */
+  async finish(migrationId: string, figures: { elapsedMs: number; downtimeMs: number }): Promise<void> {
+    const calledMs = Date.now();
     if (this.state(migrationId) === "finished") return;
     const entry = this.entries.get(migrationId);
     if (!entry) throw new DomainError("not_found", `no incoming migration ${migrationId} on this node (it was aborted or never prepared).`);
@@ -220,6 +237,13 @@ export class IncomingMigrations {
         throw new DomainError("failed_precondition", err.message);
       });
       clearTimeout(entry.deadline);
+      // The report first, with the figures only this call has: it is sent only once the commit below
+      // is durable (reports.ts), and recovery writes one without them if none is kept.
+      await this.o.reports.record({
+        ...reportOf(vm, migrationId, entry.sourceNodeId),
+        totalMs: figures.elapsedMs > 0 ? figures.elapsedMs + (Date.now() - calledMs) : 0,
+        downtimeMs: figures.downtimeMs,
+      });
       // Write-ahead: from here the guest is this node's, whatever happens to either aetherd.
       const intent = vm.runtime.intent;
       if (intent?.migration) intent.migration.step = "committed";
@@ -228,7 +252,8 @@ export class IncomingMigrations {
       try {
         await resumeIncoming(qmp);
         await dropTlsCreds(qmp);
-        await settleCommitted(hooks, storage, vm);
+        crashPoint("migration.incoming-committed");
+        await settleCommitted(hooks, storage, vm, this.o.reports);
         log.info({ vm: vm.spec.name, migration: migrationId }, "incoming migration finished; the guest runs here");
       } catch (err) {
         // Committed: the guest is this node's whatever failed here, so it is settled again until done.
@@ -260,7 +285,7 @@ export class IncomingMigrations {
     const timer = setTimeout(() => {
       this.retries.delete(timer);
       if (vm.runtime.intent?.op !== "migrate-in" || !this.o.hooks.byId(vm.spec.id)) return;
-      settleCommitted(this.o.hooks, this.o.storage, vm).catch(() => this.settleLater(vm));
+      settleCommitted(this.o.hooks, this.o.storage, vm, this.o.reports).catch(() => this.settleLater(vm));
     }, SETTLE_RETRY_MS);
     timer.unref();
     this.retries.add(timer);
@@ -285,7 +310,15 @@ export class IncomingMigrations {
  * After the commit (also when recovery finds it): the guest runs, the volumes the VM does not own
  * are given back to its tenant, the intent is cleared, and the VM is RUNNING once its agent answers.
  */
-export async function settleCommitted(hooks: MigrationHooks, storage: StorageRegistry, vm: VmRecord): Promise<void> {
+export async function settleCommitted(
+  hooks: MigrationHooks,
+  storage: StorageRegistry,
+  vm: VmRecord,
+  reports: MigrationReports,
+): Promise<void> {
+  const migrationId = vm.runtime.intent?.migration?.id ?? vm.runtime.migratedIn;
+  // A crash between the commit and here may have left no report (figures unknown then).
+  if (!(await reports.has(migrationId))) await reports.record({ ...reportOf(vm, migrationId, ""), totalMs: 0, downtimeMs: 0 });
   const qmp = hooks.qmp(vm);
   if (qmp) {
     const { status } = await qmp.execute<{ status: string }>("query-status");
@@ -298,6 +331,21 @@ export async function settleCommitted(hooks: MigrationHooks, storage: StorageReg
   vm.runtime.intent = undefined;
   hooks.release(vm);
   await hooks.resumed(vm, `live-migrated from ${from}`);
+  reports.flush();
+}
+
+/** The report of a migration that brought vm here, but for its figures. */
+function reportOf(vm: VmRecord, migrationId: string, sourceNodeId: string) {
+  return {
+    migrationId,
+    vmId: vm.spec.id,
+    vmName: vm.spec.name,
+    tenant: vm.spec.tenant,
+    workloadId: vm.spec.labels[WORKLOAD_LABEL] ?? "",
+    sourceNodeId,
+    sourceNode: vm.runtime.intent?.migration?.peer ?? "",
+    finishMs: Date.now(),
+  };
 }
 
 function parseSpec(json: string): VmSpec {

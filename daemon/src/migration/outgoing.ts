@@ -13,7 +13,7 @@ import { createClient } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { connect } from "@aether/sdk";
 import { IncomingState, VmMigrationService } from "@aether/sdk/gen/aether/vm/v1/vm_pb";
-import { DomainError, outgoingConnectOptions, type OutgoingTls } from "@aether/server";
+import { DomainError, duration, outgoingConnectOptions, type OutgoingTls } from "@aether/server";
 import type { EventBus } from "../observe/event-bus.js";
 import type { StorageRegistry } from "../storage/registry.js";
 import { crashPoint } from "../store/crash-point.js";
@@ -84,6 +84,8 @@ export class OutgoingMigrations {
       events: EventBus;
       /** This node as the target's records name it. */
       nodeName: string;
+      /** This node's id (NodeInfo.id), for the target's report to the aggregator. */
+      nodeId: string;
       log: Logger;
     },
   ) {
@@ -199,6 +201,7 @@ export class OutgoingMigrations {
         {
           migrationId: m.id,
           sourceNode: this.o.nodeName,
+          sourceNodeId: this.o.nodeId,
           // The target's QEMU must run the same CPU model: the acceleration this run really uses.
           vmSpecJson: JSON.stringify({ ...vm.spec, acceleration: vm.runtime.effectiveAcceleration || vm.spec.acceleration }),
           disks: vm.spec.disks.map((d) => this.incomingDisk(d.volumeId)),
@@ -272,7 +275,10 @@ export class OutgoingMigrations {
       await this.step(vm, "switching");
       crashPoint("migration.switching");
       // ...and the target resumes it. Past this call the guest is the target's.
-      await target.migration.finishIncoming({ migrationId: m.id }, { timeoutMs: 60_000 });
+      await target.migration.finishIncoming(
+        { migrationId: m.id, elapsed: duration(Date.now() - m.startMs), downtime: duration(m.memory.downtimeMs) },
+        { timeoutMs: 60_000 },
+      );
       await this.step(vm, "committed");
       crashPoint("migration.committed");
       this.update(m, { phase: "cleanup", reason: "removing the VM from this node" });

@@ -12,6 +12,7 @@ import type { StorageRegistry } from "../storage/registry.js";
 import type { MigrationHooks } from "../vm/migration-hooks.js";
 import type { VmRecord } from "../vm/record.js";
 import { settleCommitted } from "./incoming.js";
+import type { MigrationReports } from "./reports.js";
 import { cancelOutgoing, removeMigrated, settleInDoubt, type Target } from "./exits.js";
 
 const RETRY_MS = 5000;
@@ -24,6 +25,7 @@ export class MigrationRecovery {
       hooks: MigrationHooks;
       storage: StorageRegistry;
       connectTarget: (address: string) => Promise<Target>;
+      reports: MigrationReports;
       log: Logger;
     },
   ) {}
@@ -66,7 +68,7 @@ export class MigrationRecovery {
         { vm: vm.spec.name, migration: migration.id },
         "finishing an incoming live migration that was committed before aetherd stopped",
       );
-      await settleCommitted(hooks, storage, vm);
+      await settleCommitted(hooks, storage, vm, this.o.reports);
       return;
     }
     hooks.claim(vm, `settling its live migration to ${migration.peer}`);

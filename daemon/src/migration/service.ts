@@ -177,6 +177,7 @@ export function vmMigrationService(incoming: IncomingMigrations): ServiceImpl<ty
       const prepared = await incoming.prepare({
         migrationId: id(req.migrationId),
         sourceNode: req.sourceNode,
+        sourceNodeId: clip(req.sourceNodeId),
         specJson: req.vmSpecJson,
         disks: req.disks.map((d, i) => {
           if (d.sizeBytes === 0n || d.sizeBytes > BigInt(Number.MAX_SAFE_INTEGER))
@@ -192,7 +193,15 @@ export function vmMigrationService(incoming: IncomingMigrations): ServiceImpl<ty
     },
     async finishIncoming(req, ctx) {
       requireNode(ctx);
-      await incoming.finish(id(req.migrationId));
+      const figure = (field: string, d: typeof req.elapsed) => {
+        const ms = durationMs(field, d, 0);
+        if (ms < 0 || ms > 7 * 24 * 3600_000) throw invalidArgument(`${field} is out of range (0 .. 7 days).`);
+        return ms;
+      };
+      await incoming.finish(id(req.migrationId), {
+        elapsedMs: figure("elapsed", req.elapsed),
+        downtimeMs: figure("downtime", req.downtime),
+      });
       return {};
     },
     async abortIncoming(req, ctx) {
