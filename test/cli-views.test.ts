@@ -164,7 +164,9 @@ describe("aether: watch, contexts, completion, events, top, audit, version", () 
     writeFileSync(join(home, "aether", "config.toml"), `address = "${a.address}"\n`);
     assert.equal(await nodeId(cfg), idA);
 
-    const set = await aether(["config", "set-context", "lab-b", "--address", b.address, "--tenant", "team-b", "--use"], cfg);
+    // lab-b from a client config file (as aether pki issue user --write-config writes one), plus a tenant.
+    writeFileSync(join(home, "b.toml"), `address = "${b.address}"\n`);
+    const set = await aether(["config", "set-context", "lab-b", "--from", join(home, "b.toml"), "--tenant", "team-b", "--use"], cfg);
     assert.equal(set.code, 0, set.stderr);
     assert.equal(await nodeId(cfg), idB, "the current context is lab-b");
     assert.equal(await nodeId(cfg, "--context", "default"), idA, "--context picks another");

@@ -1,6 +1,6 @@
 // aether config get-contexts|current-context|use-context|set-context|delete-context: named contexts
 // in the client config (issue 23, item 10; the file's format is in @aether/sdk client-config.ts).
-import { isAbsolute, resolve } from "node:path";
+import { dirname, isAbsolute, resolve } from "node:path";
 import { InvalidArgumentError, type Command } from "commander";
 import { CONTEXT_FIELDS, DEFAULT_CONTEXT, readClientConfig, selectContext, type ClientContext } from "@aether/sdk";
 import { configPath, deleteContext, messageOf, setContext, useContext } from "../contexts.js";
@@ -95,6 +95,7 @@ Examples:
     .option("--key <file>", "client private key")
     .option("--tenant <tenant>", "tenant commands use when given no --tenant")
     .option("--unset <field>", `remove a field (repeatable): ${CONTEXT_FIELDS.join(", ")}`, collectField)
+    .option("--from <file>", "take the fields of a client config file (e.g. the NAME.toml of aether pki issue user --write-config)")
     .option("--use", "also make it the current context")
     .addHelpText(
       "after",
@@ -105,9 +106,10 @@ Examples:
   aether config set-context lab --address https://10.0.0.7:7443 --ca ca.pem --cert alice.pem --key alice.key
   aether config set-context lab --aggregator https://10.0.0.2:7444 --tenant team-a --use
   aether config set-context local --address unix:///run/aether/aetherd.sock
-  aether config set-context lab --unset tenant`,
+  aether config set-context lab --unset tenant
+  aether config set-context lab --from ~/.config/aether/pki/user/alice.toml --use`,
     );
-  setCmd.action((name: string, o: ClientContext & { unset?: string[]; use?: boolean }, cmd: Command) => {
+  setCmd.action((name: string, o: ClientContext & { unset?: string[]; use?: boolean; from?: string }, cmd: Command) => {
     if (!CONTEXT_NAME.test(name))
       cmd.error(`error: context name ${JSON.stringify(name)}: use letters, digits, - and _ (at most 63).`, { exitCode: 2 });
     for (const field of ["address", "aggregator"] as const) {
@@ -117,6 +119,18 @@ Examples:
       }
     }
     const fields: ClientContext = {};
+    if (o.from !== undefined) {
+      const file = readClientConfig(resolve(o.from));
+      if (!file.exists) cmd.error(`error: --from ${o.from}: no such file.`, { exitCode: 2 });
+      const from = selectContext(file).context;
+      // Its file names are relative to it, if they are relative at all.
+      for (const field of ["ca", "cert", "key"] as const) {
+        const value = from[field];
+        if (value !== undefined && !value.includes("-----BEGIN") && !isAbsolute(value))
+          from[field] = resolve(dirname(resolve(o.from)), value);
+      }
+      Object.assign(fields, from);
+    }
     for (const field of CONTEXT_FIELDS) {
       const value = o[field];
       if (value === undefined) continue;
