@@ -7,6 +7,7 @@ import { cellLimits, planManifest, volumeFormat } from "./plan.js";
 import type { ApplyResult, Plan, PlannedAction } from "./types.js";
 import { applyClusterAction } from "./cluster.js";
 import { applyVm } from "./vm-plan.js";
+import { applyDeployment } from "./deployment-plan.js";
 
 /** Raised when apply stops partway: what was applied, which step failed, and why. */
 export class ApplyError extends Error {
@@ -53,6 +54,7 @@ export async function applyManifest(aether: AetherClient, manifest: Manifest, op
   const cells = new Map(manifest.cells.map((c) => [c.name, c]));
   const volumes = new Map(manifest.volumes.map((v) => [v.name, v]));
   const vms = new Map(manifest.vms.map((v) => [v.name, v]));
+  const deployments = new Map(manifest.deployments.map((d) => [d.name, d]));
   const depth = (a: PlannedAction) => a.name.split("/").length;
   const of = (resource: PlannedAction["resource"], ...kinds: PlannedAction["kind"][]) =>
     plan.actions.filter((a) => a.resource === resource && kinds.includes(a.kind));
@@ -64,6 +66,8 @@ export async function applyManifest(aether: AetherClient, manifest: Manifest, op
     ...of("cell", "create", "update", "replace").sort((a, b) => depth(a) - depth(b)),
     ...of("vm", "create", "replace", "update"),
     ...of("executable", "create", "replace"),
+    ...of("deployment", "create", "update", "replace"),
+    ...of("deployment", "delete"),
     ...of("executable", "delete"),
     ...of("vm", "delete"),
     ...of("cell", "delete").sort((a, b) => depth(b) - depth(a)),
@@ -73,7 +77,9 @@ export async function applyManifest(aether: AetherClient, manifest: Manifest, op
     options.onStep?.(action);
     let done = action;
     try {
-      if (manifest.target === "cluster")
+      if (action.resource === "deployment")
+        await applyDeployment(aether, manifest, action, deployments.get(action.name), options.stopGraceSeconds ?? 10);
+      else if (manifest.target === "cluster")
         done = await applyClusterAction(
           aether,
           manifest,
@@ -175,7 +181,7 @@ async function start(aether: AetherClient, manifest: Manifest, decl: ManifestExe
 
 /** The same manifest declaring nothing: planning or applying it deletes everything the manifest manages. */
 export function withoutResources(manifest: Manifest): Manifest {
-  return { ...manifest, executables: [], cells: [], volumes: [], vms: [] };
+  return { ...manifest, executables: [], cells: [], volumes: [], vms: [], deployments: [] };
 }
 
 /**

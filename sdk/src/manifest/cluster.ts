@@ -9,6 +9,7 @@ import { create } from "@bufbuild/protobuf";
 import { CreateVmRequestSchema } from "../gen/aether/vm/v1/vm_pb.js";
 import { MANIFEST_LABEL, type Manifest, type ManifestExecutable } from "./define.js";
 import { createVmRequest, type ManifestVm } from "./vm-decl.js";
+import { planDeployments } from "./deployment-plan.js";
 import { allPages, planOf, sameRecord } from "./common.js";
 import type { PlacedWorkload, Plan, PlannedAction } from "./types.js";
 
@@ -139,6 +140,8 @@ export async function planCluster(aether: AetherClient, manifest: Manifest): Pro
   const live = new Map<string, WorkloadPlacement>();
   const latest = new Map<string, WorkloadPlacement>();
   for (const p of managed) {
+    // A deployment's instances are its own (deployment-plan.ts), whatever labels their template gives them.
+    if (p.deployment !== "") continue;
     if (LIVE.has(p.state) && !live.has(p.name)) live.set(p.name, p);
     if (!latest.has(p.name)) latest.set(p.name, p);
   }
@@ -198,6 +201,7 @@ export async function planCluster(aether: AetherClient, manifest: Manifest): Pro
       });
     }
   }
+  actions.push(...(await planDeployments(aether, manifest)));
   return planOf(manifest, actions);
 }
 

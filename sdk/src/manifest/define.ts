@@ -4,36 +4,11 @@
 // Past 400 lines because the schema, its cross-field checks and the documented input types are one
 // thing read together (the types are each field's documentation); VMs are declared in vm-decl.ts.
 import { z } from "zod";
-import { DNS_LABEL, DNS_LABEL_PATH } from "../names.js";
-import { parseSize } from "./size.js";
+import { DNS_LABEL_PATH } from "../names.js";
 import { VmDeclSchema, type ManifestVm, type VmDecl } from "./vm-decl.js";
 
-const dnsLabel = z
-  .string()
-  .regex(DNS_LABEL, "must be a DNS label: 1 to 63 lowercase letters, digits and '-', starting and ending with a letter or digit");
-
-const SizeSchema = z
-  .union([z.number(), z.string()], { error: 'must be a number of bytes or a string like "512M" or "10G"' })
-  .transform((value, ctx) => {
-    const bytes = parseSize(value);
-    if (typeof bytes === "number") return bytes;
-    ctx.addIssue({ code: "custom", message: bytes.error });
-    return z.NEVER;
-  });
-
-const RequirementsSchema = z
-  .object({
-    cpuMillis: z
-      .number()
-      .int()
-      .min(1, "must be at least 1 (thousandths of a CPU)")
-      .max(2 ** 32 - 1)
-      .optional(),
-    memory: SizeSchema.optional(),
-    nodeSelector: z.record(z.string(), z.string()).default({}),
-  })
-  .strict()
-  .transform(({ cpuMillis, memory, nodeSelector }) => ({ cpuMillis: cpuMillis ?? 0, memoryBytes: memory ?? 0, nodeSelector }));
+import { dnsLabel, RequirementsSchema, SizeSchema } from "./schema-parts.js";
+import { DeploymentDeclSchema, type DeploymentDecl, type ManifestDeployment } from "./deployment-decl.js";
 
 const ExecutableDeclSchema = z
   .object({
@@ -105,6 +80,7 @@ const ManifestSchema = z
     cells: z.array(CellDeclSchema).default([]),
     volumes: z.array(VolumeDeclSchema).default([]),
     vms: z.array(VmDeclSchema).default([]),
+    deployments: z.array(DeploymentDeclSchema).default([]),
   })
   .strict()
   .superRefine((m, ctx) => {
@@ -143,7 +119,18 @@ const ManifestSchema = z
               'a VM of a cluster manifest runs on whichever node wins its auction, outside any cell; drop cell, or apply the manifest to a node (without target "cluster")',
           });
       });
+      m.deployments.forEach((d, i) => {
+        if (m.deployments.findIndex((x) => x.name === d.name) !== i)
+          ctx.addIssue({ code: "custom", path: ["deployments", i, "name"], message: `${d.name} is declared twice` });
+      });
     } else {
+      if (m.deployments.length > 0)
+        ctx.addIssue({
+          code: "custom",
+          path: ["deployments"],
+          message:
+            'deployments are kept by the aggregator, which places their instances on the cluster\'s nodes: set target: "cluster" (and point AETHER_HOST at the aggregator)',
+        });
       m.vms.forEach((v, i) => {
         if (v.requirements !== undefined)
           ctx.addIssue({
@@ -356,6 +343,11 @@ export interface ManifestInput {
    * aggregator places each by auction (like an executable).
    */
   vms?: VmDecl[];
+  /**
+   * Deployments: N instances of an executable or a VM, kept running by the aggregator. Cluster
+   * manifests only.
+   */
+  deployments?: DeploymentDecl[];
 }
 
 /** Where a manifest applies: one node's aetherd, or the cluster through its aggregator. */
@@ -386,6 +378,8 @@ export interface Manifest {
   volumes: ManifestVolume[];
   /** VMs that should exist and run. */
   vms: ManifestVm[];
+  /** Deployments the aggregator should keep (cluster manifests). */
+  deployments: ManifestDeployment[];
 }
 
 /** The label that marks what a manifest manages. */

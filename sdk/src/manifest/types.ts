@@ -10,7 +10,7 @@ export interface PlannedAction {
   /** What happens: a volume's `update` grows it; a `conflict` blocks apply. */
   kind: ActionKind;
   /** The kind of resource. */
-  resource: "executable" | "cell" | "volume" | "vm";
+  resource: "executable" | "cell" | "volume" | "vm" | "deployment";
   /** The resource's name in the manifest's tenant. */
   name: string;
   /** Why: what differs, or why nothing does. */
@@ -43,7 +43,7 @@ export interface PlacedWorkload {
 export interface Plan {
   /** The manifest planned for. */
   manifest: Manifest;
-  /** Every step, changing or not: volumes, then cells, then VMs, then executables. */
+  /** Every step, changing or not: volumes, then cells, then VMs, then executables (a cluster manifest: executables, VMs, deployments). */
   actions: PlannedAction[];
   /** Number of actions that change something (create, update, replace, delete). */
   changes: number;

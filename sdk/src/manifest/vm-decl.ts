@@ -10,23 +10,9 @@ import {
   VmProfile,
   type DiskSchema as DiskMessageSchema,
 } from "../gen/aether/vm/v1/vm_pb.js";
-import { DNS_LABEL } from "../names.js";
-import { parseSize } from "./size.js";
-
-const dnsLabel = z
-  .string()
-  .regex(DNS_LABEL, "must be a DNS label: 1 to 63 lowercase letters, digits and '-', starting and ending with a letter or digit");
+import { dnsLabel, SizeSchema } from "./schema-parts.js";
 
 const absolutePath = z.string().startsWith("/", "must be an absolute path");
-
-const SizeSchema = z
-  .union([z.number(), z.string()], { error: 'must be a number of bytes or a string like "512M" or "10G"' })
-  .transform((value, ctx) => {
-    const bytes = parseSize(value);
-    if (typeof bytes === "number") return bytes;
-    ctx.addIssue({ code: "custom", message: bytes.error });
-    return z.NEVER;
-  });
 
 const DiskSchema = z.union(
   [
@@ -68,62 +54,78 @@ const NicSchema = z.union(
   { error: "must be a bridge name, or { bridge, mac }" },
 );
 
-export const VmDeclSchema = z
-  .object({
-    name: dnsLabel,
-    image: z.string().min(1).optional(),
-    bootSize: SizeSchema.optional(),
-    bootVolume: z.string().min(1).optional(),
-    kernel: absolutePath.optional(),
-    initrd: absolutePath.optional(),
-    cmdline: z.string().max(2048).optional(),
-    cpus: z.number().int().min(1, "must be at least 1").max(1024).default(1),
-    memory: SizeSchema.default(256 * 2 ** 20).refine((b) => b >= 64 * 2 ** 20, "must be at least 64M (the guest minimum)"),
-    disks: z.array(DiskSchema).default([]),
-    nics: z.array(NicSchema).default([]),
-    userData: z.string().default(""),
-    metaData: z.string().default(""),
-    networkConfig: z.string().default(""),
-    labels: z.record(z.string(), z.string()).default({}),
-    profile: z.enum(["ephemeral", "persistent"], { error: 'must be "ephemeral" or "persistent"' }).default("ephemeral"),
-    hypervisor: z.enum(["qemu", "firecracker"], { error: 'must be "qemu" or "firecracker"' }).optional(),
-    acceleration: z.enum(["auto", "kvm", "tcg"], { error: 'must be "auto", "kvm" or "tcg"' }).default("auto"),
-    guestAgent: z.boolean().default(true),
-    cell: z.string().default(""),
-    requirements: z
-      .object({
-        nodeSelector: z.record(z.string(), z.string()).default({}),
-      })
-      .strict()
-      .optional(),
-  })
-  .strict()
-  .superRefine((v, ctx) => {
-    const boots = (["image", "bootVolume", "kernel"] as const).filter((k) => v[k] !== undefined);
-    if (boots.length !== 1)
-      ctx.addIssue({
-        code: "custom",
-        path: boots.length === 0 ? ["image"] : [boots[1] as string],
-        message:
-          boots.length === 0
-            ? "a VM boots something: give image (a clone of an image), bootVolume (a volume) or kernel (with initrd and cmdline)"
-            : `give one of image, bootVolume or kernel, not ${boots.join(" and ")}`,
-      });
-    if (v.bootSize !== undefined && v.image === undefined)
-      ctx.addIssue({ code: "custom", path: ["bootSize"], message: "sizes the clone of image: give image, or drop bootSize" });
-    for (const k of ["initrd", "cmdline"] as const)
-      if (v[k] !== undefined && v.kernel === undefined)
-        ctx.addIssue({ code: "custom", path: [k], message: "goes with kernel (direct kernel boot): give kernel, or drop it" });
-  })
-  .transform(({ image, bootSize, bootVolume, kernel, initrd, cmdline, memory, ...rest }) => ({
+/** What a VM declares, its name aside (a deployment's template declares a VM without one). */
+const VM_FIELDS = {
+  image: z.string().min(1).optional(),
+  bootSize: SizeSchema.optional(),
+  bootVolume: z.string().min(1).optional(),
+  kernel: absolutePath.optional(),
+  initrd: absolutePath.optional(),
+  cmdline: z.string().max(2048).optional(),
+  cpus: z.number().int().min(1, "must be at least 1").max(1024).default(1),
+  memory: SizeSchema.default(256 * 2 ** 20).refine((b) => b >= 64 * 2 ** 20, "must be at least 64M (the guest minimum)"),
+  disks: z.array(DiskSchema).default([]),
+  nics: z.array(NicSchema).default([]),
+  userData: z.string().default(""),
+  metaData: z.string().default(""),
+  networkConfig: z.string().default(""),
+  labels: z.record(z.string(), z.string()).default({}),
+  profile: z.enum(["ephemeral", "persistent"], { error: 'must be "ephemeral" or "persistent"' }).default("ephemeral"),
+  hypervisor: z.enum(["qemu", "firecracker"], { error: 'must be "qemu" or "firecracker"' }).optional(),
+  acceleration: z.enum(["auto", "kvm", "tcg"], { error: 'must be "auto", "kvm" or "tcg"' }).default("auto"),
+  guestAgent: z.boolean().default(true),
+  cell: z.string().default(""),
+  requirements: z
+    .object({
+      nodeSelector: z.record(z.string(), z.string()).default({}),
+    })
+    .strict()
+    .optional(),
+};
+
+const VmFields = z.object(VM_FIELDS).strict();
+type VmFieldsOutput = z.output<typeof VmFields>;
+
+/** The checks across a VM's fields: one boot source, and what goes with which. */
+function checkVm(v: VmFieldsOutput, ctx: z.RefinementCtx): void {
+  const boots = (["image", "bootVolume", "kernel"] as const).filter((k) => v[k] !== undefined);
+  if (boots.length !== 1)
+    ctx.addIssue({
+      code: "custom",
+      path: boots.length === 0 ? ["image"] : [boots[1] as string],
+      message:
+        boots.length === 0
+          ? "a VM boots something: give image (a clone of an image), bootVolume (a volume) or kernel (with initrd and cmdline)"
+          : `give one of image, bootVolume or kernel, not ${boots.join(" and ")}`,
+    });
+  if (v.bootSize !== undefined && v.image === undefined)
+    ctx.addIssue({ code: "custom", path: ["bootSize"], message: "sizes the clone of image: give image, or drop bootSize" });
+  for (const k of ["initrd", "cmdline"] as const)
+    if (v[k] !== undefined && v.kernel === undefined)
+      ctx.addIssue({ code: "custom", path: [k], message: "goes with kernel (direct kernel boot): give kernel, or drop it" });
+}
+
+/** A VM's checked fields in their validated shape. */
+function toManifestVm(name: string, { image, bootSize, bootVolume, kernel, initrd, cmdline, memory, ...rest }: VmFieldsOutput): ManifestVm {
+  return {
+    name,
     ...rest,
     memoryBytes: memory,
-    boot: (image !== undefined
-      ? { kind: "image", image, sizeBytes: bootSize ?? 0 }
-      : bootVolume !== undefined
-        ? { kind: "volume", volume: bootVolume }
-        : { kind: "kernel", kernel: kernel ?? "", initrd: initrd ?? "", cmdline: cmdline ?? "" }) as ManifestVmBoot,
-  }));
+    boot:
+      image !== undefined
+        ? { kind: "image", image, sizeBytes: bootSize ?? 0 }
+        : bootVolume !== undefined
+          ? { kind: "volume", volume: bootVolume }
+          : { kind: "kernel", kernel: kernel ?? "", initrd: initrd ?? "", cmdline: cmdline ?? "" },
+  };
+}
+
+export const VmDeclSchema = VmFields.extend({ name: dnsLabel })
+  .superRefine(checkVm)
+  .transform(({ name, ...fields }) => toManifestVm(name, fields));
+
+/** A VM as a deployment's template declares it: no name (each instance gets its own). */
+export const VmTemplateSchema = VmFields.superRefine(checkVm).transform((fields) => toManifestVm("", fields));
 
 /**
  * One VM a manifest declares. It boots exactly one of: `image` (aetherd makes a thin clone of the

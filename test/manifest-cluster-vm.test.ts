@@ -1,0 +1,174 @@
+// A cluster manifest with a VM and a deployment (issue 15, item 4), planned and applied through a real
+// aether-aggregator with one real aetherd: plan says create, apply places the VM by auction (the
+// guest really boots on the node) and creates the deployment, plan again shows nothing; a memory edit
+// is a replace, an instances edit an update in place (same revision, the aggregator scales), a
+// template edit a replace (a new revision); deleting the manifest removes the VM's placement and the
+// deployment. The deployment runs executables, so one guest boots in all.
+import assert from "node:assert/strict";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import {
+  applyManifest,
+  defineManifest,
+  deleteManifest,
+  MANIFEST_LABEL,
+  planManifest,
+  vm as vmApi,
+  type AetherClient,
+  type DeploymentDecl,
+  type VmDecl,
+} from "@aether/sdk";
+import { DeploymentState, NodeState, PlacementState } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
+import { eventually, startDaemon, stopWorkloads, type TestDaemon } from "./helpers/daemon.js";
+import { startAggregator, type TestAggregator } from "./helpers/aggregator.js";
+import { guestImage } from "./helpers/guest.js";
+import { runCommand } from "./helpers/run.js";
+
+const TENANT = "mfcvm";
+
+const vm = (overrides: Partial<VmDecl> = {}): VmDecl => ({
+  name: "db",
+  kernel: guestImage().kernel,
+  initrd: guestImage().initrd,
+  cmdline: "quiet",
+  acceleration: "tcg",
+  memory: "128M",
+  ...overrides,
+});
+const workers = (instances: number, seconds = 600): DeploymentDecl => ({
+  name: "workers",
+  instances,
+  labels: { team: "a" },
+  template: { executable: { argv: ["/bin/sleep", String(seconds)] }, requirements: { cpuMillis: 10, memory: "1M" } },
+});
+const fleet = (vms: VmDecl[], deployments: DeploymentDecl[]) =>
+  defineManifest({ name: "fleet", tenant: TENANT, target: "cluster", vms, deployments });
+const steps = (actions: Array<{ kind: string; resource: string; name: string }>) => actions.map((a) => `${a.kind} ${a.resource} ${a.name}`);
+
+describe("a cluster manifest with a VM and a deployment", () => {
+  const dir = mkdtempSync(join(tmpdir(), "aether-manifest-cluster-vm-"));
+  let agg: TestAggregator;
+  let daemon: TestDaemon;
+  let node: AetherClient;
+
+  before(async () => {
+    agg = await startAggregator({ dir: join(dir, "agg") });
+    const config = join(dir, "node.toml");
+    writeFileSync(config, `[cluster]\naggregator = "unix://${agg.socket}"\nname = "node-0"\n`);
+    mkdirSync(join(dir, "node"));
+    daemon = await startDaemon({ dir: join(dir, "node"), args: ["--config", config] });
+    node = await daemon.client();
+    await eventually(
+      async () => ((await agg.client.aggregator.listNodes({})).nodes.some((n) => n.state === NodeState.READY) ? true : undefined),
+      20_000,
+      "the node to be READY",
+    );
+  });
+
+  after(async () => {
+    try {
+      if (daemon) {
+        await stopWorkloads(node);
+        assert.equal(await daemon.stop(), 0, daemon.log());
+      }
+    } finally {
+      daemon?.cleanup();
+      if (agg) assert.equal(await agg.stop(), 0, agg.log());
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  const deployment = async () => (await agg.client.aggregator.getDeployment({ deployment: "workers", tenant: TENANT })).deployment;
+
+  it("plan says create; apply places the VM (the guest boots on the node) and creates the deployment; plan again shows nothing", async () => {
+    const file = join(dir, "fleet.ts");
+    writeFileSync(
+      file,
+      `import { defineManifest } from "@aether/sdk";\nexport default defineManifest(${JSON.stringify({ name: "fleet", tenant: TENANT, target: "cluster", vms: [vm()], deployments: [workers(2)] })});\n`,
+    );
+    const plan = await runCommand("aetherscript", ["plan", file], { cwd: "/", env: { AETHER_HOST: `unix://${agg.socket}` } });
+    assert.equal(plan.code, 0, plan.stderr);
+    assert.match(plan.stdout, /\+ create\s+vm\s+db\s+not placed in the cluster/);
+    assert.match(
+      plan.stdout,
+      /\+ create\s+deployment\s+workers\s+does not exist in the cluster; create it with 2 instances of an executable/,
+    );
+
+    const result = await applyManifest(agg.client, fleet([vm()], [workers(2)]));
+    assert.deepEqual(steps(result.applied), ["create vm db", "create deployment workers"]);
+    const placed = result.applied[0]?.placed;
+    assert.ok(placed?.resourceId, "the VM was placed on a node");
+    let ready: vmApi.Vm | undefined;
+    for await (const r of node.vm.waitVmReady({ vm: placed.resourceId, tenant: TENANT, timeout: { seconds: 120n } })) ready = r.vm;
+    assert.equal(ready?.state, vmApi.VmState.RUNNING, ready?.stateReason);
+    assert.equal(ready?.memoryBytes, 128n << 20n);
+    await eventually(
+      async () => ((await deployment())?.state === DeploymentState.AVAILABLE ? true : undefined),
+      20_000,
+      "the deployment to be AVAILABLE",
+    );
+    const again = await planManifest(agg.client, fleet([vm()], [workers(2)]));
+    assert.equal(again.changes, 0, JSON.stringify(again.actions));
+    assert.deepEqual(steps((await applyManifest(agg.client, fleet([vm()], [workers(2)]))).applied), []);
+  });
+
+  it("memory edit: replace; instances edit: update in place (same revision); template edit: replace (a new revision)", async () => {
+    const bigger = await planManifest(agg.client, fleet([vm({ memory: "192M" })], [workers(2)]));
+    assert.deepEqual(
+      bigger.actions.map((a) => `${a.kind} ${a.name}`),
+      ["replace db", "unchanged workers"],
+    );
+    assert.match(bigger.actions[0]?.reason ?? "", /^memory changed/);
+
+    const revision = (await deployment())?.revision;
+    const scaled = await applyManifest(agg.client, fleet([vm()], [workers(3)]));
+    assert.deepEqual(
+      scaled.applied.map((a) => `${a.kind} ${a.name}: ${a.reason}`),
+      ["update workers: instances 2 -> 3"],
+    );
+    const after = await eventually(
+      async () => {
+        const d = await deployment();
+        return d?.state === DeploymentState.AVAILABLE && d.runningInstances === 3 ? d : undefined;
+      },
+      20_000,
+      "3 running instances",
+    );
+    assert.equal(after.revision, revision, "scaling is not a new revision");
+
+    const retemplated = await planManifest(agg.client, fleet([vm()], [workers(3, 601)]));
+    const step = retemplated.actions.find((a) => a.name === "workers");
+    assert.equal(step?.kind, "replace");
+    assert.match(step?.reason ?? "", /template \(executable\.argv\) changed: revision \d+/);
+    await applyManifest(agg.client, fleet([vm()], [workers(3, 601)]));
+    assert.equal((await deployment())?.revision, (revision ?? 0n) + 1n);
+    assert.equal((await planManifest(agg.client, fleet([vm()], [workers(3, 601)]))).changes, 0);
+  });
+
+  it("a deployment in a node manifest names the field; deleting the manifest releases the VM and deletes the deployment", async () => {
+    assert.throws(
+      () => defineManifest({ name: "x", deployments: [workers(1)] }),
+      /invalid manifest: deployments: deployments are kept by the aggregator/,
+    );
+    assert.throws(
+      () => defineManifest({ name: "x", target: "cluster", deployments: [{ name: "w", template: {} }] }),
+      /invalid manifest: deployments\.0\.template\.vm: give exactly one of executable/,
+    );
+    const removed = await deleteManifest(agg.client, fleet([vm()], [workers(3, 601)]), { stopGraceSeconds: 5 });
+    assert.deepEqual(steps(removed.applied), ["delete deployment workers", "delete vm db"]);
+    await eventually(
+      async () => {
+        const live = (await agg.client.aggregator.listPlacements({ tenant: TENANT, pageSize: 1000 })).placements.filter(
+          (p) => p.state !== PlacementState.RELEASED && p.state !== PlacementState.FAILED,
+        );
+        const deployments = (await agg.client.aggregator.listDeployments({ tenant: TENANT })).deployments;
+        return live.length === 0 && deployments.length === 0 ? true : undefined;
+      },
+      30_000,
+      "every placement released and the deployment gone",
+    );
+    assert.equal((await node.vm.listVms({ tenant: TENANT })).vms.filter((v) => v.labels[MANIFEST_LABEL] === "fleet").length, 0);
+  });
+});
