@@ -264,6 +264,10 @@ describe("aether: watch, contexts, completion, events, top, audit, version", () 
     assert.ok((await complete(["aether", "exec", "list", "--"])).includes("--address"), "global flags too");
     assert.deepEqual(await complete(["aether", "exec", "list", "-o", ""]), ["json", "name", "table", "wide", "yaml"]);
     assert.deepEqual(await complete(["aether", "completion", ""]), ["bash", "fish", "zsh"]);
+    const withContexts = mkdtempSync(join(tmpdir(), "aether-completion-config-"));
+    mkdirSync(join(withContexts, "aether"));
+    writeFileSync(join(withContexts, "aether", "config.toml"), '[contexts.lab]\naddress = "unix:///x.sock"\n');
+    assert.deepEqual(await complete(["aether", "config", "use-context", ""], { XDG_CONFIG_HOME: withContexts }), ["default", "lab"]);
     assert.deepEqual(await complete(["aether", "exec", "get", "comp"]), ["complete-me"], "live names from aetherd");
     assert.deepEqual(await complete(["aether", "-a", b.address, "exec", "get", "comp"]), [], "from the daemon the line names");
     // No daemon: nothing, quickly, and no error on the terminal.

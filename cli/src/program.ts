@@ -62,6 +62,9 @@ Examples:
   aether backup list
   aether alerts thresholds set cpu_warning 0.75
   aether fence off node-7 --timeout 60s --reason "lost heartbeat"
+  aether exec list -w                                  # redrawn as the node reports changes
+  aether --context lab top                             # contexts: aether config get-contexts
+  source <(aether completion bash)
   aether --address unix:///tmp/aether.sock exec stop web
 ${EXIT_CODES_HELP}`,
     );
