@@ -39,8 +39,10 @@ describe("README.md", () => {
         env: { AETHER_HOST: env.daemon.address },
       });
       assert.equal(r.code, 0, r.stderr);
-      if (isManifest) assert.match(r.stdout, /\+ create\s+executable server/);
-      else assert.equal(r.stdout, "hello world\n");
+      if (isManifest) {
+        assert.match(r.stdout, /\+ create\s+executable server/);
+        assert.match(r.stdout, /\+ create\s+vm\s+db\s+does not exist on the node; create it booting a clone of image debian-12/);
+      } else assert.equal(r.stdout, "hello world\n");
     }
   });
 
