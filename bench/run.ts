@@ -9,7 +9,9 @@ import { benchStorage } from "./storage.js";
 import { benchAuctions } from "./auction.js";
 import { benchFencing, FENCING_HEADER } from "./fencing.js";
 import { benchDrain } from "./drain.js";
+import { benchDeployments } from "./deployments.js";
 import { printMigrationBench } from "./migration.js";
+import { benchReplication } from "./replication.js";
 import { benchAuthz } from "./authz.js";
 import { benchInterceptor, benchMetricsCost, benchScrapeRender } from "./metrics.js";
 import { repoRoot } from "../test/helpers/daemon.js";
@@ -148,7 +150,29 @@ try {
     `the aggregator's share per move (drain − the migrations' own time, per VM): ${drain.overheadPerMoveMs.toFixed(0)} ms (goal < 200 ms)`,
   );
 
+  const deployments = await benchDeployments([10, 100], Number(process.env.BENCH_REPLACE_RUNS ?? 5));
+  table(
+    "deployments: N small executables running, one CreateDeployment vs N Deploy calls in a row (3 aetherd, one aggregator)",
+    ["N", "N Deploy calls", "deployment", "ratio"],
+    deployments.rows,
+  );
+  table("deployments: healing", ["what", "p50", "min", "max"], deployments.replaceRows);
+  console.log(
+    `deployment vs sequential Deploy calls: ${deployments.ratios.map((r) => `N=${r.n} ${r.ratio.toFixed(2)}x`).join(", ")} (goal < 1x); a killed instance is replaced in ${deployments.replaceP50Ms.toFixed(0)} ms at p50 (the reconcile loop asks the nodes every second)`,
+  );
+
   await printMigrationBench(table);
+
+  const REPLICATION_RUNS = Number(process.env.BENCH_REPLICATION_RUNS ?? 5);
+  const replication = await benchReplication(REPLICATION_RUNS);
+  table(
+    `replication: incremental run of a ZFS volume with 64 MiB changed, ${REPLICATION_RUNS} runs each, interleaved (2 aetherd, zfs-fuse)`,
+    ["how", "p50", "min", "max", "bytes per run"],
+    replication.rows,
+  );
+  console.log(
+    `ratio aetherd/bare at p50: ${replication.ratioP50.toFixed(2)}x (goal < 1.2x); bytes sent through aetherd / bare stream: ${replication.bytesRatio.toFixed(3)}`,
+  );
 
   const COLD_RUNS = Number(process.env.BENCH_COLD_RUNS ?? 15);
   const cold = benchColdStart(repoRoot, daemon.address, COLD_RUNS);
