@@ -112,6 +112,16 @@ describe("a cluster manifest with a VM and a deployment", () => {
     const again = await planManifest(agg.client, fleet([vm()], [workers(2)]));
     assert.equal(again.changes, 0, JSON.stringify(again.actions));
     assert.deepEqual(steps((await applyManifest(agg.client, fleet([vm()], [workers(2)]))).applied), []);
+    // The CLI sends a cluster manifest to the aggregator (--aggregator) and finds nothing to change.
+    const diff = await runCommand("aether", ["diff", "-f", file, "--aggregator", `unix://${agg.socket}`], {
+      cwd: "/",
+      env: { AETHER_HOST: daemon.address },
+    });
+    assert.equal(diff.code, 0, diff.stdout + diff.stderr);
+    assert.match(
+      diff.stdout,
+      /diff of manifest fleet \(tenant mfcvm\) on the cluster at unix:\/\/.*aggregator\.sock:\n0 to change, 2 unchanged\./,
+    );
   });
 
   it("memory edit: replace; instances edit: update in place (same revision); template edit: replace (a new revision)", async () => {

@@ -41,8 +41,8 @@ export async function planManifest(aether: AetherClient, manifest: Manifest): Pr
   const live = await listAll(aether, manifest);
   const actions: PlannedAction[] = await planVolumes(aether, manifest);
   if (manifest.cells.length > 0) actions.push(...(await planCells(aether, manifest)));
-  actions.push(...(await planVms(aether, manifest)));
   const replacedCells = new Set(actions.filter((a) => a.resource === "cell" && a.kind === "replace").map((a) => a.name));
+  actions.push(...(await planVms(aether, manifest, replacedCells)));
   const managed = new Map(live.filter((e) => e.labels[MANIFEST_LABEL] === manifest.name).map((e) => [e.name, e]));
   const others = new Map(live.filter((e) => e.labels[MANIFEST_LABEL] !== manifest.name).map((e) => [e.name, e]));
 

@@ -119,7 +119,11 @@ async function differences(decl: ManifestVm, live: Vm, names: Resolver): Promise
 }
 
 /** The plan's steps for the VMs of a node manifest. */
-export async function planVms(aether: AetherClient, manifest: Manifest): Promise<PlannedAction[]> {
+export async function planVms(
+  aether: AetherClient,
+  manifest: Manifest,
+  replacedCells: ReadonlySet<string> = new Set(),
+): Promise<PlannedAction[]> {
   let live: Vm[];
   try {
     live = await listVms(aether, manifest.tenant);
@@ -166,9 +170,11 @@ export async function planVms(aether: AetherClient, manifest: Manifest): Promise
     const running = UP.has(current.state);
     const base = { resource: "vm" as const, name: decl.name, liveId: current.id, liveRunning: running };
     const changed = await differences(decl, current, names as Resolver);
-    if (changed.length > 0) {
+    const cellReplaced = changed.length === 0 && decl.cell !== "" && replacedCells.has(decl.cell);
+    if (changed.length > 0 || cellReplaced) {
       const clone = current.boot?.source.case === "disk" && current.boot.source.value.image !== "" ? " and its boot clone" : "";
-      actions.push({ ...base, kind: "replace", reason: `${changed.join(", ")} changed: the VM${clone} is deleted and created anew` });
+      const why = cellReplaced ? `its cell ${decl.cell} is replaced` : `${changed.join(", ")} changed`;
+      actions.push({ ...base, kind: "replace", reason: `${why}: the VM${clone} is deleted and created anew` });
       continue;
     }
     const updates: string[] = [];
