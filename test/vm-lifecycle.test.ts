@@ -1,9 +1,10 @@
-// The VM lifecycle as virsh and qm users know it, on real TCG guests (two boots of one microVM shared
-// by the tests, then a clone): files copied in and out through the guest agent, a reboot that brings
-// the agent back with the memory set while it ran, a reset, a disk attached to the stopped VM and
-// seen by the guest, a snapshot rolled back that undoes a write, a clone that boots on its own
-// disk, and autostart after a simulated host reboot (aetherd and the QEMUs killed). Bad requests fail
-// with the code and a sentence; nothing is left behind.
+// The VM lifecycle as virsh and qm users know it, on real TCG guests (one microVM shared by the
+// tests, rebooted and restarted; a persistent VM for hot-plug; a clone): files copied in and out
+// through the guest agent, a reboot that brings the agent back with the memory set while it ran, a
+// reset, a disk hot-plugged into a running persistent VM and out again, a disk attached to the
+// stopped VM and seen by the guest, a snapshot rolled back that undoes a write, a clone that boots on
+// its own disk, and autostart after a simulated host reboot (aetherd and the QEMUs killed). Bad
+// requests fail with the code and a sentence; nothing is left behind.
 import assert from "node:assert/strict";
 import { randomBytes, createHash } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -61,6 +62,8 @@ describe("VM lifecycle", () => {
     daemon = await startDaemon();
     aether = await daemon.client();
     await aether.vm.createVm({ ...spec, name: "web", start: true });
+    // A full (q35) machine, for hot-plug: a microVM has no PCI bus.
+    await aether.vm.createVm({ ...spec, name: "pvm", profile: vmApi.VmProfile.PERSISTENT, start: true });
   });
 
   after(async () => {
@@ -105,6 +108,33 @@ describe("VM lifecycle", () => {
       Code.FailedPrecondition,
       /web is (starting|running), and an ephemeral microVM has no PCI hotplug: stop it \(aether vm stop web\)/,
     );
+  });
+
+  it("hot-plugs a disk into a running persistent VM and takes it out again; records where it sits", async () => {
+    await waitReady(aether, "pvm");
+    await aether.storage.createVolume({
+      name: "hot",
+      format: storage.VolumeFormat.QCOW2,
+      source: { case: "empty", value: { sizeBytes: 16n * MiB } },
+    });
+    const attach = await cli("vm", "attach-disk", "pvm", "hot", "--serial", "hot1");
+    assert.equal(attach.code, 0, attach.stderr);
+    assert.match(attach.stdout, /hot attached to pvm \(hot-plugged: the guest has it now\)/);
+    await eventually(
+      async () => ((await sh(aether, "pvm", "cat /sys/block/vda/serial 2>/dev/null || true")).trim() === "hot1" ? true : undefined),
+      30_000,
+      "the guest to see the hot-plugged disk",
+    );
+    const { vm: withDisk } = await aether.vm.getVm({ vm: "pvm" });
+    assert.equal(withDisk?.disks.length, 1);
+    const detach = await cli("vm", "detach-disk", "pvm", "hot");
+    assert.equal(detach.code, 0, detach.stderr);
+    assert.match(detach.stdout, /hot detached from pvm \(hot-unplugged\)/);
+    assert.equal((await sh(aether, "pvm", "ls /sys/block")).includes("vda"), false, "the guest released it");
+    assert.deepEqual((await aether.vm.getVm({ vm: "pvm" })).vm?.disks, []);
+    await aether.vm.stopVm({ vm: "pvm", force: true });
+    await aether.vm.deleteVm({ vm: "pvm" });
+    await aether.storage.deleteVolume({ volume: "hot" });
   });
 
   it("copies files in and out through the guest agent (aether vm cp), byte for byte", async () => {
@@ -161,6 +191,13 @@ describe("VM lifecycle", () => {
       /no PCI hotplug: stop it/,
     );
     await aether.vm.stopVm({ vm: "web" });
+    const nic = await cli("vm", "attach-nic", "web", "br-none", "-o", "json");
+    assert.equal(nic.code, 0, nic.stderr);
+    const mac = (JSON.parse(nic.stdout) as { nics: Array<{ mac: string; bridge: string }> }).nics[0]?.mac ?? "";
+    assert.match(mac, /^52:54:00:/);
+    const unplug = await cli("vm", "detach-nic", "web", mac);
+    assert.equal(unplug.code, 0, unplug.stderr);
+    assert.deepEqual((await aether.vm.getVm({ vm: "web" })).vm?.nics, []);
     const attach = await cli("vm", "attach-disk", "web", "data", "--serial", "data1");
     assert.equal(attach.code, 0, attach.stderr);
     const snap = await cli("vm", "snapshot", "create", "web", "clean");

@@ -182,7 +182,7 @@ export function vmLifecycleCommands(vm: Command, globals: () => GlobalOptions): 
     );
 
   outputOptions(vm.command("attach-disk"))
-    .description("attach a volume (or, for operators, a host path) to a stopped VM; the guest sees it from its next start")
+    .description("attach a volume (or, for operators, a host path): hot-plugged into a running persistent VM, else from the next start")
     .argument("<vm>", "id or name")
     .argument("<disk>", "a volume's name or id, or an absolute host path")
     .option("--ro", "read-only")
@@ -195,30 +195,30 @@ export function vmLifecycleCommands(vm: Command, globals: () => GlobalOptions): 
     .action(async (ref: string, disk: string, o: Tenant & { ro?: boolean; serial: string } & OutputFlags) =>
       withClient(globals(), async (aether) => {
         const source = disk.startsWith("/") ? { case: "hostPath" as const, value: disk } : { case: "volume" as const, value: disk };
-        const { vm: v } = await aether.vm.attachVmDisk({
+        const { vm: v, live } = await aether.vm.attachVmDisk({
           vm: ref,
           tenant: o.tenant,
           disk: { source, readOnly: o.ro ?? false, serial: o.serial },
         });
-        done(o, v, `${disk} attached to ${ref} (from its next start)`);
+        done(o, v, `${disk} attached to ${ref} ${live ? "(hot-plugged: the guest has it now)" : "(from its next start)"}`);
       }),
     );
 
   outputOptions(vm.command("detach-disk"))
-    .description("detach a disk from a stopped VM (the volume is kept)")
+    .description("detach a disk (the volume is kept); from a running VM only its last, hot-plugged disk")
     .argument("<vm>", "id or name")
     .argument("<disk>", "its volume (name or id), host path or serial")
     .option("--tenant <tenant>", "tenant to resolve names in", "")
     .addHelpText("after", "\nExamples:\n  aether vm detach-disk web data\n  aether vm detach-disk web /srv/scratch.qcow2")
     .action(async (ref: string, disk: string, o: Tenant & OutputFlags) =>
       withClient(globals(), async (aether) => {
-        const { vm: v } = await aether.vm.detachVmDisk({ vm: ref, tenant: o.tenant, disk });
-        done(o, v, `${disk} detached from ${ref}`);
+        const { vm: v, live } = await aether.vm.detachVmDisk({ vm: ref, tenant: o.tenant, disk });
+        done(o, v, `${disk} detached from ${ref}${live ? " (hot-unplugged)" : ""}`);
       }),
     );
 
   outputOptions(vm.command("attach-nic"))
-    .description("add a NIC on a host bridge to a stopped VM (its TAP device is made at start)")
+    .description("add a NIC on a host bridge: hot-plugged into a running persistent VM, else from the next start")
     .argument("<vm>", "id or name")
     .argument("<bridge>", "the host bridge")
     .option("--mac <mac>", "MAC address (default: derived from the VM and the NIC's index)", "")
@@ -226,22 +226,22 @@ export function vmLifecycleCommands(vm: Command, globals: () => GlobalOptions): 
     .addHelpText("after", "\nExamples:\n  aether vm attach-nic web br0\n  aether vm attach-nic web br1 --mac 52:54:00:12:34:56")
     .action(async (ref: string, bridge: string, o: Tenant & { mac: string } & OutputFlags) =>
       withClient(globals(), async (aether) => {
-        const { vm: v } = await aether.vm.attachVmNic({ vm: ref, tenant: o.tenant, nic: { bridge, mac: o.mac } });
+        const { vm: v, live } = await aether.vm.attachVmNic({ vm: ref, tenant: o.tenant, nic: { bridge, mac: o.mac } });
         const nic = v?.nics.at(-1);
-        done(o, v, `NIC ${nic?.mac} on ${bridge} added to ${ref} (from its next start)`);
+        done(o, v, `NIC ${nic?.mac} on ${bridge} added to ${ref} ${live ? "(hot-plugged)" : "(from its next start)"}`);
       }),
     );
 
   outputOptions(vm.command("detach-nic"))
-    .description("remove a NIC from a stopped VM")
+    .description("remove a NIC; from a running VM only its last, hot-plugged NIC")
     .argument("<vm>", "id or name")
     .argument("<nic>", "its MAC address or TAP device")
     .option("--tenant <tenant>", "tenant to resolve a name in", "")
     .addHelpText("after", "\nExamples:\n  aether vm detach-nic web 52:54:00:12:34:56")
     .action(async (ref: string, nic: string, o: Tenant & OutputFlags) =>
       withClient(globals(), async (aether) => {
-        const { vm: v } = await aether.vm.detachVmNic({ vm: ref, tenant: o.tenant, nic });
-        done(o, v, `NIC ${nic} removed from ${ref}`);
+        const { vm: v, live } = await aether.vm.detachVmNic({ vm: ref, tenant: o.tenant, nic });
+        done(o, v, `NIC ${nic} removed from ${ref}${live ? " (hot-unplugged)" : ""}`);
       }),
     );
 

@@ -110,23 +110,24 @@ export function vmLifecycleRpcs(manager: VmManager, storage: StorageRegistry, te
       if (!d) throw invalidArgument("disk is required: give disk.volume (a volume's id or name) or disk.host_path.");
       const serial = d.serial.replace(/[^A-Za-z0-9-]/g, "").slice(0, 20);
       if (d.source.case === "volume") {
-        return {
-          vm: message(await devices.attachDisk(vm, { kind: "volume", ref: reference("disk.volume", d.source.value) }, d.readOnly, serial)),
-        };
+        const r = await devices.attachDisk(vm, { kind: "volume", ref: reference("disk.volume", d.source.value) }, d.readOnly, serial);
+        return { vm: message(r.vm), live: r.live };
       }
       if (d.source.case === "hostPath") {
         requireClusterWide(ctx.values.get(scopeKey), "attach host paths as disks (use volumes)");
         const path = d.source.value;
         if (path.includes("\0") || !isAbsolute(path))
           throw invalidArgument(`disk.host_path ${JSON.stringify(clip(path))} is not an absolute path.`);
-        return { vm: message(await devices.attachDisk(vm, { kind: "hostPath", path }, d.readOnly, serial)) };
+        const r = await devices.attachDisk(vm, { kind: "hostPath", path }, d.readOnly, serial);
+        return { vm: message(r.vm), live: r.live };
       }
       throw invalidArgument("disk has no source: give disk.volume (a volume's id or name) or disk.host_path.");
     },
     async detachVmDisk(req) {
       const vm = resolve(req.vm, req.tenant);
       if (req.disk === "") throw invalidArgument("disk is required: its volume (id or name), host path or serial.");
-      return { vm: message(await devices.detachDisk(vm, req.disk)) };
+      const r = await devices.detachDisk(vm, req.disk);
+      return { vm: message(r.vm), live: r.live };
     },
     async attachVmNic(req, ctx) {
       const vm = resolve(req.vm, req.tenant);
@@ -139,12 +140,14 @@ export function vmLifecycleRpcs(manager: VmManager, storage: StorageRegistry, te
       if (n.tapDevice !== "") throw invalidArgument("nic.tap_device is chosen by aetherd for an attached NIC; leave it empty.");
       const scope = ctx.values.get(scopeKey);
       if (scope.tenant !== undefined) checkTenantBridge("nic.bridge", n.bridge, tenancy, scope.tenant);
-      return { vm: message(await devices.attachNic(vm, n.bridge, n.mac.toLowerCase())) };
+      const r = await devices.attachNic(vm, n.bridge, n.mac.toLowerCase());
+      return { vm: message(r.vm), live: r.live };
     },
     async detachVmNic(req) {
       const vm = resolve(req.vm, req.tenant);
       if (req.nic === "") throw invalidArgument("nic is required: its MAC address or TAP device.");
-      return { vm: message(await devices.detachNic(vm, req.nic)) };
+      const r = await devices.detachNic(vm, req.nic);
+      return { vm: message(r.vm), live: r.live };
     },
     async createVmSnapshot(req) {
       const vm = resolve(req.vm, req.tenant);

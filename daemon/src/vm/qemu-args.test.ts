@@ -66,7 +66,32 @@ it("a persistent VM is a q35 machine with PCI devices; KVM gets the host CPU and
   assert.equal(after(a, "-M")[0], "q35");
   assert.deepEqual(after(a, "-cpu"), ["host"]);
   assert.doesNotMatch(after(a, "-append")[0] ?? "", /tsc_early_khz/);
-  assert.deepEqual(after(a, "-device"), ["virtio-blk-pci,drive=disk0,serial=s1", "virtio-net-pci,netdev=net0,mac=52:54:00:01:02:03"]);
+  assert.deepEqual(after(a, "-device"), [
+    "pcie-root-port,id=hp0,bus=pcie.0,addr=10.0,chassis=1",
+    "pcie-root-port,id=hp1,bus=pcie.0,addr=11.0,chassis=2",
+    "pcie-root-port,id=hp2,bus=pcie.0,addr=12.0,chassis=3",
+    "pcie-root-port,id=hp3,bus=pcie.0,addr=13.0,chassis=4",
+    "virtio-blk-pci,drive=disk0,serial=s1",
+    "virtio-net-pci,netdev=net0,mac=52:54:00:01:02:03",
+  ]);
+});
+
+it("a disk or NIC hot-plugged into a persistent VM keeps its root port and device id at the next start", () => {
+  const a = qemuArgs(
+    {
+      ...spec,
+      profile: "persistent",
+      guestAgent: false,
+      cloudInit: undefined,
+      disks: [...spec.disks, { path: "/hot.qcow2", readOnly: false, format: "qcow2", serial: "", volumeId: "v", port: "hp1" }],
+      nics: [...spec.nics, { bridge: "br0", mac: "52:54:00:0a:0b:0c", tap: "ae11111111n1", port: "hp0" }],
+    },
+    "kvm",
+    paths,
+  );
+  const devices = after(a, "-device");
+  assert.ok(devices.includes("virtio-blk-pci,drive=disk1,bus=hp1,id=dev-hp1"), devices.join(" "));
+  assert.ok(devices.includes("virtio-net-pci,netdev=net1,mac=52:54:00:0a:0b:0c,bus=hp0,id=dev-hp0"), devices.join(" "));
 });
 
 it("reads the host's TSC rate from /proc/cpuinfo", () => {
@@ -96,6 +121,9 @@ it("a VM booting a disk is a PC whose firmware boots disk 0: no kernel, no micro
   assert.equal(a.includes("-kernel"), false);
   assert.equal(a.includes("-append"), false);
   assert.equal(a.includes("-initrd"), false);
-  assert.deepEqual(after(a, "-device"), ["virtio-blk-pci,drive=disk0,serial=boot,bootindex=0"]);
+  assert.deepEqual(
+    after(a, "-device").filter((d) => !d.startsWith("pcie-root-port")),
+    ["virtio-blk-pci,drive=disk0,serial=boot,bootindex=0"],
+  );
   assert.deepEqual(after(a, "-drive"), ["file=/pool/volumes/v.qcow2,if=none,id=disk0,format=qcow2,cache=writeback"]);
 });

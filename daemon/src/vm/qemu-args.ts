@@ -31,6 +31,19 @@ function readCpuinfo(): string {
   }
 }
 
+/**
+ * PCIe root ports a q35 machine gets for hot-plug (ACPI PCI hotplug: devices on pcie.0 itself cannot
+ * be hot-plugged). A device hot-plugged into a port keeps it (DiskSpec.port, NicSpec.port) at every
+ * later start, and its id: a migration's target then has the same devices where the source had them.
+ */
+export const HOTPLUG_PORTS = ["hp0", "hp1", "hp2", "hp3"];
+
+/** The qdev id of the device on a hot-plug port (device_del names it). */
+export const portDeviceId = (port: string) => `dev-${port}`;
+
+/** ",bus=<port>,id=<device>" for a device on a hot-plug port; "" for one on the root bus. */
+const onPort = (port: string | undefined) => (port ? `,bus=${port},id=${portDeviceId(port)}` : "");
+
 export function qemuArgs(spec: VmSpec, accel: "kvm" | "tcg", paths: VmPaths, tscKhz = hostTscKhz()): string[] {
   // Firmware boots (a disk) need a PC with a BIOS; a microVM boots kernels only.
   const micro = spec.profile === "ephemeral" && spec.boot !== "disk";
@@ -75,6 +88,13 @@ export function qemuArgs(spec: VmSpec, accel: "kvm" | "tcg", paths: VmPaths, tsc
     );
     if (spec.initrdPath) args.push("-initrd", spec.initrdPath);
   }
+  // Before the devices that may sit on them, at fixed slots (0x10...) so that the other devices keep
+  // the addresses QEMU gave them before these ports existed.
+  if (!micro) {
+    HOTPLUG_PORTS.forEach((port, i) =>
+      args.push("-device", `pcie-root-port,id=${port},bus=pcie.0,addr=${(0x10 + i).toString(16)}.0,chassis=${i + 1}`),
+    );
+  }
   if (spec.guestAgent) {
     args.push(
       "-device",
@@ -88,13 +108,18 @@ export function qemuArgs(spec: VmSpec, accel: "kvm" | "tcg", paths: VmPaths, tsc
   spec.disks.forEach((d, i) => {
     args.push("-drive", `file=${d.path},if=none,id=disk${i},format=${d.format}${d.readOnly ? ",readonly=on" : ""},cache=writeback`);
     const bootIndex = spec.boot === "disk" && i === 0 ? ",bootindex=0" : "";
-    args.push("-device", `${dev("blk")},drive=disk${i}${d.serial ? `,serial=${d.serial}` : ""}${bootIndex}`);
+    args.push("-device", `${dev("blk")},drive=disk${i}${d.serial ? `,serial=${d.serial}` : ""}${bootIndex}${onPort(d.port)}`);
   });
   if (spec.cloudInit) {
     args.push("-drive", `file=${paths.seed},if=none,id=seed,format=raw,readonly=on`, "-device", `${dev("blk")},drive=seed`);
   }
   spec.nics.forEach((n, i) => {
-    args.push("-netdev", `tap,id=net${i},ifname=${n.tap},script=no,downscript=no`, "-device", `${dev("net")},netdev=net${i},mac=${n.mac}`);
+    args.push(
+      "-netdev",
+      `tap,id=net${i},ifname=${n.tap},script=no,downscript=no`,
+      "-device",
+      `${dev("net")},netdev=net${i},mac=${n.mac}${onPort(n.port)}`,
+    );
   });
   return args;
 }

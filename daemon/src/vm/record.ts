@@ -9,8 +9,10 @@ export const DiskSpecSchema = z.object({
   format: z.enum(["raw", "qcow2"]),
   serial: z.string(),
   volumeId: z.string().default(""),
+  /** The PCIe root port ("hp0"...) a disk hot-plugged into a running VM sits on, from then on (see qemu-args.ts). */
+  port: z.string().optional(),
 });
-export const NicSpecSchema = z.object({ bridge: z.string(), mac: z.string(), tap: z.string() });
+export const NicSpecSchema = z.object({ bridge: z.string(), mac: z.string(), tap: z.string(), port: z.string().optional() });
 
 export const VmSpecSchema = z.object({
   id: z.string(),
@@ -35,6 +37,11 @@ export const VmSpecSchema = z.object({
   nics: z.array(NicSpecSchema),
   cloudInit: z.object({ userData: z.string(), metaData: z.string(), networkConfig: z.string() }).optional(),
   cell: z.string(),
+  /**
+   * Made by a call held to its tenant (a tenant's certificate, or the aggregator deploying for one):
+   * every node it runs on holds it to its own [tenancy], a live migration's target too.
+   */
+  confined: z.boolean().optional(),
   guestAgent: z.boolean(),
   bootWatchdogMs: z.number().int().positive(),
   requestId: z.string(),
