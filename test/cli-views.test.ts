@@ -243,16 +243,21 @@ describe("aether: watch, contexts, completion, events, top, audit, version", () 
     assert.match(script, /complete .*-F _aether_complete aether/);
     const file = join(mkdtempSync(join(tmpdir(), "aether-completion-")), "aether.bash");
     writeFileSync(file, script);
-    /** COMPREPLY for the words typed (the last one is being completed). */
+    /**
+     * COMPREPLY for the words typed (the last one is being completed), with the variables bash sets:
+     * COMP_LINE and COMP_POINT, and COMP_WORDS split at COMP_WORDBREAKS (":" is a word of its own).
+     */
     const complete = async (words: string[], more: NodeJS.ProcessEnv = {}) => {
-      const quoted = words.map((w) => `'${w}'`).join(" ");
+      const line = words.join(" ");
+      const split = words.flatMap((w) => (w === "" ? [""] : w.split(/(:)/).filter((part) => part !== "")));
+      const quoted = split.map((w) => `'${w}'`).join(" ");
       const run = await runCommand(
         "bash",
         [
           "--norc",
           "--noprofile",
           "-c",
-          `source '${file}'; COMP_WORDS=(${quoted}); COMP_CWORD=${words.length - 1}; _aether_complete; printf '%s\\n' "\${COMPREPLY[@]}"`,
+          `source '${file}'; COMP_LINE='${line}'; COMP_POINT=${line.length}; COMP_WORDS=(${quoted}); COMP_CWORD=${split.length - 1}; _aether_complete; printf '%s\\n' "\${COMPREPLY[@]}"`,
         ],
         { env: env(more) },
       );
@@ -269,7 +274,11 @@ describe("aether: watch, contexts, completion, events, top, audit, version", () 
     writeFileSync(join(withContexts, "aether", "config.toml"), '[contexts.lab]\naddress = "unix:///x.sock"\n');
     assert.deepEqual(await complete(["aether", "config", "use-context", ""], { XDG_CONFIG_HOME: withContexts }), ["default", "lab"]);
     assert.deepEqual(await complete(["aether", "exec", "get", "comp"]), ["complete-me"], "live names from aetherd");
-    assert.deepEqual(await complete(["aether", "-a", b.address, "exec", "get", "comp"]), [], "from the daemon the line names");
+    assert.deepEqual(
+      await complete(["aether", "-a", a.address, "exec", "get", "comp"], { AETHER_HOST: b.address }),
+      ["complete-me"],
+      "from the daemon the line names (its address split at ':' in COMP_WORDS)",
+    );
     // No daemon: nothing, quickly, and no error on the terminal.
     const start = Date.now();
     assert.deepEqual(await complete(["aether", "exec", "get", ""], { AETHER_HOST: "unix:///nonexistent/aetherd.sock" }), []);

@@ -169,11 +169,22 @@ export async function completeAndExit(program: Command, words: string[]): Promis
 
 /** The scripts `aether completion SHELL` prints. */
 export const SCRIPTS: Record<"bash" | "zsh" | "fish", string> = {
+  // The words come from COMP_LINE where bash sets it: COMP_WORDS splits at COMP_WORDBREAKS, so
+  // "-a unix:///x.sock" would arrive as "-a" "unix" ":" "///x.sock".
   bash: `# aether completion for bash. Load it now: source <(aether completion bash)
 # or for every shell: aether completion bash > /etc/bash_completion.d/aether
 _aether_complete() {
-  local IFS=$'\\n'
-  COMPREPLY=($(aether __complete "\${COMP_WORDS[@]:1:COMP_CWORD}" 2>/dev/null))
+  local IFS=$'\\n' line
+  local -a words
+  if [[ -n "\${COMP_LINE-}" ]]; then
+    line="\${COMP_LINE:0:COMP_POINT}"
+    IFS=$' \\t' read -r -a words <<< "$line"
+    [[ "$line" =~ [[:space:]]$ ]] && words+=("")
+    words=("\${words[@]:1}")
+  else
+    words=("\${COMP_WORDS[@]:1:COMP_CWORD}")
+  fi
+  COMPREPLY=($(aether __complete "\${words[@]}" 2>/dev/null))
 }
 complete -o default -o nosort -F _aether_complete aether
 `,
