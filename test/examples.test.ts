@@ -48,6 +48,13 @@ const scripts: Record<string, RegExp[]> = {
     /^freed example-/m,
   ],
   "vm.ts": [/: running; the guest agent answers$/m, /^configured by cloud-init$/m, /^Linux 6\./m, /^deleted example-vm-/m],
+  "vm-fleet.ts": [
+    /^fleet-\w+: AVAILABLE, 2\/2 running fleet-\w+-[0-9a-f]{6} fleet-\w+-[0-9a-f]{6}$/m,
+    /^fleet-\w+: AVAILABLE, 1\/1 running fleet-\w+-[0-9a-f]{6}$/m,
+    /^scaled fleet-\w+ to 1$/m,
+    /^fleet-\w+: DELETED, 0\/1 running $/m,
+    /^deleted fleet-/m,
+  ],
   "vm-migrate.ts": [
     /^migrating example-mig-\w+ to unix:\/\//m,
     /^  (storage|memory|switchover|cleanup): disks /m,
@@ -91,7 +98,8 @@ for (const engine of ["deno", "node"]) {
       assert.equal(await agg?.stop(), 0);
       await bmc?.close();
     });
-    const hostOf = (file: string) => (file === "cluster-deploy.ts" ? `unix://${agg?.socket}` : env.daemon.address);
+    // examples/vm-fleet.ts too: a deployment of VMs on that one node.
+    const hostOf = (file: string) => (["cluster-deploy.ts", "vm-fleet.ts"].includes(file) ? `unix://${agg?.socket}` : env.daemon.address);
 
     for (const [file, patterns] of Object.entries(scripts)) {
       it(`examples/${file}`, async () => {
