@@ -8,6 +8,7 @@ import { observe } from "@aether/sdk";
 import { withClient, type GlobalOptions } from "../client.js";
 import { uint32 } from "../numbers.js";
 import { outputOptions, printEach, type OutputFlags, type View } from "../output.js";
+import { watchParent } from "../watch.js";
 
 const EVENTS: View<observe.Event> = { json: observe.EventSchema, name: (e) => e.resourceName || e.resourceId };
 
@@ -41,6 +42,8 @@ Examples:
     withClient(program.opts<GlobalOptions>(), async (aether) => {
       let seen = 0;
       if (o.count === 0) return;
+      // It follows until told to stop, or until whoever started it is gone (watch.ts).
+      watchParent();
       const abort = new AbortController();
       const stream = aether.observe.streamEvents({ tenant: o.tenant, kindPrefixes: o.kind ?? [] }, { signal: abort.signal });
       for await (const { event } of stream) {
