@@ -26,6 +26,7 @@ const UNLABELLED_LISTS = new Set([
   "aether health", // the checks of one answer
   "aether config get-contexts", // the client config's contexts
   "aether audit", // audit records: who did what
+  "aether vm snapshot list", // a VM's snapshots: a name per snapshot of all its disks
 ]);
 
 class Exited extends Error {
