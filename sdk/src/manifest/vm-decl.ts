@@ -176,7 +176,7 @@ export interface VmDecl {
   labels?: Record<string, string>;
   /** "ephemeral" (a microVM, the default) or "persistent" (a full machine). */
   profile?: "ephemeral" | "persistent";
-  /** "qemu" or "firecracker". Default: aetherd's choice for the profile and boot. */
+  /** "qemu" or "firecracker". Default: QEMU with `guestAgent` (which needs it), else aetherd's choice for the profile and boot. */
   hypervisor?: "qemu" | "firecracker";
   /** "auto" (the default), "kvm" or "tcg". */
   acceleration?: "auto" | "kvm" | "tcg";
@@ -241,7 +241,9 @@ export function createVmRequest(
     tenant,
     labels,
     profile: vm.profile === "persistent" ? VmProfile.PERSISTENT : VmProfile.EPHEMERAL,
-    hypervisor: vm.hypervisor === undefined ? Hypervisor.UNSPECIFIED : HYPERVISOR[vm.hypervisor],
+    // The guest agent needs QEMU's virtio-serial port: a VM that wants it (the default) gets QEMU
+    // rather than aetherd's pick for the profile (Firecracker for an ephemeral VM where installed).
+    hypervisor: vm.hypervisor !== undefined ? HYPERVISOR[vm.hypervisor] : vm.guestAgent ? Hypervisor.QEMU : Hypervisor.UNSPECIFIED,
     acceleration: ACCELERATION[vm.acceleration],
     vcpus: vm.cpus,
     memoryBytes: BigInt(vm.memoryBytes),
