@@ -203,6 +203,7 @@ async function run(flags: ConfigFlags): Promise<void> {
     identity: clusterIdentity,
     tlsDir: join(config.state_dir, "migration-tls"),
     reports: migrationReports,
+    tenancy: config.tenancy,
     log: log.child({ room: "migration" }),
   });
   const migrationRecovery = new MigrationRecovery({

@@ -6,17 +6,21 @@
 import { createServer } from "node:net";
 import { join } from "node:path";
 import type { Logger } from "pino";
-import { DomainError, type OutgoingTls } from "@aether/server";
+import { existsSync } from "node:fs";
+import { ConnectError } from "@connectrpc/connect";
+import { DomainError, tenant as parseTenant, type OutgoingTls } from "@aether/server";
+import type { TenancyConfig } from "../config.js";
+import { checkTenantBridge, tenantKernelPath } from "../vm/tenancy.js";
 import { crashPoint } from "../store/crash-point.js";
 import type { StorageRegistry } from "../storage/registry.js";
 import { VM_LABEL } from "../vm/leftovers.js";
 import type { MigrationHooks } from "../vm/migration-hooks.js";
-import { linkExists } from "../vm/network.js";
+import { isBridge, linkExists } from "../vm/network.js";
 import { freshRuntime, VmSpecSchema, type VmRecord, type VmSpec } from "../vm/record.js";
 import { WORKLOAD_LABEL } from "../auction/spec.js";
 import { awaitIncomingComplete, exportDisks, listenIncoming, resumeIncoming } from "./qemu-steps.js";
 import type { MigrationReports } from "./reports.js";
-import { addTlsCreds, dropTlsCreds } from "./tls.js";
+import { addTlsAuthz, addTlsCreds, dropTlsCreds } from "./tls.js";
 
 export interface IncomingDiskRequest {
   sizeBytes: number;
@@ -39,6 +43,8 @@ export interface PrepareInput {
    * the tests) they stay plain TCP on loopback.
    */
   tls: boolean;
+  /** With tls: the calling node's name (its certificate's), the only client the streams take. */
+  peerNode: string;
 }
 
 export interface Prepared {
@@ -80,6 +86,8 @@ export class IncomingMigrations {
       tlsDir: string;
       /** The reports of finished migrations to the aggregator (see reports.ts). */
       reports: MigrationReports;
+      /** This node's [tenancy]: a tenant's VM is held to it here as on a create by its tenant. */
+      tenancy: TenancyConfig;
       log: Logger;
     },
   ) {}
@@ -90,6 +98,7 @@ export class IncomingMigrations {
     if (known) return known.prepared;
     const spec = parseSpec(input.specJson);
     if (spec.hypervisor !== "qemu") throw new DomainError("failed_precondition", "only QEMU VMs can be live-migrated.");
+    checkIncomingTenancy(spec, this.o.tenancy);
     if (input.disks.length !== spec.disks.length)
       throw new DomainError("invalid_argument", `disks names ${input.disks.length} disks but the spec has ${spec.disks.length}.`);
     const entry: Entry = {
@@ -173,10 +182,15 @@ export class IncomingMigrations {
       const qmp = hooks.qmp(record);
       if (!qmp) throw new Error("the target's QEMU does not answer on its QMP socket");
       const [nbdPort, migrationPort] = [await freePort(this.o.listenHost), await freePort(this.o.listenHost)];
-      const tlsCreds = input.tls ? await addTlsCreds(qmp, this.o.identity, join(this.o.tlsDir, input.migrationId), "server") : undefined;
-      const names = await exportDisks(qmp, spec.disks.length, this.o.listenHost, nbdPort, tlsCreds);
+      const tls = input.tls
+        ? {
+            creds: await addTlsCreds(qmp, this.o.identity, join(this.o.tlsDir, input.migrationId), "server"),
+            authz: await addTlsAuthz(qmp, input.peerNode),
+          }
+        : undefined;
+      const names = await exportDisks(qmp, spec.disks.length, this.o.listenHost, nbdPort, tls);
       const migrationUri = `tcp:${uriHost(this.o.listenHost)}:${migrationPort}`;
-      await listenIncoming(qmp, migrationUri, tlsCreds);
+      await listenIncoming(qmp, migrationUri, tls);
       if (record.runtime.intent?.migration) record.runtime.intent.migration.step = "prepared";
       await hooks.save(record);
       log.info(
@@ -346,6 +360,34 @@ function reportOf(vm: VmRecord, migrationId: string, sourceNodeId: string) {
     sourceNode: vm.runtime.intent?.migration?.peer ?? "",
     finishMs: Date.now(),
   };
+}
+
+/**
+ * Refuses, before anything is made, a VM this node would not run: a confined VM (its tenant's own
+ * call made it) is held to this node's [tenancy] exactly as a create by its tenant would be (the
+ * kernel and initrd published to tenants here, the tenant's own bridges), whatever the source's
+ * rules were; any VM needs its kernel files and bridges to be on this node.
+ */
+function checkIncomingTenancy(spec: VmSpec, tenancy: TenancyConfig): void {
+  const who = `VM ${spec.name} of tenant ${spec.tenant}`;
+  const files = spec.boot === "kernel" ? [spec.kernelPath, spec.initrdPath].filter((p) => p !== "") : [];
+  try {
+    parseTenant(spec.tenant);
+    if (spec.confined) {
+      for (const [i, p] of files.entries()) tenantKernelPath(i === 0 ? "kernel_path" : "initrd_path", p, tenancy, spec.tenant);
+      spec.nics.forEach((n, i) => checkTenantBridge(`nics[${i}].bridge`, n.bridge, tenancy, spec.tenant));
+    }
+  } catch (err) {
+    if (err instanceof ConnectError)
+      throw new ConnectError(`this node does not take ${who} by live migration: ${err.rawMessage}`, err.code);
+    throw err;
+  }
+  const missing = files.find((p) => !existsSync(p));
+  if (missing !== undefined)
+    throw new DomainError("failed_precondition", `this node cannot run ${who}: its boot file ${missing} is not on this node.`);
+  const bridge = spec.nics.find((n) => !isBridge(n.bridge))?.bridge;
+  if (bridge !== undefined)
+    throw new DomainError("failed_precondition", `this node cannot run ${who}: it has no bridge ${bridge} for the VM's NIC.`);
 }
 
 function parseSpec(json: string): VmSpec {

@@ -17,16 +17,22 @@ const UNCAPPED_BYTES_PER_SECOND = 100 * 1024 ** 3;
 
 // ---- the target ----------------------------------------------------------------------------
 
+/** The target's TLS: its credentials object and the authorization object naming the one client it takes (tls.ts). */
+export interface ServerTls {
+  creds: string;
+  authz: string;
+}
+
 /**
  * Exports each disk over NBD (writable) on host:port; returns the export names, in disk order. With
- * tlsCreds (a tls-creds-x509 object, see tls.ts) the server speaks only TLS and refuses a client
- * without a certificate of the cluster's CA at the negotiation.
+ * tls the server speaks only TLS and refuses, at the negotiation, a client without a certificate of
+ * the cluster's CA or whose certificate is not the one tls.authz names.
  */
-export async function exportDisks(qmp: QmpClient, diskCount: number, host: string, port: number, tlsCreds?: string): Promise<string[]> {
+export async function exportDisks(qmp: QmpClient, diskCount: number, host: string, port: number, tls?: ServerTls): Promise<string[]> {
   const block = await qmp.execute<Array<{ device: string; inserted?: { "node-name": string } }>>("query-block", undefined, QMP_STEP_MS);
   await qmp.execute(
     "nbd-server-start",
-    { addr: { type: "inet", data: { host, port: String(port) } }, ...(tlsCreds !== undefined && { "tls-creds": tlsCreds }) },
+    { addr: { type: "inet", data: { host, port: String(port) } }, ...(tls && { "tls-creds": tls.creds, "tls-authz": tls.authz }) },
     QMP_STEP_MS,
   );
   const names: string[] = [];
@@ -43,8 +49,8 @@ export async function exportDisks(qmp: QmpClient, diskCount: number, host: strin
   return names;
 }
 
-/** Starts listening for the incoming state (over TLS with tlsCreds); the disks stay inactive until the guest is resumed. */
-export async function listenIncoming(qmp: QmpClient, uri: string, tlsCreds?: string): Promise<void> {
+/** Starts listening for the incoming state (over TLS from tls.authz's client only, with tls); the disks stay inactive until the guest is resumed. */
+export async function listenIncoming(qmp: QmpClient, uri: string, tls?: ServerTls): Promise<void> {
   await qmp.execute(
     "migrate-set-capabilities",
     {
@@ -55,7 +61,7 @@ export async function listenIncoming(qmp: QmpClient, uri: string, tlsCreds?: str
     },
     QMP_STEP_MS,
   );
-  await qmp.execute("migrate-set-parameters", { "tls-creds": tlsCreds ?? "" }, QMP_STEP_MS);
+  await qmp.execute("migrate-set-parameters", { "tls-creds": tls?.creds ?? "", "tls-authz": tls?.authz ?? "" }, QMP_STEP_MS);
   await qmp.execute("migrate-incoming", { uri }, QMP_STEP_MS);
 }
 

@@ -150,10 +150,15 @@ export function toMessage(m: Migration): MigrationMessage {
   });
 }
 
-/** Whether the caller speaks for a node: a node certificate of this cluster, or the unix socket. */
-function requireNode(ctx: HandlerContext): void {
+/**
+ * Whether the caller speaks for a node: a node certificate of this cluster (its name returned), or
+ * the unix socket ("").
+ */
+function requireNode(ctx: HandlerContext): string {
   const { identity } = ctx.values.get(scopeKey);
-  if (identity.startsWith("unix:") || /^spiffe:\/\/[^/]+\/node\/[^/]+$/.test(identity)) return;
+  if (identity.startsWith("unix:")) return "";
+  const node = /^spiffe:\/\/[^/]+\/node\/([^/]+)$/.exec(identity)?.[1];
+  if (node !== undefined) return node;
   throw permissionDenied(
     `${identity || "this caller"} is not a node: VmMigrationService is called by the source aetherd of a live migration, with its node certificate (spiffe://<cluster>/node/<name>).`,
   );
@@ -169,7 +174,7 @@ export function vmMigrationService(incoming: IncomingMigrations): ServiceImpl<ty
   };
   return {
     async prepareIncoming(req, ctx) {
-      requireNode(ctx);
+      const caller = requireNode(ctx);
       const timeoutMs = durationMs("timeout", req.timeout, 0);
       if (timeoutMs < 1000) throw invalidArgument("timeout must be at least 1 s: the target removes its copy when it passes.");
       if (req.sourceNode === "" || req.sourceNode.length > 512)
@@ -187,7 +192,9 @@ export function vmMigrationService(incoming: IncomingMigrations): ServiceImpl<ty
         }),
         timeoutMs,
         // A node certificate over mutual TLS: the source is another host, the streams take TLS too.
+        // Only the calling node's certificate is let into those streams.
         tls: !ctx.values.get(scopeKey).identity.startsWith("unix:"),
+        peerNode: caller,
       });
       return prepared;
     },

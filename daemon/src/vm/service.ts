@@ -351,6 +351,7 @@ function validateCreate(req: CreateVmRequest, manager: VmManager, scope: CallerS
     nics: nics.map((n, i) => ({ ...n, mac: n.mac || stableMac(`${req.tenant}/${name}`, i) })),
     cloudInit,
     cell: req.cell,
+    confined: scope.tenant !== undefined,
     guestAgent: req.guestAgent,
     bootWatchdogMs: durationMs("boot_watchdog_timeout", req.bootWatchdogTimeout, DEFAULT_WATCHDOG_MS) || DEFAULT_WATCHDOG_MS,
     requestId: req.requestId,
