@@ -344,12 +344,25 @@ describe("aether: watch, contexts, completion, events, top, audit, version", () 
     assert.equal((await aether(["completion", "tcsh"])).code, 2);
   });
 
-  it("a watch ends with exit 4 and says why when its daemon stops", async () => {
+  it("a watch, and aether events, end with exit 4 and say why when their daemon stops", async () => {
     const watch = leave(["vm", "list", "-w"], { AETHER_HOST: b.address });
+    const events = leave(["events", "--kind", "executable.started"], { AETHER_HOST: b.address });
     await eventually(() => (watch.output().includes("NAME") ? true : undefined), 15_000, "the watch's first table");
+    let n = 0;
+    await eventually(
+      async () => {
+        await clients[1]!.runtime.startExecutable({ name: `last-${n++}`, argv: ["/bin/true"] });
+        await new Promise((r) => setTimeout(r, 300));
+        return events.output().includes("executable.started") ? true : undefined;
+      },
+      15_000,
+      "aether events to show an event",
+    );
     await stopWorkloads(clients[1]!);
     assert.equal(await b.stop(), 0);
     assert.equal(await watch.exited, 4, watch.output());
     assert.match(watch.output(), /the watch of VMs on unix:\/\/.* ended/);
+    assert.equal(await events.exited, 4, events.output());
+    assert.match(events.output(), /the event stream of aetherd at unix:\/\/.* ended/);
   });
 });

@@ -4,7 +4,7 @@
 // --count ends after that many events, for scripts that wait for one.
 import type { Command } from "commander";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
-import { observe } from "@aether/sdk";
+import { Code, ConnectError, observe } from "@aether/sdk";
 import { withClient, type GlobalOptions } from "../client.js";
 import { uint32 } from "../numbers.js";
 import { outputOptions, printEach, type OutputFlags, type View } from "../output.js";
@@ -54,6 +54,8 @@ Examples:
           return;
         }
       }
+      // aetherd ends the stream only when it stops.
+      throw new ConnectError(`the event stream of aetherd at ${aether.address} ended (did it stop?).`, Code.Unavailable);
     }),
   );
 }
