@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Code, ConnectError, connect, type AetherClient } from "@aether/sdk";
+import { PlacementState } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { startAggregator, type TestAggregator } from "./helpers/aggregator.js";
 import { eventually, startDaemon, type TestDaemon } from "./helpers/daemon.js";
 import { createCa, type TestCa } from "./helpers/pki.js";
@@ -113,6 +114,60 @@ describe("tenants on the cluster (aether-aggregator)", () => {
     // Bob's workload is untouched and still his.
     assert.equal((await bob.aggregator.getPlacement({ workload: bobs.workload })).placement?.name, "bobs-job");
     assert.equal((await bob.aggregator.getAuction({ auction: bobs.auction })).auction?.tenant, "b");
+  });
+
+  it("deployments: a tenant creates them in its own tenant only, sees only its own, and their instances run confined", async () => {
+    const template = { requirements: { cpuMillis: 10 }, kind: sleeper("x").spec.kind };
+    const created = await alice.aggregator.createDeployment({ deployment: { name: "alices-fleet", instances: 1, template } });
+    assert.equal(created.deployment?.tenant, "a", "filled in from her certificate");
+    assert.equal(created.deployment?.confined, true);
+    await assert.rejects(
+      alice.aggregator.createDeployment({ deployment: { name: "intruders", tenant: "b", instances: 1, template } }),
+      (e: ConnectError) => e.code === Code.PermissionDenied && /may not create a deployment in tenant "b"/.test(e.message),
+    );
+    await assert.rejects(bob.aggregator.getDeployment({ deployment: "alices-fleet" }), (e: ConnectError) => e.code === Code.NotFound);
+    await assert.rejects(
+      bob.aggregator.getDeployment({ deployment: created.deployment?.id ?? "" }),
+      (e: ConnectError) => e.code === Code.NotFound,
+    );
+    await assert.rejects(
+      bob.aggregator.scaleDeployment({ deployment: created.deployment?.id ?? "", instances: 0 }),
+      (e: ConnectError) => e.code === Code.NotFound,
+    );
+    await assert.rejects(
+      bob.aggregator.deleteDeployment({ deployment: created.deployment?.id ?? "" }),
+      (e: ConnectError) => e.code === Code.NotFound,
+    );
+    await assert.rejects(
+      bob.aggregator.watchDeployment({ deployment: "alices-fleet" })[Symbol.asyncIterator]().next(),
+      (e: ConnectError) => e.code === Code.NotFound,
+    );
+    await assert.rejects(alice.aggregator.listDeployments({ tenant: "b" }), (e: ConnectError) => e.code === Code.PermissionDenied);
+    assert.deepEqual((await bob.aggregator.listDeployments({})).deployments, []);
+    assert.deepEqual(
+      (await alice.aggregator.listDeployments({})).deployments.map((d) => `${d.tenant}/${d.name}`),
+      ["a/alices-fleet"],
+    );
+    // Nothing of "intruders" was made anywhere.
+    assert.deepEqual(
+      (await agg.client.aggregator.listDeployments({})).deployments.map((d) => d.name),
+      ["alices-fleet"],
+    );
+    // Its instance runs on the node as tenant a's own host ids.
+    const instance = await eventually(
+      async () => (await alice.aggregator.getDeployment({ deployment: "alices-fleet" })).instances.find((i) => i.state === PlacementState.PLACED),
+      20_000,
+      "alice's instance placed",
+    );
+    const admin = await node.client();
+    const { executable } = await admin.runtime.getExecutable({ executable: instance.resourceId, tenant: "a" });
+    assert.ok((executable?.hostUid ?? 0) >= 1_000_000_000, `runs as host uid ${executable?.hostUid}`);
+    await alice.aggregator.deleteDeployment({ deployment: "alices-fleet", gracePeriod: { seconds: 1n } });
+    await eventually(
+      async () => ((await alice.aggregator.listDeployments({})).deployments.length === 0 ? true : undefined),
+      20_000,
+      "alices-fleet deleted",
+    );
   });
 
   // Last: it deploys more of tenant a's workloads than the listings above expect.
