@@ -206,6 +206,11 @@ describe("VM lifecycle", () => {
     await aether.vm.startVm({ vm: "web" });
     await waitReady(aether, "web");
     assert.equal((await sh(aether, "web", "cat /sys/block/vda/serial")).trim(), "data1", "the guest sees the disk");
+    await rejectsWith(
+      aether.vm.createVmSnapshot({ vm: "web", name: "live" }),
+      Code.FailedPrecondition,
+      /data lives in a dir pool, whose snapshots swap the file under QEMU: stop the VM/,
+    );
     await sh(aether, "web", `printf ${MARKER} | dd of=/dev/vda conv=fsync 2>/dev/null`);
     assert.equal(await sh(aether, "web", `head -c ${MARKER.length} /dev/vda`), MARKER);
     await rejectsWith(aether.vm.rollbackVmSnapshot({ vm: "web", name: "clean" }), Code.FailedPrecondition, /stop it .* before rolling/);

@@ -99,9 +99,8 @@ export class VmSnapshots {
             `VM ${vm.spec.name} is ${vm.runtime.state}, and ${dirPooled.join(", ")} ${dirPooled.length === 1 ? "lives" : "live"} in a dir pool, whose snapshots swap the file under QEMU: stop the VM, snapshot it, start it (ZFS and LVM thin pools snapshot running VMs).`,
           );
       }
-      const consistency = !running ? "stopped" : this.hooks.agent(vm) ? "frozen" : "paused";
       const taken: SnapshotRecord[] = [];
-      const thaw = await this.quiesce(vm, consistency);
+      const { consistency, thaw } = await this.quiesce(vm, running);
       try {
         for (const volume of volumes) {
           taken.push(
@@ -125,24 +124,40 @@ export class VmSnapshots {
     });
   }
 
-  /** Makes a running VM's disks consistent: the guest's file systems frozen, or its vCPUs paused. Returns the undo. */
-  private async quiesce(vm: VmRecord, how: string): Promise<() => Promise<void>> {
-    if (how === "frozen") {
-      const agent = this.hooks.agent(vm);
-      await agent?.command("guest-fsfreeze-freeze", undefined, FREEZE_MS);
-      return async () => {
-        await agent?.command("guest-fsfreeze-thaw", undefined, FREEZE_MS);
-      };
+  /**
+   * Makes a running VM's disks consistent: the guest's file systems frozen through its agent, else
+   * (no agent, or one that cannot freeze) its vCPUs paused. Returns how, and the undo.
+   */
+  private async quiesce(vm: VmRecord, running: boolean): Promise<{ consistency: string; thaw: () => Promise<void> }> {
+    if (!running) return { consistency: "stopped", thaw: async () => {} };
+    const agent = this.hooks.agent(vm);
+    if (agent) {
+      const frozen = await agent.command("guest-fsfreeze-freeze", undefined, FREEZE_MS).then(
+        () => true,
+        async () => {
+          // A freeze that failed half-way may have frozen some file systems: thaw whatever it did.
+          await agent.command("guest-fsfreeze-thaw", undefined, FREEZE_MS).catch(() => undefined);
+          return false;
+        },
+      );
+      if (frozen)
+        return {
+          consistency: "frozen",
+          thaw: async () => {
+            await agent.command("guest-fsfreeze-thaw", undefined, FREEZE_MS);
+          },
+        };
     }
-    if (how === "paused" && vm.runtime.state === "running") {
-      const qmp = this.hooks.qmp(vm);
-      if (!qmp) throw new DomainError("failed_precondition", `aetherd cannot reach VM ${vm.spec.name}'s QMP socket now; try again.`);
-      await qmp.execute("stop");
-      return async () => {
+    if (vm.runtime.state !== "running") return { consistency: "paused", thaw: async () => {} };
+    const qmp = this.hooks.qmp(vm);
+    if (!qmp) throw new DomainError("failed_precondition", `aetherd cannot reach VM ${vm.spec.name}'s QMP socket now; try again.`);
+    await qmp.execute("stop");
+    return {
+      consistency: "paused",
+      thaw: async () => {
         await qmp.execute("cont");
-      };
-    }
-    return async () => {};
+      },
+    };
   }
 
   async delete(vm: VmRecord, name: string): Promise<void> {
