@@ -165,6 +165,20 @@ describe("aether apply|diff|delete -f", () => {
     assert.match(twice.stderr, /both declare manifest bad/);
     rmSync(bad, { recursive: true, force: true });
 
+    // A cluster manifest sent to an aetherd: the advice names the CLI's flag; diff could not be made (6).
+    const clusterFile = join(dir, "cluster.json");
+    writeFileSync(
+      clusterFile,
+      JSON.stringify({ name: "fleet", tenant: TENANT, target: "cluster", executables: [{ name: "x", argv: ["/bin/true"] }] }),
+    );
+    const notAggregator = await aether(["diff", "-f", clusterFile, "--aggregator", env.daemon.address]);
+    assert.equal(notAggregator.code, 6, notAggregator.stderr);
+    assert.match(
+      notAggregator.stderr,
+      /targets the cluster, but .* is a node's aetherd, not aether-aggregator: give the aggregator with --aggregator \(or AETHER_AGGREGATOR\)/,
+    );
+    rmSync(clusterFile);
+
     const down = await aether(["diff", "-f", join(dir, "worker.json")], { AETHER_HOST: `unix://${dir}/none.sock` });
     assert.equal(down.code, 4, down.stderr);
   });

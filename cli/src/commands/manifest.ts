@@ -155,6 +155,15 @@ const resultView = { json: (r: ManifestResult[]) => r, name: (r: ManifestResult[
 
 type Verb = "apply" | "diff" | "delete";
 
+/** The SDK's advice names AETHER_HOST, as aetherscript takes it; the CLI has a flag for each side. */
+function inCliWords(err: unknown): unknown {
+  if (!(err instanceof ConnectError)) return err;
+  const message = err.rawMessage
+    .replace("point AETHER_HOST at the aggregator", "give the aggregator with --aggregator (or AETHER_AGGREGATOR)")
+    .replace("point AETHER_HOST at a node's aetherd", "give a node's aetherd with --address (or AETHER_HOST)");
+  return message === err.rawMessage ? err : new ConnectError(message, err.code);
+}
+
 async function run(verb: Verb, program: Command, o: ManifestOptions): Promise<void> {
   const quiet = forPrograms(o);
   const say = (line: string) => quiet || process.stdout.write(`${line}\n`);
@@ -217,8 +226,9 @@ async function run(verb: Verb, program: Command, o: ManifestOptions): Promise<vo
         actions: "applied" in result && !o.dryRun ? (result.applied as PlannedAction[]) : result.actions,
       });
     }
-  } catch (err) {
+  } catch (caught) {
     for (const c of clients.values()) c.close();
+    const err = inCliWords(caught);
     if (
       verb === "diff" &&
       !(err instanceof ConnectError && [Code.NotFound, Code.Unavailable, Code.Unauthenticated, Code.PermissionDenied].includes(err.code))
