@@ -14,6 +14,7 @@ import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { storage as storageApi, vm as vmApi, type AetherClient } from "@aether/sdk";
 import { ClusterEventKind, NodeState, PlacementState, type ClusterEvent } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { startAggregator, type TestAggregator } from "./helpers/aggregator.js";
+import { runCommand } from "./helpers/run.js";
 import { eventually, isRunning, powerOffHost, startDaemon, stopWorkloads, type TestDaemon } from "./helpers/daemon.js";
 import { guestImage } from "./helpers/guest.js";
 import { sh, waitReady } from "./helpers/migration.js";
@@ -129,7 +130,7 @@ describe("volume replication between two aetherd (ZFS)", () => {
     assert.equal(Number(copy2?.totalSentBytes), Number(copy1?.lastSentBytes) + sent2);
   });
 
-  it("a kill -9 of the receiving aetherd mid-transfer leaves its last point; the next run goes on from it", async () => {
+  it("a kill -9 of the receiving or the sending aetherd mid-transfer leaves the target's last point; the next run goes on from it", async () => {
     const volume = (await nodeA.storage.getVolume({ volume: "repl" })).volume as storageApi.Volume;
     const before = (await nodeB.replication.listReplicas({})).replicas[0]?.lastPointTime;
     assert.ok(before);
@@ -163,10 +164,43 @@ describe("volume replication between two aetherd (ZFS)", () => {
     assert.deepEqual(now?.lastPointTime, copy?.lastPointTime);
     assert.ok(Number(now?.receivedBytes) > 0);
 
+    // And a kill -9 of the sender mid-transfer: the target keeps its point, the next run goes on from it.
+    writeAt(volume.hostPath, 48 * MiB, randomBytes(24 * MiB));
+    await a.stop();
+    a = await startDaemon({ dir: dirA, args: ["--config", join(dirA, "aetherd.toml")], env: { AETHERD_CRASH_AT: "replication.sending" } });
+    nodeA = await a.client();
+    await assert.rejects(nodeA.replication.runReplication({ policy: "repl" }), "the sender dies in the middle of the stream");
+    await eventually(() => (a.process.signalCode === "SIGKILL" ? true : undefined), 30_000);
+    const afterSenderCrash = (await nodeB.replication.listReplicas({})).replicas[0];
+    assert.deepEqual(afterSenderCrash?.lastPointTime, copy?.lastPointTime, "the target is still at the last consistent point");
+    a = await startDaemon({ dir: dirA, args: ["--config", join(dirA, "aetherd.toml")] });
+    nodeA = await a.client();
+    const again = (await nodeA.replication.runReplication({ policy: "repl" })).policy?.volumes[0]?.targets[0];
+    assert.equal(again?.lastError, "", again?.lastError);
+    const sentAgain = Number(again?.lastSentBytes);
+    assert.ok(sentAgain >= 24 * MiB && sentAgain < 40 * MiB, `only the changes since that point (${sentAgain} bytes)`);
+    assert.deepEqual((await nodeB.replication.listReplicas({})).replicas[0]?.lastPointTime, again?.lastPointTime);
+
     const listed = await nodeA.replication.listReplications({});
     const row = listed.policies[0]?.volumes[0]?.targets[0];
     assert.equal(row?.state, storageApi.ReplicationTargetState.IDLE);
     assert.ok(row?.lag && row.nextRunTime, "lag and next run are reported");
+
+    // The same through the CLI: a row per volume and target for people, an object per copy for programs.
+    const aether = (...args: string[]) => runCommand("aether", args, { env: { AETHER_HOST: a.address } });
+    const table = await aether("storage", "replication", "list");
+    assert.equal(table.code, 0, table.stderr);
+    assert.match(table.stdout, /VOLUME\s+OF\s+TARGET\s+STATE\s+LAST POINT\s+LAG\s+RPO\s+NEXT RUN\s+SENT/);
+    assert.match(table.stdout, /repl\s+volume\s+unix:\/\/\S+\s+idle\s+\d+s ago/);
+    const json = await aether("storage", "replication", "list", "-o", "json");
+    assert.equal(json.code, 0, json.stderr);
+    const [copyJson] = JSON.parse(json.stdout) as Array<Record<string, unknown>>;
+    assert.equal(copyJson?.volumeName, "repl");
+    assert.equal(copyJson?.target, b.address);
+    assert.equal(copyJson?.lastSentBytes, String(sentAgain));
+    const usage = await aether("storage", "replication", "set", "--target", b.address);
+    assert.equal(usage.code, 2, "a usage error exits 2");
+    assert.match(usage.stderr, /give exactly one of --vm and --volume/);
   });
 });
 

@@ -114,7 +114,11 @@ export async function listen(
   const bounds =
     options.maxStreamsPerConnection === undefined
       ? {}
-      : ({ settings: { maxConcurrentStreams: options.maxStreamsPerConnection }, maxHeaderListPairs: 256, maxSessionMemory: 64 } as const);
+      : ({
+          settings: { maxConcurrentStreams: options.maxStreamsPerConnection, initialWindowSize: STREAM_WINDOW_BYTES },
+          maxHeaderListPairs: 256,
+          maxSessionMemory: 64,
+        } as const);
   // Every mutual-TLS listener, so a reload swaps the material of all of them.
   const secureServers: http2.Http2SecureServer[] = [];
   const sockets = new Set<TLSSocket>();
@@ -369,10 +373,21 @@ async function listenOnSocket(server: http2.Http2Server | http2.Http2SecureServe
   await chmod(path, 0o600);
 }
 
+/**
+ * HTTP/2 flow-control windows a client may fill before the server reads: a stream's, and the whole
+ * connection's. Large enough that a client stream of bulk bytes (a replication stream, 1 MiB per
+ * message) is not paced by round trips; maxSessionMemory still bounds what a connection may hold.
+ */
+const STREAM_WINDOW_BYTES = 4 * 1024 * 1024;
+const CONNECTION_WINDOW_BYTES = 8 * 1024 * 1024;
+
 function trackSessions(server: http2.Http2Server | http2.Http2SecureServer): Set<http2.ServerHttp2Session> {
   const sessions = new Set<http2.ServerHttp2Session>();
   server.on("session", (session) => {
     sessions.add(session);
+    // The connection's receive window (65 KiB by default) would pace a large upload (a replication
+    // stream) at one window per round trip; the per-stream window is in the settings above.
+    session.once("connect", () => session.setLocalWindowSize(CONNECTION_WINDOW_BYTES));
     session.once("close", () => sessions.delete(session));
   });
   return sessions;

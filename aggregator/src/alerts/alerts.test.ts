@@ -44,6 +44,24 @@ describe("alerts room", () => {
   };
   const kinds = (events: NewEvent[]) => events.map((e) => `${ClusterEventKind[e.kind]} ${e.attributes?.alert}`);
 
+  it("a volume replica older than its RPO raises replication_lag (a cluster event and an alert), cleared once it is fresh again", async () => {
+    const n = create(NodeSchema, { id: "id-r", name: "nr" });
+    const { events, alerts } = await room("replication", [n]);
+    const lag = (ratio: number) =>
+      create(NodeTelemetrySchema, { ...telemetry(0.2), replicationLagRpoRatio: ratio, replicationLagCopy: "data to b" });
+    await alerts.observe("id-r", lag(-1)); // replicates nothing
+    await alerts.observe("id-r", lag(0.4));
+    assert.deepEqual(alerts.list(""), []);
+    await alerts.observe("id-r", lag(1.3)); // 1.3x its RPO: warning
+    const [raised] = alerts.list("nr");
+    assert.equal(raised?.thresholdName, "replication_lag_warning");
+    assert.match(raised?.message ?? "", /node nr: a volume replica 1\.30× as old as its RPO is at or past replication_lag_warning 1/);
+    await alerts.observe("id-r", lag(0.1)); // a run caught up
+    assert.deepEqual(alerts.list(""), []);
+    assert.deepEqual(kinds(events), ["ALERT_RAISED replication_lag_warning", "ALERT_CLEARED replication_lag_warning"]);
+    assert.throws(() => checkTelemetry(lag(Number.NaN)), /replication_lag_rpo_ratio/);
+  });
+
   it("raises at a threshold, keeps the alert within the clear margin, clears it under; severity changes clear and raise", async () => {
     const n1 = create(NodeSchema, { id: "id-1", name: "n1" });
     const { store, events, alerts } = await room("raise", [n1]);

@@ -320,7 +320,9 @@ export class ReplicationPolicies {
     target: string,
     point: string,
   ): Promise<number> {
+    const t0 = performance.now();
     const client = await connect(outgoingConnectOptions(target, this.o.identity, "the replication target aetherd"));
+    const tConnected = performance.now();
     try {
       const receiver = createClient(ReplicaReceiverService, client.transport);
       const held = await receiver.getReplicaPoint({ sourceVolumeId: volume.id }, { timeoutMs: 60_000 });
@@ -335,6 +337,7 @@ export class ReplicationPolicies {
       const abort = new AbortController();
       const zfs = send(volume.dataset, point, base, abort.signal);
       let sent = 0;
+      let tStream = performance.now();
       const header = {
         sourceVolumeId: volume.id,
         volumeName: volume.name,
@@ -372,12 +375,26 @@ export class ReplicationPolicies {
         }
       }
       try {
+        tStream = performance.now();
         await receiver.receiveReplica(messages());
       } catch (err) {
         abort.abort();
         await zfs.done.catch(() => undefined);
         throw err;
       }
+      this.o.log.info(
+        {
+          volume: volume.id,
+          target,
+          base,
+          point,
+          bytes: sent,
+          connectMs: Math.round(tConnected - t0),
+          prepareMs: Math.round(tStream - tConnected),
+          streamMs: Math.round(performance.now() - tStream),
+        },
+        "replication stream sent",
+      );
       return sent;
     } finally {
       client.close?.();
