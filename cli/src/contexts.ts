@@ -28,7 +28,8 @@ export const configPath = (): string => defaultClientConfigPath();
 /**
  * Installs --context's effect: before a command's action, the context asked for must exist (else a
  * usage error, exit 2), connect() is told about it through AETHER_CONTEXT, and a context in use gives
- * AETHER_AGGREGATOR (when unset) and --tenant (when not given) their defaults.
+ * AETHER_AGGREGATOR (when unset, or whatever it was for a context asked for by name) and --tenant
+ * (when not given) their defaults.
  */
 export function applyContexts(program: Command): void {
   program.hook("preAction", (_program, action) => {
@@ -45,7 +46,10 @@ export function applyContexts(program: Command): void {
       action.error(`error: ${messageOf(err)}`, { exitCode: 2 });
     }
     if (context === undefined) return;
-    if (context.aggregator !== undefined && !process.env.AETHER_AGGREGATOR) process.env.AETHER_AGGREGATOR = context.aggregator;
+    // As for the node's address, a context asked for by name wins over the environment; the current one does not.
+    if (context.aggregator !== undefined && (named !== undefined || !process.env.AETHER_AGGREGATOR)) {
+      process.env.AETHER_AGGREGATOR = context.aggregator;
+    }
     const tenantOption = action.options.find((o) => o.long === "--tenant");
     if (context.tenant !== undefined && tenantOption && (action.getOptionValueSource("tenant") ?? "default") === "default") {
       action.setOptionValueWithSource("tenant", context.tenant, "config");
