@@ -3,8 +3,10 @@
 // guest really boots on the node) and creates the deployment, plan again shows nothing; a memory edit
 // is a replace, an instances edit an update in place (same revision, the aggregator scales), a
 // template edit a replace (a new revision); deleting the manifest removes the VM's placement and the
-// deployment. The deployment runs executables, so one guest boots in all.
+// deployment; GitOps: a commit that scales the deployment, pulled by aetherscript apply --watch, reaches
+// the cluster and is reported. The deployment runs executables, so one guest boots in all.
 import assert from "node:assert/strict";
+import { execFileSync, spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -24,7 +26,7 @@ import { DeploymentState, NodeState, PlacementState } from "@aether/sdk/gen/aeth
 import { eventually, startDaemon, stopWorkloads, type TestDaemon } from "./helpers/daemon.js";
 import { startAggregator, type TestAggregator } from "./helpers/aggregator.js";
 import { guestImage } from "./helpers/guest.js";
-import { runCommand } from "./helpers/run.js";
+import { binDir, runCommand } from "./helpers/run.js";
 
 const TENANT = "mfcvm";
 
@@ -157,6 +159,83 @@ describe("a cluster manifest with a VM and a deployment", () => {
     assert.equal((await planManifest(agg.client, fleet([vm()], [workers(3, 601)]))).changes, 0);
   });
 
+  it("GitOps: a commit that scales the deployment is pulled, applied to the cluster and reported with its commit", async () => {
+    const origin = join(dir, "origin");
+    mkdirSync(join(origin, "prod"), { recursive: true });
+    const git = (cwd: string, ...args: string[]) =>
+      execFileSync(
+        "git",
+        ["-c", "user.name=Aether Test", "-c", "user.email=test@aether.invalid", "-c", "init.defaultBranch=main", ...args],
+        {
+          cwd,
+          encoding: "utf8",
+        },
+      ).trim();
+    const commit = (instances: number, subject: string) => {
+      writeFileSync(
+        join(origin, "prod", "fleet.ts"),
+        `import { defineManifest } from "@aether/sdk";\nexport default defineManifest(${JSON.stringify({ name: "fleet", tenant: TENANT, target: "cluster", vms: [vm()], deployments: [workers(instances, 601)] })});\n`,
+      );
+      git(origin, "add", "-A");
+      git(origin, "commit", "-q", "-m", subject);
+      return git(origin, "rev-parse", "HEAD");
+    };
+    git(origin, "init", "-q");
+    const first = commit(3, "as deployed");
+    git(dir, "clone", "-q", origin, join(dir, "checkout"));
+    let out = "";
+    // AETHER_HOST names the node: the cluster manifest goes to --aggregator.
+    const watch = spawn(
+      "aetherscript",
+      [
+        "apply",
+        "--watch",
+        join(dir, "checkout", "prod"),
+        "--pull",
+        "--interval",
+        "300ms",
+        "--json",
+        "--aggregator",
+        `unix://${agg.socket}`,
+      ],
+      {
+        cwd: "/",
+        env: { ...process.env, PATH: `${binDir}:${process.env.PATH ?? ""}`, AETHER_HOST: daemon.address },
+        stdio: ["ignore", "pipe", "inherit"],
+      },
+    );
+    watch.stdout?.on("data", (d: Buffer) => (out += d.toString()));
+    try {
+      const reported = (sha: string) =>
+        eventually(
+          () =>
+            out
+              .split("\n")
+              .filter((l) => l.startsWith("{"))
+              .map((l) => JSON.parse(l) as { commit: string; status: string; changes: number })
+              .find((r) => r.commit === sha),
+          45_000,
+          `the watch to report ${sha} (${out})`,
+        );
+      const r1 = await reported(first);
+      assert.deepEqual([r1.status, r1.changes], ["applied", 0], "the checkout's commit is what the cluster runs already");
+      const second = commit(1, "workers: scale to 1");
+      const r2 = await reported(second);
+      assert.deepEqual([r2.status, r2.changes], ["applied", 1]);
+      await eventually(
+        async () => {
+          const d = await deployment();
+          return d?.instances === 1 && d.runningInstances === 1 ? true : undefined;
+        },
+        20_000,
+        "the deployment scaled to 1",
+      );
+    } finally {
+      watch.kill("SIGTERM");
+      await new Promise((resolve) => (watch.exitCode !== null ? resolve(undefined) : watch.once("exit", resolve)));
+    }
+  });
+
   it("a deployment in a node manifest names the field; deleting the manifest releases the VM and deletes the deployment", async () => {
     assert.throws(
       () => defineManifest({ name: "x", deployments: [workers(1)] }),
@@ -166,7 +245,7 @@ describe("a cluster manifest with a VM and a deployment", () => {
       () => defineManifest({ name: "x", target: "cluster", deployments: [{ name: "w", template: {} }] }),
       /invalid manifest: deployments\.0\.template\.vm: give exactly one of executable/,
     );
-    const removed = await deleteManifest(agg.client, fleet([vm()], [workers(3, 601)]), { stopGraceSeconds: 5 });
+    const removed = await deleteManifest(agg.client, fleet([vm()], [workers(1, 601)]), { stopGraceSeconds: 5 });
     assert.deepEqual(steps(removed.applied), ["delete deployment workers", "delete vm db"]);
     await eventually(
       async () => {
