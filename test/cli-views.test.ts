@@ -213,7 +213,11 @@ describe("aether: watch, contexts, completion, events, top, audit, version", () 
       15_000,
       "views-b to register",
     );
-    const watch = leave(["--context", "agg", "cluster", "nodes", "-w", "-o", "json"], cfg);
+    // A context asked for by name wins over AETHER_AGGREGATOR.
+    const watch = leave(["--context", "agg", "cluster", "nodes", "-w", "-o", "json"], {
+      ...cfg,
+      AETHER_AGGREGATOR: "unix:///nonexistent/agg.sock",
+    });
     const lines = () =>
       watch
         .output()
