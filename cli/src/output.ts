@@ -28,7 +28,7 @@ export interface OutputFlags {
 }
 
 /** A clipped cell in `table` keeps at most this many columns when there is no terminal to fit. */
-const CLIP_AT = 60;
+const CLIP_AT = 80;
 
 /**
  * Adds -o/--output and --json (the same as -o json) to a command; a list also gets --no-headers.
