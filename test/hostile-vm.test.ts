@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Code, ConnectError, connect, vm as vmApi, type AetherClient } from "@aether/sdk";
 import { VolumeFormat } from "@aether/sdk/gen/aether/storage/v1/storage_pb";
@@ -53,7 +53,9 @@ async function leftovers(d: TestDaemon, aether: AetherClient, name: string, id: 
   const found: string[] = [];
   if (qemuProcesses(name).length > 0) found.push(`QEMU process of ${name}`);
   for (const t of taps) if (existsSync(`/sys/class/net/${t}`)) found.push(`TAP ${t}`);
-  if (id !== "" && existsSync(SEEDS) && readdirSync(SEEDS).some((f) => f.startsWith(id))) found.push("cloud-init seed");
+  // Each aetherd's seeds are in a folder of their own below SEEDS (one per state folder).
+  if (id !== "" && existsSync(SEEDS) && readdirSync(SEEDS, { recursive: true }).some((f) => basename(String(f)).startsWith(id)))
+    found.push("cloud-init seed");
   if (id !== "" && existsSync(join(d.stateDir, "vms", id))) found.push("VM folder");
   const { cells } = await aether.cells.listCells({ pageSize: 1000 });
   for (const c of cells.filter((x) => x.labels["aether.io/vm"] === id || x.name.includes(name))) found.push(`cell ${c.name}`);

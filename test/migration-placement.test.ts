@@ -5,11 +5,12 @@
 // names node-b and a WORKLOAD_MOVED event carries the migration's duration and the guest's
 // downtime. The report survives kill -9 of either aetherd mid-way: a target killed right after it
 // committed to the guest reports once restarted, a source killed right after the commit does not
-// matter (the target reports on its own).
+// matter (the target reports on its own). Both aetherd run on this one machine: each keeps the
+// VM's cloud-init seed in a folder of its own, so the source removing its copy leaves the target's.
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { vm as vmApi, type AetherClient } from "@aether/sdk";
 import { ClusterEventKind, NodeLifecycle, NodeState, type ClusterEvent } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
@@ -20,6 +21,7 @@ import { MiB, sh, vmsNamed } from "./helpers/migration.js";
 import { runCommand } from "./helpers/run.js";
 
 const NAMES = ["node-a", "node-b"] as const;
+const SEEDS = "/dev/shm/aether-seeds";
 type Name = (typeof NAMES)[number];
 
 describe("a plain live migration moves the VM's placement in the aggregator", () => {
@@ -72,6 +74,8 @@ describe("a plain live migration moves the VM's placement in the aggregator", ()
             memoryBytes: 128n * MiB,
             vcpus: 1,
             guestAgent: true,
+            // A cloud-init seed: each aetherd builds the VM's own in a folder of its state's (seed.ts).
+            cloudInit: { userData: "#cloud-config\n" },
             boot: { source: { case: "kernel", value: { kernelPath: g.kernel, initrdPath: g.initrd, cmdline: "quiet" } } },
             start: true,
           },
@@ -149,6 +153,14 @@ describe("a plain live migration moves the VM's placement in the aggregator", ()
       60_000,
       `nothing on ${from}`,
     );
+    // One seed of the VM on this machine, the one the target's record names: the source removed its
+    // own, not the target's (both aetherd are on one host and the VM keeps its id).
+    const seeds = readdirSync(SEEDS, { recursive: true }).map(String);
+    assert.equal(seeds.filter((f) => basename(f) === `${vmId}.iso`).length, 1, `one seed of the VM: ${seeds.join(", ")}`);
+    const record = JSON.parse(readFileSync(join(daemons.get(to)?.stateDir ?? "", "vms", vmId, "vm.json"), "utf8")) as {
+      runtime: { seedPath: string };
+    };
+    assert.ok(existsSync(record.runtime.seedPath), `the target's seed ${record.runtime.seedPath} is there`);
     return e;
   }
 

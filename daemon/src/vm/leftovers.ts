@@ -8,7 +8,7 @@ import type { CellRegistry } from "../cells/registry.js";
 import type { Supervisor, TrackedExecutable } from "../runtime/supervisor.js";
 import { deleteTap, isTap } from "./network.js";
 import type { VmRecord } from "./record.js";
-import { SEED_DIR } from "./seed.js";
+import { removeSeedDirIfEmpty } from "./seed.js";
 
 /** The label aetherd puts on a VM's hypervisor process and its own cell. */
 export const VM_LABEL = "aether.io/vm";
@@ -35,12 +35,13 @@ export async function removeVmProcesses(processes: Supervisor, vmId: string, kee
   }
 }
 
-/** Removes the seed ISO and any staging folder of a half-built one. */
-export async function removeSeeds(vmId: string): Promise<void> {
-  const names = await readdir(SEED_DIR).catch(() => [] as string[]);
+/** Removes the seed ISO and any staging folder of a half-built one, in this aetherd's seeds folder (seed.ts). */
+export async function removeSeeds(vmId: string, seedDir: string): Promise<void> {
+  const names = await readdir(seedDir).catch(() => [] as string[]);
   for (const n of names.filter((f) => f === `${vmId}.iso` || f.startsWith(`${vmId}-`))) {
-    await rm(join(SEED_DIR, n), { recursive: true, force: true });
+    await rm(join(seedDir, n), { recursive: true, force: true });
   }
+  await removeSeedDirIfEmpty(seedDir);
 }
 
 /** Frees the VM's own cell: the one recorded, and one a crash left unrecorded (found by name and label). */
@@ -67,11 +68,11 @@ export async function removeStartLeftovers(
   cells: CellRegistry,
   vm: VmRecord,
   log: Logger,
-  options: { keepProcess?: string; tapsOfOthers?: Set<string> } = {},
+  options: { keepProcess?: string; tapsOfOthers?: Set<string>; seedDir: string },
 ): Promise<void> {
   await removeVmProcesses(processes, vm.spec.id, options.keepProcess);
   // A TAP of this VM's: never another kind of device, nor another VM's TAP, that carries the name.
   for (const nic of vm.spec.nics) if (isTap(nic.tap) && !options.tapsOfOthers?.has(nic.tap)) await deleteTap(nic.tap);
-  await removeSeeds(vm.spec.id);
+  await removeSeeds(vm.spec.id, options.seedDir);
   await freeOwnCell(cells, vm, log);
 }

@@ -27,7 +27,7 @@ import type { MigrationHooks } from "./migration-hooks.js";
 import { ownCellName, removeStartLeftovers, removeVmProcesses, VM_LABEL, vmProcesses } from "./leftovers.js";
 import { createTap, deleteTap, isBridge, linkExists } from "./network.js";
 import { freshRuntime, VmRecordSchema, type VmIntent, type VmRecord, type VmRuntime, type VmSpec } from "./record.js";
-import { buildSeed, removeSeed } from "./seed.js";
+import { buildSeed, removeSeed, seedDir } from "./seed.js";
 
 export type VmState = VmRuntime["state"];
 
@@ -194,7 +194,7 @@ export class VmManager {
       console: join(runtimeDir, "console.sock"),
       consoleLog: join(dir, "console.log"),
       pidFile: join(dir, "qemu.pid"),
-      seed: join("/dev/shm/aether-seeds", `${id}.iso`),
+      seed: join(seedDir(this.options.stateDir), `${id}.iso`),
     };
   }
 
@@ -377,7 +377,10 @@ export class VmManager {
    */
   private async purge(record: VmRecord): Promise<void> {
     const { id, tenant } = record.spec;
-    await removeStartLeftovers(this.processes, this.cells, record, this.log, { tapsOfOthers: this.tapsOfOthers(id) });
+    await removeStartLeftovers(this.processes, this.cells, record, this.log, {
+      tapsOfOthers: this.tapsOfOthers(id),
+      seedDir: seedDir(this.options.stateDir),
+    });
     for (const volume of this.storage.listVolumes().filter((v) => v.ownerVm === id)) {
       await this.storage.deleteVolume(volume.id, tenant, true, "", { asOwner: id }).catch((err: Error) => {
         this.log.warn(
@@ -512,7 +515,11 @@ export class VmManager {
       await mkdir(files.runtimeDir, { recursive: true, mode: 0o700 });
       await Promise.all([files.qmp, files.agent, files.console, files.api].map((f) => rm(f, { force: true })));
       if (spec.cloudInit) {
-        created.seed = await buildSeed(spec.id, { instanceId: spec.id, hostname: spec.name, ...spec.cloudInit });
+        created.seed = await buildSeed(
+          spec.id,
+          { instanceId: spec.id, hostname: spec.name, ...spec.cloudInit },
+          seedDir(this.options.stateDir),
+        );
       }
       for (const nic of spec.nics) {
         await createTap(nic.tap, nic.bridge);
@@ -991,7 +998,10 @@ export class VmManager {
     const live = this.track(record);
     if (intent?.op === "start") {
       this.log.warn({ vm: name }, "undoing a VM start that aetherd did not finish");
-      await removeStartLeftovers(this.processes, this.cells, record, this.log, { tapsOfOthers: this.tapsOfOthers(id) });
+      await removeStartLeftovers(this.processes, this.cells, record, this.log, {
+        tapsOfOthers: this.tapsOfOthers(id),
+        seedDir: seedDir(this.options.stateDir),
+      });
       Object.assign(record.runtime, { processId: "", ownCellId: "", seedPath: "", agentReady: false, intent: undefined });
       await this.setState(
         live,
@@ -1007,7 +1017,10 @@ export class VmManager {
       // No QEMU may run for a VM that is not running: a stray one (from a crash) is ended.
       if (vmProcesses(this.processes, id).some((e) => e.status === "running")) {
         this.log.warn({ vm: name, state: record.runtime.state }, "ending a QEMU process of a VM that is not running");
-        await removeStartLeftovers(this.processes, this.cells, record, this.log, { tapsOfOthers: this.tapsOfOthers(id) });
+        await removeStartLeftovers(this.processes, this.cells, record, this.log, {
+          tapsOfOthers: this.tapsOfOthers(id),
+          seedDir: seedDir(this.options.stateDir),
+        });
         Object.assign(record.runtime, { processId: "", ownCellId: "", seedPath: "" });
         await this.save(record);
       }
