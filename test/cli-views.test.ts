@@ -134,8 +134,10 @@ describe("aether: watch, contexts, completion, events, top, audit, version", () 
     await eventually(() => (isRunning(pid) ? undefined : true), 10_000, "the watch to end once its parent is gone");
   });
 
-  it("cell list -w on a terminal redraws in place when a cell is allocated", async () => {
-    const command = `stty cols 120 rows 40; exec env -u CI aether cell list -w`;
+  it("cell list -w on a terminal redraws in place when a cell is allocated, and from the top when the terminal is resized", async () => {
+    // The shell resizes the terminal (the kernel sends SIGWINCH) once the test says so.
+    const resize = join(mkdtempSync(join(tmpdir(), "aether-resize-")), "now");
+    const command = `stty cols 120 rows 40; env -u CI aether cell list -w & while [ ! -e ${resize} ]; do sleep 0.1; done; stty cols 70; wait`;
     const child = spawn("script", ["-qefc", command, "/dev/null"], {
       env: { ...process.env, PATH: `${binDir}:${process.env.PATH ?? ""}`, ...env() },
       stdio: ["ignore", "pipe", "pipe"],
@@ -149,6 +151,8 @@ describe("aether: watch, contexts, completion, events, top, audit, version", () 
     await eventually(() => (screen.includes("watched-cell") ? true : undefined), 10_000, "the new cell on screen");
     // The second screen began by moving the cursor up over the first and clearing below it.
     assert.match(screen, /\u001b\[\d+A\r\u001b\[J[^]*watched-cell/);
+    writeFileSync(resize, "");
+    await eventually(() => (/\u001b\[H\u001b\[J[^]*watched-cell/.test(screen) ? true : undefined), 10_000, "a redraw from the top");
     child.kill("SIGTERM");
     await exited;
     await clients[0]!.cells.freeCell({ cell: "watched-cell" });

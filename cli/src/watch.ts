@@ -123,21 +123,29 @@ export function captured(print: () => void): string {
 
 /** On a terminal: each state replaces the previous one on screen. */
 function redrawn<T>(spec: WatchSpec<T>): (items: T[]) => void {
-  const screen = inPlace();
-  return (items) =>
+  let items: T[] = [];
+  let header = "";
+  // Drawn again for a resized terminal: the same items, fitted to its new width.
+  const screen = inPlace(() => ({ header, text: captured(() => printList(spec.output, spec.view, items)) }));
+  return (now) => {
+    items = now;
+    header = `watching ${spec.what}, updated ${new Date().toLocaleTimeString()} (Ctrl-C to stop)`;
     screen(
-      `watching ${spec.what}, updated ${new Date().toLocaleTimeString()} (Ctrl-C to stop)`,
+      header,
       captured(() => printList(spec.output, spec.view, items)),
     );
+  };
 }
 
 /**
  * A screen redrawn in place on a terminal: each call clears what the last one drew (moving the
  * cursor up over it) and draws a header line, a blank line and the text, cut to the terminal's height.
  */
-export function inPlace(): (header: string, text: string) => void {
+export function inPlace(again?: () => { header: string; text: string }): (header: string, text: string) => void {
   let shownRows = 0;
-  return (header, text) => {
+  let last: { header: string; text: string } | undefined;
+  const draw = (header: string, text: string, clear: string) => {
+    last = { header, text };
     const columns = process.stdout.columns || 80;
     const rows = process.stdout.rows || 24;
     let lines = [header, "", ...text.replace(/\n$/, "").split("\n")];
@@ -155,10 +163,16 @@ export function inPlace(): (header: string, text: string) => void {
       lines = [...kept, `… ${lines.length - kept.length} more lines (a taller terminal shows them)`];
       total = used + 1;
     }
-    const clear = shownRows > 0 ? `\u001b[${shownRows}A\r\u001b[J` : "";
     process.stdout.write(`${clear}${lines.join("\n")}\n`);
     shownRows = total;
   };
+  // A resized terminal re-wraps what is shown, so the rows to go back over are no longer known:
+  // start again from the top of the screen.
+  process.stdout.on("resize", () => {
+    const now = last && (again?.() ?? last);
+    if (now) draw(now.header, now.text, "\u001b[H\u001b[J");
+  });
+  return (header, text) => draw(header, text, shownRows > 0 ? `\u001b[${shownRows}A\r\u001b[J` : "");
 }
 
 /** Not a terminal: each state that differs from the last, whole, after a blank line. */

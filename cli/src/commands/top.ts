@@ -181,15 +181,18 @@ Examples:
       }
       // Ends on Ctrl-C, SIGTERM, SIGHUP (their default), its reader or its parent going (watch.ts).
       watchParent();
-      const screen = inPlace();
+      let last: { header: string; s: Snapshot } | undefined;
+      // A resized terminal gets the last snapshot again, fitted to its new width.
+      const screen = inPlace(() => ({ header: last?.header ?? "", text: last ? render(o, last.s) : "" }));
       let before: CellRow[] | undefined;
       for (;;) {
         const s = await snapshot(aether, o.tenant, before);
         before = s.cells;
-        screen(
-          `aether top: ${s.hostname} at ${s.address}, ${new Date().toLocaleTimeString()} (every ${o.interval / 1000}s, Ctrl-C to stop)`,
-          render(o, s),
-        );
+        last = {
+          header: `aether top: ${s.hostname} at ${s.address}, ${new Date().toLocaleTimeString()} (every ${o.interval / 1000}s, Ctrl-C to stop)`,
+          s,
+        };
+        screen(last.header, render(o, s));
         await new Promise((resolve) => setTimeout(resolve, o.interval));
       }
     });
