@@ -236,7 +236,7 @@ describe("a cluster manifest with a VM and a deployment", () => {
     }
   });
 
-  it("a deployment in a node manifest names the field; deleting the manifest releases the VM and deletes the deployment", async () => {
+  it("a deployment in a node manifest names the field; a deployment made by hand is a conflict; deleting the manifest releases the VM and deletes the deployment", async () => {
     assert.throws(
       () => defineManifest({ name: "x", deployments: [workers(1)] }),
       /invalid manifest: deployments: deployments are kept by the aggregator/,
@@ -245,6 +245,23 @@ describe("a cluster manifest with a VM and a deployment", () => {
       () => defineManifest({ name: "x", target: "cluster", deployments: [{ name: "w", template: {} }] }),
       /invalid manifest: deployments\.0\.template\.vm: give exactly one of executable/,
     );
+    // A deployment made by hand holds its name: the manifest may not take it over.
+    await agg.client.aggregator.createDeployment({
+      deployment: {
+        name: "by-hand",
+        tenant: TENANT,
+        instances: 0,
+        template: { kind: { case: "executable", value: { argv: ["/bin/sleep", "1"] } } },
+      },
+    });
+    const taken = await planManifest(agg.client, fleet([vm()], [workers(1, 601), { ...workers(0), name: "by-hand" }]));
+    assert.deepEqual(
+      taken.conflicts.map((c) => `${c.resource} ${c.name}: ${c.reason}`),
+      [
+        "deployment by-hand: a deployment named by-hand already exists in tenant mfcvm and is not managed by a manifest, not fleet; delete or rename it",
+      ],
+    );
+    await agg.client.aggregator.deleteDeployment({ deployment: "by-hand", tenant: TENANT });
     const removed = await deleteManifest(agg.client, fleet([vm()], [workers(1, 601)]), { stopGraceSeconds: 5 });
     assert.deepEqual(steps(removed.applied), ["delete deployment workers", "delete vm db"]);
     await eventually(
