@@ -63,6 +63,7 @@ export class VmCloner {
       }
       return disks;
     };
-    return this.hooks.createWithDisks(copy, makeDisks, start);
+    // The source stays stopped while its volumes are cloned (a start would change them meanwhile).
+    return this.hooks.exclusive(source, "being cloned", () => this.hooks.createWithDisks(copy, makeDisks, start));
   }
 }

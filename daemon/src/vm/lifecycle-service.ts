@@ -8,6 +8,7 @@ import {
   clip,
   dnsLabel,
   durationMs,
+  failedPrecondition,
   invalidArgument,
   labels as parseLabels,
   reference,
@@ -76,8 +77,14 @@ export function vmLifecycleRpcs(manager: VmManager, storage: StorageRegistry, te
   const message = (vm: VmRecord) => toMessage(manager, vm);
   const snapshotName = (name: string) => dnsLabel("name", name);
   const agentFor = (vm: VmRecord, what: string) => {
-    if (!vm.spec.guestAgent) throw invalidArgument(`VM ${vm.spec.name} has no guest agent (it was created without one); ${what} needs it.`);
-    return manager.agentOf(vm);
+    if (!vm.spec.guestAgent)
+      throw failedPrecondition(`VM ${vm.spec.name} has no guest agent (it was created without one); ${what} needs it.`);
+    const agent = hooks.agent(vm);
+    if (!agent)
+      throw failedPrecondition(
+        `VM ${vm.spec.name} is ${vm.runtime.state}${vm.runtime.state === "running" ? " but its guest agent does not answer" : ""}; ${what} needs a running VM whose guest agent answers.`,
+      );
+    return agent;
   };
 
   return {

@@ -97,6 +97,11 @@ export class VmLifecycle {
 
   /** Records new settings; memory and vCPUs apply at the next start (pending_changes says so while it runs). */
   async update(vm: VmRecord, settings: VmSettings): Promise<VmRecord> {
+    // Not while a start, stop or migration is under way: they read the settings being changed.
+    return this.hooks.exclusive(vm, "being updated", () => this.apply(vm, settings));
+  }
+
+  private async apply(vm: VmRecord, settings: VmSettings): Promise<VmRecord> {
     const changes: string[] = [];
     const { spec } = vm;
     // Everything is checked before anything is changed: a refused request changes nothing.
