@@ -20,6 +20,7 @@ import {
 import { ExecutableState } from "@aether/sdk/gen/aether/runtime/v1/runtime_pb";
 import { eventually, isRunning, startDaemon, stopWorkloads, type TestDaemon } from "./helpers/daemon.js";
 import { startAggregator, type TestAggregator } from "./helpers/aggregator.js";
+import { runCommand } from "./helpers/run.js";
 
 const NODES = 3;
 
@@ -57,7 +58,9 @@ describe("deployments on a cluster of three aetherd", () => {
   };
 
   before(async () => {
-    agg = await startAggregator({ dir: join(dir, "agg"), args: ["--lease-ttl-ms", "6000"] });
+    // A wide auction window: on a loaded host a node may take longer than the default 250 ms to bid, and
+    // the spread this file checks needs every node's bid (an auction still closes once all have answered).
+    agg = await startAggregator({ dir: join(dir, "agg"), args: ["--lease-ttl-ms", "6000", "--auction-window-ms", "5000"] });
     for (let i = 0; i < NODES; i++) {
       const nodeDir = join(dir, `node-${i}`);
       const config = join(dir, `node-${i}.toml`);
@@ -365,5 +368,85 @@ describe("deployments on a cluster of three aetherd", () => {
     await available("web", 1);
     const fresh = await get("web");
     assert.equal(fresh.instances.length, 1, "the new web does not count the old one's instances");
+  });
+
+  it("the CLI: deploy apply (TOML), list, get, scale, watch, placements show the deployment, delete; usage errors exit 2", async () => {
+    const aether = (...args: string[]) => runCommand("aether", args, { env: { AETHER_AGGREGATOR: `unix://${agg.socket}` } });
+    const file = join(dir, "api.toml");
+    writeFileSync(
+      file,
+      `name = "api"\ninstances = 2\nlabels = { team = "cli" }\n\n[template]\nrestart_policy = "on-failure"\nrequirements = { cpu_millis = 10, memory_bytes = "1M" }\n\n[template.executable]\nargv = ["/bin/sleep", "600"]\n`,
+    );
+    const applied = await aether("deploy", "apply", file);
+    assert.equal(applied.code, 0, applied.stderr);
+    assert.match(applied.stdout, /deployment api created: 2 instance\(s\) of revision 1/);
+    const instances = await available("api", 2);
+    assert.equal(new Set(instances.map((i) => i.node)).size, 2);
+    const again = await aether("deploy", "apply", file, "--json");
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal((JSON.parse(again.stdout) as { revision: string }).revision, "1", "the same file again is no new revision");
+
+    const listed = JSON.parse((await aether("deploy", "list", "--json")).stdout) as Array<{ name: string; instances: number }>;
+    assert.ok(listed.some((d) => d.name === "api" && d.instances === 2));
+    const table = await aether("deploy", "list", "--filter", "team=cli");
+    assert.match(table.stdout, /NAME\s+TENANT\s+KIND\s+READY\s+REVISION\s+STATE/);
+    assert.match(table.stdout, /api\s+default\s+executable\s+2\/2\s+1\s+available/);
+    const got = JSON.parse((await aether("deploy", "get", "api", "-o", "json")).stdout) as {
+      deployment: { template: { restartPolicy: string } };
+      instances: Array<{ name: string }>;
+    };
+    assert.equal(got.deployment.template.restartPolicy, "RESTART_POLICY_ON_FAILURE");
+    assert.equal(got.instances.length, 2);
+    const people = await aether("deploy", "get", "api");
+    assert.match(people.stdout, /restart policy\s+on-failure/);
+    assert.match(people.stdout, /INSTANCE\s+STATE\s+NODE/);
+
+    const placements = await aether("cluster", "placements", "-l", "aether.io/deployment=api");
+    assert.match(placements.stdout, /DEPLOYMENT/);
+    assert.match(placements.stdout, /api-[0-9a-f]{6}\s+default\s+placed\s+node-\d\s+api@1/);
+
+    // watch --json: one object per change; scaling shows up in it.
+    const watching = runCommand("aether", ["deploy", "watch", "api", "--json"], {
+      env: { AETHER_AGGREGATOR: `unix://${agg.socket}` },
+      timeoutMs: 30_000,
+    });
+    const scaled = await aether("scale", "api", "--instances", "3");
+    assert.equal(scaled.code, 0, scaled.stderr);
+    assert.match(scaled.stdout, /deployment api scaled to 3 instance\(s\)/);
+    await available("api", 3);
+    const deleted = await aether("deploy", "delete", "api", "--wait", "--grace", "1");
+    assert.equal(deleted.code, 0, deleted.stderr);
+    assert.match(deleted.stdout, /deployment api deleted/);
+    const watched = await watching;
+    assert.equal(watched.code, 0, watched.stderr);
+    const states = watched.stdout
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line) as { deployment: { state: string; runningInstances?: number } });
+    assert.ok(
+      states.some((w) => w.deployment.runningInstances === 3),
+      "the watch saw 3 running",
+    );
+    assert.equal(states.at(-1)?.deployment.state, "DEPLOYMENT_STATE_DELETED", "the watch ends when the deployment is gone");
+
+    // Usage errors exit 2; what the aggregator refuses exits 1 (3: not found).
+    const bad = join(dir, "bad.toml");
+    writeFileSync(bad, 'name = "x"\ninstances = [\n');
+    const notToml = await aether("deploy", "apply", bad);
+    assert.equal(notToml.code, 2, notToml.stderr);
+    assert.match(notToml.stderr, /is not TOML/);
+    writeFileSync(bad, 'name = "x"\ninstances = 1\nreplicas = 3\n');
+    const unknownField = await aether("deploy", "apply", bad);
+    assert.equal(unknownField.code, 2);
+    assert.match(unknownField.stderr, /does not describe a deployment/);
+    assert.equal((await aether("scale", "api")).code, 2, "--instances is required");
+    assert.equal((await aether("scale", "api", "--instances", "many")).code, 2);
+    assert.equal((await aether("deploy", "get", "nope")).code, 3);
+    writeFileSync(bad, 'name = "x"\ninstances = 1\n[template.executable]\nargv = ["sleep"]\n');
+    const refused = await aether("deploy", "apply", bad);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /template\.executable\.argv\[0\] "sleep" is not an absolute path/);
+    const help = await aether("deploy", "apply", "--help");
+    assert.match(help.stdout, /Examples:/);
   });
 });

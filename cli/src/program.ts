@@ -11,6 +11,7 @@ import { healthCommand } from "./commands/health.js";
 import { storageCommands } from "./commands/storage.js";
 import { imageCommands } from "./commands/image.js";
 import { clusterCommands } from "./commands/cluster.js";
+import { deployCommands } from "./commands/deploy.js";
 import { backupCommands } from "./commands/backup.js";
 import { alertsCommands } from "./commands/alerts.js";
 import { pkiCommands } from "./commands/pki.js";
@@ -58,6 +59,7 @@ Examples:
   aether image import debian-12 https://example.org/debian-12.qcow2 --sha256 <hex>
   aether storage create web-disk --image debian-12 --size 20G
   aether cluster deploy web --memory 256M -- /usr/bin/python3 -m http.server 8080
+  aether deploy apply web.toml && aether scale web --instances 5
   aether apply -f web.manifest.ts
   aether backup list
   aether alerts thresholds set cpu_warning 0.75
@@ -77,6 +79,7 @@ ${EXIT_CODES_HELP}`,
   storageCommands(program);
   imageCommands(program);
   clusterCommands(program);
+  deployCommands(program);
   backupCommands(program);
   alertsCommands(program);
   pkiCommands(program);

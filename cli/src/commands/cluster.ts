@@ -87,6 +87,7 @@ function placementsView(node: (id: string) => string): ListView<auction.Workload
       { header: "TENANT", cell: (p) => p.tenant },
       { header: "STATE", cell: (p) => placementState(p.state) + (p.stateReason ? ` (${p.stateReason})` : ""), clip: true },
       { header: "NODE", cell: (p) => node(p.node) },
+      { header: "DEPLOYMENT", cell: (p) => (p.deployment ? `${p.deployment}@${p.deploymentRevision}` : "-") },
       { header: "PLACED", cell: (p) => age(p.placeTime) },
       { header: "WORKLOAD", cell: (p) => shortId(p.workloadId), whole: (p) => p.workloadId },
       { header: "LABELS", cell: (p) => labelsText(p.labels), wideOnly: true },

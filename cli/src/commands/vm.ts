@@ -36,6 +36,8 @@ export const VMS: ListView<vmApi.Vm> = {
   columns: [
     { header: "NAME", cell: (v) => v.name },
     { header: "TENANT", cell: (v) => v.tenant },
+    // The deployment whose instance the VM is (aether deploy), from the label the aggregator gives it.
+    { header: "DEPLOYMENT", cell: (v) => v.labels["aether.io/deployment"] || "-" },
     { header: "STATE", cell: (v) => state(v.state) },
     { header: "PROFILE", cell: (v) => vmApi.VmProfile[v.profile].toLowerCase() },
     { header: "HYPERVISOR", cell: (v) => vmApi.Hypervisor[v.hypervisor].toLowerCase() },
