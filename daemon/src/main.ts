@@ -239,6 +239,8 @@ async function run(flags: ConfigFlags): Promise<void> {
   const handlers = {
     runtime: executableService(supervisor, (cell, tenant) => cells.placement(cell, tenant), tenantIds),
     cells: cellService(cells),
+    // A VM workload's image, imported on the winner that lacks it (auction/image-fetch.ts).
+    storage: storageService(storage, config.tenancy),
     vm: {
       ...vmService(
         vms,

@@ -92,6 +92,7 @@ export function normalizeSpec(input: WorkloadSpec | undefined): WorkloadSpec {
     checkLabels(requirements.nodeSelector);
     for (const id of requirements.excludeNodes) checkNodeId("requirements.exclude_nodes", id);
   }
+  checkImageFetch(spec);
   if (spec.kind.case === "executable") {
     const argv0 = spec.kind.value.argv[0];
     if (argv0 === undefined) throw invalidArgument("spec.executable.argv is empty: give the program (an absolute path) and its arguments.");
@@ -101,6 +102,23 @@ export function normalizeSpec(input: WorkloadSpec | undefined): WorkloadSpec {
       );
   }
   return spec;
+}
+
+/** image_fetch goes with a VM that boots a clone of an image, and names a URL with its SHA-256. */
+function checkImageFetch(spec: WorkloadSpec): void {
+  const fetch = spec.imageFetch;
+  if (fetch === undefined) return;
+  const boot = spec.kind.case === "vm" ? spec.kind.value.boot?.source : undefined;
+  if (boot?.case !== "disk" || boot.value.image === "")
+    throw invalidArgument("spec.image_fetch is set, but the spec is no VM booting a clone of an image (vm.boot.disk.image): leave it out.");
+  if (!/^https?:\/\/\S+$/.test(fetch.url))
+    throw invalidArgument(
+      `spec.image_fetch.url ${JSON.stringify(fetch.url.slice(0, 80))} is not an http(s) URL: give where nodes download image ${boot.value.image} from.`,
+    );
+  if (!/^[0-9a-f]{64}$/.test(fetch.sha256))
+    throw invalidArgument(
+      "spec.image_fetch.sha256 is not 64 lowercase hex digits: give the SHA-256 of the image file (sha256sum prints it).",
+    );
 }
 
 /** The spec as nodes see it: the workload's id, and the kind's name/tenant/request_id from the workload. */

@@ -132,7 +132,7 @@ export class AuctionRunner {
     // Provisioning: the winner, then the next in order while they fail.
     const tProvision = performance.now();
     const failures: string[] = [];
-    let provisioned: { node: string; score: number; resourceId: string } | undefined;
+    let provisioned: { node: string; score: number; resourceId: string; importMs?: number } | undefined;
     const previousNode = placement.node;
     for (const contender of decision.order) {
       record.state = AuctionState.PROVISIONING;
@@ -150,6 +150,10 @@ export class AuctionRunner {
           .bid(node)
           .executeProvisioning({ auctionId, spec, requestId: spec.workloadId }, { timeoutMs: this.ctx.provisionTimeoutMs });
         provisioned = { node: contender.node, score: contender.score, resourceId: resourceIdOf(response) };
+        if (response.imageImportDuration) {
+          record.imageImportDuration = response.imageImportDuration;
+          provisioned.importMs = Number(response.imageImportDuration.seconds) * 1000 + response.imageImportDuration.nanos / 1e6;
+        }
         break;
       } catch (err) {
         const why = describeError(err);
@@ -172,10 +176,11 @@ export class AuctionRunner {
     record.state = AuctionState.SUCCEEDED;
     record.winner = provisioned.node;
     record.winningScore = provisioned.score;
+    const imported = provisioned.importMs === undefined ? "" : ` (after importing its image in ${provisioned.importMs.toFixed(0)} ms)`;
     record.stateReason =
       failures.length === 0
-        ? `${provisioned.node} won with ${provisioned.score} and provisioned the workload.`
-        : `${failures.join("; ")}; ${provisioned.node}, next in order with ${provisioned.score}, provisioned it.`;
+        ? `${provisioned.node} won with ${provisioned.score} and provisioned the workload${imported}.`
+        : `${failures.join("; ")}; ${provisioned.node}, next in order with ${provisioned.score}, provisioned it${imported}.`;
     record.endTime = timestamp(Date.now());
     record.totalDuration = duration(performance.now() - t0);
     placement.state = PlacementState.PLACED;

@@ -92,6 +92,7 @@ export function instanceSpec(t: DeploymentTemplate, deployment: string, tenant: 
     tenant,
     labels: instanceLabels,
     ...(t.requirements && { requirements: t.requirements }),
+    ...(t.imageFetch && { imageFetch: t.imageFetch }),
   });
   // The deadman moves a fenced node's workloads unless told not to: a deployment that never restarts says so.
   if (t.restartPolicy === RestartPolicy.NEVER) spec.labels[RESTART_LABEL] = "never";

@@ -58,6 +58,8 @@ import type { VmManager } from "../vm/manager.js";
 import { commitments, poolSpace, type Commitments, type Declared, type Hold, type KvmCheck, type PoolSpace } from "./capacity.js";
 import { declineKind, score, type ScoreInput, type ScoreResult } from "./score.js";
 import { checkSpec, WORKLOAD_LABEL, type CheckedSpec } from "./spec.js";
+import { fetchImage, imageNeed, scoreForImage } from "./image-fetch.js";
+import type { StorageService } from "@aether/sdk/gen/aether/storage/v1/storage_pb";
 
 /** How long ReleaseWorkload lets a workload stop gracefully when the request says nothing (the contract's 30 s). */
 const DEFAULT_RELEASE_GRACE_MS = 30_000;
@@ -89,6 +91,8 @@ export interface BiddingDeps {
     runtime: ServiceImpl<typeof ExecutableService>;
     cells: ServiceImpl<typeof CellService>;
     vm: ServiceImpl<typeof VmService>;
+    /** Imports a VM workload's image on the winner that lacks it (image-fetch.ts). */
+    storage: ServiceImpl<typeof StorageService>;
   };
   log: Logger;
   /**
@@ -358,7 +362,7 @@ export function bidService(bidding: Bidding): ServiceImpl<typeof BidService> {
       const spec = checkSpec(req.spec);
       const gathered = await bidding.gather(spec);
       // From here to the hold nothing awaits: two bids cannot both count the same free memory.
-      const result = bidding.scoreNow(spec, gathered);
+      const result = scoreForImage(bidding.scoreNow(spec, gathered), deps.storage, imageNeed(req.spec, spec.tenant));
       bidding.countBid(result);
       let holdUntil: number | undefined;
       if (result.score > 0 && deps.rules.holdMs > 0) holdUntil = bidding.hold(spec);
@@ -400,12 +404,18 @@ export function bidService(bidding: Bidding): ServiceImpl<typeof BidService> {
         }
         await bidding.remember(spec);
         try {
+          const importMs = await fetchImage(
+            { storage: deps.storage, handler: h.storage, log: deps.log },
+            imageNeed(req.spec, spec.tenant),
+            spec.workloadId,
+            ctx,
+          );
           const resource = await provision(spec, ctx);
           deps.log.info(
-            { auction: req.auctionId, workload: spec.workloadId, kind: spec.kind.case, resource: resource.value?.id },
+            { auction: req.auctionId, workload: spec.workloadId, kind: spec.kind.case, resource: resource.value?.id, importMs },
             "workload provisioned",
           );
-          return { node: deps.nodeId, resource };
+          return { node: deps.nodeId, resource, ...(importMs !== undefined && { imageImportDuration: duration(importMs) }) };
         } catch (err) {
           await bidding.forget(spec.workloadId);
           throw err;
