@@ -44,6 +44,9 @@ describe("aether apply|diff|delete -f", () => {
   it("diff shows what apply will do and exits 1; apply does it; then diff exits 0 and apply changes nothing", async () => {
     writeFileSync(join(dir, "web.manifest.ts"), web(600));
     writeFileSync(join(dir, "worker.json"), worker);
+    // A TypeScript project's tool files sit next to the manifests and are not manifests.
+    writeFileSync(join(dir, "package.json"), JSON.stringify({ name: "fleet", private: true }));
+    writeFileSync(join(dir, "tsconfig.json"), JSON.stringify({ compilerOptions: { strict: true } }));
 
     const before = await aether(["diff", "-f", dir]);
     assert.equal(before.code, 1, before.stderr);

@@ -6,7 +6,7 @@
 import { spawn } from "node:child_process";
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { dirname, extname, join, resolve } from "node:path";
-import { defineManifest, ManifestError, type Manifest } from "@aether/sdk";
+import { defineManifest, isManifestFileName, ManifestError, type Manifest } from "@aether/sdk";
 import { denoCommand } from "./engines/deno.js";
 import type { EngineCommand, Permissions } from "./engines/engine.js";
 import { nodeCommand } from "./engines/node.js";
@@ -40,8 +40,7 @@ export function manifestFiles(path: string): string[] {
   }
   if (!stat.isDirectory()) return [full];
   const files = readdirSync(full)
-    .filter((n) => (SCRIPT.has(extname(n)) && !n.endsWith(".d.ts")) || extname(n) === ".json")
-    .filter((n) => statSync(join(full, n)).isFile())
+    .filter((n) => isManifestFileName(n) && statSync(join(full, n)).isFile())
     .sort()
     .map((n) => join(full, n));
   if (files.length === 0) throw new EvaluationError(`${path} holds no manifest (.ts, .mts, .js, .mjs or .json files)`);

@@ -41,6 +41,7 @@ export { applyManifest, ApplyError, deleteManifest, withoutResources, type Apply
 export { ACTION_SYMBOL, describeAction, describePlacement, describePlanSummary } from "./manifest/describe.js";
 export type { ManifestVm, ManifestVmBoot, VmDecl } from "./manifest/vm-decl.js";
 export type { DeploymentDecl, ManifestDeployment } from "./manifest/deployment-decl.js";
+export { isManifestFileName } from "./manifest/files.js";
 export type { ActionKind, ApplyResult, PlacedWorkload, Plan, PlannedAction } from "./manifest/types.js";
 /** Messages, enums and the service of aether.runtime.v1 (processes). */
 export * as runtime from "./gen/aether/runtime/v1/runtime_pb.js";

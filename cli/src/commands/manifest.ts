@@ -17,6 +17,7 @@ import {
   ConnectError,
   defineManifest,
   deleteManifest,
+  isManifestFileName,
   describeAction,
   describePlacement,
   describePlanSummary,
@@ -59,8 +60,7 @@ function filesOf(path: string): string[] {
   if (!existsSync(full)) throw new ManifestFileError(`${path}: no such file or folder`);
   if (!statSync(full).isDirectory()) return [full];
   const files = readdirSync(full)
-    .filter((n) => (SCRIPT.has(extname(n)) && !n.endsWith(".d.ts")) || extname(n) === ".json")
-    .filter((n) => statSync(join(full, n)).isFile())
+    .filter((n) => isManifestFileName(n) && statSync(join(full, n)).isFile())
     .sort()
     .map((n) => join(full, n));
   if (files.length === 0) throw new ManifestFileError(`${path} holds no manifest (.ts, .mts, .js, .mjs or .json files)`);
