@@ -12,9 +12,6 @@ import type { EngineCommand, Permissions } from "./engines/engine.js";
 import { nodeCommand } from "./engines/node.js";
 import { distDir } from "./locate.js";
 
-/** Extensions of manifest files: scripts the engine evaluates, and JSON. */
-const SCRIPT = new Set([".ts", ".mts", ".js", ".mjs"]);
-
 /** A manifest and the file it came from. */
 export interface EvaluatedManifest {
   file: string;

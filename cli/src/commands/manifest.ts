@@ -52,8 +52,6 @@ interface Loaded {
   manifest: Manifest;
 }
 
-const SCRIPT = new Set([".ts", ".mts", ".js", ".mjs"]);
-
 /** The files -f names: a file, or the manifest files directly in a folder (as aetherscript export reads them). */
 function filesOf(path: string): string[] {
   const full = resolve(path);
@@ -109,7 +107,8 @@ function evaluateScripts(files: string[], engine: string | undefined): Promise<L
 /** Every manifest -f names, in order. */
 async function load(o: ManifestOptions): Promise<Loaded[]> {
   const files = o.filename.flatMap(filesOf);
-  const scripts = files.filter((f) => SCRIPT.has(extname(f)) || extname(f) === "");
+  // Anything but JSON is a script (an extensionless one, run by its shebang, is TypeScript).
+  const scripts = files.filter((f) => extname(f) !== ".json");
   const evaluated = new Map((scripts.length > 0 ? await evaluateScripts(scripts, o.engine) : []).map((l) => [l.file, l.manifest]));
   const loaded = files.map((file) => {
     const manifest = evaluated.get(file);
