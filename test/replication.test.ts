@@ -5,16 +5,21 @@
 // test BMC, and the aggregator starts it on the node holding its replica (never on a third node
 // that holds none), from the last point; the guest agent reads the file there.
 import assert from "node:assert/strict";
-import { createHash, randomBytes } from "node:crypto";
+import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { chmodSync, closeSync, fsyncSync, mkdirSync, mkdtempSync, openSync, readSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
-import { storage as storageApi, vm as vmApi, type AetherClient } from "@aether/sdk";
+import { createClient } from "@connectrpc/connect";
+import { Code, connect, storage as storageApi, vm as vmApi, type AetherClient } from "@aether/sdk";
+import { ReplicaReceiverService } from "@aether/sdk/gen/aether/storage/v1/storage_pb";
 import { ClusterEventKind, NodeState, PlacementState, type ClusterEvent } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { startAggregator, type TestAggregator } from "./helpers/aggregator.js";
 import { runCommand } from "./helpers/run.js";
+import { rejectsWith } from "./helpers/assertions.js";
+import { freePort } from "./helpers/net.js";
+import { createCa } from "./helpers/pki.js";
 import { eventually, isRunning, powerOffHost, startDaemon, stopWorkloads, type TestDaemon } from "./helpers/daemon.js";
 import { guestImage } from "./helpers/guest.js";
 import { sh, waitReady } from "./helpers/migration.js";
@@ -50,7 +55,7 @@ function zfsConfig(dir: string, pool: ZfsTestPool): string {
   return config;
 }
 
-describe("volume replication between two aetherd (ZFS)", () => {
+describe("volume replication between two aetherd (ZFS) over mutual TLS", () => {
   let poolA: ZfsTestPool;
   let poolB: ZfsTestPool;
   let a: TestDaemon;
@@ -59,13 +64,24 @@ describe("volume replication between two aetherd (ZFS)", () => {
   let nodeB: AetherClient;
   const dirA = mkdtempSync(join(tmpdir(), "aetherd-test-"));
   const dirB = mkdtempSync(join(tmpdir(), "aetherd-test-"));
+  // Each node serves mutual TLS with its node certificate (spiffe://test/node/<name>) and calls the
+  // other's https address with it: the node-to-node channel of two hosts.
+  const ca = createCa("replication-ca");
+  let urlB = "";
+  const argsA: string[] = [];
+  const argsB: string[] = [];
 
   before(async () => {
     [poolA, poolB] = await Promise.all([startZfsPool("aetherrepa"), startZfsPool("aetherrepb")]);
-    [a, b] = await Promise.all([
-      startDaemon({ dir: dirA, args: ["--config", zfsConfig(dirA, poolA)] }),
-      startDaemon({ dir: dirB, args: ["--config", zfsConfig(dirB, poolB)] }),
-    ]);
+    const tls = (name: string, port: number) => {
+      const pair = ca.issue(name, { server: true, client: true });
+      return ["--listen", `127.0.0.1:${port}`, "--tls-cert", pair.cert, "--tls-key", pair.key, "--tls-client-ca", ca.cert];
+    };
+    const [portA, portB] = [await freePort(), await freePort()];
+    urlB = `https://127.0.0.1:${portB}`;
+    argsA.push("--config", zfsConfig(dirA, poolA), ...tls("repl-a", portA));
+    argsB.push("--config", zfsConfig(dirB, poolB), ...tls("repl-b", portB));
+    [a, b] = await Promise.all([startDaemon({ dir: dirA, args: argsA }), startDaemon({ dir: dirB, args: argsB })]);
     [nodeA, nodeB] = await Promise.all([a.client(), b.client()]);
   });
   after(async () => {
@@ -92,7 +108,7 @@ describe("volume replication between two aetherd (ZFS)", () => {
 
     const set = await nodeA.replication.setReplicationPolicy({
       volume: "repl",
-      targets: [b.address],
+      targets: [urlB],
       interval: { seconds: 3600n, nanos: 0 },
     });
     assert.equal(set.policy?.volume, "repl");
@@ -130,6 +146,20 @@ describe("volume replication between two aetherd (ZFS)", () => {
     assert.equal(Number(copy2?.totalSentBytes), Number(copy1?.lastSentBytes) + sent2);
   });
 
+  it("the receiving side answers nodes only: a user certificate is refused", async () => {
+    const user = ca.issue("ops");
+    const asUser = await connect({ address: urlB, tls: { ca: ca.cert, cert: user.cert, key: user.key } });
+    try {
+      await rejectsWith(
+        createClient(ReplicaReceiverService, asUser.transport).getReplicaPoint({ sourceVolumeId: randomUUID() }),
+        Code.PermissionDenied,
+        /spiffe:\/\/test\/user\/ops is not a node: ReplicaReceiverService is called by the source aetherd/,
+      );
+    } finally {
+      asUser.close();
+    }
+  });
+
   it("a kill -9 of the receiving or the sending aetherd mid-transfer leaves the target's last point; the next run goes on from it", async () => {
     const volume = (await nodeA.storage.getVolume({ volume: "repl" })).volume as storageApi.Volume;
     const before = (await nodeB.replication.listReplicas({})).replicas[0]?.lastPointTime;
@@ -140,7 +170,7 @@ describe("volume replication between two aetherd (ZFS)", () => {
     await b.stop();
     b = await startDaemon({
       dir: dirB,
-      args: ["--config", join(dirB, "aetherd.toml")],
+      args: argsB,
       env: { AETHERD_CRASH_AT: "replication.receiving" },
     });
     const cut = await nodeA.replication.runReplication({ policy: "repl" });
@@ -150,7 +180,7 @@ describe("volume replication between two aetherd (ZFS)", () => {
     await eventually(() => (b.process.exitCode !== null || b.process.signalCode !== null ? true : undefined), 30_000);
     assert.equal(b.process.signalCode, "SIGKILL", "the receiver was killed mid-transfer");
 
-    b = await startDaemon({ dir: dirB, args: ["--config", join(dirB, "aetherd.toml")] });
+    b = await startDaemon({ dir: dirB, args: argsB });
     nodeB = await b.client();
     const kept = (await nodeB.replication.listReplicas({})).replicas[0];
     assert.deepEqual(kept?.lastPointTime, before, "the replica is still at its previous point, not a half-applied one");
@@ -167,13 +197,13 @@ describe("volume replication between two aetherd (ZFS)", () => {
     // And a kill -9 of the sender mid-transfer: the target keeps its point, the next run goes on from it.
     writeAt(volume.hostPath, 48 * MiB, randomBytes(24 * MiB));
     await a.stop();
-    a = await startDaemon({ dir: dirA, args: ["--config", join(dirA, "aetherd.toml")], env: { AETHERD_CRASH_AT: "replication.sending" } });
+    a = await startDaemon({ dir: dirA, args: argsA, env: { AETHERD_CRASH_AT: "replication.sending" } });
     nodeA = await a.client();
     await assert.rejects(nodeA.replication.runReplication({ policy: "repl" }), "the sender dies in the middle of the stream");
     await eventually(() => (a.process.signalCode === "SIGKILL" ? true : undefined), 30_000);
     const afterSenderCrash = (await nodeB.replication.listReplicas({})).replicas[0];
     assert.deepEqual(afterSenderCrash?.lastPointTime, copy?.lastPointTime, "the target is still at the last consistent point");
-    a = await startDaemon({ dir: dirA, args: ["--config", join(dirA, "aetherd.toml")] });
+    a = await startDaemon({ dir: dirA, args: argsA });
     nodeA = await a.client();
     const again = (await nodeA.replication.runReplication({ policy: "repl" })).policy?.volumes[0]?.targets[0];
     assert.equal(again?.lastError, "", again?.lastError);
@@ -191,14 +221,14 @@ describe("volume replication between two aetherd (ZFS)", () => {
     const table = await aether("storage", "replication", "list");
     assert.equal(table.code, 0, table.stderr);
     assert.match(table.stdout, /VOLUME\s+OF\s+TARGET\s+STATE\s+LAST POINT\s+LAG\s+RPO\s+NEXT RUN\s+SENT/);
-    assert.match(table.stdout, /repl\s+volume\s+unix:\/\/\S+\s+idle\s+\d+s ago/);
+    assert.match(table.stdout, /repl\s+volume\s+https:\/\/127\.0\.0\.1:\d+\s+idle\s+\d+s ago/);
     const json = await aether("storage", "replication", "list", "-o", "json");
     assert.equal(json.code, 0, json.stderr);
     const [copyJson] = JSON.parse(json.stdout) as Array<Record<string, unknown>>;
     assert.equal(copyJson?.volumeName, "repl");
-    assert.equal(copyJson?.target, b.address);
+    assert.equal(copyJson?.target, urlB);
     assert.equal(copyJson?.lastSentBytes, String(sentAgain));
-    const usage = await aether("storage", "replication", "set", "--target", b.address);
+    const usage = await aether("storage", "replication", "set", "--target", urlB);
     assert.equal(usage.code, 2, "a usage error exits 2");
     assert.match(usage.stderr, /give exactly one of --vm and --volume/);
   });

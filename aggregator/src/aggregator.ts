@@ -437,8 +437,9 @@ export class Aggregator {
   async heartbeat(req: HeartbeatRequest, as?: NodeCaller): Promise<{ lease: Lease }> {
     return this.guarded(async () => {
       const telemetry = req.telemetry && checkTelemetry(req.telemetry);
+      const held = ReplicaIndex.check(req.replicas);
       const renewed = await this.membership.heartbeat(req, as);
-      this.replicas.observe(req.nodeId, req.replicas);
+      this.replicas.set(req.nodeId, held);
       // An alert that cannot be recorded is logged; the lease is renewed all the same.
       if (telemetry)
         await this.alerts

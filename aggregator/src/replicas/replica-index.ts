@@ -17,8 +17,8 @@ export interface ReplicaHolders {
 export class ReplicaIndex {
   private readonly byNode = new Map<string, Map<string, number>>();
 
-  /** A heartbeat's list, checked at the edge: replaces what the node said before. */
-  observe(nodeId: string, held: HeldReplica[]): void {
+  /** A heartbeat's list, checked at the edge (before the lease is renewed): workload id to point time. */
+  static check(held: HeldReplica[]): Map<string, number> {
     if (held.length > MAX_HELD) throw invalidArgument(`replicas lists ${held.length} VMs; at most ${MAX_HELD} are taken.`);
     const points = new Map<string, number>();
     for (const [i, r] of held.entries()) {
@@ -27,12 +27,13 @@ export class ReplicaIndex {
       if (!Number.isFinite(ms) || ms <= 0) throw invalidArgument(`replicas[${i}].last_point_time is missing.`);
       points.set(r.workloadId, ms);
     }
-    if (points.size === 0) this.byNode.delete(nodeId);
-    else this.byNode.set(nodeId, points);
+    return points;
   }
 
-  forget(nodeId: string): void {
-    this.byNode.delete(nodeId);
+  /** What a node holds now (a checked list): replaces what it said before. */
+  set(nodeId: string, points: Map<string, number>): void {
+    if (points.size === 0) this.byNode.delete(nodeId);
+    else this.byNode.set(nodeId, points);
   }
 
   /** The nodes (but `except`) that hold replicas of a workload's VM; undefined when none does. */
