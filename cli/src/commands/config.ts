@@ -143,7 +143,7 @@ Examples:
 
   config
     .command("delete-context")
-    .description(`remove a context ("${DEFAULT_CONTEXT}": empty the top-level fields); if it was current, default is`)
+    .description(`remove a context ("${DEFAULT_CONTEXT}": empty the top-level fields); default becomes current if it was`)
     .argument("<name>", "context name")
     .addHelpText("after", "\nExamples:\n  aether config delete-context lab")
     .action((name: string, _o: unknown, cmd: Command) => {
