@@ -27,6 +27,8 @@ const UNLABELLED_LISTS = new Set([
   "aether config get-contexts", // the client config's contexts
   "aether audit", // audit records: who did what
   "aether vm snapshot list", // a VM's snapshots: a name per snapshot of all its disks
+  "aether storage replication list", // replication policies: one per volume, no labels
+  "aether storage replication replicas", // replicas: by volume and target
 ]);
 
 class Exited extends Error {
@@ -154,7 +156,14 @@ describe("aether's command tree keeps the README's promises", () => {
 
   it("finds every command, those of every file", () => {
     const keys = new Set(all.map((c) => c.key));
-    for (const k of ["aether vm list", "aether exec get", "aether cluster nodes", "aether storage snapshots", "aether fence off", "aether pki list"])
+    for (const k of [
+      "aether vm list",
+      "aether exec get",
+      "aether cluster nodes",
+      "aether storage snapshots",
+      "aether fence off",
+      "aether pki list",
+    ])
       assert.ok(keys.has(k), `${k} is in the tree`);
     assert.ok(leaves.length >= 80, `${leaves.length} commands`);
   });

@@ -34,6 +34,7 @@ import {
   type OutputFlags,
 } from "../output.js";
 import { dryRunOption, sayWould, type DryRunFlags } from "../mutations.js";
+import { selectorOf, selectorOptions, selects, serverFilter, type SelectorFlags } from "../selectors.js";
 import { uint32 } from "../numbers.js";
 import { parseBytes } from "../units.js";
 import { canRedraw } from "../progress.js";
@@ -220,12 +221,16 @@ A VM: [template.vm] as CreateVmRequest (vcpus, memory_bytes = "256M", boot, disk
     .command("list")
     .description("deployments, newest first: instances running of those wanted, revision and state")
     .option("--tenant <tenant>", "only this tenant's", "")
-    .option("--filter <key=value,...>", "only deployments with these labels")
-    .addHelpText("after", "\nExamples:\n  aether deploy list\n  aether deploy list --filter team=a -o wide\n  aether deploy list --json");
-  outputOptions(list, "list").action(async (o: { tenant: string; filter?: string } & OutputFlags) =>
+    .addHelpText("after", "\nExamples:\n  aether deploy list\n  aether deploy list -l team=a -o wide\n  aether deploy list --json");
+  selectorOptions(outputOptions(list, "list")).action(async (o: { tenant: string } & SelectorFlags & OutputFlags) =>
     withClient(globals(), async (aether) => {
-      const { deployments } = await aether.aggregator.listDeployments({ pageSize: 1000, tenant: o.tenant, filter: o.filter ?? "" });
-      printList(o, DEPLOYMENTS, deployments);
+      const selector = selectorOf(o);
+      const { deployments } = await aether.aggregator.listDeployments({ pageSize: 1000, tenant: o.tenant, filter: serverFilter(selector) });
+      printList(
+        o,
+        DEPLOYMENTS,
+        deployments.filter((d) => selects(selector, d.labels)),
+      );
     }),
   );
 
