@@ -132,7 +132,7 @@ describe("a cluster manifest with a VM and a deployment", () => {
       bigger.actions.map((a) => `${a.kind} ${a.name}`),
       ["replace db", "unchanged workers"],
     );
-    assert.match(bigger.actions[0]?.reason ?? "", /^memory changed/);
+    assert.match(bigger.actions[0]?.reason ?? "", /^memory \(128 MiB placed, 192 MiB declared\) changed$/);
 
     const revision = (await deployment())?.revision;
     const scaled = await applyManifest(agg.client, fleet([vm()], [workers(3)]));

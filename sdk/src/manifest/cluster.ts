@@ -5,8 +5,9 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { AetherClient } from "../connect.js";
 import { PlacementState, type WorkloadPlacement } from "../gen/aether/auction/v1/auction_pb.js";
-import { create } from "@bufbuild/protobuf";
-import { CreateVmRequestSchema } from "../gen/aether/vm/v1/vm_pb.js";
+import { create, equals, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import { BootSourceSchema, CloudInitSchema, CreateVmRequestSchema, DiskSchema, NicSchema } from "../gen/aether/vm/v1/vm_pb.js";
+import { formatSize } from "./size.js";
 import { MANIFEST_LABEL, type Manifest, type ManifestExecutable } from "./define.js";
 import { createVmRequest, type ManifestVm } from "./vm-decl.js";
 import { planDeployments } from "./deployment-plan.js";
@@ -73,28 +74,17 @@ function vmDifferences(manifest: Manifest, decl: ManifestVm, placement: Workload
   const have = kind.value;
   const want = create(CreateVmRequestSchema, createVmRequest(decl, manifest.tenant, {}));
   const out: string[] = [];
-  const same = (a: unknown, b: unknown) =>
-    JSON.stringify(a, (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v)) ===
-    JSON.stringify(b, (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v));
-  if (!same(have.boot?.source, want.boot?.source)) out.push("boot (image, bootVolume or kernel)");
+  const sameList = <T extends DescMessage>(schema: T, a: MessageShape<T>[], b: MessageShape<T>[]) =>
+    a.length === b.length && a.every((x, i) => equals(schema, x, b[i] as MessageShape<T>));
+  const sameOne = <T extends DescMessage>(schema: T, a: MessageShape<T> | undefined, b: MessageShape<T> | undefined) =>
+    a === undefined || b === undefined ? a === b : equals(schema, a, b);
+  if (!sameOne(BootSourceSchema, have.boot, want.boot)) out.push("boot (image, bootVolume or kernel)");
   if (have.vcpus !== want.vcpus) out.push(`cpus (${have.vcpus} placed, ${want.vcpus} declared)`);
-  if (have.memoryBytes !== want.memoryBytes) out.push("memory");
-  if (
-    !same(
-      have.disks.map((d) => [d.source, d.readOnly, d.serial]),
-      want.disks.map((d) => [d.source, d.readOnly, d.serial]),
-    )
-  )
-    out.push("disks");
-  if (
-    !same(
-      have.nics.map((n) => [n.bridge, n.mac]),
-      want.nics.map((n) => [n.bridge, n.mac]),
-    )
-  )
-    out.push("nics");
-  const ci = (c: typeof have.cloudInit) => [c?.userData ?? "", c?.metaData ?? "", c?.networkConfig ?? ""];
-  if (!same(ci(have.cloudInit), ci(want.cloudInit))) out.push("userData/metaData/networkConfig");
+  if (have.memoryBytes !== want.memoryBytes)
+    out.push(`memory (${formatSize(Number(have.memoryBytes))} placed, ${formatSize(Number(want.memoryBytes))} declared)`);
+  if (!sameList(DiskSchema, have.disks, want.disks)) out.push("disks");
+  if (!sameList(NicSchema, have.nics, want.nics)) out.push("nics");
+  if (!sameOne(CloudInitSchema, have.cloudInit, want.cloudInit)) out.push("userData/metaData/networkConfig");
   if (have.profile !== want.profile) out.push("profile");
   if (have.hypervisor !== want.hypervisor) out.push("hypervisor");
   if (have.acceleration !== want.acceleration) out.push("acceleration");
