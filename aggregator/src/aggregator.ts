@@ -247,7 +247,9 @@ export class Aggregator {
     this.membership = new Membership(this.ctx, this.deadman, this.replacement, new MigrationReports(this.ctx));
     this.deploymentBook = new DeploymentBook(this.store, this.log.child({ room: "deployments" }));
     this.book.saved.add((p) => {
-      if (p.deployment !== "") this.deploymentBook.changed();
+      if (p.deployment === "") return;
+      this.reconciler.placementSaved(p);
+      this.deploymentBook.changed();
     });
     const deploymentLocks = new KeyedMutex();
     this.reconciler = new Reconciler(this.ctx, this.runner, this.deploymentBook, deploymentLocks, options.reconcileIntervalMs);
@@ -451,7 +453,8 @@ export class Aggregator {
 
   /** The nodes that hold replicas of a workload's VM and can take it now (READY, on duty). */
   private liveReplicaHolders(workloadId: string, fencedNode: string): ReplicaHolders | undefined {
-    const held = this.replicas.holders(workloadId, fencedNode);
+    const fenced = this.registry.get(fencedNode);
+    const held = fenced && this.replicas.holders(workloadId, fenced);
     if (!held) return undefined;
     const now = Date.now();
     const points = new Map(

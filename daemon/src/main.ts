@@ -230,7 +230,8 @@ async function run(flags: ConfigFlags): Promise<void> {
     pools: configured.pools,
     vms,
     identity: clusterIdentity,
-    nodeName: config.cluster.name ?? `${hostname()} (${ownAddresses.at(-1)})`,
+    // The name the aggregator knows this node by: it matches a replica to the node it came from.
+    nodeName: config.cluster.name ?? hostname(),
     events,
     log: log.child({ room: "replication" }),
   });

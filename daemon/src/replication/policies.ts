@@ -123,9 +123,11 @@ export class ReplicationPolicies {
       nextRunMs: Date.now(),
       status: known?.status ?? {},
     };
-    await this.save(record);
-    this.schedule(record);
-    return record;
+    // A run in progress holds the record it started with: the new settings go into that object.
+    const policy = known ? Object.assign(known, record) : record;
+    await this.save(policy);
+    this.schedule(policy);
+    return policy;
   }
 
   resolve(ref: string, tenant: string): PolicyRecord {
@@ -174,8 +176,8 @@ export class ReplicationPolicies {
         : (this.o.vms.list().find((v) => v.spec.id === p.id)?.spec.disks ?? []).map((d) => d.volumeId).filter((id) => id !== "");
     if (p.kind === "vm" && ids.length === 0) {
       const vm = this.o.vms.list().find((v) => v.spec.id === p.id);
-      if (vm)
-        throw new DomainError("failed_precondition", `VM ${vm.spec.name} has no volumes to replicate (its disks are host files or none).`);
+      if (!vm) throw new DomainError("not_found", `VM ${p.id} of the policy is no longer on this node (deleted, or moved away).`);
+      throw new DomainError("failed_precondition", `VM ${vm.spec.name} has no volumes to replicate (its disks are host files or none).`);
     }
     return ids.map((id) => {
       const volume = this.o.storage.volumeById(id);
