@@ -13,6 +13,7 @@ import {
   DeploymentState,
   NodeState,
   PlacementState,
+  RestartPolicy,
   type ClusterEvent,
 } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { HealthStatus } from "@aether/sdk/gen/aether/node/v1/node_pb";
@@ -190,6 +191,7 @@ describe("a deployment's instance on a hung node is replaced only once the fence
       if (pid !== undefined && isRunning(pid)) process.kill(pid, "SIGCONT");
     }
     await agg.client.aggregator.deleteDeployment({ deployment: "svc", gracePeriod: { seconds: 1n } }).catch(() => undefined);
+    await agg.client.aggregator.deleteDeployment({ deployment: "once", gracePeriod: { seconds: 1n } }).catch(() => undefined);
     for (const d of daemons.values()) {
       if (d.process.exitCode === null && d.process.signalCode === null) {
         await stopWorkloads(await d.client());
@@ -218,6 +220,10 @@ describe("a deployment's instance on a hung node is replaced only once the fence
 
   it("SUSPECT and FENCING keep the instance counted; after Off it runs elsewhere, and the deployment is whole again", async () => {
     await agg.client.aggregator.createDeployment({ deployment: { name: "svc", instances: 3, template: sleeper } });
+    // The same beside it with restart policy never: its instance on node-b is not started again.
+    await agg.client.aggregator.createDeployment({
+      deployment: { name: "once", instances: 3, template: { ...sleeper, restartPolicy: RestartPolicy.NEVER } },
+    });
     const placed = await eventually(
       async () => {
         const got = await agg.client.aggregator.getDeployment({ deployment: "svc" });
@@ -226,10 +232,21 @@ describe("a deployment's instance on a hung node is replaced only once the fence
       20_000,
       "svc AVAILABLE",
     );
+    await eventually(
+      async () =>
+        (await agg.client.aggregator.getDeployment({ deployment: "once" })).deployment?.state === DeploymentState.AVAILABLE
+          ? true
+          : undefined,
+      20_000,
+      "once AVAILABLE",
+    );
+    const onceOnB = async () => (await agg.client.aggregator.getDeployment({ deployment: "once" })).instances.find((i) => i.node === b?.id);
     const { nodes } = await agg.client.aggregator.listNodes({});
     const b = nodes.find((n) => n.name === "node-b");
     const onB = placed.find((i) => i.node === b?.id);
     assert.ok(b && onB, "one instance is on node-b (one per node)");
+    const onceVictim = await onceOnB();
+    assert.ok(onceVictim, "one instance of once is on node-b too");
     const before = (await events()).at(-1)?.sequence ?? 0n;
     // node-b hangs: its aetherd stops answering, its instance's process keeps running.
     const { executables } = await clients.get(b.id)!.runtime.listExecutables({ pageSize: 100 });
@@ -269,6 +286,21 @@ describe("a deployment's instance on a hung node is replaced only once the fence
       assert.equal(executable?.state, ExecutableState.RUNNING, `${i.name} runs on ${i.node}`);
     }
     for (const pid of bPids) assert.ok(!isRunning(pid), `node-b's old process ${pid} is gone`);
+    // Restart policy never: node-b's instance of once FAILED, counted finished, and not replaced.
+    const once = await eventually(
+      async () => {
+        const got = await agg.client.aggregator.getDeployment({ deployment: "once" });
+        return got.deployment?.finishedInstances === 1 ? got : undefined;
+      },
+      10_000,
+      "once's fenced instance counted finished",
+    );
+    assert.equal(once.deployment?.runningInstances, 2);
+    assert.equal(once.deployment?.state, DeploymentState.AVAILABLE);
+    const abandoned = once.instances.find((i) => i.workloadId === onceVictim.workloadId);
+    assert.equal(abandoned?.state, PlacementState.FAILED);
+    assert.match(abandoned?.stateReason ?? "", /fenced .* aether\.io\/restart=never says not to start it elsewhere/);
+    assert.equal(once.instances.filter((i) => i.state === PlacementState.PLACED).length, 2, "no new instance of once");
     // In order: fenced, then the instance started elsewhere; no auction for svc before the fence.
     const mine = (await events()).filter((e) => e.sequence > before);
     const fenced = mine.find((e) => e.kind === ClusterEventKind.NODE_FENCED && e.node === b.id);

@@ -10,6 +10,10 @@
 // count them gone. Everything it decides is a placement or a deployment record in the store first,
 // so a replica that takes over counts the same instances (placements a previous leader left
 // PROVISIONING are finished by resume.ts, not placed again).
+//
+// It is past 400 lines because the loop's three jobs share its state (the claims of the spread, the
+// backoff of failing placements, the instances whose end it is recording): the endings, one
+// deployment's step (place, remove, roll, delete), and the placing of one instance.
 import { randomBytes, randomUUID } from "node:crypto";
 import { clone, create } from "@bufbuild/protobuf";
 import {
@@ -63,6 +67,10 @@ export class Reconciler implements ReconcileHandle {
   /** Per deployment: node → instances an auction decided for moments ago and whose placement does not say so yet. */
   private readonly claims = new Map<string, Map<string, number>>();
   private generation = 0;
+  /** Instances whose end this loop is recording (their FAILED is not news to placementSaved()). */
+  private readonly ending = new Set<string>();
+  /** Instances already counted finished by placementSaved(). */
+  private readonly counted = new Set<string>();
 
   constructor(
     private readonly ctx: Context,
@@ -185,15 +193,13 @@ export class Reconciler implements ReconcileHandle {
       placement.stateReason = `instance ${placement.name} ended on node ${placement.node}: ${ending.reason}; ${
         replace ? "a new instance replaces it" : "it is not replaced"
       } (restart policy ${restartPolicyName(policy)}).`;
-      await this.ctx.book.save(undefined, placement);
-      if (!replace && d.state !== DeploymentState.DELETING)
-        await this.locks.run(d.id, async () => {
-          const current = this.book.deployments.get(d.id);
-          if (!current || current.state === DeploymentState.DELETING) return;
-          const next = clone(DeploymentSchema, current);
-          next.finishedInstances = Math.min(next.instances, next.finishedInstances + 1);
-          await this.book.save(next);
-        });
+      this.ending.add(id);
+      try {
+        await this.ctx.book.save(undefined, placement);
+      } finally {
+        this.ending.delete(id);
+      }
+      if (!replace && d.state !== DeploymentState.DELETING) await this.countFinished(d.id);
       else this.book.changed();
       void this.ctx.emit({
         kind: ClusterEventKind.INSTANCE_ENDED,
@@ -214,6 +220,33 @@ export class Reconciler implements ReconcileHandle {
           );
     });
     this.again.add(d.id);
+  }
+
+  /** One more instance of the deployment ended and is not replaced (restart policy). */
+  private async countFinished(deploymentId: string): Promise<void> {
+    await this.locks.run(deploymentId, async () => {
+      const current = this.book.deployments.get(deploymentId);
+      if (!current || current.state === DeploymentState.DELETING) return;
+      const next = clone(DeploymentSchema, current);
+      next.finishedInstances = Math.min(next.instances, next.finishedInstances + 1);
+      await this.book.save(next);
+    });
+  }
+
+  /**
+   * A placement was written. An instance that had run and that someone else marked FAILED (the
+   * deadman, for a fenced node's instance it does not start elsewhere; a re-placement no node could
+   * take) has ended too: under restart policy never it counts finished, or the loop would replace it.
+   */
+  placementSaved(p: WorkloadPlacement): void {
+    if (p.deployment === "" || p.state !== PlacementState.FAILED || p.placeTime === undefined) return;
+    if (this.ending.has(p.workloadId) || this.counted.has(p.workloadId) || !this.ctx.leading()) return;
+    const d = [...this.book.deployments.values()].find((each) => isInstanceOf(p, each));
+    if (!d || d.state === DeploymentState.DELETING || d.template?.restartPolicy !== RestartPolicy.NEVER) return;
+    this.counted.add(p.workloadId);
+    void this.countFinished(d.id).catch((err: unknown) =>
+      this.ctx.log.warn({ deployment: d.name, instance: p.name, err: describeError(err) }, "could not count an instance finished"),
+    );
   }
 
   // ---------------------------------------------------------------- one deployment
