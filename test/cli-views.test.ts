@@ -194,14 +194,18 @@ describe("aether: watch, contexts, completion, events, top, audit, version", () 
         ["lab-b", true],
       ],
     );
-    assert.equal((await aether(["config", "use-context", "default"], cfg)).code, 0);
-    assert.equal((await aether(["config", "current-context"], cfg)).stdout, "default\n");
-
     // Mistakes are usage errors: an unknown context, a malformed address.
     const unknown = await aether(["--context", "nope", "exec", "list"], cfg);
     assert.equal(unknown.code, 2);
     assert.match(unknown.stderr, /no context "nope".*default, lab-b/);
     assert.equal((await aether(["config", "set-context", "x", "--address", "tcp://h:1"], cfg)).code, 2);
+
+    assert.equal((await aether(["config", "use-context", "default"], cfg)).code, 0);
+    assert.equal((await aether(["config", "current-context"], cfg)).stdout, "default\n");
+    // Deleting the current context makes default current again.
+    assert.equal((await aether(["config", "use-context", "lab-b"], cfg)).code, 0);
+    assert.equal((await aether(["config", "delete-context", "lab-b"], cfg)).code, 0);
+    assert.equal(await nodeId(cfg), idA);
   });
 
   it("cluster nodes -w through a context's aggregator: a node cordoned arrives as MODIFIED", async () => {
