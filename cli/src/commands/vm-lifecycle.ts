@@ -11,6 +11,7 @@ import { EXIT } from "../exit-codes.js";
 import { durationOption, toDuration, uint32 } from "../numbers.js";
 import { age, bytes, forPrograms, outputOptions, printList, printOne, type ListView, type OutputFlags } from "../output.js";
 import { startProgress } from "../progress.js";
+import { dryRunOption, exists, sayWould, type DryRunFlags } from "../mutations.js";
 import { parseBytes } from "../units.js";
 import { VMS } from "./vm.js";
 
@@ -29,6 +30,26 @@ const SNAPSHOTS: ListView<vmApi.VmSnapshot> = {
     { header: "PROBLEM", cell: (s) => s.problem || "-", clip: true },
   ],
 };
+
+/**
+ * --dry-run of a VM lifecycle command: looks the VM up and says what would happen (`what` returns
+ * the sentence and, when the CLI can foresee it, why aetherd would refuse). Nothing is sent that
+ * changes anything.
+ */
+async function wouldVm(
+  aether: AetherClient,
+  ref: string,
+  tenant: string,
+  what: (v: vmApi.Vm) => Promise<[string, string?]> | [string, string?],
+): Promise<void> {
+  const { vm: v } = await aether.vm.getVm({ vm: ref, tenant });
+  if (!v) throw new Error("aetherd returned no VM");
+  const [sentence, refusal] = await what(v);
+  sayWould(`${sentence}${refusal ? `, but aetherd would refuse: ${refusal}` : ""}`);
+}
+
+const isRunning = (v: vmApi.Vm) => [vmApi.VmState.RUNNING, vmApi.VmState.STARTING, vmApi.VmState.PAUSED].includes(v.state);
+const diskNames = (d: vmApi.Disk) => [d.source.value ?? "", d.resolvedPath, d.serial].filter((x) => x !== "");
 
 /** The VM for programs, or one line for people. */
 function done(o: OutputFlags, v: vmApi.Vm | undefined, line: string): void {
@@ -110,36 +131,46 @@ async function copyIn(aether: AetherClient, from: string, to: { vm: string; path
 }
 
 export function vmLifecycleCommands(vm: Command, globals: () => GlobalOptions): void {
-  outputOptions(vm.command("reboot"))
+  dryRunOption(outputOptions(vm.command("reboot")))
     .description("reboot gracefully: the guest shuts down (agent or ACPI), then starts again with pending settings")
     .argument("<vm>", "id or name")
     .option("--tenant <tenant>", "tenant to resolve a name in", "")
     .addOption(durationOption("-t, --timeout <duration>", "wait this long for the guest to shut down, then force it", 30_000))
     .option("--wait", "wait until the guest is ready again; exits 1 if it is not")
     .addHelpText("after", "\nExamples:\n  aether vm reboot web\n  aether vm reboot web --wait\n  aether vm reboot web --timeout 2m -o json")
-    .action(async (ref: string, o: Tenant & { timeout: number; wait?: boolean } & OutputFlags) =>
+    .action(async (ref: string, o: Tenant & { timeout: number; wait?: boolean } & OutputFlags & DryRunFlags) =>
       withClient(globals(), async (aether) => {
+        if (o.dryRun)
+          return wouldVm(aether, ref, o.tenant, (v) => [
+            `reboot vm ${v.name} (${state(v.state)})`,
+            isRunning(v) ? undefined : `${v.name} is ${state(v.state)}, not running`,
+          ]);
         const { vm: v } = await aether.vm.rebootVm({ vm: ref, tenant: o.tenant, timeout: toDuration(o.timeout) });
         const last = o.wait ? await waitAgain(aether, ref, o.tenant, 300_000, forPrograms(o)) : v;
         done(o, last ?? v, `${ref} rebooted${o.wait ? "" : " (booting)"}`);
       }),
     );
 
-  outputOptions(vm.command("reset"))
+  dryRunOption(outputOptions(vm.command("reset")))
     .description("hard reset, like the reset button (QMP system_reset): no shutdown, unwritten data lost")
     .argument("<vm>", "id or name")
     .option("--tenant <tenant>", "tenant to resolve a name in", "")
     .option("--wait", "wait until the guest is ready again; exits 1 if it is not")
     .addHelpText("after", "\nExamples:\n  aether vm reset web\n  aether vm reset web --wait")
-    .action(async (ref: string, o: Tenant & { wait?: boolean } & OutputFlags) =>
+    .action(async (ref: string, o: Tenant & { wait?: boolean } & OutputFlags & DryRunFlags) =>
       withClient(globals(), async (aether) => {
+        if (o.dryRun)
+          return wouldVm(aether, ref, o.tenant, (v) => [
+            `reset vm ${v.name} (${state(v.state)}): no shutdown, unwritten data lost`,
+            isRunning(v) ? undefined : `${v.name} is ${state(v.state)}, not running`,
+          ]);
         const { vm: v } = await aether.vm.resetVm({ vm: ref, tenant: o.tenant });
         const last = o.wait ? await waitAgain(aether, ref, o.tenant, 300_000, forPrograms(o)) : v;
         done(o, last ?? v, `${ref} reset${o.wait ? "" : " (booting)"}`);
       }),
     );
 
-  const set = outputOptions(vm.command("set"))
+  const set = dryRunOption(outputOptions(vm.command("set")))
     .description("change memory or vCPUs; they apply at the VM's next start (vm reboot applies them to a running VM)")
     .argument("<vm>", "id or name")
     .option("--memory <size>", "guest memory, e.g. 1G or 512M", parseBytes)
@@ -149,9 +180,13 @@ export function vmLifecycleCommands(vm: Command, globals: () => GlobalOptions): 
       "after",
       "\nExamples:\n  aether vm set web --memory 1G\n  aether vm set web --cpus 2 --memory 2G && aether vm reboot web --wait",
     )
-    .action(async (ref: string, o: Tenant & { memory?: bigint; cpus?: number } & OutputFlags) => {
+    .action(async (ref: string, o: Tenant & { memory?: bigint; cpus?: number } & OutputFlags & DryRunFlags) => {
       if (o.memory === undefined && o.cpus === undefined) set.error("error: give --memory and/or --cpus");
       return withClient(globals(), async (aether) => {
+        if (o.dryRun)
+          return wouldVm(aether, ref, o.tenant, (v) => [
+            `set vm ${v.name} to ${o.cpus ?? v.vcpus} vCPUs and ${bytes(o.memory ?? v.memoryBytes)} (now ${v.vcpus}, ${bytes(v.memoryBytes)}), from its next start`,
+          ]);
         const { vm: v } = await aether.vm.updateVm({ vm: ref, tenant: o.tenant, memoryBytes: o.memory, vcpus: o.cpus });
         const now = `${ref}: ${v?.vcpus} vCPUs, ${bytes(v?.memoryBytes ?? 0n)}`;
         const pending = v?.pendingChanges ?? [];
@@ -165,7 +200,7 @@ export function vmLifecycleCommands(vm: Command, globals: () => GlobalOptions): 
       });
     });
 
-  outputOptions(vm.command("autostart"))
+  dryRunOption(outputOptions(vm.command("autostart")))
     .description("start the VM with aetherd after a host reboot (on), or not (off)")
     .argument("<vm>", "id or name")
     .argument("<on|off>", "on or off", (v: string) => {
@@ -174,14 +209,16 @@ export function vmLifecycleCommands(vm: Command, globals: () => GlobalOptions): 
     })
     .option("--tenant <tenant>", "tenant to resolve a name in", "")
     .addHelpText("after", "\nExamples:\n  aether vm autostart web on\n  aether vm autostart web off")
-    .action(async (ref: string, onOff: string, o: Tenant & OutputFlags) =>
+    .action(async (ref: string, onOff: string, o: Tenant & OutputFlags & DryRunFlags) =>
       withClient(globals(), async (aether) => {
+        if (o.dryRun)
+          return wouldVm(aether, ref, o.tenant, (v) => [`turn autostart ${onOff} for vm ${v.name} (now ${v.autostart ? "on" : "off"})`]);
         const { vm: v } = await aether.vm.updateVm({ vm: ref, tenant: o.tenant, autostart: onOff === "on" });
         done(o, v, `${ref}: autostart ${onOff}`);
       }),
     );
 
-  outputOptions(vm.command("attach-disk"))
+  dryRunOption(outputOptions(vm.command("attach-disk")))
     .description("attach a volume (or, for operators, a host path): hot-plugged into a running persistent VM, else from the next start")
     .argument("<vm>", "id or name")
     .argument("<disk>", "a volume's name or id, or an absolute host path")
@@ -192,8 +229,17 @@ export function vmLifecycleCommands(vm: Command, globals: () => GlobalOptions): 
       "after",
       "\nExamples:\n  aether vm attach-disk web data\n  aether vm attach-disk web data --serial data1 --ro\n  aether vm attach-disk web /srv/scratch.qcow2",
     )
-    .action(async (ref: string, disk: string, o: Tenant & { ro?: boolean; serial: string } & OutputFlags) =>
+    .action(async (ref: string, disk: string, o: Tenant & { ro?: boolean; serial: string } & OutputFlags & DryRunFlags) =>
       withClient(globals(), async (aether) => {
+        if (o.dryRun)
+          return wouldVm(aether, ref, o.tenant, async (v) => {
+            if (!disk.startsWith("/")) await aether.storage.getVolume({ volume: disk, tenant: o.tenant });
+            const attached = v.disks.some((d) => diskNames(d).includes(disk));
+            return [
+              `attach ${disk} to vm ${v.name} ${isRunning(v) ? "(hot-plugged)" : "(from its next start)"}`,
+              attached ? `${disk} is attached to ${v.name} already` : undefined,
+            ];
+          });
         const source = disk.startsWith("/") ? { case: "hostPath" as const, value: disk } : { case: "volume" as const, value: disk };
         const { vm: v, live } = await aether.vm.attachVmDisk({
           vm: ref,
@@ -204,42 +250,56 @@ export function vmLifecycleCommands(vm: Command, globals: () => GlobalOptions): 
       }),
     );
 
-  outputOptions(vm.command("detach-disk"))
+  dryRunOption(outputOptions(vm.command("detach-disk")))
     .description("detach a disk (the volume is kept); from a running VM only its last, hot-plugged disk")
     .argument("<vm>", "id or name")
     .argument("<disk>", "its volume (name or id), host path or serial")
     .option("--tenant <tenant>", "tenant to resolve names in", "")
     .addHelpText("after", "\nExamples:\n  aether vm detach-disk web data\n  aether vm detach-disk web /srv/scratch.qcow2")
-    .action(async (ref: string, disk: string, o: Tenant & OutputFlags) =>
+    .action(async (ref: string, disk: string, o: Tenant & OutputFlags & DryRunFlags) =>
       withClient(globals(), async (aether) => {
+        if (o.dryRun)
+          return wouldVm(aether, ref, o.tenant, (v) => [
+            `detach ${disk} from vm ${v.name}${isRunning(v) ? " (hot-unplugged)" : ""}`,
+            v.disks.some((d) => diskNames(d).includes(disk)) ? undefined : `${v.name} has no disk ${disk}`,
+          ]);
         const { vm: v, live } = await aether.vm.detachVmDisk({ vm: ref, tenant: o.tenant, disk });
         done(o, v, `${disk} detached from ${ref}${live ? " (hot-unplugged)" : ""}`);
       }),
     );
 
-  outputOptions(vm.command("attach-nic"))
+  dryRunOption(outputOptions(vm.command("attach-nic")))
     .description("add a NIC on a host bridge: hot-plugged into a running persistent VM, else from the next start")
     .argument("<vm>", "id or name")
     .argument("<bridge>", "the host bridge")
     .option("--mac <mac>", "MAC address (default: derived from the VM and the NIC's index)", "")
     .option("--tenant <tenant>", "tenant to resolve a name in", "")
     .addHelpText("after", "\nExamples:\n  aether vm attach-nic web br0\n  aether vm attach-nic web br1 --mac 52:54:00:12:34:56")
-    .action(async (ref: string, bridge: string, o: Tenant & { mac: string } & OutputFlags) =>
+    .action(async (ref: string, bridge: string, o: Tenant & { mac: string } & OutputFlags & DryRunFlags) =>
       withClient(globals(), async (aether) => {
+        if (o.dryRun)
+          return wouldVm(aether, ref, o.tenant, (v) => [
+            `add a NIC on ${bridge} to vm ${v.name} ${isRunning(v) ? "(hot-plugged)" : "(from its next start)"}`,
+          ]);
         const { vm: v, live } = await aether.vm.attachVmNic({ vm: ref, tenant: o.tenant, nic: { bridge, mac: o.mac } });
         const nic = v?.nics.at(-1);
         done(o, v, `NIC ${nic?.mac} on ${bridge} added to ${ref} ${live ? "(hot-plugged)" : "(from its next start)"}`);
       }),
     );
 
-  outputOptions(vm.command("detach-nic"))
+  dryRunOption(outputOptions(vm.command("detach-nic")))
     .description("remove a NIC; from a running VM only its last, hot-plugged NIC")
     .argument("<vm>", "id or name")
     .argument("<nic>", "its MAC address or TAP device")
     .option("--tenant <tenant>", "tenant to resolve a name in", "")
     .addHelpText("after", "\nExamples:\n  aether vm detach-nic web 52:54:00:12:34:56")
-    .action(async (ref: string, nic: string, o: Tenant & OutputFlags) =>
+    .action(async (ref: string, nic: string, o: Tenant & OutputFlags & DryRunFlags) =>
       withClient(globals(), async (aether) => {
+        if (o.dryRun)
+          return wouldVm(aether, ref, o.tenant, (v) => [
+            `remove NIC ${nic} from vm ${v.name}${isRunning(v) ? " (hot-unplugged)" : ""}`,
+            v.nics.some((n) => n.mac === nic || n.tapDevice === nic) ? undefined : `${v.name} has no NIC ${nic}`,
+          ]);
         const { vm: v, live } = await aether.vm.detachVmNic({ vm: ref, tenant: o.tenant, nic });
         done(o, v, `NIC ${nic} removed from ${ref}${live ? " (hot-unplugged)" : ""}`);
       }),
@@ -253,14 +313,22 @@ export function vmLifecycleCommands(vm: Command, globals: () => GlobalOptions): 
       "\nExamples:\n  aether vm snapshot create web before-upgrade\n  aether vm snapshot list web\n  aether vm stop web && aether vm snapshot rollback web before-upgrade && aether vm start web",
     );
 
-  outputOptions(snapshot.command("create"))
+  dryRunOption(outputOptions(snapshot.command("create")))
     .description("snapshot every volume of the VM (a running VM is frozen through its agent, or paused, meanwhile)")
     .argument("<vm>", "id or name")
     .argument("<name>", "the snapshot's name")
     .option("--tenant <tenant>", "tenant to resolve a name in", "")
     .addHelpText("after", "\nExamples:\n  aether vm snapshot create web before-upgrade\n  aether vm snapshot create web s1 -o json")
-    .action(async (ref: string, name: string, o: Tenant & OutputFlags) =>
+    .action(async (ref: string, name: string, o: Tenant & OutputFlags & DryRunFlags) =>
       withClient(globals(), async (aether) => {
+        if (o.dryRun)
+          return wouldVm(aether, ref, o.tenant, async (v) => {
+            const { snapshots } = await aether.vm.listVmSnapshots({ vm: v.id, tenant: o.tenant });
+            return [
+              `snapshot the ${v.disks.length} disk(s) of vm ${v.name} as ${name}${isRunning(v) ? " (the guest frozen or paused meanwhile)" : ""}`,
+              snapshots.some((x) => x.name === name) ? `${v.name} has a snapshot ${name} already` : undefined,
+            ];
+          });
         const { snapshot: s } = await aether.vm.createVmSnapshot({ vm: ref, tenant: o.tenant, name });
         if (!s) throw new Error("aetherd returned no snapshot");
         if (forPrograms(o)) printOne(o, SNAPSHOTS, s);
@@ -280,22 +348,29 @@ export function vmLifecycleCommands(vm: Command, globals: () => GlobalOptions): 
       }),
     );
 
-  snapshot
-    .command("delete")
+  dryRunOption(snapshot.command("delete"))
     .alias("rm")
     .description("delete a VM snapshot (the volume snapshots it is made of)")
     .argument("<vm>", "id or name")
     .argument("<name>", "the snapshot's name")
     .option("--tenant <tenant>", "tenant to resolve a name in", "")
     .addHelpText("after", "\nExamples:\n  aether vm snapshot delete web before-upgrade")
-    .action(async (ref: string, name: string, o: Tenant) =>
+    .action(async (ref: string, name: string, o: Tenant & DryRunFlags) =>
       withClient(globals(), async (aether) => {
+        if (o.dryRun)
+          return wouldVm(aether, ref, o.tenant, async (v) => {
+            const { snapshots } = await aether.vm.listVmSnapshots({ vm: v.id, tenant: o.tenant });
+            return [
+              `delete snapshot ${name} of vm ${v.name}`,
+              snapshots.some((x) => x.name === name) ? undefined : `${v.name} has no snapshot ${name}`,
+            ];
+          });
         await aether.vm.deleteVmSnapshot({ vm: ref, tenant: o.tenant, name });
         process.stdout.write(`snapshot ${name} of ${ref} deleted\n`);
       }),
     );
 
-  outputOptions(snapshot.command("rollback"))
+  dryRunOption(outputOptions(snapshot.command("rollback")))
     .description("return a stopped VM's disks to a snapshot")
     .argument("<vm>", "id or name")
     .argument("<name>", "the snapshot's name")
@@ -305,14 +380,32 @@ export function vmLifecycleCommands(vm: Command, globals: () => GlobalOptions): 
       "after",
       "\nExamples:\n  aether vm snapshot rollback web before-upgrade\n  aether vm snapshot rollback web s1 --destroy-newer",
     )
-    .action(async (ref: string, name: string, o: Tenant & { destroyNewer?: boolean } & OutputFlags) =>
+    .action(async (ref: string, name: string, o: Tenant & { destroyNewer?: boolean } & OutputFlags & DryRunFlags) =>
       withClient(globals(), async (aether) => {
+        if (o.dryRun)
+          return wouldVm(aether, ref, o.tenant, async (v) => {
+            const { snapshots } = await aether.vm.listVmSnapshots({ vm: v.id, tenant: o.tenant });
+            const at = snapshots.findIndex((x) => x.name === name);
+            const newer = at < 0 ? [] : snapshots.slice(at + 1).map((x) => x.name);
+            const refusal =
+              at < 0
+                ? `${v.name} has no snapshot ${name}`
+                : isRunning(v)
+                  ? `${v.name} is ${state(v.state)}; stop it first`
+                  : newer.length > 0 && !o.destroyNewer
+                    ? `newer snapshots exist (${newer.join(", ")}); add --destroy-newer`
+                    : undefined;
+            return [
+              `roll the disks of vm ${v.name} back to ${name}${o.destroyNewer && newer.length > 0 ? `, deleting ${newer.join(", ")}` : ""}`,
+              refusal,
+            ];
+          });
         const { vm: v } = await aether.vm.rollbackVmSnapshot({ vm: ref, tenant: o.tenant, name, destroyNewer: o.destroyNewer ?? false });
         done(o, v, `${ref}'s disks rolled back to ${name}`);
       }),
     );
 
-  outputOptions(vm.command("clone"))
+  dryRunOption(outputOptions(vm.command("clone")))
     .description("a new VM from a stopped one: thin clones of its volumes, new id, MACs and TAPs")
     .argument("<vm>", "the VM to clone (id or name)")
     .argument("<name>", "the new VM's name")
@@ -320,8 +413,16 @@ export function vmLifecycleCommands(vm: Command, globals: () => GlobalOptions): 
     .option("--wait", "with --start: wait until its guest is ready; exits 1 if it is not")
     .option("--tenant <tenant>", "tenant to resolve a name in", "")
     .addHelpText("after", "\nExamples:\n  aether vm clone web web2\n  aether vm clone web web2 --start --wait")
-    .action(async (ref: string, name: string, o: Tenant & { start?: boolean; wait?: boolean } & OutputFlags) =>
+    .action(async (ref: string, name: string, o: Tenant & { start?: boolean; wait?: boolean } & OutputFlags & DryRunFlags) =>
       withClient(globals(), async (aether) => {
+        if (o.dryRun)
+          return wouldVm(aether, ref, o.tenant, async (v) => {
+            const taken = await exists(() => aether.vm.getVm({ vm: name, tenant: o.tenant }));
+            return [
+              `clone vm ${v.name} into ${name} (thin clones of its ${v.disks.length} disk(s))${o.start ? " and start it" : ""}`,
+              taken ? `a VM named ${name} exists` : isRunning(v) ? `${v.name} is ${state(v.state)}; stop it first` : undefined,
+            ];
+          });
         const { vm: v } = await aether.vm.cloneVm({ vm: ref, tenant: o.tenant, name, start: o.start ?? false });
         const last = o.start && o.wait ? await waitAgain(aether, name, o.tenant, 300_000, forPrograms(o)) : v;
         done(o, last ?? v, `${name} cloned from ${ref}${o.start ? (o.wait ? " and running" : " (booting)") : ""}`);
