@@ -7,6 +7,7 @@ import { InvalidArgumentError, type Command } from "commander";
 import { auction } from "@aether/sdk";
 import { withClient, type GlobalOptions } from "../client.js";
 import { nodeNames } from "./cluster.js";
+import { dryRunOption, sayWould, type DryRunFlags } from "../mutations.js";
 import { age, formatOf, forPrograms, outputOptions, printList, printOne, type ListView, type OutputFlags } from "../output.js";
 
 const severity = (s: auction.AlertSeverity) => (auction.AlertSeverity[s] ?? String(s)).toLowerCase();
@@ -109,7 +110,7 @@ Examples:
         printList(o, THRESHOLDS, all);
       }),
     );
-  outputOptions(thresholds.command("set"))
+  dryRunOption(outputOptions(thresholds.command("set")))
     .description("change one threshold now (kept by the aggregator across restarts and leader changes)")
     .argument("<name>", "the threshold (aether alerts thresholds lists them): cpu_warning, memory_critical, psi_io_warning, ...")
     .argument("<value>", "its new value (a decimal number within its range)", thresholdValue)
@@ -117,8 +118,21 @@ Examples:
       "after",
       "\nExamples:\n  aether alerts thresholds set cpu_warning 0.75\n  aether alerts thresholds set lease_age_warning 8",
     )
-    .action(async (name: string, value: number, o: OutputFlags) =>
+    .action(async (name: string, value: number, o: OutputFlags & DryRunFlags) =>
       withClient(globals(), async (aether) => {
+        if (o.dryRun) {
+          const { thresholds: all } = await aether.aggregator.listAlertThresholds({});
+          const t = all.find((x) => x.name === name);
+          if (!t)
+            return sayWould(
+              `set ${name} to ${figure(value)}, but the aggregator would refuse: there is no threshold ${name} (aether alerts thresholds)`,
+            );
+          const out =
+            value < t.min || value > t.max
+              ? `, but the aggregator would refuse: ${figure(value)} is outside ${figure(t.min)}..${figure(t.max)}`
+              : "";
+          return sayWould(`set ${name} from ${figure(t.value)} to ${figure(value)}${out}`);
+        }
         const { threshold } = await aether.aggregator.setAlertThreshold({ name, value });
         if (!threshold) return;
         if (forPrograms(o)) return printOne(o, THRESHOLDS, threshold);

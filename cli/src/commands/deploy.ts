@@ -321,8 +321,15 @@ A VM: [template.vm] as CreateVmRequest (vcpus, memory_bytes = "256M", boot, disk
       "after",
       "\nExamples:\n  aether scale web --instances 5\n  aether scale web --instances 0\n  aether scale web --instances 3 --json",
     );
-  outputOptions(scale).action(async (name: string, o: { instances: number; tenant: string } & OutputFlags) =>
+  dryRunOption(outputOptions(scale)).action(async (name: string, o: { instances: number; tenant: string } & OutputFlags & DryRunFlags) =>
     withClient(globals(scale), async (aether) => {
+      if (o.dryRun) {
+        const { deployment: now } = await aether.aggregator.getDeployment({ deployment: name, tenant: o.tenant });
+        if (!now) throw new Error("the aggregator returned no deployment");
+        return sayWould(
+          `scale deployment ${now.name} from ${now.instances} to ${o.instances} instance(s) (${now.runningInstances} running now)`,
+        );
+      }
       const { deployment: d } = await aether.aggregator.scaleDeployment({ deployment: name, tenant: o.tenant, instances: o.instances });
       if (!d) throw new Error("the aggregator returned no deployment");
       if (forPrograms(o)) return printOne(o, DEPLOYMENTS, d);

@@ -135,7 +135,7 @@ Passwords are never taken as arguments: --password-file FILE (- reads stdin) or 
     );
   const globals = () => program.opts<GlobalOptions>();
 
-  outputOptions(fence.command("register"))
+  dryRunOption(outputOptions(fence.command("register")))
     .description("register the BMC of a node: aetherd logs in, finds the system and reads its power state first")
     .argument("<node>", "the node the BMC controls (DNS label)")
     .requiredOption("--endpoint <url>", "the BMC's Redfish service root (https://HOST or https://HOST/redfish/v1)")
@@ -174,7 +174,8 @@ Examples:
           label?: Record<string, string>;
           allowUnreachable?: boolean;
           replace?: boolean;
-        } & OutputFlags,
+        } & OutputFlags &
+          DryRunFlags,
         cmd: Command,
       ) => {
         const username = o.username ?? process.env["AETHER_BMC_USERNAME"];
@@ -182,6 +183,15 @@ Examples:
         const password = readPassword(o.passwordFile, cmd);
         const caPem = o.ca !== undefined ? readFileOrFail(o.ca, "the CA file", cmd) : undefined;
         await withClient(globals(), async (aether) => {
+          if (o.dryRun) {
+            // The BMC is not contacted: that is what registering does first.
+            const { bmcs } = await aether.fence.listBmcs({ pageSize: 1000 });
+            const old = bmcs.find((b) => b.node === node);
+            const no = old && !o.replace ? `, but aetherd would refuse: ${node} has a BMC registered (${old.endpoint}); add --replace` : "";
+            return sayWould(
+              `register the BMC of ${node} at ${o.endpoint} as ${username}${old && o.replace ? `, replacing ${old.endpoint}` : ""}${no}`,
+            );
+          }
           const { bmc } = await aether.fence.registerBmc({
             node,
             endpoint: o.endpoint,

@@ -4,6 +4,7 @@ import { node as nodeApi, vm as vmApi } from "@aether/sdk";
 import { withClient, type GlobalOptions } from "../client.js";
 import { durationOption, toDuration } from "../numbers.js";
 import { bytes, forPrograms, outputOptions, printFields, printOne, type OutputFlags } from "../output.js";
+import { dryRunOption, sayWould, type DryRunFlags } from "../mutations.js";
 
 const LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
 
@@ -60,7 +61,7 @@ export function nodeCommands(program: Command): void {
         ]);
       }),
     );
-  outputOptions(node.command("log-level"))
+  dryRunOption(outputOptions(node.command("log-level")))
     .description(
       "show or change the server's log level at once, without a restart; with --for it reverts to the configured level by itself",
     )
@@ -81,26 +82,35 @@ Examples:
   aether node log-level info                     back now (until changed again)
   aether node log-level debug --for 5m --aggregator unix:///run/aether/aggregator.sock`,
     )
-    .action(async (level: string | undefined, o: { for?: number; aggregator?: string | true } & OutputFlags, cmd: Command) => {
-      if (level === undefined && o.for !== undefined) cmd.error("error: --for needs a level to hold for that long");
-      const aggregator = o.aggregator === true ? process.env.AETHER_AGGREGATOR : o.aggregator;
-      if (o.aggregator === true && aggregator === undefined)
-        cmd.error("error: --aggregator needs an address (or AETHER_AGGREGATOR), e.g. unix:///run/aether/aggregator.sock");
-      const globals: GlobalOptions =
-        aggregator === undefined ? program.opts<GlobalOptions>() : { address: aggregator, peer: "aether-aggregator" };
-      await withClient(globals, async (aether) => {
-        const r = await aether.node.setLogLevel({
-          level: level ?? "",
-          ...(o.for !== undefined && { duration: toDuration(o.for) }),
+    .action(
+      async (level: string | undefined, o: { for?: number; aggregator?: string | true } & OutputFlags & DryRunFlags, cmd: Command) => {
+        if (level === undefined && o.for !== undefined) cmd.error("error: --for needs a level to hold for that long");
+        const aggregator = o.aggregator === true ? process.env.AETHER_AGGREGATOR : o.aggregator;
+        if (o.aggregator === true && aggregator === undefined)
+          cmd.error("error: --aggregator needs an address (or AETHER_AGGREGATOR), e.g. unix:///run/aether/aggregator.sock");
+        const globals: GlobalOptions =
+          aggregator === undefined ? program.opts<GlobalOptions>() : { address: aggregator, peer: "aether-aggregator" };
+        await withClient(globals, async (aether) => {
+          if (o.dryRun && level !== undefined) {
+            // An empty level only reads the level: nothing changes.
+            const now = await aether.node.setLogLevel({ level: "" });
+            return sayWould(
+              `set the log level from ${now.level} to ${level}${o.for !== undefined ? ` for ${o.for / 1000}s, then back to ${now.configuredLevel}` : ""}`,
+            );
+          }
+          const r = await aether.node.setLogLevel({
+            level: level ?? "",
+            ...(o.for !== undefined && { duration: toDuration(o.for) }),
+          });
+          if (forPrograms(o)) return printOne(o, { json: nodeApi.SetLogLevelResponseSchema, name: () => r.level }, r);
+          const revert = r.revertTime ? new Date(Number(r.revertTime.seconds) * 1000).toISOString() : "";
+          printFields([
+            ["level", r.level],
+            ...(level !== undefined ? ([["was", r.previousLevel]] as Array<[string, string]>) : []),
+            ["configured", r.configuredLevel],
+            ["reverts", revert === "" ? (r.level === r.configuredLevel ? "-" : "not by itself (set it back, or restart)") : `at ${revert}`],
+          ]);
         });
-        if (forPrograms(o)) return printOne(o, { json: nodeApi.SetLogLevelResponseSchema, name: () => r.level }, r);
-        const revert = r.revertTime ? new Date(Number(r.revertTime.seconds) * 1000).toISOString() : "";
-        printFields([
-          ["level", r.level],
-          ...(level !== undefined ? ([["was", r.previousLevel]] as Array<[string, string]>) : []),
-          ["configured", r.configuredLevel],
-          ["reverts", revert === "" ? (r.level === r.configuredLevel ? "-" : "not by itself (set it back, or restart)") : `at ${revert}`],
-        ]);
-      });
-    });
+      },
+    );
 }
