@@ -145,6 +145,11 @@ describe("aether's output formats, selectors, dry runs and deletes by selector",
       "no volume was created",
     );
 
+    const before = await env.aether.node.setLogLevel({ level: "" });
+    const level = await aether(["node", "log-level", "trace", "--for", "5m", "--dry-run"]);
+    assert.equal(level.stdout, `would set the log level from ${before.level} to trace for 300s, then back to ${before.configuredLevel}\n`);
+    assert.equal((await env.aether.node.setLogLevel({ level: "" })).level, before.level, "the level did not change");
+
     const missing = await aether(["vm", "start", "no-such-vm", "--dry-run"]);
     assert.equal(missing.code, 3, "a name that does not exist fails as it would");
 
