@@ -171,7 +171,7 @@ try {
     replication.rows,
   );
   console.log(
-    `ratio aetherd/bare at p50: ${replication.ratioP50.toFixed(2)}x (goal < 1.2x); bytes sent through aetherd / bare stream: ${replication.bytesRatio.toFixed(3)}`,
+    `ratio aetherd/bare at p50: ${replication.ratioP50.toFixed(2)}x (goal < 1.2x); the bare pipe copied by a node process: ${replication.copyRatioP50.toFixed(2)}x; bytes sent through aetherd / bare stream: ${replication.bytesRatio.toFixed(3)}`,
   );
 
   const COLD_RUNS = Number(process.env.BENCH_COLD_RUNS ?? 15);
