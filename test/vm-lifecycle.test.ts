@@ -101,12 +101,12 @@ describe("VM lifecycle", () => {
       /not a network device name/,
     );
     await rejectsWith(aether.vm.rebootVm({ vm: "nope" }), Code.NotFound, /nope/);
-    await rejectsWith(aether.vm.cloneVm({ vm: "web", name: "web2" }), Code.FailedPrecondition, /stop it .* before cloning/);
+    await rejectsWith(aether.vm.cloneVm({ vm: "web", name: "web2" }), Code.FailedPrecondition, /stop it before cloning it/);
     await rejectsWith(aether.vm.createVmSnapshot({ vm: "web", name: "s0" }), Code.FailedPrecondition, /no disks .* nothing to snapshot/);
     await rejectsWith(
       aether.vm.attachVmNic({ vm: "web", nic: { bridge: "br0" } }),
       Code.FailedPrecondition,
-      /web is (starting|running), and an ephemeral microVM has no PCI hotplug: stop it \(aether vm stop web\)/,
+      /web is (starting|running), and an ephemeral microVM has no PCI hotplug: stop it, attach the NIC, then start it again/,
     );
   });
 
@@ -213,7 +213,11 @@ describe("VM lifecycle", () => {
     );
     await sh(aether, "web", `printf ${MARKER} | dd of=/dev/vda conv=fsync 2>/dev/null`);
     assert.equal(await sh(aether, "web", `head -c ${MARKER.length} /dev/vda`), MARKER);
-    await rejectsWith(aether.vm.rollbackVmSnapshot({ vm: "web", name: "clean" }), Code.FailedPrecondition, /stop it .* before rolling/);
+    await rejectsWith(
+      aether.vm.rollbackVmSnapshot({ vm: "web", name: "clean" }),
+      Code.FailedPrecondition,
+      /stop it before rolling its disks back/,
+    );
     await aether.vm.stopVm({ vm: "web" });
     const rollback = await cli("vm", "snapshot", "rollback", "web", "clean");
     assert.equal(rollback.code, 0, rollback.stderr);

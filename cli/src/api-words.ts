@@ -15,6 +15,7 @@ const COMMANDS: Readonly<Record<string, string>> = {
   ListSnapshots: "aether storage snapshots",
   ListImages: "aether image list",
   ListPools: "aether storage pools",
+  ListVmSnapshots: "aether vm snapshot list",
 };
 
 const CELL_LIMITS: Readonly<Record<string, string>> = {
@@ -48,6 +49,7 @@ const FLAGS: Readonly<Record<string, Readonly<Record<string, string>>>> = {
     boot_watchdog_timeout: "--watchdog",
     cloud_init: "the cloud-init data (--user-data, --meta-data, --network-config)",
   },
+  "vm set": { vcpus: "--cpus" },
   "image import": { "source format RAW": "--format raw" },
   "storage create": { size_bytes: "--size" },
   "storage clone": { size_bytes: "--size" },

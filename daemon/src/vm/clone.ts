@@ -18,7 +18,7 @@ export class VmCloner {
     if (!["created", "stopped", "failed"].includes(source.runtime.state) || this.hooks.processRuns(source))
       throw new DomainError(
         "failed_precondition",
-        `VM ${spec.name} is ${source.runtime.state}; stop it (aether vm stop ${spec.name}) before cloning it, so its disks are consistent.`,
+        `VM ${spec.name} is ${source.runtime.state}; stop it before cloning it, so its disks are consistent.`,
       );
     const hostPaths = spec.disks.filter((d) => d.volumeId === "");
     if (hostPaths.length > 0)

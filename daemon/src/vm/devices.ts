@@ -36,7 +36,7 @@ export class VmDevices {
    */
   private mode(vm: VmRecord, action: string): { kind: "cold" } | { kind: "hot"; qmp: QmpClient } {
     if (STOPPED.includes(vm.runtime.state) && !this.hooks.processRuns(vm)) return { kind: "cold" };
-    const stopFirst = `stop it (aether vm stop ${vm.spec.name}), ${action}, then start it again`;
+    const stopFirst = `stop it, ${action}, then start it again`;
     if (vm.spec.hypervisor === "firecracker" || (vm.spec.profile === "ephemeral" && vm.spec.boot !== "disk"))
       throw new DomainError(
         "failed_precondition",
@@ -59,7 +59,7 @@ export class VmDevices {
     if (!port)
       throw new DomainError(
         "failed_precondition",
-        `VM ${vm.spec.name} has devices on all ${HOTPLUG_PORTS.length} of its hot-plug ports; stop it (aether vm stop ${vm.spec.name}), ${action}, then start it.`,
+        `VM ${vm.spec.name} has devices on all ${HOTPLUG_PORTS.length} of its hot-plug ports; stop it, ${action}, then start it.`,
       );
     return port;
   }
@@ -70,7 +70,7 @@ export class VmDevices {
     if (/Bus 'hp\d' not found/.test(message))
       return new DomainError(
         "failed_precondition",
-        `VM ${vm.spec.name} was started without hot-plug ports (by an older aetherd); stop it (aether vm stop ${vm.spec.name}), ${action}, then start it.`,
+        `VM ${vm.spec.name} was started without hot-plug ports (by an older aetherd); stop it, ${action}, then start it.`,
       );
     return new DomainError("failed_precondition", `${action} in running VM ${vm.spec.name} failed: ${message}`);
   }
@@ -144,7 +144,7 @@ export class VmDevices {
     if (at < 0)
       throw new DomainError(
         "not_found",
-        `VM ${vm.spec.name} has no disk ${JSON.stringify(ref)}; name a disk by its volume, host path or serial (aether vm get ${vm.spec.name} lists them).`,
+        `VM ${vm.spec.name} has no disk ${JSON.stringify(ref)}; name a disk by its volume, host path or serial (GetVm lists them).`,
       );
     return at;
   }
@@ -166,7 +166,7 @@ export class VmDevices {
         if (!disk?.port || at !== vm.spec.disks.length - 1)
           throw new DomainError(
             "failed_precondition",
-            `VM ${vm.spec.name} is running, and only its last disk, when it was hot-plugged, comes out of a running VM; stop it (aether vm stop ${vm.spec.name}), detach the disk, then start it.`,
+            `VM ${vm.spec.name} is running, and only its last disk, when it was hot-plugged, comes out of a running VM; stop it, detach the disk, then start it.`,
           );
         await this.unplug(vm, mode.qmp, disk.port, "disk");
       }
@@ -265,7 +265,7 @@ export class VmDevices {
       if (at < 0)
         throw new DomainError(
           "not_found",
-          `VM ${vm.spec.name} has no NIC ${JSON.stringify(ref)}; name it by its MAC address or TAP device (aether vm get ${vm.spec.name} lists them).`,
+          `VM ${vm.spec.name} has no NIC ${JSON.stringify(ref)}; name it by its MAC address or TAP device (GetVm lists them).`,
         );
       const nic = vm.spec.nics[at];
       const mode = this.mode(vm, "detach the NIC");
@@ -273,7 +273,7 @@ export class VmDevices {
         if (!nic?.port || at !== vm.spec.nics.length - 1)
           throw new DomainError(
             "failed_precondition",
-            `VM ${vm.spec.name} is running, and only its last NIC, when it was hot-plugged, comes out of a running VM; stop it (aether vm stop ${vm.spec.name}), detach the NIC, then start it.`,
+            `VM ${vm.spec.name} is running, and only its last NIC, when it was hot-plugged, comes out of a running VM; stop it, detach the NIC, then start it.`,
           );
         await this.unplug(vm, mode.qmp, nic.port, "NIC");
         await mode.qmp.execute("netdev_del", { id: `net${at}` }).catch(() => undefined);

@@ -62,10 +62,7 @@ export class VmSnapshots {
   get(vm: VmRecord, name: string): VmSnapshotView {
     const found = this.list(vm).find((s) => s.name === name);
     if (!found)
-      throw new DomainError(
-        "not_found",
-        `VM ${vm.spec.name} has no snapshot named ${JSON.stringify(name)}; aether vm snapshot list ${vm.spec.name} shows them.`,
-      );
+      throw new DomainError("not_found", `VM ${vm.spec.name} has no snapshot named ${JSON.stringify(name)}; ListVmSnapshots shows them.`);
     return found;
   }
 
@@ -168,10 +165,7 @@ export class VmSnapshots {
   async rollback(vm: VmRecord, name: string, destroyNewer: boolean): Promise<VmRecord> {
     return this.hooks.exclusive(vm, "being rolled back", async () => {
       if (!["created", "stopped", "failed"].includes(vm.runtime.state) || this.hooks.processRuns(vm))
-        throw new DomainError(
-          "failed_precondition",
-          `VM ${vm.spec.name} is ${vm.runtime.state}; stop it (aether vm stop ${vm.spec.name}) before rolling its disks back.`,
-        );
+        throw new DomainError("failed_precondition", `VM ${vm.spec.name} is ${vm.runtime.state}; stop it before rolling its disks back.`);
       const snap = this.get(vm, name);
       if (snap.problem !== "")
         throw new DomainError("failed_precondition", `snapshot ${name} of VM ${vm.spec.name} is incomplete: ${snap.problem}.`);
@@ -180,7 +174,7 @@ export class VmSnapshots {
       if (elsewhere.length > 0)
         throw new DomainError(
           "failed_precondition",
-          `volume ${elsewhere.map((p) => p.volumeName).join(", ")} of snapshot ${name} is no longer attached to VM ${vm.spec.name}; attach it again (or roll it back with aether storage rollback).`,
+          `volume ${elsewhere.map((p) => p.volumeName).join(", ")} of snapshot ${name} is no longer attached to VM ${vm.spec.name}; attach it again (or roll the volume back by itself, RollbackVolume).`,
         );
       for (const part of snap.parts) {
         await this.storage.rollbackVolume(part.volumeId, vm.spec.tenant, part.snapshotId, destroyNewer, { asVm: vm.spec.id });
