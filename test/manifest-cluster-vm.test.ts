@@ -159,6 +159,31 @@ describe("a cluster manifest with a VM and a deployment", () => {
     assert.equal((await planManifest(agg.client, fleet([vm()], [workers(3, 601)]))).changes, 0);
   });
 
+  it("a deployment of VMs (no instance, so nothing boots): created, unchanged when planned again, a memory edit is a new revision", async () => {
+    const vms = (memory: string) =>
+      defineManifest({
+        name: "fleet-vms",
+        tenant: TENANT,
+        target: "cluster",
+        deployments: [
+          {
+            name: "guests",
+            instances: 0,
+            template: { vm: { kernel: guestImage().kernel, acceleration: "tcg", memory, labels: { role: "guest" } } },
+          },
+        ],
+      });
+    assert.deepEqual(steps((await applyManifest(agg.client, vms("128M"))).applied), ["create deployment guests"]);
+    assert.equal((await planManifest(agg.client, vms("128M"))).changes, 0, "the template the aggregator keeps is the one declared");
+    const edited = await planManifest(agg.client, vms("192M"));
+    assert.deepEqual(
+      edited.actions.map((a) => `${a.kind} ${a.name}`),
+      ["replace guests"],
+    );
+    assert.match(edited.actions[0]?.reason ?? "", /^template \(vm\.memoryBytes\) changed: revision 2,/);
+    assert.deepEqual(steps((await deleteManifest(agg.client, vms("192M"))).applied), ["delete deployment guests"]);
+  });
+
   it("GitOps: a commit that scales the deployment is pulled, applied to the cluster and reported with its commit", async () => {
     const origin = join(dir, "origin");
     mkdirSync(join(origin, "prod"), { recursive: true });
