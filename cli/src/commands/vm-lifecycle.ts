@@ -13,7 +13,7 @@ import { age, bytes, forPrograms, outputOptions, printList, printOne, type ListV
 import { startProgress } from "../progress.js";
 import { dryRunOption, exists, sayWould, type DryRunFlags } from "../mutations.js";
 import { parseBytes } from "../units.js";
-import { VMS } from "./vm.js";
+import { VMS } from "./vm-views.js";
 
 type Tenant = { tenant: string };
 const CHUNK = 1024 * 1024;
