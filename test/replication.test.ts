@@ -345,6 +345,15 @@ describe("failover that keeps the data: a fenced node's VM starts on the node ho
     });
     assert.equal(placement?.node, idOf("fo-a"), placement?.stateReason);
     const workloadId = placement?.workloadId ?? "";
+    // While the guest boots: a volume whose copy can never be made (its target does not exist), so
+    // it falls behind its 10 s RPO and fo-a's heartbeats raise the replication_lag alert.
+    await node("fo-a").storage.createVolume({ name: "fo-lag", source: { case: "empty", value: { sizeBytes: BigInt(16 * MiB) } } });
+    await node("fo-a").replication.setReplicationPolicy({
+      volume: "fo-lag",
+      targets: [`unix://${join(dir, "nowhere.sock")}`],
+      interval: { seconds: 10n, nanos: 0 },
+      rpo: { seconds: 10n, nanos: 0 },
+    });
     qemuPidOnA = (await waitReady(node("fo-a"), "fo-vm")).pid;
 
     // The guest writes; replication runs; the replica holder's next heartbeat tells the aggregator.
@@ -374,6 +383,16 @@ describe("failover that keeps the data: a fenced node's VM starts on the node ho
       "a heartbeat of fo-b after the replication",
     );
 
+    const lagging = await eventually(
+      async () =>
+        (await agg.client.aggregator.listAlerts({ node: "fo-a" })).alerts.find((al) => al.thresholdName.startsWith("replication_lag_")),
+      30_000,
+      "the replication_lag alert of fo-a",
+    );
+    assert.match(lagging.message, /node fo-a: a volume replica [\d.]+× as old as its RPO/);
+    const lagRows = (await node("fo-a").replication.listReplications({})).policies.find((p) => p.volume === "fo-lag");
+    assert.equal(lagRows?.volumes[0]?.targets[0]?.state, storageApi.ReplicationTargetState.FAILED);
+
     // fo-a goes silent: the aggregator fences it through its BMC and moves the VM.
     process.kill(daemons.get("fo-a")?.process.pid as number, "SIGSTOP");
     const moved = await eventually(
@@ -392,6 +411,10 @@ describe("failover that keeps the data: a fenced node's VM starts on the node ho
     const events: ClusterEvent[] = [];
     for await (const r of agg.client.aggregator.streamClusterEvents({})) if (r.event) events.push(r.event);
     const replaced = events.find((e) => e.kind === ClusterEventKind.WORKLOAD_REPLACED && e.workloadId === workloadId);
+    assert.ok(
+      events.some((e) => e.kind === ClusterEventKind.ALERT_RAISED && e.attributes.alert?.startsWith("replication_lag_")),
+      "the alert is a cluster event too",
+    );
     assert.ok(replaced, "a WORKLOAD_REPLACED event");
     assert.match(replaced.message, /started from the replicas of its volumes taken at .*data-loss window/);
     assert.equal(replaced.attributes.replica_point, new Date(pointMs).toISOString());
