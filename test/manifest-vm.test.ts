@@ -106,7 +106,7 @@ describe("VMs in node manifests", () => {
     assert.equal((await planManifest(env.aether, manifestOf(relabelled))).changes, 0);
   });
 
-  it("a memory edit is a replace: a new VM with the new memory", async () => {
+  it("a memory edit is a replace: a new VM with the new memory; stopped by hand, it is started again in place", async () => {
     const before = await getVm("web");
     const bigger = [guestVm({ labels: { tier: "back" }, memory: "192M" })];
     assert.match(
@@ -119,6 +119,20 @@ describe("VMs in node manifests", () => {
     assert.notEqual(after.id, before.id);
     assert.equal(after.memoryBytes, BigInt(192 * MiB));
     assert.equal((await planManifest(env.aether, manifestOf(bigger))).changes, 0, "the new VM is as declared");
+
+    // Stopped by hand: starting it again is an update in place (the same VM, its disks kept).
+    await env.aether.vm.stopVm({ vm: "web", tenant: TENANT, force: true, timeout: { seconds: 5n } });
+    await eventually(async () => ((await getVm("web")).state === vmApi.VmState.STOPPED ? true : undefined), 20_000, "web to stop");
+    const restart = await planManifest(env.aether, manifestOf(bigger));
+    assert.deepEqual(
+      restart.actions.map((a) => `${a.kind} ${a.resource} ${a.name}`),
+      ["update vm web"],
+    );
+    assert.match(restart.actions[0]?.reason ?? "", /^it is stopped.*; start it$/);
+    await applyManifest(env.aether, manifestOf(bigger));
+    const started = await getVm("web");
+    assert.equal(started.id, after.id);
+    assert.ok([vmApi.VmState.STARTING, vmApi.VmState.RUNNING].includes(started.state), vmApi.VmState[started.state]);
   });
 
   it("a VM booting an image: plan resolves the image's name; a VM it does not manage is a conflict; delete removes exactly its VMs and boot clones", async () => {
