@@ -175,32 +175,34 @@ describe("aether: watch, contexts, completion, events, top, audit, version", () 
     writeFileSync(join(home, "b.toml"), `address = "${b.address}"\n`);
     const set = await aether(["config", "set-context", "lab-b", "--from", join(home, "b.toml"), "--tenant", "team-b", "--use"], cfg);
     assert.equal(set.code, 0, set.stderr);
-    assert.equal(await nodeId(cfg), idB, "the current context is lab-b");
-    assert.equal(await nodeId(cfg, "--context", "default"), idA, "--context picks another");
-    assert.equal(await nodeId({ ...cfg, AETHER_HOST: a.address }, "--context", "lab-b"), idB, "but not over one asked for by name");
-
-    // The context's tenant is the default of --tenant.
-    const started = await aether(["exec", "start", "--name", "in-team-b", "-o", "json", "--", "/bin/true"], cfg);
+    // What only reads the file, asked at once.
+    const [current, other, named, started, listed, unknown, malformed] = await Promise.all([
+      nodeId(cfg),
+      nodeId(cfg, "--context", "default"),
+      nodeId({ ...cfg, AETHER_HOST: a.address }, "--context", "lab-b"),
+      // The context's tenant is the default of --tenant.
+      aether(["exec", "start", "--name", "in-team-b", "-o", "json", "--", "/bin/true"], cfg),
+      aether(["config", "get-contexts", "-o", "json"], cfg),
+      // Mistakes are usage errors: an unknown context, a malformed address.
+      aether(["--context", "nope", "exec", "list"], cfg),
+      aether(["config", "set-context", "x", "--address", "tcp://h:1"], cfg),
+    ]);
+    assert.equal(current, idB, "the current context is lab-b");
+    assert.equal(other, idA, "--context picks another");
+    assert.equal(named, idB, "and wins over AETHER_HOST");
     assert.equal(started.code, 0, started.stderr);
     assert.equal((JSON.parse(started.stdout) as { tenant: string }).tenant, "team-b");
     await clients[1]!.runtime.waitExecutable({ executable: "in-team-b", tenant: "team-b" });
-
-    const contexts = JSON.parse((await aether(["config", "get-contexts", "-o", "json"], cfg)).stdout) as Array<{
-      name: string;
-      current: boolean;
-    }>;
     assert.deepEqual(
-      contexts.map((c) => [c.name, c.current]),
+      (JSON.parse(listed.stdout) as Array<{ name: string; current: boolean }>).map((c) => [c.name, c.current]),
       [
         ["default", false],
         ["lab-b", true],
       ],
     );
-    // Mistakes are usage errors: an unknown context, a malformed address.
-    const unknown = await aether(["--context", "nope", "exec", "list"], cfg);
     assert.equal(unknown.code, 2);
     assert.match(unknown.stderr, /no context "nope".*default, lab-b/);
-    assert.equal((await aether(["config", "set-context", "x", "--address", "tcp://h:1"], cfg)).code, 2);
+    assert.equal(malformed.code, 2);
 
     assert.equal((await aether(["config", "use-context", "default"], cfg)).code, 0);
     assert.equal((await aether(["config", "current-context"], cfg)).stdout, "default\n");
@@ -340,7 +342,19 @@ describe("aether: watch, contexts, completion, events, top, audit, version", () 
     assert.equal(event.kind, "executable.started");
     assert.match(event.resourceName, /^event-\d+$/);
 
-    const audit = await aether(["audit", "-o", "json", "--limit", "5"]);
+    await clients[0]!.cells.allocateCell({ name: "top-cell" });
+    // Independent of each other: asked at once.
+    const [audit, auditTable, top, topJson, version, none, badInterval] = await Promise.all([
+      aether(["audit", "-o", "json", "--limit", "5"]),
+      aether(["audit", "--limit", "3"]),
+      aether(["top"]),
+      aether(["top", "-o", "json"]),
+      aether(["version"]),
+      aether(["version", "-o", "json"], { AETHER_HOST: "unix:///nonexistent/aetherd.sock" }),
+      aether(["top", "--interval", "0"]),
+    ]);
+    await clients[0]!.cells.freeCell({ cell: "top-cell" });
+
     assert.equal(audit.code, 0, audit.stderr);
     const records = JSON.parse(audit.stdout) as Array<{ method: string; result: string }>;
     assert.equal(records.length, 5);
@@ -348,35 +362,28 @@ describe("aether: watch, contexts, completion, events, top, audit, version", () 
       records.some((r) => r.method === "/aether.runtime.v1.ExecutableService/StartExecutable" && r.result === "ok"),
       audit.stdout,
     );
-    assert.match((await aether(["audit", "--limit", "3"])).stdout, /IDENTITY\s+METHOD[^]*ExecutableService\/StartExecutable/);
+    assert.match(auditTable.stdout, /IDENTITY\s+METHOD[^]*ExecutableService\/StartExecutable/);
 
-    await clients[0]!.cells.allocateCell({ name: "top-cell" });
-    const top = await aether(["top"]);
     assert.equal(top.code, 0, top.stderr);
     assert.match(top.stdout, /^load \d+\.\d\d/m, "one snapshot (stdout is not a terminal)");
     assert.match(top.stdout, /top-cell\s+default\s+\d+\.\d/, "the cell with its CPU %");
-    const snapshot = JSON.parse((await aether(["top", "-o", "json"])).stdout) as {
+    const snapshot = JSON.parse(topJson.stdout) as {
       telemetry: { cpuCount: number };
       cells: Array<{ cell: { name: string }; stats: { pidsCurrent?: string } }>;
     };
     assert.ok(snapshot.telemetry.cpuCount > 0);
     assert.ok(snapshot.cells.some((c) => c.cell.name === "top-cell" && c.stats !== undefined));
-    await clients[0]!.cells.freeCell({ cell: "top-cell" });
 
-    const version = await aether(["version"]);
     assert.equal(version.code, 0, version.stderr);
     assert.match(version.stdout, /^client: aether \d+\.\d+\.\d+ \(node v\d+/m);
     assert.match(version.stdout, new RegExp(`^server: aetherd \\d+\\.\\d+\\.\\d+ on .* at ${a.address.replace(/[/.]/g, "\\$&")}$`, "m"));
-    const none = await aether(["version", "-o", "json"], { AETHER_HOST: "unix:///nonexistent/aetherd.sock" });
     assert.equal(none.code, 4, "no daemon: exit 4");
     assert.ok(
       (JSON.parse(none.stdout) as { client: { version: string }; server?: unknown }).server === undefined,
       "the client's part all the same",
     );
     assert.match(none.stderr, /cannot reach aetherd at unix:\/\/\/nonexistent\/aetherd\.sock/);
-
-    // A usage error exits 2.
-    assert.equal((await aether(["top", "--interval", "0"])).code, 2);
+    assert.equal(badInterval.code, 2, "a usage error exits 2");
   });
 
   it("a watch, and aether events, end with exit 4 and say why when their daemon stops", async () => {
