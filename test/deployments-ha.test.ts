@@ -47,9 +47,8 @@ describe("a leader change in the middle of a scale-up (etcd)", () => {
     ];
     first = await startAggregator({ args: args("agg-1") });
     second = await startAggregator({ args: args("agg-2"), standby: true });
-    // Slow bids (150 ms), so that the scale-up is still placing instances when the leader dies.
     for (const id of ["n1", "n2", "n3"]) {
-      const b = await startFakeBidder(id, { score: 500, delayMs: 150 });
+      const b = await startFakeBidder(id, { score: 500 });
       bidders.push(b);
       await first.client.aggregator.registerNode({ nodeId: id, name: id, address: b.address });
     }
@@ -69,18 +68,28 @@ describe("a leader change in the middle of a scale-up (etcd)", () => {
       15_000,
       "2 instances",
     );
+    const initial = new Set((await first.client.aggregator.getDeployment({ deployment: "fleet" })).instances.map((i) => i.workloadId));
+    // Two nodes hold their provisioning calls: the old leader places the new instances, some get to
+    // run (on n1), the others are still PROVISIONING on n2 and n3 when it dies.
+    for (const b of bidders.slice(1)) b.behaviour = { score: 500, provision: "hang" };
     await first.client.aggregator.scaleDeployment({ deployment: "fleet", instances: WANTED });
-    // Some, not all, of the new instances are placed when the leader dies.
+    const workloadsAsked = () => new Set(bidders.flatMap((b) => b.provisioned.map((r) => r.spec?.workloadId))).size;
     await eventually(
-      () => {
-        const n = new Set(bidders.flatMap((b) => b.provisioned.map((r) => r.spec?.workloadId))).size;
-        return n >= 4 && n < WANTED ? true : undefined;
-      },
-      15_000,
-      "the scale-up under way",
-    );
+      () => (workloadsAsked() === WANTED ? true : undefined),
+      45_000,
+      "every instance of the scale-up sent to its node",
+    ).catch((err: unknown) => {
+      throw new Error(
+        `${String(err)}: ${bidders.map((b) => `${b.nodeId} ${b.provisioned.length}`).join(", ")}; ${first.log().slice(-3000)}`,
+      );
+    });
+    const hanging = new Set(
+      bidders.slice(1).flatMap((b) => b.provisioned.map((r) => r.spec?.workloadId ?? "").filter((wid) => !initial.has(wid))),
+    ).size;
+    assert.ok(hanging >= 2, `provisioning held on n2 and n3 (${hanging} new calls)`);
     await first.kill9();
-    const placedBefore = new Set(bidders.flatMap((b) => b.provisioned.map((r) => r.spec?.workloadId))).size;
+    for (const b of bidders.slice(1)) b.behaviour = { score: 500 };
+    const placedBefore = WANTED - hanging;
     await eventually(
       async () => ((await second.client.node.checkHealth({}).catch(() => undefined))?.status === HealthStatus.SERVING ? true : undefined),
       15_000,
