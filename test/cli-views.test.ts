@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { createServer } from "node:net";
-import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -28,7 +28,10 @@ describe("aether: watch, contexts, completion, events, top, audit, version", () 
   const clients: AetherClient[] = [];
   const children: ChildProcess[] = [];
   // Each test's command line reads this (empty) client config folder unless it says otherwise.
-  const config = mkdtempSync(join(tmpdir(), "aether-cli-views-"));
+  // Every temporary folder goes in here, removed at the end.
+  const temp = mkdtempSync(join(tmpdir(), "aether-cli-views-"));
+  const tempDir = (prefix: string) => mkdtempSync(join(temp, prefix));
+  const config = tempDir("config-");
   let a: TestDaemon;
   let b: TestDaemon;
 
@@ -51,6 +54,7 @@ describe("aether: watch, contexts, completion, events, top, audit, version", () 
       d.cleanup();
     }
     await agg?.stop();
+    rmSync(temp, { recursive: true, force: true });
   });
 
   const env = (more: NodeJS.ProcessEnv = {}) => ({ AETHER_HOST: a.address, XDG_CONFIG_HOME: config, ...more });
@@ -138,7 +142,7 @@ describe("aether: watch, contexts, completion, events, top, audit, version", () 
 
   it("cell list -w on a terminal redraws in place when a cell is allocated, and from the top when the terminal is resized", async () => {
     // The shell resizes the terminal (the kernel sends SIGWINCH) once the test says so.
-    const resize = join(mkdtempSync(join(tmpdir(), "aether-resize-")), "now");
+    const resize = join(tempDir("aether-resize-"), "now");
     const command = `stty cols 120 rows 40; env -u CI aether cell list -w & while [ ! -e ${resize} ]; do sleep 0.1; done; stty cols 70; wait`;
     const child = spawn("script", ["-qefc", command, "/dev/null"], {
       env: { ...process.env, PATH: `${binDir}:${process.env.PATH ?? ""}`, ...env() },
@@ -162,7 +166,7 @@ describe("aether: watch, contexts, completion, events, top, audit, version", () 
 
   // The whole order (--address, --context/AETHER_CONTEXT, AETHER_HOST, current context) is sdk/src/connect.test.ts's.
   it("contexts switch between two daemons: set-context --from, use-context, --context over AETHER_HOST, the context's tenant; a config without contexts still works", async () => {
-    const home = mkdtempSync(join(tmpdir(), "aether-contexts-"));
+    const home = tempDir("aether-contexts-");
     const cfg = { XDG_CONFIG_HOME: home, AETHER_HOST: "" };
     const [idA, idB] = [(await clients[0]!.node.getNodeInfo({})).node!.id, (await clients[1]!.node.getNodeInfo({})).node!.id];
 
@@ -213,7 +217,7 @@ describe("aether: watch, contexts, completion, events, top, audit, version", () 
   });
 
   it("cluster nodes -w through a context's aggregator: a node cordoned arrives as MODIFIED", async () => {
-    const home = mkdtempSync(join(tmpdir(), "aether-contexts-"));
+    const home = tempDir("aether-contexts-");
     const cfg = { XDG_CONFIG_HOME: home };
     assert.equal(
       (await aether(["config", "set-context", "agg", "--address", b.address, "--aggregator", `unix://${agg.socket}`], cfg)).code,
@@ -256,7 +260,7 @@ describe("aether: watch, contexts, completion, events, top, audit, version", () 
     await clients[0]!.runtime.startExecutable({ name: "complete-me", argv: ["/bin/sleep", "600"] });
     const script = (await aether(["completion", "bash"])).stdout;
     assert.match(script, /complete .*-F _aether_complete aether/);
-    const file = join(mkdtempSync(join(tmpdir(), "aether-completion-")), "aether.bash");
+    const file = join(tempDir("aether-completion-"), "aether.bash");
     writeFileSync(file, script);
     /**
      * COMPREPLY for the words typed (the last one is being completed), with the variables bash sets:
@@ -279,7 +283,7 @@ describe("aether: watch, contexts, completion, events, top, audit, version", () 
       assert.equal(run.code, 0, run.stderr);
       return run.stdout.split("\n").filter((l) => l !== "");
     };
-    const withContexts = mkdtempSync(join(tmpdir(), "aether-completion-config-"));
+    const withContexts = tempDir("aether-completion-config-");
     mkdirSync(join(withContexts, "aether"));
     writeFileSync(join(withContexts, "aether", "config.toml"), '[contexts.lab]\naddress = "unix:///x.sock"\n');
     // Independent of each other: asked at once.
@@ -308,7 +312,7 @@ describe("aether: watch, contexts, completion, events, top, audit, version", () 
       const start = Date.now();
       return { candidates: await complete(words, more), ms: Date.now() - start };
     };
-    const silent = join(mkdtempSync(join(tmpdir(), "aether-silent-")), "silent.sock");
+    const silent = join(tempDir("aether-silent-"), "silent.sock");
     const server = createServer(() => undefined).listen(silent);
     await once(server, "listening");
     try {
