@@ -222,9 +222,7 @@ describe("aether storage and aether image", () => {
     assert.match(table.stdout, /NAME\s+DRIVER\s+LOCATION\s+DEFAULT\s+AVAILABLE\s+CAPACITY\s+ALLOCATED\s+USED\s+FORMATS/);
     assert.match(
       table.stdout,
-      new RegExp(
-        `default\\s+dir\\s+${join(env.daemon.stateDir, "pools", "default")}\\s+yes\\s+yes\\s+\\d+\\.\\d (GiB|TiB)\\s+.*qcow2,raw`,
-      ),
+      new RegExp(`default\\s+dir\\s+${join(env.daemon.stateDir, "pools", "default")}\\s+yes\\s+yes\\s+\\d+\\.\\d (GiB|TiB)\\s+.*qcow2,raw`),
     );
     const pools = await json<
       Array<{ name: string; driver: string; defaultPool: boolean; available: boolean; capacityBytes: string; formats: string[] }>
