@@ -20,6 +20,7 @@ describe("backup records", () => {
       "drains/n1",
       "alerts/thresholds",
       "deployments/d1",
+      "deployment-requests/default/r1",
     ])
       assert.ok(isBackedUp(key), key);
     for (const key of ["events/00000000000000000001", "leader", "nodes/", "other/x", "alerts/active/n1/cpu"])

@@ -2,9 +2,10 @@
 //
 // Backed up (the state worth restoring): nodes with their lifecycle, placements, the auction records
 // they point to, request ids (so a retried Deploy still does not act twice), fencing records, the
-// drains under way, the deployments and the alert thresholds operators set. Not backed up: the alerts raised now
-// (telemetry raises them again within a heartbeat), the cluster event log (a history with its own retention, not state
-// to rebuild; restoring it would rewind its sequence) and the "leader" record (who leads now).
+// drains under way, the deployments (and their request ids) and the alert thresholds operators set.
+// Not backed up: the alerts raised now (telemetry raises them again within a heartbeat), the
+// cluster event log (a history with its own retention, not state to rebuild; restoring it would
+// rewind its sequence) and the "leader" record (who leads now).
 //
 // One file per record, under a folder per kind: "nodes/<id>.json". A JSON record is written indented,
 // its keys in the record's own stable order (protobuf field order), and a restore writes back exactly
@@ -21,7 +22,17 @@ import { decodeKey, encodeKey } from "../store/embedded-store.js";
 import type { ClusterStore } from "../store/store.js";
 
 /** The store's key prefixes that are backed up, each a folder of the repository. */
-export const BACKED_UP = ["nodes/", "placements/", "auctions/", "requests/", "fencing/", "drains/", "alerts/", "deployments/"] as const;
+export const BACKED_UP = [
+  "nodes/",
+  "placements/",
+  "auctions/",
+  "requests/",
+  "fencing/",
+  "drains/",
+  "alerts/",
+  "deployments/",
+  "deployment-requests/",
+] as const;
 
 const NODES = "nodes/";
 /** Under "alerts/", what telemetry raises (alerts/active/...) is not state to restore; the thresholds are. */
