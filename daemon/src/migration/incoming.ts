@@ -181,7 +181,7 @@ export class IncomingMigrations {
       await hooks.receive(record, input.sourceNode, makeDisks);
       const qmp = hooks.qmp(record);
       if (!qmp) throw new Error("the target's QEMU does not answer on its QMP socket");
-      const [nbdPort, migrationPort] = [await freePort(this.o.listenHost), await freePort(this.o.listenHost)];
+      const [nbdPort, migrationPort] = await Promise.all([freePort(this.o.listenHost), freePort(this.o.listenHost)]);
       const tls = input.tls
         ? {
             creds: await addTlsCreds(qmp, this.o.identity, join(this.o.tlsDir, input.migrationId), "server"),
@@ -251,29 +251,39 @@ export class IncomingMigrations {
         throw new DomainError("failed_precondition", err.message);
       });
       clearTimeout(entry.deadline);
-      // The report first, with the figures only this call has: it is sent only once the commit below
-      // is durable (reports.ts), and recovery writes one without them if none is kept.
-      await this.o.reports.record({
-        ...reportOf(vm, migrationId, entry.sourceNodeId),
-        totalMs: figures.elapsedMs > 0 ? figures.elapsedMs + (Date.now() - calledMs) : 0,
-        downtimeMs: figures.downtimeMs,
-      });
-      // Write-ahead: from here the guest is this node's, whatever happens to either aetherd.
+      // Write-ahead: from here the guest is this node's, whatever happens to either aetherd. Beside it
+      // (the guest waits for both), the report with the figures only this call has: it is sent only
+      // once the commit is durable (reports.ts), and recovery writes one without them if none is kept.
       const intent = vm.runtime.intent;
       if (intent?.migration) intent.migration.step = "committed";
       vm.runtime.migratedIn = migrationId;
-      await hooks.save(vm);
+      await Promise.all([
+        hooks.save(vm),
+        this.o.reports.record({
+          ...reportOf(vm, migrationId, entry.sourceNodeId),
+          totalMs: figures.elapsedMs > 0 ? figures.elapsedMs + (Date.now() - calledMs) : 0,
+          downtimeMs: figures.downtimeMs,
+        }),
+      ]);
+      crashPoint("migration.incoming-committed");
+      // Committed: the guest is this node's whatever fails from here, so it is settled again until done.
+      const retry = (err: Error) => {
+        log.error({ vm: vm.spec.name, migration: migrationId, err: err.message }, "settling a migrated guest failed; retrying");
+        this.settleLater(vm);
+      };
       try {
         await resumeIncoming(qmp);
-        await dropTlsCreds(qmp);
-        crashPoint("migration.incoming-committed");
-        await settleCommitted(hooks, storage, vm, this.o.reports);
-        log.info({ vm: vm.spec.name, migration: migrationId }, "incoming migration finished; the guest runs here");
+        await hooks.setState(vm, "running", `live-migrated from ${intent?.migration?.peer ?? "another node"}`);
       } catch (err) {
-        // Committed: the guest is this node's whatever failed here, so it is settled again until done.
-        log.error({ vm: vm.spec.name, migration: migrationId, err: (err as Error).message }, "resuming a migrated guest failed; retrying");
-        this.settleLater(vm);
+        return retry(err as Error);
       }
+      // The guest runs here: the source goes on at once, and the rest (the TLS objects out, the volumes
+      // given back, the report, the agent's answer) follows without holding the switchover up.
+      this.o.reports.flush();
+      log.info({ vm: vm.spec.name, migration: migrationId }, "incoming migration finished; the guest runs here");
+      void dropTlsCreds(qmp)
+        .then(() => settleCommitted(hooks, storage, vm, this.o.reports))
+        .catch(retry);
     });
   }
 

@@ -21,7 +21,10 @@ import type { MigrationHooks } from "../vm/migration-hooks.js";
 import type { VmRecord } from "../vm/record.js";
 import {
   endMirrors,
+  JOB_EVENTS,
+  MIGRATION_EVENTS,
   memoryProgress,
+  nextEvent,
   mirrorProgress,
   startMemory,
   startMirrors,
@@ -195,8 +198,8 @@ export class OutgoingMigrations {
         start: false,
         migration: { id: m.id, peer: m.target, step: "copying", deadlineMs: deadline },
       };
-      await hooks.save(vm);
-      target = await this.connectTarget(m.target);
+      // The intent is durable before the target is asked for anything (connecting is no asking).
+      [, target] = await Promise.all([hooks.save(vm), this.connectTarget(m.target)]);
       const prepared = await target.migration.prepareIncoming(
         {
           migrationId: m.id,
@@ -232,13 +235,19 @@ export class OutgoingMigrations {
         })),
         m.options.maxBandwidthBytesPerSecond,
       );
+      // Each wait ends at QEMU's next job event (a mirror ready, failed) or after POLL_MS for the figures.
       for (;;) {
-        const p = await mirrorProgress(qmp, mirrors);
-        this.update(m, { diskTransferredBytes: p.transferredBytes, diskRemainingBytes: p.remainingBytes });
-        if (p.ready) break;
-        checkTime();
-        await checkTarget();
-        await sleep(POLL_MS);
+        const woken = nextEvent(qmp, JOB_EVENTS, POLL_MS);
+        try {
+          const p = await mirrorProgress(qmp, mirrors);
+          this.update(m, { diskTransferredBytes: p.transferredBytes, diskRemainingBytes: p.remainingBytes });
+          if (p.ready) break;
+          checkTime();
+          await checkTarget();
+          await woken.wait;
+        } finally {
+          woken.cancel();
+        }
       }
 
       this.update(m, { phase: "memory", reason: "copying the guest's memory while it runs" });
@@ -250,28 +259,40 @@ export class OutgoingMigrations {
       });
       let last: MemoryProgress;
       for (;;) {
-        last = await memoryProgress(qmp);
-        const { status, error: _error, ...figures } = last;
-        const disks = await mirrorProgress(qmp, mirrors);
-        const switching = status === "device" || status === "pre-switchover";
-        this.update(m, {
-          memory: { ...figures },
-          diskTransferredBytes: disks.transferredBytes,
-          diskRemainingBytes: disks.remainingBytes,
-          ...(switching && m.phase !== "switchover" && { phase: "switchover" as const, reason: "the guest is paused for the switchover" }),
-        });
-        if (status === "completed") break;
-        if (status === "failed" || status === "cancelled")
-          throw new Error(`QEMU's migration ${status}${last.error ? `: ${last.error}` : ""}`);
-        checkTime();
-        if (status === "active") await checkTarget();
-        await sleep(status === "active" ? POLL_MS : 10);
+        // Woken by QEMU's MIGRATION events (status changes: device, completed, failed) and job events.
+        const woken = nextEvent(qmp, [...MIGRATION_EVENTS, ...JOB_EVENTS], POLL_MS);
+        try {
+          last = await memoryProgress(qmp);
+          const { status, error: _error, ...figures } = last;
+          const disks = await mirrorProgress(qmp, mirrors);
+          const switching = status === "device" || status === "pre-switchover";
+          this.update(m, {
+            memory: { ...figures },
+            diskTransferredBytes: disks.transferredBytes,
+            diskRemainingBytes: disks.remainingBytes,
+            ...(switching &&
+              m.phase !== "switchover" && { phase: "switchover" as const, reason: "the guest is paused for the switchover" }),
+          });
+          if (status === "completed") break;
+          if (status === "failed" || status === "cancelled")
+            throw new Error(`QEMU's migration ${status}${last.error ? `: ${last.error}` : ""}`);
+          checkTime();
+          if (status === "active") await checkTarget();
+          await woken.wait;
+        } finally {
+          woken.cancel();
+        }
       }
 
       // The source's guest is paused for good now: the disks' last writes go to the target...
       this.update(m, { phase: "switchover", reason: "sending the disks' last writes" });
       await endMirrors(qmp, mirrors, true);
       mirrors = 0;
+      // QEMU says "completed" a moment before it has worked out the downtime: read it again now.
+      if (m.memory.downtimeMs === 0) {
+        const { status: _status, error: _error, ...figures } = await memoryProgress(qmp);
+        this.update(m, { memory: figures });
+      }
       await this.step(vm, "switching");
       crashPoint("migration.switching");
       // ...and the target resumes it. Past this call the guest is the target's.
@@ -282,7 +303,9 @@ export class OutgoingMigrations {
       await this.step(vm, "committed");
       crashPoint("migration.committed");
       this.update(m, { phase: "cleanup", reason: "removing the VM from this node" });
-      await removeMigrated(hooks, this.o.storage, vm, m.target, log);
+      // While this node removes its copy, the target hears from the guest's agent again: the migration
+      // ends once both are done, so the guest answers (Exec) on the target when it says it runs there.
+      await Promise.all([removeMigrated(hooks, this.o.storage, vm, m.target, log), this.targetReady(target, vm)]);
       this.finish(m, "succeeded", `VM ${m.vmName} runs on ${m.target}`);
       log.info(
         { vm: m.vmName, migration: m.id, target: m.target, totalMs: Date.now() - m.startMs, downtimeMs: m.memory.downtimeMs },
@@ -327,6 +350,22 @@ export class OutgoingMigrations {
       }
     } finally {
       target?.client.close();
+    }
+  }
+
+  /** Waits (10 s at most) for the target to say the guest is RUNNING with its agent answering; a failure is only logged. */
+  private async targetReady(target: Target, vm: VmRecord): Promise<void> {
+    try {
+      const ready = target.client.vm.waitVmReady(
+        { vm: vm.spec.id, tenant: vm.spec.tenant, timeout: { seconds: 10n, nanos: 0 } },
+        { timeoutMs: 15_000 },
+      );
+      for await (const _ of ready);
+    } catch (err) {
+      this.o.log.warn(
+        { vm: vm.spec.name, err: describe(err) },
+        "the target did not say the migrated guest is ready; it runs there all the same",
+      );
     }
   }
 
@@ -375,8 +414,4 @@ function uriHostOf(uri: string): string {
     .replace(/^tcp:/, "")
     .replace(/:\d+$/, "")
     .replace(/^\[(.*)\]$/, "$1");
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }

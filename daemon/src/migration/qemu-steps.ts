@@ -3,7 +3,7 @@
 // QEMU mirrors every disk into those exports until the copies are in sync, then sends its memory;
 // at the end the mirrors are cancelled (a ready mirror then leaves a consistent copy) and the target
 // resumes. Measured by hand with QEMU 7.2 before it was written here (see test/migration.test.ts).
-import type { QmpClient } from "../vm/qmp.js";
+import type { QmpClient, QmpEvent } from "../vm/qmp.js";
 
 /** QEMU's names for the disks of a VM: the -drive ids qemu-args.ts gives them. */
 export const driveId = (index: number) => `disk${index}`;
@@ -14,6 +14,29 @@ const exportId = (index: number) => `mig-exp${index}`;
 const QMP_STEP_MS = 30_000;
 /** What "no bandwidth cap" is sent as (QEMU's own default is 32 MiB/s). */
 const UNCAPPED_BYTES_PER_SECOND = 100 * 1024 ** 3;
+
+/** What QEMU says when a block job or a migration moves on (its "events" capability is on for migrations). */
+export const JOB_EVENTS = ["BLOCK_JOB_READY", "BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED", "BLOCK_JOB_ERROR", "JOB_STATUS_CHANGE"];
+export const MIGRATION_EVENTS = ["MIGRATION", "MIGRATION_PASS"];
+
+/**
+ * A wake-up for a wait loop: resolves at the first of `events` from QEMU, or after `maxMs` (progress
+ * figures are still read that often). Made before the state is read, so an event that comes while it
+ * is read is not missed: a step then follows QEMU at once instead of a poll interval later.
+ */
+export function nextEvent(qmp: QmpClient, events: readonly string[], maxMs: number): { wait: Promise<void>; cancel: () => void } {
+  let done: () => void = () => {};
+  const wait = new Promise<void>((resolve) => (done = resolve));
+  const onEvent = (e: QmpEvent) => events.includes(e.event) && finish();
+  const timer = setTimeout(() => finish(), maxMs);
+  const finish = () => {
+    clearTimeout(timer);
+    qmp.events.off("event", onEvent);
+    done();
+  };
+  qmp.events.on("event", onEvent);
+  return { wait, cancel: finish };
+}
 
 // ---- the target ----------------------------------------------------------------------------
 
@@ -74,11 +97,21 @@ export async function incomingStatus(qmp: QmpClient): Promise<string> {
 export async function awaitIncomingComplete(qmp: QmpClient, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const status = await incomingStatus(qmp);
-    if (status === "completed") return;
-    if (status === "failed" || status === "cancelled") throw new Error(`the incoming migration ${status} in the target's QEMU`);
-    if (Date.now() > deadline) throw new Error(`the incoming migration was not complete within ${timeoutMs} ms (it is ${status})`);
-    await sleep(20);
+    const woken = nextEvent(qmp, MIGRATION_EVENTS, 20);
+    const status = await incomingStatus(qmp).catch((err: unknown) => {
+      woken.cancel();
+      throw err;
+    });
+    if (status === "completed") return woken.cancel();
+    if (status === "failed" || status === "cancelled") {
+      woken.cancel();
+      throw new Error(`the incoming migration ${status} in the target's QEMU`);
+    }
+    if (Date.now() > deadline) {
+      woken.cancel();
+      throw new Error(`the incoming migration was not complete within ${timeoutMs} ms (it is ${status})`);
+    }
+    await woken.wait;
   }
 }
 
@@ -182,17 +215,25 @@ export async function endMirrors(qmp: QmpClient, count: number, complete: boolea
   }
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const now = await qmp.execute<BlockJob[]>("query-block-jobs", undefined, QMP_STEP_MS);
+    const woken = nextEvent(qmp, JOB_EVENTS, 20);
+    const now = await qmp.execute<BlockJob[]>("query-block-jobs", undefined, QMP_STEP_MS).catch((err: unknown) => {
+      woken.cancel();
+      throw err;
+    });
     const ours = now.filter((j) => j.device.startsWith("mig-disk"));
     if (ours.every((j) => j.status === "concluded")) {
       for (const j of ours) {
         if (j.error !== undefined) failures.push(`${j.device}: ${j.error}`);
         await qmp.execute("job-dismiss", { id: j.device }, QMP_STEP_MS).catch(() => undefined);
       }
+      woken.cancel();
       break;
     }
-    if (Date.now() > deadline) throw new Error(`the disk mirrors did not end within ${timeoutMs} ms`);
-    await sleep(20);
+    if (Date.now() > deadline) {
+      woken.cancel();
+      throw new Error(`the disk mirrors did not end within ${timeoutMs} ms`);
+    }
+    await woken.wait;
   }
   for (let i = 0; i < count; i++) await qmp.execute("blockdev-del", { "node-name": nbdNode(i) }, QMP_STEP_MS).catch(() => undefined);
   if (complete && failures.length > 0) throw new Error(`the last disk writes did not reach the target (${failures.join("; ")})`);

@@ -54,17 +54,25 @@ export function migrationRpcs(
     async *watchMigration(req, ctx) {
       if (req.migration === "") throw invalidArgument("migration is empty: give the id MigrateVm returned.");
       const m = outgoing.get(reference("migration", req.migration), parseTenant(req.tenant));
+      // What the client was last told: a phase or state it has not seen yet is sent at once.
+      let told = { phase: m.phase, state: m.state };
+      const news = () => m.phase !== told.phase || m.state !== told.state;
       yield { migration: toMessage(m), time: timestamp(Date.now()) };
-      while (m.state === "running" && !ctx.signal.aborted) {
-        await nextChange(outgoing, m.id, ctx);
+      // Until the client has seen the end (one that came while a message was being sent too).
+      while (told.state === "running" && !ctx.signal.aborted) {
+        if (!news()) await nextChange(outgoing, m.id, ctx, news);
+        told = { phase: m.phase, state: m.state };
         yield { migration: toMessage(m), time: timestamp(Date.now()) };
       }
     },
   };
 }
 
-/** Waits for a change of the migration (a phase or an end at once, figures at most every 250 ms). */
-function nextChange(outgoing: OutgoingMigrations, id: string, ctx: HandlerContext): Promise<void> {
+/**
+ * Waits for a change of the migration: a new phase or its end (`urgent`) at once, new figures at most
+ * every 250 ms (so a client that waits for the end learns it as soon as it happens).
+ */
+function nextChange(outgoing: OutgoingMigrations, id: string, ctx: HandlerContext, urgent: () => boolean): Promise<void> {
   return new Promise<void>((resolve) => {
     const started = Date.now();
     let timer: NodeJS.Timeout | undefined;
@@ -75,8 +83,9 @@ function nextChange(outgoing: OutgoingMigrations, id: string, ctx: HandlerContex
       resolve();
     };
     const onChange = (changed: string) => {
-      if (changed !== id || timer) return;
-      timer = setTimeout(done, Math.max(0, WATCH_INTERVAL_MS - (Date.now() - started)));
+      if (changed !== id) return;
+      if (urgent()) return done();
+      timer ??= setTimeout(done, Math.max(0, WATCH_INTERVAL_MS - (Date.now() - started)));
     };
     outgoing.changes.on("change", onChange);
     ctx.signal.addEventListener("abort", done, { once: true });
