@@ -97,10 +97,12 @@ describe("the cluster over TCP and mutual TLS (loopback)", () => {
       ].join("\n"),
     );
     nodes.push(await startDaemon({ args: ["--config", config] }));
+    // Registered, then on duty once its registration is complete: only an ON_DUTY node is asked to bid.
     const node = await eventually(
-      async () => (await agg.client.aggregator.listNodes({})).nodes.find((n) => n.name === "node-tcp"),
+      async () =>
+        (await agg.client.aggregator.listNodes({})).nodes.find((n) => n.name === "node-tcp" && n.lifecycle === NodeLifecycle.ON_DUTY),
       20_000,
-      "node-tcp to register over https",
+      "node-tcp to register over https and be on duty",
     );
     assert.equal(node.address, `https://127.0.0.1:${nodePort}`);
     // The aggregator asks the node for a bid and provisions it over https, with its own certificate.
