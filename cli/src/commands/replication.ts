@@ -3,10 +3,23 @@
 import { toJson } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { Command } from "commander";
-import { storage as storageApi } from "@aether/sdk";
+import { Code, ConnectError, storage as storageApi, type AetherClient } from "@aether/sdk";
 import { withClient, type GlobalOptions } from "../client.js";
 import { age, bytes, outputOptions, printList, printOne, type ListView, type OutputFlags } from "../output.js";
 import { durationOption, toDuration, uint32 } from "../numbers.js";
+import { dryRunOption, sayWould, type DryRunFlags } from "../mutations.js";
+
+/** For a dry run: the policy protecting a VM or volume (by name or id), or undefined. */
+async function policyOf(aether: AetherClient, ref: string, tenant: string): Promise<storageApi.ReplicationPolicy | undefined> {
+  const { policies } = await aether.replication.listReplications({ tenant, pageSize: 1000 });
+  return policies.find((p) => p.vm === ref || p.volume === ref || p.id === ref) ?? policies.find((p) => p.id.startsWith(ref));
+}
+
+async function mustHavePolicy(aether: AetherClient, ref: string, tenant: string): Promise<storageApi.ReplicationPolicy> {
+  const p = await policyOf(aether, ref, tenant);
+  if (!p) throw new ConnectError(`no replication policy protects ${ref} (aether storage replication list)`, Code.NotFound);
+  return p;
+}
 
 /** One row per volume and target: what `replication list` shows. */
 interface CopyRow {
@@ -126,7 +139,7 @@ Examples:
       }),
     );
 
-  outputOptions(replication.command("set"))
+  dryRunOption(outputOptions(replication.command("set")))
     .description("create or replace the replication policy of a VM (all its volumes) or of one volume; the first run starts at once")
     .option("--vm <vm>", "the VM whose volumes to replicate")
     .option("--volume <volume>", "the one volume to replicate")
@@ -151,12 +164,23 @@ Examples:
           retention: number;
           rpo?: number;
           tenant: string;
-        } & OutputFlags,
+        } & OutputFlags &
+          DryRunFlags,
         cmd: Command,
       ) => {
         if ((o.vm === undefined) === (o.volume === undefined)) cmd.error("error: give exactly one of --vm and --volume", { exitCode: 2 });
         if (!o.target || o.target.length === 0) cmd.error("error: give at least one --target (the aetherd to copy to)", { exitCode: 2 });
         await withClient(globals(), async (aether) => {
+          if (o.dryRun) {
+            // What it protects must exist; a policy already there would be replaced.
+            const what = o.vm !== undefined ? `VM ${o.vm}` : `volume ${o.volume}`;
+            if (o.vm !== undefined) await aether.vm.getVm({ vm: o.vm, tenant: o.tenant });
+            else await aether.storage.getVolume({ volume: o.volume ?? "", tenant: o.tenant });
+            const old = await policyOf(aether, o.vm ?? o.volume ?? "", o.tenant);
+            return sayWould(
+              `${old ? "replace the replication policy" : "replicate"} ${what} to ${(o.target ?? []).join(", ")} every ${o.interval / 1000}s, keeping ${o.retention} points`,
+            );
+          }
           const r = await aether.replication.setReplicationPolicy({
             vm: o.vm ?? "",
             volume: o.volume ?? "",
@@ -176,13 +200,17 @@ Examples:
       },
     );
 
-  outputOptions(replication.command("run"))
+  dryRunOption(outputOptions(replication.command("run")))
     .description("run a policy now (every volume to every target) and wait for it to end")
     .argument("<policy>", "the VM or volume the policy protects (name or id)")
     .option("--tenant <tenant>", "tenant of the policy", "")
     .addHelpText("after", "\nExamples:\n  aether storage replication run db\n  aether storage replication run db --json")
-    .action(async (ref: string, o: { tenant: string } & OutputFlags) =>
+    .action(async (ref: string, o: { tenant: string } & OutputFlags & DryRunFlags) =>
       withClient(globals(), async (aether) => {
+        if (o.dryRun) {
+          const p = await mustHavePolicy(aether, ref, o.tenant);
+          return sayWould(`run the replication of ${ref} now: ${p.volumes.length || 1} volume(s) to ${p.targets.join(", ")}`);
+        }
         const r = await aether.replication.runReplication({ policy: ref, tenant: o.tenant });
         const p = r.policy as storageApi.ReplicationPolicy;
         if (o.json || o.output) return printOne(o, { json: storageApi.ReplicationPolicySchema, name: (x) => x.id }, p);
@@ -192,14 +220,17 @@ Examples:
       }),
     );
 
-  replication
-    .command("delete")
+  dryRunOption(replication.command("delete"))
     .description("delete a policy: no more runs, this node's points go; the replicas on the targets stay")
     .argument("<policy>", "the VM or volume the policy protects (name or id)")
     .option("--tenant <tenant>", "tenant of the policy", "")
     .addHelpText("after", "\nExamples:\n  aether storage replication delete db")
-    .action(async (ref: string, o: { tenant: string }) =>
+    .action(async (ref: string, o: { tenant: string } & DryRunFlags) =>
       withClient(globals(), async (aether) => {
+        if (o.dryRun) {
+          const p = await mustHavePolicy(aether, ref, o.tenant);
+          return sayWould(`delete the replication policy of ${ref} (to ${p.targets.join(", ")}); the replicas on the targets stay`);
+        }
         await aether.replication.deleteReplicationPolicy({ policy: ref, tenant: o.tenant });
         process.stdout.write(`deleted the replication policy of ${ref}\n`);
       }),
