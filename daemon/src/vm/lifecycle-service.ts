@@ -25,7 +25,7 @@ import { MAX_CHUNK_BYTES, readGuestFile, writeGuestFile } from "./guest-files.js
 import { VmLifecycle } from "./lifecycle.js";
 import type { VmManager } from "./manager.js";
 import type { VmRecord } from "./record.js";
-import { toMessage } from "./service.js";
+import { toMessage } from "./message.js";
 import { VmSnapshots, type VmSnapshotView } from "./snapshots.js";
 import { checkTenantBridge } from "./tenancy.js";
 

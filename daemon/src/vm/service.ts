@@ -38,8 +38,8 @@ import { tailFile } from "../observe/log-tail.js";
 import { fileSize, signalName } from "../runtime/supervisor.js";
 import { attachConsole } from "./console.js";
 import type { VmManager } from "./manager.js";
-import { pendingChanges } from "./lifecycle.js";
 import type { LifecycleRpcs } from "./lifecycle-service.js";
+import { toMessage, VM_STATES } from "./message.js";
 import { GuestExecTimeout } from "./qga.js";
 import { stableMac } from "./network.js";
 import type { VmRecord, VmSpec } from "./record.js";
@@ -49,15 +49,6 @@ const MIN_MEMORY_BYTES = 64 * 1024 * 1024;
 const DEFAULT_MEMORY_BYTES = 256 * 1024 * 1024;
 const DEFAULT_WATCHDOG_MS = 120_000;
 const DEFAULT_STOP_TIMEOUT_MS = 30_000;
-const STATES: Record<VmRecord["runtime"]["state"], VmState> = {
-  created: VmState.CREATED,
-  starting: VmState.STARTING,
-  running: VmState.RUNNING,
-  paused: VmState.PAUSED,
-  stopping: VmState.STOPPING,
-  stopped: VmState.STOPPED,
-  failed: VmState.FAILED,
-};
 
 /** [tenancy] rules with none of them granted: a tenant boots images and volumes and joins no bridge. */
 const NO_TENANCY: TenancyConfig = {
@@ -125,7 +116,7 @@ export function vmService(
         .list()
         .filter((v) => owner === undefined || v.spec.tenant === owner)
         .filter((v) => matchesFilter(v.spec.labels, terms))
-        .filter((v) => req.state === VmState.UNSPECIFIED || STATES[v.runtime.state] === req.state)
+        .filter((v) => req.state === VmState.UNSPECIFIED || VM_STATES[v.runtime.state] === req.state)
         .sort((a, b) => b.spec.createTimeMs - a.spec.createTimeMs);
       const { page, nextPageToken } = paginate(matching, req.pageSize, req.pageToken);
       return { vms: page.map((v) => toMessage(manager, v)), nextPageToken };
@@ -357,50 +348,4 @@ function validateCreate(req: CreateVmRequest, manager: VmManager, scope: CallerS
     requestId: req.requestId,
   };
   return { spec, bootImage };
-}
-
-export function toMessage(manager: VmManager, vm: VmRecord): Vm {
-  const { spec, runtime } = vm;
-  const files = manager.filesOf(vm);
-  const accel = { auto: Acceleration.AUTO, kvm: Acceleration.KVM, tcg: Acceleration.TCG } as const;
-  return create(VmSchema, {
-    id: spec.id,
-    name: spec.name,
-    tenant: spec.tenant,
-    labels: spec.labels,
-    createTime: timestamp(spec.createTimeMs),
-    state: STATES[runtime.state],
-    stateReason: runtime.reason,
-    profile: spec.profile === "persistent" ? VmProfile.PERSISTENT : VmProfile.EPHEMERAL,
-    hypervisor: spec.hypervisor === "firecracker" ? HypervisorEnum.FIRECRACKER : HypervisorEnum.QEMU,
-    acceleration: accel[spec.acceleration],
-    effectiveAcceleration: runtime.effectiveAcceleration === "" ? Acceleration.UNSPECIFIED : accel[runtime.effectiveAcceleration],
-    vcpus: spec.vcpus,
-    memoryBytes: BigInt(spec.memoryBytes),
-    boot:
-      spec.boot === "disk"
-        ? { source: { case: "disk", value: { volume: spec.disks[0]?.volumeId ?? "", image: spec.bootImageId } } }
-        : { source: { case: "kernel", value: { kernelPath: spec.kernelPath, initrdPath: spec.initrdPath, cmdline: spec.cmdline } } },
-    disks: spec.disks.slice(spec.boot === "disk" ? 1 : 0).map((d) => ({
-      source: d.volumeId !== "" ? { case: "volume" as const, value: d.volumeId } : { case: "hostPath" as const, value: d.path },
-      readOnly: d.readOnly,
-      serial: d.serial,
-      resolvedPath: manager.diskPath(d),
-    })),
-    nics: spec.nics.map((n) => ({ bridge: n.bridge, mac: n.mac, tapDevice: n.tap })),
-    cloudInit: spec.cloudInit ? { ...spec.cloudInit, seedPath: runtime.seedPath } : undefined,
-    cell: spec.cell,
-    guestAgent: spec.guestAgent,
-    agentReady: runtime.agentReady,
-    bootWatchdogTimeout: duration(spec.bootWatchdogMs),
-    consoleLogPath: files.consoleLog,
-    pid: manager.pidOf(vm),
-    qmpSocketPath: spec.hypervisor === "qemu" ? files.qmp : "",
-    apiSocketPath: spec.hypervisor === "firecracker" ? files.api : "",
-    agentSocketPath: spec.guestAgent ? files.agent : "",
-    startTime: runtime.startTimeMs ? timestamp(runtime.startTimeMs) : undefined,
-    stopTime: runtime.stopTimeMs ? timestamp(runtime.stopTimeMs) : undefined,
-    autostart: spec.autostart ?? false,
-    pendingChanges: pendingChanges(vm),
-  });
 }
