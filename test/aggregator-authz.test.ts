@@ -155,7 +155,8 @@ describe("tenants on the cluster (aether-aggregator)", () => {
     );
     // Its instance runs on the node as tenant a's own host ids.
     const instance = await eventually(
-      async () => (await alice.aggregator.getDeployment({ deployment: "alices-fleet" })).instances.find((i) => i.state === PlacementState.PLACED),
+      async () =>
+        (await alice.aggregator.getDeployment({ deployment: "alices-fleet" })).instances.find((i) => i.state === PlacementState.PLACED),
       20_000,
       "alice's instance placed",
     );

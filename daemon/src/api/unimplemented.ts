@@ -6,8 +6,7 @@ import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 export function unimplementedService<S extends DescService>(service: S, why: string): Partial<ServiceImpl<S>> {
   const impl: Record<string, unknown> = {};
   for (const method of service.methods) {
-    const error = () =>
-      new ConnectError(`${service.typeName}/${method.name} is not served by this aetherd: ${why}`, Code.Unimplemented);
+    const error = () => new ConnectError(`${service.typeName}/${method.name} is not served by this aetherd: ${why}`, Code.Unimplemented);
     impl[method.localName] =
       method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming"
         ? // eslint-disable-next-line require-yield
