@@ -1,6 +1,9 @@
 #!/usr/bin/env node
 // aetherd: the daemon on every host. Parses flags, loads state, serves every service, shuts down
 // gracefully on SIGTERM (leaving the processes it runs alive, to be re-adopted on the next start).
+//
+// It is past 400 lines because it is aetherd's one composition root: every room is constructed and
+// wired here, and nowhere else, so reading this file shows how the daemon is put together.
 import { Command } from "commander";
 import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";

@@ -6,6 +6,9 @@
 // On SIGHUP the TLS material (certificate, key, client CA, CRL) is read again and swapped in without
 // closing the listener; connections already open keep the material they were made with, except those
 // whose client certificate the new CRL revokes: they are closed.
+//
+// Just past 400 lines because it is the one listener aetherd and the aggregator share: unix socket
+// and TCP with mutual TLS, request deadlines, the peer's identity, and a graceful close, written once.
 import { connect as netConnect, type AddressInfo } from "node:net";
 import { chmod, mkdir, rm } from "node:fs/promises";
 import { dirname } from "node:path";

@@ -18,6 +18,10 @@
 // What the deadman did is kept under fencing/<node id> in the store, so a replica that takes over
 // finishes it: a FENCING node is fenced again (fencing an "Off" node confirms at once), a FENCED
 // node's workloads still on it are re-placed, a FENCE_FAILED node is retried.
+//
+// It is past 400 lines because each step of the switch above (suspect, fence, confirm, re-place,
+// rejoin) reads and writes the same per-node record and timers, and a take-over resumes any of them;
+// the decisions themselves are pure functions in deadman-model.ts, the BMC calls in fencing.ts.
 import { ClusterEventKind, NodeState, type Node, type RegisterNodeRequest } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import type { Rejoin } from "../nodes/registry.js";
 import { fenceTargetOf, positionOf, type FenceOutcome, type LocatedBmc } from "./fencing.js";

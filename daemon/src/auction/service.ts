@@ -1,6 +1,10 @@
 // aether.auction.v1.BidService: scores workloads for the aggregator, holds a positive bid's resources
 // for a few seconds so concurrent auctions cannot over-commit this node, provisions the workloads it
 // wins through the same handlers the normal RPCs use, and releases them.
+//
+// It is past 400 lines because provisioning dispatches every kind of workload it may win (an
+// executable, a VM with its image fetched first) against the same holds that scoring took; the
+// score itself is score.ts, the capacity rules capacity.ts, the image import image-fetch.ts.
 import { rm, readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";

@@ -6,6 +6,10 @@
 // the guest keeps running here, the target removes what it made, and the VM's reason says why.
 // Its three ways out (cancel, in doubt, removal after the commit) are in exits.ts, shared with
 // recovery.ts.
+//
+// Just past 400 lines because the source's side is one sequence (prepare, storage, memory,
+// switchover, cleanup) whose every step has its own undo if a later one fails; the QMP commands
+// are in qemu-steps.ts, the target's side in incoming.ts.
 import { randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { join } from "node:path";

@@ -1,6 +1,9 @@
 // The supervisor owns every executable on this host: it spawns them through the shim, knows when
 // they end, stops them, and re-adopts them after aetherd restarts. Handlers call it with validated
 // values; it never sees a raw request.
+//
+// Just past 400 lines: start, stop, delete, the adoption of running processes at start and the
+// explanation of each exit share the tracked records; spawning is spawner.ts.
 import { randomUUID } from "node:crypto";
 import { mkdirSync, statSync, watch, type FSWatcher } from "node:fs";
 import { mkdir, readdir, rm } from "node:fs/promises";

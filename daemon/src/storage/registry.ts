@@ -6,7 +6,7 @@
 // objects still being created: a delete therefore sees a clone that is only half made.
 // Why it is this long (~1,080 lines): the write-ahead records and the recovery that settles them at
 // start decide under the same lock against the same in-memory records; splitting volumes, images and
-// recovery into rooms of their own is planned with the architecture work (issue 13).
+// recovery into rooms of their own is the next refactor this file needs (not done yet).
 import { randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { existsSync } from "node:fs";

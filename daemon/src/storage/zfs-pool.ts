@@ -3,6 +3,10 @@
 // own (instant and thin) rather than qcow2 backing chains the driver would have to manage. A disk
 // is either a raw file alone in its dataset ("zfs-file", works everywhere, including zfs-fuse) or a
 // zvol ("zvol", only where ZFS on Linux provides block devices).
+//
+// It is past 400 lines because it implements the whole StoragePool contract (volumes, images,
+// snapshots, clones, resize, usage) plus the datasets replication receives into, over one set of
+// zfs command helpers and zfs-fuse's quirks, which the methods share.
 import { existsSync } from "node:fs";
 import { mkdir, open, readFile, rm, stat, truncate } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
