@@ -95,6 +95,7 @@ import { Alerts, checkTelemetry } from "./alerts/alerts.js";
 import { DeploymentBook } from "./deployments/book.js";
 import { Deployments, type DeploymentView } from "./deployments/deployments.js";
 import { Reconciler } from "./deployments/reconcile.js";
+import { withStatus } from "./deployments/status.js";
 import { KeyedMutex } from "./util.js";
 import { ReplicaIndex, type ReplicaHolders } from "./replicas/replica-index.js";
 
@@ -396,6 +397,10 @@ export class Aggregator {
       placements: () => this.book.placements.values(),
       auctions: () => this.book.auctions.values(),
       alerts: () => (this.election.isLeader ? this.alerts.list("") : []),
+      deployments: () =>
+        this.election.isLeader
+          ? [...this.deploymentBook.deployments.values()].map((d) => withStatus(this.book, d, this.reconciler.failure(d.id)))
+          : [],
     };
   }
 

@@ -2,19 +2,22 @@
 // collect() callbacks; nothing polls): nodes by lease state and lifecycle, each node's lease age,
 // placements by tenant and state, the auctions (decision and bidding time, bidders per auction, by
 // state), the fencing phases, the active alerts, whether this replica leads, and the store's
-// failures. The RPC metrics (aether_rpc_*) are counted by @aether/server's listen(). A standby has no
+// failures, and the deployments (by state; each one's wanted, running and pending instances). The
+// RPC metrics (aether_rpc_*) are counted by @aether/server's listen(). A standby has no
 // nodes, placements or auctions in memory: its series say so (aether_aggregator_leader 0) rather
 // than repeat the leader's.
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import {
   AlertSeverity,
   AuctionState,
+  DeploymentState,
   AuctionTrigger,
   NodeLifecycle,
   NodeState,
   PlacementState,
   type Alert,
   type AuctionRecord,
+  type Deployment,
   type Node,
   type WorkloadPlacement,
 } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
@@ -30,6 +33,8 @@ export interface ObservedAggregator {
   auctions(): Iterable<AuctionRecord>;
   /** The active alerts (alerts/); unset: none. */
   alerts?(): Alert[];
+  /** The deployments with their computed state and instance counts; unset: none. */
+  deployments?(): Deployment[];
 }
 
 const seconds = (d: { seconds: bigint; nanos: number } | undefined) => (d === undefined ? 0 : Number(d.seconds) + d.nanos / 1e9);
@@ -106,6 +111,23 @@ export function aggregatorMetrics(observed: ObservedAggregator, registry = new R
       ),
       (p) => ({ node_id: p.node }),
     ),
+  );
+  gauge("aether_deployments", "Deployments, by tenant and state (progressing, available, degraded, deleting).", ["tenant", "state"], () =>
+    countBy(observed.deployments?.() ?? [], (d) => ({ tenant: d.tenant, state: name(DeploymentState, d.state) })),
+  );
+  gauge(
+    "aether_deployment_instances",
+    "Each deployment's instances: wanted (its instance count), running, and pending (being placed or started).",
+    ["tenant", "deployment", "status"],
+    () =>
+      (observed.deployments?.() ?? []).flatMap((d) => {
+        const labels = (status: string) => ({ tenant: d.tenant, deployment: d.name, status });
+        return [
+          [labels("wanted"), d.instances] as [Record<string, string>, number],
+          [labels("running"), d.runningInstances],
+          [labels("pending"), d.pendingInstances],
+        ];
+      }),
   );
   new Counter({
     name: "aether_auctions_total",
