@@ -1,11 +1,11 @@
 // aether vm reboot|reset|set|autostart|attach-disk|detach-disk|attach-nic|detach-nic|snapshot|clone|cp:
 // the VM lifecycle as virsh and qm users know it. Mutations print one line for people (the VM with
 // -o json|yaml|name); `vm snapshot list` is a table.
-import { createReadStream, createWriteStream } from "node:fs";
+import { createReadStream, createWriteStream, statSync } from "node:fs";
 import { once } from "node:events";
 import type { Command } from "commander";
 import { InvalidArgumentError } from "commander";
-import { vm as vmApi, type AetherClient } from "@aether/sdk";
+import { Code, ConnectError, vm as vmApi, type AetherClient } from "@aether/sdk";
 import { withClient, type GlobalOptions } from "../client.js";
 import { EXIT } from "../exit-codes.js";
 import { durationOption, toDuration, uint32 } from "../numbers.js";
@@ -50,6 +50,16 @@ async function wouldVm(
 
 const isRunning = (v: vmApi.Vm) => [vmApi.VmState.RUNNING, vmApi.VmState.STARTING, vmApi.VmState.PAUSED].includes(v.state);
 const diskNames = (d: vmApi.Disk) => [d.source.value ?? "", d.resolvedPath, d.serial].filter((x) => x !== "");
+
+/** The id of the volume a disk argument names, or undefined when no volume has that name or id. */
+async function volumeIdOf(aether: AetherClient, ref: string, tenant: string): Promise<string | undefined> {
+  try {
+    return (await aether.storage.getVolume({ volume: ref, tenant })).volume?.id;
+  } catch (err) {
+    if (ConnectError.from(err).code === Code.NotFound) return undefined;
+    throw err;
+  }
+}
 
 /** The VM for programs, or one line for people. */
 function done(o: OutputFlags, v: vmApi.Vm | undefined, line: string): void {
@@ -128,6 +138,24 @@ async function copyIn(aether: AetherClient, from: string, to: { vm: string; path
   // The last piece; an empty file is still created (or cut to nothing).
   if (pending.length > 0 || written === 0) await send(pending);
   return written;
+}
+
+/** --dry-run of vm cp: the VM looked up and a local source measured; nothing is read from or written to the guest. */
+function wouldCopy(aether: AetherClient, source: string, destination: string, tenant: string): Promise<void> {
+  const from = guestSide(source);
+  const guest = (from ?? guestSide(destination)) as { vm: string; path: string };
+  return wouldVm(aether, guest.vm, tenant, (v) => [
+    from
+      ? `copy ${from.path} out of vm ${v.name} to ${destination === "-" ? "stdout" : destination}`
+      : `copy ${source === "-" ? "stdin" : `${source} (${bytes(statSync(source).size)})`} into vm ${v.name} at ${guest.path}`,
+    v.state !== vmApi.VmState.RUNNING
+      ? `${v.name} is ${state(v.state)}, not running`
+      : !v.guestAgent
+        ? `${v.name} has no guest agent`
+        : v.agentReady
+          ? undefined
+          : `the guest agent of ${v.name} does not answer yet`,
+  ]);
 }
 
 export function vmLifecycleCommands(vm: Command, globals: () => GlobalOptions): void {
@@ -233,8 +261,8 @@ export function vmLifecycleCommands(vm: Command, globals: () => GlobalOptions): 
       withClient(globals(), async (aether) => {
         if (o.dryRun)
           return wouldVm(aether, ref, o.tenant, async (v) => {
-            if (!disk.startsWith("/")) await aether.storage.getVolume({ volume: disk, tenant: o.tenant });
-            const attached = v.disks.some((d) => diskNames(d).includes(disk));
+            const id = disk.startsWith("/") ? disk : (await aether.storage.getVolume({ volume: disk, tenant: o.tenant })).volume?.id;
+            const attached = v.disks.some((d) => diskNames(d).some((n) => n === disk || n === id));
             return [
               `attach ${disk} to vm ${v.name} ${isRunning(v) ? "(hot-plugged)" : "(from its next start)"}`,
               attached ? `${disk} is attached to ${v.name} already` : undefined,
@@ -259,10 +287,14 @@ export function vmLifecycleCommands(vm: Command, globals: () => GlobalOptions): 
     .action(async (ref: string, disk: string, o: Tenant & OutputFlags & DryRunFlags) =>
       withClient(globals(), async (aether) => {
         if (o.dryRun)
-          return wouldVm(aether, ref, o.tenant, (v) => [
-            `detach ${disk} from vm ${v.name}${isRunning(v) ? " (hot-unplugged)" : ""}`,
-            v.disks.some((d) => diskNames(d).includes(disk)) ? undefined : `${v.name} has no disk ${disk}`,
-          ]);
+          return wouldVm(aether, ref, o.tenant, async (v) => {
+            // A disk names its volume by id: a volume's name is looked up (it may also be a serial).
+            const id = disk.startsWith("/") ? undefined : await volumeIdOf(aether, disk, o.tenant);
+            return [
+              `detach ${disk} from vm ${v.name}${isRunning(v) ? " (hot-unplugged)" : ""}`,
+              v.disks.some((d) => diskNames(d).some((n) => n === disk || n === id)) ? undefined : `${v.name} has no disk ${disk}`,
+            ];
+          });
         const { vm: v, live } = await aether.vm.detachVmDisk({ vm: ref, tenant: o.tenant, disk });
         done(o, v, `${disk} detached from ${ref}${live ? " (hot-unplugged)" : ""}`);
       }),
@@ -429,16 +461,16 @@ export function vmLifecycleCommands(vm: Command, globals: () => GlobalOptions): 
       }),
     );
 
-  vm.command("cp")
+  dryRunOption(vm.command("cp"))
     .description("copy a file into or out of a running guest through its agent (VM:PATH on one side)")
     .argument("<source>", "VM:/path in the guest, or a local file (- for stdin)")
     .argument("<destination>", "VM:/path in the guest, or a local file (- for stdout)")
     .option("--tenant <tenant>", "tenant to resolve the VM's name in", "")
     .addHelpText(
       "after",
-      "\nExamples:\n  aether vm cp web:/etc/hostname ./hostname\n  aether vm cp ./app.conf web:/etc/app.conf\n  aether vm cp web:/var/log/messages - | tail",
+      "\nExamples:\n  aether vm cp web:/etc/hostname ./hostname\n  aether vm cp ./app.conf web:/etc/app.conf\n  aether vm cp web:/var/log/messages - | tail\n  aether vm cp ./app.conf web:/etc/app.conf --dry-run",
     )
-    .action(async (source: string, destination: string, o: Tenant) => {
+    .action(async (source: string, destination: string, o: Tenant & DryRunFlags) => {
       const from = guestSide(source);
       const to = guestSide(destination);
       if ((from === undefined) === (to === undefined))
@@ -446,6 +478,7 @@ export function vmLifecycleCommands(vm: Command, globals: () => GlobalOptions): 
           .find((c) => c.name() === "cp")
           ?.error("error: exactly one side is in a guest, written VM:/absolute/path (e.g. web:/etc/hostname)");
       return withClient(globals(), async (aether) => {
+        if (o.dryRun) return wouldCopy(aether, source, destination, o.tenant);
         const n = from
           ? await copyOut(aether, from, destination, o.tenant)
           : await copyIn(aether, source, to as { vm: string; path: string }, o.tenant);
