@@ -8,6 +8,7 @@ import { withClient, type GlobalOptions } from "../client.js";
 import { age, bytes, outputOptions, printList, printOne, type ListView, type OutputFlags } from "../output.js";
 import { durationOption, toDuration, uint32 } from "../numbers.js";
 import { dryRunOption, sayWould, type DryRunFlags } from "../mutations.js";
+import { driverName } from "./storage-views.js";
 
 /** For a dry run: the policy protecting a VM or volume (by name or id), or undefined. */
 async function policyOf(aether: AetherClient, ref: string, tenant: string): Promise<storageApi.ReplicationPolicy | undefined> {
@@ -19,6 +20,22 @@ async function mustHavePolicy(aether: AetherClient, ref: string, tenant: string)
   const p = await policyOf(aether, ref, tenant);
   if (!p) throw new ConnectError(`no replication policy protects ${ref} (aether storage replication list)`, Code.NotFound);
   return p;
+}
+
+/**
+ * For a dry run of set: why aetherd would refuse to replicate these volumes (it copies with ZFS
+ * send/receive, so each must be in a zfs pool), or undefined.
+ */
+async function replicationRefusal(aether: AetherClient, what: string, volumes: string[], tenant: string): Promise<string | undefined> {
+  if (volumes.length === 0) return `${what} has no volumes to replicate (its disks are host files or none)`;
+  const { pools } = await aether.storage.listPools({ pageSize: 1000 });
+  for (const ref of volumes) {
+    const { volume } = await aether.storage.getVolume({ volume: ref, tenant });
+    const pool = pools.find((p) => p.name === volume?.pool);
+    if (pool?.driver !== storageApi.PoolDriver.ZFS)
+      return `volume ${volume?.name} is in ${pool ? driverName(pool.driver) : "an unknown"} pool ${volume?.pool}; only volumes of a zfs pool can be replicated`;
+  }
+  return undefined;
 }
 
 /** One row per volume and target: what `replication list` shows. */
@@ -174,11 +191,16 @@ Examples:
           if (o.dryRun) {
             // What it protects must exist; a policy already there would be replaced.
             const what = o.vm !== undefined ? `VM ${o.vm}` : `volume ${o.volume}`;
-            if (o.vm !== undefined) await aether.vm.getVm({ vm: o.vm, tenant: o.tenant });
-            else await aether.storage.getVolume({ volume: o.volume ?? "", tenant: o.tenant });
+            const volumes =
+              o.vm !== undefined
+                ? ((await aether.vm.getVm({ vm: o.vm, tenant: o.tenant })).vm?.disks ?? []).flatMap((d) =>
+                    d.source.case === "volume" ? [d.source.value] : [],
+                  )
+                : [o.volume ?? ""];
+            const refusal = await replicationRefusal(aether, what, volumes, o.tenant);
             const old = await policyOf(aether, o.vm ?? o.volume ?? "", o.tenant);
             return sayWould(
-              `${old ? "replace the replication policy" : "replicate"} ${what} to ${(o.target ?? []).join(", ")} every ${o.interval / 1000}s, keeping ${o.retention} points`,
+              `${old ? "replace the replication policy" : "replicate"} ${what} to ${(o.target ?? []).join(", ")} every ${o.interval / 1000}s, keeping ${o.retention} points${refusal ? `, but aetherd would refuse: ${refusal}` : ""}`,
             );
           }
           const r = await aether.replication.setReplicationPolicy({
