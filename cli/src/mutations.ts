@@ -67,6 +67,8 @@ export interface Target {
   id: string;
   /** A refusal aetherd would answer with, foreseen here ("web is running: add --force"). */
   refusal?: string;
+  /** What else the delete does, said after the name in a dry run ("and release its 3 instances"). */
+  detail?: string;
 }
 
 export interface DeleteMany<T> {
@@ -79,9 +81,16 @@ export interface DeleteMany<T> {
   /** Looks one up by what was typed (a name or an id prefix), for --dry-run. */
   get: (ref: string) => Promise<T>;
   remove: (ref: string) => Promise<void>;
+  /** remove says itself what it did (e.g. "is being deleted" vs "deleted" with --wait). */
+  removeSays?: boolean;
 }
 
 const plural = (n: number, kind: string) => `${n} ${kind}${n === 1 ? "" : "s"}`;
+
+const sayWouldDelete = (kind: string, t: Target) =>
+  sayWould(
+    `delete ${kind} ${t.name} (${shortId(t.id)})${t.detail ? ` ${t.detail}` : ""}${t.refusal ? `, but aetherd would refuse: ${t.refusal}` : ""}`,
+  );
 
 /** Asks on the terminal; true only for y or yes. */
 async function ask(question: string): Promise<boolean> {
@@ -104,10 +113,8 @@ export async function deleteMany<T>(refs: string[], o: DeleteFlags, how: DeleteM
 
   if (!selecting) {
     for (const ref of refs) {
-      if (o.dryRun) {
-        const t = how.target(await how.get(ref));
-        sayWould(`delete ${how.kind} ${t.name} (${shortId(t.id)})${t.refusal ? `, but aetherd would refuse: ${t.refusal}` : ""}`);
-      } else await how.remove(ref);
+      if (o.dryRun) sayWouldDelete(how.kind, how.target(await how.get(ref)));
+      else await how.remove(ref);
     }
     return;
   }
@@ -119,8 +126,7 @@ export async function deleteMany<T>(refs: string[], o: DeleteFlags, how: DeleteM
     return;
   }
   if (o.dryRun) {
-    for (const t of chosen)
-      sayWould(`delete ${how.kind} ${t.name} (${shortId(t.id)})${t.refusal ? `, but aetherd would refuse: ${t.refusal}` : ""}`);
+    for (const t of chosen) sayWouldDelete(how.kind, t);
     return;
   }
   const names = chosen.map((t) => t.name).join(", ");
@@ -135,7 +141,7 @@ export async function deleteMany<T>(refs: string[], o: DeleteFlags, how: DeleteM
   for (const t of chosen) {
     try {
       await how.remove(t.id);
-      process.stdout.write(`deleted ${how.kind} ${t.name}\n`);
+      if (how.removeSays !== true) process.stdout.write(`deleted ${how.kind} ${t.name}\n`);
     } catch (err) {
       failed++;
       process.stderr.write(`aether: ${t.name}: ${err instanceof ConnectError ? cliWords(err.rawMessage) : (err as Error).message}\n`);

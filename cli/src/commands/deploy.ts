@@ -33,7 +33,7 @@ import {
   type ListView,
   type OutputFlags,
 } from "../output.js";
-import { dryRunOption, sayWould, type DryRunFlags } from "../mutations.js";
+import { deleteMany, deleteManyOptions, dryRunOption, sayWould, type DeleteFlags, type DryRunFlags } from "../mutations.js";
 import { selectorOf, selectorOptions, selects, serverFilter, type SelectorFlags } from "../selectors.js";
 import { uint32 } from "../numbers.js";
 import { parseBytes } from "../units.js";
@@ -253,35 +253,59 @@ A VM: [template.vm] as CreateVmRequest (vcpus, memory_bytes = "256M", boot, disk
       }),
     );
 
-  dryRunOption(deploy.command("delete"))
-    .description("delete a deployment: every instance is released on its node, then the deployment is gone")
-    .argument("<deployment>", "deployment name or id")
-    .option("--tenant <tenant>", "tenant to resolve a name in", "")
+  const remove = deploy
+    .command("delete")
+    .description(
+      "delete deployments: every instance is released on its node, then the deployment is gone; by name, by label selector, or all",
+    )
+    .argument("[deployment...]", "deployment names or ids")
+    .option("--tenant <tenant>", "tenant to resolve names in (and to select in)", "")
     .option("--grace <seconds>", "how long each instance may take to stop before it is killed", uint32)
-    .option("--wait", "return once the deployment and its instances are gone")
+    .option("--wait", "return once the deployments and their instances are gone")
     .addHelpText(
       "after",
-      "\nExamples:\n  aether deploy delete web\n  aether deploy delete web --wait --grace 5\n  aether deploy delete web --dry-run",
+      "\nExamples:\n  aether deploy delete web\n  aether deploy delete web --wait --grace 5\n  aether deploy delete web --dry-run\n  aether deploy delete -l team=a --dry-run\n  aether deploy delete -l team=a --yes",
     )
-    .action(async (name: string, o: { tenant: string; grace?: number; wait?: boolean } & DryRunFlags) =>
+    .action(async (refs: string[], o: { tenant: string; grace?: number; wait?: boolean } & DeleteFlags) =>
       withClient(globals(), async (aether) => {
-        if (o.dryRun) {
-          const { deployment: d } = await aether.aggregator.getDeployment({ deployment: name, tenant: o.tenant });
-          return sayWould(
-            `delete deployment ${d?.name} and release its ${(d?.runningInstances ?? 0) + (d?.pendingInstances ?? 0)} instance(s)`,
-          );
-        }
-        const { deployment: d } = await aether.aggregator.deleteDeployment({
-          deployment: name,
-          tenant: o.tenant,
-          ...(o.grace !== undefined && { gracePeriod: { seconds: BigInt(o.grace) } }),
+        // A selected deployment is deleted by its id in its own tenant.
+        const tenantOf = new Map<string, string>();
+        const instances = (d: auction.Deployment) => d.runningInstances + d.pendingInstances;
+        return deleteMany(refs, o, {
+          kind: "deployment",
+          list: async (selector) =>
+            (await aether.aggregator.listDeployments({ pageSize: 1000, tenant: o.tenant, filter: serverFilter(selector) })).deployments,
+          labels: (d) => d.labels,
+          target: (d) => {
+            tenantOf.set(d.id, d.tenant);
+            return { name: d.name, id: d.id, detail: `and release its ${instances(d)} instance(s)` };
+          },
+          get: async (ref) => {
+            const { deployment: d } = await aether.aggregator.getDeployment({ deployment: ref, tenant: o.tenant });
+            if (!d) throw new Error("the aggregator returned no deployment");
+            return d;
+          },
+          remove: async (ref) => {
+            const { deployment: d } = await aether.aggregator.deleteDeployment({
+              deployment: ref,
+              tenant: tenantOf.get(ref) ?? o.tenant,
+              ...(o.grace !== undefined && { gracePeriod: { seconds: BigInt(o.grace) } }),
+            });
+            if (!o.wait) return void process.stdout.write(`deployment ${d?.name} is being deleted\n`);
+            try {
+              for await (const r of aether.aggregator.watchDeployment({ deployment: d?.id ?? ref, tenant: d?.tenant ?? o.tenant }))
+                if (r.deployment?.state === auction.DeploymentState.DELETED) break;
+            } catch (err) {
+              // Gone before the watch began (nothing was placed to release): deleted already.
+              if (ConnectError.from(err).code !== Code.NotFound) throw err;
+            }
+            process.stdout.write(`deployment ${d?.name} deleted\n`);
+          },
+          removeSays: true,
         });
-        if (!o.wait) return void process.stdout.write(`deployment ${d?.name} is being deleted\n`);
-        for await (const r of aether.aggregator.watchDeployment({ deployment: d?.id ?? name, tenant: d?.tenant ?? o.tenant }))
-          if (r.deployment?.state === auction.DeploymentState.DELETED) break;
-        process.stdout.write(`deployment ${d?.name} deleted\n`);
       }),
     );
+  deleteManyOptions(remove, "deployment");
 
   outputOptions(deploy.command("watch"))
     .description("a live table of a deployment's instances, redrawn as they change, until it is deleted (Ctrl-C to stop)")
