@@ -16,6 +16,8 @@ async function follow(done: (d: auction.Deployment) => boolean): Promise<void> {
     if (!d) continue;
     const where = instances.filter((i) => i.state === auction.PlacementState.PLACED).map((i) => i.name);
     console.log(`${name}: ${auction.DeploymentState[d.state]}, ${d.runningInstances}/${d.instances} running ${where.join(" ")}`);
+    // A deployment that cannot place its instances says why (the auction's reasons).
+    if (d.state === auction.DeploymentState.DEGRADED) console.log(`  ${d.stateReason}`);
     if (done(d)) return;
   }
 }

@@ -90,7 +90,10 @@ for (const engine of ["deno", "node"]) {
       bmc = await startTestBmc({ profile: "ilo5", powerOffDelayMs: 300 });
       bmcCa = join(mkdtempSync(join(tmpdir(), "aether-example-bmc-")), "ca.pem");
       writeFileSync(bmcCa, bmc.caPem);
-      agg = await startAggregator();
+      // The node is registered by hand and never heartbeats: a lease longer than the whole file keeps
+      // it READY (with the default 15 s it turned SUSPECT before examples/vm-fleet.ts ran, and nothing
+      // could be placed).
+      agg = await startAggregator({ args: ["--lease-ttl-ms", "3600000"] });
       const { node } = await env.aether.node.getNodeInfo({});
       await agg.client.aggregator.registerNode({ nodeId: node?.id ?? "", name: "example-node", address: env.daemon.address });
     });
