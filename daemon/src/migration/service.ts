@@ -3,6 +3,7 @@
 // may call (a node certificate over mutual TLS, or the unix socket).
 import { create } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import { requireNodeCaller } from "../api/node-caller.js";
 import {
   IncomingState,
   MigrationPhase,
@@ -18,7 +19,6 @@ import {
   duration,
   durationMs,
   invalidArgument,
-  permissionDenied,
   reference,
   requireClusterWide,
   scopeKey,
@@ -159,19 +159,8 @@ export function toMessage(m: Migration): MigrationMessage {
   });
 }
 
-/**
- * Whether the caller speaks for a node: a node certificate of this cluster (its name returned), or
- * the unix socket ("").
- */
-function requireNode(ctx: HandlerContext): string {
-  const { identity } = ctx.values.get(scopeKey);
-  if (identity.startsWith("unix:")) return "";
-  const node = /^spiffe:\/\/[^/]+\/node\/([^/]+)$/.exec(identity)?.[1];
-  if (node !== undefined) return node;
-  throw permissionDenied(
-    `${identity || "this caller"} is not a node: VmMigrationService is called by the source aetherd of a live migration, with its node certificate (spiffe://<cluster>/node/<name>).`,
-  );
-}
+/** The calling node's name, or "" for the unix socket; any other caller is refused. */
+const requireNode = (ctx: HandlerContext) => requireNodeCaller(ctx, "VmMigrationService", "a live migration");
 
 const INCOMING_STATES = { absent: IncomingState.ABSENT, prepared: IncomingState.PREPARED, finished: IncomingState.FINISHED } as const;
 

@@ -3,6 +3,7 @@
 // the target side, which only nodes may call (a node certificate over mutual TLS, or the socket).
 import { create } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import { requireNodeCaller } from "../api/node-caller.js";
 import {
   ReplicaSchema,
   ReplicationPolicySchema,
@@ -19,7 +20,6 @@ import {
   labels as parseLabels,
   msOf,
   paginate,
-  permissionDenied,
   reference,
   requireClusterWide,
   scopeKey,
@@ -177,14 +177,8 @@ function checkTargets(targets: string[], self: string[]): string[] {
   return out;
 }
 
-/** Whether the caller speaks for a node: a node certificate of this cluster, or the unix socket. */
-function requireNode(ctx: HandlerContext): void {
-  const { identity } = ctx.values.get(scopeKey);
-  if (identity.startsWith("unix:") || /^spiffe:\/\/[^/]+\/node\/[^/]+$/.test(identity)) return;
-  throw permissionDenied(
-    `${identity || "this caller"} is not a node: ReplicaReceiverService is called by the source aetherd of a replication, with its node certificate (spiffe://<cluster>/node/<name>).`,
-  );
-}
+/** Refuses a caller that is not a node (api/node-caller.ts). */
+const requireNode = (ctx: HandlerContext) => requireNodeCaller(ctx, "ReplicaReceiverService", "a replication");
 
 export function replicaReceiverService(replicas: Replicas): ServiceImpl<typeof ReplicaReceiverService> {
   const volumeId = (value: string) => {
