@@ -7,14 +7,14 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Code, type AetherClient } from "@aether/sdk";
 import { ImageState, PoolDriver, VolumeFormat, VolumeState } from "@aether/sdk/gen/aether/storage/v1/storage_pb";
-import { runHost } from "../daemon/src/host/command.js";
+import { runZfs } from "../daemon/src/host/zfs-command.js";
 import { startDaemon, type TestDaemon } from "./helpers/daemon.js";
 import { rejectsWith } from "./helpers/assertions.js";
 import { hasPattern, makeRawDisk, MiB, writePattern } from "./helpers/disks.js";
 import { startZfsPool, type ZfsTestPool } from "./helpers/zfs.js";
 
 async function datasets(root: string): Promise<string[]> {
-  const { stdout } = await runHost("zfs", ["list", "-H", "-r", "-t", "all", "-o", "name", root]);
+  const { stdout } = await runZfs("zfs", ["list", "-H", "-r", "-t", "all", "-o", "name", root]);
   return stdout.split("\n").filter(Boolean);
 }
 
@@ -92,7 +92,7 @@ describe("storage: zfs pool through aetherd", () => {
     assert.equal(volume?.sizeBytes, BigInt(64 * MiB));
     const path = volume?.hostPath ?? "";
     assert.ok(hasPattern(path, "raw", MiB, MiB, 0xcd), "the clone reads the image's data");
-    const origin = await runHost("zfs", ["get", "-H", "-o", "value", "origin", `${zfs.dataset}/volumes/${volume?.id}`]);
+    const origin = await runZfs("zfs", ["get", "-H", "-o", "value", "origin", `${zfs.dataset}/volumes/${volume?.id}`]);
     assert.equal(origin.stdout.trim(), `${zfs.dataset}/images/${image?.id}@base`, "the volume is a ZFS clone of the image");
 
     writePattern(path, "raw", MiB, MiB, 0x01);

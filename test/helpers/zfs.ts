@@ -5,6 +5,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { HostCommandError, runHost, which } from "../../daemon/src/host/command.js";
+import { runZfs } from "../../daemon/src/host/zfs-command.js";
 
 export interface ZfsTestPool {
   pool: string;
@@ -23,7 +24,7 @@ const READY_TIMEOUT_MS = 20_000;
 /** Whether a ZFS daemon (zfs-fuse, or the ZoL kernel module) answers. */
 async function zfsAnswers(): Promise<boolean> {
   try {
-    await runHost("zpool", ["list", "-H"], { timeoutMs: 10_000 });
+    await runZfs("zpool", ["list", "-H"], { timeoutMs: 10_000 });
     return true;
   } catch {
     return false;
@@ -79,7 +80,7 @@ export async function ensureZfsDaemon(): Promise<void> {
 
 async function poolExists(pool: string): Promise<boolean> {
   try {
-    await runHost("zpool", ["list", "-H", "-o", "name", pool], { timeoutMs: 10_000 });
+    await runZfs("zpool", ["list", "-H", "-o", "name", pool], { timeoutMs: 10_000 });
     return true;
   } catch {
     return false;
@@ -99,7 +100,7 @@ export async function startZfsPool(name: string): Promise<ZfsTestPool> {
     // zfs-fuse answers "pool is busy" while it is still unmounting the pool's datasets.
     for (let attempt = 0; await poolExists(name); attempt++) {
       try {
-        await runHost("zpool", ["destroy", "-f", name], { timeoutMs: 60_000 });
+        await runZfs("zpool", ["destroy", "-f", name], { timeoutMs: 60_000 });
       } catch (err) {
         if (attempt >= 20 || !(err instanceof HostCommandError && /busy/.test(err.stderr))) throw err;
         await sleep(250);
@@ -112,8 +113,8 @@ export async function startZfsPool(name: string): Promise<ZfsTestPool> {
   await remove();
   await runHost("truncate", ["-s", "2G", file]);
   // A file vdev needs no options on zfs-fuse; -f because the file may carry an old pool's label.
-  await runHost("zpool", ["create", "-f", "-m", mountpoint, name, file], { timeoutMs: 60_000 });
+  await runZfs("zpool", ["create", "-f", "-m", mountpoint, name, file], { timeoutMs: 60_000 });
   const dataset = `${name}/aether`;
-  await runHost("zfs", ["create", dataset]);
+  await runZfs("zfs", ["create", dataset]);
   return { pool: name, dataset, mountpoint, destroy: remove };
 }

@@ -3,7 +3,8 @@
 // of such a stream on the target (atomic: a stream cut short leaves the dataset at its previous
 // point), and pruning old points. Commands go through the host helper, argv only.
 import type { Readable, Writable } from "node:stream";
-import { HostCommandError, runHost, spawnHost, type StreamingHostCommand } from "../host/command.js";
+import { HostCommandError, spawnHost, type StreamingHostCommand } from "../host/command.js";
+import { runZfs, spawnZfsLocked } from "../host/zfs-command.js";
 import { POINT_PREFIX, pointTimeMs } from "./records.js";
 
 const ZFS_TIMEOUT_MS = 60_000;
@@ -11,7 +12,7 @@ const ZFS_TIMEOUT_MS = 60_000;
 /** The replication points of a dataset, oldest first; [] when the dataset does not exist. */
 export async function listPoints(dataset: string): Promise<string[]> {
   try {
-    const { stdout } = await runHost("zfs", ["list", "-H", "-t", "snapshot", "-o", "name", "-r", dataset], { timeoutMs: ZFS_TIMEOUT_MS });
+    const { stdout } = await runZfs("zfs", ["list", "-H", "-t", "snapshot", "-o", "name", "-r", dataset], { timeoutMs: ZFS_TIMEOUT_MS });
     return stdout
       .split("\n")
       .filter((line) => line.startsWith(`${dataset}@${POINT_PREFIX}`))
@@ -26,7 +27,7 @@ export async function listPoints(dataset: string): Promise<string[]> {
 
 export async function datasetExists(dataset: string): Promise<boolean> {
   try {
-    await runHost("zfs", ["list", "-H", "-o", "name", dataset], { timeoutMs: ZFS_TIMEOUT_MS });
+    await runZfs("zfs", ["list", "-H", "-o", "name", dataset], { timeoutMs: ZFS_TIMEOUT_MS });
     return true;
   } catch (err) {
     if (isMissing(err)) return false;
@@ -35,13 +36,13 @@ export async function datasetExists(dataset: string): Promise<boolean> {
 }
 
 export async function takePoint(dataset: string, point: string): Promise<void> {
-  await runHost("zfs", ["snapshot", `${dataset}@${point}`], { timeoutMs: ZFS_TIMEOUT_MS });
+  await runZfs("zfs", ["snapshot", `${dataset}@${point}`], { timeoutMs: ZFS_TIMEOUT_MS });
 }
 
 /** Destroys points; one already gone, or one a clone still needs, is left (and logged by the caller). */
 export async function destroyPoint(dataset: string, point: string): Promise<void> {
   try {
-    await runHost("zfs", ["destroy", `${dataset}@${point}`], { timeoutMs: ZFS_TIMEOUT_MS });
+    await runZfs("zfs", ["destroy", `${dataset}@${point}`], { timeoutMs: ZFS_TIMEOUT_MS });
   } catch (err) {
     if (!isMissing(err)) throw err;
   }
@@ -49,7 +50,7 @@ export async function destroyPoint(dataset: string, point: string): Promise<void
 
 export async function ensureDataset(dataset: string): Promise<void> {
   try {
-    await runHost("zfs", ["create", "-p", dataset], { timeoutMs: ZFS_TIMEOUT_MS });
+    await runZfs("zfs", ["create", "-p", dataset], { timeoutMs: ZFS_TIMEOUT_MS });
   } catch (err) {
     if (!(err instanceof HostCommandError && /already exists/.test(err.stderr))) throw err;
   }
@@ -57,13 +58,16 @@ export async function ensureDataset(dataset: string): Promise<void> {
 
 export async function destroyDataset(dataset: string): Promise<void> {
   try {
-    await runHost("zfs", ["destroy", "-r", dataset], { timeoutMs: ZFS_TIMEOUT_MS });
+    await runZfs("zfs", ["destroy", "-r", dataset], { timeoutMs: ZFS_TIMEOUT_MS });
   } catch (err) {
     if (!isMissing(err)) throw err;
   }
 }
 
-/** `zfs send [-i base] dataset@point`: its stdout is the stream. */
+/**
+ * `zfs send [-i base] dataset@point`: its stdout is the stream. Not under the host's ZFS lock (see
+ * host/zfs-command.ts): it mounts nothing, and the receive it feeds may be on this same host.
+ */
 export function send(dataset: string, point: string, base: string, signal: AbortSignal): StreamingHostCommand & { stream: Readable } {
   const args = ["send", ...(base === "" ? [] : ["-i", `${dataset}@${base}`]), `${dataset}@${point}`];
   const cmd = spawnHost("zfs", args, { stdin: false, stdout: true, signal });
@@ -81,13 +85,13 @@ export function receive(
   signal: AbortSignal,
 ): StreamingHostCommand & { sink: Writable } {
   const args = ["receive", ...(incremental ? ["-F"] : []), `${dataset}@${point}`];
-  const cmd = spawnHost("zfs", args, { stdin: true, stdout: false, signal });
+  const cmd = spawnZfsLocked("zfs", args, { stdin: true, stdout: false, signal, lockWaitMs: ZFS_TIMEOUT_MS });
   return { ...cmd, sink: cmd.child.stdin as Writable };
 }
 
 /** The dataset's type ("filesystem" or "volume"). */
 export async function datasetType(dataset: string): Promise<string> {
-  const { stdout } = await runHost("zfs", ["get", "-Hp", "-o", "value", "type", dataset], { timeoutMs: ZFS_TIMEOUT_MS });
+  const { stdout } = await runZfs("zfs", ["get", "-Hp", "-o", "value", "type", dataset], { timeoutMs: ZFS_TIMEOUT_MS });
   return stdout.trim();
 }
 

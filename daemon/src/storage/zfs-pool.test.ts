@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { startZfsPool, type ZfsTestPool } from "../../../test/helpers/zfs.js";
-import { runHost } from "../host/command.js";
+import { runZfs } from "../host/zfs-command.js";
 import { PoolUnavailableError, type StoredDisk } from "./pool.js";
 import { ZfsPool } from "./zfs-pool.js";
 
@@ -37,7 +37,7 @@ async function readAt(path: string, offset: number, length: number): Promise<str
 
 /** Every dataset and snapshot below `root`, by name. */
 async function zfsNames(root: string): Promise<string[]> {
-  const { stdout } = await runHost("zfs", ["list", "-H", "-r", "-t", "all", "-o", "name", root]);
+  const { stdout } = await runZfs("zfs", ["list", "-H", "-r", "-t", "all", "-o", "name", root]);
   return stdout.split("\n").filter((l) => l !== "");
 }
 
@@ -234,7 +234,7 @@ describe("ZFS pool driver (zfs-fuse)", () => {
     for (let i = 0; i < 5; i++) {
       const target = `${zfs.dataset}/volumes/${randomUUID()}`;
       const started = performance.now();
-      await runHost("zfs", ["clone", `${zfs.dataset}/images/${imageId}@base`, target]);
+      await runZfs("zfs", ["clone", `${zfs.dataset}/images/${imageId}@base`, target]);
       times.push(performance.now() - started);
       clones.push(target);
     }

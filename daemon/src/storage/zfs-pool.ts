@@ -12,6 +12,7 @@ import { mkdir, open, readFile, rm, stat, truncate } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { HostCommandError, runHost, which } from "../host/command.js";
+import { runZfs } from "../host/zfs-command.js";
 import { PoolUnavailableError, type DiskFormat, type PoolStatus, type SnapshotRef, type StoragePool, type StoredDisk } from "./pool.js";
 
 const MiB = 1024 * 1024;
@@ -472,7 +473,7 @@ export class ZfsPool implements StoragePool {
   // ---- zfs commands ----
 
   private zfs(args: string[], timeoutMs = ZFS_TIMEOUT_MS) {
-    return runHost(this.zfsCommand, args, { timeoutMs });
+    return runZfs(this.zfsCommand, args, { timeoutMs });
   }
 
   private async property(dataset: string, name: string, timeoutMs = ZFS_TIMEOUT_MS): Promise<string> {
