@@ -13,6 +13,7 @@ import { FenceService } from "./gen/aether/fence/v1/fence_pb.js";
 import { AggregatorService, BidService } from "./gen/aether/auction/v1/auction_pb.js";
 import { ObserveService } from "./gen/aether/observe/v1/observe_pb.js";
 import { NodeService } from "./gen/aether/node/v1/node_pb.js";
+import { TrafficService } from "./gen/aether/traffic/v1/traffic_pb.js";
 
 /** Where and how to reach aetherd. Every field is optional; see {@link connect} for the search order. */
 export interface ConnectOptions extends TargetOptions {
@@ -56,6 +57,8 @@ export interface AetherClient {
   readonly observe: Client<typeof ObserveService>;
   /** Identity, version, capabilities, health. */
   readonly node: Client<typeof NodeService>;
+  /** Service endpoints: HAProxy per endpoint, weights and A/B splits changed at runtime. */
+  readonly traffic: Client<typeof TrafficService>;
   /** The underlying transport, for generic clients of other services. */
   readonly transport: Transport;
   /** Closes the connection; the clients must not be used afterwards. */
@@ -119,6 +122,7 @@ export async function connect(options: ConnectOptions = {}): Promise<AetherClien
     aggregator: client(AggregatorService),
     observe: client(ObserveService),
     node: client(NodeService),
+    traffic: client(TrafficService),
     transport,
     close: () => sessionManager.abort(),
   };

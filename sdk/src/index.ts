@@ -59,3 +59,5 @@ export * as auction from "./gen/aether/auction/v1/auction_pb.js";
 export * as observe from "./gen/aether/observe/v1/observe_pb.js";
 /** Messages, enums and the service of aether.node.v1 (identity, capabilities, health). */
 export * as node from "./gen/aether/node/v1/node_pb.js";
+/** Messages, enums and the service of aether.traffic.v1 (service endpoints run by HAProxy). */
+export * as traffic from "./gen/aether/traffic/v1/traffic_pb.js";
