@@ -448,6 +448,13 @@ function crossById(ids: Record<string, string>): Record<string, { init: Record<s
     "AggregatorService/DeleteDeployment": unimplemented(),
     "AggregatorService/ScaleDeployment": unimplemented(),
     "AggregatorService/WatchDeployment": unimplemented(),
+    "AggregatorService/GetRollout": unimplemented(),
+    "AggregatorService/ListRollouts": unimplemented(),
+    "AggregatorService/WatchRollout": unimplemented(),
+    "AggregatorService/PauseRollout": unimplemented(),
+    "AggregatorService/ResumeRollout": unimplemented(),
+    "AggregatorService/PromoteRollout": unimplemented(),
+    "AggregatorService/RollbackRollout": unimplemented(),
     // Maintenance and backups are the operators' (a tenant's role has no row for them).
     "AggregatorService/CordonNode": denied({ node: "b-node" }),
     "AggregatorService/DrainNode": denied({ node: "b-node" }),

@@ -37,6 +37,9 @@ import type {
   ScaleDeploymentRequest,
   UpdateDeploymentRequest,
   WatchDeploymentRequest,
+  GetRolloutRequest,
+  ListRolloutsRequest,
+  Rollout,
   Alert,
   AlertThreshold,
   AuctionRecord,
@@ -96,6 +99,11 @@ import { DeploymentBook } from "./deployments/book.js";
 import { Deployments, type DeploymentView } from "./deployments/deployments.js";
 import { Reconciler } from "./deployments/reconcile.js";
 import { withStatus } from "./deployments/status.js";
+import { RolloutBook } from "./rollouts/book.js";
+import { RolloutController } from "./rollouts/controller.js";
+import { HaproxyRouter } from "./rollouts/haproxy-router.js";
+import { revisionTargets } from "./rollouts/plan.js";
+import { Rollouts, type RolloutAction } from "./rollouts/rollouts.js";
 import { KeyedMutex } from "./util.js";
 import { ReplicaIndex, type ReplicaHolders } from "./replicas/replica-index.js";
 
@@ -166,6 +174,9 @@ export class Aggregator {
   private readonly deploymentBook: DeploymentBook;
   private readonly reconciler: Reconciler;
   private readonly deployments: Deployments;
+  private readonly rolloutBook: RolloutBook;
+  private readonly rollouts: Rollouts;
+  private readonly rolloutController: RolloutController;
   private readonly ctx: Context;
   private readonly fencer: Fencer;
   private readonly startMs = Date.now();
@@ -254,7 +265,18 @@ export class Aggregator {
     });
     const deploymentLocks = new KeyedMutex();
     this.reconciler = new Reconciler(this.ctx, this.runner, this.deploymentBook, deploymentLocks, options.reconcileIntervalMs);
-    this.deployments = new Deployments(this.ctx, this.deploymentBook, this.reconciler, deploymentLocks);
+    this.rolloutBook = new RolloutBook(this.store, this.log.child({ room: "rollouts" }));
+    this.rollouts = new Rollouts(this.ctx, this.deploymentBook, this.rolloutBook, deploymentLocks);
+    this.reconciler.setRevisionTargets((d) => revisionTargets(this.rolloutBook, this.book, d));
+    this.rolloutController = new RolloutController(
+      this.ctx,
+      this.deploymentBook,
+      this.rolloutBook,
+      deploymentLocks,
+      new HaproxyRouter(this.clients, (ref) => this.registry.find(ref)),
+      (id) => this.reconciler.kick(id),
+    );
+    this.deployments = new Deployments(this.ctx, this.deploymentBook, this.reconciler, deploymentLocks, this.rollouts);
     this.maintenance = new Maintenance(
       this.ctx,
       new Moves(this.ctx, this.runner),
@@ -316,6 +338,7 @@ export class Aggregator {
     await this.maintenance.load();
     await this.alerts.load();
     await this.deploymentBook.load();
+    await this.rolloutBook.load();
   }
 
   /** This replica leads now. */
@@ -325,6 +348,7 @@ export class Aggregator {
     this.backups?.start();
     this.alerts.start();
     this.reconciler.start();
+    this.rolloutController.start();
     this.log.info(
       {
         replica: this.replica,
@@ -343,12 +367,14 @@ export class Aggregator {
     this.deadman.stop();
     this.alerts.stop();
     this.reconciler.stop();
+    this.rolloutController.stop();
     this.maintenance.stop(why);
     this.streams.endAll(why);
     this.registry.reset();
     this.events.reset();
     this.book.reset();
     this.deploymentBook.reset();
+    this.rolloutBook.reset();
   }
 
   /** A restore: the rooms stand down, the store is rewritten, and they read it again as on a take-over. */
@@ -401,6 +427,7 @@ export class Aggregator {
         this.election.isLeader
           ? [...this.deploymentBook.deployments.values()].map((d) => withStatus(this.book, d, this.reconciler.failure(d.id)))
           : [],
+      rollouts: () => (this.election.isLeader ? [...this.rolloutBook.rollouts.values()] : []),
     };
   }
 
@@ -595,6 +622,26 @@ export class Aggregator {
   /** The deployment and its instances, again at every change, until it is gone or leadership is lost (UNAVAILABLE). */
   async *watchDeployment(req: WatchDeploymentRequest, signal?: AbortSignal): AsyncGenerator<DeploymentView> {
     yield* this.guardedStream(() => this.deployments.watch(req, signal, () => !this.election.isLeader));
+    if (!this.election.isLeader && !signal?.aborted) throw unavailable(await this.standbySentence());
+  }
+
+  // ---------------------------------------------------------------- rollouts
+
+  async getRollout(req: GetRolloutRequest): Promise<Rollout> {
+    return this.guarded(async () => this.rollouts.get(req));
+  }
+
+  async listRollouts(req: ListRolloutsRequest): Promise<{ rollouts: Rollout[]; nextPageToken: string }> {
+    return this.guarded(async () => this.rollouts.list(req));
+  }
+
+  async actOnRollout(action: RolloutAction, rollout: string, tenant: string): Promise<Rollout> {
+    return this.guarded(() => this.rollouts.act(action, rollout, tenant));
+  }
+
+  /** The rollout again at every change until it ended or leadership is lost (UNAVAILABLE). */
+  async *watchRollout(req: { rollout: string; tenant: string }, signal?: AbortSignal): AsyncGenerator<Rollout> {
+    yield* this.guardedStream(() => this.rollouts.watch(req, signal, () => !this.election.isLeader));
     if (!this.election.isLeader && !signal?.aborted) throw unavailable(await this.standbySentence());
   }
 

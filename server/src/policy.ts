@@ -83,9 +83,18 @@ export const ROLES: Record<RoleName, Role> = {
       "aether.auction.v1.AggregatorService/DeleteDeployment",
       "aether.auction.v1.AggregatorService/ScaleDeployment",
       "aether.auction.v1.AggregatorService/WatchDeployment",
+      // Its deployments' rollouts.
+      "aether.auction.v1.AggregatorService/GetRollout",
+      "aether.auction.v1.AggregatorService/ListRollouts",
+      "aether.auction.v1.AggregatorService/WatchRollout",
+      "aether.auction.v1.AggregatorService/PauseRollout",
+      "aether.auction.v1.AggregatorService/ResumeRollout",
+      "aether.auction.v1.AggregatorService/PromoteRollout",
+      "aether.auction.v1.AggregatorService/RollbackRollout",
     ],
     deny: [],
-    summary: "its own tenant's executables, cells, VMs, volumes, logs, events, audit records, placements, auctions and deployments",
+    summary:
+      "its own tenant's executables, cells, VMs, volumes, logs, events, audit records, placements, auctions, deployments and rollouts",
   },
 };
 

@@ -32,6 +32,7 @@ export const BACKED_UP = [
   "alerts/",
   "deployments/",
   "deployment-requests/",
+  "rollouts/",
 ] as const;
 
 const NODES = "nodes/";

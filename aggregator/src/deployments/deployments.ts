@@ -38,7 +38,8 @@ import type { KeyedMutex } from "../util.js";
 import { requestId as checkRequestId } from "../validate.js";
 import type { DeploymentBook } from "./book.js";
 import { instancesOf, withStatus } from "./status.js";
-import { checkInstances, normalizeDeployment, normalizeTemplate, sameTemplate } from "./template.js";
+import { normalizeStrategy, normalizeTraffic } from "../rollouts/validate.js";
+import { checkInstances, checkPortRange, normalizeDeployment, normalizeTemplate, sameTemplate } from "./template.js";
 
 /** What the API asks of the reconcile loop. */
 export interface ReconcileHandle {
@@ -48,6 +49,12 @@ export interface ReconcileHandle {
   failure(deploymentId: string): string | undefined;
   /** How long this deployment's instances are given to stop when it is deleted. */
   setGrace(deploymentId: string, graceMs: number): void;
+}
+
+/** What starts a rollout when a template changes (rollouts/rollouts.ts). */
+export interface RolloutStarter {
+  /** Called under the deployment's lock, before the new revision is saved. */
+  begin(before: Deployment, after: Deployment): Promise<unknown>;
 }
 
 export interface DeploymentView {
@@ -64,6 +71,7 @@ export class Deployments {
     private readonly loop: ReconcileHandle,
     /** One change per deployment at a time (shared with the reconcile loop). */
     private readonly locks: KeyedMutex,
+    private readonly rollouts?: RolloutStarter,
   ) {}
 
   view(d: Deployment): DeploymentView {
@@ -146,6 +154,15 @@ export class Deployments {
         d.labels = { ...req.labels };
         what.push("labels replaced");
       }
+      if (req.strategy !== undefined) {
+        d.strategy = normalizeStrategy("strategy", req.strategy, d.instances);
+        what.push("strategy set");
+      }
+      if (req.traffic !== undefined) {
+        d.traffic = normalizeTraffic("traffic", req.traffic, d.template?.kind.case === "executable");
+        what.push("endpoint set");
+      }
+      checkPortRange("traffic", d);
       if (confine && !d.confined && what.length > 0) {
         d.confined = true;
         what.push("its instances are confined from now on (a tenant updated it)");
@@ -197,6 +214,7 @@ export class Deployments {
         throw failedPrecondition(`deployment ${latest.name} is being deleted; wait until it is gone, then create it again.`);
       const d = clone(DeploymentSchema, latest);
       const { templateChanged, summary } = apply(d);
+      if (templateChanged && this.rollouts) await this.rollouts.begin(latest, d);
       if (summary !== undefined) {
         d.updateTime = timestamp(preciseNow());
         await this.book.save(d);

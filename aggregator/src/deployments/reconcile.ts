@@ -11,6 +11,11 @@
 // so a replica that takes over counts the same instances (placements a previous leader left
 // PROVISIONING are finished by resume.ts, not placed again).
 //
+// While a rollout acts on a deployment (rollouts/plan.ts), the loop keeps the number of instances of
+// each of its two revisions the rollout wants, placing the missing ones; their surplus is the rollout
+// controller's to drain and stop. An instance of a deployment with an endpoint is given a free port of
+// the endpoint's range (PORT in its environment).
+//
 // It is past 400 lines because the loop's three jobs share its state (the claims of the spread, the
 // backoff of failing placements, the instances whose end it is recording): the endings, one
 // deployment's step (place, remove, roll, delete), and the placing of one instance.
@@ -41,6 +46,9 @@ import type { ReconcileHandle } from "./deployments.js";
 import { endedInstances, type Ending } from "./liveness.js";
 import { isInstanceOf, liveInstances, wanted } from "./status.js";
 import { instanceSpec, restartPolicyName } from "./template.js";
+import type { RevisionTarget } from "../rollouts/plan.js";
+import { PORT_ENV, portOf } from "../rollouts/endpoint.js";
+import type { DeploymentTemplate } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 
 export const DEFAULT_RECONCILE_INTERVAL_MS = 1_000;
 /** Instances placed at once per deployment. */
@@ -71,6 +79,10 @@ export class Reconciler implements ReconcileHandle {
   private readonly ending = new Set<string>();
   /** Instances already counted finished by placementSaved(). */
   private readonly counted = new Set<string>();
+  /** Ports of endpoint ranges given to instances whose placement is not recorded yet ("<deployment id>/<port>"). */
+  private readonly portsGiven = new Set<string>();
+  /** Per revision targets while a rollout acts on a deployment (set by the composition root). */
+  private targetsOf: (d: Deployment) => RevisionTarget[] | undefined = () => undefined;
 
   constructor(
     private readonly ctx: Context,
@@ -107,6 +119,11 @@ export class Reconciler implements ReconcileHandle {
 
   failure(deploymentId: string): string | undefined {
     return this.failures.get(deploymentId)?.sentence;
+  }
+
+  /** Who says how many instances of each revision to keep while a rollout runs. */
+  setRevisionTargets(targetsOf: (d: Deployment) => RevisionTarget[] | undefined): void {
+    this.targetsOf = targetsOf;
   }
 
   setGrace(deploymentId: string, graceMs: number): void {
@@ -256,6 +273,8 @@ export class Reconciler implements ReconcileHandle {
     if (!d || generation !== this.generation || !this.ctx.leading()) return;
     const live = liveInstances(this.ctx.book, d);
     if (d.state === DeploymentState.DELETING) return this.finishDelete(d, live);
+    const targets = this.targetsOf(d);
+    if (targets) return this.reconcileTargets(d, live, targets, generation);
 
     const want = wanted(d);
     const current = live.filter((p) => p.deploymentRevision === d.revision);
@@ -284,15 +303,51 @@ export class Reconciler implements ReconcileHandle {
       setTimeout(() => this.kickAll(), failure.retryAtMs - Date.now()).unref();
       return;
     }
-    const outcomes: Array<string | undefined> = [];
-    await pool(
-      Array.from({ length: missing }, (_, i) => i),
-      START_CONCURRENCY,
-      async () => {
-        if (generation !== this.generation || !this.ctx.leading()) return;
-        outcomes.push(await this.startInstance(d));
-      },
+    await this.place(
+      d,
+      Array.from({ length: missing }, () => ({ template: d.template, revision: d.revision })),
+      failure,
+      generation,
     );
+  }
+
+  /** A rollout's step: each of its revisions brought up to its count; instances of any other revision removed. */
+  private async reconcileTargets(d: Deployment, live: WorkloadPlacement[], targets: RevisionTarget[], generation: number): Promise<void> {
+    const idle = (p: WorkloadPlacement) => !this.ctx.book.inflightWorkloads.has(p.workloadId);
+    const others = live.filter((p) => !targets.some((t) => t.revision === p.deploymentRevision)).filter(idle);
+    await pool(others, START_CONCURRENCY, (p) =>
+      this.remove(d, p, `revision ${p.deploymentRevision} is no longer part of deployment ${d.name}'s rollout`),
+    );
+    const wantedNow: Array<{ template: DeploymentTemplate | undefined; revision: bigint }> = [];
+    for (const t of targets) {
+      const missing = t.count - live.filter((p) => p.deploymentRevision === t.revision).length;
+      for (let i = 0; i < missing; i++) wantedNow.push({ template: t.template, revision: t.revision });
+    }
+    if (wantedNow.length === 0) {
+      if (others.length > 0) this.again.add(d.id);
+      return;
+    }
+    const failure = this.failures.get(d.id);
+    if (failure && failure.retryAtMs > Date.now()) {
+      setTimeout(() => this.kickAll(), failure.retryAtMs - Date.now()).unref();
+      return;
+    }
+    await this.place(d, wantedNow, failure, generation);
+  }
+
+  /** Places these instances; a failure backs the deployment off (its sentence is the deployment's reason). */
+  private async place(
+    d: Deployment,
+    instances: Array<{ template: DeploymentTemplate | undefined; revision: bigint }>,
+    failure: Failure | undefined,
+    generation: number,
+  ): Promise<void> {
+    const id = d.id;
+    const outcomes: Array<string | undefined> = [];
+    await pool(instances, START_CONCURRENCY, async (each) => {
+      if (generation !== this.generation || !this.ctx.leading()) return;
+      outcomes.push(await this.startInstance(d, each.template, each.revision));
+    });
     const failed = outcomes.filter((o): o is string => o !== undefined);
     if (failed.length > 0) {
       const delayMs = Math.min(MAX_BACKOFF_MS, (failure?.delayMs ?? FIRST_BACKOFF_MS / 2) * 2);
@@ -305,13 +360,20 @@ export class Reconciler implements ReconcileHandle {
     this.again.add(id);
   }
 
-  /** Places one instance of the deployment's current revision; returns why it failed, or undefined. */
-  private async startInstance(d: Deployment): Promise<string | undefined> {
-    if (!d.template) return "the deployment has no template";
+  /** Places one instance of a revision of the deployment; returns why it failed, or undefined. */
+  private async startInstance(d: Deployment, template: DeploymentTemplate | undefined, revision: bigint): Promise<string | undefined> {
+    if (!template) return `the deployment has no template for revision ${revision}`;
     const name = this.instanceName(d);
     const workloadId = randomUUID();
-    const spec = normalizeSpec(instanceSpec(d.template, d.name, d.tenant, d.revision, name));
+    const spec = normalizeSpec(instanceSpec(template, d.name, d.tenant, revision, name));
     spec.confined = d.confined;
+    const port = d.traffic && spec.kind.case === "executable" ? this.freePort(d) : undefined;
+    if (d.traffic && spec.kind.case === "executable" && port === undefined)
+      return `every port of the endpoint's range ${d.traffic.backendPortFirst}..${d.traffic.backendPortLast} is taken by an instance`;
+    if (port !== undefined && spec.kind.case === "executable") {
+      spec.kind.value.env = { ...spec.kind.value.env, [PORT_ENV]: String(port) };
+      this.portsGiven.add(`${d.id}/${port}`);
+    }
     setIdentity(spec, workloadId);
     const placement = create(WorkloadPlacementSchema, {
       workloadId,
@@ -322,7 +384,7 @@ export class Reconciler implements ReconcileHandle {
       state: PlacementState.BIDDING,
       spec,
       deployment: d.name,
-      deploymentRevision: d.revision,
+      deploymentRevision: revision,
     });
     const claimed: string[] = [];
     const spread: Spread = {
@@ -350,7 +412,17 @@ export class Reconciler implements ReconcileHandle {
       return err instanceof ConnectError ? err.rawMessage : describeError(err);
     } finally {
       for (const node of claimed) this.claim(d.id, node, -1);
+      if (port !== undefined) this.portsGiven.delete(`${d.id}/${port}`);
     }
+  }
+
+  /** A port of the deployment's endpoint range that no live instance has and none being placed was given. */
+  private freePort(d: Deployment): number | undefined {
+    if (!d.traffic) return undefined;
+    const taken = new Set(liveInstances(this.ctx.book, d).map(portOf));
+    for (let port = d.traffic.backendPortFirst; port <= d.traffic.backendPortLast; port++)
+      if (!taken.has(port) && !this.portsGiven.has(`${d.id}/${port}`)) return port;
+    return undefined;
   }
 
   /** The deployment's instances on node, and those an auction has just decided for it. */

@@ -17,6 +17,7 @@ import { StartExecutableRequestSchema } from "@aether/sdk/gen/aether/runtime/v1/
 import { CreateVmRequestSchema } from "@aether/sdk/gen/aether/vm/v1/vm_pb";
 import { normalizeSpec } from "../auction/deploy.js";
 import { DISK_LABEL, RESTART_LABEL } from "../fencing/deadman-model.js";
+import { normalizeStrategy, normalizeTraffic } from "../rollouts/validate.js";
 
 /** The most instances a deployment may ask for. */
 export const MAX_INSTANCES = 1000;
@@ -41,6 +42,9 @@ export function normalizeDeployment(input: Deployment | undefined): Deployment {
   checkLabels(d.labels);
   checkInstances("deployment.instances", d.instances);
   d.template = normalizeTemplate("deployment.template", d.template, d.name, d.tenant);
+  d.strategy = normalizeStrategy("deployment.strategy", d.strategy, d.instances);
+  d.traffic = normalizeTraffic("deployment.traffic", d.traffic, d.template.kind.case === "executable");
+  checkPortRange("deployment.traffic", d);
   d.id = "";
   d.createTime = undefined;
   d.updateTime = undefined;
@@ -51,6 +55,16 @@ export function normalizeDeployment(input: Deployment | undefined): Deployment {
   d.pendingInstances = 0;
   d.finishedInstances = 0;
   return d;
+}
+
+/** An endpoint's port range must hold every instance, and as many again while a rollout runs both revisions. */
+export function checkPortRange(field: string, d: Deployment): void {
+  if (!d.traffic) return;
+  const room = d.traffic.backendPortLast - d.traffic.backendPortFirst + 1;
+  if (room < 2 * d.instances)
+    throw invalidArgument(
+      `${field}: ports ${d.traffic.backendPortFirst}..${d.traffic.backendPortLast} give ${room} port(s); ${d.instances} instance(s) need ${2 * d.instances} (both revisions run during a rollout).`,
+    );
 }
 
 export function checkInstances(field: string, instances: number): number {

@@ -18,6 +18,8 @@ import {
   type Alert,
   type AuctionRecord,
   type Deployment,
+  type Rollout,
+  RolloutPhase,
   type Node,
   type WorkloadPlacement,
 } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
@@ -35,6 +37,8 @@ export interface ObservedAggregator {
   alerts?(): Alert[];
   /** The deployments with their computed state and instance counts; unset: none. */
   deployments?(): Deployment[];
+  /** The rollouts kept (active and recently ended); unset: none. */
+  rollouts?(): Rollout[];
 }
 
 const seconds = (d: { seconds: bigint; nanos: number } | undefined) => (d === undefined ? 0 : Number(d.seconds) + d.nanos / 1e9);
@@ -114,6 +118,9 @@ export function aggregatorMetrics(observed: ObservedAggregator, registry = new R
   );
   gauge("aether_deployments", "Deployments, by tenant and state (progressing, available, degraded, deleting).", ["tenant", "state"], () =>
     countBy(observed.deployments?.() ?? [], (d) => ({ tenant: d.tenant, state: name(DeploymentState, d.state) })),
+  );
+  gauge("aether_rollouts", "Rollouts kept (active and the last ones ended), by tenant and phase.", ["tenant", "phase"], () =>
+    countBy(observed.rollouts?.() ?? [], (r) => ({ tenant: r.tenant, phase: name(RolloutPhase, r.phase) })),
   );
   gauge(
     "aether_deployment_instances",

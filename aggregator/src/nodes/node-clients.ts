@@ -18,6 +18,7 @@ import { BidService } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { VmService } from "@aether/sdk/gen/aether/vm/v1/vm_pb";
 import { ExecutableService } from "@aether/sdk/gen/aether/runtime/v1/runtime_pb";
 import { NodeService } from "@aether/sdk/gen/aether/node/v1/node_pb";
+import { TrafficService } from "@aether/sdk/gen/aether/traffic/v1/traffic_pb";
 import { trustDomainOf, uriSans } from "@aether/server";
 import { nodeAddress } from "../validate.js";
 
@@ -47,6 +48,8 @@ interface Connection {
   node: Client<typeof NodeService>;
   /** ExecutableService: a deployment's reconcile loop asks which of its instances still run. */
   runtime: Client<typeof ExecutableService>;
+  /** TrafficService: a deployment's endpoint (HAProxy) on the node that hosts it (rollouts). */
+  traffic: Client<typeof TrafficService>;
   sessions: Http2SessionManager;
 }
 
@@ -74,6 +77,11 @@ export class NodeClients {
   /** The ExecutableService client for a registered node, on the same connection (same identity checks). */
   runtime(node: NodeTarget): Client<typeof ExecutableService> {
     return this.connection(node).runtime;
+  }
+
+  /** The TrafficService client for a registered node, on the same connection (same identity checks). */
+  traffic(node: NodeTarget): Client<typeof TrafficService> {
+    return this.connection(node).traffic;
   }
 
   /** The VmService client for a registered node, on the same connection (same identity checks). */
@@ -115,6 +123,7 @@ export class NodeClients {
       vm: createClient(VmService, transport),
       node: createClient(NodeService, transport),
       runtime: createClient(ExecutableService, transport),
+      traffic: createClient(TrafficService, transport),
       sessions,
     };
   }

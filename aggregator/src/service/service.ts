@@ -49,6 +49,13 @@ import {
   ScaleDeploymentResponseSchema,
   DeleteDeploymentResponseSchema,
   WatchDeploymentResponseSchema,
+  GetRolloutResponseSchema,
+  ListRolloutsResponseSchema,
+  WatchRolloutResponseSchema,
+  PauseRolloutResponseSchema,
+  ResumeRolloutResponseSchema,
+  PromoteRolloutResponseSchema,
+  RollbackRolloutResponseSchema,
 } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { BidService } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { CheckHealthResponseSchema, HealthStatus, NodeService } from "@aether/sdk/gen/aether/node/v1/node_pb";
@@ -238,6 +245,27 @@ export function aggregatorService(aggregator: Aggregator): ServiceImpl<typeof Ag
     },
     async *watchDeployment(req, ctx) {
       for await (const view of aggregator.watchDeployment(req, ctx.signal)) yield create(WatchDeploymentResponseSchema, view);
+    },
+    async getRollout(req) {
+      return create(GetRolloutResponseSchema, { rollout: await aggregator.getRollout(req) });
+    },
+    async listRollouts(req) {
+      return create(ListRolloutsResponseSchema, await aggregator.listRollouts(req));
+    },
+    async *watchRollout(req, ctx) {
+      for await (const rollout of aggregator.watchRollout(req, ctx.signal)) yield create(WatchRolloutResponseSchema, { rollout });
+    },
+    async pauseRollout(req) {
+      return create(PauseRolloutResponseSchema, { rollout: await aggregator.actOnRollout("pause", req.rollout, req.tenant) });
+    },
+    async resumeRollout(req) {
+      return create(ResumeRolloutResponseSchema, { rollout: await aggregator.actOnRollout("resume", req.rollout, req.tenant) });
+    },
+    async promoteRollout(req) {
+      return create(PromoteRolloutResponseSchema, { rollout: await aggregator.actOnRollout("promote", req.rollout, req.tenant) });
+    },
+    async rollbackRollout(req) {
+      return create(RollbackRolloutResponseSchema, { rollout: await aggregator.actOnRollout("rollback", req.rollout, req.tenant) });
     },
     async *streamClusterEvents(req, context) {
       // A tenant sees its own workloads' events, not the nodes' (which speak of every tenant).
