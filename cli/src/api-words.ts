@@ -4,7 +4,7 @@
 // the flag of the command that sets it, a method the command that calls it, and a byte count a size
 // a person reads ("--size 1 GiB"). This table is the one place that knows both vocabularies.
 import type { Command } from "commander";
-import { describeSize } from "@aether/sdk";
+import { describeSize } from "@aether/sdk/size";
 
 /** The command that does what an RPC does, for the methods aetherd's sentences point to. */
 const COMMANDS: Readonly<Record<string, string>> = {

@@ -1,5 +1,5 @@
 // Every command connects the same way: --address, else AETHER_HOST, the client config, the default socket.
-import { Code, ConnectError, connect, type AetherClient } from "@aether/sdk";
+import { Code, ConnectError, connect, type AetherClient } from "@aether/sdk/client";
 import { fail } from "./exit-codes.js";
 
 export interface GlobalOptions {

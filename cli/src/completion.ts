@@ -9,7 +9,7 @@
 // are simply left out, every call has a deadline (NAMES_DEADLINE_MS), and the process ends within
 // HARD_DEADLINE_MS whatever happens.
 import type { Command, Option } from "commander";
-import { connect, readClientConfig, type AetherClient } from "@aether/sdk";
+import { connect, readClientConfig, type AetherClient } from "@aether/sdk/client";
 import { configPath } from "./contexts.js";
 
 const NAMES_DEADLINE_MS = 1000;

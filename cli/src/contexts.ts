@@ -9,7 +9,7 @@
 import { mkdirSync, openSync, closeSync, writeSync, fsyncSync, renameSync, chmodSync } from "node:fs";
 import { dirname } from "node:path";
 import type { Command } from "commander";
-import { ConnectError } from "@aether/sdk";
+import { ConnectError } from "@aether/sdk/client";
 import { stringify as stringifyToml, parse as parseToml } from "smol-toml";
 import {
   CONTEXT_FIELDS,
@@ -19,7 +19,7 @@ import {
   selectContext,
   type ClientConfig,
   type ClientContext,
-} from "@aether/sdk";
+} from "@aether/sdk/client";
 import { readFileSync } from "node:fs";
 
 /** Where the client config is (XDG_CONFIG_HOME/aether/config.toml). */

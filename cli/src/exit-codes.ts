@@ -1,5 +1,5 @@
 // Exit codes scripts can rely on. Every error is printed on stderr as one sentence.
-import { Code, ConnectError } from "@aether/sdk";
+import { Code, ConnectError } from "@aether/sdk/client";
 import { cliWords } from "./api-words.js";
 
 export const EXIT = {

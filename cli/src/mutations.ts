@@ -11,7 +11,7 @@
 import { createInterface } from "node:readline/promises";
 import type { Command } from "commander";
 import { EXIT } from "./exit-codes.js";
-import { Code, ConnectError } from "@aether/sdk";
+import { Code, ConnectError } from "@aether/sdk/client";
 import { cliWords } from "./api-words.js";
 import { selectorOf, selectorOptions, selects, type Selector, type SelectorFlags } from "./selectors.js";
 import { shortId } from "./output.js";

@@ -13,8 +13,12 @@ import { toJson, type DescMessage, type MessageShape } from "@bufbuild/protobuf"
 import { timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import Table from "cli-table3";
 import { Option, type Command } from "commander";
-import { stringify as toYaml } from "yaml";
 import { renderTable } from "./table-layout.js";
+import { lazyRequire } from "./lazy.js";
+
+/** -o yaml only. */
+const yaml = lazyRequire<typeof import("yaml")>("yaml");
+const toYaml = (value: unknown) => yaml().stringify(value);
 
 export const FORMATS = ["table", "wide", "json", "yaml", "name"] as const;
 export type Format = (typeof FORMATS)[number];

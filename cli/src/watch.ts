@@ -19,10 +19,14 @@ import { constants } from "node:os";
 import { stripVTControlCharacters } from "node:util";
 import stringWidth from "string-width";
 import { toJson, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
-import { stringify as toYaml } from "yaml";
-import { Code, ConnectError, type AetherClient } from "@aether/sdk";
+import { Code, ConnectError, type AetherClient } from "@aether/sdk/client";
 import { canRedraw } from "./progress.js";
 import { formatOf, printList, type ListView, type OutputFlags } from "./output.js";
+import { lazyRequire } from "./lazy.js";
+
+/** -o yaml only. */
+const yaml = lazyRequire<typeof import("yaml")>("yaml");
+const toYaml = (value: unknown) => yaml().stringify(value);
 
 export interface WatchSpec<T> {
   /** What is watched, for the terminal's header line: "executables on unix:///run/aether/aetherd.sock". */

@@ -4,7 +4,7 @@
 // finds it: --aggregator, else AETHER_AGGREGATOR, else the node address every other command uses.
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { InvalidArgumentError, type Command } from "commander";
-import { auction } from "@aether/sdk";
+import { auction } from "@aether/sdk/client";
 import { withClient, type GlobalOptions } from "../client.js";
 import { nodeNames } from "./cluster.js";
 import { dryRunOption, sayWould, type DryRunFlags } from "../mutations.js";

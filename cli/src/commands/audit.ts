@@ -2,7 +2,7 @@
 // first (issue 23, item 12). The API filters by tenant and pages; --limit says how many to read.
 import type { Command } from "commander";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
-import { observe } from "@aether/sdk";
+import { observe } from "@aether/sdk/client";
 import { withClient, type GlobalOptions } from "../client.js";
 import { uint32 } from "../numbers.js";
 import { age, outputOptions, printList, type ListView, type OutputFlags } from "../output.js";

@@ -3,7 +3,7 @@
 // else AETHER_AGGREGATOR, else the node address every other command uses.
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { Command } from "commander";
-import { auction } from "@aether/sdk";
+import { auction } from "@aether/sdk/client";
 import { withClient, type GlobalOptions } from "../client.js";
 import { age, forPrograms, outputOptions, printList, printOne, type ListView, type OutputFlags } from "../output.js";
 import { dryRunOption, sayWould, type DryRunFlags } from "../mutations.js";

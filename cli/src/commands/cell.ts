@@ -1,6 +1,6 @@
 // aether cell allocate|update|free|list|get|stats: cgroup slices on a node.
 import { InvalidArgumentError, type Command } from "commander";
-import { cells, type AetherClient } from "@aether/sdk";
+import { cells, type AetherClient } from "@aether/sdk/client";
 import { withClient, type GlobalOptions } from "../client.js";
 import {
   age,

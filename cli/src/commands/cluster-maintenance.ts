@@ -3,7 +3,7 @@
 // line with --json) until the drain ends; a drain that stops (a workload that cannot move) exits 1
 // with the aggregator's sentence. Ctrl-C stops watching, not the drain: it runs in the aggregator.
 import type { Command } from "commander";
-import { Code, ConnectError, auction, type AetherClient } from "@aether/sdk";
+import { Code, ConnectError, auction, type AetherClient } from "@aether/sdk/client";
 import { withClient, type GlobalOptions } from "../client.js";
 import { forPrograms, outputOptions, printEach, printOne, type OutputFlags } from "../output.js";
 import { dryRunOption, sayWould, type DryRunFlags } from "../mutations.js";

@@ -5,7 +5,7 @@ import { readFileSync } from "node:fs";
 import { fromJson, toJson, type JsonValue } from "@bufbuild/protobuf";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { InvalidArgumentError, type Command } from "commander";
-import { auction, type AetherClient } from "@aether/sdk";
+import { auction, type AetherClient } from "@aether/sdk/client";
 import { withClient, type GlobalOptions } from "../client.js";
 import {
   age,

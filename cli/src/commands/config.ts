@@ -2,7 +2,7 @@
 // in the client config (issue 23, item 10; the file's format is in @aether/sdk client-config.ts).
 import { dirname, isAbsolute, resolve } from "node:path";
 import { InvalidArgumentError, type Command } from "commander";
-import { CONTEXT_FIELDS, DEFAULT_CONTEXT, readClientConfig, selectContext, type ClientContext } from "@aether/sdk";
+import { CONTEXT_FIELDS, DEFAULT_CONTEXT, readClientConfig, selectContext, type ClientContext } from "@aether/sdk/client";
 import { configPath, deleteContext, messageOf, setContext, useContext } from "../contexts.js";
 import { outputOptions, printList, type ListView, type OutputFlags } from "../output.js";
 

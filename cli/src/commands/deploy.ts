@@ -18,7 +18,7 @@ import { fromJson, toJson, type JsonValue } from "@bufbuild/protobuf";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Command } from "commander";
 import { parse as parseToml } from "smol-toml";
-import { auction, Code, ConnectError } from "@aether/sdk";
+import { auction, Code, ConnectError } from "@aether/sdk/client";
 import { withClient, type GlobalOptions } from "../client.js";
 import {
   age,

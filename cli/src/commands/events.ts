@@ -4,7 +4,7 @@
 // --count ends after that many events, for scripts that wait for one.
 import type { Command } from "commander";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, observe } from "@aether/sdk";
+import { Code, ConnectError, observe } from "@aether/sdk/client";
 import { withClient, type GlobalOptions } from "../client.js";
 import { uint32 } from "../numbers.js";
 import { outputOptions, printEach, type OutputFlags, type View } from "../output.js";

@@ -1,6 +1,6 @@
 // aether exec start|stop|list|get|wait|logs|delete: executables (host processes) on a node.
 import { Option, type Command } from "commander";
-import { observe, runtime, type AetherClient } from "@aether/sdk";
+import { observe, runtime, type AetherClient } from "@aether/sdk/client";
 import { withClient, type GlobalOptions } from "../client.js";
 import { EXIT } from "../exit-codes.js";
 import { durationOption, toDuration, uint32, uint64 } from "../numbers.js";

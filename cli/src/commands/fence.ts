@@ -3,7 +3,7 @@
 // line (where `ps` shows them): --password-file FILE (or - for stdin), or AETHER_BMC_PASSWORD.
 import { readFileSync } from "node:fs";
 import { InvalidArgumentError, Option, type Command } from "commander";
-import { Code, ConnectError, fence as fenceApi, type AetherClient } from "@aether/sdk";
+import { Code, ConnectError, fence as fenceApi, type AetherClient } from "@aether/sdk/client";
 import { withClient, type GlobalOptions } from "../client.js";
 import { EXIT } from "../exit-codes.js";
 import { clientTimeoutMs, durationOption, toDuration } from "../numbers.js";

@@ -2,7 +2,7 @@
 // leadership and store, each node's health and whether it can be fenced). One line first, then
 // every check; exits 1 when anything is DEGRADED, so a script or a probe can use it.
 import type { Command } from "commander";
-import { node as nodeApi } from "@aether/sdk";
+import { node as nodeApi } from "@aether/sdk/client";
 import { withClient, type GlobalOptions } from "../client.js";
 import { EXIT } from "../exit-codes.js";
 import { formatOf, outputOptions, printList, printOne, type ListView, type OutputFlags } from "../output.js";

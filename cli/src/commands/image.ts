@@ -1,7 +1,7 @@
 // aether image import|list|get|delete: read-only base images that volumes are cloned from.
 import { resolve } from "node:path";
 import { Option, type Command } from "commander";
-import { storage as storageApi, type AetherClient } from "@aether/sdk";
+import { storage as storageApi, type AetherClient } from "@aether/sdk/client";
 import { withClient, type GlobalOptions } from "../client.js";
 import { EXIT } from "../exit-codes.js";
 import {

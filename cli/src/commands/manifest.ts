@@ -11,29 +11,16 @@ import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { dirname, extname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Option, type Command } from "commander";
-import {
-  Code,
-  connect,
-  ConnectError,
-  defineManifest,
-  deleteManifest,
-  isManifestFileName,
-  describeAction,
-  describePlacement,
-  describePlanSummary,
-  ManifestError,
-  applyManifest,
-  planManifest,
-  withoutResources,
-  type AetherClient,
-  type Manifest,
-  type Plan,
-  type PlannedAction,
-} from "@aether/sdk";
+import { Code, connect, ConnectError, type AetherClient } from "@aether/sdk/client";
+import type * as Sdk from "@aether/sdk";
+import type { Manifest, Plan, PlannedAction } from "@aether/sdk";
 import type { GlobalOptions } from "../client.js";
 import { EXIT, fail } from "../exit-codes.js";
 import { dryRunOption, type DryRunFlags } from "../mutations.js";
 import { forPrograms, outputOptions, printOne, type OutputFlags } from "../output.js";
+
+/** The SDK's manifest layer (zod and all), loaded when a manifest command runs rather than at every start of aether. */
+let sdk: typeof Sdk;
 
 /** A usage-level problem with the files: no such file, not a manifest, invalid. Exits 2. */
 class ManifestFileError extends Error {}
@@ -58,7 +45,7 @@ function filesOf(path: string): string[] {
   if (!existsSync(full)) throw new ManifestFileError(`${path}: no such file or folder`);
   if (!statSync(full).isDirectory()) return [full];
   const files = readdirSync(full)
-    .filter((n) => isManifestFileName(n) && statSync(join(full, n)).isFile())
+    .filter((n) => sdk.isManifestFileName(n) && statSync(join(full, n)).isFile())
     .sort()
     .map((n) => join(full, n));
   if (files.length === 0) throw new ManifestFileError(`${path} holds no manifest (.ts, .mts, .js, .mjs or .json files)`);
@@ -120,9 +107,9 @@ async function load(o: ManifestOptions): Promise<Loaded[]> {
       throw new ManifestFileError(`${file}: not valid JSON: ${(err as Error).message}`);
     }
     try {
-      return { file, manifest: defineManifest(input as Parameters<typeof defineManifest>[0]) };
+      return { file, manifest: sdk.defineManifest(input as Parameters<typeof Sdk.defineManifest>[0]) };
     } catch (err) {
-      if (err instanceof ManifestError) throw new ManifestFileError(`${file}: ${err.message}`);
+      if (err instanceof sdk.ManifestError) throw new ManifestFileError(`${file}: ${err.message}`);
       throw err;
     }
   });
@@ -164,6 +151,7 @@ function inCliWords(err: unknown): unknown {
 }
 
 async function run(verb: Verb, program: Command, o: ManifestOptions): Promise<void> {
+  sdk ??= await import("@aether/sdk");
   const quiet = forPrograms(o);
   const say = (line: string) => quiet || process.stdout.write(`${line}\n`);
   let loaded: Loaded[];
@@ -189,28 +177,28 @@ async function run(verb: Verb, program: Command, o: ManifestOptions): Promise<vo
       const where = cluster ? `the cluster at ${aether.address}` : aether.address;
       let result: Plan;
       if (verb === "diff" || o.dryRun) {
-        result = await planManifest(aether, verb === "delete" ? withoutResources(manifest) : manifest);
+        result = await sdk.planManifest(aether, verb === "delete" ? sdk.withoutResources(manifest) : manifest);
         say(`${o.dryRun ? "would change" : "diff of"} manifest ${manifest.name} (tenant ${manifest.tenant}) on ${where}:`);
-        result.actions.filter((a) => a.kind !== "unchanged").forEach((a) => say(describeAction(a)));
-        say(`${describePlanSummary(result)}.`);
+        result.actions.filter((a) => a.kind !== "unchanged").forEach((a) => say(sdk.describeAction(a)));
+        say(`${sdk.describePlanSummary(result)}.`);
       } else {
         say(
           `${verb === "apply" ? "applying" : "deleting everything of"} manifest ${manifest.name} (tenant ${manifest.tenant}) on ${where}:`,
         );
         const hooks = {
-          onStep: (a: PlannedAction) => say(describeAction(a)),
+          onStep: (a: PlannedAction) => say(sdk.describeAction(a)),
           onApplied: (a: PlannedAction) => {
-            const placed = describePlacement(a);
+            const placed = sdk.describePlacement(a);
             if (placed) say(placed);
           },
         };
-        result = verb === "apply" ? await applyManifest(aether, manifest, hooks) : await deleteManifest(aether, manifest, hooks);
+        result = verb === "apply" ? await sdk.applyManifest(aether, manifest, hooks) : await sdk.deleteManifest(aether, manifest, hooks);
         say(
           result.changes === 0
             ? verb === "apply"
               ? "unchanged: it already matches the manifest."
               : `nothing to delete: nothing of manifest ${manifest.name} is left.`
-            : `${verb === "apply" ? "applied" : "deleted"}: ${describePlanSummary(result)}.`,
+            : `${verb === "apply" ? "applied" : "deleted"}: ${sdk.describePlanSummary(result)}.`,
         );
       }
       if (result.changes > 0 || result.conflicts.length > 0) differs = true;

@@ -1,6 +1,6 @@
 // aether node info; aether node log-level [LEVEL] [--for DURATION] (aetherd's, or the aggregator's with --aggregator)
 import { InvalidArgumentError, type Command } from "commander";
-import { node as nodeApi, vm as vmApi } from "@aether/sdk";
+import { node as nodeApi, vm as vmApi } from "@aether/sdk/client";
 import { withClient, type GlobalOptions } from "../client.js";
 import { durationOption, toDuration } from "../numbers.js";
 import { bytes, forPrograms, outputOptions, printFields, printOne, type OutputFlags } from "../output.js";

@@ -3,7 +3,7 @@
 import { toJson } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { Command } from "commander";
-import { Code, ConnectError, storage as storageApi, type AetherClient } from "@aether/sdk";
+import { Code, ConnectError, storage as storageApi, type AetherClient } from "@aether/sdk/client";
 import { withClient, type GlobalOptions } from "../client.js";
 import { age, bytes, outputOptions, printList, printOne, type ListView, type OutputFlags } from "../output.js";
 import { durationOption, toDuration, uint32 } from "../numbers.js";

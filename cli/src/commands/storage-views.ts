@@ -2,7 +2,7 @@
 // tables and the names of what a volume refers to (images, snapshots, volumes, VMs), every page of
 // a List RPC, and the refusals a dry run of a delete can foresee.
 import { InvalidArgumentError } from "commander";
-import { storage as storageApi, type AetherClient } from "@aether/sdk";
+import { storage as storageApi, type AetherClient } from "@aether/sdk/client";
 import { age, bytes, labelsText, shortId, type ListView } from "../output.js";
 
 /** A repeatable key=value option (labels). */

@@ -2,7 +2,7 @@
 // pools, volumes (VM disks) and their snapshots (their views are in storage-views.ts). A little over
 // 400 lines: eleven commands of one service, each mutation with its dry run, read best side by side.
 import { InvalidArgumentError, Option, type Command } from "commander";
-import { Code, ConnectError, storage as storageApi } from "@aether/sdk";
+import { Code, ConnectError, storage as storageApi } from "@aether/sdk/client";
 import { withClient, type GlobalOptions } from "../client.js";
 import { formatOf, age, bytes, forPrograms, labelsText, outputOptions, printList, printOne, type OutputFlags } from "../output.js";
 import { deleteMany, deleteManyOptions, dryRunOption, exists, sayWould, type DeleteFlags, type DryRunFlags } from "../mutations.js";

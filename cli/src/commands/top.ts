@@ -8,7 +8,7 @@
 import type { Command } from "commander";
 import { toJson } from "@bufbuild/protobuf";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
-import { cells, observe, vm, runtime, type AetherClient } from "@aether/sdk";
+import { cells, observe, vm, runtime, type AetherClient } from "@aether/sdk/client";
 import { withClient, type GlobalOptions } from "../client.js";
 import { durationOption } from "../numbers.js";
 import { bytes, formatOf, outputOptions, printList, printOne, type ListView, type OutputFlags } from "../output.js";

@@ -3,7 +3,7 @@
 // daemon's, or the error that says why it could not be asked (exit 4 when it cannot be reached).
 import { readFileSync } from "node:fs";
 import type { Command } from "commander";
-import { connect, type AetherClient } from "@aether/sdk";
+import { connect, type AetherClient } from "@aether/sdk/client";
 import type { GlobalOptions } from "../client.js";
 import { fail } from "../exit-codes.js";
 import { formatOf, outputOptions, printOne, type OutputFlags, type View } from "../output.js";

@@ -9,7 +9,7 @@ import { createReadStream, createWriteStream, statSync } from "node:fs";
 import { once } from "node:events";
 import type { Command } from "commander";
 import { InvalidArgumentError } from "commander";
-import { Code, ConnectError, vm as vmApi, type AetherClient } from "@aether/sdk";
+import { Code, ConnectError, vm as vmApi, type AetherClient } from "@aether/sdk/client";
 import { withClient, type GlobalOptions } from "../client.js";
 import { EXIT } from "../exit-codes.js";
 import { durationOption, toDuration, uint32 } from "../numbers.js";

@@ -2,7 +2,7 @@
 // aetherd; a progress line on a terminal (phase, bytes, dirty rate, throttle), then one line or --json.
 // A node's name (or id) is looked up in the aggregator, as operators name hosts, not addresses.
 import type { Command } from "commander";
-import { Code, ConnectError, connect, vm as vmApi } from "@aether/sdk";
+import { Code, ConnectError, connect, vm as vmApi } from "@aether/sdk/client";
 import { withClient, type GlobalOptions } from "../client.js";
 import { EXIT } from "../exit-codes.js";
 import { durationOption, toDuration } from "../numbers.js";

@@ -1,6 +1,6 @@
 // How VMs are shown and looked up by the vm commands (vm.ts, vm-lifecycle.ts, vm-migrate.ts): the
 // table and fields of a VM, every page of ListVms, and the refusals a dry run can foresee.
-import { vm as vmApi, type AetherClient } from "@aether/sdk";
+import { vm as vmApi, type AetherClient } from "@aether/sdk/client";
 import { age, bytes, labelsText, shortId, type ListView } from "../output.js";
 import { sayWould } from "../mutations.js";
 

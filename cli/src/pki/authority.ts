@@ -4,8 +4,7 @@
 //   index.json              every certificate issued, with its identity, validity and revocation
 //   node/<name>.pem|.key, service/<name>.*, user/<name>.*, tenant/<t>/user/<name>.*   issued pairs
 // Certificates are built with @peculiar/x509 on Node's WebCrypto; nothing is templated for openssl.
-import "reflect-metadata";
-import * as x509 from "@peculiar/x509";
+import type * as x509 from "@peculiar/x509";
 import { randomBytes, webcrypto } from "node:crypto";
 import { mkdir, open, readFile, rename, rm } from "node:fs/promises";
 import { isIP } from "node:net";
@@ -13,8 +12,15 @@ import { dirname, join, resolve } from "node:path";
 import { stringify as stringifyToml } from "smol-toml";
 import { defaultClientConfigPath } from "@aether/sdk/target";
 import { spiffeId, type Identity, type Kind } from "./identity.js";
+import { lazyRequire } from "../lazy.js";
 
-x509.cryptoProvider.set(webcrypto);
+/** @peculiar/x509 (and the reflect polyfill it needs), loaded by the first command that works on certificates. */
+const reflectMetadata = lazyRequire<unknown>("reflect-metadata");
+const x509lib = lazyRequire<typeof x509>("@peculiar/x509", (lib) => lib.cryptoProvider.set(webcrypto));
+const X509 = () => {
+  reflectMetadata();
+  return x509lib();
+};
 
 type CryptoKey = webcrypto.CryptoKey;
 
@@ -29,13 +35,13 @@ export const DEFAULT_DAYS: Record<Kind | "ca", number> = { ca: 3650, node: 365, 
 
 /** Reasons a revocation may give (RFC 5280 CRLReason, in the CLI's spelling). */
 export const REVOCATION_REASONS = {
-  unspecified: x509.X509CrlReason.unspecified,
-  "key-compromise": x509.X509CrlReason.keyCompromise,
-  "affiliation-changed": x509.X509CrlReason.affiliationChanged,
-  superseded: x509.X509CrlReason.superseded,
-  "cessation-of-operation": x509.X509CrlReason.cessationOfOperation,
-  "privilege-withdrawn": x509.X509CrlReason.privilegeWithdrawn,
-} as const;
+  unspecified: "unspecified",
+  "key-compromise": "keyCompromise",
+  "affiliation-changed": "affiliationChanged",
+  superseded: "superseded",
+  "cessation-of-operation": "cessationOfOperation",
+  "privilege-withdrawn": "privilegeWithdrawn",
+} as const satisfies Record<string, keyof typeof x509.X509CrlReason>;
 export type RevocationReason = keyof typeof REVOCATION_REASONS;
 
 /** A failure with the exit code class the CLI reports it with. */
@@ -102,6 +108,7 @@ export interface InitOptions {
 
 /** Creates the cluster CA, an empty CRL and the index in `dir`; refuses to replace an existing CA. */
 export async function initCa(options: InitOptions): Promise<PkiIndex> {
+  const lib = X509();
   const paths = pkiPaths(options.dir);
   await mkdir(paths.dir, { recursive: true, mode: 0o700 });
   return withLock(paths, async () => {
@@ -109,7 +116,7 @@ export async function initCa(options: InitOptions): Promise<PkiIndex> {
       throw new PkiError(`a cluster CA already exists in ${paths.dir}; remove it first or choose another --dir.`);
     const now = options.now ?? new Date();
     const keys = await webcrypto.subtle.generateKey(EC_KEY, true, ["sign", "verify"]);
-    const ca = await x509.X509CertificateGenerator.createSelfSigned({
+    const ca = await lib.X509CertificateGenerator.createSelfSigned({
       serialNumber: newSerial(),
       name: [{ CN: [`Aether cluster CA ${options.cluster}`] }, { O: ["Aether"] }],
       notBefore: new Date(now.getTime() - BACKDATE_MS),
@@ -117,9 +124,9 @@ export async function initCa(options: InitOptions): Promise<PkiIndex> {
       keys,
       signingAlgorithm: SIGNING,
       extensions: [
-        new x509.BasicConstraintsExtension(true, 0, true),
-        new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-        await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+        new lib.BasicConstraintsExtension(true, 0, true),
+        new lib.KeyUsagesExtension(lib.KeyUsageFlags.keyCertSign | lib.KeyUsageFlags.cRLSign, true),
+        await lib.SubjectKeyIdentifierExtension.create(keys.publicKey),
       ],
     });
     const index: PkiIndex = {
@@ -158,6 +165,7 @@ export interface IssueOptions {
 
 /** Issues a certificate for a node, user or service, writes it with its key, and records it. */
 export async function issueCertificate(options: IssueOptions): Promise<IssuedCertificate> {
+  const lib = X509();
   const paths = pkiPaths(options.dir);
   if (options.tenant !== undefined && options.kind !== "user")
     throw new PkiError(`--tenant applies to users only, not to a ${options.kind}.`, "usage");
@@ -200,10 +208,10 @@ export async function issueCertificate(options: IssueOptions): Promise<IssuedCer
       for (const i of none ? ["127.0.0.1"] : ips) names.push({ type: "ip", value: i });
     }
     const usages =
-      options.kind === "node" ? [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth] : [x509.ExtendedKeyUsage.clientAuth];
+      options.kind === "node" ? [lib.ExtendedKeyUsage.serverAuth, lib.ExtendedKeyUsage.clientAuth] : [lib.ExtendedKeyUsage.clientAuth];
     const keys = await webcrypto.subtle.generateKey(EC_KEY, true, ["sign", "verify"]);
     const subject: x509.JsonName = [{ CN: [options.name] }, { OU: [options.kind] }, { O: [options.tenant ?? index.cluster] }];
-    const cert = await x509.X509CertificateGenerator.create({
+    const cert = await lib.X509CertificateGenerator.create({
       serialNumber: newSerial(),
       subject,
       issuer: ca.cert.subjectName,
@@ -213,12 +221,12 @@ export async function issueCertificate(options: IssueOptions): Promise<IssuedCer
       signingKey: ca.key,
       signingAlgorithm: SIGNING,
       extensions: [
-        new x509.BasicConstraintsExtension(false, undefined, true),
-        new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-        new x509.ExtendedKeyUsageExtension(usages, false),
-        new x509.SubjectAlternativeNameExtension(names, false),
-        await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
-        await x509.AuthorityKeyIdentifierExtension.create(ca.cert),
+        new lib.BasicConstraintsExtension(false, undefined, true),
+        new lib.KeyUsagesExtension(lib.KeyUsageFlags.digitalSignature, true),
+        new lib.ExtendedKeyUsageExtension(usages, false),
+        new lib.SubjectAlternativeNameExtension(names, false),
+        await lib.SubjectKeyIdentifierExtension.create(keys.publicKey),
+        await lib.AuthorityKeyIdentifierExtension.create(ca.cert),
       ],
     });
 
@@ -334,16 +342,17 @@ interface LoadedCa {
 }
 
 async function loadCa(paths: PkiPaths): Promise<{ ca: LoadedCa; index: PkiIndex }> {
+  const lib = X509();
   const index = await readIndex(paths);
   let cert: x509.X509Certificate;
   let key: CryptoKey;
   try {
-    cert = new x509.X509Certificate(await readFile(paths.caCert, "utf8"));
+    cert = new lib.X509Certificate(await readFile(paths.caCert, "utf8"));
   } catch (err) {
     throw new PkiError(`cannot read the CA certificate ${paths.caCert}: ${(err as Error).message}`);
   }
   try {
-    const der = x509.PemConverter.decodeFirst(await readFile(paths.caKey, "utf8"));
+    const der = lib.PemConverter.decodeFirst(await readFile(paths.caKey, "utf8"));
     key = await webcrypto.subtle.importKey("pkcs8", der, EC_KEY, false, ["sign"]);
   } catch (err) {
     throw new PkiError(`cannot read the CA key ${paths.caKey}: ${(err as Error).message}`);
@@ -385,8 +394,9 @@ function isIndex(value: unknown): value is PkiIndex {
 
 /** Writes crl.pem: every revoked certificate of the index, valid until the CA itself expires. */
 async function writeCrl(paths: PkiPaths, ca: LoadedCa, index: PkiIndex, now: Date): Promise<void> {
+  const lib = X509();
   index.crlNumber += 1;
-  const crl = await x509.X509CrlGenerator.create({
+  const crl = await lib.X509CrlGenerator.create({
     issuer: ca.cert.subjectName,
     thisUpdate: now,
     // The CRL is a file the operator hands to aetherd, not a URL polled by clients: it stays in force
@@ -395,19 +405,20 @@ async function writeCrl(paths: PkiPaths, ca: LoadedCa, index: PkiIndex, now: Dat
     signingKey: ca.key,
     signingAlgorithm: SIGNING,
     extensions: [
-      await x509.AuthorityKeyIdentifierExtension.create(ca.cert),
-      new x509.Extension("2.5.29.20", false, derInteger(index.crlNumber)),
+      await lib.AuthorityKeyIdentifierExtension.create(ca.cert),
+      new lib.Extension("2.5.29.20", false, derInteger(index.crlNumber)),
     ],
     entries: index.certificates
       .filter((c) => c.revoked !== undefined)
       .map((c) => ({
         serialNumber: c.serial,
         revocationDate: new Date(c.revoked?.time ?? now),
-        ...(c.revoked?.reason !== undefined && c.revoked.reason !== "unspecified" && { reason: REVOCATION_REASONS[c.revoked.reason] }),
+        ...(c.revoked?.reason !== undefined &&
+          c.revoked.reason !== "unspecified" && { reason: lib.X509CrlReason[REVOCATION_REASONS[c.revoked.reason]] }),
       })),
   });
   // OpenSSL (and so Node's TLS) reads only the "X509 CRL" PEM label, not the library's "CRL".
-  await writeAtomic(paths.crl, x509.PemConverter.encode(crl.rawData, "X509 CRL") + "\n", 0o644);
+  await writeAtomic(paths.crl, lib.PemConverter.encode(crl.rawData, "X509 CRL") + "\n", 0o644);
 }
 
 /** A DER INTEGER (the CRL Number extension's value). */
@@ -435,7 +446,8 @@ export function serialOf(cert: x509.X509Certificate): string {
 }
 
 async function privateKeyPem(key: CryptoKey): Promise<string> {
-  return x509.PemConverter.encode(await webcrypto.subtle.exportKey("pkcs8", key), "PRIVATE KEY") + "\n";
+  const lib = X509();
+  return lib.PemConverter.encode(await webcrypto.subtle.exportKey("pkcs8", key), "PRIVATE KEY") + "\n";
 }
 
 /** `https://host:port` from either that or `host:port`. */
