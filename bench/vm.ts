@@ -17,10 +17,30 @@ export interface VmBenchResult {
   ratioPersistent: number;
   launchP50Ms: number;
   memoryRows: string[][];
+  /** QEMU's resident memory with an idle 128 MiB microVM, and the part of it that is guest RAM. */
+  qemuRssBytes: number;
+  qemuGuestBytes: number;
 }
 
 function rss(pid: number): number {
   return Number(/^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0) * 1024;
+}
+
+const GUEST_MEMORY_BYTES = 128 << 20;
+
+/**
+ * The resident part of QEMU's guest RAM mapping: the mapping in /proc/<pid>/smaps exactly the
+ * guest's memory size (the RAM block QEMU allocates for it); what the guest touched.
+ */
+function guestTouchedBytes(pid: number): number {
+  const smaps = readFileSync(`/proc/${pid}/smaps`, "utf8");
+  let best = 0;
+  for (const block of smaps.split(/\n(?=[0-9a-f]+-[0-9a-f]+ )/)) {
+    const size = Number(/^Size:\s+(\d+) kB/m.exec(block)?.[1] ?? 0) * 1024;
+    const resident = Number(/^Rss:\s+(\d+) kB/m.exec(block)?.[1] ?? 0) * 1024;
+    if (size === GUEST_MEMORY_BYTES) best = Math.max(best, resident);
+  }
+  return best;
 }
 
 async function aetherdCreateToReady(aether: AetherClient, name: string, profile: vmApi.VmProfile): Promise<{ ms: number; pid: number }> {
@@ -30,7 +50,7 @@ async function aetherdCreateToReady(aether: AetherClient, name: string, profile:
     name,
     profile,
     acceleration: vmApi.Acceleration.TCG,
-    memoryBytes: 128n << 20n,
+    memoryBytes: BigInt(GUEST_MEMORY_BYTES),
     vcpus: 1,
     guestAgent: true,
     boot: { source: { case: "kernel", value: { kernelPath: g.kernel, initrdPath: g.initrd, cmdline: "quiet" } } },
@@ -50,12 +70,14 @@ export async function benchVms(daemon: TestDaemon, aether: AetherClient, runs: n
   const persistent: number[] = [];
   const libvirt: number[] = [];
   let qemuRss = 0;
+  let qemuGuest = 0;
   for (let i = 0; i < runs; i++) {
     const m = await aetherdCreateToReady(aether, `bench-micro-${i}`, vmApi.VmProfile.EPHEMERAL);
     micro.push(m.ms);
     if (i === 0) {
       await new Promise((r) => setTimeout(r, 2000)); // idle
       qemuRss = rss(m.pid);
+      qemuGuest = guestTouchedBytes(m.pid);
     }
     await aether.vm.deleteVm({ vm: `bench-micro-${i}`, force: true });
     persistent.push((await aetherdCreateToReady(aether, `bench-q35-${i}`, vmApi.VmProfile.PERSISTENT)).ms);
@@ -91,8 +113,12 @@ export async function benchVms(daemon: TestDaemon, aether: AetherClient, runs: n
     ratioMicro: p50(micro) / p50(libvirt),
     ratioPersistent: p50(persistent) / p50(libvirt),
     launchP50Ms: p50(launches),
+    qemuRssBytes: qemuRss,
+    qemuGuestBytes: qemuGuest,
     memoryRows: [
       ["QEMU per idle 128 MiB microVM (RSS)", mib(qemuRss)],
+      ["  of which guest RAM the guest touched (smaps)", mib(qemuGuest)],
+      ["  of which QEMU's own (TCG buffers, code, devices)", mib(qemuRss - qemuGuest)],
       ["aetherd per VM tracked (100 VMs)", `${((after - before) / 100 / 1024).toFixed(1)} KiB`],
     ],
   };
