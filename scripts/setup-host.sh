@@ -7,7 +7,8 @@
 # the ZFS storage driver's tests; skipped where a zfs command, e.g. ZFS on Linux, is there already,
 # since the two packages conflict), etcd-server (the aggregator's highly-available store; the
 # tests start their own etcd on loopback) and prometheus (the metrics test starts its own on loopback
-# to scrape aetherd and the aggregator). Node.js 20+ and npm must exist.
+# to scrape aetherd and the aggregator), and chromium (the web console's browser tests drive it
+# through playwright-core; no browser is downloaded). Node.js 20+ and npm must exist.
 set -euo pipefail
 
 node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
@@ -35,6 +36,8 @@ command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 # The aggregator backs the cluster's state up with the real git binary ([backup] repository).
 command -v git >/dev/null 2>&1 || need+=(git)
+# The web console's tests (test/ui.test.ts) run in Debian's Chromium, at /usr/bin/chromium.
+test -x /usr/bin/chromium || need+=(chromium)
 
 if [ ${#need[@]} -eq 0 ]; then
   echo "setup-host: host packages present."

@@ -20,6 +20,8 @@ step("generated code matches proto/", process.execPath, [join(root, "scripts", "
 step("buf lint", bin("buf"), ["lint"]);
 step("code is formatted (npm run format)", bin("prettier"), ["--check", "--log-level", "warn", "."]);
 step("type check and build", bin("tsc"), ["-b"]);
+step("web console type checks and builds (npm run build -w @aether/ui)", bin("tsc"), ["-p", "ui"]);
+execFileSync(process.execPath, [join(root, "ui", "build.mjs")], { cwd: root, stdio: "inherit" });
 step("type check tests, bench and examples", bin("tsc"), ["-p", "tsconfig.test.json"]);
 step("SDK reference builds with every symbol documented (npm run docs)", bin("typedoc"), ["--logLevel", "Warn"]);
 

@@ -6,8 +6,9 @@
 //   fence       the SDK at most: the Redfish client and BMC profiles, no program package
 //   daemon      sdk, server, fence (never the aggregator, the CLI or aetherscript)
 //   aggregator  sdk, server, fence (never daemon code)
-//   cli         sdk
+//   cli         sdk, ui (aether ui serves the web console's built files)
 //   runtime     sdk (aetherscript)
+//   ui          sdk (the web console runs the SDK's generated clients in the browser)
 //
 // An import counts whether it names the package (@aether/daemon, @aether/daemon/x) or reaches into
 // its folder by a relative path (../../daemon/src/x.js); type-only and dynamic imports count too.
@@ -29,8 +30,9 @@ const ALLOWED: Record<string, string[]> = {
   fence: ["sdk"],
   daemon: ["sdk", "server", "fence"],
   aggregator: ["sdk", "server", "fence"],
-  cli: ["sdk"],
+  cli: ["sdk", "ui"],
   runtime: ["sdk"],
+  ui: ["sdk"],
 };
 
 const workspaces = (JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { workspaces: string[] }).workspaces;

@@ -23,6 +23,7 @@ import { topCommand } from "./commands/top.js";
 import { auditCommand } from "./commands/audit.js";
 import { versionCommand } from "./commands/version.js";
 import { manifestCommands } from "./commands/manifest.js";
+import { uiCommand } from "./commands/ui.js";
 import { applyContexts } from "./contexts.js";
 import { EXIT, EXIT_CODES_HELP } from "./exit-codes.js";
 import { finishCommandLine } from "./command-line.js";
@@ -91,6 +92,7 @@ ${EXIT_CODES_HELP}`,
   versionCommand(program);
   completionCommand(program);
   manifestCommands(program);
+  uiCommand(program);
 
   finishCommandLine(program);
   speakFor(program);
