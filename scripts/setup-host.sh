@@ -8,7 +8,9 @@
 # since the two packages conflict), etcd-server (the aggregator's highly-available store; the
 # tests start their own etcd on loopback) and prometheus (the metrics test starts its own on loopback
 # to scrape aetherd and the aggregator), and chromium (the web console's browser tests drive it
-# through playwright-core; no browser is downloaded). Node.js 20+ and npm must exist.
+# through playwright-core; no browser is downloaded), and haproxy (the traffic layer: aetherd runs
+# one per service endpoint; Debian's own haproxy service stays as the package leaves it, aetherd does
+# not use it). Node.js 20+ and npm must exist.
 set -euo pipefail
 
 node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
@@ -38,6 +40,8 @@ command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v git >/dev/null 2>&1 || need+=(git)
 # The web console's tests (test/ui.test.ts) run in Debian's Chromium, at /usr/bin/chromium.
 test -x /usr/bin/chromium || need+=(chromium)
+# Service endpoints (aether.traffic.v1): aetherd runs one HAProxy per endpoint.
+test -x /usr/sbin/haproxy || need+=(haproxy)
 
 if [ ${#need[@]} -eq 0 ]; then
   echo "setup-host: host packages present."

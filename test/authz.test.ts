@@ -21,6 +21,7 @@ import { ObserveService, LogSource } from "@aether/sdk/gen/aether/observe/v1/obs
 import { NodeService } from "@aether/sdk/gen/aether/node/v1/node_pb";
 import { FenceService } from "@aether/sdk/gen/aether/fence/v1/fence_pb";
 import { AggregatorService, BidService } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
+import { TrafficService } from "@aether/sdk/gen/aether/traffic/v1/traffic_pb";
 import { startDaemon, eventually, type TestDaemon } from "./helpers/daemon.js";
 import { createCa, type Pair, type TestCa } from "./helpers/pki.js";
 import { freePort } from "./helpers/net.js";
@@ -39,6 +40,7 @@ const SERVICES: DescService[] = [
   FenceService,
   BidService,
   AggregatorService,
+  TrafficService,
 ];
 
 type Outcome = { ok: true; items: unknown[] } | { ok: false; err: ConnectError };
@@ -425,6 +427,15 @@ function crossById(ids: Record<string, string>): Record<string, { init: Record<s
     "FenceService/Fence": denied({ bmc: "b-node" }),
     "FenceService/PowerOn": denied({ bmc: "b-node" }),
     "FenceService/Reset": denied({ bmc: "b-node", resetType: "ForceOff" }),
+    // Service endpoints listen on the node's addresses: the operators' and the cluster's (rollouts), not a tenant's.
+    "TrafficService/PutEndpoint": denied({
+      spec: { name: "web", listen: "127.0.0.1:1", backends: [{ id: "a", address: "127.0.0.1:2", weight: 1 }] },
+    }),
+    "TrafficService/SetWeights": denied({ name: "web", weights: { a: 0 } }),
+    "TrafficService/SetBackendState": denied({ name: "web", backend: "a", state: 2 }),
+    "TrafficService/GetEndpoint": denied({ name: "web" }),
+    "TrafficService/ListEndpoints": denied(),
+    "TrafficService/DeleteEndpoint": denied({ name: "web" }),
     "BidService/RequestBid": denied(),
     "BidService/ExecuteProvisioning": denied(),
     "BidService/ReleaseWorkload": denied({ workload: ids.exe }),

@@ -15,6 +15,7 @@ import type { ConnectRouter } from "@connectrpc/connect";
 import { ExecutableService } from "@aether/sdk/gen/aether/runtime/v1/runtime_pb";
 import { ObserveService } from "@aether/sdk/gen/aether/observe/v1/observe_pb";
 import { NodeService } from "@aether/sdk/gen/aether/node/v1/node_pb";
+import { TrafficService } from "@aether/sdk/gen/aether/traffic/v1/traffic_pb";
 import { CellService } from "@aether/sdk/gen/aether/cells/v1/cells_pb";
 import { VmMigrationService, VmService } from "@aether/sdk/gen/aether/vm/v1/vm_pb";
 import { ReplicaReceiverService, ReplicationService, StorageService } from "@aether/sdk/gen/aether/storage/v1/storage_pb";
@@ -73,6 +74,9 @@ import { vmRestorer } from "./replication/restore.js";
 import { replicaReceiverService, replicationService } from "./replication/service.js";
 import { BmcRegistry } from "./fence/registry.js";
 import { fenceService } from "./fence/service.js";
+import { Endpoints } from "./traffic/endpoints.js";
+import { HaproxyDriver } from "./traffic/haproxy-driver.js";
+import { trafficService } from "./traffic/service.js";
 import { KvmCheck } from "./auction/capacity.js";
 import { Bidding, bidService } from "./auction/service.js";
 import { Membership } from "./auction/membership.js";
@@ -239,6 +243,9 @@ async function run(flags: ConfigFlags): Promise<void> {
     log: log.child({ room: "replication" }),
   });
   await replication.load();
+  // Service endpoints: one HAProxy each, adopted as they run (they outlive an aetherd restart).
+  const endpoints = new Endpoints({ stateDir: config.state_dir, driver: new HaproxyDriver(), events, log: log.child({ room: "traffic" }) });
+  await endpoints.load();
   // One instance of each handler: the RPCs and the auction's provisioning share them.
   const handlers = {
     runtime: executableService(supervisor, (cell, tenant) => cells.placement(cell, tenant), tenantIds),
@@ -287,6 +294,7 @@ async function run(flags: ConfigFlags): Promise<void> {
     ReplicationService,
     ReplicaReceiverService,
     BidService,
+    TrafficService,
   ];
   const routes = (router: ConnectRouter) => {
     router.service(ExecutableService, handlers.runtime);
@@ -334,6 +342,7 @@ async function run(flags: ConfigFlags): Promise<void> {
     router.service(ReplicaReceiverService, replicaReceiverService(replicas));
     router.service(FenceService, fenceService(fences));
     router.service(BidService, bidService(bidding));
+    router.service(TrafficService, trafficService(endpoints));
     router.service(
       AggregatorService,
       unimplementedService(AggregatorService, "this service is served by aether-aggregator, not by aetherd."),
@@ -440,6 +449,7 @@ async function run(flags: ConfigFlags): Promise<void> {
     migrationRecovery.close();
     migrationReports.close();
     replication.close();
+    endpoints.close();
     incoming.close();
     void Promise.allSettled([left, listeners.close(), metrics?.endpoint.close()]).finally(() => {
       vms.close();
