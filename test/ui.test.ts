@@ -1,14 +1,14 @@
 // Issue 20: the web console in a real browser (Debian's Chromium driven by playwright-core, no
 // browser download) against a real aetherd that joined a real aether-aggregator on loopback, both
 // through `aether ui` as an operator runs it. One browser and one TCG guest for the whole file.
-// The cluster page lists the node and an auction started from the CLI with its bids; a VM is started
-// from its page, its console shows the guest's banner and a typed command's output, and it is
-// stopped from the page; a tenant's console shows only that tenant's objects; another Host header,
-// another Origin and a request without the token are refused. The cluster page's screenshot is
+// The cluster page lists the node (and opens its page) and an auction started from the CLI with its
+// bids; a VM is started from its page, its console shows the guest's banner and a typed command's
+// output, a command runs through the guest agent, and it is stopped from the page; a tenant's
+// console shows only that tenant's objects and the server's sentence for the others'; another Host
+// header, another Origin, an unknown node and a request without the token are refused. The cluster page's screenshot is
 // docs/ui-cluster.png, shown in README's "Web console" section.
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
 import { tmpdir } from "node:os";
@@ -164,6 +164,10 @@ describe("the web console (aether ui) in Chromium", () => {
     assert.match(await row.locator(".bids").innerText(), /^ui-node: BID score \d+$/, "its one bid");
     await page.locator("#events li").first().waitFor({ timeout: 10_000 });
     await page.screenshot({ path: join(repoRoot, "docs", "ui-cluster.png") });
+    // A node of the cluster, reached through the address the aggregator registered for it.
+    await page.locator("#nodes a", { hasText: "ui-node" }).click();
+    await page.locator("#vms tr[data-vm='web']").waitFor({ timeout: 10_000 });
+    assert.match(page.url(), /#\/nodes\/[0-9a-f-]{36}$/);
   });
 
   it("a VM started from its page becomes RUNNING; its console shows the banner and a typed command's output; it stops from the page", async () => {
@@ -185,6 +189,16 @@ describe("the web console (aether ui) in Chromium", () => {
       20_000,
       "the command's output",
     );
+    // A command through the guest agent, from the page.
+    await eventually(
+      async () => ((await page.getByRole("button", { name: "Run" }).isEnabled()) ? true : undefined),
+      60_000,
+      "the guest agent",
+    );
+    await page.locator("#command").fill("echo exec-$((2+3))");
+    await page.getByRole("button", { name: "Run" }).click();
+    await page.locator("#exec-output", { hasText: "exec-5" }).waitFor({ timeout: 30_000 });
+    assert.match(await page.locator("#exec-output").innerText(), /^exit 0\nexec-5/);
     await page.getByRole("button", { name: "Stop" }).click();
     await page.locator("h2 .state-STOPPED").waitFor({ timeout: 60_000 });
     assert.equal((await admin.vm.getVm({ vm: "web" })).vm?.state, vmApi.VmState.STOPPED);
@@ -196,6 +210,9 @@ describe("the web console (aether ui) in Chromium", () => {
     await tenantPage.locator("#executables td", { hasText: "alices-sleeper" }).waitFor({ timeout: 15_000 });
     assert.equal(await tenantPage.locator("#vms tr[data-vm='web']").count(), 0, "the default tenant's VM is not shown");
     assert.equal(await tenantPage.locator("nav a", { hasText: "Cluster" }).count(), 0);
+    // What the server refuses shows as its sentence: another tenant's VM is not found.
+    await tenantPage.goto(`${tenantUi.origin}/#/vm/web`);
+    assert.match(await tenantPage.locator(".error").innerText({ timeout: 10_000 }), /^no VM with id or name "web" in tenant a/);
     await page.goto(`${ui.origin}/#/node`);
     await page.locator("#vms tr[data-vm='web']").waitFor({ timeout: 10_000 });
     await tenantPage.close();
@@ -212,6 +229,15 @@ describe("the web console (aether ui) in Chromium", () => {
     assert.match(rebinding.text, /answers only to Host/);
     const crossOrigin = await call({ cookie, host, origin: "http://evil.example" });
     assert.equal(crossOrigin.status, 403);
+    const unknownNode = await raw(
+      ui.origin,
+      "/api/nodes/nope/aether.vm.v1.VmService/ListVms",
+      { cookie, "content-type": "application/json" },
+      "POST",
+      "{}",
+    );
+    assert.equal(unknownNode.status, 404, "the page cannot name a node the aggregator does not have");
+    assert.match(unknownNode.text, /the aggregator has no node nope/);
     const noToken = await raw(ui.origin, "/", {});
     assert.equal(noToken.status, 401);
     assert.doesNotMatch(noToken.text, /app\.js/, "no page without the token");

@@ -11,18 +11,41 @@ import { ObserveService } from "@aether/sdk/gen/aether/observe/v1/observe_pb";
 import { NodeService } from "@aether/sdk/gen/aether/node/v1/node_pb";
 import { AggregatorService } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 
-const node = createConnectTransport({ baseUrl: `${location.origin}/api/node` });
 const cluster = createConnectTransport({ baseUrl: `${location.origin}/api/cluster` });
 
-export const api = {
-  vm: createClient(VmService, node),
-  storage: createClient(StorageService, node),
-  runtime: createClient(ExecutableService, node),
-  cells: createClient(CellService, node),
-  observe: createClient(ObserveService, node),
-  node: createClient(NodeService, node),
-  aggregator: createClient(AggregatorService, cluster),
-};
+/** The cluster's aggregator. */
+export const aggregator = createClient(AggregatorService, cluster);
+
+function nodeClients(baseUrl: string) {
+  const node = createConnectTransport({ baseUrl });
+  return {
+    vm: createClient(VmService, node),
+    storage: createClient(StorageService, node),
+    runtime: createClient(ExecutableService, node),
+    cells: createClient(CellService, node),
+    observe: createClient(ObserveService, node),
+    node: createClient(NodeService, node),
+  };
+}
+
+/** The clients of one aetherd's services. */
+export type NodeApi = ReturnType<typeof nodeClients>;
+const nodes = new Map<string, NodeApi>();
+
+/**
+ * The clients of a node: the aetherd `aether ui` was started for (no id), or a cluster node by
+ * its id, which `aether ui` reaches at the address the aggregator registered for it.
+ */
+export function nodeApi(id?: string): NodeApi {
+  const key = id ?? "";
+  let found = nodes.get(key);
+  if (found === undefined)
+    nodes.set(
+      key,
+      (found = nodeClients(id === undefined ? `${location.origin}/api/node` : `${location.origin}/api/nodes/${encodeURIComponent(id)}`)),
+    );
+  return found;
+}
 
 /** What `aether ui` talks to: aetherd's address, and the aggregator's when one is configured. */
 export interface UiConfig {

@@ -8,19 +8,19 @@ import {
   NodeState,
   PlacementState,
 } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
-import { api } from "./api";
+import { aggregator } from "./api";
 import { ago, bytes, State, time, word } from "./format";
 import { usePolled, useStream } from "./hooks";
 
 export function ClusterScreen() {
-  const nodes = usePolled(() => api.aggregator.listNodes({ pageSize: 1000 }), 2000);
-  const placements = usePolled(() => api.aggregator.listPlacements({ pageSize: 1000 }), 3000);
-  const auctions = usePolled(() => api.aggregator.listAuctions({ pageSize: 20 }), 2000);
+  const nodes = usePolled(() => aggregator.listNodes({ pageSize: 1000 }), 2000);
+  const placements = usePolled(() => aggregator.listPlacements({ pageSize: 1000 }), 3000);
+  const auctions = usePolled(() => aggregator.listAuctions({ pageSize: 20 }), 2000);
   // Nodes by id, to show names where the records carry ids.
   const names = new Map(nodes.value?.nodes.map((n) => [n.id, n.name]) ?? []);
   const nodeName = (id: string) => names.get(id) ?? id;
   const events = useStream(
-    (signal) => api.aggregator.streamClusterEvents({ start: { case: "tailEvents", value: 20 }, follow: true }, { signal }),
+    (signal) => aggregator.streamClusterEvents({ start: { case: "tailEvents", value: 20 }, follow: true }, { signal }),
     50,
   );
   return (
@@ -45,7 +45,9 @@ export function ClusterScreen() {
         <tbody>
           {nodes.value?.nodes.map((n) => (
             <tr key={n.id} data-node={n.name}>
-              <td>{n.name}</td>
+              <td>
+                <a href={`#/nodes/${encodeURIComponent(n.id)}`}>{n.name}</a>
+              </td>
               <td>
                 <State e={NodeState} v={n.state} />
               </td>

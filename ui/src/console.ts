@@ -4,8 +4,14 @@
 import { Terminal } from "@xterm/xterm";
 
 /** Attaches `term` to a VM's console until `signal` aborts; resolves when the console ends. */
-export async function attachConsole(term: Terminal, vm: string, tenant: string, signal: AbortSignal): Promise<void> {
-  const r = await fetch(`/console/attach?vm=${encodeURIComponent(vm)}&tenant=${encodeURIComponent(tenant)}&tail=4096`, {
+export async function attachConsole(
+  term: Terminal,
+  where: { vm: string; tenant: string; node: string | undefined },
+  signal: AbortSignal,
+): Promise<void> {
+  const { vm, tenant, node } = where;
+  const at = node === undefined ? "" : `&node=${encodeURIComponent(node)}`;
+  const r = await fetch(`/console/attach?vm=${encodeURIComponent(vm)}&tenant=${encodeURIComponent(tenant)}&tail=4096${at}`, {
     method: "POST",
     signal,
   });

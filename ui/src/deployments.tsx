@@ -1,11 +1,11 @@
 // Deployments on the aggregator: read-only, with their instances and state.
 import { DeploymentState } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
-import { api } from "./api";
+import { aggregator } from "./api";
 import { State } from "./format";
 import { usePolled } from "./hooks";
 
 export function DeploymentsScreen() {
-  const list = usePolled(() => api.aggregator.listDeployments({ pageSize: 1000 }), 2000);
+  const list = usePolled(() => aggregator.listDeployments({ pageSize: 1000 }), 2000);
   return (
     <>
       <h2>Deployments</h2>

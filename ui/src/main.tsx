@@ -52,9 +52,17 @@ function App() {
         {screen === "deployments" && clustered && <DeploymentsScreen />}
         {screen === "node" && <NodeScreen />}
         {screen === "vm" && <VmScreen name={arg} />}
+        {screen === "nodes" && clustered && <ClusterNode path={arg} />}
       </main>
     </>
   );
+}
+
+/** #/nodes/ID (a cluster node) or #/nodes/ID/vm/NAME (a VM on it). */
+function ClusterNode({ path }: { path: string }) {
+  const [id, what, ...rest] = path.split("/");
+  if (what === "vm") return <VmScreen node={id} name={rest.join("/")} />;
+  return <NodeScreen node={id} />;
 }
 
 render(<App />, document.getElementById("app") as HTMLElement);

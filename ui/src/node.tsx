@@ -4,11 +4,12 @@ import { VmState } from "@aether/sdk/gen/aether/vm/v1/vm_pb";
 import { ExecutableState } from "@aether/sdk/gen/aether/runtime/v1/runtime_pb";
 import { CellState } from "@aether/sdk/gen/aether/cells/v1/cells_pb";
 import { ImageState, PoolDriver, VolumeState } from "@aether/sdk/gen/aether/storage/v1/storage_pb";
-import { api } from "./api";
+import { nodeApi } from "./api";
 import { bytes, State, time, word } from "./format";
 import { usePolled, useStream } from "./hooks";
 
-export function NodeScreen() {
+export function NodeScreen({ node }: { node?: string }) {
+  const api = nodeApi(node);
   const info = usePolled(() => api.node.getNodeInfo({}), 10000);
   const vms = usePolled(() => api.vm.listVms({ pageSize: 1000 }), 2000);
   const exes = usePolled(() => api.runtime.listExecutables({ pageSize: 1000 }), 2000);
@@ -40,7 +41,9 @@ export function NodeScreen() {
           {vms.value?.vms.map((v) => (
             <tr key={v.id} data-vm={v.name}>
               <td>
-                <a href={`#/vm/${encodeURIComponent(v.name)}`}>{v.name}</a>
+                <a href={`${node === undefined ? "#" : `#/nodes/${encodeURIComponent(node)}`}/vm/${encodeURIComponent(v.name)}`}>
+                  {v.name}
+                </a>
               </td>
               <td>{v.tenant}</td>
               <td>

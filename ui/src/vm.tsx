@@ -3,12 +3,13 @@
 import { useEffect, useRef, useState } from "preact/hooks";
 import { Terminal } from "@xterm/xterm";
 import { Acceleration, MigrationPhase, MigrationState, VmProfile, VmState } from "@aether/sdk/gen/aether/vm/v1/vm_pb";
-import { api, sentence } from "./api";
+import { nodeApi, sentence } from "./api";
 import { bytes, State, time, word } from "./format";
 import { useAction, usePolled } from "./hooks";
 import { attachConsole } from "./console";
 
-export function VmScreen({ name }: { name: string }) {
+export function VmScreen({ name, node }: { name: string; node?: string }) {
+  const api = nodeApi(node);
   const got = usePolled(() => api.vm.getVm({ vm: name }), 1000, [name]);
   const action = useAction();
   const vm = got.value?.vm;
@@ -72,7 +73,7 @@ export function VmScreen({ name }: { name: string }) {
             confirm(`Delete ${vm.name}?`) &&
             action.run(`deleting ${vm.name}`, async () => {
               await api.vm.deleteVm({ ...ref, force: true });
-              location.hash = "#/node";
+              location.hash = node === undefined ? "#/node" : `#/nodes/${encodeURIComponent(node)}`;
             })
           }
         >
@@ -140,7 +141,7 @@ export function VmScreen({ name }: { name: string }) {
       {migration && <div>{migration}</div>}
       <h2>Console</h2>
       {consoleOpen ? (
-        <Console vm={vm.id} tenant={tenant} />
+        <Console vm={vm.id} tenant={tenant} node={node} />
       ) : (
         <button id="open-console" onClick={() => setConsoleOpen(true)}>
           Open console
@@ -150,7 +151,7 @@ export function VmScreen({ name }: { name: string }) {
   );
 }
 
-function Console({ vm, tenant }: { vm: string; tenant: string }) {
+function Console({ vm, tenant, node }: { vm: string; tenant: string; node: string | undefined }) {
   const box = useRef<HTMLDivElement>(null);
   const [status, setStatus] = useState("attaching…");
   useEffect(() => {
@@ -159,7 +160,7 @@ function Console({ vm, tenant }: { vm: string; tenant: string }) {
     term.focus();
     const abort = new AbortController();
     setStatus("attached");
-    attachConsole(term, vm, tenant, abort.signal).then(
+    attachConsole(term, { vm, tenant, node }, abort.signal).then(
       () => setStatus("the console ended (the VM stopped)"),
       (err) => abort.signal.aborted || setStatus(sentence(err)),
     );
@@ -169,7 +170,7 @@ function Console({ vm, tenant }: { vm: string; tenant: string }) {
       abort.abort();
       term.dispose();
     };
-  }, [vm, tenant]);
+  }, [vm, tenant, node]);
   return (
     <>
       <div id="console-status">{status}</div>

@@ -56,12 +56,17 @@ Examples:
         const { address } = program.opts<GlobalOptions>();
         const nodeOptions = address !== undefined ? { address } : {};
         const aggregator = o.aggregator ?? process.env.AETHER_AGGREGATOR;
+        const cluster = aggregator !== undefined && aggregator !== "" ? aggregator : undefined;
         const ui = await startUiServer(
           {
             staticDir: uiStaticDir(),
             node: openUpstream(resolveTarget(nodeOptions)),
-            ...(aggregator !== undefined && aggregator !== "" && { cluster: openUpstream(resolveTarget({ address: aggregator })) }),
-            nodeClient: () => connect({ ...nodeOptions, verify: false }),
+            ...(cluster !== undefined && {
+              cluster: openUpstream(resolveTarget({ address: cluster })),
+              nodeAddress: nodeAddresses(cluster),
+            }),
+            open: (at) => openUpstream(resolveTarget({ address: at })),
+            connectTo: (at) => connect({ ...(at === undefined ? nodeOptions : { address: at }), verify: false }),
           },
           host,
           port,
@@ -78,4 +83,22 @@ Examples:
         fail(err);
       }
     });
+}
+
+/** A node's registered address by id, from the aggregator (asked again at most every 5 s). */
+function nodeAddresses(aggregator: string): (id: string) => Promise<string | undefined> {
+  let known = new Map<string, string>();
+  let asked = 0;
+  return async (id) => {
+    if (!known.has(id) && Date.now() - asked > 5000) {
+      asked = Date.now();
+      const aether = await connect({ address: aggregator, peer: "aether-aggregator", verify: false });
+      try {
+        known = new Map((await aether.aggregator.listNodes({ pageSize: 1000 })).nodes.map((n) => [n.id, n.address]));
+      } finally {
+        aether.close();
+      }
+    }
+    return known.get(id);
+  };
 }

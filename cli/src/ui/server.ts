@@ -1,6 +1,8 @@
 // aether ui's HTTP server, the way `kubectl proxy` works: it serves the built web console and
 // forwards the page's Connect calls to aetherd (/api/node/...) and aether-aggregator
-// (/api/cluster/...) with the operator's own credentials, which never reach the browser.
+// (/api/cluster/...) with the operator's own credentials, which never reach the browser. With an
+// aggregator, /api/nodes/<node id>/... reaches any node of the cluster at the address the
+// aggregator registered for it (and nowhere else: the page cannot name an address).
 //
 // Guards, because any local user and any web page can reach a loopback port:
 // - the Host header must be the listen address (a DNS-rebinding page arrives with its own name);
@@ -23,8 +25,12 @@ export interface UiServerOptions {
   staticDir: string;
   node: Upstream;
   cluster?: Upstream;
-  /** Connects the SDK to aetherd, for the console bridge. */
-  nodeClient: () => Promise<AetherClient>;
+  /** Connects the SDK to aetherd (the configured one, or at this address), for the console bridge. */
+  connectTo: (address?: string) => Promise<AetherClient>;
+  /** The upstream for another node's address. */
+  open: (address: string) => Upstream;
+  /** The address the aggregator registered for a node id (with an aggregator). */
+  nodeAddress?: (id: string) => Promise<string | undefined>;
   /** The random token; generated when not given. */
   token?: string;
 }
@@ -52,10 +58,20 @@ export async function startUiServer(options: UiServerOptions, host: string, port
   const token = options.token ?? randomBytes(24).toString("base64url");
   let hostHeader = "";
   const consoles = new Map<string, (bytes: Uint8Array) => void>();
+  const others = new Map<string, Upstream>();
+
+  /** The address of a cluster node the page names by id; a sentence when there is none. */
+  async function addressOf(id: string): Promise<string> {
+    if (options.nodeAddress === undefined)
+      throw new Refusal(404, "no aether-aggregator is configured, so only the configured aetherd is reachable.");
+    const address = await options.nodeAddress(id);
+    if (address === undefined) throw new Refusal(404, `the aggregator has no node ${id}.`);
+    return address;
+  }
 
   const server = createServer((req, res) => {
     handle(req, res).catch((err: unknown) => {
-      if (!res.headersSent) refuse(res, 502, (err as Error).message);
+      if (!res.headersSent) refuse(res, err instanceof Refusal ? err.status : 502, (err as Error).message);
       else res.destroy();
     });
   });
@@ -82,6 +98,13 @@ export async function startUiServer(options: UiServerOptions, host: string, port
       if (options.cluster === undefined)
         return refuse(res, 404, "no aether-aggregator is configured: start aether ui with --aggregator or AETHER_AGGREGATOR.");
       return forward(options.cluster, url.pathname.slice("/api/cluster".length), req, res);
+    }
+    const other = /^\/api\/nodes\/([^/]+)(\/.+)$/.exec(url.pathname);
+    if (other !== null) {
+      const address = await addressOf(decodeURIComponent(other[1] as string));
+      let upstream = others.get(address);
+      if (upstream === undefined) others.set(address, (upstream = options.open(address)));
+      return forward(upstream, other[2] as string, req, res);
     }
     if (url.pathname === "/console/attach" && req.method === "POST") return attachConsole(url, res);
     if (url.pathname === "/console/input" && req.method === "POST") {
@@ -131,7 +154,8 @@ export async function startUiServer(options: UiServerOptions, host: string, port
   async function attachConsole(url: URL, res: ServerResponse): Promise<void> {
     const vm = url.searchParams.get("vm") ?? "";
     if (vm === "") return refuse(res, 400, "name the VM: /console/attach?vm=NAME.");
-    const aether = await options.nodeClient();
+    const node = url.searchParams.get("node");
+    const aether = await options.connectTo(node === null ? undefined : await addressOf(node));
     const session = randomBytes(16).toString("hex");
     const queue: Uint8Array[] = [];
     let wake: (() => void) | undefined;
@@ -193,8 +217,19 @@ export async function startUiServer(options: UiServerOptions, host: string, port
         server.close(() => resolve());
         options.node.session.abort();
         options.cluster?.session.abort();
+        for (const upstream of others.values()) upstream.session.abort();
       }),
   };
+}
+
+/** A request refused with an HTTP status and a sentence. */
+class Refusal extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
 }
 
 function sameToken(given: string, token: string): boolean {
