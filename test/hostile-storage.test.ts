@@ -325,5 +325,8 @@ describe("kill -9 in the middle of a create or delete leaves nothing half done",
     await aether.cells.allocateCell({ name: "web" });
     await aether.cells.freeCell({ cell: "web" });
     await aether.cells.freeCell({ cell: "probe" });
+    // The write-ahead markers of the creates and frees (cells/registry.ts) go with them.
+    const cellFiles = readdirSync(join(daemon.stateDir, "cells"));
+    assert.deepEqual(cellFiles, [], `nothing is left in the cells' folder: ${cellFiles.join(", ")}`);
   });
 });
