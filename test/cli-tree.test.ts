@@ -29,6 +29,7 @@ const UNLABELLED_LISTS = new Set([
   "aether vm snapshot list", // a VM's snapshots: a name per snapshot of all its disks
   "aether storage replication list", // replication policies: one per volume, no labels
   "aether storage replication replicas", // replicas: by volume and target
+  "aether rollout list", // rollouts: by deployment (--deployment), no labels of their own
 ]);
 
 class Exited extends Error {

@@ -30,6 +30,7 @@ import { eventually, startDaemon, stopWorkloads, type TestDaemon } from "./helpe
 import { startAggregator, type TestAggregator } from "./helpers/aggregator.js";
 import { startEtcd, type TestEtcd } from "./helpers/etcd.js";
 import { freePort } from "./helpers/net.js";
+import { runCommand } from "./helpers/run.js";
 
 // GET /healthz answers "ok"; anything else the version, or (with "bad") 500 to every fifth request.
 const SERVICE = `
@@ -347,6 +348,21 @@ describe("rollouts with real traffic: three aetherd, two aggregators on etcd, HA
     assert.equal(share(afterEnd, "v1"), 1, "v1 serves everything after the rollback");
     const d = (await api().getDeployment({ deployment: "canary-bad" })).deployment;
     assert.equal(d?.revision, 1n, "the deployment holds revision 1 (its template) again");
+    // The CLI: the status as JSON, the list, and steering an ended rollout refused with a sentence (exit 1).
+    const aether = (...args: string[]) => runCommand("aether", args, { env: { AETHER_AGGREGATOR: `unix://${leader.socket}` } });
+    const status = await aether("rollout", "status", "canary-bad", "-o", "json");
+    assert.equal(status.code, 0, status.stderr);
+    const json = JSON.parse(status.stdout) as { phase: string; history: Array<{ action: string }> };
+    assert.equal(json.phase, "ROLLOUT_PHASE_ROLLED_BACK");
+    assert.ok(json.history.some((h) => h.action === "rollback"));
+    const listed = await aether("rollout", "list", "--deployment", "canary-bad");
+    assert.equal(listed.code, 0, listed.stderr);
+    assert.match(listed.stdout, /canary-bad\s+1 → 2\s+canary 5\/25\/50\/100 %\s+rolled back/);
+    const late = await aether("rollout", "promote", "canary-bad");
+    assert.equal(late.code, 1);
+    assert.match(late.stderr, /has ended \(ROLLED_BACK\); a new one starts with the next template change/);
+    const unknown = await aether("rollout", "status", "nothing-here");
+    assert.equal(unknown.code, 3, unknown.stderr);
     await remove("canary-bad");
   });
 

@@ -12,6 +12,7 @@ import { storageCommands } from "./commands/storage.js";
 import { imageCommands } from "./commands/image.js";
 import { clusterCommands } from "./commands/cluster.js";
 import { deployCommands } from "./commands/deploy.js";
+import { rolloutCommands } from "./commands/rollout.js";
 import { backupCommands } from "./commands/backup.js";
 import { alertsCommands } from "./commands/alerts.js";
 import { pkiCommands } from "./commands/pki.js";
@@ -81,6 +82,7 @@ ${EXIT_CODES_HELP}`,
   imageCommands(program);
   clusterCommands(program);
   deployCommands(program);
+  rolloutCommands(program);
   backupCommands(program);
   alertsCommands(program);
   pkiCommands(program);

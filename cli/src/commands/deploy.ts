@@ -39,6 +39,7 @@ import { uint32 } from "../numbers.js";
 import { parseBytes } from "../units.js";
 import { canRedraw } from "../progress.js";
 import { nodeNames } from "./cluster.js";
+import { strategyText } from "./rollout.js";
 
 const enumName = (names: Record<number, string>, value: number) => (names[value] ?? String(value)).toLowerCase().replace(/_/g, " ");
 const deploymentState = (s: auction.DeploymentState) => enumName(auction.DeploymentState, s);
@@ -96,6 +97,8 @@ function deploymentFields(d: auction.Deployment): Array<[string, string]> {
     ["revision", String(d.revision)],
     ["kind", kindOf(d)],
     ["restart policy", restartPolicy(d.template?.restartPolicy)],
+    ["strategy", strategyText(d.strategy)],
+    ["endpoint", d.traffic ? `${d.traffic.listen} on node ${d.traffic.node}` : "-"],
     ["labels", labelsText(d.labels) || "-"],
     ["created", d.createTime ? new Date(timestampMs(d.createTime)).toISOString() : "-"],
   ];
@@ -206,10 +209,12 @@ A VM: [template.vm] as CreateVmRequest (vcpus, memory_bytes = "256M", boot, disk
             instances: wanted.instances,
             labels: wanted.labels,
             replaceLabels: true,
+            ...(wanted.strategy && { strategy: wanted.strategy }),
+            ...(wanted.traffic && { traffic: wanted.traffic }),
           });
           result = updated.deployment;
           said = updated.templateChanged
-            ? `deployment ${wanted.name} updated: revision ${result?.revision}, rolled out one instance at a time`
+            ? `deployment ${wanted.name} updated: revision ${result?.revision}, rolled out by its strategy (${strategyText(result?.strategy)}; aether rollout status ${wanted.name} -w follows it)`
             : `deployment ${wanted.name} updated: ${wanted.instances} instance(s), revision ${result?.revision} unchanged`;
         }
         if (forPrograms(o) && result) return printOne(o, DEPLOYMENTS, result);
