@@ -199,6 +199,8 @@ async function run(flags: ConfigFlags): Promise<void> {
     events,
     nodeName: config.cluster.name ?? `${hostname()} (${ownAddresses.at(-1)})`,
     nodeId: nodeIdValue,
+    // Off unless asked for (tests of auto-converge, which never resume the target): see outgoing.ts.
+    tcgLiveCopy: process.env.AETHER_UNSAFE_TCG_LIVE_COPY === "1",
     log: log.child({ room: "migration" }),
   });
   // The target's QEMU listens for NBD and the memory stream on the host of its TCP listener (else loopback).

@@ -6,6 +6,8 @@ import { VolumeFormat } from "@aether/sdk/gen/aether/storage/v1/storage_pb";
 import { guestImage } from "./guest.js";
 
 export const MiB = 1024n * 1024n;
+/** What a guest kernel logs when its memory was not copied whole (grep -E). */
+export const KERNEL_CORRUPTION = "Bad page state|list_(add|del) corruption|Kernel panic|kernel BUG|general protection fault";
 export const text = (b: Uint8Array) => new TextDecoder().decode(b).trim();
 
 export async function waitReady(aether: AetherClient, name: string): Promise<vmApi.Vm> {

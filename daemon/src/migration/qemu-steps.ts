@@ -245,6 +245,8 @@ export interface MemoryOptions {
   autoConverge: boolean;
   /** The stream over TLS; without it plain TCP (and an earlier attempt's TLS is reset). */
   tls?: StreamTls;
+  /** Pause the guest before the copy begins (TCG: see OutgoingMigrations' tcgLiveCopy). */
+  pauseFirst?: boolean;
 }
 
 /** Sets the migration's capabilities and parameters, then starts sending the memory to uri. */
@@ -271,6 +273,7 @@ export async function startMemory(qmp: QmpClient, uri: string, o: MemoryOptions)
     },
     QMP_STEP_MS,
   );
+  if (o.pauseFirst) await qmp.execute("stop", undefined, QMP_STEP_MS);
   await qmp.execute("migrate", { uri }, QMP_STEP_MS);
 }
 
