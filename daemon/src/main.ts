@@ -71,6 +71,9 @@ import { ZfsPool } from "./storage/zfs-pool.js";
 import { ReplicationPolicies } from "./replication/policies.js";
 import { Replicas } from "./replication/replicas.js";
 import { vmRestorer } from "./replication/restore.js";
+import { qcow2ReplicaStore } from "./replication/qcow2-replicas.js";
+import { zfsReplicaStore } from "./replication/zfs-driver.js";
+import { DirPool } from "./storage/dir-pool.js";
 import { replicaReceiverService, replicationService } from "./replication/service.js";
 import { BmcRegistry } from "./fence/registry.js";
 import { fenceService } from "./fence/service.js";
@@ -223,13 +226,23 @@ async function run(flags: ConfigFlags): Promise<void> {
     log: log.child({ room: "migration" }),
   });
   outgoing.inDoubt = (vm) => migrationRecovery.later(vm);
-  // Replication: the replicas this node holds for others (in its default pool if that is ZFS, else
-  // its first ZFS pool), and its own policies, whose runs start as soon as they are due.
-  const zfsPools = [...configured.pools.values()].map((p) => p.pool).filter((p): p is ZfsPool => p instanceof ZfsPool);
+  // Replication: the replicas this node holds for others (those of ZFS volumes in its default pool if
+  // that is ZFS, else its first ZFS pool; those of qcow2 volumes likewise in a dir pool), and its own
+  // policies, whose runs start as soon as they are due.
+  const vmControl = vms.lifecycleHooks();
+  const allPools = [...configured.pools.values()].map((p) => p.pool);
+  const preferDefault = <T extends { name: string }>(pools: T[]) => pools.find((p) => p.name === configured.defaultPool) ?? pools[0];
+  const zfsPools = allPools.filter((p): p is ZfsPool => p instanceof ZfsPool);
+  const dirPools = allPools.filter((p): p is DirPool => p instanceof DirPool);
+  const zfsStore = preferDefault(zfsPools);
+  const dirStore = preferDefault(dirPools);
   const replicas = new Replicas({
     stateDir: config.state_dir,
     storage,
-    pool: zfsPools.find((p) => p.name === configured.defaultPool) ?? zfsPools[0],
+    stores: {
+      ...(zfsStore ? { zfs: zfsReplicaStore(zfsStore) } : {}),
+      ...(dirStore ? { qcow2: qcow2ReplicaStore(dirStore) } : {}),
+    },
     log: log.child({ room: "replication" }),
   });
   await replicas.load();
@@ -239,6 +252,10 @@ async function run(flags: ConfigFlags): Promise<void> {
     pools: configured.pools,
     vms,
     identity: clusterIdentity,
+    qmpOf: (volumeId) => {
+      const vm = vms.list().find((v) => v.runtime.state === "running" && v.spec.disks.some((d) => d.volumeId === volumeId));
+      return vm && vmControl.qmp(vm);
+    },
     // The name the aggregator knows this node by: it matches a replica to the node it came from.
     nodeName: config.cluster.name ?? hostname(),
     events,

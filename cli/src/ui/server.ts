@@ -71,10 +71,8 @@ export async function startUiServer(options: UiServerOptions, host: string, port
 
   const server = createServer((req, res) => {
     handle(req, res).catch((err: unknown) => {
-      if (res.headersSent) return void res.destroy();
-      const status = err instanceof Refusal ? err.status : 502;
-      if (req.url?.startsWith("/api/")) connectFailure(req, res, status, (err as Error).message);
-      else refuse(res, status, (err as Error).message);
+      if (!res.headersSent) refuse(res, err instanceof Refusal ? err.status : 502, (err as Error).message);
+      else res.destroy();
     });
   });
 
@@ -147,7 +145,7 @@ export async function startUiServer(options: UiServerOptions, host: string, port
       stream.pipe(res);
     });
     stream.on("error", (err) => {
-      if (!res.headersSent) connectFailure(req, res, 502, `${peer.address} could not be reached: ${err.message}`);
+      if (!res.headersSent) refuse(res, 502, `${peer.address} could not be reached: ${err.message}`);
       else res.destroy(err);
     });
     res.on("close", () => stream.close());
@@ -251,26 +249,6 @@ function cookieOf(req: IncomingMessage): string | undefined {
 function refuse(res: ServerResponse, status: number, sentence: string): void {
   res.writeHead(status, { "content-type": "text/plain; charset=utf-8" });
   res.end(`aether ui: ${sentence}\n`);
-}
-
-/**
- * A failure of the proxy itself (an unknown node, a peer it cannot reach), in the Connect
- * protocol so that the page shows its sentence like any server error: a JSON error for a unary
- * call, an end-of-stream message for a stream.
- */
-function connectFailure(req: IncomingMessage, res: ServerResponse, status: number, sentence: string): void {
-  const code = status === 404 ? "not_found" : "unavailable";
-  const type = req.headers["content-type"] ?? "";
-  if (!type.startsWith("application/connect+")) {
-    res.writeHead(status === 404 ? 404 : 503, { "content-type": "application/json" });
-    return void res.end(JSON.stringify({ code, message: sentence }));
-  }
-  const body = Buffer.from(JSON.stringify({ error: { code, message: sentence } }));
-  const head = Buffer.alloc(5);
-  head[0] = 0b10; // the end-of-stream flag
-  head.writeUInt32BE(body.length, 1);
-  res.writeHead(200, { "content-type": type });
-  res.end(Buffer.concat([head, body]));
 }
 
 function json(res: ServerResponse, value: unknown): void {

@@ -1,11 +1,12 @@
 // The source side of replication: the policies of this node's VMs and volumes, their schedule, and
-// each run: one point (a ZFS snapshot) per volume, then, per target, the stream from the last point
-// the target holds (it is asked, so a target that lost a run, or a restart of either side, costs
-// nothing but the bytes since that point) to the new one, over ReplicaReceiverService with this
-// node's identity (mutual TLS to an https:// target, the socket to a unix:// one). Policies and the
-// figures of the last runs are records (records.ts), written before a run's result is reported.
-// About 400 lines because the schedule, a run and its stream share the policy records under one
-// owner; the ZFS commands are zfs-streams.ts, the RPC edge service.ts.
+// each run: every target is asked which points it holds, one point is taken per volume by the
+// volume's driver (driver.ts: a ZFS snapshot, or a qcow2 backup of a dir pool volume), then, per
+// target, the streams from the last point the target holds (so a target that lost a run, or a
+// restart of either side, costs nothing but the bytes since that point) to the new one, over
+// ReplicaReceiverService with this node's identity (mutual TLS to an https:// target, the socket to
+// a unix:// one). Policies and the figures of the last runs are records (records.ts), written
+// before a run's result is reported. About 470 lines because the schedule, a run and its stream
+// share the policy records under one owner; the drivers make the points, service.ts is the RPC edge.
 import { mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { createClient } from "@connectrpc/connect";
@@ -24,11 +25,15 @@ import {
 import type { EventBus } from "../observe/event-bus.js";
 import type { StorageRegistry } from "../storage/registry.js";
 import type { StoragePool } from "../storage/pool.js";
+import { DirPool } from "../storage/dir-pool.js";
 import { ZfsPool } from "../storage/zfs-pool.js";
+import type { QmpClient } from "../vm/qmp.js";
 import type { VmRecord } from "../vm/record.js";
 import { crashPoint } from "../store/crash-point.js";
+import type { ReplicationSource, StreamStep } from "./driver.js";
+import { qcow2Source } from "./qcow2-source.js";
 import { PolicyRecordSchema, pointName, pointTimeMs, type PolicyRecord, type TargetStatus } from "./records.js";
-import { destroyPoint, listPoints, send, takePoint } from "./zfs-streams.js";
+import { zfsSource } from "./zfs-driver.js";
 
 export const DEFAULT_INTERVAL_MS = 5 * 60_000;
 export const DEFAULT_RETENTION = 3;
@@ -47,6 +52,15 @@ export interface PolicyInput {
   rpoMs: number;
 }
 
+/** A target asked for the points it holds, on the connection the streams then take. */
+interface Session {
+  target: string;
+  client: Awaited<ReturnType<typeof connect>>;
+  receiver: ReturnType<typeof createClient<typeof ReplicaReceiverService>>;
+  held: string[];
+  askedMs: number;
+}
+
 /** A volume of a policy as a run sees it. */
 interface RunVolume {
   id: string;
@@ -54,7 +68,7 @@ interface RunVolume {
   tenant: string;
   labels: Record<string, string>;
   sizeBytes: number;
-  dataset: string;
+  source: ReplicationSource;
 }
 
 export class ReplicationPolicies {
@@ -74,6 +88,8 @@ export class ReplicationPolicies {
       pools: Map<string, { pool: StoragePool }>;
       vms: { resolve(ref: string, tenant: string): VmRecord; list(): VmRecord[] };
       identity: OutgoingTls;
+      /** The QMP client of the running QEMU that has a volume open (a dir pool's points are taken by it). */
+      qmpOf: (volumeId: string) => QmpClient | undefined;
       /** This node as replicas name their source. */
       nodeName: string;
       events: EventBus;
@@ -150,11 +166,10 @@ export class ReplicationPolicies {
     this.policies.delete(policy.id);
     await rm(join(this.dir, `${policy.id}.json`), { force: true });
     await this.running.get(policy.id)?.catch(() => undefined);
-    for (const volumeId of Object.keys(policy.status)) {
-      const dataset = this.datasetOf(volumeId);
-      if (dataset === undefined) continue;
-      for (const point of await listPoints(dataset).catch(() => [])) await destroyPoint(dataset, point).catch(() => undefined);
-    }
+    for (const volumeId of Object.keys(policy.status))
+      await this.sourceOf(volumeId)
+        ?.forget()
+        .catch(() => undefined);
   }
 
   /** Runs a policy now; a run in progress is waited for instead. */
@@ -182,27 +197,32 @@ export class ReplicationPolicies {
     return ids.map((id) => {
       const volume = this.o.storage.volumeById(id);
       if (!volume) throw new DomainError("not_found", `volume ${id} of the policy is gone.`);
-      const pool = this.o.pools.get(volume.pool)?.pool;
-      if (!(pool instanceof ZfsPool))
+      const source = this.sourceOf(id);
+      if (!source) {
+        const pool = this.o.pools.get(volume.pool)?.pool;
         throw new DomainError(
           "failed_precondition",
-          `volume ${volume.name} is in ${pool?.driver ?? "an unknown"} pool ${volume.pool}; replication is done by ZFS send/receive, so only volumes of a zfs pool can be replicated for now.`,
+          pool instanceof DirPool
+            ? `volume ${volume.name} is a ${volume.format} file in dir pool ${volume.pool}; only qcow2 volumes of a dir pool can be replicated (QEMU's incremental backup needs qcow2).`
+            : `volume ${volume.name} is in ${pool?.driver ?? "an unknown"} pool ${volume.pool}; only volumes of a zfs pool or qcow2 volumes of a dir pool can be replicated.`,
         );
-      return {
-        id,
-        name: volume.name,
-        tenant: volume.tenant,
-        labels: volume.labels,
-        sizeBytes: volume.sizeBytes,
-        dataset: pool.volumeDataset(id),
-      };
+      }
+      return { id, name: volume.name, tenant: volume.tenant, labels: volume.labels, sizeBytes: volume.sizeBytes, source };
     });
   }
 
-  private datasetOf(volumeId: string): string | undefined {
+  /** The replication driver of a volume's pool; undefined for a pool or format that cannot replicate. */
+  private sourceOf(volumeId: string): ReplicationSource | undefined {
     const volume = this.o.storage.volumeById(volumeId);
     const pool = volume && this.o.pools.get(volume.pool)?.pool;
-    return pool instanceof ZfsPool ? pool.volumeDataset(volumeId) : undefined;
+    if (!volume) return undefined;
+    if (pool instanceof ZfsPool) return zfsSource(pool.volumeDataset(volumeId), volume.name);
+    if (pool instanceof DirPool && volume.format === "qcow2")
+      return qcow2Source(
+        { id: volumeId, name: volume.name, hostPath: volume.hostPath, sizeBytes: volume.sizeBytes },
+        { poolLocation: pool.location, qmp: () => this.o.qmpOf(volumeId), log: this.o.log },
+      );
+    return undefined;
   }
 
   /** The worst copy: its lag as a share of its policy's RPO (1 = at the RPO), and which it is. */
@@ -265,38 +285,49 @@ export class ReplicationPolicies {
     }
     const vm = p.kind === "vm" ? this.o.vms.list().find((v) => v.spec.id === p.id)?.spec : undefined;
     for (const volume of volumes) {
-      // One point per volume and run, shared by every target.
-      const point = pointName(Math.max(Date.now(), (pointTimeMs((await listPoints(volume.dataset)).at(-1) ?? "") ?? 0) + 1));
+      // Every target is asked what it holds first: a qcow2 point is whole when one cannot follow an increment.
+      const sessions = await Promise.all(p.targets.map((target) => this.session(target, volume.id)));
       try {
-        await takePoint(volume.dataset, point);
-      } catch (err) {
-        for (const target of p.targets) this.statusOf(p, volume.id, target).lastError = `could not take the point: ${describeError(err)}`;
-        continue;
+        // One point per volume and run, shared by every target.
+        const point = pointName(Math.max(Date.now(), (pointTimeMs((await volume.source.points()).at(-1) ?? "") ?? 0) + 1));
+        try {
+          await volume.source.take(
+            point,
+            sessions.flatMap((s) => ("held" in s ? [s.held] : [])),
+          );
+        } catch (err) {
+          for (const target of p.targets) this.statusOf(p, volume.id, target).lastError = `could not take the point: ${describeError(err)}`;
+          continue;
+        }
+        await Promise.all(
+          sessions.map(async (session) => {
+            const target = session.target;
+            const status = this.statusOf(p, volume.id, target);
+            const t0 = performance.now();
+            const key = `${volume.id} ${target}`;
+            this.sending.add(key);
+            try {
+              if ("error" in session) throw session.error;
+              const sent = await this.sendOne(p, volume, vm, session, point);
+              Object.assign(status, {
+                lastPoint: point,
+                lastPointMs: pointTimeMs(point),
+                lastSentBytes: sent,
+                totalSentBytes: status.totalSentBytes + sent,
+                lastRunMs: Math.round(performance.now() - t0),
+                lastError: "",
+              });
+            } catch (err) {
+              status.lastError = describeError(err);
+              this.o.log.warn({ volume: volume.id, target, err: status.lastError }, "a replication stream failed");
+            } finally {
+              this.sending.delete(key);
+            }
+          }),
+        );
+      } finally {
+        for (const s of sessions) if ("client" in s) s.client.close?.();
       }
-      await Promise.all(
-        p.targets.map(async (target) => {
-          const status = this.statusOf(p, volume.id, target);
-          const t0 = performance.now();
-          const key = `${volume.id} ${target}`;
-          this.sending.add(key);
-          try {
-            const sent = await this.sendOne(p, volume, vm, target, point);
-            Object.assign(status, {
-              lastPoint: point,
-              lastPointMs: pointTimeMs(point),
-              lastSentBytes: sent,
-              totalSentBytes: status.totalSentBytes + sent,
-              lastRunMs: Math.round(performance.now() - t0),
-              lastError: "",
-            });
-          } catch (err) {
-            status.lastError = describeError(err);
-            this.o.log.warn({ volume: volume.id, target, err: status.lastError }, "a replication stream failed");
-          } finally {
-            this.sending.delete(key);
-          }
-        }),
-      );
       if (!this.policies.has(p.id)) return p;
       await this.save(p);
       await this.prune(p, volume);
@@ -314,105 +345,112 @@ export class ReplicationPolicies {
     return p;
   }
 
-  /** Sends one volume's point to one target; returns the bytes sent. */
+  /** A connection to a target, and the points it holds of a volume (or why it could not be asked). */
+  private async session(target: string, volumeId: string): Promise<Session | { target: string; error: unknown }> {
+    const t0 = performance.now();
+    let client: Awaited<ReturnType<typeof connect>> | undefined;
+    try {
+      client = await connect(outgoingConnectOptions(target, this.o.identity, "the replication target aetherd"));
+      const receiver = createClient(ReplicaReceiverService, client.transport);
+      const held = await receiver.getReplicaPoint({ sourceVolumeId: volumeId }, { timeoutMs: 60_000 });
+      return { target, client, receiver, held: held.points, askedMs: Math.round(performance.now() - t0) };
+    } catch (err) {
+      client?.close?.();
+      return { target, error: err };
+    }
+  }
+
+  /** Sends one volume's point to one target, in as many streams as its driver plans; returns the bytes sent. */
   private async sendOne(
     p: PolicyRecord,
     volume: RunVolume,
     vm: VmRecord["spec"] | undefined,
-    target: string,
+    session: Session,
     point: string,
   ): Promise<number> {
-    const t0 = performance.now();
-    const client = await connect(outgoingConnectOptions(target, this.o.identity, "the replication target aetherd"));
-    const tConnected = performance.now();
-    try {
-      const receiver = createClient(ReplicaReceiverService, client.transport);
-      const held = await receiver.getReplicaPoint({ sourceVolumeId: volume.id }, { timeoutMs: 60_000 });
-      const local = new Set(await listPoints(volume.dataset));
-      // The newest point both sides hold is the base; none: the whole volume.
-      const base = [...held.points].reverse().find((name) => local.has(name) && name !== point) ?? "";
-      if (base === "" && held.point !== "")
-        throw new DomainError(
-          "failed_precondition",
-          `${target} holds points of volume ${volume.name} that this node no longer has (${held.point}); delete the replica there (DeleteReplica) to send the whole volume again.`,
-        );
-      const abort = new AbortController();
-      const zfs = send(volume.dataset, point, base, abort.signal);
-      let sent = 0;
-      let tStream = performance.now();
-      const header = {
-        sourceVolumeId: volume.id,
-        volumeName: volume.name,
-        tenant: volume.tenant,
-        labels: volume.labels,
-        sizeBytes: BigInt(volume.sizeBytes),
-        sourceNode: this.o.nodeName,
-        vmId: vm?.id ?? "",
-        vmName: vm?.name ?? "",
-        workloadId: vm?.labels[WORKLOAD_LABEL] ?? "",
-        basePoint: base,
-        point,
-        pointTime: timestamp(pointTimeMs(point) as number),
-        retention: p.retention,
-      };
-      async function* messages() {
-        yield { part: { case: "header" as const, value: header } };
-        let pending: Buffer[] = [];
-        let pendingBytes = 0;
-        for await (const data of zfs.stream as AsyncIterable<Buffer>) {
-          pending.push(data);
-          pendingBytes += data.length;
-          if (pendingBytes >= CHUNK_BYTES) {
-            sent += pendingBytes;
-            yield { part: { case: "chunk" as const, value: Buffer.concat(pending) } };
-            pending = [];
-            pendingBytes = 0;
-            crashPoint("replication.sending");
-          }
-        }
-        await zfs.done;
-        if (pendingBytes > 0) {
-          sent += pendingBytes;
-          yield { part: { case: "chunk" as const, value: Buffer.concat(pending) } };
-        }
-      }
-      try {
-        tStream = performance.now();
-        await receiver.receiveReplica(messages());
-      } catch (err) {
-        abort.abort();
-        await zfs.done.catch(() => undefined);
-        throw err;
-      }
-      this.o.log.info(
-        {
-          volume: volume.id,
-          target,
-          base,
-          point,
-          bytes: sent,
-          connectMs: Math.round(tConnected - t0),
-          prepareMs: Math.round(tStream - tConnected),
-          streamMs: Math.round(performance.now() - tStream),
-        },
-        "replication stream sent",
-      );
-      return sent;
-    } finally {
-      client.close?.();
-    }
+    const steps = await volume.source.plan(session.held, point);
+    let sent = 0;
+    for (const step of steps) sent += await this.sendStep(p, volume, vm, session, step);
+    return sent;
   }
 
-  /** Keeps the newest `retention` points, and every point a target holds as its latest (the next base). */
-  private async prune(p: PolicyRecord, volume: RunVolume): Promise<void> {
-    const keep = new Set(Object.values(p.status[volume.id] ?? {}).map((s) => s.lastPoint));
-    const points = await listPoints(volume.dataset).catch(() => []);
-    for (const old of points.slice(0, Math.max(0, points.length - p.retention))) {
-      if (keep.has(old)) continue;
-      await destroyPoint(volume.dataset, old).catch((err: unknown) =>
-        this.o.log.warn({ volume: volume.id, point: old, err: describeError(err) }, "could not prune an old replication point"),
-      );
+  private async sendStep(
+    p: PolicyRecord,
+    volume: RunVolume,
+    vm: VmRecord["spec"] | undefined,
+    session: Session,
+    step: StreamStep,
+  ): Promise<number> {
+    const abort = new AbortController();
+    const producer = volume.source.open(step, abort.signal);
+    let sent = 0;
+    const tStream = performance.now();
+    const header = {
+      sourceVolumeId: volume.id,
+      volumeName: volume.name,
+      tenant: volume.tenant,
+      labels: volume.labels,
+      sizeBytes: BigInt(volume.sizeBytes),
+      sourceNode: this.o.nodeName,
+      vmId: vm?.id ?? "",
+      vmName: vm?.name ?? "",
+      workloadId: vm?.labels[WORKLOAD_LABEL] ?? "",
+      basePoint: step.base,
+      point: step.point,
+      pointTime: timestamp(pointTimeMs(step.point) as number),
+      retention: p.retention,
+      kind: volume.source.kind,
+    };
+    async function* messages() {
+      yield { part: { case: "header" as const, value: header } };
+      let pending: Buffer[] = [];
+      let pendingBytes = 0;
+      for await (const data of producer.stream as AsyncIterable<Buffer>) {
+        pending.push(data);
+        pendingBytes += data.length;
+        if (pendingBytes >= CHUNK_BYTES) {
+          sent += pendingBytes;
+          yield { part: { case: "chunk" as const, value: Buffer.concat(pending) } };
+          pending = [];
+          pendingBytes = 0;
+          crashPoint("replication.sending");
+        }
+      }
+      await producer.done;
+      if (pendingBytes > 0) {
+        sent += pendingBytes;
+        yield { part: { case: "chunk" as const, value: Buffer.concat(pending) } };
+      }
     }
+    try {
+      await session.receiver.receiveReplica(messages());
+    } catch (err) {
+      abort.abort();
+      await Promise.resolve(producer.done).catch(() => undefined);
+      throw err;
+    }
+    this.o.log.info(
+      {
+        volume: volume.id,
+        target: session.target,
+        kind: volume.source.kind,
+        base: step.base,
+        point: step.point,
+        bytes: sent,
+        askMs: session.askedMs,
+        streamMs: Math.round(performance.now() - tStream),
+      },
+      "replication stream sent",
+    );
+    return sent;
+  }
+
+  /** Keeps the newest `retention` points, and what each target needs from its latest point on (the next base). */
+  private async prune(p: PolicyRecord, volume: RunVolume): Promise<void> {
+    const keep = new Set(p.targets.map((t) => this.statusOf(p, volume.id, t).lastPoint));
+    await volume.source
+      .prune(keep, p.retention)
+      .catch((err: unknown) => this.o.log.warn({ volume: volume.id, err: describeError(err) }, "could not prune old replication points"));
   }
 
   isSending(volumeId: string, target: string): boolean {

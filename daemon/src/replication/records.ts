@@ -1,8 +1,9 @@
 // What aetherd keeps about replication, one JSON file per object, written atomically:
 // <state>/replication/policies/<id>.json (a policy and, per volume and target, the last run's
 // figures) and <state>/replication/replicas/<source volume id>.json (what a replica held here is of).
-// The points themselves are ZFS snapshots named aether-repl-<ms>: the dataset is the truth of which
-// point a side holds (a receive is atomic; a record may lag it after a crash, never lead it).
+// The points themselves are named aether-repl-<ms> (ZFS snapshots, or qcow2 files in a dir pool):
+// the storage is the truth of which point a side holds (a point is applied atomically; a record may
+// lag it after a crash, never lead it).
 import { z } from "zod";
 
 export const POINT_PREFIX = "aether-repl-";
@@ -55,8 +56,10 @@ export const ReplicaRecordSchema = z.object({
   vmId: z.string(),
   vmName: z.string(),
   workloadId: z.string(),
-  /** The pool holding the replica dataset. */
+  /** The pool holding the replica. */
   pool: z.string(),
+  /** What kind of store holds it (driver.ts): "zfs" for records written before dir pools replicated. */
+  kind: z.enum(["zfs", "qcow2"]).default("zfs"),
   receivedBytes: z.number(),
   /** The volume made from the replica when its VM was started here; "" until then. */
   promotedVolume: z.string(),

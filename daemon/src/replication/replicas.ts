@@ -1,19 +1,18 @@
-// The target side of replication: the replicas this node holds of other nodes' volumes. A stream is
-// applied by `zfs receive` into <pool>/replicas/<source volume id>; the point becomes the latest
-// only when the receive succeeded (ZFS applies a stream whole or not at all), so a transfer cut short
-// (the source gone, this aetherd killed: zfs receive sees its input end) leaves the previous point.
-// When the aggregator starts a VM here after its node was fenced, its replicas become volumes of
-// this node: thin clones of the last point, named as on the source (promote()).
+// The target side of replication: the replicas this node holds of other nodes' volumes, each in the
+// replica store of its stream's kind (driver.ts: `zfs receive` into a ZFS pool, or qcow2 files in a
+// dir pool). A point becomes the latest only once it is whole, so a transfer cut short (the source
+// gone, this aetherd killed) leaves the previous point. When the aggregator starts a VM here after
+// its node was fenced, its replicas become volumes of this node: thin clones of the last point,
+// named as on the source (promote()).
 import { mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { Mutex } from "async-mutex";
 import type { Logger } from "pino";
 import { DomainError, describeError, resolveInTenant, writeJsonAtomic } from "@aether/server";
 import type { StorageRegistry } from "../storage/registry.js";
-import type { ZfsPool } from "../storage/zfs-pool.js";
 import { crashPoint } from "../store/crash-point.js";
+import type { ReplicaStore, StreamKind } from "./driver.js";
 import { pointTimeMs, ReplicaRecordSchema, type ReplicaRecord } from "./records.js";
-import { datasetExists, datasetType, destroyDataset, destroyPoint, ensureDataset, listPoints, receive } from "./zfs-streams.js";
 
 export interface IncomingHeader {
   sourceVolumeId: string;
@@ -29,6 +28,7 @@ export interface IncomingHeader {
   point: string;
   pointMs: number;
   retention: number;
+  kind: StreamKind;
 }
 
 /** A replica with its latest point (read from ZFS). */
@@ -49,8 +49,8 @@ export class Replicas {
     private readonly o: {
       stateDir: string;
       storage: StorageRegistry;
-      /** The ZFS pool replicas are kept in; undefined: this node has none and refuses replicas. */
-      pool: ZfsPool | undefined;
+      /** Where replicas of each kind are kept; a kind without a store is refused. */
+      stores: Partial<Record<StreamKind, ReplicaStore>>;
       log: Logger;
     },
   ) {
@@ -70,7 +70,7 @@ export class Replicas {
     }
     for (const r of this.records.values()) {
       try {
-        const points = await listPoints(this.dataset(r.sourceVolumeId));
+        const points = await this.storeOf(r.kind).points(r.sourceVolumeId);
         this.latestMs.set(r.sourceVolumeId, pointTimeMs(points.at(-1) ?? "") ?? 0);
       } catch (err) {
         this.o.log.warn({ replica: r.sourceVolumeId, err: describeError(err) }, "could not read a replica's points");
@@ -78,18 +78,16 @@ export class Replicas {
     }
   }
 
-  private dataset(sourceVolumeId: string): string {
-    const pool = this.requirePool();
-    return pool.replicaDataset(sourceVolumeId);
-  }
-
-  private requirePool(): ZfsPool {
-    if (!this.o.pool)
+  private storeOf(kind: StreamKind): ReplicaStore {
+    const store = this.o.stores[kind];
+    if (!store)
       throw new DomainError(
         "failed_precondition",
-        'this node has no ZFS pool to keep replicas in; add a [[pools]] entry with driver = "zfs" to its configuration.',
+        kind === "zfs"
+          ? 'this node has no ZFS pool to keep replicas of ZFS volumes in; add a [[pools]] entry with driver = "zfs" to its configuration.'
+          : 'this node has no dir pool to keep replicas of qcow2 volumes in; add a [[pools]] entry with driver = "dir" to its configuration.',
       );
-    return this.o.pool;
+    return store;
   }
 
   private lock(id: string): Mutex {
@@ -100,8 +98,9 @@ export class Replicas {
 
   /** The latest point held of a volume, and every point held. */
   async point(sourceVolumeId: string): Promise<{ point: string; pointMs: number; points: string[] }> {
-    if (!this.records.has(sourceVolumeId) || !this.o.pool) return { point: "", pointMs: 0, points: [] };
-    const points = await listPoints(this.dataset(sourceVolumeId));
+    const record = this.records.get(sourceVolumeId);
+    if (!record || !this.o.stores[record.kind]) return { point: "", pointMs: 0, points: [] };
+    const points = await this.storeOf(record.kind).points(sourceVolumeId);
     const point = points.at(-1) ?? "";
     return { point, pointMs: pointTimeMs(point) ?? 0, points };
   }
@@ -112,7 +111,7 @@ export class Replicas {
     chunks: AsyncIterable<Uint8Array>,
     signal: AbortSignal,
   ): Promise<{ point: string; receivedBytes: number }> {
-    this.requirePool();
+    const store = this.storeOf(header.kind);
     const known = this.records.get(header.sourceVolumeId);
     if (known && known.promotedVolume !== "")
       throw new DomainError(
@@ -121,10 +120,15 @@ export class Replicas {
       );
     if (known && known.tenant !== header.tenant)
       throw new DomainError("permission_denied", `the replica of volume ${header.sourceVolumeId} belongs to another tenant.`);
+    if (known && known.kind !== header.kind)
+      throw new DomainError(
+        "failed_precondition",
+        `this node holds a ${known.kind} replica of volume ${header.volumeName}, and the stream is ${header.kind}; DeleteReplica first.`,
+      );
     return this.lock(header.sourceVolumeId).runExclusive(async () => {
-      const dataset = this.dataset(header.sourceVolumeId);
-      const exists = await datasetExists(dataset);
-      if (header.basePoint === "" && exists) {
+      const id = header.sourceVolumeId;
+      const exists = await store.exists(id);
+      if (header.basePoint === "" && exists && !store.wholeReplaces) {
         throw new DomainError(
           "failed_precondition",
           `this node holds a replica of volume ${header.volumeName} already, and a whole stream would replace it; send an incremental stream from one of its points, or DeleteReplica first.`,
@@ -136,9 +140,9 @@ export class Replicas {
           `this node holds no replica of volume ${header.volumeName} to apply an incremental stream to.`,
         );
       // The record first (what the replica is of), then the data: a crash in between leaves a record
-      // whose dataset has no point yet, which reports no point and takes a whole stream.
+      // whose store has no point yet, which reports no point and takes a whole stream.
       const record: ReplicaRecord = {
-        sourceVolumeId: header.sourceVolumeId,
+        sourceVolumeId: id,
         volumeName: header.volumeName,
         tenant: header.tenant,
         labels: header.labels,
@@ -147,66 +151,53 @@ export class Replicas {
         vmId: header.vmId,
         vmName: header.vmName,
         workloadId: header.workloadId,
-        pool: this.requirePool().name,
+        pool: store.poolName,
+        kind: header.kind,
         receivedBytes: known?.receivedBytes ?? 0,
         promotedVolume: "",
       };
       await this.save(record);
-      await ensureDataset(dataset.slice(0, dataset.lastIndexOf("/")));
-      const abort = new AbortController();
-      const onAbort = () => abort.abort();
-      signal.addEventListener("abort", onAbort, { once: true });
-      const zfs = receive(dataset, header.point, header.basePoint !== "", abort.signal);
+      const incoming = await store.apply(id, { base: header.basePoint, point: header.point }, signal);
       let received = 0;
       try {
         for await (const chunk of chunks) {
           received += chunk.byteLength;
           if (received > 4 * 1024 * 1024) crashPoint("replication.receiving");
-          if (!zfs.sink.write(chunk))
+          if (!incoming.sink.write(chunk))
             await new Promise<void>((resolve, reject) => {
               const onDrain = () => {
-                zfs.sink.off("error", onError);
+                incoming.sink.off("error", onError);
                 resolve();
               };
               const onError = (e: Error) => {
-                zfs.sink.off("drain", onDrain);
+                incoming.sink.off("drain", onDrain);
                 reject(e);
               };
-              zfs.sink.once("drain", onDrain);
-              zfs.sink.once("error", onError);
+              incoming.sink.once("drain", onDrain);
+              incoming.sink.once("error", onError);
             });
         }
-        zfs.sink.end();
-        await zfs.done;
+        incoming.sink.end();
+        await incoming.done;
+        await incoming.commit();
       } catch (err) {
-        // zfs receive discards what it had of this stream: the replica stays at its previous point.
-        abort.abort();
-        await zfs.done.catch(() => undefined);
+        // What was taken of this stream is discarded: the replica stays at its previous point.
+        await incoming.abort();
         throw err instanceof DomainError
           ? err
           : new DomainError(
               "unavailable",
               `the stream of volume ${header.volumeName} was cut short after ${received} bytes (${describeError(err)}); the replica stays at its previous point.`,
             );
-      } finally {
-        signal.removeEventListener("abort", onAbort);
       }
       record.receivedBytes += received;
       await this.save(record);
       this.latestMs.set(record.sourceVolumeId, header.pointMs);
-      await this.prune(dataset, header.retention);
+      await store
+        .prune(id, header.retention)
+        .catch((err: unknown) => this.o.log.warn({ replica: id, err: describeError(err) }, "could not prune old replication points"));
       return { point: header.point, receivedBytes: received };
     });
-  }
-
-  /** Keeps the newest `retention` points. */
-  private async prune(dataset: string, retention: number): Promise<void> {
-    const points = await listPoints(dataset);
-    for (const old of points.slice(0, Math.max(0, points.length - retention))) {
-      await destroyPoint(dataset, old).catch((err: unknown) =>
-        this.o.log.warn({ dataset, point: old, err: describeError(err) }, "could not prune an old replication point"),
-      );
-    }
   }
 
   async list(tenant: string | undefined): Promise<ReplicaView[]> {
@@ -250,26 +241,19 @@ export class Replicas {
    * Returns the volume's id and the point's time.
    */
   async promote(record: ReplicaRecord, ownerVm: string): Promise<{ volumeId: string; pointMs: number }> {
-    const pool = this.requirePool();
+    const store = this.storeOf(record.kind);
     return this.lock(record.sourceVolumeId).runExclusive(async () => {
-      const dataset = pool.replicaDataset(record.sourceVolumeId);
-      const points = await listPoints(dataset);
-      const point = points.at(-1);
+      const point = (await store.points(record.sourceVolumeId)).at(-1);
       if (point === undefined)
         throw new DomainError("failed_precondition", `the replica of volume ${record.volumeName} has no consistent point yet.`);
-      const format = (await datasetType(dataset)) === "volume" ? "zvol" : "zfs-file";
+      const { format, make } = await store.volumeFrom(record.sourceVolumeId, point, record.sizeBytes);
       const volume = await this.o.storage.createVolume({
         name: record.volumeName,
         tenant: record.tenant,
         labels: record.labels,
-        pool: pool.name,
+        pool: store.poolName,
         format,
-        source: {
-          kind: "adopt",
-          format,
-          sizeBytes: record.sizeBytes,
-          make: (_pool, volumeId) => pool.cloneReplica(`${dataset}@${point}`, format, volumeId, record.sizeBytes),
-        },
+        source: { kind: "adopt", format, sizeBytes: record.sizeBytes, make: (_pool, volumeId) => make(volumeId) },
         requestId: "",
         ownerVm,
       });
@@ -291,7 +275,7 @@ export class Replicas {
           "failed_precondition",
           `volume ${record.volumeName} on this node was made from this replica and depends on it; delete the volume first.`,
         );
-      if (this.o.pool) await destroyDataset(this.o.pool.replicaDataset(id));
+      await this.o.stores[record.kind]?.destroy(id);
       this.records.delete(id);
       this.latestMs.delete(id);
       await rm(join(this.dir, `${id}.json`), { force: true });

@@ -206,6 +206,8 @@ export function replicaReceiverService(replicas: Replicas): ServiceImpl<typeof R
         throw invalidArgument("header.source_node must name the source (1..512 characters).");
       if (h.vmId !== "" && !ID.test(h.vmId)) throw invalidArgument("header.vm_id is not a VM id (a UUID).");
       if (h.workloadId.length > 128) throw invalidArgument("header.workload_id is longer than 128 characters.");
+      if (h.kind !== "" && h.kind !== "zfs" && h.kind !== "qcow2")
+        throw invalidArgument(`header.kind ${JSON.stringify(clip(h.kind))} is not a stream kind: give zfs or qcow2.`);
       const pointMs = msOf(h.pointTime);
       if (pointMs !== pointTimeMs(point)) throw invalidArgument("header.point_time is not the time header.point was taken.");
       const chunks = (async function* () {
@@ -232,6 +234,7 @@ export function replicaReceiverService(replicas: Replicas): ServiceImpl<typeof R
           point,
           pointMs,
           retention: h.retention,
+          kind: h.kind === "qcow2" ? "qcow2" : "zfs",
         },
         chunks,
         ctx.signal,
