@@ -8,12 +8,17 @@ import { ms, percentile } from "./stats.js";
 export interface CellsBenchResult {
   rows: string[][];
   allocateFreeRatio: number;
+  /** AllocateCell + FreeCell against two trivial RPCs, at p50. */
+  allocateFreeVsTwoCalls: number;
   startInCellRatio: number;
 }
 
 export async function benchCells(aether: AetherClient, iterations: number): Promise<CellsBenchResult> {
   const viaAetherd: number[] = [];
   const direct: number[] = [];
+  // Two trivial calls (GetNodeInfo) interleaved: the floor of any two RPCs on this host at this
+  // load, so what aetherd's cells add beyond the transport can be told from the transport itself.
+  const twoCalls: number[] = [];
   // The cgroup directories aetherd makes for a cell, to create and remove them by hand alongside.
   // The anchor keeps the tenant's folder in place for both (it goes with a tenant's last cell).
   const { cell: probe } = await aether.cells.allocateCell({ name: "bench-anchor" });
@@ -33,6 +38,11 @@ export async function benchCells(aether: AetherClient, iterations: number): Prom
     for (const d of dirs) for (const [file, value] of limitFiles(d, v1)) writeFileSync(join(d, file), value);
     for (const d of dirs) rmdirSync(d);
     direct.push(performance.now() - t);
+
+    t = performance.now();
+    await aether.node.getNodeInfo({});
+    await aether.node.getNodeInfo({});
+    twoCalls.push(performance.now() - t);
   }
 
   await aether.cells.allocateCell({ name: "bench-run" });
@@ -58,10 +68,12 @@ export async function benchCells(aether: AetherClient, iterations: number): Prom
     rows: [
       ["AllocateCell + FreeCell through aetherd", ms(percentile(viaAetherd, 50)), ms(percentile(viaAetherd, 99))],
       ["mkdir + limits + rmdir of the same cgroups", ms(percentile(direct, 50)), ms(percentile(direct, 99))],
+      ["two GetNodeInfo calls (the RPC floor of two calls)", ms(percentile(twoCalls, 50)), ms(percentile(twoCalls, 99))],
       ["start+wait /bin/true inside a cell", ms(percentile(inCell, 50)), ms(percentile(inCell, 99))],
       ["start+wait /bin/true outside cells", ms(percentile(outside, 50)), ms(percentile(outside, 99))],
     ],
     allocateFreeRatio: percentile(viaAetherd, 50) / percentile(direct, 50),
+    allocateFreeVsTwoCalls: percentile(viaAetherd, 50) / percentile(twoCalls, 50),
     startInCellRatio: percentile(inCell, 50) / percentile(outside, 50),
   };
 }

@@ -16,6 +16,7 @@ import { benchDrain } from "./drain.js";
 import { benchDeployments } from "./deployments.js";
 import { printMigrationBench } from "./migration.js";
 import { benchReplication } from "./replication.js";
+import { benchTraffic } from "./traffic.js";
 import { benchAuthz } from "./authz.js";
 import { benchInterceptor, benchMetricsCost, benchScrapeRender } from "./metrics.js";
 import { repoRoot } from "../test/helpers/daemon.js";
@@ -36,6 +37,7 @@ const SECTIONS = [
   "deployments",
   "migration",
   "replication",
+  "traffic",
   "script",
 ] as const;
 type Section = (typeof SECTIONS)[number];
@@ -136,8 +138,9 @@ async function sharedDaemonSections(): Promise<void> {
       const cells = await benchCells(aether, CELL_RUNS);
       table(`cells (${CELL_RUNS} runs each, interleaved)`, ["operation", "p50", "p99"], cells.rows);
       report.note(
-        `ratios at p50: allocate+free vs bare cgroup mkdir/rmdir ${cells.allocateFreeRatio.toFixed(2)}x (goal < 3x); start in a cell vs outside ${cells.startInCellRatio.toFixed(2)}x`,
+        `ratios at p50: allocate+free vs bare cgroup mkdir/rmdir ${cells.allocateFreeRatio.toFixed(2)}x (goal < 3x); vs two trivial RPCs ${cells.allocateFreeVsTwoCalls.toFixed(2)}x; start in a cell vs outside ${cells.startInCellRatio.toFixed(2)}x`,
       );
+      report.figure("cells.allocate_free_vs_two_calls", cells.allocateFreeVsTwoCalls, "x");
       report.figure("cells.allocate_free_ratio", cells.allocateFreeRatio, "x");
       report.figure("cells.start_in_cell_ratio", cells.startInCellRatio, "x");
     }
@@ -302,6 +305,27 @@ if (runs("replication")) {
     `ratio aetherd/bare at p50: ${replication.ratioP50.toFixed(2)}x (goal < 1.2x); the bare pipe copied by a node process: ${replication.copyRatioP50.toFixed(2)}x; bytes sent through aetherd / bare stream: ${replication.bytesRatio.toFixed(3)}`,
   );
   report.figure("replication.ratio_p50", replication.ratioP50, "x");
+}
+
+if (runs("traffic")) {
+  const SWITCHES = Number(process.env.BENCH_TRAFFIC_SWITCHES ?? 20);
+  const traffic = await benchTraffic(SWITCHES, Number(process.env.BENCH_TRAFFIC_SECONDS ?? 6));
+  table(
+    `traffic: switch of all traffic to the other version (weights 100/0 -> 0/100, ${SWITCHES} each, interleaved; a client sending continuously, 4 connections)`,
+    ["how", "p50", "p99", "max"],
+    traffic.switchRows,
+  );
+  table(
+    "traffic: requests per second, 8 connections kept alive (python3 http.server backend)",
+    ["path", "requests/s"],
+    traffic.throughputRows,
+  );
+  report.note(
+    `switch seen by a client at p50: ${traffic.switchP50Ms.toFixed(2)} ms through aetherd (seed's goal ~5 ms), ${traffic.directSwitchP50Ms.toFixed(2)} ms straight to HAProxy's runtime API; throughput through HAProxy / straight: ${traffic.throughputRatio.toFixed(2)}x`,
+  );
+  report.figure("traffic.switch_p50_ms", traffic.switchP50Ms, "ms");
+  report.figure("traffic.switch_direct_p50_ms", traffic.directSwitchP50Ms, "ms");
+  report.figure("traffic.throughput_ratio", traffic.throughputRatio, "x");
 }
 
 report.printGoals();
