@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { auction, vm as vmApi } from "@aether/sdk";
+import { auction, storage as storageApi, vm as vmApi } from "@aether/sdk";
 import { useDaemon } from "./helpers/daemon.js";
 import { startAggregator, type TestAggregator } from "./helpers/aggregator.js";
 import { runCommand } from "./helpers/run.js";
@@ -40,6 +40,12 @@ describe("aether's dry runs of the VM lifecycle, vm cp and replication; deploy d
   before(async () => {
     for (const name of ["dry-data", "dry-spare"])
       await env.aether.storage.createVolume({ name, source: { case: "empty", value: { sizeBytes: 8n * MiB } } });
+    // A raw file in the dir pool: the one kind of volume there replication refuses.
+    await env.aether.storage.createVolume({
+      name: "dry-raw",
+      format: storageApi.VolumeFormat.RAW,
+      source: { case: "empty", value: { sizeBytes: 8n * MiB } },
+    });
     await env.aether.vm.createVm({
       name: "dry-vm",
       vcpus: 1,
@@ -111,22 +117,21 @@ describe("aether's dry runs of the VM lifecycle, vm cp and replication; deploy d
     assert.equal((await aether("vm", "cp", file, "no-such-vm:/x", "--dry-run")).code, 3, "a missing VM");
   });
 
-  it("replication dry runs: set foresees that a dir pool is refused, run and delete need a policy; nothing is set", async () => {
+  it("replication dry runs: set foresees that a raw file in a dir pool is refused, run and delete need a policy; nothing is set", async () => {
     const target = "unix:///run/nowhere.sock";
-    for (const what of [
-      ["--volume", "dry-data"],
-      ["--vm", "dry-vm"],
-    ]) {
-      const dry = await aether("storage", "replication", "set", ...what, "--target", target, "--dry-run");
-      assert.equal(dry.code, 0, dry.stderr);
-      assert.match(
-        dry.stdout,
-        /^would replicate (volume dry-data|VM dry-vm) to unix:\/\/\/run\/nowhere\.sock every 300s, keeping 3 points, but aetherd would refuse: volume dry-data is in dir pool \S+; only volumes of a zfs pool can be replicated\n$/,
-      );
-      const real = await aether("storage", "replication", "set", ...what, "--target", target);
-      assert.notEqual(real.code, 0, "aetherd refuses it for real, as the dry run said");
-      assert.match(real.stderr, /zfs pool/);
-    }
+    const dry = await aether("storage", "replication", "set", "--volume", "dry-raw", "--target", target, "--dry-run");
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(
+      dry.stdout,
+      /^would replicate volume dry-raw to unix:\/\/\/run\/nowhere\.sock every 300s, keeping 3 points, but aetherd would refuse: volume dry-raw is a raw file in dir pool \S+; only qcow2 volumes of a dir pool can be replicated\n$/,
+    );
+    const real = await aether("storage", "replication", "set", "--volume", "dry-raw", "--target", target);
+    assert.notEqual(real.code, 0, "aetherd refuses it for real, as the dry run said");
+    assert.match(real.stderr, /only qcow2 volumes of a dir pool can be replicated/);
+    // The VM's volume is qcow2 in the dir pool: replicated by QEMU's incremental backups, nothing refused.
+    const vm = await aether("storage", "replication", "set", "--vm", "dry-vm", "--target", target, "--dry-run");
+    assert.equal(vm.code, 0, vm.stderr);
+    assert.match(vm.stdout, /^would replicate VM dry-vm to unix:\/\/\/run\/nowhere\.sock every 300s, keeping 3 points\n$/);
     assert.deepEqual((await env.aether.replication.listReplications({ pageSize: 1000 })).policies, [], "no policy was set");
     for (const verb of ["run", "delete"]) {
       const none = await aether("storage", "replication", verb, "dry-vm", "--dry-run");

@@ -1,5 +1,6 @@
 // aether storage replication list|set|delete|run|replicas: copies of a VM's (or a volume's) volumes
-// on other nodes, kept by aetherd (ZFS send/receive over the node-to-node channel).
+// on other nodes, kept by aetherd (ZFS send/receive, or QEMU incremental backups of qcow2 volumes in
+// dir pools, over the node-to-node channel).
 import { toJson } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { Command } from "commander";
@@ -8,7 +9,7 @@ import { withClient, type GlobalOptions } from "../client.js";
 import { age, bytes, outputOptions, printList, printOne, type ListView, type OutputFlags } from "../output.js";
 import { durationOption, toDuration, uint32 } from "../numbers.js";
 import { dryRunOption, sayWould, type DryRunFlags } from "../mutations.js";
-import { driverName } from "./storage-views.js";
+import { driverName, formatName } from "./storage-views.js";
 
 /** For a dry run: the policy protecting a VM or volume (by name or id), or undefined. */
 async function policyOf(aether: AetherClient, ref: string, tenant: string): Promise<storageApi.ReplicationPolicy | undefined> {
@@ -24,7 +25,8 @@ async function mustHavePolicy(aether: AetherClient, ref: string, tenant: string)
 
 /**
  * For a dry run of set: why aetherd would refuse to replicate these volumes (it copies with ZFS
- * send/receive, so each must be in a zfs pool), or undefined.
+ * send/receive or QEMU's incremental backup, so each must be in a zfs pool, or a qcow2 file in a
+ * dir pool), or undefined.
  */
 async function replicationRefusal(aether: AetherClient, what: string, volumes: string[], tenant: string): Promise<string | undefined> {
   if (volumes.length === 0) return `${what} has no volumes to replicate (its disks are host files or none)`;
@@ -32,8 +34,11 @@ async function replicationRefusal(aether: AetherClient, what: string, volumes: s
   for (const ref of volumes) {
     const { volume } = await aether.storage.getVolume({ volume: ref, tenant });
     const pool = pools.find((p) => p.name === volume?.pool);
-    if (pool?.driver !== storageApi.PoolDriver.ZFS)
-      return `volume ${volume?.name} is in ${pool ? driverName(pool.driver) : "an unknown"} pool ${volume?.pool}; only volumes of a zfs pool can be replicated`;
+    if (pool?.driver === storageApi.PoolDriver.ZFS) continue;
+    if (pool?.driver === storageApi.PoolDriver.DIR && volume?.format === storageApi.VolumeFormat.QCOW2) continue;
+    return pool?.driver === storageApi.PoolDriver.DIR
+      ? `volume ${volume?.name} is a ${formatName(volume?.format ?? 0)} file in dir pool ${volume?.pool}; only qcow2 volumes of a dir pool can be replicated`
+      : `volume ${volume?.name} is in ${pool ? driverName(pool.driver) : "an unknown"} pool ${volume?.pool}; only volumes of a zfs pool or qcow2 volumes of a dir pool can be replicated`;
   }
   return undefined;
 }
