@@ -5,7 +5,7 @@ import type { Command } from "commander";
 import { Code, ConnectError, connect, vm as vmApi } from "@aether/sdk/client";
 import { withClient, type GlobalOptions } from "../client.js";
 import { EXIT } from "../exit-codes.js";
-import { durationOption, toDuration } from "../numbers.js";
+import { durationOption, toDuration, uint32 } from "../numbers.js";
 import { bytes, forPrograms, outputOptions, printOne, type OutputFlags } from "../output.js";
 import { dryRunOption, sayWould, type DryRunFlags } from "../mutations.js";
 import { startProgress } from "../progress.js";
@@ -17,9 +17,14 @@ interface MigrateOptions {
   bandwidth?: bigint;
   maxDowntime: number;
   autoConverge: boolean;
+  throttleInitial?: number;
+  throttleStep?: number;
   timeout: number;
   tenant: string;
 }
+
+/** A percentage, "60" or "60%"; aetherd checks its range (1..99). */
+const percent = (value: string) => uint32(value.trim().replace(/%$/, ""));
 
 const ms = (d: { seconds: bigint; nanos: number } | undefined) => (d ? Number(d.seconds) * 1000 + Math.round(d.nanos / 1e6) : 0);
 
@@ -77,6 +82,8 @@ export function vmMigrateCommand(vm: Command, globals: () => GlobalOptions): voi
     .option("--bandwidth <size>", "cap memory and disk copies at this many bytes per second, e.g. 100M (default: no cap)", parseBytes)
     .addOption(durationOption("--max-downtime <duration>", "longest pause of the guest at the switchover", 300))
     .option("--no-auto-converge", "never slow the guest's vCPUs down to let the memory copy catch up")
+    .option("--throttle-initial <percent>", "auto-converge's first slow-down of the vCPUs, 1..99 (default: 20)", percent)
+    .option("--throttle-step <percent>", "what auto-converge adds each time the copy still falls behind, 1..99 (default: 10)", percent)
     .addOption(durationOption("-t, --timeout <duration>", "cancel the migration (the guest stays here) after this long", 600_000))
     .option("--tenant <tenant>", "tenant to resolve a name in", "")
     .addHelpText(
@@ -88,6 +95,7 @@ Examples:
   aether vm migrate web --to unix:///run/aether/node-b.sock
   aether vm migrate web --to https://node-b:7443 --bandwidth 200M --max-downtime 100ms
   aether vm migrate web --to https://node-b:7443 --no-auto-converge --timeout 2m --json
+  aether vm migrate busy --to node-b --throttle-initial 60 --throttle-step 20   # a guest that dirties memory fast
   aether vm migrate web --to node-b --dry-run                # finds the VM and the target, moves nothing
 
 A migration that fails before the switchover is cancelled: the guest keeps running here, the target
@@ -112,6 +120,8 @@ is cleaned up, and the command exits 1 with the reason (also the VM's state reas
             maxBandwidthBytesPerSecond: o.bandwidth ?? 0n,
             maxDowntime: toDuration(o.maxDowntime),
             autoConverge: o.autoConverge,
+            cpuThrottleInitialPercent: o.throttleInitial,
+            cpuThrottleIncrementPercent: o.throttleStep,
             timeout: toDuration(o.timeout),
           },
         });

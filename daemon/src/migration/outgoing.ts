@@ -44,6 +44,9 @@ export interface MigrationOptionsValue {
   maxBandwidthBytesPerSecond: number;
   maxDowntimeMs: number;
   autoConverge: boolean;
+  /** Auto-converge's first throttle and its steps, in percent of the vCPUs' time (1..99). */
+  throttleInitialPercent: number;
+  throttleIncrementPercent: number;
   timeoutMs: number;
 }
 

@@ -243,6 +243,8 @@ export interface MemoryOptions {
   maxBandwidthBytesPerSecond: number;
   maxDowntimeMs: number;
   autoConverge: boolean;
+  throttleInitialPercent: number;
+  throttleIncrementPercent: number;
   /** The stream over TLS; without it plain TCP (and an earlier attempt's TLS is reset). */
   tls?: StreamTls;
   /** Pause the guest before the copy begins (TCG: see OutgoingMigrations' tcgLiveCopy). */
@@ -266,8 +268,8 @@ export async function startMemory(qmp: QmpClient, uri: string, o: MemoryOptions)
     {
       "downtime-limit": o.maxDowntimeMs,
       "max-bandwidth": o.maxBandwidthBytesPerSecond > 0 ? o.maxBandwidthBytesPerSecond : UNCAPPED_BYTES_PER_SECOND,
-      "cpu-throttle-initial": 20,
-      "cpu-throttle-increment": 10,
+      "cpu-throttle-initial": o.throttleInitialPercent,
+      "cpu-throttle-increment": o.throttleIncrementPercent,
       "tls-creds": o.tls?.creds ?? "",
       "tls-hostname": o.tls?.hostname ?? "",
     },

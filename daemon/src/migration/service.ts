@@ -31,6 +31,9 @@ import type { Migration, MigrationOptionsValue, OutgoingMigrations } from "./out
 
 const DEFAULT_DOWNTIME_MS = 300;
 const DEFAULT_TIMEOUT_MS = 600_000;
+// QEMU's own defaults for auto-converge's steps.
+const DEFAULT_THROTTLE_INITIAL = 20;
+const DEFAULT_THROTTLE_INCREMENT = 10;
 const MIN_BANDWIDTH = 1024 * 1024;
 const WATCH_INTERVAL_MS = 250;
 
@@ -116,7 +119,24 @@ function checkOptions(req: MigrateVmRequest): MigrationOptionsValue {
   const timeout = durationMs("options.timeout", o?.timeout, DEFAULT_TIMEOUT_MS);
   if (timeout < 1000 || timeout > 24 * 3600_000)
     throw invalidArgument(`options.timeout ${timeout} ms is outside 1 s .. 24 h; give the longest the migration may take.`);
-  return { maxBandwidthBytesPerSecond: bandwidth, maxDowntimeMs: downtime, autoConverge: o?.autoConverge ?? true, timeoutMs: timeout };
+  const autoConverge = o?.autoConverge ?? true;
+  const step = (field: string, value: number | undefined, unset: number) => {
+    if (value === undefined) return unset;
+    if (!autoConverge)
+      throw invalidArgument(
+        `options.${field} is given with auto_converge false: the vCPUs are throttled only by auto-converge; drop it or turn auto_converge on.`,
+      );
+    if (value < 1 || value > 99) throw invalidArgument(`options.${field} ${value} is outside 1 .. 99 (a percentage of the vCPUs' time).`);
+    return value;
+  };
+  return {
+    maxBandwidthBytesPerSecond: bandwidth,
+    maxDowntimeMs: downtime,
+    autoConverge,
+    throttleInitialPercent: step("cpu_throttle_initial_percent", o?.cpuThrottleInitialPercent, DEFAULT_THROTTLE_INITIAL),
+    throttleIncrementPercent: step("cpu_throttle_increment_percent", o?.cpuThrottleIncrementPercent, DEFAULT_THROTTLE_INCREMENT),
+    timeoutMs: timeout,
+  };
 }
 
 const PHASES = {
@@ -143,6 +163,11 @@ export function toMessage(m: Migration): MigrationMessage {
       maxBandwidthBytesPerSecond: BigInt(m.options.maxBandwidthBytesPerSecond),
       maxDowntime: duration(m.options.maxDowntimeMs),
       autoConverge: m.options.autoConverge,
+      // The steps mean something only with auto-converge: without it they are left unset.
+      ...(m.options.autoConverge && {
+        cpuThrottleInitialPercent: m.options.throttleInitialPercent,
+        cpuThrottleIncrementPercent: m.options.throttleIncrementPercent,
+      }),
       timeout: duration(m.options.timeoutMs),
     },
     startTime: timestamp(m.startMs),
