@@ -1,13 +1,14 @@
 // Starts a real aetherd (the same entry point users run) in a private socket and state directory,
 // and stops, kills or restarts it the way a test needs.
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { after, before } from "node:test";
 import { connect, type AetherClient } from "@aether/sdk";
+import { ensureShim } from "../../daemon/src/runtime/shim.ts";
 import { removeCgroupRoot, uniqueCgroupRoot } from "./cgroups.js";
 import { deleteVmTaps, killLeftovers } from "./leftovers.js";
 
@@ -48,12 +49,31 @@ export interface DaemonOptions {
   socketTls?: { ca: string; cert: string; key: string };
 }
 
+let shimBuilt: Promise<string> | undefined;
+
+/**
+ * aetherd builds its process shim with cc in <state dir>/bin the first time it starts on a state
+ * dir: about half a second of CPU, for every daemon of every test, as each starts on a fresh one.
+ * The binary built once per source (in .aether/shim, by the same ensureShim) is put in place first,
+ * as a restarted aetherd finds it (named after its source's digest, so a changed source is still built anew).
+ */
+async function placeShim(stateDir: string): Promise<void> {
+  shimBuilt ??= ensureShim(join(repoRoot, ".aether", "shim"));
+  const built = await shimBuilt;
+  const target = join(stateDir, "bin", basename(built));
+  if (existsSync(target)) return;
+  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  mkdirSync(dirname(target), { recursive: true });
+  copyFileSync(built, target);
+}
+
 /** Starts aetherd and resolves once it answers on its socket. */
 export async function startDaemon(options: DaemonOptions = {}): Promise<TestDaemon> {
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), "aetherd-test-"));
   const socket = join(dir, "aetherd.sock");
   const stateDir = join(dir, "state");
   const cgroupRoot = options.cgroupRoot ?? uniqueCgroupRoot();
+  await placeShim(stateDir);
   const argv = [process.execPath, MAIN, "--socket", socket, "--state-dir", stateDir, "--cgroup-root", cgroupRoot, ...(options.args ?? [])];
   const [file, ...args] = options.netns ? ["ip", "netns", "exec", options.netns, ...argv] : argv;
   const child = spawn(file as string, args, {
