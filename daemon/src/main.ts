@@ -299,7 +299,7 @@ async function run(flags: ConfigFlags): Promise<void> {
     hypervisors: { qemu: hypervisors.qemu !== undefined, firecracker: hypervisors.firecracker !== undefined },
     handlers,
     log: log.child({ room: "auction" }),
-    restoreVm: vmRestorer(replicas, events, log.child({ room: "replication" })),
+    restoreVm: vmRestorer(replicas, storage, events, log.child({ room: "replication" })),
   });
   await bidding.load();
   const implemented = [

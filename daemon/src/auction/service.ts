@@ -102,8 +102,9 @@ export interface BiddingDeps {
   /**
    * Before a VM workload is created here: makes the replicas this node holds of its volumes (it was
    * started on a node that has been fenced) its volumes here, and points the request at them.
+   * Returns what to do once the VM exists (its boot volume becomes its own, deleted with it).
    */
-  restoreVm?: (workloadId: string, tenant: string, req: CreateVmRequest) => Promise<void>;
+  restoreVm?: (workloadId: string, tenant: string, req: CreateVmRequest) => Promise<(vmId: string) => Promise<void>>;
 }
 
 const DeclaredRecordSchema = z.object({
@@ -338,7 +339,7 @@ export function bidService(bidding: Bidding): ServiceImpl<typeof BidService> {
           labels: labelsOf(kind.value.labels),
           start: false,
         });
-        await bidding.deps.restoreVm?.(spec.workloadId, spec.tenant, req);
+        const restored = await bidding.deps.restoreVm?.(spec.workloadId, spec.tenant, req);
         const created = await h.vm.createVm(req, ctx);
         const id = created.vm?.id ?? "";
         if (id === "") throw internal("the VM handler returned no VM.");
@@ -348,6 +349,9 @@ export function bidService(bidding: Bidding): ServiceImpl<typeof BidService> {
             ctx,
           );
           if (!started.vm) throw internal("the VM handler returned no VM.");
+          // Only a VM that started takes its restored boot volume: one deleted below must not take
+          // the data of the replica with it.
+          await restored?.(id);
           return { case: "vm", value: create(VmSchema, started.vm) };
         } catch (err) {
           // A VM that cannot start here is not left behind: the aggregator tries the next bidder.

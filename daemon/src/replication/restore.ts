@@ -2,16 +2,22 @@
 // holds replicas of its volumes, and that node's provisioning calls restoreVm first. Each replica
 // becomes a volume here with the source's name (a thin clone of its last consistent point), so the
 // VM's disks, named by volume, are found; a boot disk the source cloned from an image
-// ("<vm>-boot") is booted from its replica instead of a fresh clone of the image.
+// ("<vm>-boot") is booted from its replica instead of a fresh clone of the image, and becomes the
+// new VM's own once it exists (deleted with it, as on the source).
 import type { Logger } from "pino";
 import type { CreateVmRequest } from "@aether/sdk/gen/aether/vm/v1/vm_pb";
 import type { EventBus } from "../observe/event-bus.js";
+import type { StorageRegistry } from "../storage/registry.js";
 import type { Replicas } from "./replicas.js";
 
-export function vmRestorer(replicas: Replicas, events: EventBus, log: Logger) {
-  return async (workloadId: string, tenant: string, req: CreateVmRequest): Promise<void> => {
+export function vmRestorer(replicas: Replicas, storage: StorageRegistry, events: EventBus, log: Logger) {
+  return async (workloadId: string, tenant: string, req: CreateVmRequest): Promise<(vmId: string) => Promise<void>> => {
     const held = replicas.ofWorkload(workloadId, tenant);
-    if (held.length === 0) return;
+    const owned: string[] = [];
+    const adopt = async (vmId: string) => {
+      for (const volumeId of owned) await storage.setOwnerVm(volumeId, vmId);
+    };
+    if (held.length === 0) return adopt;
     let oldestMs = Number.POSITIVE_INFINITY;
     const made: string[] = [];
     for (const replica of held) {
@@ -22,6 +28,7 @@ export function vmRestorer(replicas: Replicas, events: EventBus, log: Logger) {
       if (boot?.case === "disk" && boot.value.image !== "" && replica.volumeName === `${req.name}-boot`) {
         boot.value.volume = volumeId;
         boot.value.image = "";
+        owned.push(volumeId);
       }
     }
     log.info({ workload: workloadId, volumes: made, pointMs: oldestMs }, "VM volumes made from replicas");
@@ -33,5 +40,6 @@ export function vmRestorer(replicas: Replicas, events: EventBus, log: Logger) {
       message: `VM ${req.name} starts from the replicas of its volumes (${made.join(", ")}), taken at ${new Date(oldestMs).toISOString()}.`,
       attributes: { point_time: new Date(oldestMs).toISOString(), volumes: made.join(",") },
     });
+    return adopt;
   };
 }
