@@ -1,11 +1,12 @@
 // Issue 20: the web console in a real browser (Debian's Chromium driven by playwright-core, no
 // browser download) against a real aetherd that joined a real aether-aggregator on loopback, both
 // through `aether ui` as an operator runs it. One browser and one TCG guest for the whole file.
-// The cluster page lists the node (and opens its page) and an auction started from the CLI with its
-// bids; a VM is started from its page, its console shows the guest's banner and a typed command's
-// output, a command runs through the guest agent, and it is stopped from the page; a tenant's
-// console shows only that tenant's objects and the server's sentence for the others'; another Host
-// header, another Origin, an unknown node and a request without the token are refused. The cluster page's screenshot is
+// The cluster page lists the node (and opens its page) and an auction started from the CLI with
+// its bids, the deployments page a deployment; a VM is started from its page, its console shows the
+// guest's banner and a typed command's output, a command runs through the guest agent, and it is
+// paused, resumed and stopped from the page; a tenant's console shows only that tenant's objects,
+// and the server's sentence for another's; another Host header, another Origin, an unknown node
+// and a request without the token are refused. The cluster page's screenshot is
 // docs/ui-cluster.png, shown in README's "Web console" section.
 import assert from "node:assert/strict";
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
@@ -124,7 +125,7 @@ describe("the web console (aether ui) in Chromium", () => {
     ui = await startUi({ AETHER_HOST: daemon.address, AETHER_AGGREGATOR: `unix://${agg.socket}` });
     tenantUi = await startUi({ XDG_CONFIG_HOME: home, AETHER_HOST: "", AETHER_AGGREGATOR: "" });
     browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: ["--no-sandbox"], headless: true });
-    page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
+    page = await (await browser.newContext({ viewport: { width: 1280, height: 860 } })).newPage();
   });
 
   after(async () => {
@@ -143,10 +144,13 @@ describe("the web console (aether ui) in Chromium", () => {
     if (pkiDir !== undefined) rmSync(pkiDir, { recursive: true, force: true });
   });
 
-  it("the cluster page lists the registered node, and an auction started from the CLI with its bids and winner", async () => {
+  it("the cluster page lists the registered node and an auction started from the CLI with its bids and winner; deployments; a node's page", async () => {
     await page.goto(ui.url);
     await page.locator("#nodes tr[data-node='ui-node']").waitFor({ timeout: 15_000 });
     assert.match(await page.locator("#nodes tr[data-node='ui-node']").innerText(), /READY/);
+    // Its load and memory in use, asked of the node through the aggregator's registry.
+    await page.locator("#nodes tr[data-node='ui-node'] td.load", { hasText: /^\d+\.\d\d$/ }).waitFor({ timeout: 10_000 });
+    assert.match(await page.locator("#nodes tr[data-node='ui-node'] td.memory").innerText(), /^[\d.]+ [MG]iB of [\d.]+ GiB$/);
     const deployed = await runCommand(
       "aether",
       ["cluster", "deploy", "from-the-cli", "--cpu", "10", "--memory", "1M", "--", "/bin/sleep", "600"],
@@ -164,13 +168,27 @@ describe("the web console (aether ui) in Chromium", () => {
     assert.match(await row.locator(".bids").innerText(), /^ui-node: BID score \d+$/, "its one bid");
     await page.locator("#events li").first().waitFor({ timeout: 10_000 });
     await page.screenshot({ path: join(repoRoot, "docs", "ui-cluster.png") });
+    // Deployments, read-only.
+    await agg.client.aggregator.createDeployment({
+      deployment: {
+        name: "sleepers",
+        instances: 1,
+        template: {
+          requirements: { cpuMillis: 10, memoryBytes: 1n << 20n },
+          kind: { case: "executable", value: { argv: ["/bin/sleep", "600"] } },
+        },
+      },
+    });
+    await page.locator("nav a", { hasText: "Deployments" }).click();
+    await page.locator("#deployments tr", { hasText: "sleepers" }).locator(".state-AVAILABLE").waitFor({ timeout: 20_000 });
+    await page.locator("nav a", { hasText: "Cluster" }).click();
     // A node of the cluster, reached through the address the aggregator registered for it.
     await page.locator("#nodes a", { hasText: "ui-node" }).click();
     await page.locator("#vms tr[data-vm='web']").waitFor({ timeout: 10_000 });
     assert.match(page.url(), /#\/nodes\/[0-9a-f-]{36}$/);
   });
 
-  it("a VM started from its page becomes RUNNING; its console shows the banner and a typed command's output; it stops from the page", async () => {
+  it("a VM started from its page becomes RUNNING; its console shows the banner and a typed command's output; exec, pause, resume and stop from the page", async () => {
     await page.goto(`${ui.origin}/#/vm/web`);
     await page.getByRole("button", { name: "Start" }).click();
     await page.locator("h2 .state-RUNNING").waitFor({ timeout: 60_000 });
@@ -199,13 +217,18 @@ describe("the web console (aether ui) in Chromium", () => {
     await page.getByRole("button", { name: "Run" }).click();
     await page.locator("#exec-output", { hasText: "exec-5" }).waitFor({ timeout: 30_000 });
     assert.match(await page.locator("#exec-output").innerText(), /^exit 0\nexec-5/);
+    await page.getByRole("button", { name: "Pause" }).click();
+    await page.locator("h2 .state-PAUSED").waitFor({ timeout: 20_000 });
+    await page.getByRole("button", { name: "Resume" }).click();
+    await page.locator("h2 .state-RUNNING").waitFor({ timeout: 20_000 });
     await page.getByRole("button", { name: "Stop" }).click();
     await page.locator("h2 .state-STOPPED").waitFor({ timeout: 60_000 });
     assert.equal((await admin.vm.getVm({ vm: "web" })).vm?.state, vmApi.VmState.STOPPED);
   });
 
   it("a tenant's console shows its own objects and not the others', and no cluster views without an aggregator", async () => {
-    const tenantPage = await browser.newPage();
+    // The same browser profile as the operator's page: two consoles on one host keep their own cookies.
+    const tenantPage = await page.context().newPage();
     await tenantPage.goto(tenantUi.url);
     await tenantPage.locator("#executables td", { hasText: "alices-sleeper" }).waitFor({ timeout: 15_000 });
     assert.equal(await tenantPage.locator("#vms tr[data-vm='web']").count(), 0, "the default tenant's VM is not shown");

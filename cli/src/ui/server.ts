@@ -43,7 +43,6 @@ export interface UiServer {
   close(): Promise<void>;
 }
 
-const COOKIE = "aether_ui";
 const TYPES: Record<string, string> = {
   ".html": "text/html; charset=utf-8",
   ".js": "text/javascript; charset=utf-8",
@@ -57,6 +56,8 @@ const FORWARDED = /^(content-type|content-encoding|accept-encoding|connect-.*|gr
 export async function startUiServer(options: UiServerOptions, host: string, port: number): Promise<UiServer> {
   const token = options.token ?? randomBytes(24).toString("base64url");
   let hostHeader = "";
+  // Cookies are not kept apart by port: two consoles on one host each need a name of their own.
+  let cookieName = "aether_ui";
   const consoles = new Map<string, (bytes: Uint8Array) => void>();
   const others = new Map<string, Upstream>();
 
@@ -71,8 +72,10 @@ export async function startUiServer(options: UiServerOptions, host: string, port
 
   const server = createServer((req, res) => {
     handle(req, res).catch((err: unknown) => {
-      if (!res.headersSent) refuse(res, err instanceof Refusal ? err.status : 502, (err as Error).message);
-      else res.destroy();
+      if (res.headersSent) return void res.destroy();
+      const status = err instanceof Refusal ? err.status : 502;
+      if (req.url?.startsWith("/api/")) connectFailure(req, res, status, (err as Error).message);
+      else refuse(res, status, (err as Error).message);
     });
   });
 
@@ -86,10 +89,10 @@ export async function startUiServer(options: UiServerOptions, host: string, port
     const given = url.searchParams.get("token");
     if (given !== null && url.pathname === "/" && sameToken(given, token)) {
       // The token leaves the address bar: a cookie scripts cannot read, sent only by this origin.
-      res.writeHead(303, { location: "/", "set-cookie": `${COOKIE}=${token}; HttpOnly; SameSite=Strict; Path=/` });
+      res.writeHead(303, { location: "/", "set-cookie": `${cookieName}=${token}; HttpOnly; SameSite=Strict; Path=/` });
       return void res.end();
     }
-    if (!sameToken(cookieOf(req) ?? "", token))
+    if (!sameToken(cookieOf(req, cookieName) ?? "", token))
       return refuse(res, 401, "open the URL `aether ui` printed (it carries the token that guards this port).");
     res.setHeader("cache-control", "no-store");
     if (url.pathname === "/config.json") return json(res, { node: options.node.address, cluster: options.cluster?.address ?? null });
@@ -145,7 +148,7 @@ export async function startUiServer(options: UiServerOptions, host: string, port
       stream.pipe(res);
     });
     stream.on("error", (err) => {
-      if (!res.headersSent) refuse(res, 502, `${peer.address} could not be reached: ${err.message}`);
+      if (!res.headersSent) connectFailure(req, res, 502, `${peer.address} could not be reached: ${err.message}`);
       else res.destroy(err);
     });
     res.on("close", () => stream.close());
@@ -207,6 +210,7 @@ export async function startUiServer(options: UiServerOptions, host: string, port
   const address = server.address();
   const bound = typeof address === "object" && address !== null ? address.port : port;
   hostHeader = `${host.includes(":") ? `[${host}]` : host}:${bound}`;
+  cookieName = `aether_ui_${bound}`;
   return {
     server,
     token,
@@ -238,10 +242,10 @@ function sameToken(given: string, token: string): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
-function cookieOf(req: IncomingMessage): string | undefined {
+function cookieOf(req: IncomingMessage, wanted: string): string | undefined {
   for (const part of (req.headers.cookie ?? "").split(";")) {
     const [name, ...value] = part.trim().split("=");
-    if (name === COOKIE) return value.join("=");
+    if (name === wanted) return value.join("=");
   }
   return undefined;
 }
@@ -249,6 +253,26 @@ function cookieOf(req: IncomingMessage): string | undefined {
 function refuse(res: ServerResponse, status: number, sentence: string): void {
   res.writeHead(status, { "content-type": "text/plain; charset=utf-8" });
   res.end(`aether ui: ${sentence}\n`);
+}
+
+/**
+ * A failure of the proxy itself (an unknown node, a peer it cannot reach), in the Connect
+ * protocol so that the page shows its sentence like any server error: a JSON error for a unary
+ * call, an end-of-stream message for a stream.
+ */
+function connectFailure(req: IncomingMessage, res: ServerResponse, status: number, sentence: string): void {
+  const code = status === 404 ? "not_found" : "unavailable";
+  const type = req.headers["content-type"] ?? "";
+  if (!type.startsWith("application/connect+")) {
+    res.writeHead(status === 404 ? 404 : 503, { "content-type": "application/json" });
+    return void res.end(JSON.stringify({ code, message: sentence }));
+  }
+  const body = Buffer.from(JSON.stringify({ error: { code, message: sentence } }));
+  const head = Buffer.alloc(5);
+  head[0] = 0b10; // the end-of-stream flag
+  head.writeUInt32BE(body.length, 1);
+  res.writeHead(200, { "content-type": type });
+  res.end(Buffer.concat([head, body]));
 }
 
 function json(res: ServerResponse, value: unknown): void {
