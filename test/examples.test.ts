@@ -17,6 +17,7 @@ const argsOf = (file: string, bmc: TestBmc | undefined, otherNode: string): stri
   if (file === "storage.ts") return [guestImage().disk, sha256(guestImage().disk)];
   if (file === "fence.ts") return ["example-node-b", bmc?.url ?? ""];
   if (file === "vm-migrate.ts") return [otherNode];
+  if (file === "canary.ts") return ["example-node"];
   return [];
 };
 
@@ -69,6 +70,14 @@ const scripts: Record<string, RegExp[]> = {
     /^powered on: On$/m,
     /^forgot the BMC of example-node-b$/m,
   ],
+  "canary.ts": [
+    /^canary-\w+: revision 1 serving on 127\.0\.0\.1:\d+$/m,
+    /^stage 1: 5 % to revision 2 \(PROGRESSING\)/m,
+    /^stage 3: 50 % to revision 2 \(PROGRESSING\)/m,
+    /^rollout succeeded: revision 2 serves all traffic$/m,
+    /^  stage: \{"requests_new":/m,
+    /^deleted canary-/m,
+  ],
   "node-report.ts": [/^node \S+ \([0-9a-f-]{36}\)/m, /^cgroups: /m, /^memory: [\d.]+ of [\d.]+ GiB available/m],
 };
 const manifests = ["web.manifest.ts"];
@@ -102,7 +111,9 @@ for (const engine of ["deno", "node"]) {
       await bmc?.close();
     });
     // examples/vm-fleet.ts too: a deployment of VMs on that one node.
-    const hostOf = (file: string) => (["cluster-deploy.ts", "vm-fleet.ts"].includes(file) ? `unix://${agg?.socket}` : env.daemon.address);
+    // examples/canary.ts too: its endpoint (HAProxy) runs on that node.
+    const hostOf = (file: string) =>
+      ["cluster-deploy.ts", "vm-fleet.ts", "canary.ts"].includes(file) ? `unix://${agg?.socket}` : env.daemon.address;
 
     for (const [file, patterns] of Object.entries(scripts)) {
       it(`examples/${file}`, async () => {

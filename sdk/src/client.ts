@@ -3,6 +3,7 @@
 // start often and need no manifest, such as the aether CLI, whose start-up is most of a short
 // command's time.
 export { connect, type AetherClient, type ConnectOptions } from "./connect.js";
+export { RolloutFailedError, type RolloutHelpers, type WaitOptions } from "./rollouts.js";
 export { resolveTarget, type HttpsTarget, type Target, type TargetOptions, type TlsOptions, type UnixTarget } from "./target.js";
 export { defaultClientConfigPath, defaultSocketPath, defaultStateDir } from "./address.js";
 export {

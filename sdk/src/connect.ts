@@ -13,6 +13,7 @@ import { FenceService } from "./gen/aether/fence/v1/fence_pb.js";
 import { AggregatorService, BidService } from "./gen/aether/auction/v1/auction_pb.js";
 import { ObserveService } from "./gen/aether/observe/v1/observe_pb.js";
 import { NodeService } from "./gen/aether/node/v1/node_pb.js";
+import { rolloutHelpers, type RolloutHelpers } from "./rollouts.js";
 import { TrafficService } from "./gen/aether/traffic/v1/traffic_pb.js";
 
 /** Where and how to reach aetherd. Every field is optional; see {@link connect} for the search order. */
@@ -59,6 +60,8 @@ export interface AetherClient {
   readonly node: Client<typeof NodeService>;
   /** Service endpoints: HAProxy per endpoint, weights and A/B splits changed at runtime. */
   readonly traffic: Client<typeof TrafficService>;
+  /** Rollouts of the aggregator's deployments: `await aether.rollouts.wait("web")`. */
+  readonly rollouts: RolloutHelpers;
   /** The underlying transport, for generic clients of other services. */
   readonly transport: Transport;
   /** Closes the connection; the clients must not be used afterwards. */
@@ -123,6 +126,7 @@ export async function connect(options: ConnectOptions = {}): Promise<AetherClien
     observe: client(ObserveService),
     node: client(NodeService),
     traffic: client(TrafficService),
+    rollouts: rolloutHelpers(client(AggregatorService)),
     transport,
     close: () => sessionManager.abort(),
   };

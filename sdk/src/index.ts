@@ -28,6 +28,6 @@ export { describeSize, formatSize, parseSize } from "./manifest/size.js";
 export { applyManifest, ApplyError, deleteManifest, withoutResources, type ApplyOptions } from "./manifest/apply.js";
 export { ACTION_SYMBOL, describeAction, describePlacement, describePlanSummary } from "./manifest/describe.js";
 export type { ManifestVm, ManifestVmBoot, VmDecl } from "./manifest/vm-decl.js";
-export type { DeploymentDecl, ManifestDeployment } from "./manifest/deployment-decl.js";
+export type { DeploymentDecl, ManifestDeployment, StrategyDecl, TrafficDecl } from "./manifest/deployment-decl.js";
 export { isManifestFileName } from "./manifest/files.js";
 export type { ActionKind, ApplyResult, PlacedWorkload, Plan, PlannedAction } from "./manifest/types.js";

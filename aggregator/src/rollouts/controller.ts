@@ -23,7 +23,7 @@ import type { Context } from "../context.js";
 import type { DeploymentBook } from "../deployments/book.js";
 import { liveInstances, wanted } from "../deployments/status.js";
 import { releasePlacement } from "../placements/release.js";
-import type { KeyedMutex } from "../util.js";
+import { KeyedMutex } from "../util.js";
 import { isActive, type RolloutBook } from "./book.js";
 import { endpointFor, endpointName, hostOf, portOf } from "./endpoint.js";
 import { isRunning, latestRollout, revisionTargets } from "./plan.js";
@@ -47,6 +47,12 @@ export class RolloutController {
   private readonly baselines = new Map<string, Map<string, BackendFigures>>();
   /** The endpoint last put per deployment (JSON), so an unchanged one is not put again. */
   private readonly put = new Map<string, string>();
+  /** Where each deployment's endpoint was put (removed when the deployment is deleted). */
+  private readonly endpoints = new Map<string, { node: string; name: string }>();
+  /** One call to a deployment's endpoint at a time (a put never lands after its removal). */
+  private readonly routing = new KeyedMutex();
+  /** Deployments being deleted whose endpoint was removed. */
+  private readonly removed = new Set<string>();
 
   constructor(
     private readonly ctx: Context,
@@ -71,10 +77,26 @@ export class RolloutController {
     this.timer = undefined;
     this.baselines.clear();
     this.put.clear();
+    this.endpoints.clear();
+    this.removed.clear();
+  }
+
+  private async removeEndpoint(id: string, node: string, name: string): Promise<void> {
+    await this.routing.run(id, async () => {
+      await this.router.remove(node, name);
+      this.put.delete(id);
+      this.endpoints.delete(id);
+    });
   }
 
   private tick(generation: number): void {
     if (generation !== this.generation || !this.ctx.leading()) return;
+    // The endpoints of deployments that are gone (deleted between two ticks).
+    for (const [id, where] of this.endpoints)
+      if (!this.deployments.deployments.has(id) && !this.busy.has(id))
+        void this.removeEndpoint(id, where.node, where.name).catch((err: unknown) =>
+          this.ctx.log.warn({ endpoint: where.name, err: describeError(err) }, "could not remove a deleted deployment's endpoint"),
+        );
     for (const d of [...this.deployments.deployments.values()]) {
       if (this.busy.has(d.id)) continue;
       this.busy.add(d.id);
@@ -88,9 +110,11 @@ export class RolloutController {
     const d = this.deployments.deployments.get(id);
     if (!d || generation !== this.generation) return;
     if (d.state === DeploymentState.DELETING) {
-      if (d.traffic && liveInstances(this.ctx.book, d).length === 0 && this.put.has(id)) {
-        await this.router.remove(d.traffic.node, endpointName(d));
-        this.put.delete(id);
+      // A deleted deployment serves nothing: its endpoint goes first (its instances are being released).
+      // (Once per leadership: a new leader removes it again, which changes nothing when it is gone.)
+      if (d.traffic && !this.removed.has(id)) {
+        await this.removeEndpoint(id, d.traffic.node, endpointName(d));
+        this.removed.add(id);
       }
       return;
     }
@@ -233,12 +257,18 @@ export class RolloutController {
   /** Puts the deployment's endpoint with the weights the rollout (or its absence) says, when it changed. */
   private async route(d: Deployment, r: Rollout | undefined, stats: Map<string, BackendFigures> | undefined): Promise<void> {
     if (!d.traffic) return;
-    // A backend not in the proxy yet is put in at weight 0 and weighted once its checks pass.
-    const endpoint = endpointFor(d, this.backends(d, stats), r);
-    const key = JSON.stringify(endpoint);
-    if (this.put.get(d.id) === key && stats !== undefined) return;
-    await this.router.ensureEndpoint(endpoint);
-    this.put.set(d.id, key);
+    await this.routing.run(d.id, async () => {
+      // Deleted meanwhile: its endpoint is being removed, not put again.
+      const now = this.deployments.deployments.get(d.id);
+      if (!now || now.state === DeploymentState.DELETING || this.removed.has(d.id)) return;
+      // A backend not in the proxy yet is put in at weight 0 and weighted once its checks pass.
+      const endpoint = endpointFor(d, this.backends(d, stats), r);
+      const key = JSON.stringify(endpoint);
+      if (this.put.get(d.id) === key && stats !== undefined) return;
+      await this.router.ensureEndpoint(endpoint);
+      this.put.set(d.id, key);
+      this.endpoints.set(d.id, { node: endpoint.node, name: endpoint.name });
+    });
   }
 
   /** Drains (at the proxy) and stops the instances of a rollout's revisions beyond their targets. */

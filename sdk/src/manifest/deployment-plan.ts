@@ -5,10 +5,16 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { create, equals, toJson } from "@bufbuild/protobuf";
 import type { AetherClient } from "../connect.js";
-import { DeploymentState, DeploymentTemplateSchema, type Deployment } from "../gen/aether/auction/v1/auction_pb.js";
+import {
+  DeploymentState,
+  DeploymentStrategySchema,
+  DeploymentTemplateSchema,
+  DeploymentTrafficSchema,
+  type Deployment,
+} from "../gen/aether/auction/v1/auction_pb.js";
 import { MANIFEST_LABEL, type Manifest } from "./define.js";
 import { allPages, sameRecord } from "./common.js";
-import { deploymentTemplate, type ManifestDeployment } from "./deployment-decl.js";
+import { deploymentStrategy, deploymentTemplate, deploymentTraffic, type ManifestDeployment } from "./deployment-decl.js";
 import type { PlannedAction } from "./types.js";
 
 const labelsOf = (manifest: Manifest, d: ManifestDeployment) => ({ ...d.labels, [MANIFEST_LABEL]: manifest.name });
@@ -85,6 +91,24 @@ export async function planDeployments(aether: AetherClient, manifest: Manifest):
     const updates: string[] = [];
     if (current.instances !== decl.instances) updates.push(`instances ${current.instances} -> ${decl.instances}`);
     if (!sameRecord(current.labels, labelsOf(manifest, decl))) updates.push("labels changed");
+    if (
+      decl.strategy &&
+      !equals(
+        DeploymentStrategySchema,
+        create(DeploymentStrategySchema, deploymentStrategy(decl)),
+        current.strategy ?? create(DeploymentStrategySchema),
+      )
+    )
+      updates.push(`strategy ${decl.strategy.kind}`);
+    if (
+      decl.traffic &&
+      !equals(
+        DeploymentTrafficSchema,
+        create(DeploymentTrafficSchema, deploymentTraffic(decl)),
+        current.traffic ?? create(DeploymentTrafficSchema),
+      )
+    )
+      updates.push("endpoint changed");
     if (changed.length > 0)
       actions.push({
         ...base,
@@ -131,6 +155,8 @@ export async function applyDeployment(
         labels: labelsOf(manifest, decl),
         instances: decl.instances,
         template: deploymentTemplate(decl),
+        strategy: deploymentStrategy(decl),
+        traffic: deploymentTraffic(decl),
       },
     });
   } else if ((action.kind === "update" || action.kind === "replace") && decl) {
@@ -141,6 +167,8 @@ export async function applyDeployment(
       instances: decl.instances,
       labels: labelsOf(manifest, decl),
       replaceLabels: true,
+      ...(decl.strategy && { strategy: deploymentStrategy(decl) }),
+      ...(decl.traffic && { traffic: deploymentTraffic(decl) }),
     });
   }
 }
