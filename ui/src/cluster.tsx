@@ -8,7 +8,7 @@ import {
   NodeState,
   PlacementState,
 } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
-import { aggregator } from "./api";
+import { aggregator, nodeApi } from "./api";
 import { ago, bytes, State, time, word } from "./format";
 import { usePolled, useStream } from "./hooks";
 
@@ -35,6 +35,8 @@ export function ClusterScreen() {
             <th>LIFECYCLE</th>
             <th>LEASE</th>
             <th>HEARTBEAT</th>
+            <th>LOAD (1m)</th>
+            <th>MEMORY USED</th>
             <th>CPUS</th>
             <th>MEMORY</th>
             <th>CHASSIS/SLOT</th>
@@ -54,6 +56,7 @@ export function ClusterScreen() {
               <td>{word(NodeLifecycle, n.lifecycle)}</td>
               <td>{n.lease?.expireTime ? `expires ${ago(n.lease.expireTime)}` : ""}</td>
               <td>{ago(n.heartbeatTime)}</td>
+              <NodeLoad id={n.id} />
               <td>{n.capabilities?.cpuCount ?? ""}</td>
               <td>{n.capabilities ? bytes(n.capabilities.memoryTotalBytes) : ""}</td>
               <td>{n.position?.chassis ? `${n.position.chassis}/${n.position.slot}` : ""}</td>
@@ -133,6 +136,26 @@ export function ClusterScreen() {
             ),
         )}
       </ul>
+    </>
+  );
+}
+
+/** A node's load and memory in use, asked of the node itself (its telemetry) every 5 s. */
+function NodeLoad({ id }: { id: string }) {
+  const t = usePolled(() => nodeApi(id).observe.getTelemetry({}), 5000, [id]).value?.telemetry;
+  if (t === undefined)
+    return (
+      <>
+        <td />
+        <td />
+      </>
+    );
+  return (
+    <>
+      <td class="load">{t.loadAverage1m.toFixed(2)}</td>
+      <td class="memory">
+        {bytes(t.memoryTotalBytes - t.memoryAvailableBytes)} of {bytes(t.memoryTotalBytes)}
+      </td>
     </>
   );
 }
