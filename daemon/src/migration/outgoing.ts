@@ -278,6 +278,7 @@ export class OutgoingMigrations {
       });
       await checkTarget(true);
       memoryStarted = true;
+      const pausedAt = Date.now();
       await startMemory(qmp, prepared.migrationUri, {
         ...m.options,
         pauseFirst: pauseForCopy,
@@ -319,8 +320,9 @@ export class OutgoingMigrations {
         const { status: _status, error: _error, ...figures } = await memoryProgress(qmp);
         this.update(m, { memory: figures });
       }
-      // A guest paused for the whole copy was paused for all of it, not only QEMU's last stop.
-      if (pauseForCopy) this.update(m, { memory: { ...m.memory, downtimeMs: Math.max(m.memory.downtimeMs, m.memory.totalTimeMs) } });
+      // A guest paused for the whole copy was paused for all of it and the mirrors' end, not only
+      // QEMU's last stop (the target's resume, a few ms more, is not counted).
+      if (pauseForCopy) this.update(m, { memory: { ...m.memory, downtimeMs: Math.max(m.memory.downtimeMs, Date.now() - pausedAt) } });
       await this.step(vm, "switching");
       crashPoint("migration.switching");
       // ...and the target resumes it. Past this call the guest is the target's.
