@@ -23,6 +23,8 @@ export interface ProxyDriver {
   sameFrame(spec: EndpointSpec, files: ProxyFiles): boolean;
   /** Makes the running proxy match spec through its runtime API (membership, weights, states, split ratio); rewrites the files for the next start. */
   apply(spec: EndpointSpec, files: ProxyFiles): Promise<void>;
+  /** Sets next's weights and the states that differ from previous (same membership) in one runtime API call: the fast path of a traffic shift. */
+  update(previous: EndpointSpec, next: EndpointSpec, files: ProxyFiles): Promise<void>;
   /** Live statistics. */
   sample(files: ProxyFiles): Promise<ProxySample>;
   /** Stops the proxy with this pid and waits until it is gone. */

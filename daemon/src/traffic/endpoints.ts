@@ -221,7 +221,8 @@ export class Endpoints {
 
   /** Records spec and applies it to the running proxy; a proxy that is down gets it when the supervisor starts it. */
   private async applyRunning(entry: Entry, spec: EndpointSpec): Promise<void> {
-    if (entry.pid !== 0 && this.options.driver.running(entry.files) === entry.pid) await this.options.driver.apply(spec, entry.files);
+    if (entry.pid !== 0 && this.options.driver.running(entry.files) === entry.pid)
+      await this.options.driver.update(entry.spec, spec, entry.files);
     entry.spec = spec;
     await writeJsonAtomic(join(entry.files.dir, "spec.json"), spec);
   }

@@ -10,7 +10,7 @@ import { promisify } from "node:util";
 import { DomainError, writeFileAtomic } from "@aether/server";
 import type { ProxyDriver, ProxyFiles } from "./driver.js";
 import { FRAME_LINE, frameOf, mapEntries, poolOf, renderConfig, renderMap, REQUEST_LOG_RING, serverOptions } from "./haproxy-config.js";
-import { parseStat, runtimeChange, runtimeCommand, sampleProxy } from "./runtime-api.js";
+import { parseStat, runtimeBatch, runtimeChange, runtimeCommand, sampleProxy } from "./runtime-api.js";
 import { hostPort, type EndpointSpec, type ProxySample } from "./types.js";
 
 const run = promisify(execFile);
@@ -175,6 +175,23 @@ export class HaproxyDriver implements ProxyDriver {
       await this.deleteServer(socket, k);
     }
     await this.writeFiles(spec, files);
+  }
+
+  async update(previous: EndpointSpec, next: EndpointSpec, files: ProxyFiles): Promise<void> {
+    const before = new Map(previous.backends.map((b) => [b.id, b]));
+    const growth = (b: (typeof next.backends)[number]) => b.weight - (before.get(b.id)?.weight ?? 0);
+    const order = { ready: 0, drain: 1, maint: 2 } as const;
+    // Every weight is set (what runs may have been changed behind aetherd's back), those that grow
+    // first; readied servers before drained ones: the total never drops to zero on the way.
+    const commands = [
+      ...[...next.backends].sort((a, b) => growth(b) - growth(a)).map((b) => `set weight ${poolOf(next, b.id)}/${b.id} ${b.weight}`),
+      ...next.backends
+        .filter((b) => before.get(b.id)?.state !== b.state)
+        .sort((a, b) => order[a.state] - order[b.state])
+        .map((b) => `set server ${poolOf(next, b.id)}/${b.id} state ${b.state}`),
+    ];
+    await runtimeBatch(files.adminSocket, commands);
+    await this.writeFiles(next, files);
   }
 
   /** `del server` refuses while connections are still attached; they close within moments of maint. */

@@ -7,7 +7,7 @@ import type { BackendSample, FrontendSample, ProxySample } from "./types.js";
 
 const POOLS = new Set([POOL, SIDE_A, SIDE_B]);
 
-/** Sends one command and resolves with HAProxy's answer. */
+/** Sends one command (or several separated by ';') and resolves with HAProxy's answer. */
 export function runtimeCommand(socket: string, command: string, timeoutMs = 5000): Promise<string> {
   return new Promise((resolve, reject) => {
     const conn = connect(socket);
@@ -30,6 +30,16 @@ export async function runtimeChange(socket: string, command: string, accepted: R
   if (answer !== "" && !accepted.test(answer)) {
     throw new DomainError("internal", `HAProxy refused "${command}": ${answer}`);
   }
+}
+
+/**
+ * Several changing commands on one connection (HAProxy runs them one after the other, in order, with
+ * nothing in between): each answers nothing when it worked, so any answer is an error.
+ */
+export async function runtimeBatch(socket: string, commands: string[]): Promise<void> {
+  if (commands.length === 0) return;
+  const answer = (await runtimeCommand(socket, commands.join(";"))).trim();
+  if (answer !== "") throw new DomainError("internal", `HAProxy refused part of "${commands.join("; ")}": ${answer}`);
 }
 
 /** Parses `show stat` CSV into the endpoint's backends and its frontend. */
