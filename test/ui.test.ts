@@ -167,6 +167,7 @@ describe("the web console (aether ui) in Chromium", () => {
     assert.equal(await row.locator(".winner").innerText(), "ui-node", "the winner, by name");
     assert.match(await row.locator(".bids").innerText(), /^ui-node: BID score \d+$/, "its one bid");
     await page.locator("#events li").first().waitFor({ timeout: 10_000 });
+    await page.locator("#placements td", { hasText: "ui-node" }).waitFor({ timeout: 10_000 });
     await page.screenshot({ path: join(repoRoot, "docs", "ui-cluster.png") });
     // Deployments, read-only.
     await agg.client.aggregator.createDeployment({
