@@ -137,6 +137,28 @@ export async function benchReplication(runs: number): Promise<ReplicationBench> 
     }
     const p50 = (xs: number[]) => percentile(xs, 50);
     nodeA.close();
+    if (process.env.BENCH_REPLICATION_PROFILE === "1") {
+      // Where aetherd's time goes: each run's phases on the sender and on the receiver.
+      for (const [side, d] of [
+        ["sender", a],
+        ["receiver", b],
+      ] as const)
+        for (const line of d.log().split("\n"))
+          if (/replication (run|receive) phases|replication stream sent/.test(line)) {
+            const {
+              msg,
+              time: _t,
+              level: _l,
+              pid: _p,
+              hostname: _h,
+              room: _r,
+              volume: _v,
+              replica: _rp,
+              ...rest
+            } = JSON.parse(line) as Record<string, unknown>;
+            console.error(`${side}: ${String(msg)} ${JSON.stringify(rest)}`);
+          }
+    }
     return {
       rows: [
         [

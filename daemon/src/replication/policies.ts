@@ -286,10 +286,20 @@ export class ReplicationPolicies {
     const vm = p.kind === "vm" ? this.o.vms.list().find((v) => v.spec.id === p.id)?.spec : undefined;
     for (const volume of volumes) {
       // Every target is asked what it holds first: a qcow2 point is whole when one cannot follow an increment.
+      // Where a run's time goes, logged per volume (bench/replication.ts prints it with BENCH_REPLICATION_PROFILE=1).
+      const phases: Record<string, number> = {};
+      let tPhase = performance.now();
+      const phase = (name: string) => {
+        const now = performance.now();
+        phases[name] = Math.round(now - tPhase);
+        tPhase = now;
+      };
       const sessions = await Promise.all(p.targets.map((target) => this.session(target, volume.id)));
+      phase("askMs");
       try {
         // One point per volume and run, shared by every target.
         const point = pointName(Math.max(Date.now(), (pointTimeMs((await volume.source.points()).at(-1) ?? "") ?? 0) + 1));
+        phase("listMs");
         try {
           await volume.source.take(
             point,
@@ -299,6 +309,7 @@ export class ReplicationPolicies {
           for (const target of p.targets) this.statusOf(p, volume.id, target).lastError = `could not take the point: ${describeError(err)}`;
           continue;
         }
+        phase("takeMs");
         await Promise.all(
           sessions.map(async (session) => {
             const target = session.target;
@@ -325,12 +336,16 @@ export class ReplicationPolicies {
             }
           }),
         );
+        phase("sendMs");
       } finally {
         for (const s of sessions) if ("client" in s) s.client.close?.();
       }
       if (!this.policies.has(p.id)) return p;
       await this.save(p);
+      phase("saveMs");
       await this.prune(p, volume);
+      phase("pruneMs");
+      this.o.log.info({ volume: volume.id, kind: volume.source.kind, ...phases }, "replication run phases");
     }
     if (p.kind === "vm" && this.policies.has(p.id)) {
       this.o.events.publish({

@@ -125,9 +125,18 @@ export class Replicas {
         "failed_precondition",
         `this node holds a ${known.kind} replica of volume ${header.volumeName}, and the stream is ${header.kind}; DeleteReplica first.`,
       );
-    return this.lock(header.sourceVolumeId).runExclusive(async () => {
+    const result = await this.lock(header.sourceVolumeId).runExclusive(async () => {
       const id = header.sourceVolumeId;
-      const exists = await store.exists(id);
+      const phases: Record<string, number> = {};
+      let tPhase = performance.now();
+      const phase = (name: string) => {
+        const now = performance.now();
+        phases[name] = Math.round(now - tPhase);
+        tPhase = now;
+      };
+      // An increment to a replica known here needs no look first: the store refuses it if its base is gone.
+      const exists = header.basePoint === "" || !known ? await store.exists(id) : true;
+      phase("existsMs");
       if (header.basePoint === "" && exists && !store.wholeReplaces) {
         throw new DomainError(
           "failed_precondition",
@@ -156,8 +165,12 @@ export class Replicas {
         receivedBytes: known?.receivedBytes ?? 0,
         promotedVolume: "",
       };
-      await this.save(record);
+      // Written only when it says something new (a first stream, or the volume renamed or relabelled).
+      if (!known || JSON.stringify({ ...known, receivedBytes: 0 }) !== JSON.stringify({ ...record, receivedBytes: 0 }))
+        await this.save(record);
+      phase("recordMs");
       const incoming = await store.apply(id, { base: header.basePoint, point: header.point }, signal);
+      phase("startMs");
       let received = 0;
       try {
         for await (const chunk of chunks) {
@@ -178,8 +191,11 @@ export class Replicas {
             });
         }
         incoming.sink.end();
+        phase("streamMs");
         await incoming.done;
+        phase("drainMs");
         await incoming.commit();
+        phase("commitMs");
       } catch (err) {
         // What was taken of this stream is discarded: the replica stays at its previous point.
         await incoming.abort();
@@ -193,11 +209,16 @@ export class Replicas {
       record.receivedBytes += received;
       await this.save(record);
       this.latestMs.set(record.sourceVolumeId, header.pointMs);
-      await store
-        .prune(id, header.retention)
-        .catch((err: unknown) => this.o.log.warn({ replica: id, err: describeError(err) }, "could not prune old replication points"));
+      this.o.log.info({ replica: id, kind: header.kind, bytes: received, ...phases }, "replication receive phases");
       return { point: header.point, receivedBytes: received };
     });
+    // Old points go after the answer (still under the replica's lock): the source's run does not wait for it.
+    void this.lock(header.sourceVolumeId)
+      .runExclusive(() => store.prune(header.sourceVolumeId, header.retention))
+      .catch((err: unknown) =>
+        this.o.log.warn({ replica: header.sourceVolumeId, err: describeError(err) }, "could not prune old replication points"),
+      );
+    return result;
   }
 
   async list(tenant: string | undefined): Promise<ReplicaView[]> {
