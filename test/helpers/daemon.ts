@@ -8,7 +8,6 @@ import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { after, before } from "node:test";
 import { connect, type AetherClient } from "@aether/sdk";
-import { ensureShim } from "../../daemon/src/runtime/shim.ts";
 import { removeCgroupRoot, uniqueCgroupRoot } from "./cgroups.js";
 import { deleteVmTaps, killLeftovers } from "./leftovers.js";
 
@@ -58,7 +57,8 @@ let shimBuilt: Promise<string> | undefined;
  * as a restarted aetherd finds it (named after its source's digest, so a changed source is still built anew).
  */
 async function placeShim(stateDir: string): Promise<void> {
-  shimBuilt ??= ensureShim(join(repoRoot, ".aether", "shim"));
+  // Imported here, not at the top: it brings execa, which a test file that starts no daemon need not load.
+  shimBuilt ??= import("../../daemon/src/runtime/shim.ts").then(({ ensureShim }) => ensureShim(join(repoRoot, ".aether", "shim")));
   const built = await shimBuilt;
   const target = join(stateDir, "bin", basename(built));
   if (existsSync(target)) return;
