@@ -30,6 +30,7 @@ const UNLABELLED_LISTS = new Set([
   "aether storage replication list", // replication policies: one per volume, no labels
   "aether storage replication replicas", // replicas: by volume and target
   "aether rollout list", // rollouts: by deployment (--deployment), no labels of their own
+  "aether traffic list", // a node's service endpoints: by name, no labels
 ]);
 
 class Exited extends Error {

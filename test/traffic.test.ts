@@ -12,6 +12,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { BackendState, type Endpoint, type EndpointSpecSchema } from "@aether/sdk/gen/aether/traffic/v1/traffic_pb";
 import { eventually, isRunning, startDaemon, type TestDaemon } from "./helpers/daemon.js";
 import { freePort } from "./helpers/net.js";
+import { runCommand } from "./helpers/run.js";
 import { get, startLoad, startVersionService, tally, type VersionService } from "./helpers/traffic.js";
 
 /** The plain-object form of an EndpointSpec (not a created message), so tests can spread and change it. */
@@ -240,6 +241,35 @@ describe("traffic endpoints (HAProxy run by aetherd)", () => {
     );
     assert.equal(restarted.proxy?.restarts, 1);
     await eventually(async () => ((await get(url).catch(() => "")) === "v2" ? true : undefined), 10_000, "traffic through the new proxy");
+  });
+
+  it("aether traffic list|get: tables for people, JSON for scripts", async () => {
+    const cli = (...args: string[]) => runCommand("aether", args, { env: { AETHER_HOST: daemon.address } });
+    const table = await cli("traffic");
+    assert.equal(table.code, 0, table.stderr);
+    assert.match(table.stdout, new RegExp(`web\\s+${listen.replace(/\./g, "\\.")}\\s+running\\s+2/2\\s+v1 0, v2 50`));
+    const list = JSON.parse((await cli("traffic", "list", "--json")).stdout) as Array<{ spec: { name: string } }>;
+    assert.deepEqual(
+      list.map((e) => e.spec.name),
+      ["web"],
+    );
+    const one = await cli("traffic", "get", "web");
+    assert.equal(one.code, 0, one.stderr);
+    assert.match(one.stdout, /HTTP GET \/healthz expects 200/);
+    assert.match(one.stdout, /v2\s+127\.0\.0\.1:\d+\s+ready\s+UP/);
+    const json = JSON.parse((await cli("traffic", "get", "web", "-o", "json")).stdout) as {
+      backends: Array<{ id: string; healthy: boolean }>;
+    };
+    assert.deepEqual(
+      json.backends.map((b) => [b.id, b.healthy]),
+      [
+        ["v1", true],
+        ["v2", true],
+      ],
+    );
+    const missing = await cli("traffic", "get", "nope");
+    assert.notEqual(missing.code, 0);
+    assert.match(missing.stderr, /endpoint nope does not exist/);
   });
 
   it("DeleteEndpoint stops the proxy and leaves no HAProxy process", async () => {

@@ -15,6 +15,7 @@ import { deployCommands } from "./commands/deploy.js";
 import { rolloutCommands } from "./commands/rollout.js";
 import { backupCommands } from "./commands/backup.js";
 import { alertsCommands } from "./commands/alerts.js";
+import { trafficCommands } from "./commands/traffic.js";
 import { pkiCommands } from "./commands/pki.js";
 import { fenceCommands } from "./commands/fence.js";
 import { configCommands } from "./commands/config.js";
@@ -85,6 +86,7 @@ ${EXIT_CODES_HELP}`,
   rolloutCommands(program);
   backupCommands(program);
   alertsCommands(program);
+  trafficCommands(program);
   pkiCommands(program);
   fenceCommands(program);
   configCommands(program);
