@@ -106,7 +106,7 @@ function startLoad(url: string, loops = 4, header?: (i: number) => string) {
     }
   };
   const all = Array.from({ length: loops }, loop);
-  return {
+  const load = {
     answers,
     async stop() {
       running = false;
@@ -114,7 +114,12 @@ function startLoad(url: string, loops = 4, header?: (i: number) => string) {
       return answers;
     },
   };
+  loads.push(load);
+  return load;
 }
+
+/** Every load started, stopped by the suite's after() when a failed case could not. */
+const loads: Array<{ stop(): Promise<Answer[]> }> = [];
 
 const share = (answers: Answer[], body: string) =>
   answers.length === 0 ? NaN : answers.filter((a) => a.body === body).length / answers.length;
@@ -198,7 +203,9 @@ describe("rollouts with real traffic: three aetherd, two aggregators on etcd, HA
         const r = await rollout(name);
         if (r.phase === phase) return r;
         if (r.phase !== RolloutPhase.PROGRESSING && r.phase !== RolloutPhase.ROLLING_BACK && r.phase !== RolloutPhase.PAUSED)
-          throw new Error(`rollout of ${name} ended ${RolloutPhase[r.phase]}, not ${RolloutPhase[phase]}: ${r.phaseReason}`);
+          throw new Error(
+            `rollout of ${name} ended ${RolloutPhase[r.phase]}, not ${RolloutPhase[phase]}: ${r.history.map((h) => `${h.action}: ${h.reason} ${JSON.stringify(h.figures)}`).join(" | ")}`,
+          );
         return undefined;
       },
       timeoutMs,
@@ -241,6 +248,7 @@ describe("rollouts with real traffic: three aetherd, two aggregators on etcd, HA
   });
 
   after(async () => {
+    await Promise.all(loads.map((l) => l.stop()));
     agent.destroy();
     for (const { name } of (
       await api()
@@ -284,13 +292,19 @@ describe("rollouts with real traffic: three aetherd, two aggregators on etcd, HA
     const load = startLoad(url);
     const weights = followWeights("canary-ok");
     const startedAt = Date.now();
-    await api().updateDeployment({ deployment: "canary-ok", template: version("v2") });
-    const r = await ended("canary-ok", RolloutPhase.SUCCEEDED);
-    // Some requests after the end: all v2.
-    const endedAt = Date.now();
-    await new Promise((resolve) => setTimeout(resolve, 1_000));
-    await weights.stop();
-    const answers = (await load.stop()).filter((a) => a.sentAt >= startedAt);
+    let r: Rollout;
+    let endedAt: number;
+    try {
+      await api().updateDeployment({ deployment: "canary-ok", template: version("v2") });
+      r = await ended("canary-ok", RolloutPhase.SUCCEEDED);
+      // Some requests after the end: all v2.
+      endedAt = Date.now();
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+    } finally {
+      await weights.stop();
+      await load.stop();
+    }
+    const answers = load.answers.filter((a) => a.sentAt >= startedAt);
     const failed = answers.filter((a) => a.failed);
     assert.equal(failed.length, 0, `no failed request over the rollout (${answers.length} sent)`);
     const measured: string[] = [];

@@ -12,6 +12,11 @@ export const DEFAULT_STAGES = [5, 25, 50, 100];
 export const DEFAULT_HOLD_MS = 30_000;
 export const DEFAULT_MAX_ERROR_RATE = 0.01;
 export const DEFAULT_MAX_LATENCY_RATIO = 2;
+/**
+ * A p95 is judged slow only when it is also this much above the stable one: HAProxy's times are whole
+ * milliseconds, and 4 ms against 1 ms (a ratio of 4) is noise on a busy host, not a slower revision.
+ */
+export const LATENCY_FLOOR_MS = 50;
 /** Requests to the new revision after which a stage may fail before its hold ends. */
 const EARLY_EVIDENCE = 20;
 
@@ -107,6 +112,7 @@ function judge(o: Observed, s: CanarySettings): Verdict {
     p95_ms_stable: stable.p95Ms,
     latency_ratio: ratio,
     max_latency_ratio: s.maxLatencyRatio,
+    latency_floor_ms: LATENCY_FLOOR_MS,
     requests_stable: stable.requests,
   });
   if (errorRate > s.maxErrorRate)
@@ -117,7 +123,8 @@ function judge(o: Observed, s: CanarySettings): Verdict {
       figures: facts,
     };
   // Response times of a few requests say little: latency is judged at the hold's end only.
-  if (ratio !== undefined && ratio > s.maxLatencyRatio && fresh.requests >= EARLY_EVIDENCE)
+  const slower = (fresh.p95Ms ?? 0) - (stable.p95Ms ?? 0);
+  if (ratio !== undefined && ratio > s.maxLatencyRatio && slower >= LATENCY_FLOOR_MS && fresh.requests >= EARLY_EVIDENCE)
     return {
       failed: true,
       plain: false,
