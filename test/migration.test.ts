@@ -126,7 +126,7 @@ describe("live migration", () => {
     assert.ok((last?.memoryTransferredBytes ?? 0n) > 0n, "the memory was migrated");
     const downtimeMs = ms(last?.downtime);
     process.stdout.write(
-      `# migration: total ${ms(last?.totalTime)} ms (client saw ${Date.now() - started} ms), downtime ${downtimeMs} ms (QEMU), disk ${last?.diskTransferredBytes} B, memory ${last?.memoryTransferredBytes} B, phases ${phases.join(" > ")}\n`,
+      `# migration: total ${ms(last?.totalTime)} ms (client saw ${Date.now() - started} ms), downtime ${downtimeMs} ms (the guest paused), disk ${last?.diskTransferredBytes} B, memory ${last?.memoryTransferredBytes} B, phases ${phases.join(" > ")}\n`,
     );
     assert.ok(downtimeMs >= 0 && downtimeMs < 5000, `downtime ${downtimeMs} ms`);
     await Promise.race([listening, new Promise((r) => setTimeout(r, 2000))]);
