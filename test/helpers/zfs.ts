@@ -97,12 +97,14 @@ export async function startZfsPool(name: string): Promise<ZfsTestPool> {
   const file = `/var/tmp/aether-zfs-${name}.img`;
   const mountpoint = `/var/tmp/aether-zfs-${name}-mnt`;
   const remove = async () => {
-    // zfs-fuse answers "pool is busy" while it is still unmounting the pool's datasets.
-    for (let attempt = 0; await poolExists(name); attempt++) {
+    // zfs-fuse answers "pool is busy" while it is still unmounting the pool's datasets, which takes
+    // longer on a loaded host (5 s of retries once ran out at load 12): retry for up to 30 s.
+    const deadline = Date.now() + 30_000;
+    while (await poolExists(name)) {
       try {
         await runZfs("zpool", ["destroy", "-f", name], { timeoutMs: 60_000 });
       } catch (err) {
-        if (attempt >= 20 || !(err instanceof HostCommandError && /busy/.test(err.stderr))) throw err;
+        if (Date.now() > deadline || !(err instanceof HostCommandError && /busy/.test(err.stderr))) throw err;
         await sleep(250);
       }
     }
