@@ -2,6 +2,7 @@
 // kill -9), one proxy each run through a ProxyDriver, supervised (restarted when it dies) and adopted
 // as it runs after an aetherd restart. Calls on one endpoint take turns; different endpoints do not wait
 // for each other.
+import { readFileSync } from "node:fs";
 import { mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { Mutex } from "async-mutex";
@@ -14,6 +15,20 @@ import { hostPort, type BackendState, type EndpointSpec, type ProxySample } from
 /** Unix socket paths longer than this do not fit in sockaddr_un. */
 const MAX_SOCKET_PATH = 107;
 const SUPERVISE_EVERY_MS = 1000;
+
+/** When a process started (an adopted proxy's start time is its own, not the adoption's); now when unknown. */
+function processStartMs(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const ticks = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]);
+    const boot = Number(/^btime (\d+)$/m.exec(readFileSync("/proc/stat", "utf8"))?.[1]);
+    // The kernel counts in USER_HZ, 100 on every Linux architecture Aether runs on.
+    const ms = boot * 1000 + (ticks / 100) * 1000;
+    return Number.isFinite(ms) && ms > 0 ? ms : Date.now();
+  } catch {
+    return Date.now();
+  }
+}
 
 export interface ProxyView {
   running: boolean;
@@ -82,7 +97,7 @@ export class Endpoints {
         continue; // a folder a deletion did not finish removing
       }
       const pid = this.options.driver.running(files) ?? 0;
-      const entry: Entry = { spec, files, pid, startMs: pid ? Date.now() : 0, restarts: 0, message: "", lock: new Mutex() };
+      const entry: Entry = { spec, files, pid, startMs: pid ? processStartMs(pid) : 0, restarts: 0, message: "", lock: new Mutex() };
       this.entries.set(name, entry);
       if (pid) {
         this.options.log.info({ endpoint: name, pid }, "adopted the running HAProxy of endpoint");
