@@ -51,6 +51,8 @@ describe("traffic endpoints (HAProxy run by aetherd)", () => {
   let url: string;
   let listen: string;
 
+  // Checks every 400 ms (a dead backend is DOWN within a second) with a timeout as long, so a loaded
+  // host does not fail a live backend.
   const spec = (weights: [number, number]): SpecInit => ({
     name: "web",
     listen,
@@ -60,8 +62,8 @@ describe("traffic endpoints (HAProxy run by aetherd)", () => {
     ],
     healthCheck: {
       kind: { case: "http", value: { path: "/healthz", expectedStatus: 200 } },
-      intervalMs: 200,
-      timeoutMs: 150,
+      intervalMs: 400,
+      timeoutMs: 400,
       rise: 1,
       fall: 2,
     },
