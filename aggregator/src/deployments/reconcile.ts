@@ -81,6 +81,8 @@ export class Reconciler implements ReconcileHandle {
   private readonly counted = new Set<string>();
   /** Ports of endpoint ranges given to instances whose placement is not recorded yet ("<deployment id>/<port>"). */
   private readonly portsGiven = new Set<string>();
+  /** What else goes with a deleted deployment (its endpoint), before its record does. */
+  private beforeGone: (d: Deployment) => Promise<void> = async () => undefined;
   /** Per revision targets while a rollout acts on a deployment (set by the composition root). */
   private targetsOf: (d: Deployment) => RevisionTarget[] | undefined = () => undefined;
 
@@ -119,6 +121,11 @@ export class Reconciler implements ReconcileHandle {
 
   failure(deploymentId: string): string | undefined {
     return this.failures.get(deploymentId)?.sentence;
+  }
+
+  /** Who removes what else a deleted deployment had (the rollouts' endpoint) before its record goes. */
+  setBeforeGone(beforeGone: (d: Deployment) => Promise<void>): void {
+    this.beforeGone = beforeGone;
   }
 
   /** Who says how many instances of each revision to keep while a rollout runs. */
@@ -466,6 +473,13 @@ export class Reconciler implements ReconcileHandle {
     await pool(idle, START_CONCURRENCY, (p) => this.remove(d, p, `deployment ${d.name} is being deleted`));
     if (liveInstances(this.ctx.book, d).length > 0) {
       setTimeout(() => this.kick(d.id), 500).unref();
+      return;
+    }
+    try {
+      await this.beforeGone(d);
+    } catch (err) {
+      this.ctx.log.warn({ deployment: d.name, err: describeError(err) }, "could not remove a deleted deployment's endpoint; trying again");
+      setTimeout(() => this.kick(d.id), 1_000).unref();
       return;
     }
     await this.locks.run(d.id, async () => {

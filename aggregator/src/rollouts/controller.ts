@@ -81,6 +81,13 @@ export class RolloutController {
     this.removed.clear();
   }
 
+  /** A deleted deployment's endpoint removed (the reconcile loop calls it before the deployment's record goes). */
+  async removeEndpointOf(d: Deployment): Promise<void> {
+    if (!d.traffic || this.removed.has(d.id)) return;
+    await this.removeEndpoint(d.id, d.traffic.node, endpointName(d));
+    this.removed.add(d.id);
+  }
+
   private async removeEndpoint(id: string, node: string, name: string): Promise<void> {
     await this.routing.run(id, async () => {
       await this.router.remove(node, name);
@@ -91,6 +98,7 @@ export class RolloutController {
 
   private tick(generation: number): void {
     if (generation !== this.generation || !this.ctx.leading()) return;
+    for (const id of this.removed) if (!this.deployments.deployments.has(id)) this.removed.delete(id);
     // The endpoints of deployments that are gone (deleted between two ticks).
     for (const [id, where] of this.endpoints)
       if (!this.deployments.deployments.has(id) && !this.busy.has(id))
