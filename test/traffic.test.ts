@@ -4,8 +4,8 @@
 // by the health check, a deterministic A/B split, the proxy carrying traffic through an aetherd
 // kill -9 and adopted afterwards, restarted when it dies, and gone after DeleteEndpoint.
 import assert from "node:assert/strict";
-import { readdirSync, readFileSync } from "node:fs";
-import { dirname } from "node:path";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Code, ConnectError, type AetherClient } from "@aether/sdk";
 import type { MessageInitShape } from "@bufbuild/protobuf";
@@ -103,6 +103,15 @@ describe("traffic endpoints (HAProxy run by aetherd)", () => {
       /side B/,
     );
     await rejects(aether.traffic.setWeights({ name: "nope", weights: { v1: 1 } }), Code.NotFound, /does not exist/);
+    // An address something else listens on: HAProxy cannot bind, and nothing is left of the endpoint.
+    await rejects(
+      aether.traffic.putEndpoint({ spec: { ...spec([1, 1]), name: "clash", listen: v1.address } }),
+      Code.FailedPrecondition,
+      /in use/,
+    );
+    assert.deepEqual((await aether.traffic.listEndpoints({})).endpoints, []);
+    assert.deepEqual(haproxiesBelow(dirname(daemon.stateDir)), []);
+    assert.equal(existsSync(join(daemon.stateDir, "traffic", "clash")), false, "no files of the endpoint that never started");
     await rejects(aether.traffic.getEndpoint({ name: "Bad Name" }), Code.InvalidArgument, /not a valid name/);
   });
 

@@ -190,7 +190,14 @@ export class Endpoints {
       } else {
         if (running) await this.options.driver.stop(entry.pid, files);
         entry.pid = 0;
-        entry.pid = await this.options.driver.start(spec, files);
+        try {
+          entry.pid = await this.options.driver.start(spec, files);
+        } catch (err) {
+          // A new endpoint that could not start leaves nothing behind; an existing one keeps its
+          // spec, which the supervisor starts again.
+          if (!existing) await rm(files.dir, { recursive: true, force: true });
+          throw err;
+        }
         entry.startMs = Date.now();
         restarted = true;
       }
