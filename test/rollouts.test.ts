@@ -9,6 +9,7 @@
 // - blue-green: no failure across the switch, the switch time measured and printed;
 // - rolling of 4 instances with maxUnavailable 1: never fewer than 3 healthy weighted backends, no failure;
 // - A/B by header: the same header always lands on the same version, shares as the ratio; then promoted;
+// - immediate: every instance replaced at once;
 // - kill -9 of the leader mid-rollout: the standby continues it from its stage; pause and resume.
 import assert from "node:assert/strict";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -20,6 +21,7 @@ import type { AetherClient } from "@aether/sdk";
 import {
   ClusterEventKind,
   DeploymentState,
+  PlacementState,
   RolloutPhase,
   type DeploymentStrategy,
   type Rollout,
@@ -471,6 +473,23 @@ describe("rollouts with real traffic: three aetherd, two aggregators on etcd, HA
       "v2 for everyone",
     );
     await remove("ab");
+  });
+
+  it("immediate: every old instance replaced at once; the endpoint serves v2 once the new ones pass their checks", async () => {
+    const url = await deploy("immediate", 2, { kind: { case: "immediate", value: {} } });
+    await api().updateDeployment({ deployment: "immediate", template: version("v2") });
+    const r = await ended("immediate", RolloutPhase.SUCCEEDED);
+    assert.deepEqual(
+      r.history.map((h) => h.action),
+      ["start", "succeed"],
+    );
+    await eventually(async () => ((await get(url).catch(() => undefined))?.body === "v2" ? true : undefined), 10_000, "v2 served");
+    const d = await api().getDeployment({ deployment: "immediate" });
+    assert.deepEqual(
+      d.instances.filter((i) => i.state === PlacementState.PLACED).map((i) => i.revision),
+      [2n, 2n],
+    );
+    await remove("immediate");
   });
 
   it("kill -9 of the leader mid-rollout: the standby continues from the same stage; pause holds it, resume ends it", async () => {
