@@ -5,6 +5,7 @@
 import type { Client } from "@connectrpc/connect";
 import { RolloutPhase, type AggregatorService, type Rollout } from "./gen/aether/auction/v1/auction_pb.js";
 
+/** A rollout that did not succeed (rolled back, or superseded by a newer one); `rollout` holds its decisions and their figures. */
 export class RolloutFailedError extends Error {
   constructor(readonly rollout: Rollout) {
     const last = rollout.history[rollout.history.length - 1];
@@ -15,6 +16,7 @@ export class RolloutFailedError extends Error {
   }
 }
 
+/** Options of `aether.rollouts.wait`. */
 export interface WaitOptions {
   /** Tenant used to resolve the deployment's name. Default: "default". */
   tenant?: string;
@@ -24,6 +26,7 @@ export interface WaitOptions {
   onChange?: (rollout: Rollout) => void;
 }
 
+/** `aether.rollouts`: helpers over the aggregator's rollout RPCs. */
 export interface RolloutHelpers {
   /**
    * Resolves once the latest rollout of the deployment (by name or id, or a rollout id) succeeded;
