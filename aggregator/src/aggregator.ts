@@ -276,7 +276,7 @@ export class Aggregator {
       new HaproxyRouter(this.clients, (ref) => this.registry.find(ref)),
       (id) => this.reconciler.kick(id),
     );
-    this.reconciler.setBeforeGone((d) => this.rolloutController.removeEndpointOf(d));
+    this.reconciler.setBeforeGone((d) => this.rolloutController.forget(d));
     this.deployments = new Deployments(this.ctx, this.deploymentBook, this.reconciler, deploymentLocks, this.rollouts);
     this.maintenance = new Maintenance(
       this.ctx,

@@ -54,6 +54,15 @@ export class RolloutBook {
     if (!isActive(r)) await this.prune(r.deploymentId);
   }
 
+  /** Removes every rollout of a deployment that is gone. */
+  async removeOf(deploymentId: string): Promise<void> {
+    for (const r of this.of(deploymentId)) {
+      await this.store.delete(`${ROLLOUTS_PREFIX}${r.id}`);
+      this.rollouts.delete(r.id);
+    }
+    this.changed();
+  }
+
   /** The deployment's rollout that still acts on it, if any (at most one: a new one supersedes it). */
   activeOf(deploymentId: string): Rollout | undefined {
     for (const r of this.rollouts.values()) if (r.deploymentId === deploymentId && isActive(r)) return r;

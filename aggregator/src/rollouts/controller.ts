@@ -81,11 +81,26 @@ export class RolloutController {
     this.removed.clear();
   }
 
-  /** A deleted deployment's endpoint removed (the reconcile loop calls it before the deployment's record goes). */
-  async removeEndpointOf(d: Deployment): Promise<void> {
-    if (!d.traffic || this.removed.has(d.id)) return;
-    await this.removeEndpoint(d.id, d.traffic.node, endpointName(d));
-    this.removed.add(d.id);
+  /**
+   * What goes with a deleted deployment, before its record does (the reconcile loop calls it): its
+   * endpoint, and its rollouts (one still under way ends SUPERSEDED first, so a watcher hears of it).
+   */
+  async forget(d: Deployment): Promise<void> {
+    if (d.traffic && !this.removed.has(d.id)) {
+      await this.removeEndpoint(d.id, d.traffic.node, endpointName(d));
+      this.removed.add(d.id);
+    }
+    await this.locks.run(d.id, async () => {
+      const active = this.rollouts.activeOf(d.id);
+      if (active) {
+        const ended = clone(RolloutSchema, active);
+        ended.phase = RolloutPhase.SUPERSEDED;
+        ended.phaseReason = `deployment ${d.name} was deleted.`;
+        ended.endTime = timestamp(preciseNow());
+        await this.rollouts.save(ended);
+      }
+    });
+    await this.rollouts.removeOf(d.id);
   }
 
   private async removeEndpoint(id: string, node: string, name: string): Promise<void> {
