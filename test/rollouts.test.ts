@@ -27,6 +27,7 @@ import {
   type Rollout,
 } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import type { MessageInitShape } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
 import type { DeploymentStrategySchema } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { eventually, startDaemon, stopWorkloads, type TestDaemon } from "./helpers/daemon.js";
 import { startAggregator, type TestAggregator } from "./helpers/aggregator.js";
@@ -490,6 +491,88 @@ describe("rollouts with real traffic: three aetherd, two aggregators on etcd, HA
       [2n, 2n],
     );
     await remove("immediate");
+  });
+
+  it("command health check: an instance whose command fails goes to MAINT and is avoided with no failed request; back when it passes", async () => {
+    // An empty argv is refused with a sentence.
+    await assert.rejects(
+      api().createDeployment({
+        deployment: {
+          name: "cmd-bad",
+          template: version("v1"),
+          traffic: { listen: "127.0.0.1:1", node: "node-0", backendPortFirst: 30_000, backendPortLast: 30_001, commandCheck: { argv: [] } },
+        },
+      }),
+      (err: unknown) =>
+        err instanceof ConnectError && err.code === Code.InvalidArgument && /command_check\.argv is empty/.test(err.message),
+    );
+    // Each instance is healthy while the file named after its PORT exists (the check runs in its cell, with its env).
+    const marks = mkdtempSync(join(dir, "marks-"));
+    const listen = `127.0.0.1:${await freePort()}`;
+    const first = 20_000 + Math.floor(Math.random() * 400) * 100;
+    for (let port = first; port <= first + 9; port++) writeFileSync(join(marks, `up-${port}`), "");
+    await api().createDeployment({
+      deployment: {
+        name: "cmd-check",
+        instances: 2,
+        template: version("v1"),
+        traffic: {
+          listen,
+          node: "node-0",
+          backendPortFirst: first,
+          backendPortLast: first + 9,
+          healthPath: "/healthz",
+          healthInterval: { nanos: 200_000_000 },
+          commandCheck: {
+            argv: ["/bin/sh", "-c", `test -f ${marks}/up-$PORT`],
+            interval: { nanos: 500_000_000 },
+            timeout: { nanos: 400_000_000 },
+            rise: 1,
+            fall: 2,
+          },
+        },
+      },
+    });
+    const endpoint = async () => (await node0.traffic.getEndpoint({ name: "cmd-check" })).endpoint;
+    await eventually(
+      async () =>
+        (await endpoint().catch(() => undefined))?.backends.filter((b) => b.healthy && b.weight > 0).length === 2 ? true : undefined,
+      30_000,
+      "both instances serving",
+    );
+    const spec = (await endpoint())?.spec?.backends ?? [];
+    const victim = spec[0] as { id: string; address: string };
+    const port = victim.address.split(":").pop();
+    const url = `http://${listen}/`;
+    const load = startLoad(url, 2);
+    try {
+      rmSync(join(marks, `up-${port}`));
+      await eventually(
+        async () => ((await endpoint())?.backends.find((b) => b.id === victim.id)?.status.startsWith("MAINT") ? true : undefined),
+        10_000,
+        `${victim.id} in MAINT after its command failed`,
+      );
+      // Traffic avoids it: its request count stays while the other serves.
+      const countOf = async () => (await endpoint())?.backends.find((b) => b.id === victim.id)?.totalRequests ?? 0n;
+      const before = await countOf();
+      const sent = load.answers.length;
+      await eventually(async () => (load.answers.length >= sent + 50 ? true : undefined), 10_000, "50 requests while in MAINT");
+      assert.equal(await countOf(), before, `${victim.id} took no request while in MAINT`);
+      writeFileSync(join(marks, `up-${port}`), "");
+      await eventually(
+        async () => {
+          const b = (await endpoint())?.backends.find((x) => x.id === victim.id);
+          return b?.healthy && b.weight > 0 && b.totalRequests > before ? true : undefined;
+        },
+        15_000,
+        `${victim.id} serving again once its command passed`,
+      );
+    } finally {
+      await load.stop();
+    }
+    const failed = load.answers.filter((a) => a.failed);
+    assert.equal(failed.length, 0, `no failed request (${load.answers.length} sent)`);
+    await remove("cmd-check");
   });
 
   it("kill -9 of the leader mid-rollout: the standby continues from the same stage; pause holds it, resume ends it", async () => {

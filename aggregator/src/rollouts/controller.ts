@@ -25,6 +25,7 @@ import { liveInstances, wanted } from "../deployments/status.js";
 import { releasePlacement } from "../placements/release.js";
 import { KeyedMutex } from "../util.js";
 import { isActive, type RolloutBook } from "./book.js";
+import { CommandHealth } from "./command-health.js";
 import { endpointFor, endpointName, hostOf, portOf } from "./endpoint.js";
 import { isRunning, latestRollout, revisionTargets } from "./plan.js";
 import type { BackendFigures, TrafficRouter } from "./router.js";
@@ -53,6 +54,8 @@ export class RolloutController {
   private readonly routing = new KeyedMutex();
   /** Deployments being deleted whose endpoint was removed. */
   private readonly removed = new Set<string>();
+  /** Each instance's command health check (traffic.command_check), when the deployment has one. */
+  private readonly commands: CommandHealth;
 
   constructor(
     private readonly ctx: Context,
@@ -62,7 +65,9 @@ export class RolloutController {
     private readonly router: TrafficRouter,
     private readonly kickReconcile: (deploymentId: string) => void,
     private readonly intervalMs = DEFAULT_ROLLOUT_INTERVAL_MS,
-  ) {}
+  ) {
+    this.commands = new CommandHealth(ctx);
+  }
 
   start(): void {
     this.stop();
@@ -79,6 +84,7 @@ export class RolloutController {
     this.put.clear();
     this.endpoints.clear();
     this.removed.clear();
+    this.commands.clear();
   }
 
   /**
@@ -141,6 +147,7 @@ export class RolloutController {
       }
       return;
     }
+    this.commands.observe(d, liveInstances(this.ctx.book, d).filter(isRunning));
     const stats = d.traffic ? await this.router.stats(d.traffic.node, endpointName(d)).catch(() => undefined) : undefined;
     let r = latestRollout(this.rollouts, d);
     if (r && isActive(r)) r = await this.advance(d, r, stats, generation);
@@ -155,6 +162,7 @@ export class RolloutController {
   private ready(d: Deployment, p: WorkloadPlacement, stats: Map<string, BackendFigures> | undefined): boolean {
     if (!isRunning(p) || this.removing.has(p.workloadId)) return false;
     if (!d.traffic) return true;
+    if (!this.commands.ready(d, p)) return false;
     const b = stats?.get(p.name);
     return b !== undefined && b.healthy && b.checked;
   }
@@ -272,6 +280,7 @@ export class RolloutController {
           revision: p.deploymentRevision,
           ready: this.ready(d, p, stats),
           removing: this.removing.has(p.workloadId),
+          maint: this.commands.down(d, p),
         },
       ];
     });

@@ -45,7 +45,7 @@ export interface Grouped {
  */
 export function endpointFor(
   d: Deployment,
-  backends: Array<{ id: string; address: string; revision: bigint; ready: boolean; removing: boolean }>,
+  backends: Array<{ id: string; address: string; revision: bigint; ready: boolean; removing: boolean; maint?: boolean }>,
   r: Rollout | undefined,
 ): RouterEndpoint {
   const traffic = d.traffic;
@@ -69,7 +69,13 @@ export function endpointFor(
       : undefined;
   // A/B: the proxy's hash picks the side; within a side every ready backend weighs the same.
   const weights = ab ? splitWeights([...stable, ...fresh], [], 0) : splitWeights(stable, fresh, percentNew);
-  const list: RouterBackend[] = backends.map((b) => ({ id: b.id, address: b.address, weight: weights.get(b.id) ?? 0, drain: b.removing }));
+  const list: RouterBackend[] = backends.map((b) => ({
+    id: b.id,
+    address: b.address,
+    weight: weights.get(b.id) ?? 0,
+    drain: b.removing,
+    ...(b.maint && { maint: true }),
+  }));
   const sideA = backends.filter((b) => b.revision !== toRev).map((b) => b.id);
   const sideB = backends.filter((b) => b.revision === toRev).map((b) => b.id);
   return {

@@ -28,7 +28,7 @@ export class HaproxyRouter implements TrafficRouter {
             id: b.id,
             address: b.address,
             weight: b.weight,
-            state: b.drain ? BackendState.DRAIN : BackendState.READY,
+            state: b.maint ? BackendState.MAINT : b.drain ? BackendState.DRAIN : BackendState.READY,
           })),
           healthCheck: {
             kind: e.healthPath === "" ? { case: "tcp", value: {} } : { case: "http", value: { path: e.healthPath, expectedStatus: 200 } },

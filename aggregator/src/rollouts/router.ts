@@ -11,6 +11,8 @@ export interface RouterBackend {
   /** 0..256. */
   weight: number;
   drain: boolean;
+  /** Failing its command health check: takes nothing (HAProxy's MAINT). */
+  maint?: boolean;
 }
 
 export interface RouterEndpoint {

@@ -7,6 +7,7 @@ import {
   type DeploymentTraffic,
 } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { invalidArgument, msOf } from "@aether/server";
+import { validateCommandCheck } from "./command-health-validate.js";
 
 const HEADER = /^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$/;
 
@@ -83,5 +84,6 @@ export function normalizeTraffic(
     throw invalidArgument(`${field}.health_path ${t.healthPath} must start with '/'.`);
   if (t.healthInterval && (msOf(t.healthInterval) < 100 || msOf(t.healthInterval) > 60_000))
     throw invalidArgument(`${field}.health_interval must be 100 ms to 60 s.`);
+  if (t.commandCheck) validateCommandCheck(`${field}.command_check`, t.commandCheck, hasExecutable);
   return t;
 }

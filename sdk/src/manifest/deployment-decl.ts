@@ -88,6 +88,16 @@ const TrafficSchema = z
     ports: z.tuple([z.number().int().min(1024).max(65535), z.number().int().min(1024).max(65535)]),
     healthPath: z.string().startsWith("/").optional(),
     healthIntervalMs: z.number().int().min(100).max(60_000).optional(),
+    commandCheck: z
+      .object({
+        argv: z.array(z.string().min(1)).min(1, "give the program and its arguments").max(64),
+        intervalMs: z.number().int().min(500).max(300_000).optional(),
+        timeoutMs: z.number().int().min(100).max(60_000).optional(),
+        rise: z.number().int().min(1).max(100).optional(),
+        fall: z.number().int().min(1).max(100).optional(),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 
@@ -117,6 +127,8 @@ export interface TrafficDecl {
   ports: [number, number];
   healthPath?: string;
   healthIntervalMs?: number;
+  /** A command run for each instance in its cell: exit 0 passes; `fall` failures put its backend in maintenance, `rise` passes bring it back. */
+  commandCheck?: { argv: string[]; intervalMs?: number; timeoutMs?: number; rise?: number; fall?: number };
 }
 
 /**
@@ -236,5 +248,14 @@ export function deploymentTraffic(d: ManifestDeployment): MessageInitShape<typeo
     backendPortLast: t.ports[1],
     healthPath: t.healthPath ?? "",
     ...(t.healthIntervalMs !== undefined && { healthInterval: duration(t.healthIntervalMs / 1000) }),
+    ...(t.commandCheck && {
+      commandCheck: {
+        argv: t.commandCheck.argv,
+        ...(t.commandCheck.intervalMs !== undefined && { interval: duration(t.commandCheck.intervalMs / 1000) }),
+        ...(t.commandCheck.timeoutMs !== undefined && { timeout: duration(t.commandCheck.timeoutMs / 1000) }),
+        rise: t.commandCheck.rise ?? 0,
+        fall: t.commandCheck.fall ?? 0,
+      },
+    }),
   };
 }
