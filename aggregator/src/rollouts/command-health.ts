@@ -40,15 +40,33 @@ export function commandCheckSettings(c: CommandHealthCheck): CommandCheckSetting
   };
 }
 
-interface InstanceHealth {
-  deploymentId: string;
+/** One instance's consecutive results and the verdict they make. */
+export interface Tally {
   /** undefined until `rise` passes or `fall` failures decide it. */
   up: boolean | undefined;
   passes: number;
   failures: number;
+  lastError: string;
+}
+
+/** Counts one result: `rise` passes in a row make the instance up, `fall` failures in a row make it down. */
+export function tally(h: Tally, error: string | undefined, s: Pick<CommandCheckSettings, "rise" | "fall">): void {
+  if (error === undefined) {
+    h.passes++;
+    h.failures = 0;
+    if (h.passes >= s.rise) h.up = true;
+  } else {
+    h.failures++;
+    h.passes = 0;
+    h.lastError = error;
+    if (h.failures >= s.fall) h.up = false;
+  }
+}
+
+interface InstanceHealth extends Tally {
+  deploymentId: string;
   lastRunMs: number;
   running: boolean;
-  lastError: string;
 }
 
 export class CommandHealth {
@@ -100,16 +118,7 @@ export class CommandHealth {
   private record(d: Deployment, p: WorkloadPlacement, h: InstanceHealth, s: CommandCheckSettings, error: string | undefined): void {
     if (this.instances.get(p.workloadId) !== h) return;
     const before = h.up;
-    if (error === undefined) {
-      h.passes++;
-      h.failures = 0;
-      if (h.passes >= s.rise) h.up = true;
-    } else {
-      h.failures++;
-      h.passes = 0;
-      h.lastError = error;
-      if (h.failures >= s.fall) h.up = false;
-    }
+    tally(h, error, s);
     if (before !== h.up && h.up !== undefined)
       this.ctx.log.info(
         { deployment: d.name, instance: p.name, healthy: h.up, ...(h.up ? {} : { reason: h.lastError }) },

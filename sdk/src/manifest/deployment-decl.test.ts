@@ -36,6 +36,29 @@ describe("deployment strategy and endpoint in manifests", () => {
     assert.equal(t.healthPath, "/healthz");
   });
 
+  it("a command health check becomes traffic.command_check; an empty argv is refused naming the field", () => {
+    const d = web({
+      traffic: {
+        listen: "127.0.0.1:8080",
+        node: "node-a",
+        ports: [20000, 20099],
+        commandCheck: { argv: ["/usr/bin/test", "-f", "/srv/ready"], intervalMs: 1500, fall: 3 },
+      },
+    }).deployments[0];
+    assert.ok(d);
+    const c = create(DeploymentTrafficSchema, deploymentTraffic(d)).commandCheck;
+    assert.deepEqual(c?.argv, ["/usr/bin/test", "-f", "/srv/ready"]);
+    assert.equal(c?.interval?.nanos, 500_000_000);
+    assert.equal(c?.interval?.seconds, 1n);
+    assert.equal(c?.timeout, undefined);
+    assert.equal(c?.rise, 0);
+    assert.equal(c?.fall, 3);
+    assert.throws(
+      () => web({ traffic: { listen: "127.0.0.1:8080", node: "a", ports: [20000, 20099], commandCheck: { argv: [] } } }),
+      (e: ManifestError) => e.field.startsWith("deployments.0.traffic.commandCheck.argv"),
+    );
+  });
+
   it("refuses an A/B without a header or cookie, and an unknown kind, naming the field", () => {
     assert.throws(
       () => web({ strategy: { kind: "ab", percent: 30 } }),
