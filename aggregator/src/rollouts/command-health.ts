@@ -165,8 +165,10 @@ export class CommandHealth {
           argv: s.argv,
           env: instance.env,
           cwd: instance.cwd,
-          uid: instance.uid,
-          gid: instance.gid,
+          // The host ids the instance really runs as: this call is the cluster's, not the tenant's, so
+          // a tenant's id offsets (uid, gid) would be taken as host ids (0: root).
+          uid: instance.hostUid,
+          gid: instance.hostGid,
           cell: instance.cell,
           logLimitBytes: 64n << 10n,
         },
