@@ -493,7 +493,7 @@ describe("rollouts with real traffic: three aetherd, two aggregators on etcd, HA
     await remove("immediate");
   });
 
-  it("command health check: an instance whose command fails goes to MAINT and is avoided with no failed request; back when it passes", async () => {
+  it("command health check: an instance whose command fails or hangs goes to MAINT and is avoided with no failed request; back when it passes", async () => {
     // An empty argv is refused with a sentence.
     await assert.rejects(
       api().createDeployment({
@@ -506,7 +506,8 @@ describe("rollouts with real traffic: three aetherd, two aggregators on etcd, HA
       (err: unknown) =>
         err instanceof ConnectError && err.code === Code.InvalidArgument && /command_check\.argv is empty/.test(err.message),
     );
-    // Each instance is healthy while the file named after its PORT exists (the check runs in its cell, with its env).
+    // Each instance is healthy while the file named after its PORT exists (the check runs in its cell, with its
+    // env), and its check hangs past the timeout while a hang- file exists.
     const marks = mkdtempSync(join(dir, "marks-"));
     const listen = `127.0.0.1:${await freePort()}`;
     const first = 20_000 + Math.floor(Math.random() * 400) * 100;
@@ -524,9 +525,9 @@ describe("rollouts with real traffic: three aetherd, two aggregators on etcd, HA
           healthPath: "/healthz",
           healthInterval: { nanos: 200_000_000 },
           commandCheck: {
-            argv: ["/bin/sh", "-c", `test -f ${marks}/up-$PORT`],
-            interval: { nanos: 500_000_000 },
-            timeout: { nanos: 400_000_000 },
+            argv: ["/bin/sh", "-c", `test -f ${marks}/up-$PORT || exit 1; test -f ${marks}/hang-$PORT && exec sleep 30; exit 0`],
+            interval: { seconds: 1n },
+            timeout: { seconds: 1n },
             rise: 1,
             fall: 2,
           },
@@ -559,20 +560,48 @@ describe("rollouts with real traffic: three aetherd, two aggregators on etcd, HA
       await eventually(async () => (load.answers.length >= sent + 50 ? true : undefined), 10_000, "50 requests while in MAINT");
       assert.equal(await countOf(), before, `${victim.id} took no request while in MAINT`);
       writeFileSync(join(marks, `up-${port}`), "");
+      const serving = (after: bigint, why: string) =>
+        eventually(
+          async () => {
+            const b = (await endpoint())?.backends.find((x) => x.id === victim.id);
+            return b?.healthy && b.weight > 0 && b.totalRequests > after ? true : undefined;
+          },
+          15_000,
+          `${victim.id} serving again once its command ${why}`,
+        );
+      await serving(before, "passed");
+      // A check that outlives its timeout fails too (its process is killed and forgotten).
+      writeFileSync(join(marks, `hang-${port}`), "");
       await eventually(
-        async () => {
-          const b = (await endpoint())?.backends.find((x) => x.id === victim.id);
-          return b?.healthy && b.weight > 0 && b.totalRequests > before ? true : undefined;
-        },
+        async () => ((await endpoint())?.backends.find((b) => b.id === victim.id)?.status.startsWith("MAINT") ? true : undefined),
         15_000,
-        `${victim.id} serving again once its command passed`,
+        `${victim.id} in MAINT after its command timed out`,
       );
+      rmSync(join(marks, `hang-${port}`));
+      await serving(await countOf(), "ended in time again");
     } finally {
       await load.stop();
     }
     const failed = load.answers.filter((a) => a.failed);
     assert.equal(failed.length, 0, `no failed request (${load.answers.length} sent)`);
     await remove("cmd-check");
+    // The checks' processes (the killed sleep included) are forgotten on every node.
+    await eventually(
+      async () => {
+        for (const n of nodes) {
+          const c = await n.client();
+          try {
+            const left = (await c.runtime.listExecutables({})).executables.filter((e) => e.labels["aether.health-check-of"]);
+            if (left.length > 0) return undefined;
+          } finally {
+            c.close();
+          }
+        }
+        return true;
+      },
+      20_000,
+      "no health check process left on the nodes",
+    );
   });
 
   it("kill -9 of the leader mid-rollout: the standby continues from the same stage; pause holds it, resume ends it", async () => {
