@@ -5,6 +5,8 @@
 // it, then puts the endpoint (weights through the runtime API) and drains and stops the instances the
 // targets no longer want. Instances are placed by the reconcile loop (plan.ts tells it how many of
 // each revision); only this controller removes instances of a rollout's revisions, after a drain.
+// A little past 400 lines because observing, recording and acting are one tick that must keep its
+// order (a decision is recorded before it is acted on); the strategies are pure modules beside it.
 import { clone, create } from "@bufbuild/protobuf";
 import {
   ClusterEventKind,

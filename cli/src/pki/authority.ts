@@ -4,6 +4,8 @@
 //   index.json              every certificate issued, with its identity, validity and revocation
 //   node/<name>.pem|.key, service/<name>.*, user/<name>.*, tenant/<t>/user/<name>.*   issued pairs
 // Certificates are built with @peculiar/x509 on Node's WebCrypto; nothing is templated for openssl.
+// About 500 lines because issuing, revoking and the CRL all read and write the same index and CA
+// key under one lock; the identities they name are identity.ts's.
 import type * as x509 from "@peculiar/x509";
 import { randomBytes, webcrypto } from "node:crypto";
 import { mkdir, open, readFile, rename, rm } from "node:fs/promises";
