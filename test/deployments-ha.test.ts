@@ -3,7 +3,7 @@
 // instances, none provisioned twice; and a hung node's instance is replaced only after its BMC has
 // confirmed the power off (three real aetherd, a test BMC), never while the node is only suspect.
 import assert from "node:assert/strict";
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -22,7 +22,7 @@ import { eventually, isRunning, powerOffHost, startDaemon, stopWorkloads, type T
 import { startAggregator, type TestAggregator } from "./helpers/aggregator.js";
 import { startEtcd, type TestEtcd } from "./helpers/etcd.js";
 import { startFakeBidder, type FakeBidder } from "./helpers/fake-bidder.js";
-import { startTestBmc, type TestBmc } from "./helpers/test-bmc.js";
+import { startTestBmc, type TestBmc, writeBmcRegistration } from "./helpers/test-bmc.js";
 
 const sleeper = { requirements: { cpuMillis: 10 }, kind: { case: "executable" as const, value: { argv: ["/bin/sleep", "600"] } } };
 
@@ -152,21 +152,14 @@ describe("a deployment's instance on a hung node is replaced only once the fence
         await powerOffHost(daemons.get("node-b") as TestDaemon, bPids);
       },
     });
-    const pw = join(dir, "b.password");
-    writeFileSync(pw, `${bmc.password}\n`);
-    chmodSync(pw, 0o600);
-    writeFileSync(join(dir, "b-ca.pem"), bmc.caPem);
-    writeFileSync(
-      join(dir, "bmcs.toml"),
-      `[[bmcs]]\nnode = "node-b"\nendpoint = "${bmc.url}"\nusername = "${bmc.username}"\npassword_file = "b.password"\nca_file = "b-ca.pem"\nprofile = "${bmc.profile}"\nrequest_timeout_ms = 800\nretries = 0\n`,
-    );
+    const bmcs = writeBmcRegistration(dir, "node-b", bmc);
     agg = await startAggregator({
       dir: join(dir, "agg"),
       args: [
         "--lease-ttl-ms",
         String(TTL_MS),
         "--bmcs",
-        join(dir, "bmcs.toml"),
+        bmcs,
         "--fence-timeout-ms",
         String(POWER_OFF_DELAY_MS + 5000),
         "--fence-poll-interval-ms",

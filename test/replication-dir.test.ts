@@ -5,7 +5,7 @@
 // is fenced through a test BMC, the aggregator starts the VM on the replica holder from the last
 // point, the guest agent reads what the guest wrote, and the event names the data-loss window.
 import assert from "node:assert/strict";
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -16,7 +16,7 @@ import { startAggregator, type TestAggregator } from "./helpers/aggregator.js";
 import { eventually, isRunning, powerOffHost, startDaemon, stopWorkloads, type TestDaemon } from "./helpers/daemon.js";
 import { guestImage } from "./helpers/guest.js";
 import { sh, waitReady } from "./helpers/migration.js";
-import { startTestBmc, type TestBmc } from "./helpers/test-bmc.js";
+import { startTestBmc, type TestBmc, writeBmcRegistration } from "./helpers/test-bmc.js";
 
 const MiB = 1024 * 1024;
 
@@ -56,26 +56,10 @@ describe(
           if (a) await powerOffHost(a, qemuPidOnA > 0 ? [qemuPidOnA] : []);
         },
       });
-      const pw = join(dir, "dr-a.password");
-      writeFileSync(pw, `${bmc.password}\n`);
-      chmodSync(pw, 0o600);
-      writeFileSync(join(dir, "dr-a-ca.pem"), bmc.caPem);
-      writeFileSync(
-        join(dir, "bmcs.toml"),
-        `[[bmcs]]\nnode = "dr-a"\nendpoint = "${bmc.url}"\nusername = "${bmc.username}"\npassword_file = "dr-a.password"\nca_file = "dr-a-ca.pem"\nprofile = "${bmc.profile}"\nrequest_timeout_ms = 800\nretries = 0\n`,
-      );
+      const bmcs = writeBmcRegistration(dir, "dr-a", bmc);
       agg = await startAggregator({
         dir: join(dir, "agg"),
-        args: [
-          "--lease-ttl-ms",
-          String(TTL_MS),
-          "--bmcs",
-          join(dir, "bmcs.toml"),
-          "--fence-timeout-ms",
-          "2000",
-          "--fence-poll-interval-ms",
-          "50",
-        ],
+        args: ["--lease-ttl-ms", String(TTL_MS), "--bmcs", bmcs, "--fence-timeout-ms", "2000", "--fence-poll-interval-ms", "50"],
       });
       await startMember("dr-a");
       await startMember("dr-b");

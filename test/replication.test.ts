@@ -6,7 +6,7 @@
 // that holds none), from the last point; the guest agent reads the file there.
 import assert from "node:assert/strict";
 import { createHash, randomBytes, randomUUID } from "node:crypto";
-import { chmodSync, closeSync, fsyncSync, mkdirSync, mkdtempSync, openSync, readSync, rmSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, fsyncSync, mkdirSync, mkdtempSync, openSync, readSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -23,7 +23,7 @@ import { createCa } from "./helpers/pki.js";
 import { eventually, isRunning, powerOffHost, startDaemon, stopWorkloads, type TestDaemon } from "./helpers/daemon.js";
 import { guestImage } from "./helpers/guest.js";
 import { sh, waitReady } from "./helpers/migration.js";
-import { startTestBmc, type TestBmc } from "./helpers/test-bmc.js";
+import { startTestBmc, type TestBmc, writeBmcRegistration } from "./helpers/test-bmc.js";
 import { startZfsPool, type ZfsTestPool } from "./helpers/zfs.js";
 
 const MiB = 1024 * 1024;
@@ -267,26 +267,10 @@ describe("failover that keeps the data: a fenced node's VM starts on the node ho
         if (a) await powerOffHost(a, qemuPidOnA > 0 ? [qemuPidOnA] : []);
       },
     });
-    const pw = join(dir, "fo-a.password");
-    writeFileSync(pw, `${bmc.password}\n`);
-    chmodSync(pw, 0o600);
-    writeFileSync(join(dir, "fo-a-ca.pem"), bmc.caPem);
-    writeFileSync(
-      join(dir, "bmcs.toml"),
-      `[[bmcs]]\nnode = "fo-a"\nendpoint = "${bmc.url}"\nusername = "${bmc.username}"\npassword_file = "fo-a.password"\nca_file = "fo-a-ca.pem"\nprofile = "${bmc.profile}"\nrequest_timeout_ms = 800\nretries = 0\n`,
-    );
+    const bmcs = writeBmcRegistration(dir, "fo-a", bmc);
     agg = await startAggregator({
       dir: join(dir, "agg"),
-      args: [
-        "--lease-ttl-ms",
-        String(TTL_MS),
-        "--bmcs",
-        join(dir, "bmcs.toml"),
-        "--fence-timeout-ms",
-        "2000",
-        "--fence-poll-interval-ms",
-        "50",
-      ],
+      args: ["--lease-ttl-ms", String(TTL_MS), "--bmcs", bmcs, "--fence-timeout-ms", "2000", "--fence-poll-interval-ms", "50"],
     });
     await startMember("fo-a", poolA);
     await startMember("fo-b", poolB);

@@ -11,7 +11,7 @@
 //   await bmc.close();
 import { execFileSync } from "node:child_process";
 import { randomBytes, timingSafeEqual } from "node:crypto";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:https";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -716,4 +716,23 @@ export async function startTestBmc(options: TestBmcOptions): Promise<TestBmc> {
       await Promise.race([done, sleep(2000)]);
     },
   };
+}
+
+/**
+ * Registers `bmc` as `node`'s BMC for an aether-aggregator: its password file (0600) and CA beside a
+ * bmcs.toml in `dir`, with a short request timeout and no retries so a fencing test moves quickly.
+ * Returns the bmcs.toml path, for `--bmcs`.
+ */
+export function writeBmcRegistration(dir: string, node: string, bmc: TestBmc): string {
+  const password = `${node}.password`;
+  const ca = `${node}-ca.pem`;
+  writeFileSync(join(dir, password), `${bmc.password}\n`);
+  chmodSync(join(dir, password), 0o600);
+  writeFileSync(join(dir, ca), bmc.caPem);
+  const path = join(dir, "bmcs.toml");
+  writeFileSync(
+    path,
+    `[[bmcs]]\nnode = "${node}"\nendpoint = "${bmc.url}"\nusername = "${bmc.username}"\npassword_file = "${password}"\nca_file = "${ca}"\nprofile = "${bmc.profile}"\nrequest_timeout_ms = 800\nretries = 0\n`,
+  );
+  return path;
 }
