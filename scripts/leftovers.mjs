@@ -10,9 +10,10 @@
 //   - a process carrying this run's marker (except zfs-fuse, which tests start like a service and
 //     leave running on purpose), and every descendant of one (workloads get a clean environment);
 //   - an orphaned process (parent init) without any run's marker whose command line names a
-//     test's temporary folder (/tmp/aetherd-*, /tmp/aether*, /var/tmp/aether-zfs-*) or is
-//     aether-shim, aetherd, the aggregator, qemu-system-* or firecracker, unless it was there
-//     before the run (another run's processes carry another marker and are not counted);
+//     test's temporary folder (/tmp/aetherd-*, /tmp/aether*, /dev/shm/aether-etcd-*,
+//     /var/tmp/aether-zfs-*) or is aether-shim, aetherd, the aggregator, qemu-system-* or
+//     firecracker, unless it was there before the run (another run's processes carry another
+//     marker and are not counted);
 //   - a network device named like aetherd's TAPs (ae<8 hex>n<i>) or a test's bridge (aehb<n>,
 //     aether*), a network namespace named aether*, a mount below a test folder, a ZFS pool on a
 //     test image (/var/tmp/aether-zfs-*.img), a loop device on a test file, and a cgroup named
@@ -27,7 +28,8 @@ import { fileURLToPath } from "node:url";
 export const MARKER = "AETHER_TEST_RUN";
 
 const TMP = tmpdir().replace(/\/+$/, "");
-const TEST_PATHS = [`${TMP}/aether`, "/var/tmp/aether-zfs-"];
+// /dev/shm: test etcds keep their data in memory (test/helpers/etcd.ts says why).
+const TEST_PATHS = [`${TMP}/aether`, "/dev/shm/aether-etcd-", "/var/tmp/aether-zfs-"];
 const TEST_BINARIES = [/^aether-shim/, /^qemu-system-/, /^firecracker$/, /^aether-aggregator/];
 const TEST_SCRIPTS = [/daemon\/bin\/aetherd\.mjs$/, /aggregator\/bin\/[\w.-]+\.mjs$/];
 const LINK_NAMES = [/^ae[0-9a-f]{8}n\d+$/, /^aehb\d+$/, /^aether/];
