@@ -4,7 +4,7 @@
 // missing or does not start, the test fails saying why.
 import { type ChildProcess, spawn } from "node:child_process";
 import { constants } from "node:fs";
-import { access, mkdtemp, rm, stat } from "node:fs/promises";
+import { access, mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
 import { createServer, type Server, type Socket, connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -19,8 +19,8 @@ export interface TestEtcd {
   stop(): Promise<void>;
   /** Kills etcd with SIGKILL, as a crash would; the data directory stays until stop(). */
   kill9(): Promise<void>;
-  /** Freezes etcd (SIGSTOP): connections stay open and nothing answers. */
-  pause(): void;
+  /** Freezes etcd (SIGSTOP) and resolves once it has stopped: connections stay open and nothing answers. */
+  pause(): Promise<void>;
   /** Thaws a paused etcd (SIGCONT). */
   resume(): void;
   /** The end of etcd's log (its warnings: slow disk, slow applies), for a failing assertion's message. */
@@ -29,6 +29,7 @@ export interface TestEtcd {
 
 const READY_TIMEOUT_MS = 20_000;
 const STOP_TIMEOUT_MS = 5_000;
+const PAUSE_TIMEOUT_MS = 5_000;
 /** How much of etcd's stderr is kept. */
 const LOG_TAIL_CHARS = 8_000;
 /** A tmpfs on Linux machines (systemd and Docker both mount one). */
@@ -54,6 +55,17 @@ async function etcdDataParent(): Promise<string> {
     // No tmpfs here: the temporary folder, as on any disk.
   }
   return tmpdir();
+}
+
+/** Whether every thread of process pid is stopped (state T in /proc), as SIGSTOP leaves them. */
+async function allThreadsStopped(pid: number): Promise<boolean> {
+  for (const thread of await readdir(`/proc/${pid}/task`)) {
+    const stat = await readFile(`/proc/${pid}/task/${thread}/stat`, "utf8").catch(() => undefined);
+    if (stat === undefined) continue; // the thread ended
+    const state = stat.charAt(stat.lastIndexOf(")") + 2);
+    if (state !== "T" && state !== "Z" && state !== "X") return false; // Z, X: ending
+  }
+  return true;
 }
 
 function exited(child: ChildProcess): Promise<void> {
@@ -134,8 +146,17 @@ export async function startEtcd(): Promise<TestEtcd> {
             child.kill("SIGKILL");
             await exited(child);
           },
-          pause(): void {
-            child.kill("SIGSTOP");
+          async pause(): Promise<void> {
+            const pid = child.pid;
+            if (pid === undefined || !child.kill("SIGSTOP")) throw new Error("etcd is not running, so it cannot be paused");
+            // kill() returns once the signal is queued; etcd's threads stop one by one as each is
+            // next scheduled, and on a loaded machine the running ones went on answering requests
+            // for milliseconds (a put sent after kill() returned succeeded in 8 of 25 tries).
+            const deadline = Date.now() + PAUSE_TIMEOUT_MS;
+            while (!(await allThreadsStopped(pid))) {
+              if (Date.now() > deadline) throw new Error(`etcd (pid ${pid}) did not stop within ${PAUSE_TIMEOUT_MS} ms of SIGSTOP`);
+              await sleep(1);
+            }
           },
           resume(): void {
             child.kill("SIGCONT");

@@ -280,7 +280,7 @@ describe("EtcdStore when etcd is unreachable", () => {
       await leader.put("nodes/a", "1");
 
       // A stall well under the lease TTL costs nothing.
-      etcd.pause();
+      await etcd.pause();
       await sleep(1_000);
       etcd.resume();
       await leader.put("nodes/a", "2");
@@ -294,7 +294,7 @@ describe("EtcdStore when etcd is unreachable", () => {
         () => performance.now(),
       );
       assert.equal(await settlesWithin(followerCampaign, 300), false);
-      etcd.pause();
+      await etcd.pause();
       const pausedAt = performance.now();
       const leaderGaveUp = first.lost.then(() => Math.round(performance.now() - pausedAt));
       await Promise.all([
