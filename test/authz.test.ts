@@ -379,6 +379,7 @@ function crossById(ids: Record<string, string>): Record<string, { init: Record<s
     "VmService/WriteVmFile": nf({ vm: ids.vm, path: "/tmp/x", data: new Uint8Array([1]) }),
     "VmMigrationService/PrepareIncoming": denied({ migrationId: "00000000-0000-0000-0000-000000000000" }),
     "VmMigrationService/FinishIncoming": denied({ migrationId: "00000000-0000-0000-0000-000000000000" }),
+    "VmMigrationService/ConfirmIncoming": denied({ migrationId: "00000000-0000-0000-0000-000000000000" }),
     "VmMigrationService/AbortIncoming": denied({ migrationId: "00000000-0000-0000-0000-000000000000" }),
     "VmMigrationService/QueryIncoming": denied({ migrationId: "00000000-0000-0000-0000-000000000000" }),
     // storage

@@ -3,14 +3,16 @@
 // vCPUs are never throttled and the timeout cancels the migration cleanly (the guest runs on in the
 // source, the target is empty). The same run with auto-converge and steep steps (from 80 %, +20 %
 // each time the copy still falls behind; QEMU's default 20 % + 10 % takes about 45 s here) is seen
-// to throttle the vCPUs, rising, and completes within the same timeout: the VM is the target's and
-// nothing of it is left on the source. Steps out of range, or given without auto-converge, are
-// refused with a sentence.
+// to throttle the vCPUs, rising, and its copy completes within the same timeout (the switchover).
+// Steps out of range, or given without auto-converge, are refused with a sentence.
 //
 // aetherd pauses a TCG guest while its memory is copied (QEMU 7.2's TCG misses pages a running guest
 // writes during the copy, issue 14): the source here copies live (AETHER_UNSAFE_TCG_LIVE_COPY=1) to
-// show QEMU's throttle at work, so the guest that lands on the target may be corrupt and is not asked
-// anything there; test/migration checks a migrated guest's health with aetherd's safe default.
+// show QEMU's throttle at work, so the guest that lands on the target may be corrupt. aetherd asks it
+// all the same before the migration commits: a guest that answers there makes the VM the target's
+// with nothing left on the source; one that does not (the corruption seen) fails the migration, its
+// copy removed from the target and the guest resumed on the source. Either way one copy runs.
+// test/migration checks a migrated guest's health with aetherd's safe default.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { Code, vm as vmApi, type AetherClient } from "@aether/sdk";
@@ -121,7 +123,10 @@ describe("live migration: auto-converge", () => {
 
     // The same run with auto-converge and steep steps: throttled, rising, and it completes.
     const throttled = await run(true, STEPS);
-    assert.equal(throttled.last?.state, vmApi.MigrationState.SUCCEEDED, throttled.last?.stateReason);
+    assert.ok(
+      throttled.reports.some((r) => r.phase === vmApi.MigrationPhase.SWITCHOVER),
+      `the copy converged and reached the switchover (${throttled.last?.stateReason})`,
+    );
     assert.equal(throttled.last?.options?.cpuThrottleInitialPercent, STEPS.cpuThrottleInitialPercent);
     assert.equal(throttled.last?.options?.cpuThrottleIncrementPercent, STEPS.cpuThrottleIncrementPercent);
     const seen = throttled.throttles.filter((t) => t > 0);
@@ -134,8 +139,20 @@ describe("live migration: auto-converge", () => {
       seen.every((t, i) => i === 0 || t >= (seen[i - 1] ?? 0)),
       `the throttle only rose (${seen.join(", ")})`,
     );
-    const moved = (await target.vm.listVms({})).vms.map((v) => [v.name, v.id]);
-    assert.deepEqual(moved, [["busy", vmId]], "the VM is the target's");
-    assert.deepEqual((await source.vm.listVms({})).vms, [], "nothing of the VM is left on the source");
+    if (throttled.last?.state === vmApi.MigrationState.SUCCEEDED) {
+      const moved = (await target.vm.listVms({})).vms.map((v) => [v.name, v.id]);
+      assert.deepEqual(moved, [["busy", vmId]], "the VM is the target's");
+      assert.deepEqual((await source.vm.listVms({})).vms, [], "nothing of the VM is left on the source");
+    } else {
+      // The live copy under TCG broke the guest on the target: it did not answer there, so it was not moved.
+      assert.equal(throttled.last?.state, vmApi.MigrationState.FAILED);
+      assert.match(
+        throttled.last?.stateReason ?? "",
+        /did not answer on the target.*the target removed its copy.*the guest kept running here/,
+      );
+      assert.deepEqual((await target.vm.listVms({})).vms, [], "the target is empty");
+      assert.equal((await source.vm.getVm({ vm: "busy" })).vm?.state, vmApi.VmState.RUNNING);
+      assert.equal(await sh(source, "busy", "echo alive"), "alive", "the guest answers on the source");
+    }
   });
 });

@@ -3,7 +3,10 @@
 // QEMU, the target removes its copy); a killed target is noticed by the source before the switchover
 // (the guest keeps running), and the restarted target removes the incoming copy it held. A source
 // dead once it handed the state over asks the target which copy lives: the target had not resumed
-// it (the guest resumes in the source's QEMU), or had (what is left on the source goes).
+// it (the guest resumes in the source's QEMU), had resumed it and it answers there (the migration
+// commits, what is left on the source goes), or had committed it. A target dead while the guest runs
+// there unconfirmed leaves the source paused in doubt; restarted, it removes its copy and the guest
+// resumes in the source's QEMU.
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
@@ -31,12 +34,12 @@ describe("live migration: kill -9 of either aetherd", () => {
     }
   });
 
-  for (const [point, outcome] of [
-    ["migration.switching", "source"],
-    ["migration.committed", "target"],
+  for (const [point, outcome, name] of [
+    ["migration.switching", "source", "doubt"],
+    ["migration.confirming", "target", "unsure"],
+    ["migration.committed", "target", "late"],
   ] as const) {
     it(`a source aetherd dead at ${point} settles on one running copy, on the ${outcome}`, async () => {
-      const name = outcome === "source" ? "doubt" : "late";
       // The source runs with the crash point for this VM's migration only: a daemon of its own.
       await stopWorkloads(source);
       assert.equal(await a.stop(), 0);
@@ -73,6 +76,50 @@ describe("live migration: kill -9 of either aetherd", () => {
       await on.storage.deleteVolume({ volume: `${name}-data` });
     });
   }
+
+  it("kill -9 of the target aetherd while the guest runs there unconfirmed: the source waits paused, the restarted target removes its copy, the guest resumes on the source", async () => {
+    await stopWorkloads(target);
+    assert.equal(await b.stop(), 0);
+    b = await startDaemon({
+      dir: join(b.stateDir, ".."),
+      cgroupRoot: b.cgroupRoot,
+      env: { AETHERD_CRASH_AT: "migration.incoming-resumed" },
+    });
+    target = await b.client();
+    const before = await bootGuest(source, "orphan");
+    const bootId = await sh(source, "orphan", "cat /proc/sys/kernel/random/boot_id");
+    const digest = await sh(
+      source,
+      "orphan",
+      "dd if=/dev/urandom of=/dev/vda bs=1M count=2 conv=fsync 2>/dev/null && dd if=/dev/vda bs=1M count=2 2>/dev/null | sha256sum",
+    );
+    const { migration } = await source.vm.migrateVm({ vm: "orphan", target: b.address });
+    const last = (await follow(source, migration?.id ?? "")).at(-1);
+    await eventually(() => (b.process.exitCode !== null || b.process.signalCode !== null ? true : undefined), 60_000, "the crash point");
+    await b.kill9();
+    assert.equal(last?.state, vmApi.MigrationState.FAILED);
+    assert.match(last?.stateReason ?? "", /in doubt .*the guest stays paused here until/);
+    assert.match((await source.vm.getVm({ vm: "orphan" })).vm?.stateReason ?? "", /in doubt/);
+
+    b = await startDaemon({ dir: join(b.stateDir, ".."), cgroupRoot: b.cgroupRoot });
+    target = await b.client();
+    const running = await eventually(
+      async () => {
+        const v = (await vmsNamed(source, "orphan"))[0];
+        return v?.state === vmApi.VmState.RUNNING && v.agentReady && /resumed here/.test(v.stateReason) ? v : undefined;
+      },
+      90_000,
+      "the guest resumed on the source",
+    );
+    assert.equal(running.pid, before.pid, "the guest resumed in the source's own QEMU");
+    assert.equal(await sh(source, "orphan", "cat /proc/sys/kernel/random/boot_id"), bootId, "the same guest, never rebooted");
+    assert.equal(await sh(source, "orphan", "dd if=/dev/vda bs=1M count=2 2>/dev/null | sha256sum"), digest, "its disk as it wrote it");
+    assert.deepEqual(await vmsNamed(target, "orphan"), [], "no VM on the target");
+    assert.deepEqual(await volumesNamed(target, "orphan"), [], "no volume on the target");
+    assert.equal(existsSync(join(b.stateDir, "vms", before.id)), false, "no VM folder on the target");
+    await source.vm.deleteVm({ vm: "orphan", force: true });
+    await source.storage.deleteVolume({ volume: "orphan-data" });
+  });
 
   it("kill -9 of the source aetherd mid-mirror: its restart cancels the migration, the guest runs on, the target is cleaned", async () => {
     const before = await bootGuest(source, "crashy");

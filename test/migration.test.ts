@@ -3,10 +3,12 @@
 // and never notices (same boot id, uptime and counter going on, the data there), and nothing of it is
 // left on the source; a VM booted from an image moves onto a thin clone of the same image; a target
 // QEMU killed mid-mirror, or a target that refuses, cancels the migration: the guest keeps running on
-// the source and the target is clean. Bad requests are refused with a sentence. The way back is
-// `aether vm migrate --json`. (kill -9 of either aetherd: test/migration-recovery.test.ts.)
+// the source and the target is clean. A guest that does not answer on the target once resumed there
+// (its QEMU frozen by the target's test fault) is not reported migrated: the target removes its copy
+// and the source resumes its own, disk and all. Bad requests are refused with a sentence. The way
+// back is `aether vm migrate --json`. (kill -9 of either aetherd: test/migration-recovery.test.ts.)
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Code, vm as vmApi, type AetherClient } from "@aether/sdk";
@@ -268,8 +270,79 @@ describe("live migration", () => {
     assert.deepEqual(await vmsNamed(target, "stayer"), [], "no VM on the target");
     assert.deepEqual(await volumesNamed(target, "stayer"), [], "no volume on the target");
     assert.equal(existsSync(join(b.stateDir, "vms", before.id)), false, "no VM folder on the target");
+    // The guest stays for the next test.
+  });
 
+  it("a guest that does not answer on the target once resumed there fails the migration: the target's copy goes, the source's resumes with its disk", async () => {
+    // A target whose QEMU freezes (SIGSTOP) right after it resumed the migrated guest: a real hang.
+    const c = await startDaemon({ env: { AETHERD_FAULT: "migration.target-guest-silent" } });
+    try {
+      const before = (await source.vm.getVm({ vm: "stayer" })).vm;
+      assert.equal(before?.state, vmApi.VmState.RUNNING);
+      const bootId = await sh(source, "stayer", "cat /proc/sys/kernel/random/boot_id");
+      const digest = await sh(
+        source,
+        "stayer",
+        "dd if=/dev/urandom of=/dev/vda bs=1M seek=32 count=2 conv=fsync 2>/dev/null && dd if=/dev/vda bs=1M skip=32 count=2 2>/dev/null | sha256sum",
+      );
+      const { migration } = await source.vm.migrateVm({ vm: "stayer", target: c.address });
+      const reports = await follow(source, migration?.id ?? "");
+      const last = reports.at(-1);
+      assert.ok(
+        reports.some((r) => /waiting for the guest to answer on/.test(r.stateReason)),
+        "the source waited for the guest on the target",
+      );
+      assert.equal(last?.state, vmApi.MigrationState.FAILED, last?.stateReason);
+      assert.match(
+        last?.stateReason ?? "",
+        /agent did not answer on the target within 20 s.*the target removed its copy and the guest kept running here/,
+      );
+
+      // One copy, the source's: the same QEMU and boot, its disk whole, and writable again (QEMU's
+      // cont takes the disks back from the target after a completed migration).
+      const vm = (await source.vm.getVm({ vm: "stayer" })).vm;
+      assert.equal(vm?.state, vmApi.VmState.RUNNING, vm?.stateReason);
+      assert.equal(vm?.pid, before?.pid, "the same QEMU runs the guest");
+      assert.equal(await sh(source, "stayer", "cat /proc/sys/kernel/random/boot_id"), bootId);
+      const rewritten = await sh(
+        source,
+        "stayer",
+        "dd if=/dev/urandom of=/dev/vda bs=1M seek=40 count=1 conv=fsync 2>/dev/null && dd if=/dev/vda bs=1M skip=40 count=1 2>/dev/null | sha256sum",
+      );
+      assert.equal(
+        await sh(source, "stayer", "echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/vda bs=1M skip=32 count=2 2>/dev/null | sha256sum"),
+        digest,
+        "the data written before the migration, read from the disk again",
+      );
+      assert.equal(await sh(source, "stayer", "dd if=/dev/vda bs=1M skip=40 count=1 2>/dev/null | sha256sum"), rewritten);
+      assert.equal((await source.vm.getVm({ vm: "stayer" })).vm?.pid, before?.pid, "QEMU lived through the writes");
+
+      const targetClient = await c.client();
+      assert.deepEqual(await vmsNamed(targetClient, "stayer"), [], "no VM on the target");
+      assert.deepEqual(await volumesNamed(targetClient, "stayer"), [], "no volume on the target");
+      assert.equal(existsSync(join(c.stateDir, "vms", before?.id ?? "")), false, "no VM folder on the target");
+      assert.deepEqual(qemusUnder(c.stateDir), [], "no QEMU of the target left");
+    } finally {
+      await stopWorkloads(await c.client()).catch(() => undefined);
+      assert.equal(await c.stop(), 0, "aetherd exits 0 on SIGTERM");
+      c.cleanup();
+    }
     await source.vm.deleteVm({ vm: "stayer", force: true });
     await source.storage.deleteVolume({ volume: "stayer-data" });
   });
 });
+
+/** Pids of the QEMU processes whose command line names a file under dir. */
+function qemusUnder(dir: string): number[] {
+  return readdirSync("/proc")
+    .filter((p) => /^\d+$/.test(p))
+    .filter((p) => {
+      try {
+        const argv = readFileSync(`/proc/${p}/cmdline`, "utf8");
+        return argv.includes("qemu-system") && argv.includes(dir);
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}

@@ -1,8 +1,14 @@
 // The target side of a live migration (VmMigrationService): the VM is re-created here from the
 // source's spec, its volumes are made in this node's pool, its QEMU waits for the incoming state with
 // the disks exported over NBD, and the guest runs here only once the source says FinishIncoming.
-// Until then everything made here belongs to the incoming VM and goes with it: on AbortIncoming, when
-// the source is silent past the deadline, or when aetherd restarts (recovery removes it).
+// Even then it is not this node's until the guest shows it is healthy here (ConfirmIncoming): the
+// source keeps its paused copy until this node commits, or removes its own copy so that the source
+// resumes. Until the commit everything made here belongs to the incoming VM and goes with it: on
+// AbortIncoming, an unconfirmed guest, the source silent past the deadline, or when aetherd restarts
+// (recovery removes it).
+//
+// Past 400 lines because the target's side is one life (prepare, resume, confirm or remove, commit)
+// whose steps share the entries and their serialization; the QMP commands are in qemu-steps.ts.
 import { createServer } from "node:net";
 import { join } from "node:path";
 import type { Logger } from "pino";
@@ -21,6 +27,7 @@ import { WORKLOAD_LABEL } from "../auction/spec.js";
 import { awaitIncomingComplete, exportDisks, listenIncoming, resumeIncoming } from "./qemu-steps.js";
 import type { MigrationReports } from "./reports.js";
 import { addTlsAuthz, addTlsCreds, dropTlsCreds } from "./tls.js";
+import { faultAt } from "./fault-point.js";
 
 export interface IncomingDiskRequest {
   sizeBytes: number;
@@ -54,21 +61,39 @@ export interface Prepared {
   migrationUri: string;
 }
 
-export type IncomingState = "absent" | "prepared" | "finished";
+export type IncomingState = "absent" | "prepared" | "resumed" | "finished";
+
+interface Figures {
+  elapsedMs: number;
+  downtimeMs: number;
+}
 
 interface Entry {
   vmId: string;
   sourceNodeId: string;
   prepared: Promise<Prepared>;
   deadline?: NodeJS.Timeout;
-  /** One FinishIncoming or AbortIncoming at a time. */
+  /** One FinishIncoming, ConfirmIncoming or AbortIncoming at a time. */
   chain: Promise<unknown>;
+  /** Once resumed unconfirmed: how long the guest has to show it is healthy, and the source's figures for the report. */
+  confirmWithinMs?: number;
+  figures?: Figures;
+  resumedMs?: number;
+  /** The decision of ConfirmIncoming under way (a second call waits for the same one). */
+  confirming?: Promise<Confirmation>;
+}
+
+export interface Confirmation {
+  confirmed: boolean;
+  reason: string;
 }
 
 /** How long the target waits for its QEMU to have the whole incoming state once the source says it sent it. */
 const COMPLETE_WAIT_MS = 30_000;
 /** How soon a committed guest whose resume failed is settled again. */
 const SETTLE_RETRY_MS = 2000;
+/** A source silent this long past confirm_within: this node settles the resumed migration itself. */
+const CONFIRM_GRACE_MS = 60_000;
 
 export class IncomingMigrations {
   private readonly entries = new Map<string, Entry>();
@@ -229,62 +254,166 @@ export class IncomingMigrations {
   }
 
   /**
-   * Commits the migration here: the guest resumes on this node. `figures` are the source's (how long
-   * the migration took until this call, the guest's downtime), for the report to the aggregator.
+   * Resumes the guest here once its incoming state is complete. With confirmWithinMs the VM is not
+   * this node's yet (step "resumed"): confirm() decides. Without it (the source has no copy left)
+   * the migration commits at once, also one resumed earlier. `figures` are the source's (how long the
+   * migration took until this call, the guest's downtime), for the report to the aggregator.
    */
-  async finish(migrationId: string, figures: { elapsedMs: number; downtimeMs: number }): Promise<void> {
+  async finish(migrationId: string, figures: Figures, confirmWithinMs = 0): Promise<void> {
     const calledMs = Date.now();
-    if (this.state(migrationId) === "finished") return;
+    const now = this.state(migrationId);
+    if (now === "finished" || (now === "resumed" && confirmWithinMs > 0)) return;
     const entry = this.entries.get(migrationId);
     if (!entry) throw new DomainError("not_found", `no incoming migration ${migrationId} on this node (it was aborted or never prepared).`);
     await entry.prepared;
     await this.serialized(entry, async () => {
-      const { hooks, storage, log } = this.o;
+      const { hooks, log } = this.o;
       const vm = hooks.byId(entry.vmId);
-      if (!vm || vm.runtime.intent?.migration?.id !== migrationId) {
+      const migration = vm?.runtime.intent?.migration;
+      if (!vm || migration?.id !== migrationId) {
         if (vm?.runtime.migratedIn === migrationId) return;
         throw new DomainError("not_found", `the incoming migration ${migrationId} was aborted on this node.`);
       }
       const qmp = hooks.qmp(vm);
       if (!qmp) throw new DomainError("failed_precondition", `the target's QEMU for VM ${vm.spec.name} is not running any more.`);
+      if (migration.step === "committed") return;
+      if (migration.step === "resumed") {
+        if (confirmWithinMs > 0) return;
+        clearTimeout(entry.deadline);
+        await this.commit(entry, vm, entry.figures ?? figures, entry.resumedMs ?? calledMs);
+        return;
+      }
       await awaitIncomingComplete(qmp, COMPLETE_WAIT_MS).catch((err: Error) => {
         throw new DomainError("failed_precondition", err.message);
       });
       clearTimeout(entry.deadline);
-      // Write-ahead: from here the guest is this node's, whatever happens to either aetherd. Beside it
-      // (the guest waits for both), the report with the figures only this call has: it is sent only
-      // once the commit is durable (reports.ts), and recovery writes one without them if none is kept.
-      const intent = vm.runtime.intent;
-      if (intent?.migration) intent.migration.step = "committed";
-      vm.runtime.migratedIn = migrationId;
-      await Promise.all([
-        hooks.save(vm),
-        this.o.reports.record({
-          ...reportOf(vm, migrationId, entry.sourceNodeId),
-          totalMs: figures.elapsedMs > 0 ? figures.elapsedMs + (Date.now() - calledMs) : 0,
-          downtimeMs: figures.downtimeMs,
-        }),
-      ]);
-      crashPoint("migration.incoming-committed");
-      // Committed: the guest is this node's whatever fails from here, so it is settled again until done.
-      const retry = (err: Error) => {
-        log.error({ vm: vm.spec.name, migration: migrationId, err: err.message }, "settling a migrated guest failed; retrying");
-        this.settleLater(vm);
-      };
-      try {
-        await resumeIncoming(qmp);
-        await hooks.setState(vm, "running", `live-migrated from ${intent?.migration?.peer ?? "another node"}`);
-      } catch (err) {
-        return retry(err as Error);
+      if (confirmWithinMs === 0) {
+        await this.commit(entry, vm, figures, calledMs);
+        return;
       }
-      // The guest runs here: the source goes on at once, and the rest (the TLS objects out, the volumes
-      // given back, the report, the agent's answer) follows without holding the switchover up.
-      this.o.reports.flush();
-      log.info({ vm: vm.spec.name, migration: migrationId }, "incoming migration finished; the guest runs here");
-      void dropTlsCreds(qmp)
-        .then(() => settleCommitted(hooks, storage, vm, this.o.reports))
-        .catch(retry);
+      // Write-ahead: the guest runs here unconfirmed; a crash from here removes this copy (the VM
+      // manager's recovery) and the source, told ABSENT, resumes its own.
+      migration.step = "resumed";
+      Object.assign(entry, { confirmWithinMs, figures, resumedMs: calledMs });
+      await hooks.save(vm);
+      await resumeIncoming(qmp);
+      crashPoint("migration.incoming-resumed");
+      if (faultAt("migration.target-guest-silent")) {
+        const pid = hooks.pid(vm);
+        log.warn({ vm: vm.spec.name, pid }, "test fault migration.target-guest-silent: freezing the resumed guest's QEMU (SIGSTOP)");
+        if (pid > 0) process.kill(pid, "SIGSTOP");
+      }
+      // A source that never asks (it died for good): this node settles the migration itself.
+      entry.deadline = setTimeout(
+        () =>
+          void this.confirm(migrationId).catch((err: Error) =>
+            log.error({ vm: vm.spec.name, migration: migrationId, err: err.message }, "could not settle a resumed incoming migration"),
+          ),
+        confirmWithinMs + CONFIRM_GRACE_MS,
+      );
+      entry.deadline.unref();
+      log.info({ vm: vm.spec.name, migration: migrationId, confirmWithinMs }, "resumed an incoming guest; waiting for it to answer");
     });
+  }
+
+  /**
+   * Settles a resumed migration: commits it once the guest shows it is healthy here within the
+   * bound FinishIncoming gave, else removes this node's copy (QEMU, volumes, TAPs, seed, cell, record)
+   * and says why. confirmed false always means this node holds no copy any more.
+   */
+  async confirm(migrationId: string): Promise<Confirmation> {
+    const now = this.state(migrationId);
+    if (now === "finished") return { confirmed: true, reason: "" };
+    const entry = this.entries.get(migrationId);
+    if (now === "absent") return { confirmed: false, reason: "the target holds no copy of the VM (it was removed there)" };
+    if (!entry)
+      throw new DomainError("unavailable", `this node is still settling the incoming migration ${migrationId} after a restart; ask again.`);
+    if (now === "prepared")
+      throw new DomainError(
+        "failed_precondition",
+        `the incoming migration ${migrationId} was not resumed here yet: call FinishIncoming with confirm_within first.`,
+      );
+    if (!entry.confirming) {
+      const decision = this.serialized(entry, () => this.decide(entry, migrationId));
+      entry.confirming = decision;
+      decision.catch(() => {
+        if (entry.confirming === decision) entry.confirming = undefined;
+      });
+    }
+    return entry.confirming;
+  }
+
+  private async decide(entry: Entry, migrationId: string): Promise<Confirmation> {
+    const { hooks, log } = this.o;
+    const vm = hooks.byId(entry.vmId);
+    const gone = { confirmed: false, reason: "the target holds no copy of the VM (it was removed there)" };
+    if (!vm || vm.runtime.intent?.migration?.id !== migrationId)
+      return vm?.runtime.migratedIn === migrationId ? { confirmed: true, reason: "" } : gone;
+    if (vm.runtime.intent.migration.step === "committed") return { confirmed: true, reason: "" };
+    const within = entry.confirmWithinMs ?? 0;
+    const healthy = await hooks.healthy(vm, within);
+    clearTimeout(entry.deadline);
+    if (healthy) {
+      await this.commit(entry, vm, entry.figures ?? { elapsedMs: 0, downtimeMs: 0 }, entry.resumedMs ?? Date.now(), true);
+      return { confirmed: true, reason: "" };
+    }
+    const reason = vm.spec.guestAgent
+      ? `the guest's agent did not answer on the target within ${within / 1000} s of its resume there`
+      : `the target's QEMU did not say the guest runs within ${within / 1000} s of its resume there`;
+    log.warn({ vm: vm.spec.name, migration: migrationId, reason }, "the incoming guest did not confirm; removing this copy");
+    await this.removeVm(vm, `its incoming migration was not confirmed: ${reason}`);
+    // "Not confirmed" tells the source to resume its copy: only once this one is surely gone.
+    if (hooks.byId(vm.spec.id))
+      throw new DomainError("unavailable", `the target could not remove its unconfirmed copy of VM ${vm.spec.name}; ask again.`);
+    this.entries.delete(migrationId);
+    return { confirmed: false, reason };
+  }
+
+  /**
+   * Commits the migration here: the guest is this node's whatever happens to either aetherd, and it
+   * runs here. Resolves once the guest runs; with `settled`, once the VM is settled too (RUNNING,
+   * its volumes given back, the report sent), else that follows in the background.
+   */
+  private async commit(entry: Entry, vm: VmRecord, figures: Figures, calledMs: number, settled = false): Promise<void> {
+    const { hooks, storage, log } = this.o;
+    const migrationId = vm.runtime.intent?.migration?.id ?? "";
+    const qmp = hooks.qmp(vm);
+    if (!qmp) throw new DomainError("failed_precondition", `the target's QEMU for VM ${vm.spec.name} is not running any more.`);
+    // Write-ahead: from here the guest is this node's, whatever happens to either aetherd. Beside it
+    // (the guest waits for both), the report with the figures only this call has: it is sent only
+    // once the commit is durable (reports.ts), and recovery writes one without them if none is kept.
+    const intent = vm.runtime.intent;
+    const runsAlready = intent?.migration?.step === "resumed";
+    if (intent?.migration) intent.migration.step = "committed";
+    vm.runtime.migratedIn = migrationId;
+    await Promise.all([
+      hooks.save(vm),
+      this.o.reports.record({
+        ...reportOf(vm, migrationId, entry.sourceNodeId),
+        totalMs: figures.elapsedMs > 0 ? figures.elapsedMs + (Date.now() - calledMs) : 0,
+        downtimeMs: figures.downtimeMs,
+      }),
+    ]);
+    crashPoint("migration.incoming-committed");
+    // Committed: the guest is this node's whatever fails from here, so it is settled again until done.
+    const retry = (err: Error) => {
+      log.error({ vm: vm.spec.name, migration: migrationId, err: err.message }, "settling a migrated guest failed; retrying");
+      this.settleLater(vm);
+    };
+    try {
+      if (!runsAlready) await resumeIncoming(qmp);
+      await hooks.setState(vm, "running", `live-migrated from ${intent?.migration?.peer ?? "another node"}`);
+    } catch (err) {
+      return retry(err as Error);
+    }
+    // The guest runs here: the rest (the TLS objects out, the volumes given back, the report, the
+    // agent's answer) follows; the caller waits for it only when the guest was confirmed first.
+    this.o.reports.flush();
+    log.info({ vm: vm.spec.name, migration: migrationId }, "incoming migration committed; the guest runs here");
+    const settle = dropTlsCreds(qmp)
+      .then(() => settleCommitted(hooks, storage, vm, this.o.reports))
+      .catch(retry);
+    if (settled) await settle;
   }
 
   /** Removes the incoming VM; FAILED_PRECONDITION once finished. */
@@ -319,7 +448,14 @@ export class IncomingMigrations {
     for (const vm of this.o.hooks.list()) {
       if (vm.runtime.migratedIn === migrationId && vm.runtime.intent?.op !== "migrate-in") return "finished";
       if (vm.runtime.intent?.op === "migrate-in" && vm.runtime.intent.migration?.id === migrationId)
-        return vm.runtime.intent.migration.step === "committed" ? "finished" : "prepared";
+        switch (vm.runtime.intent.migration.step) {
+          case "committed":
+            return "finished";
+          case "resumed":
+            return "resumed";
+          default:
+            return "prepared";
+        }
     }
     return this.entries.has(migrationId) ? "prepared" : "absent";
   }

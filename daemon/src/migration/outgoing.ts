@@ -1,9 +1,11 @@
 // The source side of a live migration (MigrateVm): prepare the target (VmMigrationService over the
 // node's own identity), mirror the disks into its NBD exports until in sync, send the memory, end the
-// mirrors at the switchover, have the target resume the guest, then remove the VM here. Every step is
+// mirrors at the switchover, have the target resume the guest, wait (the copy here paused) for the
+// target to say the guest is healthy there, then remove the VM here. Every step is
 // written ahead into the VM's record (intent migrate-out, see record.ts) so that recovery after a
 // crash ends with exactly one running copy (recovery.ts). Before the switchover, any failure cancels:
-// the guest keeps running here, the target removes what it made, and the VM's reason says why.
+// the guest keeps running here, the target removes what it made, and the VM's reason says why. After
+// it, a guest that does not show it is healthy on the target in time is removed there and resumed here.
 // Its three ways out (cancel, in doubt, removal after the commit) are in exits.ts, shared with
 // recovery.ts.
 //
@@ -36,7 +38,7 @@ import {
   type StreamTls,
 } from "./qemu-steps.js";
 import { addTlsCreds } from "./tls.js";
-import { cancelOutgoing, describe, removeMigrated, settleInDoubt, type Target } from "./exits.js";
+import { cancelOutgoing, describe, removeMigrated, resumeHere, settleInDoubt, type Target } from "./exits.js";
 
 export type Phase = "prepare" | "storage" | "memory" | "switchover" | "cleanup";
 
@@ -75,6 +77,13 @@ const TARGET_CHECK_MS = 1000;
 const KEEP_ENDED_MS = 3600_000;
 /** The target waits this much longer than the migration's own timeout before it removes its copy on its own. */
 const TARGET_GRACE_MS = 60_000;
+/**
+ * How long a resumed guest has to show it is healthy on the target (its agent answers, or QEMU says it
+ * runs) before the migration commits; else the target's copy goes and the guest resumes here. An
+ * agent that answered here answers within a second or two of its resume there, also under TCG on a
+ * loaded host; 20 s leaves room for a host much busier than that.
+ */
+export const GUEST_CONFIRM_MS = 20_000;
 
 export class OutgoingMigrations {
   private readonly all = new Map<string, Migration>();
@@ -325,17 +334,32 @@ export class OutgoingMigrations {
       if (pauseForCopy) this.update(m, { memory: { ...m.memory, downtimeMs: Math.max(m.memory.downtimeMs, Date.now() - pausedAt) } });
       await this.step(vm, "switching");
       crashPoint("migration.switching");
-      // ...and the target resumes it. Past this call the guest is the target's.
+      // ...and the target resumes it, but the guest is not the target's until it shows it is healthy
+      // there: this node keeps its copy, paused, until the target commits or has removed its own.
       await target.migration.finishIncoming(
-        { migrationId: m.id, elapsed: duration(Date.now() - m.startMs), downtime: duration(m.memory.downtimeMs) },
+        {
+          migrationId: m.id,
+          elapsed: duration(Date.now() - m.startMs),
+          downtime: duration(m.memory.downtimeMs),
+          confirmWithin: duration(GUEST_CONFIRM_MS),
+        },
         { timeoutMs: 60_000 },
       );
+      await this.step(vm, "confirming");
+      crashPoint("migration.confirming");
+      this.update(m, { reason: `waiting for the guest to answer on ${m.target} (at most ${GUEST_CONFIRM_MS / 1000} s)` });
+      const confirmation = await target.migration.confirmIncoming({ migrationId: m.id }, { timeoutMs: GUEST_CONFIRM_MS + 60_000 });
+      if (!confirmation.confirmed) {
+        // The target's copy is gone (it says so only then): the guest resumes here, as it was.
+        const reason = `the live migration to ${m.target} failed: ${confirmation.reason}; the target removed its copy and the guest kept running here`;
+        await resumeHere(hooks, vm, m.id, reason, log);
+        this.finish(m, "failed", reason);
+        return;
+      }
       await this.step(vm, "committed");
       crashPoint("migration.committed");
       this.update(m, { phase: "cleanup", reason: "removing the VM from this node" });
-      // While this node removes its copy, the target hears from the guest's agent again: the migration
-      // ends once both are done, so the guest answers (Exec) on the target when it says it runs there.
-      await Promise.all([removeMigrated(hooks, this.o.storage, vm, m.target, log), this.targetReady(target, vm)]);
+      await removeMigrated(hooks, this.o.storage, vm, m.target, log);
       this.finish(m, "succeeded", `VM ${m.vmName} runs on ${m.target}`);
       log.info(
         { vm: m.vmName, migration: m.id, target: m.target, totalMs: Date.now() - m.startMs, downtimeMs: m.memory.downtimeMs },
@@ -345,8 +369,8 @@ export class OutgoingMigrations {
       const why = describe(err);
       log.warn({ vm: m.vmName, migration: m.id, phase: m.phase, err: why }, "live migration failed");
       const step = vm.runtime.intent?.migration?.step;
-      if (step === "switching") {
-        // The target may or may not have resumed the guest: it says which copy lives.
+      if (step === "switching" || step === "confirming") {
+        // The target may or may not have resumed the guest, or confirmed it: it says which copy lives.
         await settleInDoubt(this.o.hooks, this.o.storage, vm, target, m.id, m.target, log).then(
           (outcome) =>
             outcome === "moved"
@@ -354,7 +378,7 @@ export class OutgoingMigrations {
               : this.finish(
                   m,
                   "failed",
-                  `the live migration to ${m.target} failed at the switchover (${why}); the guest kept running here`,
+                  `the live migration to ${m.target} failed at the switchover (${why}; then ${outcome.reason}); the guest kept running here`,
                 ),
           async (e: Error) => {
             const reason = `the live migration to ${m.target} is in doubt (${why}; ${describe(e)}); the guest stays paused here until ${m.target} answers`;
@@ -383,22 +407,6 @@ export class OutgoingMigrations {
     }
   }
 
-  /** Waits (10 s at most) for the target to say the guest is RUNNING with its agent answering; a failure is only logged. */
-  private async targetReady(target: Target, vm: VmRecord): Promise<void> {
-    try {
-      const ready = target.client.vm.waitVmReady(
-        { vm: vm.spec.id, tenant: vm.spec.tenant, timeout: { seconds: 10n, nanos: 0 } },
-        { timeoutMs: 15_000 },
-      );
-      for await (const _ of ready);
-    } catch (err) {
-      this.o.log.warn(
-        { vm: vm.spec.name, err: describe(err) },
-        "the target did not say the migrated guest is ready; it runs there all the same",
-      );
-    }
-  }
-
   private incomingDisk(volumeId: string) {
     const volume = this.o.storage.volumeById(volumeId);
     if (!volume) throw new Error(`volume ${volumeId} no longer exists`);
@@ -412,7 +420,7 @@ export class OutgoingMigrations {
     };
   }
 
-  private async step(vm: VmRecord, step: "switching" | "committed"): Promise<void> {
+  private async step(vm: VmRecord, step: "switching" | "confirming" | "committed"): Promise<void> {
     const migration = vm.runtime.intent?.migration;
     if (migration) migration.step = step;
     await this.o.hooks.save(vm);

@@ -11,7 +11,7 @@ const nbdNode = (index: number) => `mig-nbd${index}`;
 const mirrorJob = (index: number) => `mig-disk${index}`;
 const exportId = (index: number) => `mig-exp${index}`;
 /** A QMP answer may be slow on a loaded host (TCG guests use the CPUs): a step waits this long for one. */
-const QMP_STEP_MS = 30_000;
+export const QMP_STEP_MS = 30_000;
 /** What "no bandwidth cap" is sent as (QEMU's own default is 32 MiB/s). */
 const UNCAPPED_BYTES_PER_SECOND = 100 * 1024 ** 3;
 

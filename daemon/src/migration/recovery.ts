@@ -2,11 +2,13 @@
 // intents in the VM records, so that exactly one copy of each VM runs:
 // - source, "copying": the guest never left; the migration is cancelled (QEMU's migration and
 //   mirrors, the target told to remove its copy) and the guest keeps running here;
-// - source, "switching": the target is asked (QueryIncoming) which copy lives, and the other goes; while it
-//   does not answer, the guest stays paused here and aetherd asks again;
+// - source, "switching" or "confirming": the target is asked (QueryIncoming) which copy lives, and the
+//   other goes (a guest resumed there unconfirmed is confirmed or removed there first, ConfirmIncoming);
+//   while it does not answer, the guest stays paused here and aetherd asks again;
 // - source, "committed": the guest runs on the target; what is left here is removed;
 // - target, "committed": the guest is resumed here if it is not running yet (an uncommitted incoming
-//   VM was already removed by the VM manager's recovery).
+//   VM, resumed unconfirmed or not, was already removed by the VM manager's recovery: the source
+//   then hears ABSENT and resumes its paused copy).
 import type { Logger } from "pino";
 import type { StorageRegistry } from "../storage/registry.js";
 import type { MigrationHooks } from "../vm/migration-hooks.js";
@@ -88,7 +90,7 @@ export class MigrationRecovery {
             "running",
             `the live migration to ${migration.peer} was cancelled: aetherd restarted during it; the guest kept running here`,
           );
-      } else if (migration.step === "switching") {
+      } else if (migration.step === "switching" || migration.step === "confirming") {
         log.warn({ vm: vm.spec.name, migration: migration.id }, "asking the target which copy of a migrated VM lives");
         await settleInDoubt(hooks, storage, vm, undefined, migration.id, migration.peer, log, this.o.connectTarget);
       } else {

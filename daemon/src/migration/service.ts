@@ -187,7 +187,14 @@ export function toMessage(m: Migration): MigrationMessage {
 /** The calling node's name, or "" for the unix socket; any other caller is refused. */
 const requireNode = (ctx: HandlerContext) => requireNodeCaller(ctx, "VmMigrationService", "a live migration");
 
-const INCOMING_STATES = { absent: IncomingState.ABSENT, prepared: IncomingState.PREPARED, finished: IncomingState.FINISHED } as const;
+const INCOMING_STATES = {
+  absent: IncomingState.ABSENT,
+  prepared: IncomingState.PREPARED,
+  resumed: IncomingState.RESUMED,
+  finished: IncomingState.FINISHED,
+} as const;
+/** The bounds of FinishIncoming's confirm_within. */
+const MAX_CONFIRM_MS = 600_000;
 
 export function vmMigrationService(incoming: IncomingMigrations): ServiceImpl<typeof VmMigrationService> {
   const id = (value: string) => {
@@ -228,11 +235,21 @@ export function vmMigrationService(incoming: IncomingMigrations): ServiceImpl<ty
         if (ms < 0 || ms > 7 * 24 * 3600_000) throw invalidArgument(`${field} is out of range (0 .. 7 days).`);
         return ms;
       };
-      await incoming.finish(id(req.migrationId), {
-        elapsedMs: figure("elapsed", req.elapsed),
-        downtimeMs: figure("downtime", req.downtime),
-      });
+      const confirmWithinMs = durationMs("confirm_within", req.confirmWithin, 0);
+      if (req.confirmWithin && (confirmWithinMs < 1000 || confirmWithinMs > MAX_CONFIRM_MS))
+        throw invalidArgument(
+          `confirm_within ${confirmWithinMs} ms is outside 1 s .. 10 min: give how long the guest has to answer on this node, or leave it unset to commit at once.`,
+        );
+      await incoming.finish(
+        id(req.migrationId),
+        { elapsedMs: figure("elapsed", req.elapsed), downtimeMs: figure("downtime", req.downtime) },
+        confirmWithinMs,
+      );
       return {};
+    },
+    async confirmIncoming(req, ctx) {
+      requireNode(ctx);
+      return incoming.confirm(id(req.migrationId));
     },
     async abortIncoming(req, ctx) {
       requireNode(ctx);

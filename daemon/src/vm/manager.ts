@@ -986,7 +986,8 @@ export class VmManager {
       return;
     }
     if (intent?.op === "migrate-in" && intent.migration?.step !== "committed") {
-      // The guest never ran here: the source still has it (or settles it with QueryIncoming).
+      // The guest never ran here, or ran unconfirmed ("resumed"): the source still has it, paused at
+      // worst, and resumes it once QueryIncoming says this node holds no copy.
       this.log.warn({ vm: name, migration: intent.migration?.id }, "removing an incoming live migration that aetherd did not finish");
       await this.purge(record);
       const message = `VM ${name}'s incoming live migration was undone: aetherd stopped before it was finished`;
@@ -1186,6 +1187,30 @@ export class VmManager {
         }
         await this.setState(live, "running", reason);
       },
+      healthy: async (vm, withinMs) => {
+        const live = this.live(vm);
+        const deadline = Date.now() + withinMs;
+        if (!vm.spec.guestAgent) {
+          const qmp = live.control?.qmp;
+          const status = await qmp?.execute<{ status: string }>("query-status", undefined, withinMs).catch(() => undefined);
+          return status?.status === "running";
+        }
+        live.agent ??= new GuestAgent(this.files(vm.spec.id).agent);
+        for (;;) {
+          const left = deadline - Date.now();
+          if (left <= 0) return false;
+          const answered = await live.agent.ping(Math.min(2000, left)).then(
+            () => true,
+            () => false,
+          );
+          if (answered) {
+            vm.runtime.agentReady = true;
+            return true;
+          }
+          await sleep(Math.min(200, Math.max(0, deadline - Date.now())));
+        }
+      },
+      pid: (vm) => this.pidOf(vm),
       end: async (vm, reason) => {
         const live = this.live(vm);
         if (this.runningProcess(vm)) {

@@ -22,6 +22,13 @@ export interface MigrationHooks {
   receive(record: VmRecord, from: string, makeDisks: () => Promise<void>): Promise<void>;
   /** The guest was resumed here: the VM is RUNNING (with the reason), once its guest agent answers (for a few seconds at most). */
   resumed(vm: VmRecord, reason: string): Promise<void>;
+  /**
+   * Whether the guest shows it is healthy within withinMs: its agent answers (a VM without one: QEMU
+   * says it runs). Used on a migration's target before the source gives its copy up.
+   */
+  healthy(vm: VmRecord, withinMs: number): Promise<boolean>;
+  /** Host pid of the VM's QEMU while it runs; 0 otherwise (test faults only). */
+  pid(vm: VmRecord): number;
   /** Ends the VM's QEMU (state STOPPING with the reason, then STOPPED) and waits for its teardown. */
   end(vm: VmRecord, reason: string): Promise<void>;
   /** Removes the VM from this host: its processes, TAPs, seed, cell, the volumes it owns, its record. */

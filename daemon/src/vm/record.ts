@@ -59,15 +59,18 @@ export type VmSpec = z.infer<typeof VmSpecSchema>;
 /**
  * A live migration's part of an intent. Out (the source): "copying" while the guest runs here (a
  * crash cancels it and the guest stays), "switching" once the source's QEMU has handed its state over
- * (the target is asked which copy lives), "committed" once the target runs the guest (the source's
- * copy is removed). In (the target): "preparing" and "prepared" (a crash removes the incoming copy),
- * "committed" once the guest was resumed here.
+ * (the target is asked which copy lives), "confirming" once the target resumed the guest and the
+ * source waits, its copy paused, for the target to say the guest is healthy there (the same question
+ * settles a crash), "committed" once the target runs the guest for good (the source's copy is
+ * removed). In (the target): "preparing", "prepared" and "resumed" (the guest runs here unconfirmed;
+ * a crash removes the incoming copy and the source resumes its own), "committed" once the guest is
+ * this node's.
  */
 export const MigrationIntentSchema = z.object({
   id: z.string(),
   /** Out: the target's address; in: the source node. */
   peer: z.string(),
-  step: z.enum(["copying", "switching", "committed", "preparing", "prepared"]),
+  step: z.enum(["copying", "switching", "confirming", "committed", "preparing", "prepared", "resumed"]),
   /** When the target gives up waiting for the source and removes its incoming copy (ms since the epoch). */
   deadlineMs: z.number(),
 });
