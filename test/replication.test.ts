@@ -10,7 +10,7 @@ import { closeSync, fsyncSync, mkdirSync, mkdtempSync, openSync, readSync, rmSyn
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
+import { timestampDate, timestampFromMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { createClient } from "@connectrpc/connect";
 import { Code, connect, storage as storageApi, vm as vmApi, type AetherClient } from "@aether/sdk";
 import { ReplicaReceiverService } from "@aether/sdk/gen/aether/storage/v1/storage_pb";
@@ -88,7 +88,11 @@ describe("volume replication between two aetherd (ZFS) over mutual TLS", () => {
     try {
       for (const d of [a, b]) {
         if (!d) continue;
-        await stopWorkloads(await d.client()).catch(() => undefined);
+        // A daemon that died in a test answers no client: its stop and cleanup still run.
+        await d
+          .client()
+          .then(stopWorkloads)
+          .catch(() => undefined);
         await d.stop();
         d.cleanup();
       }
@@ -232,6 +236,62 @@ describe("volume replication between two aetherd (ZFS) over mutual TLS", () => {
     assert.equal(usage.code, 2, "a usage error exits 2");
     assert.match(usage.stderr, /give exactly one of --vm and --volume/);
   });
+
+  it(
+    "a stream zfs receive refuses while its sender still holds the call open is answered at once; the receiver lives on at its point",
+    {
+      timeout: 60_000,
+    },
+    async () => {
+      // zfs receive fails on the first bytes, while the receiver waits for the next message: the
+      // moment a sender killed mid-stream made aetherd B exit (an unobserved rejection of the
+      // `zfs receive` it had stopped), now made certain rather than left to timing.
+      const held = (await nodeB.replication.listReplicas({})).replicas[0];
+      assert.ok(held?.lastPointTime);
+      const peer = ca.issue("repl-peer", { server: true, client: true });
+      const asPeer = await connect({ address: urlB, tls: { ca: ca.cert, cert: peer.cert, key: peer.key } });
+      let release = () => {};
+      const stillSending = new Promise<void>((resolve) => (release = resolve));
+      try {
+        const receiver = createClient(ReplicaReceiverService, asPeer.transport);
+        const { point: base } = await receiver.getReplicaPoint({ sourceVolumeId: held.sourceVolumeId });
+        const pointMs = Date.now();
+        async function* messages() {
+          yield {
+            part: {
+              case: "header" as const,
+              value: {
+                sourceVolumeId: held?.sourceVolumeId,
+                volumeName: held?.volumeName,
+                tenant: held?.tenant,
+                sizeBytes: held?.sizeBytes,
+                sourceNode: held?.sourceNode,
+                basePoint: base,
+                point: `aether-repl-${pointMs}`,
+                pointTime: timestampFromMs(pointMs),
+                retention: 4,
+                kind: "zfs",
+              },
+            },
+          };
+          yield { part: { case: "chunk" as const, value: randomBytes(64 * 1024) } }; // not a zfs stream
+          await stillSending;
+        }
+        await rejectsWith(
+          receiver.receiveReplica(messages()),
+          Code.Unavailable,
+          /the stream of volume repl stopped after \d+ bytes \(zfs receive .*invalid stream.*\); the replica stays at its previous point/,
+        );
+      } finally {
+        release();
+        asPeer.close();
+      }
+      assert.equal(b.process.exitCode, null, `aetherd B is still running:\n${b.log().slice(-4000)}`);
+      assert.equal(b.process.signalCode, null);
+      const after = (await nodeB.replication.listReplicas({})).replicas[0];
+      assert.deepEqual(after?.lastPointTime, held.lastPointTime, "the replica is still at its point");
+    },
+  );
 });
 
 describe("failover that keeps the data: a fenced node's VM starts on the node holding its replica", { timeout: 240_000 }, () => {

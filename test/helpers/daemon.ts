@@ -83,7 +83,16 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<TestDaem
   });
   let stderr = "";
   child.stderr?.on("data", (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  // A daemon that dies without being asked (not stop(), kill9() or its own crash point) says why on
+  // the test's stderr: its log would otherwise go with it, and the test only sees "nothing is listening".
+  let asked = false;
+  const exited = new Promise<number | null>((resolve) =>
+    child.once("exit", (code, signal) => {
+      const crashPoint = options.env?.AETHERD_CRASH_AT !== undefined && signal === "SIGKILL";
+      if (!asked && !crashPoint) reportUnaskedExit(dir, code, signal, stderr);
+      resolve(code);
+    }),
+  );
   const address = `unix://${socket}`;
   const deadline = Date.now() + 30_000;
   for (;;) {
@@ -96,6 +105,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<TestDaem
       }
     }
     if (Date.now() > deadline) {
+      asked = true;
       child.kill("SIGKILL");
       throw new Error(`aetherd was not ready within 30 s:\n${stderr}`);
     }
@@ -118,11 +128,13 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<TestDaem
       return c;
     },
     async stop() {
+      asked = true;
       clients.forEach((c) => c.close());
       if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
       return exited;
     },
     async kill9() {
+      asked = true;
       clients.forEach((c) => c.close());
       if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
       await exited;
@@ -137,6 +149,14 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<TestDaem
       );
     },
   };
+}
+
+/** The end of a daemon's log when it exited by itself: a crash's stack is at the end. */
+function reportUnaskedExit(dir: string, code: number | null, signal: NodeJS.Signals | null, stderr: string): void {
+  const tail = stderr.length > 8192 ? `...${stderr.slice(-8192)}` : stderr;
+  process.stderr.write(
+    `aetherd in ${dir} exited without being asked (${signal ?? `exit code ${code}`}); the end of its stderr:\n${tail}\n`,
+  );
 }
 
 /**

@@ -39,7 +39,10 @@ export interface ReplicationSource {
 /** One incoming stream being applied; its point becomes the latest only in commit(). */
 export interface IncomingApply {
   sink: Writable;
-  /** Settles when the writer took the whole stream (after sink.end()). */
+  /**
+   * Settles when the writer took the whole stream (after sink.end()), or earlier when the writer
+   * ends first (it refused the bytes, or the signal stopped it): the caller watches it from apply() on.
+   */
   done: Promise<unknown>;
   /** Makes the point the replica's latest, atomically. */
   commit(): Promise<void>;

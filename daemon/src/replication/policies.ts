@@ -398,6 +398,9 @@ export class ReplicationPolicies {
   ): Promise<number> {
     const abort = new AbortController();
     const producer = volume.source.open(step, abort.signal);
+    // Awaited only once the stream ends, but it may fail sooner (a read error): never left unobserved,
+    // which would end aetherd.
+    Promise.resolve(producer.done).catch(() => undefined);
     let sent = 0;
     const tStream = performance.now();
     const header = {

@@ -6,6 +6,7 @@
 // named as on the source (promote()).
 import { mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
+import type { Writable } from "node:stream";
 import { Mutex } from "async-mutex";
 import type { Logger } from "pino";
 import { DomainError, describeError, resolveInTenant, writeJsonAtomic } from "@aether/server";
@@ -171,24 +172,25 @@ export class Replicas {
       phase("recordMs");
       const incoming = await store.apply(id, { base: header.basePoint, point: header.point }, signal);
       phase("startMs");
+      // The writer (`zfs receive`, a qcow2 file) can end before the stream does: it refused the
+      // bytes, or it was stopped because the sender went away (the RPC's signal). Its end is watched
+      // from here on, never left unobserved: a rejection nobody awaits ends the whole aetherd (Node's
+      // default), and a receiver must outlive its senders. Once the writer ended, the loop stops
+      // with its error instead of waiting for a chunk or a drain that no longer matters.
+      const writerEnded = incoming.done.then((): never => {
+        throw new Error("the writer ended before the stream did");
+      });
+      writerEnded.catch(() => undefined);
+      const iterator = chunks[Symbol.asyncIterator]();
       let received = 0;
       try {
-        for await (const chunk of chunks) {
+        for (;;) {
+          const next = await Promise.race([iterator.next(), writerEnded]);
+          if (next.done) break;
+          const chunk = next.value;
           received += chunk.byteLength;
           if (received > 4 * 1024 * 1024) crashPoint("replication.receiving");
-          if (!incoming.sink.write(chunk))
-            await new Promise<void>((resolve, reject) => {
-              const onDrain = () => {
-                incoming.sink.off("error", onError);
-                resolve();
-              };
-              const onError = (e: Error) => {
-                incoming.sink.off("drain", onDrain);
-                reject(e);
-              };
-              incoming.sink.once("drain", onDrain);
-              incoming.sink.once("error", onError);
-            });
+          if (!incoming.sink.write(chunk)) await Promise.race([drained(incoming.sink), writerEnded]);
         }
         incoming.sink.end();
         phase("streamMs");
@@ -203,7 +205,7 @@ export class Replicas {
           ? err
           : new DomainError(
               "unavailable",
-              `the stream of volume ${header.volumeName} was cut short after ${received} bytes (${describeError(err)}); the replica stays at its previous point.`,
+              `the stream of volume ${header.volumeName} stopped after ${received} bytes (${describeError(err)}); the replica stays at its previous point.`,
             );
       }
       record.receivedBytes += received;
@@ -307,4 +309,20 @@ export class Replicas {
     await writeJsonAtomic(join(this.dir, `${record.sourceVolumeId}.json`), record);
     this.records.set(record.sourceVolumeId, record);
   }
+}
+
+/** Resolves when the sink takes more again; rejects with its error. */
+function drained(sink: Writable): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const onDrain = () => {
+      sink.off("error", onError);
+      resolve();
+    };
+    const onError = (e: Error) => {
+      sink.off("drain", onDrain);
+      reject(e);
+    };
+    sink.once("drain", onDrain);
+    sink.once("error", onError);
+  });
 }

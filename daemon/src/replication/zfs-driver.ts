@@ -66,10 +66,15 @@ export function zfsReplicaStore(pool: ZfsPool): ReplicaStore {
       await ensureDataset(ds.slice(0, ds.lastIndexOf("/")));
       const abort = new AbortController();
       const onAbort = () => abort.abort();
-      signal.addEventListener("abort", onAbort, { once: true });
+      // A sender gone while the dataset was made: its abort has fired already, and no listener hears it.
+      if (signal.aborted) abort.abort();
+      else signal.addEventListener("abort", onAbort, { once: true });
       // -F for an incremental stream rolls the replica back to its last point first.
       const zfs = receive(ds, step.point, step.base !== "", abort.signal);
       const done = zfs.done.finally(() => signal.removeEventListener("abort", onAbort));
+      // It may fail while nobody awaits it yet (killed when the sender went away): a rejection left
+      // unobserved would end aetherd. The caller gets the failure from `done` all the same.
+      done.catch(() => undefined);
       return {
         sink: zfs.sink,
         done,
