@@ -351,7 +351,11 @@ export class IncomingMigrations {
       return vm?.runtime.migratedIn === migrationId ? { confirmed: true, reason: "" } : gone;
     if (vm.runtime.intent.migration.step === "committed") return { confirmed: true, reason: "" };
     const within = entry.confirmWithinMs ?? 0;
-    const healthy = await hooks.healthy(vm, within);
+    // Not knowing is not healthy: the source still holds its copy and resumes it.
+    const healthy = await hooks.healthy(vm, within).catch((err: Error) => {
+      log.warn({ vm: vm.spec.name, migration: migrationId, err: err.message }, "could not ask the incoming guest whether it is healthy");
+      return false;
+    });
     clearTimeout(entry.deadline);
     if (healthy) {
       await this.commit(entry, vm, entry.figures ?? { elapsedMs: 0, downtimeMs: 0 }, entry.resumedMs ?? Date.now(), true);

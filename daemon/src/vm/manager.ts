@@ -1190,20 +1190,22 @@ export class VmManager {
       healthy: async (vm, withinMs) => {
         const live = this.live(vm);
         const deadline = Date.now() + withinMs;
+        // A QEMU that ended (a guest that panics ends it: -no-reboot) is no healthy guest.
+        const runs = () => this.runningProcess(vm) !== undefined;
         if (!vm.spec.guestAgent) {
-          const qmp = live.control?.qmp;
-          const status = await qmp?.execute<{ status: string }>("query-status", undefined, withinMs).catch(() => undefined);
-          return status?.status === "running";
+          const status = await live.control?.qmp?.execute<{ status: string }>("query-status", undefined, withinMs).catch(() => undefined);
+          return status?.status === "running" && runs();
         }
-        live.agent ??= new GuestAgent(this.files(vm.spec.id).agent);
         for (;;) {
           const left = deadline - Date.now();
-          if (left <= 0) return false;
-          const answered = await live.agent.ping(Math.min(2000, left)).then(
+          if (left <= 0 || !runs()) return false;
+          // Taken again each time: the run's end drops the VM's agent connection.
+          const agent = (live.agent ??= new GuestAgent(this.files(vm.spec.id).agent));
+          const answered = await agent.ping(Math.min(2000, left)).then(
             () => true,
             () => false,
           );
-          if (answered) {
+          if (answered && runs()) {
             vm.runtime.agentReady = true;
             return true;
           }
