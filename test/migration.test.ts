@@ -5,7 +5,8 @@
 // QEMU killed mid-mirror, or a target that refuses, cancels the migration: the guest keeps running on
 // the source and the target is clean. A guest that does not answer on the target once resumed there
 // (its QEMU frozen by the target's test fault) is not reported migrated: the target removes its copy
-// and the source resumes its own, disk and all. Bad requests are refused with a sentence. The way
+// and the source resumes its own, disk and all; a VM without an agent is confirmed by QEMU saying
+// it runs. Bad requests are refused with a sentence. The way
 // back is `aether vm migrate --json`. (kill -9 of either aetherd: test/migration-recovery.test.ts.)
 import assert from "node:assert/strict";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
@@ -68,6 +69,25 @@ describe("live migration", () => {
     };
     await rejectsWith(watch(), Code.NotFound, /no migration/);
     await source.vm.deleteVm({ vm: "idle" });
+  });
+
+  it("a VM without a guest agent is confirmed on the target by QEMU saying it runs", async () => {
+    const g = guestImage();
+    await source.vm.createVm({
+      name: "mute",
+      vcpus: 1,
+      memoryBytes: 128n * MiB,
+      acceleration: vmApi.Acceleration.TCG,
+      boot: { source: { case: "kernel", value: { kernelPath: g.kernel, initrdPath: g.initrd, cmdline: "quiet" } } },
+      start: true,
+    });
+    await waitReady(source, "mute");
+    const { migration } = await source.vm.migrateVm({ vm: "mute", target: b.address });
+    const last = (await follow(source, migration?.id ?? "")).at(-1);
+    assert.equal(last?.state, vmApi.MigrationState.SUCCEEDED, last?.stateReason);
+    assert.equal((await target.vm.getVm({ vm: "mute" })).vm?.state, vmApi.VmState.RUNNING);
+    assert.deepEqual(await vmsNamed(source, "mute"), [], "nothing of it on the source");
+    await target.vm.deleteVm({ vm: "mute", force: true });
   });
 
   it("moves a running guest with its disk: same boot, data and counter on the target, nothing left on the source", async () => {
