@@ -202,7 +202,8 @@ async function run(flags: ConfigFlags): Promise<void> {
     events,
     nodeName: config.cluster.name ?? `${hostname()} (${ownAddresses.at(-1)})`,
     nodeId: nodeIdValue,
-    // Off unless asked for (tests of auto-converge, which never resume the target): see outgoing.ts.
+    // Off unless asked for (the auto-converge test, which accepts either honest end: the guest confirmed
+    // on the target, or, broken by TCG's live copy, removed there and resumed here): see outgoing.ts.
     tcgLiveCopy: process.env.AETHER_UNSAFE_TCG_LIVE_COPY === "1",
     log: log.child({ room: "migration" }),
   });
