@@ -74,6 +74,8 @@ export interface VmManagerOptions {
 }
 
 const AGENT_POLL_MS = 250;
+/** How long a guest resumed by a live migration's end is given for its agent to answer before it is RUNNING anyway. */
+const RESUMED_AGENT_WAIT_MS = 10_000;
 /** How often aetherd tries again to reach the QMP socket of a QEMU it re-adopted but cannot talk to. */
 const RECONNECT_MS = 5000;
 const ACTIVE: readonly VmState[] = ["starting", "running", "paused", "stopping"];
@@ -1141,6 +1143,31 @@ export class VmManager {
     };
   }
 
+  /**
+   * Whether the guest's agent answers within withinMs, while alive() holds (the VM's run may end
+   * meanwhile); marks the agent ready when it does. Used after a live migration's resume, where no
+   * boot watchdog polls the agent.
+   */
+  private async agentAnswers(live: LiveVm, withinMs: number, alive: () => boolean = () => true): Promise<boolean> {
+    const vm = live.record;
+    const deadline = Date.now() + withinMs;
+    for (;;) {
+      const left = deadline - Date.now();
+      if (left <= 0 || !alive()) return false;
+      // Taken again each time: the run's end drops the VM's agent connection.
+      const agent = (live.agent ??= new GuestAgent(this.files(vm.spec.id).agent));
+      const answered = await agent.ping(Math.min(2000, left)).then(
+        () => true,
+        () => false,
+      );
+      if (answered && alive()) {
+        vm.runtime.agentReady = true;
+        return true;
+      }
+      await sleep(Math.min(200, Math.max(0, deadline - Date.now())));
+    }
+  }
+
   /** What live migration may do with the VMs (see migration-hooks.ts). */
   migrationHooks(): MigrationHooks {
     return {
@@ -1176,41 +1203,18 @@ export class VmManager {
       resumed: async (vm, reason) => {
         // The guest runs on (no boot, so no boot watchdog): RUNNING, with the agent's answer awaited a while.
         const live = this.live(vm);
-        if (vm.spec.guestAgent) {
-          live.agent ??= new GuestAgent(this.files(vm.spec.id).agent);
-          for (let i = 0; i < 20 && !vm.runtime.agentReady; i++) {
-            vm.runtime.agentReady = await live.agent.ping(500).then(
-              () => true,
-              () => false,
-            );
-          }
-        }
+        if (vm.spec.guestAgent && !vm.runtime.agentReady) await this.agentAnswers(live, RESUMED_AGENT_WAIT_MS);
         await this.setState(live, "running", reason);
       },
       healthy: async (vm, withinMs) => {
         const live = this.live(vm);
-        const deadline = Date.now() + withinMs;
         // A QEMU that ended (a guest that panics ends it: -no-reboot) is no healthy guest.
         const runs = () => this.runningProcess(vm) !== undefined;
         if (!vm.spec.guestAgent) {
           const status = await live.control?.qmp?.execute<{ status: string }>("query-status", undefined, withinMs).catch(() => undefined);
           return status?.status === "running" && runs();
         }
-        for (;;) {
-          const left = deadline - Date.now();
-          if (left <= 0 || !runs()) return false;
-          // Taken again each time: the run's end drops the VM's agent connection.
-          const agent = (live.agent ??= new GuestAgent(this.files(vm.spec.id).agent));
-          const answered = await agent.ping(Math.min(2000, left)).then(
-            () => true,
-            () => false,
-          );
-          if (answered && runs()) {
-            vm.runtime.agentReady = true;
-            return true;
-          }
-          await sleep(Math.min(200, Math.max(0, deadline - Date.now())));
-        }
+        return this.agentAnswers(live, withinMs, runs);
       },
       pid: (vm) => this.pidOf(vm),
       end: async (vm, reason) => {
