@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { vm as vmApi, type AetherClient } from "@aether/sdk";
 import { eventually, isRunning, startDaemon, stopWorkloads, type TestDaemon } from "./helpers/daemon.js";
-import { bootGuest, follow, MiB, sh, vmsNamed, volumesNamed } from "./helpers/migration.js";
+import { bootGuest, follow, MiB, readDiskMark, sh, vmsNamed, volumesNamed, writeDiskMark } from "./helpers/migration.js";
 
 describe("live migration: kill -9 of either aetherd", () => {
   let a: TestDaemon;
@@ -47,11 +47,7 @@ describe("live migration: kill -9 of either aetherd", () => {
       source = await a.client();
       const before = await bootGuest(source, name);
       const bootId = await sh(source, name, "cat /proc/sys/kernel/random/boot_id");
-      const digest = await sh(
-        source,
-        name,
-        "dd if=/dev/urandom of=/dev/vda bs=1M count=2 conv=fsync 2>/dev/null && dd if=/dev/vda bs=1M count=2 2>/dev/null | sha256sum",
-      );
+      const digest = await writeDiskMark(source, name, 0, 2);
       const { migration } = await source.vm.migrateVm({ vm: name, target: b.address });
       await follow(source, migration?.id ?? "").catch(() => undefined); // the stream ends with the source aetherd
       await eventually(() => (a.process.exitCode !== null || a.process.signalCode !== null ? true : undefined), 60_000, "the crash point");
@@ -70,7 +66,7 @@ describe("live migration: kill -9 of either aetherd", () => {
       );
       if (outcome === "source") assert.equal(running.pid, before.pid, "the guest resumed in the source's own QEMU");
       assert.equal(await sh(on, name, "cat /proc/sys/kernel/random/boot_id"), bootId, "the same guest, never rebooted");
-      assert.equal(await sh(on, name, "dd if=/dev/vda bs=1M count=2 2>/dev/null | sha256sum"), digest, "its disk as it wrote it");
+      assert.equal(await readDiskMark(on, name, 0, 2), digest, "its disk as it wrote it");
       assert.deepEqual(await volumesNamed(other, name), [], "nothing of it on the other node");
       await on.vm.deleteVm({ vm: name, force: true });
       await on.storage.deleteVolume({ volume: `${name}-data` });
@@ -88,11 +84,7 @@ describe("live migration: kill -9 of either aetherd", () => {
     target = await b.client();
     const before = await bootGuest(source, "orphan");
     const bootId = await sh(source, "orphan", "cat /proc/sys/kernel/random/boot_id");
-    const digest = await sh(
-      source,
-      "orphan",
-      "dd if=/dev/urandom of=/dev/vda bs=1M count=2 conv=fsync 2>/dev/null && dd if=/dev/vda bs=1M count=2 2>/dev/null | sha256sum",
-    );
+    const digest = await writeDiskMark(source, "orphan", 0, 2);
     const { migration } = await source.vm.migrateVm({ vm: "orphan", target: b.address });
     const last = (await follow(source, migration?.id ?? "")).at(-1);
     await eventually(() => (b.process.exitCode !== null || b.process.signalCode !== null ? true : undefined), 60_000, "the crash point");
@@ -113,7 +105,7 @@ describe("live migration: kill -9 of either aetherd", () => {
     );
     assert.equal(running.pid, before.pid, "the guest resumed in the source's own QEMU");
     assert.equal(await sh(source, "orphan", "cat /proc/sys/kernel/random/boot_id"), bootId, "the same guest, never rebooted");
-    assert.equal(await sh(source, "orphan", "dd if=/dev/vda bs=1M count=2 2>/dev/null | sha256sum"), digest, "its disk as it wrote it");
+    assert.equal(await readDiskMark(source, "orphan", 0, 2), digest, "its disk as it wrote it");
     assert.deepEqual(await vmsNamed(target, "orphan"), [], "no VM on the target");
     assert.deepEqual(await volumesNamed(target, "orphan"), [], "no volume on the target");
     assert.equal(existsSync(join(b.stateDir, "vms", before.id)), false, "no VM folder on the target");

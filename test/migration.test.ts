@@ -19,7 +19,19 @@ import { rejectsWith } from "./helpers/assertions.js";
 import { guestImage } from "./helpers/guest.js";
 import { runCommand } from "./helpers/run.js";
 import { sha256 } from "./helpers/disks.js";
-import { bootGuest, follow, KERNEL_CORRUPTION, MiB, ms, sh, vmsNamed, volumesNamed, waitReady } from "./helpers/migration.js";
+import {
+  bootGuest,
+  follow,
+  KERNEL_CORRUPTION,
+  MiB,
+  ms,
+  readDiskMark,
+  sh,
+  vmsNamed,
+  volumesNamed,
+  waitReady,
+  writeDiskMark,
+} from "./helpers/migration.js";
 
 describe("live migration", () => {
   let a: TestDaemon;
@@ -94,11 +106,7 @@ describe("live migration", () => {
     const before = await bootGuest(source, "mover");
     const bootId = await sh(source, "mover", "cat /proc/sys/kernel/random/boot_id");
     // Data on the disk: 4 MiB of random bytes at 64 MiB, synced, and their digest.
-    const digest = await sh(
-      source,
-      "mover",
-      "dd if=/dev/urandom of=/dev/vda bs=1M seek=64 count=4 conv=fsync 2>/dev/null && dd if=/dev/vda bs=1M skip=64 count=4 2>/dev/null | sha256sum",
-    );
+    const digest = await writeDiskMark(source, "mover", 64, 4);
     // A loop that counts and keeps dirtying memory: 16 MiB of random bytes copied over and over in
     // tmpfs (the kernel's page cache and its page lists churn: the workload that showed QEMU's TCG
     // missing pages written during a live copy, issue 14).
@@ -164,11 +172,7 @@ describe("live migration", () => {
     assert.equal(moved.id, before.id, "the VM keeps its id");
     assert.equal(await sh(target, "mover", "cat /proc/sys/kernel/random/boot_id"), bootId, "same boot id: no reboot");
     assert.ok(Number((await sh(target, "mover", "cat /proc/uptime")).split(" ")[0]) >= uptimeBefore, "uptime went on");
-    assert.equal(
-      await sh(target, "mover", "dd if=/dev/vda bs=1M skip=64 count=4 2>/dev/null | sha256sum"),
-      digest,
-      "the disk's data moved",
-    );
+    assert.equal(await readDiskMark(target, "mover", 64, 4), digest, "the disk's data moved");
     const counterAfter = Number(await sh(target, "mover", "cat /run/counter"));
     assert.ok(counterAfter >= counterBefore, `the counter never went back (${counterBefore} -> ${counterAfter})`);
     // Memory the copy missed shows within seconds as a kernel that finds its page lists corrupt: the
@@ -211,7 +215,7 @@ describe("live migration", () => {
     assert.match(printed.downtime, /^\d+(\.\d+)?s$/);
     await waitReady(source, "mover");
     assert.equal(await sh(source, "mover", "cat /proc/sys/kernel/random/boot_id"), bootId, "same boot id after the way back");
-    assert.equal(await sh(source, "mover", "dd if=/dev/vda bs=1M skip=64 count=4 2>/dev/null | sha256sum"), digest);
+    assert.equal(await readDiskMark(source, "mover", 64, 4), digest);
     assert.deepEqual(await vmsNamed(target, "mover"), [], "nothing left on the node it left");
     assert.deepEqual(await volumesNamed(target, "mover"), []);
 
@@ -237,17 +241,13 @@ describe("live migration", () => {
     });
     await waitReady(source, "cloned");
     const bootId = await sh(source, "cloned", "cat /proc/sys/kernel/random/boot_id");
-    const digest = await sh(
-      source,
-      "cloned",
-      "dd if=/dev/urandom of=/dev/vda bs=1M seek=56 count=2 conv=fsync 2>/dev/null && dd if=/dev/vda bs=1M skip=56 count=2 2>/dev/null | sha256sum",
-    );
+    const digest = await writeDiskMark(source, "cloned", 56, 2);
     const { migration } = await source.vm.migrateVm({ vm: "cloned", target: b.address });
     const last = (await follow(source, migration?.id ?? "")).at(-1);
     assert.equal(last?.state, vmApi.MigrationState.SUCCEEDED, last?.stateReason);
 
     assert.equal(await sh(target, "cloned", "cat /proc/sys/kernel/random/boot_id"), bootId);
-    assert.equal(await sh(target, "cloned", "dd if=/dev/vda bs=1M skip=56 count=2 2>/dev/null | sha256sum"), digest);
+    assert.equal(await readDiskMark(target, "cloned", 56, 2), digest);
     const image = (await target.storage.getImage({ image: "guest" })).image;
     const boot = (await target.storage.getVolume({ volume: "cloned-boot" })).volume;
     assert.equal(boot?.backing?.parent.value, image?.id, "a thin clone of the target's own copy of the image");
@@ -300,11 +300,7 @@ describe("live migration", () => {
       const before = (await source.vm.getVm({ vm: "stayer" })).vm;
       assert.equal(before?.state, vmApi.VmState.RUNNING);
       const bootId = await sh(source, "stayer", "cat /proc/sys/kernel/random/boot_id");
-      const digest = await sh(
-        source,
-        "stayer",
-        "dd if=/dev/urandom of=/dev/vda bs=1M seek=32 count=2 conv=fsync 2>/dev/null && dd if=/dev/vda bs=1M skip=32 count=2 2>/dev/null | sha256sum",
-      );
+      const digest = await writeDiskMark(source, "stayer", 32, 2);
       const { migration } = await source.vm.migrateVm({ vm: "stayer", target: c.address });
       const reports = await follow(source, migration?.id ?? "");
       const last = reports.at(-1);
@@ -324,17 +320,13 @@ describe("live migration", () => {
       assert.equal(vm?.state, vmApi.VmState.RUNNING, vm?.stateReason);
       assert.equal(vm?.pid, before?.pid, "the same QEMU runs the guest");
       assert.equal(await sh(source, "stayer", "cat /proc/sys/kernel/random/boot_id"), bootId);
-      const rewritten = await sh(
-        source,
-        "stayer",
-        "dd if=/dev/urandom of=/dev/vda bs=1M seek=40 count=1 conv=fsync 2>/dev/null && dd if=/dev/vda bs=1M skip=40 count=1 2>/dev/null | sha256sum",
-      );
+      const rewritten = await writeDiskMark(source, "stayer", 40, 1);
       assert.equal(
-        await sh(source, "stayer", "echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/vda bs=1M skip=32 count=2 2>/dev/null | sha256sum"),
+        await readDiskMark(source, "stayer", 32, 2, { dropCaches: true }),
         digest,
         "the data written before the migration, read from the disk again",
       );
-      assert.equal(await sh(source, "stayer", "dd if=/dev/vda bs=1M skip=40 count=1 2>/dev/null | sha256sum"), rewritten);
+      assert.equal(await readDiskMark(source, "stayer", 40, 1), rewritten);
       assert.equal((await source.vm.getVm({ vm: "stayer" })).vm?.pid, before?.pid, "QEMU lived through the writes");
 
       const targetClient = await c.client();

@@ -24,6 +24,30 @@ export async function sh(aether: AetherClient, vm: string, script: string): Prom
   return text(r.stdout);
 }
 
+/** The sha256sum of countMiB MiB at offsetMiB of the guest's first disk. */
+const diskMarkRead = (offsetMiB: number, countMiB: number) =>
+  `dd if=/dev/vda bs=1M skip=${offsetMiB} count=${countMiB} 2>/dev/null | sha256sum`;
+
+/** Writes countMiB MiB of random bytes at offsetMiB into the guest's first disk (fsync'd); returns their sha256sum. */
+export function writeDiskMark(aether: AetherClient, vm: string, offsetMiB: number, countMiB: number): Promise<string> {
+  return sh(
+    aether,
+    vm,
+    `dd if=/dev/urandom of=/dev/vda bs=1M seek=${offsetMiB} count=${countMiB} conv=fsync 2>/dev/null && ${diskMarkRead(offsetMiB, countMiB)}`,
+  );
+}
+
+/** Reads back what writeDiskMark wrote; with dropCaches from the disk itself, not the guest's page cache. */
+export function readDiskMark(
+  aether: AetherClient,
+  vm: string,
+  offsetMiB: number,
+  countMiB: number,
+  options: { dropCaches?: boolean } = {},
+): Promise<string> {
+  return sh(aether, vm, `${options.dropCaches ? "echo 3 > /proc/sys/vm/drop_caches; " : ""}${diskMarkRead(offsetMiB, countMiB)}`);
+}
+
 /** A running guest with a 256 MiB qcow2 data volume of its own. */
 export async function bootGuest(aether: AetherClient, name: string): Promise<vmApi.Vm> {
   const g = guestImage();
