@@ -9,6 +9,10 @@
 //   bmc.setMisbehaviour({ kind: "status", status: 500, on: "action" });
 //   assert.equal(bmc.activeSessions, 0); // every session was logged out
 //   await bmc.close();
+//
+// Past 400 lines because it is one service: the sessions, the mockup's resources, the reset action's
+// power-state machine and the misbehaviours share one request handler and its state. At the end,
+// writeBmcRegistration writes what an aggregator needs to fence a test node through it.
 import { execFileSync } from "node:child_process";
 import { randomBytes, timingSafeEqual } from "node:crypto";
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
