@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { execa } from "execa";
 import { HostCommandError } from "./command.js";
-import { runZfs, setZfsCommandsTakeTurns, ZFS_LOCK_PATH } from "./zfs-command.js";
+import { runZfs, runZfsInOneTurn, setZfsCommandsTakeTurns, ZFS_LOCK_PATH } from "./zfs-command.js";
 
 describe("zfs commands on zfs-fuse take turns under one host lock", () => {
   let dir: string;
@@ -69,5 +69,41 @@ describe("zfs commands on zfs-fuse take turns under one host lock", () => {
       assert.match(err.stderr, /does not exist/);
       return true;
     });
+  });
+  it("runs a sequence in one turn of the lock, in order, arguments passed as they are, the last one's output returned", async () => {
+    const echo = join(dir, "echo-zfs");
+    // Prints its arguments one per line, so a quote or a space that the shell split would show.
+    await writeFile(echo, `#!/bin/sh\nfor a in "$@"; do echo "[$a]"; done\n`);
+    await chmod(echo, 0o755);
+    const odd = "it's a 'name' with $HOME and ; rm -rf /tmp/nothing";
+    const out = await runZfsInOneTurn(echo, [["first"], ["second", odd]], { timeoutMs: 5000 });
+    assert.equal(out.stdout, `[second]\n[${odd}]`);
+    // While the sequence runs, another command waits for the lock.
+    const slow = join(dir, "slow-zfs");
+    await writeFile(
+      slow,
+      `#!/bin/sh\necho "start $1 $(date +%s%3N)" >> ${dir}/seq\nsleep 0.3\necho "end $1 $(date +%s%3N)" >> ${dir}/seq\n`,
+    );
+    await chmod(slow, 0o755);
+    await Promise.all([runZfsInOneTurn(slow, [["s1"], ["s2"]], { timeoutMs: 5000 }), runZfs(slow, ["other"], { timeoutMs: 5000 })]);
+    const lines = (await readFile(join(dir, "seq"), "utf8"))
+      .trim()
+      .split("\n")
+      .map((l) => l.split(" ").slice(0, 2).join(" "));
+    const other = lines.indexOf("start other");
+    assert.ok(
+      other === 0 ? lines[1] === "end other" : lines.indexOf("end s2") < other,
+      `another command ran inside the sequence's turn: ${lines.join(", ")}`,
+    );
+  });
+
+  it("stops a sequence at the first failure, named as the zfs commands", async () => {
+    await assert.rejects(runZfsInOneTurn(fakeZfs, [["fail"], ["never"]], { timeoutMs: 5000 }), (err: unknown) => {
+      assert.ok(err instanceof HostCommandError);
+      assert.equal(err.command, `${fakeZfs} fail && ${fakeZfs} never`);
+      assert.equal(err.message, `${fakeZfs} fail && ${fakeZfs} never failed: cannot open 'x': dataset does not exist`);
+      return true;
+    });
+    assert.equal((await readFile(join(dir, "log"), "utf8")).includes("never"), false, "the second command ran after the first failed");
   });
 });

@@ -13,7 +13,15 @@ import { constants } from "node:fs";
 import { access, link, mkdir, readdir, rename, rm, stat, statfs, truncate } from "node:fs/promises";
 import { join } from "node:path";
 import { qemuImg, qemuImgInfo } from "./qemu-img.js";
-import { PoolUnavailableError, type DiskFormat, type PoolStatus, type SnapshotRef, type StoragePool, type StoredDisk } from "./pool.js";
+import {
+  PoolUnavailableError,
+  type DiskFormat,
+  type PoolCapacity,
+  type PoolStatus,
+  type SnapshotRef,
+  type StoragePool,
+  type StoredDisk,
+} from "./pool.js";
 
 type Disk = StoredDisk & { id: string };
 
@@ -59,6 +67,13 @@ export class DirPool implements StoragePool {
     if (reason !== "") return { available: false, reason, capacityBytes: 0, usedBytes: 0 };
     const fs = await statfs(this.location);
     return { available: true, reason: "", capacityBytes: fs.blocks * fs.bsize, usedBytes: await this.writtenBytes() };
+  }
+
+  async capacity(): Promise<PoolCapacity> {
+    const reason = await this.unusable();
+    if (reason !== "") return { available: false, reason, capacityBytes: 0 };
+    const fs = await statfs(this.location);
+    return { available: true, reason: "", capacityBytes: fs.blocks * fs.bsize };
   }
 
   /** What the pool's own files take on disk (like du), not the whole file system. */

@@ -28,7 +28,15 @@
 import { access, mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { runHost, which as whichOnPath, type HostCommandResult } from "../host/command.js";
-import { PoolUnavailableError, type DiskFormat, type PoolStatus, type SnapshotRef, type StoragePool, type StoredDisk } from "./pool.js";
+import {
+  PoolUnavailableError,
+  type DiskFormat,
+  type PoolCapacity,
+  type PoolStatus,
+  type SnapshotRef,
+  type StoragePool,
+  type StoredDisk,
+} from "./pool.js";
 
 type Disk = StoredDisk & { id: string };
 
@@ -285,6 +293,14 @@ export class LvmThinPool implements StoragePool {
     );
     this.availability = status.available ? Promise.resolve(status) : undefined;
     return status;
+  }
+
+  /** From the last probe that found the pool available (see need()), else a new probe. */
+  async capacity(): Promise<PoolCapacity> {
+    this.availability ??= this.probe();
+    const { available, reason, capacityBytes } = await this.availability;
+    if (!available) this.availability = undefined;
+    return { available, reason, capacityBytes };
   }
 
   private async check(): Promise<PoolStatus> {

@@ -19,6 +19,8 @@ export interface PoolStatus {
   usedBytes: number;
 }
 
+export type PoolCapacity = Omit<PoolStatus, "usedBytes">;
+
 /** A disk the driver made: where a hypervisor opens it, how it is stored, the size the guest sees. */
 export interface StoredDisk {
   hostPath: string;
@@ -41,6 +43,12 @@ export interface StoragePool {
 
   /** Whether the pool can be used now, with capacity figures; never throws. */
   probe(): Promise<PoolStatus>;
+  /**
+   * Whether the pool can be used and how much it can ever hold, for checking a requested size; never
+   * throws. Cheaper than probe: it leaves out what is used (a dir pool would walk every file), and a
+   * driver may answer from a check it made moments ago (a pool's size does not change per request).
+   */
+  capacity(): Promise<PoolCapacity>;
   /** Formats the pool can hold, the default first (known after probe). */
   formats(): DiskFormat[];
 

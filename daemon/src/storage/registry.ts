@@ -308,7 +308,7 @@ export class StorageRegistry {
     if (sizeBytes > MAX_SAFE_BYTES)
       throw new DomainError("invalid_argument", `${field} ${sizeBytes} is beyond what aetherd handles (${formatSize(MAX_SAFE_BYTES)}).`);
     const rounded = Math.ceil(sizeBytes / pool.granularityBytes) * pool.granularityBytes;
-    const status = await pool.probe();
+    const status = await pool.capacity();
     if (!status.available) throw new DomainError("failed_precondition", `pool ${pool.name} is unavailable: ${status.reason}`);
     if (rounded > status.capacityBytes) {
       throw new DomainError(

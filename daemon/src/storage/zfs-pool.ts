@@ -12,8 +12,17 @@ import { mkdir, open, readFile, rm, stat, truncate } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { HostCommandError, runHost, which } from "../host/command.js";
-import { runZfs } from "../host/zfs-command.js";
-import { PoolUnavailableError, type DiskFormat, type PoolStatus, type SnapshotRef, type StoragePool, type StoredDisk } from "./pool.js";
+import { runZfs, runZfsInOneTurn } from "../host/zfs-command.js";
+import { RecentUsage } from "./zfs-recent-usage.js";
+import {
+  PoolUnavailableError,
+  type DiskFormat,
+  type PoolCapacity,
+  type PoolStatus,
+  type SnapshotRef,
+  type StoragePool,
+  type StoredDisk,
+} from "./pool.js";
 
 const MiB = 1024 * 1024;
 /** The one file of a "zfs-file" dataset; alone in its dataset so the dataset's `used` is the disk's. */
@@ -61,9 +70,11 @@ export class ZfsPool implements StoragePool {
   readonly granularityBytes = MiB;
   private readonly zfsCommand: string;
   private readonly qemuImgCommand: string;
-  // The one thing cached: whether the kernel has ZFS does not change while aetherd runs.
+  // Whether the kernel has ZFS does not change while aetherd runs.
   private zvolCapable: boolean | undefined;
   private rootChecked: { root: RootDataset; at: number } | undefined;
+  /** The `used` of a clone read with the clone itself, for the answer that follows. */
+  private readonly recentUsage = new RecentUsage();
   private readonly parentsMade = new Set<Kind>();
 
   constructor(
@@ -87,6 +98,17 @@ export class ZfsPool implements StoragePool {
       const reason =
         error instanceof PoolUnavailableError ? error.message : `ZFS dataset ${this.location} could not be probed: ${message(error)}`;
       return { available: false, reason, capacityBytes: 0, usedBytes: 0 };
+    }
+  }
+
+  /** From the pool's dataset as checked at most ROOT_CHECK_TTL_MS ago (see requireRoot). */
+  async capacity(): Promise<PoolCapacity> {
+    try {
+      const root = await this.requireRoot();
+      return { available: true, reason: "", capacityBytes: root.used + root.available };
+    } catch {
+      const { available, reason } = await this.probe();
+      return { available, reason, capacityBytes: 0 };
     }
   }
 
@@ -231,6 +253,8 @@ export class ZfsPool implements StoragePool {
   async allocatedBytes(disk: StoredDisk): Promise<number> {
     const dataset = this.datasetOf(disk);
     if (dataset === undefined) return 0;
+    const recent = this.recentUsage.take(dataset);
+    if (recent !== undefined) return recent;
     try {
       return Number(await this.property(dataset, "used", PROBE_TIMEOUT_MS));
     } catch (error) {
@@ -369,7 +393,26 @@ export class ZfsPool implements StoragePool {
 
   private async cloneFrom(origin: string, format: DiskFormat, target: string, sizeBytes: number): Promise<StoredDisk> {
     if (format !== "zfs-file" && format !== "zvol") throw new Error(`ZFS pool ${this.name} does not hold ${format} disks`);
-    await this.zfs(["clone", origin, target]);
+    if (format === "zvol") await this.zfs(["clone", origin, target]);
+    else {
+      // The clone's `used` is read in the same turn of the host's ZFS lock: the answer that follows
+      // reports it, and a zfs command of its own would cost about a third of the clone (zfs-recent-usage.ts).
+      const made = await runZfsInOneTurn(
+        this.zfsCommand,
+        [
+          ["clone", origin, target],
+          ["get", "-Hp", "-o", "value", "used", target],
+        ],
+        {
+          timeoutMs: ZFS_TIMEOUT_MS,
+        },
+      ).catch(async (error: unknown) => {
+        // The clone may have been made before the get failed; a retry must start clean.
+        await this.destroyDataset(target).catch(() => undefined);
+        throw error;
+      });
+      this.recentUsage.remember(target, Number(made.stdout.trim()));
+    }
     return this.cleanupOnFailure(target, async () => {
       if (format === "zvol") {
         const current = Number(await this.property(target, "volsize"));
@@ -473,6 +516,8 @@ export class ZfsPool implements StoragePool {
   // ---- zfs commands ----
 
   private zfs(args: string[], timeoutMs = ZFS_TIMEOUT_MS) {
+    // Any command but a read may change a dataset it names (a snapshot's name starts with its dataset's).
+    if (args[0] !== "get") for (const arg of args) this.recentUsage.forget(arg.split("@")[0] ?? arg);
     return runZfs(this.zfsCommand, args, { timeoutMs });
   }
 
