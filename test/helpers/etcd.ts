@@ -45,7 +45,7 @@ const MEMORY_FS = "/dev/shm";
  * hardware guide asks for WAL fsyncs of a few milliseconds); memory is the nearest a shared test
  * machine has. The files outlive a SIGKILLed etcd, as tests need, and stop() removes them.
  */
-async function etcdDataParent(): Promise<string> {
+export async function etcdDataParent(): Promise<string> {
   try {
     if ((await stat(MEMORY_FS)).isDirectory()) {
       await access(MEMORY_FS, constants.W_OK);

@@ -9,6 +9,7 @@
 // failed set-up.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtemp } from "node:fs/promises";
 import { request } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -16,6 +17,7 @@ import { connect, type AetherClient } from "@aether/sdk";
 import { HealthStatus } from "@aether/sdk/gen/aether/node/v1/node_pb";
 import { repoRoot, startDaemon, stopWorkloads, type TestDaemon } from "./daemon.js";
 import { createCa, type Pair, type TestCa } from "./pki.js";
+import { etcdDataParent } from "./etcd.js";
 import { startTestBmc, type TestBmc, type TestBmcOptions } from "./test-bmc.js";
 
 const AGGREGATOR = join(repoRoot, "aggregator", "bin", "aether-aggregator.mjs");
@@ -129,6 +131,8 @@ export function createNetnsCluster(nodes = 2): NetnsCluster {
   const bmcHost = host("bmc", 102);
   const hosts = [aggregatorHost, standbyHost, etcdHost, bmcHost, ...nodeHosts];
   const programs: Array<{ stop(): Promise<unknown> }> = [];
+  /** Folders of the cluster's programs that are not under dir (etcd's data, in memory). */
+  const outsideDirs: string[] = [];
   const daemons: TestDaemon[] = [];
 
   const removeNetwork = () => {
@@ -264,7 +268,9 @@ export function createNetnsCluster(nodes = 2): NetnsCluster {
     async startEtcd() {
       const server = ca.issue("etcd", { server: true, ips: [etcdHost.address], client: true });
       const endpoint = `https://${etcdHost.address}:${ETCD_PORT}`;
-      const dataDir = join(dir, "etcd");
+      // In memory, like every test etcd (etcd.ts says why); removed at teardown.
+      const dataDir = await mkdtemp(join(await etcdDataParent(), "aether-etcd-"));
+      outsideDirs.push(dataDir);
       const program = run(etcdHost, [
         "etcd",
         "--name=etcd",
@@ -352,7 +358,7 @@ export function createNetnsCluster(nodes = 2): NetnsCluster {
       } finally {
         for (const p of programs) await p.stop().catch(() => undefined);
         removeNetwork();
-        rmSync(dir, { recursive: true, force: true });
+        for (const d of [dir, ...outsideDirs]) rmSync(d, { recursive: true, force: true });
       }
     },
   };
