@@ -41,7 +41,7 @@ const after = (args: string[], flag: string) => args.filter((_, i) => args[i - 1
 it("an ephemeral VM is a microvm with virtio-mmio devices; under TCG it is told the TSC rate", () => {
   const a = qemuArgs(spec, "tcg", paths, 2_600_000);
   assert.equal(after(a, "-M")[0], "microvm,x-option-roms=off,isa-serial=on,rtc=on");
-  assert.deepEqual(after(a, "-accel"), ["tcg"]);
+  assert.deepEqual(after(a, "-accel"), ["tcg,tb-size=16"]);
   assert.equal(after(a, "-smp")[0], "2");
   assert.equal(after(a, "-m")[0], "256M");
   assert.match(after(a, "-append")[0] ?? "", /^console=ttyS0 panic=-1 tsc_early_khz=2600000 aether.hostname=web quiet$/);
@@ -65,6 +65,7 @@ it("a persistent VM is a q35 machine with PCI devices; KVM gets the host CPU and
   const a = qemuArgs({ ...spec, profile: "persistent", guestAgent: false, cloudInit: undefined }, "kvm", paths, 2_600_000);
   assert.equal(after(a, "-M")[0], "q35");
   assert.deepEqual(after(a, "-cpu"), ["host"]);
+  assert.deepEqual(after(a, "-accel"), ["kvm"]);
   assert.doesNotMatch(after(a, "-append")[0] ?? "", /tsc_early_khz/);
   assert.deepEqual(after(a, "-device"), [
     "pcie-root-port,id=hp0,bus=pcie.0,addr=10.0,chassis=1",
@@ -118,6 +119,7 @@ it("a VM booting a disk is a PC whose firmware boots disk 0: no kernel, no micro
     2_600_000,
   );
   assert.equal(after(a, "-M")[0], "q35", "even an ephemeral VM, since a microvm has no BIOS to boot a disk");
+  assert.deepEqual(after(a, "-accel"), ["tcg"], "a q35 machine keeps TCG's default translation buffer");
   assert.equal(a.includes("-kernel"), false);
   assert.equal(a.includes("-append"), false);
   assert.equal(a.includes("-initrd"), false);
