@@ -19,13 +19,12 @@
 //   The full order is the same chain applied again to the nodes left after each pick.
 import { setMaxListeners } from "node:events";
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError, type Client } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import {
   BidOutcome,
   BidSchema,
   type Bid,
   type BidBreakdown,
-  type BidService,
   type RequestBidRequest,
   type RequestBidResponse,
 } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
@@ -264,10 +263,12 @@ export function formatMs(ms: number): string {
   return ms >= 1000 && ms % 1000 === 0 ? `${ms / 1000} s` : `${Number(ms.toFixed(1))} ms`;
 }
 
-/** A node to ask, and the client that reaches its BidService. */
+/** A node to ask, and what reaches its BidService's RequestBid (a Connect client, or the aggregator's BidCaller). */
 export interface BidTarget {
   node: string;
-  client: Pick<Client<typeof BidService>, "requestBid">;
+  client: {
+    requestBid(request: RequestBidRequest, options: { signal: AbortSignal; timeoutMs: number }): Promise<RequestBidResponse>;
+  };
 }
 
 export interface Bidding {
@@ -299,10 +300,10 @@ export async function collectBids(targets: BidTarget[], request: RequestBidReque
   };
   // One signal cancels every call still open when the window closes (it carries one listener per
   // node, hence no listener limit). The deadline travels in the Connect timeout header, so the node
-  // knows when the aggregator stops listening; it costs less than a timer per call.
+  // knows when the aggregator stops listening; the window's one timer ends the wait.
   const abort = new AbortController();
   setMaxListeners(0, abort.signal);
-  const options = { signal: abort.signal, headers: { "connect-timeout-ms": String(Math.max(1, Math.ceil(windowMs))) } };
+  const options = { signal: abort.signal, timeoutMs: Math.max(1, Math.ceil(windowMs)) };
   targets.forEach((target) => {
     const sent = performance.now();
     target.client.requestBid(request, options).then(

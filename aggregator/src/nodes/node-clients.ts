@@ -21,6 +21,7 @@ import { NodeService } from "@aether/sdk/gen/aether/node/v1/node_pb";
 import { TrafficService } from "@aether/sdk/gen/aether/traffic/v1/traffic_pb";
 import { trustDomainOf, uriSans } from "@aether/server";
 import { nodeAddress } from "../validate.js";
+import { BidCaller } from "./bid-call.js";
 
 /** TLS material for https:// node addresses: PEM text or file paths. */
 export interface NodeTls {
@@ -42,6 +43,8 @@ export interface NodeTarget {
 
 interface Connection {
   client: Client<typeof BidService>;
+  /** RequestBid alone, for an auction's broadcast (see bid-call.ts), on the same connection. */
+  bidder: BidCaller;
   /** VmService on the same connection: a drain live-migrates VMs with it (MigrateVm, WatchMigration). */
   vm: Client<typeof VmService>;
   /** NodeService: the cluster's health asks each node for its own. */
@@ -67,6 +70,11 @@ export class NodeClients {
   /** The BidService client for a registered node (its address was validated at registration). */
   bid(node: NodeTarget): Client<typeof BidService> {
     return this.connection(node).client;
+  }
+
+  /** RequestBid for a registered node, as an auction asks every node at once (bid-call.ts), on the same connection. */
+  bidder(node: NodeTarget): BidCaller {
+    return this.connection(node).bidder;
   }
 
   /** The NodeService client for a registered node (its health), on the same connection. */
@@ -120,6 +128,7 @@ export class NodeClients {
     const transport = createConnectTransport({ baseUrl, httpVersion: "2", useBinaryFormat: true, sessionManager: sessions });
     return {
       client: createClient(BidService, transport),
+      bidder: new BidCaller(sessions),
       vm: createClient(VmService, transport),
       node: createClient(NodeService, transport),
       runtime: createClient(ExecutableService, transport),
