@@ -1,13 +1,16 @@
 // The embedded store: the aggregator's state in a folder, one file per key, for a single replica.
 // Every write goes to a temporary file that is fsynced and renamed over the old one, then the folder
 // is fsynced, so a crash at any point leaves either the old value or the new one, never half of one.
+// Writes under way together share the folder's fsync (one started after a rename covers it: an
+// auction writes its record, its placement and its events at once), on a handle of the folder kept
+// open, which halved the store's system calls per auction (issue 18).
 // The whole store is read into memory when it opens (it holds the registry, placements, auction
 // records and the event log of one cluster: small), so reads never touch the disk.
 //
 // One replica only: a lock file with the owner's pid keeps a second aggregator off the same folder,
 // and campaign() resolves at once.
 import { readFileSync } from "node:fs";
-import { mkdir, open, readdir, readFile, rename, rm, unlink, writeFile } from "node:fs/promises";
+import { mkdir, open, readdir, readFile, rename, rm, unlink, writeFile, type FileHandle } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { NotLeaderError, StoreUnavailableError, type ClusterStore, type Leadership, type StoreEntry } from "./store.js";
 
@@ -42,6 +45,11 @@ export class EmbeddedStore implements ClusterStore {
   private opened = false;
   private closed = false;
   private leadership: { resolveLost: () => void; lost: Promise<void> } | undefined;
+  /** The data folder, open for its fsyncs while the store is. */
+  private dirHandle: FileHandle | undefined;
+  /** The folder fsync running now, and the one queued after it that writes renamed since then join. */
+  private dirSyncRunning: Promise<void> | undefined;
+  private dirSyncQueued: Promise<void> | undefined;
 
   /** The state directory (absolute). */
   readonly dir: string;
@@ -79,6 +87,7 @@ export class EmbeddedStore implements ClusterStore {
         }
         this.values.set(decodeKey(name), await readFile(join(this.dataDir, name), "utf8"));
       }
+      this.dirHandle = await open(this.dataDir, "r");
     } catch (err) {
       await this.unlock();
       throw new StoreUnavailableError(`cannot read the aggregator's state in ${this.dataDir}: ${(err as Error).message}.`);
@@ -201,6 +210,9 @@ export class EmbeddedStore implements ClusterStore {
     await Promise.allSettled([...this.pending.values()]);
     this.leadership?.resolveLost();
     this.leadership = undefined;
+    await Promise.allSettled([this.dirSyncRunning, this.dirSyncQueued]);
+    await this.dirHandle?.close().catch(() => undefined);
+    this.dirHandle = undefined;
     if (this.opened) await this.unlock();
   }
 
@@ -223,13 +235,29 @@ export class EmbeddedStore implements ClusterStore {
     }
   }
 
-  private async syncDir(): Promise<void> {
-    const dh = await open(this.dataDir, "r");
-    try {
-      await dh.sync();
-    } finally {
-      await dh.close();
-    }
+  /**
+   * Makes the folder's entries (renames, unlinks) done before this call durable. An fsync that starts
+   * after the caller's rename covers it, so callers join the fsync queued behind the running one;
+   * the running one may have started before their rename, so they never join it.
+   */
+  private syncDir(): Promise<void> {
+    if (this.dirSyncQueued) return this.dirSyncQueued;
+    const queued = (this.dirSyncRunning ?? Promise.resolve())
+      .catch(() => undefined)
+      .then(async () => {
+        this.dirSyncQueued = undefined;
+        const handle = this.dirHandle;
+        if (!handle) throw new Error("the store's folder is closed");
+        const running = handle.sync();
+        this.dirSyncRunning = running;
+        try {
+          await running;
+        } finally {
+          if (this.dirSyncRunning === running) this.dirSyncRunning = undefined;
+        }
+      });
+    this.dirSyncQueued = queued;
+    return queued;
   }
 }
 
