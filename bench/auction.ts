@@ -1,18 +1,23 @@
 // Auctions: decision latency (broadcast of RequestBid to winner chosen, as the aggregator records it)
 // with 3, 16 and 100 bidders on loopback, when all answer and when one hangs, and placement
-// throughput with 16 bidders. The bidders are fake nodes (test/helpers/fake-bidder.ts) answering at
-// once, so the figures are the aggregator's own cost plus the loopback round trips. The bidders run
-// in this process; the CPU time of the aggregator process and of this one (the deploying client and
-// every bidder) per auction are reported apart, so the bidders' own cost is not taken for the
-// aggregator's.
-import { readFileSync } from "node:fs";
+// throughput with 16 bidders. The bidders are fake nodes answering at once in the Connect protocol
+// over HTTP/2, in a process of their own (bench/bidders.ts: lean responders by default, the test
+// helper's Connect servers with BENCH_BIDDERS=connect), so the figures are the aggregator's own cost
+// plus the loopback round trips and the bidders' turns on the same 2 cores.
+// The CPU time per auction of the aggregator, of the bidders' process and of this one (the
+// deploying client) are reported apart, so the bidders' own cost is not taken for the aggregator's.
+//   BENCH_AUCTION_BIDDERS=16          only that size (to profile one case alone)
+//   BENCH_BIDDERS=connect             the bidders are Connect servers (test/helpers/fake-bidder.ts)
+//   BENCH_PROFILE_DIR=/tmp/x          the aggregator and the bidders' process write CPU profiles there (node --cpu-prof)
+//   BENCH_AGGREGATOR=<path>           another build's bin/aether-aggregator.mjs (a baseline side by side)
 import type { AetherClient } from "@aether/sdk";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { startAggregator } from "../test/helpers/aggregator.js";
-import { startFakeBidder, type FakeBidder } from "../test/helpers/fake-bidder.js";
+import { BIDDER_KIND, BidderProcess, cpuMs } from "./bidders.js";
 import { ms, percentile } from "./stats.js";
 
 export interface AuctionBenchResult {
+  bidderKind: string;
   rows: string[][];
   throughputPerSecond: number;
   p99With16Ms: number;
@@ -23,18 +28,25 @@ export interface AuctionBenchResult {
 
 const durationMs = (d: { seconds: bigint; nanos: number } | undefined) => (d ? Number(d.seconds) * 1000 + d.nanos / 1e6 : Number.NaN);
 
-async function withBidders<T>(client: AetherClient, count: number, hang: boolean, work: () => Promise<T>): Promise<T> {
-  const bidders: FakeBidder[] = [];
+async function withBidders<T>(
+  client: AetherClient,
+  bidders: BidderProcess,
+  count: number,
+  hang: boolean,
+  work: () => Promise<T>,
+): Promise<T> {
   const leases = new Map<string, string>();
   let heartbeats: NodeJS.Timeout | undefined;
   try {
-    for (let i = 0; i < count; i++) {
-      const id = `bench-${String(i).padStart(3, "0")}`;
-      // Scores spread out so there is a winner without tie-breaking; the last one hangs if asked.
-      const bidder = await startFakeBidder(id, hang && i === count - 1 ? { hang: true } : { score: 100 + ((i * 37) % 900) });
-      bidders.push(bidder);
-      const { lease } = await client.aggregator.registerNode({ nodeId: id, name: id, address: bidder.address });
-      leases.set(id, lease?.id ?? "");
+    // Scores spread out so there is a winner without tie-breaking; the last one hangs if asked.
+    const nodes = Array.from({ length: count }, (_, i) => ({
+      nodeId: `bench-${String(i).padStart(3, "0")}`,
+      behaviour: hang && i === count - 1 ? { hang: true } : { score: 100 + ((i * 37) % 900) },
+    }));
+    const addresses = await bidders.startBidders(nodes);
+    for (const [i, { nodeId }] of nodes.entries()) {
+      const { lease } = await client.aggregator.registerNode({ nodeId, name: nodeId, address: addresses[i] ?? "" });
+      leases.set(nodeId, lease?.id ?? "");
     }
     // The fake nodes heartbeat as real ones do, or a long run (100 bidders under load) outlives their
     // leases and the auctions find no node.
@@ -44,8 +56,8 @@ async function withBidders<T>(client: AetherClient, count: number, hang: boolean
     return await work();
   } finally {
     clearInterval(heartbeats);
-    for (const b of bidders) await client.aggregator.deregisterNode({ nodeId: b.nodeId }).catch(() => undefined);
-    for (const b of bidders) await b.close();
+    for (const nodeId of leases.keys()) await client.aggregator.deregisterNode({ nodeId }).catch(() => undefined);
+    await bidders.closeBidders();
   }
 }
 
@@ -79,12 +91,6 @@ async function decisions(
   return { samples, failed };
 }
 
-/** CPU time (user + system) of a process so far, in ms, from /proc/<pid>/stat (clock ticks of 10 ms). */
-function cpuMs(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? [];
-  return (Number(fields[11]) + Number(fields[12])) * 10;
-}
-
 const ownCpuMs = () => {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1000;
@@ -92,26 +98,32 @@ const ownCpuMs = () => {
 
 export async function benchAuctions(runs: number): Promise<AuctionBenchResult> {
   const windowMs = 250;
-  const agg = await startAggregator({ args: ["--auction-window-ms", String(windowMs), "--log-level", "error"] });
+  const profileDir = process.env.BENCH_PROFILE_DIR;
+  const agg = await startAggregator({
+    args: ["--auction-window-ms", String(windowMs), "--log-level", "error"],
+    nodeArgs: profileDir ? ["--cpu-prof", "--cpu-prof-dir", profileDir] : [],
+    main: process.env.BENCH_AGGREGATOR,
+  });
+  const bidders = await BidderProcess.start();
   try {
     const rows: string[][] = [];
     let p99With16Ms = Number.NaN;
     let p50With16Ms = Number.NaN;
     let p99With100Ms = Number.NaN;
     const aggregatorPid = agg.process.pid ?? 0;
-    for (const count of [3, 16, 100]) {
+    const counts = process.env.BENCH_AUCTION_BIDDERS?.split(",").map(Number) ?? [3, 16, 100];
+    for (const count of counts) {
       for (const hang of [false, true]) {
-        let aggregatorCpu = 0;
-        let benchCpu = 0;
-        const { samples, failed } = await withBidders(agg.client, count, hang, async () => {
-          const [a0, b0] = [cpuMs(aggregatorPid), ownCpuMs()];
+        let [aggregatorCpu, biddersCpu, clientCpu] = [0, 0, 0];
+        const { samples, failed } = await withBidders(agg.client, bidders, count, hang, async () => {
+          const [a0, b0, c0] = [cpuMs(aggregatorPid), cpuMs(bidders.pid), ownCpuMs()];
           const out = await decisions(
             agg.client,
             hang ? Math.max(5, Math.floor(runs / 10)) : runs,
             `d${count}${hang ? "h" : ""}`,
             windowMs,
           );
-          [aggregatorCpu, benchCpu] = [cpuMs(aggregatorPid) - a0, ownCpuMs() - b0];
+          [aggregatorCpu, biddersCpu, clientCpu] = [cpuMs(aggregatorPid) - a0, cpuMs(bidders.pid) - b0, ownCpuMs() - c0];
           return out;
         });
         rows.push([
@@ -120,14 +132,15 @@ export async function benchAuctions(runs: number): Promise<AuctionBenchResult> {
           ms(percentile(samples, 50)),
           ms(percentile(samples, 99)),
           ms(aggregatorCpu / samples.length),
-          ms(benchCpu / samples.length),
+          ms(biddersCpu / samples.length),
+          ms(clientCpu / samples.length),
         ]);
         if (count === 16 && !hang) [p99With16Ms, p50With16Ms] = [percentile(samples, 99), percentile(samples, 50)];
         if (count === 100 && !hang) p99With100Ms = percentile(samples, 99);
       }
     }
     // Throughput: deploys from 8 clients at once against 16 bidders.
-    const throughputPerSecond = await withBidders(agg.client, 16, false, async () => {
+    const throughputPerSecond = await withBidders(agg.client, bidders, 16, false, async () => {
       const total = runs * 2;
       const deploy = (name: string) =>
         agg.client.aggregator.deploy({ spec: { name, kind: { case: "executable", value: { argv: ["/bin/true"] } } } });
@@ -151,8 +164,9 @@ export async function benchAuctions(runs: number): Promise<AuctionBenchResult> {
       );
       return placed / ((performance.now() - started) / 1000);
     });
-    return { rows, throughputPerSecond, p99With16Ms, p50With16Ms, p99With100Ms, windowMs };
+    return { bidderKind: BIDDER_KIND, rows, throughputPerSecond, p99With16Ms, p50With16Ms, p99With100Ms, windowMs };
   } finally {
     await agg.stop();
+    await bidders.stop();
   }
 }

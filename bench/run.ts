@@ -209,8 +209,8 @@ if (runs("auctions")) {
   const AUCTIONS = Number(process.env.BENCH_AUCTIONS ?? 200);
   const auctions = await benchAuctions(AUCTIONS);
   table(
-    "auctions: decision latency, broadcast of RequestBid to winner chosen (fake bidders on loopback)",
-    ["bidders", "auctions", "p50", "p99", "aggregator CPU per auction", "bench process CPU per auction (client + bidders)"],
+    `auctions: decision latency, broadcast of RequestBid to winner chosen (fake bidders on loopback in a process of their own: ${auctions.bidderKind === "lean" ? "lean Connect responders" : "Connect servers"})`,
+    ["bidders", "auctions", "p50", "p99", "CPU per auction: aggregator", "bidders' process", "deploying client"],
     auctions.rows,
   );
   report.note(

@@ -26,13 +26,33 @@ export interface TestAggregator {
  * Starts aether-aggregator; resolves once it leads (CheckHealth SERVING), or with `standby` once it
  * answers at all (a standby answers DEGRADED, naming the leader).
  */
-export async function startAggregator(options: { dir?: string; args?: string[]; standby?: boolean } = {}): Promise<TestAggregator> {
+export async function startAggregator(
+  options: {
+    dir?: string;
+    args?: string[];
+    standby?: boolean;
+    /** Node's own flags (e.g. --cpu-prof). */
+    nodeArgs?: string[];
+    /** Another build's bin/aether-aggregator.mjs (a bench's baseline). */
+    main?: string;
+  } = {},
+): Promise<TestAggregator> {
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), "aether-aggregator-test-"));
   const socket = join(dir, "aggregator.sock");
   const stateDir = join(dir, "state");
   const child = spawn(
     process.execPath,
-    [MAIN, "--socket", socket, "--state-dir", stateDir, "--log-level", "warn", ...(options.args ?? [])],
+    [
+      ...(options.nodeArgs ?? []),
+      options.main ?? MAIN,
+      "--socket",
+      socket,
+      "--state-dir",
+      stateDir,
+      "--log-level",
+      "warn",
+      ...(options.args ?? []),
+    ],
     {
       cwd: repoRoot,
       stdio: ["ignore", "ignore", "pipe"],
