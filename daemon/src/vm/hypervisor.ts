@@ -22,6 +22,8 @@ export interface LaunchContext {
   accel: "kvm" | "tcg";
   placement: Placement | undefined;
   processes: Supervisor;
+  /** Where a driver may cache what it derives from a VM's files (QEMU: microVM kernels' PVH ELFs). */
+  kernelCacheDir?: string;
   /** Start paused, waiting for a live migration's incoming state (QEMU: -incoming defer -S). */
   incoming?: boolean;
 }

@@ -532,7 +532,14 @@ export class VmManager {
       const placed = performance.now();
       live.consoleFrom = await consoleSize(files.consoleLog);
       const incoming = incomingFrom !== undefined;
-      const { process, control } = await hypervisor.launch(launchSpec, { files, accel, placement, processes: this.processes, incoming });
+      const { process, control } = await hypervisor.launch(launchSpec, {
+        files,
+        accel,
+        placement,
+        processes: this.processes,
+        incoming,
+        kernelCacheDir: join(this.options.stateDir, "kernels"),
+      });
       let markEnded: () => void = () => {};
       live.ended = new Promise<void>((r) => (markEnded = r));
       live.markEnded = markEnded;

@@ -56,9 +56,11 @@ export const portDeviceId = (port: string) => `dev-${port}`;
 /** ",bus=<port>,id=<device>" for a device on a hot-plug port; "" for one on the root bus. */
 const onPort = (port: string | undefined) => (port ? `,bus=${port},id=${portDeviceId(port)}` : "");
 
+/** An ephemeral VM booting a kernel is a microvm machine; firmware boots (a disk) need a PC with a BIOS. */
+export const isMicroVm = (spec: VmSpec) => spec.profile === "ephemeral" && spec.boot !== "disk";
+
 export function qemuArgs(spec: VmSpec, accel: "kvm" | "tcg", paths: VmPaths, tscKhz = hostTscKhz()): string[] {
-  // Firmware boots (a disk) need a PC with a BIOS; a microVM boots kernels only.
-  const micro = spec.profile === "ephemeral" && spec.boot !== "disk";
+  const micro = isMicroVm(spec);
   const timing = micro && accel === "tcg" && tscKhz ? `tsc_early_khz=${tscKhz}` : "";
   const dev = (kind: "blk" | "net" | "serial") => (micro ? `virtio-${kind}-device` : `virtio-${kind}-pci`);
   const args = [

@@ -3,7 +3,8 @@ import { readFile } from "node:fs/promises";
 import { which } from "../host/command.js";
 import type { Supervisor } from "../runtime/supervisor.js";
 import { startHypervisorProcess, type Hypervisor, type LaunchContext, type VmControl, type VmFiles } from "./hypervisor.js";
-import { qemuArgs } from "./qemu-args.js";
+import { PvhKernels } from "./kernel-elf.js";
+import { isMicroVm, qemuArgs } from "./qemu-args.js";
 import { QmpClient } from "./qmp.js";
 import type { VmSpec } from "./record.js";
 
@@ -13,6 +14,8 @@ const INCOMING_ARGS = ["-incoming", "defer", "-S"];
 
 export class QemuHypervisor implements Hypervisor {
   readonly kind = "qemu" as const;
+
+  private readonly pvhKernels = new Map<string, PvhKernels>();
 
   constructor(private readonly binary: string) {}
 
@@ -26,7 +29,8 @@ export class QemuHypervisor implements Hypervisor {
   }
 
   async launch(spec: VmSpec, ctx: LaunchContext) {
-    const args = [...qemuArgs(spec, ctx.accel, ctx.files), ...(ctx.incoming ? INCOMING_ARGS : [])];
+    const kernelPath = (await this.pvhKernel(spec, ctx)) ?? spec.kernelPath;
+    const args = [...qemuArgs({ ...spec, kernelPath }, ctx.accel, ctx.files), ...(ctx.incoming ? INCOMING_ARGS : [])];
     const process = await startHypervisorProcess(spec, ctx, "qemu", [this.binary, ...args]);
     try {
       const qmp = await connectWhileAlive(ctx.files.qmp, ctx.processes, process.spec.id);
@@ -35,6 +39,14 @@ export class QemuHypervisor implements Hypervisor {
       const stderr = await readFile(ctx.processes.logPath(process, "stderr"), "utf8").catch(() => "");
       throw new Error(`QEMU did not start: ${stderr.trim().split("\n").slice(-3).join(" ") || (err as Error).message}`);
     }
+  }
+
+  /** A TCG microVM boots its kernel's PVH ELF, skipping the decompressor (see kernel-elf.ts). */
+  private async pvhKernel(spec: VmSpec, ctx: LaunchContext): Promise<string | undefined> {
+    if (!isMicroVm(spec) || ctx.accel !== "tcg" || !spec.kernelPath || !ctx.kernelCacheDir) return undefined;
+    let kernels = this.pvhKernels.get(ctx.kernelCacheDir);
+    if (!kernels) this.pvhKernels.set(ctx.kernelCacheDir, (kernels = new PvhKernels(ctx.kernelCacheDir)));
+    return kernels.elfFor(spec.kernelPath);
   }
 
   async reattach(_spec: VmSpec, files: VmFiles): Promise<VmControl> {
