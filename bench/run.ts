@@ -163,6 +163,7 @@ async function sharedDaemonSections(): Promise<void> {
       report.figure("vms.qemu_rss_mib", vms.qemuRssBytes / 1024 / 1024, "MiB");
       report.figure("vms.qemu_guest_touched_mib", vms.qemuGuestBytes / 1024 / 1024, "MiB");
       report.figure("vms.qemu_own_mib", (vms.qemuRssBytes - vms.qemuGuestBytes) / 1024 / 1024, "MiB");
+      report.figure("vms.qemu_own_private_mib", vms.qemuOwnPrivateBytes / 1024 / 1024, "MiB");
     }
 
     if (runs("script")) {

@@ -1,5 +1,7 @@
 // VMs: create-to-guest-ready through aetherd (a microVM and a persistent VM) against `virsh create`
-// of the equivalent libvirt domain, same kernel and initramfs, interleaved; aetherd's own part of a
+// of the equivalent libvirt domain, same kernel and initramfs, interleaved (the same bzImage is given
+// to both; aetherd's microVM boots the ELF inside it by its PVH entry, see daemon/src/vm/kernel-elf.ts,
+// where QEMU under libvirt boots the bzImage through SeaBIOS and its decompressor); aetherd's own part of a
 // start; and the memory a VM costs (QEMU per idle 128 MiB microVM, aetherd per VM tracked).
 import { readFileSync } from "node:fs";
 import { mkdtempSync } from "node:fs";
@@ -20,6 +22,8 @@ export interface VmBenchResult {
   /** QEMU's resident memory with an idle 128 MiB microVM, and the part of it that is guest RAM. */
   qemuRssBytes: number;
   qemuGuestBytes: number;
+  /** The anonymous part of QEMU's own memory: what each further VM adds, the shared file pages aside. */
+  qemuOwnPrivateBytes: number;
 }
 
 function rss(pid: number): number {
@@ -29,18 +33,29 @@ function rss(pid: number): number {
 const GUEST_MEMORY_BYTES = 128 << 20;
 
 /**
- * The resident part of QEMU's guest RAM mapping: the mapping in /proc/<pid>/smaps exactly the
- * guest's memory size (the RAM block QEMU allocates for it); what the guest touched.
+ * QEMU's resident memory from /proc/<pid>/smaps: the guest's RAM is the mapping exactly the guest's
+ * memory size (the RAM block QEMU allocates for it), its resident part what the guest touched. The
+ * rest is QEMU's own, of which the anonymous part is private to this VM (TCG's translation buffer,
+ * heap, device state) and the file pages (QEMU's binary and libraries, the kernel and initramfs it
+ * keeps mapped to load them again at a reset) are page cache every VM using the same files shares.
  */
-function guestTouchedBytes(pid: number): number {
+function qemuMemory(pid: number): { guest: number; ownPrivate: number; ownFile: number } {
   const smaps = readFileSync(`/proc/${pid}/smaps`, "utf8");
-  let best = 0;
+  let guest = 0;
+  let anon = 0;
+  let file = 0;
   for (const block of smaps.split(/\n(?=[0-9a-f]+-[0-9a-f]+ )/)) {
-    const size = Number(/^Size:\s+(\d+) kB/m.exec(block)?.[1] ?? 0) * 1024;
-    const resident = Number(/^Rss:\s+(\d+) kB/m.exec(block)?.[1] ?? 0) * 1024;
-    if (size === GUEST_MEMORY_BYTES) best = Math.max(best, resident);
+    const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(block)?.[1] ?? 0) * 1024;
+    const resident = kb("Rss");
+    if (kb("Size") === GUEST_MEMORY_BYTES && resident > guest) {
+      anon += guest; // a smaller mapping of this size counted as guest RAM before: QEMU's after all
+      guest = resident;
+      continue;
+    }
+    anon += kb("Anonymous");
+    file += resident - kb("Anonymous");
   }
-  return best;
+  return { guest, ownPrivate: anon, ownFile: file };
 }
 
 async function aetherdCreateToReady(aether: AetherClient, name: string, profile: vmApi.VmProfile): Promise<{ ms: number; pid: number }> {
@@ -70,14 +85,14 @@ export async function benchVms(daemon: TestDaemon, aether: AetherClient, runs: n
   const persistent: number[] = [];
   const libvirt: number[] = [];
   let qemuRss = 0;
-  let qemuGuest = 0;
+  let qemuMem = { guest: 0, ownPrivate: 0, ownFile: 0 };
   for (let i = 0; i < runs; i++) {
     const m = await aetherdCreateToReady(aether, `bench-micro-${i}`, vmApi.VmProfile.EPHEMERAL);
     micro.push(m.ms);
     if (i === 0) {
       await new Promise((r) => setTimeout(r, 2000)); // idle
       qemuRss = rss(m.pid);
-      qemuGuest = guestTouchedBytes(m.pid);
+      qemuMem = qemuMemory(m.pid);
     }
     await aether.vm.deleteVm({ vm: `bench-micro-${i}`, force: true });
     persistent.push((await aetherdCreateToReady(aether, `bench-q35-${i}`, vmApi.VmProfile.PERSISTENT)).ms);
@@ -106,7 +121,12 @@ export async function benchVms(daemon: TestDaemon, aether: AetherClient, runs: n
   const p50 = (xs: number[]) => percentile(xs, 50);
   return {
     rows: [
-      ["aetherd: ephemeral microVM (QEMU -M microvm)", ms(p50(micro)), ms(Math.min(...micro)), ms(Math.max(...micro))],
+      [
+        "aetherd: ephemeral microVM (QEMU -M microvm, the kernel's ELF by PVH)",
+        ms(p50(micro)),
+        ms(Math.min(...micro)),
+        ms(Math.max(...micro)),
+      ],
       ["aetherd: persistent VM (QEMU -M q35)", ms(p50(persistent)), ms(Math.min(...persistent)), ms(Math.max(...persistent))],
       ["libvirt: virsh create (q35, same kernel/initramfs)", ms(p50(libvirt)), ms(Math.min(...libvirt)), ms(Math.max(...libvirt))],
     ],
@@ -114,11 +134,14 @@ export async function benchVms(daemon: TestDaemon, aether: AetherClient, runs: n
     ratioPersistent: p50(persistent) / p50(libvirt),
     launchP50Ms: p50(launches),
     qemuRssBytes: qemuRss,
-    qemuGuestBytes: qemuGuest,
+    qemuGuestBytes: qemuMem.guest,
+    qemuOwnPrivateBytes: qemuMem.ownPrivate,
     memoryRows: [
       ["QEMU per idle 128 MiB microVM (RSS)", mib(qemuRss)],
-      ["  of which guest RAM the guest touched (smaps)", mib(qemuGuest)],
-      ["  of which QEMU's own (TCG buffers, code, devices)", mib(qemuRss - qemuGuest)],
+      ["  of which guest RAM the guest touched (smaps)", mib(qemuMem.guest)],
+      ["  of which QEMU's own (TCG buffers, code, devices)", mib(qemuRss - qemuMem.guest)],
+      ["    private to this VM (anonymous: TCG buffer, heap, devices)", mib(qemuMem.ownPrivate)],
+      ["    file pages shared by VMs (QEMU, libraries, kernel, initramfs)", mib(qemuMem.ownFile)],
       ["aetherd per VM tracked (100 VMs)", `${((after - before) / 100 / 1024).toFixed(1)} KiB`],
     ],
   };
