@@ -1,7 +1,7 @@
 // aetherd's configuration: a TOML file, overridden by command-line flags, checked by one schema.
 import { resolve } from "node:path";
 import { z } from "zod";
-import { defaultSocketPath, defaultStateDir } from "@aether/sdk";
+import { defaultSocketPath, defaultStateDir } from "@aether/sdk/client";
 import { DNS_LABEL, LABEL_KEY } from "@aether/sdk/names";
 import { parseConfig, readToml } from "@aether/server";
 

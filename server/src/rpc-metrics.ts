@@ -2,8 +2,10 @@
 // with the latency of unary calls; the interceptor listen() installs outermost when given a registry.
 // And the debug line per RPC, which listen() always installs (silent unless the level is debug).
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { createRequire } from "node:module";
 import type { Logger } from "pino";
-import { Counter, Histogram, type Registry } from "prom-client";
+import type * as PromClient from "prom-client";
+import type { Registry } from "prom-client";
 import { callerOfRequest } from "./peer.js";
 
 /** The gRPC code's canonical name, as Prometheus exporters of gRPC servers label it ("OK", "NOT_FOUND"). */
@@ -21,6 +23,9 @@ export const LATENCY_BUCKETS_SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
  * the code it ended with; its duration (a followed log may last days) is not a latency.
  */
 export function rpcMetrics(registry: Registry): Interceptor {
+  // prom-client (with the OpenTelemetry API it brings, some 80 CommonJS modules) is loaded by the
+  // first server that counts, not at every start: most serve no metrics (issue 18, idle footprint).
+  const { Counter, Histogram } = createRequire(import.meta.url)("prom-client") as typeof PromClient;
   const requests = new Counter({
     name: "aether_rpc_requests_total",
     help: "RPCs served, by service, method and the gRPC code the caller got (streams counted when they end).",

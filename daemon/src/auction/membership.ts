@@ -13,7 +13,7 @@
 // is not suspected and fenced when its lease runs out, unless an operator took it off duty.
 import { availableParallelism, totalmem } from "node:os";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { connect, type AetherClient } from "@aether/sdk";
+import { connect, type AetherClient } from "@aether/sdk/client";
 import { NodeLifecycle } from "@aether/sdk/gen/aether/auction/v1/auction_pb";
 import { outgoingConnectOptions, type OutgoingTls } from "@aether/server";
 import type { Logger } from "pino";

@@ -1,6 +1,10 @@
-// The one way aetherd runs host commands: argv arrays through execa, with a timeout and errors that
-// carry the command's own stderr, never ad-hoc shell strings.
-import { execa } from "execa";
+// The one way aetherd runs host commands: argv arrays through node:child_process, with a timeout and
+// errors that carry the command's own stderr, never ad-hoc shell strings.
+//
+// Straight on child_process rather than through execa: execa is some 100 modules and 1.6 MiB of heap
+// that every aetherd loaded at start (it runs `zfs version` and `qemu --version` there), for the
+// little this file needs of it (issue 18: aetherd's idle footprint).
+import { spawn, type ChildProcess } from "node:child_process";
 
 export class HostCommandError extends Error {
   constructor(
@@ -18,6 +22,56 @@ export interface HostCommandResult {
   stderr: string;
 }
 
+/** More output than this from one host command is refused (the command is killed), as execa did. */
+const MAX_OUTPUT_BYTES = 100 * 1024 * 1024;
+/** A command that ignores SIGTERM at its timeout gets SIGKILL this much later. */
+const FORCE_KILL_AFTER_MS = 5_000;
+
+/** What ended a command: its exit code, the signal that killed it, or why it could not start. */
+interface Ending {
+  exitCode: number | undefined;
+  signal: NodeJS.Signals | undefined;
+  spawnError: Error | undefined;
+}
+
+/** Collects a stream's bytes up to MAX_OUTPUT_BYTES; past that, `over` is called once. */
+function collect(stream: NodeJS.ReadableStream | null, over: () => void): () => string {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  stream?.on("data", (chunk: Buffer) => {
+    if (size > MAX_OUTPUT_BYTES) return;
+    size += chunk.length;
+    if (size > MAX_OUTPUT_BYTES) over();
+    else chunks.push(chunk);
+  });
+  return () => Buffer.concat(chunks).toString("utf8");
+}
+
+/** Settles once the child has ended and its streams are closed; never rejects. */
+function ended(child: ChildProcess): Promise<Ending> {
+  return new Promise((resolve) => {
+    let spawnError: Error | undefined;
+    child.once("error", (err) => {
+      spawnError = err;
+      // A child that never started emits no close when it has no streams to close.
+      if (child.pid === undefined) resolve({ exitCode: undefined, signal: undefined, spawnError });
+    });
+    child.once("close", (code, signal) => resolve({ exitCode: code ?? undefined, signal: signal ?? undefined, spawnError }));
+  });
+}
+
+/** Why a command failed, in the words execa used: its exit code, the signal, or the start error. */
+function shortReason(ending: Ending): string {
+  if (ending.spawnError) return ending.spawnError.message;
+  if (ending.signal) return `killed by ${ending.signal}`;
+  return `exit code ${ending.exitCode}`;
+}
+
+/** One final newline off, as a shell's $(...) would. */
+function stripFinalNewline(text: string): string {
+  return text.endsWith("\r\n") ? text.slice(0, -2) : text.endsWith("\n") ? text.slice(0, -1) : text;
+}
+
 export async function runHost(
   file: string,
   args: readonly string[],
@@ -29,23 +83,41 @@ export async function runHost(
   } = {},
 ): Promise<HostCommandResult> {
   const timeout = options.timeoutMs ?? 30_000;
-  const result = await execa(file, args, {
-    timeout,
-    reject: false,
-    stripFinalNewline: true,
-    ...(options.input === undefined ? {} : { input: options.input }),
-  });
   const command = [file, ...args].join(" ");
-  if (result.timedOut) {
-    throw new HostCommandError(`${command} did not finish within ${timeout} ms`, command, String(result.stderr), undefined);
+  const child = spawn(file, args, { stdio: ["pipe", "pipe", "pipe"] });
+  const ending = ended(child);
+  let tooMuch = false;
+  const over = () => {
+    tooMuch = true;
+    child.kill("SIGKILL");
+  };
+  const stdout = collect(child.stdout, over);
+  const stderr = collect(child.stderr, over);
+  // A command that reads its stdin sees the input, or at once its end.
+  child.stdin?.on("error", () => undefined);
+  child.stdin?.end(options.input);
+  let timedOut = false;
+  let forceKill: NodeJS.Timeout | undefined;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    child.kill("SIGTERM");
+    forceKill = setTimeout(() => child.kill("SIGKILL"), FORCE_KILL_AFTER_MS);
+  }, timeout);
+  const end = await ending;
+  clearTimeout(timer);
+  clearTimeout(forceKill);
+  const out = stripFinalNewline(stdout());
+  const err = stripFinalNewline(stderr());
+  if (timedOut) throw new HostCommandError(`${command} did not finish within ${timeout} ms`, command, err, undefined);
+  if (tooMuch)
+    throw new HostCommandError(`${command} failed: it wrote more than ${MAX_OUTPUT_BYTES} bytes of output`, command, err, undefined);
+  const failed = end.spawnError !== undefined || end.exitCode !== 0;
+  const accepted = end.exitCode !== undefined && end.exitCode !== 0 && options.acceptExitCodes?.(end.exitCode) === true;
+  if (failed && !accepted) {
+    const why = err.trim() !== "" ? err.trim() : `Command failed with ${shortReason(end)}: ${command}`;
+    throw new HostCommandError(`${command} failed: ${why}`, command, err.trim(), end.exitCode);
   }
-  const accepted = result.exitCode !== undefined && result.exitCode !== 0 && options.acceptExitCodes?.(result.exitCode) === true;
-  if (result.failed && !accepted) {
-    const stderr = String(result.stderr ?? "").trim();
-    const why = stderr !== "" ? stderr : (result.shortMessage ?? "failed");
-    throw new HostCommandError(`${command} failed: ${why}`, command, stderr, result.exitCode);
-  }
-  return { stdout: String(result.stdout), stderr: String(result.stderr) };
+  return { stdout: out, stderr: err };
 }
 
 /** Finds an executable on PATH (or an absolute path) without running it. */
@@ -91,20 +163,18 @@ export function spawnHost(
   options: { stdin: boolean; stdout: boolean; signal?: AbortSignal },
 ): StreamingHostCommand {
   const command = [file, ...args].join(" ");
-  const child = execa(file, args, {
-    stdin: options.stdin ? "pipe" : "ignore",
-    stdout: options.stdout ? "pipe" : "ignore",
-    stderr: "pipe",
-    buffer: { stdout: false, stderr: true },
-    reject: false,
-    ...(options.signal && { cancelSignal: options.signal }),
+  const child = spawn(file, args, {
+    stdio: [options.stdin ? "pipe" : "ignore", options.stdout ? "pipe" : "ignore", "pipe"],
+    // An abort ends the command with SIGTERM (the spawn option's default signal).
+    ...(options.signal && { signal: options.signal }),
   });
+  const stderr = collect(child.stderr, () => undefined);
   const done = (async () => {
-    const result = await child;
-    if (result.exitCode === 0 && !result.failed) return;
-    const stderr = String(result.stderr ?? "").trim();
-    const why = stderr !== "" ? stderr : (result.shortMessage ?? "failed");
-    throw new HostCommandError(`${command} failed: ${why}`, command, stderr, result.exitCode);
+    const end = await ended(child);
+    if (end.exitCode === 0 && end.spawnError === undefined) return;
+    const text = stderr().trim();
+    const why = text !== "" ? text : `Command failed with ${shortReason(end)}: ${command}`;
+    throw new HostCommandError(`${command} failed: ${why}`, command, text, end.exitCode);
   })();
   done.catch(() => undefined);
   return { child: child as unknown as StreamingHostCommand["child"], done };

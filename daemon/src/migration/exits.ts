@@ -5,7 +5,7 @@
 // does not know which copy lives (in doubt at the switchover or while the target confirms the guest).
 import type { Client } from "@connectrpc/connect";
 import type { Logger } from "pino";
-import type { AetherClient } from "@aether/sdk";
+import type { AetherClient } from "@aether/sdk/client";
 import { IncomingState, type VmMigrationService } from "@aether/sdk/gen/aether/vm/v1/vm_pb";
 import type { StorageRegistry } from "../storage/registry.js";
 import type { MigrationHooks } from "../vm/migration-hooks.js";

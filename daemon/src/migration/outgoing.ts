@@ -17,7 +17,7 @@ import { EventEmitter } from "node:events";
 import { join } from "node:path";
 import { createClient } from "@connectrpc/connect";
 import type { Logger } from "pino";
-import { connect } from "@aether/sdk";
+import { connect } from "@aether/sdk/client";
 import { IncomingState, VmMigrationService } from "@aether/sdk/gen/aether/vm/v1/vm_pb";
 import { DomainError, duration, outgoingConnectOptions, type OutgoingTls } from "@aether/server";
 import type { EventBus } from "../observe/event-bus.js";

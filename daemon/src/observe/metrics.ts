@@ -5,7 +5,9 @@
 // cgroup's CPU time, throttling, memory and OOM kills; node telemetry; the bids this node answered.
 // The RPC metrics (aether_rpc_*) are counted by @aether/server's listen().
 import { readdirSync, readFileSync } from "node:fs";
-import { Counter, Gauge, Registry } from "prom-client";
+import { createRequire } from "node:module";
+import type * as PromClient from "prom-client";
+import type { Registry } from "prom-client";
 import type { Logger } from "pino";
 import { perScrape, serveMetrics, type MetricsEndpoint } from "@aether/server";
 import type { MetricsConfig, TcpConfig } from "../config.js";
@@ -161,6 +163,9 @@ function countBy<T>(items: T[], labels: (item: T) => Record<string, string>): Ar
 
 /** aetherd's registry: every family below is filled when it is scraped. */
 export function daemonMetrics(deps: DaemonMetricsDeps): Registry {
+  // Loaded here, when metrics are asked for, not at every start of aetherd (issue 18, idle footprint):
+  // prom-client brings the OpenTelemetry API, some 80 CommonJS modules.
+  const { Counter, Gauge, Registry } = createRequire(import.meta.url)("prom-client") as typeof PromClient;
   const registry = new Registry();
   const registers = [registry];
   const vmSamples = perScrape(() => Promise.all(deps.vms.list().map((vm) => sampleVm(vm, deps))));

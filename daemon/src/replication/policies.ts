@@ -11,7 +11,7 @@ import { mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { createClient } from "@connectrpc/connect";
 import type { Logger } from "pino";
-import { connect } from "@aether/sdk";
+import { connect } from "@aether/sdk/client";
 import { ReplicaReceiverService } from "@aether/sdk/gen/aether/storage/v1/storage_pb";
 import {
   DomainError,
