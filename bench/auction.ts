@@ -23,6 +23,8 @@ export interface AuctionBenchResult {
   p99With16Ms: number;
   p50With16Ms: number;
   p99With100Ms: number;
+  /** CPU per auction with all bidders answering, by bidder count: the aggregator's and the bidders' process's, in ms. */
+  cpuPerAuction: Array<{ bidders: number; aggregatorMs: number; biddersMs: number }>;
   windowMs: number;
 }
 
@@ -110,6 +112,7 @@ export async function benchAuctions(runs: number): Promise<AuctionBenchResult> {
     let p99With16Ms = Number.NaN;
     let p50With16Ms = Number.NaN;
     let p99With100Ms = Number.NaN;
+    const cpuPerAuction: AuctionBenchResult["cpuPerAuction"] = [];
     const aggregatorPid = agg.process.pid ?? 0;
     const counts = process.env.BENCH_AUCTION_BIDDERS?.split(",").map(Number) ?? [3, 16, 100];
     for (const count of counts) {
@@ -137,6 +140,8 @@ export async function benchAuctions(runs: number): Promise<AuctionBenchResult> {
         ]);
         if (count === 16 && !hang) [p99With16Ms, p50With16Ms] = [percentile(samples, 99), percentile(samples, 50)];
         if (count === 100 && !hang) p99With100Ms = percentile(samples, 99);
+        if (!hang)
+          cpuPerAuction.push({ bidders: count, aggregatorMs: aggregatorCpu / samples.length, biddersMs: biddersCpu / samples.length });
       }
     }
     // Throughput: deploys from 8 clients at once against 16 bidders.
@@ -164,7 +169,7 @@ export async function benchAuctions(runs: number): Promise<AuctionBenchResult> {
       );
       return placed / ((performance.now() - started) / 1000);
     });
-    return { bidderKind: BIDDER_KIND, rows, throughputPerSecond, p99With16Ms, p50With16Ms, p99With100Ms, windowMs };
+    return { bidderKind: BIDDER_KIND, rows, throughputPerSecond, p99With16Ms, p50With16Ms, p99With100Ms, cpuPerAuction, windowMs };
   } finally {
     await agg.stop();
     await bidders.stop();

@@ -220,6 +220,10 @@ if (runs("auctions")) {
   report.figure("auctions.p99_16_ms", auctions.p99With16Ms, "ms");
   report.figure("auctions.p99_100_ms", auctions.p99With100Ms, "ms");
   report.figure("auctions.p50_16_ms", auctions.p50With16Ms, "ms");
+  for (const c of auctions.cpuPerAuction) {
+    report.figure(`auctions.aggregator_cpu_per_auction_${c.bidders}_ms`, c.aggregatorMs, "ms");
+    report.figure(`auctions.bidders_cpu_per_auction_${c.bidders}_ms`, c.biddersMs, "ms");
+  }
   report.figure("auctions.throughput_per_s", auctions.throughputPerSecond, "1/s");
 }
 
