@@ -79,10 +79,16 @@ const table = report.table.bind(report);
 
 const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 300);
 
-function rssBytes(pid: number): number {
-  const kb = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
+function statusBytes(pid: number, field: string): number {
+  const kb = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
   return Number(kb ?? 0) * 1024;
 }
+const rssBytes = (pid: number) => statusBytes(pid, "VmRSS");
+/** RSS with its two parts: anonymous (aetherd's own: heap, JavaScript heap, stacks) and file-backed (mostly the node binary's pages, shared with every node process). */
+const rssParts = (pid: number) =>
+  `${mib(rssBytes(pid))} (anon ${mib(statusBytes(pid, "RssAnon"))}, file ${mib(statusBytes(pid, "RssFile"))})`;
+/** How long the memory section lets aetherd idle before its settled figure: V8's memory reducer gives start-up's garbage back some 20 s after the last activity. */
+const SETTLE_MS = Number(process.env.BENCH_SETTLE_MS ?? 30_000);
 
 async function sharedDaemonSections(): Promise<void> {
   // Info level: the VM bench reads aetherd's own timing of each start from its log.
@@ -92,7 +98,15 @@ async function sharedDaemonSections(): Promise<void> {
     const pid = daemon.process.pid ?? 0;
     await new Promise((r) => setTimeout(r, 500));
     const idle = rssBytes(pid);
+    const idleParts = rssParts(pid);
     report.figure("memory.aetherd_idle_mib", idle / 1024 / 1024, "MiB");
+    // The same daemon after it idled on: what a node that serves nothing keeps resident for good.
+    let settledParts = "";
+    if (runs("memory")) {
+      await new Promise((r) => setTimeout(r, SETTLE_MS));
+      settledParts = rssParts(pid);
+      report.figure("memory.aetherd_settled_mib", rssBytes(pid) / 1024 / 1024, "MiB");
+    }
 
     if (runs("runtime")) {
       const start = await benchStart(aether, ITERATIONS);
@@ -121,7 +135,8 @@ async function sharedDaemonSections(): Promise<void> {
         "aetherd resident memory",
         ["state", "RSS"],
         [
-          ["idle, nothing tracked", mib(idle)],
+          ["idle, nothing tracked (0.5 s after it answers)", idleParts],
+          [`idle, after ${SETTLE_MS / 1000} s more`, settledParts],
           ["200 exited executables tracked", mib(with200)],
           ["400 exited executables tracked", mib(with400)],
           // The first hundreds of calls also grow the JavaScript heap to its working size; the second
