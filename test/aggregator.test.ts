@@ -455,7 +455,7 @@ describe("aether-aggregator: auctions against fake bidders", () => {
       const bidding = ms(r.auction?.biddingDuration);
       assert.ok(bidding >= 290 && bidding < 800, `bidding lasted the window: ${bidding} ms`);
       assert.equal(ms(r.auction?.bidTimeout), 300);
-      assert.equal(bidOf(r, "hang-b").outcome, BidOutcome.TIMED_OUT);
+      assert.equal(bidOf(r, "hang-b").outcome, BidOutcome.TIMED_OUT, `hang-b: ${bidOf(r, "hang-b").error}`);
       assert.match(bidOf(r, "hang-b").error, /no answer within the 300 ms bid window/);
       assert.equal(bidOf(r, "hang-c").outcome, BidOutcome.TIMED_OUT);
       assert.equal(bidOf(r, "hang-c").score, 0);
@@ -463,7 +463,7 @@ describe("aether-aggregator: auctions against fake bidders", () => {
       // A Deploy may ask for its own window.
       const short = await client.aggregator.deploy({ spec: spec("hang-test-2"), bidTimeout: { seconds: 0n, nanos: 100_000_000 } });
       assert.ok(ms(short.auction?.biddingDuration) < 250, `the 100 ms bid_timeout closed it: ${ms(short.auction?.biddingDuration)} ms`);
-      assert.equal(bidOf(short, "hang-b").outcome, BidOutcome.TIMED_OUT);
+      assert.equal(bidOf(short, "hang-b").outcome, BidOutcome.TIMED_OUT, `hang-b: ${bidOf(short, "hang-b").error}`);
       await client.aggregator.releasePlacement({ workload: "hang-test" });
       await client.aggregator.releasePlacement({ workload: "hang-test-2" });
     });

@@ -191,6 +191,9 @@ export function diskWearOf(breakdown: BidBreakdown | undefined): number | undefi
   return factor.value;
 }
 
+/** How much later than the bid window a node's own deadline (connect-timeout-ms) is; see collectBids(). */
+export const NODE_DEADLINE_MARGIN_MS = 250;
+
 /** What came back from one node's RequestBid. */
 export type BidAnswer =
   | { kind: "answer"; response: RequestBidResponse; latencyMs: number }
@@ -299,11 +302,14 @@ export async function collectBids(targets: BidTarget[], request: RequestBidReque
     if (--open === 0) closeWindow();
   };
   // One signal cancels every call still open when the window closes (it carries one listener per
-  // node, hence no listener limit). The deadline travels in the Connect timeout header, so the node
-  // knows when the aggregator stops listening; the window's one timer ends the wait.
+  // node, hence no listener limit); the window's one timer ends the wait. The deadline also travels
+  // in the Connect timeout header, as the node's backstop should the cancel not reach it: a margin
+  // past the window, or a node whose own clock for it runs early (its event loop's time is stale
+  // on a loaded host) gives up first and its "cancelled" error, arriving before the window's close,
+  // counts as an ERROR instead of a TIMED_OUT.
   const abort = new AbortController();
   setMaxListeners(0, abort.signal);
-  const options = { signal: abort.signal, timeoutMs: Math.max(1, Math.ceil(windowMs)) };
+  const options = { signal: abort.signal, timeoutMs: Math.ceil(windowMs) + NODE_DEADLINE_MARGIN_MS };
   targets.forEach((target) => {
     const sent = performance.now();
     target.client.requestBid(request, options).then(

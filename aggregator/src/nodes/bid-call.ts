@@ -64,6 +64,11 @@ export class BidCaller {
     } catch (err) {
       throw ConnectError.from(err, Code.Unavailable);
     }
+    // The window may have closed while the connection was being opened: no listener would hear it.
+    if (signal?.aborted) {
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+      throw new ConnectError("the bid window closed before the request was sent", Code.Canceled);
+    }
     return new Promise<RequestBidResponse>((resolve, reject) => {
       let status = 0;
       let contentType = "";
