@@ -41,12 +41,14 @@ export const HOTPLUG_PORTS = ["hp0", "hp1", "hp2", "hp3"];
 /**
  * TCG's translation buffer for a microVM, in MiB. QEMU's default (1 GiB, filled as the guest runs
  * new code, never given back) held 50 MiB after a boot of the test guest to its agent: mostly code
- * run once (the kernel's decompressor and init). At 16 MiB a microVM's boot is as fast as with the
- * default (7.6-8.3 s either way here) and QEMU keeps 39 MiB less; at 8 MiB the boot took 4-6 s
- * longer (the buffer is flushed and the boot's code translated again). An earlier note said small
- * buffers made two guests starting together hang; that was the TSC calibration hang tsc_early_khz
- * fixed: 12 boots in pairs at 16 MiB all came up. Persistent (q35) VMs keep the default: their boot
- * (SeaBIOS) was 0.5 s slower at 16 MiB, and a long-lived guest's workload may need more code cached.
+ * run once (the kernel's init). At 16 MiB QEMU keeps 38 MiB less, for a boot (of the PVH ELF)
+ * 0.3-0.5 s longer than with the default (3.6-3.8 s against 3.0-3.5 s; 24 MiB: 3.2-3.6 s); smaller
+ * buffers are flushed more often during the boot and its code is translated again (4.2-6.5 s at
+ * 12 MiB, 6.9-7.8 s at 8). An earlier note said small buffers made two guests starting together
+ * hang; that was the TSC calibration hang tsc_early_khz fixed: 27 boots in pairs or threes at
+ * 16 MiB all came up.
+ * Persistent (q35) VMs keep the default: their boot (SeaBIOS) was 0.5 s slower at 16 MiB, and a
+ * long-lived guest's workload may need more code cached.
  */
 export const MICROVM_TB_SIZE_MIB = 16;
 
