@@ -32,6 +32,8 @@ interface Ending {
   exitCode: number | undefined;
   signal: NodeJS.Signals | undefined;
   spawnError: Error | undefined;
+  /** Whether the command ran at all (a spawn error before it did: no such file, no permission). */
+  started: boolean;
 }
 
 /** Collects a stream's bytes up to MAX_OUTPUT_BYTES; past that, `over` is called once. */
@@ -54,15 +56,19 @@ function ended(child: ChildProcess): Promise<Ending> {
     child.once("error", (err) => {
       spawnError = err;
       // A child that never started emits no close when it has no streams to close.
-      if (child.pid === undefined) resolve({ exitCode: undefined, signal: undefined, spawnError });
+      if (child.pid === undefined) resolve({ exitCode: undefined, signal: undefined, spawnError, started: false });
     });
-    child.once("close", (code, signal) => resolve({ exitCode: code ?? undefined, signal: signal ?? undefined, spawnError }));
+    child.once("close", (code, signal) =>
+      resolve({ exitCode: code ?? undefined, signal: signal ?? undefined, spawnError, started: child.pid !== undefined }),
+    );
   });
 }
 
-/** Why a command failed, in the words execa used: its exit code, the signal, or the start error. */
+/** Why a command failed when it said nothing on stderr: the start error, the signal, or its exit code. */
 function shortReason(ending: Ending): string {
-  if (ending.spawnError) return ending.spawnError.message;
+  // An error after the start is the abort of the caller's signal, which killed the command.
+  if (ending.spawnError)
+    return ending.started ? `${ending.spawnError.message} (${ending.signal ?? "ended"})` : `could not start: ${ending.spawnError.message}`;
   if (ending.signal) return `killed by ${ending.signal}`;
   return `exit code ${ending.exitCode}`;
 }
@@ -114,7 +120,7 @@ export async function runHost(
   const failed = end.spawnError !== undefined || end.exitCode !== 0;
   const accepted = end.exitCode !== undefined && end.exitCode !== 0 && options.acceptExitCodes?.(end.exitCode) === true;
   if (failed && !accepted) {
-    const why = err.trim() !== "" ? err.trim() : `Command failed with ${shortReason(end)}: ${command}`;
+    const why = err.trim() !== "" ? err.trim() : shortReason(end);
     throw new HostCommandError(`${command} failed: ${why}`, command, err.trim(), end.exitCode);
   }
   return { stdout: out, stderr: err };
@@ -173,7 +179,7 @@ export function spawnHost(
     const end = await ended(child);
     if (end.exitCode === 0 && end.spawnError === undefined) return;
     const text = stderr().trim();
-    const why = text !== "" ? text : `Command failed with ${shortReason(end)}: ${command}`;
+    const why = text !== "" ? text : shortReason(end);
     throw new HostCommandError(`${command} failed: ${why}`, command, text, end.exitCode);
   })();
   done.catch(() => undefined);

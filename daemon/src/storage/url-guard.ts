@@ -7,8 +7,9 @@
 // to a public address when checked and to 127.0.0.1 a moment later (DNS rebinding) cannot slip by.
 import { lookup as dnsLookup, type LookupAddress } from "node:dns";
 import { isIP } from "node:net";
+import { createRequire } from "node:module";
 import { networkInterfaces } from "node:os";
-import ipaddr from "ipaddr.js";
+import type * as Ipaddr from "ipaddr.js";
 import { ImportError } from "./import-error.js";
 
 /** A URL or an address the caller may not download from; handlers answer PERMISSION_DENIED. */
@@ -58,9 +59,17 @@ function hostAddress(url: URL): string | undefined {
   return isIP(host) === 0 ? undefined : host;
 }
 
+let ipaddrLoaded: typeof Ipaddr | undefined;
+/** ipaddr.js, required at the first download rather than at every start of aetherd (issue 18, idle footprint). */
+function ipaddrModule(): typeof Ipaddr {
+  ipaddrLoaded ??= createRequire(import.meta.url)("ipaddr.js") as typeof Ipaddr;
+  return ipaddrLoaded;
+}
+
 /** Why an address must not be downloaded from, or undefined when it is a public unicast address. */
 export function notPublic(address: string): string | undefined {
-  let ip: ipaddr.IPv4 | ipaddr.IPv6;
+  const ipaddr = ipaddrModule();
+  let ip: Ipaddr.IPv4 | Ipaddr.IPv6;
   try {
     // process() turns ::ffff:127.0.0.1 into 127.0.0.1, so a mapped address is judged as IPv4.
     ip = ipaddr.process(address.replace(/%.*$/, ""));
