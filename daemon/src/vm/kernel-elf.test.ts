@@ -87,3 +87,25 @@ it("a bzImage becomes a cached PVH ELF once; a kernel that cannot be converted i
   assert.equal(await kernels.elfFor(notBz), undefined);
   assert.equal(await kernels.elfFor(join(dir, "missing")), undefined);
 });
+
+it("the cache keeps the 8 most recently booted ELFs and drops a crashed conversion's partial file", async () => {
+  const cache = join(dir, "lru");
+  const kernels = new PvhKernels(cache);
+  const paths: string[] = [];
+  for (let i = 0; i < 9; i++) {
+    const kernel = join(dir, `vmlinuz-${i}`);
+    writeFileSync(kernel, bzImage(gzipSync(elf(true))));
+    const made = await kernels.elfFor(kernel);
+    if (!made) assert.fail(`vmlinuz-${i} was not converted`);
+    paths.push(made);
+    if (i === 0) writeFileSync(`${made}.partial`, "left by a crash");
+    if (i === 7) await kernels.elfFor(join(dir, "vmlinuz-0")); // booted again: the most recent but for the next
+    await new Promise((r) => setTimeout(r, 20)); // distinct modification times
+  }
+  const left = readdirSync(cache).sort();
+  assert.equal(left.length, 8, left.join(" "));
+  assert.ok(!left.some((n) => n.endsWith(".partial")));
+  assert.ok(!left.includes(paths[1]?.split("/").pop() ?? ""), "the least recently booted went");
+  assert.ok(left.includes(paths[0]?.split("/").pop() ?? ""), "booted again, so kept");
+  assert.equal(await kernels.elfFor(join(dir, "vmlinuz-1")), paths[1], "taken out again when booted again");
+});

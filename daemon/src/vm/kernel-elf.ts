@@ -8,7 +8,7 @@
 // code; what it loses is the decompressor's KASLR (the PVH entry runs the kernel where it was linked).
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdir, readFile, rename, stat, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
 
@@ -21,6 +21,12 @@ const DECOMPRESSORS: { magic: number[]; argv: string[] }[] = [
   { magic: [0x5d, 0x00, 0x00], argv: ["xz", "-dc", "--format=lzma"] },
 ];
 const GZIP_MAGIC = [0x1f, 0x8b];
+/**
+ * ELFs kept in the cache, the most recently booted: about 40 MiB each. One taken out of it is
+ * taken out again at its kernel's next start (a second); a running QEMU keeps its open copy.
+ */
+const KEEP_ELFS = 8;
+const ELF_SUFFIX = ".pvh.elf";
 const PAGE = 4096;
 const PT_LOAD = 1;
 const PT_NOTE = 4;
@@ -112,10 +118,18 @@ function hasPvhNote(notes: Buffer): boolean {
   return false;
 }
 
+/** Sets the file's time to now: when its kernel was last booted, for the pruning of the cache. */
+async function touch(path: string): Promise<void> {
+  const now = new Date();
+  await utimes(path, now, now).catch(() => undefined);
+}
+
 /** Takes out, trims and caches the PVH ELFs of the bzImages microVMs boot, one conversion per image. */
 export class PvhKernels {
   /** Conversions by the kernel's identity: under way or done (undefined: boot the file as given). */
   private readonly conversions = new Map<string, Promise<string | undefined>>();
+  /** Partial files being written now (the others are a crashed aetherd's). */
+  private readonly writing = new Set<string>();
 
   constructor(private readonly cacheDir: string) {}
 
@@ -125,15 +139,21 @@ export class PvhKernels {
     if (!st?.isFile()) return undefined;
     // Identity without reading the image: a replaced or rewritten kernel gets a new ELF.
     const key = createHash("sha256").update(`${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${kernelPath}`).digest("hex").slice(0, 24);
-    const target = join(this.cacheDir, `${key}.pvh.elf`);
+    const target = join(this.cacheDir, `${key}${ELF_SUFFIX}`);
     let conversion = this.conversions.get(key);
-    if (!conversion) {
-      conversion = stat(target).then(
-        () => target,
-        () => this.convert(kernelPath, target),
-      );
-      // A failed write (a full disk) is tried again at the next start; a kernel that cannot be converted is not.
-      conversion.catch(() => this.conversions.delete(key));
+    if (conversion) {
+      void touch(target);
+    } else {
+      conversion = stat(target)
+        .then(
+          () => touch(target).then(() => target),
+          () => this.convert(kernelPath, target),
+        )
+        .catch(() => {
+          // A failed write (a full disk) boots the kernel as given, and is tried again at the next start.
+          this.conversions.delete(key);
+          return undefined;
+        });
       this.conversions.set(key, conversion);
     }
     return conversion;
@@ -145,9 +165,34 @@ export class PvhKernels {
     const trimmed = elf && pvhElf(elf);
     if (!trimmed) return undefined;
     await mkdir(this.cacheDir, { recursive: true, mode: 0o700 });
-    const partial = `${target}.${process.pid}.partial`;
-    await writeFile(partial, trimmed);
-    await rename(partial, target);
+    // One conversion per kernel at a time (conversions): a partial file is this one's, or a crashed aetherd's.
+    const partial = `${target}.partial`;
+    this.writing.add(partial);
+    try {
+      await writeFile(partial, trimmed);
+      await rename(partial, target);
+    } finally {
+      this.writing.delete(partial);
+    }
+    await this.prune(target).catch(() => undefined);
     return target;
+  }
+
+  /** Keeps the KEEP_ELFS most recently booted ELFs (the one just made among them) and no stale partial files. */
+  private async prune(keep: string): Promise<void> {
+    const names = await readdir(this.cacheDir);
+    for (const name of names.filter((n) => n.endsWith(".partial") && !this.writing.has(join(this.cacheDir, n)))) {
+      await rm(join(this.cacheDir, name), { force: true });
+    }
+    const elfs = await Promise.all(
+      names
+        .filter((n) => n.endsWith(ELF_SUFFIX) && join(this.cacheDir, n) !== keep)
+        .map(async (n) => ({ n, mtimeMs: (await stat(join(this.cacheDir, n))).mtimeMs })),
+    );
+    elfs.sort((a, b) => b.mtimeMs - a.mtimeMs);
+    for (const { n } of elfs.slice(KEEP_ELFS - 1)) {
+      this.conversions.delete(n.slice(0, -ELF_SUFFIX.length));
+      await rm(join(this.cacheDir, n), { force: true });
+    }
   }
 }
