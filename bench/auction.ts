@@ -10,6 +10,7 @@
 //   BENCH_BIDDERS=connect             the bidders are Connect servers (test/helpers/fake-bidder.ts)
 //   BENCH_PROFILE_DIR=/tmp/x          the aggregator and the bidders' process write CPU profiles there (node --cpu-prof)
 //   BENCH_AGGREGATOR=<path>           another build's bin/aether-aggregator.mjs (a baseline side by side)
+import { rmSync } from "node:fs";
 import type { AetherClient } from "@aether/sdk";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { startAggregator } from "../test/helpers/aggregator.js";
@@ -172,6 +173,8 @@ export async function benchAuctions(runs: number): Promise<AuctionBenchResult> {
     return { bidderKind: BIDDER_KIND, rows, throughputPerSecond, p99With16Ms, p50With16Ms, p99With100Ms, cpuPerAuction, windowMs };
   } finally {
     await agg.stop();
+    // Its state folder holds a file per auction, placement and event (thousands, ~25 MB a run).
+    rmSync(agg.dir, { recursive: true, force: true });
     await bidders.stop();
   }
 }
