@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, it } from "node:test";
 import { gzipSync } from "node:zlib";
-import { bzImagePayload, PvhKernels, pvhElf } from "./kernel-elf.js";
+import { bzImagePayload, decompressPayload, PvhKernels, pvhElf } from "./kernel-elf.js";
 
 /** A 64-bit ELF with one PT_NOTE (the PVH entry note when `pvh`) and one PT_LOAD ending in zero pages. */
 function elf(pvh: boolean): Buffer {
@@ -108,4 +109,19 @@ it("the cache keeps the 8 most recently booted ELFs and drops a crashed conversi
   assert.ok(!left.includes(paths[1]?.split("/").pop() ?? ""), "the least recently booted went");
   assert.ok(left.includes(paths[0]?.split("/").pop() ?? ""), "booted again, so kept");
   assert.equal(await kernels.elfFor(join(dir, "vmlinuz-1")), paths[1], "taken out again when booted again");
+});
+
+it("a payload that claims, or unpacks to, more than it should is not unpacked", async () => {
+  const claiming = (payload: Buffer, size: number) => {
+    const out = Buffer.concat([payload, Buffer.alloc(4)]);
+    out.writeUInt32LE(size, out.length - 4);
+    return out;
+  };
+  const xz = execFileSync("xz", ["-c"], { input: Buffer.alloc(2 * 1024 * 1024) });
+  assert.equal((await decompressPayload(claiming(xz, 2 * 1024 * 1024)))?.length, 2 * 1024 * 1024);
+  assert.equal(await decompressPayload(claiming(xz, 1024 * 1024)), undefined, "unpacks to more than it claims");
+  assert.equal(await decompressPayload(claiming(xz, 0xffffffff)), undefined, "claims more than a kernel's bound");
+  const gz = gzipSync(Buffer.alloc(1024));
+  gz.writeUInt32LE(0xffffffff, gz.length - 4);
+  assert.equal(await decompressPayload(gz), undefined);
 });

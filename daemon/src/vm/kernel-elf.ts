@@ -27,6 +27,8 @@ const GZIP_MAGIC = [0x1f, 0x8b];
  */
 const KEEP_ELFS = 8;
 const ELF_SUFFIX = ".pvh.elf";
+/** The largest uncompressed kernel taken out of a bzImage (Debian's is 63 MiB). */
+const MAX_KERNEL_BYTES = 512 * 1024 * 1024;
 const PAGE = 4096;
 const PT_LOAD = 1;
 const PT_NOTE = 4;
@@ -47,21 +49,35 @@ export function bzImagePayload(image: Buffer): Buffer | undefined {
 /** Decompresses a bzImage payload; undefined when its format is unknown or its tool is missing. */
 export async function decompressPayload(payload: Buffer): Promise<Buffer | undefined> {
   // The kernel's build appends the uncompressed size (le32) to every payload; gzip's own trailer is it.
+  // A VM's kernel is the tenant's file: what it claims to unpack to is believed up to a bound only.
   const size = payload.readUInt32LE(payload.length - 4);
-  if (startsWith(payload, GZIP_MAGIC)) return gunzipSync(payload);
+  if (size > MAX_KERNEL_BYTES) return undefined;
+  if (startsWith(payload, GZIP_MAGIC)) {
+    try {
+      return gunzipSync(payload, { maxOutputLength: MAX_KERNEL_BYTES });
+    } catch {
+      return undefined;
+    }
+  }
   const tool = DECOMPRESSORS.find((d) => startsWith(payload, d.magic));
   if (!tool) return undefined;
-  const out = await run(tool.argv, payload.subarray(0, payload.length - 4));
+  const out = await run(tool.argv, payload.subarray(0, payload.length - 4), size);
   return out && out.length === size ? out : undefined;
 }
 
-function run(argv: string[], input: Buffer): Promise<Buffer | undefined> {
+/** The tool's output, or undefined when it fails or writes more than `limit` bytes (it is killed). */
+function run(argv: string[], input: Buffer, limit: number): Promise<Buffer | undefined> {
   return new Promise((resolve) => {
     const child = spawn(argv[0] ?? "", argv.slice(1), { stdio: ["pipe", "pipe", "ignore"] });
     const chunks: Buffer[] = [];
-    child.stdout.on("data", (c: Buffer) => chunks.push(c));
+    let length = 0;
+    child.stdout.on("data", (c: Buffer) => {
+      length += c.length;
+      if (length > limit) child.kill("SIGKILL");
+      else chunks.push(c);
+    });
     child.on("error", () => resolve(undefined));
-    child.on("close", (code) => resolve(code === 0 ? Buffer.concat(chunks) : undefined));
+    child.on("close", (code) => resolve(code === 0 && length <= limit ? Buffer.concat(chunks) : undefined));
     child.stdin.on("error", () => undefined);
     child.stdin.end(input);
   });
