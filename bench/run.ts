@@ -2,7 +2,6 @@
 //   npm run bench -- --only auctions,cells   just those sections (names: see SECTIONS below)
 //   npm run bench -- --json                  the figures as JSON on stdout (tables go to stderr)
 // The goals table (issue 18) is printed at the end of every run.
-import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { startDaemon, type TestDaemon } from "../test/helpers/daemon.js";
 import { benchStart } from "./runtime-start.js";
@@ -20,7 +19,7 @@ import { benchTraffic } from "./traffic.js";
 import { benchAuthz } from "./authz.js";
 import { benchInterceptor, benchMetricsCost, benchScrapeRender } from "./metrics.js";
 import { repoRoot } from "../test/helpers/daemon.js";
-import { mib } from "./stats.js";
+import { mib, rssBytes, statusBytes } from "./stats.js";
 import { BenchReport } from "./report.js";
 
 const SECTIONS = [
@@ -79,11 +78,6 @@ const table = report.table.bind(report);
 
 const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 300);
 
-function statusBytes(pid: number, field: string): number {
-  const kb = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
-  return Number(kb ?? 0) * 1024;
-}
-const rssBytes = (pid: number) => statusBytes(pid, "VmRSS");
 /** RSS with its two parts: anonymous (aetherd's own: heap, JavaScript heap, stacks) and file-backed (mostly the node binary's pages, shared with every node process). */
 const rssParts = (pid: number) =>
   `${mib(rssBytes(pid))} (anon ${mib(statusBytes(pid, "RssAnon"))}, file ${mib(statusBytes(pid, "RssFile"))})`;

@@ -11,7 +11,7 @@ import { vm as vmApi, type AetherClient } from "@aether/sdk";
 import type { TestDaemon } from "../test/helpers/daemon.js";
 import { guestImage } from "../test/helpers/guest.js";
 import { domainXml, ensureLibvirt, libvirtCreateToReady } from "./libvirt.js";
-import { mib, ms, percentile } from "./stats.js";
+import { mib, ms, percentile, rssBytes } from "./stats.js";
 
 export interface VmBenchResult {
   rows: string[][];
@@ -24,10 +24,6 @@ export interface VmBenchResult {
   qemuGuestBytes: number;
   /** The anonymous part of QEMU's own memory: what each further VM adds, the shared file pages aside. */
   qemuOwnPrivateBytes: number;
-}
-
-function rss(pid: number): number {
-  return Number(/^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0) * 1024;
 }
 
 const GUEST_MEMORY_BYTES = 128 << 20;
@@ -91,7 +87,7 @@ export async function benchVms(daemon: TestDaemon, aether: AetherClient, runs: n
     micro.push(m.ms);
     if (i === 0) {
       await new Promise((r) => setTimeout(r, 2000)); // idle
-      qemuRss = rss(m.pid);
+      qemuRss = rssBytes(m.pid);
       qemuMem = qemuMemory(m.pid);
     }
     await aether.vm.deleteVm({ vm: `bench-micro-${i}`, force: true });
@@ -107,7 +103,7 @@ export async function benchVms(daemon: TestDaemon, aether: AetherClient, runs: n
 
   // aetherd's memory per VM it tracks (created, not running: the record and its bookkeeping).
   const pid = daemon.process.pid ?? 0;
-  const before = rss(pid);
+  const before = rssBytes(pid);
   for (let i = 0; i < 100; i++) {
     await aether.vm.createVm({
       name: `bench-idle-${i}`,
@@ -115,7 +111,7 @@ export async function benchVms(daemon: TestDaemon, aether: AetherClient, runs: n
       boot: { source: { case: "kernel", value: { kernelPath: g.kernel, initrdPath: g.initrd, cmdline: "" } } },
     });
   }
-  const after = rss(pid);
+  const after = rssBytes(pid);
   for (let i = 0; i < 100; i++) await aether.vm.deleteVm({ vm: `bench-idle-${i}` });
 
   const p50 = (xs: number[]) => percentile(xs, 50);
