@@ -1,6 +1,8 @@
 // aether-aggregator: the decision rules as a pure function, the embedded store, and the compiled
 // server (the same entry users run) against fake bidders on loopback: who wins, how ties break, what
 // a hanging, lying or failing node does to an auction, leases, and state across a restart.
+// Past 1,000 lines because its suites share the helpers at its top (spec, bidOf, ms and the fake
+// bidders' set-up); the EmbeddedStore and standby-replica suites are the next to move to files of their own.
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";

@@ -4,7 +4,7 @@
 // Every decision that two concurrent calls could race on (a clone reserving its parent, a delete
 // checking for clones) is taken under the lock against the in-memory records, which include
 // objects still being created: a delete therefore sees a clone that is only half made.
-// Why it is this long (~1,080 lines): the write-ahead records and the recovery that settles them at
+// Why it is this long (~1,140 lines): the write-ahead records and the recovery that settles them at
 // start decide under the same lock against the same in-memory records; splitting volumes, images and
 // recovery into rooms of their own is the next refactor this file needs (not done yet).
 import { randomUUID } from "node:crypto";

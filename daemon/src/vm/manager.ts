@@ -1,7 +1,7 @@
 // The VMs of this host: their records, their lifecycle (CREATED → STARTING → RUNNING → STOPPING →
 // STOPPED, PAUSED, FAILED), the boot watchdog, the guest agent, and what each start sets up and
 // each stop tears down (seed, TAP devices, the VM's own cell). Handlers call it with checked values.
-// Why it is this long (~1,150 lines): every step writes its intent into the one VM record before it
+// Why it is this long (~1,250 lines): every step writes its intent into the one VM record before it
 // acts, and recovery at start reads those same intents, so lifecycle and recovery share the record,
 // the per-VM save queue and the teardown; moving recovery into a room of its own is planned with
 // the architecture work (issue 13). Live migration is a room of its own (daemon/src/migration): here
