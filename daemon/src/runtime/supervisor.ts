@@ -48,6 +48,12 @@ interface Internal extends TrackedExecutable {
   markEnded: () => void;
   watcher?: FSWatcher;
   poll?: NodeJS.Timeout;
+  /**
+   * While start() has not yet announced "executable.started": a program that ends at once can be
+   * reported ended by its shim before start() hears the spawn succeeded, and its end event waits
+   * here so that subscribers always see started before exited.
+   */
+  announcing?: { heldEnd?: Parameters<EventBus["publish"]>[0] };
 }
 
 export { SpawnError } from "./spawner.js";
@@ -159,6 +165,7 @@ export class Supervisor {
     // Not fsynced: the process does not outlive the host either (see @aether/server, server/src/atomic-file.ts).
     writeJsonAtomicSync(join(dir, recordFiles.spec), spec);
     const exe = this.track(spec, dir);
+    exe.announcing = {};
     try {
       const tree = this.trees?.create(spec.id, placement !== undefined);
       const hostUid = spec.hostUid ?? spec.uid;
@@ -194,6 +201,9 @@ export class Supervisor {
       message: `executable ${spec.name} started as pid ${exe.started?.pid}`,
       attributes: { pid: String(exe.started?.pid ?? 0) },
     });
+    const { heldEnd } = exe.announcing;
+    exe.announcing = undefined;
+    if (heldEnd) this.events.publish(heldEnd);
     return exe;
   }
 
@@ -323,14 +333,16 @@ export class Supervisor {
     this.unwatch(exe);
     exe.markEnded();
     if (wasRunning) {
-      this.events.publish({
+      const event: Parameters<EventBus["publish"]>[0] = {
         kind: status === "exited" ? "executable.exited" : "executable.lost",
         tenant: exe.spec.tenant,
         resourceId: exe.spec.id,
         resourceName: exe.spec.name,
         message: `executable ${exe.spec.name} ${reason}`,
         attributes: exit ? { exit_code: exit.exitCode === null ? "" : String(exit.exitCode), signal: signalName(exit.signal) } : {},
-      });
+      };
+      if (exe.announcing) exe.announcing.heldEnd = event;
+      else this.events.publish(event);
     }
   }
 
